@@ -1,0 +1,86 @@
+# a4co — the two commands are `make run` and `make test`; everything else is for developers.
+# Every target creates the virtual environment itself and is a no-op when nothing changed.
+
+PYTHON ?= python3.11
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+export PATH := $(CURDIR)/$(BIN):$(PATH)
+
+PROTOS := $(shell find proto -name '*.proto' | LC_ALL=C sort)
+GEN    := gen/python
+# buf breaking compares the contracts with the previous commit on main.
+BREAKING_AGAINST ?= .git\#ref=HEAD~1,subdir=proto
+
+.PHONY: help venv gen catalog lint fmt test check-gen check-catalog breaking lock clean
+
+help:
+	@echo "make test     set up everything, then run the whole test suite against real servers"
+	@echo "make lint     ruff, mypy, buf lint/format/breaking, generated code and catalog fresh"
+	@echo "make fmt      format Python and proto files in place"
+	@echo "make gen      regenerate gen/python from proto/"
+	@echo "make catalog  regenerate docs/events.md and docs/asyncapi.yaml from the contracts"
+	@echo "make lock     re-resolve requirements.lock from pyproject.toml"
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml requirements.lock
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --disable-pip-version-check -r requirements.lock
+	@# The project and its generated code are importable through a .pth file rather than an
+	@# editable install, so that a package added by `make gen` is found without reinstalling.
+	@$(BIN)/python -c 'import sysconfig,pathlib; pathlib.Path(sysconfig.get_paths()["purelib"], "a4co-project.pth").write_text("$(CURDIR)\n$(CURDIR)/$(GEN)\n")'
+	@touch $@
+
+requirements.lock:
+	$(MAKE) lock
+
+lock:
+	rm -rf .lockenv && $(PYTHON) -m venv .lockenv
+	.lockenv/bin/python -m pip install -q --disable-pip-version-check '.[dev]'
+	.lockenv/bin/python -m pip freeze --all --exclude a4co --exclude pip | LC_ALL=C sort > requirements.lock
+	rm -rf .lockenv
+
+gen: $(GEN)/.stamp
+
+$(GEN)/.stamp: $(PROTOS) $(STAMP) tools/gen.py
+	$(BIN)/python -m tools.gen --proto proto --out $(GEN)
+	@touch $@
+
+catalog: gen
+	$(BIN)/python -m tools.catalog --proto proto --out docs
+
+check-gen: $(STAMP)
+	$(BIN)/python -m tools.gen --proto proto --out $(GEN)
+	@git diff --exit-code --stat -- $(GEN) && test -z "$$(git status --porcelain -- $(GEN))" \
+	  || { echo "gen/python is stale: run 'make gen' and commit it"; exit 1; }
+
+check-catalog: gen
+	$(BIN)/python -m tools.catalog --proto proto --out docs
+	@git diff --exit-code --stat -- docs/events.md docs/asyncapi.yaml \
+	  && test -z "$$(git status --porcelain -- docs/events.md docs/asyncapi.yaml)" \
+	  || { echo "the event catalog is stale: run 'make catalog' and commit it"; exit 1; }
+
+breaking: $(STAMP)
+	@if git rev-parse -q --verify HEAD~1 >/dev/null && git cat-file -e HEAD~1:proto 2>/dev/null; then \
+	  buf breaking proto --against '$(BREAKING_AGAINST)' && echo "buf breaking: no breaking change against HEAD~1"; \
+	else echo "buf breaking: no previous commit with proto/ to compare with"; fi
+
+lint: $(STAMP) gen
+	ruff check .
+	ruff format --check .
+	mypy
+	buf lint
+	buf format --diff --exit-code
+	$(MAKE) --no-print-directory breaking check-gen check-catalog
+
+fmt: $(STAMP)
+	ruff format .
+	ruff check --fix .
+	buf format -w
+
+test: $(STAMP) gen
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,1 @@
+"""a4co's hand-written code: the shared platform and one package per bounded context."""

@@ -1,0 +1,1 @@
+"""Shared mechanisms of every service; imports no service."""

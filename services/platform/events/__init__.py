@@ -1,0 +1,1 @@
+"""Domain events: their registry (read from the contracts), envelope, outbox and consumers."""
