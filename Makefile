@@ -41,9 +41,9 @@ lock:
 	.lockenv/bin/python -m pip freeze --all --exclude a4co --exclude pip | LC_ALL=C sort > requirements.lock
 	rm -rf .lockenv
 
-gen: $(GEN)/.stamp
+gen: $(VENV)/.gen
 
-$(GEN)/.stamp: $(PROTOS) $(STAMP) tools/gen.py
+$(VENV)/.gen: $(PROTOS) $(STAMP) tools/gen.py
 	$(BIN)/python -m tools.gen --proto proto --out $(GEN)
 	@touch $@
 
