@@ -58,9 +58,9 @@ class EventDef:
 def context_of(package: str) -> str:
     """The bounded context of an events package: `a4co.orders.events.v1` -> `orders`."""
     parts = package.split(".")
-    if len(parts) < 4 or parts[0] != "a4co" or parts[-2] != "events":
+    if len(parts) < 4 or parts[-2] != "events" or not parts[-1].startswith("v"):
         raise RegistryError(f"{package!r} is not an events package a4co.<context>.events.vN")
-    return ".".join(parts[1:-2])
+    return parts[-3]
 
 
 def event_type_of(context: str, name: str) -> str:

@@ -1,0 +1,39 @@
+"""PostgreSQL access shared by the services: one pool per service, bound to its own schema."""
+
+from __future__ import annotations
+
+from typing import TypeAlias
+
+import asyncpg
+from asyncpg.pool import PoolConnectionProxy
+
+from services.platform.events.tables import ensure_schema, quote_ident
+
+Connection: TypeAlias = "asyncpg.Connection[asyncpg.Record] | PoolConnectionProxy[asyncpg.Record]"
+
+
+async def create_pool(
+    dsn: str,
+    schema: str,
+    *,
+    application: str = "a4co",
+    min_size: int = 1,
+    max_size: int = 10,
+) -> asyncpg.Pool:
+    """Create the schema and its event tables if needed, then a pool whose search_path is it.
+
+    SQL in a service is therefore unqualified; one schema per service keeps tables apart.
+    """
+    conn = await asyncpg.connect(dsn)
+    try:
+        await ensure_schema(conn, schema)
+    finally:
+        await conn.close()
+    pool = await asyncpg.create_pool(
+        dsn,
+        min_size=min_size,
+        max_size=max_size,
+        server_settings={"search_path": quote_ident(schema), "application_name": application},
+    )
+    assert pool is not None
+    return pool

@@ -1,0 +1,178 @@
+"""Wrap domain events in the envelope and NATS headers, and unwrap them again.
+
+The body of every message is an `a4co.events.v1.EventEnvelope`; the headers follow the CloudEvents
+NATS binding (binary mode) so that routers and people can read an event without decoding it.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from google.protobuf.message import DecodeError, Message
+from opentelemetry import propagate, trace
+
+from a4co.events.v1 import envelope_pb2
+from services.platform.events.registry import EventDef, EventRegistry, RegistryError
+from services.platform.events.topology import Topology
+from services.platform.flow import Flow, current_flow
+
+CONTENT_TYPE = "application/protobuf"
+H_ID, H_TYPE, H_SOURCE, H_TIME = "ce-id", "ce-type", "ce-source", "ce-time"
+H_SUBJECT, H_SCHEMA, H_SPEC = "ce-subject", "ce-dataschema", "ce-specversion"
+H_MSG_ID = "Nats-Msg-Id"
+H_TRACEPARENT, H_TRACESTATE = "traceparent", "tracestate"
+
+tracer = trace.get_tracer("a4co.events")
+
+
+class EventDecodeError(ValueError):
+    """A message body is not an envelope, or its payload is not the message it claims."""
+
+
+class UnknownEventError(LookupError):
+    """An envelope names an event type or version this process does not know."""
+
+
+@dataclass(frozen=True, slots=True)
+class OutgoingEvent:
+    """An event encoded for the outbox: where it goes and the exact bytes and headers."""
+
+    event_id: str
+    event_type: str
+    aggregate_id: str
+    subject: str
+    headers: dict[str, str]
+    body: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class IncomingEvent:
+    """An event decoded from a message: its envelope, declaration and payload."""
+
+    envelope: envelope_pb2.EventEnvelope
+    definition: EventDef
+    payload: Message
+
+    @property
+    def event_id(self) -> str:
+        """The event's id."""
+        return self.envelope.event_id
+
+    @property
+    def flow(self) -> Flow:
+        """The flow that handling this event continues: same correlation, caused by it."""
+        meta = self.envelope.metadata
+        return Flow(meta.correlation_id or self.event_id, self.event_id, meta.user_id)
+
+
+def _rfc3339(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+class EventCodec:
+    """Encodes events produced by one service and decodes any known event."""
+
+    def __init__(self, registry: EventRegistry, source: str, topology: Topology) -> None:
+        self.registry = registry
+        self.source = source
+        self.topology = topology
+
+    def encode(
+        self,
+        event: Message,
+        *,
+        aggregate_id: str,
+        flow: Flow | None = None,
+        occurred_at: datetime | None = None,
+    ) -> OutgoingEvent:
+        """Envelope `event` with a new id, the current flow and trace context, and its headers."""
+        definition = self.registry.of(event)
+        flow = flow or current_flow()
+        event_id = str(uuid.uuid4())
+        moment = occurred_at or datetime.now(UTC)
+        carrier: dict[str, str] = {}
+        subject = self.topology.event_subject(definition)
+        # A PRODUCER span stands for the message; its context travels with the event, so the
+        # consumer's span becomes its child in the same trace.
+        with tracer.start_as_current_span(
+            f"{definition.subject} create",
+            kind=trace.SpanKind.PRODUCER,
+            attributes={
+                "messaging.system": "nats",
+                "messaging.destination.name": subject,
+                "messaging.message.id": event_id,
+            },
+        ):
+            propagate.inject(carrier)
+        envelope = envelope_pb2.EventEnvelope(
+            event_id=event_id,
+            aggregate_id=aggregate_id,
+            aggregate_type=definition.aggregate_type,
+            event_type=definition.event_type,
+            event_version=definition.version,
+            source=self.source,
+            metadata=envelope_pb2.EventMetadata(
+                correlation_id=flow.correlation_id,
+                causation_id=flow.causation_id,
+                user_id=flow.user_id,
+                trace=envelope_pb2.TraceContext(
+                    traceparent=carrier.get(H_TRACEPARENT, ""),
+                    tracestate=carrier.get(H_TRACESTATE, ""),
+                ),
+            ),
+        )
+        envelope.occurred_at.FromDatetime(moment)
+        envelope.payload.Pack(event)
+        return OutgoingEvent(
+            event_id=event_id,
+            event_type=definition.event_type,
+            aggregate_id=aggregate_id,
+            subject=subject,
+            headers=headers_for(envelope, carrier),
+            body=envelope.SerializeToString(),
+        )
+
+    def decode(self, body: bytes) -> IncomingEvent:
+        """Parse an envelope and unpack its payload into the declared message class."""
+        try:
+            envelope = envelope_pb2.EventEnvelope.FromString(body)
+        except DecodeError as exc:
+            raise EventDecodeError(f"body is not an EventEnvelope: {exc}") from exc
+        if not envelope.event_id or not envelope.event_type or not envelope.payload.type_url:
+            raise EventDecodeError("envelope lacks event_id, event_type or payload")
+        try:
+            definition = self.registry.get(envelope.event_type, envelope.event_version)
+        except RegistryError as exc:
+            raise UnknownEventError(str(exc)) from exc
+        payload = definition.message_class()
+        if not envelope.payload.Is(definition.descriptor):
+            raise EventDecodeError(
+                f"payload is {envelope.payload.type_url}, not {definition.full_name}"
+            )
+        try:
+            envelope.payload.Unpack(payload)
+        except DecodeError as exc:
+            raise EventDecodeError(
+                f"payload does not decode as {definition.full_name}: {exc}"
+            ) from exc
+        return IncomingEvent(envelope, definition, payload)
+
+
+def headers_for(envelope: envelope_pb2.EventEnvelope, trace: Mapping[str, str]) -> dict[str, str]:
+    """The CloudEvents NATS binding headers of an envelope, plus dedup id and trace context."""
+    headers = {
+        H_SPEC: "1.0",
+        H_ID: envelope.event_id,
+        H_TYPE: envelope.event_type,
+        H_SOURCE: f"/a4co/{envelope.source}",
+        H_TIME: _rfc3339(envelope.occurred_at.ToDatetime(tzinfo=UTC)),
+        H_SUBJECT: envelope.aggregate_id,
+        H_SCHEMA: f"{envelope.payload.type_url.rsplit('/', 1)[-1]};v{envelope.event_version}",
+        "content-type": CONTENT_TYPE,
+        H_MSG_ID: envelope.event_id,
+    }
+    headers.update({k: v for k, v in trace.items() if k in (H_TRACEPARENT, H_TRACESTATE) and v})
+    return headers

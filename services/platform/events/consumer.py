@@ -1,0 +1,358 @@
+"""Queue consumers: every replica of a service shares one durable pull consumer per stream.
+
+This is the strategy's `subscribeQueue(subject, queue, handler)`. Each message is decoded,
+upcast when stored under an older version, and dispatched by event type from a handler table. The
+handler runs in a database transaction that first records the event id in the inbox, so its effect
+happens once however often the event is delivered; the message is acknowledged after the commit.
+A failing handler is retried with exponential backoff and jitter; after the last allowed delivery,
+or at once when the message cannot be decoded, it goes to the dead-letter stream with its original
+headers, the error, the consumer's name and the delivery count.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import asyncpg
+import nats.errors
+from google.protobuf.message import Message
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from opentelemetry import propagate, trace
+
+from services.platform.db import Connection
+from services.platform.events import metrics
+from services.platform.events.codec import (
+    EventCodec,
+    EventDecodeError,
+    IncomingEvent,
+    OutgoingEvent,
+    UnknownEventError,
+)
+from services.platform.events.outbox import OutboxWriter
+from services.platform.events.registry import EventDef
+from services.platform.events.topology import Topology
+from services.platform.events.upcasting import NoUpcastPathError, Upcasters
+from services.platform.flow import flow_scope
+from services.platform.resilience import Backoff
+
+log = logging.getLogger(__name__)
+tracer = trace.get_tracer("a4co.events")
+
+H_REPLAY_FOR = "a4co-replay-for"
+H_DLQ_REASON, H_DLQ_ERROR, H_DLQ_CONSUMER = "a4co-dlq-reason", "a4co-dlq-error", "a4co-dlq-consumer"
+H_DLQ_DELIVERIES, H_DLQ_TIME = "a4co-dlq-deliveries", "a4co-dlq-time"
+H_DLQ_STREAM, H_DLQ_SEQ, H_DLQ_SUBJECT = (
+    "a4co-dlq-stream",
+    "a4co-dlq-stream-seq",
+    "a4co-dlq-subject",
+)
+H_DLQ_EVENT_TYPE = "a4co-dlq-event-type"
+
+REASON_HANDLER_FAILED = "HANDLER_FAILED"
+REASON_UNDECODABLE = "UNDECODABLE"
+REASON_UNKNOWN_EVENT = "UNKNOWN_EVENT"
+
+
+@dataclass(slots=True)
+class HandlerContext:
+    """What a handler gets beside the event: its transaction and a way to publish follow-ups."""
+
+    conn: Connection
+    event: IncomingEvent
+    delivery: int
+    outbox: OutboxWriter | None
+
+    async def publish(self, event: Message, *, aggregate_id: str) -> OutgoingEvent:
+        """Add a follow-up event to the outbox, in this handler's transaction and flow."""
+        if self.outbox is None:
+            raise RuntimeError("this consumer was built without an outbox")
+        return await self.outbox.add(
+            self.conn, event, aggregate_id=aggregate_id, flow=self.event.flow
+        )
+
+
+Handler = Callable[[Message, HandlerContext], Awaitable[None]]
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryPolicy:
+    """How often and how patiently a consumer retries: the strategy's 3 deliveries, 1 s to 30 s."""
+
+    max_deliveries: int = 3
+    backoff: Backoff = field(default_factory=Backoff)
+    ack_wait_s: float = 30.0
+    batch_size: int = 64
+    fetch_timeout_s: float = 1.0
+
+
+@dataclass(slots=True)
+class ConsumerStats:
+    """Counts by outcome, for tests and the status command."""
+
+    handled: int = 0
+    duplicates: int = 0
+    skipped: int = 0
+    retried: int = 0
+    dead_lettered: int = 0
+
+
+class QueueConsumer:
+    """One service's durable, shared pull consumer on one stream."""
+
+    def __init__(
+        self,
+        *,
+        service: str,
+        stream: str,
+        handlers: Mapping[type[Message], Handler],
+        js: JetStreamContext,
+        pool: asyncpg.Pool,
+        codec: EventCodec,
+        topology: Topology,
+        outbox: OutboxWriter | None = None,
+        upcasters: Upcasters | None = None,
+        policy: DeliveryPolicy | None = None,
+    ) -> None:
+        self.service, self.stream = service, stream
+        self.js, self.pool, self.codec, self.topology = js, pool, codec, topology
+        self.outbox = outbox
+        self.upcasters = upcasters or Upcasters()
+        self.policy = policy or DeliveryPolicy()
+        self.stats = ConsumerStats()
+        self.durable = topology.durable(service, stream)
+        self._handlers: dict[str, tuple[EventDef, Handler]] = {}
+        for message_class, handler in handlers.items():
+            definition = codec.registry.of(message_class)
+            if definition.stream != stream:
+                raise ValueError(
+                    f"{definition.event_type} travels in {definition.stream}, not {stream}"
+                )
+            self._handlers[definition.event_type] = (definition, handler)
+        self._stopping = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._sub: JetStreamContext.PullSubscription | None = None
+
+    def config(self) -> ConsumerConfig:
+        """The durable consumer's configuration: the handled events' subjects, explicit acks."""
+        subjects = sorted(
+            {
+                self.topology.event_subject(e)
+                for event_type in self._handlers
+                for e in (
+                    self.codec.registry.get(event_type, v)
+                    for v in self.codec.registry.versions(event_type)
+                )
+            }
+        )
+        return ConsumerConfig(
+            durable_name=self.durable,
+            description=f"{self.service} consumes {', '.join(sorted(self._handlers))}",
+            deliver_policy=DeliverPolicy.ALL,
+            ack_policy=AckPolicy.EXPLICIT,
+            ack_wait=self.policy.ack_wait_s,
+            max_deliver=-1,  # the consumer dead-letters itself, so nothing is dropped silently
+            filter_subjects=subjects,
+            max_ack_pending=10_000,
+        )
+
+    async def start(self) -> None:
+        """Create or bind the durable consumer and start handling messages."""
+        stream = self.topology.stream(self.stream)
+        config = self.config()
+        await self.js.add_consumer(stream, config)
+        self._sub = await self.js.pull_subscribe_bind(self.durable, stream=stream)
+        self._task = asyncio.create_task(self._run(), name=f"consumer {self.durable}")
+        self._task.add_done_callback(self._on_exit)
+
+    @property
+    def running(self) -> bool:
+        """Whether the consumer is fetching and handling messages."""
+        return self._task is not None and not self._task.done()
+
+    def _on_exit(self, task: asyncio.Task[None]) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            log.error("consumer %s stopped by an error", self.durable, exc_info=task.exception())
+
+    async def stop(self, timeout: float = 10.0) -> None:
+        """Stop fetching, finish the messages in hand, then unsubscribe (graceful drain)."""
+        self._stopping.set()
+        if self._task is not None:
+            # A task that already died has been logged by _on_exit; stopping it is not an error.
+            with contextlib.suppress(Exception, asyncio.CancelledError):
+                await asyncio.wait_for(self._task, timeout)
+        if self._sub is not None:
+            with contextlib.suppress(Exception):
+                await self._sub.unsubscribe()
+
+    async def _run(self) -> None:
+        assert self._sub is not None
+        failures = 0
+        while not self._stopping.is_set():
+            try:
+                messages = await self._sub.fetch(
+                    self.policy.batch_size, timeout=self.policy.fetch_timeout_s
+                )
+            except nats.errors.TimeoutError:
+                continue
+            except (nats.errors.Error, OSError) as exc:
+                failures += 1
+                delay = self.policy.backoff.delay(failures)
+                log.warning("%s: fetch failed (%s); retrying in %.1f s", self.durable, exc, delay)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stopping.wait(), delay)
+                continue
+            failures = 0
+            for msg in messages:
+                await self.process(msg)
+
+    async def process(self, msg: Msg) -> None:
+        """Handle one message to one outcome: acked, retried later, or dead-lettered."""
+        delivery = msg.metadata.num_delivered
+        try:
+            incoming = self.codec.decode(msg.data)
+        except EventDecodeError as exc:
+            await self._dead_letter(msg, REASON_UNDECODABLE, str(exc), "unknown")
+            return
+        except UnknownEventError as exc:
+            claimed = (msg.headers or {}).get("ce-type")
+            await self._dead_letter(msg, REASON_UNKNOWN_EVENT, str(exc), claimed)
+            return
+        event_type = incoming.definition.event_type
+        if delivery > 1:
+            metrics.REDELIVERIES.labels(self.service, event_type).inc()
+        entry = self._handlers.get(event_type)
+        replay_for = (msg.headers or {}).get(H_REPLAY_FOR)
+        if entry is None or (replay_for and replay_for != self.service):
+            await self._settle(msg, "skipped", event_type)
+            return
+        wanted, handler = entry
+        try:
+            payload = self.upcasters.upcast(incoming.payload, incoming.definition, wanted)
+        except NoUpcastPathError as exc:
+            await self._dead_letter(msg, REASON_UNKNOWN_EVENT, str(exc), event_type)
+            return
+        if delivery > self.policy.max_deliveries:
+            # Earlier deliveries ended without an outcome (the process died mid-handler).
+            error = f"no outcome after {delivery - 1} deliveries; the consumer may have crashed"
+            await self._dead_letter(msg, REASON_HANDLER_FAILED, error, event_type)
+            return
+        await self._handle(msg, incoming, payload, handler, delivery)
+
+    async def _handle(
+        self, msg: Msg, incoming: IncomingEvent, payload: Message, handler: Handler, delivery: int
+    ) -> None:
+        event_type = incoming.definition.event_type
+        parent = propagate.extract(msg.headers or {})
+        started = time.perf_counter()
+        with (
+            tracer.start_as_current_span(
+                f"{self.topology.unprefixed(msg.subject)} process",
+                context=parent,
+                kind=trace.SpanKind.CONSUMER,
+                attributes={
+                    "messaging.system": "nats",
+                    "messaging.destination.name": msg.subject,
+                    "messaging.consumer.group.name": self.durable,
+                    "messaging.message.id": incoming.event_id,
+                    "messaging.message.delivery_count": delivery,
+                },
+            ) as span,
+            flow_scope(incoming.flow),
+        ):
+            try:
+                first = await self._run_in_transaction(incoming, payload, handler, delivery)
+            except Exception as exc:  # any handler failure is retried or dead-lettered
+                span.record_exception(exc)
+                span.set_status(trace.Status(trace.StatusCode.ERROR, str(exc)))
+                await self._failed(msg, exc, delivery, event_type)
+                return
+            finally:
+                metrics.HANDLER_DURATION.labels(self.service, event_type).observe(
+                    time.perf_counter() - started
+                )
+        await self._settle(msg, "handled" if first else "duplicate", event_type)
+
+    async def _run_in_transaction(
+        self, incoming: IncomingEvent, payload: Message, handler: Handler, delivery: int
+    ) -> bool:
+        async with self.pool.acquire() as conn, conn.transaction():
+            first = await conn.fetchval(
+                "INSERT INTO inbox (consumer, event_id, event_type) VALUES ($1, $2, $3) "
+                "ON CONFLICT DO NOTHING RETURNING true",
+                self.durable,
+                incoming.event_id,
+                incoming.definition.event_type,
+            )
+            if first:
+                await handler(payload, HandlerContext(conn, incoming, delivery, self.outbox))
+        return bool(first)
+
+    async def _failed(self, msg: Msg, exc: Exception, delivery: int, event_type: str) -> None:
+        error = f"{type(exc).__name__}: {exc}"
+        if delivery >= self.policy.max_deliveries:
+            await self._dead_letter(msg, REASON_HANDLER_FAILED, error, event_type)
+            return
+        delay = self.policy.backoff.delay(delivery)
+        log.warning(
+            "%s: %s failed on delivery %d (%s); retry in %.2f s",
+            self.durable,
+            event_type,
+            delivery,
+            error,
+            delay,
+        )
+        self.stats.retried += 1
+        metrics.EVENTS_CONSUMED.labels(self.service, event_type, "retried").inc()
+        await msg.nak(delay=delay)
+
+    async def _settle(self, msg: Msg, result: str, event_type: str) -> None:
+        await msg.ack()
+        if result == "handled":
+            self.stats.handled += 1
+        elif result == "duplicate":
+            self.stats.duplicates += 1
+        else:
+            self.stats.skipped += 1
+        metrics.EVENTS_CONSUMED.labels(self.service, event_type, result).inc()
+
+    async def _dead_letter(self, msg: Msg, reason: str, error: str, event_type: str | None) -> None:
+        meta = msg.metadata
+        headers = dict(msg.headers or {})
+        headers.pop(H_REPLAY_FOR, None)
+        headers.update(
+            {
+                H_DLQ_REASON: reason,
+                H_DLQ_ERROR: error[:2000],
+                H_DLQ_CONSUMER: self.service,
+                H_DLQ_DELIVERIES: str(meta.num_delivered),
+                H_DLQ_STREAM: meta.stream,
+                H_DLQ_SEQ: str(meta.sequence.stream),
+                H_DLQ_SUBJECT: msg.subject,
+                H_DLQ_EVENT_TYPE: event_type or "unknown",
+                H_DLQ_TIME: datetime.now(UTC).isoformat(timespec="milliseconds"),
+                "Nats-Msg-Id": f"dlq:{self.durable}:{meta.sequence.stream}:{meta.num_delivered}",
+            }
+        )
+        try:
+            await self.js.publish(
+                self.topology.dead_letter_subject(self.service, msg.subject),
+                msg.data,
+                headers=headers,
+            )
+        except Exception as exc:  # keep the message; try again after a pause
+            log.error("%s: cannot dead-letter (%s); will retry", self.durable, exc)
+            await msg.nak(delay=self.policy.backoff.delay(meta.num_delivered))
+            return
+        await msg.term()
+        log.error("%s: dead-lettered %s (%s): %s", self.durable, event_type, reason, error)
+        self.stats.dead_lettered += 1
+        metrics.EVENTS_CONSUMED.labels(self.service, event_type or "unknown", "dead_lettered").inc()
+        metrics.DLQ_MESSAGES.labels(self.service, event_type or "unknown", reason).inc()

@@ -1,0 +1,255 @@
+"""Operating the dead-letter stream: list, show, analyse by failure pattern, replay, discard.
+
+A dead letter keeps the original body and headers, plus `a4co-dlq-*` headers that say which
+consumer gave up, why, after how many deliveries, and where the event came from. A replay
+publishes the original event again on its subject, aimed at the consumer that failed (others
+skip it, and their inboxes would drop it anyway), with `retry_count` raised in its envelope and a
+fresh `Nats-Msg-Id` so that JetStream's duplicate window does not swallow it; the dead letter is
+deleted once the replay is acknowledged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections import Counter
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+from google.protobuf.message import DecodeError
+from nats.js import JetStreamContext
+from nats.js.errors import NotFoundError
+
+from a4co.events.v1 import envelope_pb2
+from services.platform.events.consumer import (
+    H_DLQ_CONSUMER,
+    H_DLQ_DELIVERIES,
+    H_DLQ_ERROR,
+    H_DLQ_EVENT_TYPE,
+    H_DLQ_REASON,
+    H_DLQ_SEQ,
+    H_DLQ_STREAM,
+    H_DLQ_SUBJECT,
+    H_DLQ_TIME,
+    H_REPLAY_FOR,
+)
+from services.platform.events.topology import DLQ_STREAM, Topology
+
+_VOLATILE = [
+    (re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", re.I), "<uuid>"),
+    (re.compile(r"\b0x[0-9a-f]+\b", re.I), "<hex>"),
+    (re.compile(r"'[^']*'|\"[^\"]*\""), "<str>"),
+    (re.compile(r"\d+(\.\d+)?"), "<n>"),
+]
+
+
+def error_pattern(error: str) -> str:
+    """The shape of an error message: ids, strings and numbers replaced by placeholders."""
+    for pattern, placeholder in _VOLATILE:
+        error = pattern.sub(placeholder, error)
+    return error[:200]
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """One message in the dead-letter stream."""
+
+    seq: int
+    event_id: str
+    event_type: str
+    consumer: str
+    reason: str
+    error: str
+    deliveries: int
+    original_subject: str
+    original_stream: str
+    original_seq: int
+    dead_lettered_at: str
+    headers: dict[str, str]
+    body: bytes
+
+    def summary(self) -> dict[str, object]:
+        """The dead letter without its body, for listings."""
+        return {
+            "seq": self.seq,
+            "event_id": self.event_id,
+            "event_type": self.event_type,
+            "consumer": self.consumer,
+            "reason": self.reason,
+            "deliveries": self.deliveries,
+            "error": self.error,
+            "original_subject": self.original_subject,
+            "dead_lettered_at": self.dead_lettered_at,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetterFilter:
+    """Which dead letters an operation applies to; empty fields match everything."""
+
+    seqs: frozenset[int] = frozenset()
+    consumer: str = ""
+    event_type: str = ""
+    reason: str = ""
+
+    def matches(self, letter: DeadLetter) -> bool:
+        """Whether a dead letter passes every set criterion."""
+        return (
+            (not self.seqs or letter.seq in self.seqs)
+            and (not self.consumer or letter.consumer == self.consumer)
+            and (not self.event_type or letter.event_type == self.event_type)
+            and (not self.reason or letter.reason == self.reason)
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class PatternStats:
+    """How many dead letters share one failure pattern."""
+
+    event_type: str
+    consumer: str
+    reason: str
+    pattern: str
+    count: int
+    first_at: str
+    last_at: str
+
+
+@dataclass(slots=True)
+class ReplayReport:
+    """What a replay did (or, dry, would do)."""
+
+    replayed: list[int] = field(default_factory=list)
+    failed: dict[int, str] = field(default_factory=dict)
+    dry_run: bool = False
+
+
+def _letter(seq: int, headers: dict[str, str], body: bytes) -> DeadLetter:
+    return DeadLetter(
+        seq=seq,
+        event_id=headers.get("ce-id", ""),
+        event_type=headers.get(H_DLQ_EVENT_TYPE) or headers.get("ce-type", "unknown"),
+        consumer=headers.get(H_DLQ_CONSUMER, ""),
+        reason=headers.get(H_DLQ_REASON, ""),
+        error=headers.get(H_DLQ_ERROR, ""),
+        deliveries=int(headers.get(H_DLQ_DELIVERIES, "0") or 0),
+        original_subject=headers.get(H_DLQ_SUBJECT, ""),
+        original_stream=headers.get(H_DLQ_STREAM, ""),
+        original_seq=int(headers.get(H_DLQ_SEQ, "0") or 0),
+        dead_lettered_at=headers.get(H_DLQ_TIME, ""),
+        headers=headers,
+        body=body,
+    )
+
+
+def replay_message(letter: DeadLetter, *, broadcast: bool = False) -> tuple[dict[str, str], bytes]:
+    """The headers and body that republish a dead letter's original event."""
+    headers = {k: v for k, v in letter.headers.items() if not k.startswith("a4co-dlq-")}
+    headers["Nats-Msg-Id"] = f"{letter.event_id or letter.seq}:replay:{letter.seq}"
+    if not broadcast and letter.consumer:
+        headers[H_REPLAY_FOR] = letter.consumer
+    body = letter.body
+    try:
+        envelope = envelope_pb2.EventEnvelope.FromString(body)
+    except DecodeError:
+        return headers, body  # an undecodable body is replayed as it was
+    envelope.metadata.retry_count += 1
+    return headers, envelope.SerializeToString()
+
+
+class DeadLetterQueue:
+    """The dead-letter stream of one deployment."""
+
+    def __init__(self, js: JetStreamContext, topology: Topology) -> None:
+        self.js = js
+        self.topology = topology
+        self.stream = topology.stream(DLQ_STREAM)
+
+    async def depth(self) -> int:
+        """How many dead letters wait."""
+        info = await self.js.stream_info(self.stream)
+        return int(info.state.messages)
+
+    async def letters(self, where: DeadLetterFilter | None = None) -> AsyncIterator[DeadLetter]:
+        """Every dead letter matching `where`, oldest first."""
+        where = where or DeadLetterFilter()
+        seq = 1
+        wildcard = self.topology.subject("a4co.dlq.>")
+        while True:
+            try:
+                raw = await self.js.get_msg(self.stream, seq=seq, subject=wildcard, next=True)
+            except NotFoundError:
+                return
+            assert raw.seq is not None
+            letter = _letter(raw.seq, dict(raw.headers or {}), raw.data or b"")
+            if where.matches(letter):
+                yield letter
+            seq = raw.seq + 1
+
+    async def browse(
+        self, where: DeadLetterFilter | None = None, limit: int = 100
+    ) -> list[DeadLetter]:
+        """Up to `limit` dead letters matching `where`, oldest first."""
+        found = []
+        async for letter in self.letters(where):
+            found.append(letter)
+            if len(found) >= limit:
+                break
+        return found
+
+    async def get(self, seq: int) -> DeadLetter:
+        """One dead letter by its sequence in the dead-letter stream."""
+        raw = await self.js.get_msg(self.stream, seq=seq)
+        return _letter(seq, dict(raw.headers or {}), raw.data or b"")
+
+    async def stats(self, where: DeadLetterFilter | None = None) -> list[PatternStats]:
+        """Dead letters grouped by event type, consumer, reason and error pattern, most first."""
+        counts: Counter[tuple[str, str, str, str]] = Counter()
+        first: dict[tuple[str, str, str, str], str] = {}
+        last: dict[tuple[str, str, str, str], str] = {}
+        async for letter in self.letters(where):
+            key = (letter.event_type, letter.consumer, letter.reason, error_pattern(letter.error))
+            counts[key] += 1
+            first.setdefault(key, letter.dead_lettered_at)
+            last[key] = letter.dead_lettered_at
+        return [
+            PatternStats(*key, count=n, first_at=first[key], last_at=last[key])
+            for key, n in counts.most_common()
+        ]
+
+    async def replay(
+        self,
+        where: DeadLetterFilter | None = None,
+        *,
+        dry_run: bool = False,
+        rate_per_s: float = 50.0,
+        broadcast: bool = False,
+    ) -> ReplayReport:
+        """Republish matching dead letters (at most `rate_per_s` a second), then delete them."""
+        report = ReplayReport(dry_run=dry_run)
+        interval = 1.0 / rate_per_s if rate_per_s > 0 else 0.0
+        for letter in [x async for x in self.letters(where)]:
+            if dry_run:
+                report.replayed.append(letter.seq)
+                continue
+            if not letter.original_subject:
+                report.failed[letter.seq] = "no original subject"
+                continue
+            headers, body = replay_message(letter, broadcast=broadcast)
+            try:
+                await self.js.publish(letter.original_subject, body, headers=headers)
+            except Exception as exc:  # report and go on with the next one
+                report.failed[letter.seq] = f"{type(exc).__name__}: {exc}"
+                continue
+            await self.js.delete_msg(self.stream, letter.seq)
+            report.replayed.append(letter.seq)
+            if interval:
+                await asyncio.sleep(interval)  # the rate limit itself, not a wait for a condition
+        return report
+
+    async def discard(self, where: DeadLetterFilter | None = None) -> list[int]:
+        """Delete matching dead letters for good; returns their sequences."""
+        gone = [letter.seq async for letter in self.letters(where)]
+        for seq in gone:
+            await self.js.delete_msg(self.stream, seq)
+        return gone

@@ -1,0 +1,264 @@
+"""The transactional outbox: events are rows written with the state change, then relayed.
+
+`OutboxWriter.add` inserts an encoded event in the caller's transaction, so the event exists if and
+only if the state change committed. `OutboxRelay` publishes committed rows to JetStream in commit
+order (per aggregate), pipelined, and deletes them once JetStream has acknowledged them. It is woken
+by LISTEN/NOTIFY and falls back to polling; of several replicas, one holds an advisory lock and
+relays while the others wait, so order holds with any number of replicas. A NATS or PostgreSQL
+outage makes it back off and resume: rows are only deleted after their acknowledgement, and the
+`Nats-Msg-Id` header lets JetStream drop an event published twice after a crash.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from dataclasses import dataclass, field
+
+import asyncpg
+from google.protobuf.message import Message
+from nats.js import JetStreamContext
+from nats.js.api import PubAck
+
+from services.platform.db import Connection
+from services.platform.events import metrics
+from services.platform.events.codec import EventCodec, OutgoingEvent
+from services.platform.events.tables import quote_ident
+from services.platform.flow import Flow
+from services.platform.resilience import Backoff
+
+log = logging.getLogger(__name__)
+
+
+_BACKLOG_SQL = (
+    "SELECT count(*) AS pending, "
+    "coalesce(extract(epoch FROM clock_timestamp() - min(created_at)), 0) AS age FROM outbox"
+)
+
+
+def notify_channel(schema: str) -> str:
+    """The LISTEN/NOTIFY channel that announces new outbox rows of a schema."""
+    return f"a4co_outbox_{schema}"[:63]
+
+
+class OutboxWriter:
+    """Adds events to the outbox inside the caller's transaction."""
+
+    def __init__(self, codec: EventCodec, schema: str) -> None:
+        self.codec = codec
+        self._channel = notify_channel(schema)
+
+    async def add(
+        self,
+        conn: Connection,
+        event: Message,
+        *,
+        aggregate_id: str,
+        flow: Flow | None = None,
+    ) -> OutgoingEvent:
+        """Encode `event` and insert it; it is published once the transaction commits."""
+        if not conn.is_in_transaction():
+            raise RuntimeError("events must be added inside the state change's transaction")
+        out = self.codec.encode(event, aggregate_id=aggregate_id, flow=flow)
+        await conn.execute(
+            "INSERT INTO outbox (event_id, event_type, aggregate_id, subject, headers, body) "
+            "VALUES ($1, $2, $3, $4, $5::jsonb, $6)",
+            out.event_id,
+            out.event_type,
+            out.aggregate_id,
+            out.subject,
+            json.dumps(out.headers),
+            out.body,
+        )
+        # Delivered at commit, and coalesced when a transaction adds several events.
+        await conn.execute("SELECT pg_notify($1, '')", self._channel)
+        return out
+
+
+class PublishFailedError(RuntimeError):
+    """JetStream did not acknowledge every event of a batch."""
+
+
+@dataclass(slots=True)
+class RelayStats:
+    """What a relay has done, for tests and the status command."""
+
+    published: int = 0
+    failures: int = 0
+    leader: bool = False
+    batches: int = 0
+    last_error: str = ""
+    wakeups: int = field(default=0)
+
+
+class OutboxRelay:
+    """Publishes one schema's outbox to JetStream; run one per service replica."""
+
+    def __init__(
+        self,
+        *,
+        dsn: str,
+        schema: str,
+        service: str,
+        js: JetStreamContext,
+        batch_size: int = 500,
+        poll_interval_s: float = 1.0,
+        ack_timeout_s: float = 5.0,
+        backoff: Backoff | None = None,
+    ) -> None:
+        self.dsn, self.schema, self.service, self.js = dsn, schema, service, js
+        self.batch_size = batch_size
+        self.poll_interval_s = poll_interval_s
+        self.ack_timeout_s = ack_timeout_s
+        self.backoff = backoff or Backoff(first_s=0.2, cap_s=5.0)
+        self.stats = RelayStats()
+        self._wake = asyncio.Event()
+        self._stopping = asyncio.Event()
+        self._lock_key = f"a4co-outbox-relay:{schema}"
+
+    async def run(self) -> None:
+        """Relay until `stop()`; reconnects to PostgreSQL and backs off on any failure."""
+        attempt = 0
+        while not self._stopping.is_set():
+            try:
+                conn = await asyncpg.connect(
+                    self.dsn,
+                    server_settings={
+                        "search_path": quote_ident(self.schema),
+                        "application_name": f"{self.service}-outbox-relay",
+                    },
+                )
+            except (OSError, asyncpg.PostgresError) as exc:
+                attempt += 1
+                await self._pause(self.backoff.delay(attempt), f"cannot reach PostgreSQL: {exc}")
+                continue
+            try:
+                attempt = await self._lead(conn)
+            finally:
+                self.stats.leader = False
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(conn.close(), 2)
+
+    async def stop(self) -> None:
+        """Ask the relay to finish the batch in flight and return from `run()`."""
+        self._stopping.set()
+        self._wake.set()
+
+    async def _lead(self, conn: Connection) -> int:
+        """Become the leader, then relay; returns when stopping or the connection is lost."""
+        attempt = 0
+        try:
+            while not await conn.fetchval(
+                "SELECT pg_try_advisory_lock(hashtext($1))", self._lock_key
+            ):
+                if await self._wait(self.poll_interval_s):
+                    return 0
+            self.stats.leader = True
+            await conn.add_listener(notify_channel(self.schema), self._on_notify)
+            while not self._stopping.is_set():
+                try:
+                    count = await self.relay_batch(conn)
+                    attempt = 0
+                except PublishFailedError as exc:
+                    attempt += 1
+                    await self._pause(self.backoff.delay(attempt), str(exc))
+                    continue
+                if count < self.batch_size:
+                    await self._wait(self.poll_interval_s)
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            attempt += 1
+            await self._pause(self.backoff.delay(attempt), f"PostgreSQL connection lost: {exc}")
+        return attempt
+
+    def _on_notify(self, *_: object) -> None:
+        self.stats.wakeups += 1
+        self._wake.set()
+
+    async def _wait(self, timeout: float) -> bool:
+        """Wait for a notification, the poll interval, or stop; True when stopping."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), timeout)
+        self._wake.clear()
+        return self._stopping.is_set()
+
+    async def _pause(self, delay: float, reason: str) -> None:
+        self.stats.failures += 1
+        self.stats.last_error = reason
+        metrics.PUBLISH_FAILURES.labels(self.service).inc()
+        log.warning("outbox relay %s: %s; retrying in %.1f s", self.schema, reason, delay)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), delay)
+
+    async def relay_batch(self, conn: Connection) -> int:
+        """Publish up to `batch_size` rows, pipelined; delete those acknowledged.
+
+        Raises PublishFailedError when any row was not acknowledged; the rows acknowledged before
+        it are deleted all the same, and the rest are tried again.
+        """
+        rows = await conn.fetch(
+            "SELECT id, event_type, subject, headers::text AS headers, body FROM outbox "
+            "ORDER BY id LIMIT $1",
+            self.batch_size,
+        )
+        await self._observe_backlog(conn, len(rows))
+        if not rows:
+            return 0
+        futures: list[asyncio.Future[PubAck]] = []
+        error: BaseException | None = None
+        for row in rows:
+            try:
+                future = await self.js.publish_async(
+                    row["subject"],
+                    row["body"],
+                    headers=json.loads(row["headers"]),
+                    wait_stall=self.ack_timeout_s,
+                )
+                futures.append(future)
+            except Exception as exc:  # any client error: stop here, retry later
+                error = exc
+                break
+        acked, failed = await self._settle(futures)
+        acked_rows = [rows[i] for i in acked]
+        if acked_rows:
+            await self._prune(conn, [r["id"] for r in acked_rows])
+            for row in acked_rows:
+                metrics.EVENTS_PUBLISHED.labels(self.service, row["event_type"]).inc()
+        self.stats.published += len(acked_rows)
+        self.stats.batches += 1
+        if error is not None or failed:
+            missing = len(rows) - len(acked_rows)
+            cause = error or failed[0]
+            raise PublishFailedError(f"{missing} of {len(rows)} events not acknowledged: {cause}")
+        return len(rows)
+
+    async def _prune(self, conn: Connection, ids: list[int]) -> None:
+        """Delete rows JetStream has acknowledged."""
+        await conn.execute("DELETE FROM outbox WHERE id = ANY($1::bigint[])", ids)
+
+    async def _settle(
+        self, futures: list[asyncio.Future[PubAck]]
+    ) -> tuple[list[int], list[BaseException]]:
+        if not futures:
+            return [], []
+        done, pending = await asyncio.wait(futures, timeout=self.ack_timeout_s)
+        for future in pending:
+            future.cancel()
+        acked: list[int] = []
+        failed: list[BaseException] = [TimeoutError("no acknowledgement")] if pending else []
+        for i, future in enumerate(futures):
+            if future in done and not future.cancelled() and future.exception() is None:
+                acked.append(i)
+            elif future in done and not future.cancelled():
+                failed.append(future.exception())  # type: ignore[arg-type]
+        return acked, failed
+
+    async def _observe_backlog(self, conn: Connection, fetched: int) -> None:
+        pending, age = fetched, 0.0
+        if fetched:
+            row = await conn.fetchrow(_BACKLOG_SQL)
+            assert row is not None
+            pending, age = int(row["pending"]), float(row["age"])
+        metrics.OUTBOX_PENDING.labels(self.service).set(pending)
+        metrics.OUTBOX_OLDEST_AGE.labels(self.service).set(float(age))

@@ -1,0 +1,42 @@
+"""The event tables every service schema holds: the outbox and the inbox."""
+
+from __future__ import annotations
+
+import asyncpg
+
+EVENT_TABLES_DDL = """
+CREATE TABLE IF NOT EXISTS outbox (
+    id          bigserial   PRIMARY KEY,
+    event_id    uuid        NOT NULL UNIQUE,
+    event_type  text        NOT NULL,
+    aggregate_id text       NOT NULL,
+    subject     text        NOT NULL,
+    headers     jsonb       NOT NULL,
+    body        bytea       NOT NULL,
+    created_at  timestamptz NOT NULL DEFAULT clock_timestamp()
+);
+CREATE TABLE IF NOT EXISTS inbox (
+    consumer    text        NOT NULL,
+    event_id    uuid        NOT NULL,
+    event_type  text        NOT NULL,
+    handled_at  timestamptz NOT NULL DEFAULT clock_timestamp(),
+    PRIMARY KEY (consumer, event_id)
+);
+CREATE INDEX IF NOT EXISTS inbox_handled_at ON inbox (handled_at);
+"""
+
+
+def quote_ident(name: str) -> str:
+    """A PostgreSQL identifier, quoted."""
+    return '"' + name.replace('"', '""') + '"'
+
+
+async def ensure_schema(conn: asyncpg.Connection, schema: str) -> None:
+    """Create a service's schema and its event tables; idempotent."""
+    # Serialised with an advisory lock: replicas starting together would otherwise race on
+    # CREATE ... IF NOT EXISTS, which is not safe under concurrency in PostgreSQL.
+    async with conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", f"a4co-ddl:{schema}")
+        await conn.execute(f"CREATE SCHEMA IF NOT EXISTS {quote_ident(schema)}")
+        await conn.execute(f"SET LOCAL search_path TO {quote_ident(schema)}")
+        await conn.execute(EVENT_TABLES_DDL)

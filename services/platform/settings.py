@@ -1,0 +1,66 @@
+"""Settings of a service, read from the environment by its composition root only."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+_PREFIX = re.compile(r"^[a-z][a-z0-9]{0,30}$")
+
+
+class SettingsError(ValueError):
+    """A setting is missing or malformed."""
+
+
+@dataclass(frozen=True, slots=True)
+class StreamSettings:
+    """How the event streams are created: storage limits, deduplication and replication."""
+
+    replicas: int = 1
+    max_age_s: float = 7 * 24 * 3600
+    max_bytes: int = -1
+    duplicate_window_s: float = 120.0
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Where a service finds its servers and how it names what it creates there.
+
+    `prefix` isolates one deployment (or one test) from another on shared servers: it prefixes
+    stream names, subjects, consumer names and database schemas.
+    """
+
+    service: str
+    nats_url: str
+    database_url: str
+    redis_url: str
+    prefix: str = ""
+    streams: StreamSettings = StreamSettings()
+
+    @classmethod
+    def from_env(cls, service: str, env: Mapping[str, str] | None = None) -> Settings:
+        """Read `A4CO_*` variables; the three server URLs are required."""
+        env = os.environ if env is None else env
+        missing = [
+            k for k in ("A4CO_NATS_URL", "A4CO_DATABASE_URL", "A4CO_REDIS_URL") if not env.get(k)
+        ]
+        if missing:
+            raise SettingsError(f"{service}: set {', '.join(missing)}")
+        prefix = env.get("A4CO_PREFIX", "")
+        if prefix and not _PREFIX.match(prefix):
+            raise SettingsError(f"A4CO_PREFIX={prefix!r}: lower-case letters and digits only")
+        return cls(
+            service=service,
+            nats_url=env["A4CO_NATS_URL"],
+            database_url=env["A4CO_DATABASE_URL"],
+            redis_url=env["A4CO_REDIS_URL"],
+            prefix=prefix,
+            streams=StreamSettings(
+                replicas=int(env.get("A4CO_STREAM_REPLICAS", "1")),
+                max_age_s=float(env.get("A4CO_STREAM_MAX_AGE_S", str(7 * 24 * 3600))),
+                max_bytes=int(env.get("A4CO_STREAM_MAX_BYTES", "-1")),
+                duplicate_window_s=float(env.get("A4CO_STREAM_DUPLICATE_WINDOW_S", "120")),
+            ),
+        )

@@ -1,0 +1,158 @@
+"""A producer and consumers wired on real servers under one test's prefix."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
+
+import asyncpg
+from google.protobuf.message import Message
+from nats.aio.client import Client as NATS
+from nats.js import JetStreamContext
+
+from a4co.orders.events.v1 import order_events_pb2
+from a4co.type.v1 import money_pb2
+from services.platform.db import create_pool
+from services.platform.events.codec import EventCodec, OutgoingEvent
+from services.platform.events.consumer import DeliveryPolicy, Handler, HandlerContext, QueueConsumer
+from services.platform.events.outbox import OutboxRelay, OutboxWriter
+from services.platform.events.registry import EventRegistry
+from services.platform.events.streams import ensure_streams
+from services.platform.events.topology import Topology
+from services.platform.events.upcasting import Upcasters
+from services.platform.resilience import Backoff
+from services.platform.settings import StreamSettings
+
+FAST = DeliveryPolicy(backoff=Backoff(first_s=0.2, cap_s=1.0), ack_wait_s=2.0, fetch_timeout_s=0.2)
+
+
+def order_created(order_id: str, cents: int = 1250) -> order_events_pb2.OrderCreated:
+    return order_events_pb2.OrderCreated(
+        order_id=order_id,
+        customer_id="cust-1",
+        artisan_id="art-1",
+        total=money_pb2.Money(currency_code="EUR", amount_cents=cents),
+    )
+
+
+@dataclass
+class Rig:
+    """The producing service `orders` and any consumers a test adds."""
+
+    dsn: str
+    nc: NATS
+    js: JetStreamContext
+    registry: EventRegistry
+    topology: Topology
+    pool: asyncpg.Pool
+    codec: EventCodec
+    writer: OutboxWriter
+    _closers: list[object] = field(default_factory=list)
+    _pools: list[asyncpg.Pool] = field(default_factory=list)
+
+    @property
+    def schema(self) -> str:
+        return self.topology.schema("orders")
+
+    async def commit(self, event: Message, aggregate_id: str) -> OutgoingEvent:
+        """Commit `event` to the outbox in a transaction, as a state change would."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            return await self.writer.add(conn, event, aggregate_id=aggregate_id)
+
+    async def outbox_rows(self) -> int:
+        return int(await self.pool.fetchval("SELECT count(*) FROM outbox"))
+
+    def relay(self, **kwargs: object) -> OutboxRelay:
+        options: dict[str, object] = {
+            "poll_interval_s": 0.2,
+            "backoff": Backoff(first_s=0.1, cap_s=0.5),
+        }
+        options.update(kwargs)
+        return OutboxRelay(
+            dsn=self.dsn,
+            schema=self.schema,
+            service="orders",
+            js=self.js,
+            **options,  # type: ignore[arg-type]
+        )
+
+    async def consumer_pool(self, service: str) -> asyncpg.Pool:
+        pool = await create_pool(self.dsn, self.topology.schema(service))
+        await pool.execute(
+            "CREATE TABLE IF NOT EXISTS effects "
+            "(id serial PRIMARY KEY, event_id uuid, aggregate text, replica text, delivery int)"
+        )
+        self._pools.append(pool)
+        return pool
+
+    async def consumer(
+        self,
+        service: str,
+        handlers: Mapping[type[Message], Handler],
+        *,
+        stream: str = "ORDERS",
+        policy: DeliveryPolicy = FAST,
+        upcasters: Upcasters | None = None,
+        codec: EventCodec | None = None,
+        start: bool = True,
+    ) -> QueueConsumer:
+        pool = await self.consumer_pool(service)
+        consumer = QueueConsumer(
+            service=service,
+            stream=stream,
+            handlers=handlers,
+            js=self.js,
+            pool=pool,
+            codec=codec or EventCodec(self.registry, service, self.topology),
+            topology=self.topology,
+            policy=policy,
+            upcasters=upcasters,
+        )
+        if start:
+            await consumer.start()
+        self._closers.append(consumer)
+        return consumer
+
+    async def close(self) -> None:
+        for closer in reversed(self._closers):
+            await closer.stop()  # type: ignore[attr-defined]
+        for pool in self._pools:
+            await pool.close()
+        await self.pool.close()
+
+
+def record_effect(replica: str = "r1") -> Handler:
+    """A handler that inserts one row per handled event in the consumer's `effects` table."""
+
+    async def handler(event: Message, ctx: HandlerContext) -> None:
+        await ctx.conn.execute(
+            "INSERT INTO effects (event_id, aggregate, replica, delivery) VALUES ($1, $2, $3, $4)",
+            ctx.event.event_id,
+            ctx.event.envelope.aggregate_id,
+            replica,
+            ctx.delivery,
+        )
+
+    return handler
+
+
+@contextlib.asynccontextmanager
+async def running(relay: OutboxRelay) -> AsyncIterator[OutboxRelay]:
+    task = asyncio.create_task(relay.run())
+    try:
+        yield relay
+    finally:
+        await relay.stop()
+        await asyncio.wait_for(task, 10)
+
+
+async def make_rig(dsn: str, nc: NATS, registry: EventRegistry, topology: Topology) -> Rig:
+    js = nc.jetstream()
+    await ensure_streams(js, registry, topology, StreamSettings(duplicate_window_s=120))
+    pool = await create_pool(dsn, topology.schema("orders"))
+    codec = EventCodec(registry, "orders", topology)
+    return Rig(
+        dsn, nc, js, registry, topology, pool, codec, OutboxWriter(codec, topology.schema("orders"))
+    )

@@ -1,0 +1,152 @@
+"""Queue consumers: one effect per event, retries with backoff, dead letters, shared work."""
+
+from __future__ import annotations
+
+import itertools
+import time
+from dataclasses import replace
+
+import asyncpg
+from google.protobuf.message import Message
+from nats.aio.msg import Msg
+
+from a4co.orders.events.v1 import order_events_pb2
+from services.platform.events.consumer import HandlerContext, QueueConsumer
+from services.platform.events.dlq import DeadLetterFilter, DeadLetterQueue
+from tests.integration.events.rig import FAST, Rig, order_created, record_effect, running
+from tests.support.waiting import eventually
+
+
+async def effect_count(pool: asyncpg.Pool) -> int:
+    return int(await pool.fetchval("SELECT count(*) FROM effects"))
+
+
+async def test_the_same_event_delivered_twice_takes_effect_once(rig: Rig) -> None:
+    consumer = await rig.consumer("payments", {order_events_pb2.OrderCreated: record_effect()})
+    out = rig.codec.encode(order_created("o-dup"), aggregate_id="o-dup")
+    # Two copies with different message ids, so JetStream keeps both: the inbox must catch it.
+    await rig.js.publish(out.subject, out.body, headers=dict(out.headers, **{"Nats-Msg-Id": "a"}))
+    await rig.js.publish(out.subject, out.body, headers=dict(out.headers, **{"Nats-Msg-Id": "b"}))
+
+    await eventually(lambda: consumer.stats.handled + consumer.stats.duplicates == 2)
+    assert (consumer.stats.handled, consumer.stats.duplicates) == (1, 1)
+    assert await effect_count(consumer.pool) == 1
+
+
+class CrashBeforeAck(QueueConsumer):
+    """A consumer whose process dies after committing the handler, before acknowledging."""
+
+    crashed = False
+
+    async def _settle(self, msg: Msg, result: str, event_type: str) -> None:
+        self.crashed = True
+        raise RuntimeError("killed before ack")
+
+
+async def test_redelivery_after_a_crash_before_ack_takes_effect_once(rig: Rig) -> None:
+    pool = await rig.consumer_pool("payments")
+    crashing = CrashBeforeAck(
+        service="payments",
+        stream="ORDERS",
+        handlers={order_events_pb2.OrderCreated: record_effect()},
+        js=rig.js,
+        pool=pool,
+        codec=rig.codec,
+        topology=rig.topology,
+        policy=FAST,
+    )
+    await crashing.start()
+    out = rig.codec.encode(order_created("o-c"), aggregate_id="o-c")
+    await rig.js.publish(out.subject, out.body, headers=out.headers)
+    await eventually(lambda: crashing.crashed, what="the consumer crashed")
+    await crashing.stop()
+    assert await effect_count(pool) == 1, "the handler's transaction committed"
+
+    # A new replica of the same service gets the unacknowledged message after ack_wait.
+    survivor = await rig.consumer("payments", {order_events_pb2.OrderCreated: record_effect()})
+    await eventually(lambda: survivor.stats.duplicates == 1, what="redelivered and deduplicated")
+    assert survivor.stats.handled == 0
+    assert await effect_count(pool) == 1
+
+
+async def test_a_failing_handler_goes_to_the_dlq_after_three_deliveries_then_replays(
+    rig: Rig,
+) -> None:
+    attempts: list[tuple[int, float]] = []
+    fixed = False
+
+    async def flaky(event: Message, ctx: HandlerContext) -> None:
+        attempts.append((ctx.delivery, time.monotonic()))
+        if not fixed:
+            raise ValueError(f"no tariff for order {ctx.event.envelope.aggregate_id}")
+        await ctx.conn.execute("INSERT INTO effects (event_id) VALUES ($1)", ctx.event.event_id)
+
+    consumer = await rig.consumer("payments", {order_events_pb2.OrderCreated: flaky})
+    out = await rig.commit(order_created("o-fail"), "o-fail")
+    dlq = DeadLetterQueue(rig.js, rig.topology)
+    async with running(rig.relay()):
+        await eventually(lambda: consumer.stats.dead_lettered == 1, what="dead-lettered")
+
+    assert [d for d, _ in attempts] == [1, 2, 3], "exactly three deliveries"
+    gaps = [b - a for (_, a), (_, b) in itertools.pairwise(attempts)]
+    assert gaps[0] >= FAST.backoff.floor(1)
+    assert gaps[1] >= FAST.backoff.floor(2), "the backoff grows between deliveries"
+
+    letters = await dlq.browse()
+    assert len(letters) == 1
+    letter = letters[0]
+    assert letter.event_id == out.event_id
+    assert letter.consumer == "payments"
+    assert letter.reason == "HANDLER_FAILED"
+    assert letter.deliveries == 3
+    assert "ValueError: no tariff for order o-fail" in letter.error
+    assert letter.headers["ce-type"] == "a4co.orders.OrderCreated", "original headers are kept"
+    assert letter.original_subject == rig.topology.subject("a4co.orders.order.created")
+
+    fixed = True
+    report = await dlq.replay(DeadLetterFilter(consumer="payments"))
+    assert report.replayed == [letter.seq]
+    await eventually(lambda: consumer.stats.handled == 1, what="replayed event handled")
+    assert await effect_count(consumer.pool) == 1
+    assert await dlq.depth() == 0
+
+
+async def test_an_undecodable_message_is_dead_lettered_at_once_and_work_goes_on(rig: Rig) -> None:
+    consumer = await rig.consumer("payments", {order_events_pb2.OrderCreated: record_effect()})
+    subject = rig.topology.subject("a4co.orders.order.created")
+    await rig.js.publish(
+        subject, b"\xff\x00not protobuf", headers={"ce-type": "a4co.orders.OrderCreated"}
+    )
+    await rig.commit(order_created("o-ok"), "o-ok")
+    async with running(rig.relay()):
+        await eventually(lambda: consumer.stats.handled == 1, what="the next event handled")
+    assert consumer.stats.dead_lettered == 1
+    letters = await DeadLetterQueue(rig.js, rig.topology).browse()
+    assert [(x.reason, x.deliveries, x.consumer) for x in letters] == [
+        ("UNDECODABLE", 1, "payments")
+    ]
+    assert letters[0].body == b"\xff\x00not protobuf"
+
+
+async def test_two_replicas_share_the_work_and_never_both_handle_an_event(rig: Rig) -> None:
+    policy = replace(FAST, batch_size=5)
+    first = await rig.consumer(
+        "payments", {order_events_pb2.OrderCreated: record_effect("r1")}, policy=policy
+    )
+    second = await rig.consumer(
+        "payments", {order_events_pb2.OrderCreated: record_effect("r2")}, policy=policy
+    )
+    assert first.durable == second.durable
+    for i in range(200):
+        out = rig.codec.encode(order_created(f"o-{i}"), aggregate_id=f"o-{i}")
+        await rig.js.publish(out.subject, out.body, headers=out.headers)
+
+    await eventually(lambda: first.stats.handled + second.stats.handled == 200, what="200 handled")
+    rows = await first.pool.fetch("SELECT event_id, replica FROM effects")
+    by_event: dict[str, set[str]] = {}
+    for row in rows:
+        by_event.setdefault(str(row["event_id"]), set()).add(row["replica"])
+    assert len(by_event) == 200
+    assert all(len(replicas) == 1 for replicas in by_event.values())
+    assert first.stats.handled > 0
+    assert second.stats.handled > 0

@@ -1,0 +1,163 @@
+"""The transactional outbox: committed events are published once, rolled-back ones never."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+
+import asyncpg
+import pytest
+
+from a4co.orders.events.v1 import order_events_pb2
+from services.platform.db import Connection
+from services.platform.events.outbox import OutboxRelay
+from services.platform.local_servers import LocalServers
+from tests.integration.events.rig import Rig, order_created, record_effect, running
+from tests.support.waiting import eventually
+
+
+async def effects(pool: asyncpg.Pool) -> list[asyncpg.Record]:
+    return list(await pool.fetch("SELECT event_id, aggregate, delivery FROM effects ORDER BY id"))
+
+
+async def test_a_committed_event_is_published_and_consumed_once(rig: Rig) -> None:
+    consumer = await rig.consumer("payments", {order_events_pb2.OrderCreated: record_effect()})
+    out = await rig.commit(order_created("o-1"), "o-1")
+
+    async with running(rig.relay()) as relay:
+        await eventually(lambda: consumer.stats.handled == 1, what="event handled")
+        await eventually(lambda: relay.stats.published == 1)
+    rows = await effects(consumer.pool)
+    assert [(str(r["event_id"]), r["aggregate"]) for r in rows] == [(out.event_id, "o-1")]
+    assert await rig.outbox_rows() == 0, "published rows are pruned"
+
+
+async def test_an_event_of_a_rolled_back_transaction_is_never_published(rig: Rig) -> None:
+    async def add_then_fail() -> None:
+        async with rig.pool.acquire() as conn, conn.transaction():
+            await rig.writer.add(conn, order_created("o-x"), aggregate_id="o-x")
+            raise RuntimeError("rollback")
+
+    with pytest.raises(RuntimeError, match="rollback"):
+        await add_then_fail()
+    assert await rig.outbox_rows() == 0
+
+
+async def test_adding_outside_a_transaction_is_refused(rig: Rig) -> None:
+    async with rig.pool.acquire() as conn:
+        with pytest.raises(RuntimeError, match="inside"):
+            await rig.writer.add(conn, order_created("o-y"), aggregate_id="o-y")
+
+
+async def test_relay_wakes_on_notify_and_keeps_commit_order_per_aggregate(rig: Rig) -> None:
+    seen: list[str] = []
+
+    async def handler(event: order_events_pb2.OrderStatusChanged, ctx: object) -> None:
+        seen.append(event.order_id + ":" + str(event.status))
+
+    consumer = await rig.consumer("analytics", {order_events_pb2.OrderStatusChanged: handler})  # type: ignore[dict-item]
+    async with running(rig.relay(poll_interval_s=30)) as relay:
+        for status in range(1, 7):
+            changed = order_events_pb2.OrderStatusChanged(
+                order_id="o-7", status=order_events_pb2.OrderStatus.ValueType(status)
+            )
+            await rig.commit(changed, "o-7")
+        await eventually(lambda: consumer.stats.handled == 6, what="six transitions handled")
+        assert relay.stats.wakeups >= 1, "LISTEN/NOTIFY woke the relay before its 30 s poll"
+    assert seen == [f"o-7:{s}" for s in range(1, 7)]
+
+
+class CrashAfterPublish(OutboxRelay):
+    """A relay that dies after JetStream acknowledged a batch, before deleting the rows."""
+
+    async def _prune(self, conn: Connection, ids: list[int]) -> None:
+        raise asyncio.CancelledError("relay killed before deleting the published rows")
+
+
+async def test_relay_killed_between_commit_and_publish_loses_nothing(rig: Rig) -> None:
+    consumer = await rig.consumer("payments", {order_events_pb2.OrderCreated: record_effect()})
+    # Committed while no relay runs: the event waits in the outbox.
+    out = await rig.commit(order_created("o-2"), "o-2")
+    assert await rig.outbox_rows() == 1
+
+    # A relay publishes it, then dies before deleting the row.
+    crashing = CrashAfterPublish(dsn=rig.dsn, schema=rig.schema, service="orders", js=rig.js)
+    task = asyncio.create_task(crashing.run())
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(task, 10)
+    assert await rig.outbox_rows() == 1, "the row survived the crash"
+
+    # The restarted relay publishes it again; JetStream drops the duplicate by Nats-Msg-Id and
+    # the consumer's inbox would catch it otherwise: one effect.
+    async with running(rig.relay()):
+        await eventually(_outbox_empty(rig), what="outbox drained")
+        await eventually(lambda: consumer.stats.handled == 1)
+    stream = await rig.js.stream_info(rig.topology.stream("ORDERS"))
+    assert stream.state.messages == 1
+    rows = await effects(consumer.pool)
+    assert [str(r["event_id"]) for r in rows] == [out.event_id]
+
+
+def _outbox_empty(rig: Rig) -> Callable[[], Awaitable[bool]]:
+    async def check() -> bool:
+        return await rig.outbox_rows() == 0
+
+    return check
+
+
+async def test_two_relays_one_leader_everything_published_once(rig: Rig) -> None:
+    consumer = await rig.consumer("payments", {order_events_pb2.OrderCreated: record_effect()})
+    ids = [f"o-{i}" for i in range(50)]
+    async with running(rig.relay()) as first, running(rig.relay()) as second:
+        for order_id in ids:
+            await rig.commit(order_created(order_id), order_id)
+        await eventually(lambda: consumer.stats.handled == 50, what="50 events handled")
+        assert [first.stats.leader, second.stats.leader].count(True) == 1
+    rows = await effects(consumer.pool)
+    assert sorted(r["aggregate"] for r in rows) == sorted(ids)
+
+
+async def test_nats_outage_mid_flow_loses_nothing(rig: Rig, local_servers: LocalServers) -> None:
+    if not local_servers.is_managed("nats"):
+        pytest.skip("NATS is external (A4CO_NATS_URL): the test cannot stop it")
+    consumer = await rig.consumer("payments", {order_events_pb2.OrderCreated: record_effect()})
+    before = [f"before-{i}" for i in range(20)]
+    during = [f"during-{i}" for i in range(20)]
+    async with running(rig.relay(ack_timeout_s=1.0)) as relay:
+        for order_id in before:
+            await rig.commit(order_created(order_id), order_id)
+        await eventually(lambda: consumer.stats.handled == 20, what="events before the outage")
+
+        local_servers.nats.stop()
+        try:
+            for order_id in during:
+                await rig.commit(order_created(order_id), order_id)
+            await eventually(lambda: relay.stats.failures > 0, what="relay noticed the outage")
+            assert await rig.outbox_rows() == 20, "nothing is deleted while NATS is down"
+        finally:
+            local_servers.nats.start()
+
+        await eventually(
+            lambda: consumer.stats.handled == 40, timeout=30, what="events after the outage"
+        )
+    rows = await effects(consumer.pool)
+    assert sorted(r["aggregate"] for r in rows) == sorted(before + during)
+    assert len({r["event_id"] for r in rows}) == 40
+
+
+async def test_outbox_metrics_follow_the_backlog(rig: Rig) -> None:
+    from prometheus_client import REGISTRY
+
+    for i in range(3):
+        await rig.commit(order_created(f"m-{i}"), f"m-{i}")
+    async with running(rig.relay()):
+        await eventually(_outbox_empty(rig))
+        await eventually(
+            lambda: REGISTRY.get_sample_value("a4co_outbox_pending", {"service": "orders"}) == 0
+        )
+    published = REGISTRY.get_sample_value(
+        "a4co_events_published_total",
+        {"service": "orders", "event_type": "a4co.orders.OrderCreated"},
+    )
+    assert published is not None
+    assert published >= 3
