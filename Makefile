@@ -12,7 +12,7 @@ GEN    := gen/python
 # buf breaking compares the contracts with the previous commit on main.
 BREAKING_AGAINST ?= .git\#ref=HEAD~1,subdir=proto
 
-.PHONY: help venv gen catalog lint fmt test check-gen check-catalog breaking lock clean
+.PHONY: help venv gen catalog lint fmt test check-gen check-catalog breaking lock clean bench-events
 
 help:
 	@echo "make test     set up everything, then run the whole test suite against real servers"
@@ -21,6 +21,7 @@ help:
 	@echo "make gen      regenerate gen/python from proto/"
 	@echo "make catalog  regenerate docs/events.md and docs/asyncapi.yaml from the contracts"
 	@echo "make lock     re-resolve requirements.lock from pyproject.toml"
+	@echo "make bench-events  event platform figures beside raw nats-py (BENCH_ARGS=--quick)"
 
 venv: $(STAMP)
 
@@ -30,6 +31,7 @@ $(STAMP): pyproject.toml requirements.lock
 	@# The project and its generated code are importable through a .pth file rather than an
 	@# editable install, so that a package added by `make gen` is found without reinstalling.
 	@$(BIN)/python -c 'import sysconfig,pathlib; pathlib.Path(sysconfig.get_paths()["purelib"], "a4co-project.pth").write_text("$(CURDIR)\n$(CURDIR)/$(GEN)\n")'
+	@printf '#!/bin/sh\nexec "%s/$(BIN)/python" -m services.cli "$$@"\n' "$(CURDIR)" > $(BIN)/a4co && chmod +x $(BIN)/a4co
 	@touch $@
 
 requirements.lock:
@@ -81,6 +83,9 @@ fmt: $(STAMP)
 
 test: $(STAMP) gen
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+bench-events: $(STAMP) gen
+	$(BIN)/python -m bench.events_bench $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -70,6 +70,11 @@ class HandlerContext:
     delivery: int
     outbox: OutboxWriter | None
 
+    @property
+    def retry_count(self) -> int:
+        """How often this event was tried before: redeliveries plus operator replays."""
+        return self.delivery - 1 + self.event.envelope.metadata.retry_count
+
     async def publish(self, event: Message, *, aggregate_id: str) -> OutgoingEvent:
         """Add a follow-up event to the outbox, in this handler's transaction and flow."""
         if self.outbox is None:
@@ -80,6 +85,21 @@ class HandlerContext:
 
 
 Handler = Callable[[Message, HandlerContext], Awaitable[None]]
+
+
+@dataclass(frozen=True, slots=True)
+class _Work:
+    """A message ready for its handler."""
+
+    msg: Msg
+    incoming: IncomingEvent
+    payload: Message
+    handler: Handler
+    delivery: int
+
+    @property
+    def event_type(self) -> str:
+        return self.incoming.definition.event_type
 
 
 @dataclass(frozen=True, slots=True)
@@ -210,21 +230,50 @@ class QueueConsumer:
                     await asyncio.wait_for(self._stopping.wait(), delay)
                 continue
             failures = 0
-            for msg in messages:
-                await self.process(msg)
+            await self.process_batch(messages)
 
     async def process(self, msg: Msg) -> None:
         """Handle one message to one outcome: acked, retried later, or dead-lettered."""
+        await self.process_batch([msg])
+
+    async def process_batch(self, messages: list[Msg]) -> None:
+        """Handle fetched messages; the handlers of a batch share one transaction.
+
+        When any handler of the batch fails, the transaction is rolled back and the messages are
+        handled again one transaction each, so that only the failing one is retried.
+        """
+        work = [item for msg in messages if (item := await self._prepare(msg)) is not None]
+        if len(work) > 1:
+            try:
+                outcomes = await self._run_in_transaction(work)
+            except Exception:  # some handler failed: isolate it below
+                log.debug("%s: batch of %d failed; handling one by one", self.durable, len(work))
+            else:
+                for item, first in zip(work, outcomes, strict=True):
+                    await self._settle(
+                        item.msg, "handled" if first else "duplicate", item.event_type
+                    )
+                return
+        for item in work:
+            try:
+                (first,) = await self._run_in_transaction([item])
+            except Exception as exc:  # retried or dead-lettered by _failed
+                await self._failed(item.msg, exc, item.delivery, item.event_type)
+                continue
+            await self._settle(item.msg, "handled" if first else "duplicate", item.event_type)
+
+    async def _prepare(self, msg: Msg) -> _Work | None:
+        """Decode, route and upcast a message; settle it at once when it cannot be handled."""
         delivery = msg.metadata.num_delivered
         try:
             incoming = self.codec.decode(msg.data)
         except EventDecodeError as exc:
             await self._dead_letter(msg, REASON_UNDECODABLE, str(exc), "unknown")
-            return
+            return None
         except UnknownEventError as exc:
             claimed = (msg.headers or {}).get("ce-type")
             await self._dead_letter(msg, REASON_UNKNOWN_EVENT, str(exc), claimed)
-            return
+            return None
         event_type = incoming.definition.event_type
         if delivery > 1:
             metrics.REDELIVERIES.labels(self.service, event_type).inc()
@@ -232,68 +281,74 @@ class QueueConsumer:
         replay_for = (msg.headers or {}).get(H_REPLAY_FOR)
         if entry is None or (replay_for and replay_for != self.service):
             await self._settle(msg, "skipped", event_type)
-            return
+            return None
         wanted, handler = entry
         try:
             payload = self.upcasters.upcast(incoming.payload, incoming.definition, wanted)
         except NoUpcastPathError as exc:
             await self._dead_letter(msg, REASON_UNKNOWN_EVENT, str(exc), event_type)
-            return
+            return None
         if delivery > self.policy.max_deliveries:
             # Earlier deliveries ended without an outcome (the process died mid-handler).
             error = f"no outcome after {delivery - 1} deliveries; the consumer may have crashed"
             await self._dead_letter(msg, REASON_HANDLER_FAILED, error, event_type)
-            return
-        await self._handle(msg, incoming, payload, handler, delivery)
+            return None
+        return _Work(msg, incoming, payload, handler, delivery)
 
-    async def _handle(
-        self, msg: Msg, incoming: IncomingEvent, payload: Message, handler: Handler, delivery: int
-    ) -> None:
-        event_type = incoming.definition.event_type
-        parent = propagate.extract(msg.headers or {})
+    async def _run_in_transaction(self, work: list[_Work]) -> list[bool]:
+        """Record the events in the inbox and run the handlers of the new ones, in one transaction.
+
+        Returns, for each item, whether it was new (False: a duplicate, nothing was run).
+        """
+        async with self.pool.acquire() as conn, conn.transaction():
+            inserted = await conn.fetch(
+                "INSERT INTO inbox (consumer, event_id, event_type) "
+                "SELECT $1, e.id, e.type FROM unnest($2::uuid[], $3::text[]) AS e(id, type) "
+                "ON CONFLICT DO NOTHING RETURNING event_id::text",
+                self.durable,
+                [item.incoming.event_id for item in work],
+                [item.event_type for item in work],
+            )
+            new = {row["event_id"] for row in inserted}
+            outcomes = []
+            for item in work:
+                first = item.incoming.event_id in new
+                new.discard(item.incoming.event_id)  # a copy later in the batch is a duplicate
+                if first:
+                    await self._call(conn, item)
+                outcomes.append(first)
+        return outcomes
+
+    async def _call(self, conn: Connection, item: _Work) -> None:
+        """Run one handler in its own span and flow, timing it."""
         started = time.perf_counter()
         with (
             tracer.start_as_current_span(
-                f"{self.topology.unprefixed(msg.subject)} process",
-                context=parent,
+                f"{self.topology.unprefixed(item.msg.subject)} process",
+                context=propagate.extract(item.msg.headers or {}),
                 kind=trace.SpanKind.CONSUMER,
                 attributes={
                     "messaging.system": "nats",
-                    "messaging.destination.name": msg.subject,
+                    "messaging.destination.name": item.msg.subject,
                     "messaging.consumer.group.name": self.durable,
-                    "messaging.message.id": incoming.event_id,
-                    "messaging.message.delivery_count": delivery,
+                    "messaging.message.id": item.incoming.event_id,
+                    "messaging.message.delivery_count": item.delivery,
                 },
             ) as span,
-            flow_scope(incoming.flow),
+            flow_scope(item.incoming.flow),
         ):
             try:
-                first = await self._run_in_transaction(incoming, payload, handler, delivery)
-            except Exception as exc:  # any handler failure is retried or dead-lettered
+                await item.handler(
+                    item.payload, HandlerContext(conn, item.incoming, item.delivery, self.outbox)
+                )
+            except Exception as exc:
                 span.record_exception(exc)
                 span.set_status(trace.Status(trace.StatusCode.ERROR, str(exc)))
-                await self._failed(msg, exc, delivery, event_type)
-                return
+                raise
             finally:
-                metrics.HANDLER_DURATION.labels(self.service, event_type).observe(
+                metrics.HANDLER_DURATION.labels(self.service, item.event_type).observe(
                     time.perf_counter() - started
                 )
-        await self._settle(msg, "handled" if first else "duplicate", event_type)
-
-    async def _run_in_transaction(
-        self, incoming: IncomingEvent, payload: Message, handler: Handler, delivery: int
-    ) -> bool:
-        async with self.pool.acquire() as conn, conn.transaction():
-            first = await conn.fetchval(
-                "INSERT INTO inbox (consumer, event_id, event_type) VALUES ($1, $2, $3) "
-                "ON CONFLICT DO NOTHING RETURNING true",
-                self.durable,
-                incoming.event_id,
-                incoming.definition.event_type,
-            )
-            if first:
-                await handler(payload, HandlerContext(conn, incoming, delivery, self.outbox))
-        return bool(first)
 
     async def _failed(self, msg: Msg, exc: Exception, delivery: int, event_type: str) -> None:
         error = f"{type(exc).__name__}: {exc}"

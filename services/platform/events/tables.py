@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import asyncpg
+
+if TYPE_CHECKING:
+    from services.platform.db import Connection
 
 EVENT_TABLES_DDL = """
 CREATE TABLE IF NOT EXISTS outbox (
@@ -40,3 +45,16 @@ async def ensure_schema(conn: asyncpg.Connection, schema: str) -> None:
         await conn.execute(f"CREATE SCHEMA IF NOT EXISTS {quote_ident(schema)}")
         await conn.execute(f"SET LOCAL search_path TO {quote_ident(schema)}")
         await conn.execute(EVENT_TABLES_DDL)
+
+
+async def prune_inbox(conn: Connection, older_than_s: float) -> int:
+    """Forget inbox entries older than the streams keep events; returns how many were deleted.
+
+    An event can only be redelivered while its stream holds it, so entries older than the
+    stream's max age can never stop a duplicate again.
+    """
+    status = await conn.execute(
+        "DELETE FROM inbox WHERE handled_at < clock_timestamp() - make_interval(secs => $1)",
+        older_than_s,
+    )
+    return int(status.split()[-1])

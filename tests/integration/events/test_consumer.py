@@ -150,3 +150,56 @@ async def test_two_replicas_share_the_work_and_never_both_handle_an_event(rig: R
     assert all(len(replicas) == 1 for replicas in by_event.values())
     assert first.stats.handled > 0
     assert second.stats.handled > 0
+
+
+async def test_metrics_count_outcomes_and_dead_letters(rig: Rig) -> None:
+    from prometheus_client import REGISTRY
+
+    def value(name: str, **labels: str) -> float:
+        return REGISTRY.get_sample_value(name, labels) or 0.0
+
+    kind = "a4co.orders.OrderCreated"
+    before_dlq = value(
+        "a4co_dlq_messages_total", service="metrics", event_type=kind, reason="HANDLER_FAILED"
+    )
+    before_ok = value(
+        "a4co_events_consumed_total", service="metrics", event_type=kind, result="handled"
+    )
+
+    async def picky(event: Message, ctx: HandlerContext) -> None:
+        if ctx.event.envelope.aggregate_id == "bad":
+            raise RuntimeError("refused")
+
+    consumer = await rig.consumer("metrics", {order_events_pb2.OrderCreated: picky})
+    for order_id in ("good", "bad"):
+        out = rig.codec.encode(order_created(order_id), aggregate_id=order_id)
+        await rig.js.publish(out.subject, out.body, headers=out.headers)
+    await eventually(lambda: consumer.stats.dead_lettered == 1 and consumer.stats.handled == 1)
+
+    assert (
+        value(
+            "a4co_dlq_messages_total", service="metrics", event_type=kind, reason="HANDLER_FAILED"
+        )
+        == before_dlq + 1
+    )
+    assert (
+        value("a4co_events_consumed_total", service="metrics", event_type=kind, result="handled")
+        == before_ok + 1
+    )
+    assert value("a4co_event_redeliveries_total", service="metrics", event_type=kind) >= 2
+    assert (
+        value("a4co_event_handler_duration_seconds_count", service="metrics", event_type=kind) >= 4
+    )
+
+
+async def test_old_inbox_entries_are_pruned(rig: Rig) -> None:
+    from services.platform.events.tables import prune_inbox
+
+    consumer = await rig.consumer("payments", {order_events_pb2.OrderCreated: record_effect()})
+    out = rig.codec.encode(order_created("o-p"), aggregate_id="o-p")
+    await rig.js.publish(out.subject, out.body, headers=out.headers)
+    await eventually(lambda: consumer.stats.handled == 1)
+    async with consumer.pool.acquire() as conn:
+        assert await prune_inbox(conn, older_than_s=3600) == 0
+        await conn.execute("UPDATE inbox SET handled_at = handled_at - interval '2 hours'")
+        assert await prune_inbox(conn, older_than_s=3600) == 1

@@ -1,0 +1,183 @@
+"""`a4co dlq`: inspect, analyse, replay and discard dead letters."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+from collections.abc import Awaitable, Callable
+from typing import Annotated, TypeVar
+
+import typer
+from google.protobuf import json_format
+from rich.console import Console
+from rich.table import Table
+
+from services.cli.connection import Target, jetstream
+from services.platform.events.codec import EventCodec, EventDecodeError, UnknownEventError
+from services.platform.events.dlq import DeadLetter, DeadLetterFilter, DeadLetterQueue
+from services.platform.events.registry import load_registry
+
+app = typer.Typer(help="Inspect, analyse, replay and discard dead letters.", no_args_is_help=True)
+console = Console()
+T = TypeVar("T")
+
+NatsUrl = Annotated[str | None, typer.Option("--nats-url", help="NATS URL [env A4CO_NATS_URL]")]
+Prefix = Annotated[str | None, typer.Option("--prefix", help="deployment prefix [env A4CO_PREFIX]")]
+Consumer = Annotated[str, typer.Option("--consumer", "-c", help="only this consumer (service)")]
+EventType = Annotated[str, typer.Option("--type", "-t", help="only this event type")]
+Reason = Annotated[str, typer.Option("--reason", "-r", help="only this reason")]
+AsJson = Annotated[bool, typer.Option("--json", help="print JSON instead of a table")]
+
+
+def run(target: Target, action: Callable[[DeadLetterQueue], Awaitable[T]]) -> T:
+    """Connect, run `action` on the dead-letter queue, disconnect."""
+
+    async def main() -> T:
+        async with jetstream(target) as js:
+            return await action(DeadLetterQueue(js, target.topology))
+
+    return asyncio.run(main())
+
+
+def _filter(
+    seqs: list[int] | None, consumer: str, event_type: str, reason: str
+) -> DeadLetterFilter:
+    return DeadLetterFilter(frozenset(seqs or []), consumer, event_type, reason)
+
+
+@app.command("list")
+def list_(
+    consumer: Consumer = "",
+    event_type: EventType = "",
+    reason: Reason = "",
+    limit: Annotated[int, typer.Option(help="at most this many")] = 100,
+    as_json: AsJson = False,
+    nats_url: NatsUrl = None,
+    prefix: Prefix = None,
+) -> None:
+    """List dead letters, oldest first."""
+    where = _filter(None, consumer, event_type, reason)
+    letters = run(Target.resolve(nats_url, prefix), lambda q: q.browse(where, limit))
+    if as_json:
+        typer.echo(json.dumps([x.summary() for x in letters], indent=2))
+        return
+    table = Table("seq", "event type", "consumer", "reason", "deliveries", "error", "when")
+    for x in letters:
+        table.add_row(
+            str(x.seq),
+            x.event_type,
+            x.consumer,
+            x.reason,
+            str(x.deliveries),
+            x.error[:80],
+            x.dead_lettered_at,
+        )
+    console.print(table)
+    console.print(f"{len(letters)} dead letter(s)")
+
+
+@app.command()
+def show(
+    seq: Annotated[int, typer.Argument(help="the dead letter's sequence in the DLQ stream")],
+    nats_url: NatsUrl = None,
+    prefix: Prefix = None,
+) -> None:
+    """Show one dead letter: its headers and its decoded event."""
+    target = Target.resolve(nats_url, prefix)
+    letter = run(target, lambda q: q.get(seq))
+    typer.echo(json.dumps(describe(letter, target), indent=2, ensure_ascii=False))
+
+
+def describe(letter: DeadLetter, target: Target) -> dict[str, object]:
+    """A dead letter as a JSON-ready document, with the event decoded when it can be."""
+    document: dict[str, object] = {**letter.summary(), "headers": letter.headers}
+    codec = EventCodec(load_registry(), "cli", target.topology)
+    try:
+        incoming = codec.decode(letter.body)
+    except (EventDecodeError, UnknownEventError) as exc:
+        document["event"] = None
+        document["decode_error"] = str(exc)
+        document["body_hex"] = letter.body[:256].hex()
+    else:
+        document["envelope"] = json_format.MessageToDict(
+            incoming.envelope, preserving_proto_field_name=True
+        )
+        document["event"] = json_format.MessageToDict(
+            incoming.payload, preserving_proto_field_name=True
+        )
+    return document
+
+
+@app.command()
+def stats(
+    consumer: Consumer = "",
+    event_type: EventType = "",
+    as_json: AsJson = False,
+    nats_url: NatsUrl = None,
+    prefix: Prefix = None,
+) -> None:
+    """Group dead letters by event type, consumer, reason and error pattern."""
+    where = _filter(None, consumer, event_type, "")
+    rows = run(Target.resolve(nats_url, prefix), lambda q: q.stats(where))
+    if as_json:
+        typer.echo(json.dumps([dataclasses.asdict(r) for r in rows], indent=2))
+        return
+    table = Table("count", "event type", "consumer", "reason", "error pattern", "first", "last")
+    for r in rows:
+        table.add_row(
+            str(r.count), r.event_type, r.consumer, r.reason, r.pattern, r.first_at, r.last_at
+        )
+    console.print(table)
+
+
+def _require_selection(seqs: list[int] | None, where: DeadLetterFilter, everything: bool) -> None:
+    if not (seqs or where.consumer or where.event_type or where.reason or everything):
+        raise typer.BadParameter("name sequences, a filter (--consumer/--type/--reason), or --all")
+
+
+@app.command()
+def replay(
+    seqs: Annotated[list[int] | None, typer.Argument(help="sequences to replay")] = None,
+    consumer: Consumer = "",
+    event_type: EventType = "",
+    reason: Reason = "",
+    everything: Annotated[bool, typer.Option("--all", help="replay every dead letter")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="say what would be replayed")] = False,
+    rate: Annotated[float, typer.Option(help="at most this many per second")] = 50.0,
+    broadcast: Annotated[
+        bool, typer.Option(help="deliver to every consumer, not only the one that failed")
+    ] = False,
+    nats_url: NatsUrl = None,
+    prefix: Prefix = None,
+) -> None:
+    """Publish dead letters again on their original subjects, then remove them from the DLQ."""
+    where = _filter(seqs, consumer, event_type, reason)
+    _require_selection(seqs, where, everything)
+    report = run(
+        Target.resolve(nats_url, prefix),
+        lambda q: q.replay(where, dry_run=dry_run, rate_per_s=rate, broadcast=broadcast),
+    )
+    verb = "would replay" if dry_run else "replayed"
+    console.print(f"{verb} {len(report.replayed)} dead letter(s): {report.replayed}")
+    for seq, error in report.failed.items():
+        console.print(f"[red]failed {seq}: {error}[/red]")
+    if report.failed:
+        raise typer.Exit(1)
+
+
+@app.command()
+def discard(
+    seqs: Annotated[list[int] | None, typer.Argument(help="sequences to discard")] = None,
+    consumer: Consumer = "",
+    event_type: EventType = "",
+    reason: Reason = "",
+    everything: Annotated[bool, typer.Option("--all", help="discard every dead letter")] = False,
+    nats_url: NatsUrl = None,
+    prefix: Prefix = None,
+) -> None:
+    """Delete dead letters for good."""
+    where = _filter(seqs, consumer, event_type, reason)
+    _require_selection(seqs, where, everything)
+    gone = run(Target.resolve(nats_url, prefix), lambda q: q.discard(where))
+    console.print(f"discarded {len(gone)} dead letter(s): {gone}")

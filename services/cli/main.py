@@ -1,0 +1,10 @@
+"""The `a4co` command line."""
+
+from __future__ import annotations
+
+import typer
+
+from services.cli import dlq
+
+app = typer.Typer(help="Operate the a4co marketplace.", no_args_is_help=True)
+app.add_typer(dlq.app, name="dlq")

@@ -1,0 +1,93 @@
+"""`a4co dlq` against a real dead-letter stream, run as an operator would run it."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+
+from google.protobuf.message import Message
+
+from a4co.orders.events.v1 import order_events_pb2
+from services.platform.events.consumer import HandlerContext
+from services.platform.local_servers import ServerUrls
+from tests.integration.events.rig import Rig, order_created, running
+from tests.support.waiting import eventually
+
+
+async def a4co(urls: ServerUrls, prefix: str, *args: str) -> tuple[int, str]:
+    env = dict(os.environ, A4CO_NATS_URL=urls.nats_url, A4CO_PREFIX=prefix, COLUMNS="200")
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "services.cli", *args,
+        env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    )  # fmt: skip
+    out, _ = await asyncio.wait_for(proc.communicate(), 60)
+    return int(proc.returncode or 0), out.decode()
+
+
+async def test_list_show_stats_replay_discard(rig: Rig, urls: ServerUrls, prefix: str) -> None:
+    fixed = False
+
+    async def handler(event: Message, ctx: HandlerContext) -> None:
+        if not fixed:
+            raise ValueError(f"no tariff for order {ctx.event.envelope.aggregate_id}")
+        await ctx.conn.execute("INSERT INTO effects (event_id) VALUES ($1)", ctx.event.event_id)
+
+    from dataclasses import replace
+
+    from services.platform.resilience import Backoff
+    from tests.integration.events.rig import FAST
+
+    quick = replace(FAST, backoff=Backoff(first_s=0.05, cap_s=0.1))
+    consumer = await rig.consumer(
+        "payments", {order_events_pb2.OrderCreated: handler}, policy=quick
+    )
+    for order_id in ("o-1", "o-2"):
+        await rig.commit(order_created(order_id), order_id)
+    await rig.js.publish(rig.topology.subject("a4co.orders.order.created"), b"garbage")
+    async with running(rig.relay()):
+        await eventually(lambda: consumer.stats.dead_lettered == 3, what="three dead letters")
+
+    code, out = await a4co(urls, prefix, "dlq", "list", "--json")
+    assert code == 0, out
+    listed = json.loads(out)
+    assert sorted(x["reason"] for x in listed) == [
+        "HANDLER_FAILED",
+        "HANDLER_FAILED",
+        "UNDECODABLE",
+    ]
+    failed_seq = next(x["seq"] for x in listed if x["reason"] == "HANDLER_FAILED")
+
+    code, out = await a4co(urls, prefix, "dlq", "show", str(failed_seq))
+    shown = json.loads(out)
+    assert shown["event"]["order_id"] in {"o-1", "o-2"}
+    assert shown["headers"]["a4co-dlq-consumer"] == "payments"
+
+    code, out = await a4co(urls, prefix, "dlq", "stats", "--json")
+    patterns = json.loads(out)
+    assert {(p["reason"], p["pattern"], p["count"]) for p in patterns} >= {
+        ("HANDLER_FAILED", "ValueError: no tariff for order o-<n>", 2)
+    }
+
+    code, out = await a4co(urls, prefix, "dlq", "replay")
+    assert code != 0, "a replay without a selection is refused"
+    assert "--all" in out
+
+    code, out = await a4co(urls, prefix, "dlq", "replay", "--reason", "HANDLER_FAILED", "--dry-run")
+    assert code == 0, out
+    assert "would replay 2" in out
+
+    fixed = True
+    code, out = await a4co(
+        urls, prefix, "dlq", "replay", "--consumer", "payments", "--reason", "HANDLER_FAILED"
+    )
+    assert code == 0, out
+    assert "replayed 2" in out
+    await eventually(lambda: consumer.stats.handled == 2, what="replayed events handled")
+
+    code, out = await a4co(urls, prefix, "dlq", "discard", "--reason", "UNDECODABLE")
+    assert "discarded 1" in out
+    code, out = await a4co(urls, prefix, "dlq", "list", "--json")
+    assert json.loads(out) == []
+    assert int(await consumer.pool.fetchval("SELECT count(*) FROM effects")) == 2
