@@ -203,3 +203,29 @@ async def test_old_inbox_entries_are_pruned(rig: Rig) -> None:
         assert await prune_inbox(conn, older_than_s=3600) == 0
         await conn.execute("UPDATE inbox SET handled_at = handled_at - interval '2 hours'")
         assert await prune_inbox(conn, older_than_s=3600) == 1
+
+
+async def test_stop_drains_the_message_in_hand(rig: Rig) -> None:
+    import asyncio
+
+    entered, release = asyncio.Event(), asyncio.Event()
+
+    async def slow(event: Message, ctx: HandlerContext) -> None:
+        entered.set()
+        await release.wait()
+        await ctx.conn.execute("INSERT INTO effects (event_id) VALUES ($1)", ctx.event.event_id)
+
+    consumer = await rig.consumer("payments", {order_events_pb2.OrderCreated: slow})
+    out = rig.codec.encode(order_created("o-drain"), aggregate_id="o-drain")
+    await rig.js.publish(out.subject, out.body, headers=out.headers)
+    await asyncio.wait_for(entered.wait(), 10)
+
+    stopping = asyncio.create_task(consumer.stop())
+    release.set()
+    await asyncio.wait_for(stopping, 10)
+
+    assert consumer.stats.handled == 1
+    assert not consumer.running
+    info = await rig.js.consumer_info(rig.topology.stream("ORDERS"), consumer.durable)
+    assert info.num_ack_pending == 0, "the message was acknowledged before the consumer stopped"
+    assert info.num_pending == 0
