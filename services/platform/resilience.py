@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import enum
 import random
+import time
+from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 
 
@@ -30,3 +34,88 @@ class Backoff:
         return min(self.cap_s, self.first_s * self.factor ** max(0, attempt - 1)) * (
             1.0 - self.jitter
         )
+
+
+class BreakerOpenError(Exception):
+    """A call was refused because the peer's circuit is open."""
+
+    def __init__(self, peer: str, retry_in_s: float) -> None:
+        super().__init__(f"circuit to {peer} is open; next try in {retry_in_s:.1f} s")
+        self.peer = peer
+        self.retry_in_s = retry_in_s
+
+
+class BreakerState(enum.IntEnum):
+    """The state of a circuit, as exported in the `a4co_circuit_breaker_state` gauge."""
+
+    CLOSED = 0
+    HALF_OPEN = 1
+    OPEN = 2
+
+
+class CircuitBreaker:
+    """The strategy's breaker: opens after `threshold` failures within `window_s`, and lets one
+    trial call through `reset_s` after opening (half-open); its success closes the circuit, its
+    failure opens it again. The clock is injectable so that tests need not sleep.
+    """
+
+    def __init__(
+        self,
+        peer: str,
+        *,
+        threshold: int = 5,
+        window_s: float = 60.0,
+        reset_s: float = 30.0,
+        clock: Callable[[], float] = time.monotonic,
+        on_change: Callable[[str, BreakerState], None] | None = None,
+    ) -> None:
+        self.peer, self.threshold, self.window_s, self.reset_s = peer, threshold, window_s, reset_s
+        self._clock = clock
+        self._on_change = on_change
+        self._failures: deque[float] = deque()
+        self._opened_at = 0.0
+        self._trial_in_flight = False
+        self.state = BreakerState.CLOSED
+
+    def _set(self, state: BreakerState) -> None:
+        if state != self.state:
+            self.state = state
+            if self._on_change:
+                self._on_change(self.peer, state)
+
+    def before_call(self) -> None:
+        """Raise BreakerOpenError when the call must not go out now."""
+        if self.state == BreakerState.OPEN:
+            waited = self._clock() - self._opened_at
+            if waited < self.reset_s:
+                raise BreakerOpenError(self.peer, self.reset_s - waited)
+            self._set(BreakerState.HALF_OPEN)
+        if self.state == BreakerState.HALF_OPEN:
+            if self._trial_in_flight:
+                raise BreakerOpenError(self.peer, 0.0)
+            self._trial_in_flight = True
+
+    def record_success(self) -> None:
+        """A call went through: a half-open circuit closes."""
+        self._trial_in_flight = False
+        if self.state != BreakerState.CLOSED:
+            self._failures.clear()
+            self._set(BreakerState.CLOSED)
+
+    def record_failure(self) -> None:
+        """A call failed in a way that counts against the peer."""
+        now = self._clock()
+        self._trial_in_flight = False
+        if self.state == BreakerState.HALF_OPEN:
+            self._open(now)
+            return
+        self._failures.append(now)
+        while self._failures and now - self._failures[0] > self.window_s:
+            self._failures.popleft()
+        if len(self._failures) >= self.threshold:
+            self._open(now)
+
+    def _open(self, now: float) -> None:
+        self._opened_at = now
+        self._failures.clear()
+        self._set(BreakerState.OPEN)

@@ -1,0 +1,194 @@
+"""Access tokens: issued by identity, verified locally by every service, revoked through Redis.
+
+Tokens are Ed25519-signed JWTs (see docs/decisions/0008). A verifier needs only the public key and
+the revocation store, so authentication costs no call to identity and a logout is seen at once.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import enum
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Protocol
+
+import jwt
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from redis.asyncio import Redis
+
+from services.platform.errors import PermissionDeniedError, UnauthenticatedError
+
+ISSUER = "a4co-identity"
+AUDIENCE = "a4co"
+ALGORITHM = "EdDSA"
+REVOKED_KEY = "a4co:revoked:{sid}"
+
+
+class Role(enum.StrEnum):
+    """What a user may do; the `role` claim of a token."""
+
+    CUSTOMER = "customer"
+    ARTISAN = "artisan"
+    ADMIN = "admin"
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """The authenticated caller of the current request."""
+
+    user_id: str
+    role: Role
+    session_id: str
+    expires_at: float
+    token: str = ""
+
+    def require(self, *roles: Role) -> None:
+        """Raise PermissionDenied unless the caller has one of `roles` (admins always pass)."""
+        if self.role is not Role.ADMIN and self.role not in roles:
+            wanted = " or ".join(r.value for r in roles)
+            raise PermissionDeniedError("ROLE_REQUIRED", f"this call needs the {wanted} role")
+
+    def require_self_or_admin(self, user_id: str) -> None:
+        """Raise PermissionDenied unless the caller is `user_id` or an admin."""
+        if self.role is not Role.ADMIN and self.user_id != user_id:
+            raise PermissionDeniedError("NOT_OWNER", "this resource belongs to someone else")
+
+
+class Revocations(Protocol):
+    """Where revoked sessions are recorded."""
+
+    async def is_revoked(self, session_id: str) -> bool:
+        """Whether the session was ended."""
+
+    async def revoke(self, session_id: str, ttl_s: int) -> None:
+        """End the session for at least `ttl_s` seconds (the longest life of its tokens)."""
+
+
+class RedisRevocations:
+    """Revoked sessions as Redis keys with a TTL; shared by every service."""
+
+    def __init__(self, redis: Redis) -> None:
+        self._redis = redis
+
+    async def is_revoked(self, session_id: str) -> bool:
+        """Whether the session was ended."""
+        return bool(await self._redis.exists(REVOKED_KEY.format(sid=session_id)))
+
+    async def revoke(self, session_id: str, ttl_s: int) -> None:
+        """End the session."""
+        await self._redis.set(REVOKED_KEY.format(sid=session_id), "1", ex=max(1, ttl_s))
+
+
+def generate_keypair() -> tuple[str, str]:
+    """A new Ed25519 key pair as (private PEM, public PEM)."""
+    private = Ed25519PrivateKey.generate()
+    private_pem = private.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    ).decode()
+    public_pem = (
+        private.public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        .decode()
+    )
+    return private_pem, public_pem
+
+
+class TokenIssuer:
+    """Signs access tokens; only identity holds one."""
+
+    def __init__(self, private_pem: str, *, ttl_s: int = 900) -> None:
+        key = serialization.load_pem_private_key(private_pem.encode(), password=None)
+        if not isinstance(key, Ed25519PrivateKey):
+            raise ValueError("the signing key must be an Ed25519 private key")
+        self._key = key
+        self.ttl_s = ttl_s
+
+    def issue(
+        self, user_id: str, role: Role, session_id: str, *, now: float | None = None
+    ) -> tuple[str, float]:
+        """A signed access token and its expiry (epoch seconds)."""
+        issued = now if now is not None else time.time()
+        expires = issued + self.ttl_s
+        claims = {
+            "iss": ISSUER,
+            "aud": AUDIENCE,
+            "sub": user_id,
+            "role": role.value,
+            "sid": session_id,
+            "iat": int(issued),
+            "exp": int(expires),
+            "jti": uuid.uuid4().hex,
+        }
+        return jwt.encode(claims, self._key, algorithm=ALGORITHM), float(int(expires))
+
+
+class TokenVerifier:
+    """Checks an access token's signature, audience, expiry and revocation."""
+
+    def __init__(self, public_pem: str, revocations: Revocations, *, leeway_s: float = 5.0) -> None:
+        key = serialization.load_pem_public_key(public_pem.encode())
+        if not isinstance(key, Ed25519PublicKey):
+            raise ValueError("the verification key must be an Ed25519 public key")
+        self._key = key
+        self._revocations = revocations
+        self._leeway_s = leeway_s
+
+    async def verify(self, token: str) -> Principal:
+        """The principal of a valid token; UnauthenticatedError for anything else."""
+        try:
+            claims = jwt.decode(
+                token,
+                self._key,
+                algorithms=[ALGORITHM],
+                audience=AUDIENCE,
+                issuer=ISSUER,
+                leeway=self._leeway_s,
+                options={"require": ["exp", "sub", "sid", "role"]},
+            )
+        except jwt.ExpiredSignatureError:
+            raise UnauthenticatedError("TOKEN_EXPIRED", "the access token has expired") from None
+        except jwt.InvalidTokenError as exc:
+            raise UnauthenticatedError(
+                "TOKEN_INVALID", f"the access token is invalid: {exc}"
+            ) from None
+        try:
+            role = Role(claims["role"])
+        except ValueError:
+            raise UnauthenticatedError(
+                "TOKEN_INVALID", "the access token names no known role"
+            ) from None
+        if await self._revocations.is_revoked(claims["sid"]):
+            raise UnauthenticatedError("TOKEN_REVOKED", "the session of this token has ended")
+        return Principal(claims["sub"], role, claims["sid"], float(claims["exp"]), token)
+
+
+_principal: contextvars.ContextVar[Principal | None] = contextvars.ContextVar(
+    "a4co_principal", default=None
+)
+
+
+def current_principal() -> Principal:
+    """The authenticated caller; UnauthenticatedError when the call carried no token."""
+    principal = _principal.get()
+    if principal is None:
+        raise UnauthenticatedError("TOKEN_MISSING", "this call needs an access token")
+    return principal
+
+
+def optional_principal() -> Principal | None:
+    """The authenticated caller, if the call carried a token."""
+    return _principal.get()
+
+
+@contextmanager
+def principal_scope(principal: Principal | None) -> Iterator[None]:
+    """Run a block on behalf of `principal`."""
+    token = _principal.set(principal)
+    try:
+        yield
+    finally:
+        _principal.reset(token)

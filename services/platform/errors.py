@@ -1,0 +1,81 @@
+"""Typed errors shared by domain code and the RPC layer; pure Python, no gRPC.
+
+A domain raises one of these with an UPPER_SNAKE `reason` (such as `OUT_OF_STOCK`); the gRPC layer
+turns it into a `google.rpc.Status` with the matching code, an `ErrorInfo` and, for bad input, a
+`BadRequest` naming every offending field.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import ClassVar
+
+
+@dataclass(frozen=True, slots=True)
+class FieldViolation:
+    """One invalid field: its path in the request and what is wrong with it."""
+
+    field: str
+    description: str
+
+
+class A4coError(Exception):
+    """The root of every error a caller is meant to see."""
+
+    kind: ClassVar[str] = "INTERNAL"
+
+    def __init__(
+        self, reason: str, message: str, *, metadata: Mapping[str, str] | None = None
+    ) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+        self.metadata = dict(metadata or {})
+
+
+class InvalidArgumentError(A4coError):
+    """The request is malformed; `violations` names every bad field."""
+
+    kind = "INVALID_ARGUMENT"
+
+    def __init__(self, violations: list[FieldViolation], reason: str = "INVALID_REQUEST") -> None:
+        fields = ", ".join(v.field for v in violations)
+        super().__init__(reason, f"invalid request: {fields}")
+        self.violations = violations
+
+
+class UnauthenticatedError(A4coError):
+    """No valid credentials: missing, malformed, expired or revoked token."""
+
+    kind = "UNAUTHENTICATED"
+
+
+class PermissionDeniedError(A4coError):
+    """Authenticated, but not allowed: wrong role or someone else's resource."""
+
+    kind = "PERMISSION_DENIED"
+
+
+class NotFoundError(A4coError):
+    """The named resource does not exist."""
+
+    kind = "NOT_FOUND"
+
+
+class AlreadyExistsError(A4coError):
+    """The resource to create exists already."""
+
+    kind = "ALREADY_EXISTS"
+
+
+class FailedPreconditionError(A4coError):
+    """The system is not in a state that allows the operation (for example, too little stock)."""
+
+    kind = "FAILED_PRECONDITION"
+
+
+class UnavailableError(A4coError):
+    """A dependency is down; the caller may retry later."""
+
+    kind = "UNAVAILABLE"

@@ -1,0 +1,1 @@
+"""gRPC mechanisms shared by every service: server, interceptors, status mapping, clients."""

@@ -1,0 +1,161 @@
+"""Calling another service: a deadline on every call, the strategy's circuit breaker, and retries
+of idempotent calls within that deadline."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import grpc
+from google.protobuf.message import Message
+from opentelemetry.instrumentation.grpc import aio_client_interceptors
+from prometheus_client import Counter, Gauge
+
+from services.platform.auth import optional_principal
+from services.platform.errors import UnavailableError
+from services.platform.flow import current_flow
+from services.platform.resilience import Backoff, BreakerOpenError, BreakerState, CircuitBreaker
+
+BREAKER_STATE = Gauge(
+    "a4co_circuit_breaker_state",
+    "State of the circuit breaker towards a peer: 0 closed, 1 half-open, 2 open.",
+    ["peer"],
+)
+CLIENT_CALLS = Counter(
+    "a4co_grpc_client_calls_total",
+    "Outgoing RPCs by peer, method and result code (CIRCUIT_OPEN when refused by the breaker).",
+    ["peer", "method", "code"],
+)
+
+# Codes that say the peer, not the request, is at fault: they count against the breaker and
+# may be retried.
+PEER_FAILURES = frozenset(
+    {
+        grpc.StatusCode.UNAVAILABLE,
+        grpc.StatusCode.DEADLINE_EXCEEDED,
+        grpc.StatusCode.INTERNAL,
+        grpc.StatusCode.UNKNOWN,
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+    }
+)
+RETRYABLE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED})
+
+Resp = TypeVar("Resp", bound=Message)
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """The strategy's retries: 3 attempts, exponential from 1 s with jitter, 30 s cap."""
+
+    attempts: int = 3
+    backoff: Backoff = field(default_factory=Backoff)
+
+
+def _export_state(peer: str, state: BreakerState) -> None:
+    BREAKER_STATE.labels(peer).set(int(state))
+
+
+def open_channel(target: str) -> grpc.aio.Channel:
+    """An insecure channel to `target` with client tracing."""
+    return grpc.aio.insecure_channel(
+        target,
+        interceptors=aio_client_interceptors(),
+        options=[("grpc.keepalive_time_ms", 30_000), ("grpc.enable_retries", 0)],
+    )
+
+
+class PeerClient:
+    """Calls to one peer service, guarded by its breaker and bounded by deadlines."""
+
+    def __init__(
+        self,
+        peer: str,
+        channel: grpc.aio.Channel,
+        *,
+        timeout_s: float = 1.0,
+        retry: RetryPolicy | None = None,
+        breaker: CircuitBreaker | None = None,
+        sleep: Callable[[float], Any] = asyncio.sleep,
+    ) -> None:
+        self.peer, self.channel, self.timeout_s = peer, channel, timeout_s
+        self.retry = retry or RetryPolicy()
+        self.breaker = breaker or CircuitBreaker(peer, on_change=_export_state)
+        _export_state(peer, self.breaker.state)
+        self._sleep = sleep
+
+    async def call(
+        self,
+        method: grpc.aio.UnaryUnaryMultiCallable[Any, Resp],
+        request: Message,
+        *,
+        timeout_s: float | None = None,
+        idempotent: bool = False,
+        metadata: Sequence[tuple[str, str]] = (),
+    ) -> Resp:
+        """Call `method`; retried only when `idempotent`, never past the deadline.
+
+        Raises the peer's AioRpcError for answers, and UnavailableError when the breaker refuses
+        the call or the peer stays unreachable.
+        """
+        name = _method_name(method)
+        deadline = time.monotonic() + (timeout_s or self.timeout_s)
+        md = (*self._propagated(), *metadata)
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                self.breaker.before_call()
+            except BreakerOpenError as exc:
+                CLIENT_CALLS.labels(self.peer, name, "CIRCUIT_OPEN").inc()
+                raise UnavailableError(
+                    "CIRCUIT_OPEN", str(exc), metadata={"peer": self.peer}
+                ) from exc
+            remaining = deadline - time.monotonic()
+            try:
+                response = await method(request, timeout=max(remaining, 0.001), metadata=md)
+            except grpc.aio.AioRpcError as err:
+                code = err.code()
+                CLIENT_CALLS.labels(self.peer, name, code.name).inc()
+                if code in PEER_FAILURES:
+                    self.breaker.record_failure()
+                else:
+                    self.breaker.record_success()
+                if not await self._may_retry(code, attempt, idempotent, deadline):
+                    raise
+                continue
+            CLIENT_CALLS.labels(self.peer, name, "OK").inc()
+            self.breaker.record_success()
+            return response
+
+    async def _may_retry(
+        self, code: grpc.StatusCode, attempt: int, idempotent: bool, deadline: float
+    ) -> bool:
+        if not idempotent or code not in RETRYABLE or attempt >= self.retry.attempts:
+            return False
+        delay = self.retry.backoff.delay(attempt)
+        if time.monotonic() + delay >= deadline:
+            return False
+        await self._sleep(delay)
+        return True
+
+    @staticmethod
+    def _propagated() -> list[tuple[str, str]]:
+        """The caller's correlation id and, when acting for a user, their token."""
+        md = [("x-correlation-id", current_flow().correlation_id)]
+        principal = optional_principal()
+        if principal is not None and principal.token:
+            md.append(("authorization", f"Bearer {principal.token}"))
+        return md
+
+    async def close(self) -> None:
+        """Close the channel."""
+        await self.channel.close()
+
+
+def _method_name(method: object) -> str:
+    raw = getattr(method, "_method", b"")
+    text = raw.decode() if isinstance(raw, bytes) else str(raw)
+    return text.rsplit("/", 1)[-1] or "unknown"

@@ -1,0 +1,183 @@
+"""The server interceptor every service runs: flow, authentication, validation, errors, metrics
+and a JSON access log, around each unary call.
+
+Per-method behaviour is data: a `MethodPolicy` says whether the method is public, which roles may
+call it and which validator checks its request before the handler runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, cast
+
+import grpc
+from google.protobuf.message import Message
+from opentelemetry import trace
+from prometheus_client import Counter, Histogram
+
+from services.platform.auth import Principal, Role, TokenVerifier, principal_scope
+from services.platform.errors import A4coError, UnauthenticatedError
+from services.platform.flow import Flow, flow_scope
+from services.platform.grpc.status import internal_status, to_status
+
+log = logging.getLogger("a4co.access")
+
+RPC_HANDLED = Counter(
+    "a4co_grpc_server_handled_total",
+    "RPCs completed by the server, by method and status code.",
+    ["service", "method", "code"],
+)
+RPC_DURATION = Histogram(
+    "a4co_grpc_server_handling_seconds",
+    "Time to handle an RPC on the server.",
+    ["service", "method"],
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.15, 0.2, 0.5, 1.0, 2.5),
+)
+
+Validator = Callable[[Any], None]
+Context = grpc.aio.ServicerContext[Any, Any]
+Behavior = Callable[[Any, Context], Awaitable[Message]]
+
+
+@dataclass(frozen=True, slots=True)
+class MethodPolicy:
+    """Who may call a method and how its request is checked."""
+
+    public: bool = False
+    roles: frozenset[Role] = field(default_factory=frozenset)
+    validator: Validator | None = None
+
+
+def bearer_token(metadata: Mapping[str, str]) -> str | None:
+    """The token of an `authorization: Bearer …` header, if any."""
+    value = metadata.get("authorization", "")
+    scheme, _, token = value.partition(" ")
+    return token.strip() if scheme.lower() == "bearer" and token.strip() else None
+
+
+class PlatformInterceptor(grpc.aio.ServerInterceptor):
+    """Wraps every unary method listed in `policies`; other methods (health, reflection) pass."""
+
+    def __init__(
+        self,
+        *,
+        service: str,
+        domain: str,
+        policies: Mapping[str, MethodPolicy],
+        verifier: TokenVerifier | None,
+    ) -> None:
+        self.service, self.domain = service, domain
+        self.policies = dict(policies)
+        self.verifier = verifier
+
+    async def intercept_service(
+        self,
+        continuation: Callable[
+            [grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any] | None]
+        ],
+        details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler[Any, Any] | None:
+        handler = await continuation(details)
+        policy = self.policies.get(details.method)
+        if handler is None or policy is None or handler.unary_unary is None:
+            return handler
+        behavior = cast(Behavior, handler.unary_unary)
+        wrapped = functools.partial(self._handle, behavior, details.method, policy)
+        return grpc.unary_unary_rpc_method_handler(
+            wrapped,
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+
+    async def _handle(
+        self,
+        behavior: Behavior,
+        method: str,
+        policy: MethodPolicy,
+        request: Message,
+        context: Context,
+    ) -> Message:
+        started = time.perf_counter()
+        metadata = {k: v for k, v in context.invocation_metadata() or () if isinstance(v, str)}
+        flow = Flow.new()
+        if correlation := metadata.get("x-correlation-id"):
+            flow = Flow(correlation, correlation)
+        code, principal, error_reason = grpc.StatusCode.OK, None, ""
+        try:
+            principal = await self._authenticate(policy, metadata)
+            flow = Flow(
+                flow.correlation_id, flow.causation_id, principal.user_id if principal else ""
+            )
+            with principal_scope(principal), flow_scope(flow):
+                if policy.validator is not None:
+                    policy.validator(request)
+                return await behavior(request, context)
+        except A4coError as err:
+            status = to_status(err, self.domain)
+            code, error_reason = status.code, err.reason
+            await context.abort_with_status(status)
+            raise  # abort_with_status raises; this keeps type checkers content
+        except asyncio.CancelledError:
+            code = grpc.StatusCode.CANCELLED
+            raise
+        except grpc.aio.AbortError:
+            code = context.code() or grpc.StatusCode.UNKNOWN
+            raise
+        except Exception:
+            log.exception("unexpected error in %s", method)
+            code = grpc.StatusCode.INTERNAL
+            await context.abort_with_status(internal_status(self.domain))
+            raise
+        finally:
+            self._observe(
+                method, code, time.perf_counter() - started, flow, principal, error_reason
+            )
+
+    async def _authenticate(
+        self, policy: MethodPolicy, metadata: Mapping[str, str]
+    ) -> Principal | None:
+        token = bearer_token(metadata)
+        if token is None or self.verifier is None:
+            if policy.public:
+                return None
+            raise UnauthenticatedError("TOKEN_MISSING", "this call needs an access token")
+        # A token that is present must be valid, on public methods too: a client with a stale
+        # token learns it at once instead of being served as anonymous.
+        principal = await self.verifier.verify(token)
+        if policy.roles:
+            principal.require(*policy.roles)
+        return principal
+
+    def _observe(
+        self,
+        method: str,
+        code: grpc.StatusCode,
+        seconds: float,
+        flow: Flow,
+        principal: Principal | None,
+        error_reason: str,
+    ) -> None:
+        short = method.rsplit("/", 1)[-1]
+        RPC_HANDLED.labels(self.service, short, code.name).inc()
+        RPC_DURATION.labels(self.service, short).observe(seconds)
+        span = trace.get_current_span().get_span_context()
+        log.info(
+            "rpc %s %s %.1f ms",
+            short,
+            code.name,
+            seconds * 1000,
+            extra={
+                "rpc_method": method,
+                "grpc_code": code.name,
+                "duration_ms": round(seconds * 1000, 3),
+                "correlation_id": flow.correlation_id,
+                "user_id": principal.user_id if principal else "",
+                "error_reason": error_reason,
+                "trace_id": format(span.trace_id, "032x") if span.is_valid else "",
+            },
+        )

@@ -1,0 +1,129 @@
+"""A service's gRPC server: health (NOT_SERVING while a dependency is down), reflection, the
+platform interceptor and OpenTelemetry tracing, and a graceful stop."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from opentelemetry.instrumentation.grpc import aio_server_interceptor
+
+from services.platform.grpc.interceptor import PlatformInterceptor
+
+log = logging.getLogger(__name__)
+
+Check = Callable[[], Awaitable[bool]]
+SERVING = health_pb2.HealthCheckResponse.SERVING
+NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+
+
+@dataclass(frozen=True, slots=True)
+class Registration:
+    """One gRPC service to serve: its full name and how to add its servicer to a server."""
+
+    name: str
+    add: Callable[[grpc.aio.Server], None]
+
+
+class HealthMonitor:
+    """Runs the dependency checks and sets the health of every served service from them."""
+
+    def __init__(
+        self, servicer: health.aio.HealthServicer, names: Sequence[str], checks: Mapping[str, Check]
+    ) -> None:
+        self.servicer, self.names, self.checks = servicer, list(names), dict(checks)
+        self.failing: list[str] = []
+        self._task: asyncio.Task[None] | None = None
+
+    async def check_once(self) -> bool:
+        """Run every check (each bounded to 1 s) and publish the result; True when all pass."""
+        failing = []
+        for name, check in self.checks.items():
+            try:
+                ok = await asyncio.wait_for(check(), 1.0)
+            except Exception:  # a check that raises or hangs counts as down
+                ok = False
+            if not ok:
+                failing.append(name)
+        if failing != self.failing:
+            log.warning(
+                "health: %s", f"down: {', '.join(failing)}" if failing else "all dependencies up"
+            )
+        self.failing = failing
+        status = NOT_SERVING if failing else SERVING
+        for name in ["", *self.names]:
+            await self.servicer.set(name, status)
+        return not failing
+
+    def start(self, interval_s: float) -> None:
+        """Check every `interval_s` seconds in the background."""
+
+        async def loop() -> None:
+            while True:
+                await self.check_once()
+                await asyncio.sleep(interval_s)  # the polling period of the health checks
+
+        self._task = asyncio.create_task(loop(), name="health monitor")
+
+    async def stop(self) -> None:
+        """Stop checking."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+
+class GrpcServer:
+    """A grpc.aio server with the platform's interceptors, health and reflection."""
+
+    def __init__(
+        self,
+        registrations: Sequence[Registration],
+        interceptor: PlatformInterceptor,
+        *,
+        checks: Mapping[str, Check] | None = None,
+        address: str = "127.0.0.1:0",
+        health_interval_s: float = 1.0,
+    ) -> None:
+        self.server = grpc.aio.server(
+            interceptors=[aio_server_interceptor(), interceptor],
+            options=[
+                ("grpc.so_reuseport", 0),
+                ("grpc.max_receive_message_length", 4 * 1024 * 1024),
+            ],
+        )
+        for registration in registrations:
+            registration.add(self.server)
+        self.health = health.aio.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+        names = [r.name for r in registrations]
+        reflection.enable_server_reflection(
+            [*names, health.SERVICE_NAME, reflection.SERVICE_NAME], self.server
+        )
+        self.monitor = HealthMonitor(self.health, names, checks or {})
+        self.port = self.server.add_insecure_port(address)
+        self._address = address
+        self._health_interval_s = health_interval_s
+
+    @property
+    def address(self) -> str:
+        """host:port the server listens on."""
+        return f"{self._address.rsplit(':', 1)[0]}:{self.port}"
+
+    async def start(self) -> None:
+        """Start serving; health follows the dependency checks from now on."""
+        await self.server.start()
+        await self.monitor.check_once()
+        self.monitor.start(self._health_interval_s)
+
+    async def stop(self, grace_s: float = 10.0) -> None:
+        """Graceful stop: report NOT_SERVING, refuse new calls, let in-flight calls finish."""
+        await self.monitor.stop()
+        await self.health.enter_graceful_shutdown()
+        await self.server.stop(grace_s)

@@ -1,0 +1,63 @@
+"""Map typed errors to `google.rpc.Status` with `ErrorInfo` and `BadRequest` details (AIP-193)."""
+
+from __future__ import annotations
+
+import grpc
+from google.protobuf import any_pb2
+from google.rpc import code_pb2, error_details_pb2, status_pb2
+from grpc_status import rpc_status
+
+from services.platform.errors import A4coError, InvalidArgumentError
+
+CODES: dict[str, grpc.StatusCode] = {code.name: code for code in grpc.StatusCode}
+
+
+def to_status(error: A4coError, domain: str) -> grpc.Status:
+    """The rich status of an error: its code, message, ErrorInfo and any field violations."""
+    code = CODES.get(error.kind, grpc.StatusCode.INTERNAL)
+    info = error_details_pb2.ErrorInfo(reason=error.reason, domain=domain, metadata=error.metadata)
+    details = [_pack(info)]
+    if isinstance(error, InvalidArgumentError):
+        bad = error_details_pb2.BadRequest(
+            field_violations=[
+                error_details_pb2.BadRequest.FieldViolation(
+                    field=v.field, description=v.description
+                )
+                for v in error.violations
+            ]
+        )
+        details.append(_pack(bad))
+    status = status_pb2.Status(code=code.value[0], message=error.message, details=details)
+    return rpc_status.to_status(status)
+
+
+def internal_status(domain: str) -> grpc.Status:
+    """A status for an unexpected failure; says nothing of its cause to the caller."""
+    info = error_details_pb2.ErrorInfo(reason="INTERNAL", domain=domain)
+    status = status_pb2.Status(
+        code=code_pb2.INTERNAL, message="internal error", details=[_pack(info)]
+    )
+    return rpc_status.to_status(status)
+
+
+def _pack(message: error_details_pb2.ErrorInfo | error_details_pb2.BadRequest) -> any_pb2.Any:
+    packed = any_pb2.Any()
+    packed.Pack(message)
+    return packed
+
+
+def details_of(
+    error: grpc.aio.AioRpcError,
+) -> tuple[error_details_pb2.ErrorInfo | None, list[tuple[str, str]]]:
+    """The ErrorInfo and the (field, description) violations of a failed call, for clients."""
+    status = rpc_status.from_call(error)  # type: ignore[arg-type]
+    info, violations = None, []
+    for detail in status.details if status else []:
+        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
+            info = error_details_pb2.ErrorInfo()
+            detail.Unpack(info)
+        elif detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
+            bad = error_details_pb2.BadRequest()
+            detail.Unpack(bad)
+            violations = [(v.field, v.description) for v in bad.field_violations]
+    return info, violations

@@ -1,0 +1,207 @@
+"""Run one service process: connect to the servers, apply its schema, serve gRPC, relay its
+outbox, consume its subscriptions, export metrics, and stop gracefully on SIGTERM or SIGINT.
+
+Each service's `__main__` is the composition root: it reads its settings, builds its handlers and
+clients, and hands them to `run_service`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import asyncpg
+import nats
+from google.protobuf.message import Message
+from nats.aio.client import Client as NatsClient
+from nats.js import JetStreamContext
+from prometheus_client import start_http_server
+from redis.asyncio import Redis
+
+from services.platform.auth import RedisRevocations, TokenVerifier
+from services.platform.db import create_pool
+from services.platform.events.codec import EventCodec
+from services.platform.events.consumer import Handler, QueueConsumer
+from services.platform.events.outbox import OutboxRelay, OutboxWriter
+from services.platform.events.registry import EventRegistry, load_registry
+from services.platform.events.streams import ensure_streams
+from services.platform.events.topology import Topology
+from services.platform.grpc.interceptor import MethodPolicy, PlatformInterceptor
+from services.platform.grpc.server import GrpcServer, Registration
+from services.platform.settings import Settings
+
+log = logging.getLogger(__name__)
+
+Subscriptions = Mapping[str, Mapping[type[Message], Handler]]
+
+
+@dataclass
+class Infrastructure:
+    """The connections of one service process."""
+
+    settings: Settings
+    pool: asyncpg.Pool
+    nc: NatsClient
+    js: JetStreamContext
+    redis: Redis
+    registry: EventRegistry
+    topology: Topology
+    codec: EventCodec
+    outbox: OutboxWriter
+
+    @classmethod
+    async def connect(cls, settings: Settings, schema_sql: str | None = None) -> Infrastructure:
+        """Connect to PostgreSQL (creating the service's schema), NATS and Redis."""
+        topology = Topology(settings.prefix)
+        schema = topology.schema(settings.service)
+        pool = await create_pool(
+            settings.database_url, schema, application=settings.service, max_size=20
+        )
+        if schema_sql is not None:
+            await apply_schema(pool, schema, schema_sql)
+        nc = await nats.connect(
+            settings.nats_url,
+            name=settings.service,
+            max_reconnect_attempts=-1,
+            reconnect_time_wait=0.5,
+        )
+        js = nc.jetstream()
+        registry = load_registry()
+        await ensure_streams(js, registry, topology, settings.streams)
+        codec = EventCodec(registry, settings.service, topology)
+        redis = Redis.from_url(settings.redis_url, decode_responses=True)
+        return cls(
+            settings, pool, nc, js, redis, registry, topology, codec, OutboxWriter(codec, schema)
+        )
+
+    def checks(self) -> dict[str, Callable[[], Awaitable[bool]]]:
+        """Health checks of the three dependencies."""
+
+        async def postgres() -> bool:
+            return bool(await self.pool.fetchval("SELECT 1") == 1)
+
+        async def nats_up() -> bool:
+            return bool(self.nc.is_connected)
+
+        async def redis_up() -> bool:
+            return bool(await self.redis.ping())
+
+        return {"postgres": postgres, "nats": nats_up, "redis": redis_up}
+
+    def verifier(self, public_key_pem: str) -> TokenVerifier:
+        """A token verifier that sees revocations in this process's Redis."""
+        return TokenVerifier(public_key_pem, RedisRevocations(self.redis))
+
+    async def close(self) -> None:
+        """Close every connection."""
+        with contextlib.suppress(Exception):
+            await self.nc.drain()
+        await self.redis.aclose()
+        await self.pool.close()
+
+
+async def apply_schema(pool: asyncpg.Pool, schema: str, sql: str) -> None:
+    """Run a service's schema.sql (idempotent DDL) in its schema, one replica at a time."""
+    async with pool.acquire() as conn, conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", f"a4co-ddl:{schema}")
+        await conn.execute(sql)
+
+
+@dataclass
+class ServiceParts:
+    """What a service brings to the runtime."""
+
+    registrations: Sequence[Registration]
+    policies: Mapping[str, MethodPolicy]
+    subscriptions: Subscriptions = field(default_factory=dict)
+    extra_checks: Mapping[str, Callable[[], Awaitable[bool]]] = field(default_factory=dict)
+    background: Sequence[Callable[[], Coroutine[Any, Any, None]]] = ()
+
+
+class ServiceRunner:
+    """Starts and stops the moving parts of one service process."""
+
+    def __init__(
+        self,
+        infra: Infrastructure,
+        parts: ServiceParts,
+        *,
+        verifier: TokenVerifier | None,
+        grpc_address: str = "127.0.0.1:0",
+    ) -> None:
+        self.infra, self.parts = infra, parts
+        settings = infra.settings
+        interceptor = PlatformInterceptor(
+            service=settings.service,
+            domain=f"{settings.service}.a4co",
+            policies=parts.policies,
+            verifier=verifier,
+        )
+        self.server = GrpcServer(
+            parts.registrations,
+            interceptor,
+            checks={**infra.checks(), **parts.extra_checks},
+            address=grpc_address,
+        )
+        self.relay = OutboxRelay(
+            dsn=settings.database_url,
+            schema=infra.topology.schema(settings.service),
+            service=settings.service,
+            js=infra.js,
+        )
+        self.consumers = [
+            QueueConsumer(
+                service=settings.service,
+                stream=stream,
+                handlers=handlers,
+                js=infra.js,
+                pool=infra.pool,
+                codec=infra.codec,
+                topology=infra.topology,
+                outbox=infra.outbox,
+            )
+            for stream, handlers in parts.subscriptions.items()
+        ]
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def start(self) -> None:
+        """Serve, relay and consume."""
+        await self.server.start()
+        self._tasks.append(asyncio.create_task(self.relay.run(), name="outbox relay"))
+        for job in self.parts.background:
+            self._tasks.append(asyncio.create_task(job(), name=getattr(job, "__name__", "job")))
+        for consumer in self.consumers:
+            await consumer.start()
+
+    async def stop(self) -> None:
+        """Graceful stop: no new calls, in-flight calls and messages finish, then disconnect."""
+        await self.server.stop()
+        for consumer in self.consumers:
+            await consumer.stop()
+        await self.relay.stop()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+async def run_until_signalled(
+    runner: ServiceRunner, *, metrics_port: int | None, on_ready: Callable[[], None]
+) -> None:
+    """Start `runner`, report readiness, and stop it on SIGTERM or SIGINT."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    if metrics_port is not None:
+        start_http_server(metrics_port, addr="127.0.0.1")
+    await runner.start()
+    on_ready()
+    await stop.wait()
+    log.info("stopping")
+    await runner.stop()
+    await runner.infra.close()

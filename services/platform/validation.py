@@ -1,0 +1,39 @@
+"""Collect every field violation of a request, then fail once with all of them."""
+
+from __future__ import annotations
+
+from services.platform.errors import FieldViolation, InvalidArgumentError
+
+
+class Violations:
+    """A list of field violations built by a request validator."""
+
+    def __init__(self) -> None:
+        self.items: list[FieldViolation] = []
+
+    def add(self, field: str, description: str) -> None:
+        """Record that `field` is invalid."""
+        self.items.append(FieldViolation(field, description))
+
+    def check(self, ok: bool, field: str, description: str) -> bool:
+        """Record a violation unless `ok`; returns `ok`."""
+        if not ok:
+            self.add(field, description)
+        return ok
+
+    def required(self, value: object, field: str) -> bool:
+        """The field must be set (non-empty)."""
+        return self.check(bool(value), field, "is required")
+
+    def length(self, value: str, field: str, low: int, high: int) -> bool:
+        """A string's length must lie in [low, high]."""
+        return self.check(low <= len(value) <= high, field, f"must be {low} to {high} characters")
+
+    def between(self, value: float, field: str, low: float, high: float) -> bool:
+        """A number must lie in [low, high]."""
+        return self.check(low <= value <= high, field, f"must be between {low:g} and {high:g}")
+
+    def raise_if_any(self) -> None:
+        """Raise InvalidArgumentError naming every violation, if there is one."""
+        if self.items:
+            raise InvalidArgumentError(list(self.items))
