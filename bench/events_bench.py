@@ -189,9 +189,7 @@ async def raw_latency(setup: Setup, rate: int, seconds: float) -> list[float]:
     """Milliseconds from nats-py `publish` (acknowledged) to receipt by a pull loop."""
     subject = setup.topology.subject("a4co.orders.order.created")
     stream = setup.topology.stream("ORDERS")
-    await setup.js.add_consumer(
-        stream, ConsumerConfig(durable_name="rawlat", filter_subject=subject)
-    )
+    await setup.js.add_consumer(stream, ConsumerConfig(durable_name="rawlat", filter_subject=subject))
     sub = await setup.js.pull_subscribe_bind("rawlat", stream=stream)
     sent: dict[str, float] = {}
     latencies: list[float] = []
@@ -224,9 +222,7 @@ async def platform_latency(setup: Setup, rate: int, seconds: float) -> list[floa
     """Milliseconds from the outbox transaction's commit to the handler's first line."""
     schema = setup.topology.schema("orders")
     pool = await create_pool(setup.urls.database_url, schema, max_size=8)
-    consumer_pool = await create_pool(
-        setup.urls.database_url, setup.topology.schema("bench"), max_size=4
-    )
+    consumer_pool = await create_pool(setup.urls.database_url, setup.topology.schema("bench"), max_size=4)
     codec = EventCodec(setup.registry, "orders", setup.topology)
     writer = OutboxWriter(codec, schema)
     committed: dict[str, float] = {}
@@ -291,9 +287,7 @@ class Figure:
         return self.ours / self.baseline if self.baseline else float("nan")
 
 
-async def measure(
-    urls: ServerUrls, sizes: Sizes, progress: Callable[[str], None] = print
-) -> list[Figure]:
+async def measure(urls: ServerUrls, sizes: Sizes, progress: Callable[[str], None] = print) -> list[Figure]:
     """Run every measurement, each in its own isolated deployment."""
     registry = load_registry()
     figures: list[Figure] = []
@@ -310,9 +304,7 @@ async def measure(
     raw = await fresh(functools.partial(raw_consume_rate, count=count))
     progress("consume rate: QueueConsumer, no-op handler")
     ours = await fresh(functools.partial(platform_consume_rate, count=count))
-    figures.append(
-        Figure("consume rate, no-op handler", ours, raw, "msg/s", "raw nats-py pull loop")
-    )
+    figures.append(Figure("consume rate, no-op handler", ours, raw, "msg/s", "raw nats-py pull loop"))
     for rate in sizes.latency_rates:
         progress(f"latency at {rate}/s: raw publish -> receive")
         base = await fresh(functools.partial(raw_latency, rate=rate, seconds=seconds))
@@ -368,9 +360,7 @@ def main() -> None:
     out = ns.out / datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     out.mkdir(parents=True, exist_ok=True)
     (out / "events.md").write_text(table + "\n")
-    (out / "events.json").write_text(
-        json.dumps([asdict(f) | {"ratio": f.ratio} for f in figures], indent=2)
-    )
+    (out / "events.json").write_text(json.dumps([asdict(f) | {"ratio": f.ratio} for f in figures], indent=2))
     print(f"\nwritten to {out}")
 
 

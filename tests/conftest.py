@@ -19,6 +19,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from services.platform.events.registry import EventRegistry, load_registry
 from services.platform.events.topology import Topology
 from services.platform.local_servers import LocalServers, ServerUrls
+from tests.integration.services.harness import Keys
 
 SPANS = InMemorySpanExporter()
 
@@ -80,3 +81,10 @@ async def admin_db(urls: ServerUrls) -> AsyncIterator[asyncpg.Connection]:
     conn = await asyncpg.connect(urls.database_url)
     yield conn
     await conn.close()
+
+
+@pytest.fixture(scope="session")
+def keys(tmp_path_factory: pytest.TempPathFactory) -> Keys:
+    """The session's token keys, as files."""
+
+    return Keys.create(tmp_path_factory.mktemp("keys"))

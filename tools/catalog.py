@@ -62,9 +62,7 @@ class Comments:
     def __init__(self, fds: descriptor_pb2.FileDescriptorSet) -> None:
         self._text: dict[str, str] = {}
         for file in fds.file:
-            by_path = {
-                tuple(loc.path): loc.leading_comments for loc in file.source_code_info.location
-            }
+            by_path = {tuple(loc.path): loc.leading_comments for loc in file.source_code_info.location}
             prefix = f"{file.package}." if file.package else ""
             for i, msg in enumerate(file.message_type):
                 self._add(by_path, (_MESSAGE, i), prefix + msg.name)
@@ -73,13 +71,9 @@ class Comments:
             for i, enum in enumerate(file.enum_type):
                 self._add(by_path, (_ENUM, i), prefix + enum.name)
                 for j, value in enumerate(enum.value):
-                    self._add(
-                        by_path, (_ENUM, i, _ENUM_VALUE, j), f"{prefix}{enum.name}.{value.name}"
-                    )
+                    self._add(by_path, (_ENUM, i, _ENUM_VALUE, j), f"{prefix}{enum.name}.{value.name}")
 
-    def _add(
-        self, by_path: Mapping[tuple[int, ...], str], path: tuple[int, ...], name: str
-    ) -> None:
+    def _add(self, by_path: Mapping[tuple[int, ...], str], path: tuple[int, ...], name: str) -> None:
         self._text[name] = " ".join(by_path.get(path, "").split())
 
     def __getitem__(self, full_name: str) -> str:
@@ -117,9 +111,7 @@ def _cell(text: str) -> str:
     return text.replace("|", "\\|") or "—"
 
 
-def render_markdown(
-    registry: EventRegistry, comments: Comments, consumers: Mapping[str, list[str]]
-) -> str:
+def render_markdown(registry: EventRegistry, comments: Comments, consumers: Mapping[str, list[str]]) -> str:
     """The catalog for people: streams, then each event with its fields."""
     out = [
         "# Event catalog",
@@ -173,8 +165,7 @@ def _markdown_event(
         if isinstance(nested, EnumDescriptor):
             lines += ["| value | meaning |", "|---|---|"]
             lines += [
-                f"| `{v.name}` | {_cell(comments[f'{nested.full_name}.{v.name}'])} |"
-                for v in nested.values
+                f"| `{v.name}` | {_cell(comments[f'{nested.full_name}.{v.name}'])} |" for v in nested.values
             ]
         else:
             lines += _markdown_fields(nested, comments)
@@ -184,9 +175,7 @@ def _markdown_event(
 def _markdown_fields(desc: Descriptor, comments: Comments) -> list[str]:
     rows = ["| # | field | type | meaning |", "|---|---|---|---|"]
     for f in desc.fields:
-        rows.append(
-            f"| {f.number} | `{f.name}` | `{_type_name(f)}` | {_cell(comments[f.full_name])} |"
-        )
+        rows.append(f"| {f.number} | `{f.name}` | `{_type_name(f)}` | {_cell(comments[f.full_name])} |")
     return rows
 
 

@@ -40,9 +40,7 @@ def run(target: Target, action: Callable[[DeadLetterQueue], Awaitable[T]]) -> T:
     return asyncio.run(main())
 
 
-def _filter(
-    seqs: list[int] | None, consumer: str, event_type: str, reason: str
-) -> DeadLetterFilter:
+def _filter(seqs: list[int] | None, consumer: str, event_type: str, reason: str) -> DeadLetterFilter:
     return DeadLetterFilter(frozenset(seqs or []), consumer, event_type, reason)
 
 
@@ -100,12 +98,8 @@ def describe(letter: DeadLetter, target: Target) -> dict[str, object]:
         document["decode_error"] = str(exc)
         document["body_hex"] = letter.body[:256].hex()
     else:
-        document["envelope"] = json_format.MessageToDict(
-            incoming.envelope, preserving_proto_field_name=True
-        )
-        document["event"] = json_format.MessageToDict(
-            incoming.payload, preserving_proto_field_name=True
-        )
+        document["envelope"] = json_format.MessageToDict(incoming.envelope, preserving_proto_field_name=True)
+        document["event"] = json_format.MessageToDict(incoming.payload, preserving_proto_field_name=True)
     return document
 
 
@@ -125,9 +119,7 @@ def stats(
         return
     table = Table("count", "event type", "consumer", "reason", "error pattern", "first", "last")
     for r in rows:
-        table.add_row(
-            str(r.count), r.event_type, r.consumer, r.reason, r.pattern, r.first_at, r.last_at
-        )
+        table.add_row(str(r.count), r.event_type, r.consumer, r.reason, r.pattern, r.first_at, r.last_at)
     console.print(table)
 
 

@@ -152,23 +152,17 @@ class TokenVerifier:
         except jwt.ExpiredSignatureError:
             raise UnauthenticatedError("TOKEN_EXPIRED", "the access token has expired") from None
         except jwt.InvalidTokenError as exc:
-            raise UnauthenticatedError(
-                "TOKEN_INVALID", f"the access token is invalid: {exc}"
-            ) from None
+            raise UnauthenticatedError("TOKEN_INVALID", f"the access token is invalid: {exc}") from None
         try:
             role = Role(claims["role"])
         except ValueError:
-            raise UnauthenticatedError(
-                "TOKEN_INVALID", "the access token names no known role"
-            ) from None
+            raise UnauthenticatedError("TOKEN_INVALID", "the access token names no known role") from None
         if await self._revocations.is_revoked(claims["sid"]):
             raise UnauthenticatedError("TOKEN_REVOKED", "the session of this token has ended")
         return Principal(claims["sub"], role, claims["sid"], float(claims["exp"]), token)
 
 
-_principal: contextvars.ContextVar[Principal | None] = contextvars.ContextVar(
-    "a4co_principal", default=None
-)
+_principal: contextvars.ContextVar[Principal | None] = contextvars.ContextVar("a4co_principal", default=None)
 
 
 def current_principal() -> Principal:

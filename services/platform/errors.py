@@ -25,9 +25,7 @@ class A4coError(Exception):
 
     kind: ClassVar[str] = "INTERNAL"
 
-    def __init__(
-        self, reason: str, message: str, *, metadata: Mapping[str, str] | None = None
-    ) -> None:
+    def __init__(self, reason: str, message: str, *, metadata: Mapping[str, str] | None = None) -> None:
         super().__init__(message)
         self.reason = reason
         self.message = message

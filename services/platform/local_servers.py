@@ -139,9 +139,7 @@ class ManagedServer:
         )
         logfile.close()
         try:
-            wait_until(
-                lambda: self._alive_or_fail() and self.ready(), f"{self.name} on {self.port}"
-            )
+            wait_until(lambda: self._alive_or_fail() and self.ready(), f"{self.name} on {self.port}")
         except ServerError:
             self.stop()
             raise

@@ -31,9 +31,7 @@ class Backoff:
 
     def floor(self, attempt: int) -> float:
         """The shortest delay `delay(attempt)` can return."""
-        return min(self.cap_s, self.first_s * self.factor ** max(0, attempt - 1)) * (
-            1.0 - self.jitter
-        )
+        return min(self.cap_s, self.first_s * self.factor ** max(0, attempt - 1)) * (1.0 - self.jitter)
 
 
 class BreakerOpenError(Exception):

@@ -59,9 +59,7 @@ class Infrastructure:
         """Connect to PostgreSQL (creating the service's schema), NATS and Redis."""
         topology = Topology(settings.prefix)
         schema = topology.schema(settings.service)
-        pool = await create_pool(
-            settings.database_url, schema, application=settings.service, max_size=20
-        )
+        pool = await create_pool(settings.database_url, schema, application=settings.service, max_size=20)
         if schema_sql is not None:
             await apply_schema(pool, schema, schema_sql)
         nc = await nats.connect(
@@ -75,9 +73,7 @@ class Infrastructure:
         await ensure_streams(js, registry, topology, settings.streams)
         codec = EventCodec(registry, settings.service, topology)
         redis = Redis.from_url(settings.redis_url, decode_responses=True)
-        return cls(
-            settings, pool, nc, js, redis, registry, topology, codec, OutboxWriter(codec, schema)
-        )
+        return cls(settings, pool, nc, js, redis, registry, topology, codec, OutboxWriter(codec, schema))
 
     def checks(self) -> dict[str, Callable[[], Awaitable[bool]]]:
         """Health checks of the three dependencies."""

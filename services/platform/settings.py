@@ -5,7 +5,8 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 
 _PREFIX = re.compile(r"^[a-z][a-z0-9]{0,30}$")
 
@@ -38,14 +39,15 @@ class Settings:
     redis_url: str
     prefix: str = ""
     streams: StreamSettings = StreamSettings()
+    jwt_public_key_file: str = ""
+    jwt_private_key_file: str = ""
+    peers: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
     def from_env(cls, service: str, env: Mapping[str, str] | None = None) -> Settings:
         """Read `A4CO_*` variables; the three server URLs are required."""
         env = os.environ if env is None else env
-        missing = [
-            k for k in ("A4CO_NATS_URL", "A4CO_DATABASE_URL", "A4CO_REDIS_URL") if not env.get(k)
-        ]
+        missing = [k for k in ("A4CO_NATS_URL", "A4CO_DATABASE_URL", "A4CO_REDIS_URL") if not env.get(k)]
         if missing:
             raise SettingsError(f"{service}: set {', '.join(missing)}")
         prefix = env.get("A4CO_PREFIX", "")
@@ -63,4 +65,30 @@ class Settings:
                 max_bytes=int(env.get("A4CO_STREAM_MAX_BYTES", "-1")),
                 duplicate_window_s=float(env.get("A4CO_STREAM_DUPLICATE_WINDOW_S", "120")),
             ),
+            jwt_public_key_file=env.get("A4CO_JWT_PUBLIC_KEY_FILE", ""),
+            jwt_private_key_file=env.get("A4CO_JWT_PRIVATE_KEY_FILE", ""),
+            peers={
+                key[len("A4CO_PEER_") :].lower(): value
+                for key, value in env.items()
+                if key.startswith("A4CO_PEER_") and value
+            },
         )
+
+    def public_key(self) -> str:
+        """The PEM of identity's token verification key."""
+        if not self.jwt_public_key_file:
+            raise SettingsError(f"{self.service}: set A4CO_JWT_PUBLIC_KEY_FILE")
+        return Path(self.jwt_public_key_file).read_text()
+
+    def private_key(self) -> str:
+        """The PEM of identity's token signing key."""
+        if not self.jwt_private_key_file:
+            raise SettingsError(f"{self.service}: set A4CO_JWT_PRIVATE_KEY_FILE")
+        return Path(self.jwt_private_key_file).read_text()
+
+    def peer(self, name: str) -> str:
+        """The gRPC address of a peer service (`A4CO_PEER_<NAME>=host:port`)."""
+        try:
+            return self.peers[name]
+        except KeyError:
+            raise SettingsError(f"{self.service}: set A4CO_PEER_{name.upper()}") from None

@@ -12,9 +12,7 @@ from tests.integration.events.rig import Rig, make_rig
 
 
 @pytest_asyncio.fixture
-async def rig(
-    urls: ServerUrls, nc: NATS, registry: EventRegistry, topology: Topology
-) -> AsyncIterator[Rig]:
+async def rig(urls: ServerUrls, nc: NATS, registry: EventRegistry, topology: Topology) -> AsyncIterator[Rig]:
     r = await make_rig(urls.database_url, nc, registry, topology)
     yield r
     await r.close()

@@ -39,9 +39,7 @@ def populate(message: Message, depth: int = 0) -> Message:
                 continue
             if field.message_type.full_name == "google.protobuf.Timestamp":
                 sub = (
-                    getattr(message, field.name).add()
-                    if field.is_repeated
-                    else getattr(message, field.name)
+                    getattr(message, field.name).add() if field.is_repeated else getattr(message, field.name)
                 )
                 sub.FromSeconds(1_767_225_600)
                 continue

@@ -149,15 +149,11 @@ class EventCodec:
             raise UnknownEventError(str(exc)) from exc
         payload = definition.message_class()
         if not envelope.payload.Is(definition.descriptor):
-            raise EventDecodeError(
-                f"payload is {envelope.payload.type_url}, not {definition.full_name}"
-            )
+            raise EventDecodeError(f"payload is {envelope.payload.type_url}, not {definition.full_name}")
         try:
             envelope.payload.Unpack(payload)
         except DecodeError as exc:
-            raise EventDecodeError(
-                f"payload does not decode as {definition.full_name}: {exc}"
-            ) from exc
+            raise EventDecodeError(f"payload does not decode as {definition.full_name}: {exc}") from exc
         return IncomingEvent(envelope, definition, payload)
 
 

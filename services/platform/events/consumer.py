@@ -79,9 +79,7 @@ class HandlerContext:
         """Add a follow-up event to the outbox, in this handler's transaction and flow."""
         if self.outbox is None:
             raise RuntimeError("this consumer was built without an outbox")
-        return await self.outbox.add(
-            self.conn, event, aggregate_id=aggregate_id, flow=self.event.flow
-        )
+        return await self.outbox.add(self.conn, event, aggregate_id=aggregate_id, flow=self.event.flow)
 
 
 Handler = Callable[[Message, HandlerContext], Awaitable[None]]
@@ -152,9 +150,7 @@ class QueueConsumer:
         for message_class, handler in handlers.items():
             definition = codec.registry.of(message_class)
             if definition.stream != stream:
-                raise ValueError(
-                    f"{definition.event_type} travels in {definition.stream}, not {stream}"
-                )
+                raise ValueError(f"{definition.event_type} travels in {definition.stream}, not {stream}")
             self._handlers[definition.event_type] = (definition, handler)
         self._stopping = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -167,8 +163,7 @@ class QueueConsumer:
                 self.topology.event_subject(e)
                 for event_type in self._handlers
                 for e in (
-                    self.codec.registry.get(event_type, v)
-                    for v in self.codec.registry.versions(event_type)
+                    self.codec.registry.get(event_type, v) for v in self.codec.registry.versions(event_type)
                 )
             }
         )
@@ -217,9 +212,7 @@ class QueueConsumer:
         failures = 0
         while not self._stopping.is_set():
             try:
-                messages = await self._sub.fetch(
-                    self.policy.batch_size, timeout=self.policy.fetch_timeout_s
-                )
+                messages = await self._sub.fetch(self.policy.batch_size, timeout=self.policy.fetch_timeout_s)
             except nats.errors.TimeoutError:
                 continue
             except (nats.errors.Error, OSError) as exc:
@@ -250,9 +243,7 @@ class QueueConsumer:
                 log.debug("%s: batch of %d failed; handling one by one", self.durable, len(work))
             else:
                 for item, first in zip(work, outcomes, strict=True):
-                    await self._settle(
-                        item.msg, "handled" if first else "duplicate", item.event_type
-                    )
+                    await self._settle(item.msg, "handled" if first else "duplicate", item.event_type)
                 return
         for item in work:
             try:

@@ -186,9 +186,7 @@ class DeadLetterQueue:
                 yield letter
             seq = raw.seq + 1
 
-    async def browse(
-        self, where: DeadLetterFilter | None = None, limit: int = 100
-    ) -> list[DeadLetter]:
+    async def browse(self, where: DeadLetterFilter | None = None, limit: int = 100) -> list[DeadLetter]:
         """Up to `limit` dead letters matching `where`, oldest first."""
         found = []
         async for letter in self.letters(where):

@@ -26,8 +26,7 @@ OUTBOX_OLDEST_AGE = Gauge(
 )
 EVENTS_CONSUMED = Counter(
     "a4co_events_consumed_total",
-    "Events delivered to a consumer, by outcome: "
-    "handled, duplicate, skipped, retried, dead_lettered.",
+    "Events delivered to a consumer, by outcome: handled, duplicate, skipped, retried, dead_lettered.",
     ["service", "event_type", "result"],
 )
 HANDLER_DURATION = Histogram(

@@ -150,9 +150,7 @@ class OutboxRelay:
         """Become the leader, then relay; returns when stopping or the connection is lost."""
         attempt = 0
         try:
-            while not await conn.fetchval(
-                "SELECT pg_try_advisory_lock(hashtext($1))", self._lock_key
-            ):
+            while not await conn.fetchval("SELECT pg_try_advisory_lock(hashtext($1))", self._lock_key):
                 if await self._wait(self.poll_interval_s):
                     return 0
             self.stats.leader = True
@@ -198,8 +196,7 @@ class OutboxRelay:
         it are deleted all the same, and the rest are tried again.
         """
         rows = await conn.fetch(
-            "SELECT id, event_type, subject, headers::text AS headers, body FROM outbox "
-            "ORDER BY id LIMIT $1",
+            "SELECT id, event_type, subject, headers::text AS headers, body FROM outbox ORDER BY id LIMIT $1",
             self.batch_size,
         )
         await self._observe_backlog(conn, len(rows))
@@ -237,9 +234,7 @@ class OutboxRelay:
         """Delete rows JetStream has acknowledged."""
         await conn.execute("DELETE FROM outbox WHERE id = ANY($1::bigint[])", ids)
 
-    async def _settle(
-        self, futures: list[asyncio.Future[PubAck]]
-    ) -> tuple[list[int], list[BaseException]]:
+    async def _settle(self, futures: list[asyncio.Future[PubAck]]) -> tuple[list[int], list[BaseException]]:
         if not futures:
             return [], []
         done, pending = await asyncio.wait(futures, timeout=self.ack_timeout_s)

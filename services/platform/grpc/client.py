@@ -110,9 +110,7 @@ class PeerClient:
                 self.breaker.before_call()
             except BreakerOpenError as exc:
                 CLIENT_CALLS.labels(self.peer, name, "CIRCUIT_OPEN").inc()
-                raise UnavailableError(
-                    "CIRCUIT_OPEN", str(exc), metadata={"peer": self.peer}
-                ) from exc
+                raise UnavailableError("CIRCUIT_OPEN", str(exc), metadata={"peer": self.peer}) from exc
             remaining = deadline - time.monotonic()
             try:
                 response = await method(request, timeout=max(remaining, 0.001), metadata=md)

@@ -77,9 +77,7 @@ class PlatformInterceptor(grpc.aio.ServerInterceptor):
 
     async def intercept_service(
         self,
-        continuation: Callable[
-            [grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any] | None]
-        ],
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any] | None]],
         details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler[Any, Any] | None:
         handler = await continuation(details)
@@ -110,9 +108,7 @@ class PlatformInterceptor(grpc.aio.ServerInterceptor):
         code, principal, error_reason = grpc.StatusCode.OK, None, ""
         try:
             principal = await self._authenticate(policy, metadata)
-            flow = Flow(
-                flow.correlation_id, flow.causation_id, principal.user_id if principal else ""
-            )
+            flow = Flow(flow.correlation_id, flow.causation_id, principal.user_id if principal else "")
             with principal_scope(principal), flow_scope(flow):
                 if policy.validator is not None:
                     policy.validator(request)
@@ -134,13 +130,9 @@ class PlatformInterceptor(grpc.aio.ServerInterceptor):
             await context.abort_with_status(internal_status(self.domain))
             raise
         finally:
-            self._observe(
-                method, code, time.perf_counter() - started, flow, principal, error_reason
-            )
+            self._observe(method, code, time.perf_counter() - started, flow, principal, error_reason)
 
-    async def _authenticate(
-        self, policy: MethodPolicy, metadata: Mapping[str, str]
-    ) -> Principal | None:
+    async def _authenticate(self, policy: MethodPolicy, metadata: Mapping[str, str]) -> Principal | None:
         token = bearer_token(metadata)
         if token is None or self.verifier is None:
             if policy.public:

@@ -52,9 +52,7 @@ class HealthMonitor:
             if not ok:
                 failing.append(name)
         if failing != self.failing:
-            log.warning(
-                "health: %s", f"down: {', '.join(failing)}" if failing else "all dependencies up"
-            )
+            log.warning("health: %s", f"down: {', '.join(failing)}" if failing else "all dependencies up")
         self.failing = failing
         status = NOT_SERVING if failing else SERVING
         for name in ["", *self.names]:

@@ -20,9 +20,7 @@ def to_status(error: A4coError, domain: str) -> grpc.Status:
     if isinstance(error, InvalidArgumentError):
         bad = error_details_pb2.BadRequest(
             field_violations=[
-                error_details_pb2.BadRequest.FieldViolation(
-                    field=v.field, description=v.description
-                )
+                error_details_pb2.BadRequest.FieldViolation(field=v.field, description=v.description)
                 for v in error.violations
             ]
         )
@@ -34,9 +32,7 @@ def to_status(error: A4coError, domain: str) -> grpc.Status:
 def internal_status(domain: str) -> grpc.Status:
     """A status for an unexpected failure; says nothing of its cause to the caller."""
     info = error_details_pb2.ErrorInfo(reason="INTERNAL", domain=domain)
-    status = status_pb2.Status(
-        code=code_pb2.INTERNAL, message="internal error", details=[_pack(info)]
-    )
+    status = status_pb2.Status(code=code_pb2.INTERNAL, message="internal error", details=[_pack(info)])
     return rpc_status.to_status(status)
 
 

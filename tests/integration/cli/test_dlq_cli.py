@@ -40,9 +40,7 @@ async def test_list_show_stats_replay_discard(rig: Rig, urls: ServerUrls, prefix
     from tests.integration.events.rig import FAST
 
     quick = replace(FAST, backoff=Backoff(first_s=0.05, cap_s=0.1))
-    consumer = await rig.consumer(
-        "payments", {order_events_pb2.OrderCreated: handler}, policy=quick
-    )
+    consumer = await rig.consumer("payments", {order_events_pb2.OrderCreated: handler}, policy=quick)
     for order_id in ("o-1", "o-2"):
         await rig.commit(order_created(order_id), order_id)
     await rig.js.publish(rig.topology.subject("a4co.orders.order.created"), b"garbage")

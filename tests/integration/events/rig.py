@@ -153,6 +153,4 @@ async def make_rig(dsn: str, nc: NATS, registry: EventRegistry, topology: Topolo
     await ensure_streams(js, registry, topology, StreamSettings(duplicate_window_s=120))
     pool = await create_pool(dsn, topology.schema("orders"))
     codec = EventCodec(registry, "orders", topology)
-    return Rig(
-        dsn, nc, js, registry, topology, pool, codec, OutboxWriter(codec, topology.schema("orders"))
-    )
+    return Rig(dsn, nc, js, registry, topology, pool, codec, OutboxWriter(codec, topology.schema("orders")))

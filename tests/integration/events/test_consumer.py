@@ -114,17 +114,13 @@ async def test_a_failing_handler_goes_to_the_dlq_after_three_deliveries_then_rep
 async def test_an_undecodable_message_is_dead_lettered_at_once_and_work_goes_on(rig: Rig) -> None:
     consumer = await rig.consumer("payments", {order_events_pb2.OrderCreated: record_effect()})
     subject = rig.topology.subject("a4co.orders.order.created")
-    await rig.js.publish(
-        subject, b"\xff\x00not protobuf", headers={"ce-type": "a4co.orders.OrderCreated"}
-    )
+    await rig.js.publish(subject, b"\xff\x00not protobuf", headers={"ce-type": "a4co.orders.OrderCreated"})
     await rig.commit(order_created("o-ok"), "o-ok")
     async with running(rig.relay()):
         await eventually(lambda: consumer.stats.handled == 1, what="the next event handled")
     assert consumer.stats.dead_lettered == 1
     letters = await DeadLetterQueue(rig.js, rig.topology).browse()
-    assert [(x.reason, x.deliveries, x.consumer) for x in letters] == [
-        ("UNDECODABLE", 1, "payments")
-    ]
+    assert [(x.reason, x.deliveries, x.consumer) for x in letters] == [("UNDECODABLE", 1, "payments")]
     assert letters[0].body == b"\xff\x00not protobuf"
 
 
@@ -159,12 +155,8 @@ async def test_metrics_count_outcomes_and_dead_letters(rig: Rig) -> None:
         return REGISTRY.get_sample_value(name, labels) or 0.0
 
     kind = "a4co.orders.OrderCreated"
-    before_dlq = value(
-        "a4co_dlq_messages_total", service="metrics", event_type=kind, reason="HANDLER_FAILED"
-    )
-    before_ok = value(
-        "a4co_events_consumed_total", service="metrics", event_type=kind, result="handled"
-    )
+    before_dlq = value("a4co_dlq_messages_total", service="metrics", event_type=kind, reason="HANDLER_FAILED")
+    before_ok = value("a4co_events_consumed_total", service="metrics", event_type=kind, result="handled")
 
     async def picky(event: Message, ctx: HandlerContext) -> None:
         if ctx.event.envelope.aggregate_id == "bad":
@@ -177,9 +169,7 @@ async def test_metrics_count_outcomes_and_dead_letters(rig: Rig) -> None:
     await eventually(lambda: consumer.stats.dead_lettered == 1 and consumer.stats.handled == 1)
 
     assert (
-        value(
-            "a4co_dlq_messages_total", service="metrics", event_type=kind, reason="HANDLER_FAILED"
-        )
+        value("a4co_dlq_messages_total", service="metrics", event_type=kind, reason="HANDLER_FAILED")
         == before_dlq + 1
     )
     assert (
@@ -187,9 +177,7 @@ async def test_metrics_count_outcomes_and_dead_letters(rig: Rig) -> None:
         == before_ok + 1
     )
     assert value("a4co_event_redeliveries_total", service="metrics", event_type=kind) >= 2
-    assert (
-        value("a4co_event_handler_duration_seconds_count", service="metrics", event_type=kind) >= 4
-    )
+    assert value("a4co_event_handler_duration_seconds_count", service="metrics", event_type=kind) >= 4
 
 
 async def test_old_inbox_entries_are_pruned(rig: Rig) -> None:

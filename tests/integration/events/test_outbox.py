@@ -137,9 +137,7 @@ async def test_nats_outage_mid_flow_loses_nothing(rig: Rig, local_servers: Local
         finally:
             local_servers.nats.start()
 
-        await eventually(
-            lambda: consumer.stats.handled == 40, timeout=30, what="events after the outage"
-        )
+        await eventually(lambda: consumer.stats.handled == 40, timeout=30, what="events after the outage")
     rows = await effects(consumer.pool)
     assert sorted(r["aggregate"] for r in rows) == sorted(before + during)
     assert len({r["event_id"] for r in rows}) == 40
@@ -152,9 +150,7 @@ async def test_outbox_metrics_follow_the_backlog(rig: Rig) -> None:
         await rig.commit(order_created(f"m-{i}"), f"m-{i}")
     async with running(rig.relay()):
         await eventually(_outbox_empty(rig))
-        await eventually(
-            lambda: REGISTRY.get_sample_value("a4co_outbox_pending", {"service": "orders"}) == 0
-        )
+        await eventually(lambda: REGISTRY.get_sample_value("a4co_outbox_pending", {"service": "orders"}) == 0)
     published = REGISTRY.get_sample_value(
         "a4co_events_published_total",
         {"service": "orders", "event_type": "a4co.orders.OrderCreated"},

@@ -95,9 +95,7 @@ async def test_a_v2_consumer_receives_stored_v1_events_through_the_upcaster(
         await ensure_streams(rig.js, full, topology, StreamSettings())
         # The producer still at v1 stored an event; then it moved to v2 and stored another.
         await rig.commit(v1.ParcelShipped(parcel_id="p-1", weight_grams=2500), "p-1")
-        await rig.commit(
-            v2.ParcelShipped(parcel_id="p-2", weight_kg=0.75, carrier="Correos"), "p-2"
-        )
+        await rig.commit(v2.ParcelShipped(parcel_id="p-2", weight_kg=0.75, carrier="Correos"), "p-2")
 
         received: list[Message] = []
 
@@ -136,9 +134,7 @@ async def test_the_publisher_span_is_the_parent_of_the_consumer_span(
         await eventually(lambda: consumer.stats.handled == 1)
 
     finished = spans.get_finished_spans()
-    of_event = [
-        s for s in finished if (s.attributes or {}).get("messaging.message.id") == out.event_id
-    ]
+    of_event = [s for s in finished if (s.attributes or {}).get("messaging.message.id") == out.event_id]
     producer = [s for s in of_event if s.kind == SpanKind.PRODUCER]
     consumed = [s for s in of_event if s.kind == SpanKind.CONSUMER]
     assert len(producer) == 1
@@ -157,9 +153,7 @@ async def test_the_flow_carries_correlation_and_causation(rig: Rig) -> None:
 
     async def charge(event: Message, ctx: HandlerContext) -> None:
         ctx.outbox = OutboxWriter(writer_codec, rig.topology.schema("payments"))
-        await ctx.publish(
-            payment_events_pb2.PaymentProcessed(order_id="o-flow"), aggregate_id="pay-1"
-        )
+        await ctx.publish(payment_events_pb2.PaymentProcessed(order_id="o-flow"), aggregate_id="pay-1")
 
     consumer = await rig.consumer("payments", {order_events_pb2.OrderCreated: charge})
     cause = await rig.commit(order_created("o-flow"), "o-flow")

@@ -66,9 +66,7 @@ def test_an_unchanged_copy_passes(tmp_path: Path) -> None:
     ],
     ids=["field-type-changed", "field-removed", "rpc-field-type-changed"],
 )
-def test_an_incompatible_change_fails(
-    tmp_path: Path, edit: Callable[[Path], None], expected: str
-) -> None:
+def test_an_incompatible_change_fails(tmp_path: Path, edit: Callable[[Path], None], expected: str) -> None:
     result = breaking(tmp_path, edit)
     assert result.returncode != 0
     assert expected in result.stdout.lower(), result.stdout + result.stderr

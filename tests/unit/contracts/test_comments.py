@@ -34,11 +34,7 @@ def is_sentence(what: str, text: str) -> bool:
     """Two words or more ending in a full stop; capitalised, except where a field or value
     comment opens with a code name such as `subtotal + delivery_fee`."""
     capital_required = not what.startswith(("field", "value"))
-    return (
-        text.endswith(".")
-        and len(text.split()) >= 2
-        and (text[0].isupper() or not capital_required)
-    )
+    return text.endswith(".") and len(text.split()) >= 2 and (text[0].isupper() or not capital_required)
 
 
 def own_files() -> list[descriptor_pb2.FileDescriptorProto]:
@@ -49,9 +45,7 @@ def own_files() -> list[descriptor_pb2.FileDescriptorProto]:
 def test_every_element_has_a_full_sentence_comment(
     file: descriptor_pb2.FileDescriptorProto,
 ) -> None:
-    comments = {
-        tuple(loc.path): loc.leading_comments.strip() for loc in file.source_code_info.location
-    }
+    comments = {tuple(loc.path): loc.leading_comments.strip() for loc in file.source_code_info.location}
     missing, not_sentences = [], []
     for what, path in elements(file):
         text = comments.get(path, "")

@@ -111,7 +111,5 @@ def test_lookup_by_type_version_and_class(registry: EventRegistry) -> None:
         ("a4co.ordersx.order.created", "a4co.orders.>", False),
     ],
 )
-def test_subject_matching_follows_nats_wildcards(
-    subject: str, pattern: str, expected: bool
-) -> None:
+def test_subject_matching_follows_nats_wildcards(subject: str, pattern: str, expected: bool) -> None:
     assert subject_matches(subject, pattern) is expected

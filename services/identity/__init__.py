@@ -1,0 +1,1 @@
+"""identity: users, credentials, sessions and access tokens."""

@@ -1,0 +1,34 @@
+"""identity's composition root: the only place that reads settings and builds its parts."""
+
+from __future__ import annotations
+
+import functools
+import os
+from pathlib import Path
+
+from services.identity import handlers
+from services.identity.adapters.postgres import Argon2Hasher, unit_of_work_factory
+from services.identity.grpc_api import POLICIES, registration
+from services.platform.auth import RedisRevocations, TokenIssuer
+from services.platform.main import service_main
+from services.platform.runtime import Infrastructure, ServiceParts
+
+
+async def build(infra: Infrastructure) -> ServiceParts:
+    """identity's parts, wired."""
+    settings = infra.settings
+    deps = handlers.Deps(
+        uow=functools.partial(unit_of_work_factory, infra.pool, infra.outbox),
+        hasher=Argon2Hasher(),
+        issuer=TokenIssuer(settings.private_key()),
+        verifier=infra.verifier(settings.public_key()),
+        revocations=RedisRevocations(infra.redis),
+    )
+    admin_email, admin_password = os.environ.get("A4CO_ADMIN_EMAIL"), os.environ.get("A4CO_ADMIN_PASSWORD")
+    if admin_email and admin_password:
+        await handlers.ensure_admin(deps, admin_email, admin_password)
+    return ServiceParts(registrations=[registration(deps)], policies=POLICIES)
+
+
+if __name__ == "__main__":
+    service_main("identity", build, Path(__file__).with_name("schema.sql"))

@@ -1,0 +1,178 @@
+"""identity's tables through asyncpg."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from datetime import datetime
+
+import asyncpg
+from argon2 import PasswordHasher as Argon2
+from argon2.exceptions import InvalidHashError, VerificationError
+
+from services.identity.domain import Address, User
+from services.platform.auth import Role
+from services.platform.db import Connection
+from services.platform.events.outbox import OutboxWriter
+from services.platform.uow import PostgresUnitOfWork
+
+
+def _user(row: asyncpg.Record) -> User:
+    address = json.loads(row["address"]) if isinstance(row["address"], str) else dict(row["address"])
+    return User(
+        user_id=str(row["user_id"]),
+        email=row["email"],
+        display_name=row["display_name"],
+        role=Role(row["role"]),
+        password_hash=row["password_hash"],
+        phone_number=row["phone_number"],
+        address=Address(**address),
+        bio=row["bio"],
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+    )
+
+
+class PostgresUsers:
+    """Users in the `users` table."""
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+
+    async def add(self, user: User) -> bool:
+        """Insert; False when the e-mail is taken."""
+        status = await self.conn.execute(
+            "INSERT INTO users (user_id, email, display_name, role, password_hash, phone_number,"
+            " address, bio)"
+            " VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb, $8) ON CONFLICT (email) DO NOTHING",
+            user.user_id,
+            user.email,
+            user.display_name,
+            user.role.value,
+            user.password_hash,
+            user.phone_number,
+            json.dumps(_address(user.address)),
+            user.bio,
+        )
+        return status.endswith(" 1")
+
+    async def by_id(self, user_id: str) -> User | None:
+        """The user with this id."""
+        row = await self.conn.fetchrow(
+            "SELECT *, address::text AS address FROM users WHERE user_id = $1", user_id
+        )
+        return _user(row) if row else None
+
+    async def by_email(self, email: str) -> User | None:
+        """The user with this e-mail."""
+        row = await self.conn.fetchrow(
+            "SELECT *, address::text AS address FROM users WHERE email = $1", email
+        )
+        return _user(row) if row else None
+
+    async def save_profile(self, user: User) -> User:
+        """Store the editable fields."""
+        row = await self.conn.fetchrow(
+            "UPDATE users SET display_name = $2, phone_number = $3, address = $4::jsonb, bio = $5, "
+            "updated_at = now() WHERE user_id = $1 RETURNING *, address::text AS address",
+            user.user_id,
+            user.display_name,
+            user.phone_number,
+            json.dumps(_address(user.address)),
+            user.bio,
+        )
+        assert row is not None
+        return _user(row)
+
+
+def _address(address: Address) -> dict[str, str]:
+    return {
+        "street": address.street,
+        "locality": address.locality,
+        "province": address.province,
+        "postal_code": address.postal_code,
+        "country_code": address.country_code,
+    }
+
+
+class PostgresSessions:
+    """Sessions in the `sessions` table."""
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+
+    async def start(self, session_id: str, user_id: str, refresh_hash: str, expires_at: datetime) -> None:
+        """Record a new session."""
+        await self.conn.execute(
+            "INSERT INTO sessions (session_id, user_id, refresh_hash, refresh_expires_at)"
+            " VALUES ($1, $2, $3, $4)",
+            session_id,
+            user_id,
+            refresh_hash,
+            expires_at,
+        )
+
+    async def current(self, session_id: str) -> tuple[str, str, datetime, bool] | None:
+        """The session, locked until the transaction ends."""
+        row = await self.conn.fetchrow(
+            "SELECT user_id, refresh_hash, refresh_expires_at, revoked_at IS NOT NULL AS revoked "
+            "FROM sessions WHERE session_id = $1 FOR UPDATE",
+            session_id,
+        )
+        if row is None:
+            return None
+        return str(row["user_id"]), row["refresh_hash"], row["refresh_expires_at"], row["revoked"]
+
+    async def rotate(self, session_id: str, refresh_hash: str, expires_at: datetime) -> None:
+        """Replace the refresh token."""
+        await self.conn.execute(
+            "UPDATE sessions SET refresh_hash = $2, refresh_expires_at = $3, rotated_at = now()"
+            " WHERE session_id = $1",
+            session_id,
+            refresh_hash,
+            expires_at,
+        )
+
+    async def revoke(self, session_id: str, reason: str) -> None:
+        """End the session (the first reason is kept)."""
+        await self.conn.execute(
+            "UPDATE sessions SET revoked_at = coalesce(revoked_at, now()), "
+            "revoke_reason = coalesce(revoke_reason, $2) WHERE session_id = $1",
+            session_id,
+            reason,
+        )
+
+
+class IdentityUnitOfWork(PostgresUnitOfWork):
+    """Users, sessions and the outbox in one transaction."""
+
+    users: PostgresUsers
+    sessions: PostgresSessions
+
+    def bind(self, conn: Connection) -> None:
+        """Build the repositories."""
+        self.users = PostgresUsers(conn)
+        self.sessions = PostgresSessions(conn)
+
+
+def unit_of_work_factory(pool: asyncpg.Pool, writer: OutboxWriter) -> IdentityUnitOfWork:
+    """A new unit of work (one per use case call)."""
+    return IdentityUnitOfWork(pool, writer)
+
+
+class Argon2Hasher:
+    """argon2id (RFC 9106 low-memory profile), run in a thread so it does not block the loop."""
+
+    def __init__(self, hasher: Argon2 | None = None) -> None:
+        self._hasher = hasher or Argon2()
+
+    async def hash(self, password: str) -> str:
+        """A hash to store."""
+        return await asyncio.to_thread(self._hasher.hash, password)
+
+    async def verify(self, password_hash: str, password: str) -> bool:
+        """Whether `password` matches."""
+        try:
+            return await asyncio.to_thread(self._hasher.verify, password_hash, password)
+        except (VerificationError, InvalidHashError):
+            return False

@@ -1,0 +1,151 @@
+"""Users and sessions: pure rules, no I/O."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import secrets
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+
+from services.platform.auth import Role
+from services.platform.errors import AlreadyExistsError, UnauthenticatedError
+from services.platform.validation import Violations
+
+EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[A-Za-z]{2,}$")
+SPANISH_PHONE = re.compile(r"^(?:\+34)?[6789]\d{8}$")
+EDITABLE_FIELDS = frozenset({"display_name", "phone_number", "address", "bio"})
+SIGNUP_ROLES = frozenset({Role.CUSTOMER, Role.ARTISAN})
+
+
+class EmailTakenError(AlreadyExistsError):
+    """An account with this e-mail exists."""
+
+    def __init__(self) -> None:
+        super().__init__("EMAIL_TAKEN", "an account with this e-mail address exists")
+
+
+class InvalidCredentialsError(UnauthenticatedError):
+    """Wrong e-mail or password; which of the two is not said."""
+
+    def __init__(self) -> None:
+        super().__init__("INVALID_CREDENTIALS", "wrong e-mail or password")
+
+
+class RefreshRejectedError(UnauthenticatedError):
+    """The refresh token is unknown, expired, revoked, or was already used."""
+
+
+@dataclass(frozen=True, slots=True)
+class Address:
+    """A postal address."""
+
+    street: str = ""
+    locality: str = ""
+    province: str = ""
+    postal_code: str = ""
+    country_code: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class User:
+    """A user's private profile."""
+
+    user_id: str
+    email: str
+    display_name: str
+    role: Role
+    password_hash: str
+    phone_number: str = ""
+    address: Address = field(default_factory=Address)
+    bio: str = ""
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+
+
+def normalise_email(email: str) -> str:
+    """E-mail addresses compare case-insensitively and without surrounding blanks."""
+    return email.strip().lower()
+
+
+def normalise_phone(phone: str) -> str:
+    """A phone number without spaces, dashes or dots."""
+    return re.sub(r"[\s\-.]", "", phone)
+
+
+def check_signup(email: str, password: str, display_name: str, role: Role | None, phone: str) -> None:
+    """Raise InvalidArgumentError naming every bad field of a sign-up."""
+    v = Violations()
+    v.check(bool(EMAIL.match(normalise_email(email))), "email", "must be an e-mail address")
+    v.length(password, "password", 10, 128)
+    v.length(display_name.strip(), "display_name", 2, 80)
+    v.check(role in SIGNUP_ROLES, "role", "must be ROLE_CUSTOMER or ROLE_ARTISAN")
+    if phone:
+        v.check(
+            bool(SPANISH_PHONE.match(normalise_phone(phone))),
+            "phone_number",
+            "must be a Spanish phone number",
+        )
+    v.raise_if_any()
+
+
+def apply_profile_update(user: User, changes: User, paths: list[str]) -> tuple[User, list[str]]:
+    """The user with the fields named in `paths` taken from `changes`; returns the changed paths."""
+    v = Violations()
+    if not paths:
+        v.add("update_mask", "must name at least one field")
+    for path in paths:
+        v.check(
+            path in EDITABLE_FIELDS,
+            "update_mask",
+            f"{path!r} cannot be changed; editable: {sorted(EDITABLE_FIELDS)}",
+        )
+    if "display_name" in paths:
+        v.length(changes.display_name.strip(), "user.display_name", 2, 80)
+    if "phone_number" in paths and changes.phone_number:
+        v.check(
+            bool(SPANISH_PHONE.match(normalise_phone(changes.phone_number))),
+            "user.phone_number",
+            "must be a Spanish phone number",
+        )
+    if "bio" in paths:
+        v.length(changes.bio, "user.bio", 0, 1000)
+    v.raise_if_any()
+    updated = replace(
+        user,
+        display_name=changes.display_name.strip() if "display_name" in paths else user.display_name,
+        phone_number=normalise_phone(changes.phone_number) if "phone_number" in paths else user.phone_number,
+        address=changes.address if "address" in paths else user.address,
+        bio=changes.bio if "bio" in paths else user.bio,
+    )
+    changed = [p for p in sorted(set(paths)) if getattr(updated, p) != getattr(user, p)]
+    return updated, changed
+
+
+@dataclass(frozen=True, slots=True)
+class RefreshToken:
+    """An opaque refresh token: `<session id>.<secret>`; only the secret's hash is stored."""
+
+    session_id: str
+    secret: str
+
+    @classmethod
+    def new(cls, session_id: str) -> RefreshToken:
+        """A fresh secret for a session."""
+        return cls(session_id, secrets.token_urlsafe(32))
+
+    @classmethod
+    def parse(cls, token: str) -> RefreshToken:
+        """Split a token; RefreshRejectedError when it is not one of ours."""
+        session_id, dot, secret = token.partition(".")
+        if not dot or not session_id or not secret:
+            raise RefreshRejectedError("REFRESH_TOKEN_INVALID", "the refresh token is malformed")
+        return cls(session_id, secret)
+
+    @property
+    def hash(self) -> str:
+        """What is stored: a SHA-256 of the secret (the secret is random, so no salt is needed)."""
+        return hashlib.sha256(self.secret.encode()).hexdigest()
+
+    def __str__(self) -> str:
+        return f"{self.session_id}.{self.secret}"

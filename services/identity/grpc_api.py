@@ -1,0 +1,142 @@
+"""identity's gRPC servicer: translate, call a use case, translate back."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import grpc
+
+from a4co.identity.v1 import identity_service_pb2 as pb
+from a4co.identity.v1 import identity_service_pb2_grpc as pb_grpc
+from services.identity import handlers
+from services.identity.adapters.mapping import (
+    ROLE_FROM_PB,
+    ROLE_TO_PB,
+    address_from_pb,
+    changes_from_pb,
+    tokens_to_pb,
+    user_to_pb,
+)
+from services.platform.auth import current_principal
+from services.platform.grpc.interceptor import MethodPolicy
+from services.platform.grpc.server import Registration
+from services.platform.timestamps import to_timestamp
+from services.platform.validation import Violations
+
+SERVICE = pb.DESCRIPTOR.services_by_name["IdentityService"].full_name
+Context = grpc.aio.ServicerContext[Any, Any]
+
+
+def _method(name: str) -> str:
+    return f"/{SERVICE}/{name}"
+
+
+def check_login(request: pb.LoginRequest) -> None:
+    """Both credentials are required."""
+    v = Violations()
+    v.required(request.email, "email")
+    v.required(request.password, "password")
+    v.raise_if_any()
+
+
+def check_token_request(request: pb.ValidateTokenRequest | pb.RefreshTokenRequest) -> None:
+    """The token to check is required."""
+    v = Violations()
+    field = "access_token" if isinstance(request, pb.ValidateTokenRequest) else "refresh_token"
+    v.required(getattr(request, field), field)
+    v.raise_if_any()
+
+
+def check_update(request: pb.UpdateProfileRequest) -> None:
+    """An update names what it changes."""
+    v = Violations()
+    v.check(bool(request.update_mask.paths), "update_mask", "must name at least one field")
+    v.raise_if_any()
+
+
+POLICIES = {
+    _method("Register"): MethodPolicy(public=True),
+    _method("Login"): MethodPolicy(public=True, validator=check_login),
+    _method("ValidateToken"): MethodPolicy(public=True, validator=check_token_request),
+    _method("RefreshToken"): MethodPolicy(public=True, validator=check_token_request),
+    _method("Logout"): MethodPolicy(),
+    _method("GetProfile"): MethodPolicy(),
+    _method("UpdateProfile"): MethodPolicy(validator=check_update),
+}
+
+
+class IdentityServicer(pb_grpc.IdentityServiceServicer):
+    """The IdentityService RPCs."""
+
+    def __init__(self, deps: handlers.Deps) -> None:
+        self.deps = deps
+
+    async def Register(self, request: pb.RegisterRequest, context: Context) -> pb.RegisterResponse:
+        """Sign up."""
+        user = await handlers.register(
+            self.deps,
+            request.email,
+            request.password,
+            request.display_name,
+            ROLE_FROM_PB.get(request.role),
+            request.phone_number,
+            address_from_pb(request.address),
+        )
+        return pb.RegisterResponse(user=user_to_pb(user))
+
+    async def Login(self, request: pb.LoginRequest, context: Context) -> pb.LoginResponse:
+        """Sign in."""
+        user, tokens = await handlers.login(self.deps, request.email, request.password)
+        return pb.LoginResponse(tokens=tokens_to_pb(tokens), user=user_to_pb(user))
+
+    async def ValidateToken(
+        self, request: pb.ValidateTokenRequest, context: Context
+    ) -> pb.ValidateTokenResponse:
+        """Check an access token, revocation included."""
+        principal = await self.deps.verifier.verify(request.access_token)
+        expire = to_timestamp(None)
+        expire.FromSeconds(int(principal.expires_at))
+        return pb.ValidateTokenResponse(
+            user_id=principal.user_id,
+            role=ROLE_TO_PB[principal.role],
+            session_id=principal.session_id,
+            expire_time=expire,
+        )
+
+    async def RefreshToken(
+        self, request: pb.RefreshTokenRequest, context: Context
+    ) -> pb.RefreshTokenResponse:
+        """Rotate the refresh token."""
+        tokens = await handlers.refresh_tokens(self.deps, request.refresh_token)
+        return pb.RefreshTokenResponse(tokens=tokens_to_pb(tokens))
+
+    async def Logout(self, request: pb.LogoutRequest, context: Context) -> pb.LogoutResponse:
+        """End the caller's session."""
+        await handlers.logout(self.deps, current_principal())
+        return pb.LogoutResponse()
+
+    async def GetProfile(self, request: pb.GetProfileRequest, context: Context) -> pb.GetProfileResponse:
+        """A private profile."""
+        user = await handlers.get_profile(self.deps, current_principal(), request.user_id)
+        return pb.GetProfileResponse(user=user_to_pb(user))
+
+    async def UpdateProfile(
+        self, request: pb.UpdateProfileRequest, context: Context
+    ) -> pb.UpdateProfileResponse:
+        """Change a profile."""
+        user = await handlers.update_profile(
+            self.deps,
+            current_principal(),
+            request.user_id,
+            changes_from_pb(request.user),
+            list(request.update_mask.paths),
+        )
+        return pb.UpdateProfileResponse(user=user_to_pb(user))
+
+
+def registration(deps: handlers.Deps) -> Registration:
+    """How the runtime serves identity."""
+    servicer = IdentityServicer(deps)
+    return Registration(
+        SERVICE, lambda server: pb_grpc.add_IdentityServiceServicer_to_server(servicer, server)
+    )

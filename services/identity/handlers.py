@@ -1,0 +1,209 @@
+"""identity's use cases, one function each."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from a4co.identity.events.v1 import identity_events_pb2 as events
+from services.identity.domain import (
+    Address,
+    EmailTakenError,
+    InvalidCredentialsError,
+    RefreshRejectedError,
+    RefreshToken,
+    User,
+    apply_profile_update,
+    check_signup,
+    normalise_email,
+    normalise_phone,
+)
+from services.identity.ports import PasswordHasher, UnitOfWork
+from services.platform.auth import Principal, Revocations, Role, TokenIssuer, TokenVerifier
+from services.platform.errors import NotFoundError
+from services.platform.timestamps import to_timestamp
+
+EVENT_ROLES = {
+    Role.CUSTOMER: events.USER_ROLE_CUSTOMER,
+    Role.ARTISAN: events.USER_ROLE_ARTISAN,
+    Role.ADMIN: events.USER_ROLE_ADMIN,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Deps:
+    """What the use cases are built with, in the composition root."""
+
+    uow: Callable[[], UnitOfWork]
+    hasher: PasswordHasher
+    issuer: TokenIssuer
+    verifier: TokenVerifier
+    revocations: Revocations
+    refresh_ttl_s: int = 30 * 24 * 3600
+
+
+@dataclass(frozen=True, slots=True)
+class Tokens:
+    """A session's token pair with expiries."""
+
+    access_token: str
+    access_expires_at: datetime
+    refresh_token: str
+    refresh_expires_at: datetime
+
+
+async def register(
+    deps: Deps,
+    email: str,
+    password: str,
+    display_name: str,
+    role: Role | None,
+    phone: str,
+    address: Address,
+) -> User:
+    """Create an account and announce it (UserRegistered)."""
+    check_signup(email, password, display_name, role, phone)
+    assert role is not None
+    new = User(
+        user_id=str(uuid.uuid4()),
+        email=normalise_email(email),
+        display_name=display_name.strip(),
+        role=role,
+        password_hash=await deps.hasher.hash(password),
+        phone_number=normalise_phone(phone),
+        address=address,
+    )
+    async with deps.uow() as uow:
+        if not await uow.users.add(new):
+            raise EmailTakenError()
+        stored = await uow.users.by_id(new.user_id)
+        assert stored is not None
+        await uow.outbox.add(
+            events.UserRegistered(
+                user_id=stored.user_id,
+                email=stored.email,
+                display_name=stored.display_name,
+                role=EVENT_ROLES[stored.role],
+                locality=stored.address.locality,
+                register_time=to_timestamp(stored.created_at),
+            ),
+            aggregate_id=stored.user_id,
+        )
+    return stored
+
+
+async def login(deps: Deps, email: str, password: str) -> tuple[User, Tokens]:
+    """Check the credentials and start a session."""
+    async with deps.uow() as uow:
+        user = await uow.users.by_email(normalise_email(email))
+    if user is None:
+        await deps.hasher.hash(password)  # same cost as a wrong password: no account probing
+        raise InvalidCredentialsError()
+    if not await deps.hasher.verify(user.password_hash, password):
+        raise InvalidCredentialsError()
+    session_id = str(uuid.uuid4())
+    refresh = RefreshToken.new(session_id)
+    refresh_expires = datetime.now(UTC) + timedelta(seconds=deps.refresh_ttl_s)
+    async with deps.uow() as uow:
+        await uow.sessions.start(session_id, user.user_id, refresh.hash, refresh_expires)
+    access, access_expires = deps.issuer.issue(user.user_id, user.role, session_id)
+    return user, Tokens(access, datetime.fromtimestamp(access_expires, UTC), str(refresh), refresh_expires)
+
+
+async def refresh_tokens(deps: Deps, refresh_token: str) -> Tokens:
+    """Exchange a refresh token for a new pair; a reused token ends the whole session."""
+    presented = RefreshToken.parse(refresh_token)
+    async with deps.uow() as uow:
+        session = await uow.sessions.current(presented.session_id)
+        if session is None:
+            raise RefreshRejectedError("REFRESH_TOKEN_INVALID", "unknown refresh token")
+        user_id, stored_hash, expires_at, revoked = session
+        if revoked:
+            raise RefreshRejectedError("SESSION_REVOKED", "the session has ended")
+        if stored_hash != presented.hash:
+            # An old token presented again: someone else may hold the new one. End the session.
+            await uow.sessions.revoke(presented.session_id, "refresh token reused")
+            user = None
+        else:
+            if expires_at <= datetime.now(UTC):
+                raise RefreshRejectedError("REFRESH_TOKEN_EXPIRED", "the refresh token has expired")
+            user = await uow.users.by_id(user_id)
+            fresh = RefreshToken.new(presented.session_id)
+            fresh_expires = datetime.now(UTC) + timedelta(seconds=deps.refresh_ttl_s)
+            await uow.sessions.rotate(presented.session_id, fresh.hash, fresh_expires)
+    if user is None:
+        await deps.revocations.revoke(presented.session_id, deps.issuer.ttl_s + 60)
+        raise RefreshRejectedError(
+            "REFRESH_TOKEN_REUSED", "this refresh token was already used; the session has ended"
+        )
+    access, access_expires = deps.issuer.issue(user.user_id, user.role, presented.session_id)
+    return Tokens(access, datetime.fromtimestamp(access_expires, UTC), str(fresh), fresh_expires)
+
+
+async def logout(deps: Deps, principal: Principal) -> None:
+    """End the caller's session: its tokens stop working at once, everywhere."""
+    await deps.revocations.revoke(principal.session_id, deps.issuer.ttl_s + 60)
+    async with deps.uow() as uow:
+        await uow.sessions.revoke(principal.session_id, "logout")
+
+
+async def get_profile(deps: Deps, principal: Principal, user_id: str) -> User:
+    """A user's private profile, for that user or an admin."""
+    target = user_id or principal.user_id
+    principal.require_self_or_admin(target)
+    async with deps.uow() as uow:
+        user = await uow.users.by_id(target)
+    if user is None:
+        raise NotFoundError("USER_NOT_FOUND", f"no user {target}")
+    return user
+
+
+async def update_profile(
+    deps: Deps, principal: Principal, user_id: str, changes: User, paths: list[str]
+) -> User:
+    """Change the fields named in `paths`; announce the change (ProfileUpdated)."""
+    target = user_id or principal.user_id
+    principal.require_self_or_admin(target)
+    async with deps.uow() as uow:
+        user = await uow.users.by_id(target)
+        if user is None:
+            raise NotFoundError("USER_NOT_FOUND", f"no user {target}")
+        updated, changed = apply_profile_update(user, changes, paths)
+        if not changed:
+            return user
+        stored = await uow.users.save_profile(updated)
+        await uow.outbox.add(
+            events.ProfileUpdated(
+                user_id=stored.user_id,
+                display_name=stored.display_name,
+                bio=stored.bio,
+                locality=stored.address.locality,
+                changed_fields=changed,
+                update_time=to_timestamp(stored.updated_at),
+            ),
+            aggregate_id=stored.user_id,
+        )
+    return stored
+
+
+async def ensure_admin(deps: Deps, email: str, password: str) -> User:
+    """Create the operator account on first start (from settings); a no-op when it exists."""
+    async with deps.uow() as uow:
+        existing = await uow.users.by_email(normalise_email(email))
+    if existing is not None:
+        return existing
+    check_signup(email, password, "Administrador", Role.CUSTOMER, "")
+    admin = User(
+        user_id=str(uuid.uuid4()),
+        email=normalise_email(email),
+        display_name="Administrador",
+        role=Role.ADMIN,
+        password_hash=await deps.hasher.hash(password),
+    )
+    async with deps.uow() as uow:
+        await uow.users.add(admin)
+        stored = await uow.users.by_email(admin.email)
+    assert stored is not None
+    return stored

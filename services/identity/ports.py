@@ -1,0 +1,82 @@
+"""What identity's use cases need from the outside world."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from types import TracebackType
+from typing import Protocol
+
+from google.protobuf.message import Message
+
+from services.identity.domain import User
+
+
+class Users(Protocol):
+    """The user accounts."""
+
+    async def add(self, user: User) -> bool:
+        """Store a new user; False when the e-mail is taken."""
+
+    async def by_id(self, user_id: str) -> User | None:
+        """The user with this id."""
+
+    async def by_email(self, email: str) -> User | None:
+        """The user with this (normalised) e-mail."""
+
+    async def save_profile(self, user: User) -> User:
+        """Store the editable fields; returns the user as stored."""
+
+
+class Sessions(Protocol):
+    """Login sessions and their refresh tokens."""
+
+    async def start(self, session_id: str, user_id: str, refresh_hash: str, expires_at: datetime) -> None:
+        """Record a new session."""
+
+    async def current(self, session_id: str) -> tuple[str, str, datetime, bool] | None:
+        """(user id, refresh hash, refresh expiry, revoked) of a session, locked for update."""
+
+    async def rotate(self, session_id: str, refresh_hash: str, expires_at: datetime) -> None:
+        """Replace a session's refresh token."""
+
+    async def revoke(self, session_id: str, reason: str) -> None:
+        """End a session."""
+
+
+class Outbox(Protocol):
+    """Events leave with the transaction."""
+
+    async def add(self, event: Message, *, aggregate_id: str) -> None:
+        """Publish `event` when the transaction commits."""
+
+
+class UnitOfWork(Protocol):
+    """One transaction over users, sessions and the outbox."""
+
+    @property
+    def users(self) -> Users:
+        """The user accounts in this transaction."""
+
+    @property
+    def sessions(self) -> Sessions:
+        """The sessions in this transaction."""
+
+    @property
+    def outbox(self) -> Outbox:
+        """The outbox of this transaction."""
+
+    async def __aenter__(self) -> UnitOfWork: ...
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None: ...
+
+
+class PasswordHasher(Protocol):
+    """Hashes and checks passwords."""
+
+    async def hash(self, password: str) -> str:
+        """A hash to store."""
+
+    async def verify(self, password_hash: str, password: str) -> bool:
+        """Whether `password` matches."""

@@ -1,0 +1,25 @@
+-- identity: users and their sessions. Applied at start-up; every statement is idempotent.
+CREATE TABLE IF NOT EXISTS users (
+    user_id       uuid        PRIMARY KEY,
+    email         text        NOT NULL UNIQUE,
+    display_name  text        NOT NULL,
+    role          text        NOT NULL CHECK (role IN ('customer', 'artisan', 'admin')),
+    password_hash text        NOT NULL,
+    phone_number  text        NOT NULL DEFAULT '',
+    address       jsonb       NOT NULL DEFAULT '{}',
+    bio           text        NOT NULL DEFAULT '',
+    created_at    timestamptz NOT NULL DEFAULT now(),
+    updated_at    timestamptz NOT NULL DEFAULT now()
+);
+
+CREATE TABLE IF NOT EXISTS sessions (
+    session_id         uuid        PRIMARY KEY,
+    user_id            uuid        NOT NULL REFERENCES users (user_id),
+    refresh_hash       text        NOT NULL,
+    refresh_expires_at timestamptz NOT NULL,
+    revoked_at         timestamptz,
+    revoke_reason      text,
+    created_at         timestamptz NOT NULL DEFAULT now(),
+    rotated_at         timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX IF NOT EXISTS sessions_user ON sessions (user_id);

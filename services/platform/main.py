@@ -1,0 +1,66 @@
+"""The entry point every service's `__main__` calls: settings, logging, servers, run."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+from services.platform.logs import configure_logging
+from services.platform.runtime import (
+    Infrastructure,
+    ServiceParts,
+    ServiceRunner,
+    run_until_signalled,
+)
+from services.platform.settings import Settings
+from services.platform.telemetry import configure_tracing
+
+Build = Callable[[Infrastructure], Awaitable[ServiceParts]]
+log = logging.getLogger(__name__)
+
+
+def parse_args(service: str) -> argparse.Namespace:
+    """The command line of a service process."""
+    parser = argparse.ArgumentParser(prog=f"python -m services.{service}")
+    parser.add_argument("--grpc-address", default=os.environ.get("A4CO_GRPC_ADDRESS", "127.0.0.1:0"))
+    parser.add_argument("--metrics-port", type=int, default=int(os.environ.get("A4CO_METRICS_PORT", "0")))
+    parser.add_argument("--ready-file", type=Path, help="write the bound addresses here as JSON when ready")
+    return parser.parse_args()
+
+
+async def serve(service: str, build: Build, schema_sql: str | None, args: argparse.Namespace) -> None:
+    """Connect, build the service, serve until signalled."""
+    settings = Settings.from_env(service)
+    infra = await Infrastructure.connect(settings, schema_sql)
+    parts = await build(infra)
+    verifier = infra.verifier(settings.public_key()) if settings.jwt_public_key_file else None
+    runner = ServiceRunner(infra, parts, verifier=verifier, grpc_address=args.grpc_address)
+    metrics_port = args.metrics_port or None
+
+    def ready() -> None:
+        document = {
+            "service": service,
+            "grpc": runner.server.address,
+            "metrics_port": metrics_port,
+            "pid": os.getpid(),
+        }
+        log.info("ready", extra=document)
+        if args.ready_file:
+            tmp = args.ready_file.with_suffix(".tmp")
+            tmp.write_text(json.dumps(document))
+            tmp.replace(args.ready_file)
+
+    await run_until_signalled(runner, metrics_port=metrics_port, on_ready=ready)
+
+
+def service_main(service: str, build: Build, schema_file: Path | None) -> None:
+    """Run a service process until SIGTERM or SIGINT."""
+    configure_logging(service, os.environ.get("A4CO_LOG_LEVEL", "INFO"))
+    configure_tracing(service)
+    schema_sql = schema_file.read_text() if schema_file else None
+    asyncio.run(serve(service, build, schema_sql, parse_args(service)))

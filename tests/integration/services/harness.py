@@ -1,0 +1,87 @@
+"""Run services in the test process, each with its own prefix, on the session's real servers."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+
+from services.platform.auth import TokenIssuer, generate_keypair
+from services.platform.local_servers import ServerUrls
+from services.platform.runtime import Infrastructure, ServiceParts, ServiceRunner
+from services.platform.settings import Settings
+
+Build = Callable[[Infrastructure], Awaitable[ServiceParts]]
+
+
+@dataclass(frozen=True)
+class Keys:
+    """The token key pair of a test session, as files like a deployment has them."""
+
+    private_file: Path
+    public_file: Path
+
+    @classmethod
+    def create(cls, directory: Path) -> Keys:
+        private, public = generate_keypair()
+        (directory / "jwt.key").write_text(private)
+        (directory / "jwt.pub").write_text(public)
+        return cls(directory / "jwt.key", directory / "jwt.pub")
+
+    def issuer(self, ttl_s: int = 900) -> TokenIssuer:
+        return TokenIssuer(self.private_file.read_text(), ttl_s=ttl_s)
+
+
+def settings_for(
+    service: str, urls: ServerUrls, prefix: str, keys: Keys, peers: Mapping[str, str] | None = None
+) -> Settings:
+    return Settings(
+        service=service,
+        nats_url=urls.nats_url,
+        database_url=urls.database_url,
+        redis_url=urls.redis_url,
+        prefix=prefix,
+        jwt_public_key_file=str(keys.public_file),
+        jwt_private_key_file=str(keys.private_file),
+        peers=dict(peers or {}),
+    )
+
+
+@dataclass
+class RunningService:
+    """A service started in-process, and a channel to it."""
+
+    runner: ServiceRunner
+    channel: grpc.aio.Channel
+
+    @property
+    def infra(self) -> Infrastructure:
+        return self.runner.infra
+
+    @property
+    def address(self) -> str:
+        return self.runner.server.address
+
+
+@contextlib.asynccontextmanager
+async def running_service(
+    service: str, build: Build, schema_file: Path | None, settings: Settings
+) -> AsyncIterator[RunningService]:
+    schema_sql = schema_file.read_text() if schema_file else None  # noqa: ASYNC240 - a small file, once
+    infra = await Infrastructure.connect(settings, schema_sql)
+    runner = ServiceRunner(infra, await build(infra), verifier=infra.verifier(settings.public_key()))
+    await runner.start()
+    channel = grpc.aio.insecure_channel(runner.server.address)
+    try:
+        yield RunningService(runner, channel)
+    finally:
+        await channel.close()
+        await runner.stop()
+        await infra.close()
+
+
+def bearer(token: str) -> tuple[tuple[str, str]]:
+    return (("authorization", f"Bearer {token}"),)

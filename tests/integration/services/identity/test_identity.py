@@ -1,0 +1,273 @@
+"""identity over gRPC: sign-up, login, tokens, revocation, profiles, and every refusal."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Awaitable
+from pathlib import Path
+
+import grpc
+import pytest
+import pytest_asyncio
+from google.protobuf import field_mask_pb2
+
+from a4co.identity.v1 import identity_service_pb2 as pb
+from a4co.identity.v1 import identity_service_pb2_grpc as pb_grpc
+from a4co.type.v1 import address_pb2
+from services.identity.__main__ import build
+from services.platform.auth import Role
+from services.platform.grpc.status import details_of
+from services.platform.local_servers import ServerUrls
+from tests.integration.services.harness import Keys, RunningService, bearer, running_service, settings_for
+from tests.support.waiting import eventually
+
+SCHEMA = Path("services/identity/schema.sql")
+PASSWORD = "aceite-de-jaen-2026"
+
+
+@pytest_asyncio.fixture
+async def identity(urls: ServerUrls, prefix: str, keys: Keys) -> AsyncIterator[RunningService]:
+    async with running_service(
+        "identity", build, SCHEMA, settings_for("identity", urls, prefix, keys)
+    ) as svc:
+        yield svc
+
+
+@pytest.fixture
+def stub(identity: RunningService) -> pb_grpc.IdentityServiceAsyncStub:
+    return pb_grpc.IdentityServiceStub(identity.channel)
+
+
+async def register(
+    stub: pb_grpc.IdentityServiceAsyncStub, email: str, role: int = pb.ROLE_CUSTOMER
+) -> pb.User:
+    response = await stub.Register(
+        pb.RegisterRequest(
+            email=email,
+            password=PASSWORD,
+            display_name="María López",
+            role=role,  # type: ignore[arg-type]
+            phone_number="+34 612 345 678",
+            address=address_pb2.Address(locality="Úbeda", province="Jaén", country_code="ES"),
+        )
+    )
+    return response.user
+
+
+async def login(stub: pb_grpc.IdentityServiceAsyncStub, email: str) -> pb.LoginResponse:
+    return await stub.Login(pb.LoginRequest(email=email, password=PASSWORD))
+
+
+async def failure(call: object) -> grpc.aio.AioRpcError:
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await call  # type: ignore[misc]
+    return caught.value
+
+
+async def test_sign_up_log_in_and_use_the_token(
+    stub: pb_grpc.IdentityServiceAsyncStub, identity: RunningService
+) -> None:
+    user = await register(stub, "Maria@Example.es")
+    assert user.email == "maria@example.es"
+    assert user.role == pb.ROLE_CUSTOMER
+    assert user.phone_number == "+34612345678"
+
+    session = await login(stub, "maria@example.es")
+    token = session.tokens.access_token
+    checked = await stub.ValidateToken(pb.ValidateTokenRequest(access_token=token))
+    assert checked.user_id == user.user_id
+    assert checked.role == pb.ROLE_CUSTOMER
+
+    profile = await stub.GetProfile(pb.GetProfileRequest(), metadata=bearer(token))
+    assert profile.user.address.locality == "Úbeda"
+    assert profile.user.user_id == user.user_id
+
+
+async def test_user_registered_is_published_through_the_outbox(
+    stub: pb_grpc.IdentityServiceAsyncStub, identity: RunningService
+) -> None:
+    user = await register(stub, "pepe@example.es", pb.ROLE_ARTISAN)
+    js = identity.infra.js
+    stream = identity.infra.topology.stream("IDENTITY")
+
+    async def published() -> bool:
+        return (await js.stream_info(stream)).state.messages == 1
+
+    await eventually(published, what="UserRegistered in the IDENTITY stream")
+    raw = await js.get_msg(stream, seq=1)
+    event = identity.infra.codec.decode(raw.data or b"")
+    assert event.definition.event_type == "a4co.identity.UserRegistered"
+    assert event.payload.user_id == user.user_id  # type: ignore[attr-defined]
+    assert event.payload.locality == "Úbeda"  # type: ignore[attr-defined]
+
+
+async def test_bad_sign_up_names_every_field_and_writes_nothing(
+    stub: pb_grpc.IdentityServiceAsyncStub, identity: RunningService
+) -> None:
+    error = await failure(
+        stub.Register(
+            pb.RegisterRequest(email="not-an-email", password="short", role=pb.ROLE_ADMIN, phone_number="123")
+        )
+    )
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    info, violations = details_of(error)
+    assert info is not None
+    assert info.domain == "identity.a4co"
+    assert {field for field, _ in violations} == {"email", "password", "display_name", "role", "phone_number"}
+    assert await identity.infra.pool.fetchval("SELECT count(*) FROM users") == 0
+    assert await identity.infra.pool.fetchval("SELECT count(*) FROM outbox") == 0
+
+
+async def test_a_taken_email_is_already_exists(stub: pb_grpc.IdentityServiceAsyncStub) -> None:
+    await register(stub, "ana@example.es")
+    error = await failure(register(stub, "ANA@example.es"))
+    assert error.code() == grpc.StatusCode.ALREADY_EXISTS
+    info, _ = details_of(error)
+    assert info is not None
+    assert info.reason == "EMAIL_TAKEN"
+
+
+async def test_wrong_password_and_unknown_user_look_the_same(stub: pb_grpc.IdentityServiceAsyncStub) -> None:
+    await register(stub, "luis@example.es")
+    wrong = await failure(stub.Login(pb.LoginRequest(email="luis@example.es", password="wrong-password-123")))
+    unknown = await failure(
+        stub.Login(pb.LoginRequest(email="nadie@example.es", password="wrong-password-123"))
+    )
+    assert wrong.code() == unknown.code() == grpc.StatusCode.UNAUTHENTICATED
+    assert details_of(wrong)[0].reason == details_of(unknown)[0].reason == "INVALID_CREDENTIALS"  # type: ignore[union-attr]
+
+
+async def test_missing_expired_and_forged_tokens_are_unauthenticated(
+    stub: pb_grpc.IdentityServiceAsyncStub, keys: Keys, tmp_path: Path
+) -> None:
+    user = await register(stub, "eva@example.es")
+    missing = await failure(stub.GetProfile(pb.GetProfileRequest()))
+    assert missing.code() == grpc.StatusCode.UNAUTHENTICATED
+
+    expired, _ = keys.issuer(ttl_s=60).issue(user.user_id, Role.CUSTOMER, "s-1", now=time.time() - 3600)
+    error = await failure(stub.GetProfile(pb.GetProfileRequest(), metadata=bearer(expired)))
+    assert error.code() == grpc.StatusCode.UNAUTHENTICATED
+    assert details_of(error)[0].reason == "TOKEN_EXPIRED"  # type: ignore[union-attr]
+
+    forged, _ = Keys.create(tmp_path).issuer().issue(user.user_id, Role.ADMIN, "s-2")
+    for token in (forged, "abc.def.ghi"):
+        error = await failure(stub.GetProfile(pb.GetProfileRequest(), metadata=bearer(token)))
+        assert error.code() == grpc.StatusCode.UNAUTHENTICATED
+        assert details_of(error)[0].reason == "TOKEN_INVALID"  # type: ignore[union-attr]
+
+
+async def test_logout_revokes_at_once_everywhere(stub: pb_grpc.IdentityServiceAsyncStub) -> None:
+    await register(stub, "juan@example.es")
+    token = (await login(stub, "juan@example.es")).tokens.access_token
+    await stub.Logout(pb.LogoutRequest(), metadata=bearer(token))
+
+    for call in (
+        stub.GetProfile(pb.GetProfileRequest(), metadata=bearer(token)),
+        stub.ValidateToken(pb.ValidateTokenRequest(access_token=token)),
+    ):
+        error = await failure(call)
+        assert error.code() == grpc.StatusCode.UNAUTHENTICATED
+        assert details_of(error)[0].reason == "TOKEN_REVOKED"  # type: ignore[union-attr]
+
+
+async def test_refresh_rotates_and_reuse_ends_the_session(stub: pb_grpc.IdentityServiceAsyncStub) -> None:
+    await register(stub, "rosa@example.es")
+    first = (await login(stub, "rosa@example.es")).tokens
+    second = (await stub.RefreshToken(pb.RefreshTokenRequest(refresh_token=first.refresh_token))).tokens
+    assert second.refresh_token != first.refresh_token
+    await stub.GetProfile(pb.GetProfileRequest(), metadata=bearer(second.access_token))
+
+    reused = await failure(stub.RefreshToken(pb.RefreshTokenRequest(refresh_token=first.refresh_token)))
+    assert details_of(reused)[0].reason == "REFRESH_TOKEN_REUSED"  # type: ignore[union-attr]
+    # The thief's reuse ended the session: the legitimate new tokens stop working too.
+    error = await failure(stub.GetProfile(pb.GetProfileRequest(), metadata=bearer(second.access_token)))
+    assert details_of(error)[0].reason == "TOKEN_REVOKED"  # type: ignore[union-attr]
+    error = await failure(stub.RefreshToken(pb.RefreshTokenRequest(refresh_token=second.refresh_token)))
+    assert error.code() == grpc.StatusCode.UNAUTHENTICATED
+
+
+async def test_profiles_are_private_and_updates_are_announced(
+    stub: pb_grpc.IdentityServiceAsyncStub, identity: RunningService
+) -> None:
+    ana = await register(stub, "ana.p@example.es")
+    await register(stub, "otro@example.es")
+    ana_token = (await login(stub, "ana.p@example.es")).tokens.access_token
+    other_token = (await login(stub, "otro@example.es")).tokens.access_token
+
+    denied = await failure(
+        stub.GetProfile(pb.GetProfileRequest(user_id=ana.user_id), metadata=bearer(other_token))
+    )
+    assert denied.code() == grpc.StatusCode.PERMISSION_DENIED
+
+    refused = await failure(
+        stub.UpdateProfile(
+            pb.UpdateProfileRequest(
+                user_id=ana.user_id,
+                user=pb.User(bio="hack"),
+                update_mask=field_mask_pb2.FieldMask(paths=["bio"]),
+            ),
+            metadata=bearer(other_token),
+        )
+    )
+    assert refused.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert await identity.infra.pool.fetchval("SELECT bio FROM users WHERE user_id = $1", ana.user_id) == ""
+
+    bad_mask = await failure(
+        stub.UpdateProfile(
+            pb.UpdateProfileRequest(
+                user=pb.User(email="x@y.es"), update_mask=field_mask_pb2.FieldMask(paths=["email"])
+            ),
+            metadata=bearer(ana_token),
+        )
+    )
+    assert bad_mask.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "update_mask" in {f for f, _ in details_of(bad_mask)[1]}
+
+    updated = await stub.UpdateProfile(
+        pb.UpdateProfileRequest(
+            user=pb.User(bio="Alfarera de Úbeda desde 1998.", display_name="Ana Pérez"),
+            update_mask=field_mask_pb2.FieldMask(paths=["bio", "display_name"]),
+        ),
+        metadata=bearer(ana_token),
+    )
+    assert updated.user.bio == "Alfarera de Úbeda desde 1998."
+
+    js, stream = identity.infra.js, identity.infra.topology.stream("IDENTITY")
+
+    async def profile_updates() -> list[list[str]]:
+        found = []
+        for seq in range(1, (await js.stream_info(stream)).state.last_seq + 1):
+            event = identity.infra.codec.decode((await js.get_msg(stream, seq=seq)).data or b"")
+            if event.definition.name == "ProfileUpdated":
+                found.append(list(event.payload.changed_fields))  # type: ignore[attr-defined]
+        return found
+
+    await eventually(lambda: _nonempty(profile_updates()), what="ProfileUpdated published")
+    assert await profile_updates() == [["bio", "display_name"]]
+
+
+async def _nonempty(found: Awaitable[list[list[str]]]) -> bool:
+    return bool(await found)
+
+
+@pytest_asyncio.fixture
+async def identity_with_admin(
+    urls: ServerUrls, prefix: str, keys: Keys, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[RunningService]:
+    monkeypatch.setenv("A4CO_ADMIN_EMAIL", "admin@a4co.es")
+    monkeypatch.setenv("A4CO_ADMIN_PASSWORD", PASSWORD)
+    async with running_service(
+        "identity", build, SCHEMA, settings_for("identity", urls, prefix, keys)
+    ) as svc:
+        yield svc
+
+
+async def test_an_admin_reads_any_profile(identity_with_admin: RunningService) -> None:
+    stub = pb_grpc.IdentityServiceStub(identity_with_admin.channel)
+    user = await register(stub, "cliente@example.es")
+    admin = await stub.Login(pb.LoginRequest(email="admin@a4co.es", password=PASSWORD))
+    assert admin.user.role == pb.ROLE_ADMIN
+    profile = await stub.GetProfile(
+        pb.GetProfileRequest(user_id=user.user_id), metadata=bearer(admin.tokens.access_token)
+    )
+    assert profile.user.email == "cliente@example.es"
