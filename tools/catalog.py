@@ -80,7 +80,7 @@ class Comments:
         return self._text.get(full_name, "")
 
 
-def discover_consumers() -> dict[str, list[str]]:
+def discover_consumers(registry: EventRegistry) -> dict[str, list[str]]:
     """Event type -> consuming services, read from each `services.<ctx>.subscriptions.HANDLERS`."""
     import services
 
@@ -92,9 +92,9 @@ def discover_consumers() -> dict[str, list[str]]:
             module = importlib.import_module(f"services.{info.name}.subscriptions")
         except ModuleNotFoundError:
             continue
-        for event_type in getattr(module, "HANDLERS", {}):
-            consumers[str(event_type)].append(info.name)
-    return {k: sorted(v) for k, v in consumers.items()}
+        for event_class in getattr(module, "HANDLERS", {}):
+            consumers[registry.of(event_class).event_type].append(info.name)
+    return {k: sorted(set(v)) for k, v in consumers.items()}
 
 
 def _type_name(field: FieldDescriptor) -> str:
@@ -309,7 +309,7 @@ def write_catalog(proto_root: Path, out: Path) -> list[Path]:
     """Write both catalog files into `out` and return their paths."""
     registry = load_registry()
     comments = Comments(build_descriptor_set(proto_root))
-    consumers = discover_consumers()
+    consumers = discover_consumers(registry)
     out.mkdir(parents=True, exist_ok=True)
     md, api = out / "events.md", out / "asyncapi.yaml"
     md.write_text(render_markdown(registry, comments, consumers), encoding="utf-8")

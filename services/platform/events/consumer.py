@@ -69,6 +69,12 @@ class HandlerContext:
     event: IncomingEvent
     delivery: int
     outbox: OutboxWriter | None
+    committed: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+
+    def after_commit(self, callback: Callable[[], Awaitable[None]]) -> None:
+        """Run `callback` once the handler's transaction has committed (never if it rolls back),
+        for effects outside the database such as refreshing a cache."""
+        self.committed.append(callback)
 
     @property
     def retry_count(self) -> int:
@@ -291,6 +297,7 @@ class QueueConsumer:
 
         Returns, for each item, whether it was new (False: a duplicate, nothing was run).
         """
+        after: list[Callable[[], Awaitable[None]]] = []
         async with self.pool.acquire() as conn, conn.transaction():
             inserted = await conn.fetch(
                 "INSERT INTO inbox (consumer, event_id, event_type) "
@@ -306,12 +313,17 @@ class QueueConsumer:
                 first = item.incoming.event_id in new
                 new.discard(item.incoming.event_id)  # a copy later in the batch is a duplicate
                 if first:
-                    await self._call(conn, item)
+                    after.extend(await self._call(conn, item))
                 outcomes.append(first)
+        for callback in after:
+            try:
+                await callback()
+            except Exception:  # the transaction stands; a failed side effect is logged, not retried
+                log.exception("%s: after-commit callback failed", self.durable)
         return outcomes
 
-    async def _call(self, conn: Connection, item: _Work) -> None:
-        """Run one handler in its own span and flow, timing it."""
+    async def _call(self, conn: Connection, item: _Work) -> list[Callable[[], Awaitable[None]]]:
+        """Run one handler in its own span and flow, timing it; returns its after-commit callbacks."""
         started = time.perf_counter()
         with (
             tracer.start_as_current_span(
@@ -328,10 +340,9 @@ class QueueConsumer:
             ) as span,
             flow_scope(item.incoming.flow),
         ):
+            ctx = HandlerContext(conn, item.incoming, item.delivery, self.outbox)
             try:
-                await item.handler(
-                    item.payload, HandlerContext(conn, item.incoming, item.delivery, self.outbox)
-                )
+                await item.handler(item.payload, ctx)
             except Exception as exc:
                 span.record_exception(exc)
                 span.set_status(trace.Status(trace.StatusCode.ERROR, str(exc)))
@@ -340,6 +351,7 @@ class QueueConsumer:
                 metrics.HANDLER_DURATION.labels(self.service, item.event_type).observe(
                     time.perf_counter() - started
                 )
+        return ctx.committed
 
     async def _failed(self, msg: Msg, exc: Exception, delivery: int, event_type: str) -> None:
         error = f"{type(exc).__name__}: {exc}"

@@ -219,6 +219,6 @@ async def test_stop_drains_the_message_in_hand(rig: Rig) -> None:
 
     async def acknowledged() -> bool:
         info = await rig.js.consumer_info(rig.topology.stream("ORDERS"), consumer.durable)
-        return info.num_ack_pending == 0 and info.num_pending == 0 and info.num_redelivered == 0
+        return bool(info.num_ack_pending == 0 and info.num_pending == 0 and info.num_redelivered == 0)
 
     await eventually(acknowledged, timeout=5, what="the message acknowledged, not redelivered")

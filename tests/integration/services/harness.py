@@ -8,8 +8,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
+import nats.js.errors
+from google.protobuf.message import Message
 
-from services.platform.auth import TokenIssuer, generate_keypair
+from services.platform.auth import Role, TokenIssuer, generate_keypair
+from services.platform.events.codec import EventCodec, IncomingEvent
 from services.platform.local_servers import ServerUrls
 from services.platform.runtime import Infrastructure, ServiceParts, ServiceRunner
 from services.platform.settings import Settings
@@ -85,3 +88,30 @@ async def running_service(
 
 def bearer(token: str) -> tuple[tuple[str, str]]:
     return (("authorization", f"Bearer {token}"),)
+
+
+async def publish_event(
+    service: RunningService, event: Message, aggregate_id: str, source: str = "test"
+) -> str:
+    """Publish an event straight onto its stream, as its producer's relay would; returns its id."""
+    codec = EventCodec(service.infra.registry, source, service.infra.topology)
+    out = codec.encode(event, aggregate_id=aggregate_id)
+    await service.infra.js.publish(out.subject, out.body, headers=out.headers)
+    return out.event_id
+
+
+async def stream_events(service: RunningService, stream: str) -> list[IncomingEvent]:
+    """Every event in one of the deployment's streams, decoded, oldest first."""
+    js, name = service.infra.js, service.infra.topology.stream(stream)
+    last = (await js.stream_info(name)).state.last_seq
+    found = []
+    for seq in range(1, last + 1):
+        with contextlib.suppress(nats.js.errors.NotFoundError):
+            found.append(service.infra.codec.decode((await js.get_msg(name, seq=seq)).data or b""))
+    return found
+
+
+def token(keys: Keys, user_id: str, role: Role) -> tuple[tuple[str, str]]:
+    """Call metadata with a valid access token for `user_id` in `role`."""
+    access, _ = keys.issuer().issue(user_id, role, f"session-{user_id}")
+    return bearer(access)

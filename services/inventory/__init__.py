@@ -1,0 +1,1 @@
+"""inventory: stock per product and reservations for orders."""

@@ -1,0 +1,31 @@
+"""inventory's composition root."""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+from services.inventory import handlers, subscriptions
+from services.inventory.adapters.cache import StockCache
+from services.inventory.adapters.postgres import InventoryUnitOfWork
+from services.inventory.grpc_api import POLICIES, registration
+from services.platform.events.subscriptions import bind
+from services.platform.main import service_main
+from services.platform.runtime import Infrastructure, ServiceParts
+
+
+async def build(infra: Infrastructure) -> ServiceParts:
+    """inventory's parts, wired."""
+    deps = handlers.Deps(
+        uow=functools.partial(InventoryUnitOfWork, infra.pool, infra.outbox),
+        cache=StockCache(infra.redis, infra.settings.prefix),
+    )
+    return ServiceParts(
+        registrations=[registration(deps)],
+        policies=POLICIES,
+        subscriptions=bind(subscriptions.HANDLERS, infra.registry, deps),
+    )
+
+
+if __name__ == "__main__":
+    service_main("inventory", build, Path(__file__).with_name("schema.sql"))

@@ -1,0 +1,53 @@
+"""The stock cache in Redis that CheckStock answers from.
+
+Each product is a hash with the stock's `version`; a write only lands when its version is newer
+than the cached one (a Lua script, atomic in Redis), so a slow reader that fills the cache from an
+older database read can never overwrite a newer value written after a change.
+"""
+
+from __future__ import annotations
+
+from redis.asyncio import Redis
+
+from services.inventory.domain import StockLevel
+
+_PUT_IF_NEWER = """
+local current = redis.call('HGET', KEYS[1], 'version')
+if current and tonumber(current) >= tonumber(ARGV[1]) then return 0 end
+redis.call('HSET', KEYS[1], 'version', ARGV[1], 'available', ARGV[2])
+redis.call('EXPIRE', KEYS[1], ARGV[3])
+return 1
+"""
+
+
+class StockCache:
+    """Available quantities by product, kept correct by inventory's own changes."""
+
+    def __init__(self, redis: Redis, prefix: str = "", ttl_s: int = 3600) -> None:
+        self._redis = redis
+        self._prefix = f"{prefix}:" if prefix else ""
+        self._ttl_s = ttl_s
+        self._put = redis.register_script(_PUT_IF_NEWER)
+
+    def key(self, product_id: str) -> str:
+        """The Redis key of a product."""
+        return f"{self._prefix}a4co:inventory:stock:{product_id}"
+
+    async def available(self, product_ids: list[str]) -> dict[str, int]:
+        """Cached available quantities; products not in the cache are absent."""
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for product_id in product_ids:
+                pipe.hget(self.key(product_id), "available")
+            values = await pipe.execute()
+        return {pid: int(v) for pid, v in zip(product_ids, values, strict=True) if v is not None}
+
+    async def put(self, level: StockLevel) -> bool:
+        """Cache a stock level unless a newer one is cached; True when written."""
+        written = await self._put(
+            keys=[self.key(level.product_id)], args=[level.version, level.available, self._ttl_s]
+        )
+        return bool(written)
+
+    async def forget(self, product_id: str) -> None:
+        """Drop a product from the cache."""
+        await self._redis.delete(self.key(product_id))

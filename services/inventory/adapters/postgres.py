@@ -1,0 +1,101 @@
+"""inventory's tables through asyncpg."""
+
+from __future__ import annotations
+
+import asyncpg
+
+from services.inventory.domain import StockLevel
+from services.platform.db import Connection
+from services.platform.uow import PostgresUnitOfWork
+
+_COLUMNS = "product_id, artisan_id, on_hand, reserved, low_stock_threshold, version, updated_at"
+
+
+def _level(row: asyncpg.Record) -> StockLevel:
+    return StockLevel(
+        product_id=row["product_id"],
+        artisan_id=row["artisan_id"],
+        on_hand=row["on_hand"],
+        reserved=row["reserved"],
+        low_stock_threshold=row["low_stock_threshold"],
+        version=row["version"],
+        updated_at=row["updated_at"],
+    )
+
+
+class Stock:
+    """Stock levels in the `stock` table."""
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+
+    async def get(self, product_id: str, *, for_update: bool = False) -> StockLevel | None:
+        """One product's stock, locked when `for_update`."""
+        lock = " FOR UPDATE" if for_update else ""
+        row = await self.conn.fetchrow(
+            f"SELECT {_COLUMNS} FROM stock WHERE product_id = $1{lock}", product_id
+        )
+        return _level(row) if row else None
+
+    async def get_many(self, product_ids: list[str]) -> dict[str, StockLevel]:
+        """Several products' stock."""
+        rows = await self.conn.fetch(
+            f"SELECT {_COLUMNS} FROM stock WHERE product_id = ANY($1::text[])", product_ids
+        )
+        return {row["product_id"]: _level(row) for row in rows}
+
+    async def create(self, level: StockLevel) -> StockLevel | None:
+        """Insert a new product's stock; None when it exists already."""
+        row = await self.conn.fetchrow(
+            "INSERT INTO stock (product_id, artisan_id, on_hand, low_stock_threshold)"
+            f" VALUES ($1, $2, $3, $4) ON CONFLICT (product_id) DO NOTHING RETURNING {_COLUMNS}",
+            level.product_id,
+            level.artisan_id,
+            level.on_hand,
+            level.low_stock_threshold,
+        )
+        return _level(row) if row else None
+
+    async def save(self, level: StockLevel) -> StockLevel:
+        """Store quantities and threshold, bumping the version."""
+        row = await self.conn.fetchrow(
+            f"UPDATE stock SET on_hand = $2, reserved = $3, low_stock_threshold = $4, version = version + 1, "
+            f"updated_at = now() WHERE product_id = $1 RETURNING {_COLUMNS}",
+            level.product_id,
+            level.on_hand,
+            level.reserved,
+            level.low_stock_threshold,
+        )
+        assert row is not None
+        return _level(row)
+
+    async def adjustment_seen(self, request_id: str) -> str | None:
+        """The product of an adjustment already applied under this request id."""
+        value = await self.conn.fetchval(
+            "SELECT product_id FROM adjustments WHERE request_id = $1", request_id
+        )
+        return str(value) if value is not None else None
+
+    async def record_adjustment(
+        self, request_id: str, product_id: str, actor: str, delta: int, reason: str
+    ) -> None:
+        """Remember an applied adjustment, so that its retry is not applied again."""
+        await self.conn.execute(
+            "INSERT INTO adjustments (request_id, product_id, actor_id, delta, reason)"
+            " VALUES ($1, $2, $3, $4, $5)",
+            request_id,
+            product_id,
+            actor,
+            delta,
+            reason,
+        )
+
+
+class InventoryUnitOfWork(PostgresUnitOfWork):
+    """Stock and the outbox in one transaction."""
+
+    stock: Stock
+
+    def bind(self, conn: Connection) -> None:
+        """Build the repository."""
+        self.stock = Stock(conn)
