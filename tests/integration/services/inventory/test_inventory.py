@@ -62,12 +62,10 @@ async def publish_product(inventory: RunningService, product_id: str, stock: int
     )
 
     async def known() -> bool:
-        return (
-            await inventory.infra.pool.fetchval(
-                "SELECT count(*) FROM stock WHERE product_id = $1", product_id
-            )
-            == 1
+        count = await inventory.infra.pool.fetchval(
+            "SELECT count(*) FROM stock WHERE product_id = $1", product_id
         )
+        return bool(count == 1)
 
     await eventually(known, what=f"stock row for {product_id}")
 
