@@ -1,0 +1,1 @@
+"""payments: payment methods, charges and refunds."""

@@ -1,0 +1,121 @@
+"""payments' tables through asyncpg."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+import asyncpg
+
+from services.payments.domain import Brand, MethodType
+from services.platform.db import Connection
+from services.platform.uow import PostgresUnitOfWork
+
+
+@dataclass(frozen=True, slots=True)
+class StoredMethod:
+    """A payment method as kept: a token and the last four characters."""
+
+    payment_method_id: str
+    customer_id: str
+    method_type: MethodType
+    brand: Brand
+    last_four: str
+    provider_token: str
+
+
+@dataclass(frozen=True, slots=True)
+class PaymentRecord:
+    """One order's payment."""
+
+    payment_id: str
+    order_id: str
+    customer_id: str
+    amount_cents: int
+    currency_code: str
+    refunded_cents: int
+    status: str
+    method_type: str
+    last_four: str
+    provider_reference: str
+    failure_reason: str
+    created_at: datetime
+    updated_at: datetime
+
+
+def _payment(row: asyncpg.Record) -> PaymentRecord:
+    return PaymentRecord(
+        payment_id=str(row["payment_id"]),
+        order_id=row["order_id"],
+        customer_id=row["customer_id"],
+        amount_cents=row["amount_cents"],
+        currency_code=row["currency_code"],
+        refunded_cents=row["refunded_cents"],
+        status=row["status"],
+        method_type=row["method_type"],
+        last_four=row["last_four"],
+        provider_reference=row["provider_reference"],
+        failure_reason=row["failure_reason"],
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+    )
+
+
+class Methods:
+    """Payment methods in `payment_methods`."""
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+
+    async def add(self, method: StoredMethod) -> None:
+        """Keep a tokenised method."""
+        await self.conn.execute(
+            "INSERT INTO payment_methods (payment_method_id, customer_id, method_type, brand, last_four,"
+            " provider_token) VALUES ($1, $2, $3, $4, $5, $6)",
+            method.payment_method_id,
+            method.customer_id,
+            method.method_type.value,
+            method.brand.value,
+            method.last_four,
+            method.provider_token,
+        )
+
+    async def get(self, payment_method_id: str) -> StoredMethod | None:
+        """A kept method."""
+        row = await self.conn.fetchrow(
+            "SELECT * FROM payment_methods WHERE payment_method_id = $1::uuid", payment_method_id
+        )
+        if row is None:
+            return None
+        return StoredMethod(
+            str(row["payment_method_id"]),
+            row["customer_id"],
+            MethodType(row["method_type"]),
+            Brand(row["brand"]),
+            row["last_four"],
+            row["provider_token"],
+        )
+
+
+class Payments:
+    """Charges in `payments`."""
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+
+    async def by_order(self, order_id: str) -> PaymentRecord | None:
+        """The payment of an order."""
+        row = await self.conn.fetchrow("SELECT * FROM payments WHERE order_id = $1", order_id)
+        return _payment(row) if row else None
+
+
+class PaymentsUnitOfWork(PostgresUnitOfWork):
+    """Methods, payments and the outbox in one transaction."""
+
+    methods: Methods
+    payments: Payments
+
+    def bind(self, conn: Connection) -> None:
+        """Build the repositories."""
+        self.methods = Methods(conn)
+        self.payments = Payments(conn)

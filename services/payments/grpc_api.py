@@ -1,0 +1,150 @@
+"""payments' gRPC servicer and request rules."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import grpc
+
+from a4co.payments.v1 import payments_service_pb2 as pb
+from a4co.payments.v1 import payments_service_pb2_grpc as pb_grpc
+from a4co.type.v1 import money_pb2
+from services.payments import handlers
+from services.payments.adapters.postgres import PaymentRecord
+from services.payments.domain import Brand, MethodType
+from services.platform.auth import current_principal
+from services.platform.grpc.interceptor import MethodPolicy
+from services.platform.grpc.server import Registration
+from services.platform.timestamps import to_timestamp
+from services.platform.validation import Violations
+
+SERVICE = pb.DESCRIPTOR.services_by_name["PaymentsService"].full_name
+Context = grpc.aio.ServicerContext[Any, Any]
+
+TYPE_TO_PB = {
+    MethodType.CARD: pb.PAYMENT_METHOD_TYPE_CARD,
+    MethodType.SEPA_DEBIT: pb.PAYMENT_METHOD_TYPE_SEPA_DEBIT,
+    MethodType.BIZUM: pb.PAYMENT_METHOD_TYPE_BIZUM,
+}
+BRAND_TO_PB = {
+    Brand.UNKNOWN: pb.CARD_BRAND_UNSPECIFIED,
+    Brand.VISA: pb.CARD_BRAND_VISA,
+    Brand.MASTERCARD: pb.CARD_BRAND_MASTERCARD,
+    Brand.AMEX: pb.CARD_BRAND_AMEX,
+    Brand.DISCOVER: pb.CARD_BRAND_DISCOVER,
+    Brand.DINERS: pb.CARD_BRAND_DINERS,
+    Brand.JCB: pb.CARD_BRAND_JCB,
+    Brand.UNIONPAY: pb.CARD_BRAND_UNIONPAY,
+    Brand.MAESTRO: pb.CARD_BRAND_MAESTRO,
+}
+STATUS_TO_PB = {
+    "succeeded": pb.PAYMENT_STATUS_SUCCEEDED,
+    "failed": pb.PAYMENT_STATUS_FAILED,
+    "refunded": pb.PAYMENT_STATUS_REFUNDED,
+}
+
+
+def check_validate(request: pb.ValidatePaymentMethodRequest) -> None:
+    """Exactly one method, with the fields it cannot be checked without.
+
+    Whether a present value is right (Luhn, expiry, mod-97) is the answer of the RPC, not an error.
+    """
+    v = Violations()
+    kind = request.WhichOneof("method")
+    v.check(kind is not None, "method", "set one of card, sepa_debit, bizum")
+    if kind == "card":
+        v.required(request.card.number, "card.number")
+        v.required(request.card.exp_month, "card.exp_month")
+        v.required(request.card.exp_year, "card.exp_year")
+        v.required(request.card.cvc, "card.cvc")
+    elif kind == "sepa_debit":
+        v.required(request.sepa_debit.iban, "sepa_debit.iban")
+        v.required(request.sepa_debit.account_holder, "sepa_debit.account_holder")
+    elif kind == "bizum":
+        v.required(request.bizum.phone_number, "bizum.phone_number")
+    v.raise_if_any()
+
+
+def check_get_payment(request: pb.GetPaymentRequest) -> None:
+    """The order is required."""
+    v = Violations()
+    v.required(request.order_id, "order_id")
+    v.raise_if_any()
+
+
+POLICIES = {
+    f"/{SERVICE}/ValidatePaymentMethod": MethodPolicy(validator=check_validate),
+    f"/{SERVICE}/GetPayment": MethodPolicy(validator=check_get_payment),
+}
+
+
+def money(cents: int, currency: str) -> money_pb2.Money:
+    """Money as a message."""
+    return money_pb2.Money(currency_code=currency, amount_cents=cents)
+
+
+def payment_to_pb(p: PaymentRecord) -> pb.Payment:
+    """A payment as a message."""
+    return pb.Payment(
+        payment_id=p.payment_id,
+        order_id=p.order_id,
+        customer_id=p.customer_id,
+        amount=money(p.amount_cents, p.currency_code),
+        refunded=money(p.refunded_cents, p.currency_code),
+        status=STATUS_TO_PB[p.status],
+        method_type=TYPE_TO_PB.get(MethodType(p.method_type), pb.PAYMENT_METHOD_TYPE_UNSPECIFIED)
+        if p.method_type
+        else pb.PAYMENT_METHOD_TYPE_UNSPECIFIED,
+        last_four=p.last_four,
+        failure_reason=p.failure_reason,
+        create_time=to_timestamp(p.created_at),
+        update_time=to_timestamp(p.updated_at),
+    )
+
+
+class PaymentsServicer(pb_grpc.PaymentsServiceServicer):
+    """The PaymentsService RPCs."""
+
+    def __init__(self, deps: handlers.Deps) -> None:
+        self.deps = deps
+
+    async def ValidatePaymentMethod(
+        self, request: pb.ValidatePaymentMethodRequest, context: Context
+    ) -> pb.ValidatePaymentMethodResponse:
+        """Check, and keep as a token when valid."""
+        kind = request.WhichOneof("method")
+        card = None
+        if kind == "card":
+            c = request.card
+            card = handlers.CardInput(c.number, c.exp_month, c.exp_year, c.cvc)
+        verdict, method_id = await handlers.validate_method(
+            self.deps,
+            current_principal(),
+            card=card,
+            iban=request.sepa_debit.iban if kind == "sepa_debit" else None,
+            phone=request.bizum.phone_number if kind == "bizum" else None,
+        )
+        return pb.ValidatePaymentMethodResponse(
+            valid=verdict.valid,
+            problems=[
+                pb.PaymentMethodProblem(field=p.field, reason=p.reason, description=p.description)
+                for p in verdict.problems
+            ],
+            method_type=TYPE_TO_PB[verdict.method_type],
+            card_brand=BRAND_TO_PB[verdict.brand],
+            last_four=verdict.last_four,
+            payment_method_id=method_id,
+        )
+
+    async def GetPayment(self, request: pb.GetPaymentRequest, context: Context) -> pb.GetPaymentResponse:
+        """An order's payment."""
+        payment = await handlers.get_payment(self.deps, current_principal(), request.order_id)
+        return pb.GetPaymentResponse(payment=payment_to_pb(payment))
+
+
+def registration(deps: handlers.Deps) -> Registration:
+    """How the runtime serves payments."""
+    servicer = PaymentsServicer(deps)
+    return Registration(
+        SERVICE, lambda server: pb_grpc.add_PaymentsServiceServicer_to_server(servicer, server)
+    )

@@ -1,0 +1,78 @@
+"""payments' use cases."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+
+from services.payments.adapters.postgres import PaymentRecord, PaymentsUnitOfWork, StoredMethod
+from services.payments.domain import (
+    Verdict,
+    check_bizum,
+    check_card,
+    check_iban,
+    digits_only,
+    normalise_spanish_mobile,
+)
+from services.payments.ports import PaymentProvider
+from services.platform.auth import Principal
+from services.platform.errors import NotFoundError
+
+
+@dataclass(frozen=True, slots=True)
+class Deps:
+    """What the use cases are built with."""
+
+    uow: Callable[[], PaymentsUnitOfWork]
+    provider: PaymentProvider
+    today: Callable[[], date] = lambda: datetime.now(UTC).date()
+
+
+@dataclass(frozen=True, slots=True)
+class CardInput:
+    """A card as typed."""
+
+    number: str
+    exp_month: int
+    exp_year: int
+    cvc: str
+
+
+async def validate_method(
+    deps: Deps,
+    principal: Principal,
+    card: CardInput | None = None,
+    iban: str | None = None,
+    phone: str | None = None,
+) -> tuple[Verdict, str]:
+    """Check one payment method; a valid one is tokenised and kept. Returns its id ('' if invalid)."""
+    if card is not None:
+        verdict = check_card(card.number, card.exp_month, card.exp_year, card.cvc, deps.today())
+        secret = digits_only(card.number)
+    elif iban is not None:
+        verdict = check_iban(iban)
+        secret = iban.replace(" ", "").upper()
+    else:
+        verdict = check_bizum(phone or "")
+        secret = normalise_spanish_mobile(phone or "")
+    if not verdict.valid:
+        return verdict, ""
+    token = await deps.provider.tokenize(verdict.method_type, secret)
+    method = StoredMethod(
+        str(uuid.uuid4()), principal.user_id, verdict.method_type, verdict.brand, verdict.last_four, token
+    )
+    async with deps.uow() as uow:
+        await uow.methods.add(method)
+    return verdict, method.payment_method_id
+
+
+async def get_payment(deps: Deps, principal: Principal, order_id: str) -> PaymentRecord:
+    """An order's payment, for its customer or an admin."""
+    async with deps.uow() as uow:
+        payment = await uow.payments.by_order(order_id)
+    if payment is None:
+        raise NotFoundError("PAYMENT_NOT_FOUND", f"no payment for order {order_id}")
+    principal.require_self_or_admin(payment.customer_id)
+    return payment

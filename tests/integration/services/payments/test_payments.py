@@ -1,0 +1,142 @@
+"""payments over gRPC: validating and keeping payment methods, reading payments."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import grpc
+import pytest
+import pytest_asyncio
+
+from a4co.payments.v1 import payments_service_pb2 as pb
+from a4co.payments.v1 import payments_service_pb2_grpc as pb_grpc
+from services.payments.__main__ import build
+from services.platform.auth import Role
+from services.platform.grpc.status import details_of
+from services.platform.local_servers import ServerUrls
+from tests.integration.services.harness import Keys, RunningService, running_service, settings_for, token
+
+SCHEMA = Path("services/payments/schema.sql")
+PAN = "4242424242424242"
+
+
+@pytest_asyncio.fixture
+async def payments(urls: ServerUrls, prefix: str, keys: Keys) -> AsyncIterator[RunningService]:
+    async with running_service(
+        "payments", build, SCHEMA, settings_for("payments", urls, prefix, keys)
+    ) as svc:
+        yield svc
+
+
+@pytest.fixture
+def stub(payments: RunningService) -> pb_grpc.PaymentsServiceAsyncStub:
+    return pb_grpc.PaymentsServiceStub(payments.channel)
+
+
+async def failure(call: object) -> grpc.aio.AioRpcError:
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await call  # type: ignore[misc]
+    return caught.value
+
+
+def card(
+    number: str = PAN, month: int = 12, year: int = 2031, cvc: str = "123"
+) -> pb.ValidatePaymentMethodRequest:
+    return pb.ValidatePaymentMethodRequest(
+        card=pb.Card(number=number, exp_month=month, exp_year=year, cvc=cvc, holder_name="María López")
+    )
+
+
+async def test_a_valid_card_is_kept_as_a_token_never_as_a_number(
+    stub: pb_grpc.PaymentsServiceAsyncStub, payments: RunningService, keys: Keys
+) -> None:
+    answer = await stub.ValidatePaymentMethod(
+        card("4242 4242 4242 4242"), metadata=token(keys, "c-1", Role.CUSTOMER)
+    )
+    assert answer.valid
+    assert (answer.method_type, answer.card_brand, answer.last_four) == (
+        pb.PAYMENT_METHOD_TYPE_CARD,
+        pb.CARD_BRAND_VISA,
+        "4242",
+    )
+    assert answer.payment_method_id
+    row = await payments.infra.pool.fetchrow("SELECT * FROM payment_methods")
+    assert row is not None
+    assert row["customer_id"] == "c-1"
+    assert row["last_four"] == "4242"
+    assert row["provider_token"].startswith("sbx_APPROVED_")
+    everything = " ".join(str(v) for v in row.values())
+    assert PAN not in everything
+
+
+async def test_iban_and_bizum_are_checked_and_kept(
+    stub: pb_grpc.PaymentsServiceAsyncStub, keys: Keys
+) -> None:
+    md = token(keys, "c-2", Role.CUSTOMER)
+    sepa = await stub.ValidatePaymentMethod(
+        pb.ValidatePaymentMethodRequest(
+            sepa_debit=pb.SepaDebit(iban="ES91 2100 0418 4502 0005 1332", account_holder="Ana")
+        ),
+        metadata=md,
+    )
+    assert (sepa.valid, sepa.method_type, sepa.last_four) == (True, pb.PAYMENT_METHOD_TYPE_SEPA_DEBIT, "1332")
+    bizum = await stub.ValidatePaymentMethod(
+        pb.ValidatePaymentMethodRequest(bizum=pb.Bizum(phone_number="+34 612 345 678")), metadata=md
+    )
+    assert (bizum.valid, bizum.last_four) == (True, "5678")
+
+
+async def test_a_wrong_method_is_answered_with_its_problems_and_not_kept(
+    stub: pb_grpc.PaymentsServiceAsyncStub, payments: RunningService, keys: Keys
+) -> None:
+    answer = await stub.ValidatePaymentMethod(
+        card("4242424242424241", month=1, year=2020), metadata=token(keys, "c-3", Role.CUSTOMER)
+    )
+    assert not answer.valid
+    assert {(p.field, p.reason) for p in answer.problems} == {
+        ("card.number", "LUHN_CHECK_FAILED"),
+        ("card.exp_year", "CARD_EXPIRED"),
+    }
+    assert answer.payment_method_id == ""
+    assert await payments.infra.pool.fetchval("SELECT count(*) FROM payment_methods") == 0
+
+
+async def test_malformed_requests_and_missing_tokens_are_refused(
+    stub: pb_grpc.PaymentsServiceAsyncStub, keys: Keys
+) -> None:
+    md = token(keys, "c-4", Role.CUSTOMER)
+    empty = await failure(stub.ValidatePaymentMethod(pb.ValidatePaymentMethodRequest(), metadata=md))
+    assert empty.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert details_of(empty)[1] == [("method", "set one of card, sepa_debit, bizum")]
+    partial = await failure(
+        stub.ValidatePaymentMethod(pb.ValidatePaymentMethodRequest(card=pb.Card(number=PAN)), metadata=md)
+    )
+    assert {f for f, _ in details_of(partial)[1]} == {"card.exp_month", "card.exp_year", "card.cvc"}
+    anonymous = await failure(stub.ValidatePaymentMethod(card()))
+    assert anonymous.code() == grpc.StatusCode.UNAUTHENTICATED
+
+
+async def test_a_payment_is_shown_to_its_customer_only(
+    stub: pb_grpc.PaymentsServiceAsyncStub, payments: RunningService, keys: Keys
+) -> None:
+    await payments.infra.pool.execute(
+        "INSERT INTO payments (payment_id, order_id, customer_id, amount_cents, currency_code, status, method_type,"
+        " last_four) VALUES (gen_random_uuid(), 'o-1', 'c-5', 2450, 'EUR', 'succeeded', 'card', '4242')"
+    )
+    mine = await stub.GetPayment(
+        pb.GetPaymentRequest(order_id="o-1"), metadata=token(keys, "c-5", Role.CUSTOMER)
+    )
+    assert (mine.payment.amount.amount_cents, mine.payment.status) == (2450, pb.PAYMENT_STATUS_SUCCEEDED)
+    other = await failure(
+        stub.GetPayment(pb.GetPaymentRequest(order_id="o-1"), metadata=token(keys, "c-6", Role.CUSTOMER))
+    )
+    assert other.code() == grpc.StatusCode.PERMISSION_DENIED
+    missing = await failure(
+        stub.GetPayment(pb.GetPaymentRequest(order_id="o-2"), metadata=token(keys, "c-5", Role.CUSTOMER))
+    )
+    assert missing.code() == grpc.StatusCode.NOT_FOUND
+    admin = await stub.GetPayment(
+        pb.GetPaymentRequest(order_id="o-1"), metadata=token(keys, "root", Role.ADMIN)
+    )
+    assert admin.payment.customer_id == "c-5"
