@@ -121,8 +121,9 @@ async def test_a_payment_is_shown_to_its_customer_only(
     stub: pb_grpc.PaymentsServiceAsyncStub, payments: RunningService, keys: Keys
 ) -> None:
     await payments.infra.pool.execute(
-        "INSERT INTO payments (payment_id, order_id, customer_id, amount_cents, currency_code, status, method_type,"
-        " last_four) VALUES (gen_random_uuid(), 'o-1', 'c-5', 2450, 'EUR', 'succeeded', 'card', '4242')"
+        "INSERT INTO payments (payment_id, order_id, customer_id, amount_cents, currency_code, status,"
+        " method_type, last_four)"
+        " VALUES (gen_random_uuid(), 'o-1', 'c-5', 2450, 'EUR', 'succeeded', 'card', '4242')"
     )
     mine = await stub.GetPayment(
         pb.GetPaymentRequest(order_id="o-1"), metadata=token(keys, "c-5", Role.CUSTOMER)
