@@ -1,0 +1,87 @@
+"""Distances and delivery zones of the province of Jaén: pure Python, no I/O."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+EARTH_RADIUS_KM = 6371.0088
+
+# The province of Jaén, as a bounding box (generous by a few kilometres at the edges).
+JAEN_LAT = (37.35, 38.60)
+JAEN_LNG = (-4.35, -2.10)
+
+
+@dataclass(frozen=True, slots=True)
+class Point:
+    """A point in decimal degrees."""
+
+    latitude: float
+    longitude: float
+
+
+@dataclass(frozen=True, slots=True)
+class Workshop:
+    """An artisan's workshop."""
+
+    artisan_id: str
+    display_name: str
+    craft: str
+    locality: str
+    location: Point
+
+
+@dataclass(frozen=True, slots=True)
+class Zone:
+    """A delivery zone: how far it reaches, its fee and its delay."""
+
+    name: str
+    max_km: float
+    fee_cents: int
+    days: int
+
+
+ZONES = (
+    Zone("local", 10.0, 250, 1),
+    Zone("comarca", 40.0, 490, 2),
+    Zone("provincia", 160.0, 790, 3),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Quote:
+    """The price and feasibility of one delivery."""
+
+    deliverable: bool
+    distance_km: float
+    fee_cents: int
+    zone: str
+    days: int
+    reason: str = ""
+
+
+def haversine_km(a: Point, b: Point) -> float:
+    """The great-circle distance between two points, in kilometres."""
+    lat1, lat2 = math.radians(a.latitude), math.radians(b.latitude)
+    dlat, dlng = lat2 - lat1, math.radians(b.longitude - a.longitude)
+    h = math.sin(dlat / 2) ** 2 + math.cos(lat1) * math.cos(lat2) * math.sin(dlng / 2) ** 2
+    return 2 * EARTH_RADIUS_KM * math.asin(math.sqrt(h))
+
+
+def in_jaen(point: Point) -> bool:
+    """Whether a point lies in the province of Jaén."""
+    return JAEN_LAT[0] <= point.latitude <= JAEN_LAT[1] and JAEN_LNG[0] <= point.longitude <= JAEN_LNG[1]
+
+
+def quote(origin: Point, destination: Point) -> Quote:
+    """The delivery from a workshop to a destination: the nearest zone that reaches it.
+
+    Deliveries stay within the province of Jaén.
+    """
+    distance = round(haversine_km(origin, destination), 2)
+    if not in_jaen(destination):
+        return Quote(False, distance, 0, "", 0, "OUTSIDE_PROVINCE")
+    for zone in ZONES:
+        if distance <= zone.max_km:
+            return Quote(True, distance, zone.fee_cents, zone.name, zone.days)
+    return Quote(False, distance, 0, "", 0, "OUT_OF_RANGE")

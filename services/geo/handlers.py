@@ -1,0 +1,70 @@
+"""geo's use cases and event handlers."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import asyncpg
+
+from a4co.artisans.events.v1 import artisan_events_pb2 as artisan_events
+from services.geo.adapters.geo_index import GeoIndex
+from services.geo.adapters.postgres import Workshops
+from services.geo.domain import Point, Quote, Workshop, quote
+from services.platform.errors import NotFoundError
+from services.platform.events.consumer import HandlerContext
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Deps:
+    """What the use cases are built with."""
+
+    pool: asyncpg.Pool
+    index: GeoIndex
+
+
+async def find_nearby(
+    deps: Deps, center: Point, radius_km: float, craft: str, limit: int
+) -> list[tuple[Workshop, float]]:
+    """Workshops within `radius_km` of `center`, nearest first."""
+    if not await deps.index.ready():
+        await reindex(deps)
+    return await deps.index.nearby(center, radius_km, craft, limit)
+
+
+async def quote_delivery(deps: Deps, artisan_id: str, destination: Point) -> Quote:
+    """The delivery of an artisan's order to `destination`."""
+    workshop = await Workshops(deps.pool).get(artisan_id)
+    if workshop is None:
+        raise NotFoundError("ARTISAN_NOT_FOUND", f"geo knows no workshop of {artisan_id}")
+    return quote(workshop.location, destination)
+
+
+async def reindex(deps: Deps) -> int:
+    """Rebuild the Redis index from PostgreSQL, the source of truth; returns the workshops indexed."""
+    workshops = await Workshops(deps.pool).all()
+    for workshop in workshops:
+        await deps.index.add(workshop)
+    log.info("geo index rebuilt with %d workshops", len(workshops))
+    return len(workshops)
+
+
+async def on_artisan_onboarded(
+    deps: Deps, event: artisan_events.ArtisanOnboarded, ctx: HandlerContext
+) -> None:
+    """Record the new workshop, and index it once recorded."""
+    workshop = Workshop(
+        event.artisan_id,
+        event.display_name,
+        event.craft,
+        event.locality,
+        Point(event.location.latitude, event.location.longitude),
+    )
+    await Workshops(ctx.conn).upsert(workshop)
+
+    async def index() -> None:
+        await deps.index.add(workshop)
+
+    ctx.after_commit(index)

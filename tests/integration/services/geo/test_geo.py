@@ -1,0 +1,125 @@
+"""geo over gRPC: workshops from ArtisanOnboarded, GEOSEARCH, delivery quotes."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import grpc
+import pytest
+import pytest_asyncio
+
+from a4co.artisans.events.v1 import artisan_events_pb2
+from a4co.geo.v1 import geo_service_pb2 as pb
+from a4co.geo.v1 import geo_service_pb2_grpc as pb_grpc
+from a4co.type.v1 import lat_lng_pb2
+from services.geo.__main__ import build
+from services.platform.grpc.status import details_of
+from services.platform.local_servers import ServerUrls
+from tests.integration.services.harness import (
+    Keys,
+    RunningService,
+    publish_event,
+    running_service,
+    settings_for,
+)
+from tests.support.db import scalar_int
+from tests.support.waiting import eventually
+
+SCHEMA = Path("services/geo/schema.sql")
+WORKSHOPS = [
+    ("a-ubeda", "Alfarería Tito", "ceramica", "Úbeda", 38.0133, -3.3706),
+    ("a-baeza", "Aceites Baeza", "aceite", "Baeza", 37.9938, -3.4700),
+    ("a-jaen", "Esparto Jaén", "esparto", "Jaén", 37.7796, -3.7849),
+    ("a-cazorla", "Quesos Cazorla", "queso", "Cazorla", 37.9148, -3.0030),
+    ("a-ubeda-2", "Cerámica Paco", "ceramica", "Úbeda", 38.0150, -3.3690),
+]
+
+
+def at(lat: float, lng: float) -> lat_lng_pb2.LatLng:
+    return lat_lng_pb2.LatLng(latitude=lat, longitude=lng)
+
+
+@pytest_asyncio.fixture
+async def geo(urls: ServerUrls, prefix: str, keys: Keys) -> AsyncIterator[RunningService]:
+    async with running_service("geo", build, SCHEMA, settings_for("geo", urls, prefix, keys)) as svc:
+        for artisan_id, name, craft, town, lat, lng in WORKSHOPS:
+            event = artisan_events_pb2.ArtisanOnboarded(
+                artisan_id=artisan_id, display_name=name, craft=craft, locality=town, location=at(lat, lng)
+            )
+            await publish_event(svc, event, artisan_id, source="artisans")
+
+        async def indexed() -> bool:
+            return await scalar_int(svc.infra.pool, "SELECT count(*) FROM workshops") == len(WORKSHOPS)
+
+        await eventually(indexed, what="workshops recorded")
+        yield svc
+
+
+@pytest.fixture
+def stub(geo: RunningService) -> pb_grpc.GeoServiceAsyncStub:
+    return pb_grpc.GeoServiceStub(geo.channel)
+
+
+async def test_nearby_workshops_nearest_first(stub: pb_grpc.GeoServiceAsyncStub) -> None:
+    found = await stub.FindNearbyArtisans(
+        pb.FindNearbyArtisansRequest(location=at(38.0133, -3.3706), radius_km=15)
+    )
+    assert [a.artisan_id for a in found.artisans] == ["a-ubeda", "a-ubeda-2", "a-baeza"]
+    assert found.artisans[2].distance_km == pytest.approx(8.95, abs=0.2)
+    assert found.artisans[0].locality == "Úbeda"
+
+    pottery = await stub.FindNearbyArtisans(
+        pb.FindNearbyArtisansRequest(location=at(38.0133, -3.3706), radius_km=100, craft="ceramica")
+    )
+    assert [a.artisan_id for a in pottery.artisans] == ["a-ubeda", "a-ubeda-2"]
+    one = await stub.FindNearbyArtisans(
+        pb.FindNearbyArtisansRequest(location=at(38.0133, -3.3706), radius_km=100, page_size=1)
+    )
+    assert len(one.artisans) == 1
+
+
+async def test_the_index_is_rebuilt_from_postgres_when_redis_lost_it(
+    stub: pb_grpc.GeoServiceAsyncStub, geo: RunningService
+) -> None:
+    keys = [k async for k in geo.infra.redis.scan_iter(f"{geo.infra.settings.prefix}:a4co:geo:*")]
+    await geo.infra.redis.delete(*keys)
+    found = await stub.FindNearbyArtisans(
+        pb.FindNearbyArtisansRequest(location=at(37.7796, -3.7849), radius_km=5)
+    )
+    assert [a.artisan_id for a in found.artisans] == ["a-jaen"]
+
+
+async def test_delivery_quotes_by_zone(stub: pb_grpc.GeoServiceAsyncStub) -> None:
+    local = await stub.QuoteDelivery(
+        pb.QuoteDeliveryRequest(artisan_id="a-ubeda", destination=at(37.9938, -3.47))
+    )
+    assert (local.deliverable, local.zone, local.fee.amount_cents, local.fee.currency_code) == (
+        True,
+        "local",
+        250,
+        "EUR",
+    )
+    far = await stub.QuoteDelivery(
+        pb.QuoteDeliveryRequest(artisan_id="a-ubeda", destination=at(37.7796, -3.7849))
+    )
+    assert (far.zone, far.fee.amount_cents, far.estimated_days) == ("provincia", 790, 3)
+    madrid = await stub.QuoteDelivery(
+        pb.QuoteDeliveryRequest(artisan_id="a-ubeda", destination=at(40.4168, -3.7038))
+    )
+    assert (madrid.deliverable, madrid.reason) == (False, "OUTSIDE_PROVINCE")
+
+
+async def test_bad_input_and_unknown_artisans(stub: pb_grpc.GeoServiceAsyncStub) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as bad:
+        await stub.FindNearbyArtisans(
+            pb.FindNearbyArtisansRequest(location=at(95, 0), radius_km=0, page_size=500)
+        )
+    assert bad.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert {f for f, _ in details_of(bad.value)[1]} == {"location.latitude", "radius_km", "page_size"}
+    with pytest.raises(grpc.aio.AioRpcError) as missing:
+        await stub.QuoteDelivery(pb.QuoteDeliveryRequest(artisan_id="a-ubeda"))
+    assert {f for f, _ in details_of(missing.value)[1]} == {"destination"}
+    with pytest.raises(grpc.aio.AioRpcError) as unknown:
+        await stub.QuoteDelivery(pb.QuoteDeliveryRequest(artisan_id="nobody", destination=at(38, -3.4)))
+    assert unknown.value.code() == grpc.StatusCode.NOT_FOUND
