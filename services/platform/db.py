@@ -33,7 +33,8 @@ async def create_pool(
         dsn,
         min_size=min_size,
         max_size=max_size,
-        server_settings={"search_path": quote_ident(schema), "application_name": application},
+        # public holds the extensions (unaccent, pg_trgm) shared by every schema.
+        server_settings={"search_path": f"{quote_ident(schema)}, public", "application_name": application},
     )
     assert pool is not None
     return pool

@@ -1,0 +1,1 @@
+"""catalog: the searchable projection of products, workshops and availability."""

@@ -1,0 +1,216 @@
+"""catalog's projections and search, on PostgreSQL full-text search and pg_trgm."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import asyncpg
+
+from services.catalog.domain import MIN_CORRECTABLE, Hit, ProductView, SearchFilters, tokens
+from services.platform.db import Connection
+
+# A product's searchable text: name weighs most, then category and workshop, then description.
+_SEARCH_VECTOR = (
+    "setweight(to_tsvector('spanish', unaccent($3)), 'A')"
+    " || setweight(to_tsvector('spanish', unaccent($5)), 'B')"
+    " || setweight(to_tsvector('spanish', unaccent($4)), 'C')"
+)
+_COLUMNS = """p.product_id, p.artisan_id, coalesce(a.display_name, '') AS artisan_name, p.name,
+ p.description, p.category, p.price_cents, p.currency_code, coalesce(a.locality, '') AS locality,
+ coalesce(a.latitude, 0) AS latitude, coalesce(a.longitude, 0) AS longitude,
+ coalesce(s.available, 0) AS available,
+ coalesce(s.low_threshold > 0 AND s.available < s.low_threshold, false) AS low_stock, p.publish_time"""
+_FROM = """FROM products p
+ LEFT JOIN artisans a ON a.artisan_id = p.artisan_id
+ LEFT JOIN availability s ON s.product_id = p.product_id"""
+
+
+def _distance(lat: str, lng: str) -> str:
+    """The haversine distance in km from the workshop to ($lat, $lng)."""
+    return (
+        f"(2 * 6371.0088 * asin(sqrt(power(sin(radians(coalesce(a.latitude, 0) - {lat}) / 2), 2)"
+        f" + cos(radians({lat})) * cos(radians(coalesce(a.latitude, 0)))"
+        f" * power(sin(radians(coalesce(a.longitude, 0) - {lng}) / 2), 2))))"
+    )
+
+
+def _view(row: asyncpg.Record) -> ProductView:
+    return ProductView(
+        product_id=row["product_id"],
+        artisan_id=row["artisan_id"],
+        artisan_name=row["artisan_name"],
+        name=row["name"],
+        description=row["description"],
+        category=row["category"],
+        price_cents=row["price_cents"],
+        currency_code=row["currency_code"],
+        locality=row["locality"],
+        latitude=row["latitude"],
+        longitude=row["longitude"],
+        available=row["available"],
+        low_stock=row["low_stock"],
+        publish_time=row["publish_time"],
+    )
+
+
+class Projections:
+    """Writes from events: products, workshops, availability, lexicon."""
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+
+    async def upsert_product(
+        self,
+        product_id: str,
+        artisan_id: str,
+        name: str,
+        description: str,
+        category: str,
+        price_cents: int,
+        currency_code: str,
+        publish_time: datetime,
+    ) -> None:
+        """Record or replace a published product, and learn its words."""
+        await self.conn.execute(
+            "INSERT INTO products (product_id, artisan_id, name, description, category, price_cents,"
+            " currency_code, publish_time, name_norm, search)"
+            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, lower(unaccent($3)),"
+            f" {_SEARCH_VECTOR}) ON CONFLICT (product_id) DO UPDATE SET artisan_id = EXCLUDED.artisan_id,"
+            " name = EXCLUDED.name, description = EXCLUDED.description, category = EXCLUDED.category,"
+            " price_cents = EXCLUDED.price_cents, currency_code = EXCLUDED.currency_code,"
+            " publish_time = EXCLUDED.publish_time, name_norm = EXCLUDED.name_norm, search = EXCLUDED.search",
+            product_id,
+            artisan_id,
+            name,
+            description,
+            category,
+            price_cents,
+            currency_code,
+            publish_time,
+        )
+        words = sorted({w for w in tokens(f"{name} {description} {category}") if len(w) >= MIN_CORRECTABLE})
+        await self.conn.execute(
+            "INSERT INTO lexicon (word) SELECT unnest($1::text[]) ON CONFLICT DO NOTHING", words
+        )
+
+    async def upsert_artisan(self, artisan_id: str, name: str, locality: str, lat: float, lng: float) -> None:
+        """Record or replace a workshop."""
+        await self.conn.execute(
+            "INSERT INTO artisans (artisan_id, display_name, locality, latitude, longitude)"
+            " VALUES ($1, $2, $3, $4, $5)"
+            " ON CONFLICT (artisan_id) DO UPDATE SET display_name = EXCLUDED.display_name,"
+            " locality = EXCLUDED.locality, latitude = EXCLUDED.latitude, longitude = EXCLUDED.longitude",
+            artisan_id,
+            name,
+            locality,
+            lat,
+            lng,
+        )
+
+    async def set_available(self, product_id: str, available: int, as_of: datetime) -> None:
+        """Availability as of a moment; an older report never overwrites a newer one."""
+        await self.conn.execute(
+            "INSERT INTO availability (product_id, available, as_of) VALUES ($1, $2, $3)"
+            " ON CONFLICT (product_id) DO UPDATE SET available = EXCLUDED.available, as_of = EXCLUDED.as_of"
+            " WHERE availability.as_of <= EXCLUDED.as_of",
+            product_id,
+            available,
+            as_of,
+        )
+
+    async def set_low_threshold(
+        self, product_id: str, available: int, threshold: int, as_of: datetime
+    ) -> None:
+        """A low-stock warning: remember the threshold, and the availability it reported."""
+        await self.conn.execute(
+            "INSERT INTO availability (product_id, available, low_threshold, as_of) VALUES ($1, $2, $3, $4)"
+            " ON CONFLICT (product_id) DO UPDATE SET low_threshold = EXCLUDED.low_threshold,"
+            " available = CASE WHEN availability.as_of <= EXCLUDED.as_of THEN EXCLUDED.available"
+            " ELSE availability.available END, as_of = greatest(availability.as_of, EXCLUDED.as_of)",
+            product_id,
+            available,
+            threshold,
+            as_of,
+        )
+
+
+class Search:
+    """Reads: one product, and ranked searches."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self.pool = pool
+
+    async def product(self, product_id: str) -> ProductView | None:
+        """One product with its workshop and availability."""
+        row = await self.pool.fetchrow(f"SELECT {_COLUMNS} {_FROM} WHERE p.product_id = $1", product_id)
+        return _view(row) if row else None
+
+    async def correct(self, words: list[str]) -> list[str]:
+        """Each query word, or the closest catalogue word when it is unknown (typos)."""
+        if not words:
+            return []
+        rows = await self.pool.fetch(
+            "SELECT t.word AS typed, coalesce("
+            " (SELECT l.word FROM lexicon l WHERE l.word = t.word),"
+            " (SELECT l.word FROM lexicon l WHERE length(t.word) >= $2 AND l.word % t.word"
+            "  ORDER BY similarity(l.word, t.word) DESC, l.word LIMIT 1),"
+            " t.word) AS word"
+            " FROM unnest($1::text[]) WITH ORDINALITY AS t(word, i) ORDER BY t.i",
+            words,
+            MIN_CORRECTABLE,
+        )
+        return [r["word"] for r in rows]
+
+    async def search(self, filters: SearchFilters, offset: int, limit: int) -> tuple[list[Hit], int]:
+        """One page of results, best first, and the number of matches in all."""
+        words = await self.correct(tokens(filters.query))
+        if words:
+            hits, total = await self._search(filters, " ".join(words), "plainto", offset, limit)
+            if total == 0:  # no product has every word: rank those with any of them
+                hits, total = await self._search(filters, " | ".join(words), "to", offset, limit)
+            return hits, total
+        return await self._search(filters, "", "", offset, limit)
+
+    async def _search(
+        self, filters: SearchFilters, text: str, parser: str, offset: int, limit: int
+    ) -> tuple[list[Hit], int]:
+        args: list[object] = []
+
+        def arg(value: object) -> str:
+            args.append(value)
+            return f"${len(args)}"
+
+        where, score, distance, order = ["true"], "0.0::float8", "0.0::float8", "p.publish_time DESC"
+        if text:
+            q = f"{parser}_tsquery('spanish', {arg(text)})"
+            raw = arg(" ".join(tokens(filters.query)))
+            where.append(f"(p.search @@ {q} OR p.name_norm % {raw})")
+            score = f"(ts_rank_cd(p.search, {q}, 1) + similarity(p.name_norm, {raw}))::float8"
+            order = "score DESC, p.publish_time DESC"
+        if filters.near:
+            distance = _distance(arg(filters.near[0]), arg(filters.near[1]))
+            where.append(f"{distance} <= {arg(filters.radius_km)}")
+            order = order if text else "distance_km ASC"
+        if filters.category:
+            where.append(f"p.category = {arg(filters.category)}")
+        if filters.artisan_id:
+            where.append(f"p.artisan_id = {arg(filters.artisan_id)}")
+        if filters.min_price_cents is not None:
+            where.append(f"p.price_cents >= {arg(filters.min_price_cents)}")
+        if filters.max_price_cents is not None:
+            where.append(f"p.price_cents <= {arg(filters.max_price_cents)}")
+        if filters.in_stock_only:
+            where.append("coalesce(s.available, 0) > 0")
+        sql = (
+            f"SELECT {_COLUMNS}, {score} AS score, {distance} AS distance_km, count(*) OVER () AS total"
+            f" {_FROM} WHERE {' AND '.join(where)}"
+            f" ORDER BY {order}, p.product_id LIMIT {arg(limit)} OFFSET {arg(offset)}"
+        )
+        rows = await self.pool.fetch(sql, *args)
+        hits = [Hit(_view(r), float(r["score"]), float(r["distance_km"])) for r in rows]
+        return hits, int(rows[0]["total"]) if rows else (0 if offset == 0 else await self._count(sql, args))
+
+    async def _count(self, sql: str, args: list[object]) -> int:
+        """The total of a search whose page is past the end."""
+        inner = sql.rsplit(" LIMIT ", 1)[0]
+        return int(await self.pool.fetchval(f"SELECT count(*) FROM ({inner}) AS all_hits", *args[:-2]))

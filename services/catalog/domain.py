@@ -1,0 +1,93 @@
+"""Search requests, query normalisation and page tokens: pure Python, no I/O."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import re
+import unicodedata
+from dataclasses import asdict, dataclass
+from datetime import datetime
+
+from services.platform.errors import FieldViolation, InvalidArgumentError
+
+MIN_CORRECTABLE = 4  # shorter words are stop words or too short to correct safely
+
+
+def fold(text: str) -> str:
+    """Lower case without accents, as PostgreSQL's unaccent does ("Jaén" -> "jaen", "ñ" -> "n")."""
+    decomposed = unicodedata.normalize("NFKD", text.lower())
+    return "".join(c for c in decomposed if not unicodedata.combining(c))
+
+
+def tokens(text: str) -> list[str]:
+    """The words of a query, folded."""
+    return re.findall(r"[a-z0-9]+", fold(text))
+
+
+@dataclass(frozen=True, slots=True)
+class SearchFilters:
+    """Everything a search narrows by; part of the page token, so pages stay consistent."""
+
+    query: str = ""
+    category: str = ""
+    artisan_id: str = ""
+    min_price_cents: int | None = None
+    max_price_cents: int | None = None
+    near: tuple[float, float] | None = None
+    radius_km: float = 0.0
+    in_stock_only: bool = False
+
+    def fingerprint(self) -> str:
+        """A short hash of the filters."""
+        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:12]
+
+
+@dataclass(frozen=True, slots=True)
+class ProductView:
+    """A product as the catalog shows it."""
+
+    product_id: str
+    artisan_id: str
+    artisan_name: str
+    name: str
+    description: str
+    category: str
+    price_cents: int
+    currency_code: str
+    locality: str
+    latitude: float
+    longitude: float
+    available: int
+    low_stock: bool
+    publish_time: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Hit:
+    """One search result."""
+
+    product: ProductView
+    score: float
+    distance_km: float
+
+
+def encode_page_token(offset: int, filters: SearchFilters) -> str:
+    """An opaque token for the page starting at `offset` of this search."""
+    raw = json.dumps({"o": offset, "f": filters.fingerprint()}).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_page_token(token: str, filters: SearchFilters) -> int:
+    """The offset of a page token; INVALID_ARGUMENT when it is malformed or from another search."""
+    if not token:
+        return 0
+    try:
+        data = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
+        offset, fingerprint = int(data["o"]), str(data["f"])
+    except (ValueError, KeyError, TypeError):
+        raise InvalidArgumentError([FieldViolation("page_token", "is not a token from this API")]) from None
+    if fingerprint != filters.fingerprint() or offset < 0:
+        raise InvalidArgumentError([FieldViolation("page_token", "belongs to a search with other filters")])
+    return offset

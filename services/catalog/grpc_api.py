@@ -1,0 +1,137 @@
+"""catalog's gRPC servicer and request rules."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import grpc
+
+from a4co.catalog.v1 import catalog_service_pb2 as pb
+from a4co.catalog.v1 import catalog_service_pb2_grpc as pb_grpc
+from a4co.type.v1 import lat_lng_pb2, money_pb2
+from services.catalog import handlers
+from services.catalog.domain import ProductView, SearchFilters
+from services.platform.grpc.interceptor import MethodPolicy
+from services.platform.grpc.server import Registration
+from services.platform.timestamps import to_timestamp
+from services.platform.validation import Violations
+
+SERVICE = pb.DESCRIPTOR.services_by_name["CatalogService"].full_name
+Context = grpc.aio.ServicerContext[Any, Any]
+MAX_RADIUS_KM = 500.0
+
+
+def check_search(request: pb.SearchProductsRequest) -> None:
+    """Short query, EUR prices in order, a radius with a point, a page of at most 100."""
+    v = Violations()
+    v.length(request.query, "query", 0, 200)
+    for name in ("min_price", "max_price"):
+        if request.HasField(name):
+            price = getattr(request, name)
+            v.check(price.currency_code in ("", "EUR"), f"{name}.currency_code", "must be EUR")
+            v.check(price.amount_cents >= 0, f"{name}.amount_cents", "must not be negative")
+    if request.HasField("min_price") and request.HasField("max_price"):
+        v.check(
+            request.min_price.amount_cents <= request.max_price.amount_cents,
+            "max_price",
+            "must not be below min_price",
+        )
+    if request.HasField("near"):
+        v.between(request.near.latitude, "near.latitude", -90, 90)
+        v.between(request.near.longitude, "near.longitude", -180, 180)
+        v.check(
+            0 < request.radius_km <= MAX_RADIUS_KM,
+            "radius_km",
+            f"must be more than 0 and at most {MAX_RADIUS_KM:g}",
+        )
+    else:
+        v.check(request.radius_km == 0, "radius_km", "needs near")
+    v.between(request.page_size, "page_size", 0, 100)
+    v.raise_if_any()
+
+
+def check_get(request: pb.GetProductRequest) -> None:
+    """The product is required."""
+    v = Violations()
+    v.required(request.product_id, "product_id")
+    v.raise_if_any()
+
+
+POLICIES = {
+    f"/{SERVICE}/SearchProducts": MethodPolicy(public=True, validator=check_search),
+    f"/{SERVICE}/GetProduct": MethodPolicy(public=True, validator=check_get),
+}
+
+
+def filters_of(request: pb.SearchProductsRequest) -> SearchFilters:
+    """The search filters of a request."""
+    return SearchFilters(
+        query=request.query.strip(),
+        category=request.category,
+        artisan_id=request.artisan_id,
+        min_price_cents=request.min_price.amount_cents if request.HasField("min_price") else None,
+        max_price_cents=request.max_price.amount_cents if request.HasField("max_price") else None,
+        near=(request.near.latitude, request.near.longitude) if request.HasField("near") else None,
+        radius_km=request.radius_km,
+        in_stock_only=request.in_stock_only,
+    )
+
+
+def product_to_pb(p: ProductView) -> pb.Product:
+    """A product as a message."""
+    return pb.Product(
+        product_id=p.product_id,
+        artisan_id=p.artisan_id,
+        artisan_name=p.artisan_name,
+        name=p.name,
+        description=p.description,
+        category=p.category,
+        price=money_pb2.Money(currency_code=p.currency_code, amount_cents=p.price_cents),
+        locality=p.locality,
+        location=lat_lng_pb2.LatLng(latitude=p.latitude, longitude=p.longitude),
+        available_quantity=p.available,
+        in_stock=p.available > 0,
+        low_stock=p.low_stock,
+        publish_time=to_timestamp(p.publish_time),
+    )
+
+
+class CatalogServicer(pb_grpc.CatalogServiceServicer):
+    """The CatalogService RPCs."""
+
+    def __init__(self, deps: handlers.Deps) -> None:
+        self.deps = deps
+
+    async def SearchProducts(
+        self, request: pb.SearchProductsRequest, context: Context
+    ) -> pb.SearchProductsResponse:
+        """A page of ranked results."""
+        page = await handlers.search_products(
+            self.deps, filters_of(request), request.page_size or 20, request.page_token
+        )
+        return pb.SearchProductsResponse(
+            results=[
+                pb.SearchResult(
+                    product=product_to_pb(h.product),
+                    score=round(h.score, 6),
+                    distance_km=round(h.distance_km, 3),
+                )
+                for h in page.hits
+            ],
+            next_page_token=page.next_page_token,
+            total_size=page.total,
+        )
+
+    async def GetProduct(self, request: pb.GetProductRequest, context: Context) -> pb.GetProductResponse:
+        """One product."""
+        return pb.GetProductResponse(
+            product=product_to_pb(await handlers.get_product(self.deps, request.product_id))
+        )
+
+
+def registration(deps: handlers.Deps) -> Registration:
+    """How the runtime serves catalog."""
+    servicer = CatalogServicer(deps)
+    return Registration(
+        SERVICE, lambda server: pb_grpc.add_CatalogServiceServicer_to_server(servicer, server)
+    )

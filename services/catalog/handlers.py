@@ -1,0 +1,101 @@
+"""catalog's use cases and event handlers (its projections)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from a4co.artisans.events.v1 import artisan_events_pb2 as artisan_events
+from a4co.inventory.events.v1 import inventory_events_pb2 as inventory_events
+from services.catalog.adapters.postgres import Projections, Search
+from services.catalog.domain import Hit, ProductView, SearchFilters, decode_page_token, encode_page_token
+from services.platform.errors import NotFoundError
+from services.platform.events.consumer import HandlerContext
+
+
+@dataclass(frozen=True, slots=True)
+class Deps:
+    """What the use cases are built with."""
+
+    search: Search
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    """One page of search results."""
+
+    hits: list[Hit]
+    next_page_token: str
+    total: int
+
+
+async def search_products(deps: Deps, filters: SearchFilters, page_size: int, page_token: str) -> Page:
+    """Ranked products matching the filters; typos, accents and plurals forgiven."""
+    offset = decode_page_token(page_token, filters)
+    hits, total = await deps.search.search(filters, offset, page_size)
+    following = offset + len(hits)
+    return Page(hits, encode_page_token(following, filters) if following < total else "", total)
+
+
+async def get_product(deps: Deps, product_id: str) -> ProductView:
+    """One product."""
+    product = await deps.search.product(product_id)
+    if product is None:
+        raise NotFoundError("PRODUCT_NOT_FOUND", f"no product {product_id}")
+    return product
+
+
+def _moment(ctx: HandlerContext) -> datetime:
+    stamp = ctx.event.envelope.occurred_at
+    return stamp.ToDatetime(tzinfo=UTC) if stamp.seconds else datetime.now(UTC)
+
+
+async def on_product_published(
+    deps: Deps, event: artisan_events.ProductPublished, ctx: HandlerContext
+) -> None:
+    """A product enters the catalogue (or is replaced by a newer publication)."""
+    published = event.publish_time.ToDatetime(tzinfo=UTC) if event.publish_time.seconds else _moment(ctx)
+    await Projections(ctx.conn).upsert_product(
+        event.product_id,
+        event.artisan_id,
+        event.name,
+        event.description,
+        event.category,
+        event.price.amount_cents,
+        event.price.currency_code or "EUR",
+        published,
+    )
+
+
+async def on_artisan_onboarded(
+    deps: Deps, event: artisan_events.ArtisanOnboarded, ctx: HandlerContext
+) -> None:
+    """A workshop's name and place, for results and distance filters."""
+    await Projections(ctx.conn).upsert_artisan(
+        event.artisan_id,
+        event.display_name,
+        event.locality,
+        event.location.latitude,
+        event.location.longitude,
+    )
+
+
+async def on_stock_adjusted(deps: Deps, event: inventory_events.StockAdjusted, ctx: HandlerContext) -> None:
+    """New availability after an artisan's change."""
+    await Projections(ctx.conn).set_available(event.stock.product_id, event.stock.available, _moment(ctx))
+
+
+async def on_stock_moved(
+    deps: Deps, event: inventory_events.StockReserved | inventory_events.StockReleased, ctx: HandlerContext
+) -> None:
+    """New availability after an order's reservation or release."""
+    projections = Projections(ctx.conn)
+    for line in event.lines:
+        await projections.set_available(line.stock.product_id, line.stock.available, _moment(ctx))
+
+
+async def on_low_stock(deps: Deps, event: inventory_events.LowStockWarning, ctx: HandlerContext) -> None:
+    """Remember the artisan's threshold, so results can say 'few left'."""
+    await Projections(ctx.conn).set_low_threshold(
+        event.product_id, event.available, event.threshold, _moment(ctx)
+    )

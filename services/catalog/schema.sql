@@ -1,0 +1,45 @@
+-- catalog: projections of artisans' products and workshops and inventory's availability,
+-- with a Spanish full-text index (unaccented, stemmed) and trigrams for typos.
+SELECT pg_advisory_xact_lock(hashtext('a4co-extensions'));
+CREATE EXTENSION IF NOT EXISTS unaccent SCHEMA public;
+CREATE EXTENSION IF NOT EXISTS pg_trgm SCHEMA public;
+
+CREATE TABLE IF NOT EXISTS products (
+    product_id    text        PRIMARY KEY,
+    artisan_id    text        NOT NULL,
+    name          text        NOT NULL,
+    description   text        NOT NULL,
+    category      text        NOT NULL,
+    price_cents   bigint      NOT NULL,
+    currency_code text        NOT NULL,
+    publish_time  timestamptz NOT NULL,
+    name_norm     text        NOT NULL,  -- unaccented, lower case: for trigram similarity
+    search        tsvector    NOT NULL   -- name (A), category (B), description (C), Spanish stems
+);
+CREATE INDEX IF NOT EXISTS products_search ON products USING gin (search);
+CREATE INDEX IF NOT EXISTS products_name_trgm ON products USING gin (name_norm gin_trgm_ops);
+CREATE INDEX IF NOT EXISTS products_category ON products (category);
+CREATE INDEX IF NOT EXISTS products_artisan ON products (artisan_id);
+CREATE INDEX IF NOT EXISTS products_published ON products (publish_time DESC, product_id);
+
+CREATE TABLE IF NOT EXISTS artisans (
+    artisan_id   text             PRIMARY KEY,
+    display_name text             NOT NULL,
+    locality     text             NOT NULL,
+    latitude     double precision NOT NULL,
+    longitude    double precision NOT NULL
+);
+
+-- Availability arrives from inventory, possibly before the product itself: kept apart.
+CREATE TABLE IF NOT EXISTS availability (
+    product_id      text        PRIMARY KEY,
+    available       integer     NOT NULL,
+    low_threshold   integer     NOT NULL DEFAULT 0,
+    as_of           timestamptz NOT NULL
+);
+
+-- Every word of the catalogue, unaccented, to correct typos in queries.
+CREATE TABLE IF NOT EXISTS lexicon (
+    word text PRIMARY KEY
+);
+CREATE INDEX IF NOT EXISTS lexicon_trgm ON lexicon USING gin (word gin_trgm_ops);

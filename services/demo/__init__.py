@@ -1,0 +1,1 @@
+"""Demo data of Jaén: real towns, real crafts, products described in Spanish."""

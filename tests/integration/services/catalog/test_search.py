@@ -1,0 +1,217 @@
+"""catalog over gRPC: search quality on the demo catalogue, filters, pages, projections."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import grpc
+import pytest
+import pytest_asyncio
+
+from a4co.artisans.events.v1 import artisan_events_pb2
+from a4co.catalog.v1 import catalog_service_pb2 as pb
+from a4co.catalog.v1 import catalog_service_pb2_grpc as pb_grpc
+from a4co.inventory.events.v1 import inventory_events_pb2
+from a4co.type.v1 import lat_lng_pb2, money_pb2
+from services.catalog.__main__ import build
+from services.catalog.adapters.postgres import Projections
+from services.catalog.domain import fold
+from services.demo.catalogue import ARTISANS, products
+from services.platform.grpc.status import details_of
+from services.platform.local_servers import ServerUrls
+from tests.integration.services.harness import (
+    Keys,
+    RunningService,
+    publish_event,
+    running_service,
+    settings_for,
+)
+from tests.support.waiting import eventually
+
+SCHEMA = Path("services/catalog/schema.sql")
+CAZORLA = lat_lng_pb2.LatLng(latitude=37.9148, longitude=-3.0030)
+PRODUCTS = products()
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="session")
+async def catalog(urls: ServerUrls, keys: Keys) -> AsyncIterator[RunningService]:
+    """One catalog with the whole demo catalogue, shared by this module's read-mostly tests."""
+    prefix = "t" + uuid.uuid4().hex[:12]
+    async with running_service("catalog", build, SCHEMA, settings_for("catalog", urls, prefix, keys)) as svc:
+        start = datetime(2026, 1, 1, tzinfo=UTC)
+        async with svc.infra.pool.acquire() as conn, conn.transaction():
+            projections = Projections(conn)
+            for a in ARTISANS:
+                await projections.upsert_artisan(a.key, a.name, a.town, a.latitude, a.longitude)
+            for i, p in enumerate(PRODUCTS):
+                when = start + timedelta(minutes=i)
+                await projections.upsert_product(
+                    p.key, p.artisan_key, p.name, p.description, p.category, p.price_cents, "EUR", when
+                )
+                await projections.set_available(p.key, p.stock, when)
+        yield svc
+
+
+@pytest.fixture
+def stub(catalog: RunningService) -> pb_grpc.CatalogServiceAsyncStub:
+    return pb_grpc.CatalogServiceStub(catalog.channel)
+
+
+async def names(stub: pb_grpc.CatalogServiceAsyncStub, query: str, **filters: object) -> list[str]:
+    response = await stub.SearchProducts(pb.SearchProductsRequest(query=query, page_size=10, **filters))  # type: ignore[arg-type]
+    return [r.product.name for r in response.results]
+
+
+@pytest.mark.parametrize(
+    ("query", "first_has"),
+    [
+        ("aceite olivia virjen", "aceite oliva virgen"),  # typos
+        ("aceite olivia virjen extra", "aceite oliva virgen extra"),
+        ("aceites de oliva virgen", "aceite oliva virgen"),  # plurals
+        ("ceramica verde ubeda", "plato ceramica verde ubeda"),  # no accents
+        ("CERÁMICA VERDE", "ceramica verde"),  # accents and capitals
+        ("cestas de esparto", "cesta esparto"),
+        ("quesos de cabra", "queso cabra"),
+        ("miel de romero", "miel romero"),
+        ("botijo", "botijo"),
+        ("jarapa", "jarapa"),
+        ("mantecados almendra", "mantecados almendra"),
+        ("farol forjado", "farol forjado"),
+    ],
+)
+async def test_search_forgives_typos_accents_and_plurals(
+    stub: pb_grpc.CatalogServiceAsyncStub, query: str, first_has: str
+) -> None:
+    found = await names(stub, query)
+    assert found, f"{query!r} found nothing"
+    first = fold(found[0])
+    assert all(word in first for word in first_has.split()), f"{query!r} -> {found[:3]}"
+
+
+async def test_the_name_outranks_a_mention_in_the_description(stub: pb_grpc.CatalogServiceAsyncStub) -> None:
+    found = await names(stub, "miel")
+    # "Pestiños con miel" mentions honey in its name too, but honey products come first; the candle,
+    # which mentions nothing of honey, never appears.
+    assert found[0].startswith("Miel")
+    assert not any(n.startswith("Vela") for n in found)
+
+
+async def test_filters_narrow_the_results(stub: pb_grpc.CatalogServiceAsyncStub) -> None:
+    response = await stub.SearchProducts(
+        pb.SearchProductsRequest(
+            query="queso",
+            near=CAZORLA,
+            radius_km=10,
+            min_price=money_pb2.Money(currency_code="EUR", amount_cents=1000),
+            in_stock_only=True,
+            page_size=50,
+        )
+    )
+    assert response.results
+    for result in response.results:
+        product = result.product
+        assert product.locality == "Cazorla"
+        assert result.distance_km <= 10
+        assert product.price.amount_cents >= 1000
+        assert product.in_stock
+        assert product.available_quantity > 0
+    by_category = await stub.SearchProducts(pb.SearchProductsRequest(category="forja", page_size=100))
+    assert by_category.total_size == sum(1 for p in PRODUCTS if p.category == "forja")
+
+
+async def test_pages_cover_every_result_once(stub: pb_grpc.CatalogServiceAsyncStub) -> None:
+    seen: list[str] = []
+    token = ""
+    total = -1
+    while True:
+        page = await stub.SearchProducts(
+            pb.SearchProductsRequest(query="aceite", page_size=7, page_token=token)
+        )
+        total = page.total_size
+        seen += [r.product.product_id for r in page.results]
+        token = page.next_page_token
+        if not token:
+            break
+    assert len(seen) == len(set(seen)) == total
+    assert total > 7
+
+    first = await stub.SearchProducts(pb.SearchProductsRequest(query="aceite", page_size=7))
+    with pytest.raises(grpc.aio.AioRpcError) as other:
+        await stub.SearchProducts(pb.SearchProductsRequest(query="miel", page_token=first.next_page_token))
+    assert other.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert details_of(other.value)[1][0][0] == "page_token"
+
+
+async def test_bad_searches_name_the_fields(stub: pb_grpc.CatalogServiceAsyncStub) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as bad:
+        await stub.SearchProducts(
+            pb.SearchProductsRequest(
+                query="x" * 201,
+                radius_km=5,
+                min_price=money_pb2.Money(currency_code="USD", amount_cents=500),
+                max_price=money_pb2.Money(currency_code="EUR", amount_cents=100),
+                page_size=101,
+            )
+        )
+    assert {f for f, _ in details_of(bad.value)[1]} == {
+        "query",
+        "radius_km",
+        "min_price.currency_code",
+        "max_price",
+        "page_size",
+    }
+
+
+async def test_projections_follow_the_events(
+    stub: pb_grpc.CatalogServiceAsyncStub, catalog: RunningService
+) -> None:
+    await publish_event(
+        catalog,
+        artisan_events_pb2.ProductPublished(
+            product_id="p-nuevo",
+            artisan_id="quesada-madera",
+            name="Tabla de olivo para jamón",
+            description="Tabla jamonera de madera de olivo.",
+            category="madera",
+            price=money_pb2.Money(currency_code="EUR", amount_cents=5900),
+            initial_stock=0,
+        ),
+        "p-nuevo",
+        source="artisans",
+    )
+
+    async def searchable() -> bool:
+        return "Tabla de olivo para jamón" in await names(stub, "jamonera")
+
+    await eventually(searchable, what="the new product searchable")
+    product = (await stub.GetProduct(pb.GetProductRequest(product_id="p-nuevo"))).product
+    assert (product.in_stock, product.locality) == (False, "Quesada")
+
+    await publish_event(
+        catalog,
+        inventory_events_pb2.StockAdjusted(
+            product_id="p-nuevo",
+            delta=4,
+            stock=inventory_events_pb2.StockLevel(product_id="p-nuevo", on_hand=4, available=4),
+        ),
+        "p-nuevo",
+        source="inventory",
+    )
+    await publish_event(
+        catalog,
+        inventory_events_pb2.LowStockWarning(product_id="p-nuevo", available=4, threshold=5),
+        "p-nuevo",
+        source="inventory",
+    )
+
+    async def in_stock_and_low() -> bool:
+        p = (await stub.GetProduct(pb.GetProductRequest(product_id="p-nuevo"))).product
+        return p.in_stock and p.available_quantity == 4 and p.low_stock
+
+    await eventually(in_stock_and_low, what="availability and low stock projected")
+    with pytest.raises(grpc.aio.AioRpcError) as missing:
+        await stub.GetProduct(pb.GetProductRequest(product_id="nope"))
+    assert missing.value.code() == grpc.StatusCode.NOT_FOUND
