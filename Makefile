@@ -70,6 +70,7 @@ breaking: $(STAMP)
 
 lint: $(STAMP) gen
 	ruff check .
+	lint-imports
 	ruff format --check .
 	mypy
 	buf lint
