@@ -77,12 +77,12 @@ class PeerClient:
         *,
         timeout_s: float = 1.0,
         retry: RetryPolicy | None = None,
-        breaker: CircuitBreaker | None = None,
+        clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Any] = asyncio.sleep,
     ) -> None:
         self.peer, self.channel, self.timeout_s = peer, channel, timeout_s
         self.retry = retry or RetryPolicy()
-        self.breaker = breaker or CircuitBreaker(peer, on_change=_export_state)
+        self.breaker = CircuitBreaker(peer, clock=clock, on_change=_export_state)
         _export_state(peer, self.breaker.state)
         self._sleep = sleep
 

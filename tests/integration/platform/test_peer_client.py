@@ -1,0 +1,155 @@
+"""PeerClient against real gRPC servers: deadlines, retries of idempotent calls, the breaker."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import grpc
+import pytest
+import pytest_asyncio
+
+from a4co.inventory.v1 import inventory_service_pb2 as pb
+from a4co.inventory.v1 import inventory_service_pb2_grpc as pb_grpc
+from services.platform.errors import UnavailableError
+from services.platform.grpc.client import PeerClient, RetryPolicy, open_channel
+from services.platform.resilience import Backoff, BreakerState, CircuitBreaker
+
+
+class Peer(pb_grpc.InventoryServiceServicer):
+    """A peer whose behaviour the test sets: fail with a code, or be slow."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self.fail_with: grpc.StatusCode | None = None
+        self.delay_s = 0.0
+        self.finished = 0
+
+    async def CheckStock(self, request: pb.CheckStockRequest, context: Any) -> pb.CheckStockResponse:  # noqa: N802
+        self.calls += 1
+        if self.delay_s:
+            await asyncio.sleep(self.delay_s)  # the slow peer under test
+        if self.fail_with is not None:
+            await context.abort(self.fail_with, "peer trouble")
+        self.finished += 1
+        return pb.CheckStockResponse(all_available=True)
+
+    async def GetStock(self, request: pb.GetStockRequest, context: Any) -> pb.GetStockResponse:  # noqa: N802
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "not part of this test")
+        raise AssertionError
+
+    async def AdjustStock(self, request: pb.AdjustStockRequest, context: Any) -> pb.AdjustStockResponse:  # noqa: N802
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "not part of this test")
+        raise AssertionError
+
+
+@pytest_asyncio.fixture
+async def peer() -> AsyncIterator[tuple[Peer, str]]:
+    server = grpc.aio.server()
+    servicer = Peer()
+    pb_grpc.add_InventoryServiceServicer_to_server(servicer, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    yield servicer, f"127.0.0.1:{port}"
+    await server.stop(0)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def client(address: str, clock: Clock, **kwargs: Any) -> tuple[PeerClient, pb_grpc.InventoryServiceAsyncStub]:
+    sleeps: list[float] = []
+
+    async def record_sleep(delay: float) -> None:
+        sleeps.append(delay)  # retries are recorded, not waited, so the test stays fast
+
+    c = PeerClient("inventory", open_channel(address), clock=clock, sleep=record_sleep, **kwargs)
+    c.sleeps = sleeps  # type: ignore[attr-defined]
+    return c, pb_grpc.InventoryServiceStub(c.channel)
+
+
+REQUEST = pb.CheckStockRequest(lines=[pb.StockRequestLine(product_id="p", quantity=1)])
+
+
+async def test_idempotent_calls_are_retried_with_backoff_then_fail(peer: tuple[Peer, str]) -> None:
+    servicer, address = peer
+    servicer.fail_with = grpc.StatusCode.UNAVAILABLE
+    c, stub = client(
+        address, Clock(), retry=RetryPolicy(attempts=3, backoff=Backoff(first_s=0.01, cap_s=0.02))
+    )
+    with pytest.raises(grpc.aio.AioRpcError) as failed:
+        await c.call(stub.CheckStock, REQUEST, idempotent=True)
+    assert failed.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert servicer.calls == 3
+    assert len(c.sleeps) == 2  # type: ignore[attr-defined]
+    await c.close()
+
+
+async def test_non_idempotent_calls_and_caller_errors_are_not_retried(peer: tuple[Peer, str]) -> None:
+    servicer, address = peer
+    servicer.fail_with = grpc.StatusCode.UNAVAILABLE
+    c, stub = client(address, Clock())
+    with pytest.raises(grpc.aio.AioRpcError):
+        await c.call(stub.CheckStock, REQUEST, idempotent=False)
+    assert servicer.calls == 1
+    servicer.fail_with = grpc.StatusCode.INVALID_ARGUMENT
+    with pytest.raises(grpc.aio.AioRpcError):
+        await c.call(stub.CheckStock, REQUEST, idempotent=True)
+    assert servicer.calls == 2
+    assert state_of(c.breaker) is BreakerState.CLOSED, "a caller's mistake says nothing about the peer"
+    await c.close()
+
+
+async def test_five_failures_open_the_breaker_and_calls_fail_fast_until_half_open(
+    peer: tuple[Peer, str],
+) -> None:
+    servicer, address = peer
+    servicer.fail_with = grpc.StatusCode.INTERNAL
+    clock = Clock()
+    c, stub = client(address, clock)
+    for _ in range(5):
+        with pytest.raises(grpc.aio.AioRpcError):
+            await c.call(stub.CheckStock, REQUEST)
+    assert state_of(c.breaker) is BreakerState.OPEN
+    from prometheus_client import REGISTRY
+
+    assert REGISTRY.get_sample_value("a4co_circuit_breaker_state", {"peer": "inventory"}) == 2
+
+    with pytest.raises(UnavailableError) as refused:
+        await c.call(stub.CheckStock, REQUEST)
+    assert refused.value.reason == "CIRCUIT_OPEN"
+    assert servicer.calls == 5, "an open circuit does not call the peer"
+
+    servicer.fail_with = None
+    clock.now += 30.0
+    response = await c.call(stub.CheckStock, REQUEST)
+    assert response.all_available
+    assert state_of(c.breaker) is BreakerState.CLOSED
+    assert servicer.calls == 6
+    await c.close()
+
+
+async def test_a_slow_peer_cannot_hold_the_caller_past_its_deadline(peer: tuple[Peer, str]) -> None:
+    servicer, address = peer
+    servicer.delay_s = 5.0
+    c, stub = client(address, Clock(), timeout_s=0.3)
+    started = time.monotonic()
+    with pytest.raises(grpc.aio.AioRpcError) as late:
+        await c.call(stub.CheckStock, REQUEST, idempotent=True)
+    assert late.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    assert time.monotonic() - started < servicer.delay_s, "the caller gave up before the peer answered"
+    assert servicer.finished == 0
+    assert len(c.sleeps) == 0, "no retry is attempted past the deadline"  # type: ignore[attr-defined]
+    await c.close()
+
+
+def state_of(breaker: CircuitBreaker) -> BreakerState:
+    """The breaker's state, read fresh (a helper keeps type narrowing out of the way)."""
+    return breaker.state

@@ -1,0 +1,83 @@
+"""The circuit breaker and the backoff, on an injected clock."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from services.platform.resilience import Backoff, BreakerOpenError, BreakerState, CircuitBreaker
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def failing(breaker: CircuitBreaker, times: int) -> None:
+    for _ in range(times):
+        breaker.before_call()
+        breaker.record_failure()
+
+
+def test_five_failures_within_a_minute_open_the_circuit() -> None:
+    clock = Clock()
+    changes: list[BreakerState] = []
+    breaker = CircuitBreaker("inventory", clock=clock, on_change=lambda _, s: changes.append(s))
+    failing(breaker, 4)
+    assert state_of(breaker) is BreakerState.CLOSED
+    failing(breaker, 1)
+    assert state_of(breaker) is BreakerState.OPEN
+    assert changes == [BreakerState.OPEN]
+    with pytest.raises(BreakerOpenError) as refused:
+        breaker.before_call()
+    assert refused.value.retry_in_s == pytest.approx(30.0)
+
+
+def test_failures_spread_over_more_than_a_minute_do_not_open_it() -> None:
+    clock = Clock()
+    breaker = CircuitBreaker("inventory", clock=clock)
+    for _ in range(10):
+        failing(breaker, 1)
+        clock.now += 16.0  # one failure every 16 s: never five within 60 s
+    assert state_of(breaker) is BreakerState.CLOSED
+
+
+def test_half_open_after_thirty_seconds_one_trial_closes_or_reopens() -> None:
+    clock = Clock()
+    breaker = CircuitBreaker("payments", clock=clock)
+    failing(breaker, 5)
+    clock.now += 29.9
+    with pytest.raises(BreakerOpenError):
+        breaker.before_call()
+    clock.now += 0.2
+    breaker.before_call()  # the trial call
+    assert state_of(breaker) is BreakerState.HALF_OPEN
+    with pytest.raises(BreakerOpenError):
+        breaker.before_call()  # only one trial at a time
+    breaker.record_failure()
+    assert state_of(breaker) is BreakerState.OPEN
+
+    clock.now += 30.0
+    breaker.before_call()
+    breaker.record_success()
+    assert state_of(breaker) is BreakerState.CLOSED
+    breaker.before_call()  # calls flow again
+
+
+def test_backoff_doubles_from_one_second_with_jitter_and_a_thirty_second_cap() -> None:
+    backoff = Backoff()
+    rng = random.Random(7)
+    for attempt, base in [(1, 1.0), (2, 2.0), (3, 4.0), (5, 16.0), (6, 30.0), (10, 30.0)]:
+        delays = [backoff.delay(attempt, rng) for _ in range(50)]
+        assert all(base * 0.8 <= d <= base for d in delays), (attempt, min(delays), max(delays))
+        assert len(set(delays)) > 1, "jitter spreads retries"
+        assert backoff.floor(attempt) == pytest.approx(base * 0.8)
+
+
+def state_of(breaker: CircuitBreaker) -> BreakerState:
+    """The breaker's state, read fresh (a helper keeps type narrowing out of the way)."""
+    return breaker.state
