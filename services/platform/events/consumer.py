@@ -219,12 +219,12 @@ class QueueConsumer:
         while not self._stopping.is_set():
             try:
                 messages = await self._sub.fetch(self.policy.batch_size, timeout=self.policy.fetch_timeout_s)
-            except nats.errors.TimeoutError:
-                continue
+            except (nats.errors.TimeoutError, TimeoutError):
+                continue  # no message within the fetch window (nats-py raises either)
             except (nats.errors.Error, OSError) as exc:
                 failures += 1
                 delay = self.policy.backoff.delay(failures)
-                log.warning("%s: fetch failed (%s); retrying in %.1f s", self.durable, exc, delay)
+                log.warning("%s: fetch failed (%r); retrying in %.1f s", self.durable, exc, delay)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._stopping.wait(), delay)
                 continue
