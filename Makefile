@@ -12,7 +12,7 @@ GEN    := gen/python
 # buf breaking compares the contracts with the previous commit on main.
 BREAKING_AGAINST ?= .git\#ref=HEAD~1,subdir=proto
 
-.PHONY: help venv gen catalog lint fmt test check-gen check-catalog breaking lock clean bench-events
+.PHONY: help venv gen catalog lint fmt test check-gen check-catalog breaking lock clean bench-events bench-rpc
 
 help:
 	@echo "make test     set up everything, then run the whole test suite against real servers"
@@ -22,6 +22,7 @@ help:
 	@echo "make catalog  regenerate docs/events.md and docs/asyncapi.yaml from the contracts"
 	@echo "make lock     re-resolve requirements.lock from pyproject.toml"
 	@echo "make bench-events  event platform figures beside raw nats-py (BENCH_ARGS=--quick)"
+	@echo "make bench-rpc     the five sync RPCs beside a bare grpc.aio echo server (BENCH_ARGS=--quick)"
 
 venv: $(STAMP)
 
@@ -87,6 +88,9 @@ test: $(STAMP) gen
 
 bench-events: $(STAMP) gen
 	$(BIN)/python -m bench.events_bench $(BENCH_ARGS)
+
+bench-rpc: $(STAMP) gen
+	$(BIN)/python -m bench.rpc_bench $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

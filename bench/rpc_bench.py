@@ -1,0 +1,331 @@
+"""Synchronous RPC benchmark: each critical call at 1 and 16 in flight, beside a bare echo server.
+
+The five services run as their own processes (as `make run` starts them) against real servers;
+the baseline is a bare grpc.aio server that echoes bytes, measured in the same run with the same
+load generator and request size. Search runs over a catalogue of `search_products` products.
+
+Run: `python -m bench.rpc_bench [--quick]`; results go to bench/results/<timestamp>/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import asyncpg
+import grpc
+
+from a4co.catalog.v1 import catalog_service_pb2 as catalog_pb
+from a4co.catalog.v1 import catalog_service_pb2_grpc as catalog_grpc
+from a4co.geo.v1 import geo_service_pb2 as geo_pb
+from a4co.geo.v1 import geo_service_pb2_grpc as geo_grpc
+from a4co.identity.v1 import identity_service_pb2 as identity_pb
+from a4co.identity.v1 import identity_service_pb2_grpc as identity_grpc
+from a4co.inventory.v1 import inventory_service_pb2 as inventory_pb
+from a4co.inventory.v1 import inventory_service_pb2_grpc as inventory_grpc
+from a4co.payments.v1 import payments_service_pb2 as payments_pb
+from a4co.payments.v1 import payments_service_pb2_grpc as payments_grpc
+from a4co.type.v1 import lat_lng_pb2
+from bench.events_bench import percentile
+from services.demo.catalogue import ARTISANS, TEMPLATES
+from services.platform.auth import generate_keypair
+from services.platform.local_servers import LocalServers, ServerUrls, wait_until
+
+SERVICES = ("identity", "inventory", "payments", "catalog", "geo")
+ECHO_METHOD = "/bench.Echo/Echo"
+
+
+@dataclass(frozen=True, slots=True)
+class Sizes:
+    """How much work the benchmark does."""
+
+    calls: int
+    search_products: int
+
+
+FULL = Sizes(calls=3000, search_products=100_000)
+QUICK = Sizes(calls=600, search_products=10_000)
+SMOKE = Sizes(calls=40, search_products=300)
+
+
+@dataclass
+class Result:
+    """One RPC at one concurrency."""
+
+    rpc: str
+    in_flight: int
+    p50_ms: float
+    p99_ms: float
+    rps: float
+    baseline_p50_ms: float
+    baseline_p99_ms: float
+    baseline_rps: float
+
+    @property
+    def rps_ratio(self) -> float:
+        """Throughput relative to the bare echo server."""
+        return self.rps / self.baseline_rps if self.baseline_rps else float("nan")
+
+
+async def load(
+    call: Callable[[], Awaitable[object]], total: int, in_flight: int
+) -> tuple[list[float], float]:
+    """Run `total` calls with `in_flight` at a time; latencies in ms and the achieved rate."""
+    latencies: list[float] = []
+    remaining = total
+
+    async def worker() -> None:
+        nonlocal remaining
+        while remaining > 0:
+            remaining -= 1
+            started = time.perf_counter()
+            await call()
+            latencies.append((time.perf_counter() - started) * 1000)
+
+    for _ in range(min(20, total)):  # warm up connections and caches
+        await call()
+    started = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(in_flight)))
+    return latencies, total / (time.perf_counter() - started)
+
+
+ECHO_SERVER = """
+import asyncio, grpc, sys
+async def main():
+    server = grpc.aio.server()
+    async def echo(request, context):
+        return request
+    handler = grpc.method_handlers_generic_handler(
+        "bench.Echo", {"Echo": grpc.unary_unary_rpc_method_handler(echo)}
+    )
+    server.add_generic_rpc_handlers((handler,))
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    print(port, flush=True)
+    await server.wait_for_termination()
+asyncio.run(main())
+"""
+
+
+@contextlib.asynccontextmanager
+async def echo_server() -> AsyncIterator[str]:
+    """A bare grpc.aio server, in its own process, that returns what it gets."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", ECHO_SERVER, stdout=asyncio.subprocess.PIPE
+    )
+    assert proc.stdout is not None
+    port = int((await asyncio.wait_for(proc.stdout.readline(), 30)).decode())
+    try:
+        yield f"127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        await proc.wait()
+
+
+@contextlib.asynccontextmanager
+async def services(urls: ServerUrls, work: Path) -> AsyncIterator[tuple[dict[str, str], str]]:
+    """The five services as processes under one prefix; yields their gRPC addresses and the prefix."""
+    prefix = "b" + uuid.uuid4().hex[:10]
+    private, public = generate_keypair()
+    (work / "jwt.key").write_text(private)
+    (work / "jwt.pub").write_text(public)
+    env = dict(
+        os.environ,
+        **urls.as_env(),
+        A4CO_PREFIX=prefix,
+        A4CO_JWT_PRIVATE_KEY_FILE=str(work / "jwt.key"),
+        A4CO_JWT_PUBLIC_KEY_FILE=str(work / "jwt.pub"),
+        A4CO_LOG_LEVEL="WARNING",
+    )
+    procs = {}
+    for name in SERVICES:
+        ready = work / f"{name}.ready.json"
+        procs[name] = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", f"services.{name}", "--ready-file", str(ready), env=env,
+            stdout=asyncio.subprocess.DEVNULL, stderr=(work / f"{name}.log").open("w"),
+        )  # fmt: skip
+    try:
+        for name in SERVICES:
+            ready = work / f"{name}.ready.json"
+            await asyncio.to_thread(wait_until, ready.exists, f"{name} ready", 60)
+        yield (
+            {name: json.loads((work / f"{name}.ready.json").read_text())["grpc"] for name in SERVICES},
+            prefix,
+        )
+    finally:
+        for proc in procs.values():
+            with contextlib.suppress(ProcessLookupError):
+                proc.send_signal(signal.SIGTERM)
+        for proc in procs.values():
+            await proc.wait()
+
+
+async def seed(urls: ServerUrls, prefix: str, products: int) -> None:
+    """Stock, workshops and a catalogue of `products` products, written straight to the schemas."""
+    conn = await asyncpg.connect(urls.database_url)
+    try:
+        await conn.executemany(
+            f'INSERT INTO "{prefix}_inventory".stock (product_id, artisan_id, on_hand, low_stock_threshold)'
+            " VALUES ($1, 'a-1', 100, 3) ON CONFLICT DO NOTHING",
+            [(f"p-{i}",) for i in range(1000)],
+        )
+        await conn.executemany(
+            f'INSERT INTO "{prefix}_geo".workshops (artisan_id, display_name, craft, locality, latitude, longitude)'
+            " VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
+            [(a.key, a.name, a.craft, a.town, a.latitude, a.longitude) for a in ARTISANS],
+        )
+        await conn.executemany(
+            f'INSERT INTO "{prefix}_catalog".artisans (artisan_id, display_name, locality, latitude, longitude)'
+            " VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+            [(a.key, a.name, a.town, a.latitude, a.longitude) for a in ARTISANS],
+        )
+        templates = [(craft, t) for craft, ts in TEMPLATES.items() for t in ts]
+        batch = 5000
+        for start in range(0, products, batch):
+            rows = []
+            for i in range(start, min(products, start + batch)):
+                craft, (name, description, price) = templates[i % len(templates)]
+                artisan = next(a for a in ARTISANS if a.craft == craft)
+                rows.append(
+                    (f"c-{i}", artisan.key, name.format(v=f"lote {i}").strip(), description, craft, price)
+                )
+            await conn.executemany(
+                f'INSERT INTO "{prefix}_catalog".products (product_id, artisan_id, name, description, category,'
+                " price_cents, currency_code, publish_time, name_norm, search) VALUES ($1, $2, $3, $4, $5, $6, 'EUR',"
+                " now(), lower(public.unaccent($3)),"
+                " setweight(to_tsvector('spanish', public.unaccent($3)), 'A')"
+                " || setweight(to_tsvector('spanish', public.unaccent($5)), 'B')"
+                " || setweight(to_tsvector('spanish', public.unaccent($4)), 'C')) ON CONFLICT DO NOTHING",
+                rows,
+            )
+        await conn.execute(
+            f'INSERT INTO "{prefix}_catalog".lexicon (word) SELECT DISTINCT w FROM "{prefix}_catalog".products,'
+            " regexp_split_to_table(name_norm, '[^a-z0-9]+') AS w WHERE length(w) >= 4 ON CONFLICT DO NOTHING"
+        )
+        await conn.execute(f'ANALYZE "{prefix}_catalog".products')
+    finally:
+        await conn.close()
+
+
+async def measure(urls: ServerUrls, sizes: Sizes, progress: Callable[[str], None] = print) -> list[Result]:
+    """Start everything, seed, and measure each RPC beside the echo baseline."""
+    with tempfile.TemporaryDirectory() as tmp:
+        async with services(urls, Path(tmp)) as (addresses, prefix), echo_server() as echo_address:
+            progress(f"seeding {sizes.search_products:,} products")
+            await seed(urls, prefix, sizes.search_products)
+            calls = await prepare_calls(addresses)
+            channel = grpc.aio.insecure_channel(echo_address)
+            echo: grpc.aio.UnaryUnaryMultiCallable[bytes, bytes] = channel.unary_unary(ECHO_METHOD)
+            payload = CHECK.SerializeToString()
+            results = []
+            for in_flight in (1, 16):
+                progress(f"baseline echo at {in_flight} in flight")
+                base, base_rps = await load(lambda: echo(payload), sizes.calls, in_flight)
+                for name, call in calls.items():
+                    progress(f"{name} at {in_flight} in flight")
+                    lat, rps = await load(call, sizes.calls, in_flight)
+                    results.append(
+                        Result(
+                            name,
+                            in_flight,
+                            percentile(lat, 50),
+                            percentile(lat, 99),
+                            rps,
+                            percentile(base, 50),
+                            percentile(base, 99),
+                            base_rps,
+                        )
+                    )
+            await channel.close()
+            return results
+
+
+CHECK = inventory_pb.CheckStockRequest(
+    lines=[inventory_pb.StockRequestLine(product_id=f"p-{i}", quantity=2) for i in (1, 2, 3)]
+)
+
+
+async def prepare_calls(addresses: dict[str, str]) -> dict[str, Callable[[], Awaitable[object]]]:
+    """One callable per measured RPC, with a customer signed up for the authenticated ones."""
+    channels = {name: grpc.aio.insecure_channel(address) for name, address in addresses.items()}
+    identity = identity_grpc.IdentityServiceStub(channels["identity"])
+    email = f"bench-{uuid.uuid4().hex[:8]}@a4co.es"
+    await identity.Register(
+        identity_pb.RegisterRequest(
+            email=email, password="bench-password-1", display_name="Bench", role=identity_pb.ROLE_CUSTOMER
+        )
+    )
+    login = await identity.Login(identity_pb.LoginRequest(email=email, password="bench-password-1"))
+    token = login.tokens.access_token
+    auth = (("authorization", f"Bearer {token}"),)
+    inventory = inventory_grpc.InventoryServiceStub(channels["inventory"])
+    payments = payments_grpc.PaymentsServiceStub(channels["payments"])
+    catalog = catalog_grpc.CatalogServiceStub(channels["catalog"])
+    geo = geo_grpc.GeoServiceStub(channels["geo"])
+    card = payments_pb.ValidatePaymentMethodRequest(
+        card=payments_pb.Card(number="4242424242424242", exp_month=12, exp_year=2031, cvc="123")
+    )
+    search = catalog_pb.SearchProductsRequest(query="aceite oliva virgen", page_size=20)
+    nearby = geo_pb.FindNearbyArtisansRequest(
+        location=lat_lng_pb2.LatLng(latitude=38.0133, longitude=-3.3706), radius_km=30
+    )
+    validate = identity_pb.ValidateTokenRequest(access_token=token)
+    return {
+        "CheckStock (stock)": lambda: inventory.CheckStock(CHECK),
+        "ValidatePaymentMethod (payment)": lambda: payments.ValidatePaymentMethod(card, metadata=auth),
+        "SearchProducts (search)": lambda: catalog.SearchProducts(search),
+        "ValidateToken (auth)": lambda: identity.ValidateToken(validate),
+        "FindNearbyArtisans (geo)": lambda: geo.FindNearbyArtisans(nearby),
+    }
+
+
+def report(results: list[Result]) -> str:
+    """A Markdown table of the results."""
+    lines = [
+        "| RPC | in flight | p50 ms | p99 ms | rps | echo p50 ms | echo p99 ms | echo rps | rps ratio |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in results:
+        lines.append(
+            f"| {r.rpc} | {r.in_flight} | {r.p50_ms:.2f} | {r.p99_ms:.2f} | {r.rps:,.0f} | {r.baseline_p50_ms:.2f}"
+            f" | {r.baseline_p99_ms:.2f} | {r.baseline_rps:,.0f} | {r.rps_ratio:.2f} |"
+        )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    """Start servers (or use A4CO_*_URL), measure, print and save the results."""
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--quick", action="store_true", help="smaller sizes")
+    parser.add_argument("--out", type=Path, default=Path("bench/results"))
+    ns = parser.parse_args()
+    sizes = QUICK if ns.quick else FULL
+    with tempfile.TemporaryDirectory() as tmp, LocalServers(Path(tmp), durable=False) as urls:
+        results = asyncio.run(measure(urls, sizes))
+    table = report(results)
+    print(table)
+    out = ns.out / datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "rpc.md").write_text(table + "\n")
+    (out / "rpc.json").write_text(
+        json.dumps([asdict(r) | {"rps_ratio": r.rps_ratio} for r in results], indent=2)
+    )
+    print(f"\nwritten to {out}")
+
+
+if __name__ == "__main__":
+    main()
