@@ -7,8 +7,6 @@ the environment (`A4CO_NATS_URL`, `A4CO_DATABASE_URL`, `A4CO_REDIS_URL`) is used
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
 import importlib.util
 import logging
 import os
@@ -70,11 +68,12 @@ def wait_until(condition: Callable[[], bool], what: str, timeout: float = START_
     raise ServerError(f"{what} not ready after {timeout:.0f} s")
 
 
-def _die_with_parent() -> None:
-    # Linux: the server gets SIGTERM if the process that started it dies, so a crashed test
-    # session or launcher leaves no server behind.
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)
+def _with_parent_death_signal(command: list[str]) -> list[str]:
+    """Run `command` so that it gets SIGTERM if the process that started it dies (Linux), leaving no
+    server behind a crashed test session or launcher. util-linux's setpriv does it between fork and
+    exec, where a Python preexec_fn would be unsafe once gRPC's threads exist."""
+    setpriv = shutil.which("setpriv")
+    return [setpriv, "--pdeathsig", "TERM", "--", *command] if setpriv else command
 
 
 def _bin_dir() -> Path:
@@ -129,11 +128,10 @@ class ManagedServer:
         self.prepare()
         logfile = (self.data_dir.parent / f"{self.name}.log").open("ab")
         self._process = subprocess.Popen(  # noqa: S603 - fixed binaries from our own wheels
-            self.command(),
+            _with_parent_death_signal(self.command()),
             stdout=logfile,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
-            preexec_fn=_die_with_parent,
             start_new_session=True,
             **self._popen_kwargs(),  # type: ignore[call-overload]
         )

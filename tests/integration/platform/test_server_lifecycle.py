@@ -1,0 +1,144 @@
+"""Serving and stopping: graceful stop keeps in-flight calls, a SIGTERM ends a service cleanly,
+and every call is counted and logged."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+from prometheus_client import REGISTRY
+
+from a4co.inventory.v1 import inventory_service_pb2 as pb
+from a4co.inventory.v1 import inventory_service_pb2_grpc as pb_grpc
+from services.platform.grpc.interceptor import MethodPolicy, PlatformInterceptor
+from services.platform.grpc.server import GrpcServer, Registration
+from services.platform.local_servers import ServerUrls, wait_until
+from services.platform.logs import JsonFormatter
+from tests.integration.services.harness import Keys
+
+SERVICE = "a4co.inventory.v1.InventoryService"
+
+
+class Slow(pb_grpc.InventoryServiceServicer):
+    """CheckStock waits until the test releases it."""
+
+    def __init__(self) -> None:
+        self.entered = asyncio.Event()
+        self.release = asyncio.Event()
+
+    async def CheckStock(self, request: pb.CheckStockRequest, context: Any) -> pb.CheckStockResponse:  # noqa: N802
+        self.entered.set()
+        await self.release.wait()
+        return pb.CheckStockResponse(all_available=True)
+
+    async def GetStock(self, request: pb.GetStockRequest, context: Any) -> pb.GetStockResponse:  # noqa: N802
+        return pb.GetStockResponse()
+
+    async def AdjustStock(self, request: pb.AdjustStockRequest, context: Any) -> pb.AdjustStockResponse:  # noqa: N802
+        return pb.AdjustStockResponse()
+
+
+def slow_server() -> tuple[GrpcServer, Slow]:
+    servicer = Slow()
+    interceptor = PlatformInterceptor(
+        service="inventory",
+        domain="inventory.a4co",
+        policies={f"/{SERVICE}/CheckStock": MethodPolicy(public=True)},
+        verifier=None,
+    )
+    registration = Registration(
+        SERVICE, lambda s: pb_grpc.add_InventoryServiceServicer_to_server(servicer, s)
+    )
+    return GrpcServer([registration], interceptor), servicer
+
+
+async def test_a_graceful_stop_finishes_calls_in_flight_and_refuses_new_ones() -> None:
+    server, servicer = slow_server()
+    await server.start()
+    channel = grpc.aio.insecure_channel(server.address)
+    stub = pb_grpc.InventoryServiceStub(channel)
+    in_flight = asyncio.ensure_future(stub.CheckStock(pb.CheckStockRequest(), timeout=10))
+    await asyncio.wait_for(servicer.entered.wait(), 10)
+
+    stopping = asyncio.create_task(server.stop(grace_s=10))
+    await asyncio.sleep(0)  # let the stop begin before the next call is made
+    late: Any = grpc.aio.insecure_channel(server.address).unary_unary(f"/{SERVICE}/GetStock")
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await late(b"", timeout=2)
+    assert refused.value.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED)
+
+    servicer.release.set()
+    response = await in_flight
+    assert response.all_available, "the call in flight completed"
+    await asyncio.wait_for(stopping, 15)
+    await channel.close()
+
+
+async def test_calls_are_counted_by_code(caplog: pytest.LogCaptureFixture) -> None:
+    server, servicer = slow_server()
+    servicer.release.set()
+    await server.start()
+    channel = grpc.aio.insecure_channel(server.address)
+    before = (
+        REGISTRY.get_sample_value(
+            "a4co_grpc_server_handled_total", {"service": "inventory", "method": "CheckStock", "code": "OK"}
+        )
+        or 0
+    )
+    with caplog.at_level(logging.INFO, logger="a4co.access"):
+        await pb_grpc.InventoryServiceStub(channel).CheckStock(
+            pb.CheckStockRequest(), metadata=(("x-correlation-id", "corr-123"),)
+        )
+    after = REGISTRY.get_sample_value(
+        "a4co_grpc_server_handled_total", {"service": "inventory", "method": "CheckStock", "code": "OK"}
+    )
+    assert after == before + 1
+    record = next(r for r in caplog.records if r.name == "a4co.access")
+    line = json.loads(JsonFormatter("inventory").format(record))
+    assert line["service"] == "inventory"
+    assert line["grpc_code"] == "OK"
+    assert line["correlation_id"] == "corr-123"
+    assert line["rpc_method"] == f"/{SERVICE}/CheckStock"
+    assert "duration_ms" in line
+    await channel.close()
+    await server.stop(0)
+
+
+async def test_sigterm_stops_a_service_process_cleanly(
+    urls: ServerUrls, prefix: str, keys: Keys, tmp_path: Path
+) -> None:
+    ready = tmp_path / "identity.ready.json"
+    env = dict(
+        os.environ,
+        **urls.as_env(),
+        A4CO_PREFIX=prefix,
+        A4CO_JWT_PRIVATE_KEY_FILE=str(keys.private_file),
+        A4CO_JWT_PUBLIC_KEY_FILE=str(keys.public_file),
+    )
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "services.identity", "--ready-file", str(ready), env=env,
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    await asyncio.to_thread(wait_until, ready.exists, "identity ready", 60)
+    address = json.loads(ready.read_text())["grpc"]
+    channel = grpc.aio.insecure_channel(address)
+    await asyncio.wait_for(channel.channel_ready(), 10)
+
+    proc.send_signal(signal.SIGTERM)
+    assert await asyncio.wait_for(proc.wait(), 30) == 0
+    assert proc.stderr is not None
+    log_lines = [
+        json.loads(line) for line in (await proc.stderr.read()).decode().splitlines() if line.startswith("{")
+    ]
+    assert any(line["message"] == "ready" for line in log_lines)
+    assert any(line["message"] == "stopping" for line in log_lines)
+    assert all(line["service"] == "identity" for line in log_lines)
+    await channel.close()
