@@ -13,19 +13,14 @@ Run: `python -m bench.events_bench [--quick]`; results go to bench/results/<time
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import functools
-import json
 import statistics
-import tempfile
 import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
-from pathlib import Path
 from typing import TypeVar
 
 import nats
@@ -37,6 +32,7 @@ from nats.js.api import AckPolicy, ConsumerConfig
 
 from a4co.orders.events.v1 import order_events_pb2
 from a4co.type.v1 import money_pb2
+from bench.harness import run_benchmark
 from services.platform.db import create_pool
 from services.platform.events.codec import EventCodec
 from services.platform.events.consumer import DeliveryPolicy, HandlerContext, QueueConsumer
@@ -44,7 +40,7 @@ from services.platform.events.outbox import OutboxRelay, OutboxWriter
 from services.platform.events.registry import EventRegistry, load_registry
 from services.platform.events.streams import ensure_streams
 from services.platform.events.topology import Topology
-from services.platform.local_servers import LocalServers, ServerUrls
+from services.platform.local_servers import ServerUrls
 from services.platform.settings import StreamSettings
 
 T = TypeVar("T")
@@ -346,22 +342,14 @@ def report(figures: list[Figure]) -> str:
 
 def main() -> None:
     """Start servers (or use A4CO_*_URL), measure, print and save the results."""
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    run_benchmark(
+        __doc__ or "",
+        "events",
+        (FULL, QUICK),
+        measure,
+        report,
+        lambda figures: [asdict(f) | {"ratio": f.ratio} for f in figures],
     )
-    parser.add_argument("--quick", action="store_true", help="smaller sizes, about a minute")
-    parser.add_argument("--out", type=Path, default=Path("bench/results"))
-    ns = parser.parse_args()
-    sizes = QUICK if ns.quick else FULL
-    with tempfile.TemporaryDirectory() as tmp, LocalServers(Path(tmp), durable=False) as urls:
-        figures = asyncio.run(measure(urls, sizes))
-    table = report(figures)
-    print(table)
-    out = ns.out / datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "events.md").write_text(table + "\n")
-    (out / "events.json").write_text(json.dumps([asdict(f) | {"ratio": f.ratio} for f in figures], indent=2))
-    print(f"\nwritten to {out}")
 
 
 if __name__ == "__main__":

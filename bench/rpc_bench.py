@@ -9,7 +9,6 @@ Run: `python -m bench.rpc_bench [--quick]`; results go to bench/results/<timesta
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import json
@@ -21,7 +20,6 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 
 import asyncpg
@@ -39,9 +37,10 @@ from a4co.payments.v1 import payments_service_pb2 as payments_pb
 from a4co.payments.v1 import payments_service_pb2_grpc as payments_grpc
 from a4co.type.v1 import lat_lng_pb2
 from bench.events_bench import percentile
+from bench.harness import run_benchmark
 from services.demo.catalogue import ARTISANS, TEMPLATES
 from services.platform.auth import generate_keypair
-from services.platform.local_servers import LocalServers, ServerUrls, wait_until
+from services.platform.local_servers import ServerUrls, wait_until
 
 SERVICES = ("identity", "inventory", "payments", "catalog", "geo")
 ECHO_METHOD = "/bench.Echo/Echo"
@@ -80,15 +79,17 @@ class Result:
 
 
 async def load(
-    call: Callable[[], Awaitable[object]], total: int, in_flight: int
+    call: Callable[[], Awaitable[object]], total: int, in_flight: int, budget_s: float = 20.0
 ) -> tuple[list[float], float]:
-    """Run `total` calls with `in_flight` at a time; latencies in ms and the achieved rate."""
+    """Run up to `total` calls with `in_flight` at a time, stopping after `budget_s` seconds so that
+    a slow RPC cannot stretch the run; latencies in ms and the achieved rate."""
     latencies: list[float] = []
     remaining = total
+    deadline = time.perf_counter() + budget_s
 
     async def worker() -> None:
         nonlocal remaining
-        while remaining > 0:
+        while remaining > 0 and time.perf_counter() < deadline:
             remaining -= 1
             started = time.perf_counter()
             await call()
@@ -98,7 +99,7 @@ async def load(
         await call()
     started = time.perf_counter()
     await asyncio.gather(*(worker() for _ in range(in_flight)))
-    return latencies, total / (time.perf_counter() - started)
+    return latencies, len(latencies) / (time.perf_counter() - started)
 
 
 ECHO_SERVER = """
@@ -212,7 +213,7 @@ async def seed(urls: ServerUrls, prefix: str, products: int) -> None:
             )
         await conn.execute(
             f'INSERT INTO "{prefix}_catalog".lexicon (word) SELECT DISTINCT w FROM "{prefix}_catalog".products,'
-            " regexp_split_to_table(name_norm, '[^a-z0-9]+') AS w WHERE length(w) >= 4 ON CONFLICT DO NOTHING"
+            " regexp_split_to_table(name_norm, '[^a-z0-9]+') AS w WHERE length(w) >= 4 AND w ~ '^[a-z]+$' ON CONFLICT DO NOTHING"
         )
         await conn.execute(f'ANALYZE "{prefix}_catalog".products')
     finally:
@@ -307,24 +308,14 @@ def report(results: list[Result]) -> str:
 
 def main() -> None:
     """Start servers (or use A4CO_*_URL), measure, print and save the results."""
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    run_benchmark(
+        __doc__ or "",
+        "rpc",
+        (FULL, QUICK),
+        measure,
+        report,
+        lambda results: [asdict(r) | {"rps_ratio": r.rps_ratio} for r in results],
     )
-    parser.add_argument("--quick", action="store_true", help="smaller sizes")
-    parser.add_argument("--out", type=Path, default=Path("bench/results"))
-    ns = parser.parse_args()
-    sizes = QUICK if ns.quick else FULL
-    with tempfile.TemporaryDirectory() as tmp, LocalServers(Path(tmp), durable=False) as urls:
-        results = asyncio.run(measure(urls, sizes))
-    table = report(results)
-    print(table)
-    out = ns.out / datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "rpc.md").write_text(table + "\n")
-    (out / "rpc.json").write_text(
-        json.dumps([asdict(r) | {"rps_ratio": r.rps_ratio} for r in results], indent=2)
-    )
-    print(f"\nwritten to {out}")
 
 
 if __name__ == "__main__":

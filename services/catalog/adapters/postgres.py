@@ -88,7 +88,8 @@ class Projections:
             currency_code,
             publish_time,
         )
-        words = sorted({w for w in tokens(f"{name} {description} {category}") if len(w) >= MIN_CORRECTABLE})
+        text = f"{name} {description} {category}"
+        words = sorted({w for w in tokens(text) if len(w) >= MIN_CORRECTABLE and w.isalpha()})
         await self.conn.execute(
             "INSERT INTO lexicon (word) SELECT unnest($1::text[]) ON CONFLICT DO NOTHING", words
         )
@@ -152,7 +153,8 @@ class Search:
         rows = await self.pool.fetch(
             "SELECT t.word AS typed, coalesce("
             " (SELECT l.word FROM lexicon l WHERE l.word = t.word),"
-            " (SELECT l.word FROM lexicon l WHERE length(t.word) >= $2 AND l.word % t.word"
+            " (SELECT l.word FROM lexicon l"
+            "  WHERE length(t.word) >= $2 AND t.word ~ '^[a-z]+$' AND l.word % t.word"
             "  ORDER BY similarity(l.word, t.word) DESC, l.word LIMIT 1),"
             " t.word) AS word"
             " FROM unnest($1::text[]) WITH ORDINALITY AS t(word, i) ORDER BY t.i",
@@ -184,8 +186,10 @@ class Search:
         if text:
             q = f"{parser}_tsquery('spanish', {arg(text)})"
             raw = arg(" ".join(tokens(filters.query)))
-            where.append(f"(p.search @@ {q} OR p.name_norm % {raw})")
-            score = f"(ts_rank_cd(p.search, {q}, 1) + similarity(p.name_norm, {raw}))::float8"
+            # Typos were corrected against the lexicon already, so the full-text index alone finds
+            # the candidates; name similarity only refines their order.
+            where.append(f"p.search @@ {q}")
+            score = f"(ts_rank(p.search, {q}, 1) + similarity(p.name_norm, {raw}))::float8"
             order = "score DESC, p.publish_time DESC"
         if filters.near:
             distance = _distance(arg(filters.near[0]), arg(filters.near[1]))

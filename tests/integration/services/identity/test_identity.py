@@ -19,6 +19,7 @@ from services.platform.auth import Role
 from services.platform.grpc.status import details_of
 from services.platform.local_servers import ServerUrls
 from tests.integration.services.harness import Keys, RunningService, bearer, running_service, settings_for
+from tests.support.rpc import failure
 from tests.support.waiting import eventually
 
 SCHEMA = Path("services/identity/schema.sql")
@@ -56,12 +57,6 @@ async def register(
 
 async def login(stub: pb_grpc.IdentityServiceAsyncStub, email: str) -> pb.LoginResponse:
     return await stub.Login(pb.LoginRequest(email=email, password=PASSWORD))
-
-
-async def failure(call: object) -> grpc.aio.AioRpcError:
-    with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await call  # type: ignore[misc]
-    return caught.value
 
 
 async def test_sign_up_log_in_and_use_the_token(

@@ -28,6 +28,7 @@ from tests.integration.services.harness import (
     stream_events,
     token,
 )
+from tests.support.rpc import failure
 from tests.support.waiting import eventually
 
 SCHEMA = Path("services/inventory/schema.sql")
@@ -78,12 +79,6 @@ def adjust(product_id: str, delta: int, request_id: str | None = None, **extra: 
         reason="restock",
         **extra,
     )
-
-
-async def failure(call: object) -> grpc.aio.AioRpcError:
-    with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await call  # type: ignore[misc]
-    return caught.value
 
 
 async def test_a_published_product_gets_stock_and_checks_answer_per_line(

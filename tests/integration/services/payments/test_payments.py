@@ -16,6 +16,7 @@ from services.platform.auth import Role
 from services.platform.grpc.status import details_of
 from services.platform.local_servers import ServerUrls
 from tests.integration.services.harness import Keys, RunningService, running_service, settings_for, token
+from tests.support.rpc import failure
 
 SCHEMA = Path("services/payments/schema.sql")
 PAN = "4242424242424242"
@@ -32,12 +33,6 @@ async def payments(urls: ServerUrls, prefix: str, keys: Keys) -> AsyncIterator[R
 @pytest.fixture
 def stub(payments: RunningService) -> pb_grpc.PaymentsServiceAsyncStub:
     return pb_grpc.PaymentsServiceStub(payments.channel)
-
-
-async def failure(call: object) -> grpc.aio.AioRpcError:
-    with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await call  # type: ignore[misc]
-    return caught.value
 
 
 def card(
