@@ -22,7 +22,7 @@ async def build(infra: Infrastructure) -> ServiceParts:
         hasher=Argon2Hasher(),
         issuer=TokenIssuer(settings.private_key()),
         verifier=infra.verifier(settings.public_key()),
-        revocations=RedisRevocations(infra.redis),
+        revocations=RedisRevocations(infra.redis, settings.prefix),
     )
     admin_email, admin_password = os.environ.get("A4CO_ADMIN_EMAIL"), os.environ.get("A4CO_ADMIN_PASSWORD")
     if admin_email and admin_password:

@@ -17,6 +17,7 @@ from services.identity.adapters.mapping import (
     tokens_to_pb,
     user_to_pb,
 )
+from services.identity.domain import is_uuid
 from services.platform.auth import current_principal
 from services.platform.grpc.interceptor import MethodPolicy
 from services.platform.grpc.server import Registration
@@ -47,9 +48,23 @@ def check_token_request(request: pb.ValidateTokenRequest | pb.RefreshTokenReques
     v.raise_if_any()
 
 
+def check_user_id(v: Violations, user_id: str) -> None:
+    """A user id, when given, is a UUID."""
+    if user_id:
+        v.check(is_uuid(user_id), "user_id", "must be a UUID")
+
+
+def check_get_profile(request: pb.GetProfileRequest) -> None:
+    """An empty user id means the caller."""
+    v = Violations()
+    check_user_id(v, request.user_id)
+    v.raise_if_any()
+
+
 def check_update(request: pb.UpdateProfileRequest) -> None:
     """An update names what it changes."""
     v = Violations()
+    check_user_id(v, request.user_id)
     v.check(bool(request.update_mask.paths), "update_mask", "must name at least one field")
     v.raise_if_any()
 
@@ -60,7 +75,7 @@ POLICIES = {
     _method("ValidateToken"): MethodPolicy(public=True, validator=check_token_request),
     _method("RefreshToken"): MethodPolicy(public=True, validator=check_token_request),
     _method("Logout"): MethodPolicy(),
-    _method("GetProfile"): MethodPolicy(),
+    _method("GetProfile"): MethodPolicy(validator=check_get_profile),
     _method("UpdateProfile"): MethodPolicy(validator=check_update),
 }
 

@@ -71,16 +71,20 @@ class Revocations(Protocol):
 class RedisRevocations:
     """Revoked sessions as Redis keys with a TTL; shared by every service."""
 
-    def __init__(self, redis: Redis) -> None:
+    def __init__(self, redis: Redis, prefix: str = "") -> None:
         self._redis = redis
+        self._prefix = f"{prefix}:" if prefix else ""
+
+    def _key(self, session_id: str) -> str:
+        return self._prefix + REVOKED_KEY.format(sid=session_id)
 
     async def is_revoked(self, session_id: str) -> bool:
         """Whether the session was ended."""
-        return bool(await self._redis.exists(REVOKED_KEY.format(sid=session_id)))
+        return bool(await self._redis.exists(self._key(session_id)))
 
     async def revoke(self, session_id: str, ttl_s: int) -> None:
         """End the session."""
-        await self._redis.set(REVOKED_KEY.format(sid=session_id), "1", ex=max(1, ttl_s))
+        await self._redis.set(self._key(session_id), "1", ex=max(1, ttl_s))
 
 
 def generate_keypair() -> tuple[str, str]:

@@ -91,7 +91,7 @@ class Infrastructure:
 
     def verifier(self, public_key_pem: str) -> TokenVerifier:
         """A token verifier that sees revocations in this process's Redis."""
-        return TokenVerifier(public_key_pem, RedisRevocations(self.redis))
+        return TokenVerifier(public_key_pem, RedisRevocations(self.redis, self.settings.prefix))
 
     async def close(self) -> None:
         """Close every connection."""

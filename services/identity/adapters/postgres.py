@@ -10,7 +10,7 @@ import asyncpg
 from argon2 import PasswordHasher as Argon2
 from argon2.exceptions import InvalidHashError, VerificationError
 
-from services.identity.domain import Address, User
+from services.identity.domain import Address, User, is_uuid
 from services.platform.auth import Role
 from services.platform.db import Connection
 from services.platform.events.outbox import OutboxWriter
@@ -57,7 +57,9 @@ class PostgresUsers:
         return status.endswith(" 1")
 
     async def by_id(self, user_id: str) -> User | None:
-        """The user with this id."""
+        """The user with this id (None for an id that is not even a UUID)."""
+        if not is_uuid(user_id):
+            return None
         row = await self.conn.fetchrow(
             "SELECT *, address::text AS address FROM users WHERE user_id = $1", user_id
         )
@@ -114,6 +116,8 @@ class PostgresSessions:
 
     async def current(self, session_id: str) -> tuple[str, str, datetime, bool] | None:
         """The session, locked until the transaction ends."""
+        if not is_uuid(session_id):
+            return None
         row = await self.conn.fetchrow(
             "SELECT user_id, refresh_hash, refresh_expires_at, revoked_at IS NOT NULL AS revoked "
             "FROM sessions WHERE session_id = $1 FOR UPDATE",
@@ -134,7 +138,9 @@ class PostgresSessions:
         )
 
     async def revoke(self, session_id: str, reason: str) -> None:
-        """End the session (the first reason is kept)."""
+        """End the session (the first reason is kept); an id that is not a UUID names no session."""
+        if not is_uuid(session_id):
+            return
         await self.conn.execute(
             "UPDATE sessions SET revoked_at = coalesce(revoked_at, now()), "
             "revoke_reason = coalesce(revoke_reason, $2) WHERE session_id = $1",

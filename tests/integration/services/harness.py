@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -113,5 +114,5 @@ async def stream_events(service: RunningService, stream: str) -> list[IncomingEv
 
 def token(keys: Keys, user_id: str, role: Role) -> tuple[tuple[str, str]]:
     """Call metadata with a valid access token for `user_id` in `role`."""
-    access, _ = keys.issuer().issue(user_id, role, f"session-{user_id}")
+    access, _ = keys.issuer().issue(user_id, role, str(uuid.uuid4()))
     return bearer(access)

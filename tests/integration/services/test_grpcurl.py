@@ -6,50 +6,19 @@ The same commands are shown in the README.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import sys
-from collections.abc import AsyncIterator
 from pathlib import Path
-
-import pytest_asyncio
 
 from a4co.artisans.events.v1 import artisan_events_pb2
 from a4co.type.v1 import lat_lng_pb2, money_pb2
-from services.catalog.__main__ import build as build_catalog
-from services.geo.__main__ import build as build_geo
-from services.identity.__main__ import build as build_identity
-from services.inventory.__main__ import build as build_inventory
-from services.payments.__main__ import build as build_payments
-from services.platform.local_servers import ServerUrls
 from tests.integration.services.harness import (
-    Keys,
     RunningService,
     publish_event,
-    running_service,
-    settings_for,
 )
 from tests.support.waiting import eventually
 
 GRPCURL = str(Path(sys.executable).parent / "grpcurl")
-BUILDS = {
-    "identity": build_identity,
-    "inventory": build_inventory,
-    "payments": build_payments,
-    "catalog": build_catalog,
-    "geo": build_geo,
-}
-
-
-@pytest_asyncio.fixture
-async def five(urls: ServerUrls, prefix: str, keys: Keys) -> AsyncIterator[dict[str, RunningService]]:
-    async with contextlib.AsyncExitStack() as stack:
-        running = {}
-        for name, build in BUILDS.items():
-            settings = settings_for(name, urls, prefix, keys)
-            schema = Path(f"services/{name}/schema.sql")
-            running[name] = await stack.enter_async_context(running_service(name, build, schema, settings))
-        yield running
 
 
 async def grpcurl(
