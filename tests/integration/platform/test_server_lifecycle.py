@@ -23,6 +23,7 @@ from services.platform.grpc.server import GrpcServer, Registration
 from services.platform.local_servers import ServerUrls, wait_until
 from services.platform.logs import JsonFormatter
 from tests.integration.services.harness import Keys
+from tests.support.waiting import eventually
 
 SERVICE = "a4co.inventory.v1.InventoryService"
 
@@ -69,11 +70,17 @@ async def test_a_graceful_stop_finishes_calls_in_flight_and_refuses_new_ones() -
     await asyncio.wait_for(servicer.entered.wait(), 10)
 
     stopping = asyncio.create_task(server.stop(grace_s=10))
-    await asyncio.sleep(0)  # let the stop begin before the next call is made
     late: Any = grpc.aio.insecure_channel(server.address).unary_unary(f"/{SERVICE}/GetStock")
-    with pytest.raises(grpc.aio.AioRpcError) as refused:
-        await late(b"", timeout=2)
-    assert refused.value.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED)
+
+    async def refused() -> bool:
+        try:
+            await late(b"", timeout=2)
+        except grpc.aio.AioRpcError as error:
+            return error.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED)
+        return False  # the stop has not reached the server yet
+
+    await eventually(refused, timeout=10, what="new calls refused while stopping")
+    assert not in_flight.done(), "the call in flight is still being served"
 
     servicer.release.set()
     response = await in_flight
