@@ -1,0 +1,1 @@
+"""artisans: onboarding workshops and publishing their products."""

@@ -1,0 +1,110 @@
+"""artisans' tables through asyncpg."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+
+import asyncpg
+
+from services.artisans.domain import Product, Workshop
+from services.platform.db import Connection
+from services.platform.uow import PostgresUnitOfWork
+
+
+def _workshop(row: asyncpg.Record) -> tuple[Workshop, datetime]:
+    workshop = Workshop(
+        row["artisan_id"],
+        row["display_name"],
+        row["craft"],
+        row["locality"],
+        row["latitude"],
+        row["longitude"],
+        json.loads(row["address"]),
+        row["bio"],
+    )
+    return workshop, row["onboarded_at"]
+
+
+def _product(row: asyncpg.Record) -> tuple[Product, datetime]:
+    product = Product(
+        str(row["product_id"]),
+        row["artisan_id"],
+        row["name"],
+        row["description"],
+        row["category"],
+        row["price_cents"],
+        row["currency_code"],
+        row["initial_stock"],
+        row["low_stock_threshold"],
+    )
+    return product, row["published_at"]
+
+
+class Catalogue:
+    """Workshops and products."""
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+
+    async def workshop(self, artisan_id: str) -> tuple[Workshop, datetime, str] | None:
+        """A workshop, when it was onboarded, and under which request."""
+        row = await self.conn.fetchrow(
+            "SELECT *, address::text AS address, request_id::text AS rid FROM workshops"
+            " WHERE artisan_id = $1",
+            artisan_id,
+        )
+        return (*_workshop(row), row["rid"]) if row else None
+
+    async def onboard(self, w: Workshop, request_id: str) -> datetime:
+        """Record a workshop; returns when."""
+        moment: datetime = await self.conn.fetchval(
+            "INSERT INTO workshops (artisan_id, request_id, display_name, craft, locality, latitude,"
+            " longitude, address, bio) VALUES ($1, $2, $3, $4, $5, $6, $7, $8::jsonb, $9)"
+            " RETURNING onboarded_at",
+            w.artisan_id,
+            request_id,
+            w.display_name,
+            w.craft,
+            w.locality,
+            w.latitude,
+            w.longitude,
+            json.dumps(w.address),
+            w.bio,
+        )
+        return moment
+
+    async def product_by_request(self, request_id: str) -> tuple[Product, datetime] | None:
+        """The product published under a request id."""
+        row = await self.conn.fetchrow("SELECT * FROM products WHERE request_id = $1", request_id)
+        return _product(row) if row else None
+
+    async def publish(self, p: Product, request_id: str) -> datetime:
+        """Record a product; returns when."""
+        moment: datetime = await self.conn.fetchval(
+            "INSERT INTO products (product_id, request_id, artisan_id, name, description, category,"
+            " price_cents, currency_code, initial_stock, low_stock_threshold)"
+            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
+            " RETURNING published_at",
+            p.product_id,
+            request_id,
+            p.artisan_id,
+            p.name,
+            p.description,
+            p.category,
+            p.price_cents,
+            p.currency_code,
+            p.initial_stock,
+            p.low_stock_threshold,
+        )
+        return moment
+
+
+class ArtisansUnitOfWork(PostgresUnitOfWork):
+    """Workshops, products and the outbox in one transaction."""
+
+    catalogue: Catalogue
+
+    def bind(self, conn: Connection) -> None:
+        """Build the repository."""
+        self.catalogue = Catalogue(conn)

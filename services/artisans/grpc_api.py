@@ -1,0 +1,148 @@
+"""artisans' gRPC servicer and request rules."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+import grpc
+
+from a4co.artisans.v1 import artisans_service_pb2 as pb
+from a4co.artisans.v1 import artisans_service_pb2_grpc as pb_grpc
+from a4co.type.v1 import address_pb2, lat_lng_pb2, money_pb2
+from services.artisans import handlers
+from services.artisans.domain import CRAFTS, Product, Workshop, in_jaen
+from services.platform.auth import Role, current_principal
+from services.platform.grpc.interceptor import MethodPolicy
+from services.platform.grpc.server import Registration
+from services.platform.timestamps import to_timestamp
+from services.platform.validation import Violations
+
+SERVICE = pb.DESCRIPTOR.services_by_name["ArtisansService"].full_name
+Context = grpc.aio.ServicerContext[Any, Any]
+ADDRESS_FIELDS = ("street", "locality", "province", "postal_code", "country_code")
+
+
+def _request_id(v: Violations, value: str) -> None:
+    try:
+        uuid.UUID(value)
+    except ValueError:
+        v.add("request_id", "must be a UUID")
+
+
+def check_onboard(request: pb.OnboardArtisanRequest) -> None:
+    """A UUID request, a name, a known craft, a town, a point in the province of Jaén."""
+    v = Violations()
+    _request_id(v, request.request_id)
+    v.length(request.display_name.strip(), "display_name", 2, 80)
+    v.check(request.craft in CRAFTS, "craft", f"must be one of {', '.join(sorted(CRAFTS))}")
+    v.length(request.locality.strip(), "locality", 2, 80)
+    v.length(request.bio, "bio", 0, 1000)
+    if v.check(request.HasField("location"), "location", "is required"):
+        v.check(
+            in_jaen(request.location.latitude, request.location.longitude),
+            "location",
+            "must be within the province of Jaén",
+        )
+    v.raise_if_any()
+
+
+def check_publish(request: pb.PublishProductRequest) -> None:
+    """A UUID request, a name, a known category, a positive EUR price, non-negative stock."""
+    v = Violations()
+    _request_id(v, request.request_id)
+    v.length(request.name.strip(), "name", 3, 120)
+    v.length(request.description, "description", 0, 2000)
+    v.check(request.category in CRAFTS, "category", f"must be one of {', '.join(sorted(CRAFTS))}")
+    v.check(request.price.currency_code in ("", "EUR"), "price.currency_code", "must be EUR")
+    v.check(request.price.amount_cents > 0, "price.amount_cents", "must be more than 0")
+    v.check(request.initial_stock >= 0, "initial_stock", "must not be negative")
+    v.check(request.low_stock_threshold >= 0, "low_stock_threshold", "must not be negative")
+    v.raise_if_any()
+
+
+POLICIES = {
+    f"/{SERVICE}/OnboardArtisan": MethodPolicy(roles=frozenset({Role.ARTISAN}), validator=check_onboard),
+    f"/{SERVICE}/PublishProduct": MethodPolicy(roles=frozenset({Role.ARTISAN}), validator=check_publish),
+}
+
+
+def workshop_to_pb(w: Workshop, moment: datetime) -> pb.Artisan:
+    """A workshop as a message."""
+    return pb.Artisan(
+        artisan_id=w.artisan_id,
+        display_name=w.display_name,
+        craft=w.craft,
+        locality=w.locality,
+        location=lat_lng_pb2.LatLng(latitude=w.latitude, longitude=w.longitude),
+        address=address_pb2.Address(**{k: w.address.get(k, "") for k in ADDRESS_FIELDS}),
+        bio=w.bio,
+        onboard_time=to_timestamp(moment),
+    )
+
+
+def product_to_pb(p: Product, moment: datetime) -> pb.PublishedProduct:
+    """A published product as a message."""
+    return pb.PublishedProduct(
+        product_id=p.product_id,
+        artisan_id=p.artisan_id,
+        name=p.name,
+        description=p.description,
+        category=p.category,
+        price=money_pb2.Money(currency_code=p.currency_code, amount_cents=p.price_cents),
+        initial_stock=p.initial_stock,
+        low_stock_threshold=p.low_stock_threshold,
+        publish_time=to_timestamp(moment),
+    )
+
+
+class ArtisansServicer(pb_grpc.ArtisansServiceServicer):
+    """The ArtisansService RPCs."""
+
+    def __init__(self, deps: handlers.Deps) -> None:
+        self.deps = deps
+
+    async def OnboardArtisan(
+        self, request: pb.OnboardArtisanRequest, context: Context
+    ) -> pb.OnboardArtisanResponse:
+        """Onboard the caller's workshop."""
+        address = {k: getattr(request.address, k) for k in ADDRESS_FIELDS if getattr(request.address, k)}
+        workshop = Workshop(
+            "",
+            request.display_name,
+            request.craft,
+            request.locality,
+            request.location.latitude,
+            request.location.longitude,
+            address,
+            request.bio,
+        )
+        stored, moment = await handlers.onboard(self.deps, current_principal(), request.request_id, workshop)
+        return pb.OnboardArtisanResponse(artisan=workshop_to_pb(stored, moment))
+
+    async def PublishProduct(
+        self, request: pb.PublishProductRequest, context: Context
+    ) -> pb.PublishProductResponse:
+        """Publish one of the caller's products."""
+        product = Product(
+            "",
+            "",
+            request.name,
+            request.description,
+            request.category,
+            request.price.amount_cents,
+            request.price.currency_code or "EUR",
+            request.initial_stock,
+            request.low_stock_threshold,
+        )
+        stored, moment = await handlers.publish(self.deps, current_principal(), request.request_id, product)
+        return pb.PublishProductResponse(product=product_to_pb(stored, moment))
+
+
+def registration(deps: handlers.Deps) -> Registration:
+    """How the runtime serves artisans."""
+    servicer = ArtisansServicer(deps)
+    return Registration(
+        SERVICE, lambda server: pb_grpc.add_ArtisansServiceServicer_to_server(servicer, server)
+    )

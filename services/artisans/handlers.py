@@ -1,0 +1,98 @@
+"""artisans' use cases."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+
+import asyncpg
+
+from a4co.artisans.events.v1 import artisan_events_pb2 as events
+from a4co.type.v1 import lat_lng_pb2, money_pb2
+from services.artisans.adapters.postgres import ArtisansUnitOfWork
+from services.artisans.domain import AlreadyOnboardedError, NotOnboardedError, Product, Workshop
+from services.platform.auth import Principal
+from services.platform.timestamps import to_timestamp
+
+
+@dataclass(frozen=True, slots=True)
+class Deps:
+    """What the use cases are built with."""
+
+    uow: Callable[[], ArtisansUnitOfWork]
+
+
+async def onboard(
+    deps: Deps, principal: Principal, request_id: str, workshop: Workshop
+) -> tuple[Workshop, datetime]:
+    """The calling artisan's workshop joins the marketplace (ArtisanOnboarded), once."""
+    async with deps.uow() as uow:
+        existing = await uow.catalogue.workshop(principal.user_id)
+        if existing is not None:
+            stored, moment, rid = existing
+            if rid == request_id:
+                return stored, moment  # a retried call
+            raise AlreadyOnboardedError()
+        mine = Workshop(principal.user_id, *_fields(workshop))
+        try:
+            moment = await uow.catalogue.onboard(mine, request_id)
+        except asyncpg.UniqueViolationError:
+            raise AlreadyOnboardedError() from None
+        await uow.outbox.add(
+            events.ArtisanOnboarded(
+                artisan_id=mine.artisan_id,
+                display_name=mine.display_name,
+                craft=mine.craft,
+                locality=mine.locality,
+                location=lat_lng_pb2.LatLng(latitude=mine.latitude, longitude=mine.longitude),
+                bio=mine.bio,
+                onboard_time=to_timestamp(moment),
+            ),
+            aggregate_id=mine.artisan_id,
+        )
+    return mine, moment
+
+
+def _fields(w: Workshop) -> tuple[str, str, str, float, float, dict[str, str], str]:
+    return (w.display_name.strip(), w.craft, w.locality.strip(), w.latitude, w.longitude, w.address, w.bio)
+
+
+async def publish(
+    deps: Deps, principal: Principal, request_id: str, product: Product
+) -> tuple[Product, datetime]:
+    """Put a product of the calling, onboarded artisan on sale (ProductPublished), once per request."""
+    async with deps.uow() as uow:
+        seen = await uow.catalogue.product_by_request(request_id)
+        if seen is not None and seen[0].artisan_id == principal.user_id:
+            return seen
+        if await uow.catalogue.workshop(principal.user_id) is None:
+            raise NotOnboardedError()
+        mine = Product(
+            str(uuid.uuid4()),
+            principal.user_id,
+            product.name.strip(),
+            product.description.strip(),
+            product.category,
+            product.price_cents,
+            product.currency_code or "EUR",
+            product.initial_stock,
+            product.low_stock_threshold,
+        )
+        moment = await uow.catalogue.publish(mine, request_id)
+        await uow.outbox.add(
+            events.ProductPublished(
+                product_id=mine.product_id,
+                artisan_id=mine.artisan_id,
+                name=mine.name,
+                description=mine.description,
+                category=mine.category,
+                price=money_pb2.Money(currency_code=mine.currency_code, amount_cents=mine.price_cents),
+                initial_stock=mine.initial_stock,
+                low_stock_threshold=mine.low_stock_threshold,
+                publish_time=to_timestamp(moment),
+            ),
+            aggregate_id=mine.product_id,
+        )
+    return mine, moment

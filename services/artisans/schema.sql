@@ -1,0 +1,28 @@
+-- artisans: onboarded workshops and their published products.
+CREATE TABLE IF NOT EXISTS workshops (
+    artisan_id   text             PRIMARY KEY,
+    request_id   uuid             NOT NULL UNIQUE,
+    display_name text             NOT NULL,
+    craft        text             NOT NULL,
+    locality     text             NOT NULL,
+    latitude     double precision NOT NULL,
+    longitude    double precision NOT NULL,
+    address      jsonb            NOT NULL DEFAULT '{}',
+    bio          text             NOT NULL DEFAULT '',
+    onboarded_at timestamptz      NOT NULL DEFAULT now()
+);
+
+CREATE TABLE IF NOT EXISTS products (
+    product_id          uuid        PRIMARY KEY,
+    request_id          uuid        NOT NULL UNIQUE,
+    artisan_id          text        NOT NULL REFERENCES workshops (artisan_id),
+    name                text        NOT NULL,
+    description         text        NOT NULL,
+    category            text        NOT NULL,
+    price_cents         bigint      NOT NULL CHECK (price_cents > 0),
+    currency_code       text        NOT NULL,
+    initial_stock       integer     NOT NULL CHECK (initial_stock >= 0),
+    low_stock_threshold integer     NOT NULL CHECK (low_stock_threshold >= 0),
+    published_at        timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX IF NOT EXISTS products_artisan ON products (artisan_id);
