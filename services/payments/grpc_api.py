@@ -72,9 +72,17 @@ def check_get_payment(request: pb.GetPaymentRequest) -> None:
     v.raise_if_any()
 
 
+def check_get_method(request: pb.GetPaymentMethodRequest) -> None:
+    """The method is required."""
+    v = Violations()
+    v.required(request.payment_method_id, "payment_method_id")
+    v.raise_if_any()
+
+
 POLICIES = {
     f"/{SERVICE}/ValidatePaymentMethod": MethodPolicy(validator=check_validate),
     f"/{SERVICE}/GetPayment": MethodPolicy(validator=check_get_payment),
+    f"/{SERVICE}/GetPaymentMethod": MethodPolicy(validator=check_get_method),
 }
 
 
@@ -134,6 +142,21 @@ class PaymentsServicer(pb_grpc.PaymentsServiceServicer):
             card_brand=BRAND_TO_PB[verdict.brand],
             last_four=verdict.last_four,
             payment_method_id=method_id,
+        )
+
+    async def GetPaymentMethod(
+        self, request: pb.GetPaymentMethodRequest, context: Context
+    ) -> pb.GetPaymentMethodResponse:
+        """A stored method, by id."""
+        m = await handlers.get_method(self.deps, current_principal(), request.payment_method_id)
+        return pb.GetPaymentMethodResponse(
+            payment_method=pb.PaymentMethod(
+                payment_method_id=m.payment_method_id,
+                customer_id=m.customer_id,
+                method_type=TYPE_TO_PB[m.method_type],
+                card_brand=BRAND_TO_PB[m.brand],
+                last_four=m.last_four,
+            )
         )
 
     async def GetPayment(self, request: pb.GetPaymentRequest, context: Context) -> pb.GetPaymentResponse:

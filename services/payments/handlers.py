@@ -76,3 +76,13 @@ async def get_payment(deps: Deps, principal: Principal, order_id: str) -> Paymen
         raise NotFoundError("PAYMENT_NOT_FOUND", f"no payment for order {order_id}")
     principal.require_self_or_admin(payment.customer_id)
     return payment
+
+
+async def get_method(deps: Deps, principal: Principal, payment_method_id: str) -> StoredMethod:
+    """A stored method, for its customer or an admin."""
+    async with deps.uow() as uow:
+        method = await uow.methods.get(payment_method_id)
+    if method is None:
+        raise NotFoundError("PAYMENT_METHOD_NOT_FOUND", f"no payment method {payment_method_id}")
+    principal.require_self_or_admin(method.customer_id)
+    return method

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -81,7 +82,11 @@ class Methods:
         )
 
     async def get(self, payment_method_id: str) -> StoredMethod | None:
-        """A kept method."""
+        """A kept method (None for an id that is not even a UUID)."""
+        try:
+            uuid.UUID(payment_method_id)
+        except ValueError:
+            return None
         row = await self.conn.fetchrow(
             "SELECT * FROM payment_methods WHERE payment_method_id = $1::uuid", payment_method_id
         )

@@ -136,3 +136,25 @@ async def test_a_payment_is_shown_to_its_customer_only(
         pb.GetPaymentRequest(order_id="o-1"), metadata=token(keys, "root", Role.ADMIN)
     )
     assert admin.payment.customer_id == "c-5"
+
+
+async def test_a_stored_method_is_shown_to_its_customer_only(
+    stub: pb_grpc.PaymentsServiceAsyncStub, keys: Keys
+) -> None:
+    owner = token(keys, "c-7", Role.CUSTOMER)
+    method_id = (await stub.ValidatePaymentMethod(card(), metadata=owner)).payment_method_id
+    shown = await stub.GetPaymentMethod(
+        pb.GetPaymentMethodRequest(payment_method_id=method_id), metadata=owner
+    )
+    assert (shown.payment_method.customer_id, shown.payment_method.last_four) == ("c-7", "4242")
+    other = await failure(
+        stub.GetPaymentMethod(
+            pb.GetPaymentMethodRequest(payment_method_id=method_id),
+            metadata=token(keys, "c-8", Role.CUSTOMER),
+        )
+    )
+    assert other.code() == grpc.StatusCode.PERMISSION_DENIED
+    unknown = await failure(
+        stub.GetPaymentMethod(pb.GetPaymentMethodRequest(payment_method_id="x"), metadata=owner)
+    )
+    assert unknown.code() == grpc.StatusCode.NOT_FOUND

@@ -438,3 +438,89 @@ class GetPaymentResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GetPaymentResponse: _TypeAlias = GetPaymentResponse  # noqa: Y015
+
+@_typing.final
+class PaymentMethod(_message.Message):
+    """PaymentMethod is a stored payment method: a provider token kept on the
+    server side, shown only by its kind and last four characters.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PAYMENT_METHOD_ID_FIELD_NUMBER: _builtins.int
+    CUSTOMER_ID_FIELD_NUMBER: _builtins.int
+    METHOD_TYPE_FIELD_NUMBER: _builtins.int
+    CARD_BRAND_FIELD_NUMBER: _builtins.int
+    LAST_FOUR_FIELD_NUMBER: _builtins.int
+    payment_method_id: _builtins.str
+    """The method's id, as returned by ValidatePaymentMethod."""
+    customer_id: _builtins.str
+    """The customer who owns it."""
+    method_type: Global___PaymentMethodType.ValueType
+    """The kind of method."""
+    card_brand: Global___CardBrand.ValueType
+    """The card brand, for cards."""
+    last_four: _builtins.str
+    """The last four digits of the card number, IBAN or phone number."""
+    def __init__(
+        self,
+        *,
+        payment_method_id: _builtins.str = ...,
+        customer_id: _builtins.str = ...,
+        method_type: Global___PaymentMethodType.ValueType = ...,
+        card_brand: Global___CardBrand.ValueType = ...,
+        last_four: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["card_brand", b"card_brand", "customer_id", b"customer_id", "last_four", b"last_four", "method_type", b"method_type", "payment_method_id", b"payment_method_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PaymentMethod: _TypeAlias = PaymentMethod  # noqa: Y015
+
+@_typing.final
+class GetPaymentMethodRequest(_message.Message):
+    """GetPaymentMethodRequest names the method."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PAYMENT_METHOD_ID_FIELD_NUMBER: _builtins.int
+    payment_method_id: _builtins.str
+    """The method's id."""
+    def __init__(
+        self,
+        *,
+        payment_method_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["payment_method_id", b"payment_method_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetPaymentMethodRequest: _TypeAlias = GetPaymentMethodRequest  # noqa: Y015
+
+@_typing.final
+class GetPaymentMethodResponse(_message.Message):
+    """GetPaymentMethodResponse holds the method."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PAYMENT_METHOD_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def payment_method(self) -> Global___PaymentMethod:
+        """The method."""
+
+    def __init__(
+        self,
+        *,
+        payment_method: Global___PaymentMethod | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["payment_method", b"payment_method"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["payment_method", b"payment_method"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetPaymentMethodResponse: _TypeAlias = GetPaymentMethodResponse  # noqa: Y015

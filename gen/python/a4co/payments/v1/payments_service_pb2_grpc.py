@@ -47,6 +47,11 @@ class PaymentsServiceStub:
                 request_serializer=a4co_dot_payments_dot_v1_dot_payments__service__pb2.GetPaymentRequest.SerializeToString,
                 response_deserializer=a4co_dot_payments_dot_v1_dot_payments__service__pb2.GetPaymentResponse.FromString,
                 _registered_method=True)
+        self.GetPaymentMethod = channel.unary_unary(
+                '/a4co.payments.v1.PaymentsService/GetPaymentMethod',
+                request_serializer=a4co_dot_payments_dot_v1_dot_payments__service__pb2.GetPaymentMethodRequest.SerializeToString,
+                response_deserializer=a4co_dot_payments_dot_v1_dot_payments__service__pb2.GetPaymentMethodResponse.FromString,
+                _registered_method=True)
 
 
 class PaymentsServiceServicer:
@@ -71,6 +76,15 @@ class PaymentsServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetPaymentMethod(self, request, context):
+        """GetPaymentMethod returns a stored payment method (never its number), to
+        its customer or an admin; orders uses it to check a method before taking
+        an order.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_PaymentsServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -83,6 +97,11 @@ def add_PaymentsServiceServicer_to_server(servicer, server):
                     servicer.GetPayment,
                     request_deserializer=a4co_dot_payments_dot_v1_dot_payments__service__pb2.GetPaymentRequest.FromString,
                     response_serializer=a4co_dot_payments_dot_v1_dot_payments__service__pb2.GetPaymentResponse.SerializeToString,
+            ),
+            'GetPaymentMethod': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetPaymentMethod,
+                    request_deserializer=a4co_dot_payments_dot_v1_dot_payments__service__pb2.GetPaymentMethodRequest.FromString,
+                    response_serializer=a4co_dot_payments_dot_v1_dot_payments__service__pb2.GetPaymentMethodResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -142,6 +161,33 @@ class PaymentsService:
             '/a4co.payments.v1.PaymentsService/GetPayment',
             a4co_dot_payments_dot_v1_dot_payments__service__pb2.GetPaymentRequest.SerializeToString,
             a4co_dot_payments_dot_v1_dot_payments__service__pb2.GetPaymentResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetPaymentMethod(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/a4co.payments.v1.PaymentsService/GetPaymentMethod',
+            a4co_dot_payments_dot_v1_dot_payments__service__pb2.GetPaymentMethodRequest.SerializeToString,
+            a4co_dot_payments_dot_v1_dot_payments__service__pb2.GetPaymentMethodResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -43,6 +43,11 @@ class PaymentsServiceStub:
     """
     GetPayment: _grpc.UnaryUnaryMultiCallable[_payments_service_pb2.GetPaymentRequest, _payments_service_pb2.GetPaymentResponse]
     """GetPayment returns the payment of an order, to its customer or an admin."""
+    GetPaymentMethod: _grpc.UnaryUnaryMultiCallable[_payments_service_pb2.GetPaymentMethodRequest, _payments_service_pb2.GetPaymentMethodResponse]
+    """GetPaymentMethod returns a stored payment method (never its number), to
+    its customer or an admin; orders uses it to check a method before taking
+    an order.
+    """
 
 @_typing.type_check_only
 class PaymentsServiceAsyncStub(PaymentsServiceStub):
@@ -59,6 +64,11 @@ class PaymentsServiceAsyncStub(PaymentsServiceStub):
     """
     GetPayment: _aio.UnaryUnaryMultiCallable[_payments_service_pb2.GetPaymentRequest, _payments_service_pb2.GetPaymentResponse]  # type: ignore[assignment]
     """GetPayment returns the payment of an order, to its customer or an admin."""
+    GetPaymentMethod: _aio.UnaryUnaryMultiCallable[_payments_service_pb2.GetPaymentMethodRequest, _payments_service_pb2.GetPaymentMethodResponse]  # type: ignore[assignment]
+    """GetPaymentMethod returns a stored payment method (never its number), to
+    its customer or an admin; orders uses it to check a method before taking
+    an order.
+    """
 
 class PaymentsServiceServicer(metaclass=_abc_1.ABCMeta):
     """PaymentsService checks payment methods before an order is placed and shows
@@ -84,5 +94,16 @@ class PaymentsServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_payments_service_pb2.GetPaymentResponse, _abc.Awaitable[_payments_service_pb2.GetPaymentResponse]]:
         """GetPayment returns the payment of an order, to its customer or an admin."""
+
+    @_abc_1.abstractmethod
+    def GetPaymentMethod(
+        self,
+        request: _payments_service_pb2.GetPaymentMethodRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_payments_service_pb2.GetPaymentMethodResponse, _abc.Awaitable[_payments_service_pb2.GetPaymentMethodResponse]]:
+        """GetPaymentMethod returns a stored payment method (never its number), to
+        its customer or an admin; orders uses it to check a method before taking
+        an order.
+        """
 
 def add_PaymentsServiceServicer_to_server(servicer: PaymentsServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
