@@ -5,9 +5,12 @@ from __future__ import annotations
 from google.protobuf.message import Message
 
 from a4co.artisans.events.v1 import artisan_events_pb2
-from services.inventory import handlers
+from a4co.orders.events.v1 import order_events_pb2
+from services.inventory import handlers, saga
 from services.platform.events.subscriptions import UnboundHandler
 
 HANDLERS: dict[type[Message], UnboundHandler] = {
     artisan_events_pb2.ProductPublished: handlers.on_product_published,
+    order_events_pb2.OrderStatusChanged: saga.on_order_status_changed,
+    order_events_pb2.OrderDelivered: saga.on_order_delivered,
 }

@@ -3,23 +3,30 @@
 from __future__ import annotations
 
 import functools
+import os
 from pathlib import Path
 
-from services.payments import handlers
+from services.payments import handlers, saga, subscriptions
 from services.payments.adapters.postgres import PaymentsUnitOfWork
 from services.payments.adapters.sandbox_provider import SandboxProvider
 from services.payments.grpc_api import POLICIES, registration
+from services.platform.events.subscriptions import bind
 from services.platform.main import service_main
 from services.platform.runtime import Infrastructure, ServiceParts
 
 
 async def build(infra: Infrastructure) -> ServiceParts:
     """payments' parts, wired; the sandbox provider until a real acquirer is configured."""
+    provider = SandboxProvider(timeout_s=float(os.environ.get("A4CO_SANDBOX_TIMEOUT_S", "3")))
     deps = handlers.Deps(
-        uow=functools.partial(PaymentsUnitOfWork, infra.pool, infra.outbox),
-        provider=SandboxProvider(),
+        uow=functools.partial(PaymentsUnitOfWork, infra.pool, infra.outbox), provider=provider
     )
-    return ServiceParts(registrations=[registration(deps)], policies=POLICIES)
+    saga_deps = saga.SagaDeps(provider, charge_timeout_s=float(os.environ.get("A4CO_CHARGE_TIMEOUT_S", "5")))
+    return ServiceParts(
+        registrations=[registration(deps)],
+        policies=POLICIES,
+        subscriptions=bind(subscriptions.HANDLERS, infra.registry, saga_deps),
+    )
 
 
 if __name__ == "__main__":

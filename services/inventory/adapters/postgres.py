@@ -99,3 +99,65 @@ class InventoryUnitOfWork(PostgresUnitOfWork):
     def bind(self, conn: Connection) -> None:
         """Build the repository."""
         self.stock = Stock(conn)
+
+
+class Reservations:
+    """Stock held for orders: reserved all lines or none, released, or committed on delivery."""
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+
+    async def exist(self, order_id: str) -> bool:
+        """Whether the order was reserved before (whatever became of the reservation)."""
+        return bool(
+            await self.conn.fetchval("SELECT 1 FROM reservations WHERE order_id = $1 LIMIT 1", order_id)
+        )
+
+    async def lock(self, product_ids: list[str]) -> dict[str, StockLevel]:
+        """The products' stock, locked in product order (so concurrent orders cannot deadlock)."""
+        rows = await self.conn.fetch(
+            f"SELECT {_COLUMNS} FROM stock WHERE product_id = ANY($1::text[]) ORDER BY product_id FOR UPDATE",
+            product_ids,
+        )
+        return {row["product_id"]: _level(row) for row in rows}
+
+    async def hold(self, order_id: str, product_id: str, quantity: int) -> StockLevel:
+        """Reserve `quantity` of a locked product for an order."""
+        await self.conn.execute(
+            "INSERT INTO reservations (order_id, product_id, quantity, status) VALUES ($1, $2, $3, 'held')",
+            order_id,
+            product_id,
+            quantity,
+        )
+        return await self._move(product_id, 0, quantity)
+
+    async def held(self, order_id: str) -> list[tuple[str, int]]:
+        """The order's held lines, locked."""
+        rows = await self.conn.fetch(
+            "SELECT product_id, quantity FROM reservations WHERE order_id = $1 AND status = 'held'"
+            " ORDER BY product_id FOR UPDATE",
+            order_id,
+        )
+        return [(r["product_id"], r["quantity"]) for r in rows]
+
+    async def settle(self, order_id: str, product_id: str, quantity: int, *, committed: bool) -> StockLevel:
+        """Release a held line back to stock, or commit it (the units left with the order)."""
+        status = "committed" if committed else "released"
+        await self.conn.execute(
+            "UPDATE reservations SET status = $3, updated_at = now() WHERE order_id = $1 AND product_id = $2",
+            order_id,
+            product_id,
+            status,
+        )
+        return await self._move(product_id, -quantity if committed else 0, -quantity)
+
+    async def _move(self, product_id: str, on_hand_delta: int, reserved_delta: int) -> StockLevel:
+        row = await self.conn.fetchrow(
+            f"UPDATE stock SET on_hand = on_hand + $2, reserved = reserved + $3, version = version + 1,"
+            f" updated_at = now() WHERE product_id = $1 RETURNING {_COLUMNS}",
+            product_id,
+            on_hand_delta,
+            reserved_delta,
+        )
+        assert row is not None
+        return _level(row)

@@ -124,3 +124,57 @@ class PaymentsUnitOfWork(PostgresUnitOfWork):
         """Build the repositories."""
         self.methods = Methods(conn)
         self.payments = Payments(conn)
+
+
+class Charges:
+    """Writes of the saga: one payment per order, then its refund."""
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+
+    async def record(
+        self,
+        payment_id: str,
+        order_id: str,
+        customer_id: str,
+        method: StoredMethod | None,
+        amount_cents: int,
+        currency_code: str,
+        status: str,
+        reference: str = "",
+        failure_reason: str = "",
+    ) -> bool:
+        """Record an order's one payment attempt; False when the order has one already."""
+        result = await self.conn.execute(
+            "INSERT INTO payments (payment_id, order_id, customer_id, payment_method_id, amount_cents,"
+            " currency_code, status, method_type, last_four, provider_reference, failure_reason)"
+            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) ON CONFLICT (order_id) DO NOTHING",
+            payment_id,
+            order_id,
+            customer_id,
+            method.payment_method_id if method else None,
+            amount_cents,
+            currency_code,
+            status,
+            method.method_type.value if method else "",
+            method.last_four if method else "",
+            reference,
+            failure_reason,
+        )
+        return str(result).endswith(" 1")
+
+    async def for_refund(self, order_id: str) -> PaymentRecord | None:
+        """An order's succeeded payment, locked; None when there is nothing to refund."""
+        row = await self.conn.fetchrow(
+            "SELECT * FROM payments WHERE order_id = $1 AND status = 'succeeded' FOR UPDATE", order_id
+        )
+        return _payment(row) if row else None
+
+    async def refunded(self, order_id: str, amount_cents: int) -> None:
+        """Mark an order's payment as refunded."""
+        await self.conn.execute(
+            "UPDATE payments SET status = 'refunded', refunded_cents = $2, updated_at = now()"
+            " WHERE order_id = $1",
+            order_id,
+            amount_cents,
+        )

@@ -52,7 +52,9 @@ class SandboxProvider:
         """Approve, refuse, or hang past the timeout, as the token says."""
         if idempotency_key in self._charges:
             return self._charges[idempotency_key]
-        outcome = token.split("_")[1] if token.startswith("sbx_") else "UNKNOWN_PAYMENT_METHOD"
+        outcome = (
+            token[len("sbx_") :].rsplit("_", 1)[0] if token.startswith("sbx_") else "UNKNOWN_PAYMENT_METHOD"
+        )
         if outcome == "PROVIDER_TIMEOUT":
             await asyncio.sleep(self.timeout_s)  # the simulated provider hangs
             raise ProviderError(outcome, MESSAGES[outcome])

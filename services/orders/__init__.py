@@ -1,0 +1,1 @@
+"""orders: customers' orders and the order saga (Order -> Payment -> Inventory)."""

@@ -1,0 +1,42 @@
+"""orders' composition root."""
+
+from __future__ import annotations
+
+import functools
+import os
+from pathlib import Path
+
+from services.orders import handlers, subscriptions
+from services.orders.adapters.peers import Peers
+from services.orders.adapters.postgres import OrdersUnitOfWork
+from services.orders.grpc_api import POLICIES, registration
+from services.platform.events.subscriptions import bind
+from services.platform.main import service_main
+from services.platform.runtime import Infrastructure, ServiceParts
+
+
+async def build(infra: Infrastructure) -> ServiceParts:
+    """orders' parts, wired: peers from A4CO_PEER_*, saga timeouts from A4CO_SAGA_*_TIMEOUT_S."""
+    settings = infra.settings
+    peers = Peers(
+        catalog=settings.peer("catalog"),
+        inventory=settings.peer("inventory"),
+        payments=settings.peer("payments"),
+        geo=settings.peer("geo"),
+    )
+    deps = handlers.Deps(
+        uow=functools.partial(OrdersUnitOfWork, infra.pool, infra.outbox),
+        peers=peers,
+        payment_timeout_s=float(os.environ.get("A4CO_SAGA_PAYMENT_TIMEOUT_S", "30")),
+        reservation_timeout_s=float(os.environ.get("A4CO_SAGA_RESERVATION_TIMEOUT_S", "30")),
+    )
+    return ServiceParts(
+        registrations=[registration(deps)],
+        policies=POLICIES,
+        subscriptions=bind(subscriptions.HANDLERS, infra.registry, deps),
+        background=[functools.partial(handlers.watch_timeouts, deps)],
+    )
+
+
+if __name__ == "__main__":
+    service_main("orders", build, Path(__file__).with_name("schema.sql"))

@@ -1,0 +1,162 @@
+"""orders' table through asyncpg."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+
+import asyncpg
+
+from services.orders.domain import Line, Order, Outcome, Status
+from services.platform.db import Connection
+from services.platform.uow import PostgresUnitOfWork
+
+
+def _order(row: asyncpg.Record) -> Order:
+    lines = tuple(Line(**line) for line in json.loads(row["lines"]))
+    return Order(
+        order_id=str(row["order_id"]),
+        customer_id=row["customer_id"],
+        artisan_id=row["artisan_id"],
+        lines=lines,
+        delivery_fee_cents=row["delivery_fee_cents"],
+        payment_method_id=row["payment_method_id"],
+        delivery_address=json.loads(row["delivery_address"]),
+        delivery_lat=row["delivery_lat"],
+        delivery_lng=row["delivery_lng"],
+        request_id=row["request_id"],
+        currency_code=row["currency_code"],
+        payment=Outcome(row["payment"]),
+        payment_reason=row["payment_reason"],
+        stock=Outcome(row["stock"]),
+        stock_reason=row["stock_reason"],
+        cancel_reason=row["cancel_reason"],
+        shipped=row["shipped"],
+        delivered=row["delivered"],
+        refunded=row["refunded"],
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+        step_deadline=row["step_deadline"],
+        version=row["version"],
+    )
+
+
+_SELECT = "SELECT *, lines::text AS lines, delivery_address::text AS delivery_address FROM orders"
+
+
+class Orders:
+    """Orders in the `orders` table."""
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+
+    async def add(self, order: Order) -> Order | None:
+        """Store a new order; None when the customer used this request id before."""
+        row = await self.conn.fetchrow(
+            "INSERT INTO orders (order_id, customer_id, artisan_id, request_id, lines, currency_code,"
+            " delivery_fee_cents, total_cents, payment_method_id, delivery_address, delivery_lat,"
+            " delivery_lng, status, step_deadline)"
+            " VALUES ($1, $2, $3, $4, $5::jsonb, $6, $7, $8, $9, $10::jsonb, $11, $12, $13, $14)"
+            " ON CONFLICT (customer_id, request_id) DO NOTHING RETURNING order_id",
+            order.order_id,
+            order.customer_id,
+            order.artisan_id,
+            order.request_id,
+            json.dumps([_line(line) for line in order.lines]),
+            order.currency_code,
+            order.delivery_fee_cents,
+            order.total_cents,
+            order.payment_method_id,
+            json.dumps(order.delivery_address),
+            order.delivery_lat,
+            order.delivery_lng,
+            order.status.value,
+            order.step_deadline,
+        )
+        if row is None:
+            return None
+        return await self.get(order.order_id)
+
+    async def get(self, order_id: str, *, for_update: bool = False) -> Order | None:
+        """One order, locked until the transaction ends when `for_update`."""
+        lock = " FOR UPDATE" if for_update else ""
+        try:
+            row = await self.conn.fetchrow(f"{_SELECT} WHERE order_id = $1::uuid{lock}", order_id)
+        except asyncpg.DataError:
+            return None  # not a UUID: no such order
+        return _order(row) if row else None
+
+    async def by_request(self, customer_id: str, request_id: str) -> Order | None:
+        """The order a customer placed under a request id."""
+        row = await self.conn.fetchrow(
+            f"{_SELECT} WHERE customer_id = $1 AND request_id = $2", customer_id, request_id
+        )
+        return _order(row) if row else None
+
+    async def save(self, order: Order) -> Order:
+        """Store the facts and the status they add up to."""
+        row = await self.conn.fetchrow(
+            "UPDATE orders SET payment = $2, payment_reason = $3, stock = $4, stock_reason = $5,"
+            " cancel_reason = $6, shipped = $7, delivered = $8, refunded = $9, status = $10,"
+            " step_deadline = $11,"
+            " version = version + 1, updated_at = now() WHERE order_id = $1 RETURNING order_id",
+            order.order_id,
+            order.payment.value,
+            order.payment_reason,
+            order.stock.value,
+            order.stock_reason,
+            order.cancel_reason,
+            order.shipped,
+            order.delivered,
+            order.refunded,
+            order.status.value,
+            order.step_deadline,
+        )
+        assert row is not None
+        saved = await self.get(order.order_id)
+        assert saved is not None
+        return saved
+
+    async def page(
+        self, column: str, owner: str, status: Status | None, offset: int, limit: int
+    ) -> list[Order]:
+        """Orders of a customer or an artisan (`column`), newest first."""
+        assert column in ("customer_id", "artisan_id")
+        args: list[object] = [owner, limit, offset]
+        where = f"{column} = $1"
+        if status is not None:
+            args.append(status.value)
+            where += " AND status = $4"
+        rows = await self.conn.fetch(
+            f"{_SELECT} WHERE {where} ORDER BY created_at DESC, order_id LIMIT $2 OFFSET $3", *args
+        )
+        return [_order(r) for r in rows]
+
+    async def due(self, now: datetime, limit: int) -> list[Order]:
+        """Orders waiting for a saga step whose deadline passed, locked, skipping those others hold."""
+        rows = await self.conn.fetch(
+            f"{_SELECT} WHERE status IN ('PENDING', 'PAID') AND step_deadline < $1"
+            " ORDER BY step_deadline LIMIT $2 FOR UPDATE SKIP LOCKED",
+            now,
+            limit,
+        )
+        return [_order(r) for r in rows]
+
+
+def _line(line: Line) -> dict[str, object]:
+    return {
+        "product_id": line.product_id,
+        "product_name": line.product_name,
+        "quantity": line.quantity,
+        "unit_price_cents": line.unit_price_cents,
+    }
+
+
+class OrdersUnitOfWork(PostgresUnitOfWork):
+    """Orders and the outbox in one transaction."""
+
+    orders: Orders
+
+    def bind(self, conn: Connection) -> None:
+        """Build the repository."""
+        self.orders = Orders(conn)

@@ -1,0 +1,184 @@
+"""The order and its saga as a state machine over facts: pure Python, no I/O.
+
+An order records the facts the saga learns (the payment succeeded or failed, the stock was
+reserved or not, the customer cancelled, the step timed out, it shipped, it was delivered). Its
+status is computed from those facts, so the same facts give the same status whatever order they
+arrive in, and a fact learnt twice changes nothing.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, replace
+from datetime import datetime
+
+from services.platform.errors import FailedPreconditionError
+
+
+class Status(enum.StrEnum):
+    """Where an order stands."""
+
+    PENDING = "PENDING"
+    PAID = "PAID"
+    CONFIRMED = "CONFIRMED"
+    SHIPPED = "SHIPPED"
+    DELIVERED = "DELIVERED"
+    CANCELLED = "CANCELLED"
+
+
+TERMINAL = frozenset({Status.DELIVERED, Status.CANCELLED})
+
+
+class Outcome(enum.StrEnum):
+    """The answer of a saga step."""
+
+    NONE = "none"
+    OK = "ok"
+    FAILED = "failed"
+
+
+class CannotChangeError(FailedPreconditionError):
+    """The order is not in a state that allows the change."""
+
+    def __init__(self, order_id: str, status: Status, wanted: str) -> None:
+        super().__init__(
+            "ORDER_STATE_CONFLICT",
+            f"order {order_id} is {status.value}; cannot {wanted}",
+            metadata={"order_id": order_id, "status": status.value},
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Line:
+    """One product of an order, at the price it was sold at."""
+
+    product_id: str
+    product_name: str
+    quantity: int
+    unit_price_cents: int
+
+    @property
+    def total_cents(self) -> int:
+        """The quantity times the unit price."""
+        return self.quantity * self.unit_price_cents
+
+
+@dataclass(frozen=True, slots=True)
+class Order:
+    """A customer's order from one artisan, and what the saga knows of it."""
+
+    order_id: str
+    customer_id: str
+    artisan_id: str
+    lines: tuple[Line, ...]
+    delivery_fee_cents: int
+    payment_method_id: str
+    delivery_address: dict[str, str]
+    delivery_lat: float
+    delivery_lng: float
+    request_id: str
+    currency_code: str = "EUR"
+    payment: Outcome = Outcome.NONE
+    payment_reason: str = ""
+    stock: Outcome = Outcome.NONE
+    stock_reason: str = ""
+    cancel_reason: str = ""
+    shipped: bool = False
+    delivered: bool = False
+    refunded: bool = False
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+    step_deadline: datetime | None = None
+    version: int = 0
+
+    @property
+    def subtotal_cents(self) -> int:
+        """The sum of the lines."""
+        return sum(line.total_cents for line in self.lines)
+
+    @property
+    def total_cents(self) -> int:
+        """What is charged: lines plus delivery."""
+        return self.subtotal_cents + self.delivery_fee_cents
+
+    @property
+    def status(self) -> Status:
+        """The status the facts add up to."""
+        if self.cancel_reason:
+            return Status.CANCELLED
+        if self.delivered:
+            return Status.DELIVERED
+        if self.shipped:
+            return Status.SHIPPED
+        if self.payment is Outcome.FAILED or self.stock is Outcome.FAILED:
+            return Status.CANCELLED
+        if self.payment is Outcome.OK:
+            return Status.CONFIRMED if self.stock is Outcome.OK else Status.PAID
+        return Status.PENDING
+
+    @property
+    def reason(self) -> str:
+        """Why the order is cancelled, when it is."""
+        if self.cancel_reason:
+            return self.cancel_reason
+        if self.payment is Outcome.FAILED:
+            return self.payment_reason or "PAYMENT_FAILED"
+        if self.stock is Outcome.FAILED:
+            return self.stock_reason or "OUT_OF_STOCK"
+        return ""
+
+    @property
+    def needs_refund(self) -> bool:
+        """Charged, cancelled, and not refunded yet: payments must give the money back."""
+        return self.status is Status.CANCELLED and self.payment is Outcome.OK and not self.refunded
+
+    # Facts. Each returns the order with the fact learnt; learning a fact twice changes nothing.
+
+    def paid(self, ok: bool, reason: str = "") -> Order:
+        """The payment's answer."""
+        if self.payment is not Outcome.NONE:
+            return self
+        return replace(self, payment=Outcome.OK if ok else Outcome.FAILED, payment_reason=reason)
+
+    def reserved(self, ok: bool, reason: str = "") -> Order:
+        """The stock reservation's answer."""
+        if self.stock is not Outcome.NONE:
+            return self
+        return replace(self, stock=Outcome.OK if ok else Outcome.FAILED, stock_reason=reason)
+
+    def cancelled(self, reason: str) -> Order:
+        """Cancel, before shipping (by the customer, an admin, or a timed-out step)."""
+        if self.status is Status.CANCELLED:
+            return self
+        if self.status in (Status.SHIPPED, Status.DELIVERED):
+            raise CannotChangeError(self.order_id, self.status, "cancel")
+        return replace(self, cancel_reason=reason)
+
+    def ship(self) -> Order:
+        """The artisan handed a confirmed order to the carrier."""
+        if self.status is Status.SHIPPED:
+            return self
+        if self.status is not Status.CONFIRMED:
+            raise CannotChangeError(self.order_id, self.status, "ship")
+        return replace(self, shipped=True)
+
+    def deliver(self) -> Order:
+        """The customer received a shipped order."""
+        if self.status is Status.DELIVERED:
+            return self
+        if self.status is not Status.SHIPPED:
+            raise CannotChangeError(self.order_id, self.status, "deliver")
+        return replace(self, delivered=True)
+
+    def refund_done(self) -> Order:
+        """Payments gave the money back."""
+        return replace(self, refunded=True)
+
+
+def timeout_reason(order: Order) -> str | None:
+    """Why an order whose step deadline passed is cancelled, or None if no step is waiting."""
+    if order.status is Status.PENDING:
+        return "PAYMENT_TIMEOUT"
+    if order.status is Status.PAID:
+        return "RESERVATION_TIMEOUT"
+    return None

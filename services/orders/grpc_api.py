@@ -1,0 +1,201 @@
+"""orders' gRPC servicer and request rules."""
+
+from __future__ import annotations
+
+import base64
+import uuid
+from typing import Any
+
+import grpc
+
+from a4co.orders.v1 import orders_service_pb2 as pb
+from a4co.orders.v1 import orders_service_pb2_grpc as pb_grpc
+from a4co.type.v1 import address_pb2, lat_lng_pb2, money_pb2
+from services.orders import handlers
+from services.orders.domain import Order, Status
+from services.platform.auth import Role, current_principal
+from services.platform.errors import FieldViolation, InvalidArgumentError
+from services.platform.grpc.interceptor import MethodPolicy
+from services.platform.grpc.server import Registration
+from services.platform.timestamps import to_timestamp
+from services.platform.validation import Violations
+
+SERVICE = pb.DESCRIPTOR.services_by_name["OrdersService"].full_name
+Context = grpc.aio.ServicerContext[Any, Any]
+STATUS_TO_PB = {
+    Status.PENDING: pb.ORDER_STATUS_PENDING,
+    Status.PAID: pb.ORDER_STATUS_PAID,
+    Status.CONFIRMED: pb.ORDER_STATUS_CONFIRMED,
+    Status.SHIPPED: pb.ORDER_STATUS_SHIPPED,
+    Status.DELIVERED: pb.ORDER_STATUS_DELIVERED,
+    Status.CANCELLED: pb.ORDER_STATUS_CANCELLED,
+}
+STATUS_FROM_PB = {v: k for k, v in STATUS_TO_PB.items()}
+ADDRESS_FIELDS = ("street", "locality", "province", "postal_code", "country_code")
+
+
+def _uuid(v: Violations, value: str, field: str) -> None:
+    try:
+        uuid.UUID(value)
+    except ValueError:
+        v.add(field, "must be a UUID")
+
+
+def check_create(request: pb.CreateOrderRequest) -> None:
+    """A UUID request id, 1 to 50 distinct lines of 1 to 1000 units, a method, an address and point."""
+    v = Violations()
+    _uuid(v, request.request_id, "request_id")
+    v.check(1 <= len(request.lines) <= 50, "lines", "must hold 1 to 50 lines")
+    seen: set[str] = set()
+    for i, line in enumerate(request.lines):
+        v.required(line.product_id, f"lines[{i}].product_id")
+        v.between(line.quantity, f"lines[{i}].quantity", 1, 1000)
+        v.check(line.product_id not in seen, f"lines[{i}].product_id", "appears twice")
+        seen.add(line.product_id)
+    v.required(request.payment_method_id, "payment_method_id")
+    v.required(request.delivery_address.street, "delivery_address.street")
+    v.required(request.delivery_address.locality, "delivery_address.locality")
+    if v.check(request.HasField("delivery_location"), "delivery_location", "is required"):
+        v.between(request.delivery_location.latitude, "delivery_location.latitude", -90, 90)
+        v.between(request.delivery_location.longitude, "delivery_location.longitude", -180, 180)
+    v.raise_if_any()
+
+
+def check_order_id(request: Any) -> None:
+    """The order is required."""
+    v = Violations()
+    v.required(request.order_id, "order_id")
+    v.raise_if_any()
+
+
+def check_cancel(request: pb.CancelOrderRequest) -> None:
+    """The order, and a short reason."""
+    v = Violations()
+    v.required(request.order_id, "order_id")
+    v.length(request.reason, "reason", 0, 200)
+    v.raise_if_any()
+
+
+def check_list(request: pb.ListOrdersRequest) -> None:
+    """A page of at most 100."""
+    v = Violations()
+    v.between(request.page_size, "page_size", 0, 100)
+    v.raise_if_any()
+
+
+POLICIES = {
+    f"/{SERVICE}/CreateOrder": MethodPolicy(roles=frozenset({Role.CUSTOMER}), validator=check_create),
+    f"/{SERVICE}/GetOrder": MethodPolicy(validator=check_order_id),
+    f"/{SERVICE}/ListOrders": MethodPolicy(validator=check_list),
+    f"/{SERVICE}/CancelOrder": MethodPolicy(validator=check_cancel),
+    f"/{SERVICE}/MarkOrderShipped": MethodPolicy(roles=frozenset({Role.ARTISAN}), validator=check_order_id),
+    f"/{SERVICE}/MarkOrderDelivered": MethodPolicy(roles=frozenset({Role.ARTISAN}), validator=check_order_id),
+}
+
+
+def order_to_pb(o: Order) -> pb.Order:
+    """An order as a message."""
+
+    def money(cents: int) -> money_pb2.Money:
+        return money_pb2.Money(currency_code=o.currency_code, amount_cents=cents)
+
+    return pb.Order(
+        order_id=o.order_id,
+        customer_id=o.customer_id,
+        artisan_id=o.artisan_id,
+        lines=[
+            pb.OrderLine(
+                product_id=x.product_id,
+                product_name=x.product_name,
+                quantity=x.quantity,
+                unit_price=money(x.unit_price_cents),
+                line_total=money(x.total_cents),
+            )
+            for x in o.lines
+        ],
+        subtotal=money(o.subtotal_cents),
+        delivery_fee=money(o.delivery_fee_cents),
+        total=money(o.total_cents),
+        status=STATUS_TO_PB[o.status],
+        cancel_reason=o.reason if o.status is Status.CANCELLED else "",
+        delivery_address=address_pb2.Address(**{k: o.delivery_address.get(k, "") for k in ADDRESS_FIELDS}),
+        delivery_location=lat_lng_pb2.LatLng(latitude=o.delivery_lat, longitude=o.delivery_lng),
+        payment_method_id=o.payment_method_id,
+        create_time=to_timestamp(o.created_at),
+        update_time=to_timestamp(o.updated_at),
+    )
+
+
+def _offset(token: str) -> int:
+    if not token:
+        return 0
+    try:
+        return int(base64.urlsafe_b64decode(token.encode()).decode())
+    except ValueError:
+        raise InvalidArgumentError([FieldViolation("page_token", "is not a token from this API")]) from None
+
+
+class OrdersServicer(pb_grpc.OrdersServiceServicer):
+    """The OrdersService RPCs."""
+
+    def __init__(self, deps: handlers.Deps) -> None:
+        self.deps = deps
+
+    async def CreateOrder(self, request: pb.CreateOrderRequest, context: Context) -> pb.CreateOrderResponse:
+        """Take an order."""
+        address = {
+            k: getattr(request.delivery_address, k)
+            for k in ADDRESS_FIELDS
+            if getattr(request.delivery_address, k)
+        }
+        command = handlers.NewOrder(
+            request_id=request.request_id,
+            lines=[(x.product_id, x.quantity) for x in request.lines],
+            payment_method_id=request.payment_method_id,
+            delivery_address=address,
+            latitude=request.delivery_location.latitude,
+            longitude=request.delivery_location.longitude,
+        )
+        order = await handlers.create_order(self.deps, current_principal(), command)
+        return pb.CreateOrderResponse(order=order_to_pb(order))
+
+    async def GetOrder(self, request: pb.GetOrderRequest, context: Context) -> pb.GetOrderResponse:
+        """One order."""
+        return pb.GetOrderResponse(
+            order=order_to_pb(await handlers.get_order(self.deps, current_principal(), request.order_id))
+        )
+
+    async def ListOrders(self, request: pb.ListOrdersRequest, context: Context) -> pb.ListOrdersResponse:
+        """The caller's orders, newest first."""
+        size = request.page_size or 20
+        offset = _offset(request.page_token)
+        status = STATUS_FROM_PB.get(request.status)
+        orders = await handlers.list_orders(self.deps, current_principal(), status, offset, size + 1)
+        more = len(orders) > size
+        token = base64.urlsafe_b64encode(str(offset + size).encode()).decode() if more else ""
+        return pb.ListOrdersResponse(orders=[order_to_pb(o) for o in orders[:size]], next_page_token=token)
+
+    async def CancelOrder(self, request: pb.CancelOrderRequest, context: Context) -> pb.CancelOrderResponse:
+        """Cancel before shipping."""
+        order = await handlers.cancel_order(self.deps, current_principal(), request.order_id, request.reason)
+        return pb.CancelOrderResponse(order=order_to_pb(order))
+
+    async def MarkOrderShipped(
+        self, request: pb.MarkOrderShippedRequest, context: Context
+    ) -> pb.MarkOrderShippedResponse:
+        """The artisan shipped it."""
+        order = await handlers.mark_shipped(self.deps, current_principal(), request.order_id)
+        return pb.MarkOrderShippedResponse(order=order_to_pb(order))
+
+    async def MarkOrderDelivered(
+        self, request: pb.MarkOrderDeliveredRequest, context: Context
+    ) -> pb.MarkOrderDeliveredResponse:
+        """The customer received it."""
+        order = await handlers.mark_delivered(self.deps, current_principal(), request.order_id)
+        return pb.MarkOrderDeliveredResponse(order=order_to_pb(order))
+
+
+def registration(deps: handlers.Deps) -> Registration:
+    """How the runtime serves orders."""
+    servicer = OrdersServicer(deps)
+    return Registration(SERVICE, lambda server: pb_grpc.add_OrdersServiceServicer_to_server(servicer, server))

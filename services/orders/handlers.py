@@ -1,0 +1,342 @@
+"""orders' use cases and the saga's event handlers."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
+from typing import Protocol
+
+from google.protobuf.message import Message
+
+from a4co.inventory.events.v1 import inventory_events_pb2 as inventory_events
+from a4co.orders.events.v1 import order_events_pb2 as events
+from a4co.payments.events.v1 import payment_events_pb2 as payment_events
+from a4co.type.v1 import address_pb2, lat_lng_pb2, money_pb2
+from services.orders.adapters.peers import Peers
+from services.orders.adapters.postgres import Orders, OrdersUnitOfWork
+from services.orders.domain import Line, Order, Outcome, Status, timeout_reason
+from services.platform.auth import Principal, Role
+from services.platform.errors import (
+    FailedPreconditionError,
+    FieldViolation,
+    InvalidArgumentError,
+    NotFoundError,
+)
+from services.platform.events.consumer import HandlerContext
+from services.platform.flow import Flow, flow_scope
+from services.platform.timestamps import to_timestamp
+
+log = logging.getLogger(__name__)
+
+STATUS_TO_EVENT = {
+    Status.PENDING: events.ORDER_STATUS_PENDING,
+    Status.PAID: events.ORDER_STATUS_PAID,
+    Status.CONFIRMED: events.ORDER_STATUS_CONFIRMED,
+    Status.SHIPPED: events.ORDER_STATUS_SHIPPED,
+    Status.DELIVERED: events.ORDER_STATUS_DELIVERED,
+    Status.CANCELLED: events.ORDER_STATUS_CANCELLED,
+}
+
+
+class Publish(Protocol):
+    """Adds an event to the current transaction's outbox."""
+
+    async def __call__(self, event: Message, *, aggregate_id: str) -> object: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Deps:
+    """What the use cases are built with."""
+
+    uow: Callable[[], OrdersUnitOfWork]
+    peers: Peers
+    payment_timeout_s: float = 30.0
+    reservation_timeout_s: float = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class NewOrder:
+    """A customer's order as requested."""
+
+    request_id: str
+    lines: list[tuple[str, int]]
+    payment_method_id: str
+    delivery_address: dict[str, str]
+    latitude: float
+    longitude: float
+
+
+# Events -----------------------------------------------------------------------------------------
+
+
+def _lines(order: Order) -> list[events.OrderLine]:
+    def money(cents: int) -> money_pb2.Money:
+        return money_pb2.Money(currency_code=order.currency_code, amount_cents=cents)
+
+    return [
+        events.OrderLine(
+            product_id=x.product_id,
+            product_name=x.product_name,
+            quantity=x.quantity,
+            unit_price=money(x.unit_price_cents),
+            line_total=money(x.total_cents),
+        )
+        for x in order.lines
+    ]
+
+
+def _money(order: Order, cents: int) -> money_pb2.Money:
+    return money_pb2.Money(currency_code=order.currency_code, amount_cents=cents)
+
+
+def created_event(order: Order) -> events.OrderCreated:
+    """OrderCreated of a new order."""
+    return events.OrderCreated(
+        order_id=order.order_id,
+        customer_id=order.customer_id,
+        artisan_id=order.artisan_id,
+        lines=_lines(order),
+        subtotal=_money(order, order.subtotal_cents),
+        delivery_fee=_money(order, order.delivery_fee_cents),
+        total=_money(order, order.total_cents),
+        payment_method_id=order.payment_method_id,
+        delivery_address=address_pb2.Address(**order.delivery_address),
+        delivery_location=lat_lng_pb2.LatLng(latitude=order.delivery_lat, longitude=order.delivery_lng),
+        create_time=to_timestamp(order.created_at),
+    )
+
+
+def status_event(before: Order, after: Order) -> events.OrderStatusChanged:
+    """OrderStatusChanged from one state of an order to the next."""
+    return events.OrderStatusChanged(
+        order_id=after.order_id,
+        customer_id=after.customer_id,
+        artisan_id=after.artisan_id,
+        previous_status=STATUS_TO_EVENT[before.status],
+        status=STATUS_TO_EVENT[after.status],
+        reason=after.reason,
+        lines=_lines(after),
+        total=_money(after, after.total_cents),
+        refund_required=after.needs_refund,
+        change_time=to_timestamp(datetime.now(UTC)),
+    )
+
+
+def compensation_due(before: Order, after: Order) -> bool:
+    """A success learnt after the order was cancelled must be undone: announce the cancellation
+    again, so that payments refunds and inventory releases."""
+    late = before.status is Status.CANCELLED and after.status is Status.CANCELLED
+    return late and (
+        (after.payment is Outcome.OK and before.payment is not Outcome.OK)
+        or (after.stock is Outcome.OK and before.stock is not Outcome.OK)
+    )
+
+
+async def record(deps: Deps, orders: Orders, publish: Publish, before: Order, after: Order) -> Order:
+    """Store a changed order with its next step deadline, and announce what changed."""
+    if after == before:
+        return before
+    after = replace(after, step_deadline=_deadline(deps, after))
+    saved = await orders.save(after)
+    if before.status is not saved.status or compensation_due(before, saved):
+        await publish(status_event(before, saved), aggregate_id=saved.order_id)
+    if saved.status is Status.DELIVERED and before.status is not Status.DELIVERED:
+        delivered = events.OrderDelivered(
+            order_id=saved.order_id,
+            customer_id=saved.customer_id,
+            artisan_id=saved.artisan_id,
+            lines=_lines(saved),
+            total=_money(saved, saved.total_cents),
+            delivery_time=to_timestamp(datetime.now(UTC)),
+        )
+        await publish(delivered, aggregate_id=saved.order_id)
+    return saved
+
+
+def _deadline(deps: Deps, order: Order) -> datetime | None:
+    now = datetime.now(UTC)
+    if order.status is Status.PENDING:
+        return order.step_deadline or now + timedelta(seconds=deps.payment_timeout_s)
+    if order.status is Status.PAID:
+        return now + timedelta(seconds=deps.reservation_timeout_s)
+    return None
+
+
+# Commands ---------------------------------------------------------------------------------------
+
+
+async def create_order(deps: Deps, principal: Principal, cmd: NewOrder) -> Order:
+    """Check stock, payment method and delivery now; store the order PENDING with OrderCreated.
+
+    A retried call with the same request id returns the same order and announces nothing new.
+    """
+    async with deps.uow() as uow:
+        existing = await uow.orders.by_request(principal.user_id, cmd.request_id)
+    if existing is not None:
+        return existing
+    products = await asyncio.gather(*(deps.peers.product(pid) for pid, _ in cmd.lines))
+    sellers = {p.artisan_id for p in products}
+    if len(sellers) != 1:
+        raise InvalidArgumentError([FieldViolation("lines", "every product must come from the same artisan")])
+    await deps.peers.ensure_stock(cmd.lines)
+    await deps.peers.ensure_payment_method(cmd.payment_method_id)
+    artisan_id = sellers.pop()
+    quote = await deps.peers.quote(artisan_id, cmd.latitude, cmd.longitude)
+    if not quote.deliverable:
+        raise FailedPreconditionError(
+            "NOT_DELIVERABLE", f"the artisan does not deliver there ({quote.reason})"
+        )
+    order = Order(
+        order_id=str(uuid.uuid4()),
+        customer_id=principal.user_id,
+        artisan_id=artisan_id,
+        lines=tuple(
+            Line(p.product_id, p.name, qty, p.price_cents)
+            for p, (_, qty) in zip(products, cmd.lines, strict=True)
+        ),
+        delivery_fee_cents=quote.fee_cents,
+        payment_method_id=cmd.payment_method_id,
+        delivery_address=cmd.delivery_address,
+        delivery_lat=cmd.latitude,
+        delivery_lng=cmd.longitude,
+        request_id=cmd.request_id,
+        step_deadline=datetime.now(UTC) + timedelta(seconds=deps.payment_timeout_s),
+    )
+    async with deps.uow() as uow:
+        stored = await uow.orders.add(order)
+        if stored is None:  # the same request raced us: return its order
+            raced = await uow.orders.by_request(principal.user_id, cmd.request_id)
+            assert raced is not None
+            return raced
+        await uow.outbox.add(created_event(stored), aggregate_id=stored.order_id)
+    return stored
+
+
+def _visible(order: Order, principal: Principal) -> bool:
+    return principal.role is Role.ADMIN or principal.user_id in (order.customer_id, order.artisan_id)
+
+
+async def get_order(deps: Deps, principal: Principal, order_id: str) -> Order:
+    """An order, for its customer, its artisan or an admin."""
+    async with deps.uow() as uow:
+        order = await uow.orders.get(order_id)
+    if order is None or not _visible(order, principal):
+        # Someone else's order is reported as missing: its existence is not the caller's business.
+        raise NotFoundError("ORDER_NOT_FOUND", f"no order {order_id}")
+    return order
+
+
+async def list_orders(
+    deps: Deps, principal: Principal, status: Status | None, offset: int, limit: int
+) -> list[Order]:
+    """The caller's orders: a customer's purchases or an artisan's sales."""
+    column = "artisan_id" if principal.role is Role.ARTISAN else "customer_id"
+    async with deps.uow() as uow:
+        return await uow.orders.page(column, principal.user_id, status, offset, limit)
+
+
+async def _change(
+    deps: Deps, order_id: str, allowed: Callable[[Order], bool], change: Callable[[Order], Order]
+) -> Order:
+    async with deps.uow() as uow:
+        order = await uow.orders.get(order_id, for_update=True)
+        if order is None or not allowed(order):
+            raise NotFoundError("ORDER_NOT_FOUND", f"no order {order_id}")
+        return await record(deps, uow.orders, uow.outbox.add, order, change(order))
+
+
+async def cancel_order(deps: Deps, principal: Principal, order_id: str, reason: str) -> Order:
+    """The customer (or an admin) cancels before shipping; a paid order is refunded."""
+
+    def allowed(o: Order) -> bool:
+        return principal.role is Role.ADMIN or o.customer_id == principal.user_id
+
+    return await _change(deps, order_id, allowed, lambda o: o.cancelled("CUSTOMER_CANCELLED"))
+
+
+async def mark_shipped(deps: Deps, principal: Principal, order_id: str) -> Order:
+    """The selling artisan (or an admin) ships a confirmed order."""
+    return await _change(deps, order_id, lambda o: _seller(o, principal), lambda o: o.ship())
+
+
+async def mark_delivered(deps: Deps, principal: Principal, order_id: str) -> Order:
+    """The selling artisan (or an admin) records the delivery (OrderDelivered)."""
+    return await _change(deps, order_id, lambda o: _seller(o, principal), lambda o: o.deliver())
+
+
+def _seller(order: Order, principal: Principal) -> bool:
+    return principal.role is Role.ADMIN or order.artisan_id == principal.user_id
+
+
+# Saga events ------------------------------------------------------------------------------------
+
+
+async def _learn(deps: Deps, ctx: HandlerContext, order_id: str, fact: Callable[[Order], Order]) -> None:
+    orders = Orders(ctx.conn)
+    order = await orders.get(order_id, for_update=True)
+    if order is None:
+        log.warning("saga event for unknown order %s ignored", order_id)
+        return
+    await record(deps, orders, ctx.publish, order, fact(order))
+
+
+async def on_payment_processed(
+    deps: Deps, event: payment_events.PaymentProcessed, ctx: HandlerContext
+) -> None:
+    """The order was charged."""
+    await _learn(deps, ctx, event.order_id, lambda o: o.paid(True))
+
+
+async def on_payment_failed(deps: Deps, event: payment_events.PaymentFailed, ctx: HandlerContext) -> None:
+    """The order could not be charged: it is cancelled."""
+    await _learn(deps, ctx, event.order_id, lambda o: o.paid(False, event.reason))
+
+
+async def on_stock_reserved(deps: Deps, event: inventory_events.StockReserved, ctx: HandlerContext) -> None:
+    """Every line is reserved: the order is confirmed."""
+    await _learn(deps, ctx, event.order_id, lambda o: o.reserved(True))
+
+
+async def on_stock_reservation_failed(
+    deps: Deps, event: inventory_events.StockReservationFailed, ctx: HandlerContext
+) -> None:
+    """The stock was gone: the order is cancelled and refunded."""
+    await _learn(deps, ctx, event.order_id, lambda o: o.reserved(False, event.reason or "OUT_OF_STOCK"))
+
+
+async def on_refund_issued(deps: Deps, event: payment_events.RefundIssued, ctx: HandlerContext) -> None:
+    """The money went back to the customer."""
+    await _learn(deps, ctx, event.order_id, lambda o: o.refund_done())
+
+
+# Timeouts ---------------------------------------------------------------------------------------
+
+
+async def expire_overdue(deps: Deps, limit: int = 100) -> int:
+    """Cancel orders whose saga step did not answer in time; returns how many."""
+    expired = 0
+    async with deps.uow() as uow:
+        for order in await uow.orders.due(datetime.now(UTC), limit):
+            reason = timeout_reason(order)
+            if reason is None:
+                continue
+            with flow_scope(Flow(order.order_id, order.order_id, order.customer_id)):
+                await record(deps, uow.orders, uow.outbox.add, order, order.cancelled(reason))
+            expired += 1
+    return expired
+
+
+async def watch_timeouts(deps: Deps, interval_s: float = 0.5) -> None:
+    """Run `expire_overdue` for ever, every `interval_s` seconds (a background job)."""
+    while True:
+        try:
+            count = await expire_overdue(deps)
+            if count:
+                log.warning("cancelled %d orders whose saga step timed out", count)
+        except Exception:  # a failed sweep is retried at the next tick
+            log.exception("timeout sweep failed")
+        await asyncio.sleep(interval_s)  # the sweep's period

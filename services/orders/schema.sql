@@ -1,0 +1,32 @@
+-- orders: the orders and the facts their saga has learnt.
+CREATE TABLE IF NOT EXISTS orders (
+    order_id           uuid             PRIMARY KEY,
+    customer_id        text             NOT NULL,
+    artisan_id         text             NOT NULL,
+    request_id         text             NOT NULL,
+    lines              jsonb            NOT NULL,
+    currency_code      text             NOT NULL,
+    delivery_fee_cents bigint           NOT NULL,
+    total_cents        bigint           NOT NULL,
+    payment_method_id  text             NOT NULL,
+    delivery_address   jsonb            NOT NULL,
+    delivery_lat       double precision NOT NULL,
+    delivery_lng       double precision NOT NULL,
+    payment            text             NOT NULL DEFAULT 'none',
+    payment_reason     text             NOT NULL DEFAULT '',
+    stock              text             NOT NULL DEFAULT 'none',
+    stock_reason       text             NOT NULL DEFAULT '',
+    cancel_reason      text             NOT NULL DEFAULT '',
+    shipped            boolean          NOT NULL DEFAULT false,
+    delivered          boolean          NOT NULL DEFAULT false,
+    refunded           boolean          NOT NULL DEFAULT false,
+    status             text             NOT NULL,
+    step_deadline      timestamptz,
+    version            integer          NOT NULL DEFAULT 1,
+    created_at         timestamptz      NOT NULL DEFAULT now(),
+    updated_at         timestamptz      NOT NULL DEFAULT now(),
+    UNIQUE (customer_id, request_id)
+);
+CREATE INDEX IF NOT EXISTS orders_customer ON orders (customer_id, created_at DESC);
+CREATE INDEX IF NOT EXISTS orders_artisan ON orders (artisan_id, created_at DESC);
+CREATE INDEX IF NOT EXISTS orders_waiting ON orders (step_deadline) WHERE status IN ('PENDING', 'PAID');

@@ -1,0 +1,18 @@
+"""The events orders consumes: the answers of the saga's steps."""
+
+from __future__ import annotations
+
+from google.protobuf.message import Message
+
+from a4co.inventory.events.v1 import inventory_events_pb2
+from a4co.payments.events.v1 import payment_events_pb2
+from services.orders import handlers
+from services.platform.events.subscriptions import UnboundHandler
+
+HANDLERS: dict[type[Message], UnboundHandler] = {
+    payment_events_pb2.PaymentProcessed: handlers.on_payment_processed,
+    payment_events_pb2.PaymentFailed: handlers.on_payment_failed,
+    payment_events_pb2.RefundIssued: handlers.on_refund_issued,
+    inventory_events_pb2.StockReserved: handlers.on_stock_reserved,
+    inventory_events_pb2.StockReservationFailed: handlers.on_stock_reservation_failed,
+}

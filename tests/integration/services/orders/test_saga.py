@@ -1,0 +1,204 @@
+"""The order saga across real services: the happy path, refusals and compensations, and the
+invariants after each."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import grpc
+import pytest
+import pytest_asyncio
+
+from a4co.inventory.v1 import inventory_service_pb2 as inventory_pb
+from a4co.orders.v1 import orders_service_pb2 as pb
+from a4co.payments.v1 import payments_service_pb2 as payments_pb
+from services.platform.events.topology import Topology
+from services.platform.local_servers import ServerUrls
+from tests.integration.services.harness import Keys
+from tests.integration.services.orders.shop import DECLINED, Actors, shop
+from tests.support.invariants import violations
+from tests.support.rpc import failure
+from tests.support.waiting import eventually
+
+
+@pytest_asyncio.fixture
+async def actors(
+    urls: ServerUrls, prefix: str, keys: Keys, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[Actors]:
+    monkeypatch.setenv("A4CO_SAGA_PAYMENT_TIMEOUT_S", "3")
+    monkeypatch.setenv("A4CO_SAGA_RESERVATION_TIMEOUT_S", "3")
+    async with shop(urls, prefix, keys) as svc:
+        people = Actors(svc, keys)
+        await people.open_workshop()
+        yield people
+
+
+async def quiet_and_sound(actors: Actors, urls: ServerUrls, prefix: str) -> None:
+    async def sound() -> bool:
+        return await violations(urls.database_url, Topology(prefix)) == []
+
+    try:
+        await eventually(sound, timeout=20, what="the invariants")
+    except AssertionError:
+        raise AssertionError(await violations(urls.database_url, Topology(prefix))) from None
+
+
+async def stock(actors: Actors, product_id: str) -> inventory_pb.StockLevel:
+    return (await actors.inventory.GetStock(inventory_pb.GetStockRequest(product_id=product_id))).stock
+
+
+async def test_happy_path_to_delivered(actors: Actors, urls: ServerUrls, prefix: str) -> None:
+    product = await actors.product(stock=5)
+    card = await actors.card()
+    placed = await actors.place(product, 2, card)
+    assert placed.status == pb.ORDER_STATUS_PENDING
+    assert placed.total.amount_cents == 2 * 2200 + placed.delivery_fee.amount_cents
+    assert placed.delivery_fee.amount_cents == 250, "Úbeda to Baeza is a local delivery"
+
+    confirmed = await actors.settles(placed.order_id, pb.ORDER_STATUS_CONFIRMED)
+    level = await stock(actors, product)
+    assert (level.on_hand, level.reserved, level.available) == (5, 2, 3)
+    payment = await actors.payments.GetPayment(
+        payments_pb.GetPaymentRequest(order_id=placed.order_id), metadata=actors.customer()
+    )
+    assert payment.payment.amount.amount_cents == confirmed.total.amount_cents
+
+    await actors.orders.MarkOrderShipped(
+        pb.MarkOrderShippedRequest(order_id=placed.order_id), metadata=actors.artisan()
+    )
+    delivered = await actors.orders.MarkOrderDelivered(
+        pb.MarkOrderDeliveredRequest(order_id=placed.order_id), metadata=actors.artisan()
+    )
+    assert delivered.order.status == pb.ORDER_STATUS_DELIVERED
+
+    async def committed() -> bool:
+        level = await stock(actors, product)
+        return (level.on_hand, level.reserved) == (3, 0)
+
+    await eventually(committed, what="stock committed on delivery")
+    await quiet_and_sound(actors, urls, prefix)
+
+
+async def test_a_retried_create_returns_the_same_order(actors: Actors) -> None:
+    product = await actors.product(stock=5)
+    card = await actors.card()
+    first = await actors.place(product, 1, card, request_id="9f5b1e8a-58c4-4c4e-9df4-1a2b3c4d5e6f")
+    again = await actors.place(product, 1, card, request_id="9f5b1e8a-58c4-4c4e-9df4-1a2b3c4d5e6f")
+    assert first.order_id == again.order_id
+    count = await actors.svc["orders"].infra.pool.fetchval("SELECT count(*) FROM orders")
+    assert count == 1
+
+
+async def test_a_declined_payment_cancels_and_reserves_nothing(
+    actors: Actors, urls: ServerUrls, prefix: str
+) -> None:
+    product = await actors.product(stock=5)
+    card = await actors.card(DECLINED)
+    placed = await actors.place(product, 2, card)
+    cancelled = await actors.settles(placed.order_id, pb.ORDER_STATUS_CANCELLED)
+    assert cancelled.cancel_reason == "CARD_DECLINED"
+    assert (await stock(actors, product)).reserved == 0
+    await quiet_and_sound(actors, urls, prefix)
+
+
+async def test_stock_gone_between_check_and_reservation_cancels_and_refunds(
+    actors: Actors, urls: ServerUrls, prefix: str
+) -> None:
+    product = await actors.product(stock=3)
+    card = await actors.card()
+    # Both pass CheckStock (nothing is reserved yet); only one can be reserved.
+    first = await actors.place(product, 2, card)
+    second = await actors.place(product, 2, card)
+    outcomes = {}
+    for order in (first, second):
+
+        async def settled(order_id: str = order.order_id) -> bool:
+            status = (await actors.status_of(order_id)).status
+            outcomes[order_id] = status
+            return status in (pb.ORDER_STATUS_CONFIRMED, pb.ORDER_STATUS_CANCELLED)
+
+        await eventually(settled, timeout=20, what="the order settled")
+    assert sorted(outcomes.values()) == [pb.ORDER_STATUS_CONFIRMED, pb.ORDER_STATUS_CANCELLED]
+    loser = next(o for o, s in outcomes.items() if s == pb.ORDER_STATUS_CANCELLED)
+    assert (await actors.status_of(loser)).cancel_reason == "OUT_OF_STOCK"
+
+    async def refunded() -> bool:
+        payment = await actors.payments.GetPayment(
+            payments_pb.GetPaymentRequest(order_id=loser), metadata=actors.customer()
+        )
+        return payment.payment.status == payments_pb.PAYMENT_STATUS_REFUNDED
+
+    await eventually(refunded, what="the refund of the cancelled order")
+    await quiet_and_sound(actors, urls, prefix)
+
+
+async def test_the_customer_cancels_a_confirmed_order(actors: Actors, urls: ServerUrls, prefix: str) -> None:
+    product = await actors.product(stock=4)
+    placed = await actors.place(product, 3, await actors.card())
+    await actors.settles(placed.order_id, pb.ORDER_STATUS_CONFIRMED)
+    other = await failure(
+        actors.orders.CancelOrder(
+            pb.CancelOrderRequest(order_id=placed.order_id), metadata=actors.customer("someone")
+        )
+    )
+    assert other.code() == grpc.StatusCode.NOT_FOUND
+    cancelled = await actors.orders.CancelOrder(
+        pb.CancelOrderRequest(order_id=placed.order_id, reason="ya no lo necesito"),
+        metadata=actors.customer(),
+    )
+    assert cancelled.order.status == pb.ORDER_STATUS_CANCELLED
+
+    async def released() -> bool:
+        return (await stock(actors, placed.lines[0].product_id)).reserved == 0
+
+    await eventually(released, what="the reservation released")
+    await quiet_and_sound(actors, urls, prefix)
+    shipped = await failure(
+        actors.orders.MarkOrderShipped(
+            pb.MarkOrderShippedRequest(order_id=placed.order_id), metadata=actors.artisan()
+        )
+    )
+    assert shipped.code() == grpc.StatusCode.FAILED_PRECONDITION
+
+
+async def test_a_step_that_never_answers_is_timed_out_and_compensated(
+    actors: Actors, urls: ServerUrls, prefix: str
+) -> None:
+    product = await actors.product(stock=4)
+    card = await actors.card()
+    payments_consumers = actors.svc["payments"].runner.consumers
+    for consumer in payments_consumers:
+        await consumer.stop()  # payments hears nothing: the payment step never answers
+    placed = await actors.place(product, 1, card)
+    cancelled = await actors.settles(placed.order_id, pb.ORDER_STATUS_CANCELLED, timeout=20)
+    assert cancelled.cancel_reason == "PAYMENT_TIMEOUT"
+
+    # Payments comes back and charges the late order: the saga refunds it.
+    for consumer in payments_consumers:
+        consumer._stopping.clear()
+        await consumer.start()
+
+    async def refunded() -> bool:
+        try:
+            payment = await actors.payments.GetPayment(
+                payments_pb.GetPaymentRequest(order_id=placed.order_id), metadata=actors.customer()
+            )
+        except grpc.aio.AioRpcError:
+            return False
+        return payment.payment.status == payments_pb.PAYMENT_STATUS_REFUNDED
+
+    await eventually(refunded, timeout=20, what="the late charge refunded")
+    assert (await actors.status_of(placed.order_id)).status == pb.ORDER_STATUS_CANCELLED
+    await quiet_and_sound(actors, urls, prefix)
+
+
+async def test_create_order_checks_synchronously(actors: Actors) -> None:
+    product = await actors.product(stock=1)
+    card = await actors.card()
+    too_many = await failure(actors.place(product, 2, card))
+    assert too_many.code() == grpc.StatusCode.FAILED_PRECONDITION
+    someone_elses = await failure(actors.place(product, 1, card, customer="customer-luis"))
+    assert someone_elses.code() == grpc.StatusCode.PERMISSION_DENIED
+    unknown = await failure(actors.place("no-such-product", 1, card))
+    assert unknown.code() == grpc.StatusCode.NOT_FOUND
+    assert await actors.svc["orders"].infra.pool.fetchval("SELECT count(*) FROM orders") == 0
