@@ -3,6 +3,7 @@ invariants after each."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 import grpc
@@ -202,3 +203,89 @@ async def test_create_order_checks_synchronously(actors: Actors) -> None:
     unknown = await failure(actors.place("no-such-product", 1, card))
     assert unknown.code() == grpc.StatusCode.NOT_FOUND
     assert await actors.svc["orders"].infra.pool.fetchval("SELECT count(*) FROM orders") == 0
+
+
+async def test_many_concurrent_orders_never_oversell(actors: Actors, urls: ServerUrls, prefix: str) -> None:
+    product = await actors.product(stock=5)
+    cards = {f"customer-{i}": await actors.card(customer=f"customer-{i}") for i in range(200)}
+
+    async def attempt(customer: str) -> str | grpc.StatusCode:
+        try:
+            return (await actors.place(product, 1, cards[customer], customer=customer)).order_id
+        except grpc.aio.AioRpcError as error:
+            return error.code()
+
+    outcomes = await asyncio.gather(*(attempt(c) for c in cards))
+    refused = [o for o in outcomes if isinstance(o, grpc.StatusCode)]
+    assert set(refused) <= {grpc.StatusCode.FAILED_PRECONDITION}, "only 'sold out' at the check"
+    placed = [o for o in outcomes if isinstance(o, str)]
+    assert len(placed) > 5
+    pool = actors.svc["orders"].infra.pool
+
+    async def all_settled() -> bool:
+        waiting = await pool.fetchval("SELECT count(*) FROM orders WHERE status IN ('PENDING', 'PAID')")
+        return bool(waiting == 0)
+
+    await eventually(all_settled, timeout=60, what="every order settled")
+    confirmed = await pool.fetchval("SELECT count(*) FROM orders WHERE status = 'CONFIRMED'")
+    assert confirmed == 5, "exactly the stock is sold"
+    level = await stock(actors, product)
+    assert (level.on_hand, level.reserved, level.available) == (5, 5, 0)
+    await quiet_and_sound(actors, urls, prefix)
+
+
+async def test_every_saga_event_delivered_again_and_out_of_order_changes_nothing(
+    actors: Actors, urls: ServerUrls, prefix: str
+) -> None:
+    product = await actors.product(stock=5)
+    ok = await actors.place(product, 2, await actors.card())
+    declined = await actors.place(product, 1, await actors.card(DECLINED))
+    await actors.settles(ok.order_id, pb.ORDER_STATUS_CONFIRMED)
+    await actors.settles(declined.order_id, pb.ORDER_STATUS_CANCELLED)
+    await quiet_and_sound(actors, urls, prefix)
+    before = await snapshot(actors)
+
+    # Every event of the flows, once more, newest first, each under a new message id so that
+    # JetStream keeps it: only the consumers' inboxes stand between them and a second effect.
+    infra = actors.svc["orders"].infra
+    republished = 0
+    for stream in ("ORDERS", "PAYMENTS", "INVENTORY"):
+        name = infra.topology.stream(stream)
+        last = (await infra.js.stream_info(name)).state.last_seq
+        messages = [await infra.js.get_msg(name, seq=s) for s in range(1, last + 1)]
+        for message in reversed(messages):
+            headers = dict(message.headers or {})
+            headers["Nats-Msg-Id"] = f"again-{headers.get('Nats-Msg-Id')}"
+            await infra.js.publish(message.subject or "", message.data or b"", headers=headers)
+            republished += 1
+    assert republished >= 8
+
+    async def all_seen() -> bool:
+        consumers = [c for s in actors.svc.values() for c in s.runner.consumers]
+        return sum(c.stats.duplicates for c in consumers) >= republished - sum(
+            c.stats.skipped for c in consumers
+        )
+
+    await eventually(all_seen, timeout=30, what="the duplicates consumed")
+    await quiet_and_sound(actors, urls, prefix)
+    assert await snapshot(actors) == before
+
+
+async def snapshot(actors: Actors) -> dict[str, object]:
+    orders = actors.svc["orders"].infra.pool
+    payments = actors.svc["payments"].infra.pool
+    inventory = actors.svc["inventory"].infra.pool
+    return {
+        "orders": sorted(
+            tuple(r) for r in await orders.fetch("SELECT order_id::text, status, refunded FROM orders")
+        ),
+        "payments": sorted(
+            tuple(r) for r in await payments.fetch("SELECT order_id, status, refunded_cents FROM payments")
+        ),
+        "stock": sorted(
+            tuple(r) for r in await inventory.fetch("SELECT product_id, on_hand, reserved FROM stock")
+        ),
+        "holds": sorted(
+            tuple(r) for r in await inventory.fetch("SELECT order_id, product_id, status FROM reservations")
+        ),
+    }
