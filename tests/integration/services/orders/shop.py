@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import importlib
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import grpc
 
@@ -32,13 +34,21 @@ BAEZA = lat_lng_pb2.LatLng(latitude=37.9938, longitude=-3.4700)
 APPROVED, DECLINED = "4242424242424242", "4000000000000002"
 
 
+SUBSCRIBERS = ("identity", "notifications", "loyalty", "analytics", "cms")
+
+
 @contextlib.asynccontextmanager
-async def shop(urls: ServerUrls, prefix: str, keys: Keys) -> AsyncIterator[dict[str, RunningService]]:
-    """Every service the saga needs, orders last with its peers' addresses."""
-    builds = {
+async def shop(
+    urls: ServerUrls, prefix: str, keys: Keys, *, subscribers: bool = False
+) -> AsyncIterator[dict[str, RunningService]]:
+    """Every service the saga needs, orders last with its peers' addresses; with `subscribers`,
+    identity and the services that only listen (notifications, loyalty, analytics, cms) too."""
+    builds: dict[str, Any] = {
         "artisans": build_artisans,
         **{k: BUILDS[k] for k in ("inventory", "payments", "catalog", "geo")},
     }
+    if subscribers:
+        builds.update({name: _build_of(name) for name in SUBSCRIBERS})
     async with contextlib.AsyncExitStack() as stack:
         running: dict[str, RunningService] = {}
         for name, build in builds.items():
@@ -52,6 +62,10 @@ async def shop(urls: ServerUrls, prefix: str, keys: Keys) -> AsyncIterator[dict[
             running_service("orders", build_orders, Path("services/orders/schema.sql"), settings)
         )
         yield running
+
+
+def _build_of(name: str) -> Any:
+    return importlib.import_module(f"services.{name}.__main__").build
 
 
 @dataclass

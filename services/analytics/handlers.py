@@ -1,0 +1,161 @@
+"""analytics' projections and reports."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import asyncpg
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from a4co.orders.events.v1 import order_events_pb2 as order_events
+from services.platform.auth import Principal, Role
+from services.platform.db import Connection
+from services.platform.events.consumer import HandlerContext
+from services.platform.validation import Violations
+
+
+@dataclass(frozen=True, slots=True)
+class Deps:
+    """What the use cases are built with."""
+
+    pool: asyncpg.Pool
+
+
+@dataclass(frozen=True, slots=True)
+class ProductLine:
+    """One product's sales in a report."""
+
+    product_id: str
+    product_name: str
+    units: int
+    revenue_cents: int
+
+
+@dataclass(frozen=True, slots=True)
+class Report:
+    """An artisan's sales over a period."""
+
+    artisan_id: str
+    placed: int
+    delivered: int
+    cancelled: int
+    units: int
+    gross_cents: int
+    refunded_cents: int
+    currency_code: str
+    products: list[ProductLine]
+
+
+def _when(stamp: Timestamp, ctx: HandlerContext) -> datetime:
+    if stamp.seconds:
+        return stamp.ToDatetime(tzinfo=UTC)
+    return ctx.event.envelope.occurred_at.ToDatetime(tzinfo=UTC)
+
+
+async def _ensure(conn: Connection, order_id: str, artisan_id: str) -> None:
+    await conn.execute(
+        "INSERT INTO sales (order_id, artisan_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+        order_id,
+        artisan_id,
+    )
+
+
+async def _lines(conn: Connection, order_id: str, lines: list[order_events.OrderLine]) -> None:
+    await conn.executemany(
+        "INSERT INTO sale_lines (order_id, product_id, product_name, quantity, revenue_cents)"
+        " VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+        [(order_id, x.product_id, x.product_name, x.quantity, x.line_total.amount_cents) for x in lines],
+    )
+
+
+async def on_order_created(deps: Deps, event: order_events.OrderCreated, ctx: HandlerContext) -> None:
+    """An order placed: its amounts, lines and time."""
+    await _ensure(ctx.conn, event.order_id, event.artisan_id)
+    await ctx.conn.execute(
+        "UPDATE sales SET currency_code = $2, subtotal_cents = $3, total_cents = $4, placed_at = $5"
+        " WHERE order_id = $1",
+        event.order_id,
+        event.total.currency_code or "EUR",
+        event.subtotal.amount_cents,
+        event.total.amount_cents,
+        _when(event.create_time, ctx),
+    )
+    await _lines(ctx.conn, event.order_id, list(event.lines))
+
+
+async def on_order_status_changed(
+    deps: Deps, event: order_events.OrderStatusChanged, ctx: HandlerContext
+) -> None:
+    """A cancellation, and what it gave back."""
+    if event.status != order_events.ORDER_STATUS_CANCELLED:
+        return
+    await _ensure(ctx.conn, event.order_id, event.artisan_id)
+    refunded = event.total.amount_cents if event.refund_required else 0
+    await ctx.conn.execute(
+        "UPDATE sales SET cancelled_at = coalesce(cancelled_at, $2),"
+        " refunded_cents = greatest(refunded_cents, $3)"
+        " WHERE order_id = $1",
+        event.order_id,
+        _when(event.change_time, ctx),
+        refunded,
+    )
+    await _lines(ctx.conn, event.order_id, list(event.lines))
+
+
+async def on_order_delivered(deps: Deps, event: order_events.OrderDelivered, ctx: HandlerContext) -> None:
+    """A sale completed."""
+    await _ensure(ctx.conn, event.order_id, event.artisan_id)
+    await ctx.conn.execute(
+        "UPDATE sales SET delivered_at = coalesce(delivered_at, $2) WHERE order_id = $1",
+        event.order_id,
+        _when(event.delivery_time, ctx),
+    )
+    await _lines(ctx.conn, event.order_id, list(event.lines))
+
+
+async def report(deps: Deps, principal: Principal, artisan_id: str, start: datetime, end: datetime) -> Report:
+    """An artisan's sales in [start, end), for that artisan or an admin."""
+    target = artisan_id or principal.user_id
+    if principal.role is not Role.ADMIN:
+        principal.require(Role.ARTISAN)
+        principal.require_self_or_admin(target)
+    v = Violations()
+    v.check(start < end, "end_time", "must be after start_time")
+    v.raise_if_any()
+    totals = await deps.pool.fetchrow(
+        "SELECT count(*) FILTER (WHERE placed_at >= $2 AND placed_at < $3) AS placed,"
+        " count(*) FILTER (WHERE delivered_at >= $2 AND delivered_at < $3) AS delivered,"
+        " count(*) FILTER (WHERE cancelled_at >= $2 AND cancelled_at < $3) AS cancelled,"
+        " coalesce(sum(subtotal_cents) FILTER (WHERE delivered_at >= $2 AND delivered_at < $3), 0)"
+        " AS gross,"
+        " coalesce(sum(refunded_cents) FILTER (WHERE cancelled_at >= $2 AND cancelled_at < $3), 0)"
+        " AS refunded,"
+        " coalesce(max(currency_code), 'EUR') AS currency FROM sales WHERE artisan_id = $1",
+        target,
+        start,
+        end,
+    )
+    rows = await deps.pool.fetch(
+        "SELECT l.product_id, max(l.product_name) AS name, sum(l.quantity) AS units,"
+        " sum(l.revenue_cents) AS revenue"
+        " FROM sale_lines l JOIN sales s USING (order_id) WHERE s.artisan_id = $1"
+        " AND s.delivered_at >= $2 AND s.delivered_at < $3"
+        " GROUP BY l.product_id ORDER BY units DESC, l.product_id",
+        target,
+        start,
+        end,
+    )
+    assert totals is not None
+    products = [ProductLine(r["product_id"], r["name"], int(r["units"]), int(r["revenue"])) for r in rows]
+    return Report(
+        target,
+        int(totals["placed"]),
+        int(totals["delivered"]),
+        int(totals["cancelled"]),
+        sum(p.units for p in products),
+        int(totals["gross"]),
+        int(totals["refunded"]),
+        totals["currency"],
+        products,
+    )

@@ -1,0 +1,22 @@
+-- analytics: one fact row per order and per order line, filled in as its events arrive.
+CREATE TABLE IF NOT EXISTS sales (
+    order_id       text        PRIMARY KEY,
+    artisan_id     text        NOT NULL,
+    currency_code  text        NOT NULL DEFAULT 'EUR',
+    subtotal_cents bigint      NOT NULL DEFAULT 0,
+    total_cents    bigint      NOT NULL DEFAULT 0,
+    placed_at      timestamptz,
+    delivered_at   timestamptz,
+    cancelled_at   timestamptz,
+    refunded_cents bigint      NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS sales_artisan ON sales (artisan_id);
+
+CREATE TABLE IF NOT EXISTS sale_lines (
+    order_id      text   NOT NULL,
+    product_id    text   NOT NULL,
+    product_name  text   NOT NULL,
+    quantity      bigint NOT NULL,
+    revenue_cents bigint NOT NULL,
+    PRIMARY KEY (order_id, product_id)
+);

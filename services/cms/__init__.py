@@ -1,0 +1,1 @@
+"""cms: public profile pages, with no private field."""

@@ -1,0 +1,97 @@
+"""cms' projections and the public profile."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import asyncpg
+
+from a4co.artisans.events.v1 import artisan_events_pb2 as artisan_events
+from a4co.identity.events.v1 import identity_events_pb2 as identity_events
+from services.platform.errors import NotFoundError
+from services.platform.events.consumer import HandlerContext
+
+
+@dataclass(frozen=True, slots=True)
+class Deps:
+    """What the use cases are built with."""
+
+    pool: asyncpg.Pool
+
+
+@dataclass(frozen=True, slots=True)
+class PublicProfile:
+    """What anyone may see of a user."""
+
+    user_id: str
+    display_name: str
+    kind: str
+    bio: str
+    craft: str
+    locality: str
+    member_since: datetime | None
+
+
+async def on_user_registered(deps: Deps, event: identity_events.UserRegistered, ctx: HandlerContext) -> None:
+    """A new public page: the name and town only, never the e-mail the event also carries."""
+    kind = "artisan" if event.role == identity_events.USER_ROLE_ARTISAN else "customer"
+    since = event.register_time.ToDatetime(tzinfo=UTC) if event.register_time.seconds else datetime.now(UTC)
+    await ctx.conn.execute(
+        "INSERT INTO profiles (user_id, display_name, kind, locality, member_since)"
+        " VALUES ($1, $2, $3, $4, $5) ON CONFLICT (user_id) DO UPDATE SET"
+        " member_since = coalesce(profiles.member_since, EXCLUDED.member_since),"
+        " kind = CASE WHEN profiles.kind = 'artisan' THEN 'artisan' ELSE EXCLUDED.kind END",
+        event.user_id,
+        event.display_name,
+        kind,
+        event.locality,
+        since,
+    )
+
+
+async def on_profile_updated(deps: Deps, event: identity_events.ProfileUpdated, ctx: HandlerContext) -> None:
+    """The public fields of a changed profile."""
+    await ctx.conn.execute(
+        "INSERT INTO profiles (user_id, display_name, bio, locality) VALUES ($1, $2, $3, $4)"
+        " ON CONFLICT (user_id) DO UPDATE SET display_name = EXCLUDED.display_name, bio = EXCLUDED.bio,"
+        " locality = EXCLUDED.locality, updated_at = now()",
+        event.user_id,
+        event.display_name,
+        event.bio,
+        event.locality,
+    )
+
+
+async def on_artisan_onboarded(
+    deps: Deps, event: artisan_events.ArtisanOnboarded, ctx: HandlerContext
+) -> None:
+    """A workshop's page: its name, craft, town and presentation."""
+    await ctx.conn.execute(
+        "INSERT INTO profiles (user_id, display_name, kind, bio, craft, locality, member_since)"
+        " VALUES ($1, $2, 'artisan', $3, $4, $5, $6) ON CONFLICT (user_id) DO UPDATE SET"
+        " display_name = EXCLUDED.display_name, kind = 'artisan', bio = EXCLUDED.bio, craft = EXCLUDED.craft,"
+        " locality = EXCLUDED.locality, updated_at = now()",
+        event.artisan_id,
+        event.display_name,
+        event.bio,
+        event.craft,
+        event.locality,
+        event.onboard_time.ToDatetime(tzinfo=UTC) if event.onboard_time.seconds else datetime.now(UTC),
+    )
+
+
+async def public_profile(deps: Deps, user_id: str) -> PublicProfile:
+    """A public page."""
+    row = await deps.pool.fetchrow("SELECT * FROM profiles WHERE user_id = $1", user_id)
+    if row is None:
+        raise NotFoundError("PROFILE_NOT_FOUND", f"no public profile {user_id}")
+    return PublicProfile(
+        row["user_id"],
+        row["display_name"],
+        row["kind"],
+        row["bio"],
+        row["craft"],
+        row["locality"],
+        row["member_since"],
+    )

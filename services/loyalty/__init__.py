@@ -1,0 +1,1 @@
+"""loyalty: each customer's points ledger."""

@@ -1,0 +1,55 @@
+"""loyalty's gRPC servicer."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import grpc
+
+from a4co.loyalty.v1 import loyalty_service_pb2 as pb
+from a4co.loyalty.v1 import loyalty_service_pb2_grpc as pb_grpc
+from services.loyalty import handlers
+from services.platform.auth import current_principal
+from services.platform.grpc.interceptor import MethodPolicy
+from services.platform.grpc.server import Registration
+from services.platform.timestamps import to_timestamp
+from services.platform.validation import Violations
+
+SERVICE = pb.DESCRIPTOR.services_by_name["LoyaltyService"].full_name
+Context = grpc.aio.ServicerContext[Any, Any]
+
+
+def check_balance(request: pb.GetBalanceRequest) -> None:
+    """A user id, when given, is short."""
+    v = Violations()
+    v.length(request.user_id, "user_id", 0, 100)
+    v.raise_if_any()
+
+
+POLICIES = {f"/{SERVICE}/GetBalance": MethodPolicy(validator=check_balance)}
+
+
+class LoyaltyServicer(pb_grpc.LoyaltyServiceServicer):
+    """The LoyaltyService RPCs."""
+
+    def __init__(self, deps: handlers.Deps) -> None:
+        self.deps = deps
+
+    async def GetBalance(self, request: pb.GetBalanceRequest, context: Context) -> pb.GetBalanceResponse:
+        """A user's points."""
+        b = await handlers.balance(self.deps, current_principal(), request.user_id)
+        return pb.GetBalanceResponse(
+            user_id=b.user_id,
+            points=b.points,
+            lifetime_points=b.lifetime_points,
+            entry_count=b.entries,
+            update_time=to_timestamp(b.updated_at),
+        )
+
+
+def registration(deps: handlers.Deps) -> Registration:
+    """How the runtime serves loyalty."""
+    servicer = LoyaltyServicer(deps)
+    return Registration(
+        SERVICE, lambda server: pb_grpc.add_LoyaltyServiceServicer_to_server(servicer, server)
+    )

@@ -1,0 +1,1 @@
+"""notifications: messages to users and artisans, stored, pushed in real time and delivered."""

@@ -1,0 +1,70 @@
+"""Delivery transports: a local file (the default) and SMTP."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import smtplib
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.message import EmailMessage
+from pathlib import Path
+from typing import Protocol
+
+
+@dataclass(frozen=True, slots=True)
+class Outgoing:
+    """A message ready to leave: to whom, and what."""
+
+    recipient_id: str
+    email: str
+    title: str
+    body: str
+
+
+class Transport(Protocol):
+    """Hands a message to the outside world."""
+
+    async def send(self, message: Outgoing) -> None:
+        """Deliver one message."""
+
+
+class FileTransport:
+    """Appends each message as a JSON line to `<directory>/outbox.jsonl`; for development."""
+
+    def __init__(self, directory: Path) -> None:
+        self.path = directory / "outbox.jsonl"
+
+    async def send(self, message: Outgoing) -> None:
+        """Append the message."""
+        line = json.dumps(
+            {"time": datetime.now(UTC).isoformat(), "to": message.email or message.recipient_id,
+             "subject": message.title, "body": message.body},
+            ensure_ascii=False,
+        )  # fmt: skip
+        await asyncio.to_thread(self._append, line)
+
+    def _append(self, line: str) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self.path.open("a", encoding="utf-8") as f:
+            f.write(line + "\n")
+
+
+class SmtpTransport:
+    """Sends e-mail through an SMTP relay (stdlib smtplib, in a thread)."""
+
+    def __init__(self, host: str, port: int, sender: str) -> None:
+        self.host, self.port, self.sender = host, port, sender
+
+    async def send(self, message: Outgoing) -> None:
+        """Send one e-mail; users without an address are skipped."""
+        if not message.email:
+            return
+        email = EmailMessage()
+        email["From"], email["To"], email["Subject"] = self.sender, message.email, message.title
+        email.set_content(message.body)
+        await asyncio.to_thread(self._send, email)
+
+    def _send(self, email: EmailMessage) -> None:
+        with smtplib.SMTP(self.host, self.port, timeout=10) as smtp:
+            smtp.send_message(email)

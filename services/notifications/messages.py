@@ -1,0 +1,192 @@
+"""What each event says, in Spanish, and to whom: one function per event type, as data.
+
+Pure functions from an event to the messages it causes; events that concern nobody in person
+(stock bookkeeping) have no entry.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from google.protobuf.message import Message
+
+from a4co.artisans.events.v1 import artisan_events_pb2 as artisans
+from a4co.identity.events.v1 import identity_events_pb2 as identity
+from a4co.inventory.events.v1 import inventory_events_pb2 as inventory
+from a4co.orders.events.v1 import order_events_pb2 as orders
+from a4co.payments.events.v1 import payment_events_pb2 as payments
+
+
+@dataclass(frozen=True, slots=True)
+class Note:
+    """One message to one person."""
+
+    recipient_id: str
+    title: str
+    body: str
+    subject_id: str
+
+
+def euros(cents: int) -> str:
+    """An amount as Spaniards write it: 24,50 €."""
+    return f"{cents / 100:,.2f} €".replace(",", "X").replace(".", ",").replace("X", ".")
+
+
+def _short(order_id: str) -> str:
+    return order_id[:8]
+
+
+def user_registered(e: Any) -> list[Note]:
+    return [
+        Note(
+            e.user_id,
+            "¡Bienvenido a a4co!",
+            f"Hola {e.display_name}, gracias por unirte al mercado de los artesanos de Jaén.",
+            e.user_id,
+        )
+    ]
+
+
+def profile_updated(e: Any) -> list[Note]:
+    return [Note(e.user_id, "Perfil actualizado", "Hemos guardado los cambios de tu perfil.", e.user_id)]
+
+
+def artisan_onboarded(e: Any) -> list[Note]:
+    return [
+        Note(
+            e.artisan_id,
+            "Tu taller ya está en a4co",
+            f"{e.display_name} ({e.locality}) ya es visible para los clientes.",
+            e.artisan_id,
+        )
+    ]
+
+
+def product_published(e: Any) -> list[Note]:
+    return [Note(e.artisan_id, "Producto publicado", f"«{e.name}» ya está a la venta.", e.product_id)]
+
+
+def order_created(e: Any) -> list[Note]:
+    total = euros(e.total.amount_cents)
+    return [
+        Note(
+            e.customer_id,
+            "Hemos recibido tu pedido",
+            f"Tu pedido {_short(e.order_id)} de {total} está en camino de confirmarse.",
+            e.order_id,
+        ),
+        Note(
+            e.artisan_id,
+            "Nuevo pedido",
+            f"Has recibido el pedido {_short(e.order_id)} por {total}.",
+            e.order_id,
+        ),
+    ]
+
+
+STATUS_TEXT = {
+    orders.ORDER_STATUS_CONFIRMED: ("Pedido confirmado", "El artesano ya está preparando tu pedido {id}."),
+    orders.ORDER_STATUS_SHIPPED: ("Pedido enviado", "Tu pedido {id} ya va de camino."),
+    orders.ORDER_STATUS_CANCELLED: ("Pedido cancelado", "Tu pedido {id} se ha cancelado ({reason})."),
+}
+
+
+def order_status_changed(e: Any) -> list[Note]:
+    if e.status not in STATUS_TEXT or e.previous_status == e.status:
+        return []
+    title, text = STATUS_TEXT[e.status]
+    found = [Note(e.customer_id, title, text.format(id=_short(e.order_id), reason=e.reason), e.order_id)]
+    if e.status == orders.ORDER_STATUS_CONFIRMED:
+        found.append(
+            Note(
+                e.artisan_id,
+                "Prepara el pedido",
+                f"El pedido {_short(e.order_id)} está pagado y reservado.",
+                e.order_id,
+            )
+        )
+    elif e.status == orders.ORDER_STATUS_CANCELLED:
+        found.append(
+            Note(
+                e.artisan_id,
+                "Pedido cancelado",
+                f"El pedido {_short(e.order_id)} se ha cancelado.",
+                e.order_id,
+            )
+        )
+    return found
+
+
+def order_delivered(e: Any) -> list[Note]:
+    return [
+        Note(
+            e.customer_id,
+            "Pedido entregado",
+            f"Tu pedido {_short(e.order_id)} ha llegado. ¡Que lo disfrutes!",
+            e.order_id,
+        ),
+        Note(
+            e.artisan_id, "Venta completada", f"El pedido {_short(e.order_id)} se ha entregado.", e.order_id
+        ),
+    ]
+
+
+def payment_processed(e: Any) -> list[Note]:
+    return [
+        Note(
+            e.customer_id,
+            "Pago recibido",
+            f"Hemos cobrado {euros(e.amount.amount_cents)} por tu pedido {_short(e.order_id)}.",
+            e.order_id,
+        )
+    ]
+
+
+def payment_failed(e: Any) -> list[Note]:
+    return [
+        Note(
+            e.customer_id,
+            "No hemos podido cobrar tu pedido",
+            f"El pago del pedido {_short(e.order_id)} no se completó: {e.message}",
+            e.order_id,
+        )
+    ]
+
+
+def refund_issued(e: Any) -> list[Note]:
+    return [
+        Note(
+            e.customer_id,
+            "Reembolso emitido",
+            f"Te hemos devuelto {euros(e.amount.amount_cents)} del pedido {_short(e.order_id)}.",
+            e.order_id,
+        )
+    ]
+
+
+def low_stock(e: Any) -> list[Note]:
+    return [
+        Note(
+            e.artisan_id,
+            "Quedan pocas unidades",
+            f"Solo quedan {e.available} unidades de un producto (aviso a partir de {e.threshold}).",
+            e.product_id,
+        )
+    ]
+
+
+MESSAGES: dict[type[Message], Callable[[Any], list[Note]]] = {
+    identity.UserRegistered: user_registered,
+    identity.ProfileUpdated: profile_updated,
+    artisans.ArtisanOnboarded: artisan_onboarded,
+    artisans.ProductPublished: product_published,
+    orders.OrderCreated: order_created,
+    orders.OrderStatusChanged: order_status_changed,
+    orders.OrderDelivered: order_delivered,
+    payments.PaymentProcessed: payment_processed,
+    payments.PaymentFailed: payment_failed,
+    payments.RefundIssued: refund_issued,
+    inventory.LowStockWarning: low_stock,
+}
