@@ -9,6 +9,8 @@ from collections.abc import AsyncIterator
 import grpc
 import pytest
 import pytest_asyncio
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind
 
 from a4co.inventory.v1 import inventory_service_pb2 as inventory_pb
 from a4co.orders.v1 import orders_service_pb2 as pb
@@ -289,3 +291,34 @@ async def snapshot(actors: Actors) -> dict[str, object]:
             tuple(r) for r in await inventory.fetch("SELECT order_id, product_id, status FROM reservations")
         ),
     }
+
+
+async def test_one_trace_covers_create_order_and_everything_it_caused(
+    actors: Actors, spans: InMemorySpanExporter
+) -> None:
+    product = await actors.product(stock=5)
+    card = await actors.card()
+    spans.clear()
+    placed = await actors.place(product, 1, card)
+    await actors.settles(placed.order_id, pb.ORDER_STATUS_CONFIRMED)
+
+    finished = spans.get_finished_spans()
+    create = [s for s in finished if s.name.endswith("/CreateOrder") and s.kind == SpanKind.SERVER]
+    assert len(create) == 1, [s.name for s in finished]
+    trace_id = create[0].context.trace_id
+
+    consumed = [s for s in finished if s.kind == SpanKind.CONSUMER]
+    names = {s.name for s in consumed if s.context.trace_id == trace_id}
+    unprefixed = {n.split("a4co.", 1)[-1] for n in names}
+    assert {
+        "orders.order.created process",  # payments charges; analytics, notifications listen
+        "payments.payment.processed process",  # orders learns it was paid
+        "orders.order.status_changed process",  # inventory reserves
+        "inventory.stock.reserved process",  # orders confirms
+    } <= unprefixed, sorted(unprefixed)
+    # The synchronous checks of CreateOrder are in the same trace too.
+    clients = {s.name for s in finished if s.kind == SpanKind.CLIENT and s.context.trace_id == trace_id}
+    assert {
+        "/a4co.inventory.v1.InventoryService/CheckStock",
+        "/a4co.geo.v1.GeoService/QuoteDelivery",
+    } <= clients
