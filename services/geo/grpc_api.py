@@ -78,8 +78,9 @@ class GeoServicer(pb_grpc.GeoServiceServicer):
                     locality=w.locality,
                     location=lat_lng_pb2.LatLng(latitude=w.location.latitude, longitude=w.location.longitude),
                     distance_km=round(distance, 3),
+                    product_count=count,
                 )
-                for w, distance in found
+                for w, distance, count in found
             ]
         )
 

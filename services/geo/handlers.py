@@ -27,11 +27,18 @@ class Deps:
 
 async def find_nearby(
     deps: Deps, center: Point, radius_km: float, craft: str, limit: int
-) -> list[tuple[Workshop, float]]:
-    """Workshops within `radius_km` of `center`, nearest first."""
+) -> list[tuple[Workshop, float, int]]:
+    """Workshops within `radius_km` of `center`, nearest first, with their product counts."""
     if not await deps.index.ready():
         await reindex(deps)
-    return await deps.index.nearby(center, radius_km, craft, limit)
+    found = await deps.index.nearby(center, radius_km, craft, limit)
+    rows = await deps.pool.fetch(
+        "SELECT artisan_id, count(*) AS n FROM products"
+        " WHERE artisan_id = ANY($1::text[]) GROUP BY artisan_id",
+        [w.artisan_id for w, _ in found],
+    )
+    counts = {r["artisan_id"]: int(r["n"]) for r in rows}
+    return [(w, d, counts.get(w.artisan_id, 0)) for w, d in found]
 
 
 async def quote_delivery(deps: Deps, artisan_id: str, destination: Point) -> Quote:
@@ -68,3 +75,14 @@ async def on_artisan_onboarded(
         await deps.index.add(workshop)
 
     ctx.after_commit(index)
+
+
+async def on_product_published(
+    deps: Deps, event: artisan_events.ProductPublished, ctx: HandlerContext
+) -> None:
+    """A workshop's product, counted on the map."""
+    await ctx.conn.execute(
+        "INSERT INTO products (product_id, artisan_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+        event.product_id,
+        event.artisan_id,
+    )

@@ -8,3 +8,10 @@ CREATE TABLE IF NOT EXISTS workshops (
     longitude    double precision NOT NULL,
     updated_at   timestamptz      NOT NULL DEFAULT now()
 );
+
+-- Products published by each workshop, from ProductPublished.
+CREATE TABLE IF NOT EXISTS products (
+    product_id text PRIMARY KEY,
+    artisan_id text NOT NULL
+);
+CREATE INDEX IF NOT EXISTS products_artisan ON products (artisan_id);

@@ -116,7 +116,7 @@ async def test_an_artisan_onboards_once_and_publishes_and_everyone_hears(
             stock.on_hand == 7
             and product.available_quantity == 7
             and product.locality == "Úbeda"
-            and [a.artisan_id for a in nearby.artisans] == ["artisan-tito"]
+            and [(a.artisan_id, a.product_count) for a in nearby.artisans] == [("artisan-tito", 1)]
         )
 
     await eventually(everywhere, timeout=20, what="stock, catalogue and map updated from the events")

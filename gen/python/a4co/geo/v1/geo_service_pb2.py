@@ -26,7 +26,7 @@ from a4co.type.v1 import lat_lng_pb2 as a4co_dot_type_dot_v1_dot_lat__lng__pb2
 from a4co.type.v1 import money_pb2 as a4co_dot_type_dot_v1_dot_money__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1d\x61\x34\x63o/geo/v1/geo_service.proto\x12\x0b\x61\x34\x63o.geo.v1\x1a\x1a\x61\x34\x63o/type/v1/lat_lng.proto\x1a\x18\x61\x34\x63o/type/v1/money.proto\"\x97\x01\n\rNearbyArtisan\x12\x12\n\nartisan_id\x18\x01 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x02 \x01(\t\x12\r\n\x05\x63raft\x18\x03 \x01(\t\x12\x10\n\x08locality\x18\x04 \x01(\t\x12&\n\x08location\x18\x05 \x01(\x0b\x32\x14.a4co.type.v1.LatLng\x12\x13\n\x0b\x64istance_km\x18\x06 \x01(\x01\"x\n\x19\x46indNearbyArtisansRequest\x12&\n\x08location\x18\x01 \x01(\x0b\x32\x14.a4co.type.v1.LatLng\x12\x11\n\tradius_km\x18\x02 \x01(\x01\x12\r\n\x05\x63raft\x18\x03 \x01(\t\x12\x11\n\tpage_size\x18\x04 \x01(\x05\"J\n\x1a\x46indNearbyArtisansResponse\x12,\n\x08\x61rtisans\x18\x01 \x03(\x0b\x32\x1a.a4co.geo.v1.NearbyArtisan\"U\n\x14QuoteDeliveryRequest\x12\x12\n\nartisan_id\x18\x01 \x01(\t\x12)\n\x0b\x64\x65stination\x18\x02 \x01(\x0b\x32\x14.a4co.type.v1.LatLng\"\x99\x01\n\x15QuoteDeliveryResponse\x12\x13\n\x0b\x64\x65liverable\x18\x01 \x01(\x08\x12\x13\n\x0b\x64istance_km\x18\x02 \x01(\x01\x12 \n\x03\x66\x65\x65\x18\x03 \x01(\x0b\x32\x13.a4co.type.v1.Money\x12\x0c\n\x04zone\x18\x04 \x01(\t\x12\x16\n\x0e\x65stimated_days\x18\x05 \x01(\x05\x12\x0e\n\x06reason\x18\x06 \x01(\t2\xcb\x01\n\nGeoService\x12\x65\n\x12\x46indNearbyArtisans\x12&.a4co.geo.v1.FindNearbyArtisansRequest\x1a\'.a4co.geo.v1.FindNearbyArtisansResponse\x12V\n\rQuoteDelivery\x12!.a4co.geo.v1.QuoteDeliveryRequest\x1a\".a4co.geo.v1.QuoteDeliveryResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1d\x61\x34\x63o/geo/v1/geo_service.proto\x12\x0b\x61\x34\x63o.geo.v1\x1a\x1a\x61\x34\x63o/type/v1/lat_lng.proto\x1a\x18\x61\x34\x63o/type/v1/money.proto\"\xae\x01\n\rNearbyArtisan\x12\x12\n\nartisan_id\x18\x01 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x02 \x01(\t\x12\r\n\x05\x63raft\x18\x03 \x01(\t\x12\x10\n\x08locality\x18\x04 \x01(\t\x12&\n\x08location\x18\x05 \x01(\x0b\x32\x14.a4co.type.v1.LatLng\x12\x13\n\x0b\x64istance_km\x18\x06 \x01(\x01\x12\x15\n\rproduct_count\x18\x07 \x01(\x05\"x\n\x19\x46indNearbyArtisansRequest\x12&\n\x08location\x18\x01 \x01(\x0b\x32\x14.a4co.type.v1.LatLng\x12\x11\n\tradius_km\x18\x02 \x01(\x01\x12\r\n\x05\x63raft\x18\x03 \x01(\t\x12\x11\n\tpage_size\x18\x04 \x01(\x05\"J\n\x1a\x46indNearbyArtisansResponse\x12,\n\x08\x61rtisans\x18\x01 \x03(\x0b\x32\x1a.a4co.geo.v1.NearbyArtisan\"U\n\x14QuoteDeliveryRequest\x12\x12\n\nartisan_id\x18\x01 \x01(\t\x12)\n\x0b\x64\x65stination\x18\x02 \x01(\x0b\x32\x14.a4co.type.v1.LatLng\"\x99\x01\n\x15QuoteDeliveryResponse\x12\x13\n\x0b\x64\x65liverable\x18\x01 \x01(\x08\x12\x13\n\x0b\x64istance_km\x18\x02 \x01(\x01\x12 \n\x03\x66\x65\x65\x18\x03 \x01(\x0b\x32\x13.a4co.type.v1.Money\x12\x0c\n\x04zone\x18\x04 \x01(\t\x12\x16\n\x0e\x65stimated_days\x18\x05 \x01(\x05\x12\x0e\n\x06reason\x18\x06 \x01(\t2\xcb\x01\n\nGeoService\x12\x65\n\x12\x46indNearbyArtisans\x12&.a4co.geo.v1.FindNearbyArtisansRequest\x1a\'.a4co.geo.v1.FindNearbyArtisansResponse\x12V\n\rQuoteDelivery\x12!.a4co.geo.v1.QuoteDeliveryRequest\x1a\".a4co.geo.v1.QuoteDeliveryResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,15 +34,15 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'a4co.geo.v1.geo_service_pb2
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_NEARBYARTISAN']._serialized_start=101
-  _globals['_NEARBYARTISAN']._serialized_end=252
-  _globals['_FINDNEARBYARTISANSREQUEST']._serialized_start=254
-  _globals['_FINDNEARBYARTISANSREQUEST']._serialized_end=374
-  _globals['_FINDNEARBYARTISANSRESPONSE']._serialized_start=376
-  _globals['_FINDNEARBYARTISANSRESPONSE']._serialized_end=450
-  _globals['_QUOTEDELIVERYREQUEST']._serialized_start=452
-  _globals['_QUOTEDELIVERYREQUEST']._serialized_end=537
-  _globals['_QUOTEDELIVERYRESPONSE']._serialized_start=540
-  _globals['_QUOTEDELIVERYRESPONSE']._serialized_end=693
-  _globals['_GEOSERVICE']._serialized_start=696
-  _globals['_GEOSERVICE']._serialized_end=899
+  _globals['_NEARBYARTISAN']._serialized_end=275
+  _globals['_FINDNEARBYARTISANSREQUEST']._serialized_start=277
+  _globals['_FINDNEARBYARTISANSREQUEST']._serialized_end=397
+  _globals['_FINDNEARBYARTISANSRESPONSE']._serialized_start=399
+  _globals['_FINDNEARBYARTISANSRESPONSE']._serialized_end=473
+  _globals['_QUOTEDELIVERYREQUEST']._serialized_start=475
+  _globals['_QUOTEDELIVERYREQUEST']._serialized_end=560
+  _globals['_QUOTEDELIVERYRESPONSE']._serialized_start=563
+  _globals['_QUOTEDELIVERYRESPONSE']._serialized_end=716
+  _globals['_GEOSERVICE']._serialized_start=719
+  _globals['_GEOSERVICE']._serialized_end=922
 # @@protoc_insertion_point(module_scope)

@@ -32,6 +32,7 @@ class NearbyArtisan(_message.Message):
     LOCALITY_FIELD_NUMBER: _builtins.int
     LOCATION_FIELD_NUMBER: _builtins.int
     DISTANCE_KM_FIELD_NUMBER: _builtins.int
+    PRODUCT_COUNT_FIELD_NUMBER: _builtins.int
     artisan_id: _builtins.str
     """The artisan."""
     display_name: _builtins.str
@@ -42,6 +43,8 @@ class NearbyArtisan(_message.Message):
     """The workshop's town."""
     distance_km: _builtins.float
     """The distance from the search point, in kilometres."""
+    product_count: _builtins.int
+    """How many products the workshop has published."""
     @_builtins.property
     def location(self) -> _lat_lng_pb2.LatLng:
         """Where the workshop is."""
@@ -55,10 +58,11 @@ class NearbyArtisan(_message.Message):
         locality: _builtins.str = ...,
         location: _lat_lng_pb2.LatLng | None = ...,
         distance_km: _builtins.float = ...,
+        product_count: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["location", b"location"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["artisan_id", b"artisan_id", "craft", b"craft", "display_name", b"display_name", "distance_km", b"distance_km", "locality", b"locality", "location", b"location"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["artisan_id", b"artisan_id", "craft", b"craft", "display_name", b"display_name", "distance_km", b"distance_km", "locality", b"locality", "location", b"location", "product_count", b"product_count"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -1,0 +1,1 @@
+"""Running the whole marketplace on one machine: the process supervisor (and `make run`)."""

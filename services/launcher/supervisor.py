@@ -1,0 +1,202 @@
+"""Run every service as its own process: fixed ports, readiness, restarts with backoff, clean stop.
+
+Each service gets a gRPC and a metrics port chosen once, so a restarted service comes back at the
+same address and its peers need not learn a new one. orders starts last, told where its peers are.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import signal
+import sys
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from services.platform.local_servers import free_port
+from services.platform.resilience import Backoff
+
+log = logging.getLogger(__name__)
+
+# orders calls these four synchronously, so they start first; orders starts last.
+SERVICES = (
+    "identity",
+    "inventory",
+    "payments",
+    "catalog",
+    "geo",
+    "artisans",
+    "notifications",
+    "loyalty",
+    "analytics",
+    "cms",
+    "orders",
+)
+PEERS_OF_ORDERS = ("catalog", "inventory", "payments", "geo")
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    """Where one service answers."""
+
+    service: str
+    grpc: str
+    metrics_port: int
+
+
+@dataclass
+class Child:
+    """One supervised service process."""
+
+    endpoint: Endpoint
+    process: asyncio.subprocess.Process | None = None
+    restarts: int = 0
+    pumps: list[asyncio.Task[None]] = field(default_factory=list)
+
+
+class Supervisor:
+    """Starts, watches and stops the services of one deployment."""
+
+    def __init__(
+        self,
+        run_dir: Path,
+        env: dict[str, str],
+        *,
+        services: tuple[str, ...] = SERVICES,
+        on_line: Callable[[str, str], None] | None = None,
+        backoff: Backoff | None = None,
+    ) -> None:
+        self.run_dir = run_dir
+        self.env = env
+        self.services = services
+        self.on_line = on_line or (lambda service, line: None)
+        self.backoff = backoff or Backoff(first_s=0.5, cap_s=10.0)
+        self.children = {
+            name: Child(Endpoint(name, f"127.0.0.1:{free_port()}", free_port())) for name in services
+        }
+        self._stopping = False
+        self._watcher: asyncio.Task[None] | None = None
+
+    @property
+    def endpoints(self) -> dict[str, Endpoint]:
+        """Every service's addresses."""
+        return {name: child.endpoint for name, child in self.children.items()}
+
+    def _env_for(self, name: str) -> dict[str, str]:
+        env = dict(self.env)
+        if name == "orders":
+            for peer in PEERS_OF_ORDERS:
+                if peer in self.children:
+                    env[f"A4CO_PEER_{peer.upper()}"] = self.children[peer].endpoint.grpc
+        return env
+
+    async def _spawn(self, name: str) -> None:
+        child = self.children[name]
+        ready = self.run_dir / f"{name}.ready.json"
+        ready.unlink(missing_ok=True)
+        child.process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", f"services.{name}",
+            "--grpc-address", child.endpoint.grpc,
+            "--metrics-port", str(child.endpoint.metrics_port),
+            "--ready-file", str(ready),
+            env=self._env_for(name), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+            start_new_session=True,
+        )  # fmt: skip
+        child.pumps = [asyncio.create_task(self._pump(name, child.process))]
+
+    async def _pump(self, name: str, process: asyncio.subprocess.Process) -> None:
+        assert process.stdout is not None
+        with (self.run_dir / f"{name}.log").open("ab") as logfile:
+            async for raw in process.stdout:
+                logfile.write(raw)
+                self.on_line(name, raw.decode(errors="replace").rstrip())
+
+    async def _wait_ready(self, name: str, timeout: float) -> None:
+        ready = self.run_dir / f"{name}.ready.json"
+        child = self.children[name]
+        deadline = asyncio.get_running_loop().time() + timeout
+        while not ready.exists():
+            if child.process is not None and child.process.returncode is not None:
+                raise RuntimeError(
+                    f"{name} exited with {child.process.returncode}; see {self.run_dir / name}.log"
+                )
+            if asyncio.get_running_loop().time() > deadline:
+                raise TimeoutError(f"{name} not ready after {timeout:.0f} s")
+            await asyncio.sleep(0.05)  # polling the ready file, bounded by the deadline above
+
+    async def start(self, timeout: float = 60.0) -> dict[str, Endpoint]:
+        """Start every service (orders after its peers are ready) and watch them."""
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        first = [n for n in self.services if n != "orders"]
+        for name in first:
+            await self._spawn(name)
+        await asyncio.gather(*(self._wait_ready(n, timeout) for n in first))
+        if "orders" in self.children:
+            await self._spawn("orders")
+            await self._wait_ready("orders", timeout)
+        (self.run_dir / "addresses.json").write_text(
+            json.dumps({n: asdict(e) for n, e in self.endpoints.items()}, indent=2)
+        )
+        self._watcher = asyncio.create_task(self._watch())
+        return self.endpoints
+
+    async def _watch(self) -> None:
+        """Restart a service that died, after a backoff that grows with its restarts."""
+        while not self._stopping:
+            for name, child in self.children.items():
+                process = child.process
+                if process is None or process.returncode is None or self._stopping:
+                    continue
+                child.restarts += 1
+                delay = self.backoff.delay(child.restarts)
+                log.warning(
+                    "%s exited with %s; restart %d in %.1f s", name, process.returncode, child.restarts, delay
+                )
+                self.on_line(
+                    "supervisor", f"{name} exited ({process.returncode}); restarting in {delay:.1f} s"
+                )
+                child.process = None
+                await asyncio.sleep(delay)  # the restart backoff itself
+                if not self._stopping:
+                    await self._spawn(name)
+            await asyncio.sleep(0.2)  # how often crashed children are looked for
+
+    def pid(self, name: str) -> int | None:
+        """A running service's process id."""
+        process = self.children[name].process
+        return process.pid if process is not None and process.returncode is None else None
+
+    async def wait_ready(self, name: str, timeout: float = 60.0) -> None:
+        """Wait until a (re)started service reports ready again."""
+        await self._wait_ready(name, timeout)
+
+    async def stop(self, grace_s: float = 20.0) -> None:
+        """SIGTERM every service (orders first), wait, then SIGKILL what is left."""
+        self._stopping = True
+        if self._watcher is not None:
+            self._watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watcher
+        order = ["orders", *[n for n in reversed(self.services) if n != "orders"]]
+        for name in order:
+            process = self.children[name].process if name in self.children else None
+            if process is not None and process.returncode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    process.send_signal(signal.SIGTERM)
+        for name in order:
+            process = self.children[name].process if name in self.children else None
+            if process is None:
+                continue
+            try:
+                await asyncio.wait_for(process.wait(), grace_s)
+            except TimeoutError:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(process.pid, signal.SIGKILL)
+                await process.wait()
+        for child in self.children.values():
+            for pump in child.pumps:
+                pump.cancel()

@@ -1,0 +1,324 @@
+"""End to end: every service as its own process under the supervisor, driven through gRPC like a
+client, with the invariants checked over the schemas afterwards."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import grpc
+import pytest
+import pytest_asyncio
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from a4co.analytics.v1 import analytics_service_pb2 as analytics_pb
+from a4co.analytics.v1 import analytics_service_pb2_grpc as analytics_grpc
+from a4co.artisans.v1 import artisans_service_pb2 as artisans_pb
+from a4co.artisans.v1 import artisans_service_pb2_grpc as artisans_grpc
+from a4co.catalog.v1 import catalog_service_pb2 as catalog_pb
+from a4co.catalog.v1 import catalog_service_pb2_grpc as catalog_grpc
+from a4co.cms.v1 import cms_service_pb2 as cms_pb
+from a4co.cms.v1 import cms_service_pb2_grpc as cms_grpc
+from a4co.identity.v1 import identity_service_pb2 as identity_pb
+from a4co.identity.v1 import identity_service_pb2_grpc as identity_grpc
+from a4co.inventory.v1 import inventory_service_pb2 as inventory_pb
+from a4co.inventory.v1 import inventory_service_pb2_grpc as inventory_grpc
+from a4co.loyalty.v1 import loyalty_service_pb2 as loyalty_pb
+from a4co.loyalty.v1 import loyalty_service_pb2_grpc as loyalty_grpc
+from a4co.notifications.v1 import notifications_service_pb2 as notifications_pb
+from a4co.notifications.v1 import notifications_service_pb2_grpc as notifications_grpc
+from a4co.orders.v1 import orders_service_pb2 as orders_pb
+from a4co.orders.v1 import orders_service_pb2_grpc as orders_grpc
+from a4co.payments.v1 import payments_service_pb2 as payments_pb
+from a4co.payments.v1 import payments_service_pb2_grpc as payments_grpc
+from a4co.type.v1 import address_pb2, lat_lng_pb2, money_pb2
+from services.launcher.supervisor import Supervisor
+from services.platform.events.topology import Topology
+from services.platform.local_servers import ServerUrls
+from tests.integration.services.harness import Keys
+from tests.support.invariants import violations
+from tests.support.waiting import eventually
+
+Metadata = tuple[tuple[str, str], ...]
+
+
+class Client:
+    """Channels to every service, as another team's client would hold them."""
+
+    def __init__(self, supervisor: Supervisor) -> None:
+        self.channels = {n: grpc.aio.insecure_channel(e.grpc) for n, e in supervisor.endpoints.items()}
+        self.identity = identity_grpc.IdentityServiceStub(self.channels["identity"])
+        self.artisans = artisans_grpc.ArtisansServiceStub(self.channels["artisans"])
+        self.inventory = inventory_grpc.InventoryServiceStub(self.channels["inventory"])
+        self.payments = payments_grpc.PaymentsServiceStub(self.channels["payments"])
+        self.orders = orders_grpc.OrdersServiceStub(self.channels["orders"])
+        self.catalog = catalog_grpc.CatalogServiceStub(self.channels["catalog"])
+        self.loyalty = loyalty_grpc.LoyaltyServiceStub(self.channels["loyalty"])
+        self.notifications = notifications_grpc.NotificationsServiceStub(self.channels["notifications"])
+
+    async def sign_up(self, email: str, role: identity_pb.Role.ValueType) -> tuple[str, Metadata]:
+        password = "contraseña-segura-2026"
+        user = await self.identity.Register(
+            identity_pb.RegisterRequest(
+                email=email, password=password, display_name=email.split("@")[0], role=role
+            )
+        )
+        login = await self.identity.Login(identity_pb.LoginRequest(email=email, password=password))
+        return user.user.user_id, (("authorization", f"Bearer {login.tokens.access_token}"),)
+
+    async def close(self) -> None:
+        for channel in self.channels.values():
+            await channel.close()
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="session")
+async def deployment(
+    urls: ServerUrls, keys: Keys, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[tuple[Supervisor, Client, str]]:
+    prefix = "e" + uuid.uuid4().hex[:12]
+    run_dir = Path(tmp_path_factory.mktemp("run"))
+    env = dict(
+        os.environ,
+        **urls.as_env(),
+        A4CO_PREFIX=prefix,
+        A4CO_JWT_PRIVATE_KEY_FILE=str(keys.private_file),
+        A4CO_JWT_PUBLIC_KEY_FILE=str(keys.public_file),
+        A4CO_SAGA_PAYMENT_TIMEOUT_S="10",
+        A4CO_SAGA_RESERVATION_TIMEOUT_S="10",
+        A4CO_NOTIFICATIONS_DIR=str(run_dir / "mail"),
+        A4CO_LOG_LEVEL="WARNING",
+    )
+    supervisor = Supervisor(run_dir, env)
+    await supervisor.start()
+    client = Client(supervisor)
+    yield supervisor, client, prefix
+    await client.close()
+    await supervisor.stop()
+
+
+async def shop_with(client: Client, stock: int) -> tuple[str, Metadata]:
+    _, artisan = await client.sign_up(f"taller-{uuid.uuid4().hex[:6]}@ubeda.es", identity_pb.ROLE_ARTISAN)
+    await client.artisans.OnboardArtisan(
+        artisans_pb.OnboardArtisanRequest(
+            request_id=str(uuid.uuid4()),
+            display_name="Alfarería Tito",
+            craft="ceramica",
+            locality="Úbeda",
+            location=lat_lng_pb2.LatLng(latitude=38.0133, longitude=-3.3706),
+        ),
+        metadata=artisan,
+    )
+    published = await client.artisans.PublishProduct(
+        artisans_pb.PublishProductRequest(
+            request_id=str(uuid.uuid4()),
+            name="Plato de cerámica verde",
+            category="ceramica",
+            price=money_pb2.Money(currency_code="EUR", amount_cents=2500),
+            initial_stock=stock,
+        ),
+        metadata=artisan,
+    )
+    product_id = published.product.product_id
+
+    async def on_sale() -> bool:
+        try:
+            await client.inventory.GetStock(inventory_pb.GetStockRequest(product_id=product_id))
+            await client.catalog.GetProduct(catalog_pb.GetProductRequest(product_id=product_id))
+        except grpc.aio.AioRpcError:
+            return False
+        return True
+
+    await eventually(on_sale, timeout=30, what="the product on sale everywhere")
+    return product_id, artisan
+
+
+async def card(client: Client, customer: Metadata, number: str = "4242424242424242") -> str:
+    answer = await client.payments.ValidatePaymentMethod(
+        payments_pb.ValidatePaymentMethodRequest(
+            card=payments_pb.Card(number=number, exp_month=12, exp_year=2031, cvc="123")
+        ),
+        metadata=customer,
+    )
+    return answer.payment_method_id
+
+
+async def order(
+    client: Client, customer: Metadata, product_id: str, quantity: int, method: str
+) -> orders_pb.Order:
+    placed = await client.orders.CreateOrder(
+        orders_pb.CreateOrderRequest(
+            request_id=str(uuid.uuid4()),
+            lines=[orders_pb.OrderLineRequest(product_id=product_id, quantity=quantity)],
+            payment_method_id=method,
+            delivery_address=address_pb2.Address(street="Calle Real 1", locality="Baeza"),
+            delivery_location=lat_lng_pb2.LatLng(latitude=37.9938, longitude=-3.47),
+        ),
+        metadata=customer,
+    )
+    return placed.order
+
+
+async def settled(
+    client: Client, customer: Metadata, order_id: str, status: int, timeout: float = 30
+) -> None:
+    async def reached() -> bool:
+        got = await client.orders.GetOrder(orders_pb.GetOrderRequest(order_id=order_id), metadata=customer)
+        return got.order.status == status
+
+    await eventually(reached, timeout=timeout, what=f"order {order_id} in status {status}")
+
+
+async def sound(urls: ServerUrls, prefix: str) -> None:
+    async def holds() -> bool:
+        return await violations(urls.database_url, Topology(prefix)) == []
+
+    try:
+        await eventually(holds, timeout=60, what="the invariants")
+    except AssertionError:
+        raise AssertionError(await violations(urls.database_url, Topology(prefix))) from None
+
+
+async def test_happy_path_to_delivered_across_processes(
+    deployment: tuple[Supervisor, Client, str], urls: ServerUrls
+) -> None:
+    supervisor, client, prefix = deployment
+    product_id, artisan = await shop_with(client, stock=5)
+    customer_id, customer = await client.sign_up(
+        f"ana-{uuid.uuid4().hex[:6]}@jaen.es", identity_pb.ROLE_CUSTOMER
+    )
+    placed = await order(client, customer, product_id, 2, await card(client, customer))
+    await settled(client, customer, placed.order_id, orders_pb.ORDER_STATUS_CONFIRMED)
+    await client.orders.MarkOrderShipped(
+        orders_pb.MarkOrderShippedRequest(order_id=placed.order_id), metadata=artisan
+    )
+    await client.orders.MarkOrderDelivered(
+        orders_pb.MarkOrderDeliveredRequest(order_id=placed.order_id), metadata=artisan
+    )
+
+    async def everyone_knows() -> bool:
+        stock = (await client.inventory.GetStock(inventory_pb.GetStockRequest(product_id=product_id))).stock
+        product = (
+            await client.catalog.GetProduct(catalog_pb.GetProductRequest(product_id=product_id))
+        ).product
+        balance = await client.loyalty.GetBalance(loyalty_pb.GetBalanceRequest(), metadata=customer)
+        listed = await client.notifications.ListNotifications(
+            notifications_pb.ListNotificationsRequest(), metadata=customer
+        )
+        return (
+            (stock.on_hand, stock.reserved) == (3, 0)
+            and product.available_quantity == 3
+            and balance.points == 50 + placed.total.amount_cents // 100
+            and "Pedido entregado" in {n.title for n in listed.notifications}
+        )
+
+    await eventually(everyone_knows, timeout=30, what="stock, catalogue, points and notifications")
+
+    start, end = Timestamp(), Timestamp()
+    start.FromDatetime(datetime.now(UTC) - timedelta(hours=1))
+    end.FromDatetime(datetime.now(UTC) + timedelta(hours=1))
+    analytics = analytics_grpc.AnalyticsServiceStub(client.channels["analytics"])
+
+    async def sale_counted() -> bool:
+        report = await analytics.GetSalesReport(
+            analytics_pb.GetSalesReportRequest(start_time=start, end_time=end), metadata=artisan
+        )
+        return (report.orders_delivered, report.units_sold) == (1, 2)
+
+    await eventually(sale_counted, timeout=30, what="the sale in the artisan's report")
+    cms = cms_grpc.CmsServiceStub(client.channels["cms"])
+    profile = await cms.GetPublicProfile(cms_pb.GetPublicProfileRequest(user_id=customer_id))
+    assert profile.profile.kind == cms_pb.PROFILE_KIND_CUSTOMER
+    await sound(urls, prefix)
+    del supervisor
+
+
+async def test_declined_and_cancelled_orders_are_compensated(
+    deployment: tuple[Supervisor, Client, str], urls: ServerUrls
+) -> None:
+    _, client, prefix = deployment
+    product_id, _ = await shop_with(client, stock=5)
+    _, customer = await client.sign_up(f"rosa-{uuid.uuid4().hex[:6]}@jaen.es", identity_pb.ROLE_CUSTOMER)
+    declined = await order(client, customer, product_id, 1, await card(client, customer, "4000000000000002"))
+    await settled(client, customer, declined.order_id, orders_pb.ORDER_STATUS_CANCELLED)
+
+    confirmed = await order(client, customer, product_id, 2, await card(client, customer))
+    await settled(client, customer, confirmed.order_id, orders_pb.ORDER_STATUS_CONFIRMED)
+    await client.orders.CancelOrder(
+        orders_pb.CancelOrderRequest(order_id=confirmed.order_id), metadata=customer
+    )
+
+    async def compensated() -> bool:
+        payment = await client.payments.GetPayment(
+            payments_pb.GetPaymentRequest(order_id=confirmed.order_id), metadata=customer
+        )
+        stock = (await client.inventory.GetStock(inventory_pb.GetStockRequest(product_id=product_id))).stock
+        balance = await client.loyalty.GetBalance(loyalty_pb.GetBalanceRequest(), metadata=customer)
+        return (
+            payment.payment.status == payments_pb.PAYMENT_STATUS_REFUNDED
+            and stock.reserved == 0
+            and balance.points == 50
+        )
+
+    await eventually(compensated, timeout=30, what="refund, release and points revoked")
+    await sound(urls, prefix)
+
+
+async def test_two_hundred_concurrent_orders_for_five_units(
+    deployment: tuple[Supervisor, Client, str], urls: ServerUrls
+) -> None:
+    _, client, prefix = deployment
+    product_id, _ = await shop_with(client, stock=5)
+    _, customer = await client.sign_up(f"luis-{uuid.uuid4().hex[:6]}@jaen.es", identity_pb.ROLE_CUSTOMER)
+    method = await card(client, customer)
+
+    async def attempt() -> str | grpc.StatusCode:
+        try:
+            return (await order(client, customer, product_id, 1, method)).order_id
+        except grpc.aio.AioRpcError as error:
+            return error.code()
+
+    outcomes = await asyncio.gather(*(attempt() for _ in range(200)))
+    placed = [o for o in outcomes if isinstance(o, str)]
+    assert {o for o in outcomes if not isinstance(o, str)} <= {grpc.StatusCode.FAILED_PRECONDITION}
+    assert len(placed) >= 5
+
+    async def settled_all() -> bool:
+        statuses = await asyncio.gather(
+            *(
+                client.orders.GetOrder(orders_pb.GetOrderRequest(order_id=o), metadata=customer)
+                for o in placed
+            )
+        )
+        done = [s.order.status for s in statuses]
+        return all(s in (orders_pb.ORDER_STATUS_CONFIRMED, orders_pb.ORDER_STATUS_CANCELLED) for s in done)
+
+    await eventually(settled_all, timeout=120, what="every order settled")
+    statuses = await asyncio.gather(
+        *(client.orders.GetOrder(orders_pb.GetOrderRequest(order_id=o), metadata=customer) for o in placed)
+    )
+    assert sum(s.order.status == orders_pb.ORDER_STATUS_CONFIRMED for s in statuses) == 5
+    await sound(urls, prefix)
+
+
+async def test_a_killed_service_is_restarted_and_its_consumers_resume(
+    deployment: tuple[Supervisor, Client, str], urls: ServerUrls
+) -> None:
+    supervisor, client, prefix = deployment
+    product_id, _ = await shop_with(client, stock=5)
+    _, customer = await client.sign_up(f"eva-{uuid.uuid4().hex[:6]}@jaen.es", identity_pb.ROLE_CUSTOMER)
+    method = await card(client, customer)
+    pid = supervisor.pid("inventory")
+    assert pid is not None
+    os.kill(pid, signal.SIGKILL)
+    await eventually(
+        lambda: supervisor.pid("inventory") not in (None, pid), timeout=30, what="inventory restarted"
+    )
+    await supervisor.wait_ready("inventory")
+    placed = await order(client, customer, product_id, 1, method)
+    await settled(client, customer, placed.order_id, orders_pb.ORDER_STATUS_CONFIRMED, timeout=60)
+    await sound(urls, prefix)
