@@ -303,6 +303,14 @@ async def test_two_hundred_concurrent_orders_for_five_units(
     )
     assert sum(s.order.status == orders_pb.ORDER_STATUS_CONFIRMED for s in statuses) == 5
     await sound(urls, prefix)
+    # Every charge of a cancelled order was refunded, and its points revoked with it.
+    points_per_order = statuses[0].order.total.amount_cents // 100
+
+    async def points_settled() -> bool:
+        balance = await client.loyalty.GetBalance(loyalty_pb.GetBalanceRequest(), metadata=customer)
+        return balance.points == 50 + 5 * points_per_order
+
+    await eventually(points_settled, timeout=60, what="points of the five confirmed orders only")
 
 
 async def test_a_killed_service_is_restarted_and_its_consumers_resume(
