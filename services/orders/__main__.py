@@ -16,13 +16,15 @@ from services.platform.runtime import Infrastructure, ServiceParts
 
 
 async def build(infra: Infrastructure) -> ServiceParts:
-    """orders' parts, wired: peers from A4CO_PEER_*, saga timeouts from A4CO_SAGA_*_TIMEOUT_S."""
+    """orders' parts, wired: peers from A4CO_PEER_*, their deadline from A4CO_PEER_TIMEOUT_S, saga
+    timeouts from A4CO_SAGA_*_TIMEOUT_S."""
     settings = infra.settings
     peers = Peers(
         catalog=settings.peer("catalog"),
         inventory=settings.peer("inventory"),
         payments=settings.peer("payments"),
         geo=settings.peer("geo"),
+        timeout_s=float(os.environ.get("A4CO_PEER_TIMEOUT_S", "2")),
     )
     deps = handlers.Deps(
         uow=functools.partial(OrdersUnitOfWork, infra.pool, infra.outbox),

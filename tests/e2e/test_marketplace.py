@@ -92,6 +92,7 @@ async def deployment(
         A4CO_SAGA_RESERVATION_TIMEOUT_S="10",
         A4CO_NOTIFICATIONS_DIR=str(run_dir / "mail"),
         A4CO_LOG_LEVEL="WARNING",
+        A4CO_PEER_TIMEOUT_S="5",
     )
     supervisor = Supervisor(run_dir, env)
     await supervisor.start()
@@ -284,7 +285,10 @@ async def test_two_hundred_concurrent_orders_for_five_units(
 
     outcomes = await asyncio.gather(*(attempt() for _ in range(200)))
     placed = [o for o in outcomes if isinstance(o, str)]
-    assert {o for o in outcomes if not isinstance(o, str)} <= {grpc.StatusCode.FAILED_PRECONDITION}
+    # Refusals are "sold out" at the check, or "try later" when the burst overloads a peer (its
+    # deadline passed or its breaker opened): answers a client can act on, never a wrong state.
+    refused = {o for o in outcomes if not isinstance(o, str)}
+    assert refused <= {grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.UNAVAILABLE}
     assert len(placed) >= 5
 
     async def settled_all() -> bool:

