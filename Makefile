@@ -12,9 +12,10 @@ GEN    := gen/python
 # buf breaking compares the contracts with the previous commit on main.
 BREAKING_AGAINST ?= .git\#ref=HEAD~1,subdir=proto
 
-.PHONY: help venv gen catalog lint fmt test check-gen check-catalog breaking lock clean bench-events bench-rpc
+.PHONY: run help venv gen catalog lint fmt test check-gen check-catalog breaking lock clean bench-events bench-rpc
 
 help:
+	@echo "make run      the whole marketplace on this machine, with demo data of Jaén (Ctrl-C stops)"
 	@echo "make test     set up everything, then run the whole test suite against real servers"
 	@echo "make lint     ruff, mypy, buf lint/format/breaking, generated code and catalog fresh"
 	@echo "make fmt      format Python and proto files in place"
@@ -23,6 +24,9 @@ help:
 	@echo "make lock     re-resolve requirements.lock from pyproject.toml"
 	@echo "make bench-events  event platform figures beside raw nats-py (BENCH_ARGS=--quick)"
 	@echo "make bench-rpc     the five sync RPCs beside a bare grpc.aio echo server (BENCH_ARGS=--quick)"
+
+run: $(STAMP) gen
+	$(BIN)/python -m services.launcher
 
 venv: $(STAMP)
 

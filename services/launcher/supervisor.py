@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import signal
+import socket
 import sys
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -37,6 +38,18 @@ SERVICES = (
     "orders",
 )
 PEERS_OF_ORDERS = ("catalog", "inventory", "payments", "geo")
+
+
+def _port(preferred: int) -> int:
+    """`preferred` when it is free on 127.0.0.1, else any free port."""
+    if preferred:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind(("127.0.0.1", preferred))
+            except OSError:
+                return free_port()
+            return preferred
+    return free_port()
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,14 +82,21 @@ class Supervisor:
         services: tuple[str, ...] = SERVICES,
         on_line: Callable[[str, str], None] | None = None,
         backoff: Backoff | None = None,
+        preferred_ports: dict[str, tuple[int, int]] | None = None,
     ) -> None:
         self.run_dir = run_dir
         self.env = env
         self.services = services
         self.on_line = on_line or (lambda service, line: None)
         self.backoff = backoff or Backoff(first_s=0.5, cap_s=10.0)
+        ports = preferred_ports or {}
         self.children = {
-            name: Child(Endpoint(name, f"127.0.0.1:{free_port()}", free_port())) for name in services
+            name: Child(
+                Endpoint(
+                    name, f"127.0.0.1:{_port(ports.get(name, (0, 0))[0])}", _port(ports.get(name, (0, 0))[1])
+                )
+            )
+            for name in services
         }
         self._stopping = False
         self._watcher: asyncio.Task[None] | None = None

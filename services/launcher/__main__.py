@@ -1,0 +1,133 @@
+"""`make run`: the whole marketplace on this machine, with demo data of Jaén.
+
+Starts NATS JetStream, PostgreSQL and Redis from their wheels (data in A4CO_DATA_DIR, default
+./.data, reused by the next run), every service as its own process under the supervisor, loads the
+demo once, prints where everything answers, and stops it all on Ctrl-C or SIGTERM.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+from services.launcher import demo
+from services.launcher.supervisor import SERVICES, Endpoint, Supervisor
+from services.platform.auth import generate_keypair
+from services.platform.local_servers import LocalServers, ServerUrls
+
+COLOURS = ["31", "32", "33", "34", "35", "36", "91", "92", "93", "94", "95", "96"]
+# Stable, memorable ports when they are free: gRPC 50051.., metrics 9101..
+PREFERRED = {name: (50051 + i, 9101 + i) for i, name in enumerate(SERVICES)}
+
+
+def keys(data_dir: Path) -> tuple[Path, Path]:
+    """The token key pair of this installation, made on first run."""
+    directory = data_dir / "keys"
+    private, public = directory / "jwt.key", directory / "jwt.pub"
+    if not private.exists():
+        directory.mkdir(parents=True, exist_ok=True)
+        private_pem, public_pem = generate_keypair()
+        private.write_text(private_pem)
+        private.chmod(0o600)
+        public.write_text(public_pem)
+    return private, public
+
+
+def printer(colour: bool) -> dict[str, str]:
+    """ANSI colour per service (none when NO_COLOR is set or output is not a terminal)."""
+    return {n: COLOURS[i % len(COLOURS)] for i, n in enumerate([*SERVICES, "supervisor"])} if colour else {}
+
+
+def show(colours: dict[str, str], service: str, line: str) -> None:
+    """One log line, prefixed with its service; JSON lines are shortened to level and message."""
+    with contextlib.suppress(ValueError):
+        record = json.loads(line)
+        line = f"{record.get('level', '')} {record.get('message', '')}"
+    label = f"{service:>13} |"
+    if service in colours:
+        label = f"\033[{colours[service]}m{label}\033[0m"
+    print(f"{label} {line}", flush=True)
+
+
+def summary(
+    urls: ServerUrls, endpoints: dict[str, Endpoint], accounts: demo.DemoAccounts, seconds: float
+) -> str:
+    """What is running and how to try it."""
+    rows = "\n".join(
+        f"  {n:<14} grpc {e.grpc:<18} metrics http://127.0.0.1:{e.metrics_port}/metrics"
+        for n, e in endpoints.items()
+    )
+    catalog, identity = endpoints["catalog"].grpc, endpoints["identity"].grpc
+    return f"""
+a4co is ready in {seconds:.1f} s.
+
+servers
+  nats           {urls.nats_url}
+  postgres       {urls.database_url}
+  redis          {urls.redis_url}
+services
+{rows}
+
+demo customer    {accounts.customer_email} / {accounts.password}
+
+try
+  grpcurl -plaintext {catalog} list
+  grpcurl -plaintext -d '{{"query": "aceite olivia virjen"}}' {catalog} a4co.catalog.v1.CatalogService/SearchProducts
+  grpcurl -plaintext -d '{{"email": "{accounts.customer_email}", "password": "{accounts.password}"}}' {identity} a4co.identity.v1.IdentityService/Login
+
+Ctrl-C stops everything.
+"""
+
+
+async def run(data_dir: Path) -> None:
+    """Start, load, report, and wait for Ctrl-C or SIGTERM."""
+    started = time.monotonic()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    colours = printer(sys.stdout.isatty() and not os.environ.get("NO_COLOR"))
+    servers = LocalServers(data_dir / "servers", durable=True)
+    urls = servers.start()
+    private, public = keys(data_dir)
+    env = dict(
+        os.environ,
+        **urls.as_env(),
+        A4CO_JWT_PRIVATE_KEY_FILE=str(private),
+        A4CO_JWT_PUBLIC_KEY_FILE=str(public),
+        A4CO_NOTIFICATIONS_DIR=str(data_dir / "notifications"),
+    )
+    supervisor = Supervisor(
+        data_dir / "run", env, on_line=lambda s, line: show(colours, s, line), preferred_ports=PREFERRED
+    )
+    try:
+        endpoints = await supervisor.start()
+        addresses = {n: e.grpc for n, e in endpoints.items()}
+        accounts = await demo.load(addresses, data_dir)
+        services = {n: {"grpc": e.grpc, "metrics_port": e.metrics_port} for n, e in endpoints.items()}
+        document = {"servers": urls.as_env(), "services": services}
+        (data_dir / "addresses.json").write_text(json.dumps(document, indent=2))
+        print(summary(urls, endpoints, accounts, time.monotonic() - started), flush=True)
+        print("a4co ready", flush=True)
+        await stop.wait()
+    finally:
+        print("stopping", flush=True)
+        await supervisor.stop()
+        servers.stop()
+        print("stopped", flush=True)
+
+
+def main() -> None:
+    """Entry point of `python -m services.launcher` and `make run`."""
+    data_dir = Path(os.environ.get("A4CO_DATA_DIR", ".data")).resolve()
+    asyncio.run(run(data_dir))
+
+
+if __name__ == "__main__":
+    main()

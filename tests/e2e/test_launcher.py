@@ -1,0 +1,145 @@
+"""`make run`'s launcher, run for real in a temporary data directory, twice."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import sys
+import uuid
+from pathlib import Path
+
+import grpc
+
+from a4co.catalog.v1 import catalog_service_pb2 as catalog_pb
+from a4co.catalog.v1 import catalog_service_pb2_grpc as catalog_grpc
+from a4co.identity.v1 import identity_service_pb2 as identity_pb
+from a4co.identity.v1 import identity_service_pb2_grpc as identity_grpc
+from a4co.orders.v1 import orders_service_pb2 as orders_pb
+from a4co.orders.v1 import orders_service_pb2_grpc as orders_grpc
+from a4co.type.v1 import address_pb2, lat_lng_pb2
+from tests.support.waiting import eventually
+
+
+def processes_using(path: Path) -> list[int]:
+    """Processes whose command line mentions `path` (servers and services of that data directory)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and int(entry.name) != os.getpid():
+            try:
+                cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            except OSError:
+                continue
+            if str(path) in cmdline:
+                found.append(int(entry.name))
+    return found
+
+
+class Launch:
+    """One run of the launcher as a subprocess."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.data_dir = data_dir
+        self.proc: asyncio.subprocess.Process | None = None
+        self.output: list[str] = []
+
+    async def start(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("A4CO_")}
+        env.update(A4CO_DATA_DIR=str(self.data_dir), NO_COLOR="1")
+        self.proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "services.launcher", env=env,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        )  # fmt: skip
+        assert self.proc.stdout is not None
+        async with asyncio.timeout(90):
+            async for raw in self.proc.stdout:
+                line = raw.decode(errors="replace").rstrip()
+                self.output.append(line)
+                if line == "a4co ready":
+                    break
+        assert "a4co ready" in self.output, "\n".join(self.output[-40:])
+        self._drain = asyncio.create_task(self._read_rest())
+        services = json.loads((self.data_dir / "addresses.json").read_text())["services"]
+        return {name: s["grpc"] for name, s in services.items()}
+
+    async def _read_rest(self) -> None:
+        assert self.proc is not None
+        assert self.proc.stdout is not None
+        async for raw in self.proc.stdout:
+            self.output.append(raw.decode(errors="replace").rstrip())
+
+    async def stop(self) -> int:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGTERM)
+        code = await asyncio.wait_for(self.proc.wait(), 60)
+        await self._drain
+        return code
+
+
+async def login(addresses: dict[str, str]) -> tuple[tuple[str, str], ...]:
+    async with grpc.aio.insecure_channel(addresses["identity"]) as channel:
+        response = await identity_grpc.IdentityServiceStub(channel).Login(
+            identity_pb.LoginRequest(email="ana@demo.a4co.es", password="jaen-demo-2026")
+        )
+    return (("authorization", f"Bearer {response.tokens.access_token}"),)
+
+
+async def test_make_run_starts_serves_stops_and_restarts_on_the_same_data(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    first = Launch(data_dir)
+    addresses = await first.start()
+    demo = json.loads((data_dir / "demo.json").read_text())
+    me = await login(addresses)
+
+    async with grpc.aio.insecure_channel(addresses["catalog"]) as channel:
+        found = await catalog_grpc.CatalogServiceStub(channel).SearchProducts(
+            catalog_pb.SearchProductsRequest(
+                query="aceite",
+                in_stock_only=True,
+                near=lat_lng_pb2.LatLng(latitude=38.0, longitude=-3.4),
+                radius_km=30,
+            )
+        )
+    assert found.total_size > 0
+    product_id = found.results[0].product.product_id
+
+    async with grpc.aio.insecure_channel(addresses["orders"]) as channel:
+        orders = orders_grpc.OrdersServiceStub(channel)
+        placed = await orders.CreateOrder(
+            orders_pb.CreateOrderRequest(
+                request_id=str(uuid.uuid4()),
+                lines=[orders_pb.OrderLineRequest(product_id=product_id, quantity=1)],
+                payment_method_id=demo["payment_method_id"],
+                delivery_address=address_pb2.Address(street="Calle Real 1", locality="Baeza"),
+                delivery_location=lat_lng_pb2.LatLng(latitude=37.9938, longitude=-3.47),
+            ),
+            metadata=me,
+        )
+        order_id = placed.order.order_id
+
+        async def confirmed() -> bool:
+            got = await orders.GetOrder(orders_pb.GetOrderRequest(order_id=order_id), metadata=me)
+            return got.order.status == orders_pb.ORDER_STATUS_CONFIRMED
+
+        await eventually(confirmed, timeout=30, what="the order confirmed")
+
+    assert await first.stop() == 0
+    assert processes_using(data_dir) == [], "every server and service stopped"
+
+    second = Launch(data_dir)
+    addresses = await second.start()
+    assert not any("loading demo" in line for line in second.output)
+    me = await login(addresses)
+    async with grpc.aio.insecure_channel(addresses["orders"]) as channel:
+        again = await orders_grpc.OrdersServiceStub(channel).GetOrder(
+            orders_pb.GetOrderRequest(order_id=order_id), metadata=me
+        )
+    assert again.order.status == orders_pb.ORDER_STATUS_CONFIRMED, "the earlier order is still there"
+    async with grpc.aio.insecure_channel(addresses["catalog"]) as channel:
+        everything = await catalog_grpc.CatalogServiceStub(channel).SearchProducts(
+            catalog_pb.SearchProductsRequest()
+        )
+    assert everything.total_size == 240, "the demo was not loaded twice"
+    assert await second.stop() == 0
+    assert processes_using(data_dir) == []
