@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import nats
 from nats.js import JetStreamContext
@@ -24,9 +27,14 @@ class Target:
 
     @classmethod
     def resolve(cls, nats_url: str | None, prefix: str | None) -> Target:
-        """Flags win over `A4CO_NATS_URL` / `A4CO_PREFIX`, which win over the defaults."""
+        """Flags win over `A4CO_NATS_URL` / `A4CO_PREFIX`, then over what `make run` wrote in
+        `$A4CO_DATA_DIR/addresses.json`, then over the defaults."""
+        running = running_deployment()
         return cls(
-            nats_url=nats_url or os.environ.get("A4CO_NATS_URL") or DEFAULT_NATS_URL,
+            nats_url=nats_url
+            or os.environ.get("A4CO_NATS_URL")
+            or running.get("servers", {}).get("A4CO_NATS_URL")
+            or DEFAULT_NATS_URL,
             prefix=prefix if prefix is not None else os.environ.get("A4CO_PREFIX", ""),
         )
 
@@ -34,6 +42,16 @@ class Target:
     def topology(self) -> Topology:
         """Names on the servers for this deployment."""
         return Topology(self.prefix)
+
+
+def running_deployment() -> dict[str, Any]:
+    """What `make run` wrote about the running deployment, or {} when nothing runs."""
+    path = Path(os.environ.get("A4CO_DATA_DIR", ".data")) / "addresses.json"
+    try:
+        document: dict[str, Any] = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return document
 
 
 @asynccontextmanager

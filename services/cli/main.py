@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import typer
 
-from services.cli import dlq
+from services.cli import dlq, events, status
 
 app = typer.Typer(help="Operate the a4co marketplace.", no_args_is_help=True)
 app.add_typer(dlq.app, name="dlq")
+app.add_typer(events.app, name="events")
+app.command("status")(status.status)

@@ -77,6 +77,18 @@ class Launch:
         return code
 
 
+async def a4co(data_dir: Path, *args: str) -> tuple[int, str]:
+    """Run the `a4co` command line against the launched deployment."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("A4CO_")}
+    env.update(A4CO_DATA_DIR=str(data_dir), COLUMNS="200")
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "services.cli", *args, env=env,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    return int(proc.returncode or 0), out.decode() + err.decode()
+
+
 async def login(addresses: dict[str, str]) -> tuple[tuple[str, str], ...]:
     async with grpc.aio.insecure_channel(addresses["identity"]) as channel:
         response = await identity_grpc.IdentityServiceStub(channel).Login(
@@ -123,6 +135,21 @@ async def test_make_run_starts_serves_stops_and_restarts_on_the_same_data(tmp_pa
             return got.order.status == orders_pb.ORDER_STATUS_CONFIRMED
 
         await eventually(confirmed, timeout=30, what="the order confirmed")
+
+    code, out = await a4co(data_dir, "status", "--json")
+    assert code == 0, out
+    status = json.loads(out)
+    assert set(status["services"].values()) == {"SERVING"}
+    assert len(status["services"]) == 11
+    assert status["dlq_depth"] == 0
+    assert "payments_ORDERS" in status["consumers"]
+    code, out = await a4co(
+        data_dir, "events", "tail", "--from-start", "--count", "3", "--type", "ArtisanOnboarded"
+    )
+    assert code == 0, out
+    tailed = [json.loads(line) for line in out.splitlines()]
+    assert [e["event_type"] for e in tailed] == ["a4co.artisans.ArtisanOnboarded"] * 3
+    assert tailed[0]["payload"]["locality"]
 
     assert await first.stop() == 0
     assert processes_using(data_dir) == [], "every server and service stopped"

@@ -1,0 +1,75 @@
+"""`a4co events tail`: live events, decoded to JSON."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Awaitable, Callable
+from typing import Annotated
+
+import typer
+from google.protobuf import json_format
+from nats.aio.msg import Msg
+from nats.js.api import DeliverPolicy
+
+from services.cli.connection import Target, jetstream
+from services.platform.events.codec import EventCodec, EventDecodeError, UnknownEventError
+from services.platform.events.registry import load_registry
+
+app = typer.Typer(help="Watch the event streams.", no_args_is_help=True)
+
+
+@app.command()
+def tail(
+    event_type: Annotated[
+        list[str] | None, typer.Option("--type", "-t", help="only these event types")
+    ] = None,
+    from_start: Annotated[
+        bool, typer.Option("--from-start", help="replay the streams from the beginning")
+    ] = False,
+    count: Annotated[int, typer.Option(help="stop after this many events (0: never)")] = 0,
+    nats_url: Annotated[str | None, typer.Option("--nats-url")] = None,
+    prefix: Annotated[str | None, typer.Option("--prefix")] = None,
+) -> None:
+    """Print events as they are published, one JSON object a line (Ctrl-C stops)."""
+    target = Target.resolve(nats_url, prefix)
+    asyncio.run(_tail(target, set(event_type or []), from_start, count))
+
+
+async def _tail(target: Target, types: set[str], from_start: bool, count: int) -> None:
+    registry = load_registry()
+    codec = EventCodec(registry, "cli", target.topology)
+    queue: asyncio.Queue[bytes] = asyncio.Queue()
+    async with jetstream(target) as js:
+        policy = DeliverPolicy.ALL if from_start else DeliverPolicy.NEW
+        subscriptions = []
+        for stream in registry.streams:
+            if stream.name == "DLQ":
+                continue
+            for subject in target.topology.stream_subjects(stream):
+                subscriptions.append(
+                    await js.subscribe(subject, ordered_consumer=True, deliver_policy=policy, cb=_into(queue))
+                )
+        seen = 0
+        while count == 0 or seen < count:
+            body = await queue.get()
+            try:
+                event = codec.decode(body)
+            except (EventDecodeError, UnknownEventError) as exc:
+                typer.echo(json.dumps({"undecodable": str(exc)}))
+                continue
+            if types and event.definition.event_type not in types and event.definition.name not in types:
+                continue
+            envelope = json_format.MessageToDict(event.envelope, preserving_proto_field_name=True)
+            envelope["payload"] = json_format.MessageToDict(event.payload, preserving_proto_field_name=True)
+            typer.echo(json.dumps(envelope, ensure_ascii=False))
+            seen += 1
+        for subscription in subscriptions:
+            await subscription.unsubscribe()
+
+
+def _into(queue: asyncio.Queue[bytes]) -> Callable[[Msg], Awaitable[None]]:
+    async def put(msg: Msg) -> None:
+        queue.put_nowait(msg.data)
+
+    return put

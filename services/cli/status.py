@@ -1,0 +1,116 @@
+"""`a4co status`: health of each service, stream and consumer lag, DLQ depth, outbox backlog."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Annotated, Any
+
+import asyncpg
+import grpc
+import typer
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from nats.js import JetStreamContext
+from nats.js.errors import NotFoundError
+from rich.console import Console
+from rich.table import Table
+
+from services.cli.connection import Target, jetstream, running_deployment
+from services.platform.events.registry import load_registry
+from services.platform.events.topology import DLQ_STREAM, Topology
+
+console = Console()
+
+
+@dataclass
+class Status:
+    """Everything `status` reports."""
+
+    services: dict[str, str] = field(default_factory=dict)
+    streams: dict[str, int] = field(default_factory=dict)
+    consumers: dict[str, dict[str, int]] = field(default_factory=dict)
+    dlq_depth: int = 0
+    outbox: dict[str, int] = field(default_factory=dict)
+
+
+async def service_health(address: str) -> str:
+    """SERVING, NOT_SERVING, or UNREACHABLE."""
+    async with grpc.aio.insecure_channel(address) as channel:
+        stub: Any = health_pb2_grpc.HealthStub(channel)
+        try:
+            response = await stub.Check(health_pb2.HealthCheckRequest(), timeout=2)
+        except grpc.aio.AioRpcError:
+            return "UNREACHABLE"
+    return str(health_pb2.HealthCheckResponse.ServingStatus.Name(response.status))
+
+
+async def streams_and_consumers(js: JetStreamContext, topology: Topology, status: Status) -> None:
+    """Messages per stream, pending and unacknowledged per durable consumer, the DLQ's depth."""
+    for stream in load_registry().streams:
+        name = topology.stream(stream.name)
+        try:
+            info = await js.stream_info(name)
+        except NotFoundError:
+            continue  # not created yet: nothing to show
+        status.streams[stream.name] = int(info.state.messages)
+        if stream.name == DLQ_STREAM:
+            status.dlq_depth = int(info.state.messages)
+            continue
+        for consumer in await js._jsm.consumers_info(name):
+            status.consumers[consumer.name] = {
+                "pending": int(consumer.num_pending or 0),
+                "unacknowledged": int(consumer.num_ack_pending or 0),
+                "redelivered": int(consumer.num_redelivered or 0),
+            }
+
+
+async def outbox_backlog(database_url: str, topology: Topology, services: list[str], status: Status) -> None:
+    """Events committed and not yet published, per service."""
+    conn = await asyncpg.connect(database_url, timeout=3)
+    try:
+        for service in services:
+            schema = topology.schema(service)
+            exists = await conn.fetchval("SELECT to_regclass($1)", f'"{schema}".outbox')
+            if exists:
+                status.outbox[service] = int(await conn.fetchval(f'SELECT count(*) FROM "{schema}".outbox'))  # noqa: S608
+    finally:
+        await conn.close()
+
+
+async def collect(target: Target) -> Status:
+    """Gather the status of the running deployment."""
+    running = running_deployment()
+    status = Status()
+    services = {name: s["grpc"] for name, s in running.get("services", {}).items()}
+    healths = await asyncio.gather(*(service_health(a) for a in services.values()))
+    status.services = dict(zip(services, healths, strict=True))
+    async with jetstream(target) as js:
+        await streams_and_consumers(js, target.topology, status)
+    if url := running.get("servers", {}).get("A4CO_DATABASE_URL"):
+        await outbox_backlog(url, target.topology, list(services), status)
+    return status
+
+
+def status(
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+    nats_url: Annotated[str | None, typer.Option("--nats-url")] = None,
+    prefix: Annotated[str | None, typer.Option("--prefix")] = None,
+) -> None:
+    """Health of each service, stream and consumer lag, DLQ depth, outbox backlog."""
+    result = asyncio.run(collect(Target.resolve(nats_url, prefix)))
+    if as_json:
+        typer.echo(json.dumps(asdict(result), indent=2))
+        return
+    services = Table("service", "health", "outbox backlog")
+    for name, health in result.services.items():
+        colour = "green" if health == "SERVING" else "red"
+        services.add_row(name, f"[{colour}]{health}[/{colour}]", str(result.outbox.get(name, "—")))
+    console.print(services)
+    consumers = Table("consumer", "pending", "unacknowledged", "redelivered")
+    for name, c in sorted(result.consumers.items()):
+        consumers.add_row(name, str(c["pending"]), str(c["unacknowledged"]), str(c["redelivered"]))
+    console.print(consumers)
+    streams = ", ".join(f"{k} {v}" for k, v in sorted(result.streams.items()))
+    console.print(f"streams: {streams}")
+    console.print(f"dead letters: {'[red]' if result.dlq_depth else ''}{result.dlq_depth}")
