@@ -12,7 +12,7 @@ GEN    := gen/python
 # buf breaking compares the contracts with the previous commit on main.
 BREAKING_AGAINST ?= .git\#ref=HEAD~1,subdir=proto
 
-.PHONY: run help venv gen catalog lint fmt test check-gen check-catalog breaking lock clean bench-events bench-rpc
+.PHONY: run help venv gen catalog lint fmt test check-gen check-catalog breaking lock clean bench-events bench-rpc dashboards check-dashboards check-compose
 
 help:
 	@echo "make run      the whole marketplace on this machine, with demo data of Jaén (Ctrl-C stops)"
@@ -68,6 +68,17 @@ check-catalog: gen
 	  && test -z "$$(git status --porcelain -- docs/events.md docs/asyncapi.yaml)" \
 	  || { echo "the event catalog is stale: run 'make catalog' and commit it"; exit 1; }
 
+dashboards: $(STAMP)
+	$(BIN)/python -m tools.dashboards --out deploy/grafana/dashboards
+
+check-dashboards: dashboards
+	@git diff --exit-code --stat -- deploy/grafana/dashboards \
+	  && test -z "$$(git status --porcelain -- deploy/grafana/dashboards)" \
+	  || { echo "the dashboards are stale: run 'make dashboards' and commit them"; exit 1; }
+
+check-compose: $(STAMP)
+	docker-compose -f compose.yaml config -q && echo "compose.yaml is valid"
+
 breaking: $(STAMP)
 	@if git rev-parse -q --verify HEAD~1 >/dev/null && git cat-file -e HEAD~1:proto 2>/dev/null; then \
 	  buf breaking proto --against '$(BREAKING_AGAINST)' && echo "buf breaking: no breaking change against HEAD~1"; \
@@ -80,7 +91,7 @@ lint: $(STAMP) gen
 	mypy
 	buf lint
 	buf format --diff --exit-code
-	$(MAKE) --no-print-directory breaking check-gen check-catalog
+	$(MAKE) --no-print-directory breaking check-gen check-catalog check-dashboards check-compose
 
 fmt: $(STAMP)
 	ruff format .

@@ -36,7 +36,10 @@ async def build(infra: Infrastructure) -> ServiceParts:
         registrations=[registration(deps)],
         policies=POLICIES,
         subscriptions=bind(subscriptions.HANDLERS, infra.registry, deps),
-        background=[functools.partial(handlers.watch_timeouts, deps)],
+        background=[
+            functools.partial(handlers.watch_timeouts, deps),
+            functools.partial(handlers.export_saga_states, deps),
+        ],
     )
 
 

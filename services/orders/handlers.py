@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
 from google.protobuf.message import Message
+from prometheus_client import Gauge
 
 from a4co.inventory.events.v1 import inventory_events_pb2 as inventory_events
 from a4co.orders.events.v1 import order_events_pb2 as events
@@ -340,3 +341,19 @@ async def watch_timeouts(deps: Deps, interval_s: float = 0.5) -> None:
         except Exception:  # a failed sweep is retried at the next tick
             log.exception("timeout sweep failed")
         await asyncio.sleep(interval_s)  # the sweep's period
+
+
+ORDERS_BY_STATUS = Gauge("a4co_orders_by_status", "Orders in each saga state.", ["status"])
+
+
+async def export_saga_states(deps: Deps, interval_s: float = 5.0) -> None:
+    """Keep the `a4co_orders_by_status` gauge current (a background job)."""
+    while True:
+        try:
+            async with deps.uow() as uow:
+                counts = await uow.orders.count_by_status()
+            for status in Status:
+                ORDERS_BY_STATUS.labels(status.value).set(counts.get(status.value, 0))
+        except Exception:  # the next tick tries again
+            log.exception("could not count orders by status")
+        await asyncio.sleep(interval_s)  # the gauge's refresh period

@@ -11,6 +11,7 @@ import uuid
 from pathlib import Path
 
 import grpc
+import yaml
 
 from a4co.catalog.v1 import catalog_service_pb2 as catalog_pb
 from a4co.catalog.v1 import catalog_service_pb2_grpc as catalog_grpc
@@ -19,7 +20,9 @@ from a4co.identity.v1 import identity_service_pb2_grpc as identity_grpc
 from a4co.orders.v1 import orders_service_pb2 as orders_pb
 from a4co.orders.v1 import orders_service_pb2_grpc as orders_grpc
 from a4co.type.v1 import address_pb2, lat_lng_pb2
+from tests.support.metrics import exported, missing, referenced
 from tests.support.waiting import eventually
+from tools import dashboards
 
 
 def processes_using(path: Path) -> list[int]:
@@ -150,6 +153,18 @@ async def test_make_run_starts_serves_stops_and_restarts_on_the_same_data(tmp_pa
     tailed = [json.loads(line) for line in out.splitlines()]
     assert [e["event_type"] for e in tailed] == ["a4co.artisans.ArtisanOnboarded"] * 3
     assert tailed[0]["payload"]["locality"]
+
+    # Every metric a dashboard or alert rule uses is exported by some running service.
+    ports = [
+        s["metrics_port"] for s in json.loads((data_dir / "addresses.json").read_text())["services"].values()
+    ]
+    available = set().union(*(exported(port) for port in ports))
+    rules = yaml.safe_load(Path("deploy/prometheus/alerts.yml").read_text())
+    used = referenced(dashboards.expressions()) | referenced(
+        r["expr"] for g in rules["groups"] for r in g["rules"]
+    )
+    assert used, "the dashboards use metrics"
+    assert missing(used, available) == set()
 
     assert await first.stop() == 0
     assert processes_using(data_dir) == [], "every server and service stopped"

@@ -132,6 +132,11 @@ class Orders:
         )
         return [_order(r) for r in rows]
 
+    async def count_by_status(self) -> dict[str, int]:
+        """How many orders are in each status."""
+        rows = await self.conn.fetch("SELECT status, count(*) AS n FROM orders GROUP BY status")
+        return {r["status"]: int(r["n"]) for r in rows}
+
     async def due(self, now: datetime, limit: int) -> list[Order]:
         """Orders waiting for a saga step whose deadline passed, locked, skipping those others hold."""
         rows = await self.conn.fetch(

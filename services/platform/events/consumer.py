@@ -47,6 +47,7 @@ log = logging.getLogger(__name__)
 tracer = trace.get_tracer("a4co.events")
 
 H_REPLAY_FOR = "a4co-replay-for"
+LAG_INTERVAL_S = 5.0
 H_DLQ_REASON, H_DLQ_ERROR, H_DLQ_CONSUMER = "a4co-dlq-reason", "a4co-dlq-error", "a4co-dlq-consumer"
 H_DLQ_DELIVERIES, H_DLQ_TIME = "a4co-dlq-deliveries", "a4co-dlq-time"
 H_DLQ_STREAM, H_DLQ_SEQ, H_DLQ_SUBJECT = (
@@ -216,7 +217,11 @@ class QueueConsumer:
     async def _run(self) -> None:
         assert self._sub is not None
         failures = 0
+        observed = 0.0
         while not self._stopping.is_set():
+            if time.monotonic() - observed > LAG_INTERVAL_S:
+                observed = time.monotonic()
+                await self._observe_lag()
             try:
                 messages = await self._sub.fetch(self.policy.batch_size, timeout=self.policy.fetch_timeout_s)
             except (nats.errors.TimeoutError, TimeoutError):
@@ -230,6 +235,16 @@ class QueueConsumer:
                 continue
             failures = 0
             await self.process_batch(messages)
+
+    async def _observe_lag(self) -> None:
+        """Export the consumer's lag; a failed look is skipped, the next one will tell."""
+        assert self._sub is not None
+        try:
+            info = await self._sub.consumer_info()
+        except (nats.errors.Error, TimeoutError, OSError):
+            return
+        metrics.CONSUMER_PENDING.labels(self.service, self.stream).set(info.num_pending or 0)
+        metrics.CONSUMER_UNACKED.labels(self.service, self.stream).set(info.num_ack_pending or 0)
 
     async def process(self, msg: Msg) -> None:
         """Handle one message to one outcome: acked, retried later, or dead-lettered."""

@@ -45,3 +45,13 @@ DLQ_MESSAGES = Counter(
     "Events sent to the dead-letter stream, by reason.",
     ["service", "event_type", "reason"],
 )
+CONSUMER_PENDING = Gauge(
+    "a4co_consumer_pending_messages",
+    "Messages in the stream not yet delivered to the service's durable consumer (its lag).",
+    ["service", "stream"],
+)
+CONSUMER_UNACKED = Gauge(
+    "a4co_consumer_unacknowledged_messages",
+    "Messages delivered to the consumer and not yet acknowledged.",
+    ["service", "stream"],
+)

@@ -1,0 +1,32 @@
+"""Compare the metrics the dashboards and alert rules use with those the services export."""
+
+from __future__ import annotations
+
+import re
+import urllib.request
+from collections.abc import Iterable
+
+METRIC = re.compile(r"\ba4co_[a-z_]+")
+SUFFIXES = ("_bucket", "_count", "_sum")
+
+
+def referenced(expressions: Iterable[str]) -> set[str]:
+    """Every a4co metric name an expression mentions."""
+    return {name for expr in expressions for name in METRIC.findall(expr)}
+
+
+def exported(port: int) -> set[str]:
+    """The metric names a service's /metrics declares (`# TYPE` lines), with or without samples."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        text = response.read().decode()
+    return {line.split()[2] for line in text.splitlines() if line.startswith("# TYPE ")}
+
+
+def missing(used: set[str], available: set[str]) -> set[str]:
+    """Names used but exported by no service (histogram series count as their histogram)."""
+
+    def known(name: str) -> bool:
+        base = next((name[: -len(s)] for s in SUFFIXES if name.endswith(s)), name)
+        return name in available or base in available
+
+    return {name for name in used if not known(name)}

@@ -1,0 +1,113 @@
+"""Write the Grafana dashboards (deploy/grafana/dashboards/*.json) from a compact description.
+
+Each panel is a title, a PromQL expression per series and a unit; the layout is computed. `make
+dashboards` rewrites them and `make lint` fails when they are stale; a test scrapes the running
+services and fails if any expression uses a metric that no service exports.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+Panel = tuple[str, list[tuple[str, str]], str]  # title, [(legend, expr)], unit
+
+SYNC: list[Panel] = [
+    ("p99 latency by RPC (SLA: stock 100 ms, payment 200 ms, search 150 ms, auth 100 ms, geo 200 ms)", [
+        ("{{service}} {{method}}",
+         "histogram_quantile(0.99, sum by (le, service, method) (rate(a4co_grpc_server_handling_seconds_bucket[5m])))"),
+    ], "s"),
+    ("RPC rate by code", [("{{service}} {{code}}", "sum by (service, code) (rate(a4co_grpc_server_handled_total[1m]))")], "reqps"),
+    ("Error ratio", [
+        ("{{service}}", "sum by (service) (rate(a4co_grpc_server_handled_total{code!~\"OK|NOT_FOUND|INVALID_ARGUMENT|UNAUTHENTICATED|PERMISSION_DENIED|FAILED_PRECONDITION|ALREADY_EXISTS\"}[5m]))"
+         " / sum by (service) (rate(a4co_grpc_server_handled_total[5m]))"),
+    ], "percentunit"),
+    ("Circuit breakers (0 closed, 1 half-open, 2 open)", [("{{peer}}", "max by (peer) (a4co_circuit_breaker_state)")], "none"),
+    ("Outgoing calls by result", [("{{peer}} {{code}}", "sum by (peer, code) (rate(a4co_grpc_client_calls_total[1m]))")], "reqps"),
+]  # fmt: skip
+EVENTS: list[Panel] = [
+    ("Events published", [("{{event_type}}", "sum by (event_type) (rate(a4co_events_published_total[1m]))")], "ops"),
+    ("Events consumed by result", [("{{service}} {{result}}", "sum by (service, result) (rate(a4co_events_consumed_total[1m]))")], "ops"),
+    ("Handler p99", [("{{service}} {{event_type}}",
+                      "histogram_quantile(0.99, sum by (le, service, event_type) (rate(a4co_event_handler_duration_seconds_bucket[5m])))")], "s"),
+    ("Consumer lag (pending messages)", [("{{service}} {{stream}}", "max by (service, stream) (a4co_consumer_pending_messages)")], "none"),
+    ("Unacknowledged messages", [("{{service}} {{stream}}", "max by (service, stream) (a4co_consumer_unacknowledged_messages)")], "none"),
+    ("Redeliveries", [("{{service}} {{event_type}}", "sum by (service, event_type) (rate(a4co_event_redeliveries_total[5m]))")], "ops"),
+    ("Dead letters", [("{{service}} {{reason}}", "sum by (service, reason) (increase(a4co_dlq_messages_total[1h]))")], "none"),
+    ("Outbox backlog", [("{{service}}", "max by (service) (a4co_outbox_pending)")], "none"),
+    ("Oldest unpublished event", [("{{service}}", "max by (service) (a4co_outbox_oldest_age_seconds)")], "s"),
+    ("Outbox publish failures", [("{{service}}", "sum by (service) (rate(a4co_outbox_publish_failures_total[5m]))")], "ops"),
+]  # fmt: skip
+SAGA: list[Panel] = [
+    ("Orders by saga state", [("{{status}}", "max by (status) (a4co_orders_by_status)")], "none"),
+    ("CreateOrder rate and p99", [
+        ("rate", "sum(rate(a4co_grpc_server_handled_total{method=\"CreateOrder\"}[1m]))"),
+        ("p99 (s)", "histogram_quantile(0.99, sum by (le) (rate(a4co_grpc_server_handling_seconds_bucket{method=\"CreateOrder\"}[5m])))"),
+    ], "none"),
+    ("Payments and refunds", [
+        ("processed", "sum(rate(a4co_events_published_total{event_type=\"a4co.payments.PaymentProcessed\"}[5m]))"),
+        ("failed", "sum(rate(a4co_events_published_total{event_type=\"a4co.payments.PaymentFailed\"}[5m]))"),
+        ("refunds", "sum(rate(a4co_events_published_total{event_type=\"a4co.payments.RefundIssued\"}[5m]))"),
+    ], "ops"),
+    ("Reservations", [
+        ("reserved", "sum(rate(a4co_events_published_total{event_type=\"a4co.inventory.StockReserved\"}[5m]))"),
+        ("failed", "sum(rate(a4co_events_published_total{event_type=\"a4co.inventory.StockReservationFailed\"}[5m]))"),
+    ], "ops"),
+]  # fmt: skip
+DASHBOARDS = {
+    "a4co-sync": ("a4co — synchronous APIs and SLAs", SYNC),
+    "a4co-events": ("a4co — event flow, lag, dead letters, outbox", EVENTS),
+    "a4co-saga": ("a4co — orders and the saga", SAGA),
+}
+
+
+def dashboard(uid: str, title: str, panels: list[Panel]) -> dict[str, Any]:
+    """A Grafana dashboard with two panels a row."""
+    return {
+        "uid": uid,
+        "title": title,
+        "tags": ["a4co"],
+        "timezone": "utc",
+        "schemaVersion": 39,
+        "refresh": "10s",
+        "time": {"from": "now-1h", "to": "now"},
+        "panels": [
+            {
+                "id": i + 1,
+                "type": "timeseries",
+                "title": panel_title,
+                "datasource": {"type": "prometheus", "uid": "prometheus"},
+                "gridPos": {"h": 8, "w": 12, "x": 12 * (i % 2), "y": 8 * (i // 2)},
+                "fieldConfig": {"defaults": {"unit": unit}, "overrides": []},
+                "targets": [
+                    {"refId": chr(65 + j), "expr": expr, "legendFormat": legend}
+                    for j, (legend, expr) in enumerate(series)
+                ],
+            }
+            for i, (panel_title, series, unit) in enumerate(panels)
+        ],
+    }
+
+
+def expressions() -> list[str]:
+    """Every PromQL expression the dashboards use."""
+    return [expr for _, panels in DASHBOARDS.values() for _, series, _ in panels for _, expr in series]
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`python -m tools.dashboards --out deploy/grafana/dashboards`."""
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--out", type=Path, default=Path("deploy/grafana/dashboards"))
+    ns = parser.parse_args(argv)
+    ns.out.mkdir(parents=True, exist_ok=True)
+    for uid, (title, panels) in DASHBOARDS.items():
+        (ns.out / f"{uid}.json").write_text(
+            json.dumps(dashboard(uid, title, panels), indent=2, ensure_ascii=False) + "\n"
+        )
+        print(f"wrote {ns.out / uid}.json")
+
+
+if __name__ == "__main__":
+    main()
