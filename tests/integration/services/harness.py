@@ -74,7 +74,7 @@ class RunningService:
 async def running_service(
     service: str, build: Build, schema_file: Path | None, settings: Settings
 ) -> AsyncIterator[RunningService]:
-    schema_sql = schema_file.read_text() if schema_file else None  # noqa: ASYNC240 - a small file, once
+    schema_sql = schema_file.read_text() if schema_file else None
     infra = await Infrastructure.connect(settings, schema_sql)
     runner = ServiceRunner(infra, await build(infra), verifier=infra.verifier(settings.public_key()))
     await runner.start()
