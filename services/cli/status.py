@@ -58,6 +58,8 @@ async def streams_and_consumers(js: JetStreamContext, topology: Topology, status
             status.dlq_depth = int(info.state.messages)
             continue
         for consumer in await js._jsm.consumers_info(name):
+            if not consumer.config.durable_name:
+                continue  # someone's `events tail`, not a service
             status.consumers[consumer.name] = {
                 "pending": int(consumer.num_pending or 0),
                 "unacknowledged": int(consumer.num_ack_pending or 0),

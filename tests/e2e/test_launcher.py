@@ -154,6 +154,14 @@ async def test_make_run_starts_serves_stops_and_restarts_on_the_same_data(tmp_pa
     assert [e["event_type"] for e in tailed] == ["a4co.artisans.ArtisanOnboarded"] * 3
     assert tailed[0]["payload"]["locality"]
 
+    code, out = await a4co(data_dir, "trace", order_id)
+    assert code == 0, out
+    for step in ("OrderCreated", "PaymentProcessed", "StockReserved", "ORDER_STATUS_CONFIRMED"):
+        assert step in out, out
+    code, out = await a4co(data_dir, "demo", "--customers", "2", "--orders", "6")
+    assert code == 0, out
+    assert "CONFIRMED" in out, out
+
     # Every metric a dashboard or alert rule uses is exported by some running service.
     ports = [
         s["metrics_port"] for s in json.loads((data_dir / "addresses.json").read_text())["services"].values()

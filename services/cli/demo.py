@@ -1,0 +1,156 @@
+"""`a4co demo`: customers sign up and place a stream of realistic orders; then how they ended."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import uuid
+from collections import Counter
+from typing import Annotated
+
+import grpc
+import typer
+from rich.console import Console
+from rich.progress import Progress
+from rich.table import Table
+
+from a4co.catalog.v1 import catalog_service_pb2 as catalog_pb
+from a4co.catalog.v1 import catalog_service_pb2_grpc as catalog_grpc
+from a4co.identity.v1 import identity_service_pb2 as identity_pb
+from a4co.identity.v1 import identity_service_pb2_grpc as identity_grpc
+from a4co.orders.v1 import orders_service_pb2 as orders_pb
+from a4co.orders.v1 import orders_service_pb2_grpc as orders_grpc
+from a4co.payments.v1 import payments_service_pb2 as payments_pb
+from a4co.payments.v1 import payments_service_pb2_grpc as payments_grpc
+from a4co.type.v1 import address_pb2, lat_lng_pb2
+from services.cli.connection import running_deployment
+
+console = Console()
+TOWNS = [
+    ("Jaén", 37.7796, -3.7849),
+    ("Úbeda", 38.0133, -3.3706),
+    ("Baeza", 37.9938, -3.4700),
+    ("Linares", 38.0953, -3.6360),
+]
+CARDS = ["4242424242424242"] * 9 + ["4000000000000002"]  # one customer in ten has a card that is declined
+SETTLED = {orders_pb.ORDER_STATUS_CONFIRMED, orders_pb.ORDER_STATUS_CANCELLED}
+Meta = tuple[tuple[str, str], ...]
+
+
+async def sign_up(
+    identity: identity_grpc.IdentityServiceAsyncStub,
+    payments: payments_grpc.PaymentsServiceAsyncStub,
+    i: int,
+    rng: random.Random,
+) -> tuple[Meta, str]:
+    email, password = f"cliente-{uuid.uuid4().hex[:8]}@demo.a4co.es", "demo-password-2026"
+    await identity.Register(
+        identity_pb.RegisterRequest(
+            email=email, password=password, display_name=f"Cliente {i}", role=identity_pb.ROLE_CUSTOMER
+        )
+    )
+    login = await identity.Login(identity_pb.LoginRequest(email=email, password=password))
+    meta: Meta = (("authorization", f"Bearer {login.tokens.access_token}"),)
+    card = await payments.ValidatePaymentMethod(
+        payments_pb.ValidatePaymentMethodRequest(
+            card=payments_pb.Card(number=rng.choice(CARDS), exp_month=12, exp_year=2031, cvc="123")
+        ),
+        metadata=meta,
+    )
+    return meta, card.payment_method_id
+
+
+async def run(customers: int, orders: int, concurrency: int, seed: int) -> Counter[str]:
+    services = {n: s["grpc"] for n, s in running_deployment().get("services", {}).items()}
+    if not services:
+        raise typer.BadParameter("nothing runs here: start the marketplace with `make run`")
+    rng = random.Random(seed)  # noqa: S311 - demo traffic
+    channels = {
+        n: grpc.aio.insecure_channel(services[n]) for n in ("identity", "payments", "catalog", "orders")
+    }
+    identity = identity_grpc.IdentityServiceStub(channels["identity"])
+    payments = payments_grpc.PaymentsServiceStub(channels["payments"])
+    catalog = catalog_grpc.CatalogServiceStub(channels["catalog"])
+    stub = orders_grpc.OrdersServiceStub(channels["orders"])
+    outcomes: Counter[str] = Counter()
+    try:
+        people = [await sign_up(identity, payments, i, rng) for i in range(customers)]
+        town, lat, lng = rng.choice(TOWNS)
+        found = await catalog.SearchProducts(
+            catalog_pb.SearchProductsRequest(
+                in_stock_only=True,
+                near=lat_lng_pb2.LatLng(latitude=lat, longitude=lng),
+                radius_km=40,
+                page_size=100,
+            )
+        )
+        products = [r.product.product_id for r in found.results]
+        if not products:
+            raise typer.BadParameter("no product in stock near the customers")
+        placed: list[tuple[str, Meta]] = []
+        limit = asyncio.Semaphore(concurrency)
+        with Progress(console=console, transient=True) as progress:
+            task = progress.add_task("placing orders", total=orders)
+
+            async def one() -> None:
+                meta, method = rng.choice(people)
+                async with limit:
+                    try:
+                        response = await stub.CreateOrder(
+                            orders_pb.CreateOrderRequest(
+                                request_id=str(uuid.uuid4()),
+                                lines=[
+                                    orders_pb.OrderLineRequest(
+                                        product_id=rng.choice(products), quantity=rng.randint(1, 2)
+                                    )
+                                ],
+                                payment_method_id=method,
+                                delivery_address=address_pb2.Address(
+                                    street="Calle Mayor 1", locality=town, province="Jaén"
+                                ),
+                                delivery_location=lat_lng_pb2.LatLng(latitude=lat, longitude=lng),
+                            ),
+                            metadata=meta,
+                        )
+                        placed.append((response.order.order_id, meta))
+                    except grpc.aio.AioRpcError as error:
+                        outcomes[f"refused: {error.code().name}"] += 1
+                progress.advance(task)
+
+            await asyncio.gather(*(one() for _ in range(orders)))
+            task = progress.add_task("waiting for the saga", total=len(placed))
+            pending = list(placed)
+            for _ in range(600):
+                still = []
+                for order_id, meta in pending:
+                    got = await stub.GetOrder(orders_pb.GetOrderRequest(order_id=order_id), metadata=meta)
+                    if got.order.status in SETTLED:
+                        label = orders_pb.OrderStatus.Name(got.order.status).removeprefix("ORDER_STATUS_")
+                        outcomes[f"{label} {got.order.cancel_reason}".strip()] += 1
+                        progress.advance(task)
+                    else:
+                        still.append((order_id, meta))
+                pending = still
+                if not pending:
+                    break
+                await asyncio.sleep(0.2)  # polling the orders' status, bounded by the loop
+            outcomes["still waiting"] += len(pending)
+    finally:
+        for channel in channels.values():
+            await channel.close()
+    return outcomes
+
+
+def demo(
+    customers: Annotated[int, typer.Option(help="customers who sign up")] = 5,
+    orders: Annotated[int, typer.Option(help="orders they place")] = 50,
+    concurrency: Annotated[int, typer.Option(help="orders in flight at once")] = 8,
+    seed: Annotated[int, typer.Option(help="random seed")] = 2026,
+) -> None:
+    """Sign customers up, place a stream of orders, and show how they ended."""
+    outcomes = asyncio.run(run(customers, orders, concurrency, seed))
+    table = Table("outcome", "orders")
+    for outcome, n in outcomes.most_common():
+        if n:
+            table.add_row(outcome, str(n))
+    console.print(table)

@@ -1,0 +1,90 @@
+"""`a4co trace ORDER_ID`: every event of one order, as the tree of what caused what."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Annotated
+
+import typer
+from nats.js import JetStreamContext
+from rich.console import Console
+from rich.tree import Tree
+
+from a4co.orders.events.v1 import order_events_pb2
+from services.cli.connection import Target, jetstream
+from services.platform.events.codec import EventCodec, EventDecodeError, IncomingEvent, UnknownEventError
+from services.platform.events.registry import load_registry
+
+console = Console()
+
+
+async def events_of(js: JetStreamContext, codec: EventCodec, order_id: str) -> list[IncomingEvent]:
+    """Every stored event about the order (its id as the aggregate, or in the payload)."""
+    found = []
+    for stream in codec.registry.streams:
+        if stream.name == "DLQ":
+            continue
+        name = codec.topology.stream(stream.name)
+        last = (await js.stream_info(name)).state.last_seq
+        seq = 1
+        while seq <= last:
+            try:
+                raw = await js.get_msg(
+                    name, seq=seq, subject=codec.topology.subject(stream.subjects[0]), next=True
+                )
+            except Exception:
+                break
+            seq = (raw.seq or last) + 1
+            try:
+                event = codec.decode(raw.data or b"")
+            except (EventDecodeError, UnknownEventError):
+                continue
+            if event.envelope.aggregate_id == order_id or getattr(event.payload, "order_id", "") == order_id:
+                found.append(event)
+    return sorted(found, key=lambda e: e.envelope.occurred_at.ToNanoseconds())
+
+
+def tree(order_id: str, events: list[IncomingEvent]) -> Tree:
+    """The causation tree: each event under the event (or the call) that caused it."""
+    root = Tree(f"order {order_id}")
+    nodes: dict[str, Tree] = {}
+    flows: dict[str, Tree] = {}
+    for event in events:
+        meta = event.envelope.metadata
+        parent = nodes.get(meta.causation_id)
+        if parent is None:
+            parent = flows.get(meta.correlation_id)
+            if parent is None:
+                parent = flows[meta.correlation_id] = root.add(
+                    f"[bold]call[/bold] (correlation {meta.correlation_id[:8]})"
+                )
+        detail = ""
+        status = getattr(event.payload, "status", None)
+        if event.definition.name == "OrderStatusChanged" and status is not None:
+            detail = f" → {order_events_pb2.OrderStatus.Name(status)}"
+            if reason := getattr(event.payload, "reason", ""):
+                detail += f" ({reason})"
+        when = event.envelope.occurred_at.ToDatetime().strftime("%H:%M:%S.%f")[:-3]
+        nodes[event.event_id] = parent.add(
+            f"{when} [cyan]{event.definition.name}[/cyan]{detail} from {event.envelope.source}"
+        )
+    return root
+
+
+def trace(
+    order_id: Annotated[str, typer.Argument(help="the order")],
+    nats_url: Annotated[str | None, typer.Option("--nats-url")] = None,
+    prefix: Annotated[str | None, typer.Option("--prefix")] = None,
+) -> None:
+    """Every event of one order and the call or event that caused it, as a tree."""
+    target = Target.resolve(nats_url, prefix)
+
+    async def main() -> list[IncomingEvent]:
+        async with jetstream(target) as js:
+            return await events_of(js, EventCodec(load_registry(), "cli", target.topology), order_id)
+
+    events = asyncio.run(main())
+    if not events:
+        console.print(f"no event mentions order {order_id}")
+        raise typer.Exit(1)
+    console.print(tree(order_id, events))
