@@ -52,12 +52,12 @@ def tree(order_id: str, events: list[IncomingEvent]) -> Tree:
     for event in events:
         meta = event.envelope.metadata
         parent = nodes.get(meta.causation_id)
-        if parent is None:
-            parent = flows.get(meta.correlation_id)
-            if parent is None:
-                parent = flows[meta.correlation_id] = root.add(
-                    f"[bold]call[/bold] (correlation {meta.correlation_id[:8]})"
-                )
+        if parent is None:  # caused by a call (or by the saga's timeout sweep), not by an event
+            cause = meta.causation_id or meta.correlation_id
+            if cause not in flows:
+                label = cause.split("/", 1)[0] if "/" in cause else "timeout sweep"
+                flows[cause] = root.add(f"[bold]{label}[/bold] (correlation {meta.correlation_id[:8]})")
+            parent = flows[cause]
         detail = ""
         status = getattr(event.payload, "status", None)
         if event.definition.name == "OrderStatusChanged" and status is not None:

@@ -156,11 +156,47 @@ async def test_make_run_starts_serves_stops_and_restarts_on_the_same_data(tmp_pa
 
     code, out = await a4co(data_dir, "trace", order_id)
     assert code == 0, out
-    for step in ("OrderCreated", "PaymentProcessed", "StockReserved", "ORDER_STATUS_CONFIRMED"):
+    for step in (
+        "CreateOrder",
+        "OrderCreated",
+        "PaymentProcessed",
+        "StockReserved",
+        "ORDER_STATUS_CONFIRMED",
+    ):
         assert step in out, out
     code, out = await a4co(data_dir, "demo", "--customers", "2", "--orders", "6")
     assert code == 0, out
     assert "CONFIRMED" in out, out
+
+    # A service killed with SIGKILL is restarted by the supervisor and its consumers resume.
+    def inventory_pids() -> list[int]:
+        return [
+            p
+            for p in processes_using(data_dir)
+            if b"services.inventory" in Path(f"/proc/{p}/cmdline").read_bytes()
+        ]
+
+    [killed] = inventory_pids()
+    os.kill(killed, signal.SIGKILL)
+    await eventually(lambda: inventory_pids() not in ([], [killed]), timeout=30, what="inventory restarted")
+    async with grpc.aio.insecure_channel(addresses["orders"]) as channel:
+        orders = orders_grpc.OrdersServiceStub(channel)
+        after = await orders.CreateOrder(
+            orders_pb.CreateOrderRequest(
+                request_id=str(uuid.uuid4()),
+                lines=[orders_pb.OrderLineRequest(product_id=product_id, quantity=1)],
+                payment_method_id=demo["payment_method_id"],
+                delivery_address=address_pb2.Address(street="Calle Real 1", locality="Baeza"),
+                delivery_location=lat_lng_pb2.LatLng(latitude=37.9938, longitude=-3.47),
+            ),
+            metadata=me,
+        )
+
+        async def confirmed_after_restart() -> bool:
+            got = await orders.GetOrder(orders_pb.GetOrderRequest(order_id=after.order.order_id), metadata=me)
+            return got.order.status == orders_pb.ORDER_STATUS_CONFIRMED
+
+        await eventually(confirmed_after_restart, timeout=60, what="an order confirmed after the restart")
 
     # Every metric a dashboard or alert rule uses is exported by some running service.
     ports = [

@@ -11,6 +11,7 @@ import asyncio
 import functools
 import logging
 import time
+import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, cast
@@ -102,9 +103,9 @@ class PlatformInterceptor(grpc.aio.ServerInterceptor):
     ) -> Message:
         started = time.perf_counter()
         metadata = {k: v for k, v in context.invocation_metadata() or () if isinstance(v, str)}
-        flow = Flow.new()
-        if correlation := metadata.get("x-correlation-id"):
-            flow = Flow(correlation, correlation)
+        # The call itself is the cause of whatever it publishes: "<Method>/<call id>".
+        call_id = f"{method.rsplit('/', 1)[-1]}/{uuid.uuid4()}"
+        flow = Flow(metadata.get("x-correlation-id") or str(uuid.uuid4()), call_id)
         code, principal, error_reason = grpc.StatusCode.OK, None, ""
         try:
             principal = await self._authenticate(policy, metadata)
