@@ -30,13 +30,13 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
         }
+        # Every line carries both ids (empty outside a request, event or trace), so that a log
+        # store can index them as fields.
         span = trace.get_current_span().get_span_context()
-        if span.is_valid:
-            document["trace_id"] = format(span.trace_id, "032x")
-            document["span_id"] = format(span.span_id, "016x")
+        document["trace_id"] = format(span.trace_id, "032x") if span.is_valid else ""
+        document["span_id"] = format(span.span_id, "016x") if span.is_valid else ""
         flow = current_flow_var.get()
-        if flow is not None:
-            document["correlation_id"] = flow.correlation_id
+        document["correlation_id"] = flow.correlation_id if flow is not None else ""
         document.update({k: v for k, v in record.__dict__.items() if k not in _STANDARD})
         if record.exc_info:
             document["exception"] = self.formatException(record.exc_info)
