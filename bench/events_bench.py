@@ -169,6 +169,71 @@ async def platform_consume_rate(setup: Setup, count: int) -> float:
     return count / elapsed
 
 
+async def faststream_consume_rate(setup: Setup, count: int) -> float:
+    """Messages per second through a FastStream pull subscriber with a no-op handler."""
+    from faststream.nats import JStream, NatsBroker, PullSub
+
+    subject = await fill(setup, count)
+    broker = NatsBroker(setup.urls.nats_url, logger=None)
+    done = asyncio.Event()
+    seen = 0
+
+    @broker.subscriber(
+        subject,
+        stream=JStream(setup.topology.stream("ORDERS"), declare=False),
+        durable="faststream",
+        pull_sub=PullSub(batch_size=256, timeout=1.0),
+    )
+    async def noop(body: bytes) -> None:
+        nonlocal seen
+        seen += 1
+        if seen >= count:
+            done.set()
+
+    started = time.perf_counter()
+    await broker.start()
+    await asyncio.wait_for(done.wait(), 600)
+    elapsed = time.perf_counter() - started
+    await broker.stop()
+    return count / elapsed
+
+
+async def raw_publish_rate(setup: Setup, count: int) -> float:
+    """Messages per second through bare nats-py `publish_async`, acknowledgements awaited."""
+    codec = EventCodec(setup.registry, "bench", setup.topology)
+    encoded = [codec.encode(sample_event(i), aggregate_id=f"o-{i}") for i in range(count)]
+    started = time.perf_counter()
+    futures = [await setup.js.publish_async(e.subject, e.body, headers=e.headers) for e in encoded]
+    await asyncio.gather(*futures)
+    return count / (time.perf_counter() - started)
+
+
+async def relay_publish_rate(setup: Setup, count: int) -> float:
+    """Events per second from committed outbox rows to JetStream acknowledgements, by the relay."""
+    schema = setup.topology.schema("relay")
+    pool = await create_pool(setup.urls.database_url, schema, max_size=4)
+    writer = OutboxWriter(EventCodec(setup.registry, "relay", setup.topology), schema)
+    async with pool.acquire() as conn:
+        for start in range(0, count, 500):
+            async with conn.transaction():
+                for i in range(start, min(count, start + 500)):
+                    await writer.add(conn, sample_event(i), aggregate_id=f"o-{i}")
+    relay = OutboxRelay(
+        dsn=setup.urls.database_url, schema=schema, service="relay", js=setup.js, poll_interval_s=0.2
+    )
+    started = time.perf_counter()
+    task = asyncio.create_task(relay.run())
+    while relay.stats.published < count:
+        if task.done():
+            task.result()
+        await asyncio.sleep(0.01)  # sampling the relay's progress
+    elapsed = time.perf_counter() - started
+    await relay.stop()
+    await task
+    await pool.close()
+    return count / elapsed
+
+
 async def paced(rate: int, seconds: float, step: Callable[[int], Awaitable[None]]) -> int:
     """Call `step(i)` at a steady `rate` per second for `seconds`; returns how many were sent."""
     total = int(rate * seconds)
@@ -300,7 +365,15 @@ async def measure(urls: ServerUrls, sizes: Sizes, progress: Callable[[str], None
     raw = await fresh(functools.partial(raw_consume_rate, count=count))
     progress("consume rate: QueueConsumer, no-op handler")
     ours = await fresh(functools.partial(platform_consume_rate, count=count))
+    progress("consume rate: FastStream subscriber, no-op handler")
+    fast = await fresh(functools.partial(faststream_consume_rate, count=count))
     figures.append(Figure("consume rate, no-op handler", ours, raw, "msg/s", "raw nats-py pull loop"))
+    figures.append(Figure("consume rate vs FastStream", ours, fast, "msg/s", "FastStream pull subscriber"))
+    progress("publish rate: raw nats-py publish_async")
+    raw_pub = await fresh(functools.partial(raw_publish_rate, count=count))
+    progress("publish rate: outbox relay")
+    relay = await fresh(functools.partial(relay_publish_rate, count=count))
+    figures.append(Figure("relay publish rate", relay, raw_pub, "msg/s", "raw nats-py publish_async"))
     for rate in sizes.latency_rates:
         progress(f"latency at {rate}/s: raw publish -> receive")
         base = await fresh(functools.partial(raw_latency, rate=rate, seconds=seconds))
