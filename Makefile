@@ -12,7 +12,7 @@ GEN    := gen/python
 # buf breaking compares the contracts with the previous commit on main.
 BREAKING_AGAINST ?= .git\#ref=HEAD~1,subdir=proto
 
-.PHONY: run help venv gen catalog lint fmt test check-gen check-catalog breaking lock clean bench-events bench-rpc dashboards check-dashboards check-compose
+.PHONY: run help venv gen catalog lint fmt test check-gen check-catalog breaking lock clean bench bench-quick bench-events bench-rpc dashboards check-dashboards check-compose
 
 help:
 	@echo "make run      the whole marketplace on this machine, with demo data of Jaén (Ctrl-C stops)"
@@ -22,6 +22,7 @@ help:
 	@echo "make gen      regenerate gen/python from proto/"
 	@echo "make catalog  regenerate docs/events.md and docs/asyncapi.yaml from the contracts"
 	@echo "make lock     re-resolve requirements.lock from pyproject.toml"
+	@echo "make bench    the whole performance report (about 15 min); make bench-quick (about 3 min)"
 	@echo "make bench-events  event platform figures beside raw nats-py (BENCH_ARGS=--quick)"
 	@echo "make bench-rpc     the five sync RPCs beside a bare grpc.aio echo server (BENCH_ARGS=--quick)"
 
@@ -100,6 +101,12 @@ fmt: $(STAMP)
 
 test: $(STAMP) gen
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+bench: $(STAMP) gen
+	$(BIN)/python -m bench.run --profile full
+
+bench-quick: $(STAMP) gen
+	$(BIN)/python -m bench.run --profile quick
 
 bench-events: $(STAMP) gen
 	$(BIN)/python -m bench.events_bench $(BENCH_ARGS)

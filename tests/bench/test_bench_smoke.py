@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 from bench.events_bench import SMOKE, measure, report
 from services.platform.local_servers import ServerUrls
@@ -40,3 +41,16 @@ async def test_rpc_benchmark_runs_every_service_as_a_process(urls: ServerUrls) -
         assert r.baseline_rps > 0
         assert 0 < r.p50_ms <= r.p99_ms
     assert report_rpcs(results).count("\n") == len(results) + 1
+
+
+async def test_the_whole_report_runs_at_smoke_sizes(urls: ServerUrls, tmp_path: Path) -> None:
+    from bench import run
+
+    results = await run.measure(urls, run.PROFILES["smoke"], with_launcher=False)
+    saga = results["saga"]
+    assert [s.offered_per_s for s in saga.steps] == [5]
+    assert saga.steps[0].confirmed > 0
+    assert saga.rss_mb and all(mb > 0 for mb in saga.rss_mb.values())
+    out = run.write(results, tmp_path)
+    assert {p.name for p in out.iterdir()} == {"report.md", "results.json", "latency.png", "throughput.png"}
+    assert "## The order saga" in (out / "report.md").read_text()

@@ -1,0 +1,175 @@
+"""`make bench` / `make bench-quick`: every figure of the performance report, beside baselines
+measured in the same run, written to bench/results/<timestamp>/ (report.md, results.json, plots).
+
+1. events: consume rate (raw nats-py pull loop, FastStream), relay publish rate (raw
+   publish_async), commit -> handler latency at steady offered rates;
+2. the five sync RPCs at 1 and 16 in flight beside a bare grpc.aio echo server (search over a
+   catalogue of 100,000 products in the full run);
+3. the order saga under stepped offered load, every service a process; memory of each service;
+4. `make run`'s time to ready.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import tempfile
+import time
+from dataclasses import asdict
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from bench import events_bench, rpc_bench, saga_bench
+from services.platform.local_servers import LocalServers, ServerUrls
+
+console = Console()
+PROFILES: dict[str, dict[str, Any]] = {
+    "full": {
+        "events": events_bench.FULL,
+        "rpc": rpc_bench.FULL,
+        "saga_rates": (25, 50, 100, 200, 300),
+        "saga_seconds": 10.0,
+    },
+    "quick": {
+        "events": events_bench.QUICK,
+        "rpc": rpc_bench.QUICK,
+        "saga_rates": (20, 50, 100),
+        "saga_seconds": 3.0,
+    },
+    "smoke": {"events": events_bench.SMOKE, "rpc": rpc_bench.SMOKE, "saga_rates": (5,), "saga_seconds": 1.0},
+}
+
+
+async def measure(urls: ServerUrls, profile: dict[str, Any], with_launcher: bool) -> dict[str, Any]:
+    """Run every workload of a profile; each prints its progress."""
+    step = console.status("starting")
+    with step:
+
+        def progress(message: str) -> None:
+            step.update(message)
+            console.log(message)
+
+        events = await events_bench.measure(urls, profile["events"], progress)
+        rpcs = await rpc_bench.measure(urls, profile["rpc"], progress)
+        saga = await saga_bench.measure(urls, profile["saga_rates"], profile["saga_seconds"], progress)
+        ready = await saga_bench.run_time_to_ready() if with_launcher else (0.0, 0.0)
+    return {"events": events, "rpc": rpcs, "saga": saga, "ready": ready}
+
+
+def report(results: dict[str, Any]) -> str:
+    """The Markdown report."""
+    saga: saga_bench.SagaResult = results["saga"]
+    lines = ["# a4co benchmark", "", "## Events", "", events_bench.report(results["events"]), "", "## Synchronous RPCs", "",
+             rpc_bench.report(results["rpc"]), "", "## The order saga", "",
+             "| offered orders/s | sent | confirmed | sustained confirmed/s | p50 ms CreateOrder→CONFIRMED | p99 ms |",
+             "|---|---|---|---|---|---|"]  # fmt: skip
+    lines += [
+        f"| {s.offered_per_s} | {s.sent} | {s.confirmed} | {s.sustained_per_s:.1f} | {s.p50_ms:.1f} | {s.p99_ms:.1f} |"
+        for s in saga.steps
+    ]
+    lines += [
+        "",
+        "## Memory (RSS) of each service after the heaviest step",
+        "",
+        "| service | MB |",
+        "|---|---|",
+    ]
+    lines += [f"| {n} | {mb:.1f} |" for n, mb in sorted(saga.rss_mb.items())]
+    first, again = results["ready"]
+    lines += [
+        "",
+        "## `make run` time to ready",
+        "",
+        f"- first start (demo loaded): {first:.1f} s",
+        f"- restart on the same data: {again:.1f} s",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def plots(results: dict[str, Any], out: Path) -> list[Path]:
+    """Latency percentiles against offered rate, and throughput per workload, as PNG files."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    saga: saga_bench.SagaResult = results["saga"]
+    written = []
+    fig, ax = plt.subplots(figsize=(7, 4))
+    rates = [s.offered_per_s for s in saga.steps]
+    ax.plot(rates, [s.p50_ms for s in saga.steps], marker="o", label="saga p50")
+    ax.plot(rates, [s.p99_ms for s in saga.steps], marker="o", label="saga p99")
+    for f in results["events"]:
+        if f.name.startswith("latency p99 at"):
+            rate = int(f.name.split(" at ")[1].split("/")[0])
+            ax.scatter(
+                [rate / 10], [f.ours], marker="x", label=f"event commit→handler p99 at {rate}/s (x÷10)"
+            )
+    ax.set_xlabel("offered orders/s")
+    ax.set_ylabel("ms")
+    ax.set_title("Latency against offered rate")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    written.append(out / "latency.png")
+    fig.savefig(written[-1], dpi=110)
+    fig, ax = plt.subplots(figsize=(8, 4))
+    bars = [(f.name, f.ours, f.baseline) for f in results["events"] if f.unit == "msg/s"]
+    bars += [(f"{r.rpc} @{r.in_flight}", r.rps, r.baseline_rps) for r in results["rpc"]]
+    xs = range(len(bars))
+    ax.bar([x - 0.2 for x in xs], [b[1] for b in bars], width=0.4, label="a4co")
+    ax.bar([x + 0.2 for x in xs], [b[2] for b in bars], width=0.4, label="baseline")
+    ax.set_xticks(list(xs), [b[0] for b in bars], rotation=70, fontsize=6, ha="right")
+    ax.set_ylabel("per second")
+    ax.set_title("Throughput per workload")
+    ax.legend()
+    fig.tight_layout()
+    written.append(out / "throughput.png")
+    fig.savefig(written[-1], dpi=110)
+    plt.close("all")
+    return written
+
+
+def to_json(results: dict[str, Any]) -> dict[str, Any]:
+    """Everything measured, as JSON."""
+    saga: saga_bench.SagaResult = results["saga"]
+    return {
+        "events": [asdict(f) | {"ratio": f.ratio} for f in results["events"]],
+        "rpc": [asdict(r) | {"rps_ratio": r.rps_ratio} for r in results["rpc"]],
+        "saga": [asdict(s) for s in saga.steps],
+        "rss_mb": saga.rss_mb,
+        "make_run_ready_s": {"first": results["ready"][0], "restart": results["ready"][1]},
+    }
+
+
+def write(results: dict[str, Any], root: Path) -> Path:
+    """bench/results/<timestamp>/ with report.md, results.json and the plots."""
+    out = root / datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "report.md").write_text(report(results))
+    (out / "results.json").write_text(json.dumps(to_json(results), indent=2))
+    plots(results, out)
+    return out
+
+
+def main() -> None:
+    """Parse the profile, start the servers, measure everything, write the results."""
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--profile", choices=sorted(PROFILES), default="full")
+    parser.add_argument("--out", type=Path, default=Path("bench/results"))
+    ns = parser.parse_args()
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory() as tmp, LocalServers(Path(tmp), durable=False) as urls:
+        results = asyncio.run(measure(urls, PROFILES[ns.profile], with_launcher=True))
+    out = write(results, ns.out)
+    console.print(report(results))
+    console.print(f"written to {out} in {time.monotonic() - started:.0f} s")
+
+
+if __name__ == "__main__":
+    main()
