@@ -50,7 +50,8 @@ async def test_the_whole_report_runs_at_smoke_sizes(urls: ServerUrls, tmp_path: 
     saga = results["saga"]
     assert [s.offered_per_s for s in saga.steps] == [5]
     assert saga.steps[0].confirmed > 0
-    assert saga.rss_mb and all(mb > 0 for mb in saga.rss_mb.values())
+    assert saga.rss_mb
+    assert all(mb > 0 for mb in saga.rss_mb.values())
     out = run.write(results, tmp_path)
     assert {p.name for p in out.iterdir()} == {"report.md", "results.json", "latency.png", "throughput.png"}
     assert "## The order saga" in (out / "report.md").read_text()
