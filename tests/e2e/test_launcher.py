@@ -9,9 +9,11 @@ import signal
 import sys
 import uuid
 from pathlib import Path
+from typing import Any
 
 import grpc
 import yaml
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from a4co.catalog.v1 import catalog_service_pb2 as catalog_pb
 from a4co.catalog.v1 import catalog_service_pb2_grpc as catalog_grpc
@@ -179,6 +181,17 @@ async def test_make_run_starts_serves_stops_and_restarts_on_the_same_data(tmp_pa
     [killed] = inventory_pids()
     os.kill(killed, signal.SIGKILL)
     await eventually(lambda: inventory_pids() not in ([], [killed]), timeout=30, what="inventory restarted")
+
+    async def serving_again() -> bool:
+        async with grpc.aio.insecure_channel(addresses["inventory"]) as channel:
+            stub: Any = health_pb2_grpc.HealthStub(channel)
+            try:
+                answer = await stub.Check(health_pb2.HealthCheckRequest(), timeout=1)
+            except grpc.aio.AioRpcError:
+                return False
+            return bool(answer.status == health_pb2.HealthCheckResponse.SERVING)
+
+    await eventually(serving_again, timeout=30, what="inventory serving again")
     async with grpc.aio.insecure_channel(addresses["orders"]) as channel:
         orders = orders_grpc.OrdersServiceStub(channel)
         after = await orders.CreateOrder(
