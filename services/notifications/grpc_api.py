@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 from typing import Any
 
 import grpc
@@ -11,9 +10,9 @@ from a4co.notifications.v1 import notifications_service_pb2 as pb
 from a4co.notifications.v1 import notifications_service_pb2_grpc as pb_grpc
 from services.notifications import handlers
 from services.platform.auth import current_principal
-from services.platform.errors import FieldViolation, InvalidArgumentError
 from services.platform.grpc.interceptor import MethodPolicy
 from services.platform.grpc.server import Registration
+from services.platform.paging import next_token, offset_of
 from services.platform.timestamps import to_timestamp
 from services.platform.validation import Violations
 
@@ -31,15 +30,6 @@ def check_list(request: pb.ListNotificationsRequest) -> None:
 POLICIES = {f"/{SERVICE}/ListNotifications": MethodPolicy(validator=check_list)}
 
 
-def _offset(token: str) -> int:
-    if not token:
-        return 0
-    try:
-        return int(base64.urlsafe_b64decode(token.encode()).decode())
-    except ValueError:
-        raise InvalidArgumentError([FieldViolation("page_token", "is not a token from this API")]) from None
-
-
 class NotificationsServicer(pb_grpc.NotificationsServiceServicer):
     """The NotificationsService RPCs."""
 
@@ -50,9 +40,9 @@ class NotificationsServicer(pb_grpc.NotificationsServiceServicer):
         self, request: pb.ListNotificationsRequest, context: Context
     ) -> pb.ListNotificationsResponse:
         """The caller's notifications, newest first."""
-        size, offset = request.page_size or 20, _offset(request.page_token)
+        size, offset = request.page_size or 20, offset_of(request.page_token)
         found = await handlers.list_for(self.deps, current_principal(), offset, size + 1)
-        token = base64.urlsafe_b64encode(str(offset + size).encode()).decode() if len(found) > size else ""
+        token = next_token(offset, size, len(found) > size)
         return pb.ListNotificationsResponse(
             notifications=[
                 pb.Notification(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import uuid
 from typing import Any
 
@@ -14,9 +13,9 @@ from a4co.type.v1 import address_pb2, lat_lng_pb2, money_pb2
 from services.orders import handlers
 from services.orders.domain import Order, Status
 from services.platform.auth import Role, current_principal
-from services.platform.errors import FieldViolation, InvalidArgumentError
 from services.platform.grpc.interceptor import MethodPolicy
 from services.platform.grpc.server import Registration
+from services.platform.paging import next_token, offset_of
 from services.platform.timestamps import to_timestamp
 from services.platform.validation import Violations
 
@@ -126,15 +125,6 @@ def order_to_pb(o: Order) -> pb.Order:
     )
 
 
-def _offset(token: str) -> int:
-    if not token:
-        return 0
-    try:
-        return int(base64.urlsafe_b64decode(token.encode()).decode())
-    except ValueError:
-        raise InvalidArgumentError([FieldViolation("page_token", "is not a token from this API")]) from None
-
-
 class OrdersServicer(pb_grpc.OrdersServiceServicer):
     """The OrdersService RPCs."""
 
@@ -168,11 +158,11 @@ class OrdersServicer(pb_grpc.OrdersServiceServicer):
     async def ListOrders(self, request: pb.ListOrdersRequest, context: Context) -> pb.ListOrdersResponse:
         """The caller's orders, newest first."""
         size = request.page_size or 20
-        offset = _offset(request.page_token)
+        offset = offset_of(request.page_token)
         status = STATUS_FROM_PB.get(request.status)
         orders = await handlers.list_orders(self.deps, current_principal(), status, offset, size + 1)
         more = len(orders) > size
-        token = base64.urlsafe_b64encode(str(offset + size).encode()).decode() if more else ""
+        token = next_token(offset, size, more)
         return pb.ListOrdersResponse(orders=[order_to_pb(o) for o in orders[:size]], next_page_token=token)
 
     async def CancelOrder(self, request: pb.CancelOrderRequest, context: Context) -> pb.CancelOrderResponse:

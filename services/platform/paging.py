@@ -1,0 +1,25 @@
+"""Page tokens for list RPCs (AIP-158): opaque to clients, an offset underneath."""
+
+from __future__ import annotations
+
+import base64
+
+from services.platform.errors import FieldViolation, InvalidArgumentError
+
+
+def offset_of(token: str) -> int:
+    """Where the page of `token` starts; 0 for the first page, INVALID_ARGUMENT for a bad token."""
+    if not token:
+        return 0
+    try:
+        offset = int(base64.urlsafe_b64decode(token.encode()).decode())
+    except ValueError:
+        raise InvalidArgumentError([FieldViolation("page_token", "is not a token from this API")]) from None
+    if offset < 0:
+        raise InvalidArgumentError([FieldViolation("page_token", "is not a token from this API")])
+    return offset
+
+
+def next_token(offset: int, size: int, more: bool) -> str:
+    """The token of the page after this one, or '' on the last page."""
+    return base64.urlsafe_b64encode(str(offset + size).encode()).decode() if more else ""

@@ -1,0 +1,22 @@
+"""Page tokens: opaque, round-trip, and a bad one is INVALID_ARGUMENT naming page_token."""
+
+from __future__ import annotations
+
+import pytest
+
+from services.platform.errors import InvalidArgumentError
+from services.platform.paging import next_token, offset_of
+
+
+def test_tokens_round_trip_and_the_last_page_has_none() -> None:
+    assert offset_of("") == 0
+    token = next_token(40, 20, more=True)
+    assert offset_of(token) == 60
+    assert next_token(40, 20, more=False) == ""
+
+
+@pytest.mark.parametrize("token", ["not base64!", "LTU=", "YWJj"])  # garbage, "-5", "abc"
+def test_a_bad_token_names_the_field(token: str) -> None:
+    with pytest.raises(InvalidArgumentError) as bad:
+        offset_of(token)
+    assert [v.field for v in bad.value.violations] == ["page_token"]
