@@ -7,6 +7,7 @@ the environment (`A4CO_NATS_URL`, `A4CO_DATABASE_URL`, `A4CO_REDIS_URL`) is used
 
 from __future__ import annotations
 
+import abc
 import importlib.util
 import logging
 import os
@@ -80,7 +81,7 @@ def _bin_dir() -> Path:
     return Path(sys.executable).parent
 
 
-class ManagedServer:
+class ManagedServer(abc.ABC):
     """One server process: started on a fixed port and directory, stoppable and restartable."""
 
     name = "server"
@@ -92,8 +93,9 @@ class ManagedServer:
         self._process: subprocess.Popen[bytes] | None = None
 
     @property
-    def url(self) -> str:  # pragma: no cover - overridden
-        raise NotImplementedError
+    @abc.abstractmethod
+    def url(self) -> str:
+        """Where clients connect."""
 
     @property
     def running(self) -> bool:
@@ -105,18 +107,20 @@ class ManagedServer:
         """The server's process id while it runs."""
         return self._process.pid if self.running and self._process else None
 
-    def command(self) -> list[str]:  # pragma: no cover - overridden
-        raise NotImplementedError
+    @abc.abstractmethod
+    def command(self) -> list[str]:
+        """The server's command line."""
 
     def prepare(self) -> None:
         """Create what the server needs on disk before its first start."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
 
-    def ready(self) -> bool:  # pragma: no cover - overridden
-        raise NotImplementedError
+    @abc.abstractmethod
+    def ready(self) -> bool:
+        """Whether the server answers."""
 
-    def after_start(self) -> None:
-        """Provision the server once it answers (databases, for instance)."""
+    def after_start(self) -> None:  # noqa: B027 - a hook: only PostgreSQL needs it
+        """Provision the server once it answers (databases, for instance); nothing by default."""
 
     def _popen_kwargs(self) -> dict[str, object]:
         return {}
