@@ -16,6 +16,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -26,6 +27,7 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from opentelemetry import propagate, trace
+from prometheus_client import Counter, Histogram
 
 from services.platform.db import Connection
 from services.platform.events import metrics
@@ -161,6 +163,11 @@ class QueueConsumer:
             self._handlers[definition.event_type] = (definition, handler)
         self._stopping = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        # Label children are looked up once per event type, not once per message.
+        self._durations: dict[str, Histogram] = {}
+        self._counts: dict[tuple[str, str], Counter] = {}
+        # Without a tracer provider the spans would be no-ops: skip building them at all.
+        self._tracing = not isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider)
         self._sub: JetStreamContext.PullSubscription | None = None
 
     def config(self) -> ConsumerConfig:
@@ -340,22 +347,8 @@ class QueueConsumer:
     async def _call(self, conn: Connection, item: _Work) -> list[Callable[[], Awaitable[None]]]:
         """Run one handler in its own span and flow, timing it; returns its after-commit callbacks."""
         started = time.perf_counter()
-        with (
-            tracer.start_as_current_span(
-                f"{self.topology.unprefixed(item.msg.subject)} process",
-                context=propagate.extract(item.msg.headers or {}),
-                kind=trace.SpanKind.CONSUMER,
-                attributes={
-                    "messaging.system": "nats",
-                    "messaging.destination.name": item.msg.subject,
-                    "messaging.consumer.group.name": self.durable,
-                    "messaging.message.id": item.incoming.event_id,
-                    "messaging.message.delivery_count": item.delivery,
-                },
-            ) as span,
-            flow_scope(item.incoming.flow),
-        ):
-            ctx = HandlerContext(conn, item.incoming, item.delivery, self.outbox)
+        ctx = HandlerContext(conn, item.incoming, item.delivery, self.outbox)
+        with self._span(item) as span, flow_scope(item.incoming.flow):
             try:
                 await item.handler(item.payload, ctx)
             except Exception as exc:
@@ -363,10 +356,38 @@ class QueueConsumer:
                 span.set_status(trace.Status(trace.StatusCode.ERROR, str(exc)))
                 raise
             finally:
-                metrics.HANDLER_DURATION.labels(self.service, item.event_type).observe(
-                    time.perf_counter() - started
-                )
+                self._handler_duration(item.event_type).observe(time.perf_counter() - started)
         return ctx.committed
+
+    def _span(self, item: _Work) -> AbstractContextManager[trace.Span]:
+        """The CONSUMER span of a handler, child of the producer's; a no-op span without tracing."""
+        if not self._tracing:
+            return contextlib.nullcontext(trace.INVALID_SPAN)
+        return tracer.start_as_current_span(
+            f"{self.topology.unprefixed(item.msg.subject)} process",
+            context=propagate.extract(item.msg.headers or {}),
+            kind=trace.SpanKind.CONSUMER,
+            attributes={
+                "messaging.system": "nats",
+                "messaging.destination.name": item.msg.subject,
+                "messaging.consumer.group.name": self.durable,
+                "messaging.message.id": item.incoming.event_id,
+                "messaging.message.delivery_count": item.delivery,
+            },
+        )
+
+    def _handler_duration(self, event_type: str) -> Histogram:
+        child = self._durations.get(event_type)
+        if child is None:
+            child = self._durations[event_type] = metrics.HANDLER_DURATION.labels(self.service, event_type)
+        return child
+
+    def _consumed(self, event_type: str, result: str) -> Counter:
+        key = (event_type, result)
+        child = self._counts.get(key)
+        if child is None:
+            child = self._counts[key] = metrics.EVENTS_CONSUMED.labels(self.service, event_type, result)
+        return child
 
     async def _failed(self, msg: Msg, exc: Exception, delivery: int, event_type: str) -> None:
         error = f"{type(exc).__name__}: {exc}"
@@ -394,7 +415,7 @@ class QueueConsumer:
             self.stats.duplicates += 1
         else:
             self.stats.skipped += 1
-        metrics.EVENTS_CONSUMED.labels(self.service, event_type, result).inc()
+        self._consumed(event_type, result).inc()
 
     async def _dead_letter(self, msg: Msg, reason: str, error: str, event_type: str | None) -> None:
         meta = msg.metadata
