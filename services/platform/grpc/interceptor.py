@@ -75,6 +75,9 @@ class PlatformInterceptor(grpc.aio.ServerInterceptor):
         self.service, self.domain = service, domain
         self.policies = dict(policies)
         self.verifier = verifier
+        # Label children are looked up once per method and code, not once per call.
+        self._handled: dict[tuple[str, str], Counter] = {}
+        self._durations: dict[str, Histogram] = {}
 
     async def intercept_service(
         self,
@@ -156,8 +159,15 @@ class PlatformInterceptor(grpc.aio.ServerInterceptor):
         error_reason: str,
     ) -> None:
         short = method.rsplit("/", 1)[-1]
-        RPC_HANDLED.labels(self.service, short, code.name).inc()
-        RPC_DURATION.labels(self.service, short).observe(seconds)
+        key = (short, code.name)
+        handled = self._handled.get(key)
+        if handled is None:
+            handled = self._handled[key] = RPC_HANDLED.labels(self.service, short, code.name)
+        handled.inc()
+        duration = self._durations.get(short)
+        if duration is None:
+            duration = self._durations[short] = RPC_DURATION.labels(self.service, short)
+        duration.observe(seconds)
         span = trace.get_current_span().get_span_context()
         log.info(
             "rpc %s %s %.1f ms",
