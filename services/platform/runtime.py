@@ -31,6 +31,7 @@ from services.platform.events.consumer import Handler, QueueConsumer
 from services.platform.events.outbox import OutboxRelay, OutboxWriter
 from services.platform.events.registry import EventRegistry, load_registry
 from services.platform.events.streams import ensure_streams
+from services.platform.events.tables import keep_inbox_pruned
 from services.platform.events.topology import Topology
 from services.platform.grpc.interceptor import MethodPolicy, PlatformInterceptor
 from services.platform.grpc.server import GrpcServer, Registration
@@ -170,6 +171,10 @@ class ServiceRunner:
         """Serve, relay and consume."""
         await self.server.start()
         self._tasks.append(asyncio.create_task(self.relay.run(), name="outbox relay"))
+        retention = self.infra.settings.streams.max_age_s
+        self._tasks.append(
+            asyncio.create_task(keep_inbox_pruned(self.infra.pool, retention), name="inbox pruning")
+        )
         for job in self.parts.background:
             self._tasks.append(asyncio.create_task(job(), name=getattr(job, "__name__", "job")))
         for consumer in self.consumers:

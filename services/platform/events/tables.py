@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from typing import TYPE_CHECKING
 
 import asyncpg
@@ -58,3 +60,17 @@ async def prune_inbox(conn: Connection, older_than_s: float) -> int:
         older_than_s,
     )
     return int(status.split()[-1])
+
+
+async def keep_inbox_pruned(pool: asyncpg.Pool, older_than_s: float, interval_s: float = 3600.0) -> None:
+    """Prune the inbox now and every `interval_s` seconds, for ever (a background job)."""
+    log = logging.getLogger(__name__)
+    while True:
+        try:
+            async with pool.acquire() as conn:
+                pruned = await prune_inbox(conn, older_than_s)
+            if pruned:
+                log.info("pruned %d inbox entries older than the streams keep events", pruned)
+        except (OSError, asyncpg.PostgresError):  # the next round tries again
+            log.warning("inbox pruning failed; retrying in %.0f s", interval_s)
+        await asyncio.sleep(interval_s)  # the pruning period

@@ -222,3 +222,27 @@ async def test_stop_drains_the_message_in_hand(rig: Rig) -> None:
         return bool(info.num_ack_pending == 0 and info.num_pending == 0 and info.num_redelivered == 0)
 
     await eventually(acknowledged, timeout=5, what="the message acknowledged, not redelivered")
+
+
+async def test_the_pruning_job_forgets_old_inbox_entries(rig: Rig) -> None:
+    import asyncio
+    import uuid as uuid_module
+
+    from services.platform.events.tables import keep_inbox_pruned
+
+    pool = await rig.consumer_pool("payments")
+    await pool.execute(
+        "INSERT INTO inbox (consumer, event_id, event_type, handled_at) VALUES"
+        " ('c', $1, 't', now() - interval '2 hours'), ('c', $2, 't', now())",
+        uuid_module.uuid4(),
+        uuid_module.uuid4(),
+    )
+    job = asyncio.create_task(keep_inbox_pruned(pool, older_than_s=3600, interval_s=0.1))
+    try:
+
+        async def pruned() -> bool:
+            return int(await pool.fetchval("SELECT count(*) FROM inbox")) == 1
+
+        await eventually(pruned, what="the old entry pruned, the recent one kept")
+    finally:
+        job.cancel()
