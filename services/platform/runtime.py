@@ -95,12 +95,21 @@ class Infrastructure:
         """A token verifier that sees revocations in this process's Redis."""
         return TokenVerifier(public_key_pem, RedisRevocations(self.redis, self.settings.prefix))
 
-    async def close(self) -> None:
-        """Close every connection."""
+    async def close(self, timeout_s: float = 10.0) -> None:
+        """Close every connection, each within `timeout_s`: a stop must not hang on a peer."""
+        try:
+            await asyncio.wait_for(self.nc.drain(), timeout_s)
+        except Exception:  # drain failed or took too long: close without it
+            log.warning("NATS drain did not finish; closing the connection")
+            with contextlib.suppress(Exception):
+                await self.nc.close()
         with contextlib.suppress(Exception):
-            await self.nc.drain()
-        await self.redis.aclose()
-        await self.pool.close()
+            await asyncio.wait_for(self.redis.aclose(), timeout_s)
+        try:
+            await asyncio.wait_for(self.pool.close(), timeout_s)
+        except TimeoutError:
+            log.warning("database connections still busy; terminating them")
+            self.pool.terminate()
 
 
 async def apply_schema(pool: asyncpg.Pool, schema: str, sql: str) -> None:
@@ -188,7 +197,8 @@ class ServiceRunner:
         await self.relay.stop()
         for task in self._tasks:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.gather(*self._tasks, return_exceptions=True), 10)
 
 
 async def run_until_signalled(

@@ -140,11 +140,10 @@ async def test_sigterm_stops_a_service_process_cleanly(
     await asyncio.wait_for(channel.channel_ready(), 10)
 
     proc.send_signal(signal.SIGTERM)
-    assert await asyncio.wait_for(proc.wait(), 30) == 0
-    assert proc.stderr is not None
-    log_lines = [
-        json.loads(line) for line in (await proc.stderr.read()).decode().splitlines() if line.startswith("{")
-    ]
+    # communicate() reads the logs while waiting, so a full pipe cannot hold the process up.
+    _, stderr = await asyncio.wait_for(proc.communicate(), 30)
+    assert proc.returncode == 0
+    log_lines = [json.loads(line) for line in stderr.decode().splitlines() if line.startswith("{")]
     assert any(line["message"] == "ready" for line in log_lines)
     assert any(line["message"] == "stopping" for line in log_lines)
     assert all(line["service"] == "identity" for line in log_lines)
