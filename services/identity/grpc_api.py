@@ -17,11 +17,12 @@ from services.identity.adapters.mapping import (
     tokens_to_pb,
     user_to_pb,
 )
+from services.identity.domain import is_uuid
 from services.platform.auth import current_principal
 from services.platform.grpc.interceptor import MethodPolicy
 from services.platform.grpc.server import Registration
 from services.platform.timestamps import to_timestamp
-from services.platform.validation import Violations, is_uuid
+from services.platform.validation import Violations
 
 SERVICE = pb.DESCRIPTOR.services_by_name["IdentityService"].full_name
 Context = grpc.aio.ServicerContext[Any, Any]

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
-
 from services.platform.errors import FieldViolation, InvalidArgumentError
 
 
@@ -35,20 +33,7 @@ class Violations:
         """A number must lie in [low, high]."""
         return self.check(low <= value <= high, field, f"must be between {low:g} and {high:g}")
 
-    def uuid(self, value: str, field: str) -> bool:
-        """The field must be a UUID."""
-        return self.check(is_uuid(value), field, "must be a UUID")
-
     def raise_if_any(self) -> None:
         """Raise InvalidArgumentError naming every violation, if there is one."""
         if self.items:
             raise InvalidArgumentError(list(self.items))
-
-
-def is_uuid(value: str) -> bool:
-    """Whether `value` is a UUID (ids and request ids are)."""
-    try:
-        uuid.UUID(value)
-    except ValueError:
-        return False
-    return True

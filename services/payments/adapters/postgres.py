@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -10,7 +11,6 @@ import asyncpg
 from services.payments.domain import Brand, MethodType
 from services.platform.db import Connection
 from services.platform.uow import PostgresUnitOfWork
-from services.platform.validation import is_uuid
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,7 +83,9 @@ class Methods:
 
     async def get(self, payment_method_id: str) -> StoredMethod | None:
         """A kept method (None for an id that is not even a UUID)."""
-        if not is_uuid(payment_method_id):
+        try:
+            uuid.UUID(payment_method_id)
+        except ValueError:
             return None
         row = await self.conn.fetchrow(
             "SELECT * FROM payment_methods WHERE payment_method_id = $1::uuid", payment_method_id
@@ -160,10 +162,6 @@ class Charges:
             failure_reason,
         )
         return str(result).endswith(" 1")
-
-    async def attempted(self, order_id: str) -> bool:
-        """Whether the order was charged (or refused) already."""
-        return bool(await self.conn.fetchval("SELECT 1 FROM payments WHERE order_id = $1", order_id))
 
     async def for_refund(self, order_id: str) -> PaymentRecord | None:
         """An order's succeeded payment, locked; None when there is nothing to refund."""
