@@ -8,7 +8,6 @@ clients, and hands them to `run_service`.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import signal
@@ -97,19 +96,29 @@ class Infrastructure:
 
     async def close(self, timeout_s: float = 10.0) -> None:
         """Close every connection, each within `timeout_s`: a stop must not hang on a peer."""
-        try:
-            await asyncio.wait_for(self.nc.drain(), timeout_s)
-        except Exception:  # drain failed or took too long: close without it
-            log.warning("NATS drain did not finish; closing the connection")
-            with contextlib.suppress(Exception):
-                await self.nc.close()
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(self.redis.aclose(), timeout_s)
-        try:
-            await asyncio.wait_for(self.pool.close(), timeout_s)
-        except TimeoutError:
-            log.warning("database connections still busy; terminating them")
+        if not await bounded(self.nc.drain(), timeout_s, "NATS drain"):
+            await bounded(self.nc.close(), timeout_s, "NATS close")
+        await bounded(self.redis.aclose(), timeout_s, "Redis close")
+        if not await bounded(self.pool.close(), timeout_s, "database pool close"):
             self.pool.terminate()
+
+
+async def bounded(step: Awaitable[object], timeout_s: float, what: str) -> bool:
+    """Run one shutdown step for at most `timeout_s`; True when it finished without error.
+
+    Unlike `asyncio.wait_for`, this returns on time even when the step swallows its cancellation
+    (some client libraries do while closing): the step is cancelled and left behind, logged.
+    """
+    task = asyncio.ensure_future(step)
+    done, _ = await asyncio.wait({task}, timeout=timeout_s)
+    if not done:
+        task.cancel()
+        log.warning("shutdown: %s did not finish within %.0f s; left behind", what, timeout_s)
+        return False
+    if task.cancelled() or task.exception() is not None:
+        log.warning("shutdown: %s failed: %r", what, None if task.cancelled() else task.exception())
+        return False
+    return True
 
 
 async def apply_schema(pool: asyncpg.Pool, schema: str, sql: str) -> None:
@@ -191,14 +200,13 @@ class ServiceRunner:
 
     async def stop(self) -> None:
         """Graceful stop: no new calls, in-flight calls and messages finish, then disconnect."""
-        await self.server.stop()
+        await bounded(self.server.stop(), 15, "gRPC server stop")
         for consumer in self.consumers:
-            await consumer.stop()
+            await bounded(consumer.stop(), 15, f"consumer of {consumer.stream} stop")
         await self.relay.stop()
         for task in self._tasks:
             task.cancel()
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(asyncio.gather(*self._tasks, return_exceptions=True), 10)
+        await bounded(asyncio.gather(*self._tasks, return_exceptions=True), 10, "background tasks")
 
 
 async def run_until_signalled(

@@ -20,3 +20,9 @@ def configure_tracing(service: str) -> bool:
     provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
     trace.set_tracer_provider(provider)
     return True
+
+
+def tracing_enabled() -> bool:
+    """Whether a tracer provider is installed (by `configure_tracing` or a test); without one,
+    spans are no-ops and the platform skips building them."""
+    return not isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider)

@@ -20,6 +20,13 @@ return 1
 """
 
 
+_GET_AVAILABLE = """
+local found = {}
+for i, key in ipairs(KEYS) do found[i] = redis.call('HGET', key, 'available') end
+return found
+"""
+
+
 class StockCache:
     """Available quantities by product, kept correct by inventory's own changes."""
 
@@ -28,6 +35,7 @@ class StockCache:
         self._prefix = f"{prefix}:" if prefix else ""
         self._ttl_s = ttl_s
         self._put = redis.register_script(_PUT_IF_NEWER)
+        self._get = redis.register_script(_GET_AVAILABLE)
 
     def key(self, product_id: str) -> str:
         """The Redis key of a product."""
@@ -35,10 +43,9 @@ class StockCache:
 
     async def available(self, product_ids: list[str]) -> dict[str, int]:
         """Cached available quantities; products not in the cache are absent."""
-        async with self._redis.pipeline(transaction=False) as pipe:
-            for product_id in product_ids:
-                pipe.hget(self.key(product_id), "available")
-            values = await pipe.execute()
+        # One script call instead of a pipeline of HGETs: the same single round trip, with a
+        # fraction of redis-py's per-command work on the hottest read of the marketplace.
+        values = await self._get(keys=[self.key(pid) for pid in product_ids])
         return {pid: int(v) for pid, v in zip(product_ids, values, strict=True) if v is not None}
 
     async def put(self, level: StockLevel) -> bool:

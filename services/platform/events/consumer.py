@@ -44,6 +44,7 @@ from services.platform.events.topology import Topology
 from services.platform.events.upcasting import NoUpcastPathError, Upcasters
 from services.platform.flow import flow_scope
 from services.platform.resilience import Backoff
+from services.platform.telemetry import tracing_enabled
 
 log = logging.getLogger(__name__)
 tracer = trace.get_tracer("a4co.events")
@@ -167,7 +168,7 @@ class QueueConsumer:
         self._durations: dict[str, Histogram] = {}
         self._counts: dict[tuple[str, str], Counter] = {}
         # Without a tracer provider the spans would be no-ops: skip building them at all.
-        self._tracing = not isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider)
+        self._tracing = tracing_enabled()
         self._sub: JetStreamContext.PullSubscription | None = None
 
     def config(self) -> ConsumerConfig:

@@ -11,6 +11,7 @@ from typing import Any, TypeVar
 
 import grpc
 from google.protobuf.message import Message
+from opentelemetry import propagate
 from opentelemetry.instrumentation.grpc import aio_client_interceptors
 from prometheus_client import Counter, Gauge
 
@@ -18,6 +19,7 @@ from services.platform.auth import optional_principal
 from services.platform.errors import UnavailableError
 from services.platform.flow import current_flow
 from services.platform.resilience import Backoff, BreakerOpenError, BreakerState, CircuitBreaker
+from services.platform.telemetry import tracing_enabled
 
 BREAKER_STATE = Gauge(
     "a4co_circuit_breaker_state",
@@ -59,10 +61,10 @@ def _export_state(peer: str, state: BreakerState) -> None:
 
 
 def open_channel(target: str) -> grpc.aio.Channel:
-    """An insecure channel to `target` with client tracing."""
+    """An insecure channel to `target`, with client spans when a tracer provider is installed."""
     return grpc.aio.insecure_channel(
         target,
-        interceptors=aio_client_interceptors(),
+        interceptors=aio_client_interceptors() if tracing_enabled() else None,
         options=[("grpc.keepalive_time_ms", 30_000), ("grpc.enable_retries", 0)],
     )
 
@@ -143,6 +145,11 @@ class PeerClient:
     def _propagated() -> list[tuple[str, str]]:
         """The caller's correlation id and, when acting for a user, their token."""
         md = [("x-correlation-id", current_flow().correlation_id)]
+        if not tracing_enabled():
+            # No client interceptor injects the trace context: pass on the one the call came with.
+            carrier: dict[str, str] = {}
+            propagate.inject(carrier)
+            md.extend(carrier.items())
         principal = optional_principal()
         if principal is not None and principal.token:
             md.append(("authorization", f"Bearer {principal.token}"))

@@ -8,6 +8,7 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any, cast
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -15,6 +16,7 @@ from grpc_reflection.v1alpha import reflection
 from opentelemetry.instrumentation.grpc import aio_server_interceptor
 
 from services.platform.grpc.interceptor import PlatformInterceptor
+from services.platform.telemetry import tracing_enabled
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +31,23 @@ class Registration:
 
     name: str
     add: Callable[[grpc.aio.Server], None]
+
+
+class _Collector:
+    """Stands in for the server while generated code registers a servicer, keeping its method
+    handlers so that the platform can wrap each one before the real server gets it."""
+
+    def __init__(self) -> None:
+        self.handlers: dict[str, dict[str, grpc.RpcMethodHandler[Any, Any]]] = {}
+
+    def add_generic_rpc_handlers(self, handlers: Sequence[grpc.GenericRpcHandler]) -> None:
+        """Ignored: generated code registers the same methods by name just after."""
+
+    def add_registered_method_handlers(
+        self, service: str, handlers: Mapping[str, grpc.RpcMethodHandler[Any, Any]]
+    ) -> None:
+        """Keep the handlers of `service`."""
+        self.handlers[service] = dict(handlers)
 
 
 class HealthMonitor:
@@ -90,14 +109,21 @@ class GrpcServer:
         health_interval_s: float = 1.0,
     ) -> None:
         self.server = grpc.aio.server(
-            interceptors=[aio_server_interceptor(), interceptor],
+            # The OpenTelemetry interceptor only when spans are recorded: it costs every call.
+            interceptors=[aio_server_interceptor()] if tracing_enabled() else None,
             options=[
                 ("grpc.so_reuseport", 0),
                 ("grpc.max_receive_message_length", 4 * 1024 * 1024),
             ],
         )
         for registration in registrations:
-            registration.add(self.server)
+            collected = _Collector()
+            registration.add(cast(grpc.aio.Server, collected))
+            for service, handlers in collected.handlers.items():
+                wrapped = {name: interceptor.wrap(f"/{service}/{name}", h) for name, h in handlers.items()}
+                generic = grpc.method_handlers_generic_handler(service, wrapped)
+                self.server.add_generic_rpc_handlers((generic,))
+                self.server.add_registered_method_handlers(service, wrapped)
         self.health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         names = [r.name for r in registrations]

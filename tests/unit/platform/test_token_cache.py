@@ -1,0 +1,100 @@
+"""The verifier's cache of checked tokens: it saves decoding, never a check that matters."""
+
+from __future__ import annotations
+
+import time
+
+import jwt
+import pytest
+
+from services.platform.auth import Role, TokenIssuer, TokenVerifier, generate_keypair
+from services.platform.errors import UnauthenticatedError
+
+
+class Revoked:
+    """Revocations in memory (the Redis store is covered by the integration tests)."""
+
+    def __init__(self) -> None:
+        self.sessions: set[str] = set()
+
+    async def is_revoked(self, session_id: str) -> bool:
+        return session_id in self.sessions
+
+    async def revoke(self, session_id: str, ttl_s: int) -> None:
+        self.sessions.add(session_id)
+
+
+@pytest.fixture
+def decodes(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Every token PyJWT is asked to decode."""
+    seen: list[str] = []
+    real = jwt.decode
+
+    def counting(token: str, *args: object, **kwargs: object) -> object:
+        seen.append(token)
+        return real(token, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(jwt, "decode", counting)
+    return seen
+
+
+def keys() -> tuple[TokenIssuer, str]:
+    private, public = generate_keypair()
+    return TokenIssuer(private, ttl_s=900), public
+
+
+async def test_a_token_is_decoded_once_and_still_checked_for_revocation(decodes: list[str]) -> None:
+    issuer, public = keys()
+    revoked = Revoked()
+    verifier = TokenVerifier(public, revoked)
+    token, _ = issuer.issue("u-1", Role.CUSTOMER, "s-1")
+
+    first = await verifier.verify(token)
+    second = await verifier.verify(token)
+    assert first == second
+    assert (first.user_id, first.role) == ("u-1", Role.CUSTOMER)
+    assert decodes == [token]
+
+    await revoked.revoke("s-1", 900)
+    with pytest.raises(UnauthenticatedError) as caught:
+        await verifier.verify(token)
+    assert caught.value.reason == "TOKEN_REVOKED"
+
+
+async def test_a_cached_token_expires_on_time() -> None:
+    issuer, public = keys()
+    now = [time.time()]
+    verifier = TokenVerifier(public, Revoked(), leeway_s=5, clock=lambda: now[0])
+    token, expires = issuer.issue("u-1", Role.ARTISAN, "s-1")
+    await verifier.verify(token)
+
+    now[0] = expires + 4  # within the leeway
+    assert (await verifier.verify(token)).user_id == "u-1"
+    now[0] = expires + 6
+    with pytest.raises(UnauthenticatedError) as caught:
+        await verifier.verify(token)
+    assert caught.value.reason == "TOKEN_EXPIRED"
+
+
+async def test_a_tampered_copy_of_a_cached_token_is_refused() -> None:
+    issuer, public = keys()
+    verifier = TokenVerifier(public, Revoked())
+    token, _ = issuer.issue("u-1", Role.CUSTOMER, "s-1")
+    await verifier.verify(token)
+
+    header, payload, signature = token.split(".")
+    forged = f"{header}.{payload}.{signature[:-2]}{'AA' if signature[-2:] != 'AA' else 'BB'}"
+    with pytest.raises(UnauthenticatedError) as caught:
+        await verifier.verify(forged)
+    assert caught.value.reason == "TOKEN_INVALID"
+
+
+async def test_the_cache_is_bounded_and_forgets_the_oldest_first(decodes: list[str]) -> None:
+    issuer, public = keys()
+    verifier = TokenVerifier(public, Revoked(), cache_size=2)
+    tokens = [issuer.issue(f"u-{i}", Role.CUSTOMER, f"s-{i}")[0] for i in range(3)]
+    for token in tokens:
+        await verifier.verify(token)
+    await verifier.verify(tokens[2])  # still cached
+    await verifier.verify(tokens[0])  # forgotten when the third came in: decoded again
+    assert decodes == [tokens[0], tokens[1], tokens[2], tokens[0]]
