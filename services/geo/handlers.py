@@ -29,9 +29,13 @@ async def find_nearby(
     deps: Deps, center: Point, radius_km: float, craft: str, limit: int
 ) -> list[tuple[Workshop, float, int]]:
     """Workshops within `radius_km` of `center`, nearest first, with their product counts."""
-    if not await deps.index.ready():
-        await reindex(deps)
     found = await deps.index.nearby(center, radius_km, craft, limit)
+    # Only an empty answer can mean a lost index (a Redis restart): check then, not on every call.
+    if not found and not await deps.index.ready():
+        await reindex(deps)
+        found = await deps.index.nearby(center, radius_km, craft, limit)
+    if not found:
+        return []
     rows = await deps.pool.fetch(
         "SELECT artisan_id, count(*) AS n FROM products"
         " WHERE artisan_id = ANY($1::text[]) GROUP BY artisan_id",
