@@ -18,6 +18,7 @@ from a4co.events.v1 import envelope_pb2
 from services.platform.events.registry import EventDef, EventRegistry, RegistryError
 from services.platform.events.topology import Topology
 from services.platform.flow import Flow, current_flow
+from services.platform.telemetry import tracing_enabled
 
 CONTENT_TYPE = "application/protobuf"
 H_ID, H_TYPE, H_SOURCE, H_TIME = "ce-id", "ce-type", "ce-source", "ce-time"
@@ -95,17 +96,20 @@ class EventCodec:
         moment = occurred_at or datetime.now(UTC)
         carrier: dict[str, str] = {}
         subject = self.topology.event_subject(definition)
-        # A PRODUCER span stands for the message; its context travels with the event, so the
-        # consumer's span becomes its child in the same trace.
-        with tracer.start_as_current_span(
-            f"{definition.subject} create",
-            kind=trace.SpanKind.PRODUCER,
-            attributes={
-                "messaging.system": "nats",
-                "messaging.destination.name": subject,
-                "messaging.message.id": event_id,
-            },
-        ):
+        if tracing_enabled():
+            # A PRODUCER span stands for the message; its context travels with the event, so
+            # the consumer's span becomes its child in the same trace.
+            with tracer.start_as_current_span(
+                f"{definition.subject} create",
+                kind=trace.SpanKind.PRODUCER,
+                attributes={
+                    "messaging.system": "nats",
+                    "messaging.destination.name": subject,
+                    "messaging.message.id": event_id,
+                },
+            ):
+                propagate.inject(carrier)
+        else:  # no span to record: pass on the trace context the work came with, if any
             propagate.inject(carrier)
         envelope = envelope_pb2.EventEnvelope(
             event_id=event_id,
@@ -131,7 +135,7 @@ class EventCodec:
             event_type=definition.event_type,
             aggregate_id=aggregate_id,
             subject=subject,
-            headers=headers_for(envelope, carrier),
+            headers=headers_for(envelope, carrier, moment),
             body=envelope.SerializeToString(),
         )
 
@@ -157,14 +161,17 @@ class EventCodec:
         return IncomingEvent(envelope, definition, payload)
 
 
-def headers_for(envelope: envelope_pb2.EventEnvelope, trace: Mapping[str, str]) -> dict[str, str]:
+def headers_for(
+    envelope: envelope_pb2.EventEnvelope, trace: Mapping[str, str], occurred_at: datetime | None = None
+) -> dict[str, str]:
     """The CloudEvents NATS binding headers of an envelope, plus dedup id and trace context."""
+    moment = occurred_at or envelope.occurred_at.ToDatetime(tzinfo=UTC)
     headers = {
         H_SPEC: "1.0",
         H_ID: envelope.event_id,
         H_TYPE: envelope.event_type,
         H_SOURCE: f"/a4co/{envelope.source}",
-        H_TIME: _rfc3339(envelope.occurred_at.ToDatetime(tzinfo=UTC)),
+        H_TIME: _rfc3339(moment),
         H_SUBJECT: envelope.aggregate_id,
         H_SCHEMA: f"{envelope.payload.type_url.rsplit('/', 1)[-1]};v{envelope.event_version}",
         "content-type": CONTENT_TYPE,

@@ -62,18 +62,19 @@ class OutboxWriter:
         if not conn.is_in_transaction():
             raise RuntimeError("events must be added inside the state change's transaction")
         out = self.codec.encode(event, aggregate_id=aggregate_id, flow=flow)
+        # The row and the relay's wake-up in one round trip; the notification is delivered at
+        # commit, and coalesced when a transaction adds several events.
         await conn.execute(
-            "INSERT INTO outbox (event_id, event_type, aggregate_id, subject, headers, body) "
-            "VALUES ($1, $2, $3, $4, $5::jsonb, $6)",
+            "WITH added AS (INSERT INTO outbox (event_id, event_type, aggregate_id, subject, headers, body)"
+            " VALUES ($1, $2, $3, $4, $5::jsonb, $6)) SELECT pg_notify($7, '')",
             out.event_id,
             out.event_type,
             out.aggregate_id,
             out.subject,
             json.dumps(out.headers),
             out.body,
+            self._channel,
         )
-        # Delivered at commit, and coalesced when a transaction adds several events.
-        await conn.execute("SELECT pg_notify($1, '')", self._channel)
         return out
 
 
