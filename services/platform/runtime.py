@@ -21,7 +21,7 @@ from google.protobuf.message import Message
 from nats.aio.client import Client as NatsClient
 from nats.js import JetStreamContext
 from prometheus_client import start_http_server
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 
 from services.platform.auth import RedisRevocations, TokenVerifier
 from services.platform.db import create_pool
@@ -37,6 +37,8 @@ from services.platform.grpc.server import GrpcServer, Registration
 from services.platform.settings import Settings
 
 log = logging.getLogger(__name__)
+
+REDIS_CONNECTIONS = 64
 
 Subscriptions = Mapping[str, Mapping[type[Message], Handler]]
 
@@ -73,7 +75,13 @@ class Infrastructure:
         registry = load_registry()
         await ensure_streams(js, registry, topology, settings.streams)
         codec = EventCodec(registry, settings.service, topology)
-        redis = Redis.from_url(settings.redis_url, decode_responses=True)
+        # A burst of calls waits for a free connection (up to 5 s) instead of failing at once
+        # with "Too many connections", which is what redis-py's default pool does past 100.
+        redis = Redis.from_pool(
+            BlockingConnectionPool.from_url(
+                settings.redis_url, max_connections=REDIS_CONNECTIONS, timeout=5, decode_responses=True
+            )
+        )
         return cls(settings, pool, nc, js, redis, registry, topology, codec, OutboxWriter(codec, schema))
 
     def checks(self) -> dict[str, Callable[[], Awaitable[bool]]]:

@@ -20,14 +20,16 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, cast
 
+import asyncpg
 import grpc
+import redis.exceptions
 from google.protobuf.message import Message
 from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
 from prometheus_client import Counter, Histogram
 
 from services.platform.auth import Principal, Role, TokenVerifier, principal_scope
-from services.platform.errors import A4coError, UnauthenticatedError
+from services.platform.errors import A4coError, UnauthenticatedError, UnavailableError
 from services.platform.flow import Flow, flow_scope
 from services.platform.grpc.status import internal_status, to_status
 from services.platform.telemetry import tracing_enabled
@@ -44,6 +46,17 @@ RPC_DURATION = Histogram(
     "Time to handle an RPC on the server.",
     ["service", "method"],
     buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.15, 0.2, 0.5, 1.0, 2.5),
+)
+
+# Failures of PostgreSQL or Redis themselves (not of a statement): answered UNAVAILABLE.
+DEPENDENCY_OUTAGES: tuple[type[BaseException], ...] = (
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+    asyncpg.exceptions.PostgresConnectionError,
+    asyncpg.exceptions.OperatorInterventionError,
+    asyncpg.exceptions.TooManyConnectionsError,
+    ConnectionError,
+    TimeoutError,
 )
 
 Validator = Callable[[Any], None]
@@ -130,6 +143,14 @@ class PlatformInterceptor:
             code, error_reason = status.code, err.reason
             await context.abort_with_status(status)
             raise  # abort_with_status raises; this keeps type checkers content
+        except DEPENDENCY_OUTAGES as exc:
+            # PostgreSQL or Redis unreachable, overloaded or shutting down: the caller may retry.
+            log.warning("%s: a dependency is unavailable: %r", method, exc)
+            error = UnavailableError("DEPENDENCY_UNAVAILABLE", "a dependency of this service is unavailable")
+            status = to_status(error, self.domain)
+            code, error_reason = status.code, error.reason
+            await context.abort_with_status(status)
+            raise
         except asyncio.CancelledError:
             code = grpc.StatusCode.CANCELLED
             raise
