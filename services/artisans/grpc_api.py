@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from datetime import datetime
 from typing import Any
 
@@ -10,9 +9,10 @@ import grpc
 
 from a4co.artisans.v1 import artisans_service_pb2 as pb
 from a4co.artisans.v1 import artisans_service_pb2_grpc as pb_grpc
-from a4co.type.v1 import address_pb2, lat_lng_pb2, money_pb2
+from a4co.type.v1 import lat_lng_pb2, money_pb2
 from services.artisans import handlers
 from services.artisans.domain import CRAFTS, Product, Workshop, in_jaen
+from services.platform.addresses import address_from_dict, address_to_dict
 from services.platform.auth import Role, current_principal
 from services.platform.grpc.interceptor import MethodPolicy
 from services.platform.grpc.server import Registration
@@ -21,20 +21,12 @@ from services.platform.validation import Violations
 
 SERVICE = pb.DESCRIPTOR.services_by_name["ArtisansService"].full_name
 Context = grpc.aio.ServicerContext[Any, Any]
-ADDRESS_FIELDS = ("street", "locality", "province", "postal_code", "country_code")
-
-
-def _request_id(v: Violations, value: str) -> None:
-    try:
-        uuid.UUID(value)
-    except ValueError:
-        v.add("request_id", "must be a UUID")
 
 
 def check_onboard(request: pb.OnboardArtisanRequest) -> None:
     """A UUID request, a name, a known craft, a town, a point in the province of Jaén."""
     v = Violations()
-    _request_id(v, request.request_id)
+    v.uuid(request.request_id, "request_id")
     v.length(request.display_name.strip(), "display_name", 2, 80)
     v.check(request.craft in CRAFTS, "craft", f"must be one of {', '.join(sorted(CRAFTS))}")
     v.length(request.locality.strip(), "locality", 2, 80)
@@ -51,7 +43,7 @@ def check_onboard(request: pb.OnboardArtisanRequest) -> None:
 def check_publish(request: pb.PublishProductRequest) -> None:
     """A UUID request, a name, a known category, a positive EUR price, non-negative stock."""
     v = Violations()
-    _request_id(v, request.request_id)
+    v.uuid(request.request_id, "request_id")
     v.length(request.name.strip(), "name", 3, 120)
     v.length(request.description, "description", 0, 2000)
     v.check(request.category in CRAFTS, "category", f"must be one of {', '.join(sorted(CRAFTS))}")
@@ -76,7 +68,7 @@ def workshop_to_pb(w: Workshop, moment: datetime) -> pb.Artisan:
         craft=w.craft,
         locality=w.locality,
         location=lat_lng_pb2.LatLng(latitude=w.latitude, longitude=w.longitude),
-        address=address_pb2.Address(**{k: w.address.get(k, "") for k in ADDRESS_FIELDS}),
+        address=address_from_dict(w.address),
         bio=w.bio,
         onboard_time=to_timestamp(moment),
     )
@@ -107,7 +99,7 @@ class ArtisansServicer(pb_grpc.ArtisansServiceServicer):
         self, request: pb.OnboardArtisanRequest, context: Context
     ) -> pb.OnboardArtisanResponse:
         """Onboard the caller's workshop."""
-        address = {k: getattr(request.address, k) for k in ADDRESS_FIELDS if getattr(request.address, k)}
+        address = address_to_dict(request.address)
         workshop = Workshop(
             "",
             request.display_name,

@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import re
 import secrets
-import uuid
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 
@@ -62,15 +61,6 @@ class User:
     bio: str = ""
     created_at: datetime | None = None
     updated_at: datetime | None = None
-
-
-def is_uuid(value: str) -> bool:
-    """Whether `value` is a UUID (user ids are)."""
-    try:
-        uuid.UUID(value)
-    except ValueError:
-        return False
-    return True
 
 
 def normalise_email(email: str) -> str:

@@ -17,7 +17,6 @@ from services.identity.adapters.mapping import (
     tokens_to_pb,
     user_to_pb,
 )
-from services.identity.domain import is_uuid
 from services.platform.auth import current_principal
 from services.platform.grpc.interceptor import MethodPolicy
 from services.platform.grpc.server import Registration
@@ -51,7 +50,7 @@ def check_token_request(request: pb.ValidateTokenRequest | pb.RefreshTokenReques
 def check_user_id(v: Violations, user_id: str) -> None:
     """A user id, when given, is a UUID."""
     if user_id:
-        v.check(is_uuid(user_id), "user_id", "must be a UUID")
+        v.uuid(user_id, "user_id")
 
 
 def check_get_profile(request: pb.GetProfileRequest) -> None:

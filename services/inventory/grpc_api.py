@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from typing import Any
 
 import grpc
@@ -20,15 +19,6 @@ from services.platform.validation import Violations
 SERVICE = pb.DESCRIPTOR.services_by_name["InventoryService"].full_name
 Context = grpc.aio.ServicerContext[Any, Any]
 MAX_LINES = 100
-
-
-def is_uuid(value: str) -> bool:
-    """Whether `value` is a UUID."""
-    try:
-        uuid.UUID(value)
-    except ValueError:
-        return False
-    return True
 
 
 def check_stock_request(request: pb.CheckStockRequest) -> None:
@@ -54,7 +44,7 @@ def check_get_stock(request: pb.GetStockRequest) -> None:
 def check_adjust(request: pb.AdjustStockRequest) -> None:
     """A UUID request id, a product, a non-zero delta, a short reason, a sane threshold."""
     v = Violations()
-    v.check(is_uuid(request.request_id), "request_id", "must be a UUID")
+    v.uuid(request.request_id, "request_id")
     v.required(request.product_id, "product_id")
     v.check(request.delta != 0, "delta", "must not be 0")
     v.check(abs(request.delta) <= 1_000_000, "delta", "must be within ±1,000,000")

@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-import uuid
 from typing import Any
 
 import grpc
 
 from a4co.orders.v1 import orders_service_pb2 as pb
 from a4co.orders.v1 import orders_service_pb2_grpc as pb_grpc
-from a4co.type.v1 import address_pb2, lat_lng_pb2, money_pb2
+from a4co.type.v1 import lat_lng_pb2, money_pb2
 from services.orders import handlers
 from services.orders.domain import Order, Status
+from services.platform.addresses import address_from_dict, address_to_dict
 from services.platform.auth import Role, current_principal
 from services.platform.grpc.interceptor import MethodPolicy
 from services.platform.grpc.server import Registration
@@ -30,20 +30,12 @@ STATUS_TO_PB = {
     Status.CANCELLED: pb.ORDER_STATUS_CANCELLED,
 }
 STATUS_FROM_PB = {v: k for k, v in STATUS_TO_PB.items()}
-ADDRESS_FIELDS = ("street", "locality", "province", "postal_code", "country_code")
-
-
-def _uuid(v: Violations, value: str, field: str) -> None:
-    try:
-        uuid.UUID(value)
-    except ValueError:
-        v.add(field, "must be a UUID")
 
 
 def check_create(request: pb.CreateOrderRequest) -> None:
     """A UUID request id, 1 to 50 distinct lines of 1 to 1000 units, a method, an address and point."""
     v = Violations()
-    _uuid(v, request.request_id, "request_id")
+    v.uuid(request.request_id, "request_id")
     v.check(1 <= len(request.lines) <= 50, "lines", "must hold 1 to 50 lines")
     seen: set[str] = set()
     for i, line in enumerate(request.lines):
@@ -117,7 +109,7 @@ def order_to_pb(o: Order) -> pb.Order:
         total=money(o.total_cents),
         status=STATUS_TO_PB[o.status],
         cancel_reason=o.reason if o.status is Status.CANCELLED else "",
-        delivery_address=address_pb2.Address(**{k: o.delivery_address.get(k, "") for k in ADDRESS_FIELDS}),
+        delivery_address=address_from_dict(o.delivery_address),
         delivery_location=lat_lng_pb2.LatLng(latitude=o.delivery_lat, longitude=o.delivery_lng),
         payment_method_id=o.payment_method_id,
         create_time=to_timestamp(o.created_at),
@@ -133,11 +125,7 @@ class OrdersServicer(pb_grpc.OrdersServiceServicer):
 
     async def CreateOrder(self, request: pb.CreateOrderRequest, context: Context) -> pb.CreateOrderResponse:
         """Take an order."""
-        address = {
-            k: getattr(request.delivery_address, k)
-            for k in ADDRESS_FIELDS
-            if getattr(request.delivery_address, k)
-        }
+        address = address_to_dict(request.delivery_address)
         command = handlers.NewOrder(
             request_id=request.request_id,
             lines=[(x.product_id, x.quantity) for x in request.lines],

@@ -57,7 +57,7 @@ async def _attempt(
 async def on_order_created(deps: SagaDeps, event: order_events.OrderCreated, ctx: HandlerContext) -> None:
     """Charge the order's total once, whatever the redeliveries (PaymentProcessed or PaymentFailed)."""
     charges = Charges(ctx.conn)
-    if await ctx.conn.fetchval("SELECT 1 FROM payments WHERE order_id = $1", event.order_id):
+    if await charges.attempted(event.order_id):
         return  # already charged or refused: once per order
     method = await Methods(ctx.conn).get(event.payment_method_id)
     reference, reason = await _attempt(deps, method, event)

@@ -2,7 +2,18 @@
 
 from __future__ import annotations
 
+import uuid
+
 from services.platform.errors import FieldViolation, InvalidArgumentError
+
+
+def is_uuid(value: str) -> bool:
+    """Whether `value` is a UUID in any of its usual spellings."""
+    try:
+        uuid.UUID(value)
+    except ValueError:
+        return False
+    return True
 
 
 class Violations:
@@ -24,6 +35,10 @@ class Violations:
     def required(self, value: object, field: str) -> bool:
         """The field must be set (non-empty)."""
         return self.check(bool(value), field, "is required")
+
+    def uuid(self, value: str, field: str) -> bool:
+        """The field must be a UUID (ids and request ids are)."""
+        return self.check(is_uuid(value), field, "must be a UUID")
 
     def length(self, value: str, field: str, low: int, high: int) -> bool:
         """A string's length must lie in [low, high]."""

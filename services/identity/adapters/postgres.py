@@ -10,11 +10,12 @@ import asyncpg
 from argon2 import PasswordHasher as Argon2
 from argon2.exceptions import InvalidHashError, VerificationError
 
-from services.identity.domain import Address, User, is_uuid
+from services.identity.domain import Address, User
 from services.platform.auth import Role
 from services.platform.db import Connection
 from services.platform.events.outbox import OutboxWriter
 from services.platform.uow import PostgresUnitOfWork
+from services.platform.validation import is_uuid
 
 
 def _user(row: asyncpg.Record) -> User:

@@ -54,7 +54,3 @@ class StockCache:
             keys=[self.key(level.product_id)], args=[level.version, level.available, self._ttl_s]
         )
         return bool(written)
-
-    async def forget(self, product_id: str) -> None:
-        """Drop a product from the cache."""
-        await self._redis.delete(self.key(product_id))

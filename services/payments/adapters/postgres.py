@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -11,6 +10,7 @@ import asyncpg
 from services.payments.domain import Brand, MethodType
 from services.platform.db import Connection
 from services.platform.uow import PostgresUnitOfWork
+from services.platform.validation import is_uuid
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,9 +83,7 @@ class Methods:
 
     async def get(self, payment_method_id: str) -> StoredMethod | None:
         """A kept method (None for an id that is not even a UUID)."""
-        try:
-            uuid.UUID(payment_method_id)
-        except ValueError:
+        if not is_uuid(payment_method_id):
             return None
         row = await self.conn.fetchrow(
             "SELECT * FROM payment_methods WHERE payment_method_id = $1::uuid", payment_method_id
@@ -131,6 +129,10 @@ class Charges:
 
     def __init__(self, conn: Connection) -> None:
         self.conn = conn
+
+    async def attempted(self, order_id: str) -> bool:
+        """Whether the order was charged or refused already (once per order)."""
+        return bool(await self.conn.fetchval("SELECT 1 FROM payments WHERE order_id = $1", order_id))
 
     async def record(
         self,

@@ -283,10 +283,6 @@ class QueueConsumer:
         metrics.CONSUMER_PENDING.labels(self.service, self.stream).set(info.num_pending or 0)
         metrics.CONSUMER_UNACKED.labels(self.service, self.stream).set(info.num_ack_pending or 0)
 
-    async def process(self, msg: Msg) -> None:
-        """Handle one message to one outcome: acked, retried later, or dead-lettered."""
-        await self.process_batch([msg])
-
     async def process_batch(self, messages: list[Msg]) -> None:
         """Handle fetched messages; the handlers of a batch share one transaction.
 

@@ -168,10 +168,6 @@ class EventRegistry:
         except KeyError:
             raise RegistryError(f"{cls.DESCRIPTOR.full_name} is not a domain event") from None
 
-    def in_stream(self, stream: str) -> list[EventDef]:
-        """The events that travel in one stream."""
-        return [e for e in self.events if e.stream == stream]
-
 
 def _event_modules(root: ModuleType) -> Iterator[ModuleType]:
     for info in pkgutil.walk_packages(root.__path__, root.__name__ + "."):
