@@ -171,6 +171,7 @@ class ServiceRunner:
             interceptor,
             checks={**infra.checks(), **parts.extra_checks},
             address=grpc_address,
+            max_concurrent_rpcs=settings.max_concurrent_rpcs,
         )
         self.relay = OutboxRelay(
             dsn=settings.database_url,

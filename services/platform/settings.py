@@ -42,6 +42,8 @@ class Settings:
     jwt_public_key_file: str = ""
     jwt_private_key_file: str = ""
     peers: Mapping[str, str] = field(default_factory=dict)
+    # Calls served at once; more are refused with RESOURCE_EXHAUSTED (shed, not queued).
+    max_concurrent_rpcs: int = 256
 
     @classmethod
     def from_env(cls, service: str, env: Mapping[str, str] | None = None) -> Settings:
@@ -72,6 +74,7 @@ class Settings:
                 for key, value in env.items()
                 if key.startswith("A4CO_PEER_") and value
             },
+            max_concurrent_rpcs=int(env.get("A4CO_MAX_CONCURRENT_RPCS", "256")),
         )
 
     def public_key(self) -> str:

@@ -107,8 +107,13 @@ class GrpcServer:
         checks: Mapping[str, Check] | None = None,
         address: str = "127.0.0.1:0",
         health_interval_s: float = 1.0,
+        max_concurrent_rpcs: int | None = None,
     ) -> None:
         self.server = grpc.aio.server(
+            # Past this many calls at once, more are refused with RESOURCE_EXHAUSTED: under
+            # overload a service sheds load at once instead of queueing calls without bound
+            # (memory grows, and every queued caller waits past its deadline anyway).
+            maximum_concurrent_rpcs=max_concurrent_rpcs,
             # The OpenTelemetry interceptor only when spans are recorded: it costs every call.
             interceptors=[aio_server_interceptor()] if tracing_enabled() else None,
             options=[

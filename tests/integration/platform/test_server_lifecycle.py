@@ -34,10 +34,15 @@ class Slow(pb_grpc.InventoryServiceServicer):
     def __init__(self) -> None:
         self.entered = asyncio.Event()
         self.release = asyncio.Event()
+        self.inside = 0
 
     async def CheckStock(self, request: pb.CheckStockRequest, context: Any) -> pb.CheckStockResponse:  # noqa: N802
         self.entered.set()
-        await self.release.wait()
+        self.inside += 1
+        try:
+            await self.release.wait()
+        finally:
+            self.inside -= 1
         return pb.CheckStockResponse(all_available=True)
 
     async def GetStock(self, request: pb.GetStockRequest, context: Any) -> pb.GetStockResponse:  # noqa: N802
@@ -47,7 +52,7 @@ class Slow(pb_grpc.InventoryServiceServicer):
         return pb.AdjustStockResponse()
 
 
-def slow_server() -> tuple[GrpcServer, Slow]:
+def slow_server(max_concurrent_rpcs: int | None = None) -> tuple[GrpcServer, Slow]:
     servicer = Slow()
     interceptor = PlatformInterceptor(
         service="inventory",
@@ -58,7 +63,7 @@ def slow_server() -> tuple[GrpcServer, Slow]:
     registration = Registration(
         SERVICE, lambda s: pb_grpc.add_InventoryServiceServicer_to_server(servicer, s)
     )
-    return GrpcServer([registration], interceptor), servicer
+    return GrpcServer([registration], interceptor, max_concurrent_rpcs=max_concurrent_rpcs), servicer
 
 
 async def test_a_graceful_stop_finishes_calls_in_flight_and_refuses_new_ones() -> None:
@@ -87,6 +92,25 @@ async def test_a_graceful_stop_finishes_calls_in_flight_and_refuses_new_ones() -
     assert response.all_available, "the call in flight completed"
     await asyncio.wait_for(stopping, 15)
     await channel.close()
+
+
+async def test_calls_past_the_concurrency_limit_are_shed_at_once() -> None:
+    server, servicer = slow_server(max_concurrent_rpcs=2)
+    await server.start()
+    channel = grpc.aio.insecure_channel(server.address)
+    stub = pb_grpc.InventoryServiceStub(channel)
+    held = [asyncio.ensure_future(stub.CheckStock(pb.CheckStockRequest(), timeout=30)) for _ in range(2)]
+    await eventually(lambda: servicer.inside == 2, what="two calls being served")
+
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await stub.CheckStock(pb.CheckStockRequest(), timeout=30)
+    assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+
+    servicer.release.set()
+    assert all(r.all_available for r in await asyncio.gather(*held))
+    assert (await stub.CheckStock(pb.CheckStockRequest(), timeout=30)).all_available  # room again
+    await channel.close()
+    await server.stop(grace_s=1)
 
 
 async def test_calls_are_counted_by_code(caplog: pytest.LogCaptureFixture) -> None:
