@@ -11,6 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import nats
+import nats.errors
+import typer
 from nats.js import JetStreamContext
 
 from services.platform.events.topology import Topology
@@ -54,10 +56,25 @@ def running_deployment() -> dict[str, Any]:
     return document
 
 
+async def _quiet(error: Exception) -> None:
+    """Connection errors are raised to the command, not logged by nats-py."""
+
+
 @asynccontextmanager
 async def jetstream(target: Target) -> AsyncIterator[JetStreamContext]:
     """A JetStream context on the target's NATS server, closed on exit."""
-    nc = await nats.connect(target.nats_url, connect_timeout=3, max_reconnect_attempts=1)
+    try:
+        nc = await nats.connect(
+            target.nats_url,
+            connect_timeout=3,
+            max_reconnect_attempts=1,
+            error_cb=_quiet,  # the failure is reported once, below, not as nats-py's traceback
+        )
+    except (nats.errors.Error, OSError, TimeoutError) as exc:
+        raise typer.BadParameter(
+            f"cannot reach NATS at {target.nats_url} ({exc}): start the marketplace with `make run`,"
+            " or point --nats-url or A4CO_NATS_URL at a running server"
+        ) from None
     try:
         yield nc.jetstream()
     finally:
