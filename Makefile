@@ -9,8 +9,9 @@ export PATH := $(CURDIR)/$(BIN):$(PATH)
 
 PROTOS := $(shell find proto -name '*.proto' | LC_ALL=C sort)
 GEN    := gen/python
-# buf breaking compares the contracts with the previous commit on main.
-BREAKING_AGAINST ?= .git\#ref=HEAD~1,subdir=proto
+# buf breaking compares the contracts (as in the working tree) with every earlier committed state
+# of proto/: the previous main among them, however many commits a change lands in.
+BREAKING_AGAINST ?= $(shell git rev-list HEAD -- proto 2>/dev/null)
 
 .PHONY: run help venv gen catalog lint fmt test check-gen check-catalog breaking lock clean bench bench-quick bench-events bench-rpc dashboards check-dashboards check-compose
 
@@ -81,9 +82,10 @@ check-compose: $(STAMP)
 	docker-compose -f compose.yaml config -q && echo "compose.yaml is valid"
 
 breaking: $(STAMP)
-	@if git rev-parse -q --verify HEAD~1 >/dev/null && git cat-file -e HEAD~1:proto 2>/dev/null; then \
-	  buf breaking proto --against '$(BREAKING_AGAINST)' && echo "buf breaking: no breaking change against HEAD~1"; \
-	else echo "buf breaking: no previous commit with proto/ to compare with"; fi
+	@set -e; n=0; for ref in $(BREAKING_AGAINST); do \
+	  buf breaking proto --against ".git#ref=$$ref,subdir=proto" || { echo "buf breaking: breaking change against $$ref"; exit 1; }; \
+	  n=$$((n + 1)); done; \
+	echo "buf breaking: no breaking change against any of the $$n committed states of proto/"
 
 lint: $(STAMP) gen
 	ruff check .
