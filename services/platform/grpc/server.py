@@ -39,9 +39,11 @@ class _Collector:
 
     def __init__(self) -> None:
         self.handlers: dict[str, dict[str, grpc.RpcMethodHandler[Any, Any]]] = {}
+        self.generic = 0
 
     def add_generic_rpc_handlers(self, handlers: Sequence[grpc.GenericRpcHandler]) -> None:
-        """Ignored: generated code registers the same methods by name just after."""
+        """Counted only: generated code registers the same methods by name just after."""
+        self.generic += len(handlers)
 
     def add_registered_method_handlers(
         self, service: str, handlers: Mapping[str, grpc.RpcMethodHandler[Any, Any]]
@@ -124,6 +126,12 @@ class GrpcServer:
         for registration in registrations:
             collected = _Collector()
             registration.add(cast(grpc.aio.Server, collected))
+            if collected.generic and not collected.handlers:
+                # Serving them unwrapped would skip authentication: refuse to start instead.
+                raise ValueError(
+                    f"{registration.name} registers only generic handlers; regenerate it with"
+                    " grpcio-tools 1.62 or later, which also registers methods by name"
+                )
             for service, handlers in collected.handlers.items():
                 wrapped = {name: interceptor.wrap(f"/{service}/{name}", h) for name, h in handlers.items()}
                 generic = grpc.method_handlers_generic_handler(service, wrapped)

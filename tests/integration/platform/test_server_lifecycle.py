@@ -172,3 +172,20 @@ async def test_sigterm_stops_a_service_process_cleanly(
     assert any(line["message"] == "stopping" for line in log_lines)
     assert all(line["service"] == "identity" for line in log_lines)
     await channel.close()
+
+
+def test_a_servicer_registered_only_generically_is_refused() -> None:
+    """Its methods could not be wrapped, so they would skip authentication: no server starts."""
+    servicer = Slow()
+    interceptor = PlatformInterceptor(
+        service="inventory", domain="inventory.a4co", policies={}, verifier=None
+    )
+
+    def generic_only(server: grpc.aio.Server) -> None:
+        handlers: dict[str, grpc.RpcMethodHandler[Any, Any]] = {
+            "CheckStock": grpc.unary_unary_rpc_method_handler(servicer.CheckStock)
+        }
+        server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, handlers),))
+
+    with pytest.raises(ValueError, match="registers only generic handlers"):
+        GrpcServer([Registration(SERVICE, generic_only)], interceptor)
