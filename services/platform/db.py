@@ -46,8 +46,7 @@ async def keep_session(conn: asyncpg.Connection) -> None:
     unfinished transaction: nothing.
 
     asyncpg's default runs `SELECT pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; RESET ALL`,
-    one more round trip per use of the pool (a tenth of the orders service's statements in the
-    saga). Pool connections keep no session state: every service statement runs alone or in a
-    transaction, `SET` is only ever `SET LOCAL`, and what does LISTEN or hold a session advisory
-    lock (the outbox relay) has a connection of its own.
+    one more round trip per use of the pool. Pool connections keep no session state: every
+    service statement runs alone or in a transaction, `SET` is only ever `SET LOCAL`, and what
+    does LISTEN or hold a session advisory lock (the outbox relay) has a connection of its own.
     """

@@ -102,6 +102,32 @@ async def login(addresses: dict[str, str]) -> tuple[tuple[str, str], ...]:
     return (("authorization", f"Bearer {response.tokens.access_token}"),)
 
 
+Metadata = tuple[tuple[str, str], ...]
+
+
+async def place_order(
+    orders: orders_grpc.OrdersServiceAsyncStub, product_id: str, payment_method_id: str, me: Metadata
+) -> str:
+    """One unit of `product_id` for the demo customer, delivered in Baeza; the order's id."""
+    placed = await orders.CreateOrder(
+        orders_pb.CreateOrderRequest(
+            request_id=str(uuid.uuid4()),
+            lines=[orders_pb.OrderLineRequest(product_id=product_id, quantity=1)],
+            payment_method_id=payment_method_id,
+            delivery_address=address_pb2.Address(street="Calle Real 1", locality="Baeza"),
+            delivery_location=lat_lng_pb2.LatLng(latitude=37.9938, longitude=-3.47),
+        ),
+        metadata=me,
+    )
+    return placed.order.order_id
+
+
+async def confirmed(orders: orders_grpc.OrdersServiceAsyncStub, order_id: str, me: Metadata) -> bool:
+    """Whether the order has reached CONFIRMED."""
+    got = await orders.GetOrder(orders_pb.GetOrderRequest(order_id=order_id), metadata=me)
+    return got.order.status == orders_pb.ORDER_STATUS_CONFIRMED
+
+
 async def test_make_run_starts_serves_stops_and_restarts_on_the_same_data(tmp_path: Path) -> None:
     data_dir = tmp_path / "data"
     first = Launch(data_dir)
@@ -123,23 +149,8 @@ async def test_make_run_starts_serves_stops_and_restarts_on_the_same_data(tmp_pa
 
     async with grpc.aio.insecure_channel(addresses["orders"]) as channel:
         orders = orders_grpc.OrdersServiceStub(channel)
-        placed = await orders.CreateOrder(
-            orders_pb.CreateOrderRequest(
-                request_id=str(uuid.uuid4()),
-                lines=[orders_pb.OrderLineRequest(product_id=product_id, quantity=1)],
-                payment_method_id=demo["payment_method_id"],
-                delivery_address=address_pb2.Address(street="Calle Real 1", locality="Baeza"),
-                delivery_location=lat_lng_pb2.LatLng(latitude=37.9938, longitude=-3.47),
-            ),
-            metadata=me,
-        )
-        order_id = placed.order.order_id
-
-        async def confirmed() -> bool:
-            got = await orders.GetOrder(orders_pb.GetOrderRequest(order_id=order_id), metadata=me)
-            return got.order.status == orders_pb.ORDER_STATUS_CONFIRMED
-
-        await eventually(confirmed, timeout=30, what="the order confirmed")
+        order_id = await place_order(orders, product_id, demo["payment_method_id"], me)
+        await eventually(lambda: confirmed(orders, order_id, me), timeout=30, what="the order confirmed")
 
     code, out = await a4co(data_dir, "status", "--json")
     assert code == 0, out
@@ -194,22 +205,10 @@ async def test_make_run_starts_serves_stops_and_restarts_on_the_same_data(tmp_pa
     await eventually(serving_again, timeout=30, what="inventory serving again")
     async with grpc.aio.insecure_channel(addresses["orders"]) as channel:
         orders = orders_grpc.OrdersServiceStub(channel)
-        after = await orders.CreateOrder(
-            orders_pb.CreateOrderRequest(
-                request_id=str(uuid.uuid4()),
-                lines=[orders_pb.OrderLineRequest(product_id=product_id, quantity=1)],
-                payment_method_id=demo["payment_method_id"],
-                delivery_address=address_pb2.Address(street="Calle Real 1", locality="Baeza"),
-                delivery_location=lat_lng_pb2.LatLng(latitude=37.9938, longitude=-3.47),
-            ),
-            metadata=me,
+        after = await place_order(orders, product_id, demo["payment_method_id"], me)
+        await eventually(
+            lambda: confirmed(orders, after, me), timeout=60, what="an order confirmed after the restart"
         )
-
-        async def confirmed_after_restart() -> bool:
-            got = await orders.GetOrder(orders_pb.GetOrderRequest(order_id=after.order.order_id), metadata=me)
-            return got.order.status == orders_pb.ORDER_STATUS_CONFIRMED
-
-        await eventually(confirmed_after_restart, timeout=60, what="an order confirmed after the restart")
 
     # Every metric a dashboard or alert rule uses is exported by some running service.
     ports = [

@@ -217,7 +217,7 @@ class Search:
             f" JOIN products p ON p.product_id = page.product_id"
             " LEFT JOIN artisans a ON a.artisan_id = p.artisan_id"
             " LEFT JOIN availability s ON s.product_id = p.product_id"
-            f" ORDER BY {order.replace('p.publish_time', 'page.publish_time')}, page.product_id"
+            f" ORDER BY {order}, p.product_id"
         )
         rows = await self.pool.fetch(sql, *args)
         hits = [Hit(_view(r), float(r["score"]), float(r["distance_km"])) for r in rows]

@@ -6,6 +6,7 @@ NATS binding (binary mode) so that routers and people can read an event without 
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -96,10 +97,11 @@ class EventCodec:
         moment = occurred_at or datetime.now(UTC)
         carrier: dict[str, str] = {}
         subject = self.topology.event_subject(definition)
-        if tracing_enabled():
-            # A PRODUCER span stands for the message; its context travels with the event, so
-            # the consumer's span becomes its child in the same trace.
-            with tracer.start_as_current_span(
+        # A PRODUCER span stands for the message; its context travels with the event, so the
+        # consumer's span becomes its child in the same trace. Without a tracer provider no span
+        # is built, and the trace context the work came with, if any, is passed on.
+        span = (
+            tracer.start_as_current_span(
                 f"{definition.subject} create",
                 kind=trace.SpanKind.PRODUCER,
                 attributes={
@@ -107,9 +109,11 @@ class EventCodec:
                     "messaging.destination.name": subject,
                     "messaging.message.id": event_id,
                 },
-            ):
-                propagate.inject(carrier)
-        else:  # no span to record: pass on the trace context the work came with, if any
+            )
+            if tracing_enabled()
+            else contextlib.nullcontext()
+        )
+        with span:
             propagate.inject(carrier)
         envelope = envelope_pb2.EventEnvelope(
             event_id=event_id,

@@ -16,7 +16,6 @@ from grpc_reflection.v1alpha import reflection
 from opentelemetry.instrumentation.grpc import aio_server_interceptor
 
 from services.platform.grpc.interceptor import PlatformInterceptor
-from services.platform.telemetry import tracing_enabled
 
 log = logging.getLogger(__name__)
 
@@ -117,7 +116,7 @@ class GrpcServer:
             # (memory grows, and every queued caller waits past its deadline anyway).
             maximum_concurrent_rpcs=max_concurrent_rpcs,
             # The OpenTelemetry interceptor only when spans are recorded: it costs every call.
-            interceptors=[aio_server_interceptor()] if tracing_enabled() else None,
+            interceptors=None if interceptor.propagate_only else [aio_server_interceptor()],
             options=[
                 ("grpc.so_reuseport", 0),
                 ("grpc.max_receive_message_length", 4 * 1024 * 1024),

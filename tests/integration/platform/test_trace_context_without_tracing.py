@@ -17,7 +17,6 @@ from services.platform.events.registry import load_registry
 from services.platform.events.topology import Topology
 from services.platform.grpc import client as client_module
 from services.platform.grpc import interceptor as interceptor_module
-from services.platform.grpc import server as server_module
 from services.platform.grpc.client import PeerClient
 from services.platform.grpc.interceptor import MethodPolicy, PlatformInterceptor
 from services.platform.grpc.server import GrpcServer, Registration
@@ -53,7 +52,8 @@ class Seen(pb_grpc.InventoryServiceServicer):
 async def test_an_incoming_traceparent_is_passed_on_without_spans(monkeypatch: pytest.MonkeyPatch) -> None:
     # The test session installs a tracer provider; the platform is told there is none, so the
     # OpenTelemetry interceptors are not installed and no span is made.
-    for module in (client_module, codec_module, interceptor_module, server_module):
+    # (The server follows the platform layer's decision.)
+    for module in (client_module, codec_module, interceptor_module):
         monkeypatch.setattr(module, "tracing_enabled", lambda: False)
     servicer = Seen()
     interceptor = PlatformInterceptor(

@@ -43,6 +43,19 @@ async def call(address: str, method: str, data: dict[str, object], token: str = 
     return result
 
 
+def plato_verde(artisan_id: str, initial_stock: int = 0) -> artisan_events_pb2.ProductPublished:
+    """The green plate of Úbeda the walk-through publishes."""
+    return artisan_events_pb2.ProductPublished(
+        product_id="plato-verde",
+        artisan_id=artisan_id,
+        name="Plato de cerámica verde de Úbeda",
+        description="Loza vidriada en verde cobre.",
+        category="ceramica",
+        price=money_pb2.Money(currency_code="EUR", amount_cents=2200),
+        initial_stock=initial_stock,
+    )
+
+
 async def test_every_service_lists_describes_and_answers_every_rpc(five: dict[str, RunningService]) -> None:
     addr = {name: svc.address for name, svc in five.items()}
     full = {
@@ -129,15 +142,7 @@ async def test_every_service_lists_describes_and_answers_every_rpc(five: dict[st
         )
     await publish_event(
         five["inventory"],
-        artisan_events_pb2.ProductPublished(
-            product_id="plato-verde",
-            artisan_id=artisan_id,
-            name="Plato de cerámica verde de Úbeda",
-            description="Loza vidriada en verde cobre.",
-            category="ceramica",
-            price=money_pb2.Money(currency_code="EUR", amount_cents=2200),
-            initial_stock=6,
-        ),
+        plato_verde(artisan_id, initial_stock=6),
         "plato-verde",
         source="artisans",
     )
@@ -187,14 +192,7 @@ async def test_every_service_lists_describes_and_answers_every_rpc(five: dict[st
     # catalog: the product reaches it through inventory's and artisans' events.
     await publish_event(
         five["catalog"],
-        artisan_events_pb2.ProductPublished(
-            product_id="plato-verde",
-            artisan_id=artisan_id,
-            name="Plato de cerámica verde de Úbeda",
-            description="Loza vidriada en verde cobre.",
-            category="ceramica",
-            price=money_pb2.Money(currency_code="EUR", amount_cents=2200),
-        ),
+        plato_verde(artisan_id),
         "plato-verde",
         source="artisans",
     )
