@@ -13,14 +13,11 @@ import redis.exceptions
 
 from a4co.inventory.v1 import inventory_service_pb2 as pb
 from a4co.inventory.v1 import inventory_service_pb2_grpc as pb_grpc
-from services.platform.grpc.interceptor import MethodPolicy, PlatformInterceptor
-from services.platform.grpc.server import GrpcServer, Registration
 from services.platform.grpc.status import details_of
 from services.platform.local_servers import ServerUrls
 from services.platform.runtime import REDIS_CONNECTIONS, Infrastructure
 from tests.integration.services.harness import Keys, settings_for
-
-SERVICE = "a4co.inventory.v1.InventoryService"
+from tests.support.rpc import inventory_server
 
 
 class Failing(pb_grpc.InventoryServiceServicer):
@@ -51,16 +48,7 @@ class Failing(pb_grpc.InventoryServiceServicer):
     ids=["redis-connection", "redis-timeout", "pg-connection-lost", "pg-starting", "refused"],
 )
 async def test_a_dependency_outage_is_unavailable_with_its_reason(error: Exception) -> None:
-    servicer = Failing(error)
-    interceptor = PlatformInterceptor(
-        service="inventory",
-        domain="inventory.a4co",
-        policies={f"/{SERVICE}/CheckStock": MethodPolicy(public=True)},
-        verifier=None,
-    )
-    add = pb_grpc.add_InventoryServiceServicer_to_server
-    registration = Registration(SERVICE, lambda server: add(servicer, server))
-    server = GrpcServer([registration], interceptor)
+    server = inventory_server(Failing(error))
     await server.start()
     try:
         async with grpc.aio.insecure_channel(server.address) as channel:

@@ -18,11 +18,12 @@ from prometheus_client import REGISTRY
 
 from a4co.inventory.v1 import inventory_service_pb2 as pb
 from a4co.inventory.v1 import inventory_service_pb2_grpc as pb_grpc
-from services.platform.grpc.interceptor import MethodPolicy, PlatformInterceptor
+from services.platform.grpc.interceptor import PlatformInterceptor
 from services.platform.grpc.server import GrpcServer, Registration
 from services.platform.local_servers import ServerUrls, wait_until
 from services.platform.logs import JsonFormatter
 from tests.integration.services.harness import Keys
+from tests.support.rpc import inventory_server
 from tests.support.waiting import eventually
 
 SERVICE = "a4co.inventory.v1.InventoryService"
@@ -54,16 +55,7 @@ class Slow(pb_grpc.InventoryServiceServicer):
 
 def slow_server(max_concurrent_rpcs: int | None = None) -> tuple[GrpcServer, Slow]:
     servicer = Slow()
-    interceptor = PlatformInterceptor(
-        service="inventory",
-        domain="inventory.a4co",
-        policies={f"/{SERVICE}/CheckStock": MethodPolicy(public=True)},
-        verifier=None,
-    )
-    registration = Registration(
-        SERVICE, lambda s: pb_grpc.add_InventoryServiceServicer_to_server(servicer, s)
-    )
-    return GrpcServer([registration], interceptor, max_concurrent_rpcs=max_concurrent_rpcs), servicer
+    return inventory_server(servicer, max_concurrent_rpcs=max_concurrent_rpcs), servicer
 
 
 async def test_a_graceful_stop_finishes_calls_in_flight_and_refuses_new_ones() -> None:

@@ -18,11 +18,9 @@ from services.platform.events.topology import Topology
 from services.platform.grpc import client as client_module
 from services.platform.grpc import interceptor as interceptor_module
 from services.platform.grpc.client import PeerClient
-from services.platform.grpc.interceptor import MethodPolicy, PlatformInterceptor
-from services.platform.grpc.server import GrpcServer, Registration
 from tests.integration.events.rig import order_created
+from tests.support.rpc import inventory_server
 
-SERVICE = "a4co.inventory.v1.InventoryService"
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 TRACEPARENT = f"00-{TRACE_ID}-00f067aa0ba902b7-01"
 
@@ -56,14 +54,7 @@ async def test_an_incoming_traceparent_is_passed_on_without_spans(monkeypatch: p
     for module in (client_module, codec_module, interceptor_module):
         monkeypatch.setattr(module, "tracing_enabled", lambda: False)
     servicer = Seen()
-    interceptor = PlatformInterceptor(
-        service="inventory",
-        domain="inventory.a4co",
-        policies={f"/{SERVICE}/CheckStock": MethodPolicy(public=True)},
-        verifier=None,
-    )
-    add = pb_grpc.add_InventoryServiceServicer_to_server
-    server = GrpcServer([Registration(SERVICE, lambda s: add(servicer, s))], interceptor)
+    server = inventory_server(servicer)
     await server.start()
     try:
         async with grpc.aio.insecure_channel(server.address) as channel:
