@@ -16,14 +16,13 @@ from services.platform.runtime import Infrastructure, ServiceParts
 
 async def build(infra: Infrastructure) -> ServiceParts:
     """inventory's parts, wired."""
-    deps = handlers.Deps(
-        uow=functools.partial(InventoryUnitOfWork, infra.pool, infra.outbox),
-        cache=StockCache(infra.redis, infra.settings.prefix),
-    )
+    cache = StockCache(infra.redis, infra.settings.prefix)
+    deps = handlers.Deps(uow=functools.partial(InventoryUnitOfWork, infra.pool, infra.outbox), cache=cache)
     return ServiceParts(
         registrations=[registration(deps)],
         policies=POLICIES,
         subscriptions=bind(subscriptions.HANDLERS, infra.registry, deps),
+        background=[cache.follow],
     )
 
 

@@ -1,0 +1,121 @@
+"""The stock cache's copy in memory, against a real Redis: announced changes, lost subscriptions, expiry."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+
+import pytest_asyncio
+from redis.asyncio import Redis
+
+from services.inventory.adapters.cache import StockCache
+from services.inventory.domain import StockLevel
+from services.platform.local_servers import ServerUrls
+from tests.support.waiting import eventually
+
+
+@pytest_asyncio.fixture
+async def redis(urls: ServerUrls) -> AsyncIterator[Redis]:
+    client = Redis.from_url(urls.redis_url, decode_responses=True)
+    yield client
+    await client.aclose()
+
+
+@contextlib.asynccontextmanager
+async def following(cache: StockCache) -> AsyncIterator[StockCache]:
+    """`cache` with its follower running, once subscribed."""
+    task = asyncio.create_task(cache.follow())
+    try:
+        await eventually(lambda: cache.following, what="subscribed to the stock channel")
+        yield cache
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+def level(product_id: str, on_hand: int, version: int) -> StockLevel:
+    return StockLevel(
+        product_id, "artisan-ubeda", on_hand=on_hand, reserved=0, low_stock_threshold=0, version=version
+    )
+
+
+async def behind_the_cache(cache: StockCache, redis: Redis, product_id: str, available: int) -> None:
+    """Change a cached level in Redis without announcing it."""
+    await redis.hset(cache.key(product_id), "available", available)
+
+
+async def test_a_change_made_by_another_process_reaches_the_memory(redis: Redis, prefix: str) -> None:
+    writer, plain = StockCache(redis, prefix), StockCache(redis, prefix)
+    async with following(StockCache(redis, prefix)) as reader:
+        await writer.put(level("p-aceite", 10, version=1))
+        assert await reader.available(["p-aceite"]) == {"p-aceite": 10}
+
+        await writer.put(level("p-aceite", 4, version=2))
+
+        async def announced() -> bool:
+            return await reader.available(["p-aceite"]) == {"p-aceite": 4}
+
+        await eventually(announced, what="the new level announced to the reader")
+        # From now on the reader answers from memory: a change that is not announced is not seen,
+        # while a cache that does not follow the channel reads Redis every time.
+        await behind_the_cache(reader, redis, "p-aceite", 99)
+        assert await reader.available(["p-aceite"]) == {"p-aceite": 4}
+        assert await plain.available(["p-aceite"]) == {"p-aceite": 99}
+
+
+async def test_a_level_read_from_redis_is_kept_in_memory(redis: Redis, prefix: str) -> None:
+    await StockCache(redis, prefix).put(level("p-aceituna", 12, version=3))  # announced to nobody
+    async with following(StockCache(redis, prefix)) as cache:
+        assert await cache.available(["p-aceituna"]) == {"p-aceituna": 12}
+        await behind_the_cache(cache, redis, "p-aceituna", 1)
+        assert await cache.available(["p-aceituna"]) == {"p-aceituna": 12}
+
+
+async def test_a_process_sees_its_own_change_at_once(redis: Redis, prefix: str) -> None:
+    async with following(StockCache(redis, prefix)) as cache:
+        await cache.put(level("p-esparto", 3, version=1))
+        assert await cache.available(["p-esparto"]) == {"p-esparto": 3}
+        await cache.put(level("p-esparto", 8, version=2))
+        assert await cache.available(["p-esparto"]) == {"p-esparto": 8}
+
+
+async def test_an_older_announcement_never_replaces_a_newer_level(redis: Redis, prefix: str) -> None:
+    async with following(StockCache(redis, prefix)) as cache:
+        await cache.put(level("p-x", 7, version=5))
+        cache.announced("p-x 4 3")
+        assert await cache.available(["p-x"]) == {"p-x": 7}
+        cache.announced("p-x 6 2")
+        assert await cache.available(["p-x"]) == {"p-x": 2}
+
+
+async def test_a_lost_subscription_forgets_what_was_in_memory(redis: Redis, prefix: str) -> None:
+    async with following(StockCache(redis, prefix)) as cache:
+        await cache.put(level("p-miel", 5, version=1))
+        assert await cache.available(["p-miel"]) == {"p-miel": 5}
+        await behind_the_cache(cache, redis, "p-miel", 2)
+
+        await redis.execute_command("CLIENT", "KILL", "TYPE", "pubsub")  # type: ignore[no-untyped-call]
+        await eventually(lambda: cache.subscriptions >= 2, what="subscribed again after the kill")
+
+        assert await cache.available(["p-miel"]) == {"p-miel": 2}
+
+
+async def test_without_the_channel_every_read_goes_to_redis(redis: Redis, prefix: str) -> None:
+    cache = StockCache(redis, prefix)
+    await cache.put(level("p-vino", 6, version=1))
+    await behind_the_cache(cache, redis, "p-vino", 1)
+    assert await cache.available(["p-vino"]) == {"p-vino": 1}
+
+
+async def test_an_entry_is_read_again_from_redis_after_the_local_ttl(redis: Redis, prefix: str) -> None:
+    now = [1000.0]
+    async with following(StockCache(redis, prefix, local_ttl_s=2.0, clock=lambda: now[0])) as cache:
+        await cache.put(level("p-queso", 9, version=1))
+        await behind_the_cache(cache, redis, "p-queso", 0)
+        now[0] += 1.9
+        assert await cache.available(["p-queso"]) == {"p-queso": 9}
+        now[0] += 0.2
+        assert await cache.available(["p-queso"]) == {"p-queso": 0}
+        assert await cache.available(["p-unknown", "p-queso"]) == {"p-queso": 0}
