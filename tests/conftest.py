@@ -15,6 +15,7 @@ from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from redis.asyncio import Redis
 
 from services.platform.events.registry import EventRegistry, load_registry
 from services.platform.events.topology import Topology
@@ -74,6 +75,13 @@ async def nc(urls: ServerUrls) -> AsyncIterator[NATS]:
     )
     yield client
     await client.close()
+
+
+@pytest_asyncio.fixture
+async def redis(urls: ServerUrls) -> AsyncIterator[Redis]:
+    client = Redis.from_url(urls.redis_url, decode_responses=True)
+    yield client
+    await client.aclose()
 
 
 @pytest_asyncio.fixture

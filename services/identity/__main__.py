@@ -9,7 +9,7 @@ from pathlib import Path
 from services.identity import handlers
 from services.identity.adapters.postgres import Argon2Hasher, unit_of_work_factory
 from services.identity.grpc_api import POLICIES, registration
-from services.platform.auth import RedisRevocations, TokenIssuer
+from services.platform.auth import TokenIssuer
 from services.platform.main import service_main
 from services.platform.runtime import Infrastructure, ServiceParts
 
@@ -22,7 +22,7 @@ async def build(infra: Infrastructure) -> ServiceParts:
         hasher=Argon2Hasher(),
         issuer=TokenIssuer(settings.private_key()),
         verifier=infra.verifier(settings.public_key()),
-        revocations=RedisRevocations(infra.redis, settings.prefix),
+        revocations=infra.revocations,
     )
     admin_email, admin_password = os.environ.get("A4CO_ADMIN_EMAIL"), os.environ.get("A4CO_ADMIN_PASSWORD")
     if admin_email and admin_password:

@@ -20,6 +20,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from redis.asyncio import Redis
 
+from services.platform.announced import AnnouncedMemory
 from services.platform.errors import PermissionDeniedError, UnauthenticatedError
 
 ISSUER = "a4co-identity"
@@ -69,22 +70,53 @@ class Revocations(Protocol):
 
 
 class RedisRevocations:
-    """Revoked sessions as Redis keys with a TTL; shared by every service."""
+    """Revoked sessions as Redis keys with a TTL; shared by every service.
 
-    def __init__(self, redis: Redis, prefix: str = "") -> None:
+    Each revocation is also announced on a Redis channel in the same transaction; a process that
+    follows the channel (`follow`) remembers the answers it read (services/platform/announced.py),
+    so the check that every authenticated call makes is not a Redis round trip each time. A
+    revocation reaches a following process within the channel's delivery time, and at once in the
+    process that revoked.
+    """
+
+    def __init__(
+        self,
+        redis: Redis,
+        prefix: str = "",
+        *,
+        local_ttl_s: float = 2.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._redis = redis
         self._prefix = f"{prefix}:" if prefix else ""
+        self.memory: AnnouncedMemory[bool] = AnnouncedMemory(
+            redis,
+            f"{self._prefix}a4co:sessions:revoked",
+            lambda session_id: (session_id, True),
+            supersedes=lambda new, old: new or not old,  # a revocation is never undone
+            ttl_s=local_ttl_s,
+            clock=clock,
+        )
+        self.follow = self.memory.follow
 
     def _key(self, session_id: str) -> str:
         return self._prefix + REVOKED_KEY.format(sid=session_id)
 
     async def is_revoked(self, session_id: str) -> bool:
         """Whether the session was ended."""
-        return bool(await self._redis.exists(self._key(session_id)))
+        revoked = self.memory.get(session_id)
+        if revoked is None:
+            revoked = bool(await self._redis.exists(self._key(session_id)))
+            self.memory.remember(session_id, revoked)
+        return revoked
 
     async def revoke(self, session_id: str, ttl_s: int) -> None:
-        """End the session."""
-        await self._redis.set(self._key(session_id), "1", ex=max(1, ttl_s))
+        """End the session, and announce it."""
+        async with self._redis.pipeline(transaction=True) as tx:
+            tx.set(self._key(session_id), "1", ex=max(1, ttl_s))
+            tx.publish(self.memory.channel, session_id)
+            await tx.execute()
+        self.memory.remember(session_id, True)
 
 
 def generate_keypair() -> tuple[str, str]:

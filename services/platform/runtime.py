@@ -56,6 +56,7 @@ class Infrastructure:
     topology: Topology
     codec: EventCodec
     outbox: OutboxWriter
+    revocations: RedisRevocations
 
     @classmethod
     async def connect(cls, settings: Settings, schema_sql: str | None = None) -> Infrastructure:
@@ -82,7 +83,9 @@ class Infrastructure:
                 settings.redis_url, max_connections=REDIS_CONNECTIONS, timeout=5, decode_responses=True
             )
         )
-        return cls(settings, pool, nc, js, redis, registry, topology, codec, OutboxWriter(codec, schema))
+        outbox = OutboxWriter(codec, schema)
+        revocations = RedisRevocations(redis, settings.prefix)
+        return cls(settings, pool, nc, js, redis, registry, topology, codec, outbox, revocations)
 
     def checks(self) -> dict[str, Callable[[], Awaitable[bool]]]:
         """Health checks of the three dependencies."""
@@ -99,8 +102,8 @@ class Infrastructure:
         return {"postgres": postgres, "nats": nats_up, "redis": redis_up}
 
     def verifier(self, public_key_pem: str) -> TokenVerifier:
-        """A token verifier that sees revocations in this process's Redis."""
-        return TokenVerifier(public_key_pem, RedisRevocations(self.redis, self.settings.prefix))
+        """A token verifier that sees the revocations recorded in Redis."""
+        return TokenVerifier(public_key_pem, self.revocations)
 
     async def close(self, timeout_s: float = 10.0) -> None:
         """Close every connection, each within `timeout_s`: a stop must not hang on a peer."""
@@ -202,6 +205,7 @@ class ServiceRunner:
         self._tasks.append(
             asyncio.create_task(keep_inbox_pruned(self.infra.pool, retention), name="inbox pruning")
         )
+        self._tasks.append(asyncio.create_task(self.infra.revocations.follow(), name="revocations"))
         for job in self.parts.background:
             self._tasks.append(asyncio.create_task(job(), name=getattr(job, "__name__", "job")))
         for consumer in self.consumers:

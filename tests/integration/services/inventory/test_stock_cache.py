@@ -2,37 +2,21 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 
-import pytest_asyncio
 from redis.asyncio import Redis
 
 from services.inventory.adapters.cache import StockCache
 from services.inventory.domain import StockLevel
-from services.platform.local_servers import ServerUrls
+from tests.support.announced import following
 from tests.support.waiting import eventually
 
 
-@pytest_asyncio.fixture
-async def redis(urls: ServerUrls) -> AsyncIterator[Redis]:
-    client = Redis.from_url(urls.redis_url, decode_responses=True)
-    yield client
-    await client.aclose()
-
-
 @contextlib.asynccontextmanager
-async def following(cache: StockCache) -> AsyncIterator[StockCache]:
-    """`cache` with its follower running, once subscribed."""
-    task = asyncio.create_task(cache.follow())
-    try:
-        await eventually(lambda: cache.following, what="subscribed to the stock channel")
+async def following_cache(cache: StockCache) -> AsyncIterator[StockCache]:
+    async with following(cache.memory):
         yield cache
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
 
 
 def level(product_id: str, on_hand: int, version: int) -> StockLevel:
@@ -48,7 +32,7 @@ async def behind_the_cache(cache: StockCache, redis: Redis, product_id: str, ava
 
 async def test_a_change_made_by_another_process_reaches_the_memory(redis: Redis, prefix: str) -> None:
     writer, plain = StockCache(redis, prefix), StockCache(redis, prefix)
-    async with following(StockCache(redis, prefix)) as reader:
+    async with following_cache(StockCache(redis, prefix)) as reader:
         await writer.put(level("p-aceite", 10, version=1))
         assert await reader.available(["p-aceite"]) == {"p-aceite": 10}
 
@@ -67,14 +51,14 @@ async def test_a_change_made_by_another_process_reaches_the_memory(redis: Redis,
 
 async def test_a_level_read_from_redis_is_kept_in_memory(redis: Redis, prefix: str) -> None:
     await StockCache(redis, prefix).put(level("p-aceituna", 12, version=3))  # announced to nobody
-    async with following(StockCache(redis, prefix)) as cache:
+    async with following_cache(StockCache(redis, prefix)) as cache:
         assert await cache.available(["p-aceituna"]) == {"p-aceituna": 12}
         await behind_the_cache(cache, redis, "p-aceituna", 1)
         assert await cache.available(["p-aceituna"]) == {"p-aceituna": 12}
 
 
 async def test_a_process_sees_its_own_change_at_once(redis: Redis, prefix: str) -> None:
-    async with following(StockCache(redis, prefix)) as cache:
+    async with following_cache(StockCache(redis, prefix)) as cache:
         await cache.put(level("p-esparto", 3, version=1))
         assert await cache.available(["p-esparto"]) == {"p-esparto": 3}
         await cache.put(level("p-esparto", 8, version=2))
@@ -82,22 +66,22 @@ async def test_a_process_sees_its_own_change_at_once(redis: Redis, prefix: str) 
 
 
 async def test_an_older_announcement_never_replaces_a_newer_level(redis: Redis, prefix: str) -> None:
-    async with following(StockCache(redis, prefix)) as cache:
+    async with following_cache(StockCache(redis, prefix)) as cache:
         await cache.put(level("p-x", 7, version=5))
-        cache.announced("p-x 4 3")
+        cache.memory.announced("p-x 4 3")
         assert await cache.available(["p-x"]) == {"p-x": 7}
-        cache.announced("p-x 6 2")
+        cache.memory.announced("p-x 6 2")
         assert await cache.available(["p-x"]) == {"p-x": 2}
 
 
 async def test_a_lost_subscription_forgets_what_was_in_memory(redis: Redis, prefix: str) -> None:
-    async with following(StockCache(redis, prefix)) as cache:
+    async with following_cache(StockCache(redis, prefix)) as cache:
         await cache.put(level("p-miel", 5, version=1))
         assert await cache.available(["p-miel"]) == {"p-miel": 5}
         await behind_the_cache(cache, redis, "p-miel", 2)
 
         await redis.execute_command("CLIENT", "KILL", "TYPE", "pubsub")  # type: ignore[no-untyped-call]
-        await eventually(lambda: cache.subscriptions >= 2, what="subscribed again after the kill")
+        await eventually(lambda: cache.memory.subscriptions >= 2, what="subscribed again after the kill")
 
         assert await cache.available(["p-miel"]) == {"p-miel": 2}
 
@@ -111,7 +95,7 @@ async def test_without_the_channel_every_read_goes_to_redis(redis: Redis, prefix
 
 async def test_an_entry_is_read_again_from_redis_after_the_local_ttl(redis: Redis, prefix: str) -> None:
     now = [1000.0]
-    async with following(StockCache(redis, prefix, local_ttl_s=2.0, clock=lambda: now[0])) as cache:
+    async with following_cache(StockCache(redis, prefix, local_ttl_s=2.0, clock=lambda: now[0])) as cache:
         await cache.put(level("p-queso", 9, version=1))
         await behind_the_cache(cache, redis, "p-queso", 0)
         now[0] += 1.9
