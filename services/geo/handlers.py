@@ -34,15 +34,7 @@ async def find_nearby(
     if not found and not await deps.index.ready():
         await reindex(deps)
         found = await deps.index.nearby(center, radius_km, craft, limit)
-    if not found:
-        return []
-    rows = await deps.pool.fetch(
-        "SELECT artisan_id, count(*) AS n FROM products"
-        " WHERE artisan_id = ANY($1::text[]) GROUP BY artisan_id",
-        [w.artisan_id for w, _ in found],
-    )
-    counts = {r["artisan_id"]: int(r["n"]) for r in rows}
-    return [(w, d, counts.get(w.artisan_id, 0)) for w, d in found]
+    return found
 
 
 async def quote_delivery(deps: Deps, artisan_id: str, destination: Point) -> Quote:
@@ -55,11 +47,13 @@ async def quote_delivery(deps: Deps, artisan_id: str, destination: Point) -> Quo
 
 async def reindex(deps: Deps) -> int:
     """Rebuild the Redis index from PostgreSQL, the source of truth; returns the workshops indexed."""
-    workshops = await Workshops(deps.pool).all()
-    for workshop in workshops:
-        await deps.index.add(workshop)
-    log.info("geo index rebuilt with %d workshops", len(workshops))
-    return len(workshops)
+    workshops = Workshops(deps.pool)
+    counts = await workshops.product_counts()
+    everyone = await workshops.all()
+    for workshop in everyone:
+        await deps.index.add(workshop, counts.get(workshop.artisan_id, 0))
+    log.info("geo index rebuilt with %d workshops", len(everyone))
+    return len(everyone)
 
 
 async def on_artisan_onboarded(
@@ -73,10 +67,12 @@ async def on_artisan_onboarded(
         event.locality,
         Point(event.location.latitude, event.location.longitude),
     )
-    await Workshops(ctx.conn).upsert(workshop)
+    workshops = Workshops(ctx.conn)
+    await workshops.upsert(workshop)
+    count = (await workshops.product_counts([workshop.artisan_id])).get(workshop.artisan_id, 0)
 
     async def index() -> None:
-        await deps.index.add(workshop)
+        await deps.index.add(workshop, count)
 
     ctx.after_commit(index)
 
@@ -84,9 +80,15 @@ async def on_artisan_onboarded(
 async def on_product_published(
     deps: Deps, event: artisan_events.ProductPublished, ctx: HandlerContext
 ) -> None:
-    """A workshop's product, counted on the map."""
+    """A workshop's product, counted on the map once recorded."""
     await ctx.conn.execute(
         "INSERT INTO products (product_id, artisan_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
         event.product_id,
         event.artisan_id,
     )
+    counts = await Workshops(ctx.conn).product_counts([event.artisan_id])
+
+    async def count() -> None:
+        await deps.index.count_products(event.artisan_id, counts.get(event.artisan_id, 0))
+
+    ctx.after_commit(count)

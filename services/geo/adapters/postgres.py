@@ -47,3 +47,12 @@ class Workshops:
     async def all(self) -> list[Workshop]:
         """Every workshop, to rebuild the index."""
         return [_workshop(r) for r in await self.conn.fetch("SELECT * FROM workshops")]
+
+    async def product_counts(self, artisan_ids: list[str] | None = None) -> dict[str, int]:
+        """Products published by each artisan (every artisan with products when `artisan_ids` is None)."""
+        rows = await self.conn.fetch(
+            "SELECT artisan_id, count(*) AS n FROM products"
+            " WHERE $1::text[] IS NULL OR artisan_id = ANY($1::text[]) GROUP BY artisan_id",
+            artisan_ids,
+        )
+        return {r["artisan_id"]: int(r["n"]) for r in rows}

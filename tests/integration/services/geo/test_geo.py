@@ -79,15 +79,49 @@ async def test_nearby_workshops_nearest_first(stub: pb_grpc.GeoServiceAsyncStub)
     assert len(one.artisans) == 1
 
 
+async def publish_products(geo: RunningService, artisan_id: str, *product_ids: str) -> None:
+    for product_id in product_ids:
+        event = artisan_events_pb2.ProductPublished(product_id=product_id, artisan_id=artisan_id)
+        await publish_event(geo, event, product_id, source="artisans")
+
+
+async def counts_near(stub: pb_grpc.GeoServiceAsyncStub, lat: float, lng: float) -> dict[str, int]:
+    found = await stub.FindNearbyArtisans(pb.FindNearbyArtisansRequest(location=at(lat, lng), radius_km=15))
+    return {a.artisan_id: a.product_count for a in found.artisans}
+
+
+async def test_each_workshop_shows_its_number_of_products(
+    stub: pb_grpc.GeoServiceAsyncStub, geo: RunningService
+) -> None:
+    await publish_products(geo, "a-ubeda", "p-1", "p-2", "p-1")  # p-1 twice: counted once
+    await publish_products(geo, "a-baeza", "p-3")
+    # A product can arrive before its workshop: counted once the workshop is onboarded.
+    await publish_products(geo, "a-torreperogil", "p-4", "p-5")
+    onboarded = artisan_events_pb2.ArtisanOnboarded(
+        artisan_id="a-torreperogil", display_name="Forja", craft="forja", locality="Torreperogil",
+        location=at(38.0347, -3.2880),
+    )  # fmt: skip
+    await publish_event(geo, onboarded, "a-torreperogil", source="artisans")
+    expected = {"a-ubeda": 2, "a-ubeda-2": 0, "a-baeza": 1, "a-torreperogil": 2}
+
+    async def counted() -> bool:
+        return await counts_near(stub, 38.0133, -3.3706) == expected
+
+    await eventually(counted, what="product counts on the map")
+
+
 async def test_the_index_is_rebuilt_from_postgres_when_redis_lost_it(
     stub: pb_grpc.GeoServiceAsyncStub, geo: RunningService
 ) -> None:
+    await publish_products(geo, "a-jaen", "p-1", "p-2", "p-3")
+
+    async def counted() -> bool:
+        return await counts_near(stub, 37.7796, -3.7849) == {"a-jaen": 3}
+
+    await eventually(counted, what="a-jaen's products counted")
     keys = [k async for k in geo.infra.redis.scan_iter(f"{geo.infra.settings.prefix}:a4co:geo:*")]
     await geo.infra.redis.delete(*keys)
-    found = await stub.FindNearbyArtisans(
-        pb.FindNearbyArtisansRequest(location=at(37.7796, -3.7849), radius_km=5)
-    )
-    assert [a.artisan_id for a in found.artisans] == ["a-jaen"]
+    assert await counts_near(stub, 37.7796, -3.7849) == {"a-jaen": 3}
 
 
 async def test_delivery_quotes_by_zone(stub: pb_grpc.GeoServiceAsyncStub) -> None:
