@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 
 from services.payments import handlers, saga, subscriptions
-from services.payments.adapters.postgres import PaymentsUnitOfWork
+from services.payments.adapters.postgres import Methods, PaymentsUnitOfWork
 from services.payments.adapters.sandbox_provider import SandboxProvider
 from services.payments.grpc_api import POLICIES, registration
 from services.platform.events.subscriptions import bind
@@ -19,7 +19,9 @@ async def build(infra: Infrastructure) -> ServiceParts:
     """payments' parts, wired; the sandbox provider until a real acquirer is configured."""
     provider = SandboxProvider(timeout_s=float(os.environ.get("A4CO_SANDBOX_TIMEOUT_S", "3")))
     deps = handlers.Deps(
-        uow=functools.partial(PaymentsUnitOfWork, infra.pool, infra.outbox), provider=provider
+        uow=functools.partial(PaymentsUnitOfWork, infra.pool, infra.outbox),
+        methods=Methods(infra.pool),
+        provider=provider,
     )
     saga_deps = saga.SagaDeps(provider, charge_timeout_s=float(os.environ.get("A4CO_CHARGE_TIMEOUT_S", "5")))
     return ServiceParts(

@@ -65,7 +65,7 @@ def _payment(row: asyncpg.Record) -> PaymentRecord:
 class Methods:
     """Payment methods in `payment_methods`."""
 
-    def __init__(self, conn: Connection) -> None:
+    def __init__(self, conn: Connection | asyncpg.Pool) -> None:
         self.conn = conn
 
     async def add(self, method: StoredMethod) -> None:
