@@ -15,6 +15,9 @@ import asyncio
 import contextlib
 import json
 import logging
+import math
+import time
+from collections import Counter
 from dataclasses import dataclass, field
 
 import asyncpg
@@ -104,7 +107,7 @@ class OutboxRelay:
         schema: str,
         service: str,
         js: JetStreamContext,
-        batch_size: int = 500,
+        batch_size: int = 2000,
         poll_interval_s: float = 1.0,
         ack_timeout_s: float = 5.0,
         backoff: Backoff | None = None,
@@ -118,6 +121,8 @@ class OutboxRelay:
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
         self._lock_key = f"a4co-outbox-relay:{schema}"
+        self.backlog_interval_s = 1.0
+        self._backlog_counted_at = -math.inf
 
     async def run(self) -> None:
         """Relay until `stop()`; reconnects to PostgreSQL and backs off on any failure."""
@@ -197,10 +202,12 @@ class OutboxRelay:
         it are deleted all the same, and the rest are tried again.
         """
         rows = await conn.fetch(
-            "SELECT id, event_type, subject, headers::text AS headers, body FROM outbox ORDER BY id LIMIT $1",
+            "SELECT id, event_type, subject, headers::text AS headers, body,"
+            " extract(epoch FROM clock_timestamp() - created_at)::float8 AS age"
+            " FROM outbox ORDER BY id LIMIT $1",
             self.batch_size,
         )
-        await self._observe_backlog(conn, len(rows))
+        await self._observe_backlog(conn, rows)
         if not rows:
             return 0
         futures: list[asyncio.Future[PubAck]] = []
@@ -221,8 +228,8 @@ class OutboxRelay:
         acked_rows = [rows[i] for i in acked]
         if acked_rows:
             await self._prune(conn, [r["id"] for r in acked_rows])
-            for row in acked_rows:
-                metrics.EVENTS_PUBLISHED.labels(self.service, row["event_type"]).inc()
+            for event_type, n in Counter(r["event_type"] for r in acked_rows).items():
+                metrics.EVENTS_PUBLISHED.labels(self.service, event_type).inc(n)
         self.stats.published += len(acked_rows)
         self.stats.batches += 1
         if error is not None or failed:
@@ -250,9 +257,16 @@ class OutboxRelay:
                 failed.append(future.exception())  # type: ignore[arg-type]
         return acked, failed
 
-    async def _observe_backlog(self, conn: Connection, fetched: int) -> None:
-        pending, age = fetched, 0.0
-        if fetched:
+    async def _observe_backlog(self, conn: Connection, rows: list[asyncpg.Record]) -> None:
+        """Set the backlog gauges: from the batch itself when it holds the whole outbox, else
+        from a count over the table, at most once per `backlog_interval_s` (a count per batch
+        was 5 % of the relay's time, sampled while it drained 20,000 rows)."""
+        pending, age = len(rows), rows[0]["age"] if rows else 0.0
+        if len(rows) == self.batch_size:
+            now = time.monotonic()
+            if now - self._backlog_counted_at < self.backlog_interval_s:
+                return
+            self._backlog_counted_at = now
             row = await conn.fetchrow(_BACKLOG_SQL)
             assert row is not None
             pending, age = int(row["pending"]), float(row["age"])

@@ -157,3 +157,24 @@ async def test_outbox_metrics_follow_the_backlog(rig: Rig) -> None:
     )
     assert published is not None
     assert published >= 3
+
+
+async def test_the_backlog_is_counted_at_most_once_a_second_while_full_batches_drain(rig: Rig) -> None:
+    from prometheus_client import REGISTRY
+
+    def pending() -> float | None:
+        return REGISTRY.get_sample_value("a4co_outbox_pending", {"service": "orders"})
+
+    for i in range(5):
+        await rig.commit(order_created(f"b-{i}"), f"b-{i}")
+    relay = rig.relay(batch_size=2)
+    relay.backlog_interval_s = 3600.0
+    async with rig.pool.acquire() as conn:
+        assert await relay.relay_batch(conn) == 2  # a full batch: the table is counted
+        assert pending() == 5
+        assert await relay.relay_batch(conn) == 2  # full again, counted within the hour: kept
+        assert pending() == 5
+        assert await relay.relay_batch(conn) == 1  # the batch is the whole backlog
+        assert pending() == 1
+        assert await relay.relay_batch(conn) == 0
+        assert pending() == 0
