@@ -225,7 +225,8 @@ async def test_every_service_lists_describes_and_answers_every_rpc(five: dict[st
     )
     assert quote["zone"] == "local"
 
-    # Logout, and the token is refused at once by another service that verifies it locally.
+    # Logout, and the token is refused by another service that verifies it locally (it learns the
+    # revocation from identity's announcement, though it had already accepted this token).
     await call(addr["identity"], f"{ident}/Logout", {}, token=artisan_token)
     code, out = await grpcurl(
         addr["inventory"],
