@@ -41,13 +41,14 @@ def _order(row: asyncpg.Record) -> Order:
     )
 
 
-_SELECT = "SELECT *, lines::text AS lines, delivery_address::text AS delivery_address FROM orders"
+_COLUMNS = "*, lines::text AS lines, delivery_address::text AS delivery_address"
+_SELECT = f"SELECT {_COLUMNS} FROM orders"
 
 
 class Orders:
     """Orders in the `orders` table."""
 
-    def __init__(self, conn: Connection) -> None:
+    def __init__(self, conn: Connection | asyncpg.Pool) -> None:
         self.conn = conn
 
     async def add(self, order: Order) -> Order | None:
@@ -57,7 +58,7 @@ class Orders:
             " delivery_fee_cents, total_cents, payment_method_id, delivery_address, delivery_lat,"
             " delivery_lng, status, step_deadline)"
             " VALUES ($1, $2, $3, $4, $5::jsonb, $6, $7, $8, $9, $10::jsonb, $11, $12, $13, $14)"
-            " ON CONFLICT (customer_id, request_id) DO NOTHING RETURNING order_id",
+            f" ON CONFLICT (customer_id, request_id) DO NOTHING RETURNING {_COLUMNS}",
             order.order_id,
             order.customer_id,
             order.artisan_id,
@@ -73,9 +74,7 @@ class Orders:
             order.status.value,
             order.step_deadline,
         )
-        if row is None:
-            return None
-        return await self.get(order.order_id)
+        return _order(row) if row else None
 
     async def get(self, order_id: str, *, for_update: bool = False) -> Order | None:
         """One order, locked until the transaction ends when `for_update`."""
@@ -99,7 +98,7 @@ class Orders:
             "UPDATE orders SET payment = $2, payment_reason = $3, stock = $4, stock_reason = $5,"
             " cancel_reason = $6, shipped = $7, delivered = $8, refunded = $9, status = $10,"
             " step_deadline = $11,"
-            " version = version + 1, updated_at = now() WHERE order_id = $1 RETURNING order_id",
+            f" version = version + 1, updated_at = now() WHERE order_id = $1 RETURNING {_COLUMNS}",
             order.order_id,
             order.payment.value,
             order.payment_reason,
@@ -113,9 +112,7 @@ class Orders:
             order.step_deadline,
         )
         assert row is not None
-        saved = await self.get(order.order_id)
-        assert saved is not None
-        return saved
+        return _order(row)
 
     async def page(
         self, column: str, owner: str, status: Status | None, offset: int, limit: int
