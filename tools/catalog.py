@@ -20,6 +20,7 @@ from google.protobuf import descriptor_pb2
 from google.protobuf.descriptor import Descriptor, EnumDescriptor, FieldDescriptor
 
 from services.platform.events.registry import EventDef, EventRegistry, load_registry
+from services.platform.events.subscriptions import Only
 from tools.protoset import build_descriptor_set
 
 # Paths inside FileDescriptorProto, as used by SourceCodeInfo.Location.path.
@@ -92,8 +93,9 @@ def discover_consumers(registry: EventRegistry) -> dict[str, list[str]]:
             module = importlib.import_module(f"services.{info.name}.subscriptions")
         except ModuleNotFoundError:
             continue
-        for event_class in getattr(module, "HANDLERS", {}):
-            consumers[registry.of(event_class).event_type].append(info.name)
+        for event_class, entry in getattr(module, "HANDLERS", {}).items():
+            note = f" ({entry.note} only)" if isinstance(entry, Only) else ""
+            consumers[registry.of(event_class).event_type].append(info.name + note)
     return {k: sorted(set(v)) for k, v in consumers.items()}
 
 

@@ -84,11 +84,16 @@ async def on_order_created(deps: Deps, event: order_events.OrderCreated, ctx: Ha
     await _lines(ctx.conn, event.order_id, list(event.lines))
 
 
+def cancelled(event: order_events.OrderStatusChanged) -> bool:
+    """The only status change analytics records: a cancellation."""
+    return event.status == order_events.ORDER_STATUS_CANCELLED
+
+
 async def on_order_status_changed(
     deps: Deps, event: order_events.OrderStatusChanged, ctx: HandlerContext
 ) -> None:
     """A cancellation, and what it gave back."""
-    if event.status != order_events.ORDER_STATUS_CANCELLED:
+    if not cancelled(event):
         return
     await _ensure(ctx.conn, event.order_id, event.artisan_id)
     refunded = event.total.amount_cents if event.refund_required else 0

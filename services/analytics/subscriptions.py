@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from google.protobuf.message import Message
-
 from a4co.orders.events.v1 import order_events_pb2
 from services.analytics import handlers
-from services.platform.events.subscriptions import UnboundHandler
+from services.platform.events.subscriptions import Only, Table
 
-HANDLERS: dict[type[Message], UnboundHandler] = {
+HANDLERS: Table = {
     order_events_pb2.OrderCreated: handlers.on_order_created,
-    order_events_pb2.OrderStatusChanged: handlers.on_order_status_changed,
+    order_events_pb2.OrderStatusChanged: Only(
+        handlers.on_order_status_changed, handlers.cancelled, "cancelled"
+    ),
     order_events_pb2.OrderDelivered: handlers.on_order_delivered,
 }

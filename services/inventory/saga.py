@@ -23,6 +23,11 @@ def _refresh_cache(deps: Deps, ctx: HandlerContext, levels: list[StockLevel]) ->
     ctx.after_commit(refresh)
 
 
+def holds_stock(event: order_events.OrderStatusChanged) -> bool:
+    """The only status changes inventory acts on: PAID (reserve) and CANCELLED (release)."""
+    return event.status in (order_events.ORDER_STATUS_PAID, order_events.ORDER_STATUS_CANCELLED)
+
+
 async def on_order_status_changed(
     deps: Deps, event: order_events.OrderStatusChanged, ctx: HandlerContext
 ) -> None:

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-from google.protobuf.message import Message
-
 from a4co.artisans.events.v1 import artisan_events_pb2
 from a4co.orders.events.v1 import order_events_pb2
 from services.inventory import handlers, saga
-from services.platform.events.subscriptions import UnboundHandler
+from services.platform.events.subscriptions import Only, Table
 
-HANDLERS: dict[type[Message], UnboundHandler] = {
+HANDLERS: Table = {
     artisan_events_pb2.ProductPublished: handlers.on_product_published,
-    order_events_pb2.OrderStatusChanged: saga.on_order_status_changed,
+    order_events_pb2.OrderStatusChanged: Only(
+        saga.on_order_status_changed, saga.holds_stock, "paid or cancelled"
+    ),
     order_events_pb2.OrderDelivered: saga.on_order_delivered,
 }

@@ -100,11 +100,16 @@ async def on_order_created(deps: SagaDeps, event: order_events.OrderCreated, ctx
         )
 
 
+def refund_due(event: order_events.OrderStatusChanged) -> bool:
+    """The only status changes payments acts on: cancellations with a refund required."""
+    return event.status == order_events.ORDER_STATUS_CANCELLED and event.refund_required
+
+
 async def on_order_status_changed(
     deps: SagaDeps, event: order_events.OrderStatusChanged, ctx: HandlerContext
 ) -> None:
     """A cancelled order that was charged is refunded, once (RefundIssued)."""
-    if event.status != order_events.ORDER_STATUS_CANCELLED or not event.refund_required:
+    if not refund_due(event):
         return
     charges = Charges(ctx.conn)
     payment = await charges.for_refund(event.order_id)

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from google.protobuf.message import Message
-
 from a4co.orders.events.v1 import order_events_pb2
 from services.payments import saga
-from services.platform.events.subscriptions import UnboundHandler
+from services.platform.events.subscriptions import Only, Table
 
-HANDLERS: dict[type[Message], UnboundHandler] = {
+HANDLERS: Table = {
     order_events_pb2.OrderCreated: saga.on_order_created,
-    order_events_pb2.OrderStatusChanged: saga.on_order_status_changed,
+    order_events_pb2.OrderStatusChanged: Only(
+        saga.on_order_status_changed, saga.refund_due, "cancelled with a refund due"
+    ),
 }

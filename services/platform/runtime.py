@@ -26,7 +26,7 @@ from redis.asyncio import BlockingConnectionPool, Redis
 from services.platform.auth import RedisRevocations, TokenVerifier
 from services.platform.db import create_pool
 from services.platform.events.codec import EventCodec
-from services.platform.events.consumer import Handler, QueueConsumer
+from services.platform.events.consumer import Handler, QueueConsumer, Selective
 from services.platform.events.outbox import OutboxRelay, OutboxWriter
 from services.platform.events.registry import EventRegistry, load_registry
 from services.platform.events.streams import ensure_streams
@@ -40,7 +40,7 @@ log = logging.getLogger(__name__)
 
 REDIS_CONNECTIONS = 64
 
-Subscriptions = Mapping[str, Mapping[type[Message], Handler]]
+Subscriptions = Mapping[str, Mapping[type[Message], Handler | Selective]]
 
 
 @dataclass

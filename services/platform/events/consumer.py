@@ -98,6 +98,22 @@ Handler = Callable[[Message, HandlerContext], Awaitable[None]]
 
 
 @dataclass(frozen=True, slots=True)
+class Selective:
+    """A handler for the events of its type that `accepts` keeps.
+
+    The others are acknowledged at once and counted as skipped, without a transaction or an inbox
+    row: handling them would change nothing, so there is nothing to record or to deduplicate.
+    """
+
+    handle: Handler
+    accepts: Callable[[Message], bool]
+
+
+def _every(_: Message) -> bool:
+    return True
+
+
+@dataclass(frozen=True, slots=True)
 class _Work:
     """A message ready for its handler."""
 
@@ -142,7 +158,7 @@ class QueueConsumer:
         *,
         service: str,
         stream: str,
-        handlers: Mapping[type[Message], Handler],
+        handlers: Mapping[type[Message], Handler | Selective],
         js: JetStreamContext,
         pool: asyncpg.Pool,
         codec: EventCodec,
@@ -158,11 +174,13 @@ class QueueConsumer:
         self.policy = policy or DeliveryPolicy()
         self.stats = ConsumerStats()
         self.durable = topology.durable(service, stream)
-        self._handlers: dict[str, tuple[EventDef, Handler]] = {}
+        self._handlers: dict[str, tuple[EventDef, Selective]] = {}
         for message_class, handler in handlers.items():
             definition = codec.registry.of(message_class)
             if definition.stream != stream:
                 raise ValueError(f"{definition.event_type} travels in {definition.stream}, not {stream}")
+            if not isinstance(handler, Selective):
+                handler = Selective(handler, _every)
             self._handlers[definition.event_type] = (definition, handler)
         self._stopping = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -333,12 +351,15 @@ class QueueConsumer:
         except NoUpcastPathError as exc:
             await self._dead_letter(msg, REASON_UNKNOWN_EVENT, str(exc), event_type)
             return None
+        if not handler.accepts(payload):
+            await self._settle(msg, "skipped", event_type)
+            return None
         if delivery > self.policy.max_deliveries:
             # Earlier deliveries ended without an outcome (the process died mid-handler).
             error = f"no outcome after {delivery - 1} deliveries; the consumer may have crashed"
             await self._dead_letter(msg, REASON_HANDLER_FAILED, error, event_type)
             return None
-        return _Work(msg, incoming, payload, handler, delivery)
+        return _Work(msg, incoming, payload, handler.handle, delivery)
 
     async def _run_in_transaction(self, work: list[_Work]) -> list[bool]:
         """Record the events in the inbox and run the handlers of the new ones, in one transaction.

@@ -16,7 +16,13 @@ from a4co.orders.events.v1 import order_events_pb2
 from a4co.type.v1 import money_pb2
 from services.platform.db import create_pool
 from services.platform.events.codec import EventCodec, OutgoingEvent
-from services.platform.events.consumer import DeliveryPolicy, Handler, HandlerContext, QueueConsumer
+from services.platform.events.consumer import (
+    DeliveryPolicy,
+    Handler,
+    HandlerContext,
+    QueueConsumer,
+    Selective,
+)
 from services.platform.events.outbox import OutboxRelay, OutboxWriter
 from services.platform.events.registry import EventRegistry
 from services.platform.events.streams import ensure_streams
@@ -90,7 +96,7 @@ class Rig:
     async def consumer(
         self,
         service: str,
-        handlers: Mapping[type[Message], Handler],
+        handlers: Mapping[type[Message], Handler | Selective],
         *,
         stream: str = "ORDERS",
         policy: DeliveryPolicy = FAST,

@@ -11,7 +11,7 @@ from google.protobuf.message import Message
 from nats.aio.msg import Msg
 
 from a4co.orders.events.v1 import order_events_pb2
-from services.platform.events.consumer import HandlerContext, QueueConsumer
+from services.platform.events.consumer import HandlerContext, QueueConsumer, Selective
 from services.platform.events.dlq import DeadLetterFilter, DeadLetterQueue
 from tests.integration.events.rig import FAST, Rig, order_created, record_effect, running
 from tests.support.waiting import eventually
@@ -246,3 +246,26 @@ async def test_the_pruning_job_forgets_old_inbox_entries(rig: Rig) -> None:
         await eventually(pruned, what="the old entry pruned, the recent one kept")
     finally:
         job.cancel()
+
+
+async def test_events_a_selective_handler_does_not_want_are_acknowledged_without_a_transaction(
+    rig: Rig,
+) -> None:
+    def large(event: Message) -> bool:
+        assert isinstance(event, order_events_pb2.OrderCreated)
+        return event.total.amount_cents >= 1000
+
+    consumer = await rig.consumer(
+        "payments", {order_events_pb2.OrderCreated: Selective(record_effect(), large)}
+    )
+    for order_id, cents in (("o-small", 500), ("o-large", 5000), ("o-tiny", 1)):
+        await rig.commit(order_created(order_id, cents), order_id)
+    async with running(rig.relay()):
+        await eventually(lambda: consumer.stats.handled + consumer.stats.skipped == 3)
+
+    assert (consumer.stats.handled, consumer.stats.skipped) == (1, 2)
+    assert [r["aggregate"] for r in await consumer.pool.fetch("SELECT aggregate FROM effects")] == ["o-large"]
+    # Nothing was recorded for the others: no inbox row, and nothing left to redeliver.
+    assert await consumer.pool.fetchval("SELECT count(*) FROM inbox") == 1
+    info = await rig.js.consumer_info(rig.topology.stream("ORDERS"), consumer.durable)
+    assert (info.num_pending, info.num_ack_pending) == (0, 0)
