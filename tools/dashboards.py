@@ -26,6 +26,9 @@ SYNC: list[Panel] = [
     ], "percentunit"),
     ("Circuit breakers (0 closed, 1 half-open, 2 open)", [("{{peer}}", "max by (peer) (a4co_circuit_breaker_state)")], "none"),
     ("Outgoing calls by result", [("{{peer}} {{code}}", "sum by (peer, code) (rate(a4co_grpc_client_calls_total[1m]))")], "reqps"),
+    ("CheckStock answers by source (memory, redis, miss = PostgreSQL)", [
+        ("{{source}}", "sum by (source) (rate(a4co_stock_cache_lookups_total[1m]))"),
+    ], "ops"),
 ]  # fmt: skip
 EVENTS: list[Panel] = [
     ("Events published", [("{{event_type}}", "sum by (event_type) (rate(a4co_events_published_total[1m]))")], "ops"),
