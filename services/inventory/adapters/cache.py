@@ -115,6 +115,8 @@ class StockCache:
             keys=[self.key(level.product_id)],
             args=[level.version, level.available, self._ttl_s, self.memory.channel, level.product_id],
         )
-        # This process sees its own change at once, whatever the channel's delay.
-        self.memory.remember(level.product_id, (level.version, level.available))
+        if written:
+            # This process sees its own change at once, whatever the channel's delay. A write
+            # that did not land is older than what Redis holds: it must not reach memory either.
+            self.memory.remember(level.product_id, (level.version, level.available))
         return bool(written)

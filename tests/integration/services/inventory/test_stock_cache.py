@@ -74,6 +74,13 @@ async def test_an_older_announcement_never_replaces_a_newer_level(redis: Redis, 
         assert await cache.available(["p-x"]) == {"p-x": 2}
 
 
+async def test_a_write_older_than_redis_does_not_reach_memory(redis: Redis, prefix: str) -> None:
+    await StockCache(redis, prefix).put(level("p-aove", 9, version=7))  # announced to nobody
+    async with following_cache(StockCache(redis, prefix)) as cache:
+        assert not await cache.put(level("p-aove", 2, version=6))  # a slow reader's older level
+        assert await cache.available(["p-aove"]) == {"p-aove": 9}
+
+
 async def test_a_lost_subscription_forgets_what_was_in_memory(redis: Redis, prefix: str) -> None:
     async with following_cache(StockCache(redis, prefix)) as cache:
         await cache.put(level("p-miel", 5, version=1))
