@@ -67,12 +67,10 @@ async def on_artisan_onboarded(
         event.locality,
         Point(event.location.latitude, event.location.longitude),
     )
-    workshops = Workshops(ctx.conn)
-    await workshops.upsert(workshop)
-    count = (await workshops.product_counts([workshop.artisan_id])).get(workshop.artisan_id, 0)
+    await Workshops(ctx.conn).upsert(workshop)
 
     async def index() -> None:
-        await deps.index.add(workshop, count)
+        await deps.index.add(workshop, await _product_count(deps, workshop.artisan_id))
 
     ctx.after_commit(index)
 
@@ -86,9 +84,14 @@ async def on_product_published(
         event.product_id,
         event.artisan_id,
     )
-    counts = await Workshops(ctx.conn).product_counts([event.artisan_id])
 
     async def count() -> None:
-        await deps.index.count_products(event.artisan_id, counts.get(event.artisan_id, 0))
+        await deps.index.count_products(event.artisan_id, await _product_count(deps, event.artisan_id))
 
     ctx.after_commit(count)
+
+
+async def _product_count(deps: Deps, artisan_id: str) -> int:
+    """An artisan's products, counted after the commit: whichever of two concurrent handlers
+    counts last sees both products (counting inside each transaction, both could miss the other's)."""
+    return (await Workshops(deps.pool).product_counts([artisan_id])).get(artisan_id, 0)
