@@ -111,6 +111,7 @@ class OutboxRelay:
         poll_interval_s: float = 1.0,
         ack_timeout_s: float = 5.0,
         backoff: Backoff | None = None,
+        backlog_interval_s: float = 1.0,
     ) -> None:
         self.dsn, self.schema, self.service, self.js = dsn, schema, service, js
         self.batch_size = batch_size
@@ -121,7 +122,7 @@ class OutboxRelay:
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
         self._lock_key = f"a4co-outbox-relay:{schema}"
-        self.backlog_interval_s = 1.0
+        self.backlog_interval_s = backlog_interval_s
         self._backlog_counted_at = -math.inf
 
     async def run(self) -> None:

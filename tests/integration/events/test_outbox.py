@@ -167,8 +167,7 @@ async def test_the_backlog_is_counted_at_most_once_a_second_while_full_batches_d
 
     for i in range(5):
         await rig.commit(order_created(f"b-{i}"), f"b-{i}")
-    relay = rig.relay(batch_size=2)
-    relay.backlog_interval_s = 3600.0
+    relay = rig.relay(batch_size=2, backlog_interval_s=3600.0)
     async with rig.pool.acquire() as conn:
         assert await relay.relay_batch(conn) == 2  # a full batch: the table is counted
         assert pending() == 5
