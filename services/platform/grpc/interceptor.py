@@ -134,16 +134,19 @@ class PlatformInterceptor:
     ) -> Message:
         started = time.perf_counter()
         metadata = {k: v for k, v in context.invocation_metadata() or () if isinstance(v, str)}
-        # The call itself is the cause of whatever it publishes: "<Method>/<call id>".
-        call_id = f"{method.rsplit('/', 1)[-1]}/{uuid.uuid4()}"
-        flow = Flow(metadata.get("x-correlation-id") or str(uuid.uuid4()), call_id)
+        # The call itself is the cause of whatever it publishes: "<Method>/<call id>"; a call that
+        # starts a flow gives it its own id, as Flow.new does.
+        call_id = str(uuid.uuid4())
+        flow = Flow(metadata.get("x-correlation-id") or call_id, f"{method.rsplit('/', 1)[-1]}/{call_id}")
         code, principal, error_reason = grpc.StatusCode.OK, None, ""
         remote = None
         if self.propagate_only and "traceparent" in metadata:
             remote = otel_context.attach(propagate.extract(metadata))
         try:
-            principal = await self._authenticate(policy, metadata)
-            flow = Flow(flow.correlation_id, flow.causation_id, principal.user_id if principal else "")
+            token = bearer_token(metadata)
+            if token is not None or not policy.public:
+                principal = await self._authenticate(policy, token)
+                flow = Flow(flow.correlation_id, flow.causation_id, principal.user_id if principal else "")
             with principal_scope(principal), flow_scope(flow):
                 if policy.validator is not None:
                     policy.validator(request)
@@ -170,8 +173,7 @@ class PlatformInterceptor:
             if remote is not None:
                 otel_context.detach(remote)
 
-    async def _authenticate(self, policy: MethodPolicy, metadata: Mapping[str, str]) -> Principal | None:
-        token = bearer_token(metadata)
+    async def _authenticate(self, policy: MethodPolicy, token: str | None) -> Principal | None:
         if token is None or self.verifier is None:
             if policy.public:
                 return None
