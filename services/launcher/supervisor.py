@@ -152,12 +152,22 @@ class Supervisor:
         """Start every service (orders after its peers are ready) and watch them."""
         self.run_dir.mkdir(parents=True, exist_ok=True)
         first = [n for n in self.services if n != "orders"]
-        for name in first:
-            await self._spawn(name)
-        await asyncio.gather(*(self._wait_ready(n, timeout) for n in first))
-        if "orders" in self.children:
-            await self._spawn("orders")
-            await self._wait_ready("orders", timeout)
+        try:
+            for name in first:
+                await self._spawn(name)
+            waits = [asyncio.create_task(self._wait_ready(n, timeout)) for n in first]
+            try:
+                await asyncio.gather(*waits)
+            finally:
+                for wait in waits:
+                    wait.cancel()
+            if "orders" in self.children:
+                await self._spawn("orders")
+                await self._wait_ready("orders", timeout)
+        except BaseException:
+            # A service that cannot start must not leave the others running with no one to stop them.
+            await self.stop()
+            raise
         (self.run_dir / "addresses.json").write_text(
             json.dumps({n: asdict(e) for n, e in self.endpoints.items()}, indent=2)
         )
