@@ -22,7 +22,7 @@ async def build(infra: Infrastructure) -> ServiceParts:
         registrations=[registration(deps)],
         policies=POLICIES,
         subscriptions=bind(subscriptions.HANDLERS, infra.registry, deps),
-        background=[cache.follow],
+        background=[cache.memory.follow],
     )
 
 

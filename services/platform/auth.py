@@ -73,20 +73,13 @@ class RedisRevocations:
     """Revoked sessions as Redis keys with a TTL; shared by every service.
 
     Each revocation is also announced on a Redis channel in the same transaction; a process that
-    follows the channel (`follow`) remembers the answers it read (services/platform/announced.py),
+    follows the channel (`memory.follow`) remembers the answers it read (services/platform/announced.py),
     so the check that every authenticated call makes is not a Redis round trip each time. A
     revocation reaches a following process within the channel's delivery time, and at once in the
     process that revoked.
     """
 
-    def __init__(
-        self,
-        redis: Redis,
-        prefix: str = "",
-        *,
-        local_ttl_s: float = 2.0,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
+    def __init__(self, redis: Redis, prefix: str = "") -> None:
         self._redis = redis
         self._prefix = f"{prefix}:" if prefix else ""
         self.memory: AnnouncedMemory[bool] = AnnouncedMemory(
@@ -94,10 +87,7 @@ class RedisRevocations:
             f"{self._prefix}a4co:sessions:revoked",
             lambda session_id: (session_id, True),
             supersedes=lambda new, old: new or not old,  # a revocation is never undone
-            ttl_s=local_ttl_s,
-            clock=clock,
         )
-        self.follow = self.memory.follow
 
     def _key(self, session_id: str) -> str:
         return self._prefix + REVOKED_KEY.format(sid=session_id)

@@ -10,6 +10,9 @@ from asyncpg.pool import PoolConnectionProxy
 from services.platform.events.tables import ensure_schema, quote_ident
 
 Connection: TypeAlias = "asyncpg.Connection[asyncpg.Record] | PoolConnectionProxy[asyncpg.Record]"
+# What a repository runs its statements on: a transaction's connection, or the pool itself when a
+# use case needs a single statement (its own implicit transaction, one round trip).
+Queryable: TypeAlias = "Connection | asyncpg.Pool"
 
 
 async def create_pool(

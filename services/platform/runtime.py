@@ -205,7 +205,7 @@ class ServiceRunner:
         self._tasks.append(
             asyncio.create_task(keep_inbox_pruned(self.infra.pool, retention), name="inbox pruning")
         )
-        self._tasks.append(asyncio.create_task(self.infra.revocations.follow(), name="revocations"))
+        self._tasks.append(asyncio.create_task(self.infra.revocations.memory.follow(), name="revocations"))
         for job in self.parts.background:
             self._tasks.append(asyncio.create_task(job(), name=getattr(job, "__name__", "job")))
         for consumer in self.consumers:

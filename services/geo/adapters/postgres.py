@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncpg
 
 from services.geo.domain import Point, Workshop
-from services.platform.db import Connection
+from services.platform.db import Queryable
 
 
 def _workshop(row: asyncpg.Record) -> Workshop:
@@ -21,7 +21,7 @@ def _workshop(row: asyncpg.Record) -> Workshop:
 class Workshops:
     """Workshops in the `workshops` table."""
 
-    def __init__(self, conn: Connection | asyncpg.Pool) -> None:
+    def __init__(self, conn: Queryable) -> None:
         self.conn = conn
 
     async def upsert(self, w: Workshop) -> None:

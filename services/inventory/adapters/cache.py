@@ -5,7 +5,7 @@ newer than the cached one (a Lua script, atomic in Redis), so a slow reader that
 from an older database read can never overwrite a newer value written after a change.
 
 Every write that lands is also announced, in the same script, on a Redis channel; each inventory
-process that follows it (`follow`, a background job) keeps the levels it has read in memory
+process that follows it (`memory.follow`, a background job) keeps the levels it has read in memory
 (services/platform/announced.py), a newer version replacing an older one.
 """
 
@@ -76,7 +76,6 @@ class StockCache:
             ttl_s=local_ttl_s,
             clock=clock,
         )
-        self.follow = self.memory.follow
         self._from_memory, self._from_redis, self._missed = (
             LOOKUPS.labels(source) for source in ("memory", "redis", "miss")
         )

@@ -8,7 +8,7 @@ from datetime import datetime
 import asyncpg
 
 from services.orders.domain import Line, Order, Outcome, Status
-from services.platform.db import Connection
+from services.platform.db import Connection, Queryable
 from services.platform.uow import PostgresUnitOfWork
 
 
@@ -48,7 +48,7 @@ _SELECT = f"SELECT {_COLUMNS} FROM orders"
 class Orders:
     """Orders in the `orders` table."""
 
-    def __init__(self, conn: Connection | asyncpg.Pool) -> None:
+    def __init__(self, conn: Queryable) -> None:
         self.conn = conn
 
     async def add(self, order: Order) -> Order | None:

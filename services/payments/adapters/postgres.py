@@ -8,7 +8,7 @@ from datetime import datetime
 import asyncpg
 
 from services.payments.domain import Brand, MethodType
-from services.platform.db import Connection
+from services.platform.db import Connection, Queryable
 from services.platform.uow import PostgresUnitOfWork
 from services.platform.validation import is_uuid
 
@@ -65,7 +65,7 @@ def _payment(row: asyncpg.Record) -> PaymentRecord:
 class Methods:
     """Payment methods in `payment_methods`."""
 
-    def __init__(self, conn: Connection | asyncpg.Pool) -> None:
+    def __init__(self, conn: Queryable) -> None:
         self.conn = conn
 
     async def add(self, method: StoredMethod) -> None:
