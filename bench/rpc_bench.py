@@ -43,6 +43,8 @@ from services.platform.auth import generate_keypair
 from services.platform.local_servers import ServerUrls, wait_until
 
 SERVICES = ("identity", "inventory", "payments", "catalog", "geo")
+SEARCH_QUERY = "aceite oliva virgen"
+INDEX_CATCH_UP_S = 120.0
 ECHO_METHOD = "/bench.Echo/Echo"
 
 
@@ -226,6 +228,8 @@ async def measure(urls: ServerUrls, sizes: Sizes, progress: Callable[[str], None
         async with services(urls, Path(tmp)) as (addresses, prefix), echo_server() as echo_address:
             progress(f"seeding {sizes.search_products:,} products")
             await seed(urls, prefix, sizes.search_products)
+            progress("waiting for the search index to follow the seeding")
+            await wait_for_search_index(urls, prefix, addresses["catalog"])
             calls = await prepare_calls(addresses)
             channel = grpc.aio.insecure_channel(echo_address)
             echo: grpc.aio.UnaryUnaryMultiCallable[bytes, bytes] = channel.unary_unary(ECHO_METHOD)
@@ -258,6 +262,29 @@ CHECK = inventory_pb.CheckStockRequest(
 )
 
 
+async def wait_for_search_index(urls: ServerUrls, prefix: str, address: str) -> None:
+    """Until SearchProducts counts every match the seeded catalogue has: the catalog's search index
+    follows the seeding through PostgreSQL's notifications, and is measured only once complete."""
+    conn = await asyncpg.connect(urls.database_url)
+    try:
+        expected = await conn.fetchval(
+            f"SELECT count(*) FROM \"{prefix}_catalog\".products WHERE search @@ plainto_tsquery('spanish', $1)",
+            SEARCH_QUERY,
+        )
+    finally:
+        await conn.close()
+    async with grpc.aio.insecure_channel(address) as channel:
+        catalog = catalog_grpc.CatalogServiceStub(channel)
+        request = catalog_pb.SearchProductsRequest(query=SEARCH_QUERY, page_size=1)
+        deadline = time.monotonic() + INDEX_CATCH_UP_S
+        while (found := (await catalog.SearchProducts(request)).total_size) != expected:
+            if time.monotonic() > deadline:
+                raise RuntimeError(
+                    f"the search index counts {found} of {expected} matches after {INDEX_CATCH_UP_S:.0f} s"
+                )
+            await asyncio.sleep(0.2)
+
+
 async def prepare_calls(addresses: dict[str, str]) -> dict[str, Callable[[], Awaitable[object]]]:
     """One callable per measured RPC, with a customer signed up for the authenticated ones."""
     channels = {name: grpc.aio.insecure_channel(address) for name, address in addresses.items()}
@@ -278,7 +305,7 @@ async def prepare_calls(addresses: dict[str, str]) -> dict[str, Callable[[], Awa
     card = payments_pb.ValidatePaymentMethodRequest(
         card=payments_pb.Card(number="4242424242424242", exp_month=12, exp_year=2031, cvc="123")
     )
-    search = catalog_pb.SearchProductsRequest(query="aceite oliva virgen", page_size=20)
+    search = catalog_pb.SearchProductsRequest(query=SEARCH_QUERY, page_size=20)
     nearby = geo_pb.FindNearbyArtisansRequest(
         location=lat_lng_pb2.LatLng(latitude=38.0133, longitude=-3.3706), radius_km=30
     )

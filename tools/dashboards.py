@@ -29,6 +29,13 @@ SYNC: list[Panel] = [
     ("CheckStock answers by source (memory, redis, miss = PostgreSQL)", [
         ("{{source}}", "sum by (source) (rate(a4co_stock_cache_lookups_total[1m]))"),
     ], "ops"),
+    ("SearchProducts by engine (index; sql while the index is not following, and without words)", [
+        ("{{instance}} {{engine}}", "sum by (instance, engine) (rate(a4co_searches_total[1m]))"),
+    ], "reqps"),
+    ("Search index: following (1) and products indexed", [
+        ("{{instance}} following", "max by (instance) (a4co_search_index_ready)"),
+        ("{{instance}} products", "max by (instance) (a4co_search_index_documents)"),
+    ], "none"),
 ]  # fmt: skip
 EVENTS: list[Panel] = [
     ("Events published", [("{{event_type}}", "sum by (event_type) (rate(a4co_events_published_total[1m]))")], "ops"),

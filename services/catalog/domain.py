@@ -7,7 +7,7 @@ import hashlib
 import json
 import re
 import unicodedata
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import datetime
 
 from services.platform.errors import FieldViolation, InvalidArgumentError
@@ -41,7 +41,8 @@ class SearchFilters:
 
     def fingerprint(self) -> str:
         """A short hash of the filters."""
-        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:12]
+        fields = {name: getattr(self, name) for name in self.__slots__}  # asdict, without its deep copy
+        return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:12]
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,21 +74,21 @@ class Hit:
     distance_km: float
 
 
-def encode_page_token(offset: int, filters: SearchFilters) -> str:
-    """An opaque token for the page starting at `offset` of this search."""
-    raw = json.dumps({"o": offset, "f": filters.fingerprint()}).encode()
+def encode_page_token(offset: int, fingerprint: str) -> str:
+    """An opaque token for the page starting at `offset` of the search with this fingerprint."""
+    raw = json.dumps({"o": offset, "f": fingerprint}).encode()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
-def decode_page_token(token: str, filters: SearchFilters) -> int:
+def decode_page_token(token: str, fingerprint: str) -> int:
     """The offset of a page token; INVALID_ARGUMENT when it is malformed or from another search."""
     if not token:
         return 0
     try:
         data = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
-        offset, fingerprint = int(data["o"]), str(data["f"])
+        offset, data_fingerprint = int(data["o"]), str(data["f"])
     except (ValueError, KeyError, TypeError):
         raise InvalidArgumentError([FieldViolation("page_token", "is not a token from this API")]) from None
-    if fingerprint != filters.fingerprint() or offset < 0:
+    if data_fingerprint != fingerprint or offset < 0:
         raise InvalidArgumentError([FieldViolation("page_token", "belongs to a search with other filters")])
     return offset

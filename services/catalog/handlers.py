@@ -31,10 +31,11 @@ class Page:
 
 async def search_products(deps: Deps, filters: SearchFilters, page_size: int, page_token: str) -> Page:
     """Ranked products matching the filters; typos, accents and plurals forgiven."""
-    offset = decode_page_token(page_token, filters)
+    fingerprint = filters.fingerprint()
+    offset = decode_page_token(page_token, fingerprint)
     hits, total = await deps.search.search(filters, offset, page_size)
     following = offset + len(hits)
-    return Page(hits, encode_page_token(following, filters) if following < total else "", total)
+    return Page(hits, encode_page_token(following, fingerprint) if following < total else "", total)
 
 
 async def get_product(deps: Deps, product_id: str) -> ProductView:

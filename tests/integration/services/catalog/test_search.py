@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -10,6 +11,7 @@ from pathlib import Path
 import grpc
 import pytest
 import pytest_asyncio
+from prometheus_client import REGISTRY
 
 from a4co.artisans.events.v1 import artisan_events_pb2
 from a4co.catalog.v1 import catalog_service_pb2 as pb
@@ -17,6 +19,7 @@ from a4co.catalog.v1 import catalog_service_pb2_grpc as pb_grpc
 from a4co.inventory.events.v1 import inventory_events_pb2
 from a4co.type.v1 import lat_lng_pb2, money_pb2
 from services.catalog.__main__ import build
+from services.catalog.adapters.index import ProductIndex
 from services.catalog.adapters.postgres import Projections
 from services.catalog.domain import fold
 from services.demo.catalogue import ARTISANS, products
@@ -36,11 +39,16 @@ CAZORLA = lat_lng_pb2.LatLng(latitude=37.9148, longitude=-3.0030)
 PRODUCTS = products()
 
 
-@pytest_asyncio.fixture(scope="module", loop_scope="session")
-async def catalog(urls: ServerUrls, keys: Keys) -> AsyncIterator[RunningService]:
-    """One catalog with the whole demo catalogue, shared by this module's read-mostly tests."""
+@pytest_asyncio.fixture(scope="module", loop_scope="session", params=["index", "sql"])
+async def catalog(
+    request: pytest.FixtureRequest, urls: ServerUrls, keys: Keys
+) -> AsyncIterator[RunningService]:
+    """One catalog with the whole demo catalogue, shared by this module's read-mostly tests; each
+    test runs against the search index, then with the index off (every search in SQL)."""
     prefix = "t" + uuid.uuid4().hex[:12]
-    async with running_service("catalog", build, SCHEMA, settings_for("catalog", urls, prefix, keys)) as svc:
+    index = ProductIndex()
+    wired = functools.partial(build, index=index, follow=request.param == "index")
+    async with running_service("catalog", wired, SCHEMA, settings_for("catalog", urls, prefix, keys)) as svc:
         start = datetime(2026, 1, 1, tzinfo=UTC)
         async with svc.infra.pool.acquire() as conn, conn.transaction():
             projections = Projections(conn)
@@ -52,6 +60,10 @@ async def catalog(urls: ServerUrls, keys: Keys) -> AsyncIterator[RunningService]
                     p.key, p.artisan_key, p.name, p.description, p.category, p.price_cents, "EUR", when
                 )
                 await projections.set_available(p.key, p.stock, when)
+        if request.param == "index":
+            await eventually(
+                lambda: index.ready and index.documents == len(PRODUCTS), what="the search index loaded"
+            )
         yield svc
 
 
@@ -97,6 +109,23 @@ async def test_the_name_outranks_a_mention_in_the_description(stub: pb_grpc.Cata
     # which mentions nothing of honey, never appears.
     assert found[0].startswith("Miel")
     assert not any(n.startswith("Vela") for n in found)
+
+
+async def test_searches_with_words_use_the_index_while_it_follows(
+    stub: pb_grpc.CatalogServiceAsyncStub, request: pytest.FixtureRequest
+) -> None:
+    def counts() -> dict[str, float]:
+        return {
+            e: REGISTRY.get_sample_value("a4co_searches_total", {"engine": e}) or 0 for e in ("index", "sql")
+        }
+
+    before = counts()
+    await names(stub, "aceite")
+    await stub.SearchProducts(pb.SearchProductsRequest(category="forja"))  # no words: always SQL
+    after = counts()
+    moved = {e: after[e] - before[e] for e in after}
+    indexed = request.node.callspec.params["catalog"] == "index"
+    assert moved == ({"index": 1, "sql": 1} if indexed else {"index": 0, "sql": 2})
 
 
 async def test_filters_narrow_the_results(stub: pb_grpc.CatalogServiceAsyncStub) -> None:

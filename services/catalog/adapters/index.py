@@ -1,0 +1,267 @@
+"""catalog's search index: the products' text ranked by BM25 in Tantivy, in this process's memory.
+
+PostgreSQL's tables stay the catalogue; the index is derived from them (`follower.py` keeps it in
+step) and answers searches that have words, because ranking thousands of matches in SQL cost about
+45 ms of PostgreSQL CPU per query over 100,000 products, and the index answers the same query,
+count included, in about 0.25 ms (docs/performance.md, docs/decisions/0016).
+
+Text is analysed as PostgreSQL's `spanish` configuration over `unaccent` does it: folded, Spanish
+stop words dropped, Snowball Spanish stems. Name, category and description are indexed as one
+field, the name three times and the category twice, so that a word weighs most in the name, then
+in the category, then in the description, with one term per word to match and score (0.25 ms for
+9,000 matches, against 0.6 ms for a choice among three fields per word).
+
+Results are ordered by score, then by the index's own order of documents (newest first as
+loaded; a product changed since comes after the others of its score), so that pages never overlap
+nor skip a result while the index is unchanged.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+import tantivy
+from prometheus_client import Counter, Gauge
+
+from services.catalog.domain import SearchFilters
+
+DOCUMENTS = Gauge("a4co_search_index_documents", "Products in this process's search index.")
+READY = Gauge(
+    "a4co_search_index_ready",
+    "1 while the search index follows PostgreSQL and answers searches with words; 0 while they run in SQL.",
+)
+SEARCHES = Counter("a4co_searches", "SearchProducts answered, by engine (index or sql).", ["engine"])
+
+NAME_WEIGHT, CATEGORY_WEIGHT = 3, 2
+WRITER_HEAP_BYTES = 15_000_000  # Tantivy's minimum for one indexing thread
+EARTH_RADIUS_KM = 6371.0088
+
+# Folded, stop words dropped, then stemmed: the order of PostgreSQL's unaccent + `spanish`.
+ANALYZER = (
+    tantivy.TextAnalyzerBuilder(tantivy.Tokenizer.simple())
+    .filter(tantivy.Filter.lowercase())
+    .filter(tantivy.Filter.ascii_fold())
+    .filter(tantivy.Filter.stopword("spanish"))
+    .filter(tantivy.Filter.stemmer("spanish"))
+    .build()
+)
+
+
+@dataclass(frozen=True, slots=True)
+class IndexedProduct:
+    """What the index knows of a product: its text and what searches filter by."""
+
+    product_id: str
+    artisan_id: str
+    name: str
+    description: str
+    category: str
+    price_cents: int
+    publish_time: datetime
+    in_stock: bool
+    latitude: float
+    longitude: float
+
+
+@dataclass(frozen=True, slots=True)
+class Ranked:
+    """One result of the index: which product, its score and its distance (0 without `near`)."""
+
+    product_id: str
+    score: float
+    distance_km: float
+
+
+def _schema() -> tantivy.Schema:
+    builder = tantivy.SchemaBuilder()
+    builder.add_text_field("product_id", stored=True, tokenizer_name="raw")
+    builder.add_text_field("text", tokenizer_name="es", index_option="freq")
+    builder.add_text_field("category", tokenizer_name="raw")
+    builder.add_text_field("artisan_id", tokenizer_name="raw")
+    builder.add_integer_field("price_cents", fast=True)
+    builder.add_integer_field("publish_us", fast=True)
+    builder.add_boolean_field("in_stock", indexed=True)
+    builder.add_float_field("latitude", fast=True)
+    builder.add_float_field("longitude", fast=True)
+    return builder.build()
+
+
+def _document(p: IndexedProduct) -> tantivy.Document:
+    return tantivy.Document(
+        product_id=p.product_id,
+        text=" ".join([p.name] * NAME_WEIGHT + [p.category] * CATEGORY_WEIGHT + [p.description]),
+        category=p.category,
+        artisan_id=p.artisan_id,
+        price_cents=p.price_cents,
+        publish_us=int(p.publish_time.timestamp() * 1_000_000),
+        in_stock=p.in_stock,
+        latitude=p.latitude,
+        longitude=p.longitude,
+    )
+
+
+def distance_km(lat1: float, lng1: float, lat2: float, lng2: float) -> float:
+    """Great-circle (haversine) distance, as catalog's SQL computes it."""
+    p1, p2 = math.radians(lat1), math.radians(lat2)
+    h = (
+        math.sin((p2 - p1) / 2) ** 2
+        + math.cos(p1) * math.cos(p2) * math.sin(math.radians(lng2 - lng1) / 2) ** 2
+    )
+    return 2 * EARTH_RADIUS_KM * math.asin(min(1.0, math.sqrt(h)))
+
+
+class Loading:
+    """A whole new index being filled; it replaces the current one when finished."""
+
+    def __init__(self, target: ProductIndex) -> None:
+        self._target = target
+        self._index = target.new_tantivy_index()
+        self._writer = self._index.writer(heap_size=WRITER_HEAP_BYTES, num_threads=1)
+
+    def add(self, products: Iterable[IndexedProduct]) -> None:
+        """Index some products (blocking; run it in a thread)."""
+        for p in products:
+            self._writer.add_document(_document(p))
+
+    def finish(self) -> None:
+        """Commit, and make the new index the one searched (blocking; run it in a thread)."""
+        self._writer.commit()
+        self._writer.wait_merging_threads()
+        self._index.reload()
+        self._target.swap(self._index)
+
+
+class ProductIndex:
+    """The search index of one catalog process; `ready` is set by whoever keeps it in step."""
+
+    def __init__(self) -> None:
+        self.schema = _schema()
+        self._index = self.new_tantivy_index()
+        self.ready = False
+        self.documents = 0
+
+    def new_tantivy_index(self) -> tantivy.Index:
+        """An empty in-memory index with this schema and the Spanish analyser."""
+        index = tantivy.Index(self.schema, sort_by_field="publish_us", sort_order=tantivy.Order.Desc)
+        index.register_tokenizer("es", ANALYZER)
+        index.config_reader(reload_policy="Manual")
+        return index
+
+    def swap(self, index: tantivy.Index) -> None:
+        """Search `index` from now on."""
+        self._index = index
+        self._count()
+
+    def _count(self) -> None:
+        self.documents = self._index.searcher().num_docs
+        DOCUMENTS.set(self.documents)
+
+    def loading(self) -> Loading:
+        """Start filling a new index that will replace this one."""
+        return Loading(self)
+
+    def update(self, products: Sequence[IndexedProduct], product_ids: Iterable[str]) -> None:
+        """Replace the documents of `product_ids` by `products` (blocking; run it in a thread).
+
+        Ids without a product among `products` lose their document.
+        """
+        writer = self._index.writer(heap_size=WRITER_HEAP_BYTES, num_threads=1)
+        for product_id in product_ids:
+            writer.delete_documents_by_term("product_id", product_id)
+        for p in products:
+            writer.add_document(_document(p))
+        writer.commit()
+        writer.wait_merging_threads()
+        self._index.reload()
+        self._count()
+
+    def search(
+        self, words: Sequence[str], any_word: bool, filters: SearchFilters, offset: int, limit: int
+    ) -> tuple[list[Ranked], int]:
+        """One page of products matching every word (or any, with `any_word`), and the total."""
+        query = self._query(words, any_word, filters)
+        if query is None:
+            return [], 0
+        searcher = self._index.searcher()
+        if not filters.near:
+            # Tantivy breaks ties between equal scores by document order, the same on every page.
+            found = searcher.search(query, limit=limit, offset=offset, count=True)
+            total = int(found.count or 0)  # type: ignore[attr-defined]  # set with count=True; not in the stubs
+            page = [Ranked(searcher.doc(a)["product_id"][0], float(score), 0.0) for score, a in found.hits]
+            return page, total
+        # The radius is exact only once the distances are known: every candidate in the box is read.
+        candidates = searcher.search(query, limit=1, count=True)
+        count = int(candidates.count or 0)  # type: ignore[attr-defined]
+        hits = list(searcher.search(query, limit=max(count, 1), count=False).hits)
+        addresses = [address for _, address in hits]
+        lat, lng = filters.near
+        latitudes = searcher.fast_field_values("latitude", addresses)
+        longitudes = searcher.fast_field_values("longitude", addresses)
+        distances = [
+            distance_km(float(la or 0), float(lo or 0), lat, lng)
+            for la, lo in zip(latitudes, longitudes, strict=True)
+        ]
+        keep = [i for i, d in enumerate(distances) if d <= filters.radius_km]
+        keep.sort(key=lambda i: (-hits[i][0], addresses[i].segment_ord, addresses[i].doc))
+        page = [
+            Ranked(searcher.doc(addresses[i])["product_id"][0], float(hits[i][0]), distances[i])
+            for i in keep[offset : offset + limit]
+        ]
+        return page, len(keep)
+
+    def knows(self, word: str) -> bool:
+        """Whether some product has this word (or it is a stop word), so it needs no correcting."""
+        searcher = self._index.searcher()
+        return all(searcher.doc_freq("text", stem) > 0 for stem in ANALYZER.analyze(word))
+
+    def _query(self, words: Sequence[str], any_word: bool, filters: SearchFilters) -> tantivy.Query | None:
+        """The words and the filters, or None when no word remains."""
+        schema = self.schema
+        terms = [
+            tantivy.Query.term_query(schema, "text", stem, index_option="freq")
+            for word in words
+            for stem in ANALYZER.analyze(word)  # none for a stop word
+        ]
+        if not terms:
+            return None
+        conditions = self._filters(filters)
+        occur = tantivy.Occur.Should if any_word else tantivy.Occur.Must
+        clauses = [(occur, term) for term in terms]
+        if any_word and conditions:  # beside a Must, a Should no longer decides what matches
+            clauses = [(tantivy.Occur.Must, tantivy.Query.boolean_query(clauses))]
+        for condition in conditions:
+            clauses.append((tantivy.Occur.Must, tantivy.Query.const_score_query(condition, 0.0)))
+        return tantivy.Query.boolean_query(clauses)
+
+    def _filters(self, filters: SearchFilters) -> list[tantivy.Query]:
+        schema, integer, real = self.schema, tantivy.FieldType.Integer, tantivy.FieldType.Float
+        found = []
+        if filters.category:
+            found.append(tantivy.Query.term_query(schema, "category", filters.category))
+        if filters.artisan_id:
+            found.append(tantivy.Query.term_query(schema, "artisan_id", filters.artisan_id))
+        if filters.min_price_cents is not None or filters.max_price_cents is not None:
+            found.append(
+                tantivy.Query.range_query(
+                    schema, "price_cents", integer, filters.min_price_cents, filters.max_price_cents
+                )
+            )
+        if filters.in_stock_only:
+            found.append(tantivy.Query.term_query(schema, "in_stock", True))
+        if filters.near:
+            # A box around the circle narrows the candidates; the distance decides afterwards.
+            lat, lng = filters.near
+            angle = filters.radius_km / EARTH_RADIUS_KM
+            d_lat = math.degrees(angle) + 1e-9
+            found.append(tantivy.Query.range_query(schema, "latitude", real, lat - d_lat, lat + d_lat))
+            spread = math.sin(angle) / max(math.cos(math.radians(lat)), 1e-12)
+            if spread < 1:  # else the circle reaches a pole: every longitude
+                d_lng = math.degrees(math.asin(spread)) + 1e-9
+                if lng - d_lng >= -180 and lng + d_lng <= 180:  # else it crosses the antimeridian
+                    found.append(
+                        tantivy.Query.range_query(schema, "longitude", real, lng - d_lng, lng + d_lng)
+                    )
+        return found

@@ -1,0 +1,146 @@
+"""The catalog's search index on its own: matching, ranking, filters, pages and updates."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from services.catalog.adapters.index import IndexedProduct, ProductIndex, distance_km
+from services.catalog.domain import SearchFilters
+
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+JAEN = (37.7796, -3.7849)
+
+
+def product(
+    pid: str, name: str, description: str = "", category: str = "aceite", **kw: object
+) -> IndexedProduct:
+    fields: dict[str, object] = {
+        "artisan_id": "a-1",
+        "price_cents": 1000,
+        "publish_time": T0,
+        "in_stock": True,
+        "latitude": JAEN[0],
+        "longitude": JAEN[1],
+    }
+    fields.update(kw)
+    return IndexedProduct(pid, name=name, description=description, category=category, **fields)  # type: ignore[arg-type]
+
+
+def loaded(*products: IndexedProduct) -> ProductIndex:
+    index = ProductIndex()
+    loading = index.loading()
+    loading.add(products)
+    loading.finish()
+    return index
+
+
+def ids(index: ProductIndex, *words: str, any_word: bool = False, **filters: object) -> list[str]:
+    found, total = index.search(list(words), any_word, SearchFilters(**filters), 0, 100)  # type: ignore[arg-type]
+    assert total == len(found)
+    return [r.product_id for r in found]
+
+
+def test_words_match_whatever_their_accents_and_plural() -> None:
+    index = loaded(
+        product("p1", "Aceite de oliva virgen extra"),
+        product("p2", "Plato de cerámica verde", category="ceramica"),
+        product("p3", "Miel de romero", category="miel"),
+    )
+    assert ids(index, "aceites", "olivas") == ["p1"]
+    assert ids(index, "ceramica") == ["p2"]
+    assert ids(index, "aceite", "romero") == []  # every word, by default
+    assert set(ids(index, "aceite", "romero", any_word=True)) == {"p1", "p3"}
+    assert ids(index, "de") == []  # stop words alone find nothing
+    assert index.documents == 3
+
+
+def test_a_name_outranks_a_category_which_outranks_a_description() -> None:
+    index = loaded(
+        product("desc", "Vela artesanal", description="Hecha con cera de miel", category="velas"),
+        product("cat", "Tarro de romero", category="miel"),
+        product("name", "Miel de azahar", category="tarros"),
+    )
+    assert ids(index, "miel") == ["name", "cat", "desc"]
+
+
+def test_filters_narrow_and_the_radius_is_exact() -> None:
+    # One degree of longitude at Jaén's latitude is 88 km: the box around a 10 km circle takes both
+    # of the last two; only the distance tells the corner one apart.
+    lat, lng = JAEN
+    index = loaded(
+        product("cheap", "Aceite suave", price_cents=500),
+        product("dear", "Aceite premium", price_cents=5000, artisan_id="a-2"),
+        product("gone", "Aceite agotado", in_stock=False),
+        product("queso", "Queso de aceite", category="queso"),
+        product("edge", "Aceite lejano", latitude=lat + 0.08, longitude=lng),
+        product("corner", "Aceite esquina", latitude=lat + 0.085, longitude=lng + 0.105),
+    )
+    assert set(ids(index, "aceite", max_price_cents=1000)) == {"cheap", "gone", "queso", "edge", "corner"}
+    assert ids(index, "aceite", min_price_cents=1001) == ["dear"]
+    assert ids(index, "aceite", artisan_id="a-2") == ["dear"]
+    assert "gone" not in ids(index, "aceite", in_stock_only=True)
+    assert ids(index, "aceite", category="queso") == ["queso"]
+    assert distance_km(lat + 0.085, lng + 0.105, lat, lng) > 10 > distance_km(lat + 0.08, lng, lat, lng)
+    near = index.search(["aceite"], False, SearchFilters(near=JAEN, radius_km=10), 0, 100)
+    assert "edge" in {r.product_id for r in near[0]}
+    assert "corner" not in {r.product_id for r in near[0]}
+    assert near[1] == len(near[0]) == 5
+    assert all(r.distance_km <= 10 for r in near[0])
+
+
+def test_pages_of_equal_scores_cover_every_result_once() -> None:
+    twins = [
+        product(f"p{i:02}", "Aceite de oliva", publish_time=T0 + timedelta(minutes=i % 7)) for i in range(60)
+    ]
+    index = loaded(*twins[:50])
+    index.update(twins[50:], [p.product_id for p in twins[50:]])  # a second segment
+    seen: list[str] = []
+    for offset in range(0, 60, 7):
+        page, total = index.search(["aceite"], False, SearchFilters(), offset, 7)
+        assert total == 60
+        seen += [r.product_id for r in page]
+    assert sorted(seen) == sorted(p.product_id for p in twins)
+    by_id = {p.product_id: p for p in twins}
+    loaded_first = [by_id[s].publish_time for s in seen if s < "p50"]
+    assert loaded_first == sorted(loaded_first, reverse=True)  # newest first, as loaded
+    assert seen[-10:] == [s for s in seen if s >= "p50"]  # changed since: after the others
+
+
+def test_updates_replace_add_and_remove_documents() -> None:
+    original = product("p1", "Aceite de oliva")
+    index = loaded(original, product("p2", "Miel de romero", category="miel"))
+    index.update([replace(original, name="Queso curado", category="queso")], ["p1"])
+    assert ids(index, "aceite") == []
+    assert ids(index, "queso") == ["p1"]
+    index.update([product("p3", "Aceite nuevo")], ["p3", "p2"])
+    assert ids(index, "aceite") == ["p3"]
+    assert ids(index, "miel") == []
+    assert index.documents == 2
+
+
+@pytest.mark.parametrize("offset", [0, 3, 10])
+def test_a_page_past_the_end_is_empty_but_counts(offset: int) -> None:
+    index = loaded(*(product(f"p{i}", "Aceite") for i in range(3)))
+    page, total = index.search(["aceite"], False, SearchFilters(), offset, 5)
+    assert total == 3
+    assert len(page) == max(0, 3 - offset)
+
+
+def test_any_word_still_obeys_the_filters() -> None:
+    index = loaded(
+        product("p1", "Aceite de oliva", category="aceite"),
+        product("p2", "Miel de romero", category="miel"),
+        product("p3", "Queso curado", category="queso"),
+    )
+    assert set(ids(index, "aceite", "miel", any_word=True)) == {"p1", "p2"}
+    assert ids(index, "aceite", "miel", any_word=True, category="miel") == ["p2"]
+
+
+def test_it_knows_the_words_some_product_has() -> None:
+    index = loaded(product("p1", "Aceitunas aliñadas", category="aceite"))
+    assert index.knows("aceituna")  # the same stem
+    assert index.knows("de")  # a stop word needs no correcting
+    assert not index.knows("olivia")
