@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
+import ctypes.util
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import asyncpg
 from prometheus_client import Counter
@@ -34,6 +36,23 @@ _ROWS = """SELECT p.product_id, p.artisan_id, p.name, p.description, p.category,
  FROM products p
  LEFT JOIN artisans a ON a.artisan_id = p.artisan_id
  LEFT JOIN availability s ON s.product_id = p.product_id"""
+
+
+def _malloc_trim() -> Callable[[int], int]:
+    try:
+        return ctypes.CDLL(ctypes.util.find_library("c")).malloc_trim
+    except (OSError, AttributeError, TypeError):  # not glibc: nothing to trim
+        return lambda _pad: 0
+
+
+_MALLOC_TRIM = _malloc_trim()
+
+
+def release_memory() -> None:
+    """Give back to the system the heap a load or an update freed: glibc keeps freed memory of the
+    threads that built the index (100,000 products: catalog at 160 MB RSS after the benchmark's
+    seeding without this, 100–105 MB with it)."""
+    _MALLOC_TRIM(0)
 
 
 def channel(schema: str) -> str:
@@ -152,6 +171,7 @@ class IndexFollower:
             while rows := await cursor.fetch(CHUNK):
                 await asyncio.to_thread(loading.add, [_product(r) for r in rows])
         await asyncio.to_thread(loading.finish)
+        release_memory()
         self.loads += 1
         LOADS.inc()
 
@@ -170,3 +190,4 @@ class IndexFollower:
             replaced = set(wanted) | {p.product_id for p in products}
             await asyncio.to_thread(self.index.update, products, replaced)
             UPDATES.inc(len(products))
+        release_memory()
