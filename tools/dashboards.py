@@ -42,6 +42,8 @@ EVENTS: list[Panel] = [
     ("Events consumed by result", [("{{service}} {{result}}", "sum by (service, result) (rate(a4co_events_consumed_total[1m]))")], "ops"),
     ("Handler p99", [("{{service}} {{event_type}}",
                       "histogram_quantile(0.99, sum by (le, service, event_type) (rate(a4co_event_handler_duration_seconds_bucket[5m])))")], "s"),
+    ("Messages per consumer batch (average)", [("{{service}} {{stream}}",
+      "sum by (service, stream) (rate(a4co_consumer_batch_messages_sum[1m])) / sum by (service, stream) (rate(a4co_consumer_batch_messages_count[1m]))")], "none"),
     ("Consumer lag (pending messages)", [("{{service}} {{stream}}", "max by (service, stream) (a4co_consumer_pending_messages)")], "none"),
     ("Unacknowledged messages", [("{{service}} {{stream}}", "max by (service, stream) (a4co_consumer_unacknowledged_messages)")], "none"),
     ("Redeliveries", [("{{service}} {{event_type}}", "sum by (service, event_type) (rate(a4co_event_redeliveries_total[5m]))")], "ops"),

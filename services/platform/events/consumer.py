@@ -174,6 +174,7 @@ class QueueConsumer:
         self.policy = policy or DeliveryPolicy()
         self.stats = ConsumerStats()
         self.durable = topology.durable(service, stream)
+        self._batch_sizes = metrics.CONSUMER_BATCH.labels(service, stream)
         self._handlers: dict[str, tuple[EventDef, Selective]] = {}
         for message_class, handler in handlers.items():
             definition = codec.registry.of(message_class)
@@ -307,6 +308,7 @@ class QueueConsumer:
         When any handler of the batch fails, the transaction is rolled back and the messages are
         handled again one transaction each, so that only the failing one is retried.
         """
+        self._batch_sizes.observe(len(messages))
         work = [item for msg in messages if (item := await self._prepare(msg)) is not None]
         if len(work) > 1:
             try:

@@ -35,6 +35,12 @@ HANDLER_DURATION = Histogram(
     ["service", "event_type"],
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
 )
+CONSUMER_BATCH = Histogram(
+    "a4co_consumer_batch_messages",
+    "Messages a consumer fetched and handled together (in one transaction when more than one).",
+    ["service", "stream"],
+    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
+)
 REDELIVERIES = Counter(
     "a4co_event_redeliveries_total",
     "Deliveries of an event beyond its first.",

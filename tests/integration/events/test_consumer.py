@@ -157,6 +157,7 @@ async def test_metrics_count_outcomes_and_dead_letters(rig: Rig) -> None:
     kind = "a4co.orders.OrderCreated"
     before_dlq = value("a4co_dlq_messages_total", service="metrics", event_type=kind, reason="HANDLER_FAILED")
     before_ok = value("a4co_events_consumed_total", service="metrics", event_type=kind, result="handled")
+    fetched_before = value("a4co_consumer_batch_messages_sum", service="metrics", stream="ORDERS")
 
     async def picky(event: Message, ctx: HandlerContext) -> None:
         if ctx.event.envelope.aggregate_id == "bad":
@@ -178,6 +179,8 @@ async def test_metrics_count_outcomes_and_dead_letters(rig: Rig) -> None:
     )
     assert value("a4co_event_redeliveries_total", service="metrics", event_type=kind) >= 2
     assert value("a4co_event_handler_duration_seconds_count", service="metrics", event_type=kind) >= 4
+    # Every delivery was in some batch: "good" once, "bad" three times before its dead letter.
+    assert value("a4co_consumer_batch_messages_sum", service="metrics", stream="ORDERS") == fetched_before + 4
 
 
 async def test_old_inbox_entries_are_pruned(rig: Rig) -> None:
