@@ -232,8 +232,18 @@ async def test_happy_path_to_delivered_across_processes(
 
     await eventually(sale_counted, timeout=30, what="the sale in the artisan's report")
     cms = cms_grpc.CmsServiceStub(client.channels["cms"])
-    profile = await cms.GetPublicProfile(cms_pb.GetPublicProfileRequest(user_id=customer_id))
-    assert profile.profile.kind == cms_pb.PROFILE_KIND_CUSTOMER
+
+    async def a_customer_profile() -> bool:
+        # cms learns of the customer from UserRegistered, like the others: eventually, not at once.
+        try:
+            found = await cms.GetPublicProfile(cms_pb.GetPublicProfileRequest(user_id=customer_id))
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() != grpc.StatusCode.NOT_FOUND:
+                raise
+            return False
+        return found.profile.kind == cms_pb.PROFILE_KIND_CUSTOMER
+
+    await eventually(a_customer_profile, timeout=30, what="the customer's public profile")
     await sound(urls, prefix)
     del supervisor
 
