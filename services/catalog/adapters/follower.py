@@ -51,7 +51,7 @@ _MALLOC_TRIM = _malloc_trim()
 def release_memory() -> None:
     """Give back to the system the heap a load or an update freed: glibc keeps freed memory of the
     threads that built the index (100,000 products: catalog at 160 MB RSS after the benchmark's
-    seeding without this, 100 to 105 MB with it)."""
+    seeding without this, 106 to 111 MB with it)."""
     _MALLOC_TRIM(0)
 
 
