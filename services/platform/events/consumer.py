@@ -185,6 +185,7 @@ class QueueConsumer:
             self._handlers[definition.event_type] = (definition, handler)
         self._stopping = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._lag_task: asyncio.Task[None] | None = None
         # Label children are looked up once per event type, not once per message.
         self._durations: dict[str, Histogram] = {}
         self._counts: dict[tuple[str, str], Counter] = {}
@@ -224,6 +225,7 @@ class QueueConsumer:
         await self._puller.start()
         self._task = asyncio.create_task(self._run(), name=f"consumer {self.durable}")
         self._task.add_done_callback(self._on_exit)
+        self._lag_task = asyncio.create_task(self._watch_lag(), name=f"lag of {self.durable}")
 
     @property
     def running(self) -> bool:
@@ -237,6 +239,10 @@ class QueueConsumer:
     async def stop(self, timeout: float = 10.0) -> None:
         """Stop fetching, finish the messages in hand, then unsubscribe (graceful drain)."""
         self._stopping.set()
+        if self._lag_task is not None:
+            self._lag_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._lag_task
         if self._task is not None:
             # A task that already died has been logged by _on_exit; stopping it is not an error.
             with contextlib.suppress(Exception, asyncio.CancelledError):
@@ -253,7 +259,6 @@ class QueueConsumer:
     async def _run(self) -> None:
         assert self._puller is not None
         failures = 0
-        observed = 0.0
         # While a batch is handled, the next one is already being fetched: the round trip to NATS
         # overlaps the handlers' transaction instead of following it (a quarter of the time the
         # loop was otherwise idle). Batches are still handled one after the other, in order.
@@ -261,9 +266,6 @@ class QueueConsumer:
         stopping = asyncio.ensure_future(self._stopping.wait())
         try:
             while not self._stopping.is_set():
-                if time.monotonic() - observed > LAG_INTERVAL_S:
-                    observed = time.monotonic()
-                    await self._observe_lag()
                 fetching, ahead = ahead or asyncio.ensure_future(self._fetch()), None
                 either: set[asyncio.Future[Any]] = {fetching, stopping}
                 await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
@@ -292,6 +294,14 @@ class QueueConsumer:
         # Graceful drain: what already arrived is handled; anything later is redelivered.
         while messages := self._puller.take(self.policy.batch_size):
             await self.process_batch(messages)
+
+    async def _watch_lag(self) -> None:
+        """Export the lag every LAG_INTERVAL_S beside the fetch loop, which never waits for it (a
+        JetStream API request answered late, up to its 5 s timeout, used to hold the messages)."""
+        while not self._stopping.is_set():
+            await self._observe_lag()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), LAG_INTERVAL_S)
 
     async def _observe_lag(self) -> None:
         """Export the consumer's lag; a failed look is skipped, the next one will tell."""

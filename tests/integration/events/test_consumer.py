@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import time
 from dataclasses import replace
@@ -272,3 +273,54 @@ async def test_events_a_selective_handler_does_not_want_are_acknowledged_without
     assert await consumer.pool.fetchval("SELECT count(*) FROM inbox") == 1
     info = await rig.js.consumer_info(rig.topology.stream("ORDERS"), consumer.durable)
     assert (info.num_pending, info.num_ack_pending) == (0, 0)
+
+
+class LagNeverAnswered(QueueConsumer):
+    """A consumer whose lag look-up hangs, as a JetStream API request answered late would."""
+
+    looked = False
+
+    async def _observe_lag(self) -> None:
+        self.looked = True
+        await asyncio.Event().wait()
+
+
+async def test_a_lag_lookup_that_hangs_holds_up_no_message(rig: Rig) -> None:
+    pool = await rig.consumer_pool("payments")
+    consumer = LagNeverAnswered(
+        service="payments",
+        stream="ORDERS",
+        handlers={order_events_pb2.OrderCreated: record_effect()},
+        js=rig.js,
+        pool=pool,
+        codec=rig.codec,
+        topology=rig.topology,
+        policy=FAST,
+    )
+    await consumer.start()
+    try:
+        await eventually(lambda: consumer.looked, what="the lag looked up")
+        out = rig.codec.encode(order_created("o-lag"), aggregate_id="o-lag")
+        await rig.js.publish(out.subject, out.body, headers=out.headers)
+        await eventually(lambda: consumer.stats.handled == 1, what="handled while the lag look-up hangs")
+    finally:
+        await consumer.stop()
+    assert await effect_count(pool) == 1
+
+
+async def test_the_lag_is_exported(rig: Rig) -> None:
+    from prometheus_client import REGISTRY
+
+    consumer = await rig.consumer("lagging", {order_events_pb2.OrderCreated: record_effect()}, start=False)
+    for order_id in ("l-1", "l-2", "l-3"):
+        out = rig.codec.encode(order_created(order_id), aggregate_id=order_id)
+        await rig.js.publish(out.subject, out.body, headers=out.headers)
+    await consumer.start()
+    await eventually(lambda: consumer.stats.handled == 3, what="handled")
+
+    def lag() -> float | None:
+        return REGISTRY.get_sample_value(
+            "a4co_consumer_pending_messages", {"service": "lagging", "stream": "ORDERS"}
+        )
+
+    await eventually(lambda: lag() is not None, what="the lag exported")  # looked up at start
