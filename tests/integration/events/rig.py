@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 import asyncpg
 from google.protobuf.message import Message
@@ -31,6 +32,7 @@ from services.platform.events.upcasting import Upcasters
 from services.platform.resilience import Backoff
 from services.platform.settings import StreamSettings
 
+C = TypeVar("C", bound=QueueConsumer)
 FAST = DeliveryPolicy(backoff=Backoff(first_s=0.2, cap_s=1.0), ack_wait_s=2.0, fetch_timeout_s=0.2)
 
 
@@ -94,7 +96,14 @@ class Rig:
         return pool
 
     async def consumer(
+        self, service: str, handlers: Mapping[type[Message], Handler | Selective], **options: Any
+    ) -> QueueConsumer:
+        """A started QueueConsumer; `options` as `consumer_of` takes them."""
+        return await self.consumer_of(QueueConsumer, service, handlers, **options)
+
+    async def consumer_of(
         self,
+        kind: type[C],
         service: str,
         handlers: Mapping[type[Message], Handler | Selective],
         *,
@@ -103,9 +112,10 @@ class Rig:
         upcasters: Upcasters | None = None,
         codec: EventCodec | None = None,
         start: bool = True,
-    ) -> QueueConsumer:
+    ) -> C:
+        """A consumer of class `kind` (a QueueConsumer that misbehaves on purpose, say)."""
         pool = await self.consumer_pool(service)
-        consumer = QueueConsumer(
+        consumer = kind(
             service=service,
             stream=stream,
             handlers=handlers,

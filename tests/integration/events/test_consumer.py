@@ -45,18 +45,10 @@ class CrashBeforeAck(QueueConsumer):
 
 
 async def test_redelivery_after_a_crash_before_ack_takes_effect_once(rig: Rig) -> None:
-    pool = await rig.consumer_pool("payments")
-    crashing = CrashBeforeAck(
-        service="payments",
-        stream="ORDERS",
-        handlers={order_events_pb2.OrderCreated: record_effect()},
-        js=rig.js,
-        pool=pool,
-        codec=rig.codec,
-        topology=rig.topology,
-        policy=FAST,
+    crashing = await rig.consumer_of(
+        CrashBeforeAck, "payments", {order_events_pb2.OrderCreated: record_effect()}
     )
-    await crashing.start()
+    pool = crashing.pool
     out = rig.codec.encode(order_created("o-c"), aggregate_id="o-c")
     await rig.js.publish(out.subject, out.body, headers=out.headers)
     await eventually(lambda: crashing.crashed, what="the consumer crashed")
@@ -286,26 +278,14 @@ class LagNeverAnswered(QueueConsumer):
 
 
 async def test_a_lag_lookup_that_hangs_holds_up_no_message(rig: Rig) -> None:
-    pool = await rig.consumer_pool("payments")
-    consumer = LagNeverAnswered(
-        service="payments",
-        stream="ORDERS",
-        handlers={order_events_pb2.OrderCreated: record_effect()},
-        js=rig.js,
-        pool=pool,
-        codec=rig.codec,
-        topology=rig.topology,
-        policy=FAST,
+    consumer = await rig.consumer_of(
+        LagNeverAnswered, "payments", {order_events_pb2.OrderCreated: record_effect()}
     )
-    await consumer.start()
-    try:
-        await eventually(lambda: consumer.looked, what="the lag looked up")
-        out = rig.codec.encode(order_created("o-lag"), aggregate_id="o-lag")
-        await rig.js.publish(out.subject, out.body, headers=out.headers)
-        await eventually(lambda: consumer.stats.handled == 1, what="handled while the lag look-up hangs")
-    finally:
-        await consumer.stop()
-    assert await effect_count(pool) == 1
+    await eventually(lambda: consumer.looked, what="the lag looked up")
+    out = rig.codec.encode(order_created("o-lag"), aggregate_id="o-lag")
+    await rig.js.publish(out.subject, out.body, headers=out.headers)
+    await eventually(lambda: consumer.stats.handled == 1, what="handled while the lag look-up hangs")
+    assert await effect_count(consumer.pool) == 1
 
 
 async def test_the_lag_is_exported(rig: Rig) -> None:
