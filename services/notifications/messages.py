@@ -93,8 +93,14 @@ STATUS_TEXT = {
 }
 
 
+def status_notified(e: Any) -> bool:
+    """Whether an order's status change is one the customer hears of (confirmed, shipped,
+    cancelled); the others (pending, paid, a repeat) make no message."""
+    return e.status in STATUS_TEXT and e.previous_status != e.status
+
+
 def order_status_changed(e: Any) -> list[Note]:
-    if e.status not in STATUS_TEXT or e.previous_status == e.status:
+    if not status_notified(e):
         return []
     title, text = STATUS_TEXT[e.status]
     found = [Note(e.customer_id, title, text.format(id=_short(e.order_id), reason=e.reason), e.order_id)]

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
-from google.protobuf.message import Message
-
+from a4co.orders.events.v1 import order_events_pb2
 from services.notifications import handlers
-from services.notifications.messages import MESSAGES
-from services.platform.events.subscriptions import UnboundHandler
+from services.notifications.messages import MESSAGES, status_notified
+from services.platform.events.subscriptions import Only, Table
 
-HANDLERS: dict[type[Message], UnboundHandler] = {event: handlers.on_event for event in MESSAGES}
+HANDLERS: Table = {
+    **{event: handlers.on_event for event in MESSAGES},
+    # A status change that makes no message is acknowledged without a transaction.
+    order_events_pb2.OrderStatusChanged: Only(
+        handlers.on_event, status_notified, "confirmed, shipped or cancelled"
+    ),
+}
