@@ -111,6 +111,9 @@ class IndexFollower:
                 await self._follow(conn)
             except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, ConnectionLostError) as exc:
                 reason = f"connection lost: {exc or type(exc).__name__}"
+            except Exception as exc:  # the index refused a document, say: never stop following
+                log.exception("search index of %s failed", self.schema)
+                reason = f"{type(exc).__name__}: {exc}"
             finally:
                 self._stop_answering()
                 with contextlib.suppress(Exception):

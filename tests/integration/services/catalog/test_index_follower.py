@@ -124,3 +124,25 @@ async def test_without_postgresql_it_never_answers_and_keeps_trying(
         )
         assert not follower.index.ready
         assert follower.loads == 0
+
+
+async def test_a_failure_of_the_index_stops_answering_then_loads_again(
+    pool: asyncpg.Pool, urls: ServerUrls, topology: Topology, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await publish(pool, "first", "Cuenco de barro")
+    async with following(urls, topology) as follower:
+        await eventually(lambda: follower.index.ready, what="loaded")
+        update = follower.index.update
+        failures: list[str] = []
+
+        def refuse_once(*args: object) -> None:
+            if not failures:
+                failures.append("refused")
+                raise ValueError("document refused")
+            update(*args)  # type: ignore[arg-type]
+
+        monkeypatch.setattr(follower.index, "update", refuse_once)
+        await publish(pool, "second", "Jarra de barro")
+        await eventually(lambda: follower.loads == 2 and follower.index.ready, what="loaded again")
+        assert failures == ["refused"]
+        assert found(follower, "barro") == {"first", "second"}
