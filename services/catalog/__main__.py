@@ -19,7 +19,8 @@ async def build(
 ) -> ServiceParts:
     """catalog's parts, wired: `index` is the search index to keep (a new one by default); with
     `follow=False` nothing fills it and every search runs in SQL."""
-    index = index or ProductIndex()
+    if index is None:
+        index = ProductIndex()
     deps = handlers.Deps(search=Search(infra.pool, index))
     follower = IndexFollower(
         infra.settings.database_url, infra.topology.schema(infra.settings.service), index

@@ -20,7 +20,8 @@ from collections.abc import Callable, Iterable
 import asyncpg
 from prometheus_client import Counter
 
-from services.catalog.adapters.index import READY, IndexedProduct, ProductIndex
+from services.catalog.adapters.index import IndexedProduct, ProductIndex
+from services.catalog.adapters.postgres import INDEXED_ROWS
 from services.platform.events.tables import quote_ident
 from services.platform.resilience import Backoff
 
@@ -30,12 +31,6 @@ LOADS = Counter("a4co_search_index_loads", "Whole loads of the search index from
 UPDATES = Counter("a4co_search_index_updates", "Products re-read into the search index after a notification.")
 
 CHUNK = 5_000
-_ROWS = """SELECT p.product_id, p.artisan_id, p.name, p.description, p.category, p.price_cents,
- p.publish_time, coalesce(s.available, 0) > 0 AS in_stock,
- coalesce(a.latitude, 0) AS latitude, coalesce(a.longitude, 0) AS longitude
- FROM products p
- LEFT JOIN artisans a ON a.artisan_id = p.artisan_id
- LEFT JOIN availability s ON s.product_id = p.product_id"""
 
 
 def _malloc_trim() -> Callable[[int], int]:
@@ -123,7 +118,6 @@ class IndexFollower:
 
     def _stop_answering(self) -> None:
         self.index.ready = False
-        READY.set(0)
 
     async def _pause(self, attempt: int, reason: str) -> None:
         delay = self.backoff.delay(attempt)
@@ -147,7 +141,6 @@ class IndexFollower:
         await conn.add_listener(channel(self.schema), self._on_notify)
         await self._load(conn)
         self.index.ready = True
-        READY.set(1)
         log.info("search index of %s: %d products loaded; following", self.schema, self.index.documents)
         while True:
             if not self._pending:
@@ -170,7 +163,7 @@ class IndexFollower:
         """Every product, into a new index that replaces the current one when complete."""
         loading = self.index.loading()
         async with conn.transaction(isolation="repeatable_read", readonly=True):
-            cursor = await conn.cursor(_ROWS)
+            cursor = await conn.cursor(INDEXED_ROWS)
             while rows := await cursor.fetch(CHUNK):
                 await asyncio.to_thread(loading.add, [_product(r) for r in rows])
         await asyncio.to_thread(loading.finish)
@@ -185,7 +178,7 @@ class IndexFollower:
         for start in range(0, max(len(product_ids), len(artisan_ids)), CHUNK):
             wanted, workshops = product_ids[start : start + CHUNK], artisan_ids[start : start + CHUNK]
             rows = await conn.fetch(
-                f"{_ROWS} WHERE p.product_id = ANY($1::text[]) OR p.artisan_id = ANY($2::text[])",
+                f"{INDEXED_ROWS} WHERE p.product_id = ANY($1::text[]) OR p.artisan_id = ANY($2::text[])",
                 wanted,
                 workshops,
             )

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 import tantivy
-from prometheus_client import Counter, Gauge
+from prometheus_client import Gauge
 
 from services.catalog.domain import SearchFilters
 
@@ -33,7 +33,6 @@ READY = Gauge(
     "a4co_search_index_ready",
     "1 while the search index follows PostgreSQL and answers searches with words; 0 while they run in SQL.",
 )
-SEARCHES = Counter("a4co_searches", "SearchProducts answered, by engine (index or sql).", ["engine"])
 
 NAME_WEIGHT, CATEGORY_WEIGHT = 3, 2
 WRITER_HEAP_BYTES = 15_000_000  # Tantivy's minimum for one indexing thread
@@ -142,8 +141,18 @@ class ProductIndex:
         # One writer per index, kept for its updates: a new writer per update grew the process by
         # 24 MB over 300 single-product updates, one kept by 1 to 7 MB (measured apart).
         self._writer: tantivy.IndexWriter | None = None
-        self.ready = False
+        self._ready = False
         self.documents = 0
+
+    @property
+    def ready(self) -> bool:
+        """Whether the index follows PostgreSQL, so that searches may use it (exported as a gauge)."""
+        return self._ready
+
+    @ready.setter
+    def ready(self, value: bool) -> None:
+        self._ready = value
+        READY.set(int(value))
 
     def new_tantivy_index(self) -> tantivy.Index:
         """An empty in-memory index with this schema and the Spanish analyser."""

@@ -5,8 +5,9 @@ from __future__ import annotations
 from datetime import datetime
 
 import asyncpg
+from prometheus_client import Counter
 
-from services.catalog.adapters.index import SEARCHES, ProductIndex, Ranked
+from services.catalog.adapters.index import ProductIndex, Ranked
 from services.catalog.domain import MIN_CORRECTABLE, Hit, ProductView, SearchFilters, tokens
 from services.platform.db import Connection
 
@@ -24,6 +25,15 @@ _COLUMNS = """p.product_id, p.artisan_id, coalesce(a.display_name, '') AS artisa
 _FROM = """FROM products p
  LEFT JOIN artisans a ON a.artisan_id = p.artisan_id
  LEFT JOIN availability s ON s.product_id = p.product_id"""
+
+
+# What the search index keeps of each product, in IndexedProduct's order (adapters/follower.py).
+INDEXED_ROWS = f"""SELECT p.product_id, p.artisan_id, p.name, p.description, p.category, p.price_cents,
+ p.publish_time, coalesce(s.available, 0) > 0 AS in_stock,
+ coalesce(a.latitude, 0) AS latitude, coalesce(a.longitude, 0) AS longitude {_FROM}"""
+
+SEARCHES = Counter("a4co_searches", "SearchProducts answered, by engine (index or sql).", ["engine"])
+_BY_INDEX, _BY_SQL = SEARCHES.labels("index"), SEARCHES.labels("sql")
 
 
 def _distance(lat: str, lng: str) -> str:
@@ -174,7 +184,7 @@ class Search:
         typed = tokens(filters.query)
         index = self.index if self.index is not None and self.index.ready else None
         if typed and index is not None:
-            SEARCHES.labels("index").inc()
+            _BY_INDEX.inc()
             # Only the words no product has go to the lexicon (usually none: no round trip).
             unknown = [w for w in typed if not index.knows(w)]
             corrected = dict(zip(unknown, await self.correct(unknown), strict=True))
@@ -183,7 +193,7 @@ class Search:
             if total == 0:  # no product has every word: rank those with any of them
                 ranked, total = index.search(words, True, filters, offset, limit)
             return await self._page(ranked), total
-        SEARCHES.labels("sql").inc()
+        _BY_SQL.inc()
         words = await self.correct(typed)
         if words:
             hits, total = await self._search(filters, " ".join(words), "plainto", offset, limit)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -99,18 +99,30 @@ async def test_the_index_loads_then_follows_what_commits(
         assert follower.loads == 1
 
 
+async def reloads_after(
+    follower: IndexFollower, pool: asyncpg.Pool, fail: Callable[[], Awaitable[object]]
+) -> None:
+    """`fail` once the index is loaded; it answers again with all that was written meanwhile."""
+    await eventually(lambda: follower.index.ready, what="loaded")
+    await fail()
+    await publish(pool, "meanwhile", "Botijo de barro")  # perhaps notified to nobody
+    await eventually(lambda: follower.loads == 2 and follower.index.ready, what="loaded again")
+    assert found(follower, "barro") == {"first", "meanwhile"}
+
+
 async def test_a_lost_connection_reloads_everything_written_meanwhile(
     pool: asyncpg.Pool, urls: ServerUrls, topology: Topology, admin_db: asyncpg.Connection
 ) -> None:
     await publish(pool, "first", "Cuenco de barro")
     async with following(urls, topology) as follower:
-        await eventually(lambda: follower.index.ready, what="loaded")
-        lost_pid = follower.backend_pid
-        assert await admin_db.fetchval("SELECT pg_terminate_backend($1)", lost_pid)
-        await publish(pool, "meanwhile", "Botijo de barro")  # perhaps notified to nobody
-        await eventually(lambda: follower.loads == 2 and follower.index.ready, what="reloaded")
-        assert follower.backend_pid != lost_pid
-        assert found(follower, "barro") == {"first", "meanwhile"}
+        lost: list[int] = []
+
+        async def kill_the_connection() -> None:
+            lost.append(follower.backend_pid)
+            assert await admin_db.fetchval("SELECT pg_terminate_backend($1)", follower.backend_pid)
+
+        await reloads_after(follower, pool, kill_the_connection)
+        assert follower.backend_pid != lost[0]
 
 
 async def test_without_postgresql_it_never_answers_and_keeps_trying(
@@ -131,7 +143,6 @@ async def test_a_failure_of_the_index_stops_answering_then_loads_again(
 ) -> None:
     await publish(pool, "first", "Cuenco de barro")
     async with following(urls, topology) as follower:
-        await eventually(lambda: follower.index.ready, what="loaded")
         update = follower.index.update
         failures: list[str] = []
 
@@ -141,8 +152,8 @@ async def test_a_failure_of_the_index_stops_answering_then_loads_again(
                 raise ValueError("document refused")
             update(*args)  # type: ignore[arg-type]
 
-        monkeypatch.setattr(follower.index, "update", refuse_once)
-        await publish(pool, "second", "Jarra de barro")
-        await eventually(lambda: follower.loads == 2 and follower.index.ready, what="loaded again")
+        async def refuse_the_next_update() -> None:
+            monkeypatch.setattr(follower.index, "update", refuse_once)
+
+        await reloads_after(follower, pool, refuse_the_next_update)
         assert failures == ["refused"]
-        assert found(follower, "barro") == {"first", "second"}
