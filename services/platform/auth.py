@@ -10,8 +10,7 @@ import contextvars
 import enum
 import time
 import uuid
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -22,6 +21,7 @@ from redis.asyncio import Redis
 
 from services.platform.announced import AnnouncedMemory
 from services.platform.errors import PermissionDeniedError, UnauthenticatedError
+from services.platform.flow import Scope
 
 ISSUER = "a4co-identity"
 AUDIENCE = "a4co"
@@ -231,11 +231,6 @@ def optional_principal() -> Principal | None:
     return _principal.get()
 
 
-@contextmanager
-def principal_scope(principal: Principal | None) -> Iterator[None]:
-    """Run a block on behalf of `principal`."""
-    token = _principal.set(principal)
-    try:
-        yield
-    finally:
-        _principal.reset(token)
+def principal_scope(principal: Principal | None) -> Scope[Principal | None]:
+    """Run a block on behalf of `principal` (`with principal_scope(principal):`)."""
+    return Scope(_principal, principal)

@@ -7,10 +7,46 @@ event published while handling a request or another event carries that flow on.
 from __future__ import annotations
 
 import contextvars
-import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
+import os
+from contextvars import ContextVar
 from dataclasses import dataclass, replace
+from types import TracebackType
+from typing import Generic, TypeVar
+
+T = TypeVar("T")
+
+
+def new_id() -> str:
+    """A random (version 4) UUID as text: what `str(uuid.uuid4())` gives, at a third of its cost.
+
+    Every call and every event gets one; `uuid.UUID`'s constructor and `__str__` are most of the
+    cost of `uuid4()`, not the 16 random bytes.
+    """
+    n = int.from_bytes(os.urandom(16), "big")
+    n = (n & ~(0xF000 << 64) & ~(0xC000 << 48)) | (0x4000 << 64) | (0x8000 << 48)  # version 4, RFC 4122
+    h = f"{n:032x}"
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+class Scope(Generic[T]):
+    """`with Scope(var, value):` runs a block with a context variable set, and restores it after.
+
+    A class rather than a generator-based context manager: two of them wrap every call.
+    """
+
+    __slots__ = ("_token", "_value", "_var")
+
+    def __init__(self, var: ContextVar[T], value: T) -> None:
+        self._var, self._value = var, value
+
+    def __enter__(self) -> T:
+        self._token = self._var.set(self._value)
+        return self._value
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self._var.reset(self._token)
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,7 +60,7 @@ class Flow:
     @classmethod
     def new(cls, user_id: str = "") -> Flow:
         """A new flow, for work that nothing else caused."""
-        flow_id = str(uuid.uuid4())
+        flow_id = new_id()
         return cls(correlation_id=flow_id, causation_id=flow_id, user_id=user_id)
 
     def caused_by(self, causation_id: str) -> Flow:
@@ -40,11 +76,6 @@ def current_flow() -> Flow:
     return _current.get() or Flow.new()
 
 
-@contextmanager
-def flow_scope(flow: Flow) -> Iterator[Flow]:
-    """Run a block as part of `flow`."""
-    token = _current.set(flow)
-    try:
-        yield flow
-    finally:
-        _current.reset(token)
+def flow_scope(flow: Flow) -> Scope[Flow | None]:
+    """Run a block as part of `flow` (`with flow_scope(flow):`)."""
+    return Scope(_current, flow)

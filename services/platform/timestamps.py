@@ -15,10 +15,17 @@ def to_timestamp(moment: datetime | None) -> Timestamp:
     Integer arithmetic on the timedelta since the epoch: what `Timestamp.FromDatetime` computes, at
     a quarter of its cost (it is on every product of a search page).
     """
-    if moment is None:
-        return Timestamp()
+    stamp = Timestamp()
+    if moment is not None:
+        set_timestamp(stamp, moment)
+    return stamp
+
+
+def set_timestamp(target: Timestamp, moment: datetime) -> None:
+    """Write `moment` into a message's Timestamp field in place (no message built and copied)."""
     since = (moment if moment.tzinfo else moment.astimezone(UTC)) - _EPOCH
-    return Timestamp(seconds=since.days * 86_400 + since.seconds, nanos=since.microseconds * 1_000)
+    target.seconds = since.days * 86_400 + since.seconds
+    target.nanos = since.microseconds * 1_000
 
 
 def from_timestamp(stamp: Timestamp) -> datetime | None:

@@ -7,7 +7,6 @@ NATS binding (binary mode) so that routers and people can read an event without 
 from __future__ import annotations
 
 import contextlib
-import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -18,7 +17,7 @@ from opentelemetry import propagate, trace
 from a4co.events.v1 import envelope_pb2
 from services.platform.events.registry import EventDef, EventRegistry, RegistryError
 from services.platform.events.topology import Topology
-from services.platform.flow import Flow, current_flow
+from services.platform.flow import Flow, current_flow, new_id
 from services.platform.telemetry import tracing_enabled
 
 CONTENT_TYPE = "application/protobuf"
@@ -93,7 +92,7 @@ class EventCodec:
         """Envelope `event` with a new id, the current flow and trace context, and its headers."""
         definition = self.registry.of(event)
         flow = flow or current_flow()
-        event_id = str(uuid.uuid4())
+        event_id = new_id()
         moment = occurred_at or datetime.now(UTC)
         carrier: dict[str, str] = {}
         subject = self.topology.event_subject(definition)

@@ -16,7 +16,6 @@ import asyncio
 import functools
 import logging
 import time
-import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, cast
@@ -31,7 +30,7 @@ from prometheus_client import Counter, Histogram
 
 from services.platform.auth import Principal, Role, TokenVerifier, principal_scope
 from services.platform.errors import A4coError, UnauthenticatedError, UnavailableError
-from services.platform.flow import Flow, flow_scope
+from services.platform.flow import Flow, flow_scope, new_id
 from services.platform.grpc.status import internal_status, to_status
 from services.platform.telemetry import tracing_enabled
 
@@ -136,7 +135,7 @@ class PlatformInterceptor:
         metadata = {k: v for k, v in context.invocation_metadata() or () if isinstance(v, str)}
         # The call itself is the cause of whatever it publishes: "<Method>/<call id>"; a call that
         # starts a flow gives it its own id, as Flow.new does.
-        call_id = str(uuid.uuid4())
+        call_id = new_id()
         flow = Flow(metadata.get("x-correlation-id") or call_id, f"{method.rsplit('/', 1)[-1]}/{call_id}")
         code, principal, error_reason = grpc.StatusCode.OK, None, ""
         remote = None
