@@ -38,15 +38,13 @@ async def _attempt(
     if method is None or method.customer_id != event.customer_id:
         return "", "UNKNOWN_PAYMENT_METHOD"
     try:
-        charge = await asyncio.wait_for(
-            deps.provider.charge(
+        async with asyncio.timeout(deps.charge_timeout_s):
+            charge = await deps.provider.charge(
                 method.provider_token,
                 event.total.amount_cents,
                 event.total.currency_code,
                 idempotency_key=event.order_id,
-            ),
-            deps.charge_timeout_s,
-        )
+            )
     except ProviderError as refused:
         return "", refused.reason
     except TimeoutError:

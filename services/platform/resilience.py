@@ -2,12 +2,28 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import enum
 import random
 import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
+
+
+async def wait_set(event: asyncio.Event, timeout_s: float) -> bool:
+    """Wait for `event` at most `timeout_s`; whether it was set.
+
+    Timeouts here are `asyncio.timeout`, never `asyncio.wait_for` (ruff bans it): on Python 3.11,
+    wait_for returns when the awaited thing completes in the same turn of the loop as a cancellation
+    of the waiting task, and the cancellation is lost; a loop stopped by cancelling it just as an
+    event arrived went on for ever.
+    """
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(timeout_s):
+            return await event.wait()
+    return False
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,7 +23,7 @@ from prometheus_client import Counter
 from services.catalog.adapters.index import IndexedProduct, ProductIndex
 from services.catalog.adapters.postgres import INDEXED_ROWS
 from services.platform.events.tables import quote_ident
-from services.platform.resilience import Backoff
+from services.platform.resilience import Backoff, wait_set
 
 log = logging.getLogger(__name__)
 
@@ -112,7 +112,8 @@ class IndexFollower:
             finally:
                 self._stop_answering()
                 with contextlib.suppress(Exception):
-                    await asyncio.wait_for(conn.close(), 2)
+                    async with asyncio.timeout(2):
+                        await conn.close()
             attempt = 1 if self.loads > loads else attempt + 1
             await self._pause(attempt, reason)
 
@@ -144,8 +145,7 @@ class IndexFollower:
         log.info("search index of %s: %d products loaded; following", self.schema, self.index.documents)
         while True:
             if not self._pending:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), self.idle_check_s)
+                await wait_set(self._wake, self.idle_check_s)
             self._wake.clear()
             if lost.done():
                 raise ConnectionLostError("closed")

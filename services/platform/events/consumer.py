@@ -45,7 +45,7 @@ from services.platform.events.registry import EventDef
 from services.platform.events.topology import Topology
 from services.platform.events.upcasting import NoUpcastPathError, Upcasters
 from services.platform.flow import flow_scope
-from services.platform.resilience import Backoff
+from services.platform.resilience import Backoff, wait_set
 from services.platform.telemetry import tracing_enabled
 
 log = logging.getLogger(__name__)
@@ -246,7 +246,8 @@ class QueueConsumer:
         if self._task is not None:
             # A task that already died has been logged by _on_exit; stopping it is not an error.
             with contextlib.suppress(Exception, asyncio.CancelledError):
-                await asyncio.wait_for(self._task, timeout)
+                async with asyncio.timeout(timeout):
+                    await self._task
         if self._puller is not None:
             with contextlib.suppress(Exception):
                 await self._puller.stop()
@@ -278,8 +279,7 @@ class QueueConsumer:
                     failures += 1
                     delay = self.policy.backoff.delay(failures)
                     log.warning("%s: fetch failed (%r); retrying in %.1f s", self.durable, exc, delay)
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._stopping.wait(), delay)
+                    await wait_set(self._stopping, delay)
                     continue
                 failures = 0
                 if not messages:
@@ -300,8 +300,7 @@ class QueueConsumer:
         JetStream API request answered late, up to its 5 s timeout, used to hold the messages)."""
         while not self._stopping.is_set():
             await self._observe_lag()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stopping.wait(), LAG_INTERVAL_S)
+            await wait_set(self._stopping, LAG_INTERVAL_S)
 
     async def _observe_lag(self) -> None:
         """Export the consumer's lag; a failed look is skipped, the next one will tell."""

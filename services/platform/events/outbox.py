@@ -30,7 +30,7 @@ from services.platform.events import metrics
 from services.platform.events.codec import EventCodec, OutgoingEvent
 from services.platform.events.tables import quote_ident
 from services.platform.flow import Flow
-from services.platform.resilience import Backoff
+from services.platform.resilience import Backoff, wait_set
 
 log = logging.getLogger(__name__)
 
@@ -146,7 +146,8 @@ class OutboxRelay:
             finally:
                 self.stats.leader = False
                 with contextlib.suppress(Exception):
-                    await asyncio.wait_for(conn.close(), 2)
+                    async with asyncio.timeout(2):
+                        await conn.close()
 
     async def stop(self) -> None:
         """Ask the relay to finish the batch in flight and return from `run()`."""
@@ -183,8 +184,7 @@ class OutboxRelay:
 
     async def _wait(self, timeout: float) -> bool:
         """Wait for a notification, the poll interval, or stop; True when stopping."""
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._wake.wait(), timeout)
+        await wait_set(self._wake, timeout)
         self._wake.clear()
         return self._stopping.is_set()
 
@@ -193,8 +193,7 @@ class OutboxRelay:
         self.stats.last_error = reason
         metrics.PUBLISH_FAILURES.labels(self.service).inc()
         log.warning("outbox relay %s: %s; retrying in %.1f s", self.schema, reason, delay)
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._stopping.wait(), delay)
+        await wait_set(self._stopping, delay)
 
     async def relay_batch(self, conn: Connection) -> int:
         """Publish up to `batch_size` rows, pipelined; delete those acknowledged.

@@ -25,6 +25,8 @@ from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
+from services.platform.resilience import wait_set
+
 API_PREFIX = "$JS.API"
 STATUS = "Status"
 DESCRIPTION = "Description"
@@ -98,9 +100,7 @@ class Puller:
             remaining = deadline - loop.time()
             if remaining <= 0:
                 return
-            try:
-                await asyncio.wait_for(self._arrived.wait(), remaining)
-            except TimeoutError:
+            if not await wait_set(self._arrived, remaining):
                 return
             self._arrived.clear()
             if self._error is not None:

@@ -66,7 +66,8 @@ class HealthMonitor:
         failing = []
         for name, check in self.checks.items():
             try:
-                ok = await asyncio.wait_for(check(), 1.0)
+                async with asyncio.timeout(1.0):
+                    ok = await check()
             except Exception:  # a check that raises or hangs counts as down
                 ok = False
             if not ok:

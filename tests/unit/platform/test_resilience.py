@@ -1,12 +1,13 @@
-"""The circuit breaker and the backoff, on an injected clock."""
+"""The circuit breaker and the backoff, on an injected clock; waits that a stop always ends."""
 
 from __future__ import annotations
 
+import asyncio
 import random
 
 import pytest
 
-from services.platform.resilience import Backoff, BreakerOpenError, BreakerState, CircuitBreaker
+from services.platform.resilience import Backoff, BreakerOpenError, BreakerState, CircuitBreaker, wait_set
 
 
 class Clock:
@@ -81,3 +82,26 @@ def test_backoff_doubles_from_one_second_with_jitter_and_a_thirty_second_cap() -
 def state_of(breaker: CircuitBreaker) -> BreakerState:
     """The breaker's state, read fresh (a helper keeps type narrowing out of the way)."""
     return breaker.state
+
+
+def test_wait_set_tells_whether_the_event_came_in_time() -> None:
+    async def scenario() -> tuple[bool, bool]:
+        event = asyncio.Event()
+        asyncio.get_running_loop().call_later(0.01, event.set)
+        return await wait_set(event, 5), await wait_set(asyncio.Event(), 0.01)
+
+    assert asyncio.run(scenario()) == (True, False)
+
+
+def test_a_cancellation_in_the_same_turn_as_the_event_is_not_lost() -> None:
+    async def scenario() -> asyncio.Task[bool]:
+        event = asyncio.Event()
+        waiter = asyncio.create_task(wait_set(event, 5))
+        await asyncio.sleep(0)  # the waiter is waiting
+        event.set()
+        waiter.cancel()
+        await asyncio.wait({waiter}, timeout=1)
+        return waiter
+
+    waiter = asyncio.run(scenario())
+    assert waiter.cancelled()  # asyncio.wait_for would have returned True here

@@ -157,3 +157,22 @@ async def test_a_failure_of_the_index_stops_answering_then_loads_again(
 
         await reloads_after(follower, pool, refuse_the_next_update)
         assert failures == ["refused"]
+
+
+async def test_a_stop_ends_it_even_when_a_notification_wakes_it_at_that_moment(
+    pool: asyncpg.Pool, urls: ServerUrls, topology: Topology
+) -> None:
+    await publish(pool, "first", "Cuenco de barro")
+    follower = IndexFollower(urls.database_url, topology.schema("catalog"), ProductIndex())
+    task = asyncio.create_task(follower.follow())
+    try:
+        await eventually(lambda: follower.index.ready, what="loaded")
+        # A notification arrives in the same turn of the loop as the stop: the stop must win
+        # (asyncio.wait_for of Python 3.11 returned the notification and lost the cancellation).
+        follower._on_notify(None, 0, "", "p:first")
+        task.cancel()
+        done, _ = await asyncio.wait({task}, timeout=5)
+        assert task in done, "the follower went on after being stopped"
+        assert task.cancelled()
+    finally:
+        task.cancel()
