@@ -69,20 +69,20 @@ class GeoServicer(pb_grpc.GeoServiceServicer):
         found = await handlers.find_nearby(
             self.deps, center, request.radius_km, request.craft, request.page_size or 20
         )
-        return pb.FindNearbyArtisansResponse(
-            artisans=[
-                pb.NearbyArtisan(
-                    artisan_id=w.artisan_id,
-                    display_name=w.display_name,
-                    craft=w.craft,
-                    locality=w.locality,
-                    location=lat_lng_pb2.LatLng(latitude=w.location.latitude, longitude=w.location.longitude),
-                    distance_km=round(distance, 3),
-                    product_count=count,
-                )
-                for w, distance, count in found
-            ]
-        )
+        # Each workshop written into the response in place, not built apart and copied in.
+        response = pb.FindNearbyArtisansResponse()
+        for w, distance, count in found:
+            artisan = response.artisans.add(
+                artisan_id=w.artisan_id,
+                display_name=w.display_name,
+                craft=w.craft,
+                locality=w.locality,
+                distance_km=round(distance, 3),
+                product_count=count,
+            )
+            artisan.location.latitude = w.location.latitude
+            artisan.location.longitude = w.location.longitude
+        return response
 
     async def QuoteDelivery(
         self, request: pb.QuoteDeliveryRequest, context: Context
