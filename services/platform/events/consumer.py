@@ -244,10 +244,13 @@ class QueueConsumer:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._lag_task
         if self._task is not None:
-            # A task that already died has been logged by _on_exit; stopping it is not an error.
+            # The drain gets `timeout`; past it the loop is cancelled, and its clean-up (a
+            # transaction rolling back) is awaited before unsubscribing. A task that already died
+            # has been logged by _on_exit; stopping it is not an error.
+            await asyncio.wait({self._task}, timeout=timeout)
+            self._task.cancel()
             with contextlib.suppress(Exception, asyncio.CancelledError):
-                async with asyncio.timeout(timeout):
-                    await self._task
+                await self._task
         if self._puller is not None:
             with contextlib.suppress(Exception):
                 await self._puller.stop()
