@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextvars
 import os
-from contextvars import ContextVar
 from dataclasses import dataclass, replace
 from types import TracebackType
 from typing import Generic, TypeVar
@@ -36,7 +35,7 @@ class Scope(Generic[T]):
 
     __slots__ = ("_token", "_value", "_var")
 
-    def __init__(self, var: ContextVar[T], value: T) -> None:
+    def __init__(self, var: contextvars.ContextVar[T], value: T) -> None:
         self._var, self._value = var, value
 
     def __enter__(self) -> T:

@@ -12,8 +12,8 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 def to_timestamp(moment: datetime | None) -> Timestamp:
     """A Timestamp of `moment` (unset when None; a naive datetime is taken as local time).
 
-    Integer arithmetic on the timedelta since the epoch: what `Timestamp.FromDatetime` computes, at
-    a quarter of its cost (it is on every product of a search page).
+    Integer arithmetic on the timedelta since the epoch (`set_timestamp`): what
+    `Timestamp.FromDatetime` computes, at a quarter of its cost.
     """
     stamp = Timestamp()
     if moment is not None:
@@ -22,7 +22,8 @@ def to_timestamp(moment: datetime | None) -> Timestamp:
 
 
 def set_timestamp(target: Timestamp, moment: datetime) -> None:
-    """Write `moment` into a message's Timestamp field in place (no message built and copied)."""
+    """Write `moment` into a message's Timestamp field in place, with no message built and copied
+    (every product of a search page has one)."""
     since = (moment if moment.tzinfo else moment.astimezone(UTC)) - _EPOCH
     target.seconds = since.days * 86_400 + since.seconds
     target.nanos = since.microseconds * 1_000
