@@ -17,6 +17,14 @@ S = TypeVar("S")
 R = TypeVar("R")
 
 
+def rss_mb(pid: int) -> float:
+    """A process's resident memory in MB, from /proc."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
 def run_benchmark(
     doc: str,
     name: str,

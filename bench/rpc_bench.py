@@ -37,7 +37,7 @@ from a4co.payments.v1 import payments_service_pb2 as payments_pb
 from a4co.payments.v1 import payments_service_pb2_grpc as payments_grpc
 from a4co.type.v1 import lat_lng_pb2
 from bench.events_bench import percentile
-from bench.harness import run_benchmark
+from bench.harness import rss_mb, run_benchmark
 from services.demo.catalogue import ARTISANS, TEMPLATES
 from services.platform.auth import generate_keypair
 from services.platform.local_servers import ServerUrls, wait_until
@@ -78,6 +78,15 @@ class Result:
     def rps_ratio(self) -> float:
         """Throughput relative to the bare echo server."""
         return self.rps / self.baseline_rps if self.baseline_rps else float("nan")
+
+
+@dataclass
+class RpcRun:
+    """Every RPC at both concurrencies, and each service's memory after the last of them (the
+    catalog then holding the whole searched catalogue)."""
+
+    results: list[Result]
+    rss_mb: dict[str, float]
 
 
 async def load(
@@ -138,8 +147,9 @@ async def echo_server() -> AsyncIterator[str]:
 
 
 @contextlib.asynccontextmanager
-async def services(urls: ServerUrls, work: Path) -> AsyncIterator[tuple[dict[str, str], str]]:
-    """The five services as processes under one prefix; yields their gRPC addresses and the prefix."""
+async def services(urls: ServerUrls, work: Path) -> AsyncIterator[tuple[dict[str, str], str, dict[str, int]]]:
+    """The five services as processes under one prefix; yields their gRPC addresses, the prefix and
+    their process ids."""
     prefix = "b" + uuid.uuid4().hex[:10]
     private, public = generate_keypair()
     (work / "jwt.key").write_text(private)
@@ -166,6 +176,7 @@ async def services(urls: ServerUrls, work: Path) -> AsyncIterator[tuple[dict[str
         yield (
             {name: json.loads((work / f"{name}.ready.json").read_text())["grpc"] for name in SERVICES},
             prefix,
+            {name: proc.pid for name, proc in procs.items()},
         )
     finally:
         for proc in procs.values():
@@ -222,10 +233,10 @@ async def seed(urls: ServerUrls, prefix: str, products: int) -> None:
         await conn.close()
 
 
-async def measure(urls: ServerUrls, sizes: Sizes, progress: Callable[[str], None] = print) -> list[Result]:
+async def measure(urls: ServerUrls, sizes: Sizes, progress: Callable[[str], None] = print) -> RpcRun:
     """Start everything, seed, and measure each RPC beside the echo baseline."""
     with tempfile.TemporaryDirectory() as tmp:
-        async with services(urls, Path(tmp)) as (addresses, prefix), echo_server() as echo_address:
+        async with services(urls, Path(tmp)) as (addresses, prefix, pids), echo_server() as echo_address:
             progress(f"seeding {sizes.search_products:,} products")
             await seed(urls, prefix, sizes.search_products)
             progress("waiting for the search index to follow the seeding")
@@ -254,7 +265,7 @@ async def measure(urls: ServerUrls, sizes: Sizes, progress: Callable[[str], None
                         )
                     )
             await channel.close()
-            return results
+            return RpcRun(results, {name: rss_mb(pid) for name, pid in pids.items()})
 
 
 CHECK = inventory_pb.CheckStockRequest(
@@ -319,8 +330,15 @@ async def prepare_calls(addresses: dict[str, str]) -> dict[str, Callable[[], Awa
     }
 
 
-def report(results: list[Result]) -> str:
-    """A Markdown table of the results."""
+def report(run: RpcRun) -> str:
+    """Markdown tables of the calls and of the services' memory."""
+    lines = [calls_table(run.results), "", "| service | MB after the RPCs |", "|---|---|"]
+    lines += [f"| {name} | {mb:.1f} |" for name, mb in sorted(run.rss_mb.items())]
+    return "\n".join(lines)
+
+
+def calls_table(results: list[Result]) -> str:
+    """A Markdown table of the calls beside the echo server."""
     lines = [
         "| RPC | in flight | p50 ms | p99 ms | rps | echo p50 ms | echo p99 ms | echo rps | rps ratio |",
         "|---|---|---|---|---|---|---|---|---|",
@@ -333,6 +351,11 @@ def report(results: list[Result]) -> str:
     return "\n".join(lines)
 
 
+def to_json(run: RpcRun) -> dict[str, object]:
+    """The results and the memory, as JSON."""
+    return {"calls": [asdict(r) | {"rps_ratio": r.rps_ratio} for r in run.results], "rss_mb": run.rss_mb}
+
+
 def main() -> None:
     """Start servers (or use A4CO_*_URL), measure, print and save the results."""
     run_benchmark(
@@ -341,7 +364,7 @@ def main() -> None:
         (FULL, QUICK),
         measure,
         report,
-        lambda results: [asdict(r) | {"rps_ratio": r.rps_ratio} for r in results],
+        to_json,
     )
 
 

@@ -4,8 +4,9 @@ measured in the same run, written to bench/results/<timestamp>/ (report.md, resu
 1. events: consume rate (raw nats-py pull loop, FastStream), relay publish rate (raw
    publish_async), commit -> handler latency at steady offered rates;
 2. the five sync RPCs at 1 and 16 in flight beside a bare grpc.aio echo server (search over a
-   catalogue of 100,000 products in the full run);
-3. the order saga under stepped offered load, every service a process; memory of each service;
+   catalogue of 100,000 products in the full run), and the memory of their services after them;
+3. the order saga under stepped offered load, every service a process, and the memory of each
+   service after the heaviest step;
 4. `make run`'s time to ready.
 """
 
@@ -63,8 +64,9 @@ async def measure(urls: ServerUrls, profile: dict[str, Any], with_launcher: bool
 def report(results: dict[str, Any]) -> str:
     """The Markdown report."""
     saga: saga_bench.SagaResult = results["saga"]
+    rpcs: rpc_bench.RpcRun = results["rpc"]
     lines = ["# a4co benchmark", "", "## Events", "", events_bench.report(results["events"]), "", "## Synchronous RPCs", "",
-             rpc_bench.report(results["rpc"]), "", "## The order saga", "",
+             rpc_bench.calls_table(rpcs.results), "", "## The order saga", "",
              "| offered orders/s | sent | confirmed | sustained confirmed/s | p50 ms CreateOrder→CONFIRMED | p99 ms |",
              "|---|---|---|---|---|---|"]  # fmt: skip
     lines += [
@@ -73,12 +75,17 @@ def report(results: dict[str, Any]) -> str:
     ]
     lines += [
         "",
-        "## Memory (RSS) of each service after the heaviest step",
+        "## Memory (RSS) of each service under load",
         "",
-        "| service | MB |",
-        "|---|---|",
+        "After the RPCs at 16 in flight (the catalog holding the searched catalogue) and after the"
+        " saga's heaviest step; '-' where the service is not part of that workload.",
+        "",
+        "| service | MB after the RPCs | MB after the saga |",
+        "|---|---|---|",
     ]
-    lines += [f"| {n} | {mb:.1f} |" for n, mb in sorted(saga.rss_mb.items())]
+    for name in sorted(saga.rss_mb.keys() | rpcs.rss_mb.keys()):
+        cells = [f"{d[name]:.1f}" if name in d else "-" for d in (rpcs.rss_mb, saga.rss_mb)]
+        lines.append(f"| {name} | {cells[0]} | {cells[1]} |")
     first, again = results["ready"]
     lines += [
         "",
@@ -118,7 +125,7 @@ def plots(results: dict[str, Any], out: Path) -> list[Path]:
     fig.savefig(written[-1], dpi=110)
     fig, ax = plt.subplots(figsize=(8, 4))
     bars = [(f.name, f.ours, f.baseline) for f in results["events"] if f.unit == "msg/s"]
-    bars += [(f"{r.rpc} @{r.in_flight}", r.rps, r.baseline_rps) for r in results["rpc"]]
+    bars += [(f"{r.rpc} @{r.in_flight}", r.rps, r.baseline_rps) for r in results["rpc"].results]
     xs = range(len(bars))
     ax.bar([x - 0.2 for x in xs], [b[1] for b in bars], width=0.4, label="a4co")
     ax.bar([x + 0.2 for x in xs], [b[2] for b in bars], width=0.4, label="baseline")
@@ -138,7 +145,7 @@ def to_json(results: dict[str, Any]) -> dict[str, Any]:
     saga: saga_bench.SagaResult = results["saga"]
     return {
         "events": [asdict(f) | {"ratio": f.ratio} for f in results["events"]],
-        "rpc": [asdict(r) | {"rps_ratio": r.rps_ratio} for r in results["rpc"]],
+        "rpc": rpc_bench.to_json(results["rpc"]),
         "saga": [asdict(s) for s in saga.steps],
         "rss_mb": saga.rss_mb,
         "make_run_ready_s": {"first": results["ready"][0], "restart": results["ready"][1]},

@@ -34,6 +34,7 @@ from a4co.payments.v1 import payments_service_pb2 as payments_pb
 from a4co.payments.v1 import payments_service_pb2_grpc as payments_grpc
 from a4co.type.v1 import address_pb2, lat_lng_pb2, money_pb2
 from bench.events_bench import paced, percentile
+from bench.harness import rss_mb
 from services.launcher.supervisor import Supervisor
 from services.platform.auth import generate_keypair
 from services.platform.events.codec import EventCodec
@@ -62,14 +63,6 @@ class SagaResult:
 
     steps: list[Step]
     rss_mb: dict[str, float]
-
-
-def rss_mb(pid: int) -> float:
-    """A process's resident memory in MB, from /proc."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
 
 
 async def _account(

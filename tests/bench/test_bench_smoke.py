@@ -27,7 +27,8 @@ async def test_rpc_benchmark_runs_every_service_as_a_process(urls: ServerUrls) -
     from bench.rpc_bench import measure as measure_rpcs
     from bench.rpc_bench import report as report_rpcs
 
-    results = await measure_rpcs(urls, RPC_SMOKE, progress=lambda _: None)
+    run = await measure_rpcs(urls, RPC_SMOKE, progress=lambda _: None)
+    results = run.results
     assert {r.rpc.split(" ")[0] for r in results} == {
         "CheckStock",
         "ValidatePaymentMethod",
@@ -40,7 +41,9 @@ async def test_rpc_benchmark_runs_every_service_as_a_process(urls: ServerUrls) -
         assert r.rps > 0
         assert r.baseline_rps > 0
         assert 0 < r.p50_ms <= r.p99_ms
-    assert report_rpcs(results).count("\n") == len(results) + 1
+    assert set(run.rss_mb) == {"identity", "inventory", "payments", "catalog", "geo"}
+    assert all(mb > 0 for mb in run.rss_mb.values())
+    assert report_rpcs(run).count("\n") == len(results) + 1 + 3 + len(run.rss_mb)
 
 
 async def test_the_whole_report_runs_at_smoke_sizes(urls: ServerUrls, tmp_path: Path) -> None:
@@ -54,4 +57,6 @@ async def test_the_whole_report_runs_at_smoke_sizes(urls: ServerUrls, tmp_path: 
     assert all(mb > 0 for mb in saga.rss_mb.values())
     out = run.write(results, tmp_path)
     assert {p.name for p in out.iterdir()} == {"report.md", "results.json", "latency.png", "throughput.png"}
-    assert "## The order saga" in (out / "report.md").read_text()
+    text = (out / "report.md").read_text()
+    assert "## The order saga" in text
+    assert "| catalog |" in text.split("## Memory (RSS) of each service under load")[1]
