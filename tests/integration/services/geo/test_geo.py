@@ -49,10 +49,17 @@ async def geo(urls: ServerUrls, prefix: str, keys: Keys) -> AsyncIterator[Runnin
             )
             await publish_event(svc, event, artisan_id, source="artisans")
 
-        async def indexed() -> bool:
+        async def recorded() -> bool:
             return await scalar_int(svc.infra.pool, "SELECT count(*) FROM workshops") == len(WORKSHOPS)
 
-        await eventually(indexed, what="workshops recorded")
+        # The map is written after each commit: a workshop is recorded a moment before it is found.
+        async def on_the_map() -> bool:
+            everywhere = pb.FindNearbyArtisansRequest(location=at(37.9, -3.4), radius_km=200)
+            found = await pb_grpc.GeoServiceStub(svc.channel).FindNearbyArtisans(everywhere)
+            return len(found.artisans) == len(WORKSHOPS)
+
+        await eventually(recorded, what="workshops recorded")
+        await eventually(on_the_map, what="workshops on the map")
         yield svc
 
 
