@@ -56,12 +56,20 @@ async def test_relay_wakes_on_notify_and_keeps_commit_order_per_aggregate(rig: R
         seen.append(event.order_id + ":" + str(event.status))
 
     consumer = await rig.consumer("analytics", {order_events_pb2.OrderStatusChanged: handler})  # type: ignore[dict-item]
+
+    def changed(status: int) -> order_events_pb2.OrderStatusChanged:
+        return order_events_pb2.OrderStatusChanged(
+            order_id="o-7", status=order_events_pb2.OrderStatus.ValueType(status)
+        )
+
     async with running(rig.relay(poll_interval_s=30)) as relay:
-        for status in range(1, 7):
-            changed = order_events_pb2.OrderStatusChanged(
-                order_id="o-7", status=order_events_pb2.OrderStatus.ValueType(status)
-            )
-            await rig.commit(changed, "o-7")
+        # Once the first transition is through, the relay listens and waits for its 30 s poll: the
+        # next five can only reach it by NOTIFY. (Committed at once, all six could be in the
+        # batch it reads on starting, before it listens, and no notification would be needed.)
+        await rig.commit(changed(1), "o-7")
+        await eventually(lambda: consumer.stats.handled == 1, what="the first transition handled")
+        for status in range(2, 7):
+            await rig.commit(changed(status), "o-7")
         await eventually(lambda: consumer.stats.handled == 6, what="six transitions handled")
         assert relay.stats.wakeups >= 1, "LISTEN/NOTIFY woke the relay before its 30 s poll"
     assert seen == [f"o-7:{s}" for s in range(1, 7)]
