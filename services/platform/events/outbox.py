@@ -18,6 +18,7 @@ import logging
 import math
 import time
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import asyncpg
@@ -62,23 +63,35 @@ class OutboxWriter:
         flow: Flow | None = None,
     ) -> OutgoingEvent:
         """Encode `event` and insert it; it is published once the transaction commits."""
+        out = self.encode(event, aggregate_id=aggregate_id, flow=flow)
+        await self.insert(conn, [out])
+        return out
+
+    def encode(self, event: Message, *, aggregate_id: str, flow: Flow | None = None) -> OutgoingEvent:
+        """The outbox row of `event`, not inserted yet (see `insert`)."""
+        return self.codec.encode(event, aggregate_id=aggregate_id, flow=flow)
+
+    async def insert(self, conn: Connection, events: Sequence[OutgoingEvent]) -> None:
+        """Insert encoded events, in their order, inside the caller's transaction."""
         if not conn.is_in_transaction():
             raise RuntimeError("events must be added inside the state change's transaction")
-        out = self.codec.encode(event, aggregate_id=aggregate_id, flow=flow)
-        # The row and the relay's wake-up in one round trip; the notification is delivered at
-        # commit, and coalesced when a transaction adds several events.
+        # The rows and the relay's wake-up in one round trip; the notification is delivered at
+        # commit, and coalesced when a transaction adds several events. The rows get their ids
+        # (the relay's publishing order) in the order given.
         await conn.execute(
             "WITH added AS (INSERT INTO outbox (event_id, event_type, aggregate_id, subject, headers, body)"
-            " VALUES ($1, $2, $3, $4, $5::jsonb, $6)) SELECT pg_notify($7, '')",
-            out.event_id,
-            out.event_type,
-            out.aggregate_id,
-            out.subject,
-            json.dumps(out.headers),
-            out.body,
+            " SELECT e.event_id, e.event_type, e.aggregate_id, e.subject, e.headers::jsonb, e.body"
+            " FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bytea[])"
+            " WITH ORDINALITY AS e(event_id, event_type, aggregate_id, subject, headers, body, n)"
+            " ORDER BY e.n) SELECT pg_notify($7, '')",
+            [out.event_id for out in events],
+            [out.event_type for out in events],
+            [out.aggregate_id for out in events],
+            [out.subject for out in events],
+            [json.dumps(out.headers) for out in events],
+            [out.body for out in events],
             self._channel,
         )
-        return out
 
 
 class PublishFailedError(RuntimeError):

@@ -304,3 +304,32 @@ async def test_the_lag_is_exported(rig: Rig) -> None:
         )
 
     await eventually(lambda: lag() is not None, what="the lag exported")  # looked up at start
+
+
+async def test_follow_ups_of_a_batch_keep_their_order_and_a_failed_batch_leaves_none(rig: Rig) -> None:
+    from a4co.payments.events.v1 import payment_events_pb2
+    from services.platform.events.codec import EventCodec
+    from services.platform.events.outbox import OutboxWriter
+
+    writer = OutboxWriter(EventCodec(rig.registry, "payments", rig.topology), rig.topology.schema("payments"))
+    failed: list[str] = []
+
+    async def charge(event: order_events_pb2.OrderCreated, ctx: HandlerContext) -> None:
+        ctx.outbox = writer
+        processed = payment_events_pb2.PaymentProcessed(order_id=event.order_id)
+        await ctx.publish(processed, aggregate_id=event.order_id)
+        # o-3 fails once: the batch is rolled back, then its events are handled one by one.
+        if event.order_id == "o-3" and not failed:
+            failed.append(event.order_id)
+            raise RuntimeError("provider hiccup")
+
+    consumer = await rig.consumer("payments", {order_events_pb2.OrderCreated: charge}, start=False)  # type: ignore[dict-item]
+    for i in range(1, 6):
+        out = rig.codec.encode(order_created(f"o-{i}"), aggregate_id=f"o-{i}")
+        await rig.js.publish(out.subject, out.body, headers=out.headers)
+    await consumer.start()
+    await eventually(lambda: consumer.stats.handled == 5, what="five orders charged")
+
+    rows = await consumer.pool.fetch("SELECT aggregate_id FROM outbox ORDER BY id")
+    assert failed == ["o-3"]
+    assert [r["aggregate_id"] for r in rows] == [f"o-{i}" for i in range(1, 6)]
