@@ -76,9 +76,9 @@ class HandlerContext:
     event: IncomingEvent
     delivery: int
     outbox: OutboxWriter | None
+    # Follow-ups of the whole transaction, which its runner inserts together before it commits.
+    staged: list[tuple[OutboxWriter, OutgoingEvent]]
     committed: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
-    # Follow-ups of the whole transaction, inserted together before it commits.
-    staged: list[tuple[OutboxWriter, OutgoingEvent]] = field(default_factory=list)
 
     def after_commit(self, callback: Callable[[], Awaitable[None]]) -> None:
         """Run `callback` once the handler's transaction has committed (never if it rolls back),
@@ -424,7 +424,7 @@ class QueueConsumer:
         """Run one handler in its own span and flow, timing it; returns its after-commit callbacks.
         The follow-ups it publishes are added to `staged`."""
         started = time.perf_counter()
-        ctx = HandlerContext(conn, item.incoming, item.delivery, self.outbox, staged=staged)
+        ctx = HandlerContext(conn, item.incoming, item.delivery, self.outbox, staged)
         with self._span(item) as span, flow_scope(item.incoming.flow):
             try:
                 await item.handler(item.payload, ctx)
