@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -77,7 +76,7 @@ class HandlerContext:
     delivery: int
     outbox: OutboxWriter | None
     # Follow-ups of the whole transaction, which its runner inserts together before it commits.
-    staged: list[tuple[OutboxWriter, OutgoingEvent]]
+    staged: list[OutgoingEvent]
     committed: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
 
     def after_commit(self, callback: Callable[[], Awaitable[None]]) -> None:
@@ -99,7 +98,7 @@ class HandlerContext:
         if self.outbox is None:
             raise RuntimeError("this consumer was built without an outbox")
         out = self.outbox.encode(event, aggregate_id=aggregate_id, flow=self.event.flow)
-        self.staged.append((self.outbox, out))
+        self.staged.append(out)
         return out
 
 
@@ -390,7 +389,7 @@ class QueueConsumer:
         Returns, for each item, whether it was new (False: a duplicate, nothing was run).
         """
         after: list[Callable[[], Awaitable[None]]] = []
-        staged: list[tuple[OutboxWriter, OutgoingEvent]] = []
+        staged: list[OutgoingEvent] = []
         async with self.pool.acquire() as conn, conn.transaction():
             inserted = await conn.fetch(
                 "INSERT INTO inbox (consumer, event_id, event_type) "
@@ -408,9 +407,9 @@ class QueueConsumer:
                 if first:
                     after.extend(await self._call(conn, item, staged))
                 outcomes.append(first)
-            # Consecutive follow-ups of one writer in one statement, in the order published.
-            for writer, group in itertools.groupby(staged, key=lambda s: s[0]):
-                await writer.insert(conn, [out for _, out in group])
+            if staged:  # every follow-up of the transaction in one statement, in the order published
+                assert self.outbox is not None  # publish() refuses without one
+                await self.outbox.insert(conn, staged)
         for callback in after:
             try:
                 await callback()
@@ -419,7 +418,7 @@ class QueueConsumer:
         return outcomes
 
     async def _call(
-        self, conn: Connection, item: _Work, staged: list[tuple[OutboxWriter, OutgoingEvent]]
+        self, conn: Connection, item: _Work, staged: list[OutgoingEvent]
     ) -> list[Callable[[], Awaitable[None]]]:
         """Run one handler in its own span and flow, timing it; returns its after-commit callbacks.
         The follow-ups it publishes are added to `staged`."""

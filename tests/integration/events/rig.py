@@ -111,9 +111,11 @@ class Rig:
         policy: DeliveryPolicy = FAST,
         upcasters: Upcasters | None = None,
         codec: EventCodec | None = None,
+        outbox: OutboxWriter | None = None,
         start: bool = True,
     ) -> C:
-        """A consumer of class `kind` (a QueueConsumer that misbehaves on purpose, say)."""
+        """A consumer of class `kind` (a QueueConsumer that misbehaves on purpose, say); with
+        `outbox`, its handlers may publish follow-ups."""
         pool = await self.consumer_pool(service)
         consumer = kind(
             service=service,
@@ -125,6 +127,7 @@ class Rig:
             topology=self.topology,
             policy=policy,
             upcasters=upcasters,
+            outbox=outbox,
         )
         if start:
             await consumer.start()

@@ -315,7 +315,6 @@ async def test_follow_ups_of_a_batch_keep_their_order_and_a_failed_batch_leaves_
     failed: list[str] = []
 
     async def charge(event: order_events_pb2.OrderCreated, ctx: HandlerContext) -> None:
-        ctx.outbox = writer
         processed = payment_events_pb2.PaymentProcessed(order_id=event.order_id)
         await ctx.publish(processed, aggregate_id=event.order_id)
         # o-3 fails once: the batch is rolled back, then its events are handled one by one.
@@ -323,7 +322,8 @@ async def test_follow_ups_of_a_batch_keep_their_order_and_a_failed_batch_leaves_
             failed.append(event.order_id)
             raise RuntimeError("provider hiccup")
 
-    consumer = await rig.consumer("payments", {order_events_pb2.OrderCreated: charge}, start=False)  # type: ignore[dict-item]
+    handlers = {order_events_pb2.OrderCreated: charge}
+    consumer = await rig.consumer("payments", handlers, outbox=writer, start=False)  # type: ignore[arg-type]
     for i in range(1, 6):
         out = rig.codec.encode(order_created(f"o-{i}"), aggregate_id=f"o-{i}")
         await rig.js.publish(out.subject, out.body, headers=out.headers)

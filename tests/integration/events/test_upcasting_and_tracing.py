@@ -152,10 +152,10 @@ async def test_the_flow_carries_correlation_and_causation(rig: Rig) -> None:
     from services.platform.events.outbox import OutboxWriter
 
     async def charge(event: Message, ctx: HandlerContext) -> None:
-        ctx.outbox = OutboxWriter(writer_codec, rig.topology.schema("payments"))
         await ctx.publish(payment_events_pb2.PaymentProcessed(order_id="o-flow"), aggregate_id="pay-1")
 
-    consumer = await rig.consumer("payments", {order_events_pb2.OrderCreated: charge})
+    writer = OutboxWriter(writer_codec, rig.topology.schema("payments"))
+    consumer = await rig.consumer("payments", {order_events_pb2.OrderCreated: charge}, outbox=writer)
     cause = await rig.commit(order_created("o-flow"), "o-flow")
     async with running(rig.relay()):
         await eventually(lambda: consumer.stats.handled == 1)
