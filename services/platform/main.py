@@ -11,6 +11,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from services.platform.logs import configure_logging
+from services.platform.memory import cap_arenas
 from services.platform.runtime import (
     Infrastructure,
     ServiceParts,
@@ -60,6 +61,7 @@ async def serve(service: str, build: Build, schema_sql: str | None, args: argpar
 
 def service_main(service: str, build: Build, schema_file: Path | None) -> None:
     """Run a service process until SIGTERM or SIGINT."""
+    cap_arenas()  # before any thread allocates
     configure_logging(service, os.environ.get("A4CO_LOG_LEVEL", "INFO"))
     configure_tracing(service)
     schema_sql = schema_file.read_text() if schema_file else None

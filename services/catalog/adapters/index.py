@@ -1,4 +1,4 @@
-"""catalog's search index: the products' text ranked by BM25 in Tantivy, in this process's memory.
+"""catalog's search index: the products' text ranked by BM25 in Tantivy, in files of this process.
 
 PostgreSQL's tables stay the catalogue; the index is derived from them (`follower.py` keeps it in
 step) and answers searches that have words, because ranking thousands of matches in SQL cost about
@@ -11,6 +11,12 @@ field, the name three times and the category twice, so that a word weighs most i
 in the category, then in the description, with one term per word to match and score (0.25 ms for
 9,000 matches, against 0.6 ms for a choice among three fields per word).
 
+The index's files are in a temporary directory of the process, removed when it ends, and read
+through memory maps: the kernel's page cache holds them, not the heap of the threads that wrote
+them (the catalog holding 100,000 products: 7 to 11 MB less RSS than an index in memory, with
+services/platform/memory.py's arenas; docs/performance.md). The index is rebuilt from PostgreSQL
+at every start, so nothing on disk outlives the process.
+
 Results are ordered by score, then by the index's own order of documents (newest first as
 loaded; a product changed since comes after the others of its score), so that pages never overlap
 nor skip a result while the index is unchanged.
@@ -19,9 +25,13 @@ nor skip a result while the index is unchanged.
 from __future__ import annotations
 
 import math
+import shutil
+import tempfile
+import weakref
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 
 import tantivy
 from prometheus_client import Gauge
@@ -117,7 +127,7 @@ class Loading:
 
     def __init__(self, target: ProductIndex) -> None:
         self._target = target
-        self._index = target.new_tantivy_index()
+        self._index, self._path = target.new_tantivy_index()
         self._writer = self._index.writer(heap_size=WRITER_HEAP_BYTES, num_threads=1)
 
     def add(self, products: Iterable[IndexedProduct]) -> None:
@@ -129,15 +139,19 @@ class Loading:
         """Commit, and make the new index the one searched (blocking; run it in a thread)."""
         self._writer.commit()
         self._index.reload()
-        self._target.swap(self._index, self._writer)
+        self._target.swap(self._index, self._writer, self._path)
 
 
 class ProductIndex:
     """The search index of one catalog process; `ready` is set by whoever keeps it in step."""
 
-    def __init__(self) -> None:
+    def __init__(self, parent: Path | None = None) -> None:
+        """An empty index, its files in a new directory under `parent` (the system's temporary
+        directory by default), removed by `close` or when the process ends."""
         self.schema = _schema()
-        self._index = self.new_tantivy_index()
+        self.directory = Path(tempfile.mkdtemp(prefix="a4co-search-", dir=parent))
+        self._remove = weakref.finalize(self, shutil.rmtree, self.directory, ignore_errors=True)
+        self._index, self._path = self.new_tantivy_index()
         # One writer per index, kept for its updates: a new writer per update grew the process by
         # 24 MB over 300 single-product updates, one kept by 1 to 7 MB (measured apart).
         self._writer: tantivy.IndexWriter | None = None
@@ -154,17 +168,30 @@ class ProductIndex:
         self._ready = value
         READY.set(int(value))
 
-    def new_tantivy_index(self) -> tantivy.Index:
-        """An empty in-memory index with this schema and the Spanish analyser."""
-        index = tantivy.Index(self.schema, sort_by_field="publish_us", sort_order=tantivy.Order.Desc)
+    def new_tantivy_index(self) -> tuple[tantivy.Index, Path]:
+        """An empty index with this schema and the Spanish analyser, and its new directory."""
+        path = Path(tempfile.mkdtemp(prefix="index-", dir=self.directory))
+        index = tantivy.Index(
+            self.schema, path=str(path), sort_by_field="publish_us", sort_order=tantivy.Order.Desc
+        )
         index.register_tokenizer("es", ANALYZER)
         index.config_reader(reload_policy="Manual")
-        return index
+        return index, path
 
-    def swap(self, index: tantivy.Index, writer: tantivy.IndexWriter) -> None:
-        """Search `index` from now on, and update it with `writer`."""
-        self._index, self._writer = index, writer
+    def swap(self, index: tantivy.Index, writer: tantivy.IndexWriter, path: Path) -> None:
+        """Search `index` (in `path`) from now on, and update it with `writer`; the index it
+        replaces is removed once its merges have finished (blocking; run it in a thread)."""
+        old_writer, old_path = self._writer, self._path
+        self._index, self._writer, self._path = index, writer, path
         self._count()
+        if old_writer is not None:
+            old_writer.wait_merging_threads()  # nothing writes in old_path any more
+        # A search still on the old index keeps reading it: its files stay mapped until then.
+        shutil.rmtree(old_path, ignore_errors=True)
+
+    def close(self) -> None:
+        """Remove the index's files; it must not be searched nor updated afterwards."""
+        self._remove()
 
     def _count(self) -> None:
         self.documents = self._index.searcher().num_docs

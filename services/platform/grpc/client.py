@@ -12,14 +12,13 @@ from typing import Any, TypeVar
 import grpc
 from google.protobuf.message import Message
 from opentelemetry import propagate
-from opentelemetry.instrumentation.grpc import aio_client_interceptors
 from prometheus_client import Counter, Gauge
 
 from services.platform.auth import optional_principal
 from services.platform.errors import UnavailableError
 from services.platform.flow import current_flow
 from services.platform.resilience import Backoff, BreakerOpenError, BreakerState, CircuitBreaker
-from services.platform.telemetry import tracing_enabled
+from services.platform.telemetry import client_interceptors, tracing_enabled
 
 BREAKER_STATE = Gauge(
     "a4co_circuit_breaker_state",
@@ -64,7 +63,7 @@ def open_channel(target: str) -> grpc.aio.Channel:
     """An insecure channel to `target`, with client spans when a tracer provider is installed."""
     return grpc.aio.insecure_channel(
         target,
-        interceptors=aio_client_interceptors() if tracing_enabled() else None,
+        interceptors=client_interceptors(),
         options=[("grpc.keepalive_time_ms", 30_000), ("grpc.enable_retries", 0)],
     )
 

@@ -13,9 +13,9 @@ from typing import Any, cast
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
-from opentelemetry.instrumentation.grpc import aio_server_interceptor
 
 from services.platform.grpc.interceptor import PlatformInterceptor
+from services.platform.telemetry import server_interceptors
 
 log = logging.getLogger(__name__)
 
@@ -117,7 +117,7 @@ class GrpcServer:
             # (memory grows, and every queued caller waits past its deadline anyway).
             maximum_concurrent_rpcs=max_concurrent_rpcs,
             # The OpenTelemetry interceptor only when spans are recorded: it costs every call.
-            interceptors=None if interceptor.propagate_only else [aio_server_interceptor()],
+            interceptors=None if interceptor.propagate_only else server_interceptors(),
             options=[
                 ("grpc.so_reuseport", 0),
                 ("grpc.max_receive_message_length", 4 * 1024 * 1024),

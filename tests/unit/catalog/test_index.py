@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 
@@ -144,3 +145,23 @@ def test_it_knows_the_words_some_product_has() -> None:
     assert index.knows("aceituna")  # the same stem
     assert index.knows("de")  # a stop word needs no correcting
     assert not index.knows("olivia")
+
+
+def test_its_files_live_in_its_own_directory_until_it_is_closed(tmp_path: Path) -> None:
+    index = ProductIndex(parent=tmp_path)
+    first = index.loading()
+    first.add([product("p1", "Aceite de oliva")])
+    first.finish()
+    [directory] = tmp_path.iterdir()
+    assert directory == index.directory
+    [kept] = index.directory.iterdir()  # the empty index it started with is gone
+    assert any(f.suffix == ".idx" for f in kept.iterdir())
+    index.update([product("p2", "Miel de romero")], ["p2"])  # merges may run in the background
+    second = index.loading()
+    second.add([product("p3", "Plato de cerámica")])
+    second.finish()
+    assert [d.name for d in index.directory.iterdir()] != [kept.name]  # a reload replaces it
+    assert len(list(index.directory.iterdir())) == 1
+    assert ids(index, "ceramica") == ["p3"]
+    index.close()
+    assert list(tmp_path.iterdir()) == []

@@ -37,8 +37,28 @@ def test_every_line_has_the_service_and_both_ids() -> None:
     assert (inside["level"], inside["message"]) == ("warning", "charged")
 
 
-def run_configure(env: dict[str, str]) -> str:
-    code = "from services.platform.telemetry import configure_tracing; print(configure_tracing('orders'))"
+# Which tracing modules a service process has loaded once its servers and channels exist.
+LOADED = """
+import asyncio, sys
+from services.platform.telemetry import configure_tracing
+enabled = configure_tracing('orders')
+from services.platform.grpc.client import open_channel
+from services.platform.grpc.interceptor import PlatformInterceptor
+from services.platform.grpc.server import GrpcServer
+async def main():
+    interceptor = PlatformInterceptor(service='orders', domain='a4co.es', policies={}, verifier=None)
+    GrpcServer([], interceptor)
+    await open_channel('127.0.0.1:1').close()
+asyncio.run(main())
+print(enabled, sorted({m for m in sys.modules if m in TRACING}))
+"""
+TRACING = ("opentelemetry.sdk.trace", "opentelemetry.instrumentation.grpc")
+
+
+CONFIGURE = "from services.platform.telemetry import configure_tracing; print(configure_tracing('orders'))"
+
+
+def run_configure(env: dict[str, str], code: str = CONFIGURE) -> str:
     result = subprocess.run(
         [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60, check=True
     )
@@ -49,3 +69,11 @@ def test_otlp_export_only_when_an_endpoint_is_set() -> None:
     base = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
     assert run_configure(base) == "False"
     assert run_configure({**base, "OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4317"}) == "True"
+
+
+def test_the_tracing_sdk_and_instrumentation_load_only_with_tracing_on() -> None:
+    base = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+    code = f"TRACING = {TRACING!r}\n{LOADED}"
+    assert run_configure(base, code) == "False []"
+    on = run_configure({**base, "OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4317"}, code)
+    assert on == f"True {sorted(TRACING)}"
