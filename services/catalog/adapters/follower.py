@@ -6,6 +6,8 @@ delivers the notifications after the commit, in commit order, and never for a ro
 follower LISTENs on a connection of its own, then loads every product; from then on it re-reads
 the rows notified and replaces their documents. Should the connection fail (or stop answering the
 idle check), `ready` goes false at once, so searches run in SQL, until the next LISTEN and load.
+Once nothing has been notified for the idle check's time, the index lets its writer go (`rest`)
+until the next change.
 """
 
 from __future__ import annotations
@@ -136,6 +138,8 @@ class IndexFollower:
                 await self.apply(conn, names)
             else:  # quiet for idle_check_s: make sure the connection still answers
                 await conn.fetchval("SELECT 1", timeout=self.idle_check_s)
+                if self.index.writing:  # and let the index's writer go until the next change
+                    await asyncio.to_thread(self.index.rest)
 
     def _on_notify(self, _conn: object, _pid: int, _channel: str, payload: object) -> None:
         self._pending.add(str(payload))

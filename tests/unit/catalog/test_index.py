@@ -165,3 +165,18 @@ def test_its_files_live_in_its_own_directory_until_it_is_closed(tmp_path: Path) 
     assert ids(index, "ceramica") == ["p3"]
     index.close()
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_resting_index_lets_its_writer_go_and_takes_a_new_one_for_the_next_update() -> None:
+    index = loaded(product("p1", "Aceite de oliva"))
+    assert index.writing  # the load's writer, kept for the updates that follow
+    for i in range(2, 12):  # enough segments for merges to start in the background
+        index.update([product(f"p{i}", "Aceite de oliva")], [f"p{i}"])
+    index.rest()
+    assert not index.writing
+    assert len(ids(index, "aceite")) == 11
+    index.rest()  # nothing to let go
+    index.update([product("p1", "Miel de romero", category="miel")], ["p1"])
+    assert index.writing
+    assert ids(index, "miel") == ["p1"]
+    assert len(ids(index, "aceite")) == 10

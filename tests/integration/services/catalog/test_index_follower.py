@@ -37,8 +37,12 @@ async def pool(urls: ServerUrls, topology: Topology) -> AsyncIterator[asyncpg.Po
 
 
 @contextlib.asynccontextmanager
-async def following(urls: ServerUrls, topology: Topology, dsn: str = "") -> AsyncIterator[IndexFollower]:
-    follower = IndexFollower(dsn or urls.database_url, topology.schema("catalog"), ProductIndex())
+async def following(
+    urls: ServerUrls, topology: Topology, dsn: str = "", idle_check_s: float = 5.0
+) -> AsyncIterator[IndexFollower]:
+    follower = IndexFollower(
+        dsn or urls.database_url, topology.schema("catalog"), ProductIndex(), idle_check_s=idle_check_s
+    )
     task = asyncio.create_task(follower.follow())
     try:
         yield follower
@@ -176,3 +180,19 @@ async def test_a_stop_ends_it_even_when_a_notification_wakes_it_at_that_moment(
         assert task.cancelled()
     finally:
         task.cancel()
+
+
+async def test_once_quiet_the_index_lets_its_writer_go_until_the_next_change(
+    pool: asyncpg.Pool, urls: ServerUrls, topology: Topology
+) -> None:
+    async with pool.acquire() as conn:
+        await Projections(conn).upsert_artisan("baeza", "Alfarería", "Baeza", *BAEZA)
+    async with following(urls, topology, idle_check_s=0.2) as follower:
+        await eventually(lambda: follower.index.ready, what="loaded")
+        await publish(pool, "first", "Cuenco de barro")
+        await eventually(lambda: "first" in found(follower, "barro"), what="the product indexed")
+        await eventually(lambda: not follower.index.writing, what="the writer let go once quiet")
+        await publish(pool, "second", "Plato de barro")
+        await eventually(
+            lambda: found(follower, "barro") == {"first", "second"}, what="a new writer's update"
+        )
