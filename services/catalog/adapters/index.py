@@ -13,7 +13,7 @@ in the category, then in the description, with one term per word to match and sc
 
 The index's files are in a temporary directory of the process, removed when it ends, and read
 through memory maps: the kernel's page cache holds them, not the heap of the threads that wrote
-them (the catalog holding 100,000 products: 7 to 11 MB less RSS than an index in memory, with
+them (the catalog holding 100,000 products: 4 to 12 MB less RSS than an index in memory, with
 services/platform/memory.py's arenas; docs/performance.md). The index is rebuilt from PostgreSQL
 at every start, so nothing on disk outlives the process.
 
@@ -155,7 +155,7 @@ class ProductIndex:
         self._index, self._path = self.new_tantivy_index()
         # One writer kept while updates come (a new writer per update grew the process by 24 MB
         # over 300 single-product updates), let go once they stop (`rest`): an idle writer held
-        # 2.5 to 7.5 MB with 100,000 products.
+        # 2.6 and 7.5 MB with 100,000 products (two runs).
         self._writer: tantivy.IndexWriter | None = None
         self._ready = False
         self.documents = 0
