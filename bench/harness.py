@@ -5,11 +5,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import tempfile
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 from services.platform.local_servers import LocalServers, ServerUrls
 
@@ -23,6 +25,75 @@ def rss_mb(pid: int) -> float:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     return 0.0
+
+
+TICKS_PER_S = os.sysconf("SC_CLK_TCK")
+
+
+def _listening_inodes(port: int) -> set[str]:
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            rows = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for row in rows:
+            cells = row.split()
+            if cells[3] == "0A" and int(cells[1].rsplit(":", 1)[1], 16) == port:  # 0A: LISTEN
+                inodes.add(cells[9])
+    return inodes
+
+
+def listening_pid(port: int) -> int | None:
+    """The process of this machine listening on `port`, if any (and if /proc shows it)."""
+    wanted = {f"socket:[{inode}]" for inode in _listening_inodes(port)}
+    for proc in Path("/proc").iterdir():
+        if not wanted or not proc.name.isdigit():
+            continue
+        try:
+            if any(os.readlink(fd) in wanted for fd in (proc / "fd").iterdir()):
+                return int(proc.name)
+        except OSError:  # gone, or not ours to look at
+            continue
+    return None
+
+
+def server_pids(urls: ServerUrls) -> dict[str, int]:
+    """PostgreSQL's, NATS's and Redis's processes, when they run on this machine."""
+    found = {}
+    for name, url in (("PostgreSQL", urls.database_url), ("NATS", urls.nats_url), ("Redis", urls.redis_url)):
+        parts = urlsplit(url)
+        if parts.hostname in ("127.0.0.1", "localhost", "::1") and parts.port:
+            pid = listening_pid(parts.port)
+            if pid is not None:
+                found[name] = pid
+    return found
+
+
+def cpu_seconds(pids: Mapping[str, int]) -> dict[str, float]:
+    """CPU seconds (user and system) used so far by each named process with its descendants that
+    are not named themselves (PostgreSQL's backends count for PostgreSQL), from /proc."""
+    parent: dict[int, int] = {}
+    ticks: dict[int, int] = {}
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            fields = (proc / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:  # ended meanwhile
+            continue
+        pid = int(proc.name)
+        # ppid, then utime, stime and the reaped children's cutime and cstime.
+        parent[pid], ticks[pid] = int(fields[1]), sum(int(f) for f in fields[11:15])
+    owner = {pid: name for name, pid in pids.items()}
+    totals = dict.fromkeys(pids, 0.0)
+    for pid, used in ticks.items():
+        ancestor = pid
+        while ancestor not in owner and ancestor in parent:
+            ancestor = parent[ancestor]
+        if ancestor in owner:
+            totals[owner[ancestor]] += used / TICKS_PER_S
+    return totals
 
 
 def run_benchmark(

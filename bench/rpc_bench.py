@@ -19,7 +19,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import asyncpg
@@ -37,7 +37,7 @@ from a4co.payments.v1 import payments_service_pb2 as payments_pb
 from a4co.payments.v1 import payments_service_pb2_grpc as payments_grpc
 from a4co.type.v1 import lat_lng_pb2
 from bench.events_bench import percentile
-from bench.harness import rss_mb, run_benchmark
+from bench.harness import cpu_seconds, listening_pid, rss_mb, run_benchmark, server_pids
 from services.demo.catalogue import ARTISANS, TEMPLATES
 from services.platform.auth import generate_keypair
 from services.platform.local_servers import ServerUrls, wait_until
@@ -73,6 +73,10 @@ class Result:
     baseline_p50_ms: float
     baseline_p99_ms: float
     baseline_rps: float
+    # CPU per call (µs) of the load generator, the service, and the servers it used; the same for
+    # the echo server's calls at this concurrency.
+    cpu_us: dict[str, float] = field(default_factory=dict)
+    baseline_cpu_us: dict[str, float] = field(default_factory=dict)
 
     @property
     def rps_ratio(self) -> float:
@@ -87,6 +91,17 @@ class RpcRun:
 
     results: list[Result]
     rss_mb: dict[str, float]
+
+
+WARM_UP = 20
+# The process that answers each measured call.
+SERVED_BY = {
+    "CheckStock (stock)": "inventory",
+    "ValidatePaymentMethod (payment)": "payments",
+    "SearchProducts (search)": "catalog",
+    "ValidateToken (auth)": "identity",
+    "FindNearbyArtisans (geo)": "geo",
+}
 
 
 async def load(
@@ -106,7 +121,7 @@ async def load(
             await call()
             latencies.append((time.perf_counter() - started) * 1000)
 
-    for _ in range(min(20, total)):  # warm up connections and caches
+    for _ in range(min(WARM_UP, total)):  # warm up connections and caches
         await call()
     started = time.perf_counter()
     await asyncio.gather(*(worker() for _ in range(in_flight)))
@@ -245,13 +260,22 @@ async def measure(urls: ServerUrls, sizes: Sizes, progress: Callable[[str], None
             channel = grpc.aio.insecure_channel(echo_address)
             echo: grpc.aio.UnaryUnaryMultiCallable[bytes, bytes] = channel.unary_unary(ECHO_METHOD)
             payload = CHECK.SerializeToString()
+            # Every process named, so that none counts as the load generator's child.
+            processes = server_pids(urls) | pids | {"load generator": os.getpid()}
+            echo_pid = listening_pid(int(echo_address.rsplit(":", 1)[1]))
+            if echo_pid is not None:
+                processes["echo server"] = echo_pid
             results = []
             for in_flight in (1, 16):
                 progress(f"baseline echo at {in_flight} in flight")
+                base_cpu = CpuPerCall(processes)
                 base, base_rps = await load(lambda: echo(payload), sizes.calls, in_flight)
+                base_cpu.stop(len(base))
                 for name, call in calls.items():
                     progress(f"{name} at {in_flight} in flight")
+                    cpu = CpuPerCall(processes)
                     lat, rps = await load(call, sizes.calls, in_flight)
+                    cpu.stop(len(lat))
                     results.append(
                         Result(
                             name,
@@ -262,10 +286,27 @@ async def measure(urls: ServerUrls, sizes: Sizes, progress: Callable[[str], None
                             percentile(base, 50),
                             percentile(base, 99),
                             base_rps,
+                            cpu.us,
+                            base_cpu.us,
                         )
                     )
             await channel.close()
             return RpcRun(results, {name: rss_mb(pid) for name, pid in pids.items()})
+
+
+class CpuPerCall:
+    """CPU per call (µs) of named processes over one `load`, warm-up calls included."""
+
+    def __init__(self, processes: dict[str, int]) -> None:
+        self.processes = processes
+        self._before = cpu_seconds(processes)
+        self.us: dict[str, float] = {}
+
+    def stop(self, measured_calls: int) -> None:
+        """Read the CPU again; `measured_calls` is what `load` timed (it also made the warm-up)."""
+        after = cpu_seconds(self.processes)
+        calls = measured_calls + WARM_UP
+        self.us = {n: (after[n] - self._before[n]) * 1e6 / calls for n in self.processes}
 
 
 CHECK = inventory_pb.CheckStockRequest(
@@ -331,8 +372,9 @@ async def prepare_calls(addresses: dict[str, str]) -> dict[str, Callable[[], Awa
 
 
 def report(run: RpcRun) -> str:
-    """Markdown tables of the calls and of the services' memory."""
-    lines = [calls_table(run.results), "", "| service | MB after the RPCs |", "|---|---|"]
+    """Markdown tables of the calls, of their CPU and of the services' memory."""
+    lines = [calls_table(run.results), "", cpu_table(run.results), ""]
+    lines += ["| service | MB after the RPCs |", "|---|---|"]
     lines += [f"| {name} | {mb:.1f} |" for name, mb in sorted(run.rss_mb.items())]
     return "\n".join(lines)
 
@@ -348,6 +390,26 @@ def calls_table(results: list[Result]) -> str:
             f"| {r.rpc} | {r.in_flight} | {r.p50_ms:.2f} | {r.p99_ms:.2f} | {r.rps:,.0f} | {r.baseline_p50_ms:.2f}"
             f" | {r.baseline_p99_ms:.2f} | {r.baseline_rps:,.0f} | {r.rps_ratio:.2f} |"
         )
+    return "\n".join(lines)
+
+
+def cpu_table(results: list[Result], in_flight: int = 16) -> str:
+    """A Markdown table of the CPU each call cost at `in_flight`, beside the echo server's."""
+    lines = [
+        f"CPU per call at {in_flight} in flight (µs), from /proc:",
+        "",
+        "| RPC | load generator | service | PostgreSQL | Redis | NATS | echo: load generator | echo server |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in results:
+        if r.in_flight != in_flight:
+            continue
+        cells = [
+            r.cpu_us.get(k)
+            for k in ("load generator", SERVED_BY.get(r.rpc, ""), "PostgreSQL", "Redis", "NATS")
+        ]
+        cells += [r.baseline_cpu_us.get(k) for k in ("load generator", "echo server")]
+        lines.append(f"| {r.rpc} | " + " | ".join("-" if c is None else f"{c:.0f}" for c in cells) + " |")
     return "\n".join(lines)
 
 

@@ -4,9 +4,11 @@ measured in the same run, written to bench/results/<timestamp>/ (report.md, resu
 1. events: consume rate (raw nats-py pull loop, FastStream), relay publish rate (raw
    publish_async), commit -> handler latency at steady offered rates;
 2. the five sync RPCs at 1 and 16 in flight beside a bare grpc.aio echo server (search over a
-   catalogue of 100,000 products in the full run), and the memory of their services after them;
-3. the order saga under stepped offered load, every service a process, and the memory of each
-   service after the heaviest step;
+   catalogue of 100,000 products in the full run), the CPU each call cost each process at 16 in
+   flight, and the memory of their services after them;
+3. the order saga under stepped offered load, every service a process, the CPU per confirmed
+   order of each process at the busiest step, and the memory of each service after the heaviest
+   step;
 4. `make run`'s time to ready.
 """
 
@@ -15,6 +17,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import tempfile
 import time
 from dataclasses import asdict
@@ -66,13 +69,14 @@ def report(results: dict[str, Any]) -> str:
     saga: saga_bench.SagaResult = results["saga"]
     rpcs: rpc_bench.RpcRun = results["rpc"]
     lines = ["# a4co benchmark", "", "## Events", "", events_bench.report(results["events"]), "", "## Synchronous RPCs", "",
-             rpc_bench.calls_table(rpcs.results), "", "## The order saga", "",
+             rpc_bench.calls_table(rpcs.results), "", rpc_bench.cpu_table(rpcs.results), "", "## The order saga", "",
              "| offered orders/s | sent | confirmed | sustained confirmed/s | p50 ms CreateOrder→CONFIRMED | p99 ms |",
              "|---|---|---|---|---|---|"]  # fmt: skip
     lines += [
         f"| {s.offered_per_s} | {s.sent} | {s.confirmed} | {s.sustained_per_s:.1f} | {s.p50_ms:.1f} | {s.p99_ms:.1f} |"
         for s in saga.steps
     ]
+    lines += ["", *saga_cpu_table(saga.steps)]
     lines += [
         "",
         "## Memory (RSS) of each service under load",
@@ -95,6 +99,23 @@ def report(results: dict[str, Any]) -> str:
         f"- restart on the same data: {again:.1f} s",
     ]
     return "\n".join(lines) + "\n"
+
+
+def saga_cpu_table(steps: list[saga_bench.Step]) -> list[str]:
+    """Where the CPU of the busiest step went, per confirmed order, and the rate it allows."""
+    busiest = max(steps, key=lambda s: s.sustained_per_s)
+    total, cores = busiest.cpu_ms_total, os.cpu_count() or 1
+    lines = [
+        f"CPU per confirmed order at the busiest step ({busiest.offered_per_s} offered/s,"
+        f" {busiest.sustained_per_s:.1f} confirmed/s), from /proc: {total:.1f} ms in all, so"
+        f" {cores} cores confirm at most about {1000 * cores / total if total else 0:.0f} orders/s.",
+        "",
+        "| process | ms per order | share |",
+        "|---|---|---|",
+    ]
+    for name, ms in sorted(busiest.cpu_ms_per_order.items(), key=lambda item: -item[1]):
+        lines.append(f"| {name} | {ms:.2f} | {100 * ms / total if total else 0:.0f} % |")
+    return lines
 
 
 def plots(results: dict[str, Any], out: Path) -> list[Path]:

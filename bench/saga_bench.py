@@ -16,7 +16,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
@@ -34,7 +34,7 @@ from a4co.payments.v1 import payments_service_pb2 as payments_pb
 from a4co.payments.v1 import payments_service_pb2_grpc as payments_grpc
 from a4co.type.v1 import address_pb2, lat_lng_pb2, money_pb2
 from bench.events_bench import paced, percentile
-from bench.harness import rss_mb
+from bench.harness import cpu_seconds, rss_mb, server_pids
 from services.launcher.supervisor import Supervisor
 from services.platform.auth import generate_keypair
 from services.platform.events.codec import EventCodec
@@ -55,6 +55,13 @@ class Step:
     sustained_per_s: float
     p50_ms: float
     p99_ms: float
+    # CPU used by each process during the step, per confirmed order; "load generator" is this one.
+    cpu_ms_per_order: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def cpu_ms_total(self) -> float:
+        """Every process's CPU per confirmed order."""
+        return sum(self.cpu_ms_per_order.values())
 
 
 @dataclass
@@ -170,6 +177,8 @@ async def _steps(
     orders = orders_grpc.OrdersServiceStub(channel)
     steps, rss = [], {}
     in_flight: set[asyncio.Task[None]] = set()
+    processes = {n: pid for n in endpoints if (pid := supervisor.pid(n))}
+    processes |= server_pids(urls) | {"load generator": os.getpid()}
 
     async def place(i: int) -> None:
         started = time.perf_counter()
@@ -199,17 +208,20 @@ async def _steps(
             task.add_done_callback(in_flight.discard)
 
         start = time.perf_counter()
+        cpu_before = cpu_seconds(processes)
         await paced(rate, seconds, offer)
         await asyncio.gather(*in_flight)
         deadline = time.perf_counter() + 30
         while time.perf_counter() < deadline and not set(sent_at) <= set(confirmed_at):  # noqa: ASYNC110
             await asyncio.sleep(0.05)  # a bounded wait for the last confirmations
+        cpu_after = cpu_seconds(processes)
         rss = {n: rss_mb(pid) for n in endpoints if (pid := supervisor.pid(n))}
         latencies = [(confirmed_at[o] - t) * 1000 for o, t in sent_at.items() if o in confirmed_at]
+        per_order = {n: (cpu_after[n] - cpu_before[n]) * 1000 / max(len(latencies), 1) for n in processes}
         elapsed = max(confirmed_at.values(), default=start) - start
         steps.append(
             Step(rate, len(sent_at), len(latencies), len(latencies) / elapsed if elapsed else 0.0,
-                 percentile(latencies, 50), percentile(latencies, 99))
+                 percentile(latencies, 50), percentile(latencies, 99), per_order)
         )  # fmt: skip
     await channel.close()
     await nc.close()

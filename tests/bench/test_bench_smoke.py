@@ -23,6 +23,7 @@ async def test_event_benchmark_runs_and_reports_every_figure(urls: ServerUrls) -
 
 
 async def test_rpc_benchmark_runs_every_service_as_a_process(urls: ServerUrls) -> None:
+    from bench.rpc_bench import SERVED_BY
     from bench.rpc_bench import SMOKE as RPC_SMOKE
     from bench.rpc_bench import measure as measure_rpcs
     from bench.rpc_bench import report as report_rpcs
@@ -43,7 +44,14 @@ async def test_rpc_benchmark_runs_every_service_as_a_process(urls: ServerUrls) -
         assert 0 < r.p50_ms <= r.p99_ms
     assert set(run.rss_mb) == {"identity", "inventory", "payments", "catalog", "geo"}
     assert all(mb > 0 for mb in run.rss_mb.values())
-    assert report_rpcs(run).count("\n") == len(results) + 1 + 3 + len(run.rss_mb)
+    # CPU is read in clock ticks (10 ms): summed over the calls, each side shows some.
+    assert sum(r.cpu_us[SERVED_BY[r.rpc]] for r in results) > 0
+    assert sum(r.cpu_us["load generator"] for r in results) > 0
+    assert sum(r.baseline_cpu_us["echo server"] for r in results) > 0
+    assert all(r.cpu_us.keys() >= {"PostgreSQL", "NATS", "Redis", *SERVED_BY.values()} for r in results)
+    at_16 = [r for r in results if r.in_flight == 16]
+    cpu_lines = 3 + len(at_16) + 2  # title, blank, header, separator, rows; blank after
+    assert report_rpcs(run).count("\n") == len(results) + 1 + cpu_lines + 3 + len(run.rss_mb)
 
 
 async def test_the_whole_report_runs_at_smoke_sizes(urls: ServerUrls, tmp_path: Path) -> None:
@@ -53,10 +61,15 @@ async def test_the_whole_report_runs_at_smoke_sizes(urls: ServerUrls, tmp_path: 
     saga = results["saga"]
     assert [s.offered_per_s for s in saga.steps] == [5]
     assert saga.steps[0].confirmed > 0
+    cpu = saga.steps[0].cpu_ms_per_order
+    assert {"orders", "payments", "inventory", "PostgreSQL", "NATS", "Redis", "load generator"} <= set(cpu)
+    assert cpu["orders"] > 0
+    assert cpu["PostgreSQL"] > 0
     assert saga.rss_mb
     assert all(mb > 0 for mb in saga.rss_mb.values())
     out = run.write(results, tmp_path)
     assert {p.name for p in out.iterdir()} == {"report.md", "results.json", "latency.png", "throughput.png"}
     text = (out / "report.md").read_text()
     assert "## The order saga" in text
+    assert "| orders |" in text.split("CPU per confirmed order")[1].split("## Memory")[0]
     assert "| catalog |" in text.split("## Memory (RSS) of each service under load")[1]
