@@ -11,11 +11,12 @@ field, the name three times and the category twice, so that a word weighs most i
 in the category, then in the description, with one term per word to match and score (0.25 ms for
 9,000 matches, against 0.6 ms for a choice among three fields per word).
 
-The index's files are in a temporary directory of the process, removed when it ends, and read
-through memory maps: the kernel's page cache holds them, not the heap of the threads that wrote
-them (the catalog holding 100,000 products: 4 to 12 MB less RSS than an index in memory, with
-services/platform/memory.py's arenas; docs/performance.md). The index is rebuilt from PostgreSQL
-at every start, so nothing on disk outlives the process.
+The index's files are in a temporary directory of the process, removed when it ends (or, if it
+was killed, by the next index made beside it), and read through memory maps: the kernel's page
+cache holds them, not the heap of the threads that wrote them (the catalog holding 100,000
+products: 4 to 12 MB less RSS than an index in memory, with services/platform/memory.py's
+arenas; docs/performance.md). The index is rebuilt from PostgreSQL at every start, so nothing on
+disk outlives the process.
 
 Results are ordered by score, then by the index's own order of documents (newest first as
 loaded; a product changed since comes after the others of its score), so that pages never overlap
@@ -24,14 +25,18 @@ nor skip a result while the index is unchanged.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import math
 import shutil
 import tempfile
+import time
 import weakref
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import TextIO
 
 import tantivy
 from prometheus_client import Gauge
@@ -123,6 +128,48 @@ def distance_km(lat1: float, lng1: float, lat2: float, lng2: float) -> float:
     return 2 * EARTH_RADIUS_KM * math.asin(min(1.0, math.sqrt(h)))
 
 
+DIRECTORY_PREFIX = "a4co-search-"
+OWNER_LOCK = "owner.lock"
+FRESH_S = 60.0  # a directory without its lock file yet may be one another process just made
+
+
+def _owned_directory(parent: Path | None) -> tuple[Path, TextIO]:
+    """A new index directory, and its lock file held locked for as long as this process lives:
+    a lock nobody holds marks a directory whose process ended without removing it."""
+    directory = Path(tempfile.mkdtemp(prefix=DIRECTORY_PREFIX, dir=parent))
+    owner = (directory / OWNER_LOCK).open("w")
+    fcntl.flock(owner, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    return directory, owner
+
+
+def _remove_owned(directory: Path, owner: TextIO) -> None:
+    shutil.rmtree(directory, ignore_errors=True)
+    owner.close()
+
+
+def remove_abandoned(parent: Path) -> list[Path]:
+    """Remove the index directories under `parent` whose process ended without removing them
+    (killed with SIGKILL, say); returns them. Works across processes and containers that share
+    the directory, since it asks the lock, not the process table."""
+    removed = []
+    for directory in parent.glob(f"{DIRECTORY_PREFIX}*"):
+        try:
+            with (directory / OWNER_LOCK).open() as lock:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)  # held by a living process: refused
+                shutil.rmtree(directory, ignore_errors=True)
+        except BlockingIOError:
+            continue
+        except FileNotFoundError:  # no lock file: being created now, or left half made long ago
+            with contextlib.suppress(OSError):
+                if time.time() - directory.stat().st_mtime > FRESH_S:
+                    shutil.rmtree(directory, ignore_errors=True)
+            continue
+        except OSError:  # not ours to remove
+            continue
+        removed.append(directory)
+    return removed
+
+
 class Loading:
     """A whole new index being filled; it replaces the current one when finished."""
 
@@ -150,8 +197,9 @@ class ProductIndex:
         """An empty index, its files in a new directory under `parent` (the system's temporary
         directory by default), removed by `close` or when the process ends."""
         self.schema = _schema()
-        self.directory = Path(tempfile.mkdtemp(prefix="a4co-search-", dir=parent))
-        self._remove = weakref.finalize(self, shutil.rmtree, self.directory, ignore_errors=True)
+        self.directory, owner = _owned_directory(parent)
+        self._remove = weakref.finalize(self, _remove_owned, self.directory, owner)
+        remove_abandoned(self.directory.parent)
         self._index, self._path = self.new_tantivy_index()
         # One writer kept while updates come (a new writer per update grew the process by 24 MB
         # over 300 single-product updates), let go once they stop (`rest`): an idle writer held

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
-from services.catalog.adapters.index import IndexedProduct, ProductIndex, distance_km
+from services.catalog.adapters.index import IndexedProduct, ProductIndex, distance_km, remove_abandoned
 from services.catalog.domain import SearchFilters
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -147,6 +149,10 @@ def test_it_knows_the_words_some_product_has() -> None:
     assert not index.knows("olivia")
 
 
+def indexes(index: ProductIndex) -> list[Path]:
+    return [p for p in index.directory.iterdir() if p.is_dir()]
+
+
 def test_its_files_live_in_its_own_directory_until_it_is_closed(tmp_path: Path) -> None:
     index = ProductIndex(parent=tmp_path)
     first = index.loading()
@@ -154,14 +160,14 @@ def test_its_files_live_in_its_own_directory_until_it_is_closed(tmp_path: Path) 
     first.finish()
     [directory] = tmp_path.iterdir()
     assert directory == index.directory
-    [kept] = index.directory.iterdir()  # the empty index it started with is gone
+    [kept] = indexes(index)  # the empty index it started with is gone
     assert any(f.suffix == ".idx" for f in kept.iterdir())
     index.update([product("p2", "Miel de romero")], ["p2"])  # merges may run in the background
     second = index.loading()
     second.add([product("p3", "Plato de cerámica")])
     second.finish()
-    assert [d.name for d in index.directory.iterdir()] != [kept.name]  # a reload replaces it
-    assert len(list(index.directory.iterdir())) == 1
+    [now] = indexes(index)  # a reload replaces it
+    assert now != kept
     assert ids(index, "ceramica") == ["p3"]
     index.close()
     assert list(tmp_path.iterdir()) == []
@@ -180,3 +186,23 @@ def test_a_resting_index_lets_its_writer_go_and_takes_a_new_one_for_the_next_upd
     assert index.writing
     assert ids(index, "miel") == ["p1"]
     assert len(ids(index, "aceite")) == 10
+
+
+def test_an_index_left_by_a_killed_process_is_removed_by_the_next_one(tmp_path: Path) -> None:
+    code = (
+        "import sys, time; from pathlib import Path\n"
+        "from services.catalog.adapters.index import ProductIndex\n"
+        "index = ProductIndex(parent=Path(sys.argv[1])); print(index.directory, flush=True); time.sleep(60)\n"
+    )
+    child = subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], stdout=subprocess.PIPE, text=True)
+    assert child.stdout is not None
+    killed = Path(child.stdout.readline().strip())
+    alive = ProductIndex(parent=tmp_path)
+    assert killed.exists()  # its process still holds it
+    child.kill()
+    child.wait(timeout=30)
+    half_made = tmp_path / "a4co-search-new"  # no lock file yet: another process is making it
+    half_made.mkdir()
+    assert remove_abandoned(tmp_path) == [killed]
+    assert sorted(tmp_path.iterdir()) == sorted([alive.directory, half_made])
+    alive.close()
