@@ -2,7 +2,8 @@
 
 The SDK, the exporter and the gRPC instrumentation are imported only when tracing is on
 (`configure_tracing`, `server_interceptors`, `client_interceptors`): without it they would only
-take memory, about 4 MB in each service process (docs/performance.md).
+take memory, about 2 MB in each service process (importing the catalog's modules: 71.4 MB RSS
+with them, 69.3 without; docs/performance.md).
 """
 
 from __future__ import annotations

@@ -153,7 +153,8 @@ class IndexFollower:
             while rows := await cursor.fetch(CHUNK):
                 await asyncio.to_thread(loading.add, [_product(r) for r in rows])
         await asyncio.to_thread(loading.finish)
-        # The indexing threads' freed heap (100,000 products: 160 MB RSS without this, 106-111 with).
+        # The indexing threads' freed heap (100,000 products, before decision 18: 160 MB RSS
+        # without this, 106-111 with).
         release_memory()
         self.loads += 1
         LOADS.inc()

@@ -117,7 +117,7 @@ class GrpcServer:
             # (memory grows, and every queued caller waits past its deadline anyway).
             maximum_concurrent_rpcs=max_concurrent_rpcs,
             # The OpenTelemetry interceptor only when spans are recorded: it costs every call.
-            interceptors=None if interceptor.propagate_only else server_interceptors(),
+            interceptors=server_interceptors(),
             options=[
                 ("grpc.so_reuseport", 0),
                 ("grpc.max_receive_message_length", 4 * 1024 * 1024),
