@@ -8,7 +8,7 @@ from pathlib import Path
 
 from services.orders import handlers, subscriptions
 from services.orders.adapters.peers import Peers
-from services.orders.adapters.postgres import Orders, OrdersUnitOfWork
+from services.orders.adapters.postgres import Orders, OrdersUnitOfWork, Products
 from services.orders.grpc_api import POLICIES, registration
 from services.platform.events.subscriptions import bind
 from services.platform.main import service_main
@@ -29,6 +29,7 @@ async def build(infra: Infrastructure) -> ServiceParts:
     deps = handlers.Deps(
         uow=functools.partial(OrdersUnitOfWork, infra.pool, infra.outbox),
         reads=Orders(infra.pool),
+        products=Products(infra.pool),
         peers=peers,
         payment_timeout_s=float(os.environ.get("A4CO_SAGA_PAYMENT_TIMEOUT_S", "30")),
         reservation_timeout_s=float(os.environ.get("A4CO_SAGA_RESERVATION_TIMEOUT_S", "30")),

@@ -29,6 +29,18 @@ class Status(enum.StrEnum):
 TERMINAL = frozenset({Status.DELIVERED, Status.CANCELLED})
 
 
+@dataclass(frozen=True, slots=True)
+class ProductInfo:
+    """What orders needs of a product: who sells it, its name and price. A published product
+    never changes, so a copy of it is never stale."""
+
+    product_id: str
+    artisan_id: str
+    name: str
+    price_cents: int
+    currency_code: str
+
+
 class Outcome(enum.StrEnum):
     """The answer of a saga step."""
 

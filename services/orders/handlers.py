@@ -11,15 +11,16 @@ from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
 from google.protobuf.message import Message
-from prometheus_client import Gauge
+from prometheus_client import Counter, Gauge
 
+from a4co.artisans.events.v1 import artisan_events_pb2 as artisan_events
 from a4co.inventory.events.v1 import inventory_events_pb2 as inventory_events
 from a4co.orders.events.v1 import order_events_pb2 as events
 from a4co.payments.events.v1 import payment_events_pb2 as payment_events
 from a4co.type.v1 import address_pb2, lat_lng_pb2, money_pb2
 from services.orders.adapters.peers import Peers
-from services.orders.adapters.postgres import Orders, OrdersUnitOfWork
-from services.orders.domain import Line, Order, Outcome, Status, timeout_reason
+from services.orders.adapters.postgres import Orders, OrdersUnitOfWork, Products
+from services.orders.domain import Line, Order, Outcome, ProductInfo, Status, timeout_reason
 from services.platform.auth import Principal, Role
 from services.platform.errors import (
     FailedPreconditionError,
@@ -32,6 +33,12 @@ from services.platform.flow import Flow, flow_scope
 from services.platform.timestamps import to_timestamp
 
 log = logging.getLogger(__name__)
+
+PRODUCT_LOOKUPS = Counter(
+    "a4co_orders_product_lookups",
+    "Products of new orders, by where orders found them: its own copy, or catalog (not learnt yet).",
+    ["source"],
+)
 
 STATUS_TO_EVENT = {
     Status.PENDING: events.ORDER_STATUS_PENDING,
@@ -56,6 +63,7 @@ class Deps:
     uow: Callable[[], OrdersUnitOfWork]
     # Single-statement reads on the pool: one round trip instead of BEGIN, the read and COMMIT.
     reads: Orders
+    products: Products
     peers: Peers
     payment_timeout_s: float = 30.0
     reservation_timeout_s: float = 30.0
@@ -180,7 +188,7 @@ async def create_order(deps: Deps, principal: Principal, cmd: NewOrder) -> Order
     existing = await deps.reads.by_request(principal.user_id, cmd.request_id)
     if existing is not None:
         return existing
-    products = await asyncio.gather(*(deps.peers.product(pid) for pid, _ in cmd.lines))
+    products = await _products(deps, [pid for pid, _ in cmd.lines])
     sellers = {p.artisan_id for p in products}
     if len(sellers) != 1:
         raise InvalidArgumentError([FieldViolation("lines", "every product must come from the same artisan")])
@@ -216,6 +224,20 @@ async def create_order(deps: Deps, principal: Principal, cmd: NewOrder) -> Order
             return raced
         await uow.outbox.add(created_event(stored), aggregate_id=stored.order_id)
     return stored
+
+
+async def _products(deps: Deps, product_ids: list[str]) -> list[ProductInfo]:
+    """The products of an order's lines, from orders' copy; catalog is asked only for those whose
+    ProductPublished has not arrived yet, and its answers are kept."""
+    known = await deps.products.get_many(product_ids)
+    missing = [pid for pid in dict.fromkeys(product_ids) if pid not in known]
+    PRODUCT_LOOKUPS.labels("copy").inc(len(product_ids) - len(missing))
+    if missing:
+        PRODUCT_LOOKUPS.labels("catalog").inc(len(missing))
+        fetched = await asyncio.gather(*(deps.peers.product(pid) for pid in missing))
+        await deps.products.add(fetched)
+        known.update((p.product_id, p) for p in fetched)
+    return [known[pid] for pid in product_ids]
 
 
 def _visible(order: Order, principal: Principal) -> bool:
@@ -272,6 +294,20 @@ async def mark_delivered(deps: Deps, principal: Principal, order_id: str) -> Ord
 
 def _seller(order: Order, principal: Principal) -> bool:
     return principal.role is Role.ADMIN or order.artisan_id == principal.user_id
+
+
+# Products ---------------------------------------------------------------------------------------
+
+
+async def on_product_published(
+    deps: Deps, event: artisan_events.ProductPublished, ctx: HandlerContext
+) -> None:
+    """Keep what a new order needs of the product, so that CreateOrder does not ask catalog."""
+    price = event.price
+    product = ProductInfo(
+        event.product_id, event.artisan_id, event.name, price.amount_cents, price.currency_code or "EUR"
+    )
+    await Products(ctx.conn).add([product])
 
 
 # Saga events ------------------------------------------------------------------------------------

@@ -30,3 +30,13 @@ CREATE TABLE IF NOT EXISTS orders (
 CREATE INDEX IF NOT EXISTS orders_customer ON orders (customer_id, created_at DESC);
 CREATE INDEX IF NOT EXISTS orders_artisan ON orders (artisan_id, created_at DESC);
 CREATE INDEX IF NOT EXISTS orders_waiting ON orders (step_deadline) WHERE status IN ('PENDING', 'PAID');
+
+-- The products on sale, as ProductPublished announced them (or catalog answered, for one whose
+-- event has not arrived yet): a published product never changes.
+CREATE TABLE IF NOT EXISTS products (
+    product_id    text   PRIMARY KEY,
+    artisan_id    text   NOT NULL,
+    name          text   NOT NULL,
+    price_cents   bigint NOT NULL,
+    currency_code text   NOT NULL
+);

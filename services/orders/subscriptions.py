@@ -1,9 +1,10 @@
-"""The events orders consumes: the answers of the saga's steps."""
+"""The events orders consumes: the answers of the saga's steps, and the products put on sale."""
 
 from __future__ import annotations
 
 from google.protobuf.message import Message
 
+from a4co.artisans.events.v1 import artisan_events_pb2
 from a4co.inventory.events.v1 import inventory_events_pb2
 from a4co.payments.events.v1 import payment_events_pb2
 from services.orders import handlers
@@ -15,4 +16,5 @@ HANDLERS: dict[type[Message], UnboundHandler] = {
     payment_events_pb2.RefundIssued: handlers.on_refund_issued,
     inventory_events_pb2.StockReserved: handlers.on_stock_reserved,
     inventory_events_pb2.StockReservationFailed: handlers.on_stock_reservation_failed,
+    artisan_events_pb2.ProductPublished: handlers.on_product_published,
 }

@@ -1,4 +1,5 @@
-"""The synchronous checks CreateOrder makes, through breaker-guarded clients."""
+"""The synchronous checks CreateOrder makes, through breaker-guarded clients: stock, payment method
+and delivery quote; and catalog, asked only for a product orders has not learnt from its event."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from a4co.inventory.v1 import inventory_service_pb2_grpc as inventory_grpc
 from a4co.payments.v1 import payments_service_pb2 as payments_pb
 from a4co.payments.v1 import payments_service_pb2_grpc as payments_grpc
 from a4co.type.v1 import lat_lng_pb2
+from services.orders.domain import ProductInfo
 from services.platform.errors import (
     FailedPreconditionError,
     NotFoundError,
@@ -22,17 +24,6 @@ from services.platform.errors import (
     UnavailableError,
 )
 from services.platform.grpc.client import PeerClient, open_channel
-
-
-@dataclass(frozen=True, slots=True)
-class ProductInfo:
-    """What orders needs of a product: who sells it, its name and price."""
-
-    product_id: str
-    artisan_id: str
-    name: str
-    price_cents: int
-    currency_code: str
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from datetime import datetime
 
 import asyncpg
 
-from services.orders.domain import Line, Order, Outcome, Status
+from services.orders.domain import Line, Order, Outcome, ProductInfo, Status
 from services.platform.db import Connection, Queryable
 from services.platform.uow import PostgresUnitOfWork
 
@@ -143,6 +144,37 @@ class Orders:
             limit,
         )
         return [_order(r) for r in rows]
+
+
+class Products:
+    """orders' copy of the products on sale, filled from ProductPublished: what a new order's
+    lines cost and who sells them, without asking catalog."""
+
+    def __init__(self, conn: Queryable) -> None:
+        self.conn = conn
+
+    async def get_many(self, product_ids: Iterable[str]) -> dict[str, ProductInfo]:
+        """The products of `product_ids` that orders knows, by id."""
+        rows = await self.conn.fetch(
+            "SELECT product_id, artisan_id, name, price_cents, currency_code FROM products"
+            " WHERE product_id = ANY($1::text[])",
+            list(product_ids),
+        )
+        return {r["product_id"]: ProductInfo(*r.values()) for r in rows}
+
+    async def add(self, products: Iterable[ProductInfo]) -> None:
+        """Keep products; one kept already stays as it is, since a published product never changes."""
+        found = {p.product_id: p for p in products}.values()
+        await self.conn.execute(
+            "INSERT INTO products (product_id, artisan_id, name, price_cents, currency_code)"
+            " SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::text[])"
+            " ON CONFLICT (product_id) DO NOTHING",
+            [p.product_id for p in found],
+            [p.artisan_id for p in found],
+            [p.name for p in found],
+            [p.price_cents for p in found],
+            [p.currency_code for p in found],
+        )
 
 
 def _line(line: Line) -> dict[str, object]:

@@ -11,6 +11,7 @@ import pytest
 import pytest_asyncio
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
+from prometheus_client import REGISTRY
 
 from a4co.inventory.v1 import inventory_service_pb2 as inventory_pb
 from a4co.orders.v1 import orders_service_pb2 as pb
@@ -205,6 +206,51 @@ async def test_create_order_checks_synchronously(actors: Actors) -> None:
     unknown = await failure(actors.place("no-such-product", 1, card))
     assert unknown.code() == grpc.StatusCode.NOT_FOUND
     assert await actors.svc["orders"].infra.pool.fetchval("SELECT count(*) FROM orders") == 0
+
+
+def product_answers_from_catalog() -> float:
+    labels = {"service": "catalog", "method": "GetProduct", "code": "OK"}
+    return REGISTRY.get_sample_value("a4co_grpc_server_handled_total", labels) or 0.0
+
+
+async def orders_knows(actors: Actors, product_id: str) -> int:
+    """The price in orders' copy of the product, once ProductPublished has reached it."""
+    pool = actors.svc["orders"].infra.pool
+
+    async def learnt() -> bool:
+        return bool(await pool.fetchval("SELECT count(*) FROM products WHERE product_id = $1", product_id))
+
+    await eventually(learnt, what="orders learns the product from ProductPublished")
+    price = await pool.fetchval("SELECT price_cents FROM products WHERE product_id = $1", product_id)
+    return int(price)
+
+
+async def test_orders_prices_an_order_from_its_copy_of_the_product(actors: Actors) -> None:
+    product = await actors.product(stock=5, price_cents=3100)
+    assert await orders_knows(actors, product) == 3100
+    card = await actors.card()
+    asked = product_answers_from_catalog()
+    placed = await actors.place(product, 2, card)
+    assert placed.total.amount_cents == 2 * 3100 + placed.delivery_fee.amount_cents
+    assert [(x.product_name, x.unit_price.amount_cents) for x in placed.lines] == [
+        ("Plato de cerámica verde", 3100)
+    ]
+    assert product_answers_from_catalog() == asked, "catalog was not asked for the product"
+
+
+async def test_a_product_orders_has_not_learnt_yet_is_asked_of_catalog_and_kept(actors: Actors) -> None:
+    product = await actors.product(stock=5, price_cents=1800)
+    await orders_knows(actors, product)
+    pool = actors.svc["orders"].infra.pool
+    await pool.execute("DELETE FROM products WHERE product_id = $1", product)  # its event is late
+    card = await actors.card()
+    asked = product_answers_from_catalog()
+    placed = await actors.place(product, 1, card)
+    assert placed.total.amount_cents == 1800 + placed.delivery_fee.amount_cents
+    assert product_answers_from_catalog() == asked + 1
+    assert await orders_knows(actors, product) == 1800, "catalog's answer is kept"
+    await actors.place(product, 1, card)
+    assert product_answers_from_catalog() == asked + 1, "and used for the next order"
 
 
 async def test_many_concurrent_orders_never_oversell(actors: Actors, urls: ServerUrls, prefix: str) -> None:
