@@ -61,30 +61,39 @@ async def on_event(deps: Deps, event: Message, ctx: HandlerContext) -> None:
             event.email,
             event.display_name,
         )
-    stored = []
-    for message in MESSAGES[type(event)](event):
-        row = await ctx.conn.fetchrow(
-            "INSERT INTO notifications"
-            " (notification_id, recipient_id, topic, title, body, subject_id, event_id)"
-            " VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (recipient_id, event_id) DO NOTHING"
-            " RETURNING *, (SELECT email FROM contacts WHERE user_id = $2) AS email",
-            str(uuid.uuid4()),
-            message.recipient_id,
-            ctx.event.definition.event_type,
-            message.title,
-            message.body,
-            message.subject_id,
-            ctx.event.event_id,
-        )
-        if row is not None:
-            stored.append(row)
+    notes = MESSAGES[type(event)](event)
+    if not notes:
+        return
+    ids = [str(uuid.uuid4()) for _ in notes]
+    # Every message of the event in one statement; one already stored for its recipient (the
+    # event delivered again) is skipped and not pushed again.
+    rows = await ctx.conn.fetch(
+        "INSERT INTO notifications"
+        " (notification_id, recipient_id, topic, title, body, subject_id, event_id)"
+        " SELECT m.id, m.recipient_id, $5, m.title, m.body, m.subject_id, $6"
+        " FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $7::text[])"
+        " AS m(id, recipient_id, title, body, subject_id)"
+        " ON CONFLICT (recipient_id, event_id) DO NOTHING"
+        " RETURNING *, (SELECT email FROM contacts WHERE user_id = notifications.recipient_id) AS email",
+        ids,
+        [n.recipient_id for n in notes],
+        [n.title for n in notes],
+        [n.body for n in notes],
+        ctx.event.definition.event_type,
+        ctx.event.event_id,
+        [n.subject_id for n in notes],
+    )
+    by_id = {str(row["notification_id"]): row for row in rows}
+    stored = [by_id[i] for i in ids if i in by_id]  # in the order the messages were made
 
     async def push_and_deliver() -> None:
+        # One round trip to Redis for all the pushes of the event.
+        async with deps.redis.pipeline(transaction=False) as pipe:
+            for row in stored:
+                document = json.dumps(_document(row), ensure_ascii=False)
+                pipe.publish(deps.channel(row["recipient_id"]), document)
+            await pipe.execute()
         for row in stored:
-            document = _document(row)
-            await deps.redis.publish(
-                deps.channel(row["recipient_id"]), json.dumps(document, ensure_ascii=False)
-            )
             try:
                 await deps.transport.send(
                     Outgoing(row["recipient_id"], row["email"] or "", row["title"], row["body"])
@@ -92,7 +101,8 @@ async def on_event(deps: Deps, event: Message, ctx: HandlerContext) -> None:
             except Exception:  # the notification is stored and listed; delivery failures are logged
                 log.exception("could not deliver notification %s", row["notification_id"])
 
-    ctx.after_commit(push_and_deliver)
+    if stored:
+        ctx.after_commit(push_and_deliver)
 
 
 def _document(row: asyncpg.Record) -> dict[str, Any]:

@@ -1,0 +1,120 @@
+"""notifications on real servers: each event's messages stored, pushed and mailed once."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pytest_asyncio
+
+from a4co.identity.events.v1 import identity_events_pb2 as identity
+from a4co.notifications.v1 import notifications_service_pb2 as pb
+from a4co.notifications.v1 import notifications_service_pb2_grpc as pb_grpc
+from a4co.orders.events.v1 import order_events_pb2 as orders
+from a4co.type.v1 import money_pb2
+from services.notifications.__main__ import build
+from services.platform.auth import Role
+from services.platform.local_servers import ServerUrls
+from tests.integration.services.harness import (
+    Keys,
+    RunningService,
+    publish_event,
+    running_service,
+    settings_for,
+    token,
+)
+from tests.support.waiting import eventually
+
+SCHEMA = Path("services/notifications/schema.sql")
+
+
+@pytest_asyncio.fixture
+async def notifications(
+    urls: ServerUrls, prefix: str, keys: Keys, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[RunningService]:
+    monkeypatch.setenv("A4CO_NOTIFICATIONS_DIR", str(tmp_path / "mail"))
+    async with running_service(
+        "notifications", build, SCHEMA, settings_for("notifications", urls, prefix, keys)
+    ) as svc:
+        yield svc
+
+
+def mail(tmp_path: Path) -> list[dict[str, str]]:
+    path = tmp_path / "mail" / "outbox.jsonl"
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+
+
+def order_created(customer_id: str, artisan_id: str) -> orders.OrderCreated:
+    return orders.OrderCreated(
+        order_id=str(uuid.uuid4()),
+        customer_id=customer_id,
+        artisan_id=artisan_id,
+        total=money_pb2.Money(currency_code="EUR", amount_cents=4550),
+    )
+
+
+async def pushed(pubsub: Any, count: int) -> list[tuple[str, str]]:
+    """The first `count` messages pushed on the subscribed channels: (channel's user, title)."""
+    found: list[tuple[str, str]] = []
+    deadline = time.monotonic() + 15
+    while len(found) < count and time.monotonic() < deadline:
+        message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=0.5)
+        if message is not None:
+            document = json.loads(message["data"])
+            found.append((document["recipient_id"], document["title"]))
+    return found
+
+
+async def titles(svc: RunningService, keys: Keys, user_id: str) -> list[str]:
+    stub = pb_grpc.NotificationsServiceStub(svc.channel)
+    listed = await stub.ListNotifications(
+        pb.ListNotificationsRequest(page_size=50), metadata=token(keys, user_id, Role.CUSTOMER)
+    )
+    return sorted(n.title for n in listed.notifications)
+
+
+async def test_an_event_for_two_people_is_stored_pushed_and_mailed_once_each(
+    notifications: RunningService, keys: Keys, tmp_path: Path
+) -> None:
+    prefix = notifications.infra.settings.prefix
+    pubsub = notifications.infra.redis.pubsub()
+    await pubsub.subscribe(*(f"{prefix}:a4co:notifications:{user}" for user in ("c-1", "a-1")))
+    welcome = identity.UserRegistered(user_id="c-1", email="ana@jaen.es", display_name="Ana")
+    await publish_event(notifications, welcome, "c-1")
+    await eventually(lambda: len(mail(tmp_path)) == 1, what="the welcome mailed")
+    await publish_event(notifications, order_created("c-1", "a-1"), "o-1")
+    await eventually(lambda: len(mail(tmp_path)) == 3, what="the order's two messages mailed")
+
+    assert sorted(await pushed(pubsub, 3)) == [
+        ("a-1", "Nuevo pedido"),
+        ("c-1", "Hemos recibido tu pedido"),
+        ("c-1", "¡Bienvenido a a4co!"),
+    ]
+    assert await pubsub.get_message(ignore_subscribe_messages=True, timeout=0.2) is None, "pushed once"
+    sent = mail(tmp_path)
+    assert [(m["to"], m["subject"]) for m in sent[1:]] == [
+        ("ana@jaen.es", "Hemos recibido tu pedido"),
+        ("a-1", "Nuevo pedido"),
+    ], "in the order the messages were made, to the address when known"
+    assert await titles(notifications, keys, "c-1") == ["Hemos recibido tu pedido", "¡Bienvenido a a4co!"]
+    assert await titles(notifications, keys, "a-1") == ["Nuevo pedido"]
+    await pubsub.aclose()  # type: ignore[no-untyped-call]
+
+
+async def test_two_messages_of_one_event_to_one_person_are_kept_once(
+    notifications: RunningService, keys: Keys, tmp_path: Path
+) -> None:
+    # An artisan buying from their own workshop: the event has a message for each role, both to
+    # the same user, and a user hears of an event once.
+    await publish_event(notifications, order_created("u-1", "u-1"), "o-2")
+    await eventually(lambda: len(mail(tmp_path)) == 1, what="one message mailed")
+    assert await titles(notifications, keys, "u-1") == ["Hemos recibido tu pedido"]
+    count = await notifications.infra.pool.fetchval("SELECT count(*) FROM notifications")
+    assert count == 1
