@@ -67,6 +67,9 @@ SAGA: list[Panel] = [
         ("reserved", "sum(rate(a4co_events_published_total{event_type=\"a4co.inventory.StockReserved\"}[5m]))"),
         ("failed", "sum(rate(a4co_events_published_total{event_type=\"a4co.inventory.StockReservationFailed\"}[5m]))"),
     ], "ops"),
+    ("Products of new orders by source (copy = orders' own; catalog = event not learnt yet)", [
+        ("{{source}}", "sum by (source) (rate(a4co_orders_product_lookups_total[1m]))"),
+    ], "ops"),
 ]  # fmt: skip
 DASHBOARDS = {
     "a4co-sync": ("a4co — synchronous APIs and SLAs", SYNC),

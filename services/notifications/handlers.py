@@ -65,8 +65,8 @@ async def on_event(deps: Deps, event: Message, ctx: HandlerContext) -> None:
     if not notes:
         return
     ids = [str(uuid.uuid4()) for _ in notes]
-    # Every message of the event in one statement; one already stored for its recipient (the
-    # event delivered again) is skipped and not pushed again.
+    # Every message of the event in one statement. A user hears of an event once: a second message
+    # of it to the same person (an artisan buying from their own workshop) is skipped.
     rows = await ctx.conn.fetch(
         "INSERT INTO notifications"
         " (notification_id, recipient_id, topic, title, body, subject_id, event_id)"

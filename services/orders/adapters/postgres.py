@@ -160,7 +160,7 @@ class Products:
             " WHERE product_id = ANY($1::text[])",
             list(product_ids),
         )
-        return {r["product_id"]: ProductInfo(*r.values()) for r in rows}
+        return {r["product_id"]: ProductInfo(**dict(r.items())) for r in rows}
 
     async def add(self, products: Iterable[ProductInfo]) -> None:
         """Keep products; one kept already stays as it is, since a published product never changes."""
