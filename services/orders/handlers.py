@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
@@ -20,7 +19,7 @@ from a4co.payments.events.v1 import payment_events_pb2 as payment_events
 from a4co.type.v1 import address_pb2, lat_lng_pb2, money_pb2
 from services.orders.adapters.peers import Peers
 from services.orders.adapters.postgres import Orders, OrdersUnitOfWork, Products
-from services.orders.domain import Line, Order, Outcome, ProductInfo, Status, timeout_reason
+from services.orders.domain import Line, Order, Outcome, ProductInfo, Status, order_id_for, timeout_reason
 from services.platform.auth import Principal, Role
 from services.platform.errors import (
     FailedPreconditionError,
@@ -188,7 +187,8 @@ async def create_order(deps: Deps, principal: Principal, cmd: NewOrder) -> Order
 
     A retried call with the same request id returns the same order and announces nothing new.
     """
-    existing = await deps.reads.by_request(principal.user_id, cmd.request_id)
+    order_id = order_id_for(principal.user_id, cmd.request_id)
+    existing = await deps.reads.get(order_id)
     if existing is not None:
         return existing
     products = await _products(deps, [pid for pid, _ in cmd.lines])
@@ -204,7 +204,7 @@ async def create_order(deps: Deps, principal: Principal, cmd: NewOrder) -> Order
             "NOT_DELIVERABLE", f"the artisan does not deliver there ({quote.reason})"
         )
     order = Order(
-        order_id=str(uuid.uuid4()),
+        order_id=order_id,
         customer_id=principal.user_id,
         artisan_id=artisan_id,
         lines=tuple(
@@ -221,7 +221,9 @@ async def create_order(deps: Deps, principal: Principal, cmd: NewOrder) -> Order
     )
     async with deps.uow() as uow:
         stored = await uow.orders.add(order)
-        if stored is None:  # the same request raced us: return its order
+        if stored is None:
+            # The same request raced us (or was stored before ids were derived from requests,
+            # decision 20): return its order.
             raced = await uow.orders.by_request(principal.user_id, cmd.request_id)
             assert raced is not None
             return raced

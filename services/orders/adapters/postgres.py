@@ -53,13 +53,13 @@ class Orders:
         self.conn = conn
 
     async def add(self, order: Order) -> Order | None:
-        """Store a new order; None when the customer used this request id before."""
+        """Store a new order; None when it is stored already (its id, or the customer's request id)."""
         row = await self.conn.fetchrow(
             "INSERT INTO orders (order_id, customer_id, artisan_id, request_id, lines, currency_code,"
             " delivery_fee_cents, total_cents, payment_method_id, delivery_address, delivery_lat,"
             " delivery_lng, status, step_deadline)"
             " VALUES ($1, $2, $3, $4, $5::jsonb, $6, $7, $8, $9, $10::jsonb, $11, $12, $13, $14)"
-            f" ON CONFLICT (customer_id, request_id) DO NOTHING RETURNING {_COLUMNS}",
+            f" ON CONFLICT DO NOTHING RETURNING {_COLUMNS}",
             order.order_id,
             order.customer_id,
             order.artisan_id,
@@ -87,7 +87,7 @@ class Orders:
         return _order(row) if row else None
 
     async def by_request(self, customer_id: str, request_id: str) -> Order | None:
-        """The order a customer placed under a request id."""
+        """The order a customer placed under a request id, whatever its id."""
         row = await self.conn.fetchrow(
             f"{_SELECT} WHERE customer_id = $1 AND request_id = $2", customer_id, request_id
         )

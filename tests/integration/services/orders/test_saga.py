@@ -86,11 +86,34 @@ async def test_happy_path_to_delivered(actors: Actors, urls: ServerUrls, prefix:
 async def test_a_retried_create_returns_the_same_order(actors: Actors) -> None:
     product = await actors.product(stock=5)
     card = await actors.card()
-    first = await actors.place(product, 1, card, request_id="9f5b1e8a-58c4-4c4e-9df4-1a2b3c4d5e6f")
-    again = await actors.place(product, 1, card, request_id="9f5b1e8a-58c4-4c4e-9df4-1a2b3c4d5e6f")
-    assert first.order_id == again.order_id
+    request = "9f5b1e8a-58c4-4c4e-9df4-1a2b3c4d5e6f"
+    first = await actors.place(product, 1, card, request_id=request)
+    await actors.settles(first.order_id, pb.ORDER_STATUS_CONFIRMED)
+    again = await actors.place(product, 1, card, request_id=request)
+    assert (again.order_id, again.status) == (first.order_id, pb.ORDER_STATUS_CONFIRMED)
+    # A request id is the customer's own: another customer's same id is another order.
+    other_card = await actors.card(customer="customer-luis")
+    other = await actors.place(product, 1, other_card, customer="customer-luis", request_id=request)
+    assert other.order_id != first.order_id
     count = await actors.svc["orders"].infra.pool.fetchval("SELECT count(*) FROM orders")
-    assert count == 1
+    assert count == 2
+
+
+async def test_a_retry_finds_an_order_stored_under_an_older_id(actors: Actors) -> None:
+    """Orders stored before ids were derived from requests (decision 20) are found by request."""
+    product = await actors.product(stock=5)
+    card = await actors.card()
+    request = "0c7d2b4e-6a1f-4f3e-8b5d-9e2a1c3f4b6d"
+    placed = await actors.place(product, 1, card, request_id=request)
+    await actors.settles(placed.order_id, pb.ORDER_STATUS_CONFIRMED)
+    pool = actors.svc["orders"].infra.pool
+    older = await pool.fetchval(
+        "UPDATE orders SET order_id = gen_random_uuid() WHERE order_id = $1 RETURNING order_id::text",
+        placed.order_id,
+    )
+    again = await actors.place(product, 1, card, request_id=request)
+    assert (again.order_id, again.status) == (older, pb.ORDER_STATUS_CONFIRMED)
+    assert await pool.fetchval("SELECT count(*) FROM orders") == 1
 
 
 async def test_a_declined_payment_cancels_and_reserves_nothing(
