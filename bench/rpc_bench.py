@@ -175,7 +175,6 @@ async def services(urls: ServerUrls, work: Path) -> AsyncIterator[tuple[dict[str
         A4CO_PREFIX=prefix,
         A4CO_JWT_PRIVATE_KEY_FILE=str(work / "jwt.key"),
         A4CO_JWT_PUBLIC_KEY_FILE=str(work / "jwt.pub"),
-        A4CO_LOG_LEVEL="WARNING",
     )
     procs = {}
     for name in SERVICES:

@@ -129,7 +129,7 @@ async def measure(
         (work / "jwt.pub").write_text(public)
         prefix = "s" + uuid.uuid4().hex[:10]
         env = dict(
-            os.environ, **urls.as_env(), A4CO_PREFIX=prefix, A4CO_LOG_LEVEL="WARNING",
+            os.environ, **urls.as_env(), A4CO_PREFIX=prefix,
             A4CO_JWT_PRIVATE_KEY_FILE=str(work / "jwt.key"), A4CO_JWT_PUBLIC_KEY_FILE=str(work / "jwt.pub"),
             A4CO_NOTIFICATIONS_DIR=str(work / "mail"), A4CO_PEER_TIMEOUT_S="5",
         )  # fmt: skip

@@ -1,5 +1,5 @@
 """The platform layer every service runs around each unary call: flow, authentication,
-validation, errors, metrics and a JSON access log.
+validation, errors, metrics and a JSON access log (written in batches: `access_log.py`).
 
 Per-method behaviour is data: a `MethodPolicy` says whether the method is public, which roles may
 call it and which validator checks its request before the handler runs.
@@ -31,6 +31,7 @@ from prometheus_client import Counter, Histogram
 from services.platform.auth import Principal, Role, TokenVerifier, principal_scope
 from services.platform.errors import A4coError, UnauthenticatedError, UnavailableError
 from services.platform.flow import Flow, flow_scope, new_id
+from services.platform.grpc.access_log import AccessLog
 from services.platform.grpc.status import internal_status, to_status
 from services.platform.telemetry import tracing_enabled
 
@@ -109,6 +110,7 @@ class PlatformInterceptor:
         # Label children are looked up once per method and code, not once per call.
         self._handled: dict[tuple[str, str], Counter] = {}
         self._durations: dict[str, Histogram] = {}
+        self.access_log = AccessLog(log)
 
     def wrap(self, method: str, handler: grpc.RpcMethodHandler[Any, Any]) -> grpc.RpcMethodHandler[Any, Any]:
         """The handler of `method` ("/package.Service/Method") with the platform around it."""
@@ -203,21 +205,22 @@ class PlatformInterceptor:
         if duration is None:
             duration = self._durations[short] = RPC_DURATION.labels(self.service, short)
         duration.observe(seconds)
-        if not log.isEnabledFor(logging.INFO):
+        if not self.access_log.enabled:
             return
         span = trace.get_current_span().get_span_context()
-        log.info(
+        self.access_log.add(
+            time.time(),
             "rpc %s %s %.1f ms",
-            short,
-            code.name,
-            seconds * 1000,
-            extra={
+            (short, code.name, seconds * 1000),
+            {
                 "rpc_method": method,
                 "grpc_code": code.name,
                 "duration_ms": round(seconds * 1000, 3),
                 "correlation_id": flow.correlation_id,
                 "user_id": principal.user_id if principal else "",
                 "error_reason": error_reason,
+                # The line is made after the call: its ids are taken now.
                 "trace_id": format(span.trace_id, "032x") if span.is_valid else "",
+                "span_id": format(span.span_id, "016x") if span.is_valid else "",
             },
         )

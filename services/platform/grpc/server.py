@@ -144,6 +144,7 @@ class GrpcServer:
             [*names, health.SERVICE_NAME, reflection.SERVICE_NAME], self.server
         )
         self.monitor = HealthMonitor(self.health, names, checks or {})
+        self.interceptor = interceptor
         self.port = self.server.add_insecure_port(address)
         self._address = address
         self._health_interval_s = health_interval_s
@@ -164,3 +165,4 @@ class GrpcServer:
         await self.monitor.stop()
         await self.health.enter_graceful_shutdown()
         await self.server.stop(grace_s)
+        self.interceptor.access_log.flush()  # the lines of the last calls

@@ -120,10 +120,14 @@ async def test_calls_are_counted_by_code(caplog: pytest.LogCaptureFixture) -> No
         await pb_grpc.InventoryServiceStub(channel).CheckStock(
             pb.CheckStockRequest(), metadata=(("x-correlation-id", "corr-123"),)
         )
-    after = REGISTRY.get_sample_value(
-        "a4co_grpc_server_handled_total", {"service": "inventory", "method": "CheckStock", "code": "OK"}
-    )
-    assert after == before + 1
+        after = REGISTRY.get_sample_value(
+            "a4co_grpc_server_handled_total", {"service": "inventory", "method": "CheckStock", "code": "OK"}
+        )
+        assert after == before + 1
+        # The access log hands its lines over in batches, within a tenth of a second.
+        await eventually(
+            lambda: any(r.name == "a4co.access" for r in caplog.records), what="the call's access line"
+        )
     record = next(r for r in caplog.records if r.name == "a4co.access")
     line = json.loads(JsonFormatter("inventory").format(record))
     assert line["service"] == "inventory"
@@ -133,6 +137,25 @@ async def test_calls_are_counted_by_code(caplog: pytest.LogCaptureFixture) -> No
     assert "duration_ms" in line
     await channel.close()
     await server.stop(0)
+
+
+async def test_a_stopping_server_hands_over_the_access_lines_it_kept(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    server, servicer = slow_server()
+    servicer.release.set()
+    server.interceptor.access_log.delay_s = 3600  # only the stop can hand the line over
+    await server.start()
+    caplog.set_level(logging.INFO, logger="a4co.access")
+    async with grpc.aio.insecure_channel(server.address) as channel:
+        await pb_grpc.InventoryServiceStub(channel).CheckStock(
+            pb.CheckStockRequest(), metadata=(("x-correlation-id", "corr-kept"),)
+        )
+    assert server.interceptor.access_log.pending == 1
+    assert not any(r.name == "a4co.access" for r in caplog.records)
+    await server.stop(0)
+    (record,) = [r for r in caplog.records if r.name == "a4co.access"]
+    assert record.__dict__["correlation_id"] == "corr-kept"
 
 
 async def test_sigterm_stops_a_service_process_cleanly(
@@ -166,8 +189,11 @@ async def test_sigterm_stops_a_service_process_cleanly(
     await channel.close()
 
 
-def test_a_servicer_registered_only_generically_is_refused() -> None:
-    """Its methods could not be wrapped, so they would skip authentication: no server starts."""
+async def test_a_servicer_registered_only_generically_is_refused() -> None:
+    """Its methods could not be wrapped, so they would skip authentication: no server starts.
+
+    A coroutine so that the server is made on a running loop: a test that ran `asyncio.run`
+    before it leaves the thread without a current loop."""
     servicer = Slow()
     interceptor = PlatformInterceptor(
         service="inventory", domain="inventory.a4co", policies={}, verifier=None
