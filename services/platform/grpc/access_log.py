@@ -20,7 +20,10 @@ from collections.abc import Mapping
 from typing import Any
 
 DELAY_S = 0.1
-MAX_PENDING = 512
+# A batch holds the event loop while its lines are made, about 15 µs each: 64 lines are about
+# 1 ms. Batches of up to 512 (300 lines every 0.1 s at 3,000 calls/s) raised CheckStock's p99 at 16
+# in flight by 0.5 to 1 ms (12.5 to 12.7 ms against 11.4 to 12.0 with 64, three runs of each).
+MAX_PENDING = 64
 
 
 class AccessLog:
