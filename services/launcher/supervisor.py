@@ -129,11 +129,20 @@ class Supervisor:
         child.pumps = [asyncio.create_task(self._pump(name, child.process))]
 
     async def _pump(self, name: str, process: asyncio.subprocess.Process) -> None:
+        """Copy a service's output to its log file as it comes, and show it line by line."""
         assert process.stdout is not None
+        partial = b""
         with (self.run_dir / f"{name}.log").open("ab") as logfile:
-            async for raw in process.stdout:
-                logfile.write(raw)
-                self.on_line(name, raw.decode(errors="replace").rstrip())
+            # Whatever the service has written so far, in one piece: one write and one flush
+            # for a burst of lines, and `tail -f` on the file sees each line as it is written.
+            while chunk := await process.stdout.read(1 << 16):
+                logfile.write(chunk)
+                logfile.flush()
+                *lines, partial = (partial + chunk).split(b"\n")
+                for raw in lines:
+                    self.on_line(name, raw.decode(errors="replace").rstrip())
+        if partial:
+            self.on_line(name, partial.decode(errors="replace").rstrip())
 
     async def _wait_ready(self, name: str, timeout: float) -> None:
         ready = self.run_dir / f"{name}.ready.json"

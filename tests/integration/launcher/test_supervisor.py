@@ -1,7 +1,9 @@
-"""The supervisor's start: a service that cannot start stops the ones already started."""
+"""The supervisor: a service that cannot start stops the ones already started; a service's log
+reaches its file and the terminal as it is written."""
 
 from __future__ import annotations
 
+import json
 import os
 import uuid
 from pathlib import Path
@@ -11,6 +13,7 @@ import pytest
 from services.launcher.supervisor import Supervisor
 from services.platform.local_servers import ServerUrls
 from tests.integration.services.harness import Keys
+from tests.support.waiting import eventually
 
 
 async def test_a_failed_start_leaves_no_service_running(urls: ServerUrls, keys: Keys, tmp_path: Path) -> None:
@@ -29,3 +32,32 @@ async def test_a_failed_start_leaves_no_service_running(urls: ServerUrls, keys: 
     identity = supervisor.children["identity"].process
     assert identity is not None
     assert identity.returncode is not None, "identity was left running"
+
+
+async def test_a_services_lines_reach_its_log_file_while_it_runs(
+    urls: ServerUrls, keys: Keys, tmp_path: Path
+) -> None:
+    env = dict(
+        os.environ,
+        **urls.as_env(),
+        A4CO_PREFIX="l" + uuid.uuid4().hex[:10],
+        A4CO_JWT_PRIVATE_KEY_FILE=str(keys.private_file),
+        A4CO_JWT_PUBLIC_KEY_FILE=str(keys.public_file),
+        A4CO_LOG_LEVEL="INFO",
+    )
+    shown: list[str] = []
+    supervisor = Supervisor(tmp_path, env, services=("identity",), on_line=lambda _, line: shown.append(line))
+    await supervisor.start()
+    try:
+        log_file = tmp_path / "identity.log"
+
+        def ready_in(lines: list[str]) -> bool:
+            return any(line.startswith("{") and json.loads(line)["message"] == "ready" for line in lines)
+
+        # Not only once the service stops: an operator follows the file while it runs.
+        await eventually(
+            lambda: ready_in(log_file.read_text().splitlines()), what="the ready line in the file"
+        )
+        assert ready_in(shown)
+    finally:
+        await supervisor.stop()
