@@ -1,8 +1,9 @@
 """The access log: one line per call, handed to `logging` in batches, off the call's path.
 
-Made inside each call, a line cost the inventory process about 80 µs of CPU per CheckStock at 16
-in flight (docs/performance.md), although making one costs about 16 µs in a loop: interleaved
-with gRPC's own work on every call, Python's logging and JSON code runs several times slower.
+Made inside each call, a line cost the inventory process about 120 µs of CPU per CheckStock at
+16 in flight, about 40 in batches (docs/performance.md), although making one costs about 16 µs in
+a loop: interleaved with gRPC's own work on every call, Python's logging and JSON code runs
+several times slower.
 A call now only keeps what its line needs (a tuple). The lines wait at most `delay_s`, or until
 `max_pending` have gathered, and are then made and handled one after another. Each record keeps
 the time its call ended, so a line's `time` is the call's, not the batch's.
