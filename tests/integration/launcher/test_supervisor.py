@@ -16,15 +16,20 @@ from tests.integration.services.harness import Keys
 from tests.support.waiting import eventually
 
 
-async def test_a_failed_start_leaves_no_service_running(urls: ServerUrls, keys: Keys, tmp_path: Path) -> None:
-    env = dict(
+def service_env(urls: ServerUrls, keys: Keys, log_level: str) -> dict[str, str]:
+    """What the services need, under a prefix of their own."""
+    return dict(
         os.environ,
         **urls.as_env(),
         A4CO_PREFIX="l" + uuid.uuid4().hex[:10],
         A4CO_JWT_PRIVATE_KEY_FILE=str(keys.private_file),
         A4CO_JWT_PUBLIC_KEY_FILE=str(keys.public_file),
-        A4CO_LOG_LEVEL="WARNING",
+        A4CO_LOG_LEVEL=log_level,
     )
+
+
+async def test_a_failed_start_leaves_no_service_running(urls: ServerUrls, keys: Keys, tmp_path: Path) -> None:
+    env = service_env(urls, keys, "WARNING")
     # `services.nowhere` does not exist: its process exits at once, while identity starts.
     supervisor = Supervisor(tmp_path, env, services=("identity", "nowhere"))
     with pytest.raises(RuntimeError, match="nowhere exited"):
@@ -37,16 +42,13 @@ async def test_a_failed_start_leaves_no_service_running(urls: ServerUrls, keys: 
 async def test_a_services_lines_reach_its_log_file_while_it_runs(
     urls: ServerUrls, keys: Keys, tmp_path: Path
 ) -> None:
-    env = dict(
-        os.environ,
-        **urls.as_env(),
-        A4CO_PREFIX="l" + uuid.uuid4().hex[:10],
-        A4CO_JWT_PRIVATE_KEY_FILE=str(keys.private_file),
-        A4CO_JWT_PUBLIC_KEY_FILE=str(keys.public_file),
-        A4CO_LOG_LEVEL="INFO",
-    )
     shown: list[str] = []
-    supervisor = Supervisor(tmp_path, env, services=("identity",), on_line=lambda _, line: shown.append(line))
+    supervisor = Supervisor(
+        tmp_path,
+        service_env(urls, keys, "INFO"),
+        services=("identity",),
+        on_line=lambda _, line: shown.append(line),
+    )
     await supervisor.start()
     try:
         log_file = tmp_path / "identity.log"

@@ -83,12 +83,18 @@ async def test_happy_path_to_delivered(actors: Actors, urls: ServerUrls, prefix:
     await quiet_and_sound(actors, urls, prefix)
 
 
-async def test_a_retried_create_returns_the_same_order(actors: Actors) -> None:
+async def confirmed_under(actors: Actors, request: str) -> tuple[str, str, pb.Order]:
+    """A product, ana's card, and her order of one unit placed under `request`, once confirmed."""
     product = await actors.product(stock=5)
     card = await actors.card()
+    placed = await actors.place(product, 1, card, request_id=request)
+    await actors.settles(placed.order_id, pb.ORDER_STATUS_CONFIRMED)
+    return product, card, placed
+
+
+async def test_a_retried_create_returns_the_same_order(actors: Actors) -> None:
     request = "9f5b1e8a-58c4-4c4e-9df4-1a2b3c4d5e6f"
-    first = await actors.place(product, 1, card, request_id=request)
-    await actors.settles(first.order_id, pb.ORDER_STATUS_CONFIRMED)
+    product, card, first = await confirmed_under(actors, request)
     again = await actors.place(product, 1, card, request_id=request)
     assert (again.order_id, again.status) == (first.order_id, pb.ORDER_STATUS_CONFIRMED)
     # A request id is the customer's own: another customer's same id is another order.
@@ -101,11 +107,8 @@ async def test_a_retried_create_returns_the_same_order(actors: Actors) -> None:
 
 async def test_a_retry_finds_an_order_stored_under_an_older_id(actors: Actors) -> None:
     """Orders stored before ids were derived from requests (decision 20) are found by request."""
-    product = await actors.product(stock=5)
-    card = await actors.card()
     request = "0c7d2b4e-6a1f-4f3e-8b5d-9e2a1c3f4b6d"
-    placed = await actors.place(product, 1, card, request_id=request)
-    await actors.settles(placed.order_id, pb.ORDER_STATUS_CONFIRMED)
+    product, card, placed = await confirmed_under(actors, request)
     pool = actors.svc["orders"].infra.pool
     older = await pool.fetchval(
         "UPDATE orders SET order_id = gen_random_uuid() WHERE order_id = $1 RETURNING order_id::text",
