@@ -69,8 +69,10 @@ def report(results: dict[str, Any]) -> str:
     saga: saga_bench.SagaResult = results["saga"]
     rpcs: rpc_bench.RpcRun = results["rpc"]
     level = os.environ.get("A4CO_LOG_LEVEL", "INFO")
-    lines = ["# a4co benchmark", "", f"The services run as `make run` starts them: logs at {level}"
-             + (", with the access log (a line per call)." if level.upper() in ("INFO", "DEBUG") else "."), "",
+    access = ", with the access log (a line per call)" if level.upper() in ("INFO", "DEBUG") else ""
+    loop = os.environ.get("A4CO_EVENT_LOOP", "uvloop")
+    lines = ["# a4co benchmark", "",
+             f"The services run as `make run` starts them: on {loop}, logs at {level}{access}.", "",
              "## Events", "", events_bench.report(results["events"]), "", "## Synchronous RPCs", "",
              rpc_bench.calls_table(rpcs.results), "", rpc_bench.cpu_table(rpcs.results), "", "## The order saga", "",
              "| offered orders/s | sent | confirmed | sustained confirmed/s | p50 ms CreateOrder→CONFIRMED | p99 ms |",

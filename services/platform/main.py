@@ -7,8 +7,9 @@ import asyncio
 import json
 import logging
 import os
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
+from typing import Any
 
 from services.platform.logs import configure_logging
 from services.platform.memory import cap_arenas
@@ -49,6 +50,7 @@ async def serve(service: str, build: Build, schema_sql: str | None, args: argpar
             "grpc": runner.server.address,
             "metrics_port": metrics_port,
             "pid": os.getpid(),
+            "event_loop": type(asyncio.get_running_loop()).__module__.split(".")[0],
         }
         log.info("ready", extra=document)
         if args.ready_file:
@@ -65,4 +67,20 @@ def service_main(service: str, build: Build, schema_file: Path | None) -> None:
     configure_logging(service, os.environ.get("A4CO_LOG_LEVEL", "INFO"))
     configure_tracing(service)
     schema_sql = schema_file.read_text() if schema_file else None
-    asyncio.run(serve(service, build, schema_sql, parse_args(service)))
+    run_event_loop(serve(service, build, schema_sql, parse_args(service)))
+
+
+def run_event_loop(main: Coroutine[Any, Any, None]) -> None:
+    """Run `main` on uvloop (decision 21), or on asyncio's own loop with `A4CO_EVENT_LOOP=asyncio`."""
+    choice = os.environ.get("A4CO_EVENT_LOOP", "uvloop")
+    if choice not in ("uvloop", "asyncio"):
+        raise SystemExit(f"A4CO_EVENT_LOOP must be uvloop or asyncio, not {choice!r}")
+    if choice == "uvloop":
+        try:
+            import uvloop
+        except ImportError:  # not built for this platform (Windows): asyncio's loop
+            log.warning("uvloop is not installed; running on asyncio's event loop")
+        else:
+            uvloop.run(main)
+            return
+    asyncio.run(main)

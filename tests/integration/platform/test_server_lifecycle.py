@@ -183,10 +183,43 @@ async def test_sigterm_stops_a_service_process_cleanly(
     _, stderr = await asyncio.wait_for(proc.communicate(), 30)
     assert proc.returncode == 0
     log_lines = [json.loads(line) for line in stderr.decode().splitlines() if line.startswith("{")]
-    assert any(line["message"] == "ready" for line in log_lines)
+    (ready_line,) = [line for line in log_lines if line["message"] == "ready"]
+    assert ready_line["event_loop"] == "uvloop"  # decision 21
     assert any(line["message"] == "stopping" for line in log_lines)
     assert all(line["service"] == "identity" for line in log_lines)
     await channel.close()
+
+
+async def test_a_service_runs_on_asyncios_loop_when_asked_and_refuses_an_unknown_one(
+    urls: ServerUrls, prefix: str, keys: Keys, tmp_path: Path
+) -> None:
+    env = dict(
+        os.environ,
+        **urls.as_env(),
+        A4CO_PREFIX=prefix,
+        A4CO_JWT_PRIVATE_KEY_FILE=str(keys.private_file),
+        A4CO_JWT_PUBLIC_KEY_FILE=str(keys.public_file),
+    )
+    ready = tmp_path / "identity.ready.json"
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "services.identity", "--ready-file", str(ready),
+        env=dict(env, A4CO_EVENT_LOOP="asyncio"),
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        await asyncio.to_thread(wait_until, ready.exists, "identity ready", 60)
+        assert json.loads(ready.read_text())["event_loop"] == "asyncio"
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        await asyncio.wait_for(proc.wait(), 30)
+
+    refused = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "services.identity", env=dict(env, A4CO_EVENT_LOOP="trio"),
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    _, stderr = await asyncio.wait_for(refused.communicate(), 30)
+    assert refused.returncode == 1
+    assert "A4CO_EVENT_LOOP must be uvloop or asyncio, not 'trio'" in stderr.decode()
 
 
 async def test_a_servicer_registered_only_generically_is_refused() -> None:
