@@ -83,13 +83,12 @@ class InventoryServicer(pb_grpc.InventoryServiceServicer):
     async def CheckStock(self, request: pb.CheckStockRequest, context: Context) -> pb.CheckStockResponse:
         """Availability per line, from the cache."""
         answers = await handlers.check_stock(self.deps, [(x.product_id, x.quantity) for x in request.lines])
-        lines = [
-            pb.StockAvailability(
+        response = pb.CheckStockResponse(all_available=all(a.ok for a in answers))
+        for a in answers:  # written into the response's own list, not built apart and copied in
+            response.lines.add(
                 product_id=a.product_id, requested=a.requested, available=a.available, ok=a.ok, known=a.known
             )
-            for a in answers
-        ]
-        return pb.CheckStockResponse(lines=lines, all_available=all(a.ok for a in answers))
+        return response
 
     async def GetStock(self, request: pb.GetStockRequest, context: Context) -> pb.GetStockResponse:
         """One product's stock."""
