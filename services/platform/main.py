@@ -74,6 +74,7 @@ def run_event_loop(main: Coroutine[Any, Any, None]) -> None:
     """Run `main` on uvloop (decision 21), or on asyncio's own loop with `A4CO_EVENT_LOOP=asyncio`."""
     choice = os.environ.get("A4CO_EVENT_LOOP", "uvloop")
     if choice not in ("uvloop", "asyncio"):
+        main.close()  # never started
         raise SystemExit(f"A4CO_EVENT_LOOP must be uvloop or asyncio, not {choice!r}")
     if choice == "uvloop":
         try:

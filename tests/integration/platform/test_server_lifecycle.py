@@ -220,6 +220,7 @@ async def test_a_service_runs_on_asyncios_loop_when_asked_and_refuses_an_unknown
     _, stderr = await asyncio.wait_for(refused.communicate(), 30)
     assert refused.returncode == 1
     assert "A4CO_EVENT_LOOP must be uvloop or asyncio, not 'trio'" in stderr.decode()
+    assert "never awaited" not in stderr.decode()
 
 
 async def test_a_servicer_registered_only_generically_is_refused() -> None:
