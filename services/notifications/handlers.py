@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
-import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -15,9 +15,11 @@ from redis.asyncio import Redis
 
 from a4co.identity.events.v1 import identity_events_pb2 as identity
 from services.notifications.adapters.transports import Outgoing, Transport
-from services.notifications.messages import MESSAGES
+from services.notifications.messages import MESSAGES, Note
 from services.platform.auth import Principal
+from services.platform.db import Connection
 from services.platform.events.consumer import HandlerContext
+from services.platform.flow import new_id
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +52,17 @@ class Stored:
     created_at: datetime
 
 
+@dataclass(frozen=True, slots=True)
+class _Made:
+    """The messages one event made, waiting to be stored with the rest of its transaction's."""
+
+    deps: Deps
+    event_type: str
+    event_id: str
+    ids: list[str]
+    notes: list[Note]
+
+
 async def on_event(deps: Deps, event: Message, ctx: HandlerContext) -> None:
     """Turn an event into messages: store them, then (after commit) push and deliver them."""
     if isinstance(event, identity.UserRegistered):
@@ -62,32 +75,44 @@ async def on_event(deps: Deps, event: Message, ctx: HandlerContext) -> None:
             event.display_name,
         )
     notes = MESSAGES[type(event)](event)
-    if not notes:
-        return
-    ids = [str(uuid.uuid4()) for _ in notes]
-    # Every message of the event in one statement. A user hears of an event once: a second message
-    # of it to the same person (an artisan buying from their own workshop) is skipped.
-    rows = await ctx.conn.fetch(
+    if notes:
+        made = _Made(
+            deps, ctx.event.definition.event_type, ctx.event.event_id, [new_id() for _ in notes], notes
+        )
+        ctx.stage(_store, made)
+
+
+async def _store(conn: Connection, batch: list[_Made]) -> Callable[[], Awaitable[None]] | None:
+    """Store the messages of every event of a transaction in one statement; push and deliver the
+    stored ones once it commits. A user hears of an event once: a second message of it to the same
+    person (an artisan buying from their own workshop) is skipped."""
+    notes = [
+        (made, note_id, note) for made in batch for note_id, note in zip(made.ids, made.notes, strict=True)
+    ]
+    rows = await conn.fetch(
         "INSERT INTO notifications"
         " (notification_id, recipient_id, topic, title, body, subject_id, event_id)"
-        " SELECT m.id, m.recipient_id, $5, m.title, m.body, m.subject_id, $6"
-        " FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $7::text[])"
-        " AS m(id, recipient_id, title, body, subject_id)"
+        " SELECT m.id, m.recipient_id, m.topic, m.title, m.body, m.subject_id, m.event_id"
+        " FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::uuid[])"
+        " AS m(id, recipient_id, topic, title, body, subject_id, event_id)"
         " ON CONFLICT (recipient_id, event_id) DO NOTHING"
         " RETURNING *, (SELECT email FROM contacts WHERE user_id = notifications.recipient_id) AS email",
-        ids,
-        [n.recipient_id for n in notes],
-        [n.title for n in notes],
-        [n.body for n in notes],
-        ctx.event.definition.event_type,
-        ctx.event.event_id,
-        [n.subject_id for n in notes],
+        [note_id for _, note_id, _ in notes],
+        [note.recipient_id for _, _, note in notes],
+        [made.event_type for made, _, _ in notes],
+        [note.title for _, _, note in notes],
+        [note.body for _, _, note in notes],
+        [note.subject_id for _, _, note in notes],
+        [made.event_id for made, _, _ in notes],
     )
     by_id = {str(row["notification_id"]): row for row in rows}
-    stored = [by_id[i] for i in ids if i in by_id]  # in the order the messages were made
+    stored = [by_id[note_id] for _, note_id, _ in notes if note_id in by_id]  # in the order made
+    if not stored:
+        return None
+    deps = batch[0].deps
 
     async def push_and_deliver() -> None:
-        # One round trip to Redis for all the pushes of the event.
+        # One round trip to Redis for all the pushes of the transaction.
         async with deps.redis.pipeline(transaction=False) as pipe:
             for row in stored:
                 document = json.dumps(_document(row), ensure_ascii=False)
@@ -101,8 +126,7 @@ async def on_event(deps: Deps, event: Message, ctx: HandlerContext) -> None:
             except Exception:  # the notification is stored and listed; delivery failures are logged
                 log.exception("could not deliver notification %s", row["notification_id"])
 
-    if stored:
-        ctx.after_commit(push_and_deliver)
+    return push_and_deliver
 
 
 def _document(row: asyncpg.Record) -> dict[str, Any]:

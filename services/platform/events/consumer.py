@@ -67,6 +67,11 @@ REASON_UNDECODABLE = "UNDECODABLE"
 REASON_UNKNOWN_EVENT = "UNKNOWN_EVENT"
 
 
+# Writes what the handlers of one transaction staged for it (`HandlerContext.stage`), all at once
+# just before the transaction commits; returns what to run once it has committed, if anything.
+BatchWriter = Callable[[Connection, list[Any]], Awaitable[Callable[[], Awaitable[None]] | None]]
+
+
 @dataclass(slots=True)
 class HandlerContext:
     """What a handler gets beside the event: its transaction and a way to publish follow-ups."""
@@ -78,6 +83,15 @@ class HandlerContext:
     # Follow-ups of the whole transaction, which its runner inserts together before it commits.
     staged: list[OutgoingEvent]
     committed: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+    # What the transaction's handlers staged, by writer, in the order staged.
+    batches: dict[BatchWriter, list[Any]] = field(default_factory=dict)
+
+    def stage(self, writer: BatchWriter, item: Any) -> None:
+        """Leave `item` to `writer`, which writes the items of every handler of this transaction
+        together just before it commits: one statement for a batch of events instead of one per
+        event. `writer` must be the same object for every item (a module-level function, say).
+        Nothing staged is written if the transaction rolls back."""
+        self.batches.setdefault(writer, []).append(item)
 
     def after_commit(self, callback: Callable[[], Awaitable[None]]) -> None:
         """Run `callback` once the handler's transaction has committed (never if it rolls back),
@@ -390,6 +404,7 @@ class QueueConsumer:
         """
         after: list[Callable[[], Awaitable[None]]] = []
         staged: list[OutgoingEvent] = []
+        batches: dict[BatchWriter, list[Any]] = {}
         async with self.pool.acquire() as conn, conn.transaction():
             inserted = await conn.fetch(
                 "INSERT INTO inbox (consumer, event_id, event_type) "
@@ -405,8 +420,12 @@ class QueueConsumer:
                 first = item.incoming.event_id in new
                 new.discard(item.incoming.event_id)  # a copy later in the batch is a duplicate
                 if first:
-                    after.extend(await self._call(conn, item, staged))
+                    after.extend(await self._call(conn, item, staged, batches))
                 outcomes.append(first)
+            for writer, items in batches.items():  # each writer once, in the order first staged to
+                done = await writer(conn, items)
+                if done is not None:
+                    after.append(done)
             if staged:  # every follow-up of the transaction in one statement, in the order published
                 assert self.outbox is not None  # publish() refuses without one
                 await self.outbox.insert(conn, staged)
@@ -418,12 +437,16 @@ class QueueConsumer:
         return outcomes
 
     async def _call(
-        self, conn: Connection, item: _Work, staged: list[OutgoingEvent]
+        self,
+        conn: Connection,
+        item: _Work,
+        staged: list[OutgoingEvent],
+        batches: dict[BatchWriter, list[Any]],
     ) -> list[Callable[[], Awaitable[None]]]:
         """Run one handler in its own span and flow, timing it; returns its after-commit callbacks.
-        The follow-ups it publishes are added to `staged`."""
+        The follow-ups it publishes are added to `staged`, what it stages for writers to `batches`."""
         started = time.perf_counter()
-        ctx = HandlerContext(conn, item.incoming, item.delivery, self.outbox, staged)
+        ctx = HandlerContext(conn, item.incoming, item.delivery, self.outbox, staged, batches=batches)
         with self._span(item) as span, flow_scope(item.incoming.flow):
             try:
                 await item.handler(item.payload, ctx)

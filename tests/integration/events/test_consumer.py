@@ -5,13 +5,16 @@ from __future__ import annotations
 import asyncio
 import itertools
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import replace
+from typing import Any
 
 import asyncpg
 from google.protobuf.message import Message
 from nats.aio.msg import Msg
 
 from a4co.orders.events.v1 import order_events_pb2
+from services.platform.db import Connection
 from services.platform.events.consumer import HandlerContext, QueueConsumer, Selective
 from services.platform.events.dlq import DeadLetterFilter, DeadLetterQueue
 from tests.integration.events.rig import FAST, Rig, order_created, record_effect, running
@@ -333,3 +336,47 @@ async def test_follow_ups_of_a_batch_keep_their_order_and_a_failed_batch_leaves_
     rows = await consumer.pool.fetch("SELECT aggregate_id FROM outbox ORDER BY id")
     assert failed == ["o-3"]
     assert [r["aggregate_id"] for r in rows] == [f"o-{i}" for i in range(1, 6)]
+
+
+async def test_what_handlers_stage_is_written_once_per_transaction_before_it_commits(rig: Rig) -> None:
+    written: list[list[str]] = []
+    seen_after_commit: list[int] = []
+    failed: list[str] = []
+
+    async def write_effects(conn: Connection, items: list[Any]) -> Callable[[], Awaitable[None]] | None:
+        written.append(list(items))
+        await conn.execute("INSERT INTO effects (event_id) SELECT unnest($1::uuid[])", items)
+
+        async def committed() -> None:  # the rows are visible outside the transaction by now
+            seen_after_commit.append(await effect_count(consumer.pool))
+
+        return committed
+
+    async def stage(event: order_events_pb2.OrderCreated, ctx: HandlerContext) -> None:
+        ctx.stage(write_effects, ctx.event.event_id)
+        # o-5 fails once: its batch is rolled back and nothing staged in it is written.
+        if event.order_id == "o-5" and not failed:
+            failed.append(event.order_id)
+            raise RuntimeError("provider hiccup")
+
+    handlers = {order_events_pb2.OrderCreated: stage}
+    consumer = await rig.consumer("payments", handlers, start=False)  # type: ignore[arg-type]
+    ids = []
+    for i in range(1, 4):
+        out = rig.codec.encode(order_created(f"o-{i}"), aggregate_id=f"o-{i}")
+        ids.append(out.event_id)
+        await rig.js.publish(out.subject, out.body, headers=out.headers)
+    await consumer.start()
+    await eventually(lambda: consumer.stats.handled == 3, what="the first three handled")
+    assert written == [ids], "one write for the batch, its items in the order staged"
+    assert seen_after_commit == [3]
+
+    for i in (4, 5):
+        out = rig.codec.encode(order_created(f"o-{i}"), aggregate_id=f"o-{i}")
+        ids.append(out.event_id)
+        await rig.js.publish(out.subject, out.body, headers=out.headers)
+    await eventually(lambda: consumer.stats.handled == 5, what="the last two handled")
+    assert failed == ["o-5"]
+    # A failed batch writes nothing; its events are then handled (and written) one at a time.
+    assert written[1:] == [[ids[3]], [ids[4]]]
+    assert await effect_count(consumer.pool) == 5
