@@ -69,19 +69,67 @@ async def _lines(conn: Connection, order_id: str, lines: list[order_events.Order
     )
 
 
+@dataclass(frozen=True, slots=True)
+class _Placed:
+    """An order placed, waiting to be stored with the others of its transaction."""
+
+    order_id: str
+    artisan_id: str
+    currency_code: str
+    subtotal_cents: int
+    total_cents: int
+    placed_at: datetime
+    lines: list[tuple[str, str, int, int]]  # product id and name, quantity, revenue in cents
+
+
 async def on_order_created(deps: Deps, event: order_events.OrderCreated, ctx: HandlerContext) -> None:
     """An order placed: its amounts, lines and time."""
-    await _ensure(ctx.conn, event.order_id, event.artisan_id)
-    await ctx.conn.execute(
-        "UPDATE sales SET currency_code = $2, subtotal_cents = $3, total_cents = $4, placed_at = $5"
-        " WHERE order_id = $1",
+    placed = _Placed(
         event.order_id,
+        event.artisan_id,
         event.total.currency_code or "EUR",
         event.subtotal.amount_cents,
         event.total.amount_cents,
         _when(event.create_time, ctx),
+        [(x.product_id, x.product_name, x.quantity, x.line_total.amount_cents) for x in event.lines],
     )
-    await _lines(ctx.conn, event.order_id, list(event.lines))
+    ctx.stage(_store_placed, placed)
+
+
+async def _store_placed(conn: Connection, batch: list[_Placed]) -> None:
+    """The orders a transaction's events placed, with two statements for all of them. A sale
+    another event started first (a cancellation that overtook its order) gets the amounts and time."""
+    orders = list({p.order_id: p for p in batch}.values())  # one row per order in an upsert
+    await conn.execute(
+        "INSERT INTO sales (order_id, artisan_id, currency_code, subtotal_cents, total_cents, placed_at)"
+        " SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::bigint[],"
+        " $6::timestamptz[])"
+        " ON CONFLICT (order_id) DO UPDATE SET currency_code = EXCLUDED.currency_code,"
+        " subtotal_cents = EXCLUDED.subtotal_cents, total_cents = EXCLUDED.total_cents,"
+        " placed_at = EXCLUDED.placed_at",
+        [p.order_id for p in orders],
+        [p.artisan_id for p in orders],
+        [p.currency_code for p in orders],
+        [p.subtotal_cents for p in orders],
+        [p.total_cents for p in orders],
+        [p.placed_at for p in orders],
+    )
+    lines = [(p.order_id, *line) for p in orders for line in p.lines]
+    if not lines:
+        return
+    order_ids, product_ids, names, quantities, revenues = (
+        list(column) for column in zip(*lines, strict=True)
+    )
+    await conn.execute(
+        "INSERT INTO sale_lines (order_id, product_id, product_name, quantity, revenue_cents)"
+        " SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::bigint[])"
+        " ON CONFLICT DO NOTHING",
+        order_ids,
+        product_ids,
+        names,
+        quantities,
+        revenues,
+    )
 
 
 def cancelled(event: order_events.OrderStatusChanged) -> bool:
