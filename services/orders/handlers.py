@@ -21,6 +21,7 @@ from services.orders.adapters.peers import Peers
 from services.orders.adapters.postgres import Orders, OrdersUnitOfWork, Products
 from services.orders.domain import Line, Order, Outcome, ProductInfo, Status, order_id_for, timeout_reason
 from services.platform.auth import Principal, Role
+from services.platform.db import Connection
 from services.platform.errors import (
     FailedPreconditionError,
     FieldViolation,
@@ -155,19 +156,24 @@ async def record(deps: Deps, orders: Orders, publish: Publish, before: Order, af
         return before
     after = replace(after, step_deadline=_deadline(deps, after))
     saved = await orders.save(after)
-    if before.status is not saved.status or compensation_due(before, saved):
-        await publish(status_event(before, saved), aggregate_id=saved.order_id)
-    if saved.status is Status.DELIVERED and before.status is not Status.DELIVERED:
+    await _announce(publish, before, saved)
+    return saved
+
+
+async def _announce(publish: Publish, before: Order, after: Order) -> None:
+    """The events that the change from `before` to `after` makes."""
+    if before.status is not after.status or compensation_due(before, after):
+        await publish(status_event(before, after), aggregate_id=after.order_id)
+    if after.status is Status.DELIVERED and before.status is not Status.DELIVERED:
         delivered = events.OrderDelivered(
-            order_id=saved.order_id,
-            customer_id=saved.customer_id,
-            artisan_id=saved.artisan_id,
-            lines=_lines(saved),
-            total=_money(saved, saved.total_cents),
+            order_id=after.order_id,
+            customer_id=after.customer_id,
+            artisan_id=after.artisan_id,
+            lines=_lines(after),
+            total=_money(after, after.total_cents),
             delivery_time=to_timestamp(datetime.now(UTC)),
         )
-        await publish(delivered, aggregate_id=saved.order_id)
-    return saved
+        await publish(delivered, aggregate_id=after.order_id)
 
 
 def _deadline(deps: Deps, order: Order) -> datetime | None:
@@ -318,13 +324,40 @@ async def on_product_published(
 # Saga events ------------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True, slots=True)
+class _Fact:
+    """What one saga event taught about an order, waiting for the rest of its transaction's."""
+
+    deps: Deps
+    ctx: HandlerContext  # the event's: its follow-ups carry its flow
+    order_id: str
+    learn: Callable[[Order], Order]
+
+
 async def _learn(deps: Deps, ctx: HandlerContext, order_id: str, fact: Callable[[Order], Order]) -> None:
-    orders = Orders(ctx.conn)
-    order = await orders.get(order_id, for_update=True)
-    if order is None:
-        log.warning("saga event for unknown order %s ignored", order_id)
-        return
-    await record(deps, orders, ctx.publish, order, fact(order))
+    ctx.stage(_learn_all, _Fact(deps, ctx, order_id, fact))
+
+
+async def _learn_all(conn: Connection, facts: list[_Fact]) -> None:
+    """Apply the facts of a transaction's saga events, in the order they came: the orders are read
+    (locked) with one statement and written with one, instead of two statements per event. Each
+    fact announces what it changed as if the events had been handled one after another."""
+    orders = Orders(conn)
+    current = await orders.lock_many(f.order_id for f in facts)
+    changed: dict[str, Order] = {}
+    for fact in facts:
+        before = current.get(fact.order_id)
+        if before is None:
+            log.warning("saga event for unknown order %s ignored", fact.order_id)
+            continue
+        after = fact.learn(before)
+        if after == before:
+            continue
+        after = replace(after, step_deadline=_deadline(fact.deps, after))
+        await _announce(fact.ctx.publish, before, after)
+        current[fact.order_id] = changed[fact.order_id] = after
+    if changed:
+        await orders.save_many(list(changed.values()))
 
 
 async def on_payment_processed(

@@ -11,6 +11,7 @@ import asyncpg
 from services.orders.domain import Line, Order, Outcome, ProductInfo, Status
 from services.platform.db import Connection, Queryable
 from services.platform.uow import PostgresUnitOfWork
+from services.platform.validation import is_uuid
 
 
 def _order(row: asyncpg.Record) -> Order:
@@ -86,6 +87,16 @@ class Orders:
             return None  # not a UUID: no such order
         return _order(row) if row else None
 
+    async def lock_many(self, order_ids: Iterable[str]) -> dict[str, Order]:
+        """Orders by id, locked until the transaction ends. Rows are locked in id order, so two
+        transactions that lock several orders cannot deadlock; ids not found (or not UUIDs) are
+        absent."""
+        valid = sorted({i for i in order_ids if is_uuid(i)})
+        rows = await self.conn.fetch(
+            f"{_SELECT} WHERE order_id = ANY($1::uuid[]) ORDER BY order_id FOR UPDATE", valid
+        )
+        return {str(row["order_id"]): _order(row) for row in rows}
+
     async def by_request(self, customer_id: str, request_id: str) -> Order | None:
         """The order a customer placed under a request id, whatever its id."""
         row = await self.conn.fetchrow(
@@ -114,6 +125,31 @@ class Orders:
         )
         assert row is not None
         return _order(row)
+
+    async def save_many(self, orders: list[Order]) -> None:
+        """Store the facts and statuses of several orders (each once) with one statement."""
+        await self.conn.execute(
+            "UPDATE orders SET payment = u.payment, payment_reason = u.payment_reason, stock = u.stock,"
+            " stock_reason = u.stock_reason, cancel_reason = u.cancel_reason, shipped = u.shipped,"
+            " delivered = u.delivered, refunded = u.refunded, status = u.status,"
+            " step_deadline = u.step_deadline, version = orders.version + 1, updated_at = now()"
+            " FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],"
+            " $7::bool[], $8::bool[], $9::bool[], $10::text[], $11::timestamptz[])"
+            " AS u(order_id, payment, payment_reason, stock, stock_reason, cancel_reason, shipped,"
+            " delivered, refunded, status, step_deadline)"
+            " WHERE orders.order_id = u.order_id",
+            [o.order_id for o in orders],
+            [o.payment.value for o in orders],
+            [o.payment_reason for o in orders],
+            [o.stock.value for o in orders],
+            [o.stock_reason for o in orders],
+            [o.cancel_reason for o in orders],
+            [o.shipped for o in orders],
+            [o.delivered for o in orders],
+            [o.refunded for o in orders],
+            [o.status.value for o in orders],
+            [o.step_deadline for o in orders],
+        )
 
     async def page(
         self, column: str, owner: str, status: Status | None, offset: int, limit: int

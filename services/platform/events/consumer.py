@@ -27,6 +27,7 @@ from google.protobuf.message import Message
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
 from prometheus_client import Counter, Histogram
 
@@ -85,6 +86,9 @@ class HandlerContext:
     committed: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     # What the transaction's handlers staged, by writer, in the order staged.
     batches: dict[BatchWriter, list[Any]] = field(default_factory=dict)
+    # The trace context the handler ran in: a follow-up published later, by a staged writer,
+    # still carries the trace of the event that caused it.
+    trace_context: otel_context.Context | None = None
 
     def stage(self, writer: BatchWriter, item: Any) -> None:
         """Leave `item` to `writer`, which writes the items of every handler of this transaction
@@ -111,7 +115,12 @@ class HandlerContext:
         """
         if self.outbox is None:
             raise RuntimeError("this consumer was built without an outbox")
-        out = self.outbox.encode(event, aggregate_id=aggregate_id, flow=self.event.flow)
+        token = otel_context.attach(self.trace_context) if self.trace_context is not None else None
+        try:
+            out = self.outbox.encode(event, aggregate_id=aggregate_id, flow=self.event.flow)
+        finally:
+            if token is not None:
+                otel_context.detach(token)
         self.staged.append(out)
         return out
 
@@ -448,6 +457,7 @@ class QueueConsumer:
         started = time.perf_counter()
         ctx = HandlerContext(conn, item.incoming, item.delivery, self.outbox, staged, batches=batches)
         with self._span(item) as span, flow_scope(item.incoming.flow):
+            ctx.trace_context = otel_context.get_current()
             try:
                 await item.handler(item.payload, ctx)
             except Exception as exc:
