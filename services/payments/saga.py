@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import asyncio
-import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from a4co.orders.events.v1 import order_events_pb2 as order_events
 from a4co.payments.events.v1 import payment_events_pb2 as events
 from a4co.type.v1 import money_pb2
-from services.payments.adapters.postgres import Charges, Methods, StoredMethod
+from services.payments.adapters.postgres import Attempt, Charges, Methods, StoredMethod
 from services.payments.domain import MethodType
 from services.payments.ports import PaymentProvider, ProviderError
+from services.platform.db import Connection
 from services.platform.events.consumer import HandlerContext
+from services.platform.flow import new_id
 from services.platform.timestamps import to_timestamp
 
 METHOD_TYPES = {
@@ -52,49 +53,86 @@ async def _attempt(
     return charge.reference, ""
 
 
+@dataclass(frozen=True, slots=True)
+class _Placed:
+    """An OrderCreated to charge, waiting for the rest of its transaction's."""
+
+    deps: SagaDeps
+    ctx: HandlerContext  # the event's: its follow-up carries its flow
+    event: order_events.OrderCreated
+
+
 async def on_order_created(deps: SagaDeps, event: order_events.OrderCreated, ctx: HandlerContext) -> None:
     """Charge the order's total once, whatever the redeliveries (PaymentProcessed or PaymentFailed)."""
-    charges = Charges(ctx.conn)
-    if await charges.attempted(event.order_id):
-        return  # already charged or refused: once per order
-    method = await Methods(ctx.conn).get(event.payment_method_id)
-    reference, reason = await _attempt(deps, method, event)
-    payment_id = str(uuid.uuid4())
+    ctx.stage(_charge_all, _Placed(deps, ctx, event))
+
+
+async def _charge_all(conn: Connection, batch: list[_Placed]) -> None:
+    """Charge the orders a transaction's events placed, one after another, each once: which were
+    attempted already, and the methods, are read with one statement each, and the attempts
+    recorded with one."""
+    charges = Charges(conn)
+    done = await charges.attempted([p.event.order_id for p in batch])
+    methods = await Methods(conn).get_many([p.event.payment_method_id for p in batch])
+    attempts: list[tuple[_Placed, Attempt]] = []
+    for placed in batch:
+        event = placed.event
+        if event.order_id in done:
+            continue  # already charged or refused: once per order
+        done.add(event.order_id)
+        method = methods.get(event.payment_method_id)
+        reference, reason = await _attempt(placed.deps, method, event)
+        attempt = Attempt(
+            new_id(),
+            event.order_id,
+            event.customer_id,
+            method,
+            event.total.amount_cents,
+            event.total.currency_code or "EUR",
+            reference,
+            reason,
+        )
+        attempts.append((placed, attempt))
+    if not attempts:
+        return
+    recorded = await charges.record([a for _, a in attempts])
+    for placed, attempt in attempts:
+        if attempt.order_id in recorded:
+            await _announce(placed, attempt)
+
+
+async def _announce(placed: _Placed, attempt: Attempt) -> None:
+    """PaymentProcessed or PaymentFailed for a recorded attempt."""
+    event = placed.event
     money = money_pb2.Money(currency_code=event.total.currency_code, amount_cents=event.total.amount_cents)
     now = to_timestamp(datetime.now(UTC))
-    status = "succeeded" if reference else "failed"
-    amount, currency = event.total.amount_cents, event.total.currency_code or "EUR"
-    if not await charges.record(
-        payment_id, event.order_id, event.customer_id, method, amount, currency, status, reference, reason
-    ):
-        return
-    if reference:
-        assert method is not None
-        await ctx.publish(
+    if attempt.reference:
+        assert attempt.method is not None
+        await placed.ctx.publish(
             events.PaymentProcessed(
-                payment_id=payment_id,
+                payment_id=attempt.payment_id,
                 order_id=event.order_id,
                 customer_id=event.customer_id,
                 amount=money,
-                method_type=METHOD_TYPES[method.method_type],
-                last_four=method.last_four,
-                provider_reference=reference,
+                method_type=METHOD_TYPES[attempt.method.method_type],
+                last_four=attempt.method.last_four,
+                provider_reference=attempt.reference,
                 process_time=now,
             ),
-            aggregate_id=payment_id,
+            aggregate_id=attempt.payment_id,
         )
     else:
-        await ctx.publish(
+        await placed.ctx.publish(
             events.PaymentFailed(
-                payment_id=payment_id,
+                payment_id=attempt.payment_id,
                 order_id=event.order_id,
                 customer_id=event.customer_id,
                 amount=money,
-                reason=reason,
-                message=f"No se pudo cobrar el pedido: {reason}",
+                reason=attempt.failure_reason,
+                message=f"No se pudo cobrar el pedido: {attempt.failure_reason}",
                 fail_time=now,
             ),
-            aggregate_id=payment_id,
+            aggregate_id=attempt.payment_id,
         )
 
 

@@ -26,6 +26,25 @@ class StoredMethod:
 
 
 @dataclass(frozen=True, slots=True)
+class Attempt:
+    """One order's payment attempt: a charge (`reference`) or a refusal (`failure_reason`)."""
+
+    payment_id: str
+    order_id: str
+    customer_id: str
+    method: StoredMethod | None
+    amount_cents: int
+    currency_code: str
+    reference: str = ""
+    failure_reason: str = ""
+
+    @property
+    def status(self) -> str:
+        """As stored: succeeded or failed."""
+        return "succeeded" if self.reference else "failed"
+
+
+@dataclass(frozen=True, slots=True)
 class PaymentRecord:
     """One order's payment."""
 
@@ -88,16 +107,26 @@ class Methods:
         row = await self.conn.fetchrow(
             "SELECT * FROM payment_methods WHERE payment_method_id = $1::uuid", payment_method_id
         )
-        if row is None:
-            return None
-        return StoredMethod(
-            str(row["payment_method_id"]),
-            row["customer_id"],
-            MethodType(row["method_type"]),
-            Brand(row["brand"]),
-            row["last_four"],
-            row["provider_token"],
+        return _method(row) if row else None
+
+    async def get_many(self, payment_method_ids: list[str]) -> dict[str, StoredMethod]:
+        """Kept methods by id, with one statement; ids not found (or not UUIDs) are absent."""
+        valid = sorted({i for i in payment_method_ids if is_uuid(i)})
+        rows = await self.conn.fetch(
+            "SELECT * FROM payment_methods WHERE payment_method_id = ANY($1::uuid[])", valid
         )
+        return {str(row["payment_method_id"]): _method(row) for row in rows}
+
+
+def _method(row: asyncpg.Record) -> StoredMethod:
+    return StoredMethod(
+        str(row["payment_method_id"]),
+        row["customer_id"],
+        MethodType(row["method_type"]),
+        Brand(row["brand"]),
+        row["last_four"],
+        row["provider_token"],
+    )
 
 
 class Payments:
@@ -130,40 +159,35 @@ class Charges:
     def __init__(self, conn: Connection) -> None:
         self.conn = conn
 
-    async def attempted(self, order_id: str) -> bool:
-        """Whether the order was charged or refused already (once per order)."""
-        return bool(await self.conn.fetchval("SELECT 1 FROM payments WHERE order_id = $1", order_id))
+    async def attempted(self, order_ids: list[str]) -> set[str]:
+        """The orders among these that were charged or refused already (once per order)."""
+        rows = await self.conn.fetch(
+            "SELECT order_id FROM payments WHERE order_id = ANY($1::text[])", order_ids
+        )
+        return {row["order_id"] for row in rows}
 
-    async def record(
-        self,
-        payment_id: str,
-        order_id: str,
-        customer_id: str,
-        method: StoredMethod | None,
-        amount_cents: int,
-        currency_code: str,
-        status: str,
-        reference: str = "",
-        failure_reason: str = "",
-    ) -> bool:
-        """Record an order's one payment attempt; False when the order has one already."""
-        result = await self.conn.execute(
+    async def record(self, attempts: list[Attempt]) -> set[str]:
+        """Record each order's one payment attempt, with one statement; returns the orders
+        recorded now (an order that has an attempt already keeps it)."""
+        rows = await self.conn.fetch(
             "INSERT INTO payments (payment_id, order_id, customer_id, payment_method_id, amount_cents,"
             " currency_code, status, method_type, last_four, provider_reference, failure_reason)"
-            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) ON CONFLICT (order_id) DO NOTHING",
-            payment_id,
-            order_id,
-            customer_id,
-            method.payment_method_id if method else None,
-            amount_cents,
-            currency_code,
-            status,
-            method.method_type.value if method else "",
-            method.last_four if method else "",
-            reference,
-            failure_reason,
+            " SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::uuid[], $5::bigint[],"
+            " $6::text[], $7::text[], $8::text[], $9::text[], $10::text[], $11::text[])"
+            " ON CONFLICT (order_id) DO NOTHING RETURNING order_id",
+            [a.payment_id for a in attempts],
+            [a.order_id for a in attempts],
+            [a.customer_id for a in attempts],
+            [a.method.payment_method_id if a.method else None for a in attempts],
+            [a.amount_cents for a in attempts],
+            [a.currency_code for a in attempts],
+            [a.status for a in attempts],
+            [a.method.method_type.value if a.method else "" for a in attempts],
+            [a.method.last_four if a.method else "" for a in attempts],
+            [a.reference for a in attempts],
+            [a.failure_reason for a in attempts],
         )
-        return str(result).endswith(" 1")
+        return {row["order_id"] for row in rows}
 
     async def for_refund(self, order_id: str) -> PaymentRecord | None:
         """An order's succeeded payment, locked; None when there is nothing to refund."""
