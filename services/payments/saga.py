@@ -62,20 +62,36 @@ class _Placed:
     event: order_events.OrderCreated
 
 
+@dataclass(frozen=True, slots=True)
+class _Refund:
+    """A cancellation to refund, in turn with its transaction's charges."""
+
+    deps: SagaDeps
+    ctx: HandlerContext
+    event: order_events.OrderStatusChanged
+
+
 async def on_order_created(deps: SagaDeps, event: order_events.OrderCreated, ctx: HandlerContext) -> None:
     """Charge the order's total once, whatever the redeliveries (PaymentProcessed or PaymentFailed)."""
     ctx.stage(_charge_all, _Placed(deps, ctx, event))
 
 
-async def _charge_all(conn: Connection, batch: list[_Placed]) -> None:
+async def _charge_all(conn: Connection, batch: list[_Placed | _Refund]) -> None:
     """Charge the orders a transaction's events placed, one after another, each once: which were
     attempted already, and the methods, are read with one statement each, and the attempts
-    recorded with one."""
+    recorded with one. A refund is made where its event came, after the charges before it are
+    recorded, so that the events of a transaction take effect in their order."""
     charges = Charges(conn)
-    done = await charges.attempted([p.event.order_id for p in batch])
-    methods = await Methods(conn).get_many([p.event.payment_method_id for p in batch])
+    placed_orders = [p for p in batch if isinstance(p, _Placed)]
+    done = await charges.attempted([p.event.order_id for p in placed_orders])
+    methods = await Methods(conn).get_many([p.event.payment_method_id for p in placed_orders])
     attempts: list[tuple[_Placed, Attempt]] = []
     for placed in batch:
+        if isinstance(placed, _Refund):
+            await _record(charges, attempts)
+            attempts = []
+            await _refund(charges, placed)
+            continue
         event = placed.event
         if event.order_id in done:
             continue  # already charged or refused: once per order
@@ -93,6 +109,11 @@ async def _charge_all(conn: Connection, batch: list[_Placed]) -> None:
             reason,
         )
         attempts.append((placed, attempt))
+    await _record(charges, attempts)
+
+
+async def _record(charges: Charges, attempts: list[tuple[_Placed, Attempt]]) -> None:
+    """Record the attempts with one statement, and announce those recorded now."""
     if not attempts:
         return
     recorded = await charges.record([a for _, a in attempts])
@@ -145,13 +166,17 @@ async def on_order_status_changed(
     deps: SagaDeps, event: order_events.OrderStatusChanged, ctx: HandlerContext
 ) -> None:
     """A cancelled order that was charged is refunded, once (RefundIssued)."""
-    if not refund_due(event):
-        return
-    charges = Charges(ctx.conn)
+    if refund_due(event):
+        # In turn with the charges of the transaction (`_charge_all`), not ahead of them.
+        ctx.stage(_charge_all, _Refund(deps, ctx, event))
+
+
+async def _refund(charges: Charges, item: _Refund) -> None:
+    event, ctx = item.event, item.ctx
     payment = await charges.for_refund(event.order_id)
     if payment is None:
         return  # never charged, or refunded already
-    reference = await deps.provider.refund(
+    reference = await item.deps.provider.refund(
         payment.provider_reference, payment.amount_cents, idempotency_key=f"refund:{event.order_id}"
     )
     await charges.refunded(event.order_id, payment.amount_cents)

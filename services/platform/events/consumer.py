@@ -247,7 +247,8 @@ class QueueConsumer:
         )
 
     async def start(self) -> None:
-        """Create or bind the durable consumer and start handling messages."""
+        """Create or bind the durable consumer and start handling messages (again, after a stop)."""
+        self._stopping.clear()
         stream = self.topology.stream(self.stream)
         config = self.config()
         await self.js.add_consumer(stream, config)

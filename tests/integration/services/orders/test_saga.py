@@ -14,6 +14,7 @@ from opentelemetry.trace import SpanKind
 from prometheus_client import REGISTRY
 
 from a4co.inventory.v1 import inventory_service_pb2 as inventory_pb
+from a4co.orders.events.v1 import order_events_pb2
 from a4co.orders.v1 import orders_service_pb2 as pb
 from a4co.payments.v1 import payments_service_pb2 as payments_pb
 from services.platform.events.topology import Topology
@@ -363,6 +364,38 @@ async def snapshot(actors: Actors) -> dict[str, object]:
             tuple(r) for r in await inventory.fetch("SELECT order_id, product_id, status FROM reservations")
         ),
     }
+
+
+async def test_a_charge_and_a_refund_in_one_batch_take_effect_in_their_order(actors: Actors) -> None:
+    """payments writes a batch's charges together: a refund later in the same batch still comes
+    after its order's charge (the events need not come from orders for this)."""
+    product = await actors.product(stock=5)
+    card = await actors.card()
+    payments = actors.svc["payments"]
+    (charging,) = [c for c in payments.runner.consumers if c.stream == "ORDERS"]
+    await charging.stop()
+    placed = await actors.place(product, 1, card)  # OrderCreated waits in the stream
+    cancelled = order_events_pb2.OrderStatusChanged(
+        order_id=placed.order_id,
+        customer_id=placed.customer_id,
+        artisan_id=placed.artisan_id,
+        previous_status=order_events_pb2.ORDER_STATUS_PAID,
+        status=order_events_pb2.ORDER_STATUS_CANCELLED,
+        reason="CUSTOMER_CANCELLED",
+        total=placed.total,
+        refund_required=True,
+    )
+    out = actors.svc["orders"].infra.codec.encode(cancelled, aggregate_id=placed.order_id)
+    await payments.infra.js.publish(out.subject, out.body, headers=out.headers)
+    await charging.start()  # both in its first batch
+
+    async def refunded() -> bool:
+        row = await payments.infra.pool.fetchrow(
+            "SELECT status, refunded_cents FROM payments WHERE order_id = $1", placed.order_id
+        )
+        return row is not None and tuple(row) == ("refunded", placed.total.amount_cents)
+
+    await eventually(refunded, what="charged, then refunded")
 
 
 async def test_one_trace_covers_create_order_and_everything_it_caused(
