@@ -82,12 +82,15 @@ async def _charge_all(conn: Connection, batch: list[_Placed | _Refund]) -> None:
     recorded with one. A refund is made where its event came, after the charges before it are
     recorded, so that the events of a transaction take effect in their order."""
     charges = Charges(conn)
-    placed_orders = [p for p in batch if isinstance(p, _Placed)]
-    done = await charges.attempted([p.event.order_id for p in placed_orders])
-    methods = await Methods(conn).get_many([p.event.payment_method_id for p in placed_orders])
+    placed_orders = [item for item in batch if isinstance(item, _Placed)]
+    done: set[str] = set()
+    methods: dict[str, StoredMethod] = {}
+    if placed_orders:  # a batch of refunds only reads nothing ahead
+        done = await charges.attempted([p.event.order_id for p in placed_orders])
+        methods = await Methods(conn).get_many([p.event.payment_method_id for p in placed_orders])
     attempts: list[tuple[_Placed, Attempt]] = []
     for placed in batch:
-        if isinstance(placed, _Refund):
+        if isinstance(placed, _Refund):  # in its turn: after the charges before it are recorded
             await _record(charges, attempts)
             attempts = []
             await _refund(charges, placed)
