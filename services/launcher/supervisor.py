@@ -15,9 +15,10 @@ import signal
 import socket
 import sys
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
+from services.platform.grpc.server import EXIT_CANNOT_LISTEN
 from services.platform.local_servers import free_port
 from services.platform.resilience import Backoff
 
@@ -38,6 +39,7 @@ SERVICES = (
     "orders",
 )
 PEERS_OF_ORDERS = ("catalog", "inventory", "payments", "geo")
+LISTEN_ATTEMPTS = 3  # other ports tried for a service whose gRPC port was taken meanwhile
 
 
 def _port(preferred: int) -> int:
@@ -148,8 +150,20 @@ class Supervisor:
         ready = self.run_dir / f"{name}.ready.json"
         child = self.children[name]
         deadline = asyncio.get_running_loop().time() + timeout
+        moved = 0
         while not ready.exists():
             if child.process is not None and child.process.returncode is not None:
+                if child.process.returncode == EXIT_CANNOT_LISTEN and moved < LISTEN_ATTEMPTS:
+                    # Its port was free when chosen, then taken (another process's outgoing
+                    # connection can get any port of the ephemeral range): another one.
+                    moved += 1
+                    before = child.endpoint.grpc
+                    child.endpoint = replace(child.endpoint, grpc=f"127.0.0.1:{free_port()}")
+                    self.on_line(
+                        "supervisor", f"{name} could not listen on {before}; using {child.endpoint.grpc}"
+                    )
+                    await self._spawn(name)
+                    continue
                 raise RuntimeError(
                     f"{name} exited with {child.process.returncode}; see {self.run_dir / name}.log"
                 )

@@ -11,6 +11,7 @@ from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
+from services.platform.grpc.server import EXIT_CANNOT_LISTEN, ListenError
 from services.platform.logs import configure_logging
 from services.platform.memory import cap_arenas
 from services.platform.runtime import (
@@ -67,7 +68,11 @@ def service_main(service: str, build: Build, schema_file: Path | None) -> None:
     configure_logging(service, os.environ.get("A4CO_LOG_LEVEL", "INFO"))
     configure_tracing(service)
     schema_sql = schema_file.read_text() if schema_file else None
-    run_event_loop(serve(service, build, schema_sql, parse_args(service)))
+    try:
+        run_event_loop(serve(service, build, schema_sql, parse_args(service)))
+    except ListenError as exc:
+        log.error("%s", exc)
+        raise SystemExit(EXIT_CANNOT_LISTEN) from None
 
 
 def run_event_loop(main: Coroutine[Any, Any, None]) -> None:

@@ -24,6 +24,15 @@ SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
 
+# A service's exit status when its gRPC address cannot be bound (os.EX_TEMPFAIL: try again): the
+# launcher then starts it again on another port.
+EXIT_CANNOT_LISTEN = 75
+
+
+class ListenError(RuntimeError):
+    """The gRPC address could not be bound: another socket holds it, or it is not this host's."""
+
+
 @dataclass(frozen=True, slots=True)
 class Registration:
     """One gRPC service to serve: its full name and how to add its servicer to a server."""
@@ -145,7 +154,10 @@ class GrpcServer:
         )
         self.monitor = HealthMonitor(self.health, names, checks or {})
         self.interceptor = interceptor
-        self.port = self.server.add_insecure_port(address)
+        try:
+            self.port = self.server.add_insecure_port(address)
+        except RuntimeError as exc:
+            raise ListenError(f"cannot listen on {address}: {exc}") from exc
         self._address = address
         self._health_interval_s = health_interval_s
 

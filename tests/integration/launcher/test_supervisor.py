@@ -3,11 +3,14 @@ reaches its file and the terminal as it is written."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
+import socket
 import uuid
 from pathlib import Path
 
+import grpc
 import pytest
 
 from services.launcher.supervisor import Supervisor
@@ -63,3 +66,30 @@ async def test_a_services_lines_reach_its_log_file_while_it_runs(
         assert ready_in(shown)
     finally:
         await supervisor.stop()
+
+
+async def test_a_service_whose_port_was_taken_meanwhile_starts_on_another(
+    urls: ServerUrls, keys: Keys, tmp_path: Path
+) -> None:
+    shown: list[str] = []
+    supervisor = Supervisor(
+        tmp_path,
+        service_env(urls, keys, "WARNING"),
+        services=("identity",),
+        on_line=lambda _, line: shown.append(line),
+    )
+    chosen = supervisor.endpoints["identity"].grpc
+    host, port = chosen.rsplit(":", 1)
+    # Between the choice and the service's start, another socket takes the port.
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as squatter:
+        squatter.bind((host, int(port)))
+        squatter.listen()
+        await supervisor.start()
+        try:
+            moved = supervisor.endpoints["identity"].grpc
+            assert moved != chosen
+            assert f"identity could not listen on {chosen}; using {moved}" in shown
+            async with grpc.aio.insecure_channel(moved) as channel:
+                await asyncio.wait_for(channel.channel_ready(), 10)
+        finally:
+            await supervisor.stop()
