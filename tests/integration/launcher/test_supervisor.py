@@ -31,6 +31,20 @@ def service_env(urls: ServerUrls, keys: Keys, log_level: str) -> dict[str, str]:
     )
 
 
+def identity_alone(
+    urls: ServerUrls, keys: Keys, run_dir: Path, log_level: str
+) -> tuple[Supervisor, list[str]]:
+    """A supervisor of identity alone, and the lines it shows."""
+    shown: list[str] = []
+    supervisor = Supervisor(
+        run_dir,
+        service_env(urls, keys, log_level),
+        services=("identity",),
+        on_line=lambda _, line: shown.append(line),
+    )
+    return supervisor, shown
+
+
 async def test_a_failed_start_leaves_no_service_running(urls: ServerUrls, keys: Keys, tmp_path: Path) -> None:
     env = service_env(urls, keys, "WARNING")
     # `services.nowhere` does not exist: its process exits at once, while identity starts.
@@ -45,13 +59,7 @@ async def test_a_failed_start_leaves_no_service_running(urls: ServerUrls, keys: 
 async def test_a_services_lines_reach_its_log_file_while_it_runs(
     urls: ServerUrls, keys: Keys, tmp_path: Path
 ) -> None:
-    shown: list[str] = []
-    supervisor = Supervisor(
-        tmp_path,
-        service_env(urls, keys, "INFO"),
-        services=("identity",),
-        on_line=lambda _, line: shown.append(line),
-    )
+    supervisor, shown = identity_alone(urls, keys, tmp_path, "INFO")
     await supervisor.start()
     try:
         log_file = tmp_path / "identity.log"
@@ -71,13 +79,7 @@ async def test_a_services_lines_reach_its_log_file_while_it_runs(
 async def test_a_service_whose_port_was_taken_meanwhile_starts_on_another(
     urls: ServerUrls, keys: Keys, tmp_path: Path
 ) -> None:
-    shown: list[str] = []
-    supervisor = Supervisor(
-        tmp_path,
-        service_env(urls, keys, "WARNING"),
-        services=("identity",),
-        on_line=lambda _, line: shown.append(line),
-    )
+    supervisor, shown = identity_alone(urls, keys, tmp_path, "WARNING")
     chosen = supervisor.endpoints["identity"].grpc
     host, port = chosen.rsplit(":", 1)
     # Between the choice and the service's start, another socket takes the port.
