@@ -4,6 +4,8 @@ is oversold however many orders arrive at once."""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
 from a4co.inventory.events.v1 import inventory_events_pb2 as events
@@ -11,16 +13,21 @@ from a4co.orders.events.v1 import order_events_pb2 as order_events
 from services.inventory.adapters.postgres import Reservations
 from services.inventory.domain import StockLevel, became_low
 from services.inventory.handlers import Deps, level_event, low_stock_warning
+from services.platform.db import Connection
 from services.platform.events.consumer import HandlerContext
 from services.platform.timestamps import to_timestamp
 
 
-def _refresh_cache(deps: Deps, ctx: HandlerContext, levels: list[StockLevel]) -> None:
+def _refresher(deps: Deps, levels: list[StockLevel]) -> Callable[[], Awaitable[None]] | None:
+    """What refreshes the cache with `levels` once the transaction has committed."""
+    if not levels:
+        return None
+
     async def refresh() -> None:
         for level in levels:
             await deps.cache.put(level)
 
-    ctx.after_commit(refresh)
+    return refresh
 
 
 def holds_stock(event: order_events.OrderStatusChanged) -> bool:
@@ -28,84 +35,148 @@ def holds_stock(event: order_events.OrderStatusChanged) -> bool:
     return event.status in (order_events.ORDER_STATUS_PAID, order_events.ORDER_STATUS_CANCELLED)
 
 
+@dataclass(frozen=True, slots=True)
+class _Step:
+    """What one event asks of an order's stock, waiting for the rest of its transaction's."""
+
+    deps: Deps
+    ctx: HandlerContext  # the event's: its follow-ups carry its flow
+    order_id: str
+    kind: str  # "reserve", "release" or "commit"
+    reason: str = ""
+    wanted: tuple[tuple[str, int], ...] = ()  # for "reserve": units per product, in product order
+
+
 async def on_order_status_changed(
     deps: Deps, event: order_events.OrderStatusChanged, ctx: HandlerContext
 ) -> None:
     """PAID: reserve; CANCELLED: release whatever is held."""
     if event.status == order_events.ORDER_STATUS_PAID:
-        await reserve(deps, event, ctx)
+        wanted: dict[str, int] = {}
+        for line in event.lines:
+            wanted[line.product_id] = wanted.get(line.product_id, 0) + line.quantity
+        ctx.stage(_run, _Step(deps, ctx, event.order_id, "reserve", wanted=tuple(sorted(wanted.items()))))
     elif event.status == order_events.ORDER_STATUS_CANCELLED:
-        await settle(deps, event.order_id, event.reason or "ORDER_CANCELLED", ctx, committed=False)
-
-
-async def reserve(deps: Deps, event: order_events.OrderStatusChanged, ctx: HandlerContext) -> None:
-    """Every line or none (StockReserved, or StockReservationFailed with the shortages)."""
-    reservations = Reservations(ctx.conn)
-    if await reservations.exist(event.order_id):
-        return
-    wanted: dict[str, int] = {}
-    for line in event.lines:
-        wanted[line.product_id] = wanted.get(line.product_id, 0) + line.quantity
-    levels = await reservations.lock(sorted(wanted))
-    shortages = [
-        events.StockShortage(
-            product_id=pid, requested=qty, available=levels[pid].available if pid in levels else 0
-        )
-        for pid, qty in sorted(wanted.items())
-        if pid not in levels or levels[pid].available < qty
-    ]
-    now = to_timestamp(datetime.now(UTC))
-    if shortages:
-        reason = "UNKNOWN_PRODUCT" if any(s.product_id not in levels for s in shortages) else "OUT_OF_STOCK"
-        await ctx.publish(
-            events.StockReservationFailed(
-                order_id=event.order_id, reason=reason, shortages=shortages, fail_time=now
-            ),
-            aggregate_id=event.order_id,
-        )
-        return
-    after = {pid: await reservations.hold(event.order_id, pid, qty) for pid, qty in sorted(wanted.items())}
-    await ctx.publish(
-        events.StockReserved(
-            order_id=event.order_id,
-            lines=[
-                events.ReservedLine(product_id=p, quantity=wanted[p], stock=level_event(a))
-                for p, a in after.items()
-            ],
-            reserve_time=now,
-        ),
-        aggregate_id=event.order_id,
-    )
-    for pid, level in after.items():
-        if became_low(levels[pid], level):
-            await ctx.publish(low_stock_warning(level), aggregate_id=pid)
-    _refresh_cache(deps, ctx, list(after.values()))
-
-
-async def settle(deps: Deps, order_id: str, reason: str, ctx: HandlerContext, *, committed: bool) -> None:
-    """Release (StockReleased) or commit the order's held lines; nothing held, nothing to do."""
-    reservations = Reservations(ctx.conn)
-    held = await reservations.held(order_id)
-    if not held:
-        return
-    after = [
-        (pid, qty, await reservations.settle(order_id, pid, qty, committed=committed)) for pid, qty in held
-    ]
-    if not committed:
-        await ctx.publish(
-            events.StockReleased(
-                order_id=order_id,
-                lines=[
-                    events.ReservedLine(product_id=p, quantity=q, stock=level_event(a)) for p, q, a in after
-                ],
-                reason=reason,
-                release_time=to_timestamp(datetime.now(UTC)),
-            ),
-            aggregate_id=order_id,
-        )
-    _refresh_cache(deps, ctx, [a for _, _, a in after])
+        ctx.stage(_run, _Step(deps, ctx, event.order_id, "release", reason=event.reason or "ORDER_CANCELLED"))
 
 
 async def on_order_delivered(deps: Deps, event: order_events.OrderDelivered, ctx: HandlerContext) -> None:
     """The units left with the customer: commit the reservation."""
-    await settle(deps, event.order_id, "DELIVERED", ctx, committed=True)
+    ctx.stage(_run, _Step(deps, ctx, event.order_id, "commit", reason="DELIVERED"))
+
+
+class _Held:
+    """Reservations made in memory, to be written together."""
+
+    def __init__(self) -> None:
+        self.lines: list[tuple[str, str, int]] = []
+        self.moves: dict[str, tuple[int, int]] = {}
+
+    def add(self, order_id: str, product_id: str, quantity: int) -> None:
+        self.lines.append((order_id, product_id, quantity))
+        units, changes = self.moves.get(product_id, (0, 0))
+        self.moves[product_id] = (units + quantity, changes + 1)
+
+    async def write(self, reservations: Reservations) -> list[StockLevel]:
+        if not self.lines:
+            return []
+        levels = await reservations.hold_many(self.lines, self.moves)
+        self.lines, self.moves = [], {}
+        return levels
+
+
+async def _run(conn: Connection, steps: list[_Step]) -> Callable[[], Awaitable[None]] | None:
+    """The stock steps of a transaction's events, in their order. Reservations are decided in
+    memory against the products locked (in product order) with one statement, and written with
+    two; a release or a commit runs where its event came, after the reservations before it are
+    written, so that the events take effect in their order. Every changed level is put in the
+    cache once the transaction has committed."""
+    reservations = Reservations(conn)
+    reserving = [s for s in steps if s.kind == "reserve"]
+    done: set[str] = set()
+    levels: dict[str, StockLevel] = {}
+    if reserving:
+        done = await reservations.existing([s.order_id for s in reserving])
+        levels = await reservations.lock(sorted({pid for s in reserving for pid, _ in s.wanted}))
+    held = _Held()
+    changed: dict[str, StockLevel] = {}
+    for step in steps:
+        if step.kind == "reserve":
+            if step.order_id not in done:
+                done.add(step.order_id)
+                await _reserve(step, levels, held)
+            continue
+        for level in await held.write(reservations):
+            levels[level.product_id] = changed[level.product_id] = level
+        for level in await _settle(step, reservations):
+            levels[level.product_id] = changed[level.product_id] = level
+    for level in await held.write(reservations):
+        changed[level.product_id] = level
+    return _refresher(steps[0].deps, list(changed.values()))
+
+
+async def _reserve(step: _Step, levels: dict[str, StockLevel], held: _Held) -> None:
+    """Every line or none (StockReserved, or StockReservationFailed with the shortages)."""
+    now = to_timestamp(datetime.now(UTC))
+    shortages = [
+        events.StockShortage(
+            product_id=pid, requested=qty, available=levels[pid].available if pid in levels else 0
+        )
+        for pid, qty in step.wanted
+        if pid not in levels or levels[pid].available < qty
+    ]
+    if shortages:
+        reason = "UNKNOWN_PRODUCT" if any(s.product_id not in levels for s in shortages) else "OUT_OF_STOCK"
+        await step.ctx.publish(
+            events.StockReservationFailed(
+                order_id=step.order_id, reason=reason, shortages=shortages, fail_time=now
+            ),
+            aggregate_id=step.order_id,
+        )
+        return
+    before = {pid: levels[pid] for pid, _ in step.wanted}
+    for pid, qty in step.wanted:
+        held.add(step.order_id, pid, qty)
+        level = levels[pid]
+        levels[pid] = replace(
+            level, reserved=level.reserved + qty, version=level.version + 1, updated_at=datetime.now(UTC)
+        )
+    await step.ctx.publish(
+        events.StockReserved(
+            order_id=step.order_id,
+            lines=[
+                events.ReservedLine(product_id=pid, quantity=qty, stock=level_event(levels[pid]))
+                for pid, qty in step.wanted
+            ],
+            reserve_time=now,
+        ),
+        aggregate_id=step.order_id,
+    )
+    for pid, _ in step.wanted:
+        if became_low(before[pid], levels[pid]):
+            await step.ctx.publish(low_stock_warning(levels[pid]), aggregate_id=pid)
+
+
+async def _settle(step: _Step, reservations: Reservations) -> list[StockLevel]:
+    """Release (StockReleased) or commit the order's held lines; nothing held, nothing to do."""
+    committed = step.kind == "commit"
+    held = await reservations.held(step.order_id)
+    if not held:
+        return []
+    after = [
+        (pid, qty, await reservations.settle(step.order_id, pid, qty, committed=committed))
+        for pid, qty in held
+    ]
+    if not committed:
+        await step.ctx.publish(
+            events.StockReleased(
+                order_id=step.order_id,
+                lines=[
+                    events.ReservedLine(product_id=p, quantity=q, stock=level_event(a)) for p, q, a in after
+                ],
+                reason=step.reason,
+                release_time=to_timestamp(datetime.now(UTC)),
+            ),
+            aggregate_id=step.order_id,
+        )
+    return [a for _, _, a in after]

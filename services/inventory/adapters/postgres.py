@@ -9,6 +9,7 @@ from services.platform.db import Connection
 from services.platform.uow import PostgresUnitOfWork
 
 _COLUMNS = "product_id, artisan_id, on_hand, reserved, low_stock_threshold, version, updated_at"
+_STOCK_COLUMNS = ", ".join(f"stock.{column}" for column in _COLUMNS.split(", "))  # beside another table
 
 
 def _level(row: asyncpg.Record) -> StockLevel:
@@ -107,11 +108,36 @@ class Reservations:
     def __init__(self, conn: Connection) -> None:
         self.conn = conn
 
-    async def exist(self, order_id: str) -> bool:
-        """Whether the order was reserved before (whatever became of the reservation)."""
-        return bool(
-            await self.conn.fetchval("SELECT 1 FROM reservations WHERE order_id = $1 LIMIT 1", order_id)
+    async def existing(self, order_ids: list[str]) -> set[str]:
+        """The orders among these that were reserved before (whatever became of it)."""
+        rows = await self.conn.fetch(
+            "SELECT DISTINCT order_id FROM reservations WHERE order_id = ANY($1::text[])", order_ids
         )
+        return {row["order_id"] for row in rows}
+
+    async def hold_many(
+        self, held: list[tuple[str, str, int]], moves: dict[str, tuple[int, int]]
+    ) -> list[StockLevel]:
+        """Reserve (order, product, quantity) lines of locked products with one statement, and move
+        each product's reserved units and version by `moves` ((units, changes)) with another."""
+        await self.conn.execute(
+            "INSERT INTO reservations (order_id, product_id, quantity, status)"
+            " SELECT o, p, q, 'held' FROM unnest($1::text[], $2::text[], $3::int[]) AS h(o, p, q)",
+            [o for o, _, _ in held],
+            [p for _, p, _ in held],
+            [q for _, _, q in held],
+        )
+        products = sorted(moves)
+        rows = await self.conn.fetch(
+            "UPDATE stock SET reserved = stock.reserved + m.units, version = stock.version + m.changes,"
+            " updated_at = now()"
+            " FROM unnest($1::text[], $2::int[], $3::int[]) AS m(product_id, units, changes)"
+            f" WHERE stock.product_id = m.product_id RETURNING {_STOCK_COLUMNS}",
+            products,
+            [moves[p][0] for p in products],
+            [moves[p][1] for p in products],
+        )
+        return [_level(row) for row in rows]
 
     async def lock(self, product_ids: list[str]) -> dict[str, StockLevel]:
         """The products' stock, locked in product order (so concurrent orders cannot deadlock)."""
@@ -120,16 +146,6 @@ class Reservations:
             product_ids,
         )
         return {row["product_id"]: _level(row) for row in rows}
-
-    async def hold(self, order_id: str, product_id: str, quantity: int) -> StockLevel:
-        """Reserve `quantity` of a locked product for an order."""
-        await self.conn.execute(
-            "INSERT INTO reservations (order_id, product_id, quantity, status) VALUES ($1, $2, $3, 'held')",
-            order_id,
-            product_id,
-            quantity,
-        )
-        return await self._move(product_id, 0, quantity)
 
     async def held(self, order_id: str) -> list[tuple[str, int]]:
         """The order's held lines, locked."""

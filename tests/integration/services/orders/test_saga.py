@@ -398,6 +398,40 @@ async def test_a_charge_and_a_refund_in_one_batch_take_effect_in_their_order(act
     await eventually(refunded, what="charged, then refunded")
 
 
+async def test_a_reservation_and_a_release_in_one_batch_take_effect_in_their_order(actors: Actors) -> None:
+    """inventory decides a batch's reservations together: a release later in the same batch still
+    comes after its order's reservation, and nothing stays held."""
+    product = await actors.product(stock=5)
+    card = await actors.card()
+    inventory = actors.svc["inventory"]
+    (holding,) = [c for c in inventory.runner.consumers if c.stream == "ORDERS"]
+    await holding.stop()
+    placed = await actors.place(product, 2, card)
+    await actors.settles(placed.order_id, pb.ORDER_STATUS_PAID)  # its PAID waits for inventory
+    cancelled = order_events_pb2.OrderStatusChanged(
+        order_id=placed.order_id,
+        customer_id=placed.customer_id,
+        artisan_id=placed.artisan_id,
+        previous_status=order_events_pb2.ORDER_STATUS_PAID,
+        status=order_events_pb2.ORDER_STATUS_CANCELLED,
+        reason="CUSTOMER_CANCELLED",
+        lines=[order_events_pb2.OrderLine(product_id=product, quantity=2)],
+        total=placed.total,
+    )
+    out = actors.svc["orders"].infra.codec.encode(cancelled, aggregate_id=placed.order_id)
+    await inventory.infra.js.publish(out.subject, out.body, headers=out.headers)
+    await holding.start()  # both in its first batch
+
+    async def released() -> bool:
+        rows = await inventory.infra.pool.fetch(
+            "SELECT status FROM reservations WHERE order_id = $1", placed.order_id
+        )
+        return [r["status"] for r in rows] == ["released"]
+
+    await eventually(released, what="reserved, then released")
+    assert (await stock(actors, product)).reserved == 0
+
+
 async def test_one_trace_covers_create_order_and_everything_it_caused(
     actors: Actors, spans: InMemorySpanExporter
 ) -> None:
