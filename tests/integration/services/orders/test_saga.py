@@ -17,6 +17,7 @@ from a4co.inventory.v1 import inventory_service_pb2 as inventory_pb
 from a4co.orders.events.v1 import order_events_pb2
 from a4co.orders.v1 import orders_service_pb2 as pb
 from a4co.payments.v1 import payments_service_pb2 as payments_pb
+from services.platform.events.consumer import QueueConsumer
 from services.platform.events.topology import Topology
 from services.platform.local_servers import ServerUrls
 from tests.integration.services.harness import Keys
@@ -366,15 +367,14 @@ async def snapshot(actors: Actors) -> dict[str, object]:
     }
 
 
-async def test_a_charge_and_a_refund_in_one_batch_take_effect_in_their_order(actors: Actors) -> None:
-    """payments writes a batch's charges together: a refund later in the same batch still comes
-    after its order's charge (the events need not come from orders for this)."""
-    product = await actors.product(stock=5)
-    card = await actors.card()
-    payments = actors.svc["payments"]
-    (charging,) = [c for c in payments.runner.consumers if c.stream == "ORDERS"]
-    await charging.stop()
-    placed = await actors.place(product, 1, card)  # OrderCreated waits in the stream
+def orders_consumer(actors: Actors, service: str) -> QueueConsumer:
+    """A service's consumer of the ORDERS stream."""
+    (consumer,) = [c for c in actors.svc[service].runner.consumers if c.stream == "ORDERS"]
+    return consumer
+
+
+async def announce_cancelled(actors: Actors, placed: pb.Order, *, refund: bool) -> None:
+    """Publish, as orders would, that the placed order was cancelled."""
     cancelled = order_events_pb2.OrderStatusChanged(
         order_id=placed.order_id,
         customer_id=placed.customer_id,
@@ -382,15 +382,32 @@ async def test_a_charge_and_a_refund_in_one_batch_take_effect_in_their_order(act
         previous_status=order_events_pb2.ORDER_STATUS_PAID,
         status=order_events_pb2.ORDER_STATUS_CANCELLED,
         reason="CUSTOMER_CANCELLED",
+        lines=[
+            order_events_pb2.OrderLine(product_id=line.product_id, quantity=line.quantity)
+            for line in placed.lines
+        ],
         total=placed.total,
-        refund_required=True,
+        refund_required=refund,
     )
-    out = actors.svc["orders"].infra.codec.encode(cancelled, aggregate_id=placed.order_id)
-    await payments.infra.js.publish(out.subject, out.body, headers=out.headers)
+    orders = actors.svc["orders"].infra
+    out = orders.codec.encode(cancelled, aggregate_id=placed.order_id)
+    await orders.js.publish(out.subject, out.body, headers=out.headers)
+
+
+async def test_a_charge_and_a_refund_in_one_batch_take_effect_in_their_order(actors: Actors) -> None:
+    """payments writes a batch's charges together: a refund later in the same batch still comes
+    after its order's charge (the events need not come from orders for this)."""
+    product = await actors.product(stock=5)
+    card = await actors.card()
+    charging = orders_consumer(actors, "payments")
+    await charging.stop()
+    placed = await actors.place(product, 1, card)  # OrderCreated waits in the stream
+    await announce_cancelled(actors, placed, refund=True)
     await charging.start()  # both in its first batch
+    payments = actors.svc["payments"].infra.pool
 
     async def refunded() -> bool:
-        row = await payments.infra.pool.fetchrow(
+        row = await payments.fetchrow(
             "SELECT status, refunded_cents FROM payments WHERE order_id = $1", placed.order_id
         )
         return row is not None and tuple(row) == ("refunded", placed.total.amount_cents)
@@ -403,24 +420,13 @@ async def test_a_reservation_and_a_release_in_one_batch_take_effect_in_their_ord
     comes after its order's reservation, and nothing stays held."""
     product = await actors.product(stock=5)
     card = await actors.card()
-    inventory = actors.svc["inventory"]
-    (holding,) = [c for c in inventory.runner.consumers if c.stream == "ORDERS"]
+    holding = orders_consumer(actors, "inventory")
     await holding.stop()
     placed = await actors.place(product, 2, card)
     await actors.settles(placed.order_id, pb.ORDER_STATUS_PAID)  # its PAID waits for inventory
-    cancelled = order_events_pb2.OrderStatusChanged(
-        order_id=placed.order_id,
-        customer_id=placed.customer_id,
-        artisan_id=placed.artisan_id,
-        previous_status=order_events_pb2.ORDER_STATUS_PAID,
-        status=order_events_pb2.ORDER_STATUS_CANCELLED,
-        reason="CUSTOMER_CANCELLED",
-        lines=[order_events_pb2.OrderLine(product_id=product, quantity=2)],
-        total=placed.total,
-    )
-    out = actors.svc["orders"].infra.codec.encode(cancelled, aggregate_id=placed.order_id)
-    await inventory.infra.js.publish(out.subject, out.body, headers=out.headers)
+    await announce_cancelled(actors, placed, refund=False)
     await holding.start()  # both in its first batch
+    inventory = actors.svc["inventory"]
 
     async def released() -> bool:
         rows = await inventory.infra.pool.fetch(
