@@ -10,7 +10,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from a4co.orders.events.v1 import order_events_pb2 as order_events
 from services.platform.auth import Principal, Role
-from services.platform.db import Connection
+from services.platform.db import Connection, columns
 from services.platform.events.consumer import HandlerContext
 from services.platform.validation import Violations
 
@@ -107,28 +107,19 @@ async def _store_placed(conn: Connection, batch: list[_Placed]) -> None:
         " ON CONFLICT (order_id) DO UPDATE SET currency_code = EXCLUDED.currency_code,"
         " subtotal_cents = EXCLUDED.subtotal_cents, total_cents = EXCLUDED.total_cents,"
         " placed_at = EXCLUDED.placed_at",
-        [p.order_id for p in orders],
-        [p.artisan_id for p in orders],
-        [p.currency_code for p in orders],
-        [p.subtotal_cents for p in orders],
-        [p.total_cents for p in orders],
-        [p.placed_at for p in orders],
-    )
-    lines = [(p.order_id, *line) for p in orders for line in p.lines]
-    if not lines:
-        return
-    order_ids, product_ids, names, quantities, revenues = (
-        list(column) for column in zip(*lines, strict=True)
+        *columns(
+            (
+                (p.order_id, p.artisan_id, p.currency_code, p.subtotal_cents, p.total_cents, p.placed_at)
+                for p in orders
+            ),
+            6,
+        ),
     )
     await conn.execute(
         "INSERT INTO sale_lines (order_id, product_id, product_name, quantity, revenue_cents)"
         " SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::bigint[])"
         " ON CONFLICT DO NOTHING",
-        order_ids,
-        product_ids,
-        names,
-        quantities,
-        revenues,
+        *columns(((p.order_id, *line) for p in orders for line in p.lines), 5),
     )
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
+from typing import Literal
 
 from a4co.inventory.events.v1 import inventory_events_pb2 as events
 from a4co.orders.events.v1 import order_events_pb2 as order_events
@@ -42,7 +43,7 @@ class _Step:
     deps: Deps
     ctx: HandlerContext  # the event's: its follow-ups carry its flow
     order_id: str
-    kind: str  # "reserve", "release" or "commit"
+    kind: Literal["reserve", "release", "commit"]
     reason: str = ""
     wanted: tuple[tuple[str, int], ...] = ()  # for "reserve": units per product, in product order
 

@@ -17,7 +17,7 @@ from a4co.identity.events.v1 import identity_events_pb2 as identity
 from services.notifications.adapters.transports import Outgoing, Transport
 from services.notifications.messages import MESSAGES, Note
 from services.platform.auth import Principal
-from services.platform.db import Connection
+from services.platform.db import Connection, columns
 from services.platform.events.consumer import HandlerContext
 from services.platform.flow import new_id
 
@@ -87,7 +87,9 @@ async def _store(conn: Connection, batch: list[_Made]) -> Callable[[], Awaitable
     stored ones once it commits. A user hears of an event once: a second message of it to the same
     person (an artisan buying from their own workshop) is skipped."""
     notes = [
-        (made, note_id, note) for made in batch for note_id, note in zip(made.ids, made.notes, strict=True)
+        (note_id, note.recipient_id, made.event_type, note.title, note.body, note.subject_id, made.event_id)
+        for made in batch
+        for note_id, note in zip(made.ids, made.notes, strict=True)
     ]
     rows = await conn.fetch(
         "INSERT INTO notifications"
@@ -97,16 +99,10 @@ async def _store(conn: Connection, batch: list[_Made]) -> Callable[[], Awaitable
         " AS m(id, recipient_id, topic, title, body, subject_id, event_id)"
         " ON CONFLICT (recipient_id, event_id) DO NOTHING"
         " RETURNING *, (SELECT email FROM contacts WHERE user_id = notifications.recipient_id) AS email",
-        [note_id for _, note_id, _ in notes],
-        [note.recipient_id for _, _, note in notes],
-        [made.event_type for made, _, _ in notes],
-        [note.title for _, _, note in notes],
-        [note.body for _, _, note in notes],
-        [note.subject_id for _, _, note in notes],
-        [made.event_id for made, _, _ in notes],
+        *columns(notes, 7),
     )
     by_id = {str(row["notification_id"]): row for row in rows}
-    stored = [by_id[note_id] for _, note_id, _ in notes if note_id in by_id]  # in the order made
+    stored = [by_id[note[0]] for note in notes if note[0] in by_id]  # in the order made
     if not stored:
         return None
     deps = batch[0].deps

@@ -152,10 +152,10 @@ def compensation_due(before: Order, after: Order) -> bool:
 
 async def record(deps: Deps, orders: Orders, publish: Publish, before: Order, after: Order) -> Order:
     """Store a changed order with its next step deadline, and announce what changed."""
-    if after == before:
+    changed = _changed(deps, before, after)
+    if changed is None:
         return before
-    after = replace(after, step_deadline=_deadline(deps, after))
-    saved = await orders.save(after)
+    saved = await orders.save(changed)
     await _announce(publish, before, saved)
     return saved
 
@@ -174,6 +174,13 @@ async def _announce(publish: Publish, before: Order, after: Order) -> None:
             delivery_time=to_timestamp(datetime.now(UTC)),
         )
         await publish(delivered, aggregate_id=after.order_id)
+
+
+def _changed(deps: Deps, before: Order, after: Order) -> Order | None:
+    """`after` with its next step deadline, or None when it changes nothing of `before`."""
+    if after == before:
+        return None
+    return replace(after, step_deadline=_deadline(deps, after))
 
 
 def _deadline(deps: Deps, order: Order) -> datetime | None:
@@ -350,10 +357,9 @@ async def _learn_all(conn: Connection, facts: list[_Fact]) -> None:
         if before is None:
             log.warning("saga event for unknown order %s ignored", fact.order_id)
             continue
-        after = fact.learn(before)
-        if after == before:
+        after = _changed(fact.deps, before, fact.learn(before))
+        if after is None:
             continue
-        after = replace(after, step_deadline=_deadline(fact.deps, after))
         await _announce(fact.ctx.publish, before, after)
         current[fact.order_id] = changed[fact.order_id] = after
     if changed:

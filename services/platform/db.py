@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import TypeAlias
+from collections.abc import Iterable, Sequence
+from typing import Any, TypeAlias
 
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
@@ -13,6 +14,13 @@ Connection: TypeAlias = "asyncpg.Connection[asyncpg.Record] | PoolConnectionProx
 # What a repository runs its statements on: a transaction's connection, or the pool itself when a
 # use case needs a single statement (its own implicit transaction, one round trip).
 Queryable: TypeAlias = "Connection | asyncpg.Pool"
+
+
+def columns(rows: Iterable[Sequence[Any]], width: int) -> list[list[Any]]:
+    """Rows as one list per column: the arguments of `unnest($1::a[], $2::b[], …)`, which writes
+    many rows with one statement. `width` is the number of columns, for when there is no row."""
+    found = [list(column) for column in zip(*rows, strict=True)]
+    return found or [[] for _ in range(width)]
 
 
 async def create_pool(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncpg
 
 from services.inventory.domain import StockLevel
-from services.platform.db import Connection
+from services.platform.db import Connection, columns
 from services.platform.uow import PostgresUnitOfWork
 
 _COLUMNS = "product_id, artisan_id, on_hand, reserved, low_stock_threshold, version, updated_at"
@@ -123,19 +123,14 @@ class Reservations:
         await self.conn.execute(
             "INSERT INTO reservations (order_id, product_id, quantity, status)"
             " SELECT o, p, q, 'held' FROM unnest($1::text[], $2::text[], $3::int[]) AS h(o, p, q)",
-            [o for o, _, _ in held],
-            [p for _, p, _ in held],
-            [q for _, _, q in held],
+            *columns(held, 3),
         )
-        products = sorted(moves)
         rows = await self.conn.fetch(
             "UPDATE stock SET reserved = stock.reserved + m.units, version = stock.version + m.changes,"
             " updated_at = now()"
             " FROM unnest($1::text[], $2::int[], $3::int[]) AS m(product_id, units, changes)"
             f" WHERE stock.product_id = m.product_id RETURNING {_STOCK_COLUMNS}",
-            products,
-            [moves[p][0] for p in products],
-            [moves[p][1] for p in products],
+            *columns(((product, *moves[product]) for product in sorted(moves)), 3),
         )
         return [_level(row) for row in rows]
 

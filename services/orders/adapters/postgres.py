@@ -9,7 +9,7 @@ from datetime import datetime
 import asyncpg
 
 from services.orders.domain import Line, Order, Outcome, ProductInfo, Status
-from services.platform.db import Connection, Queryable
+from services.platform.db import Connection, Queryable, columns
 from services.platform.uow import PostgresUnitOfWork
 from services.platform.validation import is_uuid
 
@@ -45,6 +45,25 @@ def _order(row: asyncpg.Record) -> Order:
 
 _COLUMNS = "*, lines::text AS lines, delivery_address::text AS delivery_address"
 _SELECT = f"SELECT {_COLUMNS} FROM orders"
+# The same columns from an UPDATE … FROM another relation, whose own columns must not be returned.
+_UPDATED_COLUMNS = "orders.*, orders.lines::text AS lines, orders.delivery_address::text AS delivery_address"
+
+
+def _facts(o: Order) -> tuple[object, ...]:
+    """What the saga changes of an order, in `save_many`'s column order."""
+    return (
+        o.order_id,
+        o.payment.value,
+        o.payment_reason,
+        o.stock.value,
+        o.stock_reason,
+        o.cancel_reason,
+        o.shipped,
+        o.delivered,
+        o.refunded,
+        o.status.value,
+        o.step_deadline,
+    )
 
 
 class Orders:
@@ -106,29 +125,12 @@ class Orders:
 
     async def save(self, order: Order) -> Order:
         """Store the facts and the status they add up to."""
-        row = await self.conn.fetchrow(
-            "UPDATE orders SET payment = $2, payment_reason = $3, stock = $4, stock_reason = $5,"
-            " cancel_reason = $6, shipped = $7, delivered = $8, refunded = $9, status = $10,"
-            " step_deadline = $11,"
-            f" version = version + 1, updated_at = now() WHERE order_id = $1 RETURNING {_COLUMNS}",
-            order.order_id,
-            order.payment.value,
-            order.payment_reason,
-            order.stock.value,
-            order.stock_reason,
-            order.cancel_reason,
-            order.shipped,
-            order.delivered,
-            order.refunded,
-            order.status.value,
-            order.step_deadline,
-        )
-        assert row is not None
-        return _order(row)
+        (saved,) = await self.save_many([order])
+        return saved
 
-    async def save_many(self, orders: list[Order]) -> None:
+    async def save_many(self, orders: list[Order]) -> list[Order]:
         """Store the facts and statuses of several orders (each once) with one statement."""
-        await self.conn.execute(
+        rows = await self.conn.fetch(
             "UPDATE orders SET payment = u.payment, payment_reason = u.payment_reason, stock = u.stock,"
             " stock_reason = u.stock_reason, cancel_reason = u.cancel_reason, shipped = u.shipped,"
             " delivered = u.delivered, refunded = u.refunded, status = u.status,"
@@ -137,19 +139,10 @@ class Orders:
             " $7::bool[], $8::bool[], $9::bool[], $10::text[], $11::timestamptz[])"
             " AS u(order_id, payment, payment_reason, stock, stock_reason, cancel_reason, shipped,"
             " delivered, refunded, status, step_deadline)"
-            " WHERE orders.order_id = u.order_id",
-            [o.order_id for o in orders],
-            [o.payment.value for o in orders],
-            [o.payment_reason for o in orders],
-            [o.stock.value for o in orders],
-            [o.stock_reason for o in orders],
-            [o.cancel_reason for o in orders],
-            [o.shipped for o in orders],
-            [o.delivered for o in orders],
-            [o.refunded for o in orders],
-            [o.status.value for o in orders],
-            [o.step_deadline for o in orders],
+            f" WHERE orders.order_id = u.order_id RETURNING {_UPDATED_COLUMNS}",
+            *columns((_facts(o) for o in orders), 11),
         )
+        return [_order(row) for row in rows]
 
     async def page(
         self, column: str, owner: str, status: Status | None, offset: int, limit: int
@@ -205,11 +198,9 @@ class Products:
             "INSERT INTO products (product_id, artisan_id, name, price_cents, currency_code)"
             " SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::text[])"
             " ON CONFLICT (product_id) DO NOTHING",
-            [p.product_id for p in found],
-            [p.artisan_id for p in found],
-            [p.name for p in found],
-            [p.price_cents for p in found],
-            [p.currency_code for p in found],
+            *columns(
+                ((p.product_id, p.artisan_id, p.name, p.price_cents, p.currency_code) for p in found), 5
+            ),
         )
 
 

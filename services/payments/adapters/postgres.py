@@ -8,7 +8,7 @@ from datetime import datetime
 import asyncpg
 
 from services.payments.domain import Brand, MethodType
-from services.platform.db import Connection, Queryable
+from services.platform.db import Connection, Queryable, columns
 from services.platform.uow import PostgresUnitOfWork
 from services.platform.validation import is_uuid
 
@@ -118,6 +118,24 @@ class Methods:
         return {str(row["payment_method_id"]): _method(row) for row in rows}
 
 
+def _attempt_row(a: Attempt) -> tuple[object, ...]:
+    """An attempt as its `payments` row; the method's columns are empty when it is unknown."""
+    m = a.method
+    return (
+        a.payment_id,
+        a.order_id,
+        a.customer_id,
+        m.payment_method_id if m else None,
+        a.amount_cents,
+        a.currency_code,
+        a.status,
+        m.method_type.value if m else "",
+        m.last_four if m else "",
+        a.reference,
+        a.failure_reason,
+    )
+
+
 def _method(row: asyncpg.Record) -> StoredMethod:
     return StoredMethod(
         str(row["payment_method_id"]),
@@ -175,17 +193,7 @@ class Charges:
             " SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::uuid[], $5::bigint[],"
             " $6::text[], $7::text[], $8::text[], $9::text[], $10::text[], $11::text[])"
             " ON CONFLICT (order_id) DO NOTHING RETURNING order_id",
-            [a.payment_id for a in attempts],
-            [a.order_id for a in attempts],
-            [a.customer_id for a in attempts],
-            [a.method.payment_method_id if a.method else None for a in attempts],
-            [a.amount_cents for a in attempts],
-            [a.currency_code for a in attempts],
-            [a.status for a in attempts],
-            [a.method.method_type.value if a.method else "" for a in attempts],
-            [a.method.last_four if a.method else "" for a in attempts],
-            [a.reference for a in attempts],
-            [a.failure_reason for a in attempts],
+            *columns((_attempt_row(a) for a in attempts), 11),
         )
         return {row["order_id"] for row in rows}
 

@@ -94,7 +94,9 @@ class HandlerContext:
         """Leave `item` to `writer`, which writes the items of every handler of this transaction
         together just before it commits: one statement for a batch of events instead of one per
         event. `writer` must be the same object for every item (a module-level function, say).
-        Nothing staged is written if the transaction rolls back."""
+        It may return one after-commit callback for the whole batch, and an item that carries its
+        HandlerContext may add that event's own (`after_commit`). Nothing staged is written if the
+        transaction rolls back."""
         self.batches.setdefault(writer, []).append(item)
 
     def after_commit(self, callback: Callable[[], Awaitable[None]]) -> None:
@@ -412,7 +414,10 @@ class QueueConsumer:
 
         Returns, for each item, whether it was new (False: a duplicate, nothing was run).
         """
-        after: list[Callable[[], Awaitable[None]]] = []
+        # Each handler's after-commit list, kept as is: a writer may still add to it through its
+        # items' HandlerContext before the commit.
+        committed: list[list[Callable[[], Awaitable[None]]]] = []
+        written: list[Callable[[], Awaitable[None]]] = []
         staged: list[OutgoingEvent] = []
         batches: dict[BatchWriter, list[Any]] = {}
         async with self.pool.acquire() as conn, conn.transaction():
@@ -430,16 +435,16 @@ class QueueConsumer:
                 first = item.incoming.event_id in new
                 new.discard(item.incoming.event_id)  # a copy later in the batch is a duplicate
                 if first:
-                    after.extend(await self._call(conn, item, staged, batches))
+                    committed.append(await self._call(conn, item, staged, batches))
                 outcomes.append(first)
             for writer, items in batches.items():  # each writer once, in the order first staged to
                 done = await writer(conn, items)
                 if done is not None:
-                    after.append(done)
+                    written.append(done)
             if staged:  # every follow-up of the transaction in one statement, in the order published
                 assert self.outbox is not None  # publish() refuses without one
                 await self.outbox.insert(conn, staged)
-        for callback in after:
+        for callback in [*(c for callbacks in committed for c in callbacks), *written]:
             try:
                 await callback()
             except Exception:  # the transaction stands; a failed side effect is logged, not retried

@@ -26,7 +26,7 @@ from google.protobuf.message import Message
 from nats.js import JetStreamContext
 from nats.js.api import PubAck
 
-from services.platform.db import Connection
+from services.platform.db import Connection, columns
 from services.platform.events import metrics
 from services.platform.events.codec import EventCodec, OutgoingEvent
 from services.platform.events.tables import quote_ident
@@ -84,12 +84,13 @@ class OutboxWriter:
             " FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bytea[])"
             " WITH ORDINALITY AS e(event_id, event_type, aggregate_id, subject, headers, body, n)"
             " ORDER BY e.n) SELECT pg_notify($7, '')",
-            [out.event_id for out in events],
-            [out.event_type for out in events],
-            [out.aggregate_id for out in events],
-            [out.subject for out in events],
-            [json.dumps(out.headers) for out in events],
-            [out.body for out in events],
+            *columns(
+                (
+                    (e.event_id, e.event_type, e.aggregate_id, e.subject, json.dumps(e.headers), e.body)
+                    for e in events
+                ),
+                6,
+            ),
             self._channel,
         )
 

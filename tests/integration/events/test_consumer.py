@@ -380,3 +380,25 @@ async def test_what_handlers_stage_is_written_once_per_transaction_before_it_com
     # A failed batch writes nothing; its events are then handled (and written) one at a time.
     assert written[1:] == [[ids[3]], [ids[4]]]
     assert await effect_count(consumer.pool) == 5
+
+
+async def test_a_writer_may_add_after_commit_work_through_its_items_context(rig: Rig) -> None:
+    ran: list[str] = []
+
+    async def write(conn: Connection, items: list[Any]) -> None:
+        for ctx in items:
+
+            async def note(event_id: str = ctx.event.event_id) -> None:
+                ran.append(event_id)
+
+            ctx.after_commit(note)
+
+    async def stage(event: order_events_pb2.OrderCreated, ctx: HandlerContext) -> None:
+        ctx.stage(write, ctx)
+
+    handlers = {order_events_pb2.OrderCreated: stage}
+    consumer = await rig.consumer("payments", handlers)  # type: ignore[arg-type]
+    out = rig.codec.encode(order_created("o-after"), aggregate_id="o-after")
+    await rig.js.publish(out.subject, out.body, headers=out.headers)
+    await eventually(lambda: consumer.stats.handled == 1, what="handled")
+    await eventually(lambda: ran == [out.event_id], what="the writer's after-commit work run")
