@@ -11,7 +11,7 @@ from collections.abc import Callable, Coroutine, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 from services.platform.local_servers import LocalServers, ServerUrls
 
@@ -30,23 +30,30 @@ def rss_mb(pid: int) -> float:
 TICKS_PER_S = os.sysconf("SC_CLK_TCK")
 
 
-def _listening_inodes(port: int) -> set[str]:
+def _listening_inodes(port: int | None, path: str | None) -> set[str]:
     inodes = set()
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        try:
-            rows = Path(table).read_text().splitlines()[1:]
-        except OSError:
-            continue
-        for row in rows:
-            cells = row.split()
+    if path is not None:
+        for row in _table("/proc/net/unix"):
+            if row[-1] == path:
+                inodes.add(row[6])
+    for table in ("/proc/net/tcp", "/proc/net/tcp6") if port else ():
+        for cells in _table(table):
             if cells[3] == "0A" and int(cells[1].rsplit(":", 1)[1], 16) == port:  # 0A: LISTEN
                 inodes.add(cells[9])
     return inodes
 
 
-def listening_pid(port: int) -> int | None:
-    """The process of this machine listening on `port`, if any (and if /proc shows it)."""
-    wanted = {f"socket:[{inode}]" for inode in _listening_inodes(port)}
+def _table(name: str) -> list[list[str]]:
+    try:
+        return [row.split() for row in Path(name).read_text().splitlines()[1:]]
+    except OSError:
+        return []
+
+
+def listening_pid(port: int | None = None, path: str | None = None) -> int | None:
+    """The process of this machine listening on TCP `port` or the Unix socket `path`, if any (and if
+    /proc shows it)."""
+    wanted = {f"socket:[{inode}]" for inode in _listening_inodes(port, path)}
     for proc in Path("/proc").iterdir():
         if not wanted or not proc.name.isdigit():
             continue
@@ -63,10 +70,17 @@ def server_pids(urls: ServerUrls) -> dict[str, int]:
     found = {}
     for name, url in (("PostgreSQL", urls.database_url), ("NATS", urls.nats_url), ("Redis", urls.redis_url)):
         parts = urlsplit(url)
-        if parts.hostname in ("127.0.0.1", "localhost", "::1") and parts.port:
-            pid = listening_pid(parts.port)
-            if pid is not None:
-                found[name] = pid
+        query = parse_qs(parts.query)
+        if parts.scheme == "unix":  # Redis through its socket
+            pid = listening_pid(path=parts.path)
+        elif parts.hostname in ("127.0.0.1", "localhost", "::1") or query.get("host", [""])[0].startswith(
+            "/"
+        ):
+            pid = listening_pid(parts.port or int(query.get("port", ["0"])[0]))
+        else:
+            continue
+        if pid is not None:
+            found[name] = pid
     return found
 
 
