@@ -14,6 +14,10 @@ from services.platform.events.subscriptions import bind
 from services.platform.main import service_main
 from services.platform.runtime import Infrastructure, ServiceParts
 
+# The products a new order's lines are read from kept in memory (a few hundred bytes each): the
+# products ordered often cost no statement (decision 19).
+PRODUCTS_REMEMBERED = 4096
+
 
 async def build(infra: Infrastructure) -> ServiceParts:
     """orders' parts, wired: peers from A4CO_PEER_*, their deadline from A4CO_PEER_TIMEOUT_S, saga
@@ -28,8 +32,9 @@ async def build(infra: Infrastructure) -> ServiceParts:
     )
     deps = handlers.Deps(
         uow=functools.partial(OrdersUnitOfWork, infra.pool, infra.outbox),
-        reads=Orders(infra.pool),
-        products=Products(infra.pool),
+        orders=Orders(infra.pool),
+        outbox=infra.outbox,
+        products=Products(infra.pool, remember=PRODUCTS_REMEMBERED),
         peers=peers,
         payment_timeout_s=float(os.environ.get("A4CO_SAGA_PAYMENT_TIMEOUT_S", "30")),
         reservation_timeout_s=float(os.environ.get("A4CO_SAGA_RESERVATION_TIMEOUT_S", "30")),

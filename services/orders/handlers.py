@@ -29,6 +29,7 @@ from services.platform.errors import (
     NotFoundError,
 )
 from services.platform.events.consumer import HandlerContext
+from services.platform.events.outbox import OutboxWriter
 from services.platform.flow import Flow, flow_scope
 from services.platform.timestamps import to_timestamp
 
@@ -64,8 +65,9 @@ class Deps:
     """What the use cases are built with."""
 
     uow: Callable[[], OrdersUnitOfWork]
-    # Single-statement reads on the pool: one round trip instead of BEGIN, the read and COMMIT.
-    reads: Orders
+    # Statements that stand alone, on the pool: one round trip instead of BEGIN, it and COMMIT.
+    orders: Orders
+    outbox: OutboxWriter
     products: Products
     peers: Peers
     payment_timeout_s: float = 30.0
@@ -201,7 +203,7 @@ async def create_order(deps: Deps, principal: Principal, cmd: NewOrder) -> Order
     A retried call with the same request id returns the same order and announces nothing new.
     """
     order_id = order_id_for(principal.user_id, cmd.request_id)
-    existing = await deps.reads.get(order_id)
+    existing = await deps.orders.get(order_id)
     if existing is not None:
         return existing
     products = await _products(deps, [pid for pid, _ in cmd.lines])
@@ -216,6 +218,7 @@ async def create_order(deps: Deps, principal: Principal, cmd: NewOrder) -> Order
         raise FailedPreconditionError(
             "NOT_DELIVERABLE", f"the artisan does not deliver there ({quote.reason})"
         )
+    now = datetime.now(UTC)
     order = Order(
         order_id=order_id,
         customer_id=principal.user_id,
@@ -230,17 +233,18 @@ async def create_order(deps: Deps, principal: Principal, cmd: NewOrder) -> Order
         delivery_lat=cmd.latitude,
         delivery_lng=cmd.longitude,
         request_id=cmd.request_id,
-        step_deadline=datetime.now(UTC) + timedelta(seconds=deps.payment_timeout_s),
+        step_deadline=now + timedelta(seconds=deps.payment_timeout_s),
+        created_at=now,
+        updated_at=now,
     )
-    async with deps.uow() as uow:
-        stored = await uow.orders.add(order)
-        if stored is None:
-            # The same request raced us (or was stored before ids were derived from requests,
-            # decision 20): return its order.
-            raced = await uow.orders.by_request(principal.user_id, cmd.request_id)
-            assert raced is not None
-            return raced
-        await uow.outbox.add(created_event(stored), aggregate_id=stored.order_id)
+    created = deps.outbox.encode(created_event(order), aggregate_id=order_id)
+    stored = await deps.orders.add(order, deps.outbox, [created])
+    if stored is None:
+        # The same request raced us (or was stored before ids were derived from requests,
+        # decision 20): return its order.
+        raced = await deps.orders.by_request(principal.user_id, cmd.request_id)
+        assert raced is not None
+        return raced
     return stored
 
 

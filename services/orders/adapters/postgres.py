@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections import OrderedDict
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 
 import asyncpg
 
 from services.orders.domain import Line, Order, Outcome, ProductInfo, Status
 from services.platform.db import Connection, Queryable, columns
+from services.platform.events.codec import OutgoingEvent
+from services.platform.events.outbox import OutboxWriter
 from services.platform.uow import PostgresUnitOfWork
 from services.platform.validation import is_uuid
 
@@ -72,30 +75,36 @@ class Orders:
     def __init__(self, conn: Queryable) -> None:
         self.conn = conn
 
-    async def add(self, order: Order) -> Order | None:
-        """Store a new order; None when it is stored already (its id, or the customer's request id)."""
-        row = await self.conn.fetchrow(
+    async def add(self, order: Order, writer: OutboxWriter, events: Sequence[OutgoingEvent]) -> Order | None:
+        """Store a new order and its events with one statement (on the pool: no BEGIN or COMMIT);
+        None, and no event, when it is stored already (its id, or the customer's request id)."""
+        rows = await writer.change_with(
+            self.conn,
             "INSERT INTO orders (order_id, customer_id, artisan_id, request_id, lines, currency_code,"
             " delivery_fee_cents, total_cents, payment_method_id, delivery_address, delivery_lat,"
-            " delivery_lng, status, step_deadline)"
-            " VALUES ($1, $2, $3, $4, $5::jsonb, $6, $7, $8, $9, $10::jsonb, $11, $12, $13, $14)"
+            " delivery_lng, status, step_deadline, created_at, updated_at)"
+            " VALUES ($1, $2, $3, $4, $5::jsonb, $6, $7, $8, $9, $10::jsonb, $11, $12, $13, $14, $15, $15)"
             f" ON CONFLICT DO NOTHING RETURNING {_COLUMNS}",
-            order.order_id,
-            order.customer_id,
-            order.artisan_id,
-            order.request_id,
-            json.dumps([_line(line) for line in order.lines]),
-            order.currency_code,
-            order.delivery_fee_cents,
-            order.total_cents,
-            order.payment_method_id,
-            json.dumps(order.delivery_address),
-            order.delivery_lat,
-            order.delivery_lng,
-            order.status.value,
-            order.step_deadline,
+            (
+                order.order_id,
+                order.customer_id,
+                order.artisan_id,
+                order.request_id,
+                json.dumps([_line(line) for line in order.lines]),
+                order.currency_code,
+                order.delivery_fee_cents,
+                order.total_cents,
+                order.payment_method_id,
+                json.dumps(order.delivery_address),
+                order.delivery_lat,
+                order.delivery_lng,
+                order.status.value,
+                order.step_deadline,
+                order.created_at,
+            ),
+            events,
         )
-        return _order(row) if row else None
+        return _order(rows[0]) if rows else None
 
     async def get(self, order_id: str, *, for_update: bool = False) -> Order | None:
         """One order, locked until the transaction ends when `for_update`."""
@@ -177,23 +186,40 @@ class Orders:
 
 class Products:
     """orders' copy of the products on sale, filled from ProductPublished: what a new order's
-    lines cost and who sells them, without asking catalog."""
+    lines cost and who sells them, without asking catalog.
 
-    def __init__(self, conn: Queryable) -> None:
+    With `remember`, the products read or added last (up to that many) are also kept in memory
+    and read from there: a published product never changes, so nothing kept can be stale.
+    """
+
+    def __init__(self, conn: Queryable, *, remember: int = 0) -> None:
         self.conn = conn
+        self._remember = remember
+        self._kept: OrderedDict[str, ProductInfo] = OrderedDict()
 
     async def get_many(self, product_ids: Iterable[str]) -> dict[str, ProductInfo]:
         """The products of `product_ids` that orders knows, by id."""
-        rows = await self.conn.fetch(
-            "SELECT product_id, artisan_id, name, price_cents, currency_code FROM products"
-            " WHERE product_id = ANY($1::text[])",
-            list(product_ids),
-        )
-        return {r["product_id"]: ProductInfo(**dict(r.items())) for r in rows}
+        found, wanted = {}, []
+        for product_id in product_ids:
+            if (kept := self._kept.get(product_id)) is not None:
+                self._kept.move_to_end(product_id)
+                found[product_id] = kept
+            else:
+                wanted.append(product_id)
+        if wanted:
+            rows = await self.conn.fetch(
+                "SELECT product_id, artisan_id, name, price_cents, currency_code FROM products"
+                " WHERE product_id = ANY($1::text[])",
+                wanted,
+            )
+            read = [ProductInfo(**dict(r.items())) for r in rows]
+            self._keep(read)
+            found.update((p.product_id, p) for p in read)
+        return found
 
     async def add(self, products: Iterable[ProductInfo]) -> None:
         """Keep products; one kept already stays as it is, since a published product never changes."""
-        found = {p.product_id: p for p in products}.values()
+        found = list({p.product_id: p for p in products}.values())
         await self.conn.execute(
             "INSERT INTO products (product_id, artisan_id, name, price_cents, currency_code)"
             " SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::text[])"
@@ -202,6 +228,15 @@ class Products:
                 ((p.product_id, p.artisan_id, p.name, p.price_cents, p.currency_code) for p in found), 5
             ),
         )
+        self._keep(found)
+
+    def _keep(self, products: Iterable[ProductInfo]) -> None:
+        if not self._remember:
+            return
+        for product in products:
+            self._kept.setdefault(product.product_id, product)
+        while len(self._kept) > self._remember:
+            self._kept.popitem(last=False)
 
 
 def _line(line: Line) -> dict[str, object]:

@@ -26,7 +26,7 @@ from google.protobuf.message import Message
 from nats.js import JetStreamContext
 from nats.js.api import PubAck
 
-from services.platform.db import Connection, columns
+from services.platform.db import Connection, Queryable, columns
 from services.platform.events import metrics
 from services.platform.events.codec import EventCodec, OutgoingEvent
 from services.platform.events.tables import quote_ident
@@ -79,20 +79,53 @@ class OutboxWriter:
         # commit, and coalesced when a transaction adds several events. The rows get their ids
         # (the relay's publishing order) in the order given.
         await conn.execute(
-            "WITH added AS (INSERT INTO outbox (event_id, event_type, aggregate_id, subject, headers, body)"
-            " SELECT e.event_id, e.event_type, e.aggregate_id, e.subject, e.headers::jsonb, e.body"
-            " FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bytea[])"
-            " WITH ORDINALITY AS e(event_id, event_type, aggregate_id, subject, headers, body, n)"
-            " ORDER BY e.n) SELECT pg_notify($7, '')",
-            *columns(
-                (
-                    (e.event_id, e.event_type, e.aggregate_id, e.subject, json.dumps(e.headers), e.body)
-                    for e in events
-                ),
-                6,
-            ),
-            self._channel,
+            f"WITH added AS ({_rows(1)} ORDER BY e.n) SELECT pg_notify($7, '')",
+            *self._arguments(events),
         )
+
+    async def change_with(
+        self, conn: Queryable, statement: str, args: Sequence[object], events: Sequence[OutgoingEvent]
+    ) -> list[asyncpg.Record]:
+        """Run `statement` (one INSERT, UPDATE or DELETE with `len(args)` parameters and a RETURNING
+        clause) and insert `events` if and only if it returns a row, as one statement.
+
+        PostgreSQL runs a statement as a transaction of its own, so a state change that is a single
+        statement needs neither BEGIN nor COMMIT: one round trip instead of four, on a connection
+        or on the pool. The statement's rows are returned (with a `_notified` column added).
+        """
+        n = len(args)
+        return list(
+            await conn.fetch(
+                f"WITH state AS ({statement}),"  # noqa: S608 (the statement is the service's code)
+                f" added AS ({_rows(n + 1)} WHERE EXISTS (SELECT 1 FROM state) ORDER BY e.n RETURNING 1)"
+                # The relay's wake-up, only when rows were added (an uncorrelated subquery: once).
+                f" SELECT state.*, (SELECT count(*) FROM (SELECT pg_notify(${n + 7}, '') FROM added LIMIT 1)"
+                " AS woken) AS _notified FROM state",
+                *args,
+                *self._arguments(events),
+            )
+        )
+
+    def _arguments(self, events: Sequence[OutgoingEvent]) -> list[object]:
+        rows = (
+            (e.event_id, e.event_type, e.aggregate_id, e.subject, json.dumps(e.headers), e.body)
+            for e in events
+        )
+        return [*columns(rows, 6), self._channel]
+
+
+def _rows(first: int) -> str:
+    """`INSERT INTO outbox … SELECT … FROM unnest(…)` of events given as six array parameters from
+    `$first`, each row with its position `e.n`: rows get their ids (the relay's publishing order)
+    in the order given."""
+    types = ("uuid", "text", "text", "text", "text", "bytea")
+    arrays = ", ".join(f"${first + i}::{t}[]" for i, t in enumerate(types))  # only their numbers vary
+    return (
+        "INSERT INTO outbox (event_id, event_type, aggregate_id, subject, headers, body)"  # noqa: S608
+        " SELECT e.event_id, e.event_type, e.aggregate_id, e.subject, e.headers::jsonb, e.body FROM"
+        f" unnest({arrays})"
+        " WITH ORDINALITY AS e(event_id, event_type, aggregate_id, subject, headers, body, n)"
+    )
 
 
 class PublishFailedError(RuntimeError):

@@ -75,6 +75,39 @@ async def test_relay_wakes_on_notify_and_keeps_commit_order_per_aggregate(rig: R
     assert seen == [f"o-7:{s}" for s in range(1, 7)]
 
 
+async def test_a_single_statement_change_carries_its_events_and_wakes_the_relay(rig: Rig) -> None:
+    await rig.pool.execute("CREATE TABLE things (thing_id text PRIMARY KEY, n int NOT NULL)")
+    consumer = await rig.consumer("payments", {order_events_pb2.OrderCreated: record_effect()})
+    insert = "INSERT INTO things VALUES ($1, $2) ON CONFLICT DO NOTHING RETURNING thing_id, n"
+
+    async with running(rig.relay(poll_interval_s=30)) as relay:
+        # As above: the relay is listening, and only NOTIFY can reach it before its 30 s poll.
+        await rig.commit(order_created("o-0"), "o-0")
+        await eventually(lambda: consumer.stats.handled == 1, what="the first event handled")
+        events = [rig.writer.encode(order_created(f"o-{i}"), aggregate_id="o-1") for i in (1, 2)]
+        rows = await rig.writer.change_with(rig.pool, insert, ("t-1", 7), events)
+        assert [(r["thing_id"], r["n"]) for r in rows] == [("t-1", 7)]
+        await eventually(lambda: consumer.stats.handled == 3, what="both events handled")
+        assert relay.stats.wakeups >= 1, "the statement's NOTIFY woke the relay"
+    handled = [(str(r["event_id"]), r["aggregate"]) for r in await effects(consumer.pool)][1:]
+    assert handled == [(e.event_id, "o-1") for e in events], "in the order given"
+
+
+async def test_a_single_statement_change_that_changes_nothing_adds_no_event(rig: Rig) -> None:
+    await rig.pool.execute("CREATE TABLE things (thing_id text PRIMARY KEY, n int NOT NULL CHECK (n > 0))")
+    insert = "INSERT INTO things VALUES ($1, $2) ON CONFLICT DO NOTHING RETURNING thing_id"
+    first = rig.writer.encode(order_created("o-1"), aggregate_id="o-1")
+    assert len(await rig.writer.change_with(rig.pool, insert, ("t-1", 1), [first])) == 1
+    again = rig.writer.encode(order_created("o-1"), aggregate_id="o-1")
+    assert await rig.writer.change_with(rig.pool, insert, ("t-1", 2), [again]) == []
+    refused = rig.writer.encode(order_created("o-2"), aggregate_id="o-2")
+    with pytest.raises(asyncpg.CheckViolationError):
+        await rig.writer.change_with(rig.pool, insert, ("t-2", 0), [refused])
+    ids = await rig.pool.fetch("SELECT event_id FROM outbox")
+    assert [str(r["event_id"]) for r in ids] == [first.event_id]
+    assert await rig.pool.fetchval("SELECT count(*) FROM things") == 1
+
+
 class CrashAfterPublish(OutboxRelay):
     """A relay that dies after JetStream acknowledged a batch, before deleting the rows."""
 
