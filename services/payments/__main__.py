@@ -14,13 +14,17 @@ from services.platform.events.subscriptions import bind
 from services.platform.main import service_main
 from services.platform.runtime import Infrastructure, ServiceParts
 
+# The payment methods GetPaymentMethod reads kept in memory (a kept method never changes): a
+# customer's orders check theirs without a statement.
+METHODS_REMEMBERED = 4096
+
 
 async def build(infra: Infrastructure) -> ServiceParts:
     """payments' parts, wired; the sandbox provider until a real acquirer is configured."""
     provider = SandboxProvider(timeout_s=float(os.environ.get("A4CO_SANDBOX_TIMEOUT_S", "3")))
     deps = handlers.Deps(
         uow=functools.partial(PaymentsUnitOfWork, infra.pool, infra.outbox),
-        methods=Methods(infra.pool),
+        methods=Methods(infra.pool, remember=METHODS_REMEMBERED),
         provider=provider,
     )
     saga_deps = saga.SagaDeps(provider, charge_timeout_s=float(os.environ.get("A4CO_CHARGE_TIMEOUT_S", "5")))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 
@@ -13,6 +12,7 @@ from services.orders.domain import Line, Order, Outcome, ProductInfo, Status
 from services.platform.db import Connection, Queryable, columns
 from services.platform.events.codec import OutgoingEvent
 from services.platform.events.outbox import OutboxWriter
+from services.platform.kept import Kept
 from services.platform.uow import PostgresUnitOfWork
 from services.platform.validation import is_uuid
 
@@ -194,15 +194,13 @@ class Products:
 
     def __init__(self, conn: Queryable, *, remember: int = 0) -> None:
         self.conn = conn
-        self._remember = remember
-        self._kept: OrderedDict[str, ProductInfo] = OrderedDict()
+        self._kept: Kept[str, ProductInfo] = Kept(remember)
 
     async def get_many(self, product_ids: Iterable[str]) -> dict[str, ProductInfo]:
         """The products of `product_ids` that orders knows, by id."""
         found, wanted = {}, []
         for product_id in product_ids:
             if (kept := self._kept.get(product_id)) is not None:
-                self._kept.move_to_end(product_id)
                 found[product_id] = kept
             else:
                 wanted.append(product_id)
@@ -212,9 +210,9 @@ class Products:
                 " WHERE product_id = ANY($1::text[])",
                 wanted,
             )
-            read = [ProductInfo(**dict(r.items())) for r in rows]
-            self._keep(read)
-            found.update((p.product_id, p) for p in read)
+            for row in rows:
+                found[row["product_id"]] = product = ProductInfo(**dict(row.items()))
+                self._kept.keep(product.product_id, product)
         return found
 
     async def add(self, products: Iterable[ProductInfo]) -> None:
@@ -228,15 +226,8 @@ class Products:
                 ((p.product_id, p.artisan_id, p.name, p.price_cents, p.currency_code) for p in found), 5
             ),
         )
-        self._keep(found)
-
-    def _keep(self, products: Iterable[ProductInfo]) -> None:
-        if not self._remember:
-            return
-        for product in products:
-            self._kept.setdefault(product.product_id, product)
-        while len(self._kept) > self._remember:
-            self._kept.popitem(last=False)
+        for product in found:
+            self._kept.keep(product.product_id, product)
 
 
 def _line(line: Line) -> dict[str, object]:

@@ -9,6 +9,7 @@ import asyncpg
 
 from services.payments.domain import Brand, MethodType
 from services.platform.db import Connection, Queryable, columns
+from services.platform.kept import Kept
 from services.platform.uow import PostgresUnitOfWork
 from services.platform.validation import is_uuid
 
@@ -82,10 +83,12 @@ def _payment(row: asyncpg.Record) -> PaymentRecord:
 
 
 class Methods:
-    """Payment methods in `payment_methods`."""
+    """Payment methods in `payment_methods`. A kept method is never changed or removed, so with
+    `remember` the methods read or added last (up to that many) are read from memory."""
 
-    def __init__(self, conn: Queryable) -> None:
+    def __init__(self, conn: Queryable, *, remember: int = 0) -> None:
         self.conn = conn
+        self._kept: Kept[str, StoredMethod] = Kept(remember)
 
     async def add(self, method: StoredMethod) -> None:
         """Keep a tokenised method."""
@@ -102,12 +105,18 @@ class Methods:
 
     async def get(self, payment_method_id: str) -> StoredMethod | None:
         """A kept method (None for an id that is not even a UUID)."""
+        if (kept := self._kept.get(payment_method_id)) is not None:
+            return kept
         if not is_uuid(payment_method_id):
             return None
         row = await self.conn.fetchrow(
             "SELECT * FROM payment_methods WHERE payment_method_id = $1::uuid", payment_method_id
         )
-        return _method(row) if row else None
+        if row is None:
+            return None
+        method = _method(row)
+        self._kept.keep(payment_method_id, method)
+        return method
 
     async def get_many(self, payment_method_ids: list[str]) -> dict[str, StoredMethod]:
         """Kept methods by id, with one statement; ids not found (or not UUIDs) are absent."""

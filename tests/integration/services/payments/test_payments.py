@@ -158,3 +158,25 @@ async def test_a_stored_method_is_shown_to_its_customer_only(
         stub.GetPaymentMethod(pb.GetPaymentMethodRequest(payment_method_id="x"), metadata=owner)
     )
     assert unknown.code() == grpc.StatusCode.NOT_FOUND
+
+
+async def test_a_method_read_once_is_then_read_from_memory_for_its_customer_only(
+    stub: pb_grpc.PaymentsServiceAsyncStub, payments: RunningService, keys: Keys
+) -> None:
+    owner = token(keys, "c-9", Role.CUSTOMER)
+    method_id = (await stub.ValidatePaymentMethod(card(), metadata=owner)).payment_method_id
+    request = pb.GetPaymentMethodRequest(payment_method_id=method_id)
+    await stub.GetPaymentMethod(request, metadata=owner)
+    # Gone from the table (a kept method never is): the next reads make no statement.
+    await payments.infra.pool.execute("DELETE FROM payment_methods")
+    shown = await stub.GetPaymentMethod(request, metadata=owner)
+    assert (shown.payment_method.payment_method_id, shown.payment_method.customer_id) == (method_id, "c-9")
+    other = await failure(stub.GetPaymentMethod(request, metadata=token(keys, "c-10", Role.CUSTOMER)))
+    assert other.code() == grpc.StatusCode.PERMISSION_DENIED
+    # A method never read is not in memory.
+    unread = (await stub.ValidatePaymentMethod(card(), metadata=owner)).payment_method_id
+    await payments.infra.pool.execute("DELETE FROM payment_methods")
+    missing = await failure(
+        stub.GetPaymentMethod(pb.GetPaymentMethodRequest(payment_method_id=unread), metadata=owner)
+    )
+    assert missing.code() == grpc.StatusCode.NOT_FOUND

@@ -1,0 +1,25 @@
+"""The in-process memory of immutable values."""
+
+from __future__ import annotations
+
+from services.platform.kept import Kept
+
+
+def test_the_least_recently_used_leave_first() -> None:
+    kept: Kept[str, int] = Kept(2)
+    kept.keep("a", 1)
+    kept.keep("b", 2)
+    assert kept.get("a") == 1  # "a" is now the most recent
+    kept.keep("c", 3)
+    assert (kept.get("a"), kept.get("b"), kept.get("c"), len(kept)) == (1, None, 3, 2)
+
+
+def test_a_value_kept_again_stays_as_first_kept_and_size_zero_keeps_nothing() -> None:
+    kept: Kept[str, object] = Kept(4)
+    first, second = object(), object()
+    kept.keep("a", first)
+    kept.keep("a", second)
+    assert kept.get("a") is first
+    nothing: Kept[str, int] = Kept(0)
+    nothing.keep("a", 1)
+    assert (nothing.get("a"), len(nothing)) == (None, 0)
