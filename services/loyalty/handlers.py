@@ -11,7 +11,7 @@ from a4co.identity.events.v1 import identity_events_pb2 as identity_events
 from a4co.payments.events.v1 import payment_events_pb2 as payment_events
 from services.loyalty.domain import WELCOME_POINTS, purchase_points
 from services.platform.auth import Principal
-from services.platform.db import Connection
+from services.platform.db import Connection, columns
 from services.platform.events.consumer import HandlerContext
 
 
@@ -33,22 +33,54 @@ class Balance:
     updated_at: datetime | None
 
 
-async def _add(conn: Connection, key: str, user_id: str, points: int, kind: str, order_id: str = "") -> None:
+@dataclass(frozen=True, slots=True)
+class _Entry:
+    """A ledger entry to write. A revocation's points are None until the writer knows what the
+    purchase it takes back earned; `cents` is what the refund was worth."""
+
+    key: str
+    user_id: str
+    points: int | None
+    kind: str
+    order_id: str = ""
+    cents: int = 0
+
+
+async def _write(conn: Connection, entries: list[_Entry]) -> None:
+    """Write a transaction's entries with one statement, in their events' order (a staged writer:
+    HandlerContext.stage). A revocation takes back what its purchase earned: written before it in
+    this batch, or earlier; when the purchase has not arrived yet (reordering), what the refund is
+    worth."""
+    earned = {e.key: e.points for e in entries if e.kind == "purchase"}
+    asked = [
+        f"purchase:{e.order_id}"
+        for e in entries
+        if e.points is None and f"purchase:{e.order_id}" not in earned
+    ]
+    if asked:
+        rows = await conn.fetch(
+            "SELECT entry_key, points FROM entries WHERE entry_key = ANY($1::text[])", asked
+        )
+        earned |= {r["entry_key"]: int(r["points"]) for r in rows}
+    written: dict[str, tuple[str, str, int, str]] = {}
+    for e in entries:
+        points = e.points
+        if points is None:
+            purchase = earned.get(f"purchase:{e.order_id}")
+            points = -(purchase if purchase is not None else purchase_points(e.cents))
+        written.setdefault(e.key, (e.user_id, e.order_id, points, e.kind))  # one entry per cause
     await conn.execute(
-        "INSERT INTO entries (entry_key, user_id, order_id, points, kind) VALUES ($1, $2, $3, $4, $5)"
+        "INSERT INTO entries (entry_key, user_id, order_id, points, kind)"
+        " SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::text[])"
         " ON CONFLICT (entry_key) DO NOTHING",
-        key,
-        user_id,
-        order_id,
-        points,
-        kind,
+        *columns(((key, *rest) for key, rest in written.items()), 5),
     )
 
 
 async def on_user_registered(deps: Deps, event: identity_events.UserRegistered, ctx: HandlerContext) -> None:
     """A welcome bonus for every new customer."""
     if event.role == identity_events.USER_ROLE_CUSTOMER:
-        await _add(ctx.conn, f"welcome:{event.user_id}", event.user_id, WELCOME_POINTS, "welcome")
+        ctx.stage(_write, _Entry(f"welcome:{event.user_id}", event.user_id, WELCOME_POINTS, "welcome"))
 
 
 async def on_payment_processed(
@@ -56,24 +88,23 @@ async def on_payment_processed(
 ) -> None:
     """Points per euro paid."""
     points = purchase_points(event.amount.amount_cents)
-    await _add(ctx.conn, f"purchase:{event.order_id}", event.customer_id, points, "purchase", event.order_id)
+    ctx.stage(
+        _write, _Entry(f"purchase:{event.order_id}", event.customer_id, points, "purchase", event.order_id)
+    )
 
 
 async def on_refund_issued(deps: Deps, event: payment_events.RefundIssued, ctx: HandlerContext) -> None:
     """A refund takes back the points its payment earned."""
-    earned = await ctx.conn.fetchval(
-        "SELECT points FROM entries WHERE entry_key = $1", f"purchase:{event.order_id}"
-    )
-    if earned is None:
-        # The payment's entry has not arrived yet (reordering): revoke what it will be worth.
-        earned = purchase_points(event.amount.amount_cents)
-    await _add(
-        ctx.conn,
-        f"revocation:{event.order_id}",
-        event.customer_id,
-        -int(earned),
-        "revocation",
-        event.order_id,
+    ctx.stage(
+        _write,
+        _Entry(
+            f"revocation:{event.order_id}",
+            event.customer_id,
+            None,
+            "revocation",
+            event.order_id,
+            event.amount.amount_cents,
+        ),
     )
 
 

@@ -1,0 +1,83 @@
+"""loyalty's ledger on real servers: a batch's entries are written together, in their events'
+order, once per cause; a refund takes back what its purchase earned."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest_asyncio
+
+from a4co.payments.events.v1 import payment_events_pb2 as payments
+from a4co.type.v1 import money_pb2
+from services.loyalty.__main__ import build
+from services.platform.events.consumer import QueueConsumer
+from services.platform.local_servers import ServerUrls
+from tests.integration.services.harness import (
+    Keys,
+    RunningService,
+    publish_event,
+    running_service,
+    settings_for,
+)
+from tests.support.waiting import eventually
+
+SCHEMA = Path("services/loyalty/schema.sql")
+
+
+@pytest_asyncio.fixture
+async def loyalty(urls: ServerUrls, prefix: str, keys: Keys) -> AsyncIterator[RunningService]:
+    async with running_service("loyalty", build, SCHEMA, settings_for("loyalty", urls, prefix, keys)) as svc:
+        yield svc
+
+
+def paid(order_id: str, cents: int) -> payments.PaymentProcessed:
+    amount = money_pb2.Money(currency_code="EUR", amount_cents=cents)
+    return payments.PaymentProcessed(
+        payment_id=f"pay-{order_id}", order_id=order_id, customer_id="c-1", amount=amount
+    )
+
+
+def refunded(order_id: str, cents: int) -> payments.RefundIssued:
+    amount = money_pb2.Money(currency_code="EUR", amount_cents=cents)
+    return payments.RefundIssued(
+        refund_id=f"ref-{order_id}",
+        payment_id=f"pay-{order_id}",
+        order_id=order_id,
+        customer_id="c-1",
+        amount=amount,
+    )
+
+
+def payments_consumer(loyalty: RunningService) -> QueueConsumer:
+    (consumer,) = [c for c in loyalty.runner.consumers if c.stream == "PAYMENTS"]
+    return consumer
+
+
+async def entries(loyalty: RunningService) -> dict[str, int]:
+    rows = await loyalty.infra.pool.fetch("SELECT entry_key, points FROM entries")
+    return {r["entry_key"]: int(r["points"]) for r in rows}
+
+
+async def test_a_batch_writes_its_entries_in_order_once_per_cause(loyalty: RunningService) -> None:
+    consumer = payments_consumer(loyalty)
+    # o-1's purchase is stored in a batch of its own before the rest.
+    await publish_event(loyalty, paid("o-1", 4_000), "o-1")
+    await eventually(lambda: consumer.stats.handled == 1, what="o-1 paid")
+    await consumer.stop()
+    await publish_event(loyalty, paid("o-2", 2_550), "o-2")
+    await publish_event(loyalty, paid("o-2", 2_550), "o-2")  # the same cause again, another event id
+    await publish_event(loyalty, refunded("o-2", 1_000), "o-2")  # a partial refund, after its purchase
+    await publish_event(loyalty, refunded("o-1", 900), "o-1")  # its purchase stored before
+    await publish_event(loyalty, refunded("o-3", 1_999), "o-3")  # its purchase not arrived yet
+    await consumer.start()  # all five in its first batch
+    await eventually(lambda: consumer.stats.handled == 6, what="the batch handled")
+    assert await entries(loyalty) == {
+        "purchase:o-1": 40,
+        "purchase:o-2": 25,
+        # A refund takes back what the purchase earned, from this batch or from before,
+        "revocation:o-2": -25,
+        "revocation:o-1": -40,
+        # or, before the purchase arrives, what the refund is worth.
+        "revocation:o-3": -19,
+    }
