@@ -9,6 +9,7 @@ from a4co.artisans.events.v1 import artisan_events_pb2 as artisan_events
 from a4co.inventory.events.v1 import inventory_events_pb2 as inventory_events
 from services.catalog.adapters.postgres import Projections, Search
 from services.catalog.domain import Hit, ProductView, SearchFilters, decode_page_token, encode_page_token
+from services.platform.db import Connection
 from services.platform.errors import NotFoundError
 from services.platform.events.consumer import HandlerContext
 
@@ -83,16 +84,22 @@ async def on_artisan_onboarded(
 
 async def on_stock_adjusted(deps: Deps, event: inventory_events.StockAdjusted, ctx: HandlerContext) -> None:
     """New availability after an artisan's change."""
-    await Projections(ctx.conn).set_available(event.stock.product_id, event.stock.available, _moment(ctx))
+    ctx.stage(_write_availability, (event.stock.product_id, event.stock.available, _moment(ctx)))
 
 
 async def on_stock_moved(
     deps: Deps, event: inventory_events.StockReserved | inventory_events.StockReleased, ctx: HandlerContext
 ) -> None:
     """New availability after an order's reservation or release."""
-    projections = Projections(ctx.conn)
+    moment = _moment(ctx)
     for line in event.lines:
-        await projections.set_available(line.stock.product_id, line.stock.available, _moment(ctx))
+        ctx.stage(_write_availability, (line.stock.product_id, line.stock.available, moment))
+
+
+async def _write_availability(conn: Connection, reports: list[tuple[str, int, datetime]]) -> None:
+    """A transaction's availability reports with one statement (a staged writer). Reports guarded
+    by their moment commute, so a low-stock warning written earlier in the batch changes nothing."""
+    await Projections(conn).set_available_many(reports)
 
 
 async def on_low_stock(deps: Deps, event: inventory_events.LowStockWarning, ctx: HandlerContext) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import fields
 from datetime import datetime
 
@@ -10,7 +11,7 @@ from prometheus_client import Counter
 
 from services.catalog.adapters.index import ProductIndex, Ranked
 from services.catalog.domain import MIN_CORRECTABLE, Hit, ProductView, SearchFilters, tokens
-from services.platform.db import Connection
+from services.platform.db import Connection, columns
 
 # A product's searchable text: name weighs most, then category and workshop, then description.
 _SEARCH_VECTOR = (
@@ -122,13 +123,23 @@ class Projections:
 
     async def set_available(self, product_id: str, available: int, as_of: datetime) -> None:
         """Availability as of a moment; an older report never overwrites a newer one."""
+        await self.set_available_many([(product_id, available, as_of)])
+
+    async def set_available_many(self, reports: Iterable[tuple[str, int, datetime]]) -> None:
+        """Availability reports (product, available, as of), in the order they came, with one
+        statement; of a product's, the newest counts (the last of equally new ones), and an older
+        report never overwrites a newer one."""
+        newest: dict[str, tuple[str, int, datetime]] = {}
+        for report in reports:
+            kept = newest.get(report[0])
+            if kept is None or kept[2] <= report[2]:
+                newest[report[0]] = report
         await self.conn.execute(
-            "INSERT INTO availability (product_id, available, as_of) VALUES ($1, $2, $3)"
+            "INSERT INTO availability (product_id, available, as_of)"
+            " SELECT * FROM unnest($1::text[], $2::integer[], $3::timestamptz[])"
             " ON CONFLICT (product_id) DO UPDATE SET available = EXCLUDED.available, as_of = EXCLUDED.as_of"
             " WHERE availability.as_of <= EXCLUDED.as_of",
-            product_id,
-            available,
-            as_of,
+            *columns(newest.values(), 3),
         )
 
     async def set_low_threshold(
