@@ -17,7 +17,7 @@ from a4co.inventory.events.v1 import inventory_events_pb2 as inventory_events
 from a4co.orders.events.v1 import order_events_pb2 as events
 from a4co.payments.events.v1 import payment_events_pb2 as payment_events
 from a4co.type.v1 import address_pb2, lat_lng_pb2, money_pb2
-from services.orders.adapters.peers import Peers
+from services.orders.adapters.peers import DeliveryQuote, Peers
 from services.orders.adapters.postgres import Orders, OrdersUnitOfWork, Products
 from services.orders.domain import Line, Order, Outcome, ProductInfo, Status, order_id_for, timeout_reason
 from services.platform.auth import Principal, Role
@@ -210,10 +210,20 @@ async def create_order(deps: Deps, principal: Principal, cmd: NewOrder) -> Order
     sellers = {p.artisan_id for p in products}
     if len(sellers) != 1:
         raise InvalidArgumentError([FieldViolation("lines", "every product must come from the same artisan")])
-    await deps.peers.ensure_stock(cmd.lines)
-    await deps.peers.ensure_payment_method(cmd.payment_method_id)
     artisan_id = sellers.pop()
-    quote = await deps.peers.quote(artisan_id, cmd.latitude, cmd.longitude)
+    # The three checks at once: the order waits for the slowest, not for their sum, and three
+    # calls in flight cost each channel less than three in a row. When several fail, the answer
+    # is the first failure in this order: stock, payment method, delivery.
+    stock, method, quote = await asyncio.gather(
+        deps.peers.ensure_stock(cmd.lines),
+        deps.peers.ensure_payment_method(cmd.payment_method_id),
+        deps.peers.quote(artisan_id, cmd.latitude, cmd.longitude),
+        return_exceptions=True,
+    )
+    for outcome in (stock, method, quote):
+        if isinstance(outcome, BaseException):
+            raise outcome
+    assert isinstance(quote, DeliveryQuote)
     if not quote.deliverable:
         raise FailedPreconditionError(
             "NOT_DELIVERABLE", f"the artisan does not deliver there ({quote.reason})"

@@ -19,6 +19,7 @@ from a4co.orders.v1 import orders_service_pb2 as pb
 from a4co.payments.v1 import payments_service_pb2 as payments_pb
 from services.platform.events.consumer import QueueConsumer
 from services.platform.events.topology import Topology
+from services.platform.grpc.status import details_of
 from services.platform.local_servers import ServerUrls
 from tests.integration.services.harness import Keys
 from tests.integration.services.orders.shop import DECLINED, Actors, shop
@@ -233,6 +234,10 @@ async def test_create_order_checks_synchronously(actors: Actors) -> None:
     assert someone_elses.code() == grpc.StatusCode.PERMISSION_DENIED
     unknown = await failure(actors.place("no-such-product", 1, card))
     assert unknown.code() == grpc.StatusCode.NOT_FOUND
+    # The checks run at once; when several fail, stock is answered first, then the payment method.
+    both = await failure(actors.place(product, 2, card, customer="customer-luis"))
+    info, _ = details_of(both)
+    assert (both.code(), info and info.reason) == (grpc.StatusCode.FAILED_PRECONDITION, "OUT_OF_STOCK")
     assert await actors.svc["orders"].infra.pool.fetchval("SELECT count(*) FROM orders") == 0
 
 
