@@ -182,6 +182,7 @@ class ServiceRunner:
             service=settings.service,
             js=infra.js,
         )
+        infra.outbox.relay_here(self.relay)
         self.consumers = [
             QueueConsumer(
                 service=settings.service,

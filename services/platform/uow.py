@@ -18,10 +18,13 @@ class TransactionalOutbox:
 
     def __init__(self, writer: OutboxWriter, conn: Connection) -> None:
         self._writer, self._conn = writer, conn
+        self.added = False
 
     async def add(self, event: Message, *, aggregate_id: str) -> None:
         """Add `event` to this transaction's outbox."""
-        await self._writer.add(self._conn, event, aggregate_id=aggregate_id)
+        out = self._writer.encode(event, aggregate_id=aggregate_id)
+        await self._writer.insert(self._conn, [out], wake_after_commit=True)
+        self.added = True
 
 
 class PostgresUnitOfWork:
@@ -63,6 +66,8 @@ class PostgresUnitOfWork:
         try:
             if exc_type is None:
                 await self._tx.commit()
+                if self.outbox.added:
+                    self._writer.committed()
             else:
                 await self._tx.rollback()
         finally:

@@ -20,6 +20,7 @@ import time
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import asyncpg
 from google.protobuf.message import Message
@@ -53,6 +54,25 @@ class OutboxWriter:
     def __init__(self, codec: EventCodec, schema: str) -> None:
         self.codec = codec
         self._channel = notify_channel(schema)
+        self._local: OutboxRelay | None = None
+
+    def relay_here(self, relay: OutboxRelay) -> None:
+        """`relay` runs in this process: while it leads, a transaction whose caller calls
+        `committed()` after it commits wakes it in-process instead of sending a NOTIFY.
+
+        PostgreSQL signals every backend that LISTENs in the database on each NOTIFY, whatever
+        the channel (up to PostgreSQL 18), so with one relay per service a notification cost the
+        server about 100 µs (docs/performance.md). Replicas whose relay does not lead still notify.
+        """
+        self._local = relay
+
+    def committed(self) -> None:
+        """A transaction that inserted events with `wake_after_commit` has committed."""
+        if self._local is not None:
+            self._local.wake()
+
+    def _notifies(self, wake_after_commit: bool) -> bool:
+        return not (wake_after_commit and self._local is not None and self._local.stats.leader)
 
     async def add(
         self,
@@ -71,17 +91,23 @@ class OutboxWriter:
         """The outbox row of `event`, not inserted yet (see `insert`)."""
         return self.codec.encode(event, aggregate_id=aggregate_id, flow=flow)
 
-    async def insert(self, conn: Connection, events: Sequence[OutgoingEvent]) -> None:
-        """Insert encoded events, in their order, inside the caller's transaction."""
+    async def insert(
+        self, conn: Connection, events: Sequence[OutgoingEvent], *, wake_after_commit: bool = False
+    ) -> None:
+        """Insert encoded events, in their order, inside the caller's transaction. With
+        `wake_after_commit` the caller calls `committed()` once the transaction commits."""
         if not conn.is_in_transaction():
             raise RuntimeError("events must be added inside the state change's transaction")
         # The rows and the relay's wake-up in one round trip; the notification is delivered at
-        # commit, and coalesced when a transaction adds several events. The rows get their ids
-        # (the relay's publishing order) in the order given.
-        await conn.execute(
-            f"WITH added AS ({_rows(1)} ORDER BY e.n) SELECT pg_notify($7, '')",
-            *self._arguments(events),
-        )
+        # commit, and coalesced when a transaction adds several events.
+        if self._notifies(wake_after_commit):
+            await conn.execute(
+                f"WITH added AS ({_rows(1)} ORDER BY e.n) SELECT pg_notify($7, '')",
+                *self._arguments(events),
+                self._channel,
+            )
+        else:
+            await conn.execute(f"{_rows(1)} ORDER BY e.n", *self._arguments(events))
 
     async def change_with(
         self, conn: Queryable, statement: str, args: Sequence[object], events: Sequence[OutgoingEvent]
@@ -94,24 +120,29 @@ class OutboxWriter:
         or on the pool. The statement's rows are returned (with a `_notified` column added).
         """
         n = len(args)
-        return list(
-            await conn.fetch(
-                f"WITH state AS ({statement}),"  # noqa: S608 (the statement is the service's code)
-                f" added AS ({_rows(n + 1)} WHERE EXISTS (SELECT 1 FROM state) ORDER BY e.n RETURNING 1)"
-                # The relay's wake-up, only when rows were added (an uncorrelated subquery: once).
-                f" SELECT state.*, (SELECT count(*) FROM (SELECT pg_notify(${n + 7}, '') FROM added LIMIT 1)"
-                " AS woken) AS _notified FROM state",
-                *args,
-                *self._arguments(events),
-            )
+        notify = self._notifies(wake_after_commit=True)
+        # The relay's wake-up, only when rows were added (an uncorrelated subquery: once).
+        woken = "(SELECT 1 FROM added)"
+        if notify:
+            woken = f"(SELECT pg_notify(${n + 7}, '') FROM added LIMIT 1)"  # noqa: S608
+        rows = await conn.fetch(
+            f"WITH state AS ({statement}),"  # noqa: S608 (the statement is the service's code)
+            f" added AS ({_rows(n + 1)} WHERE EXISTS (SELECT 1 FROM state) ORDER BY e.n RETURNING 1)"
+            f" SELECT state.*, (SELECT count(*) FROM {woken} AS woken) AS _notified FROM state",
+            *args,
+            *self._arguments(events),
+            *([self._channel] if notify else []),
         )
+        if rows and events:
+            self.committed()
+        return list(rows)
 
-    def _arguments(self, events: Sequence[OutgoingEvent]) -> list[object]:
+    def _arguments(self, events: Sequence[OutgoingEvent]) -> list[list[Any]]:
         rows = (
             (e.event_id, e.event_type, e.aggregate_id, e.subject, json.dumps(e.headers), e.body)
             for e in events
         )
-        return [*columns(rows, 6), self._channel]
+        return columns(rows, 6)
 
 
 def _rows(first: int) -> str:
@@ -226,6 +257,11 @@ class OutboxRelay:
         return attempt
 
     def _on_notify(self, *_: object) -> None:
+        self.stats.wakeups += 1
+        self._wake.set()
+
+    def wake(self) -> None:
+        """Relay now: events were committed by this process (`OutboxWriter.relay_here`)."""
         self.stats.wakeups += 1
         self._wake.set()
 

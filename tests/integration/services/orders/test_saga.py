@@ -378,6 +378,15 @@ def orders_consumer(actors: Actors, service: str) -> QueueConsumer:
     return consumer
 
 
+async def relayed(actors: Actors, service: str) -> None:
+    """Wait until a service's relay has published every event of its outbox."""
+
+    async def empty() -> bool:
+        return bool(await actors.svc[service].infra.pool.fetchval("SELECT count(*) FROM outbox") == 0)
+
+    await eventually(empty, what=f"{service}'s outbox relayed")
+
+
 async def announce_cancelled(actors: Actors, placed: pb.Order, *, refund: bool) -> None:
     """Publish, as orders would, that the placed order was cancelled."""
     cancelled = order_events_pb2.OrderStatusChanged(
@@ -406,7 +415,8 @@ async def test_a_charge_and_a_refund_in_one_batch_take_effect_in_their_order(act
     card = await actors.card()
     charging = orders_consumer(actors, "payments")
     await charging.stop()
-    placed = await actors.place(product, 1, card)  # OrderCreated waits in the stream
+    placed = await actors.place(product, 1, card)
+    await relayed(actors, "orders")  # OrderCreated waits in the stream, ahead of the cancellation
     await announce_cancelled(actors, placed, refund=True)
     await charging.start()  # both in its first batch
     payments = actors.svc["payments"].infra.pool
