@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import asyncpg
 import pytest
+import pytest_asyncio
 
 from a4co.orders.events.v1 import order_events_pb2
 from services.platform.db import Connection
+from services.platform.events.consumer import QueueConsumer
 from services.platform.events.outbox import OutboxRelay, notify_channel
 from services.platform.local_servers import LocalServers
 from tests.integration.events.rig import Rig, order_created, record_effect, running
@@ -108,59 +110,60 @@ async def test_a_single_statement_change_that_changes_nothing_adds_no_event(rig:
     assert await rig.pool.fetchval("SELECT count(*) FROM things") == 1
 
 
-async def listened(rig: Rig) -> tuple[asyncpg.Connection, list[str]]:
-    """A connection that LISTENs on the rig's relay channel, and what it has heard."""
-    heard: list[str] = []
+@pytest_asyncio.fixture
+async def heard(rig: Rig) -> AsyncIterator[list[str]]:
+    """What a connection that LISTENs on the rig's relay channel hears."""
+    found: list[str] = []
     conn = await asyncpg.connect(rig.dsn)
-    await conn.add_listener(notify_channel(rig.schema), lambda *args: heard.append(str(args[2])))
-    return conn, heard
+    await conn.add_listener(notify_channel(rig.schema), lambda *args: found.append(str(args[2])))
+    yield found
+    await conn.close()
 
 
-async def test_a_relay_that_leads_in_the_writing_process_is_woken_without_notify(rig: Rig) -> None:
+@pytest_asyncio.fixture
+async def created(rig: Rig) -> QueueConsumer:
+    """A `things` table to change, and a consumer of the OrderCreated those changes announce."""
     await rig.pool.execute("CREATE TABLE things (thing_id text PRIMARY KEY)")
-    consumer = await rig.consumer("payments", {order_events_pb2.OrderCreated: record_effect()})
-    listener, heard = await listened(rig)
-    try:
-        async with running(rig.relay(poll_interval_s=30)) as relay:
-            rig.writer.relay_here(relay)
-            await eventually(lambda: relay.stats.leader, what="the relay leads")
-            # Only the in-process wake-up can bring these out before the relay's 30 s poll.
-            first = rig.writer.encode(order_created("o-1"), aggregate_id="o-1")
-            await rig.writer.change_with(
-                rig.pool, "INSERT INTO things VALUES ($1) RETURNING *", ("t",), [first]
-            )
-            await eventually(lambda: consumer.stats.handled == 1, what="the single statement's event")
-            async with rig.pool.acquire() as conn:
-                async with conn.transaction():
-                    second = rig.writer.encode(order_created("o-2"), aggregate_id="o-2")
-                    await rig.writer.insert(conn, [second], wake_after_commit=True)
-                rig.writer.committed()
-            await eventually(lambda: consumer.stats.handled == 2, what="the transaction's event")
-            # Without `wake_after_commit` the writer cannot count on a wake-up: it notifies.
-            await rig.commit(order_created("o-3"), "o-3")
-            await eventually(lambda: consumer.stats.handled == 3, what="the notified event")
-            assert len(heard) == 1, "only the event added without a promised wake-up was notified"
-    finally:
-        await listener.close()
+    return await rig.consumer("payments", {order_events_pb2.OrderCreated: record_effect()})
 
 
-async def test_a_writer_whose_relay_does_not_lead_notifies_the_leader(rig: Rig) -> None:
-    await rig.pool.execute("CREATE TABLE things (thing_id text PRIMARY KEY)")
-    consumer = await rig.consumer("payments", {order_events_pb2.OrderCreated: record_effect()})
-    listener, heard = await listened(rig)
-    try:
-        async with running(rig.relay(poll_interval_s=30)) as leader:
-            await eventually(lambda: leader.stats.leader, what="the other replica's relay leads")
-            async with running(rig.relay(poll_interval_s=30)) as follower:
-                rig.writer.relay_here(follower)
-                event = rig.writer.encode(order_created("o-1"), aggregate_id="o-1")
-                await rig.writer.change_with(
-                    rig.pool, "INSERT INTO things VALUES ($1) RETURNING *", ("t",), [event]
-                )
-                await eventually(lambda: consumer.stats.handled == 1, what="published by the leader")
-                assert (leader.stats.published, follower.stats.published, len(heard)) == (1, 0, 1)
-    finally:
-        await listener.close()
+async def add_thing(rig: Rig, thing_id: str, order_id: str) -> None:
+    """A single-statement change that announces an OrderCreated."""
+    event = rig.writer.encode(order_created(order_id), aggregate_id=order_id)
+    await rig.writer.change_with(rig.pool, "INSERT INTO things VALUES ($1) RETURNING *", (thing_id,), [event])
+
+
+async def test_a_relay_that_leads_in_the_writing_process_is_woken_without_notify(
+    rig: Rig, created: QueueConsumer, heard: list[str]
+) -> None:
+    async with running(rig.relay(poll_interval_s=30)) as relay:
+        rig.writer.relay_here(relay)
+        await eventually(lambda: relay.stats.leader, what="the relay leads")
+        # Only the in-process wake-up can bring these out before the relay's 30 s poll.
+        await add_thing(rig, "t", "o-1")
+        await eventually(lambda: created.stats.handled == 1, what="the single statement's event")
+        async with rig.pool.acquire() as conn:
+            async with conn.transaction():
+                second = rig.writer.encode(order_created("o-2"), aggregate_id="o-2")
+                await rig.writer.insert(conn, [second], wake_after_commit=True)
+            rig.writer.committed()
+        await eventually(lambda: created.stats.handled == 2, what="the transaction's event")
+        # Without `wake_after_commit` the writer cannot count on a wake-up: it notifies.
+        await rig.commit(order_created("o-3"), "o-3")
+        await eventually(lambda: created.stats.handled == 3, what="the notified event")
+        assert len(heard) == 1, "only the event added without a promised wake-up was notified"
+
+
+async def test_a_writer_whose_relay_does_not_lead_notifies_the_leader(
+    rig: Rig, created: QueueConsumer, heard: list[str]
+) -> None:
+    async with running(rig.relay(poll_interval_s=30)) as leader:
+        await eventually(lambda: leader.stats.leader, what="the other replica's relay leads")
+        async with running(rig.relay(poll_interval_s=30)) as follower:
+            rig.writer.relay_here(follower)
+            await add_thing(rig, "t", "o-1")
+            await eventually(lambda: created.stats.handled == 1, what="published by the leader")
+            assert (leader.stats.published, follower.stats.published, len(heard)) == (1, 0, 1)
 
 
 class CrashAfterPublish(OutboxRelay):

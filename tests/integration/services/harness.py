@@ -8,14 +8,17 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+import asyncpg
 import grpc
 import nats.js.errors
 from google.protobuf.message import Message
 
 from services.platform.auth import Role, TokenIssuer, generate_keypair
+from services.platform.db import create_pool
 from services.platform.events.codec import EventCodec, IncomingEvent
+from services.platform.events.topology import Topology
 from services.platform.local_servers import ServerUrls
-from services.platform.runtime import Infrastructure, ServiceParts, ServiceRunner
+from services.platform.runtime import Infrastructure, ServiceParts, ServiceRunner, apply_schema
 from services.platform.settings import Settings
 
 Build = Callable[[Infrastructure], Awaitable[ServiceParts]]
@@ -85,6 +88,19 @@ async def running_service(
         await channel.close()
         await runner.stop()
         await infra.close()
+
+
+@contextlib.asynccontextmanager
+async def service_tables(urls: ServerUrls, topology: Topology, service: str) -> AsyncIterator[asyncpg.Pool]:
+    """A pool on a service's schema with its `schema.sql` applied, the service itself not running:
+    for tests of its repositories."""
+    schema = topology.schema(service)
+    pool = await create_pool(urls.database_url, schema)
+    try:
+        await apply_schema(pool, schema, Path(f"services/{service}/schema.sql").read_text())
+        yield pool
+    finally:
+        await pool.close()
 
 
 def bearer(token: str) -> tuple[tuple[str, str]]:

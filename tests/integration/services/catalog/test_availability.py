@@ -5,27 +5,22 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import asyncpg
 import pytest_asyncio
 
 from services.catalog.adapters.postgres import Projections
-from services.platform.db import create_pool
 from services.platform.events.topology import Topology
 from services.platform.local_servers import ServerUrls
-from services.platform.runtime import apply_schema
+from tests.integration.services.harness import service_tables
 
 T0 = datetime(2026, 11, 1, 9, tzinfo=UTC)
 
 
 @pytest_asyncio.fixture
 async def pool(urls: ServerUrls, topology: Topology) -> AsyncIterator[asyncpg.Pool]:
-    schema = topology.schema("catalog")
-    pool = await create_pool(urls.database_url, schema)
-    await apply_schema(pool, schema, Path("services/catalog/schema.sql").read_text())
-    yield pool
-    await pool.close()
+    async with service_tables(urls, topology, "catalog") as pool:
+        yield pool
 
 
 async def available(pool: asyncpg.Pool) -> dict[str, int]:

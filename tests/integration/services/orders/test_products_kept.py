@@ -4,26 +4,21 @@ read without a statement, and the memory holds at most what it was given."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import asyncpg
 import pytest_asyncio
 
 from services.orders.adapters.postgres import Products
 from services.orders.domain import ProductInfo
-from services.platform.db import create_pool
 from services.platform.events.topology import Topology
 from services.platform.local_servers import ServerUrls
-from services.platform.runtime import apply_schema
+from tests.integration.services.harness import service_tables
 
 
 @pytest_asyncio.fixture
 async def pool(urls: ServerUrls, topology: Topology) -> AsyncIterator[asyncpg.Pool]:
-    schema = topology.schema("orders")
-    pool = await create_pool(urls.database_url, schema)
-    await apply_schema(pool, schema, Path("services/orders/schema.sql").read_text())
-    yield pool
-    await pool.close()
+    async with service_tables(urls, topology, "orders") as pool:
+        yield pool
 
 
 def product(n: int) -> ProductInfo:
