@@ -84,7 +84,7 @@ def _payment(row: asyncpg.Record) -> PaymentRecord:
 
 class Methods:
     """Payment methods in `payment_methods`. A kept method is never changed or removed, so with
-    `remember` the methods read or added last (up to that many) are read from memory."""
+    `remember` the methods read last (up to that many) are read from memory after."""
 
     def __init__(self, conn: Queryable, *, remember: int = 0) -> None:
         self.conn = conn
