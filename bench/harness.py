@@ -11,7 +11,7 @@ from collections.abc import Callable, Coroutine, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 from services.platform.local_servers import LocalServers, ServerUrls
 
@@ -33,8 +33,9 @@ TICKS_PER_S = os.sysconf("SC_CLK_TCK")
 def _listening_inodes(port: int | None, path: str | None) -> set[str]:
     inodes = set()
     if path is not None:
-        for row in _table("/proc/net/unix"):
-            if row[-1] == path:
+        # Num RefCount Protocol Flags Type St Inode Path: the path, last, may hold spaces.
+        for row in _table("/proc/net/unix", columns=8):
+            if len(row) == 8 and row[7] == path:
                 inodes.add(row[6])
     for table in ("/proc/net/tcp", "/proc/net/tcp6") if port else ():
         for cells in _table(table):
@@ -43,9 +44,10 @@ def _listening_inodes(port: int | None, path: str | None) -> set[str]:
     return inodes
 
 
-def _table(name: str) -> list[list[str]]:
+def _table(name: str, columns: int = 0) -> list[list[str]]:
+    """The rows of a /proc/net table, split into at most `columns` cells (0: no limit)."""
     try:
-        return [row.split() for row in Path(name).read_text().splitlines()[1:]]
+        return [row.split(maxsplit=columns - 1) for row in Path(name).read_text().splitlines()[1:]]
     except OSError:
         return []
 
@@ -72,7 +74,7 @@ def server_pids(urls: ServerUrls) -> dict[str, int]:
         parts = urlsplit(url)
         query = parse_qs(parts.query)
         if parts.scheme == "unix":  # Redis through its socket
-            pid = listening_pid(path=parts.path)
+            pid = listening_pid(path=unquote(parts.path))
         elif parts.hostname in ("127.0.0.1", "localhost", "::1") or query.get("host", [""])[0].startswith(
             "/"
         ):

@@ -3,8 +3,10 @@
 
 from __future__ import annotations
 
+import os
+import socket
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 import asyncpg
 import pytest
@@ -71,3 +73,17 @@ def test_a_data_directory_too_deep_for_a_socket_falls_back_to_tcp(tmp_path: Path
     assert postgres.url == f"postgresql://postgres@127.0.0.1:{postgres.port}/a4co"
     assert redis.url == f"redis://127.0.0.1:{redis.port}/0"
     assert "--unixsocket" not in redis.command()
+
+
+def test_a_socket_path_is_found_however_its_url_quotes_it(tmp_path: Path) -> None:
+    path = tmp_path / "with space" / "redis.sock"
+    path.parent.mkdir()
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as listener:
+        listener.bind(str(path))
+        listener.listen()
+        urls = ServerUrls(
+            nats_url="nats://a4co.invalid:4222",
+            database_url="postgresql://postgres@a4co.invalid/a4co",
+            redis_url=f"unix://{quote(str(path), safe='/')}?db=0",
+        )
+        assert server_pids(urls) == {"Redis": os.getpid()}
