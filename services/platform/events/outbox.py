@@ -69,8 +69,9 @@ class OutboxWriter:
         self._local = relay
 
     def committed(self) -> None:
-        """A transaction that inserted events with `wake_after_commit` has committed."""
-        if self._local is not None:
+        """A transaction that inserted events with `wake_after_commit` has committed: wake this
+        process's relay if it leads (one that waits for the lead has nothing to do yet)."""
+        if self._local is not None and self._local.stats.leader:
             self._local.wake()
 
     def _notifies(self, wake_after_commit: bool) -> bool:

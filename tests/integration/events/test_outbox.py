@@ -164,6 +164,7 @@ async def test_a_writer_whose_relay_does_not_lead_notifies_the_leader(
             await add_thing(rig, "t", "o-1")
             await eventually(lambda: created.stats.handled == 1, what="published by the leader")
             assert (leader.stats.published, follower.stats.published, len(heard)) == (1, 0, 1)
+            assert follower.stats.wakeups == 0, "a relay waiting for the lead is not woken"
 
 
 class CrashAfterPublish(OutboxRelay):
