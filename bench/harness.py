@@ -72,13 +72,12 @@ def server_pids(urls: ServerUrls) -> dict[str, int]:
     found = {}
     for name, url in (("PostgreSQL", urls.database_url), ("NATS", urls.nats_url), ("Redis", urls.redis_url)):
         parts = urlsplit(url)
-        query = parse_qs(parts.query)
+        query = {k: v[0] for k, v in parse_qs(parts.query).items()}
+        via_socket_dir = query.get("host", "").startswith("/")  # PostgreSQL through its socket
         if parts.scheme == "unix":  # Redis through its socket
             pid = listening_pid(path=unquote(parts.path))
-        elif parts.hostname in ("127.0.0.1", "localhost", "::1") or query.get("host", [""])[0].startswith(
-            "/"
-        ):
-            pid = listening_pid(parts.port or int(query.get("port", ["0"])[0]))
+        elif parts.hostname in ("127.0.0.1", "localhost", "::1") or via_socket_dir:
+            pid = listening_pid(parts.port or int(query.get("port", "0")))
         else:
             continue
         if pid is not None:

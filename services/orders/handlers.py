@@ -211,9 +211,9 @@ async def create_order(deps: Deps, principal: Principal, cmd: NewOrder) -> Order
     if len(sellers) != 1:
         raise InvalidArgumentError([FieldViolation("lines", "every product must come from the same artisan")])
     artisan_id = sellers.pop()
-    # The three checks at once: the order waits for the slowest, not for their sum, and three
-    # calls in flight cost each channel less than three in a row. When several fail, the answer
-    # is the first failure in this order: stock, payment method, delivery.
+    # The three checks at once: the order waits for the slowest, not for their sum (the CPU they
+    # cost did not change: docs/performance.md). When several fail, the answer is the first
+    # failure in this order: stock, payment method, delivery.
     stock, method, quote = await asyncio.gather(
         deps.peers.ensure_stock(cmd.lines),
         deps.peers.ensure_payment_method(cmd.payment_method_id),

@@ -22,8 +22,7 @@ class TransactionalOutbox:
 
     async def add(self, event: Message, *, aggregate_id: str) -> None:
         """Add `event` to this transaction's outbox."""
-        out = self._writer.encode(event, aggregate_id=aggregate_id)
-        await self._writer.insert(self._conn, [out], wake_after_commit=True)
+        await self._writer.add(self._conn, event, aggregate_id=aggregate_id, wake_after_commit=True)
         self.added = True
 
 

@@ -444,8 +444,7 @@ class QueueConsumer:
             if staged:  # every follow-up of the transaction in one statement, in the order published
                 assert self.outbox is not None  # publish() refuses without one
                 await self.outbox.insert(conn, staged, wake_after_commit=True)
-        if staged:
-            assert self.outbox is not None
+        if staged and self.outbox is not None:
             self.outbox.committed()
         for callback in [*(c for callbacks in committed for c in callbacks), *written]:
             try:

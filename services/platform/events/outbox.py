@@ -84,10 +84,12 @@ class OutboxWriter:
         *,
         aggregate_id: str,
         flow: Flow | None = None,
+        wake_after_commit: bool = False,
     ) -> OutgoingEvent:
-        """Encode `event` and insert it; it is published once the transaction commits."""
+        """Encode `event` and insert it; it is published once the transaction commits (see
+        `insert` for `wake_after_commit`)."""
         out = self.encode(event, aggregate_id=aggregate_id, flow=flow)
-        await self.insert(conn, [out])
+        await self.insert(conn, [out], wake_after_commit=wake_after_commit)
         return out
 
     def encode(self, event: Message, *, aggregate_id: str, flow: Flow | None = None) -> OutgoingEvent:
@@ -260,11 +262,10 @@ class OutboxRelay:
         return attempt
 
     def _on_notify(self, *_: object) -> None:
-        self.stats.wakeups += 1
-        self._wake.set()
+        self.wake()
 
     def wake(self) -> None:
-        """Relay now: events were committed by this process (`OutboxWriter.relay_here`)."""
+        """Relay now: events were committed (a NOTIFY, or this process: `OutboxWriter.relay_here`)."""
         self.stats.wakeups += 1
         self._wake.set()
 
