@@ -210,6 +210,9 @@ class NatsServer(ManagedServer):
             "a4co-local",
         ]
 
+    def _popen_kwargs(self) -> dict[str, object]:
+        return {"env": nats_environment(os.environ)}
+
     def ready(self) -> bool:
         """Whether JetStream answers its health check."""
         url = f"http://127.0.0.1:{self.monitor_port}/healthz?js-enabled-only=true"
@@ -218,6 +221,15 @@ class NatsServer(ManagedServer):
                 return bool(response.status == 200)
         except OSError:
             return False
+
+
+def nats_environment(environ: Mapping[str, str]) -> dict[str, str]:
+    """The embedded nats-server's environment: Go's scheduler on one thread (`GOMAXPROCS=1`)
+    unless `GOMAXPROCS` is set. With one per core, it hands each message between OS threads
+    and spins idle ones looking for work, CPU that the services on the same few cores need: at
+    200 orders/s the saga's NATS cost 0.69-0.75 ms of CPU per order instead of 0.87-0.98, and
+    the p99 fell (decision 22, docs/performance.md)."""
+    return {**environ, "GOMAXPROCS": environ.get("GOMAXPROCS") or "1"}
 
 
 class PostgresServer(ManagedServer):

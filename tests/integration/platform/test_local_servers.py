@@ -1,5 +1,5 @@
 """The embedded servers are reached through their Unix sockets when the path allows one, and through
-127.0.0.1 otherwise."""
+127.0.0.1 otherwise; nats-server runs Go's scheduler on one thread unless told otherwise."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ from services.platform.local_servers import (
     PostgresServer,
     RedisServer,
     ServerUrls,
+    nats_environment,
 )
 
 
@@ -87,3 +88,16 @@ def test_a_socket_path_is_found_however_its_url_quotes_it(tmp_path: Path) -> Non
             redis_url=f"unix://{quote(str(path), safe='/')}?db=0",
         )
         assert server_pids(urls) == {"Redis": os.getpid()}
+
+
+def test_the_embedded_nats_server_runs_on_one_go_thread_unless_told_otherwise(
+    local_servers: LocalServers,
+) -> None:
+    _embedded(local_servers, "nats")
+    assert local_servers.nats.pid is not None
+    environ = Path(f"/proc/{local_servers.nats.pid}/environ").read_bytes().split(b"\0")
+    expected = nats_environment(os.environ)["GOMAXPROCS"]
+    assert f"GOMAXPROCS={expected}".encode() in environ
+    assert nats_environment({"PATH": "/bin"}) == {"PATH": "/bin", "GOMAXPROCS": "1"}
+    assert nats_environment({"GOMAXPROCS": ""})["GOMAXPROCS"] == "1"
+    assert nats_environment({"GOMAXPROCS": "4"})["GOMAXPROCS"] == "4"
