@@ -2,8 +2,11 @@
 
 For each step, orders are offered at a steady rate; the time from sending CreateOrder to the
 OrderStatusChanged(CONFIRMED) event on the bus is measured, and so is the sustained rate of
-confirmed orders. The memory (RSS) of every service is read at the end of the heaviest step, and
-`make run`'s time to ready is measured separately (first start with the demo, then a restart).
+confirmed orders. After each step, the saga's events are read back from their streams: the time
+JetStream stored each one splits every order's latency into its stages (the synchronous
+CreateOrder, then each service's step), without adding work to the step itself. The memory (RSS)
+of every service is read at the end of the heaviest step, and `make run`'s time to ready is
+measured separately (first start with the demo, then a restart).
 """
 
 from __future__ import annotations
@@ -21,15 +24,20 @@ from pathlib import Path
 
 import grpc
 import nats
+from google.protobuf.message import Message
 from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from a4co.artisans.v1 import artisans_service_pb2 as artisans_pb
 from a4co.artisans.v1 import artisans_service_pb2_grpc as artisans_grpc
 from a4co.identity.v1 import identity_service_pb2 as identity_pb
 from a4co.identity.v1 import identity_service_pb2_grpc as identity_grpc
+from a4co.inventory.events.v1 import inventory_events_pb2
 from a4co.orders.events.v1 import order_events_pb2
 from a4co.orders.v1 import orders_service_pb2 as orders_pb
 from a4co.orders.v1 import orders_service_pb2_grpc as orders_grpc
+from a4co.payments.events.v1 import payment_events_pb2
 from a4co.payments.v1 import payments_service_pb2 as payments_pb
 from a4co.payments.v1 import payments_service_pb2_grpc as payments_grpc
 from a4co.type.v1 import address_pb2, lat_lng_pb2, money_pb2
@@ -44,6 +52,31 @@ from services.platform.local_servers import ServerUrls
 
 Meta = tuple[tuple[str, str], ...]
 
+# What an order passes through, in order: each event as JetStream stored it, then the load
+# generator's receipt of OrderStatusChanged(CONFIRMED).
+MILESTONES = ("OrderCreated", "PaymentProcessed", "PAID", "StockReserved", "CONFIRMED")
+SAGA_STREAMS = ("ORDERS", "PAYMENTS", "INVENTORY")
+# Each stage ends at a milestone and starts at the one before (the first at CreateOrder's sending);
+# "CreateOrder answered" runs beside the first: the order is stored before its answer goes back.
+STAGES = (
+    ("CreateOrder answered", "sent", "answered"),
+    ("OrderCreated stored", "sent", "OrderCreated"),
+    ("payments: PaymentProcessed", "OrderCreated", "PaymentProcessed"),
+    ("orders: PAID", "PaymentProcessed", "PAID"),
+    ("inventory: StockReserved", "PAID", "StockReserved"),
+    ("orders: CONFIRMED", "StockReserved", "CONFIRMED"),
+    ("CONFIRMED received", "CONFIRMED", "received"),
+)
+
+
+@dataclass
+class Stage:
+    """One stage of the saga at one step: milliseconds from the milestone before to its own."""
+
+    name: str
+    p50_ms: float
+    p99_ms: float
+
 
 @dataclass
 class Step:
@@ -57,6 +90,9 @@ class Step:
     p99_ms: float
     # CPU used by each process during the step, per confirmed order; "load generator" is this one.
     cpu_ms_per_order: dict[str, float] = field(default_factory=dict)
+    # Where the orders' time went (orders whose every milestone was found), and how many orders.
+    stages: list[Stage] = field(default_factory=list)
+    staged_orders: int = 0
 
     @property
     def cpu_ms_total(self) -> float:
@@ -160,8 +196,10 @@ async def _steps(
     topology = Topology(prefix)
     codec = EventCodec(load_registry(), "bench", topology)
     sent_at: dict[str, float] = {}
+    answered_at: dict[str, float] = {}
     confirmed_at: dict[str, float] = {}
     nc = await nats.connect(urls.nats_url)
+    js = nc.jetstream()
 
     async def on_status(msg: Msg) -> None:
         event = codec.decode(msg.data)
@@ -196,11 +234,14 @@ async def _steps(
         except grpc.aio.AioRpcError:
             return
         sent_at[placed.order.order_id] = started
+        answered_at[placed.order.order_id] = time.perf_counter()
 
     for rate in rates:
         progress(f"saga at {rate} orders/s")
         sent_at.clear()
+        answered_at.clear()
         confirmed_at.clear()
+        since = await _last_sequences(js, topology)
 
         async def offer(i: int) -> None:
             task = asyncio.create_task(place(i))
@@ -219,13 +260,95 @@ async def _steps(
         latencies = [(confirmed_at[o] - t) * 1000 for o, t in sent_at.items() if o in confirmed_at]
         per_order = {n: (cpu_after[n] - cpu_before[n]) * 1000 / max(len(latencies), 1) for n in processes}
         elapsed = max(confirmed_at.values(), default=start) - start
+        # After the step's figures: reading the streams back is not part of the step's work.
+        to_unix = time.time() - time.perf_counter()  # the load generator's clock onto JetStream's
+        timelines = await stored_milestones(js, codec, topology, since)
+        for order_id, sent in sent_at.items():
+            mine = {"sent": sent, "answered": answered_at[order_id]}
+            if order_id in confirmed_at:
+                mine["received"] = confirmed_at[order_id]
+            timelines.setdefault(order_id, {}).update({k: v + to_unix for k, v in mine.items()})
+        stages, staged = stage_latencies(timelines)
         steps.append(
             Step(rate, len(sent_at), len(latencies), len(latencies) / elapsed if elapsed else 0.0,
-                 percentile(latencies, 50), percentile(latencies, 99), per_order)
+                 percentile(latencies, 50), percentile(latencies, 99), per_order, stages, staged)
         )  # fmt: skip
     await channel.close()
     await nc.close()
     return steps, rss
+
+
+def milestone(payload: Message) -> tuple[str, str] | None:
+    """The saga milestone an event marks and its order, if it marks one."""
+    if isinstance(payload, order_events_pb2.OrderStatusChanged):
+        names = {
+            order_events_pb2.ORDER_STATUS_PAID: "PAID",
+            order_events_pb2.ORDER_STATUS_CONFIRMED: "CONFIRMED",
+        }
+        name = names.get(payload.status)
+        return (name, payload.order_id) if name else None
+    if isinstance(
+        payload,
+        order_events_pb2.OrderCreated
+        | payment_events_pb2.PaymentProcessed
+        | inventory_events_pb2.StockReserved,
+    ):
+        return type(payload).__name__, payload.order_id
+    return None
+
+
+def stage_latencies(timelines: dict[str, dict[str, float]]) -> tuple[list[Stage], int]:
+    """p50 and p99 of every stage, in milliseconds, over the orders whose timeline (seconds on
+    one clock: "sent", "answered", each milestone, "received") is complete; and their number."""
+    wanted = {"sent", "answered", "received", *MILESTONES}
+    complete = [t for t in timelines.values() if wanted <= t.keys()]
+    stages = [
+        Stage(
+            name,
+            percentile([(t[end] - t[start]) * 1000 for t in complete], 50),
+            percentile([(t[end] - t[start]) * 1000 for t in complete], 99),
+        )
+        for name, start, end in STAGES
+    ]
+    return (stages if complete else []), len(complete)
+
+
+async def stored_milestones(
+    js: JetStreamContext, codec: EventCodec, topology: Topology, since: dict[str, int]
+) -> dict[str, dict[str, float]]:
+    """Order id → milestone → when JetStream stored it (Unix seconds), for the saga's events
+    stored after sequence `since[stream]` of each stream."""
+    found: dict[str, dict[str, float]] = {}
+    for name in SAGA_STREAMS:
+        stream = topology.stream(name)
+        last = (await js.stream_info(stream)).state.last_seq
+        if last <= since[name]:
+            continue
+        config = ConsumerConfig(
+            deliver_policy=DeliverPolicy.BY_START_SEQUENCE,
+            opt_start_seq=since[name] + 1,
+            ack_policy=AckPolicy.NONE,
+            inactive_threshold=30.0,
+        )
+        info = await js.add_consumer(stream, config)
+        sub = await js.pull_subscribe_bind(info.name, stream=stream)
+        try:
+            seq = since[name]
+            while seq < last:
+                for msg in await sub.fetch(1000, timeout=10):
+                    seq = msg.metadata.sequence.stream
+                    marked = milestone(codec.decode(msg.data).payload)
+                    if marked is not None and msg.metadata.timestamp is not None:
+                        step, order_id = marked
+                        found.setdefault(order_id, {}).setdefault(step, msg.metadata.timestamp.timestamp())
+        finally:
+            await sub.unsubscribe()
+            await js.delete_consumer(stream, info.name)
+    return found
+
+
+async def _last_sequences(js: JetStreamContext, topology: Topology) -> dict[str, int]:
+    return {name: (await js.stream_info(topology.stream(name))).state.last_seq for name in SAGA_STREAMS}
 
 
 async def run_time_to_ready() -> tuple[float, float]:

@@ -6,6 +6,7 @@ import math
 from pathlib import Path
 
 from bench.events_bench import SMOKE, measure, report
+from bench.saga_bench import STAGES
 from services.platform.local_servers import ServerUrls
 
 
@@ -67,9 +68,15 @@ async def test_the_whole_report_runs_at_smoke_sizes(urls: ServerUrls, tmp_path: 
     assert cpu["PostgreSQL"] > 0
     assert saga.rss_mb
     assert all(mb > 0 for mb in saga.rss_mb.values())
+    # Every confirmed order's events were read back from the streams and split into stages.
+    step = saga.steps[0]
+    assert step.staged_orders == step.confirmed
+    assert [s.name for s in step.stages] == [name for name, _, _ in STAGES]
+    assert all(0 <= s.p50_ms <= s.p99_ms for s in step.stages)
     out = run.write(results, tmp_path)
     assert {p.name for p in out.iterdir()} == {"report.md", "results.json", "latency.png", "throughput.png"}
     text = (out / "report.md").read_text()
     assert "## The order saga" in text
     assert "| orders |" in text.split("CPU per confirmed order")[1].split("## Memory")[0]
+    assert f"| 5 | {step.staged_orders} | " in text.split("Where an order's time goes")[1]
     assert "| catalog |" in text.split("## Memory (RSS) of each service under load")[1]
