@@ -302,15 +302,13 @@ def stage_latencies(timelines: dict[str, dict[str, float]]) -> tuple[list[Stage]
     one clock: "sent", "answered", each milestone, "received") is complete; and their number."""
     wanted = {"sent", "answered", "received", *MILESTONES}
     complete = [t for t in timelines.values() if wanted <= t.keys()]
-    stages = [
-        Stage(
-            name,
-            percentile([(t[end] - t[start]) * 1000 for t in complete], 50),
-            percentile([(t[end] - t[start]) * 1000 for t in complete], 99),
-        )
-        for name, start, end in STAGES
-    ]
-    return (stages if complete else []), len(complete)
+    if not complete:
+        return [], 0
+    stages = []
+    for name, start, end in STAGES:
+        took = [(t[end] - t[start]) * 1000 for t in complete]
+        stages.append(Stage(name, percentile(took, 50), percentile(took, 99)))
+    return stages, len(complete)
 
 
 async def stored_milestones(
