@@ -143,7 +143,8 @@ def saga_cpu_table(steps: list[saga_bench.Step]) -> list[str]:
 
 
 def plots(results: dict[str, Any], out: Path) -> list[Path]:
-    """Latency percentiles against offered rate, and throughput per workload, as PNG files."""
+    """Latency percentiles against offered rate, throughput per workload, and where the saga's
+    time goes, as PNG files."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -181,8 +182,36 @@ def plots(results: dict[str, Any], out: Path) -> list[Path]:
     fig.tight_layout()
     written.append(out / "throughput.png")
     fig.savefig(written[-1], dpi=110)
+    written.append(stages_plot(plt, saga.steps, out))
     plt.close("all")
     return written
+
+
+def stages_plot(plt: Any, steps: list[saga_bench.Step], out: Path) -> Path:
+    """Each saga step's share of an order's median time, per offered rate (stacked to 100 %),
+    with the stages' medians added up above each bar."""
+    names = [name for name, _, _ in saga_bench.STAGES][1:]  # "CreateOrder answered" overlaps
+    shown = [s for s in steps if s.stages]
+    fig, ax = plt.subplots(figsize=(9, 4))
+    xs = range(len(shown))
+    medians = [[st.p50_ms for st in s.stages[1:]] for s in shown]
+    bottoms = [0.0] * len(shown)
+    for i, name in enumerate(names):
+        shares = [100 * m[i] / sum(m) if sum(m) else 0.0 for m in medians]
+        ax.bar(list(xs), shares, bottom=bottoms, label=name)
+        bottoms = [b + v for b, v in zip(bottoms, shares, strict=True)]
+    for x, m in zip(xs, medians, strict=True):
+        ax.annotate(f"{sum(m):.0f} ms", (x, 101), ha="center", fontsize=7)
+    ax.set_xticks(list(xs), [f"{s.offered_per_s}/s" for s in shown])
+    ax.set_xlabel("offered orders/s")
+    ax.set_ylabel("% of the stages' medians")
+    ax.set_ylim(0, 110)
+    ax.set_title("Where an order's time goes")
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5))
+    fig.tight_layout()
+    path = out / "stages.png"
+    fig.savefig(path, dpi=110)
+    return path
 
 
 def to_json(results: dict[str, Any]) -> dict[str, Any]:

@@ -74,7 +74,13 @@ async def test_the_whole_report_runs_at_smoke_sizes(urls: ServerUrls, tmp_path: 
     assert [s.name for s in step.stages] == [name for name, _, _ in STAGES]
     assert all(0 <= s.p50_ms <= s.p99_ms for s in step.stages)
     out = run.write(results, tmp_path)
-    assert {p.name for p in out.iterdir()} == {"report.md", "results.json", "latency.png", "throughput.png"}
+    assert {p.name for p in out.iterdir()} == {
+        "report.md",
+        "results.json",
+        "latency.png",
+        "throughput.png",
+        "stages.png",
+    }
     text = (out / "report.md").read_text()
     assert "## The order saga" in text
     assert "| orders |" in text.split("CPU per confirmed order")[1].split("## Memory")[0]
