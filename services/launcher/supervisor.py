@@ -154,13 +154,18 @@ class Supervisor:
         while not ready.exists():
             if child.process is not None and child.process.returncode is not None:
                 if child.process.returncode == EXIT_CANNOT_LISTEN and moved < LISTEN_ATTEMPTS:
-                    # Its port was free when chosen, then taken (another process's outgoing
-                    # connection can get any port of the ephemeral range): another one.
+                    # A port was free when chosen, then taken (another process's outgoing
+                    # connection can get any port of the ephemeral range): other ones, for gRPC
+                    # and metrics both (its log says which it could not bind).
                     moved += 1
-                    before = child.endpoint.grpc
-                    child.endpoint = replace(child.endpoint, grpc=f"127.0.0.1:{free_port()}")
+                    before = child.endpoint
+                    child.endpoint = replace(
+                        before, grpc=f"127.0.0.1:{free_port()}", metrics_port=free_port()
+                    )
                     self.on_line(
-                        "supervisor", f"{name} could not listen on {before}; using {child.endpoint.grpc}"
+                        "supervisor",
+                        f"{name} could not listen on {before.grpc} (metrics {before.metrics_port});"
+                        f" using {child.endpoint.grpc} (metrics {child.endpoint.metrics_port})",
                     )
                     await self._spawn(name)
                     continue

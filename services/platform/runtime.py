@@ -33,7 +33,7 @@ from services.platform.events.streams import ensure_streams
 from services.platform.events.tables import keep_inbox_pruned
 from services.platform.events.topology import Topology
 from services.platform.grpc.interceptor import MethodPolicy, PlatformInterceptor
-from services.platform.grpc.server import GrpcServer, Registration
+from services.platform.grpc.server import GrpcServer, ListenError, Registration
 from services.platform.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -232,7 +232,11 @@ async def run_until_signalled(
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     if metrics_port is not None:
-        start_http_server(metrics_port, addr=os.environ.get("A4CO_METRICS_ADDR", "127.0.0.1"))
+        address = os.environ.get("A4CO_METRICS_ADDR", "127.0.0.1")
+        try:
+            start_http_server(metrics_port, addr=address)
+        except OSError as exc:  # taken since it was chosen, or not this host's: exit to be moved
+            raise ListenError(f"cannot serve metrics on {address}:{metrics_port}: {exc}") from exc
     await runner.start()
     on_ready()
     await stop.wait()

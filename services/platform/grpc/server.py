@@ -24,13 +24,14 @@ SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
 
-# A service's exit status when its gRPC address cannot be bound (os.EX_TEMPFAIL: try again): the
-# launcher then starts it again on another port.
+# A service's exit status when its gRPC or metrics address cannot be bound (os.EX_TEMPFAIL: try
+# again): the launcher then starts it again on other ports.
 EXIT_CANNOT_LISTEN = 75
 
 
 class ListenError(RuntimeError):
-    """The gRPC address could not be bound: another socket holds it, or it is not this host's."""
+    """The gRPC or metrics address could not be bound: another socket holds it, or it is not
+    this host's."""
 
 
 @dataclass(frozen=True, slots=True)

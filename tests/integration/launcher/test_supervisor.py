@@ -7,6 +7,7 @@ import asyncio
 import json
 import os
 import socket
+import urllib.request
 import uuid
 from pathlib import Path
 
@@ -76,22 +77,29 @@ async def test_a_services_lines_reach_its_log_file_while_it_runs(
         await supervisor.stop()
 
 
+@pytest.mark.parametrize("taken", ["grpc", "metrics"])
 async def test_a_service_whose_port_was_taken_meanwhile_starts_on_another(
-    urls: ServerUrls, keys: Keys, tmp_path: Path
+    urls: ServerUrls, keys: Keys, tmp_path: Path, taken: str
 ) -> None:
     supervisor, shown = identity_alone(urls, keys, tmp_path, "WARNING")
-    chosen = supervisor.endpoints["identity"].grpc
-    host, port = chosen.rsplit(":", 1)
+    chosen = supervisor.endpoints["identity"]
+    port = int(chosen.grpc.rsplit(":", 1)[1]) if taken == "grpc" else chosen.metrics_port
     # Between the choice and the service's start, another socket takes the port.
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as squatter:
-        squatter.bind((host, int(port)))
+        squatter.bind(("127.0.0.1", port))
         squatter.listen()
         await supervisor.start()
         try:
-            moved = supervisor.endpoints["identity"].grpc
-            assert moved != chosen
-            assert f"identity could not listen on {chosen}; using {moved}" in shown
-            async with grpc.aio.insecure_channel(moved) as channel:
+            moved = supervisor.endpoints["identity"]
+            assert (moved.grpc, moved.metrics_port) != (chosen.grpc, chosen.metrics_port)
+            assert (
+                f"identity could not listen on {chosen.grpc} (metrics {chosen.metrics_port});"
+                f" using {moved.grpc} (metrics {moved.metrics_port})"
+            ) in shown
+            async with grpc.aio.insecure_channel(moved.grpc) as channel:
                 await asyncio.wait_for(channel.channel_ready(), 10)
+            metrics = f"http://127.0.0.1:{moved.metrics_port}/metrics"
+            scraped = await asyncio.to_thread(lambda: urllib.request.urlopen(metrics, timeout=10).read())
+            assert b"a4co_" in scraped
         finally:
             await supervisor.stop()
