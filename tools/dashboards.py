@@ -53,7 +53,8 @@ EVENTS: list[Panel] = [
     ("Outbox publish failures", [("{{service}}", "sum by (service) (rate(a4co_outbox_publish_failures_total[5m]))")], "ops"),
 ]  # fmt: skip
 SAGA: list[Panel] = [
-    ("Orders by saga state", [("{{status}}", "max by (status) (a4co_orders_by_status)")], "none"),
+    ("Orders in flight (saga running)", [("{{status}}", "max by (status) (a4co_orders_in_flight)")], "none"),
+    ("Orders entering each status", [("{{status}}", "sum by (status) (rate(a4co_order_status_changes_total[1m]))")], "ops"),
     ("CreateOrder rate and p99", [
         ("rate", "sum(rate(a4co_grpc_server_handled_total{method=\"CreateOrder\"}[1m]))"),
         ("p99 (s)", "histogram_quantile(0.99, sum by (le) (rate(a4co_grpc_server_handling_seconds_bucket{method=\"CreateOrder\"}[5m])))"),

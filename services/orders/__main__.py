@@ -45,7 +45,7 @@ async def build(infra: Infrastructure) -> ServiceParts:
         subscriptions=bind(subscriptions.HANDLERS, infra.registry, deps),
         background=[
             functools.partial(handlers.watch_timeouts, deps),
-            functools.partial(handlers.export_saga_states, deps),
+            functools.partial(handlers.export_in_flight, deps),
         ],
     )
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
@@ -43,6 +43,24 @@ PRODUCT_LOOKUPS = Counter(
 # Both series exist from the start (a rate of the catalog share reads 0, not nothing), and the
 # label look-up is not repeated on every CreateOrder.
 FROM_COPY, FROM_CATALOG = (PRODUCT_LOOKUPS.labels(source) for source in ("copy", "catalog"))
+
+# Orders that entered each status, counted once the change is committed, by the replica that
+# stored it (sum over replicas); and the orders whose saga is still running, counted every few
+# seconds through the `orders_waiting` index. A count of every status over the whole table would
+# grow with it.
+STATUS_CHANGES = Counter(
+    "a4co_order_status_changes", "Orders that entered each status (committed changes).", ["status"]
+)
+IN_FLIGHT = (Status.PENDING, Status.PAID)
+ORDERS_IN_FLIGHT = Gauge("a4co_orders_in_flight", "Orders whose saga is still running.", ["status"])
+
+
+def _entered(changes: list[tuple[Order, Order]]) -> None:
+    """Count the statuses that committed changes (before, after) made orders enter."""
+    for before, after in changes:
+        if after.status is not before.status:
+            STATUS_CHANGES.labels(after.status.value).inc()
+
 
 STATUS_TO_EVENT = {
     Status.PENDING: events.ORDER_STATUS_PENDING,
@@ -255,6 +273,7 @@ async def create_order(deps: Deps, principal: Principal, cmd: NewOrder) -> Order
         raced = await deps.orders.by_request(principal.user_id, cmd.request_id)
         assert raced is not None
         return raced
+    STATUS_CHANGES.labels(stored.status.value).inc()  # one statement: already committed
     return stored
 
 
@@ -302,7 +321,9 @@ async def _change(
         order = await uow.orders.get(order_id, for_update=True)
         if order is None or not allowed(order):
             raise NotFoundError("ORDER_NOT_FOUND", f"no order {order_id}")
-        return await record(deps, uow.orders, uow.outbox.add, order, change(order))
+        saved = await record(deps, uow.orders, uow.outbox.add, order, change(order))
+    _entered([(order, saved)])
+    return saved
 
 
 async def cancel_order(deps: Deps, principal: Principal, order_id: str, reason: str) -> Order:
@@ -359,13 +380,14 @@ async def _learn(deps: Deps, ctx: HandlerContext, order_id: str, fact: Callable[
     ctx.stage(_learn_all, _Fact(deps, ctx, order_id, fact))
 
 
-async def _learn_all(conn: Connection, facts: list[_Fact]) -> None:
+async def _learn_all(conn: Connection, facts: list[_Fact]) -> Callable[[], Awaitable[None]] | None:
     """Apply the facts of a transaction's saga events, in the order they came: the orders are read
     (locked) with one statement and written with one, instead of two statements per event. Each
     fact announces what it changed as if the events had been handled one after another."""
     orders = Orders(conn)
     current = await orders.lock_many(f.order_id for f in facts)
     changed: dict[str, Order] = {}
+    steps: list[tuple[Order, Order]] = []
     for fact in facts:
         before = current.get(fact.order_id)
         if before is None:
@@ -375,9 +397,16 @@ async def _learn_all(conn: Connection, facts: list[_Fact]) -> None:
         if after is None:
             continue
         await _announce(fact.ctx.publish, before, after)
+        steps.append((before, after))
         current[fact.order_id] = changed[fact.order_id] = after
-    if changed:
-        await orders.save_many(list(changed.values()))
+    if not changed:
+        return None
+    await orders.save_many(list(changed.values()))
+
+    async def count() -> None:
+        _entered(steps)
+
+    return count
 
 
 async def on_payment_processed(
@@ -414,16 +443,17 @@ async def on_refund_issued(deps: Deps, event: payment_events.RefundIssued, ctx: 
 
 async def expire_overdue(deps: Deps, limit: int = 100) -> int:
     """Cancel orders whose saga step did not answer in time; returns how many."""
-    expired = 0
+    changes: list[tuple[Order, Order]] = []
     async with deps.uow() as uow:
         for order in await uow.orders.due(datetime.now(UTC), limit):
             reason = timeout_reason(order)
             if reason is None:
                 continue
             with flow_scope(Flow(order.order_id, order.order_id, order.customer_id)):
-                await record(deps, uow.orders, uow.outbox.add, order, order.cancelled(reason))
-            expired += 1
-    return expired
+                saved = await record(deps, uow.orders, uow.outbox.add, order, order.cancelled(reason))
+            changes.append((order, saved))
+    _entered(changes)
+    return len(changes)
 
 
 async def watch_timeouts(deps: Deps, interval_s: float = 0.5) -> None:
@@ -438,17 +468,18 @@ async def watch_timeouts(deps: Deps, interval_s: float = 0.5) -> None:
         await asyncio.sleep(interval_s)  # the sweep's period
 
 
-ORDERS_BY_STATUS = Gauge("a4co_orders_by_status", "Orders in each saga state.", ["status"])
+async def count_in_flight(orders: Orders) -> None:
+    """Set the `a4co_orders_in_flight` gauge from the database."""
+    counts = await orders.count_in_flight()
+    for status in IN_FLIGHT:
+        ORDERS_IN_FLIGHT.labels(status.value).set(counts.get(status.value, 0))
 
 
-async def export_saga_states(deps: Deps, interval_s: float = 5.0) -> None:
-    """Keep the `a4co_orders_by_status` gauge current (a background job)."""
+async def export_in_flight(deps: Deps, interval_s: float = 5.0) -> None:
+    """Keep the `a4co_orders_in_flight` gauge current (a background job)."""
     while True:
         try:
-            async with deps.uow() as uow:
-                counts = await uow.orders.count_by_status()
-            for status in Status:
-                ORDERS_BY_STATUS.labels(status.value).set(counts.get(status.value, 0))
+            await count_in_flight(deps.orders)
         except Exception:  # the next tick tries again
-            log.exception("could not count orders by status")
+            log.exception("could not count the orders in flight")
         await asyncio.sleep(interval_s)  # the gauge's refresh period

@@ -17,6 +17,9 @@ from a4co.inventory.v1 import inventory_service_pb2 as inventory_pb
 from a4co.orders.events.v1 import order_events_pb2
 from a4co.orders.v1 import orders_service_pb2 as pb
 from a4co.payments.v1 import payments_service_pb2 as payments_pb
+from services.orders.adapters.postgres import IN_FLIGHT_SQL, Orders
+from services.orders.domain import Status
+from services.orders.handlers import count_in_flight
 from services.platform.events.consumer import QueueConsumer
 from services.platform.events.topology import Topology
 from services.platform.grpc.status import details_of
@@ -163,6 +166,37 @@ async def test_stock_gone_between_check_and_reservation_cancels_and_refunds(
 
     await eventually(refunded, what="the refund of the cancelled order")
     await quiet_and_sound(actors, urls, prefix)
+
+
+def status_changes() -> dict[str, float]:
+    """`a4co_order_status_changes_total` by status, in this process."""
+    sample = REGISTRY.get_sample_value
+    return {s.value: sample("a4co_order_status_changes_total", {"status": s.value}) or 0.0 for s in Status}
+
+
+async def test_the_metrics_count_committed_status_changes_and_the_sagas_in_flight(actors: Actors) -> None:
+    before = status_changes()
+    product = await actors.product(stock=5)
+    placed = await actors.place(product, 1, await actors.card())
+    await actors.settles(placed.order_id, pb.ORDER_STATUS_CONFIRMED)
+    cancel = pb.CancelOrderRequest(order_id=placed.order_id)
+    await actors.orders.CancelOrder(cancel, metadata=actors.customer())
+    # Each status the order entered, once: by CreateOrder, the saga's consumer and the API.
+    entered = {"PENDING": 1, "PAID": 1, "CONFIRMED": 1, "CANCELLED": 1}
+    expected = {status: n + entered.get(status, 0) for status, n in before.items()}
+    await eventually(lambda: status_changes() == expected, what="every committed change counted")
+    # The gauge counts only the sagas in flight, through the `orders_waiting` partial index.
+    pool = actors.svc["orders"].infra.pool
+    await pool.execute("UPDATE orders SET status = 'PAID' WHERE order_id = $1", placed.order_id)
+    await count_in_flight(Orders(pool))
+    in_flight = {
+        s: REGISTRY.get_sample_value("a4co_orders_in_flight", {"status": s}) for s in ("PENDING", "PAID")
+    }
+    assert in_flight == {"PENDING": 0.0, "PAID": 1.0}
+    async with pool.acquire() as conn, conn.transaction():
+        await conn.execute("SET LOCAL enable_seqscan = off")
+        plan = "\n".join(r[0] for r in await conn.fetch(f"EXPLAIN {IN_FLIGHT_SQL}"))
+    assert "orders_waiting" in plan
 
 
 async def test_the_customer_cancels_a_confirmed_order(actors: Actors, urls: ServerUrls, prefix: str) -> None:
