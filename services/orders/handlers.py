@@ -51,6 +51,8 @@ FROM_COPY, FROM_CATALOG = (PRODUCT_LOOKUPS.labels(source) for source in ("copy",
 STATUS_CHANGES = Counter(
     "a4co_order_status_changes", "Orders that entered each status (committed changes).", ["status"]
 )
+for _status in Status:  # every series from the start: a rate reads 0, not nothing
+    STATUS_CHANGES.labels(_status.value)
 IN_FLIGHT = (Status.PENDING, Status.PAID)
 ORDERS_IN_FLIGHT = Gauge("a4co_orders_in_flight", "Orders whose saga is still running.", ["status"])
 
