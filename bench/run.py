@@ -109,7 +109,7 @@ def report(results: dict[str, Any]) -> str:
 
 def saga_stages_table(steps: list[saga_bench.Step]) -> list[str]:
     """Where an order's time went at each step: p50 / p99 ms of every stage."""
-    names = [name for name, _, _ in saga_bench.STAGES]
+    names = saga_bench.STAGE_NAMES
     lines = [
         "Where an order's time goes, p50 / p99 ms per stage, from the time JetStream stored each"
         " event of the saga (read back after the step). Each stage starts at the one before it;"
@@ -190,7 +190,7 @@ def plots(results: dict[str, Any], out: Path) -> list[Path]:
 def stages_plot(plt: Any, steps: list[saga_bench.Step], out: Path) -> Path:
     """Each saga step's share of an order's median time, per offered rate (stacked to 100 %),
     with the stages' medians added up above each bar."""
-    names = [name for name, _, _ in saga_bench.STAGES][1:]  # "CreateOrder answered" overlaps
+    names = saga_bench.STAGE_NAMES[1:]  # "CreateOrder answered" overlaps
     shown = [s for s in steps if s.stages]
     fig, ax = plt.subplots(figsize=(9, 4))
     xs = range(len(shown))

@@ -67,6 +67,7 @@ STAGES = (
     ("orders: CONFIRMED", "StockReserved", "CONFIRMED"),
     ("CONFIRMED received", "CONFIRMED", "received"),
 )
+STAGE_NAMES = tuple(name for name, _, _ in STAGES)
 
 
 @dataclass

@@ -39,7 +39,7 @@ SERVICES = (
     "orders",
 )
 PEERS_OF_ORDERS = ("catalog", "inventory", "payments", "geo")
-LISTEN_ATTEMPTS = 3  # other ports tried for a service whose gRPC port was taken meanwhile
+LISTEN_ATTEMPTS = 3  # other ports tried for a service whose gRPC or metrics port was taken meanwhile
 
 
 def _port(preferred: int) -> int:

@@ -470,7 +470,7 @@ async def watch_timeouts(deps: Deps, interval_s: float = 0.5) -> None:
         await asyncio.sleep(interval_s)  # the sweep's period
 
 
-async def count_in_flight(orders: Orders) -> None:
+async def set_in_flight(orders: Orders) -> None:
     """Set the `a4co_orders_in_flight` gauge from the database."""
     counts = await orders.count_in_flight()
     for status in IN_FLIGHT:
@@ -481,7 +481,7 @@ async def export_in_flight(deps: Deps, interval_s: float = 5.0) -> None:
     """Keep the `a4co_orders_in_flight` gauge current (a background job)."""
     while True:
         try:
-            await count_in_flight(deps.orders)
+            await set_in_flight(deps.orders)
         except Exception:  # the next tick tries again
             log.exception("could not count the orders in flight")
         await asyncio.sleep(interval_s)  # the gauge's refresh period

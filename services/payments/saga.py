@@ -89,18 +89,18 @@ async def _charge_all(conn: Connection, batch: list[_Placed | _Refund]) -> None:
         done = await charges.attempted([p.event.order_id for p in placed_orders])
         methods = await Methods(conn).get_many([p.event.payment_method_id for p in placed_orders])
     attempts: list[tuple[_Placed, Attempt]] = []
-    for placed in batch:
-        if isinstance(placed, _Refund):  # in its turn: after the charges before it are recorded
+    for item in batch:
+        if isinstance(item, _Refund):  # in its turn: after the charges before it are recorded
             await _record(charges, attempts)
             attempts = []
-            await _refund(charges, placed)
+            await _refund(charges, item)
             continue
-        event = placed.event
+        event = item.event
         if event.order_id in done:
             continue  # already charged or refused: once per order
         done.add(event.order_id)
         method = methods.get(event.payment_method_id)
-        reference, reason = await _attempt(placed.deps, method, event)
+        reference, reason = await _attempt(item.deps, method, event)
         attempt = Attempt(
             new_id(),
             event.order_id,
@@ -111,7 +111,7 @@ async def _charge_all(conn: Connection, batch: list[_Placed | _Refund]) -> None:
             reference,
             reason,
         )
-        attempts.append((placed, attempt))
+        attempts.append((item, attempt))
     await _record(charges, attempts)
 
 

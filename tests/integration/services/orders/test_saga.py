@@ -19,7 +19,7 @@ from a4co.orders.v1 import orders_service_pb2 as pb
 from a4co.payments.v1 import payments_service_pb2 as payments_pb
 from services.orders.adapters.postgres import IN_FLIGHT_SQL, Orders
 from services.orders.domain import Status
-from services.orders.handlers import count_in_flight
+from services.orders.handlers import set_in_flight
 from services.platform.events.consumer import QueueConsumer
 from services.platform.events.topology import Topology
 from services.platform.grpc.status import details_of
@@ -188,7 +188,7 @@ async def test_the_metrics_count_committed_status_changes_and_the_sagas_in_fligh
     # The gauge counts only the sagas in flight, through the `orders_waiting` partial index.
     pool = actors.svc["orders"].infra.pool
     await pool.execute("UPDATE orders SET status = 'PAID' WHERE order_id = $1", placed.order_id)
-    await count_in_flight(Orders(pool))
+    await set_in_flight(Orders(pool))
     in_flight = {
         s: REGISTRY.get_sample_value("a4co_orders_in_flight", {"status": s}) for s in ("PENDING", "PAID")
     }
