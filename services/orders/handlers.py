@@ -23,6 +23,7 @@ from services.orders.domain import Line, Order, Outcome, ProductInfo, Status, or
 from services.platform.auth import Principal, Role
 from services.platform.db import Connection
 from services.platform.errors import (
+    A4coError,
     FailedPreconditionError,
     FieldViolation,
     InvalidArgumentError,
@@ -221,11 +222,21 @@ async def create_order(deps: Deps, principal: Principal, cmd: NewOrder) -> Order
     """Check stock, payment method and delivery now; store the order PENDING with OrderCreated.
 
     A retried call with the same request id returns the same order and announces nothing new.
+    Retries are rare, so a call looks for an earlier order only once it knows it needs one: when
+    its insert finds the order stored, or when a check refuses it (a retry is answered with its
+    order even after the stock it took has run out).
     """
+    try:
+        return await _create_order(deps, principal, cmd)
+    except A4coError:
+        placed = await deps.orders.by_request(principal.user_id, cmd.request_id)
+        if placed is None:
+            raise
+        return placed
+
+
+async def _create_order(deps: Deps, principal: Principal, cmd: NewOrder) -> Order:
     order_id = order_id_for(principal.user_id, cmd.request_id)
-    existing = await deps.orders.get(order_id)
-    if existing is not None:
-        return existing
     products = await _products(deps, [pid for pid, _ in cmd.lines])
     sellers = {p.artisan_id for p in products}
     if len(sellers) != 1:

@@ -111,6 +111,21 @@ async def test_a_retried_create_returns_the_same_order(actors: Actors) -> None:
     assert count == 2
 
 
+async def test_a_retry_gets_its_order_when_the_checks_now_refuse(actors: Actors) -> None:
+    """The order took the last unit: a new order is refused, the retry still gets its order."""
+    request = "5d2c8f1a-3b7e-4a9c-8e6f-0a1b2c3d4e5f"
+    product = await actors.product(stock=1)
+    card = await actors.card()
+    placed = await actors.place(product, 1, card, request_id=request)
+    await actors.settles(placed.order_id, pb.ORDER_STATUS_CONFIRMED)
+    sold_out = await failure(actors.place(product, 1, card))
+    info, _ = details_of(sold_out)
+    assert (sold_out.code(), info and info.reason) == (grpc.StatusCode.FAILED_PRECONDITION, "OUT_OF_STOCK")
+    again = await actors.place(product, 1, card, request_id=request)
+    assert (again.order_id, again.status) == (placed.order_id, pb.ORDER_STATUS_CONFIRMED)
+    assert await actors.svc["orders"].infra.pool.fetchval("SELECT count(*) FROM orders") == 1
+
+
 async def test_a_retry_finds_an_order_stored_under_an_older_id(actors: Actors) -> None:
     """Orders stored before ids were derived from requests (decision 20) are found by request."""
     request = "0c7d2b4e-6a1f-4f3e-8b5d-9e2a1c3f4b6d"
