@@ -20,6 +20,7 @@ async def build(infra: Infrastructure) -> ServiceParts:
         registrations=[registration(deps)],
         policies=POLICIES,
         subscriptions=bind(subscriptions.HANDLERS, infra.registry, deps),
+        background=[deps.index.locations.follow],
     )
 
 

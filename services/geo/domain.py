@@ -31,6 +31,10 @@ class Workshop:
     location: Point
 
 
+# A workshop's location with the version of its record (one more on every change).
+Located = tuple[int, Point]
+
+
 @dataclass(frozen=True, slots=True)
 class Zone:
     """A delivery zone: how far it reaches, its fee and its delay."""

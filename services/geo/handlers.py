@@ -38,11 +38,15 @@ async def find_nearby(
 
 
 async def quote_delivery(deps: Deps, artisan_id: str, destination: Point) -> Quote:
-    """The delivery of an artisan's order to `destination`."""
-    workshop = await Workshops(deps.pool).get(artisan_id)
-    if workshop is None:
-        raise NotFoundError("ARTISAN_NOT_FOUND", f"geo knows no workshop of {artisan_id}")
-    return quote(workshop.location, destination)
+    """The delivery of an artisan's order to `destination`, from the workshop's location in
+    memory while this process follows their changes (from PostgreSQL otherwise)."""
+    located = deps.index.locations.get(artisan_id)
+    if located is None:
+        located = await Workshops(deps.pool).location(artisan_id)
+        if located is None:
+            raise NotFoundError("ARTISAN_NOT_FOUND", f"geo knows no workshop of {artisan_id}")
+        deps.index.locations.remember(artisan_id, located)
+    return quote(located[1], destination)
 
 
 async def reindex(deps: Deps) -> int:
@@ -67,10 +71,10 @@ async def on_artisan_onboarded(
         event.locality,
         Point(event.location.latitude, event.location.longitude),
     )
-    await Workshops(ctx.conn).upsert(workshop)
+    version = await Workshops(ctx.conn).upsert(workshop)
 
     async def index() -> None:
-        await deps.index.add(workshop, await _product_count(deps, workshop.artisan_id))
+        await deps.index.add(workshop, await _product_count(deps, workshop.artisan_id), version)
 
     ctx.after_commit(index)
 

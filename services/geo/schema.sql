@@ -6,8 +6,12 @@ CREATE TABLE IF NOT EXISTS workshops (
     locality     text             NOT NULL,
     latitude     double precision NOT NULL,
     longitude    double precision NOT NULL,
-    updated_at   timestamptz      NOT NULL DEFAULT now()
+    updated_at   timestamptz      NOT NULL DEFAULT now(),
+    -- One more on every change: a location kept in memory is replaced only by a newer one.
+    version      bigint           NOT NULL DEFAULT 1
 );
+-- Data directories made before the version column.
+ALTER TABLE workshops ADD COLUMN IF NOT EXISTS version bigint NOT NULL DEFAULT 1;
 
 -- Products published by each workshop, from ProductPublished.
 CREATE TABLE IF NOT EXISTS products (

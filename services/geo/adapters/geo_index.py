@@ -1,10 +1,12 @@
-"""The Redis geo index of workshops (GEOSEARCH), rebuilt from PostgreSQL when missing."""
+"""The Redis geo index of workshops (GEOSEARCH), rebuilt from PostgreSQL when missing, and the
+workshops' locations kept in memory while their moves are announced (QuoteDelivery's)."""
 
 from __future__ import annotations
 
 from redis.asyncio import Redis
 
-from services.geo.domain import Point, Workshop
+from services.geo.domain import Located, Point, Workshop
+from services.platform.announced import AnnouncedMemory
 
 # The search and each workshop's details in one round trip (a GEOSEARCH, then a pipeline of
 # HGETALLs, was a third of FindNearbyArtisans' CPU, most of it redis-py's per-command work; the
@@ -30,14 +32,32 @@ end
 """
 
 
-class GeoIndex:
-    """Workshop positions in a Redis geo set, one set in all and one per craft."""
+def parse_announcement(message: str) -> tuple[str, Located]:
+    """ "<artisan id> <version> <latitude> <longitude>" as announced when a workshop is indexed."""
+    artisan_id, version, latitude, longitude = message.rsplit(" ", 3)
+    return artisan_id, (int(version), Point(float(latitude), float(longitude)))
 
-    def __init__(self, redis: Redis, prefix: str = "") -> None:
+
+class GeoIndex:
+    """Workshop positions in a Redis geo set, one set in all and one per craft.
+
+    Each recorded change of a workshop is also announced, in the same Redis transaction that
+    indexes it, to every geo process that follows the channel: `locations` keeps what it read
+    from PostgreSQL, a newer version replacing an older one (services/platform/announced.py).
+    """
+
+    def __init__(self, redis: Redis, prefix: str = "", *, local_ttl_s: float = 2.0) -> None:
         self._redis = redis
         self._base = f"{prefix + ':' if prefix else ''}a4co:geo"
         self._nearby = redis.register_script(_NEARBY)
         self._count = redis.register_script(_COUNT_IF_LARGER)
+        self.locations: AnnouncedMemory[Located] = AnnouncedMemory(
+            redis,
+            f"{self._base}:workshop-changed",
+            parse_announcement,
+            supersedes=lambda new, old: new[0] >= old[0],
+            ttl_s=local_ttl_s,
+        )
 
     def _set(self, craft: str = "") -> str:
         return f"{self._base}:workshops" + (f":{craft}" if craft else "")
@@ -45,8 +65,9 @@ class GeoIndex:
     def _details(self, artisan_id: str) -> str:
         return f"{self._base}:workshop:{artisan_id}"
 
-    async def add(self, w: Workshop, product_count: int) -> None:
-        """Index a workshop (or move it) with its number of products."""
+    async def add(self, w: Workshop, product_count: int, version: int | None = None) -> None:
+        """Index a workshop (or move it) with its number of products; a `version` (that of the
+        change just recorded) is announced with its location."""
         async with self._redis.pipeline(transaction=True) as pipe:
             for key in (self._set(), self._set(w.craft)):
                 pipe.geoadd(key, (w.location.longitude, w.location.latitude, w.artisan_id))
@@ -54,7 +75,13 @@ class GeoIndex:
                 self._details(w.artisan_id),
                 mapping={"display_name": w.display_name, "craft": w.craft, "locality": w.locality},
             )
+            if version is not None:
+                where = f"{w.location.latitude!r} {w.location.longitude!r}"
+                pipe.publish(self.locations.channel, f"{w.artisan_id} {version} {where}")
             await pipe.execute()
+        if version is not None:
+            # This process knows its own change at once, whatever the channel's delay.
+            self.locations.remember(w.artisan_id, (version, w.location))
         await self.count_products(w.artisan_id, product_count)
 
     async def count_products(self, artisan_id: str, product_count: int) -> None:

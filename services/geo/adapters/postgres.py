@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncpg
 
-from services.geo.domain import Point, Workshop
+from services.geo.domain import Located, Point, Workshop
 from services.platform.db import Queryable
 
 
@@ -24,13 +24,14 @@ class Workshops:
     def __init__(self, conn: Queryable) -> None:
         self.conn = conn
 
-    async def upsert(self, w: Workshop) -> None:
-        """Record or move a workshop."""
-        await self.conn.execute(
+    async def upsert(self, w: Workshop) -> int:
+        """Record or move a workshop; its version now."""
+        version: int = await self.conn.fetchval(
             "INSERT INTO workshops (artisan_id, display_name, craft, locality, latitude, longitude)"
             " VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (artisan_id) DO UPDATE SET"
             " display_name = EXCLUDED.display_name, craft = EXCLUDED.craft, locality = EXCLUDED.locality,"
-            " latitude = EXCLUDED.latitude, longitude = EXCLUDED.longitude, updated_at = now()",
+            " latitude = EXCLUDED.latitude, longitude = EXCLUDED.longitude, updated_at = now(),"
+            " version = workshops.version + 1 RETURNING version",
             w.artisan_id,
             w.display_name,
             w.craft,
@@ -38,11 +39,14 @@ class Workshops:
             w.location.latitude,
             w.location.longitude,
         )
+        return version
 
-    async def get(self, artisan_id: str) -> Workshop | None:
-        """One workshop."""
-        row = await self.conn.fetchrow("SELECT * FROM workshops WHERE artisan_id = $1", artisan_id)
-        return _workshop(row) if row else None
+    async def location(self, artisan_id: str) -> Located | None:
+        """Where a workshop is, with the version of its row."""
+        row = await self.conn.fetchrow(
+            "SELECT version, latitude, longitude FROM workshops WHERE artisan_id = $1", artisan_id
+        )
+        return (row["version"], Point(row["latitude"], row["longitude"])) if row else None
 
     async def all(self) -> list[Workshop]:
         """Every workshop, to rebuild the index."""

@@ -13,7 +13,10 @@ from a4co.artisans.events.v1 import artisan_events_pb2
 from a4co.geo.v1 import geo_service_pb2 as pb
 from a4co.geo.v1 import geo_service_pb2_grpc as pb_grpc
 from a4co.type.v1 import lat_lng_pb2
+from services.geo import handlers
 from services.geo.__main__ import build
+from services.geo.adapters.geo_index import GeoIndex
+from services.geo.domain import Point, Workshop
 from services.platform.grpc.status import details_of
 from services.platform.local_servers import ServerUrls
 from tests.integration.services.harness import (
@@ -23,6 +26,7 @@ from tests.integration.services.harness import (
     running_service,
     settings_for,
 )
+from tests.support.announced import following
 from tests.support.db import scalar_int
 from tests.support.waiting import eventually
 
@@ -164,3 +168,67 @@ async def test_bad_input_and_unknown_artisans(stub: pb_grpc.GeoServiceAsyncStub)
     with pytest.raises(grpc.aio.AioRpcError) as unknown:
         await stub.QuoteDelivery(pb.QuoteDeliveryRequest(artisan_id="nobody", destination=at(38, -3.4)))
     assert unknown.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+async def test_a_moved_workshop_is_quoted_from_its_new_place(
+    stub: pb_grpc.GeoServiceAsyncStub, geo: RunningService
+) -> None:
+    to_baeza = pb.QuoteDeliveryRequest(artisan_id="a-ubeda", destination=at(37.9938, -3.47))
+    assert (await stub.QuoteDelivery(to_baeza)).zone == "local"
+    moved = artisan_events_pb2.ArtisanOnboarded(
+        artisan_id="a-ubeda", display_name="Alfarería Tito", craft="ceramica", locality="Jaén",
+        location=at(37.7796, -3.7849),
+    )  # fmt: skip
+    await publish_event(geo, moved, "a-ubeda", source="artisans")
+
+    async def quoted_from_jaen() -> bool:
+        return (await stub.QuoteDelivery(to_baeza)).zone == "comarca"
+
+    await eventually(quoted_from_jaen, what="the quote from the workshop's new place")
+    assert await scalar_int(geo.infra.pool, "SELECT version FROM workshops WHERE artisan_id = 'a-ubeda'") == 2
+
+
+# QuoteDelivery's locations in memory: read once, replaced by an announced move, never by an older
+# version, and not used while the channel is not followed.
+UBEDA, JAEN, BAEZA = Point(38.0133, -3.3706), Point(37.7796, -3.7849), Point(37.9938, -3.47)
+
+
+async def behind_the_memory(geo: RunningService, artisan_id: str, where: Point) -> None:
+    """Move a workshop in PostgreSQL without announcing it."""
+    await geo.infra.pool.execute(
+        "UPDATE workshops SET latitude = $2, longitude = $3 WHERE artisan_id = $1",
+        artisan_id, where.latitude, where.longitude,
+    )  # fmt: skip
+
+
+async def test_a_location_read_once_is_kept_in_memory(geo: RunningService) -> None:
+    reader = GeoIndex(geo.infra.redis, geo.infra.settings.prefix, local_ttl_s=60)
+    deps = handlers.Deps(pool=geo.infra.pool, index=reader)
+    async with following(reader.locations):
+        assert (await handlers.quote_delivery(deps, "a-ubeda", BAEZA)).zone == "local"
+        await behind_the_memory(geo, "a-ubeda", JAEN)
+        # Answered from memory: the change made behind it is not seen.
+        assert (await handlers.quote_delivery(deps, "a-ubeda", BAEZA)).zone == "local"
+    # Not following: every quote reads PostgreSQL.
+    assert (await handlers.quote_delivery(deps, "a-ubeda", BAEZA)).zone == "comarca"
+
+
+async def test_an_announced_move_replaces_a_location_in_memory(geo: RunningService) -> None:
+    redis, prefix = geo.infra.redis, geo.infra.settings.prefix
+    reader, writer = GeoIndex(redis, prefix, local_ttl_s=60), GeoIndex(redis, prefix)
+    deps = handlers.Deps(pool=geo.infra.pool, index=reader)
+    async with following(reader.locations):
+        assert (await handlers.quote_delivery(deps, "a-ubeda", BAEZA)).zone == "local"
+        await writer.add(Workshop("a-ubeda", "Alfarería Tito", "ceramica", "Jaén", JAEN), 0, version=5)
+
+        async def moved() -> bool:
+            return (await handlers.quote_delivery(deps, "a-ubeda", BAEZA)).zone == "comarca"
+
+        await eventually(moved, what="the announced move in the reader's memory")
+        # An older version announced late does not bring the old place back; the announcement
+        # after it, of another workshop, shows that it has arrived.
+        await writer.add(Workshop("a-ubeda", "Alfarería Tito", "ceramica", "Úbeda", UBEDA), 0, version=4)
+        await writer.add(Workshop("a-baeza", "Aceites Baeza", "aceite", "Baeza", BAEZA), 0, version=9)
+        await eventually(lambda: reader.locations.get("a-baeza") is not None, what="a-baeza announced")
+        assert reader.locations.get("a-ubeda") == (5, JAEN)
+        assert (await handlers.quote_delivery(deps, "a-ubeda", BAEZA)).zone == "comarca"
