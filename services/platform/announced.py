@@ -29,6 +29,7 @@ from services.platform.resilience import Backoff
 log = logging.getLogger(__name__)
 
 V = TypeVar("V")
+Versioned = TypeVar("Versioned", bound=tuple[int, object])
 
 RESUBSCRIBE = Backoff(first_s=0.1, cap_s=5.0)
 
@@ -58,6 +59,21 @@ class AnnouncedMemory(Generic[V]):
         self._entries: dict[str, tuple[V, float]] = {}
         self.following = False
         self.subscriptions = 0
+
+    @staticmethod
+    def versioned(
+        redis: Redis,
+        channel: str,
+        parse: Callable[[str], tuple[str, Versioned]],
+        *,
+        ttl_s: float = 2.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> AnnouncedMemory[Versioned]:
+        """A memory of values that lead with their version: a newer one (or the same) replaces
+        what is kept, an older one announced late never does."""
+        return AnnouncedMemory(
+            redis, channel, parse, supersedes=lambda new, old: new[0] >= old[0], ttl_s=ttl_s, clock=clock
+        )
 
     def get(self, key: str) -> V | None:
         """The remembered value, if it may be trusted now."""

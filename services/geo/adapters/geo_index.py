@@ -51,12 +51,8 @@ class GeoIndex:
         self._base = f"{prefix + ':' if prefix else ''}a4co:geo"
         self._nearby = redis.register_script(_NEARBY)
         self._count = redis.register_script(_COUNT_IF_LARGER)
-        self.locations: AnnouncedMemory[Located] = AnnouncedMemory(
-            redis,
-            f"{self._base}:workshop-changed",
-            parse_announcement,
-            supersedes=lambda new, old: new[0] >= old[0],
-            ttl_s=local_ttl_s,
+        self.locations = AnnouncedMemory.versioned(
+            redis, f"{self._base}:workshop-changed", parse_announcement, ttl_s=local_ttl_s
         )
 
     def _set(self, craft: str = "") -> str:

@@ -68,13 +68,9 @@ class StockCache:
         self._ttl_s = ttl_s
         self._put = redis.register_script(_PUT_IF_NEWER)
         self._get = redis.register_script(_GET_AVAILABLE)
-        self.memory: AnnouncedMemory[Level] = AnnouncedMemory(
-            redis,
-            f"{self._prefix}a4co:inventory:stock-changed",
-            parse_announcement,
-            supersedes=lambda new, old: new[0] >= old[0],
-            ttl_s=local_ttl_s,
-            clock=clock,
+        channel = f"{self._prefix}a4co:inventory:stock-changed"
+        self.memory = AnnouncedMemory.versioned(
+            redis, channel, parse_announcement, ttl_s=local_ttl_s, clock=clock
         )
         self._from_memory, self._from_redis, self._missed = (
             LOOKUPS.labels(source) for source in ("memory", "redis", "miss")
