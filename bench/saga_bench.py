@@ -262,7 +262,7 @@ async def _steps(
         per_order = {n: (cpu_after[n] - cpu_before[n]) * 1000 / max(len(latencies), 1) for n in processes}
         elapsed = max(confirmed_at.values(), default=start) - start
         # After the step's figures: reading the streams back is not part of the step's work.
-        to_unix = time.time() - time.perf_counter()  # the load generator's clock onto JetStream's
+        to_unix = wall_clock_offset()  # the load generator's clock onto JetStream's
         timelines = await stored_milestones(js, codec, topology, since)
         for order_id, sent in sent_at.items():
             mine = {"sent": sent, "answered": answered_at[order_id]}
@@ -277,6 +277,27 @@ async def _steps(
     await channel.close()
     await nc.close()
     return steps, rss
+
+
+def wall_clock_offset(
+    monotonic: Callable[[], float] = time.perf_counter,
+    wall: Callable[[], float] = time.time,
+    samples: int = 9,
+) -> float:
+    """What to add to a `monotonic` reading to get the `wall` clock (JetStream's timestamps).
+
+    Each sample reads the wall clock between two monotonic readings and keeps the tightest: a
+    thread switch between the two readings of a single sample (the progress bar's refresh, say)
+    would shift every stage that crosses the two clocks by its length.
+    """
+    best_gap, offset = float("inf"), 0.0
+    for _ in range(samples):
+        before = monotonic()
+        now = wall()
+        after = monotonic()
+        if after - before < best_gap:
+            best_gap, offset = after - before, now - (before + after) / 2
+    return offset
 
 
 def milestone(payload: Message) -> tuple[str, str] | None:

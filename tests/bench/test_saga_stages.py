@@ -7,7 +7,7 @@ import pytest
 from a4co.inventory.events.v1 import inventory_events_pb2
 from a4co.orders.events.v1 import order_events_pb2
 from a4co.payments.events.v1 import payment_events_pb2
-from bench.saga_bench import STAGES, milestone, stage_latencies
+from bench.saga_bench import STAGES, milestone, stage_latencies, wall_clock_offset
 
 
 def _timeline(start: float, gaps_ms: list[float]) -> dict[str, float]:
@@ -57,3 +57,11 @@ def test_the_saga_events_mark_their_milestones() -> None:
     assert milestone(payment_events_pb2.PaymentProcessed(order_id="p")) == ("PaymentProcessed", "p")
     assert milestone(payment_events_pb2.PaymentFailed(order_id="o")) is None
     assert milestone(inventory_events_pb2.StockReserved(order_id="s")) == ("StockReserved", "s")
+
+
+def test_the_clocks_are_matched_on_the_tightest_sample() -> None:
+    """A sample whose two monotonic readings straddle a pause (another thread holding the
+    interpreter) is not the one used."""
+    monotonic = iter([10.0, 10.004, 20.0, 20.000002]).__next__  # 4 ms between, then 2 µs
+    wall = iter([1_000.003, 2_000.000001]).__next__
+    assert wall_clock_offset(monotonic, wall, samples=2) == pytest.approx(2_000.000001 - 20.000001)
