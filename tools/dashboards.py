@@ -29,6 +29,9 @@ SYNC: list[Panel] = [
     ("CheckStock answers by source (memory, redis, miss = PostgreSQL)", [
         ("{{source}}", "sum by (source) (rate(a4co_stock_cache_lookups_total[1m]))"),
     ], "ops"),
+    ("QuoteDelivery's workshop locations by source (memory, postgres)", [
+        ("{{source}}", "sum by (source) (rate(a4co_geo_location_lookups_total[1m]))"),
+    ], "ops"),
     ("SearchProducts by engine (index; sql while the index is not following, and without words)", [
         ("{{instance}} {{engine}}", "sum by (instance, engine) (rate(a4co_searches_total[1m]))"),
     ], "reqps"),

@@ -6,6 +6,7 @@ import logging
 from dataclasses import dataclass
 
 import asyncpg
+from prometheus_client import Counter
 
 from a4co.artisans.events.v1 import artisan_events_pb2 as artisan_events
 from services.geo.adapters.geo_index import GeoIndex
@@ -15,6 +16,13 @@ from services.platform.errors import NotFoundError
 from services.platform.events.consumer import HandlerContext
 
 log = logging.getLogger(__name__)
+
+LOCATION_LOOKUPS = Counter(
+    "a4co_geo_location_lookups",
+    "Workshop locations looked up by QuoteDelivery, by where they came from (memory, postgres).",
+    ["source"],
+)
+_FROM_MEMORY, _FROM_POSTGRES = (LOCATION_LOOKUPS.labels(source) for source in ("memory", "postgres"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,7 +49,10 @@ async def quote_delivery(deps: Deps, artisan_id: str, destination: Point) -> Quo
     """The delivery of an artisan's order to `destination`, from the workshop's location in
     memory while this process follows their changes (from PostgreSQL otherwise)."""
     located = deps.index.locations.get(artisan_id)
-    if located is None:
+    if located is not None:
+        _FROM_MEMORY.inc()
+    else:
+        _FROM_POSTGRES.inc()
         located = await Workshops(deps.pool).location(artisan_id)
         if located is None:
             raise NotFoundError("ARTISAN_NOT_FOUND", f"geo knows no workshop of {artisan_id}")

@@ -1,15 +1,16 @@
-"""Values read from Redis, kept in memory while their changes are announced on a Redis channel.
+"""Values read from their store, kept in memory while their changes are announced on a Redis channel.
 
-A hot read that goes to Redis on every call (CheckStock's levels, every authenticated call's
-revocation check) pays a round trip and redis-py's per-command work each time. Instead, the writer
-announces each change on a channel in the same step as the write, and every process that follows
-the channel keeps what it read, replaced by what is announced.
+A hot read that goes to Redis or PostgreSQL on every call (CheckStock's levels, every
+authenticated call's revocation check, QuoteDelivery's workshop location) pays a round trip each
+time. Instead, the writer announces each change on a channel (in the Redis step that records or
+indexes it), and every process that follows the channel keeps what it read, replaced by what is
+announced.
 
 The memory is only used while the process follows the channel: before the first subscription, and
 from a lost connection until the next subscription (which empties it; redis-py may also reconnect
-on its own, which the new subscription's confirmation reveals), every read goes to Redis. As a last
-guard against an announcement lost without the connection failing, an entry is re-read from Redis
-`ttl_s` after it was written.
+on its own, which the new subscription's confirmation reveals), every read goes to the store. As a
+last guard against an announcement lost without the connection failing, an entry is read again
+from the store `ttl_s` after it was written.
 """
 
 from __future__ import annotations
@@ -126,7 +127,7 @@ class AnnouncedMemory(Generic[V]):
                 raise ConnectionError(f"the subscription to {self.channel} ended")
             except (RedisError, ConnectionError, OSError) as exc:
                 attempt += 1
-                log.warning("lost %s (%s); reading from Redis until subscribed again", self.channel, exc)
+                log.warning("lost %s (%s); reading from the store until subscribed again", self.channel, exc)
             finally:
                 self.following = False
                 self._entries.clear()

@@ -8,6 +8,7 @@ from pathlib import Path
 import grpc
 import pytest
 import pytest_asyncio
+from prometheus_client import REGISTRY
 
 from a4co.artisans.events.v1 import artisan_events_pb2
 from a4co.geo.v1 import geo_service_pb2 as pb
@@ -201,14 +202,24 @@ async def behind_the_memory(geo: RunningService, artisan_id: str, where: Point) 
     )  # fmt: skip
 
 
+def location_lookups() -> dict[str, float]:
+    return {
+        source: REGISTRY.get_sample_value("a4co_geo_location_lookups_total", {"source": source}) or 0.0
+        for source in ("memory", "postgres")
+    }
+
+
 async def test_a_location_read_once_is_kept_in_memory(geo: RunningService) -> None:
     reader = GeoIndex(geo.infra.redis, geo.infra.settings.prefix, local_ttl_s=60)
     deps = handlers.Deps(pool=geo.infra.pool, index=reader)
     async with following(reader.locations):
+        before = location_lookups()
         assert (await handlers.quote_delivery(deps, "a-ubeda", BAEZA)).zone == "local"
         await behind_the_memory(geo, "a-ubeda", JAEN)
         # Answered from memory: the change made behind it is not seen.
         assert (await handlers.quote_delivery(deps, "a-ubeda", BAEZA)).zone == "local"
+        after = location_lookups()
+        assert {k: after[k] - before[k] for k in after} == {"memory": 1, "postgres": 1}
     # Not following: every quote reads PostgreSQL.
     assert (await handlers.quote_delivery(deps, "a-ubeda", BAEZA)).zone == "comarca"
 
