@@ -46,7 +46,9 @@ class GeoIndex:
     from PostgreSQL, a newer version replacing an older one (services/platform/announced.py).
     """
 
-    def __init__(self, redis: Redis, prefix: str = "", *, local_ttl_s: float = 2.0) -> None:
+    # A workshop moves rarely and every move is announced: a location is read again after a minute
+    # only in case an announcement was lost without the subscription failing.
+    def __init__(self, redis: Redis, prefix: str = "", *, local_ttl_s: float = 60.0) -> None:
         self._redis = redis
         self._base = f"{prefix + ':' if prefix else ''}a4co:geo"
         self._nearby = redis.register_script(_NEARBY)
