@@ -488,6 +488,9 @@ async def test_a_reservation_and_a_release_in_one_batch_take_effect_in_their_ord
     await holding.stop()
     placed = await actors.place(product, 2, card)
     await actors.settles(placed.order_id, pb.ORDER_STATUS_PAID)  # its PAID waits for inventory
+    # PAID is committed before orders' relay publishes it: the cancellation must follow it in the
+    # stream, as it would from orders.
+    await relayed(actors, "orders")
     await announce_cancelled(actors, placed, refund=False)
     await holding.start()  # both in its first batch
     inventory = actors.svc["inventory"]
