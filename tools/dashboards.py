@@ -26,6 +26,10 @@ SYNC: list[Panel] = [
     ], "percentunit"),
     ("Circuit breakers (0 closed, 1 half-open, 2 open)", [("{{peer}}", "max by (peer) (a4co_circuit_breaker_state)")], "none"),
     ("Outgoing calls by result", [("{{peer}} {{code}}", "sum by (peer, code) (rate(a4co_grpc_client_calls_total[1m]))")], "reqps"),
+    ("Outgoing call p99, as the caller saw it (against the peer's own handling p99)", [
+        ("{{peer}} {{method}}",
+         "histogram_quantile(0.99, sum by (le, peer, method) (rate(a4co_grpc_client_handling_seconds_bucket[5m])))"),
+    ], "s"),
     ("CheckStock answers by source (memory, redis, miss = PostgreSQL)", [
         ("{{source}}", "sum by (source) (rate(a4co_stock_cache_lookups_total[1m]))"),
     ], "ops"),

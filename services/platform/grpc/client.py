@@ -12,11 +12,12 @@ from typing import Any, TypeVar
 import grpc
 from google.protobuf.message import Message
 from opentelemetry import propagate
-from prometheus_client import Counter, Gauge
+from prometheus_client import Counter, Gauge, Histogram
 
 from services.platform.auth import optional_principal
 from services.platform.errors import UnavailableError
 from services.platform.flow import current_flow
+from services.platform.grpc.interceptor import RPC_BUCKETS
 from services.platform.resilience import Backoff, BreakerOpenError, BreakerState, CircuitBreaker
 from services.platform.telemetry import client_interceptors, tracing_enabled
 
@@ -29,6 +30,14 @@ CLIENT_CALLS = Counter(
     "a4co_grpc_client_calls_total",
     "Outgoing RPCs by peer, method and result code (CIRCUIT_OPEN when refused by the breaker).",
     ["peer", "method", "code"],
+)
+
+CLIENT_DURATION = Histogram(
+    "a4co_grpc_client_handling_seconds",
+    "Time from sending an outgoing RPC to its answer, each attempt, by peer and method: the peer's"
+    " handling plus the network and the waits for a core at both ends.",
+    ["peer", "method"],
+    buckets=RPC_BUCKETS,
 )
 
 # Codes that say the peer, not the request, is at fault: they count against the breaker and
@@ -86,6 +95,7 @@ class PeerClient:
         self.breaker = CircuitBreaker(peer, clock=clock, on_change=_export_state)
         _export_state(peer, self.breaker.state)
         self._sleep = sleep
+        self._durations: dict[str, Histogram] = {}  # label children by method, looked up once
 
     async def call(
         self,
@@ -113,9 +123,11 @@ class PeerClient:
                 CLIENT_CALLS.labels(self.peer, name, "CIRCUIT_OPEN").inc()
                 raise UnavailableError("CIRCUIT_OPEN", str(exc), metadata={"peer": self.peer}) from exc
             remaining = deadline - time.monotonic()
+            started = time.perf_counter()
             try:
                 response = await method(request, timeout=max(remaining, 0.001), metadata=md)
             except grpc.aio.AioRpcError as err:
+                self._duration(name).observe(time.perf_counter() - started)
                 code = err.code()
                 CLIENT_CALLS.labels(self.peer, name, code.name).inc()
                 if code in PEER_FAILURES:
@@ -125,9 +137,16 @@ class PeerClient:
                 if not await self._may_retry(code, attempt, idempotent, deadline):
                     raise
                 continue
+            self._duration(name).observe(time.perf_counter() - started)
             CLIENT_CALLS.labels(self.peer, name, "OK").inc()
             self.breaker.record_success()
             return response
+
+    def _duration(self, method: str) -> Histogram:
+        child = self._durations.get(method)
+        if child is None:
+            child = self._durations[method] = CLIENT_DURATION.labels(self.peer, method)
+        return child
 
     async def _may_retry(
         self, code: grpc.StatusCode, attempt: int, idempotent: bool, deadline: float

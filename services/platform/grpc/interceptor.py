@@ -42,11 +42,13 @@ RPC_HANDLED = Counter(
     "RPCs completed by the server, by method and status code.",
     ["service", "method", "code"],
 )
+# Seconds; the callers' histogram (grpc/client.py) uses the same, so that the two compare.
+RPC_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.15, 0.2, 0.5, 1.0, 2.5)
 RPC_DURATION = Histogram(
     "a4co_grpc_server_handling_seconds",
     "Time to handle an RPC on the server.",
     ["service", "method"],
-    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.15, 0.2, 0.5, 1.0, 2.5),
+    buckets=RPC_BUCKETS,
 )
 
 # Failures of PostgreSQL or Redis themselves (not of a statement): answered UNAVAILABLE.

@@ -10,6 +10,7 @@ from typing import Any
 import grpc
 import pytest
 import pytest_asyncio
+from prometheus_client import REGISTRY
 
 from a4co.inventory.v1 import inventory_service_pb2 as pb
 from a4co.inventory.v1 import inventory_service_pb2_grpc as pb_grpc
@@ -147,6 +148,31 @@ async def test_a_slow_peer_cannot_hold_the_caller_past_its_deadline(peer: tuple[
     assert time.monotonic() - started < servicer.delay_s, "the caller gave up before the peer answered"
     assert servicer.finished == 0
     assert len(c.sleeps) == 0, "no retry is attempted past the deadline"  # type: ignore[attr-defined]
+    await c.close()
+
+
+def client_seconds() -> tuple[float, float]:
+    """How many CheckStock attempts to inventory the callers' histogram holds, and their seconds."""
+    labels = {"peer": "inventory", "method": "CheckStock"}
+    count = REGISTRY.get_sample_value("a4co_grpc_client_handling_seconds_count", labels)
+    total = REGISTRY.get_sample_value("a4co_grpc_client_handling_seconds_sum", labels)
+    return count or 0.0, total or 0.0
+
+
+async def test_every_attempt_is_timed_as_the_caller_saw_it(peer: tuple[Peer, str]) -> None:
+    servicer, address = peer
+    servicer.delay_s = 0.05
+    c, stub = client(
+        address, Clock(), retry=RetryPolicy(attempts=2, backoff=Backoff(first_s=0.01, cap_s=0.02))
+    )
+    count, total = client_seconds()
+    await c.call(stub.CheckStock, REQUEST)
+    servicer.fail_with = grpc.StatusCode.UNAVAILABLE
+    with pytest.raises(grpc.aio.AioRpcError):
+        await c.call(stub.CheckStock, REQUEST, idempotent=True)
+    after_count, after_total = client_seconds()
+    assert after_count - count == 3, "one answer, then two failed attempts"
+    assert after_total - total >= 3 * servicer.delay_s, "each attempt waited for the slow peer"
     await c.close()
 
 
