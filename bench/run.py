@@ -82,6 +82,7 @@ def report(results: dict[str, Any]) -> str:
         for s in saga.steps
     ]
     lines += ["", *saga_stages_table(saga.steps)]
+    lines += ["", *saga_calls_table(saga.steps)]
     lines += ["", *saga_cpu_table(saga.steps)]
     lines += [
         "",
@@ -122,6 +123,32 @@ def saga_stages_table(steps: list[saga_bench.Step]) -> list[str]:
     for step in steps:
         cells = [f"{st.p50_ms:.1f} / {st.p99_ms:.1f}" for st in step.stages] or ["-"] * len(names)
         lines.append(f"| {step.offered_per_s} | {step.staged_orders} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def saga_calls_table(steps: list[saga_bench.Step]) -> list[str]:
+    """Each synchronous call of the saga at each step, as its caller saw it and in its handler."""
+    methods = [method for method, _, _ in saga_bench.CALLS]
+    lines = [
+        "The synchronous calls, p50 / p99 ms as the caller saw each call (CreateOrder: the load"
+        " generator; the checks: orders, each attempt) and as its handler took it (the service's"
+        " own histogram). The services' figures are interpolated within their histograms' buckets"
+        " (0.5, 1, 2.5, 5, 10, 25, 50, 100, 150, 200, 500 ms…). Caller minus handler is the time"
+        " outside the handler: the network, gRPC's queues and the waits for a core at both ends.",
+        "",
+        "| offered orders/s | " + " | ".join(f"{m}: caller | {m}: handler" for m in methods) + " |",
+        "|---|" + "---|---|" * len(methods),
+    ]
+
+    def ms(p50: float | None, p99: float | None) -> str:
+        return "-" if p50 is None or p99 is None else f"{p50:.1f} / {p99:.1f}"
+
+    for step in steps:
+        cells = [
+            f"{ms(c.caller_p50_ms, c.caller_p99_ms)} | {ms(c.handler_p50_ms, c.handler_p99_ms)}"
+            for c in step.calls
+        ] or ["- | -"] * len(methods)
+        lines.append(f"| {step.offered_per_s} | " + " | ".join(cells) + " |")
     return lines
 
 

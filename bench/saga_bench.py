@@ -12,11 +12,13 @@ measured separately (first start with the demo, then a restart).
 from __future__ import annotations
 
 import asyncio
+import math
 import os
 import signal
 import sys
 import tempfile
 import time
+import urllib.request
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -28,6 +30,7 @@ from google.protobuf.message import Message
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from prometheus_client.parser import text_string_to_metric_families
 
 from a4co.artisans.v1 import artisans_service_pb2 as artisans_pb
 from a4co.artisans.v1 import artisans_service_pb2_grpc as artisans_grpc
@@ -79,6 +82,99 @@ class Stage:
     p99_ms: float
 
 
+# The synchronous calls of every order: CreateOrder (timed by the load generator) and its three
+# checks (timed by orders, each attempt), beside each call's handler time in its own service.
+CALLS = (
+    ("CreateOrder", "orders", ""),
+    ("CheckStock", "inventory", "inventory"),
+    ("GetPaymentMethod", "payments", "payments"),
+    ("QuoteDelivery", "geo", "geo"),
+)  # (method, the service that handles it, the peer name orders calls it by; "" for the load generator)
+CLIENT_HISTOGRAM = "a4co_grpc_client_handling_seconds"
+SERVER_HISTOGRAM = "a4co_grpc_server_handling_seconds"
+
+Buckets = list[tuple[float, float]]  # (upper bound in seconds, cumulative count), ascending
+
+
+@dataclass
+class CallTiming:
+    """One synchronous call at one step, in milliseconds: as its caller saw it and as its handler
+    took it; `calls` is how many the handler's histogram counted during the step."""
+
+    method: str
+    calls: int
+    caller_p50_ms: float | None
+    caller_p99_ms: float | None
+    handler_p50_ms: float | None
+    handler_p99_ms: float | None
+
+
+def histogram_buckets(page: str, metric: str, labels: dict[str, str]) -> Buckets:
+    """The cumulative buckets of one series of a histogram on a /metrics page (empty if absent)."""
+    found = []
+    for family in text_string_to_metric_families(page):
+        if family.name != metric:
+            continue
+        for sample in family.samples:
+            if sample.name == f"{metric}_bucket" and all(
+                sample.labels.get(k) == v for k, v in labels.items()
+            ):
+                found.append((float(sample.labels["le"]), sample.value))
+    return sorted(found)
+
+
+def bucket_quantile(q: float, before: Buckets, after: Buckets) -> tuple[float | None, int]:
+    """The `q` quantile in milliseconds of what a histogram observed between two readings, as
+    Prometheus's `histogram_quantile` interpolates it within a bucket (the highest finite bound
+    when it falls in the last), and how many observations there were; None when none."""
+    earlier = dict(before)
+    deltas = [(le, count - earlier.get(le, 0.0)) for le, count in after]
+    total = deltas[-1][1] if deltas else 0.0
+    if total <= 0:
+        return None, 0
+    rank = q * total
+    lower, below = 0.0, 0.0
+    for le, count in deltas:
+        if count >= rank:
+            if math.isinf(le):
+                return lower * 1000, int(total)
+            return (lower + (le - lower) * (rank - below) / max(count - below, 1e-12)) * 1000, int(total)
+        lower, below = le, count
+    return lower * 1000, int(total)
+
+
+async def metrics_pages(ports: dict[str, int]) -> dict[str, str]:
+    """The /metrics page of each named service."""
+
+    def read(port: int) -> str:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+            return str(response.read().decode())
+
+    pages = await asyncio.gather(*(asyncio.to_thread(read, port) for port in ports.values()))
+    return dict(zip(ports, pages, strict=True))
+
+
+def call_timings(before: dict[str, str], after: dict[str, str], created_ms: list[float]) -> list[CallTiming]:
+    """Every synchronous call of the saga between two readings of the services' metrics;
+    CreateOrder's caller figures are the load generator's own (`created_ms`), exact."""
+    timings = []
+    for method, service, peer in CALLS:
+        handler = {"service": service, "method": method}
+        h_before = histogram_buckets(before[service], SERVER_HISTOGRAM, handler)
+        h_after = histogram_buckets(after[service], SERVER_HISTOGRAM, handler)
+        h50, calls = bucket_quantile(0.5, h_before, h_after)
+        h99, _ = bucket_quantile(0.99, h_before, h_after)
+        if peer:
+            caller = {"peer": peer, "method": method}
+            c_before = histogram_buckets(before["orders"], CLIENT_HISTOGRAM, caller)
+            c_after = histogram_buckets(after["orders"], CLIENT_HISTOGRAM, caller)
+            c50, c99 = (bucket_quantile(q, c_before, c_after)[0] for q in (0.5, 0.99))
+        else:
+            c50, c99 = percentile(created_ms, 50), percentile(created_ms, 99)
+        timings.append(CallTiming(method, calls, c50, c99, h50, h99))
+    return timings
+
+
 @dataclass
 class Step:
     """One offered rate and what the saga made of it."""
@@ -94,6 +190,8 @@ class Step:
     # Where the orders' time went (orders whose every milestone was found), and how many orders.
     stages: list[Stage] = field(default_factory=list)
     staged_orders: int = 0
+    # The synchronous calls, as their callers saw them and as their handlers took them.
+    calls: list[CallTiming] = field(default_factory=list)
 
     @property
     def cpu_ms_total(self) -> float:
@@ -171,12 +269,15 @@ async def measure(
             A4CO_NOTIFICATIONS_DIR=str(work / "mail"), A4CO_PEER_TIMEOUT_S="5",
         )  # fmt: skip
         supervisor = Supervisor(work / "run", env)
-        endpoints = {n: e.grpc for n, e in (await supervisor.start()).items()}
+        started = await supervisor.start()
+        endpoints = {n: e.grpc for n, e in started.items()}
+        metrics_ports = {service: started[service].metrics_port for _, service, _ in CALLS}
         try:
             products, customer, method = await prepare(endpoints)
             steps, rss = await _steps(
-                urls, prefix, endpoints, products, customer, method, rates, seconds, supervisor, progress
-            )
+                urls, prefix, endpoints, metrics_ports, products, customer, method, rates, seconds,
+                supervisor, progress,
+            )  # fmt: skip
         finally:
             await supervisor.stop()
     return SagaResult(steps, rss)
@@ -186,6 +287,7 @@ async def _steps(
     urls: ServerUrls,
     prefix: str,
     endpoints: dict[str, str],
+    metrics_ports: dict[str, int],
     products: list[str],
     customer: Meta,
     method: str,
@@ -249,6 +351,7 @@ async def _steps(
             in_flight.add(task)
             task.add_done_callback(in_flight.discard)
 
+        pages_before = await metrics_pages(metrics_ports)
         start = time.perf_counter()
         cpu_before = cpu_seconds(processes)
         await paced(rate, seconds, offer)
@@ -257,6 +360,7 @@ async def _steps(
         while time.perf_counter() < deadline and not set(sent_at) <= set(confirmed_at):  # noqa: ASYNC110
             await asyncio.sleep(0.05)  # a bounded wait for the last confirmations
         cpu_after = cpu_seconds(processes)
+        pages_after = await metrics_pages(metrics_ports)
         rss = {n: rss_mb(pid) for n in endpoints if (pid := supervisor.pid(n))}
         latencies = [(confirmed_at[o] - t) * 1000 for o, t in sent_at.items() if o in confirmed_at]
         per_order = {n: (cpu_after[n] - cpu_before[n]) * 1000 / max(len(latencies), 1) for n in processes}
@@ -270,9 +374,11 @@ async def _steps(
                 mine["received"] = confirmed_at[order_id]
             timelines.setdefault(order_id, {}).update({k: v + to_unix for k, v in mine.items()})
         stages, staged = stage_latencies(timelines)
+        created_ms = [(answered_at[o] - t) * 1000 for o, t in sent_at.items()]
+        calls = call_timings(pages_before, pages_after, created_ms)
         steps.append(
             Step(rate, len(sent_at), len(latencies), len(latencies) / elapsed if elapsed else 0.0,
-                 percentile(latencies, 50), percentile(latencies, 99), per_order, stages, staged)
+                 percentile(latencies, 50), percentile(latencies, 99), per_order, stages, staged, calls)
         )  # fmt: skip
     await channel.close()
     await nc.close()

@@ -6,7 +6,7 @@ import math
 from pathlib import Path
 
 from bench.events_bench import SMOKE, measure, report
-from bench.saga_bench import STAGES
+from bench.saga_bench import CALLS, STAGES
 from services.platform.local_servers import ServerUrls
 
 
@@ -73,6 +73,12 @@ async def test_the_whole_report_runs_at_smoke_sizes(urls: ServerUrls, tmp_path: 
     assert step.staged_orders == step.confirmed
     assert [s.name for s in step.stages] == [name for name, _, _ in STAGES]
     assert all(0 <= s.p50_ms <= s.p99_ms for s in step.stages)
+    # Every synchronous call of the step was timed by its caller and by its handler.
+    assert [c.method for c in step.calls] == [method for method, _, _ in CALLS]
+    for call in step.calls:
+        assert call.calls >= step.sent, call
+        timed = (call.caller_p50_ms, call.caller_p99_ms, call.handler_p50_ms, call.handler_p99_ms)
+        assert all(ms is not None and ms >= 0 for ms in timed), call
     out = run.write(results, tmp_path)
     assert {p.name for p in out.iterdir()} == {
         "report.md",
