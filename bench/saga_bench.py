@@ -12,6 +12,7 @@ measured separately (first start with the demo, then a restart).
 from __future__ import annotations
 
 import asyncio
+import functools
 import math
 import os
 import signal
@@ -109,17 +110,25 @@ class CallTiming:
     handler_p99_ms: float | None
 
 
+@functools.lru_cache(maxsize=16)
+def _bucket_samples(page: str) -> tuple[tuple[str, dict[str, str], float], ...]:
+    """Every `_bucket` sample of a /metrics page as (metric, labels, value), parsed once per page
+    however many series are read from it."""
+    return tuple(
+        (family.name, sample.labels, sample.value)
+        for family in text_string_to_metric_families(page)
+        for sample in family.samples
+        if sample.name == f"{family.name}_bucket"
+    )
+
+
 def histogram_buckets(page: str, metric: str, labels: dict[str, str]) -> Buckets:
     """The cumulative buckets of one series of a histogram on a /metrics page (empty if absent)."""
-    found = []
-    for family in text_string_to_metric_families(page):
-        if family.name != metric:
-            continue
-        for sample in family.samples:
-            if sample.name == f"{metric}_bucket" and all(
-                sample.labels.get(k) == v for k, v in labels.items()
-            ):
-                found.append((float(sample.labels["le"]), sample.value))
+    found = [
+        (float(found_labels["le"]), value)
+        for name, found_labels, value in _bucket_samples(page)
+        if name == metric and all(found_labels.get(k) == v for k, v in labels.items())
+    ]
     return sorted(found)
 
 
