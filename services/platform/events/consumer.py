@@ -321,6 +321,10 @@ class QueueConsumer:
                 failures = 0
                 if not messages:
                     continue
+                # A batch fetched ahead is filled up with what arrived while the last one was
+                # handled, in order: fewer, larger transactions under load.
+                if len(messages) < self.policy.batch_size:
+                    messages += self._puller.take(self.policy.batch_size - len(messages))
                 if not self._stopping.is_set():
                     ahead = asyncio.ensure_future(self._fetch())
                 await self.process_batch(messages)

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator
 
 import pytest
 import pytest_asyncio
 from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
 from nats.js.api import AckPolicy, ConsumerConfig, StreamConfig
 
 from services.platform.events.pull import Puller, PullError
@@ -30,20 +32,98 @@ async def publish(nc: NATS, prefix: str, count: int, start: int = 0) -> None:
         await js.publish(f"{prefix}.pull.item", str(i).encode())
 
 
-async def test_a_fetch_returns_what_is_available_up_to_the_batch_in_order(
+async def test_fetches_return_what_arrived_in_order_never_more_than_the_batch(
     nc: NATS, prefix: str, stream: str
 ) -> None:
     await publish(nc, prefix, 5)
     puller = Puller(nc, stream, "worker")
     await puller.start()
-    first = await puller.fetch(3, timeout=2)
-    second = await puller.fetch(3, timeout=2)
-    assert [m.data for m in first] == [b"0", b"1", b"2"]
-    assert [m.data for m in second] == [b"3", b"4"]
-    for msg in [*first, *second]:
+    got: list[Msg] = []
+    while len(got) < 5:
+        batch = await puller.fetch(3, timeout=2)
+        assert 1 <= len(batch) <= 3
+        got += batch
+    assert [m.data for m in got] == [b"0", b"1", b"2", b"3", b"4"]
+    for msg in got:
         await msg.ack()
     info = await nc.jetstream().consumer_info(stream, "worker")
     assert info.num_pending == 0
+    await puller.stop()
+
+
+async def test_events_one_at_a_time_are_delivered_on_a_standing_credit(
+    nc: NATS, prefix: str, stream: str
+) -> None:
+    # nats-py's way (a no_wait request, then a waiting one when nothing came) sent a request or
+    # two per fetch: 20 for these 20 messages. A standing credit of twice the batch, topped up when
+    # one batch of it is left, asks once per 10 here.
+    seen: list[bytes] = []
+
+    async def count(msg: Msg) -> None:
+        seen.append(msg.data)
+
+    spy = await nc.subscribe(f"$JS.API.CONSUMER.MSG.NEXT.{stream}.worker", cb=count)
+    puller = Puller(nc, stream, "worker", expires_s=30)
+    await puller.start()
+    for i in range(20):
+        await publish(nc, prefix, 1, start=i)
+        (msg,) = await puller.fetch(10, timeout=5)
+        assert msg.data == str(i).encode()
+        await msg.ack()
+    await eventually(lambda: len(seen) == puller.requests, what="every request seen")
+    assert puller.requests <= 3
+    assert json.loads(seen[0])["batch"] == 20
+    await spy.unsubscribe()
+    await puller.stop()
+
+
+async def test_the_credit_bounds_what_the_server_sends_ahead(nc: NATS, prefix: str, stream: str) -> None:
+    await publish(nc, prefix, 50)
+    puller = Puller(nc, stream, "worker", expires_s=30)
+    await puller.start()
+    first = await puller.fetch(5, timeout=5)
+
+    async def held() -> int:
+        return int((await nc.jetstream().consumer_info(stream, "worker")).num_ack_pending or 0)
+
+    # Twice the batch is held ahead of what was taken, and no more.
+    await eventually(lambda: puller.pending == 10, what="the credit delivered")
+    assert await held() == len(first) + 10
+    assert len(puller.take(100)) == 10
+    await puller.stop()
+
+
+async def test_an_ended_request_is_renewed_and_requests_do_not_pile_up(
+    nc: NATS, prefix: str, stream: str
+) -> None:
+    puller = Puller(nc, stream, "worker", expires_s=0.2)
+    await puller.start()
+    assert await puller.fetch(10, timeout=0.9) == []
+    assert puller.requests >= 3  # one per lifetime of 0.2 s
+    info = await nc.jetstream().consumer_info(stream, "worker")
+    assert info.num_waiting <= 1
+    await publish(nc, prefix, 1)
+    assert [m.data for m in await puller.fetch(10, timeout=5)] == [b"0"]
+    await puller.stop()
+
+
+class Deaf(Puller):
+    """A puller that never hears that a request ended, as after a lost status."""
+
+    async def _on_message(self, msg: Msg) -> None:
+        if (msg.headers or {}).get("Status") != "408":
+            await super()._on_message(msg)
+
+
+async def test_a_request_whose_end_is_not_heard_is_taken_as_ended_after_its_lifetime(
+    nc: NATS, prefix: str, stream: str
+) -> None:
+    puller = Deaf(nc, stream, "worker", expires_s=0.2)
+    await puller.start()
+    assert await puller.fetch(10, timeout=0.6) == []
+    assert puller.requests >= 2
+    await publish(nc, prefix, 1)
+    assert [m.data for m in await puller.fetch(10, timeout=5)] == [b"0"]
     await puller.stop()
 
 
@@ -61,7 +141,7 @@ async def test_a_waiting_fetch_returns_with_the_first_message_that_arrives(
     await puller.start()
     fetching = asyncio.ensure_future(puller.fetch(10, timeout=30))
 
-    async def waiting() -> bool:  # the server holds the fetch's second, waiting request
+    async def waiting() -> bool:  # the server holds the fetch's request
         return bool((await nc.jetstream().consumer_info(stream, "worker")).num_waiting)
 
     await eventually(waiting, what="a waiting pull request")
