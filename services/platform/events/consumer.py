@@ -297,21 +297,24 @@ class QueueConsumer:
     async def _run(self) -> None:
         assert self._puller is not None
         failures = 0
-        # While a batch is handled, the next one is already being fetched: the round trip to NATS
-        # overlaps the handlers' transaction instead of following it (a quarter of the time the
-        # loop was otherwise idle). Batches are still handled one after the other, in order.
-        ahead: asyncio.Future[list[Msg]] | None = None
+        # The puller keeps a credit of messages on their way (pull.py): what arrives while a batch
+        # is handled waits in its buffer and makes the next batch, which is taken at once. Only an
+        # empty buffer is waited on, and a stop drops that wait. Batches are handled one after the
+        # other, in order.
         stopping = asyncio.ensure_future(self._stopping.wait())
         try:
             while not self._stopping.is_set():
-                fetching, ahead = ahead or asyncio.ensure_future(self._fetch()), None
-                either: set[asyncio.Future[Any]] = {fetching, stopping}
-                await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
-                if not fetching.done():  # stopping: a fetch still waiting for messages is dropped
-                    fetching.cancel()
-                    break
                 try:
-                    messages = fetching.result()
+                    if self._puller.pending:
+                        messages = await self._fetch()
+                    else:
+                        fetching = asyncio.ensure_future(self._fetch())
+                        either: set[asyncio.Future[Any]] = {fetching, stopping}
+                        await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
+                        if not fetching.done():  # stopping: a fetch still waiting is dropped
+                            fetching.cancel()
+                            break
+                        messages = fetching.result()
                 except (nats.errors.Error, OSError) as exc:
                     failures += 1
                     delay = self.policy.backoff.delay(failures)
@@ -319,19 +322,10 @@ class QueueConsumer:
                     await wait_set(self._stopping, delay)
                     continue
                 failures = 0
-                if not messages:
-                    continue
-                # A batch fetched ahead is filled up with what arrived while the last one was
-                # handled, in order: fewer, larger transactions under load.
-                if len(messages) < self.policy.batch_size:
-                    messages += self._puller.take(self.policy.batch_size - len(messages))
-                if not self._stopping.is_set():
-                    ahead = asyncio.ensure_future(self._fetch())
-                await self.process_batch(messages)
+                if messages:
+                    await self.process_batch(messages)
         finally:
             stopping.cancel()
-            if ahead is not None:
-                ahead.cancel()
         # Graceful drain: what already arrived is handled; anything later is redelivered.
         while messages := self._puller.take(self.policy.batch_size):
             await self.process_batch(messages)
