@@ -85,11 +85,12 @@ def server_pids(urls: ServerUrls) -> dict[str, int]:
     return found
 
 
-def cpu_seconds(pids: Mapping[str, int]) -> dict[str, float]:
-    """CPU seconds (user and system) used so far by each named process with its descendants that
-    are not named themselves (PostgreSQL's backends count for PostgreSQL), from /proc."""
+def _owners(pids: Mapping[str, int]) -> tuple[dict[int, str], dict[int, list[str]]]:
+    """Each process on the machine that belongs to a named one (itself, or a descendant that is
+    not named itself: PostgreSQL's backends count for PostgreSQL), and every process's stat
+    fields after its name."""
     parent: dict[int, int] = {}
-    ticks: dict[int, int] = {}
+    stats: dict[int, list[str]] = {}
     for proc in Path("/proc").iterdir():
         if not proc.name.isdigit():
             continue
@@ -98,16 +99,49 @@ def cpu_seconds(pids: Mapping[str, int]) -> dict[str, float]:
         except OSError:  # ended meanwhile
             continue
         pid = int(proc.name)
-        # ppid, then utime, stime and the reaped children's cutime and cstime.
-        parent[pid], ticks[pid] = int(fields[1]), sum(int(f) for f in fields[11:15])
-    owner = {pid: name for name, pid in pids.items()}
-    totals = dict.fromkeys(pids, 0.0)
-    for pid, used in ticks.items():
+        parent[pid], stats[pid] = int(fields[1]), fields
+    named = {pid: name for name, pid in pids.items()}
+    owner = {}
+    for pid in stats:
         ancestor = pid
-        while ancestor not in owner and ancestor in parent:
+        while ancestor not in named and ancestor in parent:
             ancestor = parent[ancestor]
-        if ancestor in owner:
-            totals[owner[ancestor]] += used / TICKS_PER_S
+        if ancestor in named:
+            owner[pid] = named[ancestor]
+    return owner, stats
+
+
+def cpu_seconds(pids: Mapping[str, int]) -> dict[str, float]:
+    """CPU seconds (user and system) used so far by each named process with its descendants that
+    are not named themselves (PostgreSQL's backends count for PostgreSQL), from /proc."""
+    owner, stats = _owners(pids)
+    totals = dict.fromkeys(pids, 0.0)
+    for pid, name in owner.items():
+        # utime, stime and the reaped children's cutime and cstime.
+        totals[name] += sum(int(f) for f in stats[pid][11:15]) / TICKS_PER_S
+    return totals
+
+
+def core_waits(pids: Mapping[str, int]) -> dict[str, float] | None:
+    """Seconds the threads of each named process (with its descendants, as `cpu_seconds`) have
+    spent runnable but waiting for a core, so far: the second field of each thread's
+    /proc/<pid>/task/<tid>/schedstat. Threads that have ended are not counted. None when the
+    kernel does not keep scheduler statistics."""
+    if not Path("/proc/self/schedstat").exists():
+        return None
+    owner, _ = _owners(pids)
+    totals = dict.fromkeys(pids, 0.0)
+    for pid, name in owner.items():
+        try:
+            tasks = list(Path(f"/proc/{pid}/task").iterdir())
+        except OSError:  # ended meanwhile
+            continue
+        for task in tasks:
+            try:
+                waited_ns = int((task / "schedstat").read_text().split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            totals[name] += waited_ns / 1e9
     return totals
 
 

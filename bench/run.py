@@ -153,19 +153,32 @@ def saga_calls_table(steps: list[saga_bench.Step]) -> list[str]:
 
 
 def saga_cpu_table(steps: list[saga_bench.Step]) -> list[str]:
-    """Where the CPU of the busiest step went, per confirmed order, and the rate it allows."""
+    """Where the CPU of the busiest step went, per confirmed order, and the rate it allows; and
+    how long each process's threads waited for a core meanwhile."""
     busiest = max(steps, key=lambda s: s.sustained_per_s)
     total, cores = busiest.cpu_ms_total, os.cpu_count() or 1
+    waiting = busiest.threads_waiting
     lines = [
         f"CPU per confirmed order at the busiest step ({busiest.offered_per_s} offered/s,"
         f" {busiest.sustained_per_s:.1f} confirmed/s), from /proc: {total:.1f} ms in all, so"
-        f" {cores} cores confirm at most about {1000 * cores / total if total else 0:.0f} orders/s.",
+        f" {cores} cores confirm at most about {1000 * cores / total if total else 0:.0f} orders/s."
+        + (
+            f" Meanwhile {waiting:.1f} threads on average were runnable and waiting for a core"
+            " (the last column, from each thread's schedstat): a thread woken by a message or a"
+            " reply queues behind them before it can handle it."
+            if waiting is not None
+            else ""
+        ),
         "",
-        "| process | ms per order | share |",
-        "|---|---|---|",
+        "| process | ms per order | share | waited for a core, ms per order |",
+        "|---|---|---|---|",
     ]
     for name, ms in sorted(busiest.cpu_ms_per_order.items(), key=lambda item: -item[1]):
-        lines.append(f"| {name} | {ms:.2f} | {100 * ms / total if total else 0:.0f} % |")
+        waited = busiest.waited_ms_per_order.get(name)
+        lines.append(
+            f"| {name} | {ms:.2f} | {100 * ms / total if total else 0:.0f} % |"
+            f" {'-' if waited is None else f'{waited:.2f}'} |"
+        )
     return lines
 
 

@@ -46,7 +46,7 @@ from a4co.payments.v1 import payments_service_pb2 as payments_pb
 from a4co.payments.v1 import payments_service_pb2_grpc as payments_grpc
 from a4co.type.v1 import address_pb2, lat_lng_pb2, money_pb2
 from bench.events_bench import paced, percentile
-from bench.harness import cpu_seconds, rss_mb, server_pids
+from bench.harness import core_waits, cpu_seconds, rss_mb, server_pids
 from services.launcher.supervisor import Supervisor
 from services.platform.auth import generate_keypair
 from services.platform.events.codec import EventCodec
@@ -201,11 +201,22 @@ class Step:
     staged_orders: int = 0
     # The synchronous calls, as their callers saw them and as their handlers took them.
     calls: list[CallTiming] = field(default_factory=list)
+    # Time each process's threads spent runnable, waiting for a core, per confirmed order, over
+    # the same window as the CPU (`window_s`); empty where the kernel keeps no such statistics.
+    waited_ms_per_order: dict[str, float] = field(default_factory=dict)
+    window_s: float = 0.0
 
     @property
     def cpu_ms_total(self) -> float:
         """Every process's CPU per confirmed order."""
         return sum(self.cpu_ms_per_order.values())
+
+    @property
+    def threads_waiting(self) -> float | None:
+        """How many threads were, on average over the step, runnable and waiting for a core."""
+        if not self.waited_ms_per_order or not self.window_s:
+            return None
+        return sum(self.waited_ms_per_order.values()) * self.confirmed / 1000 / self.window_s
 
 
 @dataclass
@@ -362,17 +373,23 @@ async def _steps(
 
         pages_before = await metrics_pages(metrics_ports)
         start = time.perf_counter()
-        cpu_before = cpu_seconds(processes)
+        cpu_before, waits_before = cpu_seconds(processes), core_waits(processes)
         await paced(rate, seconds, offer)
         await asyncio.gather(*in_flight)
         deadline = time.perf_counter() + 30
         while time.perf_counter() < deadline and not set(sent_at) <= set(confirmed_at):  # noqa: ASYNC110
             await asyncio.sleep(0.05)  # a bounded wait for the last confirmations
-        cpu_after = cpu_seconds(processes)
+        cpu_after, waits_after = cpu_seconds(processes), core_waits(processes)
+        window_s = time.perf_counter() - start
         pages_after = await metrics_pages(metrics_ports)
         rss = {n: rss_mb(pid) for n in endpoints if (pid := supervisor.pid(n))}
         latencies = [(confirmed_at[o] - t) * 1000 for o, t in sent_at.items() if o in confirmed_at]
         per_order = {n: (cpu_after[n] - cpu_before[n]) * 1000 / max(len(latencies), 1) for n in processes}
+        waited = (
+            {n: max(waits_after[n] - waits_before[n], 0.0) * 1000 / max(len(latencies), 1) for n in processes}
+            if waits_before is not None and waits_after is not None
+            else {}
+        )
         elapsed = max(confirmed_at.values(), default=start) - start
         # After the step's figures: reading the streams back is not part of the step's work.
         to_unix = wall_clock_offset()  # the load generator's clock onto JetStream's
@@ -387,7 +404,8 @@ async def _steps(
         calls = call_timings(pages_before, pages_after, created_ms)
         steps.append(
             Step(rate, len(sent_at), len(latencies), len(latencies) / elapsed if elapsed else 0.0,
-                 percentile(latencies, 50), percentile(latencies, 99), per_order, stages, staged, calls)
+                 percentile(latencies, 50), percentile(latencies, 99), per_order, stages, staged, calls,
+                 waited, window_s)
         )  # fmt: skip
     await channel.close()
     await nc.close()

@@ -66,6 +66,10 @@ async def test_the_whole_report_runs_at_smoke_sizes(urls: ServerUrls, tmp_path: 
     assert {"orders", "payments", "inventory", "PostgreSQL", "NATS", "Redis", "load generator"} <= set(cpu)
     assert cpu["orders"] > 0
     assert cpu["PostgreSQL"] > 0
+    if Path("/proc/self/schedstat").exists():  # time waiting for a core, for the same processes
+        assert set(saga.steps[0].waited_ms_per_order) == set(cpu)
+        assert all(ms >= 0 for ms in saga.steps[0].waited_ms_per_order.values())
+        assert saga.steps[0].threads_waiting is not None
     assert saga.rss_mb
     assert all(mb > 0 for mb in saga.rss_mb.values())
     # Every confirmed order's events were read back from the streams and split into stages.
@@ -89,6 +93,8 @@ async def test_the_whole_report_runs_at_smoke_sizes(urls: ServerUrls, tmp_path: 
     }
     text = (out / "report.md").read_text()
     assert "## The order saga" in text
-    assert "| orders |" in text.split("CPU per confirmed order")[1].split("## Memory")[0]
+    cpu_table = text.split("CPU per confirmed order")[1].split("## Memory")[0]
+    assert "| orders |" in cpu_table
+    assert "waited for a core, ms per order |" in cpu_table
     assert f"| 5 | {step.staged_orders} | " in text.split("Where an order's time goes")[1]
     assert "| catalog |" in text.split("## Memory (RSS) of each service under load")[1]

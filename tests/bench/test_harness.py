@@ -1,0 +1,43 @@
+"""The benchmark's readings of /proc: CPU and time waiting for a core, per process tree."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+from pathlib import Path
+
+import pytest
+
+from bench.harness import core_waits, cpu_seconds
+from bench.saga_bench import Step
+from tests.support.waiting import eventually
+
+SPIN = "while True: pass"
+
+
+@pytest.mark.skipif(not Path("/proc/self/schedstat").exists(), reason="no scheduler statistics")
+async def test_three_spinning_children_on_two_cores_wait_and_count_for_their_parent() -> None:
+    spinners = " & ".join(f"{sys.executable} -c '{SPIN}'" for _ in range(3))
+    parent = await asyncio.create_subprocess_exec("sh", "-c", f"{spinners} & wait", start_new_session=True)
+    try:
+        named = {"spinners": parent.pid}
+        before = core_waits(named)
+        assert before is not None
+        # Three busy processes and this one on two cores: some of them are always waiting.
+        await eventually(
+            lambda: (now := core_waits(named)) is not None and now["spinners"] > before["spinners"] + 0.05,
+            what="the spinners waited for a core",
+        )
+        assert cpu_seconds(named)["spinners"] > 0
+    finally:
+        os.killpg(parent.pid, signal.SIGKILL)  # the shell and its spinners: one session
+        await parent.wait()
+
+
+def test_the_threads_waiting_on_average_over_a_step() -> None:
+    step = Step(200, 2000, 2000, 198.0, 300.0, 800.0, waited_ms_per_order={"a": 2.0, "b": 3.0}, window_s=10.0)
+    # 5 ms per order for 2,000 orders is 10 s of waiting over a 10 s step.
+    assert step.threads_waiting == pytest.approx(1.0)
+    assert Step(200, 2000, 2000, 198.0, 300.0, 800.0).threads_waiting is None
