@@ -16,7 +16,7 @@ tops it up, instead of asking again for every batch (docs/decisions/0014).
   has passed.
 
 nats-py's way asked twice per fetch when nothing was waiting (a `no_wait` request, then one that
-waits): at the saga's rates each event cost two requests and two statuses besides itself.
+waits): at the saga's rates each event cost one or two requests and their statuses besides itself.
 
 Messages are acknowledged through `Msg.ack()` and friends as with nats-py's own subscriptions.
 """
@@ -106,6 +106,9 @@ class Puller:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         while True:
+            # Cleared before looking, so that whatever arrives from now on, even while a request
+            # is being sent below, wakes the wait.
+            self._arrived.clear()
             if self._error is not None:
                 error, self._error = self._error, None
                 raise PullError(f"pull request on {self._next_subject} ended: {error}")
@@ -116,8 +119,7 @@ class Puller:
             await self._top_up(batch)
             now = loop.time()
             if now >= deadline:
-                return []
-            self._arrived.clear()
+                return self.take(batch)
             # Wake when the credit may have lapsed unreported, to ask again.
             wait = min(deadline, max(self._open_until + GRACE_S, now + GRACE_S)) - now
             await wait_set(self._arrived, wait)

@@ -122,6 +122,28 @@ async def test_an_ended_request_is_renewed_and_requests_do_not_pile_up(
     await puller.stop()
 
 
+class SlowToAsk(Puller):
+    """A puller whose first request is answered while it is still being sent."""
+
+    async def _top_up(self, batch: int) -> None:
+        first = self.requests == 0
+        await super()._top_up(batch)
+        if first:
+            await eventually(lambda: self.pending > 0, what="the answer, during the request")
+
+
+async def test_a_message_that_arrives_while_a_request_is_sent_is_not_missed(
+    nc: NATS, prefix: str, stream: str
+) -> None:
+    await publish(nc, prefix, 1)
+    puller = SlowToAsk(nc, stream, "worker", expires_s=30)
+    await puller.start()
+    async with asyncio.timeout(10):  # missed, the fetch would wait out the request's 30 s
+        got = await puller.fetch(10, timeout=30)
+    assert [m.data for m in got] == [b"0"]
+    await puller.stop()
+
+
 async def test_an_empty_stream_gives_an_empty_batch_after_the_window(nc: NATS, stream: str) -> None:
     puller = Puller(nc, stream, "worker")
     await puller.start()
