@@ -15,7 +15,7 @@ from services.platform.main import service_main
 from services.platform.runtime import Infrastructure, ServiceParts
 
 # The payment methods GetPaymentMethod reads kept in memory (a kept method never changes): a
-# customer's orders check theirs without a statement.
+# customer's orders check theirs without a statement, and their charges find them there too.
 METHODS_REMEMBERED = 4096
 
 
@@ -27,7 +27,11 @@ async def build(infra: Infrastructure) -> ServiceParts:
         methods=Methods(infra.pool, remember=METHODS_REMEMBERED),
         provider=provider,
     )
-    saga_deps = saga.SagaDeps(provider, charge_timeout_s=float(os.environ.get("A4CO_CHARGE_TIMEOUT_S", "5")))
+    saga_deps = saga.SagaDeps(
+        provider,
+        charge_timeout_s=float(os.environ.get("A4CO_CHARGE_TIMEOUT_S", "5")),
+        methods=deps.methods,
+    )
     return ServiceParts(
         registrations=[registration(deps)],
         policies=POLICIES,

@@ -26,10 +26,13 @@ METHOD_TYPES = {
 
 @dataclass(frozen=True, slots=True)
 class SagaDeps:
-    """The provider, and how long a charge may take before it counts as failed."""
+    """The provider, how long a charge may take before it counts as failed, and the process's
+    payment methods: those GetPaymentMethod read are kept in memory (a kept method never
+    changes), so an order's charge finds its method there, checked moments before."""
 
     provider: PaymentProvider
     charge_timeout_s: float = 5.0
+    methods: Methods | None = None
 
 
 async def _attempt(
@@ -78,8 +81,8 @@ async def on_order_created(deps: SagaDeps, event: order_events.OrderCreated, ctx
 
 async def _charge_all(conn: Connection, batch: list[_Placed | _Refund]) -> None:
     """Charge the orders a transaction's events placed, one after another, each once: which were
-    attempted already, and the methods, are read with one statement each, and the attempts
-    recorded with one. A refund is made where its event came, after the charges before it are
+    attempted already, and the methods not in memory, are read with one statement each, and the
+    attempts recorded with one. A refund is made where its event came, after the charges before it are
     recorded, so that the events of a transaction take effect in their order."""
     charges = Charges(conn)
     placed_orders = [item for item in batch if isinstance(item, _Placed)]
@@ -87,7 +90,8 @@ async def _charge_all(conn: Connection, batch: list[_Placed | _Refund]) -> None:
     methods: dict[str, StoredMethod] = {}
     if placed_orders:  # a batch of refunds only reads nothing ahead
         done = await charges.attempted([p.event.order_id for p in placed_orders])
-        methods = await Methods(conn).get_many([p.event.payment_method_id for p in placed_orders])
+        known = placed_orders[0].deps.methods or Methods(conn)
+        methods = await known.get_many([p.event.payment_method_id for p in placed_orders], conn=conn)
     attempts: list[tuple[_Placed, Attempt]] = []
     for item in batch:
         if isinstance(item, _Refund):  # in its turn: after the charges before it are recorded

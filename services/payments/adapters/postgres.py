@@ -118,13 +118,27 @@ class Methods:
         self._kept.keep(payment_method_id, method)
         return method
 
-    async def get_many(self, payment_method_ids: list[str]) -> dict[str, StoredMethod]:
-        """Kept methods by id, with one statement; ids not found (or not UUIDs) are absent."""
-        valid = sorted({i for i in payment_method_ids if is_uuid(i)})
-        rows = await self.conn.fetch(
-            "SELECT * FROM payment_methods WHERE payment_method_id = ANY($1::uuid[])", valid
-        )
-        return {str(row["payment_method_id"]): _method(row) for row in rows}
+    async def get_many(
+        self, payment_method_ids: list[str], *, conn: Queryable | None = None
+    ) -> dict[str, StoredMethod]:
+        """Kept methods by id: those read before from memory, the others with one statement on
+        `conn` (a transaction's) or this object's own; ids not found (or not UUIDs) are absent."""
+        found: dict[str, StoredMethod] = {}
+        missing = []
+        for payment_method_id in sorted(set(payment_method_ids)):
+            if (kept := self._kept.get(payment_method_id)) is not None:
+                found[payment_method_id] = kept
+            elif is_uuid(payment_method_id):
+                missing.append(payment_method_id)
+        if missing:
+            rows = await (conn or self.conn).fetch(
+                "SELECT * FROM payment_methods WHERE payment_method_id = ANY($1::uuid[])", missing
+            )
+            for row in rows:
+                method = _method(row)
+                found[method.payment_method_id] = method
+                self._kept.keep(method.payment_method_id, method)
+        return found
 
 
 def _attempt_row(a: Attempt) -> tuple[object, ...]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -9,14 +10,24 @@ import grpc
 import pytest
 import pytest_asyncio
 
+from a4co.orders.events.v1 import order_events_pb2 as order_events
 from a4co.payments.v1 import payments_service_pb2 as pb
 from a4co.payments.v1 import payments_service_pb2_grpc as pb_grpc
+from a4co.type.v1 import money_pb2
 from services.payments.__main__ import build
 from services.platform.auth import Role
 from services.platform.grpc.status import details_of
 from services.platform.local_servers import ServerUrls
-from tests.integration.services.harness import Keys, RunningService, running_service, settings_for, token
+from tests.integration.services.harness import (
+    Keys,
+    RunningService,
+    publish_event,
+    running_service,
+    settings_for,
+    token,
+)
 from tests.support.rpc import failure
+from tests.support.waiting import eventually
 
 SCHEMA = Path("services/payments/schema.sql")
 PAN = "4242424242424242"
@@ -180,3 +191,51 @@ async def test_a_method_read_once_is_then_read_from_memory_for_its_customer_only
         stub.GetPaymentMethod(pb.GetPaymentMethodRequest(payment_method_id=unread), metadata=owner)
     )
     assert missing.code() == grpc.StatusCode.NOT_FOUND
+
+
+def placed(customer_id: str, payment_method_id: str) -> order_events.OrderCreated:
+    return order_events.OrderCreated(
+        order_id=str(uuid.uuid4()),
+        customer_id=customer_id,
+        artisan_id="a-1",
+        payment_method_id=payment_method_id,
+        total=money_pb2.Money(currency_code="EUR", amount_cents=1250),
+    )
+
+
+async def outcome(payments: RunningService, order_id: str) -> tuple[str, str]:
+    """The charge of an order, once it is recorded: (status, failure reason)."""
+    row = None
+
+    async def recorded() -> bool:
+        nonlocal row
+        row = await payments.infra.pool.fetchrow(
+            "SELECT status, failure_reason FROM payments WHERE order_id = $1", order_id
+        )
+        return row is not None
+
+    await eventually(recorded, what=f"the charge of {order_id}")
+    assert row is not None
+    return row["status"], row["failure_reason"]
+
+
+async def test_an_order_is_charged_with_the_method_checked_before_from_memory(
+    stub: pb_grpc.PaymentsServiceAsyncStub, payments: RunningService, keys: Keys
+) -> None:
+    owner = token(keys, "c-21", Role.CUSTOMER)
+    checked = (await stub.ValidatePaymentMethod(card(), metadata=owner)).payment_method_id
+    await stub.GetPaymentMethod(pb.GetPaymentMethodRequest(payment_method_id=checked), metadata=owner)
+    unread = (await stub.ValidatePaymentMethod(card(), metadata=owner)).payment_method_id
+    # The method read before is charged from memory: its row is gone (a kept method never is).
+    await payments.infra.pool.execute("DELETE FROM payment_methods WHERE payment_method_id = $1", checked)
+    first = placed("c-21", checked)
+    await publish_event(payments, first, first.order_id)
+    assert await outcome(payments, first.order_id) == ("succeeded", "")
+    # A method never read is read in the charge's transaction, and kept from then on.
+    second = placed("c-21", unread)
+    await publish_event(payments, second, second.order_id)
+    assert await outcome(payments, second.order_id) == ("succeeded", "")
+    await payments.infra.pool.execute("DELETE FROM payment_methods")
+    third = placed("c-21", unread)
+    await publish_event(payments, third, third.order_id)
+    assert await outcome(payments, third.order_id) == ("succeeded", "")
