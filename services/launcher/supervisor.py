@@ -39,6 +39,12 @@ SERVICES = (
     "orders",
 )
 PEERS_OF_ORDERS = ("catalog", "inventory", "payments", "geo")
+# Off every synchronous contract and off the order's path: when the cores are short they yield to
+# the services that answer calls and run the saga (decision 23). Their events wait in their
+# streams meanwhile and are handled later, in larger batches. `A4CO_BACKGROUND_NICE` sets how much
+# they yield (0: not at all).
+BACKGROUND = ("notifications", "loyalty", "analytics")
+BACKGROUND_NICE = 10
 LISTEN_ATTEMPTS = 3  # other ports tried for a service whose gRPC or metrics port was taken meanwhile
 
 
@@ -52,6 +58,27 @@ def _port(preferred: int) -> int:
                 return free_port()
             return preferred
     return free_port()
+
+
+def lower_priority(pid: int, nice: int) -> bool:
+    """Give a process that leads its own session a lower CPU priority; whether it took effect.
+
+    Where the kernel schedules by session (autogroup), a session weighs against the others by its
+    autogroup's nice value, whatever its processes' own; elsewhere the process's own counts. Both
+    are set: the one that does not apply changes nothing. Raising a nice value needs no privilege.
+    """
+    done = False
+    try:
+        Path(f"/proc/{pid}/autogroup").write_text(f"{nice}\n")
+        done = True
+    except OSError as exc:  # no autogroup scheduling here, or not allowed
+        log.debug("autogroup of %d left as it is: %s", pid, exc)
+    try:
+        os.setpriority(os.PRIO_PROCESS, pid, nice)
+        done = True
+    except OSError as exc:
+        log.debug("priority of %d left as it is: %s", pid, exc)
+    return done
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +129,10 @@ class Supervisor:
         }
         self._stopping = False
         self._watcher: asyncio.Task[None] | None = None
+        raw = env.get("A4CO_BACKGROUND_NICE", str(BACKGROUND_NICE))
+        if not (raw.isdigit() and int(raw) <= 19):
+            raise ValueError(f"A4CO_BACKGROUND_NICE must be a whole number from 0 to 19, not {raw!r}")
+        self.background_nice = int(raw)
 
     @property
     def endpoints(self) -> dict[str, Endpoint]:
@@ -129,6 +160,9 @@ class Supervisor:
             start_new_session=True,
         )  # fmt: skip
         child.pumps = [asyncio.create_task(self._pump(name, child.process))]
+        nice = self.background_nice
+        if name in BACKGROUND and nice and not lower_priority(child.process.pid, nice):
+            log.warning("%s runs at the same CPU priority as the other services", name)
 
     async def _pump(self, name: str, process: asyncio.subprocess.Process) -> None:
         """Copy a service's output to its log file as it comes, and show it line by line."""

@@ -14,7 +14,7 @@ from pathlib import Path
 import grpc
 import pytest
 
-from services.launcher.supervisor import Supervisor
+from services.launcher.supervisor import BACKGROUND_NICE, Supervisor, lower_priority
 from services.platform.local_servers import ServerUrls
 from tests.integration.services.harness import Keys
 from tests.support.waiting import eventually
@@ -103,3 +103,50 @@ async def test_a_service_whose_port_was_taken_meanwhile_starts_on_another(
             assert b"a4co_" in scraped
         finally:
             await supervisor.stop()
+
+
+def autogroup_nice(pid: int) -> int:
+    """The nice value of the autogroup a process belongs to ("/autogroup-N nice V")."""
+    return int(Path(f"/proc/{pid}/autogroup").read_text().split()[-1])
+
+
+AUTOGROUPS = pytest.mark.skipif(
+    not Path("/proc/self/autogroup").exists(), reason="the kernel does not group tasks by session"
+)
+
+
+@AUTOGROUPS
+async def test_lower_priority_sets_the_sessions_and_the_processs_nice_value() -> None:
+    ours = autogroup_nice(os.getpid())
+    sleeper = await asyncio.create_subprocess_exec("sleep", "30", start_new_session=True)
+    try:
+        assert lower_priority(sleeper.pid, 7)
+        assert autogroup_nice(sleeper.pid) == 7
+        assert os.getpriority(os.PRIO_PROCESS, sleeper.pid) == 7
+        assert autogroup_nice(os.getpid()) == ours  # the caller's session is not touched
+    finally:
+        sleeper.kill()
+        await sleeper.wait()
+
+
+@AUTOGROUPS
+async def test_background_services_yield_the_cores_to_the_others(
+    urls: ServerUrls, keys: Keys, tmp_path: Path
+) -> None:
+    env = service_env(urls, keys, "WARNING")
+    supervisor = Supervisor(tmp_path, env, services=("identity", "notifications"))
+    await supervisor.start()
+    try:
+        identity, notifications = supervisor.pid("identity"), supervisor.pid("notifications")
+        assert identity is not None
+        assert notifications is not None
+        assert (autogroup_nice(identity), autogroup_nice(notifications)) == (0, BACKGROUND_NICE)
+        assert os.getpriority(os.PRIO_PROCESS, notifications) == BACKGROUND_NICE
+    finally:
+        await supervisor.stop()
+
+
+@pytest.mark.parametrize("value", ["20", "-5", "low"])
+def test_a_background_nice_value_out_of_range_is_refused(value: str, tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="A4CO_BACKGROUND_NICE must be a whole number from 0 to 19"):
+        Supervisor(tmp_path, {"A4CO_BACKGROUND_NICE": value}, services=("identity",))
