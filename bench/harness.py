@@ -115,11 +115,7 @@ def cpu_seconds(pids: Mapping[str, int]) -> dict[str, float]:
     """CPU seconds (user and system) used so far by each named process with its descendants that
     are not named themselves (PostgreSQL's backends count for PostgreSQL), from /proc."""
     owner, stats = _owners(pids)
-    totals = dict.fromkeys(pids, 0.0)
-    for pid, name in owner.items():
-        # utime, stime and the reaped children's cutime and cstime.
-        totals[name] += sum(int(f) for f in stats[pid][11:15]) / TICKS_PER_S
-    return totals
+    return _cpu(pids, owner, stats)
 
 
 def core_waits(pids: Mapping[str, int]) -> dict[str, float] | None:
@@ -127,9 +123,26 @@ def core_waits(pids: Mapping[str, int]) -> dict[str, float] | None:
     spent runnable but waiting for a core, so far: the second field of each thread's
     /proc/<pid>/task/<tid>/schedstat. Threads that have ended are not counted. None when the
     kernel does not keep scheduler statistics."""
+    return _waits(pids, _owners(pids)[0])
+
+
+def cpu_and_waits(pids: Mapping[str, int]) -> tuple[dict[str, float], dict[str, float] | None]:
+    """`cpu_seconds` and `core_waits` from one look at the processes."""
+    owner, stats = _owners(pids)
+    return _cpu(pids, owner, stats), _waits(pids, owner)
+
+
+def _cpu(pids: Mapping[str, int], owner: dict[int, str], stats: dict[int, list[str]]) -> dict[str, float]:
+    totals = dict.fromkeys(pids, 0.0)
+    for pid, name in owner.items():
+        # utime, stime and the reaped children's cutime and cstime.
+        totals[name] += sum(int(f) for f in stats[pid][11:15]) / TICKS_PER_S
+    return totals
+
+
+def _waits(pids: Mapping[str, int], owner: dict[int, str]) -> dict[str, float] | None:
     if not Path("/proc/self/schedstat").exists():
         return None
-    owner, _ = _owners(pids)
     totals = dict.fromkeys(pids, 0.0)
     for pid, name in owner.items():
         try:

@@ -46,7 +46,7 @@ from a4co.payments.v1 import payments_service_pb2 as payments_pb
 from a4co.payments.v1 import payments_service_pb2_grpc as payments_grpc
 from a4co.type.v1 import address_pb2, lat_lng_pb2, money_pb2
 from bench.events_bench import paced, percentile
-from bench.harness import core_waits, cpu_seconds, rss_mb, server_pids
+from bench.harness import cpu_and_waits, rss_mb, server_pids
 from services.launcher.supervisor import Supervisor
 from services.platform.auth import generate_keypair
 from services.platform.events.codec import EventCodec
@@ -373,20 +373,21 @@ async def _steps(
 
         pages_before = await metrics_pages(metrics_ports)
         start = time.perf_counter()
-        cpu_before, waits_before = cpu_seconds(processes), core_waits(processes)
+        cpu_before, waits_before = cpu_and_waits(processes)
         await paced(rate, seconds, offer)
         await asyncio.gather(*in_flight)
         deadline = time.perf_counter() + 30
         while time.perf_counter() < deadline and not set(sent_at) <= set(confirmed_at):  # noqa: ASYNC110
             await asyncio.sleep(0.05)  # a bounded wait for the last confirmations
-        cpu_after, waits_after = cpu_seconds(processes), core_waits(processes)
+        cpu_after, waits_after = cpu_and_waits(processes)
         window_s = time.perf_counter() - start
         pages_after = await metrics_pages(metrics_ports)
         rss = {n: rss_mb(pid) for n in endpoints if (pid := supervisor.pid(n))}
         latencies = [(confirmed_at[o] - t) * 1000 for o, t in sent_at.items() if o in confirmed_at]
-        per_order = {n: (cpu_after[n] - cpu_before[n]) * 1000 / max(len(latencies), 1) for n in processes}
-        waited = (
-            {n: max(waits_after[n] - waits_before[n], 0.0) * 1000 / max(len(latencies), 1) for n in processes}
+        ms_per_order = 1000 / max(len(latencies), 1)  # seconds in all -> ms per confirmed order
+        per_order = {n: (cpu_after[n] - cpu_before[n]) * ms_per_order for n in processes}
+        waited = (  # a thread that ended takes its waits with it: never below 0
+            {n: max(waits_after[n] - waits_before[n], 0.0) * ms_per_order for n in processes}
             if waits_before is not None and waits_after is not None
             else {}
         )

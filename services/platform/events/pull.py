@@ -63,7 +63,7 @@ class Puller:
         self._error: str | None = None
         self._arrived = asyncio.Event()
         self._sub: Subscription | None = None
-        self.requests = 0  # pull requests sent, for tests and the benchmark
+        self.requests = 0  # pull requests sent, for tests
 
     async def start(self) -> None:
         """Subscribe to the inbox the server answers on."""

@@ -205,16 +205,13 @@ def placed(customer_id: str, payment_method_id: str) -> order_events.OrderCreate
 
 async def outcome(payments: RunningService, order_id: str) -> tuple[str, str]:
     """The charge of an order, once it is recorded: (status, failure reason)."""
-    row = None
+    sql = "SELECT status, failure_reason FROM payments WHERE order_id = $1"
 
     async def recorded() -> bool:
-        nonlocal row
-        row = await payments.infra.pool.fetchrow(
-            "SELECT status, failure_reason FROM payments WHERE order_id = $1", order_id
-        )
-        return row is not None
+        return await payments.infra.pool.fetchrow(sql, order_id) is not None
 
     await eventually(recorded, what=f"the charge of {order_id}")
+    row = await payments.infra.pool.fetchrow(sql, order_id)
     assert row is not None
     return row["status"], row["failure_reason"]
 
