@@ -77,3 +77,9 @@ class UnavailableError(A4coError):
     """A dependency is down; the caller may retry later."""
 
     kind = "UNAVAILABLE"
+
+
+class ResourceExhaustedError(A4coError):
+    """The service is serving as many calls as it may at once; the caller may retry shortly."""
+
+    kind = "RESOURCE_EXHAUSTED"

@@ -175,6 +175,7 @@ class ServiceRunner:
             checks={**infra.checks(), **parts.extra_checks},
             address=grpc_address,
             max_concurrent_rpcs=settings.max_concurrent_rpcs,
+            acceptors=settings.grpc_acceptors,
         )
         self.relay = OutboxRelay(
             dsn=settings.database_url,

@@ -15,6 +15,18 @@ class SettingsError(ValueError):
     """A setting is missing or malformed."""
 
 
+def _at_least_one(env: Mapping[str, str], name: str, default: int) -> int:
+    """A whole number of at least 1 from `env`, or `default` when unset."""
+    raw = env.get(name, str(default))
+    try:
+        value = int(raw)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise SettingsError(f"{name}={raw!r}: a whole number of at least 1")
+    return value
+
+
 @dataclass(frozen=True, slots=True)
 class StreamSettings:
     """How the event streams are created: storage limits, deduplication and replication."""
@@ -44,6 +56,8 @@ class Settings:
     peers: Mapping[str, str] = field(default_factory=dict)
     # Calls served at once; more are refused with RESOURCE_EXHAUSTED (shed, not queued).
     max_concurrent_rpcs: int = 256
+    # Calls of each method the gRPC server takes from its queue at once (decision 24).
+    grpc_acceptors: int = 4
 
     @classmethod
     def from_env(cls, service: str, env: Mapping[str, str] | None = None) -> Settings:
@@ -75,6 +89,7 @@ class Settings:
                 if key.startswith("A4CO_PEER_") and value
             },
             max_concurrent_rpcs=int(env.get("A4CO_MAX_CONCURRENT_RPCS", "256")),
+            grpc_acceptors=_at_least_one(env, "A4CO_GRPC_ACCEPTORS", 4),
         )
 
     def public_key(self) -> str:

@@ -20,7 +20,10 @@ async def failure(call: object) -> grpc.aio.AioRpcError:
 
 
 def inventory_server(
-    servicer: inventory_grpc.InventoryServiceServicer, *, max_concurrent_rpcs: int | None = None
+    servicer: inventory_grpc.InventoryServiceServicer,
+    *,
+    max_concurrent_rpcs: int | None = None,
+    acceptors: int = 4,
 ) -> GrpcServer:
     """`servicer` served the way a service serves it, with CheckStock public."""
     interceptor = PlatformInterceptor(
@@ -31,4 +34,6 @@ def inventory_server(
     )
     add = inventory_grpc.add_InventoryServiceServicer_to_server
     registration = Registration(INVENTORY, lambda server: add(servicer, server))
-    return GrpcServer([registration], interceptor, max_concurrent_rpcs=max_concurrent_rpcs)
+    return GrpcServer(
+        [registration], interceptor, max_concurrent_rpcs=max_concurrent_rpcs, acceptors=acceptors
+    )

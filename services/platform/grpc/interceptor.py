@@ -29,7 +29,7 @@ from opentelemetry import propagate, trace
 from prometheus_client import Counter, Histogram
 
 from services.platform.auth import Principal, Role, TokenVerifier, principal_scope
-from services.platform.errors import A4coError, UnauthenticatedError, UnavailableError
+from services.platform.errors import A4coError, ResourceExhaustedError, UnauthenticatedError, UnavailableError
 from services.platform.flow import Flow, flow_scope, new_id
 from services.platform.grpc.access_log import AccessLog
 from services.platform.grpc.status import internal_status, to_status
@@ -113,6 +113,11 @@ class PlatformInterceptor:
         self._handled: dict[tuple[str, str], Counter] = {}
         self._durations: dict[str, Histogram] = {}
         self.access_log = AccessLog(log)
+        # Calls served at once (set by the server); past it more are refused with
+        # RESOURCE_EXHAUSTED at once, shed instead of queued. gRPC's own limit would count only
+        # the calls its main loop takes, not those the acceptors take (decision 24).
+        self.max_in_flight: int | None = None
+        self.in_flight = 0
 
     def wrap(self, method: str, handler: grpc.RpcMethodHandler[Any, Any]) -> grpc.RpcMethodHandler[Any, Any]:
         """The handler of `method` ("/package.Service/Method") with the platform around it."""
@@ -145,7 +150,12 @@ class PlatformInterceptor:
         remote = None
         if self.propagate_only and "traceparent" in metadata:
             remote = otel_context.attach(propagate.extract(metadata))
+        self.in_flight += 1
         try:
+            if self.max_in_flight is not None and self.in_flight > self.max_in_flight:
+                raise ResourceExhaustedError(
+                    "TOO_MANY_CALLS", f"{self.service} is serving as many calls as it can; try again shortly"
+                )
             token = bearer_token(metadata)
             if token is not None or not policy.public:
                 principal = await self._authenticate(policy, token)
@@ -172,6 +182,7 @@ class PlatformInterceptor:
             await context.abort_with_status(internal_status(self.domain))
             raise
         finally:
+            self.in_flight -= 1
             self._observe(method, code, time.perf_counter() - started, flow, principal, error_reason)
             if remote is not None:
                 otel_context.detach(remote)

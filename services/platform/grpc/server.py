@@ -14,6 +14,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from services.platform.grpc.acceptors import Acceptors
 from services.platform.grpc.interceptor import PlatformInterceptor
 from services.platform.telemetry import server_interceptors
 
@@ -120,19 +121,23 @@ class GrpcServer:
         address: str = "127.0.0.1:0",
         health_interval_s: float = 1.0,
         max_concurrent_rpcs: int | None = None,
+        acceptors: int = 4,
     ) -> None:
+        # The OpenTelemetry interceptor only when spans are recorded: it costs every call.
+        interceptors = server_interceptors() or []
         self.server = grpc.aio.server(
-            # Past this many calls at once, more are refused with RESOURCE_EXHAUSTED: under
-            # overload a service sheds load at once instead of queueing calls without bound
-            # (memory grows, and every queued caller waits past its deadline anyway).
-            maximum_concurrent_rpcs=max_concurrent_rpcs,
-            # The OpenTelemetry interceptor only when spans are recorded: it costs every call.
-            interceptors=server_interceptors(),
+            interceptors=interceptors,
             options=[
                 ("grpc.so_reuseport", 0),
                 ("grpc.max_receive_message_length", 4 * 1024 * 1024),
             ],
         )
+        # Past this many calls at once, more are refused with RESOURCE_EXHAUSTED: under overload
+        # a service sheds load at once instead of queueing calls without bound (memory grows,
+        # and every queued caller waits past its deadline anyway). The interceptor counts them:
+        # gRPC's own limit would miss the calls the acceptors take.
+        interceptor.max_in_flight = max_concurrent_rpcs
+        served: dict[str, grpc.RpcMethodHandler[Any, Any]] = {}
         for registration in registrations:
             collected = _Collector()
             registration.add(cast(grpc.aio.Server, collected))
@@ -147,6 +152,10 @@ class GrpcServer:
                 generic = grpc.method_handlers_generic_handler(service, wrapped)
                 self.server.add_generic_rpc_handlers((generic,))
                 self.server.add_registered_method_handlers(service, wrapped)
+                served.update({f"/{service}/{name}": h for name, h in wrapped.items()})
+        # Each of the services' methods takes up to `acceptors` queued calls at once instead of
+        # gRPC's one (decision 24); health and reflection keep gRPC's one.
+        self.acceptors = Acceptors(self.server, served, interceptors, extra=acceptors - 1)
         self.health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         names = [r.name for r in registrations]
@@ -170,6 +179,7 @@ class GrpcServer:
     async def start(self) -> None:
         """Start serving; health follows the dependency checks from now on."""
         await self.server.start()
+        self.acceptors.start()
         await self.monitor.check_once()
         self.monitor.start(self._health_interval_s)
 
@@ -178,4 +188,5 @@ class GrpcServer:
         await self.monitor.stop()
         await self.health.enter_graceful_shutdown()
         await self.server.stop(grace_s)
+        await self.acceptors.stop()
         self.interceptor.access_log.flush()  # the lines of the last calls

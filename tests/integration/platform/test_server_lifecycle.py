@@ -20,6 +20,7 @@ from a4co.inventory.v1 import inventory_service_pb2 as pb
 from a4co.inventory.v1 import inventory_service_pb2_grpc as pb_grpc
 from services.platform.grpc.interceptor import PlatformInterceptor
 from services.platform.grpc.server import GrpcServer, Registration
+from services.platform.grpc.status import details_of
 from services.platform.local_servers import ServerUrls, wait_until
 from services.platform.logs import JsonFormatter
 from tests.integration.services.harness import Keys
@@ -27,6 +28,7 @@ from tests.support.rpc import inventory_server
 from tests.support.waiting import eventually
 
 SERVICE = "a4co.inventory.v1.InventoryService"
+SHED = {"service": "inventory", "method": "CheckStock", "code": "RESOURCE_EXHAUSTED"}
 
 
 class Slow(pb_grpc.InventoryServiceServicer):
@@ -94,9 +96,14 @@ async def test_calls_past_the_concurrency_limit_are_shed_at_once() -> None:
     held = [asyncio.ensure_future(stub.CheckStock(pb.CheckStockRequest(), timeout=30)) for _ in range(2)]
     await eventually(lambda: servicer.inside == 2, what="two calls being served")
 
+    shed = REGISTRY.get_sample_value("a4co_grpc_server_handled_total", SHED) or 0.0
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await stub.CheckStock(pb.CheckStockRequest(), timeout=30)
     assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    info, _ = details_of(caught.value)
+    assert info is not None
+    assert (info.reason, info.domain) == ("TOO_MANY_CALLS", "inventory.a4co")
+    assert REGISTRY.get_sample_value("a4co_grpc_server_handled_total", SHED) == shed + 1  # counted
 
     servicer.release.set()
     assert all(r.all_available for r in await asyncio.gather(*held))
