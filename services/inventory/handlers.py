@@ -54,8 +54,8 @@ async def check_stock(deps: Deps, lines: list[tuple[str, int]]) -> list[Availabi
     if missing:
         async with deps.uow() as uow:
             found = await uow.stock.get_many(missing)
+        await deps.cache.put_many(list(found.values()))
         for level in found.values():
-            await deps.cache.put(level)
             cached[level.product_id] = level.available
     return [Availability(pid, qty, cached.get(pid, 0), pid in cached) for pid, qty in lines]
 

@@ -25,8 +25,7 @@ def _refresher(deps: Deps, levels: list[StockLevel]) -> Callable[[], Awaitable[N
         return None
 
     async def refresh() -> None:
-        for level in levels:
-            await deps.cache.put(level)
+        await deps.cache.put_many(levels)  # one round trip for the whole transaction's levels
 
     return refresh
 

@@ -12,7 +12,7 @@ process that follows it (`memory.follow`, a background job) keeps the levels it 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from prometheus_client import Counter
 from redis.asyncio import Redis
@@ -26,13 +26,23 @@ LOOKUPS = Counter(
     ["source"],
 )
 
+# KEYS: one hash per product; ARGV: the TTL, the channel, then version, available and product id
+# for each key in turn. Returns 1 for each write that landed, 0 for each older than the cache's.
 _PUT_IF_NEWER = """
-local current = redis.call('HGET', KEYS[1], 'version')
-if current and tonumber(current) >= tonumber(ARGV[1]) then return 0 end
-redis.call('HSET', KEYS[1], 'version', ARGV[1], 'available', ARGV[2])
-redis.call('EXPIRE', KEYS[1], ARGV[3])
-redis.call('PUBLISH', ARGV[4], ARGV[5] .. ' ' .. ARGV[1] .. ' ' .. ARGV[2])
-return 1
+local ttl, channel, landed = ARGV[1], ARGV[2], {}
+for i, key in ipairs(KEYS) do
+  local version, available, product = ARGV[3 * i], ARGV[3 * i + 1], ARGV[3 * i + 2]
+  local current = redis.call('HGET', key, 'version')
+  if current and tonumber(current) >= tonumber(version) then
+    landed[i] = 0
+  else
+    redis.call('HSET', key, 'version', version, 'available', available)
+    redis.call('EXPIRE', key, ttl)
+    redis.call('PUBLISH', channel, product .. ' ' .. version .. ' ' .. available)
+    landed[i] = 1
+  end
+end
+return landed
 """
 
 
@@ -106,12 +116,20 @@ class StockCache:
 
     async def put(self, level: StockLevel) -> bool:
         """Cache a stock level unless a newer one is cached, and announce it; True when written."""
-        written = await self._put(
-            keys=[self.key(level.product_id)],
-            args=[level.version, level.available, self._ttl_s, self.memory.channel, level.product_id],
-        )
-        if written:
-            # This process sees its own change at once, whatever the channel's delay. A write
-            # that did not land is older than what Redis holds: it must not reach memory either.
-            self.memory.remember(level.product_id, (level.version, level.available))
-        return bool(written)
+        (written,) = await self.put_many([level])
+        return written
+
+    async def put_many(self, levels: Sequence[StockLevel]) -> list[bool]:
+        """`put` for several levels in one round trip to Redis; for each, whether it was written."""
+        if not levels:
+            return []
+        args: list[str | int] = [self._ttl_s, self.memory.channel]
+        for level in levels:
+            args += [level.version, level.available, level.product_id]
+        landed = await self._put(keys=[self.key(level.product_id) for level in levels], args=args)
+        for level, written in zip(levels, landed, strict=True):
+            if written:
+                # This process sees its own change at once, whatever the channel's delay. A write
+                # that did not land is older than what Redis holds: it must not reach memory either.
+                self.memory.remember(level.product_id, (level.version, level.available))
+        return [bool(written) for written in landed]

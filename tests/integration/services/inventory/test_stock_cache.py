@@ -110,3 +110,33 @@ async def test_an_entry_is_read_again_from_redis_after_the_local_ttl(redis: Redi
         now[0] += 0.2
         assert await cache.available(["p-queso"]) == {"p-queso": 0}
         assert await cache.available(["p-unknown", "p-queso"]) == {"p-queso": 0}
+
+
+async def test_several_levels_are_written_in_one_round_trip_each_only_if_newer(
+    redis: Redis, prefix: str
+) -> None:
+    await StockCache(redis, prefix).put(level("p-aove", 9, version=7))  # announced to nobody; script loaded
+    writer = StockCache(redis, prefix)
+    async with following_cache(StockCache(redis, prefix)) as reader:
+        before = await scripts_run(redis)
+        written = await writer.put_many(
+            [level("p-miel", 5, version=2), level("p-aove", 2, version=6), level("p-queso", 3, version=1)]
+        )
+        assert await scripts_run(redis) == before + 1  # one round trip for the three
+        assert written == [True, False, True]  # p-aove's version 6 is older than Redis's 7
+        found = await writer.available(["p-miel", "p-aove", "p-queso"])
+        assert found == {"p-miel": 5, "p-aove": 9, "p-queso": 3}
+
+        async def announced() -> bool:
+            return await reader.available(["p-miel", "p-queso"]) == {"p-miel": 5, "p-queso": 3}
+
+        await eventually(announced, what="both written levels announced to another process")
+        await behind_the_cache(reader, redis, "p-queso", 0)
+        assert await reader.available(["p-queso"]) == {"p-queso": 3}  # from the announcement, in memory
+    assert await writer.put_many([]) == []
+
+
+async def scripts_run(redis: Redis) -> int:
+    """Scripts Redis has run so far (EVALSHA and EVAL), from its command statistics."""
+    stats = await redis.info("commandstats")
+    return sum(int(stats.get(f"cmdstat_{name}", {}).get("calls", 0)) for name in ("evalsha", "eval"))
