@@ -95,7 +95,11 @@ class PeerClient:
         self.breaker = CircuitBreaker(peer, clock=clock, on_change=_export_state)
         _export_state(peer, self.breaker.state)
         self._sleep = sleep
-        self._durations: dict[str, Histogram] = {}  # label children by method, looked up once
+        # Label children by method (and code), looked up once, not once per call.
+        self._durations: dict[str, Histogram] = {}
+        self._counts: dict[tuple[str, str], Counter] = {}
+        # As the channel's interceptors, fixed when the client is made (open_channel).
+        self._tracing = tracing_enabled()
 
     async def call(
         self,
@@ -120,7 +124,7 @@ class PeerClient:
             try:
                 self.breaker.before_call()
             except BreakerOpenError as exc:
-                CLIENT_CALLS.labels(self.peer, name, "CIRCUIT_OPEN").inc()
+                self._counted(name, "CIRCUIT_OPEN").inc()
                 raise UnavailableError("CIRCUIT_OPEN", str(exc), metadata={"peer": self.peer}) from exc
             remaining = deadline - time.monotonic()
             started = time.perf_counter()
@@ -129,7 +133,7 @@ class PeerClient:
             except grpc.aio.AioRpcError as err:
                 self._duration(name).observe(time.perf_counter() - started)
                 code = err.code()
-                CLIENT_CALLS.labels(self.peer, name, code.name).inc()
+                self._counted(name, code.name).inc()
                 if code in PEER_FAILURES:
                     self.breaker.record_failure()
                 else:
@@ -138,9 +142,15 @@ class PeerClient:
                     raise
                 continue
             self._duration(name).observe(time.perf_counter() - started)
-            CLIENT_CALLS.labels(self.peer, name, "OK").inc()
+            self._counted(name, "OK").inc()
             self.breaker.record_success()
             return response
+
+    def _counted(self, method: str, code: str) -> Counter:
+        child = self._counts.get((method, code))
+        if child is None:
+            child = self._counts[method, code] = CLIENT_CALLS.labels(self.peer, method, code)
+        return child
 
     def _duration(self, method: str) -> Histogram:
         child = self._durations.get(method)
@@ -159,11 +169,10 @@ class PeerClient:
         await self._sleep(delay)
         return True
 
-    @staticmethod
-    def _propagated() -> list[tuple[str, str]]:
+    def _propagated(self) -> list[tuple[str, str]]:
         """The caller's correlation id and, when acting for a user, their token."""
         md = [("x-correlation-id", current_flow().correlation_id)]
-        if not tracing_enabled():
+        if not self._tracing:
             # No client interceptor injects the trace context: pass on the one the call came with.
             carrier: dict[str, str] = {}
             propagate.inject(carrier)

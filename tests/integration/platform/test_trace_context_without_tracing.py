@@ -33,10 +33,12 @@ class Seen(pb_grpc.InventoryServiceServicer):
         self.peer_metadata: dict[str, str] = {}
         self.event_headers: dict[str, str] = {}
         self.codec = EventCodec(load_registry(), "inventory", Topology("t"))
+        # A client made as orders makes its own: it asks once, when made, whether spans are built.
+        self.peer = PeerClient("geo", client_module.open_channel("127.0.0.1:9"))
 
     async def CheckStock(self, request: pb.CheckStockRequest, context: Any) -> pb.CheckStockResponse:  # noqa: N802
         self.trace_id = format(trace.get_current_span().get_span_context().trace_id, "032x")
-        self.peer_metadata = dict(PeerClient._propagated())
+        self.peer_metadata = dict(self.peer._propagated())
         self.event_headers = self.codec.encode(order_created("o-1"), aggregate_id="o-1").headers
         return pb.CheckStockResponse(all_available=True)
 
@@ -63,6 +65,7 @@ async def test_an_incoming_traceparent_is_passed_on_without_spans(monkeypatch: p
             await stub.CheckStock(pb.CheckStockRequest(), metadata=metadata, timeout=10)
     finally:
         await server.stop(grace_s=1)
+        await servicer.peer.close()
 
     assert servicer.trace_id == TRACE_ID
     assert TRACE_ID in servicer.peer_metadata["traceparent"]
