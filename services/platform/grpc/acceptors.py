@@ -4,7 +4,7 @@ grpc.aio's server asks gRPC's core for the next call of a method only once the p
 reached the event loop: one request per method at a time, and each takes several turns of the
 loop and a wake-up of gRPC's poller thread. On a busy process the calls that arrive meanwhile
 wait in the core's queue and are taken one per cycle (3 to 20 ms apart under the saga's load, so
-payments' GetPaymentMethod calls waited up to 300 ms there before their handler ran, in 0.1 ms).
+payments' GetPaymentMethod calls waited up to 325 ms there before their handler ran, in 0.1 ms).
 
 `Acceptors` keeps more requests posted for the same methods, through the server's own entry
 points, and hands each call it receives to gRPC's own handling, exactly as the server's main
