@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 import time
 from typing import Any
 
 import grpc
+import pytest
 
 from a4co.inventory.v1 import inventory_service_pb2 as pb
 from a4co.inventory.v1 import inventory_service_pb2_grpc as pb_grpc
@@ -118,3 +120,31 @@ async def test_the_acceptors_end_with_the_server_and_no_call_is_lost() -> None:
     await server.stop(grace_s=1)
     assert server.acceptors.running == 0
     assert not [t for t in asyncio.all_tasks() if t.get_name().startswith("accept ")]
+
+
+async def test_without_the_entry_points_the_server_takes_calls_as_grpc_does(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    class OlderGrpc:
+        """A grpcio whose Cython layer lacks one of the entry points the acceptors use."""
+
+        def __getattr__(self, name: str) -> Any:
+            if name == "_schedule_rpc_coro":
+                raise AttributeError(name)
+            return getattr(real, name)
+
+    real = acceptors.cygrpc
+    monkeypatch.setattr(acceptors, "cygrpc", OlderGrpc())
+    busy = Busy()
+    servicer = Counted(busy)
+    server = inventory_server(servicer, acceptors=4)
+    with caplog.at_level(logging.WARNING, logger=acceptors.__name__):
+        await server.start()
+    try:
+        assert server.acceptors.running == 0
+        assert "cannot accept calls of a method concurrently; one at a time" in caplog.text
+        answers = await asyncio.to_thread(send_at_once, server.address, CALLS)
+        assert len(answers) == CALLS
+        assert all(a.all_available for a in answers)
+    finally:
+        await server.stop(grace_s=1)
