@@ -118,16 +118,12 @@ def cpu_seconds(pids: Mapping[str, int]) -> dict[str, float]:
     return _cpu(pids, owner, stats)
 
 
-def core_waits(pids: Mapping[str, int]) -> dict[str, float] | None:
-    """Seconds the threads of each named process (with its descendants, as `cpu_seconds`) have
-    spent runnable but waiting for a core, so far: the second field of each thread's
-    /proc/<pid>/task/<tid>/schedstat. Threads that have ended are not counted. None when the
-    kernel does not keep scheduler statistics."""
-    return _waits(pids, _owners(pids)[0])
-
-
 def cpu_and_waits(pids: Mapping[str, int]) -> tuple[dict[str, float], dict[str, float] | None]:
-    """`cpu_seconds` and `core_waits` from one look at the processes."""
+    """`cpu_seconds`, and the seconds the threads of each named process (with its descendants,
+    as `cpu_seconds`) have spent runnable but waiting for a core so far, from one look at the
+    processes: the second field of each thread's /proc/<pid>/task/<tid>/schedstat. Threads that
+    have ended are not counted. The waits are None when the kernel keeps no scheduler
+    statistics."""
     owner, stats = _owners(pids)
     return _cpu(pids, owner, stats), _waits(pids, owner)
 

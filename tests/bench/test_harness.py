@@ -10,11 +10,16 @@ from pathlib import Path
 
 import pytest
 
-from bench.harness import core_waits, cpu_seconds
+from bench.harness import cpu_and_waits, cpu_seconds
 from bench.saga_bench import Step
 from tests.support.waiting import eventually
 
 SPIN = "while True: pass"
+
+
+def core_waits(named: dict[str, int]) -> dict[str, float] | None:
+    """The seconds each named process tree has waited for a core so far (`cpu_and_waits`)."""
+    return cpu_and_waits(named)[1]
 
 
 @pytest.mark.skipif(not Path("/proc/self/schedstat").exists(), reason="no scheduler statistics")

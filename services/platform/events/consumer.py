@@ -29,7 +29,6 @@ from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
-from prometheus_client import Counter, Histogram
 
 from services.platform.db import Connection
 from services.platform.events import metrics
@@ -46,6 +45,7 @@ from services.platform.events.registry import EventDef
 from services.platform.events.topology import Topology
 from services.platform.events.upcasting import NoUpcastPathError, Upcasters
 from services.platform.flow import flow_scope
+from services.platform.labels import Children
 from services.platform.resilience import Backoff, wait_set
 from services.platform.telemetry import tracing_enabled
 
@@ -220,8 +220,8 @@ class QueueConsumer:
         self._task: asyncio.Task[None] | None = None
         self._lag_task: asyncio.Task[None] | None = None
         # Label children are looked up once per event type, not once per message.
-        self._durations: dict[str, Histogram] = {}
-        self._counts: dict[tuple[str, str], Counter] = {}
+        self._handler_duration = Children(metrics.HANDLER_DURATION, service)  # by event type
+        self._consumed = Children(metrics.EVENTS_CONSUMED, service)  # by event type and result
         # Without a tracer provider the spans would be no-ops: skip building them at all.
         self._tracing = tracing_enabled()
         self._puller: Puller | None = None
@@ -490,19 +490,6 @@ class QueueConsumer:
                 "messaging.message.delivery_count": item.delivery,
             },
         )
-
-    def _handler_duration(self, event_type: str) -> Histogram:
-        child = self._durations.get(event_type)
-        if child is None:
-            child = self._durations[event_type] = metrics.HANDLER_DURATION.labels(self.service, event_type)
-        return child
-
-    def _consumed(self, event_type: str, result: str) -> Counter:
-        key = (event_type, result)
-        child = self._counts.get(key)
-        if child is None:
-            child = self._counts[key] = metrics.EVENTS_CONSUMED.labels(self.service, event_type, result)
-        return child
 
     async def _failed(self, msg: Msg, exc: Exception, delivery: int, event_type: str) -> None:
         error = f"{type(exc).__name__}: {exc}"

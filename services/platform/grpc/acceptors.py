@@ -60,7 +60,6 @@ class Acceptors:
         extra: int,
     ) -> None:
         self.server = server
-        self.methods = list(handlers)
         self.extra = extra
         self._handlers = dict(handlers)
         self._interceptors = tuple(interceptors)
@@ -74,14 +73,14 @@ class Acceptors:
 
     def start(self) -> None:
         """Post the requests; call once the server has started."""
-        if self.extra <= 0 or not self.methods:
+        if self.extra <= 0 or not self._handlers:
             return
         if not supported(self.server):
             log.warning("this grpcio cannot accept calls of a method concurrently; one at a time")
             return
         core = _core(self.server)
         resolver = cygrpc._MethodResolver([], dict(self._handlers))
-        for method in self.methods:
+        for method in self._handlers:
             for n in range(self.extra):
                 task = asyncio.create_task(self._accept(core, resolver, method), name=f"accept {method} {n}")
                 self._acceptors.append(task)

@@ -18,6 +18,7 @@ from services.platform.auth import optional_principal
 from services.platform.errors import UnavailableError
 from services.platform.flow import current_flow
 from services.platform.grpc.interceptor import RPC_BUCKETS
+from services.platform.labels import Children
 from services.platform.resilience import Backoff, BreakerOpenError, BreakerState, CircuitBreaker
 from services.platform.telemetry import client_interceptors, tracing_enabled
 
@@ -95,9 +96,8 @@ class PeerClient:
         self.breaker = CircuitBreaker(peer, clock=clock, on_change=_export_state)
         _export_state(peer, self.breaker.state)
         self._sleep = sleep
-        # Label children by method (and code), looked up once, not once per call.
-        self._durations: dict[str, Histogram] = {}
-        self._counts: dict[tuple[str, str], Counter] = {}
+        self._counted = Children(CLIENT_CALLS, peer)  # by method and code
+        self._duration = Children(CLIENT_DURATION, peer)  # by method
         # As the channel's interceptors, fixed when the client is made (open_channel).
         self._tracing = tracing_enabled()
 
@@ -145,18 +145,6 @@ class PeerClient:
             self._counted(name, "OK").inc()
             self.breaker.record_success()
             return response
-
-    def _counted(self, method: str, code: str) -> Counter:
-        child = self._counts.get((method, code))
-        if child is None:
-            child = self._counts[method, code] = CLIENT_CALLS.labels(self.peer, method, code)
-        return child
-
-    def _duration(self, method: str) -> Histogram:
-        child = self._durations.get(method)
-        if child is None:
-            child = self._durations[method] = CLIENT_DURATION.labels(self.peer, method)
-        return child
 
     async def _may_retry(
         self, code: grpc.StatusCode, attempt: int, idempotent: bool, deadline: float

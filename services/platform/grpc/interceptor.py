@@ -33,6 +33,7 @@ from services.platform.errors import A4coError, ResourceExhaustedError, Unauthen
 from services.platform.flow import Flow, flow_scope, new_id
 from services.platform.grpc.access_log import AccessLog
 from services.platform.grpc.status import internal_status, to_status
+from services.platform.labels import Children
 from services.platform.telemetry import tracing_enabled
 
 log = logging.getLogger("a4co.access")
@@ -110,8 +111,8 @@ class PlatformInterceptor:
         # incoming traceparent is still honoured, so logs and outgoing calls keep the trace id.
         self.propagate_only = not tracing_enabled()
         # Label children are looked up once per method and code, not once per call.
-        self._handled: dict[tuple[str, str], Counter] = {}
-        self._durations: dict[str, Histogram] = {}
+        self._handled = Children(RPC_HANDLED, service)  # by method and code
+        self._durations = Children(RPC_DURATION, service)  # by method
         self.access_log = AccessLog(log)
         # Calls served at once (set by the server); past it more are refused with
         # RESOURCE_EXHAUSTED at once, shed instead of queued. gRPC's own limit would count only
@@ -209,15 +210,8 @@ class PlatformInterceptor:
         error_reason: str,
     ) -> None:
         short = method.rsplit("/", 1)[-1]
-        key = (short, code.name)
-        handled = self._handled.get(key)
-        if handled is None:
-            handled = self._handled[key] = RPC_HANDLED.labels(self.service, short, code.name)
-        handled.inc()
-        duration = self._durations.get(short)
-        if duration is None:
-            duration = self._durations[short] = RPC_DURATION.labels(self.service, short)
-        duration.observe(seconds)
+        self._handled(short, code.name).inc()
+        self._durations(short).observe(seconds)
         if not self.access_log.enabled:
             return
         span = trace.get_current_span().get_span_context()
