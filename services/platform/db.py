@@ -23,6 +23,18 @@ def columns(rows: Iterable[Sequence[Any]], width: int) -> list[list[Any]]:
     return found or [[] for _ in range(width)]
 
 
+def literal(text: str) -> str:
+    """`text` as an SQL string constant, for the few statements sent without parameters (several
+    statements in one round trip; see `QueueConsumer._begin`).
+
+    With `standard_conforming_strings` on, which every pool sets, a quote doubled is the only
+    escape a constant needs. PostgreSQL text cannot hold NUL, which is refused here.
+    """
+    if "\x00" in text:
+        raise ValueError("an SQL constant cannot hold NUL")
+    return "'" + text.replace("'", "''") + "'"
+
+
 async def create_pool(
     dsn: str,
     schema: str,
@@ -45,7 +57,11 @@ async def create_pool(
         min_size=min_size,
         max_size=max_size,
         # public holds the extensions (unaccent, pg_trgm) shared by every schema.
-        server_settings={"search_path": f"{quote_ident(schema)}, public", "application_name": application},
+        server_settings={
+            "search_path": f"{quote_ident(schema)}, public",
+            "application_name": application,
+            "standard_conforming_strings": "on",  # what `literal` relies on (PostgreSQL's default)
+        },
         reset=keep_session,
     )
     assert pool is not None

@@ -7,6 +7,7 @@ NATS binding (binary mode) so that routers and people can read an event without 
 from __future__ import annotations
 
 import contextlib
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -27,6 +28,13 @@ H_MSG_ID = "Nats-Msg-Id"
 H_TRACEPARENT, H_TRACESTATE = "traceparent", "tracestate"
 
 tracer = trace.get_tracer("a4co.events")
+
+
+# An event id is a UUID in its usual 8-4-4-4-12 hexadecimal form (either case), as every UUID
+# library prints one; PostgreSQL's uuid type reads it, and it holds nothing an SQL literal must escape.
+_is_uuid = re.compile(
+    r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
+).fullmatch
 
 
 class EventDecodeError(ValueError):
@@ -150,6 +158,8 @@ class EventCodec:
             raise EventDecodeError(f"body is not an EventEnvelope: {exc}") from exc
         if not envelope.event_id or not envelope.event_type or not envelope.payload.type_url:
             raise EventDecodeError("envelope lacks event_id, event_type or payload")
+        if not _is_uuid(envelope.event_id):
+            raise EventDecodeError(f"event_id {envelope.event_id[:64]!r} is not a UUID")
         try:
             definition = self.registry.get(envelope.event_type, envelope.event_version)
         except RegistryError as exc:

@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import logging
 import time
+import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
@@ -30,7 +31,7 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
 
-from services.platform.db import Connection
+from services.platform.db import Connection, literal
 from services.platform.events import metrics
 from services.platform.events.codec import (
     EventCodec,
@@ -225,6 +226,8 @@ class QueueConsumer:
         # Without a tracer provider the spans would be no-ops: skip building them at all.
         self._tracing = tracing_enabled()
         self._puller: Puller | None = None
+        self._durable_literal = literal(self.durable)
+        self._type_literals: dict[str, str] = {}  # by event type
 
     def config(self) -> ConsumerConfig:
         """The durable consumer's configuration: the handled events' subjects, explicit acks."""
@@ -418,30 +421,27 @@ class QueueConsumer:
         written: list[Callable[[], Awaitable[None]]] = []
         staged: list[OutgoingEvent] = []
         batches: dict[BatchWriter, list[Any]] = {}
-        async with self.pool.acquire() as conn, conn.transaction():
-            inserted = await conn.fetch(
-                "INSERT INTO inbox (consumer, event_id, event_type) "
-                "SELECT $1, e.id, e.type FROM unnest($2::uuid[], $3::text[]) AS e(id, type) "
-                "ON CONFLICT DO NOTHING RETURNING event_id::text",
-                self.durable,
-                [item.incoming.event_id for item in work],
-                [item.event_type for item in work],
-            )
-            new = {row["event_id"] for row in inserted}
-            outcomes = []
-            for item in work:
-                first = item.incoming.event_id in new
-                new.discard(item.incoming.event_id)  # a copy later in the batch is a duplicate
-                if first:
-                    committed.append(await self._call(conn, item, staged, batches))
-                outcomes.append(first)
-            for writer, items in batches.items():  # each writer once, in the order first staged to
-                done = await writer(conn, items)
-                if done is not None:
-                    written.append(done)
-            if staged:  # every follow-up of the transaction in one statement, in the order published
-                assert self.outbox is not None  # publish() refuses without one
-                await self.outbox.insert(conn, staged, wake_after_commit=True)
+        async with self.pool.acquire() as conn:
+            outcomes = await self._begin(conn, work)
+            try:
+                for item, first in zip(work, outcomes, strict=True):
+                    if first:
+                        committed.append(await self._call(conn, item, staged, batches))
+                for writer, items in batches.items():  # each writer once, in the order first staged to
+                    done = await writer(conn, items)
+                    if done is not None:
+                        written.append(done)
+                if staged:  # every follow-up of the transaction with its commit, in the order published
+                    assert self.outbox is not None  # publish() refuses without one
+                    await self.outbox.insert_and_commit(conn, staged, wake_after_commit=True)
+                else:
+                    await conn.execute("COMMIT")
+            except BaseException:
+                # The pool rolls back what is still open when the connection returns to it, and
+                # closes a connection it cannot reset; the handler's error is the one that counts.
+                with contextlib.suppress(Exception):
+                    await conn.execute("ROLLBACK")
+                raise
         if staged and self.outbox is not None:
             self.outbox.committed()
         for callback in [*(c for callbacks in committed for c in callbacks), *written]:
@@ -450,6 +450,51 @@ class QueueConsumer:
             except Exception:  # the transaction stands; a failed side effect is logged, not retried
                 log.exception("%s: after-commit callback failed", self.durable)
         return outcomes
+
+    async def _begin(self, conn: Connection, work: list[_Work]) -> list[bool]:
+        """Open the transaction and record the batch's events in the inbox; returns, for each item,
+        whether it was recorded now (False: handled before, or a copy earlier in the batch).
+
+        BEGIN and the insert go together, one round trip instead of two: a query without parameters
+        may hold several statements, and its status tells how many rows the insert added. The
+        values are written as SQL literals: the event ids as they came (the codec refuses an envelope
+        whose id is not a UUID, so they hold no quote), the rest through `literal`. When some of the events
+        were there already, which happens only on a redelivery, the transaction is rolled back and
+        opened again with an insert that returns the new ids.
+        """
+        types = self._type_literals
+        values = ", ".join(
+            f"({self._durable_literal}, '{item.incoming.event_id}', "
+            f"{types.get(item.event_type) or types.setdefault(item.event_type, literal(item.event_type))})"
+            for item in work
+        )
+        try:
+            status = await conn.execute(
+                f"BEGIN; INSERT INTO inbox (consumer, event_id, event_type) VALUES {values} "  # noqa: S608
+                "ON CONFLICT DO NOTHING"
+            )
+            if status == f"INSERT 0 {len(work)}":
+                return [True] * len(work)
+            await conn.execute("ROLLBACK")
+            await conn.execute("BEGIN")
+            inserted = await conn.fetch(
+                "INSERT INTO inbox (consumer, event_id, event_type) "
+                "SELECT $1, e.id, e.type FROM unnest($2::uuid[], $3::text[]) AS e(id, type) "
+                "ON CONFLICT DO NOTHING RETURNING event_id::text",
+                self.durable,
+                [item.incoming.event_id for item in work],
+                [item.event_type for item in work],
+            )
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await conn.execute("ROLLBACK")
+            raise
+        recorded = {row["event_id"] for row in inserted}  # canonical: lower case, with hyphens
+        firsts = []
+        for event_id in (str(uuid.UUID(item.incoming.event_id)) for item in work):
+            firsts.append(event_id in recorded)
+            recorded.discard(event_id)  # a copy later in the batch is a duplicate
+        return firsts
 
     async def _call(
         self,

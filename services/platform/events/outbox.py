@@ -27,7 +27,7 @@ from google.protobuf.message import Message
 from nats.js import JetStreamContext
 from nats.js.api import PubAck
 
-from services.platform.db import Connection, Queryable, columns
+from services.platform.db import Connection, Queryable, columns, literal
 from services.platform.events import metrics
 from services.platform.events.codec import EventCodec, OutgoingEvent
 from services.platform.events.tables import quote_ident
@@ -113,6 +113,31 @@ class OutboxWriter:
             )
         else:
             await conn.execute(f"{_rows(1)} ORDER BY e.n", *self._arguments(events))
+
+    async def insert_and_commit(
+        self, conn: Connection, events: Sequence[OutgoingEvent], *, wake_after_commit: bool = False
+    ) -> None:
+        """Insert encoded events, in their order, and commit the caller's transaction: one round
+        trip instead of two. With `wake_after_commit` the caller calls `committed()` next.
+
+        A query without parameters may hold several statements, so the rows are written as SQL
+        literals (`literal`; the bodies in bytea's hex form). Should the insert fail, PostgreSQL
+        skips the COMMIT and the transaction is left for the caller to roll back, as with `insert`.
+        """
+        if not conn.is_in_transaction():
+            raise RuntimeError("events must be added inside the state change's transaction")
+        rows = ", ".join(
+            f"({literal(e.event_id)}, {literal(e.event_type)}, {literal(e.aggregate_id)},"
+            f" {literal(e.subject)}, {literal(json.dumps(e.headers))}::jsonb, '\\x{e.body.hex()}'::bytea)"
+            for e in events
+        )
+        notify = (
+            f"; SELECT pg_notify({literal(self._channel)}, '')" if self._notifies(wake_after_commit) else ""
+        )
+        await conn.execute(
+            "INSERT INTO outbox (event_id, event_type, aggregate_id, subject, headers, body)"  # noqa: S608
+            f" VALUES {rows}{notify}; COMMIT"
+        )
 
     async def change_with(
         self, conn: Queryable, statement: str, args: Sequence[object], events: Sequence[OutgoingEvent]

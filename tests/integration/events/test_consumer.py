@@ -10,9 +10,11 @@ from dataclasses import replace
 from typing import Any
 
 import asyncpg
+from asyncpg.connection import LoggedQuery
 from google.protobuf.message import Message
 from nats.aio.msg import Msg
 
+from a4co.events.v1 import envelope_pb2
 from a4co.orders.events.v1 import order_events_pb2
 from services.platform.db import Connection
 from services.platform.events.consumer import HandlerContext, QueueConsumer, Selective
@@ -402,3 +404,112 @@ async def test_a_writer_may_add_after_commit_work_through_its_items_context(rig:
     await rig.js.publish(out.subject, out.body, headers=out.headers)
     await eventually(lambda: consumer.stats.handled == 1, what="handled")
     await eventually(lambda: ran == [out.event_id], what="the writer's after-commit work run")
+
+
+async def statements_of(consumer: QueueConsumer) -> list[str]:
+    """The statements the consumer's connection sends from now on, each by its first words (asyncpg's
+    own look-ups of types left out)."""
+    sent: list[str] = []
+
+    def note(query: LoggedQuery) -> None:
+        words = query.query.split(" (")[0]
+        if words.split()[0] in ("BEGIN", "BEGIN;", "INSERT", "COMMIT", "ROLLBACK"):
+            sent.append(words + (" …; COMMIT" if query.query.endswith("; COMMIT") else ""))
+
+    async with consumer.pool.acquire() as conn:  # the pool's one connection, which the consumer reuses
+        conn.add_query_logger(note)
+    return sent
+
+
+async def test_a_batch_opens_its_transaction_and_records_its_inbox_rows_in_one_round_trip(rig: Rig) -> None:
+    consumer = await rig.consumer("payments", {order_events_pb2.OrderCreated: record_effect()}, start=False)
+    sent = await statements_of(consumer)
+    for i in range(3):
+        out = rig.codec.encode(order_created(f"o-{i}"), aggregate_id=f"o-{i}")
+        await rig.js.publish(out.subject, out.body, headers=out.headers)
+    await consumer.start()
+    await eventually(lambda: consumer.stats.handled == 3, what="the batch handled")
+
+    assert sent == [
+        "BEGIN; INSERT INTO inbox",
+        *["INSERT INTO effects"] * 3,
+        "COMMIT",
+    ]
+    assert await effect_count(consumer.pool) == 3
+    assert int(await consumer.pool.fetchval("SELECT count(*) FROM inbox")) == 3
+
+
+async def test_a_batchs_follow_ups_go_with_its_commit(rig: Rig) -> None:
+    from a4co.payments.events.v1 import payment_events_pb2
+    from services.platform.events.codec import EventCodec
+    from services.platform.events.outbox import OutboxWriter
+
+    writer = OutboxWriter(EventCodec(rig.registry, "payments", rig.topology), rig.topology.schema("payments"))
+
+    async def charge(event: order_events_pb2.OrderCreated, ctx: HandlerContext) -> None:
+        await ctx.conn.execute("INSERT INTO effects (event_id) VALUES ($1)", ctx.event.event_id)
+        await ctx.publish(
+            payment_events_pb2.PaymentProcessed(order_id=event.order_id), aggregate_id=event.order_id
+        )
+
+    handlers = {order_events_pb2.OrderCreated: charge}
+    consumer = await rig.consumer("payments", handlers, outbox=writer, start=False)  # type: ignore[arg-type]
+    sent = await statements_of(consumer)
+    for i in range(2):
+        out = rig.codec.encode(order_created(f"o-{i}"), aggregate_id=f"o-{i}")
+        await rig.js.publish(out.subject, out.body, headers=out.headers)
+    await consumer.start()
+    await eventually(lambda: consumer.stats.handled == 2, what="both handled")
+
+    assert sent == [
+        "BEGIN; INSERT INTO inbox",
+        "INSERT INTO effects",
+        "INSERT INTO effects",
+        "INSERT INTO outbox …; COMMIT",
+    ]
+    rows = await consumer.pool.fetch("SELECT aggregate_id FROM outbox ORDER BY id")
+    assert [r["aggregate_id"] for r in rows] == ["o-0", "o-1"]
+
+
+async def test_a_redelivered_event_in_a_batch_is_found_and_only_the_new_ones_run(rig: Rig) -> None:
+    consumer = await rig.consumer("payments", {order_events_pb2.OrderCreated: record_effect()}, start=False)
+    sent = await statements_of(consumer)
+    first = rig.codec.encode(order_created("o-seen"), aggregate_id="o-seen")
+    await consumer.pool.execute(
+        "INSERT INTO inbox (consumer, event_id, event_type) VALUES ($1, $2, $3)",
+        consumer.durable, first.event_id, first.event_type,
+    )  # fmt: skip
+    later = rig.codec.encode(order_created("o-new"), aggregate_id="o-new")
+    for out in (first, later):
+        await rig.js.publish(out.subject, out.body, headers=out.headers)
+    await consumer.start()
+    await eventually(lambda: consumer.stats.handled + consumer.stats.duplicates == 2, what="both settled")
+
+    assert (consumer.stats.handled, consumer.stats.duplicates) == (1, 1)
+    rows = await consumer.pool.fetch("SELECT event_id::text FROM effects")
+    assert [r["event_id"] for r in rows] == [later.event_id]
+    # The insert found a row there already: rolled back, then the new ids asked for by name.
+    assert sent == [
+        "INSERT INTO inbox",  # the test's own row, on the same connection
+        "BEGIN; INSERT INTO inbox",
+        "ROLLBACK",
+        "BEGIN",
+        "INSERT INTO inbox",
+        "INSERT INTO effects",
+        "COMMIT",
+    ]
+
+
+async def test_an_event_whose_id_is_not_a_uuid_is_dead_lettered_at_once(rig: Rig) -> None:
+    consumer = await rig.consumer("payments", {order_events_pb2.OrderCreated: record_effect()})
+    out = rig.codec.encode(order_created("o-bad-id"), aggregate_id="o-bad-id")
+    envelope = envelope_pb2.EventEnvelope.FromString(out.body)
+    envelope.event_id = "o-bad-id'); DROP TABLE inbox; --"
+    await rig.js.publish(out.subject, envelope.SerializeToString(), headers=out.headers)
+    await rig.commit(order_created("o-ok"), "o-ok")
+    async with running(rig.relay()):
+        await eventually(lambda: consumer.stats.handled == 1, what="the next event handled")
+    letters = await DeadLetterQueue(rig.js, rig.topology).browse()
+    assert [(x.reason, x.deliveries) for x in letters] == [("UNDECODABLE", 1)]
+    assert "is not a UUID" in letters[0].error
+    assert await effect_count(consumer.pool) == 1

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import asyncpg
@@ -49,6 +51,51 @@ async def test_adding_outside_a_transaction_is_refused(rig: Rig) -> None:
     async with rig.pool.acquire() as conn:
         with pytest.raises(RuntimeError, match="inside"):
             await rig.writer.add(conn, order_created("o-y"), aggregate_id="o-y")
+
+
+async def test_events_inserted_with_the_commit_are_stored_as_encoded_in_order_and_relayed(rig: Rig) -> None:
+    consumer = await rig.consumer("payments", {order_events_pb2.OrderCreated: record_effect()})
+    # An aggregate id and a header value that a literal must escape, and a body with every byte.
+    events = [rig.writer.encode(order_created(f"o-{i}"), aggregate_id="it's o-1") for i in range(3)]
+    events[1].headers["a4co-note"] = "quote ' and backslash \\ and ñ"
+    events[2] = dataclasses.replace(events[2], body=bytes(range(256)) + events[2].body)
+    async with rig.pool.acquire() as conn:
+        tx = conn.transaction()
+        await tx.start()
+        await rig.writer.insert_and_commit(conn, events)
+        assert not conn.is_in_transaction(), "committed"
+    rows = await rig.pool.fetch(
+        "SELECT event_id::text, aggregate_id, subject, headers::text, body FROM outbox ORDER BY id"
+    )
+    assert [
+        (r["event_id"], r["aggregate_id"], r["subject"], json.loads(r["headers"]), r["body"]) for r in rows
+    ] == [(e.event_id, e.aggregate_id, e.subject, e.headers, e.body) for e in events]
+    async with running(rig.relay()):
+        await eventually(lambda: consumer.stats.handled == 2, what="the two decodable events handled")
+    handled = [str(r["event_id"]) for r in await effects(consumer.pool)]
+    assert handled == [events[0].event_id, events[1].event_id]
+
+
+async def test_a_failed_insert_with_the_commit_commits_nothing(rig: Rig) -> None:
+    await rig.pool.execute("CREATE TABLE things (thing_id text PRIMARY KEY)")
+    event = rig.writer.encode(order_created("o-1"), aggregate_id="o-1")
+    async with rig.pool.acquire() as conn:
+        tx = conn.transaction()
+        await tx.start()
+        await conn.execute("INSERT INTO things VALUES ('t-1')")
+        with pytest.raises(asyncpg.UniqueViolationError):  # the same event twice
+            await rig.writer.insert_and_commit(conn, [event, event])
+        assert conn.is_in_transaction(), "the COMMIT was skipped; the caller rolls back"
+        await tx.rollback()
+    assert await rig.pool.fetchval("SELECT count(*) FROM things") == 0
+    assert await rig.outbox_rows() == 0
+
+
+async def test_inserting_with_the_commit_outside_a_transaction_is_refused(rig: Rig) -> None:
+    event = rig.writer.encode(order_created("o-1"), aggregate_id="o-1")
+    async with rig.pool.acquire() as conn:
+        with pytest.raises(RuntimeError, match="inside"):
+            await rig.writer.insert_and_commit(conn, [event])
 
 
 async def test_relay_wakes_on_notify_and_keeps_commit_order_per_aggregate(rig: Rig) -> None:
