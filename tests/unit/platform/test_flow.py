@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import uuid
 
 import pytest
@@ -31,6 +32,28 @@ def test_new_ids_use_every_random_bit() -> None:
         seen_clear |= ~n
     fixed = (0xF000 << 64) | (0xC000 << 48)
     assert (seen_set & seen_clear) | fixed == (1 << 128) - 1
+
+
+def test_new_ids_stay_unique_across_refills_of_the_random_bytes() -> None:
+    ids = [new_id() for _ in range(3 * 256 + 7)]  # the bytes are read 256 ids at a time
+    assert len(set(ids)) == len(ids)
+
+
+def test_a_forked_child_does_not_repeat_its_parents_ids() -> None:
+    new_id()  # random bytes are buffered in the parent now
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: its next ids, to the parent
+        os.close(read)
+        os.write(write, ",".join(new_id() for _ in range(4)).encode())
+        os._exit(0)
+    os.close(write)
+    with os.fdopen(read) as pipe:
+        childs = pipe.read().split(",")
+    os.waitpid(pid, 0)
+    parents = [new_id() for _ in range(4)]
+    assert len(childs) == 4
+    assert not set(childs) & set(parents)
 
 
 def test_a_scope_restores_the_flow_after_an_error() -> None:
