@@ -87,17 +87,18 @@ class _Held:
 
 async def _run(conn: Connection, steps: list[_Step]) -> Callable[[], Awaitable[None]] | None:
     """The stock steps of a transaction's events, in their order. Reservations are decided in
-    memory against the products locked (in product order) with one statement, and written with
-    two; a release or a commit runs where its event came, after the reservations before it are
-    written, so that the events take effect in their order. Every changed level is put in the
-    cache once the transaction has committed."""
+    memory against the products locked (in product order, with the look-up of the orders reserved
+    before) with one statement, and written with one; a release or a commit runs where its event
+    came, after the reservations before it are written, so that the events take effect in their
+    order. Every changed level is put in the cache once the transaction has committed."""
     reservations = Reservations(conn)
     reserving = [s for s in steps if s.kind == "reserve"]
     done: set[str] = set()
     levels: dict[str, StockLevel] = {}
     if reserving:
-        done = await reservations.existing([s.order_id for s in reserving])
-        levels = await reservations.lock(sorted({pid for s in reserving for pid, _ in s.wanted}))
+        done, levels = await reservations.existing_and_locked(
+            [s.order_id for s in reserving], sorted({pid for s in reserving for pid, _ in s.wanted})
+        )
     held = _Held()
     changed: dict[str, StockLevel] = {}
     for step in steps:

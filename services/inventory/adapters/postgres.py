@@ -108,39 +108,40 @@ class Reservations:
     def __init__(self, conn: Connection) -> None:
         self.conn = conn
 
-    async def existing(self, order_ids: list[str]) -> set[str]:
-        """The orders among these that were reserved before (whatever became of it)."""
+    async def existing_and_locked(
+        self, order_ids: list[str], product_ids: list[str]
+    ) -> tuple[set[str], dict[str, StockLevel]]:
+        """The orders among `order_ids` that were reserved before (whatever became of it), and the
+        products' stock, locked in product order (so concurrent orders cannot deadlock): one
+        statement, whose every row is a locked level, the first also carrying the orders found."""
         rows = await self.conn.fetch(
-            "SELECT DISTINCT order_id FROM reservations WHERE order_id = ANY($1::text[])", order_ids
+            f"WITH locked AS (SELECT {_COLUMNS} FROM stock WHERE product_id = ANY($2::text[])"
+            " ORDER BY product_id FOR UPDATE),"
+            " seen AS (SELECT coalesce(array_agg(DISTINCT order_id), '{}') AS orders FROM reservations"
+            " WHERE order_id = ANY($1::text[]))"
+            " SELECT seen.orders, locked.* FROM seen LEFT JOIN locked ON true ORDER BY locked.product_id",
+            order_ids,
+            product_ids,
         )
-        return {row["order_id"] for row in rows}
+        seen = set(rows[0]["orders"]) if rows else set()
+        return seen, {row["product_id"]: _level(row) for row in rows if row["product_id"] is not None}
 
     async def hold_many(
         self, held: list[tuple[str, str, int]], moves: dict[str, tuple[int, int]]
     ) -> list[StockLevel]:
-        """Reserve (order, product, quantity) lines of locked products with one statement, and move
-        each product's reserved units and version by `moves` ((units, changes)) with another."""
-        await self.conn.execute(
-            "INSERT INTO reservations (order_id, product_id, quantity, status)"
-            " SELECT o, p, q, 'held' FROM unnest($1::text[], $2::text[], $3::int[]) AS h(o, p, q)",
-            *columns(held, 3),
-        )
+        """Reserve (order, product, quantity) lines of locked products, and move each product's
+        reserved units and version by `moves` ((units, changes)), with one statement."""
         rows = await self.conn.fetch(
-            "UPDATE stock SET reserved = stock.reserved + m.units, version = stock.version + m.changes,"
+            "WITH held AS (INSERT INTO reservations (order_id, product_id, quantity, status)"
+            " SELECT o, p, q, 'held' FROM unnest($1::text[], $2::text[], $3::int[]) AS h(o, p, q))"
+            " UPDATE stock SET reserved = stock.reserved + m.units, version = stock.version + m.changes,"
             " updated_at = now()"
-            " FROM unnest($1::text[], $2::int[], $3::int[]) AS m(product_id, units, changes)"
+            " FROM unnest($4::text[], $5::int[], $6::int[]) AS m(product_id, units, changes)"
             f" WHERE stock.product_id = m.product_id RETURNING {_STOCK_COLUMNS}",
+            *columns(held, 3),
             *columns(((product, *moves[product]) for product in sorted(moves)), 3),
         )
         return [_level(row) for row in rows]
-
-    async def lock(self, product_ids: list[str]) -> dict[str, StockLevel]:
-        """The products' stock, locked in product order (so concurrent orders cannot deadlock)."""
-        rows = await self.conn.fetch(
-            f"SELECT {_COLUMNS} FROM stock WHERE product_id = ANY($1::text[]) ORDER BY product_id FOR UPDATE",
-            product_ids,
-        )
-        return {row["product_id"]: _level(row) for row in rows}
 
     async def held(self, order_id: str) -> list[tuple[str, int]]:
         """The order's held lines, locked."""
