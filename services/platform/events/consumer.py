@@ -76,7 +76,12 @@ BatchWriter = Callable[[Connection, list[Any]], Awaitable[Callable[[], Awaitable
 
 @dataclass(slots=True)
 class HandlerContext:
-    """What a handler gets beside the event: its transaction and a way to publish follow-ups."""
+    """What a handler gets beside the event: its transaction and a way to publish follow-ups.
+
+    The consumer opens and commits the transaction with statements of its own (decision 25), so
+    asyncpg's `conn.transaction()` refuses to nest in it; a handler that needs a savepoint sends
+    `SAVEPOINT` and `ROLLBACK TO SAVEPOINT` itself.
+    """
 
     conn: Connection
     event: IncomingEvent
@@ -457,10 +462,10 @@ class QueueConsumer:
 
         BEGIN and the insert go together, one round trip instead of two: a query without parameters
         may hold several statements, and its status tells how many rows the insert added. The
-        values are written as SQL literals: the event ids as they came (the codec refuses an envelope
-        whose id is not a UUID, so they hold no quote), the rest through `literal`. When some of the events
-        were there already, which happens only on a redelivery, the transaction is rolled back and
-        opened again with an insert that returns the new ids.
+        values are written as SQL literals: the event ids as they came (the codec refuses an
+        envelope whose id is not a UUID, so they hold no quote), the rest through `literal`. When
+        some of the events were there already, which happens only on a redelivery, the transaction
+        is rolled back and opened again with an insert that returns the new ids.
         """
         types = self._type_literals
         values = ", ".join(

@@ -421,14 +421,21 @@ async def statements_of(consumer: QueueConsumer) -> list[str]:
     return sent
 
 
-async def test_a_batch_opens_its_transaction_and_records_its_inbox_rows_in_one_round_trip(rig: Rig) -> None:
-    consumer = await rig.consumer("payments", {order_events_pb2.OrderCreated: record_effect()}, start=False)
+async def statements_of_one_batch(rig: Rig, consumer: QueueConsumer, count: int) -> list[str]:
+    """What a consumer not started yet sends to handle `count` OrderCreated, published before it
+    starts so that they make one batch (o-0 … o-<count - 1>)."""
     sent = await statements_of(consumer)
-    for i in range(3):
+    for i in range(count):
         out = rig.codec.encode(order_created(f"o-{i}"), aggregate_id=f"o-{i}")
         await rig.js.publish(out.subject, out.body, headers=out.headers)
     await consumer.start()
-    await eventually(lambda: consumer.stats.handled == 3, what="the batch handled")
+    await eventually(lambda: consumer.stats.handled == count, what="the batch handled")
+    return sent
+
+
+async def test_a_batch_opens_its_transaction_and_records_its_inbox_rows_in_one_round_trip(rig: Rig) -> None:
+    consumer = await rig.consumer("payments", {order_events_pb2.OrderCreated: record_effect()}, start=False)
+    sent = await statements_of_one_batch(rig, consumer, 3)
 
     assert sent == [
         "BEGIN; INSERT INTO inbox",
@@ -454,12 +461,7 @@ async def test_a_batchs_follow_ups_go_with_its_commit(rig: Rig) -> None:
 
     handlers = {order_events_pb2.OrderCreated: charge}
     consumer = await rig.consumer("payments", handlers, outbox=writer, start=False)  # type: ignore[arg-type]
-    sent = await statements_of(consumer)
-    for i in range(2):
-        out = rig.codec.encode(order_created(f"o-{i}"), aggregate_id=f"o-{i}")
-        await rig.js.publish(out.subject, out.body, headers=out.headers)
-    await consumer.start()
-    await eventually(lambda: consumer.stats.handled == 2, what="both handled")
+    sent = await statements_of_one_batch(rig, consumer, 2)
 
     assert sent == [
         "BEGIN; INSERT INTO inbox",
