@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from collections.abc import Mapping
 from datetime import UTC, datetime
 
 from opentelemetry import trace
@@ -25,12 +26,23 @@ class JsonFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         """The record as one JSON line."""
+        fields = {k: v for k, v in record.__dict__.items() if k not in _STANDARD}
+        if record.exc_info:
+            fields["exception"] = self.formatException(record.exc_info)
+        return self.line(record.created, record.levelname, record.name, record.getMessage(), fields)
+
+    def line(
+        self, created: float, level: str, logger: str, message: str, fields: Mapping[str, object]
+    ) -> str:
+        """One JSON line: what `format` makes of a record, from its parts (the access log makes
+        its lines this way, without a LogRecord each: `access_log.py`). `fields` come last and
+        win, the ids included."""
         document: dict[str, object] = {
-            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
-            "level": record.levelname.lower(),
+            "time": datetime.fromtimestamp(created, UTC).isoformat(timespec="milliseconds"),
+            "level": level.lower(),
             "service": self.service,
-            "logger": record.name,
-            "message": record.getMessage(),
+            "logger": logger,
+            "message": message,
         }
         # Every line carries both ids (empty outside a request, event or trace), so that a log
         # store can index them as fields.
@@ -39,9 +51,7 @@ class JsonFormatter(logging.Formatter):
         document["span_id"] = format(span.span_id, "016x") if span.is_valid else ""
         flow = current_flow_var.get()
         document["correlation_id"] = flow.correlation_id if flow is not None else ""
-        document.update({k: v for k, v in record.__dict__.items() if k not in _STANDARD})
-        if record.exc_info:
-            document["exception"] = self.formatException(record.exc_info)
+        document.update(fields)
         return _ENCODER.encode(document)
 
 

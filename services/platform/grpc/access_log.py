@@ -8,6 +8,11 @@ A call now only keeps what its line needs (a tuple). The lines wait at most `del
 `max_pending` have gathered, and are then made and handled one after another. Each record keeps
 the time its call ended, so a line's `time` is the call's, not the batch's.
 
+When the lines go to one JSON stream handler, as `configure_logging` sets it up, a batch's lines
+are made by the handler's formatter without a LogRecord each and written with one call: 13 → 7 µs
+a line in a loop, 256 → 245 µs of inventory's CPU per CheckStock at 16 in flight. Any other
+set-up (another handler, a filter) gets records through `logging`, as before.
+
 What is lost: a process killed without a chance to stop loses the lines of its last `delay_s`.
 A stopping server hands over what is pending (`GrpcServer.stop`). A call's access line may
 follow the other lines the call logged, by up to `delay_s`.
@@ -16,9 +21,12 @@ follow the other lines the call logged, by up to `delay_s`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Mapping
 from typing import Any
+
+from services.platform.logs import JsonFormatter
 
 DELAY_S = 0.1
 # A batch holds the event loop while its lines are made, about 15 µs each: 64 lines are about
@@ -63,6 +71,23 @@ class AccessLog:
             self._timer.cancel()
             self._timer = None
         pending, self._pending = self._pending, []
+        if not pending:
+            return
+        target = _one_json_stream(self.logger)
+        if target is not None:
+            handler, formatter = target
+            name = self.logger.name
+            text = "".join(
+                formatter.line(created, "INFO", name, msg % args if args else msg, extra) + "\n"
+                for created, msg, args, extra in pending
+            )
+            with handler.lock or contextlib.nullcontext():
+                try:
+                    handler.stream.write(text)
+                    handler.flush()
+                    return
+                except Exception:  # noqa: S110 (written record by record below, with logging's handling)
+                    pass
         for created, msg, args, extra in pending:
             record = self.logger.makeRecord(
                 self.logger.name, logging.INFO, "", 0, msg, args, None, extra=extra
@@ -70,3 +95,28 @@ class AccessLog:
             record.created = created
             record.msecs = (created - int(created)) * 1000
             self.logger.handle(record)
+
+
+def _one_json_stream(logger: logging.Logger) -> tuple[logging.StreamHandler[Any], JsonFormatter] | None:
+    """The one handler `logger`'s INFO records reach, when it is a plain stream handler with the
+    JSON formatter and no filter is on their way (as `configure_logging` sets it up): the lines
+    of a batch are then made without a LogRecord each and written with one call, a third of the
+    cost (docs/performance.md). Any other set-up gets the records through `logging`."""
+    handlers: list[logging.Handler] = []
+    current: logging.Logger | None = logger
+    while current is not None:
+        if current.filters or current.disabled:
+            return None
+        handlers += current.handlers
+        if not current.propagate:
+            break
+        current = current.parent
+    if len(handlers) != 1:
+        return None
+    (handler,) = handlers
+    formatter = handler.formatter
+    if type(handler) is not logging.StreamHandler or handler.filters or handler.level > logging.INFO:
+        return None
+    if not isinstance(formatter, JsonFormatter):
+        return None
+    return handler, formatter

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import io
+import json
 import logging
 
 import pytest
 
 from services.platform.grpc.access_log import AccessLog
+from services.platform.logs import JsonFormatter
 from tests.support.waiting import eventually
 
 
@@ -64,3 +67,61 @@ def test_it_is_off_when_the_logger_drops_info(logger: logging.Logger) -> None:
     assert not AccessLog(logger).enabled
     logger.setLevel(logging.INFO)
     assert AccessLog(logger).enabled
+
+
+class CountingStream(io.StringIO):
+    writes = 0
+
+    def write(self, text: str) -> int:
+        self.writes += 1
+        return super().write(text)
+
+
+async def test_a_batch_for_the_json_stream_is_written_at_once_as_logging_would_write_it() -> None:
+    stream = CountingStream()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(JsonFormatter("inventory"))
+    logger = logging.getLogger("a4co.test.access.json")
+    logger.handlers[:] = [handler]
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    access = AccessLog(logger, delay_s=3600)
+    calls = [
+        (1_700_000_000.25, "rpc %s %s", ("CheckStock", "OK"), {"grpc_code": "OK", "trace_id": "t-1"}),
+        (1_700_000_001.5, "rpc %s", ("GetStock",), {"grpc_code": "NOT_FOUND", "user_id": "u-ñ"}),
+        (1_700_000_002.0, "rpc 100% done", (), {}),
+    ]
+    for call in calls:
+        access.add(*call)
+    access.flush()
+
+    assert stream.writes == 1
+    written = [json.loads(line) for line in stream.getvalue().splitlines()]
+    expected = []
+    for created, msg, args, extra in calls:  # what logging makes of the same records
+        record = logger.makeRecord(logger.name, logging.INFO, "", 0, msg, args, None, extra=extra)
+        record.created = created
+        expected.append(json.loads(handler.format(record)))
+    assert written == expected
+    assert written[0]["time"] == "2023-11-14T22:13:20.250+00:00"
+    assert (written[0]["message"], written[0]["trace_id"], written[1]["user_id"]) == (
+        "rpc CheckStock OK",
+        "t-1",
+        "u-ñ",
+    )
+
+
+async def test_a_filter_on_the_way_sends_the_lines_through_logging() -> None:
+    stream = CountingStream()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(JsonFormatter("inventory"))
+    handler.addFilter(lambda record: record.getMessage() != "rpc dropped")
+    logger = logging.getLogger("a4co.test.access.filtered")
+    logger.handlers[:] = [handler]
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    access = AccessLog(logger, delay_s=3600)
+    access.add(1.0, "rpc kept", (), {})
+    access.add(2.0, "rpc dropped", (), {})
+    access.flush()
+    assert [json.loads(line)["message"] for line in stream.getvalue().splitlines()] == ["rpc kept"]
