@@ -45,11 +45,14 @@ class JsonFormatter(logging.Formatter):
             "message": message,
         }
         # Every line carries both ids (empty outside a request, event or trace), so that a log
-        # store can index them as fields.
-        span = trace.get_current_span().get_span_context()
-        document["trace_id"] = format(span.trace_id, "032x") if span.is_valid else ""
-        document["span_id"] = format(span.span_id, "016x") if span.is_valid else ""
-        flow = current_flow_var.get()
+        # store can index them as fields. Ids `fields` bring (an access line's) are not looked up.
+        if "trace_id" in fields and "span_id" in fields:
+            document["trace_id"] = document["span_id"] = ""  # their place in the line; set below
+        else:
+            span = trace.get_current_span().get_span_context()
+            document["trace_id"] = format(span.trace_id, "032x") if span.is_valid else ""
+            document["span_id"] = format(span.span_id, "016x") if span.is_valid else ""
+        flow = None if "correlation_id" in fields else current_flow_var.get()
         document["correlation_id"] = flow.correlation_id if flow is not None else ""
         document.update(fields)
         return _ENCODER.encode(document)
