@@ -427,8 +427,8 @@ class QueueConsumer:
         staged: list[OutgoingEvent] = []
         batches: dict[BatchWriter, list[Any]] = {}
         async with self.pool.acquire() as conn:
-            outcomes = await self._begin(conn, work)
             try:
+                outcomes = await self._begin(conn, work)
                 for item, first in zip(work, outcomes, strict=True):
                     if first:
                         committed.append(await self._call(conn, item, staged, batches))
@@ -442,8 +442,9 @@ class QueueConsumer:
                 else:
                     await conn.execute("COMMIT")
             except BaseException:
-                # The pool rolls back what is still open when the connection returns to it, and
-                # closes a connection it cannot reset; the handler's error is the one that counts.
+                # Whatever failed, from the BEGIN on. The pool rolls back what is still open when the
+                # connection returns to it, and closes a connection it cannot reset; the first error
+                # is the one that counts.
                 with contextlib.suppress(Exception):
                     await conn.execute("ROLLBACK")
                 raise
@@ -465,7 +466,8 @@ class QueueConsumer:
         values are written as SQL literals: the event ids as they came (the codec refuses an
         envelope whose id is not a UUID, so they hold no quote), the rest through `literal`. When
         some of the events were there already, which happens only on a redelivery, the transaction
-        is rolled back and opened again with an insert that returns the new ids.
+        is rolled back and opened again with an insert that returns the new ids. On an error the
+        caller rolls back.
         """
         types = self._type_literals
         values = ", ".join(
@@ -473,27 +475,22 @@ class QueueConsumer:
             f"{types.get(item.event_type) or types.setdefault(item.event_type, literal(item.event_type))})"
             for item in work
         )
-        try:
-            status = await conn.execute(
-                f"BEGIN; INSERT INTO inbox (consumer, event_id, event_type) VALUES {values} "  # noqa: S608
-                "ON CONFLICT DO NOTHING"
-            )
-            if status == f"INSERT 0 {len(work)}":
-                return [True] * len(work)
-            await conn.execute("ROLLBACK")
-            await conn.execute("BEGIN")
-            inserted = await conn.fetch(
-                "INSERT INTO inbox (consumer, event_id, event_type) "
-                "SELECT $1, e.id, e.type FROM unnest($2::uuid[], $3::text[]) AS e(id, type) "
-                "ON CONFLICT DO NOTHING RETURNING event_id::text",
-                self.durable,
-                [item.incoming.event_id for item in work],
-                [item.event_type for item in work],
-            )
-        except BaseException:
-            with contextlib.suppress(Exception):
-                await conn.execute("ROLLBACK")
-            raise
+        status = await conn.execute(
+            f"BEGIN; INSERT INTO inbox (consumer, event_id, event_type) VALUES {values} "  # noqa: S608
+            "ON CONFLICT DO NOTHING"
+        )
+        if status == f"INSERT 0 {len(work)}":
+            return [True] * len(work)
+        await conn.execute("ROLLBACK")
+        await conn.execute("BEGIN")
+        inserted = await conn.fetch(
+            "INSERT INTO inbox (consumer, event_id, event_type) "
+            "SELECT $1, e.id, e.type FROM unnest($2::uuid[], $3::text[]) AS e(id, type) "
+            "ON CONFLICT DO NOTHING RETURNING event_id::text",
+            self.durable,
+            [item.incoming.event_id for item in work],
+            [item.event_type for item in work],
+        )
         recorded = {row["event_id"] for row in inserted}  # canonical: lower case, with hyphens
         firsts = []
         for event_id in (str(uuid.UUID(item.incoming.event_id)) for item in work):

@@ -515,3 +515,15 @@ async def test_an_event_whose_id_is_not_a_uuid_is_dead_lettered_at_once(rig: Rig
     assert [(x.reason, x.deliveries) for x in letters] == [("UNDECODABLE", 1)]
     assert "is not a UUID" in letters[0].error
     assert await effect_count(consumer.pool) == 1
+
+
+async def test_a_batch_whose_opening_statement_fails_is_rolled_back_and_tried_again(rig: Rig) -> None:
+    consumer = await rig.consumer("payments", {order_events_pb2.OrderCreated: record_effect()}, start=False)
+    await consumer.pool.execute("ALTER TABLE inbox RENAME TO inbox_away")  # BEGIN; INSERT INTO inbox fails
+    out = rig.codec.encode(order_created("o-0"), aggregate_id="o-0")
+    await rig.js.publish(out.subject, out.body, headers=out.headers)
+    await consumer.start()
+    await eventually(lambda: consumer.stats.retried >= 1, what="the failed delivery retried")
+    await consumer.pool.execute("ALTER TABLE inbox_away RENAME TO inbox")
+    await eventually(lambda: consumer.stats.handled == 1, what="handled on a later delivery")
+    assert await effect_count(consumer.pool) == 1
