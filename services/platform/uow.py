@@ -10,6 +10,7 @@ from asyncpg.pool import PoolConnectionProxy
 from google.protobuf.message import Message
 
 from services.platform.db import Connection
+from services.platform.events.codec import OutgoingEvent
 from services.platform.events.outbox import OutboxWriter
 
 
@@ -18,12 +19,12 @@ class TransactionalOutbox:
 
     def __init__(self, writer: OutboxWriter, conn: Connection) -> None:
         self._writer, self._conn = writer, conn
-        self.added = False
+        self.added: list[OutgoingEvent] = []
 
     async def add(self, event: Message, *, aggregate_id: str) -> None:
         """Add `event` to this transaction's outbox."""
-        await self._writer.add(self._conn, event, aggregate_id=aggregate_id, wake_after_commit=True)
-        self.added = True
+        out = await self._writer.add(self._conn, event, aggregate_id=aggregate_id, wake_after_commit=True)
+        self.added.append(out)
 
 
 class PostgresUnitOfWork:
@@ -66,7 +67,7 @@ class PostgresUnitOfWork:
             if exc_type is None:
                 await self._tx.commit()
                 if self.outbox.added:
-                    self._writer.committed()
+                    self._writer.committed(self.outbox.added)
             else:
                 await self._tx.rollback()
         finally:

@@ -449,7 +449,7 @@ class QueueConsumer:
                     await conn.execute("ROLLBACK")
                 raise
         if staged and self.outbox is not None:
-            self.outbox.committed()
+            self.outbox.committed(staged)
         for callback in [*(c for callbacks in committed for c in callbacks), *written]:
             try:
                 await callback()

@@ -4,9 +4,12 @@
 only if the state change committed. `OutboxRelay` publishes committed rows to JetStream in commit
 order (per aggregate), pipelined, and deletes them once JetStream has acknowledged them. It is woken
 by LISTEN/NOTIFY and falls back to polling; of several replicas, one holds an advisory lock and
-relays while the others wait, so order holds with any number of replicas. A NATS or PostgreSQL
-outage makes it back off and resume: rows are only deleted after their acknowledgement, and the
-`Nats-Msg-Id` header lets JetStream drop an event published twice after a crash.
+relays while the others wait, so order holds with any number of replicas. In the leader's own
+process, a committed transaction hands its events over (`OutboxWriter.committed`), and while the
+table is known to hold nothing else they are published as encoded, without reading them back
+(decision 26). A NATS or PostgreSQL outage makes it back off and resume: rows are only deleted
+after their acknowledgement, and the `Nats-Msg-Id` header lets JetStream drop an event published
+twice after a crash.
 """
 
 from __future__ import annotations
@@ -68,11 +71,13 @@ class OutboxWriter:
         """
         self._local = relay
 
-    def committed(self) -> None:
-        """A transaction that inserted events with `wake_after_commit` has committed: wake this
-        process's relay if it leads (one that waits for the lead has nothing to do yet)."""
+    def committed(self, events: Sequence[OutgoingEvent] = ()) -> None:
+        """A transaction that inserted `events` with `wake_after_commit` has committed: hand them
+        to this process's relay if it leads (one that waits for the lead has nothing to do yet),
+        which may publish them without reading them back (`OutboxRelay.hand_off`). Without
+        `events`, the relay reads the table."""
         if self._local is not None and self._local.stats.leader:
-            self._local.wake()
+            self._local.hand_off(events)
 
     def _notifies(self, wake_after_commit: bool) -> bool:
         return not (wake_after_commit and self._local is not None and self._local.stats.leader)
@@ -106,6 +111,8 @@ class OutboxWriter:
         # The rows and the relay's wake-up in one round trip; the notification is delivered at
         # commit, and coalesced when a transaction adds several events.
         if self._notifies(wake_after_commit):
+            if self._local is not None:
+                self._local.unknown_rows()
             await conn.execute(
                 f"WITH added AS ({_rows(1)} ORDER BY e.n) SELECT pg_notify($7, '')",
                 *self._arguments(events),
@@ -164,7 +171,7 @@ class OutboxWriter:
             *([self._channel] if notify else []),
         )
         if rows and events:
-            self.committed()
+            self.committed(events)
         return list(rows)
 
     def _arguments(self, events: Sequence[OutgoingEvent]) -> list[list[Any]]:
@@ -203,6 +210,8 @@ class RelayStats:
     batches: int = 0
     last_error: str = ""
     wakeups: int = field(default=0)
+    # Of `published`, the events handed over in-process and not read back from the table.
+    handed: int = 0
 
 
 class OutboxRelay:
@@ -220,6 +229,7 @@ class OutboxRelay:
         ack_timeout_s: float = 5.0,
         backoff: Backoff | None = None,
         backlog_interval_s: float = 1.0,
+        others_quiet_s: float = 60.0,
     ) -> None:
         self.dsn, self.schema, self.service, self.js = dsn, schema, service, js
         self.batch_size = batch_size
@@ -232,6 +242,17 @@ class OutboxRelay:
         self._lock_key = f"a4co-outbox-relay:{schema}"
         self.backlog_interval_s = backlog_interval_s
         self._backlog_counted_at = -math.inf
+        # Events this process committed and handed over, in commit order, with when the first of
+        # them was handed over; published without reading them back while the table is known to
+        # hold nothing else (`_known`).
+        self._handed: list[OutgoingEvent] = []
+        self._handed_at = 0.0
+        self._known = False
+        self._reading = False
+        self._unknowns = 0  # how often rows nobody handed over may have come (`unknown_rows`)
+        self._read: set[str] = set()  # the event ids of the last read, not to be published twice
+        self.others_quiet_s = others_quiet_s
+        self._others_until = -math.inf
 
     async def run(self) -> None:
         """Relay until `stop()`; reconnects to PostgreSQL and backs off on any failure."""
@@ -270,6 +291,7 @@ class OutboxRelay:
                 if await self._wait(self.poll_interval_s):
                     return 0
             self.stats.leader = True
+            self.unknown_rows()  # rows may have been left by anyone before: read the table first
             await conn.add_listener(notify_channel(self.schema), self._on_notify)
             while not self._stopping.is_set():
                 try:
@@ -287,7 +309,31 @@ class OutboxRelay:
         return attempt
 
     def _on_notify(self, *_: object) -> None:
+        # Another process (a replica whose relay does not lead) committed events: read them from
+        # the table, in their order, and keep reading it while others write here.
+        self._others_until = time.monotonic() + self.others_quiet_s
+        self.unknown_rows()
         self.wake()
+
+    def hand_off(self, events: Sequence[OutgoingEvent]) -> None:
+        """This process committed `events` (in the order given): publish them, without reading
+        them back while the table holds nothing else. Without events, read the table."""
+        if not events:
+            self.unknown_rows()
+        elif self._known or self._reading:
+            # Not those of a transaction that committed before the last read but whose caller
+            # was slow to hand them over: that read had them.
+            fresh = [e for e in events if e.event_id not in self._read]
+            if fresh and not self._handed:
+                self._handed_at = time.monotonic()
+            self._handed.extend(fresh)
+        self.wake()
+
+    def unknown_rows(self) -> None:
+        """The table may hold rows nobody handed over: the next batch reads it."""
+        self._known = False
+        self._handed.clear()
+        self._unknowns += 1
 
     def wake(self) -> None:
         """Relay now: events were committed (a NOTIFY, or this process: `OutboxWriter.relay_here`)."""
@@ -308,28 +354,87 @@ class OutboxRelay:
         await wait_set(self._stopping, delay)
 
     async def relay_batch(self, conn: Connection) -> int:
-        """Publish up to `batch_size` rows, pipelined; delete those acknowledged.
+        """Publish up to `batch_size` events, pipelined; delete the rows of those acknowledged.
 
-        Raises PublishFailedError when any row was not acknowledged; the rows acknowledged before
-        it are deleted all the same, and the rest are tried again.
+        The events are those this process handed over (`hand_off`) while the table is known to
+        hold nothing else, else the table's oldest rows. Raises PublishFailedError when any event
+        was not acknowledged; those acknowledged before it are deleted all the same, and the rest
+        are read from the table and tried again.
         """
-        rows = await conn.fetch(
-            "SELECT id, event_type, subject, headers::text AS headers, body,"
-            " extract(epoch FROM clock_timestamp() - created_at)::float8 AS age"
-            " FROM outbox ORDER BY id LIMIT $1",
-            self.batch_size,
-        )
-        await self._observe_backlog(conn, rows)
-        if not rows:
+        if self._known and self._handed:
+            return await self._relay_handed(conn)
+        # Events handed over while the table is read may have committed before the read's
+        # snapshot (the read returns them: they are dropped) or after it (they are kept).
+        self._handed.clear()
+        self._known, self._reading, unknowns = False, True, self._unknowns
+        try:
+            rows = await conn.fetch(
+                "SELECT id, event_id::text AS event_id, event_type, subject, headers::text AS headers,"
+                " body, extract(epoch FROM clock_timestamp() - created_at)::float8 AS age"
+                " FROM outbox ORDER BY id LIMIT $1",
+                self.batch_size,
+            )
+            await self._observe_backlog(conn, rows)
+            self._read = {r["event_id"] for r in rows}
+            self._handed = [e for e in self._handed if e.event_id not in self._read]
+            events = [(r["subject"], r["body"], json.loads(r["headers"])) for r in rows]
+            ids = [r["id"] for r in rows]
+            await self._publish(conn, events, [r["event_type"] for r in rows], "id", ids)
+        except BaseException:
+            self.unknown_rows()
+            raise
+        finally:
+            self._reading = False
+        # The read held everything committed before it, and all of it is published: from here
+        # on, what this process hands over is all there is, unless another process writes here
+        # too or rows came that nobody handed over.
+        if (
+            len(rows) < self.batch_size
+            and unknowns == self._unknowns
+            and time.monotonic() >= self._others_until
+        ):
+            self._known = True
+        else:
+            self.unknown_rows()
+        return len(rows)
+
+    async def _relay_handed(self, conn: Connection) -> int:
+        """Publish the events handed over (the table holds nothing else), as they were encoded."""
+        batch, self._handed = self._handed[: self.batch_size], self._handed[self.batch_size :]
+        metrics.OUTBOX_PENDING.labels(self.service).set(len(batch))
+        metrics.OUTBOX_OLDEST_AGE.labels(self.service).set(time.monotonic() - self._handed_at)
+        self._handed_at = time.monotonic()
+        try:
+            await self._publish(
+                conn, [(e.subject, e.body, e.headers) for e in batch], [e.event_type for e in batch],
+                "event_id", [e.event_id for e in batch],
+            )  # fmt: skip
+        except BaseException:
+            self.unknown_rows()  # what was not deleted is read back, in the table's order
+            raise
+        self.stats.handed += len(batch)
+        return len(batch)
+
+    async def _publish(
+        self,
+        conn: Connection,
+        events: list[tuple[str, bytes, dict[str, str]]],
+        event_types: list[str],
+        key: str,
+        keys: Sequence[object],
+    ) -> int:
+        """Publish (subject, body, headers) in order, pipelined, and delete the rows of those
+        acknowledged (by `key`: "id" or "event_id"); returns how many were acknowledged."""
+        if not events:
             return 0
         futures: list[asyncio.Future[PubAck]] = []
         error: BaseException | None = None
-        for row in rows:
+        for subject, body, headers in events:
             try:
                 future = await self.js.publish_async(
-                    row["subject"],
-                    row["body"],
-                    headers=json.loads(row["headers"]),
+                    subject,
+                    body,
+                    headers=headers,
                     wait_stall=None,  # the pending limit is far above a batch; no timer per message
                 )
                 futures.append(future)
@@ -337,22 +442,23 @@ class OutboxRelay:
                 error = exc
                 break
         acked, failed = await self._settle(futures)
-        acked_rows = [rows[i] for i in acked]
-        if acked_rows:
-            await self._prune(conn, [r["id"] for r in acked_rows])
-            for event_type, n in Counter(r["event_type"] for r in acked_rows).items():
+        if acked:
+            await self._prune(conn, key, [keys[i] for i in acked])
+            for event_type, n in Counter(event_types[i] for i in acked).items():
                 metrics.EVENTS_PUBLISHED.labels(self.service, event_type).inc(n)
-        self.stats.published += len(acked_rows)
+        self.stats.published += len(acked)
         self.stats.batches += 1
         if error is not None or failed:
-            missing = len(rows) - len(acked_rows)
             cause = error or failed[0]
-            raise PublishFailedError(f"{missing} of {len(rows)} events not acknowledged: {cause}")
-        return len(rows)
+            raise PublishFailedError(
+                f"{len(events) - len(acked)} of {len(events)} events not acknowledged: {cause}"
+            )
+        return len(acked)
 
-    async def _prune(self, conn: Connection, ids: list[int]) -> None:
+    async def _prune(self, conn: Connection, key: str, keys: list[object]) -> None:
         """Delete rows JetStream has acknowledged."""
-        await conn.execute("DELETE FROM outbox WHERE id = ANY($1::bigint[])", ids)
+        kind = "bigint" if key == "id" else "uuid"
+        await conn.execute(f"DELETE FROM outbox WHERE {key} = ANY($1::{kind}[])", keys)  # noqa: S608
 
     async def _settle(self, futures: list[asyncio.Future[PubAck]]) -> tuple[list[int], list[BaseException]]:
         if not futures:

@@ -74,6 +74,7 @@ class Rig:
 
     def relay(self, **kwargs: object) -> OutboxRelay:
         options: dict[str, object] = {
+            "js": self.js,
             "poll_interval_s": 0.2,
             "backoff": Backoff(first_s=0.1, cap_s=0.5),
         }
@@ -82,7 +83,6 @@ class Rig:
             dsn=self.dsn,
             schema=self.schema,
             service="orders",
-            js=self.js,
             **options,  # type: ignore[arg-type]
         )
 

@@ -6,15 +6,19 @@ import asyncio
 import dataclasses
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, cast
 
 import asyncpg
+import nats.errors
 import pytest
 import pytest_asyncio
+from nats.js import JetStreamContext
+from nats.js.api import PubAck
 
 from a4co.orders.events.v1 import order_events_pb2
 from services.platform.db import Connection
 from services.platform.events.consumer import QueueConsumer
-from services.platform.events.outbox import OutboxRelay, notify_channel
+from services.platform.events.outbox import OutboxRelay, OutboxWriter, notify_channel
 from services.platform.local_servers import LocalServers
 from tests.integration.events.rig import Rig, order_created, record_effect, running
 from tests.support.waiting import eventually
@@ -217,7 +221,7 @@ async def test_a_writer_whose_relay_does_not_lead_notifies_the_leader(
 class CrashAfterPublish(OutboxRelay):
     """A relay that dies after JetStream acknowledged a batch, before deleting the rows."""
 
-    async def _prune(self, conn: Connection, ids: list[int]) -> None:
+    async def _prune(self, conn: Connection, key: str, keys: list[object]) -> None:
         raise asyncio.CancelledError("relay killed before deleting the published rows")
 
 
@@ -324,3 +328,115 @@ async def test_the_backlog_is_counted_at_most_once_a_second_while_full_batches_d
         assert pending() == 1
         assert await relay.relay_batch(conn) == 0
         assert pending() == 0
+
+
+async def _leading_here(rig: Rig, relay: OutboxRelay) -> None:
+    """`relay` runs in the rig's writing process, leads and has read the (empty) table."""
+    rig.writer.relay_here(relay)
+    await eventually(lambda: relay.stats.leader, what="the relay leads")
+    await rig.writer.change_with(rig.pool, "SELECT 1 AS one WHERE false", (), [])  # nothing to hand over
+    await eventually(_outbox_empty(rig), what="the first read")
+
+
+async def test_events_handed_over_in_process_are_published_without_being_read_back(
+    rig: Rig, created: QueueConsumer, heard: list[str]
+) -> None:
+    left = await rig.commit(order_created("o-0"), "o-0")  # before the relay: only in the table
+    async with running(rig.relay(poll_interval_s=30)) as relay:
+        await _leading_here(rig, relay)
+        await add_thing(rig, "t-1", "o-1")  # one statement
+        async with rig.pool.acquire() as conn:  # a transaction, as a unit of work makes one
+            async with conn.transaction():
+                second = rig.writer.encode(order_created("o-2"), aggregate_id="o-2")
+                third = rig.writer.encode(order_created("o-3"), aggregate_id="o-3")
+                await rig.writer.insert(conn, [second, third], wake_after_commit=True)
+            rig.writer.committed([second, third])
+        await eventually(lambda: created.stats.handled == 4, what="every event handled")
+        assert relay.stats.handed == 3, "the three handed over were not read back"
+        assert relay.stats.published == 4
+        assert await rig.outbox_rows() == 0, "their rows are deleted once acknowledged"
+    handled = [r["aggregate"] for r in await effects(created.pool)]
+    assert handled == ["o-0", "o-1", "o-2", "o-3"], "the row left before first, then in commit order"
+    assert str((await effects(created.pool))[0]["event_id"]) == left.event_id
+    assert len(heard) == 1, "only the event committed before the relay led was notified"
+
+
+class FailingJetStream:
+    """The rig's JetStream context, whose next `publish_async` fails when armed."""
+
+    def __init__(self, js: JetStreamContext) -> None:
+        self.js, self.armed = js, False
+
+    async def publish_async(self, *args: Any, **kwargs: Any) -> asyncio.Future[PubAck]:
+        if self.armed:
+            self.armed = False
+            raise nats.errors.ConnectionClosedError
+        return await self.js.publish_async(*args, **kwargs)
+
+
+async def test_a_hand_over_that_fails_to_publish_is_read_back_from_the_table_in_order(
+    rig: Rig, created: QueueConsumer
+) -> None:
+    js = FailingJetStream(rig.js)
+    relay = rig.relay(poll_interval_s=30, js=cast(JetStreamContext, js))
+    async with running(relay):
+        await _leading_here(rig, relay)
+        js.armed = True
+        await add_thing(rig, "t-1", "o-1")
+        await eventually(lambda: relay.stats.failures == 1, what="the failed publish")
+        await add_thing(rig, "t-2", "o-2")
+        await eventually(lambda: created.stats.handled == 2, what="both events handled")
+        assert relay.stats.handed == 0, "both were read back from the table"
+        await add_thing(rig, "t-3", "o-3")
+        await eventually(lambda: created.stats.handled == 3, what="the next event handled")
+        assert relay.stats.handed == 1, "once the table was read empty, events are handed over again"
+    assert [r["aggregate"] for r in await effects(created.pool)] == ["o-1", "o-2", "o-3"]
+    assert await rig.outbox_rows() == 0
+
+
+async def test_while_another_process_writes_the_table_the_relay_reads_it(
+    rig: Rig, created: QueueConsumer, heard: list[str]
+) -> None:
+    other = OutboxWriter(rig.codec, rig.schema)  # another replica, whose relay does not lead
+    async with running(rig.relay(poll_interval_s=30)) as relay:
+        await _leading_here(rig, relay)
+        async with rig.pool.acquire() as conn, conn.transaction():
+            await other.add(conn, order_created("o-1"), aggregate_id="o-1")
+        await eventually(lambda: created.stats.handled == 1, what="the other replica's event")
+        # Its events could come between this process's: the table's order is the order.
+        await add_thing(rig, "t-2", "o-2")
+        await eventually(lambda: created.stats.handled == 2, what="this process's event")
+        assert relay.stats.handed == 0
+    assert [r["aggregate"] for r in await effects(created.pool)] == ["o-1", "o-2"]
+    assert len(heard) == 1
+
+
+async def test_events_handed_over_while_the_table_is_read_are_published_once(rig: Rig) -> None:
+    relay = rig.relay()
+    before = await rig.commit(order_created("o-1"), "o-1")  # in the table, and in the read
+    after = rig.writer.encode(order_created("o-2"), aggregate_id="o-2")  # committed after it
+
+    class HandsOverWhileReading:
+        """A connection whose read happens while both transactions hand their events over."""
+
+        def __init__(self, conn: Connection) -> None:
+            self.conn = conn
+
+        async def fetch(self, *args: Any) -> list[asyncpg.Record]:
+            rows = await self.conn.fetch(*args)
+            async with self.conn.transaction():
+                await rig.writer.insert(self.conn, [after], wake_after_commit=True)
+            relay.hand_off([before])
+            relay.hand_off([after])
+            return rows
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self.conn, name)
+
+    async with rig.pool.acquire() as conn:
+        assert await relay.relay_batch(cast(Connection, HandsOverWhileReading(conn))) == 1
+        assert await relay.relay_batch(conn) == 1, "the later event, handed over"
+        assert await relay.relay_batch(conn) == 0, "the table is read again: empty"
+    assert (relay.stats.published, relay.stats.handed) == (2, 1), "each published once"
+    stream = await rig.js.stream_info(rig.topology.stream("ORDERS"))
+    assert stream.state.messages == 2
