@@ -80,7 +80,14 @@ class OutboxWriter:
             self._local.hand_off(events)
 
     def _notifies(self, wake_after_commit: bool) -> bool:
-        return not (wake_after_commit and self._local is not None and self._local.stats.leader)
+        """Whether an insert is to send a NOTIFY: yes, unless the caller will hand its events over
+        to this process's leading relay. The relay is told before the commit that rows may come
+        that nobody hands over (it reads the table until it finds it drained)."""
+        if wake_after_commit and self._local is not None and self._local.stats.leader:
+            return False
+        if self._local is not None:
+            self._local.unknown_rows()
+        return True
 
     async def add(
         self,
@@ -111,8 +118,6 @@ class OutboxWriter:
         # The rows and the relay's wake-up in one round trip; the notification is delivered at
         # commit, and coalesced when a transaction adds several events.
         if self._notifies(wake_after_commit):
-            if self._local is not None:
-                self._local.unknown_rows()
             await conn.execute(
                 f"WITH added AS ({_rows(1)} ORDER BY e.n) SELECT pg_notify($7, '')",
                 *self._arguments(events),
