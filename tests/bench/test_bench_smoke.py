@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -98,3 +99,11 @@ async def test_the_whole_report_runs_at_smoke_sizes(urls: ServerUrls, tmp_path: 
     assert "waited for a core, ms per order |" in cpu_table
     assert f"| 5 | {step.staged_orders} | " in text.split("Where an order's time goes")[1]
     assert "| catalog |" in text.split("## Memory (RSS) of each service under load")[1]
+    before, after = results["speed_ms"]
+    assert before > 0
+    assert after > 0
+    assert f"took {before:.0f} ms before the run and {after:.0f} ms after it" in text
+    assert json.loads((out / "results.json").read_text())["machine_speed_ms"] == {
+        "before": before,
+        "after": after,
+    }
