@@ -332,6 +332,9 @@ class OutboxRelay:
             if fresh and not self._handed:
                 self._handed_at = time.monotonic()
             self._handed.extend(fresh)
+            if len(self._handed) > self.batch_size:
+                # More than a batch behind: the backlog is kept where it is durable, not here.
+                self.unknown_rows()
         self.wake()
 
     def unknown_rows(self) -> None:

@@ -440,3 +440,17 @@ async def test_events_handed_over_while_the_table_is_read_are_published_once(rig
     assert (relay.stats.published, relay.stats.handed) == (2, 1), "each published once"
     stream = await rig.js.stream_info(rig.topology.stream("ORDERS"))
     assert stream.state.messages == 2
+
+
+async def test_more_than_a_batch_handed_over_is_read_from_the_table_instead(rig: Rig) -> None:
+    relay = rig.relay(batch_size=2)
+    async with rig.pool.acquire() as conn:
+        assert await relay.relay_batch(conn) == 0  # the table read empty: hand-overs are taken
+        events = [await rig.commit(order_created(f"o-{i}"), f"o-{i}") for i in range(3)]
+        relay.hand_off(events[:2])
+        relay.hand_off(events[2:])  # a third: more than a batch waits in memory
+        assert await relay.relay_batch(conn) == 2, "the table's first batch"
+        assert await relay.relay_batch(conn) == 1
+        assert await relay.relay_batch(conn) == 0
+    assert (relay.stats.published, relay.stats.handed) == (3, 0)
+    assert await rig.outbox_rows() == 0
