@@ -144,6 +144,22 @@ def cpu_and_waits(pids: Mapping[str, int]) -> tuple[dict[str, float], dict[str, 
     return _cpu(pids, owner, stats), _waits(pids, owner)
 
 
+def main_threads(pids: Mapping[str, int]) -> dict[str, tuple[float, float]]:
+    """For each named process, the seconds its main thread (a service's event loop) has run and
+    has waited, runnable, for a core so far: its /proc/<pid>/task/<pid> `stat` and `schedstat`.
+    A process that ended, or a kernel without scheduler statistics, gives no entry."""
+    found = {}
+    for name, pid in pids.items():
+        task = Path(f"/proc/{pid}/task/{pid}")
+        try:
+            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+            waited_ns = int((task / "schedstat").read_text().split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        found[name] = ((int(fields[11]) + int(fields[12])) / TICKS_PER_S, waited_ns / 1e9)
+    return found
+
+
 def _cpu(pids: Mapping[str, int], owner: dict[int, str], stats: dict[int, list[str]]) -> dict[str, float]:
     totals = dict.fromkeys(pids, 0.0)
     for pid, name in owner.items():

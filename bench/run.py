@@ -91,6 +91,7 @@ def report(results: dict[str, Any]) -> str:
     lines += ["", *saga_stages_table(saga.steps)]
     lines += ["", *saga_calls_table(saga.steps)]
     lines += ["", *saga_cpu_table(saga.steps)]
+    lines += ["", *saga_loops_table(saga.steps)]
     lines += [
         "",
         "## Memory (RSS) of each service under load",
@@ -186,6 +187,30 @@ def saga_cpu_table(steps: list[saga_bench.Step]) -> list[str]:
             f"| {name} | {ms:.2f} | {100 * ms / total if total else 0:.0f} % |"
             f" {'-' if waited is None else f'{waited:.2f}'} |"
         )
+    return lines
+
+
+def saga_loops_table(steps: list[saga_bench.Step]) -> list[str]:
+    """How busy each Python process's event loop (its main thread) was at each step."""
+    shown = [s for s in steps if s.loop_shares]
+    if not shown:
+        return []
+    busiest = max(shown, key=lambda s: s.offered_per_s)
+    names = sorted(busiest.loop_shares, key=lambda n: -busiest.loop_shares[n][0])
+    lines = [
+        "Each Python process's event loop (its main thread: all of its Python code; gRPC's I/O has"
+        " threads of its own), % of each step's time running / waiting for a core, from /proc."
+        " Running and waiting near 100 % together is a loop that has no time to spare.",
+        "",
+        "| process | " + " | ".join(f"{s.offered_per_s}/s" for s in shown) + " |",
+        "|---|" + "---|" * len(shown),
+    ]
+    for name in names:
+        cells = []
+        for step in shown:
+            ran, waited = step.loop_shares.get(name, (None, None))
+            cells.append("-" if ran is None or waited is None else f"{100 * ran:.0f} / {100 * waited:.0f}")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return lines
 
 

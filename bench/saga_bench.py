@@ -46,7 +46,7 @@ from a4co.payments.v1 import payments_service_pb2 as payments_pb
 from a4co.payments.v1 import payments_service_pb2_grpc as payments_grpc
 from a4co.type.v1 import address_pb2, lat_lng_pb2, money_pb2
 from bench.events_bench import paced, percentile
-from bench.harness import cpu_and_waits, rss_mb, server_pids
+from bench.harness import cpu_and_waits, main_threads, rss_mb, server_pids
 from services.launcher.supervisor import Supervisor
 from services.platform.auth import generate_keypair
 from services.platform.events.codec import EventCodec
@@ -205,6 +205,9 @@ class Step:
     # the same window as the CPU (`window_s`); empty where the kernel keeps no such statistics.
     waited_ms_per_order: dict[str, float] = field(default_factory=dict)
     window_s: float = 0.0
+    # Each service's event loop (its main thread) over the same window: the share of the time it
+    # ran, and the share it waited for a core. Their sum near 1 is a loop with no time to spare.
+    loop_shares: dict[str, tuple[float, float]] = field(default_factory=dict)
 
     @property
     def cpu_ms_total(self) -> float:
@@ -339,6 +342,7 @@ async def _steps(
     steps, rss = [], {}
     in_flight: set[asyncio.Task[None]] = set()
     processes = {n: pid for n in endpoints if (pid := supervisor.pid(n))}
+    services = processes | {"load generator": os.getpid()}  # the Python processes' event loops
     processes |= server_pids(urls) | {"load generator": os.getpid()}
 
     async def place(i: int) -> None:
@@ -374,13 +378,20 @@ async def _steps(
         pages_before = await metrics_pages(metrics_ports)
         start = time.perf_counter()
         cpu_before, waits_before = cpu_and_waits(processes)
+        loops_before = main_threads(services)
         await paced(rate, seconds, offer)
         await asyncio.gather(*in_flight)
         deadline = time.perf_counter() + 30
         while time.perf_counter() < deadline and not set(sent_at) <= set(confirmed_at):  # noqa: ASYNC110
             await asyncio.sleep(0.05)  # a bounded wait for the last confirmations
         cpu_after, waits_after = cpu_and_waits(processes)
+        loops_after = main_threads(services)
         window_s = time.perf_counter() - start
+        loops = {
+            n: ((ran - loops_before[n][0]) / window_s, max(waited - loops_before[n][1], 0.0) / window_s)
+            for n, (ran, waited) in loops_after.items()
+            if n in loops_before
+        }
         pages_after = await metrics_pages(metrics_ports)
         rss = {n: rss_mb(pid) for n in endpoints if (pid := supervisor.pid(n))}
         latencies = [(confirmed_at[o] - t) * 1000 for o, t in sent_at.items() if o in confirmed_at]
@@ -406,7 +417,7 @@ async def _steps(
         steps.append(
             Step(rate, len(sent_at), len(latencies), len(latencies) / elapsed if elapsed else 0.0,
                  percentile(latencies, 50), percentile(latencies, 99), per_order, stages, staged, calls,
-                 waited, window_s)
+                 waited, window_s, loops)
         )  # fmt: skip
     await channel.close()
     await nc.close()

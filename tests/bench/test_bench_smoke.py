@@ -99,6 +99,11 @@ async def test_the_whole_report_runs_at_smoke_sizes(urls: ServerUrls, tmp_path: 
     assert "waited for a core, ms per order |" in cpu_table
     assert f"| 5 | {step.staged_orders} | " in text.split("Where an order's time goes")[1]
     assert "| catalog |" in text.split("## Memory (RSS) of each service under load")[1]
+    loops = step.loop_shares
+    assert {"orders", "payments", "inventory", "load generator"} <= set(loops)
+    assert all(0 <= ran <= 1.5 and waited >= 0 for ran, waited in loops.values())
+    assert loops["load generator"][0] > 0
+    assert "| orders | " in text.split("Each Python process's event loop")[1]
     before, after = results["speed_ms"]
     assert before > 0
     assert after > 0

@@ -6,11 +6,12 @@ import asyncio
 import os
 import signal
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
-from bench.harness import cpu_and_waits, cpu_seconds
+from bench.harness import cpu_and_waits, cpu_seconds, main_threads
 from bench.saga_bench import Step
 from tests.support.waiting import eventually
 
@@ -46,3 +47,14 @@ def test_the_threads_waiting_on_average_over_a_step() -> None:
     # 5 ms per order for 2,000 orders is 10 s of waiting over a 10 s step.
     assert step.threads_waiting == pytest.approx(1.0)
     assert Step(200, 2000, 2000, 198.0, 300.0, 800.0).threads_waiting is None
+
+
+def test_the_main_thread_s_own_cpu_is_read() -> None:
+    before = main_threads({"me": os.getpid(), "gone": 2**22 + 1})
+    assert set(before) == {"me"}, "a process that is not there gives no entry"
+    started = time.thread_time()
+    while time.thread_time() - started < 0.1:  # this thread's own CPU, not a wait
+        pass
+    ran = main_threads({"me": os.getpid()})["me"][0] - before["me"][0]
+    assert ran >= 0.05
+    assert main_threads({"me": os.getpid()})["me"][1] >= before["me"][1]
