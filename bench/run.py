@@ -116,18 +116,21 @@ def report(results: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _table_head(caption: str, columns: list[str]) -> list[str]:
+    """A Markdown table's caption, its blank line, its header row and its rule."""
+    return [caption, "", "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+
+
 def saga_stages_table(steps: list[saga_bench.Step]) -> list[str]:
     """Where an order's time went at each step: p50 / p99 ms of every stage."""
     names = saga_bench.STAGE_NAMES
-    lines = [
+    lines = _table_head(
         "Where an order's time goes, p50 / p99 ms per stage, from the time JetStream stored each"
         " event of the saga (read back after the step). Each stage starts at the one before it;"
         ' "CreateOrder answered" runs beside "OrderCreated stored", which includes the'
         " synchronous checks and orders' relay.",
-        "",
-        "| offered orders/s | orders | " + " | ".join(names) + " |",
-        "|---|---|" + "---|" * len(names),
-    ]
+        ["offered orders/s", "orders", *names],
+    )
     for step in steps:
         cells = [f"{st.p50_ms:.1f} / {st.p99_ms:.1f}" for st in step.stages] or ["-"] * len(names)
         lines.append(f"| {step.offered_per_s} | {step.staged_orders} | " + " | ".join(cells) + " |")
@@ -137,16 +140,14 @@ def saga_stages_table(steps: list[saga_bench.Step]) -> list[str]:
 def saga_calls_table(steps: list[saga_bench.Step]) -> list[str]:
     """Each synchronous call of the saga at each step, as its caller saw it and in its handler."""
     methods = [method for method, _, _ in saga_bench.CALLS]
-    lines = [
+    lines = _table_head(
         "The synchronous calls, p50 / p99 ms as the caller saw each call (CreateOrder: the load"
         " generator; the checks: orders, each attempt) and as its handler took it (the service's"
         " own histogram). The services' figures are interpolated within their histograms' buckets"
         " (0.5, 1, 2.5, 5, 10, 25, 50, 100, 150, 200, 500 ms…). Caller minus handler is the time"
         " outside the handler: the network, gRPC's queues and the waits for a core at both ends.",
-        "",
-        "| offered orders/s | " + " | ".join(f"{m}: caller | {m}: handler" for m in methods) + " |",
-        "|---|" + "---|---|" * len(methods),
-    ]
+        ["offered orders/s", *(f"{m}: {side}" for m in methods for side in ("caller", "handler"))],
+    )
 
     def ms(p50: float | None, p99: float | None) -> str:
         return "-" if p50 is None or p99 is None else f"{p50:.1f} / {p99:.1f}"
@@ -197,14 +198,12 @@ def saga_loops_table(steps: list[saga_bench.Step]) -> list[str]:
         return []
     busiest = max(shown, key=lambda s: s.offered_per_s)
     names = sorted(busiest.loop_shares, key=lambda n: -busiest.loop_shares[n][0])
-    lines = [
+    lines = _table_head(
         "Each Python process's event loop (its main thread: all of its Python code; gRPC's I/O has"
         " threads of its own), % of each step's time running / waiting for a core, from /proc."
         " Running and waiting near 100 % together is a loop that has no time to spare.",
-        "",
-        "| process | " + " | ".join(f"{s.offered_per_s}/s" for s in shown) + " |",
-        "|---|" + "---|" * len(shown),
-    ]
+        ["process", *(f"{s.offered_per_s}/s" for s in shown)],
+    )
     for name in names:
         cells = []
         for step in shown:
