@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import enum
 import json
 import logging
 import math
@@ -201,6 +202,14 @@ def _rows(first: int) -> str:
     )
 
 
+class _Table(enum.Enum):
+    """What a relay knows of its outbox table beside the events handed over to it."""
+
+    UNKNOWN = "unknown"  # rows nobody handed over may be there: the next batch reads the table
+    READING = "reading"  # being read; hand-overs are kept unless the read returns them
+    KNOWN = "known"  # nothing else: what is handed over is published without a read
+
+
 class PublishFailedError(RuntimeError):
     """JetStream did not acknowledge every event of a batch."""
 
@@ -249,12 +258,10 @@ class OutboxRelay:
         self._backlog_counted_at = -math.inf
         # Events this process committed and handed over, in commit order, with when the first of
         # them was handed over; published without reading them back while the table is known to
-        # hold nothing else (`_known`).
+        # hold nothing else (`_table` is KNOWN).
         self._handed: list[OutgoingEvent] = []
         self._handed_at = 0.0
-        self._known = False
-        self._reading = False
-        self._unknowns = 0  # how often rows nobody handed over may have come (`unknown_rows`)
+        self._table = _Table.UNKNOWN
         self._read: set[str] = set()  # the event ids of the last read, not to be published twice
         self.others_quiet_s = others_quiet_s
         self._others_until = -math.inf
@@ -325,7 +332,7 @@ class OutboxRelay:
         them back while the table holds nothing else. Without events, read the table."""
         if not events:
             self.unknown_rows()
-        elif self._known or self._reading:
+        elif self._table is not _Table.UNKNOWN:
             # Not those of a transaction that committed before the last read but whose caller
             # was slow to hand them over: that read had them.
             fresh = [e for e in events if e.event_id not in self._read]
@@ -339,9 +346,8 @@ class OutboxRelay:
 
     def unknown_rows(self) -> None:
         """The table may hold rows nobody handed over: the next batch reads it."""
-        self._known = False
+        self._table = _Table.UNKNOWN
         self._handed.clear()
-        self._unknowns += 1
 
     def wake(self) -> None:
         """Relay now: events were committed (a NOTIFY, or this process: `OutboxWriter.relay_here`)."""
@@ -369,12 +375,12 @@ class OutboxRelay:
         was not acknowledged; those acknowledged before it are deleted all the same, and the rest
         are read from the table and tried again.
         """
-        if self._known and self._handed:
+        if self._table is _Table.KNOWN and self._handed:
             return await self._relay_handed(conn)
         # Events handed over while the table is read may have committed before the read's
         # snapshot (the read returns them: they are dropped) or after it (they are kept).
         self._handed.clear()
-        self._known, self._reading, unknowns = False, True, self._unknowns
+        self._table = _Table.READING  # `unknown_rows` meanwhile makes it UNKNOWN
         try:
             rows = await conn.fetch(
                 "SELECT id, event_id::text AS event_id, event_type, subject, headers::text AS headers,"
@@ -391,17 +397,15 @@ class OutboxRelay:
         except BaseException:
             self.unknown_rows()
             raise
-        finally:
-            self._reading = False
         # The read held everything committed before it, and all of it is published: from here
         # on, what this process hands over is all there is, unless another process writes here
         # too or rows came that nobody handed over.
         if (
             len(rows) < self.batch_size
-            and unknowns == self._unknowns
+            and self._table is _Table.READING
             and time.monotonic() >= self._others_until
         ):
-            self._known = True
+            self._table = _Table.KNOWN
         else:
             self.unknown_rows()
         return len(rows)
@@ -430,11 +434,11 @@ class OutboxRelay:
         event_types: list[str],
         key: str,
         keys: Sequence[object],
-    ) -> int:
+    ) -> None:
         """Publish (subject, body, headers) in order, pipelined, and delete the rows of those
-        acknowledged (by `key`: "id" or "event_id"); returns how many were acknowledged."""
+        acknowledged (by `key`: "id" or "event_id")."""
         if not events:
-            return 0
+            return
         futures: list[asyncio.Future[PubAck]] = []
         error: BaseException | None = None
         for subject, body, headers in events:
@@ -461,7 +465,6 @@ class OutboxRelay:
             raise PublishFailedError(
                 f"{len(events) - len(acked)} of {len(events)} events not acknowledged: {cause}"
             )
-        return len(acked)
 
     async def _prune(self, conn: Connection, key: str, keys: list[object]) -> None:
         """Delete rows JetStream has acknowledged."""
