@@ -13,7 +13,7 @@ from typing import Any
 
 from services.platform.grpc.server import EXIT_CANNOT_LISTEN, ListenError
 from services.platform.logs import configure_logging
-from services.platform.memory import cap_arenas
+from services.platform.memory import cap_arenas, freeze_start_up_objects
 from services.platform.runtime import (
     Infrastructure,
     ServiceParts,
@@ -54,6 +54,7 @@ async def serve(service: str, build: Build, schema_sql: str | None, args: argpar
             "event_loop": type(asyncio.get_running_loop()).__module__.split(".")[0],
         }
         log.info("ready", extra=document)
+        freeze_start_up_objects()
         if args.ready_file:
             tmp = args.ready_file.with_suffix(".tmp")
             tmp.write_text(json.dumps(document))

@@ -9,12 +9,19 @@ docs/performance.md); the services have few threads and little contention on the
 `MALLOC_ARENA_MAX` still wins.
 
 Anything but glibc (musl, macOS): both functions do nothing.
+
+Python's own collector: a full collection walks every object it tracks, and a started service
+tracks about 70,000 (its modules, classes, functions, descriptors), which took the catalog 33-53 ms
+of CPU each time, every few seconds under load, with no call answered meanwhile. Once a service is
+ready, `freeze_start_up_objects` sets them aside; full collections then took 1-5 ms
+(docs/performance.md).
 """
 
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import gc
 import os
 
 ARENAS = 2
@@ -48,3 +55,10 @@ def release_memory() -> None:
     """Give back to the system the free pages of every arena, after work that freed a lot."""
     if _LIBC is not None:
         _LIBC.malloc_trim(0)
+
+
+def freeze_start_up_objects() -> None:
+    """Keep every object alive now out of all later collections (`gc.freeze`), after collecting
+    the start-up's garbage, so that only what lives on is set aside. Call it once, when ready."""
+    gc.collect()
+    gc.freeze()

@@ -52,3 +52,27 @@ def test_an_operators_malloc_arena_max_stands() -> None:
     printed, count = arenas(1, MALLOC_ARENA_MAX="3")
     assert printed == "False"
     assert count == 3
+
+
+FREEZE = """
+import gc, weakref
+from services.platform import memory
+class Node: pass
+a, b = Node(), Node()
+a.other, b.other = b, a  # garbage only a collection finds
+dead = weakref.ref(a)
+del a, b
+before = len(gc.get_objects())
+memory.freeze_start_up_objects()
+print(dead() is None, before, len(gc.get_objects()), gc.get_freeze_count())
+"""
+
+
+def test_start_up_objects_are_frozen_after_their_garbage_is_collected() -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", FREEZE], capture_output=True, text=True, check=True, timeout=60
+    )
+    collected, before, after, frozen = done.stdout.split()
+    assert collected == "True"  # the cycle was collected, not frozen
+    assert int(frozen) > 0
+    assert int(after) < int(before) // 10  # later full collections walk only what came since
