@@ -341,13 +341,12 @@ async def prepare_calls(addresses: dict[str, str]) -> dict[str, Callable[[], Awa
     channels = {name: grpc.aio.insecure_channel(address) for name, address in addresses.items()}
     identity = identity_grpc.IdentityServiceStub(channels["identity"])
     email = f"bench-{uuid.uuid4().hex[:8]}@a4co.es"
-    await identity.Register(
+    signed_up = await identity.Register(
         identity_pb.RegisterRequest(
             email=email, password="bench-password-1", display_name="Bench", role=identity_pb.ROLE_CUSTOMER
         )
     )
-    login = await identity.Login(identity_pb.LoginRequest(email=email, password="bench-password-1"))
-    token = login.tokens.access_token
+    token = signed_up.tokens.access_token
     auth = (("authorization", f"Bearer {token}"),)
     inventory = inventory_grpc.InventoryServiceStub(channels["inventory"])
     payments = payments_grpc.PaymentsServiceStub(channels["payments"])

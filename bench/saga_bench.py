@@ -234,11 +234,10 @@ async def _account(
     identity: identity_grpc.IdentityServiceAsyncStub, role: identity_pb.Role.ValueType
 ) -> Meta:
     email = f"bench-{uuid.uuid4().hex[:8]}@a4co.es"
-    await identity.Register(
+    signed_up = await identity.Register(
         identity_pb.RegisterRequest(email=email, password="bench-password-1", display_name="Bench", role=role)
     )
-    login = await identity.Login(identity_pb.LoginRequest(email=email, password="bench-password-1"))
-    return (("authorization", f"Bearer {login.tokens.access_token}"),)
+    return (("authorization", f"Bearer {signed_up.tokens.access_token}"),)
 
 
 async def prepare(endpoints: dict[str, str]) -> tuple[list[str], Meta, str]:

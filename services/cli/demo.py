@@ -44,13 +44,12 @@ async def sign_up(
     rng: random.Random,
 ) -> tuple[Meta, str]:
     email, password = f"cliente-{uuid.uuid4().hex[:8]}@demo.a4co.es", "demo-password-2026"
-    await identity.Register(
+    signed_up = await identity.Register(
         identity_pb.RegisterRequest(
             email=email, password=password, display_name=f"Cliente {i}", role=identity_pb.ROLE_CUSTOMER
         )
     )
-    login = await identity.Login(identity_pb.LoginRequest(email=email, password=password))
-    meta: Meta = (("authorization", f"Bearer {login.tokens.access_token}"),)
+    meta: Meta = (("authorization", f"Bearer {signed_up.tokens.access_token}"),)
     card = await payments.ValidatePaymentMethod(
         payments_pb.ValidatePaymentMethodRequest(
             card=payments_pb.Card(number=rng.choice(CARDS), exp_month=12, exp_year=2031, cvc="123")

@@ -87,7 +87,7 @@ class IdentityServicer(pb_grpc.IdentityServiceServicer):
 
     async def Register(self, request: pb.RegisterRequest, context: Context) -> pb.RegisterResponse:
         """Sign up."""
-        user = await handlers.register(
+        user, tokens = await handlers.register(
             self.deps,
             request.email,
             request.password,
@@ -96,7 +96,7 @@ class IdentityServicer(pb_grpc.IdentityServiceServicer):
             request.phone_number,
             address_from_pb(request.address),
         )
-        return pb.RegisterResponse(user=user_to_pb(user))
+        return pb.RegisterResponse(user=user_to_pb(user), tokens=tokens_to_pb(tokens))
 
     async def Login(self, request: pb.LoginRequest, context: Context) -> pb.LoginResponse:
         """Sign in."""

@@ -62,8 +62,9 @@ async def register(
     role: Role | None,
     phone: str,
     address: Address,
-) -> User:
-    """Create an account and announce it (UserRegistered)."""
+) -> tuple[User, Tokens]:
+    """Create an account, announce it (UserRegistered) and start its first session: the new
+    user is signed in without a second hashing of the password, which a Login would cost."""
     check_signup(email, password, display_name, role, phone)
     assert role is not None
     new = User(
@@ -91,7 +92,8 @@ async def register(
             ),
             aggregate_id=stored.user_id,
         )
-    return stored
+        tokens = await _start_session(deps, uow, stored)
+    return stored, tokens
 
 
 async def login(deps: Deps, email: str, password: str) -> tuple[User, Tokens]:
@@ -103,13 +105,19 @@ async def login(deps: Deps, email: str, password: str) -> tuple[User, Tokens]:
         raise InvalidCredentialsError()
     if not await deps.hasher.verify(user.password_hash, password):
         raise InvalidCredentialsError()
+    async with deps.uow() as uow:
+        tokens = await _start_session(deps, uow, user)
+    return user, tokens
+
+
+async def _start_session(deps: Deps, uow: UnitOfWork, user: User) -> Tokens:
+    """A new session of `user`, stored in `uow`, and its tokens."""
     session_id = str(uuid.uuid4())
     refresh = RefreshToken.new(session_id)
     refresh_expires = datetime.now(UTC) + timedelta(seconds=deps.refresh_ttl_s)
-    async with deps.uow() as uow:
-        await uow.sessions.start(session_id, user.user_id, refresh.hash, refresh_expires)
+    await uow.sessions.start(session_id, user.user_id, refresh.hash, refresh_expires)
     access, access_expires = deps.issuer.issue(user.user_id, user.role, session_id)
-    return user, Tokens(access, datetime.fromtimestamp(access_expires, UTC), str(refresh), refresh_expires)
+    return Tokens(access, datetime.fromtimestamp(access_expires, UTC), str(refresh), refresh_expires)
 
 
 async def refresh_tokens(deps: Deps, refresh_token: str) -> Tokens:

@@ -90,6 +90,7 @@ async def test_every_service_lists_describes_and_answers_every_rpc(five: dict[st
         },
     )
     artisan_id = str(artisan["user"]["user_id"])  # type: ignore[index]
+    assert artisan["tokens"]["access_token"]  # type: ignore[index]  # signed in by the sign-up
     await call(
         addr["identity"],
         f"{ident}/Register",

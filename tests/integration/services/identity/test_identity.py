@@ -78,6 +78,31 @@ async def test_sign_up_log_in_and_use_the_token(
     assert profile.user.user_id == user.user_id
 
 
+async def test_sign_up_starts_a_session_without_a_login(
+    stub: pb_grpc.IdentityServiceAsyncStub, identity: RunningService
+) -> None:
+    signed_up = await stub.Register(
+        pb.RegisterRequest(
+            email="nuria@example.es", password=PASSWORD, display_name="Nuria", role=pb.ROLE_ARTISAN
+        )
+    )
+    tokens = signed_up.tokens
+    checked = await stub.ValidateToken(pb.ValidateTokenRequest(access_token=tokens.access_token))
+    assert checked.user_id == signed_up.user.user_id
+    assert checked.role == pb.ROLE_ARTISAN
+    profile = await stub.GetProfile(pb.GetProfileRequest(), metadata=bearer(tokens.access_token))
+    assert profile.user.email == "nuria@example.es"
+    # A session like Login's: its refresh token rotates, and the session can be ended.
+    renewed = (await stub.RefreshToken(pb.RefreshTokenRequest(refresh_token=tokens.refresh_token))).tokens
+    assert renewed.refresh_token != tokens.refresh_token
+    await stub.Logout(pb.LogoutRequest(), metadata=bearer(renewed.access_token))
+    ended = await failure(stub.ValidateToken(pb.ValidateTokenRequest(access_token=renewed.access_token)))
+    assert ended.code() == grpc.StatusCode.UNAUTHENTICATED
+    # A refused sign-up starts none.
+    await failure(register(stub, "NURIA@example.es"))
+    assert await identity.infra.pool.fetchval("SELECT count(*) FROM sessions") == 1
+
+
 async def test_user_registered_is_published_through_the_outbox(
     stub: pb_grpc.IdentityServiceAsyncStub, identity: RunningService
 ) -> None:

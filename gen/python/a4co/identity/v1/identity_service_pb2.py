@@ -27,15 +27,15 @@ from google.protobuf import field_mask_pb2 as google_dot_protobuf_dot_field__mas
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\'a4co/identity/v1/identity_service.proto\x12\x10\x61\x34\x63o.identity.v1\x1a\x1a\x61\x34\x63o/type/v1/address.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x8f\x02\n\x04User\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\r\n\x05\x65mail\x18\x02 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x03 \x01(\t\x12$\n\x04role\x18\x04 \x01(\x0e\x32\x16.a4co.identity.v1.Role\x12\x14\n\x0cphone_number\x18\x05 \x01(\t\x12&\n\x07\x61\x64\x64ress\x18\x06 \x01(\x0b\x32\x15.a4co.type.v1.Address\x12\x0b\n\x03\x62io\x18\x07 \x01(\t\x12/\n\x0b\x63reate_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xb5\x01\n\tTokenPair\x12\x14\n\x0c\x61\x63\x63\x65ss_token\x18\x01 \x01(\t\x12<\n\x18\x61\x63\x63\x65ss_token_expire_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x15\n\rrefresh_token\x18\x03 \x01(\t\x12=\n\x19refresh_token_expire_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xac\x01\n\x0fRegisterRequest\x12\r\n\x05\x65mail\x18\x01 \x01(\t\x12\x10\n\x08password\x18\x02 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x03 \x01(\t\x12$\n\x04role\x18\x04 \x01(\x0e\x32\x16.a4co.identity.v1.Role\x12\x14\n\x0cphone_number\x18\x05 \x01(\t\x12&\n\x07\x61\x64\x64ress\x18\x06 \x01(\x0b\x32\x15.a4co.type.v1.Address\"8\n\x10RegisterResponse\x12$\n\x04user\x18\x01 \x01(\x0b\x32\x16.a4co.identity.v1.User\"/\n\x0cLoginRequest\x12\r\n\x05\x65mail\x18\x01 \x01(\t\x12\x10\n\x08password\x18\x02 \x01(\t\"b\n\rLoginResponse\x12+\n\x06tokens\x18\x01 \x01(\x0b\x32\x1b.a4co.identity.v1.TokenPair\x12$\n\x04user\x18\x02 \x01(\x0b\x32\x16.a4co.identity.v1.User\",\n\x14ValidateTokenRequest\x12\x14\n\x0c\x61\x63\x63\x65ss_token\x18\x01 \x01(\t\"\x93\x01\n\x15ValidateTokenResponse\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12$\n\x04role\x18\x02 \x01(\x0e\x32\x16.a4co.identity.v1.Role\x12\x12\n\nsession_id\x18\x03 \x01(\t\x12/\n\x0b\x65xpire_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\",\n\x13RefreshTokenRequest\x12\x15\n\rrefresh_token\x18\x01 \x01(\t\"C\n\x14RefreshTokenResponse\x12+\n\x06tokens\x18\x01 \x01(\x0b\x32\x1b.a4co.identity.v1.TokenPair\"\x0f\n\rLogoutRequest\"\x10\n\x0eLogoutResponse\"$\n\x11GetProfileRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\":\n\x12GetProfileResponse\x12$\n\x04user\x18\x01 \x01(\x0b\x32\x16.a4co.identity.v1.User\"~\n\x14UpdateProfileRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12$\n\x04user\x18\x02 \x01(\x0b\x32\x16.a4co.identity.v1.User\x12/\n\x0bupdate_mask\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\"=\n\x15UpdateProfileResponse\x12$\n\x04user\x18\x01 \x01(\x0b\x32\x16.a4co.identity.v1.User*Q\n\x04Role\x12\x14\n\x10ROLE_UNSPECIFIED\x10\x00\x12\x11\n\rROLE_CUSTOMER\x10\x01\x12\x10\n\x0cROLE_ARTISAN\x10\x02\x12\x0e\n\nROLE_ADMIN\x10\x03\x32\xf7\x04\n\x0fIdentityService\x12Q\n\x08Register\x12!.a4co.identity.v1.RegisterRequest\x1a\".a4co.identity.v1.RegisterResponse\x12H\n\x05Login\x12\x1e.a4co.identity.v1.LoginRequest\x1a\x1f.a4co.identity.v1.LoginResponse\x12`\n\rValidateToken\x12&.a4co.identity.v1.ValidateTokenRequest\x1a\'.a4co.identity.v1.ValidateTokenResponse\x12]\n\x0cRefreshToken\x12%.a4co.identity.v1.RefreshTokenRequest\x1a&.a4co.identity.v1.RefreshTokenResponse\x12K\n\x06Logout\x12\x1f.a4co.identity.v1.LogoutRequest\x1a .a4co.identity.v1.LogoutResponse\x12W\n\nGetProfile\x12#.a4co.identity.v1.GetProfileRequest\x1a$.a4co.identity.v1.GetProfileResponse\x12`\n\rUpdateProfile\x12&.a4co.identity.v1.UpdateProfileRequest\x1a\'.a4co.identity.v1.UpdateProfileResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\'a4co/identity/v1/identity_service.proto\x12\x10\x61\x34\x63o.identity.v1\x1a\x1a\x61\x34\x63o/type/v1/address.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x8f\x02\n\x04User\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\r\n\x05\x65mail\x18\x02 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x03 \x01(\t\x12$\n\x04role\x18\x04 \x01(\x0e\x32\x16.a4co.identity.v1.Role\x12\x14\n\x0cphone_number\x18\x05 \x01(\t\x12&\n\x07\x61\x64\x64ress\x18\x06 \x01(\x0b\x32\x15.a4co.type.v1.Address\x12\x0b\n\x03\x62io\x18\x07 \x01(\t\x12/\n\x0b\x63reate_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xb5\x01\n\tTokenPair\x12\x14\n\x0c\x61\x63\x63\x65ss_token\x18\x01 \x01(\t\x12<\n\x18\x61\x63\x63\x65ss_token_expire_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x15\n\rrefresh_token\x18\x03 \x01(\t\x12=\n\x19refresh_token_expire_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xac\x01\n\x0fRegisterRequest\x12\r\n\x05\x65mail\x18\x01 \x01(\t\x12\x10\n\x08password\x18\x02 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x03 \x01(\t\x12$\n\x04role\x18\x04 \x01(\x0e\x32\x16.a4co.identity.v1.Role\x12\x14\n\x0cphone_number\x18\x05 \x01(\t\x12&\n\x07\x61\x64\x64ress\x18\x06 \x01(\x0b\x32\x15.a4co.type.v1.Address\"e\n\x10RegisterResponse\x12$\n\x04user\x18\x01 \x01(\x0b\x32\x16.a4co.identity.v1.User\x12+\n\x06tokens\x18\x02 \x01(\x0b\x32\x1b.a4co.identity.v1.TokenPair\"/\n\x0cLoginRequest\x12\r\n\x05\x65mail\x18\x01 \x01(\t\x12\x10\n\x08password\x18\x02 \x01(\t\"b\n\rLoginResponse\x12+\n\x06tokens\x18\x01 \x01(\x0b\x32\x1b.a4co.identity.v1.TokenPair\x12$\n\x04user\x18\x02 \x01(\x0b\x32\x16.a4co.identity.v1.User\",\n\x14ValidateTokenRequest\x12\x14\n\x0c\x61\x63\x63\x65ss_token\x18\x01 \x01(\t\"\x93\x01\n\x15ValidateTokenResponse\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12$\n\x04role\x18\x02 \x01(\x0e\x32\x16.a4co.identity.v1.Role\x12\x12\n\nsession_id\x18\x03 \x01(\t\x12/\n\x0b\x65xpire_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\",\n\x13RefreshTokenRequest\x12\x15\n\rrefresh_token\x18\x01 \x01(\t\"C\n\x14RefreshTokenResponse\x12+\n\x06tokens\x18\x01 \x01(\x0b\x32\x1b.a4co.identity.v1.TokenPair\"\x0f\n\rLogoutRequest\"\x10\n\x0eLogoutResponse\"$\n\x11GetProfileRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\":\n\x12GetProfileResponse\x12$\n\x04user\x18\x01 \x01(\x0b\x32\x16.a4co.identity.v1.User\"~\n\x14UpdateProfileRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12$\n\x04user\x18\x02 \x01(\x0b\x32\x16.a4co.identity.v1.User\x12/\n\x0bupdate_mask\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\"=\n\x15UpdateProfileResponse\x12$\n\x04user\x18\x01 \x01(\x0b\x32\x16.a4co.identity.v1.User*Q\n\x04Role\x12\x14\n\x10ROLE_UNSPECIFIED\x10\x00\x12\x11\n\rROLE_CUSTOMER\x10\x01\x12\x10\n\x0cROLE_ARTISAN\x10\x02\x12\x0e\n\nROLE_ADMIN\x10\x03\x32\xf7\x04\n\x0fIdentityService\x12Q\n\x08Register\x12!.a4co.identity.v1.RegisterRequest\x1a\".a4co.identity.v1.RegisterResponse\x12H\n\x05Login\x12\x1e.a4co.identity.v1.LoginRequest\x1a\x1f.a4co.identity.v1.LoginResponse\x12`\n\rValidateToken\x12&.a4co.identity.v1.ValidateTokenRequest\x1a\'.a4co.identity.v1.ValidateTokenResponse\x12]\n\x0cRefreshToken\x12%.a4co.identity.v1.RefreshTokenRequest\x1a&.a4co.identity.v1.RefreshTokenResponse\x12K\n\x06Logout\x12\x1f.a4co.identity.v1.LogoutRequest\x1a .a4co.identity.v1.LogoutResponse\x12W\n\nGetProfile\x12#.a4co.identity.v1.GetProfileRequest\x1a$.a4co.identity.v1.GetProfileResponse\x12`\n\rUpdateProfile\x12&.a4co.identity.v1.UpdateProfileRequest\x1a\'.a4co.identity.v1.UpdateProfileResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'a4co.identity.v1.identity_service_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_ROLE']._serialized_start=1631
-  _globals['_ROLE']._serialized_end=1712
+  _globals['_ROLE']._serialized_start=1676
+  _globals['_ROLE']._serialized_end=1757
   _globals['_USER']._serialized_start=157
   _globals['_USER']._serialized_end=428
   _globals['_TOKENPAIR']._serialized_start=431
@@ -43,31 +43,31 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_REGISTERREQUEST']._serialized_start=615
   _globals['_REGISTERREQUEST']._serialized_end=787
   _globals['_REGISTERRESPONSE']._serialized_start=789
-  _globals['_REGISTERRESPONSE']._serialized_end=845
-  _globals['_LOGINREQUEST']._serialized_start=847
-  _globals['_LOGINREQUEST']._serialized_end=894
-  _globals['_LOGINRESPONSE']._serialized_start=896
-  _globals['_LOGINRESPONSE']._serialized_end=994
-  _globals['_VALIDATETOKENREQUEST']._serialized_start=996
-  _globals['_VALIDATETOKENREQUEST']._serialized_end=1040
-  _globals['_VALIDATETOKENRESPONSE']._serialized_start=1043
-  _globals['_VALIDATETOKENRESPONSE']._serialized_end=1190
-  _globals['_REFRESHTOKENREQUEST']._serialized_start=1192
-  _globals['_REFRESHTOKENREQUEST']._serialized_end=1236
-  _globals['_REFRESHTOKENRESPONSE']._serialized_start=1238
-  _globals['_REFRESHTOKENRESPONSE']._serialized_end=1305
-  _globals['_LOGOUTREQUEST']._serialized_start=1307
-  _globals['_LOGOUTREQUEST']._serialized_end=1322
-  _globals['_LOGOUTRESPONSE']._serialized_start=1324
-  _globals['_LOGOUTRESPONSE']._serialized_end=1340
-  _globals['_GETPROFILEREQUEST']._serialized_start=1342
-  _globals['_GETPROFILEREQUEST']._serialized_end=1378
-  _globals['_GETPROFILERESPONSE']._serialized_start=1380
-  _globals['_GETPROFILERESPONSE']._serialized_end=1438
-  _globals['_UPDATEPROFILEREQUEST']._serialized_start=1440
-  _globals['_UPDATEPROFILEREQUEST']._serialized_end=1566
-  _globals['_UPDATEPROFILERESPONSE']._serialized_start=1568
-  _globals['_UPDATEPROFILERESPONSE']._serialized_end=1629
-  _globals['_IDENTITYSERVICE']._serialized_start=1715
-  _globals['_IDENTITYSERVICE']._serialized_end=2346
+  _globals['_REGISTERRESPONSE']._serialized_end=890
+  _globals['_LOGINREQUEST']._serialized_start=892
+  _globals['_LOGINREQUEST']._serialized_end=939
+  _globals['_LOGINRESPONSE']._serialized_start=941
+  _globals['_LOGINRESPONSE']._serialized_end=1039
+  _globals['_VALIDATETOKENREQUEST']._serialized_start=1041
+  _globals['_VALIDATETOKENREQUEST']._serialized_end=1085
+  _globals['_VALIDATETOKENRESPONSE']._serialized_start=1088
+  _globals['_VALIDATETOKENRESPONSE']._serialized_end=1235
+  _globals['_REFRESHTOKENREQUEST']._serialized_start=1237
+  _globals['_REFRESHTOKENREQUEST']._serialized_end=1281
+  _globals['_REFRESHTOKENRESPONSE']._serialized_start=1283
+  _globals['_REFRESHTOKENRESPONSE']._serialized_end=1350
+  _globals['_LOGOUTREQUEST']._serialized_start=1352
+  _globals['_LOGOUTREQUEST']._serialized_end=1367
+  _globals['_LOGOUTRESPONSE']._serialized_start=1369
+  _globals['_LOGOUTRESPONSE']._serialized_end=1385
+  _globals['_GETPROFILEREQUEST']._serialized_start=1387
+  _globals['_GETPROFILEREQUEST']._serialized_end=1423
+  _globals['_GETPROFILERESPONSE']._serialized_start=1425
+  _globals['_GETPROFILERESPONSE']._serialized_end=1483
+  _globals['_UPDATEPROFILEREQUEST']._serialized_start=1485
+  _globals['_UPDATEPROFILEREQUEST']._serialized_end=1611
+  _globals['_UPDATEPROFILERESPONSE']._serialized_start=1613
+  _globals['_UPDATEPROFILERESPONSE']._serialized_end=1674
+  _globals['_IDENTITYSERVICE']._serialized_start=1760
+  _globals['_IDENTITYSERVICE']._serialized_end=2391
 # @@protoc_insertion_point(module_scope)

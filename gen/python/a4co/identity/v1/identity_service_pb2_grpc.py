@@ -81,7 +81,8 @@ class IdentityServiceServicer:
     """
 
     def Register(self, request, context):
-        """Register creates a customer or artisan account. Needs no token.
+        """Register creates a customer or artisan account and starts its first session, as Login
+        would. Needs no token.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

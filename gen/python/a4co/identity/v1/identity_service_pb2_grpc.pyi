@@ -37,7 +37,9 @@ class IdentityServiceStub:
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> IdentityServiceAsyncStub: ...
     Register: _grpc.UnaryUnaryMultiCallable[_identity_service_pb2.RegisterRequest, _identity_service_pb2.RegisterResponse]
-    """Register creates a customer or artisan account. Needs no token."""
+    """Register creates a customer or artisan account and starts its first session, as Login
+    would. Needs no token.
+    """
     Login: _grpc.UnaryUnaryMultiCallable[_identity_service_pb2.LoginRequest, _identity_service_pb2.LoginResponse]
     """Login checks an e-mail and password and starts a session. Needs no token.
     p99 < 100 ms, password hashing excluded.
@@ -70,7 +72,9 @@ class IdentityServiceAsyncStub(IdentityServiceStub):
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     Register: _aio.UnaryUnaryMultiCallable[_identity_service_pb2.RegisterRequest, _identity_service_pb2.RegisterResponse]  # type: ignore[assignment]
-    """Register creates a customer or artisan account. Needs no token."""
+    """Register creates a customer or artisan account and starts its first session, as Login
+    would. Needs no token.
+    """
     Login: _aio.UnaryUnaryMultiCallable[_identity_service_pb2.LoginRequest, _identity_service_pb2.LoginResponse]  # type: ignore[assignment]
     """Login checks an e-mail and password and starts a session. Needs no token.
     p99 < 100 ms, password hashing excluded.
@@ -106,7 +110,9 @@ class IdentityServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _identity_service_pb2.RegisterRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_identity_service_pb2.RegisterResponse, _abc.Awaitable[_identity_service_pb2.RegisterResponse]]:
-        """Register creates a customer or artisan account. Needs no token."""
+        """Register creates a customer or artisan account and starts its first session, as Login
+        would. Needs no token.
+        """
 
     @_abc_1.abstractmethod
     def Login(
