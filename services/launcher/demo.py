@@ -48,8 +48,8 @@ def _request_id(key: str) -> str:
 async def _account(
     identity: identity_grpc.IdentityServiceAsyncStub, email: str, name: str, role: identity_pb.Role.ValueType
 ) -> tuple[str, tuple[tuple[str, str], ...]]:
-    """The account's user id and bearer metadata: a sign-up's own session, or a login when a load
-    interrupted before signed it up already."""
+    """The account's user id and bearer metadata: the session its sign-up starts, or a login's
+    when an earlier, interrupted load signed it up already."""
     try:
         signed_in: identity_pb.RegisterResponse | identity_pb.LoginResponse = await identity.Register(
             identity_pb.RegisterRequest(email=email, password=DEMO_PASSWORD, display_name=name, role=role)
