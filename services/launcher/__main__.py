@@ -14,7 +14,9 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TextIO
 
 from services.launcher import demo
 from services.launcher.supervisor import SERVICES, Endpoint, Supervisor
@@ -44,7 +46,32 @@ def printer(colour: bool) -> dict[str, str]:
     return {n: COLOURS[i % len(COLOURS)] for i, n in enumerate([*SERVICES, "supervisor"])} if colour else {}
 
 
-def show(colours: dict[str, str], service: str, line: str) -> None:
+class Terminal:
+    """Where the launcher writes. Once nobody reads it (`make run | head`, a closed terminal), it
+    writes nothing more and asks everything to stop: SIGPIPE would end a plain program there, and
+    the launcher must first stop the servers and services it started."""
+
+    def __init__(self, on_gone: Callable[[], None], stream: TextIO | None = None) -> None:
+        self.on_gone = on_gone
+        self.stream = stream
+        self.gone = False
+
+    def say(self, text: str) -> None:
+        """Write a line, unless the reader is gone."""
+        if self.gone:
+            return
+        stream = self.stream or sys.stdout
+        try:
+            print(text, file=stream, flush=True)
+        except BrokenPipeError:
+            self.gone = True
+            # Python flushes the stream again at exit: what it still holds goes nowhere.
+            with contextlib.suppress(OSError, ValueError):
+                os.dup2(os.open(os.devnull, os.O_WRONLY), stream.fileno())
+            self.on_gone()
+
+
+def show(colours: dict[str, str], service: str, line: str) -> str:
     """One log line, prefixed with its service; JSON lines are shortened to level and message."""
     with contextlib.suppress(ValueError):
         record = json.loads(line)
@@ -52,7 +79,7 @@ def show(colours: dict[str, str], service: str, line: str) -> None:
     label = f"{service:>13} |"
     if service in colours:
         label = f"\033[{colours[service]}m{label}\033[0m"
-    print(f"{label} {line}", flush=True)
+    return f"{label} {line}"
 
 
 def summary(
@@ -92,6 +119,7 @@ async def run(data_dir: Path) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    terminal = Terminal(stop.set)
     colours = printer(sys.stdout.isatty() and not os.environ.get("NO_COLOR"))
     servers = LocalServers(data_dir / "servers", durable=True)
     urls = servers.start()
@@ -104,7 +132,10 @@ async def run(data_dir: Path) -> None:
         A4CO_NOTIFICATIONS_DIR=str(data_dir / "notifications"),
     )
     supervisor = Supervisor(
-        data_dir / "run", env, on_line=lambda s, line: show(colours, s, line), preferred_ports=PREFERRED
+        data_dir / "run",
+        env,
+        on_line=lambda s, line: terminal.say(show(colours, s, line)),
+        preferred_ports=PREFERRED,
     )
     try:
         endpoints = await supervisor.start()
@@ -113,14 +144,14 @@ async def run(data_dir: Path) -> None:
         services = {n: {"grpc": e.grpc, "metrics_port": e.metrics_port} for n, e in endpoints.items()}
         document = {"servers": urls.as_env(), "services": services}
         (data_dir / "addresses.json").write_text(json.dumps(document, indent=2))
-        print(summary(urls, endpoints, accounts, time.monotonic() - started), flush=True)
-        print("a4co ready", flush=True)
+        terminal.say(summary(urls, endpoints, accounts, time.monotonic() - started))
+        terminal.say("a4co ready")
         await stop.wait()
     finally:
-        print("stopping", flush=True)
+        terminal.say("stopping")
         await supervisor.stop()
         servers.stop()
-        print("stopped", flush=True)
+        terminal.say("stopped")
 
 
 def main() -> None:

@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from services.platform.grpc.server import EXIT_CANNOT_LISTEN
-from services.platform.local_servers import free_port
+from services.platform.local_servers import free_port, with_parent_death_signal
 from services.platform.resilience import Backoff
 
 log = logging.getLogger(__name__)
@@ -151,11 +151,15 @@ class Supervisor:
         child = self.children[name]
         ready = self.run_dir / f"{name}.ready.json"
         ready.unlink(missing_ok=True)
+        # Each service in its own session (its own autogroup: decision 23), ended with its
+        # supervisor however that goes (a launcher killed, or stopped by a closed terminal).
         child.process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", f"services.{name}",
-            "--grpc-address", child.endpoint.grpc,
-            "--metrics-port", str(child.endpoint.metrics_port),
-            "--ready-file", str(ready),
+            *with_parent_death_signal([
+                sys.executable, "-m", f"services.{name}",
+                "--grpc-address", child.endpoint.grpc,
+                "--metrics-port", str(child.endpoint.metrics_port),
+                "--ready-file", str(ready),
+            ]),
             env=self._env_for(name), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
             start_new_session=True,
         )  # fmt: skip

@@ -79,9 +79,9 @@ def wait_until(condition: Callable[[], bool], what: str, timeout: float = START_
     raise ServerError(f"{what} not ready after {timeout:.0f} s")
 
 
-def _with_parent_death_signal(command: list[str]) -> list[str]:
+def with_parent_death_signal(command: list[str]) -> list[str]:
     """Run `command` so that it gets SIGTERM if the process that started it dies (Linux), leaving no
-    server behind a crashed test session or launcher. util-linux's setpriv does it between fork and
+    server or service behind a crashed test session or launcher. util-linux's setpriv does it between fork and
     exec, where a Python preexec_fn would be unsafe once gRPC's threads exist."""
     setpriv = shutil.which("setpriv")
     return [setpriv, "--pdeathsig", "TERM", "--", *command] if setpriv else command
@@ -142,7 +142,7 @@ class ManagedServer(abc.ABC):
         self.prepare()
         logfile = (self.data_dir.parent / f"{self.name}.log").open("ab")
         self._process = subprocess.Popen(  # noqa: S603 - fixed binaries from our own wheels
-            _with_parent_death_signal(self.command()),
+            with_parent_death_signal(self.command()),
             stdout=logfile,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,

@@ -6,7 +6,10 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shutil
+import signal
 import socket
+import sys
 import urllib.request
 import uuid
 from pathlib import Path
@@ -103,6 +106,50 @@ async def test_a_service_whose_port_was_taken_meanwhile_starts_on_another(
             assert b"a4co_" in scraped
         finally:
             await supervisor.stop()
+
+
+# A supervisor of identity alone that dies without stopping anything, as a launcher killed with
+# SIGKILL or by a closed terminal would; it prints identity's process id first.
+ABANDONING = """
+import asyncio, os, sys
+from pathlib import Path
+from services.launcher.supervisor import Supervisor
+
+async def main():
+    supervisor = Supervisor(Path(sys.argv[1]), dict(os.environ), services=("identity",))
+    await supervisor.start()
+    print(supervisor.children["identity"].process.pid, flush=True)
+    os._exit(1)
+
+asyncio.run(main())
+"""
+
+
+def running(pid: int) -> bool:
+    """Whether a process exists and has not ended (a zombie waiting to be reaped has)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return state not in ("Z", "X")
+
+
+@pytest.mark.skipif(shutil.which("setpriv") is None, reason="util-linux's setpriv is not installed")
+async def test_a_service_does_not_outlive_its_supervisor(
+    urls: ServerUrls, keys: Keys, tmp_path: Path
+) -> None:
+    parent = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", ABANDONING, str(tmp_path), env=service_env(urls, keys, "WARNING"),
+        stdout=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, _ = await asyncio.wait_for(parent.communicate(), 60)
+    identity = int(out)
+    assert parent.returncode == 1
+    try:
+        await eventually(lambda: not running(identity), timeout=30, what="identity ended with its supervisor")
+    finally:
+        if running(identity):
+            os.kill(identity, signal.SIGKILL)
 
 
 def autogroup_nice(pid: int) -> int | None:
