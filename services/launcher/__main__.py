@@ -67,7 +67,9 @@ class Terminal:
             self.gone = True
             # Python flushes the stream again at exit: what it still holds goes nowhere.
             with contextlib.suppress(OSError, ValueError):
-                os.dup2(os.open(os.devnull, os.O_WRONLY), stream.fileno())
+                devnull = os.open(os.devnull, os.O_WRONLY)
+                os.dup2(devnull, stream.fileno())
+                os.close(devnull)
             self.on_gone()
 
 

@@ -81,8 +81,8 @@ def wait_until(condition: Callable[[], bool], what: str, timeout: float = START_
 
 def with_parent_death_signal(command: list[str]) -> list[str]:
     """Run `command` so that it gets SIGTERM if the process that started it dies (Linux), leaving no
-    server or service behind a crashed test session or launcher. util-linux's setpriv does it between fork and
-    exec, where a Python preexec_fn would be unsafe once gRPC's threads exist."""
+    server or service behind a crashed test session or launcher. util-linux's setpriv does it
+    between fork and exec, where a Python preexec_fn would be unsafe once gRPC's threads exist."""
     setpriv = shutil.which("setpriv")
     return [setpriv, "--pdeathsig", "TERM", "--", *command] if setpriv else command
 

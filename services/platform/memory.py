@@ -8,13 +8,13 @@ good. Two arenas (the main thread's and one for every other thread) kept the cat
 docs/performance.md); the services have few threads and little contention on the allocator. An operator's
 `MALLOC_ARENA_MAX` still wins.
 
-Anything but glibc (musl, macOS): both functions do nothing.
+Anything but glibc (musl, macOS): the two allocator functions do nothing.
 
 Python's own collector: a full collection walks every object it tracks, and a started service
-tracks about 70,000 (its modules, classes, functions, descriptors), which took the catalog 33-53 ms
-of CPU each time, every few seconds under load, with no call answered meanwhile. Once a service is
-ready, `freeze_start_up_objects` sets them aside; full collections then took 1-5 ms
-(docs/performance.md).
+tracks about 70,000 (its modules, classes, functions, descriptors), which took the catalog 35-53 ms
+of CPU each time, every 3 to 8 s while it was seeded and searched, with no call answered meanwhile.
+Once a service is ready, `freeze_start_up_objects` sets them aside; full collections then took 1-5
+ms of CPU (docs/performance.md).
 """
 
 from __future__ import annotations

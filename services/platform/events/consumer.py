@@ -56,9 +56,11 @@ tracer = trace.get_tracer("a4co.events")
 H_REPLAY_FOR = "a4co-replay-for"
 # Where a JetStream acknowledgement subject gives a message's delivery count (NATS ADR-15):
 # $JS.ACK.<stream>.<consumer>.<delivered>.<stream seq>.<consumer seq>.<time>.<pending>, or with
-# <domain>.<account hash> after ACK (and possibly more tokens at the end).
+# <domain>.<account hash> after ACK (and possibly more tokens at the end), where nats-py's
+# `Msg.Ack` names the positions.
+_ACK_PREFIX = [Msg.Ack.Prefix0, Msg.Ack.Prefix1]
 _ACK_TOKENS, _DELIVERED = 9, 4
-_ACK_TOKENS_V2, _DELIVERED_V2 = 11, 6
+_ACK_TOKENS_WITH_DOMAIN = 11
 LAG_INTERVAL_S = 5.0
 H_DLQ_REASON, H_DLQ_ERROR, H_DLQ_CONSUMER = "a4co-dlq-reason", "a4co-dlq-error", "a4co-dlq-consumer"
 H_DLQ_DELIVERIES, H_DLQ_TIME = "a4co-dlq-deliveries", "a4co-dlq-time"
@@ -202,11 +204,11 @@ def deliveries(msg: Msg) -> int:
     JetStream subject goes to it, and fails there as before.
     """
     tokens = (msg.reply or "").split(".")
-    if tokens[:2] == ["$JS", "ACK"]:
+    if tokens[:2] == _ACK_PREFIX:
         if len(tokens) == _ACK_TOKENS:
             return int(tokens[_DELIVERED])
-        if len(tokens) >= _ACK_TOKENS_V2:
-            return int(tokens[_DELIVERED_V2])
+        if len(tokens) >= _ACK_TOKENS_WITH_DOMAIN:
+            return int(tokens[Msg.Ack.NumDelivered])
     return msg.metadata.num_delivered
 
 
