@@ -80,7 +80,7 @@ def fill_product(target: pb.Product, p: ProductView) -> None:
     """Write a product into a response's Product field in place.
 
     A search page holds twenty products: filling the response's own fields costs half of building
-    each Product (and its Money, LatLng and Timestamp) and copying it in (docs/performance.md).
+    each Product (and its Money, LatLng and Timestamp) and copying it in (docs/performance-history.md).
     """
     target.product_id = p.product_id
     target.artisan_id = p.artisan_id

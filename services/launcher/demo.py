@@ -105,7 +105,7 @@ async def load(addresses: dict[str, str], data_dir: Path) -> DemoAccounts:
     Workshops are loaded a few at a time, as they do not depend on each other, and each account
     uses the session its sign-up starts: most of an account's time is identity hashing its
     password (a login would hash it a second time). One after the other, with a login each, the
-    demo took about 10 s of `make run`'s start (docs/performance.md).
+    demo took about 10 s of `make run`'s start (docs/performance-history.md).
     """
     marker = data_dir / "demo.json"
     if marker.exists():

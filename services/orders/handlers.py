@@ -243,7 +243,7 @@ async def _create_order(deps: Deps, principal: Principal, cmd: NewOrder) -> Orde
         raise InvalidArgumentError([FieldViolation("lines", "every product must come from the same artisan")])
     artisan_id = sellers.pop()
     # The three checks at once: the order waits for the slowest, not for their sum (the CPU they
-    # cost did not change: docs/performance.md). When several fail, the answer is the first
+    # cost did not change: docs/performance-history.md). When several fail, the answer is the first
     # failure in this order: stock, payment method, delivery.
     stock, method, quote = await asyncio.gather(
         deps.peers.ensure_stock(cmd.lines),

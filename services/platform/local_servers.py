@@ -228,7 +228,7 @@ def nats_environment(environ: Mapping[str, str]) -> dict[str, str]:
     unless `GOMAXPROCS` is set. With one per core, it hands each message between OS threads
     and spins idle ones looking for work, CPU that the services on the same few cores need: at
     200 orders/s the saga's NATS cost 0.69-0.75 ms of CPU per order instead of 0.87-0.98, and
-    the p99 fell (decision 22, docs/performance.md)."""
+    the p99 fell (decision 22, docs/performance-history.md)."""
     return {**environ, "GOMAXPROCS": environ.get("GOMAXPROCS") or "1"}
 
 
@@ -241,7 +241,7 @@ class PostgresServer(ManagedServer):
     @property
     def url(self) -> str:
         """The connection URL of the a4co database: through the server's Unix socket, which costs
-        client and server less per round trip than loopback TCP (docs/performance.md), unless the
+        client and server less per round trip than loopback TCP (docs/performance-history.md), unless the
         socket's path is too long for one; the server listens on 127.0.0.1 as well."""
         if unix_socket_fits(self.data_dir / f".s.PGSQL.{self.port}"):
             directory = quote(str(self.data_dir), safe="/")

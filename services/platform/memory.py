@@ -5,8 +5,8 @@ them stays with it, split among the blocks still in use, so a process whose thre
 heavy work once (the catalog's search index, built by Tantivy's threads) keeps that memory for
 good. Two arenas (the main thread's and one for every other thread) kept the catalog holding
 100,000 products 8.5 MB lower on average (103.5 against 112.0 MB, four runs each;
-docs/performance.md); the services have few threads and little contention on the allocator. An operator's
-`MALLOC_ARENA_MAX` still wins.
+docs/performance-history.md); the services have few threads and little contention on the
+allocator. An operator's `MALLOC_ARENA_MAX` still wins.
 
 Anything but glibc (musl, macOS): the two allocator functions do nothing.
 
@@ -14,7 +14,7 @@ Python's own collector: a full collection walks every object it tracks, and a st
 tracks about 70,000 (its modules, classes, functions, descriptors), which took the catalog 35-53 ms
 of CPU each time, every 3 to 8 s while it was seeded and searched, with no call answered meanwhile.
 Once a service is ready, `freeze_start_up_objects` sets them aside; full collections then took 1-5
-ms of CPU (docs/performance.md).
+ms of CPU (docs/performance-history.md).
 """
 
 from __future__ import annotations

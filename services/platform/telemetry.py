@@ -3,7 +3,7 @@
 The SDK, the exporter and the gRPC instrumentation are imported only when tracing is on
 (`configure_tracing`, `server_interceptors`, `client_interceptors`): without it they would only
 take memory, about 2 MB in each service process (importing the catalog's modules: 71.4 MB RSS
-with them, 69.3 without; docs/performance.md).
+with them, 69.3 without; docs/performance-history.md).
 """
 
 from __future__ import annotations

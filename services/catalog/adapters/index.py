@@ -3,7 +3,7 @@
 PostgreSQL's tables stay the catalogue; the index is derived from them (`follower.py` keeps it in
 step) and answers searches that have words, because ranking thousands of matches in SQL cost about
 45 ms of PostgreSQL CPU per query over 100,000 products, and the index answers the same query,
-count included, in about 0.25 ms (docs/performance.md, docs/decisions/0016).
+count included, in about 0.25 ms (docs/performance-history.md, docs/decisions/0016).
 
 Text is analysed as PostgreSQL's `spanish` configuration over `unaccent` does it: folded, Spanish
 stop words dropped, Snowball Spanish stems. Name, category and description are indexed as one
@@ -15,7 +15,7 @@ The index's files are in a temporary directory of the process, removed when it e
 was killed, by the next index made beside it), and read through memory maps: the kernel's page
 cache holds them, not the heap of the threads that wrote them (the catalog holding 100,000
 products, both with services/platform/memory.py's two arenas: 95.2 MB RSS on average against
-103.5 with the index in memory, three and four runs; docs/performance.md). The index is
+103.5 with the index in memory, three and four runs; docs/performance-history.md). The index is
 rebuilt from PostgreSQL at every start, so nothing on disk outlives the process.
 
 Results are ordered by score, then by the index's own order of documents (newest first as

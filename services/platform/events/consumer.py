@@ -126,7 +126,7 @@ class HandlerContext:
         """Add a follow-up event to the outbox, in this handler's transaction and flow.
 
         The row is written with the other follow-ups of the transaction just before it commits
-        (one statement for a batch instead of one round trip per event; docs/performance.md).
+        (one statement for a batch instead of one round trip per event; docs/performance-history.md).
         """
         if self.outbox is None:
             raise RuntimeError("this consumer was built without an outbox")
@@ -200,7 +200,7 @@ def deliveries(msg: Msg) -> int:
     """How many times JetStream has delivered `msg`, read from its acknowledgement subject.
 
     nats-py's `msg.metadata` builds two frozen dataclasses and a datetime for this one number: a
-    tenth of a consumer's time with a no-op handler (docs/performance.md). Anything but a
+    tenth of a consumer's time with a no-op handler (docs/performance-history.md). Anything but a
     JetStream subject goes to it, and fails there as before.
     """
     tokens = (msg.reply or "").split(".")

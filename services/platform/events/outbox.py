@@ -66,7 +66,7 @@ class OutboxWriter:
 
         PostgreSQL signals every backend that LISTENs in the database on each NOTIFY, whatever
         the channel (up to PostgreSQL 18), so with one relay per service a notification cost the
-        server about 100 µs (docs/performance.md). Replicas whose relay does not lead still notify.
+        server about 100 µs (docs/performance-history.md). Replicas whose relay does not lead still notify.
         Should the lead move between a transaction's insert and its commit, its events wait for
         the new leader's next poll (`poll_interval_s`, 1 s by default) or its first read.
         """

@@ -2,7 +2,7 @@
 
 nats-py's `PullSubscription.fetch` waits for every message of a batch with `asyncio.wait_for` in a
 new task named by a fresh uuid4: a tenth of the consumer's time with a no-op handler (py-spy, see
-docs/performance.md). This puller speaks the same JetStream pull protocol (a request to
+docs/performance-history.md). This puller speaks the same JetStream pull protocol (a request to
 `$JS.API.CONSUMER.MSG.NEXT.<stream>.<consumer>` answered on an inbox), but the way nats.go's
 `Consume` does rather than nats-py's `fetch`: it keeps a standing credit of messages asked for and
 tops it up, instead of asking again for every batch (docs/decisions/0014).

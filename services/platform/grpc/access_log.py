@@ -1,7 +1,7 @@
 """The access log: one line per call, handed to `logging` in batches, off the call's path.
 
 Made inside each call, a line cost the inventory process about 120 µs of CPU per CheckStock at
-16 in flight, about 40 in batches (docs/performance.md), although making one costs about 16 µs in
+16 in flight, about 40 in batches (docs/performance-history.md), although making one costs about 16 µs in
 a loop: interleaved with gRPC's own work on every call, Python's logging and JSON code runs
 several times slower.
 A call now only keeps what its line needs (a tuple). The lines wait at most `delay_s`, or until
@@ -103,7 +103,7 @@ def _one_json_stream(logger: logging.Logger) -> tuple[logging.StreamHandler[Any]
     """The one handler `logger`'s INFO records reach, when it is a plain stream handler with the
     JSON formatter and no filter is on their way (as `configure_logging` sets it up): the lines
     of a batch are then made without a LogRecord each and written with one call, at about half
-    the cost (docs/performance.md). Any other set-up gets the records through `logging`."""
+    the cost (docs/performance-history.md). Any other set-up gets the records through `logging`."""
     handlers: list[logging.Handler] = []
     current: logging.Logger | None = logger
     while current is not None:

@@ -7,7 +7,7 @@ call it and which validator checks its request before the handler runs.
 The layer wraps each method handler once, when the servicer is registered, rather than being a
 `grpc.aio.ServerInterceptor`: an interceptor runs a coroutine pipeline and builds a new method
 handler on every call: with OpenTelemetry's interceptor, about a tenth of the inventory process's
-CPU under CheckStock load (docs/performance.md).
+CPU under CheckStock load (docs/performance-history.md).
 """
 
 from __future__ import annotations
