@@ -23,7 +23,7 @@ help:
 	@echo "make gen      regenerate gen/python from proto/"
 	@echo "make catalog  regenerate docs/events.md and docs/asyncapi.yaml from the contracts"
 	@echo "make lock     re-resolve requirements.lock from pyproject.toml"
-	@echo "make bench    the whole performance report (about 3-5 min here); make bench-quick (about 80 s)"
+	@echo "make bench    the whole performance report (about 4-6 min here); make bench-quick (about 70 s)"
 	@echo "make bench-events  event platform figures beside raw nats-py (BENCH_ARGS=--quick)"
 	@echo "make bench-rpc     the five sync RPCs beside a bare grpc.aio echo server (BENCH_ARGS=--quick)"
 

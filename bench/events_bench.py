@@ -1,7 +1,9 @@
 """Event platform benchmark: consume rate and commit -> handler latency, beside raw nats-py.
 
 Every figure is printed beside a baseline measured in the same run on the same servers, stream
-and payload, as a ratio, because a 2-core machine is too noisy for absolute targets:
+and payload, as a ratio, because a 2-core machine is too noisy for absolute targets. Each is
+measured in rounds that alternate with its baseline's (`alternated`), so that the machine speeding
+up or slowing down during the run favours neither; a rate is the rounds' messages over their time.
 
 1. consume rate: our QueueConsumer with a no-op handler (inbox dedupe and ack included) against a
    raw nats-py pull loop that fetches and acks the same messages;
@@ -19,8 +21,8 @@ import functools
 import statistics
 import time
 import uuid
-from collections.abc import Awaitable, Callable
-from dataclasses import asdict, dataclass
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import asdict, dataclass, field
 from typing import TypeVar
 
 import nats
@@ -50,14 +52,31 @@ T = TypeVar("T")
 class Sizes:
     """How much work each measurement does."""
 
-    consume_messages: int
+    consume_messages: int  # in each round of a rate
     latency_rates: tuple[int, ...]
-    latency_seconds: float
+    latency_seconds: float  # at each rate, over all its rounds
+    rounds: int
 
 
-FULL = Sizes(consume_messages=20_000, latency_rates=(1000, 2000), latency_seconds=10.0)
-QUICK = Sizes(consume_messages=3_000, latency_rates=(1000,), latency_seconds=3.0)
-SMOKE = Sizes(consume_messages=200, latency_rates=(200,), latency_seconds=0.5)
+FULL = Sizes(consume_messages=20_000, latency_rates=(1000, 2000), latency_seconds=10.0, rounds=3)
+QUICK = Sizes(consume_messages=3_000, latency_rates=(1000,), latency_seconds=3.0, rounds=2)
+SMOKE = Sizes(consume_messages=200, latency_rates=(200,), latency_seconds=0.5, rounds=2)
+
+
+def alternated(rounds: int, names: Sequence[str]) -> list[tuple[int, str]]:
+    """(round, name) in the order to measure them: each round measures every name, in the order
+    given, then reversed in the next round, and so on, so that no name is always measured first or
+    last while the machine's speed drifts."""
+    order = []
+    for r in range(rounds):
+        order += [(r, name) for name in (names if r % 2 == 0 else list(reversed(names)))]
+    return order
+
+
+def combined_rate(rates: Sequence[float]) -> float:
+    """The rate of rounds that each handled the same number of messages: all of them over the
+    rounds' summed time (not the mean of the rates, which a fast round would lift)."""
+    return len(rates) / sum(1 / r for r in rates)
 
 
 def sample_event(i: int) -> order_events_pb2.OrderCreated:
@@ -341,11 +360,19 @@ class Figure:
     baseline: float
     unit: str
     baseline_name: str
+    # A rate's figure in each round (empty for latencies, whose rounds are pooled).
+    ours_rounds: list[float] = field(default_factory=list)
+    baseline_rounds: list[float] = field(default_factory=list)
 
     @property
     def ratio(self) -> float:
         """ours / baseline."""
         return self.ours / self.baseline if self.baseline else float("nan")
+
+    @property
+    def round_ratios(self) -> list[float]:
+        """ours / baseline in each round."""
+        return [o / b for o, b in zip(self.ours_rounds, self.baseline_rounds, strict=True)]
 
 
 async def measure(urls: ServerUrls, sizes: Sizes, progress: Callable[[str], None] = print) -> list[Figure]:
@@ -360,25 +387,60 @@ async def measure(urls: ServerUrls, sizes: Sizes, progress: Callable[[str], None
         finally:
             await setup.close()
 
-    count, seconds = sizes.consume_messages, sizes.latency_seconds
-    progress("consume rate: raw nats-py pull loop")
-    raw = await fresh(functools.partial(raw_consume_rate, count=count))
-    progress("consume rate: QueueConsumer, no-op handler")
-    ours = await fresh(functools.partial(platform_consume_rate, count=count))
-    progress("consume rate: FastStream subscriber, no-op handler")
-    fast = await fresh(functools.partial(faststream_consume_rate, count=count))
-    figures.append(Figure("consume rate, no-op handler", ours, raw, "msg/s", "raw nats-py pull loop"))
-    figures.append(Figure("consume rate vs FastStream", ours, fast, "msg/s", "FastStream pull subscriber"))
-    progress("publish rate: raw nats-py publish_async")
-    raw_pub = await fresh(functools.partial(raw_publish_rate, count=count))
-    progress("publish rate: outbox relay")
-    relay = await fresh(functools.partial(relay_publish_rate, count=count))
-    figures.append(Figure("relay publish rate", relay, raw_pub, "msg/s", "raw nats-py publish_async"))
+    count, rounds = sizes.consume_messages, sizes.rounds
+
+    async def rates(
+        what: str, runs: dict[str, Callable[[Setup], Awaitable[float]]]
+    ) -> dict[str, list[float]]:
+        """Each run's rate in every round, the runs alternated (`alternated`)."""
+        found: dict[str, list[float]] = {name: [] for name in runs}
+        for r, name in alternated(rounds, list(runs)):
+            progress(f"{what}: {name} (round {r + 1} of {rounds})")
+            found[name].append(await fresh(runs[name]))
+        return found
+
+    def rate_figure(name: str, ours: list[float], base: list[float], baseline_name: str) -> Figure:
+        return Figure(name, combined_rate(ours), combined_rate(base), "msg/s", baseline_name, ours, base)
+
+    consumed = await rates(
+        "consume rate",
+        {
+            "raw nats-py pull loop": functools.partial(raw_consume_rate, count=count),
+            "QueueConsumer, no-op handler": functools.partial(platform_consume_rate, count=count),
+            "FastStream subscriber, no-op handler": functools.partial(faststream_consume_rate, count=count),
+        },
+    )
+    ours = consumed["QueueConsumer, no-op handler"]
+    raw, fast = consumed["raw nats-py pull loop"], consumed["FastStream subscriber, no-op handler"]
+    figures.append(rate_figure("consume rate, no-op handler", ours, raw, "raw nats-py pull loop"))
+    figures.append(rate_figure("consume rate vs FastStream", ours, fast, "FastStream pull subscriber"))
+    published = await rates(
+        "publish rate",
+        {
+            "raw nats-py publish_async": functools.partial(raw_publish_rate, count=count),
+            "outbox relay": functools.partial(relay_publish_rate, count=count),
+        },
+    )
+    figures.append(
+        rate_figure(
+            "relay publish rate",
+            published["outbox relay"],
+            published["raw nats-py publish_async"],
+            "raw nats-py publish_async",
+        )
+    )
     for rate in sizes.latency_rates:
-        progress(f"latency at {rate}/s: raw publish -> receive")
-        base = await fresh(functools.partial(raw_latency, rate=rate, seconds=seconds))
-        progress(f"latency at {rate}/s: commit -> handler")
-        lat = await fresh(functools.partial(platform_latency, rate=rate, seconds=seconds))
+        # Each round gets its share of the time; the rounds' latencies are pooled.
+        seconds = sizes.latency_seconds / rounds
+        runs = {
+            "raw publish -> receive": functools.partial(raw_latency, rate=rate, seconds=seconds),
+            "commit -> handler": functools.partial(platform_latency, rate=rate, seconds=seconds),
+        }
+        pooled: dict[str, list[float]] = {name: [] for name in runs}
+        for r, name in alternated(rounds, list(runs)):
+            progress(f"latency at {rate}/s: {name} (round {r + 1} of {rounds})")
+            pooled[name] += await fresh(runs[name])
+        lat, base = pooled["commit -> handler"], pooled["raw publish -> receive"]
         for p in (50, 99):
             figures.append(
                 Figure(
@@ -406,10 +468,14 @@ async def measure(urls: ServerUrls, sizes: Sizes, progress: Callable[[str], None
 
 def report(figures: list[Figure]) -> str:
     """A Markdown table of the figures."""
-    lines = ["| figure | a4co | baseline | ratio | baseline is |", "|---|---|---|---|---|"]
+    lines = [
+        "| figure | a4co | baseline | ratio | ratio by round | baseline is |",
+        "|---|---|---|---|---|---|",
+    ]
     for f in figures:
         ours, base = f"{f.ours:,.1f} {f.unit}", f"{f.baseline:,.1f} {f.unit}"
-        lines.append(f"| {f.name} | {ours} | {base} | {f.ratio:.2f} | {f.baseline_name} |")
+        by_round = " / ".join(f"{r:.2f}" for r in f.round_ratios) or "-"
+        lines.append(f"| {f.name} | {ours} | {base} | {f.ratio:.2f} | {by_round} | {f.baseline_name} |")
     return "\n".join(lines)
 
 

@@ -2,7 +2,10 @@
 
 The five services run as their own processes (as `make run` starts them) against real servers;
 the baseline is a bare grpc.aio server that echoes bytes, measured in the same run with the same
-load generator and request size. Search runs over a catalogue of `search_products` products.
+load generator and request size. At each concurrency the echo server and the five RPCs are
+measured in rounds, alternated (`events_bench.alternated`): a figure pools its rounds' calls, and
+each round's ratio compares a call with the echo server's of the same round. Search runs over a
+catalogue of `search_products` products.
 
 Run: `python -m bench.rpc_bench [--quick]`; results go to bench/results/<timestamp>/.
 """
@@ -36,7 +39,7 @@ from a4co.inventory.v1 import inventory_service_pb2_grpc as inventory_grpc
 from a4co.payments.v1 import payments_service_pb2 as payments_pb
 from a4co.payments.v1 import payments_service_pb2_grpc as payments_grpc
 from a4co.type.v1 import lat_lng_pb2
-from bench.events_bench import percentile
+from bench.events_bench import alternated, percentile
 from bench.harness import cpu_seconds, listening_pid, rss_mb, run_benchmark, server_pids
 from services.demo.catalogue import ARTISANS, TEMPLATES
 from services.platform.auth import generate_keypair
@@ -52,13 +55,14 @@ ECHO_METHOD = "/bench.Echo/Echo"
 class Sizes:
     """How much work the benchmark does."""
 
-    calls: int
+    calls: int  # of each RPC at each concurrency, shared among the rounds
     search_products: int
+    rounds: int
 
 
-FULL = Sizes(calls=3000, search_products=100_000)
-QUICK = Sizes(calls=600, search_products=10_000)
-SMOKE = Sizes(calls=40, search_products=300)
+FULL = Sizes(calls=3000, search_products=100_000, rounds=3)
+QUICK = Sizes(calls=600, search_products=10_000, rounds=2)
+SMOKE = Sizes(calls=40, search_products=300, rounds=2)
 
 
 @dataclass
@@ -77,11 +81,54 @@ class Result:
     # the echo server's calls at this concurrency.
     cpu_us: dict[str, float] = field(default_factory=dict)
     baseline_cpu_us: dict[str, float] = field(default_factory=dict)
+    # The rate of each round, and the echo server's in the same round.
+    rps_rounds: list[float] = field(default_factory=list)
+    baseline_rps_rounds: list[float] = field(default_factory=list)
 
     @property
     def rps_ratio(self) -> float:
         """Throughput relative to the bare echo server."""
         return self.rps / self.baseline_rps if self.baseline_rps else float("nan")
+
+    @property
+    def round_ratios(self) -> list[float]:
+        """Throughput relative to the echo server in each round."""
+        return [o / b for o, b in zip(self.rps_rounds, self.baseline_rps_rounds, strict=True)]
+
+
+@dataclass
+class Rounds:
+    """One load's rounds, pooled: their latencies, their calls over their time, their CPU."""
+
+    processes: dict[str, int]
+    latencies: list[float] = field(default_factory=list)
+    rates: list[float] = field(default_factory=list)
+    seconds: float = 0.0
+    _cpu_s: dict[str, float] = field(default_factory=dict)
+    _calls: int = 0  # warm-up included, as the CPU is
+
+    async def run(self, call: Callable[[], Awaitable[object]], total: int, in_flight: int) -> None:
+        """One more round of `total` calls (see `load`)."""
+        cpu = CpuPerCall(self.processes)
+        latencies, rps = await load(call, total, in_flight)
+        cpu.stop(len(latencies))
+        self.latencies += latencies
+        self.rates.append(rps)
+        self.seconds += len(latencies) / rps
+        calls = len(latencies) + WARM_UP
+        for name, us in cpu.us.items():
+            self._cpu_s[name] = self._cpu_s.get(name, 0.0) + us * calls / 1e6
+        self._calls += calls
+
+    @property
+    def rps(self) -> float:
+        """The rounds' calls over their summed time."""
+        return len(self.latencies) / self.seconds
+
+    @property
+    def cpu_us(self) -> dict[str, float]:
+        """CPU per call (µs) of each process over the rounds."""
+        return {name: s * 1e6 / self._calls for name, s in self._cpu_s.items()}
 
 
 @dataclass
@@ -265,28 +312,31 @@ async def measure(urls: ServerUrls, sizes: Sizes, progress: Callable[[str], None
             if echo_pid is not None:
                 processes["echo server"] = echo_pid
             results = []
+            per_round = max(1, sizes.calls // sizes.rounds)
             for in_flight in (1, 16):
-                progress(f"baseline echo at {in_flight} in flight")
-                base_cpu = CpuPerCall(processes)
-                base, base_rps = await load(lambda: echo(payload), sizes.calls, in_flight)
-                base_cpu.stop(len(base))
-                for name, call in calls.items():
-                    progress(f"{name} at {in_flight} in flight")
-                    cpu = CpuPerCall(processes)
-                    lat, rps = await load(call, sizes.calls, in_flight)
-                    cpu.stop(len(lat))
+                loads = {"echo": lambda: echo(payload), **calls}
+                measured = {name: Rounds(processes) for name in loads}
+                for r, name in alternated(sizes.rounds, list(loads)):
+                    label = "baseline echo" if name == "echo" else name
+                    progress(f"{label} at {in_flight} in flight (round {r + 1} of {sizes.rounds})")
+                    await measured[name].run(loads[name], per_round, in_flight)
+                base = measured["echo"]
+                for name in calls:
+                    m = measured[name]
                     results.append(
                         Result(
                             name,
                             in_flight,
-                            percentile(lat, 50),
-                            percentile(lat, 99),
-                            rps,
-                            percentile(base, 50),
-                            percentile(base, 99),
-                            base_rps,
-                            cpu.us,
-                            base_cpu.us,
+                            percentile(m.latencies, 50),
+                            percentile(m.latencies, 99),
+                            m.rps,
+                            percentile(base.latencies, 50),
+                            percentile(base.latencies, 99),
+                            base.rps,
+                            m.cpu_us,
+                            base.cpu_us,
+                            m.rates,
+                            base.rates,
                         )
                     )
             await channel.close()
@@ -380,13 +430,15 @@ def report(run: RpcRun) -> str:
 def calls_table(results: list[Result]) -> str:
     """A Markdown table of the calls beside the echo server."""
     lines = [
-        "| RPC | in flight | p50 ms | p99 ms | rps | echo p50 ms | echo p99 ms | echo rps | rps ratio |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| RPC | in flight | p50 ms | p99 ms | rps | echo p50 ms | echo p99 ms | echo rps | rps ratio"
+        " | ratio by round |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
+        by_round = " / ".join(f"{x:.2f}" for x in r.round_ratios) or "-"
         lines.append(
             f"| {r.rpc} | {r.in_flight} | {r.p50_ms:.2f} | {r.p99_ms:.2f} | {r.rps:,.0f} | {r.baseline_p50_ms:.2f}"
-            f" | {r.baseline_p99_ms:.2f} | {r.baseline_rps:,.0f} | {r.rps_ratio:.2f} |"
+            f" | {r.baseline_p99_ms:.2f} | {r.baseline_rps:,.0f} | {r.rps_ratio:.2f} | {by_round} |"
         )
     return "\n".join(lines)
 

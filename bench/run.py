@@ -64,7 +64,8 @@ async def measure(urls: ServerUrls, profile: dict[str, Any], with_launcher: bool
         saga = await saga_bench.measure(urls, profile["saga_rates"], profile["saga_seconds"], progress)
         ready = await saga_bench.run_time_to_ready() if with_launcher else (0.0, 0.0)
     speed = (speed_before, machine_speed_ms())
-    return {"events": events, "rpc": rpcs, "saga": saga, "ready": ready, "speed_ms": speed}
+    sizes = {"events": profile["events"], "rpc": profile["rpc"]}
+    return {"events": events, "rpc": rpcs, "saga": saga, "ready": ready, "speed_ms": speed, "sizes": sizes}
 
 
 def report(results: dict[str, Any]) -> str:
@@ -75,12 +76,21 @@ def report(results: dict[str, Any]) -> str:
     access = ", with the access log (a line per call)" if level.upper() in ("INFO", "DEBUG") else ""
     loop = os.environ.get("A4CO_EVENT_LOOP", "uvloop")
     before, after = results["speed_ms"]
+    events: events_bench.Sizes = results["sizes"]["events"]
+    rpc: rpc_bench.Sizes = results["sizes"]["rpc"]
     lines = ["# a4co benchmark", "",
              f"The services run as `make run` starts them: on {loop}, logs at {level}{access}.", "",
              f"This machine's speed: a fixed pure-Python loop (2,000,000 additions, best of 3) took"
              f" {before:.0f} ms before the run and {after:.0f} ms after it. The ratios compare figures"
              " measured in the same run; the saga's latencies are absolute and move with it.", "",
-             "## Events", "", events_bench.report(results["events"]), "", "## Synchronous RPCs", "",
+             "## Events", "",
+             f"Each rate and latency is measured in {events.rounds} rounds alternated with its baseline's"
+             " (one order, then the reverse): a rate is the rounds' messages over their summed time, a latency"
+             " pools the rounds' samples.", "",
+             events_bench.report(results["events"]), "", "## Synchronous RPCs", "",
+             f"At each concurrency the echo server and the five RPCs take turns in {rpc.rounds} rounds of"
+             f" {rpc.calls // rpc.rounds:,} calls (one order, then the reverse); each figure pools its rounds,"
+             " and each round's ratio compares a call with the echo server's of the same round.", "",
              rpc_bench.calls_table(rpcs.results), "", rpc_bench.cpu_table(rpcs.results), "", "## The order saga", "",
              "| offered orders/s | sent | confirmed | sustained confirmed/s | p50 ms CreateOrder→CONFIRMED | p99 ms |",
              "|---|---|---|---|---|---|"]  # fmt: skip
@@ -295,6 +305,7 @@ def to_json(results: dict[str, Any]) -> dict[str, Any]:
         "rss_mb": saga.rss_mb,
         "make_run_ready_s": {"first": results["ready"][0], "restart": results["ready"][1]},
         "machine_speed_ms": {"before": results["speed_ms"][0], "after": results["speed_ms"][1]},
+        "sizes": {name: asdict(sizes) for name, sizes in results["sizes"].items()},
     }
 
 

@@ -20,6 +20,14 @@ async def test_event_benchmark_runs_and_reports_every_figure(urls: ServerUrls) -
         assert figure.ours > 0, figure
         assert figure.baseline > 0, figure
         assert math.isfinite(figure.ratio), figure
+    # Every rate was measured in each round, beside its baseline of the same round.
+    rates = [f for f in figures if f.unit == "msg/s"]
+    assert [f.name for f in rates] == [
+        "consume rate, no-op handler",
+        "consume rate vs FastStream",
+        "relay publish rate",
+    ]
+    assert all(len(f.ours_rounds) == len(f.baseline_rounds) == SMOKE.rounds for f in rates)
     table = report(figures)
     assert table.count("\n") == len(figures) + 1
 
@@ -44,6 +52,10 @@ async def test_rpc_benchmark_runs_every_service_as_a_process(urls: ServerUrls) -
         assert r.rps > 0
         assert r.baseline_rps > 0
         assert 0 < r.p50_ms <= r.p99_ms
+        assert len(r.rps_rounds) == len(r.baseline_rps_rounds) == RPC_SMOKE.rounds
+        # The pooled rate is the rounds' calls over their time: within the rounds' own rates.
+        assert min(r.rps_rounds) <= r.rps * 1.000001
+        assert r.rps <= max(r.rps_rounds) * 1.000001
     assert set(run.rss_mb) == {"identity", "inventory", "payments", "catalog", "geo"}
     assert all(mb > 0 for mb in run.rss_mb.values())
     # CPU is read in clock ticks (10 ms): summed over the calls, each side shows some.
@@ -108,7 +120,12 @@ async def test_the_whole_report_runs_at_smoke_sizes(urls: ServerUrls, tmp_path: 
     assert before > 0
     assert after > 0
     assert f"took {before:.0f} ms before the run and {after:.0f} ms after it" in text
-    assert json.loads((out / "results.json").read_text())["machine_speed_ms"] == {
-        "before": before,
-        "after": after,
-    }
+    saved = json.loads((out / "results.json").read_text())
+    assert saved["machine_speed_ms"] == {"before": before, "after": after}
+    # How many rounds each figure was measured in is said and saved.
+    rounds = run.PROFILES["smoke"]["events"].rounds, run.PROFILES["smoke"]["rpc"].rounds
+    assert f"measured in {rounds[0]} rounds alternated with its baseline's" in text
+    assert f"take turns in {rounds[1]} rounds of" in text
+    assert saved["sizes"]["events"]["rounds"] == rounds[0]
+    assert saved["sizes"]["rpc"]["rounds"] == rounds[1]
+    assert all(len(c["rps_rounds"]) == rounds[1] for c in saved["rpc"]["calls"])
