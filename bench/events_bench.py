@@ -63,6 +63,12 @@ QUICK = Sizes(consume_messages=3_000, latency_rates=(1000,), latency_seconds=3.0
 SMOKE = Sizes(consume_messages=200, latency_rates=(200,), latency_seconds=0.5, rounds=2)
 
 
+def steps(sizes: Sizes) -> int:
+    """How many steps `measure` reports: each round of the three consume rates, the two publish
+    rates and, at each offered rate, the two latencies."""
+    return sizes.rounds * (3 + 2 + 2 * len(sizes.latency_rates))
+
+
 def alternated(rounds: int, names: Sequence[str]) -> list[tuple[int, str]]:
     """(round, name) in the order to measure them: each round measures every name, in the order
     given, then reversed in the next round, and so on, so that no name is always measured first or
@@ -486,6 +492,7 @@ def main() -> None:
         "events",
         (FULL, QUICK),
         measure,
+        steps,
         report,
         lambda figures: [asdict(f) | {"ratio": f.ratio} for f in figures],
     )

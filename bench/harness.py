@@ -4,20 +4,67 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import tempfile
 import time
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import Callable, Coroutine, Iterator, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import parse_qs, unquote, urlsplit
 
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TextColumn,
+    TimeElapsedColumn,
+)
+from rich.table import Column
+
 from services.platform.local_servers import LocalServers, ServerUrls
 
 S = TypeVar("S")
 R = TypeVar("R")
+
+
+Step = Callable[[str], None]
+
+
+@contextlib.contextmanager
+def progress_bar(console: Console, total: int) -> Iterator[Step]:
+    """A bar of a run's `total` steps while it runs. The step function is called as each step
+    starts, with what it measures: the step before counts as done, the bar names the new one, and
+    the line is logged above the bar (with its time), so the finished steps stay on the screen.
+    Leaving the block completes the last step."""
+    # The bar and the counts first, the step's name last: on a narrow terminal the name is what is
+    # cut short.
+    columns = (
+        SpinnerColumn(),
+        BarColumn(bar_width=24),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("{task.description}", table_column=Column(no_wrap=True, overflow="ellipsis", ratio=1)),
+    )
+    with Progress(*columns, console=console, expand=True) as bar:
+        task = bar.add_task("starting", total=total)
+        started = 0
+
+        def step(message: str) -> None:
+            nonlocal started
+            if started:
+                bar.advance(task)
+            started += 1
+            bar.update(task, description=message)
+            bar.console.log(message, _stack_offset=2)  # where the benchmark reported it
+            bar.refresh()
+
+        yield step
+        bar.update(task, completed=started)
 
 
 def machine_speed_ms(repeat: int = 3) -> float:
@@ -190,11 +237,13 @@ def run_benchmark(
     doc: str,
     name: str,
     sizes: tuple[S, S],
-    measure: Callable[[ServerUrls, S], Coroutine[Any, Any, R]],
+    measure: Callable[[ServerUrls, S, Step], Coroutine[Any, Any, R]],
+    steps: Callable[[S], int],
     report: Callable[[R], str],
     to_json: Callable[[R], object],
 ) -> None:
-    """Parse `--quick` and `--out`, start servers (or use A4CO_*_URL), measure, print, save.
+    """Parse `--quick` and `--out`, start servers (or use A4CO_*_URL), measure with a progress bar
+    of its `steps`, print, save.
 
     `sizes` is (full, quick). Results go to `<out>/<UTC timestamp>/<name>.md` and `.json`.
     """
@@ -203,8 +252,12 @@ def run_benchmark(
     parser.add_argument("--out", type=Path, default=Path("bench/results"))
     ns = parser.parse_args()
     chosen = sizes[1] if ns.quick else sizes[0]
-    with tempfile.TemporaryDirectory() as tmp, LocalServers(Path(tmp), durable=False) as urls:
-        result = asyncio.run(measure(urls, chosen))
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        LocalServers(Path(tmp), durable=False) as urls,
+        progress_bar(Console(), steps(chosen)) as step,
+    ):
+        result = asyncio.run(measure(urls, chosen, step))
     table = report(result)
     print(table)
     out = ns.out / datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")

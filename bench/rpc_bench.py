@@ -65,6 +65,12 @@ QUICK = Sizes(calls=600, search_products=10_000, rounds=2)
 SMOKE = Sizes(calls=40, search_products=300, rounds=2)
 
 
+def steps(sizes: Sizes) -> int:
+    """How many steps `measure` reports: the seeding, the index catching up, then at each
+    concurrency every round of the echo server and of the five RPCs."""
+    return 2 + 2 * sizes.rounds * (1 + len(SERVED_BY))
+
+
 @dataclass
 class Result:
     """One RPC at one concurrency."""
@@ -475,6 +481,7 @@ def main() -> None:
         "rpc",
         (FULL, QUICK),
         measure,
+        steps,
         report,
         to_json,
     )

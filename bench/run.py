@@ -28,7 +28,7 @@ from typing import Any
 from rich.console import Console
 
 from bench import events_bench, rpc_bench, saga_bench
-from bench.harness import machine_speed_ms
+from bench.harness import machine_speed_ms, progress_bar
 from services.platform.local_servers import LocalServers, ServerUrls
 
 console = Console()
@@ -49,20 +49,30 @@ PROFILES: dict[str, dict[str, Any]] = {
 }
 
 
-async def measure(urls: ServerUrls, profile: dict[str, Any], with_launcher: bool) -> dict[str, Any]:
-    """Run every workload of a profile; each prints its progress."""
+def steps(profile: dict[str, Any], with_launcher: bool) -> int:
+    """How many steps `measure` reports for a profile (the progress bar's length)."""
+    return (
+        events_bench.steps(profile["events"])
+        + rpc_bench.steps(profile["rpc"])
+        + saga_bench.steps(profile["saga_rates"])
+        + int(with_launcher)
+    )
+
+
+async def measure(
+    urls: ServerUrls, profile: dict[str, Any], with_launcher: bool, bar: Console | None = None
+) -> dict[str, Any]:
+    """Run every workload of a profile, with a progress bar of its steps on `bar` (the
+    console by default)."""
     speed_before = machine_speed_ms()
-    step = console.status("starting")
-    with step:
-
-        def progress(message: str) -> None:
-            step.update(message)
-            console.log(message)
-
+    with progress_bar(bar or console, steps(profile, with_launcher)) as progress:
         events = await events_bench.measure(urls, profile["events"], progress)
         rpcs = await rpc_bench.measure(urls, profile["rpc"], progress)
         saga = await saga_bench.measure(urls, profile["saga_rates"], profile["saga_seconds"], progress)
-        ready = await saga_bench.run_time_to_ready() if with_launcher else (0.0, 0.0)
+        ready = (0.0, 0.0)
+        if with_launcher:
+            progress("make run's time to ready: a first start with the demo, then a restart")
+            ready = await saga_bench.run_time_to_ready()
     speed = (speed_before, machine_speed_ms())
     sizes = {"events": profile["events"], "rpc": profile["rpc"]}
     return {"events": events, "rpc": rpcs, "saga": saga, "ready": ready, "speed_ms": speed, "sizes": sizes}

@@ -275,6 +275,11 @@ async def prepare(endpoints: dict[str, str]) -> tuple[list[str], Meta, str]:
     return products, customer, card.payment_method_id
 
 
+def steps(rates: tuple[int, ...]) -> int:
+    """How many steps `measure` reports: one per offered rate."""
+    return len(rates)
+
+
 async def measure(
     urls: ServerUrls, rates: tuple[int, ...], seconds: float, progress: Callable[[str], None] = print
 ) -> SagaResult:

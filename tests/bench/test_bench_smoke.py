@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+import io
 import json
 import math
 from pathlib import Path
 
-from bench.events_bench import SMOKE, measure, report
+from rich.console import Console
+
+from bench.events_bench import SMOKE, measure, report, steps
 from bench.saga_bench import CALLS, STAGES
 from services.platform.local_servers import ServerUrls
 
 
 async def test_event_benchmark_runs_and_reports_every_figure(urls: ServerUrls) -> None:
-    figures = await measure(urls, SMOKE, progress=lambda _: None)
+    reported: list[str] = []
+    figures = await measure(urls, SMOKE, progress=reported.append)
+    # The progress bar's length is the number of steps reported.
+    assert len(reported) == steps(SMOKE)
     names = [f.name for f in figures]
     assert names[0] == "consume rate, no-op handler"
     assert any(n.startswith("latency p99") for n in names)
@@ -37,8 +43,11 @@ async def test_rpc_benchmark_runs_every_service_as_a_process(urls: ServerUrls) -
     from bench.rpc_bench import SMOKE as RPC_SMOKE
     from bench.rpc_bench import measure as measure_rpcs
     from bench.rpc_bench import report as report_rpcs
+    from bench.rpc_bench import steps as rpc_steps
 
-    run = await measure_rpcs(urls, RPC_SMOKE, progress=lambda _: None)
+    reported: list[str] = []
+    run = await measure_rpcs(urls, RPC_SMOKE, progress=reported.append)
+    assert len(reported) == rpc_steps(RPC_SMOKE)
     results = run.results
     assert {r.rpc.split(" ")[0] for r in results} == {
         "CheckStock",
@@ -71,7 +80,15 @@ async def test_rpc_benchmark_runs_every_service_as_a_process(urls: ServerUrls) -
 async def test_the_whole_report_runs_at_smoke_sizes(urls: ServerUrls, tmp_path: Path) -> None:
     from bench import run
 
-    results = await run.measure(urls, run.PROFILES["smoke"], with_launcher=False)
+    screen = io.StringIO()
+    results = await run.measure(
+        urls, run.PROFILES["smoke"], with_launcher=False, bar=Console(file=screen, width=160)
+    )
+    # The progress bar ends complete, every step logged above it.
+    total = run.steps(run.PROFILES["smoke"], with_launcher=False)
+    shown = screen.getvalue()
+    assert f" {total}/{total} " in shown
+    assert "saga at 5 orders/s" in shown
     saga = results["saga"]
     assert [s.offered_per_s for s in saga.steps] == [5]
     assert saga.steps[0].confirmed > 0

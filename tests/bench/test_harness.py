@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import os
 import signal
 import sys
@@ -10,8 +11,9 @@ import time
 from pathlib import Path
 
 import pytest
+from rich.console import Console
 
-from bench.harness import cpu_and_waits, cpu_seconds, main_threads
+from bench.harness import cpu_and_waits, cpu_seconds, main_threads, progress_bar
 from bench.saga_bench import Step
 from tests.support.waiting import eventually
 
@@ -58,3 +60,30 @@ def test_the_main_thread_s_own_cpu_is_read() -> None:
     ran = main_threads({"me": os.getpid()})["me"][0] - before["me"][0]
     assert ran >= 0.05
     assert main_threads({"me": os.getpid()})["me"][1] >= before["me"][1]
+
+
+def test_the_progress_bar_counts_a_step_done_when_the_next_starts_and_the_last_on_leaving() -> None:
+    screen = io.StringIO()
+    console = Console(file=screen, width=120, force_terminal=True, color_system=None)
+    with progress_bar(console, 3) as step:
+        step("seeding")
+        on_first = screen.getvalue()
+        step("measuring")
+        on_second = screen.getvalue()
+        step("writing")
+    shown = screen.getvalue()
+    # Each step is logged as it starts, in order, and the bar is drawn at once with it.
+    assert shown.index("seeding") < shown.index("measuring") < shown.index("writing")
+    assert " 0/3 0:00:00 seeding" in on_first
+    assert " 1/3 0:00:00 measuring" in on_second[len(on_first) :]
+    assert "writing" not in on_second
+    # Leaving the block counts the last step done.
+    assert " 3/3 0:00:00 writing" in shown[len(on_second) :]
+
+
+def test_a_progress_bar_left_early_shows_the_steps_that_started() -> None:
+    screen = io.StringIO()
+    with progress_bar(Console(file=screen, width=120), 4) as step:
+        step("one")
+        step("two")
+    assert " 2/4 " in screen.getvalue().splitlines()[-1]
