@@ -32,6 +32,7 @@ S = TypeVar("S")
 R = TypeVar("R")
 
 
+# What a benchmark calls as each of its steps starts, with what the step measures.
 Step = Callable[[str], None]
 
 
