@@ -21,7 +21,7 @@ import functools
 import statistics
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import TypeVar
 
@@ -395,11 +395,9 @@ async def measure(urls: ServerUrls, sizes: Sizes, progress: Callable[[str], None
 
     count, rounds = sizes.consume_messages, sizes.rounds
 
-    async def rates(
-        what: str, runs: dict[str, Callable[[Setup], Awaitable[float]]]
-    ) -> dict[str, list[float]]:
-        """Each run's rate in every round, the runs alternated (`alternated`)."""
-        found: dict[str, list[float]] = {name: [] for name in runs}
+    async def in_rounds(what: str, runs: Mapping[str, Callable[[Setup], Awaitable[T]]]) -> dict[str, list[T]]:
+        """What each run measured in every round, the runs alternated (`alternated`)."""
+        found: dict[str, list[T]] = {name: [] for name in runs}
         for r, name in alternated(rounds, list(runs)):
             progress(f"{what}: {name} (round {r + 1} of {rounds})")
             found[name].append(await fresh(runs[name]))
@@ -408,7 +406,7 @@ async def measure(urls: ServerUrls, sizes: Sizes, progress: Callable[[str], None
     def rate_figure(name: str, ours: list[float], base: list[float], baseline_name: str) -> Figure:
         return Figure(name, combined_rate(ours), combined_rate(base), "msg/s", baseline_name, ours, base)
 
-    consumed = await rates(
+    consumed = await in_rounds(
         "consume rate",
         {
             "raw nats-py pull loop": functools.partial(raw_consume_rate, count=count),
@@ -420,7 +418,7 @@ async def measure(urls: ServerUrls, sizes: Sizes, progress: Callable[[str], None
     raw, fast = consumed["raw nats-py pull loop"], consumed["FastStream subscriber, no-op handler"]
     figures.append(rate_figure("consume rate, no-op handler", ours, raw, "raw nats-py pull loop"))
     figures.append(rate_figure("consume rate vs FastStream", ours, fast, "FastStream pull subscriber"))
-    published = await rates(
+    published = await in_rounds(
         "publish rate",
         {
             "raw nats-py publish_async": functools.partial(raw_publish_rate, count=count),
@@ -436,17 +434,18 @@ async def measure(urls: ServerUrls, sizes: Sizes, progress: Callable[[str], None
         )
     )
     for rate in sizes.latency_rates:
-        # Each round gets its share of the time; the rounds' latencies are pooled.
+        # Each round gets its share of the time.
         seconds = sizes.latency_seconds / rounds
         runs = {
             "raw publish -> receive": functools.partial(raw_latency, rate=rate, seconds=seconds),
             "commit -> handler": functools.partial(platform_latency, rate=rate, seconds=seconds),
         }
-        pooled: dict[str, list[float]] = {name: [] for name in runs}
-        for r, name in alternated(rounds, list(runs)):
-            progress(f"latency at {rate}/s: {name} (round {r + 1} of {rounds})")
-            pooled[name] += await fresh(runs[name])
-        lat, base = pooled["commit -> handler"], pooled["raw publish -> receive"]
+        measured = await in_rounds(f"latency at {rate}/s", runs)
+        # The rounds' latencies pooled.
+        lat, base = (
+            [ms for one in measured[name] for ms in one]
+            for name in ("commit -> handler", "raw publish -> receive")
+        )
         for p in (50, 99):
             figures.append(
                 Figure(

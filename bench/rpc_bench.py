@@ -59,6 +59,11 @@ class Sizes:
     search_products: int
     rounds: int
 
+    @property
+    def per_round(self) -> int:
+        """The calls of each RPC in one round."""
+        return max(1, self.calls // self.rounds)
+
 
 FULL = Sizes(calls=3000, search_products=100_000, rounds=3)
 QUICK = Sizes(calls=600, search_products=10_000, rounds=2)
@@ -318,14 +323,13 @@ async def measure(urls: ServerUrls, sizes: Sizes, progress: Callable[[str], None
             if echo_pid is not None:
                 processes["echo server"] = echo_pid
             results = []
-            per_round = max(1, sizes.calls // sizes.rounds)
             for in_flight in (1, 16):
                 loads = {"echo": lambda: echo(payload), **calls}
                 measured = {name: Rounds(processes) for name in loads}
                 for r, name in alternated(sizes.rounds, list(loads)):
                     label = "baseline echo" if name == "echo" else name
                     progress(f"{label} at {in_flight} in flight (round {r + 1} of {sizes.rounds})")
-                    await measured[name].run(loads[name], per_round, in_flight)
+                    await measured[name].run(loads[name], sizes.per_round, in_flight)
                 base = measured["echo"]
                 for name in calls:
                     m = measured[name]

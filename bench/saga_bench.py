@@ -345,9 +345,9 @@ async def _steps(
     orders = orders_grpc.OrdersServiceStub(channel)
     steps, rss = [], {}
     in_flight: set[asyncio.Task[None]] = set()
-    processes = {n: pid for n in endpoints if (pid := supervisor.pid(n))}
-    services = processes | {"load generator": os.getpid()}  # the Python processes' event loops
-    processes |= server_pids(urls) | {"load generator": os.getpid()}
+    # The Python processes (their event loops are watched), then the servers too (their CPU).
+    services = {n: pid for n in endpoints if (pid := supervisor.pid(n))} | {"load generator": os.getpid()}
+    processes = services | server_pids(urls)
 
     async def place(i: int) -> None:
         started = time.perf_counter()
