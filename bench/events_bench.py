@@ -433,9 +433,8 @@ async def measure(urls: ServerUrls, sizes: Sizes, progress: Callable[[str], None
             "raw nats-py publish_async",
         )
     )
+    seconds = sizes.latency_seconds / rounds  # each round gets its share of a rate's time
     for rate in sizes.latency_rates:
-        # Each round gets its share of the time.
-        seconds = sizes.latency_seconds / rounds
         runs = {
             "raw publish -> receive": functools.partial(raw_latency, rate=rate, seconds=seconds),
             "commit -> handler": functools.partial(platform_latency, rate=rate, seconds=seconds),

@@ -57,10 +57,12 @@ H_REPLAY_FOR = "a4co-replay-for"
 # Where a JetStream acknowledgement subject gives a message's delivery count (NATS ADR-15):
 # $JS.ACK.<stream>.<consumer>.<delivered>.<stream seq>.<consumer seq>.<time>.<pending>, or with
 # <domain>.<account hash> after ACK (and possibly more tokens at the end), where nats-py's
-# `Msg.Ack` names the positions.
+# `Msg.Ack` names the positions; the form without them has each of its tokens two places earlier.
 _ACK_PREFIX = [Msg.Ack.Prefix0, Msg.Ack.Prefix1]
-_ACK_TOKENS, _DELIVERED = 9, 4
-_ACK_TOKENS_WITH_DOMAIN = 11
+_DOMAIN_TOKENS = Msg.Ack.Stream - Msg.Ack.Domain
+_ACK_TOKENS_WITH_DOMAIN = Msg.Ack.Timestamp + 2  # through <time>.<pending>
+_ACK_TOKENS = _ACK_TOKENS_WITH_DOMAIN - _DOMAIN_TOKENS
+_DELIVERED = Msg.Ack.NumDelivered - _DOMAIN_TOKENS
 LAG_INTERVAL_S = 5.0
 H_DLQ_REASON, H_DLQ_ERROR, H_DLQ_CONSUMER = "a4co-dlq-reason", "a4co-dlq-error", "a4co-dlq-consumer"
 H_DLQ_DELIVERIES, H_DLQ_TIME = "a4co-dlq-deliveries", "a4co-dlq-time"
