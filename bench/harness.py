@@ -9,6 +9,7 @@ import json
 import os
 import tempfile
 import time
+import uuid
 from collections.abc import Callable, Coroutine, Iterator, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
@@ -26,6 +27,8 @@ from rich.progress import (
 )
 from rich.table import Column
 
+from a4co.identity.v1 import identity_service_pb2 as identity_pb
+from a4co.identity.v1 import identity_service_pb2_grpc as identity_grpc
 from services.platform.local_servers import LocalServers, ServerUrls
 
 S = TypeVar("S")
@@ -66,6 +69,20 @@ def progress_bar(console: Console, total: int) -> Iterator[Step]:
 
         yield step
         bar.update(task, completed=started)
+
+
+async def sign_up(identity: identity_grpc.IdentityServiceAsyncStub, role: identity_pb.Role.ValueType) -> str:
+    """A new account with `role` under a fresh address; its access token (sign-up starts the
+    account's first session)."""
+    signed_up = await identity.Register(
+        identity_pb.RegisterRequest(
+            email=f"bench-{uuid.uuid4().hex[:8]}@a4co.es",
+            password="bench-password-1",
+            display_name="Bench",
+            role=role,
+        )
+    )
+    return signed_up.tokens.access_token
 
 
 def machine_speed_ms(repeat: int = 3) -> float:

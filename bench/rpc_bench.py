@@ -40,7 +40,7 @@ from a4co.payments.v1 import payments_service_pb2 as payments_pb
 from a4co.payments.v1 import payments_service_pb2_grpc as payments_grpc
 from a4co.type.v1 import lat_lng_pb2
 from bench.events_bench import alternated, percentile
-from bench.harness import cpu_seconds, listening_pid, rss_mb, run_benchmark, server_pids
+from bench.harness import cpu_seconds, listening_pid, rss_mb, run_benchmark, server_pids, sign_up
 from services.demo.catalogue import ARTISANS, TEMPLATES
 from services.platform.auth import generate_keypair
 from services.platform.local_servers import ServerUrls, wait_until
@@ -400,13 +400,7 @@ async def prepare_calls(addresses: dict[str, str]) -> dict[str, Callable[[], Awa
     """One callable per measured RPC, with a customer signed up for the authenticated ones."""
     channels = {name: grpc.aio.insecure_channel(address) for name, address in addresses.items()}
     identity = identity_grpc.IdentityServiceStub(channels["identity"])
-    email = f"bench-{uuid.uuid4().hex[:8]}@a4co.es"
-    signed_up = await identity.Register(
-        identity_pb.RegisterRequest(
-            email=email, password="bench-password-1", display_name="Bench", role=identity_pb.ROLE_CUSTOMER
-        )
-    )
-    token = signed_up.tokens.access_token
+    token = await sign_up(identity, identity_pb.ROLE_CUSTOMER)
     auth = (("authorization", f"Bearer {token}"),)
     inventory = inventory_grpc.InventoryServiceStub(channels["inventory"])
     payments = payments_grpc.PaymentsServiceStub(channels["payments"])

@@ -46,7 +46,7 @@ from a4co.payments.v1 import payments_service_pb2 as payments_pb
 from a4co.payments.v1 import payments_service_pb2_grpc as payments_grpc
 from a4co.type.v1 import address_pb2, lat_lng_pb2, money_pb2
 from bench.events_bench import paced, percentile
-from bench.harness import cpu_and_waits, main_threads, rss_mb, server_pids
+from bench.harness import cpu_and_waits, main_threads, rss_mb, server_pids, sign_up
 from services.launcher.supervisor import Supervisor
 from services.platform.auth import generate_keypair
 from services.platform.events.codec import EventCodec
@@ -233,11 +233,7 @@ class SagaResult:
 async def _account(
     identity: identity_grpc.IdentityServiceAsyncStub, role: identity_pb.Role.ValueType
 ) -> Meta:
-    email = f"bench-{uuid.uuid4().hex[:8]}@a4co.es"
-    signed_up = await identity.Register(
-        identity_pb.RegisterRequest(email=email, password="bench-password-1", display_name="Bench", role=role)
-    )
-    return (("authorization", f"Bearer {signed_up.tokens.access_token}"),)
+    return (("authorization", f"Bearer {await sign_up(identity, role)}"),)
 
 
 async def prepare(endpoints: dict[str, str]) -> tuple[list[str], Meta, str]:
