@@ -11,6 +11,7 @@ from prometheus_client import Counter
 
 from services.catalog.adapters.index import ProductIndex, Ranked
 from services.catalog.domain import MIN_CORRECTABLE, Hit, ProductView, SearchFilters, tokens
+from services.platform.coalesce import Coalescer
 from services.platform.db import Connection, columns
 
 # A product's searchable text: name weighs most, then category and workshop, then description.
@@ -162,17 +163,25 @@ class Search:
     """Reads: one product, and ranked searches.
 
     Searches with words go to the process's search index while it follows PostgreSQL
-    (`index.ready`); the rest, and every search while it does not, run in SQL.
+    (`index.ready`); the rest, and every search while it does not, run in SQL. The products the
+    index ranked, and single products, are read by id, the ids of every call waiting read with
+    one statement (services/platform/coalesce.py).
     """
 
     def __init__(self, pool: asyncpg.Pool, index: ProductIndex | None = None) -> None:
         self.pool = pool
         self.index = index
+        self._views = Coalescer("catalog_products", self._read_views)
+
+    async def _read_views(self, product_ids: list[str]) -> dict[str, ProductView]:
+        rows = await self.pool.fetch(
+            f"SELECT {_COLUMNS} {_FROM} WHERE p.product_id = ANY($1::text[])", product_ids
+        )
+        return {view.product_id: view for view in map(_view, rows)}
 
     async def product(self, product_id: str) -> ProductView | None:
         """One product with its workshop and availability."""
-        row = await self.pool.fetchrow(f"SELECT {_COLUMNS} {_FROM} WHERE p.product_id = $1", product_id)
-        return _view(row) if row else None
+        return (await self._views.get([product_id])).get(product_id)
 
     async def correct(self, words: list[str]) -> list[str]:
         """Each query word, or the closest catalogue word when it is unknown (typos)."""
@@ -216,12 +225,7 @@ class Search:
 
     async def _page(self, ranked: list[Ranked]) -> list[Hit]:
         """The products of a page the index ranked, in its order."""
-        if not ranked:
-            return []
-        rows = await self.pool.fetch(
-            f"SELECT {_COLUMNS} {_FROM} WHERE p.product_id = ANY($1::text[])", [r.product_id for r in ranked]
-        )
-        views = {view.product_id: view for view in map(_view, rows)}
+        views = await self._views.get([r.product_id for r in ranked])
         return [Hit(views[r.product_id], r.score, r.distance_km) for r in ranked if r.product_id in views]
 
     async def _search(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import uuid
 from collections.abc import AsyncIterator
@@ -126,6 +127,28 @@ async def test_searches_with_words_use_the_index_while_it_follows(
     moved = {e: after[e] - before[e] for e in after}
     indexed = request.node.callspec.params["catalog"] == "index"
     assert moved == ({"index": 1, "sql": 1} if indexed else {"index": 0, "sql": 2})
+
+
+async def test_searches_at_once_each_get_their_own_page(
+    stub: pb_grpc.CatalogServiceAsyncStub, request: pytest.FixtureRequest
+) -> None:
+    """The pages of searches in flight together are read together (services/platform/coalesce.py),
+    and each search still answers what it answers alone."""
+    queries = ["aceite", "miel", "queso", "botijo", "jarapa", "esparto", "ceramica", "farol"]
+    alone = {q: await names(stub, q) for q in queries}
+
+    def read(statistic: str) -> float:
+        labels = {"lookup": "catalog_products"}
+        return REGISTRY.get_sample_value(f"a4co_coalesced_lookup_callers_{statistic}", labels) or 0.0
+
+    callers, round_trips = read("sum"), read("count")
+    together = await asyncio.gather(*(names(stub, q) for q in queries * 3))
+    assert together == [alone[q] for q in queries * 3]
+    assert all(alone.values())
+    indexed = request.node.callspec.params["catalog"] == "index"
+    pages = sum(1 for found in together if found)
+    assert read("sum") - callers == (pages if indexed else 0)  # every page the index ranked, read by id
+    assert read("count") - round_trips <= read("sum") - callers
 
 
 async def test_filters_narrow_the_results(stub: pb_grpc.CatalogServiceAsyncStub) -> None:
