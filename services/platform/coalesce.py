@@ -1,12 +1,14 @@
-"""Look-ups asked for while one of their kind is running, answered together by the next one.
+"""Round trips of one kind asked for while one is running, made together by the next one.
 
 A service answering many calls at once often makes the same round trip for each: catalog reads
-the rows of each search's page by their ids. A `Coalescer` starts the first caller's look-up on
-the event loop's next turn; the callers that ask while it runs wait for the next, which fetches
-all of their keys with one round trip. Without load a caller waits for no one; under load the
-round trips per call fall as callers queue (about five pages a round trip at 16 searches in
-flight, decision 28). Nothing is kept between look-ups, so an answer is as fresh as a look-up of
-the caller's own started when it asked, or later.
+the rows of each search's page by their ids, payments writes each validated method. A
+`Coalescer` starts the first caller's round trip on the event loop's next turn; the callers that
+ask while it runs wait for the next, which reads (or writes) all of their keys with one
+statement. Without load a caller waits for no one; under load the round trips per call fall as
+callers queue (about five searches a round trip at 16 in flight, decision 28). Nothing is kept
+between round trips, so an answer is as fresh as a look-up of the caller's own started when it
+asked, or later. A write coalesced so must be one that no single row can fail, or one caller's
+bad row fails the others'.
 """
 
 from __future__ import annotations
@@ -22,9 +24,9 @@ K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
 
 CALLERS = Histogram(
-    "a4co_coalesced_lookup_callers",
-    "Callers answered by each round trip of a coalesced look-up (its count: the round trips), by look-up.",
-    ["lookup"],
+    "a4co_coalesced_callers",
+    "Callers served by each coalesced round trip (its count: the round trips), by kind of round trip.",
+    ["kind"],
     buckets=(1, 2, 4, 8, 16, 32, 64),
 )
 
@@ -39,11 +41,11 @@ class Coalescer(Generic[K, V]):
     """
 
     def __init__(
-        self, lookup: str, fetch: Callable[[list[K]], Awaitable[Mapping[K, V]]], *, max_keys: int = 2000
+        self, kind: str, fetch: Callable[[list[K]], Awaitable[Mapping[K, V]]], *, max_keys: int = 2000
     ) -> None:
         self.fetch = fetch
         self.max_keys = max_keys
-        self._callers = CALLERS.labels(lookup)
+        self._callers = CALLERS.labels(kind)
         self._waiting: list[tuple[Sequence[K], asyncio.Future[Mapping[K, V]]]] = []
         self._runner: asyncio.Task[None] | None = None
 
@@ -59,6 +61,10 @@ class Coalescer(Generic[K, V]):
             # In a context of its own: a round trip belongs to no one caller's logs.
             self._runner = loop.create_task(self._run(), context=contextvars.Context())
         return await answer
+
+    async def put(self, items: Sequence[K]) -> None:
+        """A write: returns once the round trip that wrote `items` has succeeded."""
+        await self.get(items)
 
     async def _run(self) -> None:
         batch: list[asyncio.Future[Mapping[K, V]]] = []

@@ -33,8 +33,8 @@ class Source:
         return {k: k.upper() for k in keys if not k.startswith("missing")}
 
 
-def round_trips(lookup: str) -> float:
-    return REGISTRY.get_sample_value("a4co_coalesced_lookup_callers_count", {"lookup": lookup}) or 0.0
+def round_trips(kind: str) -> float:
+    return REGISTRY.get_sample_value("a4co_coalesced_callers_count", {"kind": kind}) or 0.0
 
 
 async def held_first_round_trip(

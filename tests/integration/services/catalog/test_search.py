@@ -138,8 +138,8 @@ async def test_searches_at_once_each_get_their_own_page(
     alone = {q: await names(stub, q) for q in queries}
 
     def read(statistic: str) -> float:
-        labels = {"lookup": "catalog_products"}
-        return REGISTRY.get_sample_value(f"a4co_coalesced_lookup_callers_{statistic}", labels) or 0.0
+        labels = {"kind": "catalog_products"}
+        return REGISTRY.get_sample_value(f"a4co_coalesced_callers_{statistic}", labels) or 0.0
 
     callers, round_trips = read("sum"), read("count")
     together = await asyncio.gather(*(names(stub, q) for q in queries * 3))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -9,6 +10,7 @@ from pathlib import Path
 import grpc
 import pytest
 import pytest_asyncio
+from prometheus_client import REGISTRY
 
 from a4co.orders.events.v1 import order_events_pb2 as order_events
 from a4co.payments.v1 import payments_service_pb2 as pb
@@ -31,6 +33,7 @@ from tests.support.waiting import eventually
 
 SCHEMA = Path("services/payments/schema.sql")
 PAN = "4242424242424242"
+ADDED = {"kind": "payment_methods_added"}
 
 
 @pytest_asyncio.fixture
@@ -191,6 +194,55 @@ async def test_a_method_read_once_is_then_read_from_memory_for_its_customer_only
         stub.GetPaymentMethod(pb.GetPaymentMethodRequest(payment_method_id=unread), metadata=owner)
     )
     assert missing.code() == grpc.StatusCode.NOT_FOUND
+
+
+async def test_methods_validated_at_once_are_each_kept_for_their_own_customer(
+    stub: pb_grpc.PaymentsServiceAsyncStub, payments: RunningService, keys: Keys
+) -> None:
+    """The methods of calls waiting together are written with one statement (decision 28)."""
+    customers = [f"c-at-once-{i}" for i in range(12)]
+    callers = REGISTRY.get_sample_value("a4co_coalesced_callers_sum", ADDED) or 0.0
+    answers = await asyncio.gather(
+        *(
+            stub.ValidatePaymentMethod(
+                pb.ValidatePaymentMethodRequest(bizum=pb.Bizum(phone_number=f"+34 6{i:08d}")),
+                metadata=token(keys, customer, Role.CUSTOMER),
+            )
+            for i, customer in enumerate(customers)
+        )
+    )
+    rows = await payments.infra.pool.fetch(
+        "SELECT payment_method_id::text, customer_id, last_four FROM payment_methods"
+        " WHERE customer_id = ANY($1)",
+        customers,
+    )
+    kept = {r["payment_method_id"]: (r["customer_id"], r["last_four"]) for r in rows}
+    assert kept == {
+        a.payment_method_id: (c, f"{i:04d}") for i, (a, c) in enumerate(zip(answers, customers, strict=True))
+    }
+    assert (REGISTRY.get_sample_value("a4co_coalesced_callers_sum", ADDED) or 0.0) - callers == len(customers)
+
+
+async def test_a_failed_write_fails_its_calls_and_the_next_are_kept(
+    stub: pb_grpc.PaymentsServiceAsyncStub, payments: RunningService, keys: Keys
+) -> None:
+    owner = token(keys, "c-refused", Role.CUSTOMER)
+    await payments.infra.pool.execute(
+        "ALTER TABLE payment_methods ADD CONSTRAINT refuse_all CHECK (false) NOT VALID"
+    )
+    refused = await asyncio.gather(
+        *(failure(stub.ValidatePaymentMethod(card(), metadata=owner)) for _ in range(4))
+    )
+    assert {e.code() for e in refused} == {grpc.StatusCode.INTERNAL}
+    await payments.infra.pool.execute("ALTER TABLE payment_methods DROP CONSTRAINT refuse_all")
+    method_id = (await stub.ValidatePaymentMethod(card(), metadata=owner)).payment_method_id
+    assert (
+        await payments.infra.pool.fetchval(
+            "SELECT customer_id FROM payment_methods WHERE payment_method_id = $1::uuid", method_id
+        )
+        == "c-refused"
+    )
+    assert await payments.infra.pool.fetchval("SELECT count(*) FROM payment_methods") == 1
 
 
 def placed(customer_id: str, payment_method_id: str) -> order_events.OrderCreated:
