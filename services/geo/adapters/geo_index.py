@@ -3,16 +3,22 @@ workshops' locations kept in memory while their moves are announced (QuoteDelive
 
 from __future__ import annotations
 
+from typing import Any
+
 from redis.asyncio import Redis
 
 from services.geo.domain import Located, Point, Workshop
 from services.platform.announced import AnnouncedMemory
+from services.platform.coalesce import Coalescer
 
 # The search and each workshop's details in one round trip (a GEOSEARCH, then a pipeline of
 # HGETALLs, was a third of FindNearbyArtisans' CPU, most of it redis-py's per-command work; the
 # product counts, read from PostgreSQL on each call, another tenth).
 # Distances and coordinates stay Redis strings, so Lua does not round them to integers. The details
-# keys are derived in the script: fine on one Redis server, not on a cluster.
+# keys are derived in the script: fine on one Redis server, not on a cluster. The searches of the
+# calls waiting together go in one pipeline (decision 28), each an EVAL of the script's text: Redis
+# runs its compiled copy, found by the text's digest, where EVALSHA in a pipeline would cost
+# redis-py a SCRIPT EXISTS round trip before each.
 _NEARBY = """
 local found = redis.call('GEOSEARCH', KEYS[1], 'FROMLONLAT', ARGV[1], ARGV[2], 'BYRADIUS', ARGV[3], 'km',
   'ASC', 'COUNT', ARGV[4], 'WITHDIST', 'WITHCOORD')
@@ -30,6 +36,10 @@ if tonumber(redis.call('HGET', KEYS[1], 'product_count') or '-1') < tonumber(ARG
   redis.call('HSET', KEYS[1], 'product_count', ARGV[1])
 end
 """
+
+
+# A search for workshops: craft ('' for any), longitude, latitude, radius in km, most results.
+NearbySearch = tuple[str, float, float, float, int]
 
 
 def parse_announcement(message: str) -> tuple[str, Located]:
@@ -51,7 +61,7 @@ class GeoIndex:
     def __init__(self, redis: Redis, prefix: str = "", *, local_ttl_s: float = 60.0) -> None:
         self._redis = redis
         self._base = f"{prefix + ':' if prefix else ''}a4co:geo"
-        self._nearby = redis.register_script(_NEARBY)
+        self._searches: Coalescer[NearbySearch, list[Any]] = Coalescer("geo_nearby", self._search)
         self._count = redis.register_script(_COUNT_IF_LARGER)
         self.locations = AnnouncedMemory.versioned(
             redis, f"{self._base}:workshop-changed", parse_announcement, ttl_s=local_ttl_s
@@ -91,15 +101,23 @@ class GeoIndex:
         """Whether the index exists (it may have been lost with a Redis restart)."""
         return bool(await self._redis.exists(self._set()))
 
+    async def _search(self, searches: list[NearbySearch]) -> dict[NearbySearch, list[Any]]:
+        """Distinct searches, in one pipeline."""
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for craft, longitude, latitude, radius_km, limit in searches:
+                pipe.eval(
+                    _NEARBY, 1, self._set(craft), longitude, latitude, radius_km, limit, self._details("")
+                )
+            found = await pipe.execute()
+        return dict(zip(searches, found, strict=True))
+
     async def nearby(
         self, center: Point, radius_km: float, craft: str, limit: int
     ) -> list[tuple[Workshop, float, int]]:
         """Workshops within the radius, nearest first, with their distance in kilometres and their
         number of products."""
-        rows = await self._nearby(
-            keys=[self._set(craft)],
-            args=[center.longitude, center.latitude, radius_km, limit, self._details("")],
-        )
+        search = (craft, center.longitude, center.latitude, radius_km, limit)
+        rows = (await self._searches.get([search]))[search]
         result = []
         for member, distance, lng, lat, name, workshop_craft, locality, count in rows:
             workshop = Workshop(

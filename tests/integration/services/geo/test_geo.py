@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -89,6 +90,30 @@ async def test_nearby_workshops_nearest_first(stub: pb_grpc.GeoServiceAsyncStub)
         pb.FindNearbyArtisansRequest(location=at(38.0133, -3.3706), radius_km=100, page_size=1)
     )
     assert len(one.artisans) == 1
+
+
+async def test_searches_at_once_each_get_their_own_workshops(stub: pb_grpc.GeoServiceAsyncStub) -> None:
+    """The searches of calls waiting together go to Redis in one pipeline (decision 28), the same
+    search asked twice run once; each call still answers what it answers alone."""
+    searches = [
+        pb.FindNearbyArtisansRequest(location=at(38.0133, -3.3706), radius_km=15),
+        pb.FindNearbyArtisansRequest(location=at(38.0133, -3.3706), radius_km=100, craft="ceramica"),
+        pb.FindNearbyArtisansRequest(location=at(37.7796, -3.7849), radius_km=10),
+        pb.FindNearbyArtisansRequest(location=at(37.9148, -3.0030), radius_km=50, page_size=1),
+        pb.FindNearbyArtisansRequest(location=at(40.4168, -3.7038), radius_km=20),  # Madrid: none
+    ]
+    alone = [[a.artisan_id for a in (await stub.FindNearbyArtisans(s)).artisans] for s in searches]
+    assert alone[:4] == [
+        ["a-ubeda", "a-ubeda-2", "a-baeza"],
+        ["a-ubeda", "a-ubeda-2"],
+        ["a-jaen"],
+        ["a-cazorla"],
+    ]
+    labels = {"kind": "geo_nearby"}
+    callers = REGISTRY.get_sample_value("a4co_coalesced_callers_sum", labels) or 0.0
+    together = await asyncio.gather(*(stub.FindNearbyArtisans(s) for s in searches * 4))
+    assert [[a.artisan_id for a in found.artisans] for found in together] == alone * 4
+    assert (REGISTRY.get_sample_value("a4co_coalesced_callers_sum", labels) or 0.0) - callers == len(together)
 
 
 async def publish_products(geo: RunningService, artisan_id: str, *product_ids: str) -> None:
