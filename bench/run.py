@@ -100,7 +100,9 @@ def report(results: dict[str, Any]) -> str:
              events_bench.report(results["events"]), "", "## Synchronous RPCs", "",
              f"At each concurrency the echo server and the five RPCs take turns in {rpc.rounds} rounds of"
              f" {rpc.per_round:,} calls (one order, then the reverse); each figure pools its rounds,"
-             " and each round's ratio compares a call with the echo server's of the same round.", "",
+             " and each round's ratio compares a call with the echo server's of the same round."
+             f" Successive searches ask for the first {rpc_bench.SEARCH_PAGES} pages of one query in turn,"
+             f" successive nearby searches for {rpc_bench.NEARBY_PLACES} places in turn.", "",
              rpc_bench.calls_table(rpcs.results), "", rpc_bench.cpu_table(rpcs.results), "", "## The order saga", "",
              "| offered orders/s | sent | confirmed | sustained confirmed/s | p50 ms CreateOrder→CONFIRMED | p99 ms |",
              "|---|---|---|---|---|---|"]  # fmt: skip
