@@ -37,15 +37,30 @@ def round_trips(kind: str) -> float:
     return REGISTRY.get_sample_value("a4co_coalesced_callers_count", {"kind": kind}) or 0.0
 
 
-async def held_first_round_trip(
-    source: Source, coalescer: Coalescer[str, str]
-) -> asyncio.Task[Mapping[str, str]]:
+Answer = asyncio.Task[Mapping[str, str]]
+
+
+async def held_first_round_trip(source: Source, coalescer: Coalescer[str, str]) -> Answer:
     """A first caller whose round trip is running and held open."""
     source.release.clear()
+    source.started.clear()
     first = asyncio.create_task(coalescer.get(["a"]))
     async with asyncio.timeout(DEADLINE_S):
         await source.started.wait()
     return first
+
+
+async def queued_behind_a_held_round_trip(
+    kind: str, *keys: list[str], max_keys: int = 2000
+) -> tuple[Source, Coalescer[str, str], Answer, list[Answer]]:
+    """A coalescer whose first caller's round trip is held open, and callers that asked meanwhile
+    for each of `keys`, queued (each caller's own start, not a wait for a condition)."""
+    source = Source()
+    coalescer = Coalescer(kind, source.fetch, max_keys=max_keys)
+    first = await held_first_round_trip(source, coalescer)
+    queued = [asyncio.create_task(coalescer.get(k)) for k in keys]
+    await asyncio.sleep(0)
+    return source, coalescer, first, queued
 
 
 async def test_a_caller_alone_gets_its_values_and_absent_keys_have_none() -> None:
@@ -58,12 +73,10 @@ async def test_a_caller_alone_gets_its_values_and_absent_keys_have_none() -> Non
 
 
 async def test_callers_who_ask_during_a_round_trip_share_the_next_one() -> None:
-    source = Source()
-    coalescer = Coalescer("test_share", source.fetch)
     before = round_trips("test_share")
-    first = await held_first_round_trip(source, coalescer)
-    others = [asyncio.create_task(coalescer.get(keys)) for keys in (["b", "c"], ["c", "d"], ["e"])]
-    await asyncio.sleep(0)  # let them queue (each caller's own start, not a wait for a condition)
+    source, _, first, others = await queued_behind_a_held_round_trip(
+        "test_share", ["b", "c"], ["c", "d"], ["e"]
+    )
     source.release.set()
     async with asyncio.timeout(DEADLINE_S):
         answers = await asyncio.gather(first, *others)
@@ -73,13 +86,9 @@ async def test_callers_who_ask_during_a_round_trip_share_the_next_one() -> None:
 
 
 async def test_a_round_trip_takes_at_most_max_keys_but_always_its_first_caller() -> None:
-    source = Source()
-    coalescer = Coalescer("test_max", source.fetch, max_keys=3)
-    first = await held_first_round_trip(source, coalescer)
-    queued = [
-        asyncio.create_task(coalescer.get(keys)) for keys in (["b", "c"], ["d", "e"], ["f", "g", "h", "i"])
-    ]
-    await asyncio.sleep(0)
+    source, _, first, queued = await queued_behind_a_held_round_trip(
+        "test_max", ["b", "c"], ["d", "e"], ["f", "g", "h", "i"], max_keys=3
+    )
     source.release.set()
     async with asyncio.timeout(DEADLINE_S):
         answers = await asyncio.gather(first, *queued)
@@ -88,11 +97,7 @@ async def test_a_round_trip_takes_at_most_max_keys_but_always_its_first_caller()
 
 
 async def test_a_failed_round_trip_fails_its_callers_only_and_the_next_one_runs() -> None:
-    source = Source()
-    coalescer = Coalescer("test_fail", source.fetch)
-    first = await held_first_round_trip(source, coalescer)
-    queued = asyncio.create_task(coalescer.get(["b"]))
-    await asyncio.sleep(0)
+    source, _, first, (queued,) = await queued_behind_a_held_round_trip("test_fail", ["b"])
     source.fail_next = ConnectionResetError("PostgreSQL went away")
     source.release.set()
     async with asyncio.timeout(DEADLINE_S):
@@ -103,12 +108,9 @@ async def test_a_failed_round_trip_fails_its_callers_only_and_the_next_one_runs(
 
 
 async def test_a_caller_cancelled_while_waiting_is_left_out_and_spares_a_lone_round_trip() -> None:
-    source = Source()
-    coalescer = Coalescer("test_cancel", source.fetch)
-    first = await held_first_round_trip(source, coalescer)
-    gone = asyncio.create_task(coalescer.get(["gone"]))
-    kept = asyncio.create_task(coalescer.get(["kept"]))
-    await asyncio.sleep(0)
+    source, coalescer, first, (gone, kept) = await queued_behind_a_held_round_trip(
+        "test_cancel", ["gone"], ["kept"]
+    )
     gone.cancel()
     source.release.set()
     async with asyncio.timeout(DEADLINE_S):
@@ -117,7 +119,6 @@ async def test_a_caller_cancelled_while_waiting_is_left_out_and_spares_a_lone_ro
     assert gone.cancelled()
     assert source.asked == [["a"], ["kept"]]
 
-    source.started.clear()
     first = await held_first_round_trip(source, coalescer)
     alone = asyncio.create_task(coalescer.get(["alone"]))
     await asyncio.sleep(0)
@@ -132,11 +133,7 @@ async def test_a_caller_cancelled_while_waiting_is_left_out_and_spares_a_lone_ro
 
 
 async def test_callers_are_cancelled_not_left_hanging_when_the_runner_is() -> None:
-    source = Source()
-    coalescer = Coalescer("test_runner", source.fetch)
-    first = await held_first_round_trip(source, coalescer)
-    waiting = asyncio.create_task(coalescer.get(["b"]))
-    await asyncio.sleep(0)
+    source, coalescer, first, (waiting,) = await queued_behind_a_held_round_trip("test_runner", ["b"])
     runner = coalescer._runner
     assert runner is not None
     runner.cancel()
