@@ -43,6 +43,10 @@ SYNC: list[Panel] = [
         ("{{instance}} following", "max by (instance) (a4co_search_index_ready)"),
         ("{{instance}} products", "max by (instance) (a4co_search_index_documents)"),
     ], "none"),
+    ("Calls served per coalesced round trip (decision 28: search pages, new payment methods, nearby searches)", [
+        ("{{kind}}", "sum by (kind) (rate(a4co_coalesced_callers_sum[1m]))"
+                     " / sum by (kind) (rate(a4co_coalesced_callers_count[1m]))"),
+    ], "none"),
 ]  # fmt: skip
 EVENTS: list[Panel] = [
     ("Events published", [("{{event_type}}", "sum by (event_type) (rate(a4co_events_published_total[1m]))")], "ops"),
