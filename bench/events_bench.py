@@ -79,6 +79,16 @@ def alternated(rounds: int, names: Sequence[str]) -> list[tuple[int, str]]:
     return order
 
 
+def ratios(ours: Sequence[float], baselines: Sequence[float]) -> list[float]:
+    """ours / baseline, round by round."""
+    return [o / b for o, b in zip(ours, baselines, strict=True)]
+
+
+def by_round(round_ratios: Sequence[float]) -> str:
+    """A table cell of the ratios of the rounds ("-" for none)."""
+    return " / ".join(f"{r:.2f}" for r in round_ratios) or "-"
+
+
 def combined_rate(rates: Sequence[float]) -> float:
     """The rate of rounds that each handled the same number of messages: all of them over the
     rounds' summed time (not the mean of the rates, which a fast round would lift)."""
@@ -378,7 +388,7 @@ class Figure:
     @property
     def round_ratios(self) -> list[float]:
         """ours / baseline in each round."""
-        return [o / b for o, b in zip(self.ours_rounds, self.baseline_rounds, strict=True)]
+        return ratios(self.ours_rounds, self.baseline_rounds)
 
 
 async def measure(urls: ServerUrls, sizes: Sizes, progress: Callable[[str], None] = print) -> list[Figure]:
@@ -478,8 +488,9 @@ def report(figures: list[Figure]) -> str:
     ]
     for f in figures:
         ours, base = f"{f.ours:,.1f} {f.unit}", f"{f.baseline:,.1f} {f.unit}"
-        by_round = " / ".join(f"{r:.2f}" for r in f.round_ratios) or "-"
-        lines.append(f"| {f.name} | {ours} | {base} | {f.ratio:.2f} | {by_round} | {f.baseline_name} |")
+        lines.append(
+            f"| {f.name} | {ours} | {base} | {f.ratio:.2f} | {by_round(f.round_ratios)} | {f.baseline_name} |"
+        )
     return "\n".join(lines)
 
 

@@ -41,7 +41,7 @@ from a4co.inventory.v1 import inventory_service_pb2_grpc as inventory_grpc
 from a4co.payments.v1 import payments_service_pb2 as payments_pb
 from a4co.payments.v1 import payments_service_pb2_grpc as payments_grpc
 from a4co.type.v1 import lat_lng_pb2
-from bench.events_bench import alternated, percentile
+from bench.events_bench import alternated, by_round, percentile, ratios
 from bench.harness import cpu_seconds, listening_pid, rss_mb, run_benchmark, server_pids, sign_up
 from services.demo.catalogue import ARTISANS, TEMPLATES
 from services.platform.auth import generate_keypair
@@ -111,7 +111,7 @@ class Result:
     @property
     def round_ratios(self) -> list[float]:
         """Throughput relative to the echo server in each round."""
-        return [o / b for o, b in zip(self.rps_rounds, self.baseline_rps_rounds, strict=True)]
+        return ratios(self.rps_rounds, self.baseline_rps_rounds)
 
 
 @dataclass
@@ -127,16 +127,15 @@ class Rounds:
 
     async def run(self, call: Callable[[], Awaitable[object]], total: int, in_flight: int) -> None:
         """One more round of `total` calls (see `load`)."""
-        cpu = CpuPerCall(self.processes)
+        before = cpu_seconds(self.processes)
         latencies, rps = await load(call, total, in_flight)
-        cpu.stop(len(latencies))
+        after = cpu_seconds(self.processes)
         self.latencies += latencies
         self.rates.append(rps)
         self.seconds += len(latencies) / rps
-        calls = len(latencies) + WARM_UP
-        for name, us in cpu.us.items():
-            self._cpu_s[name] = self._cpu_s.get(name, 0.0) + us * calls / 1e6
-        self._calls += calls
+        for name in self.processes:
+            self._cpu_s[name] = self._cpu_s.get(name, 0.0) + after[name] - before[name]
+        self._calls += len(latencies) + WARM_UP
 
     @property
     def rps(self) -> float:
@@ -360,21 +359,6 @@ async def measure(urls: ServerUrls, sizes: Sizes, progress: Callable[[str], None
             return RpcRun(results, {name: rss_mb(pid) for name, pid in pids.items()})
 
 
-class CpuPerCall:
-    """CPU per call (µs) of named processes over one `load`, warm-up calls included."""
-
-    def __init__(self, processes: dict[str, int]) -> None:
-        self.processes = processes
-        self._before = cpu_seconds(processes)
-        self.us: dict[str, float] = {}
-
-    def stop(self, measured_calls: int) -> None:
-        """Read the CPU again; `measured_calls` is what `load` timed (it also made the warm-up)."""
-        after = cpu_seconds(self.processes)
-        calls = measured_calls + WARM_UP
-        self.us = {n: (after[n] - self._before[n]) * 1e6 / calls for n in self.processes}
-
-
 CHECK = inventory_pb.CheckStockRequest(
     lines=[inventory_pb.StockRequestLine(product_id=f"p-{i}", quantity=2) for i in (1, 2, 3)]
 )
@@ -465,10 +449,9 @@ def calls_table(results: list[Result]) -> str:
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
-        by_round = " / ".join(f"{x:.2f}" for x in r.round_ratios) or "-"
         lines.append(
             f"| {r.rpc} | {r.in_flight} | {r.p50_ms:.2f} | {r.p99_ms:.2f} | {r.rps:,.0f} | {r.baseline_p50_ms:.2f}"
-            f" | {r.baseline_p99_ms:.2f} | {r.baseline_rps:,.0f} | {r.rps_ratio:.2f} | {by_round} |"
+            f" | {r.baseline_p99_ms:.2f} | {r.baseline_rps:,.0f} | {r.rps_ratio:.2f} | {by_round(r.round_ratios)} |"
         )
     return "\n".join(lines)
 

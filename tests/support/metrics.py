@@ -6,6 +6,8 @@ import re
 import urllib.request
 from collections.abc import Iterable
 
+from prometheus_client import REGISTRY
+
 METRIC = re.compile(r"\ba4co_[a-z_]+")
 SUFFIXES = ("_bucket", "_count", "_sum")
 
@@ -20,6 +22,12 @@ def exported(port: int) -> set[str]:
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
         text = response.read().decode()
     return {line.split()[2] for line in text.splitlines() if line.startswith("# TYPE ")}
+
+
+def coalesced(kind: str, statistic: str = "sum") -> float:
+    """This process's `a4co_coalesced_callers{kind}` so far: its `sum` the callers served, its
+    `count` the round trips (services/platform/coalesce.py)."""
+    return REGISTRY.get_sample_value(f"a4co_coalesced_callers_{statistic}", {"kind": kind}) or 0.0
 
 
 def missing(used: set[str], available: set[str]) -> set[str]:

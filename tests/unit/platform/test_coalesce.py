@@ -6,9 +6,8 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Mapping
 
-from prometheus_client import REGISTRY
-
 from services.platform.coalesce import Coalescer
+from tests.support.metrics import coalesced
 
 DEADLINE_S = 5.0
 
@@ -31,10 +30,6 @@ class Source:
             exc, self.fail_next = self.fail_next, None
             raise exc
         return {k: k.upper() for k in keys if not k.startswith("missing")}
-
-
-def round_trips(kind: str) -> float:
-    return REGISTRY.get_sample_value("a4co_coalesced_callers_count", {"kind": kind}) or 0.0
 
 
 Answer = asyncio.Task[Mapping[str, str]]
@@ -73,7 +68,7 @@ async def test_a_caller_alone_gets_its_values_and_absent_keys_have_none() -> Non
 
 
 async def test_callers_who_ask_during_a_round_trip_share_the_next_one() -> None:
-    before = round_trips("test_share")
+    before = coalesced("test_share", "count")
     source, _, first, others = await queued_behind_a_held_round_trip(
         "test_share", ["b", "c"], ["c", "d"], ["e"]
     )
@@ -82,7 +77,7 @@ async def test_callers_who_ask_during_a_round_trip_share_the_next_one() -> None:
         answers = await asyncio.gather(first, *others)
     assert source.asked == [["a"], ["b", "c", "d", "e"]]  # distinct keys, oldest caller first
     assert [answers[1]["b"], answers[2]["d"], answers[3]["e"]] == ["B", "D", "E"]
-    assert round_trips("test_share") - before == 2
+    assert coalesced("test_share", "count") - before == 2
 
 
 async def test_a_round_trip_takes_at_most_max_keys_but_always_its_first_caller() -> None:

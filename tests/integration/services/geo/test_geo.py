@@ -30,6 +30,7 @@ from tests.integration.services.harness import (
 )
 from tests.support.announced import following
 from tests.support.db import scalar_int
+from tests.support.metrics import coalesced
 from tests.support.waiting import eventually
 
 SCHEMA = Path("services/geo/schema.sql")
@@ -93,8 +94,8 @@ async def test_nearby_workshops_nearest_first(stub: pb_grpc.GeoServiceAsyncStub)
 
 
 async def test_searches_at_once_each_get_their_own_workshops(stub: pb_grpc.GeoServiceAsyncStub) -> None:
-    """The searches of calls waiting together go to Redis in one pipeline (decision 28), the same
-    search asked twice run once; each call still answers what it answers alone."""
+    """The searches of calls waiting together go to Redis in one pipeline (decision 28), and each
+    call still answers what it answers alone."""
     searches = [
         pb.FindNearbyArtisansRequest(location=at(38.0133, -3.3706), radius_km=15),
         pb.FindNearbyArtisansRequest(location=at(38.0133, -3.3706), radius_km=100, craft="ceramica"),
@@ -109,11 +110,10 @@ async def test_searches_at_once_each_get_their_own_workshops(stub: pb_grpc.GeoSe
         ["a-jaen"],
         ["a-cazorla"],
     ]
-    labels = {"kind": "geo_nearby"}
-    callers = REGISTRY.get_sample_value("a4co_coalesced_callers_sum", labels) or 0.0
+    callers = coalesced("geo_nearby")
     together = await asyncio.gather(*(stub.FindNearbyArtisans(s) for s in searches * 4))
     assert [[a.artisan_id for a in found.artisans] for found in together] == alone * 4
-    assert (REGISTRY.get_sample_value("a4co_coalesced_callers_sum", labels) or 0.0) - callers == len(together)
+    assert coalesced("geo_nearby") - callers == len(together)
 
 
 async def publish_products(geo: RunningService, artisan_id: str, *product_ids: str) -> None:

@@ -10,7 +10,6 @@ from pathlib import Path
 import grpc
 import pytest
 import pytest_asyncio
-from prometheus_client import REGISTRY
 
 from a4co.orders.events.v1 import order_events_pb2 as order_events
 from a4co.payments.v1 import payments_service_pb2 as pb
@@ -28,12 +27,12 @@ from tests.integration.services.harness import (
     settings_for,
     token,
 )
+from tests.support.metrics import coalesced
 from tests.support.rpc import failure
 from tests.support.waiting import eventually
 
 SCHEMA = Path("services/payments/schema.sql")
 PAN = "4242424242424242"
-ADDED = {"kind": "payment_methods_added"}
 
 
 @pytest_asyncio.fixture
@@ -201,7 +200,7 @@ async def test_methods_validated_at_once_are_each_kept_for_their_own_customer(
 ) -> None:
     """The methods of calls waiting together are written with one statement (decision 28)."""
     customers = [f"c-at-once-{i}" for i in range(12)]
-    callers = REGISTRY.get_sample_value("a4co_coalesced_callers_sum", ADDED) or 0.0
+    callers = coalesced("payment_methods_added")
     answers = await asyncio.gather(
         *(
             stub.ValidatePaymentMethod(
@@ -220,7 +219,7 @@ async def test_methods_validated_at_once_are_each_kept_for_their_own_customer(
     assert kept == {
         a.payment_method_id: (c, f"{i:04d}") for i, (a, c) in enumerate(zip(answers, customers, strict=True))
     }
-    assert (REGISTRY.get_sample_value("a4co_coalesced_callers_sum", ADDED) or 0.0) - callers == len(customers)
+    assert coalesced("payment_methods_added") - callers == len(customers)
 
 
 async def test_a_failed_write_fails_its_calls_and_the_next_are_kept(
