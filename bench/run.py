@@ -27,7 +27,7 @@ from typing import Any
 
 from rich.console import Console
 
-from bench import events_bench, rpc_bench, saga_bench
+from bench import events_bench, rpc_bench, saga_bench, targets
 from bench.harness import machine_speed_ms, progress_bar
 from services.platform.local_servers import LocalServers, ServerUrls
 
@@ -36,7 +36,7 @@ PROFILES: dict[str, dict[str, Any]] = {
     "full": {
         "events": events_bench.FULL,
         "rpc": rpc_bench.FULL,
-        "saga_rates": (25, 50, 100, 200, 300),
+        "saga_rates": (25, 50, 100, 150, 200, 300),
         "saga_seconds": 10.0,
     },
     "quick": {
@@ -93,6 +93,7 @@ def report(results: dict[str, Any]) -> str:
              f"This machine's speed: a fixed pure-Python loop (2,000,000 additions, best of 3) took"
              f" {before:.0f} ms before the run and {after:.0f} ms after it. The ratios compare figures"
              " measured in the same run; the saga's latencies are absolute and move with it.", "",
+             "## Targets", "", *targets.table(verdicts(results)), "",
              "## Events", "",
              f"Each rate and latency is measured in {events.rounds} rounds alternated with its baseline's"
              " (one order, then the reverse): a rate is the rounds' messages over their summed time, a latency"
@@ -307,10 +308,18 @@ def stages_plot(plt: Any, steps: list[saga_bench.Step], out: Path) -> Path:
     return path
 
 
+def verdicts(results: dict[str, Any]) -> list[targets.Verdict]:
+    """The targets, judged on this run's results."""
+    rpc: rpc_bench.Sizes = results["sizes"]["rpc"]
+    first_start = results["ready"][0] or None
+    return targets.judge(results["events"], results["rpc"], results["saga"], first_start, rpc.search_products)
+
+
 def to_json(results: dict[str, Any]) -> dict[str, Any]:
     """Everything measured, as JSON."""
     saga: saga_bench.SagaResult = results["saga"]
     return {
+        "targets": [asdict(v) for v in verdicts(results)],
         "events": [asdict(f) | {"ratio": f.ratio} for f in results["events"]],
         "rpc": rpc_bench.to_json(results["rpc"]),
         "saga": [asdict(s) for s in saga.steps],

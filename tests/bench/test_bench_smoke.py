@@ -123,6 +123,12 @@ async def test_the_whole_report_runs_at_smoke_sizes(urls: ServerUrls, tmp_path: 
     }
     text = (out / "report.md").read_text()
     assert "## The order saga" in text
+    # The report opens with the targets, judged on this run: at smoke sizes the event latency at
+    # 1,000 events/s, the saga at 200 orders/s and make run's start are not measured.
+    judged = text.split("## Targets")[1].split("## Events")[0]
+    assert "of the 10 targets this run measured are met (3 not measured)." in judged
+    assert judged.count("\n| ") == 1 + 13  # the header and a row per target
+    assert "| saga ≥ 200 orders/s sustained, p99 CreateOrder → CONFIRMED < 300 ms |" in judged
     cpu_table = text.split("CPU per confirmed order")[1].split("## Memory")[0]
     assert "| orders |" in cpu_table
     assert "waited for a core, ms per order |" in cpu_table
@@ -139,6 +145,8 @@ async def test_the_whole_report_runs_at_smoke_sizes(urls: ServerUrls, tmp_path: 
     assert f"took {before:.0f} ms before the run and {after:.0f} ms after it" in text
     saved = json.loads((out / "results.json").read_text())
     assert saved["machine_speed_ms"] == {"before": before, "after": after}
+    assert len(saved["targets"]) == 13
+    assert [t["met"] for t in saved["targets"]].count(None) == 3
     # How many rounds each figure was measured in is said and saved.
     rounds = run.PROFILES["smoke"]["events"].rounds, run.PROFILES["smoke"]["rpc"].rounds
     assert f"measured in {rounds[0]} rounds alternated with its baseline's" in text
