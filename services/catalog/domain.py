@@ -9,6 +9,7 @@ import re
 import unicodedata
 from dataclasses import dataclass
 from datetime import datetime
+from typing import NamedTuple
 
 from services.platform.errors import FieldViolation, InvalidArgumentError
 
@@ -45,9 +46,13 @@ class SearchFilters:
         return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:12]
 
 
-@dataclass(frozen=True, slots=True)
-class ProductView:
-    """A product as the catalog shows it."""
+class ProductView(NamedTuple):
+    """A product as the catalog shows it.
+
+    A named tuple rather than a frozen dataclass: a search page makes twenty from rows, and a
+    tuple is made from one at a sixth of the cost (0.6 against 3.5 µs in a loop;
+    docs/performance-history.md).
+    """
 
     product_id: str
     artisan_id: str

@@ -88,11 +88,12 @@ def fill_product(target: pb.Product, p: ProductView) -> None:
     target.name = p.name
     target.description = p.description
     target.category = p.category
-    target.price.currency_code = p.currency_code
-    target.price.amount_cents = p.price_cents
+    price, location = target.price, target.location  # each sub-message fetched once
+    price.currency_code = p.currency_code
+    price.amount_cents = p.price_cents
     target.locality = p.locality
-    target.location.latitude = p.latitude
-    target.location.longitude = p.longitude
+    location.latitude = p.latitude
+    location.longitude = p.longitude
     target.available_quantity = p.available
     target.in_stock = p.available > 0
     target.low_stock = p.low_stock

@@ -53,6 +53,7 @@ READY = Gauge(
 NAME_WEIGHT, CATEGORY_WEIGHT = 3, 2
 WRITER_HEAP_BYTES = 15_000_000  # Tantivy's minimum for one indexing thread
 EARTH_RADIUS_KM = 6371.0088
+KNOWN_WORDS = 10_000  # words remembered by `knows` at most
 
 # Folded, stop words dropped, then stemmed: the order of PostgreSQL's unaccent + `spanish`.
 ANALYZER = (
@@ -126,6 +127,11 @@ def distance_km(lat1: float, lng1: float, lat2: float, lng2: float) -> float:
         + math.cos(p1) * math.cos(p2) * math.sin(math.radians(lng2 - lng1) / 2) ** 2
     )
     return 2 * EARTH_RADIUS_KM * math.asin(min(1.0, math.sqrt(h)))
+
+
+def _product_id(searcher: tantivy.Searcher, address: tantivy.DocAddress) -> str:
+    """The product of a hit: its one stored field."""
+    return str(searcher.doc(address).get_first("product_id"))
 
 
 DIRECTORY_PREFIX = "a4co-search-"
@@ -207,6 +213,8 @@ class ProductIndex:
         self._writer: tantivy.IndexWriter | None = None
         self._ready = False
         self.documents = 0
+        # Whether the index searched knows a word (`knows`), for as long as it is unchanged.
+        self._known: dict[str, bool] = {}
 
     @property
     def ready(self) -> bool:
@@ -233,7 +241,7 @@ class ProductIndex:
         replaces is removed once its merges have finished (blocking; run it in a thread)."""
         old_writer, old_path = self._writer, self._path
         self._index, self._writer, self._path = index, writer, path
-        self._count()
+        self._searched()
         if old_writer is not None:
             old_writer.wait_merging_threads()  # nothing writes in old_path any more
         # A search still on the old index keeps reading it: its files stay mapped until then.
@@ -253,16 +261,20 @@ class ProductIndex:
             return
         writer.wait_merging_threads()
         self._index.reload()
-        self._count()
+        self._searched()
         release_memory()
 
     def close(self) -> None:
         """Remove the index's files; it must not be searched nor updated afterwards."""
         self._remove()
 
-    def _count(self) -> None:
+    def _searched(self) -> None:
+        """The index now searched has changed (its documents, or the index itself): count its
+        documents, and forget which words it knows. Called after the change, so that a word
+        looked up meanwhile is kept in the table being replaced, not in the new one."""
         self.documents = self._index.searcher().num_docs
         DOCUMENTS.set(self.documents)
+        self._known = {}
 
     def loading(self) -> Loading:
         """Start filling a new index that will replace this one."""
@@ -282,7 +294,7 @@ class ProductIndex:
             writer.add_document(_document(p))
         writer.commit()
         self._index.reload()
-        self._count()
+        self._searched()
 
     def search(
         self, words: Sequence[str], any_word: bool, filters: SearchFilters, offset: int, limit: int
@@ -296,7 +308,7 @@ class ProductIndex:
             # Tantivy breaks ties between equal scores by document order, the same on every page.
             found = searcher.search(query, limit=limit, offset=offset, count=True)
             total = int(found.count or 0)  # type: ignore[attr-defined]  # set with count=True; not in the stubs
-            page = [Ranked(searcher.doc(a)["product_id"][0], float(score), 0.0) for score, a in found.hits]
+            page = [Ranked(_product_id(searcher, a), float(score), 0.0) for score, a in found.hits]
             return page, total
         # The radius is exact only once the distances are known: every candidate in the box is read.
         candidates = searcher.search(query, limit=1, count=True)
@@ -313,15 +325,26 @@ class ProductIndex:
         keep = [i for i, d in enumerate(distances) if d <= filters.radius_km]
         keep.sort(key=lambda i: (-hits[i][0], addresses[i].segment_ord, addresses[i].doc))
         page = [
-            Ranked(searcher.doc(addresses[i])["product_id"][0], float(hits[i][0]), distances[i])
+            Ranked(_product_id(searcher, addresses[i]), float(hits[i][0]), distances[i])
             for i in keep[offset : offset + limit]
         ]
         return page, len(keep)
 
     def knows(self, word: str) -> bool:
-        """Whether some product has this word (or it is a stop word), so it needs no correcting."""
-        searcher = self._index.searcher()
-        return all(searcher.doc_freq("text", stem) > 0 for stem in ANALYZER.analyze(word))
+        """Whether some product has this word (or it is a stop word), so it needs no correcting.
+
+        Remembered until the index changes: a search's words are analysed and looked up once
+        (11 µs for three words in a loop, against 1 once remembered).
+        """
+        known = self._known
+        found = known.get(word)
+        if found is None:
+            searcher = self._index.searcher()
+            found = all(searcher.doc_freq("text", stem) > 0 for stem in ANALYZER.analyze(word))
+            if len(known) >= KNOWN_WORDS:  # words that no product has, typed by anyone, are many
+                known = self._known = {}
+            known[word] = found
+        return found
 
     def _query(self, words: Sequence[str], any_word: bool, filters: SearchFilters) -> tantivy.Query | None:
         """The words and the filters, or None when no word remains."""

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import fields
 from datetime import datetime
 
 import asyncpg
@@ -37,8 +36,8 @@ _VIEW_COLUMNS = {
     "low_stock": "coalesce(s.low_threshold > 0 AND s.available < s.low_threshold, false) AS low_stock",
     "publish_time": "p.publish_time",
 }
-_COLUMNS = ", ".join(_VIEW_COLUMNS[f.name] for f in fields(ProductView))
-_VIEW_WIDTH = len(fields(ProductView))
+_COLUMNS = ", ".join(_VIEW_COLUMNS[name] for name in ProductView._fields)
+_VIEW_WIDTH = len(ProductView._fields)
 _FROM = """FROM products p
  LEFT JOIN artisans a ON a.artisan_id = p.artisan_id
  LEFT JOIN availability s ON s.product_id = p.product_id"""
@@ -64,7 +63,7 @@ def _distance(lat: str, lng: str) -> str:
 
 def _view(row: asyncpg.Record) -> ProductView:
     # By position (the columns follow the fields): a fifth of the cost of fourteen look-ups by name.
-    return ProductView(*row[:_VIEW_WIDTH])
+    return ProductView._make(row[:_VIEW_WIDTH])
 
 
 class Projections:

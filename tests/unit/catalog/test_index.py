@@ -149,6 +149,22 @@ def test_it_knows_the_words_some_product_has() -> None:
     assert not index.knows("olivia")
 
 
+def test_what_it_knows_follows_every_change_of_the_index() -> None:
+    index = loaded(product("p1", "Aceite de oliva"))
+    assert not index.knows("romero")  # remembered until the index changes
+    index.update([product("p2", "Miel de romero", category="miel")], ["p2"])
+    assert index.knows("romero")
+    index.update([], ["p1"])  # p1 removed: its words with it
+    assert not index.knows("oliva")
+    index.rest()
+    assert index.knows("romero")
+    reloaded = index.loading()
+    reloaded.add([product("p3", "Queso curado", category="queso")])
+    reloaded.finish()  # a whole new index
+    assert not index.knows("romero")
+    assert index.knows("queso")
+
+
 def indexes(index: ProductIndex) -> list[Path]:
     return [p for p in index.directory.iterdir() if p.is_dir()]
 
