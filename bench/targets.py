@@ -1,4 +1,4 @@
-"""The performance targets (issue 7), judged on one run's results.
+"""The performance targets (docs/performance.md follows them run by run), judged on one run's results.
 
 The report opens with them and results.json keeps them, so that a run says at once which targets
 it met, with the figure each was judged on. A target the run did not measure as the target states
