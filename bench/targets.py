@@ -119,8 +119,9 @@ def _rpc_p99s(results: list[Result], search_products: int) -> list[Verdict]:
             continue
         note = ""
         if rpc.startswith("SearchProducts") and search_products != FULL_SEARCH_PRODUCTS:
-            note = f"over {search_products:,} products; the target is for {FULL_SEARCH_PRODUCTS:,}"
-        verdicts.append(Verdict(target, f"{r.p99_ms:.2f} ms", r.p99_ms < bound, note))
+            note = f"over {search_products:,} products, where the target is for {FULL_SEARCH_PRODUCTS:,}"
+        figure = f"{r.p99_ms:.2f} ms (the echo server's {r.baseline_p99_ms:.2f})"
+        verdicts.append(Verdict(target, figure, r.p99_ms < bound, note))
     return verdicts
 
 
@@ -144,7 +145,7 @@ def _saga(steps: list[Step]) -> Verdict:
     if at is None:
         offered = max((s.offered_per_s for s in steps), default=0)
         return Verdict(
-            target, best or "-", None, f"no step at {SAGA_RATE} orders/s; the highest offered {offered}/s"
+            target, best or "-", None, f"no step at {SAGA_RATE} orders/s (the highest offered {offered}/s)"
         )
     figure = (
         f"{at.sustained_per_s:.1f} confirmed/s at {at.offered_per_s} offered ({at.confirmed} of {at.sent}),"
@@ -186,6 +187,6 @@ def table(verdicts: list[Verdict]) -> list[str]:
     ]
     for v in verdicts:
         verdict = "not measured" if v.met is None else ("yes" if v.met else "**no**")
-        figure = f"{v.figure} ({v.note})" if v.note and v.figure != "-" else (v.note or v.figure)
+        figure = f"{v.figure}; {v.note}" if v.note and v.figure != "-" else (v.note or v.figure)
         lines.append(f"| {v.target} | {figure} | {verdict} |")
     return lines

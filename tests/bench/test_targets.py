@@ -114,11 +114,11 @@ def test_what_a_profile_did_not_measure_is_said_rather_than_judged() -> None:
     assert latency.note == "not measured at 1,000 events/s (only latency p99 at 200/s)"
     search = by_name["search p99 < 30 ms at 16 in flight (SearchProducts)"]
     assert search.met is False  # judged, and said to be over a smaller catalogue
-    assert search.note == "over 10,000 products; the target is for 100,000"
+    assert search.note == "over 10,000 products, where the target is for 100,000"
     saga_verdict = quick[10]
     assert saga_verdict.met is None
     assert saga_verdict.figure == "p99 under 300 ms up to 20 offered/s"
-    assert saga_verdict.note == "no step at 200 orders/s; the highest offered 100/s"
+    assert saga_verdict.note == "no step at 200 orders/s (the highest offered 100/s)"
     assert by_name["`make run` ready < 20 s"].met is None
     rows = table(quick)
     assert rows[0].startswith("9 of the 10 targets this run measured are met (3 not measured).")
@@ -127,6 +127,6 @@ def test_what_a_profile_did_not_measure_is_said_rather_than_judged() -> None:
         " (only latency p99 at 200/s) | not measured |"
     )
     assert rows[11] == (
-        "| search p99 < 30 ms at 16 in flight (SearchProducts) | 43.40 ms (over 10,000 products;"
-        " the target is for 100,000) | **no** |"
+        "| search p99 < 30 ms at 16 in flight (SearchProducts) | 43.40 ms (the echo server's 2.00);"
+        " over 10,000 products, where the target is for 100,000 | **no** |"
     )
