@@ -102,10 +102,8 @@ def _check_stock_ratio(results: list[Result]) -> Verdict:
     r = _at_16(results, "CheckStock (stock)")
     if r is None or not r.baseline_rps:
         return Verdict(target, "-", None, "not measured")
-    ratio = r.rps / r.baseline_rps
-    return Verdict(
-        target, f"{ratio:.2f}× ({r.rps:,.0f} against {r.baseline_rps:,.0f} rps)", ratio >= CHECK_STOCK_RATIO
-    )
+    figure = f"{r.rps_ratio:.2f}× ({r.rps:,.0f} against {r.baseline_rps:,.0f} rps)"
+    return Verdict(target, figure, r.rps_ratio >= CHECK_STOCK_RATIO)
 
 
 def _rpc_p99s(results: list[Result], search_products: int) -> list[Verdict]:
@@ -156,13 +154,10 @@ def _saga(steps: list[Step]) -> Verdict:
 
 def _memory(*measured: dict[str, float]) -> Verdict:
     target = f"each service < {RSS_MB:.0f} MB RSS"
-    largest: dict[str, float] = {}
-    for sizes in measured:
-        for name, mb in sizes.items():
-            largest[name] = max(mb, largest.get(name, 0.0))
-    if not largest:
+    sizes = [(mb, name) for by_service in measured for name, mb in by_service.items()]
+    if not sizes:
         return Verdict(target, "-", None, "not measured")
-    name, mb = max(largest.items(), key=lambda item: item[1])
+    mb, name = max(sizes)
     return Verdict(target, f"the largest {mb:.1f} MB ({name})", mb < RSS_MB)
 
 
