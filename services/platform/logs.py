@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import sys
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -15,6 +16,8 @@ from services.platform.flow import _current as current_flow_var
 _STANDARD = set(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message", "asctime"}
 # One encoder for every line: `json.dumps` with options builds a new one per call.
 _ENCODER = json.JSONEncoder(default=str, ensure_ascii=False)
+# What that encoder writes for a string (quoted, escaped, not ASCII-only).
+_STRING = json.encoder.encode_basestring
 
 
 class JsonFormatter(logging.Formatter):
@@ -23,6 +26,9 @@ class JsonFormatter(logging.Formatter):
     def __init__(self, service: str) -> None:
         super().__init__()
         self.service = service
+        self._service = _STRING(service)
+        self._last_second = (-1, "")  # the last second `_time` wrote, and its text (one object:
+        # a thread formatting meanwhile reads both or neither)
 
     def format(self, record: logging.LogRecord) -> str:
         """The record as one JSON line."""
@@ -38,7 +44,7 @@ class JsonFormatter(logging.Formatter):
         its lines this way, without a LogRecord each: `access_log.py`). `fields` come last and
         win, the ids included."""
         document: dict[str, object] = {
-            "time": datetime.fromtimestamp(created, UTC).isoformat(timespec="milliseconds"),
+            "time": self._time(created),
             "level": level.lower(),
             "service": self.service,
             "logger": logger,
@@ -56,6 +62,53 @@ class JsonFormatter(logging.Formatter):
         document["correlation_id"] = flow.correlation_id if flow is not None else ""
         document.update(fields)
         return _ENCODER.encode(document)
+
+    def rpc_line(
+        self,
+        logger: str,
+        created: float,
+        method: str,
+        short: str,
+        code: str,
+        seconds: float,
+        correlation_id: str,
+        user_id: str,
+        error_reason: str,
+        trace_id: str,
+        span_id: str,
+    ) -> str:
+        """An access line (`access_log.py`), exactly as `line` makes it of its message and fields,
+        from a template: the keys, their order and most values are known, so only the strings a
+        client chose are escaped (the whole access log 5.3 to 10.0 µs a call in a loop, against
+        12.1 to 20.2 through `line`; docs/performance-history.md). `trace_id` and `span_id` are
+        hexadecimal or empty."""
+        ms = seconds * 1000
+        text = _STRING
+        return (
+            f'{{"time": "{self._time(created)}", "level": "info", "service": {self._service}, '
+            f'"logger": {text(logger)}, "message": {text(f"rpc {short} {code} {ms:.1f} ms")}, '
+            f'"trace_id": "{trace_id}", "span_id": "{span_id}", "correlation_id": {text(correlation_id)}, '
+            f'"rpc_method": {text(method)}, "grpc_code": {text(code)}, "duration_ms": {round(ms, 3)!r}, '
+            f'"user_id": {text(user_id)}, "error_reason": {text(error_reason)}}}'
+        )
+
+    def _time(self, created: float) -> str:
+        """A record's time as `datetime.isoformat(timespec="milliseconds")` writes it in UTC
+        ("2026-11-29T19:47:44.151+00:00"), rounded to the microsecond as `datetime.fromtimestamp`
+        rounds it; the date and the second are made once a second."""
+        if created < 0:
+            return datetime.fromtimestamp(created, UTC).isoformat(timespec="milliseconds")
+        fraction, whole = math.modf(created)
+        second, micros = int(whole), round(fraction * 1_000_000)
+        if micros >= 1_000_000:
+            second, micros = second + 1, micros - 1_000_000
+        last = self._last_second
+        if last[0] != second:
+            last = self._last_second = (
+                second,
+                datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S"),
+            )
+        return f"{last[1]}.{micros // 1000:03d}+00:00"
 
 
 def configure_logging(service: str, level: str = "INFO") -> None:

@@ -209,25 +209,15 @@ class PlatformInterceptor:
         principal: Principal | None,
         error_reason: str,
     ) -> None:
-        short = method.rsplit("/", 1)[-1]
-        self._handled(short, code.name).inc()
+        short, name = method.rsplit("/", 1)[-1], code.name
+        self._handled(short, name).inc()
         self._durations(short).observe(seconds)
         if not self.access_log.enabled:
             return
-        span = trace.get_current_span().get_span_context()
         self.access_log.add(
-            time.time(),
-            "rpc %s %s %.1f ms",
-            (short, code.name, seconds * 1000),
-            {
-                "rpc_method": method,
-                "grpc_code": code.name,
-                "duration_ms": round(seconds * 1000, 3),
-                "correlation_id": flow.correlation_id,
-                "user_id": principal.user_id if principal else "",
-                "error_reason": error_reason,
-                # The line is made after the call: its ids are taken now.
-                "trace_id": format(span.trace_id, "032x") if span.is_valid else "",
-                "span_id": format(span.span_id, "016x") if span.is_valid else "",
-            },
-        )
+            (
+                time.time(), method, short, name, seconds, flow.correlation_id,
+                principal.user_id if principal else "", error_reason,
+                trace.get_current_span().get_span_context(),  # the line is made later: its ids are taken now
+            )
+        )  # fmt: skip

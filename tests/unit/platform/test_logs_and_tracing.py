@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 import logging
 import os
+import random
 import subprocess
 import sys
+from datetime import UTC, datetime
 
 from opentelemetry import trace
 
@@ -35,6 +37,23 @@ def test_every_line_has_the_service_and_both_ids() -> None:
     assert inside["trace_id"] == format(span.get_span_context().trace_id, "032x")
     assert inside["order_id"] == "o-1"
     assert (inside["level"], inside["message"]) == ("warning", "charged")
+
+
+def test_a_lines_time_is_the_records_in_utc_to_the_millisecond_as_datetime_writes_it() -> None:
+    """The date and second are made once a second; the milliseconds follow datetime's rounding
+    to the microsecond, at and around every boundary."""
+    formatter = JsonFormatter("orders")
+    rng = random.Random(7)
+    moments = [rng.uniform(0, 4e9) for _ in range(5_000)] + [
+        1_700_000_000 + k / 1000 + nudge
+        for k in range(1_000)
+        for nudge in (0.0, 4.9e-7, 5e-7, -5e-7, 9.995e-4)
+    ]
+    for moment in [*moments, 0.0, -1.5]:
+        made = logging.LogRecord("a4co.test", logging.INFO, __file__, 1, "m", (), None)
+        made.created = moment
+        expected = datetime.fromtimestamp(moment, UTC).isoformat(timespec="milliseconds")
+        assert json.loads(formatter.format(made))["time"] == expected, moment
 
 
 # Which tracing modules a service process has loaded once its servers and channels exist.
