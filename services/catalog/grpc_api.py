@@ -20,10 +20,17 @@ Context = grpc.aio.ServicerContext[Any, Any]
 MAX_RADIUS_KM = 500.0
 
 
+MAX_KEY = 100  # characters of a category slug or an artisan id
+MAX_PAGE_TOKEN = 200  # this API's tokens are about 40
+
+
 def check_search(request: pb.SearchProductsRequest) -> None:
-    """Short query, EUR prices in order, a radius with a point, a page of at most 100."""
+    """Short query and keys, EUR prices in order, a radius with a point, a page of at most 100."""
     v = Violations()
     v.length(request.query, "query", 0, 200)
+    v.length(request.category, "category", 0, MAX_KEY)
+    v.length(request.artisan_id, "artisan_id", 0, MAX_KEY)
+    v.length(request.page_token, "page_token", 0, MAX_PAGE_TOKEN)
     for name in ("min_price", "max_price"):
         if request.HasField(name):
             price = getattr(request, name)

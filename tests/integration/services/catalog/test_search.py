@@ -200,6 +200,9 @@ async def test_bad_searches_name_the_fields(stub: pb_grpc.CatalogServiceAsyncStu
         await stub.SearchProducts(
             pb.SearchProductsRequest(
                 query="x" * 201,
+                category="c" * 101,
+                artisan_id="a" * 101,
+                page_token="t" * 201,
                 radius_km=5,
                 min_price=money_pb2.Money(currency_code="USD", amount_cents=500),
                 max_price=money_pb2.Money(currency_code="EUR", amount_cents=100),
@@ -208,6 +211,9 @@ async def test_bad_searches_name_the_fields(stub: pb_grpc.CatalogServiceAsyncStu
         )
     assert {f for f, _ in details_of(bad.value)[1]} == {
         "query",
+        "category",
+        "artisan_id",
+        "page_token",
         "radius_km",
         "min_price.currency_code",
         "max_price",

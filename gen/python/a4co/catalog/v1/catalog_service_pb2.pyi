@@ -150,9 +150,9 @@ class SearchProductsRequest(_message.Message):
     query: _builtins.str
     """Free text, in Spanish; at most 200 characters."""
     category: _builtins.str
-    """Only this category slug."""
+    """Only this category slug; at most 100 characters."""
     artisan_id: _builtins.str
-    """Only this artisan."""
+    """Only this artisan; at most 100 characters."""
     radius_km: _builtins.float
     """The radius around `near`, in kilometres, up to 500; required with near."""
     in_stock_only: _builtins.bool
@@ -160,7 +160,7 @@ class SearchProductsRequest(_message.Message):
     page_size: _builtins.int
     """The most results to return, 1 to 100; 20 when unset."""
     page_token: _builtins.str
-    """The next_page_token of a previous call with the same filters."""
+    """The next_page_token of a previous call with the same filters; at most 200 characters."""
     @_builtins.property
     def min_price(self) -> _money_pb2.Money:
         """The price range, inclusive; currencies must be EUR."""
