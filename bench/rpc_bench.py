@@ -472,7 +472,7 @@ def cpu_table(results: list[Result], in_flight: int = 16) -> str:
             for k in ("load generator", SERVED_BY.get(r.rpc, ""), "PostgreSQL", "Redis", "NATS")
         ]
         cells += [r.baseline_cpu_us.get(k) for k in ("load generator", "echo server")]
-        lines.append(f"| {r.rpc} | " + " | ".join("-" if c is None else f"{c:.0f}" for c in cells) + " |")
+        lines.append(f"| {r.rpc} | " + " | ".join("-" if c is None else f"{c:,.0f}" for c in cells) + " |")
     return "\n".join(lines)
 
 

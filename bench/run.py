@@ -108,7 +108,7 @@ def report(results: dict[str, Any]) -> str:
              "| offered orders/s | sent | confirmed | sustained confirmed/s | p50 ms CreateOrder→CONFIRMED | p99 ms |",
              "|---|---|---|---|---|---|"]  # fmt: skip
     lines += [
-        f"| {s.offered_per_s} | {s.sent} | {s.confirmed} | {s.sustained_per_s:.1f} | {s.p50_ms:.1f} | {s.p99_ms:.1f} |"
+        f"| {s.offered_per_s} | {s.sent:,} | {s.confirmed:,} | {s.sustained_per_s:.1f} | {s.p50_ms:.1f} | {s.p99_ms:.1f} |"
         for s in saga.steps
     ]
     lines += ["", *saga_stages_table(saga.steps)]
@@ -156,7 +156,7 @@ def saga_stages_table(steps: list[saga_bench.Step]) -> list[str]:
     )
     for step in steps:
         cells = [f"{st.p50_ms:.1f} / {st.p99_ms:.1f}" for st in step.stages] or ["-"] * len(names)
-        lines.append(f"| {step.offered_per_s} | {step.staged_orders} | " + " | ".join(cells) + " |")
+        lines.append(f"| {step.offered_per_s} | {step.staged_orders:,} | " + " | ".join(cells) + " |")
     return lines
 
 

@@ -146,7 +146,7 @@ def _saga(steps: list[Step]) -> Verdict:
             target, best or "-", None, f"no step at {SAGA_RATE} orders/s (the highest offered {offered}/s)"
         )
     figure = (
-        f"{at.sustained_per_s:.1f} confirmed/s at {at.offered_per_s} offered ({at.confirmed} of {at.sent}),"
+        f"{at.sustained_per_s:.1f} confirmed/s at {at.offered_per_s} offered ({at.confirmed:,} of {at.sent:,}),"
         f" p99 {at.p99_ms:,.0f} ms" + (f"; {best}" if best else "")
     )
     return Verdict(target, figure, keeps_up(at))

@@ -67,7 +67,7 @@ def test_every_target_is_judged_on_the_figure_it_names() -> None:
     assert verdicts[4].figure == "0.87× (2,827 against 3,267 rps)"
     assert verdicts[7].target == "search p99 < 30 ms at 16 in flight (SearchProducts)"
     assert verdicts[10].figure == (
-        "198.0 confirmed/s at 200 offered (2000 of 2000), p99 714 ms; p99 under 300 ms up to 100 offered/s"
+        "198.0 confirmed/s at 200 offered (2,000 of 2,000), p99 714 ms; p99 under 300 ms up to 100 offered/s"
     )
     assert verdicts[11].figure == "the largest 90.6 MB (catalog)"
 
