@@ -14,14 +14,14 @@ from services.platform.auth import current_principal
 from services.platform.grpc.interceptor import MethodPolicy
 from services.platform.grpc.server import Registration
 from services.platform.timestamps import from_timestamp
-from services.platform.validation import Violations
+from services.platform.validation import MAX_KEY, Violations
 
 SERVICE = pb.DESCRIPTOR.services_by_name["AnalyticsService"].full_name
 Context = grpc.aio.ServicerContext[Any, Any]
 
 
 def check_report(request: pb.GetSalesReportRequest) -> None:
-    """Both ends of the period, in order."""
+    """Both ends of the period, in order; a workshop's id if one is asked for."""
     v = Violations()
     v.check(request.HasField("start_time"), "start_time", "is required")
     v.check(request.HasField("end_time"), "end_time", "is required")
@@ -31,6 +31,7 @@ def check_report(request: pb.GetSalesReportRequest) -> None:
             "end_time",
             "must be after start_time",
         )
+    v.at_most(request.artisan_id, "artisan_id", MAX_KEY)
     v.raise_if_any()
 
 

@@ -12,7 +12,7 @@ from a4co.artisans.v1 import artisans_service_pb2_grpc as pb_grpc
 from a4co.type.v1 import lat_lng_pb2, money_pb2
 from services.artisans import handlers
 from services.artisans.domain import CRAFTS, Product, Workshop, in_jaen
-from services.platform.addresses import address_from_dict, address_to_dict
+from services.platform.addresses import address_from_dict, address_to_dict, check_address
 from services.platform.auth import Role, current_principal
 from services.platform.grpc.interceptor import MethodPolicy
 from services.platform.grpc.server import Registration
@@ -31,6 +31,7 @@ def check_onboard(request: pb.OnboardArtisanRequest) -> None:
     v.check(request.craft in CRAFTS, "craft", f"must be one of {', '.join(sorted(CRAFTS))}")
     v.length(request.locality.strip(), "locality", 2, 80)
     v.length(request.bio, "bio", 0, 1000)
+    check_address(v, request.address, "address")
     if v.check(request.HasField("location"), "location", "is required"):
         v.check(
             in_jaen(request.location.latitude, request.location.longitude),

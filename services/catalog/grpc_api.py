@@ -13,12 +13,11 @@ from services.catalog.domain import ProductView, SearchFilters
 from services.platform.grpc.interceptor import MethodPolicy
 from services.platform.grpc.server import Registration
 from services.platform.timestamps import set_timestamp
-from services.platform.validation import Violations
+from services.platform.validation import MAX_KEY, Violations
 
 SERVICE = pb.DESCRIPTOR.services_by_name["CatalogService"].full_name
 Context = grpc.aio.ServicerContext[Any, Any]
 MAX_RADIUS_KM = 500.0
-MAX_KEY = 100  # characters of a category slug or an artisan id
 MAX_PAGE_TOKEN = 200  # this API's tokens: 40 characters for offset 20, 51 for offset 10⁹
 
 
@@ -57,7 +56,7 @@ def check_search(request: pb.SearchProductsRequest) -> None:
 def check_get(request: pb.GetProductRequest) -> None:
     """The product is required."""
     v = Violations()
-    v.required(request.product_id, "product_id")
+    v.key(request.product_id, "product_id")
     v.raise_if_any()
 
 

@@ -22,7 +22,7 @@ KINDS = {"customer": pb.PROFILE_KIND_CUSTOMER, "artisan": pb.PROFILE_KIND_ARTISA
 def check_profile(request: pb.GetPublicProfileRequest) -> None:
     """The user is required."""
     v = Violations()
-    v.required(request.user_id, "user_id")
+    v.key(request.user_id, "user_id")
     v.raise_if_any()
 
 

@@ -13,7 +13,7 @@ from services.geo import handlers
 from services.geo.domain import Point
 from services.platform.grpc.interceptor import MethodPolicy
 from services.platform.grpc.server import Registration
-from services.platform.validation import Violations
+from services.platform.validation import MAX_KEY, Violations
 
 SERVICE = pb.DESCRIPTOR.services_by_name["GeoService"].full_name
 Context = grpc.aio.ServicerContext[Any, Any]
@@ -29,7 +29,7 @@ def check_point(v: Violations, field: str, point: lat_lng_pb2.LatLng, present: b
 
 
 def check_nearby(request: pb.FindNearbyArtisansRequest) -> None:
-    """A point, a radius up to 200 km, a page of at most 100."""
+    """A point, a radius up to 200 km, a page of at most 100, a craft's short name if any."""
     v = Violations()
     check_point(v, "location", request.location, request.HasField("location"))
     v.check(
@@ -38,13 +38,14 @@ def check_nearby(request: pb.FindNearbyArtisansRequest) -> None:
         f"must be more than 0 and at most {MAX_RADIUS_KM:g}",
     )
     v.between(request.page_size, "page_size", 0, 100)
+    v.at_most(request.craft, "craft", MAX_KEY)
     v.raise_if_any()
 
 
 def check_quote(request: pb.QuoteDeliveryRequest) -> None:
     """An artisan and a destination."""
     v = Violations()
-    v.required(request.artisan_id, "artisan_id")
+    v.key(request.artisan_id, "artisan_id")
     check_point(v, "destination", request.destination, request.HasField("destination"))
     v.raise_if_any()
 

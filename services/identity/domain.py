@@ -8,14 +8,16 @@ import secrets
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 
+from services.platform.addresses import check_address
 from services.platform.auth import Role
 from services.platform.errors import AlreadyExistsError, UnauthenticatedError
-from services.platform.validation import Violations
+from services.platform.validation import MAX_EMAIL, Violations
 
 EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[A-Za-z]{2,}$")
 SPANISH_PHONE = re.compile(r"^(?:\+34)?[6789]\d{8}$")
 EDITABLE_FIELDS = frozenset({"display_name", "phone_number", "address", "bio"})
 SIGNUP_ROLES = frozenset({Role.CUSTOMER, Role.ARTISAN})
+PASSWORD_MIN, PASSWORD_MAX = 10, 128  # characters
 
 
 class EmailTakenError(AlreadyExistsError):
@@ -73,11 +75,14 @@ def normalise_phone(phone: str) -> str:
     return re.sub(r"[\s\-.]", "", phone)
 
 
-def check_signup(email: str, password: str, display_name: str, role: Role | None, phone: str) -> None:
+def check_signup(
+    email: str, password: str, display_name: str, role: Role | None, phone: str, address: Address
+) -> None:
     """Raise InvalidArgumentError naming every bad field of a sign-up."""
     v = Violations()
-    v.check(bool(EMAIL.match(normalise_email(email))), "email", "must be an e-mail address")
-    v.length(password, "password", 10, 128)
+    if v.at_most(email, "email", MAX_EMAIL):
+        v.check(bool(EMAIL.match(normalise_email(email))), "email", "must be an e-mail address")
+    v.length(password, "password", PASSWORD_MIN, PASSWORD_MAX)
     v.length(display_name.strip(), "display_name", 2, 80)
     v.check(role in SIGNUP_ROLES, "role", "must be ROLE_CUSTOMER or ROLE_ARTISAN")
     if phone:
@@ -86,6 +91,7 @@ def check_signup(email: str, password: str, display_name: str, role: Role | None
             "phone_number",
             "must be a Spanish phone number",
         )
+    check_address(v, address, "address")
     v.raise_if_any()
 
 
@@ -110,6 +116,8 @@ def apply_profile_update(user: User, changes: User, paths: list[str]) -> tuple[U
         )
     if "bio" in paths:
         v.length(changes.bio, "user.bio", 0, 1000)
+    if "address" in paths:
+        check_address(v, changes.address, "user.address")
     v.raise_if_any()
     updated = replace(
         user,

@@ -17,11 +17,12 @@ from services.identity.adapters.mapping import (
     tokens_to_pb,
     user_to_pb,
 )
+from services.identity.domain import PASSWORD_MAX
 from services.platform.auth import current_principal
 from services.platform.grpc.interceptor import MethodPolicy
 from services.platform.grpc.server import Registration
 from services.platform.timestamps import to_timestamp
-from services.platform.validation import Violations
+from services.platform.validation import MAX_EMAIL, MAX_TOKEN, Violations
 
 SERVICE = pb.DESCRIPTOR.services_by_name["IdentityService"].full_name
 Context = grpc.aio.ServicerContext[Any, Any]
@@ -32,18 +33,18 @@ def _method(name: str) -> str:
 
 
 def check_login(request: pb.LoginRequest) -> None:
-    """Both credentials are required."""
+    """Both credentials, no longer than a sign-up allows."""
     v = Violations()
-    v.required(request.email, "email")
-    v.required(request.password, "password")
+    v.filled(request.email, "email", MAX_EMAIL)
+    v.filled(request.password, "password", PASSWORD_MAX)
     v.raise_if_any()
 
 
 def check_token_request(request: pb.ValidateTokenRequest | pb.RefreshTokenRequest) -> None:
-    """The token to check is required."""
+    """The token to check, no longer than this API's tokens."""
     v = Violations()
     field = "access_token" if isinstance(request, pb.ValidateTokenRequest) else "refresh_token"
-    v.required(getattr(request, field), field)
+    v.filled(getattr(request, field), field, MAX_TOKEN)
     v.raise_if_any()
 
 

@@ -65,7 +65,7 @@ async def register(
 ) -> tuple[User, Tokens]:
     """Create an account, announce it (UserRegistered) and start its first session: the new
     user is signed in without a second hashing of the password, which a Login would cost."""
-    check_signup(email, password, display_name, role, phone)
+    check_signup(email, password, display_name, role, phone, address)
     assert role is not None
     new = User(
         user_id=str(uuid.uuid4()),
@@ -202,7 +202,7 @@ async def ensure_admin(deps: Deps, email: str, password: str) -> User:
         existing = await uow.users.by_email(normalise_email(email))
     if existing is not None:
         return existing
-    check_signup(email, password, "Administrador", Role.CUSTOMER, "")
+    check_signup(email, password, "Administrador", Role.CUSTOMER, "", Address())
     admin = User(
         user_id=str(uuid.uuid4()),
         email=normalise_email(email),

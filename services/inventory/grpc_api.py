@@ -27,7 +27,7 @@ def check_stock_request(request: pb.CheckStockRequest) -> None:
     v.check(1 <= len(request.lines) <= MAX_LINES, "lines", f"must hold 1 to {MAX_LINES} lines")
     seen: set[str] = set()
     for i, line in enumerate(request.lines):
-        v.required(line.product_id, f"lines[{i}].product_id")
+        v.key(line.product_id, f"lines[{i}].product_id")
         v.check(line.quantity >= 1, f"lines[{i}].quantity", "must be at least 1")
         v.check(line.product_id not in seen, f"lines[{i}].product_id", "appears twice")
         seen.add(line.product_id)
@@ -37,7 +37,7 @@ def check_stock_request(request: pb.CheckStockRequest) -> None:
 def check_get_stock(request: pb.GetStockRequest) -> None:
     """The product is required."""
     v = Violations()
-    v.required(request.product_id, "product_id")
+    v.key(request.product_id, "product_id")
     v.raise_if_any()
 
 
@@ -45,7 +45,7 @@ def check_adjust(request: pb.AdjustStockRequest) -> None:
     """A UUID request id, a product, a non-zero delta, a short reason, a sane threshold."""
     v = Violations()
     v.uuid(request.request_id, "request_id")
-    v.required(request.product_id, "product_id")
+    v.key(request.product_id, "product_id")
     v.check(request.delta != 0, "delta", "must not be 0")
     v.check(abs(request.delta) <= 1_000_000, "delta", "must be within ±1,000,000")
     v.length(request.reason, "reason", 0, 200)

@@ -13,7 +13,7 @@ from services.platform.auth import current_principal
 from services.platform.grpc.interceptor import MethodPolicy
 from services.platform.grpc.server import Registration
 from services.platform.timestamps import to_timestamp
-from services.platform.validation import Violations
+from services.platform.validation import MAX_KEY, Violations
 
 SERVICE = pb.DESCRIPTOR.services_by_name["LoyaltyService"].full_name
 Context = grpc.aio.ServicerContext[Any, Any]
@@ -22,7 +22,7 @@ Context = grpc.aio.ServicerContext[Any, Any]
 def check_balance(request: pb.GetBalanceRequest) -> None:
     """A user id, when given, is short."""
     v = Violations()
-    v.length(request.user_id, "user_id", 0, 100)
+    v.at_most(request.user_id, "user_id", MAX_KEY)
     v.raise_if_any()
 
 

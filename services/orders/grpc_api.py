@@ -11,15 +11,16 @@ from a4co.orders.v1 import orders_service_pb2_grpc as pb_grpc
 from a4co.type.v1 import lat_lng_pb2, money_pb2
 from services.orders import handlers
 from services.orders.domain import Order, Status
-from services.platform.addresses import address_from_dict, address_to_dict
+from services.platform.addresses import address_from_dict, address_to_dict, check_address
 from services.platform.auth import Role, current_principal
 from services.platform.grpc.interceptor import MethodPolicy
 from services.platform.grpc.server import Registration
-from services.platform.paging import next_token, offset_of
+from services.platform.paging import MAX_TOKEN, next_token, offset_of
 from services.platform.timestamps import to_timestamp
 from services.platform.validation import Violations
 
 SERVICE = pb.DESCRIPTOR.services_by_name["OrdersService"].full_name
+MAX_TRACKING_CODE = 100  # characters
 Context = grpc.aio.ServicerContext[Any, Any]
 STATUS_TO_PB = {
     Status.PENDING: pb.ORDER_STATUS_PENDING,
@@ -39,13 +40,12 @@ def check_create(request: pb.CreateOrderRequest) -> None:
     v.check(1 <= len(request.lines) <= 50, "lines", "must hold 1 to 50 lines")
     seen: set[str] = set()
     for i, line in enumerate(request.lines):
-        v.required(line.product_id, f"lines[{i}].product_id")
+        v.key(line.product_id, f"lines[{i}].product_id")
         v.between(line.quantity, f"lines[{i}].quantity", 1, 1000)
         v.check(line.product_id not in seen, f"lines[{i}].product_id", "appears twice")
         seen.add(line.product_id)
-    v.required(request.payment_method_id, "payment_method_id")
-    v.required(request.delivery_address.street, "delivery_address.street")
-    v.required(request.delivery_address.locality, "delivery_address.locality")
+    v.key(request.payment_method_id, "payment_method_id")
+    check_address(v, request.delivery_address, "delivery_address", required=("street", "locality"))
     if v.check(request.HasField("delivery_location"), "delivery_location", "is required"):
         v.between(request.delivery_location.latitude, "delivery_location.latitude", -90, 90)
         v.between(request.delivery_location.longitude, "delivery_location.longitude", -180, 180)
@@ -55,22 +55,31 @@ def check_create(request: pb.CreateOrderRequest) -> None:
 def check_order_id(request: Any) -> None:
     """The order is required."""
     v = Violations()
-    v.required(request.order_id, "order_id")
+    v.key(request.order_id, "order_id")
+    v.raise_if_any()
+
+
+def check_ship(request: pb.MarkOrderShippedRequest) -> None:
+    """The order, and a carrier's tracking code if there is one."""
+    v = Violations()
+    v.key(request.order_id, "order_id")
+    v.at_most(request.tracking_code, "tracking_code", MAX_TRACKING_CODE)
     v.raise_if_any()
 
 
 def check_cancel(request: pb.CancelOrderRequest) -> None:
     """The order, and a short reason."""
     v = Violations()
-    v.required(request.order_id, "order_id")
+    v.key(request.order_id, "order_id")
     v.length(request.reason, "reason", 0, 200)
     v.raise_if_any()
 
 
 def check_list(request: pb.ListOrdersRequest) -> None:
-    """A page of at most 100."""
+    """A page of at most 100, and a page token no longer than this API's."""
     v = Violations()
     v.between(request.page_size, "page_size", 0, 100)
+    v.at_most(request.page_token, "page_token", MAX_TOKEN)
     v.raise_if_any()
 
 
@@ -79,7 +88,7 @@ POLICIES = {
     f"/{SERVICE}/GetOrder": MethodPolicy(validator=check_order_id),
     f"/{SERVICE}/ListOrders": MethodPolicy(validator=check_list),
     f"/{SERVICE}/CancelOrder": MethodPolicy(validator=check_cancel),
-    f"/{SERVICE}/MarkOrderShipped": MethodPolicy(roles=frozenset({Role.ARTISAN}), validator=check_order_id),
+    f"/{SERVICE}/MarkOrderShipped": MethodPolicy(roles=frozenset({Role.ARTISAN}), validator=check_ship),
     f"/{SERVICE}/MarkOrderDelivered": MethodPolicy(roles=frozenset({Role.ARTISAN}), validator=check_order_id),
 }
 

@@ -19,6 +19,9 @@ from services.platform.timestamps import to_timestamp
 from services.platform.validation import Violations
 
 SERVICE = pb.DESCRIPTOR.services_by_name["PaymentsService"].full_name
+# No card number, CVC, IBAN (34 at most) or phone number comes near this many characters.
+MAX_CODE = 64
+MAX_HOLDER = 100  # characters of a card or account holder's name
 Context = grpc.aio.ServicerContext[Any, Any]
 
 TYPE_TO_PB = {
@@ -47,35 +50,37 @@ STATUS_TO_PB = {
 def check_validate(request: pb.ValidatePaymentMethodRequest) -> None:
     """Exactly one method, with the fields it cannot be checked without.
 
-    Whether a present value is right (Luhn, expiry, mod-97) is the answer of the RPC, not an error.
+    Whether a present value is right (Luhn, expiry, mod-97) is the answer of the RPC, not an error;
+    one far longer than any such value could be is.
     """
     v = Violations()
     kind = request.WhichOneof("method")
     v.check(kind is not None, "method", "set one of card, sepa_debit, bizum")
     if kind == "card":
-        v.required(request.card.number, "card.number")
+        v.filled(request.card.number, "card.number", MAX_CODE)
+        v.filled(request.card.cvc, "card.cvc", MAX_CODE)
         v.required(request.card.exp_month, "card.exp_month")
         v.required(request.card.exp_year, "card.exp_year")
-        v.required(request.card.cvc, "card.cvc")
+        v.at_most(request.card.holder_name, "card.holder_name", MAX_HOLDER)
     elif kind == "sepa_debit":
-        v.required(request.sepa_debit.iban, "sepa_debit.iban")
-        v.required(request.sepa_debit.account_holder, "sepa_debit.account_holder")
+        v.filled(request.sepa_debit.iban, "sepa_debit.iban", MAX_CODE)
+        v.filled(request.sepa_debit.account_holder, "sepa_debit.account_holder", MAX_HOLDER)
     elif kind == "bizum":
-        v.required(request.bizum.phone_number, "bizum.phone_number")
+        v.filled(request.bizum.phone_number, "bizum.phone_number", MAX_CODE)
     v.raise_if_any()
 
 
 def check_get_payment(request: pb.GetPaymentRequest) -> None:
     """The order is required."""
     v = Violations()
-    v.required(request.order_id, "order_id")
+    v.key(request.order_id, "order_id")
     v.raise_if_any()
 
 
 def check_get_method(request: pb.GetPaymentMethodRequest) -> None:
     """The method is required."""
     v = Violations()
-    v.required(request.payment_method_id, "payment_method_id")
+    v.key(request.payment_method_id, "payment_method_id")
     v.raise_if_any()
 
 

@@ -6,11 +6,16 @@ import base64
 
 from services.platform.errors import FieldViolation, InvalidArgumentError
 
+# This module's tokens are the base64 of a decimal offset: 4 characters for 20, 16 for 10¹¹.
+MAX_TOKEN = 40
+
 
 def offset_of(token: str) -> int:
     """Where the page of `token` starts; 0 for the first page, INVALID_ARGUMENT for a bad token."""
     if not token:
         return 0
+    if len(token) > MAX_TOKEN:
+        raise InvalidArgumentError([FieldViolation("page_token", "is not a token from this API")])
     try:
         offset = int(base64.urlsafe_b64decode(token.encode()).decode())
     except ValueError:

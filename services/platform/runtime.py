@@ -25,7 +25,7 @@ from redis.asyncio import BlockingConnectionPool, Redis
 
 from services.platform.auth import RedisRevocations, TokenVerifier
 from services.platform.db import create_pool
-from services.platform.events.codec import EventCodec
+from services.platform.events.codec import EventCodec, check_max_payload
 from services.platform.events.consumer import Handler, QueueConsumer, Selective
 from services.platform.events.outbox import OutboxRelay, OutboxWriter
 from services.platform.events.registry import EventRegistry, load_registry
@@ -72,6 +72,12 @@ class Infrastructure:
             max_reconnect_attempts=-1,
             reconnect_time_wait=0.5,
         )
+        try:
+            check_max_payload(nc.max_payload)
+        except RuntimeError:
+            await nc.close()
+            await pool.close()
+            raise
         js = nc.jetstream()
         registry = load_registry()
         await ensure_streams(js, registry, topology, settings.streams)

@@ -6,6 +6,12 @@ import uuid
 
 from services.platform.errors import FieldViolation, InvalidArgumentError
 
+# Every string a request carries is bounded, so that what one request makes a service store and
+# publish stays small (and far below the size of an event NATS would refuse; docs/events.md).
+MAX_KEY = 100  # characters of an id or key that need not be a UUID: a product's, a workshop's
+MAX_TOKEN = 4096  # characters of an access or refresh token (this API's are about 300 to 400)
+MAX_EMAIL = 254  # characters of an e-mail address (RFC 5321's limit on a path)
+
 
 def is_uuid(value: str) -> bool:
     """Whether `value` is a UUID in any of its usual spellings."""
@@ -39,6 +45,18 @@ class Violations:
     def uuid(self, value: str, field: str) -> bool:
         """The field must be a UUID (ids and request ids are)."""
         return self.check(is_uuid(value), field, "must be a UUID")
+
+    def filled(self, value: str, field: str, high: int) -> bool:
+        """The field must be set, to at most `high` characters."""
+        return self.required(value, field) and self.at_most(value, field, high)
+
+    def key(self, value: str, field: str) -> bool:
+        """The field must be set, to at most MAX_KEY characters (ids and keys)."""
+        return self.filled(value, field, MAX_KEY)
+
+    def at_most(self, value: str, field: str, high: int) -> bool:
+        """A string may be empty, or up to `high` characters."""
+        return self.check(len(value) <= high, field, f"must be at most {high} characters")
 
     def length(self, value: str, field: str, low: int, high: int) -> bool:
         """A string's length must lie in [low, high]."""

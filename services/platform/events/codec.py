@@ -29,6 +29,16 @@ H_TRACEPARENT, H_TRACESTATE = "traceparent", "tracestate"
 
 tracer = trace.get_tracer("a4co.events")
 
+# The largest event this platform publishes, envelope and headers together. NATS refuses a message
+# over its `max_payload` (1 MiB by default) every time it is sent, and an outbox row that cannot be
+# published holds back every row after it; so an event over this limit is refused when it is
+# encoded, inside the transaction of the change that made it, which then does not commit. This
+# API's events are a few KB; the services' requests are bounded far below this
+# (grpc/server.py's MAX_REQUEST_BYTES), so only a defect can reach it.
+MAX_EVENT_BYTES = 256 * 1024
+# What NATS adds to a message's headers and payload (the NATS/1.0 line, separators), and more.
+FRAMING_BYTES = 1024
+
 
 # An event id is a UUID in its usual 8-4-4-4-12 hexadecimal form (either case), as every UUID
 # library prints one; PostgreSQL's uuid type reads it, and it holds nothing an SQL literal must escape.
@@ -43,6 +53,10 @@ class EventDecodeError(ValueError):
 
 class UnknownEventError(LookupError):
     """An envelope names an event type or version this process does not know."""
+
+
+class EventTooLargeError(ValueError):
+    """An event is over MAX_EVENT_BYTES encoded: NATS would refuse it, so it is not written."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +89,23 @@ class IncomingEvent:
         """The flow that handling this event continues: same correlation, caused by it."""
         meta = self.envelope.metadata
         return Flow(meta.correlation_id or self.event_id, self.event_id, meta.user_id)
+
+
+def check_max_payload(max_payload: int) -> None:
+    """Refuse a NATS server whose messages cannot hold the largest event this platform publishes
+    (`max_payload` is what the server announced when the connection was made)."""
+    needed = MAX_EVENT_BYTES + FRAMING_BYTES
+    if max_payload < needed:
+        raise RuntimeError(
+            f"the NATS server accepts messages of up to {max_payload:,} bytes; a4co's events take up"
+            f" to {needed:,}: set the server's max_payload to at least that"
+        )
+
+
+def encoded_size(event: OutgoingEvent) -> int:
+    """The bytes of an event's body and headers, as NATS counts them against `max_payload`
+    (less its framing)."""
+    return len(event.body) + sum(len(k) + len(v) + 4 for k, v in event.headers.items())
 
 
 def _rfc3339(moment: datetime) -> str:
@@ -141,7 +172,7 @@ class EventCodec:
         )
         envelope.occurred_at.FromDatetime(moment)
         envelope.payload.Pack(event)
-        return OutgoingEvent(
+        out = OutgoingEvent(
             event_id=event_id,
             event_type=definition.event_type,
             aggregate_id=aggregate_id,
@@ -149,6 +180,12 @@ class EventCodec:
             headers=headers_for(envelope, carrier, moment),
             body=envelope.SerializeToString(),
         )
+        if encoded_size(out) > MAX_EVENT_BYTES:
+            raise EventTooLargeError(
+                f"{definition.event_type} of {definition.aggregate_type} {aggregate_id[:100]} is"
+                f" {encoded_size(out):,} bytes encoded, over the limit of {MAX_EVENT_BYTES:,}"
+            )
+        return out
 
     def decode(self, body: bytes) -> IncomingEvent:
         """Parse an envelope and unpack its payload into the declared message class."""

@@ -340,6 +340,46 @@ async def test_follow_ups_of_a_batch_keep_their_order_and_a_failed_batch_leaves_
     assert [r["aggregate_id"] for r in rows] == [f"o-{i}" for i in range(1, 6)]
 
 
+async def test_a_follow_up_too_large_to_publish_is_never_written_and_its_cause_is_dead_lettered(
+    rig: Rig,
+) -> None:
+    from a4co.payments.events.v1 import payment_events_pb2
+    from services.platform.events.codec import MAX_EVENT_BYTES, EventCodec
+    from services.platform.events.outbox import OutboxWriter
+
+    writer = OutboxWriter(EventCodec(rig.registry, "payments", rig.topology), rig.topology.schema("payments"))
+
+    async def charge(event: order_events_pb2.OrderCreated, ctx: HandlerContext) -> None:
+        # o-2's follow-up carries a reason over the limit of what NATS would take.
+        reason = "x" * (MAX_EVENT_BYTES if event.order_id == "o-2" else 10)
+        await ctx.publish(
+            payment_events_pb2.PaymentFailed(order_id=event.order_id, reason=reason),
+            aggregate_id=event.order_id,
+        )
+
+    consumer = await rig.consumer(
+        "payments",
+        {order_events_pb2.OrderCreated: charge},  # type: ignore[dict-item]
+        outbox=writer,
+        start=False,
+    )
+    for i in range(1, 4):
+        out = rig.codec.encode(order_created(f"o-{i}"), aggregate_id=f"o-{i}")
+        await rig.js.publish(out.subject, out.body, headers=out.headers)
+    await consumer.start()
+    await eventually(
+        lambda: consumer.stats.handled == 2 and consumer.stats.dead_lettered == 1,
+        what="two orders handled and one dead-lettered",
+    )
+    rows = await consumer.pool.fetch("SELECT aggregate_id, length(body) AS size FROM outbox ORDER BY id")
+    assert [r["aggregate_id"] for r in rows] == ["o-1", "o-3"], "the others' events are kept, in order"
+    assert max(r["size"] for r in rows) < 1000
+    (letter,) = await DeadLetterQueue(rig.js, rig.topology).browse()
+    assert letter.reason == "HANDLER_FAILED"
+    assert "EventTooLargeError: a4co.payments.PaymentFailed of payment o-2 is" in letter.error
+    assert f"over the limit of {MAX_EVENT_BYTES:,}" in letter.error
+
+
 async def test_what_handlers_stage_is_written_once_per_transaction_before_it_commits(rig: Rig) -> None:
     written: list[list[str]] = []
     seen_after_commit: list[int] = []

@@ -15,7 +15,10 @@ def test_tokens_round_trip_and_the_last_page_has_none() -> None:
     assert next_token(40, 20, more=False) == ""
 
 
-@pytest.mark.parametrize("token", ["not base64!", "LTU=", "YWJj"])  # garbage, "-5", "abc"
+@pytest.mark.parametrize(
+    "token",
+    ["not base64!", "LTU=", "YWJj", "MTA" * 1000],  # garbage, "-5", "abc", far too long to be ours
+)
 def test_a_bad_token_names_the_field(token: str) -> None:
     with pytest.raises(InvalidArgumentError) as bad:
         offset_of(token)

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import pytest
 
+from a4co.type.v1 import address_pb2
+from services.platform.addresses import check_address
 from services.platform.errors import InvalidArgumentError
-from services.platform.validation import Violations, is_uuid
+from services.platform.validation import MAX_KEY, Violations, is_uuid
 
 
 @pytest.mark.parametrize(
@@ -33,3 +35,51 @@ def test_every_violation_is_reported_at_once() -> None:
         ("request_id", "must be a UUID"),
         ("name", "is required"),
     ]
+
+
+def test_keys_and_bounded_text_are_named_when_missing_or_too_long() -> None:
+    v = Violations()
+    assert v.key("p-1", "product_id")
+    assert not v.key("", "order_id")
+    assert not v.key("x" * (MAX_KEY + 1), "artisan_id")
+    assert v.key("x" * MAX_KEY, "user_id")
+    assert v.at_most("", "tracking_code", 100)
+    assert not v.at_most("x" * 101, "tracking_code", 100)
+    assert not v.filled("", "card.cvc", 64)
+    assert not v.filled("1" * 65, "card.number", 64)
+    assert [(f.field, f.description) for f in v.items] == [
+        ("order_id", "is required"),
+        ("artisan_id", f"must be at most {MAX_KEY} characters"),
+        ("tracking_code", "must be at most 100 characters"),
+        ("card.cvc", "is required"),
+        ("card.number", "must be at most 64 characters"),
+    ]
+
+
+def test_an_address_is_checked_part_by_part_under_its_field() -> None:
+    v = Violations()
+    check_address(v, address_pb2.Address(street="Calle Real 1", locality="Baeza", country_code="ES"), "a")
+    check_address(v, address_pb2.Address(), "empty")  # every part is optional unless required
+    assert v.items == []
+
+    check_address(
+        v,
+        address_pb2.Address(
+            street="x" * 201, province="x" * 81, postal_code="23400-00000", country_code="España"
+        ),
+        "delivery_address",
+        required=("street", "locality"),
+    )
+    check_address(v, address_pb2.Address(locality="x" * 81, country_code="es"), "user.address")
+    assert [(f.field, f.description) for f in v.items] == [
+        ("delivery_address.street", "must be at most 200 characters"),
+        ("delivery_address.locality", "is required"),
+        ("delivery_address.province", "must be at most 80 characters"),
+        ("delivery_address.postal_code", "must be at most 10 characters"),
+        ("delivery_address.country_code", "must be an ISO 3166-1 alpha-2 code, such as ES"),
+        ("user.address.locality", "must be at most 80 characters"),
+        ("user.address.country_code", "must be an ISO 3166-1 alpha-2 code, such as ES"),
+    ]
+    blank = Violations()
+    check_address(blank, address_pb2.Address(street="   ", locality="Baeza"), "a", required=("street",))
+    assert [f.field for f in blank.items] == ["a.street"], "blanks do not fill a required part"

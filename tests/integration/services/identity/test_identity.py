@@ -138,6 +138,55 @@ async def test_bad_sign_up_names_every_field_and_writes_nothing(
     assert await identity.infra.pool.fetchval("SELECT count(*) FROM outbox") == 0
 
 
+async def test_oversized_input_is_refused_and_never_holds_back_the_events_after_it(
+    stub: pb_grpc.IdentityServiceAsyncStub, identity: RunningService
+) -> None:
+    # Once, a sign-up with a 1.5 MB locality was stored, and its UserRegistered, over NATS's 1 MiB
+    # limit, held every later identity event in the outbox for good.
+    def sign_up(email: str, address: address_pb2.Address) -> Awaitable[pb.RegisterResponse]:
+        return stub.Register(
+            pb.RegisterRequest(
+                email=email, password=PASSWORD, display_name="Rosa", role=pb.ROLE_CUSTOMER, address=address
+            )
+        )
+
+    too_big = await failure(sign_up("rosa@example.es", address_pb2.Address(locality="x" * 1_500_000)))
+    assert too_big.code() == grpc.StatusCode.RESOURCE_EXHAUSTED  # refused by gRPC, never parsed
+    assert "larger than max" in (too_big.details() or "")
+
+    too_long = await failure(
+        sign_up(
+            "rosa@example.es",
+            address_pb2.Address(street="x" * 201, locality="x" * 30_000, country_code="España"),
+        )
+    )
+    assert too_long.code() == grpc.StatusCode.INVALID_ARGUMENT
+    _, violations = details_of(too_long)
+    assert {field for field, _ in violations} == {
+        "address.street",
+        "address.locality",
+        "address.country_code",
+    }
+    long_email = await failure(sign_up("r" * 250 + "@example.es", address_pb2.Address()))
+    assert [field for field, _ in details_of(long_email)[1]] == ["email"]
+    assert await identity.infra.pool.fetchval("SELECT count(*) FROM users") == 0
+
+    user = (await sign_up("rosa@example.es", address_pb2.Address(locality="x" * 80))).user
+    js, stream = identity.infra.js, identity.infra.topology.stream("IDENTITY")
+
+    async def published() -> bool:
+        return (await js.stream_info(stream)).state.messages == 1
+
+    await eventually(published, what="the sign-up's UserRegistered in the IDENTITY stream")
+    raw = await js.get_msg(stream, seq=1)
+    assert identity.infra.codec.decode(raw.data or b"").payload.user_id == user.user_id  # type: ignore[attr-defined]
+
+    async def relayed() -> bool:  # the row goes once JetStream's acknowledgement is in
+        return bool(await identity.infra.pool.fetchval("SELECT count(*) FROM outbox") == 0)
+
+    await eventually(relayed, what="an empty outbox")
+
+
 async def test_a_taken_email_is_already_exists(stub: pb_grpc.IdentityServiceAsyncStub) -> None:
     await register(stub, "ana@example.es")
     error = await failure(register(stub, "ANA@example.es"))

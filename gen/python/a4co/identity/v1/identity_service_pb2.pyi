@@ -159,7 +159,7 @@ class RegisterRequest(_message.Message):
     PHONE_NUMBER_FIELD_NUMBER: _builtins.int
     ADDRESS_FIELD_NUMBER: _builtins.int
     email: _builtins.str
-    """The e-mail address; unique."""
+    """The e-mail address, at most 254 characters; unique."""
     password: _builtins.str
     """The password, 10 to 128 characters."""
     display_name: _builtins.str

@@ -454,7 +454,7 @@ class MarkOrderShippedRequest(_message.Message):
     order_id: _builtins.str
     """The order."""
     tracking_code: _builtins.str
-    """The carrier's tracking code; optional."""
+    """The carrier's tracking code, at most 100 characters; optional."""
     def __init__(
         self,
         *,

@@ -145,7 +145,7 @@ class Card(_message.Message):
     cvc: _builtins.str
     """The security code, 3 digits (4 for American Express)."""
     holder_name: _builtins.str
-    """The name printed on the card."""
+    """The name printed on the card, at most 100 characters; optional."""
     def __init__(
         self,
         *,
@@ -174,7 +174,7 @@ class SepaDebit(_message.Message):
     iban: _builtins.str
     """The IBAN; spaces are ignored. Spanish IBANs are 24 characters."""
     account_holder: _builtins.str
-    """The account holder's name."""
+    """The account holder's name, at most 100 characters."""
     def __init__(
         self,
         *,

@@ -18,7 +18,9 @@ DESCRIPTOR: _descriptor.FileDescriptor
 
 @_typing.final
 class Address(_message.Message):
-    """Address is a postal address in Spain or elsewhere, as a person writes it."""
+    """Address is a postal address in Spain or elsewhere, as a person writes it.
+    Every part is optional unless a request says otherwise.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -28,15 +30,17 @@ class Address(_message.Message):
     POSTAL_CODE_FIELD_NUMBER: _builtins.int
     COUNTRY_CODE_FIELD_NUMBER: _builtins.int
     street: _builtins.str
-    """The street, number, floor and door, for example "Calle Real 12, 2º B"."""
+    """The street, number, floor and door, for example "Calle Real 12, 2º B";
+    at most 200 characters.
+    """
     locality: _builtins.str
-    """The town or city, for example "Úbeda"."""
+    """The town or city, for example "Úbeda"; at most 80 characters."""
     province: _builtins.str
-    """The province, for example "Jaén"."""
+    """The province, for example "Jaén"; at most 80 characters."""
     postal_code: _builtins.str
-    """The postal code, for example "23400"."""
+    """The postal code, for example "23400"; at most 10 characters."""
     country_code: _builtins.str
-    """The ISO 3166-1 alpha-2 country code, for example "ES"."""
+    """The ISO 3166-1 alpha-2 country code in capitals, for example "ES"."""
     def __init__(
         self,
         *,
