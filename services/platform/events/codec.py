@@ -33,8 +33,9 @@ tracer = trace.get_tracer("a4co.events")
 # over its `max_payload` (1 MiB by default) every time it is sent, and an outbox row that cannot be
 # published holds back every row after it; so an event over this limit is refused when it is
 # encoded, inside the transaction of the change that made it, which then does not commit. This
-# API's events are a few KB; the services' requests are bounded far below this
-# (grpc/server.py's MAX_REQUEST_BYTES), so only a defect can reach it.
+# API's largest event, an order of 50 lines with the longest ids, names and address requests allow,
+# is 12,834 bytes with its headers; the services' requests are bounded far below this limit
+# (grpc/server.py's MAX_REQUEST_BYTES; decision 29), so only a defect can reach it.
 MAX_EVENT_BYTES = 256 * 1024
 # What NATS adds to a message's headers and payload (the NATS/1.0 line, separators), and more.
 FRAMING_BYTES = 1024
