@@ -86,6 +86,18 @@ class MethodPolicy:
     validator: Validator | None = None
 
 
+# A caller's `x-correlation-id` is copied into every log line and event of its flow: one longer
+# than this, or not printable ASCII, is ignored, and the call starts a flow of its own.
+MAX_CORRELATION_ID = 128
+
+
+def caller_correlation(value: str | None) -> str | None:
+    """The caller's correlation id if it can be one (UUIDs and W3C trace ids can), else None."""
+    if value and len(value) <= MAX_CORRELATION_ID and value.isascii() and value.isprintable():
+        return value
+    return None
+
+
 def bearer_token(metadata: Mapping[str, str]) -> str | None:
     """The token of an `authorization: Bearer …` header, if any."""
     value = metadata.get("authorization", "")
@@ -146,7 +158,8 @@ class PlatformInterceptor:
         # The call itself is the cause of whatever it publishes: "<Method>/<call id>"; a call that
         # starts a flow gives it its own id, as Flow.new does.
         call_id = new_id()
-        flow = Flow(metadata.get("x-correlation-id") or call_id, f"{method.rsplit('/', 1)[-1]}/{call_id}")
+        correlation = caller_correlation(metadata.get("x-correlation-id")) or call_id
+        flow = Flow(correlation, f"{method.rsplit('/', 1)[-1]}/{call_id}")
         code, principal, error_reason = grpc.StatusCode.OK, None, ""
         remote = None
         if self.propagate_only and "traceparent" in metadata:

@@ -18,7 +18,7 @@ from prometheus_client import REGISTRY
 
 from a4co.inventory.v1 import inventory_service_pb2 as pb
 from a4co.inventory.v1 import inventory_service_pb2_grpc as pb_grpc
-from services.platform.grpc.interceptor import PlatformInterceptor
+from services.platform.grpc.interceptor import MAX_CORRELATION_ID, PlatformInterceptor
 from services.platform.grpc.server import GrpcServer, Registration
 from services.platform.grpc.status import details_of
 from services.platform.local_servers import ServerUrls, wait_until
@@ -163,6 +163,27 @@ async def test_a_stopping_server_hands_over_the_access_lines_it_kept(
     await server.stop(0)
     (record,) = [r for r in caplog.records if r.name == "a4co.access"]
     assert record.__dict__["correlation_id"] == "corr-kept"
+
+
+async def test_a_callers_correlation_id_is_kept_unless_it_cannot_be_one(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    server, servicer = slow_server()
+    servicer.release.set()
+    server.interceptor.access_log.delay_s = 3600  # the stop hands the lines over
+    await server.start()
+    caplog.set_level(logging.INFO, logger="a4co.access")
+    kept, too_long = "c" * MAX_CORRELATION_ID, "c" * (MAX_CORRELATION_ID + 1)
+    async with grpc.aio.insecure_channel(server.address) as channel:
+        for correlation in (kept, too_long):
+            await pb_grpc.InventoryServiceStub(channel).CheckStock(
+                pb.CheckStockRequest(), metadata=(("x-correlation-id", correlation),)
+            )
+    await server.stop(0)
+    first, second = [r.__dict__["correlation_id"] for r in caplog.records if r.name == "a4co.access"]
+    assert first == kept
+    assert second != too_long
+    assert len(second) == 36, "a flow of its own, with the call's id"
 
 
 async def test_sigterm_stops_a_service_process_cleanly(
