@@ -37,9 +37,11 @@ class InvalidArgumentError(A4coError):
 
     kind = "INVALID_ARGUMENT"
 
-    def __init__(self, violations: list[FieldViolation], reason: str = "INVALID_REQUEST") -> None:
+    def __init__(
+        self, violations: list[FieldViolation], reason: str = "INVALID_REQUEST", message: str | None = None
+    ) -> None:
         fields = ", ".join(v.field for v in violations)
-        super().__init__(reason, f"invalid request: {fields}")
+        super().__init__(reason, message or f"invalid request: {fields}")
         self.violations = violations
 
 

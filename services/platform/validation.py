@@ -55,12 +55,21 @@ class Violations:
         return self.filled(value, field, MAX_KEY)
 
     def at_most(self, value: str, field: str, high: int) -> bool:
-        """A string may be empty, or up to `high` characters."""
-        return self.check(len(value) <= high, field, f"must be at most {high} characters")
+        """A string may be empty, or up to `high` characters, none of them NUL."""
+        if not self.check(len(value) <= high, field, f"must be at most {high} characters"):
+            return False
+        return self.text(value, field)
 
     def length(self, value: str, field: str, low: int, high: int) -> bool:
-        """A string's length must lie in [low, high]."""
-        return self.check(low <= len(value) <= high, field, f"must be {low} to {high} characters")
+        """A string's length must lie in [low, high], and none of its characters be NUL."""
+        if not self.check(low <= len(value) <= high, field, f"must be {low} to {high} characters"):
+            return False
+        return self.text(value, field)
+
+    def text(self, value: str, field: str) -> bool:
+        """No NUL character, which PostgreSQL's text cannot hold (`at_most`, `length`, `filled`
+        and `key` check this too)."""
+        return self.check("\x00" not in value, field, "must not contain NUL characters")
 
     def between(self, value: float, field: str, low: float, high: float) -> bool:
         """A number must lie in [low, high]."""

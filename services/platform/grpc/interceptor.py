@@ -23,13 +23,19 @@ from typing import Any, cast
 import asyncpg
 import grpc
 import redis.exceptions
-from google.protobuf.message import Message
+from google.protobuf.message import DecodeError, Message
 from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
 from prometheus_client import Counter, Histogram
 
 from services.platform.auth import Principal, Role, TokenVerifier, principal_scope
-from services.platform.errors import A4coError, ResourceExhaustedError, UnauthenticatedError, UnavailableError
+from services.platform.errors import (
+    A4coError,
+    InvalidArgumentError,
+    ResourceExhaustedError,
+    UnauthenticatedError,
+    UnavailableError,
+)
 from services.platform.flow import Flow, flow_scope, new_id
 from services.platform.grpc.access_log import AccessLog
 from services.platform.grpc.status import internal_status, to_status
@@ -98,6 +104,26 @@ def caller_correlation(value: str | None) -> str | None:
     return None
 
 
+@dataclass(frozen=True, slots=True)
+class Malformed:
+    """What a request's bytes parse to when they are not its method's message (a string that is
+    not UTF-8, a corrupt wire format): refused as bad input, where gRPC would answer UNKNOWN."""
+
+    detail: str
+
+
+def _tolerant(parse: Callable[[bytes], Any]) -> Callable[[bytes], Any]:
+    """`parse`, returning Malformed for bytes it cannot parse instead of raising."""
+
+    def tolerant(data: bytes) -> Any:
+        try:
+            return parse(data)
+        except DecodeError as exc:
+            return Malformed(str(exc))
+
+    return tolerant
+
+
 def bearer_token(metadata: Mapping[str, str]) -> str | None:
     """The token of an `authorization: Bearer …` header, if any."""
     value = metadata.get("authorization", "")
@@ -139,9 +165,10 @@ class PlatformInterceptor:
             return handler
         behavior = cast(Behavior, handler.unary_unary)
         wrapped = functools.partial(self._handle, behavior, method, policy)
+        parse = handler.request_deserializer
         return grpc.unary_unary_rpc_method_handler(
             wrapped,
-            request_deserializer=handler.request_deserializer,
+            request_deserializer=_tolerant(parse) if parse is not None else None,
             response_serializer=handler.response_serializer,
         )
 
@@ -150,7 +177,7 @@ class PlatformInterceptor:
         behavior: Behavior,
         method: str,
         policy: MethodPolicy,
-        request: Message,
+        request: Message | Malformed,
         context: Context,
     ) -> Message:
         started = time.perf_counter()
@@ -175,6 +202,10 @@ class PlatformInterceptor:
                 principal = await self._authenticate(policy, token)
                 flow = Flow(flow.correlation_id, flow.causation_id, principal.user_id if principal else "")
             with principal_scope(principal), flow_scope(flow):
+                if isinstance(request, Malformed):
+                    raise InvalidArgumentError(
+                        [], "MALFORMED_REQUEST", f"malformed request: {request.detail}"
+                    )
                 if policy.validator is not None:
                     policy.validator(request)
                 return await behavior(request, context)

@@ -1,5 +1,6 @@
 """Every string of every request is bounded: walked from the services' descriptors, each string
-field set far too long (one field at a time) is refused by the method's validator, naming it.
+field set far too long, or holding a NUL (which PostgreSQL's text cannot), one field at a time, is
+refused by the method's validator, naming it.
 
 What one request can make a service store or publish must stay small: a sign-up whose locality
 was 1.5 MB once made an event that NATS refused, and it held every later identity event in the
@@ -27,6 +28,7 @@ SERVICES = (
     "inventory", "loyalty", "notifications", "orders", "payments",
 )  # fmt: skip
 LONG = "x" * 5000
+NUL = "Ana\x00Mal"
 # Checked past the interceptor, where the rules of the domain are: identity's sign-up
 # (`check_signup`) and profile updates (`apply_profile_update`), both tested below. An update
 # changes only the fields its mask names, and never the user's id nor e-mail address.
@@ -91,32 +93,39 @@ def test_the_walk_finds_the_strings_of_every_service() -> None:
     cases(),
     ids=[f"{name.rsplit('/', 1)[1]}-{path}" for name, path, *_ in cases()],
 )
-def test_a_string_far_too_long_is_refused_naming_its_field(
+def test_a_string_far_too_long_or_with_a_nul_is_refused_naming_its_field(
     name: str, path: str, policy: MethodPolicy, method: MethodDescriptor, chain: list[FieldDescriptor]
 ) -> None:
     request_class = symbol_database.Default().GetSymbol(method.input_type.full_name)
-    request = _with(request_class(), chain, LONG)
     assert policy.validator is not None, f"{name} has a string ({path}) and no validator"
-    with pytest.raises(InvalidArgumentError) as refused:
-        policy.validator(request)
-    assert path in {v.field for v in refused.value.violations}, refused.value.violations
+    for bad in (LONG, NUL):
+        with pytest.raises(InvalidArgumentError) as refused:
+            policy.validator(_with(request_class(), chain, bad))
+        assert path in {v.field for v in refused.value.violations}, (bad[:10], refused.value.violations)
 
 
 def test_sign_ups_and_profile_updates_bound_every_field_they_keep() -> None:
     long_address = Address(*(LONG,) * 5)
-    with pytest.raises(InvalidArgumentError) as signup:
-        check_signup(f"{LONG}@example.es", LONG, LONG, Role.CUSTOMER, LONG, long_address)
-    assert {v.field for v in signup.value.violations} == {
+    every = {
         "email", "password", "display_name", "phone_number", "address.street", "address.locality",
         "address.province", "address.postal_code", "address.country_code",
     }  # fmt: skip
+    with pytest.raises(InvalidArgumentError) as signup:
+        check_signup(f"{LONG}@example.es", LONG, LONG, Role.CUSTOMER, LONG, long_address)
+    assert {v.field for v in signup.value.violations} == every
+    with pytest.raises(InvalidArgumentError) as nul:
+        check_signup(f"{NUL}@example.es", f"{NUL}-aceite", NUL, Role.CUSTOMER, NUL, Address(*(NUL,) * 5))
+    assert {v.field for v in nul.value.violations} == every
 
     user = User("u-1", "ana@example.es", "Ana", Role.CUSTOMER, "hash")
-    changes = User("u-1", LONG, LONG, Role.CUSTOMER, "", phone_number=LONG, address=long_address, bio=LONG)
-    with pytest.raises(InvalidArgumentError) as update:
-        apply_profile_update(user, changes, ["display_name", "phone_number", "address", "bio"])
-    assert {v.field for v in update.value.violations} == {
-        "user.display_name", "user.phone_number", "user.bio",
-        "user.address.street", "user.address.locality", "user.address.province",
-        "user.address.postal_code", "user.address.country_code",
+    profile = {
+        "user.display_name", "user.phone_number", "user.bio", "user.address.street", "user.address.locality",
+        "user.address.province", "user.address.postal_code", "user.address.country_code",
     }  # fmt: skip
+    for bad in (LONG, NUL):
+        changes = User(
+            "u-1", bad, bad, Role.CUSTOMER, "", phone_number=bad, address=Address(*(bad,) * 5), bio=bad
+        )
+        with pytest.raises(InvalidArgumentError) as update:
+            apply_profile_update(user, changes, ["display_name", "phone_number", "address", "bio"])
+        assert {v.field for v in update.value.violations} == profile

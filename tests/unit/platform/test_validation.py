@@ -83,3 +83,16 @@ def test_an_address_is_checked_part_by_part_under_its_field() -> None:
     blank = Violations()
     check_address(blank, address_pb2.Address(street="   ", locality="Baeza"), "a", required=("street",))
     assert [f.field for f in blank.items] == ["a.street"], "blanks do not fill a required part"
+
+
+def test_a_nul_is_refused_by_every_bound_on_text() -> None:
+    v = Violations()
+    assert not v.text("a\x00b", "note")
+    assert not v.at_most("a\x00b", "tracking_code", 100)
+    assert not v.length("a\x00b", "name", 3, 120)
+    assert not v.key("p-\x00", "product_id")
+    assert v.text("añ ✓", "ok")
+    assert [(f.field, f.description) for f in v.items] == [
+        (field, "must not contain NUL characters")
+        for field in ("note", "tracking_code", "name", "product_id")
+    ]

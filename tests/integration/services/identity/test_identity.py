@@ -169,6 +169,10 @@ async def test_oversized_input_is_refused_and_never_holds_back_the_events_after_
     }
     long_email = await failure(sign_up("r" * 250 + "@example.es", address_pb2.Address()))
     assert [field for field, _ in details_of(long_email)[1]] == ["email"]
+    # PostgreSQL's text cannot hold a NUL: refused as bad input, not failed as an internal error.
+    nul = await failure(sign_up("rosa@example.es", address_pb2.Address(street="Calle\x00Real")))
+    assert nul.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert details_of(nul)[1] == [("address.street", "must not contain NUL characters")]
     assert await identity.infra.pool.fetchval("SELECT count(*) FROM users") == 0
 
     user = (await sign_up("rosa@example.es", address_pb2.Address(locality="x" * 80))).user
