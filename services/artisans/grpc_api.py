@@ -20,6 +20,10 @@ from services.platform.timestamps import to_timestamp
 from services.platform.validation import Violations
 
 SERVICE = pb.DESCRIPTOR.services_by_name["ArtisansService"].full_name
+# The most a product may cost, 1,000,000.00 EUR: an order of 50 lines of 1,000 units at this price
+# still totals far within the 64-bit cents of Money and of PostgreSQL's bigint.
+MAX_PRICE_CENTS = 100_000_000
+MAX_UNITS = 1_000_000  # a product's first stock and its low-stock threshold, as AdjustStock's
 Context = grpc.aio.ServicerContext[Any, Any]
 
 
@@ -42,16 +46,16 @@ def check_onboard(request: pb.OnboardArtisanRequest) -> None:
 
 
 def check_publish(request: pb.PublishProductRequest) -> None:
-    """A UUID request, a name, a known category, a positive EUR price, non-negative stock."""
+    """A UUID request, a name, a known category, a EUR price up to 1,000,000.00, stock up to a million."""
     v = Violations()
     v.uuid(request.request_id, "request_id")
     v.length(request.name.strip(), "name", 3, 120)
     v.length(request.description, "description", 0, 2000)
     v.check(request.category in CRAFTS, "category", f"must be one of {', '.join(sorted(CRAFTS))}")
     v.check(request.price.currency_code in ("", "EUR"), "price.currency_code", "must be EUR")
-    v.check(request.price.amount_cents > 0, "price.amount_cents", "must be more than 0")
-    v.check(request.initial_stock >= 0, "initial_stock", "must not be negative")
-    v.check(request.low_stock_threshold >= 0, "low_stock_threshold", "must not be negative")
+    v.between(request.price.amount_cents, "price.amount_cents", 1, MAX_PRICE_CENTS)
+    v.between(request.initial_stock, "initial_stock", 0, MAX_UNITS)
+    v.between(request.low_stock_threshold, "low_stock_threshold", 0, MAX_UNITS)
     v.raise_if_any()
 
 

@@ -7,6 +7,20 @@ from datetime import datetime
 
 from services.platform.errors import FailedPreconditionError
 
+# The most a product may have on hand: PostgreSQL's integer holds about twice as many.
+MAX_ON_HAND = 1_000_000_000
+
+
+class StockTooHighError(FailedPreconditionError):
+    """A change would take the stock on hand over MAX_ON_HAND."""
+
+    def __init__(self, product_id: str, on_hand: int, delta: int) -> None:
+        super().__init__(
+            "STOCK_ABOVE_LIMIT",
+            f"{product_id}: {on_hand:,} on hand; changing it by {delta:,} would pass {MAX_ON_HAND:,}",
+            metadata={"product_id": product_id, "on_hand": str(on_hand), "limit": str(MAX_ON_HAND)},
+        )
+
 
 class StockTooLowError(FailedPreconditionError):
     """A change would leave less on hand than is reserved, or a negative stock."""
@@ -46,6 +60,8 @@ class StockLevel:
         on_hand = self.on_hand + delta
         if on_hand < self.reserved or on_hand < 0:
             raise StockTooLowError(self.product_id, self.on_hand, self.reserved, delta)
+        if on_hand > MAX_ON_HAND:
+            raise StockTooHighError(self.product_id, self.on_hand, delta)
         return replace(
             self,
             on_hand=on_hand,

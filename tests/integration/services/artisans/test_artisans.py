@@ -140,6 +140,15 @@ async def test_refusals(marketplace: dict[str, RunningService], keys: Keys) -> N
         )
     )
     assert {f for f, _ in details_of(madrid)[1]} == {"craft", "location"}
+    # A price or stock past these would, once ordered or adjusted, overflow what PostgreSQL holds.
+    huge = publishing()
+    huge.price.amount_cents, huge.initial_stock, huge.low_stock_threshold = 2**62, 2**31 - 1, 2**31 - 1
+    too_much = await failure(stub.PublishProduct(huge, metadata=me))
+    assert {f for f, _ in details_of(too_much)[1]} == {
+        "price.amount_cents",
+        "initial_stock",
+        "low_stock_threshold",
+    }
     customer = await failure(stub.OnboardArtisan(onboarding(), metadata=token(keys, "c-1", Role.CUSTOMER)))
     assert customer.code() == grpc.StatusCode.PERMISSION_DENIED
     pool = marketplace["artisans"].infra.pool

@@ -15,7 +15,7 @@ from a4co.inventory.v1 import inventory_service_pb2 as pb
 from a4co.inventory.v1 import inventory_service_pb2_grpc as pb_grpc
 from services.inventory.__main__ import build
 from services.inventory.adapters.cache import StockCache
-from services.inventory.domain import StockLevel
+from services.inventory.domain import MAX_ON_HAND, StockLevel
 from services.platform.auth import Role
 from services.platform.grpc.status import details_of
 from services.platform.local_servers import ServerUrls
@@ -207,3 +207,21 @@ async def test_bad_requests_name_the_fields_and_change_nothing(
     assert await inventory.infra.pool.fetchval("SELECT on_hand FROM stock WHERE product_id = 'p-queso'") == 2
     missing = await failure(stub.GetStock(pb.GetStockRequest(product_id="p-none")))
     assert missing.code() == grpc.StatusCode.NOT_FOUND
+
+
+async def test_stock_is_kept_within_what_postgresql_holds(
+    stub: pb_grpc.InventoryServiceAsyncStub, inventory: RunningService, keys: Keys
+) -> None:
+    # Once, a stock taken past PostgreSQL's integer failed the call with INTERNAL.
+    await publish_product(inventory, "p-granel", MAX_ON_HAND - 1_000_000)
+    owner = token(keys, ARTISAN, Role.ARTISAN)
+    full = await stub.AdjustStock(adjust("p-granel", 1_000_000), metadata=owner)
+    assert full.stock.on_hand == MAX_ON_HAND
+    over = await failure(stub.AdjustStock(adjust("p-granel", 1), metadata=owner))
+    assert over.code() == grpc.StatusCode.FAILED_PRECONDITION
+    info, _ = details_of(over)
+    assert info is not None
+    assert info.reason == "STOCK_ABOVE_LIMIT"
+    assert info.metadata["limit"] == str(MAX_ON_HAND)
+    on_hand = await inventory.infra.pool.fetchval("SELECT on_hand FROM stock WHERE product_id = 'p-granel'")
+    assert on_hand == MAX_ON_HAND

@@ -230,12 +230,14 @@ class PublishProductRequest(_message.Message):
     category: _builtins.str
     """The category slug."""
     initial_stock: _builtins.int
-    """The units on hand now, 0 or more."""
+    """The units on hand now, 0 to 1,000,000."""
     low_stock_threshold: _builtins.int
-    """Below this many available units the artisan is warned; 0 disables it."""
+    """Below this many available units the artisan is warned; 0 disables it.
+    At most 1,000,000.
+    """
     @_builtins.property
     def price(self) -> _money_pb2.Money:
-        """The price of one unit, in EUR, more than zero."""
+        """The price of one unit, in EUR, more than zero and at most 1,000,000.00."""
 
     def __init__(
         self,

@@ -245,13 +245,14 @@ class AdjustStockRequest(_message.Message):
     product_id: _builtins.str
     """The product."""
     delta: _builtins.int
-    """The change of units on hand; not 0, and on_hand may not become negative
-    nor fall below what is reserved.
+    """The change of units on hand; not 0, within ±1,000,000. on_hand may not
+    become negative, fall below what is reserved, nor pass 1,000,000,000
+    (FAILED_PRECONDITION, STOCK_BELOW_RESERVED or STOCK_ABOVE_LIMIT).
     """
     reason: _builtins.str
     """Why, for example "restock" or "breakage"; at most 200 characters."""
     low_stock_threshold: _builtins.int
-    """A new low-stock threshold; left unchanged when unset."""
+    """A new low-stock threshold, 0 to 1,000,000; left unchanged when unset."""
     def __init__(
         self,
         *,
