@@ -52,10 +52,14 @@ class Violations:
 
     def key(self, value: str, field: str) -> bool:
         """The field must be set, to at most MAX_KEY characters (ids and keys)."""
+        if value and len(value) <= MAX_KEY and "\x00" not in value:  # the usual case, at once
+            return True
         return self.filled(value, field, MAX_KEY)
 
     def at_most(self, value: str, field: str, high: int) -> bool:
         """A string may be empty, or up to `high` characters, none of them NUL."""
+        if len(value) <= high and "\x00" not in value:  # the usual case, at once
+            return True
         if not self.check(len(value) <= high, field, f"must be at most {high} characters"):
             return False
         return self.text(value, field)
