@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC
 from typing import Any
 
 import grpc
@@ -13,7 +14,6 @@ from services.analytics import handlers
 from services.platform.auth import current_principal
 from services.platform.grpc.interceptor import MethodPolicy
 from services.platform.grpc.server import Registration
-from services.platform.timestamps import from_timestamp
 from services.platform.validation import MAX_KEY, Violations
 
 SERVICE = pb.DESCRIPTOR.services_by_name["AnalyticsService"].full_name
@@ -23,9 +23,13 @@ Context = grpc.aio.ServicerContext[Any, Any]
 def check_report(request: pb.GetSalesReportRequest) -> None:
     """Both ends of the period, in order; a workshop's id if one is asked for."""
     v = Violations()
-    v.check(request.HasField("start_time"), "start_time", "is required")
-    v.check(request.HasField("end_time"), "end_time", "is required")
-    if request.HasField("start_time") and request.HasField("end_time"):
+    start = v.check(request.HasField("start_time"), "start_time", "is required") and v.timestamp(
+        request.start_time, "start_time"
+    )
+    end = v.check(request.HasField("end_time"), "end_time", "is required") and v.timestamp(
+        request.end_time, "end_time"
+    )
+    if start and end:
         v.check(
             request.start_time.ToNanoseconds() < request.end_time.ToNanoseconds(),
             "end_time",
@@ -48,9 +52,8 @@ class AnalyticsServicer(pb_grpc.AnalyticsServiceServicer):
         self, request: pb.GetSalesReportRequest, context: Context
     ) -> pb.GetSalesReportResponse:
         """An artisan's sales over a period."""
-        start, end = from_timestamp(request.start_time), from_timestamp(request.end_time)
-        assert start is not None
-        assert end is not None
+        # Both are set and valid (check_report); the epoch itself is a valid start.
+        start, end = request.start_time.ToDatetime(tzinfo=UTC), request.end_time.ToDatetime(tzinfo=UTC)
         r = await handlers.report(self.deps, current_principal(), request.artisan_id, start, end)
 
         def money(cents: int) -> money_pb2.Money:

@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 import uuid
+from typing import TYPE_CHECKING
 
 from services.platform.errors import FieldViolation, InvalidArgumentError
+
+if TYPE_CHECKING:
+    from google.protobuf.timestamp_pb2 import Timestamp
 
 # Every string a request carries is bounded, so that what one request makes a service store and
 # publish stays small (and far below the size of an event NATS would refuse; docs/events.md).
 MAX_KEY = 100  # characters of an id or key that need not be a UUID: a product's, a workshop's
 MAX_TOKEN = 4096  # characters of an access or refresh token (this API's are about 300 to 400)
 MAX_EMAIL = 254  # characters of an e-mail address (RFC 5321's limit on a path)
+# What a google.protobuf.Timestamp may hold: 0001-01-01T00:00:00Z to 9999-12-31T23:59:59Z.
+TIMESTAMP_SECONDS = (-62_135_596_800, 253_402_300_799)
 
 
 def is_uuid(value: str) -> bool:
@@ -74,6 +80,15 @@ class Violations:
         """No NUL character, which PostgreSQL's text cannot hold (`at_most`, `length`, `filled`
         and `key` check this too)."""
         return self.check("\x00" not in value, field, "must not contain NUL characters")
+
+    def timestamp(self, stamp: Timestamp, field: str) -> bool:
+        """A Timestamp within its documented range (protobuf's conversions refuse any other)."""
+        low, high = TIMESTAMP_SECONDS
+        return self.check(
+            low <= stamp.seconds <= high and 0 <= stamp.nanos <= 999_999_999,
+            field,
+            "must be a time from 0001-01-01 to 9999-12-31 (UTC), nanos 0 to 999,999,999",
+        )
 
     def between(self, value: float, field: str, low: float, high: float) -> bool:
         """A number must lie in [low, high]."""

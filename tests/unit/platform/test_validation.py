@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from google.protobuf.timestamp_pb2 import Timestamp
 
 from a4co.type.v1 import address_pb2
 from services.platform.addresses import check_address
@@ -96,3 +97,15 @@ def test_a_nul_is_refused_by_every_bound_on_text() -> None:
         (field, "must not contain NUL characters")
         for field in ("note", "tracking_code", "name", "product_id")
     ]
+
+
+def test_a_timestamp_must_lie_in_the_range_protobuf_converts() -> None:
+    v = Violations()
+    assert v.timestamp(Timestamp(), "epoch")
+    assert v.timestamp(Timestamp(seconds=-62_135_596_800), "year 1")
+    assert v.timestamp(Timestamp(seconds=253_402_300_799, nanos=999_999_999), "year 9999")
+    assert not v.timestamp(Timestamp(seconds=253_402_300_800), "past")
+    assert not v.timestamp(Timestamp(seconds=-62_135_596_801), "before")
+    assert not v.timestamp(Timestamp(seconds=1, nanos=-1), "nanos")
+    assert not v.timestamp(Timestamp(seconds=1, nanos=1_000_000_000), "too many nanos")
+    assert [f.field for f in v.items] == ["past", "before", "nanos", "too many nanos"]

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import grpc
 import pytest
 import pytest_asyncio
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -25,9 +26,11 @@ from a4co.loyalty.v1 import loyalty_service_pb2_grpc as loyalty_grpc
 from a4co.notifications.v1 import notifications_service_pb2 as notifications_pb
 from a4co.notifications.v1 import notifications_service_pb2_grpc as notifications_grpc
 from a4co.orders.v1 import orders_service_pb2 as pb
+from services.platform.grpc.status import details_of
 from services.platform.local_servers import ServerUrls
 from tests.integration.services.harness import Keys
 from tests.integration.services.orders.shop import Actors, shop
+from tests.support.rpc import failure
 from tests.support.waiting import eventually
 
 
@@ -125,6 +128,21 @@ async def test_a_delivered_order_is_seen_by_every_subscriber(everyone: Actors, t
         return counts == (1, 1, 2) and report.gross_revenue.amount_cents == 5000
 
     await eventually(counted, what="the sale counted")
+    # From the epoch itself (a set Timestamp of zeros), and times protobuf cannot convert.
+    since_1970 = await analytics.GetSalesReport(
+        analytics_pb.GetSalesReportRequest(start_time=Timestamp(), end_time=end), metadata=everyone.artisan()
+    )
+    assert since_1970.orders_placed == 1
+    out_of_range = await failure(
+        analytics.GetSalesReport(
+            analytics_pb.GetSalesReportRequest(
+                start_time=Timestamp(seconds=2**62), end_time=Timestamp(seconds=1, nanos=-1)
+            ),
+            metadata=everyone.artisan(),
+        )
+    )
+    assert out_of_range.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert {f for f, _ in details_of(out_of_range)[1]} == {"start_time", "end_time"}
 
     catalog = catalog_grpc.CatalogServiceStub(svc["catalog"].channel)
 
