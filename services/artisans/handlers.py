@@ -12,7 +12,13 @@ import asyncpg
 from a4co.artisans.events.v1 import artisan_events_pb2 as events
 from a4co.type.v1 import lat_lng_pb2, money_pb2
 from services.artisans.adapters.postgres import ArtisansUnitOfWork
-from services.artisans.domain import AlreadyOnboardedError, NotOnboardedError, Product, Workshop
+from services.artisans.domain import (
+    AlreadyOnboardedError,
+    NotOnboardedError,
+    Product,
+    RequestIdReusedError,
+    Workshop,
+)
 from services.platform.auth import Principal
 from services.platform.timestamps import to_timestamp
 
@@ -38,8 +44,10 @@ async def onboard(
         mine = Workshop(principal.user_id, *_fields(workshop))
         try:
             moment = await uow.catalogue.onboard(mine, request_id)
-        except asyncpg.UniqueViolationError:
-            raise AlreadyOnboardedError() from None
+        except asyncpg.UniqueViolationError as exc:
+            if exc.constraint_name == "workshops_request_id_key":
+                raise RequestIdReusedError() from None  # by another artisan: ours would be found above
+            raise AlreadyOnboardedError() from None  # the same artisan's other call, just committed
         await uow.outbox.add(
             events.ArtisanOnboarded(
                 artisan_id=mine.artisan_id,
@@ -55,6 +63,14 @@ async def onboard(
     return mine, moment
 
 
+def _retried(seen: tuple[Product, datetime], principal: Principal) -> tuple[Product, datetime]:
+    """The answer to a call whose request id was used already: the product it published, if the
+    caller's."""
+    if seen[0].artisan_id != principal.user_id:
+        raise RequestIdReusedError()
+    return seen
+
+
 def _fields(w: Workshop) -> tuple[str, str, str, float, float, dict[str, str], str]:
     return (w.display_name.strip(), w.craft, w.locality.strip(), w.latitude, w.longitude, w.address, w.bio)
 
@@ -65,8 +81,8 @@ async def publish(
     """Put a product of the calling, onboarded artisan on sale (ProductPublished), once per request."""
     async with deps.uow() as uow:
         seen = await uow.catalogue.product_by_request(request_id)
-        if seen is not None and seen[0].artisan_id == principal.user_id:
-            return seen
+        if seen is not None:
+            return _retried(seen, principal)
         if await uow.catalogue.workshop(principal.user_id) is None:
             raise NotOnboardedError()
         mine = Product(
@@ -81,6 +97,10 @@ async def publish(
             product.low_stock_threshold,
         )
         moment = await uow.catalogue.publish(mine, request_id)
+        if moment is None:  # a call with the same request id committed meanwhile
+            seen = await uow.catalogue.product_by_request(request_id)
+            assert seen is not None
+            return _retried(seen, principal)
         await uow.outbox.add(
             events.ProductPublished(
                 product_id=mine.product_id,

@@ -79,13 +79,14 @@ class Catalogue:
         row = await self.conn.fetchrow("SELECT * FROM products WHERE request_id = $1", request_id)
         return _product(row) if row else None
 
-    async def publish(self, p: Product, request_id: str) -> datetime:
-        """Record a product; returns when."""
-        moment: datetime = await self.conn.fetchval(
+    async def publish(self, p: Product, request_id: str) -> datetime | None:
+        """Record a product; returns when, or None when its request id was taken meanwhile (by a
+        call that committed while this one ran: PostgreSQL waits for it, then skips the row)."""
+        moment: datetime | None = await self.conn.fetchval(
             "INSERT INTO products (product_id, request_id, artisan_id, name, description, category,"
             " price_cents, currency_code, initial_stock, low_stock_threshold)"
             " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
-            " RETURNING published_at",
+            " ON CONFLICT (request_id) DO NOTHING RETURNING published_at",
             p.product_id,
             request_id,
             p.artisan_id,

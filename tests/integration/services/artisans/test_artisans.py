@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import uuid
 from collections.abc import AsyncIterator
@@ -89,12 +90,31 @@ async def test_an_artisan_onboards_once_and_publishes_and_everyone_hears(
     assert other.code() == grpc.StatusCode.ALREADY_EXISTS
 
     product_request = str(uuid.uuid4())
-    published = (await stub.PublishProduct(publishing(product_request), metadata=me)).product
+    # Two calls with one request id at once (a client's retry racing its first try): one product.
+    both = await asyncio.gather(
+        *(stub.PublishProduct(publishing(product_request), metadata=me) for _ in range(2))
+    )
+    published = both[0].product
+    assert both[1].product == published
     assert (await stub.PublishProduct(publishing(product_request), metadata=me)).product == published
 
+    # Another artisan's call with those request ids is refused, not failed (it was INTERNAL).
+    someone = token(keys, "artisan-otro", Role.ARTISAN)
+    reused = await failure(stub.OnboardArtisan(onboarding(request_id), metadata=someone))
+    assert (reused.code(), details_of(reused)[0].reason) == (  # type: ignore[union-attr]
+        grpc.StatusCode.PERMISSION_DENIED,
+        "REQUEST_ID_REUSED",
+    )
+    await stub.OnboardArtisan(onboarding(), metadata=someone)
+    reused = await failure(stub.PublishProduct(publishing(product_request), metadata=someone))
+    assert (reused.code(), details_of(reused)[0].reason) == (  # type: ignore[union-attr]
+        grpc.StatusCode.PERMISSION_DENIED,
+        "REQUEST_ID_REUSED",
+    )
+
     await eventually(
-        lambda: _names(marketplace["artisans"], ["ArtisanOnboarded", "ProductPublished"]),
-        what="one ArtisanOnboarded and one ProductPublished, however often the calls were retried",
+        lambda: _names(marketplace["artisans"], ["ArtisanOnboarded", "ProductPublished", "ArtisanOnboarded"]),
+        what="one ArtisanOnboarded each and one ProductPublished, however often the calls were retried",
     )
 
     inventory = inventory_grpc.InventoryServiceStub(marketplace["inventory"].channel)
@@ -116,7 +136,8 @@ async def test_an_artisan_onboards_once_and_publishes_and_everyone_hears(
             stock.on_hand == 7
             and product.available_quantity == 7
             and product.locality == "Úbeda"
-            and [(a.artisan_id, a.product_count) for a in nearby.artisans] == [("artisan-tito", 1)]
+            and {(a.artisan_id, a.product_count) for a in nearby.artisans}
+            == {("artisan-tito", 1), ("artisan-otro", 0)}
         )
 
     await eventually(everywhere, timeout=20, what="stock, catalogue and map updated from the events")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -207,6 +208,26 @@ async def test_bad_requests_name_the_fields_and_change_nothing(
     assert await inventory.infra.pool.fetchval("SELECT on_hand FROM stock WHERE product_id = 'p-queso'") == 2
     missing = await failure(stub.GetStock(pb.GetStockRequest(product_id="p-none")))
     assert missing.code() == grpc.StatusCode.NOT_FOUND
+
+
+async def test_one_request_id_on_two_products_at_once_is_applied_once_and_refused_once(
+    stub: pb_grpc.InventoryServiceAsyncStub, inventory: RunningService, keys: Keys
+) -> None:
+    await publish_product(inventory, "p-uno", 5)
+    await publish_product(inventory, "p-dos", 5)
+    owner, request_id = token(keys, ARTISAN, Role.ARTISAN), str(uuid.uuid4())
+    outcomes = await asyncio.gather(
+        *(stub.AdjustStock(adjust(p, 1, request_id), metadata=owner) for p in ("p-uno", "p-dos")),
+        return_exceptions=True,
+    )
+    refused = [o for o in outcomes if isinstance(o, grpc.aio.AioRpcError)]
+    assert len(refused) == 1, outcomes  # the other was applied
+    assert refused[0].code() == grpc.StatusCode.PERMISSION_DENIED  # never INTERNAL, whichever came first
+    assert details_of(refused[0])[0].reason == "REQUEST_ID_REUSED"  # type: ignore[union-attr]
+    levels = await inventory.infra.pool.fetch(
+        "SELECT on_hand FROM stock WHERE product_id IN ('p-uno', 'p-dos')"
+    )
+    assert sorted(r["on_hand"] for r in levels) == [5, 6]
 
 
 async def test_stock_is_kept_within_what_postgresql_holds(
