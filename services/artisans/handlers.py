@@ -7,8 +7,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
-import asyncpg
-
 from a4co.artisans.events.v1 import artisan_events_pb2 as events
 from a4co.type.v1 import lat_lng_pb2, money_pb2
 from services.artisans.adapters.postgres import ArtisansUnitOfWork
@@ -37,17 +35,14 @@ async def onboard(
     async with deps.uow() as uow:
         existing = await uow.catalogue.workshop(principal.user_id)
         if existing is not None:
-            stored, moment, rid = existing
-            if rid == request_id:
-                return stored, moment  # a retried call
-            raise AlreadyOnboardedError()
+            return _onboarded(existing, request_id)
         mine = Workshop(principal.user_id, *_fields(workshop))
-        try:
-            moment = await uow.catalogue.onboard(mine, request_id)
-        except asyncpg.UniqueViolationError as exc:
-            if exc.constraint_name == "workshops_request_id_key":
-                raise RequestIdReusedError() from None  # by another artisan: ours would be found above
-            raise AlreadyOnboardedError() from None  # the same artisan's other call, just committed
+        moment = await uow.catalogue.onboard(mine, request_id)
+        if moment is None:  # a call that committed meanwhile: this artisan's, or another's request id
+            existing = await uow.catalogue.workshop(principal.user_id)
+            if existing is None:
+                raise RequestIdReusedError()
+            return _onboarded(existing, request_id)
         await uow.outbox.add(
             events.ArtisanOnboarded(
                 artisan_id=mine.artisan_id,
@@ -61,6 +56,15 @@ async def onboard(
             aggregate_id=mine.artisan_id,
         )
     return mine, moment
+
+
+def _onboarded(existing: tuple[Workshop, datetime, str], request_id: str) -> tuple[Workshop, datetime]:
+    """The answer to onboarding an artisan whose workshop joined already: the workshop, to a retry
+    of the call that onboarded it."""
+    stored, moment, rid = existing
+    if rid != request_id:
+        raise AlreadyOnboardedError()
+    return stored, moment
 
 
 def _retried(seen: tuple[Product, datetime], principal: Principal) -> tuple[Product, datetime]:

@@ -56,12 +56,13 @@ class Catalogue:
         )
         return (*_workshop(row), row["rid"]) if row else None
 
-    async def onboard(self, w: Workshop, request_id: str) -> datetime:
-        """Record a workshop; returns when."""
-        moment: datetime = await self.conn.fetchval(
+    async def onboard(self, w: Workshop, request_id: str) -> datetime | None:
+        """Record a workshop; returns when, or None when the artisan or the request id has one
+        already (committed by a call that ran meanwhile: PostgreSQL waits for it, then skips)."""
+        moment: datetime | None = await self.conn.fetchval(
             "INSERT INTO workshops (artisan_id, request_id, display_name, craft, locality, latitude,"
             " longitude, address, bio) VALUES ($1, $2, $3, $4, $5, $6, $7, $8::jsonb, $9)"
-            " RETURNING onboarded_at",
+            " ON CONFLICT DO NOTHING RETURNING onboarded_at",
             w.artisan_id,
             request_id,
             w.display_name,
