@@ -148,7 +148,9 @@ class OnboardArtisanRequest(_message.Message):
     ADDRESS_FIELD_NUMBER: _builtins.int
     BIO_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
-    """A client-chosen UUID that makes the call safe to retry."""
+    """A client-chosen UUID that makes the call safe to retry; one that
+    another artisan's call used is PERMISSION_DENIED, REQUEST_ID_REUSED.
+    """
     display_name: _builtins.str
     """The workshop's public name, 2 to 80 characters."""
     craft: _builtins.str
@@ -222,7 +224,9 @@ class PublishProductRequest(_message.Message):
     INITIAL_STOCK_FIELD_NUMBER: _builtins.int
     LOW_STOCK_THRESHOLD_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
-    """A client-chosen UUID that makes the call safe to retry."""
+    """A client-chosen UUID that makes the call safe to retry; one that
+    another artisan's call used is PERMISSION_DENIED, REQUEST_ID_REUSED.
+    """
     name: _builtins.str
     """The product's name, in Spanish, 3 to 120 characters."""
     description: _builtins.str

@@ -241,7 +241,9 @@ class AdjustStockRequest(_message.Message):
     REASON_FIELD_NUMBER: _builtins.int
     LOW_STOCK_THRESHOLD_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
-    """A client-chosen UUID that makes the call safe to retry."""
+    """A client-chosen UUID that makes the call safe to retry; one that
+    a call on another product used is PERMISSION_DENIED, REQUEST_ID_REUSED.
+    """
     product_id: _builtins.str
     """The product."""
     delta: _builtins.int
