@@ -80,28 +80,38 @@ async def outcome(pending: Any) -> grpc.StatusCode:
     return grpc.StatusCode.OK
 
 
+def allowed(keys: Keys, service: str, method: MethodDescriptor, user: str = "user-1") -> Any:
+    """The metadata of a token whose role may call `method`."""
+    policy = SERVICES[service][1][path(method)]
+    return token(keys, user, next(iter(policy.roles)) if policy.roles else Role.CUSTOMER)
+
+
+every_rpc = pytest.mark.parametrize(
+    ("service", "method"), rpcs(), ids=lambda x: x if isinstance(x, str) else x.name
+)
+
+
 def test_every_rpc_has_a_policy() -> None:
     for _, (service, policies) in SERVICES.items():
         for method in service.methods:
             assert path(method) in policies, f"{path(method)} has no MethodPolicy"
 
 
-@pytest.mark.parametrize(("service", "method"), rpcs(), ids=lambda x: x if isinstance(x, str) else x.name)
+@every_rpc
 async def test_every_rpc_refuses_bad_input_missing_tokens_and_wrong_roles(
     five_shared: dict[str, RunningService], keys: Keys, service: str, method: MethodDescriptor
 ) -> None:
     svc = five_shared[service]
     policy = SERVICES[service][1][path(method)]
-    role = next(iter(policy.roles)) if policy.roles else Role.CUSTOMER
-    allowed = token(keys, "user-1", role)
+    may = allowed(keys, service, method)
 
     if method.name in EMPTY_IS_VALID:
         # The made-up user may not exist: NOT_FOUND is an answer, a refusal of the input is not.
-        code = await outcome(call(svc, method, allowed))
+        code = await outcome(call(svc, method, may))
         assert code not in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.INTERNAL), code
     else:
         with pytest.raises(grpc.aio.AioRpcError) as bad:
-            await call(svc, method, allowed)
+            await call(svc, method, may)
         assert bad.value.code() == grpc.StatusCode.INVALID_ARGUMENT, bad.value
         info, violations = details_of(bad.value)
         assert info is not None
@@ -118,13 +128,11 @@ async def test_every_rpc_refuses_bad_input_missing_tokens_and_wrong_roles(
         assert wrong.value.code() == grpc.StatusCode.PERMISSION_DENIED
 
 
-@pytest.mark.parametrize(("service", "method"), rpcs(), ids=lambda x: x if isinstance(x, str) else x.name)
+@every_rpc
 async def test_every_rpc_refuses_bytes_that_are_not_its_request_as_bad_input(
     five_shared: dict[str, RunningService], keys: Keys, service: str, method: MethodDescriptor
 ) -> None:
     svc = five_shared[service]
-    policy = SERVICES[service][1][path(method)]
-    role = next(iter(policy.roles)) if policy.roles else Role.CUSTOMER
     raw = svc.channel.unary_unary(path(method), request_serializer=bytes, response_deserializer=bytes)
     # A wire format cut short, and where field 1 is a string, one that is not UTF-8: gRPC alone
     # answers UNKNOWN.
@@ -134,7 +142,7 @@ async def test_every_rpc_refuses_bytes_that_are_not_its_request_as_bad_input(
         samples.append(b"\x0a\x02\xff\xfe")
     for data in samples:
         with pytest.raises(grpc.aio.AioRpcError) as bad:
-            await raw(data, metadata=token(keys, "user-1", role), timeout=10)
+            await raw(data, metadata=allowed(keys, service, method), timeout=10)
         assert bad.value.code() == grpc.StatusCode.INVALID_ARGUMENT, bad.value
         info, _ = details_of(bad.value)
         assert info is not None
@@ -197,9 +205,7 @@ async def test_no_edge_value_in_any_field_fails_a_call_as_an_internal_error(
     failed, calls = [], 0
     database = symbol_database.Default()
     for service, method in rpcs():
-        policy = SERVICES[service][1][path(method)]
-        role = next(iter(policy.roles)) if policy.roles else Role.CUSTOMER
-        metadata = token(keys, "6a1c6b39-7d0e-4a77-9a4f-9f0f3f1c2b11", role)
+        metadata = allowed(keys, service, method, "6a1c6b39-7d0e-4a77-9a4f-9f0f3f1c2b11")
         request_class = database.GetSymbol(method.input_type.full_name)
         for name, set_edge in _edges(method.input_type):
             request = request_class()
