@@ -318,12 +318,19 @@ class ProductIndex:
         lat, lng = filters.near
         latitudes = searcher.fast_field_values("latitude", addresses)
         longitudes = searcher.fast_field_values("longitude", addresses)
-        distances = [
-            distance_km(float(la or 0), float(lo or 0), lat, lng)
-            for la, lo in zip(latitudes, longitudes, strict=True)
-        ]
-        keep = [i for i, d in enumerate(distances) if d <= filters.radius_km]
-        keep.sort(key=lambda i: (-hits[i][0], addresses[i].segment_ord, addresses[i].doc))
+        # A product is where its workshop is: the candidates share a few points, each measured once
+        # (over 100,000 products, the 23,642 candidates of "aceite" within 500 km: 74 ms a search
+        # in a loop when each was measured, 17 to 25 ms so).
+        measured: dict[tuple[float | int | None, float | int | None], float] = {}
+        distances = []
+        for point in zip(latitudes, longitudes, strict=True):
+            d = measured.get(point)
+            if d is None:
+                d = measured[point] = distance_km(float(point[0] or 0), float(point[1] or 0), lat, lng)
+            distances.append(d)
+        # The hits come best first, ties in the index's order (as above): so do those kept.
+        radius = filters.radius_km
+        keep = [i for i, d in enumerate(distances) if d <= radius]
         page = [
             Ranked(_product_id(searcher, addresses[i]), float(hits[i][0]), distances[i])
             for i in keep[offset : offset + limit]

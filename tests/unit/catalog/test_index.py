@@ -106,6 +106,13 @@ def test_pages_of_equal_scores_cover_every_result_once() -> None:
         assert total == 60
         seen += [r.product_id for r in page]
     assert sorted(seen) == sorted(p.product_id for p in twins)
+    # Near a point that takes them all (the twins share one workshop's), the same pages in order.
+    seen_near: list[str] = []
+    for offset in range(0, 60, 7):
+        page, total = index.search(["aceite"], False, SearchFilters(near=JAEN, radius_km=50), offset, 7)
+        assert total == 60
+        seen_near += [r.product_id for r in page]
+    assert seen_near == seen
     by_id = {p.product_id: p for p in twins}
     loaded_first = [by_id[s].publish_time for s in seen if s < "p50"]
     assert loaded_first == sorted(loaded_first, reverse=True)  # newest first, as loaded
