@@ -237,6 +237,7 @@ class Search:
             return f"${len(args)}"
 
         where, score, distance, order = ["true"], "0.0::float8", "0.0::float8", "p.publish_time DESC"
+        ctes, joins = [], ""
         if text:
             q = f"{parser}_tsquery('spanish', {arg(text)})"
             raw = arg(" ".join(tokens(filters.query)))
@@ -246,7 +247,15 @@ class Search:
             score = f"(ts_rank(p.search, {q}, 1) + similarity(p.name_norm, {raw}))::float8"
             order = "score DESC, p.publish_time DESC"
         if filters.near:
-            distance = _distance(arg(filters.near[0]), arg(filters.near[1]))
+            # A product is where its workshop is: each workshop's distance is measured once (over
+            # 100,000 products of 24 workshops, the haversine of every product took 58 of the
+            # statement's 138 ms). A product whose workshop is unknown yet lies at (0, 0), as in
+            # the index.
+            km = _distance(arg(filters.near[0]), arg(filters.near[1]))
+            ctes.append(f"near AS (SELECT a.artisan_id, {km} AS km FROM artisans a)")
+            joins = " LEFT JOIN near n ON n.artisan_id = p.artisan_id"
+            nowhere = "(SELECT NULL::float8 AS latitude, NULL::float8 AS longitude) a"
+            distance = f"coalesce(n.km, (SELECT {km} FROM {nowhere}))"
             where.append(f"{distance} <= {arg(filters.radius_km)}")
             order = order if text else "distance_km ASC"
         if filters.category:
@@ -263,9 +272,10 @@ class Search:
         # only: carrying every column of thousands of matches through the count made PostgreSQL
         # spill the window to disk (83 → 59 ms for 9,000 matches of 100,000 products).
         ranked = f"p.product_id, p.publish_time, {score} AS score, {distance} AS distance_km"
-        body = f"{_FROM} WHERE {' AND '.join(where)}"
+        body = f"{_FROM}{joins} WHERE {' AND '.join(where)}"
+        before = "".join(f"{cte}, " for cte in ctes)
         sql = (
-            f"WITH page AS (SELECT {ranked}, count(*) OVER () AS total {body}"
+            f"WITH {before}page AS (SELECT {ranked}, count(*) OVER () AS total {body}"
             f" ORDER BY {order}, p.product_id LIMIT {arg(limit)} OFFSET {arg(offset)})"
             f" SELECT {_COLUMNS}, page.score, page.distance_km, page.total FROM page"
             f" JOIN products p ON p.product_id = page.product_id"
@@ -277,8 +287,12 @@ class Search:
         hits = [Hit(_view(r), float(r["score"]), float(r["distance_km"])) for r in rows]
         if rows:
             return hits, int(rows[0]["total"])
-        return hits, 0 if offset == 0 else await self._count(f"SELECT {ranked} {body}", args)
+        return hits, 0 if offset == 0 else await self._count(before, f"SELECT {ranked} {body}", args)
 
-    async def _count(self, matches: str, args: list[object]) -> int:
-        """The total of a search whose page is past the end."""
-        return int(await self.pool.fetchval(f"SELECT count(*) FROM ({matches}) AS all_hits", *args[:-2]))
+    async def _count(self, before: str, matches: str, args: list[object]) -> int:
+        """The total of a search whose page is past the end (`before`: the search's CTEs, each
+        followed by a comma)."""
+        ctes = f"WITH {before.removesuffix(', ')} " if before else ""
+        return int(
+            await self.pool.fetchval(f"{ctes}SELECT count(*) FROM ({matches}) AS all_hits", *args[:-2])
+        )

@@ -8,6 +8,7 @@ import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -20,9 +21,10 @@ from a4co.catalog.v1 import catalog_service_pb2_grpc as pb_grpc
 from a4co.inventory.events.v1 import inventory_events_pb2
 from a4co.type.v1 import lat_lng_pb2, money_pb2
 from services.catalog.__main__ import build
-from services.catalog.adapters.index import ProductIndex
+from services.catalog.adapters.index import ProductIndex, distance_km
 from services.catalog.adapters.postgres import Projections
-from services.catalog.domain import fold
+from services.catalog.domain import encode_page_token, fold
+from services.catalog.grpc_api import filters_of
 from services.demo.catalogue import ARTISANS, products
 from services.platform.grpc.status import details_of
 from services.platform.local_servers import ServerUrls
@@ -170,6 +172,30 @@ async def test_filters_narrow_the_results(stub: pb_grpc.CatalogServiceAsyncStub)
         assert product.available_quantity > 0
     by_category = await stub.SearchProducts(pb.SearchProductsRequest(category="forja", page_size=100))
     assert by_category.total_size == sum(1 for p in PRODUCTS if p.category == "forja")
+
+
+async def test_a_search_near_a_point_without_words_is_nearest_first_and_counted_exactly(
+    stub: pb_grpc.CatalogServiceAsyncStub,
+) -> None:
+    workshops = {a.key: a for a in ARTISANS}
+
+    def km(p: Any) -> float:
+        w = workshops[p.artisan_key]
+        return distance_km(w.latitude, w.longitude, CAZORLA.latitude, CAZORLA.longitude)
+
+    within = sorted((km(p), p.key) for p in PRODUCTS if km(p) <= 40)
+    assert 0 < len(within) < len(PRODUCTS), "the radius takes some workshops and leaves others"
+    first = await stub.SearchProducts(pb.SearchProductsRequest(near=CAZORLA, radius_km=40, page_size=100))
+    assert first.total_size == len(within)
+    got = [(r.distance_km, r.product.product_id) for r in first.results]
+    assert [d for d, _ in got] == sorted(d for d, _ in got), "nearest first"
+    assert {i for _, i in got} <= {i for _, i in within}
+    for d, product_id in got:
+        assert d == pytest.approx(dict((i, k) for k, i in within)[product_id], abs=1e-3)
+    request = pb.SearchProductsRequest(near=CAZORLA, radius_km=40, page_size=10)
+    request.page_token = encode_page_token(len(within) + 5, filters_of(request).fingerprint())
+    past_the_end = await stub.SearchProducts(request)  # counted apart, with the same distances
+    assert (list(past_the_end.results), past_the_end.total_size) == ([], len(within))
 
 
 async def test_pages_cover_every_result_once(stub: pb_grpc.CatalogServiceAsyncStub) -> None:
