@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from services.platform.errors import AlreadyExistsError, FailedPreconditionError, PermissionDeniedError
+from services.platform.errors import AlreadyExistsError, FailedPreconditionError
 
 CRAFTS = frozenset(
     {
@@ -32,13 +32,6 @@ class AlreadyOnboardedError(AlreadyExistsError):
 
     def __init__(self) -> None:
         super().__init__("ALREADY_ONBOARDED", "this artisan's workshop is onboarded already")
-
-
-class RequestIdReusedError(PermissionDeniedError):
-    """A request id that another artisan's call used already (a request id is one call's)."""
-
-    def __init__(self) -> None:
-        super().__init__("REQUEST_ID_REUSED", "this request_id was used by another artisan's call")
 
 
 class NotOnboardedError(FailedPreconditionError):

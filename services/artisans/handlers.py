@@ -14,10 +14,10 @@ from services.artisans.domain import (
     AlreadyOnboardedError,
     NotOnboardedError,
     Product,
-    RequestIdReusedError,
     Workshop,
 )
 from services.platform.auth import Principal
+from services.platform.errors import RequestIdReusedError
 from services.platform.timestamps import to_timestamp
 
 
@@ -26,6 +26,9 @@ class Deps:
     """What the use cases are built with."""
 
     uow: Callable[[], ArtisansUnitOfWork]
+
+
+BY_ANOTHER = "by another artisan's call"  # how a reused request id was used
 
 
 async def onboard(
@@ -41,7 +44,7 @@ async def onboard(
         if moment is None:  # a call that committed meanwhile: this artisan's, or another's request id
             existing = await uow.catalogue.workshop(principal.user_id)
             if existing is None:
-                raise RequestIdReusedError()
+                raise RequestIdReusedError(BY_ANOTHER)
             return _onboarded(existing, request_id)
         await uow.outbox.add(
             events.ArtisanOnboarded(
@@ -71,7 +74,7 @@ def _retried(seen: tuple[Product, datetime], principal: Principal) -> tuple[Prod
     """The answer to a call whose request id was used already: the product it published, if the
     caller's."""
     if seen[0].artisan_id != principal.user_id:
-        raise RequestIdReusedError()
+        raise RequestIdReusedError(BY_ANOTHER)
     return seen
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from datetime import datetime
 
-from services.platform.errors import FailedPreconditionError, PermissionDeniedError
+from services.platform.errors import FailedPreconditionError
 
 # The most a product may have on hand: PostgreSQL's integer holds about twice as many.
 MAX_ON_HAND = 1_000_000_000
@@ -20,13 +20,6 @@ class StockTooHighError(FailedPreconditionError):
             f"{product_id}: {on_hand:,} on hand; changing it by {delta:,} would pass {MAX_ON_HAND:,}",
             metadata={"product_id": product_id, "on_hand": str(on_hand), "limit": str(MAX_ON_HAND)},
         )
-
-
-class RequestIdReusedError(PermissionDeniedError):
-    """A request id that a call on another product used already (a request id is one call's)."""
-
-    def __init__(self) -> None:
-        super().__init__("REQUEST_ID_REUSED", "this request_id was used for another product")
 
 
 class StockTooLowError(FailedPreconditionError):

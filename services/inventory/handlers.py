@@ -11,9 +11,9 @@ from a4co.artisans.events.v1 import artisan_events_pb2 as artisan_events
 from a4co.inventory.events.v1 import inventory_events_pb2 as events
 from services.inventory.adapters.cache import StockCache
 from services.inventory.adapters.postgres import InventoryUnitOfWork, Stock
-from services.inventory.domain import Availability, RequestIdReusedError, StockLevel, became_low
+from services.inventory.domain import Availability, StockLevel, became_low
 from services.platform.auth import Principal, Role
-from services.platform.errors import NotFoundError, PermissionDeniedError
+from services.platform.errors import NotFoundError, PermissionDeniedError, RequestIdReusedError
 from services.platform.events.consumer import HandlerContext
 from services.platform.timestamps import to_timestamp
 
@@ -71,6 +71,9 @@ async def get_stock(deps: Deps, product_id: str) -> StockLevel:
     return level
 
 
+FOR_ANOTHER = "for another product"  # how a reused request id was used
+
+
 async def adjust_stock(
     deps: Deps,
     principal: Principal,
@@ -90,14 +93,14 @@ async def adjust_stock(
         seen = await uow.stock.adjustment_seen(request_id)
         if seen is not None:
             if seen != product_id:
-                raise RequestIdReusedError()
+                raise RequestIdReusedError(FOR_ANOTHER)
             return level  # a retried call: already applied, answer with the current stock
         after = await uow.stock.save(level.adjusted(delta, threshold))
         try:
             await uow.stock.record_adjustment(request_id, product_id, principal.user_id, delta, reason)
         except asyncpg.UniqueViolationError:
             # Taken meanwhile by a call on another product (one on this product waited for its lock).
-            raise RequestIdReusedError() from None
+            raise RequestIdReusedError(FOR_ANOTHER) from None
         await uow.outbox.add(
             events.StockAdjusted(
                 product_id=product_id,

@@ -69,6 +69,14 @@ class AlreadyExistsError(A4coError):
     kind = "ALREADY_EXISTS"
 
 
+class RequestIdReusedError(PermissionDeniedError):
+    """A request id that another call used already (a request id is one call's): `used` says how,
+    for example "for another product"."""
+
+    def __init__(self, used: str) -> None:
+        super().__init__("REQUEST_ID_REUSED", f"this request_id was used {used}")
+
+
 class FailedPreconditionError(A4coError):
     """The system is not in a state that allows the operation (for example, too little stock)."""
 

@@ -11,9 +11,9 @@ if TYPE_CHECKING:
     from google.protobuf.timestamp_pb2 import Timestamp
 
 # Every string a request carries is bounded, so that what one request makes a service store and
-# publish stays small (and far below the size of an event NATS would refuse; docs/events.md).
+# publish stays small (and far below the size of an event NATS would refuse; decision 29).
 MAX_KEY = 100  # characters of an id or key that need not be a UUID: a product's, a workshop's
-MAX_TOKEN = 4096  # characters of an access or refresh token (this API's are about 300 to 400)
+MAX_TOKEN = 4096  # characters of a token (this API's access tokens are 412 to 416, refresh tokens 80)
 MAX_EMAIL = 254  # characters of an e-mail address (RFC 5321's limit on a path)
 # What a google.protobuf.Timestamp may hold: 0001-01-01T00:00:00Z to 9999-12-31T23:59:59Z.
 TIMESTAMP_SECONDS = (-62_135_596_800, 253_402_300_799)

@@ -181,10 +181,10 @@ class EventCodec:
             headers=headers_for(envelope, carrier, moment),
             body=envelope.SerializeToString(),
         )
-        if encoded_size(out) > MAX_EVENT_BYTES:
+        if (size := encoded_size(out)) > MAX_EVENT_BYTES:
             raise EventTooLargeError(
                 f"{definition.event_type} of {definition.aggregate_type} {aggregate_id[:100]} is"
-                f" {encoded_size(out):,} bytes encoded, over the limit of {MAX_EVENT_BYTES:,}"
+                f" {size:,} bytes encoded, over the limit of {MAX_EVENT_BYTES:,}"
             )
         return out
 

@@ -28,9 +28,10 @@ NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 # A service's exit status when its gRPC or metrics address cannot be bound (os.EX_TEMPFAIL: try
 # again): the launcher then starts it again on other ports.
 EXIT_CANNOT_LISTEN = 75
-# The largest request a service accepts. This API's requests are a few KB at most (a product's
-# 2,000-character description, an order's 50 lines); gRPC refuses a larger one with
-# RESOURCE_EXHAUSTED before it is parsed. It also bounds what one request can make a service
+# The largest request a service accepts. The largest the fields' bounds allow are an order of 50
+# lines with the longest ids and address, 6,258 bytes, and a product with the longest name and
+# description in two-byte characters, 4,314; gRPC refuses a larger one with RESOURCE_EXHAUSTED
+# before it is parsed. It also bounds what one request can make a service
 # store and publish, far below the size of an event that NATS would refuse (codec.MAX_EVENT_BYTES).
 MAX_REQUEST_BYTES = 64 * 1024
 
