@@ -14,6 +14,11 @@ from typing import NamedTuple
 from services.platform.errors import FieldViolation, InvalidArgumentError
 
 MIN_CORRECTABLE = 4  # shorter words are stop words or too short to correct safely
+# Pages start within a search's first 10,000 results, as in Elasticsearch (its
+# `index.max_result_window`): the index keeps every result up to the page's end in memory while it
+# ranks, and a page token from a client that asked for the 2,147,483,648th made it ask for 34 GB,
+# which aborted the process. total_size still counts every match.
+MAX_PAGED = 10_000
 
 
 def fold(text: str) -> str:
@@ -96,4 +101,8 @@ def decode_page_token(token: str, fingerprint: str) -> int:
         raise InvalidArgumentError([FieldViolation("page_token", "is not a token from this API")]) from None
     if data_fingerprint != fingerprint or offset < 0:
         raise InvalidArgumentError([FieldViolation("page_token", "belongs to a search with other filters")])
+    if offset >= MAX_PAGED:
+        raise InvalidArgumentError(
+            [FieldViolation("page_token", f"starts past the first {MAX_PAGED:,} results; narrow the search")]
+        )
     return offset

@@ -8,7 +8,14 @@ from datetime import UTC, datetime
 from a4co.artisans.events.v1 import artisan_events_pb2 as artisan_events
 from a4co.inventory.events.v1 import inventory_events_pb2 as inventory_events
 from services.catalog.adapters.postgres import Projections, Search
-from services.catalog.domain import Hit, ProductView, SearchFilters, decode_page_token, encode_page_token
+from services.catalog.domain import (
+    MAX_PAGED,
+    Hit,
+    ProductView,
+    SearchFilters,
+    decode_page_token,
+    encode_page_token,
+)
 from services.platform.db import Connection
 from services.platform.errors import NotFoundError
 from services.platform.events.consumer import HandlerContext
@@ -36,7 +43,8 @@ async def search_products(deps: Deps, filters: SearchFilters, page_size: int, pa
     offset = decode_page_token(page_token, fingerprint)
     hits, total = await deps.search.search(filters, offset, page_size)
     following = offset + len(hits)
-    return Page(hits, encode_page_token(following, fingerprint) if following < total else "", total)
+    more = following < total and following < MAX_PAGED
+    return Page(hits, encode_page_token(following, fingerprint) if more else "", total)
 
 
 async def get_product(deps: Deps, product_id: str) -> ProductView:

@@ -8,6 +8,9 @@ from services.platform.errors import FieldViolation, InvalidArgumentError
 
 # This module's tokens are the base64 of a decimal offset: 4 characters for 20, 16 for 10¹¹.
 MAX_TOKEN = 40
+# No list holds a billion items; a larger offset, which a client can write (the format is no
+# secret), overflowed PostgreSQL's OFFSET past 2⁶³ - 1 and failed the call with INTERNAL.
+MAX_OFFSET = 1_000_000_000
 
 
 def offset_of(token: str) -> int:
@@ -20,7 +23,7 @@ def offset_of(token: str) -> int:
         offset = int(base64.urlsafe_b64decode(token.encode()).decode())
     except ValueError:
         raise InvalidArgumentError([FieldViolation("page_token", "is not a token from this API")]) from None
-    if offset < 0:
+    if not 0 <= offset <= MAX_OFFSET:
         raise InvalidArgumentError([FieldViolation("page_token", "is not a token from this API")])
     return offset
 

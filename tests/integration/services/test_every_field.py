@@ -5,6 +5,7 @@ UNKNOWN, UNAVAILABLE): bad input is refused as bad input (decision 29)."""
 
 from __future__ import annotations
 
+import base64
 import functools
 import importlib
 import math
@@ -18,6 +19,7 @@ from google.protobuf import symbol_database
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
+from prometheus_client import REGISTRY
 
 from a4co.analytics.v1 import analytics_service_pb2 as analytics_pb
 from a4co.catalog.v1 import catalog_service_pb2 as catalog_pb
@@ -25,10 +27,14 @@ from a4co.geo.v1 import geo_service_pb2 as geo_pb
 from a4co.inventory.v1 import inventory_service_pb2 as inventory_pb
 from a4co.payments.v1 import payments_service_pb2 as payments_pb
 from a4co.type.v1 import lat_lng_pb2
+from services.catalog.domain import encode_page_token
+from services.catalog.grpc_api import filters_of
 from services.platform.auth import Role
+from services.platform.grpc.status import details_of
 from services.platform.local_servers import ServerUrls
 from tests.integration.services.harness import Keys, RunningService, token
 from tests.integration.services.orders.shop import shop
+from tests.support.waiting import eventually
 
 SERVICES = (
     "analytics", "artisans", "catalog", "cms", "geo", "identity",
@@ -155,3 +161,62 @@ async def test_no_edge_value_in_any_field_fails_a_call_as_an_internal_error(
     assert set(BASES) <= seen, "every base request is for a method that exists"
     assert calls > 600
     assert failed == []
+
+
+# The search's engines and paths: the index with words, with words near a point, and without words.
+PAGED: dict[str, list[Callable[[], Message]]] = {
+    "/a4co.catalog.v1.CatalogService/SearchProducts": [
+        lambda: catalog_pb.SearchProductsRequest(query="aceite"),
+        BASES["/a4co.catalog.v1.CatalogService/SearchProducts"],
+        lambda: catalog_pb.SearchProductsRequest(category="aceite"),
+    ]
+}
+
+
+def _page_tokens(request: Message) -> Iterator[tuple[str, str]]:
+    """Tokens in this API's two formats (a list's, a search's) whose offsets lie far past any
+    result: a client can write them, since neither format is secret."""
+    for offset in (10**10, 2**63, 10**29):
+        yield f"list offset {offset}", base64.urlsafe_b64encode(str(offset).encode()).decode()
+        if isinstance(request, catalog_pb.SearchProductsRequest):
+            fingerprint = filters_of(request).fingerprint()
+            yield f"search offset {offset}", encode_page_token(offset, fingerprint)
+
+
+async def test_a_page_token_far_past_the_results_is_refused_as_invalid(
+    everything: dict[str, RunningService], keys: Keys
+) -> None:
+    """Such a token once made the search index ask for memory for that many results, which
+    aborted the catalog process (2³¹ results: "memory allocation of 34359738688 bytes failed")."""
+    await eventually(
+        lambda: REGISTRY.get_sample_value("a4co_search_index_ready") == 1, what="the search index ready"
+    )
+    database = symbol_database.Default()
+    refused, calls = [], 0
+    for service in SERVICES:
+        api = importlib.import_module(f"services.{service}.grpc_api")
+        for method in api.pb.DESCRIPTOR.services_by_name[api.SERVICE.rsplit(".", 1)[1]].methods:
+            if "page_token" not in method.input_type.fields_by_name:
+                continue
+            path = f"/{api.SERVICE}/{method.name}"
+            request_class = database.GetSymbol(method.input_type.full_name)
+            rpc = everything[service].channel.unary_unary(
+                path,
+                request_serializer=request_class.SerializeToString,
+                response_deserializer=database.GetSymbol(method.output_type.full_name).FromString,
+            )
+            metadata = token(keys, "6a1c6b39-7d0e-4a77-9a4f-9f0f3f1c2b11", Role.CUSTOMER)
+            for make in PAGED.get(path, [request_class]):
+                for name, page_token in _page_tokens(make()):
+                    request: Any = make()
+                    request.page_token = page_token
+                    calls += 1
+                    try:
+                        await rpc(request, metadata=metadata, timeout=10)
+                    except grpc.aio.AioRpcError as error:
+                        fields = tuple(f for f, _ in details_of(error)[1])
+                        refused.append((method.name, name, error.code().name, fields))
+                    else:
+                        refused.append((method.name, name, "OK", ()))
+    assert calls >= 21  # ListOrders, ListNotifications, and SearchProducts three ways, at least
+    assert {r for r in refused if r[2:] != ("INVALID_ARGUMENT", ("page_token",))} == set()

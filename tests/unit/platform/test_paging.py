@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import base64
+
 import pytest
 
 from services.platform.errors import InvalidArgumentError
-from services.platform.paging import next_token, offset_of
+from services.platform.paging import MAX_OFFSET, next_token, offset_of
 
 
 def test_tokens_round_trip_and_the_last_page_has_none() -> None:
@@ -17,9 +19,20 @@ def test_tokens_round_trip_and_the_last_page_has_none() -> None:
 
 @pytest.mark.parametrize(
     "token",
-    ["not base64!", "LTU=", "YWJj", "MTA" * 1000],  # garbage, "-5", "abc", far too long to be ours
+    [
+        "not base64!",
+        "LTU=",  # -5
+        "YWJj",  # abc
+        "MTA" * 1000,  # far too long to be ours
+        base64.urlsafe_b64encode(str(MAX_OFFSET + 1).encode()).decode(),  # past any list
+        base64.urlsafe_b64encode(str(2**63).encode()).decode(),  # past PostgreSQL's bigint
+    ],
 )
 def test_a_bad_token_names_the_field(token: str) -> None:
     with pytest.raises(InvalidArgumentError) as bad:
         offset_of(token)
     assert [v.field for v in bad.value.violations] == ["page_token"]
+
+
+def test_the_largest_offset_is_still_a_page() -> None:
+    assert offset_of(base64.urlsafe_b64encode(str(MAX_OFFSET).encode()).decode()) == MAX_OFFSET

@@ -160,7 +160,9 @@ class SearchProductsRequest(_message.Message):
     page_size: _builtins.int
     """The most results to return, 1 to 100; 20 when unset."""
     page_token: _builtins.str
-    """The next_page_token of a previous call with the same filters; at most 200 characters."""
+    """The next_page_token of a previous call with the same filters; at most 200
+    characters. Pages start within a search's first 10,000 results.
+    """
     @_builtins.property
     def min_price(self) -> _money_pb2.Money:
         """The price range, inclusive; currencies must be EUR."""
@@ -205,9 +207,11 @@ class SearchProductsResponse(_message.Message):
     NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
     TOTAL_SIZE_FIELD_NUMBER: _builtins.int
     next_page_token: _builtins.str
-    """The token for the next page; empty on the last page."""
+    """The token for the next page; empty on the last page, and on the page that
+    reaches the 10,000th result (narrow the search to see past it).
+    """
     total_size: _builtins.int
-    """How many products match in all."""
+    """How many products match in all, paged or not."""
     @_builtins.property
     def results(self) -> _containers.RepeatedCompositeFieldContainer[Global___SearchResult]:
         """The products found, best first."""
