@@ -1,9 +1,9 @@
 """catalog's search index: the products' text ranked by BM25 in Tantivy, in files of this process.
 
 PostgreSQL's tables stay the catalogue; the index is derived from them (`follower.py` keeps it in
-step) and answers searches that have words, because ranking thousands of matches in SQL cost about
-45 ms of PostgreSQL CPU per query over 100,000 products, and the index answers the same query,
-count included, in about 0.25 ms (docs/performance-history.md, docs/decisions/0016).
+step) and answers every search while it follows, because ranking thousands of matches in SQL cost
+about 45 ms of PostgreSQL CPU per query over 100,000 products, and the index answers the same
+query, count included, in about 0.25 ms (docs/performance-history.md, docs/decisions/0016 and 0030).
 
 Text is analysed as PostgreSQL's `spanish` configuration over `unaccent` does it: folded, Spanish
 stop words dropped, Snowball Spanish stems. Name, category and description are indexed as one
@@ -18,9 +18,13 @@ products, both with services/platform/memory.py's two arenas: 95.2 MB RSS on ave
 103.5 with the index in memory, three and four runs; docs/performance-history.md). The index is
 rebuilt from PostgreSQL at every start, so nothing on disk outlives the process.
 
-Results are ordered by score, then by the index's own order of documents (newest first as
-loaded; a product changed since comes after the others of its score), so that pages never overlap
-nor skip a result while the index is unchanged.
+Results with words are ordered by score, then by the index's own order of documents (newest first
+as loaded; a product changed since comes after the others of its score); without words, newest
+first, or nearest first and then newest near a point: so that pages never overlap nor skip a
+result while the index is unchanged.
+
+Searches near a point count the matches at each place first (a product is where its workshop is,
+so the places are few): the radius is then exact, and a page reads only its own products.
 """
 
 from __future__ import annotations
@@ -33,7 +37,7 @@ import tempfile
 import time
 import weakref
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 from typing import TextIO
@@ -54,6 +58,9 @@ NAME_WEIGHT, CATEGORY_WEIGHT = 3, 2
 WRITER_HEAP_BYTES = 15_000_000  # Tantivy's minimum for one indexing thread
 EARTH_RADIUS_KM = 6371.0088
 KNOWN_WORDS = 10_000  # words remembered by `knows` at most
+# The most places a search near a point counts (workshops in the box around its circle); past it,
+# the search runs in SQL. Tantivy's aggregations stop at 65,000 buckets.
+MAX_PLACES = 10_000
 
 # Folded, stop words dropped, then stemmed: the order of PostgreSQL's unaccent + `spanish`.
 ANALYZER = (
@@ -91,12 +98,17 @@ class Ranked:
     distance_km: float
 
 
+class TooManyPlacesError(Exception):
+    """More places around a point than a search near it counts (`MAX_PLACES`)."""
+
+
 def _schema() -> tantivy.Schema:
     builder = tantivy.SchemaBuilder()
     builder.add_text_field("product_id", stored=True, tokenizer_name="raw")
     builder.add_text_field("text", tokenizer_name="es", index_option="freq")
     builder.add_text_field("category", tokenizer_name="raw")
     builder.add_text_field("artisan_id", tokenizer_name="raw")
+    builder.add_text_field("place", tokenizer_name="raw", fast=True)  # `_place`: counted by place
     builder.add_integer_field("price_cents", fast=True)
     builder.add_integer_field("publish_us", fast=True)
     builder.add_boolean_field("in_stock", indexed=True)
@@ -111,12 +123,23 @@ def _document(p: IndexedProduct) -> tantivy.Document:
         text=" ".join([p.name] * NAME_WEIGHT + [p.category] * CATEGORY_WEIGHT + [p.description]),
         category=p.category,
         artisan_id=p.artisan_id,
+        place=_place(p.latitude, p.longitude),
         price_cents=p.price_cents,
         publish_us=int(p.publish_time.timestamp() * 1_000_000),
         in_stock=p.in_stock,
         latitude=p.latitude,
         longitude=p.longitude,
     )
+
+
+def _place(latitude: float, longitude: float) -> str:
+    """A point as one term, read back exactly by `_point`."""
+    return f"{float(latitude)!r},{float(longitude)!r}"
+
+
+def _point(place: str) -> tuple[float, float]:
+    latitude, longitude = place.split(",")
+    return float(latitude), float(longitude)
 
 
 def distance_km(lat1: float, lng1: float, lat2: float, lng2: float) -> float:
@@ -299,43 +322,100 @@ class ProductIndex:
     def search(
         self, words: Sequence[str], any_word: bool, filters: SearchFilters, offset: int, limit: int
     ) -> tuple[list[Ranked], int]:
-        """One page of products matching every word (or any, with `any_word`), and the total."""
+        """One page of products matching every word (or any, with `any_word`), best first, and
+        the total. TooManyPlacesError near a point with more places around it than it counts."""
         query = self._query(words, any_word, filters)
         if query is None:
             return [], 0
         searcher = self._index.searcher()
+        if filters.near:
+            within = self._places(searcher, query, filters)
+            if not within:
+                return [], 0
+            query = self._at(query, [place for _, place, _ in within])
+        # Tantivy breaks ties between equal scores by document order, the same on every page.
+        found = searcher.search(query, limit=limit, offset=offset, count=True)
+        total = int(found.count or 0)  # type: ignore[attr-defined]  # set with count=True; not in the stubs
+        page = [Ranked(_product_id(searcher, a), float(score), 0.0) for score, a in found.hits]
+        if filters.near and page:  # each result's distance, as its place's was measured
+            lat, lng = filters.near
+            addresses = [address for _, address in found.hits]
+            points = zip(
+                searcher.fast_field_values("latitude", addresses),
+                searcher.fast_field_values("longitude", addresses),
+                strict=True,
+            )
+            page = [
+                replace(r, distance_km=distance_km(float(p or 0), float(q or 0), lat, lng))
+                for r, (p, q) in zip(page, points, strict=True)
+            ]
+        return page, total
+
+    def browse(self, filters: SearchFilters, offset: int, limit: int) -> tuple[list[Ranked], int]:
+        """One page of the products the filters take, without words, and the total: newest first,
+        or near a point nearest first, then newest. TooManyPlacesError as `search`."""
+        searcher = self._index.searcher()
+        conditions = [(tantivy.Occur.Must, c) for c in self._filters(filters)]
+        query = tantivy.Query.boolean_query(conditions) if conditions else tantivy.Query.all_query()
         if not filters.near:
-            # Tantivy breaks ties between equal scores by document order, the same on every page.
-            found = searcher.search(query, limit=limit, offset=offset, count=True)
-            total = int(found.count or 0)  # type: ignore[attr-defined]  # set with count=True; not in the stubs
-            page = [Ranked(_product_id(searcher, a), float(score), 0.0) for score, a in found.hits]
-            return page, total
-        # The radius is exact only once the distances are known: every candidate in the box is read.
-        candidates = searcher.search(query, limit=1, count=True)
-        count = int(candidates.count or 0)  # type: ignore[attr-defined]
-        hits = list(searcher.search(query, limit=max(count, 1), count=False).hits)
-        addresses = [address for _, address in hits]
+            return self._newest(searcher, query, offset, limit, 0.0, count=True)
+        within = self._places(searcher, query, filters)
+        page: list[Ranked] = []
+        skip = offset
+        for km, place, count in within:  # nearest first: the page's places, in turn
+            if len(page) == limit:
+                break
+            if skip >= count:
+                skip -= count
+                continue
+            here, _ = self._newest(searcher, self._at(query, [place]), skip, limit - len(page), km)
+            page += here
+            skip = 0
+        return page, sum(count for _, _, count in within)
+
+    @staticmethod
+    def _newest(
+        searcher: tantivy.Searcher,
+        query: tantivy.Query,
+        offset: int,
+        limit: int,
+        distance: float,
+        count: bool = False,
+    ) -> tuple[list[Ranked], int]:
+        """A page of `query`'s matches, newest first (ties in document order), and with `count`
+        their number."""
+        found = searcher.search(query, limit=limit, offset=offset, count=count, order_by_field="publish_us")
+        page = [Ranked(_product_id(searcher, a), 0.0, distance) for _, a in found.hits]
+        return page, int(found.count or 0) if count else 0  # type: ignore[attr-defined]
+
+    def _at(self, query: tantivy.Query, places: list[str]) -> tantivy.Query:
+        """`query`'s matches at these places."""
+        at = tantivy.Query.term_set_query(self.schema, "place", places)
+        return tantivy.Query.boolean_query([(tantivy.Occur.Must, query), (tantivy.Occur.Must, at)])
+
+    @staticmethod
+    def _places(
+        searcher: tantivy.Searcher, query: tantivy.Query, filters: SearchFilters
+    ) -> list[tuple[float, str, int]]:
+        """The places of `query`'s matches within the radius, as (distance, place, matches there),
+        nearest first (a tie by place).
+
+        Counted by place in one pass over the matches (over 100,000 products, 1.0-1.3 ms for the
+        9,094 matches of three words within 500 km, where reading every candidate's distance took
+        17-25 ms; docs/performance-history.md)."""
+        assert filters.near is not None
         lat, lng = filters.near
-        latitudes = searcher.fast_field_values("latitude", addresses)
-        longitudes = searcher.fast_field_values("longitude", addresses)
-        # A product is where its workshop is: the candidates share a few points, each measured once
-        # (over 100,000 products, the 23,642 candidates of "aceite" within 500 km: 74 ms a search
-        # in a loop when each was measured, 17 to 25 ms so).
-        measured: dict[tuple[float | int | None, float | int | None], float] = {}
-        distances = []
-        for point in zip(latitudes, longitudes, strict=True):
-            d = measured.get(point)
-            if d is None:
-                d = measured[point] = distance_km(float(point[0] or 0), float(point[1] or 0), lat, lng)
-            distances.append(d)
-        # The hits come best first, ties in the index's order (as above): so do those kept.
-        radius = filters.radius_km
-        keep = [i for i, d in enumerate(distances) if d <= radius]
-        page = [
-            Ranked(_product_id(searcher, addresses[i]), float(hits[i][0]), distances[i])
-            for i in keep[offset : offset + limit]
-        ]
-        return page, len(keep)
+        counted = searcher.aggregate(query, {"at": {"terms": {"field": "place", "size": MAX_PLACES}}})["at"]
+        if counted.get("sum_other_doc_count"):
+            raise TooManyPlacesError(f"more than {MAX_PLACES} places around ({lat}, {lng})")
+        within = []
+        for bucket in counted["buckets"]:
+            place = bucket["key"]
+            km = distance_km(*_point(place), lat, lng)
+            if km <= filters.radius_km:
+                within.append((km, place, int(bucket["doc_count"])))
+        within.sort()
+        return within
 
     def knows(self, word: str) -> bool:
         """Whether some product has this word (or it is a stop word), so it needs no correcting.

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable
 from datetime import datetime
 
 import asyncpg
 from prometheus_client import Counter
 
-from services.catalog.adapters.index import ProductIndex, Ranked
+from services.catalog.adapters.index import ProductIndex, Ranked, TooManyPlacesError
 from services.catalog.domain import MIN_CORRECTABLE, Hit, ProductView, SearchFilters, tokens
 from services.platform.coalesce import Coalescer
 from services.platform.db import Connection, columns
@@ -47,6 +48,8 @@ _FROM = """FROM products p
 INDEXED_ROWS = f"""SELECT p.product_id, p.artisan_id, p.name, p.description, p.category, p.price_cents,
  p.publish_time, coalesce(s.available, 0) > 0 AS in_stock,
  coalesce(a.latitude, 0) AS latitude, coalesce(a.longitude, 0) AS longitude {_FROM}"""
+
+log = logging.getLogger(__name__)
 
 SEARCHES = Counter("a4co_searches", "SearchProducts answered, by engine (index or sql).", ["engine"])
 _BY_INDEX, _BY_SQL = SEARCHES.labels("index"), SEARCHES.labels("sql")
@@ -161,10 +164,10 @@ class Projections:
 class Search:
     """Reads: one product, and ranked searches.
 
-    Searches with words go to the process's search index while it follows PostgreSQL
-    (`index.ready`); the rest, and every search while it does not, run in SQL. The products the
-    index ranked, and single products, are read by id, the ids of every call waiting read with
-    one statement (services/platform/coalesce.py).
+    Searches go to the process's search index while it follows PostgreSQL (`index.ready`), and
+    run in SQL while it does not, or near a point with more places around it than the index
+    counts. The products the index found, and single products, are read by id, the ids of every
+    call waiting read with one statement (services/platform/coalesce.py).
     """
 
     def __init__(self, pool: asyncpg.Pool, index: ProductIndex | None = None) -> None:
@@ -203,16 +206,14 @@ class Search:
         """One page of results, best first, and the number of matches in all."""
         typed = tokens(filters.query)
         index = self.index if self.index is not None and self.index.ready else None
-        if typed and index is not None:
-            _BY_INDEX.inc()
-            # Only the words no product has go to the lexicon (usually none: no round trip).
-            unknown = [w for w in typed if not index.knows(w)]
-            corrected = dict(zip(unknown, await self.correct(unknown), strict=True))
-            words = [corrected.get(w, w) for w in typed]
-            ranked, total = index.search(words, False, filters, offset, limit)
-            if total == 0:  # no product has every word: rank those with any of them
-                ranked, total = index.search(words, True, filters, offset, limit)
-            return await self._page(ranked), total
+        if index is not None:
+            try:
+                ranked, total = await self._in_index(index, typed, filters, offset, limit)
+            except TooManyPlacesError as exc:
+                log.debug("a search in SQL: %s", exc)
+            else:
+                _BY_INDEX.inc()
+                return await self._page(ranked), total
         _BY_SQL.inc()
         words = await self.correct(typed)
         if words:
@@ -221,6 +222,20 @@ class Search:
                 hits, total = await self._search(filters, " | ".join(words), "to", offset, limit)
             return hits, total
         return await self._search(filters, "", "", offset, limit)
+
+    async def _in_index(
+        self, index: ProductIndex, typed: list[str], filters: SearchFilters, offset: int, limit: int
+    ) -> tuple[list[Ranked], int]:
+        if not typed:
+            return index.browse(filters, offset, limit)
+        # Only the words no product has go to the lexicon (usually none: no round trip).
+        unknown = [w for w in typed if not index.knows(w)]
+        corrected = dict(zip(unknown, await self.correct(unknown), strict=True))
+        words = [corrected.get(w, w) for w in typed]
+        ranked, total = index.search(words, False, filters, offset, limit)
+        if total == 0:  # no product has every word: rank those with any of them
+            ranked, total = index.search(words, True, filters, offset, limit)
+        return ranked, total
 
     async def _page(self, ranked: list[Ranked]) -> list[Hit]:
         """The products of a page the index ranked, in its order."""
@@ -257,7 +272,7 @@ class Search:
             nowhere = "(SELECT NULL::float8 AS latitude, NULL::float8 AS longitude) a"
             distance = f"coalesce(n.km, (SELECT {km} FROM {nowhere}))"
             where.append(f"{distance} <= {arg(filters.radius_km)}")
-            order = order if text else "distance_km ASC"
+            order = order if text else "distance_km ASC, p.publish_time DESC"  # as in the index
         if filters.category:
             where.append(f"p.category = {arg(filters.category)}")
         if filters.artisan_id:

@@ -10,7 +10,14 @@ from pathlib import Path
 
 import pytest
 
-from services.catalog.adapters.index import IndexedProduct, ProductIndex, distance_km, remove_abandoned
+from services.catalog.adapters import index as index_module
+from services.catalog.adapters.index import (
+    IndexedProduct,
+    ProductIndex,
+    TooManyPlacesError,
+    distance_km,
+    remove_abandoned,
+)
 from services.catalog.domain import SearchFilters
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -147,6 +154,99 @@ def test_any_word_still_obeys_the_filters() -> None:
     )
     assert set(ids(index, "aceite", "miel", any_word=True)) == {"p1", "p2"}
     assert ids(index, "aceite", "miel", any_word=True, category="miel") == ["p2"]
+
+
+def browsed(index: ProductIndex, **filters: object) -> list[str]:
+    found, total = index.browse(SearchFilters(**filters), 0, 100)  # type: ignore[arg-type]
+    assert total == len(found)
+    return [r.product_id for r in found]
+
+
+# Three workshops east of Jaén, 10, 20 and 30 km away (0.1 degree of longitude is 8.8 km there).
+PLACES = {f"w{k}": (JAEN[0], JAEN[1] + 0.1 * k * 10 / 8.8) for k in (1, 2, 3)}
+
+
+def spread() -> list[IndexedProduct]:
+    """Twelve products, four at each workshop, published one minute apart in a shuffled order."""
+    made = []
+    for i, minute in enumerate([5, 11, 0, 7, 2, 9, 4, 10, 1, 6, 3, 8]):
+        workshop = f"w{i % 3 + 1}"
+        lat, lng = PLACES[workshop]
+        made.append(
+            product(
+                f"p{i:02}",
+                "Aceite de oliva" if i % 2 else "Queso curado",
+                category="aceite" if i % 2 else "queso",
+                artisan_id=workshop,
+                publish_time=T0 + timedelta(minutes=minute),
+                latitude=lat,
+                longitude=lng,
+                price_cents=100 * (i + 1),
+                in_stock=i % 4 != 0,
+            )
+        )
+    return made
+
+
+def test_without_words_the_newest_come_first_and_the_filters_narrow() -> None:
+    products = spread()
+    index = loaded(*products[:8])
+    index.update(products[8:], [p.product_id for p in products[8:]])  # a second segment, out of order
+    newest = [p.product_id for p in sorted(products, key=lambda p: p.publish_time, reverse=True)]
+    assert browsed(index) == newest
+    assert browsed(index, category="queso") == [i for i in newest if int(i[1:]) % 2 == 0]
+    assert browsed(index, artisan_id="w2") == [i for i in newest if int(i[1:]) % 3 == 1]
+    assert browsed(index, max_price_cents=400) == [i for i in newest if int(i[1:]) < 4]
+    assert browsed(index, in_stock_only=True) == [i for i in newest if int(i[1:]) % 4 != 0]
+    pages = [index.browse(SearchFilters(), offset, 5) for offset in (0, 5, 10, 15)]
+    assert [total for _, total in pages] == [12] * 4
+    assert [r.product_id for page, _ in pages for r in page] == newest
+    assert all(r.score == 0 and r.distance_km == 0 for page, _ in pages for r in page)
+
+
+def test_without_words_near_a_point_the_nearest_come_first_then_the_newest() -> None:
+    products = spread()
+    index = loaded(*products)
+    by_time = sorted(products, key=lambda p: p.publish_time, reverse=True)
+    expected = [p.product_id for w in ("w1", "w2", "w3") for p in by_time if p.artisan_id == w]
+    km = {w: distance_km(*PLACES[w], *JAEN) for w in PLACES}
+    assert [round(km[w]) for w in ("w1", "w2", "w3")] == [10, 20, 30]
+    assert browsed(index, near=JAEN, radius_km=50) == expected
+    assert browsed(index, near=JAEN, radius_km=25) == expected[:8]  # the radius is exact
+    assert browsed(index, near=JAEN, radius_km=5) == []
+    assert browsed(index, near=JAEN, radius_km=50, category="aceite") == [
+        i for i in expected if int(i[1:]) % 2
+    ]
+    # Pages that start and end within a place, or span two: every result once, in order.
+    for size in (1, 3, 5, 12):
+        seen = []
+        for offset in range(0, 14, size):
+            page, total = index.browse(SearchFilters(near=JAEN, radius_km=50), offset, size)
+            assert total == 12
+            seen += [(r.product_id, r.distance_km) for r in page]
+        assert [i for i, _ in seen] == expected
+        workshop = {p.product_id: p.artisan_id for p in products}
+        assert all(d == km[workshop[i]] for i, d in seen)
+
+
+def test_with_words_near_a_point_the_best_come_first_within_the_radius() -> None:
+    index = loaded(*spread())
+    found, total = index.search(["aceite"], False, SearchFilters(near=JAEN, radius_km=25), 0, 100)
+    assert total == len(found) == 4  # the oil of w1 and w2; w3's is 30 km away
+    workshop = {p.product_id: p.artisan_id for p in spread()}
+    assert {workshop[r.product_id] for r in found} == {"w1", "w2"}
+    assert all(r.distance_km == distance_km(*PLACES[workshop[r.product_id]], *JAEN) for r in found)
+    assert index.search(["aceite"], False, SearchFilters(near=JAEN, radius_km=5), 0, 10) == ([], 0)
+
+
+def test_near_a_point_with_more_places_than_it_counts_it_refuses(monkeypatch: pytest.MonkeyPatch) -> None:
+    index = loaded(*spread())
+    monkeypatch.setattr(index_module, "MAX_PLACES", 2)
+    with pytest.raises(TooManyPlacesError):
+        index.browse(SearchFilters(near=JAEN, radius_km=50), 0, 10)
+    with pytest.raises(TooManyPlacesError):
+        index.search(["aceite"], False, SearchFilters(near=JAEN, radius_km=50), 0, 10)
+    assert len(browsed(index, near=JAEN, radius_km=15)) == 4  # the box around 15 km holds one place
 
 
 def test_it_knows_the_words_some_product_has() -> None:

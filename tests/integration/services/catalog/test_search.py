@@ -21,6 +21,7 @@ from a4co.catalog.v1 import catalog_service_pb2_grpc as pb_grpc
 from a4co.inventory.events.v1 import inventory_events_pb2
 from a4co.type.v1 import lat_lng_pb2, money_pb2
 from services.catalog.__main__ import build
+from services.catalog.adapters import index as index_module
 from services.catalog.adapters.index import ProductIndex, distance_km
 from services.catalog.adapters.postgres import Projections
 from services.catalog.domain import encode_page_token, fold
@@ -115,21 +116,23 @@ async def test_the_name_outranks_a_mention_in_the_description(stub: pb_grpc.Cata
     assert not any(n.startswith("Vela") for n in found)
 
 
-async def test_searches_with_words_use_the_index_while_it_follows(
+def engines() -> dict[str, float]:
+    """How many searches each engine has answered in this process."""
+    return {e: REGISTRY.get_sample_value("a4co_searches_total", {"engine": e}) or 0 for e in ("index", "sql")}
+
+
+async def test_every_search_uses_the_index_while_it_follows(
     stub: pb_grpc.CatalogServiceAsyncStub, request: pytest.FixtureRequest
 ) -> None:
-    def counts() -> dict[str, float]:
-        return {
-            e: REGISTRY.get_sample_value("a4co_searches_total", {"engine": e}) or 0 for e in ("index", "sql")
-        }
-
-    before = counts()
+    before = engines()
     await names(stub, "aceite")
-    await stub.SearchProducts(pb.SearchProductsRequest(category="forja"))  # no words: always SQL
-    after = counts()
+    await stub.SearchProducts(pb.SearchProductsRequest(category="forja"))  # no words
+    await stub.SearchProducts(pb.SearchProductsRequest(near=CAZORLA, radius_km=40))  # nor here
+    await stub.SearchProducts(pb.SearchProductsRequest(query="queso", near=CAZORLA, radius_km=40))
+    after = engines()
     moved = {e: after[e] - before[e] for e in after}
     indexed = request.node.callspec.params["catalog"] == "index"
-    assert moved == ({"index": 1, "sql": 1} if indexed else {"index": 0, "sql": 2})
+    assert moved == ({"index": 4, "sql": 0} if indexed else {"index": 0, "sql": 4})
 
 
 async def test_searches_at_once_each_get_their_own_page(
@@ -174,6 +177,33 @@ async def test_filters_narrow_the_results(stub: pb_grpc.CatalogServiceAsyncStub)
     assert by_category.total_size == sum(1 for p in PRODUCTS if p.category == "forja")
 
 
+async def test_without_words_the_newest_come_first(stub: pb_grpc.CatalogServiceAsyncStub) -> None:
+    # The fixture published the products a minute apart, in PRODUCTS' order.
+    newest = [p.key for p in reversed(PRODUCTS)]
+    everything = await every_page(stub, pb.SearchProductsRequest(page_size=100))
+    assert everything == newest
+    forja = await stub.SearchProducts(pb.SearchProductsRequest(category="forja", page_size=100))
+    assert [r.product.product_id for r in forja.results] == [
+        key for key in newest if key in {p.key for p in PRODUCTS if p.category == "forja"}
+    ]
+    assert {(r.score, r.distance_km) for r in forja.results} == {(0, 0)}
+
+
+async def every_page(stub: pb_grpc.CatalogServiceAsyncStub, request: pb.SearchProductsRequest) -> list[str]:
+    """The products of every page of a search, in order; each page's total the same."""
+    found: list[str] = []
+    totals = set()
+    while True:
+        page = await stub.SearchProducts(request)
+        found += [r.product.product_id for r in page.results]
+        totals.add(page.total_size)
+        if not page.next_page_token:
+            break
+        request.page_token = page.next_page_token
+    assert totals == {len(found)}
+    return found
+
+
 async def test_a_search_near_a_point_without_words_is_nearest_first_and_counted_exactly(
     stub: pb_grpc.CatalogServiceAsyncStub,
 ) -> None:
@@ -196,6 +226,32 @@ async def test_a_search_near_a_point_without_words_is_nearest_first_and_counted_
     request.page_token = encode_page_token(len(within) + 5, filters_of(request).fingerprint())
     past_the_end = await stub.SearchProducts(request)  # counted apart, with the same distances
     assert (list(past_the_end.results), past_the_end.total_size) == ([], len(within))
+    # Nearest first, then newest (the fixture published the products a minute apart, in order).
+    published = {p.key: i for i, p in enumerate(PRODUCTS)}
+    nearest = [key for _, key in sorted(within, key=lambda w: (round(w[0], 9), -published[w[1]]))]
+    paged = await every_page(stub, pb.SearchProductsRequest(near=CAZORLA, radius_km=40, page_size=7))
+    assert paged == nearest
+
+
+async def test_near_more_places_than_the_index_counts_the_search_runs_in_sql_alike(
+    stub: pb_grpc.CatalogServiceAsyncStub, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if request.node.callspec.params["catalog"] != "index":
+        pytest.skip("the index's own limit")
+    searches = [
+        pb.SearchProductsRequest(near=CAZORLA, radius_km=40, page_size=100),
+        pb.SearchProductsRequest(query="queso", near=CAZORLA, radius_km=60, page_size=100),
+    ]
+    by_index = [await stub.SearchProducts(s) for s in searches]
+    before = engines()
+    monkeypatch.setattr(index_module, "MAX_PLACES", 1)
+    by_sql = [await stub.SearchProducts(s) for s in searches]
+    assert engines()["sql"] - before["sql"] == 2
+    for index_page, sql_page in zip(by_index, by_sql, strict=True):
+        assert sql_page.total_size == index_page.total_size == len(index_page.results) > 0
+        assert {r.product.product_id for r in sql_page.results} == {
+            r.product.product_id for r in index_page.results
+        }
 
 
 async def test_pages_cover_every_result_once(stub: pb_grpc.CatalogServiceAsyncStub) -> None:

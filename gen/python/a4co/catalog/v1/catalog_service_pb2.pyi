@@ -214,7 +214,9 @@ class SearchProductsResponse(_message.Message):
     """How many products match in all, paged or not."""
     @_builtins.property
     def results(self) -> _containers.RepeatedCompositeFieldContainer[Global___SearchResult]:
-        """The products found, best first."""
+        """The products found: with words, best first; without, newest first, or
+        near a point nearest first, then newest.
+        """
 
     def __init__(
         self,
