@@ -8,6 +8,7 @@ from pathlib import Path
 
 from services.identity import handlers
 from services.identity.adapters.postgres import Argon2Hasher, unit_of_work_factory
+from services.identity.domain import LOGIN_ATTEMPTS, LOGIN_WINDOW_S
 from services.identity.grpc_api import POLICIES, registration
 from services.platform.auth import TokenIssuer
 from services.platform.main import service_main
@@ -23,11 +24,17 @@ async def build(infra: Infrastructure) -> ServiceParts:
         issuer=TokenIssuer(settings.private_key()),
         verifier=infra.verifier(settings.public_key()),
         revocations=infra.revocations,
+        login_attempts=int(os.environ.get("A4CO_LOGIN_ATTEMPTS", str(LOGIN_ATTEMPTS))),
+        login_window_s=float(os.environ.get("A4CO_LOGIN_WINDOW_S", str(LOGIN_WINDOW_S))),
     )
     admin_email, admin_password = os.environ.get("A4CO_ADMIN_EMAIL"), os.environ.get("A4CO_ADMIN_PASSWORD")
     if admin_email and admin_password:
         await handlers.ensure_admin(deps, admin_email, admin_password)
-    return ServiceParts(registrations=[registration(deps)], policies=POLICIES)
+    return ServiceParts(
+        registrations=[registration(deps)],
+        policies=POLICIES,
+        background=[functools.partial(handlers.forget_ended_login_windows, deps)],
+    )
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import math
 import re
 import secrets
 from dataclasses import dataclass, field, replace
@@ -10,7 +11,7 @@ from datetime import datetime
 
 from services.platform.addresses import check_address
 from services.platform.auth import Role
-from services.platform.errors import AlreadyExistsError, UnauthenticatedError
+from services.platform.errors import AlreadyExistsError, ResourceExhaustedError, UnauthenticatedError
 from services.platform.validation import MAX_EMAIL, Violations
 
 EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[A-Za-z]{2,}$")
@@ -32,6 +33,27 @@ class InvalidCredentialsError(UnauthenticatedError):
 
     def __init__(self) -> None:
         super().__init__("INVALID_CREDENTIALS", "wrong e-mail or password")
+
+
+# Password checks per e-mail address within a window, wrong or right: past them, Login refuses the
+# address until the window that began with its first check ends. A right password forgets the
+# count. NIST SP 800-63B asks for at most 100 consecutive failures; OWASP for a lock that ends.
+LOGIN_ATTEMPTS = 5
+LOGIN_WINDOW_S = 15 * 60
+
+
+class TooManyLoginAttemptsError(ResourceExhaustedError):
+    """An e-mail address had its password checked as often as a window allows; refused unchecked,
+    so that guessing gets no faster by asking more (and costs no hashing)."""
+
+    def __init__(self, retry_after_s: float) -> None:
+        wait = max(1, math.ceil(retry_after_s))
+        super().__init__(
+            "TOO_MANY_LOGIN_ATTEMPTS",
+            f"too many sign-in attempts for this e-mail address; try again in {wait} s",
+            metadata={"retry_after_s": str(wait)},
+            retry_delay_s=wait,
+        )
 
 
 class RefreshRejectedError(UnauthenticatedError):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -9,11 +11,14 @@ from datetime import UTC, datetime, timedelta
 
 from a4co.identity.events.v1 import identity_events_pb2 as events
 from services.identity.domain import (
+    LOGIN_ATTEMPTS,
+    LOGIN_WINDOW_S,
     Address,
     EmailTakenError,
     InvalidCredentialsError,
     RefreshRejectedError,
     RefreshToken,
+    TooManyLoginAttemptsError,
     User,
     apply_profile_update,
     check_signup,
@@ -24,6 +29,8 @@ from services.identity.ports import PasswordHasher, UnitOfWork
 from services.platform.auth import Principal, Revocations, Role, TokenIssuer, TokenVerifier
 from services.platform.errors import NotFoundError
 from services.platform.timestamps import to_timestamp
+
+log = logging.getLogger(__name__)
 
 EVENT_ROLES = {
     Role.CUSTOMER: events.USER_ROLE_CUSTOMER,
@@ -42,6 +49,8 @@ class Deps:
     verifier: TokenVerifier
     revocations: Revocations
     refresh_ttl_s: int = 30 * 24 * 3600
+    login_attempts: int = LOGIN_ATTEMPTS  # password checks per e-mail address per window
+    login_window_s: float = LOGIN_WINDOW_S
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,17 +106,37 @@ async def register(
 
 
 async def login(deps: Deps, email: str, password: str) -> tuple[User, Tokens]:
-    """Check the credentials and start a session."""
+    """Check the credentials and start a session; at most `login_attempts` checks of one e-mail
+    address per window, counted before the check (and committed), so that checks made at once
+    are counted too. Addresses without an account are counted alike: no account probing."""
+    address, now = normalise_email(email), datetime.now(UTC)
     async with deps.uow() as uow:
-        user = await uow.users.by_email(normalise_email(email))
+        checks, since = await uow.logins.claim(address, now, deps.login_window_s)
+        user = await uow.users.by_email(address) if checks <= deps.login_attempts else None
+    if checks > deps.login_attempts:
+        ends = since + timedelta(seconds=deps.login_window_s)
+        raise TooManyLoginAttemptsError((ends - now).total_seconds())
     if user is None:
         await deps.hasher.hash(password)  # same cost as a wrong password: no account probing
         raise InvalidCredentialsError()
     if not await deps.hasher.verify(user.password_hash, password):
         raise InvalidCredentialsError()
     async with deps.uow() as uow:
+        await uow.logins.clear(address)
         tokens = await _start_session(deps, uow, user)
     return user, tokens
+
+
+async def forget_ended_login_windows(deps: Deps, every_s: float = 300.0) -> None:
+    """Delete the login windows that have ended, every `every_s` (a background job: the rows of
+    addresses tried and never signed in with would otherwise stay)."""
+    while True:
+        try:
+            async with deps.uow() as uow:
+                await uow.logins.forget_ended(datetime.now(UTC), deps.login_window_s)
+        except Exception:  # the next tick tries again
+            log.exception("could not forget the ended login windows")
+        await asyncio.sleep(every_s)  # the sweep's period
 
 
 async def _start_session(deps: Deps, uow: UnitOfWork, user: User) -> Tokens:

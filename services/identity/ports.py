@@ -43,6 +43,20 @@ class Sessions(Protocol):
         """End a session."""
 
 
+class LoginAttempts(Protocol):
+    """Password checks counted per e-mail address, in windows of time."""
+
+    async def claim(self, email: str, now: datetime, window_s: float) -> tuple[int, datetime]:
+        """Count one more check of `email`'s password, in a new window when its last one has ended
+        by `now`; returns the checks counted in the window, this one included, and its start."""
+
+    async def clear(self, email: str) -> None:
+        """Forget the checks of `email` (its password was right)."""
+
+    async def forget_ended(self, now: datetime, window_s: float) -> int:
+        """Forget every window that has ended by `now`; returns how many."""
+
+
 class Outbox(Protocol):
     """Events leave with the transaction."""
 
@@ -51,7 +65,7 @@ class Outbox(Protocol):
 
 
 class UnitOfWork(Protocol):
-    """One transaction over users, sessions and the outbox."""
+    """One transaction over users, sessions, login attempts and the outbox."""
 
     @property
     def users(self) -> Users:
@@ -60,6 +74,10 @@ class UnitOfWork(Protocol):
     @property
     def sessions(self) -> Sessions:
         """The sessions in this transaction."""
+
+    @property
+    def logins(self) -> LoginAttempts:
+        """The password checks counted, in this transaction."""
 
     @property
     def outbox(self) -> Outbox:

@@ -23,3 +23,10 @@ CREATE TABLE IF NOT EXISTS sessions (
     rotated_at         timestamptz NOT NULL DEFAULT now()
 );
 CREATE INDEX IF NOT EXISTS sessions_user ON sessions (user_id);
+
+-- Password checks per e-mail address (normalised, an account's or not) in the current window.
+CREATE TABLE IF NOT EXISTS login_attempts (
+    email        text        PRIMARY KEY,
+    attempts     integer     NOT NULL,
+    window_start timestamptz NOT NULL
+);

@@ -25,11 +25,19 @@ class A4coError(Exception):
 
     kind: ClassVar[str] = "INTERNAL"
 
-    def __init__(self, reason: str, message: str, *, metadata: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        reason: str,
+        message: str,
+        *,
+        metadata: Mapping[str, str] | None = None,
+        retry_delay_s: int | None = None,
+    ) -> None:
         super().__init__(message)
         self.reason = reason
         self.message = message
         self.metadata = dict(metadata or {})
+        self.retry_delay_s = retry_delay_s  # sent as a RetryInfo: when trying again may succeed
 
 
 class InvalidArgumentError(A4coError):
@@ -90,6 +98,6 @@ class UnavailableError(A4coError):
 
 
 class ResourceExhaustedError(A4coError):
-    """The service is serving as many calls as it may at once; the caller may retry shortly."""
+    """A limit is reached (calls served at once, attempts of a kind); the caller may retry later."""
 
     kind = "RESOURCE_EXHAUSTED"

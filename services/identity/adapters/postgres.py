@@ -150,16 +150,56 @@ class PostgresSessions:
         )
 
 
+class PostgresLoginAttempts:
+    """Password checks in the `login_attempts` table."""
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+
+    async def claim(self, email: str, now: datetime, window_s: float) -> tuple[int, datetime]:
+        """One statement, so that checks made at once are each counted (a row lock orders them)."""
+        row = await self.conn.fetchrow(
+            "INSERT INTO login_attempts AS a (email, attempts, window_start) VALUES ($1, 1, $2::timestamptz)"
+            " ON CONFLICT (email) DO UPDATE SET"
+            " attempts = CASE WHEN a.window_start > $2 - make_interval(secs => $3::float8)"
+            " THEN a.attempts + 1 ELSE 1 END,"
+            " window_start = CASE WHEN a.window_start > $2 - make_interval(secs => $3::float8)"
+            " THEN a.window_start ELSE $2 END"
+            " RETURNING attempts, window_start",
+            email,
+            now,
+            window_s,
+        )
+        assert row is not None  # an upsert returns its row
+        return int(row["attempts"]), row["window_start"]
+
+    async def clear(self, email: str) -> None:
+        """Forget the checks."""
+        await self.conn.execute("DELETE FROM login_attempts WHERE email = $1", email)
+
+    async def forget_ended(self, now: datetime, window_s: float) -> int:
+        """Delete the windows that have ended."""
+        status = await self.conn.execute(
+            "DELETE FROM login_attempts"
+            " WHERE window_start <= $1::timestamptz - make_interval(secs => $2::float8)",
+            now,
+            window_s,
+        )
+        return int(status.rsplit(" ", 1)[1])
+
+
 class IdentityUnitOfWork(PostgresUnitOfWork):
-    """Users, sessions and the outbox in one transaction."""
+    """Users, sessions, login attempts and the outbox in one transaction."""
 
     users: PostgresUsers
     sessions: PostgresSessions
+    logins: PostgresLoginAttempts
 
     def bind(self, conn: Connection) -> None:
         """Build the repositories."""
         self.users = PostgresUsers(conn)
         self.sessions = PostgresSessions(conn)
+        self.logins = PostgresLoginAttempts(conn)
 
 
 def unit_of_work_factory(pool: asyncpg.Pool, writer: OutboxWriter) -> IdentityUnitOfWork:

@@ -1,9 +1,10 @@
-"""Map typed errors to `google.rpc.Status` with `ErrorInfo` and `BadRequest` details (AIP-193)."""
+"""Map typed errors to `google.rpc.Status` with `ErrorInfo`, `BadRequest` and `RetryInfo` details
+(AIP-193)."""
 
 from __future__ import annotations
 
 import grpc
-from google.protobuf import any_pb2
+from google.protobuf import any_pb2, duration_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
@@ -13,7 +14,8 @@ CODES: dict[str, grpc.StatusCode] = {code.name: code for code in grpc.StatusCode
 
 
 def to_status(error: A4coError, domain: str) -> grpc.Status:
-    """The rich status of an error: its code, message, ErrorInfo and any field violations."""
+    """The rich status of an error: its code, message, ErrorInfo, any field violations and when
+    to try again."""
     code = CODES.get(error.kind, grpc.StatusCode.INTERNAL)
     info = error_details_pb2.ErrorInfo(reason=error.reason, domain=domain, metadata=error.metadata)
     details = [_pack(info)]
@@ -25,6 +27,9 @@ def to_status(error: A4coError, domain: str) -> grpc.Status:
             ]
         )
         details.append(_pack(bad))
+    if error.retry_delay_s is not None:
+        delay = duration_pb2.Duration(seconds=error.retry_delay_s)
+        details.append(_pack(error_details_pb2.RetryInfo(retry_delay=delay)))
     status = status_pb2.Status(code=code.value[0], message=error.message, details=details)
     return rpc_status.to_status(status)
 
@@ -36,7 +41,9 @@ def internal_status(domain: str) -> grpc.Status:
     return rpc_status.to_status(status)
 
 
-def _pack(message: error_details_pb2.ErrorInfo | error_details_pb2.BadRequest) -> any_pb2.Any:
+def _pack(
+    message: error_details_pb2.ErrorInfo | error_details_pb2.BadRequest | error_details_pb2.RetryInfo,
+) -> any_pb2.Any:
     packed = any_pb2.Any()
     packed.Pack(message)
     return packed

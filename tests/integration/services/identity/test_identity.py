@@ -2,19 +2,25 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator, Awaitable
+from datetime import UTC, datetime
 from pathlib import Path
 
 import grpc
 import pytest
 import pytest_asyncio
 from google.protobuf import field_mask_pb2
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
 
 from a4co.identity.v1 import identity_service_pb2 as pb
 from a4co.identity.v1 import identity_service_pb2_grpc as pb_grpc
 from a4co.type.v1 import address_pb2
 from services.identity.__main__ import build
+from services.identity.adapters.postgres import PostgresLoginAttempts
+from services.identity.domain import LOGIN_ATTEMPTS, LOGIN_WINDOW_S
 from services.platform.auth import Role
 from services.platform.grpc.status import details_of
 from services.platform.local_servers import ServerUrls
@@ -208,6 +214,99 @@ async def test_wrong_password_and_unknown_user_look_the_same(stub: pb_grpc.Ident
     )
     assert wrong.code() == unknown.code() == grpc.StatusCode.UNAUTHENTICATED
     assert details_of(wrong)[0].reason == details_of(unknown)[0].reason == "INVALID_CREDENTIALS"  # type: ignore[union-attr]
+
+
+def retry_delay_s(error: grpc.aio.AioRpcError) -> int | None:
+    """The RetryInfo of a failed call, in seconds."""
+    status = rpc_status.from_call(error)  # type: ignore[arg-type]
+    for detail in status.details if status else []:
+        if detail.Is(error_details_pb2.RetryInfo.DESCRIPTOR):
+            info = error_details_pb2.RetryInfo()
+            detail.Unpack(info)
+            return int(info.retry_delay.seconds)
+    return None
+
+
+async def test_after_five_password_checks_an_address_is_refused_until_its_window_ends(
+    stub: pb_grpc.IdentityServiceAsyncStub, identity: RunningService
+) -> None:
+    await register(stub, "eva@example.es")
+    for address in ("eva@example.es", "nadie@example.es"):  # an account's and no account's alike
+        for _ in range(LOGIN_ATTEMPTS):
+            wrong = await failure(stub.Login(pb.LoginRequest(email=address, password="wrong-password-123")))
+            assert wrong.code() == grpc.StatusCode.UNAUTHENTICATED
+        for password in ("wrong-password-123", PASSWORD):  # the right one is not even checked
+            refused = await failure(stub.Login(pb.LoginRequest(email=address.upper(), password=password)))
+            assert refused.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            info, _ = details_of(refused)
+            assert info is not None
+            assert info.reason == "TOO_MANY_LOGIN_ATTEMPTS"
+            delay = retry_delay_s(refused)
+            assert delay is not None
+            assert 0 < delay <= LOGIN_WINDOW_S
+            assert info.metadata["retry_after_s"] == str(delay)
+    # Another address is untouched, and a right password forgets the count.
+    await register(stub, "juan@example.es")
+    for _ in range(LOGIN_ATTEMPTS - 1):
+        await failure(stub.Login(pb.LoginRequest(email="juan@example.es", password="wrong-password-123")))
+    await login(stub, "juan@example.es")
+    for _ in range(LOGIN_ATTEMPTS - 1):
+        await failure(stub.Login(pb.LoginRequest(email="juan@example.es", password="wrong-password-123")))
+    assert (await login(stub, "juan@example.es")).tokens.access_token
+
+
+async def test_checks_made_at_once_are_each_counted(stub: pb_grpc.IdentityServiceAsyncStub) -> None:
+    await register(stub, "rosa@example.es")
+    guesses = [
+        stub.Login(pb.LoginRequest(email="rosa@example.es", password=f"guess-number-{i:03}"))
+        for i in range(3 * LOGIN_ATTEMPTS)
+    ]
+    outcomes = await asyncio.gather(*guesses, return_exceptions=True)
+    codes = sorted(o.code().name for o in outcomes if isinstance(o, grpc.aio.AioRpcError))
+    assert len(codes) == len(guesses)
+    assert codes.count("UNAUTHENTICATED") == LOGIN_ATTEMPTS
+    assert codes.count("RESOURCE_EXHAUSTED") == 2 * LOGIN_ATTEMPTS
+
+
+async def test_when_its_window_ends_an_address_may_sign_in_again_and_ended_windows_are_forgotten(
+    urls: ServerUrls, prefix: str, keys: Keys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("A4CO_LOGIN_ATTEMPTS", "2")
+    monkeypatch.setenv("A4CO_LOGIN_WINDOW_S", "1.5")
+    async with running_service(
+        "identity", build, SCHEMA, settings_for("identity", urls, prefix, keys)
+    ) as svc:
+        stub = pb_grpc.IdentityServiceStub(svc.channel)
+        await register(stub, "pablo@example.es")
+        for _ in range(2):
+            await failure(
+                stub.Login(pb.LoginRequest(email="pablo@example.es", password="wrong-password-123"))
+            )
+        refused = await failure(login(stub, "pablo@example.es"))
+        assert refused.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert retry_delay_s(refused) in (1, 2)
+
+        async def signs_in() -> bool:
+            try:
+                await login(stub, "pablo@example.es")
+            except grpc.aio.AioRpcError as error:
+                if error.code() != grpc.StatusCode.RESOURCE_EXHAUSTED:
+                    raise
+                return False
+            return True
+
+        await eventually(signs_in, timeout=10, what="a sign-in once the window ended")
+        # What the service's sweep forgets: the windows that have ended, and only those.
+        await failure(stub.Login(pb.LoginRequest(email="gone@example.es", password="wrong-password-123")))
+        async with svc.infra.pool.acquire() as conn:
+            attempts = PostgresLoginAttempts(conn)
+            assert await attempts.forget_ended(datetime.now(UTC), 1.5) == 0  # gone's has just begun
+
+            async def forgotten() -> bool:
+                await attempts.forget_ended(datetime.now(UTC), 1.5)
+                return bool(await conn.fetchval("SELECT count(*) FROM login_attempts") == 0)
+
+            await eventually(forgotten, timeout=10, what="the ended window forgotten")
 
 
 async def test_missing_expired_and_forged_tokens_are_unauthenticated(

@@ -42,7 +42,11 @@ class IdentityServiceStub:
     """
     Login: _grpc.UnaryUnaryMultiCallable[_identity_service_pb2.LoginRequest, _identity_service_pb2.LoginResponse]
     """Login checks an e-mail and password and starts a session. Needs no token.
-    p99 < 100 ms, password hashing excluded.
+    p99 < 100 ms, password hashing excluded. One e-mail address has its
+    password checked at most 5 times in 15 minutes, wrong or right, whether an
+    account has it or not; past that, Login answers RESOURCE_EXHAUSTED (reason
+    TOO_MANY_LOGIN_ATTEMPTS, with a RetryInfo saying when the 15 minutes end)
+    without checking the password. A right password starts the count again.
     """
     ValidateToken: _grpc.UnaryUnaryMultiCallable[_identity_service_pb2.ValidateTokenRequest, _identity_service_pb2.ValidateTokenResponse]
     """ValidateToken checks an access token, including whether its session was
@@ -77,7 +81,11 @@ class IdentityServiceAsyncStub(IdentityServiceStub):
     """
     Login: _aio.UnaryUnaryMultiCallable[_identity_service_pb2.LoginRequest, _identity_service_pb2.LoginResponse]  # type: ignore[assignment]
     """Login checks an e-mail and password and starts a session. Needs no token.
-    p99 < 100 ms, password hashing excluded.
+    p99 < 100 ms, password hashing excluded. One e-mail address has its
+    password checked at most 5 times in 15 minutes, wrong or right, whether an
+    account has it or not; past that, Login answers RESOURCE_EXHAUSTED (reason
+    TOO_MANY_LOGIN_ATTEMPTS, with a RetryInfo saying when the 15 minutes end)
+    without checking the password. A right password starts the count again.
     """
     ValidateToken: _aio.UnaryUnaryMultiCallable[_identity_service_pb2.ValidateTokenRequest, _identity_service_pb2.ValidateTokenResponse]  # type: ignore[assignment]
     """ValidateToken checks an access token, including whether its session was
@@ -121,7 +129,11 @@ class IdentityServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_identity_service_pb2.LoginResponse, _abc.Awaitable[_identity_service_pb2.LoginResponse]]:
         """Login checks an e-mail and password and starts a session. Needs no token.
-        p99 < 100 ms, password hashing excluded.
+        p99 < 100 ms, password hashing excluded. One e-mail address has its
+        password checked at most 5 times in 15 minutes, wrong or right, whether an
+        account has it or not; past that, Login answers RESOURCE_EXHAUSTED (reason
+        TOO_MANY_LOGIN_ATTEMPTS, with a RetryInfo saying when the 15 minutes end)
+        without checking the password. A right password starts the count again.
         """
 
     @_abc_1.abstractmethod
