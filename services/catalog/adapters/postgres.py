@@ -203,7 +203,8 @@ class Search:
         return [r["word"] for r in rows]
 
     async def search(self, filters: SearchFilters, offset: int, limit: int) -> tuple[list[Hit], int]:
-        """One page of results, best first, and the number of matches in all."""
+        """One page of results and the number of matches in all: best first; without words newest
+        first, or near a point nearest first, then newest."""
         typed = tokens(filters.query)
         index = self.index if self.index is not None and self.index.ready else None
         if index is not None:
