@@ -109,6 +109,17 @@ def encoded_size(event: OutgoingEvent) -> int:
     return len(event.body) + sum(len(k) + len(v) + 4 for k, v in event.headers.items())
 
 
+def message_size(body: bytes, headers: Mapping[str, str]) -> int:
+    """The bytes a message takes of a server's `max_payload`: its body and its headers' block (the
+    `NATS/1.0` line, a line per header, a blank line). nats-py checks the body alone before sending;
+    a server that gets more than its `max_payload` refuses the message and closes the connection,
+    which nats-py then leaves closed."""
+    if not headers:
+        return len(body)
+    lines = sum(len(k.encode()) + len(v.encode()) + 4 for k, v in headers.items())  # "k: v\r\n"
+    return len(body) + len(b"NATS/1.0\r\n\r\n") + lines
+
+
 def _rfc3339(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
 

@@ -39,6 +39,7 @@ from services.platform.events.codec import (
     IncomingEvent,
     OutgoingEvent,
     UnknownEventError,
+    message_size,
 )
 from services.platform.events.outbox import OutboxWriter
 from services.platform.events.pull import Puller
@@ -72,6 +73,9 @@ H_DLQ_STREAM, H_DLQ_SEQ, H_DLQ_SUBJECT = (
     "a4co-dlq-subject",
 )
 H_DLQ_EVENT_TYPE = "a4co-dlq-event-type"
+# Set when the original's body is not kept (its size in bytes): the original is then read again
+# from its stream (`a4co-dlq-stream`, `a4co-dlq-stream-seq`) by a replay.
+H_DLQ_OMITTED = "a4co-dlq-body-omitted"
 
 REASON_HANDLER_FAILED = "HANDLER_FAILED"
 REASON_UNDECODABLE = "UNDECODABLE"
@@ -609,11 +613,21 @@ class QueueConsumer:
                 "Nats-Msg-Id": f"dlq:{self.durable}:{meta.sequence.stream}:{meta.num_delivered}",
             }
         )
+        body = msg.data
+        limit = self.js._nc.max_payload
+        if message_size(body, headers) > limit:
+            # Published near the server's limit by something else: with these headers it would be
+            # over it, and the server would close the connection. The dead letter keeps the headers
+            # (only its own, if the original's alone are too many) and says where the body is.
+            headers[H_DLQ_OMITTED] = str(len(body))
+            body = b""
+            if message_size(body, headers) > limit:
+                headers = {
+                    k: v for k, v in headers.items() if k.startswith("a4co-dlq-") or k == "Nats-Msg-Id"
+                }
         try:
             await self.js.publish(
-                self.topology.dead_letter_subject(self.service, msg.subject),
-                msg.data,
-                headers=headers,
+                self.topology.dead_letter_subject(self.service, msg.subject), body, headers=headers
             )
         except Exception as exc:  # keep the message; try again after a pause
             log.error("%s: cannot dead-letter (%s); will retry", self.durable, exc)

@@ -1,7 +1,10 @@
 """Operating the dead-letter stream: list, show, analyse by failure pattern, replay, discard.
 
 A dead letter keeps the original body and headers, plus `a4co-dlq-*` headers that say which
-consumer gave up, why, after how many deliveries, and where the event came from. A replay
+consumer gave up, why, after how many deliveries, and where the event came from. A message too
+large to keep whole with those headers (published near the server's limit by something else)
+keeps its headers only, and `a4co-dlq-body-omitted` gives its body's size: a replay then reads the
+original from its stream, while the stream holds it. A replay
 publishes the original event again on its subject, aimed at the consumer that failed (others
 skip it, and their inboxes would drop it anyway), with `retry_count` raised in its envelope and a
 fresh `Nats-Msg-Id` so that JetStream's duplicate window does not swallow it; the dead letter is
@@ -14,18 +17,20 @@ import asyncio
 import re
 from collections import Counter
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from google.protobuf.message import DecodeError
 from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
 
 from a4co.events.v1 import envelope_pb2
+from services.platform.events.codec import message_size
 from services.platform.events.consumer import (
     H_DLQ_CONSUMER,
     H_DLQ_DELIVERIES,
     H_DLQ_ERROR,
     H_DLQ_EVENT_TYPE,
+    H_DLQ_OMITTED,
     H_DLQ_REASON,
     H_DLQ_SEQ,
     H_DLQ_STREAM,
@@ -67,6 +72,7 @@ class DeadLetter:
     dead_lettered_at: str
     headers: dict[str, str]
     body: bytes
+    body_omitted: int | None = None  # the original body's size, when it was not kept
 
     def summary(self) -> dict[str, object]:
         """The dead letter without its body, for listings."""
@@ -80,6 +86,7 @@ class DeadLetter:
             "error": self.error,
             "original_subject": self.original_subject,
             "dead_lettered_at": self.dead_lettered_at,
+            "body_omitted": self.body_omitted,
         }
 
 
@@ -139,6 +146,7 @@ def _letter(seq: int, headers: dict[str, str], body: bytes) -> DeadLetter:
         dead_lettered_at=headers.get(H_DLQ_TIME, ""),
         headers=headers,
         body=body,
+        body_omitted=int(headers[H_DLQ_OMITTED]) if H_DLQ_OMITTED in headers else None,
     )
 
 
@@ -233,7 +241,21 @@ class DeadLetterQueue:
             if not letter.original_subject:
                 report.failed[letter.seq] = "no original subject"
                 continue
+            if letter.body_omitted is not None:
+                at = f"message {letter.original_seq} of stream {letter.original_stream}"
+                try:
+                    original = await self.js.get_msg(letter.original_stream, seq=letter.original_seq)
+                except NotFoundError:
+                    report.failed[letter.seq] = (
+                        f"its body was not kept, and its original ({at}) is no longer there"
+                    )
+                    continue
+                letter = replace(letter, headers=dict(original.headers or {}), body=original.data or b"")
             headers, body = replay_message(letter, broadcast=broadcast)
+            size = message_size(body, headers)
+            if size > self.js._nc.max_payload:
+                report.failed[letter.seq] = f"too large to publish again ({size:,} bytes)"
+                continue
             try:
                 await self.js.publish(letter.original_subject, body, headers=headers)
             except Exception as exc:  # report and go on with the next one

@@ -10,6 +10,7 @@ from dataclasses import replace
 from typing import Any
 
 import asyncpg
+import nats
 from asyncpg.connection import LoggedQuery
 from google.protobuf.message import Message
 from nats.aio.msg import Msg
@@ -17,8 +18,10 @@ from nats.aio.msg import Msg
 from a4co.events.v1 import envelope_pb2
 from a4co.orders.events.v1 import order_events_pb2
 from services.platform.db import Connection
+from services.platform.events.codec import message_size
 from services.platform.events.consumer import HandlerContext, QueueConsumer, Selective
 from services.platform.events.dlq import DeadLetterFilter, DeadLetterQueue
+from services.platform.local_servers import ServerUrls
 from tests.integration.events.rig import FAST, Rig, order_created, record_effect, running
 from tests.support.waiting import eventually
 
@@ -120,6 +123,58 @@ async def test_an_undecodable_message_is_dead_lettered_at_once_and_work_goes_on(
     letters = await DeadLetterQueue(rig.js, rig.topology).browse()
     assert [(x.reason, x.deliveries, x.consumer) for x in letters] == [("UNDECODABLE", 1, "payments")]
     assert letters[0].body == b"\xff\x00not protobuf"
+
+
+async def test_a_message_too_large_to_dead_letter_whole_is_dead_lettered_without_its_body(rig: Rig) -> None:
+    """Something else published a message near the server's limit: with the dead letter's headers it
+    would be over it, and the server would refuse it and close the connection. The dead letter
+    keeps the headers and says where the body is; a replay reads the original again."""
+    consumer = await rig.consumer("payments", {order_events_pb2.OrderCreated: record_effect()})
+    subject = rig.topology.subject("a4co.orders.order.created")
+    body = b"\xff" * (rig.nc.max_payload - 300)
+    await rig.js.publish(subject, body, headers={"ce-type": "a4co.orders.OrderCreated"})
+    await rig.commit(order_created("o-after"), "o-after")
+    reconnects = rig.nc.stats["reconnects"]
+    async with running(rig.relay()):
+        await eventually(lambda: consumer.stats.handled == 1, what="the next event handled")
+    assert consumer.stats.dead_lettered == 1
+    assert rig.nc.stats["reconnects"] == reconnects  # the server never closed the connection
+    dlq = DeadLetterQueue(rig.js, rig.topology)
+    [letter] = await dlq.browse()
+    assert (letter.reason, letter.body, letter.body_omitted) == ("UNDECODABLE", b"", len(body))
+    assert letter.summary()["body_omitted"] == len(body)
+    # A replay publishes the original (read from its stream) again, and it is dead-lettered again.
+    report = await dlq.replay(DeadLetterFilter(seqs=frozenset({letter.seq})))
+    assert (report.replayed, report.failed) == ([letter.seq], {})
+    await eventually(lambda: consumer.stats.dead_lettered == 2, what="the replayed message dead-lettered")
+    [again] = await dlq.browse()
+    assert again.body_omitted == len(body)
+    assert again.original_seq != letter.original_seq
+    # Once the original is gone from its stream, there is nothing to replay: said, and kept.
+    await rig.js.delete_msg(again.original_stream, again.original_seq)
+    report = await dlq.replay(DeadLetterFilter(seqs=frozenset({again.seq})))
+    assert report.replayed == []
+    assert "no longer" in report.failed[again.seq]
+    assert [x.seq for x in await dlq.browse()] == [again.seq]
+
+
+async def test_message_size_is_what_the_server_counts_against_its_limit(rig: Rig, urls: ServerUrls) -> None:
+    subject = rig.topology.subject("a4co.orders.order.created")
+    headers = {"ce-type": "a4co.orders.OrderCreated", "a4co-dlq-reason": "UNDECODABLE ñ"}
+    room = rig.nc.max_payload - message_size(b"", headers)
+    await rig.js.publish(subject, b"x" * room, headers=headers)  # exactly the limit: stored
+    closed = asyncio.Event()
+
+    async def on_closed() -> None:
+        closed.set()
+
+    other = await nats.connect(urls.nats_url, allow_reconnect=False, closed_cb=on_closed)
+    try:
+        await other.publish(subject, b"x" * (room + 1), headers=headers)  # one byte over: the
+        await asyncio.wait_for(closed.wait(), 10)  # server refuses it and closes the connection
+        assert str(other.last_error) == "nats: maximum payload violation"
+    finally:
+        await other.close()
 
 
 async def test_two_replicas_share_the_work_and_never_both_handle_an_event(rig: Rig) -> None:
