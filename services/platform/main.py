@@ -16,6 +16,7 @@ from services.platform.logs import configure_logging
 from services.platform.memory import cap_arenas, freeze_start_up_objects
 from services.platform.runtime import (
     Infrastructure,
+    NatsClosedError,
     ServiceParts,
     ServiceRunner,
     run_until_signalled,
@@ -24,6 +25,7 @@ from services.platform.settings import Settings
 from services.platform.telemetry import configure_tracing
 
 Build = Callable[[Infrastructure], Awaitable[ServiceParts]]
+EXIT_NATS_CLOSED = 69  # sysexits' EX_UNAVAILABLE: a supervisor starts the service again
 log = logging.getLogger(__name__)
 
 
@@ -74,6 +76,9 @@ def service_main(service: str, build: Build, schema_file: Path | None) -> None:
     except ListenError as exc:
         log.error("%s", exc)
         raise SystemExit(EXIT_CANNOT_LISTEN) from None
+    except NatsClosedError as exc:
+        log.error("%s", exc)
+        raise SystemExit(EXIT_NATS_CLOSED) from None
 
 
 def run_event_loop(main: Coroutine[Any, Any, None]) -> None:

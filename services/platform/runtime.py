@@ -34,6 +34,7 @@ from services.platform.events.tables import keep_inbox_pruned
 from services.platform.events.topology import Topology
 from services.platform.grpc.interceptor import MethodPolicy, PlatformInterceptor
 from services.platform.grpc.server import GrpcServer, ListenError, Registration
+from services.platform.resilience import cancel_and_wait
 from services.platform.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -57,6 +58,9 @@ class Infrastructure:
     codec: EventCodec
     outbox: OutboxWriter
     revocations: RedisRevocations
+    # Set when the NATS client is closed: by `close`, or underneath a running service by a protocol
+    # error from the server, after which nats-py never reconnects (`run_until_signalled` exits).
+    nats_closed: asyncio.Event = field(default_factory=asyncio.Event)
 
     @classmethod
     async def connect(cls, settings: Settings, schema_sql: str | None = None) -> Infrastructure:
@@ -66,11 +70,17 @@ class Infrastructure:
         pool = await create_pool(settings.database_url, schema, application=settings.service, max_size=20)
         if schema_sql is not None:
             await apply_schema(pool, schema, schema_sql)
+        nats_closed = asyncio.Event()
+
+        async def closed() -> None:
+            nats_closed.set()
+
         nc = await nats.connect(
             settings.nats_url,
             name=settings.service,
             max_reconnect_attempts=-1,
             reconnect_time_wait=0.5,
+            closed_cb=closed,
         )
         try:
             check_max_payload(nc.max_payload)
@@ -91,7 +101,7 @@ class Infrastructure:
         )
         outbox = OutboxWriter(codec, schema)
         revocations = RedisRevocations(redis, settings.prefix)
-        return cls(settings, pool, nc, js, redis, registry, topology, codec, outbox, revocations)
+        return cls(settings, pool, nc, js, redis, registry, topology, codec, outbox, revocations, nats_closed)
 
     def checks(self) -> dict[str, Callable[[], Awaitable[bool]]]:
         """Health checks of the three dependencies."""
@@ -225,15 +235,19 @@ class ServiceRunner:
         for consumer in self.consumers:
             await bounded(consumer.stop(), 15, f"consumer of {consumer.stream} stop")
         await self.relay.stop()
-        for task in self._tasks:
-            task.cancel()
-        await bounded(asyncio.gather(*self._tasks, return_exceptions=True), 10, "background tasks")
+        ended = await asyncio.gather(*(cancel_and_wait(task, 10) for task in self._tasks))
+        for task, done in zip(self._tasks, ended, strict=True):
+            if not done:
+                log.warning(
+                    "shutdown: background task %s did not stop within 10 s; left behind", task.get_name()
+                )
 
 
 async def run_until_signalled(
     runner: ServiceRunner, *, metrics_port: int | None, on_ready: Callable[[], None]
 ) -> None:
-    """Start `runner`, report readiness, and stop it on SIGTERM or SIGINT."""
+    """Start `runner`, report readiness, and stop it on SIGTERM or SIGINT; NatsClosedError when the
+    NATS client was closed underneath it, after stopping it, so that its supervisor starts it again."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -246,7 +260,24 @@ async def run_until_signalled(
             raise ListenError(f"cannot serve metrics on {address}:{metrics_port}: {exc}") from exc
     await runner.start()
     on_ready()
-    await stop.wait()
-    log.info("stopping")
+    closed = runner.infra.nats_closed
+    waits = [asyncio.create_task(stop.wait()), asyncio.create_task(closed.wait())]
+    await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+    for wait in waits:
+        wait.cancel()
+    lost = closed.is_set() and not stop.is_set()
+    if lost:
+        log.error(
+            "the NATS connection was closed (%s); stopping, to be started again", runner.infra.nc.last_error
+        )
+    else:
+        log.info("stopping")
     await runner.stop()
     await runner.infra.close()
+    if lost:
+        raise NatsClosedError(f"the NATS connection was closed: {runner.infra.nc.last_error}")
+
+
+class NatsClosedError(RuntimeError):
+    """The NATS client was closed under a running service; nats-py does not reconnect after a
+    protocol error from the server (a message over its `max_payload`, say)."""

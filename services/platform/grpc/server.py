@@ -4,7 +4,6 @@ platform interceptor and OpenTelemetry tracing, and a graceful stop."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -16,6 +15,7 @@ from grpc_reflection.v1alpha import reflection
 
 from services.platform.grpc.acceptors import Acceptors
 from services.platform.grpc.interceptor import PlatformInterceptor
+from services.platform.resilience import cancel_and_wait
 from services.platform.telemetry import server_interceptors
 
 log = logging.getLogger(__name__)
@@ -28,6 +28,7 @@ NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 # A service's exit status when its gRPC or metrics address cannot be bound (os.EX_TEMPFAIL: try
 # again): the launcher then starts it again on other ports.
 EXIT_CANNOT_LISTEN = 75
+MONITOR_STOP_S = 5.0
 # The largest request a service accepts. The largest the fields' bounds allow are an order of 50
 # lines with the longest ids and address, 6,258 bytes, and a product with the longest name and
 # description in two-byte characters, 4,314; gRPC refuses a larger one with RESOURCE_EXHAUSTED
@@ -108,11 +109,9 @@ class HealthMonitor:
         self._task = asyncio.create_task(loop(), name="health monitor")
 
     async def stop(self) -> None:
-        """Stop checking."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        """Stop checking (a check's client may swallow the cancellation: `cancel_and_wait`)."""
+        if self._task is not None and not await cancel_and_wait(self._task, MONITOR_STOP_S):
+            log.warning("health monitor did not stop within %.0f s; left behind", MONITOR_STOP_S)
 
 
 class GrpcServer:

@@ -18,12 +18,14 @@ from prometheus_client import REGISTRY
 
 from a4co.inventory.v1 import inventory_service_pb2 as pb
 from a4co.inventory.v1 import inventory_service_pb2_grpc as pb_grpc
+from services.identity.__main__ import build as identity_build
 from services.platform.grpc.interceptor import MAX_CORRELATION_ID, PlatformInterceptor
 from services.platform.grpc.server import GrpcServer, Registration
 from services.platform.grpc.status import details_of
 from services.platform.local_servers import ServerUrls, wait_until
 from services.platform.logs import JsonFormatter
-from tests.integration.services.harness import Keys
+from services.platform.runtime import Infrastructure, NatsClosedError, ServiceRunner, run_until_signalled
+from tests.integration.services.harness import Keys, settings_for
 from tests.support.rpc import inventory_server
 from tests.support.waiting import eventually
 
@@ -216,6 +218,26 @@ async def test_sigterm_stops_a_service_process_cleanly(
     assert any(line["message"] == "stopping" for line in log_lines)
     assert all(line["service"] == "identity" for line in log_lines)
     await channel.close()
+
+
+async def test_a_service_whose_nats_connection_is_closed_under_it_stops_to_be_started_again(
+    urls: ServerUrls, prefix: str, keys: Keys
+) -> None:
+    """nats-py never reconnects after a protocol error from the server: a service left without
+    NATS would serve calls and never publish nor consume again. It stops, and exits for its
+    supervisor to start it again (services/platform/main.py: EXIT_NATS_CLOSED)."""
+    settings = settings_for("identity", urls, prefix, keys)
+    infra = await Infrastructure.connect(settings, Path("services/identity/schema.sql").read_text())
+    runner = ServiceRunner(infra, await identity_build(infra), verifier=infra.verifier(settings.public_key()))
+    ready = asyncio.Event()
+    running = asyncio.create_task(run_until_signalled(runner, metrics_port=None, on_ready=ready.set))
+    await asyncio.wait_for(ready.wait(), 30)
+    # Something on the service's connection sends a message over the server's limit.
+    over = infra.nc.max_payload - 10
+    await infra.nc.publish(f"{prefix}.probe", b"x" * over, headers={"probe": "y" * 20})
+    with pytest.raises(NatsClosedError, match="maximum payload violation"):
+        await asyncio.wait_for(running, 60)
+    assert infra.nc.is_closed
 
 
 async def test_a_service_runs_on_asyncios_loop_when_asked_and_refuses_an_unknown_one(
