@@ -42,7 +42,7 @@ from services.platform.events.codec import (
     message_size,
 )
 from services.platform.events.outbox import OutboxWriter
-from services.platform.events.pull import Puller
+from services.platform.events.pull import Puller, PullError
 from services.platform.events.registry import EventDef
 from services.platform.events.topology import Topology
 from services.platform.events.upcasting import NoUpcastPathError, Upcasters
@@ -289,8 +289,7 @@ class QueueConsumer:
         """Create or bind the durable consumer and start handling messages (again, after a stop)."""
         self._stopping.clear()
         stream = self.topology.stream(self.stream)
-        config = self.config()
-        await self.js.add_consumer(stream, config)
+        await self._declare()
         # The JetStream context's own connection: nats-py has no public accessor for it.
         self._puller = Puller(self.js._nc, stream, self.durable)
         await self._puller.start()
@@ -331,6 +330,10 @@ class QueueConsumer:
         assert self._puller is not None
         return await self._puller.fetch(self.policy.batch_size, timeout=self.policy.fetch_timeout_s)
 
+    async def _declare(self) -> None:
+        """Create the durable consumer, or bind to it as it is (the same configuration)."""
+        await self.js.add_consumer(self.topology.stream(self.stream), self.config())
+
     async def _run(self) -> None:
         assert self._puller is not None
         failures = 0
@@ -357,6 +360,12 @@ class QueueConsumer:
                     delay = self.policy.backoff.delay(failures)
                     log.warning("%s: fetch failed (%r); retrying in %.1f s", self.durable, exc, delay)
                     await wait_set(self._stopping, delay)
+                    if isinstance(exc, PullError) and exc.consumer_gone:
+                        # Deleted on the server (an operator's `nats consumer rm`, a stream restored
+                        # without its consumers): declared again, it delivers what is unacknowledged.
+                        with contextlib.suppress(nats.errors.Error, OSError):
+                            await self._declare()
+                            log.warning("%s: the durable consumer was gone; declared again", self.durable)
                     continue
                 failures = 0
                 if messages:

@@ -48,6 +48,16 @@ GRACE_S = 0.05
 class PullError(nats.errors.Error):
     """The server ended a pull request with an error (the consumer was deleted, for instance)."""
 
+    def __init__(self, message: str, status: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+    @property
+    def consumer_gone(self) -> bool:
+        """Whether the durable consumer is not there: deleted while the request waited (409
+        Consumer Deleted), or nobody answers for it (503, no responders), or not found (404)."""
+        return self.status in ("409", "503", "404") and (self.status != "409" or "Deleted" in str(self))
+
 
 class Puller:
     """Keeps a credit of messages asked for from one durable consumer of one stream."""
@@ -60,7 +70,7 @@ class Puller:
         self._buffer: deque[Msg] = deque()
         self._asked = 0  # asked for and neither arrived nor reported as not coming
         self._open_until = 0.0  # loop time after which no request of ours can be open
-        self._error: str | None = None
+        self._error: tuple[str, str] | None = None  # (status, status and description)
         self._arrived = asyncio.Event()
         self._sub: Subscription | None = None
         self.requests = 0  # pull requests sent, for tests
@@ -96,7 +106,7 @@ class Puller:
                 self._asked = max(self._asked - int(not_sent), 0)
             if status not in (NO_MESSAGES, REQUEST_TIMEOUT):
                 # The request is over, and others may be too (a deleted consumer): start afresh.
-                self._error = f"{status} {headers.get(DESCRIPTION, '')}".strip()
+                self._error = (status, f"{status} {headers.get(DESCRIPTION, '')}".strip())
                 self._asked, self._open_until = 0, 0.0
         self._arrived.set()
 
@@ -110,8 +120,8 @@ class Puller:
             # is being sent below, wakes the wait.
             self._arrived.clear()
             if self._error is not None:
-                error, self._error = self._error, None
-                raise PullError(f"pull request on {self._next_subject} ended: {error}")
+                (status, error), self._error = self._error, None
+                raise PullError(f"pull request on {self._next_subject} ended: {error}", status)
             if self._buffer:
                 messages = self.take(batch)
                 await self._top_up(batch)

@@ -177,6 +177,21 @@ async def test_message_size_is_what_the_server_counts_against_its_limit(rig: Rig
         await other.close()
 
 
+async def test_a_consumer_deleted_on_the_server_is_declared_again_and_work_goes_on(rig: Rig) -> None:
+    """An operator's `nats consumer rm`, or a stream restored from a backup without its consumers:
+    the service declares its durable consumer again instead of failing its pulls for ever."""
+    consumer = await rig.consumer("payments", {order_events_pb2.OrderCreated: record_effect()})
+    stream = rig.topology.stream("ORDERS")
+    async with running(rig.relay()):
+        await rig.commit(order_created("o-before"), "o-before")
+        await eventually(lambda: consumer.stats.handled == 1, what="the first event handled")
+        await rig.js.delete_consumer(stream, consumer.durable)
+        await rig.commit(order_created("o-after"), "o-after")
+        await eventually(lambda: consumer.stats.handled == 2, timeout=20, what="the next event handled")
+    info = await rig.js.consumer_info(stream, consumer.durable)
+    assert info.config.filter_subjects == consumer.config().filter_subjects
+
+
 async def test_two_replicas_share_the_work_and_never_both_handle_an_event(rig: Rig) -> None:
     policy = replace(FAST, batch_size=5)
     first = await rig.consumer(
