@@ -190,6 +190,7 @@ async def test_a_consumer_deleted_on_the_server_is_declared_again_and_work_goes_
         await eventually(lambda: consumer.stats.handled == 2, timeout=20, what="the next event handled")
     info = await rig.js.consumer_info(stream, consumer.durable)
     assert info.config.filter_subjects == consumer.config().filter_subjects
+    assert consumer.stats.duplicates == 1  # the new consumer delivered the first event again
 
 
 async def test_two_replicas_share_the_work_and_never_both_handle_an_event(rig: Rig) -> None:
