@@ -33,7 +33,14 @@ async def build(infra: Infrastructure) -> ServiceParts:
     return ServiceParts(
         registrations=[registration(deps)],
         policies=POLICIES,
-        background=[functools.partial(handlers.forget_ended_login_windows, deps)],
+        background=[
+            functools.partial(handlers.forget_ended_login_windows, deps),
+            functools.partial(
+                handlers.keep_revocations_recorded,
+                deps,
+                float(os.environ.get("A4CO_REVOCATIONS_CHECK_S", str(handlers.REVOCATIONS_CHECK_S))),
+            ),
+        ],
     )
 
 

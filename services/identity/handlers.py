@@ -31,6 +31,7 @@ from services.platform.errors import NotFoundError
 from services.platform.timestamps import to_timestamp
 
 log = logging.getLogger(__name__)
+REVOCATIONS_CHECK_S = 10.0
 
 EVENT_ROLES = {
     Role.CUSTOMER: events.USER_ROLE_CUSTOMER,
@@ -137,6 +138,34 @@ async def forget_ended_login_windows(deps: Deps, every_s: float = 300.0) -> None
         except Exception:  # the next tick tries again
             log.exception("could not forget the ended login windows")
         await asyncio.sleep(every_s)  # the sweep's period
+
+
+async def record_lost_revocations(deps: Deps) -> list[str]:
+    """Record again in Redis the revocations of sessions ended within the life of an access token
+    that Redis no longer holds (restarted without its data, flushed, or evicting keys with a TTL);
+    returns their ids. PostgreSQL's `sessions` is the record; Redis is what every service checks."""
+    lifetime = deps.issuer.ttl_s + 60  # as logout and refresh revoke
+    now = datetime.now(UTC)
+    async with deps.uow() as uow:
+        ended = dict(await uow.sessions.revoked_since(now - timedelta(seconds=lifetime)))
+    lost = await deps.revocations.missing(list(ended))
+    for session_id in lost:
+        remaining = lifetime - (now - ended[session_id]).total_seconds()
+        await deps.revocations.revoke(session_id, max(1, int(remaining) + 1))
+    if lost:
+        log.warning("recorded %d revocations again that Redis had lost", len(lost))
+    return lost
+
+
+async def keep_revocations_recorded(deps: Deps, every_s: float = REVOCATIONS_CHECK_S) -> None:
+    """`record_lost_revocations` every `every_s` (a background job): a revocation Redis lost is
+    honoured again within that time."""
+    while True:
+        try:
+            await record_lost_revocations(deps)
+        except Exception:  # the next tick tries again
+            log.exception("could not check the revocations recorded in Redis")
+        await asyncio.sleep(every_s)  # the check's period
 
 
 async def _start_session(deps: Deps, uow: UnitOfWork, user: User) -> Tokens:

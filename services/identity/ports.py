@@ -42,6 +42,9 @@ class Sessions(Protocol):
     async def revoke(self, session_id: str, reason: str) -> None:
         """End a session."""
 
+    async def revoked_since(self, moment: datetime) -> list[tuple[str, datetime]]:
+        """(session id, when) of the sessions revoked after `moment`."""
+
 
 class LoginAttempts(Protocol):
     """Password checks counted per e-mail address, in windows of time."""

@@ -23,6 +23,8 @@ CREATE TABLE IF NOT EXISTS sessions (
     rotated_at         timestamptz NOT NULL DEFAULT now()
 );
 CREATE INDEX IF NOT EXISTS sessions_user ON sessions (user_id);
+-- The sessions revoked lately, whose revocations identity records in Redis again if Redis lost them.
+CREATE INDEX IF NOT EXISTS sessions_revoked ON sessions (revoked_at) WHERE revoked_at IS NOT NULL;
 
 -- Password checks per e-mail address (normalised, an account's or not) in the current window.
 CREATE TABLE IF NOT EXISTS login_attempts (

@@ -68,6 +68,9 @@ class Revocations(Protocol):
     async def revoke(self, session_id: str, ttl_s: int) -> None:
         """End the session for at least `ttl_s` seconds (the longest life of its tokens)."""
 
+    async def missing(self, session_ids: list[str]) -> list[str]:
+        """Those of `session_ids` whose revocation is not recorded (any more)."""
+
 
 class RedisRevocations:
     """Revoked sessions as Redis keys with a TTL; shared by every service.
@@ -107,6 +110,17 @@ class RedisRevocations:
             tx.publish(self.memory.channel, session_id)
             await tx.execute()
         self.memory.remember(session_id, True)
+
+    async def missing(self, session_ids: list[str]) -> list[str]:
+        """Looked up in Redis itself, with one round trip: a process's memory may still hold what
+        Redis lost."""
+        if not session_ids:
+            return []
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for session_id in session_ids:
+                pipe.exists(self._key(session_id))
+            found = await pipe.execute()
+        return [session_id for session_id, there in zip(session_ids, found, strict=True) if not there]
 
 
 def generate_keypair() -> tuple[str, str]:

@@ -138,6 +138,13 @@ class PostgresSessions:
             expires_at,
         )
 
+    async def revoked_since(self, moment: datetime) -> list[tuple[str, datetime]]:
+        """The sessions revoked after `moment`, oldest first (`sessions_revoked`, a partial index)."""
+        rows = await self.conn.fetch(
+            "SELECT session_id, revoked_at FROM sessions WHERE revoked_at > $1 ORDER BY revoked_at", moment
+        )
+        return [(str(r["session_id"]), r["revoked_at"]) for r in rows]
+
     async def revoke(self, session_id: str, reason: str) -> None:
         """End the session (the first reason is kept); an id that is not a UUID names no session."""
         if not is_uuid(session_id):

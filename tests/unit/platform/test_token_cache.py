@@ -23,6 +23,9 @@ class Revoked:
     async def revoke(self, session_id: str, ttl_s: int) -> None:
         self.sessions.add(session_id)
 
+    async def missing(self, session_ids: list[str]) -> list[str]:
+        return [s for s in session_ids if s not in self.sessions]
+
 
 @pytest.fixture
 def decodes(monkeypatch: pytest.MonkeyPatch) -> list[str]:

@@ -9,11 +9,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import grpc
+import jwt
 import pytest
 import pytest_asyncio
 from google.protobuf import field_mask_pb2
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
+from redis.asyncio import Redis
 
 from a4co.identity.v1 import identity_service_pb2 as pb
 from a4co.identity.v1 import identity_service_pb2_grpc as pb_grpc
@@ -21,7 +23,7 @@ from a4co.type.v1 import address_pb2
 from services.identity.__main__ import build
 from services.identity.adapters.postgres import PostgresLoginAttempts
 from services.identity.domain import LOGIN_ATTEMPTS, LOGIN_WINDOW_S
-from services.platform.auth import Role
+from services.platform.auth import RedisRevocations, Role
 from services.platform.grpc.status import details_of
 from services.platform.local_servers import ServerUrls
 from tests.integration.services.harness import Keys, RunningService, bearer, running_service, settings_for
@@ -340,6 +342,36 @@ async def test_logout_revokes_at_once_everywhere(stub: pb_grpc.IdentityServiceAs
         error = await failure(call)
         assert error.code() == grpc.StatusCode.UNAUTHENTICATED
         assert details_of(error)[0].reason == "TOKEN_REVOKED"  # type: ignore[union-attr]
+
+
+async def test_a_revocation_redis_lost_is_recorded_again(
+    urls: ServerUrls, prefix: str, keys: Keys, redis: Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Redis restarted without its data, flushed, or evicting keys with a TTL: identity records
+    the revocations of the sessions ended lately again, from PostgreSQL."""
+    monkeypatch.setenv("A4CO_REVOCATIONS_CHECK_S", "0.2")
+    settings = settings_for("identity", urls, prefix, keys)
+    async with running_service("identity", build, SCHEMA, settings) as svc:
+        stub = pb_grpc.IdentityServiceStub(svc.channel)
+        await register(stub, "lucia@example.es")
+        token = (await login(stub, "lucia@example.es")).tokens.access_token
+        session_id = jwt.decode(token, options={"verify_signature": False})["sid"]
+        await stub.Logout(pb.LogoutRequest(), metadata=bearer(token))
+        elsewhere = RedisRevocations(redis, prefix)  # another process's view, with nothing remembered
+        assert await elsewhere.is_revoked(session_id)
+        lost = [key async for key in redis.scan_iter(f"{prefix}:*{session_id}*")]
+        assert len(lost) == 1
+        ttl_before = await redis.ttl(lost[0])
+        await redis.delete(*lost)
+        assert await elsewhere.missing([session_id]) == [session_id]
+
+        async def recorded_again() -> bool:
+            return await elsewhere.missing([session_id]) == []
+
+        await eventually(recorded_again, timeout=10, what="the revocation recorded again")
+        assert 0 < await redis.ttl(lost[0]) <= ttl_before  # for what is left of its tokens' life
+        fresh = RedisRevocations(redis, prefix)
+        assert await fresh.is_revoked(session_id)
 
 
 async def test_refresh_rotates_and_reuse_ends_the_session(stub: pb_grpc.IdentityServiceAsyncStub) -> None:
