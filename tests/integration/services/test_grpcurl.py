@@ -206,6 +206,14 @@ async def test_every_service_lists_describes_and_answers_every_rpc(five: dict[st
     await eventually(searchable, what="the product searchable")
     product = await call(addr["catalog"], f"{cat}/GetProduct", {"product_id": "plato-verde"})
     assert product["product"]["locality"] == "Úbeda"  # type: ignore[index]
+    near = await call(
+        addr["catalog"],
+        f"{cat}/SearchProducts",
+        {"near": {"latitude": 38.0133, "longitude": -3.3706}, "radius_km": 10, "page_size": 5},
+    )  # no words: nearest first
+    results: list[dict[str, dict[str, str]]] = near["results"]  # type: ignore[assignment]
+    assert [r["product"]["product_id"] for r in results] == ["plato-verde"]
+    assert near["total_size"] == 1
 
     # geo
     geo = full["geo"]
