@@ -24,16 +24,17 @@ async def test_a_failing_step_reports_failure() -> None:
     assert not await bounded(broken(), 1.0, "broken step")
 
 
+async def stubborn(release: asyncio.Event) -> None:
+    """Swallows every cancellation until released."""
+    while not release.is_set():
+        with contextlib.suppress(asyncio.CancelledError):
+            await release.wait()
+
+
 async def test_a_step_that_swallows_cancellation_is_left_behind_on_time() -> None:
     release = asyncio.Event()
-
-    async def stubborn() -> None:
-        while not release.is_set():
-            with contextlib.suppress(asyncio.CancelledError):
-                await release.wait()
-
     # asyncio.wait_for would wait here forever (the test would hit its timeout); bounded returns.
-    assert not await bounded(stubborn(), 0.2, "stubborn step")
+    assert not await bounded(stubborn(release), 0.2, "stubborn step")
     release.set()
 
 
@@ -61,25 +62,19 @@ class SwallowsOnce:
 
 
 async def test_a_task_that_swallows_a_cancellation_is_cancelled_again_until_it_ends() -> None:
-    stubborn = SwallowsOnce()
-    task = asyncio.create_task(stubborn.loop())
+    once = SwallowsOnce()
+    task = asyncio.create_task(once.loop())
     await asyncio.sleep(0)  # in its call
     assert await cancel_and_wait(task, 5.0)
     assert task.cancelled()
-    assert (stubborn.swallowed, stubborn.rounds) == (1, 2)  # it went round once more, then ended
+    assert (once.swallowed, once.rounds) == (1, 2)  # it went round once more, then ended
     task = asyncio.create_task(asyncio.sleep(0))
     assert await cancel_and_wait(task, 5.0)  # one that ends at once too
 
 
 async def test_a_task_that_never_ends_is_left_behind_on_time() -> None:
     release = asyncio.Event()
-
-    async def deaf() -> None:
-        while not release.is_set():
-            with contextlib.suppress(asyncio.CancelledError):
-                await release.wait()
-
-    task = asyncio.create_task(deaf())
+    task = asyncio.create_task(stubborn(release))
     await asyncio.sleep(0)  # waiting
     assert not await cancel_and_wait(task, 0.2)
     release.set()
@@ -87,12 +82,12 @@ async def test_a_task_that_never_ends_is_left_behind_on_time() -> None:
 
 
 async def test_a_health_monitor_whose_check_swallows_its_cancellation_still_stops() -> None:
-    stubborn = SwallowsOnce()
+    once = SwallowsOnce()
     in_check = asyncio.Event()
 
     async def check() -> bool:
         in_check.set()
-        return await stubborn.call()
+        return await once.call()
 
     monitor = HealthMonitor(health.aio.HealthServicer(), ["a4co.test.v1.Test"], {"redis": check})
     monitor.start(interval_s=10.0)
@@ -102,4 +97,4 @@ async def test_a_health_monitor_whose_check_swallows_its_cancellation_still_stop
     assert not deadline.expired()  # it waited for the task until cancelled from outside
     assert monitor._task is not None
     assert monitor._task.done()
-    assert stubborn.swallowed == 1
+    assert once.swallowed == 1
