@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 from pathlib import Path
 
@@ -30,6 +31,11 @@ async def build(infra: Infrastructure) -> ServiceParts:
         registrations=[registration(deps)],
         policies=POLICIES,
         subscriptions=bind(subscriptions.HANDLERS, infra.registry, deps),
+        background=[
+            functools.partial(
+                handlers.deliver_again, deps, float(os.environ.get("A4CO_DELIVERY_RETRY_S", "5"))
+            )
+        ],
     )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import Awaitable, Callable
@@ -11,6 +12,7 @@ from typing import Any
 
 import asyncpg
 from google.protobuf.message import Message
+from prometheus_client import Counter, Gauge
 from redis.asyncio import Redis
 
 from a4co.identity.events.v1 import identity_events_pb2 as identity
@@ -20,8 +22,21 @@ from services.platform.auth import Principal
 from services.platform.db import Connection, columns
 from services.platform.events.consumer import HandlerContext
 from services.platform.flow import new_id
+from services.platform.resilience import Backoff
 
 log = logging.getLogger(__name__)
+
+# A delivery that fails is tried again, from 30 s later, doubling up to an hour apart: ten tries in
+# about six hours, then given up on (the message stays listed; `undelivered` keeps why).
+DELIVERY_ATTEMPTS = 10
+DELIVERY_BACKOFF = Backoff(first_s=30.0, cap_s=3600.0)
+DELIVERY_LEASE_S = 300.0  # a try's claim on a message, in case its process dies meanwhile
+DELIVERIES = Counter(
+    "a4co_notification_deliveries",
+    "Deliveries of notifications by outcome: delivered, failed (tried again later), gave_up.",
+    ["outcome"],
+)
+UNDELIVERED = Gauge("a4co_notifications_undelivered", "Notifications waiting to be delivered again.")
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,15 +129,93 @@ async def _store(conn: Connection, batch: list[_Made]) -> Callable[[], Awaitable
                 document = json.dumps(_document(row), ensure_ascii=False)
                 pipe.publish(deps.channel(row["recipient_id"]), document)
             await pipe.execute()
+        failed = []
         for row in stored:
             try:
                 await deps.transport.send(
                     Outgoing(row["recipient_id"], row["email"] or "", row["title"], row["body"])
                 )
-            except Exception:  # the notification is stored and listed; delivery failures are logged
-                log.exception("could not deliver notification %s", row["notification_id"])
+            except Exception as exc:  # stored and listed; tried again later (`deliver_again`)
+                log.warning(
+                    "could not deliver notification %s (%r); will try again", row["notification_id"], exc
+                )
+                failed.append((row["notification_id"], f"{type(exc).__name__}: {exc}"))
+            else:
+                DELIVERIES.labels("delivered").inc()
+        if failed:
+            DELIVERIES.labels("failed").inc(len(failed))
+            await deps.pool.execute(
+                "INSERT INTO undelivered (notification_id, attempts, next_attempt_at, last_error)"
+                " SELECT id, 1, now() + make_interval(secs => $3), error"
+                " FROM unnest($1::uuid[], $2::text[]) AS f(id, error) ON CONFLICT DO NOTHING",
+                *columns(failed, 2),
+                DELIVERY_BACKOFF.delay(1),
+            )
 
     return push_and_deliver
+
+
+async def deliver_due(deps: Deps, limit: int = 100) -> int:
+    """Try again the deliveries that are due; returns how many were delivered.
+
+    The due messages are claimed first (their next try moved a lease ahead, `SKIP LOCKED` for the
+    other replicas), then sent outside any transaction, then each is settled: a delivered one
+    leaves `undelivered`, a failed one waits longer, the last try's failure gives up on it."""
+    claimed = await deps.pool.fetch(
+        "UPDATE undelivered u SET next_attempt_at = now() + make_interval(secs => $2)"
+        " FROM notifications n LEFT JOIN contacts c ON c.user_id = n.recipient_id"
+        " WHERE n.notification_id = u.notification_id AND u.notification_id IN ("
+        "  SELECT notification_id FROM undelivered WHERE gave_up_at IS NULL AND next_attempt_at <= now()"
+        "  ORDER BY next_attempt_at LIMIT $1 FOR UPDATE SKIP LOCKED)"
+        " RETURNING u.notification_id, u.attempts, n.recipient_id, n.title, n.body,"
+        " coalesce(c.email, '') AS email",
+        limit,
+        DELIVERY_LEASE_S,
+    )
+    delivered = 0
+    for row in claimed:
+        try:
+            await deps.transport.send(Outgoing(row["recipient_id"], row["email"], row["title"], row["body"]))
+        except Exception as exc:
+            attempts = row["attempts"] + 1
+            gave_up = attempts >= DELIVERY_ATTEMPTS
+            await deps.pool.execute(
+                "UPDATE undelivered SET attempts = $2, next_attempt_at = now() + make_interval(secs => $3),"
+                " last_error = $4, gave_up_at = CASE WHEN $5 THEN now() END WHERE notification_id = $1",
+                row["notification_id"],
+                attempts,
+                DELIVERY_BACKOFF.delay(attempts),
+                f"{type(exc).__name__}: {exc}",
+                gave_up,
+            )
+            DELIVERIES.labels("gave_up" if gave_up else "failed").inc()
+            if gave_up:
+                log.error(
+                    "gave up delivering notification %s after %d tries: %r",
+                    row["notification_id"],
+                    attempts,
+                    exc,
+                )
+        else:
+            await deps.pool.execute(
+                "DELETE FROM undelivered WHERE notification_id = $1", row["notification_id"]
+            )
+            DELIVERIES.labels("delivered").inc()
+            delivered += 1
+    return delivered
+
+
+async def deliver_again(deps: Deps, every_s: float = 5.0) -> None:
+    """`deliver_due` every `every_s` (a background job), and the `a4co_notifications_undelivered` gauge."""
+    while True:
+        try:
+            await deliver_due(deps)
+            UNDELIVERED.set(
+                await deps.pool.fetchval("SELECT count(*) FROM undelivered WHERE gave_up_at IS NULL")
+            )
+        except Exception:  # the next tick tries again
+            log.exception("could not deliver the notifications due again")
+        await asyncio.sleep(every_s)  # the retries' period
 
 
 def _document(row: asyncpg.Record) -> dict[str, Any]:

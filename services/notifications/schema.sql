@@ -17,3 +17,14 @@ CREATE TABLE IF NOT EXISTS notifications (
     UNIQUE (recipient_id, event_id)
 );
 CREATE INDEX IF NOT EXISTS notifications_recipient ON notifications (recipient_id, created_at DESC);
+
+-- Messages whose delivery failed, to be tried again from `next_attempt_at`; a delivered one leaves
+-- the table, one given up on stays with `gave_up_at` set.
+CREATE TABLE IF NOT EXISTS undelivered (
+    notification_id uuid        PRIMARY KEY REFERENCES notifications (notification_id),
+    attempts        integer     NOT NULL,
+    next_attempt_at timestamptz NOT NULL,
+    last_error      text        NOT NULL,
+    gave_up_at      timestamptz
+);
+CREATE INDEX IF NOT EXISTS undelivered_due ON undelivered (next_attempt_at) WHERE gave_up_at IS NULL;

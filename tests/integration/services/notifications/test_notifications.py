@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +17,9 @@ from a4co.notifications.v1 import notifications_service_pb2 as pb
 from a4co.notifications.v1 import notifications_service_pb2_grpc as pb_grpc
 from a4co.orders.events.v1 import order_events_pb2 as orders
 from a4co.type.v1 import money_pb2
+from services.notifications import handlers
 from services.notifications.__main__ import build
+from services.notifications.adapters.transports import FileTransport
 from services.platform.auth import Role
 from services.platform.local_servers import ServerUrls
 from tests.integration.services.harness import (
@@ -118,3 +120,72 @@ async def test_two_messages_of_one_event_to_one_person_are_kept_once(
     assert await titles(notifications, keys, "u-1") == ["Hemos recibido tu pedido"]
     count = await notifications.infra.pool.fetchval("SELECT count(*) FROM notifications")
     assert count == 1
+
+
+@pytest_asyncio.fixture
+async def retried_by_hand(
+    urls: ServerUrls, prefix: str, keys: Keys, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[RunningService]:
+    """notifications whose own retries wait an hour, so that the test's are the only ones."""
+    monkeypatch.setenv("A4CO_DELIVERY_RETRY_S", "3600")
+    monkeypatch.setenv("A4CO_NOTIFICATIONS_DIR", str(tmp_path / "mail"))
+    async with running_service(
+        "notifications", build, SCHEMA, settings_for("notifications", urls, prefix, keys)
+    ) as svc:
+        yield svc
+
+
+async def test_a_failed_delivery_is_tried_again_until_it_succeeds_or_the_tries_run_out(
+    retried_by_hand: RunningService, keys: Keys, tmp_path: Path
+) -> None:
+    """The mail server (here the file) fails: the message is stored and listed at once, and its
+    delivery is tried again later instead of being lost."""
+    notifications = retried_by_hand
+    outbox = tmp_path / "mail" / "outbox.jsonl"
+    outbox.mkdir(parents=True)  # a directory where the file goes: every delivery fails
+    pool = notifications.infra.pool
+    deps = handlers.Deps(pool, notifications.infra.redis, FileTransport(tmp_path / "mail"))
+    welcome = identity.UserRegistered(user_id="c-9", email="eva@jaen.es", display_name="Eva")
+    await publish_event(notifications, welcome, "c-9")
+
+    async def waiting() -> list[Any]:
+        return list(await pool.fetch("SELECT attempts, gave_up_at, last_error FROM undelivered"))
+
+    await eventually(lambda: _one(waiting()), what="the failed delivery kept to be tried again")
+    assert await titles(notifications, keys, "c-9") == ["¡Bienvenido a a4co!"]  # listed meanwhile
+    [(attempts, gave_up, error)] = await waiting()
+    assert (attempts, gave_up) == (1, None)
+    assert error.startswith("IsADirectoryError")
+    assert await handlers.deliver_due(deps) == 0, "not due yet: the first retry waits 30 s or so"
+
+    await pool.execute("UPDATE undelivered SET next_attempt_at = now()")  # 30 s later
+    assert await handlers.deliver_due(deps) == 0  # still failing: it waits longer
+    [(attempts, gave_up, _)] = await waiting()
+    assert (attempts, gave_up) == (2, None)
+
+    outbox.rmdir()  # the mail server is back
+    await pool.execute("UPDATE undelivered SET next_attempt_at = now()")
+    assert await handlers.deliver_due(deps) == 1
+    assert await waiting() == []
+    assert [(m["to"], m["subject"]) for m in mail(tmp_path)] == [("eva@jaen.es", "¡Bienvenido a a4co!")]
+
+    # Failing to the last try, it is given up on, and stays to say why.
+    outbox.unlink()
+    outbox.mkdir()
+    await publish_event(notifications, order_created("c-9", "a-9"), "o-9")
+    await eventually(lambda: _count(waiting(), 2), what="the order's two deliveries failed")
+    await pool.execute(
+        "UPDATE undelivered SET next_attempt_at = now(), attempts = $1", handlers.DELIVERY_ATTEMPTS - 1
+    )
+    deps = handlers.Deps(pool, notifications.infra.redis, FileTransport(tmp_path / "mail"))  # not open
+    assert await handlers.deliver_due(deps) == 0
+    assert all(gave_up is not None for _, gave_up, _ in await waiting())
+    assert await handlers.deliver_due(deps) == 0  # given up on: not tried again
+
+
+async def _one(rows: Awaitable[list[Any]]) -> bool:
+    return len(await rows) == 1
+
+
+async def _count(rows: Awaitable[list[Any]], count: int) -> bool:
+    return len(await rows) == count
