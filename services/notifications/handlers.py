@@ -123,12 +123,16 @@ async def _store(conn: Connection, batch: list[_Made]) -> Callable[[], Awaitable
     deps = batch[0].deps
 
     async def push_and_deliver() -> None:
-        # One round trip to Redis for all the pushes of the transaction.
-        async with deps.redis.pipeline(transaction=False) as pipe:
-            for row in stored:
-                document = json.dumps(_document(row), ensure_ascii=False)
-                pipe.publish(deps.channel(row["recipient_id"]), document)
-            await pipe.execute()
+        # One round trip to Redis for all the pushes of the transaction. A push is for whoever
+        # listens now, and the message is listed either way: a Redis outage must not stop delivery.
+        try:
+            async with deps.redis.pipeline(transaction=False) as pipe:
+                for row in stored:
+                    document = json.dumps(_document(row), ensure_ascii=False)
+                    pipe.publish(deps.channel(row["recipient_id"]), document)
+                await pipe.execute()
+        except Exception as exc:
+            log.warning("could not push %d notifications (%r); delivering them", len(stored), exc)
         failed = []
         for row in stored:
             try:

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 import pytest_asyncio
+from redis.asyncio import Redis
 
 from a4co.identity.events.v1 import identity_events_pb2 as identity
 from a4co.notifications.v1 import notifications_service_pb2 as pb
@@ -20,6 +21,7 @@ from a4co.type.v1 import money_pb2
 from services.notifications import handlers
 from services.notifications.__main__ import build
 from services.notifications.adapters.transports import FileTransport
+from services.notifications.messages import Note
 from services.platform.auth import Role
 from services.platform.local_servers import ServerUrls
 from tests.integration.services.harness import (
@@ -189,3 +191,22 @@ async def _one(rows: Awaitable[list[Any]]) -> bool:
 
 async def _count(rows: Awaitable[list[Any]], count: int) -> bool:
     return len(await rows) == count
+
+
+async def test_with_redis_down_the_messages_are_still_delivered(
+    notifications: RunningService, tmp_path: Path
+) -> None:
+    """The push is for whoever listens now; a Redis outage must not stop the e-mail."""
+    dead = Redis.from_url("redis://127.0.0.1:1", socket_connect_timeout=0.5)  # nothing listens there
+    deps = handlers.Deps(notifications.infra.pool, dead, FileTransport(tmp_path / "down"))
+    made = handlers._Made(  # what a consumer's transaction stages for one event
+        deps, "a4co.orders.OrderCreated", str(uuid.uuid4()), [str(uuid.uuid4())],
+        [Note("c-7", "Hemos recibido tu pedido", "Gracias.", "o-7")],
+    )  # fmt: skip
+    async with notifications.infra.pool.acquire() as conn, conn.transaction():
+        after_commit = await handlers._store(conn, [made])
+    assert after_commit is not None
+    await after_commit()  # raised ConnectionError before, and mailed nothing
+    sent = [json.loads(line) for line in (tmp_path / "down" / "outbox.jsonl").read_text().splitlines()]
+    assert [(m["to"], m["subject"]) for m in sent] == [("c-7", "Hemos recibido tu pedido")]
+    await dead.aclose()
