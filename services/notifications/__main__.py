@@ -7,7 +7,12 @@ import os
 from pathlib import Path
 
 from services.notifications import handlers, subscriptions
-from services.notifications.adapters.transports import FileTransport, SmtpTransport, Transport
+from services.notifications.adapters.transports import (
+    FileTransport,
+    GuardedTransport,
+    SmtpTransport,
+    Transport,
+)
 from services.notifications.grpc_api import POLICIES, registration
 from services.platform.events.subscriptions import bind
 from services.platform.main import service_main
@@ -25,7 +30,10 @@ def transport() -> Transport:
 async def build(infra: Infrastructure) -> ServiceParts:
     """notifications' parts, wired."""
     deps = handlers.Deps(
-        pool=infra.pool, redis=infra.redis, transport=transport(), prefix=infra.settings.prefix
+        pool=infra.pool,
+        redis=infra.redis,
+        transport=GuardedTransport(transport()),
+        prefix=infra.settings.prefix,
     )
     return ServiceParts(
         registrations=[registration(deps)],

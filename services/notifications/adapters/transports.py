@@ -11,6 +11,9 @@ from email.message import EmailMessage
 from pathlib import Path
 from typing import Protocol, TextIO
 
+from services.platform.grpc.client import BREAKER_STATE
+from services.platform.resilience import BreakerState, CircuitBreaker
+
 
 @dataclass(frozen=True, slots=True)
 class Outgoing:
@@ -27,6 +30,32 @@ class Transport(Protocol):
 
     async def send(self, message: Outgoing) -> None:
         """Deliver one message."""
+
+
+class GuardedTransport:
+    """A transport behind the strategy's circuit breaker (5 failures within 60 s open it for 30 s):
+    while the mail server is down, sends fail at once, to be tried again later
+    (`handlers.deliver_due`), instead of each waiting for its timeout while the events behind it wait
+    for the consumer. The breaker's state is `a4co_circuit_breaker_state{peer="mail"}`."""
+
+    def __init__(self, inner: Transport, breaker: CircuitBreaker | None = None) -> None:
+        self.inner = inner
+        self.breaker = breaker or CircuitBreaker("mail", on_change=_export_state)
+        _export_state(self.breaker.peer, self.breaker.state)
+
+    async def send(self, message: Outgoing) -> None:
+        """Send, unless the circuit is open (BreakerOpenError)."""
+        self.breaker.before_call()
+        try:
+            await self.inner.send(message)
+        except Exception:
+            self.breaker.record_failure()
+            raise
+        self.breaker.record_success()
+
+
+def _export_state(peer: str, state: BreakerState) -> None:
+    BREAKER_STATE.labels(peer).set(int(state))
 
 
 class FileTransport:

@@ -1,0 +1,40 @@
+"""The mail transport behind a circuit breaker: a mail server that keeps failing is not waited on."""
+
+from __future__ import annotations
+
+import pytest
+
+from services.notifications.adapters.transports import GuardedTransport, Outgoing
+from services.platform.resilience import BreakerOpenError, BreakerState, CircuitBreaker
+
+MESSAGE = Outgoing("c-1", "ana@jaen.es", "Hola", "¿Qué tal?")
+
+
+class Flaky:
+    """A transport that fails while `down`, counting the sends it was asked for."""
+
+    def __init__(self) -> None:
+        self.down = True
+        self.asked = 0
+
+    async def send(self, message: Outgoing) -> None:
+        self.asked += 1
+        if self.down:
+            raise ConnectionRefusedError("mail server down")
+
+
+async def test_after_five_failures_sends_fail_at_once_until_a_trial_gets_through() -> None:
+    now = [0.0]
+    inner = Flaky()
+    guarded = GuardedTransport(inner, CircuitBreaker("mail", clock=lambda: now[0]))
+    for _ in range(5):
+        with pytest.raises(ConnectionRefusedError):
+            await guarded.send(MESSAGE)
+    assert guarded.breaker.state == BreakerState.OPEN
+    with pytest.raises(BreakerOpenError):
+        await guarded.send(MESSAGE)
+    assert inner.asked == 5  # the sixth never reached the mail server
+    now[0] = 31.0  # the breaker lets one trial through
+    inner.down = False
+    await guarded.send(MESSAGE)
+    assert (guarded.breaker.state, inner.asked) == (BreakerState.CLOSED, 6)
