@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import smtplib
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -64,6 +65,7 @@ class FileTransport:
     def __init__(self, directory: Path) -> None:
         self.path = directory / "outbox.jsonl"
         self._file: TextIO | None = None
+        self._opened = (0, 0)  # the open file's device and inode
 
     async def send(self, message: Outgoing) -> None:
         """Append the message.
@@ -77,11 +79,22 @@ class FileTransport:
              "subject": message.title, "body": message.body},
             ensure_ascii=False,
         )  # fmt: skip
-        if self._file is None or self._file.closed:
+        if self._file is None or self._file.closed or not self._still_there():
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._file = self.path.open("a", encoding="utf-8")
+            stat = os.fstat(self._file.fileno())
+            self._opened = (stat.st_dev, stat.st_ino)
         self._file.write(line + "\n")
         self._file.flush()
+
+    def _still_there(self) -> bool:
+        """Whether the open file is still the one at `path`: a developer who deletes or moves it
+        gets a new one, where lines had gone on into the deleted file (one stat, about 1 µs)."""
+        try:
+            stat = os.stat(self.path)
+        except FileNotFoundError:
+            return False
+        return (stat.st_dev, stat.st_ino) == self._opened
 
 
 class SmtpTransport:

@@ -1,10 +1,12 @@
-"""The mail transport behind a circuit breaker: a mail server that keeps failing is not waited on."""
+"""The transports: the mail server behind a circuit breaker, and the development file."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
-from services.notifications.adapters.transports import GuardedTransport, Outgoing
+from services.notifications.adapters.transports import FileTransport, GuardedTransport, Outgoing
 from services.platform.resilience import BreakerOpenError, BreakerState, CircuitBreaker
 
 MESSAGE = Outgoing("c-1", "ana@jaen.es", "Hola", "¿Qué tal?")
@@ -38,3 +40,16 @@ async def test_after_five_failures_sends_fail_at_once_until_a_trial_gets_through
     inner.down = False
     await guarded.send(MESSAGE)
     assert (guarded.breaker.state, inner.asked) == (BreakerState.CLOSED, 6)
+
+
+async def test_the_file_transport_starts_a_new_file_when_its_file_is_deleted_or_moved(tmp_path: Path) -> None:
+    transport = FileTransport(tmp_path)
+    await transport.send(MESSAGE)
+    transport.path.unlink()  # a developer clears the outbox while the service runs
+    await transport.send(MESSAGE)
+    assert len(transport.path.read_text().splitlines()) == 1  # went on into the deleted file before
+    transport.path.rename(tmp_path / "old.jsonl")
+    await transport.send(MESSAGE)
+    await transport.send(MESSAGE)
+    assert len(transport.path.read_text().splitlines()) == 2
+    assert len((tmp_path / "old.jsonl").read_text().splitlines()) == 1
