@@ -36,6 +36,7 @@ DELIVERIES = Counter(
     "Deliveries of notifications by outcome: delivered, failed (tried again later), gave_up.",
     ["outcome"],
 )
+_DELIVERED, _FAILED, _GAVE_UP = (DELIVERIES.labels(o) for o in ("delivered", "failed", "gave_up"))
 UNDELIVERED = Gauge("a4co_notifications_undelivered", "Notifications waiting to be delivered again.")
 
 
@@ -145,9 +146,9 @@ async def _store(conn: Connection, batch: list[_Made]) -> Callable[[], Awaitable
                 )
                 failed.append((row["notification_id"], f"{type(exc).__name__}: {exc}"))
             else:
-                DELIVERIES.labels("delivered").inc()
+                _DELIVERED.inc()
         if failed:
-            DELIVERIES.labels("failed").inc(len(failed))
+            _FAILED.inc(len(failed))
             await deps.pool.execute(
                 "INSERT INTO undelivered (notification_id, attempts, next_attempt_at, last_error)"
                 " SELECT id, 1, now() + make_interval(secs => $3), error"
@@ -192,7 +193,7 @@ async def deliver_due(deps: Deps, limit: int = 100) -> int:
                 f"{type(exc).__name__}: {exc}",
                 gave_up,
             )
-            DELIVERIES.labels("gave_up" if gave_up else "failed").inc()
+            (_GAVE_UP if gave_up else _FAILED).inc()
             if gave_up:
                 log.error(
                     "gave up delivering notification %s after %d tries: %r",
@@ -204,7 +205,7 @@ async def deliver_due(deps: Deps, limit: int = 100) -> int:
             await deps.pool.execute(
                 "DELETE FROM undelivered WHERE notification_id = $1", row["notification_id"]
             )
-            DELIVERIES.labels("delivered").inc()
+            _DELIVERED.inc()
             delivered += 1
     return delivered
 
