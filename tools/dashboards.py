@@ -36,13 +36,16 @@ SYNC: list[Panel] = [
     ("QuoteDelivery's workshop locations by source (memory, postgres)", [
         ("{{source}}", "sum by (source) (rate(a4co_geo_location_lookups_total[1m]))"),
     ], "ops"),
-    ("SearchProducts by engine (index; sql while the index is not following, and without words)", [
+    ("SearchProducts by engine (index; sql while the index is not following, or near too many places)", [
         ("{{instance}} {{engine}}", "sum by (instance, engine) (rate(a4co_searches_total[1m]))"),
     ], "reqps"),
     ("Search index: following (1) and products indexed", [
         ("{{instance}} following", "max by (instance) (a4co_search_index_ready)"),
         ("{{instance}} products", "max by (instance) (a4co_search_index_documents)"),
     ], "none"),
+    ("Sign-ins by result (RESOURCE_EXHAUSTED: too many attempts for an address, decision 31)", [
+        ("{{code}}", "sum by (code) (rate(a4co_grpc_server_handled_total{service=\"identity\",method=\"Login\"}[5m]))"),
+    ], "reqps"),
     ("Calls served per coalesced round trip (decision 28: search pages, new payment methods, nearby searches)", [
         ("{{kind}}", "sum by (kind) (rate(a4co_coalesced_callers_sum[1m]))"
                      " / sum by (kind) (rate(a4co_coalesced_callers_count[1m]))"),
@@ -62,6 +65,10 @@ EVENTS: list[Panel] = [
     ("Outbox backlog", [("{{service}}", "max by (service) (a4co_outbox_pending)")], "none"),
     ("Oldest unpublished event", [("{{service}}", "max by (service) (a4co_outbox_oldest_age_seconds)")], "s"),
     ("Outbox publish failures", [("{{service}}", "sum by (service) (rate(a4co_outbox_publish_failures_total[5m]))")], "ops"),
+    ("Notification deliveries by outcome (failed ones are tried again)", [
+        ("{{outcome}}", "sum by (outcome) (rate(a4co_notification_deliveries_total[5m]))"),
+    ], "ops"),
+    ("Notifications waiting to be delivered again", [("waiting", "max(a4co_notifications_undelivered)")], "none"),
 ]  # fmt: skip
 SAGA: list[Panel] = [
     ("Orders in flight (saga running)", [("{{status}}", "max by (status) (a4co_orders_in_flight)")], "none"),
