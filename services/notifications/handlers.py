@@ -26,8 +26,8 @@ from services.platform.resilience import Backoff
 
 log = logging.getLogger(__name__)
 
-# A delivery that fails is tried again, from 30 s later, doubling up to an hour apart: ten tries in
-# about six hours, then given up on (the message stays listed; `undelivered` keeps why).
+# A delivery that fails is tried again, from 30 s later, doubling up to an hour apart: ten tries over
+# 2.4 to 3.1 hours (the jitter), then given up on (the message stays listed; `undelivered` says why).
 DELIVERY_ATTEMPTS = 10
 DELIVERY_BACKOFF = Backoff(first_s=30.0, cap_s=3600.0)
 DELIVERY_LEASE_S = 300.0  # a try's claim on a message, in case its process dies meanwhile
