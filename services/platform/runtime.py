@@ -103,6 +103,11 @@ class Infrastructure:
         revocations = RedisRevocations(redis, settings.prefix)
         return cls(settings, pool, nc, js, redis, registry, topology, codec, outbox, revocations, nats_closed)
 
+    async def ensure_streams(self) -> None:
+        """Declare every stream, as at start (a stream deleted since, or lost with the server's
+        state, is created again; the relay and the consumers call this when they find none)."""
+        await ensure_streams(self.js, self.registry, self.topology, self.settings.streams)
+
     def checks(self) -> dict[str, Callable[[], Awaitable[bool]]]:
         """Health checks of the three dependencies."""
 
@@ -198,6 +203,7 @@ class ServiceRunner:
             schema=infra.topology.schema(settings.service),
             service=settings.service,
             js=infra.js,
+            streams=infra.ensure_streams,
         )
         infra.outbox.relay_here(self.relay)
         self.consumers = [
@@ -210,6 +216,7 @@ class ServiceRunner:
                 codec=infra.codec,
                 topology=infra.topology,
                 outbox=infra.outbox,
+                streams=infra.ensure_streams,
             )
             for stream, handlers in parts.subscriptions.items()
         ]

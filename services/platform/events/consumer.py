@@ -24,6 +24,7 @@ from typing import Any
 
 import asyncpg
 import nats.errors
+import nats.js.errors
 from google.protobuf.message import Message
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
@@ -234,8 +235,11 @@ class QueueConsumer:
         outbox: OutboxWriter | None = None,
         upcasters: Upcasters | None = None,
         policy: DeliveryPolicy | None = None,
+        streams: Callable[[], Awaitable[object]] | None = None,
     ) -> None:
+        """`streams` declares the streams again (`ensure_streams`) when the consumer's is gone."""
         self.service, self.stream = service, stream
+        self._streams = streams
         self.js, self.pool, self.codec, self.topology = js, pool, codec, topology
         self.outbox = outbox
         self.upcasters = upcasters or Upcasters()
@@ -334,6 +338,16 @@ class QueueConsumer:
         """Create the durable consumer, or bind to it as it is (the same configuration)."""
         await self.js.add_consumer(self.topology.stream(self.stream), self.config())
 
+    async def _declare_again(self) -> None:
+        """Declare the consumer again, and first its stream when that is gone too."""
+        try:
+            await self._declare()
+        except nats.js.errors.NotFoundError:
+            if self._streams is None:
+                raise
+            await self._streams()
+            await self._declare()
+
     async def _run(self) -> None:
         assert self._puller is not None
         failures = 0
@@ -362,9 +376,9 @@ class QueueConsumer:
                     await wait_set(self._stopping, delay)
                     if isinstance(exc, PullError) and exc.consumer_gone:
                         # Deleted on the server (an operator's `nats consumer rm`, a stream restored
-                        # without its consumers): declared again, it delivers what is unacknowledged.
+                        # without its consumers, a server that lost its state): declared again.
                         with contextlib.suppress(nats.errors.Error, OSError):
-                            await self._declare()
+                            await self._declare_again()
                             log.warning("%s: the durable consumer was gone; declared again", self.durable)
                     continue
                 failures = 0

@@ -22,14 +22,16 @@ import logging
 import math
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import asyncpg
+import nats.errors
 from google.protobuf.message import Message
 from nats.js import JetStreamContext
 from nats.js.api import PubAck
+from nats.js.errors import NoStreamResponseError
 
 from services.platform.db import Connection, Queryable, columns, literal
 from services.platform.events import metrics
@@ -211,7 +213,11 @@ class _Table(enum.Enum):
 
 
 class PublishFailedError(RuntimeError):
-    """JetStream did not acknowledge every event of a batch."""
+    """JetStream did not acknowledge every event of a batch; `cause` is the first failure."""
+
+    def __init__(self, message: str, cause: BaseException) -> None:
+        super().__init__(message)
+        self.cause = cause
 
 
 @dataclass(slots=True)
@@ -244,8 +250,11 @@ class OutboxRelay:
         backoff: Backoff | None = None,
         backlog_interval_s: float = 1.0,
         others_quiet_s: float = 60.0,
+        streams: Callable[[], Awaitable[object]] | None = None,
     ) -> None:
+        """`streams` declares the streams again (`ensure_streams`) when a publish finds none."""
         self.dsn, self.schema, self.service, self.js = dsn, schema, service, js
+        self._streams = streams
         self.batch_size = batch_size
         self.poll_interval_s = poll_interval_s
         self.ack_timeout_s = ack_timeout_s
@@ -312,6 +321,11 @@ class OutboxRelay:
                 except PublishFailedError as exc:
                     attempt += 1
                     await self._pause(self.backoff.delay(attempt), str(exc))
+                    if isinstance(exc.cause, NoStreamResponseError) and self._streams is not None:
+                        # No stream takes the subject: deleted, or lost with the server's state.
+                        with contextlib.suppress(nats.errors.Error, OSError):
+                            await self._streams()
+                            log.warning("outbox relay %s: the streams were declared again", self.schema)
                     continue
                 if count < self.batch_size:
                     await self._wait(self.poll_interval_s)
@@ -463,7 +477,7 @@ class OutboxRelay:
         if error is not None or failed:
             cause = error or failed[0]
             raise PublishFailedError(
-                f"{len(events) - len(acked)} of {len(events)} events not acknowledged: {cause}"
+                f"{len(events) - len(acked)} of {len(events)} events not acknowledged: {cause}", cause
             )
 
     async def _prune(self, conn: Connection, key: str, keys: list[object]) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -69,6 +69,10 @@ class Rig:
         async with self.pool.acquire() as conn, conn.transaction():
             return await self.writer.add(conn, event, aggregate_id=aggregate_id)
 
+    async def ensure_streams(self) -> None:
+        """Declare the streams, as a service does at start."""
+        await ensure_streams(self.js, self.registry, self.topology, SETTINGS)
+
     async def outbox_rows(self) -> int:
         return int(await self.pool.fetchval("SELECT count(*) FROM outbox"))
 
@@ -113,6 +117,7 @@ class Rig:
         codec: EventCodec | None = None,
         outbox: OutboxWriter | None = None,
         start: bool = True,
+        streams: Callable[[], Awaitable[object]] | None = None,
     ) -> C:
         """A consumer of class `kind` (a QueueConsumer that misbehaves on purpose, say); with
         `outbox`, its handlers may publish follow-ups."""
@@ -128,6 +133,7 @@ class Rig:
             policy=policy,
             upcasters=upcasters,
             outbox=outbox,
+            streams=streams,
         )
         if start:
             await consumer.start()
@@ -167,9 +173,12 @@ async def running(relay: OutboxRelay) -> AsyncIterator[OutboxRelay]:
         await asyncio.wait_for(task, 10)
 
 
+SETTINGS = StreamSettings(duplicate_window_s=120)
+
+
 async def make_rig(dsn: str, nc: NATS, registry: EventRegistry, topology: Topology) -> Rig:
     js = nc.jetstream()
-    await ensure_streams(js, registry, topology, StreamSettings(duplicate_window_s=120))
+    await ensure_streams(js, registry, topology, SETTINGS)
     pool = await create_pool(dsn, topology.schema("orders"))
     codec = EventCodec(registry, "orders", topology)
     return Rig(dsn, nc, js, registry, topology, pool, codec, OutboxWriter(codec, topology.schema("orders")))

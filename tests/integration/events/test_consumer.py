@@ -193,6 +193,26 @@ async def test_a_consumer_deleted_on_the_server_is_declared_again_and_work_goes_
     assert consumer.stats.duplicates == 1  # the new consumer delivered the first event again
 
 
+async def test_a_stream_deleted_on_the_server_is_declared_again_by_the_relay_and_the_consumer(
+    rig: Rig,
+) -> None:
+    """A stream deleted, or lost with the server's state: the relay's publishes find no stream, and
+    the consumer's pulls no consumer. Both declare what is gone again, and the events flow."""
+    consumer = await rig.consumer(
+        "payments", {order_events_pb2.OrderCreated: record_effect()}, streams=rig.ensure_streams
+    )
+    stream = rig.topology.stream("ORDERS")
+    async with running(rig.relay(streams=rig.ensure_streams)) as relay:
+        await rig.commit(order_created("o-before"), "o-before")
+        await eventually(lambda: consumer.stats.handled == 1, what="the first event handled")
+        await rig.js.delete_stream(stream)
+        await rig.commit(order_created("o-after"), "o-after")
+        await eventually(lambda: consumer.stats.handled == 2, timeout=20, what="the next event handled")
+    assert relay.stats.failures >= 1  # it found no stream, then declared it
+    info = await rig.js.stream_info(stream)
+    assert info.state.messages == 1  # the new stream holds what came after
+
+
 async def test_two_replicas_share_the_work_and_never_both_handle_an_event(rig: Rig) -> None:
     policy = replace(FAST, batch_size=5)
     first = await rig.consumer(
