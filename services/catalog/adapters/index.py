@@ -51,7 +51,7 @@ from services.platform.memory import release_memory
 DOCUMENTS = Gauge("a4co_search_index_documents", "Products in this process's search index.")
 READY = Gauge(
     "a4co_search_index_ready",
-    "1 while the search index follows PostgreSQL and answers searches with words; 0 while they run in SQL.",
+    "1 while the search index follows PostgreSQL and answers the searches; 0 while they run in SQL.",
 )
 
 NAME_WEIGHT, CATEGORY_WEIGHT = 3, 2
