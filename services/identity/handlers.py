@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import uuid
 from collections.abc import Callable
@@ -28,6 +27,7 @@ from services.identity.domain import (
 from services.identity.ports import PasswordHasher, UnitOfWork
 from services.platform.auth import Principal, Revocations, Role, TokenIssuer, TokenVerifier
 from services.platform.errors import NotFoundError
+from services.platform.resilience import every
 from services.platform.timestamps import to_timestamp
 
 log = logging.getLogger(__name__)
@@ -131,20 +131,19 @@ async def login(deps: Deps, email: str, password: str) -> tuple[User, Tokens]:
 async def forget_ended_login_windows(deps: Deps, every_s: float = 300.0) -> None:
     """Delete the login windows that have ended, every `every_s` (a background job: the rows of
     addresses tried and never signed in with would otherwise stay)."""
-    while True:
-        try:
-            async with deps.uow() as uow:
-                await uow.logins.forget_ended(datetime.now(UTC), deps.login_window_s)
-        except Exception:  # the next tick tries again
-            log.exception("could not forget the ended login windows")
-        await asyncio.sleep(every_s)  # the sweep's period
+
+    async def forget() -> None:
+        async with deps.uow() as uow:
+            await uow.logins.forget_ended(datetime.now(UTC), deps.login_window_s)
+
+    await every(every_s, forget, "forgetting the ended login windows")
 
 
 async def record_lost_revocations(deps: Deps) -> list[str]:
     """Record again in Redis the revocations of sessions ended within the life of an access token
     that Redis no longer holds (restarted without its data, flushed, or evicting keys with a TTL);
     returns their ids. PostgreSQL's `sessions` is the record; Redis is what every service checks."""
-    lifetime = deps.issuer.ttl_s + 60  # as logout and refresh revoke
+    lifetime = _revoked_for_s(deps)
     now = datetime.now(UTC)
     async with deps.uow() as uow:
         ended = dict(await uow.sessions.revoked_since(now - timedelta(seconds=lifetime)))
@@ -160,12 +159,12 @@ async def record_lost_revocations(deps: Deps) -> list[str]:
 async def keep_revocations_recorded(deps: Deps, every_s: float = REVOCATIONS_CHECK_S) -> None:
     """`record_lost_revocations` every `every_s` (a background job): a revocation Redis lost is
     honoured again within that time."""
-    while True:
-        try:
-            await record_lost_revocations(deps)
-        except Exception:  # the next tick tries again
-            log.exception("could not check the revocations recorded in Redis")
-        await asyncio.sleep(every_s)  # the check's period
+    await every(every_s, lambda: record_lost_revocations(deps), "checking the revocations in Redis")
+
+
+def _revoked_for_s(deps: Deps) -> int:
+    """How long a revocation is kept: the longest life of the session's access tokens, and a minute."""
+    return deps.issuer.ttl_s + 60
 
 
 async def _start_session(deps: Deps, uow: UnitOfWork, user: User) -> Tokens:
@@ -200,7 +199,7 @@ async def refresh_tokens(deps: Deps, refresh_token: str) -> Tokens:
             fresh_expires = datetime.now(UTC) + timedelta(seconds=deps.refresh_ttl_s)
             await uow.sessions.rotate(presented.session_id, fresh.hash, fresh_expires)
     if user is None:
-        await deps.revocations.revoke(presented.session_id, deps.issuer.ttl_s + 60)
+        await deps.revocations.revoke(presented.session_id, _revoked_for_s(deps))
         raise RefreshRejectedError(
             "REFRESH_TOKEN_REUSED", "this refresh token was already used; the session has ended"
         )
@@ -210,7 +209,7 @@ async def refresh_tokens(deps: Deps, refresh_token: str) -> Tokens:
 
 async def logout(deps: Deps, principal: Principal) -> None:
     """End the caller's session: its tokens stop working at once, everywhere."""
-    await deps.revocations.revoke(principal.session_id, deps.issuer.ttl_s + 60)
+    await deps.revocations.revoke(principal.session_id, _revoked_for_s(deps))
     async with deps.uow() as uow:
         await uow.sessions.revoke(principal.session_id, "logout")
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 from collections.abc import Awaitable, Callable
@@ -22,7 +21,7 @@ from services.platform.auth import Principal
 from services.platform.db import Connection, columns
 from services.platform.events.consumer import HandlerContext
 from services.platform.flow import new_id
-from services.platform.resilience import Backoff
+from services.platform.resilience import Backoff, every
 
 log = logging.getLogger(__name__)
 
@@ -212,15 +211,12 @@ async def deliver_due(deps: Deps, limit: int = 100) -> int:
 
 async def deliver_again(deps: Deps, every_s: float = 5.0) -> None:
     """`deliver_due` every `every_s` (a background job), and the `a4co_notifications_undelivered` gauge."""
-    while True:
-        try:
-            await deliver_due(deps)
-            UNDELIVERED.set(
-                await deps.pool.fetchval("SELECT count(*) FROM undelivered WHERE gave_up_at IS NULL")
-            )
-        except Exception:  # the next tick tries again
-            log.exception("could not deliver the notifications due again")
-        await asyncio.sleep(every_s)  # the retries' period
+
+    async def tick() -> None:
+        await deliver_due(deps)
+        UNDELIVERED.set(await deps.pool.fetchval("SELECT count(*) FROM undelivered WHERE gave_up_at IS NULL"))
+
+    await every(every_s, tick, "delivering the notifications due again")
 
 
 def _document(row: asyncpg.Record) -> dict[str, Any]:

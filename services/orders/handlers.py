@@ -32,6 +32,7 @@ from services.platform.errors import (
 from services.platform.events.consumer import HandlerContext
 from services.platform.events.outbox import OutboxWriter
 from services.platform.flow import Flow, flow_scope
+from services.platform.resilience import every
 from services.platform.timestamps import to_timestamp
 
 log = logging.getLogger(__name__)
@@ -471,14 +472,12 @@ async def expire_overdue(deps: Deps, limit: int = 100) -> int:
 
 async def watch_timeouts(deps: Deps, interval_s: float = 0.5) -> None:
     """Run `expire_overdue` for ever, every `interval_s` seconds (a background job)."""
-    while True:
-        try:
-            count = await expire_overdue(deps)
-            if count:
-                log.warning("cancelled %d orders whose saga step timed out", count)
-        except Exception:  # a failed sweep is retried at the next tick
-            log.exception("timeout sweep failed")
-        await asyncio.sleep(interval_s)  # the sweep's period
+
+    async def sweep() -> None:
+        if count := await expire_overdue(deps):
+            log.warning("cancelled %d orders whose saga step timed out", count)
+
+    await every(interval_s, sweep, "the timeout sweep")
 
 
 async def set_in_flight(orders: Orders) -> None:
@@ -490,9 +489,4 @@ async def set_in_flight(orders: Orders) -> None:
 
 async def export_in_flight(deps: Deps, interval_s: float = 5.0) -> None:
     """Keep the `a4co_orders_in_flight` gauge current (a background job)."""
-    while True:
-        try:
-            await set_in_flight(deps.orders)
-        except Exception:  # the next tick tries again
-            log.exception("could not count the orders in flight")
-        await asyncio.sleep(interval_s)  # the gauge's refresh period
+    await every(interval_s, lambda: set_in_flight(deps.orders), "counting the orders in flight")

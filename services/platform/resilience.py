@@ -5,18 +5,33 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
+import logging
 import random
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
+
+log = logging.getLogger(__name__)
 
 RECANCEL_S = 0.05  # how often `cancel_and_wait` cancels a task that runs on
 
 
+async def every(interval_s: float, work: Callable[[], Awaitable[object]], what: str) -> None:
+    """Run `work` now and every `interval_s` seconds, for ever (a service's background job); a
+    failure is logged, and the next tick tries again."""
+    while True:
+        try:
+            await work()
+        except Exception:  # the next tick tries again
+            log.exception("%s failed; trying again in %.1f s", what, interval_s)
+        await asyncio.sleep(interval_s)  # the job's period
+
+
 async def cancel_and_wait(task: asyncio.Task[Any], timeout_s: float) -> bool:
-    """Cancel `task` and wait until it ends, at most `timeout_s`; whether it ended.
+    """Cancel `task` and wait until it ends, at most `timeout_s`; whether it ended (if not, it is
+    left behind, logged).
 
     The cancellation is repeated while the task runs on: redis-py's asyncio client swallows one
     that reaches it in the middle of a command about half of the time (redis 8.1.0: 105 of 200
@@ -28,6 +43,7 @@ async def cancel_and_wait(task: asyncio.Task[Any], timeout_s: float) -> bool:
     while not task.done():
         remaining = deadline - loop.time()
         if remaining <= 0:
+            log.warning("%s did not stop within %.0f s; left behind", task.get_name(), timeout_s)
             return False
         task.cancel()
         await asyncio.wait({task}, timeout=min(RECANCEL_S, remaining))

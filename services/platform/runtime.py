@@ -242,12 +242,7 @@ class ServiceRunner:
         for consumer in self.consumers:
             await bounded(consumer.stop(), 15, f"consumer of {consumer.stream} stop")
         await self.relay.stop()
-        ended = await asyncio.gather(*(cancel_and_wait(task, 10) for task in self._tasks))
-        for task, done in zip(self._tasks, ended, strict=True):
-            if not done:
-                log.warning(
-                    "shutdown: background task %s did not stop within 10 s; left behind", task.get_name()
-                )
+        await asyncio.gather(*(cancel_and_wait(task, 10) for task in self._tasks))
 
 
 async def run_until_signalled(

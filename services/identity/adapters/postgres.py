@@ -217,7 +217,7 @@ def unit_of_work_factory(pool: asyncpg.Pool, writer: OutboxWriter) -> IdentityUn
 
 # Hashes computed at once. Each takes 64 MiB (the profile's memory cost) and its four lanes keep
 # the cores busy: more at once go no faster and only add memory. On asyncio's default executor
-# (up to 6 threads here, 20 on 16 cores), 8 sign-ups at once took identity from 72 to 457 MB.
+# (min(32, cores + 4) threads: 6 here), 8 sign-ups at once took identity from 72 to 457 MB.
 HASHING_AT_ONCE = 2
 
 

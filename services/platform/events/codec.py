@@ -106,7 +106,7 @@ def check_max_payload(max_payload: int) -> None:
 def encoded_size(event: OutgoingEvent) -> int:
     """The bytes of an event's body and headers, as NATS counts them against `max_payload`
     (less its framing)."""
-    return len(event.body) + sum(len(k) + len(v) + 4 for k, v in event.headers.items())
+    return len(event.body) + _header_lines(event.headers)
 
 
 def message_size(body: bytes, headers: Mapping[str, str]) -> int:
@@ -116,8 +116,12 @@ def message_size(body: bytes, headers: Mapping[str, str]) -> int:
     which nats-py then leaves closed."""
     if not headers:
         return len(body)
-    lines = sum(len(k.encode()) + len(v.encode()) + 4 for k, v in headers.items())  # "k: v\r\n"
-    return len(body) + len(b"NATS/1.0\r\n\r\n") + lines
+    return len(body) + len(b"NATS/1.0\r\n\r\n") + _header_lines(headers)
+
+
+def _header_lines(headers: Mapping[str, str]) -> int:
+    """The bytes of the headers' lines, `key: value` and CRLF each."""
+    return sum(len(k.encode()) + len(v.encode()) + 4 for k, v in headers.items())
 
 
 def _rfc3339(moment: datetime) -> str:
