@@ -7,6 +7,12 @@ happens once however often the event is delivered; the message is acknowledged a
 A failing handler is retried with exponential backoff and jitter; after the last allowed delivery,
 or at once when the message cannot be decoded, it goes to the dead-letter stream with its original
 headers, the error, the consumer's name and the delivery count.
+
+A handler that fails because the database does not answer (it is down, restarting, refusing
+connections) is not the event's fault, and is not counted against it: the consumer keeps the
+event and the rest of its batch, tells JetStream it is still working on them so that nothing is
+redelivered meanwhile, and checks the database with backoff until it answers; then it handles the
+event again, on the same delivery (docs/decisions/0032).
 """
 
 from __future__ import annotations
@@ -49,6 +55,7 @@ from services.platform.events.topology import Topology
 from services.platform.events.upcasting import NoUpcastPathError, Upcasters
 from services.platform.flow import flow_scope
 from services.platform.labels import Children
+from services.platform.outages import DEPENDENCY_OUTAGES
 from services.platform.resilience import Backoff, wait_set
 from services.platform.telemetry import tracing_enabled
 
@@ -201,6 +208,8 @@ class ConsumerStats:
     skipped: int = 0
     retried: int = 0
     dead_lettered: int = 0
+    database_waits: int = 0  # outages of the database waited out with events kept
+    kept_alive: int = 0  # times the kept events were reported in progress to JetStream
 
 
 def deliveries(msg: Msg) -> int:
@@ -217,6 +226,10 @@ def deliveries(msg: Msg) -> int:
         if len(tokens) >= _ACK_TOKENS_WITH_DOMAIN:
             return int(tokens[Msg.Ack.NumDelivered])
     return msg.metadata.num_delivered
+
+
+class _StoppedWaitingError(Exception):
+    """The consumer was stopped while it waited for its database."""
 
 
 class QueueConsumer:
@@ -247,6 +260,7 @@ class QueueConsumer:
         self.stats = ConsumerStats()
         self.durable = topology.durable(service, stream)
         self._batch_sizes = metrics.CONSUMER_BATCH.labels(service, stream)
+        self._held = metrics.EVENTS_HELD.labels(service, stream)
         self._handlers: dict[str, tuple[EventDef, Selective]] = {}
         for message_class, handler in handlers.items():
             definition = codec.registry.of(message_class)
@@ -423,13 +437,69 @@ class QueueConsumer:
                 for item, first in zip(work, outcomes, strict=True):
                     await self._settle(item.msg, "handled" if first else "duplicate", item.event_type)
                 return
-        for item in work:
-            try:
-                (first,) = await self._run_in_transaction([item])
-            except Exception as exc:  # retried or dead-lettered by _failed
-                await self._failed(item.msg, exc, item.delivery, item.event_type)
-                continue
-            await self._settle(item.msg, "handled" if first else "duplicate", item.event_type)
+        for i, item in enumerate(work):
+            while True:
+                try:
+                    (first,) = await self._run_in_transaction([item])
+                except Exception as exc:  # retried or dead-lettered by _failed
+                    if isinstance(exc, DEPENDENCY_OUTAGES):
+                        try:
+                            if await self._waited_for_database([w.msg for w in work[i:]], exc):
+                                continue  # the same delivery, again
+                        except _StoppedWaitingError:  # left unsettled: redelivered after ack_wait
+                            return
+                    await self._failed(item.msg, exc, item.delivery, item.event_type)
+                else:
+                    await self._settle(item.msg, "handled" if first else "duplicate", item.event_type)
+                break
+
+    async def _database_answers(self, timeout_s: float) -> bool:
+        try:
+            async with asyncio.timeout(timeout_s):
+                return bool(await self.pool.fetchval("SELECT 1") == 1)
+        except Exception:  # any failure to answer is the answer
+            return False
+
+    async def _waited_for_database(self, held: list[Msg], exc: Exception) -> bool:
+        """After a handler failed with `exc`, an outage: when the database does not answer, keep
+        `held` and the messages that arrived meanwhile until it does, and return True (handle them
+        again). False when it answers at once: the failure is the handler's, and counts.
+        Raises _StoppedWaitingError when the consumer is stopped first."""
+        # Checks and progress reports a quarter of ack_wait apart at most, so that a message kept
+        # is reported in progress before JetStream would deliver it again.
+        quarter = self.policy.ack_wait_s / 4
+        if self._stopping.is_set():
+            raise _StoppedWaitingError
+        if await self._database_answers(quarter):
+            return False
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        self.stats.database_waits += 1
+        log.warning(
+            "%s: the database does not answer (%s: %s); %d events kept until it does",
+            self.durable,
+            type(exc).__name__,
+            exc,
+            len(held),
+        )
+        attempt = 0
+        try:
+            while True:
+                kept = [*held, *(self._puller.buffered if self._puller else ())]
+                self._held.set(len(kept))
+                for msg in kept:
+                    with contextlib.suppress(nats.errors.Error):
+                        await msg.in_progress()
+                self.stats.kept_alive += 1
+                attempt += 1
+                if await wait_set(self._stopping, min(self.policy.backoff.delay(attempt), quarter)):
+                    raise _StoppedWaitingError
+                if await self._database_answers(quarter):
+                    break
+        finally:
+            self._held.set(0)
+        log.warning("%s: the database answers again after %.1f s", self.durable, loop.time() - started)
+        return True
 
     async def _prepare(self, msg: Msg) -> _Work | None:
         """Decode, route and upcast a message; settle it at once when it cannot be handled."""

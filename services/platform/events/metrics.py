@@ -61,3 +61,8 @@ CONSUMER_UNACKED = Gauge(
     "Messages delivered to the consumer and not yet acknowledged.",
     ["service", "stream"],
 )
+EVENTS_HELD = Gauge(
+    "a4co_consumer_events_held",
+    "Events a consumer keeps unsettled while its database does not answer (0 otherwise).",
+    ["service", "stream"],
+)

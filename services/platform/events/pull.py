@@ -90,6 +90,11 @@ class Puller:
         """Messages that arrived and were not taken yet."""
         return len(self._buffer)
 
+    @property
+    def buffered(self) -> tuple[Msg, ...]:
+        """The messages that arrived and were not taken yet, oldest first, left in place."""
+        return tuple(self._buffer)
+
     async def _on_message(self, msg: Msg) -> None:
         headers = msg.headers
         status = headers.get(STATUS) if headers else None

@@ -20,9 +20,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, cast
 
-import asyncpg
 import grpc
-import redis.exceptions
 from google.protobuf.message import DecodeError, Message
 from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
@@ -40,6 +38,7 @@ from services.platform.flow import Flow, flow_scope, new_id
 from services.platform.grpc.access_log import AccessLog
 from services.platform.grpc.status import internal_status, to_status
 from services.platform.labels import Children
+from services.platform.outages import DEPENDENCY_OUTAGES
 from services.platform.telemetry import tracing_enabled
 
 log = logging.getLogger("a4co.access")
@@ -58,17 +57,8 @@ RPC_DURATION = Histogram(
     buckets=RPC_BUCKETS,
 )
 
-# Failures of PostgreSQL or Redis themselves (not of a statement): answered UNAVAILABLE.
-DEPENDENCY_OUTAGES: tuple[type[BaseException], ...] = (
-    redis.exceptions.ConnectionError,
-    redis.exceptions.TimeoutError,
-    asyncpg.exceptions.PostgresConnectionError,
-    asyncpg.exceptions.OperatorInterventionError,
-    asyncpg.exceptions.TooManyConnectionsError,
-    ConnectionError,
-    TimeoutError,
-)
-# What a call is answered with a status for: the platform's typed errors and those outages.
+# What a call is answered with a status for: the platform's typed errors, and the outages of
+# PostgreSQL and Redis (UNAVAILABLE).
 ANSWERED: tuple[type[BaseException], ...] = (A4coError, *DEPENDENCY_OUTAGES)
 
 

@@ -44,8 +44,16 @@ class Failing(pb_grpc.InventoryServiceServicer):
         asyncpg.exceptions.ConnectionDoesNotExistError("connection was closed in the middle of operation"),
         asyncpg.exceptions.CannotConnectNowError("the database system is starting up"),
         ConnectionRefusedError(111, "Connection refused"),
+        FileNotFoundError(2, "No such file or directory"),
     ],
-    ids=["redis-connection", "redis-timeout", "pg-connection-lost", "pg-starting", "refused"],
+    ids=[
+        "redis-connection",
+        "redis-timeout",
+        "pg-connection-lost",
+        "pg-starting",
+        "refused",
+        "pg-socket-gone",
+    ],
 )
 async def test_a_dependency_outage_is_unavailable_with_its_reason(error: Exception) -> None:
     server = inventory_server(Failing(error))

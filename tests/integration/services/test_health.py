@@ -1,14 +1,19 @@
-"""Health follows the dependencies: NOT_SERVING while PostgreSQL is down, SERVING again after."""
+"""Health follows the dependencies: NOT_SERVING while PostgreSQL is down, SERVING again after; a call
+that needs PostgreSQL meanwhile is answered UNAVAILABLE."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
+import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from a4co.inventory.v1 import inventory_service_pb2 as pb
+from a4co.inventory.v1 import inventory_service_pb2_grpc as pb_grpc
 from services.inventory.__main__ import build
+from services.platform.grpc.status import details_of
 from services.platform.local_servers import LocalServers, ServerUrls
 from tests.integration.services.harness import Keys, running_service, settings_for
 from tests.support.waiting import eventually
@@ -39,6 +44,12 @@ async def test_health_flips_with_the_database(
             )
             assert await status("") == health_pb2.HealthCheckResponse.NOT_SERVING, "the server as a whole too"
             assert "postgres" in svc.runner.server.monitor.failing
+            # Not in Redis: read from PostgreSQL, whose Unix socket is gone (FileNotFoundError).
+            check = pb.CheckStockRequest(lines=[pb.StockRequestLine(product_id="p-uncached", quantity=1)])
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                await pb_grpc.InventoryServiceStub(svc.channel).CheckStock(check, timeout=10)
+            assert caught.value.code() == grpc.StatusCode.UNAVAILABLE, caught.value.details()
+            assert details_of(caught.value)[0].reason == "DEPENDENCY_UNAVAILABLE"  # type: ignore[union-attr]
         finally:
             local_servers.postgres.start()
         await eventually(

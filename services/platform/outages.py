@@ -1,0 +1,23 @@
+"""Failures of PostgreSQL or Redis themselves, as opposed to failures of a statement or command.
+
+An RPC that meets one is answered UNAVAILABLE (the caller may retry later); an event handler that
+meets one keeps its event until the database answers again (`events/consumer.py`).
+"""
+
+from __future__ import annotations
+
+import asyncpg
+import redis.exceptions
+
+DEPENDENCY_OUTAGES: tuple[type[BaseException], ...] = (
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+    # Class 08 (connection exceptions), asyncpg's connection lost under a query among them.
+    asyncpg.exceptions.PostgresConnectionError,
+    # Class 57: the server shutting down, starting up, or a statement cancelled.
+    asyncpg.exceptions.OperatorInterventionError,
+    asyncpg.exceptions.TooManyConnectionsError,
+    # The socket's: refused, reset, timed out (asyncpg's connect and the pool's acquire), and over
+    # a Unix socket, its file missing while the server is down (FileNotFoundError).
+    OSError,
+)
