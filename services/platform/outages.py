@@ -17,6 +17,11 @@ DEPENDENCY_OUTAGES: tuple[type[BaseException], ...] = (
     # Class 57: the server shutting down, starting up, or a statement cancelled.
     asyncpg.exceptions.OperatorInterventionError,
     asyncpg.exceptions.TooManyConnectionsError,
+    # A connection the server ended (a fast shutdown ends every session) and is used before its
+    # socket's close is seen: "cannot switch to state 12; another operation (2) is in progress".
+    # Seen on `make run` with PostgreSQL stopped under orders; asyncpg issue 1069, SQLAlchemy
+    # issue 13241 (which treats it as a disconnect). The pool then connects anew.
+    asyncpg.exceptions.InternalClientError,
     # The socket's: refused, reset, timed out (asyncpg's connect and the pool's acquire), and over
     # a Unix socket, its file missing while the server is down (FileNotFoundError).
     OSError,

@@ -45,6 +45,7 @@ class Failing(pb_grpc.InventoryServiceServicer):
         asyncpg.exceptions.CannotConnectNowError("the database system is starting up"),
         ConnectionRefusedError(111, "Connection refused"),
         FileNotFoundError(2, "No such file or directory"),
+        asyncpg.exceptions.InternalClientError("cannot switch to state 12; another operation (2) is in progress"),
     ],
     ids=[
         "redis-connection",
@@ -53,6 +54,7 @@ class Failing(pb_grpc.InventoryServiceServicer):
         "pg-starting",
         "refused",
         "pg-socket-gone",
+        "pg-ended-under-use",
     ],
 )
 async def test_a_dependency_outage_is_unavailable_with_its_reason(error: Exception) -> None:
