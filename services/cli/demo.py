@@ -6,6 +6,7 @@ import asyncio
 import random
 import uuid
 from collections import Counter
+from collections.abc import Callable
 from typing import Annotated
 
 import grpc
@@ -34,6 +35,9 @@ TOWNS = [
 ]
 CARDS = ["4242424242424242"] * 9 + ["4000000000000002"]  # one customer in ten has a card that is declined
 SETTLED = {orders_pb.ORDER_STATUS_CONFIRMED, orders_pb.ORDER_STATUS_CANCELLED}
+# Answers that say "not now" (orders restarting, its database down): the order is asked for again.
+ASK_AGAIN = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED}
+POLL_ROUNDS, POLL_INTERVAL_S = 600, 0.2
 Meta = tuple[tuple[str, str], ...]
 
 
@@ -118,26 +122,45 @@ async def run(customers: int, orders: int, concurrency: int, seed: int) -> Count
 
             await asyncio.gather(*(one() for _ in range(orders)))
             task = progress.add_task("waiting for the saga", total=len(placed))
-            pending = list(placed)
-            for _ in range(600):
-                still = []
-                for order_id, meta in pending:
-                    got = await stub.GetOrder(orders_pb.GetOrderRequest(order_id=order_id), metadata=meta)
-                    if got.order.status in SETTLED:
-                        label = orders_pb.OrderStatus.Name(got.order.status).removeprefix("ORDER_STATUS_")
-                        outcomes[f"{label} {got.order.cancel_reason}".strip()] += 1
-                        progress.advance(task)
-                    else:
-                        still.append((order_id, meta))
-                pending = still
-                if not pending:
-                    break
-                await asyncio.sleep(0.2)  # polling the orders' status, bounded by the loop
-            outcomes["still waiting"] += len(pending)
+            await settled(stub, placed, outcomes, lambda: progress.advance(task))
     finally:
         for channel in channels.values():
             await channel.close()
     return outcomes
+
+
+async def settled(
+    stub: orders_grpc.OrdersServiceAsyncStub,
+    placed: list[tuple[str, Meta]],
+    outcomes: Counter[str],
+    advance: Callable[[], None],
+    rounds: int = POLL_ROUNDS,
+) -> None:
+    """Ask for each placed order until it is confirmed or cancelled, `rounds` times at most, and
+    count how each ended (or that it is still waiting). An order whose answer is "not now" is
+    asked for again in the next round."""
+    pending = list(placed)
+    for _ in range(rounds):
+        still = []
+        for order_id, meta in pending:
+            try:
+                got = await stub.GetOrder(orders_pb.GetOrderRequest(order_id=order_id), metadata=meta)
+            except grpc.aio.AioRpcError as error:
+                if error.code() not in ASK_AGAIN:
+                    raise
+                still.append((order_id, meta))
+                continue
+            if got.order.status in SETTLED:
+                label = orders_pb.OrderStatus.Name(got.order.status).removeprefix("ORDER_STATUS_")
+                outcomes[f"{label} {got.order.cancel_reason}".strip()] += 1
+                advance()
+            else:
+                still.append((order_id, meta))
+        pending = still
+        if not pending:
+            break
+        await asyncio.sleep(POLL_INTERVAL_S)  # polling the orders' status, bounded by the rounds
+    outcomes["still waiting"] += len(pending)
 
 
 def demo(
@@ -147,7 +170,11 @@ def demo(
     seed: Annotated[int, typer.Option(help="random seed")] = 2026,
 ) -> None:
     """Sign customers up, place a stream of orders, and show how they ended."""
-    outcomes = asyncio.run(run(customers, orders, concurrency, seed))
+    try:
+        outcomes = asyncio.run(run(customers, orders, concurrency, seed))
+    except grpc.aio.AioRpcError as error:  # signing up or searching: said in one line
+        console.print(f"[red]the marketplace answered {error.code().name}: {error.details()}[/red]")
+        raise typer.Exit(1) from None
     table = Table("outcome", "orders")
     for outcome, n in outcomes.most_common():
         if n:

@@ -1,0 +1,78 @@
+"""`a4co demo` waits out an orders service that answers "not now" while it polls the saga."""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+import grpc
+import pytest
+
+from a4co.orders.v1 import orders_service_pb2 as pb
+from a4co.orders.v1 import orders_service_pb2_grpc as pb_grpc
+from services.cli import demo
+
+META = (("authorization", "Bearer t"),)
+
+
+class Scripted(pb_grpc.OrdersServiceServicer):
+    """GetOrder answers each order's next scripted reply: a status, or an error code."""
+
+    def __init__(self, script: dict[str, list[int | grpc.StatusCode]]) -> None:
+        self.script = script
+        self.asked: Counter[str] = Counter()
+
+    async def GetOrder(self, request: pb.GetOrderRequest, context: Any) -> pb.GetOrderResponse:  # noqa: N802
+        replies = self.script[request.order_id]
+        reply = replies[min(self.asked[request.order_id], len(replies) - 1)]
+        self.asked[request.order_id] += 1
+        if isinstance(reply, grpc.StatusCode):
+            await context.abort(reply, "the database does not answer")
+        cancelled = reply == pb.ORDER_STATUS_CANCELLED
+        order = pb.Order(
+            order_id=request.order_id, status=reply, cancel_reason="PAYMENT_DECLINED" * cancelled
+        )
+        return pb.GetOrderResponse(order=order)
+
+
+async def poll(script: dict[str, list[int | grpc.StatusCode]]) -> tuple[Counter[str], Scripted, int]:
+    servicer = Scripted(script)
+    server = grpc.aio.server()
+    pb_grpc.add_OrdersServiceServicer_to_server(servicer, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    outcomes: Counter[str] = Counter()
+    advanced = 0
+
+    def advance() -> None:
+        nonlocal advanced
+        advanced += 1
+
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            stub = pb_grpc.OrdersServiceStub(channel)
+            await demo.settled(stub, [(o, META) for o in script], outcomes, advance, rounds=4)
+    finally:
+        await server.stop(None)
+    return outcomes, servicer, advanced
+
+
+async def test_an_order_answered_unavailable_is_asked_for_again() -> None:
+    unavailable, deadline = grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED
+    outcomes, servicer, advanced = await poll(
+        {
+            "o-1": [unavailable, unavailable, pb.ORDER_STATUS_CONFIRMED],
+            "o-2": [deadline, pb.ORDER_STATUS_CANCELLED],
+            "o-3": [pb.ORDER_STATUS_PENDING],
+            "o-4": [unavailable],
+        }
+    )
+    assert outcomes == Counter({"CONFIRMED": 1, "CANCELLED PAYMENT_DECLINED": 1, "still waiting": 2})
+    assert advanced == 2
+    assert servicer.asked == Counter({"o-1": 3, "o-2": 2, "o-3": 4, "o-4": 4})
+
+
+async def test_any_other_error_while_polling_is_raised() -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await poll({"o-1": [grpc.StatusCode.PERMISSION_DENIED]})
+    assert caught.value.code() == grpc.StatusCode.PERMISSION_DENIED
