@@ -11,7 +11,7 @@ from __future__ import annotations
 import enum
 import uuid
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from services.platform.errors import FailedPreconditionError
 
@@ -208,3 +208,46 @@ def timeout_reason(order: Order) -> str | None:
     if order.status is Status.PAID:
         return "RESERVATION_TIMEOUT"
     return None
+
+
+@dataclass(slots=True)
+class TimeoutCutoff:
+    """Which step deadlines the timeout sweep holds as passed.
+
+    Usually every deadline before now. While orders' own database does not answer, nothing can
+    be swept, and the answers the saga waits for wait too, kept by the consumers (decision 32).
+    Once the sweep works again, for `grace` (the longest step timeout) it holds as passed only
+    the deadlines before the outage began (its last sweep that worked): a step caught in the
+    outage gets a whole timeout to be answered, instead of being cancelled at once for what the
+    outage held up.
+    """
+
+    grace: timedelta
+    last_worked: datetime | None = None
+    down_since: datetime | None = None
+    held: tuple[datetime, datetime] | None = None  # (deadlines before this, until this)
+
+    def cutoff(self, now: datetime) -> datetime:
+        """The sweep at `now` cancels the orders whose step deadline is before this."""
+        if self.held is not None and now >= self.held[1] and self.down_since is None:
+            self.held = None  # the grace is over
+        marks = [now]
+        if self.down_since is not None:  # this sweep may be the one that ends the outage
+            marks.append(self.down_since)
+        if self.held is not None:
+            marks.append(self.held[0])
+        return min(marks)
+
+    def failed(self, now: datetime) -> None:
+        """The sweep at `now` met an outage of the database."""
+        if self.down_since is None:
+            self.down_since = self.last_worked or now
+
+    def worked(self, now: datetime) -> bool:
+        """The sweep at `now` worked; True when it ends an outage (the grace starts)."""
+        self.last_worked = now
+        if self.down_since is None:
+            return False
+        began = self.down_since if self.held is None else min(self.down_since, self.held[0])
+        self.held, self.down_since = (began, now + self.grace), None
+        return True

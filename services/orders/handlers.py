@@ -19,7 +19,16 @@ from a4co.payments.events.v1 import payment_events_pb2 as payment_events
 from a4co.type.v1 import address_pb2, lat_lng_pb2, money_pb2
 from services.orders.adapters.peers import DeliveryQuote, Peers
 from services.orders.adapters.postgres import Orders, OrdersUnitOfWork, Products
-from services.orders.domain import Line, Order, Outcome, ProductInfo, Status, order_id_for, timeout_reason
+from services.orders.domain import (
+    Line,
+    Order,
+    Outcome,
+    ProductInfo,
+    Status,
+    TimeoutCutoff,
+    order_id_for,
+    timeout_reason,
+)
 from services.platform.auth import Principal, Role
 from services.platform.db import Connection
 from services.platform.errors import (
@@ -32,6 +41,7 @@ from services.platform.errors import (
 from services.platform.events.consumer import HandlerContext
 from services.platform.events.outbox import OutboxWriter
 from services.platform.flow import Flow, flow_scope
+from services.platform.outages import DEPENDENCY_OUTAGES
 from services.platform.resilience import every
 from services.platform.timestamps import to_timestamp
 
@@ -455,11 +465,12 @@ async def on_refund_issued(deps: Deps, event: payment_events.RefundIssued, ctx: 
 # Timeouts ---------------------------------------------------------------------------------------
 
 
-async def expire_overdue(deps: Deps, limit: int = 100) -> int:
-    """Cancel orders whose saga step did not answer in time; returns how many."""
+async def expire_overdue(deps: Deps, cutoff: datetime | None = None, limit: int = 100) -> int:
+    """Cancel orders whose saga step did not answer in time (its deadline before `cutoff`, by
+    default now); returns how many."""
     changes: list[tuple[Order, Order]] = []
     async with deps.uow() as uow:
-        for order in await uow.orders.due(datetime.now(UTC), limit):
+        for order in await uow.orders.due(cutoff or datetime.now(UTC), limit):
             reason = timeout_reason(order)
             if reason is None:
                 continue
@@ -471,10 +482,25 @@ async def expire_overdue(deps: Deps, limit: int = 100) -> int:
 
 
 async def watch_timeouts(deps: Deps, interval_s: float = 0.5) -> None:
-    """Run `expire_overdue` for ever, every `interval_s` seconds (a background job)."""
+    """Run `expire_overdue` for ever, every `interval_s` seconds (a background job); after an
+    outage of the database, with the grace `TimeoutCutoff` gives the steps it held up."""
+    timeouts = TimeoutCutoff(timedelta(seconds=max(deps.payment_timeout_s, deps.reservation_timeout_s)))
 
     async def sweep() -> None:
-        if count := await expire_overdue(deps):
+        now = datetime.now(UTC)
+        try:
+            count = await expire_overdue(deps, timeouts.cutoff(now))
+        except DEPENDENCY_OUTAGES:
+            timeouts.failed(now)
+            raise
+        if timeouts.worked(now) and timeouts.held is not None:
+            before, until = timeouts.held
+            log.warning(
+                "the timeout sweep works again: until %s, only steps due before %s time out",
+                until.isoformat(timespec="seconds"),
+                before.isoformat(timespec="seconds"),
+            )
+        if count:
             log.warning("cancelled %d orders whose saga step timed out", count)
 
     await every(interval_s, sweep, "the timeout sweep")

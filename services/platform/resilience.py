@@ -13,6 +13,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+from services.platform.outages import DEPENDENCY_OUTAGES
+
 log = logging.getLogger(__name__)
 
 RECANCEL_S = 0.05  # how often `cancel_and_wait` cancels a task that runs on
@@ -20,12 +22,22 @@ RECANCEL_S = 0.05  # how often `cancel_and_wait` cancels a task that runs on
 
 async def every(interval_s: float, work: Callable[[], Awaitable[object]], what: str) -> None:
     """Run `work` now and every `interval_s` seconds, for ever (a service's background job); a
-    failure is logged, and the next tick tries again."""
+    failure is logged, and the next tick tries again. An outage of PostgreSQL or Redis is logged
+    when it begins and when the job works again, not at every tick."""
+    down = False
     while True:
         try:
             await work()
+        except DEPENDENCY_OUTAGES as exc:
+            if not down:
+                log.warning("%s: a dependency is unavailable (%r); again every %.1f s", what, exc, interval_s)
+            down = True
         except Exception:  # the next tick tries again
             log.exception("%s failed; trying again in %.1f s", what, interval_s)
+        else:
+            if down:
+                log.warning("%s works again", what)
+            down = False
         await asyncio.sleep(interval_s)  # the job's period
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
-from typing import Any
+from typing import Any, TypeAlias
 
 import grpc
 import pytest
@@ -15,30 +15,43 @@ from services.cli import demo
 META = (("authorization", "Bearer t"),)
 
 
-class Scripted(pb_grpc.OrdersServiceServicer):
-    """GetOrder answers each order's next scripted reply: a status, or an error code."""
+Reply: TypeAlias = pb.OrderStatus.ValueType | grpc.StatusCode
 
-    def __init__(self, script: dict[str, list[int | grpc.StatusCode]]) -> None:
+
+class Scripted:
+    """OrdersService's GetOrder alone, answering each order's next scripted reply: a status, or
+    an error code."""
+
+    def __init__(self, script: dict[str, list[Reply]]) -> None:
         self.script = script
         self.asked: Counter[str] = Counter()
 
-    async def GetOrder(self, request: pb.GetOrderRequest, context: Any) -> pb.GetOrderResponse:  # noqa: N802
+    async def get_order(self, request: pb.GetOrderRequest, context: Any) -> pb.GetOrderResponse:
         replies = self.script[request.order_id]
         reply = replies[min(self.asked[request.order_id], len(replies) - 1)]
         self.asked[request.order_id] += 1
         if isinstance(reply, grpc.StatusCode):
             await context.abort(reply, "the database does not answer")
+            raise AssertionError  # abort raises
         cancelled = reply == pb.ORDER_STATUS_CANCELLED
         order = pb.Order(
             order_id=request.order_id, status=reply, cancel_reason="PAYMENT_DECLINED" * cancelled
         )
         return pb.GetOrderResponse(order=order)
 
+    def handler(self) -> grpc.GenericRpcHandler:
+        get_order = grpc.unary_unary_rpc_method_handler(
+            self.get_order,
+            request_deserializer=pb.GetOrderRequest.FromString,
+            response_serializer=pb.GetOrderResponse.SerializeToString,
+        )
+        return grpc.method_handlers_generic_handler("a4co.orders.v1.OrdersService", {"GetOrder": get_order})
 
-async def poll(script: dict[str, list[int | grpc.StatusCode]]) -> tuple[Counter[str], Scripted, int]:
+
+async def poll(script: dict[str, list[Reply]]) -> tuple[Counter[str], Scripted, int]:
     servicer = Scripted(script)
     server = grpc.aio.server()
-    pb_grpc.add_OrdersServiceServicer_to_server(servicer, server)
+    server.add_generic_rpc_handlers((servicer.handler(),))
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
     outcomes: Counter[str] = Counter()

@@ -45,7 +45,9 @@ class Failing(pb_grpc.InventoryServiceServicer):
         asyncpg.exceptions.CannotConnectNowError("the database system is starting up"),
         ConnectionRefusedError(111, "Connection refused"),
         FileNotFoundError(2, "No such file or directory"),
-        asyncpg.exceptions.InternalClientError("cannot switch to state 12; another operation (2) is in progress"),
+        asyncpg.exceptions.InternalClientError(
+            "cannot switch to state 12; another operation (2) is in progress"
+        ),
     ],
     ids=[
         "redis-connection",

@@ -3,11 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 
 import pytest
 
-from services.platform.resilience import Backoff, BreakerOpenError, BreakerState, CircuitBreaker, wait_set
+from services.platform.resilience import (
+    Backoff,
+    BreakerOpenError,
+    BreakerState,
+    CircuitBreaker,
+    every,
+    wait_set,
+)
 
 
 class Clock:
@@ -105,3 +113,48 @@ def test_a_cancellation_in_the_same_turn_as_the_event_is_not_lost() -> None:
 
     waiter = asyncio.run(scenario())
     assert waiter.cancelled()  # asyncio.wait_for would have returned True here
+
+
+def test_every_logs_an_outage_when_it_begins_and_ends_and_any_other_failure_each_time(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    outcomes: list[Exception | None] = [
+        ConnectionRefusedError(111, "Connection refused"),
+        FileNotFoundError(2, "No such file or directory"),  # PostgreSQL's Unix socket, gone
+        ConnectionRefusedError(111, "Connection refused"),
+        None,
+        ValueError("a bug"),
+        ValueError("a bug"),
+        None,
+    ]
+    ran = 0
+    done = asyncio.Event()
+
+    async def work() -> None:
+        nonlocal ran
+        outcome = outcomes[min(ran, len(outcomes) - 1)]
+        ran += 1
+        if ran == len(outcomes):
+            done.set()
+        if outcome is not None:
+            raise outcome
+
+    async def scenario() -> None:
+        job = asyncio.create_task(every(0, work, "the sweep"))
+        async with asyncio.timeout(10):
+            await done.wait()
+        job.cancel()
+        await asyncio.wait({job})
+
+    with caplog.at_level(logging.WARNING, logger="services.platform.resilience"):
+        asyncio.run(scenario())
+    said = [
+        (r.levelname, r.getMessage().split(" (")[0].split(";")[0], r.exc_info is not None)
+        for r in caplog.records
+    ]
+    assert said == [
+        ("WARNING", "the sweep: a dependency is unavailable", False),
+        ("WARNING", "the sweep works again", False),
+        ("ERROR", "the sweep failed", True),
+        ("ERROR", "the sweep failed", True),
+    ]
