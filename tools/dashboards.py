@@ -70,6 +70,7 @@ EVENTS: list[Panel] = [
         ("{{outcome}}", "sum by (outcome) (rate(a4co_notification_deliveries_total[5m]))"),
     ], "ops"),
     ("Notifications waiting to be delivered again", [("waiting", "max(a4co_notifications_undelivered)")], "none"),
+    ("Redis copies behind PostgreSQL (written again once Redis answers)", [("{{copy}}", "max by (copy) (a4co_redis_copies_stale)")], "none"),
 ]  # fmt: skip
 SAGA: list[Panel] = [
     ("Orders in flight (saga running)", [("{{status}}", "max by (status) (a4co_orders_in_flight)")], "none"),

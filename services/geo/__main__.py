@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 from services.geo import handlers, subscriptions
@@ -20,7 +21,10 @@ async def build(infra: Infrastructure) -> ServiceParts:
         registrations=[registration(deps)],
         policies=POLICIES,
         subscriptions=bind(subscriptions.HANDLERS, infra.registry, deps),
-        background=[deps.index.locations.follow],
+        background=[
+            deps.index.locations.follow,
+            functools.partial(deps.index.stale.follow, functools.partial(handlers.reindex_some, deps)),
+        ],
     )
 
 

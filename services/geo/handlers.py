@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from dataclasses import dataclass
 
@@ -14,6 +15,7 @@ from services.geo.adapters.postgres import Workshops
 from services.geo.domain import Point, Quote, Workshop, quote
 from services.platform.errors import NotFoundError
 from services.platform.events.consumer import HandlerContext
+from services.platform.outages import REDIS_OUTAGES
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +73,19 @@ async def reindex(deps: Deps) -> int:
     return len(everyone)
 
 
+async def reindex_some(deps: Deps, artisan_ids: set[str]) -> None:
+    """Index again from PostgreSQL the workshops whose indexing failed (`GeoIndex.stale`), and the
+    product counts of artisans without a workshop yet."""
+    workshops = Workshops(deps.pool)
+    ids = sorted(artisan_ids)
+    counts = await workshops.product_counts(ids)
+    recorded = await workshops.versioned(ids)
+    for workshop, version in recorded:
+        await deps.index.add(workshop, counts.get(workshop.artisan_id, 0), version)
+    for artisan_id in set(counts) - {w.artisan_id for w, _ in recorded}:
+        await deps.index.count_products(artisan_id, counts[artisan_id])
+
+
 async def on_artisan_onboarded(
     deps: Deps, event: artisan_events.ArtisanOnboarded, ctx: HandlerContext
 ) -> None:
@@ -85,7 +100,8 @@ async def on_artisan_onboarded(
     version = await Workshops(ctx.conn).upsert(workshop)
 
     async def index() -> None:
-        await deps.index.add(workshop, await _product_count(deps, workshop.artisan_id), version)
+        with contextlib.suppress(*REDIS_OUTAGES):  # marked stale: indexed again once Redis answers
+            await deps.index.add(workshop, await _product_count(deps, workshop.artisan_id), version)
 
     ctx.after_commit(index)
 
@@ -101,7 +117,8 @@ async def on_product_published(
     )
 
     async def count() -> None:
-        await deps.index.count_products(event.artisan_id, await _product_count(deps, event.artisan_id))
+        with contextlib.suppress(*REDIS_OUTAGES):  # marked stale: counted again once Redis answers
+            await deps.index.count_products(event.artisan_id, await _product_count(deps, event.artisan_id))
 
     ctx.after_commit(count)
 

@@ -22,7 +22,10 @@ async def build(infra: Infrastructure) -> ServiceParts:
         registrations=[registration(deps)],
         policies=POLICIES,
         subscriptions=bind(subscriptions.HANDLERS, infra.registry, deps),
-        background=[cache.memory.follow],
+        background=[
+            cache.memory.follow,
+            functools.partial(cache.stale.follow, functools.partial(handlers.rewrite_stock, deps)),
+        ],
     )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -15,6 +16,7 @@ from services.inventory.domain import Availability, StockLevel, became_low
 from services.platform.auth import Principal, Role
 from services.platform.errors import NotFoundError, PermissionDeniedError, RequestIdReusedError
 from services.platform.events.consumer import HandlerContext
+from services.platform.outages import REDIS_OUTAGES
 from services.platform.timestamps import to_timestamp
 
 
@@ -51,15 +53,32 @@ def low_stock_warning(level: StockLevel) -> events.LowStockWarning:
 async def check_stock(deps: Deps, lines: list[tuple[str, int]]) -> list[Availability]:
     """Whether each requested quantity is available now: from the cache, filled from the database."""
     ids = [product_id for product_id, _ in lines]
-    cached = await deps.cache.available(ids)
+    try:
+        cached = await deps.cache.available(ids)
+    except REDIS_OUTAGES:  # the cache is a copy: the database answers alone meanwhile
+        cached = {}
     missing = [pid for pid in ids if pid not in cached]
     if missing:
         async with deps.uow() as uow:
             found = await uow.stock.get_many(missing)
-        await deps.cache.put_many(list(found.values()))
+        await put_in_cache(deps, list(found.values()))
         for level in found.values():
             cached[level.product_id] = level.available
     return [Availability(pid, qty, cached.get(pid, 0), pid in cached) for pid, qty in lines]
+
+
+async def put_in_cache(deps: Deps, levels: list[StockLevel]) -> None:
+    """Cache `levels`; should Redis fail, the cache marks them stale, and they are written again
+    once it answers (`rewrite_stock`), so the failure stops here."""
+    with contextlib.suppress(*REDIS_OUTAGES):
+        await deps.cache.put_many(levels)
+
+
+async def rewrite_stock(deps: Deps, product_ids: set[str]) -> None:
+    """Write the cached levels of `product_ids` again from the database (`StockCache.stale`)."""
+    async with deps.uow() as uow:
+        found = await uow.stock.get_many(sorted(product_ids))
+    await deps.cache.put_many(list(found.values()))
 
 
 async def get_stock(deps: Deps, product_id: str) -> StockLevel:
@@ -113,7 +132,7 @@ async def adjust_stock(
         )
         if became_low(level, after):
             await uow.outbox.add(low_stock_warning(after), aggregate_id=product_id)
-    await deps.cache.put(after)
+    await put_in_cache(deps, [after])  # committed: a Redis failure is not the call's
     return after
 
 
@@ -143,8 +162,4 @@ async def on_product_published(
     )
     if created.low:
         await ctx.publish(low_stock_warning(created), aggregate_id=created.product_id)
-    ctx.after_commit(lambda: _refresh(deps, created))
-
-
-async def _refresh(deps: Deps, level: StockLevel) -> None:
-    await deps.cache.put(level)
+    ctx.after_commit(lambda: put_in_cache(deps, [created]))

@@ -13,7 +13,7 @@ from a4co.inventory.events.v1 import inventory_events_pb2 as events
 from a4co.orders.events.v1 import order_events_pb2 as order_events
 from services.inventory.adapters.postgres import Reservations
 from services.inventory.domain import StockLevel, became_low
-from services.inventory.handlers import Deps, level_event, low_stock_warning
+from services.inventory.handlers import Deps, level_event, low_stock_warning, put_in_cache
 from services.platform.db import Connection
 from services.platform.events.consumer import HandlerContext
 from services.platform.timestamps import to_timestamp
@@ -25,7 +25,7 @@ def _refresher(deps: Deps, levels: list[StockLevel]) -> Callable[[], Awaitable[N
         return None
 
     async def refresh() -> None:
-        await deps.cache.put_many(levels)  # one round trip for the whole transaction's levels
+        await put_in_cache(deps, levels)  # one round trip for the whole transaction's levels
 
     return refresh
 

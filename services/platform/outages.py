@@ -9,9 +9,15 @@ from __future__ import annotations
 import asyncpg
 import redis.exceptions
 
-DEPENDENCY_OUTAGES: tuple[type[BaseException], ...] = (
+# Redis's alone: a service whose Redis holds copies (caches, indexes) of what PostgreSQL holds
+# may answer from PostgreSQL instead (services/platform/stale.py).
+REDIS_OUTAGES: tuple[type[BaseException], ...] = (
     redis.exceptions.ConnectionError,
     redis.exceptions.TimeoutError,
+)
+
+DEPENDENCY_OUTAGES: tuple[type[BaseException], ...] = (
+    *REDIS_OUTAGES,
     # Class 08 (connection exceptions), asyncpg's connection lost under a query among them.
     asyncpg.exceptions.PostgresConnectionError,
     # Class 57: the server shutting down, starting up, or a statement cancelled.

@@ -10,6 +10,7 @@ from redis.asyncio import Redis
 from services.geo.domain import Located, Point, Workshop
 from services.platform.announced import AnnouncedMemory
 from services.platform.coalesce import Coalescer
+from services.platform.stale import StaleKeys
 
 # The search and each workshop's details in one round trip (a GEOSEARCH, then a pipeline of
 # HGETALLs, was a third of FindNearbyArtisans' CPU, most of it redis-py's per-command work; the
@@ -66,6 +67,8 @@ class GeoIndex:
         self.locations = AnnouncedMemory.versioned(
             redis, f"{self._base}:workshop-changed", parse_announcement, ttl_s=local_ttl_s
         )
+        # Workshops whose indexing failed after its commit: indexed again (`handlers.reindex_some`).
+        self.stale = StaleKeys("workshop")
 
     def _set(self, craft: str = "") -> str:
         return f"{self._base}:workshops" + (f":{craft}" if craft else "")
@@ -75,7 +78,15 @@ class GeoIndex:
 
     async def add(self, w: Workshop, product_count: int, version: int | None = None) -> None:
         """Index a workshop (or move it) with its number of products; a `version` (that of the
-        change just recorded) is announced with its location."""
+        change just recorded) is announced with its location. If Redis fails, the workshop is
+        marked `stale`, to be indexed again from PostgreSQL."""
+        try:
+            await self._add(w, product_count, version)
+        except BaseException:
+            self.stale.mark([w.artisan_id])
+            raise
+
+    async def _add(self, w: Workshop, product_count: int, version: int | None) -> None:
         async with self._redis.pipeline(transaction=True) as pipe:
             for key in (self._set(), self._set(w.craft)):
                 pipe.geoadd(key, (w.location.longitude, w.location.latitude, w.artisan_id))
@@ -94,8 +105,13 @@ class GeoIndex:
 
     async def count_products(self, artisan_id: str, product_count: int) -> None:
         """Record a workshop's number of products, unless a larger one is recorded (products are
-        only ever added, so two counts applied out of order keep the newer)."""
-        await self._count(keys=[self._details(artisan_id)], args=[product_count])
+        only ever added, so two counts applied out of order keep the newer). If Redis fails, the
+        workshop is marked `stale`."""
+        try:
+            await self._count(keys=[self._details(artisan_id)], args=[product_count])
+        except BaseException:
+            self.stale.mark([artisan_id])
+            raise
 
     async def ready(self) -> bool:
         """Whether the index exists (it may have been lost with a Redis restart)."""

@@ -48,6 +48,13 @@ class Workshops:
         )
         return (row["version"], Point(row["latitude"], row["longitude"])) if row else None
 
+    async def versioned(self, artisan_ids: list[str]) -> list[tuple[Workshop, int]]:
+        """The workshops of `artisan_ids` that are recorded, each with the version of its row."""
+        rows = await self.conn.fetch(
+            "SELECT * FROM workshops WHERE artisan_id = ANY($1::text[])", artisan_ids
+        )
+        return [(_workshop(r), int(r["version"])) for r in rows]
+
     async def all(self) -> list[Workshop]:
         """Every workshop, to rebuild the index."""
         return [_workshop(r) for r in await self.conn.fetch("SELECT * FROM workshops")]

@@ -7,6 +7,10 @@ from an older database read can never overwrite a newer value written after a ch
 Every write that lands is also announced, in the same script, on a Redis channel; each inventory
 process that follows it (`memory.follow`, a background job) keeps the levels it has read in memory
 (services/platform/announced.py), a newer version replacing an older one.
+
+A write that fails (Redis restarting, say) marks its products `stale`: until they are written
+again from PostgreSQL (`stale.follow`, a background job), this process looks them up in
+PostgreSQL, not in the copy the failed write left behind (services/platform/stale.py).
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from redis.asyncio import Redis
 
 from services.inventory.domain import StockLevel
 from services.platform.announced import AnnouncedMemory
+from services.platform.stale import StaleKeys
 
 LOOKUPS = Counter(
     "a4co_stock_cache_lookups",
@@ -85,16 +90,21 @@ class StockCache:
         self._from_memory, self._from_redis, self._missed = (
             LOOKUPS.labels(source) for source in ("memory", "redis", "miss")
         )
+        self.stale = StaleKeys("stock")
 
     def key(self, product_id: str) -> str:
         """The Redis key of a product."""
         return f"{self._prefix}a4co:inventory:stock:{product_id}"
 
     async def available(self, product_ids: list[str]) -> dict[str, int]:
-        """Cached available quantities; products not in the cache are absent."""
+        """Cached available quantities; products not in the cache, or whose copy may be behind
+        (`stale`), are absent."""
         found: dict[str, int] = {}
         remote = []
+        stale = self.stale
         for pid in product_ids:
+            if stale and pid in stale:
+                continue
             level = self.memory.get(pid)
             if level is None:
                 remote.append(pid)
@@ -126,7 +136,11 @@ class StockCache:
         args: list[str | int] = [self._ttl_s, self.memory.channel]
         for level in levels:
             args += [level.version, level.available, level.product_id]
-        landed = await self._put(keys=[self.key(level.product_id) for level in levels], args=args)
+        try:
+            landed = await self._put(keys=[self.key(level.product_id) for level in levels], args=args)
+        except BaseException:  # whether it landed is unknown: written again from PostgreSQL
+            self.stale.mark(level.product_id for level in levels)
+            raise
         for level, written in zip(levels, landed, strict=True):
             if written:
                 # This process sees its own change at once, whatever the channel's delay. A write
