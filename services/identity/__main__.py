@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 
 from services.identity import handlers
-from services.identity.adapters.postgres import Argon2Hasher, unit_of_work_factory
+from services.identity.adapters.postgres import Argon2Hasher, PostgresSessions, unit_of_work_factory
 from services.identity.domain import LOGIN_ATTEMPTS, LOGIN_WINDOW_S
 from services.identity.grpc_api import POLICIES, registration
 from services.platform.auth import TokenIssuer
@@ -18,6 +18,10 @@ from services.platform.runtime import Infrastructure, ServiceParts
 async def build(infra: Infrastructure) -> ServiceParts:
     """identity's parts, wired."""
     settings = infra.settings
+    # While Redis fails, identity's verifiers (its calls' and ValidateToken's, which the other
+    # services ask then) read its own sessions (decision 34).
+    sessions = PostgresSessions(infra.pool)
+    infra.revocation_fallback = lambda principal: sessions.ended(principal.session_id)
     deps = handlers.Deps(
         uow=functools.partial(unit_of_work_factory, infra.pool, infra.outbox),
         hasher=Argon2Hasher(),

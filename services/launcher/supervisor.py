@@ -141,6 +141,9 @@ class Supervisor:
 
     def _env_for(self, name: str) -> dict[str, str]:
         env = dict(self.env)
+        if name != "identity" and "identity" in self.children:
+            # Asked whether a session has ended while Redis fails (decision 34).
+            env["A4CO_PEER_IDENTITY"] = self.children["identity"].endpoint.grpc
         if name == "orders":
             for peer in PEERS_OF_ORDERS:
                 if peer in self.children:

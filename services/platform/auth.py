@@ -2,6 +2,8 @@
 
 Tokens are Ed25519-signed JWTs (see docs/decisions/0008). A verifier needs only the public key and
 the revocation store, so authentication costs no call to identity and a logout is seen at once.
+While Redis fails, a verifier asks the store of record instead (`fallback`: identity's sessions,
+through identity's ValidateToken; decision 34), rather than refuse every authenticated call.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ import contextvars
 import enum
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -22,6 +24,7 @@ from redis.asyncio import Redis
 from services.platform.announced import AnnouncedMemory
 from services.platform.errors import PermissionDeniedError, UnauthenticatedError
 from services.platform.flow import Scope
+from services.platform.outages import REDIS_OUTAGES
 
 ISSUER = "a4co-identity"
 AUDIENCE = "a4co"
@@ -166,6 +169,10 @@ class TokenIssuer:
         return jwt.encode(claims, self._key, algorithm=ALGORITHM), float(int(expires))
 
 
+# Whether a principal's session has ended, asked of the store of record when Redis fails.
+RevocationFallback = Callable[["Principal"], Awaitable[bool]]
+
+
 class TokenVerifier:
     """Checks an access token's signature, audience, expiry and revocation."""
 
@@ -174,6 +181,7 @@ class TokenVerifier:
         public_pem: str,
         revocations: Revocations,
         *,
+        fallback: RevocationFallback | None = None,
         leeway_s: float = 5.0,
         cache_size: int = 4096,
         clock: Callable[[], float] = time.time,
@@ -183,6 +191,7 @@ class TokenVerifier:
             raise ValueError("the verification key must be an Ed25519 public key")
         self._key = key
         self._revocations = revocations
+        self._fallback = fallback
         self._leeway_s = leeway_s
         self._clock = clock
         # Tokens whose signature and claims were already checked, oldest first. A client sends
@@ -202,7 +211,13 @@ class TokenVerifier:
         elif self._clock() > principal.expires_at + self._leeway_s:
             del self._verified[token]
             raise UnauthenticatedError("TOKEN_EXPIRED", "the access token has expired")
-        if await self._revocations.is_revoked(principal.session_id):
+        try:
+            revoked = await self._revocations.is_revoked(principal.session_id)
+        except REDIS_OUTAGES:
+            if self._fallback is None:
+                raise
+            revoked = await self._fallback(principal)
+        if revoked:
             raise UnauthenticatedError("TOKEN_REVOKED", "the session of this token has ended")
         return principal
 

@@ -23,7 +23,7 @@ from nats.js import JetStreamContext
 from prometheus_client import start_http_server
 from redis.asyncio import BlockingConnectionPool, Redis
 
-from services.platform.auth import RedisRevocations, TokenVerifier
+from services.platform.auth import RedisRevocations, RevocationFallback, TokenVerifier
 from services.platform.db import create_pool
 from services.platform.events.codec import EventCodec, check_max_payload
 from services.platform.events.consumer import Handler, QueueConsumer, Selective
@@ -32,8 +32,10 @@ from services.platform.events.registry import EventRegistry, load_registry
 from services.platform.events.streams import ensure_streams
 from services.platform.events.tables import keep_inbox_pruned
 from services.platform.events.topology import Topology
+from services.platform.grpc.client import PeerClient, open_channel
 from services.platform.grpc.interceptor import MethodPolicy, PlatformInterceptor
 from services.platform.grpc.server import GrpcServer, ListenError, Registration
+from services.platform.grpc.sessions import ask_identity
 from services.platform.resilience import cancel_and_wait
 from services.platform.settings import Settings
 
@@ -61,6 +63,10 @@ class Infrastructure:
     # Set when the NATS client is closed: by `close`, or underneath a running service by a protocol
     # error from the server, after which nats-py never reconnects (`run_until_signalled` exits).
     nats_closed: asyncio.Event = field(default_factory=asyncio.Event)
+    # Who says whether a session has ended while Redis fails (decision 34): identity's ValidateToken
+    # where A4CO_PEER_IDENTITY is set; identity sets its own (its sessions table) in its build.
+    revocation_fallback: RevocationFallback | None = None
+    _identity: PeerClient | None = None
 
     @classmethod
     async def connect(cls, settings: Settings, schema_sql: str | None = None) -> Infrastructure:
@@ -101,7 +107,13 @@ class Infrastructure:
         )
         outbox = OutboxWriter(codec, schema)
         revocations = RedisRevocations(redis, settings.prefix)
-        return cls(settings, pool, nc, js, redis, registry, topology, codec, outbox, revocations, nats_closed)
+        infra = cls(
+            settings, pool, nc, js, redis, registry, topology, codec, outbox, revocations, nats_closed
+        )
+        if settings.service != "identity" and settings.peers.get("identity"):
+            infra._identity = PeerClient("identity", open_channel(settings.peer("identity")))
+            infra.revocation_fallback = ask_identity(infra._identity)
+        return infra
 
     async def ensure_streams(self) -> None:
         """Declare every stream, as at start (a stream deleted since, or lost with the server's
@@ -123,14 +135,17 @@ class Infrastructure:
         return {"postgres": postgres, "nats": nats_up, "redis": redis_up}
 
     def verifier(self, public_key_pem: str) -> TokenVerifier:
-        """A token verifier that sees the revocations recorded in Redis."""
-        return TokenVerifier(public_key_pem, self.revocations)
+        """A token verifier that sees the revocations recorded in Redis, and asks
+        `revocation_fallback` while Redis fails."""
+        return TokenVerifier(public_key_pem, self.revocations, fallback=self.revocation_fallback)
 
     async def close(self, timeout_s: float = 10.0) -> None:
         """Close every connection, each within `timeout_s`: a stop must not hang on a peer."""
         if not await bounded(self.nc.drain(), timeout_s, "NATS drain"):
             await bounded(self.nc.close(), timeout_s, "NATS close")
         await bounded(self.redis.aclose(), timeout_s, "Redis close")
+        if self._identity is not None:
+            await bounded(self._identity.close(), timeout_s, "identity channel close")
         if not await bounded(self.pool.close(), timeout_s, "database pool close"):
             self.pool.terminate()
 

@@ -13,7 +13,7 @@ from argon2.exceptions import InvalidHashError, VerificationError
 
 from services.identity.domain import Address, User
 from services.platform.auth import Role
-from services.platform.db import Connection
+from services.platform.db import Connection, Queryable
 from services.platform.events.outbox import OutboxWriter
 from services.platform.uow import PostgresUnitOfWork
 from services.platform.validation import is_uuid
@@ -102,8 +102,17 @@ def _address(address: Address) -> dict[str, str]:
 class PostgresSessions:
     """Sessions in the `sessions` table."""
 
-    def __init__(self, conn: Connection) -> None:
+    def __init__(self, conn: Queryable) -> None:
         self.conn = conn
+
+    async def ended(self, session_id: str) -> bool:
+        """Whether the session was revoked, or is not one identity started."""
+        if not is_uuid(session_id):
+            return True
+        live = await self.conn.fetchval(
+            "SELECT revoked_at IS NULL FROM sessions WHERE session_id = $1", session_id
+        )
+        return live is not True
 
     async def start(self, session_id: str, user_id: str, refresh_hash: str, expires_at: datetime) -> None:
         """Record a new session."""

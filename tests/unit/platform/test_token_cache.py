@@ -6,8 +6,9 @@ import time
 
 import jwt
 import pytest
+import redis.exceptions
 
-from services.platform.auth import Role, TokenIssuer, TokenVerifier, generate_keypair
+from services.platform.auth import Principal, Role, TokenIssuer, TokenVerifier, generate_keypair
 from services.platform.errors import UnauthenticatedError
 
 
@@ -101,3 +102,46 @@ async def test_the_cache_is_bounded_and_forgets_the_oldest_first(decodes: list[s
     await verifier.verify(tokens[2])  # still cached
     await verifier.verify(tokens[0])  # forgotten when the third came in: decoded again
     assert decodes == [tokens[0], tokens[1], tokens[2], tokens[0]]
+
+
+class Down(Revoked):
+    """A revocation store whose Redis fails."""
+
+    async def is_revoked(self, session_id: str) -> bool:
+        raise redis.exceptions.ConnectionError("Error 111 connecting to redis: Connection refused.")
+
+
+async def test_while_redis_fails_the_fallback_says_which_sessions_ended() -> None:
+    issuer, public = keys()
+    asked: list[str] = []
+
+    async def sessions_table(principal: Principal) -> bool:
+        asked.append(principal.session_id)
+        return principal.session_id == "s-ended"
+
+    verifier = TokenVerifier(public, Down(), fallback=sessions_table)
+    live, _ = issuer.issue("u-1", Role.CUSTOMER, "s-live")
+    ended, _ = issuer.issue("u-2", Role.CUSTOMER, "s-ended")
+    assert (await verifier.verify(live)).user_id == "u-1"
+    with pytest.raises(UnauthenticatedError) as refused:
+        await verifier.verify(ended)
+    assert refused.value.reason == "TOKEN_REVOKED"
+    assert asked == ["s-live", "s-ended"]
+
+    without = TokenVerifier(public, Down())
+    with pytest.raises(redis.exceptions.ConnectionError):  # answered UNAVAILABLE by the RPC layer
+        await without.verify(live)
+
+
+async def test_the_fallback_is_not_asked_while_redis_answers() -> None:
+    issuer, public = keys()
+
+    async def never(principal: Principal) -> bool:
+        raise AssertionError("asked while Redis answers")
+
+    revoked = Revoked()
+    revoked.sessions.add("s-1")
+    verifier = TokenVerifier(public, revoked, fallback=never)
+    token, _ = issuer.issue("u-1", Role.CUSTOMER, "s-1")
+    with pytest.raises(UnauthenticatedError):
+        await verifier.verify(token)

@@ -1,0 +1,94 @@
+"""While Redis fails, an authenticated call is still checked against the sessions that ended:
+identity reads its own table, and the other services ask identity's ValidateToken (decision 34)."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+
+import grpc
+import pytest
+
+from a4co.identity.v1 import identity_service_pb2 as identity_pb
+from a4co.identity.v1 import identity_service_pb2_grpc as identity_grpc
+from a4co.payments.v1 import payments_service_pb2 as payments_pb
+from a4co.payments.v1 import payments_service_pb2_grpc as payments_grpc
+from services.identity.__main__ import build as build_identity
+from services.payments.__main__ import build as build_payments
+from services.platform.auth import Role
+from services.platform.grpc.status import details_of
+from services.platform.local_servers import LocalServers, ServerUrls
+from tests.integration.services.harness import Keys, bearer, running_service, settings_for
+from tests.support.rpc import failure
+
+PASSWORD = "aceite-de-jaen-2026"
+CARD = payments_pb.ValidatePaymentMethodRequest(
+    card=payments_pb.Card(number="4242424242424242", exp_month=12, exp_year=2031, cvc="123")
+)
+
+
+async def sign_up(stub: identity_grpc.IdentityServiceAsyncStub, email: str) -> str:
+    request = identity_pb.RegisterRequest(
+        email=email, password=PASSWORD, display_name="María", role=identity_pb.ROLE_CUSTOMER
+    )
+    return (await stub.Register(request)).tokens.access_token
+
+
+def reason(error: grpc.aio.AioRpcError) -> tuple[grpc.StatusCode, str]:
+    return error.code(), details_of(error)[0].reason  # type: ignore[union-attr]
+
+
+async def test_ended_sessions_are_refused_and_live_ones_served_while_redis_fails(
+    urls: ServerUrls, prefix: str, keys: Keys, local_servers: LocalServers
+) -> None:
+    if not local_servers.is_managed("redis"):
+        pytest.skip("Redis is external (A4CO_REDIS_URL): the test cannot stop it")
+    identity_settings = settings_for("identity", urls, prefix, keys)
+    async with running_service(
+        "identity", build_identity, Path("services/identity/schema.sql"), identity_settings
+    ) as identity:
+        peers = {"identity": identity.address}
+        payments_settings = settings_for("payments", urls, prefix, keys, peers)
+        async with running_service(
+            "payments", build_payments, Path("services/payments/schema.sql"), payments_settings
+        ) as payments:
+            accounts = identity_grpc.IdentityServiceStub(identity.channel)
+            cards = payments_grpc.PaymentsServiceStub(payments.channel)
+            live = await sign_up(accounts, "ana@example.es")
+            ended = await sign_up(accounts, "luis@example.es")
+            await accounts.Logout(identity_pb.LogoutRequest(), metadata=bearer(ended))
+
+            local_servers.redis.stop()
+            try:
+                # identity answers from its sessions table.
+                profile = await accounts.GetProfile(identity_pb.GetProfileRequest(), metadata=bearer(live))
+                assert profile.user.email == "ana@example.es"
+                refused = await failure(
+                    accounts.GetProfile(identity_pb.GetProfileRequest(), metadata=bearer(ended))
+                )
+                assert reason(refused) == (grpc.StatusCode.UNAUTHENTICATED, "TOKEN_REVOKED")
+                # payments asks identity.
+                assert (await cards.ValidatePaymentMethod(CARD, metadata=bearer(live))).valid
+                refused = await failure(cards.ValidatePaymentMethod(CARD, metadata=bearer(ended)))
+                assert reason(refused) == (grpc.StatusCode.UNAUTHENTICATED, "TOKEN_REVOKED")
+            finally:
+                local_servers.redis.start()
+
+
+async def test_without_identity_to_ask_a_call_is_unavailable_while_redis_fails(
+    urls: ServerUrls, prefix: str, keys: Keys, local_servers: LocalServers
+) -> None:
+    if not local_servers.is_managed("redis"):
+        pytest.skip("Redis is external (A4CO_REDIS_URL): the test cannot stop it")
+    token = keys.issuer().issue("c-1", Role.CUSTOMER, str(uuid.uuid4()))[0]
+    settings = settings_for("payments", urls, prefix, keys)  # no A4CO_PEER_IDENTITY
+    async with running_service(
+        "payments", build_payments, Path("services/payments/schema.sql"), settings
+    ) as payments:
+        cards = payments_grpc.PaymentsServiceStub(payments.channel)
+        local_servers.redis.stop()
+        try:
+            refused = await failure(cards.ValidatePaymentMethod(CARD, metadata=bearer(token)))
+        finally:
+            local_servers.redis.start()
+    assert reason(refused) == (grpc.StatusCode.UNAVAILABLE, "DEPENDENCY_UNAVAILABLE")
