@@ -36,7 +36,7 @@ async def every(interval_s: float, work: Callable[[], Awaitable[object]], what: 
             log.exception("%s failed; trying again in %.1f s", what, interval_s)
         else:
             if down:
-                log.warning("%s works again", what)
+                log.warning("%s: working again", what)
             down = False
         await asyncio.sleep(interval_s)  # the job's period
 

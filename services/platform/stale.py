@@ -65,4 +65,4 @@ class StaleKeys:
 
     async def follow(self, write: Rewrite, interval_s: float = 1.0) -> None:
         """Write the marked keys again every `interval_s` seconds, for ever (a background job)."""
-        await every(interval_s, lambda: self.rewrite(write), f"writing the stale {self.copy} copies again")
+        await every(interval_s, lambda: self.rewrite(write), f"rewriting the stale {self.copy} copies")

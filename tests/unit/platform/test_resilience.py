@@ -154,7 +154,7 @@ def test_every_logs_an_outage_when_it_begins_and_ends_and_any_other_failure_each
     ]
     assert said == [
         ("WARNING", "the sweep: a dependency is unavailable", False),
-        ("WARNING", "the sweep works again", False),
+        ("WARNING", "the sweep: working again", False),
         ("ERROR", "the sweep failed", True),
         ("ERROR", "the sweep failed", True),
     ]
