@@ -38,6 +38,7 @@ async def build(infra: Infrastructure) -> ServiceParts:
         peers=peers,
         payment_timeout_s=float(os.environ.get("A4CO_SAGA_PAYMENT_TIMEOUT_S", "30")),
         reservation_timeout_s=float(os.environ.get("A4CO_SAGA_RESERVATION_TIMEOUT_S", "30")),
+        events_flowing=lambda: infra.nc.is_connected,
     )
     return ServiceParts(
         registrations=[registration(deps)],

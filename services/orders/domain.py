@@ -215,7 +215,8 @@ class TimeoutCutoff:
     """Which step deadlines the timeout sweep holds as passed.
 
     Usually every deadline before now. While orders' own database does not answer, nothing can
-    be swept, and the answers the saga waits for wait too, kept by the consumers (decision 32).
+    be swept, and the answers the saga waits for wait too, kept by the consumers (decision 32);
+    while orders is not connected to NATS, its steps can be neither asked nor answered.
     Once the sweep works again, for `grace` (the longest step timeout) it holds as passed only
     the deadlines before the outage began (its last sweep that worked): a step caught in the
     outage gets a whole timeout to be answered, instead of being cancelled at once for what the

@@ -104,6 +104,8 @@ class Deps:
     peers: Peers
     payment_timeout_s: float = 30.0
     reservation_timeout_s: float = 30.0
+    # Whether orders is connected to NATS: while it is not, no step can be asked nor answered.
+    events_flowing: Callable[[], bool] = lambda: True
 
 
 @dataclass(frozen=True, slots=True)
@@ -483,11 +485,16 @@ async def expire_overdue(deps: Deps, cutoff: datetime | None = None, limit: int 
 
 async def watch_timeouts(deps: Deps, interval_s: float = 0.5) -> None:
     """Run `expire_overdue` for ever, every `interval_s` seconds (a background job); after an
-    outage of the database, with the grace `TimeoutCutoff` gives the steps it held up."""
+    outage of the database or of NATS, with the grace `TimeoutCutoff` gives the steps it held up."""
     timeouts = TimeoutCutoff(timedelta(seconds=max(deps.payment_timeout_s, deps.reservation_timeout_s)))
 
     async def sweep() -> None:
         now = datetime.now(UTC)
+        if not deps.events_flowing():
+            if timeouts.down_since is None:
+                log.warning("the timeout sweep waits: orders is not connected to NATS")
+            timeouts.failed(now)
+            return
         try:
             count = await expire_overdue(deps, timeouts.cutoff(now))
         except DEPENDENCY_OUTAGES:
