@@ -56,7 +56,7 @@ from services.platform.events.upcasting import NoUpcastPathError, Upcasters
 from services.platform.flow import flow_scope
 from services.platform.labels import Children
 from services.platform.outages import DEPENDENCY_OUTAGES
-from services.platform.resilience import Backoff, wait_set
+from services.platform.resilience import Backoff, cancel_and_wait, wait_set
 from services.platform.telemetry import tracing_enabled
 
 log = logging.getLogger(__name__)
@@ -210,6 +210,7 @@ class ConsumerStats:
     dead_lettered: int = 0
     database_waits: int = 0  # outages of the database waited out with events kept
     kept_alive: int = 0  # times the kept events were reported in progress to JetStream
+    long_batches: int = 0  # times a batch handled past half of ack_wait was reported in progress
 
 
 def deliveries(msg: Msg) -> int:
@@ -230,6 +231,12 @@ def deliveries(msg: Msg) -> int:
 
 class _StoppedWaitingError(Exception):
     """The consumer was stopped while it waited for its database."""
+
+
+async def _report_in_progress(messages: list[Msg]) -> None:
+    for msg in messages:
+        with contextlib.suppress(nats.errors.Error):
+            await msg.in_progress()
 
 
 class QueueConsumer:
@@ -272,6 +279,9 @@ class QueueConsumer:
         self._stopping = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._lag_task: asyncio.Task[None] | None = None
+        self._keeper: asyncio.Task[None] | None = None
+        self._batch: list[Msg] = []  # the batch being handled, empty between batches
+        self._batch_started = 0.0
         # Label children are looked up once per event type, not once per message.
         self._handler_duration = Children(metrics.HANDLER_DURATION, service)  # by event type
         self._consumed = Children(metrics.EVENTS_CONSUMED, service)  # by event type and result
@@ -314,6 +324,7 @@ class QueueConsumer:
         self._task = asyncio.create_task(self._run(), name=f"consumer {self.durable}")
         self._task.add_done_callback(self._on_exit)
         self._lag_task = asyncio.create_task(self._watch_lag(), name=f"lag of {self.durable}")
+        self._keeper = asyncio.create_task(self._keep_long_batches(), name=f"keeper of {self.durable}")
 
     @property
     def running(self) -> bool:
@@ -339,6 +350,8 @@ class QueueConsumer:
             self._task.cancel()
             with contextlib.suppress(Exception, asyncio.CancelledError):
                 await self._task
+        if self._keeper is not None:  # kept until the drain's batches are handled
+            await cancel_and_wait(self._keeper, timeout)
         if self._puller is not None:
             with contextlib.suppress(Exception):
                 await self._puller.stop()
@@ -404,6 +417,22 @@ class QueueConsumer:
         while messages := self._puller.take(self.policy.batch_size):
             await self.process_batch(messages)
 
+    async def _keep_long_batches(self) -> None:
+        """Every quarter of ack_wait, report in progress the unsettled messages of a batch handled
+        for that long already, and those waiting in the buffer behind it, so that JetStream
+        delivers none of them to another replica meanwhile, nor counts a delivery against them.
+        The first report comes within half of ack_wait of the batch's start."""
+        quarter = self.policy.ack_wait_s / 4
+        while True:
+            await asyncio.sleep(quarter)  # the watch's period
+            batch = self._batch
+            if not batch or time.monotonic() - self._batch_started < quarter:
+                continue
+            unsettled = [m for m in batch if not m.is_acked]
+            if unsettled:
+                self.stats.long_batches += 1
+                await _report_in_progress([*unsettled, *(self._puller.buffered if self._puller else ())])
+
     async def _watch_lag(self) -> None:
         """Export the lag every LAG_INTERVAL_S beside the fetch loop, which never waits for it (a
         JetStream API request answered late, up to its 5 s timeout, used to hold the messages)."""
@@ -424,8 +453,17 @@ class QueueConsumer:
         """Handle fetched messages; the handlers of a batch share one transaction.
 
         When any handler of the batch fails, the transaction is rolled back and the messages are
-        handled again one transaction each, so that only the failing one is retried.
+        handled again one transaction each, so that only the failing one is retried. A batch
+        handled for long (a handler waiting for a lock, say) has its messages reported in progress
+        (`_keep_long_batches`).
         """
+        self._batch, self._batch_started = messages, time.monotonic()
+        try:
+            await self._process(messages)
+        finally:
+            self._batch = []
+
+    async def _process(self, messages: list[Msg]) -> None:
         self._batch_sizes.observe(len(messages))
         work = [item for msg in messages if (item := await self._prepare(msg)) is not None]
         if len(work) > 1:

@@ -658,3 +658,36 @@ async def test_a_batch_whose_opening_statement_fails_is_rolled_back_and_tried_ag
     await consumer.pool.execute("ALTER TABLE inbox_away RENAME TO inbox")
     await eventually(lambda: consumer.stats.handled == 1, what="handled on a later delivery")
     assert await effect_count(consumer.pool) == 1
+
+
+async def test_a_batch_handled_past_ack_wait_is_not_delivered_to_another_replica(rig: Rig) -> None:
+    """A handler that waits (for a lock, say) longer than ack_wait: its batch is reported in
+    progress, so the other replica never gets the event, and it takes effect once, on its first
+    delivery."""
+    release = asyncio.Event()
+    ran: list[tuple[str, int]] = []
+
+    def waiting(replica: str) -> Callable[[Message, HandlerContext], Awaitable[None]]:
+        async def handler(event: Message, ctx: HandlerContext) -> None:
+            ran.append((replica, ctx.delivery))
+            await release.wait()
+            await record_effect(replica)(event, ctx)
+
+        return handler
+
+    first = await rig.consumer("payments", {order_events_pb2.OrderCreated: waiting("r1")})
+    second = await rig.consumer("payments", {order_events_pb2.OrderCreated: waiting("r2")})
+    out = rig.codec.encode(order_created("o-slow"), aggregate_id="o-slow")
+    await rig.js.publish(out.subject, out.body, headers=out.headers)
+    # With FAST's ack_wait of 2 s, reported every 0.5 s from 0.5-1 s on: five reports keep it
+    # past ack_wait.
+    await eventually(
+        lambda: first.stats.long_batches + second.stats.long_batches >= 5,
+        timeout=30,
+        what="the slow batch reported in progress past ack_wait",
+    )
+    release.set()
+    await eventually(lambda: first.stats.handled + second.stats.handled == 1, what="handled")
+    assert len(ran) == 1, f"delivered to one replica only: {ran}"
+    assert ran[0][1] == 1
+    assert first.stats.duplicates + second.stats.duplicates == 0
