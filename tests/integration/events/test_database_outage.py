@@ -3,24 +3,19 @@
 from __future__ import annotations
 
 import asyncpg
-import pytest
 from google.protobuf.message import Message
 
 from a4co.orders.events.v1 import order_events_pb2
 from services.platform.events.consumer import HandlerContext, QueueConsumer
 from services.platform.local_servers import LocalServers
 from tests.integration.events.rig import FAST, Rig, order_created, record_effect
+from tests.support.servers import stoppable, stopped
 from tests.support.waiting import eventually
 
 # With FAST's ack_wait of 2 s, a kept event is reported in progress every 0.5 s at most: eight
 # reports keep it past two ack_waits, and past the 0.2 + 0.4 s its three deliveries would have
 # taken without the wait.
 REPORTS_PAST_ACK_WAIT = 8
-
-
-def managed_postgres(local_servers: LocalServers) -> None:
-    if not local_servers.is_managed("postgres"):
-        pytest.skip("PostgreSQL is external (A4CO_DATABASE_URL): the test cannot stop it")
 
 
 async def effects(pool: asyncpg.Pool) -> list[tuple[str, int]]:
@@ -33,22 +28,19 @@ async def test_an_event_waits_for_the_database_and_is_handled_on_its_first_deliv
     """PostgreSQL down for longer than three deliveries' backoff and than ack_wait: nothing is
     retried, dead-lettered, nor delivered to the other replica meanwhile; once PostgreSQL is back,
     the event takes effect once, on its first delivery."""
-    managed_postgres(local_servers)
+    postgres = stoppable(local_servers, "postgres")
     replicas = [
         await rig.consumer("payments", {order_events_pb2.OrderCreated: record_effect(name)})
         for name in ("r1", "r2")
     ]
     out = rig.codec.encode(order_created("o-outage"), aggregate_id="o-outage")
-    local_servers.postgres.stop()
-    try:
+    with stopped(postgres):
         await rig.js.publish(out.subject, out.body, headers=out.headers)
         await eventually(
             lambda: sum(c.stats.kept_alive for c in replicas) >= REPORTS_PAST_ACK_WAIT,
             timeout=30,
             what="the event kept in progress past ack_wait",
         )
-    finally:
-        local_servers.postgres.start()
     await eventually(lambda: sum(c.stats.handled for c in replicas) == 1, timeout=30, what="handled")
 
     assert [c.stats.database_waits for c in replicas] in ([1, 0], [0, 1]), "one replica had it"
@@ -63,16 +55,13 @@ async def test_a_consumer_stopped_while_it_waits_leaves_its_events_to_the_others
 ) -> None:
     """Stopped during the outage, the consumer leaves the event unsettled, neither retried nor
     dead-lettered; once PostgreSQL is back, another replica gets it after ack_wait and handles it."""
-    managed_postgres(local_servers)
+    postgres = stoppable(local_servers, "postgres")
     waiting = await rig.consumer("payments", {order_events_pb2.OrderCreated: record_effect("r1")})
     out = rig.codec.encode(order_created("o-stop"), aggregate_id="o-stop")
-    local_servers.postgres.stop()
-    try:
+    with stopped(postgres):
         await rig.js.publish(out.subject, out.body, headers=out.headers)
         await eventually(lambda: waiting.stats.database_waits == 1, timeout=30, what="waiting")
         await waiting.stop()
-    finally:
-        local_servers.postgres.start()
     assert (waiting.stats.handled, waiting.stats.retried, waiting.stats.dead_lettered) == (0, 0, 0)
 
     survivor = await rig.consumer("payments", {order_events_pb2.OrderCreated: record_effect("r2")})

@@ -21,6 +21,7 @@ from services.platform.events.consumer import QueueConsumer
 from services.platform.events.outbox import OutboxRelay, OutboxWriter, notify_channel
 from services.platform.local_servers import LocalServers
 from tests.integration.events.rig import Rig, order_created, record_effect, running
+from tests.support.servers import stoppable, stopped
 from tests.support.waiting import eventually
 
 
@@ -276,8 +277,7 @@ async def test_two_relays_one_leader_everything_published_once(rig: Rig) -> None
 
 
 async def test_nats_outage_mid_flow_loses_nothing(rig: Rig, local_servers: LocalServers) -> None:
-    if not local_servers.is_managed("nats"):
-        pytest.skip("NATS is external (A4CO_NATS_URL): the test cannot stop it")
+    nats = stoppable(local_servers, "nats")
     consumer = await rig.consumer("payments", {order_events_pb2.OrderCreated: record_effect()})
     before = [f"before-{i}" for i in range(20)]
     during = [f"during-{i}" for i in range(20)]
@@ -286,14 +286,11 @@ async def test_nats_outage_mid_flow_loses_nothing(rig: Rig, local_servers: Local
             await rig.commit(order_created(order_id), order_id)
         await eventually(lambda: consumer.stats.handled == 20, what="events before the outage")
 
-        local_servers.nats.stop()
-        try:
+        with stopped(nats):
             for order_id in during:
                 await rig.commit(order_created(order_id), order_id)
             await eventually(lambda: relay.stats.failures > 0, what="relay noticed the outage")
             assert await rig.outbox_rows() == 20, "nothing is deleted while NATS is down"
-        finally:
-            local_servers.nats.start()
 
         await eventually(lambda: consumer.stats.handled == 40, timeout=30, what="events after the outage")
     rows = await effects(consumer.pool)

@@ -16,6 +16,7 @@ from services.inventory.__main__ import build
 from services.platform.grpc.status import details_of
 from services.platform.local_servers import LocalServers, ServerUrls
 from tests.integration.services.harness import Keys, running_service, settings_for
+from tests.support.servers import stoppable, stopped
 from tests.support.waiting import eventually
 
 SERVICE = "a4co.inventory.v1.InventoryService"
@@ -24,8 +25,7 @@ SERVICE = "a4co.inventory.v1.InventoryService"
 async def test_health_flips_with_the_database(
     urls: ServerUrls, prefix: str, keys: Keys, local_servers: LocalServers
 ) -> None:
-    if not local_servers.is_managed("postgres"):
-        pytest.skip("PostgreSQL is external (A4CO_DATABASE_URL): the test cannot stop it")
+    postgres = stoppable(local_servers, "postgres")
     settings = settings_for("inventory", urls, prefix, keys)
     async with running_service("inventory", build, Path("services/inventory/schema.sql"), settings) as svc:
         health: Any = health_pb2_grpc.HealthStub(svc.channel)  # the stub package types Check loosely
@@ -35,8 +35,7 @@ async def test_health_flips_with_the_database(
             return int(response.status)
 
         assert await status() == health_pb2.HealthCheckResponse.SERVING
-        local_servers.postgres.stop()
-        try:
+        with stopped(postgres):
             await eventually(
                 lambda: _is(status(), health_pb2.HealthCheckResponse.NOT_SERVING),
                 timeout=20,
@@ -50,8 +49,6 @@ async def test_health_flips_with_the_database(
                 await pb_grpc.InventoryServiceStub(svc.channel).CheckStock(check, timeout=10)
             assert caught.value.code() == grpc.StatusCode.UNAVAILABLE, caught.value.details()
             assert details_of(caught.value)[0].reason == "DEPENDENCY_UNAVAILABLE"  # type: ignore[union-attr]
-        finally:
-            local_servers.postgres.start()
         await eventually(
             lambda: _is(status(), health_pb2.HealthCheckResponse.SERVING), timeout=30, what="SERVING again"
         )

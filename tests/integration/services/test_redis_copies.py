@@ -9,7 +9,6 @@ import contextlib
 from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 from redis.asyncio import Redis
 
 from a4co.artisans.events.v1 import artisan_events_pb2
@@ -25,6 +24,7 @@ from services.inventory.adapters.cache import StockCache
 from services.platform.local_servers import LocalServers, ServerUrls
 from tests.integration.services.harness import Keys, publish_event, running_service, settings_for
 from tests.support.db import scalar_int
+from tests.support.servers import stoppable, stopped
 from tests.support.waiting import eventually
 
 ARTISAN = "artisan-ubeda"
@@ -34,15 +34,12 @@ ARTISAN = "artisan-ubeda"
 def redis_down_keeping(local_servers: LocalServers) -> Iterator[None]:
     """Redis stopped, then started again with the data it had when stopped (the snapshot the
     caller saved), the way a server restarted with its persistence comes back."""
-    if not local_servers.is_managed("redis"):
-        pytest.skip("Redis is external (A4CO_REDIS_URL): the test cannot stop it")
-    snapshot = local_servers.redis.data_dir / "dump.rdb"
-    local_servers.redis.stop()
+    redis = stoppable(local_servers, "redis")
     try:
-        yield
+        with stopped(redis):
+            yield
     finally:
-        local_servers.redis.start()
-        snapshot.unlink(missing_ok=True)  # later restarts in the session start empty, as before
+        (redis.data_dir / "dump.rdb").unlink(missing_ok=True)  # later restarts start empty, as before
 
 
 async def test_stock_reserved_while_redis_fails_is_checked_from_postgres_then_cached_again(

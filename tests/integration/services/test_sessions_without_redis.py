@@ -7,7 +7,6 @@ import uuid
 from pathlib import Path
 
 import grpc
-import pytest
 
 from a4co.identity.v1 import identity_service_pb2 as identity_pb
 from a4co.identity.v1 import identity_service_pb2_grpc as identity_grpc
@@ -20,6 +19,7 @@ from services.platform.grpc.status import details_of
 from services.platform.local_servers import LocalServers, ServerUrls
 from tests.integration.services.harness import Keys, bearer, running_service, settings_for
 from tests.support.rpc import failure
+from tests.support.servers import stoppable, stopped
 
 PASSWORD = "aceite-de-jaen-2026"
 CARD = payments_pb.ValidatePaymentMethodRequest(
@@ -41,8 +41,7 @@ def reason(error: grpc.aio.AioRpcError) -> tuple[grpc.StatusCode, str]:
 async def test_ended_sessions_are_refused_and_live_ones_served_while_redis_fails(
     urls: ServerUrls, prefix: str, keys: Keys, local_servers: LocalServers
 ) -> None:
-    if not local_servers.is_managed("redis"):
-        pytest.skip("Redis is external (A4CO_REDIS_URL): the test cannot stop it")
+    redis = stoppable(local_servers, "redis")
     identity_settings = settings_for("identity", urls, prefix, keys)
     async with running_service(
         "identity", build_identity, Path("services/identity/schema.sql"), identity_settings
@@ -58,8 +57,7 @@ async def test_ended_sessions_are_refused_and_live_ones_served_while_redis_fails
             ended = await sign_up(accounts, "luis@example.es")
             await accounts.Logout(identity_pb.LogoutRequest(), metadata=bearer(ended))
 
-            local_servers.redis.stop()
-            try:
+            with stopped(redis):
                 # identity answers from its sessions table.
                 profile = await accounts.GetProfile(identity_pb.GetProfileRequest(), metadata=bearer(live))
                 assert profile.user.email == "ana@example.es"
@@ -71,24 +69,18 @@ async def test_ended_sessions_are_refused_and_live_ones_served_while_redis_fails
                 assert (await cards.ValidatePaymentMethod(CARD, metadata=bearer(live))).valid
                 refused = await failure(cards.ValidatePaymentMethod(CARD, metadata=bearer(ended)))
                 assert reason(refused) == (grpc.StatusCode.UNAUTHENTICATED, "TOKEN_REVOKED")
-            finally:
-                local_servers.redis.start()
 
 
 async def test_without_identity_to_ask_a_call_is_unavailable_while_redis_fails(
     urls: ServerUrls, prefix: str, keys: Keys, local_servers: LocalServers
 ) -> None:
-    if not local_servers.is_managed("redis"):
-        pytest.skip("Redis is external (A4CO_REDIS_URL): the test cannot stop it")
+    redis = stoppable(local_servers, "redis")
     token = keys.issuer().issue("c-1", Role.CUSTOMER, str(uuid.uuid4()))[0]
     settings = settings_for("payments", urls, prefix, keys)  # no A4CO_PEER_IDENTITY
     async with running_service(
         "payments", build_payments, Path("services/payments/schema.sql"), settings
     ) as payments:
         cards = payments_grpc.PaymentsServiceStub(payments.channel)
-        local_servers.redis.stop()
-        try:
+        with stopped(redis):
             refused = await failure(cards.ValidatePaymentMethod(CARD, metadata=bearer(token)))
-        finally:
-            local_servers.redis.start()
     assert reason(refused) == (grpc.StatusCode.UNAVAILABLE, "DEPENDENCY_UNAVAILABLE")

@@ -13,6 +13,7 @@ from a4co.orders.v1 import orders_service_pb2 as pb
 from services.platform.local_servers import LocalServers, ServerUrls
 from tests.integration.services.harness import Keys
 from tests.integration.services.orders.shop import Actors, shop
+from tests.support.servers import stoppable, stopped
 from tests.support.waiting import eventually
 
 PAYMENT_TIMEOUT_S = 3  # the step that falls due during the outage
@@ -34,12 +35,10 @@ async def actors(
 async def test_a_payment_step_due_while_nats_is_down_is_answered_after_it(
     actors: Actors, local_servers: LocalServers
 ) -> None:
-    if not local_servers.is_managed("nats"):
-        pytest.skip("NATS is external (A4CO_NATS_URL): the test cannot stop it")
+    nats = stoppable(local_servers, "nats")
     product = await actors.product(stock=4)
     card = await actors.card()
-    local_servers.nats.stop()
-    try:
+    with stopped(nats):
         placed = await actors.place(product, 1, card)  # checked and stored; its event waits
         due: datetime = await actors.svc["orders"].infra.pool.fetchval(
             "SELECT step_deadline FROM orders WHERE order_id = $1", placed.order_id
@@ -50,7 +49,5 @@ async def test_a_payment_step_due_while_nats_is_down_is_answered_after_it(
             what="the payment step overdue, NATS still down",
         )
         assert (await actors.status_of(placed.order_id)).status == pb.ORDER_STATUS_PENDING
-    finally:
-        local_servers.nats.start()
     confirmed = await actors.settles(placed.order_id, pb.ORDER_STATUS_CONFIRMED, timeout=GRACE_S)
     assert confirmed.cancel_reason == ""
