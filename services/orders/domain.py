@@ -240,7 +240,7 @@ class TimeoutCutoff:
         return min(marks)
 
     def failed(self, now: datetime) -> None:
-        """The sweep at `now` met an outage of the database."""
+        """The sweep at `now` met an outage of the database, or found orders cut off from NATS."""
         if self.down_since is None:
             self.down_since = self.last_worked or now
 

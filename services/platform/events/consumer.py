@@ -210,7 +210,7 @@ class ConsumerStats:
     dead_lettered: int = 0
     database_waits: int = 0  # outages of the database waited out with events kept
     kept_alive: int = 0  # times the kept events were reported in progress to JetStream
-    long_batches: int = 0  # times a batch handled past half of ack_wait was reported in progress
+    long_batches: int = 0  # times a batch handled for a quarter of ack_wait was reported in progress
 
 
 def deliveries(msg: Msg) -> int:
@@ -525,9 +525,7 @@ class QueueConsumer:
             while True:
                 kept = [*held, *(self._puller.buffered if self._puller else ())]
                 self._held.set(len(kept))
-                for msg in kept:
-                    with contextlib.suppress(nats.errors.Error):
-                        await msg.in_progress()
+                await _report_in_progress(kept)
                 self.stats.kept_alive += 1
                 attempt += 1
                 if await wait_set(self._stopping, min(self.policy.backoff.delay(attempt), quarter)):
