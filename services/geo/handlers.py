@@ -12,7 +12,7 @@ from prometheus_client import Counter
 from a4co.artisans.events.v1 import artisan_events_pb2 as artisan_events
 from services.geo.adapters.geo_index import GeoIndex
 from services.geo.adapters.postgres import Workshops
-from services.geo.domain import Point, Quote, Workshop, quote
+from services.geo.domain import Point, Quote, Workshop, haversine_km, quote
 from services.platform.errors import NotFoundError
 from services.platform.events.consumer import HandlerContext
 from services.platform.outages import REDIS_OUTAGES
@@ -25,6 +25,10 @@ LOCATION_LOOKUPS = Counter(
     ["source"],
 )
 _FROM_MEMORY, _FROM_POSTGRES = (LOCATION_LOOKUPS.labels(source) for source in ("memory", "postgres"))
+NEARBY_FROM_POSTGRES = Counter(
+    "a4co_geo_nearby_from_postgres",
+    "FindNearbyArtisans searches answered from PostgreSQL because Redis failed (decision 33).",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,13 +42,32 @@ class Deps:
 async def find_nearby(
     deps: Deps, center: Point, radius_km: float, craft: str, limit: int
 ) -> list[tuple[Workshop, float, int]]:
-    """Workshops within `radius_km` of `center`, nearest first, with their product counts."""
-    found = await deps.index.nearby(center, radius_km, craft, limit)
-    # Only an empty answer can mean a lost index (a Redis restart): check then, not on every call.
-    if not found and not await deps.index.ready():
-        await reindex(deps)
+    """Workshops within `radius_km` of `center`, nearest first, with their product counts: from
+    the Redis map, or from PostgreSQL while Redis fails."""
+    try:
         found = await deps.index.nearby(center, radius_km, craft, limit)
+        # Only an empty answer can mean a lost index (a Redis restart): check then, not every call.
+        if not found and not await deps.index.ready():
+            await reindex(deps)
+            found = await deps.index.nearby(center, radius_km, craft, limit)
+    except REDIS_OUTAGES:  # the map is a copy (decision 33)
+        NEARBY_FROM_POSTGRES.inc()
+        return await nearby_from_postgres(deps, center, radius_km, craft, limit)
     return found
+
+
+async def nearby_from_postgres(
+    deps: Deps, center: Point, radius_km: float, craft: str, limit: int
+) -> list[tuple[Workshop, float, int]]:
+    """`find_nearby` answered from PostgreSQL: the workshops in the box around the circle, measured
+    one by one (a province holds hundreds), with their products counted."""
+    workshops = Workshops(deps.pool)
+    measured = [
+        (w, haversine_km(center, w.location)) for w in await workshops.in_box(center, radius_km, craft)
+    ]
+    near = sorted((pair for pair in measured if pair[1] <= radius_km), key=lambda pair: pair[1])[:limit]
+    counts = await workshops.product_counts([w.artisan_id for w, _ in near]) if near else {}
+    return [(w, km, counts.get(w.artisan_id, 0)) for w, km in near]
 
 
 async def quote_delivery(deps: Deps, artisan_id: str, destination: Point) -> Quote:

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import math
+
 import asyncpg
 
 from services.geo.domain import Located, Point, Workshop
 from services.platform.db import Queryable
+
+KM_PER_DEGREE = 111.0  # of latitude, a little less than its shortest (110.57), so the box covers the circle
 
 
 def _workshop(row: asyncpg.Record) -> Workshop:
@@ -54,6 +58,22 @@ class Workshops:
             "SELECT * FROM workshops WHERE artisan_id = ANY($1::text[])", artisan_ids
         )
         return [(_workshop(r), int(r["version"])) for r in rows]
+
+    async def in_box(self, center: Point, radius_km: float, craft: str) -> list[Workshop]:
+        """The workshops (of `craft`, unless empty) in the box of latitudes and longitudes around a
+        circle of `radius_km` about `center`: those in the circle, and some of its corners."""
+        dlat = radius_km / KM_PER_DEGREE
+        dlng = radius_km / (KM_PER_DEGREE * max(math.cos(math.radians(center.latitude)), 0.01))
+        rows = await self.conn.fetch(
+            "SELECT * FROM workshops WHERE latitude BETWEEN $1 AND $2 AND longitude BETWEEN $3 AND $4"
+            " AND ($5 = '' OR craft = $5)",
+            center.latitude - dlat,
+            center.latitude + dlat,
+            center.longitude - dlng,
+            center.longitude + dlng,
+            craft,
+        )
+        return [_workshop(r) for r in rows]
 
     async def all(self) -> list[Workshop]:
         """Every workshop, to rebuild the index."""

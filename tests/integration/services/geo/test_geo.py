@@ -20,7 +20,7 @@ from services.geo.__main__ import build
 from services.geo.adapters.geo_index import GeoIndex
 from services.geo.domain import Point, Workshop
 from services.platform.grpc.status import details_of
-from services.platform.local_servers import ServerUrls
+from services.platform.local_servers import LocalServers, ServerUrls
 from tests.integration.services.harness import (
     Keys,
     RunningService,
@@ -31,6 +31,7 @@ from tests.integration.services.harness import (
 from tests.support.announced import following
 from tests.support.db import scalar_int
 from tests.support.metrics import coalesced
+from tests.support.servers import stoppable, stopped
 from tests.support.waiting import eventually
 
 SCHEMA = Path("services/geo/schema.sql")
@@ -159,6 +160,34 @@ async def test_the_index_is_rebuilt_from_postgres_when_redis_lost_it(
     keys = [k async for k in geo.infra.redis.scan_iter(f"{geo.infra.settings.prefix}:a4co:geo:*")]
     await geo.infra.redis.delete(*keys)
     assert await counts_near(stub, 37.7796, -3.7849) == {"a-jaen": 3}
+
+
+async def test_nearby_workshops_are_found_in_postgres_while_redis_fails(
+    stub: pb_grpc.GeoServiceAsyncStub, geo: RunningService, local_servers: LocalServers
+) -> None:
+    redis = stoppable(local_servers, "redis")
+    await publish_products(geo, "a-ubeda", "p-1", "p-2")
+
+    async def counted() -> bool:
+        return (await counts_near(stub, 38.0133, -3.3706)).get("a-ubeda") == 2
+
+    await eventually(counted, what="a-ubeda's products counted")
+    searches = [
+        pb.FindNearbyArtisansRequest(location=at(38.0133, -3.3706), radius_km=15),
+        pb.FindNearbyArtisansRequest(location=at(38.0133, -3.3706), radius_km=100, craft="ceramica"),
+        pb.FindNearbyArtisansRequest(location=at(37.9, -3.4), radius_km=200, page_size=2),
+    ]
+
+    def shown(found: pb.FindNearbyArtisansResponse) -> list[tuple[str, float, int, str]]:
+        return [(a.artisan_id, round(a.distance_km, 1), a.product_count, a.locality) for a in found.artisans]
+
+    from_redis = [shown(await stub.FindNearbyArtisans(s)) for s in searches]
+    before = REGISTRY.get_sample_value("a4co_geo_nearby_from_postgres_total") or 0.0
+    with stopped(redis):
+        from_postgres = [shown(await stub.FindNearbyArtisans(s)) for s in searches]
+    assert from_postgres == from_redis
+    assert [len(found) for found in from_redis] == [3, 2, 2]
+    assert REGISTRY.get_sample_value("a4co_geo_nearby_from_postgres_total") == before + len(searches)
 
 
 async def test_delivery_quotes_by_zone(stub: pb_grpc.GeoServiceAsyncStub) -> None:
