@@ -27,6 +27,7 @@ from services.identity.domain import (
 from services.identity.ports import PasswordHasher, UnitOfWork
 from services.platform.auth import Principal, Revocations, Role, TokenIssuer, TokenVerifier
 from services.platform.errors import NotFoundError
+from services.platform.outages import REDIS_OUTAGES
 from services.platform.resilience import every
 from services.platform.timestamps import to_timestamp
 
@@ -199,7 +200,7 @@ async def refresh_tokens(deps: Deps, refresh_token: str) -> Tokens:
             fresh_expires = datetime.now(UTC) + timedelta(seconds=deps.refresh_ttl_s)
             await uow.sessions.rotate(presented.session_id, fresh.hash, fresh_expires)
     if user is None:
-        await deps.revocations.revoke(presented.session_id, _revoked_for_s(deps))
+        await _revoke_in_redis(deps, presented.session_id)
         raise RefreshRejectedError(
             "REFRESH_TOKEN_REUSED", "this refresh token was already used; the session has ended"
         )
@@ -209,9 +210,21 @@ async def refresh_tokens(deps: Deps, refresh_token: str) -> Tokens:
 
 async def logout(deps: Deps, principal: Principal) -> None:
     """End the caller's session: its tokens stop working at once, everywhere."""
-    await deps.revocations.revoke(principal.session_id, _revoked_for_s(deps))
+    await _revoke_in_redis(deps, principal.session_id)
     async with deps.uow() as uow:
         await uow.sessions.revoke(principal.session_id, "logout")
+
+
+async def _revoke_in_redis(deps: Deps, session_id: str) -> None:
+    """Record a session's end where every service checks it. While Redis fails, the end recorded
+    in `sessions` is what counts: the services ask identity then (decision 34), and
+    `record_lost_revocations` writes it to Redis once Redis answers."""
+    try:
+        await deps.revocations.revoke(session_id, _revoked_for_s(deps))
+    except REDIS_OUTAGES as exc:
+        log.warning(
+            "session %s ended while Redis fails (%r); recorded there once it answers", session_id, exc
+        )
 
 
 async def get_profile(deps: Deps, principal: Principal, user_id: str) -> User:

@@ -7,6 +7,7 @@ import uuid
 from pathlib import Path
 
 import grpc
+import pytest
 
 from a4co.identity.v1 import identity_service_pb2 as identity_pb
 from a4co.identity.v1 import identity_service_pb2_grpc as identity_grpc
@@ -20,6 +21,7 @@ from services.platform.local_servers import LocalServers, ServerUrls
 from tests.integration.services.harness import Keys, bearer, running_service, settings_for
 from tests.support.rpc import failure
 from tests.support.servers import stoppable, stopped
+from tests.support.waiting import eventually
 
 PASSWORD = "aceite-de-jaen-2026"
 CARD = payments_pb.ValidatePaymentMethodRequest(
@@ -84,3 +86,36 @@ async def test_without_identity_to_ask_a_call_is_unavailable_while_redis_fails(
         with stopped(redis):
             refused = await failure(cards.ValidatePaymentMethod(CARD, metadata=bearer(token)))
     assert reason(refused) == (grpc.StatusCode.UNAVAILABLE, "DEPENDENCY_UNAVAILABLE")
+
+
+async def test_a_logout_while_redis_fails_is_honoured_then_and_after(
+    urls: ServerUrls, prefix: str, keys: Keys, local_servers: LocalServers, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Logout answers OK while Redis fails: the session's end is recorded in identity's table, which
+    the services ask meanwhile, and written to Redis once it answers (`record_lost_revocations`)."""
+    redis = stoppable(local_servers, "redis")
+    monkeypatch.setenv("A4CO_REVOCATIONS_CHECK_S", "0.2")
+    identity_settings = settings_for("identity", urls, prefix, keys)
+    async with running_service(
+        "identity", build_identity, Path("services/identity/schema.sql"), identity_settings
+    ) as identity:
+        payments_settings = settings_for("payments", urls, prefix, keys, {"identity": identity.address})
+        async with running_service(
+            "payments", build_payments, Path("services/payments/schema.sql"), payments_settings
+        ) as payments:
+            accounts = identity_grpc.IdentityServiceStub(identity.channel)
+            cards = payments_grpc.PaymentsServiceStub(payments.channel)
+            token = await sign_up(accounts, "eva@example.es")
+            with stopped(redis):
+                await accounts.Logout(identity_pb.LogoutRequest(), metadata=bearer(token))
+                refused = await failure(cards.ValidatePaymentMethod(CARD, metadata=bearer(token)))
+                assert reason(refused) == (grpc.StatusCode.UNAUTHENTICATED, "TOKEN_REVOKED")
+            # Redis came back empty: the revocation is written to it again from identity's table.
+
+            async def recorded() -> bool:
+                key = f"{prefix}:a4co:revoked:*"
+                return bool([k async for k in identity.infra.redis.scan_iter(key)])
+
+            await eventually(recorded, timeout=20, what="the revocation written to Redis")
+            refused = await failure(cards.ValidatePaymentMethod(CARD, metadata=bearer(token)))
+            assert reason(refused) == (grpc.StatusCode.UNAUTHENTICATED, "TOKEN_REVOKED")
