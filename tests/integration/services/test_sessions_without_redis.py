@@ -3,7 +3,10 @@ identity reads its own table, and the other services ask identity's ValidateToke
 
 from __future__ import annotations
 
+import contextlib
 import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
@@ -18,7 +21,7 @@ from services.payments.__main__ import build as build_payments
 from services.platform.auth import Role
 from services.platform.grpc.status import details_of
 from services.platform.local_servers import LocalServers, ServerUrls
-from tests.integration.services.harness import Keys, bearer, running_service, settings_for
+from tests.integration.services.harness import Keys, RunningService, bearer, running_service, settings_for
 from tests.support.rpc import failure
 from tests.support.servers import stoppable, stopped
 from tests.support.waiting import eventually
@@ -40,37 +43,54 @@ def reason(error: grpc.aio.AioRpcError) -> tuple[grpc.StatusCode, str]:
     return error.code(), details_of(error)[0].reason  # type: ignore[union-attr]
 
 
-async def test_ended_sessions_are_refused_and_live_ones_served_while_redis_fails(
-    urls: ServerUrls, prefix: str, keys: Keys, local_servers: LocalServers
-) -> None:
-    redis = stoppable(local_servers, "redis")
+@dataclass
+class Pair:
+    """identity, and payments asking it while Redis fails."""
+
+    identity: RunningService
+    accounts: identity_grpc.IdentityServiceAsyncStub
+    cards: payments_grpc.PaymentsServiceAsyncStub
+
+
+@contextlib.asynccontextmanager
+async def identity_and_payments(urls: ServerUrls, prefix: str, keys: Keys) -> AsyncIterator[Pair]:
     identity_settings = settings_for("identity", urls, prefix, keys)
     async with running_service(
         "identity", build_identity, Path("services/identity/schema.sql"), identity_settings
     ) as identity:
-        peers = {"identity": identity.address}
-        payments_settings = settings_for("payments", urls, prefix, keys, peers)
+        payments_settings = settings_for("payments", urls, prefix, keys, {"identity": identity.address})
         async with running_service(
             "payments", build_payments, Path("services/payments/schema.sql"), payments_settings
         ) as payments:
-            accounts = identity_grpc.IdentityServiceStub(identity.channel)
-            cards = payments_grpc.PaymentsServiceStub(payments.channel)
-            live = await sign_up(accounts, "ana@example.es")
-            ended = await sign_up(accounts, "luis@example.es")
-            await accounts.Logout(identity_pb.LogoutRequest(), metadata=bearer(ended))
+            yield Pair(
+                identity,
+                identity_grpc.IdentityServiceStub(identity.channel),
+                payments_grpc.PaymentsServiceStub(payments.channel),
+            )
 
-            with stopped(redis):
-                # identity answers from its sessions table.
-                profile = await accounts.GetProfile(identity_pb.GetProfileRequest(), metadata=bearer(live))
-                assert profile.user.email == "ana@example.es"
-                refused = await failure(
-                    accounts.GetProfile(identity_pb.GetProfileRequest(), metadata=bearer(ended))
-                )
-                assert reason(refused) == (grpc.StatusCode.UNAUTHENTICATED, "TOKEN_REVOKED")
-                # payments asks identity.
-                assert (await cards.ValidatePaymentMethod(CARD, metadata=bearer(live))).valid
-                refused = await failure(cards.ValidatePaymentMethod(CARD, metadata=bearer(ended)))
-                assert reason(refused) == (grpc.StatusCode.UNAUTHENTICATED, "TOKEN_REVOKED")
+
+async def test_ended_sessions_are_refused_and_live_ones_served_while_redis_fails(
+    urls: ServerUrls, prefix: str, keys: Keys, local_servers: LocalServers
+) -> None:
+    redis = stoppable(local_servers, "redis")
+    async with identity_and_payments(urls, prefix, keys) as pair:
+        accounts, cards = pair.accounts, pair.cards
+        live = await sign_up(accounts, "ana@example.es")
+        ended = await sign_up(accounts, "luis@example.es")
+        await accounts.Logout(identity_pb.LogoutRequest(), metadata=bearer(ended))
+
+        with stopped(redis):
+            # identity answers from its sessions table.
+            profile = await accounts.GetProfile(identity_pb.GetProfileRequest(), metadata=bearer(live))
+            assert profile.user.email == "ana@example.es"
+            refused = await failure(
+                accounts.GetProfile(identity_pb.GetProfileRequest(), metadata=bearer(ended))
+            )
+            assert reason(refused) == (grpc.StatusCode.UNAUTHENTICATED, "TOKEN_REVOKED")
+            # payments asks identity.
+            assert (await cards.ValidatePaymentMethod(CARD, metadata=bearer(live))).valid
+            refused = await failure(cards.ValidatePaymentMethod(CARD, metadata=bearer(ended)))
+            assert reason(refused) == (grpc.StatusCode.UNAUTHENTICATED, "TOKEN_REVOKED")
 
 
 async def test_without_identity_to_ask_a_call_is_unavailable_while_redis_fails(
@@ -95,27 +115,19 @@ async def test_a_logout_while_redis_fails_is_honoured_then_and_after(
     the services ask meanwhile, and written to Redis once it answers (`record_lost_revocations`)."""
     redis = stoppable(local_servers, "redis")
     monkeypatch.setenv("A4CO_REVOCATIONS_CHECK_S", "0.2")
-    identity_settings = settings_for("identity", urls, prefix, keys)
-    async with running_service(
-        "identity", build_identity, Path("services/identity/schema.sql"), identity_settings
-    ) as identity:
-        payments_settings = settings_for("payments", urls, prefix, keys, {"identity": identity.address})
-        async with running_service(
-            "payments", build_payments, Path("services/payments/schema.sql"), payments_settings
-        ) as payments:
-            accounts = identity_grpc.IdentityServiceStub(identity.channel)
-            cards = payments_grpc.PaymentsServiceStub(payments.channel)
-            token = await sign_up(accounts, "eva@example.es")
-            with stopped(redis):
-                await accounts.Logout(identity_pb.LogoutRequest(), metadata=bearer(token))
-                refused = await failure(cards.ValidatePaymentMethod(CARD, metadata=bearer(token)))
-                assert reason(refused) == (grpc.StatusCode.UNAUTHENTICATED, "TOKEN_REVOKED")
-            # Redis came back empty: the revocation is written to it again from identity's table.
-
-            async def recorded() -> bool:
-                key = f"{prefix}:a4co:revoked:*"
-                return bool([k async for k in identity.infra.redis.scan_iter(key)])
-
-            await eventually(recorded, timeout=20, what="the revocation written to Redis")
+    async with identity_and_payments(urls, prefix, keys) as pair:
+        accounts, cards, identity = pair.accounts, pair.cards, pair.identity
+        token = await sign_up(accounts, "eva@example.es")
+        with stopped(redis):
+            await accounts.Logout(identity_pb.LogoutRequest(), metadata=bearer(token))
             refused = await failure(cards.ValidatePaymentMethod(CARD, metadata=bearer(token)))
             assert reason(refused) == (grpc.StatusCode.UNAUTHENTICATED, "TOKEN_REVOKED")
+        # Redis came back empty: the revocation is written to it again from identity's table.
+
+        async def recorded() -> bool:
+            key = f"{prefix}:a4co:revoked:*"
+            return bool([k async for k in identity.infra.redis.scan_iter(key)])
+
+        await eventually(recorded, timeout=20, what="the revocation written to Redis")
+        refused = await failure(cards.ValidatePaymentMethod(CARD, metadata=bearer(token)))
+        assert reason(refused) == (grpc.StatusCode.UNAUTHENTICATED, "TOKEN_REVOKED")
