@@ -52,6 +52,7 @@ SYNC: list[Panel] = [
     ], "none"),
 ]  # fmt: skip
 EVENTS: list[Panel] = [
+    ("Dependencies down (a service serves on without NATS and Redis)", [("{{service}} {{dependency}}", "sum by (service, dependency) (1 - a4co_dependency_up)")], "none"),
     ("Events published", [("{{event_type}}", "sum by (event_type) (rate(a4co_events_published_total[1m]))")], "ops"),
     ("Events consumed by result", [("{{service}} {{result}}", "sum by (service, result) (rate(a4co_events_consumed_total[1m]))")], "ops"),
     ("Handler p99", [("{{service}} {{event_type}}",

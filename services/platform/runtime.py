@@ -209,6 +209,10 @@ class ServiceRunner:
             parts.registrations,
             interceptor,
             checks={**infra.checks(), **parts.extra_checks},
+            # Without NATS the outbox keeps the events, and without Redis its copies are read
+            # from PostgreSQL and sessions checked with identity (decisions 33 and 34).
+            essential={"postgres", *parts.extra_checks},
+            service_label=settings.service,
             address=grpc_address,
             max_concurrent_rpcs=settings.max_concurrent_rpcs,
             acceptors=settings.grpc_acceptors,

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
+from prometheus_client import Gauge
 
 from services.platform.grpc.acceptors import Acceptors
 from services.platform.grpc.interceptor import PlatformInterceptor
@@ -19,6 +20,12 @@ from services.platform.resilience import cancel_and_wait
 from services.platform.telemetry import server_interceptors
 
 log = logging.getLogger(__name__)
+
+DEPENDENCY_UP = Gauge(
+    "a4co_dependency_up",
+    "Whether a service's dependency (postgres, nats, redis) passed its last health check.",
+    ["service", "dependency"],
+)
 
 Check = Callable[[], Awaitable[bool]]
 SERVING = health_pb2.HealthCheckResponse.SERVING
@@ -70,13 +77,22 @@ class _Collector:
 
 
 class HealthMonitor:
-    """Runs the dependency checks and sets the health of every served service from them."""
+    """Runs the dependency checks and sets the health of every served service from them: NOT_SERVING
+    while an `essential` one fails (every one unless named); the others' failures are exported
+    (`a4co_dependency_up`) and logged, and the service serves on without them."""
 
     def __init__(
-        self, servicer: health.aio.HealthServicer, names: Sequence[str], checks: Mapping[str, Check]
+        self,
+        servicer: health.aio.HealthServicer,
+        names: Sequence[str],
+        checks: Mapping[str, Check],
+        essential: Collection[str] | None = None,
+        service: str = "",
     ) -> None:
         self.servicer, self.names, self.checks = servicer, list(names), dict(checks)
+        self.essential = set(self.checks if essential is None else essential)
         self.failing: list[str] = []
+        self._up = {name: DEPENDENCY_UP.labels(service, name) for name in self.checks}
         self._task: asyncio.Task[None] | None = None
 
     async def check_once(self) -> bool:
@@ -88,12 +104,15 @@ class HealthMonitor:
                     ok = await check()
             except Exception:  # a check that raises or hangs counts as down
                 ok = False
+            self._up[name].set(int(ok))
             if not ok:
                 failing.append(name)
+        serving = not self.essential.intersection(failing)
         if failing != self.failing:
-            log.warning("health: %s", f"down: {', '.join(failing)}" if failing else "all dependencies up")
+            said = f"down: {', '.join(failing)}" if failing else "all dependencies up"
+            log.warning("health: %s%s", said, "" if serving or not failing else "; NOT_SERVING")
         self.failing = failing
-        status = NOT_SERVING if failing else SERVING
+        status = SERVING if serving else NOT_SERVING
         for name in ["", *self.names]:
             await self.servicer.set(name, status)
         return not failing
@@ -123,6 +142,8 @@ class GrpcServer:
         interceptor: PlatformInterceptor,
         *,
         checks: Mapping[str, Check] | None = None,
+        essential: Collection[str] | None = None,
+        service_label: str = "",
         address: str = "127.0.0.1:0",
         health_interval_s: float = 1.0,
         max_concurrent_rpcs: int | None = None,
@@ -167,7 +188,7 @@ class GrpcServer:
         reflection.enable_server_reflection(
             [*names, health.SERVICE_NAME, reflection.SERVICE_NAME], self.server
         )
-        self.monitor = HealthMonitor(self.health, names, checks or {})
+        self.monitor = HealthMonitor(self.health, names, checks or {}, essential, service_label)
         self.interceptor = interceptor
         try:
             self.port = self.server.add_insecure_port(address)

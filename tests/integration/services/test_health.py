@@ -9,6 +9,7 @@ from typing import Any
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from prometheus_client import REGISTRY
 
 from a4co.inventory.v1 import inventory_service_pb2 as pb
 from a4co.inventory.v1 import inventory_service_pb2_grpc as pb_grpc
@@ -20,6 +21,7 @@ from tests.support.servers import stoppable, stopped
 from tests.support.waiting import eventually
 
 SERVICE = "a4co.inventory.v1.InventoryService"
+UP = {"service": "inventory", "dependency": "redis"}
 
 
 async def test_health_flips_with_the_database(
@@ -56,3 +58,25 @@ async def test_health_flips_with_the_database(
 
 async def _is(value: object, expected: int) -> bool:
     return await value == expected  # type: ignore[misc,no-any-return]
+
+
+async def test_a_service_serves_on_while_redis_is_down_and_exports_it(
+    urls: ServerUrls, prefix: str, keys: Keys, local_servers: LocalServers
+) -> None:
+    """Redis is not essential (decisions 33 and 34): health stays SERVING, the outage is exported,
+    and CheckStock answers from PostgreSQL."""
+    redis = stoppable(local_servers, "redis")
+    settings = settings_for("inventory", urls, prefix, keys)
+    async with running_service("inventory", build, Path("services/inventory/schema.sql"), settings) as svc:
+        health: Any = health_pb2_grpc.HealthStub(svc.channel)
+        monitor = svc.runner.server.monitor
+        with stopped(redis):
+            await eventually(lambda: "redis" in monitor.failing, timeout=20, what="Redis seen down")
+            response = await health.Check(health_pb2.HealthCheckRequest(service=SERVICE))
+            assert response.status == health_pb2.HealthCheckResponse.SERVING
+            assert REGISTRY.get_sample_value("a4co_dependency_up", UP) == 0
+            check = pb.CheckStockRequest(lines=[pb.StockRequestLine(product_id="p-none", quantity=1)])
+            line = (await pb_grpc.InventoryServiceStub(svc.channel).CheckStock(check, timeout=10)).lines[0]
+            assert (line.known, line.ok) == (False, False)
+        await eventually(lambda: monitor.failing == [], timeout=30, what="Redis seen up again")
+        assert REGISTRY.get_sample_value("a4co_dependency_up", UP) == 1
