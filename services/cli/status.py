@@ -1,9 +1,11 @@
-"""`a4co status`: health of each service, stream and consumer lag, DLQ depth, outbox backlog."""
+"""`a4co status`: health of each service, the dependencies it serves on without, stream and consumer
+lag, DLQ depth, outbox backlog."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import urllib.request
 from dataclasses import asdict, dataclass, field
 from typing import Annotated, Any
 
@@ -13,6 +15,7 @@ import typer
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
+from prometheus_client.parser import text_string_to_metric_families
 from rich.console import Console
 from rich.table import Table
 
@@ -32,6 +35,34 @@ class Status:
     consumers: dict[str, dict[str, int]] = field(default_factory=dict)
     dlq_depth: int = 0
     outbox: dict[str, int] = field(default_factory=dict)
+    # The dependencies each service's last health check found down (its `a4co_dependency_up`):
+    # health stays SERVING without NATS and Redis.
+    down: dict[str, list[str]] = field(default_factory=dict)
+
+
+def dependencies_down(exposition: str) -> list[str]:
+    """The dependencies a service's metrics say are down, from its Prometheus text."""
+    return sorted(
+        sample.labels["dependency"]
+        for family in text_string_to_metric_families(exposition)
+        if family.name == "a4co_dependency_up"
+        for sample in family.samples
+        if sample.value == 0
+    )
+
+
+async def service_dependencies_down(metrics_port: int) -> list[str]:
+    """What a service's metrics endpoint says is down; [] when it does not answer."""
+
+    def scrape() -> str:
+        url = f"http://127.0.0.1:{metrics_port}/metrics"
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return str(response.read().decode())
+
+    try:
+        return dependencies_down(await asyncio.to_thread(scrape))
+    except OSError:
+        return []
 
 
 async def service_health(address: str) -> str:
@@ -87,6 +118,9 @@ async def collect(target: Target) -> Status:
     services = {name: s["grpc"] for name, s in running.get("services", {}).items()}
     healths = await asyncio.gather(*(service_health(a) for a in services.values()))
     status.services = dict(zip(services, healths, strict=True))
+    ports = {n: s["metrics_port"] for n, s in running.get("services", {}).items() if s.get("metrics_port")}
+    downs = await asyncio.gather(*(service_dependencies_down(p) for p in ports.values()))
+    status.down = {name: down for name, down in zip(ports, downs, strict=True) if down}
     async with jetstream(target) as js:
         await streams_and_consumers(js, target.topology, status)
     if url := running.get("servers", {}).get("A4CO_DATABASE_URL"):
@@ -104,10 +138,11 @@ def status(
     if as_json:
         typer.echo(json.dumps(asdict(result), indent=2))
         return
-    services = Table("service", "health", "outbox backlog")
+    services = Table("service", "health", "outbox backlog", "serving without")
     for name, health in result.services.items():
         colour = "green" if health == "SERVING" else "red"
-        services.add_row(name, f"[{colour}]{health}[/{colour}]", str(result.outbox.get(name, "—")))
+        without = ", ".join(result.down.get(name, [])) or "—"
+        services.add_row(name, f"[{colour}]{health}[/{colour}]", str(result.outbox.get(name, "—")), without)
     console.print(services)
     consumers = Table("consumer", "pending", "unacknowledged", "redelivered")
     for name, c in sorted(result.consumers.items()):
