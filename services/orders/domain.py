@@ -244,11 +244,11 @@ class TimeoutCutoff:
         if self.down_since is None:
             self.down_since = self.last_worked or now
 
-    def worked(self, now: datetime) -> bool:
-        """The sweep at `now` worked; True when it ends an outage (the grace starts)."""
+    def worked(self, now: datetime) -> tuple[datetime, datetime] | None:
+        """The sweep at `now` worked; when it ends an outage, the grace it starts (`held`)."""
         self.last_worked = now
         if self.down_since is None:
-            return False
+            return None
         began = self.down_since if self.held is None else min(self.down_since, self.held[0])
         self.held, self.down_since = (began, now + self.grace), None
-        return True
+        return self.held

@@ -500,8 +500,8 @@ async def watch_timeouts(deps: Deps, interval_s: float = 0.5) -> None:
         except DEPENDENCY_OUTAGES:
             timeouts.failed(now)
             raise
-        if timeouts.worked(now) and timeouts.held is not None:
-            before, until = timeouts.held
+        if (held := timeouts.worked(now)) is not None:
+            before, until = held
             log.warning(
                 "the timeout sweep works again: until %s, only steps due before %s time out",
                 until.isoformat(timespec="seconds"),

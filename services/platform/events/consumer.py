@@ -431,7 +431,7 @@ class QueueConsumer:
             unsettled = [m for m in batch if not m.is_acked]
             if unsettled:
                 self.stats.long_batches += 1
-                await _report_in_progress([*unsettled, *(self._puller.buffered if self._puller else ())])
+                await _report_in_progress(self._and_buffered(unsettled))
 
     async def _watch_lag(self) -> None:
         """Export the lag every LAG_INTERVAL_S beside the fetch loop, which never waits for it (a
@@ -475,21 +475,34 @@ class QueueConsumer:
                 for item, first in zip(work, outcomes, strict=True):
                     await self._settle(item.msg, "handled" if first else "duplicate", item.event_type)
                 return
-        for i, item in enumerate(work):
-            while True:
-                try:
-                    (first,) = await self._run_in_transaction([item])
-                except Exception as exc:  # retried or dead-lettered by _failed
-                    if isinstance(exc, DEPENDENCY_OUTAGES):
-                        try:
-                            if await self._waited_for_database([w.msg for w in work[i:]], exc):
-                                continue  # the same delivery, again
-                        except _StoppedWaitingError:  # left unsettled: redelivered after ack_wait
-                            return
-                    await self._failed(item.msg, exc, item.delivery, item.event_type)
-                else:
-                    await self._settle(item.msg, "handled" if first else "duplicate", item.event_type)
-                break
+        for i in range(len(work)):
+            if not await self._handle_alone(work, i):
+                return  # stopped while waiting for the database: the rest left to redelivery
+
+    async def _handle_alone(self, work: list[_Work], i: int) -> bool:
+        """Handle `work[i]` in a transaction of its own, and settle it: retried or dead-lettered by
+        `_failed` when it fails, handled again on the same delivery after an outage of the database
+        (`_waited_for_database`, which keeps the rest of `work` meanwhile). False when the consumer
+        was stopped during that wait: `work[i:]` are left unsettled, redelivered after ack_wait."""
+        item = work[i]
+        while True:
+            try:
+                (first,) = await self._run_in_transaction([item])
+            except Exception as exc:
+                if isinstance(exc, DEPENDENCY_OUTAGES):
+                    try:
+                        if await self._waited_for_database([w.msg for w in work[i:]], exc):
+                            continue  # the same delivery, again
+                    except _StoppedWaitingError:
+                        return False
+                await self._failed(item.msg, exc, item.delivery, item.event_type)
+                return True
+            await self._settle(item.msg, "handled" if first else "duplicate", item.event_type)
+            return True
+
+    def _and_buffered(self, messages: list[Msg]) -> list[Msg]:
+        """`messages` and those waiting in the puller's buffer behind them."""
+        return [*messages, *(self._puller.buffered if self._puller else ())]
 
     async def _database_answers(self, timeout_s: float) -> bool:
         try:
@@ -523,7 +536,7 @@ class QueueConsumer:
         attempt = 0
         try:
             while True:
-                kept = [*held, *(self._puller.buffered if self._puller else ())]
+                kept = self._and_buffered(held)
                 self._held.set(len(kept))
                 await _report_in_progress(kept)
                 self.stats.kept_alive += 1
