@@ -1,7 +1,8 @@
 """Failures of PostgreSQL or Redis themselves, as opposed to failures of a statement or command.
 
 An RPC that meets one is answered UNAVAILABLE (the caller may retry later); an event handler that
-meets one keeps its event until the database answers again (`events/consumer.py`).
+meets one keeps its event until the database answers again, or takes writes again
+(`events/consumer.py`).
 """
 
 from __future__ import annotations
@@ -16,13 +17,22 @@ REDIS_OUTAGES: tuple[type[BaseException], ...] = (
     redis.exceptions.TimeoutError,
 )
 
+# PostgreSQL answering but refusing to write: class 53 (its disk full, out of memory, too many
+# connections, a configured limit reached) and 25006 (read-only: a standby, a server that failed
+# over under the pool, `default_transaction_read_only`). No request or event is at fault, and
+# `SELECT 1` still answers, so a consumer waits by trying its event again (events/consumer.py).
+DATABASE_REFUSALS: tuple[type[BaseException], ...] = (
+    asyncpg.exceptions.InsufficientResourcesError,
+    asyncpg.exceptions.ReadOnlySQLTransactionError,
+)
+
 DEPENDENCY_OUTAGES: tuple[type[BaseException], ...] = (
     *REDIS_OUTAGES,
+    *DATABASE_REFUSALS,
     # Class 08 (connection exceptions), asyncpg's connection lost under a query among them.
     asyncpg.exceptions.PostgresConnectionError,
     # Class 57: the server shutting down, starting up, or a statement cancelled.
     asyncpg.exceptions.OperatorInterventionError,
-    asyncpg.exceptions.TooManyConnectionsError,
     # A connection the server ended (a fast shutdown ends every session) and is used before its
     # socket's close is seen: "cannot switch to state 12; another operation (2) is in progress".
     # Seen on `make run` with PostgreSQL stopped under orders; asyncpg issue 1069, SQLAlchemy

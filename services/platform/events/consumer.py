@@ -12,7 +12,9 @@ A handler that fails because the database does not answer (it is down, restartin
 connections) is not the event's fault, and is not counted against it: the consumer keeps the
 event and the rest of its batch, tells JetStream it is still working on them so that nothing is
 redelivered meanwhile, and checks the database with backoff until it answers; then it handles the
-event again, on the same delivery (docs/decisions/0032).
+event again, on the same delivery (docs/decisions/0032). So too while the database answers but
+refuses to write (its disk full, a read-only server after a failover): the consumer keeps the
+event and tries it again with backoff until its write is taken (docs/decisions/0035).
 """
 
 from __future__ import annotations
@@ -55,7 +57,7 @@ from services.platform.events.topology import Topology
 from services.platform.events.upcasting import NoUpcastPathError, Upcasters
 from services.platform.flow import flow_scope
 from services.platform.labels import Children
-from services.platform.outages import DEPENDENCY_OUTAGES
+from services.platform.outages import DATABASE_REFUSALS, DEPENDENCY_OUTAGES
 from services.platform.resilience import Backoff, cancel_and_wait, wait_set
 from services.platform.telemetry import tracing_enabled
 
@@ -208,7 +210,7 @@ class ConsumerStats:
     skipped: int = 0
     retried: int = 0
     dead_lettered: int = 0
-    database_waits: int = 0  # outages of the database waited out with events kept
+    database_waits: int = 0  # outages and refusals to write of the database waited out, events kept
     kept_alive: int = 0  # times the kept events were reported in progress to JetStream
     long_batches: int = 0  # times a batch handled for a quarter of ack_wait was reported in progress
 
@@ -227,6 +229,14 @@ def deliveries(msg: Msg) -> int:
         if len(tokens) >= _ACK_TOKENS_WITH_DOMAIN:
             return int(tokens[Msg.Ack.NumDelivered])
     return msg.metadata.num_delivered
+
+
+@dataclass(slots=True)
+class _Refusal:
+    """The database's refusals to write one event's effects, while they last."""
+
+    attempts: int = 0
+    since: float = 0.0  # time.monotonic() at the first
 
 
 class _StoppedWaitingError(Exception):
@@ -481,28 +491,59 @@ class QueueConsumer:
 
     async def _handle_alone(self, work: list[_Work], i: int) -> bool:
         """Handle `work[i]` in a transaction of its own, and settle it: retried or dead-lettered by
-        `_failed` when it fails, handled again on the same delivery after an outage of the database
-        (`_waited_for_database`, which keeps the rest of `work` meanwhile). False when the consumer
-        was stopped during that wait: `work[i:]` are left unsettled, redelivered after ack_wait."""
+        `_failed` when it fails; kept, with the rest of `work`, and handled again on the same
+        delivery after an outage of the database (`_waited_for_database`) or while the database
+        refuses to write (`_wait_while_refused`). False when the consumer was stopped during such
+        a wait: `work[i:]` are left unsettled, redelivered after ack_wait."""
         item = work[i]
-        while True:
-            try:
-                (first,) = await self._run_in_transaction([item])
-            except Exception as exc:
-                if isinstance(exc, DEPENDENCY_OUTAGES):
+        refused = _Refusal()
+        try:
+            while True:
+                try:
+                    (first,) = await self._run_in_transaction([item])
+                except Exception as exc:
                     try:
-                        if await self._waited_for_database([w.msg for w in work[i:]], exc):
+                        if await self._waited_out([w.msg for w in work[i:]], exc, refused):
                             continue  # the same delivery, again
                     except _StoppedWaitingError:
                         return False
-                await self._failed(item.msg, exc, item.delivery, item.event_type)
+                    await self._failed(item.msg, exc, item.delivery, item.event_type)
+                    return True
+                if refused.attempts:
+                    log.warning(
+                        "%s: the database takes writes again after %.1f s",
+                        self.durable,
+                        time.monotonic() - refused.since,
+                    )
+                await self._settle(item.msg, "handled" if first else "duplicate", item.event_type)
                 return True
-            await self._settle(item.msg, "handled" if first else "duplicate", item.event_type)
+        finally:
+            if refused.attempts:
+                self._held.set(0)
+
+    async def _waited_out(self, held: list[Msg], exc: Exception, refused: _Refusal) -> bool:
+        """Whether the handler's `exc` was its database's (an outage, a refusal to write) and has
+        been waited out, `held` kept meanwhile: the event is to be handled again."""
+        if isinstance(exc, DATABASE_REFUSALS):
+            await self._wait_while_refused(held, exc, refused)
             return True
+        return isinstance(exc, DEPENDENCY_OUTAGES) and await self._waited_for_database(held, exc)
 
     def _and_buffered(self, messages: list[Msg]) -> list[Msg]:
         """`messages` and those waiting in the puller's buffer behind them."""
         return [*messages, *(self._puller.buffered if self._puller else ())]
+
+    async def _keep(self, held: list[Msg], attempt: int) -> None:
+        """Report `held` and the messages buffered behind them in progress, then wait the
+        attempt's backoff, a quarter of ack_wait at most, so that the next report comes before
+        JetStream would deliver them again. Raises _StoppedWaitingError when stopped first."""
+        kept = self._and_buffered(held)
+        self._held.set(len(kept))
+        await _report_in_progress(kept)
+        self.stats.kept_alive += 1
+        pause = min(self.policy.backoff.delay(attempt), self.policy.ack_wait_s / 4)
+        if await wait_set(self._stopping, pause):
+            raise _StoppedWaitingError
 
     async def _database_answers(self, timeout_s: float) -> bool:
         try:
@@ -516,15 +557,12 @@ class QueueConsumer:
         `held` and the messages that arrived meanwhile until it does, and return True (handle them
         again). False when it answers at once: the failure is the handler's, and counts.
         Raises _StoppedWaitingError when the consumer is stopped first."""
-        # Checks and progress reports a quarter of ack_wait apart at most, so that a message kept
-        # is reported in progress before JetStream would deliver it again.
         quarter = self.policy.ack_wait_s / 4
         if self._stopping.is_set():
             raise _StoppedWaitingError
         if await self._database_answers(quarter):
             return False
-        loop = asyncio.get_running_loop()
-        started = loop.time()
+        started = time.monotonic()
         self.stats.database_waits += 1
         log.warning(
             "%s: the database does not answer (%s: %s); %d events kept until it does",
@@ -536,19 +574,34 @@ class QueueConsumer:
         attempt = 0
         try:
             while True:
-                kept = self._and_buffered(held)
-                self._held.set(len(kept))
-                await _report_in_progress(kept)
-                self.stats.kept_alive += 1
                 attempt += 1
-                if await wait_set(self._stopping, min(self.policy.backoff.delay(attempt), quarter)):
-                    raise _StoppedWaitingError
+                await self._keep(held, attempt)
                 if await self._database_answers(quarter):
                     break
         finally:
             self._held.set(0)
-        log.warning("%s: the database answers again after %.1f s", self.durable, loop.time() - started)
+        log.warning("%s: the database answers again after %.1f s", self.durable, time.monotonic() - started)
         return True
+
+    async def _wait_while_refused(self, held: list[Msg], exc: Exception, refused: _Refusal) -> None:
+        """After a handler's write was refused (`DATABASE_REFUSALS`: the disk full, a read-only
+        server), keep `held` and the messages that arrived meanwhile for one step of backoff,
+        before the event is tried again: the database answers `SELECT 1` meanwhile, so trying the
+        event is the only test of its writes. Raises _StoppedWaitingError when stopped first."""
+        if self._stopping.is_set():
+            raise _StoppedWaitingError
+        if not refused.attempts:
+            refused.since = time.monotonic()
+            self.stats.database_waits += 1
+            log.warning(
+                "%s: the database refuses to write (%s: %s); %d events kept until it takes them",
+                self.durable,
+                type(exc).__name__,
+                exc,
+                len(held),
+            )
+        refused.attempts += 1
+        await self._keep(held, refused.attempts)
 
     async def _prepare(self, msg: Msg) -> _Work | None:
         """Decode, route and upcast a message; settle it at once when it cannot be handled."""

@@ -1,5 +1,5 @@
-"""A dependency that fails under a call is answered UNAVAILABLE (retry later), never INTERNAL, and
-a burst larger than the Redis pool waits for a connection instead of failing."""
+"""A dependency that fails under a call, or refuses to write, is answered UNAVAILABLE (retry later),
+never INTERNAL, and a burst larger than the Redis pool waits for a connection instead of failing."""
 
 from __future__ import annotations
 
@@ -48,6 +48,9 @@ class Failing(pb_grpc.InventoryServiceServicer):
         asyncpg.exceptions.InternalClientError(
             "cannot switch to state 12; another operation (2) is in progress"
         ),
+        asyncpg.exceptions.DiskFullError('could not extend file "base/16384/16400": No space left on device'),
+        asyncpg.exceptions.ReadOnlySQLTransactionError("cannot execute INSERT in a read-only transaction"),
+        asyncpg.exceptions.TooManyConnectionsError("sorry, too many clients already"),
     ],
     ids=[
         "redis-connection",
@@ -57,6 +60,9 @@ class Failing(pb_grpc.InventoryServiceServicer):
         "refused",
         "pg-socket-gone",
         "pg-ended-under-use",
+        "pg-disk-full",
+        "pg-read-only",
+        "pg-too-many-clients",
     ],
 )
 async def test_a_dependency_outage_is_unavailable_with_its_reason(error: Exception) -> None:
