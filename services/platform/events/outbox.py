@@ -292,7 +292,7 @@ class OutboxRelay:
                 await self._pause(self.backoff.delay(attempt), f"cannot reach PostgreSQL: {exc}")
                 continue
             try:
-                attempt = await self._lead(conn)
+                attempt = await self._lead(conn, attempt)
             finally:
                 self.stats.leader = False
                 with contextlib.suppress(Exception):
@@ -304,9 +304,10 @@ class OutboxRelay:
         self._stopping.set()
         self._wake.set()
 
-    async def _lead(self, conn: Connection) -> int:
-        """Become the leader, then relay; returns when stopping or the connection is lost."""
-        attempt = 0
+    async def _lead(self, conn: Connection, attempt: int) -> int:
+        """Become the leader, then relay; returns when stopping or PostgreSQL fails, with the
+        failures in a row so far (`attempt`, the backoff's step): a failure that connecting again
+        does not mend (a server refusing to write, say) backs off further each time."""
         try:
             while not await conn.fetchval("SELECT pg_try_advisory_lock(hashtext($1))", self._lock_key):
                 if await self._wait(self.poll_interval_s):
@@ -331,7 +332,7 @@ class OutboxRelay:
                     await self._wait(self.poll_interval_s)
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
             attempt += 1
-            await self._pause(self.backoff.delay(attempt), f"PostgreSQL connection lost: {exc}")
+            await self._pause(self.backoff.delay(attempt), f"PostgreSQL failed ({type(exc).__name__}: {exc})")
         return attempt
 
     def _on_notify(self, *_: object) -> None:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import logging
+import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, cast
 
@@ -457,3 +459,33 @@ async def test_more_than_a_batch_handed_over_is_read_from_the_table_instead(rig:
         assert await relay.relay_batch(conn) == 0
     assert (relay.stats.published, relay.stats.handed) == (3, 0)
     assert await rig.outbox_rows() == 0
+
+
+async def test_a_relay_whose_deletes_are_refused_backs_off_further_and_publishes_once(
+    rig: Rig, caplog: pytest.LogCaptureFixture
+) -> None:
+    """PostgreSQL refusing to write (a full disk) fails each batch's delete however often the relay
+    connects again: its pauses grow with its backoff instead of starting over at each connection,
+    and once the delete is taken the event has been handled once."""
+    consumer = await rig.consumer("payments", {order_events_pb2.OrderCreated: record_effect()})
+    await rig.pool.execute(
+        "CREATE FUNCTION refuse_disk_full() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN"
+        " RAISE EXCEPTION 'could not extend file: No space left on device' USING ERRCODE = 'disk_full';"
+        " END $$;"
+        " CREATE TRIGGER refuse_disk_full BEFORE DELETE ON outbox"
+        " FOR EACH ROW EXECUTE FUNCTION refuse_disk_full()"
+    )
+    await rig.commit(order_created("o-refused"), "o-refused")
+    caplog.set_level(logging.WARNING, logger="services.platform.events.outbox")
+    async with running(rig.relay()) as relay:
+        await eventually(lambda: relay.stats.failures >= 3, timeout=30, what="three refused deletes")
+        await rig.pool.execute("DROP TRIGGER refuse_disk_full ON outbox; DROP FUNCTION refuse_disk_full()")
+        await eventually(lambda: relay.stats.published == 1, timeout=30, what="the event published")
+    pauses = [float(m) for m in re.findall(r"No space left on device.*retrying in ([\d.]+) s", caplog.text)]
+    assert len(pauses) >= 3
+    # Each step of backoff at least 1.6 times the one before (doubled, at most a fifth off for
+    # jitter): increasing even as logged, to a tenth of a second.
+    assert pauses[0] < pauses[1] < pauses[2], pauses
+    assert await rig.outbox_rows() == 0
+    await eventually(lambda: consumer.stats.handled == 1, what="the event handled")
+    assert [r["aggregate"] for r in await effects(consumer.pool)] == ["o-refused"]
