@@ -8,6 +8,7 @@ through identity's ValidateToken; decision 34), rather than refuse every authent
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import enum
 import time
@@ -24,12 +25,13 @@ from redis.asyncio import Redis
 from services.platform.announced import AnnouncedMemory
 from services.platform.errors import PermissionDeniedError, UnauthenticatedError
 from services.platform.flow import Scope
-from services.platform.outages import REDIS_OUTAGES
+from services.platform.outages import REDIS_OUTAGES, REDIS_REFUSALS
 
 ISSUER = "a4co-identity"
 AUDIENCE = "a4co"
 ALGORITHM = "EdDSA"
 REVOKED_KEY = "a4co:revoked:{sid}"
+ENDED_KEPT = 10_000  # sessions ended, remembered by each process
 
 
 class Role(enum.StrEnum):
@@ -85,21 +87,38 @@ class RedisRevocations:
     process that revoked.
     """
 
-    def __init__(self, redis: Redis, prefix: str = "") -> None:
+    def __init__(self, redis: Redis, prefix: str = "", *, ended_kept: int = ENDED_KEPT) -> None:
         self._redis = redis
         self._prefix = f"{prefix}:" if prefix else ""
         self.memory: AnnouncedMemory[bool] = AnnouncedMemory(
             redis,
             f"{self._prefix}a4co:sessions:revoked",
-            lambda session_id: (session_id, True),
+            self._heard,
             supersedes=lambda new, old: new or not old,  # a revocation is never undone
         )
+        # The sessions this process has ended or heard ended, latest last: a revocation is never
+        # undone, so these need no look-up, however long ago. Unlike `memory`, whose answers are
+        # read again from Redis after a moment, they hold while Redis refuses to record a
+        # revocation (full, a replica) but still delivers its announcement (decision 36).
+        self._ended: dict[str, None] = {}
+        self._ended_kept = ended_kept
+
+    def _heard(self, session_id: str) -> tuple[str, bool]:
+        self._remember_ended(session_id)
+        return session_id, True
+
+    def _remember_ended(self, session_id: str) -> None:
+        self._ended[session_id] = None
+        if len(self._ended) > self._ended_kept:
+            del self._ended[next(iter(self._ended))]
 
     def _key(self, session_id: str) -> str:
         return self._prefix + REVOKED_KEY.format(sid=session_id)
 
     async def is_revoked(self, session_id: str) -> bool:
         """Whether the session was ended."""
+        if session_id in self._ended:
+            return True
         revoked = self.memory.get(session_id)
         if revoked is None:
             revoked = bool(await self._redis.exists(self._key(session_id)))
@@ -107,11 +126,19 @@ class RedisRevocations:
         return revoked
 
     async def revoke(self, session_id: str, ttl_s: int) -> None:
-        """End the session, and announce it."""
-        async with self._redis.pipeline(transaction=True) as tx:
-            tx.set(self._key(session_id), "1", ex=max(1, ttl_s))
-            tx.publish(self.memory.channel, session_id)
-            await tx.execute()
+        """End the session, and announce it. When Redis refuses to record it (full, a replica),
+        it is announced all the same, which such a Redis delivers, and the refusal raised, for the
+        caller to record it again once Redis takes writes."""
+        self._remember_ended(session_id)
+        try:
+            async with self._redis.pipeline(transaction=True) as tx:
+                tx.set(self._key(session_id), "1", ex=max(1, ttl_s))
+                tx.publish(self.memory.channel, session_id)
+                await tx.execute()
+        except REDIS_REFUSALS:
+            with contextlib.suppress(*REDIS_OUTAGES):
+                await self._redis.publish(self.memory.channel, session_id)
+            raise
         self.memory.remember(session_id, True)
 
     async def missing(self, session_ids: list[str]) -> list[str]:

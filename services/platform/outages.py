@@ -7,14 +7,27 @@ meets one keeps its event until the database answers again, or takes writes agai
 
 from __future__ import annotations
 
+import re
+from collections.abc import Sequence
+from typing import Any
+
 import asyncpg
 import redis.exceptions
+from redis.commands.core import AsyncScript
+
+# Redis answering but refusing to write: full (`maxmemory` reached, no eviction) or a replica (a
+# primary demoted by a failover). A script's refused write raises one too (`run_script`).
+REDIS_REFUSALS: tuple[type[BaseException], ...] = (
+    redis.exceptions.OutOfMemoryError,
+    redis.exceptions.ReadOnlyError,
+)
 
 # Redis's alone: a service whose Redis holds copies (caches, indexes) of what PostgreSQL holds
 # may answer from PostgreSQL instead (services/platform/stale.py).
 REDIS_OUTAGES: tuple[type[BaseException], ...] = (
     redis.exceptions.ConnectionError,
     redis.exceptions.TimeoutError,
+    *REDIS_REFUSALS,
 )
 
 # PostgreSQL answering but refusing to write: class 53 (its disk full, out of memory, too many
@@ -42,3 +55,22 @@ DEPENDENCY_OUTAGES: tuple[type[BaseException], ...] = (
     # a Unix socket, its file missing while the server is down (FileNotFoundError).
     OSError,
 )
+
+
+# A write refused inside a Lua script, as Redis 6 reports it: wrapped in a plain error
+# ("@user_script: 9: -OOM command not allowed when used memory > 'maxmemory'."). Redis 7 reports
+# the refusal itself, which the client already raises as its own class.
+_REFUSED_IN_SCRIPT = re.compile(r"-(OOM|READONLY) ")
+_REFUSALS = {"OOM": redis.exceptions.OutOfMemoryError, "READONLY": redis.exceptions.ReadOnlyError}
+
+
+async def run_script(script: AsyncScript, keys: Sequence[Any], args: Sequence[Any] = ()) -> Any:
+    """Run a registered Lua script; a write it had refused raises as Redis's refusal
+    (`OutOfMemoryError`, `ReadOnlyError`: among `REDIS_OUTAGES`), not as a script's error."""
+    try:
+        return await script(keys=list(keys), args=list(args))
+    except redis.exceptions.ResponseError as exc:
+        refused = _REFUSED_IN_SCRIPT.search(str(exc))
+        if refused is None:
+            raise
+        raise _REFUSALS[refused.group(1)](str(exc)) from exc

@@ -1,11 +1,14 @@
-"""Stopping one of the test session's servers for a while (an outage), where the session manages it."""
+"""Stopping one of the test session's servers for a while (an outage), or making Redis refuse writes,
+where the session manages it."""
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+import socket
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
+from redis.asyncio import Redis
 
 from services.platform.local_servers import LocalServers, ManagedServer
 
@@ -29,3 +32,41 @@ def stopped(server: ManagedServer) -> Iterator[None]:
         yield
     finally:
         server.start()
+
+
+# How Redis fails writes: stopped, then started again with the data it had when stopped (the
+# snapshot taken before), as a server restarted with its persistence comes back;
+# full (`maxmemory` reached without eviction: writes refused with OOM); or turned into a replica,
+# as a primary demoted by a failover is (writes refused with READONLY). Full or a replica, it
+# answers reads meanwhile, with the copies as they were.
+REDIS_FAILURES = ["stopped", "full", "replica"]
+
+
+@contextlib.asynccontextmanager
+async def redis_failing(how: str, local_servers: LocalServers, redis: Redis) -> AsyncIterator[None]:
+    """Redis failing writes for the block, `how` as REDIS_FAILURES says; as before after it."""
+    server = stoppable(local_servers, "redis")  # the test reconfigures the session's Redis
+    if how == "stopped":
+        await redis.save()  # the data as it is outlives the outage
+        try:
+            with stopped(server):
+                yield
+        finally:
+            (server.data_dir / "dump.rdb").unlink(missing_ok=True)  # later restarts start empty
+    elif how == "full":
+        policy = str((await redis.config_get("maxmemory-policy"))["maxmemory-policy"])
+        await redis.config_set("maxmemory-policy", "noeviction")
+        await redis.config_set("maxmemory", 1)
+        try:
+            yield
+        finally:
+            await redis.config_set("maxmemory", 0)
+            await redis.config_set("maxmemory-policy", policy)
+    else:
+        with socket.socket() as nobody:  # a primary that never answers: no sync, the data kept
+            nobody.bind(("127.0.0.1", 0))
+            await redis.replicaof("127.0.0.1", nobody.getsockname()[1])
+            try:
+                yield
+            finally:
+                await redis.replicaof("NO", "ONE")

@@ -10,6 +10,7 @@ from redis.asyncio import Redis
 from services.geo.domain import Located, Point, Workshop
 from services.platform.announced import AnnouncedMemory
 from services.platform.coalesce import Coalescer
+from services.platform.outages import run_script
 from services.platform.stale import StaleKeys
 
 # The search and each workshop's details in one round trip (a GEOSEARCH, then a pipeline of
@@ -108,7 +109,7 @@ class GeoIndex:
         only ever added, so two counts applied out of order keep the newer). If Redis fails, the
         workshop is marked `stale`."""
         try:
-            await self._count(keys=[self._details(artisan_id)], args=[product_count])
+            await run_script(self._count, [self._details(artisan_id)], [product_count])
         except BaseException:
             self.stale.mark([artisan_id])
             raise

@@ -23,6 +23,7 @@ from redis.asyncio import Redis
 
 from services.inventory.domain import StockLevel
 from services.platform.announced import AnnouncedMemory
+from services.platform.outages import run_script
 from services.platform.stale import StaleKeys
 
 LOOKUPS = Counter(
@@ -137,7 +138,7 @@ class StockCache:
         for level in levels:
             args += [level.version, level.available, level.product_id]
         try:
-            landed = await self._put(keys=[self.key(level.product_id) for level in levels], args=args)
+            landed = await run_script(self._put, [self.key(level.product_id) for level in levels], args)
         except BaseException:  # whether it landed is unknown: written again from PostgreSQL
             self.stale.mark(level.product_id for level in levels)
             raise

@@ -5,10 +5,11 @@ PostgreSQL (services/platform/stale.py)."""
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
+import logging
 from pathlib import Path
 
+import pytest
+from prometheus_client import REGISTRY
 from redis.asyncio import Redis
 
 from a4co.artisans.events.v1 import artisan_events_pb2
@@ -24,26 +25,15 @@ from services.inventory.adapters.cache import StockCache
 from services.platform.local_servers import LocalServers, ServerUrls
 from tests.integration.services.harness import Keys, publish_event, running_service, settings_for
 from tests.support.db import scalar_int
-from tests.support.servers import stoppable, stopped
+from tests.support.servers import REDIS_FAILURES, redis_failing
 from tests.support.waiting import eventually
 
 ARTISAN = "artisan-ubeda"
 
 
-@contextlib.contextmanager
-def redis_down_keeping(local_servers: LocalServers) -> Iterator[None]:
-    """Redis stopped, then started again with the data it had when stopped (the snapshot the
-    caller saved), the way a server restarted with its persistence comes back."""
-    redis = stoppable(local_servers, "redis")
-    try:
-        with stopped(redis):
-            yield
-    finally:
-        (redis.data_dir / "dump.rdb").unlink(missing_ok=True)  # later restarts start empty, as before
-
-
+@pytest.mark.parametrize("how", REDIS_FAILURES)
 async def test_stock_reserved_while_redis_fails_is_checked_from_postgres_then_cached_again(
-    urls: ServerUrls, prefix: str, keys: Keys, local_servers: LocalServers, redis: Redis
+    urls: ServerUrls, prefix: str, keys: Keys, local_servers: LocalServers, redis: Redis, how: str
 ) -> None:
     settings = settings_for("inventory", urls, prefix, keys)
     async with running_service(
@@ -65,8 +55,7 @@ async def test_stock_reserved_while_redis_fails_is_checked_from_postgres_then_ca
             return await reader.available(["p-cuenco"]) == {"p-cuenco": available}
 
         await eventually(lambda: cached_in_redis(4), what="the initial stock cached")
-        await redis.save()  # the copy of 4 outlives the outage
-        with redis_down_keeping(local_servers):
+        async with redis_failing(how, local_servers, redis):
             paid = order_events_pb2.OrderStatusChanged(
                 order_id="o-1",
                 customer_id="c-1",
@@ -83,19 +72,27 @@ async def test_stock_reserved_while_redis_fails_is_checked_from_postgres_then_ca
 
             await eventually(reserved, what="3 reserved; only the cache's write failed")
             assert (await stub.CheckStock(check)).lines[0].available == 1, "from PostgreSQL"
-            # A product this process has not looked up: Redis fails under the check, and
-            # PostgreSQL answers instead.
+            # A product this process has not looked up: stopped, Redis fails under the check and
+            # PostgreSQL answers instead; refusing writes, Redis answers with its copy.
             jarra = pb.CheckStockRequest(lines=[pb.StockRequestLine(product_id="p-jarra", quantity=2)])
             line = (await stub.CheckStock(jarra)).lines[0]
             assert (line.available, line.known, line.ok) == (2, True, True)
-        # Redis is back with 4: the stale copy is written again from PostgreSQL.
+        # Redis takes writes again, still holding 4: the stale copy is written again.
         await eventually(lambda: cached_in_redis(1), timeout=20, what="the new stock cached again")
         assert (await stub.CheckStock(check)).lines[0].available == 1
 
 
+@pytest.mark.parametrize("how", REDIS_FAILURES)
 async def test_a_workshop_onboarded_while_redis_fails_is_put_on_the_map_once_it_answers(
-    urls: ServerUrls, prefix: str, keys: Keys, local_servers: LocalServers, redis: Redis
+    urls: ServerUrls,
+    prefix: str,
+    keys: Keys,
+    local_servers: LocalServers,
+    redis: Redis,
+    how: str,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
+    """The failed indexing is expected, not an error: it is logged as none."""
     settings = settings_for("geo", urls, prefix, keys)
     async with running_service("geo", build_geo, Path("services/geo/schema.sql"), settings) as svc:
         stub = geo_grpc.GeoServiceStub(svc.channel)
@@ -121,15 +118,21 @@ async def test_a_workshop_onboarded_while_redis_fails_is_put_on_the_map_once_it_
 
         await onboard("a-tito", 38.0133, -3.3706)
         await eventually(lambda: _equals(on_the_map(), ["a-tito"]), what="the first workshop on the map")
-        await redis.save()  # the map with the first workshop alone outlives the outage
-        with redis_down_keeping(local_servers):
+        async with redis_failing(how, local_servers, redis):
             await onboard("a-paco", 38.0150, -3.3690)
             await eventually(lambda: recorded(2), what="the second workshop recorded")
+            await eventually(lambda: stale("workshop") == 1, what="its indexing failed, and marked it")
         await eventually(
             lambda: _equals(on_the_map(), ["a-paco", "a-tito"]),
             timeout=20,
             what="the second workshop on the map",
         )
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
+
+
+def stale(copy: str) -> float | None:
+    """The service's `a4co_redis_copies_stale` for `copy` (one service runs at a time here)."""
+    return REGISTRY.get_sample_value("a4co_redis_copies_stale", {"copy": copy})
 
 
 async def _equals(value: object, expected: object) -> bool:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import grpc
 import pytest
+from redis.asyncio import Redis
 
 from a4co.identity.v1 import identity_service_pb2 as identity_pb
 from a4co.identity.v1 import identity_service_pb2_grpc as identity_grpc
@@ -23,7 +24,7 @@ from services.platform.grpc.status import details_of
 from services.platform.local_servers import LocalServers, ServerUrls
 from tests.integration.services.harness import Keys, RunningService, bearer, running_service, settings_for
 from tests.support.rpc import failure
-from tests.support.servers import stoppable, stopped
+from tests.support.servers import REDIS_FAILURES, redis_failing, stoppable, stopped
 from tests.support.waiting import eventually
 
 PASSWORD = "aceite-de-jaen-2026"
@@ -127,6 +128,50 @@ async def test_a_logout_while_redis_fails_is_honoured_then_and_after(
         async def recorded() -> bool:
             key = f"{prefix}:a4co:revoked:*"
             return bool([k async for k in identity.infra.redis.scan_iter(key)])
+
+        await eventually(recorded, timeout=20, what="the revocation written to Redis")
+        refused = await failure(cards.ValidatePaymentMethod(CARD, metadata=bearer(token)))
+        assert reason(refused) == (grpc.StatusCode.UNAUTHENTICATED, "TOKEN_REVOKED")
+
+
+@pytest.mark.parametrize("how", [h for h in REDIS_FAILURES if h != "stopped"])
+async def test_a_logout_while_redis_refuses_writes_is_honoured_once_it_takes_them(
+    urls: ServerUrls,
+    prefix: str,
+    keys: Keys,
+    local_servers: LocalServers,
+    redis: Redis,
+    monkeypatch: pytest.MonkeyPatch,
+    how: str,
+) -> None:
+    """Redis full, or a replica: Logout still answers OK, its session's end recorded in identity's
+    table and announced, so that every service refuses its tokens at once, though Redis answers
+    their reads without it; it is written to Redis once Redis takes writes."""
+    monkeypatch.setenv("A4CO_REVOCATIONS_CHECK_S", "0.2")
+    async with identity_and_payments(urls, prefix, keys) as pair:
+        accounts, cards, identity = pair.accounts, pair.cards, pair.identity
+        token = await sign_up(accounts, "lola@example.es")
+        async with redis_failing(how, local_servers, redis):
+            await accounts.Logout(identity_pb.LogoutRequest(), metadata=bearer(token))
+            ended = await identity.infra.pool.fetchval(
+                "SELECT count(*) FROM sessions WHERE revoked_at IS NOT NULL"
+            )
+            assert ended == 1
+            # identity knows at once; the others hear it announced, which such a Redis delivers.
+            mine = await failure(accounts.GetProfile(identity_pb.GetProfileRequest(), metadata=bearer(token)))
+            assert reason(mine) == (grpc.StatusCode.UNAUTHENTICATED, "TOKEN_REVOKED")
+
+            async def refused_by_payments() -> bool:
+                try:
+                    await cards.ValidatePaymentMethod(CARD, metadata=bearer(token))
+                except grpc.aio.AioRpcError as exc:
+                    return reason(exc) == (grpc.StatusCode.UNAUTHENTICATED, "TOKEN_REVOKED")
+                return False
+
+            await eventually(refused_by_payments, what="payments refusing the ended session")
+
+        async def recorded() -> bool:
+            return bool([k async for k in identity.infra.redis.scan_iter(f"{prefix}:a4co:revoked:*")])
 
         await eventually(recorded, timeout=20, what="the revocation written to Redis")
         refused = await failure(cards.ValidatePaymentMethod(CARD, metadata=bearer(token)))
