@@ -91,6 +91,13 @@ class FailedPreconditionError(A4coError):
     kind = "FAILED_PRECONDITION"
 
 
+class AbortedError(A4coError):
+    """The call conflicted with another (a deadlock, a serialization failure) and changed nothing;
+    the caller may retry it at once."""
+
+    kind = "ABORTED"
+
+
 class UnavailableError(A4coError):
     """A dependency is down; the caller may retry later."""
 

@@ -20,6 +20,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, cast
 
+import asyncpg
 import grpc
 from google.protobuf.message import DecodeError, Message
 from opentelemetry import context as otel_context
@@ -29,6 +30,7 @@ from prometheus_client import Counter, Histogram
 from services.platform.auth import Principal, Role, TokenVerifier, principal_scope
 from services.platform.errors import (
     A4coError,
+    AbortedError,
     InvalidArgumentError,
     ResourceExhaustedError,
     UnauthenticatedError,
@@ -57,13 +59,24 @@ RPC_DURATION = Histogram(
     buckets=RPC_BUCKETS,
 )
 
-# What a call is answered with a status for: the platform's typed errors, and the outages of
-# PostgreSQL and Redis (UNAVAILABLE).
-ANSWERED: tuple[type[BaseException], ...] = (A4coError, *DEPENDENCY_OUTAGES)
+# What a call is answered with a status for: the platform's typed errors, the outages of
+# PostgreSQL and Redis (UNAVAILABLE), and transactions PostgreSQL rolled back for a conflict with
+# another (class 40: a deadlock, a serialization failure; ABORTED).
+ANSWERED: tuple[type[BaseException], ...] = (
+    A4coError,
+    *DEPENDENCY_OUTAGES,
+    asyncpg.exceptions.TransactionRollbackError,
+)
 
 
-def outage(method: str, exc: BaseException) -> UnavailableError:
-    """The answer to a dependency failing under a call: the caller may retry later."""
+def outage(method: str, exc: BaseException) -> A4coError:
+    """The answer to a dependency failing under a call: the caller may retry later, or at once
+    when its transaction was rolled back for a conflict with another."""
+    if isinstance(exc, asyncpg.exceptions.TransactionRollbackError):
+        log.warning("%s: the transaction conflicted with another: %r", method, exc)
+        return AbortedError(
+            "TRANSACTION_CONFLICT", "the call conflicted with a concurrent one and changed nothing; try again"
+        )
     log.warning("%s: a dependency is unavailable: %r", method, exc)
     return UnavailableError("DEPENDENCY_UNAVAILABLE", "a dependency of this service is unavailable")
 

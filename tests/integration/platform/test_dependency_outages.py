@@ -36,6 +36,19 @@ class Failing(pb_grpc.InventoryServiceServicer):
         raise self.error
 
 
+async def answer_to(error: Exception) -> grpc.aio.AioRpcError:
+    """What a CheckStock failing with `error` is answered."""
+    server = inventory_server(Failing(error))
+    await server.start()
+    try:
+        async with grpc.aio.insecure_channel(server.address) as channel:
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                await pb_grpc.InventoryServiceStub(channel).CheckStock(pb.CheckStockRequest(), timeout=10)
+    finally:
+        await server.stop(grace_s=1)
+    return caught.value
+
+
 @pytest.mark.parametrize(
     "error",
     [
@@ -66,17 +79,27 @@ class Failing(pb_grpc.InventoryServiceServicer):
     ],
 )
 async def test_a_dependency_outage_is_unavailable_with_its_reason(error: Exception) -> None:
-    server = inventory_server(Failing(error))
-    await server.start()
-    try:
-        async with grpc.aio.insecure_channel(server.address) as channel:
-            with pytest.raises(grpc.aio.AioRpcError) as caught:
-                await pb_grpc.InventoryServiceStub(channel).CheckStock(pb.CheckStockRequest(), timeout=10)
-    finally:
-        await server.stop(grace_s=1)
-    assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
-    info = details_of(caught.value)[0]
+    caught = await answer_to(error)
+    assert caught.code() == grpc.StatusCode.UNAVAILABLE
+    info = details_of(caught)[0]
     assert info.reason == "DEPENDENCY_UNAVAILABLE"  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        asyncpg.exceptions.DeadlockDetectedError("deadlock detected"),
+        asyncpg.exceptions.SerializationError("could not serialize access due to concurrent update"),
+    ],
+    ids=["deadlock", "serialization"],
+)
+async def test_a_transaction_rolled_back_for_a_conflict_is_aborted(error: Exception) -> None:
+    """A conflict with a concurrent transaction changed nothing: ABORTED, which a caller may retry
+    at once, not INTERNAL."""
+    caught = await answer_to(error)
+    assert caught.code() == grpc.StatusCode.ABORTED
+    info = details_of(caught)[0]
+    assert info.reason == "TRANSACTION_CONFLICT"  # type: ignore[union-attr]
 
 
 async def test_a_burst_larger_than_the_redis_pool_waits_for_connections(
