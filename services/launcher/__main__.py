@@ -73,11 +73,15 @@ class Terminal:
             self.on_gone()
 
 
-def show(colours: dict[str, str], service: str, line: str) -> str:
-    """One log line, prefixed with its service; JSON lines are shortened to level and message."""
-    with contextlib.suppress(ValueError):
+def show(colours: dict[str, str], service: str, line: str, log_dir: Path | None = None) -> str:
+    """One log line, prefixed with its service; JSON lines are shortened to level and message, and
+    to the last line of the exception one carries, with where its whole traceback is."""
+    with contextlib.suppress(ValueError, AttributeError):
         record = json.loads(line)
         line = f"{record.get('level', '')} {record.get('message', '')}"
+        if exception := str(record.get("exception") or "").strip():
+            where = f"; traceback in {log_dir / service}.log" if log_dir is not None else ""
+            line += f" ({exception.splitlines()[-1]}{where})"
     label = f"{service:>13} |"
     if service in colours:
         label = f"\033[{colours[service]}m{label}\033[0m"
@@ -136,7 +140,7 @@ async def run(data_dir: Path) -> None:
     supervisor = Supervisor(
         data_dir / "run",
         env,
-        on_line=lambda s, line: terminal.say(show(colours, s, line)),
+        on_line=lambda s, line: terminal.say(show(colours, s, line, data_dir / "run")),
         preferred_ports=PREFERRED,
     )
     try:
