@@ -12,6 +12,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import grpc
+import nats
 import pytest
 import pytest_asyncio
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -38,8 +39,9 @@ from a4co.payments.v1 import payments_service_pb2 as payments_pb
 from a4co.payments.v1 import payments_service_pb2_grpc as payments_grpc
 from a4co.type.v1 import address_pb2, lat_lng_pb2, money_pb2
 from services.launcher.supervisor import Supervisor
-from services.platform.events.topology import Topology
+from services.platform.events.topology import DLQ_STREAM, Topology
 from services.platform.local_servers import ServerUrls
+from services.platform.resilience import Backoff
 from tests.integration.services.harness import Keys
 from tests.support.invariants import violations
 from tests.support.waiting import eventually
@@ -346,3 +348,88 @@ async def test_a_killed_service_is_restarted_and_its_consumers_resume(
     placed = await order(client, customer, product_id, 1, method)
     await settled(client, customer, placed.order_id, orders_pb.ORDER_STATUS_CONFIRMED, timeout=60)
     await sound(urls, prefix)
+
+
+# Answers after which a client asks again, with the same request id.
+TRY_LATER = {
+    grpc.StatusCode.UNAVAILABLE,
+    grpc.StatusCode.DEADLINE_EXCEEDED,
+    grpc.StatusCode.RESOURCE_EXHAUSTED,
+}
+
+
+async def test_orders_placed_while_the_saga_services_are_killed_settle_soundly(
+    deployment: tuple[Supervisor, Client, str], urls: ServerUrls
+) -> None:
+    """Chaos: orders, payments and inventory each killed (SIGKILL) in turn while a stream of orders
+    is in flight, so that each dies holding committed events, fetched deliveries and calls. A
+    client asks again with the same request id while told to try later; every order it was told
+    about ends CONFIRMED or CANCELLED, each request id made one order, nothing is dead-lettered,
+    and the invariants hold."""
+    supervisor, client, prefix = deployment
+    product_id, _ = await shop_with(client, stock=200)
+    _, customer = await client.sign_up(f"rocio-{uuid.uuid4().hex[:6]}@jaen.es", identity_pb.ROLE_CUSTOMER)
+    method = await card(client, customer)
+    placed: dict[str, str] = {}  # request id -> order id
+    asking_again = Backoff(first_s=0.2, cap_s=2.0)
+
+    async def place(request_id: str) -> None:
+        request = orders_pb.CreateOrderRequest(
+            request_id=request_id,
+            lines=[orders_pb.OrderLineRequest(product_id=product_id, quantity=1)],
+            payment_method_id=method,
+            delivery_address=address_pb2.Address(street="Calle Real 1", locality="Baeza"),
+            delivery_location=lat_lng_pb2.LatLng(latitude=37.9938, longitude=-3.47),
+        )
+        for attempt in range(1, 60):
+            try:
+                answer = await client.orders.CreateOrder(request, metadata=customer, timeout=5)
+            except grpc.aio.AioRpcError as error:
+                if error.code() not in TRY_LATER:
+                    raise AssertionError(f"{error.code()}: {error.details()}") from None
+                await asyncio.sleep(asking_again.delay(attempt))  # a client's retry policy
+                continue
+            placed[request_id] = answer.order.order_id
+            return
+        raise AssertionError(f"request {request_id} never answered")
+
+    async def stream(request_ids: list[str]) -> None:
+        for request_id in request_ids:
+            await place(request_id)
+
+    async def kill(name: str, after: int) -> None:
+        await eventually(lambda: len(placed) >= after, timeout=120, what=f"{after} orders placed")
+        pid = supervisor.pid(name)
+        assert pid is not None
+        os.kill(pid, signal.SIGKILL)
+        await eventually(
+            lambda: supervisor.pid(name) not in (None, pid), timeout=30, what=f"{name} restarted"
+        )
+        await supervisor.wait_ready(name)
+
+    request_ids = [str(uuid.uuid4()) for _ in range(48)]
+    streams = [asyncio.create_task(stream(request_ids[i::4])) for i in range(4)]
+    for name, after in (("orders", 8), ("payments", 20), ("inventory", 32)):
+        await kill(name, after)
+    await asyncio.gather(*streams)
+
+    assert len(set(placed.values())) == len(request_ids), "one order per request id"
+
+    async def settled_all() -> bool:
+        answers = await asyncio.gather(
+            *(
+                client.orders.GetOrder(orders_pb.GetOrderRequest(order_id=o), metadata=customer)
+                for o in placed.values()
+            )
+        )
+        terminal = (orders_pb.ORDER_STATUS_CONFIRMED, orders_pb.ORDER_STATUS_CANCELLED)
+        return all(a.order.status in terminal for a in answers)
+
+    await eventually(settled_all, timeout=180, what="every order settled")
+    await sound(urls, prefix)
+    nc = await nats.connect(urls.nats_url)
+    try:
+        dead = await nc.jetstream().stream_info(Topology(prefix).stream(DLQ_STREAM))
+    finally:
+        await nc.close()
+    assert dead.state.messages == 0
