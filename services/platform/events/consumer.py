@@ -196,7 +196,7 @@ class DeliveryPolicy:
 
     max_deliveries: int = 3
     backoff: Backoff = field(default_factory=Backoff)
-    ack_wait_s: float = 30.0
+    ack_wait_s: float = 10.0
     batch_size: int = 64
     fetch_timeout_s: float = 1.0
 
