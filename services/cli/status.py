@@ -38,6 +38,8 @@ class Status:
     # The dependencies each service's last health check found down (its `a4co_dependency_up`):
     # health stays SERVING without NATS and Redis.
     down: dict[str, list[str]] = field(default_factory=dict)
+    # The services whose metrics did not answer: what they serve without is not known.
+    metrics_unreachable: list[str] = field(default_factory=list)
 
 
 def dependencies_down(exposition: str) -> list[str]:
@@ -51,8 +53,8 @@ def dependencies_down(exposition: str) -> list[str]:
     )
 
 
-async def service_dependencies_down(metrics_port: int) -> list[str]:
-    """What a service's metrics endpoint says is down; [] when it does not answer."""
+async def service_dependencies_down(metrics_port: int) -> list[str] | None:
+    """What a service's metrics endpoint says is down; None when it does not answer."""
 
     def scrape() -> str:
         url = f"http://127.0.0.1:{metrics_port}/metrics"
@@ -62,7 +64,7 @@ async def service_dependencies_down(metrics_port: int) -> list[str]:
     try:
         return dependencies_down(await asyncio.to_thread(scrape))
     except OSError:
-        return []
+        return None
 
 
 async def service_health(address: str) -> str:
@@ -121,6 +123,7 @@ async def collect(target: Target) -> Status:
     ports = {n: s["metrics_port"] for n, s in running.get("services", {}).items() if s.get("metrics_port")}
     downs = await asyncio.gather(*(service_dependencies_down(p) for p in ports.values()))
     status.down = {name: down for name, down in zip(ports, downs, strict=True) if down}
+    status.metrics_unreachable = [name for name, down in zip(ports, downs, strict=True) if down is None]
     async with jetstream(target) as js:
         await streams_and_consumers(js, target.topology, status)
     if url := running.get("servers", {}).get("A4CO_DATABASE_URL"):
@@ -142,6 +145,8 @@ def status(
     for name, health in result.services.items():
         colour = "green" if health == "SERVING" else "red"
         without = ", ".join(result.down.get(name, [])) or "—"
+        if name in result.metrics_unreachable:
+            without = "[yellow]unknown: metrics unreachable[/yellow]"
         services.add_row(name, f"[{colour}]{health}[/{colour}]", str(result.outbox.get(name, "—")), without)
     console.print(services)
     consumers = Table("consumer", "pending", "unacknowledged", "redelivered")

@@ -158,6 +158,7 @@ async def test_make_run_starts_serves_stops_and_restarts_on_the_same_data(tmp_pa
     assert set(status["services"].values()) == {"SERVING"}
     assert len(status["services"]) == 11
     assert status["dlq_depth"] == 0
+    assert status["metrics_unreachable"] == [], "every service's metrics read"
     assert status["down"] == {}, "every service reaches its dependencies"
     assert "payments_ORDERS" in status["consumers"]
     code, out = await a4co(

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import socket
+
 from prometheus_client import CollectorRegistry, Gauge, generate_latest
 
-from services.cli.status import dependencies_down
+from services.cli.status import dependencies_down, service_dependencies_down
 from services.platform.grpc.server import DEPENDENCY_UP
 
 
@@ -19,3 +21,9 @@ def test_the_dependencies_a_service_serves_on_without_are_read_from_its_metrics(
     up.labels("inventory", "redis").set(1)
     up.labels("inventory", "nats").set(1)
     assert dependencies_down(generate_latest(registry).decode()) == []
+
+
+async def test_metrics_that_do_not_answer_say_nothing_is_known_not_that_nothing_is_down() -> None:
+    with socket.socket() as closed:  # a port bound and never listened on: refused
+        closed.bind(("127.0.0.1", 0))
+        assert await service_dependencies_down(closed.getsockname()[1]) is None
