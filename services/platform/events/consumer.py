@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
@@ -213,6 +214,7 @@ class ConsumerStats:
     database_waits: int = 0  # outages and refusals to write of the database waited out, events kept
     kept_alive: int = 0  # times the kept events were reported in progress to JetStream
     long_batches: int = 0  # times a batch handled for a quarter of ack_wait was reported in progress
+    conflicts: int = 0  # transactions rolled back for a conflict and tried again at once
 
 
 def deliveries(msg: Msg) -> int:
@@ -231,12 +233,21 @@ def deliveries(msg: Msg) -> int:
     return msg.metadata.num_delivered
 
 
-@dataclass(slots=True)
-class _Refusal:
-    """The database's refusals to write one event's effects, while they last."""
+# A transaction PostgreSQL rolled back for a conflict with a concurrent one (class 40: a deadlock,
+# a serialization failure) changed nothing: tried again at once, on the same delivery, this many
+# times, each after a pause of up to CONFLICT_PAUSE_S times its number that the replicas in
+# conflict do not share; then the failure counts.
+CONFLICT_RETRIES = 3
+CONFLICT_PAUSE_S = 0.05
 
-    attempts: int = 0
-    since: float = 0.0  # time.monotonic() at the first
+
+@dataclass(slots=True)
+class _Retries:
+    """What one event's handling met on its delivery, waited out or tried again."""
+
+    refusals: int = 0  # the database's refusals to write, while they last
+    refused_since: float = 0.0  # time.monotonic() at the first
+    conflicts: int = 0
 
 
 class _StoppedWaitingError(Exception):
@@ -496,36 +507,50 @@ class QueueConsumer:
         refuses to write (`_wait_while_refused`). False when the consumer was stopped during such
         a wait: `work[i:]` are left unsettled, redelivered after ack_wait."""
         item = work[i]
-        refused = _Refusal()
+        retries = _Retries()
         try:
             while True:
                 try:
                     (first,) = await self._run_in_transaction([item])
                 except Exception as exc:
                     try:
-                        if await self._waited_out([w.msg for w in work[i:]], exc, refused):
+                        if await self._waited_out([w.msg for w in work[i:]], exc, retries):
                             continue  # the same delivery, again
                     except _StoppedWaitingError:
                         return False
                     await self._failed(item.msg, exc, item.delivery, item.event_type)
                     return True
-                if refused.attempts:
+                if retries.refusals:
                     log.warning(
                         "%s: the database takes writes again after %.1f s",
                         self.durable,
-                        time.monotonic() - refused.since,
+                        time.monotonic() - retries.refused_since,
                     )
                 await self._settle(item.msg, "handled" if first else "duplicate", item.event_type)
                 return True
         finally:
-            if refused.attempts:
+            if retries.refusals:
                 self._held.set(0)
 
-    async def _waited_out(self, held: list[Msg], exc: Exception, refused: _Refusal) -> bool:
-        """Whether the handler's `exc` was its database's (an outage, a refusal to write) and has
-        been waited out, `held` kept meanwhile: the event is to be handled again."""
+    async def _waited_out(self, held: list[Msg], exc: Exception, retries: _Retries) -> bool:
+        """Whether the handler's `exc` was not the event's (an outage or a refusal to write of the
+        database, a conflict with a concurrent transaction) and has been waited out, `held` kept
+        meanwhile: the event is to be handled again."""
+        if (
+            isinstance(exc, asyncpg.exceptions.TransactionRollbackError)
+            and retries.conflicts < CONFLICT_RETRIES
+        ):
+            retries.conflicts += 1
+            self.stats.conflicts += 1
+            log.info(
+                "%s: rolled back for a conflict (%s: %s); trying again", self.durable, type(exc).__name__, exc
+            )
+            pause = random.uniform(0, CONFLICT_PAUSE_S * retries.conflicts)  # noqa: S311 (jitter)
+            if await wait_set(self._stopping, pause):
+                raise _StoppedWaitingError
+            return True
         if isinstance(exc, DATABASE_REFUSALS):
-            await self._wait_while_refused(held, exc, refused)
+            await self._wait_while_refused(held, exc, retries)
             return True
         return isinstance(exc, DEPENDENCY_OUTAGES) and await self._waited_for_database(held, exc)
 
@@ -583,15 +608,15 @@ class QueueConsumer:
         log.warning("%s: the database answers again after %.1f s", self.durable, time.monotonic() - started)
         return True
 
-    async def _wait_while_refused(self, held: list[Msg], exc: Exception, refused: _Refusal) -> None:
+    async def _wait_while_refused(self, held: list[Msg], exc: Exception, retries: _Retries) -> None:
         """After a handler's write was refused (`DATABASE_REFUSALS`: the disk full, a read-only
         server), keep `held` and the messages that arrived meanwhile for one step of backoff,
         before the event is tried again: the database answers `SELECT 1` meanwhile, so trying the
         event is the only test of its writes. Raises _StoppedWaitingError when stopped first."""
         if self._stopping.is_set():
             raise _StoppedWaitingError
-        if not refused.attempts:
-            refused.since = time.monotonic()
+        if not retries.refusals:
+            retries.refused_since = time.monotonic()
             self.stats.database_waits += 1
             log.warning(
                 "%s: the database refuses to write (%s: %s); %d events kept until it takes them",
@@ -600,8 +625,8 @@ class QueueConsumer:
                 exc,
                 len(held),
             )
-        refused.attempts += 1
-        await self._keep(held, refused.attempts)
+        retries.refusals += 1
+        await self._keep(held, retries.refusals)
 
     async def _prepare(self, msg: Msg) -> _Work | None:
         """Decode, route and upcast a message; settle it at once when it cannot be handled."""
