@@ -61,7 +61,7 @@ EVENTS: list[Panel] = [
       "sum by (service, stream) (rate(a4co_consumer_batch_messages_sum[1m])) / sum by (service, stream) (rate(a4co_consumer_batch_messages_count[1m]))")], "none"),
     ("Consumer lag (pending messages)", [("{{service}} {{stream}}", "max by (service, stream) (a4co_consumer_pending_messages)")], "none"),
     ("Unacknowledged messages", [("{{service}} {{stream}}", "max by (service, stream) (a4co_consumer_unacknowledged_messages)")], "none"),
-    ("Events kept while the database does not answer", [("{{service}} {{stream}}", "max by (service, stream) (a4co_consumer_events_held)")], "none"),
+    ("Events kept while the database does not answer or refuses to write", [("{{service}} {{stream}}", "max by (service, stream) (a4co_consumer_events_held)")], "none"),
     ("Redeliveries", [("{{service}} {{event_type}}", "sum by (service, event_type) (rate(a4co_event_redeliveries_total[5m]))")], "ops"),
     ("Dead letters", [("{{service}} {{reason}}", "sum by (service, reason) (increase(a4co_dlq_messages_total[1h]))")], "none"),
     ("Outbox backlog", [("{{service}}", "max by (service) (a4co_outbox_pending)")], "none"),

@@ -289,6 +289,7 @@ class QueueConsumer:
         self.durable = topology.durable(service, stream)
         self._batch_sizes = metrics.CONSUMER_BATCH.labels(service, stream)
         self._held = metrics.EVENTS_HELD.labels(service, stream)
+        self._conflicts = metrics.CONFLICTS.labels(service, stream)
         self._handlers: dict[str, tuple[EventDef, Selective]] = {}
         for message_class, handler in handlers.items():
             definition = codec.registry.of(message_class)
@@ -542,6 +543,7 @@ class QueueConsumer:
         ):
             retries.conflicts += 1
             self.stats.conflicts += 1
+            self._conflicts.inc()
             log.info(
                 "%s: rolled back for a conflict (%s: %s); trying again", self.durable, type(exc).__name__, exc
             )

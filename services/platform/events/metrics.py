@@ -63,6 +63,12 @@ CONSUMER_UNACKED = Gauge(
 )
 EVENTS_HELD = Gauge(
     "a4co_consumer_events_held",
-    "Events a consumer keeps unsettled while its database does not answer (0 otherwise).",
+    "Events a consumer keeps unsettled while its database does not answer or refuses to write (0 otherwise).",
+    ["service", "stream"],
+)
+CONFLICTS = Counter(
+    "a4co_consumer_conflicts_total",
+    "Handlers' transactions rolled back for a conflict with a concurrent one (a deadlock, a"
+    " serialization failure) and tried again at once.",
     ["service", "stream"],
 )

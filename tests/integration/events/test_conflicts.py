@@ -5,11 +5,18 @@ from __future__ import annotations
 
 import asyncpg
 from google.protobuf.message import Message
+from prometheus_client import REGISTRY
 
 from a4co.orders.events.v1 import order_events_pb2
 from services.platform.events.consumer import CONFLICT_RETRIES, HandlerContext
 from tests.integration.events.rig import Rig, order_created
 from tests.support.waiting import eventually
+
+
+def conflicts_counted() -> float:
+    """`a4co_consumer_conflicts_total` of the tests' payments consumers of ORDERS."""
+    labels = {"service": "payments", "stream": "ORDERS"}
+    return REGISTRY.get_sample_value("a4co_consumer_conflicts_total", labels) or 0.0
 
 
 async def handler_waiting_for_row_two(pool: asyncpg.Pool) -> bool:
@@ -39,6 +46,7 @@ async def test_a_handler_chosen_as_a_deadlocks_victim_is_tried_again_on_the_same
         " INSERT INTO counters VALUES (1, 0), (2, 0)"
     )
     await consumer.start()
+    counted_before = conflicts_counted()
     other = await asyncpg.connect(rig.dsn, server_settings={"application_name": "the other transaction"})
     try:
         schema = rig.topology.schema("payments")
@@ -57,6 +65,7 @@ async def test_a_handler_chosen_as_a_deadlocks_victim_is_tried_again_on_the_same
 
     assert deliveries == [1, 1], "tried again on the same delivery"
     assert (consumer.stats.conflicts, consumer.stats.retried, consumer.stats.dead_lettered) == (1, 0, 0)
+    assert conflicts_counted() == counted_before + 1
     rows = await consumer.pool.fetch("SELECT id, n FROM counters ORDER BY id")
     assert [(r["id"], r["n"]) for r in rows] == [(1, 11), (2, 11)], "both transactions took effect once"
 
