@@ -25,6 +25,7 @@ from a4co.payments.v1 import payments_service_pb2 as payments_pb
 from a4co.payments.v1 import payments_service_pb2_grpc as payments_grpc
 from a4co.type.v1 import address_pb2, lat_lng_pb2
 from services.cli.connection import running_deployment
+from services.platform.resilience import Backoff
 
 console = Console()
 TOWNS = [
@@ -38,7 +39,27 @@ SETTLED = {orders_pb.ORDER_STATUS_CONFIRMED, orders_pb.ORDER_STATUS_CANCELLED}
 # Answers that say "not now" (orders restarting, its database down): the order is asked for again.
 ASK_AGAIN = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED}
 POLL_ROUNDS, POLL_INTERVAL_S = 600, 0.2
+# An order answered "not now" is placed again with its request id, which makes it one order
+# however often it is asked: at most this many times in all, the pauses growing.
+PLACE_ATTEMPTS = 8
+PLACING_AGAIN = Backoff(first_s=0.2, cap_s=2.0)
 Meta = tuple[tuple[str, str], ...]
+
+
+async def place(
+    stub: orders_grpc.OrdersServiceAsyncStub, request: orders_pb.CreateOrderRequest, meta: Meta
+) -> tuple[orders_pb.Order | None, str, int]:
+    """CreateOrder, asked again with the same request id while the answer is "not now" (up to
+    PLACE_ATTEMPTS in all): the order placed, or the code it was refused with, and how many times
+    it was asked again."""
+    for attempt in range(1, PLACE_ATTEMPTS + 1):
+        try:
+            return (await stub.CreateOrder(request, metadata=meta, timeout=10)).order, "", attempt - 1
+        except grpc.aio.AioRpcError as error:
+            if error.code() not in ASK_AGAIN or attempt == PLACE_ATTEMPTS:
+                return None, error.code().name, attempt - 1
+        await asyncio.sleep(PLACING_AGAIN.delay(attempt))  # a client's pause before asking again
+    raise AssertionError("unreachable")  # the last attempt returns
 
 
 async def sign_up(
@@ -63,7 +84,8 @@ async def sign_up(
     return meta, card.payment_method_id
 
 
-async def run(customers: int, orders: int, concurrency: int, seed: int) -> Counter[str]:
+async def run(customers: int, orders: int, concurrency: int, seed: int) -> tuple[Counter[str], int]:
+    """How the orders ended, and how many times CreateOrder was asked again."""
     services = {n: s["grpc"] for n, s in running_deployment().get("services", {}).items()}
     if not services:
         raise typer.BadParameter("nothing runs here: start the marketplace with `make run`")
@@ -76,6 +98,7 @@ async def run(customers: int, orders: int, concurrency: int, seed: int) -> Count
     catalog = catalog_grpc.CatalogServiceStub(channels["catalog"])
     stub = orders_grpc.OrdersServiceStub(channels["orders"])
     outcomes: Counter[str] = Counter()
+    asked_again = 0
     try:
         people = [await sign_up(identity, payments, i, rng) for i in range(customers)]
         town, lat, lng = rng.choice(TOWNS)
@@ -96,28 +119,28 @@ async def run(customers: int, orders: int, concurrency: int, seed: int) -> Count
             task = progress.add_task("placing orders", total=orders)
 
             async def one() -> None:
+                nonlocal asked_again
                 meta, method = rng.choice(people)
-                async with limit:
-                    try:
-                        response = await stub.CreateOrder(
-                            orders_pb.CreateOrderRequest(
-                                request_id=str(uuid.uuid4()),
-                                lines=[
-                                    orders_pb.OrderLineRequest(
-                                        product_id=rng.choice(products), quantity=rng.randint(1, 2)
-                                    )
-                                ],
-                                payment_method_id=method,
-                                delivery_address=address_pb2.Address(
-                                    street="Calle Mayor 1", locality=town, province="Jaén"
-                                ),
-                                delivery_location=lat_lng_pb2.LatLng(latitude=lat, longitude=lng),
-                            ),
-                            metadata=meta,
+                request = orders_pb.CreateOrderRequest(
+                    request_id=str(uuid.uuid4()),
+                    lines=[
+                        orders_pb.OrderLineRequest(
+                            product_id=rng.choice(products), quantity=rng.randint(1, 2)
                         )
-                        placed.append((response.order.order_id, meta))
-                    except grpc.aio.AioRpcError as error:
-                        outcomes[f"refused: {error.code().name}"] += 1
+                    ],
+                    payment_method_id=method,
+                    delivery_address=address_pb2.Address(
+                        street="Calle Mayor 1", locality=town, province="Jaén"
+                    ),
+                    delivery_location=lat_lng_pb2.LatLng(latitude=lat, longitude=lng),
+                )
+                async with limit:
+                    order, refused, again = await place(stub, request, meta)
+                asked_again += again
+                if order is not None:
+                    placed.append((order.order_id, meta))
+                else:
+                    outcomes[f"refused: {refused}"] += 1
                 progress.advance(task)
 
             await asyncio.gather(*(one() for _ in range(orders)))
@@ -126,7 +149,7 @@ async def run(customers: int, orders: int, concurrency: int, seed: int) -> Count
     finally:
         for channel in channels.values():
             await channel.close()
-    return outcomes
+    return outcomes, asked_again
 
 
 async def settled(
@@ -171,7 +194,7 @@ def demo(
 ) -> None:
     """Sign customers up, place a stream of orders, and show how they ended."""
     try:
-        outcomes = asyncio.run(run(customers, orders, concurrency, seed))
+        outcomes, again = asyncio.run(run(customers, orders, concurrency, seed))
     except grpc.aio.AioRpcError as error:  # signing up or searching: said in one line
         console.print(f"[red]the marketplace answered {error.code().name}: {error.details()}[/red]")
         raise typer.Exit(1) from None
@@ -180,3 +203,5 @@ def demo(
         if n:
             table.add_row(outcome, str(n))
     console.print(table)
+    if again:
+        console.print(f"orders placed again with their request id: {again} times")

@@ -11,6 +11,7 @@ import pytest
 from a4co.orders.v1 import orders_service_pb2 as pb
 from a4co.orders.v1 import orders_service_pb2_grpc as pb_grpc
 from services.cli import demo
+from services.platform.resilience import Backoff
 
 META = (("authorization", "Bearer t"),)
 
@@ -89,3 +90,66 @@ async def test_any_other_error_while_polling_is_raised() -> None:
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await poll({"o-1": [grpc.StatusCode.PERMISSION_DENIED]})
     assert caught.value.code() == grpc.StatusCode.PERMISSION_DENIED
+
+
+class Placing:
+    """OrdersService's CreateOrder alone, answering its scripted replies in turn: an error code,
+    or the order (whose id is the request id it was asked with)."""
+
+    def __init__(self, replies: list[grpc.StatusCode | None]) -> None:
+        self.replies = replies
+        self.request_ids: list[str] = []
+
+    async def create_order(self, request: pb.CreateOrderRequest, context: Any) -> pb.CreateOrderResponse:
+        reply = self.replies[min(len(self.request_ids), len(self.replies) - 1)]
+        self.request_ids.append(request.request_id)
+        if reply is not None:
+            await context.abort(reply, "not now")
+            raise AssertionError  # abort raises
+        return pb.CreateOrderResponse(order=pb.Order(order_id=request.request_id))
+
+    def handler(self) -> grpc.GenericRpcHandler:
+        create = grpc.unary_unary_rpc_method_handler(
+            self.create_order,
+            request_deserializer=pb.CreateOrderRequest.FromString,
+            response_serializer=pb.CreateOrderResponse.SerializeToString,
+        )
+        return grpc.method_handlers_generic_handler("a4co.orders.v1.OrdersService", {"CreateOrder": create})
+
+
+async def place(replies: list[grpc.StatusCode | None]) -> tuple[tuple[pb.Order | None, str, int], Placing]:
+    servicer = Placing(replies)
+    server = grpc.aio.server()
+    server.add_generic_rpc_handlers((servicer.handler(),))
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            result = await demo.place(
+                pb_grpc.OrdersServiceStub(channel), pb.CreateOrderRequest(request_id="r-1"), META
+            )
+    finally:
+        await server.stop(None)
+    return result, servicer
+
+
+@pytest.fixture(autouse=True)
+def quick_pauses(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(demo, "PLACING_AGAIN", Backoff(first_s=0.01, cap_s=0.01))
+
+
+async def test_an_order_answered_unavailable_is_placed_again_with_the_same_request_id() -> None:
+    unavailable, deadline = grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED
+    (order, refused, again), servicer = await place([unavailable, deadline, None])
+    assert order is not None
+    assert order.order_id == "r-1"
+    assert (refused, again) == ("", 2)
+    assert servicer.request_ids == ["r-1", "r-1", "r-1"]
+
+
+async def test_a_refusal_is_not_asked_again_and_not_now_only_so_often() -> None:
+    (order, refused, again), servicer = await place([grpc.StatusCode.FAILED_PRECONDITION])
+    assert (order, refused, again, len(servicer.request_ids)) == (None, "FAILED_PRECONDITION", 0, 1)
+    (order, refused, again), servicer = await place([grpc.StatusCode.UNAVAILABLE])
+    assert (order, refused, again) == (None, "UNAVAILABLE", demo.PLACE_ATTEMPTS - 1)
+    assert len(servicer.request_ids) == demo.PLACE_ATTEMPTS
