@@ -1,8 +1,11 @@
-"""`a4co demo` waits out an orders service that answers "not now" while it polls the saga."""
+"""`a4co demo` waits out an orders service that answers "not now": it places an order again with its
+request id, and asks for a placed order's state again while it polls the saga."""
 
 from __future__ import annotations
 
+import contextlib
 from collections import Counter
+from collections.abc import AsyncIterator
 from typing import Any, TypeAlias
 
 import grpc
@@ -14,6 +17,27 @@ from services.cli import demo
 from services.platform.resilience import Backoff
 
 META = (("authorization", "Bearer t"),)
+
+
+@contextlib.asynccontextmanager
+async def orders_answering(
+    method: str, behaviour: Any, request: Any, response: Any
+) -> AsyncIterator[pb_grpc.OrdersServiceAsyncStub]:
+    """A stub of an OrdersService whose one `method` is `behaviour`."""
+    handler = grpc.unary_unary_rpc_method_handler(
+        behaviour, request_deserializer=request.FromString, response_serializer=response.SerializeToString
+    )
+    server = grpc.aio.server()
+    server.add_generic_rpc_handlers(
+        (grpc.method_handlers_generic_handler("a4co.orders.v1.OrdersService", {method: handler}),)
+    )
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            yield pb_grpc.OrdersServiceStub(channel)
+    finally:
+        await server.stop(None)
 
 
 Reply: TypeAlias = pb.OrderStatus.ValueType | grpc.StatusCode
@@ -40,21 +64,9 @@ class Scripted:
         )
         return pb.GetOrderResponse(order=order)
 
-    def handler(self) -> grpc.GenericRpcHandler:
-        get_order = grpc.unary_unary_rpc_method_handler(
-            self.get_order,
-            request_deserializer=pb.GetOrderRequest.FromString,
-            response_serializer=pb.GetOrderResponse.SerializeToString,
-        )
-        return grpc.method_handlers_generic_handler("a4co.orders.v1.OrdersService", {"GetOrder": get_order})
-
 
 async def poll(script: dict[str, list[Reply]]) -> tuple[Counter[str], Scripted, int]:
     servicer = Scripted(script)
-    server = grpc.aio.server()
-    server.add_generic_rpc_handlers((servicer.handler(),))
-    port = server.add_insecure_port("127.0.0.1:0")
-    await server.start()
     outcomes: Counter[str] = Counter()
     advanced = 0
 
@@ -62,12 +74,10 @@ async def poll(script: dict[str, list[Reply]]) -> tuple[Counter[str], Scripted, 
         nonlocal advanced
         advanced += 1
 
-    try:
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-            stub = pb_grpc.OrdersServiceStub(channel)
-            await demo.settled(stub, [(o, META) for o in script], outcomes, advance, rounds=4)
-    finally:
-        await server.stop(None)
+    async with orders_answering(
+        "GetOrder", servicer.get_order, pb.GetOrderRequest, pb.GetOrderResponse
+    ) as stub:
+        await demo.settled(stub, [(o, META) for o in script], outcomes, advance, rounds=4)
     return outcomes, servicer, advanced
 
 
@@ -108,28 +118,12 @@ class Placing:
             raise AssertionError  # abort raises
         return pb.CreateOrderResponse(order=pb.Order(order_id=request.request_id))
 
-    def handler(self) -> grpc.GenericRpcHandler:
-        create = grpc.unary_unary_rpc_method_handler(
-            self.create_order,
-            request_deserializer=pb.CreateOrderRequest.FromString,
-            response_serializer=pb.CreateOrderResponse.SerializeToString,
-        )
-        return grpc.method_handlers_generic_handler("a4co.orders.v1.OrdersService", {"CreateOrder": create})
-
 
 async def place(replies: list[grpc.StatusCode | None]) -> tuple[tuple[pb.Order | None, str, int], Placing]:
     servicer = Placing(replies)
-    server = grpc.aio.server()
-    server.add_generic_rpc_handlers((servicer.handler(),))
-    port = server.add_insecure_port("127.0.0.1:0")
-    await server.start()
-    try:
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-            result = await demo.place(
-                pb_grpc.OrdersServiceStub(channel), pb.CreateOrderRequest(request_id="r-1"), META
-            )
-    finally:
-        await server.stop(None)
+    create = (servicer.create_order, pb.CreateOrderRequest, pb.CreateOrderResponse)
+    async with orders_answering("CreateOrder", *create) as stub:
+        result = await demo.place(stub, pb.CreateOrderRequest(request_id="r-1"), META)
     return result, servicer
 
 
