@@ -15,12 +15,14 @@ import asyncpg
 import redis.exceptions
 from redis.commands.core import AsyncScript
 
-# Redis answering but refusing to write: full (`maxmemory` reached, no eviction) or a replica (a
-# primary demoted by a failover). A script's refused write raises one too (`run_script`).
-REDIS_REFUSALS: tuple[type[BaseException], ...] = (
-    redis.exceptions.OutOfMemoryError,
-    redis.exceptions.ReadOnlyError,
-)
+# Redis answering but refusing to write, by its reply's code: full (`maxmemory` reached, no
+# eviction) or a replica (a primary demoted by a failover). A script's refused write raises one
+# too (`run_script`).
+_REDIS_REFUSALS_BY_CODE: dict[str, type[redis.exceptions.ResponseError]] = {
+    "OOM": redis.exceptions.OutOfMemoryError,
+    "READONLY": redis.exceptions.ReadOnlyError,
+}
+REDIS_REFUSALS: tuple[type[BaseException], ...] = tuple(_REDIS_REFUSALS_BY_CODE.values())
 
 # Redis's alone: a service whose Redis holds copies (caches, indexes) of what PostgreSQL holds
 # may answer from PostgreSQL instead (services/platform/stale.py).
@@ -60,8 +62,7 @@ DEPENDENCY_OUTAGES: tuple[type[BaseException], ...] = (
 # A write refused inside a Lua script, as Redis 6 reports it: wrapped in a plain error
 # ("@user_script: 9: -OOM command not allowed when used memory > 'maxmemory'."). Redis 7 reports
 # the refusal itself, which the client already raises as its own class.
-_REFUSED_IN_SCRIPT = re.compile(r"-(OOM|READONLY) ")
-_REFUSALS = {"OOM": redis.exceptions.OutOfMemoryError, "READONLY": redis.exceptions.ReadOnlyError}
+_REFUSED_IN_SCRIPT = re.compile(f"-({'|'.join(_REDIS_REFUSALS_BY_CODE)}) ")
 
 
 async def run_script(script: AsyncScript, keys: Sequence[Any], args: Sequence[Any] = ()) -> Any:
@@ -73,4 +74,4 @@ async def run_script(script: AsyncScript, keys: Sequence[Any], args: Sequence[An
         refused = _REFUSED_IN_SCRIPT.search(str(exc))
         if refused is None:
             raise
-        raise _REFUSALS[refused.group(1)](str(exc)) from exc
+        raise _REDIS_REFUSALS_BY_CODE[refused.group(1)](str(exc)) from exc

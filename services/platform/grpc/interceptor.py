@@ -69,7 +69,7 @@ ANSWERED: tuple[type[BaseException], ...] = (
 )
 
 
-def outage(method: str, exc: BaseException) -> A4coError:
+def dependency_failure(method: str, exc: BaseException) -> A4coError:
     """The answer to a dependency failing under a call: the caller may retry later, or at once
     when its transaction was rolled back for a conflict with another."""
     if isinstance(exc, asyncpg.exceptions.TransactionRollbackError):
@@ -213,7 +213,7 @@ class PlatformInterceptor:
                     policy.validator(request)
                 return await behavior(request, context)
         except ANSWERED as exc:
-            err = exc if isinstance(exc, A4coError) else outage(method, exc)
+            err = exc if isinstance(exc, A4coError) else dependency_failure(method, exc)
             status = to_status(err, self.domain)
             code, error_reason = status.code, err.reason
             await context.abort_with_status(status)
