@@ -43,9 +43,13 @@ SYNC: list[Panel] = [
         ("{{instance}} following", "max by (instance) (a4co_search_index_ready)"),
         ("{{instance}} products", "max by (instance) (a4co_search_index_documents)"),
     ], "none"),
-    ("Sign-ins by result (RESOURCE_EXHAUSTED: too many attempts for an address, decision 31)", [
+    ("Sign-ins by result (RESOURCE_EXHAUSTED: too many attempts for an address, decision 31, or hashing busy, decision 38)", [
         ("{{code}}", "sum by (code) (rate(a4co_grpc_server_handled_total{service=\"identity\",method=\"Login\"}[5m]))"),
     ], "reqps"),
+    ("Password hashing: calls waiting for a turn, and refused (HASHING_BUSY, decision 38)", [
+        ("{{purpose}} waiting", "max by (purpose) (a4co_identity_hashes_waiting)"),
+        ("{{purpose}} refused/s", "sum by (purpose) (rate(a4co_identity_hashes_refused_total[5m]))"),
+    ], "none"),
     ("Calls served per coalesced round trip (decision 28: search pages, new payment methods, nearby searches)", [
         ("{{kind}}", "sum by (kind) (rate(a4co_coalesced_callers_sum[1m]))"
                      " / sum by (kind) (rate(a4co_coalesced_callers_count[1m]))"),

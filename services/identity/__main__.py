@@ -7,7 +7,8 @@ import os
 from pathlib import Path
 
 from services.identity import handlers
-from services.identity.adapters.postgres import Argon2Hasher, PostgresSessions, unit_of_work_factory
+from services.identity.adapters.hashing import HASHING_WAIT_S, Argon2Hasher
+from services.identity.adapters.postgres import PostgresSessions, unit_of_work_factory
 from services.identity.domain import LOGIN_ATTEMPTS, LOGIN_WINDOW_S
 from services.identity.grpc_api import POLICIES, registration
 from services.platform.auth import TokenIssuer
@@ -24,7 +25,7 @@ async def build(infra: Infrastructure) -> ServiceParts:
     infra.revocation_fallback = lambda principal: sessions.ended(principal.session_id)
     deps = handlers.Deps(
         uow=functools.partial(unit_of_work_factory, infra.pool, infra.outbox),
-        hasher=Argon2Hasher(),
+        hasher=Argon2Hasher(wait_s=float(os.environ.get("A4CO_HASHING_WAIT_S", str(HASHING_WAIT_S)))),
         issuer=TokenIssuer(settings.private_key()),
         verifier=infra.verifier(settings.public_key()),
         revocations=infra.revocations,

@@ -35,6 +35,20 @@ class InvalidCredentialsError(UnauthenticatedError):
         super().__init__("INVALID_CREDENTIALS", "wrong e-mail or password")
 
 
+class HashingBusyError(ResourceExhaustedError):
+    """identity hashes as many passwords as it can, and the calls waiting ahead would take longer
+    than the wait it gives a call: refused before any work, so nothing was checked nor written."""
+
+    def __init__(self, retry_after_s: float) -> None:
+        wait = max(1, math.ceil(retry_after_s))
+        super().__init__(
+            "HASHING_BUSY",
+            f"identity is checking as many passwords as it can; try again in {wait} s",
+            metadata={"retry_after_s": str(wait)},
+            retry_delay_s=wait,
+        )
+
+
 # Password checks per e-mail address within a window, wrong or right: past them, Login refuses the
 # address until the window that began with its first check ends. A right password forgets the
 # count. NIST SP 800-63B asks for at most 100 consecutive failures; OWASP for a lock that ends.

@@ -14,6 +14,7 @@ from services.identity.domain import (
     LOGIN_WINDOW_S,
     Address,
     EmailTakenError,
+    HashingBusyError,
     InvalidCredentialsError,
     RefreshRejectedError,
     RefreshToken,
@@ -110,7 +111,8 @@ async def register(
 async def login(deps: Deps, email: str, password: str) -> tuple[User, Tokens]:
     """Check the credentials and start a session; at most `login_attempts` checks of one e-mail
     address per window, counted before the check (and committed), so that checks made at once
-    are counted too. Addresses without an account are counted alike: no account probing."""
+    are counted too. Addresses without an account are counted alike: no account probing. A check
+    refused because identity's hashing is busy (HashingBusyError) is given back: it was not made."""
     address, now = normalise_email(email), datetime.now(UTC)
     async with deps.uow() as uow:
         checks, since = await uow.logins.claim(address, now, deps.login_window_s)
@@ -118,10 +120,16 @@ async def login(deps: Deps, email: str, password: str) -> tuple[User, Tokens]:
     if checks > deps.login_attempts:
         ends = since + timedelta(seconds=deps.login_window_s)
         raise TooManyLoginAttemptsError((ends - now).total_seconds())
-    if user is None:
-        await deps.hasher.hash(password)  # same cost as a wrong password: no account probing
-        raise InvalidCredentialsError()
-    if not await deps.hasher.verify(user.password_hash, password):
+    try:
+        if user is None:
+            await deps.hasher.hash(password, sign_in=True)  # a wrong password's cost: no account probing
+            raise InvalidCredentialsError()
+        right = await deps.hasher.verify(user.password_hash, password)
+    except HashingBusyError:  # refused before the check: it does not count
+        async with deps.uow() as uow:
+            await uow.logins.give_back(address)
+        raise
+    if not right:
         raise InvalidCredentialsError()
     async with deps.uow() as uow:
         await uow.logins.clear(address)

@@ -53,6 +53,9 @@ class LoginAttempts(Protocol):
         """Count one more check of `email`'s password, in a new window when its last one has ended
         by `now`; returns the checks counted in the window, this one included, and its start."""
 
+    async def give_back(self, email: str) -> None:
+        """Uncount one check of `email` that was claimed but not made."""
+
     async def clear(self, email: str) -> None:
         """Forget the checks of `email` (its password was right)."""
 
@@ -94,10 +97,11 @@ class UnitOfWork(Protocol):
 
 
 class PasswordHasher(Protocol):
-    """Hashes and checks passwords."""
+    """Hashes and checks passwords, sign-ins before sign-ups; either raises HashingBusyError when
+    the calls waiting ahead would take too long."""
 
-    async def hash(self, password: str) -> str:
-        """A hash to store."""
+    async def hash(self, password: str, *, sign_in: bool = False) -> str:
+        """A hash to store, or with `sign_in` one that spends a check's time (no account)."""
 
     async def verify(self, password_hash: str, password: str) -> bool:
-        """Whether `password` matches."""
+        """Whether `password` matches (a sign-in)."""

@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
-from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 
 import asyncpg
-from argon2 import PasswordHasher as Argon2
-from argon2.exceptions import InvalidHashError, VerificationError
 
 from services.identity.domain import Address, User
 from services.platform.auth import Role
@@ -190,6 +186,12 @@ class PostgresLoginAttempts:
         assert row is not None  # an upsert returns its row
         return int(row["attempts"]), row["window_start"]
 
+    async def give_back(self, email: str) -> None:
+        """Uncount one check that was not made."""
+        await self.conn.execute(
+            "UPDATE login_attempts SET attempts = attempts - 1 WHERE email = $1 AND attempts > 0", email
+        )
+
     async def clear(self, email: str) -> None:
         """Forget the checks."""
         await self.conn.execute("DELETE FROM login_attempts WHERE email = $1", email)
@@ -222,30 +224,3 @@ class IdentityUnitOfWork(PostgresUnitOfWork):
 def unit_of_work_factory(pool: asyncpg.Pool, writer: OutboxWriter) -> IdentityUnitOfWork:
     """A new unit of work (one per use case call)."""
     return IdentityUnitOfWork(pool, writer)
-
-
-# Hashes computed at once. Each takes 64 MiB (the profile's memory cost) and its four lanes keep
-# the cores busy: more at once go no faster and only add memory. On asyncio's default executor
-# (min(32, cores + 4) threads: 6 here), 8 sign-ups at once took identity from 72 to 457 MB.
-HASHING_AT_ONCE = 2
-
-
-class Argon2Hasher:
-    """argon2id (RFC 9106 low-memory profile), in threads of its own so it does not block the
-    loop, `HASHING_AT_ONCE` at a time; the calls beyond wait their turn."""
-
-    def __init__(self, hasher: Argon2 | None = None, at_once: int = HASHING_AT_ONCE) -> None:
-        self._hasher = hasher or Argon2()
-        self._threads = ThreadPoolExecutor(max_workers=at_once, thread_name_prefix="argon2")
-
-    async def hash(self, password: str) -> str:
-        """A hash to store."""
-        return await asyncio.get_running_loop().run_in_executor(self._threads, self._hasher.hash, password)
-
-    async def verify(self, password_hash: str, password: str) -> bool:
-        """Whether `password` matches."""
-        loop = asyncio.get_running_loop()
-        try:
-            return await loop.run_in_executor(self._threads, self._hasher.verify, password_hash, password)
-        except (VerificationError, InvalidHashError):
-            return False

@@ -270,6 +270,89 @@ async def test_checks_made_at_once_are_each_counted(stub: pb_grpc.IdentityServic
     assert codes.count("RESOURCE_EXHAUSTED") == 2 * LOGIN_ATTEMPTS
 
 
+@pytest_asyncio.fixture
+async def identity_never_queueing(
+    urls: ServerUrls, prefix: str, keys: Keys, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[pb_grpc.IdentityServiceAsyncStub]:
+    """identity where a call waits for a hashing thread only with no call of its kind ahead of it
+    (sign-ins look only at sign-ins; sign-ups at everyone): with two threads, a burst of sign-ups
+    has two hashing, one waiting and the others refused (decision 38)."""
+    monkeypatch.setenv("A4CO_HASHING_WAIT_S", "0")
+    async with running_service(
+        "identity", build, SCHEMA, settings_for("identity", urls, prefix, keys)
+    ) as svc:
+        yield pb_grpc.IdentityServiceStub(svc.channel)
+
+
+def assert_hashing_busy(error: object) -> None:
+    assert isinstance(error, grpc.aio.AioRpcError)
+    assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    info, _ = details_of(error)
+    assert info is not None
+    assert info.reason == "HASHING_BUSY"
+    delay = retry_delay_s(error)
+    assert delay is not None
+    assert delay >= 1
+    assert info.metadata["retry_after_s"] == str(delay)
+
+
+async def test_sign_ups_that_would_wait_too_long_are_refused_and_write_nothing(
+    identity_never_queueing: pb_grpc.IdentityServiceAsyncStub,
+) -> None:
+    stub = identity_never_queueing
+    emails = [f"burst{i}@example.es" for i in range(12)]
+    outcomes = await asyncio.gather(*(register(stub, e) for e in emails), return_exceptions=True)
+    refused = [e for e, o in zip(emails, outcomes, strict=True) if isinstance(o, BaseException)]
+    assert 2 <= len(emails) - len(refused) < len(emails)  # the two hashing were taken, not all
+    for outcome in outcomes:
+        if isinstance(outcome, BaseException):
+            assert_hashing_busy(outcome)
+    for email in refused:  # nothing of a refused sign-up was kept: the address is still free
+        assert (await register(stub, email)).email == email
+
+
+async def test_sign_ins_are_checked_beside_a_burst_of_sign_ups_and_a_refused_check_is_not_counted(
+    identity_never_queueing: pb_grpc.IdentityServiceAsyncStub,
+) -> None:
+    stub = identity_never_queueing
+    await register(stub, "rosa@example.es")
+    sign_ups = asyncio.gather(
+        *(register(stub, f"burst{i}@example.es") for i in range(8)), return_exceptions=True
+    )
+    # While the sign-ups hash, as many checks of one address at once as its window allows: a
+    # sign-in waits behind the sign-ins only, so the first is taken and those behind it refused.
+    guesses = [
+        stub.Login(pb.LoginRequest(email="rosa@example.es", password=f"guess-number-{i:03}"))
+        for i in range(LOGIN_ATTEMPTS)
+    ]
+    outcomes = await asyncio.gather(*guesses, return_exceptions=True)
+    await sign_ups
+    checked = [
+        o
+        for o in outcomes
+        if isinstance(o, grpc.aio.AioRpcError) and o.code() == grpc.StatusCode.UNAUTHENTICATED
+    ]
+    busy = [
+        o
+        for o in outcomes
+        if not isinstance(o, grpc.aio.AioRpcError) or o.code() != grpc.StatusCode.UNAUTHENTICATED
+    ]
+    assert checked
+    assert busy
+    for outcome in busy:
+        assert_hashing_busy(outcome)
+    # Only the checks made were counted: the address has the rest of its window's checks left.
+    for _ in range(LOGIN_ATTEMPTS - len(checked)):
+        wrong = await failure(
+            stub.Login(pb.LoginRequest(email="rosa@example.es", password="wrong-password-123"))
+        )
+        assert wrong.code() == grpc.StatusCode.UNAUTHENTICATED
+    refused = await failure(stub.Login(pb.LoginRequest(email="rosa@example.es", password=PASSWORD)))
+    info, _ = details_of(refused)
+    assert info is not None
+    assert info.reason == "TOO_MANY_LOGIN_ATTEMPTS"
+
+
 async def test_when_its_window_ends_an_address_may_sign_in_again_and_ended_windows_are_forgotten(
     urls: ServerUrls, prefix: str, keys: Keys, monkeypatch: pytest.MonkeyPatch
 ) -> None:

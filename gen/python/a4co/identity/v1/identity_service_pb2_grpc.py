@@ -82,7 +82,10 @@ class IdentityServiceServicer:
 
     def Register(self, request, context):
         """Register creates a customer or artisan account and starts its first session, as Login
-        would. Needs no token.
+        would. Needs no token. Passwords are hashed a few at a time, sign-ins first: a
+        sign-up that would wait more than a few seconds for its turn is refused at once
+        with RESOURCE_EXHAUSTED (reason HASHING_BUSY, with a RetryInfo), having written
+        nothing.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -95,6 +98,9 @@ class IdentityServiceServicer:
         account has it or not; past that, Login answers RESOURCE_EXHAUSTED (reason
         TOO_MANY_LOGIN_ATTEMPTS, with a RetryInfo saying when the 15 minutes end)
         without checking the password. A right password starts the count again.
+        A check that would wait more than a few seconds behind other sign-ins for its
+        turn to hash is refused with RESOURCE_EXHAUSTED (reason HASHING_BUSY, with a
+        RetryInfo) and is not counted.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

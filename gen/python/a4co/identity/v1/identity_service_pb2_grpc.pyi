@@ -38,7 +38,10 @@ class IdentityServiceStub:
     def __new__(cls, channel: _aio.Channel) -> IdentityServiceAsyncStub: ...
     Register: _grpc.UnaryUnaryMultiCallable[_identity_service_pb2.RegisterRequest, _identity_service_pb2.RegisterResponse]
     """Register creates a customer or artisan account and starts its first session, as Login
-    would. Needs no token.
+    would. Needs no token. Passwords are hashed a few at a time, sign-ins first: a
+    sign-up that would wait more than a few seconds for its turn is refused at once
+    with RESOURCE_EXHAUSTED (reason HASHING_BUSY, with a RetryInfo), having written
+    nothing.
     """
     Login: _grpc.UnaryUnaryMultiCallable[_identity_service_pb2.LoginRequest, _identity_service_pb2.LoginResponse]
     """Login checks an e-mail and password and starts a session. Needs no token.
@@ -47,6 +50,9 @@ class IdentityServiceStub:
     account has it or not; past that, Login answers RESOURCE_EXHAUSTED (reason
     TOO_MANY_LOGIN_ATTEMPTS, with a RetryInfo saying when the 15 minutes end)
     without checking the password. A right password starts the count again.
+    A check that would wait more than a few seconds behind other sign-ins for its
+    turn to hash is refused with RESOURCE_EXHAUSTED (reason HASHING_BUSY, with a
+    RetryInfo) and is not counted.
     """
     ValidateToken: _grpc.UnaryUnaryMultiCallable[_identity_service_pb2.ValidateTokenRequest, _identity_service_pb2.ValidateTokenResponse]
     """ValidateToken checks an access token, including whether its session was
@@ -77,7 +83,10 @@ class IdentityServiceAsyncStub(IdentityServiceStub):
     def __init__(self, channel: _aio.Channel) -> None: ...
     Register: _aio.UnaryUnaryMultiCallable[_identity_service_pb2.RegisterRequest, _identity_service_pb2.RegisterResponse]  # type: ignore[assignment]
     """Register creates a customer or artisan account and starts its first session, as Login
-    would. Needs no token.
+    would. Needs no token. Passwords are hashed a few at a time, sign-ins first: a
+    sign-up that would wait more than a few seconds for its turn is refused at once
+    with RESOURCE_EXHAUSTED (reason HASHING_BUSY, with a RetryInfo), having written
+    nothing.
     """
     Login: _aio.UnaryUnaryMultiCallable[_identity_service_pb2.LoginRequest, _identity_service_pb2.LoginResponse]  # type: ignore[assignment]
     """Login checks an e-mail and password and starts a session. Needs no token.
@@ -86,6 +95,9 @@ class IdentityServiceAsyncStub(IdentityServiceStub):
     account has it or not; past that, Login answers RESOURCE_EXHAUSTED (reason
     TOO_MANY_LOGIN_ATTEMPTS, with a RetryInfo saying when the 15 minutes end)
     without checking the password. A right password starts the count again.
+    A check that would wait more than a few seconds behind other sign-ins for its
+    turn to hash is refused with RESOURCE_EXHAUSTED (reason HASHING_BUSY, with a
+    RetryInfo) and is not counted.
     """
     ValidateToken: _aio.UnaryUnaryMultiCallable[_identity_service_pb2.ValidateTokenRequest, _identity_service_pb2.ValidateTokenResponse]  # type: ignore[assignment]
     """ValidateToken checks an access token, including whether its session was
@@ -119,7 +131,10 @@ class IdentityServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_identity_service_pb2.RegisterResponse, _abc.Awaitable[_identity_service_pb2.RegisterResponse]]:
         """Register creates a customer or artisan account and starts its first session, as Login
-        would. Needs no token.
+        would. Needs no token. Passwords are hashed a few at a time, sign-ins first: a
+        sign-up that would wait more than a few seconds for its turn is refused at once
+        with RESOURCE_EXHAUSTED (reason HASHING_BUSY, with a RetryInfo), having written
+        nothing.
         """
 
     @_abc_1.abstractmethod
@@ -134,6 +149,9 @@ class IdentityServiceServicer(metaclass=_abc_1.ABCMeta):
         account has it or not; past that, Login answers RESOURCE_EXHAUSTED (reason
         TOO_MANY_LOGIN_ATTEMPTS, with a RetryInfo saying when the 15 minutes end)
         without checking the password. A right password starts the count again.
+        A check that would wait more than a few seconds behind other sign-ins for its
+        turn to hash is refused with RESOURCE_EXHAUSTED (reason HASHING_BUSY, with a
+        RetryInfo) and is not counted.
         """
 
     @_abc_1.abstractmethod
