@@ -65,7 +65,8 @@ HASH_SECONDS = Histogram(
 
 
 class Argon2Hasher:
-    """argon2id at `at_once` at a time, sign-ins first; a wait past `wait_s` refused."""
+    """argon2id (RFC 9106 low-memory profile) at `at_once` at a time, in threads of its own so that
+    it does not block the loop; sign-ins first, and a wait past `wait_s` refused."""
 
     def __init__(
         self, hasher: Argon2 | None = None, at_once: int = HASHING_AT_ONCE, wait_s: float = HASHING_WAIT_S
