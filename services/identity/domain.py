@@ -35,18 +35,26 @@ class InvalidCredentialsError(UnauthenticatedError):
         super().__init__("INVALID_CREDENTIALS", "wrong e-mail or password")
 
 
-class HashingBusyError(ResourceExhaustedError):
+class TryAgainLaterError(ResourceExhaustedError):
+    """A limit reached for a while: the message, the metadata's `retry_after_s` and a RetryInfo say
+    how long, in whole seconds (at least one)."""
+
+    def __init__(self, reason: str, what: str, retry_after_s: float) -> None:
+        wait = max(1, math.ceil(retry_after_s))
+        super().__init__(
+            reason,
+            f"{what}; try again in {wait} s",
+            metadata={"retry_after_s": str(wait)},
+            retry_delay_s=wait,
+        )
+
+
+class HashingBusyError(TryAgainLaterError):
     """identity hashes as many passwords as it can, and the calls waiting ahead would take longer
     than the wait it gives a call: refused before any work, so nothing was checked nor written."""
 
     def __init__(self, retry_after_s: float) -> None:
-        wait = max(1, math.ceil(retry_after_s))
-        super().__init__(
-            "HASHING_BUSY",
-            f"identity is checking as many passwords as it can; try again in {wait} s",
-            metadata={"retry_after_s": str(wait)},
-            retry_delay_s=wait,
-        )
+        super().__init__("HASHING_BUSY", "identity is checking as many passwords as it can", retry_after_s)
 
 
 # Password checks per e-mail address within a window, wrong or right: past them, Login refuses the
@@ -56,17 +64,13 @@ LOGIN_ATTEMPTS = 5
 LOGIN_WINDOW_S = 15 * 60
 
 
-class TooManyLoginAttemptsError(ResourceExhaustedError):
+class TooManyLoginAttemptsError(TryAgainLaterError):
     """An e-mail address had its password checked as often as a window allows; refused unchecked,
     so that guessing gets no faster by asking more (and costs no hashing)."""
 
     def __init__(self, retry_after_s: float) -> None:
-        wait = max(1, math.ceil(retry_after_s))
         super().__init__(
-            "TOO_MANY_LOGIN_ATTEMPTS",
-            f"too many sign-in attempts for this e-mail address; try again in {wait} s",
-            metadata={"retry_after_s": str(wait)},
-            retry_delay_s=wait,
+            "TOO_MANY_LOGIN_ATTEMPTS", "too many sign-in attempts for this e-mail address", retry_after_s
         )
 
 

@@ -83,11 +83,17 @@ async def waiting(hasher: Argon2Hasher, count: int) -> None:
     await eventually(lambda: hasher.waiting == count, what=f"{count} hashes waiting")
 
 
+async def both_threads_busy(hasher: Argon2Hasher, inner: Gated) -> list[asyncio.Task[str]]:
+    """Sign-ups `up0` and `up1` hashing, until let through."""
+    running = [asyncio.create_task(hasher.hash(f"up{i}")) for i in range(2)]
+    await started(inner, 2)
+    return running
+
+
 async def test_sign_ins_take_the_next_thread_before_the_sign_ups_waiting() -> None:
     inner = Gated()
     hasher = Argon2Hasher(inner, at_once=2, wait_s=60)  # type: ignore[arg-type]
-    busy = [asyncio.create_task(hasher.hash(f"up{i}")) for i in range(2)]
-    await started(inner, 2)
+    busy = await both_threads_busy(hasher, inner)
     queued = [asyncio.create_task(hasher.hash(f"up{i}")) for i in (2, 3)]
     await waiting(hasher, 2)
     sign_in = asyncio.create_task(hasher.verify("hashed:in", "in"))
@@ -112,8 +118,7 @@ async def test_a_wait_longer_than_allowed_is_refused_before_any_work() -> None:
     # The running mean starts at 0.25 s a hash, so with two threads each call waiting ahead adds
     # 0.125 s: within 0.1 s the first sign-up to wait is taken (no one ahead), a second refused.
     hasher = Argon2Hasher(inner, at_once=2, wait_s=0.1)  # type: ignore[arg-type]
-    running = [asyncio.create_task(hasher.hash(f"up{i}")) for i in range(2)]
-    await started(inner, 2)
+    running = await both_threads_busy(hasher, inner)
     first_waiting = asyncio.create_task(hasher.hash("up2"))
     await waiting(hasher, 1)
     refused_before = REFUSED.labels("sign_up")._value.get()
@@ -135,8 +140,7 @@ async def test_a_wait_longer_than_allowed_is_refused_before_any_work() -> None:
 async def test_a_caller_that_stops_waiting_leaves_its_place_and_a_thread_is_never_lost() -> None:
     inner = Gated()
     hasher = Argon2Hasher(inner, at_once=2, wait_s=60)  # type: ignore[arg-type]
-    running = [asyncio.create_task(hasher.hash(f"up{i}")) for i in range(2)]
-    await started(inner, 2)
+    running = await both_threads_busy(hasher, inner)
     gone = asyncio.create_task(hasher.hash("gone"))
     kept = asyncio.create_task(hasher.hash("kept"))
     await waiting(hasher, 2)

@@ -229,6 +229,21 @@ def retry_delay_s(error: grpc.aio.AioRpcError) -> int | None:
     return None
 
 
+def refused_for_a_while(error: object, reason: str) -> int:
+    """Check that `error` is RESOURCE_EXHAUSTED for `reason`, saying in its metadata and RetryInfo
+    when to try again; returns that wait, in seconds."""
+    assert isinstance(error, grpc.aio.AioRpcError)
+    assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    info, _ = details_of(error)
+    assert info is not None
+    assert info.reason == reason
+    delay = retry_delay_s(error)
+    assert delay is not None
+    assert delay >= 1
+    assert info.metadata["retry_after_s"] == str(delay)
+    return delay
+
+
 async def test_after_five_password_checks_an_address_is_refused_until_its_window_ends(
     stub: pb_grpc.IdentityServiceAsyncStub, identity: RunningService
 ) -> None:
@@ -239,14 +254,7 @@ async def test_after_five_password_checks_an_address_is_refused_until_its_window
             assert wrong.code() == grpc.StatusCode.UNAUTHENTICATED
         for password in ("wrong-password-123", PASSWORD):  # the right one is not even checked
             refused = await failure(stub.Login(pb.LoginRequest(email=address.upper(), password=password)))
-            assert refused.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
-            info, _ = details_of(refused)
-            assert info is not None
-            assert info.reason == "TOO_MANY_LOGIN_ATTEMPTS"
-            delay = retry_delay_s(refused)
-            assert delay is not None
-            assert 0 < delay <= LOGIN_WINDOW_S
-            assert info.metadata["retry_after_s"] == str(delay)
+            assert refused_for_a_while(refused, "TOO_MANY_LOGIN_ATTEMPTS") <= LOGIN_WINDOW_S
     # Another address is untouched, and a right password forgets the count.
     await register(stub, "juan@example.es")
     for _ in range(LOGIN_ATTEMPTS - 1):
@@ -284,18 +292,6 @@ async def identity_never_queueing(
         yield pb_grpc.IdentityServiceStub(svc.channel)
 
 
-def assert_hashing_busy(error: object) -> None:
-    assert isinstance(error, grpc.aio.AioRpcError)
-    assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
-    info, _ = details_of(error)
-    assert info is not None
-    assert info.reason == "HASHING_BUSY"
-    delay = retry_delay_s(error)
-    assert delay is not None
-    assert delay >= 1
-    assert info.metadata["retry_after_s"] == str(delay)
-
-
 async def test_sign_ups_that_would_wait_too_long_are_refused_and_write_nothing(
     identity_never_queueing: pb_grpc.IdentityServiceAsyncStub,
 ) -> None:
@@ -306,7 +302,7 @@ async def test_sign_ups_that_would_wait_too_long_are_refused_and_write_nothing(
     assert 2 <= len(emails) - len(refused) < len(emails)  # the two hashing were taken, not all
     for outcome in outcomes:
         if isinstance(outcome, BaseException):
-            assert_hashing_busy(outcome)
+            refused_for_a_while(outcome, "HASHING_BUSY")
     for email in refused:  # nothing of a refused sign-up was kept: the address is still free
         assert (await register(stub, email)).email == email
 
@@ -340,7 +336,7 @@ async def test_sign_ins_are_checked_beside_a_burst_of_sign_ups_and_a_refused_che
     assert checked
     assert busy
     for outcome in busy:
-        assert_hashing_busy(outcome)
+        refused_for_a_while(outcome, "HASHING_BUSY")
     # Only the checks made were counted: the address has the rest of its window's checks left.
     for _ in range(LOGIN_ATTEMPTS - len(checked)):
         wrong = await failure(
