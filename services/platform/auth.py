@@ -139,7 +139,6 @@ class RedisRevocations:
             with contextlib.suppress(*REDIS_OUTAGES):
                 await self._redis.publish(self.memory.channel, session_id)
             raise
-        self.memory.remember(session_id, True)
 
     async def missing(self, session_ids: list[str]) -> list[str]:
         """Looked up in Redis itself, with one round trip: a process's memory may still hold what

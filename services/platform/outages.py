@@ -41,6 +41,11 @@ DATABASE_REFUSALS: tuple[type[BaseException], ...] = (
     asyncpg.exceptions.ReadOnlySQLTransactionError,
 )
 
+# PostgreSQL rolled the transaction back for a conflict with a concurrent one (class 40: a deadlock,
+# a serialization failure): it changed nothing and may be tried again at once. An RPC answers it
+# ABORTED; a consumer tries its event again on the same delivery (events/consumer.py).
+DATABASE_CONFLICTS: tuple[type[BaseException], ...] = (asyncpg.exceptions.TransactionRollbackError,)
+
 DEPENDENCY_OUTAGES: tuple[type[BaseException], ...] = (
     *REDIS_OUTAGES,
     *DATABASE_REFUSALS,

@@ -118,8 +118,7 @@ class Argon2Hasher:
     async def _turn(self, purpose: Purpose) -> None:
         """Take a thread, at once or after those waiting ahead; HashingBusyError if they are too
         many. Sign-ins wait behind sign-ins only, sign-ups behind everyone."""
-        first = self._waiting[Purpose.SIGN_IN] if purpose is Purpose.SIGN_IN else None
-        ahead = len(first) if first is not None else self.waiting
+        ahead = len(self._waiting[Purpose.SIGN_IN]) if purpose is Purpose.SIGN_IN else self.waiting
         if self._free > 0 and ahead == 0:
             self._free -= 1
             return

@@ -58,7 +58,7 @@ from services.platform.events.topology import Topology
 from services.platform.events.upcasting import NoUpcastPathError, Upcasters
 from services.platform.flow import flow_scope
 from services.platform.labels import Children
-from services.platform.outages import DATABASE_REFUSALS, DEPENDENCY_OUTAGES
+from services.platform.outages import DATABASE_CONFLICTS, DATABASE_REFUSALS, DEPENDENCY_OUTAGES
 from services.platform.resilience import Backoff, cancel_and_wait, wait_set
 from services.platform.telemetry import tracing_enabled
 
@@ -537,10 +537,7 @@ class QueueConsumer:
         """Whether the handler's `exc` was not the event's (an outage or a refusal to write of the
         database, a conflict with a concurrent transaction) and has been waited out, `held` kept
         meanwhile: the event is to be handled again."""
-        if (
-            isinstance(exc, asyncpg.exceptions.TransactionRollbackError)
-            and retries.conflicts < CONFLICT_RETRIES
-        ):
+        if isinstance(exc, DATABASE_CONFLICTS) and retries.conflicts < CONFLICT_RETRIES:
             retries.conflicts += 1
             self.stats.conflicts += 1
             self._conflicts.inc()

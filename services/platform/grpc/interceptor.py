@@ -20,7 +20,6 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, cast
 
-import asyncpg
 import grpc
 from google.protobuf.message import DecodeError, Message
 from opentelemetry import context as otel_context
@@ -40,7 +39,7 @@ from services.platform.flow import Flow, flow_scope, new_id
 from services.platform.grpc.access_log import AccessLog
 from services.platform.grpc.status import internal_status, to_status
 from services.platform.labels import Children
-from services.platform.outages import DEPENDENCY_OUTAGES
+from services.platform.outages import DATABASE_CONFLICTS, DEPENDENCY_OUTAGES
 from services.platform.telemetry import tracing_enabled
 
 log = logging.getLogger("a4co.access")
@@ -65,14 +64,14 @@ RPC_DURATION = Histogram(
 ANSWERED: tuple[type[BaseException], ...] = (
     A4coError,
     *DEPENDENCY_OUTAGES,
-    asyncpg.exceptions.TransactionRollbackError,
+    *DATABASE_CONFLICTS,
 )
 
 
 def dependency_failure(method: str, exc: BaseException) -> A4coError:
     """The answer to a dependency failing under a call: the caller may retry later, or at once
     when its transaction was rolled back for a conflict with another."""
-    if isinstance(exc, asyncpg.exceptions.TransactionRollbackError):
+    if isinstance(exc, DATABASE_CONFLICTS):
         log.warning("%s: the transaction conflicted with another: %r", method, exc)
         return AbortedError(
             "TRANSACTION_CONFLICT", "the call conflicted with a concurrent one and changed nothing; try again"

@@ -163,6 +163,19 @@ def record_effect(replica: str = "r1") -> Handler:
     return handler
 
 
+def refusing_as_disk_full(table: str, operation: str) -> tuple[str, str]:
+    """SQL that makes every `operation` (INSERT, DELETE…) on `table` fail as PostgreSQL fails on a
+    full disk (SQLSTATE 53100) while everything else works, and SQL that undoes it."""
+    refuse = (
+        "CREATE FUNCTION refuse_disk_full() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN"
+        " RAISE EXCEPTION 'could not extend file \"base/16384/16400\": No space left on device'"
+        " USING ERRCODE = 'disk_full'; END $$;"
+        f" CREATE TRIGGER refuse_disk_full BEFORE {operation} ON {table}"
+        " FOR EACH ROW EXECUTE FUNCTION refuse_disk_full()"
+    )
+    return refuse, f"DROP TRIGGER refuse_disk_full ON {table}; DROP FUNCTION refuse_disk_full()"
+
+
 @contextlib.asynccontextmanager
 async def running(relay: OutboxRelay) -> AsyncIterator[OutboxRelay]:
     task = asyncio.create_task(relay.run())

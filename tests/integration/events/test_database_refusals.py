@@ -11,7 +11,7 @@ import asyncpg
 from a4co.orders.events.v1 import order_events_pb2
 from services.platform.events.consumer import QueueConsumer
 from services.platform.local_servers import LocalServers
-from tests.integration.events.rig import Rig, order_created, record_effect
+from tests.integration.events.rig import Rig, order_created, record_effect, refusing_as_disk_full
 from tests.support.servers import stoppable
 from tests.support.waiting import eventually
 
@@ -19,26 +19,16 @@ from tests.support.waiting import eventually
 # reports keep it past ack_wait, and past the 0.2 + 0.4 s its three deliveries would have taken.
 REPORTS_PAST_ACK_WAIT = 6
 
-REFUSE_DISK_FULL = """
-CREATE FUNCTION refuse_disk_full() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN
-    RAISE EXCEPTION 'could not extend file "base/16384/16400": No space left on device'
-        USING ERRCODE = 'disk_full';
-END $$;
-CREATE TRIGGER refuse_disk_full BEFORE INSERT ON effects
-    FOR EACH ROW EXECUTE FUNCTION refuse_disk_full();
-"""
-
 
 @contextlib.asynccontextmanager
 async def disk_full(pool: asyncpg.Pool) -> AsyncIterator[None]:
-    """Every insert into the consumer's `effects` refused as PostgreSQL refuses it on a full disk
-    (SQLSTATE 53100), while everything else works."""
-    await pool.execute(REFUSE_DISK_FULL)
+    """Every insert into the consumer's `effects` refused as PostgreSQL refuses it on a full disk."""
+    refuse, allow = refusing_as_disk_full("effects", "INSERT")
+    await pool.execute(refuse)
     try:
         yield
     finally:
-        await pool.execute("DROP TRIGGER refuse_disk_full ON effects; DROP FUNCTION refuse_disk_full()")
+        await pool.execute(allow)
 
 
 @contextlib.asynccontextmanager

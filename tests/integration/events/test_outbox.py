@@ -22,7 +22,7 @@ from services.platform.db import Connection
 from services.platform.events.consumer import QueueConsumer
 from services.platform.events.outbox import OutboxRelay, OutboxWriter, notify_channel
 from services.platform.local_servers import LocalServers
-from tests.integration.events.rig import Rig, order_created, record_effect, running
+from tests.integration.events.rig import Rig, order_created, record_effect, refusing_as_disk_full, running
 from tests.support.servers import stoppable, stopped
 from tests.support.waiting import eventually
 
@@ -468,18 +468,13 @@ async def test_a_relay_whose_deletes_are_refused_backs_off_further_and_publishes
     connects again: its pauses grow with its backoff instead of starting over at each connection,
     and once the delete is taken the event has been handled once."""
     consumer = await rig.consumer("payments", {order_events_pb2.OrderCreated: record_effect()})
-    await rig.pool.execute(
-        "CREATE FUNCTION refuse_disk_full() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN"
-        " RAISE EXCEPTION 'could not extend file: No space left on device' USING ERRCODE = 'disk_full';"
-        " END $$;"
-        " CREATE TRIGGER refuse_disk_full BEFORE DELETE ON outbox"
-        " FOR EACH ROW EXECUTE FUNCTION refuse_disk_full()"
-    )
+    refuse, allow = refusing_as_disk_full("outbox", "DELETE")
+    await rig.pool.execute(refuse)
     await rig.commit(order_created("o-refused"), "o-refused")
     caplog.set_level(logging.WARNING, logger="services.platform.events.outbox")
     async with running(rig.relay()) as relay:
         await eventually(lambda: relay.stats.failures >= 3, timeout=30, what="three refused deletes")
-        await rig.pool.execute("DROP TRIGGER refuse_disk_full ON outbox; DROP FUNCTION refuse_disk_full()")
+        await rig.pool.execute(allow)
         await eventually(lambda: relay.stats.published == 1, timeout=30, what="the event published")
     pauses = [float(m) for m in re.findall(r"No space left on device.*retrying in ([\d.]+) s", caplog.text)]
     assert len(pauses) >= 3
