@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 from services.notifications import handlers, subscriptions
+from services.notifications.adapters.live import LiveNotifications
 from services.notifications.adapters.transports import (
     FileTransport,
     GuardedTransport,
@@ -35,14 +36,16 @@ async def build(infra: Infrastructure) -> ServiceParts:
         transport=GuardedTransport(transport()),
         prefix=infra.settings.prefix,
     )
+    live = LiveNotifications(infra.redis, deps.channel)
     return ServiceParts(
-        registrations=[registration(deps)],
+        registrations=[registration(deps, live)],
         policies=POLICIES,
         subscriptions=bind(subscriptions.HANDLERS, infra.registry, deps),
         background=[
             functools.partial(
                 handlers.deliver_again, deps, float(os.environ.get("A4CO_DELIVERY_RETRY_S", "5"))
-            )
+            ),
+            live.follow,
         ],
     )
 

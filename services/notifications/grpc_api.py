@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import grpc
@@ -9,6 +11,7 @@ import grpc
 from a4co.notifications.v1 import notifications_service_pb2 as pb
 from a4co.notifications.v1 import notifications_service_pb2_grpc as pb_grpc
 from services.notifications import handlers
+from services.notifications.adapters.live import LiveNotifications
 from services.platform.auth import current_principal
 from services.platform.grpc.interceptor import MethodPolicy
 from services.platform.grpc.server import Registration
@@ -28,14 +31,51 @@ def check_list(request: pb.ListNotificationsRequest) -> None:
     v.raise_if_any()
 
 
-POLICIES = {f"/{SERVICE}/ListNotifications": MethodPolicy(validator=check_list)}
+# How far back a stream's start may be; older messages are listed by ListNotifications.
+WATCH_SINCE_AT_MOST = timedelta(days=30)
+# A stream also sends what was created this long before its start: a message is created before its
+# transaction commits, so one created just before a client's last message may be stored after it.
+WATCH_LOOKBACK = timedelta(seconds=30)
+
+
+def check_watch(request: pb.WatchNotificationsRequest) -> None:
+    """A start_time that is a time, and within the last 30 days."""
+    v = Violations()
+    if request.HasField("start_time") and v.timestamp(request.start_time, "start_time"):
+        v.check(
+            request.start_time.ToDatetime(tzinfo=UTC) >= datetime.now(UTC) - WATCH_SINCE_AT_MOST,
+            "start_time",
+            "must be within the last 30 days (ListNotifications lists older messages)",
+        )
+    v.raise_if_any()
+
+
+POLICIES = {
+    f"/{SERVICE}/ListNotifications": MethodPolicy(validator=check_list),
+    f"/{SERVICE}/WatchNotifications": MethodPolicy(validator=check_watch),
+}
+
+
+def notification(n: handlers.Stored) -> pb.Notification:
+    """A stored notification as the API shows it."""
+    return pb.Notification(
+        notification_id=n.notification_id,
+        recipient_id=n.recipient_id,
+        topic=n.topic,
+        title=n.title,
+        body=n.body,
+        subject_id=n.subject_id,
+        event_id=n.event_id,
+        create_time=to_timestamp(n.created_at),
+    )
 
 
 class NotificationsServicer(pb_grpc.NotificationsServiceServicer):
     """The NotificationsService RPCs."""
 
-    def __init__(self, deps: handlers.Deps) -> None:
+    def __init__(self, deps: handlers.Deps, live: LiveNotifications) -> None:
         self.deps = deps
+        self.live = live
 
     async def ListNotifications(
         self, request: pb.ListNotificationsRequest, context: Context
@@ -45,26 +85,35 @@ class NotificationsServicer(pb_grpc.NotificationsServiceServicer):
         found = await handlers.list_for(self.deps, current_principal(), offset, size + 1)
         token = next_token(offset, size, len(found) > size)
         return pb.ListNotificationsResponse(
-            notifications=[
-                pb.Notification(
-                    notification_id=n.notification_id,
-                    recipient_id=n.recipient_id,
-                    topic=n.topic,
-                    title=n.title,
-                    body=n.body,
-                    subject_id=n.subject_id,
-                    event_id=n.event_id,
-                    create_time=to_timestamp(n.created_at),
-                )
-                for n in found[:size]
-            ],
-            next_page_token=token,
+            notifications=[notification(n) for n in found[:size]], next_page_token=token
         )
 
+    async def WatchNotifications(
+        self, request: pb.WatchNotificationsRequest, context: Context
+    ) -> AsyncIterator[pb.WatchNotificationsResponse]:
+        """The caller's notifications since start_time, then each new one (see the .proto).
 
-def registration(deps: handlers.Deps) -> Registration:
+        The live subscription is confirmed before the stored ones are read: whatever is stored
+        after the read is pushed to it. One stored and pushed about the read's time comes both
+        ways, and is sent once."""
+        principal = current_principal()
+        async with self.live.watch(principal.user_id) as live:
+            sent: set[str] = set()
+            if request.HasField("start_time"):
+                since = request.start_time.ToDatetime(tzinfo=UTC) - WATCH_LOOKBACK
+                async for stored in handlers.stored_since(self.deps, principal, since):
+                    sent.add(stored.notification_id)
+                    yield pb.WatchNotificationsResponse(notification=notification(stored))
+            while True:
+                pushed = handlers.pushed(await live.next())
+                if pushed is None or pushed.notification_id in sent:
+                    continue
+                yield pb.WatchNotificationsResponse(notification=notification(pushed))
+
+
+def registration(deps: handlers.Deps, live: LiveNotifications) -> Registration:
     """How the runtime serves notifications."""
-    servicer = NotificationsServicer(deps)
+    servicer = NotificationsServicer(deps, live)
     return Registration(
         SERVICE, lambda server: pb_grpc.add_NotificationsServiceServicer_to_server(servicer, server)
     )

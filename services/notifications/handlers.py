@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Awaitable, Callable
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -232,6 +233,19 @@ def _document(row: asyncpg.Record) -> dict[str, Any]:
     }
 
 
+def _stored(row: asyncpg.Record) -> Stored:
+    return Stored(
+        str(row["notification_id"]),
+        row["recipient_id"],
+        row["topic"],
+        row["title"],
+        row["body"],
+        row["subject_id"],
+        str(row["event_id"]),
+        row["created_at"],
+    )
+
+
 async def list_for(deps: Deps, principal: Principal, offset: int, limit: int) -> list[Stored]:
     """The caller's notifications, newest first."""
     rows = await deps.pool.fetch(
@@ -241,16 +255,45 @@ async def list_for(deps: Deps, principal: Principal, offset: int, limit: int) ->
         limit,
         offset,
     )
-    return [
-        Stored(
-            str(r["notification_id"]),
-            r["recipient_id"],
-            r["topic"],
-            r["title"],
-            r["body"],
-            r["subject_id"],
-            str(r["event_id"]),
-            r["created_at"],
+    return [_stored(r) for r in rows]
+
+
+async def stored_since(
+    deps: Deps, principal: Principal, since: datetime, chunk: int = 100
+) -> AsyncIterator[Stored]:
+    """The caller's notifications created at or after `since`, oldest first, read `chunk` at a
+    time (each chunk after the last one read, so that all are read once however many there are)."""
+    after: tuple[datetime, uuid.UUID] = (since, uuid.UUID(int=0))  # before any id at `since`
+    while True:
+        rows = await deps.pool.fetch(
+            "SELECT * FROM notifications WHERE recipient_id = $1"
+            " AND (created_at, notification_id) > ($2, $3) ORDER BY created_at, notification_id LIMIT $4",
+            principal.user_id,
+            *after,
+            chunk,
         )
-        for r in rows
-    ]
+        for row in rows:
+            yield _stored(row)
+        if len(rows) < chunk:
+            return
+        after = (rows[-1]["created_at"], rows[-1]["notification_id"])
+
+
+def pushed(document: str) -> Stored | None:
+    """A notification as pushed on its recipient's channel (`_document`); None, logged, for
+    anything else published there."""
+    try:
+        fields = json.loads(document)
+        return Stored(
+            str(fields["notification_id"]),
+            str(fields["recipient_id"]),
+            str(fields["topic"]),
+            str(fields["title"]),
+            str(fields["body"]),
+            str(fields["subject_id"]),
+            str(fields["event_id"]),
+            datetime.fromisoformat(fields["create_time"]),
+        )
+    except (ValueError, KeyError, TypeError) as exc:
+        log.warning("ignored a message on a notifications channel (%r): %.200r", exc, document)
+        return None

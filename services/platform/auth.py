@@ -247,6 +247,11 @@ class TokenVerifier:
             raise UnauthenticatedError("TOKEN_REVOKED", "the session of this token has ended")
         return principal
 
+    def valid_until(self, principal: Principal) -> float:
+        """When `principal`'s token stops being accepted (epoch seconds): its expiry and the
+        leeway allowed for clocks apart."""
+        return principal.expires_at + self._leeway_s
+
     def _decode(self, token: str) -> Principal:
         """Signature, audience, issuer, expiry and required claims of a token not seen before."""
         try:

@@ -215,6 +215,7 @@ class ServiceRunner:
             service_label=settings.service,
             address=grpc_address,
             max_concurrent_rpcs=settings.max_concurrent_rpcs,
+            max_streams=settings.max_streams,
             acceptors=settings.grpc_acceptors,
         )
         self.relay = OutboxRelay(

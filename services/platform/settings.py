@@ -56,6 +56,8 @@ class Settings:
     peers: Mapping[str, str] = field(default_factory=dict)
     # Calls served at once; more are refused with RESOURCE_EXHAUSTED (shed, not queued).
     max_concurrent_rpcs: int = 256
+    # Server-streaming calls open at once; more are refused with RESOURCE_EXHAUSTED.
+    max_streams: int = 1000
     # Calls of each method the gRPC server takes from its queue at once (decision 24).
     grpc_acceptors: int = 4
 
@@ -89,6 +91,7 @@ class Settings:
                 if key.startswith("A4CO_PEER_") and value
             },
             max_concurrent_rpcs=int(env.get("A4CO_MAX_CONCURRENT_RPCS", "256")),
+            max_streams=int(env.get("A4CO_MAX_STREAMS", "1000")),
             grpc_acceptors=_at_least_one(env, "A4CO_GRPC_ACCEPTORS", 4),
         )
 

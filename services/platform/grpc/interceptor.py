@@ -1,5 +1,11 @@
-"""The platform layer every service runs around each unary call: flow, authentication,
-validation, errors, metrics and a JSON access log (written in batches: `access_log.py`).
+"""The platform layer every service runs around each call: flow, authentication, validation,
+errors, metrics and a JSON access log (written in batches: `access_log.py`).
+
+A server-streaming call has the same layer, and three rules of its own: it is not one of the calls
+in flight that `max_in_flight` bounds but one of at most `max_streams` open streams; it lives no
+longer than its caller's token (checked again every `stream_recheck_s`, so a Logout ends it
+within that time); and it ends with UNAVAILABLE as soon as the server begins to stop, instead of
+holding the stop for its grace period.
 
 Per-method behaviour is data: a `MethodPolicy` says whether the method is public, which roles may
 call it and which validator checks its request before the handler runs.
@@ -13,10 +19,11 @@ CPU under CheckStock load (docs/performance-history.md).
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import functools
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -24,7 +31,7 @@ import grpc
 from google.protobuf.message import DecodeError, Message
 from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
 from services.platform.auth import Principal, Role, TokenVerifier, principal_scope
 from services.platform.errors import (
@@ -42,6 +49,8 @@ from services.platform.labels import Children
 from services.platform.outages import DATABASE_CONFLICTS, DEPENDENCY_OUTAGES
 from services.platform.telemetry import tracing_enabled
 
+FIRST = asyncio.FIRST_COMPLETED
+
 log = logging.getLogger("a4co.access")
 
 RPC_HANDLED = Counter(
@@ -53,10 +62,21 @@ RPC_HANDLED = Counter(
 RPC_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.15, 0.2, 0.5, 1.0, 2.5)
 RPC_DURATION = Histogram(
     "a4co_grpc_server_handling_seconds",
-    "Time to handle an RPC on the server.",
+    "Time to handle a unary RPC on the server.",
     ["service", "method"],
     buckets=RPC_BUCKETS,
 )
+STREAMS_OPEN = Gauge(
+    "a4co_grpc_server_streams", "Server-streaming RPCs open now, by method.", ["service", "method"]
+)
+STREAM_MESSAGES = Counter(
+    "a4co_grpc_server_stream_messages_sent_total",
+    "Messages sent on server-streaming RPCs, by method.",
+    ["service", "method"],
+)
+# A stream's caller is checked again this often (its session may have ended), and at its token's
+# expiry.
+STREAM_RECHECK_S = 5.0
 
 # What a call is answered with a status for: the platform's typed errors, the outages of
 # PostgreSQL and Redis (UNAVAILABLE), and transactions PostgreSQL rolled back for a conflict with
@@ -83,6 +103,7 @@ def dependency_failure(method: str, exc: BaseException) -> A4coError:
 Validator = Callable[[Any], None]
 Context = grpc.aio.ServicerContext[Any, Any]
 Behavior = Callable[[Any, Context], Awaitable[Message]]
+StreamBehavior = Callable[[Any, Context], AsyncIterator[Message]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,7 +155,8 @@ def bearer_token(metadata: Mapping[str, str]) -> str | None:
 
 
 class PlatformInterceptor:
-    """Wraps every unary method listed in `policies`; other methods (health, reflection) pass."""
+    """Wraps every unary and server-streaming method listed in `policies`; other methods (health,
+    reflection) pass."""
 
     def __init__(
         self,
@@ -159,20 +181,36 @@ class PlatformInterceptor:
         # the calls its main loop takes, not those the acceptors take (decision 24).
         self.max_in_flight: int | None = None
         self.in_flight = 0
+        self.max_streams: int | None = None  # streams open at once (set by the server)
+        self.stream_recheck_s = STREAM_RECHECK_S
+        self.streams = 0
+        self.stopping = asyncio.Event()  # set when the server begins to stop: streams end
+        self._streams_open = Children(STREAMS_OPEN, service)  # by method
+        self._stream_messages = Children(STREAM_MESSAGES, service)  # by method
 
     def wrap(self, method: str, handler: grpc.RpcMethodHandler[Any, Any]) -> grpc.RpcMethodHandler[Any, Any]:
         """The handler of `method` ("/package.Service/Method") with the platform around it."""
         policy = self.policies.get(method)
-        if policy is None or handler.unary_unary is None:
+        if policy is None:
             return handler
-        behavior = cast(Behavior, handler.unary_unary)
-        wrapped = functools.partial(self._handle, behavior, method, policy)
         parse = handler.request_deserializer
-        return grpc.unary_unary_rpc_method_handler(
-            wrapped,
-            request_deserializer=_tolerant(parse) if parse is not None else None,
-            response_serializer=handler.response_serializer,
-        )
+        deserializer = _tolerant(parse) if parse is not None else None
+        if handler.unary_unary is not None:
+            behavior = cast(Behavior, handler.unary_unary)
+            return grpc.unary_unary_rpc_method_handler(
+                functools.partial(self._handle, behavior, method, policy),
+                request_deserializer=deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        if handler.unary_stream is not None:
+            streams = cast(StreamBehavior, handler.unary_stream)
+            return grpc.unary_stream_rpc_method_handler(
+                functools.partial(self._handle_stream, streams, method, policy),
+                request_deserializer=deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        # Serving it unwrapped would skip authentication: refuse to start instead.
+        raise ValueError(f"{method}: the platform serves unary and server-streaming methods only")
 
     async def _handle(
         self,
@@ -183,16 +221,8 @@ class PlatformInterceptor:
         context: Context,
     ) -> Message:
         started = time.perf_counter()
-        metadata = {k: v for k, v in context.invocation_metadata() or () if isinstance(v, str)}
-        # The call itself is the cause of whatever it publishes: "<Method>/<call id>"; a call that
-        # starts a flow gives it its own id, as Flow.new does.
-        call_id = new_id()
-        correlation = caller_correlation(metadata.get("x-correlation-id")) or call_id
-        flow = Flow(correlation, f"{method.rsplit('/', 1)[-1]}/{call_id}")
+        metadata, flow, remote = self._opening(method, context)
         code, principal, error_reason = grpc.StatusCode.OK, None, ""
-        remote = None
-        if self.propagate_only and "traceparent" in metadata:
-            remote = otel_context.attach(propagate.extract(metadata))
         self.in_flight += 1
         try:
             if self.max_in_flight is not None and self.in_flight > self.max_in_flight:
@@ -212,9 +242,8 @@ class PlatformInterceptor:
                     policy.validator(request)
                 return await behavior(request, context)
         except ANSWERED as exc:
-            err = exc if isinstance(exc, A4coError) else dependency_failure(method, exc)
-            status = to_status(err, self.domain)
-            code, error_reason = status.code, err.reason
+            status, error_reason = self._status_of(method, exc)
+            code = status.code
             await context.abort_with_status(status)
             raise  # abort_with_status raises; this keeps type checkers content
         except asyncio.CancelledError:
@@ -224,15 +253,140 @@ class PlatformInterceptor:
             code = context.code() or grpc.StatusCode.UNKNOWN
             raise
         except Exception:
-            log.exception("unexpected error in %s", method)
-            code = grpc.StatusCode.INTERNAL
-            await context.abort_with_status(internal_status(self.domain))
+            status, error_reason = self._status_of(method, None)
+            code = status.code
+            await context.abort_with_status(status)
             raise
         finally:
             self.in_flight -= 1
             self._observe(method, code, time.perf_counter() - started, flow, principal, error_reason)
             if remote is not None:
                 otel_context.detach(remote)
+
+    async def _handle_stream(
+        self,
+        behavior: StreamBehavior,
+        method: str,
+        policy: MethodPolicy,
+        request: Message | Malformed,
+        context: Context,
+    ) -> AsyncIterator[Message]:
+        started = time.perf_counter()
+        metadata, flow, remote = self._opening(method, context)
+        code, principal, error_reason = grpc.StatusCode.OK, None, ""
+        short, opened = method.rsplit("/", 1)[-1], False
+        try:
+            if self.max_streams is not None and self.streams >= self.max_streams:
+                raise ResourceExhaustedError(
+                    "TOO_MANY_STREAMS", f"{self.service} has as many streams open as it may; try again later"
+                )
+            token = bearer_token(metadata)
+            if token is not None or not policy.public:
+                principal = await self._authenticate(policy, token)
+                flow = Flow(flow.correlation_id, flow.causation_id, principal.user_id if principal else "")
+            with principal_scope(principal), flow_scope(flow):
+                if isinstance(request, Malformed):
+                    raise InvalidArgumentError(
+                        [], "MALFORMED_REQUEST", f"malformed request: {request.detail}"
+                    )
+                if policy.validator is not None:
+                    policy.validator(request)
+                self.streams, opened = self.streams + 1, True
+                self._streams_open(short).inc()
+                sent = self._stream_messages(short)
+                async for message in self._kept_open(behavior(request, context), principal):
+                    sent.inc()
+                    yield message
+        except ANSWERED as exc:
+            status, error_reason = self._status_of(method, exc)
+            code = status.code
+            await context.abort_with_status(status)
+            raise
+        except asyncio.CancelledError:
+            code = grpc.StatusCode.CANCELLED
+            raise
+        except grpc.aio.AbortError:
+            code = context.code() or grpc.StatusCode.UNKNOWN
+            raise
+        except Exception:
+            status, error_reason = self._status_of(method, None)
+            code = status.code
+            await context.abort_with_status(status)
+            raise
+        finally:
+            if opened:
+                self.streams -= 1
+                self._streams_open(short).dec()
+            seconds = time.perf_counter() - started
+            self._observe(method, code, seconds, flow, principal, error_reason, stream=True)
+            if remote is not None:
+                otel_context.detach(remote)
+
+    async def _kept_open(
+        self, messages: AsyncIterator[Message], principal: Principal | None
+    ) -> AsyncIterator[Message]:
+        """`messages` until they end, the server begins to stop (UnavailableError), or the
+        caller's token expires or its session ends (UnauthenticatedError)."""
+        stopping = asyncio.ensure_future(self.stopping.wait())
+        try:
+            while True:
+                step = asyncio.ensure_future(anext(messages))
+                try:
+                    while not step.done():
+                        wait_s = self.stream_recheck_s
+                        if principal is not None and self.verifier is not None:
+                            # A moment past the expiry, so that the check after the wait fails.
+                            wait_s = min(wait_s, self.verifier.valid_until(principal) - time.time() + 0.01)
+                        await asyncio.wait((step, stopping), timeout=max(wait_s, 0.0), return_when=FIRST)
+                        if step.done():
+                            break
+                        if stopping.done():
+                            raise UnavailableError(
+                                "SERVICE_STOPPING", f"{self.service} is stopping; call again"
+                            )
+                        if principal is not None and self.verifier is not None:
+                            await self.verifier.verify(principal.token)
+                finally:
+                    if not step.done():
+                        step.cancel()
+                        await asyncio.wait((step,))
+                if step.cancelled():
+                    raise asyncio.CancelledError
+                try:
+                    message = step.result()
+                except StopAsyncIteration:
+                    return
+                yield message
+        finally:
+            stopping.cancel()
+            aclose = getattr(messages, "aclose", None)
+            if aclose is not None:
+                await aclose()
+
+    def _opening(
+        self, method: str, context: Context
+    ) -> tuple[dict[str, str], Flow, contextvars.Token[otel_context.Context] | None]:
+        """A call's metadata, its flow, and the caller's trace context if attached here."""
+        metadata = {k: v for k, v in context.invocation_metadata() or () if isinstance(v, str)}
+        # The call itself is the cause of whatever it publishes: "<Method>/<call id>"; a call that
+        # starts a flow gives it its own id, as Flow.new does.
+        call_id = new_id()
+        correlation = caller_correlation(metadata.get("x-correlation-id")) or call_id
+        flow = Flow(correlation, f"{method.rsplit('/', 1)[-1]}/{call_id}")
+        remote = None
+        if self.propagate_only and "traceparent" in metadata:
+            remote = otel_context.attach(propagate.extract(metadata))
+        return metadata, flow, remote
+
+    def _status_of(self, method: str, exc: BaseException | None) -> tuple[grpc.Status, str]:
+        """The status a call ends with for `exc` (one of ANSWERED), and its reason; INTERNAL,
+        logged, for an unexpected error (None, from within its `except`). The caller aborts with
+        it, which raises; its own `raise` after the abort only reassures type checkers."""
+        if exc is None:
+            log.exception("unexpected error in %s", method)
+            return internal_status(self.domain), ""
+        err = exc if isinstance(exc, A4coError) else dependency_failure(method, exc)
+        return to_status(err, self.domain), err.reason
 
     async def _authenticate(self, policy: MethodPolicy, token: str | None) -> Principal | None:
         if token is None or self.verifier is None:
@@ -254,10 +408,13 @@ class PlatformInterceptor:
         flow: Flow,
         principal: Principal | None,
         error_reason: str,
+        *,
+        stream: bool = False,
     ) -> None:
         short, name = method.rsplit("/", 1)[-1], code.name
         self._handled(short, name).inc()
-        self._durations(short).observe(seconds)
+        if not stream:  # a stream's time is how long its client kept it, not a latency
+            self._durations(short).observe(seconds)
         if not self.access_log.enabled:
             return
         self.access_log.add(

@@ -147,6 +147,7 @@ class GrpcServer:
         address: str = "127.0.0.1:0",
         health_interval_s: float = 1.0,
         max_concurrent_rpcs: int | None = None,
+        max_streams: int | None = None,
         acceptors: int = 4,
     ) -> None:
         # The OpenTelemetry interceptor only when spans are recorded: it costs every call.
@@ -163,6 +164,7 @@ class GrpcServer:
         # and every queued caller waits past its deadline anyway). The interceptor counts them:
         # gRPC's own limit would miss the calls the acceptors take.
         interceptor.max_in_flight = max_concurrent_rpcs
+        interceptor.max_streams = max_streams
         served: dict[str, grpc.RpcMethodHandler[Any, Any]] = {}
         for registration in registrations:
             collected = _Collector()
@@ -213,6 +215,7 @@ class GrpcServer:
         """Graceful stop: report NOT_SERVING, refuse new calls, let in-flight calls finish."""
         await self.monitor.stop()
         await self.health.enter_graceful_shutdown()
+        self.interceptor.stopping.set()  # open streams end now, instead of holding the stop
         await self.server.stop(grace_s)
         await self.acceptors.stop()
         self.interceptor.access_log.flush()  # the lines of the last calls

@@ -42,6 +42,11 @@ class NotificationsServiceStub:
                 request_serializer=a4co_dot_notifications_dot_v1_dot_notifications__service__pb2.ListNotificationsRequest.SerializeToString,
                 response_deserializer=a4co_dot_notifications_dot_v1_dot_notifications__service__pb2.ListNotificationsResponse.FromString,
                 _registered_method=True)
+        self.WatchNotifications = channel.unary_stream(
+                '/a4co.notifications.v1.NotificationsService/WatchNotifications',
+                request_serializer=a4co_dot_notifications_dot_v1_dot_notifications__service__pb2.WatchNotificationsRequest.SerializeToString,
+                response_deserializer=a4co_dot_notifications_dot_v1_dot_notifications__service__pb2.WatchNotificationsResponse.FromString,
+                _registered_method=True)
 
 
 class NotificationsServiceServicer:
@@ -57,6 +62,24 @@ class NotificationsServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def WatchNotifications(self, request, context):
+        """WatchNotifications streams the caller's messages as they are stored: first,
+        when start_time is set, those stored since then, oldest first; then each
+        new one, within moments of its storing. The stream stays open until the
+        client cancels it, or ends with UNAUTHENTICATED when the access token
+        expires or its session ends (within 5 s of a Logout), with UNAVAILABLE
+        when the service stops or loses Redis (reason SERVICE_STOPPING or
+        DEPENDENCY_UNAVAILABLE), and with RESOURCE_EXHAUSTED when the client reads
+        more slowly than its messages come (WATCHER_FELL_BEHIND) or too many
+        streams are open (TOO_MANY_STREAMS). A client resumes by watching again
+        with start_time set to the create_time of the last message it received;
+        it may then get a message it already has, and skips a notification_id it
+        knows.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_NotificationsServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -64,6 +87,11 @@ def add_NotificationsServiceServicer_to_server(servicer, server):
                     servicer.ListNotifications,
                     request_deserializer=a4co_dot_notifications_dot_v1_dot_notifications__service__pb2.ListNotificationsRequest.FromString,
                     response_serializer=a4co_dot_notifications_dot_v1_dot_notifications__service__pb2.ListNotificationsResponse.SerializeToString,
+            ),
+            'WatchNotifications': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchNotifications,
+                    request_deserializer=a4co_dot_notifications_dot_v1_dot_notifications__service__pb2.WatchNotificationsRequest.FromString,
+                    response_serializer=a4co_dot_notifications_dot_v1_dot_notifications__service__pb2.WatchNotificationsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -96,6 +124,33 @@ class NotificationsService:
             '/a4co.notifications.v1.NotificationsService/ListNotifications',
             a4co_dot_notifications_dot_v1_dot_notifications__service__pb2.ListNotificationsRequest.SerializeToString,
             a4co_dot_notifications_dot_v1_dot_notifications__service__pb2.ListNotificationsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchNotifications(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/a4co.notifications.v1.NotificationsService/WatchNotifications',
+            a4co_dot_notifications_dot_v1_dot_notifications__service__pb2.WatchNotificationsRequest.SerializeToString,
+            a4co_dot_notifications_dot_v1_dot_notifications__service__pb2.WatchNotificationsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -38,6 +38,20 @@ class NotificationsServiceStub:
     def __new__(cls, channel: _aio.Channel) -> NotificationsServiceAsyncStub: ...
     ListNotifications: _grpc.UnaryUnaryMultiCallable[_notifications_service_pb2.ListNotificationsRequest, _notifications_service_pb2.ListNotificationsResponse]
     """ListNotifications lists the caller's messages, newest first."""
+    WatchNotifications: _grpc.UnaryStreamMultiCallable[_notifications_service_pb2.WatchNotificationsRequest, _notifications_service_pb2.WatchNotificationsResponse]
+    """WatchNotifications streams the caller's messages as they are stored: first,
+    when start_time is set, those stored since then, oldest first; then each
+    new one, within moments of its storing. The stream stays open until the
+    client cancels it, or ends with UNAUTHENTICATED when the access token
+    expires or its session ends (within 5 s of a Logout), with UNAVAILABLE
+    when the service stops or loses Redis (reason SERVICE_STOPPING or
+    DEPENDENCY_UNAVAILABLE), and with RESOURCE_EXHAUSTED when the client reads
+    more slowly than its messages come (WATCHER_FELL_BEHIND) or too many
+    streams are open (TOO_MANY_STREAMS). A client resumes by watching again
+    with start_time set to the create_time of the last message it received;
+    it may then get a message it already has, and skips a notification_id it
+    knows.
+    """
 
 @_typing.type_check_only
 class NotificationsServiceAsyncStub(NotificationsServiceStub):
@@ -49,6 +63,20 @@ class NotificationsServiceAsyncStub(NotificationsServiceStub):
     def __init__(self, channel: _aio.Channel) -> None: ...
     ListNotifications: _aio.UnaryUnaryMultiCallable[_notifications_service_pb2.ListNotificationsRequest, _notifications_service_pb2.ListNotificationsResponse]  # type: ignore[assignment]
     """ListNotifications lists the caller's messages, newest first."""
+    WatchNotifications: _aio.UnaryStreamMultiCallable[_notifications_service_pb2.WatchNotificationsRequest, _notifications_service_pb2.WatchNotificationsResponse]  # type: ignore[assignment]
+    """WatchNotifications streams the caller's messages as they are stored: first,
+    when start_time is set, those stored since then, oldest first; then each
+    new one, within moments of its storing. The stream stays open until the
+    client cancels it, or ends with UNAUTHENTICATED when the access token
+    expires or its session ends (within 5 s of a Logout), with UNAVAILABLE
+    when the service stops or loses Redis (reason SERVICE_STOPPING or
+    DEPENDENCY_UNAVAILABLE), and with RESOURCE_EXHAUSTED when the client reads
+    more slowly than its messages come (WATCHER_FELL_BEHIND) or too many
+    streams are open (TOO_MANY_STREAMS). A client resumes by watching again
+    with start_time set to the create_time of the last message it received;
+    it may then get a message it already has, and skips a notification_id it
+    knows.
+    """
 
 class NotificationsServiceServicer(metaclass=_abc_1.ABCMeta):
     """NotificationsService shows users the messages the marketplace sent them.
@@ -63,5 +91,25 @@ class NotificationsServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_notifications_service_pb2.ListNotificationsResponse, _abc.Awaitable[_notifications_service_pb2.ListNotificationsResponse]]:
         """ListNotifications lists the caller's messages, newest first."""
+
+    @_abc_1.abstractmethod
+    def WatchNotifications(
+        self,
+        request: _notifications_service_pb2.WatchNotificationsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_notifications_service_pb2.WatchNotificationsResponse], _abc.AsyncIterator[_notifications_service_pb2.WatchNotificationsResponse]]:
+        """WatchNotifications streams the caller's messages as they are stored: first,
+        when start_time is set, those stored since then, oldest first; then each
+        new one, within moments of its storing. The stream stays open until the
+        client cancels it, or ends with UNAUTHENTICATED when the access token
+        expires or its session ends (within 5 s of a Logout), with UNAVAILABLE
+        when the service stops or loses Redis (reason SERVICE_STOPPING or
+        DEPENDENCY_UNAVAILABLE), and with RESOURCE_EXHAUSTED when the client reads
+        more slowly than its messages come (WATCHER_FELL_BEHIND) or too many
+        streams are open (TOO_MANY_STREAMS). A client resumes by watching again
+        with start_time set to the create_time of the last message it received;
+        it may then get a message it already has, and skips a notification_id it
+        knows.
+        """
 
 def add_NotificationsServiceServicer_to_server(servicer: NotificationsServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
