@@ -75,6 +75,10 @@ EVENTS: list[Panel] = [
         ("{{outcome}}", "sum by (outcome) (rate(a4co_notification_deliveries_total[5m]))"),
     ], "ops"),
     ("Notifications waiting to be delivered again", [("waiting", "max(a4co_notifications_undelivered)")], "none"),
+    ("Live notification streams (WatchNotifications): open, and messages sent a second", [
+        ("{{instance}} open", "sum by (instance) (a4co_grpc_server_streams{method=\"WatchNotifications\"})"),
+        ("sent/s", "sum(rate(a4co_grpc_server_stream_messages_sent_total{method=\"WatchNotifications\"}[1m]))"),
+    ], "none"),
     ("Redis copies behind PostgreSQL (written again once Redis answers)", [("{{copy}}", "max by (copy) (a4co_redis_copies_stale)")], "none"),
 ]  # fmt: skip
 SAGA: list[Panel] = [

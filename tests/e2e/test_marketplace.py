@@ -191,8 +191,14 @@ async def test_happy_path_to_delivered_across_processes(
 ) -> None:
     supervisor, client, prefix = deployment
     product_id, artisan = await shop_with(client, stock=5)
+    signing_up = Timestamp()
+    signing_up.FromDatetime(datetime.now(UTC))
     customer_id, customer = await client.sign_up(
         f"ana-{uuid.uuid4().hex[:6]}@jaen.es", identity_pb.ROLE_CUSTOMER
+    )
+    # The customer's app watches their notifications from the sign-up on (decision 39).
+    watching = client.notifications.WatchNotifications(
+        notifications_pb.WatchNotificationsRequest(start_time=signing_up), metadata=customer
     )
     placed = await order(client, customer, product_id, 2, await card(client, customer))
     await settled(client, customer, placed.order_id, orders_pb.ORDER_STATUS_CONFIRMED)
@@ -220,6 +226,19 @@ async def test_happy_path_to_delivered_across_processes(
         )
 
     await eventually(everyone_knows, timeout=30, what="stock, catalogue, points and notifications")
+    listed = await client.notifications.ListNotifications(
+        notifications_pb.ListNotificationsRequest(), metadata=customer
+    )
+    streamed: list[str] = []
+    async with asyncio.timeout(30):
+        while len(streamed) < len(listed.notifications):
+            response = await watching.read()
+            assert isinstance(response, notifications_pb.WatchNotificationsResponse), "the stream ended"
+            streamed.append(response.notification.notification_id)
+    watching.cancel()
+    # Each once (pushed in the order their transactions committed, which two consumers may
+    # make differ from the order of their creation).
+    assert sorted(streamed) == sorted(n.notification_id for n in listed.notifications)
 
     start, end = Timestamp(), Timestamp()
     start.FromDatetime(datetime.now(UTC) - timedelta(hours=1))
