@@ -147,6 +147,14 @@ def _tolerant(parse: Callable[[bytes], Any]) -> Callable[[bytes], Any]:
     return tolerant
 
 
+def _check(policy: MethodPolicy, request: Message | Malformed) -> None:
+    """InvalidArgumentError for a request that did not parse, or that its validator refuses."""
+    if isinstance(request, Malformed):
+        raise InvalidArgumentError([], "MALFORMED_REQUEST", f"malformed request: {request.detail}")
+    if policy.validator is not None:
+        policy.validator(request)
+
+
 def bearer_token(metadata: Mapping[str, str]) -> str | None:
     """The token of an `authorization: Bearer …` header, if any."""
     value = metadata.get("authorization", "")
@@ -229,33 +237,14 @@ class PlatformInterceptor:
                 raise ResourceExhaustedError(
                     "TOO_MANY_CALLS", f"{self.service} is serving as many calls as it can; try again shortly"
                 )
-            token = bearer_token(metadata)
-            if token is not None or not policy.public:
-                principal = await self._authenticate(policy, token)
-                flow = Flow(flow.correlation_id, flow.causation_id, principal.user_id if principal else "")
+            principal, flow = await self._caller(policy, metadata, flow)
             with principal_scope(principal), flow_scope(flow):
-                if isinstance(request, Malformed):
-                    raise InvalidArgumentError(
-                        [], "MALFORMED_REQUEST", f"malformed request: {request.detail}"
-                    )
-                if policy.validator is not None:
-                    policy.validator(request)
+                _check(policy, request)
                 return await behavior(request, context)
-        except ANSWERED as exc:
-            status, error_reason = self._status_of(method, exc)
-            code = status.code
-            await context.abort_with_status(status)
-            raise  # abort_with_status raises; this keeps type checkers content
-        except asyncio.CancelledError:
-            code = grpc.StatusCode.CANCELLED
-            raise
-        except grpc.aio.AbortError:
-            code = context.code() or grpc.StatusCode.UNKNOWN
-            raise
-        except Exception:
-            status, error_reason = self._status_of(method, None)
-            code = status.code
-            await context.abort_with_status(status)
+        except BaseException as exc:
+            code, error_reason, status = self._ending(method, exc, context)
+            if status is not None:
+                await context.abort_with_status(status)  # raises
             raise
         finally:
             self.in_flight -= 1
@@ -280,38 +269,19 @@ class PlatformInterceptor:
                 raise ResourceExhaustedError(
                     "TOO_MANY_STREAMS", f"{self.service} has as many streams open as it may; try again later"
                 )
-            token = bearer_token(metadata)
-            if token is not None or not policy.public:
-                principal = await self._authenticate(policy, token)
-                flow = Flow(flow.correlation_id, flow.causation_id, principal.user_id if principal else "")
+            principal, flow = await self._caller(policy, metadata, flow)
             with principal_scope(principal), flow_scope(flow):
-                if isinstance(request, Malformed):
-                    raise InvalidArgumentError(
-                        [], "MALFORMED_REQUEST", f"malformed request: {request.detail}"
-                    )
-                if policy.validator is not None:
-                    policy.validator(request)
+                _check(policy, request)
                 self.streams, opened = self.streams + 1, True
                 self._streams_open(short).inc()
                 sent = self._stream_messages(short)
                 async for message in self._kept_open(behavior(request, context), principal):
                     sent.inc()
                     yield message
-        except ANSWERED as exc:
-            status, error_reason = self._status_of(method, exc)
-            code = status.code
-            await context.abort_with_status(status)
-            raise
-        except asyncio.CancelledError:
-            code = grpc.StatusCode.CANCELLED
-            raise
-        except grpc.aio.AbortError:
-            code = context.code() or grpc.StatusCode.UNKNOWN
-            raise
-        except Exception:
-            status, error_reason = self._status_of(method, None)
-            code = status.code
-            await context.abort_with_status(status)
+        except BaseException as exc:
+            code, error_reason, status = self._ending(method, exc, context)
+            if status is not None:
+                await context.abort_with_status(status)  # raises
             raise
         finally:
             if opened:
@@ -378,15 +348,33 @@ class PlatformInterceptor:
             remote = otel_context.attach(propagate.extract(metadata))
         return metadata, flow, remote
 
-    def _status_of(self, method: str, exc: BaseException | None) -> tuple[grpc.Status, str]:
-        """The status a call ends with for `exc` (one of ANSWERED), and its reason; INTERNAL,
-        logged, for an unexpected error (None, from within its `except`). The caller aborts with
-        it, which raises; its own `raise` after the abort only reassures type checkers."""
-        if exc is None:
-            log.exception("unexpected error in %s", method)
-            return internal_status(self.domain), ""
-        err = exc if isinstance(exc, A4coError) else dependency_failure(method, exc)
-        return to_status(err, self.domain), err.reason
+    async def _caller(
+        self, policy: MethodPolicy, metadata: Mapping[str, str], flow: Flow
+    ) -> tuple[Principal | None, Flow]:
+        """The caller, authenticated when it sent a token or the method needs one, and the flow
+        on its behalf."""
+        token = bearer_token(metadata)
+        if token is None and policy.public:
+            return None, flow
+        principal = await self._authenticate(policy, token)
+        return principal, Flow(flow.correlation_id, flow.causation_id, principal.user_id if principal else "")
+
+    def _ending(
+        self, method: str, exc: BaseException, context: Context
+    ) -> tuple[grpc.StatusCode, str, grpc.Status | None]:
+        """How a call that raised `exc` ends: its code and reason, and the status to abort with
+        (None when the call is already over: cancelled, aborted, or its stream closed). Called
+        from within the `except`, so that an unexpected error is logged with its traceback."""
+        if isinstance(exc, ANSWERED):
+            err = exc if isinstance(exc, A4coError) else dependency_failure(method, exc)
+            status = to_status(err, self.domain)
+            return status.code, err.reason, status
+        if isinstance(exc, asyncio.CancelledError | GeneratorExit):
+            return grpc.StatusCode.CANCELLED, "", None
+        if isinstance(exc, grpc.aio.AbortError):
+            return context.code() or grpc.StatusCode.UNKNOWN, "", None
+        log.exception("unexpected error in %s", method)
+        return grpc.StatusCode.INTERNAL, "", internal_status(self.domain)
 
     async def _authenticate(self, policy: MethodPolicy, token: str | None) -> Principal | None:
         if token is None or self.verifier is None:

@@ -148,6 +148,56 @@ async def test_calls_are_counted_by_code(caplog: pytest.LogCaptureFixture) -> No
     await server.stop(0)
 
 
+class Failing(Slow):
+    """CheckStock fails as a bug would."""
+
+    async def CheckStock(self, request: pb.CheckStockRequest, context: Any) -> pb.CheckStockResponse:  # noqa: N802
+        raise RuntimeError("a secret of the server")
+
+
+def handled(code: str) -> float:
+    labels = {"service": "inventory", "method": "CheckStock", "code": code}
+    return REGISTRY.get_sample_value("a4co_grpc_server_handled_total", labels) or 0.0
+
+
+async def test_an_unexpected_error_is_internal_to_the_caller_and_logged_with_its_traceback(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    server = inventory_server(Failing())
+    await server.start()
+    before = handled("INTERNAL")
+    try:
+        async with grpc.aio.insecure_channel(server.address) as channel:
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                await pb_grpc.InventoryServiceStub(channel).CheckStock(pb.CheckStockRequest(), timeout=10)
+    finally:
+        await server.stop(0)
+    assert caught.value.code() == grpc.StatusCode.INTERNAL
+    assert "secret" not in (caught.value.details() or ""), "the cause is the server's own"
+    info, _ = details_of(caught.value)
+    assert info is not None
+    assert info.reason == "INTERNAL"
+    assert handled("INTERNAL") == before + 1
+    (logged,) = [r for r in caplog.records if r.getMessage() == f"unexpected error in /{SERVICE}/CheckStock"]
+    assert logged.exc_info is not None
+    assert "a secret of the server" in str(logged.exc_info[1])
+
+
+async def test_a_call_its_caller_cancels_is_counted_as_cancelled() -> None:
+    server, servicer = slow_server()
+    await server.start()
+    before = handled("CANCELLED")
+    try:
+        async with grpc.aio.insecure_channel(server.address) as channel:
+            call = pb_grpc.InventoryServiceStub(channel).CheckStock(pb.CheckStockRequest(), timeout=30)
+            await asyncio.wait_for(servicer.entered.wait(), 10)
+            call.cancel()
+            await eventually(lambda: servicer.inside == 0, what="the handler cancelled")
+        await eventually(lambda: handled("CANCELLED") == before + 1, what="the call counted as cancelled")
+    finally:
+        await server.stop(0)
+
+
 async def test_a_stopping_server_hands_over_the_access_lines_it_kept(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
