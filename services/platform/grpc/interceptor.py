@@ -19,11 +19,12 @@ CPU under CheckStock load (docs/performance-history.md).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import functools
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -275,9 +276,12 @@ class PlatformInterceptor:
                 self.streams, opened = self.streams + 1, True
                 self._streams_open(short).inc()
                 sent = self._stream_messages(short)
-                async for message in self._kept_open(behavior(request, context), principal):
-                    sent.inc()
-                    yield message
+                # Closed here, not whenever it is collected, when the client goes away mid-stream.
+                kept = self._kept_open(behavior(request, context), principal)
+                async with contextlib.aclosing(kept):
+                    async for message in kept:
+                        sent.inc()
+                        yield message
         except BaseException as exc:
             code, error_reason, status = self._ending(method, exc, context)
             if status is not None:
@@ -294,7 +298,7 @@ class PlatformInterceptor:
 
     async def _kept_open(
         self, messages: AsyncIterator[Message], principal: Principal | None
-    ) -> AsyncIterator[Message]:
+    ) -> AsyncGenerator[Message, None]:
         """`messages` until they end, the server begins to stop (UnavailableError), or the
         caller's token expires or its session ends (UnauthenticatedError)."""
         stopping = asyncio.ensure_future(self.stopping.wait())

@@ -17,6 +17,7 @@ import pytest
 import pytest_asyncio
 from google.protobuf import json_format, timestamp_pb2
 from prometheus_client import REGISTRY
+from redis.asyncio import Redis
 
 from a4co.identity.events.v1 import identity_events_pb2 as identity
 from a4co.notifications.v1 import notifications_service_pb2 as pb
@@ -95,14 +96,15 @@ async def failure(call: Any) -> grpc.aio.AioRpcError:
     raise AssertionError("the stream ended without an error")
 
 
-async def live(svc: RunningService, user_id: str) -> None:
-    """Until the user's channel has a subscriber: a stream opened before is live."""
+async def live(svc: RunningService, user_id: str, *, followed: bool = True) -> None:
+    """Until the user's channel has a subscriber (a stream opened before is live), or with
+    `followed` false until it has none."""
     channel = f"{svc.infra.settings.prefix}:a4co:notifications:{user_id}"
 
     async def subscribed() -> bool:
-        return dict(await svc.infra.redis.pubsub_numsub(channel)).get(channel, 0) > 0
+        return (dict(await svc.infra.redis.pubsub_numsub(channel)).get(channel, 0) > 0) == followed
 
-    await eventually(subscribed, what=f"a live stream of {user_id}")
+    await eventually(subscribed, what=f"{user_id}'s channel {'' if followed else 'un'}subscribed")
 
 
 LABELS = {"service": "notifications", "method": "WatchNotifications"}
@@ -138,6 +140,7 @@ async def test_a_stream_sends_what_was_stored_since_its_start_then_each_new_mess
     assert await titles(call, 2) == ["Hemos recibido tu pedido"] * 2  # live, each once
     call.cancel()
     await eventually(lambda: streams_open() == open_before, what="the stream closed")
+    await live(notifications, "c-1", followed=False)  # its subscription let go with it
     assert messages_sent() - sent_before == 3
 
 
@@ -327,3 +330,17 @@ async def test_grpcurl_watches_as_the_readme_shows(notifications: RunningService
         proc.kill()
         await proc.wait()
     assert json.loads(printed)["notification"]["title"] == "¡Bienvenido a a4co!"
+
+
+async def test_without_redis_a_watch_is_refused_as_unavailable() -> None:
+    dead = Redis.from_url("redis://127.0.0.1:1", socket_connect_timeout=0.5)  # nothing listens there
+    hub = LiveNotifications(dead, lambda user: f"hub:{user}", subscribe_timeout_s=0.5)
+    following = asyncio.create_task(hub.follow())
+    try:
+        with pytest.raises(UnavailableError) as refused:
+            async with hub.watch("u-1"):
+                pass
+        assert refused.value.reason == "DEPENDENCY_UNAVAILABLE"
+    finally:
+        following.cancel()
+        await dead.aclose()
