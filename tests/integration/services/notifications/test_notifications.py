@@ -7,7 +7,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 import pytest_asyncio
@@ -19,33 +19,19 @@ from a4co.notifications.v1 import notifications_service_pb2_grpc as pb_grpc
 from a4co.orders.events.v1 import order_events_pb2 as orders
 from a4co.type.v1 import money_pb2
 from services.notifications import handlers
-from services.notifications.__main__ import build
 from services.notifications.adapters.transports import FileTransport
 from services.notifications.messages import Note
 from services.platform.auth import Role
-from services.platform.local_servers import ServerUrls
 from tests.integration.services.harness import (
     Keys,
     RunningService,
     publish_event,
-    running_service,
-    settings_for,
     token,
 )
 from tests.support.waiting import eventually
 
-SCHEMA = Path("services/notifications/schema.sql")
-
-
-@pytest_asyncio.fixture
-async def notifications(
-    urls: ServerUrls, prefix: str, keys: Keys, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> AsyncIterator[RunningService]:
-    monkeypatch.setenv("A4CO_NOTIFICATIONS_DIR", str(tmp_path / "mail"))
-    async with running_service(
-        "notifications", build, SCHEMA, settings_for("notifications", urls, prefix, keys)
-    ) as svc:
-        yield svc
+if TYPE_CHECKING:
+    from tests.integration.services.notifications.conftest import StartNotifications
 
 
 def mail(tmp_path: Path) -> list[dict[str, str]]:
@@ -126,14 +112,11 @@ async def test_two_messages_of_one_event_to_one_person_are_kept_once(
 
 @pytest_asyncio.fixture
 async def retried_by_hand(
-    urls: ServerUrls, prefix: str, keys: Keys, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    start_notifications: StartNotifications, monkeypatch: pytest.MonkeyPatch
 ) -> AsyncIterator[RunningService]:
     """notifications whose own retries wait an hour, so that the test's are the only ones."""
     monkeypatch.setenv("A4CO_DELIVERY_RETRY_S", "3600")
-    monkeypatch.setenv("A4CO_NOTIFICATIONS_DIR", str(tmp_path / "mail"))
-    async with running_service(
-        "notifications", build, SCHEMA, settings_for("notifications", urls, prefix, keys)
-    ) as svc:
+    async with start_notifications() as svc:
         yield svc
 
 

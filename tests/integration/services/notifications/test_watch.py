@@ -9,12 +9,10 @@ import json
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 import pytest
-import pytest_asyncio
 from google.protobuf import json_format, timestamp_pb2
 from prometheus_client import REGISTRY
 from redis.asyncio import Redis
@@ -22,38 +20,25 @@ from redis.asyncio import Redis
 from a4co.identity.events.v1 import identity_events_pb2 as identity
 from a4co.notifications.v1 import notifications_service_pb2 as pb
 from a4co.notifications.v1 import notifications_service_pb2_grpc as pb_grpc
-from services.notifications.__main__ import build
 from services.notifications.adapters.live import LiveNotifications
 from services.platform.auth import Role
 from services.platform.errors import ResourceExhaustedError, UnavailableError
 from services.platform.grpc.status import details_of
-from services.platform.local_servers import ServerUrls
 from tests.integration.services.harness import (
     Keys,
     RunningService,
     bearer,
     publish_event,
-    running_service,
-    settings_for,
     token,
 )
-from tests.integration.services.notifications.test_notifications import SCHEMA, order_created
+from tests.integration.services.notifications.test_notifications import order_created
 from tests.integration.services.test_grpcurl import GRPCURL
 from tests.support.waiting import eventually
 
+if TYPE_CHECKING:
+    from tests.integration.services.notifications.conftest import StartNotifications
+
 READ_S = 15.0  # the longest a test waits for a stream's next message or its end
-
-
-@pytest_asyncio.fixture
-async def notifications(
-    urls: ServerUrls, prefix: str, keys: Keys, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> AsyncIterator[RunningService]:
-    monkeypatch.setenv("A4CO_NOTIFICATIONS_DIR", str(tmp_path / "mail"))
-    async with running_service(
-        "notifications", build, SCHEMA, settings_for("notifications", urls, prefix, keys)
-    ) as svc:
-        svc.runner.server.interceptor.stream_recheck_s = 0.2  # a Logout noticed at once
-        yield svc
 
 
 def watch(
@@ -224,13 +209,8 @@ async def test_a_lost_redis_subscription_ends_the_stream_and_watching_again_miss
     again.cancel()
 
 
-async def test_streams_end_as_the_service_stops(
-    urls: ServerUrls, prefix: str, keys: Keys, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setenv("A4CO_NOTIFICATIONS_DIR", str(tmp_path / "mail"))
-    async with running_service(
-        "notifications", build, SCHEMA, settings_for("notifications", urls, prefix, keys)
-    ) as svc:
+async def test_streams_end_as_the_service_stops(start_notifications: StartNotifications, keys: Keys) -> None:
+    async with start_notifications() as svc:
         channel = grpc.aio.insecure_channel(svc.address)  # outlives the service's own channel
         stub = pb_grpc.NotificationsServiceStub(channel)
         metadata = token(keys, "c-9", Role.CUSTOMER)

@@ -1,0 +1,36 @@
+"""notifications started in-process on the test session's servers, its mail written to a file."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import pytest
+import pytest_asyncio
+
+from services.notifications.__main__ import build
+from services.platform.local_servers import ServerUrls
+from tests.integration.services.harness import Keys, RunningService, running_service, settings_for
+
+StartNotifications = Callable[[], contextlib.AbstractAsyncContextManager[RunningService]]
+
+
+@pytest.fixture
+def start_notifications(
+    urls: ServerUrls, prefix: str, keys: Keys, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> StartNotifications:
+    """Starts notifications (as often as called), its mail in `tmp_path / "mail"`; the settings
+    read from the environment are read at each start."""
+    monkeypatch.setenv("A4CO_NOTIFICATIONS_DIR", str(tmp_path / "mail"))
+    schema = Path("services/notifications/schema.sql")
+    return lambda: running_service(
+        "notifications", build, schema, settings_for("notifications", urls, prefix, keys)
+    )
+
+
+@pytest_asyncio.fixture
+async def notifications(start_notifications: StartNotifications) -> AsyncIterator[RunningService]:
+    async with start_notifications() as svc:
+        svc.runner.server.interceptor.stream_recheck_s = 0.2  # a stream's Logout noticed at once
+        yield svc
