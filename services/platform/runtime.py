@@ -217,6 +217,7 @@ class ServiceRunner:
             max_concurrent_rpcs=settings.max_concurrent_rpcs,
             max_streams=settings.max_streams,
             acceptors=settings.grpc_acceptors,
+            keepalive_s=settings.grpc_keepalive_s,
         )
         self.relay = OutboxRelay(
             dsn=settings.database_url,

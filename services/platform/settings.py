@@ -27,6 +27,18 @@ def _at_least_one(env: Mapping[str, str], name: str, default: int) -> int:
     return value
 
 
+def _seconds(env: Mapping[str, str], name: str, default: float) -> float:
+    """A positive number of seconds from `env`, or `default` when unset."""
+    raw = env.get(name, str(default))
+    try:
+        value = float(raw)
+    except ValueError:
+        value = 0.0
+    if not value > 0 or value == float("inf"):
+        raise SettingsError(f"{name}={raw!r}: a positive number of seconds")
+    return value
+
+
 @dataclass(frozen=True, slots=True)
 class StreamSettings:
     """How the event streams are created: storage limits, deduplication and replication."""
@@ -60,6 +72,9 @@ class Settings:
     max_streams: int = 1000
     # Calls of each method the gRPC server takes from its queue at once (decision 24).
     grpc_acceptors: int = 4
+    # How often the gRPC server pings a client's connection; one that does not answer within
+    # KEEPALIVE_TIMEOUT_S is closed, and the calls and streams on it end.
+    grpc_keepalive_s: float = 60.0
 
     @classmethod
     def from_env(cls, service: str, env: Mapping[str, str] | None = None) -> Settings:
@@ -91,8 +106,9 @@ class Settings:
                 if key.startswith("A4CO_PEER_") and value
             },
             max_concurrent_rpcs=int(env.get("A4CO_MAX_CONCURRENT_RPCS", "256")),
-            max_streams=int(env.get("A4CO_MAX_STREAMS", "1000")),
+            max_streams=_at_least_one(env, "A4CO_MAX_STREAMS", 1000),
             grpc_acceptors=_at_least_one(env, "A4CO_GRPC_ACCEPTORS", 4),
+            grpc_keepalive_s=_seconds(env, "A4CO_GRPC_KEEPALIVE_S", 60.0),
         )
 
     def public_key(self) -> str:

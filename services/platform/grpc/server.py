@@ -42,6 +42,10 @@ MONITOR_STOP_S = 5.0
 # before it is parsed. It also bounds what one request can make a service
 # store and publish, far below the size of an event that NATS would refuse (codec.MAX_EVENT_BYTES).
 MAX_REQUEST_BYTES = 64 * 1024
+# The server pings each client connection every `keepalive_s` (Settings.grpc_keepalive_s), with or
+# without calls on it, and closes one whose answer does not come within this time: a client gone
+# without closing its connection (a laptop asleep, a network cut) does not hold a stream open.
+KEEPALIVE_TIMEOUT_S = 20.0
 
 
 class ListenError(RuntimeError):
@@ -149,16 +153,24 @@ class GrpcServer:
         max_concurrent_rpcs: int | None = None,
         max_streams: int | None = None,
         acceptors: int = 4,
+        keepalive_s: float | None = None,
     ) -> None:
         # The OpenTelemetry interceptor only when spans are recorded: it costs every call.
         interceptors = server_interceptors() or []
-        self.server = grpc.aio.server(
-            interceptors=interceptors,
-            options=[
-                ("grpc.so_reuseport", 0),
-                ("grpc.max_receive_message_length", MAX_REQUEST_BYTES),
-            ],
-        )
+        options: list[tuple[str, int]] = [
+            ("grpc.so_reuseport", 0),
+            ("grpc.max_receive_message_length", MAX_REQUEST_BYTES),
+        ]
+        if keepalive_s is not None:
+            options += [
+                ("grpc.keepalive_time_ms", int(keepalive_s * 1000)),
+                ("grpc.keepalive_timeout_ms", int(min(keepalive_s, KEEPALIVE_TIMEOUT_S) * 1000)),
+                # grpcio 1.85 times a keepalive ping out by this one (1 minute by default).
+                ("grpc.http2.ping_timeout_ms", int(min(keepalive_s, KEEPALIVE_TIMEOUT_S) * 1000)),
+                ("grpc.keepalive_permit_without_calls", 1),
+                ("grpc.http2.max_pings_without_data", 0),  # an idle stream sends no data
+            ]
+        self.server = grpc.aio.server(interceptors=interceptors, options=options)
         # Past this many calls at once, more are refused with RESOURCE_EXHAUSTED: under overload
         # a service sheds load at once instead of queueing calls without bound (memory grows,
         # and every queued caller waits past its deadline anyway). The interceptor counts them:

@@ -24,6 +24,25 @@ def test_a_grpc_acceptor_count_below_one_is_refused(value: str) -> None:
         Settings.from_env("orders", {**SERVERS, "A4CO_GRPC_ACCEPTORS": value})
 
 
+def test_streams_and_keepalive_default_and_follow_the_environment() -> None:
+    default = Settings.from_env("notifications", SERVERS)
+    assert (default.max_streams, default.grpc_keepalive_s) == (1000, 60.0)
+    env = {**SERVERS, "A4CO_MAX_STREAMS": "5", "A4CO_GRPC_KEEPALIVE_S": "2.5"}
+    changed = Settings.from_env("notifications", env)
+    assert (changed.max_streams, changed.grpc_keepalive_s) == (5, 2.5)
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "soon", "nan", "inf"])
+def test_a_keepalive_that_is_not_a_positive_time_is_refused(value: str) -> None:
+    with pytest.raises(SettingsError, match=r"A4CO_GRPC_KEEPALIVE_S=.*a positive number of seconds"):
+        Settings.from_env("notifications", {**SERVERS, "A4CO_GRPC_KEEPALIVE_S": value})
+
+
+def test_a_stream_limit_below_one_is_refused() -> None:
+    with pytest.raises(SettingsError, match=r"A4CO_MAX_STREAMS=.*a whole number of at least 1"):
+        Settings.from_env("notifications", {**SERVERS, "A4CO_MAX_STREAMS": "0"})
+
+
 def test_missing_server_urls_are_named() -> None:
     with pytest.raises(SettingsError, match="orders: set A4CO_NATS_URL, A4CO_REDIS_URL"):
         Settings.from_env("orders", {"A4CO_DATABASE_URL": SERVERS["A4CO_DATABASE_URL"]})

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator, Callable
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 import pytest_asyncio
@@ -13,20 +15,26 @@ from services.notifications.__main__ import build
 from services.platform.local_servers import ServerUrls
 from tests.integration.services.harness import Keys, RunningService, running_service, settings_for
 
-StartNotifications = Callable[[], contextlib.AbstractAsyncContextManager[RunningService]]
+StartNotifications = Callable[..., contextlib.AbstractAsyncContextManager[RunningService]]
 
 
 @pytest.fixture
 def start_notifications(
     urls: ServerUrls, prefix: str, keys: Keys, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> StartNotifications:
-    """Starts notifications (as often as called), its mail in `tmp_path / "mail"`; the settings
-    read from the environment are read at each start."""
+    """Starts notifications (as often as called), its mail in `tmp_path / "mail"`, with the
+    settings given changed (`start_notifications(grpc_keepalive_s=0.5)`); the settings read from
+    the environment are read at each start."""
     monkeypatch.setenv("A4CO_NOTIFICATIONS_DIR", str(tmp_path / "mail"))
-    schema = Path("services/notifications/schema.sql")
-    return lambda: running_service(
-        "notifications", build, schema, settings_for("notifications", urls, prefix, keys)
+    schema, settings = (
+        Path("services/notifications/schema.sql"),
+        settings_for("notifications", urls, prefix, keys),
     )
+
+    def start(**changes: Any) -> contextlib.AbstractAsyncContextManager[RunningService]:
+        return running_service("notifications", build, schema, replace(settings, **changes))
+
+    return start
 
 
 @pytest_asyncio.fixture

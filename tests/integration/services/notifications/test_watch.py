@@ -324,3 +324,61 @@ async def test_without_redis_a_watch_is_refused_as_unavailable() -> None:
     finally:
         following.cancel()
         await dead.aclose()
+
+
+class Silent:
+    """A TCP proxy to a server that, once `silenced`, forwards nothing more either way and closes
+    nothing: a client gone without closing its connection (a laptop asleep, a network cut)."""
+
+    def __init__(self, target: str) -> None:
+        self.target = target
+        self.silenced = asyncio.Event()
+        self.address = ""
+        self._server: asyncio.Server | None = None
+        self._pumps: set[asyncio.Task[None]] = set()
+
+    async def __aenter__(self) -> Silent:
+        self._server = await asyncio.start_server(self._proxy, "127.0.0.1", 0)
+        self.address = f"127.0.0.1:{self._server.sockets[0].getsockname()[1]}"
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._server is not None
+        self._server.close()
+        for pump in self._pumps:
+            pump.cancel()
+
+    async def _proxy(self, client_in: asyncio.StreamReader, client_out: asyncio.StreamWriter) -> None:
+        host, port = self.target.rsplit(":", 1)
+        server_in, server_out = await asyncio.open_connection(host, int(port))
+        for source, sink in ((client_in, server_out), (server_in, client_out)):
+            pump = asyncio.create_task(self._pump(source, sink))
+            self._pumps.add(pump)
+
+    async def _pump(self, source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
+        while data := await source.read(65536):
+            if self.silenced.is_set():
+                await asyncio.Event().wait()  # neither forwarded nor closed, for good
+            sink.write(data)
+            await sink.drain()
+
+
+async def test_a_client_gone_silent_has_its_stream_ended_by_the_servers_keepalive(
+    start_notifications: StartNotifications, keys: Keys
+) -> None:
+    async with start_notifications(grpc_keepalive_s=0.5) as svc, Silent(svc.address) as proxy:
+        channel = grpc.aio.insecure_channel(proxy.address)
+        open_before = streams_open()
+        stub = pb_grpc.NotificationsServiceStub(channel)
+        call = stub.WatchNotifications(
+            pb.WatchNotificationsRequest(), metadata=token(keys, "c-14", Role.CUSTOMER)
+        )
+        try:
+            await live(svc, "c-14")
+            await eventually(lambda: streams_open() == open_before + 1, what="the stream open")
+            proxy.silenced.set()
+            await eventually(lambda: streams_open() == open_before, what="the silent client's stream ended")
+            await live(svc, "c-14", followed=False)
+        finally:
+            call.cancel()
+            await channel.close(grace=0)
