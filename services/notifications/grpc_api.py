@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -36,6 +38,8 @@ WATCH_SINCE_AT_MOST = timedelta(days=30)
 # A stream also sends what was created this long before its start: a message is created before its
 # transaction commits, so one created just before a client's last message may be stored after it.
 WATCH_LOOKBACK = timedelta(seconds=30)
+# How often a stream reads again what was stored for its caller since its last read.
+WATCH_RECHECK_S = 30.0
 
 
 def check_watch(request: pb.WatchNotificationsRequest) -> None:
@@ -94,20 +98,39 @@ class NotificationsServicer(pb_grpc.NotificationsServiceServicer):
         """The caller's notifications since start_time, then each new one (see the .proto).
 
         The live subscription is confirmed before the stored ones are read: whatever is stored
-        after the read is pushed to it. One stored and pushed about the read's time comes both
-        ways, and is sent once."""
+        after the read is pushed to it. Every `WATCH_RECHECK_S` the stream reads again what was
+        stored since its last read, so that a push lost on its way (a failed PUBLISH: the message
+        is stored either way) reaches it that late rather than never. A message that comes both
+        ways is sent once."""
         principal = current_principal()
+        opened = datetime.now(UTC)
+        wanted = request.start_time.ToDatetime(tzinfo=UTC) if request.HasField("start_time") else None
+        # Nothing created before this is sent: the start asked for, or the stream's opening.
+        floor = wanted - WATCH_LOOKBACK if wanted is not None else opened
+        read_up_to = wanted if wanted is not None else opened
+        sent: dict[str, datetime] = {}  # what this stream sent, that a later read could find again
+        due = time.monotonic() if wanted is not None else time.monotonic() + WATCH_RECHECK_S
         async with self.live.watch(principal.user_id) as live:
-            sent: set[str] = set()
-            if request.HasField("start_time"):
-                since = request.start_time.ToDatetime(tzinfo=UTC) - WATCH_LOOKBACK
-                async for stored in handlers.stored_since(self.deps, principal, since):
-                    sent.add(stored.notification_id)
-                    yield pb.WatchNotificationsResponse(notification=notification(stored))
             while True:
-                pushed = handlers.pushed(await live.next())
+                if time.monotonic() >= due:
+                    since, read_up_to = max(floor, read_up_to - WATCH_LOOKBACK), datetime.now(UTC)
+                    async for stored in handlers.stored_since(self.deps, principal, since):
+                        if stored.notification_id not in sent:
+                            sent[stored.notification_id] = stored.created_at
+                            yield pb.WatchNotificationsResponse(notification=notification(stored))
+                    # The next read starts after these: they cannot come again.
+                    sent = {i: at for i, at in sent.items() if at >= read_up_to - WATCH_LOOKBACK}
+                    due = time.monotonic() + WATCH_RECHECK_S
+                    continue
+                try:
+                    async with asyncio.timeout(due - time.monotonic()):
+                        document = await live.next()
+                except TimeoutError:
+                    continue
+                pushed = handlers.pushed(document)
                 if pushed is None or pushed.notification_id in sent:
                     continue
+                sent[pushed.notification_id] = pushed.created_at
                 yield pb.WatchNotificationsResponse(notification=notification(pushed))
 
 

@@ -20,6 +20,7 @@ from redis.asyncio import Redis
 from a4co.identity.events.v1 import identity_events_pb2 as identity
 from a4co.notifications.v1 import notifications_service_pb2 as pb
 from a4co.notifications.v1 import notifications_service_pb2_grpc as pb_grpc
+from services.notifications import grpc_api
 from services.notifications.adapters.live import LiveNotifications
 from services.platform.auth import Role
 from services.platform.errors import ResourceExhaustedError, UnavailableError
@@ -382,3 +383,25 @@ async def test_a_client_gone_silent_has_its_stream_ended_by_the_servers_keepaliv
         finally:
             call.cancel()
             await channel.close(grace=0)
+
+
+async def test_a_message_whose_push_was_lost_reaches_the_stream_at_its_next_read(
+    notifications: RunningService, keys: Keys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(grpc_api, "WATCH_RECHECK_S", 0.3)
+    pool = notifications.infra.pool
+    await publish_event(notifications, identity.UserRegistered(user_id="c-15", email="sol@jaen.es"), "c-15")
+    await eventually(lambda: pool.fetchval("SELECT count(*) > 0 FROM notifications"), what="the welcome")
+    call = watch(notifications, token(keys, "c-15", Role.CUSTOMER))  # new messages only
+    await live(notifications, "c-15")
+    # Stored, but its PUBLISH failed: no push comes.
+    await pool.execute(
+        "INSERT INTO notifications (notification_id, recipient_id, topic, title, body, subject_id, event_id)"
+        " VALUES ($1, 'c-15', 'a4co.orders.OrderStatusChanged', 'Sin aviso', '-', 'o-15', $2)",
+        uuid.uuid4(),
+        uuid.uuid4(),
+    )
+    assert await titles(call, 1) == ["Sin aviso"]  # not the welcome, stored before the stream
+    await publish_event(notifications, order_created("c-15", "a-1"), "o-16")
+    assert await titles(call, 1) == ["Hemos recibido tu pedido"]  # the lost one was sent once
+    call.cancel()

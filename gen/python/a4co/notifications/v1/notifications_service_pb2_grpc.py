@@ -65,7 +65,8 @@ class NotificationsServiceServicer:
     def WatchNotifications(self, request, context):
         """WatchNotifications streams the caller's messages as they are stored: first,
         when start_time is set, those stored since then, oldest first; then each
-        new one, within moments of its storing. The stream stays open until the
+        new one, within moments of its storing (within 30 s should its push be
+        lost on the way). The stream stays open until the
         client cancels it, or ends with UNAUTHENTICATED when the access token
         expires or its session ends (within 5 s of a Logout), with UNAVAILABLE
         when the service stops or loses Redis (reason SERVICE_STOPPING or

@@ -41,7 +41,8 @@ class NotificationsServiceStub:
     WatchNotifications: _grpc.UnaryStreamMultiCallable[_notifications_service_pb2.WatchNotificationsRequest, _notifications_service_pb2.WatchNotificationsResponse]
     """WatchNotifications streams the caller's messages as they are stored: first,
     when start_time is set, those stored since then, oldest first; then each
-    new one, within moments of its storing. The stream stays open until the
+    new one, within moments of its storing (within 30 s should its push be
+    lost on the way). The stream stays open until the
     client cancels it, or ends with UNAUTHENTICATED when the access token
     expires or its session ends (within 5 s of a Logout), with UNAVAILABLE
     when the service stops or loses Redis (reason SERVICE_STOPPING or
@@ -66,7 +67,8 @@ class NotificationsServiceAsyncStub(NotificationsServiceStub):
     WatchNotifications: _aio.UnaryStreamMultiCallable[_notifications_service_pb2.WatchNotificationsRequest, _notifications_service_pb2.WatchNotificationsResponse]  # type: ignore[assignment]
     """WatchNotifications streams the caller's messages as they are stored: first,
     when start_time is set, those stored since then, oldest first; then each
-    new one, within moments of its storing. The stream stays open until the
+    new one, within moments of its storing (within 30 s should its push be
+    lost on the way). The stream stays open until the
     client cancels it, or ends with UNAUTHENTICATED when the access token
     expires or its session ends (within 5 s of a Logout), with UNAVAILABLE
     when the service stops or loses Redis (reason SERVICE_STOPPING or
@@ -100,7 +102,8 @@ class NotificationsServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_abc.Iterator[_notifications_service_pb2.WatchNotificationsResponse], _abc.AsyncIterator[_notifications_service_pb2.WatchNotificationsResponse]]:
         """WatchNotifications streams the caller's messages as they are stored: first,
         when start_time is set, those stored since then, oldest first; then each
-        new one, within moments of its storing. The stream stays open until the
+        new one, within moments of its storing (within 30 s should its push be
+        lost on the way). The stream stays open until the
         client cancels it, or ends with UNAUTHENTICATED when the access token
         expires or its session ends (within 5 s of a Logout), with UNAVAILABLE
         when the service stops or loses Redis (reason SERVICE_STOPPING or
