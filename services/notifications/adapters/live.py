@@ -45,8 +45,7 @@ def _lost() -> UnavailableError:
 class Watch:
     """One stream's live messages, in the order they were pushed, then why they stopped."""
 
-    def __init__(self, channel: str, backlog: int) -> None:
-        self.channel = channel
+    def __init__(self, backlog: int) -> None:
         self._backlog = backlog
         self._pending: deque[str] = deque()
         self._ended: A4coError | None = None
@@ -131,7 +130,7 @@ class LiveNotifications:
             raise ResourceExhaustedError(
                 "TOO_MANY_STREAMS", f"a user may watch at most {self._per_user} streams at once"
             )
-        watch = Watch(channel, self._backlog)
+        watch = Watch(self._backlog)
         watches.add(watch)
         try:
             await self._subscribe(channel)
@@ -211,15 +210,14 @@ class LiveNotifications:
     def _confirm(self, channel: str) -> None:
         if channel in self._confirmed:
             # Subscribed again: redis-py reconnected on its own, and what was pushed meanwhile
-            # is lost to these streams.
+            # is lost to these streams (to every stream, when it is the process's own channel;
+            # which then counts as confirmed anew, below).
             log.warning("the subscription to %s was renewed; its streams end", channel)
-            for watch in self._watches.get(channel, ()):
-                watch.end(_lost())
-            if channel == self._own:
-                self._end_all()
-                self._confirmed.add(channel)
-                self._up.set()
-            return
+            if channel != self._own:
+                for watch in self._watches.get(channel, ()):
+                    watch.end(_lost())
+                return
+            self._end_all()
         self._confirmed.add(channel)
         if channel == self._own:
             self._up.set()

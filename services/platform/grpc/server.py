@@ -162,11 +162,12 @@ class GrpcServer:
             ("grpc.max_receive_message_length", MAX_REQUEST_BYTES),
         ]
         if keepalive_s is not None:
+            answer_ms = int(min(keepalive_s, KEEPALIVE_TIMEOUT_S) * 1000)
             options += [
                 ("grpc.keepalive_time_ms", int(keepalive_s * 1000)),
-                ("grpc.keepalive_timeout_ms", int(min(keepalive_s, KEEPALIVE_TIMEOUT_S) * 1000)),
+                ("grpc.keepalive_timeout_ms", answer_ms),
                 # grpcio 1.85 times a keepalive ping out by this one (1 minute by default).
-                ("grpc.http2.ping_timeout_ms", int(min(keepalive_s, KEEPALIVE_TIMEOUT_S) * 1000)),
+                ("grpc.http2.ping_timeout_ms", answer_ms),
                 ("grpc.keepalive_permit_without_calls", 1),
                 ("grpc.http2.max_pings_without_data", 0),  # an idle stream sends no data
             ]

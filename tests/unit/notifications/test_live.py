@@ -9,7 +9,7 @@ from services.platform.errors import ResourceExhaustedError, UnavailableError
 
 
 async def test_messages_come_in_order_then_the_reason_the_watch_ended() -> None:
-    watch = Watch("c", backlog=5)
+    watch = Watch(backlog=5)
     watch.offer("one")
     watch.offer("two")
     watch.end(UnavailableError("DEPENDENCY_UNAVAILABLE", "lost"))
@@ -20,7 +20,7 @@ async def test_messages_come_in_order_then_the_reason_the_watch_ended() -> None:
 
 
 async def test_a_watch_that_falls_behind_its_backlog_ends_after_what_it_kept() -> None:
-    watch = Watch("c", backlog=2)
+    watch = Watch(backlog=2)
     for document in ("one", "two", "three", "four"):
         watch.offer(document)
     assert [await watch.next(), await watch.next()] == ["one", "two"]
@@ -30,7 +30,7 @@ async def test_a_watch_that_falls_behind_its_backlog_ends_after_what_it_kept() -
 
 
 async def test_the_first_end_is_the_one_reported() -> None:
-    watch = Watch("c", backlog=1)
+    watch = Watch(backlog=1)
     watch.offer("one")
     watch.offer("two")  # falls behind
     watch.end(UnavailableError("DEPENDENCY_UNAVAILABLE", "lost"))
