@@ -11,7 +11,7 @@ from a4co.artisans.v1 import artisans_service_pb2 as pb
 from a4co.artisans.v1 import artisans_service_pb2_grpc as pb_grpc
 from a4co.type.v1 import lat_lng_pb2, money_pb2
 from services.artisans import handlers
-from services.artisans.domain import CRAFTS, Product, Workshop, in_jaen
+from services.artisans.domain import CRAFTS, EDITABLE_FIELDS, Listing, Product, Workshop, in_jaen
 from services.platform.addresses import address_from_dict, address_to_dict, check_address
 from services.platform.auth import Role, current_principal
 from services.platform.grpc.interceptor import MethodPolicy
@@ -45,23 +45,63 @@ def check_onboard(request: pb.OnboardArtisanRequest) -> None:
     v.raise_if_any()
 
 
+def _check_product_fields(
+    v: Violations, product: pb.PublishProductRequest | pb.PublishedProduct, paths: set[str], prefix: str
+) -> None:
+    """The rules of the named fields a customer sees: a name, a description, a known category, a
+    EUR price up to 1,000,000.00."""
+    if "name" in paths:
+        v.length(product.name.strip(), f"{prefix}name", 3, 120)
+    if "description" in paths:
+        v.length(product.description, f"{prefix}description", 0, 2000)
+    if "category" in paths:
+        v.check(
+            product.category in CRAFTS, f"{prefix}category", f"must be one of {', '.join(sorted(CRAFTS))}"
+        )
+    if "price" in paths:
+        v.check(product.price.currency_code in ("", "EUR"), f"{prefix}price.currency_code", "must be EUR")
+        v.between(product.price.amount_cents, f"{prefix}price.amount_cents", 1, MAX_PRICE_CENTS)
+
+
 def check_publish(request: pb.PublishProductRequest) -> None:
     """A UUID request, a name, a known category, a EUR price up to 1,000,000.00, stock up to a million."""
     v = Violations()
     v.uuid(request.request_id, "request_id")
-    v.length(request.name.strip(), "name", 3, 120)
-    v.length(request.description, "description", 0, 2000)
-    v.check(request.category in CRAFTS, "category", f"must be one of {', '.join(sorted(CRAFTS))}")
-    v.check(request.price.currency_code in ("", "EUR"), "price.currency_code", "must be EUR")
-    v.between(request.price.amount_cents, "price.amount_cents", 1, MAX_PRICE_CENTS)
+    _check_product_fields(v, request, set(EDITABLE_FIELDS), "")
     v.between(request.initial_stock, "initial_stock", 0, MAX_UNITS)
     v.between(request.low_stock_threshold, "low_stock_threshold", 0, MAX_UNITS)
+    v.raise_if_any()
+
+
+def check_update(request: pb.UpdateProductRequest) -> None:
+    """A product id, a mask of editable fields, and those fields' rules."""
+    v = Violations()
+    v.uuid(request.product_id, "product_id")
+    paths = list(request.update_mask.paths)
+    v.check(bool(paths), "update_mask", "must name at least one field")
+    for path in paths:
+        v.check(
+            path in EDITABLE_FIELDS,
+            "update_mask",
+            f"{path!r} cannot be changed; editable: {', '.join(EDITABLE_FIELDS)}",
+        )
+    _check_product_fields(v, request.product, set(paths), "product.")
+    v.check(request.expected_revision >= 0, "expected_revision", "must not be negative")
+    v.raise_if_any()
+
+
+def check_withdraw(request: pb.WithdrawProductRequest) -> None:
+    """A product id."""
+    v = Violations()
+    v.uuid(request.product_id, "product_id")
     v.raise_if_any()
 
 
 POLICIES = {
     f"/{SERVICE}/OnboardArtisan": MethodPolicy(roles=frozenset({Role.ARTISAN}), validator=check_onboard),
     f"/{SERVICE}/PublishProduct": MethodPolicy(roles=frozenset({Role.ARTISAN}), validator=check_publish),
+    f"/{SERVICE}/UpdateProduct": MethodPolicy(roles=frozenset({Role.ARTISAN}), validator=check_update),
+    f"/{SERVICE}/WithdrawProduct": MethodPolicy(roles=frozenset({Role.ARTISAN}), validator=check_withdraw),
 }
 
 
@@ -79,9 +119,10 @@ def workshop_to_pb(w: Workshop, moment: datetime) -> pb.Artisan:
     )
 
 
-def product_to_pb(p: Product, moment: datetime) -> pb.PublishedProduct:
+def product_to_pb(listing: Listing) -> pb.PublishedProduct:
     """A published product as a message."""
-    return pb.PublishedProduct(
+    p = listing.product
+    message = pb.PublishedProduct(
         product_id=p.product_id,
         artisan_id=p.artisan_id,
         name=p.name,
@@ -90,7 +131,27 @@ def product_to_pb(p: Product, moment: datetime) -> pb.PublishedProduct:
         price=money_pb2.Money(currency_code=p.currency_code, amount_cents=p.price_cents),
         initial_stock=p.initial_stock,
         low_stock_threshold=p.low_stock_threshold,
-        publish_time=to_timestamp(moment),
+        publish_time=to_timestamp(listing.publish_time),
+        revision=listing.revision,
+        update_time=to_timestamp(listing.update_time),
+    )
+    if listing.withdraw_time is not None:
+        message.withdraw_time.CopyFrom(to_timestamp(listing.withdraw_time))
+    return message
+
+
+def _changes(product: pb.PublishedProduct) -> Product:
+    """The values a request carries for a product, as a product (ids and stock unused)."""
+    return Product(
+        "",
+        "",
+        product.name,
+        product.description,
+        product.category,
+        product.price.amount_cents,
+        product.price.currency_code or "EUR",
+        0,
+        0,
     )
 
 
@@ -133,8 +194,29 @@ class ArtisansServicer(pb_grpc.ArtisansServiceServicer):
             request.initial_stock,
             request.low_stock_threshold,
         )
-        stored, moment = await handlers.publish(self.deps, current_principal(), request.request_id, product)
-        return pb.PublishProductResponse(product=product_to_pb(stored, moment))
+        listing = await handlers.publish(self.deps, current_principal(), request.request_id, product)
+        return pb.PublishProductResponse(product=product_to_pb(listing))
+
+    async def UpdateProduct(
+        self, request: pb.UpdateProductRequest, context: Context
+    ) -> pb.UpdateProductResponse:
+        """Change one of the caller's products."""
+        listing = await handlers.update(
+            self.deps,
+            current_principal(),
+            request.product_id,
+            _changes(request.product),
+            list(request.update_mask.paths),
+            request.expected_revision,
+        )
+        return pb.UpdateProductResponse(product=product_to_pb(listing))
+
+    async def WithdrawProduct(
+        self, request: pb.WithdrawProductRequest, context: Context
+    ) -> pb.WithdrawProductResponse:
+        """Take one of the caller's products off sale."""
+        listing = await handlers.withdraw(self.deps, current_principal(), request.product_id)
+        return pb.WithdrawProductResponse(product=product_to_pb(listing))
 
 
 def registration(deps: handlers.Deps) -> Registration:

@@ -12,12 +12,15 @@ from a4co.type.v1 import lat_lng_pb2, money_pb2
 from services.artisans.adapters.postgres import ArtisansUnitOfWork
 from services.artisans.domain import (
     AlreadyOnboardedError,
+    Listing,
     NotOnboardedError,
     Product,
+    WithdrawnError,
     Workshop,
+    apply_update,
 )
 from services.platform.auth import Principal
-from services.platform.errors import RequestIdReusedError
+from services.platform.errors import AbortedError, NotFoundError, RequestIdReusedError
 from services.platform.timestamps import to_timestamp
 
 
@@ -70,10 +73,10 @@ def _onboarded(existing: tuple[Workshop, datetime, str], request_id: str) -> tup
     return stored, moment
 
 
-def _retried(seen: tuple[Product, datetime], principal: Principal) -> tuple[Product, datetime]:
+def _retried(seen: Listing, principal: Principal) -> Listing:
     """The answer to a call whose request id was used already: the product it published, if the
-    caller's."""
-    if seen[0].artisan_id != principal.user_id:
+    caller's (as it is now)."""
+    if seen.product.artisan_id != principal.user_id:
         raise RequestIdReusedError(BY_ANOTHER)
     return seen
 
@@ -82,9 +85,7 @@ def _fields(w: Workshop) -> tuple[str, str, str, float, float, dict[str, str], s
     return (w.display_name.strip(), w.craft, w.locality.strip(), w.latitude, w.longitude, w.address, w.bio)
 
 
-async def publish(
-    deps: Deps, principal: Principal, request_id: str, product: Product
-) -> tuple[Product, datetime]:
+async def publish(deps: Deps, principal: Principal, request_id: str, product: Product) -> Listing:
     """Put a product of the calling, onboarded artisan on sale (ProductPublished), once per request."""
     async with deps.uow() as uow:
         seen = await uow.catalogue.product_by_request(request_id)
@@ -122,4 +123,82 @@ async def publish(
             ),
             aggregate_id=mine.product_id,
         )
-    return mine, moment
+    return Listing(mine, moment, 1, moment)
+
+
+async def _mine_to_change(uow: ArtisansUnitOfWork, principal: Principal, product_id: str) -> Listing:
+    """One of the caller's products, locked for a change; another artisan's is reported as missing
+    (its existence is not the caller's business)."""
+    listing = await uow.catalogue.product_to_change(product_id)
+    if listing is None or listing.product.artisan_id != principal.user_id:
+        raise NotFoundError("PRODUCT_NOT_FOUND", f"you sell no product {product_id}")
+    return listing
+
+
+async def update(
+    deps: Deps,
+    principal: Principal,
+    product_id: str,
+    changes: Product,
+    paths: list[str],
+    expected_revision: int = 0,
+) -> Listing:
+    """Change the fields named in `paths` of one of the caller's products (ProductUpdated, when
+    something changed)."""
+    async with deps.uow() as uow:
+        listing = await _mine_to_change(uow, principal, product_id)
+        if listing.withdraw_time is not None:
+            raise WithdrawnError(product_id)
+        if expected_revision and listing.revision != expected_revision:
+            raise AbortedError(
+                "REVISION_CHANGED",
+                f"product {product_id} is at revision {listing.revision}, not {expected_revision}",
+                metadata={"revision": str(listing.revision)},
+            )
+        updated, changed = apply_update(listing.product, changes, paths)
+        if not changed:
+            return listing
+        stored = await uow.catalogue.update(updated, listing.revision + 1)
+        p = stored.product
+        await uow.outbox.add(
+            events.ProductUpdated(
+                product_id=p.product_id,
+                artisan_id=p.artisan_id,
+                name=p.name,
+                description=p.description,
+                category=p.category,
+                price=money_pb2.Money(currency_code=p.currency_code, amount_cents=p.price_cents),
+                revision=stored.revision,
+                changed_fields=changed,
+                publish_time=to_timestamp(stored.publish_time),
+                update_time=to_timestamp(stored.update_time),
+            ),
+            aggregate_id=p.product_id,
+        )
+    return stored
+
+
+async def withdraw(deps: Deps, principal: Principal, product_id: str) -> Listing:
+    """Take one of the caller's products off sale for good (ProductWithdrawn, once)."""
+    async with deps.uow() as uow:
+        listing = await _mine_to_change(uow, principal, product_id)
+        if listing.withdraw_time is not None:
+            return listing
+        stored = await uow.catalogue.withdraw(product_id, listing.revision + 1)
+        p = stored.product
+        assert stored.withdraw_time is not None
+        await uow.outbox.add(
+            events.ProductWithdrawn(
+                product_id=p.product_id,
+                artisan_id=p.artisan_id,
+                name=p.name,
+                description=p.description,
+                category=p.category,
+                price=money_pb2.Money(currency_code=p.currency_code, amount_cents=p.price_cents),
+                revision=stored.revision,
+                publish_time=to_timestamp(stored.publish_time),
+                withdraw_time=to_timestamp(stored.withdraw_time),
+            ),
+            aggregate_id=p.product_id,
+        )
+    return stored

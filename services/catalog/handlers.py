@@ -51,6 +51,8 @@ async def get_product(deps: Deps, product_id: str) -> ProductView:
     """One product."""
     product = await deps.search.product(product_id)
     if product is None:
+        if await deps.search.withdrawn(product_id):
+            raise NotFoundError("PRODUCT_WITHDRAWN", f"product {product_id} was withdrawn from sale")
         raise NotFoundError("PRODUCT_NOT_FOUND", f"no product {product_id}")
     return product
 
@@ -74,6 +76,31 @@ async def on_product_published(
         event.price.amount_cents,
         event.price.currency_code or "EUR",
         published,
+    )
+
+
+async def on_product_changed(
+    deps: Deps,
+    event: artisan_events.ProductUpdated | artisan_events.ProductWithdrawn,
+    ctx: HandlerContext,
+) -> None:
+    """A product's new revision: changed, or withdrawn from sale (then no search finds it)."""
+    withdrawn_at = (
+        event.withdraw_time.ToDatetime(tzinfo=UTC)
+        if isinstance(event, artisan_events.ProductWithdrawn)
+        else None
+    )
+    await Projections(ctx.conn).upsert_product(
+        event.product_id,
+        event.artisan_id,
+        event.name,
+        event.description,
+        event.category,
+        event.price.amount_cents,
+        event.price.currency_code or "EUR",
+        event.publish_time.ToDatetime(tzinfo=UTC),
+        event.revision,
+        withdrawn_at,
     )
 
 

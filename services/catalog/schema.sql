@@ -16,6 +16,10 @@ CREATE TABLE IF NOT EXISTS products (
     name_norm     text        NOT NULL,  -- unaccented, lower case: for trigram similarity
     search        tsvector    NOT NULL   -- name (A), category (B), description (C), Spanish stems
 );
+-- Since products change (UpdateProduct, WithdrawProduct): the revision recorded, and when the
+-- product was withdrawn from sale (then no search finds it, and GetProduct answers NOT_FOUND).
+ALTER TABLE products ADD COLUMN IF NOT EXISTS revision integer NOT NULL DEFAULT 1;
+ALTER TABLE products ADD COLUMN IF NOT EXISTS withdrawn_at timestamptz;
 CREATE INDEX IF NOT EXISTS products_search ON products USING gin (search);
 CREATE INDEX IF NOT EXISTS products_name_trgm ON products USING gin (name_norm gin_trgm_ops);
 CREATE INDEX IF NOT EXISTS products_category ON products (category);

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import NamedTuple
 
 EARTH_RADIUS_KM = 6371.0088
 
@@ -33,6 +34,18 @@ class Workshop:
 
 # A workshop's location with the version of its record (one more on every change).
 Located = tuple[int, Point]
+
+
+class ProductCount(NamedTuple):
+    """A workshop's products on sale, and how many product events made that figure (one for each
+    product, one more for each withdrawn): it only grows, so of two counts the one with more
+    changes is the newer."""
+
+    on_sale: int = 0
+    changes: int = 0
+
+
+NO_PRODUCTS = ProductCount()
 
 
 @dataclass(frozen=True, slots=True)

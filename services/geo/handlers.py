@@ -12,7 +12,7 @@ from prometheus_client import Counter
 from a4co.artisans.events.v1 import artisan_events_pb2 as artisan_events
 from services.geo.adapters.geo_index import GeoIndex
 from services.geo.adapters.postgres import Workshops
-from services.geo.domain import Point, Quote, Workshop, haversine_km, quote
+from services.geo.domain import NO_PRODUCTS, Point, ProductCount, Quote, Workshop, haversine_km, quote
 from services.platform.errors import NotFoundError
 from services.platform.events.consumer import HandlerContext
 from services.platform.outages import REDIS_OUTAGES
@@ -67,7 +67,7 @@ async def nearby_from_postgres(
     ]
     near = sorted((pair for pair in measured if pair[1] <= radius_km), key=lambda pair: pair[1])[:limit]
     counts = await workshops.product_counts([w.artisan_id for w, _ in near]) if near else {}
-    return [(w, km, counts.get(w.artisan_id, 0)) for w, km in near]
+    return [(w, km, counts.get(w.artisan_id, NO_PRODUCTS).on_sale) for w, km in near]
 
 
 async def quote_delivery(deps: Deps, artisan_id: str, destination: Point) -> Quote:
@@ -91,7 +91,7 @@ async def reindex(deps: Deps) -> int:
     counts = await workshops.product_counts()
     everyone = await workshops.all()
     for workshop in everyone:
-        await deps.index.add(workshop, counts.get(workshop.artisan_id, 0))
+        await deps.index.add(workshop, counts.get(workshop.artisan_id, NO_PRODUCTS))
     log.info("geo index rebuilt with %d workshops", len(everyone))
     return len(everyone)
 
@@ -104,7 +104,7 @@ async def reindex_some(deps: Deps, artisan_ids: set[str]) -> None:
     counts = await workshops.product_counts(ids)
     recorded = await workshops.versioned(ids)
     for workshop, version in recorded:
-        await deps.index.add(workshop, counts.get(workshop.artisan_id, 0), version)
+        await deps.index.add(workshop, counts.get(workshop.artisan_id, NO_PRODUCTS), version)
     for artisan_id in set(counts) - {w.artisan_id for w, _ in recorded}:
         await deps.index.count_products(artisan_id, counts[artisan_id])
 
@@ -138,15 +138,28 @@ async def on_product_published(
         event.product_id,
         event.artisan_id,
     )
-
-    async def count() -> None:
-        with contextlib.suppress(*REDIS_OUTAGES):  # marked stale: counted again once Redis answers
-            await deps.index.count_products(event.artisan_id, await _product_count(deps, event.artisan_id))
-
-    ctx.after_commit(count)
+    ctx.after_commit(lambda: _count(deps, event.artisan_id))
 
 
-async def _product_count(deps: Deps, artisan_id: str) -> int:
+async def on_product_withdrawn(
+    deps: Deps, event: artisan_events.ProductWithdrawn, ctx: HandlerContext
+) -> None:
+    """A workshop's product off sale: counted no more (recorded even before its publication)."""
+    await ctx.conn.execute(
+        "INSERT INTO products (product_id, artisan_id, withdrawn) VALUES ($1, $2, true)"
+        " ON CONFLICT (product_id) DO UPDATE SET withdrawn = true",
+        event.product_id,
+        event.artisan_id,
+    )
+    ctx.after_commit(lambda: _count(deps, event.artisan_id))
+
+
+async def _count(deps: Deps, artisan_id: str) -> None:
+    with contextlib.suppress(*REDIS_OUTAGES):  # marked stale: counted again once Redis answers
+        await deps.index.count_products(artisan_id, await _product_count(deps, artisan_id))
+
+
+async def _product_count(deps: Deps, artisan_id: str) -> ProductCount:
     """An artisan's products, counted after the commit: whichever of two concurrent handlers
     counts last sees both products (counting inside each transaction, both could miss the other's)."""
-    return (await Workshops(deps.pool).product_counts([artisan_id])).get(artisan_id, 0)
+    return (await Workshops(deps.pool).product_counts([artisan_id])).get(artisan_id, NO_PRODUCTS)

@@ -13,9 +13,11 @@ CREATE TABLE IF NOT EXISTS workshops (
 -- Data directories made before the version column.
 ALTER TABLE workshops ADD COLUMN IF NOT EXISTS version bigint NOT NULL DEFAULT 1;
 
--- Products published by each workshop, from ProductPublished.
+-- Products published by each workshop, from ProductPublished, and those withdrawn from sale since
+-- (ProductWithdrawn), which the map counts no more.
 CREATE TABLE IF NOT EXISTS products (
     product_id text PRIMARY KEY,
     artisan_id text NOT NULL
 );
+ALTER TABLE products ADD COLUMN IF NOT EXISTS withdrawn boolean NOT NULL DEFAULT false;
 CREATE INDEX IF NOT EXISTS products_artisan ON products (artisan_id);

@@ -68,6 +68,10 @@ def product_published(e: Any) -> list[Note]:
     return [Note(e.artisan_id, "Producto publicado", f"«{e.name}» ya está a la venta.", e.product_id)]
 
 
+def product_withdrawn(e: Any) -> list[Note]:
+    return [Note(e.artisan_id, "Producto retirado", f"«{e.name}» ya no está a la venta.", e.product_id)]
+
+
 def order_created(e: Any) -> list[Note]:
     total = euros(e.total.amount_cents)
     return [
@@ -188,6 +192,7 @@ MESSAGES: dict[type[Message], Callable[[Any], list[Note]]] = {
     identity.ProfileUpdated: profile_updated,
     artisans.ArtisanOnboarded: artisan_onboarded,
     artisans.ProductPublished: product_published,
+    artisans.ProductWithdrawn: product_withdrawn,
     orders.OrderCreated: order_created,
     orders.OrderStatusChanged: order_status_changed,
     orders.OrderDelivered: order_delivered,

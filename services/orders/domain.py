@@ -29,6 +29,18 @@ class Status(enum.StrEnum):
 
 TERMINAL = frozenset({Status.DELIVERED, Status.CANCELLED})
 
+
+class ProductWithdrawnError(FailedPreconditionError):
+    """A product its artisan withdrew from sale cannot be ordered any more."""
+
+    def __init__(self, product_id: str) -> None:
+        super().__init__(
+            "PRODUCT_WITHDRAWN",
+            f"product {product_id} was withdrawn from sale",
+            metadata={"product_id": product_id},
+        )
+
+
 # The namespace of order ids (a fixed random UUID; changing it would change every new order's id).
 _ORDER_IDS = uuid.UUID("5b0c8d9e-3f4a-4e27-9a61-0d2f7c3b8e15")
 
@@ -45,14 +57,15 @@ def order_id_for(customer_id: str, request_id: str) -> str:
 
 @dataclass(frozen=True, slots=True)
 class ProductInfo:
-    """What orders needs of a product: who sells it, its name and price. A published product
-    never changes, so a copy of it is never stale."""
+    """What orders needs of a product: who sells it, its name and price, and whether it was
+    withdrawn from sale (then no new order may have it)."""
 
     product_id: str
     artisan_id: str
     name: str
     price_cents: int
     currency_code: str
+    withdrawn: bool = False
 
 
 class Outcome(enum.StrEnum):

@@ -24,6 +24,7 @@ from services.orders.domain import (
     Order,
     Outcome,
     ProductInfo,
+    ProductWithdrawnError,
     Status,
     TimeoutCutoff,
     order_id_for,
@@ -314,7 +315,11 @@ async def _products(deps: Deps, product_ids: list[str]) -> list[ProductInfo]:
         fetched = await asyncio.gather(*(deps.peers.product(pid) for pid in missing))
         await deps.products.add(fetched)
         known.update((p.product_id, p) for p in fetched)
-    return [known[pid] for pid in product_ids]
+    products = [known[pid] for pid in product_ids]
+    for p in products:
+        if p.withdrawn:
+            raise ProductWithdrawnError(p.product_id)
+    return products
 
 
 def _visible(order: Order, principal: Principal) -> bool:
@@ -386,7 +391,30 @@ async def on_product_published(
     product = ProductInfo(
         event.product_id, event.artisan_id, event.name, price.amount_cents, price.currency_code or "EUR"
     )
-    await Products(ctx.conn).add([product])
+    await Products(ctx.conn).change(product, 1)
+
+
+async def on_product_changed(
+    deps: Deps,
+    event: artisan_events.ProductUpdated | artisan_events.ProductWithdrawn,
+    ctx: HandlerContext,
+) -> None:
+    """A product's new price or name, or its withdrawal: new orders follow it."""
+    price = event.price
+    product = ProductInfo(
+        event.product_id,
+        event.artisan_id,
+        event.name,
+        price.amount_cents,
+        price.currency_code or "EUR",
+        withdrawn=isinstance(event, artisan_events.ProductWithdrawn),
+    )
+    await Products(ctx.conn).change(product, event.revision)
+    ctx.after_commit(lambda: _forget(deps, event.product_id))
+
+
+async def _forget(deps: Deps, product_id: str) -> None:
+    deps.products.forget(product_id)
 
 
 # Saga events ------------------------------------------------------------------------------------

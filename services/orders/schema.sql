@@ -31,8 +31,9 @@ CREATE INDEX IF NOT EXISTS orders_customer ON orders (customer_id, created_at DE
 CREATE INDEX IF NOT EXISTS orders_artisan ON orders (artisan_id, created_at DESC);
 CREATE INDEX IF NOT EXISTS orders_waiting ON orders (step_deadline) WHERE status IN ('PENDING', 'PAID');
 
--- The products on sale, as ProductPublished announced them (or catalog answered, for one whose
--- event has not arrived yet): a published product never changes.
+-- The products on sale, as ProductPublished, ProductUpdated and ProductWithdrawn announced them
+-- (or catalog answered, as revision 0, for one whose event has not arrived yet): the newest
+-- revision counts. A withdrawn product is kept, so that an order for it is refused.
 CREATE TABLE IF NOT EXISTS products (
     product_id    text   PRIMARY KEY,
     artisan_id    text   NOT NULL,
@@ -40,3 +41,5 @@ CREATE TABLE IF NOT EXISTS products (
     price_cents   bigint NOT NULL,
     currency_code text   NOT NULL
 );
+ALTER TABLE products ADD COLUMN IF NOT EXISTS revision integer NOT NULL DEFAULT 1;
+ALTER TABLE products ADD COLUMN IF NOT EXISTS withdrawn boolean NOT NULL DEFAULT false;

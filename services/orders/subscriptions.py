@@ -17,4 +17,6 @@ HANDLERS: dict[type[Message], UnboundHandler] = {
     inventory_events_pb2.StockReserved: handlers.on_stock_reserved,
     inventory_events_pb2.StockReservationFailed: handlers.on_stock_reservation_failed,
     artisan_events_pb2.ProductPublished: handlers.on_product_published,
+    artisan_events_pb2.ProductUpdated: handlers.on_product_changed,
+    artisan_events_pb2.ProductWithdrawn: handlers.on_product_changed,
 }

@@ -1,6 +1,7 @@
-"""Values that never change once stored, kept in a process's memory: the least recently used leave
-first once `size` are kept. Only for what is immutable (a published product, a tokenised payment
-method), so nothing kept can be stale, whichever replica stored it."""
+"""Values kept in a process's memory: the least recently used leave first once `size` are kept.
+For what never changes once stored (a tokenised payment method), so nothing kept can be stale,
+whichever replica stored it; or for what changes rarely, kept with the moment it was read, and
+forgotten by its reader once too old (orders' products)."""
 
 from __future__ import annotations
 
@@ -37,3 +38,7 @@ class Kept(Generic[K, V]):
         self._values.move_to_end(key)
         while len(self._values) > self.size:
             self._values.popitem(last=False)
+
+    def forget(self, key: K) -> None:
+        """Keep nothing under `key` any more."""
+        self._values.pop(key, None)

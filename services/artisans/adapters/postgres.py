@@ -7,7 +7,7 @@ from datetime import datetime
 
 import asyncpg
 
-from services.artisans.domain import Product, Workshop
+from services.artisans.domain import Listing, Product, Workshop
 from services.platform.db import Connection
 from services.platform.uow import PostgresUnitOfWork
 
@@ -26,7 +26,7 @@ def _workshop(row: asyncpg.Record) -> tuple[Workshop, datetime]:
     return workshop, row["onboarded_at"]
 
 
-def _product(row: asyncpg.Record) -> tuple[Product, datetime]:
+def _listing(row: asyncpg.Record) -> Listing:
     product = Product(
         str(row["product_id"]),
         row["artisan_id"],
@@ -38,7 +38,9 @@ def _product(row: asyncpg.Record) -> tuple[Product, datetime]:
         row["initial_stock"],
         row["low_stock_threshold"],
     )
-    return product, row["published_at"]
+    published = row["published_at"]
+    updated = row["updated_at"] or published
+    return Listing(product, published, row["revision"], updated, row["withdrawn_at"])
 
 
 class Catalogue:
@@ -75,10 +77,42 @@ class Catalogue:
         )
         return moment
 
-    async def product_by_request(self, request_id: str) -> tuple[Product, datetime] | None:
+    async def product_by_request(self, request_id: str) -> Listing | None:
         """The product published under a request id."""
         row = await self.conn.fetchrow("SELECT * FROM products WHERE request_id = $1", request_id)
-        return _product(row) if row else None
+        return _listing(row) if row else None
+
+    async def product_to_change(self, product_id: str) -> Listing | None:
+        """A product, locked until the transaction ends: its changes are made one at a time."""
+        row = await self.conn.fetchrow("SELECT * FROM products WHERE product_id = $1 FOR UPDATE", product_id)
+        return _listing(row) if row else None
+
+    async def update(self, p: Product, revision: int) -> Listing:
+        """Store a product's changed fields as its `revision` (locked by `product_to_change`)."""
+        row = await self.conn.fetchrow(
+            "UPDATE products SET name = $2, description = $3, category = $4, price_cents = $5,"
+            " currency_code = $6, revision = $7, updated_at = now() WHERE product_id = $1 RETURNING *",
+            p.product_id,
+            p.name,
+            p.description,
+            p.category,
+            p.price_cents,
+            p.currency_code,
+            revision,
+        )
+        assert row is not None  # the row is locked: it cannot have gone
+        return _listing(row)
+
+    async def withdraw(self, product_id: str, revision: int) -> Listing:
+        """Mark a product withdrawn from sale, as its `revision` (locked by `product_to_change`)."""
+        row = await self.conn.fetchrow(
+            "UPDATE products SET withdrawn_at = now(), updated_at = now(), revision = $2"
+            " WHERE product_id = $1 RETURNING *",
+            product_id,
+            revision,
+        )
+        assert row is not None  # the row is locked: it cannot have gone
+        return _listing(row)
 
     async def publish(self, p: Product, request_id: str) -> datetime | None:
         """Record a product; returns when, or None when its request id was taken meanwhile (by a

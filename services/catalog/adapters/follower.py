@@ -166,7 +166,7 @@ class IndexFollower:
         for start in range(0, max(len(product_ids), len(artisan_ids)), CHUNK):
             wanted, workshops = product_ids[start : start + CHUNK], artisan_ids[start : start + CHUNK]
             rows = await conn.fetch(
-                f"{INDEXED_ROWS} WHERE p.product_id = ANY($1::text[]) OR p.artisan_id = ANY($2::text[])",
+                f"{INDEXED_ROWS} AND (p.product_id = ANY($1::text[]) OR p.artisan_id = ANY($2::text[]))",
                 wanted,
                 workshops,
             )

@@ -45,9 +45,11 @@ _FROM = """FROM products p
 
 
 # What the search index keeps of each product, in IndexedProduct's order (adapters/follower.py).
+# Products on sale only: a withdrawn one leaves the index. A query adds its conditions with AND.
 INDEXED_ROWS = f"""SELECT p.product_id, p.artisan_id, p.name, p.description, p.category, p.price_cents,
  p.publish_time, coalesce(s.available, 0) > 0 AS in_stock,
- coalesce(a.latitude, 0) AS latitude, coalesce(a.longitude, 0) AS longitude {_FROM}"""
+ coalesce(a.latitude, 0) AS latitude, coalesce(a.longitude, 0) AS longitude {_FROM}
+ WHERE p.withdrawn_at IS NULL"""
 
 log = logging.getLogger(__name__)
 
@@ -85,16 +87,21 @@ class Projections:
         price_cents: int,
         currency_code: str,
         publish_time: datetime,
+        revision: int = 1,
+        withdrawn_at: datetime | None = None,
     ) -> None:
-        """Record or replace a published product, and learn its words."""
+        """Record a product as of its `revision` (its publication is 1), and learn its words; a
+        revision older than the one recorded changes nothing, whatever order they arrive in."""
         await self.conn.execute(
             "INSERT INTO products (product_id, artisan_id, name, description, category, price_cents,"
-            " currency_code, publish_time, name_norm, search)"
+            " currency_code, publish_time, name_norm, search, revision, withdrawn_at)"
             " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, lower(unaccent($3)),"
-            f" {_SEARCH_VECTOR}) ON CONFLICT (product_id) DO UPDATE SET artisan_id = EXCLUDED.artisan_id,"
-            " name = EXCLUDED.name, description = EXCLUDED.description, category = EXCLUDED.category,"
-            " price_cents = EXCLUDED.price_cents, currency_code = EXCLUDED.currency_code,"
-            " publish_time = EXCLUDED.publish_time, name_norm = EXCLUDED.name_norm, search = EXCLUDED.search",
+            f" {_SEARCH_VECTOR}, $9, $10) ON CONFLICT (product_id) DO UPDATE SET"
+            " artisan_id = EXCLUDED.artisan_id, name = EXCLUDED.name, description = EXCLUDED.description,"
+            " category = EXCLUDED.category, price_cents = EXCLUDED.price_cents,"
+            " currency_code = EXCLUDED.currency_code, publish_time = EXCLUDED.publish_time,"
+            " name_norm = EXCLUDED.name_norm, search = EXCLUDED.search, revision = EXCLUDED.revision,"
+            " withdrawn_at = EXCLUDED.withdrawn_at WHERE products.revision < EXCLUDED.revision",
             product_id,
             artisan_id,
             name,
@@ -103,6 +110,8 @@ class Projections:
             price_cents,
             currency_code,
             publish_time,
+            revision,
+            withdrawn_at,
         )
         text = f"{name} {description} {category}"
         words = sorted({w for w in tokens(text) if len(w) >= MIN_CORRECTABLE and w.isalpha()})
@@ -177,13 +186,22 @@ class Search:
 
     async def _read_views(self, product_ids: list[str]) -> dict[str, ProductView]:
         rows = await self.pool.fetch(
-            f"SELECT {_COLUMNS} {_FROM} WHERE p.product_id = ANY($1::text[])", product_ids
+            f"SELECT {_COLUMNS} {_FROM} WHERE p.product_id = ANY($1::text[]) AND p.withdrawn_at IS NULL",
+            product_ids,
         )
         return {view.product_id: view for view in map(_view, rows)}
 
     async def product(self, product_id: str) -> ProductView | None:
-        """One product with its workshop and availability."""
+        """One product on sale with its workshop and availability."""
         return (await self._views.get([product_id])).get(product_id)
+
+    async def withdrawn(self, product_id: str) -> bool:
+        """Whether a product was withdrawn from sale."""
+        return bool(
+            await self.pool.fetchval(
+                "SELECT withdrawn_at IS NOT NULL FROM products WHERE product_id = $1", product_id
+            )
+        )
 
     async def correct(self, words: list[str]) -> list[str]:
         """Each query word, or the closest catalogue word when it is unknown (typos)."""
@@ -252,7 +270,12 @@ class Search:
             args.append(value)
             return f"${len(args)}"
 
-        where, score, distance, order = ["true"], "0.0::float8", "0.0::float8", "p.publish_time DESC"
+        where, score, distance, order = (
+            ["p.withdrawn_at IS NULL"],
+            "0.0::float8",
+            "0.0::float8",
+            "p.publish_time DESC",
+        )
         ctes, joins = [], ""
         if text:
             q = f"{parser}_tsquery('spanish', {arg(text)})"

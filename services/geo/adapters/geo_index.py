@@ -7,7 +7,7 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from services.geo.domain import Located, Point, Workshop
+from services.geo.domain import Located, Point, ProductCount, Workshop
 from services.platform.announced import AnnouncedMemory
 from services.platform.coalesce import Coalescer
 from services.platform.outages import run_script
@@ -33,9 +33,9 @@ return rows
 """
 
 
-_COUNT_IF_LARGER = """
-if tonumber(redis.call('HGET', KEYS[1], 'product_count') or '-1') < tonumber(ARGV[1]) then
-  redis.call('HSET', KEYS[1], 'product_count', ARGV[1])
+_COUNT_IF_NEWER = """
+if tonumber(redis.call('HGET', KEYS[1], 'product_changes') or '-1') < tonumber(ARGV[2]) then
+  redis.call('HSET', KEYS[1], 'product_count', ARGV[1], 'product_changes', ARGV[2])
 end
 """
 
@@ -64,7 +64,7 @@ class GeoIndex:
         self._redis = redis
         self._base = f"{prefix + ':' if prefix else ''}a4co:geo"
         self._searches: Coalescer[NearbySearch, list[Any]] = Coalescer("geo_nearby", self._search)
-        self._count = redis.register_script(_COUNT_IF_LARGER)
+        self._count = redis.register_script(_COUNT_IF_NEWER)
         self.locations = AnnouncedMemory.versioned(
             redis, f"{self._base}:workshop-changed", parse_announcement, ttl_s=local_ttl_s
         )
@@ -77,7 +77,7 @@ class GeoIndex:
     def _details(self, artisan_id: str) -> str:
         return f"{self._base}:workshop:{artisan_id}"
 
-    async def add(self, w: Workshop, product_count: int, version: int | None = None) -> None:
+    async def add(self, w: Workshop, product_count: ProductCount, version: int | None = None) -> None:
         """Index a workshop (or move it) with its number of products; a `version` (that of the
         change just recorded) is announced with its location. If Redis fails, the workshop is
         marked `stale`, to be indexed again from PostgreSQL."""
@@ -87,7 +87,7 @@ class GeoIndex:
             self.stale.mark([w.artisan_id])
             raise
 
-    async def _add(self, w: Workshop, product_count: int, version: int | None) -> None:
+    async def _add(self, w: Workshop, product_count: ProductCount, version: int | None) -> None:
         async with self._redis.pipeline(transaction=True) as pipe:
             for key in (self._set(), self._set(w.craft)):
                 pipe.geoadd(key, (w.location.longitude, w.location.latitude, w.artisan_id))
@@ -104,12 +104,12 @@ class GeoIndex:
             self.locations.remember(w.artisan_id, (version, w.location))
         await self.count_products(w.artisan_id, product_count)
 
-    async def count_products(self, artisan_id: str, product_count: int) -> None:
-        """Record a workshop's number of products, unless a larger one is recorded (products are
-        only ever added, so two counts applied out of order keep the newer). If Redis fails, the
-        workshop is marked `stale`."""
+    async def count_products(self, artisan_id: str, product_count: ProductCount) -> None:
+        """Record a workshop's number of products on sale, unless one counted from more changes is
+        recorded (so two counts applied out of order keep the newer). If Redis fails, the workshop
+        is marked `stale`."""
         try:
-            await run_script(self._count, [self._details(artisan_id)], [product_count])
+            await run_script(self._count, [self._details(artisan_id)], list(product_count))
         except BaseException:
             self.stale.mark([artisan_id])
             raise

@@ -6,7 +6,7 @@ import math
 
 import asyncpg
 
-from services.geo.domain import Located, Point, Workshop
+from services.geo.domain import Located, Point, ProductCount, Workshop
 from services.platform.db import Queryable
 
 KM_PER_DEGREE = 111.0  # of latitude, a little less than its shortest (110.57), so the box covers the circle
@@ -79,11 +79,12 @@ class Workshops:
         """Every workshop, to rebuild the index."""
         return [_workshop(r) for r in await self.conn.fetch("SELECT * FROM workshops")]
 
-    async def product_counts(self, artisan_ids: list[str] | None = None) -> dict[str, int]:
-        """Products published by each artisan (every artisan with products when `artisan_ids` is None)."""
+    async def product_counts(self, artisan_ids: list[str] | None = None) -> dict[str, ProductCount]:
+        """Products on sale of each artisan (every artisan with products when `artisan_ids` is None)."""
         rows = await self.conn.fetch(
-            "SELECT artisan_id, count(*) AS n FROM products"
+            "SELECT artisan_id, count(*) FILTER (WHERE NOT withdrawn) AS on_sale,"
+            " count(*) + count(*) FILTER (WHERE withdrawn) AS changes FROM products"
             " WHERE $1::text[] IS NULL OR artisan_id = ANY($1::text[]) GROUP BY artisan_id",
             artisan_ids,
         )
-        return {r["artisan_id"]: int(r["n"]) for r in rows}
+        return {r["artisan_id"]: ProductCount(int(r["on_sale"]), int(r["changes"])) for r in rows}

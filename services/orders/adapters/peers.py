@@ -16,7 +16,7 @@ from a4co.inventory.v1 import inventory_service_pb2_grpc as inventory_grpc
 from a4co.payments.v1 import payments_service_pb2 as payments_pb
 from a4co.payments.v1 import payments_service_pb2_grpc as payments_grpc
 from a4co.type.v1 import lat_lng_pb2
-from services.orders.domain import ProductInfo
+from services.orders.domain import ProductInfo, ProductWithdrawnError
 from services.platform.errors import (
     FailedPreconditionError,
     NotFoundError,
@@ -24,6 +24,7 @@ from services.platform.errors import (
     UnavailableError,
 )
 from services.platform.grpc.client import PeerClient, open_channel
+from services.platform.grpc.status import details_of
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +63,9 @@ class Peers:
             )
         except grpc.aio.AioRpcError as error:
             if error.code() == grpc.StatusCode.NOT_FOUND:
+                info = details_of(error)[0]
+                if info is not None and info.reason == "PRODUCT_WITHDRAWN":
+                    raise ProductWithdrawnError(product_id) from None
                 raise NotFoundError("PRODUCT_NOT_FOUND", f"no product {product_id}") from None
             raise _peer_failed("catalog", error) from None
         p = response.product

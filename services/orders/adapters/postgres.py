@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 
@@ -187,49 +188,81 @@ class Orders:
 
 
 class Products:
-    """orders' copy of the products on sale, filled from ProductPublished: what a new order's
-    lines cost and who sells them, without asking catalog.
+    """orders' copy of the products on sale, filled from ProductPublished, ProductUpdated and
+    ProductWithdrawn: what a new order's lines cost and who sells them, without asking catalog.
 
     With `remember`, the products read or added last (up to that many) are also kept in memory
-    and read from there: a published product never changes, so nothing kept can be stale.
+    and read from there for `kept_s` seconds. A product may change, and another replica may be
+    the one that records its change, so a replica goes on using what it read for at most that
+    long: a new price or a withdrawal applies to new orders that much after orders records it.
     """
 
-    def __init__(self, conn: Queryable, *, remember: int = 0) -> None:
+    def __init__(self, conn: Queryable, *, remember: int = 0, kept_s: float = 2.0) -> None:
         self.conn = conn
-        self._kept: Kept[str, ProductInfo] = Kept(remember)
+        self.kept_s = kept_s
+        self._kept: Kept[str, tuple[ProductInfo, float]] = Kept(remember)
 
     async def get_many(self, product_ids: Iterable[str]) -> dict[str, ProductInfo]:
         """The products of `product_ids` that orders knows, by id."""
         found, wanted = {}, []
+        oldest = time.monotonic() - self.kept_s
         for product_id in product_ids:
-            if (kept := self._kept.get(product_id)) is not None:
-                found[product_id] = kept
+            kept = self._kept.get(product_id)
+            if kept is not None and kept[1] >= oldest:
+                found[product_id] = kept[0]
             else:
                 wanted.append(product_id)
         if wanted:
             rows = await self.conn.fetch(
-                "SELECT product_id, artisan_id, name, price_cents, currency_code FROM products"
+                "SELECT product_id, artisan_id, name, price_cents, currency_code, withdrawn FROM products"
                 " WHERE product_id = ANY($1::text[])",
                 wanted,
             )
             for row in rows:
                 found[row["product_id"]] = product = ProductInfo(**dict(row.items()))
-                self._kept.keep(product.product_id, product)
+                self._keep(product)
         return found
 
+    def _keep(self, product: ProductInfo) -> None:
+        self._kept.forget(product.product_id)
+        self._kept.keep(product.product_id, (product, time.monotonic()))
+
+    def forget(self, product_id: str) -> None:
+        """Read a product from the table next time (this replica recorded a change of it)."""
+        self._kept.forget(product_id)
+
     async def add(self, products: Iterable[ProductInfo]) -> None:
-        """Keep products; one kept already stays as it is, since a published product never changes."""
+        """Keep products as catalog answered for them, their events not come yet (as revision 0:
+        any event of theirs replaces them); a product kept already stays as it is."""
         found = list({p.product_id: p for p in products}.values())
         await self.conn.execute(
-            "INSERT INTO products (product_id, artisan_id, name, price_cents, currency_code)"
-            " SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::text[])"
+            "INSERT INTO products (product_id, artisan_id, name, price_cents, currency_code, revision)"
+            " SELECT *, 0 FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::text[])"
             " ON CONFLICT (product_id) DO NOTHING",
             *columns(
                 ((p.product_id, p.artisan_id, p.name, p.price_cents, p.currency_code) for p in found), 5
             ),
         )
         for product in found:
-            self._kept.keep(product.product_id, product)
+            self._keep(product)
+
+    async def change(self, product: ProductInfo, revision: int) -> None:
+        """Record a product as of its `revision`; an older revision than the one recorded changes
+        nothing, whatever order they arrive in."""
+        await self.conn.execute(
+            "INSERT INTO products (product_id, artisan_id, name, price_cents, currency_code, withdrawn,"
+            " revision) VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (product_id) DO UPDATE SET"
+            " artisan_id = EXCLUDED.artisan_id, name = EXCLUDED.name, price_cents = EXCLUDED.price_cents,"
+            " currency_code = EXCLUDED.currency_code, withdrawn = EXCLUDED.withdrawn,"
+            " revision = EXCLUDED.revision WHERE products.revision < EXCLUDED.revision",
+            product.product_id,
+            product.artisan_id,
+            product.name,
+            product.price_cents,
+            product.currency_code,
+            product.withdrawn,
+            revision,
+        )
 
 
 def _line(line: Line) -> dict[str, object]:

@@ -34,6 +34,10 @@ NUL = "Ana\x00Mal"
 # changes only the fields its mask names, and never the user's id nor e-mail address.
 CHECKED_BY_THE_DOMAIN = {"/a4co.identity.v1.IdentityService/Register"}
 NEVER_READ = {("/a4co.identity.v1.IdentityService/UpdateProfile", f) for f in ("user.user_id", "user.email")}
+# A product's update reads the fields its mask names (each set here with its field named), never
+# the product's ids, which the request names apart.
+UPDATE_PRODUCT = "/a4co.artisans.v1.ArtisansService/UpdateProduct"
+NEVER_READ |= {(UPDATE_PRODUCT, f) for f in ("product.product_id", "product.artisan_id")}
 DOMAIN_PROFILE_FIELDS = {"user.display_name", "user.phone_number", "user.bio"}
 
 
@@ -99,8 +103,11 @@ def test_a_string_far_too_long_or_with_a_nul_is_refused_naming_its_field(
     request_class = symbol_database.Default().GetSymbol(method.input_type.full_name)
     assert policy.validator is not None, f"{name} has a string ({path}) and no validator"
     for bad in (LONG, NUL):
+        request: Any = _with(request_class(), chain, bad)
+        if name == UPDATE_PRODUCT and path.startswith("product."):
+            request.update_mask.paths.append(path.split(".")[1])
         with pytest.raises(InvalidArgumentError) as refused:
-            policy.validator(_with(request_class(), chain, bad))
+            policy.validator(request)
         assert path in {v.field for v in refused.value.violations}, (bad[:10], refused.value.violations)
 
 

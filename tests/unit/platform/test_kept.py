@@ -23,3 +23,13 @@ def test_a_value_kept_again_stays_as_first_kept_and_size_zero_keeps_nothing() ->
     nothing: Kept[str, int] = Kept(0)
     nothing.keep("a", 1)
     assert (nothing.get("a"), len(nothing)) == (None, 0)
+
+
+def test_a_forgotten_value_is_kept_anew() -> None:
+    kept: Kept[str, int] = Kept(4)
+    kept.keep("a", 1)
+    kept.forget("a")
+    kept.forget("never kept")
+    assert (kept.get("a"), len(kept)) == (None, 0)
+    kept.keep("a", 2)
+    assert kept.get("a") == 2

@@ -33,6 +33,7 @@ from tests.integration.services.harness import (
     stream_events,
     token,
 )
+from tests.integration.services.test_grpcurl import call, grpcurl
 from tests.support.rpc import failure
 from tests.support.waiting import eventually
 
@@ -178,3 +179,157 @@ async def test_refusals(marketplace: dict[str, RunningService], keys: Keys) -> N
     pool = marketplace["artisans"].infra.pool
     assert await pool.fetchval("SELECT count(*) FROM workshops") == 0
     assert await pool.fetchval("SELECT count(*) FROM outbox") == 0
+
+
+def changing(product_id: str, *paths: str, revision: int = 0, **values: object) -> pb.UpdateProductRequest:
+    request = pb.UpdateProductRequest(
+        product_id=product_id,
+        product=pb.PublishedProduct(**values),  # type: ignore[arg-type]
+        expected_revision=revision,
+    )
+    request.update_mask.paths.extend(paths)
+    return request
+
+
+async def test_an_artisan_changes_a_product_then_withdraws_it_and_everyone_follows(
+    marketplace: dict[str, RunningService], keys: Keys
+) -> None:
+    stub = pb_grpc.ArtisansServiceStub(marketplace["artisans"].channel)
+    me = token(keys, "artisan-tito", Role.ARTISAN)
+    await stub.OnboardArtisan(onboarding(), metadata=me)
+    published = (await stub.PublishProduct(publishing(), metadata=me)).product
+    assert (published.revision, published.update_time) == (1, published.publish_time)
+    pid = published.product_id
+
+    euros = money_pb2.Money(currency_code="EUR", amount_cents=2900)
+    changed = (
+        await stub.UpdateProduct(
+            changing(
+                pid, "name", "price", revision=1, name=" Fuente de olivo ", price=euros, description="x"
+            ),
+            metadata=me,
+        )
+    ).product
+    assert (changed.name, changed.price.amount_cents, changed.revision) == ("Fuente de olivo", 2900, 2)
+    assert changed.description == published.description, "a field the mask does not name is not read"
+    assert changed.update_time.ToDatetime() > published.publish_time.ToDatetime()
+    # The same values again change nothing: the same revision, and no event.
+    same = (await stub.UpdateProduct(changing(pid, "name", name="Fuente de olivo"), metadata=me)).product
+    assert same == changed
+
+    stale = await failure(stub.UpdateProduct(changing(pid, "name", revision=1, name="Otra"), metadata=me))
+    info = details_of(stale)[0]
+    assert (stale.code(), info.reason, info.metadata["revision"]) == (  # type: ignore[union-attr]
+        grpc.StatusCode.ABORTED,
+        "REVISION_CHANGED",
+        "2",
+    )
+    someone = token(keys, "artisan-otro", Role.ARTISAN)
+    theirs = await failure(stub.UpdateProduct(changing(pid, "name", name="Mía"), metadata=someone))
+    assert (theirs.code(), details_of(theirs)[0].reason) == (  # type: ignore[union-attr]
+        grpc.StatusCode.NOT_FOUND,
+        "PRODUCT_NOT_FOUND",
+    )
+    assert (
+        await failure(stub.WithdrawProduct(pb.WithdrawProductRequest(product_id=pid), metadata=someone))
+    ).code() == (grpc.StatusCode.NOT_FOUND)
+    bad = await failure(
+        stub.UpdateProduct(
+            changing(pid, "initial_stock", "price", price=money_pb2.Money(currency_code="USD")), metadata=me
+        )
+    )
+    assert bad.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert {f for f, _ in details_of(bad)[1]} == {
+        "update_mask",
+        "product.price.currency_code",
+        "product.price.amount_cents",
+    }
+    nothing = await failure(stub.UpdateProduct(changing(pid), metadata=me))
+    assert details_of(nothing)[1] == [("update_mask", "must name at least one field")]
+
+    catalog = catalog_grpc.CatalogServiceStub(marketplace["catalog"].channel)
+    geo = geo_grpc.GeoServiceStub(marketplace["geo"].channel)
+
+    async def found(query: str) -> list[str]:
+        page = await catalog.SearchProducts(catalog_pb.SearchProductsRequest(query=query))
+        return [r.product.product_id for r in page.results]
+
+    async def in_catalog() -> bool:
+        try:
+            product = (await catalog.GetProduct(catalog_pb.GetProductRequest(product_id=pid))).product
+        except grpc.aio.AioRpcError:
+            return False
+        return (product.name, product.price.amount_cents) == ("Fuente de olivo", 2900) and await found(
+            "olivo"
+        ) == [pid]
+
+    await eventually(in_catalog, timeout=20, what="the change in the catalogue and its search")
+
+    withdrawn = (await stub.WithdrawProduct(pb.WithdrawProductRequest(product_id=pid), metadata=me)).product
+    assert (withdrawn.revision, withdrawn.HasField("withdraw_time")) == (3, True)
+    again = (await stub.WithdrawProduct(pb.WithdrawProductRequest(product_id=pid), metadata=me)).product
+    assert again == withdrawn, "withdrawing again returns it as it is"
+    late = await failure(stub.UpdateProduct(changing(pid, "name", name="Otra"), metadata=me))
+    assert (late.code(), details_of(late)[0].reason) == (  # type: ignore[union-attr]
+        grpc.StatusCode.FAILED_PRECONDITION,
+        "PRODUCT_WITHDRAWN",
+    )
+
+    async def gone() -> bool:
+        try:
+            await catalog.GetProduct(catalog_pb.GetProductRequest(product_id=pid))
+        except grpc.aio.AioRpcError as error:
+            reason = details_of(error)[0]
+            if reason is None or reason.reason != "PRODUCT_WITHDRAWN":
+                return False
+        else:
+            return False
+        nearby = await geo.FindNearbyArtisans(geo_pb.FindNearbyArtisansRequest(location=UBEDA, radius_km=5))
+        return await found("olivo") == [] and [(a.artisan_id, a.product_count) for a in nearby.artisans] == [
+            ("artisan-tito", 0)
+        ]
+
+    await eventually(gone, timeout=20, what="the product off the catalogue, its search and the map")
+    await eventually(
+        lambda: _names(
+            marketplace["artisans"],
+            ["ArtisanOnboarded", "ProductPublished", "ProductUpdated", "ProductWithdrawn"],
+        ),
+        what="one event for each change, none for a change of nothing or a second withdrawal",
+    )
+
+
+async def test_the_readmes_grpcurl_commands_change_and_withdraw_a_product(
+    marketplace: dict[str, RunningService], keys: Keys
+) -> None:
+    stub = pb_grpc.ArtisansServiceStub(marketplace["artisans"].channel)
+    me = token(keys, "artisan-tito", Role.ARTISAN)
+    await stub.OnboardArtisan(onboarding(), metadata=me)
+    pid = (await stub.PublishProduct(publishing(), metadata=me)).product.product_id
+    bearer = dict(me)["authorization"].removeprefix("Bearer ")
+    address, service = marketplace["artisans"].address, "a4co.artisans.v1.ArtisansService"
+    changed = await call(
+        address,
+        f"{service}/UpdateProduct",
+        {
+            "product_id": pid,
+            "product": {"price": {"currency_code": "EUR", "amount_cents": "2900"}},
+            "update_mask": {"paths": ["price"]},
+            "expected_revision": 1,
+        },
+        token=bearer,
+    )
+    assert changed["product"]["price"]["amount_cents"] == "2900"  # type: ignore[index]
+    assert changed["product"]["revision"] == 2  # type: ignore[index]
+    withdrawn = await call(address, f"{service}/WithdrawProduct", {"product_id": pid}, token=bearer)
+    assert withdrawn["product"]["revision"] == 3  # type: ignore[index]
+    assert "withdraw_time" in withdrawn["product"]  # type: ignore[operator]
+    code, out = await grpcurl(
+        address,
+        f"{service}/UpdateProduct",
+        data={"product_id": pid, "product": {"name": "Otra"}, "update_mask": {"paths": ["name"]}},
+        token=bearer,
+    )
+    assert code != 0, out
+    assert "FailedPrecondition" in out, out
+    assert "PRODUCT_WITHDRAWN" in out, out

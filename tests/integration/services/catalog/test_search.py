@@ -353,3 +353,103 @@ async def test_projections_follow_the_events(
     with pytest.raises(grpc.aio.AioRpcError) as missing:
         await stub.GetProduct(pb.GetProductRequest(product_id="nope"))
     assert missing.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+def _product_event(
+    kind: type[artisan_events_pb2.ProductUpdated] | type[artisan_events_pb2.ProductWithdrawn],
+    product_id: str,
+    name: str,
+    revision: int,
+) -> artisan_events_pb2.ProductUpdated | artisan_events_pb2.ProductWithdrawn:
+    event = kind(
+        product_id=product_id,
+        artisan_id="quesada-madera",
+        name=name,
+        description="Tabla de madera de olivo.",
+        category="madera",
+        price=money_pb2.Money(currency_code="EUR", amount_cents=4500),
+        revision=revision,
+    )
+    event.publish_time.FromDatetime(datetime(2026, 11, 1, tzinfo=UTC))
+    if isinstance(event, artisan_events_pb2.ProductWithdrawn):
+        event.withdraw_time.FromDatetime(datetime(2026, 11, 3, tzinfo=UTC))
+    return event
+
+
+async def test_a_changed_product_is_found_as_it_is_now_and_a_withdrawn_one_no_more(
+    stub: pb_grpc.CatalogServiceAsyncStub, catalog: RunningService, request: pytest.FixtureRequest
+) -> None:
+    mode = request.node.callspec.params["catalog"]
+    changed, withdrawn = f"p-cambiado-{mode}", f"p-retirado-{mode}"
+    publication = artisan_events_pb2.ProductPublished(
+        product_id=changed,
+        artisan_id="quesada-madera",
+        name="Tabla de olivo para quesos",
+        category="madera",
+        price=money_pb2.Money(currency_code="EUR", amount_cents=3900),
+    )
+    await publish_event(catalog, publication, changed, source="artisans")
+    update = _product_event(artisan_events_pb2.ProductUpdated, changed, "Tabla de olivo para embutidos", 2)
+    await publish_event(catalog, update, changed, source="artisans")
+
+    async def renamed() -> bool:
+        try:
+            product = (await stub.GetProduct(pb.GetProductRequest(product_id=changed))).product
+        except grpc.aio.AioRpcError:
+            return False
+        return (
+            (product.name, product.price.amount_cents) == ("Tabla de olivo para embutidos", 4500)
+            and "Tabla de olivo para embutidos" in await names(stub, "embutidos")
+            and "Tabla de olivo para quesos" not in await names(stub, "tabla quesos")
+        )
+
+    await eventually(renamed, what="the product found by its new name only, at its new price")
+
+    # A product's events arriving in reverse: its withdrawal first, its publication last.
+    for event in (
+        _product_event(artisan_events_pb2.ProductWithdrawn, withdrawn, "Tabla de olivo para pan", 3),
+        _product_event(artisan_events_pb2.ProductUpdated, withdrawn, "Tabla de olivo para pan", 2),
+        artisan_events_pb2.ProductPublished(
+            product_id=withdrawn,
+            artisan_id="quesada-madera",
+            name="Tabla de olivo para pan",
+            category="madera",
+            price=money_pb2.Money(currency_code="EUR", amount_cents=3900),
+        ),
+    ):
+        await publish_event(catalog, event, withdrawn, source="artisans")
+    await publish_event(
+        catalog,
+        _product_event(artisan_events_pb2.ProductWithdrawn, changed, "Tabla de olivo para embutidos", 3),
+        changed,
+        source="artisans",
+    )
+
+    async def both_gone() -> bool:
+        reasons = []
+        for product_id in (changed, withdrawn):
+            try:
+                await stub.GetProduct(pb.GetProductRequest(product_id=product_id))
+            except grpc.aio.AioRpcError as error:
+                info = details_of(error)[0]
+                reasons.append((error.code(), info and info.reason))
+        return reasons == [(grpc.StatusCode.NOT_FOUND, "PRODUCT_WITHDRAWN")] * 2
+
+    await eventually(both_gone, what="both withdrawn, whatever order their events came in")
+    rows = await catalog.infra.pool.fetch(
+        "SELECT product_id, revision FROM products WHERE product_id = ANY($1::text[]) ORDER BY product_id",
+        [changed, withdrawn],
+    )
+    assert [(r["product_id"], r["revision"]) for r in rows] == [(changed, 3), (withdrawn, 3)]
+
+    async def found_nowhere() -> bool:
+        # Counted nowhere either: no search (in the index or in SQL) still matches them.
+        mine = await stub.SearchProducts(pb.SearchProductsRequest(artisan_id="quesada-madera", page_size=100))
+        only_theirs = await stub.SearchProducts(pb.SearchProductsRequest(query="embutidos"))
+        return (
+            not {changed, withdrawn} & {r.product.product_id for r in mine.results}
+            and mine.total_size == len(mine.results)
+            and only_theirs.total_size == 0
+        )
+
+    await eventually(found_nowhere, what="no search finds or counts a withdrawn product")

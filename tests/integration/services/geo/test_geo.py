@@ -18,7 +18,7 @@ from a4co.type.v1 import lat_lng_pb2
 from services.geo import handlers
 from services.geo.__main__ import build
 from services.geo.adapters.geo_index import GeoIndex
-from services.geo.domain import Point, Workshop
+from services.geo.domain import Point, ProductCount, Workshop
 from services.platform.grpc.status import details_of
 from services.platform.local_servers import LocalServers, ServerUrls
 from tests.integration.services.harness import (
@@ -146,6 +146,29 @@ async def test_each_workshop_shows_its_number_of_products(
         return await counts_near(stub, 38.0133, -3.3706) == expected
 
     await eventually(counted, what="product counts on the map")
+
+
+async def test_a_withdrawn_product_is_counted_no_more_whatever_order_its_events_come_in(
+    stub: pb_grpc.GeoServiceAsyncStub, geo: RunningService
+) -> None:
+    await publish_products(geo, "a-ubeda", "p-1", "p-2", "p-3")
+
+    async def counted(expected: int) -> bool:
+        return (await counts_near(stub, 38.0133, -3.3706)).get("a-ubeda") == expected
+
+    await eventually(lambda: counted(3), what="a-ubeda's three products counted")
+    withdrawn = artisan_events_pb2.ProductWithdrawn(product_id="p-2", artisan_id="a-ubeda", revision=2)
+    await publish_event(geo, withdrawn, "p-2", source="artisans")
+    await eventually(lambda: counted(2), what="the withdrawn product counted no more")
+    # p-4's withdrawal comes before its publication, which then changes nothing.
+    early = artisan_events_pb2.ProductWithdrawn(product_id="p-4", artisan_id="a-ubeda", revision=3)
+    await publish_event(geo, early, "p-4", source="artisans")
+    await publish_products(geo, "a-ubeda", "p-4", "p-5")
+    await eventually(lambda: counted(3), what="p-5 counted, p-4 never")
+    # A count made before the last withdrawal (three products, one withdrawn: 2 on sale from four
+    # changes), recorded late, does not undo it.
+    await GeoIndex(geo.infra.redis, geo.infra.settings.prefix).count_products("a-ubeda", ProductCount(2, 4))
+    assert await counted(3)
 
 
 async def test_the_index_is_rebuilt_from_postgres_when_redis_lost_it(
@@ -284,7 +307,9 @@ async def test_an_announced_move_replaces_a_location_in_memory(geo: RunningServi
     deps = handlers.Deps(pool=geo.infra.pool, index=reader)
     async with following(reader.locations):
         assert (await handlers.quote_delivery(deps, "a-ubeda", BAEZA)).zone == "local"
-        await writer.add(Workshop("a-ubeda", "Alfarería Tito", "ceramica", "Jaén", JAEN), 0, version=5)
+        await writer.add(
+            Workshop("a-ubeda", "Alfarería Tito", "ceramica", "Jaén", JAEN), ProductCount(), version=5
+        )
 
         async def moved() -> bool:
             return (await handlers.quote_delivery(deps, "a-ubeda", BAEZA)).zone == "comarca"
@@ -292,8 +317,12 @@ async def test_an_announced_move_replaces_a_location_in_memory(geo: RunningServi
         await eventually(moved, what="the announced move in the reader's memory")
         # An older version announced late does not bring the old place back; the announcement
         # after it, of another workshop, shows that it has arrived.
-        await writer.add(Workshop("a-ubeda", "Alfarería Tito", "ceramica", "Úbeda", UBEDA), 0, version=4)
-        await writer.add(Workshop("a-baeza", "Aceites Baeza", "aceite", "Baeza", BAEZA), 0, version=9)
+        await writer.add(
+            Workshop("a-ubeda", "Alfarería Tito", "ceramica", "Úbeda", UBEDA), ProductCount(), version=4
+        )
+        await writer.add(
+            Workshop("a-baeza", "Aceites Baeza", "aceite", "Baeza", BAEZA), ProductCount(), version=9
+        )
         await eventually(lambda: reader.locations.get("a-baeza") is not None, what="a-baeza announced")
         assert reader.locations.get("a-ubeda") == (5, JAEN)
         assert (await handlers.quote_delivery(deps, "a-ubeda", BAEZA)).zone == "comarca"

@@ -13,6 +13,7 @@ from services.orders.domain import ProductInfo
 from services.platform.events.topology import Topology
 from services.platform.local_servers import ServerUrls
 from tests.integration.services.harness import service_tables
+from tests.support.waiting import eventually
 
 
 @pytest_asyncio.fixture
@@ -47,3 +48,37 @@ async def test_products_added_are_kept_and_the_least_recently_used_go_first(pool
     await kept.add([product(3)])  # p-2 leaves memory
     await pool.execute("DELETE FROM products")
     assert await kept.get_many(["p-1", "p-2", "p-3"]) == {"p-1": product(1), "p-3": product(3)}
+
+
+async def test_a_kept_product_is_read_again_once_too_old_or_forgotten(pool: asyncpg.Pool) -> None:
+    kept = Products(pool, remember=10, kept_s=0.2)
+    await kept.add([product(1), product(2)])
+    cheaper = ProductInfo("p-1", "art-1", "Aceite 1", 900, "EUR")
+    await Products(pool).change(cheaper, revision=2)  # recorded by another replica
+    assert await kept.get_many(["p-1"]) == {"p-1": product(1)}, "still kept"
+
+    async def read_again() -> bool:
+        return await kept.get_many(["p-1"]) == {"p-1": cheaper}
+
+    await eventually(read_again, timeout=5, what="the change read once the kept copy is too old")
+    gone = ProductInfo("p-2", "art-1", "Aceite 2", 1002, "EUR", withdrawn=True)
+    await Products(pool).change(gone, revision=2)
+    kept.forget("p-2")  # recorded by this replica
+    assert await kept.get_many(["p-2"]) == {"p-2": gone}
+
+
+async def test_the_newest_revision_of_a_product_wins_whatever_order_its_events_come_in(
+    pool: asyncpg.Pool,
+) -> None:
+    products = Products(pool)
+    withdrawn = ProductInfo("p-1", "art-1", "Aceite nuevo", 800, "EUR", withdrawn=True)
+    changed = ProductInfo("p-1", "art-1", "Aceite nuevo", 800, "EUR")
+    await products.change(withdrawn, revision=3)
+    await products.change(changed, revision=2)
+    await products.change(product(1), revision=1)  # its publication, last
+    await products.add([product(1)])  # catalog's answer
+    assert await products.get_many(["p-1"]) == {"p-1": withdrawn}
+    # What catalog answered for a product (revision 0) is replaced by its publication.
+    await products.add([product(2)])
+    await products.change(ProductInfo("p-2", "art-1", "Aceite 2", 1500, "EUR"), revision=1)
+    assert (await products.get_many(["p-2"]))["p-2"].price_cents == 1500

@@ -13,10 +13,13 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind
 from prometheus_client import REGISTRY
 
+from a4co.artisans.v1 import artisans_service_pb2 as artisans_pb
+from a4co.artisans.v1 import artisans_service_pb2_grpc as artisans_grpc
 from a4co.inventory.v1 import inventory_service_pb2 as inventory_pb
 from a4co.orders.events.v1 import order_events_pb2
 from a4co.orders.v1 import orders_service_pb2 as pb
 from a4co.payments.v1 import payments_service_pb2 as payments_pb
+from a4co.type.v1 import money_pb2
 from services.orders.adapters.postgres import IN_FLIGHT_SQL, Orders
 from services.orders.domain import Status
 from services.orders.handlers import set_in_flight
@@ -333,6 +336,55 @@ async def test_a_product_orders_has_not_learnt_yet_is_asked_of_catalog_and_kept(
     assert await orders_knows(actors, product) == 1800, "catalog's answer is kept"
     await actors.place(product, 1, card)
     assert product_answers_from_catalog() == asked + 1, "and used for the next order"
+
+
+async def test_a_new_price_applies_to_new_orders_and_a_withdrawn_product_is_refused(actors: Actors) -> None:
+    product = await actors.product(stock=9, price_cents=3100)
+    assert await orders_knows(actors, product) == 3100
+    card = await actors.card()
+    before = await actors.place(product, 1, card)
+    artisans = artisans_grpc.ArtisansServiceStub(actors.svc["artisans"].channel)
+    change = artisans_pb.UpdateProductRequest(
+        product_id=product, product=artisans_pb.PublishedProduct(price=money_pb2.Money(amount_cents=2500))
+    )
+    change.update_mask.paths.append("price")
+    await artisans.UpdateProduct(change, metadata=actors.artisan())
+    pool = actors.svc["orders"].infra.pool
+
+    async def repriced() -> bool:
+        return bool(
+            await pool.fetchval("SELECT price_cents FROM products WHERE product_id = $1", product) == 2500
+        )
+
+    await eventually(repriced, what="orders learns the new price from ProductUpdated")
+    after = await actors.place(product, 1, card)
+    assert [x.unit_price.amount_cents for x in after.lines] == [2500]
+    kept = await actors.status_of(before.order_id)
+    assert [x.unit_price.amount_cents for x in kept.lines] == [3100], "an order placed before keeps its price"
+
+    await artisans.WithdrawProduct(
+        artisans_pb.WithdrawProductRequest(product_id=product), metadata=actors.artisan()
+    )
+
+    async def withdrawn() -> bool:
+        return bool(await pool.fetchval("SELECT withdrawn FROM products WHERE product_id = $1", product))
+
+    await eventually(withdrawn, what="orders learns the withdrawal from ProductWithdrawn")
+    refused = await failure(actors.place(product, 1, card))
+    info, _ = details_of(refused)
+    assert (refused.code(), info and info.reason) == (
+        grpc.StatusCode.FAILED_PRECONDITION,
+        "PRODUCT_WITHDRAWN",
+    )
+    # Without orders' copy (its events late), catalog's answer refuses it too.
+    await pool.execute("DELETE FROM products WHERE product_id = $1", product)
+    refused = await failure(actors.place(product, 1, card))
+    info, _ = details_of(refused)
+    assert (refused.code(), info and info.reason) == (
+        grpc.StatusCode.FAILED_PRECONDITION,
+        "PRODUCT_WITHDRAWN",
+    )
+    assert await pool.fetchval("SELECT count(*) FROM orders") == 2
 
 
 async def test_many_concurrent_orders_never_oversell(actors: Actors, urls: ServerUrls, prefix: str) -> None:

@@ -7,6 +7,7 @@ from a4co.type.v1 import address_pb2 as _address_pb2
 from a4co.type.v1 import lat_lng_pb2 as _lat_lng_pb2
 from a4co.type.v1 import money_pb2 as _money_pb2
 from google.protobuf import descriptor as _descriptor
+from google.protobuf import field_mask_pb2 as _field_mask_pb2
 from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 import builtins as _builtins
@@ -91,6 +92,9 @@ class PublishedProduct(_message.Message):
     INITIAL_STOCK_FIELD_NUMBER: _builtins.int
     LOW_STOCK_THRESHOLD_FIELD_NUMBER: _builtins.int
     PUBLISH_TIME_FIELD_NUMBER: _builtins.int
+    REVISION_FIELD_NUMBER: _builtins.int
+    UPDATE_TIME_FIELD_NUMBER: _builtins.int
+    WITHDRAW_TIME_FIELD_NUMBER: _builtins.int
     product_id: _builtins.str
     """The product."""
     artisan_id: _builtins.str
@@ -105,6 +109,10 @@ class PublishedProduct(_message.Message):
     """The units on hand when published."""
     low_stock_threshold: _builtins.int
     """Below this many available units the artisan is warned."""
+    revision: _builtins.int
+    """How many times it changed, counting its publication: 1 when published,
+    one more at each update that changed something and at its withdrawal.
+    """
     @_builtins.property
     def price(self) -> _money_pb2.Money:
         """The price of one unit."""
@@ -112,6 +120,14 @@ class PublishedProduct(_message.Message):
     @_builtins.property
     def publish_time(self) -> _timestamp_pb2.Timestamp:
         """When it was published."""
+
+    @_builtins.property
+    def update_time(self) -> _timestamp_pb2.Timestamp:
+        """When it last changed; its publish_time until then."""
+
+    @_builtins.property
+    def withdraw_time(self) -> _timestamp_pb2.Timestamp:
+        """When it was withdrawn from sale; unset while it is on sale."""
 
     def __init__(
         self,
@@ -125,10 +141,13 @@ class PublishedProduct(_message.Message):
         initial_stock: _builtins.int = ...,
         low_stock_threshold: _builtins.int = ...,
         publish_time: _timestamp_pb2.Timestamp | None = ...,
+        revision: _builtins.int = ...,
+        update_time: _timestamp_pb2.Timestamp | None = ...,
+        withdraw_time: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["price", b"price", "publish_time", b"publish_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["price", b"price", "publish_time", b"publish_time", "update_time", b"update_time", "withdraw_time", b"withdraw_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["artisan_id", b"artisan_id", "category", b"category", "description", b"description", "initial_stock", b"initial_stock", "low_stock_threshold", b"low_stock_threshold", "name", b"name", "price", b"price", "product_id", b"product_id", "publish_time", b"publish_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["artisan_id", b"artisan_id", "category", b"category", "description", b"description", "initial_stock", b"initial_stock", "low_stock_threshold", b"low_stock_threshold", "name", b"name", "price", b"price", "product_id", b"product_id", "publish_time", b"publish_time", "revision", b"revision", "update_time", b"update_time", "withdraw_time", b"withdraw_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -285,3 +304,116 @@ class PublishProductResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___PublishProductResponse: _TypeAlias = PublishProductResponse  # noqa: Y015
+
+@_typing.final
+class UpdateProductRequest(_message.Message):
+    """UpdateProductRequest holds the new values and which of them to apply."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PRODUCT_ID_FIELD_NUMBER: _builtins.int
+    PRODUCT_FIELD_NUMBER: _builtins.int
+    UPDATE_MASK_FIELD_NUMBER: _builtins.int
+    EXPECTED_REVISION_FIELD_NUMBER: _builtins.int
+    product_id: _builtins.str
+    """The product, one of the caller's."""
+    expected_revision: _builtins.int
+    """When not 0, the change is made only if the product is still at this
+    revision, and refused otherwise (ABORTED, REVISION_CHANGED): read it
+    again, then decide. 0 changes whatever revision it is at.
+    """
+    @_builtins.property
+    def product(self) -> Global___PublishedProduct:
+        """The new values; only the fields named in update_mask are read, with the
+        rules of PublishProductRequest.
+        """
+
+    @_builtins.property
+    def update_mask(self) -> _field_mask_pb2.FieldMask:
+        """The fields to change: name, description, category, price."""
+
+    def __init__(
+        self,
+        *,
+        product_id: _builtins.str = ...,
+        product: Global___PublishedProduct | None = ...,
+        update_mask: _field_mask_pb2.FieldMask | None = ...,
+        expected_revision: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["product", b"product", "update_mask", b"update_mask"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["expected_revision", b"expected_revision", "product", b"product", "product_id", b"product_id", "update_mask", b"update_mask"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UpdateProductRequest: _TypeAlias = UpdateProductRequest  # noqa: Y015
+
+@_typing.final
+class UpdateProductResponse(_message.Message):
+    """UpdateProductResponse holds the product after the change."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PRODUCT_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def product(self) -> Global___PublishedProduct:
+        """The product."""
+
+    def __init__(
+        self,
+        *,
+        product: Global___PublishedProduct | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["product", b"product"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["product", b"product"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UpdateProductResponse: _TypeAlias = UpdateProductResponse  # noqa: Y015
+
+@_typing.final
+class WithdrawProductRequest(_message.Message):
+    """WithdrawProductRequest names the product to take off sale."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PRODUCT_ID_FIELD_NUMBER: _builtins.int
+    product_id: _builtins.str
+    """The product, one of the caller's."""
+    def __init__(
+        self,
+        *,
+        product_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["product_id", b"product_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WithdrawProductRequest: _TypeAlias = WithdrawProductRequest  # noqa: Y015
+
+@_typing.final
+class WithdrawProductResponse(_message.Message):
+    """WithdrawProductResponse holds the withdrawn product."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PRODUCT_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def product(self) -> Global___PublishedProduct:
+        """The product, with its withdraw_time."""
+
+    def __init__(
+        self,
+        *,
+        product: Global___PublishedProduct | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["product", b"product"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["product", b"product"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WithdrawProductResponse: _TypeAlias = WithdrawProductResponse  # noqa: Y015

@@ -46,6 +46,16 @@ class ArtisansServiceStub:
                 request_serializer=a4co_dot_artisans_dot_v1_dot_artisans__service__pb2.PublishProductRequest.SerializeToString,
                 response_deserializer=a4co_dot_artisans_dot_v1_dot_artisans__service__pb2.PublishProductResponse.FromString,
                 _registered_method=True)
+        self.UpdateProduct = channel.unary_unary(
+                '/a4co.artisans.v1.ArtisansService/UpdateProduct',
+                request_serializer=a4co_dot_artisans_dot_v1_dot_artisans__service__pb2.UpdateProductRequest.SerializeToString,
+                response_deserializer=a4co_dot_artisans_dot_v1_dot_artisans__service__pb2.UpdateProductResponse.FromString,
+                _registered_method=True)
+        self.WithdrawProduct = channel.unary_unary(
+                '/a4co.artisans.v1.ArtisansService/WithdrawProduct',
+                request_serializer=a4co_dot_artisans_dot_v1_dot_artisans__service__pb2.WithdrawProductRequest.SerializeToString,
+                response_deserializer=a4co_dot_artisans_dot_v1_dot_artisans__service__pb2.WithdrawProductResponse.FromString,
+                _registered_method=True)
 
 
 class ArtisansServiceServicer:
@@ -69,6 +79,27 @@ class ArtisansServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def UpdateProduct(self, request, context):
+        """UpdateProduct changes the fields named in update_mask of one of the
+        calling artisan's products: name, description, category, price. Orders
+        placed from then on pay the new price; orders placed before keep theirs.
+        A call that changes nothing returns the product as it is. A withdrawn
+        product cannot be changed (FAILED_PRECONDITION, PRODUCT_WITHDRAWN).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def WithdrawProduct(self, request, context):
+        """WithdrawProduct takes one of the calling artisan's products off sale for
+        good: searches stop finding it, catalog's GetProduct answers NOT_FOUND
+        (PRODUCT_WITHDRAWN) and new orders for it are refused. Orders placed
+        before go on to their end. Withdrawing it again returns it as it is.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ArtisansServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -81,6 +112,16 @@ def add_ArtisansServiceServicer_to_server(servicer, server):
                     servicer.PublishProduct,
                     request_deserializer=a4co_dot_artisans_dot_v1_dot_artisans__service__pb2.PublishProductRequest.FromString,
                     response_serializer=a4co_dot_artisans_dot_v1_dot_artisans__service__pb2.PublishProductResponse.SerializeToString,
+            ),
+            'UpdateProduct': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateProduct,
+                    request_deserializer=a4co_dot_artisans_dot_v1_dot_artisans__service__pb2.UpdateProductRequest.FromString,
+                    response_serializer=a4co_dot_artisans_dot_v1_dot_artisans__service__pb2.UpdateProductResponse.SerializeToString,
+            ),
+            'WithdrawProduct': grpc.unary_unary_rpc_method_handler(
+                    servicer.WithdrawProduct,
+                    request_deserializer=a4co_dot_artisans_dot_v1_dot_artisans__service__pb2.WithdrawProductRequest.FromString,
+                    response_serializer=a4co_dot_artisans_dot_v1_dot_artisans__service__pb2.WithdrawProductResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -139,6 +180,60 @@ class ArtisansService:
             '/a4co.artisans.v1.ArtisansService/PublishProduct',
             a4co_dot_artisans_dot_v1_dot_artisans__service__pb2.PublishProductRequest.SerializeToString,
             a4co_dot_artisans_dot_v1_dot_artisans__service__pb2.PublishProductResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateProduct(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/a4co.artisans.v1.ArtisansService/UpdateProduct',
+            a4co_dot_artisans_dot_v1_dot_artisans__service__pb2.UpdateProductRequest.SerializeToString,
+            a4co_dot_artisans_dot_v1_dot_artisans__service__pb2.UpdateProductResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WithdrawProduct(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/a4co.artisans.v1.ArtisansService/WithdrawProduct',
+            a4co_dot_artisans_dot_v1_dot_artisans__service__pb2.WithdrawProductRequest.SerializeToString,
+            a4co_dot_artisans_dot_v1_dot_artisans__service__pb2.WithdrawProductResponse.FromString,
             options,
             channel_credentials,
             insecure,

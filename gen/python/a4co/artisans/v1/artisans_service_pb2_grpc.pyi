@@ -43,6 +43,19 @@ class ArtisansServiceStub:
     """PublishProduct puts a product of the calling, onboarded artisan on sale.
     A retried call with the same request_id is applied once.
     """
+    UpdateProduct: _grpc.UnaryUnaryMultiCallable[_artisans_service_pb2.UpdateProductRequest, _artisans_service_pb2.UpdateProductResponse]
+    """UpdateProduct changes the fields named in update_mask of one of the
+    calling artisan's products: name, description, category, price. Orders
+    placed from then on pay the new price; orders placed before keep theirs.
+    A call that changes nothing returns the product as it is. A withdrawn
+    product cannot be changed (FAILED_PRECONDITION, PRODUCT_WITHDRAWN).
+    """
+    WithdrawProduct: _grpc.UnaryUnaryMultiCallable[_artisans_service_pb2.WithdrawProductRequest, _artisans_service_pb2.WithdrawProductResponse]
+    """WithdrawProduct takes one of the calling artisan's products off sale for
+    good: searches stop finding it, catalog's GetProduct answers NOT_FOUND
+    (PRODUCT_WITHDRAWN) and new orders for it are refused. Orders placed
+    before go on to their end. Withdrawing it again returns it as it is.
+    """
 
 @_typing.type_check_only
 class ArtisansServiceAsyncStub(ArtisansServiceStub):
@@ -58,6 +71,19 @@ class ArtisansServiceAsyncStub(ArtisansServiceStub):
     PublishProduct: _aio.UnaryUnaryMultiCallable[_artisans_service_pb2.PublishProductRequest, _artisans_service_pb2.PublishProductResponse]  # type: ignore[assignment]
     """PublishProduct puts a product of the calling, onboarded artisan on sale.
     A retried call with the same request_id is applied once.
+    """
+    UpdateProduct: _aio.UnaryUnaryMultiCallable[_artisans_service_pb2.UpdateProductRequest, _artisans_service_pb2.UpdateProductResponse]  # type: ignore[assignment]
+    """UpdateProduct changes the fields named in update_mask of one of the
+    calling artisan's products: name, description, category, price. Orders
+    placed from then on pay the new price; orders placed before keep theirs.
+    A call that changes nothing returns the product as it is. A withdrawn
+    product cannot be changed (FAILED_PRECONDITION, PRODUCT_WITHDRAWN).
+    """
+    WithdrawProduct: _aio.UnaryUnaryMultiCallable[_artisans_service_pb2.WithdrawProductRequest, _artisans_service_pb2.WithdrawProductResponse]  # type: ignore[assignment]
+    """WithdrawProduct takes one of the calling artisan's products off sale for
+    good: searches stop finding it, catalog's GetProduct answers NOT_FOUND
+    (PRODUCT_WITHDRAWN) and new orders for it are refused. Orders placed
+    before go on to their end. Withdrawing it again returns it as it is.
     """
 
 class ArtisansServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -83,6 +109,31 @@ class ArtisansServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_artisans_service_pb2.PublishProductResponse, _abc.Awaitable[_artisans_service_pb2.PublishProductResponse]]:
         """PublishProduct puts a product of the calling, onboarded artisan on sale.
         A retried call with the same request_id is applied once.
+        """
+
+    @_abc_1.abstractmethod
+    def UpdateProduct(
+        self,
+        request: _artisans_service_pb2.UpdateProductRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_artisans_service_pb2.UpdateProductResponse, _abc.Awaitable[_artisans_service_pb2.UpdateProductResponse]]:
+        """UpdateProduct changes the fields named in update_mask of one of the
+        calling artisan's products: name, description, category, price. Orders
+        placed from then on pay the new price; orders placed before keep theirs.
+        A call that changes nothing returns the product as it is. A withdrawn
+        product cannot be changed (FAILED_PRECONDITION, PRODUCT_WITHDRAWN).
+        """
+
+    @_abc_1.abstractmethod
+    def WithdrawProduct(
+        self,
+        request: _artisans_service_pb2.WithdrawProductRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_artisans_service_pb2.WithdrawProductResponse, _abc.Awaitable[_artisans_service_pb2.WithdrawProductResponse]]:
+        """WithdrawProduct takes one of the calling artisan's products off sale for
+        good: searches stop finding it, catalog's GetProduct answers NOT_FOUND
+        (PRODUCT_WITHDRAWN) and new orders for it are refused. Orders placed
+        before go on to their end. Withdrawing it again returns it as it is.
         """
 
 def add_ArtisansServiceServicer_to_server(servicer: ArtisansServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -5,9 +5,11 @@ isort:skip_file
 
 from a4co.type.v1 import lat_lng_pb2 as _lat_lng_pb2
 from a4co.type.v1 import money_pb2 as _money_pb2
+from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from google.protobuf.internal import containers as _containers
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -126,3 +128,136 @@ class ProductPublished(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ProductPublished: _TypeAlias = ProductPublished  # noqa: Y015
+
+@_typing.final
+class ProductUpdated(_message.Message):
+    """ProductUpdated records that an artisan changed a product on sale. It
+    carries the whole product after the change, so that a consumer keeps the
+    product of the highest revision it has seen, in whatever order the events
+    of one product arrive.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PRODUCT_ID_FIELD_NUMBER: _builtins.int
+    ARTISAN_ID_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    DESCRIPTION_FIELD_NUMBER: _builtins.int
+    CATEGORY_FIELD_NUMBER: _builtins.int
+    PRICE_FIELD_NUMBER: _builtins.int
+    REVISION_FIELD_NUMBER: _builtins.int
+    CHANGED_FIELDS_FIELD_NUMBER: _builtins.int
+    PUBLISH_TIME_FIELD_NUMBER: _builtins.int
+    UPDATE_TIME_FIELD_NUMBER: _builtins.int
+    product_id: _builtins.str
+    """The product."""
+    artisan_id: _builtins.str
+    """The artisan who sells it."""
+    name: _builtins.str
+    """Its name, in Spanish."""
+    description: _builtins.str
+    """Its description, in Spanish."""
+    category: _builtins.str
+    """The category slug."""
+    revision: _builtins.int
+    """The product's revision after the change; its publication is revision 1."""
+    @_builtins.property
+    def price(self) -> _money_pb2.Money:
+        """The price of one unit."""
+
+    @_builtins.property
+    def changed_fields(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The paths of the fields that changed, as in a FieldMask."""
+
+    @_builtins.property
+    def publish_time(self) -> _timestamp_pb2.Timestamp:
+        """When the product was published."""
+
+    @_builtins.property
+    def update_time(self) -> _timestamp_pb2.Timestamp:
+        """When it changed."""
+
+    def __init__(
+        self,
+        *,
+        product_id: _builtins.str = ...,
+        artisan_id: _builtins.str = ...,
+        name: _builtins.str = ...,
+        description: _builtins.str = ...,
+        category: _builtins.str = ...,
+        price: _money_pb2.Money | None = ...,
+        revision: _builtins.int = ...,
+        changed_fields: _abc.Iterable[_builtins.str] | None = ...,
+        publish_time: _timestamp_pb2.Timestamp | None = ...,
+        update_time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["price", b"price", "publish_time", b"publish_time", "update_time", b"update_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["artisan_id", b"artisan_id", "category", b"category", "changed_fields", b"changed_fields", "description", b"description", "name", b"name", "price", b"price", "product_id", b"product_id", "publish_time", b"publish_time", "revision", b"revision", "update_time", b"update_time"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ProductUpdated: _TypeAlias = ProductUpdated  # noqa: Y015
+
+@_typing.final
+class ProductWithdrawn(_message.Message):
+    """ProductWithdrawn records that an artisan took a product off sale for good.
+    It carries the whole product as it was withdrawn, like ProductUpdated, so
+    that it takes effect whichever of the product's events arrives first.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PRODUCT_ID_FIELD_NUMBER: _builtins.int
+    ARTISAN_ID_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    DESCRIPTION_FIELD_NUMBER: _builtins.int
+    CATEGORY_FIELD_NUMBER: _builtins.int
+    PRICE_FIELD_NUMBER: _builtins.int
+    REVISION_FIELD_NUMBER: _builtins.int
+    PUBLISH_TIME_FIELD_NUMBER: _builtins.int
+    WITHDRAW_TIME_FIELD_NUMBER: _builtins.int
+    product_id: _builtins.str
+    """The product."""
+    artisan_id: _builtins.str
+    """The artisan who sold it."""
+    name: _builtins.str
+    """Its name, in Spanish."""
+    description: _builtins.str
+    """Its description, in Spanish."""
+    category: _builtins.str
+    """The category slug."""
+    revision: _builtins.int
+    """The product's revision after its withdrawal, its last."""
+    @_builtins.property
+    def price(self) -> _money_pb2.Money:
+        """The price of one unit it last had."""
+
+    @_builtins.property
+    def publish_time(self) -> _timestamp_pb2.Timestamp:
+        """When the product was published."""
+
+    @_builtins.property
+    def withdraw_time(self) -> _timestamp_pb2.Timestamp:
+        """When it was withdrawn."""
+
+    def __init__(
+        self,
+        *,
+        product_id: _builtins.str = ...,
+        artisan_id: _builtins.str = ...,
+        name: _builtins.str = ...,
+        description: _builtins.str = ...,
+        category: _builtins.str = ...,
+        price: _money_pb2.Money | None = ...,
+        revision: _builtins.int = ...,
+        publish_time: _timestamp_pb2.Timestamp | None = ...,
+        withdraw_time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["price", b"price", "publish_time", b"publish_time", "withdraw_time", b"withdraw_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["artisan_id", b"artisan_id", "category", b"category", "description", b"description", "name", b"name", "price", b"price", "product_id", b"product_id", "publish_time", b"publish_time", "revision", b"revision", "withdraw_time", b"withdraw_time"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ProductWithdrawn: _TypeAlias = ProductWithdrawn  # noqa: Y015
