@@ -9,7 +9,7 @@ import grpc
 
 from a4co.artisans.v1 import artisans_service_pb2 as pb
 from a4co.artisans.v1 import artisans_service_pb2_grpc as pb_grpc
-from a4co.type.v1 import lat_lng_pb2, money_pb2
+from a4co.type.v1 import lat_lng_pb2
 from services.artisans import handlers
 from services.artisans.domain import CRAFTS, EDITABLE_FIELDS, Listing, Product, Workshop, in_jaen
 from services.platform.addresses import address_from_dict, address_to_dict, check_address
@@ -123,12 +123,7 @@ def product_to_pb(listing: Listing) -> pb.PublishedProduct:
     """A published product as a message."""
     p = listing.product
     message = pb.PublishedProduct(
-        product_id=p.product_id,
-        artisan_id=p.artisan_id,
-        name=p.name,
-        description=p.description,
-        category=p.category,
-        price=money_pb2.Money(currency_code=p.currency_code, amount_cents=p.price_cents),
+        **handlers.shown(p),
         initial_stock=p.initial_stock,
         low_stock_threshold=p.low_stock_threshold,
         publish_time=to_timestamp(listing.publish_time),

@@ -6,6 +6,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from a4co.artisans.events.v1 import artisan_events_pb2 as events
 from a4co.type.v1 import lat_lng_pb2, money_pb2
@@ -32,6 +33,18 @@ class Deps:
 
 
 BY_ANOTHER = "by another artisan's call"  # how a reused request id was used
+
+
+def shown(p: Product) -> dict[str, Any]:
+    """What a customer sees of a product, as the fields of its messages and every event of it."""
+    return {
+        "product_id": p.product_id,
+        "artisan_id": p.artisan_id,
+        "name": p.name,
+        "description": p.description,
+        "category": p.category,
+        "price": money_pb2.Money(currency_code=p.currency_code, amount_cents=p.price_cents),
+    }
 
 
 async def onboard(
@@ -111,12 +124,7 @@ async def publish(deps: Deps, principal: Principal, request_id: str, product: Pr
             return _retried(seen, principal)
         await uow.outbox.add(
             events.ProductPublished(
-                product_id=mine.product_id,
-                artisan_id=mine.artisan_id,
-                name=mine.name,
-                description=mine.description,
-                category=mine.category,
-                price=money_pb2.Money(currency_code=mine.currency_code, amount_cents=mine.price_cents),
+                **shown(mine),
                 initial_stock=mine.initial_stock,
                 low_stock_threshold=mine.low_stock_threshold,
                 publish_time=to_timestamp(moment),
@@ -159,21 +167,15 @@ async def update(
         if not changed:
             return listing
         stored = await uow.catalogue.update(updated, listing.revision + 1)
-        p = stored.product
         await uow.outbox.add(
             events.ProductUpdated(
-                product_id=p.product_id,
-                artisan_id=p.artisan_id,
-                name=p.name,
-                description=p.description,
-                category=p.category,
-                price=money_pb2.Money(currency_code=p.currency_code, amount_cents=p.price_cents),
+                **shown(stored.product),
                 revision=stored.revision,
                 changed_fields=changed,
                 publish_time=to_timestamp(stored.publish_time),
                 update_time=to_timestamp(stored.update_time),
             ),
-            aggregate_id=p.product_id,
+            aggregate_id=product_id,
         )
     return stored
 
@@ -185,20 +187,14 @@ async def withdraw(deps: Deps, principal: Principal, product_id: str) -> Listing
         if listing.withdraw_time is not None:
             return listing
         stored = await uow.catalogue.withdraw(product_id, listing.revision + 1)
-        p = stored.product
         assert stored.withdraw_time is not None
         await uow.outbox.add(
             events.ProductWithdrawn(
-                product_id=p.product_id,
-                artisan_id=p.artisan_id,
-                name=p.name,
-                description=p.description,
-                category=p.category,
-                price=money_pb2.Money(currency_code=p.currency_code, amount_cents=p.price_cents),
+                **shown(stored.product),
                 revision=stored.revision,
                 publish_time=to_timestamp(stored.publish_time),
                 withdraw_time=to_timestamp(stored.withdraw_time),
             ),
-            aggregate_id=p.product_id,
+            aggregate_id=product_id,
         )
     return stored

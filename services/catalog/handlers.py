@@ -62,10 +62,13 @@ def _moment(ctx: HandlerContext) -> datetime:
     return stamp.ToDatetime(tzinfo=UTC) if stamp.seconds else datetime.now(UTC)
 
 
-async def on_product_published(
-    deps: Deps, event: artisan_events.ProductPublished, ctx: HandlerContext
+async def on_product(
+    deps: Deps,
+    event: artisan_events.ProductPublished | artisan_events.ProductUpdated | artisan_events.ProductWithdrawn,
+    ctx: HandlerContext,
 ) -> None:
-    """A product enters the catalogue (or is replaced by a newer publication)."""
+    """A product as of its revision: put on sale (revision 1), changed, or withdrawn from sale (then
+    no search finds it); an older revision than the one recorded changes nothing."""
     published = event.publish_time.ToDatetime(tzinfo=UTC) if event.publish_time.seconds else _moment(ctx)
     await Projections(ctx.conn).upsert_product(
         event.product_id,
@@ -76,31 +79,10 @@ async def on_product_published(
         event.price.amount_cents,
         event.price.currency_code or "EUR",
         published,
-    )
-
-
-async def on_product_changed(
-    deps: Deps,
-    event: artisan_events.ProductUpdated | artisan_events.ProductWithdrawn,
-    ctx: HandlerContext,
-) -> None:
-    """A product's new revision: changed, or withdrawn from sale (then no search finds it)."""
-    withdrawn_at = (
+        1 if isinstance(event, artisan_events.ProductPublished) else event.revision,
         event.withdraw_time.ToDatetime(tzinfo=UTC)
         if isinstance(event, artisan_events.ProductWithdrawn)
-        else None
-    )
-    await Projections(ctx.conn).upsert_product(
-        event.product_id,
-        event.artisan_id,
-        event.name,
-        event.description,
-        event.category,
-        event.price.amount_cents,
-        event.price.currency_code or "EUR",
-        event.publish_time.ToDatetime(tzinfo=UTC),
-        event.revision,
-        withdrawn_at,
+        else None,
     )
 
 

@@ -10,9 +10,9 @@ from services.catalog import handlers
 from services.platform.events.subscriptions import UnboundHandler
 
 HANDLERS: dict[type[Message], UnboundHandler] = {
-    artisan_events_pb2.ProductPublished: handlers.on_product_published,
-    artisan_events_pb2.ProductUpdated: handlers.on_product_changed,
-    artisan_events_pb2.ProductWithdrawn: handlers.on_product_changed,
+    artisan_events_pb2.ProductPublished: handlers.on_product,
+    artisan_events_pb2.ProductUpdated: handlers.on_product,
+    artisan_events_pb2.ProductWithdrawn: handlers.on_product,
     artisan_events_pb2.ArtisanOnboarded: handlers.on_artisan_onboarded,
     inventory_events_pb2.StockAdjusted: handlers.on_stock_adjusted,
     inventory_events_pb2.StockReserved: handlers.on_stock_moved,

@@ -383,23 +383,13 @@ def _seller(order: Order, principal: Principal) -> bool:
 # Products ---------------------------------------------------------------------------------------
 
 
-async def on_product_published(
-    deps: Deps, event: artisan_events.ProductPublished, ctx: HandlerContext
-) -> None:
-    """Keep what a new order needs of the product, so that CreateOrder does not ask catalog."""
-    price = event.price
-    product = ProductInfo(
-        event.product_id, event.artisan_id, event.name, price.amount_cents, price.currency_code or "EUR"
-    )
-    await Products(ctx.conn).change(product, 1)
-
-
-async def on_product_changed(
+async def on_product(
     deps: Deps,
-    event: artisan_events.ProductUpdated | artisan_events.ProductWithdrawn,
+    event: artisan_events.ProductPublished | artisan_events.ProductUpdated | artisan_events.ProductWithdrawn,
     ctx: HandlerContext,
 ) -> None:
-    """A product's new price or name, or its withdrawal: new orders follow it."""
+    """Keep what a new order needs of a product, so that CreateOrder does not ask catalog: as put on
+    sale (revision 1), changed, or withdrawn; an older revision than the one kept changes nothing."""
     price = event.price
     product = ProductInfo(
         event.product_id,
@@ -409,8 +399,10 @@ async def on_product_changed(
         price.currency_code or "EUR",
         withdrawn=isinstance(event, artisan_events.ProductWithdrawn),
     )
-    await Products(ctx.conn).change(product, event.revision)
-    ctx.after_commit(lambda: _forget(deps, event.product_id))
+    revision = 1 if isinstance(event, artisan_events.ProductPublished) else event.revision
+    await Products(ctx.conn).change(product, revision)
+    if revision > 1:  # this process may have kept the product as it was
+        ctx.after_commit(lambda: _forget(deps, event.product_id))
 
 
 async def _forget(deps: Deps, product_id: str) -> None:

@@ -16,7 +16,7 @@ HANDLERS: dict[type[Message], UnboundHandler] = {
     payment_events_pb2.RefundIssued: handlers.on_refund_issued,
     inventory_events_pb2.StockReserved: handlers.on_stock_reserved,
     inventory_events_pb2.StockReservationFailed: handlers.on_stock_reservation_failed,
-    artisan_events_pb2.ProductPublished: handlers.on_product_published,
-    artisan_events_pb2.ProductUpdated: handlers.on_product_changed,
-    artisan_events_pb2.ProductWithdrawn: handlers.on_product_changed,
+    artisan_events_pb2.ProductPublished: handlers.on_product,
+    artisan_events_pb2.ProductUpdated: handlers.on_product,
+    artisan_events_pb2.ProductWithdrawn: handlers.on_product,
 }

@@ -191,13 +191,20 @@ def changing(product_id: str, *paths: str, revision: int = 0, **values: object) 
     return request
 
 
-async def test_an_artisan_changes_a_product_then_withdraws_it_and_everyone_follows(
+async def on_sale(
     marketplace: dict[str, RunningService], keys: Keys
-) -> None:
+) -> tuple[pb_grpc.ArtisansServiceAsyncStub, tuple[tuple[str, str], ...], pb.PublishedProduct]:
+    """artisan-tito onboarded with a product on sale: a stub, their token and the product."""
     stub = pb_grpc.ArtisansServiceStub(marketplace["artisans"].channel)
     me = token(keys, "artisan-tito", Role.ARTISAN)
     await stub.OnboardArtisan(onboarding(), metadata=me)
-    published = (await stub.PublishProduct(publishing(), metadata=me)).product
+    return stub, me, (await stub.PublishProduct(publishing(), metadata=me)).product
+
+
+async def test_an_artisan_changes_a_product_then_withdraws_it_and_everyone_follows(
+    marketplace: dict[str, RunningService], keys: Keys
+) -> None:
+    stub, me, published = await on_sale(marketplace, keys)
     assert (published.revision, published.update_time) == (1, published.publish_time)
     pid = published.product_id
 
@@ -302,10 +309,8 @@ async def test_an_artisan_changes_a_product_then_withdraws_it_and_everyone_follo
 async def test_the_readmes_grpcurl_commands_change_and_withdraw_a_product(
     marketplace: dict[str, RunningService], keys: Keys
 ) -> None:
-    stub = pb_grpc.ArtisansServiceStub(marketplace["artisans"].channel)
-    me = token(keys, "artisan-tito", Role.ARTISAN)
-    await stub.OnboardArtisan(onboarding(), metadata=me)
-    pid = (await stub.PublishProduct(publishing(), metadata=me)).product.product_id
+    _, me, published = await on_sale(marketplace, keys)
+    pid = published.product_id
     bearer = dict(me)["authorization"].removeprefix("Bearer ")
     address, service = marketplace["artisans"].address, "a4co.artisans.v1.ArtisansService"
     changed = await call(

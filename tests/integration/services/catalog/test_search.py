@@ -355,6 +355,16 @@ async def test_projections_follow_the_events(
     assert missing.value.code() == grpc.StatusCode.NOT_FOUND
 
 
+def _published(product_id: str, name: str) -> artisan_events_pb2.ProductPublished:
+    return artisan_events_pb2.ProductPublished(
+        product_id=product_id,
+        artisan_id="quesada-madera",
+        name=name,
+        category="madera",
+        price=money_pb2.Money(currency_code="EUR", amount_cents=3900),
+    )
+
+
 def _product_event(
     kind: type[artisan_events_pb2.ProductUpdated] | type[artisan_events_pb2.ProductWithdrawn],
     product_id: str,
@@ -381,14 +391,9 @@ async def test_a_changed_product_is_found_as_it_is_now_and_a_withdrawn_one_no_mo
 ) -> None:
     mode = request.node.callspec.params["catalog"]
     changed, withdrawn = f"p-cambiado-{mode}", f"p-retirado-{mode}"
-    publication = artisan_events_pb2.ProductPublished(
-        product_id=changed,
-        artisan_id="quesada-madera",
-        name="Tabla de olivo para quesos",
-        category="madera",
-        price=money_pb2.Money(currency_code="EUR", amount_cents=3900),
+    await publish_event(
+        catalog, _published(changed, "Tabla de olivo para quesos"), changed, source="artisans"
     )
-    await publish_event(catalog, publication, changed, source="artisans")
     update = _product_event(artisan_events_pb2.ProductUpdated, changed, "Tabla de olivo para embutidos", 2)
     await publish_event(catalog, update, changed, source="artisans")
 
@@ -409,13 +414,7 @@ async def test_a_changed_product_is_found_as_it_is_now_and_a_withdrawn_one_no_mo
     for event in (
         _product_event(artisan_events_pb2.ProductWithdrawn, withdrawn, "Tabla de olivo para pan", 3),
         _product_event(artisan_events_pb2.ProductUpdated, withdrawn, "Tabla de olivo para pan", 2),
-        artisan_events_pb2.ProductPublished(
-            product_id=withdrawn,
-            artisan_id="quesada-madera",
-            name="Tabla de olivo para pan",
-            category="madera",
-            price=money_pb2.Money(currency_code="EUR", amount_cents=3900),
-        ),
+        _published(withdrawn, "Tabla de olivo para pan"),
     ):
         await publish_event(catalog, event, withdrawn, source="artisans")
     await publish_event(
