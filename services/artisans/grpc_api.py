@@ -16,6 +16,7 @@ from services.platform.addresses import address_from_dict, address_to_dict, chec
 from services.platform.auth import Role, current_principal
 from services.platform.grpc.interceptor import MethodPolicy
 from services.platform.grpc.server import Registration
+from services.platform.paging import MAX_TOKEN, next_token, offset_of
 from services.platform.timestamps import to_timestamp
 from services.platform.validation import Violations
 
@@ -90,6 +91,14 @@ def check_update(request: pb.UpdateProductRequest) -> None:
     v.raise_if_any()
 
 
+def check_list(request: pb.ListProductsRequest) -> None:
+    """A page of at most 100, and a page token no longer than this API's."""
+    v = Violations()
+    v.between(request.page_size, "page_size", 0, 100)
+    v.at_most(request.page_token, "page_token", MAX_TOKEN)
+    v.raise_if_any()
+
+
 def check_withdraw(request: pb.WithdrawProductRequest) -> None:
     """A product id."""
     v = Violations()
@@ -102,6 +111,7 @@ POLICIES = {
     f"/{SERVICE}/PublishProduct": MethodPolicy(roles=frozenset({Role.ARTISAN}), validator=check_publish),
     f"/{SERVICE}/UpdateProduct": MethodPolicy(roles=frozenset({Role.ARTISAN}), validator=check_update),
     f"/{SERVICE}/WithdrawProduct": MethodPolicy(roles=frozenset({Role.ARTISAN}), validator=check_withdraw),
+    f"/{SERVICE}/ListProducts": MethodPolicy(roles=frozenset({Role.ARTISAN}), validator=check_list),
 }
 
 
@@ -212,6 +222,20 @@ class ArtisansServicer(pb_grpc.ArtisansServiceServicer):
         """Take one of the caller's products off sale."""
         listing = await handlers.withdraw(self.deps, current_principal(), request.product_id)
         return pb.WithdrawProductResponse(product=product_to_pb(listing))
+
+    async def ListProducts(
+        self, request: pb.ListProductsRequest, context: Context
+    ) -> pb.ListProductsResponse:
+        """The caller's products, newest first."""
+        size = request.page_size or 20
+        offset = offset_of(request.page_token)
+        found = await handlers.list_products(
+            self.deps, current_principal(), request.show_withdrawn, offset, size + 1
+        )
+        return pb.ListProductsResponse(
+            products=[product_to_pb(listing) for listing in found[:size]],
+            next_page_token=next_token(offset, size, len(found) > size),
+        )
 
 
 def registration(deps: handlers.Deps) -> Registration:

@@ -198,3 +198,11 @@ async def withdraw(deps: Deps, principal: Principal, product_id: str) -> Listing
             aggregate_id=product_id,
         )
     return stored
+
+
+async def list_products(
+    deps: Deps, principal: Principal, show_withdrawn: bool, offset: int, limit: int
+) -> list[Listing]:
+    """The caller's products, newest first."""
+    async with deps.uow() as uow:
+        return await uow.catalogue.products_of(principal.user_id, show_withdrawn, offset, limit)

@@ -82,6 +82,20 @@ class Catalogue:
         row = await self.conn.fetchrow("SELECT * FROM products WHERE request_id = $1", request_id)
         return _listing(row) if row else None
 
+    async def products_of(
+        self, artisan_id: str, show_withdrawn: bool, offset: int, limit: int
+    ) -> list[Listing]:
+        """An artisan's products, newest first (those on sale only, unless `show_withdrawn`)."""
+        rows = await self.conn.fetch(
+            "SELECT * FROM products WHERE artisan_id = $1 AND ($2 OR withdrawn_at IS NULL)"
+            " ORDER BY published_at DESC, product_id LIMIT $3 OFFSET $4",
+            artisan_id,
+            show_withdrawn,
+            limit,
+            offset,
+        )
+        return [_listing(row) for row in rows]
+
     async def product_to_change(self, product_id: str) -> Listing | None:
         """A product, locked until the transaction ends: its changes are made one at a time."""
         row = await self.conn.fetchrow("SELECT * FROM products WHERE product_id = $1 FOR UPDATE", product_id)

@@ -329,6 +329,8 @@ async def test_the_readmes_grpcurl_commands_change_and_withdraw_a_product(
     withdrawn = await call(address, f"{service}/WithdrawProduct", {"product_id": pid}, token=bearer)
     assert withdrawn["product"]["revision"] == 3  # type: ignore[index]
     assert "withdraw_time" in withdrawn["product"]  # type: ignore[operator]
+    listed = await call(address, f"{service}/ListProducts", {"show_withdrawn": True}, token=bearer)
+    assert listed["products"] == [withdrawn["product"]]
     code, out = await grpcurl(
         address,
         f"{service}/UpdateProduct",
@@ -338,3 +340,43 @@ async def test_the_readmes_grpcurl_commands_change_and_withdraw_a_product(
     assert code != 0, out
     assert "FailedPrecondition" in out, out
     assert "PRODUCT_WITHDRAWN" in out, out
+
+
+async def test_an_artisan_lists_their_products_newest_first_the_withdrawn_when_asked(
+    marketplace: dict[str, RunningService], keys: Keys
+) -> None:
+    stub, me, first = await on_sale(marketplace, keys)
+    second = (await stub.PublishProduct(publishing(), metadata=me)).product
+    third = (await stub.PublishProduct(publishing(), metadata=me)).product
+    await stub.WithdrawProduct(pb.WithdrawProductRequest(product_id=second.product_id), metadata=me)
+
+    async def listed(
+        show_withdrawn: bool, page_size: int, who: tuple[tuple[str, str], ...] = me
+    ) -> list[str]:
+        ids, token = [], ""
+        while True:
+            page = await stub.ListProducts(
+                pb.ListProductsRequest(page_size=page_size, page_token=token, show_withdrawn=show_withdrawn),
+                metadata=who,
+            )
+            assert len(page.products) <= page_size
+            ids += [p.product_id for p in page.products]
+            if not (token := page.next_page_token):
+                return ids
+
+    assert await listed(False, 20) == [third.product_id, first.product_id]
+    assert await listed(True, 1) == [third.product_id, second.product_id, first.product_id]
+    page = await stub.ListProducts(pb.ListProductsRequest(show_withdrawn=True), metadata=me)
+    assert [(p.revision, p.HasField("withdraw_time")) for p in page.products] == [
+        (1, False),
+        (2, True),
+        (1, False),
+    ]
+    someone = token(keys, "artisan-otro", Role.ARTISAN)
+    assert await listed(True, 20, someone) == []
+    bad = await failure(
+        stub.ListProducts(pb.ListProductsRequest(page_size=101, page_token="nope!"), metadata=me)
+    )
+    assert {f for f, _ in details_of(bad)[1]} == {"page_size"}
+    forged = await failure(stub.ListProducts(pb.ListProductsRequest(page_token="bm9wZSE="), metadata=me))
+    assert details_of(forged)[1] == [("page_token", "is not a token from this API")]

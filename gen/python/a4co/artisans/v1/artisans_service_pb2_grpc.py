@@ -56,6 +56,11 @@ class ArtisansServiceStub:
                 request_serializer=a4co_dot_artisans_dot_v1_dot_artisans__service__pb2.WithdrawProductRequest.SerializeToString,
                 response_deserializer=a4co_dot_artisans_dot_v1_dot_artisans__service__pb2.WithdrawProductResponse.FromString,
                 _registered_method=True)
+        self.ListProducts = channel.unary_unary(
+                '/a4co.artisans.v1.ArtisansService/ListProducts',
+                request_serializer=a4co_dot_artisans_dot_v1_dot_artisans__service__pb2.ListProductsRequest.SerializeToString,
+                response_deserializer=a4co_dot_artisans_dot_v1_dot_artisans__service__pb2.ListProductsResponse.FromString,
+                _registered_method=True)
 
 
 class ArtisansServiceServicer:
@@ -100,6 +105,15 @@ class ArtisansServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListProducts(self, request, context):
+        """ListProducts pages through the calling artisan's products as the artisans
+        service records them (revision, stock at publication), newest first; the
+        withdrawn ones too when show_withdrawn is set.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ArtisansServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -122,6 +136,11 @@ def add_ArtisansServiceServicer_to_server(servicer, server):
                     servicer.WithdrawProduct,
                     request_deserializer=a4co_dot_artisans_dot_v1_dot_artisans__service__pb2.WithdrawProductRequest.FromString,
                     response_serializer=a4co_dot_artisans_dot_v1_dot_artisans__service__pb2.WithdrawProductResponse.SerializeToString,
+            ),
+            'ListProducts': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListProducts,
+                    request_deserializer=a4co_dot_artisans_dot_v1_dot_artisans__service__pb2.ListProductsRequest.FromString,
+                    response_serializer=a4co_dot_artisans_dot_v1_dot_artisans__service__pb2.ListProductsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -234,6 +253,33 @@ class ArtisansService:
             '/a4co.artisans.v1.ArtisansService/WithdrawProduct',
             a4co_dot_artisans_dot_v1_dot_artisans__service__pb2.WithdrawProductRequest.SerializeToString,
             a4co_dot_artisans_dot_v1_dot_artisans__service__pb2.WithdrawProductResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListProducts(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/a4co.artisans.v1.ArtisansService/ListProducts',
+            a4co_dot_artisans_dot_v1_dot_artisans__service__pb2.ListProductsRequest.SerializeToString,
+            a4co_dot_artisans_dot_v1_dot_artisans__service__pb2.ListProductsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -56,6 +56,11 @@ class ArtisansServiceStub:
     (PRODUCT_WITHDRAWN) and new orders for it are refused. Orders placed
     before go on to their end. Withdrawing it again returns it as it is.
     """
+    ListProducts: _grpc.UnaryUnaryMultiCallable[_artisans_service_pb2.ListProductsRequest, _artisans_service_pb2.ListProductsResponse]
+    """ListProducts pages through the calling artisan's products as the artisans
+    service records them (revision, stock at publication), newest first; the
+    withdrawn ones too when show_withdrawn is set.
+    """
 
 @_typing.type_check_only
 class ArtisansServiceAsyncStub(ArtisansServiceStub):
@@ -84,6 +89,11 @@ class ArtisansServiceAsyncStub(ArtisansServiceStub):
     good: searches stop finding it, catalog's GetProduct answers NOT_FOUND
     (PRODUCT_WITHDRAWN) and new orders for it are refused. Orders placed
     before go on to their end. Withdrawing it again returns it as it is.
+    """
+    ListProducts: _aio.UnaryUnaryMultiCallable[_artisans_service_pb2.ListProductsRequest, _artisans_service_pb2.ListProductsResponse]  # type: ignore[assignment]
+    """ListProducts pages through the calling artisan's products as the artisans
+    service records them (revision, stock at publication), newest first; the
+    withdrawn ones too when show_withdrawn is set.
     """
 
 class ArtisansServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -134,6 +144,17 @@ class ArtisansServiceServicer(metaclass=_abc_1.ABCMeta):
         good: searches stop finding it, catalog's GetProduct answers NOT_FOUND
         (PRODUCT_WITHDRAWN) and new orders for it are refused. Orders placed
         before go on to their end. Withdrawing it again returns it as it is.
+        """
+
+    @_abc_1.abstractmethod
+    def ListProducts(
+        self,
+        request: _artisans_service_pb2.ListProductsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_artisans_service_pb2.ListProductsResponse, _abc.Awaitable[_artisans_service_pb2.ListProductsResponse]]:
+        """ListProducts pages through the calling artisan's products as the artisans
+        service records them (revision, stock at publication), newest first; the
+        withdrawn ones too when show_withdrawn is set.
         """
 
 def add_ArtisansServiceServicer_to_server(servicer: ArtisansServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
