@@ -43,6 +43,16 @@ def check_create(request: pb.CreateOrderRequest) -> None:
         v.key(line.product_id, f"lines[{i}].product_id")
         v.between(line.quantity, f"lines[{i}].quantity", 1, 1000)
         v.check(line.product_id not in seen, f"lines[{i}].product_id", "appears twice")
+        if line.HasField("expected_unit_price"):
+            price = line.expected_unit_price
+            v.check(
+                price.currency_code in ("", "EUR"),
+                f"lines[{i}].expected_unit_price.currency_code",
+                "must be EUR",
+            )
+            v.check(
+                price.amount_cents > 0, f"lines[{i}].expected_unit_price.amount_cents", "must be more than 0"
+            )
         seen.add(line.product_id)
     v.key(request.payment_method_id, "payment_method_id")
     check_address(v, request.delivery_address, "delivery_address", required=("street", "locality"))
@@ -138,6 +148,11 @@ class OrdersServicer(pb_grpc.OrdersServiceServicer):
         command = handlers.NewOrder(
             request_id=request.request_id,
             lines=[(x.product_id, x.quantity) for x in request.lines],
+            expected_prices={
+                x.product_id: x.expected_unit_price.amount_cents
+                for x in request.lines
+                if x.HasField("expected_unit_price")
+            },
             payment_method_id=request.payment_method_id,
             delivery_address=address,
             latitude=request.delivery_location.latitude,

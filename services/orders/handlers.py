@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
@@ -119,6 +119,8 @@ class NewOrder:
     delivery_address: dict[str, str]
     latitude: float
     longitude: float
+    # The unit prices the customer was shown, by product: the order is placed only at these.
+    expected_prices: dict[str, int] = field(default_factory=dict)
 
 
 # Events -----------------------------------------------------------------------------------------
@@ -252,6 +254,14 @@ async def create_order(deps: Deps, principal: Principal, cmd: NewOrder) -> Order
 async def _create_order(deps: Deps, principal: Principal, cmd: NewOrder) -> Order:
     order_id = order_id_for(principal.user_id, cmd.request_id)
     products = await _products(deps, [pid for pid, _ in cmd.lines])
+    for p in products:
+        expected = cmd.expected_prices.get(p.product_id)
+        if expected is not None and expected != p.price_cents:
+            raise FailedPreconditionError(
+                "PRICE_CHANGED",
+                f"product {p.product_id} costs {p.price_cents} cents now, not {expected}",
+                metadata={"product_id": p.product_id, "unit_price_cents": str(p.price_cents)},
+            )
     sellers = {p.artisan_id for p in products}
     if len(sellers) != 1:
         raise InvalidArgumentError([FieldViolation("lines", "every product must come from the same artisan")])

@@ -162,10 +162,20 @@ class Actors:
         customer: str = "customer-ana",
         request_id: str = "",
     ) -> orders_pb.Order:
+        line = orders_pb.OrderLineRequest(product_id=product_id, quantity=quantity)
+        return await self.place_lines([line], method, customer, request_id)
+
+    async def place_lines(
+        self,
+        lines: list[orders_pb.OrderLineRequest],
+        method: str,
+        customer: str = "customer-ana",
+        request_id: str = "",
+    ) -> orders_pb.Order:
         response = await self.orders.CreateOrder(
             orders_pb.CreateOrderRequest(
                 request_id=request_id or str(uuid.uuid4()),
-                lines=[orders_pb.OrderLineRequest(product_id=product_id, quantity=quantity)],
+                lines=lines,
                 payment_method_id=method,
                 delivery_address=address_pb2.Address(
                     street="Calle Real 1", locality="Baeza", country_code="ES"

@@ -338,6 +338,12 @@ async def test_a_product_orders_has_not_learnt_yet_is_asked_of_catalog_and_kept(
     assert product_answers_from_catalog() == asked + 1, "and used for the next order"
 
 
+def orders_pb_line(product_id: str, expected_cents: int) -> pb.OrderLineRequest:
+    return pb.OrderLineRequest(
+        product_id=product_id, quantity=1, expected_unit_price=money_pb2.Money(amount_cents=expected_cents)
+    )
+
+
 async def test_a_new_price_applies_to_new_orders_and_a_withdrawn_product_is_refused(actors: Actors) -> None:
     product = await actors.product(stock=9, price_cents=3100)
     assert await orders_knows(actors, product) == 3100
@@ -359,6 +365,15 @@ async def test_a_new_price_applies_to_new_orders_and_a_withdrawn_product_is_refu
     await eventually(repriced, what="orders learns the new price from ProductUpdated")
     after = await actors.place(product, 1, card)
     assert [x.unit_price.amount_cents for x in after.lines] == [2500]
+    # A client that says which price its customer saw is refused at any other.
+    seen = orders_pb_line(product, 3100)
+    refused = await failure(actors.place_lines([seen], card))
+    info, _ = details_of(refused)
+    assert (refused.code(), info and info.reason) == (grpc.StatusCode.FAILED_PRECONDITION, "PRICE_CHANGED")
+    assert info is not None
+    assert dict(info.metadata) == {"product_id": product, "unit_price_cents": "2500"}
+    agreed = await actors.place_lines([orders_pb_line(product, 2500)], card)
+    assert [x.unit_price.amount_cents for x in agreed.lines] == [2500]
     kept = await actors.status_of(before.order_id)
     assert [x.unit_price.amount_cents for x in kept.lines] == [3100], "an order placed before keeps its price"
 
@@ -384,7 +399,7 @@ async def test_a_new_price_applies_to_new_orders_and_a_withdrawn_product_is_refu
         grpc.StatusCode.FAILED_PRECONDITION,
         "PRODUCT_WITHDRAWN",
     )
-    assert await pool.fetchval("SELECT count(*) FROM orders") == 2
+    assert await pool.fetchval("SELECT count(*) FROM orders") == 3
 
 
 async def test_many_concurrent_orders_never_oversell(actors: Actors, urls: ServerUrls, prefix: str) -> None:

@@ -203,19 +203,29 @@ class OrderLineRequest(_message.Message):
 
     PRODUCT_ID_FIELD_NUMBER: _builtins.int
     QUANTITY_FIELD_NUMBER: _builtins.int
+    EXPECTED_UNIT_PRICE_FIELD_NUMBER: _builtins.int
     product_id: _builtins.str
     """The product."""
     quantity: _builtins.int
     """How many units, 1 to 1000."""
+    @_builtins.property
+    def expected_unit_price(self) -> _money_pb2.Money:
+        """The price of one unit the customer was shown, in EUR. When set, the order
+        is refused unless the product costs this now (FAILED_PRECONDITION,
+        PRICE_CHANGED, with the product_id and the current unit_price_cents in the
+        ErrorInfo's metadata): an artisan may change a price at any moment.
+        """
+
     def __init__(
         self,
         *,
         product_id: _builtins.str = ...,
         quantity: _builtins.int = ...,
+        expected_unit_price: _money_pb2.Money | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["expected_unit_price", b"expected_unit_price"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["product_id", b"product_id", "quantity", b"quantity"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["expected_unit_price", b"expected_unit_price", "product_id", b"product_id", "quantity", b"quantity"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
