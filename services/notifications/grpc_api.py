@@ -17,20 +17,12 @@ from services.notifications.adapters.live import LiveNotifications
 from services.platform.auth import current_principal
 from services.platform.grpc.interceptor import MethodPolicy
 from services.platform.grpc.server import Registration
-from services.platform.paging import MAX_TOKEN, next_token, offset_of
+from services.platform.paging import check_list, next_token, offset_of
 from services.platform.timestamps import to_timestamp
 from services.platform.validation import Violations
 
 SERVICE = pb.DESCRIPTOR.services_by_name["NotificationsService"].full_name
 Context = grpc.aio.ServicerContext[Any, Any]
-
-
-def check_list(request: pb.ListNotificationsRequest) -> None:
-    """A page of at most 100, and a page token no longer than this API's."""
-    v = Violations()
-    v.between(request.page_size, "page_size", 0, 100)
-    v.at_most(request.page_token, "page_token", MAX_TOKEN)
-    v.raise_if_any()
 
 
 # How far back a stream's start may be; older messages are listed by ListNotifications.

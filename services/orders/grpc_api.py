@@ -15,7 +15,7 @@ from services.platform.addresses import address_from_dict, address_to_dict, chec
 from services.platform.auth import Role, current_principal
 from services.platform.grpc.interceptor import MethodPolicy
 from services.platform.grpc.server import Registration
-from services.platform.paging import MAX_TOKEN, next_token, offset_of
+from services.platform.paging import check_list, next_token, offset_of
 from services.platform.timestamps import to_timestamp
 from services.platform.validation import Violations
 
@@ -82,14 +82,6 @@ def check_cancel(request: pb.CancelOrderRequest) -> None:
     v = Violations()
     v.key(request.order_id, "order_id")
     v.length(request.reason, "reason", 0, 200)
-    v.raise_if_any()
-
-
-def check_list(request: pb.ListOrdersRequest) -> None:
-    """A page of at most 100, and a page token no longer than this API's."""
-    v = Violations()
-    v.between(request.page_size, "page_size", 0, 100)
-    v.at_most(request.page_token, "page_token", MAX_TOKEN)
     v.raise_if_any()
 
 

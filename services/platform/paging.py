@@ -3,14 +3,33 @@
 from __future__ import annotations
 
 import base64
+from typing import Protocol
 
 from services.platform.errors import FieldViolation, InvalidArgumentError
+from services.platform.validation import Violations
 
 # This module's tokens are the base64 of a decimal offset: 4 characters for 20, 16 for 10¹¹.
 MAX_TOKEN = 40
 # No list holds a billion items; a larger offset, which a client can write (the format is no
 # secret), overflowed PostgreSQL's OFFSET past 2⁶³ - 1 and failed the call with INTERNAL.
 MAX_OFFSET = 1_000_000_000
+MAX_PAGE_SIZE = 100
+
+
+class ListRequest(Protocol):
+    """A list RPC's request: how many items, from where."""
+
+    page_size: int
+    page_token: str
+
+
+def check_list(request: ListRequest) -> None:
+    """The validator of a list RPC: a page of at most 100, and a page token no longer than this
+    API's (what the token says is read by `offset_of`)."""
+    v = Violations()
+    v.between(request.page_size, "page_size", 0, MAX_PAGE_SIZE)
+    v.at_most(request.page_token, "page_token", MAX_TOKEN)
+    v.raise_if_any()
 
 
 def offset_of(token: str) -> int:
