@@ -12,6 +12,7 @@ from services.loyalty import handlers
 from services.platform.auth import current_principal
 from services.platform.grpc.interceptor import MethodPolicy
 from services.platform.grpc.server import Registration
+from services.platform.paging import check_page, next_token, offset_of
 from services.platform.timestamps import to_timestamp
 from services.platform.validation import MAX_KEY, Violations
 
@@ -26,7 +27,23 @@ def check_balance(request: pb.GetBalanceRequest) -> None:
     v.raise_if_any()
 
 
-POLICIES = {f"/{SERVICE}/GetBalance": MethodPolicy(validator=check_balance)}
+def check_ledger(request: pb.ListLedgerEntriesRequest) -> None:
+    """A short user id, when given, and a page."""
+    v = Violations()
+    v.at_most(request.user_id, "user_id", MAX_KEY)
+    check_page(v, request)
+    v.raise_if_any()
+
+
+POLICIES = {
+    f"/{SERVICE}/GetBalance": MethodPolicy(validator=check_balance),
+    f"/{SERVICE}/ListLedgerEntries": MethodPolicy(validator=check_ledger),
+}
+KINDS = {
+    "welcome": pb.ENTRY_KIND_WELCOME,
+    "purchase": pb.ENTRY_KIND_PURCHASE,
+    "revocation": pb.ENTRY_KIND_REVOCATION,
+}
 
 
 class LoyaltyServicer(pb_grpc.LoyaltyServiceServicer):
@@ -45,6 +62,19 @@ class LoyaltyServicer(pb_grpc.LoyaltyServiceServicer):
             entry_count=b.entries,
             update_time=to_timestamp(b.updated_at),
         )
+
+    async def ListLedgerEntries(
+        self, request: pb.ListLedgerEntriesRequest, context: Context
+    ) -> pb.ListLedgerEntriesResponse:
+        """A user's ledger, newest first."""
+        size = request.page_size or 20
+        offset = offset_of(request.page_token)
+        found = await handlers.ledger(self.deps, current_principal(), request.user_id, offset, size + 1)
+        response = pb.ListLedgerEntriesResponse(next_page_token=next_token(offset, size, len(found) > size))
+        for e in found[:size]:
+            entry = response.entries.add(kind=KINDS[e.kind], points=e.points, order_id=e.order_id)
+            entry.create_time.CopyFrom(to_timestamp(e.created_at))
+        return response
 
 
 def registration(deps: handlers.Deps) -> Registration:

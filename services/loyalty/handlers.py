@@ -108,6 +108,32 @@ async def on_refund_issued(deps: Deps, event: payment_events.RefundIssued, ctx: 
     )
 
 
+@dataclass(frozen=True, slots=True)
+class LedgerEntry:
+    """One change of a user's points, as written."""
+
+    kind: str
+    points: int
+    order_id: str
+    created_at: datetime
+
+
+async def ledger(
+    deps: Deps, principal: Principal, user_id: str, offset: int, limit: int
+) -> list[LedgerEntry]:
+    """A user's entries, newest first, for that user or an admin."""
+    target = user_id or principal.user_id
+    principal.require_self_or_admin(target)
+    rows = await deps.pool.fetch(
+        "SELECT kind, points, order_id, created_at FROM entries WHERE user_id = $1"
+        " ORDER BY created_at DESC, entry_key DESC LIMIT $2 OFFSET $3",
+        target,
+        limit,
+        offset,
+    )
+    return [LedgerEntry(r["kind"], int(r["points"]), r["order_id"], r["created_at"]) for r in rows]
+
+
 async def balance(deps: Deps, principal: Principal, user_id: str) -> Balance:
     """A user's points, for that user or an admin."""
     target = user_id or principal.user_id

@@ -8,3 +8,5 @@ CREATE TABLE IF NOT EXISTS entries (
     created_at timestamptz NOT NULL DEFAULT now()
 );
 CREATE INDEX IF NOT EXISTS entries_user ON entries (user_id);
+-- A user's entries, newest first (ListLedgerEntries).
+CREATE INDEX IF NOT EXISTS entries_user_newest ON entries (user_id, created_at DESC, entry_key);

@@ -23,12 +23,17 @@ class ListRequest(Protocol):
     page_token: str
 
 
-def check_list(request: ListRequest) -> None:
-    """The validator of a list RPC: a page of at most 100, and a page token no longer than this
-    API's (what the token says is read by `offset_of`)."""
-    v = Violations()
+def check_page(v: Violations, request: ListRequest) -> None:
+    """A list request's page: at most 100 items, and a page token no longer than this API's (what
+    the token says is read by `offset_of`)."""
     v.between(request.page_size, "page_size", 0, MAX_PAGE_SIZE)
     v.at_most(request.page_token, "page_token", MAX_TOKEN)
+
+
+def check_list(request: ListRequest) -> None:
+    """The validator of a list RPC whose request holds only its page (`check_page`)."""
+    v = Violations()
+    check_page(v, request)
     v.raise_if_any()
 
 

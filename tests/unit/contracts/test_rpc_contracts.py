@@ -32,9 +32,15 @@ REQUIRED_RPCS = {
         "MarkOrderShipped",
         "MarkOrderDelivered",
     },
-    "a4co.artisans.v1.ArtisansService": {"OnboardArtisan", "PublishProduct"},
+    "a4co.artisans.v1.ArtisansService": {
+        "OnboardArtisan",
+        "PublishProduct",
+        "UpdateProduct",
+        "WithdrawProduct",
+        "ListProducts",
+    },
     "a4co.notifications.v1.NotificationsService": {"ListNotifications"},
-    "a4co.loyalty.v1.LoyaltyService": {"GetBalance"},
+    "a4co.loyalty.v1.LoyaltyService": {"GetBalance", "ListLedgerEntries"},
     "a4co.analytics.v1.AnalyticsService": {"GetSalesReport"},
     "a4co.cms.v1.CmsService": {"GetPublicProfile"},
 }

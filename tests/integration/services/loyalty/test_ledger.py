@@ -6,12 +6,17 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import grpc
 import pytest_asyncio
 
+from a4co.loyalty.v1 import loyalty_service_pb2 as pb
+from a4co.loyalty.v1 import loyalty_service_pb2_grpc as pb_grpc
 from a4co.payments.events.v1 import payment_events_pb2 as payments
 from a4co.type.v1 import money_pb2
 from services.loyalty.__main__ import build
+from services.platform.auth import Role
 from services.platform.events.consumer import QueueConsumer
+from services.platform.grpc.status import details_of
 from services.platform.local_servers import ServerUrls
 from tests.integration.services.harness import (
     Keys,
@@ -19,7 +24,9 @@ from tests.integration.services.harness import (
     publish_event,
     running_service,
     settings_for,
+    token,
 )
+from tests.support.rpc import failure
 from tests.support.waiting import eventually
 
 SCHEMA = Path("services/loyalty/schema.sql")
@@ -81,3 +88,46 @@ async def test_a_batch_writes_its_entries_in_order_once_per_cause(loyalty: Runni
         # or, before the purchase arrives, what the refund is worth.
         "revocation:o-3": -19,
     }
+
+
+async def test_a_customer_pages_through_their_ledger_newest_first(
+    loyalty: RunningService, keys: Keys
+) -> None:
+    consumer = payments_consumer(loyalty)
+    # One at a time, so that they are written in this order.
+    await publish_event(loyalty, paid("o-1", 4_000), "o-1")
+    await eventually(lambda: consumer.stats.handled == 1, what="o-1 paid")
+    await publish_event(loyalty, paid("o-2", 2_550), "o-2")
+    await eventually(lambda: consumer.stats.handled == 2, what="o-2 paid")
+    await publish_event(loyalty, refunded("o-1", 4_000), "o-1")
+    await eventually(lambda: consumer.stats.handled == 3, what="the refund handled")
+    stub = pb_grpc.LoyaltyServiceStub(loyalty.channel)
+    me = token(keys, "c-1", Role.CUSTOMER)
+    seen, page_token = [], ""
+    while True:
+        page = await stub.ListLedgerEntries(
+            pb.ListLedgerEntriesRequest(page_size=2, page_token=page_token), metadata=me
+        )
+        seen += [(pb.EntryKind.Name(e.kind), e.points, e.order_id) for e in page.entries]
+        if not (page_token := page.next_page_token):
+            break
+    assert seen == [
+        ("ENTRY_KIND_REVOCATION", -40, "o-1"),
+        ("ENTRY_KIND_PURCHASE", 25, "o-2"),
+        ("ENTRY_KIND_PURCHASE", 40, "o-1"),
+    ]
+    balance = await stub.GetBalance(pb.GetBalanceRequest(), metadata=me)
+    assert (balance.points, balance.entry_count) == (sum(points for _, points, _ in seen), len(seen))
+    # Another customer's ledger is theirs (and an admin's) alone.
+    other = await failure(
+        stub.ListLedgerEntries(
+            pb.ListLedgerEntriesRequest(user_id="c-1"), metadata=token(keys, "c-2", Role.CUSTOMER)
+        )
+    )
+    assert other.code() == grpc.StatusCode.PERMISSION_DENIED
+    admin = await stub.ListLedgerEntries(
+        pb.ListLedgerEntriesRequest(user_id="c-1"), metadata=token(keys, "adm", Role.ADMIN)
+    )
+    assert len(admin.entries) == 3
+    bad = await failure(stub.ListLedgerEntries(pb.ListLedgerEntriesRequest(page_size=500), metadata=me))
+    assert details_of(bad)[1] == [("page_size", "must be between 0 and 100")]

@@ -41,6 +41,11 @@ class LoyaltyServiceStub:
                 request_serializer=a4co_dot_loyalty_dot_v1_dot_loyalty__service__pb2.GetBalanceRequest.SerializeToString,
                 response_deserializer=a4co_dot_loyalty_dot_v1_dot_loyalty__service__pb2.GetBalanceResponse.FromString,
                 _registered_method=True)
+        self.ListLedgerEntries = channel.unary_unary(
+                '/a4co.loyalty.v1.LoyaltyService/ListLedgerEntries',
+                request_serializer=a4co_dot_loyalty_dot_v1_dot_loyalty__service__pb2.ListLedgerEntriesRequest.SerializeToString,
+                response_deserializer=a4co_dot_loyalty_dot_v1_dot_loyalty__service__pb2.ListLedgerEntriesResponse.FromString,
+                _registered_method=True)
 
 
 class LoyaltyServiceServicer:
@@ -55,6 +60,15 @@ class LoyaltyServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListLedgerEntries(self, request, context):
+        """ListLedgerEntries pages through the entries that make up a user's
+        balance, newest first, to that user or an admin: why each point was
+        earned or revoked.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_LoyaltyServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -62,6 +76,11 @@ def add_LoyaltyServiceServicer_to_server(servicer, server):
                     servicer.GetBalance,
                     request_deserializer=a4co_dot_loyalty_dot_v1_dot_loyalty__service__pb2.GetBalanceRequest.FromString,
                     response_serializer=a4co_dot_loyalty_dot_v1_dot_loyalty__service__pb2.GetBalanceResponse.SerializeToString,
+            ),
+            'ListLedgerEntries': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListLedgerEntries,
+                    request_deserializer=a4co_dot_loyalty_dot_v1_dot_loyalty__service__pb2.ListLedgerEntriesRequest.FromString,
+                    response_serializer=a4co_dot_loyalty_dot_v1_dot_loyalty__service__pb2.ListLedgerEntriesResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -93,6 +112,33 @@ class LoyaltyService:
             '/a4co.loyalty.v1.LoyaltyService/GetBalance',
             a4co_dot_loyalty_dot_v1_dot_loyalty__service__pb2.GetBalanceRequest.SerializeToString,
             a4co_dot_loyalty_dot_v1_dot_loyalty__service__pb2.GetBalanceResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListLedgerEntries(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/a4co.loyalty.v1.LoyaltyService/ListLedgerEntries',
+            a4co_dot_loyalty_dot_v1_dot_loyalty__service__pb2.ListLedgerEntriesRequest.SerializeToString,
+            a4co_dot_loyalty_dot_v1_dot_loyalty__service__pb2.ListLedgerEntriesResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -37,6 +37,11 @@ class LoyaltyServiceStub:
     def __new__(cls, channel: _aio.Channel) -> LoyaltyServiceAsyncStub: ...
     GetBalance: _grpc.UnaryUnaryMultiCallable[_loyalty_service_pb2.GetBalanceRequest, _loyalty_service_pb2.GetBalanceResponse]
     """GetBalance returns a user's points, to that user or an admin."""
+    ListLedgerEntries: _grpc.UnaryUnaryMultiCallable[_loyalty_service_pb2.ListLedgerEntriesRequest, _loyalty_service_pb2.ListLedgerEntriesResponse]
+    """ListLedgerEntries pages through the entries that make up a user's
+    balance, newest first, to that user or an admin: why each point was
+    earned or revoked.
+    """
 
 @_typing.type_check_only
 class LoyaltyServiceAsyncStub(LoyaltyServiceStub):
@@ -47,6 +52,11 @@ class LoyaltyServiceAsyncStub(LoyaltyServiceStub):
     def __init__(self, channel: _aio.Channel) -> None: ...
     GetBalance: _aio.UnaryUnaryMultiCallable[_loyalty_service_pb2.GetBalanceRequest, _loyalty_service_pb2.GetBalanceResponse]  # type: ignore[assignment]
     """GetBalance returns a user's points, to that user or an admin."""
+    ListLedgerEntries: _aio.UnaryUnaryMultiCallable[_loyalty_service_pb2.ListLedgerEntriesRequest, _loyalty_service_pb2.ListLedgerEntriesResponse]  # type: ignore[assignment]
+    """ListLedgerEntries pages through the entries that make up a user's
+    balance, newest first, to that user or an admin: why each point was
+    earned or revoked.
+    """
 
 class LoyaltyServiceServicer(metaclass=_abc_1.ABCMeta):
     """LoyaltyService keeps each customer's points: earned on payments, revoked on
@@ -60,5 +70,16 @@ class LoyaltyServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_loyalty_service_pb2.GetBalanceResponse, _abc.Awaitable[_loyalty_service_pb2.GetBalanceResponse]]:
         """GetBalance returns a user's points, to that user or an admin."""
+
+    @_abc_1.abstractmethod
+    def ListLedgerEntries(
+        self,
+        request: _loyalty_service_pb2.ListLedgerEntriesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_loyalty_service_pb2.ListLedgerEntriesResponse, _abc.Awaitable[_loyalty_service_pb2.ListLedgerEntriesResponse]]:
+        """ListLedgerEntries pages through the entries that make up a user's
+        balance, newest first, to that user or an admin: why each point was
+        earned or revoked.
+        """
 
 def add_LoyaltyServiceServicer_to_server(servicer: LoyaltyServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
