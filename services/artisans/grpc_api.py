@@ -16,7 +16,7 @@ from services.platform.addresses import address_from_dict, address_to_dict, chec
 from services.platform.auth import Role, current_principal
 from services.platform.grpc.interceptor import MethodPolicy
 from services.platform.grpc.server import Registration
-from services.platform.paging import check_list, next_token, offset_of
+from services.platform.paging import Page, check_list
 from services.platform.timestamps import to_timestamp
 from services.platform.validation import Violations
 
@@ -219,15 +219,13 @@ class ArtisansServicer(pb_grpc.ArtisansServiceServicer):
         self, request: pb.ListProductsRequest, context: Context
     ) -> pb.ListProductsResponse:
         """The caller's products, newest first."""
-        size = request.page_size or 20
-        offset = offset_of(request.page_token)
-        found = await handlers.list_products(
-            self.deps, current_principal(), request.show_withdrawn, offset, size + 1
+        page = Page.of(request)
+        found, token = page.split(
+            await handlers.list_products(
+                self.deps, current_principal(), request.show_withdrawn, page.offset, page.limit
+            )
         )
-        return pb.ListProductsResponse(
-            products=[product_to_pb(listing) for listing in found[:size]],
-            next_page_token=next_token(offset, size, len(found) > size),
-        )
+        return pb.ListProductsResponse(products=[product_to_pb(p) for p in found], next_page_token=token)
 
 
 def registration(deps: handlers.Deps) -> Registration:

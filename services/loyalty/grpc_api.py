@@ -12,7 +12,7 @@ from services.loyalty import handlers
 from services.platform.auth import current_principal
 from services.platform.grpc.interceptor import MethodPolicy
 from services.platform.grpc.server import Registration
-from services.platform.paging import check_page, next_token, offset_of
+from services.platform.paging import Page, check_page
 from services.platform.timestamps import to_timestamp
 from services.platform.validation import MAX_KEY, Violations
 
@@ -67,11 +67,12 @@ class LoyaltyServicer(pb_grpc.LoyaltyServiceServicer):
         self, request: pb.ListLedgerEntriesRequest, context: Context
     ) -> pb.ListLedgerEntriesResponse:
         """A user's ledger, newest first."""
-        size = request.page_size or 20
-        offset = offset_of(request.page_token)
-        found = await handlers.ledger(self.deps, current_principal(), request.user_id, offset, size + 1)
-        response = pb.ListLedgerEntriesResponse(next_page_token=next_token(offset, size, len(found) > size))
-        for e in found[:size]:
+        page = Page.of(request)
+        found, token = page.split(
+            await handlers.ledger(self.deps, current_principal(), request.user_id, page.offset, page.limit)
+        )
+        response = pb.ListLedgerEntriesResponse(next_page_token=token)
+        for e in found:
             entry = response.entries.add(kind=KINDS[e.kind], points=e.points, order_id=e.order_id)
             entry.create_time.CopyFrom(to_timestamp(e.created_at))
         return response

@@ -17,7 +17,7 @@ from services.notifications.adapters.live import LiveNotifications
 from services.platform.auth import current_principal
 from services.platform.grpc.interceptor import MethodPolicy
 from services.platform.grpc.server import Registration
-from services.platform.paging import check_list, next_token, offset_of
+from services.platform.paging import Page, check_list
 from services.platform.timestamps import to_timestamp
 from services.platform.validation import Violations
 
@@ -77,11 +77,12 @@ class NotificationsServicer(pb_grpc.NotificationsServiceServicer):
         self, request: pb.ListNotificationsRequest, context: Context
     ) -> pb.ListNotificationsResponse:
         """The caller's notifications, newest first."""
-        size, offset = request.page_size or 20, offset_of(request.page_token)
-        found = await handlers.list_for(self.deps, current_principal(), offset, size + 1)
-        token = next_token(offset, size, len(found) > size)
+        page = Page.of(request)
+        found, token = page.split(
+            await handlers.list_for(self.deps, current_principal(), page.offset, page.limit)
+        )
         return pb.ListNotificationsResponse(
-            notifications=[notification(n) for n in found[:size]], next_page_token=token
+            notifications=[notification(n) for n in found], next_page_token=token
         )
 
     async def WatchNotifications(

@@ -15,7 +15,7 @@ from services.platform.addresses import address_from_dict, address_to_dict, chec
 from services.platform.auth import Role, current_principal
 from services.platform.grpc.interceptor import MethodPolicy
 from services.platform.grpc.server import Registration
-from services.platform.paging import check_list, next_token, offset_of
+from services.platform.paging import Page, check_list
 from services.platform.timestamps import to_timestamp
 from services.platform.validation import Violations
 
@@ -161,13 +161,12 @@ class OrdersServicer(pb_grpc.OrdersServiceServicer):
 
     async def ListOrders(self, request: pb.ListOrdersRequest, context: Context) -> pb.ListOrdersResponse:
         """The caller's orders, newest first."""
-        size = request.page_size or 20
-        offset = offset_of(request.page_token)
+        page = Page.of(request)
         status = STATUS_FROM_PB.get(request.status)
-        orders = await handlers.list_orders(self.deps, current_principal(), status, offset, size + 1)
-        more = len(orders) > size
-        token = next_token(offset, size, more)
-        return pb.ListOrdersResponse(orders=[order_to_pb(o) for o in orders[:size]], next_page_token=token)
+        orders, token = page.split(
+            await handlers.list_orders(self.deps, current_principal(), status, page.offset, page.limit)
+        )
+        return pb.ListOrdersResponse(orders=[order_to_pb(o) for o in orders], next_page_token=token)
 
     async def CancelOrder(self, request: pb.CancelOrderRequest, context: Context) -> pb.CancelOrderResponse:
         """Cancel before shipping."""

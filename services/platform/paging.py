@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import base64
-from typing import Protocol
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol, Self, TypeVar
 
 from services.platform.errors import FieldViolation, InvalidArgumentError
 from services.platform.validation import Violations
@@ -14,6 +16,8 @@ MAX_TOKEN = 40
 # secret), overflowed PostgreSQL's OFFSET past 2⁶³ - 1 and failed the call with INTERNAL.
 MAX_OFFSET = 1_000_000_000
 MAX_PAGE_SIZE = 100
+DEFAULT_PAGE_SIZE = 20  # a request's page_size when unset
+T = TypeVar("T")
 
 
 class ListRequest(Protocol):
@@ -55,3 +59,26 @@ def offset_of(token: str) -> int:
 def next_token(offset: int, size: int, more: bool) -> str:
     """The token of the page after this one, or '' on the last page."""
     return base64.urlsafe_b64encode(str(offset + size).encode()).decode() if more else ""
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    """The page a list request asks for: where it starts, how many items it holds. A list reads
+    `limit` items, one more than the page, to learn whether another page follows (`split`)."""
+
+    offset: int
+    size: int
+
+    @classmethod
+    def of(cls, request: ListRequest) -> Self:
+        """The page of a request checked by `check_page`; INVALID_ARGUMENT for a bad token."""
+        return cls(offset_of(request.page_token), request.page_size or DEFAULT_PAGE_SIZE)
+
+    @property
+    def limit(self) -> int:
+        """How many items to read."""
+        return self.size + 1
+
+    def split(self, found: Sequence[T]) -> tuple[Sequence[T], str]:
+        """The page's items of the `limit` read, and the next page's token ('' on the last)."""
+        return found[: self.size], next_token(self.offset, self.size, len(found) > self.size)

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import base64
+from types import SimpleNamespace
 
 import pytest
 
 from services.platform.errors import InvalidArgumentError
-from services.platform.paging import MAX_OFFSET, next_token, offset_of
+from services.platform.paging import MAX_OFFSET, Page, next_token, offset_of
 
 
 def test_tokens_round_trip_and_the_last_page_has_none() -> None:
@@ -36,3 +37,15 @@ def test_a_bad_token_names_the_field(token: str) -> None:
 
 def test_the_largest_offset_is_still_a_page() -> None:
     assert offset_of(base64.urlsafe_b64encode(str(MAX_OFFSET).encode()).decode()) == MAX_OFFSET
+
+
+def test_a_page_reads_one_more_item_to_know_whether_another_follows() -> None:
+    first = Page.of(SimpleNamespace(page_size=0, page_token=""))
+    assert (first.offset, first.size, first.limit) == (0, 20, 21)
+    items, token = first.split(list(range(21)))
+    assert (list(items), Page.of(SimpleNamespace(page_size=0, page_token=token)).offset) == (
+        list(range(20)),
+        20,
+    )
+    last = Page.of(SimpleNamespace(page_size=5, page_token=token))
+    assert last.split(list(range(5))) == ([0, 1, 2, 3, 4], ""), "exactly a page left: no token"
