@@ -46,9 +46,29 @@ def check_watch(request: pb.WatchNotificationsRequest) -> None:
     v.raise_if_any()
 
 
+MAX_MARKED = 100  # ids one MarkNotificationsRead may name
+
+
+def check_mark(request: pb.MarkNotificationsReadRequest) -> None:
+    """Up to 100 notification ids (UUIDs), or a time, or both."""
+    v = Violations()
+    v.check(
+        bool(request.notification_ids) or request.HasField("read_through"),
+        "notification_ids",
+        "name the messages read, or set read_through",
+    )
+    if v.check(len(request.notification_ids) <= MAX_MARKED, "notification_ids", f"at most {MAX_MARKED}"):
+        for i, notification_id in enumerate(request.notification_ids):
+            v.uuid(notification_id, f"notification_ids[{i}]")
+    if request.HasField("read_through"):
+        v.timestamp(request.read_through, "read_through")
+    v.raise_if_any()
+
+
 POLICIES = {
     f"/{SERVICE}/ListNotifications": MethodPolicy(validator=check_list),
     f"/{SERVICE}/WatchNotifications": MethodPolicy(validator=check_watch),
+    f"/{SERVICE}/MarkNotificationsRead": MethodPolicy(validator=check_mark),
 }
 
 
@@ -63,6 +83,7 @@ def notification(n: handlers.Stored) -> pb.Notification:
         subject_id=n.subject_id,
         event_id=n.event_id,
         create_time=to_timestamp(n.created_at),
+        read_time=to_timestamp(n.read_at) if n.read_at is not None else None,
     )
 
 
@@ -78,12 +99,23 @@ class NotificationsServicer(pb_grpc.NotificationsServiceServicer):
     ) -> pb.ListNotificationsResponse:
         """The caller's notifications, newest first."""
         page = Page.of(request)
-        found, token = page.split(
-            await handlers.list_for(self.deps, current_principal(), page.offset, page.limit)
+        stored, unread = await handlers.list_for(
+            self.deps, current_principal(), page.offset, page.limit, request.unread_only
         )
+        found, token = page.split(stored)
         return pb.ListNotificationsResponse(
-            notifications=[notification(n) for n in found], next_page_token=token
+            notifications=[notification(n) for n in found], next_page_token=token, unread_count=unread
         )
+
+    async def MarkNotificationsRead(
+        self, request: pb.MarkNotificationsReadRequest, context: Context
+    ) -> pb.MarkNotificationsReadResponse:
+        """Mark the caller's notifications read."""
+        through = request.read_through.ToDatetime(tzinfo=UTC) if request.HasField("read_through") else None
+        marked, unread = await handlers.mark_read(
+            self.deps, current_principal(), list(request.notification_ids), through
+        )
+        return pb.MarkNotificationsReadResponse(marked_count=marked, unread_count=unread)
 
     async def WatchNotifications(
         self, request: pb.WatchNotificationsRequest, context: Context

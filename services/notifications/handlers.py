@@ -19,7 +19,7 @@ from a4co.identity.events.v1 import identity_events_pb2 as identity
 from services.notifications.adapters.transports import Outgoing, Transport
 from services.notifications.messages import MESSAGES, Note
 from services.platform.auth import Principal
-from services.platform.db import Connection, columns
+from services.platform.db import Connection, Queryable, columns
 from services.platform.events.consumer import HandlerContext
 from services.platform.flow import new_id
 from services.platform.resilience import Backoff, every
@@ -66,6 +66,7 @@ class Stored:
     subject_id: str
     event_id: str
     created_at: datetime
+    read_at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -243,19 +244,51 @@ def _stored(row: asyncpg.Record) -> Stored:
         row["subject_id"],
         str(row["event_id"]),
         row["created_at"],
+        row["read_at"],
     )
 
 
-async def list_for(deps: Deps, principal: Principal, offset: int, limit: int) -> list[Stored]:
-    """The caller's notifications, newest first."""
-    rows = await deps.pool.fetch(
-        "SELECT * FROM notifications WHERE recipient_id = $1 ORDER BY created_at DESC, notification_id"
-        " LIMIT $2 OFFSET $3",
-        principal.user_id,
-        limit,
-        offset,
+async def list_for(
+    deps: Deps, principal: Principal, offset: int, limit: int, unread_only: bool = False
+) -> tuple[list[Stored], int]:
+    """The caller's notifications, newest first (the unread ones only, with `unread_only`), and
+    how many of theirs are unread in all."""
+    async with deps.pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
+        rows = await conn.fetch(
+            "SELECT * FROM notifications WHERE recipient_id = $1 AND (NOT $4 OR read_at IS NULL)"
+            " ORDER BY created_at DESC, notification_id LIMIT $2 OFFSET $3",
+            principal.user_id,
+            limit,
+            offset,
+            unread_only,
+        )
+        unread = await _unread(conn, principal.user_id)
+    return [_stored(r) for r in rows], unread
+
+
+async def _unread(conn: Queryable, user_id: str) -> int:
+    count: int = await conn.fetchval(
+        "SELECT count(*) FROM notifications WHERE recipient_id = $1 AND read_at IS NULL", user_id
     )
-    return [_stored(r) for r in rows]
+    return count
+
+
+async def mark_read(
+    deps: Deps, principal: Principal, notification_ids: list[str], through: datetime | None
+) -> tuple[int, int]:
+    """Mark the caller's notifications read: those of `notification_ids`, and all created up to
+    `through`; returns how many this call marked and how many remain unread."""
+    async with deps.pool.acquire() as conn, conn.transaction():
+        marked: int = await conn.fetchval(
+            "WITH marked AS (UPDATE notifications SET read_at = clock_timestamp()"
+            " WHERE recipient_id = $1 AND read_at IS NULL"
+            " AND (notification_id = ANY($2::uuid[]) OR created_at <= $3) RETURNING 1)"
+            " SELECT count(*) FROM marked",
+            principal.user_id,
+            notification_ids,
+            through,
+        )
+        return marked, await _unread(conn, principal.user_id)
 
 
 async def stored_since(

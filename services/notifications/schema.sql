@@ -17,6 +17,11 @@ CREATE TABLE IF NOT EXISTS notifications (
     UNIQUE (recipient_id, event_id)
 );
 CREATE INDEX IF NOT EXISTS notifications_recipient ON notifications (recipient_id, created_at DESC);
+-- When the user marked a message read (MarkNotificationsRead); the unread ones are counted and
+-- listed apart.
+ALTER TABLE notifications ADD COLUMN IF NOT EXISTS read_at timestamptz;
+CREATE INDEX IF NOT EXISTS notifications_unread ON notifications (recipient_id, created_at DESC)
+    WHERE read_at IS NULL;
 
 -- Messages whose delivery failed, to be tried again from `next_attempt_at`; a delivered one leaves
 -- the table, one given up on stays with `gave_up_at` set.

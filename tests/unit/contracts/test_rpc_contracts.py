@@ -39,7 +39,11 @@ REQUIRED_RPCS = {
         "WithdrawProduct",
         "ListProducts",
     },
-    "a4co.notifications.v1.NotificationsService": {"ListNotifications"},
+    "a4co.notifications.v1.NotificationsService": {
+        "ListNotifications",
+        "WatchNotifications",
+        "MarkNotificationsRead",
+    },
     "a4co.loyalty.v1.LoyaltyService": {"GetBalance", "ListLedgerEntries"},
     "a4co.analytics.v1.AnalyticsService": {"GetSalesReport"},
     "a4co.cms.v1.CmsService": {"GetPublicProfile"},

@@ -22,12 +22,15 @@ from services.notifications import handlers
 from services.notifications.adapters.transports import FileTransport
 from services.notifications.messages import Note
 from services.platform.auth import Role
+from services.platform.grpc.status import details_of
 from tests.integration.services.harness import (
     Keys,
     RunningService,
     publish_event,
     token,
 )
+from tests.integration.services.test_grpcurl import call
+from tests.support.rpc import failure
 from tests.support.waiting import eventually
 
 if TYPE_CHECKING:
@@ -193,3 +196,74 @@ async def test_with_redis_down_the_messages_are_still_delivered(
     sent = [json.loads(line) for line in (tmp_path / "down" / "outbox.jsonl").read_text().splitlines()]
     assert [(m["to"], m["subject"]) for m in sent] == [("c-7", "Hemos recibido tu pedido")]
     await dead.aclose()
+
+
+async def test_a_user_marks_messages_read_and_sees_how_many_are_unread(
+    notifications: RunningService, keys: Keys
+) -> None:
+    for n in range(4):
+        await publish_event(notifications, order_created("c-1", "a-1"), f"o-{n}")
+    stub = pb_grpc.NotificationsServiceStub(notifications.channel)
+    me, artisan = token(keys, "c-1", Role.CUSTOMER), token(keys, "a-1", Role.ARTISAN)
+
+    async def listed(
+        who: tuple[tuple[str, str], ...], unread_only: bool = False
+    ) -> pb.ListNotificationsResponse:
+        return await stub.ListNotifications(
+            pb.ListNotificationsRequest(unread_only=unread_only), metadata=who
+        )
+
+    await eventually(lambda: _holds(listed(me), 4), what="four messages stored")
+    newest_first = list((await listed(me)).notifications)
+    assert (await listed(me)).unread_count == 4
+    assert not any(n.HasField("read_time") for n in newest_first)
+
+    # The newest by id, then everything up to the second oldest by time; another user's id and a
+    # message read already change nothing.
+    theirs = (await listed(artisan)).notifications[0].notification_id
+    first = await stub.MarkNotificationsRead(
+        pb.MarkNotificationsReadRequest(notification_ids=[newest_first[0].notification_id, theirs]),
+        metadata=me,
+    )
+    assert (first.marked_count, first.unread_count) == (1, 3)
+    second = await stub.MarkNotificationsRead(
+        pb.MarkNotificationsReadRequest(
+            notification_ids=[newest_first[0].notification_id], read_through=newest_first[2].create_time
+        ),
+        metadata=me,
+    )
+    assert (second.marked_count, second.unread_count) == (2, 1)
+    unread = await listed(me, unread_only=True)
+    assert [n.notification_id for n in unread.notifications] == [newest_first[1].notification_id]
+    assert unread.unread_count == 1
+    read = {
+        n.notification_id: n.read_time.ToDatetime()
+        for n in (await listed(me)).notifications
+        if n.HasField("read_time")
+    }
+    assert set(read) == {newest_first[i].notification_id for i in (0, 2, 3)}
+    assert read[newest_first[0].notification_id] < read[newest_first[2].notification_id], (
+        "kept its first read"
+    )
+    assert (await listed(artisan)).unread_count == 4, "the artisan's own messages untouched"
+    # The README's command: everything up to the newest message seen.
+    bearer = dict(me)["authorization"].removeprefix("Bearer ")
+    through = newest_first[0].create_time.ToJsonString()
+    answer = await call(
+        notifications.address,
+        "a4co.notifications.v1.NotificationsService/MarkNotificationsRead",
+        {"read_through": through},
+        token=bearer,
+    )
+    assert answer == {"marked_count": 1}, "unread_count 0 is left out of the JSON, as proto3 does"
+
+    bad = await failure(stub.MarkNotificationsRead(pb.MarkNotificationsReadRequest(), metadata=me))
+    assert details_of(bad)[1] == [("notification_ids", "name the messages read, or set read_through")]
+    bad = await failure(
+        stub.MarkNotificationsRead(pb.MarkNotificationsReadRequest(notification_ids=["nope"]), metadata=me)
+    )
+    assert [f for f, _ in details_of(bad)[1]] == ["notification_ids[0]"]
+
+
+async def _holds(response: Awaitable[pb.ListNotificationsResponse], expected: int) -> bool:
+    return len((await response).notifications) == expected

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n1a4co/notifications/v1/notifications_service.proto\x12\x15\x61\x34\x63o.notifications.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xc0\x01\n\x0cNotification\x12\x17\n\x0fnotification_id\x18\x01 \x01(\t\x12\x14\n\x0crecipient_id\x18\x02 \x01(\t\x12\r\n\x05topic\x18\x03 \x01(\t\x12\r\n\x05title\x18\x04 \x01(\t\x12\x0c\n\x04\x62ody\x18\x05 \x01(\t\x12\x12\n\nsubject_id\x18\x06 \x01(\t\x12\x10\n\x08\x65vent_id\x18\x07 \x01(\t\x12/\n\x0b\x63reate_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"A\n\x18ListNotificationsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"p\n\x19ListNotificationsResponse\x12:\n\rnotifications\x18\x01 \x03(\x0b\x32#.a4co.notifications.v1.Notification\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"K\n\x19WatchNotificationsRequest\x12.\n\nstart_time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"W\n\x1aWatchNotificationsResponse\x12\x39\n\x0cnotification\x18\x01 \x01(\x0b\x32#.a4co.notifications.v1.Notification2\x8b\x02\n\x14NotificationsService\x12v\n\x11ListNotifications\x12/.a4co.notifications.v1.ListNotificationsRequest\x1a\x30.a4co.notifications.v1.ListNotificationsResponse\x12{\n\x12WatchNotifications\x12\x30.a4co.notifications.v1.WatchNotificationsRequest\x1a\x31.a4co.notifications.v1.WatchNotificationsResponse0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n1a4co/notifications/v1/notifications_service.proto\x12\x15\x61\x34\x63o.notifications.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xef\x01\n\x0cNotification\x12\x17\n\x0fnotification_id\x18\x01 \x01(\t\x12\x14\n\x0crecipient_id\x18\x02 \x01(\t\x12\r\n\x05topic\x18\x03 \x01(\t\x12\r\n\x05title\x18\x04 \x01(\t\x12\x0c\n\x04\x62ody\x18\x05 \x01(\t\x12\x12\n\nsubject_id\x18\x06 \x01(\t\x12\x10\n\x08\x65vent_id\x18\x07 \x01(\t\x12/\n\x0b\x63reate_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12-\n\tread_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"V\n\x18ListNotificationsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x13\n\x0bunread_only\x18\x03 \x01(\x08\"\x86\x01\n\x19ListNotificationsResponse\x12:\n\rnotifications\x18\x01 \x03(\x0b\x32#.a4co.notifications.v1.Notification\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\x12\x14\n\x0cunread_count\x18\x03 \x01(\x05\"K\n\x19WatchNotificationsRequest\x12.\n\nstart_time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"W\n\x1aWatchNotificationsResponse\x12\x39\n\x0cnotification\x18\x01 \x01(\x0b\x32#.a4co.notifications.v1.Notification\"j\n\x1cMarkNotificationsReadRequest\x12\x18\n\x10notification_ids\x18\x01 \x03(\t\x12\x30\n\x0cread_through\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"K\n\x1dMarkNotificationsReadResponse\x12\x14\n\x0cmarked_count\x18\x01 \x01(\x05\x12\x14\n\x0cunread_count\x18\x02 \x01(\x05\x32\x90\x03\n\x14NotificationsService\x12v\n\x11ListNotifications\x12/.a4co.notifications.v1.ListNotificationsRequest\x1a\x30.a4co.notifications.v1.ListNotificationsResponse\x12{\n\x12WatchNotifications\x12\x30.a4co.notifications.v1.WatchNotificationsRequest\x1a\x31.a4co.notifications.v1.WatchNotificationsResponse0\x01\x12\x82\x01\n\x15MarkNotificationsRead\x12\x33.a4co.notifications.v1.MarkNotificationsReadRequest\x1a\x34.a4co.notifications.v1.MarkNotificationsReadResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,15 +33,19 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'a4co.notifications.v1.notif
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_NOTIFICATION']._serialized_start=110
-  _globals['_NOTIFICATION']._serialized_end=302
-  _globals['_LISTNOTIFICATIONSREQUEST']._serialized_start=304
-  _globals['_LISTNOTIFICATIONSREQUEST']._serialized_end=369
-  _globals['_LISTNOTIFICATIONSRESPONSE']._serialized_start=371
-  _globals['_LISTNOTIFICATIONSRESPONSE']._serialized_end=483
-  _globals['_WATCHNOTIFICATIONSREQUEST']._serialized_start=485
-  _globals['_WATCHNOTIFICATIONSREQUEST']._serialized_end=560
-  _globals['_WATCHNOTIFICATIONSRESPONSE']._serialized_start=562
-  _globals['_WATCHNOTIFICATIONSRESPONSE']._serialized_end=649
-  _globals['_NOTIFICATIONSSERVICE']._serialized_start=652
-  _globals['_NOTIFICATIONSSERVICE']._serialized_end=919
+  _globals['_NOTIFICATION']._serialized_end=349
+  _globals['_LISTNOTIFICATIONSREQUEST']._serialized_start=351
+  _globals['_LISTNOTIFICATIONSREQUEST']._serialized_end=437
+  _globals['_LISTNOTIFICATIONSRESPONSE']._serialized_start=440
+  _globals['_LISTNOTIFICATIONSRESPONSE']._serialized_end=574
+  _globals['_WATCHNOTIFICATIONSREQUEST']._serialized_start=576
+  _globals['_WATCHNOTIFICATIONSREQUEST']._serialized_end=651
+  _globals['_WATCHNOTIFICATIONSRESPONSE']._serialized_start=653
+  _globals['_WATCHNOTIFICATIONSRESPONSE']._serialized_end=740
+  _globals['_MARKNOTIFICATIONSREADREQUEST']._serialized_start=742
+  _globals['_MARKNOTIFICATIONSREADREQUEST']._serialized_end=848
+  _globals['_MARKNOTIFICATIONSREADRESPONSE']._serialized_start=850
+  _globals['_MARKNOTIFICATIONSREADRESPONSE']._serialized_end=925
+  _globals['_NOTIFICATIONSSERVICE']._serialized_start=928
+  _globals['_NOTIFICATIONSSERVICE']._serialized_end=1328
 # @@protoc_insertion_point(module_scope)

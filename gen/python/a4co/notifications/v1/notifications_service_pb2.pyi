@@ -33,6 +33,7 @@ class Notification(_message.Message):
     SUBJECT_ID_FIELD_NUMBER: _builtins.int
     EVENT_ID_FIELD_NUMBER: _builtins.int
     CREATE_TIME_FIELD_NUMBER: _builtins.int
+    READ_TIME_FIELD_NUMBER: _builtins.int
     notification_id: _builtins.str
     """The notification."""
     recipient_id: _builtins.str
@@ -53,6 +54,10 @@ class Notification(_message.Message):
     def create_time(self) -> _timestamp_pb2.Timestamp:
         """When it was created."""
 
+    @_builtins.property
+    def read_time(self) -> _timestamp_pb2.Timestamp:
+        """When the user marked it read; unset while it is unread."""
+
     def __init__(
         self,
         *,
@@ -64,10 +69,11 @@ class Notification(_message.Message):
         subject_id: _builtins.str = ...,
         event_id: _builtins.str = ...,
         create_time: _timestamp_pb2.Timestamp | None = ...,
+        read_time: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "read_time", b"read_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "create_time", b"create_time", "event_id", b"event_id", "notification_id", b"notification_id", "recipient_id", b"recipient_id", "subject_id", b"subject_id", "title", b"title", "topic", b"topic"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "create_time", b"create_time", "event_id", b"event_id", "notification_id", b"notification_id", "read_time", b"read_time", "recipient_id", b"recipient_id", "subject_id", b"subject_id", "title", b"title", "topic", b"topic"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -81,19 +87,23 @@ class ListNotificationsRequest(_message.Message):
 
     PAGE_SIZE_FIELD_NUMBER: _builtins.int
     PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    UNREAD_ONLY_FIELD_NUMBER: _builtins.int
     page_size: _builtins.int
     """The most notifications to return, 1 to 100; 20 when unset."""
     page_token: _builtins.str
-    """The next_page_token of a previous call."""
+    """The next_page_token of a previous call with the same unread_only."""
+    unread_only: _builtins.bool
+    """Only the messages not read yet."""
     def __init__(
         self,
         *,
         page_size: _builtins.int = ...,
         page_token: _builtins.str = ...,
+        unread_only: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["page_size", b"page_size", "page_token", b"page_token"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["page_size", b"page_size", "page_token", b"page_token", "unread_only", b"unread_only"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -107,8 +117,11 @@ class ListNotificationsResponse(_message.Message):
 
     NOTIFICATIONS_FIELD_NUMBER: _builtins.int
     NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    UNREAD_COUNT_FIELD_NUMBER: _builtins.int
     next_page_token: _builtins.str
     """The token for the next page; empty on the last page."""
+    unread_count: _builtins.int
+    """How many of the caller's messages are not read yet, in all."""
     @_builtins.property
     def notifications(self) -> _containers.RepeatedCompositeFieldContainer[Global___Notification]:
         """The notifications, newest first."""
@@ -118,10 +131,11 @@ class ListNotificationsResponse(_message.Message):
         *,
         notifications: _abc.Iterable[Global___Notification] | None = ...,
         next_page_token: _builtins.str = ...,
+        unread_count: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["next_page_token", b"next_page_token", "notifications", b"notifications"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["next_page_token", b"next_page_token", "notifications", b"notifications", "unread_count", b"unread_count"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -179,3 +193,61 @@ class WatchNotificationsResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___WatchNotificationsResponse: _TypeAlias = WatchNotificationsResponse  # noqa: Y015
+
+@_typing.final
+class MarkNotificationsReadRequest(_message.Message):
+    """MarkNotificationsReadRequest names the messages read."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NOTIFICATION_IDS_FIELD_NUMBER: _builtins.int
+    READ_THROUGH_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def notification_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Messages read, at most 100."""
+
+    @_builtins.property
+    def read_through(self) -> _timestamp_pb2.Timestamp:
+        """Every message created up to this time (included) is read too, such as
+        the create_time of the newest message the user has seen.
+        """
+
+    def __init__(
+        self,
+        *,
+        notification_ids: _abc.Iterable[_builtins.str] | None = ...,
+        read_through: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["read_through", b"read_through"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["notification_ids", b"notification_ids", "read_through", b"read_through"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___MarkNotificationsReadRequest: _TypeAlias = MarkNotificationsReadRequest  # noqa: Y015
+
+@_typing.final
+class MarkNotificationsReadResponse(_message.Message):
+    """MarkNotificationsReadResponse says what changed."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MARKED_COUNT_FIELD_NUMBER: _builtins.int
+    UNREAD_COUNT_FIELD_NUMBER: _builtins.int
+    marked_count: _builtins.int
+    """How many messages this call marked read (not counting those read before)."""
+    unread_count: _builtins.int
+    """How many of the caller's messages are not read yet, after the call."""
+    def __init__(
+        self,
+        *,
+        marked_count: _builtins.int = ...,
+        unread_count: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["marked_count", b"marked_count", "unread_count", b"unread_count"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___MarkNotificationsReadResponse: _TypeAlias = MarkNotificationsReadResponse  # noqa: Y015

@@ -47,6 +47,11 @@ class NotificationsServiceStub:
                 request_serializer=a4co_dot_notifications_dot_v1_dot_notifications__service__pb2.WatchNotificationsRequest.SerializeToString,
                 response_deserializer=a4co_dot_notifications_dot_v1_dot_notifications__service__pb2.WatchNotificationsResponse.FromString,
                 _registered_method=True)
+        self.MarkNotificationsRead = channel.unary_unary(
+                '/a4co.notifications.v1.NotificationsService/MarkNotificationsRead',
+                request_serializer=a4co_dot_notifications_dot_v1_dot_notifications__service__pb2.MarkNotificationsReadRequest.SerializeToString,
+                response_deserializer=a4co_dot_notifications_dot_v1_dot_notifications__service__pb2.MarkNotificationsReadResponse.FromString,
+                _registered_method=True)
 
 
 class NotificationsServiceServicer:
@@ -81,6 +86,16 @@ class NotificationsServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def MarkNotificationsRead(self, request, context):
+        """MarkNotificationsRead marks the caller's messages read: those named, and
+        all created up to read_through when it is set. A message read already
+        keeps its first read_time; an id that is not one of the caller's messages
+        changes nothing.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_NotificationsServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -93,6 +108,11 @@ def add_NotificationsServiceServicer_to_server(servicer, server):
                     servicer.WatchNotifications,
                     request_deserializer=a4co_dot_notifications_dot_v1_dot_notifications__service__pb2.WatchNotificationsRequest.FromString,
                     response_serializer=a4co_dot_notifications_dot_v1_dot_notifications__service__pb2.WatchNotificationsResponse.SerializeToString,
+            ),
+            'MarkNotificationsRead': grpc.unary_unary_rpc_method_handler(
+                    servicer.MarkNotificationsRead,
+                    request_deserializer=a4co_dot_notifications_dot_v1_dot_notifications__service__pb2.MarkNotificationsReadRequest.FromString,
+                    response_serializer=a4co_dot_notifications_dot_v1_dot_notifications__service__pb2.MarkNotificationsReadResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -152,6 +172,33 @@ class NotificationsService:
             '/a4co.notifications.v1.NotificationsService/WatchNotifications',
             a4co_dot_notifications_dot_v1_dot_notifications__service__pb2.WatchNotificationsRequest.SerializeToString,
             a4co_dot_notifications_dot_v1_dot_notifications__service__pb2.WatchNotificationsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def MarkNotificationsRead(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/a4co.notifications.v1.NotificationsService/MarkNotificationsRead',
+            a4co_dot_notifications_dot_v1_dot_notifications__service__pb2.MarkNotificationsReadRequest.SerializeToString,
+            a4co_dot_notifications_dot_v1_dot_notifications__service__pb2.MarkNotificationsReadResponse.FromString,
             options,
             channel_credentials,
             insecure,

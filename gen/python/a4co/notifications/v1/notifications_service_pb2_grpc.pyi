@@ -53,6 +53,12 @@ class NotificationsServiceStub:
     it may then get a message it already has, and skips a notification_id it
     knows.
     """
+    MarkNotificationsRead: _grpc.UnaryUnaryMultiCallable[_notifications_service_pb2.MarkNotificationsReadRequest, _notifications_service_pb2.MarkNotificationsReadResponse]
+    """MarkNotificationsRead marks the caller's messages read: those named, and
+    all created up to read_through when it is set. A message read already
+    keeps its first read_time; an id that is not one of the caller's messages
+    changes nothing.
+    """
 
 @_typing.type_check_only
 class NotificationsServiceAsyncStub(NotificationsServiceStub):
@@ -78,6 +84,12 @@ class NotificationsServiceAsyncStub(NotificationsServiceStub):
     with start_time set to the create_time of the last message it received;
     it may then get a message it already has, and skips a notification_id it
     knows.
+    """
+    MarkNotificationsRead: _aio.UnaryUnaryMultiCallable[_notifications_service_pb2.MarkNotificationsReadRequest, _notifications_service_pb2.MarkNotificationsReadResponse]  # type: ignore[assignment]
+    """MarkNotificationsRead marks the caller's messages read: those named, and
+    all created up to read_through when it is set. A message read already
+    keeps its first read_time; an id that is not one of the caller's messages
+    changes nothing.
     """
 
 class NotificationsServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -113,6 +125,18 @@ class NotificationsServiceServicer(metaclass=_abc_1.ABCMeta):
         with start_time set to the create_time of the last message it received;
         it may then get a message it already has, and skips a notification_id it
         knows.
+        """
+
+    @_abc_1.abstractmethod
+    def MarkNotificationsRead(
+        self,
+        request: _notifications_service_pb2.MarkNotificationsReadRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_notifications_service_pb2.MarkNotificationsReadResponse, _abc.Awaitable[_notifications_service_pb2.MarkNotificationsReadResponse]]:
+        """MarkNotificationsRead marks the caller's messages read: those named, and
+        all created up to read_through when it is set. A message read already
+        keeps its first read_time; an id that is not one of the caller's messages
+        changes nothing.
         """
 
 def add_NotificationsServiceServicer_to_server(servicer: NotificationsServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
