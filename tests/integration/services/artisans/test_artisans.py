@@ -253,6 +253,10 @@ async def test_an_artisan_changes_a_product_then_withdraws_it_and_everyone_follo
     }
     nothing = await failure(stub.UpdateProduct(changing(pid), metadata=me))
     assert details_of(nothing)[1] == [("update_mask", "must name at least one field")]
+    backwards = await failure(
+        stub.UpdateProduct(changing(pid, "name", revision=-1, name="Otra"), metadata=me)
+    )
+    assert details_of(backwards)[1] == [("expected_revision", "must not be negative")]
 
     catalog = catalog_grpc.CatalogServiceStub(marketplace["catalog"].channel)
     geo = geo_grpc.GeoServiceStub(marketplace["geo"].channel)

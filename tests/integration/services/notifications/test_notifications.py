@@ -263,6 +263,11 @@ async def test_a_user_marks_messages_read_and_sees_how_many_are_unread(
         stub.MarkNotificationsRead(pb.MarkNotificationsReadRequest(notification_ids=["nope"]), metadata=me)
     )
     assert [f for f, _ in details_of(bad)[1]] == ["notification_ids[0]"]
+    many = [str(uuid.uuid4()) for _ in range(101)]
+    bad = await failure(
+        stub.MarkNotificationsRead(pb.MarkNotificationsReadRequest(notification_ids=many), metadata=me)
+    )
+    assert details_of(bad)[1] == [("notification_ids", "at most 100")]
 
 
 async def _holds(response: Awaitable[pb.ListNotificationsResponse], expected: int) -> bool:
