@@ -14,7 +14,7 @@ from services.platform.runtime import Infrastructure, ServiceParts
 
 async def build(infra: Infrastructure) -> ServiceParts:
     """artisans' parts, wired."""
-    deps = handlers.Deps(uow=functools.partial(ArtisansUnitOfWork, infra.pool, infra.outbox))
+    deps = handlers.Deps(uow=functools.partial(ArtisansUnitOfWork, infra.pool, infra.outbox), pool=infra.pool)
     return ServiceParts(registrations=[registration(deps)], policies=POLICIES)
 
 

@@ -124,17 +124,16 @@ def workshop_to_pb(w: Workshop, moment: datetime) -> pb.Artisan:
 def product_to_pb(listing: Listing) -> pb.PublishedProduct:
     """A published product as a message."""
     p = listing.product
-    message = pb.PublishedProduct(
+    withdrawn = listing.withdraw_time
+    return pb.PublishedProduct(
         **handlers.shown(p),
         initial_stock=p.initial_stock,
         low_stock_threshold=p.low_stock_threshold,
         publish_time=to_timestamp(listing.publish_time),
         revision=listing.revision,
         update_time=to_timestamp(listing.update_time),
+        withdraw_time=to_timestamp(withdrawn) if withdrawn is not None else None,
     )
-    if listing.withdraw_time is not None:
-        message.withdraw_time.CopyFrom(to_timestamp(listing.withdraw_time))
-    return message
 
 
 def _changes(product: pb.PublishedProduct) -> Product:

@@ -8,9 +8,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+import asyncpg
+
 from a4co.artisans.events.v1 import artisan_events_pb2 as events
 from a4co.type.v1 import lat_lng_pb2, money_pb2
-from services.artisans.adapters.postgres import ArtisansUnitOfWork
+from services.artisans.adapters.postgres import ArtisansUnitOfWork, Catalogue
 from services.artisans.domain import (
     AlreadyOnboardedError,
     Listing,
@@ -30,6 +32,7 @@ class Deps:
     """What the use cases are built with."""
 
     uow: Callable[[], ArtisansUnitOfWork]
+    pool: asyncpg.Pool  # reads that need no transaction
 
 
 BY_ANOTHER = "by another artisan's call"  # how a reused request id was used
@@ -203,6 +206,5 @@ async def withdraw(deps: Deps, principal: Principal, product_id: str) -> Listing
 async def list_products(
     deps: Deps, principal: Principal, show_withdrawn: bool, offset: int, limit: int
 ) -> list[Listing]:
-    """The caller's products, newest first."""
-    async with deps.uow() as uow:
-        return await uow.catalogue.products_of(principal.user_id, show_withdrawn, offset, limit)
+    """The caller's products, newest first (one statement: no transaction)."""
+    return await Catalogue(deps.pool).products_of(principal.user_id, show_withdrawn, offset, limit)

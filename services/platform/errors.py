@@ -92,8 +92,9 @@ class FailedPreconditionError(A4coError):
 
 
 class AbortedError(A4coError):
-    """The call conflicted with another (a deadlock, a serialization failure) and changed nothing;
-    the caller may retry it at once."""
+    """The call conflicted with another and changed nothing: a deadlock or a serialization failure
+    (the caller may retry it at once), or a change made since the caller read what it meant to
+    change (AIP-154's etag; the caller reads again, then decides: artisans' REVISION_CHANGED)."""
 
     kind = "ABORTED"
 

@@ -8,7 +8,7 @@ from datetime import datetime
 import asyncpg
 
 from services.artisans.domain import Listing, Product, Workshop
-from services.platform.db import Connection
+from services.platform.db import Connection, Queryable
 from services.platform.uow import PostgresUnitOfWork
 
 
@@ -46,7 +46,7 @@ def _listing(row: asyncpg.Record) -> Listing:
 class Catalogue:
     """Workshops and products."""
 
-    def __init__(self, conn: Connection) -> None:
+    def __init__(self, conn: Queryable) -> None:
         self.conn = conn
 
     async def workshop(self, artisan_id: str) -> tuple[Workshop, datetime, str] | None:

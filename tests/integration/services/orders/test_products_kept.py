@@ -51,7 +51,8 @@ async def test_products_added_are_kept_and_the_least_recently_used_go_first(pool
 
 
 async def test_a_kept_product_is_read_again_once_too_old_or_forgotten(pool: asyncpg.Pool) -> None:
-    kept = Products(pool, remember=10, kept_s=0.2)
+    # Long enough that the first read below is surely within it, on a slow machine too.
+    kept = Products(pool, remember=10, kept_s=1.0)
     await kept.add([product(1), product(2)])
     cheaper = ProductInfo("p-1", "art-1", "Aceite 1", 900, "EUR")
     await Products(pool).change(cheaper, revision=2)  # recorded by another replica
