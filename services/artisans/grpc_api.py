@@ -218,11 +218,10 @@ class ArtisansServicer(pb_grpc.ArtisansServiceServicer):
         self, request: pb.ListProductsRequest, context: Context
     ) -> pb.ListProductsResponse:
         """The caller's products, newest first."""
-        page = Page.of(request)
+        page = Page.of(request, ("products", request.show_withdrawn))
         found, token = page.split(
-            await handlers.list_products(
-                self.deps, current_principal(), request.show_withdrawn, page.offset, page.limit
-            )
+            await handlers.list_products(self.deps, current_principal(), request.show_withdrawn, page),
+            lambda listed: (listed.publish_time, listed.product.product_id),
         )
         return pb.ListProductsResponse(products=[product_to_pb(p) for p in found], next_page_token=token)
 

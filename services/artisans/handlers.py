@@ -24,6 +24,7 @@ from services.artisans.domain import (
 )
 from services.platform.auth import Principal
 from services.platform.errors import AbortedError, NotFoundError, RequestIdReusedError
+from services.platform.paging import Page
 from services.platform.timestamps import to_timestamp
 
 
@@ -203,8 +204,6 @@ async def withdraw(deps: Deps, principal: Principal, product_id: str) -> Listing
     return stored
 
 
-async def list_products(
-    deps: Deps, principal: Principal, show_withdrawn: bool, offset: int, limit: int
-) -> list[Listing]:
-    """The caller's products, newest first (one statement: no transaction)."""
-    return await Catalogue(deps.pool).products_of(principal.user_id, show_withdrawn, offset, limit)
+async def list_products(deps: Deps, principal: Principal, show_withdrawn: bool, page: Page) -> list[Listing]:
+    """A page of the caller's products, newest first (one statement: no transaction)."""
+    return await Catalogue(deps.pool).products_of(principal.user_id, show_withdrawn, page)

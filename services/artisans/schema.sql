@@ -26,8 +26,10 @@ CREATE TABLE IF NOT EXISTS products (
     published_at        timestamptz NOT NULL DEFAULT now()
 );
 CREATE INDEX IF NOT EXISTS products_artisan ON products (artisan_id);
--- An artisan's products, newest first (ListProducts).
-CREATE INDEX IF NOT EXISTS products_artisan_newest ON products (artisan_id, published_at DESC, product_id);
+-- An artisan's products, newest first (ListProducts: a page follows on from the last product of
+-- the page before, decision 41). It replaced products_artisan_newest, whose key was ascending.
+DROP INDEX IF EXISTS products_artisan_newest;
+CREATE INDEX IF NOT EXISTS products_artisan_pages ON products (artisan_id, published_at DESC, product_id DESC);
 -- A product's changes (UpdateProduct, WithdrawProduct): its revision counts its publication and
 -- each change, and leads its events, so that consumers keep the newest whatever order they arrive in.
 ALTER TABLE products ADD COLUMN IF NOT EXISTS revision integer NOT NULL DEFAULT 1;

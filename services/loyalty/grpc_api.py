@@ -67,9 +67,10 @@ class LoyaltyServicer(pb_grpc.LoyaltyServiceServicer):
         self, request: pb.ListLedgerEntriesRequest, context: Context
     ) -> pb.ListLedgerEntriesResponse:
         """A user's ledger, newest first."""
-        page = Page.of(request)
+        page = Page.of(request, ("ledger", request.user_id), uuid_keys=False)
         found, token = page.split(
-            await handlers.ledger(self.deps, current_principal(), request.user_id, page.offset, page.limit)
+            await handlers.ledger(self.deps, current_principal(), request.user_id, page),
+            lambda e: (e.created_at, e.key),
         )
         response = pb.ListLedgerEntriesResponse(next_page_token=token)
         for e in found:

@@ -13,6 +13,7 @@ from services.loyalty.domain import WELCOME_POINTS, purchase_points
 from services.platform.auth import Principal
 from services.platform.db import Connection, columns
 from services.platform.events.consumer import HandlerContext
+from services.platform.paging import Page, after_sql
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,22 +117,23 @@ class LedgerEntry:
     points: int
     order_id: str
     created_at: datetime
+    key: str  # its cause, unique: where it stands among entries written at once
 
 
-async def ledger(
-    deps: Deps, principal: Principal, user_id: str, offset: int, limit: int
-) -> list[LedgerEntry]:
-    """A user's entries, newest first, for that user or an admin."""
+async def ledger(deps: Deps, principal: Principal, user_id: str, page: Page) -> list[LedgerEntry]:
+    """A page of a user's entries, newest first, for that user or an admin."""
     target = user_id or principal.user_id
     principal.require_self_or_admin(target)
+    args: list[object] = [target, page.limit]
+    after = after_sql(page, "created_at, entry_key", args)
     rows = await deps.pool.fetch(
-        "SELECT kind, points, order_id, created_at FROM entries WHERE user_id = $1"
-        " ORDER BY created_at DESC, entry_key DESC LIMIT $2 OFFSET $3",
-        target,
-        limit,
-        offset,
+        "SELECT kind, points, order_id, created_at, entry_key FROM entries"  # noqa: S608 (values bound)
+        f" WHERE user_id = $1{after} ORDER BY created_at DESC, entry_key DESC LIMIT $2",
+        *args,
     )
-    return [LedgerEntry(r["kind"], int(r["points"]), r["order_id"], r["created_at"]) for r in rows]
+    return [
+        LedgerEntry(r["kind"], int(r["points"]), r["order_id"], r["created_at"], r["entry_key"]) for r in rows
+    ]
 
 
 async def balance(deps: Deps, principal: Principal, user_id: str) -> Balance:

@@ -8,5 +8,7 @@ CREATE TABLE IF NOT EXISTS entries (
     created_at timestamptz NOT NULL DEFAULT now()
 );
 CREATE INDEX IF NOT EXISTS entries_user ON entries (user_id);
--- A user's entries, newest first (ListLedgerEntries).
-CREATE INDEX IF NOT EXISTS entries_user_newest ON entries (user_id, created_at DESC, entry_key);
+-- A user's entries, newest first (ListLedgerEntries: a page follows on from the last entry of the
+-- page before, decision 41). It replaced entries_user_newest, whose key was ascending.
+DROP INDEX IF EXISTS entries_user_newest;
+CREATE INDEX IF NOT EXISTS entries_user_pages ON entries (user_id, created_at DESC, entry_key DESC);

@@ -98,11 +98,9 @@ class NotificationsServicer(pb_grpc.NotificationsServiceServicer):
         self, request: pb.ListNotificationsRequest, context: Context
     ) -> pb.ListNotificationsResponse:
         """The caller's notifications, newest first."""
-        page = Page.of(request)
-        stored, unread = await handlers.list_for(
-            self.deps, current_principal(), page.offset, page.limit, request.unread_only
-        )
-        found, token = page.split(stored)
+        page = Page.of(request, ("notifications", request.unread_only))
+        stored, unread = await handlers.list_for(self.deps, current_principal(), page, request.unread_only)
+        found, token = page.split(stored, lambda n: (n.created_at, n.notification_id))
         return pb.ListNotificationsResponse(
             notifications=[notification(n) for n in found], next_page_token=token, unread_count=unread
         )

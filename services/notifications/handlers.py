@@ -22,6 +22,7 @@ from services.platform.auth import Principal
 from services.platform.db import Connection, Queryable, columns
 from services.platform.events.consumer import HandlerContext
 from services.platform.flow import new_id
+from services.platform.paging import Page, after_sql
 from services.platform.resilience import Backoff, every
 
 log = logging.getLogger(__name__)
@@ -249,18 +250,18 @@ def _stored(row: asyncpg.Record) -> Stored:
 
 
 async def list_for(
-    deps: Deps, principal: Principal, offset: int, limit: int, unread_only: bool = False
+    deps: Deps, principal: Principal, page: Page, unread_only: bool = False
 ) -> tuple[list[Stored], int]:
-    """The caller's notifications, newest first (the unread ones only, with `unread_only`), and
-    how many of theirs are unread in all."""
+    """A page of the caller's notifications, newest first (the unread ones only, with
+    `unread_only`), and how many of theirs are unread in all."""
+    args: list[object] = [principal.user_id, page.limit]
+    where = "recipient_id = $1" + (" AND read_at IS NULL" if unread_only else "")
+    where += after_sql(page, "created_at, notification_id", args)
     async with deps.pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
         rows = await conn.fetch(
-            "SELECT * FROM notifications WHERE recipient_id = $1 AND (NOT $4 OR read_at IS NULL)"
-            " ORDER BY created_at DESC, notification_id LIMIT $2 OFFSET $3",
-            principal.user_id,
-            limit,
-            offset,
-            unread_only,
+            f"SELECT * FROM notifications WHERE {where}"  # noqa: S608 (every value bound)
+            " ORDER BY created_at DESC, notification_id DESC LIMIT $2",
+            *args,
         )
         unread = await _unread(conn, principal.user_id)
     return [_stored(r) for r in rows], unread

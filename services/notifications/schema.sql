@@ -16,12 +16,17 @@ CREATE TABLE IF NOT EXISTS notifications (
     created_at      timestamptz NOT NULL DEFAULT clock_timestamp(),
     UNIQUE (recipient_id, event_id)
 );
-CREATE INDEX IF NOT EXISTS notifications_recipient ON notifications (recipient_id, created_at DESC);
+-- A user's messages, newest first (ListNotifications: a page follows on from the last message of
+-- the page before, decision 41); it replaced notifications_recipient, which lacked the key.
+DROP INDEX IF EXISTS notifications_recipient;
+CREATE INDEX IF NOT EXISTS notifications_recipient_pages
+    ON notifications (recipient_id, created_at DESC, notification_id DESC);
 -- When the user marked a message read (MarkNotificationsRead); the unread ones are counted and
 -- listed apart.
 ALTER TABLE notifications ADD COLUMN IF NOT EXISTS read_at timestamptz;
-CREATE INDEX IF NOT EXISTS notifications_unread ON notifications (recipient_id, created_at DESC)
-    WHERE read_at IS NULL;
+DROP INDEX IF EXISTS notifications_unread;
+CREATE INDEX IF NOT EXISTS notifications_unread_pages
+    ON notifications (recipient_id, created_at DESC, notification_id DESC) WHERE read_at IS NULL;
 
 -- Messages whose delivery failed, to be tried again from `next_attempt_at`; a delivered one leaves
 -- the table, one given up on stays with `gave_up_at` set.

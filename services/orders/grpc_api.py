@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 import grpc
@@ -128,6 +129,12 @@ def order_to_pb(o: Order) -> pb.Order:
     )
 
 
+def _position(o: Order) -> tuple[datetime, str]:
+    """Where a listed order stands in ListOrders' order (a stored order has its time)."""
+    assert o.created_at is not None
+    return o.created_at, o.order_id
+
+
 class OrdersServicer(pb_grpc.OrdersServiceServicer):
     """The OrdersService RPCs."""
 
@@ -161,10 +168,11 @@ class OrdersServicer(pb_grpc.OrdersServiceServicer):
 
     async def ListOrders(self, request: pb.ListOrdersRequest, context: Context) -> pb.ListOrdersResponse:
         """The caller's orders, newest first."""
-        page = Page.of(request)
+        page = Page.of(request, ("orders", request.status))
         status = STATUS_FROM_PB.get(request.status)
         orders, token = page.split(
-            await handlers.list_orders(self.deps, current_principal(), status, page.offset, page.limit)
+            await handlers.list_orders(self.deps, current_principal(), status, page),
+            _position,
         )
         return pb.ListOrdersResponse(orders=[order_to_pb(o) for o in orders], next_page_token=token)
 

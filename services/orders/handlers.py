@@ -43,6 +43,7 @@ from services.platform.events.consumer import HandlerContext
 from services.platform.events.outbox import OutboxWriter
 from services.platform.flow import Flow, flow_scope
 from services.platform.outages import DEPENDENCY_OUTAGES
+from services.platform.paging import Page
 from services.platform.resilience import every
 from services.platform.timestamps import to_timestamp
 
@@ -346,13 +347,11 @@ async def get_order(deps: Deps, principal: Principal, order_id: str) -> Order:
     return order
 
 
-async def list_orders(
-    deps: Deps, principal: Principal, status: Status | None, offset: int, limit: int
-) -> list[Order]:
+async def list_orders(deps: Deps, principal: Principal, status: Status | None, page: Page) -> list[Order]:
     """The caller's orders: a customer's purchases or an artisan's sales."""
     column = "artisan_id" if principal.role is Role.ARTISAN else "customer_id"
     async with deps.uow() as uow:
-        return await uow.orders.page(column, principal.user_id, status, offset, limit)
+        return await uow.orders.page(column, principal.user_id, status, page)
 
 
 async def _change(

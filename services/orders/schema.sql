@@ -27,8 +27,13 @@ CREATE TABLE IF NOT EXISTS orders (
     updated_at         timestamptz      NOT NULL DEFAULT now(),
     UNIQUE (customer_id, request_id)
 );
-CREATE INDEX IF NOT EXISTS orders_customer ON orders (customer_id, created_at DESC);
-CREATE INDEX IF NOT EXISTS orders_artisan ON orders (artisan_id, created_at DESC);
+-- A customer's and an artisan's orders, newest first (ListOrders: a page follows on from the last
+-- order of the page before, decision 41). These two replaced orders_customer and orders_artisan,
+-- which lacked the key.
+DROP INDEX IF EXISTS orders_customer;
+DROP INDEX IF EXISTS orders_artisan;
+CREATE INDEX IF NOT EXISTS orders_customer_pages ON orders (customer_id, created_at DESC, order_id DESC);
+CREATE INDEX IF NOT EXISTS orders_artisan_pages ON orders (artisan_id, created_at DESC, order_id DESC);
 CREATE INDEX IF NOT EXISTS orders_waiting ON orders (step_deadline) WHERE status IN ('PENDING', 'PAID');
 
 -- The products on sale, as ProductPublished, ProductUpdated and ProductWithdrawn announced them

@@ -1,23 +1,37 @@
-"""Page tokens for list RPCs (AIP-158): opaque to clients, an offset underneath."""
+"""Page tokens for list RPCs (AIP-158): opaque to clients; underneath, where the page before ended.
+
+Every list is newest first, ordered by a time and then a key (both descending). A token holds the
+time and key of the last item of the page before, and the next page reads the items after it
+(keyset paging, decision 41): an item added, changed or gone meanwhile neither repeats nor skips
+another, as it did when a token was an offset. A token also holds a short hash of the request's
+other fields that choose the items (the filters), so a token used with other filters is refused.
+"""
 
 from __future__ import annotations
 
 import base64
-from collections.abc import Sequence
+import hashlib
+import json
+import uuid
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Protocol, Self, TypeVar
 
 from services.platform.errors import FieldViolation, InvalidArgumentError
 from services.platform.validation import Violations
 
-# This module's tokens are the base64 of a decimal offset: 4 characters for 20, 16 for 10¹¹.
-MAX_TOKEN = 40
-# No list holds a billion items; a larger offset, which a client can write (the format is no
-# secret), overflowed PostgreSQL's OFFSET past 2⁶³ - 1 and failed the call with INTERNAL.
-MAX_OFFSET = 1_000_000_000
+# This module's tokens are 80 to 110 characters (a uuid key: 108); a longer one is not ours.
+MAX_TOKEN = 200
+MAX_KEY = 100  # characters of an item's key in a token (a uuid's 36; loyalty's entry keys ≤ 50)
 MAX_PAGE_SIZE = 100
 DEFAULT_PAGE_SIZE = 20  # a request's page_size when unset
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+MICROSECOND = timedelta(microseconds=1)
 T = TypeVar("T")
+
+NOT_OURS = "is not a token from this API"
+OTHER_FILTERS = "belongs to a list with other filters; start again without a token"
 
 
 class ListRequest(Protocol):
@@ -27,9 +41,18 @@ class ListRequest(Protocol):
     page_token: str
 
 
+@dataclass(frozen=True, slots=True)
+class After:
+    """Where the page before ended: its last item's time and key. A list reads the items that
+    come after it, newest first: `(time, key) < (after.time, after.key)` in SQL."""
+
+    time: datetime
+    key: str
+
+
 def check_page(v: Violations, request: ListRequest) -> None:
     """A list request's page: at most 100 items, and a page token no longer than this API's (what
-    the token says is read by `offset_of`)."""
+    the token says is read by `Page.of`)."""
     v.between(request.page_size, "page_size", 0, MAX_PAGE_SIZE)
     v.at_most(request.page_token, "page_token", MAX_TOKEN)
 
@@ -41,44 +64,82 @@ def check_list(request: ListRequest) -> None:
     v.raise_if_any()
 
 
-def offset_of(token: str) -> int:
-    """Where the page of `token` starts; 0 for the first page, INVALID_ARGUMENT for a bad token."""
-    if not token:
-        return 0
+def _fingerprint(filters: Sequence[object]) -> str:
+    return hashlib.sha256(json.dumps([str(f) for f in filters]).encode()).hexdigest()[:12]
+
+
+def _micros(time: datetime) -> int:
+    return (time - EPOCH) // MICROSECOND
+
+
+def encode(fingerprint: str, time: datetime, key: str) -> str:
+    """The token of the page after the item at (`time`, `key`) of a list with these filters."""
+    raw = json.dumps([fingerprint, _micros(time), key], separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode(token: str, fingerprint: str, uuid_keys: bool) -> After:
+    """Where a token's page starts; INVALID_ARGUMENT naming page_token for a token this API did
+    not make (bad encoding, a time out of range, a key of the wrong kind) or for another list's."""
     if len(token) > MAX_TOKEN:
-        raise InvalidArgumentError([FieldViolation("page_token", "is not a token from this API")])
+        raise InvalidArgumentError([FieldViolation("page_token", NOT_OURS)])
     try:
-        offset = int(base64.urlsafe_b64decode(token.encode()).decode())
-    except ValueError:
-        raise InvalidArgumentError([FieldViolation("page_token", "is not a token from this API")]) from None
-    if not 0 <= offset <= MAX_OFFSET:
-        raise InvalidArgumentError([FieldViolation("page_token", "is not a token from this API")])
-    return offset
-
-
-def next_token(offset: int, size: int, more: bool) -> str:
-    """The token of the page after this one, or '' on the last page."""
-    return base64.urlsafe_b64encode(str(offset + size).encode()).decode() if more else ""
+        data = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
+        found, micros, key = data
+        if not (
+            isinstance(found, str) and type(micros) is int and isinstance(key, str) and len(key) <= MAX_KEY
+        ):
+            raise ValueError(token)
+        time = EPOCH + micros * MICROSECOND
+        if uuid_keys:
+            key = str(uuid.UUID(key))
+    except (ValueError, TypeError, OverflowError):  # json's and base64's errors are ValueErrors
+        raise InvalidArgumentError([FieldViolation("page_token", NOT_OURS)]) from None
+    if found != fingerprint:
+        raise InvalidArgumentError([FieldViolation("page_token", OTHER_FILTERS)])
+    return After(time, key)
 
 
 @dataclass(frozen=True, slots=True)
 class Page:
-    """The page a list request asks for: where it starts, how many items it holds. A list reads
-    `limit` items, one more than the page, to learn whether another page follows (`split`)."""
+    """The page a list request asks for: after which item it starts (None: the first page) and how
+    many items it holds. A list reads `limit` items, one more than the page, to learn whether
+    another page follows (`split`)."""
 
-    offset: int
+    after: After | None
     size: int
+    fingerprint: str
 
     @classmethod
-    def of(cls, request: ListRequest) -> Self:
-        """The page of a request checked by `check_page`; INVALID_ARGUMENT for a bad token."""
-        return cls(offset_of(request.page_token), request.page_size or DEFAULT_PAGE_SIZE)
+    def of(cls, request: ListRequest, filters: Sequence[object], uuid_keys: bool = True) -> Self:
+        """The page of a request checked by `check_page`. `filters`: the list's name and the
+        request's values that choose its items (a token is refused with other ones); `uuid_keys`:
+        whether the list's keys are uuids (a token's key is checked before it reaches SQL)."""
+        fingerprint = _fingerprint(filters)
+        after = decode(request.page_token, fingerprint, uuid_keys) if request.page_token else None
+        return cls(after, request.page_size or DEFAULT_PAGE_SIZE, fingerprint)
 
     @property
     def limit(self) -> int:
         """How many items to read."""
         return self.size + 1
 
-    def split(self, found: Sequence[T]) -> tuple[Sequence[T], str]:
-        """The page's items of the `limit` read, and the next page's token ('' on the last)."""
-        return found[: self.size], next_token(self.offset, self.size, len(found) > self.size)
+    def split(
+        self, found: Sequence[T], position: Callable[[T], tuple[datetime, str]]
+    ) -> tuple[Sequence[T], str]:
+        """The page's items of the `limit` read, and the next page's token ('' on the last),
+        made from the position (time, key) of the page's last item."""
+        items = found[: self.size]
+        if len(found) <= self.size:
+            return items, ""
+        return items, encode(self.fingerprint, *position(items[-1]))
+
+
+def after_sql(page: Page, columns: str, args: list[object]) -> str:
+    """The SQL condition of the items after the page before (`columns`: the list's time and key
+    columns, as in its ORDER BY, both descending), its two values appended to `args`; '' on the
+    first page. With an index on (owner, time DESC, key DESC) a page costs the same however deep."""
+    if page.after is None:
+        return ""
+    args += [page.after.time, page.after.key]
+    return f" AND ({columns}) < (${len(args) - 1}, ${len(args)})"

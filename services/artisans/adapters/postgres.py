@@ -9,6 +9,7 @@ import asyncpg
 
 from services.artisans.domain import Listing, Product, Workshop
 from services.platform.db import Connection, Queryable
+from services.platform.paging import Page, after_sql
 from services.platform.uow import PostgresUnitOfWork
 
 
@@ -82,17 +83,15 @@ class Catalogue:
         row = await self.conn.fetchrow("SELECT * FROM products WHERE request_id = $1", request_id)
         return _listing(row) if row else None
 
-    async def products_of(
-        self, artisan_id: str, show_withdrawn: bool, offset: int, limit: int
-    ) -> list[Listing]:
-        """An artisan's products, newest first (those on sale only, unless `show_withdrawn`)."""
+    async def products_of(self, artisan_id: str, show_withdrawn: bool, page: Page) -> list[Listing]:
+        """A page of an artisan's products, newest first (those on sale only, unless
+        `show_withdrawn`)."""
+        args: list[object] = [artisan_id, page.limit]
+        where = "artisan_id = $1" + ("" if show_withdrawn else " AND withdrawn_at IS NULL")
+        where += after_sql(page, "published_at, product_id", args)
         rows = await self.conn.fetch(
-            "SELECT * FROM products WHERE artisan_id = $1 AND ($2 OR withdrawn_at IS NULL)"
-            " ORDER BY published_at DESC, product_id LIMIT $3 OFFSET $4",
-            artisan_id,
-            show_withdrawn,
-            limit,
-            offset,
+            f"SELECT * FROM products WHERE {where} ORDER BY published_at DESC, product_id DESC LIMIT $2",
+            *args,
         )
         return [_listing(row) for row in rows]
 

@@ -174,8 +174,8 @@ PAGED: dict[str, list[Callable[[], Message]]] = {
 
 
 def _page_tokens(request: Message) -> Iterator[tuple[str, str]]:
-    """Tokens in this API's two formats (a list's, a search's) whose offsets lie far past any
-    result: a client can write them, since neither format is secret."""
+    """Tokens whose offsets lie far past any result, which a client can write: in a search's
+    format (no secret), and as a bare offset, the lists' format before decision 41."""
     for offset in (10**10, 2**63, 10**29):
         yield f"list offset {offset}", base64.urlsafe_b64encode(str(offset).encode()).decode()
         if isinstance(request, catalog_pb.SearchProductsRequest):

@@ -1,51 +1,103 @@
-"""Page tokens: opaque, round-trip, and a bad one is INVALID_ARGUMENT naming page_token."""
+"""Page tokens: opaque, where the page before ended, bound to the list's filters; a bad one is
+INVALID_ARGUMENT naming page_token."""
 
 from __future__ import annotations
 
 import base64
+import json
+import uuid
+from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
 
 import pytest
 
 from services.platform.errors import InvalidArgumentError
-from services.platform.paging import MAX_OFFSET, Page, next_token, offset_of
+from services.platform.paging import MAX_TOKEN, NOT_OURS, OTHER_FILTERS, After, Page, after_sql, encode
+
+KEY = "0b9f7d6e-1c2a-4c3b-8d4e-5f6a7b8c9d0e"
+FILTERS = ("orders", 0)
 
 
-def test_tokens_round_trip_and_the_last_page_has_none() -> None:
-    assert offset_of("") == 0
-    token = next_token(40, 20, more=True)
-    assert offset_of(token) == 60
-    assert next_token(40, 20, more=False) == ""
+def request(token: str = "", size: int = 0) -> SimpleNamespace:
+    return SimpleNamespace(page_size=size, page_token=token)
+
+
+def items(n: int) -> list[tuple[datetime, str]]:
+    """`n` items newest first, each its own position."""
+    newest = datetime(2026, 11, 30, 10, 0, 0, 123456, tzinfo=UTC)
+    return [(newest - timedelta(seconds=i), str(uuid.UUID(int=i))) for i in range(n)]
+
+
+def test_a_page_reads_one_more_item_and_the_next_starts_after_its_last() -> None:
+    first = Page.of(request(), FILTERS)
+    assert (first.after, first.size, first.limit) == (None, 20, 21)
+    found = items(21)
+    page, token = first.split(found, lambda item: item)
+    assert list(page) == found[:20]
+    second = Page.of(request(token), FILTERS)
+    assert second.after == After(*found[19]), "the time kept to the microsecond, the key as it was"
+    last = Page.of(request(token, size=5), FILTERS)
+    assert last.split(found[20:25], lambda item: item) == (found[20:25], ""), "exactly a page left: no token"
+
+
+def test_the_condition_binds_its_values_after_the_others() -> None:
+    args: list[object] = ["me", 21]
+    assert after_sql(Page.of(request(), FILTERS), "created_at, order_id", args) == ""
+    assert args == ["me", 21]
+    time, key = items(1)[0]
+    after = Page.of(request(encode(Page.of(request(), FILTERS).fingerprint, time, key)), FILTERS)
+    assert after_sql(after, "created_at, order_id", args) == " AND (created_at, order_id) < ($3, $4)"
+    assert args == ["me", 21, time, key]
+
+
+def test_a_token_of_other_filters_or_another_list_is_refused_as_such() -> None:
+    _, token = Page.of(request(), FILTERS).split(items(21), lambda item: item)
+    for other in [("orders", 3), ("notifications", 0)]:
+        with pytest.raises(InvalidArgumentError) as refused:
+            Page.of(request(token), other)
+        assert [(v.field, v.description) for v in refused.value.violations] == [("page_token", OTHER_FILTERS)]
+
+
+def _raw(data: object) -> str:
+    return base64.urlsafe_b64encode(json.dumps(data).encode()).decode()
+
+
+FINGERPRINT = Page.of(request(), FILTERS).fingerprint
 
 
 @pytest.mark.parametrize(
     "token",
     [
         "not base64!",
-        "LTU=",  # -5
         "YWJj",  # abc
-        "MTA" * 1000,  # far too long to be ours
-        base64.urlsafe_b64encode(str(MAX_OFFSET + 1).encode()).decode(),  # past any list
-        base64.urlsafe_b64encode(str(2**63).encode()).decode(),  # past PostgreSQL's bigint
+        base64.urlsafe_b64encode(b"60").decode(),  # an offset, as tokens were before decision 41
+        _raw({"o": 20, "f": FINGERPRINT}),  # the search's kind
+        _raw([FINGERPRINT, 1, KEY, "more"]),
+        _raw([FINGERPRINT, "1", KEY]),  # the time not an integer
+        _raw([FINGERPRINT, True, KEY]),
+        _raw([FINGERPRINT, 1.5, KEY]),
+        _raw([FINGERPRINT, 10**20, KEY]),  # past any date
+        _raw([FINGERPRINT, -(10**18), KEY]),  # before any date
+        _raw([FINGERPRINT, 1, "not a uuid"]),  # would fail in SQL against a uuid column
+        _raw([FINGERPRINT, 1, None]),
+        _raw([FINGERPRINT, 1, "k" * 101]),
+        "x" * (MAX_TOKEN + 1),
     ],
 )
-def test_a_bad_token_names_the_field(token: str) -> None:
+def test_a_token_this_api_did_not_make_names_the_field(token: str) -> None:
     with pytest.raises(InvalidArgumentError) as bad:
-        offset_of(token)
-    assert [v.field for v in bad.value.violations] == ["page_token"]
+        Page.of(request(token), FILTERS)
+    assert [(v.field, v.description) for v in bad.value.violations] == [("page_token", NOT_OURS)]
 
 
-def test_the_largest_offset_is_still_a_page() -> None:
-    assert offset_of(base64.urlsafe_b64encode(str(MAX_OFFSET).encode()).decode()) == MAX_OFFSET
+def test_keys_other_than_uuids_are_kept_as_they_are() -> None:
+    time = datetime(2026, 1, 1, tzinfo=UTC)
+    token = encode(Page.of(request(), ("ledger", "")).fingerprint, time, "purchase:o-1")
+    assert Page.of(request(token), ("ledger", ""), uuid_keys=False).after == After(time, "purchase:o-1")
+    with pytest.raises(InvalidArgumentError):
+        Page.of(request(token), ("ledger", ""))
 
 
-def test_a_page_reads_one_more_item_to_know_whether_another_follows() -> None:
-    first = Page.of(SimpleNamespace(page_size=0, page_token=""))
-    assert (first.offset, first.size, first.limit) == (0, 20, 21)
-    items, token = first.split(list(range(21)))
-    assert (list(items), Page.of(SimpleNamespace(page_size=0, page_token=token)).offset) == (
-        list(range(20)),
-        20,
-    )
-    last = Page.of(SimpleNamespace(page_size=5, page_token=token))
-    assert last.split(list(range(5))) == ([0, 1, 2, 3, 4], ""), "exactly a page left: no token"
+def test_tokens_are_short_enough_for_the_field() -> None:
+    latest = datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC)
+    assert len(encode(FINGERPRINT, latest, KEY)) <= 110 < MAX_TOKEN

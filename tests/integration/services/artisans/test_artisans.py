@@ -24,6 +24,7 @@ from services.artisans.__main__ import build
 from services.platform.auth import Role
 from services.platform.grpc.status import details_of
 from services.platform.local_servers import ServerUrls
+from services.platform.paging import OTHER_FILTERS
 from tests.integration.services.conftest import BUILDS
 from tests.integration.services.harness import (
     Keys,
@@ -376,6 +377,19 @@ async def test_an_artisan_lists_their_products_newest_first_the_withdrawn_when_a
         (2, True),
         (1, False),
     ]
+    # A page follows on from the last product of the one before (decision 41): one published
+    # meanwhile goes to the top, not into the next page; a token is for the filter it came with.
+    top = await stub.ListProducts(pb.ListProductsRequest(page_size=1, show_withdrawn=True), metadata=me)
+    fourth = (await stub.PublishProduct(publishing(), metadata=me)).product
+    after_top = pb.ListProductsRequest(page_size=1, page_token=top.next_page_token, show_withdrawn=True)
+    assert [p.product_id for p in (await stub.ListProducts(after_top, metadata=me)).products] == [
+        second.product_id
+    ]
+    assert await listed(True, 2) == [fourth.product_id, third.product_id, second.product_id, first.product_id]
+    other = await failure(
+        stub.ListProducts(pb.ListProductsRequest(page_token=top.next_page_token), metadata=me)
+    )
+    assert details_of(other)[1] == [("page_token", OTHER_FILTERS)]
     someone = token(keys, "artisan-otro", Role.ARTISAN)
     assert await listed(True, 20, someone) == []
     bad = await failure(

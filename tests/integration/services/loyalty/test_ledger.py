@@ -18,6 +18,7 @@ from services.platform.auth import Role
 from services.platform.events.consumer import QueueConsumer
 from services.platform.grpc.status import details_of
 from services.platform.local_servers import ServerUrls
+from services.platform.paging import OTHER_FILTERS
 from tests.integration.services.harness import (
     Keys,
     RunningService,
@@ -131,3 +132,15 @@ async def test_a_customer_pages_through_their_ledger_newest_first(
     assert len(admin.entries) == 3
     bad = await failure(stub.ListLedgerEntries(pb.ListLedgerEntriesRequest(page_size=500), metadata=me))
     assert details_of(bad)[1] == [("page_size", "must be between 0 and 100")]
+    # A page follows on from the last entry of the one before (decision 41): a purchase recorded
+    # meanwhile goes to the top, not into the next page; a token is for the user it came with.
+    top = await stub.ListLedgerEntries(pb.ListLedgerEntriesRequest(page_size=2), metadata=me)
+    await publish_event(loyalty, paid("o-4", 1_000), "o-4")
+    await eventually(lambda: consumer.stats.handled == 4, what="o-4 paid")
+    rest = await stub.ListLedgerEntries(
+        pb.ListLedgerEntriesRequest(page_size=2, page_token=top.next_page_token), metadata=me
+    )
+    assert ([e.order_id for e in rest.entries], rest.next_page_token) == (["o-1"], "")
+    named = pb.ListLedgerEntriesRequest(user_id="c-1", page_token=top.next_page_token)
+    other = await failure(stub.ListLedgerEntries(named, metadata=me))
+    assert details_of(other)[1] == [("page_token", OTHER_FILTERS)]

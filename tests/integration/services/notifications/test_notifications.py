@@ -23,6 +23,7 @@ from services.notifications.adapters.transports import FileTransport
 from services.notifications.messages import Note
 from services.platform.auth import Role
 from services.platform.grpc.status import details_of
+from services.platform.paging import OTHER_FILTERS
 from tests.integration.services.harness import (
     Keys,
     RunningService,
@@ -268,6 +269,44 @@ async def test_a_user_marks_messages_read_and_sees_how_many_are_unread(
         stub.MarkNotificationsRead(pb.MarkNotificationsReadRequest(notification_ids=many), metadata=me)
     )
     assert details_of(bad)[1] == [("notification_ids", "at most 100")]
+
+
+async def test_unread_pages_follow_on_while_messages_are_read_and_arrive(
+    notifications: RunningService, keys: Keys
+) -> None:
+    """Each page starts after the last message of the one before (decision 41): marking a page
+    read, or a new message arriving, neither skips nor repeats a message of the next page."""
+    stub = pb_grpc.NotificationsServiceStub(notifications.channel)
+    me = token(keys, "c-1", Role.CUSTOMER)
+
+    def listed(page_token: str = "", unread_only: bool = True) -> Awaitable[pb.ListNotificationsResponse]:
+        request = pb.ListNotificationsRequest(page_size=2, page_token=page_token, unread_only=unread_only)
+        return stub.ListNotifications(request, metadata=me)
+
+    for n in range(5):
+        await publish_event(notifications, order_created("c-1", "a-1"), f"o-{n}")
+    everything = pb.ListNotificationsRequest(page_size=10)
+    await eventually(lambda: _holds(stub.ListNotifications(everything, metadata=me), 5), what="five stored")
+    newest_first = [
+        n.notification_id for n in (await stub.ListNotifications(everything, metadata=me)).notifications
+    ]
+
+    first = await listed()
+    assert [n.notification_id for n in first.notifications] == newest_first[:2]
+    await stub.MarkNotificationsRead(
+        pb.MarkNotificationsReadRequest(notification_ids=newest_first[:2]), metadata=me
+    )
+    await publish_event(notifications, order_created("c-1", "a-1"), "o-5")
+    await eventually(
+        lambda: _holds(stub.ListNotifications(everything, metadata=me), 6), what="a sixth stored"
+    )
+    second = await listed(first.next_page_token)
+    assert [n.notification_id for n in second.notifications] == newest_first[2:4]
+    assert second.unread_count == 4, "the three left and the new one"
+    third = await listed(second.next_page_token)
+    assert ([n.notification_id for n in third.notifications], third.next_page_token) == (newest_first[4:], "")
+    other = await failure(listed(first.next_page_token, unread_only=False))
+    assert details_of(other)[1] == [("page_token", OTHER_FILTERS)]
 
 
 async def _holds(response: Awaitable[pb.ListNotificationsResponse], expected: int) -> bool:

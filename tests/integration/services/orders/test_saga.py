@@ -27,6 +27,7 @@ from services.platform.events.consumer import QueueConsumer
 from services.platform.events.topology import Topology
 from services.platform.grpc.status import details_of
 from services.platform.local_servers import ServerUrls
+from services.platform.paging import OTHER_FILTERS
 from tests.integration.services.harness import Keys
 from tests.integration.services.orders.shop import DECLINED, Actors, shop
 from tests.support.invariants import violations
@@ -90,6 +91,37 @@ async def test_happy_path_to_delivered(actors: Actors, urls: ServerUrls, prefix:
 
     await eventually(committed, what="stock committed on delivery")
     await quiet_and_sound(actors, urls, prefix)
+
+
+async def test_orders_are_listed_in_pages_that_follow_on_whatever_is_placed_meanwhile(actors: Actors) -> None:
+    """Each page starts after the last order of the one before (decision 41): an order placed
+    between two pages goes to the top of the list, not into the next page."""
+    product = await actors.product(stock=10)
+    card = await actors.card()
+    placed = [(await actors.place(product, 1, card)).order_id for _ in range(3)]
+
+    async def page(token: str = "", status: int = 0) -> pb.ListOrdersResponse:
+        request = pb.ListOrdersRequest(page_size=2, page_token=token, status=status)  # type: ignore[arg-type]
+        return await actors.orders.ListOrders(request, metadata=actors.customer())
+
+    first = await page()
+    assert [o.order_id for o in first.orders] == placed[:0:-1]
+    newest = (await actors.place(product, 1, card)).order_id  # before the second page is asked for
+    second = await page(first.next_page_token)
+    assert ([o.order_id for o in second.orders], second.next_page_token) == ([placed[0]], "")
+    assert [o.order_id for o in (await page()).orders] == [newest, placed[2]]
+    # The artisan sees the same four as sales; a token is for the status it was given with.
+    sales = await actors.orders.ListOrders(pb.ListOrdersRequest(), metadata=actors.artisan())
+    assert [o.order_id for o in sales.orders] == [newest, *placed[::-1]]
+    for order_id in (newest, *placed):
+        await actors.settles(order_id, pb.ORDER_STATUS_CONFIRMED)
+    confirmed = await page(status=pb.ORDER_STATUS_CONFIRMED)
+    assert [o.order_id for o in confirmed.orders] == [newest, placed[2]]
+    rest = await page(confirmed.next_page_token, status=pb.ORDER_STATUS_CONFIRMED)
+    assert [o.order_id for o in rest.orders] == placed[1::-1]
+    mixed = await failure(page(first.next_page_token, status=pb.ORDER_STATUS_CONFIRMED))
+    assert mixed.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert details_of(mixed)[1] == [("page_token", OTHER_FILTERS)]
 
 
 async def confirmed_under(actors: Actors, request: str) -> tuple[str, str, pb.Order]:

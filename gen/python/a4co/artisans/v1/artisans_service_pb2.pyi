@@ -432,7 +432,9 @@ class ListProductsRequest(_message.Message):
     page_size: _builtins.int
     """The most products to return, 1 to 100; 20 when unset."""
     page_token: _builtins.str
-    """The next_page_token of a previous call with the same show_withdrawn."""
+    """The next_page_token of a previous call with the same show_withdrawn (with another one:
+    INVALID_ARGUMENT).
+    """
     show_withdrawn: _builtins.bool
     """Whether products withdrawn from sale are listed too."""
     def __init__(
@@ -459,7 +461,9 @@ class ListProductsResponse(_message.Message):
     PRODUCTS_FIELD_NUMBER: _builtins.int
     NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
     next_page_token: _builtins.str
-    """The token for the next page; empty on the last page."""
+    """The token for the next page; empty on the last page. The next page starts after this
+    page's last product, so products added or changed meanwhile are neither repeated nor skipped.
+    """
     @_builtins.property
     def products(self) -> _containers.RepeatedCompositeFieldContainer[Global___PublishedProduct]:
         """The products, newest first."""

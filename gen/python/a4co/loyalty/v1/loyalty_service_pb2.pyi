@@ -160,7 +160,9 @@ class ListLedgerEntriesRequest(_message.Message):
     page_size: _builtins.int
     """The most entries to return, 1 to 100; 20 when unset."""
     page_token: _builtins.str
-    """The next_page_token of a previous call for the same user."""
+    """The next_page_token of a previous call with the same user_id (with another one:
+    INVALID_ARGUMENT).
+    """
     def __init__(
         self,
         *,
@@ -185,7 +187,9 @@ class ListLedgerEntriesResponse(_message.Message):
     ENTRIES_FIELD_NUMBER: _builtins.int
     NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
     next_page_token: _builtins.str
-    """The token for the next page; empty on the last page."""
+    """The token for the next page; empty on the last page. The next page starts after this
+    page's last entry, so entries added or changed meanwhile are neither repeated nor skipped.
+    """
     @_builtins.property
     def entries(self) -> _containers.RepeatedCompositeFieldContainer[Global___LedgerEntry]:
         """The entries, newest first."""

@@ -91,7 +91,9 @@ class ListNotificationsRequest(_message.Message):
     page_size: _builtins.int
     """The most notifications to return, 1 to 100; 20 when unset."""
     page_token: _builtins.str
-    """The next_page_token of a previous call with the same unread_only."""
+    """The next_page_token of a previous call with the same unread_only (with another one:
+    INVALID_ARGUMENT).
+    """
     unread_only: _builtins.bool
     """Only the messages not read yet."""
     def __init__(
@@ -119,7 +121,9 @@ class ListNotificationsResponse(_message.Message):
     NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
     UNREAD_COUNT_FIELD_NUMBER: _builtins.int
     next_page_token: _builtins.str
-    """The token for the next page; empty on the last page."""
+    """The token for the next page; empty on the last page. The next page starts after this
+    page's last notification, so notifications added or changed meanwhile are neither repeated nor skipped.
+    """
     unread_count: _builtins.int
     """How many of the caller's messages are not read yet, in all."""
     @_builtins.property

@@ -359,7 +359,9 @@ class ListOrdersRequest(_message.Message):
     page_size: _builtins.int
     """The most orders to return, 1 to 100; 20 when unset."""
     page_token: _builtins.str
-    """The next_page_token of a previous call with the same filter."""
+    """The next_page_token of a previous call with the same status (with another one:
+    INVALID_ARGUMENT).
+    """
     def __init__(
         self,
         *,
@@ -384,7 +386,9 @@ class ListOrdersResponse(_message.Message):
     ORDERS_FIELD_NUMBER: _builtins.int
     NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
     next_page_token: _builtins.str
-    """The token for the next page; empty on the last page."""
+    """The token for the next page; empty on the last page. The next page starts after this
+    page's last order, so orders added or changed meanwhile are neither repeated nor skipped.
+    """
     @_builtins.property
     def orders(self) -> _containers.RepeatedCompositeFieldContainer[Global___Order]:
         """The orders, newest first."""
