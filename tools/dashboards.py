@@ -9,10 +9,23 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 from pathlib import Path
 from typing import Any
 
 Panel = tuple[str, list[tuple[str, str]], str]  # title, [(legend, expr)], unit
+
+# A stream's ending is not a failed call: it ends UNAVAILABLE when its server stops, and
+# RESOURCE_EXHAUSTED or CANCELLED for its client. The server-streaming methods, from the contracts.
+STREAMING = "|".join(
+    sorted(
+        m
+        for proto in Path(__file__).parent.parent.joinpath("proto").rglob("*.proto")
+        for m in re.findall(r"rpc (\w+)\([^)]*\) returns \(stream ", proto.read_text())
+    )
+)
+# The codes of a caller's own mistakes (and a caller giving up): the rest are the service's errors.
+CALLERS_CODES = "OK|CANCELLED|NOT_FOUND|INVALID_ARGUMENT|UNAUTHENTICATED|PERMISSION_DENIED|FAILED_PRECONDITION|ALREADY_EXISTS|OUT_OF_RANGE"
 
 SYNC: list[Panel] = [
     ("p99 latency by RPC (SLA: stock 100 ms, payment 200 ms, search 150 ms, auth 100 ms, geo 200 ms)", [
@@ -20,9 +33,9 @@ SYNC: list[Panel] = [
          "histogram_quantile(0.99, sum by (le, service, method) (rate(a4co_grpc_server_handling_seconds_bucket[5m])))"),
     ], "s"),
     ("RPC rate by code", [("{{service}} {{code}}", "sum by (service, code) (rate(a4co_grpc_server_handled_total[1m]))")], "reqps"),
-    ("Error ratio", [
-        ("{{service}}", "sum by (service) (rate(a4co_grpc_server_handled_total{code!~\"OK|NOT_FOUND|INVALID_ARGUMENT|UNAUTHENTICATED|PERMISSION_DENIED|FAILED_PRECONDITION|ALREADY_EXISTS\"}[5m]))"
-         " / sum by (service) (rate(a4co_grpc_server_handled_total[5m]))"),
+    ("Error ratio of unary calls (the callers' own mistakes left out; streams' endings apart)", [
+        ("{{service}}", f"sum by (service) (rate(a4co_grpc_server_handled_total{{method!~\"{STREAMING}\",code!~\"{CALLERS_CODES}\"}}[5m]))"
+         f" / sum by (service) (rate(a4co_grpc_server_handled_total{{method!~\"{STREAMING}\"}}[5m]))"),
     ], "percentunit"),
     ("Circuit breakers (0 closed, 1 half-open, 2 open)", [("{{peer}}", "max by (peer) (a4co_circuit_breaker_state)")], "none"),
     ("Outgoing calls by result", [("{{peer}} {{code}}", "sum by (peer, code) (rate(a4co_grpc_client_calls_total[1m]))")], "reqps"),
@@ -84,6 +97,9 @@ EVENTS: list[Panel] = [
 SAGA: list[Panel] = [
     ("Orders in flight (saga running)", [("{{status}}", "max by (status) (a4co_orders_in_flight)")], "none"),
     ("Orders entering each status", [("{{status}}", "sum by (status) (rate(a4co_order_status_changes_total[1m]))")], "ops"),
+    ("Orders cancelled, by reason (PAYMENT_TIMEOUT, RESERVATION_TIMEOUT: a saga step that stalls)", [
+        ("{{reason}}", "sum by (reason) (increase(a4co_orders_cancelled_total[5m]))"),
+    ], "none"),
     ("CreateOrder rate and p99", [
         ("rate", "sum(rate(a4co_grpc_server_handled_total{method=\"CreateOrder\"}[1m]))"),
         ("p99 (s)", "histogram_quantile(0.99, sum by (le) (rate(a4co_grpc_server_handling_seconds_bucket{method=\"CreateOrder\"}[5m])))"),

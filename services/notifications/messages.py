@@ -93,8 +93,41 @@ def order_created(e: Any) -> list[Note]:
 STATUS_TEXT = {
     orders.ORDER_STATUS_CONFIRMED: ("Pedido confirmado", "El artesano ya está preparando tu pedido {id}."),
     orders.ORDER_STATUS_SHIPPED: ("Pedido enviado", "Tu pedido {id} ya va de camino."),
-    orders.ORDER_STATUS_CANCELLED: ("Pedido cancelado", "Tu pedido {id} se ha cancelado ({reason})."),
+    orders.ORDER_STATUS_CANCELLED: ("Pedido cancelado", "Tu pedido {id} se ha cancelado: {why}."),
 }
+# Why an order was cancelled (the codes of its cancel_reason, orders_service.proto), as its
+# customer and its artisan are told.
+WHY_CANCELLED = {
+    "CARD_DECLINED": ("el banco rechazó la tarjeta", "el banco rechazó la tarjeta del cliente"),
+    "INSUFFICIENT_FUNDS": ("la tarjeta no tenía saldo suficiente", "la tarjeta del cliente no tenía saldo"),
+    "PAYMENT_FAILED": ("el pago no se completó", "el pago del cliente no se completó"),
+    "PROVIDER_TIMEOUT": ("el pago no se completó a tiempo", "el pago no se completó a tiempo"),
+    "PAYMENT_TIMEOUT": ("el pago no se completó a tiempo", "el pago no se completó a tiempo"),
+    "UNKNOWN_PAYMENT_METHOD": (
+        "el método de pago no es válido",
+        "el método de pago del cliente no es válido",
+    ),
+    "OUT_OF_STOCK": ("no quedaban existencias suficientes", "no quedaban existencias suficientes"),
+    "UNKNOWN_PRODUCT": (
+        "uno de los productos ya no está a la venta",
+        "uno de los productos ya no está a la venta",
+    ),
+    "RESERVATION_TIMEOUT": (
+        "las existencias no se reservaron a tiempo",
+        "las existencias no se reservaron a tiempo",
+    ),
+    "CUSTOMER_CANCELLED": ("lo cancelaste tú", "el cliente lo canceló"),
+    "ADMIN_CANCELLED": ("lo canceló el equipo de a4co", "lo canceló el equipo de a4co"),
+}
+
+
+def why_cancelled(e: Any, artisan: bool) -> str:
+    """Why an order was cancelled, for its customer or its artisan, with the note of whoever
+    cancelled it where the reader did not write it."""
+    code = e.reason
+    why = WHY_CANCELLED[code][artisan] if code in WHY_CANCELLED else f"motivo {code or 'no indicado'}"
+    wrote = (code == "CUSTOMER_CANCELLED" and not artisan) or not e.cancel_note
+    return why if wrote else f"{why} («{e.cancel_note}»)"
 
 
 def status_notified(e: Any) -> bool:
@@ -107,7 +140,11 @@ def order_status_changed(e: Any) -> list[Note]:
     if not status_notified(e):
         return []
     title, text = STATUS_TEXT[e.status]
-    found = [Note(e.customer_id, title, text.format(id=_short(e.order_id), reason=e.reason), e.order_id)]
+    cancelled = e.status == orders.ORDER_STATUS_CANCELLED
+    body = text.format(id=_short(e.order_id), why=why_cancelled(e, artisan=False) if cancelled else "")
+    if e.refund_required:
+        body += " Te devolvemos lo que pagaste."
+    found = [Note(e.customer_id, title, body, e.order_id)]
     if e.status == orders.ORDER_STATUS_CONFIRMED:
         found.append(
             Note(
@@ -117,12 +154,12 @@ def order_status_changed(e: Any) -> list[Note]:
                 e.order_id,
             )
         )
-    elif e.status == orders.ORDER_STATUS_CANCELLED:
+    elif cancelled:
         found.append(
             Note(
                 e.artisan_id,
                 "Pedido cancelado",
-                f"El pedido {_short(e.order_id)} se ha cancelado.",
+                f"El pedido {_short(e.order_id)} se ha cancelado: {why_cancelled(e, artisan=True)}.",
                 e.order_id,
             )
         )

@@ -122,6 +122,7 @@ class Order:
     stock: Outcome = Outcome.NONE
     stock_reason: str = ""
     cancel_reason: str = ""
+    cancel_note: str = ""  # what whoever cancelled it wrote (CancelOrder's reason), for people
     shipped: bool = False
     delivered: bool = False
     refunded: bool = False
@@ -185,13 +186,14 @@ class Order:
             return self
         return replace(self, stock=Outcome.OK if ok else Outcome.FAILED, stock_reason=reason)
 
-    def cancelled(self, reason: str) -> Order:
-        """Cancel, before shipping (by the customer, an admin, or a timed-out step)."""
+    def cancelled(self, reason: str, note: str = "") -> Order:
+        """Cancel, before shipping (by the customer, an admin, or a timed-out step), for the
+        `reason` code; `note`: the words of whoever cancelled it."""
         if self.status is Status.CANCELLED:
             return self
         if self.status in (Status.SHIPPED, Status.DELIVERED):
             raise CannotChangeError(self.order_id, self.status, "cancel")
-        return replace(self, cancel_reason=reason)
+        return replace(self, cancel_reason=reason, cancel_note=note)
 
     def ship(self) -> Order:
         """The artisan handed a confirmed order to the carrier."""
@@ -212,6 +214,23 @@ class Order:
     def refund_done(self) -> Order:
         """Payments gave the money back."""
         return replace(self, refunded=True)
+
+
+# The codes an order is cancelled for (its `reason`; documented on the Order's cancel_reason in
+# orders_service.proto): the payment's refusals, the stock's, the steps timed out, CancelOrder's.
+CANCEL_REASONS = (
+    "CARD_DECLINED",
+    "INSUFFICIENT_FUNDS",
+    "PROVIDER_TIMEOUT",
+    "UNKNOWN_PAYMENT_METHOD",
+    "PAYMENT_FAILED",
+    "OUT_OF_STOCK",
+    "UNKNOWN_PRODUCT",
+    "PAYMENT_TIMEOUT",
+    "RESERVATION_TIMEOUT",
+    "CUSTOMER_CANCELLED",
+    "ADMIN_CANCELLED",
+)
 
 
 def timeout_reason(order: Order) -> str | None:

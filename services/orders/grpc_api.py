@@ -121,6 +121,7 @@ def order_to_pb(o: Order) -> pb.Order:
         total=money(o.total_cents),
         status=STATUS_TO_PB[o.status],
         cancel_reason=o.reason if o.status is Status.CANCELLED else "",
+        cancel_note=o.cancel_note if o.status is Status.CANCELLED else "",
         delivery_address=address_from_dict(o.delivery_address),
         delivery_location=lat_lng_pb2.LatLng(latitude=o.delivery_lat, longitude=o.delivery_lng),
         payment_method_id=o.payment_method_id,

@@ -20,6 +20,7 @@ from a4co.type.v1 import address_pb2, lat_lng_pb2, money_pb2
 from services.orders.adapters.peers import DeliveryQuote, Peers
 from services.orders.adapters.postgres import Orders, OrdersUnitOfWork, Products
 from services.orders.domain import (
+    CANCEL_REASONS,
     Line,
     Order,
     Outcome,
@@ -71,11 +72,22 @@ IN_FLIGHT = (Status.PENDING, Status.PAID)
 ORDERS_IN_FLIGHT = Gauge("a4co_orders_in_flight", "Orders whose saga is still running.", ["status"])
 
 
+# Orders cancelled, by why (a code the payment provider or inventory sent that is none of ours
+# counts as OTHER, so that the series stay few): a timed-out step is a saga that stalls.
+CANCELLATIONS = Counter(
+    "a4co_orders_cancelled", "Orders cancelled, by reason (committed changes).", ["reason"]
+)
+CANCELLED_FOR = {reason: CANCELLATIONS.labels(reason) for reason in (*CANCEL_REASONS, "OTHER")}
+
+
 def _entered(changes: list[tuple[Order, Order]]) -> None:
-    """Count the statuses that committed changes (before, after) made orders enter."""
+    """Count the statuses that committed changes (before, after) made orders enter, and why the
+    cancelled ones were."""
     for before, after in changes:
         if after.status is not before.status:
             ENTERED[after.status].inc()
+            if after.status is Status.CANCELLED:
+                CANCELLED_FOR.get(after.reason, CANCELLED_FOR["OTHER"]).inc()
 
 
 STATUS_TO_EVENT = {
@@ -173,6 +185,7 @@ def status_event(before: Order, after: Order) -> events.OrderStatusChanged:
         previous_status=STATUS_TO_EVENT[before.status],
         status=STATUS_TO_EVENT[after.status],
         reason=after.reason,
+        cancel_note=after.cancel_note if after.status is Status.CANCELLED else "",
         lines=_lines(after),
         total=_money(after, after.total_cents),
         refund_required=after.needs_refund,
@@ -367,12 +380,17 @@ async def _change(
 
 
 async def cancel_order(deps: Deps, principal: Principal, order_id: str, reason: str) -> Order:
-    """The customer (or an admin) cancels before shipping; a paid order is refunded."""
+    """The customer (or an admin: ADMIN_CANCELLED) cancels before shipping, with a note in their
+    words (`reason`); a paid order is refunded."""
 
     def allowed(o: Order) -> bool:
         return principal.role is Role.ADMIN or o.customer_id == principal.user_id
 
-    return await _change(deps, order_id, allowed, lambda o: o.cancelled("CUSTOMER_CANCELLED"))
+    def cancel(o: Order) -> Order:
+        code = "CUSTOMER_CANCELLED" if o.customer_id == principal.user_id else "ADMIN_CANCELLED"
+        return o.cancelled(code, reason)
+
+    return await _change(deps, order_id, allowed, cancel)
 
 
 async def mark_shipped(deps: Deps, principal: Principal, order_id: str) -> Order:

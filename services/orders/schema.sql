@@ -35,6 +35,9 @@ DROP INDEX IF EXISTS orders_artisan;
 CREATE INDEX IF NOT EXISTS orders_customer_pages ON orders (customer_id, created_at DESC, order_id DESC);
 CREATE INDEX IF NOT EXISTS orders_artisan_pages ON orders (artisan_id, created_at DESC, order_id DESC);
 CREATE INDEX IF NOT EXISTS orders_waiting ON orders (step_deadline) WHERE status IN ('PENDING', 'PAID');
+-- What whoever cancelled an order wrote (CancelOrder's reason): told to the artisan, or to the
+-- customer when an admin cancelled.
+ALTER TABLE orders ADD COLUMN IF NOT EXISTS cancel_note text NOT NULL DEFAULT '';
 
 -- The products on sale, as ProductPublished, ProductUpdated and ProductWithdrawn announced them
 -- (or catalog answered, as revision 0, for one whose event has not arrived yet): the newest

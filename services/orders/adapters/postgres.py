@@ -38,6 +38,7 @@ def _order(row: asyncpg.Record) -> Order:
         stock=Outcome(row["stock"]),
         stock_reason=row["stock_reason"],
         cancel_reason=row["cancel_reason"],
+        cancel_note=row["cancel_note"],
         shipped=row["shipped"],
         delivered=row["delivered"],
         refunded=row["refunded"],
@@ -64,6 +65,7 @@ def _facts(o: Order) -> tuple[object, ...]:
         o.stock.value,
         o.stock_reason,
         o.cancel_reason,
+        o.cancel_note,
         o.shipped,
         o.delivered,
         o.refunded,
@@ -144,15 +146,16 @@ class Orders:
         """Store the facts and statuses of several orders (each once) with one statement."""
         rows = await self.conn.fetch(
             "UPDATE orders SET payment = u.payment, payment_reason = u.payment_reason, stock = u.stock,"
-            " stock_reason = u.stock_reason, cancel_reason = u.cancel_reason, shipped = u.shipped,"
-            " delivered = u.delivered, refunded = u.refunded, status = u.status,"
-            " step_deadline = u.step_deadline, version = orders.version + 1, updated_at = now()"
+            " stock_reason = u.stock_reason, cancel_reason = u.cancel_reason,"
+            " cancel_note = u.cancel_note, shipped = u.shipped, delivered = u.delivered,"
+            " refunded = u.refunded, status = u.status, step_deadline = u.step_deadline,"
+            " version = orders.version + 1, updated_at = now()"
             " FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],"
-            " $7::bool[], $8::bool[], $9::bool[], $10::text[], $11::timestamptz[])"
-            " AS u(order_id, payment, payment_reason, stock, stock_reason, cancel_reason, shipped,"
-            " delivered, refunded, status, step_deadline)"
+            " $7::text[], $8::bool[], $9::bool[], $10::bool[], $11::text[], $12::timestamptz[])"
+            " AS u(order_id, payment, payment_reason, stock, stock_reason, cancel_reason, cancel_note,"
+            " shipped, delivered, refunded, status, step_deadline)"
             f" WHERE orders.order_id = u.order_id RETURNING {_UPDATED_COLUMNS}",
-            *columns((_facts(o) for o in orders), 11),
+            *columns((_facts(o) for o in orders), 12),
         )
         return [_order(row) for row in rows]
 

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import itertools
+import re
+from pathlib import Path
 from typing import TypeAlias
 
 import pytest
 
 from a4co.orders.events.v1 import order_events_pb2 as orders
-from services.notifications.messages import order_status_changed, status_notified
+from services.notifications.messages import WHY_CANCELLED, order_status_changed, status_notified
+from services.orders.domain import CANCEL_REASONS
 
 Status: TypeAlias = orders.OrderStatus.ValueType
 STATUSES: list[Status] = list(orders.OrderStatus.values())
@@ -34,3 +37,46 @@ def test_the_customer_hears_of_confirmation_and_cancellation_not_payment() -> No
     assert status_notified(changed(pending, orders.ORDER_STATUS_CANCELLED))
     assert not status_notified(changed(pending, orders.ORDER_STATUS_PAID))
     assert not status_notified(changed(orders.ORDER_STATUS_CONFIRMED, orders.ORDER_STATUS_CONFIRMED))
+
+
+def cancelled(reason: str, note: str = "", refund: bool = False) -> list[tuple[str, str]]:
+    event = orders.OrderStatusChanged(
+        order_id="0f1e2d3c-aaaa",
+        customer_id="c-1",
+        artisan_id="a-1",
+        previous_status=orders.ORDER_STATUS_CONFIRMED,
+        status=orders.ORDER_STATUS_CANCELLED,
+        reason=reason,
+        cancel_note=note,
+        refund_required=refund,
+    )
+    return [(n.recipient_id, n.body) for n in order_status_changed(event)]
+
+
+def test_a_cancellation_says_why_in_words_and_the_note_to_whoever_did_not_write_it() -> None:
+    assert cancelled("CUSTOMER_CANCELLED", "ya no lo necesito", refund=True) == [
+        ("c-1", "Tu pedido 0f1e2d3c se ha cancelado: lo cancelaste tú. Te devolvemos lo que pagaste."),
+        ("a-1", "El pedido 0f1e2d3c se ha cancelado: el cliente lo canceló («ya no lo necesito»)."),
+    ]
+    assert cancelled("ADMIN_CANCELLED", "fuera de zona") == [
+        ("c-1", "Tu pedido 0f1e2d3c se ha cancelado: lo canceló el equipo de a4co («fuera de zona»)."),
+        ("a-1", "El pedido 0f1e2d3c se ha cancelado: lo canceló el equipo de a4co («fuera de zona»)."),
+    ]
+    assert cancelled("CARD_DECLINED") == [
+        ("c-1", "Tu pedido 0f1e2d3c se ha cancelado: el banco rechazó la tarjeta."),
+        ("a-1", "El pedido 0f1e2d3c se ha cancelado: el banco rechazó la tarjeta del cliente."),
+    ]
+
+
+def test_a_code_without_words_is_told_as_it_is() -> None:
+    """A payment provider may refuse with a code this service does not know yet."""
+    assert cancelled("FRAUD_SUSPECTED")[0][1] == "Tu pedido 0f1e2d3c se ha cancelado: motivo FRAUD_SUSPECTED."
+    assert cancelled("")[0][1] == "Tu pedido 0f1e2d3c se ha cancelado: motivo no indicado."
+
+
+def test_every_code_the_orders_api_documents_has_words() -> None:
+    proto = Path("proto/a4co/orders/v1/orders_service.proto").read_text()
+    comment = proto[: proto.index("string cancel_reason = 9;")].rsplit("message Order {", 1)[1]
+    documented = set(re.findall(r'"([A-Z_]+)"', comment.split("OrderStatus status = 8;")[1]))
+    assert len(documented) >= 11
+    assert documented == set(WHY_CANCELLED) == set(CANCEL_REASONS), "orders counts each apart"

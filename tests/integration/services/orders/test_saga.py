@@ -23,12 +23,13 @@ from a4co.type.v1 import money_pb2
 from services.orders.adapters.postgres import IN_FLIGHT_SQL, Orders
 from services.orders.domain import Status
 from services.orders.handlers import set_in_flight
+from services.platform.auth import Role
 from services.platform.events.consumer import QueueConsumer
 from services.platform.events.topology import Topology
 from services.platform.grpc.status import details_of
 from services.platform.local_servers import ServerUrls
 from services.platform.paging import OTHER_FILTERS
-from tests.integration.services.harness import Keys
+from tests.integration.services.harness import Keys, stream_events, token
 from tests.integration.services.orders.shop import DECLINED, Actors, shop
 from tests.support.invariants import violations
 from tests.support.rpc import failure
@@ -224,17 +225,24 @@ def status_changes() -> dict[str, float]:
     return {s.value: sample("a4co_order_status_changes_total", {"status": s.value}) or 0.0 for s in Status}
 
 
+def cancellations(reason: str) -> float:
+    """`a4co_orders_cancelled_total` for one reason, in this process."""
+    return REGISTRY.get_sample_value("a4co_orders_cancelled_total", {"reason": reason}) or 0.0
+
+
 async def test_the_metrics_count_committed_status_changes_and_the_sagas_in_flight(actors: Actors) -> None:
-    before = status_changes()
+    before, by_customer = status_changes(), cancellations("CUSTOMER_CANCELLED")
     product = await actors.product(stock=5)
     placed = await actors.place(product, 1, await actors.card())
     await actors.settles(placed.order_id, pb.ORDER_STATUS_CONFIRMED)
     cancel = pb.CancelOrderRequest(order_id=placed.order_id)
     await actors.orders.CancelOrder(cancel, metadata=actors.customer())
+    await actors.orders.CancelOrder(cancel, metadata=actors.customer())  # changes nothing
     # Each status the order entered, once: by CreateOrder, the saga's consumer and the API.
     entered = {"PENDING": 1, "PAID": 1, "CONFIRMED": 1, "CANCELLED": 1}
     expected = {status: n + entered.get(status, 0) for status, n in before.items()}
     await eventually(lambda: status_changes() == expected, what="every committed change counted")
+    assert cancellations("CUSTOMER_CANCELLED") == by_customer + 1
     # The gauge counts only the sagas in flight, through the `orders_waiting` partial index.
     pool = actors.svc["orders"].infra.pool
     await pool.execute("UPDATE orders SET status = 'PAID' WHERE order_id = $1", placed.order_id)
@@ -264,18 +272,47 @@ async def test_the_customer_cancels_a_confirmed_order(actors: Actors, urls: Serv
         metadata=actors.customer(),
     )
     assert cancelled.order.status == pb.ORDER_STATUS_CANCELLED
+    kept = (cancelled.order.cancel_reason, cancelled.order.cancel_note)
+    assert kept == ("CUSTOMER_CANCELLED", "ya no lo necesito")
+    assert ((o := await actors.status_of(placed.order_id)).cancel_reason, o.cancel_note) == kept
 
     async def released() -> bool:
         return (await stock(actors, placed.lines[0].product_id)).reserved == 0
 
     await eventually(released, what="the reservation released")
     await quiet_and_sound(actors, urls, prefix)
+    told = [
+        (e.payload.reason, e.payload.cancel_note, e.payload.refund_required)  # type: ignore[attr-defined]
+        for e in await stream_events(actors.svc["orders"], "ORDERS")
+        if e.definition.name == "OrderStatusChanged"
+        and e.payload.status == order_events_pb2.ORDER_STATUS_CANCELLED  # type: ignore[attr-defined]
+    ]
+    assert told == [("CUSTOMER_CANCELLED", "ya no lo necesito", True)]
     shipped = await failure(
         actors.orders.MarkOrderShipped(
             pb.MarkOrderShippedRequest(order_id=placed.order_id), metadata=actors.artisan()
         )
     )
     assert shipped.code() == grpc.StatusCode.FAILED_PRECONDITION
+
+
+async def test_an_admin_cancels_a_customers_order_and_says_why(actors: Actors) -> None:
+    placed = await actors.place(await actors.product(stock=2), 1, await actors.card())
+    await actors.settles(placed.order_id, pb.ORDER_STATUS_CONFIRMED)
+    admin = token(actors.keys, "admin-1", Role.ADMIN)
+    cancelled = await actors.orders.CancelOrder(
+        pb.CancelOrderRequest(order_id=placed.order_id, reason="dirección de entrega fuera de zona"),
+        metadata=admin,
+    )
+    assert (cancelled.order.cancel_reason, cancelled.order.cancel_note) == (
+        "ADMIN_CANCELLED",
+        "dirección de entrega fuera de zona",
+    )
+    again = await actors.orders.CancelOrder(pb.CancelOrderRequest(order_id=placed.order_id), metadata=admin)
+    assert (again.order.cancel_reason, again.order.cancel_note) == (
+        "ADMIN_CANCELLED",
+        "dirección de entrega fuera de zona",
+    ), "a second cancellation changes nothing"
 
 
 async def test_a_step_that_never_answers_is_timed_out_and_compensated(
@@ -286,9 +323,11 @@ async def test_a_step_that_never_answers_is_timed_out_and_compensated(
     payments_consumers = actors.svc["payments"].runner.consumers
     for consumer in payments_consumers:
         await consumer.stop()  # payments hears nothing: the payment step never answers
+    timed_out = cancellations("PAYMENT_TIMEOUT")
     placed = await actors.place(product, 1, card)
     cancelled = await actors.settles(placed.order_id, pb.ORDER_STATUS_CANCELLED, timeout=20)
     assert cancelled.cancel_reason == "PAYMENT_TIMEOUT"
+    assert cancellations("PAYMENT_TIMEOUT") == timed_out + 1, "counted for the alert SagaStepsTimingOut"
 
     # Payments comes back and charges the late order: the saga refunds it.
     for consumer in payments_consumers:

@@ -120,6 +120,7 @@ class Order(_message.Message):
     TOTAL_FIELD_NUMBER: _builtins.int
     STATUS_FIELD_NUMBER: _builtins.int
     CANCEL_REASON_FIELD_NUMBER: _builtins.int
+    CANCEL_NOTE_FIELD_NUMBER: _builtins.int
     DELIVERY_ADDRESS_FIELD_NUMBER: _builtins.int
     DELIVERY_LOCATION_FIELD_NUMBER: _builtins.int
     PAYMENT_METHOD_ID_FIELD_NUMBER: _builtins.int
@@ -134,7 +135,16 @@ class Order(_message.Message):
     status: Global___OrderStatus.ValueType
     """Where the order stands."""
     cancel_reason: _builtins.str
-    """Why it was cancelled, as an UPPER_SNAKE code; empty otherwise."""
+    """Why it was cancelled, as an UPPER_SNAKE code; empty otherwise. The saga's
+    codes: the payment's refusal ("CARD_DECLINED", "INSUFFICIENT_FUNDS",
+    "PROVIDER_TIMEOUT", "UNKNOWN_PAYMENT_METHOD", "PAYMENT_FAILED" when it
+    gave none), the stock's ("OUT_OF_STOCK",
+    "UNKNOWN_PRODUCT"), a step that did not answer in time ("PAYMENT_TIMEOUT",
+    "RESERVATION_TIMEOUT"); CancelOrder's: "CUSTOMER_CANCELLED", or
+    "ADMIN_CANCELLED" when an admin cancelled another's order.
+    """
+    cancel_note: _builtins.str
+    """What whoever cancelled it wrote (CancelOrder's reason); empty otherwise."""
     payment_method_id: _builtins.str
     """The payment method charged."""
     @_builtins.property
@@ -181,6 +191,7 @@ class Order(_message.Message):
         total: _money_pb2.Money | None = ...,
         status: Global___OrderStatus.ValueType = ...,
         cancel_reason: _builtins.str = ...,
+        cancel_note: _builtins.str = ...,
         delivery_address: _address_pb2.Address | None = ...,
         delivery_location: _lat_lng_pb2.LatLng | None = ...,
         payment_method_id: _builtins.str = ...,
@@ -189,7 +200,7 @@ class Order(_message.Message):
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "delivery_address", b"delivery_address", "delivery_fee", b"delivery_fee", "delivery_location", b"delivery_location", "subtotal", b"subtotal", "total", b"total", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["artisan_id", b"artisan_id", "cancel_reason", b"cancel_reason", "create_time", b"create_time", "customer_id", b"customer_id", "delivery_address", b"delivery_address", "delivery_fee", b"delivery_fee", "delivery_location", b"delivery_location", "lines", b"lines", "order_id", b"order_id", "payment_method_id", b"payment_method_id", "status", b"status", "subtotal", b"subtotal", "total", b"total", "update_time", b"update_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["artisan_id", b"artisan_id", "cancel_note", b"cancel_note", "cancel_reason", b"cancel_reason", "create_time", b"create_time", "customer_id", b"customer_id", "delivery_address", b"delivery_address", "delivery_fee", b"delivery_fee", "delivery_location", b"delivery_location", "lines", b"lines", "order_id", b"order_id", "payment_method_id", b"payment_method_id", "status", b"status", "subtotal", b"subtotal", "total", b"total", "update_time", b"update_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -418,7 +429,10 @@ class CancelOrderRequest(_message.Message):
     order_id: _builtins.str
     """The order."""
     reason: _builtins.str
-    """Why, in the customer's words; at most 200 characters."""
+    """Why, in the customer's (or the admin's) words; at most 200 characters.
+    Kept as the order's cancel_note and told to the artisan (and to the
+    customer, when an admin cancels).
+    """
     def __init__(
         self,
         *,

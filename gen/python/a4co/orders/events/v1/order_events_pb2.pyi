@@ -201,6 +201,7 @@ class OrderStatusChanged(_message.Message):
     TOTAL_FIELD_NUMBER: _builtins.int
     REFUND_REQUIRED_FIELD_NUMBER: _builtins.int
     CHANGE_TIME_FIELD_NUMBER: _builtins.int
+    CANCEL_NOTE_FIELD_NUMBER: _builtins.int
     order_id: _builtins.str
     """The order that changed."""
     customer_id: _builtins.str
@@ -213,11 +214,16 @@ class OrderStatusChanged(_message.Message):
     """The status after the change."""
     reason: _builtins.str
     """Why it changed, in particular why it was cancelled, for example
-    "PAYMENT_DECLINED" or "OUT_OF_STOCK"; empty for the ordinary steps.
+    "CARD_DECLINED" or "OUT_OF_STOCK" (the codes of the Order's cancel_reason,
+    orders_service.proto); empty for the ordinary steps.
     """
     refund_required: _builtins.bool
     """Whether the customer had been charged when the order was cancelled, so
     that payments knows to refund; false for other transitions.
+    """
+    cancel_note: _builtins.str
+    """On a cancellation by CancelOrder, what the customer (or the admin) wrote;
+    empty otherwise.
     """
     @_builtins.property
     def lines(self) -> _containers.RepeatedCompositeFieldContainer[Global___OrderLine]:
@@ -244,10 +250,11 @@ class OrderStatusChanged(_message.Message):
         total: _money_pb2.Money | None = ...,
         refund_required: _builtins.bool = ...,
         change_time: _timestamp_pb2.Timestamp | None = ...,
+        cancel_note: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["change_time", b"change_time", "total", b"total"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["artisan_id", b"artisan_id", "change_time", b"change_time", "customer_id", b"customer_id", "lines", b"lines", "order_id", b"order_id", "previous_status", b"previous_status", "reason", b"reason", "refund_required", b"refund_required", "status", b"status", "total", b"total"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["artisan_id", b"artisan_id", "cancel_note", b"cancel_note", "change_time", b"change_time", "customer_id", b"customer_id", "lines", b"lines", "order_id", b"order_id", "previous_status", b"previous_status", "reason", b"reason", "refund_required", b"refund_required", "status", b"status", "total", b"total"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
