@@ -6,7 +6,11 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
 
+import grpc
+import pytest
 import pytest_asyncio
 from google.protobuf.timestamp_pb2 import Timestamp
 
@@ -14,11 +18,14 @@ from a4co.analytics.v1 import analytics_service_pb2 as pb
 from a4co.analytics.v1 import analytics_service_pb2_grpc as pb_grpc
 from services.analytics.__main__ import build
 from services.platform.auth import Role
+from services.platform.grpc.status import details_of
 from services.platform.local_servers import ServerUrls
 from tests.integration.services.harness import Keys, RunningService, running_service, settings_for, token
+from tests.integration.services.test_grpcurl import call
 
 SCHEMA = Path("services/analytics/schema.sql")
 JANUARY = (datetime(2026, 1, 1, tzinfo=UTC), datetime(2026, 2, 1, tzinfo=UTC))
+MADRID = ZoneInfo("Europe/Madrid")
 
 
 def at(month: int, day: int, hour: int = 12, minute: int = 0) -> datetime:
@@ -90,3 +97,131 @@ async def test_a_period_without_sales_reports_zeros(analytics: RunningService, k
     assert (r.orders_placed, r.orders_delivered, r.orders_cancelled, r.units_sold) == (0, 0, 0, 0)
     assert (r.gross_revenue.amount_cents, r.refunded.amount_cents, list(r.products)) == (0, 0, [])
     assert r.gross_revenue.currency_code == "EUR"
+
+
+async def series(
+    svc: RunningService,
+    keys: Keys,
+    artisan: str,
+    start: datetime,
+    end: datetime,
+    interval: pb.Interval.ValueType,
+    time_zone: str = "",
+    caller: str = "",
+) -> pb.GetSalesSeriesResponse:
+    request = pb.GetSalesSeriesRequest(interval=interval, time_zone=time_zone, artisan_id=artisan)
+    request.start_time.FromDatetime(start)
+    request.end_time.FromDatetime(end)
+    stub = pb_grpc.AnalyticsServiceStub(svc.channel)
+    return await stub.GetSalesSeries(request, metadata=token(keys, caller or artisan, Role.ARTISAN))
+
+
+def figures(b: pb.SalesBucket) -> tuple[int, ...]:
+    return (
+        b.orders_placed,
+        b.orders_delivered,
+        b.orders_cancelled,
+        b.units_sold,
+        b.gross_revenue.amount_cents,
+        b.refunded.amount_cents,
+    )
+
+
+async def test_a_series_divides_the_period_by_local_days_and_adds_up_to_the_report(
+    analytics: RunningService, keys: Keys
+) -> None:
+    daily = await series(analytics, keys, "a-1", *JANUARY, pb.INTERVAL_DAY)
+    assert (daily.artisan_id, daily.time_zone) == ("a-1", "Europe/Madrid")
+    # Madrid's days: the 1st from the period's start (01:00 there), then each from 23:00 UTC; the
+    # last bucket ends with the period, an hour into Madrid's 1 February.
+    starts = [b.start_time.ToDatetime(tzinfo=UTC) for b in daily.buckets]
+    assert (len(starts), starts[0], starts[1]) == (32, JANUARY[0], datetime(2026, 1, 1, 23, tzinfo=UTC))
+    assert daily.buckets[-1].end_time.ToDatetime(tzinfo=UTC) == JANUARY[1]
+    assert all(
+        b.end_time == after.start_time for b, after in zip(daily.buckets, daily.buckets[1:], strict=False)
+    )
+    r = await report(analytics, keys, "a-1", *JANUARY)
+    whole = (
+        r.orders_placed,
+        r.orders_delivered,
+        r.orders_cancelled,
+        r.units_sold,
+        r.gross_revenue.amount_cents,
+        r.refunded.amount_cents,
+    )
+    assert tuple(map(sum, zip(*(figures(b) for b in daily.buckets), strict=True))) == whole
+    # o-jan placed on the 5th at 12:00 UTC, delivered on the 7th; o-late placed at 23:59 UTC on
+    # the 31st, which is Madrid's 1 February: the last bucket, not the 31st.
+    by_day = {b.start_time.ToDatetime(tzinfo=UTC).astimezone(MADRID).day: figures(b) for b in daily.buckets}
+    assert by_day[5][0] == 1
+    assert by_day[7][1:5] == (1, 0, 3, 2500)
+    assert daily.buckets[-1].orders_placed == 1
+    assert daily.buckets[-2].orders_placed == 0
+    assert daily.buckets[-1].gross_revenue.currency_code == "EUR"
+    in_utc = await series(analytics, keys, "a-1", *JANUARY, pb.INTERVAL_DAY, time_zone="UTC")
+    assert (len(in_utc.buckets), in_utc.buckets[-1].orders_placed) == (31, 1), "the 31st, in UTC"
+
+
+async def test_weeks_and_months_and_an_empty_period(analytics: RunningService, keys: Keys) -> None:
+    winter = (datetime(2025, 12, 1, tzinfo=UTC), datetime(2026, 3, 1, tzinfo=UTC))
+    monthly = await series(analytics, keys, "a-1", *winter, pb.INTERVAL_MONTH, time_zone="UTC")
+    assert [figures(b)[:3] for b in monthly.buckets] == [(3, 0, 0), (3, 3, 1), (0, 1, 1)]
+    weekly = await series(analytics, keys, "a-1", *JANUARY, pb.INTERVAL_WEEK)
+    assert [b.start_time.ToDatetime(tzinfo=UTC).astimezone(MADRID).weekday() for b in weekly.buckets[1:]] == [
+        0
+    ] * 4
+    empty = await series(analytics, keys, "a-9", *JANUARY, pb.INTERVAL_WEEK)
+    assert len(empty.buckets) == 5
+    assert not any(any(figures(b)) for b in empty.buckets)
+
+
+async def test_a_series_is_refused_naming_each_bad_field(analytics: RunningService, keys: Keys) -> None:
+    async def refused(**changes: Any) -> list[tuple[str, str]]:
+        args: dict[str, Any] = {"start": JANUARY[0], "end": JANUARY[1], "interval": pb.INTERVAL_DAY} | changes
+        with pytest.raises(grpc.aio.AioRpcError) as error:
+            await series(
+                analytics, keys, "a-1", args["start"], args["end"], args["interval"], args.get("zone", "")
+            )
+        assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        return details_of(error.value)[1]
+
+    assert await refused(interval=pb.INTERVAL_UNSPECIFIED) == [
+        ("interval", "must be INTERVAL_DAY, INTERVAL_WEEK or INTERVAL_MONTH")
+    ]
+    assert await refused(zone="Europe/Jaen") == [
+        ("time_zone", "is not an IANA time zone, such as Europe/Madrid")
+    ]
+    assert await refused(end=datetime(2027, 3, 1, tzinfo=UTC)) == [
+        ("end_time", "the period holds more than 400 days; choose a longer interval or a shorter period")
+    ]
+    months = await series(
+        analytics, keys, "a-1", JANUARY[0], datetime(2027, 3, 1, tzinfo=UTC), pb.INTERVAL_MONTH
+    )
+    assert len(months.buckets) == 15, "the same period by month"
+    with pytest.raises(grpc.aio.AioRpcError) as other:
+        await series(analytics, keys, "a-1", *JANUARY, pb.INTERVAL_DAY, caller="a-2")
+    assert other.value.code() == grpc.StatusCode.PERMISSION_DENIED
+
+
+async def test_the_readmes_commands(analytics: RunningService, keys: Keys) -> None:
+    """The README's two commands, on January (its offsets are Madrid's in winter)."""
+    bearer = dict(token(keys, "a-1", Role.ARTISAN))["authorization"].removeprefix("Bearer ")
+    period: dict[str, object] = {
+        "start_time": "2026-01-01T00:00:00+01:00",
+        "end_time": "2026-02-01T00:00:00+01:00",
+    }
+    service = "a4co.analytics.v1.AnalyticsService"
+    whole = await call(analytics.address, f"{service}/GetSalesReport", period, token=bearer)
+    weekly = await call(
+        analytics.address, f"{service}/GetSalesSeries", period | {"interval": "INTERVAL_WEEK"}, token=bearer
+    )
+    buckets: list[dict[str, Any]] = weekly["buckets"]  # type: ignore[assignment]
+    assert [b["start_time"] for b in buckets] == [
+        "2025-12-31T23:00:00Z",  # the period's start, a Thursday
+        "2026-01-04T23:00:00Z",  # Monday the 5th in Madrid
+        "2026-01-11T23:00:00Z",
+        "2026-01-18T23:00:00Z",
+        "2026-01-25T23:00:00Z",
+    ]
+    assert sum(int(b.get("orders_placed", 0)) for b in buckets) == int(whole["orders_placed"])  # type: ignore[call-overload]
+    assert weekly["time_zone"] == "Europe/Madrid"

@@ -9,6 +9,7 @@ from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -19,6 +20,34 @@ else:
     from typing_extensions import TypeAlias as _TypeAlias, Never as _Never
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class _Interval:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _IntervalEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Interval.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    INTERVAL_UNSPECIFIED: _Interval.ValueType  # 0
+    """Not set: refused."""
+    INTERVAL_DAY: _Interval.ValueType  # 1
+    """A calendar day, from midnight."""
+    INTERVAL_WEEK: _Interval.ValueType  # 2
+    """A calendar week, from Monday's midnight."""
+    INTERVAL_MONTH: _Interval.ValueType  # 3
+    """A calendar month, from its first day's midnight."""
+
+class Interval(_Interval, metaclass=_IntervalEnumTypeWrapper):
+    """Interval is the length of a bucket of a sales series."""
+
+INTERVAL_UNSPECIFIED: Interval.ValueType  # 0
+"""Not set: refused."""
+INTERVAL_DAY: Interval.ValueType  # 1
+"""A calendar day, from midnight."""
+INTERVAL_WEEK: Interval.ValueType  # 2
+"""A calendar week, from Monday's midnight."""
+INTERVAL_MONTH: Interval.ValueType  # 3
+"""A calendar month, from its first day's midnight."""
+Global___Interval: _TypeAlias = Interval  # noqa: Y015
 
 @_typing.final
 class ProductSales(_message.Message):
@@ -157,3 +186,143 @@ class GetSalesReportResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GetSalesReportResponse: _TypeAlias = GetSalesReportResponse  # noqa: Y015
+
+@_typing.final
+class GetSalesSeriesRequest(_message.Message):
+    """GetSalesSeriesRequest names the artisan, the period and how to divide it."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ARTISAN_ID_FIELD_NUMBER: _builtins.int
+    START_TIME_FIELD_NUMBER: _builtins.int
+    END_TIME_FIELD_NUMBER: _builtins.int
+    INTERVAL_FIELD_NUMBER: _builtins.int
+    TIME_ZONE_FIELD_NUMBER: _builtins.int
+    artisan_id: _builtins.str
+    """The artisan; empty for the calling artisan."""
+    interval: Global___Interval.ValueType
+    """The length of each bucket."""
+    time_zone: _builtins.str
+    """The IANA time zone whose calendar divides the period, for example
+    "Europe/Madrid" (when empty) or "Atlantic/Canary"; at most 64 characters.
+    """
+    @_builtins.property
+    def start_time(self) -> _timestamp_pb2.Timestamp:
+        """The start of the period, inclusive."""
+
+    @_builtins.property
+    def end_time(self) -> _timestamp_pb2.Timestamp:
+        """The end of the period, exclusive; after start_time, and at most 400
+        buckets after it.
+        """
+
+    def __init__(
+        self,
+        *,
+        artisan_id: _builtins.str = ...,
+        start_time: _timestamp_pb2.Timestamp | None = ...,
+        end_time: _timestamp_pb2.Timestamp | None = ...,
+        interval: Global___Interval.ValueType = ...,
+        time_zone: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["end_time", b"end_time", "start_time", b"start_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["artisan_id", b"artisan_id", "end_time", b"end_time", "interval", b"interval", "start_time", b"start_time", "time_zone", b"time_zone"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetSalesSeriesRequest: _TypeAlias = GetSalesSeriesRequest  # noqa: Y015
+
+@_typing.final
+class SalesBucket(_message.Message):
+    """SalesBucket is an artisan's sales in one day, week or month of a period."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    START_TIME_FIELD_NUMBER: _builtins.int
+    END_TIME_FIELD_NUMBER: _builtins.int
+    ORDERS_PLACED_FIELD_NUMBER: _builtins.int
+    ORDERS_DELIVERED_FIELD_NUMBER: _builtins.int
+    ORDERS_CANCELLED_FIELD_NUMBER: _builtins.int
+    UNITS_SOLD_FIELD_NUMBER: _builtins.int
+    GROSS_REVENUE_FIELD_NUMBER: _builtins.int
+    REFUNDED_FIELD_NUMBER: _builtins.int
+    orders_placed: _builtins.int
+    """Orders placed in the bucket."""
+    orders_delivered: _builtins.int
+    """Orders delivered in the bucket."""
+    orders_cancelled: _builtins.int
+    """Orders cancelled in the bucket."""
+    units_sold: _builtins.int
+    """Units of the orders delivered in the bucket."""
+    @_builtins.property
+    def start_time(self) -> _timestamp_pb2.Timestamp:
+        """Where the bucket starts: its day's, week's or month's first instant, or
+        the period's start for the first bucket.
+        """
+
+    @_builtins.property
+    def end_time(self) -> _timestamp_pb2.Timestamp:
+        """Where it ends (exclusive): the next bucket's start, or the period's end
+        for the last bucket.
+        """
+
+    @_builtins.property
+    def gross_revenue(self) -> _money_pb2.Money:
+        """Revenue from the orders delivered in the bucket, delivery excluded."""
+
+    @_builtins.property
+    def refunded(self) -> _money_pb2.Money:
+        """Amounts refunded for the orders cancelled in the bucket."""
+
+    def __init__(
+        self,
+        *,
+        start_time: _timestamp_pb2.Timestamp | None = ...,
+        end_time: _timestamp_pb2.Timestamp | None = ...,
+        orders_placed: _builtins.int = ...,
+        orders_delivered: _builtins.int = ...,
+        orders_cancelled: _builtins.int = ...,
+        units_sold: _builtins.int = ...,
+        gross_revenue: _money_pb2.Money | None = ...,
+        refunded: _money_pb2.Money | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["end_time", b"end_time", "gross_revenue", b"gross_revenue", "refunded", b"refunded", "start_time", b"start_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["end_time", b"end_time", "gross_revenue", b"gross_revenue", "orders_cancelled", b"orders_cancelled", "orders_delivered", b"orders_delivered", "orders_placed", b"orders_placed", "refunded", b"refunded", "start_time", b"start_time", "units_sold", b"units_sold"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SalesBucket: _TypeAlias = SalesBucket  # noqa: Y015
+
+@_typing.final
+class GetSalesSeriesResponse(_message.Message):
+    """GetSalesSeriesResponse is the series."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ARTISAN_ID_FIELD_NUMBER: _builtins.int
+    TIME_ZONE_FIELD_NUMBER: _builtins.int
+    BUCKETS_FIELD_NUMBER: _builtins.int
+    artisan_id: _builtins.str
+    """The artisan."""
+    time_zone: _builtins.str
+    """The time zone that divided the period."""
+    @_builtins.property
+    def buckets(self) -> _containers.RepeatedCompositeFieldContainer[Global___SalesBucket]:
+        """Every bucket of the period in time order, those without sales included."""
+
+    def __init__(
+        self,
+        *,
+        artisan_id: _builtins.str = ...,
+        time_zone: _builtins.str = ...,
+        buckets: _abc.Iterable[Global___SalesBucket] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["artisan_id", b"artisan_id", "buckets", b"buckets", "time_zone", b"time_zone"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetSalesSeriesResponse: _TypeAlias = GetSalesSeriesResponse  # noqa: Y015

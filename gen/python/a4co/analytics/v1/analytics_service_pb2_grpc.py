@@ -40,6 +40,11 @@ class AnalyticsServiceStub:
                 request_serializer=a4co_dot_analytics_dot_v1_dot_analytics__service__pb2.GetSalesReportRequest.SerializeToString,
                 response_deserializer=a4co_dot_analytics_dot_v1_dot_analytics__service__pb2.GetSalesReportResponse.FromString,
                 _registered_method=True)
+        self.GetSalesSeries = channel.unary_unary(
+                '/a4co.analytics.v1.AnalyticsService/GetSalesSeries',
+                request_serializer=a4co_dot_analytics_dot_v1_dot_analytics__service__pb2.GetSalesSeriesRequest.SerializeToString,
+                response_deserializer=a4co_dot_analytics_dot_v1_dot_analytics__service__pb2.GetSalesSeriesResponse.FromString,
+                _registered_method=True)
 
 
 class AnalyticsServiceServicer:
@@ -54,6 +59,16 @@ class AnalyticsServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetSalesSeries(self, request, context):
+        """GetSalesSeries divides a period into the calendar days, weeks (Monday to
+        Sunday) or months of a time zone and sums an artisan's sales in each, for
+        a chart. Each figure counts as in GetSalesReport, so the buckets of a
+        period add up to its report. The artisan or an admin may call it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AnalyticsServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -61,6 +76,11 @@ def add_AnalyticsServiceServicer_to_server(servicer, server):
                     servicer.GetSalesReport,
                     request_deserializer=a4co_dot_analytics_dot_v1_dot_analytics__service__pb2.GetSalesReportRequest.FromString,
                     response_serializer=a4co_dot_analytics_dot_v1_dot_analytics__service__pb2.GetSalesReportResponse.SerializeToString,
+            ),
+            'GetSalesSeries': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetSalesSeries,
+                    request_deserializer=a4co_dot_analytics_dot_v1_dot_analytics__service__pb2.GetSalesSeriesRequest.FromString,
+                    response_serializer=a4co_dot_analytics_dot_v1_dot_analytics__service__pb2.GetSalesSeriesResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -91,6 +111,33 @@ class AnalyticsService:
             '/a4co.analytics.v1.AnalyticsService/GetSalesReport',
             a4co_dot_analytics_dot_v1_dot_analytics__service__pb2.GetSalesReportRequest.SerializeToString,
             a4co_dot_analytics_dot_v1_dot_analytics__service__pb2.GetSalesReportResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetSalesSeries(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/a4co.analytics.v1.AnalyticsService/GetSalesSeries',
+            a4co_dot_analytics_dot_v1_dot_analytics__service__pb2.GetSalesSeriesRequest.SerializeToString,
+            a4co_dot_analytics_dot_v1_dot_analytics__service__pb2.GetSalesSeriesResponse.FromString,
             options,
             channel_credentials,
             insecure,

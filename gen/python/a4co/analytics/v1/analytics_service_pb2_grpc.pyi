@@ -37,6 +37,12 @@ class AnalyticsServiceStub:
     """GetSalesReport sums an artisan's sales over a period. The artisan or an
     admin may call it.
     """
+    GetSalesSeries: _grpc.UnaryUnaryMultiCallable[_analytics_service_pb2.GetSalesSeriesRequest, _analytics_service_pb2.GetSalesSeriesResponse]
+    """GetSalesSeries divides a period into the calendar days, weeks (Monday to
+    Sunday) or months of a time zone and sums an artisan's sales in each, for
+    a chart. Each figure counts as in GetSalesReport, so the buckets of a
+    period add up to its report. The artisan or an admin may call it.
+    """
 
 @_typing.type_check_only
 class AnalyticsServiceAsyncStub(AnalyticsServiceStub):
@@ -46,6 +52,12 @@ class AnalyticsServiceAsyncStub(AnalyticsServiceStub):
     GetSalesReport: _aio.UnaryUnaryMultiCallable[_analytics_service_pb2.GetSalesReportRequest, _analytics_service_pb2.GetSalesReportResponse]  # type: ignore[assignment]
     """GetSalesReport sums an artisan's sales over a period. The artisan or an
     admin may call it.
+    """
+    GetSalesSeries: _aio.UnaryUnaryMultiCallable[_analytics_service_pb2.GetSalesSeriesRequest, _analytics_service_pb2.GetSalesSeriesResponse]  # type: ignore[assignment]
+    """GetSalesSeries divides a period into the calendar days, weeks (Monday to
+    Sunday) or months of a time zone and sums an artisan's sales in each, for
+    a chart. Each figure counts as in GetSalesReport, so the buckets of a
+    period add up to its report. The artisan or an admin may call it.
     """
 
 class AnalyticsServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -59,6 +71,18 @@ class AnalyticsServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_analytics_service_pb2.GetSalesReportResponse, _abc.Awaitable[_analytics_service_pb2.GetSalesReportResponse]]:
         """GetSalesReport sums an artisan's sales over a period. The artisan or an
         admin may call it.
+        """
+
+    @_abc_1.abstractmethod
+    def GetSalesSeries(
+        self,
+        request: _analytics_service_pb2.GetSalesSeriesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_analytics_service_pb2.GetSalesSeriesResponse, _abc.Awaitable[_analytics_service_pb2.GetSalesSeriesResponse]]:
+        """GetSalesSeries divides a period into the calendar days, weeks (Monday to
+        Sunday) or months of a time zone and sums an artisan's sales in each, for
+        a chart. Each figure counts as in GetSalesReport, so the buckets of a
+        period add up to its report. The artisan or an admin may call it.
         """
 
 def add_AnalyticsServiceServicer_to_server(servicer: AnalyticsServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
