@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 import grpc
@@ -10,13 +11,14 @@ from a4co.payments.v1 import payments_service_pb2 as pb
 from a4co.payments.v1 import payments_service_pb2_grpc as pb_grpc
 from a4co.type.v1 import money_pb2
 from services.payments import handlers
-from services.payments.adapters.postgres import PaymentRecord
+from services.payments.adapters.postgres import PaymentRecord, StoredMethod
 from services.payments.domain import Brand, MethodType
 from services.platform.auth import current_principal
 from services.platform.grpc.interceptor import MethodPolicy
 from services.platform.grpc.server import Registration
+from services.platform.paging import Page, check_page
 from services.platform.timestamps import to_timestamp
-from services.platform.validation import Violations
+from services.platform.validation import MAX_KEY, Violations
 
 SERVICE = pb.DESCRIPTOR.services_by_name["PaymentsService"].full_name
 # No card number, CVC, IBAN (34 at most) or phone number comes near this many characters.
@@ -84,11 +86,37 @@ def check_get_method(request: pb.GetPaymentMethodRequest) -> None:
     v.raise_if_any()
 
 
+def check_list_methods(request: pb.ListPaymentMethodsRequest) -> None:
+    """A page, and a customer's id if one is named."""
+    v = Violations()
+    check_page(v, request)
+    v.at_most(request.customer_id, "customer_id", MAX_KEY)
+    v.raise_if_any()
+
+
 POLICIES = {
     f"/{SERVICE}/ValidatePaymentMethod": MethodPolicy(validator=check_validate),
     f"/{SERVICE}/GetPayment": MethodPolicy(validator=check_get_payment),
     f"/{SERVICE}/GetPaymentMethod": MethodPolicy(validator=check_get_method),
+    f"/{SERVICE}/ListPaymentMethods": MethodPolicy(validator=check_list_methods),
+    f"/{SERVICE}/DeletePaymentMethod": MethodPolicy(validator=check_get_method),
 }
+
+
+def method_to_pb(m: StoredMethod) -> pb.PaymentMethod:
+    """A stored method as a message: never its token."""
+    message = pb.PaymentMethod(
+        payment_method_id=m.payment_method_id,
+        customer_id=m.customer_id,
+        method_type=TYPE_TO_PB[m.method_type],
+        card_brand=BRAND_TO_PB[m.brand],
+        last_four=m.last_four,
+    )
+    if m.created_at is not None:
+        message.create_time.CopyFrom(to_timestamp(m.created_at))
+    if m.deleted_at is not None:
+        message.delete_time.CopyFrom(to_timestamp(m.deleted_at))
+    return message
 
 
 def money(cents: int, currency: str) -> money_pb2.Money:
@@ -154,20 +182,38 @@ class PaymentsServicer(pb_grpc.PaymentsServiceServicer):
     ) -> pb.GetPaymentMethodResponse:
         """A stored method, by id."""
         m = await handlers.get_method(self.deps, current_principal(), request.payment_method_id)
-        return pb.GetPaymentMethodResponse(
-            payment_method=pb.PaymentMethod(
-                payment_method_id=m.payment_method_id,
-                customer_id=m.customer_id,
-                method_type=TYPE_TO_PB[m.method_type],
-                card_brand=BRAND_TO_PB[m.brand],
-                last_four=m.last_four,
-            )
+        return pb.GetPaymentMethodResponse(payment_method=method_to_pb(m))
+
+    async def ListPaymentMethods(
+        self, request: pb.ListPaymentMethodsRequest, context: Context
+    ) -> pb.ListPaymentMethodsResponse:
+        """A customer's saved methods, newest first."""
+        page = Page.of(request, ("payment_methods", request.customer_id))
+        found, token = page.split(
+            await handlers.list_methods(self.deps, current_principal(), request.customer_id, page),
+            _position,
         )
+        return pb.ListPaymentMethodsResponse(
+            payment_methods=[method_to_pb(m) for m in found], next_page_token=token
+        )
+
+    async def DeletePaymentMethod(
+        self, request: pb.DeletePaymentMethodRequest, context: Context
+    ) -> pb.DeletePaymentMethodResponse:
+        """Delete a saved method."""
+        m = await handlers.delete_method(self.deps, current_principal(), request.payment_method_id)
+        return pb.DeletePaymentMethodResponse(payment_method=method_to_pb(m))
 
     async def GetPayment(self, request: pb.GetPaymentRequest, context: Context) -> pb.GetPaymentResponse:
         """An order's payment."""
         payment = await handlers.get_payment(self.deps, current_principal(), request.order_id)
         return pb.GetPaymentResponse(payment=payment_to_pb(payment))
+
+
+def _position(m: StoredMethod) -> tuple[datetime, str]:
+    """Where a listed method stands in ListPaymentMethods' order (a stored method has its time)."""
+    assert m.created_at is not None
+    return m.created_at, m.payment_method_id
 
 
 def registration(deps: handlers.Deps) -> Registration:

@@ -19,6 +19,7 @@ from services.payments.domain import (
 from services.payments.ports import PaymentProvider
 from services.platform.auth import Principal
 from services.platform.errors import NotFoundError
+from services.platform.paging import Page
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,10 +81,31 @@ async def get_payment(deps: Deps, principal: Principal, order_id: str) -> Paymen
     return payment
 
 
-async def get_method(deps: Deps, principal: Principal, payment_method_id: str) -> StoredMethod:
-    """A stored method, for its customer or an admin."""
+async def _owned(deps: Deps, principal: Principal, payment_method_id: str) -> StoredMethod:
+    """A stored method, deleted or not, for its customer or an admin."""
     method = await deps.methods.get(payment_method_id)
     if method is None:
         raise NotFoundError("PAYMENT_METHOD_NOT_FOUND", f"no payment method {payment_method_id}")
     principal.require_self_or_admin(method.customer_id)
     return method
+
+
+async def get_method(deps: Deps, principal: Principal, payment_method_id: str) -> StoredMethod:
+    """A stored method that may be used, for its customer or an admin."""
+    method = await _owned(deps, principal, payment_method_id)
+    if method.deleted_at is not None:
+        raise NotFoundError("PAYMENT_METHOD_DELETED", f"payment method {payment_method_id} was deleted")
+    return method
+
+
+async def list_methods(deps: Deps, principal: Principal, customer_id: str, page: Page) -> list[StoredMethod]:
+    """A page of a customer's methods in use, newest first, for that customer or an admin."""
+    target = customer_id or principal.user_id
+    principal.require_self_or_admin(target)
+    return await deps.methods.page(target, page)
+
+
+async def delete_method(deps: Deps, principal: Principal, payment_method_id: str) -> StoredMethod:
+    """Delete a stored method, for its customer or an admin; again, it is returned unchanged."""
+    method = await _owned(deps, principal, payment_method_id)
+    return await deps.methods.delete(method.payment_method_id)

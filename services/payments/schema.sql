@@ -8,7 +8,14 @@ CREATE TABLE IF NOT EXISTS payment_methods (
     provider_token    text        NOT NULL,
     created_at        timestamptz NOT NULL DEFAULT now()
 );
-CREATE INDEX IF NOT EXISTS payment_methods_customer ON payment_methods (customer_id);
+-- When the customer deleted it (DeletePaymentMethod): no new order may use it; the orders placed
+-- with it before are still charged and refunded.
+ALTER TABLE payment_methods ADD COLUMN IF NOT EXISTS deleted_at timestamptz;
+-- A customer's methods in use, newest first (ListPaymentMethods, decision 41's pages); it
+-- replaced payment_methods_customer.
+DROP INDEX IF EXISTS payment_methods_customer;
+CREATE INDEX IF NOT EXISTS payment_methods_customer_pages
+    ON payment_methods (customer_id, created_at DESC, payment_method_id DESC) WHERE deleted_at IS NULL;
 
 CREATE TABLE IF NOT EXISTS payments (
     payment_id         uuid        PRIMARY KEY,

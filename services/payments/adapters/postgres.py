@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -12,13 +13,15 @@ from services.payments.domain import Brand, MethodType
 from services.platform.coalesce import Coalescer
 from services.platform.db import Connection, Queryable, columns
 from services.platform.kept import Kept
+from services.platform.paging import Page, after_sql
 from services.platform.uow import PostgresUnitOfWork
 from services.platform.validation import is_uuid
 
 
 @dataclass(frozen=True, slots=True)
 class StoredMethod:
-    """A payment method as kept: a token and the last four characters."""
+    """A payment method as kept: a token and the last four characters; when it was stored
+    (None before it is) and deleted (None while it can be used)."""
 
     payment_method_id: str
     customer_id: str
@@ -26,6 +29,8 @@ class StoredMethod:
     brand: Brand
     last_four: str
     provider_token: str
+    created_at: datetime | None = None
+    deleted_at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,12 +90,16 @@ def _payment(row: asyncpg.Record) -> PaymentRecord:
 
 
 class Methods:
-    """Payment methods in `payment_methods`. A kept method is never changed or removed, so with
-    `remember` the methods read last (up to that many) are read from memory after."""
+    """Payment methods in `payment_methods`. A method's token and owner never change, so with
+    `remember` the methods read last (up to that many) are kept in memory, and charged from there
+    (`get_many`). A method may be deleted, by the customer on any replica, so a replica goes on
+    answering for one it read (`get`) for at most `kept_s` seconds: a deletion stops new orders
+    that much after it is recorded."""
 
-    def __init__(self, conn: Queryable, *, remember: int = 0) -> None:
+    def __init__(self, conn: Queryable, *, remember: int = 0, kept_s: float = 2.0) -> None:
         self.conn = conn
-        self._kept: Kept[str, StoredMethod] = Kept(remember)
+        self.kept_s = kept_s
+        self._kept: Kept[str, tuple[StoredMethod, float]] = Kept(remember)
         pooled = isinstance(conn, asyncpg.Pool)
         self._adds = Coalescer("payment_methods_added", self._insert) if pooled else None
 
@@ -127,9 +136,11 @@ class Methods:
         return {}
 
     async def get(self, payment_method_id: str) -> StoredMethod | None:
-        """A kept method (None for an id that is not even a UUID)."""
-        if (kept := self._kept.get(payment_method_id)) is not None:
-            return kept
+        """A kept method, deleted or not, as read at most `kept_s` ago (None for an id that is
+        not even a UUID)."""
+        kept = self._kept.get(payment_method_id)
+        if kept is not None and kept[1] >= time.monotonic() - self.kept_s:
+            return kept[0]
         if not is_uuid(payment_method_id):
             return None
         row = await self.conn.fetchrow(
@@ -138,8 +149,35 @@ class Methods:
         if row is None:
             return None
         method = _method(row)
-        self._kept.keep(payment_method_id, method)
+        self._keep(method)
         return method
+
+    def _keep(self, method: StoredMethod) -> None:
+        self._kept.forget(method.payment_method_id)
+        self._kept.keep(method.payment_method_id, (method, time.monotonic()))
+
+    async def delete(self, payment_method_id: str) -> StoredMethod:
+        """Mark a stored method deleted (its first deletion's time kept); this replica reads it
+        from the table next time."""
+        row = await self.conn.fetchrow(
+            "UPDATE payment_methods SET deleted_at = coalesce(deleted_at, now())"
+            " WHERE payment_method_id = $1::uuid RETURNING *",
+            payment_method_id,
+        )
+        self._kept.forget(payment_method_id)
+        assert row is not None, "read before"
+        return _method(row)
+
+    async def page(self, customer_id: str, page: Page) -> list[StoredMethod]:
+        """A page of a customer's methods not deleted, newest first."""
+        args: list[object] = [customer_id, page.limit]
+        after = after_sql(page, "created_at, payment_method_id", args)
+        rows = await self.conn.fetch(
+            f"SELECT * FROM payment_methods WHERE customer_id = $1 AND deleted_at IS NULL{after}"
+            " ORDER BY created_at DESC, payment_method_id DESC LIMIT $2",
+            *args,
+        )
+        return [_method(row) for row in rows]
 
     async def get_many(
         self, payment_method_ids: list[str], *, conn: Queryable | None = None
@@ -149,8 +187,8 @@ class Methods:
         found: dict[str, StoredMethod] = {}
         missing = []
         for payment_method_id in sorted(set(payment_method_ids)):
-            if (kept := self._kept.get(payment_method_id)) is not None:
-                found[payment_method_id] = kept
+            if (kept := self._kept.get(payment_method_id)) is not None:  # any age: charged alike
+                found[payment_method_id] = kept[0]
             elif is_uuid(payment_method_id):
                 missing.append(payment_method_id)
         if missing:
@@ -160,7 +198,7 @@ class Methods:
             for row in rows:
                 method = _method(row)
                 found[method.payment_method_id] = method
-                self._kept.keep(method.payment_method_id, method)
+                self._keep(method)
         return found
 
 
@@ -190,6 +228,8 @@ def _method(row: asyncpg.Record) -> StoredMethod:
         Brand(row["brand"]),
         row["last_four"],
         row["provider_token"],
+        row["created_at"],
+        row["deleted_at"],
     )
 
 

@@ -348,6 +348,17 @@ async def test_a_step_that_never_answers_is_timed_out_and_compensated(
     await quiet_and_sound(actors, urls, prefix)
 
 
+async def test_a_deleted_payment_method_takes_no_new_order(actors: Actors) -> None:
+    product = await actors.product(stock=3)
+    card = await actors.card()
+    await actors.payments.DeletePaymentMethod(
+        payments_pb.DeletePaymentMethodRequest(payment_method_id=card), metadata=actors.customer()
+    )
+    refused = await failure(actors.place(product, 1, card))
+    assert refused.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert details_of(refused)[0].reason == "UNKNOWN_PAYMENT_METHOD"  # type: ignore[union-attr]
+
+
 async def test_create_order_checks_synchronously(actors: Actors) -> None:
     product = await actors.product(stock=1)
     card = await actors.card()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -16,6 +17,7 @@ from a4co.payments.v1 import payments_service_pb2 as pb
 from a4co.payments.v1 import payments_service_pb2_grpc as pb_grpc
 from a4co.type.v1 import money_pb2
 from services.payments.__main__ import build
+from services.payments.adapters.postgres import Methods
 from services.platform.auth import Role
 from services.platform.grpc.status import details_of
 from services.platform.local_servers import ServerUrls
@@ -287,3 +289,105 @@ async def test_an_order_is_charged_with_the_method_checked_before_from_memory(
     third = placed("c-21", unread)
     await publish_event(payments, third, third.order_id)
     assert await outcome(payments, third.order_id) == ("succeeded", "")
+
+
+def reason(error: grpc.aio.AioRpcError) -> str:
+    info = details_of(error)[0]
+    assert info is not None
+    return str(info.reason)
+
+
+async def test_a_customer_lists_their_methods_newest_first_and_deletes_one(
+    stub: pb_grpc.PaymentsServiceAsyncStub, keys: Keys
+) -> None:
+    owner = token(keys, "c-30", Role.CUSTOMER)
+    ids = [
+        (await stub.ValidatePaymentMethod(request, metadata=owner)).payment_method_id
+        for request in (
+            card(),
+            pb.ValidatePaymentMethodRequest(
+                sepa_debit=pb.SepaDebit(iban="ES91 2100 0418 4502 0005 1332", account_holder="Ana Ruiz")
+            ),
+            pb.ValidatePaymentMethodRequest(bizum=pb.Bizum(phone_number="612345678")),
+        )
+    ]
+
+    async def listed(page_size: int = 20, page_token: str = "") -> pb.ListPaymentMethodsResponse:
+        request = pb.ListPaymentMethodsRequest(page_size=page_size, page_token=page_token)
+        return await stub.ListPaymentMethods(request, metadata=owner)
+
+    first = await listed(page_size=2)
+    assert [m.payment_method_id for m in first.payment_methods] == ids[:0:-1]
+    assert [m.last_four for m in first.payment_methods] == ["5678", "1332"]
+    assert all(m.HasField("create_time") and not m.HasField("delete_time") for m in first.payment_methods)
+    deleted = await stub.DeletePaymentMethod(
+        pb.DeletePaymentMethodRequest(payment_method_id=ids[2]), metadata=owner
+    )
+    assert deleted.payment_method.HasField("delete_time")
+    # The page after the first follows on from its last method, whatever was deleted meanwhile.
+    rest = await listed(page_size=2, page_token=first.next_page_token)
+    assert ([m.payment_method_id for m in rest.payment_methods], rest.next_page_token) == ([ids[0]], "")
+    assert [m.payment_method_id for m in (await listed()).payment_methods] == ids[1::-1]
+    gone = await failure(
+        stub.GetPaymentMethod(pb.GetPaymentMethodRequest(payment_method_id=ids[2]), metadata=owner)
+    )
+    assert (gone.code(), reason(gone)) == (grpc.StatusCode.NOT_FOUND, "PAYMENT_METHOD_DELETED")
+    again = await stub.DeletePaymentMethod(
+        pb.DeletePaymentMethodRequest(payment_method_id=ids[2]), metadata=owner
+    )
+    assert again.payment_method.delete_time == deleted.payment_method.delete_time, "deleted once"
+    # Someone else's methods are theirs, and an admin's to see and delete.
+    someone = token(keys, "c-31", Role.CUSTOMER)
+    for call in (
+        stub.DeletePaymentMethod(pb.DeletePaymentMethodRequest(payment_method_id=ids[0]), metadata=someone),
+        stub.ListPaymentMethods(pb.ListPaymentMethodsRequest(customer_id="c-30"), metadata=someone),
+    ):
+        assert (await failure(call)).code() == grpc.StatusCode.PERMISSION_DENIED
+    assert (
+        await stub.ListPaymentMethods(pb.ListPaymentMethodsRequest(), metadata=someone)
+    ).payment_methods == []
+    admin = token(keys, "adm", Role.ADMIN)
+    theirs = await stub.ListPaymentMethods(pb.ListPaymentMethodsRequest(customer_id="c-30"), metadata=admin)
+    assert len(theirs.payment_methods) == 2
+    unknown = await failure(
+        stub.DeletePaymentMethod(pb.DeletePaymentMethodRequest(payment_method_id="nope"), metadata=owner)
+    )
+    assert (unknown.code(), reason(unknown)) == (
+        grpc.StatusCode.NOT_FOUND,
+        "PAYMENT_METHOD_NOT_FOUND",
+    )
+    bad = await failure(stub.ListPaymentMethods(pb.ListPaymentMethodsRequest(page_size=101), metadata=owner))
+    assert [f for f, _ in details_of(bad)[1]] == ["page_size"]
+
+
+async def test_an_order_placed_before_its_method_was_deleted_is_still_charged(
+    stub: pb_grpc.PaymentsServiceAsyncStub, payments: RunningService, keys: Keys
+) -> None:
+    owner = token(keys, "c-32", Role.CUSTOMER)
+    method_id = (await stub.ValidatePaymentMethod(card(), metadata=owner)).payment_method_id
+    await stub.DeletePaymentMethod(pb.DeletePaymentMethodRequest(payment_method_id=method_id), metadata=owner)
+    order = placed("c-32", method_id)
+    await publish_event(payments, order, order.order_id)
+    assert await outcome(payments, order.order_id) == ("succeeded", "")
+
+
+async def test_another_replica_stops_taking_a_deleted_method_once_its_copy_is_old(
+    stub: pb_grpc.PaymentsServiceAsyncStub, payments: RunningService, keys: Keys
+) -> None:
+    owner = token(keys, "c-33", Role.CUSTOMER)
+    method_id = (await stub.ValidatePaymentMethod(card(), metadata=owner)).payment_method_id
+    other = Methods(payments.infra.pool, remember=10, kept_s=1.0)  # another process's memory
+    assert (kept := await other.get(method_id)) is not None
+    assert kept.deleted_at is None
+    await stub.DeletePaymentMethod(pb.DeletePaymentMethodRequest(payment_method_id=method_id), metadata=owner)
+    started = time.monotonic()
+    still = await other.get(method_id)
+    assert still is not None
+    if time.monotonic() - started < 0.5:  # surely inside its 1 s: read from memory
+        assert still.deleted_at is None
+
+    async def deleted_there() -> bool:
+        method = await other.get(method_id)
+        return method is not None and method.deleted_at is not None
+
+    await eventually(deleted_there, timeout=10, what="the deletion seen once the copy is 1 s old")

@@ -452,6 +452,8 @@ class PaymentMethod(_message.Message):
     METHOD_TYPE_FIELD_NUMBER: _builtins.int
     CARD_BRAND_FIELD_NUMBER: _builtins.int
     LAST_FOUR_FIELD_NUMBER: _builtins.int
+    CREATE_TIME_FIELD_NUMBER: _builtins.int
+    DELETE_TIME_FIELD_NUMBER: _builtins.int
     payment_method_id: _builtins.str
     """The method's id, as returned by ValidatePaymentMethod."""
     customer_id: _builtins.str
@@ -462,6 +464,14 @@ class PaymentMethod(_message.Message):
     """The card brand, for cards."""
     last_four: _builtins.str
     """The last four digits of the card number, IBAN or phone number."""
+    @_builtins.property
+    def create_time(self) -> _timestamp_pb2.Timestamp:
+        """When ValidatePaymentMethod stored it."""
+
+    @_builtins.property
+    def delete_time(self) -> _timestamp_pb2.Timestamp:
+        """When it was deleted (DeletePaymentMethod); unset while it can be used."""
+
     def __init__(
         self,
         *,
@@ -470,10 +480,12 @@ class PaymentMethod(_message.Message):
         method_type: Global___PaymentMethodType.ValueType = ...,
         card_brand: Global___CardBrand.ValueType = ...,
         last_four: _builtins.str = ...,
+        create_time: _timestamp_pb2.Timestamp | None = ...,
+        delete_time: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "delete_time", b"delete_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["card_brand", b"card_brand", "customer_id", b"customer_id", "last_four", b"last_four", "method_type", b"method_type", "payment_method_id", b"payment_method_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["card_brand", b"card_brand", "create_time", b"create_time", "customer_id", b"customer_id", "delete_time", b"delete_time", "last_four", b"last_four", "method_type", b"method_type", "payment_method_id", b"payment_method_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -524,3 +536,112 @@ class GetPaymentMethodResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GetPaymentMethodResponse: _TypeAlias = GetPaymentMethodResponse  # noqa: Y015
+
+@_typing.final
+class ListPaymentMethodsRequest(_message.Message):
+    """ListPaymentMethodsRequest asks for a page of a customer's methods."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CUSTOMER_ID_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    customer_id: _builtins.str
+    """The customer; empty for the caller. Only an admin may name another."""
+    page_size: _builtins.int
+    """The most methods to return, 1 to 100; 20 when unset."""
+    page_token: _builtins.str
+    """The next_page_token of a previous call with the same customer_id (with
+    another one: INVALID_ARGUMENT).
+    """
+    def __init__(
+        self,
+        *,
+        customer_id: _builtins.str = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["customer_id", b"customer_id", "page_size", b"page_size", "page_token", b"page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListPaymentMethodsRequest: _TypeAlias = ListPaymentMethodsRequest  # noqa: Y015
+
+@_typing.final
+class ListPaymentMethodsResponse(_message.Message):
+    """ListPaymentMethodsResponse holds one page of methods."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PAYMENT_METHODS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """The token for the next page; empty on the last page. The next page starts
+    after this page's last method, so methods added or deleted meanwhile are
+    neither repeated nor skipped.
+    """
+    @_builtins.property
+    def payment_methods(self) -> _containers.RepeatedCompositeFieldContainer[Global___PaymentMethod]:
+        """The methods, newest first."""
+
+    def __init__(
+        self,
+        *,
+        payment_methods: _abc.Iterable[Global___PaymentMethod] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["next_page_token", b"next_page_token", "payment_methods", b"payment_methods"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListPaymentMethodsResponse: _TypeAlias = ListPaymentMethodsResponse  # noqa: Y015
+
+@_typing.final
+class DeletePaymentMethodRequest(_message.Message):
+    """DeletePaymentMethodRequest names the method to delete."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PAYMENT_METHOD_ID_FIELD_NUMBER: _builtins.int
+    payment_method_id: _builtins.str
+    """The method's id."""
+    def __init__(
+        self,
+        *,
+        payment_method_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["payment_method_id", b"payment_method_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeletePaymentMethodRequest: _TypeAlias = DeletePaymentMethodRequest  # noqa: Y015
+
+@_typing.final
+class DeletePaymentMethodResponse(_message.Message):
+    """DeletePaymentMethodResponse holds the method as deleted."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PAYMENT_METHOD_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def payment_method(self) -> Global___PaymentMethod:
+        """The method, with its delete_time."""
+
+    def __init__(
+        self,
+        *,
+        payment_method: Global___PaymentMethod | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["payment_method", b"payment_method"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["payment_method", b"payment_method"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeletePaymentMethodResponse: _TypeAlias = DeletePaymentMethodResponse  # noqa: Y015

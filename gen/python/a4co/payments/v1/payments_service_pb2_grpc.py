@@ -52,6 +52,16 @@ class PaymentsServiceStub:
                 request_serializer=a4co_dot_payments_dot_v1_dot_payments__service__pb2.GetPaymentMethodRequest.SerializeToString,
                 response_deserializer=a4co_dot_payments_dot_v1_dot_payments__service__pb2.GetPaymentMethodResponse.FromString,
                 _registered_method=True)
+        self.ListPaymentMethods = channel.unary_unary(
+                '/a4co.payments.v1.PaymentsService/ListPaymentMethods',
+                request_serializer=a4co_dot_payments_dot_v1_dot_payments__service__pb2.ListPaymentMethodsRequest.SerializeToString,
+                response_deserializer=a4co_dot_payments_dot_v1_dot_payments__service__pb2.ListPaymentMethodsResponse.FromString,
+                _registered_method=True)
+        self.DeletePaymentMethod = channel.unary_unary(
+                '/a4co.payments.v1.PaymentsService/DeletePaymentMethod',
+                request_serializer=a4co_dot_payments_dot_v1_dot_payments__service__pb2.DeletePaymentMethodRequest.SerializeToString,
+                response_deserializer=a4co_dot_payments_dot_v1_dot_payments__service__pb2.DeletePaymentMethodResponse.FromString,
+                _registered_method=True)
 
 
 class PaymentsServiceServicer:
@@ -79,7 +89,26 @@ class PaymentsServiceServicer:
     def GetPaymentMethod(self, request, context):
         """GetPaymentMethod returns a stored payment method (never its number), to
         its customer or an admin; orders uses it to check a method before taking
-        an order.
+        an order. A deleted method is NOT_FOUND (PAYMENT_METHOD_DELETED).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListPaymentMethods(self, request, context):
+        """ListPaymentMethods pages through a customer's saved payment methods,
+        newest first, the deleted ones left out. The customer or an admin may
+        call it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeletePaymentMethod(self, request, context):
+        """DeletePaymentMethod removes a saved method: no new order can use it (in
+        every payments process within 2 s), and it is no longer listed. An order
+        placed with it before is still charged, or refunded, as usual. Deleting it
+        again returns it unchanged. The customer or an admin may call it.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -102,6 +131,16 @@ def add_PaymentsServiceServicer_to_server(servicer, server):
                     servicer.GetPaymentMethod,
                     request_deserializer=a4co_dot_payments_dot_v1_dot_payments__service__pb2.GetPaymentMethodRequest.FromString,
                     response_serializer=a4co_dot_payments_dot_v1_dot_payments__service__pb2.GetPaymentMethodResponse.SerializeToString,
+            ),
+            'ListPaymentMethods': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListPaymentMethods,
+                    request_deserializer=a4co_dot_payments_dot_v1_dot_payments__service__pb2.ListPaymentMethodsRequest.FromString,
+                    response_serializer=a4co_dot_payments_dot_v1_dot_payments__service__pb2.ListPaymentMethodsResponse.SerializeToString,
+            ),
+            'DeletePaymentMethod': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeletePaymentMethod,
+                    request_deserializer=a4co_dot_payments_dot_v1_dot_payments__service__pb2.DeletePaymentMethodRequest.FromString,
+                    response_serializer=a4co_dot_payments_dot_v1_dot_payments__service__pb2.DeletePaymentMethodResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -188,6 +227,60 @@ class PaymentsService:
             '/a4co.payments.v1.PaymentsService/GetPaymentMethod',
             a4co_dot_payments_dot_v1_dot_payments__service__pb2.GetPaymentMethodRequest.SerializeToString,
             a4co_dot_payments_dot_v1_dot_payments__service__pb2.GetPaymentMethodResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListPaymentMethods(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/a4co.payments.v1.PaymentsService/ListPaymentMethods',
+            a4co_dot_payments_dot_v1_dot_payments__service__pb2.ListPaymentMethodsRequest.SerializeToString,
+            a4co_dot_payments_dot_v1_dot_payments__service__pb2.ListPaymentMethodsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeletePaymentMethod(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/a4co.payments.v1.PaymentsService/DeletePaymentMethod',
+            a4co_dot_payments_dot_v1_dot_payments__service__pb2.DeletePaymentMethodRequest.SerializeToString,
+            a4co_dot_payments_dot_v1_dot_payments__service__pb2.DeletePaymentMethodResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -46,7 +46,18 @@ class PaymentsServiceStub:
     GetPaymentMethod: _grpc.UnaryUnaryMultiCallable[_payments_service_pb2.GetPaymentMethodRequest, _payments_service_pb2.GetPaymentMethodResponse]
     """GetPaymentMethod returns a stored payment method (never its number), to
     its customer or an admin; orders uses it to check a method before taking
-    an order.
+    an order. A deleted method is NOT_FOUND (PAYMENT_METHOD_DELETED).
+    """
+    ListPaymentMethods: _grpc.UnaryUnaryMultiCallable[_payments_service_pb2.ListPaymentMethodsRequest, _payments_service_pb2.ListPaymentMethodsResponse]
+    """ListPaymentMethods pages through a customer's saved payment methods,
+    newest first, the deleted ones left out. The customer or an admin may
+    call it.
+    """
+    DeletePaymentMethod: _grpc.UnaryUnaryMultiCallable[_payments_service_pb2.DeletePaymentMethodRequest, _payments_service_pb2.DeletePaymentMethodResponse]
+    """DeletePaymentMethod removes a saved method: no new order can use it (in
+    every payments process within 2 s), and it is no longer listed. An order
+    placed with it before is still charged, or refunded, as usual. Deleting it
+    again returns it unchanged. The customer or an admin may call it.
     """
 
 @_typing.type_check_only
@@ -67,7 +78,18 @@ class PaymentsServiceAsyncStub(PaymentsServiceStub):
     GetPaymentMethod: _aio.UnaryUnaryMultiCallable[_payments_service_pb2.GetPaymentMethodRequest, _payments_service_pb2.GetPaymentMethodResponse]  # type: ignore[assignment]
     """GetPaymentMethod returns a stored payment method (never its number), to
     its customer or an admin; orders uses it to check a method before taking
-    an order.
+    an order. A deleted method is NOT_FOUND (PAYMENT_METHOD_DELETED).
+    """
+    ListPaymentMethods: _aio.UnaryUnaryMultiCallable[_payments_service_pb2.ListPaymentMethodsRequest, _payments_service_pb2.ListPaymentMethodsResponse]  # type: ignore[assignment]
+    """ListPaymentMethods pages through a customer's saved payment methods,
+    newest first, the deleted ones left out. The customer or an admin may
+    call it.
+    """
+    DeletePaymentMethod: _aio.UnaryUnaryMultiCallable[_payments_service_pb2.DeletePaymentMethodRequest, _payments_service_pb2.DeletePaymentMethodResponse]  # type: ignore[assignment]
+    """DeletePaymentMethod removes a saved method: no new order can use it (in
+    every payments process within 2 s), and it is no longer listed. An order
+    placed with it before is still charged, or refunded, as usual. Deleting it
+    again returns it unchanged. The customer or an admin may call it.
     """
 
 class PaymentsServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -103,7 +125,30 @@ class PaymentsServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_payments_service_pb2.GetPaymentMethodResponse, _abc.Awaitable[_payments_service_pb2.GetPaymentMethodResponse]]:
         """GetPaymentMethod returns a stored payment method (never its number), to
         its customer or an admin; orders uses it to check a method before taking
-        an order.
+        an order. A deleted method is NOT_FOUND (PAYMENT_METHOD_DELETED).
+        """
+
+    @_abc_1.abstractmethod
+    def ListPaymentMethods(
+        self,
+        request: _payments_service_pb2.ListPaymentMethodsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_payments_service_pb2.ListPaymentMethodsResponse, _abc.Awaitable[_payments_service_pb2.ListPaymentMethodsResponse]]:
+        """ListPaymentMethods pages through a customer's saved payment methods,
+        newest first, the deleted ones left out. The customer or an admin may
+        call it.
+        """
+
+    @_abc_1.abstractmethod
+    def DeletePaymentMethod(
+        self,
+        request: _payments_service_pb2.DeletePaymentMethodRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_payments_service_pb2.DeletePaymentMethodResponse, _abc.Awaitable[_payments_service_pb2.DeletePaymentMethodResponse]]:
+        """DeletePaymentMethod removes a saved method: no new order can use it (in
+        every payments process within 2 s), and it is no longer listed. An order
+        placed with it before is still charged, or refunded, as usual. Deleting it
+        again returns it unchanged. The customer or an admin may call it.
         """
 
 def add_PaymentsServiceServicer_to_server(servicer: PaymentsServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
