@@ -16,9 +16,9 @@ from services.platform.addresses import address_from_dict, address_to_dict, chec
 from services.platform.auth import Role, current_principal
 from services.platform.grpc.interceptor import MethodPolicy
 from services.platform.grpc.server import Registration
-from services.platform.paging import Page, check_list
+from services.platform.paging import Page, check_page
 from services.platform.timestamps import to_timestamp
-from services.platform.validation import Violations
+from services.platform.validation import MAX_KEY, Violations
 
 SERVICE = pb.DESCRIPTOR.services_by_name["OrdersService"].full_name
 MAX_TRACKING_CODE = 100  # characters
@@ -63,6 +63,20 @@ def check_create(request: pb.CreateOrderRequest) -> None:
     v.raise_if_any()
 
 
+def check_list_orders(request: pb.ListOrdersRequest) -> None:
+    """A page, and at most one of the customer and the artisan (whose are checked by role)."""
+    v = Violations()
+    check_page(v, request)
+    v.at_most(request.customer_id, "customer_id", MAX_KEY)
+    v.at_most(request.artisan_id, "artisan_id", MAX_KEY)
+    v.check(
+        not (request.customer_id and request.artisan_id),
+        "artisan_id",
+        "name the customer or the artisan, not both",
+    )
+    v.raise_if_any()
+
+
 def check_order_id(request: Any) -> None:
     """The order is required."""
     v = Violations()
@@ -89,7 +103,7 @@ def check_cancel(request: pb.CancelOrderRequest) -> None:
 POLICIES = {
     f"/{SERVICE}/CreateOrder": MethodPolicy(roles=frozenset({Role.CUSTOMER}), validator=check_create),
     f"/{SERVICE}/GetOrder": MethodPolicy(validator=check_order_id),
-    f"/{SERVICE}/ListOrders": MethodPolicy(validator=check_list),
+    f"/{SERVICE}/ListOrders": MethodPolicy(validator=check_list_orders),
     f"/{SERVICE}/CancelOrder": MethodPolicy(validator=check_cancel),
     f"/{SERVICE}/MarkOrderShipped": MethodPolicy(roles=frozenset({Role.ARTISAN}), validator=check_ship),
     f"/{SERVICE}/MarkOrderDelivered": MethodPolicy(roles=frozenset({Role.ARTISAN}), validator=check_order_id),
@@ -169,11 +183,11 @@ class OrdersServicer(pb_grpc.OrdersServiceServicer):
 
     async def ListOrders(self, request: pb.ListOrdersRequest, context: Context) -> pb.ListOrdersResponse:
         """The caller's orders, newest first."""
-        page = Page.of(request, ("orders", request.status))
+        page = Page.of(request, ("orders", request.status, request.customer_id, request.artisan_id))
         status = STATUS_FROM_PB.get(request.status)
+        column, owner = handlers.whose_orders(current_principal(), request.customer_id, request.artisan_id)
         orders, token = page.split(
-            await handlers.list_orders(self.deps, current_principal(), status, page),
-            _position,
+            await handlers.list_orders(self.deps, column, owner, status, page), _position
         )
         return pb.ListOrdersResponse(orders=[order_to_pb(o) for o in orders], next_page_token=token)
 

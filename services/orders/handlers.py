@@ -39,6 +39,7 @@ from services.platform.errors import (
     FieldViolation,
     InvalidArgumentError,
     NotFoundError,
+    PermissionDeniedError,
 )
 from services.platform.events.consumer import HandlerContext
 from services.platform.events.outbox import OutboxWriter
@@ -360,11 +361,33 @@ async def get_order(deps: Deps, principal: Principal, order_id: str) -> Order:
     return order
 
 
-async def list_orders(deps: Deps, principal: Principal, status: Status | None, page: Page) -> list[Order]:
-    """The caller's orders: a customer's purchases or an artisan's sales."""
+def whose_orders(principal: Principal, customer_id: str, artisan_id: str) -> tuple[str, str]:
+    """The orders ListOrders reads (at most one of the two named, checked): the column and its
+    value. The caller's own: a customer's purchases or an artisan's sales; an admin's, the
+    customer's or the artisan's named (INVALID_ARGUMENT naming neither); anyone else naming
+    another, PERMISSION_DENIED."""
+    if principal.role is Role.ADMIN:
+        if not (customer_id or artisan_id):
+            raise InvalidArgumentError(
+                [
+                    FieldViolation(
+                        "customer_id", "an admin names the customer or the artisan whose orders to list"
+                    )
+                ]
+            )
+        return ("artisan_id", artisan_id) if artisan_id else ("customer_id", customer_id)
     column = "artisan_id" if principal.role is Role.ARTISAN else "customer_id"
+    named = artisan_id if column == "artisan_id" else customer_id
+    other = customer_id if column == "artisan_id" else artisan_id
+    if other or named not in ("", principal.user_id):
+        raise PermissionDeniedError("NOT_OWNER", "only an admin lists the orders of another")
+    return column, principal.user_id
+
+
+async def list_orders(deps: Deps, column: str, owner: str, status: Status | None, page: Page) -> list[Order]:
+    """A page of a customer's purchases or an artisan's sales (`whose_orders`), newest first."""
     async with deps.uow() as uow:
-        return await uow.orders.page(column, principal.user_id, status, page)
+        return await uow.orders.page(column, owner, status, page)
 
 
 async def _change(

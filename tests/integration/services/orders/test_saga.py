@@ -123,6 +123,32 @@ async def test_orders_are_listed_in_pages_that_follow_on_whatever_is_placed_mean
     mixed = await failure(page(first.next_page_token, status=pb.ORDER_STATUS_CONFIRMED))
     assert mixed.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert details_of(mixed)[1] == [("page_token", OTHER_FILTERS)]
+    # An admin names whose orders to list; anyone else may name only themselves.
+    admin = token(actors.keys, "admin-1", Role.ADMIN)
+    for named in (
+        pb.ListOrdersRequest(customer_id="customer-ana"),
+        pb.ListOrdersRequest(artisan_id=actors.artisan_id),
+    ):
+        listed = await actors.orders.ListOrders(named, metadata=admin)
+        assert [o.order_id for o in listed.orders] == [newest, *placed[::-1]]
+    mine = pb.ListOrdersRequest(customer_id="customer-ana")
+    assert len((await actors.orders.ListOrders(mine, metadata=actors.customer())).orders) == 4
+    refusals = [
+        (pb.ListOrdersRequest(), admin, "INVALID_ARGUMENT"),
+        (
+            pb.ListOrdersRequest(customer_id="customer-ana"),
+            actors.customer("customer-luis"),
+            "PERMISSION_DENIED",
+        ),
+        (pb.ListOrdersRequest(artisan_id=actors.artisan_id), actors.customer(), "PERMISSION_DENIED"),
+        (pb.ListOrdersRequest(customer_id="customer-ana"), actors.artisan(), "PERMISSION_DENIED"),
+        (pb.ListOrdersRequest(customer_id="c", artisan_id="a"), admin, "INVALID_ARGUMENT"),
+    ]
+    for request, who, code in refusals:
+        refused = await failure(actors.orders.ListOrders(request, metadata=who))
+        assert refused.code().name == code, (request, refused.details())
+    nobody = await failure(actors.orders.ListOrders(pb.ListOrdersRequest(), metadata=admin))
+    assert [f for f, _ in details_of(nobody)[1]] == ["customer_id"]
 
 
 async def confirmed_under(actors: Actors, request: str) -> tuple[str, str, pb.Order]:

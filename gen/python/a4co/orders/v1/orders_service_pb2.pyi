@@ -365,13 +365,23 @@ class ListOrdersRequest(_message.Message):
     STATUS_FIELD_NUMBER: _builtins.int
     PAGE_SIZE_FIELD_NUMBER: _builtins.int
     PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    CUSTOMER_ID_FIELD_NUMBER: _builtins.int
+    ARTISAN_ID_FIELD_NUMBER: _builtins.int
     status: Global___OrderStatus.ValueType
     """Only orders in this status; all when unset."""
     page_size: _builtins.int
     """The most orders to return, 1 to 100; 20 when unset."""
     page_token: _builtins.str
-    """The next_page_token of a previous call with the same status (with another one:
-    INVALID_ARGUMENT).
+    """The next_page_token of a previous call with the same status, customer_id
+    and artisan_id (with others: INVALID_ARGUMENT).
+    """
+    customer_id: _builtins.str
+    """The customer whose purchases to list: for an admin, who names either this
+    or artisan_id; anyone else may leave it empty or name themselves.
+    """
+    artisan_id: _builtins.str
+    """The artisan whose sales to list: for an admin, who names either this or
+    customer_id; an artisan may leave it empty or name themselves.
     """
     def __init__(
         self,
@@ -379,10 +389,12 @@ class ListOrdersRequest(_message.Message):
         status: Global___OrderStatus.ValueType = ...,
         page_size: _builtins.int = ...,
         page_token: _builtins.str = ...,
+        customer_id: _builtins.str = ...,
+        artisan_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["page_size", b"page_size", "page_token", b"page_token", "status", b"status"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["artisan_id", b"artisan_id", "customer_id", b"customer_id", "page_size", b"page_size", "page_token", b"page_token", "status", b"status"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

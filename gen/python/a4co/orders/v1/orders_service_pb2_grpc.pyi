@@ -45,7 +45,8 @@ class OrdersServiceStub:
     """GetOrder returns an order to its customer, its artisan or an admin."""
     ListOrders: _grpc.UnaryUnaryMultiCallable[_orders_service_pb2.ListOrdersRequest, _orders_service_pb2.ListOrdersResponse]
     """ListOrders lists the caller's orders (a customer's purchases, or an
-    artisan's sales), newest first.
+    artisan's sales), newest first; an admin lists a customer's or an
+    artisan's, named in the request.
     """
     CancelOrder: _grpc.UnaryUnaryMultiCallable[_orders_service_pb2.CancelOrderRequest, _orders_service_pb2.CancelOrderResponse]
     """CancelOrder cancels an order before it ships; a paid order is refunded.
@@ -77,7 +78,8 @@ class OrdersServiceAsyncStub(OrdersServiceStub):
     """GetOrder returns an order to its customer, its artisan or an admin."""
     ListOrders: _aio.UnaryUnaryMultiCallable[_orders_service_pb2.ListOrdersRequest, _orders_service_pb2.ListOrdersResponse]  # type: ignore[assignment]
     """ListOrders lists the caller's orders (a customer's purchases, or an
-    artisan's sales), newest first.
+    artisan's sales), newest first; an admin lists a customer's or an
+    artisan's, named in the request.
     """
     CancelOrder: _aio.UnaryUnaryMultiCallable[_orders_service_pb2.CancelOrderRequest, _orders_service_pb2.CancelOrderResponse]  # type: ignore[assignment]
     """CancelOrder cancels an order before it ships; a paid order is refunded.
@@ -124,7 +126,8 @@ class OrdersServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_orders_service_pb2.ListOrdersResponse, _abc.Awaitable[_orders_service_pb2.ListOrdersResponse]]:
         """ListOrders lists the caller's orders (a customer's purchases, or an
-        artisan's sales), newest first.
+        artisan's sales), newest first; an admin lists a customer's or an
+        artisan's, named in the request.
         """
 
     @_abc_1.abstractmethod
