@@ -73,6 +73,7 @@ class ProductView(NamedTuple):
     available: int
     low_stock: bool
     publish_time: datetime
+    revision: int
 
 
 @dataclass(frozen=True, slots=True)

@@ -102,6 +102,7 @@ def fill_product(target: pb.Product, p: ProductView) -> None:
     target.in_stock = p.available > 0
     target.low_stock = p.low_stock
     set_timestamp(target.publish_time, p.publish_time)
+    target.revision = p.revision
 
 
 class CatalogServicer(pb_grpc.CatalogServiceServicer):

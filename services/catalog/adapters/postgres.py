@@ -36,6 +36,7 @@ _VIEW_COLUMNS = {
     "available": "coalesce(s.available, 0) AS available",
     "low_stock": "coalesce(s.low_threshold > 0 AND s.available < s.low_threshold, false) AS low_stock",
     "publish_time": "p.publish_time",
+    "revision": "p.revision",
 }
 _COLUMNS = ", ".join(_VIEW_COLUMNS[name] for name in ProductView._fields)
 _VIEW_WIDTH = len(ProductView._fields)

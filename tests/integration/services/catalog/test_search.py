@@ -403,12 +403,15 @@ async def test_a_changed_product_is_found_as_it_is_now_and_a_withdrawn_one_no_mo
         except grpc.aio.AioRpcError:
             return False
         return (
-            (product.name, product.price.amount_cents) == ("Tabla de olivo para embutidos", 4500)
+            (product.name, product.price.amount_cents, product.revision)
+            == ("Tabla de olivo para embutidos", 4500, 2)
             and "Tabla de olivo para embutidos" in await names(stub, "embutidos")
             and "Tabla de olivo para quesos" not in await names(stub, "tabla quesos")
         )
 
     await eventually(renamed, what="the product found by its new name only, at its new price")
+    found = await stub.SearchProducts(pb.SearchProductsRequest(query="embutidos"))
+    assert [r.product.revision for r in found.results if r.product.product_id == changed] == [2]
 
     # A product's events arriving in reverse: its withdrawal first, its publication last.
     for event in (

@@ -40,6 +40,7 @@ class Product(_message.Message):
     IN_STOCK_FIELD_NUMBER: _builtins.int
     LOW_STOCK_FIELD_NUMBER: _builtins.int
     PUBLISH_TIME_FIELD_NUMBER: _builtins.int
+    REVISION_FIELD_NUMBER: _builtins.int
     product_id: _builtins.str
     """The product."""
     artisan_id: _builtins.str
@@ -60,6 +61,11 @@ class Product(_message.Message):
     """Whether at least one unit is available."""
     low_stock: _builtins.bool
     """Whether the available stock is under the artisan's threshold."""
+    revision: _builtins.int
+    """The artisan's revision of the product the catalog shows: 1 at publication,
+    one more with each change (artisans' ListProducts and the product events
+    carry the same number). Withdrawn products are not shown.
+    """
     @_builtins.property
     def price(self) -> _money_pb2.Money:
         """The price of one unit."""
@@ -88,10 +94,11 @@ class Product(_message.Message):
         in_stock: _builtins.bool = ...,
         low_stock: _builtins.bool = ...,
         publish_time: _timestamp_pb2.Timestamp | None = ...,
+        revision: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["location", b"location", "price", b"price", "publish_time", b"publish_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["artisan_id", b"artisan_id", "artisan_name", b"artisan_name", "available_quantity", b"available_quantity", "category", b"category", "description", b"description", "in_stock", b"in_stock", "locality", b"locality", "location", b"location", "low_stock", b"low_stock", "name", b"name", "price", b"price", "product_id", b"product_id", "publish_time", b"publish_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["artisan_id", b"artisan_id", "artisan_name", b"artisan_name", "available_quantity", b"available_quantity", "category", b"category", "description", b"description", "in_stock", b"in_stock", "locality", b"locality", "location", b"location", "low_stock", b"low_stock", "name", b"name", "price", b"price", "product_id", b"product_id", "publish_time", b"publish_time", "revision", b"revision"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
