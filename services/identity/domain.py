@@ -135,6 +135,15 @@ def check_signup(
     v.raise_if_any()
 
 
+def check_new_password(current: str, new: str) -> None:
+    """Raise InvalidArgumentError naming every bad field of a password change."""
+    v = Violations()
+    v.filled(current, "current_password", PASSWORD_MAX)
+    if v.length(new, "new_password", PASSWORD_MIN, PASSWORD_MAX):
+        v.check(new != current, "new_password", "must differ from the current password")
+    v.raise_if_any()
+
+
 def apply_profile_update(user: User, changes: User, paths: list[str]) -> tuple[User, list[str]]:
     """The user with the fields named in `paths` taken from `changes`; returns the changed paths."""
     v = Violations()

@@ -17,7 +17,7 @@ from services.identity.adapters.mapping import (
     tokens_to_pb,
     user_to_pb,
 )
-from services.identity.domain import PASSWORD_MAX
+from services.identity.domain import PASSWORD_MAX, check_new_password
 from services.platform.auth import current_principal
 from services.platform.grpc.interceptor import MethodPolicy
 from services.platform.grpc.server import Registration
@@ -69,6 +69,11 @@ def check_update(request: pb.UpdateProfileRequest) -> None:
     v.raise_if_any()
 
 
+def check_change_password(request: pb.ChangePasswordRequest) -> None:
+    """The current password and a new one that may be a password (`check_new_password`)."""
+    check_new_password(request.current_password, request.new_password)
+
+
 POLICIES = {
     _method("Register"): MethodPolicy(public=True),
     _method("Login"): MethodPolicy(public=True, validator=check_login),
@@ -77,6 +82,7 @@ POLICIES = {
     _method("Logout"): MethodPolicy(),
     _method("GetProfile"): MethodPolicy(validator=check_get_profile),
     _method("UpdateProfile"): MethodPolicy(validator=check_update),
+    _method("ChangePassword"): MethodPolicy(validator=check_change_password),
 }
 
 
@@ -129,6 +135,15 @@ class IdentityServicer(pb_grpc.IdentityServiceServicer):
         """End the caller's session."""
         await handlers.logout(self.deps, current_principal())
         return pb.LogoutResponse()
+
+    async def ChangePassword(
+        self, request: pb.ChangePasswordRequest, context: Context
+    ) -> pb.ChangePasswordResponse:
+        """Replace the caller's password."""
+        ended = await handlers.change_password(
+            self.deps, current_principal(), request.current_password, request.new_password
+        )
+        return pb.ChangePasswordResponse(ended_sessions=ended)
 
     async def GetProfile(self, request: pb.GetProfileRequest, context: Context) -> pb.GetProfileResponse:
         """A private profile."""

@@ -21,13 +21,14 @@ from services.identity.domain import (
     TooManyLoginAttemptsError,
     User,
     apply_profile_update,
+    check_new_password,
     check_signup,
     normalise_email,
     normalise_phone,
 )
 from services.identity.ports import PasswordHasher, UnitOfWork
 from services.platform.auth import Principal, Revocations, Role, TokenIssuer, TokenVerifier
-from services.platform.errors import NotFoundError
+from services.platform.errors import FieldViolation, InvalidArgumentError, NotFoundError
 from services.platform.outages import REDIS_OUTAGES
 from services.platform.resilience import every
 from services.platform.timestamps import to_timestamp
@@ -221,6 +222,46 @@ async def logout(deps: Deps, principal: Principal) -> None:
     await _revoke_in_redis(deps, principal.session_id)
     async with deps.uow() as uow:
         await uow.sessions.revoke(principal.session_id, "logout")
+
+
+async def change_password(deps: Deps, principal: Principal, current: str, new: str) -> int:
+    """Replace the caller's password, the current one checked as a Login checks it (and counted
+    alike), end every other session of the account and announce it (PasswordChanged); returns
+    how many sessions it ended."""
+    check_new_password(current, new)
+    async with deps.uow() as uow:
+        user = await uow.users.by_id(principal.user_id)
+    if user is None:
+        raise NotFoundError("USER_NOT_FOUND", f"no user {principal.user_id}")
+    now = datetime.now(UTC)
+    async with deps.uow() as uow:
+        checks, since = await uow.logins.claim(user.email, now, deps.login_window_s)
+    if checks > deps.login_attempts:
+        raise TooManyLoginAttemptsError(
+            (since + timedelta(seconds=deps.login_window_s) - now).total_seconds()
+        )
+    try:
+        right = await deps.hasher.verify(user.password_hash, current)
+        new_hash = await deps.hasher.hash(new) if right else ""
+    except HashingBusyError:  # refused before the change: the check does not count
+        async with deps.uow() as uow:
+            await uow.logins.give_back(user.email)
+        raise
+    if not right:
+        raise InvalidArgumentError([FieldViolation("current_password", "is not this account's password")])
+    async with deps.uow() as uow:
+        await uow.users.set_password(user.user_id, new_hash)
+        ended = await uow.sessions.revoke_others(user.user_id, principal.session_id, "password changed")
+        await uow.logins.clear(user.email)
+        await uow.outbox.add(
+            events.PasswordChanged(
+                user_id=user.user_id, ended_sessions=len(ended), change_time=to_timestamp(datetime.now(UTC))
+            ),
+            aggregate_id=user.user_id,
+        )
+    for session_id in ended:
+        await _revoke_in_redis(deps, session_id)
+    return len(ended)
 
 
 async def _revoke_in_redis(deps: Deps, session_id: str) -> None:

@@ -23,6 +23,9 @@ class Users(Protocol):
     async def by_email(self, email: str) -> User | None:
         """The user with this (normalised) e-mail."""
 
+    async def set_password(self, user_id: str, password_hash: str) -> None:
+        """Store a new password hash."""
+
     async def save_profile(self, user: User) -> User:
         """Store the editable fields; returns the user as stored."""
 
@@ -38,6 +41,9 @@ class Sessions(Protocol):
 
     async def rotate(self, session_id: str, refresh_hash: str, expires_at: datetime) -> None:
         """Replace a session's refresh token."""
+
+    async def revoke_others(self, user_id: str, kept_session_id: str, reason: str) -> list[str]:
+        """End every session of the user but one; returns the ids of those it ended."""
 
     async def revoke(self, session_id: str, reason: str) -> None:
         """End a session."""

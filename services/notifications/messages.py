@@ -53,6 +53,12 @@ def profile_updated(e: Any) -> list[Note]:
     return [Note(e.user_id, "Perfil actualizado", "Hemos guardado los cambios de tu perfil.", e.user_id)]
 
 
+def password_changed(e: Any) -> list[Note]:
+    others = f" Hemos cerrado tus otras sesiones abiertas ({e.ended_sessions})." if e.ended_sessions else ""
+    text = f"La contraseña de tu cuenta ha cambiado.{others} Si no has sido tú, escríbenos cuanto antes."
+    return [Note(e.user_id, "Contraseña cambiada", text, e.user_id)]
+
+
 def artisan_onboarded(e: Any) -> list[Note]:
     return [
         Note(
@@ -227,6 +233,7 @@ def low_stock(e: Any) -> list[Note]:
 MESSAGES: dict[type[Message], Callable[[Any], list[Note]]] = {
     identity.UserRegistered: user_registered,
     identity.ProfileUpdated: profile_updated,
+    identity.PasswordChanged: password_changed,
     artisans.ArtisanOnboarded: artisan_onboarded,
     artisans.ProductPublished: product_published,
     artisans.ProductWithdrawn: product_withdrawn,

@@ -108,4 +108,7 @@ async def list_methods(deps: Deps, principal: Principal, customer_id: str, page:
 async def delete_method(deps: Deps, principal: Principal, payment_method_id: str) -> StoredMethod:
     """Delete a stored method, for its customer or an admin; again, it is returned unchanged."""
     method = await _owned(deps, principal, payment_method_id)
-    return await deps.methods.delete(method.payment_method_id)
+    deleted = await deps.methods.delete(method.payment_method_id)
+    if deleted is None:  # gone from the table since this process read it
+        raise NotFoundError("PAYMENT_METHOD_NOT_FOUND", f"no payment method {payment_method_id}")
+    return deleted

@@ -70,6 +70,14 @@ class PostgresUsers:
         )
         return _user(row) if row else None
 
+    async def set_password(self, user_id: str, password_hash: str) -> None:
+        """Store a new password hash."""
+        await self.conn.execute(
+            "UPDATE users SET password_hash = $2, updated_at = now() WHERE user_id = $1",
+            user_id,
+            password_hash,
+        )
+
     async def save_profile(self, user: User) -> User:
         """Store the editable fields."""
         row = await self.conn.fetchrow(
@@ -150,6 +158,17 @@ class PostgresSessions:
             "SELECT session_id, revoked_at FROM sessions WHERE revoked_at > $1 ORDER BY revoked_at", moment
         )
         return [(str(r["session_id"]), r["revoked_at"]) for r in rows]
+
+    async def revoke_others(self, user_id: str, kept_session_id: str, reason: str) -> list[str]:
+        """End every session of the user not ended yet but `kept_session_id`; their ids."""
+        rows = await self.conn.fetch(
+            "UPDATE sessions SET revoked_at = now(), revoke_reason = $3"
+            " WHERE user_id = $1 AND session_id <> $2 AND revoked_at IS NULL RETURNING session_id",
+            user_id,
+            kept_session_id,
+            reason,
+        )
+        return [str(r["session_id"]) for r in rows]
 
     async def revoke(self, session_id: str, reason: str) -> None:
         """End the session (the first reason is kept); an id that is not a UUID names no session."""

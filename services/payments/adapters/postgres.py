@@ -156,17 +156,16 @@ class Methods:
         self._kept.forget(method.payment_method_id)
         self._kept.keep(method.payment_method_id, (method, time.monotonic()))
 
-    async def delete(self, payment_method_id: str) -> StoredMethod:
-        """Mark a stored method deleted (its first deletion's time kept); this replica reads it
-        from the table next time."""
+    async def delete(self, payment_method_id: str) -> StoredMethod | None:
+        """Mark a stored method deleted (its first deletion's time kept; None when the table has
+        no such method); this replica reads it from the table next time."""
         row = await self.conn.fetchrow(
             "UPDATE payment_methods SET deleted_at = coalesce(deleted_at, now())"
             " WHERE payment_method_id = $1::uuid RETURNING *",
             payment_method_id,
         )
         self._kept.forget(payment_method_id)
-        assert row is not None, "read before"
-        return _method(row)
+        return _method(row) if row else None
 
     async def page(self, customer_id: str, page: Page) -> list[StoredMethod]:
         """A page of a customer's methods not deleted, newest first."""

@@ -80,3 +80,14 @@ def test_every_code_the_orders_api_documents_has_words() -> None:
     documented = set(re.findall(r'"([A-Z_]+)"', comment.split("OrderStatus status = 8;")[1]))
     assert len(documented) >= 11
     assert documented == set(WHY_CANCELLED) == set(CANCEL_REASONS), "orders counts each apart"
+
+
+def test_a_password_change_tells_its_user_and_how_many_sessions_it_ended() -> None:
+    from a4co.identity.events.v1 import identity_events_pb2 as identity
+    from services.notifications.messages import MESSAGES
+
+    notes = MESSAGES[identity.PasswordChanged](identity.PasswordChanged(user_id="u-1", ended_sessions=2))
+    assert [(n.recipient_id, n.title) for n in notes] == [("u-1", "Contraseña cambiada")]
+    assert "otras sesiones abiertas (2)" in notes[0].body
+    alone = MESSAGES[identity.PasswordChanged](identity.PasswordChanged(user_id="u-1"))
+    assert "sesiones" not in alone[0].body

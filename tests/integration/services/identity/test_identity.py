@@ -26,7 +26,14 @@ from services.identity.domain import LOGIN_ATTEMPTS, LOGIN_WINDOW_S
 from services.platform.auth import RedisRevocations, Role
 from services.platform.grpc.status import details_of
 from services.platform.local_servers import ServerUrls
-from tests.integration.services.harness import Keys, RunningService, bearer, running_service, settings_for
+from tests.integration.services.harness import (
+    Keys,
+    RunningService,
+    bearer,
+    running_service,
+    settings_for,
+    stream_events,
+)
 from tests.support.rpc import failure
 from tests.support.waiting import eventually
 
@@ -554,3 +561,68 @@ async def test_an_admin_reads_any_profile(identity_with_admin: RunningService) -
         pb.GetProfileRequest(user_id=user.user_id), metadata=bearer(admin.tokens.access_token)
     )
     assert profile.user.email == "cliente@example.es"
+
+
+async def test_a_password_change_ends_the_other_sessions_and_is_announced(
+    stub: pb_grpc.IdentityServiceAsyncStub, identity: RunningService
+) -> None:
+    await register(stub, "rosa@example.es")  # sign-up's own session: one of the others
+    here = (await login(stub, "rosa@example.es")).tokens
+    elsewhere = (await login(stub, "rosa@example.es")).tokens
+    new = "otra-clave-de-rosa-2026"
+    changed = await stub.ChangePassword(
+        pb.ChangePasswordRequest(current_password=PASSWORD, new_password=new),
+        metadata=bearer(here.access_token),
+    )
+    assert changed.ended_sessions == 2
+    # This session goes on; the others end at once, refresh tokens included.
+    assert (await stub.GetProfile(pb.GetProfileRequest(), metadata=bearer(here.access_token))).user.email
+    ended = await failure(stub.GetProfile(pb.GetProfileRequest(), metadata=bearer(elsewhere.access_token)))
+    assert details_of(ended)[0].reason == "TOKEN_REVOKED"  # type: ignore[union-attr]
+    refused = await failure(stub.RefreshToken(pb.RefreshTokenRequest(refresh_token=elsewhere.refresh_token)))
+    assert details_of(refused)[0].reason == "SESSION_REVOKED"  # type: ignore[union-attr]
+    # Only the new password signs in now.
+    old = await failure(stub.Login(pb.LoginRequest(email="rosa@example.es", password=PASSWORD)))
+    assert old.code() == grpc.StatusCode.UNAUTHENTICATED
+    assert (await stub.Login(pb.LoginRequest(email="rosa@example.es", password=new))).tokens.access_token
+    me = (await stub.GetProfile(pb.GetProfileRequest(), metadata=bearer(here.access_token))).user.user_id
+
+    async def announced() -> list[tuple[str, int]]:
+        return [
+            (e.payload.user_id, e.payload.ended_sessions)  # type: ignore[attr-defined]
+            for e in await stream_events(identity, "IDENTITY")
+            if e.definition.name == "PasswordChanged"
+        ]
+
+    async def published() -> bool:
+        return bool(await announced())
+
+    await eventually(published, what="PasswordChanged published")
+    assert await announced() == [(me, 2)]
+
+
+async def test_a_wrong_current_password_is_named_and_counted_as_a_login_check(
+    stub: pb_grpc.IdentityServiceAsyncStub,
+) -> None:
+    await register(stub, "pablo@example.es")
+    me = bearer((await login(stub, "pablo@example.es")).tokens.access_token)
+
+    def change(current: str, new: str = "nueva-clave-de-pablo") -> Awaitable[pb.ChangePasswordResponse]:
+        return stub.ChangePassword(
+            pb.ChangePasswordRequest(current_password=current, new_password=new), metadata=me
+        )
+
+    bad = await failure(change("", "corta"))
+    assert [f for f, _ in details_of(bad)[1]] == ["current_password", "new_password"]
+    same = await failure(change(PASSWORD, PASSWORD))
+    assert details_of(same)[1] == [("new_password", "must differ from the current password")]
+    for _ in range(LOGIN_ATTEMPTS):
+        wrong = await failure(change("no-es-la-clave-123"))
+        assert details_of(wrong)[1] == [("current_password", "is not this account's password")]
+    # Past the limit the current password is not even checked, the right one included.
+    refused = await failure(change(PASSWORD))
+    assert refused_for_a_while(refused, "TOO_MANY_LOGIN_ATTEMPTS") <= LOGIN_WINDOW_S
+    unauthenticated = await failure(
+        stub.ChangePassword(pb.ChangePasswordRequest(current_password=PASSWORD, new_password="x" * 12))
+    )
+    assert unauthenticated.code() == grpc.StatusCode.UNAUTHENTICATED

@@ -391,3 +391,16 @@ async def test_another_replica_stops_taking_a_deleted_method_once_its_copy_is_ol
         return method is not None and method.deleted_at is not None
 
     await eventually(deleted_there, timeout=10, what="the deletion seen once the copy is 1 s old")
+
+
+async def test_deleting_a_method_gone_from_the_table_since_it_was_read_is_not_found(
+    stub: pb_grpc.PaymentsServiceAsyncStub, payments: RunningService, keys: Keys
+) -> None:
+    owner = token(keys, "c-34", Role.CUSTOMER)
+    method_id = (await stub.ValidatePaymentMethod(card(), metadata=owner)).payment_method_id
+    await stub.GetPaymentMethod(pb.GetPaymentMethodRequest(payment_method_id=method_id), metadata=owner)
+    await payments.infra.pool.execute("DELETE FROM payment_methods")  # kept in memory, no longer stored
+    gone = await failure(
+        stub.DeletePaymentMethod(pb.DeletePaymentMethodRequest(payment_method_id=method_id), metadata=owner)
+    )
+    assert (gone.code(), reason(gone)) == (grpc.StatusCode.NOT_FOUND, "PAYMENT_METHOD_NOT_FOUND")

@@ -72,6 +72,11 @@ class IdentityServiceStub:
                 request_serializer=a4co_dot_identity_dot_v1_dot_identity__service__pb2.UpdateProfileRequest.SerializeToString,
                 response_deserializer=a4co_dot_identity_dot_v1_dot_identity__service__pb2.UpdateProfileResponse.FromString,
                 _registered_method=True)
+        self.ChangePassword = channel.unary_unary(
+                '/a4co.identity.v1.IdentityService/ChangePassword',
+                request_serializer=a4co_dot_identity_dot_v1_dot_identity__service__pb2.ChangePasswordRequest.SerializeToString,
+                response_deserializer=a4co_dot_identity_dot_v1_dot_identity__service__pb2.ChangePasswordResponse.FromString,
+                _registered_method=True)
 
 
 class IdentityServiceServicer:
@@ -145,6 +150,18 @@ class IdentityServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ChangePassword(self, request, context):
+        """ChangePassword replaces the caller's password, given the current one, and
+        ends every other session of the account (the caller's own goes on); the
+        user is told by notifications (PasswordChanged). A wrong current password
+        is INVALID_ARGUMENT naming current_password, and counts as a Login check of
+        the account's e-mail address: past 5 in 15 minutes, RESOURCE_EXHAUSTED
+        (TOO_MANY_LOGIN_ATTEMPTS) without checking it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_IdentityServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -182,6 +199,11 @@ def add_IdentityServiceServicer_to_server(servicer, server):
                     servicer.UpdateProfile,
                     request_deserializer=a4co_dot_identity_dot_v1_dot_identity__service__pb2.UpdateProfileRequest.FromString,
                     response_serializer=a4co_dot_identity_dot_v1_dot_identity__service__pb2.UpdateProfileResponse.SerializeToString,
+            ),
+            'ChangePassword': grpc.unary_unary_rpc_method_handler(
+                    servicer.ChangePassword,
+                    request_deserializer=a4co_dot_identity_dot_v1_dot_identity__service__pb2.ChangePasswordRequest.FromString,
+                    response_serializer=a4co_dot_identity_dot_v1_dot_identity__service__pb2.ChangePasswordResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -376,6 +398,33 @@ class IdentityService:
             '/a4co.identity.v1.IdentityService/UpdateProfile',
             a4co_dot_identity_dot_v1_dot_identity__service__pb2.UpdateProfileRequest.SerializeToString,
             a4co_dot_identity_dot_v1_dot_identity__service__pb2.UpdateProfileResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ChangePassword(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/a4co.identity.v1.IdentityService/ChangePassword',
+            a4co_dot_identity_dot_v1_dot_identity__service__pb2.ChangePasswordRequest.SerializeToString,
+            a4co_dot_identity_dot_v1_dot_identity__service__pb2.ChangePasswordResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -72,6 +72,14 @@ class IdentityServiceStub:
     """UpdateProfile changes the fields named in update_mask of the caller's
     own profile (or any, for an admin).
     """
+    ChangePassword: _grpc.UnaryUnaryMultiCallable[_identity_service_pb2.ChangePasswordRequest, _identity_service_pb2.ChangePasswordResponse]
+    """ChangePassword replaces the caller's password, given the current one, and
+    ends every other session of the account (the caller's own goes on); the
+    user is told by notifications (PasswordChanged). A wrong current password
+    is INVALID_ARGUMENT naming current_password, and counts as a Login check of
+    the account's e-mail address: past 5 in 15 minutes, RESOURCE_EXHAUSTED
+    (TOO_MANY_LOGIN_ATTEMPTS) without checking it.
+    """
 
 @_typing.type_check_only
 class IdentityServiceAsyncStub(IdentityServiceStub):
@@ -116,6 +124,14 @@ class IdentityServiceAsyncStub(IdentityServiceStub):
     UpdateProfile: _aio.UnaryUnaryMultiCallable[_identity_service_pb2.UpdateProfileRequest, _identity_service_pb2.UpdateProfileResponse]  # type: ignore[assignment]
     """UpdateProfile changes the fields named in update_mask of the caller's
     own profile (or any, for an admin).
+    """
+    ChangePassword: _aio.UnaryUnaryMultiCallable[_identity_service_pb2.ChangePasswordRequest, _identity_service_pb2.ChangePasswordResponse]  # type: ignore[assignment]
+    """ChangePassword replaces the caller's password, given the current one, and
+    ends every other session of the account (the caller's own goes on); the
+    user is told by notifications (PasswordChanged). A wrong current password
+    is INVALID_ARGUMENT naming current_password, and counts as a Login check of
+    the account's e-mail address: past 5 in 15 minutes, RESOURCE_EXHAUSTED
+    (TOO_MANY_LOGIN_ATTEMPTS) without checking it.
     """
 
 class IdentityServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -200,6 +216,20 @@ class IdentityServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_identity_service_pb2.UpdateProfileResponse, _abc.Awaitable[_identity_service_pb2.UpdateProfileResponse]]:
         """UpdateProfile changes the fields named in update_mask of the caller's
         own profile (or any, for an admin).
+        """
+
+    @_abc_1.abstractmethod
+    def ChangePassword(
+        self,
+        request: _identity_service_pb2.ChangePasswordRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_identity_service_pb2.ChangePasswordResponse, _abc.Awaitable[_identity_service_pb2.ChangePasswordResponse]]:
+        """ChangePassword replaces the caller's password, given the current one, and
+        ends every other session of the account (the caller's own goes on); the
+        user is told by notifications (PasswordChanged). A wrong current password
+        is INVALID_ARGUMENT naming current_password, and counts as a Login check of
+        the account's e-mail address: past 5 in 15 minutes, RESOURCE_EXHAUSTED
+        (TOO_MANY_LOGIN_ATTEMPTS) without checking it.
         """
 
 def add_IdentityServiceServicer_to_server(servicer: IdentityServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
