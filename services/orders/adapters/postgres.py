@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 
@@ -203,16 +202,14 @@ class Products:
     def __init__(self, conn: Queryable, *, remember: int = 0, kept_s: float = 2.0) -> None:
         self.conn = conn
         self.kept_s = kept_s
-        self._kept: Kept[str, tuple[ProductInfo, float]] = Kept(remember)
+        self._kept: Kept[str, ProductInfo] = Kept(remember)
 
     async def get_many(self, product_ids: Iterable[str]) -> dict[str, ProductInfo]:
         """The products of `product_ids` that orders knows, by id."""
         found, wanted = {}, []
-        oldest = time.monotonic() - self.kept_s
         for product_id in product_ids:
-            kept = self._kept.get(product_id)
-            if kept is not None and kept[1] >= oldest:
-                found[product_id] = kept[0]
+            if (kept := self._kept.get(product_id, self.kept_s)) is not None:
+                found[product_id] = kept
             else:
                 wanted.append(product_id)
         if wanted:
@@ -223,12 +220,8 @@ class Products:
             )
             for row in rows:
                 found[row["product_id"]] = product = ProductInfo(**dict(row.items()))
-                self._keep(product)
+                self._kept.renew(product.product_id, product)
         return found
-
-    def _keep(self, product: ProductInfo) -> None:
-        self._kept.forget(product.product_id)
-        self._kept.keep(product.product_id, (product, time.monotonic()))
 
     def forget(self, product_id: str) -> None:
         """Read a product from the table next time (this replica recorded a change of it)."""
@@ -247,7 +240,7 @@ class Products:
             ),
         )
         for product in found:
-            self._keep(product)
+            self._kept.renew(product.product_id, product)
 
     async def change(self, product: ProductInfo, revision: int) -> None:
         """Record a product as of its `revision`; an older revision than the one recorded changes

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -99,7 +98,7 @@ class Methods:
     def __init__(self, conn: Queryable, *, remember: int = 0, kept_s: float = 2.0) -> None:
         self.conn = conn
         self.kept_s = kept_s
-        self._kept: Kept[str, tuple[StoredMethod, float]] = Kept(remember)
+        self._kept: Kept[str, StoredMethod] = Kept(remember)
         pooled = isinstance(conn, asyncpg.Pool)
         self._adds = Coalescer("payment_methods_added", self._insert) if pooled else None
 
@@ -138,9 +137,8 @@ class Methods:
     async def get(self, payment_method_id: str) -> StoredMethod | None:
         """A kept method, deleted or not, as read at most `kept_s` ago (None for an id that is
         not even a UUID)."""
-        kept = self._kept.get(payment_method_id)
-        if kept is not None and kept[1] >= time.monotonic() - self.kept_s:
-            return kept[0]
+        if (kept := self._kept.get(payment_method_id, self.kept_s)) is not None:
+            return kept
         if not is_uuid(payment_method_id):
             return None
         row = await self.conn.fetchrow(
@@ -149,12 +147,8 @@ class Methods:
         if row is None:
             return None
         method = _method(row)
-        self._keep(method)
+        self._kept.renew(method.payment_method_id, method)
         return method
-
-    def _keep(self, method: StoredMethod) -> None:
-        self._kept.forget(method.payment_method_id)
-        self._kept.keep(method.payment_method_id, (method, time.monotonic()))
 
     async def delete(self, payment_method_id: str) -> StoredMethod | None:
         """Mark a stored method deleted (its first deletion's time kept; None when the table has
@@ -187,7 +181,7 @@ class Methods:
         missing = []
         for payment_method_id in sorted(set(payment_method_ids)):
             if (kept := self._kept.get(payment_method_id)) is not None:  # any age: charged alike
-                found[payment_method_id] = kept[0]
+                found[payment_method_id] = kept
             elif is_uuid(payment_method_id):
                 missing.append(payment_method_id)
         if missing:
@@ -197,7 +191,7 @@ class Methods:
             for row in rows:
                 method = _method(row)
                 found[method.payment_method_id] = method
-                self._keep(method)
+                self._kept.renew(method.payment_method_id, method)
         return found
 
 

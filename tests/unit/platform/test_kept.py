@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from services.platform.kept import Kept
 
 
@@ -33,3 +35,18 @@ def test_a_forgotten_value_is_kept_anew() -> None:
     assert (kept.get("a"), len(kept)) == (None, 0)
     kept.keep("a", 2)
     assert kept.get("a") == 2
+
+
+def test_a_value_older_than_a_reader_allows_is_not_given_and_renew_reads_it_anew(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    now = [100.0]
+    monkeypatch.setattr("services.platform.kept.time.monotonic", lambda: now[0])
+    kept: Kept[str, int] = Kept(4)
+    kept.keep("a", 1)
+    now[0] += 3.0
+    assert (kept.get("a", max_age_s=2.0), kept.get("a")) == (None, 1), (
+        "too old for one, any age for the other"
+    )
+    kept.renew("a", 2)
+    assert kept.get("a", max_age_s=2.0) == 2
