@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import json
 import re
 import unicodedata
 from dataclasses import dataclass
@@ -12,6 +9,7 @@ from datetime import datetime
 from typing import NamedTuple
 
 from services.platform.errors import FieldViolation, InvalidArgumentError
+from services.platform.paging import NOT_OURS, fingerprint, pack, unpack
 
 MIN_CORRECTABLE = 4  # shorter words are stop words or too short to correct safely
 # Pages start within a search's first 10,000 results, as in Elasticsearch (its
@@ -48,7 +46,7 @@ class SearchFilters:
     def fingerprint(self) -> str:
         """A short hash of the filters."""
         fields = {name: getattr(self, name) for name in self.__slots__}  # asdict, without its deep copy
-        return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:12]
+        return fingerprint(fields)
 
 
 class ProductView(NamedTuple):
@@ -85,22 +83,21 @@ class Hit:
     distance_km: float
 
 
-def encode_page_token(offset: int, fingerprint: str) -> str:
+def encode_page_token(offset: int, filters: str) -> str:
     """An opaque token for the page starting at `offset` of the search with this fingerprint."""
-    raw = json.dumps({"o": offset, "f": fingerprint}).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+    return pack({"o": offset, "f": filters})
 
 
-def decode_page_token(token: str, fingerprint: str) -> int:
+def decode_page_token(token: str, filters: str) -> int:
     """The offset of a page token; INVALID_ARGUMENT when it is malformed or from another search."""
     if not token:
         return 0
     try:
-        data = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
+        data = unpack(token)
         offset, data_fingerprint = int(data["o"]), str(data["f"])
     except (ValueError, KeyError, TypeError):
-        raise InvalidArgumentError([FieldViolation("page_token", "is not a token from this API")]) from None
-    if data_fingerprint != fingerprint or offset < 0:
+        raise InvalidArgumentError([FieldViolation("page_token", NOT_OURS)]) from None
+    if data_fingerprint != filters or offset < 0:
         raise InvalidArgumentError([FieldViolation("page_token", "belongs to a search with other filters")])
     if offset >= MAX_PAGED:
         raise InvalidArgumentError(

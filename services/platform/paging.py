@@ -15,10 +15,11 @@ import json
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
-from typing import Protocol, Self, TypeVar
+from datetime import datetime, timedelta
+from typing import Any, Protocol, Self, TypeVar
 
 from services.platform.errors import FieldViolation, InvalidArgumentError
+from services.platform.timestamps import EPOCH
 from services.platform.validation import Violations
 
 # This module's tokens are 80 to 110 characters (a uuid key: 108); a longer one is not ours.
@@ -26,7 +27,6 @@ MAX_TOKEN = 200
 MAX_KEY = 100  # characters of an item's key in a token (a uuid's 36; loyalty's entry keys ≤ 50)
 MAX_PAGE_SIZE = 100
 DEFAULT_PAGE_SIZE = 20  # a request's page_size when unset
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 MICROSECOND = timedelta(microseconds=1)
 T = TypeVar("T")
 
@@ -64,8 +64,22 @@ def check_list(request: ListRequest) -> None:
     v.raise_if_any()
 
 
-def _fingerprint(filters: Sequence[object]) -> str:
-    return hashlib.sha256(json.dumps([str(f) for f in filters]).encode()).hexdigest()[:12]
+def fingerprint(filters: object) -> str:
+    """A short hash of a request's values that choose its items (JSON-able, or made text): a page
+    token holds it, and is refused with other values."""
+    return hashlib.sha256(json.dumps(filters, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def pack(data: object) -> str:
+    """An opaque token of JSON-able data: the base64url of its compact JSON, unpadded (this API's
+    lists' and searches' tokens alike)."""
+    return base64.urlsafe_b64encode(json.dumps(data, separators=(",", ":")).encode()).decode().rstrip("=")
+
+
+def unpack(token: str) -> Any:
+    """The data of a `pack`ed token; ValueError (json's, base64's and UTF-8's errors are) when it
+    is not one."""
+    return json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
 
 
 def _micros(time: datetime) -> int:
@@ -74,8 +88,7 @@ def _micros(time: datetime) -> int:
 
 def encode(fingerprint: str, time: datetime, key: str) -> str:
     """The token of the page after the item at (`time`, `key`) of a list with these filters."""
-    raw = json.dumps([fingerprint, _micros(time), key], separators=(",", ":")).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+    return pack([fingerprint, _micros(time), key])
 
 
 def decode(token: str, fingerprint: str, uuid_keys: bool) -> After:
@@ -84,8 +97,7 @@ def decode(token: str, fingerprint: str, uuid_keys: bool) -> After:
     if len(token) > MAX_TOKEN:
         raise InvalidArgumentError([FieldViolation("page_token", NOT_OURS)])
     try:
-        data = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
-        found, micros, key = data
+        found, micros, key = unpack(token)
         if not (
             isinstance(found, str) and type(micros) is int and isinstance(key, str) and len(key) <= MAX_KEY
         ):
@@ -115,9 +127,9 @@ class Page:
         """The page of a request checked by `check_page`. `filters`: the list's name and the
         request's values that choose its items (a token is refused with other ones); `uuid_keys`:
         whether the list's keys are uuids (a token's key is checked before it reaches SQL)."""
-        fingerprint = _fingerprint(filters)
-        after = decode(request.page_token, fingerprint, uuid_keys) if request.page_token else None
-        return cls(after, request.page_size or DEFAULT_PAGE_SIZE, fingerprint)
+        hashed = fingerprint(list(filters))
+        after = decode(request.page_token, hashed, uuid_keys) if request.page_token else None
+        return cls(after, request.page_size or DEFAULT_PAGE_SIZE, hashed)
 
     @property
     def limit(self) -> int:

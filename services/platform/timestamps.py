@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def to_timestamp(moment: datetime | None) -> Timestamp:
@@ -24,7 +24,7 @@ def to_timestamp(moment: datetime | None) -> Timestamp:
 def set_timestamp(target: Timestamp, moment: datetime) -> None:
     """Write `moment` into a message's Timestamp field in place, with no message built and copied
     (every product of a search page has one)."""
-    since = (moment if moment.tzinfo else moment.astimezone(UTC)) - _EPOCH
+    since = (moment if moment.tzinfo else moment.astimezone(UTC)) - EPOCH
     target.seconds = since.days * 86_400 + since.seconds
     target.nanos = since.microseconds * 1_000
 

@@ -1,4 +1,4 @@
-"""The in-process memory of immutable values."""
+"""The in-process memory of values, each with the moment it was kept."""
 
 from __future__ import annotations
 
