@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, tzinfo
+from datetime import UTC, datetime
 from typing import Any
 
 import grpc
@@ -12,8 +12,10 @@ from a4co.analytics.v1 import analytics_service_pb2_grpc as pb_grpc
 from a4co.type.v1 import money_pb2
 from services.analytics import handlers, periods
 from services.platform.auth import current_principal
+from services.platform.errors import FieldViolation, InvalidArgumentError
 from services.platform.grpc.interceptor import MethodPolicy
 from services.platform.grpc.server import Registration
+from services.platform.timestamps import set_timestamp
 from services.platform.validation import MAX_KEY, Violations
 
 SERVICE = pb.DESCRIPTOR.services_by_name["AnalyticsService"].full_name
@@ -51,20 +53,18 @@ INTERVALS = {
 
 
 def check_series(request: pb.GetSalesSeriesRequest) -> None:
-    """The period as GetSalesReport's, an interval, a time zone that exists, and at most
-    `MAX_BUCKETS` buckets."""
+    """The period as GetSalesReport's, an interval and a time zone that exists (the number of
+    buckets is checked as they are made, by the servicer)."""
     v = Violations()
     _check_period(v, request)
     v.check(
         request.interval in INTERVALS, "interval", "must be INTERVAL_DAY, INTERVAL_WEEK or INTERVAL_MONTH"
     )
-    zone = periods.time_zone(request.time_zone)
-    v.check(zone is not None, "time_zone", "is not an IANA time zone, such as Europe/Madrid")
-    if not v.items and zone is not None:
-        try:
-            _bounds(request, zone)
-        except periods.TooManyBucketsError as error:
-            v.add("end_time", f"the period holds {error}; choose a longer interval or a shorter period")
+    v.check(
+        periods.time_zone(request.time_zone) is not None,
+        "time_zone",
+        "is not an IANA time zone, such as Europe/Madrid",
+    )
     v.raise_if_any()
 
 
@@ -73,8 +73,17 @@ def _period(request: pb.GetSalesReportRequest | pb.GetSalesSeriesRequest) -> tup
     return request.start_time.ToDatetime(tzinfo=UTC), request.end_time.ToDatetime(tzinfo=UTC)
 
 
-def _bounds(request: pb.GetSalesSeriesRequest, zone: tzinfo) -> list[datetime]:
-    return periods.bounds(*_period(request), INTERVALS[request.interval], zone)
+def _bounds(request: pb.GetSalesSeriesRequest) -> tuple[list[datetime], datetime]:
+    """The lower bounds of a checked request's buckets, and the period's end; INVALID_ARGUMENT
+    naming end_time for more than `periods.MAX_BUCKETS`."""
+    zone = periods.time_zone(request.time_zone)
+    assert zone is not None  # checked
+    start, end = _period(request)
+    try:
+        return periods.bounds(start, end, INTERVALS[request.interval], zone), end
+    except periods.TooManyBucketsError as error:
+        message = f"the period holds {error}; choose a longer interval or a shorter period"
+        raise InvalidArgumentError([FieldViolation("end_time", message)]) from None
 
 
 POLICIES = {
@@ -123,11 +132,9 @@ class AnalyticsServicer(pb_grpc.AnalyticsServiceServicer):
         self, request: pb.GetSalesSeriesRequest, context: Context
     ) -> pb.GetSalesSeriesResponse:
         """An artisan's sales by day, week or month of a period."""
-        zone = periods.time_zone(request.time_zone)
-        assert zone is not None  # checked
-        start, end = _period(request)
+        lows, end = _bounds(request)
         artisan_id, currency, buckets = await handlers.series(
-            self.deps, current_principal(), request.artisan_id, start, _bounds(request, zone), end
+            self.deps, current_principal(), request.artisan_id, lows, end
         )
         response = pb.GetSalesSeriesResponse(
             artisan_id=artisan_id, time_zone=request.time_zone or periods.DEFAULT_TIME_ZONE
@@ -139,10 +146,10 @@ class AnalyticsServicer(pb_grpc.AnalyticsServiceServicer):
                 orders_cancelled=b.cancelled,
                 units_sold=b.units,
             )
-            bucket.start_time.FromDatetime(b.start)
-            bucket.end_time.FromDatetime(b.end)
-            bucket.gross_revenue.CopyFrom(money_pb2.Money(currency_code=currency, amount_cents=b.gross_cents))
-            bucket.refunded.CopyFrom(money_pb2.Money(currency_code=currency, amount_cents=b.refunded_cents))
+            set_timestamp(bucket.start_time, b.start)
+            set_timestamp(bucket.end_time, b.end)
+            for money, cents in ((bucket.gross_revenue, b.gross_cents), (bucket.refunded, b.refunded_cents)):
+                money.currency_code, money.amount_cents = currency, cents
         return response
 
 

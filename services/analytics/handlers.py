@@ -260,17 +260,18 @@ SELECT {_CURRENCY}, -1, 0, 0, 0
 
 
 async def series(
-    deps: Deps, principal: Principal, artisan_id: str, start: datetime, lows: list[datetime], end: datetime
+    deps: Deps, principal: Principal, artisan_id: str, lows: list[datetime], end: datetime
 ) -> tuple[str, str, list[Bucket]]:
-    """An artisan's sales in [start, end) by bucket (`lows`: their lower bounds, `periods.bounds`),
-    for that artisan or an admin; with the artisan and the currency."""
+    """An artisan's sales by bucket of [lows[0], end) (`lows`: the buckets' lower bounds,
+    `periods.bounds`), for that artisan or an admin; with the artisan and the currency."""
+    start = lows[0]
     target = _reader(principal, artisan_id, start, end)
     found: dict[int, dict[str, tuple[int, int, int]]] = {}
     currency = "EUR"
     for row in await deps.pool.fetch(_SERIES_SQL, target, start, end, lows):
         if row["k"] == -1:  # the currency's row
             currency = row["kind"]
-        elif row["k"] > 0:
+        else:  # 1 and up: every sale counted is in the period
             found.setdefault(row["k"], {})[row["kind"]] = (
                 int(row["n"]),
                 int(row["cents"]),
