@@ -229,12 +229,11 @@ async def change_password(deps: Deps, principal: Principal, current: str, new: s
     alike), end every other session of the account and announce it (PasswordChanged); returns
     how many sessions it ended."""
     check_new_password(current, new)
-    async with deps.uow() as uow:
-        user = await uow.users.by_id(principal.user_id)
-    if user is None:
-        raise NotFoundError("USER_NOT_FOUND", f"no user {principal.user_id}")
     now = datetime.now(UTC)
-    async with deps.uow() as uow:
+    async with deps.uow() as uow:  # the account and its check counted, as Login's, in one transaction
+        user = await uow.users.by_id(principal.user_id)
+        if user is None:
+            raise NotFoundError("USER_NOT_FOUND", f"no user {principal.user_id}")
         checks, since = await uow.logins.claim(user.email, now, deps.login_window_s)
     if checks > deps.login_attempts:
         raise TooManyLoginAttemptsError(
