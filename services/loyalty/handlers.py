@@ -13,7 +13,7 @@ from services.loyalty.domain import WELCOME_POINTS, purchase_points
 from services.platform.auth import Principal
 from services.platform.db import Connection, columns
 from services.platform.events.consumer import HandlerContext
-from services.platform.paging import Page, after_sql
+from services.platform.paging import Page, page_sql
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,11 +124,10 @@ async def ledger(deps: Deps, principal: Principal, user_id: str, page: Page) -> 
     """A page of a user's entries, newest first, for that user or an admin."""
     target = user_id or principal.user_id
     principal.require_self_or_admin(target)
-    args: list[object] = [target, page.limit]
-    after = after_sql(page, "created_at, entry_key", args)
+    args: list[object] = [target]
+    rest = page_sql(page, "created_at", "entry_key", args)
     rows = await deps.pool.fetch(
-        "SELECT kind, points, order_id, created_at, entry_key FROM entries"  # noqa: S608 (values bound)
-        f" WHERE user_id = $1{after} ORDER BY created_at DESC, entry_key DESC LIMIT $2",
+        f"SELECT kind, points, order_id, created_at, entry_key FROM entries WHERE user_id = $1{rest}",  # noqa: S608 (values bound)
         *args,
     )
     return [

@@ -22,7 +22,7 @@ from services.platform.auth import Principal
 from services.platform.db import Connection, Queryable, columns
 from services.platform.events.consumer import HandlerContext
 from services.platform.flow import new_id
-from services.platform.paging import Page, after_sql
+from services.platform.paging import Page, page_sql
 from services.platform.resilience import Backoff, every
 
 log = logging.getLogger(__name__)
@@ -254,15 +254,11 @@ async def list_for(
 ) -> tuple[list[Stored], int]:
     """A page of the caller's notifications, newest first (the unread ones only, with
     `unread_only`), and how many of theirs are unread in all."""
-    args: list[object] = [principal.user_id, page.limit]
+    args: list[object] = [principal.user_id]
     where = "recipient_id = $1" + (" AND read_at IS NULL" if unread_only else "")
-    where += after_sql(page, "created_at, notification_id", args)
+    where += page_sql(page, "created_at", "notification_id", args)
     async with deps.pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
-        rows = await conn.fetch(
-            f"SELECT * FROM notifications WHERE {where}"  # noqa: S608 (every value bound)
-            " ORDER BY created_at DESC, notification_id DESC LIMIT $2",
-            *args,
-        )
+        rows = await conn.fetch(f"SELECT * FROM notifications WHERE {where}", *args)  # noqa: S608 (values bound)
         unread = await _unread(conn, principal.user_id)
     return [_stored(r) for r in rows], unread
 

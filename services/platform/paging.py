@@ -155,3 +155,12 @@ def after_sql(page: Page, columns: str, args: list[object]) -> str:
         return ""
     args += [page.after.time, page.after.key]
     return f" AND ({columns}) < (${len(args) - 1}, ${len(args)})"
+
+
+def page_sql(page: Page, time_column: str, key_column: str, args: list[object]) -> str:
+    """What follows a list's own WHERE conditions: the items after the page before (`after_sql`),
+    newest first by time and key, `page.limit` of them; the values appended to `args`. The order
+    and the condition name the same columns, as keyset paging needs."""
+    condition = after_sql(page, f"{time_column}, {key_column}", args)
+    args.append(page.limit)
+    return f"{condition} ORDER BY {time_column} DESC, {key_column} DESC LIMIT ${len(args)}"

@@ -9,7 +9,7 @@ import asyncpg
 
 from services.artisans.domain import Listing, Product, Workshop
 from services.platform.db import Connection, Queryable
-from services.platform.paging import Page, after_sql
+from services.platform.paging import Page, page_sql
 from services.platform.uow import PostgresUnitOfWork
 
 
@@ -86,13 +86,10 @@ class Catalogue:
     async def products_of(self, artisan_id: str, show_withdrawn: bool, page: Page) -> list[Listing]:
         """A page of an artisan's products, newest first (those on sale only, unless
         `show_withdrawn`)."""
-        args: list[object] = [artisan_id, page.limit]
+        args: list[object] = [artisan_id]
         where = "artisan_id = $1" + ("" if show_withdrawn else " AND withdrawn_at IS NULL")
-        where += after_sql(page, "published_at, product_id", args)
-        rows = await self.conn.fetch(
-            f"SELECT * FROM products WHERE {where} ORDER BY published_at DESC, product_id DESC LIMIT $2",
-            *args,
-        )
+        where += page_sql(page, "published_at", "product_id", args)
+        rows = await self.conn.fetch(f"SELECT * FROM products WHERE {where}", *args)
         return [_listing(row) for row in rows]
 
     async def product_to_change(self, product_id: str) -> Listing | None:

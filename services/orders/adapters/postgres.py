@@ -13,7 +13,7 @@ from services.platform.db import Connection, Queryable, columns
 from services.platform.events.codec import OutgoingEvent
 from services.platform.events.outbox import OutboxWriter
 from services.platform.kept import Kept
-from services.platform.paging import Page, after_sql
+from services.platform.paging import Page, page_sql
 from services.platform.uow import PostgresUnitOfWork
 from services.platform.validation import is_uuid
 
@@ -161,14 +161,13 @@ class Orders:
     async def page(self, column: str, owner: str, status: Status | None, page: Page) -> list[Order]:
         """A page of a customer's or an artisan's (`column`) orders, newest first."""
         assert column in ("customer_id", "artisan_id")
-        args: list[object] = [owner, page.limit]
+        args: list[object] = [owner]
         where = f"{column} = $1"
         if status is not None:
             args.append(status.value)
-            where += " AND status = $3"
-        where += after_sql(page, "created_at, order_id", args)
+            where += " AND status = $2"
         rows = await self.conn.fetch(
-            f"{_SELECT} WHERE {where} ORDER BY created_at DESC, order_id DESC LIMIT $2", *args
+            f"{_SELECT} WHERE {where}{page_sql(page, 'created_at', 'order_id', args)}", *args
         )
         return [_order(r) for r in rows]
 

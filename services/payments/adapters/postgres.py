@@ -12,7 +12,7 @@ from services.payments.domain import Brand, MethodType
 from services.platform.coalesce import Coalescer
 from services.platform.db import Connection, Queryable, columns
 from services.platform.kept import Kept
-from services.platform.paging import Page, after_sql
+from services.platform.paging import Page, page_sql
 from services.platform.uow import PostgresUnitOfWork
 from services.platform.validation import is_uuid
 
@@ -163,12 +163,10 @@ class Methods:
 
     async def page(self, customer_id: str, page: Page) -> list[StoredMethod]:
         """A page of a customer's methods not deleted, newest first."""
-        args: list[object] = [customer_id, page.limit]
-        after = after_sql(page, "created_at, payment_method_id", args)
+        args: list[object] = [customer_id]
+        rest = page_sql(page, "created_at", "payment_method_id", args)
         rows = await self.conn.fetch(
-            f"SELECT * FROM payment_methods WHERE customer_id = $1 AND deleted_at IS NULL{after}"
-            " ORDER BY created_at DESC, payment_method_id DESC LIMIT $2",
-            *args,
+            f"SELECT * FROM payment_methods WHERE customer_id = $1 AND deleted_at IS NULL{rest}", *args
         )
         return [_method(row) for row in rows]
 

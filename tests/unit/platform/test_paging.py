@@ -12,7 +12,16 @@ from types import SimpleNamespace
 import pytest
 
 from services.platform.errors import InvalidArgumentError
-from services.platform.paging import MAX_TOKEN, NOT_OURS, OTHER_FILTERS, After, Page, after_sql, encode
+from services.platform.paging import (
+    MAX_TOKEN,
+    NOT_OURS,
+    OTHER_FILTERS,
+    After,
+    Page,
+    after_sql,
+    encode,
+    page_sql,
+)
 
 KEY = "0b9f7d6e-1c2a-4c3b-8d4e-5f6a7b8c9d0e"
 FILTERS = ("orders", 0)
@@ -101,3 +110,19 @@ def test_keys_other_than_uuids_are_kept_as_they_are() -> None:
 def test_tokens_are_short_enough_for_the_field() -> None:
     latest = datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC)
     assert len(encode(FINGERPRINT, latest, KEY)) <= 110 < MAX_TOKEN
+
+
+def test_a_page_orders_by_the_columns_of_its_condition_and_binds_its_limit_last() -> None:
+    first: list[object] = ["me"]
+    assert (
+        page_sql(Page.of(request(size=5), FILTERS), "created_at", "order_id", first)
+        == " ORDER BY created_at DESC, order_id DESC LIMIT $2"
+    )
+    assert first == ["me", 6]
+    time, key = items(1)[0]
+    token = encode(Page.of(request(), FILTERS).fingerprint, time, key)
+    later: list[object] = ["me"]
+    assert page_sql(Page.of(request(token), FILTERS), "created_at", "order_id", later) == (
+        " AND (created_at, order_id) < ($2, $3) ORDER BY created_at DESC, order_id DESC LIMIT $4"
+    )
+    assert later == ["me", time, key, 21]
