@@ -269,8 +269,14 @@ async def test_the_metrics_count_committed_status_changes_and_the_sagas_in_fligh
     expected = {status: n + entered.get(status, 0) for status, n in before.items()}
     await eventually(lambda: status_changes() == expected, what="every committed change counted")
     assert cancellations("CUSTOMER_CANCELLED") == by_customer + 1
-    # The gauge counts only the sagas in flight, through the `orders_waiting` partial index.
+    # The gauge counts only the sagas in flight, through the `orders_waiting` partial index. The
+    # refund is awaited first: recording it saves the order, which would undo the status forced here.
     pool = actors.svc["orders"].infra.pool
+
+    async def refunded() -> bool:
+        return bool(await pool.fetchval("SELECT refunded FROM orders WHERE order_id = $1", placed.order_id))
+
+    await eventually(refunded, what="the cancelled order refunded")
     await pool.execute("UPDATE orders SET status = 'PAID' WHERE order_id = $1", placed.order_id)
     await set_in_flight(Orders(pool))
     in_flight = {
