@@ -39,7 +39,7 @@ async def build(infra: Infrastructure) -> ServiceParts:
         registrations=[registration(deps)],
         policies=POLICIES,
         background=[
-            functools.partial(handlers.forget_ended_login_windows, deps),
+            functools.partial(handlers.forget_ended_windows, deps),
             functools.partial(
                 handlers.keep_revocations_recorded,
                 deps,

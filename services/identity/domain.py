@@ -11,7 +11,13 @@ from datetime import datetime
 
 from services.platform.addresses import check_address
 from services.platform.auth import Role
-from services.platform.errors import AlreadyExistsError, ResourceExhaustedError, UnauthenticatedError
+from services.platform.errors import (
+    AlreadyExistsError,
+    FieldViolation,
+    InvalidArgumentError,
+    ResourceExhaustedError,
+    UnauthenticatedError,
+)
 from services.platform.validation import MAX_EMAIL, Violations
 
 EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[A-Za-z]{2,}$")
@@ -72,6 +78,87 @@ class TooManyLoginAttemptsError(TryAgainLaterError):
         super().__init__(
             "TOO_MANY_LOGIN_ATTEMPTS", "too many sign-in attempts for this e-mail address", retry_after_s
         )
+
+
+# A forgotten password is reset with a code e-mailed to the account's address (decision 45): it works
+# once, for 30 minutes; an address is sent at most 3 codes an hour, counted whether an account has it
+# or not; after 5 wrong codes for an address its codes stop working. Ten characters of Crockford's
+# base32 are 50 bits: guessing within those limits has a chance of about 2^-47.
+RESET_CODE_ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"  # Crockford's base32: no I, L, O nor U
+RESET_CODE_LENGTH = 10
+RESET_CODE_TTL_S = 30 * 60
+RESET_REQUESTS = 3
+RESET_REQUESTS_WINDOW_S = 60 * 60
+RESET_WRONG_CODES = 5
+_CODE_TYPED = str.maketrans({"O": "0", "I": "1", "L": "1", "-": None, " ": None, "\t": None})
+
+
+class TooManyResetRequestsError(TryAgainLaterError):
+    """An address was sent as many reset codes as an hour allows; refused whether an account has it
+    or not, so that the refusal tells no one which addresses have accounts."""
+
+    def __init__(self, retry_after_s: float) -> None:
+        super().__init__(
+            "TOO_MANY_RESET_REQUESTS", "too many password reset codes for this e-mail address", retry_after_s
+        )
+
+
+class WrongResetCodeError(InvalidArgumentError):
+    """A code that is no live code of the address: wrong, used, expired or past the wrong ones allowed;
+    which of them is not said."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            [FieldViolation("code", "is not a code sent to this address, or it was used or has expired")],
+            reason="RESET_CODE_REJECTED",
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class ResetCode:
+    """A code that resets a password, as `RESET_CODE_LENGTH` characters of `RESET_CODE_ALPHABET`;
+    only its hash is stored."""
+
+    text: str
+
+    @classmethod
+    def new(cls) -> ResetCode:
+        """A random code."""
+        return cls("".join(secrets.choice(RESET_CODE_ALPHABET) for _ in range(RESET_CODE_LENGTH)))
+
+    @classmethod
+    def typed(cls, typed: str) -> ResetCode:
+        """The code as a person typed it: letter case, spaces and dashes do not matter, and O, I
+        and L are read as the digits they look like (Crockford's rule). It may not be a code at
+        all; then it matches none."""
+        return cls(typed.upper().translate(_CODE_TYPED))
+
+    @property
+    def hash(self) -> str:
+        """What is stored: a SHA-256 of the code (random, so no salt is needed; it lives 30 minutes)."""
+        return hashlib.sha256(self.text.encode()).hexdigest()
+
+    def __str__(self) -> str:
+        """As e-mailed: two groups of five."""
+        half = len(self.text) // 2
+        return f"{self.text[:half]}-{self.text[half:]}"
+
+
+def check_reset_request(email: str) -> None:
+    """Raise InvalidArgumentError unless `email` may be an e-mail address."""
+    v = Violations()
+    if v.at_most(email, "email", MAX_EMAIL):
+        v.check(bool(EMAIL.match(normalise_email(email))), "email", "must be an e-mail address")
+    v.raise_if_any()
+
+
+def check_reset(email: str, code: str, new_password: str) -> None:
+    """Raise InvalidArgumentError naming every bad field of a password reset."""
+    v = Violations()
+    v.filled(email, "email", MAX_EMAIL)
+    v.filled(code, "code", 4 * RESET_CODE_LENGTH)  # room for spaces and dashes
+    v.length(new_password, "new_password", PASSWORD_MIN, PASSWORD_MAX)
+    v.raise_if_any()
 
 
 class RefreshRejectedError(UnauthenticatedError):

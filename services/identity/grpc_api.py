@@ -17,7 +17,7 @@ from services.identity.adapters.mapping import (
     tokens_to_pb,
     user_to_pb,
 )
-from services.identity.domain import PASSWORD_MAX, check_new_password
+from services.identity.domain import PASSWORD_MAX, check_new_password, check_reset, check_reset_request
 from services.platform.auth import current_principal
 from services.platform.grpc.interceptor import MethodPolicy
 from services.platform.grpc.server import Registration
@@ -74,6 +74,16 @@ def check_change_password(request: pb.ChangePasswordRequest) -> None:
     check_new_password(request.current_password, request.new_password)
 
 
+def check_request_password_reset(request: pb.RequestPasswordResetRequest) -> None:
+    """An e-mail address (`check_reset_request`)."""
+    check_reset_request(request.email)
+
+
+def check_reset_password(request: pb.ResetPasswordRequest) -> None:
+    """The address, a code and a new password that may be a password (`check_reset`)."""
+    check_reset(request.email, request.code, request.new_password)
+
+
 POLICIES = {
     _method("Register"): MethodPolicy(public=True),
     _method("Login"): MethodPolicy(public=True, validator=check_login),
@@ -83,6 +93,8 @@ POLICIES = {
     _method("GetProfile"): MethodPolicy(validator=check_get_profile),
     _method("UpdateProfile"): MethodPolicy(validator=check_update),
     _method("ChangePassword"): MethodPolicy(validator=check_change_password),
+    _method("RequestPasswordReset"): MethodPolicy(public=True, validator=check_request_password_reset),
+    _method("ResetPassword"): MethodPolicy(public=True, validator=check_reset_password),
 }
 
 
@@ -144,6 +156,24 @@ class IdentityServicer(pb_grpc.IdentityServiceServicer):
             self.deps, current_principal(), request.current_password, request.new_password
         )
         return pb.ChangePasswordResponse(ended_sessions=ended)
+
+    async def RequestPasswordReset(
+        self, request: pb.RequestPasswordResetRequest, context: Context
+    ) -> pb.RequestPasswordResetResponse:
+        """E-mail a code that resets a forgotten password."""
+        expires = await handlers.request_password_reset(self.deps, request.email)
+        return pb.RequestPasswordResetResponse(expire_time=to_timestamp(expires))
+
+    async def ResetPassword(
+        self, request: pb.ResetPasswordRequest, context: Context
+    ) -> pb.ResetPasswordResponse:
+        """Set a new password with an e-mailed code, and start a session."""
+        user, tokens, ended = await handlers.reset_password(
+            self.deps, request.email, request.code, request.new_password
+        )
+        return pb.ResetPasswordResponse(
+            tokens=tokens_to_pb(tokens), user=user_to_pb(user), ended_sessions=ended
+        )
 
     async def GetProfile(self, request: pb.GetProfileRequest, context: Context) -> pb.GetProfileResponse:
         """A private profile."""

@@ -12,16 +12,24 @@ from a4co.identity.events.v1 import identity_events_pb2 as events
 from services.identity.domain import (
     LOGIN_ATTEMPTS,
     LOGIN_WINDOW_S,
+    RESET_CODE_TTL_S,
+    RESET_REQUESTS,
+    RESET_REQUESTS_WINDOW_S,
+    RESET_WRONG_CODES,
     Address,
     EmailTakenError,
     HashingBusyError,
     InvalidCredentialsError,
     RefreshRejectedError,
     RefreshToken,
+    ResetCode,
     TooManyLoginAttemptsError,
+    TooManyResetRequestsError,
     User,
+    WrongResetCodeError,
     apply_profile_update,
     check_new_password,
+    check_reset,
     check_signup,
     normalise_email,
     normalise_phone,
@@ -55,6 +63,10 @@ class Deps:
     refresh_ttl_s: int = 30 * 24 * 3600
     login_attempts: int = LOGIN_ATTEMPTS  # password checks per e-mail address per window
     login_window_s: float = LOGIN_WINDOW_S
+    reset_requests: int = RESET_REQUESTS  # codes sent to one e-mail address per window
+    reset_window_s: float = RESET_REQUESTS_WINDOW_S
+    reset_code_ttl_s: float = RESET_CODE_TTL_S
+    reset_wrong_codes: int = RESET_WRONG_CODES  # wrong codes for an address before its codes stop
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,15 +150,20 @@ async def login(deps: Deps, email: str, password: str) -> tuple[User, Tokens]:
     return user, tokens
 
 
-async def forget_ended_login_windows(deps: Deps, every_s: float = 300.0) -> None:
-    """Delete the login windows that have ended, every `every_s` (a background job: the rows of
-    addresses tried and never signed in with would otherwise stay)."""
+async def forget_ended_windows(deps: Deps, every_s: float = 300.0) -> None:
+    """Delete the login windows that have ended, and the reset requests older than both the
+    window they are counted in and a code's life, every `every_s` (a background job: the rows of
+    addresses tried and never signed in with, or asked for in vain, would otherwise stay)."""
 
     async def forget() -> None:
+        now = datetime.now(UTC)
         async with deps.uow() as uow:
-            await uow.logins.forget_ended(datetime.now(UTC), deps.login_window_s)
+            await uow.logins.forget_ended(now, deps.login_window_s)
+            await uow.resets.forget_before(
+                now - timedelta(seconds=max(deps.reset_window_s, deps.reset_code_ttl_s))
+            )
 
-    await every(every_s, forget, "forgetting the ended login windows")
+    await every(every_s, forget, "forgetting the ended login windows and reset requests")
 
 
 async def record_lost_revocations(deps: Deps) -> list[str]:
@@ -261,6 +278,83 @@ async def change_password(deps: Deps, principal: Principal, current: str, new: s
     for session_id in ended:
         await _revoke_in_redis(deps, session_id)
     return len(ended)
+
+
+async def request_password_reset(deps: Deps, email: str) -> datetime:
+    """Send the account with this address a code that resets its password (PasswordResetRequested,
+    which notifications e-mails); returns when the code stops working. An address without an
+    account is answered alike and counted alike: at most `reset_requests` per window, then
+    TooManyResetRequestsError."""
+    address, now = normalise_email(email), datetime.now(UTC)
+    expires = now + timedelta(seconds=deps.reset_code_ttl_s)
+    async with deps.uow() as uow:
+        sent, first = await uow.resets.requested(address, now - timedelta(seconds=deps.reset_window_s))
+        if sent >= deps.reset_requests:
+            assert first is not None
+            raise TooManyResetRequestsError(
+                (first + timedelta(seconds=deps.reset_window_s) - now).total_seconds()
+            )
+        user = await uow.users.by_email(address)
+        code = ResetCode.new() if user is not None else None
+        await uow.resets.add(
+            address, user.user_id if user else None, code.hash if code else None, now, expires
+        )
+        if user is not None and code is not None:
+            await uow.outbox.add(
+                events.PasswordResetRequested(
+                    user_id=user.user_id,
+                    email=user.email,
+                    display_name=user.display_name,
+                    code=str(code),
+                    expire_time=to_timestamp(expires),
+                ),
+                aggregate_id=user.user_id,
+            )
+    return expires
+
+
+async def reset_password(deps: Deps, email: str, code: str, new_password: str) -> tuple[User, Tokens, int]:
+    """Set a new password with a live code of the address, end every session of the account, and
+    start a new one; returns the user, the new session's tokens and how many sessions it ended.
+
+    The code is claimed (used) before the new password is hashed, so that two calls with it
+    cannot both reset; a hash refused because identity is busy gives the claim back. A wrong
+    code counts against the address's codes (WrongResetCodeError, the same for an address
+    without an account)."""
+    check_reset(email, code, new_password)
+    address, presented, now = normalise_email(email), ResetCode.typed(code), datetime.now(UTC)
+    async with deps.uow() as uow:
+        user_id = await uow.resets.claim(address, presented.hash, now, deps.reset_wrong_codes)
+        if user_id is None:
+            await uow.resets.count_wrong(address)
+    if user_id is None:
+        raise WrongResetCodeError()
+    try:
+        new_hash = await deps.hasher.hash(new_password)
+    except HashingBusyError:
+        async with deps.uow() as uow:
+            await uow.resets.give_back(address, presented.hash)
+        raise
+    async with deps.uow() as uow:
+        user = await uow.users.by_id(user_id)
+        assert user is not None  # a code's user is a row its table refers to
+        await uow.users.set_password(user.user_id, new_hash)
+        ended = await uow.sessions.revoke_others(user.user_id, None, "password reset")
+        await uow.resets.spend(address, now)  # the other codes sent meanwhile
+        await uow.logins.clear(address)  # the owner of the mailbox may sign in at once
+        await uow.outbox.add(
+            events.PasswordChanged(
+                user_id=user.user_id,
+                ended_sessions=len(ended),
+                change_time=to_timestamp(datetime.now(UTC)),
+                reset=True,
+            ),
+            aggregate_id=user.user_id,
+        )
+        tokens = await _start_session(deps, uow, user)
+    for session_id in ended:
+        await _revoke_in_redis(deps, session_id)
+    return user, tokens, len(ended)
 
 
 async def _revoke_in_redis(deps: Deps, session_id: str) -> None:

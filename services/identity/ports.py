@@ -42,8 +42,9 @@ class Sessions(Protocol):
     async def rotate(self, session_id: str, refresh_hash: str, expires_at: datetime) -> None:
         """Replace a session's refresh token."""
 
-    async def revoke_others(self, user_id: str, kept_session_id: str, reason: str) -> list[str]:
-        """End every session of the user but one; returns the ids of those it ended."""
+    async def revoke_others(self, user_id: str, kept_session_id: str | None, reason: str) -> list[str]:
+        """End every session of the user but `kept_session_id` (every one, with None); returns the
+        ids of those it ended."""
 
     async def revoke(self, session_id: str, reason: str) -> None:
         """End a session."""
@@ -69,6 +70,35 @@ class LoginAttempts(Protocol):
         """Forget every window that has ended by `now`; returns how many."""
 
 
+class PasswordResets(Protocol):
+    """Requests of codes that reset a password, per e-mail address (an account's or not)."""
+
+    async def requested(self, email: str, since: datetime) -> tuple[int, datetime | None]:
+        """How many codes `email` was sent after `since`, and when the first of them was; holds the
+        address until the transaction ends, so that requests made at once are counted in turn."""
+
+    async def add(
+        self, email: str, user_id: str | None, code_hash: str | None, now: datetime, expires_at: datetime
+    ) -> None:
+        """Record a request; without an account, with neither user nor code."""
+
+    async def claim(self, email: str, code_hash: str, now: datetime, wrong_allowed: int) -> str | None:
+        """The user whose live code this is (unused, unexpired, the address under `wrong_allowed`
+        wrong codes), the code now used; None when it is no live code of `email`."""
+
+    async def give_back(self, email: str, code_hash: str) -> None:
+        """Make a claimed code live again (it was not used)."""
+
+    async def count_wrong(self, email: str) -> None:
+        """Count a wrong code against the live codes of `email`."""
+
+    async def spend(self, email: str, now: datetime) -> int:
+        """Use up every live code of `email` (its password was reset); returns how many."""
+
+    async def forget_before(self, moment: datetime) -> int:
+        """Forget the requests made before `moment`; returns how many."""
+
+
 class Outbox(Protocol):
     """Events leave with the transaction."""
 
@@ -77,7 +107,7 @@ class Outbox(Protocol):
 
 
 class UnitOfWork(Protocol):
-    """One transaction over users, sessions, login attempts and the outbox."""
+    """One transaction over users, sessions, login attempts, reset codes and the outbox."""
 
     @property
     def users(self) -> Users:
@@ -90,6 +120,10 @@ class UnitOfWork(Protocol):
     @property
     def logins(self) -> LoginAttempts:
         """The password checks counted, in this transaction."""
+
+    @property
+    def resets(self) -> PasswordResets:
+        """The requests of reset codes, in this transaction."""
 
     @property
     def outbox(self) -> Outbox:

@@ -32,3 +32,20 @@ CREATE TABLE IF NOT EXISTS login_attempts (
     attempts     integer     NOT NULL,
     window_start timestamptz NOT NULL
 );
+
+-- Codes that reset a forgotten password (decision 45), one row per request of an address, an
+-- account's or not (then without user nor code), so that requests are counted alike. Only a code's
+-- hash is kept. A code is live while unused, unexpired, and its address under 5 wrong codes; rows
+-- are forgotten once older than the hour the requests are counted over.
+CREATE TABLE IF NOT EXISTS password_resets (
+    reset_id     uuid        PRIMARY KEY,
+    email        text        NOT NULL,
+    user_id      uuid        REFERENCES users (user_id),
+    code_hash    text,
+    requested_at timestamptz NOT NULL,
+    expires_at   timestamptz NOT NULL,
+    wrong_codes  integer     NOT NULL DEFAULT 0,
+    used_at      timestamptz
+);
+CREATE INDEX IF NOT EXISTS password_resets_email ON password_resets (email, requested_at);
+CREATE INDEX IF NOT EXISTS password_resets_requested ON password_resets (requested_at);

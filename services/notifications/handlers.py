@@ -83,7 +83,7 @@ class _Made:
 
 async def on_event(deps: Deps, event: Message, ctx: HandlerContext) -> None:
     """Turn an event into messages: store them, then (after commit) push and deliver them."""
-    if isinstance(event, identity.UserRegistered):
+    if isinstance(event, identity.UserRegistered | identity.PasswordResetRequested):
         await ctx.conn.execute(
             "INSERT INTO contacts (user_id, email, display_name) VALUES ($1, $2, $3)"
             " ON CONFLICT (user_id) DO UPDATE SET email = EXCLUDED.email,"
@@ -105,19 +105,19 @@ async def _store(conn: Connection, batch: list[_Made]) -> Callable[[], Awaitable
     stored ones once it commits. A user hears of an event once: a second message of it to the same
     person (an artisan buying from their own workshop) is skipped."""
     notes = [
-        (note_id, note.recipient_id, made.event_type, note.title, note.body, note.subject_id, made.event_id)
+        (note_id, n.recipient_id, made.event_type, n.title, n.body, n.subject_id, made.event_id, n.mailed)
         for made in batch
-        for note_id, note in zip(made.ids, made.notes, strict=True)
+        for note_id, n in zip(made.ids, made.notes, strict=True)
     ]
     rows = await conn.fetch(
         "INSERT INTO notifications"
-        " (notification_id, recipient_id, topic, title, body, subject_id, event_id)"
-        " SELECT m.id, m.recipient_id, m.topic, m.title, m.body, m.subject_id, m.event_id"
-        " FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::uuid[])"
-        " AS m(id, recipient_id, topic, title, body, subject_id, event_id)"
+        " (notification_id, recipient_id, topic, title, body, subject_id, event_id, mailed)"
+        " SELECT m.id, m.recipient_id, m.topic, m.title, m.body, m.subject_id, m.event_id, m.mailed"
+        " FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::uuid[],"
+        " $8::text[]) AS m(id, recipient_id, topic, title, body, subject_id, event_id, mailed)"
         " ON CONFLICT (recipient_id, event_id) DO NOTHING"
         " RETURNING *, (SELECT email FROM contacts WHERE user_id = notifications.recipient_id) AS email",
-        *columns(notes, 7),
+        *columns(notes, 8),
     )
     by_id = {str(row["notification_id"]): row for row in rows}
     stored = [by_id[note[0]] for note in notes if note[0] in by_id]  # in the order made
@@ -136,11 +136,12 @@ async def _store(conn: Connection, batch: list[_Made]) -> Callable[[], Awaitable
                 await pipe.execute()
         except Exception as exc:
             log.warning("could not push %d notifications (%r); delivering them", len(stored), exc)
-        failed = []
+        failed, secrets_sent = [], []
         for row in stored:
+            mailed = row["mailed"]
             try:
                 await deps.transport.send(
-                    Outgoing(row["recipient_id"], row["email"] or "", row["title"], row["body"])
+                    Outgoing(row["recipient_id"], row["email"] or "", row["title"], mailed or row["body"])
                 )
             except Exception as exc:  # stored and listed; tried again later (`deliver_again`)
                 log.warning(
@@ -149,6 +150,10 @@ async def _store(conn: Connection, batch: list[_Made]) -> Callable[[], Awaitable
                 failed.append((row["notification_id"], f"{type(exc).__name__}: {exc}"))
             else:
                 _DELIVERED.inc()
+                if mailed is not None:
+                    secrets_sent.append(row["notification_id"])
+        if secrets_sent:
+            await _forget_mailed(deps.pool, secrets_sent)
         if failed:
             _FAILED.inc(len(failed))
             await deps.pool.execute(
@@ -174,8 +179,8 @@ async def deliver_due(deps: Deps, limit: int = 100) -> int:
         " WHERE n.notification_id = u.notification_id AND u.notification_id IN ("
         "  SELECT notification_id FROM undelivered WHERE gave_up_at IS NULL AND next_attempt_at <= now()"
         "  ORDER BY next_attempt_at LIMIT $1 FOR UPDATE SKIP LOCKED)"
-        " RETURNING u.notification_id, u.attempts, n.recipient_id, n.title, n.body,"
-        " coalesce(c.email, '') AS email",
+        " RETURNING u.notification_id, u.attempts, n.recipient_id, n.title,"
+        " coalesce(n.mailed, n.body) AS body, n.mailed IS NOT NULL AS secret, coalesce(c.email, '') AS email",
         limit,
         DELIVERY_LEASE_S,
     )
@@ -196,6 +201,8 @@ async def deliver_due(deps: Deps, limit: int = 100) -> int:
                 gave_up,
             )
             (_GAVE_UP if gave_up else _FAILED).inc()
+            if gave_up and row["secret"]:
+                await _forget_mailed(deps.pool, [row["notification_id"]])
             if gave_up:
                 log.error(
                     "gave up delivering notification %s after %d tries: %r",
@@ -207,9 +214,19 @@ async def deliver_due(deps: Deps, limit: int = 100) -> int:
             await deps.pool.execute(
                 "DELETE FROM undelivered WHERE notification_id = $1", row["notification_id"]
             )
+            if row["secret"]:
+                await _forget_mailed(deps.pool, [row["notification_id"]])
             _DELIVERED.inc()
             delivered += 1
     return delivered
+
+
+async def _forget_mailed(pool: asyncpg.Pool, notification_ids: list[uuid.UUID]) -> None:
+    """Empty what was mailed in place of the messages' bodies (a secret, such as a reset code) once
+    it will not be mailed again."""
+    await pool.execute(
+        "UPDATE notifications SET mailed = NULL WHERE notification_id = ANY($1::uuid[])", notification_ids
+    )
 
 
 async def deliver_again(deps: Deps, every_s: float = 5.0) -> None:

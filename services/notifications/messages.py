@@ -8,7 +8,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from google.protobuf.message import Message
 
@@ -18,15 +20,19 @@ from a4co.inventory.events.v1 import inventory_events_pb2 as inventory
 from a4co.orders.events.v1 import order_events_pb2 as orders
 from a4co.payments.events.v1 import payment_events_pb2 as payments
 
+MADRID = ZoneInfo("Europe/Madrid")  # the marketplace's clock, for the times a message names
+
 
 @dataclass(frozen=True, slots=True)
 class Note:
-    """One message to one person."""
+    """One message to one person: `body` is listed, pushed and mailed, unless `mailed` is given,
+    which is mailed in its place and never listed nor pushed (a secret, such as a reset code)."""
 
     recipient_id: str
     title: str
     body: str
     subject_id: str
+    mailed: str | None = None
 
 
 def euros(cents: int) -> str:
@@ -54,9 +60,35 @@ def profile_updated(e: Any) -> list[Note]:
 
 
 def password_changed(e: Any) -> list[Note]:
+    if e.reset:
+        closed = (
+            f" Hemos cerrado todas tus sesiones abiertas ({e.ended_sessions})." if e.ended_sessions else ""
+        )
+        text = (
+            f"Has restablecido la contraseña de tu cuenta con el código que te enviamos por correo.{closed}"
+            " Si no has sido tú, escríbenos cuanto antes."
+        )
+        return [Note(e.user_id, "Contraseña restablecida", text, e.user_id)]
     others = f" Hemos cerrado tus otras sesiones abiertas ({e.ended_sessions})." if e.ended_sessions else ""
     text = f"La contraseña de tu cuenta ha cambiado.{others} Si no has sido tú, escríbenos cuanto antes."
     return [Note(e.user_id, "Contraseña cambiada", text, e.user_id)]
+
+
+def password_reset_requested(e: Any) -> list[Note]:
+    """The code goes by e-mail only: whoever holds a session of the account (listed and pushed
+    messages) must not be able to reset its password without the mailbox."""
+    until = e.expire_time.ToDatetime(tzinfo=UTC).astimezone(MADRID).strftime("%H:%M")
+    listed = (
+        "Se ha pedido restablecer la contraseña de tu cuenta y te hemos enviado un código por correo,"
+        f" válido hasta las {until} (hora de Madrid). Si no lo has pedido tú, no hagas nada:"
+        " tu contraseña no cambia."
+    )
+    mailed = (
+        f"Hola {e.display_name}: tu código para restablecer la contraseña de a4co es {e.code}."
+        f" Sirve una sola vez, hasta las {until} (hora de Madrid). Si no lo has pedido tú, ignora"
+        " este mensaje: tu contraseña no cambia."
+    )
+    return [Note(e.user_id, "Restablecer tu contraseña", listed, e.user_id, mailed)]
 
 
 def artisan_onboarded(e: Any) -> list[Note]:
@@ -234,6 +266,7 @@ MESSAGES: dict[type[Message], Callable[[Any], list[Note]]] = {
     identity.UserRegistered: user_registered,
     identity.ProfileUpdated: profile_updated,
     identity.PasswordChanged: password_changed,
+    identity.PasswordResetRequested: password_reset_requested,
     artisans.ArtisanOnboarded: artisan_onboarded,
     artisans.ProductPublished: product_published,
     artisans.ProductWithdrawn: product_withdrawn,

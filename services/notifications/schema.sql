@@ -28,6 +28,10 @@ DROP INDEX IF EXISTS notifications_unread;
 CREATE INDEX IF NOT EXISTS notifications_unread_pages
     ON notifications (recipient_id, created_at DESC, notification_id DESC) WHERE read_at IS NULL;
 
+-- What is mailed in place of `body` when it must not be listed nor pushed (a password reset's
+-- code, decision 45); emptied once the message is delivered or given up on.
+ALTER TABLE notifications ADD COLUMN IF NOT EXISTS mailed text;
+
 -- Messages whose delivery failed, to be tried again from `next_attempt_at`; a delivered one leaves
 -- the table, one given up on stays with `gave_up_at` set.
 CREATE TABLE IF NOT EXISTS undelivered (

@@ -4,6 +4,7 @@ client, with the invariants checked over the schemas afterwards."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import uuid
@@ -44,6 +45,7 @@ from services.platform.local_servers import ServerUrls
 from services.platform.resilience import Backoff
 from tests.integration.services.harness import Keys
 from tests.support.invariants import violations
+from tests.support.rpc import failure
 from tests.support.waiting import eventually
 
 Metadata = tuple[tuple[str, str], ...]
@@ -267,6 +269,48 @@ async def test_happy_path_to_delivered_across_processes(
     await eventually(a_customer_profile, timeout=30, what="the customer's public profile")
     await sound(urls, prefix)
     del supervisor
+
+
+async def test_a_forgotten_password_is_reset_with_the_code_mailed_by_notifications(
+    deployment: tuple[Supervisor, Client, str],
+) -> None:
+    supervisor, client, _ = deployment
+    email = f"luz-{uuid.uuid4().hex[:6]}@jaen.es"
+    _, before = await client.sign_up(email, identity_pb.ROLE_CUSTOMER)
+    await client.identity.RequestPasswordReset(identity_pb.RequestPasswordResetRequest(email=email))
+    outbox = supervisor.run_dir / "mail" / "outbox.jsonl"
+
+    def codes() -> list[str]:
+        lines = outbox.read_text(encoding="utf-8").splitlines() if outbox.exists() else []
+        mails = [json.loads(line) for line in lines]
+        return [
+            m["body"].split("contraseña de a4co es ")[1][:11]
+            for m in mails
+            if m["to"] == email and m["subject"] == "Restablecer tu contraseña"
+        ]
+
+    await eventually(lambda: len(codes()) == 1, timeout=30, what="the code mailed")
+    new = "clave-nueva-de-luz-2026"
+    reset = await client.identity.ResetPassword(
+        identity_pb.ResetPasswordRequest(email=email, code=codes()[0], new_password=new)
+    )
+    assert reset.ended_sessions == 2  # sign-up's and sign_up's Login
+    refused = await failure(client.identity.GetProfile(identity_pb.GetProfileRequest(), metadata=before))
+    assert refused.code() == grpc.StatusCode.UNAUTHENTICATED
+    login = await client.identity.Login(identity_pb.LoginRequest(email=email, password=new))
+    me = (("authorization", f"Bearer {login.tokens.access_token}"),)
+
+    async def told() -> list[str]:
+        listed = await client.notifications.ListNotifications(
+            notifications_pb.ListNotificationsRequest(page_size=10), metadata=me
+        )
+        return [n.title for n in listed.notifications]
+
+    async def both_told() -> bool:
+        return "Contraseña restablecida" in await told()
+
+    await eventually(both_told, timeout=30, what="the reset told")
+    assert await told() == ["Contraseña restablecida", "Restablecer tu contraseña", "¡Bienvenido a a4co!"]
 
 
 async def test_declined_and_cancelled_orders_are_compensated(

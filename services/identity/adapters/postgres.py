@@ -159,11 +159,13 @@ class PostgresSessions:
         )
         return [(str(r["session_id"]), r["revoked_at"]) for r in rows]
 
-    async def revoke_others(self, user_id: str, kept_session_id: str, reason: str) -> list[str]:
-        """End every session of the user not ended yet but `kept_session_id`; their ids."""
+    async def revoke_others(self, user_id: str, kept_session_id: str | None, reason: str) -> list[str]:
+        """End every session of the user not ended yet but `kept_session_id` (every one, with
+        None); their ids."""
         rows = await self.conn.fetch(
             "UPDATE sessions SET revoked_at = now(), revoke_reason = $3"
-            " WHERE user_id = $1 AND session_id <> $2 AND revoked_at IS NULL RETURNING session_id",
+            " WHERE user_id = $1 AND session_id IS DISTINCT FROM $2::uuid AND revoked_at IS NULL"
+            " RETURNING session_id",
             user_id,
             kept_session_id,
             reason,
@@ -226,18 +228,98 @@ class PostgresLoginAttempts:
         return int(status.rsplit(" ", 1)[1])
 
 
+class PostgresPasswordResets:
+    """Requests of reset codes in the `password_resets` table (live: unused, unexpired, and the
+    address's wrong codes under the limit)."""
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+
+    async def requested(self, email: str, since: datetime) -> tuple[int, datetime | None]:
+        """A transaction lock on the address orders the requests made at once (an address without
+        an account has no row to lock)."""
+        await self.conn.execute(
+            "SELECT pg_advisory_xact_lock(hashtextextended('password_resets:' || $1, 0))", email
+        )
+        row = await self.conn.fetchrow(
+            "SELECT count(*) AS requests, min(requested_at) AS first FROM password_resets"
+            " WHERE email = $1 AND requested_at > $2",
+            email,
+            since,
+        )
+        assert row is not None  # an aggregate returns its row
+        return int(row["requests"]), row["first"]
+
+    async def add(
+        self, email: str, user_id: str | None, code_hash: str | None, now: datetime, expires_at: datetime
+    ) -> None:
+        """Insert the request."""
+        await self.conn.execute(
+            "INSERT INTO password_resets (reset_id, email, user_id, code_hash, requested_at, expires_at)"
+            " VALUES (gen_random_uuid(), $1, $2, $3, $4, $5)",
+            email,
+            user_id,
+            code_hash,
+            now,
+            expires_at,
+        )
+
+    async def claim(self, email: str, code_hash: str, now: datetime, wrong_allowed: int) -> str | None:
+        """One statement: of two calls with the same code, one claims it."""
+        user_id = await self.conn.fetchval(
+            "UPDATE password_resets SET used_at = $3"
+            " WHERE email = $1 AND code_hash = $2 AND used_at IS NULL AND expires_at > $3"
+            " AND wrong_codes < $4 RETURNING user_id",
+            email,
+            code_hash,
+            now,
+            wrong_allowed,
+        )
+        return None if user_id is None else str(user_id)
+
+    async def give_back(self, email: str, code_hash: str) -> None:
+        """The claim undone."""
+        await self.conn.execute(
+            "UPDATE password_resets SET used_at = NULL WHERE email = $1 AND code_hash = $2", email, code_hash
+        )
+
+    async def count_wrong(self, email: str) -> None:
+        """On every unused code of the address, whichever was tried: the limit is the address's."""
+        await self.conn.execute(
+            "UPDATE password_resets SET wrong_codes = wrong_codes + 1 WHERE email = $1 AND used_at IS NULL",
+            email,
+        )
+
+    async def spend(self, email: str, now: datetime) -> int:
+        """The unused codes of the address used up."""
+        status = await self.conn.execute(
+            "UPDATE password_resets SET used_at = $2"
+            " WHERE email = $1 AND used_at IS NULL AND code_hash IS NOT NULL",
+            email,
+            now,
+        )
+        return int(status.rsplit(" ", 1)[1])
+
+    async def forget_before(self, moment: datetime) -> int:
+        """Delete the requests made before `moment`."""
+        status = await self.conn.execute("DELETE FROM password_resets WHERE requested_at < $1", moment)
+        return int(status.rsplit(" ", 1)[1])
+
+
 class IdentityUnitOfWork(PostgresUnitOfWork):
-    """Users, sessions, login attempts and the outbox in one transaction."""
+    """Users, sessions, login attempts, reset codes and the outbox in one transaction."""
 
     users: PostgresUsers
     sessions: PostgresSessions
     logins: PostgresLoginAttempts
+    resets: PostgresPasswordResets
 
     def bind(self, conn: Connection) -> None:
         """Build the repositories."""
         self.users = PostgresUsers(conn)
         self.sessions = PostgresSessions(conn)
         self.logins = PostgresLoginAttempts(conn)
+        self.resets = PostgresPasswordResets(conn)
 
 
 def unit_of_work_factory(pool: asyncpg.Pool, writer: OutboxWriter) -> IdentityUnitOfWork:

@@ -91,3 +91,36 @@ def test_a_password_change_tells_its_user_and_how_many_sessions_it_ended() -> No
     assert "otras sesiones abiertas (2)" in notes[0].body
     alone = MESSAGES[identity.PasswordChanged](identity.PasswordChanged(user_id="u-1"))
     assert "sesiones" not in alone[0].body
+
+
+def test_a_password_reset_tells_its_user_that_every_session_ended() -> None:
+    from a4co.identity.events.v1 import identity_events_pb2 as identity
+    from services.notifications.messages import MESSAGES
+
+    reset = identity.PasswordChanged(user_id="u-1", ended_sessions=3, reset=True)
+    [note] = MESSAGES[identity.PasswordChanged](reset)
+    assert (note.recipient_id, note.title) == ("u-1", "Contraseña restablecida")
+    assert "todas tus sesiones abiertas (3)" in note.body
+    assert note.mailed is None
+
+
+def test_a_reset_code_is_mailed_and_never_listed_nor_pushed() -> None:
+    from datetime import UTC, datetime
+
+    from a4co.identity.events.v1 import identity_events_pb2 as identity
+    from services.notifications.messages import MESSAGES
+    from services.platform.timestamps import to_timestamp
+
+    winter, summer = datetime(2026, 12, 1, 17, 5, tzinfo=UTC), datetime(2026, 7, 1, 17, 5, tzinfo=UTC)
+    for expires, madrid in ((winter, "18:05"), (summer, "19:05")):
+        event = identity.PasswordResetRequested(
+            user_id="u-1", email="luz@jaen.es", display_name="Luz", code="7KQ2M-9XH4P",
+            expire_time=to_timestamp(expires),
+        )  # fmt: skip
+        [note] = MESSAGES[identity.PasswordResetRequested](event)
+        assert (note.recipient_id, note.subject_id) == ("u-1", "u-1")
+        assert "7KQ2M" not in note.body, "the listed and pushed text has no code"
+        assert note.mailed is not None
+        assert "7KQ2M-9XH4P" in note.mailed
+        assert f"hasta las {madrid} (hora de Madrid)" in note.mailed
+        assert f"hasta las {madrid} (hora de Madrid)" in note.body

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import functools
+import hashlib
 import time
 from collections.abc import AsyncIterator, Awaitable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import grpc
@@ -20,10 +22,22 @@ from redis.asyncio import Redis
 from a4co.identity.v1 import identity_service_pb2 as pb
 from a4co.identity.v1 import identity_service_pb2_grpc as pb_grpc
 from a4co.type.v1 import address_pb2
+from services.identity import handlers
 from services.identity.__main__ import build
-from services.identity.adapters.postgres import PostgresLoginAttempts
-from services.identity.domain import LOGIN_ATTEMPTS, LOGIN_WINDOW_S
-from services.platform.auth import RedisRevocations, Role
+from services.identity.adapters.postgres import (
+    PostgresLoginAttempts,
+    PostgresPasswordResets,
+    unit_of_work_factory,
+)
+from services.identity.domain import (
+    LOGIN_ATTEMPTS,
+    LOGIN_WINDOW_S,
+    RESET_REQUESTS,
+    RESET_REQUESTS_WINDOW_S,
+    RESET_WRONG_CODES,
+    HashingBusyError,
+)
+from services.platform.auth import RedisRevocations, Role, TokenIssuer
 from services.platform.grpc.status import details_of
 from services.platform.local_servers import ServerUrls
 from tests.integration.services.harness import (
@@ -626,3 +640,211 @@ async def test_a_wrong_current_password_is_named_and_counted_as_a_login_check(
         stub.ChangePassword(pb.ChangePasswordRequest(current_password=PASSWORD, new_password="x" * 12))
     )
     assert unauthenticated.code() == grpc.StatusCode.UNAUTHENTICATED
+
+
+async def reset_codes(identity: RunningService) -> list[tuple[str, str, str]]:
+    """(user, address, code) of every PasswordResetRequested published so far."""
+    return [
+        (e.payload.user_id, e.payload.email, e.payload.code)  # type: ignore[attr-defined]
+        for e in await stream_events(identity, "IDENTITY")
+        if e.definition.name == "PasswordResetRequested"
+    ]
+
+
+async def mailed_code(identity: RunningService, email: str, sent: int = 1) -> str:
+    """The code of the `sent`-th reset requested for `email`, once it is published."""
+
+    async def published() -> bool:
+        return len([c for _, a, c in await reset_codes(identity) if a == email]) >= sent
+
+    await eventually(published, what=f"reset code {sent} for {email} published")
+    return [c for _, a, c in await reset_codes(identity) if a == email][sent - 1]
+
+
+async def test_a_forgotten_password_is_reset_with_the_mailed_code_and_every_session_ends(
+    stub: pb_grpc.IdentityServiceAsyncStub, identity: RunningService
+) -> None:
+    user = await register(stub, "rosa@example.es")  # sign-up's session, and one more
+    other = (await login(stub, "rosa@example.es")).tokens
+    before = datetime.now(UTC)
+    asked = await stub.RequestPasswordReset(pb.RequestPasswordResetRequest(email=" Rosa@Example.ES "))
+    lives_s = (asked.expire_time.ToDatetime(tzinfo=UTC) - before).total_seconds()
+    assert 30 * 60 - 5 < lives_s <= 30 * 60 + 5
+    code = await mailed_code(identity, "rosa@example.es")
+    assert len(code) == 11
+    assert code[5] == "-"
+    [(whose, _, _)] = await reset_codes(identity)
+    assert whose == user.user_id
+    # Only the code's hash is kept (SHA-256, as e-mailed without its dash).
+    stored = await identity.infra.pool.fetchval(
+        "SELECT code_hash FROM password_resets WHERE user_id = $1", whose
+    )
+    assert stored == hashlib.sha256(code.replace("-", "").encode()).hexdigest()
+
+    new = "nueva-clave-de-rosa-26"
+    typed = f" {code[:5].lower()} {code[6:].lower()} "  # as a person may type it
+    reset = await stub.ResetPassword(
+        pb.ResetPasswordRequest(email="rosa@example.es", code=typed, new_password=new)
+    )
+    assert (reset.user.user_id, reset.ended_sessions) == (user.user_id, 2)
+    # Every session before the reset ended, refresh tokens included; the new one works.
+    ended = await failure(stub.GetProfile(pb.GetProfileRequest(), metadata=bearer(other.access_token)))
+    assert details_of(ended)[0].reason == "TOKEN_REVOKED"  # type: ignore[union-attr]
+    refused = await failure(stub.RefreshToken(pb.RefreshTokenRequest(refresh_token=other.refresh_token)))
+    assert details_of(refused)[0].reason == "SESSION_REVOKED"  # type: ignore[union-attr]
+    me = await stub.GetProfile(pb.GetProfileRequest(), metadata=bearer(reset.tokens.access_token))
+    assert me.user.email == "rosa@example.es"
+    old = await failure(stub.Login(pb.LoginRequest(email="rosa@example.es", password=PASSWORD)))
+    assert old.code() == grpc.StatusCode.UNAUTHENTICATED
+    assert (await stub.Login(pb.LoginRequest(email="rosa@example.es", password=new))).tokens.access_token
+    # A code works once.
+    again = await failure(
+        stub.ResetPassword(pb.ResetPasswordRequest(email="rosa@example.es", code=code, new_password=PASSWORD))
+    )
+    assert again.code() == grpc.StatusCode.INVALID_ARGUMENT
+    info, violations = details_of(again)
+    assert info is not None
+    assert info.reason == "RESET_CODE_REJECTED"
+    assert [f for f, _ in violations] == ["code"]
+
+    async def changes() -> list[tuple[int, bool]]:
+        return [
+            (e.payload.ended_sessions, e.payload.reset)  # type: ignore[attr-defined]
+            for e in await stream_events(identity, "IDENTITY")
+            if e.definition.name == "PasswordChanged"
+        ]
+
+    async def announced() -> bool:
+        return bool(await changes())
+
+    await eventually(announced, what="PasswordChanged published")
+    assert await changes() == [(2, True)]
+
+
+async def test_an_address_without_an_account_is_answered_alike_and_sent_nothing(
+    stub: pb_grpc.IdentityServiceAsyncStub, identity: RunningService
+) -> None:
+    nobody = await stub.RequestPasswordReset(pb.RequestPasswordResetRequest(email="nadie@example.es"))
+    assert nobody.expire_time.seconds > 0
+    user = await register(stub, "alba@example.es")
+    await stub.RequestPasswordReset(pb.RequestPasswordResetRequest(email="alba@example.es"))
+    await mailed_code(identity, "alba@example.es")  # published after the one that was not
+    assert [(u, a) for u, a, _ in await reset_codes(identity)] == [(user.user_id, "alba@example.es")]
+    guess = await failure(
+        stub.ResetPassword(
+            pb.ResetPasswordRequest(email="nadie@example.es", code="ABCDE-FGHJK", new_password=PASSWORD)
+        )
+    )
+    assert details_of(guess)[1] == [
+        ("code", "is not a code sent to this address, or it was used or has expired")
+    ]
+
+
+async def test_reset_codes_are_limited_per_address_whether_an_account_has_it_or_not(
+    stub: pb_grpc.IdentityServiceAsyncStub, identity: RunningService
+) -> None:
+    await register(stub, "eva@example.es")
+    for address in ("eva@example.es", "nadie@example.es"):
+        for _ in range(RESET_REQUESTS):
+            await stub.RequestPasswordReset(pb.RequestPasswordResetRequest(email=address))
+        refused = await failure(
+            stub.RequestPasswordReset(pb.RequestPasswordResetRequest(email=address.upper()))
+        )
+        assert refused_for_a_while(refused, "TOO_MANY_RESET_REQUESTS") <= RESET_REQUESTS_WINDOW_S
+    # Requests made at once are each counted; another address is untouched.
+    asked = [
+        stub.RequestPasswordReset(pb.RequestPasswordResetRequest(email="juan@example.es"))
+        for _ in range(2 * RESET_REQUESTS)
+    ]
+    outcomes = await asyncio.gather(*asked, return_exceptions=True)
+    assert sum(not isinstance(o, BaseException) for o in outcomes) == RESET_REQUESTS
+    for outcome in outcomes:
+        if isinstance(outcome, BaseException):
+            refused_for_a_while(outcome, "TOO_MANY_RESET_REQUESTS")
+    # An hour later the address may ask again, and the requests older than that are forgotten.
+    pool = identity.infra.pool
+    await pool.execute("UPDATE password_resets SET requested_at = requested_at - interval '61 minutes'")
+    await stub.RequestPasswordReset(pb.RequestPasswordResetRequest(email="eva@example.es"))
+    async with pool.acquire() as conn:
+        forgotten = await PostgresPasswordResets(conn).forget_before(
+            datetime.now(UTC) - timedelta(seconds=RESET_REQUESTS_WINDOW_S)
+        )
+    assert forgotten == 3 * RESET_REQUESTS
+    assert await pool.fetchval("SELECT count(*) FROM password_resets") == 1
+
+
+async def test_wrong_and_expired_codes_are_refused_and_wrong_ones_stop_the_address_codes(
+    stub: pb_grpc.IdentityServiceAsyncStub, identity: RunningService
+) -> None:
+    email = "pablo@example.es"
+    await register(stub, email)
+
+    def reset(code: str, new: str = "nueva-clave-de-pablo") -> Awaitable[pb.ResetPasswordResponse]:
+        return stub.ResetPassword(pb.ResetPasswordRequest(email=email, code=code, new_password=new))
+
+    async def rejected(code: str) -> None:
+        refused = await failure(reset(code))
+        assert details_of(refused)[0].reason == "RESET_CODE_REJECTED"  # type: ignore[union-attr]
+
+    bad = await failure(stub.ResetPassword(pb.ResetPasswordRequest(new_password="corta")))
+    assert [f for f, _ in details_of(bad)[1]] == ["email", "code", "new_password"]
+    bad = await failure(stub.RequestPasswordReset(pb.RequestPasswordResetRequest(email="no-es-un-correo")))
+    assert details_of(bad)[1] == [("email", "must be an e-mail address")]
+
+    # An expired code is refused.
+    await stub.RequestPasswordReset(pb.RequestPasswordResetRequest(email=email))
+    expired = await mailed_code(identity, email, 1)
+    await identity.infra.pool.execute("UPDATE password_resets SET expires_at = now() - interval '1 second'")
+    await rejected(expired)
+    # A new code does not stop the one before; wrong codes up to the limit leave both live ...
+    await stub.RequestPasswordReset(pb.RequestPasswordResetRequest(email=email))
+    await stub.RequestPasswordReset(pb.RequestPasswordResetRequest(email=email))
+    first, second = await mailed_code(identity, email, 2), await mailed_code(identity, email, 3)
+    for i in range(RESET_WRONG_CODES - 1):
+        await rejected(f"WRONG-{i:05}")
+    assert (await reset(first)).ended_sessions == 1  # sign-up's session
+    # ... and a reset uses up the other codes.
+    await rejected(second)
+    # Past the limit of wrong codes, even the right one is refused until a new one is asked for.
+    await identity.infra.pool.execute(
+        "UPDATE password_resets SET requested_at = requested_at - interval '61 minutes'"
+    )
+    await stub.RequestPasswordReset(pb.RequestPasswordResetRequest(email=email))
+    right = await mailed_code(identity, email, 4)
+    for i in range(RESET_WRONG_CODES):
+        await rejected(f"WRONG-{i:05}")
+    await rejected(right)
+    await stub.RequestPasswordReset(pb.RequestPasswordResetRequest(email=email))
+    assert (await reset(await mailed_code(identity, email, 5), "otra-clave-de-pablo")).user.email == email
+
+
+class BusyHasher:
+    """A hasher that refuses every hash, as identity's does when the calls ahead would take too long."""
+
+    async def hash(self, password: str, *, sign_in: bool = False) -> str:
+        raise HashingBusyError(1.0)
+
+    async def verify(self, password_hash: str, password: str) -> bool:
+        raise HashingBusyError(1.0)
+
+
+async def test_a_reset_refused_for_busy_hashing_leaves_its_code_live(
+    stub: pb_grpc.IdentityServiceAsyncStub, identity: RunningService
+) -> None:
+    await register(stub, "luz@example.es")
+    await stub.RequestPasswordReset(pb.RequestPasswordResetRequest(email="luz@example.es"))
+    code = await mailed_code(identity, "luz@example.es")
+    infra = identity.infra
+    busy = handlers.Deps(
+        uow=functools.partial(unit_of_work_factory, infra.pool, infra.outbox),
+        hasher=BusyHasher(),
+        issuer=TokenIssuer(infra.settings.private_key()),
+        verifier=infra.verifier(infra.settings.public_key()),
+        revocations=infra.revocations,
+    )
+    with pytest.raises(HashingBusyError):
+        await handlers.reset_password(busy, "luz@example.es", code, "nueva-clave-de-luz")
+    reset = await stub.ResetPassword(
+        pb.ResetPasswordRequest(email="luz@example.es", code=code, new_password="nueva-clave-de-luz")
+    )
+    assert reset.user.email == "luz@example.es"

@@ -6,6 +6,7 @@ import json
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -24,6 +25,7 @@ from services.notifications.messages import Note
 from services.platform.auth import Role
 from services.platform.grpc.status import details_of
 from services.platform.paging import OTHER_FILTERS
+from services.platform.timestamps import to_timestamp
 from tests.integration.services.harness import (
     Keys,
     RunningService,
@@ -311,3 +313,84 @@ async def test_unread_pages_follow_on_while_messages_are_read_and_arrive(
 
 async def _holds(response: Awaitable[pb.ListNotificationsResponse], expected: int) -> bool:
     return len((await response).notifications) == expected
+
+
+def reset_requested(user_id: str, email: str, code: str) -> identity.PasswordResetRequested:
+    expires = datetime.now(UTC) + timedelta(minutes=30)
+    return identity.PasswordResetRequested(
+        user_id=user_id, email=email, display_name="Luz", code=code, expire_time=to_timestamp(expires)
+    )
+
+
+async def test_a_reset_code_is_mailed_never_listed_nor_pushed_and_forgotten_once_sent(
+    notifications: RunningService, keys: Keys, tmp_path: Path
+) -> None:
+    prefix = notifications.infra.settings.prefix
+    pubsub = notifications.infra.redis.pubsub()
+    await pubsub.subscribe(f"{prefix}:a4co:notifications:c-5")
+    await publish_event(notifications, reset_requested("c-5", "luz@jaen.es", "7KQ2M-9XH4P"), "c-5")
+    await eventually(lambda: len(mail(tmp_path)) == 1, what="the code mailed")
+    [sent] = mail(tmp_path)
+    assert (sent["to"], sent["subject"]) == ("luz@jaen.es", "Restablecer tu contraseña")
+    assert "7KQ2M-9XH4P" in sent["body"]
+    # Pushed and listed without the code: a session of the account is not its mailbox.
+    message = None
+    deadline = time.monotonic() + 15
+    while message is None and time.monotonic() < deadline:
+        message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=0.5)
+    assert message is not None
+    assert "7KQ2M" not in message["data"]
+    assert "por correo" in json.loads(message["data"])["body"]
+    stub = pb_grpc.NotificationsServiceStub(notifications.channel)
+    listed = await stub.ListNotifications(
+        pb.ListNotificationsRequest(page_size=50), metadata=token(keys, "c-5", Role.CUSTOMER)
+    )
+    assert [n.title for n in listed.notifications] == ["Restablecer tu contraseña"]
+    assert "7KQ2M" not in str(listed)
+    # Once mailed, the code is not kept.
+    pool = notifications.infra.pool
+
+    async def forgotten() -> bool:
+        return bool(await pool.fetchval("SELECT count(*) = 0 FROM notifications WHERE mailed IS NOT NULL"))
+
+    await eventually(forgotten, what="the mailed code forgotten")
+    assert await pool.fetchval("SELECT email FROM contacts WHERE user_id = 'c-5'") == "luz@jaen.es"
+    await pubsub.aclose()  # type: ignore[no-untyped-call]
+
+
+async def test_a_reset_code_that_failed_to_leave_is_kept_until_mailed_or_given_up_on(
+    retried_by_hand: RunningService, tmp_path: Path
+) -> None:
+    notifications = retried_by_hand
+    outbox = tmp_path / "mail" / "outbox.jsonl"
+    outbox.mkdir(parents=True)  # every delivery fails
+    pool = notifications.infra.pool
+    deps = handlers.Deps(pool, notifications.infra.redis, FileTransport(tmp_path / "mail"))
+    await publish_event(notifications, reset_requested("c-6", "sol@jaen.es", "ABCDE-12345"), "c-6")
+    await publish_event(notifications, reset_requested("c-7", "mar@jaen.es", "FGHJK-67890"), "c-7")
+
+    async def kept() -> list[str]:
+        return [
+            r["mailed"] for r in await pool.fetch("SELECT mailed FROM notifications ORDER BY recipient_id")
+        ]
+
+    async def waiting() -> bool:
+        return bool(await pool.fetchval("SELECT count(*) = 2 FROM undelivered"))
+
+    await eventually(waiting, what="both deliveries failed")
+    assert [("ABCDE-12345" in m, "FGHJK-67890" in m) for m in await kept()] == [(True, False), (False, True)]
+    # c-6's is given up on at its last try; c-7's is mailed when the mail server is back.
+    await pool.execute(
+        "UPDATE undelivered u SET next_attempt_at = now(), attempts = $1 FROM notifications n"
+        " WHERE n.notification_id = u.notification_id AND n.recipient_id = 'c-6'",
+        handlers.DELIVERY_ATTEMPTS - 1,
+    )
+    assert await handlers.deliver_due(deps) == 0
+    assert (await kept())[0] is None
+    outbox.rmdir()
+    await pool.execute("UPDATE undelivered SET next_attempt_at = now() WHERE gave_up_at IS NULL")
+    assert await handlers.deliver_due(deps) == 1
+    assert await kept() == [None, None]
+    [sent] = mail(tmp_path)
+    assert sent["to"] == "mar@jaen.es"
+    assert "FGHJK-67890" in sent["body"]

@@ -77,6 +77,16 @@ class IdentityServiceStub:
                 request_serializer=a4co_dot_identity_dot_v1_dot_identity__service__pb2.ChangePasswordRequest.SerializeToString,
                 response_deserializer=a4co_dot_identity_dot_v1_dot_identity__service__pb2.ChangePasswordResponse.FromString,
                 _registered_method=True)
+        self.RequestPasswordReset = channel.unary_unary(
+                '/a4co.identity.v1.IdentityService/RequestPasswordReset',
+                request_serializer=a4co_dot_identity_dot_v1_dot_identity__service__pb2.RequestPasswordResetRequest.SerializeToString,
+                response_deserializer=a4co_dot_identity_dot_v1_dot_identity__service__pb2.RequestPasswordResetResponse.FromString,
+                _registered_method=True)
+        self.ResetPassword = channel.unary_unary(
+                '/a4co.identity.v1.IdentityService/ResetPassword',
+                request_serializer=a4co_dot_identity_dot_v1_dot_identity__service__pb2.ResetPasswordRequest.SerializeToString,
+                response_deserializer=a4co_dot_identity_dot_v1_dot_identity__service__pb2.ResetPasswordResponse.FromString,
+                _registered_method=True)
 
 
 class IdentityServiceServicer:
@@ -162,6 +172,31 @@ class IdentityServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RequestPasswordReset(self, request, context):
+        """RequestPasswordReset e-mails a single-use code for ResetPassword to the
+        account with this address, valid for 30 minutes. Needs no token. The answer
+        is the same whether an account has the address or not, so that it tells no
+        one which addresses have accounts. One address is sent at most 3 codes an
+        hour, counted whether an account has it or not; past that the call is
+        RESOURCE_EXHAUSTED (reason TOO_MANY_RESET_REQUESTS, with a RetryInfo saying
+        when the hour ends). A new code does not stop the earlier ones.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ResetPassword(self, request, context):
+        """ResetPassword sets a new password with a code RequestPasswordReset e-mailed,
+        ends every session of the account, and starts a new one, as Login would.
+        Needs no token. A code works once, within 30 minutes of its request; one
+        that is wrong, used or expired is INVALID_ARGUMENT naming code. After 5
+        wrong codes for an address, the codes sent to it stop working: a new one must
+        be requested. The user is told by notifications (PasswordChanged).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_IdentityServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -204,6 +239,16 @@ def add_IdentityServiceServicer_to_server(servicer, server):
                     servicer.ChangePassword,
                     request_deserializer=a4co_dot_identity_dot_v1_dot_identity__service__pb2.ChangePasswordRequest.FromString,
                     response_serializer=a4co_dot_identity_dot_v1_dot_identity__service__pb2.ChangePasswordResponse.SerializeToString,
+            ),
+            'RequestPasswordReset': grpc.unary_unary_rpc_method_handler(
+                    servicer.RequestPasswordReset,
+                    request_deserializer=a4co_dot_identity_dot_v1_dot_identity__service__pb2.RequestPasswordResetRequest.FromString,
+                    response_serializer=a4co_dot_identity_dot_v1_dot_identity__service__pb2.RequestPasswordResetResponse.SerializeToString,
+            ),
+            'ResetPassword': grpc.unary_unary_rpc_method_handler(
+                    servicer.ResetPassword,
+                    request_deserializer=a4co_dot_identity_dot_v1_dot_identity__service__pb2.ResetPasswordRequest.FromString,
+                    response_serializer=a4co_dot_identity_dot_v1_dot_identity__service__pb2.ResetPasswordResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -425,6 +470,60 @@ class IdentityService:
             '/a4co.identity.v1.IdentityService/ChangePassword',
             a4co_dot_identity_dot_v1_dot_identity__service__pb2.ChangePasswordRequest.SerializeToString,
             a4co_dot_identity_dot_v1_dot_identity__service__pb2.ChangePasswordResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RequestPasswordReset(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/a4co.identity.v1.IdentityService/RequestPasswordReset',
+            a4co_dot_identity_dot_v1_dot_identity__service__pb2.RequestPasswordResetRequest.SerializeToString,
+            a4co_dot_identity_dot_v1_dot_identity__service__pb2.RequestPasswordResetResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ResetPassword(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/a4co.identity.v1.IdentityService/ResetPassword',
+            a4co_dot_identity_dot_v1_dot_identity__service__pb2.ResetPasswordRequest.SerializeToString,
+            a4co_dot_identity_dot_v1_dot_identity__service__pb2.ResetPasswordResponse.FromString,
             options,
             channel_credentials,
             insecure,

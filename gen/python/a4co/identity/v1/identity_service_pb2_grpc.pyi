@@ -80,6 +80,23 @@ class IdentityServiceStub:
     the account's e-mail address: past 5 in 15 minutes, RESOURCE_EXHAUSTED
     (TOO_MANY_LOGIN_ATTEMPTS) without checking it.
     """
+    RequestPasswordReset: _grpc.UnaryUnaryMultiCallable[_identity_service_pb2.RequestPasswordResetRequest, _identity_service_pb2.RequestPasswordResetResponse]
+    """RequestPasswordReset e-mails a single-use code for ResetPassword to the
+    account with this address, valid for 30 minutes. Needs no token. The answer
+    is the same whether an account has the address or not, so that it tells no
+    one which addresses have accounts. One address is sent at most 3 codes an
+    hour, counted whether an account has it or not; past that the call is
+    RESOURCE_EXHAUSTED (reason TOO_MANY_RESET_REQUESTS, with a RetryInfo saying
+    when the hour ends). A new code does not stop the earlier ones.
+    """
+    ResetPassword: _grpc.UnaryUnaryMultiCallable[_identity_service_pb2.ResetPasswordRequest, _identity_service_pb2.ResetPasswordResponse]
+    """ResetPassword sets a new password with a code RequestPasswordReset e-mailed,
+    ends every session of the account, and starts a new one, as Login would.
+    Needs no token. A code works once, within 30 minutes of its request; one
+    that is wrong, used or expired is INVALID_ARGUMENT naming code. After 5
+    wrong codes for an address, the codes sent to it stop working: a new one must
+    be requested. The user is told by notifications (PasswordChanged).
+    """
 
 @_typing.type_check_only
 class IdentityServiceAsyncStub(IdentityServiceStub):
@@ -132,6 +149,23 @@ class IdentityServiceAsyncStub(IdentityServiceStub):
     is INVALID_ARGUMENT naming current_password, and counts as a Login check of
     the account's e-mail address: past 5 in 15 minutes, RESOURCE_EXHAUSTED
     (TOO_MANY_LOGIN_ATTEMPTS) without checking it.
+    """
+    RequestPasswordReset: _aio.UnaryUnaryMultiCallable[_identity_service_pb2.RequestPasswordResetRequest, _identity_service_pb2.RequestPasswordResetResponse]  # type: ignore[assignment]
+    """RequestPasswordReset e-mails a single-use code for ResetPassword to the
+    account with this address, valid for 30 minutes. Needs no token. The answer
+    is the same whether an account has the address or not, so that it tells no
+    one which addresses have accounts. One address is sent at most 3 codes an
+    hour, counted whether an account has it or not; past that the call is
+    RESOURCE_EXHAUSTED (reason TOO_MANY_RESET_REQUESTS, with a RetryInfo saying
+    when the hour ends). A new code does not stop the earlier ones.
+    """
+    ResetPassword: _aio.UnaryUnaryMultiCallable[_identity_service_pb2.ResetPasswordRequest, _identity_service_pb2.ResetPasswordResponse]  # type: ignore[assignment]
+    """ResetPassword sets a new password with a code RequestPasswordReset e-mailed,
+    ends every session of the account, and starts a new one, as Login would.
+    Needs no token. A code works once, within 30 minutes of its request; one
+    that is wrong, used or expired is INVALID_ARGUMENT naming code. After 5
+    wrong codes for an address, the codes sent to it stop working: a new one must
+    be requested. The user is told by notifications (PasswordChanged).
     """
 
 class IdentityServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -230,6 +264,35 @@ class IdentityServiceServicer(metaclass=_abc_1.ABCMeta):
         is INVALID_ARGUMENT naming current_password, and counts as a Login check of
         the account's e-mail address: past 5 in 15 minutes, RESOURCE_EXHAUSTED
         (TOO_MANY_LOGIN_ATTEMPTS) without checking it.
+        """
+
+    @_abc_1.abstractmethod
+    def RequestPasswordReset(
+        self,
+        request: _identity_service_pb2.RequestPasswordResetRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_identity_service_pb2.RequestPasswordResetResponse, _abc.Awaitable[_identity_service_pb2.RequestPasswordResetResponse]]:
+        """RequestPasswordReset e-mails a single-use code for ResetPassword to the
+        account with this address, valid for 30 minutes. Needs no token. The answer
+        is the same whether an account has the address or not, so that it tells no
+        one which addresses have accounts. One address is sent at most 3 codes an
+        hour, counted whether an account has it or not; past that the call is
+        RESOURCE_EXHAUSTED (reason TOO_MANY_RESET_REQUESTS, with a RetryInfo saying
+        when the hour ends). A new code does not stop the earlier ones.
+        """
+
+    @_abc_1.abstractmethod
+    def ResetPassword(
+        self,
+        request: _identity_service_pb2.ResetPasswordRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_identity_service_pb2.ResetPasswordResponse, _abc.Awaitable[_identity_service_pb2.ResetPasswordResponse]]:
+        """ResetPassword sets a new password with a code RequestPasswordReset e-mailed,
+        ends every session of the account, and starts a new one, as Login would.
+        Needs no token. A code works once, within 30 minutes of its request; one
+        that is wrong, used or expired is INVALID_ARGUMENT naming code. After 5
+        wrong codes for an address, the codes sent to it stop working: a new one must
+        be requested. The user is told by notifications (PasswordChanged).
         """
 
 def add_IdentityServiceServicer_to_server(servicer: IdentityServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

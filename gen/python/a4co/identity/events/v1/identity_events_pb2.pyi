@@ -142,8 +142,9 @@ Global___ProfileUpdated: _TypeAlias = ProfileUpdated  # noqa: Y015
 
 @_typing.final
 class PasswordChanged(_message.Message):
-    """PasswordChanged records that a user changed their password (ChangePassword);
-    every other session of theirs was ended with it.
+    """PasswordChanged records that a user changed their password (ChangePassword),
+    and every other session of theirs was ended with it; or that they reset it
+    with an e-mailed code (ResetPassword, `reset`), and every session was.
     """
 
     DESCRIPTOR: _descriptor.Descriptor
@@ -151,10 +152,17 @@ class PasswordChanged(_message.Message):
     USER_ID_FIELD_NUMBER: _builtins.int
     ENDED_SESSIONS_FIELD_NUMBER: _builtins.int
     CHANGE_TIME_FIELD_NUMBER: _builtins.int
+    RESET_FIELD_NUMBER: _builtins.int
     user_id: _builtins.str
     """The user."""
     ended_sessions: _builtins.int
-    """How many other sessions of theirs were ended."""
+    """How many sessions of theirs were ended: the others with ChangePassword,
+    every one with ResetPassword.
+    """
+    reset: _builtins.bool
+    """Whether it was reset with a code e-mailed to the user (ResetPassword)
+    rather than changed with the current password (ChangePassword).
+    """
     @_builtins.property
     def change_time(self) -> _timestamp_pb2.Timestamp:
         """When the password changed."""
@@ -165,11 +173,57 @@ class PasswordChanged(_message.Message):
         user_id: _builtins.str = ...,
         ended_sessions: _builtins.int = ...,
         change_time: _timestamp_pb2.Timestamp | None = ...,
+        reset: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["change_time", b"change_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["change_time", b"change_time", "ended_sessions", b"ended_sessions", "user_id", b"user_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["change_time", b"change_time", "ended_sessions", b"ended_sessions", "reset", b"reset", "user_id", b"user_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___PasswordChanged: _TypeAlias = PasswordChanged  # noqa: Y015
+
+@_typing.final
+class PasswordResetRequested(_message.Message):
+    """PasswordResetRequested records that a code to reset a user's forgotten
+    password was asked for (RequestPasswordReset); notifications e-mails it. The
+    code is a secret that works once, until expire_time: consumers must not
+    show it anywhere but in the e-mail to `email`, nor keep it longer than it
+    takes to send it.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    USER_ID_FIELD_NUMBER: _builtins.int
+    EMAIL_FIELD_NUMBER: _builtins.int
+    DISPLAY_NAME_FIELD_NUMBER: _builtins.int
+    CODE_FIELD_NUMBER: _builtins.int
+    EXPIRE_TIME_FIELD_NUMBER: _builtins.int
+    user_id: _builtins.str
+    """The user."""
+    email: _builtins.str
+    """The account's e-mail address, where the code goes."""
+    display_name: _builtins.str
+    """The user's name, to greet them."""
+    code: _builtins.str
+    """The code, ten characters in two groups of five, for example "7KQ2M-9XH4P"."""
+    @_builtins.property
+    def expire_time(self) -> _timestamp_pb2.Timestamp:
+        """When the code stops working."""
+
+    def __init__(
+        self,
+        *,
+        user_id: _builtins.str = ...,
+        email: _builtins.str = ...,
+        display_name: _builtins.str = ...,
+        code: _builtins.str = ...,
+        expire_time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["expire_time", b"expire_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["code", b"code", "display_name", b"display_name", "email", b"email", "expire_time", b"expire_time", "user_id", b"user_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PasswordResetRequested: _TypeAlias = PasswordResetRequested  # noqa: Y015
