@@ -68,6 +68,48 @@ class Workshop:
     bio: str
 
 
+# What UpdateArtisan may change: everything a workshop declares. Who it is and when it joined never
+# change.
+WORKSHOP_FIELDS = ("display_name", "craft", "locality", "location", "address", "bio")
+
+
+@dataclass(frozen=True, slots=True)
+class Registered:
+    """An onboarded workshop and its history: its revision counts its onboarding and every change."""
+
+    workshop: Workshop
+    onboard_time: datetime
+    revision: int
+    update_time: datetime
+    request_id: str  # the OnboardArtisan call's
+
+
+def apply_workshop_update(w: Workshop, changes: Workshop, paths: list[str]) -> tuple[Workshop, list[str]]:
+    """The workshop with the fields named in `paths` taken from `changes` (checked by the API);
+    returns the paths whose values changed, in WORKSHOP_FIELDS' order."""
+    moved = "location" in paths
+    updated = replace(
+        w,
+        display_name=changes.display_name.strip() if "display_name" in paths else w.display_name,
+        craft=changes.craft if "craft" in paths else w.craft,
+        locality=changes.locality.strip() if "locality" in paths else w.locality,
+        latitude=changes.latitude if moved else w.latitude,
+        longitude=changes.longitude if moved else w.longitude,
+        address=changes.address if "address" in paths else w.address,
+        bio=changes.bio if "bio" in paths else w.bio,
+    )
+    changed = [
+        path
+        for path in WORKSHOP_FIELDS
+        if path in paths and _workshop_value(updated, path) != _workshop_value(w, path)
+    ]
+    return updated, changed
+
+
+def _workshop_value(w: Workshop, path: str) -> object:
+    return (w.latitude, w.longitude) if path == "location" else getattr(w, path)
+
+
 @dataclass(frozen=True, slots=True)
 class Product:
     """A published product."""

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any
 
 import grpc
@@ -11,7 +10,16 @@ from a4co.artisans.v1 import artisans_service_pb2 as pb
 from a4co.artisans.v1 import artisans_service_pb2_grpc as pb_grpc
 from a4co.type.v1 import lat_lng_pb2
 from services.artisans import handlers
-from services.artisans.domain import CRAFTS, EDITABLE_FIELDS, Listing, Product, Workshop, in_jaen
+from services.artisans.domain import (
+    CRAFTS,
+    EDITABLE_FIELDS,
+    WORKSHOP_FIELDS,
+    Listing,
+    Product,
+    Registered,
+    Workshop,
+    in_jaen,
+)
 from services.platform.addresses import address_from_dict, address_to_dict, check_address
 from services.platform.auth import Role, current_principal
 from services.platform.grpc.interceptor import MethodPolicy
@@ -28,21 +36,50 @@ MAX_UNITS = 1_000_000  # a product's first stock and its low-stock threshold, as
 Context = grpc.aio.ServicerContext[Any, Any]
 
 
+def _check_workshop_fields(
+    v: Violations, workshop: pb.OnboardArtisanRequest | pb.Artisan, paths: set[str], prefix: str
+) -> None:
+    """The rules of the named fields of a workshop: a name, a known craft, a town, a point in the
+    province of Jaén, an address, a short presentation."""
+    if "display_name" in paths:
+        v.length(workshop.display_name.strip(), f"{prefix}display_name", 2, 80)
+    if "craft" in paths:
+        v.check(workshop.craft in CRAFTS, f"{prefix}craft", f"must be one of {', '.join(sorted(CRAFTS))}")
+    if "locality" in paths:
+        v.length(workshop.locality.strip(), f"{prefix}locality", 2, 80)
+    if "bio" in paths:
+        v.length(workshop.bio, f"{prefix}bio", 0, 1000)
+    if "address" in paths:
+        check_address(v, workshop.address, f"{prefix}address")
+    if "location" in paths and v.check(workshop.HasField("location"), f"{prefix}location", "is required"):
+        v.check(
+            in_jaen(workshop.location.latitude, workshop.location.longitude),
+            f"{prefix}location",
+            "must be within the province of Jaén",
+        )
+
+
 def check_onboard(request: pb.OnboardArtisanRequest) -> None:
     """A UUID request, a name, a known craft, a town, a point in the province of Jaén."""
     v = Violations()
     v.uuid(request.request_id, "request_id")
-    v.length(request.display_name.strip(), "display_name", 2, 80)
-    v.check(request.craft in CRAFTS, "craft", f"must be one of {', '.join(sorted(CRAFTS))}")
-    v.length(request.locality.strip(), "locality", 2, 80)
-    v.length(request.bio, "bio", 0, 1000)
-    check_address(v, request.address, "address")
-    if v.check(request.HasField("location"), "location", "is required"):
+    _check_workshop_fields(v, request, set(WORKSHOP_FIELDS), "")
+    v.raise_if_any()
+
+
+def check_update_artisan(request: pb.UpdateArtisanRequest) -> None:
+    """A mask of editable fields, and those fields' rules."""
+    v = Violations()
+    paths = list(request.update_mask.paths)
+    v.check(bool(paths), "update_mask", "must name at least one field")
+    for path in paths:
         v.check(
-            in_jaen(request.location.latitude, request.location.longitude),
-            "location",
-            "must be within the province of Jaén",
+            path in WORKSHOP_FIELDS,
+            "update_mask",
+            f"{path!r} cannot be changed; editable: {', '.join(WORKSHOP_FIELDS)}",
         )
+    _check_workshop_fields(v, request.artisan, set(paths), "artisan.")
+    v.check(request.expected_revision >= 0, "expected_revision", "must not be negative")
     v.raise_if_any()
 
 
@@ -100,6 +137,10 @@ def check_withdraw(request: pb.WithdrawProductRequest) -> None:
 
 POLICIES = {
     f"/{SERVICE}/OnboardArtisan": MethodPolicy(roles=frozenset({Role.ARTISAN}), validator=check_onboard),
+    f"/{SERVICE}/GetArtisan": MethodPolicy(roles=frozenset({Role.ARTISAN})),
+    f"/{SERVICE}/UpdateArtisan": MethodPolicy(
+        roles=frozenset({Role.ARTISAN}), validator=check_update_artisan
+    ),
     f"/{SERVICE}/PublishProduct": MethodPolicy(roles=frozenset({Role.ARTISAN}), validator=check_publish),
     f"/{SERVICE}/UpdateProduct": MethodPolicy(roles=frozenset({Role.ARTISAN}), validator=check_update),
     f"/{SERVICE}/WithdrawProduct": MethodPolicy(roles=frozenset({Role.ARTISAN}), validator=check_withdraw),
@@ -107,8 +148,9 @@ POLICIES = {
 }
 
 
-def workshop_to_pb(w: Workshop, moment: datetime) -> pb.Artisan:
+def workshop_to_pb(registered: Registered) -> pb.Artisan:
     """A workshop as a message."""
+    w = registered.workshop
     return pb.Artisan(
         artisan_id=w.artisan_id,
         display_name=w.display_name,
@@ -117,7 +159,23 @@ def workshop_to_pb(w: Workshop, moment: datetime) -> pb.Artisan:
         location=lat_lng_pb2.LatLng(latitude=w.latitude, longitude=w.longitude),
         address=address_from_dict(w.address),
         bio=w.bio,
-        onboard_time=to_timestamp(moment),
+        onboard_time=to_timestamp(registered.onboard_time),
+        revision=registered.revision,
+        update_time=to_timestamp(registered.update_time),
+    )
+
+
+def _workshop(request: pb.OnboardArtisanRequest | pb.Artisan) -> Workshop:
+    """The values a request carries for a workshop, as a workshop (no id)."""
+    return Workshop(
+        "",
+        request.display_name,
+        request.craft,
+        request.locality,
+        request.location.latitude,
+        request.location.longitude,
+        address_to_dict(request.address),
+        request.bio,
     )
 
 
@@ -161,19 +219,29 @@ class ArtisansServicer(pb_grpc.ArtisansServiceServicer):
         self, request: pb.OnboardArtisanRequest, context: Context
     ) -> pb.OnboardArtisanResponse:
         """Onboard the caller's workshop."""
-        address = address_to_dict(request.address)
-        workshop = Workshop(
-            "",
-            request.display_name,
-            request.craft,
-            request.locality,
-            request.location.latitude,
-            request.location.longitude,
-            address,
-            request.bio,
+        stored = await handlers.onboard(
+            self.deps, current_principal(), request.request_id, _workshop(request)
         )
-        stored, moment = await handlers.onboard(self.deps, current_principal(), request.request_id, workshop)
-        return pb.OnboardArtisanResponse(artisan=workshop_to_pb(stored, moment))
+        return pb.OnboardArtisanResponse(artisan=workshop_to_pb(stored))
+
+    async def GetArtisan(self, request: pb.GetArtisanRequest, context: Context) -> pb.GetArtisanResponse:
+        """The caller's workshop."""
+        return pb.GetArtisanResponse(
+            artisan=workshop_to_pb(await handlers.get_workshop(self.deps, current_principal()))
+        )
+
+    async def UpdateArtisan(
+        self, request: pb.UpdateArtisanRequest, context: Context
+    ) -> pb.UpdateArtisanResponse:
+        """Change the caller's workshop."""
+        stored = await handlers.update_workshop(
+            self.deps,
+            current_principal(),
+            _workshop(request.artisan),
+            list(request.update_mask.paths),
+            request.expected_revision,
+        )
+        return pb.UpdateArtisanResponse(artisan=workshop_to_pb(stored))
 
     async def PublishProduct(
         self, request: pb.PublishProductRequest, context: Context

@@ -5,7 +5,6 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 import asyncpg
@@ -18,9 +17,11 @@ from services.artisans.domain import (
     Listing,
     NotOnboardedError,
     Product,
+    Registered,
     WithdrawnError,
     Workshop,
     apply_update,
+    apply_workshop_update,
 )
 from services.platform.auth import Principal
 from services.platform.errors import AbortedError, NotFoundError, RequestIdReusedError
@@ -51,43 +52,85 @@ def shown(p: Product) -> dict[str, Any]:
     }
 
 
-async def onboard(
-    deps: Deps, principal: Principal, request_id: str, workshop: Workshop
-) -> tuple[Workshop, datetime]:
+async def onboard(deps: Deps, principal: Principal, request_id: str, workshop: Workshop) -> Registered:
     """The calling artisan's workshop joins the marketplace (ArtisanOnboarded), once."""
     async with deps.uow() as uow:
         existing = await uow.catalogue.workshop(principal.user_id)
         if existing is not None:
             return _onboarded(existing, request_id)
         mine = Workshop(principal.user_id, *_fields(workshop))
-        moment = await uow.catalogue.onboard(mine, request_id)
-        if moment is None:  # a call that committed meanwhile: this artisan's, or another's request id
+        stored = await uow.catalogue.onboard(mine, request_id)
+        if stored is None:  # a call that committed meanwhile: this artisan's, or another's request id
             existing = await uow.catalogue.workshop(principal.user_id)
             if existing is None:
                 raise RequestIdReusedError(BY_ANOTHER)
             return _onboarded(existing, request_id)
         await uow.outbox.add(
             events.ArtisanOnboarded(
-                artisan_id=mine.artisan_id,
-                display_name=mine.display_name,
-                craft=mine.craft,
-                locality=mine.locality,
-                location=lat_lng_pb2.LatLng(latitude=mine.latitude, longitude=mine.longitude),
-                bio=mine.bio,
-                onboard_time=to_timestamp(moment),
+                **_public(stored.workshop), onboard_time=to_timestamp(stored.onboard_time)
             ),
             aggregate_id=mine.artisan_id,
         )
-    return mine, moment
+    return stored
 
 
-def _onboarded(existing: tuple[Workshop, datetime, str], request_id: str) -> tuple[Workshop, datetime]:
+def _public(w: Workshop) -> dict[str, Any]:
+    """What anyone may know of a workshop, as the fields of its events (its address is private)."""
+    return {
+        "artisan_id": w.artisan_id,
+        "display_name": w.display_name,
+        "craft": w.craft,
+        "locality": w.locality,
+        "location": lat_lng_pb2.LatLng(latitude=w.latitude, longitude=w.longitude),
+        "bio": w.bio,
+    }
+
+
+def _onboarded(existing: Registered, request_id: str) -> Registered:
     """The answer to onboarding an artisan whose workshop joined already: the workshop, to a retry
     of the call that onboarded it."""
-    stored, moment, rid = existing
-    if rid != request_id:
+    if existing.request_id != request_id:
         raise AlreadyOnboardedError()
-    return stored, moment
+    return existing
+
+
+async def get_workshop(deps: Deps, principal: Principal) -> Registered:
+    """The calling artisan's workshop (NotOnboardedError before OnboardArtisan)."""
+    found = await Catalogue(deps.pool).workshop(principal.user_id)
+    if found is None:
+        raise NotOnboardedError()
+    return found
+
+
+async def update_workshop(
+    deps: Deps, principal: Principal, changes: Workshop, paths: list[str], expected_revision: int = 0
+) -> Registered:
+    """Change the fields named in `paths` of the caller's workshop (ArtisanUpdated, when something
+    changed)."""
+    async with deps.uow() as uow:
+        found = await uow.catalogue.workshop(principal.user_id, to_change=True)
+        if found is None:
+            raise NotOnboardedError()
+        if expected_revision and found.revision != expected_revision:
+            raise AbortedError(
+                "REVISION_CHANGED",
+                f"the workshop is at revision {found.revision}, not {expected_revision}",
+                metadata={"revision": str(found.revision)},
+            )
+        updated, changed = apply_workshop_update(found.workshop, changes, paths)
+        if not changed:
+            return found
+        stored = await uow.catalogue.update_workshop(updated, found.revision + 1)
+        await uow.outbox.add(
+            events.ArtisanUpdated(
+                **_public(stored.workshop),
+                revision=stored.revision,
+                changed_fields=changed,
+                update_time=to_timestamp(stored.update_time),
+            ),
+            aggregate_id=stored.workshop.artisan_id,
+        )
+    return stored
 
 
 def _retried(seen: Listing, principal: Principal) -> Listing:

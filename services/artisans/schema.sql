@@ -35,3 +35,7 @@ CREATE INDEX IF NOT EXISTS products_artisan_pages ON products (artisan_id, publi
 ALTER TABLE products ADD COLUMN IF NOT EXISTS revision integer NOT NULL DEFAULT 1;
 ALTER TABLE products ADD COLUMN IF NOT EXISTS updated_at timestamptz;
 ALTER TABLE products ADD COLUMN IF NOT EXISTS withdrawn_at timestamptz;
+-- A workshop's changes (UpdateArtisan): its revision counts its onboarding and each change, and
+-- leads its events, so that consumers keep the newest whatever order they arrive in.
+ALTER TABLE workshops ADD COLUMN IF NOT EXISTS revision integer NOT NULL DEFAULT 1;
+ALTER TABLE workshops ADD COLUMN IF NOT EXISTS updated_at timestamptz;

@@ -86,16 +86,18 @@ async def on_product(
     )
 
 
-async def on_artisan_onboarded(
-    deps: Deps, event: artisan_events.ArtisanOnboarded, ctx: HandlerContext
+async def on_artisan(
+    deps: Deps, event: artisan_events.ArtisanOnboarded | artisan_events.ArtisanUpdated, ctx: HandlerContext
 ) -> None:
-    """A workshop's name and place, for results and distance filters."""
+    """A workshop's name and place, for results and distance filters; a move takes its products'
+    place in the search index with it (the `artisans_moved` trigger)."""
     await Projections(ctx.conn).upsert_artisan(
         event.artisan_id,
         event.display_name,
         event.locality,
         event.location.latitude,
         event.location.longitude,
+        event.revision if isinstance(event, artisan_events.ArtisanUpdated) else 1,
     )
 
 

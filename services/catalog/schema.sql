@@ -33,6 +33,8 @@ CREATE TABLE IF NOT EXISTS artisans (
     latitude     double precision NOT NULL,
     longitude    double precision NOT NULL
 );
+-- Since workshops change (UpdateArtisan): the revision recorded; its onboarding is 1.
+ALTER TABLE artisans ADD COLUMN IF NOT EXISTS revision integer NOT NULL DEFAULT 1;
 
 -- Availability arrives from inventory, possibly before the product itself: kept apart.
 CREATE TABLE IF NOT EXISTS availability (

@@ -51,11 +51,12 @@ async def on_user_registered(deps: Deps, event: identity_events.UserRegistered, 
 
 
 async def on_profile_updated(deps: Deps, event: identity_events.ProfileUpdated, ctx: HandlerContext) -> None:
-    """The public fields of a changed profile."""
+    """The public fields of a changed profile, on a page without a workshop (an artisan's page
+    shows the workshop's name, presentation and town)."""
     await ctx.conn.execute(
         "INSERT INTO profiles (user_id, display_name, bio, locality) VALUES ($1, $2, $3, $4)"
         " ON CONFLICT (user_id) DO UPDATE SET display_name = EXCLUDED.display_name, bio = EXCLUDED.bio,"
-        " locality = EXCLUDED.locality, updated_at = now()",
+        " locality = EXCLUDED.locality, updated_at = now() WHERE profiles.workshop_revision = 0",
         event.user_id,
         event.display_name,
         event.bio,
@@ -63,22 +64,35 @@ async def on_profile_updated(deps: Deps, event: identity_events.ProfileUpdated, 
     )
 
 
-async def on_artisan_onboarded(
-    deps: Deps, event: artisan_events.ArtisanOnboarded, ctx: HandlerContext
+async def on_artisan(
+    deps: Deps, event: artisan_events.ArtisanOnboarded | artisan_events.ArtisanUpdated, ctx: HandlerContext
 ) -> None:
-    """A workshop's page: its name, craft, town and presentation."""
+    """A workshop's page: its name, craft, town and presentation, as of the newest revision; and
+    since when the artisan is a member, whichever event comes first."""
+    if isinstance(event, artisan_events.ArtisanOnboarded):
+        revision, since = 1, event.onboard_time
+    else:
+        revision, since = event.revision, None
     await ctx.conn.execute(
-        "INSERT INTO profiles (user_id, display_name, kind, bio, craft, locality, member_since)"
+        "INSERT INTO profiles (user_id, display_name, kind, bio, craft, locality, workshop_revision)"
         " VALUES ($1, $2, 'artisan', $3, $4, $5, $6) ON CONFLICT (user_id) DO UPDATE SET"
-        " display_name = EXCLUDED.display_name, kind = 'artisan', bio = EXCLUDED.bio, craft = EXCLUDED.craft,"
-        " locality = EXCLUDED.locality, updated_at = now()",
+        " display_name = EXCLUDED.display_name, kind = 'artisan', bio = EXCLUDED.bio,"
+        " craft = EXCLUDED.craft, locality = EXCLUDED.locality,"
+        " workshop_revision = EXCLUDED.workshop_revision, updated_at = now()"
+        " WHERE profiles.workshop_revision <= EXCLUDED.workshop_revision",
         event.artisan_id,
         event.display_name,
         event.bio,
         event.craft,
         event.locality,
-        event.onboard_time.ToDatetime(tzinfo=UTC) if event.onboard_time.seconds else datetime.now(UTC),
+        revision,
     )
+    if since is not None:
+        await ctx.conn.execute(
+            "UPDATE profiles SET member_since = $2 WHERE user_id = $1 AND member_since IS NULL",
+            event.artisan_id,
+            since.ToDatetime(tzinfo=UTC) if since.seconds else datetime.now(UTC),
+        )
 
 
 async def public_profile(deps: Deps, user_id: str) -> PublicProfile:

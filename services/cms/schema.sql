@@ -9,3 +9,7 @@ CREATE TABLE IF NOT EXISTS profiles (
     member_since timestamptz,
     updated_at   timestamptz NOT NULL DEFAULT now()
 );
+-- The artisans service's revision of the workshop shown (its onboarding is 1; 0 for a page without
+-- a workshop): an artisan's page shows the workshop, which an older workshop event arriving late
+-- does not change, nor the changes of the person's own profile.
+ALTER TABLE profiles ADD COLUMN IF NOT EXISTS workshop_revision integer NOT NULL DEFAULT 0;

@@ -12,5 +12,6 @@ from services.platform.events.subscriptions import UnboundHandler
 HANDLERS: dict[type[Message], UnboundHandler] = {
     identity_events_pb2.UserRegistered: handlers.on_user_registered,
     identity_events_pb2.ProfileUpdated: handlers.on_profile_updated,
-    artisan_events_pb2.ArtisanOnboarded: handlers.on_artisan_onboarded,
+    artisan_events_pb2.ArtisanOnboarded: handlers.on_artisan,
+    artisan_events_pb2.ArtisanUpdated: handlers.on_artisan,
 }

@@ -109,10 +109,10 @@ async def reindex_some(deps: Deps, artisan_ids: set[str]) -> None:
         await deps.index.count_products(artisan_id, counts[artisan_id])
 
 
-async def on_artisan_onboarded(
-    deps: Deps, event: artisan_events.ArtisanOnboarded, ctx: HandlerContext
+async def on_artisan(
+    deps: Deps, event: artisan_events.ArtisanOnboarded | artisan_events.ArtisanUpdated, ctx: HandlerContext
 ) -> None:
-    """Record the new workshop, and index it once recorded."""
+    """Record the new or changed workshop, and index it once recorded (moved, and under its craft)."""
     workshop = Workshop(
         event.artisan_id,
         event.display_name,
@@ -120,7 +120,10 @@ async def on_artisan_onboarded(
         event.locality,
         Point(event.location.latitude, event.location.longitude),
     )
-    version = await Workshops(ctx.conn).upsert(workshop)
+    revision = event.revision if isinstance(event, artisan_events.ArtisanUpdated) else 1
+    version = await Workshops(ctx.conn).upsert(workshop, revision)
+    if version is None:  # a newer revision is recorded, and was indexed
+        return
 
     async def index() -> None:
         with contextlib.suppress(*REDIS_OUTAGES):  # marked stale: indexed again once Redis answers

@@ -12,6 +12,9 @@ CREATE TABLE IF NOT EXISTS workshops (
 );
 -- Data directories made before the version column.
 ALTER TABLE workshops ADD COLUMN IF NOT EXISTS version bigint NOT NULL DEFAULT 1;
+-- The artisans service's revision of the workshop (UpdateArtisan; its onboarding is 1): an older
+-- event arriving late changes nothing.
+ALTER TABLE workshops ADD COLUMN IF NOT EXISTS revision integer NOT NULL DEFAULT 1;
 
 -- Products published by each workshop, from ProductPublished, and those withdrawn from sale since
 -- (ProductWithdrawn), which the map counts no more.

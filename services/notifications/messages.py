@@ -102,6 +102,18 @@ def artisan_onboarded(e: Any) -> list[Note]:
     ]
 
 
+def artisan_updated(e: Any) -> list[Note]:
+    moved = " En unos momentos los clientes lo verán en su nueva ubicación." if "location" in e.changed_fields else ""
+    return [
+        Note(
+            e.artisan_id,
+            "Taller actualizado",
+            f"Hemos guardado los cambios de {e.display_name}.{moved}",
+            e.artisan_id,
+        )
+    ]
+
+
 def product_published(e: Any) -> list[Note]:
     return [Note(e.artisan_id, "Producto publicado", f"«{e.name}» ya está a la venta.", e.product_id)]
 
@@ -268,6 +280,7 @@ MESSAGES: dict[type[Message], Callable[[Any], list[Note]]] = {
     identity.PasswordChanged: password_changed,
     identity.PasswordResetRequested: password_reset_requested,
     artisans.ArtisanOnboarded: artisan_onboarded,
+    artisans.ArtisanUpdated: artisan_updated,
     artisans.ProductPublished: product_published,
     artisans.ProductWithdrawn: product_withdrawn,
     orders.OrderCreated: order_created,

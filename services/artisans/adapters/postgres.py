@@ -7,13 +7,14 @@ from datetime import datetime
 
 import asyncpg
 
-from services.artisans.domain import Listing, Product, Workshop
+from services.artisans.domain import Listing, Product, Registered, Workshop
 from services.platform.db import Connection, Queryable
 from services.platform.paging import Page, page_sql
 from services.platform.uow import PostgresUnitOfWork
 
 
-def _workshop(row: asyncpg.Record) -> tuple[Workshop, datetime]:
+def _registered(row: asyncpg.Record) -> Registered:
+    address = row["address"]
     workshop = Workshop(
         row["artisan_id"],
         row["display_name"],
@@ -21,10 +22,13 @@ def _workshop(row: asyncpg.Record) -> tuple[Workshop, datetime]:
         row["locality"],
         row["latitude"],
         row["longitude"],
-        json.loads(row["address"]),
+        json.loads(address) if isinstance(address, str) else dict(address),
         row["bio"],
     )
-    return workshop, row["onboarded_at"]
+    onboarded = row["onboarded_at"]
+    return Registered(
+        workshop, onboarded, row["revision"], row["updated_at"] or onboarded, str(row["request_id"])
+    )
 
 
 def _listing(row: asyncpg.Record) -> Listing:
@@ -50,22 +54,42 @@ class Catalogue:
     def __init__(self, conn: Queryable) -> None:
         self.conn = conn
 
-    async def workshop(self, artisan_id: str) -> tuple[Workshop, datetime, str] | None:
-        """A workshop, when it was onboarded, and under which request."""
+    async def workshop(self, artisan_id: str, *, to_change: bool = False) -> Registered | None:
+        """A workshop and its history; with `to_change`, locked until the transaction ends, so that
+        its changes are made one at a time."""
+        lock = " FOR UPDATE" if to_change else ""
         row = await self.conn.fetchrow(
-            "SELECT *, address::text AS address, request_id::text AS rid FROM workshops"
-            " WHERE artisan_id = $1",
+            f"SELECT *, address::text AS address FROM workshops WHERE artisan_id = $1{lock}",
             artisan_id,
         )
-        return (*_workshop(row), row["rid"]) if row else None
+        return _registered(row) if row else None
 
-    async def onboard(self, w: Workshop, request_id: str) -> datetime | None:
-        """Record a workshop; returns when, or None when the artisan or the request id has one
-        already (committed by a call that ran meanwhile: PostgreSQL waits for it, then skips)."""
-        moment: datetime | None = await self.conn.fetchval(
+    async def update_workshop(self, w: Workshop, revision: int) -> Registered:
+        """Store a workshop's fields as its `revision` (locked by `workshop(to_change=True)`)."""
+        row = await self.conn.fetchrow(
+            "UPDATE workshops SET display_name = $2, craft = $3, locality = $4, latitude = $5,"
+            " longitude = $6, address = $7::jsonb, bio = $8, revision = $9, updated_at = now()"
+            " WHERE artisan_id = $1 RETURNING *, address::text AS address",
+            w.artisan_id,
+            w.display_name,
+            w.craft,
+            w.locality,
+            w.latitude,
+            w.longitude,
+            json.dumps(w.address),
+            w.bio,
+            revision,
+        )
+        assert row is not None  # the row is locked: it cannot have gone
+        return _registered(row)
+
+    async def onboard(self, w: Workshop, request_id: str) -> Registered | None:
+        """Record a workshop; None when the artisan or the request id has one already (committed
+        by a call that ran meanwhile: PostgreSQL waits for it, then skips)."""
+        row = await self.conn.fetchrow(
             "INSERT INTO workshops (artisan_id, request_id, display_name, craft, locality, latitude,"
             " longitude, address, bio) VALUES ($1, $2, $3, $4, $5, $6, $7, $8::jsonb, $9)"
-            " ON CONFLICT DO NOTHING RETURNING onboarded_at",
+            " ON CONFLICT DO NOTHING RETURNING *, address::text AS address",
             w.artisan_id,
             request_id,
             w.display_name,
@@ -76,7 +100,7 @@ class Catalogue:
             json.dumps(w.address),
             w.bio,
         )
-        return moment
+        return _registered(row) if row else None
 
     async def product_by_request(self, request_id: str) -> Listing | None:
         """The product published under a request id."""

@@ -120,18 +120,23 @@ class Projections:
             "INSERT INTO lexicon (word) SELECT unnest($1::text[]) ON CONFLICT DO NOTHING", words
         )
 
-    async def upsert_artisan(self, artisan_id: str, name: str, locality: str, lat: float, lng: float) -> None:
-        """Record or replace a workshop."""
+    async def upsert_artisan(
+        self, artisan_id: str, name: str, locality: str, lat: float, lng: float, revision: int = 1
+    ) -> None:
+        """Record or replace a workshop, unless a newer revision of it is recorded (its events may
+        arrive in any order; the same revision again changes nothing)."""
         await self.conn.execute(
-            "INSERT INTO artisans (artisan_id, display_name, locality, latitude, longitude)"
-            " VALUES ($1, $2, $3, $4, $5)"
+            "INSERT INTO artisans (artisan_id, display_name, locality, latitude, longitude, revision)"
+            " VALUES ($1, $2, $3, $4, $5, $6)"
             " ON CONFLICT (artisan_id) DO UPDATE SET display_name = EXCLUDED.display_name,"
-            " locality = EXCLUDED.locality, latitude = EXCLUDED.latitude, longitude = EXCLUDED.longitude",
+            " locality = EXCLUDED.locality, latitude = EXCLUDED.latitude, longitude = EXCLUDED.longitude,"
+            " revision = EXCLUDED.revision WHERE artisans.revision <= EXCLUDED.revision",
             artisan_id,
             name,
             locality,
             lat,
             lng,
+            revision,
         )
 
     async def set_available(self, product_id: str, available: int, as_of: datetime) -> None:

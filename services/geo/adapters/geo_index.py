@@ -88,7 +88,11 @@ class GeoIndex:
             raise
 
     async def _add(self, w: Workshop, product_count: ProductCount, version: int | None) -> None:
+        was: bytes | str | None = await self._redis.hget(self._details(w.artisan_id), "craft")
+        was = was.decode() if isinstance(was, bytes) else was
         async with self._redis.pipeline(transaction=True) as pipe:
+            if was and was != w.craft:  # a workshop that changed craft leaves the set of its old one
+                pipe.zrem(self._set(was), w.artisan_id)
             for key in (self._set(), self._set(w.craft)):
                 pipe.geoadd(key, (w.location.longitude, w.location.latitude, w.artisan_id))
             pipe.hset(

@@ -28,20 +28,23 @@ class Workshops:
     def __init__(self, conn: Queryable) -> None:
         self.conn = conn
 
-    async def upsert(self, w: Workshop) -> int:
-        """Record or move a workshop; its version now."""
-        version: int = await self.conn.fetchval(
-            "INSERT INTO workshops (artisan_id, display_name, craft, locality, latitude, longitude)"
-            " VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (artisan_id) DO UPDATE SET"
+    async def upsert(self, w: Workshop, revision: int = 1) -> int | None:
+        """Record or move a workshop as the artisans service's `revision` of it; its version now, or
+        None when a newer revision is recorded (its events may arrive in any order)."""
+        version: int | None = await self.conn.fetchval(
+            "INSERT INTO workshops (artisan_id, display_name, craft, locality, latitude, longitude, revision)"
+            " VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (artisan_id) DO UPDATE SET"
             " display_name = EXCLUDED.display_name, craft = EXCLUDED.craft, locality = EXCLUDED.locality,"
             " latitude = EXCLUDED.latitude, longitude = EXCLUDED.longitude, updated_at = now(),"
-            " version = workshops.version + 1 RETURNING version",
+            " version = workshops.version + 1, revision = EXCLUDED.revision"
+            " WHERE workshops.revision <= EXCLUDED.revision RETURNING version",
             w.artisan_id,
             w.display_name,
             w.craft,
             w.locality,
             w.location.latitude,
             w.location.longitude,
+            revision,
         )
         return version
 

@@ -34,10 +34,13 @@ NUL = "Ana\x00Mal"
 # changes only the fields its mask names, and never the user's id nor e-mail address.
 CHECKED_BY_THE_DOMAIN = {"/a4co.identity.v1.IdentityService/Register"}
 NEVER_READ = {("/a4co.identity.v1.IdentityService/UpdateProfile", f) for f in ("user.user_id", "user.email")}
-# A product's update reads the fields its mask names (each set here with its field named), never
-# the product's ids, which the request names apart.
+# A product's or a workshop's update reads the fields its mask names (each set here with its field
+# named), never the ids, which the request names apart or the caller's token gives.
 UPDATE_PRODUCT = "/a4co.artisans.v1.ArtisansService/UpdateProduct"
+UPDATE_ARTISAN = "/a4co.artisans.v1.ArtisansService/UpdateArtisan"
+MASKED = {UPDATE_PRODUCT: "product.", UPDATE_ARTISAN: "artisan."}
 NEVER_READ |= {(UPDATE_PRODUCT, f) for f in ("product.product_id", "product.artisan_id")}
+NEVER_READ |= {(UPDATE_ARTISAN, "artisan.artisan_id")}
 DOMAIN_PROFILE_FIELDS = {"user.display_name", "user.phone_number", "user.bio"}
 
 
@@ -104,7 +107,7 @@ def test_a_string_far_too_long_or_with_a_nul_is_refused_naming_its_field(
     assert policy.validator is not None, f"{name} has a string ({path}) and no validator"
     for bad in (LONG, NUL):
         request: Any = _with(request_class(), chain, bad)
-        if name == UPDATE_PRODUCT and path.startswith("product."):
+        if name in MASKED and path.startswith(MASKED[name]):
             request.update_mask.paths.append(path.split(".")[1])
         with pytest.raises(InvalidArgumentError) as refused:
             policy.validator(request)

@@ -124,3 +124,18 @@ def test_a_reset_code_is_mailed_and_never_listed_nor_pushed() -> None:
         assert "7KQ2M-9XH4P" in note.mailed
         assert f"hasta las {madrid} (hora de Madrid)" in note.mailed
         assert f"hasta las {madrid} (hora de Madrid)" in note.body
+
+
+def test_a_workshop_change_is_confirmed_to_its_artisan_and_a_move_said() -> None:
+    from a4co.artisans.events.v1 import artisan_events_pb2 as artisans
+    from services.notifications.messages import MESSAGES
+
+    renamed = artisans.ArtisanUpdated(artisan_id="a-1", display_name="Alfarería Tito", changed_fields=["bio"])
+    [note] = MESSAGES[artisans.ArtisanUpdated](renamed)
+    assert (note.recipient_id, note.title, note.subject_id) == ("a-1", "Taller actualizado", "a-1")
+    assert "Alfarería Tito" in note.body
+    assert "ubicación" not in note.body
+    moved = artisans.ArtisanUpdated(
+        artisan_id="a-1", display_name="Alfarería Tito", changed_fields=["location"]
+    )
+    assert "nueva ubicación" in MESSAGES[artisans.ArtisanUpdated](moved)[0].body

@@ -345,6 +345,19 @@ async def test_the_readmes_grpcurl_commands_change_and_withdraw_a_product(
     assert code != 0, out
     assert "FailedPrecondition" in out, out
     assert "PRODUCT_WITHDRAWN" in out, out
+    # The workshop as declared, then moved to Baeza.
+    declared = await call(address, f"{service}/GetArtisan", {}, token=bearer)
+    assert (declared["artisan"]["locality"], declared["artisan"]["revision"]) == ("Úbeda", 1)  # type: ignore[index]
+    moved = await call(
+        address,
+        f"{service}/UpdateArtisan",
+        {
+            "artisan": {"locality": "Baeza", "location": {"latitude": 37.9938, "longitude": -3.47}},
+            "update_mask": {"paths": ["locality", "location"]},
+        },
+        token=bearer,
+    )
+    assert (moved["artisan"]["locality"], moved["artisan"]["revision"]) == ("Baeza", 2)  # type: ignore[index]
 
 
 async def test_an_artisan_lists_their_products_newest_first_the_withdrawn_when_asked(
@@ -398,3 +411,149 @@ async def test_an_artisan_lists_their_products_newest_first_the_withdrawn_when_a
     assert {f for f, _ in details_of(bad)[1]} == {"page_size"}
     forged = await failure(stub.ListProducts(pb.ListProductsRequest(page_token="bm9wZSE="), metadata=me))
     assert details_of(forged)[1] == [("page_token", "is not a token from this API")]
+
+
+BAEZA = lat_lng_pb2.LatLng(latitude=37.9938, longitude=-3.4700)
+
+
+def moving(*paths: str, revision: int = 0, **values: object) -> pb.UpdateArtisanRequest:
+    request = pb.UpdateArtisanRequest(artisan=pb.Artisan(**values), expected_revision=revision)  # type: ignore[arg-type]
+    request.update_mask.paths.extend(paths)
+    return request
+
+
+async def test_an_artisan_moves_and_renames_the_workshop_and_search_and_map_follow(
+    marketplace: dict[str, RunningService], keys: Keys
+) -> None:
+    stub, me, published = await on_sale(marketplace, keys)
+    onboarded = (await stub.GetArtisan(pb.GetArtisanRequest(), metadata=me)).artisan
+    assert (onboarded.display_name, onboarded.revision) == ("Alfarería Tito", 1)
+    assert onboarded.update_time == onboarded.onboard_time
+
+    moved = (
+        await stub.UpdateArtisan(
+            moving(
+                "display_name", "locality", "location", "craft", revision=1,
+                display_name=" Alfarería Tito e Hijos ", locality="Baeza", location=BAEZA, craft="madera",
+                bio="no leído: la máscara no lo nombra",
+            ),
+            metadata=me,
+        )
+    ).artisan  # fmt: skip
+    assert (moved.display_name, moved.locality, moved.craft, moved.revision) == (
+        "Alfarería Tito e Hijos",
+        "Baeza",
+        "madera",
+        2,
+    )
+    assert (moved.location.latitude, moved.location.longitude) == (BAEZA.latitude, BAEZA.longitude)
+    assert moved.bio == onboarded.bio, "a field the mask does not name is not read"
+    assert moved.update_time.ToDatetime() > onboarded.onboard_time.ToDatetime()
+    assert moved.onboard_time == onboarded.onboard_time
+    assert (await stub.GetArtisan(pb.GetArtisanRequest(), metadata=me)).artisan == moved
+    # The same values again change nothing: the same revision, and no event.
+    same = await stub.UpdateArtisan(moving("locality", locality="Baeza"), metadata=me)
+    assert same.artisan == moved
+
+    catalog = catalog_grpc.CatalogServiceStub(marketplace["catalog"].channel)
+    geo = geo_grpc.GeoServiceStub(marketplace["geo"].channel)
+
+    async def followed() -> bool:
+        near_baeza = await catalog.SearchProducts(
+            catalog_pb.SearchProductsRequest(query="fuente", near=BAEZA, radius_km=1)
+        )
+        near_ubeda = await catalog.SearchProducts(
+            catalog_pb.SearchProductsRequest(query="fuente", near=UBEDA, radius_km=1)
+        )
+        in_baeza = await geo.FindNearbyArtisans(geo_pb.FindNearbyArtisansRequest(location=BAEZA, radius_km=1))
+        in_ubeda = await geo.FindNearbyArtisans(geo_pb.FindNearbyArtisansRequest(location=UBEDA, radius_km=1))
+        woodwork = await geo.FindNearbyArtisans(
+            geo_pb.FindNearbyArtisansRequest(location=BAEZA, radius_km=1, craft="madera")
+        )
+        pottery = await geo.FindNearbyArtisans(  # where it was, under the craft it had
+            geo_pb.FindNearbyArtisansRequest(location=UBEDA, radius_km=1, craft="ceramica")
+        )
+        return (
+            [(r.product.product_id, r.product.locality) for r in near_baeza.results]
+            == [(published.product_id, "Baeza")]
+            and not near_ubeda.results
+            and [(a.artisan_id, a.display_name) for a in in_baeza.artisans]
+            == [("artisan-tito", "Alfarería Tito e Hijos")]
+            and not in_ubeda.artisans
+            and [a.artisan_id for a in woodwork.artisans] == ["artisan-tito"]
+            and not pottery.artisans
+        )
+
+    await eventually(
+        followed, timeout=20, what="the search and the map at the new place, under the new craft"
+    )
+    await eventually(
+        lambda: _names(marketplace["artisans"], ["ArtisanOnboarded", "ProductPublished", "ArtisanUpdated"]),
+        what="one ArtisanUpdated, none for a change of nothing",
+    )
+    [event] = [
+        e
+        for e in await stream_events(marketplace["artisans"], "ARTISANS")
+        if e.definition.name == "ArtisanUpdated"
+    ]
+    assert (event.payload.revision, list(event.payload.changed_fields)) == (  # type: ignore[attr-defined]
+        2,
+        ["display_name", "craft", "locality", "location"],
+    )
+
+
+async def test_a_workshop_update_is_refused_with_every_bad_field_or_a_stale_revision(
+    marketplace: dict[str, RunningService], keys: Keys
+) -> None:
+    stub = pb_grpc.ArtisansServiceStub(marketplace["artisans"].channel)
+    me = token(keys, "artisan-nuevo", Role.ARTISAN)
+    for not_yet in (
+        await failure(stub.GetArtisan(pb.GetArtisanRequest(), metadata=me)),
+        await failure(stub.UpdateArtisan(moving("bio", bio="Hola"), metadata=me)),
+    ):
+        assert (not_yet.code(), details_of(not_yet)[0].reason) == (  # type: ignore[union-attr]
+            grpc.StatusCode.FAILED_PRECONDITION,
+            "NOT_ONBOARDED",
+        )
+    await stub.OnboardArtisan(onboarding(), metadata=me)
+    madrid = lat_lng_pb2.LatLng(latitude=40.4, longitude=-3.7)
+    bad = await failure(
+        stub.UpdateArtisan(
+            moving(
+                "display_name",
+                "craft",
+                "location",
+                "onboard_time",
+                display_name="X",
+                craft="plastico",
+                location=madrid,
+            ),
+            metadata=me,
+        )
+    )
+    assert bad.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert [f for f, _ in details_of(bad)[1]] == [
+        "update_mask",
+        "artisan.display_name",
+        "artisan.craft",
+        "artisan.location",
+    ]
+    nowhere = await failure(stub.UpdateArtisan(moving("location"), metadata=me))
+    assert details_of(nowhere)[1] == [("artisan.location", "is required")]
+    nothing = await failure(stub.UpdateArtisan(moving(), metadata=me))
+    assert details_of(nothing)[1] == [("update_mask", "must name at least one field")]
+    await stub.UpdateArtisan(moving("bio", bio="Cerámica de Úbeda desde 1890."), metadata=me)
+    stale = await failure(stub.UpdateArtisan(moving("bio", revision=1, bio="Otra"), metadata=me))
+    info = details_of(stale)[0]
+    assert (stale.code(), info.reason, info.metadata["revision"]) == (  # type: ignore[union-attr]
+        grpc.StatusCode.ABORTED,
+        "REVISION_CHANGED",
+        "2",
+    )
+    customer = await failure(
+        stub.GetArtisan(pb.GetArtisanRequest(), metadata=token(keys, "c-1", Role.CUSTOMER))
+    )
+    assert customer.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert (
+        await stub.GetArtisan(pb.GetArtisanRequest(), metadata=me)
+    ).artisan.bio == "Cerámica de Úbeda desde 1890."

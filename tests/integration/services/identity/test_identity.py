@@ -48,6 +48,7 @@ from tests.integration.services.harness import (
     settings_for,
     stream_events,
 )
+from tests.integration.services.test_grpcurl import call as grpcurl_call
 from tests.support.rpc import failure
 from tests.support.waiting import eventually
 
@@ -848,3 +849,22 @@ async def test_a_reset_refused_for_busy_hashing_leaves_its_code_live(
         pb.ResetPasswordRequest(email="luz@example.es", code=code, new_password="nueva-clave-de-luz")
     )
     assert reset.user.email == "luz@example.es"
+
+
+async def test_the_readmes_grpcurl_commands_reset_a_forgotten_password(
+    stub: pb_grpc.IdentityServiceAsyncStub, identity: RunningService
+) -> None:
+    await register(stub, "ana@jaen.es")
+    service = "a4co.identity.v1.IdentityService"
+    asked = await grpcurl_call(identity.address, f"{service}/RequestPasswordReset", {"email": "ana@jaen.es"})
+    assert "expire_time" in asked
+    code = await mailed_code(identity, "ana@jaen.es")
+    reset = await grpcurl_call(
+        identity.address,
+        f"{service}/ResetPassword",
+        {"email": "ana@jaen.es", "code": code, "new_password": "olivar-de-jaen-2027"},
+    )
+    assert reset["ended_sessions"] == 1  # sign-up's
+    assert reset["tokens"]["access_token"]  # type: ignore[index]
+    again = await stub.Login(pb.LoginRequest(email="ana@jaen.es", password="olivar-de-jaen-2027"))
+    assert again.user.email == "ana@jaen.es"

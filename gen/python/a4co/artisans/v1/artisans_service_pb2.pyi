@@ -37,6 +37,8 @@ class Artisan(_message.Message):
     ADDRESS_FIELD_NUMBER: _builtins.int
     BIO_FIELD_NUMBER: _builtins.int
     ONBOARD_TIME_FIELD_NUMBER: _builtins.int
+    REVISION_FIELD_NUMBER: _builtins.int
+    UPDATE_TIME_FIELD_NUMBER: _builtins.int
     artisan_id: _builtins.str
     """The artisan, equal to their user id."""
     display_name: _builtins.str
@@ -47,6 +49,10 @@ class Artisan(_message.Message):
     """The workshop's town."""
     bio: _builtins.str
     """A short public presentation."""
+    revision: _builtins.int
+    """How many times the workshop changed, counting its onboarding: 1 when
+    onboarded, one more at each update that changed something.
+    """
     @_builtins.property
     def location(self) -> _lat_lng_pb2.LatLng:
         """Where the workshop is, in the province of Jaén."""
@@ -59,6 +65,10 @@ class Artisan(_message.Message):
     def onboard_time(self) -> _timestamp_pb2.Timestamp:
         """When the artisan joined."""
 
+    @_builtins.property
+    def update_time(self) -> _timestamp_pb2.Timestamp:
+        """When it last changed; its onboard_time until then."""
+
     def __init__(
         self,
         *,
@@ -70,10 +80,12 @@ class Artisan(_message.Message):
         address: _address_pb2.Address | None = ...,
         bio: _builtins.str = ...,
         onboard_time: _timestamp_pb2.Timestamp | None = ...,
+        revision: _builtins.int = ...,
+        update_time: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "location", b"location", "onboard_time", b"onboard_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "location", b"location", "onboard_time", b"onboard_time", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "artisan_id", b"artisan_id", "bio", b"bio", "craft", b"craft", "display_name", b"display_name", "locality", b"locality", "location", b"location", "onboard_time", b"onboard_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "artisan_id", b"artisan_id", "bio", b"bio", "craft", b"craft", "display_name", b"display_name", "locality", b"locality", "location", b"location", "onboard_time", b"onboard_time", "revision", b"revision", "update_time", b"update_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -230,6 +242,111 @@ class OnboardArtisanResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___OnboardArtisanResponse: _TypeAlias = OnboardArtisanResponse  # noqa: Y015
+
+@_typing.final
+class GetArtisanRequest(_message.Message):
+    """GetArtisanRequest asks for the caller's workshop."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetArtisanRequest: _TypeAlias = GetArtisanRequest  # noqa: Y015
+
+@_typing.final
+class GetArtisanResponse(_message.Message):
+    """GetArtisanResponse holds the caller's workshop."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ARTISAN_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def artisan(self) -> Global___Artisan:
+        """The workshop."""
+
+    def __init__(
+        self,
+        *,
+        artisan: Global___Artisan | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["artisan", b"artisan"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["artisan", b"artisan"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetArtisanResponse: _TypeAlias = GetArtisanResponse  # noqa: Y015
+
+@_typing.final
+class UpdateArtisanRequest(_message.Message):
+    """UpdateArtisanRequest holds the new values of the caller's workshop."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ARTISAN_FIELD_NUMBER: _builtins.int
+    UPDATE_MASK_FIELD_NUMBER: _builtins.int
+    EXPECTED_REVISION_FIELD_NUMBER: _builtins.int
+    expected_revision: _builtins.int
+    """When not 0, the change is made only if the workshop is still at this
+    revision, and refused otherwise (ABORTED, REVISION_CHANGED): read it
+    again, then decide. 0 changes whatever revision it is at.
+    """
+    @_builtins.property
+    def artisan(self) -> Global___Artisan:
+        """The new values; only the fields named in update_mask are read, with the
+        rules of OnboardArtisanRequest. artisan_id, onboard_time, revision and
+        update_time are ignored.
+        """
+
+    @_builtins.property
+    def update_mask(self) -> _field_mask_pb2.FieldMask:
+        """The fields to change: display_name, craft, locality, location, address, bio."""
+
+    def __init__(
+        self,
+        *,
+        artisan: Global___Artisan | None = ...,
+        update_mask: _field_mask_pb2.FieldMask | None = ...,
+        expected_revision: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["artisan", b"artisan", "update_mask", b"update_mask"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["artisan", b"artisan", "expected_revision", b"expected_revision", "update_mask", b"update_mask"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UpdateArtisanRequest: _TypeAlias = UpdateArtisanRequest  # noqa: Y015
+
+@_typing.final
+class UpdateArtisanResponse(_message.Message):
+    """UpdateArtisanResponse holds the workshop after the change."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ARTISAN_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def artisan(self) -> Global___Artisan:
+        """The workshop."""
+
+    def __init__(
+        self,
+        *,
+        artisan: Global___Artisan | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["artisan", b"artisan"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["artisan", b"artisan"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UpdateArtisanResponse: _TypeAlias = UpdateArtisanResponse  # noqa: Y015
 
 @_typing.final
 class PublishProductRequest(_message.Message):

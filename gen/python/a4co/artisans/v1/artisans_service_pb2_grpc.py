@@ -41,6 +41,16 @@ class ArtisansServiceStub:
                 request_serializer=a4co_dot_artisans_dot_v1_dot_artisans__service__pb2.OnboardArtisanRequest.SerializeToString,
                 response_deserializer=a4co_dot_artisans_dot_v1_dot_artisans__service__pb2.OnboardArtisanResponse.FromString,
                 _registered_method=True)
+        self.GetArtisan = channel.unary_unary(
+                '/a4co.artisans.v1.ArtisansService/GetArtisan',
+                request_serializer=a4co_dot_artisans_dot_v1_dot_artisans__service__pb2.GetArtisanRequest.SerializeToString,
+                response_deserializer=a4co_dot_artisans_dot_v1_dot_artisans__service__pb2.GetArtisanResponse.FromString,
+                _registered_method=True)
+        self.UpdateArtisan = channel.unary_unary(
+                '/a4co.artisans.v1.ArtisansService/UpdateArtisan',
+                request_serializer=a4co_dot_artisans_dot_v1_dot_artisans__service__pb2.UpdateArtisanRequest.SerializeToString,
+                response_deserializer=a4co_dot_artisans_dot_v1_dot_artisans__service__pb2.UpdateArtisanResponse.FromString,
+                _registered_method=True)
         self.PublishProduct = channel.unary_unary(
                 '/a4co.artisans.v1.ArtisansService/PublishProduct',
                 request_serializer=a4co_dot_artisans_dot_v1_dot_artisans__service__pb2.PublishProductRequest.SerializeToString,
@@ -71,6 +81,26 @@ class ArtisansServiceServicer:
     def OnboardArtisan(self, request, context):
         """OnboardArtisan registers the calling artisan user's workshop. Needs an
         artisan's token; a retried call with the same request_id is applied once.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetArtisan(self, request, context):
+        """GetArtisan returns the calling artisan's workshop as artisans records it,
+        postal address and revision included; FAILED_PRECONDITION (NOT_ONBOARDED)
+        before OnboardArtisan.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateArtisan(self, request, context):
+        """UpdateArtisan changes the fields named in update_mask of the calling
+        artisan's workshop: display_name, craft, locality, location, address, bio.
+        Searches, the map, delivery quotes and the public page follow
+        (ArtisanUpdated); orders placed before keep what they were quoted. A call
+        that changes nothing is answered with the workshop as it is.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -122,6 +152,16 @@ def add_ArtisansServiceServicer_to_server(servicer, server):
                     request_deserializer=a4co_dot_artisans_dot_v1_dot_artisans__service__pb2.OnboardArtisanRequest.FromString,
                     response_serializer=a4co_dot_artisans_dot_v1_dot_artisans__service__pb2.OnboardArtisanResponse.SerializeToString,
             ),
+            'GetArtisan': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetArtisan,
+                    request_deserializer=a4co_dot_artisans_dot_v1_dot_artisans__service__pb2.GetArtisanRequest.FromString,
+                    response_serializer=a4co_dot_artisans_dot_v1_dot_artisans__service__pb2.GetArtisanResponse.SerializeToString,
+            ),
+            'UpdateArtisan': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateArtisan,
+                    request_deserializer=a4co_dot_artisans_dot_v1_dot_artisans__service__pb2.UpdateArtisanRequest.FromString,
+                    response_serializer=a4co_dot_artisans_dot_v1_dot_artisans__service__pb2.UpdateArtisanResponse.SerializeToString,
+            ),
             'PublishProduct': grpc.unary_unary_rpc_method_handler(
                     servicer.PublishProduct,
                     request_deserializer=a4co_dot_artisans_dot_v1_dot_artisans__service__pb2.PublishProductRequest.FromString,
@@ -172,6 +212,60 @@ class ArtisansService:
             '/a4co.artisans.v1.ArtisansService/OnboardArtisan',
             a4co_dot_artisans_dot_v1_dot_artisans__service__pb2.OnboardArtisanRequest.SerializeToString,
             a4co_dot_artisans_dot_v1_dot_artisans__service__pb2.OnboardArtisanResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetArtisan(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/a4co.artisans.v1.ArtisansService/GetArtisan',
+            a4co_dot_artisans_dot_v1_dot_artisans__service__pb2.GetArtisanRequest.SerializeToString,
+            a4co_dot_artisans_dot_v1_dot_artisans__service__pb2.GetArtisanResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateArtisan(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/a4co.artisans.v1.ArtisansService/UpdateArtisan',
+            a4co_dot_artisans_dot_v1_dot_artisans__service__pb2.UpdateArtisanRequest.SerializeToString,
+            a4co_dot_artisans_dot_v1_dot_artisans__service__pb2.UpdateArtisanResponse.FromString,
             options,
             channel_credentials,
             insecure,

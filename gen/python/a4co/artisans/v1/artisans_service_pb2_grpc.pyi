@@ -39,6 +39,18 @@ class ArtisansServiceStub:
     """OnboardArtisan registers the calling artisan user's workshop. Needs an
     artisan's token; a retried call with the same request_id is applied once.
     """
+    GetArtisan: _grpc.UnaryUnaryMultiCallable[_artisans_service_pb2.GetArtisanRequest, _artisans_service_pb2.GetArtisanResponse]
+    """GetArtisan returns the calling artisan's workshop as artisans records it,
+    postal address and revision included; FAILED_PRECONDITION (NOT_ONBOARDED)
+    before OnboardArtisan.
+    """
+    UpdateArtisan: _grpc.UnaryUnaryMultiCallable[_artisans_service_pb2.UpdateArtisanRequest, _artisans_service_pb2.UpdateArtisanResponse]
+    """UpdateArtisan changes the fields named in update_mask of the calling
+    artisan's workshop: display_name, craft, locality, location, address, bio.
+    Searches, the map, delivery quotes and the public page follow
+    (ArtisanUpdated); orders placed before keep what they were quoted. A call
+    that changes nothing is answered with the workshop as it is.
+    """
     PublishProduct: _grpc.UnaryUnaryMultiCallable[_artisans_service_pb2.PublishProductRequest, _artisans_service_pb2.PublishProductResponse]
     """PublishProduct puts a product of the calling, onboarded artisan on sale.
     A retried call with the same request_id is applied once.
@@ -72,6 +84,18 @@ class ArtisansServiceAsyncStub(ArtisansServiceStub):
     OnboardArtisan: _aio.UnaryUnaryMultiCallable[_artisans_service_pb2.OnboardArtisanRequest, _artisans_service_pb2.OnboardArtisanResponse]  # type: ignore[assignment]
     """OnboardArtisan registers the calling artisan user's workshop. Needs an
     artisan's token; a retried call with the same request_id is applied once.
+    """
+    GetArtisan: _aio.UnaryUnaryMultiCallable[_artisans_service_pb2.GetArtisanRequest, _artisans_service_pb2.GetArtisanResponse]  # type: ignore[assignment]
+    """GetArtisan returns the calling artisan's workshop as artisans records it,
+    postal address and revision included; FAILED_PRECONDITION (NOT_ONBOARDED)
+    before OnboardArtisan.
+    """
+    UpdateArtisan: _aio.UnaryUnaryMultiCallable[_artisans_service_pb2.UpdateArtisanRequest, _artisans_service_pb2.UpdateArtisanResponse]  # type: ignore[assignment]
+    """UpdateArtisan changes the fields named in update_mask of the calling
+    artisan's workshop: display_name, craft, locality, location, address, bio.
+    Searches, the map, delivery quotes and the public page follow
+    (ArtisanUpdated); orders placed before keep what they were quoted. A call
+    that changes nothing is answered with the workshop as it is.
     """
     PublishProduct: _aio.UnaryUnaryMultiCallable[_artisans_service_pb2.PublishProductRequest, _artisans_service_pb2.PublishProductResponse]  # type: ignore[assignment]
     """PublishProduct puts a product of the calling, onboarded artisan on sale.
@@ -109,6 +133,30 @@ class ArtisansServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_artisans_service_pb2.OnboardArtisanResponse, _abc.Awaitable[_artisans_service_pb2.OnboardArtisanResponse]]:
         """OnboardArtisan registers the calling artisan user's workshop. Needs an
         artisan's token; a retried call with the same request_id is applied once.
+        """
+
+    @_abc_1.abstractmethod
+    def GetArtisan(
+        self,
+        request: _artisans_service_pb2.GetArtisanRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_artisans_service_pb2.GetArtisanResponse, _abc.Awaitable[_artisans_service_pb2.GetArtisanResponse]]:
+        """GetArtisan returns the calling artisan's workshop as artisans records it,
+        postal address and revision included; FAILED_PRECONDITION (NOT_ONBOARDED)
+        before OnboardArtisan.
+        """
+
+    @_abc_1.abstractmethod
+    def UpdateArtisan(
+        self,
+        request: _artisans_service_pb2.UpdateArtisanRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_artisans_service_pb2.UpdateArtisanResponse, _abc.Awaitable[_artisans_service_pb2.UpdateArtisanResponse]]:
+        """UpdateArtisan changes the fields named in update_mask of the calling
+        artisan's workshop: display_name, craft, locality, location, address, bio.
+        Searches, the map, delivery quotes and the public page follow
+        (ArtisanUpdated); orders placed before keep what they were quoted. A call
+        that changes nothing is answered with the workshop as it is.
         """
 
     @_abc_1.abstractmethod

@@ -72,6 +72,72 @@ class ArtisanOnboarded(_message.Message):
 Global___ArtisanOnboarded: _TypeAlias = ArtisanOnboarded  # noqa: Y015
 
 @_typing.final
+class ArtisanUpdated(_message.Message):
+    """ArtisanUpdated records a change to a workshop (UpdateArtisan). It carries
+    the whole public workshop after the change and its revision, so that
+    consumers keep the newest whatever order the events arrive in; an
+    ArtisanOnboarded is revision 1.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ARTISAN_ID_FIELD_NUMBER: _builtins.int
+    DISPLAY_NAME_FIELD_NUMBER: _builtins.int
+    CRAFT_FIELD_NUMBER: _builtins.int
+    LOCALITY_FIELD_NUMBER: _builtins.int
+    LOCATION_FIELD_NUMBER: _builtins.int
+    BIO_FIELD_NUMBER: _builtins.int
+    REVISION_FIELD_NUMBER: _builtins.int
+    CHANGED_FIELDS_FIELD_NUMBER: _builtins.int
+    UPDATE_TIME_FIELD_NUMBER: _builtins.int
+    artisan_id: _builtins.str
+    """The artisan's id, equal to the id of their user."""
+    display_name: _builtins.str
+    """The workshop's public name."""
+    craft: _builtins.str
+    """The craft, as a slug such as "aceite", "ceramica", "esparto" or "queso"."""
+    locality: _builtins.str
+    """The workshop's town, for example "Úbeda"."""
+    bio: _builtins.str
+    """A short public presentation of the workshop."""
+    revision: _builtins.int
+    """The workshop's revision after the change; its onboarding is revision 1."""
+    @_builtins.property
+    def location(self) -> _lat_lng_pb2.LatLng:
+        """Where the workshop is."""
+
+    @_builtins.property
+    def changed_fields(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The paths of the fields that changed, as in a FieldMask; "address" is
+        the workshop's postal address, which the event does not carry.
+        """
+
+    @_builtins.property
+    def update_time(self) -> _timestamp_pb2.Timestamp:
+        """When the workshop changed."""
+
+    def __init__(
+        self,
+        *,
+        artisan_id: _builtins.str = ...,
+        display_name: _builtins.str = ...,
+        craft: _builtins.str = ...,
+        locality: _builtins.str = ...,
+        location: _lat_lng_pb2.LatLng | None = ...,
+        bio: _builtins.str = ...,
+        revision: _builtins.int = ...,
+        changed_fields: _abc.Iterable[_builtins.str] | None = ...,
+        update_time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["location", b"location", "update_time", b"update_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["artisan_id", b"artisan_id", "bio", b"bio", "changed_fields", b"changed_fields", "craft", b"craft", "display_name", b"display_name", "locality", b"locality", "location", b"location", "revision", b"revision", "update_time", b"update_time"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ArtisanUpdated: _TypeAlias = ArtisanUpdated  # noqa: Y015
+
+@_typing.final
 class ProductPublished(_message.Message):
     """ProductPublished records that an artisan put a product on sale."""
 
