@@ -473,8 +473,12 @@ async def test_an_artisan_moves_and_renames_the_workshop_and_search_and_map_foll
         pottery = await geo.FindNearbyArtisans(  # where it was, under the craft it had
             geo_pb.FindNearbyArtisansRequest(location=UBEDA, radius_km=1, craft="ceramica")
         )
+        quote = await geo.QuoteDelivery(
+            geo_pb.QuoteDeliveryRequest(artisan_id="artisan-tito", destination=BAEZA)
+        )
         return (
-            [(r.product.product_id, r.product.locality) for r in near_baeza.results]
+            quote.distance_km < 0.1
+            and [(r.product.product_id, r.product.locality) for r in near_baeza.results]
             == [(published.product_id, "Baeza")]
             and not near_ubeda.results
             and [(a.artisan_id, a.display_name) for a in in_baeza.artisans]
