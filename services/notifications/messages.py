@@ -103,7 +103,11 @@ def artisan_onboarded(e: Any) -> list[Note]:
 
 
 def artisan_updated(e: Any) -> list[Note]:
-    moved = " En unos momentos los clientes lo verán en su nueva ubicación." if "location" in e.changed_fields else ""
+    moved = (
+        " En unos momentos los clientes lo verán en su nueva ubicación."
+        if "location" in e.changed_fields
+        else ""
+    )
     return [
         Note(
             e.artisan_id,
