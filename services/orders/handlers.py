@@ -361,21 +361,15 @@ async def get_order(deps: Deps, principal: Principal, order_id: str) -> Order:
     return order
 
 
-def whose_orders(principal: Principal, customer_id: str, artisan_id: str) -> tuple[str, str]:
+def whose_orders(principal: Principal, customer_id: str, artisan_id: str) -> tuple[str | None, str]:
     """The orders ListOrders reads (at most one of the two named, checked): the column and its
     value. The caller's own: a customer's purchases or an artisan's sales; an admin's, the
-    customer's or the artisan's named (INVALID_ARGUMENT naming neither); anyone else naming
-    another, PERMISSION_DENIED."""
+    customer's or the artisan's named, or every order (column None) naming neither; anyone else
+    naming another, PERMISSION_DENIED."""
     if principal.role is Role.ADMIN:
-        if not (customer_id or artisan_id):
-            raise InvalidArgumentError(
-                [
-                    FieldViolation(
-                        "customer_id", "an admin names the customer or the artisan whose orders to list"
-                    )
-                ]
-            )
-        return ("artisan_id", artisan_id) if artisan_id else ("customer_id", customer_id)
+        if artisan_id:
+            return "artisan_id", artisan_id
+        return ("customer_id", customer_id) if customer_id else (None, "")
     column = "artisan_id" if principal.role is Role.ARTISAN else "customer_id"
     named = artisan_id if column == "artisan_id" else customer_id
     other = customer_id if column == "artisan_id" else artisan_id
@@ -384,8 +378,11 @@ def whose_orders(principal: Principal, customer_id: str, artisan_id: str) -> tup
     return column, principal.user_id
 
 
-async def list_orders(deps: Deps, column: str, owner: str, status: Status | None, page: Page) -> list[Order]:
-    """A page of a customer's purchases or an artisan's sales (`whose_orders`), newest first."""
+async def list_orders(
+    deps: Deps, column: str | None, owner: str, status: Status | None, page: Page
+) -> list[Order]:
+    """A page of a customer's purchases or an artisan's sales, or of every order (`whose_orders`),
+    newest first."""
     async with deps.uow() as uow:
         return await uow.orders.page(column, owner, status, page)
 

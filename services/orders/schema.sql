@@ -34,6 +34,9 @@ DROP INDEX IF EXISTS orders_customer;
 DROP INDEX IF EXISTS orders_artisan;
 CREATE INDEX IF NOT EXISTS orders_customer_pages ON orders (customer_id, created_at DESC, order_id DESC);
 CREATE INDEX IF NOT EXISTS orders_artisan_pages ON orders (artisan_id, created_at DESC, order_id DESC);
+-- Every order, newest first: an admin's ListOrders naming no one (decision 47). Its columns never
+-- change, so the saga's updates of an order's status leave it alone whenever they are HOT.
+CREATE INDEX IF NOT EXISTS orders_pages ON orders (created_at DESC, order_id DESC);
 CREATE INDEX IF NOT EXISTS orders_waiting ON orders (step_deadline) WHERE status IN ('PENDING', 'PAID');
 -- What whoever cancelled an order wrote (CancelOrder's reason): told to the artisan, or to the
 -- customer when an admin cancelled.

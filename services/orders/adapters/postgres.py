@@ -158,16 +158,20 @@ class Orders:
         )
         return [_order(row) for row in rows]
 
-    async def page(self, column: str, owner: str, status: Status | None, page: Page) -> list[Order]:
-        """A page of a customer's or an artisan's (`column`) orders, newest first."""
-        assert column in ("customer_id", "artisan_id")
-        args: list[object] = [owner]
-        where = f"{column} = $1"
+    async def page(self, column: str | None, owner: str, status: Status | None, page: Page) -> list[Order]:
+        """A page of a customer's or an artisan's (`column`) orders, or of every order (None),
+        newest first: each through its `*_pages` index, a status filtering the rows it walks."""
+        assert column in ("customer_id", "artisan_id", None)
+        args: list[object] = []
+        where = ["true"]
+        if column is not None:
+            args.append(owner)
+            where.append(f"{column} = ${len(args)}")
         if status is not None:
             args.append(status.value)
-            where += " AND status = $2"
+            where.append(f"status = ${len(args)}")
         rows = await self.conn.fetch(
-            f"{_SELECT} WHERE {where}{page_sql(page, 'created_at', 'order_id', args)}", *args
+            f"{_SELECT} WHERE {' AND '.join(where)}{page_sql(page, 'created_at', 'order_id', args)}", *args
         )
         return [_order(r) for r in rows]
 

@@ -376,12 +376,13 @@ class ListOrdersRequest(_message.Message):
     and artisan_id (with others: INVALID_ARGUMENT).
     """
     customer_id: _builtins.str
-    """The customer whose purchases to list: for an admin, who names either this
-    or artisan_id; anyone else may leave it empty or name themselves.
+    """The customer whose purchases to list: an admin may name any (or, naming
+    neither this nor artisan_id, list every order); anyone else may leave it
+    empty or name themselves.
     """
     artisan_id: _builtins.str
-    """The artisan whose sales to list: for an admin, who names either this or
-    customer_id; an artisan may leave it empty or name themselves.
+    """The artisan whose sales to list: an admin may name any; an artisan may
+    leave it empty or name themselves. Not both this and customer_id.
     """
     def __init__(
         self,

@@ -93,7 +93,7 @@ class OrdersServiceServicer:
     def ListOrders(self, request, context):
         """ListOrders lists the caller's orders (a customer's purchases, or an
         artisan's sales), newest first; an admin lists a customer's or an
-        artisan's, named in the request.
+        artisan's, named in the request, or every order, naming neither.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

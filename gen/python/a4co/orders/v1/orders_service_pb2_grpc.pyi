@@ -46,7 +46,7 @@ class OrdersServiceStub:
     ListOrders: _grpc.UnaryUnaryMultiCallable[_orders_service_pb2.ListOrdersRequest, _orders_service_pb2.ListOrdersResponse]
     """ListOrders lists the caller's orders (a customer's purchases, or an
     artisan's sales), newest first; an admin lists a customer's or an
-    artisan's, named in the request.
+    artisan's, named in the request, or every order, naming neither.
     """
     CancelOrder: _grpc.UnaryUnaryMultiCallable[_orders_service_pb2.CancelOrderRequest, _orders_service_pb2.CancelOrderResponse]
     """CancelOrder cancels an order before it ships; a paid order is refunded.
@@ -79,7 +79,7 @@ class OrdersServiceAsyncStub(OrdersServiceStub):
     ListOrders: _aio.UnaryUnaryMultiCallable[_orders_service_pb2.ListOrdersRequest, _orders_service_pb2.ListOrdersResponse]  # type: ignore[assignment]
     """ListOrders lists the caller's orders (a customer's purchases, or an
     artisan's sales), newest first; an admin lists a customer's or an
-    artisan's, named in the request.
+    artisan's, named in the request, or every order, naming neither.
     """
     CancelOrder: _aio.UnaryUnaryMultiCallable[_orders_service_pb2.CancelOrderRequest, _orders_service_pb2.CancelOrderResponse]  # type: ignore[assignment]
     """CancelOrder cancels an order before it ships; a paid order is refunded.
@@ -127,7 +127,7 @@ class OrdersServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_orders_service_pb2.ListOrdersResponse, _abc.Awaitable[_orders_service_pb2.ListOrdersResponse]]:
         """ListOrders lists the caller's orders (a customer's purchases, or an
         artisan's sales), newest first; an admin lists a customer's or an
-        artisan's, named in the request.
+        artisan's, named in the request, or every order, naming neither.
         """
 
     @_abc_1.abstractmethod
