@@ -89,7 +89,11 @@ def show(colours: dict[str, str], service: str, line: str, log_dir: Path | None 
 
 
 def summary(
-    urls: ServerUrls, endpoints: dict[str, Endpoint], accounts: demo.DemoAccounts, seconds: float
+    urls: ServerUrls,
+    endpoints: dict[str, Endpoint],
+    accounts: demo.DemoAccounts,
+    seconds: float,
+    admin: str = "",
 ) -> str:
     """What is running and how to try it."""
     rows = "\n".join(
@@ -107,7 +111,7 @@ servers
 services
 {rows}
 
-demo customer    {accounts.customer_email} / {accounts.password}
+demo customer    {accounts.customer_email} / {accounts.password}{admin}
 
 try
   grpcurl -plaintext {catalog} list
@@ -137,6 +141,10 @@ async def run(data_dir: Path) -> None:
         A4CO_JWT_PUBLIC_KEY_FILE=str(public),
         A4CO_NOTIFICATIONS_DIR=str(data_dir / "notifications"),
     )
+    # An operator's account for the demo, with the demo's password, unless one is configured.
+    demo_admin = "A4CO_ADMIN_EMAIL" not in env
+    if demo_admin:
+        env.update(A4CO_ADMIN_EMAIL=demo.ADMIN_EMAIL, A4CO_ADMIN_PASSWORD=demo.DEMO_PASSWORD)
     supervisor = Supervisor(
         data_dir / "run",
         env,
@@ -150,7 +158,8 @@ async def run(data_dir: Path) -> None:
         services = {n: {"grpc": e.grpc, "metrics_port": e.metrics_port} for n, e in endpoints.items()}
         document = {"servers": urls.as_env(), "services": services}
         (data_dir / "addresses.json").write_text(json.dumps(document, indent=2))
-        terminal.say(summary(urls, endpoints, accounts, time.monotonic() - started))
+        admin = f"\ndemo admin       {demo.ADMIN_EMAIL} / {demo.DEMO_PASSWORD}" if demo_admin else ""
+        terminal.say(summary(urls, endpoints, accounts, time.monotonic() - started, admin))
         terminal.say("a4co ready")
         await stop.wait()
     finally:

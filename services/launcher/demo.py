@@ -28,6 +28,7 @@ from services.demo.catalogue import ARTISANS, DemoArtisan, DemoProduct, products
 NAMESPACE = uuid.UUID("6f0d6f8e-5b1f-4a4e-9c1d-a4c0a4c0a4c0")
 DEMO_PASSWORD = "jaen-demo-2026"  # noqa: S105 - the demo's published password, printed at start
 CUSTOMER_EMAIL = "ana@demo.a4co.es"
+ADMIN_EMAIL = "admin@demo.a4co.es"  # identity makes it at start (A4CO_ADMIN_EMAIL), unless set otherwise
 AT_ONCE = 4  # workshops loaded at a time
 
 

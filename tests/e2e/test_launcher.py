@@ -152,6 +152,19 @@ async def test_make_run_starts_serves_stops_and_restarts_on_the_same_data(tmp_pa
         order_id = await place_order(orders, product_id, demo["payment_method_id"], me)
         await eventually(lambda: confirmed(orders, order_id, me), timeout=30, what="the order confirmed")
 
+    # The demo's operator lists every order (decision 47).
+    async with grpc.aio.insecure_channel(addresses["identity"]) as channel:
+        signed_in = await identity_grpc.IdentityServiceStub(channel).Login(
+            identity_pb.LoginRequest(email="admin@demo.a4co.es", password="jaen-demo-2026")
+        )
+    assert signed_in.user.role == identity_pb.ROLE_ADMIN
+    admin = (("authorization", f"Bearer {signed_in.tokens.access_token}"),)
+    async with grpc.aio.insecure_channel(addresses["orders"]) as channel:
+        every = await orders_grpc.OrdersServiceStub(channel).ListOrders(
+            orders_pb.ListOrdersRequest(), metadata=admin
+        )
+    assert order_id in [o.order_id for o in every.orders]
+
     code, out = await a4co(data_dir, "status", "--json")
     assert code == 0, out
     status = json.loads(out)
