@@ -33,13 +33,26 @@ class PublicProfile:
     member_since: datetime | None
 
 
+# A page is made only for a user who has not closed their account: an event about them may
+# arrive after UserDeleted (a redelivery), and must not bring the page back.
+UNLESS_FORGOTTEN = " WHERE NOT EXISTS (SELECT 1 FROM forgotten WHERE user_id = $1)"
+
+
+async def on_user_deleted(deps: Deps, event: identity_events.UserDeleted, ctx: HandlerContext) -> None:
+    """A user closed their account: their public page goes, for good."""
+    await ctx.conn.execute(
+        "INSERT INTO forgotten (user_id) VALUES ($1) ON CONFLICT DO NOTHING", event.user_id
+    )
+    await ctx.conn.execute("DELETE FROM profiles WHERE user_id = $1", event.user_id)
+
+
 async def on_user_registered(deps: Deps, event: identity_events.UserRegistered, ctx: HandlerContext) -> None:
     """A new public page: the name and town only, never the e-mail the event also carries."""
     kind = "artisan" if event.role == identity_events.USER_ROLE_ARTISAN else "customer"
     since = event.register_time.ToDatetime(tzinfo=UTC) if event.register_time.seconds else datetime.now(UTC)
     await ctx.conn.execute(
         "INSERT INTO profiles (user_id, display_name, kind, locality, member_since)"
-        " VALUES ($1, $2, $3, $4, $5) ON CONFLICT (user_id) DO UPDATE SET"
+        f" SELECT $1, $2, $3, $4, $5{UNLESS_FORGOTTEN} ON CONFLICT (user_id) DO UPDATE SET"
         " member_since = coalesce(profiles.member_since, EXCLUDED.member_since),"
         " kind = CASE WHEN profiles.kind = 'artisan' THEN 'artisan' ELSE EXCLUDED.kind END",
         event.user_id,
@@ -54,7 +67,7 @@ async def on_profile_updated(deps: Deps, event: identity_events.ProfileUpdated, 
     """The public fields of a changed profile, on a page without a workshop (an artisan's page
     shows the workshop's name, presentation and town)."""
     await ctx.conn.execute(
-        "INSERT INTO profiles (user_id, display_name, bio, locality) VALUES ($1, $2, $3, $4)"
+        f"INSERT INTO profiles (user_id, display_name, bio, locality) SELECT $1, $2, $3, $4{UNLESS_FORGOTTEN}"
         " ON CONFLICT (user_id) DO UPDATE SET display_name = EXCLUDED.display_name, bio = EXCLUDED.bio,"
         " locality = EXCLUDED.locality, updated_at = now() WHERE profiles.workshop_revision = 0",
         event.user_id,
@@ -75,7 +88,7 @@ async def on_artisan(
         revision, since = event.revision, None
     await ctx.conn.execute(
         "INSERT INTO profiles (user_id, display_name, kind, bio, craft, locality, workshop_revision)"
-        " VALUES ($1, $2, 'artisan', $3, $4, $5, $6) ON CONFLICT (user_id) DO UPDATE SET"
+        f" SELECT $1, $2, 'artisan', $3, $4, $5, $6{UNLESS_FORGOTTEN} ON CONFLICT (user_id) DO UPDATE SET"
         " display_name = EXCLUDED.display_name, kind = 'artisan', bio = EXCLUDED.bio,"
         " craft = EXCLUDED.craft, locality = EXCLUDED.locality,"
         " workshop_revision = EXCLUDED.workshop_revision, updated_at = now()"

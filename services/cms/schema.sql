@@ -13,3 +13,8 @@ CREATE TABLE IF NOT EXISTS profiles (
 -- a workshop): an artisan's page shows the workshop, which an older workshop event arriving late
 -- does not change, nor the changes of the person's own profile.
 ALTER TABLE profiles ADD COLUMN IF NOT EXISTS workshop_revision integer NOT NULL DEFAULT 0;
+-- Users who closed their account (UserDeleted): their page is deleted and never made again.
+CREATE TABLE IF NOT EXISTS forgotten (
+    user_id      text        PRIMARY KEY,
+    forgotten_at timestamptz NOT NULL DEFAULT now()
+);

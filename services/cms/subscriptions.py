@@ -12,6 +12,7 @@ from services.platform.events.subscriptions import UnboundHandler
 HANDLERS: dict[type[Message], UnboundHandler] = {
     identity_events_pb2.UserRegistered: handlers.on_user_registered,
     identity_events_pb2.ProfileUpdated: handlers.on_profile_updated,
+    identity_events_pb2.UserDeleted: handlers.on_user_deleted,
     artisan_events_pb2.ArtisanOnboarded: handlers.on_artisan,
     artisan_events_pb2.ArtisanUpdated: handlers.on_artisan,
 }

@@ -13,6 +13,7 @@ from services.platform.addresses import check_address
 from services.platform.auth import Role
 from services.platform.errors import (
     AlreadyExistsError,
+    FailedPreconditionError,
     FieldViolation,
     InvalidArgumentError,
     ResourceExhaustedError,
@@ -158,6 +159,23 @@ def check_reset(email: str, code: str, new_password: str) -> None:
     v.filled(email, "email", MAX_EMAIL)
     v.filled(code, "code", 4 * RESET_CODE_LENGTH)  # room for spaces and dashes
     v.length(new_password, "new_password", PASSWORD_MIN, PASSWORD_MAX)
+    v.raise_if_any()
+
+
+class AccountNotSelfServiceError(FailedPreconditionError):
+    """An artisan's account holds a workshop and its sales, an admin's the marketplace's operation:
+    the operators close them, not their holders."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "ACCOUNT_NOT_SELF_SERVICE", "an artisan's or an admin's account is closed by the operators"
+        )
+
+
+def check_delete_account(current: str) -> None:
+    """Raise InvalidArgumentError unless the password is given."""
+    v = Violations()
+    v.filled(current, "current_password", PASSWORD_MAX)
     v.raise_if_any()
 
 

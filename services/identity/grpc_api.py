@@ -17,7 +17,13 @@ from services.identity.adapters.mapping import (
     tokens_to_pb,
     user_to_pb,
 )
-from services.identity.domain import PASSWORD_MAX, check_new_password, check_reset, check_reset_request
+from services.identity.domain import (
+    PASSWORD_MAX,
+    check_delete_account,
+    check_new_password,
+    check_reset,
+    check_reset_request,
+)
 from services.platform.auth import current_principal
 from services.platform.grpc.interceptor import MethodPolicy
 from services.platform.grpc.server import Registration
@@ -84,6 +90,11 @@ def check_reset_password(request: pb.ResetPasswordRequest) -> None:
     check_reset(request.email, request.code, request.new_password)
 
 
+def check_delete(request: pb.DeleteAccountRequest) -> None:
+    """The account's password (`check_delete_account`)."""
+    check_delete_account(request.current_password)
+
+
 POLICIES = {
     _method("Register"): MethodPolicy(public=True),
     _method("Login"): MethodPolicy(public=True, validator=check_login),
@@ -95,6 +106,7 @@ POLICIES = {
     _method("ChangePassword"): MethodPolicy(validator=check_change_password),
     _method("RequestPasswordReset"): MethodPolicy(public=True, validator=check_request_password_reset),
     _method("ResetPassword"): MethodPolicy(public=True, validator=check_reset_password),
+    _method("DeleteAccount"): MethodPolicy(validator=check_delete),
 }
 
 
@@ -174,6 +186,13 @@ class IdentityServicer(pb_grpc.IdentityServiceServicer):
         return pb.ResetPasswordResponse(
             tokens=tokens_to_pb(tokens), user=user_to_pb(user), ended_sessions=ended
         )
+
+    async def DeleteAccount(
+        self, request: pb.DeleteAccountRequest, context: Context
+    ) -> pb.DeleteAccountResponse:
+        """Close the caller's account."""
+        when, ended = await handlers.delete_account(self.deps, current_principal(), request.current_password)
+        return pb.DeleteAccountResponse(delete_time=to_timestamp(when), ended_sessions=ended)
 
     async def GetProfile(self, request: pb.GetProfileRequest, context: Context) -> pb.GetProfileResponse:
         """A private profile."""

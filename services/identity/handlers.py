@@ -16,6 +16,7 @@ from services.identity.domain import (
     RESET_REQUESTS,
     RESET_REQUESTS_WINDOW_S,
     RESET_WRONG_CODES,
+    AccountNotSelfServiceError,
     Address,
     EmailTakenError,
     HashingBusyError,
@@ -28,6 +29,7 @@ from services.identity.domain import (
     User,
     WrongResetCodeError,
     apply_profile_update,
+    check_delete_account,
     check_new_password,
     check_reset,
     check_signup,
@@ -246,25 +248,7 @@ async def change_password(deps: Deps, principal: Principal, current: str, new: s
     alike), end every other session of the account and announce it (PasswordChanged); returns
     how many sessions it ended."""
     check_new_password(current, new)
-    now = datetime.now(UTC)
-    async with deps.uow() as uow:  # the account and its check counted, as Login's, in one transaction
-        user = await uow.users.by_id(principal.user_id)
-        if user is None:
-            raise NotFoundError("USER_NOT_FOUND", f"no user {principal.user_id}")
-        checks, since = await uow.logins.claim(user.email, now, deps.login_window_s)
-    if checks > deps.login_attempts:
-        raise TooManyLoginAttemptsError(
-            (since + timedelta(seconds=deps.login_window_s) - now).total_seconds()
-        )
-    try:
-        right = await deps.hasher.verify(user.password_hash, current)
-        new_hash = await deps.hasher.hash(new) if right else ""
-    except HashingBusyError:  # refused before the change: the check does not count
-        async with deps.uow() as uow:
-            await uow.logins.give_back(user.email)
-        raise
-    if not right:
-        raise InvalidArgumentError([FieldViolation("current_password", "is not this account's password")])
+    user, new_hash = await _password_checked(deps, principal.user_id, current, new)
     async with deps.uow() as uow:
         await uow.users.set_password(user.user_id, new_hash)
         ended = await uow.sessions.revoke_others(user.user_id, principal.session_id, "password changed")
@@ -278,6 +262,65 @@ async def change_password(deps: Deps, principal: Principal, current: str, new: s
     for session_id in ended:
         await _revoke_in_redis(deps, session_id)
     return len(ended)
+
+
+async def _password_checked(
+    deps: Deps, user_id: str, current: str, new: str = "", allowed: Callable[[User], None] | None = None
+) -> tuple[User, str]:
+    """The signed-in user whose `current` password was checked as Login checks it (and counted
+    alike), and the hash of `new` when given; `allowed` may refuse the user before any check.
+    INVALID_ARGUMENT naming current_password when it is wrong."""
+    now = datetime.now(UTC)
+    async with deps.uow() as uow:  # the account and its check counted, as Login's, in one transaction
+        user = await uow.users.by_id(user_id)
+        if user is None:
+            raise NotFoundError("USER_NOT_FOUND", f"no user {user_id}")
+        if allowed is not None:
+            allowed(user)
+        checks, since = await uow.logins.claim(user.email, now, deps.login_window_s)
+    if checks > deps.login_attempts:
+        raise TooManyLoginAttemptsError(
+            (since + timedelta(seconds=deps.login_window_s) - now).total_seconds()
+        )
+    try:
+        right = await deps.hasher.verify(user.password_hash, current)
+        new_hash = await deps.hasher.hash(new) if right and new else ""
+    except HashingBusyError:  # refused before the change: the check does not count
+        async with deps.uow() as uow:
+            await uow.logins.give_back(user.email)
+        raise
+    if not right:
+        raise InvalidArgumentError([FieldViolation("current_password", "is not this account's password")])
+    return user, new_hash
+
+
+def _customer_only(user: User) -> None:
+    if user.role is not Role.CUSTOMER:
+        raise AccountNotSelfServiceError()
+
+
+async def delete_account(deps: Deps, principal: Principal, current: str) -> tuple[datetime, int]:
+    """Close the caller's customer account for good, its password checked as ChangePassword checks
+    it: erase its personal data, end every session, forget its reset codes and Login checks, and
+    announce it (UserDeleted) for the services that keep some of it. Returns when, and how many
+    sessions it ended."""
+    check_delete_account(current)
+    user, _ = await _password_checked(deps, principal.user_id, current, allowed=_customer_only)
+    now = datetime.now(UTC)
+    async with deps.uow() as uow:
+        await uow.users.erase(user.user_id, now)
+        ended = await uow.sessions.revoke_others(user.user_id, None, "account deleted")
+        await uow.logins.clear(user.email)
+        await uow.resets.forget_address(user.email)
+        await uow.outbox.add(
+            events.UserDeleted(
+                user_id=user.user_id, role=EVENT_ROLES[user.role], delete_time=to_timestamp(now)
+            ),
+            aggregate_id=user.user_id,
+        )
+    for session_id in ended:
+        await _revoke_in_redis(deps, session_id)
+    return now, len(ended)
 
 
 async def request_password_reset(deps: Deps, email: str) -> datetime:

@@ -29,6 +29,9 @@ class Users(Protocol):
     async def save_profile(self, user: User) -> User:
         """Store the editable fields; returns the user as stored."""
 
+    async def erase(self, user_id: str, now: datetime) -> None:
+        """Close an account: erase its personal data and free its e-mail address."""
+
 
 class Sessions(Protocol):
     """Login sessions and their refresh tokens."""
@@ -94,6 +97,9 @@ class PasswordResets(Protocol):
 
     async def spend(self, email: str, now: datetime) -> int:
         """Use up every live code of `email` (its password was reset); returns how many."""
+
+    async def forget_address(self, email: str) -> None:
+        """Forget every request of `email` (its account closed)."""
 
     async def forget_before(self, moment: datetime) -> int:
         """Forget the requests made before `moment`; returns how many."""

@@ -49,3 +49,7 @@ CREATE TABLE IF NOT EXISTS password_resets (
 );
 CREATE INDEX IF NOT EXISTS password_resets_email ON password_resets (email, requested_at);
 CREATE INDEX IF NOT EXISTS password_resets_requested ON password_resets (requested_at);
+
+-- When an account was closed (DeleteAccount): its personal data erased, its e-mail address replaced
+-- by "<user id>@deleted.invalid" so that it may sign up again; the row stays for its sessions.
+ALTER TABLE users ADD COLUMN IF NOT EXISTS deleted_at timestamptz;

@@ -100,6 +100,21 @@ async def on_event(deps: Deps, event: Message, ctx: HandlerContext) -> None:
         ctx.stage(_store, made)
 
 
+async def on_user_deleted(deps: Deps, event: identity.UserDeleted, ctx: HandlerContext) -> None:
+    """Forget a user who closed their account: their address, their messages and those waiting to
+    be mailed; no message is stored for them from now on."""
+    await ctx.conn.execute(
+        "INSERT INTO forgotten (user_id) VALUES ($1) ON CONFLICT DO NOTHING", event.user_id
+    )
+    await ctx.conn.execute(
+        "DELETE FROM undelivered u USING notifications n"
+        " WHERE n.notification_id = u.notification_id AND n.recipient_id = $1",
+        event.user_id,
+    )
+    await ctx.conn.execute("DELETE FROM notifications WHERE recipient_id = $1", event.user_id)
+    await ctx.conn.execute("DELETE FROM contacts WHERE user_id = $1", event.user_id)
+
+
 async def _store(conn: Connection, batch: list[_Made]) -> Callable[[], Awaitable[None]] | None:
     """Store the messages of every event of a transaction in one statement; push and deliver the
     stored ones once it commits. A user hears of an event once: a second message of it to the same
@@ -115,6 +130,7 @@ async def _store(conn: Connection, batch: list[_Made]) -> Callable[[], Awaitable
         " SELECT m.id, m.recipient_id, m.topic, m.title, m.body, m.subject_id, m.event_id, m.mailed"
         " FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::uuid[],"
         " $8::text[]) AS m(id, recipient_id, topic, title, body, subject_id, event_id, mailed)"
+        " WHERE NOT EXISTS (SELECT 1 FROM forgotten f WHERE f.user_id = m.recipient_id)"
         " ON CONFLICT (recipient_id, event_id) DO NOTHING"
         " RETURNING *, (SELECT email FROM contacts WHERE user_id = notifications.recipient_id) AS email",
         *columns(notes, 8),

@@ -42,3 +42,10 @@ CREATE TABLE IF NOT EXISTS undelivered (
     gave_up_at      timestamptz
 );
 CREATE INDEX IF NOT EXISTS undelivered_due ON undelivered (next_attempt_at) WHERE gave_up_at IS NULL;
+
+-- Users who closed their account (UserDeleted): their contact and messages are deleted, and no
+-- message is stored for them again (an event about them may still arrive late).
+CREATE TABLE IF NOT EXISTS forgotten (
+    user_id    text        PRIMARY KEY,
+    forgotten_at timestamptz NOT NULL DEFAULT now()
+);

@@ -6,6 +6,7 @@ import asyncio
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from a4co.identity.events.v1 import identity_events_pb2 as identity_events
 from a4co.orders.events.v1 import order_events_pb2 as order_events
 from a4co.payments.events.v1 import payment_events_pb2 as events
 from a4co.type.v1 import money_pb2
@@ -162,6 +163,15 @@ async def _announce(placed: _Placed, attempt: Attempt) -> None:
             ),
             aggregate_id=attempt.payment_id,
         )
+
+
+async def on_user_deleted(deps: SagaDeps, event: identity_events.UserDeleted, ctx: HandlerContext) -> None:
+    """A customer closed their account: their saved methods are deleted, as DeletePaymentMethod
+    deletes one (the orders placed before are still refunded with them, decision 43)."""
+    await ctx.conn.execute(
+        "UPDATE payment_methods SET deleted_at = coalesce(deleted_at, now()) WHERE customer_id = $1",
+        event.user_id,
+    )
 
 
 def refund_due(event: order_events.OrderStatusChanged) -> bool:

@@ -1,7 +1,9 @@
-"""The events payments consumes: orders to charge, and cancellations to refund."""
+"""The events payments consumes: orders to charge, cancellations to refund, and the accounts
+closed, whose saved methods it deletes."""
 
 from __future__ import annotations
 
+from a4co.identity.events.v1 import identity_events_pb2
 from a4co.orders.events.v1 import order_events_pb2
 from services.payments import saga
 from services.platform.events.subscriptions import Only, Table
@@ -11,4 +13,5 @@ HANDLERS: Table = {
     order_events_pb2.OrderStatusChanged: Only(
         saga.on_order_status_changed, saga.refund_due, "cancelled with a refund due"
     ),
+    identity_events_pb2.UserDeleted: saga.on_user_deleted,
 }

@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import asyncpg
 import grpc
 import nats
 import pytest
@@ -311,6 +312,58 @@ async def test_a_forgotten_password_is_reset_with_the_code_mailed_by_notificatio
 
     await eventually(both_told, timeout=30, what="the reset told")
     assert await told() == ["Contraseña restablecida", "Restablecer tu contraseña", "¡Bienvenido a a4co!"]
+
+
+async def test_a_customer_closes_their_account_and_every_service_forgets_them(
+    deployment: tuple[Supervisor, Client, str], urls: ServerUrls
+) -> None:
+    _, client, prefix = deployment
+    email = f"sol-{uuid.uuid4().hex[:6]}@jaen.es"
+    user_id, me = await client.sign_up(email, identity_pb.ROLE_CUSTOMER)
+    method = await card(client, me)
+    cms = cms_grpc.CmsServiceStub(client.channels["cms"])
+
+    async def page_shown() -> bool:
+        try:
+            await cms.GetPublicProfile(cms_pb.GetPublicProfileRequest(user_id=user_id))
+        except grpc.aio.AioRpcError:
+            return False
+        return True
+
+    await eventually(page_shown, timeout=30, what="the public page made")
+    closed = await client.identity.DeleteAccount(
+        identity_pb.DeleteAccountRequest(current_password="contraseña-segura-2026"), metadata=me
+    )
+    assert closed.ended_sessions == 2  # sign-up's and sign_up's Login
+    refused = await failure(client.identity.GetProfile(identity_pb.GetProfileRequest(), metadata=me))
+    assert refused.code() == grpc.StatusCode.UNAUTHENTICATED
+
+    async def forgotten() -> bool:
+        try:
+            await cms.GetPublicProfile(cms_pb.GetPublicProfileRequest(user_id=user_id))
+        except grpc.aio.AioRpcError as error:
+            return error.code() == grpc.StatusCode.NOT_FOUND
+        return False
+
+    await eventually(forgotten, timeout=30, what="the public page gone")
+
+    async def card_deleted() -> bool:
+        conn = await asyncpg.connect(urls.database_url)
+        try:
+            return bool(
+                await conn.fetchval(
+                    f'SELECT deleted_at IS NOT NULL FROM "{prefix}_payments".payment_methods'
+                    " WHERE payment_method_id = $1",
+                    method,
+                )
+            )
+        finally:
+            await conn.close()
+
+    await eventually(card_deleted, timeout=30, what="the saved card deleted")
+    # The address is free: signed up again, it is a new user.
+    again, _ = await client.sign_up(email, identity_pb.ROLE_CUSTOMER)
+    assert again != user_id
 
 
 async def test_declined_and_cancelled_orders_are_compensated(

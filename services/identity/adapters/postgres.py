@@ -59,16 +59,27 @@ class PostgresUsers:
         if not is_uuid(user_id):
             return None
         row = await self.conn.fetchrow(
-            "SELECT *, address::text AS address FROM users WHERE user_id = $1", user_id
+            "SELECT *, address::text AS address FROM users WHERE user_id = $1 AND deleted_at IS NULL", user_id
         )
         return _user(row) if row else None
 
     async def by_email(self, email: str) -> User | None:
         """The user with this e-mail."""
         row = await self.conn.fetchrow(
-            "SELECT *, address::text AS address FROM users WHERE email = $1", email
+            "SELECT *, address::text AS address FROM users WHERE email = $1 AND deleted_at IS NULL", email
         )
         return _user(row) if row else None
+
+    async def erase(self, user_id: str, now: datetime) -> None:
+        """Close an account: its personal data erased, its e-mail address freed (the row stays, for
+        the sessions that refer to it, and so that its id is never given again)."""
+        await self.conn.execute(
+            "UPDATE users SET email = user_id::text || '@deleted.invalid', display_name = '',"
+            " password_hash = '', phone_number = '', address = '{}', bio = '', updated_at = $2,"
+            " deleted_at = $2 WHERE user_id = $1",
+            user_id,
+            now,
+        )
 
     async def set_password(self, user_id: str, password_hash: str) -> None:
         """Store a new password hash."""
@@ -299,6 +310,10 @@ class PostgresPasswordResets:
             now,
         )
         return int(status.rsplit(" ", 1)[1])
+
+    async def forget_address(self, email: str) -> None:
+        """Delete every request of an address (its account closed)."""
+        await self.conn.execute("DELETE FROM password_resets WHERE email = $1", email)
 
     async def forget_before(self, moment: datetime) -> int:
         """Delete the requests made before `moment`."""

@@ -868,3 +868,75 @@ async def test_the_readmes_grpcurl_commands_reset_a_forgotten_password(
     assert reset["tokens"]["access_token"]  # type: ignore[index]
     again = await stub.Login(pb.LoginRequest(email="ana@jaen.es", password="olivar-de-jaen-2027"))
     assert again.user.email == "ana@jaen.es"
+
+
+async def test_a_customer_closes_their_account_its_data_erased_and_its_address_free_again(
+    stub: pb_grpc.IdentityServiceAsyncStub, identity: RunningService
+) -> None:
+    user = await register(stub, "luis@example.es")  # sign-up's session, and one more
+    here = (await login(stub, "luis@example.es")).tokens
+    await stub.RequestPasswordReset(pb.RequestPasswordResetRequest(email="luis@example.es"))
+    me = bearer(here.access_token)
+
+    def close(password: str) -> Awaitable[pb.DeleteAccountResponse]:
+        return stub.DeleteAccount(pb.DeleteAccountRequest(current_password=password), metadata=me)
+
+    empty = await failure(close(""))
+    assert details_of(empty)[1] == [("current_password", "is required")]
+    wrong = await failure(close("no-es-la-clave-123"))
+    assert details_of(wrong)[1] == [("current_password", "is not this account's password")]
+    before = datetime.now(UTC)
+    closed = await close(PASSWORD)
+    assert closed.ended_sessions == 2
+    assert closed.delete_time.ToDatetime(tzinfo=UTC) >= before.replace(microsecond=0)
+    # Every session ended, this one included; the address signs in no more, and may sign up anew.
+    ended = await failure(stub.GetProfile(pb.GetProfileRequest(), metadata=me))
+    assert details_of(ended)[0].reason == "TOKEN_REVOKED"  # type: ignore[union-attr]
+    gone = await failure(stub.Login(pb.LoginRequest(email="luis@example.es", password=PASSWORD)))
+    assert gone.code() == grpc.StatusCode.UNAUTHENTICATED
+    again = await register(stub, "luis@example.es")
+    assert again.user_id != user.user_id
+    # Nothing personal is kept: the row stays for its sessions, erased.
+    row = await identity.infra.pool.fetchrow("SELECT * FROM users WHERE user_id = $1", user.user_id)
+    assert row is not None
+    assert (row["email"], row["display_name"], row["phone_number"], row["password_hash"], row["bio"]) == (
+        f"{user.user_id}@deleted.invalid",
+        "",
+        "",
+        "",
+        "",
+    )
+    assert row["address"] in ("{}", {})
+    assert row["deleted_at"] is not None
+    resets = await identity.infra.pool.fetchval(
+        "SELECT count(*) FROM password_resets WHERE user_id = $1", user.user_id
+    )
+    assert resets == 0
+
+    async def deleted() -> list[str]:
+        return [
+            e.payload.user_id  # type: ignore[attr-defined]
+            for e in await stream_events(identity, "IDENTITY")
+            if e.definition.name == "UserDeleted"
+        ]
+
+    async def announced() -> bool:
+        return bool(await deleted())
+
+    await eventually(announced, what="UserDeleted published")
+    assert await deleted() == [user.user_id]
+
+
+async def test_an_artisan_account_is_closed_by_the_operators_not_by_its_holder(
+    stub: pb_grpc.IdentityServiceAsyncStub,
+) -> None:
+    await register(stub, "taller@example.es", pb.ROLE_ARTISAN)
+    me = bearer((await login(stub, "taller@example.es")).tokens.access_token)
+    refused = await failure(
+        stub.DeleteAccount(pb.DeleteAccountRequest(current_password=PASSWORD), metadata=me)
+    )
+    assert (refused.code(), details_of(refused)[0].reason) == (  # type: ignore[union-attr]
+        grpc.StatusCode.FAILED_PRECONDITION,
+        "ACCOUNT_NOT_SELF_SERVICE",
+    )
+    assert (await stub.GetProfile(pb.GetProfileRequest(), metadata=me)).user.email == "taller@example.es"

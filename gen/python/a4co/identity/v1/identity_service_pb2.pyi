@@ -579,6 +579,56 @@ class ResetPasswordResponse(_message.Message):
 Global___ResetPasswordResponse: _TypeAlias = ResetPasswordResponse  # noqa: Y015
 
 @_typing.final
+class DeleteAccountRequest(_message.Message):
+    """DeleteAccountRequest confirms the closing with the account's password."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CURRENT_PASSWORD_FIELD_NUMBER: _builtins.int
+    current_password: _builtins.str
+    """The password now, at most 128 characters."""
+    def __init__(
+        self,
+        *,
+        current_password: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["current_password", b"current_password"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeleteAccountRequest: _TypeAlias = DeleteAccountRequest  # noqa: Y015
+
+@_typing.final
+class DeleteAccountResponse(_message.Message):
+    """DeleteAccountResponse says when the account was closed."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DELETE_TIME_FIELD_NUMBER: _builtins.int
+    ENDED_SESSIONS_FIELD_NUMBER: _builtins.int
+    ended_sessions: _builtins.int
+    """How many sessions of the account were ended, the caller's included."""
+    @_builtins.property
+    def delete_time(self) -> _timestamp_pb2.Timestamp:
+        """When the account was closed."""
+
+    def __init__(
+        self,
+        *,
+        delete_time: _timestamp_pb2.Timestamp | None = ...,
+        ended_sessions: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["delete_time", b"delete_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["delete_time", b"delete_time", "ended_sessions", b"ended_sessions"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeleteAccountResponse: _TypeAlias = DeleteAccountResponse  # noqa: Y015
+
+@_typing.final
 class GetProfileRequest(_message.Message):
     """GetProfileRequest names the user; empty means the caller."""
 

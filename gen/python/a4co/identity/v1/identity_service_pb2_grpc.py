@@ -87,6 +87,11 @@ class IdentityServiceStub:
                 request_serializer=a4co_dot_identity_dot_v1_dot_identity__service__pb2.ResetPasswordRequest.SerializeToString,
                 response_deserializer=a4co_dot_identity_dot_v1_dot_identity__service__pb2.ResetPasswordResponse.FromString,
                 _registered_method=True)
+        self.DeleteAccount = channel.unary_unary(
+                '/a4co.identity.v1.IdentityService/DeleteAccount',
+                request_serializer=a4co_dot_identity_dot_v1_dot_identity__service__pb2.DeleteAccountRequest.SerializeToString,
+                response_deserializer=a4co_dot_identity_dot_v1_dot_identity__service__pb2.DeleteAccountResponse.FromString,
+                _registered_method=True)
 
 
 class IdentityServiceServicer:
@@ -197,6 +202,19 @@ class IdentityServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def DeleteAccount(self, request, context):
+        """DeleteAccount closes the caller's customer account for good, given its
+        password (checked and counted as ChangePassword's): its personal data is
+        erased, every session ends, the e-mail address is free to sign up again,
+        and the other services forget the user (UserDeleted): notifications,
+        public page, saved payment methods. Orders placed stay, as the law keeps
+        them. An artisan's or an admin's account is closed by the operators
+        (FAILED_PRECONDITION, ACCOUNT_NOT_SELF_SERVICE).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_IdentityServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -249,6 +267,11 @@ def add_IdentityServiceServicer_to_server(servicer, server):
                     servicer.ResetPassword,
                     request_deserializer=a4co_dot_identity_dot_v1_dot_identity__service__pb2.ResetPasswordRequest.FromString,
                     response_serializer=a4co_dot_identity_dot_v1_dot_identity__service__pb2.ResetPasswordResponse.SerializeToString,
+            ),
+            'DeleteAccount': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteAccount,
+                    request_deserializer=a4co_dot_identity_dot_v1_dot_identity__service__pb2.DeleteAccountRequest.FromString,
+                    response_serializer=a4co_dot_identity_dot_v1_dot_identity__service__pb2.DeleteAccountResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -524,6 +547,33 @@ class IdentityService:
             '/a4co.identity.v1.IdentityService/ResetPassword',
             a4co_dot_identity_dot_v1_dot_identity__service__pb2.ResetPasswordRequest.SerializeToString,
             a4co_dot_identity_dot_v1_dot_identity__service__pb2.ResetPasswordResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteAccount(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/a4co.identity.v1.IdentityService/DeleteAccount',
+            a4co_dot_identity_dot_v1_dot_identity__service__pb2.DeleteAccountRequest.SerializeToString,
+            a4co_dot_identity_dot_v1_dot_identity__service__pb2.DeleteAccountResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -97,6 +97,15 @@ class IdentityServiceStub:
     wrong codes for an address, the codes sent to it stop working: a new one must
     be requested. The user is told by notifications (PasswordChanged).
     """
+    DeleteAccount: _grpc.UnaryUnaryMultiCallable[_identity_service_pb2.DeleteAccountRequest, _identity_service_pb2.DeleteAccountResponse]
+    """DeleteAccount closes the caller's customer account for good, given its
+    password (checked and counted as ChangePassword's): its personal data is
+    erased, every session ends, the e-mail address is free to sign up again,
+    and the other services forget the user (UserDeleted): notifications,
+    public page, saved payment methods. Orders placed stay, as the law keeps
+    them. An artisan's or an admin's account is closed by the operators
+    (FAILED_PRECONDITION, ACCOUNT_NOT_SELF_SERVICE).
+    """
 
 @_typing.type_check_only
 class IdentityServiceAsyncStub(IdentityServiceStub):
@@ -166,6 +175,15 @@ class IdentityServiceAsyncStub(IdentityServiceStub):
     that is wrong, used or expired is INVALID_ARGUMENT naming code. After 5
     wrong codes for an address, the codes sent to it stop working: a new one must
     be requested. The user is told by notifications (PasswordChanged).
+    """
+    DeleteAccount: _aio.UnaryUnaryMultiCallable[_identity_service_pb2.DeleteAccountRequest, _identity_service_pb2.DeleteAccountResponse]  # type: ignore[assignment]
+    """DeleteAccount closes the caller's customer account for good, given its
+    password (checked and counted as ChangePassword's): its personal data is
+    erased, every session ends, the e-mail address is free to sign up again,
+    and the other services forget the user (UserDeleted): notifications,
+    public page, saved payment methods. Orders placed stay, as the law keeps
+    them. An artisan's or an admin's account is closed by the operators
+    (FAILED_PRECONDITION, ACCOUNT_NOT_SELF_SERVICE).
     """
 
 class IdentityServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -293,6 +311,21 @@ class IdentityServiceServicer(metaclass=_abc_1.ABCMeta):
         that is wrong, used or expired is INVALID_ARGUMENT naming code. After 5
         wrong codes for an address, the codes sent to it stop working: a new one must
         be requested. The user is told by notifications (PasswordChanged).
+        """
+
+    @_abc_1.abstractmethod
+    def DeleteAccount(
+        self,
+        request: _identity_service_pb2.DeleteAccountRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_identity_service_pb2.DeleteAccountResponse, _abc.Awaitable[_identity_service_pb2.DeleteAccountResponse]]:
+        """DeleteAccount closes the caller's customer account for good, given its
+        password (checked and counted as ChangePassword's): its personal data is
+        erased, every session ends, the e-mail address is free to sign up again,
+        and the other services forget the user (UserDeleted): notifications,
+        public page, saved payment methods. Orders placed stay, as the law keeps
+        them. An artisan's or an admin's account is closed by the operators
+        (FAILED_PRECONDITION, ACCOUNT_NOT_SELF_SERVICE).
         """
 
 def add_IdentityServiceServicer_to_server(servicer: IdentityServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

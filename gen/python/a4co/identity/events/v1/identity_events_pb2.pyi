@@ -227,3 +227,38 @@ class PasswordResetRequested(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___PasswordResetRequested: _TypeAlias = PasswordResetRequested  # noqa: Y015
+
+@_typing.final
+class UserDeleted(_message.Message):
+    """UserDeleted records that a user closed their account (DeleteAccount): its
+    personal data is erased in identity, and every service that keeps some of
+    it about the user forgets it. The user id is never used again.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    USER_ID_FIELD_NUMBER: _builtins.int
+    ROLE_FIELD_NUMBER: _builtins.int
+    DELETE_TIME_FIELD_NUMBER: _builtins.int
+    user_id: _builtins.str
+    """The user."""
+    role: Global___UserRole.ValueType
+    """What the user was."""
+    @_builtins.property
+    def delete_time(self) -> _timestamp_pb2.Timestamp:
+        """When the account was closed."""
+
+    def __init__(
+        self,
+        *,
+        user_id: _builtins.str = ...,
+        role: Global___UserRole.ValueType = ...,
+        delete_time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["delete_time", b"delete_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["delete_time", b"delete_time", "role", b"role", "user_id", b"user_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UserDeleted: _TypeAlias = UserDeleted  # noqa: Y015
