@@ -164,11 +164,11 @@ def check_reset(email: str, code: str, new_password: str) -> None:
 
 class AccountNotSelfServiceError(FailedPreconditionError):
     """An artisan's account holds a workshop and its sales, an admin's the marketplace's operation:
-    the operators close them, not their holders."""
+    DeleteAccount closes a customer's only (decision 48)."""
 
     def __init__(self) -> None:
         super().__init__(
-            "ACCOUNT_NOT_SELF_SERVICE", "an artisan's or an admin's account is closed by the operators"
+            "ACCOUNT_NOT_SELF_SERVICE", "only a customer's account can be closed with DeleteAccount"
         )
 
 

@@ -103,7 +103,7 @@ class IdentityServiceStub:
     erased, every session ends, the e-mail address is free to sign up again,
     and the other services forget the user (UserDeleted): notifications,
     public page, saved payment methods. Orders placed stay, as the law keeps
-    them. An artisan's or an admin's account is closed by the operators
+    them. An artisan's or an admin's account cannot be closed this way
     (FAILED_PRECONDITION, ACCOUNT_NOT_SELF_SERVICE).
     """
 
@@ -182,7 +182,7 @@ class IdentityServiceAsyncStub(IdentityServiceStub):
     erased, every session ends, the e-mail address is free to sign up again,
     and the other services forget the user (UserDeleted): notifications,
     public page, saved payment methods. Orders placed stay, as the law keeps
-    them. An artisan's or an admin's account is closed by the operators
+    them. An artisan's or an admin's account cannot be closed this way
     (FAILED_PRECONDITION, ACCOUNT_NOT_SELF_SERVICE).
     """
 
@@ -324,7 +324,7 @@ class IdentityServiceServicer(metaclass=_abc_1.ABCMeta):
         erased, every session ends, the e-mail address is free to sign up again,
         and the other services forget the user (UserDeleted): notifications,
         public page, saved payment methods. Orders placed stay, as the law keeps
-        them. An artisan's or an admin's account is closed by the operators
+        them. An artisan's or an admin's account cannot be closed this way
         (FAILED_PRECONDITION, ACCOUNT_NOT_SELF_SERVICE).
         """
 
