@@ -94,6 +94,17 @@ def _onboarded(existing: Registered, request_id: str) -> Registered:
     return existing
 
 
+def _still_at(expected: int, revision: int, what: str) -> None:
+    """A change made only at the revision the caller read (`expected`, 0 for any): ABORTED with
+    the revision now in the metadata otherwise."""
+    if expected and revision != expected:
+        raise AbortedError(
+            "REVISION_CHANGED",
+            f"{what} is at revision {revision}, not {expected}",
+            metadata={"revision": str(revision)},
+        )
+
+
 async def get_workshop(deps: Deps, principal: Principal) -> Registered:
     """The calling artisan's workshop (NotOnboardedError before OnboardArtisan)."""
     found = await Catalogue(deps.pool).workshop(principal.user_id)
@@ -111,12 +122,7 @@ async def update_workshop(
         found = await uow.catalogue.workshop(principal.user_id, to_change=True)
         if found is None:
             raise NotOnboardedError()
-        if expected_revision and found.revision != expected_revision:
-            raise AbortedError(
-                "REVISION_CHANGED",
-                f"the workshop is at revision {found.revision}, not {expected_revision}",
-                metadata={"revision": str(found.revision)},
-            )
+        _still_at(expected_revision, found.revision, "the workshop")
         updated, changed = apply_workshop_update(found.workshop, changes, paths)
         if not changed:
             return found
@@ -204,12 +210,7 @@ async def update(
         listing = await _mine_to_change(uow, principal, product_id)
         if listing.withdraw_time is not None:
             raise WithdrawnError(product_id)
-        if expected_revision and listing.revision != expected_revision:
-            raise AbortedError(
-                "REVISION_CHANGED",
-                f"product {product_id} is at revision {listing.revision}, not {expected_revision}",
-                metadata={"revision": str(listing.revision)},
-            )
+        _still_at(expected_revision, listing.revision, f"product {product_id}")
         updated, changed = apply_update(listing.product, changes, paths)
         if not changed:
             return listing

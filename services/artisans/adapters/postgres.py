@@ -31,6 +31,12 @@ def _registered(row: asyncpg.Record) -> Registered:
     )
 
 
+def _declared(w: Workshop) -> tuple[object, ...]:
+    """What an artisan declares of a workshop, as the columns display_name, craft, locality,
+    latitude, longitude, address (JSON) and bio."""
+    return (w.display_name, w.craft, w.locality, w.latitude, w.longitude, json.dumps(w.address), w.bio)
+
+
 def _listing(row: asyncpg.Record) -> Listing:
     product = Product(
         str(row["product_id"]),
@@ -71,13 +77,7 @@ class Catalogue:
             " longitude = $6, address = $7::jsonb, bio = $8, revision = $9, updated_at = now()"
             " WHERE artisan_id = $1 RETURNING *, address::text AS address",
             w.artisan_id,
-            w.display_name,
-            w.craft,
-            w.locality,
-            w.latitude,
-            w.longitude,
-            json.dumps(w.address),
-            w.bio,
+            *_declared(w),
             revision,
         )
         assert row is not None  # the row is locked: it cannot have gone
@@ -92,13 +92,7 @@ class Catalogue:
             " ON CONFLICT DO NOTHING RETURNING *, address::text AS address",
             w.artisan_id,
             request_id,
-            w.display_name,
-            w.craft,
-            w.locality,
-            w.latitude,
-            w.longitude,
-            json.dumps(w.address),
-            w.bio,
+            *_declared(w),
         )
         return _registered(row) if row else None
 
