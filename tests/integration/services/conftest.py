@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import uuid
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest_asyncio
 
@@ -15,7 +14,11 @@ from services.identity.__main__ import build as build_identity
 from services.inventory.__main__ import build as build_inventory
 from services.payments.__main__ import build as build_payments
 from services.platform.local_servers import ServerUrls
-from tests.integration.services.harness import Keys, RunningService, running_service, settings_for
+from tests.integration.services.harness import (
+    Keys,
+    RunningService,
+    running_services,
+)
 
 BUILDS = {
     "identity": build_identity,
@@ -31,12 +34,7 @@ async def five_services(
     urls: ServerUrls, prefix: str, keys: Keys
 ) -> AsyncIterator[dict[str, RunningService]]:
     """The five synchronous services, in-process, under one prefix."""
-    async with contextlib.AsyncExitStack() as stack:
-        running = {}
-        for name, build in BUILDS.items():
-            settings = settings_for(name, urls, prefix, keys)
-            schema = Path(f"services/{name}/schema.sql")
-            running[name] = await stack.enter_async_context(running_service(name, build, schema, settings))
+    async with running_services(BUILDS, urls, prefix, keys) as running:
         yield running
 
 

@@ -91,6 +91,21 @@ async def running_service(
 
 
 @contextlib.asynccontextmanager
+async def running_services(
+    builds: Mapping[str, Build], urls: ServerUrls, prefix: str, keys: Keys
+) -> AsyncIterator[dict[str, RunningService]]:
+    """Several services in-process under one prefix, each with its `schema.sql`, started in the
+    order given and stopped in the reverse."""
+    async with contextlib.AsyncExitStack() as stack:
+        running = {}
+        for name, build in builds.items():
+            settings = settings_for(name, urls, prefix, keys)
+            schema = Path(f"services/{name}/schema.sql")
+            running[name] = await stack.enter_async_context(running_service(name, build, schema, settings))
+        yield running
+
+
+@contextlib.asynccontextmanager
 async def service_tables(urls: ServerUrls, topology: Topology, service: str) -> AsyncIterator[asyncpg.Pool]:
     """A pool on a service's schema with its `schema.sql` applied, the service itself not running:
     for tests of its repositories."""

@@ -3,7 +3,6 @@ notifications, cms and payments, and not brought back by an event about them arr
 
 from __future__ import annotations
 
-import contextlib
 import json
 import uuid
 from collections.abc import AsyncIterator
@@ -29,8 +28,7 @@ from tests.integration.services.harness import (
     Keys,
     RunningService,
     publish_event,
-    running_service,
-    settings_for,
+    running_services,
     token,
 )
 from tests.support.rpc import failure
@@ -43,13 +41,7 @@ async def keepers(
 ) -> AsyncIterator[dict[str, RunningService]]:
     monkeypatch.setenv("A4CO_NOTIFICATIONS_DIR", str(tmp_path / "mail"))
     builds = {"notifications": build_notifications, "cms": build_cms, "payments": BUILDS["payments"]}
-    async with contextlib.AsyncExitStack() as stack:
-        running = {}
-        for name, b in builds.items():
-            schema = Path(f"services/{name}/schema.sql")
-            running[name] = await stack.enter_async_context(
-                running_service(name, b, schema, settings_for(name, urls, prefix, keys))
-            )
+    async with running_services(builds, urls, prefix, keys) as running:
         yield running
 
 

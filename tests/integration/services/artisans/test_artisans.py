@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import uuid
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import grpc
 import pytest_asyncio
@@ -29,8 +27,7 @@ from tests.integration.services.conftest import BUILDS
 from tests.integration.services.harness import (
     Keys,
     RunningService,
-    running_service,
-    settings_for,
+    running_services,
     stream_events,
     token,
 )
@@ -44,13 +41,7 @@ UBEDA = lat_lng_pb2.LatLng(latitude=38.0133, longitude=-3.3706)
 @pytest_asyncio.fixture
 async def marketplace(urls: ServerUrls, prefix: str, keys: Keys) -> AsyncIterator[dict[str, RunningService]]:
     builds = {"artisans": build, **{k: BUILDS[k] for k in ("inventory", "catalog", "geo")}}
-    async with contextlib.AsyncExitStack() as stack:
-        running = {}
-        for name, b in builds.items():
-            schema = Path(f"services/{name}/schema.sql")
-            running[name] = await stack.enter_async_context(
-                running_service(name, b, schema, settings_for(name, urls, prefix, keys))
-            )
+    async with running_services(builds, urls, prefix, keys) as running:
         yield running
 
 

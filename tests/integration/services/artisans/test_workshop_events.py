@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import grpc
 import pytest_asyncio
@@ -24,8 +22,7 @@ from tests.integration.services.harness import (
     Keys,
     RunningService,
     publish_event,
-    running_service,
-    settings_for,
+    running_services,
 )
 from tests.support.waiting import eventually
 
@@ -37,13 +34,7 @@ BAEZA = lat_lng_pb2.LatLng(latitude=37.9938, longitude=-3.4700)
 @pytest_asyncio.fixture
 async def followers(urls: ServerUrls, prefix: str, keys: Keys) -> AsyncIterator[dict[str, RunningService]]:
     builds = {"catalog": BUILDS["catalog"], "geo": BUILDS["geo"], "cms": build_cms}
-    async with contextlib.AsyncExitStack() as stack:
-        running = {}
-        for name, b in builds.items():
-            schema = Path(f"services/{name}/schema.sql")
-            running[name] = await stack.enter_async_context(
-                running_service(name, b, schema, settings_for(name, urls, prefix, keys))
-            )
+    async with running_services(builds, urls, prefix, keys) as running:
         yield running
 
 

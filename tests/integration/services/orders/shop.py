@@ -26,7 +26,14 @@ from services.orders.__main__ import build as build_orders
 from services.platform.auth import Role
 from services.platform.local_servers import ServerUrls
 from tests.integration.services.conftest import BUILDS
-from tests.integration.services.harness import Keys, RunningService, running_service, settings_for, token
+from tests.integration.services.harness import (
+    Keys,
+    RunningService,
+    running_service,
+    running_services,
+    settings_for,
+    token,
+)
 from tests.support.waiting import eventually
 
 UBEDA = lat_lng_pb2.LatLng(latitude=38.0133, longitude=-3.3706)
@@ -50,12 +57,7 @@ async def shop(
     if subscribers:
         builds.update({name: _build_of(name) for name in SUBSCRIBERS})
     async with contextlib.AsyncExitStack() as stack:
-        running: dict[str, RunningService] = {}
-        for name, build in builds.items():
-            settings = settings_for(name, urls, prefix, keys)
-            running[name] = await stack.enter_async_context(
-                running_service(name, build, Path(f"services/{name}/schema.sql"), settings)
-            )
+        running = await stack.enter_async_context(running_services(builds, urls, prefix, keys))
         peers = {k: running[k].address for k in ("catalog", "inventory", "payments", "geo")}
         settings = settings_for("orders", urls, prefix, keys, peers=peers)
         running["orders"] = await stack.enter_async_context(
