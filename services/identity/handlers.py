@@ -91,9 +91,13 @@ async def register(
     address: Address,
 ) -> tuple[User, Tokens]:
     """Create an account, announce it (UserRegistered) and start its first session: the new
-    user is signed in without a second hashing of the password, which a Login would cost."""
+    user is signed in without a second hashing of the password, which a Login would cost. A taken
+    address is refused before the password is hashed (the answer says it is taken either way)."""
     check_signup(email, password, display_name, role, phone, address)
     assert role is not None
+    async with deps.uow() as uow:
+        if await uow.users.by_email(normalise_email(email)) is not None:
+            raise EmailTakenError()
     new = User(
         user_id=str(uuid.uuid4()),
         email=normalise_email(email),
@@ -380,7 +384,8 @@ async def reset_password(deps: Deps, email: str, code: str, new_password: str) -
         raise
     async with deps.uow() as uow:
         user = await uow.users.by_id(user_id)
-        assert user is not None  # a code's user is a row its table refers to
+        if user is None:  # the account was closed since the code was claimed
+            raise WrongResetCodeError()
         await uow.users.set_password(user.user_id, new_hash)
         ended = await uow.sessions.revoke_others(user.user_id, None, "password reset")
         await uow.resets.spend(address, now)  # the other codes sent meanwhile

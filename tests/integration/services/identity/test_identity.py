@@ -9,6 +9,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import grpc
 import jwt
@@ -35,7 +36,10 @@ from services.identity.domain import (
     RESET_REQUESTS,
     RESET_REQUESTS_WINDOW_S,
     RESET_WRONG_CODES,
+    Address,
+    EmailTakenError,
     HashingBusyError,
+    WrongResetCodeError,
 )
 from services.platform.auth import RedisRevocations, Role, TokenIssuer
 from services.platform.grpc.status import details_of
@@ -835,14 +839,7 @@ async def test_a_reset_refused_for_busy_hashing_leaves_its_code_live(
     await register(stub, "luz@example.es")
     await stub.RequestPasswordReset(pb.RequestPasswordResetRequest(email="luz@example.es"))
     code = await mailed_code(identity, "luz@example.es")
-    infra = identity.infra
-    busy = handlers.Deps(
-        uow=functools.partial(unit_of_work_factory, infra.pool, infra.outbox),
-        hasher=BusyHasher(),
-        issuer=TokenIssuer(infra.settings.private_key()),
-        verifier=infra.verifier(infra.settings.public_key()),
-        revocations=infra.revocations,
-    )
+    busy = deps_with(identity, BusyHasher())
     with pytest.raises(HashingBusyError):
         await handlers.reset_password(busy, "luz@example.es", code, "nueva-clave-de-luz")
     reset = await stub.ResetPassword(
@@ -940,3 +937,66 @@ async def test_an_artisan_account_is_closed_by_the_operators_not_by_its_holder(
         "ACCOUNT_NOT_SELF_SERVICE",
     )
     assert (await stub.GetProfile(pb.GetProfileRequest(), metadata=me)).user.email == "taller@example.es"
+
+
+class RefusingHasher:
+    """A hasher that must not be asked: a call to it fails the test."""
+
+    async def hash(self, password: str, *, sign_in: bool = False) -> str:
+        raise AssertionError("hashed a password it did not need")
+
+    async def verify(self, password_hash: str, password: str) -> bool:
+        raise AssertionError("checked a password it did not need")
+
+
+class ClosingHasher:
+    """A hasher during whose hash the account of `email` is closed, as a DeleteAccount running at
+    that moment would close it."""
+
+    def __init__(self, pool: Any, email: str) -> None:
+        self.pool, self.email = pool, email
+
+    async def hash(self, password: str, *, sign_in: bool = False) -> str:
+        await self.pool.execute("UPDATE users SET deleted_at = now() WHERE email = $1", self.email)
+        return "not-a-hash"
+
+    async def verify(self, password_hash: str, password: str) -> bool:
+        raise AssertionError("no password is checked in a reset")
+
+
+def deps_with(identity: RunningService, hasher: Any) -> handlers.Deps:
+    infra = identity.infra
+    return handlers.Deps(
+        uow=functools.partial(unit_of_work_factory, infra.pool, infra.outbox),
+        hasher=hasher,
+        issuer=TokenIssuer(infra.settings.private_key()),
+        verifier=infra.verifier(infra.settings.public_key()),
+        revocations=infra.revocations,
+    )
+
+
+async def test_a_taken_address_is_refused_before_its_password_is_hashed(
+    stub: pb_grpc.IdentityServiceAsyncStub, identity: RunningService
+) -> None:
+    await register(stub, "rosa@example.es")
+    with pytest.raises(EmailTakenError):
+        await handlers.register(
+            deps_with(identity, RefusingHasher()),
+            " Rosa@Example.es",
+            PASSWORD,
+            "Rosa",
+            Role.CUSTOMER,
+            "",
+            Address(),
+        )
+
+
+async def test_a_reset_whose_account_closes_meanwhile_is_refused_as_its_code(
+    stub: pb_grpc.IdentityServiceAsyncStub, identity: RunningService
+) -> None:
+    await register(stub, "luz@example.es")
+    await stub.RequestPasswordReset(pb.RequestPasswordResetRequest(email="luz@example.es"))
+    code = await mailed_code(identity, "luz@example.es")
+    closing = deps_with(identity, ClosingHasher(identity.infra.pool, "luz@example.es"))
+    with pytest.raises(WrongResetCodeError):
+        await handlers.reset_password(closing, "luz@example.es", code, "nueva-clave-de-luz")
