@@ -85,7 +85,9 @@ async def on_event(deps: Deps, event: Message, ctx: HandlerContext) -> None:
     """Turn an event into messages: store them, then (after commit) push and deliver them."""
     if isinstance(event, identity.UserRegistered | identity.PasswordResetRequested):
         await ctx.conn.execute(
-            "INSERT INTO contacts (user_id, email, display_name) VALUES ($1, $2, $3)"
+            # Not for a closed account's late event (decision 48).
+            "INSERT INTO contacts (user_id, email, display_name) SELECT $1, $2, $3"
+            " WHERE NOT EXISTS (SELECT 1 FROM forgotten WHERE user_id = $1)"
             " ON CONFLICT (user_id) DO UPDATE SET email = EXCLUDED.email,"
             " display_name = EXCLUDED.display_name",
             event.user_id,
