@@ -284,6 +284,26 @@ def apply_profile_update(user: User, changes: User, paths: list[str]) -> tuple[U
     return updated, changed
 
 
+MAX_USER_AGENT = 200  # characters of a client's user-agent kept with its session
+
+
+@dataclass(frozen=True, slots=True)
+class SessionInfo:
+    """A session not ended, as its user sees it."""
+
+    session_id: str
+    created_at: datetime
+    refreshed_at: datetime
+    expires_at: datetime
+    user_agent: str
+
+
+def user_agent(sent: str) -> str:
+    """A client's user-agent as kept with its session: at most MAX_USER_AGENT characters, without
+    control characters (it is the client's word, shown back to the user)."""
+    return "".join(c for c in sent if c.isprintable())[:MAX_USER_AGENT]
+
+
 @dataclass(frozen=True, slots=True)
 class RefreshToken:
     """An opaque refresh token: `<session id>.<secret>`; only the secret's hash is stored."""

@@ -27,6 +27,7 @@ from services.identity.domain import (
 from services.platform.auth import current_principal
 from services.platform.grpc.interceptor import MethodPolicy
 from services.platform.grpc.server import Registration
+from services.platform.paging import Page, check_list
 from services.platform.timestamps import to_timestamp
 from services.platform.validation import MAX_EMAIL, MAX_TOKEN, Violations
 
@@ -95,6 +96,18 @@ def check_delete(request: pb.DeleteAccountRequest) -> None:
     check_delete_account(request.current_password)
 
 
+def check_end_session(request: pb.EndSessionRequest) -> None:
+    """A session's id."""
+    v = Violations()
+    v.uuid(request.session_id, "session_id")
+    v.raise_if_any()
+
+
+def _client(context: Context) -> str:
+    """The user-agent the calling client sent (gRPC's own, unless the client set one)."""
+    return next((str(value) for key, value in context.invocation_metadata() or () if key == "user-agent"), "")
+
+
 POLICIES = {
     _method("Register"): MethodPolicy(public=True),
     _method("Login"): MethodPolicy(public=True, validator=check_login),
@@ -107,6 +120,8 @@ POLICIES = {
     _method("RequestPasswordReset"): MethodPolicy(public=True, validator=check_request_password_reset),
     _method("ResetPassword"): MethodPolicy(public=True, validator=check_reset_password),
     _method("DeleteAccount"): MethodPolicy(validator=check_delete),
+    _method("ListSessions"): MethodPolicy(validator=check_list),
+    _method("EndSession"): MethodPolicy(validator=check_end_session),
 }
 
 
@@ -126,12 +141,13 @@ class IdentityServicer(pb_grpc.IdentityServiceServicer):
             ROLE_FROM_PB.get(request.role),
             request.phone_number,
             address_from_pb(request.address),
+            _client(context),
         )
         return pb.RegisterResponse(user=user_to_pb(user), tokens=tokens_to_pb(tokens))
 
     async def Login(self, request: pb.LoginRequest, context: Context) -> pb.LoginResponse:
         """Sign in."""
-        user, tokens = await handlers.login(self.deps, request.email, request.password)
+        user, tokens = await handlers.login(self.deps, request.email, request.password, _client(context))
         return pb.LoginResponse(tokens=tokens_to_pb(tokens), user=user_to_pb(user))
 
     async def ValidateToken(
@@ -181,7 +197,7 @@ class IdentityServicer(pb_grpc.IdentityServiceServicer):
     ) -> pb.ResetPasswordResponse:
         """Set a new password with an e-mailed code, and start a session."""
         user, tokens, ended = await handlers.reset_password(
-            self.deps, request.email, request.code, request.new_password
+            self.deps, request.email, request.code, request.new_password, _client(context)
         )
         return pb.ResetPasswordResponse(
             tokens=tokens_to_pb(tokens), user=user_to_pb(user), ended_sessions=ended
@@ -193,6 +209,35 @@ class IdentityServicer(pb_grpc.IdentityServiceServicer):
         """Close the caller's account."""
         when, ended = await handlers.delete_account(self.deps, current_principal(), request.current_password)
         return pb.DeleteAccountResponse(delete_time=to_timestamp(when), ended_sessions=ended)
+
+    async def ListSessions(
+        self, request: pb.ListSessionsRequest, context: Context
+    ) -> pb.ListSessionsResponse:
+        """The caller's sessions not ended, newest first."""
+        principal = current_principal()
+        page = Page.of(request, ("sessions",))
+        found, token = page.split(
+            await handlers.list_sessions(self.deps, principal, page), lambda s: (s.created_at, s.session_id)
+        )
+        return pb.ListSessionsResponse(
+            sessions=[
+                pb.Session(
+                    session_id=s.session_id,
+                    create_time=to_timestamp(s.created_at),
+                    refresh_time=to_timestamp(s.refreshed_at),
+                    expire_time=to_timestamp(s.expires_at),
+                    user_agent=s.user_agent,
+                    current=s.session_id == principal.session_id,
+                )
+                for s in found
+            ],
+            next_page_token=token,
+        )
+
+    async def EndSession(self, request: pb.EndSessionRequest, context: Context) -> pb.EndSessionResponse:
+        """End one of the caller's sessions."""
+        await handlers.end_session(self.deps, current_principal(), request.session_id)
+        return pb.EndSessionResponse()
 
     async def GetProfile(self, request: pb.GetProfileRequest, context: Context) -> pb.GetProfileResponse:
         """A private profile."""

@@ -24,6 +24,7 @@ from services.identity.domain import (
     RefreshRejectedError,
     RefreshToken,
     ResetCode,
+    SessionInfo,
     TooManyLoginAttemptsError,
     TooManyResetRequestsError,
     User,
@@ -35,11 +36,13 @@ from services.identity.domain import (
     check_signup,
     normalise_email,
     normalise_phone,
+    user_agent,
 )
 from services.identity.ports import PasswordHasher, UnitOfWork
 from services.platform.auth import Principal, Revocations, Role, TokenIssuer, TokenVerifier
 from services.platform.errors import FieldViolation, InvalidArgumentError, NotFoundError
 from services.platform.outages import REDIS_OUTAGES
+from services.platform.paging import Page
 from services.platform.resilience import every
 from services.platform.timestamps import to_timestamp
 
@@ -89,6 +92,7 @@ async def register(
     role: Role | None,
     phone: str,
     address: Address,
+    client: str = "",
 ) -> tuple[User, Tokens]:
     """Create an account, announce it (UserRegistered) and start its first session: the new
     user is signed in without a second hashing of the password, which a Login would cost. A taken
@@ -123,11 +127,11 @@ async def register(
             ),
             aggregate_id=stored.user_id,
         )
-        tokens = await _start_session(deps, uow, stored)
+        tokens = await _start_session(deps, uow, stored, client)
     return stored, tokens
 
 
-async def login(deps: Deps, email: str, password: str) -> tuple[User, Tokens]:
+async def login(deps: Deps, email: str, password: str, client: str = "") -> tuple[User, Tokens]:
     """Check the credentials and start a session; at most `login_attempts` checks of one e-mail
     address per window, counted before the check (and committed), so that checks made at once
     are counted too. Addresses without an account are counted alike: no account probing. A check
@@ -152,7 +156,7 @@ async def login(deps: Deps, email: str, password: str) -> tuple[User, Tokens]:
         raise InvalidCredentialsError()
     async with deps.uow() as uow:
         await uow.logins.clear(address)
-        tokens = await _start_session(deps, uow, user)
+        tokens = await _start_session(deps, uow, user, client)
     return user, tokens
 
 
@@ -200,12 +204,13 @@ def _revoked_for_s(deps: Deps) -> int:
     return deps.issuer.ttl_s + 60
 
 
-async def _start_session(deps: Deps, uow: UnitOfWork, user: User) -> Tokens:
-    """A new session of `user`, stored in `uow`, and its tokens."""
+async def _start_session(deps: Deps, uow: UnitOfWork, user: User, client: str = "") -> Tokens:
+    """A new session of `user`, started by a client with this user-agent, stored in `uow`, and its
+    tokens."""
     session_id = str(uuid.uuid4())
     refresh = RefreshToken.new(session_id)
     refresh_expires = datetime.now(UTC) + timedelta(seconds=deps.refresh_ttl_s)
-    await uow.sessions.start(session_id, user.user_id, refresh.hash, refresh_expires)
+    await uow.sessions.start(session_id, user.user_id, refresh.hash, refresh_expires, user_agent(client))
     access, access_expires = deps.issuer.issue(user.user_id, user.role, session_id)
     return Tokens(access, datetime.fromtimestamp(access_expires, UTC), str(refresh), refresh_expires)
 
@@ -360,7 +365,9 @@ async def request_password_reset(deps: Deps, email: str) -> datetime:
     return expires
 
 
-async def reset_password(deps: Deps, email: str, code: str, new_password: str) -> tuple[User, Tokens, int]:
+async def reset_password(
+    deps: Deps, email: str, code: str, new_password: str, client: str = ""
+) -> tuple[User, Tokens, int]:
     """Set a new password with a live code of the address, end every session of the account, and
     start a new one; returns the user, the new session's tokens and how many sessions it ended.
 
@@ -399,10 +406,26 @@ async def reset_password(deps: Deps, email: str, code: str, new_password: str) -
             ),
             aggregate_id=user.user_id,
         )
-        tokens = await _start_session(deps, uow, user)
+        tokens = await _start_session(deps, uow, user, client)
     for session_id in ended:
         await _revoke_in_redis(deps, session_id)
     return user, tokens, len(ended)
+
+
+async def list_sessions(deps: Deps, principal: Principal, page: Page) -> list[SessionInfo]:
+    """A page of the caller's sessions not ended, newest first."""
+    async with deps.uow() as uow:
+        return await uow.sessions.page_of(principal.user_id, datetime.now(UTC), page)
+
+
+async def end_session(deps: Deps, principal: Principal, session_id: str) -> None:
+    """End one of the caller's sessions, as Logout ends the caller's own (again, if it has ended);
+    NOT_FOUND for a session that is not theirs, whether it exists or not."""
+    async with deps.uow() as uow:
+        if await uow.sessions.owner(session_id) != principal.user_id:
+            raise NotFoundError("SESSION_NOT_FOUND", f"no session {session_id} of yours")
+        await uow.sessions.revoke(session_id, "ended by its user")
+    await _revoke_in_redis(deps, session_id)
 
 
 async def _revoke_in_redis(deps: Deps, session_id: str) -> None:

@@ -8,7 +8,8 @@ from typing import Protocol
 
 from google.protobuf.message import Message
 
-from services.identity.domain import User
+from services.identity.domain import SessionInfo, User
+from services.platform.paging import Page
 
 
 class Users(Protocol):
@@ -36,8 +37,16 @@ class Users(Protocol):
 class Sessions(Protocol):
     """Login sessions and their refresh tokens."""
 
-    async def start(self, session_id: str, user_id: str, refresh_hash: str, expires_at: datetime) -> None:
-        """Record a new session."""
+    async def start(
+        self, session_id: str, user_id: str, refresh_hash: str, expires_at: datetime, user_agent: str = ""
+    ) -> None:
+        """Record a new session, with the user-agent of the client that started it."""
+
+    async def page_of(self, user_id: str, now: datetime, page: Page) -> list[SessionInfo]:
+        """A page of the user's sessions not ended nor expired by `now`, newest first."""
+
+    async def owner(self, session_id: str) -> str | None:
+        """Whose session this is; None for one never started."""
 
     async def current(self, session_id: str) -> tuple[str, str, datetime, bool] | None:
         """(user id, refresh hash, refresh expiry, revoked) of a session, locked for update."""

@@ -53,3 +53,9 @@ CREATE INDEX IF NOT EXISTS password_resets_requested ON password_resets (request
 -- When an account was closed (DeleteAccount): its personal data erased, its e-mail address replaced
 -- by "<user id>@deleted.invalid" so that it may sign up again; the row stays for its sessions.
 ALTER TABLE users ADD COLUMN IF NOT EXISTS deleted_at timestamptz;
+
+-- The client that started a session (its user-agent, at most 200 characters), and a user's sessions
+-- not ended, newest first (ListSessions, decision 49; pages as decision 41's).
+ALTER TABLE sessions ADD COLUMN IF NOT EXISTS user_agent text NOT NULL DEFAULT '';
+CREATE INDEX IF NOT EXISTS sessions_user_pages ON sessions (user_id, created_at DESC, session_id DESC)
+    WHERE revoked_at IS NULL;

@@ -7,10 +7,11 @@ from datetime import datetime
 
 import asyncpg
 
-from services.identity.domain import Address, User
+from services.identity.domain import Address, SessionInfo, User
 from services.platform.auth import Role
 from services.platform.db import Connection, Queryable
 from services.platform.events.outbox import OutboxWriter
+from services.platform.paging import Page, page_sql
 from services.platform.uow import PostgresUnitOfWork
 from services.platform.validation import is_uuid
 
@@ -129,16 +130,49 @@ class PostgresSessions:
         )
         return live is not True
 
-    async def start(self, session_id: str, user_id: str, refresh_hash: str, expires_at: datetime) -> None:
+    async def start(
+        self, session_id: str, user_id: str, refresh_hash: str, expires_at: datetime, user_agent: str = ""
+    ) -> None:
         """Record a new session."""
         await self.conn.execute(
-            "INSERT INTO sessions (session_id, user_id, refresh_hash, refresh_expires_at)"
-            " VALUES ($1, $2, $3, $4)",
+            "INSERT INTO sessions (session_id, user_id, refresh_hash, refresh_expires_at, user_agent)"
+            " VALUES ($1, $2, $3, $4, $5)",
             session_id,
             user_id,
             refresh_hash,
             expires_at,
+            user_agent,
         )
+
+    async def page_of(self, user_id: str, now: datetime, page: Page) -> list[SessionInfo]:
+        """A page of the user's sessions not ended (nor expired), newest first (`sessions_user_pages`);
+        none for an id that is not even a UUID (a token identity did not issue)."""
+        if not is_uuid(user_id):
+            return []
+        args: list[object] = [user_id, now]
+        rest = page_sql(page, "created_at", "session_id", args)
+        rows = await self.conn.fetch(
+            "SELECT session_id, created_at, rotated_at, refresh_expires_at, user_agent FROM sessions"
+            f" WHERE user_id = $1 AND revoked_at IS NULL AND refresh_expires_at > $2{rest}",
+            *args,
+        )
+        return [
+            SessionInfo(
+                str(r["session_id"]),
+                r["created_at"],
+                r["rotated_at"],
+                r["refresh_expires_at"],
+                r["user_agent"],
+            )
+            for r in rows
+        ]
+
+    async def owner(self, session_id: str) -> str | None:
+        """Whose session this is (None for one identity never started)."""
+        if not is_uuid(session_id):
+            return None
+        user_id = await self.conn.fetchval("SELECT user_id FROM sessions WHERE session_id = $1", session_id)
+        return None if user_id is None else str(user_id)
 
     async def current(self, session_id: str) -> tuple[str, str, datetime, bool] | None:
         """The session, locked until the transaction ends."""

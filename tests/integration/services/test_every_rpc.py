@@ -35,7 +35,7 @@ SERVICES: dict[str, tuple[ServiceDescriptor, dict[str, MethodPolicy]]] = {
 }
 # Requests for which "nothing" is a meaningful question: the caller's own profile, logging out,
 # and the newest products.
-EMPTY_IS_VALID = {"Logout", "GetProfile", "SearchProducts", "ListPaymentMethods"}
+EMPTY_IS_VALID = {"Logout", "GetProfile", "SearchProducts", "ListPaymentMethods", "ListSessions"}
 
 
 def rpcs() -> list[tuple[str, MethodDescriptor]]:

@@ -6,6 +6,7 @@ import asyncio
 import functools
 import hashlib
 import time
+import uuid
 from collections.abc import AsyncIterator, Awaitable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -1000,3 +1001,80 @@ async def test_a_reset_whose_account_closes_meanwhile_is_refused_as_its_code(
     closing = deps_with(identity, ClosingHasher(identity.infra.pool, "luz@example.es"))
     with pytest.raises(WrongResetCodeError):
         await handlers.reset_password(closing, "luz@example.es", code, "nueva-clave-de-luz")
+
+
+async def test_a_user_lists_their_sessions_and_ends_one_where_they_are_signed_in(
+    stub: pb_grpc.IdentityServiceAsyncStub, identity: RunningService
+) -> None:
+    signed_up = await stub.Register(
+        pb.RegisterRequest(
+            email="sara@example.es", password=PASSWORD, display_name="Sara", role=pb.ROLE_CUSTOMER
+        )
+    )
+    phone_channel = grpc.aio.insecure_channel(
+        identity.address, options=[("grpc.primary_user_agent", "a4co-app/2.1 (Android 14)")]
+    )
+    phone = (await pb_grpc.IdentityServiceStub(phone_channel).Login(
+        pb.LoginRequest(email="sara@example.es", password=PASSWORD)
+    )).tokens  # fmt: skip
+    await phone_channel.close()
+    laptop = (await login(stub, "sara@example.es")).tokens
+    me = bearer(laptop.access_token)
+
+    def ids(response: pb.ListSessionsResponse) -> list[str]:
+        return [s.session_id for s in response.sessions]
+
+    async def session_of(access_token: str) -> str:
+        return (await stub.ValidateToken(pb.ValidateTokenRequest(access_token=access_token))).session_id
+
+    first = await stub.ListSessions(pb.ListSessionsRequest(page_size=2), metadata=me)
+    rest = await stub.ListSessions(
+        pb.ListSessionsRequest(page_size=2, page_token=first.next_page_token), metadata=me
+    )
+    everything = [*first.sessions, *rest.sessions]
+    assert [s.session_id for s in everything] == [
+        await session_of(laptop.access_token),
+        await session_of(phone.access_token),
+        await session_of(signed_up.tokens.access_token),
+    ], "newest first"
+    assert rest.next_page_token == ""
+    assert [s.current for s in everything] == [True, False, False]
+    assert everything[1].user_agent.startswith("a4co-app/2.1 (Android 14)")
+    assert everything[0].refresh_time == everything[0].create_time
+    assert everything[0].expire_time.ToDatetime() > everything[0].create_time.ToDatetime()
+
+    # The phone is lost: its session ends, the others go on.
+    phone_session = everything[1].session_id
+    await stub.EndSession(pb.EndSessionRequest(session_id=phone_session), metadata=me)
+    ended = await failure(stub.GetProfile(pb.GetProfileRequest(), metadata=bearer(phone.access_token)))
+    assert details_of(ended)[0].reason == "TOKEN_REVOKED"  # type: ignore[union-attr]
+    refused = await failure(stub.RefreshToken(pb.RefreshTokenRequest(refresh_token=phone.refresh_token)))
+    assert details_of(refused)[0].reason == "SESSION_REVOKED"  # type: ignore[union-attr]
+    left = await stub.ListSessions(pb.ListSessionsRequest(), metadata=me)
+    assert ids(left) == [everything[0].session_id, everything[2].session_id]
+    await stub.EndSession(pb.EndSessionRequest(session_id=phone_session), metadata=me)  # ended already: alike
+    # An expired session is not listed.
+    await identity.infra.pool.execute(
+        "UPDATE sessions SET refresh_expires_at = now() - interval '1 second' WHERE session_id = $1",
+        everything[2].session_id,
+    )
+    assert ids(await stub.ListSessions(pb.ListSessionsRequest(), metadata=me)) == [everything[0].session_id]
+
+    # Another user's session, or none, is not found; a bad id is named.
+    joining = pb.RegisterRequest(
+        email="otro@example.es", password=PASSWORD, display_name="Otro", role=pb.ROLE_CUSTOMER
+    )
+    other = (await stub.Register(joining)).tokens
+    for session_id in (await session_of(other.access_token), str(uuid.uuid4())):
+        missing = await failure(stub.EndSession(pb.EndSessionRequest(session_id=session_id), metadata=me))
+        assert (missing.code(), details_of(missing)[0].reason) == (  # type: ignore[union-attr]
+            grpc.StatusCode.NOT_FOUND,
+            "SESSION_NOT_FOUND",
+        )
+    assert (await stub.GetProfile(pb.GetProfileRequest(), metadata=bearer(other.access_token))).user.email
+    bad = await failure(stub.EndSession(pb.EndSessionRequest(session_id="no-es-un-id"), metadata=me))
+    assert [f for f, _ in details_of(bad)[1]] == ["session_id"]
+    # Ending its own session is a logout.
+    await stub.EndSession(pb.EndSessionRequest(session_id=everything[0].session_id), metadata=me)
+    gone = await failure(stub.ListSessions(pb.ListSessionsRequest(), metadata=me))
+    assert gone.code() == grpc.StatusCode.UNAUTHENTICATED

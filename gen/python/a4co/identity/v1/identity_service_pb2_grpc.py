@@ -92,6 +92,16 @@ class IdentityServiceStub:
                 request_serializer=a4co_dot_identity_dot_v1_dot_identity__service__pb2.DeleteAccountRequest.SerializeToString,
                 response_deserializer=a4co_dot_identity_dot_v1_dot_identity__service__pb2.DeleteAccountResponse.FromString,
                 _registered_method=True)
+        self.ListSessions = channel.unary_unary(
+                '/a4co.identity.v1.IdentityService/ListSessions',
+                request_serializer=a4co_dot_identity_dot_v1_dot_identity__service__pb2.ListSessionsRequest.SerializeToString,
+                response_deserializer=a4co_dot_identity_dot_v1_dot_identity__service__pb2.ListSessionsResponse.FromString,
+                _registered_method=True)
+        self.EndSession = channel.unary_unary(
+                '/a4co.identity.v1.IdentityService/EndSession',
+                request_serializer=a4co_dot_identity_dot_v1_dot_identity__service__pb2.EndSessionRequest.SerializeToString,
+                response_deserializer=a4co_dot_identity_dot_v1_dot_identity__service__pb2.EndSessionResponse.FromString,
+                _registered_method=True)
 
 
 class IdentityServiceServicer:
@@ -215,6 +225,25 @@ class IdentityServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListSessions(self, request, context):
+        """ListSessions lists the caller's sessions that have not ended (not logged
+        out, revoked nor expired), newest first, the caller's own marked: where
+        the account is signed in.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def EndSession(self, request, context):
+        """EndSession ends one of the caller's sessions, as Logout ends the caller's
+        own: its access and refresh tokens stop working at once. A session that is
+        not the caller's, or does not exist, is NOT_FOUND (SESSION_NOT_FOUND); one
+        of theirs that has ended already is answered as if it had just ended.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_IdentityServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -272,6 +301,16 @@ def add_IdentityServiceServicer_to_server(servicer, server):
                     servicer.DeleteAccount,
                     request_deserializer=a4co_dot_identity_dot_v1_dot_identity__service__pb2.DeleteAccountRequest.FromString,
                     response_serializer=a4co_dot_identity_dot_v1_dot_identity__service__pb2.DeleteAccountResponse.SerializeToString,
+            ),
+            'ListSessions': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListSessions,
+                    request_deserializer=a4co_dot_identity_dot_v1_dot_identity__service__pb2.ListSessionsRequest.FromString,
+                    response_serializer=a4co_dot_identity_dot_v1_dot_identity__service__pb2.ListSessionsResponse.SerializeToString,
+            ),
+            'EndSession': grpc.unary_unary_rpc_method_handler(
+                    servicer.EndSession,
+                    request_deserializer=a4co_dot_identity_dot_v1_dot_identity__service__pb2.EndSessionRequest.FromString,
+                    response_serializer=a4co_dot_identity_dot_v1_dot_identity__service__pb2.EndSessionResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -574,6 +613,60 @@ class IdentityService:
             '/a4co.identity.v1.IdentityService/DeleteAccount',
             a4co_dot_identity_dot_v1_dot_identity__service__pb2.DeleteAccountRequest.SerializeToString,
             a4co_dot_identity_dot_v1_dot_identity__service__pb2.DeleteAccountResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListSessions(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/a4co.identity.v1.IdentityService/ListSessions',
+            a4co_dot_identity_dot_v1_dot_identity__service__pb2.ListSessionsRequest.SerializeToString,
+            a4co_dot_identity_dot_v1_dot_identity__service__pb2.ListSessionsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def EndSession(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/a4co.identity.v1.IdentityService/EndSession',
+            a4co_dot_identity_dot_v1_dot_identity__service__pb2.EndSessionRequest.SerializeToString,
+            a4co_dot_identity_dot_v1_dot_identity__service__pb2.EndSessionResponse.FromString,
             options,
             channel_credentials,
             insecure,

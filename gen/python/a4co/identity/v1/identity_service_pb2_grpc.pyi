@@ -106,6 +106,17 @@ class IdentityServiceStub:
     them. An artisan's or an admin's account cannot be closed this way
     (FAILED_PRECONDITION, ACCOUNT_NOT_SELF_SERVICE).
     """
+    ListSessions: _grpc.UnaryUnaryMultiCallable[_identity_service_pb2.ListSessionsRequest, _identity_service_pb2.ListSessionsResponse]
+    """ListSessions lists the caller's sessions that have not ended (not logged
+    out, revoked nor expired), newest first, the caller's own marked: where
+    the account is signed in.
+    """
+    EndSession: _grpc.UnaryUnaryMultiCallable[_identity_service_pb2.EndSessionRequest, _identity_service_pb2.EndSessionResponse]
+    """EndSession ends one of the caller's sessions, as Logout ends the caller's
+    own: its access and refresh tokens stop working at once. A session that is
+    not the caller's, or does not exist, is NOT_FOUND (SESSION_NOT_FOUND); one
+    of theirs that has ended already is answered as if it had just ended.
+    """
 
 @_typing.type_check_only
 class IdentityServiceAsyncStub(IdentityServiceStub):
@@ -184,6 +195,17 @@ class IdentityServiceAsyncStub(IdentityServiceStub):
     public page, saved payment methods. Orders placed stay, as the law keeps
     them. An artisan's or an admin's account cannot be closed this way
     (FAILED_PRECONDITION, ACCOUNT_NOT_SELF_SERVICE).
+    """
+    ListSessions: _aio.UnaryUnaryMultiCallable[_identity_service_pb2.ListSessionsRequest, _identity_service_pb2.ListSessionsResponse]  # type: ignore[assignment]
+    """ListSessions lists the caller's sessions that have not ended (not logged
+    out, revoked nor expired), newest first, the caller's own marked: where
+    the account is signed in.
+    """
+    EndSession: _aio.UnaryUnaryMultiCallable[_identity_service_pb2.EndSessionRequest, _identity_service_pb2.EndSessionResponse]  # type: ignore[assignment]
+    """EndSession ends one of the caller's sessions, as Logout ends the caller's
+    own: its access and refresh tokens stop working at once. A session that is
+    not the caller's, or does not exist, is NOT_FOUND (SESSION_NOT_FOUND); one
+    of theirs that has ended already is answered as if it had just ended.
     """
 
 class IdentityServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -326,6 +348,29 @@ class IdentityServiceServicer(metaclass=_abc_1.ABCMeta):
         public page, saved payment methods. Orders placed stay, as the law keeps
         them. An artisan's or an admin's account cannot be closed this way
         (FAILED_PRECONDITION, ACCOUNT_NOT_SELF_SERVICE).
+        """
+
+    @_abc_1.abstractmethod
+    def ListSessions(
+        self,
+        request: _identity_service_pb2.ListSessionsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_identity_service_pb2.ListSessionsResponse, _abc.Awaitable[_identity_service_pb2.ListSessionsResponse]]:
+        """ListSessions lists the caller's sessions that have not ended (not logged
+        out, revoked nor expired), newest first, the caller's own marked: where
+        the account is signed in.
+        """
+
+    @_abc_1.abstractmethod
+    def EndSession(
+        self,
+        request: _identity_service_pb2.EndSessionRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_identity_service_pb2.EndSessionResponse, _abc.Awaitable[_identity_service_pb2.EndSessionResponse]]:
+        """EndSession ends one of the caller's sessions, as Logout ends the caller's
+        own: its access and refresh tokens stop working at once. A session that is
+        not the caller's, or does not exist, is NOT_FOUND (SESSION_NOT_FOUND); one
+        of theirs that has ended already is answered as if it had just ended.
         """
 
 def add_IdentityServiceServicer_to_server(servicer: IdentityServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
