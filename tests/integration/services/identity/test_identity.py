@@ -849,7 +849,7 @@ async def test_a_reset_refused_for_busy_hashing_leaves_its_code_live(
     assert reset.user.email == "luz@example.es"
 
 
-async def test_the_readmes_grpcurl_commands_reset_a_forgotten_password(
+async def test_the_readmes_grpcurl_commands_reset_a_forgotten_password_and_end_a_session(
     stub: pb_grpc.IdentityServiceAsyncStub, identity: RunningService
 ) -> None:
     await register(stub, "ana@jaen.es")
@@ -866,6 +866,15 @@ async def test_the_readmes_grpcurl_commands_reset_a_forgotten_password(
     assert reset["tokens"]["access_token"]  # type: ignore[index]
     again = await stub.Login(pb.LoginRequest(email="ana@jaen.es", password="olivar-de-jaen-2027"))
     assert again.user.email == "ana@jaen.es"
+    # Where the account is signed in, and the reset's session ended from the login's.
+    token = again.tokens.access_token
+    listed = await grpcurl_call(identity.address, f"{service}/ListSessions", {}, token=token)
+    sessions: list[dict[str, Any]] = listed["sessions"]  # type: ignore[assignment]
+    assert [s.get("current", False) for s in sessions] == [True, False]
+    assert sessions[1]["user_agent"].startswith("grpcurl/")
+    ending = {"session_id": sessions[1]["session_id"]}
+    await grpcurl_call(identity.address, f"{service}/EndSession", ending, token=token)
+    assert len((await stub.ListSessions(pb.ListSessionsRequest(), metadata=bearer(token))).sessions) == 1
 
 
 async def test_a_customer_closes_their_account_its_data_erased_and_its_address_free_again(
