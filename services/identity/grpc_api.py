@@ -92,8 +92,15 @@ def check_reset_password(request: pb.ResetPasswordRequest) -> None:
 
 
 def check_delete(request: pb.DeleteAccountRequest) -> None:
-    """The account's password (`check_delete_account`)."""
-    check_delete_account(request.current_password)
+    """The account's password (`check_delete_account`), or a user's id, which only an admin names
+    (checked with the caller's role) and which needs no password."""
+    if request.user_id:
+        v = Violations()
+        v.uuid(request.user_id, "user_id")
+        v.at_most(request.current_password, "current_password", PASSWORD_MAX)
+        v.raise_if_any()
+    else:
+        check_delete_account(request.current_password)
 
 
 def check_end_session(request: pb.EndSessionRequest) -> None:
@@ -207,7 +214,9 @@ class IdentityServicer(pb_grpc.IdentityServiceServicer):
         self, request: pb.DeleteAccountRequest, context: Context
     ) -> pb.DeleteAccountResponse:
         """Close the caller's account."""
-        when, ended = await handlers.delete_account(self.deps, current_principal(), request.current_password)
+        when, ended = await handlers.delete_account(
+            self.deps, current_principal(), request.current_password, request.user_id
+        )
         return pb.DeleteAccountResponse(delete_time=to_timestamp(when), ended_sessions=ended)
 
     async def ListSessions(

@@ -308,16 +308,29 @@ def _customer_only(user: User) -> None:
         raise AccountNotSelfServiceError()
 
 
-async def delete_account(deps: Deps, principal: Principal, current: str) -> tuple[datetime, int]:
-    """Close the caller's customer account for good, its password checked as ChangePassword checks
-    it: erase its personal data, end every session, forget its reset codes and Login checks, and
-    announce it (UserDeleted) for the services that keep some of it. Returns when, and how many
-    sessions it ended."""
-    check_delete_account(current)
-    user, _ = await _password_checked(deps, principal.user_id, current, allowed=_customer_only)
+async def delete_account(
+    deps: Deps, principal: Principal, current: str, user_id: str = ""
+) -> tuple[datetime, int]:
+    """Close a customer account for good: the caller's, its password checked as ChangePassword
+    checks it, or the one an admin names (`user_id`), unchecked. Erase its personal data, end every
+    session, forget its reset codes and Login checks, and announce it (UserDeleted) for the
+    services that keep some of it. Returns when, and how many sessions it ended."""
+    target = user_id or principal.user_id
+    principal.require_self_or_admin(target)
+    if target == principal.user_id:
+        check_delete_account(current)
+        user, _ = await _password_checked(deps, target, current, allowed=_customer_only)
+    else:
+        async with deps.uow() as uow:
+            found = await uow.users.by_id(target)
+        if found is None:
+            raise NotFoundError("USER_NOT_FOUND", f"no user {target}")
+        _customer_only(found)
+        user = found
     now = datetime.now(UTC)
     async with deps.uow() as uow:
-        await uow.users.erase(user.user_id, now)
+        if not await uow.users.erase(user.user_id, now):  # closed meanwhile, by another call
+            raise NotFoundError("USER_NOT_FOUND", f"no user {user.user_id}")
         ended = await uow.sessions.revoke_others(user.user_id, None, "account deleted")
         await uow.logins.clear(user.email)
         await uow.resets.forget_address(user.email)

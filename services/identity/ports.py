@@ -30,8 +30,9 @@ class Users(Protocol):
     async def save_profile(self, user: User) -> User:
         """Store the editable fields; returns the user as stored."""
 
-    async def erase(self, user_id: str, now: datetime) -> None:
-        """Close an account: erase its personal data and free its e-mail address."""
+    async def erase(self, user_id: str, now: datetime) -> bool:
+        """Close an account: erase its personal data and free its e-mail address; False when it was
+        closed already."""
 
 
 class Sessions(Protocol):

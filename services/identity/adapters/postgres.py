@@ -71,16 +71,18 @@ class PostgresUsers:
         )
         return _user(row) if row else None
 
-    async def erase(self, user_id: str, now: datetime) -> None:
+    async def erase(self, user_id: str, now: datetime) -> bool:
         """Close an account: its personal data erased, its e-mail address freed (the row stays, for
-        the sessions that refer to it, and so that its id is never given again)."""
-        await self.conn.execute(
+        the sessions that refer to it, and so that its id is never given again); False when it
+        was closed already."""
+        status = await self.conn.execute(
             "UPDATE users SET email = user_id::text || '@deleted.invalid', display_name = '',"
             " password_hash = '', phone_number = '', address = '{}', bio = '', updated_at = $2,"
-            " deleted_at = $2 WHERE user_id = $1",
+            " deleted_at = $2 WHERE user_id = $1 AND deleted_at IS NULL",
             user_id,
             now,
         )
+        return status.endswith(" 1")
 
     async def set_password(self, user_id: str, password_hash: str) -> None:
         """Store a new password hash."""

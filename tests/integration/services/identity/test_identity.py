@@ -1087,3 +1087,45 @@ async def test_a_user_lists_their_sessions_and_ends_one_where_they_are_signed_in
     await stub.EndSession(pb.EndSessionRequest(session_id=everything[0].session_id), metadata=me)
     gone = await failure(stub.ListSessions(pb.ListSessionsRequest(), metadata=me))
     assert gone.code() == grpc.StatusCode.UNAUTHENTICATED
+
+
+async def test_an_admin_closes_a_customers_account_and_no_one_else_closes_anothers(
+    identity_with_admin: RunningService,
+) -> None:
+    stub = pb_grpc.IdentityServiceStub(identity_with_admin.channel)
+    admin = bearer(
+        (await stub.Login(pb.LoginRequest(email="admin@a4co.es", password=PASSWORD))).tokens.access_token
+    )
+    customer = await register(stub, "pepa@example.es")
+    artisan = await register(stub, "tienda@example.es", pb.ROLE_ARTISAN)
+    other = bearer((await login(stub, "tienda@example.es")).tokens.access_token)
+
+    def close(
+        user_id: str, who: tuple[tuple[str, str]], password: str = ""
+    ) -> Awaitable[pb.DeleteAccountResponse]:
+        return stub.DeleteAccount(
+            pb.DeleteAccountRequest(user_id=user_id, current_password=password), metadata=who
+        )
+
+    theirs = await failure(close(customer.user_id, other, PASSWORD))
+    assert (theirs.code(), details_of(theirs)[0].reason) == (  # type: ignore[union-attr]
+        grpc.StatusCode.PERMISSION_DENIED,
+        "NOT_OWNER",
+    )
+    not_a_customer = await failure(close(artisan.user_id, admin))
+    assert details_of(not_a_customer)[0].reason == "ACCOUNT_NOT_SELF_SERVICE"  # type: ignore[union-attr]
+    bad = await failure(close("no-es-un-id", admin))
+    assert [f for f, _ in details_of(bad)[1]] == ["user_id"]
+    closed = await close(customer.user_id, admin)  # no password: the customer asked the operators
+    assert closed.ended_sessions == 1  # sign-up's
+    gone = await failure(stub.Login(pb.LoginRequest(email="pepa@example.es", password=PASSWORD)))
+    assert gone.code() == grpc.StatusCode.UNAUTHENTICATED
+    again = await failure(close(customer.user_id, admin))
+    assert (again.code(), details_of(again)[0].reason) == (  # type: ignore[union-attr]
+        grpc.StatusCode.NOT_FOUND,
+        "USER_NOT_FOUND",
+    )
+    # Naming themselves, a user still gives their password.
+    me = bearer((await login(stub, "tienda@example.es")).tokens.access_token)
+    unchecked = await failure(close(artisan.user_id, me))
+    assert details_of(unchecked)[1] == [("current_password", "is required")]

@@ -587,16 +587,24 @@ class DeleteAccountRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     CURRENT_PASSWORD_FIELD_NUMBER: _builtins.int
+    USER_ID_FIELD_NUMBER: _builtins.int
     current_password: _builtins.str
-    """The password now, at most 128 characters."""
+    """The password now, at most 128 characters; not read when an admin names
+    another user's account.
+    """
+    user_id: _builtins.str
+    """The account to close: empty for the caller's; an admin may name a
+    customer's (anyone else naming another's is PERMISSION_DENIED).
+    """
     def __init__(
         self,
         *,
         current_password: _builtins.str = ...,
+        user_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["current_password", b"current_password"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["current_password", b"current_password", "user_id", b"user_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -218,8 +218,10 @@ class IdentityServiceServicer:
         erased, every session ends, the e-mail address is free to sign up again,
         and the other services forget the user (UserDeleted): notifications,
         public page, saved payment methods. Orders placed stay, as the law keeps
-        them. An artisan's or an admin's account cannot be closed this way
-        (FAILED_PRECONDITION, ACCOUNT_NOT_SELF_SERVICE).
+        them. An admin closes a customer's account by naming it in user_id, with
+        no password (a customer who asked the marketplace to). An artisan's or an
+        admin's account cannot be closed this way (FAILED_PRECONDITION,
+        ACCOUNT_NOT_SELF_SERVICE).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -103,8 +103,10 @@ class IdentityServiceStub:
     erased, every session ends, the e-mail address is free to sign up again,
     and the other services forget the user (UserDeleted): notifications,
     public page, saved payment methods. Orders placed stay, as the law keeps
-    them. An artisan's or an admin's account cannot be closed this way
-    (FAILED_PRECONDITION, ACCOUNT_NOT_SELF_SERVICE).
+    them. An admin closes a customer's account by naming it in user_id, with
+    no password (a customer who asked the marketplace to). An artisan's or an
+    admin's account cannot be closed this way (FAILED_PRECONDITION,
+    ACCOUNT_NOT_SELF_SERVICE).
     """
     ListSessions: _grpc.UnaryUnaryMultiCallable[_identity_service_pb2.ListSessionsRequest, _identity_service_pb2.ListSessionsResponse]
     """ListSessions lists the caller's sessions that have not ended (not logged
@@ -193,8 +195,10 @@ class IdentityServiceAsyncStub(IdentityServiceStub):
     erased, every session ends, the e-mail address is free to sign up again,
     and the other services forget the user (UserDeleted): notifications,
     public page, saved payment methods. Orders placed stay, as the law keeps
-    them. An artisan's or an admin's account cannot be closed this way
-    (FAILED_PRECONDITION, ACCOUNT_NOT_SELF_SERVICE).
+    them. An admin closes a customer's account by naming it in user_id, with
+    no password (a customer who asked the marketplace to). An artisan's or an
+    admin's account cannot be closed this way (FAILED_PRECONDITION,
+    ACCOUNT_NOT_SELF_SERVICE).
     """
     ListSessions: _aio.UnaryUnaryMultiCallable[_identity_service_pb2.ListSessionsRequest, _identity_service_pb2.ListSessionsResponse]  # type: ignore[assignment]
     """ListSessions lists the caller's sessions that have not ended (not logged
@@ -346,8 +350,10 @@ class IdentityServiceServicer(metaclass=_abc_1.ABCMeta):
         erased, every session ends, the e-mail address is free to sign up again,
         and the other services forget the user (UserDeleted): notifications,
         public page, saved payment methods. Orders placed stay, as the law keeps
-        them. An artisan's or an admin's account cannot be closed this way
-        (FAILED_PRECONDITION, ACCOUNT_NOT_SELF_SERVICE).
+        them. An admin closes a customer's account by naming it in user_id, with
+        no password (a customer who asked the marketplace to). An artisan's or an
+        admin's account cannot be closed this way (FAILED_PRECONDITION,
+        ACCOUNT_NOT_SELF_SERVICE).
         """
 
     @_abc_1.abstractmethod
