@@ -62,9 +62,11 @@ def check_user_id(v: Violations, user_id: str) -> None:
 
 
 def check_get_profile(request: pb.GetProfileRequest) -> None:
-    """An empty user id means the caller."""
+    """An empty user id means the caller; an e-mail address names a user instead of the id."""
     v = Violations()
     check_user_id(v, request.user_id)
+    v.at_most(request.email, "email", MAX_EMAIL)
+    v.check(not (request.user_id and request.email), "email", "name the user by id or by address, not both")
     v.raise_if_any()
 
 
@@ -250,7 +252,7 @@ class IdentityServicer(pb_grpc.IdentityServiceServicer):
 
     async def GetProfile(self, request: pb.GetProfileRequest, context: Context) -> pb.GetProfileResponse:
         """A private profile."""
-        user = await handlers.get_profile(self.deps, current_principal(), request.user_id)
+        user = await handlers.get_profile(self.deps, current_principal(), request.user_id, request.email)
         return pb.GetProfileResponse(user=user_to_pb(user))
 
     async def UpdateProfile(

@@ -40,7 +40,12 @@ from services.identity.domain import (
 )
 from services.identity.ports import PasswordHasher, UnitOfWork
 from services.platform.auth import Principal, Revocations, Role, TokenIssuer, TokenVerifier
-from services.platform.errors import FieldViolation, InvalidArgumentError, NotFoundError
+from services.platform.errors import (
+    FieldViolation,
+    InvalidArgumentError,
+    NotFoundError,
+    PermissionDeniedError,
+)
 from services.platform.outages import REDIS_OUTAGES
 from services.platform.paging import Page
 from services.platform.resilience import every
@@ -453,8 +458,22 @@ async def _revoke_in_redis(deps: Deps, session_id: str) -> None:
         )
 
 
-async def get_profile(deps: Deps, principal: Principal, user_id: str) -> User:
-    """A user's private profile, for that user or an admin."""
+async def get_profile(deps: Deps, principal: Principal, user_id: str, email: str = "") -> User:
+    """A user's private profile, for that user or an admin: by id (the caller's when empty), or
+    by e-mail address. Anyone but an admin naming an address other than their own is refused
+    (PERMISSION_DENIED) without learning whether an account has it."""
+    if email:
+        address = normalise_email(email)
+        async with deps.uow() as uow:
+            if principal.role is Role.ADMIN:
+                user = await uow.users.by_email(address)
+            else:
+                user = await uow.users.by_id(principal.user_id)
+                if user is not None and user.email != address:
+                    raise PermissionDeniedError("NOT_OWNER", "only an admin looks users up by address")
+        if user is None:
+            raise NotFoundError("USER_NOT_FOUND", f"no account has the address {address}")
+        return user
     target = user_id or principal.user_id
     principal.require_self_or_admin(target)
     async with deps.uow() as uow:

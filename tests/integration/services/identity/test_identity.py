@@ -1116,7 +1116,21 @@ async def test_an_admin_closes_a_customers_account_and_no_one_else_closes_anothe
     assert details_of(not_a_customer)[0].reason == "ACCOUNT_NOT_SELF_SERVICE"  # type: ignore[union-attr]
     bad = await failure(close("no-es-un-id", admin))
     assert [f for f, _ in details_of(bad)[1]] == ["user_id"]
-    closed = await close(customer.user_id, admin)  # no password: the customer asked the operators
+    # The customer writes from their address: the admin finds the account by it.
+    found = await stub.GetProfile(pb.GetProfileRequest(email=" Pepa@Example.es "), metadata=admin)
+    assert found.user.user_id == customer.user_id
+    nobody = await failure(stub.GetProfile(pb.GetProfileRequest(email="nadie@example.es"), metadata=admin))
+    assert nobody.code() == grpc.StatusCode.NOT_FOUND
+    for address in ("pepa@example.es", "nadie@example.es"):  # another's, or none: refused alike
+        refused = await failure(stub.GetProfile(pb.GetProfileRequest(email=address), metadata=other))
+        assert refused.code() == grpc.StatusCode.PERMISSION_DENIED
+    own = await stub.GetProfile(pb.GetProfileRequest(email="TIENDA@example.es"), metadata=other)
+    assert own.user.user_id == artisan.user_id
+    both = await failure(
+        stub.GetProfile(pb.GetProfileRequest(user_id=customer.user_id, email="a@b.es"), metadata=admin)
+    )
+    assert details_of(both)[1] == [("email", "name the user by id or by address, not both")]
+    closed = await close(found.user.user_id, admin)  # no password: the customer asked the operators
     assert closed.ended_sessions == 1  # sign-up's
     gone = await failure(stub.Login(pb.LoginRequest(email="pepa@example.es", password=PASSWORD)))
     assert gone.code() == grpc.StatusCode.UNAUTHENTICATED

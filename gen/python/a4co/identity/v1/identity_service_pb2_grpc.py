@@ -161,7 +161,9 @@ class IdentityServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def GetProfile(self, request, context):
-        """GetProfile returns a user's private profile, to that user or an admin.
+        """GetProfile returns a user's private profile, to that user or an admin; an
+        admin may find it by e-mail address (a customer who writes to the
+        marketplace gives their address, not their id).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -67,7 +67,10 @@ class IdentityServiceStub:
     working at once.
     """
     GetProfile: _grpc.UnaryUnaryMultiCallable[_identity_service_pb2.GetProfileRequest, _identity_service_pb2.GetProfileResponse]
-    """GetProfile returns a user's private profile, to that user or an admin."""
+    """GetProfile returns a user's private profile, to that user or an admin; an
+    admin may find it by e-mail address (a customer who writes to the
+    marketplace gives their address, not their id).
+    """
     UpdateProfile: _grpc.UnaryUnaryMultiCallable[_identity_service_pb2.UpdateProfileRequest, _identity_service_pb2.UpdateProfileResponse]
     """UpdateProfile changes the fields named in update_mask of the caller's
     own profile (or any, for an admin).
@@ -159,7 +162,10 @@ class IdentityServiceAsyncStub(IdentityServiceStub):
     working at once.
     """
     GetProfile: _aio.UnaryUnaryMultiCallable[_identity_service_pb2.GetProfileRequest, _identity_service_pb2.GetProfileResponse]  # type: ignore[assignment]
-    """GetProfile returns a user's private profile, to that user or an admin."""
+    """GetProfile returns a user's private profile, to that user or an admin; an
+    admin may find it by e-mail address (a customer who writes to the
+    marketplace gives their address, not their id).
+    """
     UpdateProfile: _aio.UnaryUnaryMultiCallable[_identity_service_pb2.UpdateProfileRequest, _identity_service_pb2.UpdateProfileResponse]  # type: ignore[assignment]
     """UpdateProfile changes the fields named in update_mask of the caller's
     own profile (or any, for an admin).
@@ -284,7 +290,10 @@ class IdentityServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _identity_service_pb2.GetProfileRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_identity_service_pb2.GetProfileResponse, _abc.Awaitable[_identity_service_pb2.GetProfileResponse]]:
-        """GetProfile returns a user's private profile, to that user or an admin."""
+        """GetProfile returns a user's private profile, to that user or an admin; an
+        admin may find it by e-mail address (a customer who writes to the
+        marketplace gives their address, not their id).
+        """
 
     @_abc_1.abstractmethod
     def UpdateProfile(
