@@ -84,7 +84,7 @@ class TooManyLoginAttemptsError(TryAgainLaterError):
 # A forgotten password is reset with a code e-mailed to the account's address (decision 45): it works
 # once, for 30 minutes; an address is sent at most 3 codes an hour, counted whether an account has it
 # or not; after 5 wrong codes for an address its codes stop working. Ten characters of Crockford's
-# base32 are 50 bits: guessing within those limits has a chance of about 2^-47.
+# base32 are 50 bits: the 15 guesses an hour those limits allow have a chance of about 2^-46.
 RESET_CODE_ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"  # Crockford's base32: no I, L, O nor U
 RESET_CODE_LENGTH = 10
 RESET_CODE_TTL_S = 30 * 60

@@ -273,8 +273,7 @@ async def change_password(deps: Deps, principal: Principal, current: str, new: s
             ),
             aggregate_id=user.user_id,
         )
-    for session_id in ended:
-        await _revoke_in_redis(deps, session_id)
+    await _revoke_in_redis(deps, *ended)
     return len(ended)
 
 
@@ -345,8 +344,7 @@ async def delete_account(
             ),
             aggregate_id=user.user_id,
         )
-    for session_id in ended:
-        await _revoke_in_redis(deps, session_id)
+    await _revoke_in_redis(deps, *ended)
     return now, len(ended)
 
 
@@ -425,8 +423,7 @@ async def reset_password(
             aggregate_id=user.user_id,
         )
         tokens = await _start_session(deps, uow, user, client)
-    for session_id in ended:
-        await _revoke_in_redis(deps, session_id)
+    await _revoke_in_redis(deps, *ended)
     return user, tokens, len(ended)
 
 
@@ -446,16 +443,17 @@ async def end_session(deps: Deps, principal: Principal, session_id: str) -> None
     await _revoke_in_redis(deps, session_id)
 
 
-async def _revoke_in_redis(deps: Deps, session_id: str) -> None:
-    """Record a session's end where every service checks it. While Redis fails, the end recorded
+async def _revoke_in_redis(deps: Deps, *session_ids: str) -> None:
+    """Record sessions' ends where every service checks them. While Redis fails, the end recorded
     in `sessions` is what counts: the services ask identity then (decision 34), and
     `record_lost_revocations` writes it to Redis once Redis answers."""
-    try:
-        await deps.revocations.revoke(session_id, _revoked_for_s(deps))
-    except REDIS_OUTAGES as exc:
-        log.warning(
-            "session %s ended while Redis fails (%r); recorded there once it answers", session_id, exc
-        )
+    for session_id in session_ids:
+        try:
+            await deps.revocations.revoke(session_id, _revoked_for_s(deps))
+        except REDIS_OUTAGES as exc:
+            log.warning(
+                "session %s ended while Redis fails (%r); recorded there once it answers", session_id, exc
+            )
 
 
 async def get_profile(deps: Deps, principal: Principal, user_id: str, email: str = "") -> User:

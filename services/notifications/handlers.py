@@ -219,8 +219,6 @@ async def deliver_due(deps: Deps, limit: int = 100) -> int:
                 gave_up,
             )
             (_GAVE_UP if gave_up else _FAILED).inc()
-            if gave_up and row["secret"]:
-                await _forget_mailed(deps.pool, [row["notification_id"]])
             if gave_up:
                 log.error(
                     "gave up delivering notification %s after %d tries: %r",
@@ -228,6 +226,8 @@ async def deliver_due(deps: Deps, limit: int = 100) -> int:
                     attempts,
                     exc,
                 )
+                if row["secret"]:
+                    await _forget_mailed(deps.pool, [row["notification_id"]])
         else:
             await deps.pool.execute(
                 "DELETE FROM undelivered WHERE notification_id = $1", row["notification_id"]
