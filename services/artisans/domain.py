@@ -42,6 +42,13 @@ class NotOnboardedError(FailedPreconditionError):
         super().__init__("NOT_ONBOARDED", "onboard the workshop before publishing products")
 
 
+class OffboardedError(FailedPreconditionError):
+    """A workshop that left the marketplace stays as it left."""
+
+    def __init__(self) -> None:
+        super().__init__("ARTISAN_OFFBOARDED", "this workshop has left the marketplace")
+
+
 class WithdrawnError(FailedPreconditionError):
     """A product withdrawn from sale stays as it was withdrawn."""
 
@@ -82,6 +89,7 @@ class Registered:
     revision: int
     update_time: datetime
     request_id: str  # the OnboardArtisan call's
+    offboard_time: datetime | None = None  # when it left the marketplace
 
 
 def apply_workshop_update(w: Workshop, changes: Workshop, paths: list[str]) -> tuple[Workshop, list[str]]:

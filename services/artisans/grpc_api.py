@@ -135,6 +135,14 @@ def check_withdraw(request: pb.WithdrawProductRequest) -> None:
     v.raise_if_any()
 
 
+def check_offboard(request: pb.OffboardArtisanRequest) -> None:
+    """No artisan, or a UUID (an admin's naming one: checked with the caller's role)."""
+    v = Violations()
+    if request.artisan_id:
+        v.uuid(request.artisan_id, "artisan_id")
+    v.raise_if_any()
+
+
 POLICIES = {
     f"/{SERVICE}/OnboardArtisan": MethodPolicy(roles=frozenset({Role.ARTISAN}), validator=check_onboard),
     f"/{SERVICE}/GetArtisan": MethodPolicy(roles=frozenset({Role.ARTISAN})),
@@ -145,6 +153,9 @@ POLICIES = {
     f"/{SERVICE}/UpdateProduct": MethodPolicy(roles=frozenset({Role.ARTISAN}), validator=check_update),
     f"/{SERVICE}/WithdrawProduct": MethodPolicy(roles=frozenset({Role.ARTISAN}), validator=check_withdraw),
     f"/{SERVICE}/ListProducts": MethodPolicy(roles=frozenset({Role.ARTISAN}), validator=check_list),
+    f"/{SERVICE}/OffboardArtisan": MethodPolicy(
+        roles=frozenset({Role.ARTISAN, Role.ADMIN}), validator=check_offboard
+    ),
 }
 
 
@@ -162,6 +173,7 @@ def workshop_to_pb(registered: Registered) -> pb.Artisan:
         onboard_time=to_timestamp(registered.onboard_time),
         revision=registered.revision,
         update_time=to_timestamp(registered.update_time),
+        offboard_time=to_timestamp(gone) if (gone := registered.offboard_time) is not None else None,
     )
 
 
@@ -292,6 +304,13 @@ class ArtisansServicer(pb_grpc.ArtisansServiceServicer):
             lambda listed: (listed.publish_time, listed.product.product_id),
         )
         return pb.ListProductsResponse(products=[product_to_pb(p) for p in found], next_page_token=token)
+
+    async def OffboardArtisan(
+        self, request: pb.OffboardArtisanRequest, context: Context
+    ) -> pb.OffboardArtisanResponse:
+        """Take the caller's workshop, or the one an admin names, out of the marketplace."""
+        stored, withdrawn = await handlers.offboard(self.deps, current_principal(), request.artisan_id)
+        return pb.OffboardArtisanResponse(artisan=workshop_to_pb(stored), withdrawn_products=withdrawn)
 
 
 def registration(deps: handlers.Deps) -> Registration:

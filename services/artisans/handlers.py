@@ -16,6 +16,7 @@ from services.artisans.domain import (
     AlreadyOnboardedError,
     Listing,
     NotOnboardedError,
+    OffboardedError,
     Product,
     Registered,
     WithdrawnError,
@@ -23,8 +24,14 @@ from services.artisans.domain import (
     apply_update,
     apply_workshop_update,
 )
-from services.platform.auth import Principal
-from services.platform.errors import AbortedError, NotFoundError, RequestIdReusedError
+from services.platform.auth import Principal, Role
+from services.platform.errors import (
+    AbortedError,
+    FieldViolation,
+    InvalidArgumentError,
+    NotFoundError,
+    RequestIdReusedError,
+)
 from services.platform.paging import Page
 from services.platform.timestamps import to_timestamp
 
@@ -122,6 +129,8 @@ async def update_workshop(
         found = await uow.catalogue.workshop(principal.user_id, to_change=True)
         if found is None:
             raise NotOnboardedError()
+        if found.offboard_time is not None:
+            raise OffboardedError()
         _still_at(expected_revision, found.revision, "the workshop")
         updated, changed = apply_workshop_update(found.workshop, changes, paths)
         if not changed:
@@ -157,8 +166,11 @@ async def publish(deps: Deps, principal: Principal, request_id: str, product: Pr
         seen = await uow.catalogue.product_by_request(request_id)
         if seen is not None:
             return _retried(seen, principal)
-        if await uow.catalogue.workshop(principal.user_id) is None:
+        seller = await uow.catalogue.workshop(principal.user_id, to_sell=True)
+        if seller is None:
             raise NotOnboardedError()
+        if seller.offboard_time is not None:
+            raise OffboardedError()
         mine = Product(
             str(uuid.uuid4()),
             principal.user_id,
@@ -235,17 +247,60 @@ async def withdraw(deps: Deps, principal: Principal, product_id: str) -> Listing
         if listing.withdraw_time is not None:
             return listing
         stored = await uow.catalogue.withdraw(product_id, listing.revision + 1)
-        assert stored.withdraw_time is not None
-        await uow.outbox.add(
-            events.ProductWithdrawn(
-                **shown(stored.product),
-                revision=stored.revision,
-                publish_time=to_timestamp(stored.publish_time),
-                withdraw_time=to_timestamp(stored.withdraw_time),
-            ),
-            aggregate_id=product_id,
-        )
+        await _announce_withdrawn(uow, stored, with_workshop=False)
     return stored
+
+
+async def _announce_withdrawn(uow: ArtisansUnitOfWork, stored: Listing, *, with_workshop: bool) -> None:
+    """ProductWithdrawn for a product just withdrawn, in its transaction (`with_workshop`: as its
+    workshop leaves)."""
+    assert stored.withdraw_time is not None
+    await uow.outbox.add(
+        events.ProductWithdrawn(
+            **shown(stored.product),
+            revision=stored.revision,
+            publish_time=to_timestamp(stored.publish_time),
+            withdraw_time=to_timestamp(stored.withdraw_time),
+            with_workshop=with_workshop,
+        ),
+        aggregate_id=stored.product.product_id,
+    )
+
+
+async def offboard(deps: Deps, principal: Principal, artisan_id: str = "") -> tuple[Registered, int]:
+    """Take a workshop out of the marketplace for good: the caller's, or the one an admin names.
+    Every product it has on sale is withdrawn (ProductWithdrawn each), then the workshop leaves
+    (ArtisanOffboarded), in one transaction. Returns the workshop and how many products this call
+    withdrew; a workshop that left already is returned as it is, with 0."""
+    if not artisan_id and principal.role is Role.ADMIN:
+        raise InvalidArgumentError(
+            [FieldViolation("artisan_id", "an admin names the artisan whose workshop leaves")]
+        )
+    target = artisan_id or principal.user_id
+    principal.require_self_or_admin(target)
+    async with deps.uow() as uow:
+        found = await uow.catalogue.workshop(target, to_change=True)
+        if found is None:
+            if target == principal.user_id:
+                raise NotOnboardedError()
+            raise NotFoundError("ARTISAN_NOT_FOUND", f"no workshop of artisan {target}")
+        if found.offboard_time is not None:
+            return found, 0
+        withdrawn = await uow.catalogue.withdraw_all(target)
+        for listing in withdrawn:
+            await _announce_withdrawn(uow, listing, with_workshop=True)
+        stored = await uow.catalogue.offboard(target, found.revision + 1)
+        assert stored.offboard_time is not None
+        await uow.outbox.add(
+            events.ArtisanOffboarded(
+                **_public(stored.workshop),
+                revision=stored.revision,
+                withdrawn_products=len(withdrawn),
+                offboard_time=to_timestamp(stored.offboard_time),
+            ),
+            aggregate_id=target,
+        )
+    return stored, len(withdrawn)
 
 
 async def list_products(deps: Deps, principal: Principal, show_withdrawn: bool, page: Page) -> list[Listing]:

@@ -39,3 +39,6 @@ ALTER TABLE products ADD COLUMN IF NOT EXISTS withdrawn_at timestamptz;
 -- leads its events, so that consumers keep the newest whatever order they arrive in.
 ALTER TABLE workshops ADD COLUMN IF NOT EXISTS revision integer NOT NULL DEFAULT 1;
 ALTER TABLE workshops ADD COLUMN IF NOT EXISTS updated_at timestamptz;
+-- A workshop that left the marketplace (OffboardArtisan): its products were withdrawn with it, and
+-- it neither changes nor publishes again.
+ALTER TABLE workshops ADD COLUMN IF NOT EXISTS offboarded_at timestamptz;

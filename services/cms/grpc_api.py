@@ -49,6 +49,7 @@ class CmsServicer(pb_grpc.CmsServiceServicer):
                 craft=p.craft,
                 locality=p.locality,
                 member_since=to_timestamp(p.member_since),
+                offboard_time=to_timestamp(left) if (left := p.offboard_time) is not None else None,
             )
         )
 

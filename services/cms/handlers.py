@@ -31,6 +31,7 @@ class PublicProfile:
     craft: str
     locality: str
     member_since: datetime | None
+    offboard_time: datetime | None = None  # when the workshop left the marketplace
 
 
 # A page is made only for a user who has not closed their account: an event about them may
@@ -78,27 +79,37 @@ async def on_profile_updated(deps: Deps, event: identity_events.ProfileUpdated, 
 
 
 async def on_artisan(
-    deps: Deps, event: artisan_events.ArtisanOnboarded | artisan_events.ArtisanUpdated, ctx: HandlerContext
+    deps: Deps,
+    event: artisan_events.ArtisanOnboarded | artisan_events.ArtisanUpdated | artisan_events.ArtisanOffboarded,
+    ctx: HandlerContext,
 ) -> None:
-    """A workshop's page: its name, craft, town and presentation, as of the newest revision; and
-    since when the artisan is a member, whichever event comes first."""
+    """A workshop's page: its name, craft, town and presentation, as of the newest revision, and
+    when it left the marketplace (its last); and since when the artisan is a member, whichever
+    event comes first."""
     if isinstance(event, artisan_events.ArtisanOnboarded):
         revision, since = 1, event.onboard_time
     else:
         revision, since = event.revision, None
+    left = (
+        event.offboard_time.ToDatetime(tzinfo=UTC)
+        if isinstance(event, artisan_events.ArtisanOffboarded)
+        else None
+    )
     await ctx.conn.execute(
-        "INSERT INTO profiles (user_id, display_name, kind, bio, craft, locality, workshop_revision)"
-        f" SELECT $1, $2, 'artisan', $3, $4, $5, $6{UNLESS_FORGOTTEN} ON CONFLICT (user_id) DO UPDATE SET"
+        "INSERT INTO profiles (user_id, display_name, kind, bio, craft, locality, workshop_revision,"
+        f" offboarded_at) SELECT $1, $2, 'artisan', $3, $4, $5, $6, $7{UNLESS_FORGOTTEN}"
+        " ON CONFLICT (user_id) DO UPDATE SET"
         " display_name = EXCLUDED.display_name, kind = 'artisan', bio = EXCLUDED.bio,"
         " craft = EXCLUDED.craft, locality = EXCLUDED.locality,"
-        " workshop_revision = EXCLUDED.workshop_revision, updated_at = now()"
-        " WHERE profiles.workshop_revision <= EXCLUDED.workshop_revision",
+        " workshop_revision = EXCLUDED.workshop_revision, offboarded_at = EXCLUDED.offboarded_at,"
+        " updated_at = now() WHERE profiles.workshop_revision <= EXCLUDED.workshop_revision",
         event.artisan_id,
         event.display_name,
         event.bio,
         event.craft,
         event.locality,
         revision,
+        left,
     )
     if since is not None:
         await ctx.conn.execute(
@@ -121,4 +132,5 @@ async def public_profile(deps: Deps, user_id: str) -> PublicProfile:
         row["craft"],
         row["locality"],
         row["member_since"],
+        row["offboarded_at"],
     )

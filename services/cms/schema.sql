@@ -18,3 +18,5 @@ CREATE TABLE IF NOT EXISTS forgotten (
     user_id      text        PRIMARY KEY,
     forgotten_at timestamptz NOT NULL DEFAULT now()
 );
+-- When an artisan's workshop left the marketplace (ArtisanOffboarded): the page stays, and says so.
+ALTER TABLE profiles ADD COLUMN IF NOT EXISTS offboarded_at timestamptz;

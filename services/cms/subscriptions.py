@@ -15,4 +15,5 @@ HANDLERS: dict[type[Message], UnboundHandler] = {
     identity_events_pb2.UserDeleted: handlers.on_user_deleted,
     artisan_events_pb2.ArtisanOnboarded: handlers.on_artisan,
     artisan_events_pb2.ArtisanUpdated: handlers.on_artisan,
+    artisan_events_pb2.ArtisanOffboarded: handlers.on_artisan,
 }

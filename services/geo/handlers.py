@@ -103,9 +103,12 @@ async def reindex_some(deps: Deps, artisan_ids: set[str]) -> None:
     ids = sorted(artisan_ids)
     counts = await workshops.product_counts(ids)
     recorded = await workshops.versioned(ids)
-    for workshop, version in recorded:
-        await deps.index.add(workshop, counts.get(workshop.artisan_id, NO_PRODUCTS), version)
-    for artisan_id in set(counts) - {w.artisan_id for w, _ in recorded}:
+    for workshop, version, offboarded in recorded:
+        if offboarded:
+            await deps.index.remove(workshop)
+        else:
+            await deps.index.add(workshop, counts.get(workshop.artisan_id, NO_PRODUCTS), version)
+    for artisan_id in set(counts) - {w.artisan_id for w, _, _ in recorded}:
         await deps.index.count_products(artisan_id, counts[artisan_id])
 
 
@@ -113,13 +116,7 @@ async def on_artisan(
     deps: Deps, event: artisan_events.ArtisanOnboarded | artisan_events.ArtisanUpdated, ctx: HandlerContext
 ) -> None:
     """Record the new or changed workshop, and index it once recorded (moved, and under its craft)."""
-    workshop = Workshop(
-        event.artisan_id,
-        event.display_name,
-        event.craft,
-        event.locality,
-        Point(event.location.latitude, event.location.longitude),
-    )
+    workshop = _workshop_of(event)
     revision = event.revision if isinstance(event, artisan_events.ArtisanUpdated) else 1
     version = await Workshops(ctx.conn).upsert(workshop, revision)
     if version is None:  # a newer revision is recorded, and was indexed
@@ -130,6 +127,34 @@ async def on_artisan(
             await deps.index.add(workshop, await _product_count(deps, workshop.artisan_id), version)
 
     ctx.after_commit(index)
+
+
+async def on_artisan_offboarded(
+    deps: Deps, event: artisan_events.ArtisanOffboarded, ctx: HandlerContext
+) -> None:
+    """A workshop that left the marketplace, recorded as its last revision and taken off the map
+    once recorded; an older event of it arriving later changes nothing."""
+    workshop = _workshop_of(event)
+    if await Workshops(ctx.conn).upsert(workshop, event.revision, offboarded=True) is None:
+        return  # recorded already, and taken off
+
+    async def unindex() -> None:
+        with contextlib.suppress(*REDIS_OUTAGES):  # marked stale: taken off once Redis answers
+            await deps.index.remove(workshop)
+
+    ctx.after_commit(unindex)
+
+
+def _workshop_of(
+    event: artisan_events.ArtisanOnboarded | artisan_events.ArtisanUpdated | artisan_events.ArtisanOffboarded,
+) -> Workshop:
+    return Workshop(
+        event.artisan_id,
+        event.display_name,
+        event.craft,
+        event.locality,
+        Point(event.location.latitude, event.location.longitude),
+    )
 
 
 async def on_product_published(

@@ -15,6 +15,8 @@ ALTER TABLE workshops ADD COLUMN IF NOT EXISTS version bigint NOT NULL DEFAULT 1
 -- The artisans service's revision of the workshop (UpdateArtisan; its onboarding is 1): an older
 -- event arriving late changes nothing.
 ALTER TABLE workshops ADD COLUMN IF NOT EXISTS revision integer NOT NULL DEFAULT 1;
+-- A workshop that left the marketplace (ArtisanOffboarded, its last revision): off the map for good.
+ALTER TABLE workshops ADD COLUMN IF NOT EXISTS offboarded boolean NOT NULL DEFAULT false;
 
 -- Products published by each workshop, from ProductPublished, and those withdrawn from sale since
 -- (ProductWithdrawn), which the map counts no more.

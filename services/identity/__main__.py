@@ -6,12 +6,13 @@ import functools
 import os
 from pathlib import Path
 
-from services.identity import handlers
+from services.identity import handlers, subscriptions
 from services.identity.adapters.hashing import HASHING_WAIT_S, Argon2Hasher
 from services.identity.adapters.postgres import PostgresSessions, unit_of_work_factory
 from services.identity.domain import LOGIN_ATTEMPTS, LOGIN_WINDOW_S
 from services.identity.grpc_api import POLICIES, registration
 from services.platform.auth import TokenIssuer
+from services.platform.events.subscriptions import bind
 from services.platform.main import service_main
 from services.platform.runtime import Infrastructure, ServiceParts
 
@@ -38,6 +39,7 @@ async def build(infra: Infrastructure) -> ServiceParts:
     return ServiceParts(
         registrations=[registration(deps)],
         policies=POLICIES,
+        subscriptions=bind(subscriptions.HANDLERS, infra.registry, deps),
         background=[
             functools.partial(handlers.forget_ended_windows, deps),
             functools.partial(

@@ -163,12 +163,15 @@ def check_reset(email: str, code: str, new_password: str) -> None:
 
 
 class AccountNotSelfServiceError(FailedPreconditionError):
-    """An artisan's account holds a workshop and its sales, an admin's the marketplace's operation:
-    DeleteAccount closes a customer's only (decision 48)."""
+    """An artisan's account holds a workshop and its sales until the workshop leaves the
+    marketplace, an admin's the marketplace's operation: DeleteAccount closes a customer's, and an
+    artisan's whose workshop has left (decisions 48 and 50)."""
 
     def __init__(self) -> None:
         super().__init__(
-            "ACCOUNT_NOT_SELF_SERVICE", "only a customer's account can be closed with DeleteAccount"
+            "ACCOUNT_NOT_SELF_SERVICE",
+            "only a customer's account, or an artisan's whose workshop has left the marketplace"
+            " (OffboardArtisan), can be closed with DeleteAccount",
         )
 
 
@@ -208,6 +211,7 @@ class User:
     bio: str = ""
     created_at: datetime | None = None
     updated_at: datetime | None = None
+    offboarded_at: datetime | None = None  # an artisan's, once their workshop left the marketplace
 
 
 def normalise_email(email: str) -> str:

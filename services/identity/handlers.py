@@ -8,6 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+from a4co.artisans.events.v1 import artisan_events_pb2 as artisan_events
 from a4co.identity.events.v1 import identity_events_pb2 as events
 from services.identity.domain import (
     LOGIN_ATTEMPTS,
@@ -46,6 +47,7 @@ from services.platform.errors import (
     NotFoundError,
     PermissionDeniedError,
 )
+from services.platform.events.consumer import HandlerContext
 from services.platform.outages import REDIS_OUTAGES
 from services.platform.paging import Page
 from services.platform.resilience import every
@@ -307,29 +309,31 @@ async def _password_checked(
     return user, new_hash
 
 
-def _customer_only(user: User) -> None:
-    if user.role is not Role.CUSTOMER:
+def _closable(user: User) -> None:
+    """A customer's account, or an artisan's whose workshop has left the marketplace."""
+    if not (user.role is Role.CUSTOMER or (user.role is Role.ARTISAN and user.offboarded_at is not None)):
         raise AccountNotSelfServiceError()
 
 
 async def delete_account(
     deps: Deps, principal: Principal, current: str, user_id: str = ""
 ) -> tuple[datetime, int]:
-    """Close a customer account for good: the caller's, its password checked as ChangePassword
-    checks it, or the one an admin names (`user_id`), unchecked. Erase its personal data, end every
-    session, forget its reset codes and Login checks, and announce it (UserDeleted) for the
-    services that keep some of it. Returns when, and how many sessions it ended."""
+    """Close an account for good, a customer's or an offboarded artisan's: the caller's, its
+    password checked as ChangePassword checks it, or the one an admin names (`user_id`),
+    unchecked. Erase its personal data, end every session, forget its reset codes and Login
+    checks, and announce it (UserDeleted) for the services that keep some of it. Returns when, and
+    how many sessions it ended."""
     target = user_id or principal.user_id
     principal.require_self_or_admin(target)
     if target == principal.user_id:
         check_delete_account(current)
-        user, _ = await _password_checked(deps, target, current, allowed=_customer_only)
+        user, _ = await _password_checked(deps, target, current, allowed=_closable)
     else:
         async with deps.uow() as uow:
             found = await uow.users.by_id(target)
         if found is None:
             raise NotFoundError("USER_NOT_FOUND", f"no user {target}")
-        _customer_only(found)
+        _closable(found)
         user = found
     now = datetime.now(UTC)
     async with deps.uow() as uow:
@@ -346,6 +350,22 @@ async def delete_account(
         )
     await _revoke_in_redis(deps, *ended)
     return now, len(ended)
+
+
+async def on_artisan_offboarded(
+    deps: Deps, event: artisan_events.ArtisanOffboarded, ctx: HandlerContext
+) -> None:
+    """An artisan whose workshop left the marketplace may close their account (decision 50)."""
+    try:
+        user_id = uuid.UUID(event.artisan_id)
+    except ValueError:  # every account's id is a UUID: this artisan has none here
+        log.warning("ArtisanOffboarded for %r, which is no account's id", event.artisan_id)
+        return
+    await ctx.conn.execute(
+        "UPDATE users SET offboarded_at = $2 WHERE user_id = $1 AND offboarded_at IS NULL",
+        user_id,
+        event.offboard_time.ToDatetime(tzinfo=UTC),
+    )
 
 
 async def request_password_reset(deps: Deps, email: str) -> datetime:

@@ -59,3 +59,7 @@ ALTER TABLE users ADD COLUMN IF NOT EXISTS deleted_at timestamptz;
 ALTER TABLE sessions ADD COLUMN IF NOT EXISTS user_agent text NOT NULL DEFAULT '';
 CREATE INDEX IF NOT EXISTS sessions_user_pages ON sessions (user_id, created_at DESC, session_id DESC)
     WHERE revoked_at IS NULL;
+
+-- When an artisan's workshop left the marketplace (ArtisanOffboarded): from then on the artisan may
+-- close their account with DeleteAccount, as a customer may (decision 50).
+ALTER TABLE users ADD COLUMN IF NOT EXISTS offboarded_at timestamptz;

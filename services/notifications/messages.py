@@ -123,7 +123,24 @@ def product_published(e: Any) -> list[Note]:
 
 
 def product_withdrawn(e: Any) -> list[Note]:
+    if e.with_workshop:  # one note for the workshop says it (artisan_offboarded)
+        return []
     return [Note(e.artisan_id, "Producto retirado", f"«{e.name}» ya no está a la venta.", e.product_id)]
+
+
+def artisan_offboarded(e: Any) -> list[Note]:
+    withdrawn = {0: "", 1: " Hemos retirado tu producto a la venta."}.get(
+        e.withdrawn_products, f" Hemos retirado tus {e.withdrawn_products} productos a la venta."
+    )
+    return [
+        Note(
+            e.artisan_id,
+            "Tu taller ha dejado a4co",
+            f"{e.display_name} ya no aparece en el mapa ni en las búsquedas.{withdrawn}"
+            " Los pedidos que ya tenías siguen en curso: envíalos y entrégalos como siempre.",
+            e.artisan_id,
+        )
+    ]
 
 
 def order_created(e: Any) -> list[Note]:
@@ -285,6 +302,7 @@ MESSAGES: dict[type[Message], Callable[[Any], list[Note]]] = {
     identity.PasswordResetRequested: password_reset_requested,
     artisans.ArtisanOnboarded: artisan_onboarded,
     artisans.ArtisanUpdated: artisan_updated,
+    artisans.ArtisanOffboarded: artisan_offboarded,
     artisans.ProductPublished: product_published,
     artisans.ProductWithdrawn: product_withdrawn,
     orders.OrderCreated: order_created,

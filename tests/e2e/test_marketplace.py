@@ -42,6 +42,7 @@ from a4co.payments.v1 import payments_service_pb2_grpc as payments_grpc
 from a4co.type.v1 import address_pb2, lat_lng_pb2, money_pb2
 from services.launcher.supervisor import Supervisor
 from services.platform.events.topology import DLQ_STREAM, Topology
+from services.platform.grpc.status import details_of
 from services.platform.local_servers import ServerUrls
 from services.platform.resilience import Backoff
 from tests.integration.services.harness import Keys
@@ -364,6 +365,69 @@ async def test_a_customer_closes_their_account_and_every_service_forgets_them(
     # The address is free: signed up again, it is a new user.
     again, _ = await client.sign_up(email, identity_pb.ROLE_CUSTOMER)
     assert again != user_id
+
+
+async def test_an_artisan_leaves_ships_what_was_ordered_then_closes_their_account(
+    deployment: tuple[Supervisor, Client, str],
+) -> None:
+    _, client, _ = deployment
+    product_id, artisan = await shop_with(client, stock=5)
+    workshop = await client.artisans.GetArtisan(artisans_pb.GetArtisanRequest(), metadata=artisan)
+    artisan_id = workshop.artisan.artisan_id
+    _, customer = await client.sign_up(f"eva-{uuid.uuid4().hex[:6]}@jaen.es", identity_pb.ROLE_CUSTOMER)
+    method = await card(client, customer)
+    placed = await order(client, customer, product_id, 1, method)
+    await settled(client, customer, placed.order_id, orders_pb.ORDER_STATUS_CONFIRMED)
+
+    left = await client.artisans.OffboardArtisan(artisans_pb.OffboardArtisanRequest(), metadata=artisan)
+    assert left.withdrawn_products == 1
+    cms = cms_grpc.CmsServiceStub(client.channels["cms"])
+
+    async def followed() -> bool:
+        try:
+            page = await cms.GetPublicProfile(cms_pb.GetPublicProfileRequest(user_id=artisan_id))
+        except grpc.aio.AioRpcError:
+            return False
+        try:
+            await client.catalog.GetProduct(catalog_pb.GetProductRequest(product_id=product_id))
+        except grpc.aio.AioRpcError as error:
+            return error.code() == grpc.StatusCode.NOT_FOUND and page.profile.HasField("offboard_time")
+        return False
+
+    await eventually(followed, timeout=30, what="the page saying it left, the product off the catalogue")
+    refused = await failure(order(client, customer, product_id, 1, method))
+    assert details_of(refused)[0].reason == "PRODUCT_WITHDRAWN"  # type: ignore[union-attr]
+    # What was ordered before it left goes on to its end.
+    await client.orders.MarkOrderShipped(
+        orders_pb.MarkOrderShippedRequest(order_id=placed.order_id), metadata=artisan
+    )
+    await client.orders.MarkOrderDelivered(
+        orders_pb.MarkOrderDeliveredRequest(order_id=placed.order_id), metadata=artisan
+    )
+    await settled(client, customer, placed.order_id, orders_pb.ORDER_STATUS_DELIVERED)
+
+    async def closed() -> bool:  # once identity has heard that the workshop left
+        try:
+            await client.identity.DeleteAccount(
+                identity_pb.DeleteAccountRequest(current_password="contraseña-segura-2026"), metadata=artisan
+            )
+        except grpc.aio.AioRpcError as error:
+            reason = details_of(error)[0]
+            if reason is None or reason.reason != "ACCOUNT_NOT_SELF_SERVICE":
+                raise
+            return False
+        return True
+
+    await eventually(closed, timeout=30, what="the artisan's account closed")
+
+    async def page_gone() -> bool:
+        try:
+            await cms.GetPublicProfile(cms_pb.GetPublicProfileRequest(user_id=artisan_id))
+        except grpc.aio.AioRpcError as error:
+            return error.code() == grpc.StatusCode.NOT_FOUND
+        return False
+
+    await eventually(page_gone, timeout=30, what="the public page gone with the account")
 
 
 async def test_declined_and_cancelled_orders_are_compensated(

@@ -27,7 +27,12 @@ def _registered(row: asyncpg.Record) -> Registered:
     )
     onboarded = row["onboarded_at"]
     return Registered(
-        workshop, onboarded, row["revision"], row["updated_at"] or onboarded, str(row["request_id"])
+        workshop,
+        onboarded,
+        row["revision"],
+        row["updated_at"] or onboarded,
+        str(row["request_id"]),
+        row["offboarded_at"],
     )
 
 
@@ -60,10 +65,13 @@ class Catalogue:
     def __init__(self, conn: Queryable) -> None:
         self.conn = conn
 
-    async def workshop(self, artisan_id: str, *, to_change: bool = False) -> Registered | None:
+    async def workshop(
+        self, artisan_id: str, *, to_change: bool = False, to_sell: bool = False
+    ) -> Registered | None:
         """A workshop and its history; with `to_change`, locked until the transaction ends, so that
-        its changes are made one at a time."""
-        lock = " FOR UPDATE" if to_change else ""
+        its changes are made one at a time; with `to_sell`, kept from changing (products are
+        published meanwhile, but it cannot leave the marketplace until they are)."""
+        lock = " FOR UPDATE" if to_change else " FOR SHARE" if to_sell else ""
         row = await self.conn.fetchrow(
             f"SELECT *, address::text AS address FROM workshops WHERE artisan_id = $1{lock}",
             artisan_id,
@@ -78,6 +86,18 @@ class Catalogue:
             " WHERE artisan_id = $1 RETURNING *, address::text AS address",
             w.artisan_id,
             *_declared(w),
+            revision,
+        )
+        assert row is not None  # the row is locked: it cannot have gone
+        return _registered(row)
+
+    async def offboard(self, artisan_id: str, revision: int) -> Registered:
+        """Mark a workshop gone from the marketplace, as its `revision` (locked by
+        `workshop(to_change=True)`)."""
+        row = await self.conn.fetchrow(
+            "UPDATE workshops SET offboarded_at = now(), updated_at = now(), revision = $2"
+            " WHERE artisan_id = $1 RETURNING *, address::text AS address",
+            artisan_id,
             revision,
         )
         assert row is not None  # the row is locked: it cannot have gone
@@ -141,6 +161,16 @@ class Catalogue:
         )
         assert row is not None  # the row is locked: it cannot have gone
         return _listing(row)
+
+    async def withdraw_all(self, artisan_id: str) -> list[Listing]:
+        """Mark every product an artisan has on sale withdrawn, each as its next revision; a product
+        being changed meanwhile is withdrawn once that change commits, from its revision then."""
+        rows = await self.conn.fetch(
+            "UPDATE products SET withdrawn_at = now(), updated_at = now(), revision = revision + 1"
+            " WHERE artisan_id = $1 AND withdrawn_at IS NULL RETURNING *",
+            artisan_id,
+        )
+        return [_listing(row) for row in rows]
 
     async def publish(self, p: Product, request_id: str) -> datetime | None:
         """Record a product; returns when, or None when its request id was taken meanwhile (by a

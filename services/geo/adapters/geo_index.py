@@ -108,6 +108,20 @@ class GeoIndex:
             self.locations.remember(w.artisan_id, (version, w.location))
         await self.count_products(w.artisan_id, product_count)
 
+    async def remove(self, w: Workshop) -> None:
+        """Take a workshop off the map (out of the set of every craft it was indexed under). If
+        Redis fails, the workshop is marked `stale`, to be taken off again from PostgreSQL."""
+        try:
+            was: bytes | str | None = await self._redis.hget(self._details(w.artisan_id), "craft")
+            was = was.decode() if isinstance(was, bytes) else was
+            async with self._redis.pipeline(transaction=True) as pipe:
+                for craft in {"", w.craft, was or ""}:
+                    pipe.zrem(self._set(craft), w.artisan_id)
+                await pipe.execute()
+        except BaseException:
+            self.stale.mark([w.artisan_id])
+            raise
+
     async def count_products(self, artisan_id: str, product_count: ProductCount) -> None:
         """Record a workshop's number of products on sale, unless one counted from more changes is
         recorded (so two counts applied out of order keep the newer). If Redis fails, the workshop

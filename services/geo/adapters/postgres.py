@@ -28,15 +28,16 @@ class Workshops:
     def __init__(self, conn: Queryable) -> None:
         self.conn = conn
 
-    async def upsert(self, w: Workshop, revision: int = 1) -> int | None:
-        """Record or move a workshop as the artisans service's `revision` of it; its version now, or
-        None when a newer revision is recorded (its events may arrive in any order)."""
+    async def upsert(self, w: Workshop, revision: int = 1, *, offboarded: bool = False) -> int | None:
+        """Record or move a workshop as the artisans service's `revision` of it (`offboarded`: the
+        last, as it left the marketplace); its version now, or None when a newer revision is
+        recorded (its events may arrive in any order)."""
         version: int | None = await self.conn.fetchval(
-            "INSERT INTO workshops (artisan_id, display_name, craft, locality, latitude, longitude, revision)"
-            " VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (artisan_id) DO UPDATE SET"
+            "INSERT INTO workshops (artisan_id, display_name, craft, locality, latitude, longitude, revision,"
+            " offboarded) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (artisan_id) DO UPDATE SET"
             " display_name = EXCLUDED.display_name, craft = EXCLUDED.craft, locality = EXCLUDED.locality,"
             " latitude = EXCLUDED.latitude, longitude = EXCLUDED.longitude, updated_at = now(),"
-            " version = workshops.version + 1, revision = EXCLUDED.revision"
+            " version = workshops.version + 1, revision = EXCLUDED.revision, offboarded = EXCLUDED.offboarded"
             " WHERE workshops.revision <= EXCLUDED.revision RETURNING version",
             w.artisan_id,
             w.display_name,
@@ -45,6 +46,7 @@ class Workshops:
             w.location.latitude,
             w.location.longitude,
             revision,
+            offboarded,
         )
         return version
 
@@ -55,12 +57,13 @@ class Workshops:
         )
         return (row["version"], Point(row["latitude"], row["longitude"])) if row else None
 
-    async def versioned(self, artisan_ids: list[str]) -> list[tuple[Workshop, int]]:
-        """The workshops of `artisan_ids` that are recorded, each with the version of its row."""
+    async def versioned(self, artisan_ids: list[str]) -> list[tuple[Workshop, int, bool]]:
+        """The workshops of `artisan_ids` that are recorded, each with the version of its row and
+        whether it left the marketplace."""
         rows = await self.conn.fetch(
             "SELECT * FROM workshops WHERE artisan_id = ANY($1::text[])", artisan_ids
         )
-        return [(_workshop(r), int(r["version"])) for r in rows]
+        return [(_workshop(r), int(r["version"]), r["offboarded"]) for r in rows]
 
     async def in_box(self, center: Point, radius_km: float, craft: str) -> list[Workshop]:
         """The workshops (of `craft`, unless empty) in the box of latitudes and longitudes around a
@@ -69,7 +72,7 @@ class Workshops:
         dlng = radius_km / (KM_PER_DEGREE * max(math.cos(math.radians(center.latitude)), 0.01))
         rows = await self.conn.fetch(
             "SELECT * FROM workshops WHERE latitude BETWEEN $1 AND $2 AND longitude BETWEEN $3 AND $4"
-            " AND ($5 = '' OR craft = $5)",
+            " AND ($5 = '' OR craft = $5) AND NOT offboarded",
             center.latitude - dlat,
             center.latitude + dlat,
             center.longitude - dlng,
@@ -79,8 +82,8 @@ class Workshops:
         return [_workshop(r) for r in rows]
 
     async def all(self) -> list[Workshop]:
-        """Every workshop, to rebuild the index."""
-        return [_workshop(r) for r in await self.conn.fetch("SELECT * FROM workshops")]
+        """Every workshop on the map, to rebuild the index."""
+        return [_workshop(r) for r in await self.conn.fetch("SELECT * FROM workshops WHERE NOT offboarded")]
 
     async def product_counts(self, artisan_ids: list[str] | None = None) -> dict[str, ProductCount]:
         """Products on sale of each artisan (every artisan with products when `artisan_ids` is None)."""

@@ -139,3 +139,28 @@ def test_a_workshop_change_is_confirmed_to_its_artisan_and_a_move_said() -> None
         artisan_id="a-1", display_name="Alfarería Tito", changed_fields=["location"]
     )
     assert "nueva ubicación" in MESSAGES[artisans.ArtisanUpdated](moved)[0].body
+
+
+def test_a_workshop_that_leaves_is_told_once_not_once_per_product() -> None:
+    from a4co.artisans.events.v1 import artisan_events_pb2 as artisans
+    from services.notifications.messages import MESSAGES
+
+    by_itself = artisans.ProductWithdrawn(product_id="p-1", artisan_id="a-1", name="Fuente")
+    assert [n.title for n in MESSAGES[artisans.ProductWithdrawn](by_itself)] == ["Producto retirado"]
+    with_workshop = artisans.ProductWithdrawn(
+        product_id="p-2", artisan_id="a-1", name="Jarra", with_workshop=True
+    )
+    assert MESSAGES[artisans.ProductWithdrawn](with_workshop) == []
+    bodies = []
+    for withdrawn in (0, 1, 12):
+        left = artisans.ArtisanOffboarded(
+            artisan_id="a-1", display_name="Alfarería Tito", withdrawn_products=withdrawn
+        )
+        [note] = MESSAGES[artisans.ArtisanOffboarded](left)
+        assert (note.recipient_id, note.title, note.subject_id) == ("a-1", "Tu taller ha dejado a4co", "a-1")
+        assert "Alfarería Tito" in note.body
+        assert "envíalos y entrégalos" in note.body
+        bodies.append(note.body)
+    assert "retirado" not in bodies[0]
+    assert "tu producto" in bodies[1]
+    assert "tus 12 productos" in bodies[2]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 
 import grpc
 import pytest_asyncio
@@ -349,6 +349,10 @@ async def test_the_readmes_grpcurl_commands_change_and_withdraw_a_product(
         token=bearer,
     )
     assert (moved["artisan"]["locality"], moved["artisan"]["revision"]) == ("Baeza", 2)  # type: ignore[index]
+    # The workshop leaves the marketplace (its product was withdrawn already).
+    left = await call(address, f"{service}/OffboardArtisan", {}, token=bearer)
+    assert (left["artisan"]["revision"], "offboard_time" in left["artisan"]) == (3, True)  # type: ignore[index,operator]
+    assert "withdrawn_products" not in left, "0, JSON's default"
 
 
 async def test_an_artisan_lists_their_products_newest_first_the_withdrawn_when_asked(
@@ -552,3 +556,127 @@ async def test_a_workshop_update_is_refused_with_every_bad_field_or_a_stale_revi
     assert (
         await stub.GetArtisan(pb.GetArtisanRequest(), metadata=me)
     ).artisan.bio == "Cerámica de Úbeda desde 1890."
+
+
+async def test_a_workshop_leaves_the_marketplace_with_its_products_and_everyone_follows(
+    marketplace: dict[str, RunningService], keys: Keys
+) -> None:
+    stub, me, first = await on_sale(marketplace, keys)
+    second = (await stub.PublishProduct(publishing(), metadata=me)).product
+    third = (await stub.PublishProduct(publishing(), metadata=me)).product
+    await stub.WithdrawProduct(pb.WithdrawProductRequest(product_id=third.product_id), metadata=me)
+    catalog = catalog_grpc.CatalogServiceStub(marketplace["catalog"].channel)
+    geo = geo_grpc.GeoServiceStub(marketplace["geo"].channel)
+
+    async def on_sale_and_map() -> tuple[set[str], list[str]]:
+        found = await catalog.SearchProducts(catalog_pb.SearchProductsRequest(query="fuente"))
+        nearby = await geo.FindNearbyArtisans(geo_pb.FindNearbyArtisansRequest(location=UBEDA, radius_km=5))
+        return {r.product.product_id for r in found.results}, [a.artisan_id for a in nearby.artisans]
+
+    async def selling() -> bool:
+        return await on_sale_and_map() == ({first.product_id, second.product_id}, ["artisan-tito"])
+
+    await eventually(selling, timeout=20, what="two products found and the workshop on the map")
+
+    left = await stub.OffboardArtisan(pb.OffboardArtisanRequest(), metadata=me)
+    assert (left.withdrawn_products, left.artisan.revision, left.artisan.HasField("offboard_time")) == (
+        2,
+        2,
+        True,
+    )
+    again = await stub.OffboardArtisan(pb.OffboardArtisanRequest(), metadata=me)
+    assert (again.artisan, again.withdrawn_products) == (left.artisan, 0), "leaving again changes nothing"
+    assert (await stub.GetArtisan(pb.GetArtisanRequest(), metadata=me)).artisan == left.artisan
+    for refused in (
+        await failure(stub.PublishProduct(publishing(), metadata=me)),
+        await failure(stub.UpdateArtisan(moving("bio", bio="Volvemos"), metadata=me)),
+    ):
+        assert (refused.code(), details_of(refused)[0].reason) == (  # type: ignore[union-attr]
+            grpc.StatusCode.FAILED_PRECONDITION,
+            "ARTISAN_OFFBOARDED",
+        )
+    withdrawn = await failure(
+        stub.UpdateProduct(changing(first.product_id, "name", name="Otra"), metadata=me)
+    )
+    assert details_of(withdrawn)[0].reason == "PRODUCT_WITHDRAWN"  # type: ignore[union-attr]
+    assert (await failure(stub.OnboardArtisan(onboarding(), metadata=me))).code() == (
+        grpc.StatusCode.ALREADY_EXISTS
+    )
+    listed = await stub.ListProducts(pb.ListProductsRequest(show_withdrawn=True), metadata=me)
+    assert [p.HasField("withdraw_time") for p in listed.products] == [True, True, True]
+    assert not (await stub.ListProducts(pb.ListProductsRequest(), metadata=me)).products
+
+    async def gone() -> bool:
+        return await on_sale_and_map() == (set(), [])
+
+    await eventually(gone, timeout=20, what="the products off the search, the workshop off the map")
+    late = await failure(catalog.GetProduct(catalog_pb.GetProductRequest(product_id=second.product_id)))
+    assert details_of(late)[0].reason == "PRODUCT_WITHDRAWN"  # type: ignore[union-attr]
+    published = await stream_events(marketplace["artisans"], "ARTISANS")
+    assert [e.definition.name for e in published] == [
+        "ArtisanOnboarded", *["ProductPublished"] * 3, *["ProductWithdrawn"] * 3, "ArtisanOffboarded",
+    ]  # fmt: skip
+    withdrawals = [
+        (e.payload.product_id, e.payload.with_workshop)  # type: ignore[attr-defined]
+        for e in published
+        if e.definition.name == "ProductWithdrawn"
+    ]
+    assert withdrawals[0] == (third.product_id, False), "withdrawn by itself"
+    assert set(withdrawals[1:]) == {(first.product_id, True), (second.product_id, True)}
+    last = published[-1].payload
+    assert (last.revision, last.withdrawn_products, last.display_name) == (  # type: ignore[attr-defined]
+        2,
+        2,
+        "Alfarería Tito",
+    )
+
+
+async def test_who_may_offboard_a_workshop(marketplace: dict[str, RunningService], keys: Keys) -> None:
+    stub = pb_grpc.ArtisansServiceStub(marketplace["artisans"].channel)
+    artisan_id = str(uuid.uuid4())
+    theirs = token(keys, artisan_id, Role.ARTISAN)
+    await stub.OnboardArtisan(onboarding(), metadata=theirs)
+    await stub.PublishProduct(publishing(), metadata=theirs)
+    admin = token(keys, str(uuid.uuid4()), Role.ADMIN)
+
+    def offboard(who: tuple[tuple[str, str]], named: str = "") -> Awaitable[pb.OffboardArtisanResponse]:
+        return stub.OffboardArtisan(pb.OffboardArtisanRequest(artisan_id=named), metadata=who)
+
+    cases = [
+        (token(keys, str(uuid.uuid4()), Role.ARTISAN), artisan_id, "PERMISSION_DENIED", "NOT_OWNER"),
+        (token(keys, "c-1", Role.CUSTOMER), "", "PERMISSION_DENIED", "ROLE_REQUIRED"),
+        (token(keys, "artisan-nuevo", Role.ARTISAN), "", "FAILED_PRECONDITION", "NOT_ONBOARDED"),
+        (admin, str(uuid.uuid4()), "NOT_FOUND", "ARTISAN_NOT_FOUND"),
+        (admin, "", "INVALID_ARGUMENT", "INVALID_REQUEST"),
+        (admin, "taller-7", "INVALID_ARGUMENT", "INVALID_REQUEST"),
+    ]
+    for who, named, code, reason in cases:
+        refused = await failure(offboard(who, named))
+        assert (refused.code().name, details_of(refused)[0].reason) == (code, reason), named  # type: ignore[union-attr]
+    assert [f for f, _ in details_of(await failure(offboard(admin)))[1]] == ["artisan_id"]
+    # An artisan who asked the operators: an admin names their workshop.
+    left = await offboard(admin, artisan_id)
+    assert (left.artisan.artisan_id, left.withdrawn_products) == (artisan_id, 1)
+    assert (await stub.GetArtisan(pb.GetArtisanRequest(), metadata=theirs)).artisan == left.artisan
+
+
+async def test_no_product_stays_on_sale_when_published_while_its_workshop_leaves(
+    marketplace: dict[str, RunningService], keys: Keys
+) -> None:
+    stub, me, _ = await on_sale(marketplace, keys)
+
+    async def publish() -> str:
+        try:
+            await stub.PublishProduct(publishing(), metadata=me)
+        except grpc.aio.AioRpcError as error:
+            return str(details_of(error)[0].reason)  # type: ignore[union-attr]
+        return "published"
+
+    leaving = stub.OffboardArtisan(pb.OffboardArtisanRequest(), metadata=me)
+    *answers, left = await asyncio.gather(*(publish() for _ in range(12)), leaving)
+    assert isinstance(left, pb.OffboardArtisanResponse)
+    assert set(answers) <= {"published", "ARTISAN_OFFBOARDED"}
+    pool = marketplace["artisans"].infra.pool
+    assert await pool.fetchval("SELECT count(*) FROM products WHERE withdrawn_at IS NULL") == 0
+    # Each product published before it left was withdrawn with it.
+    assert left.withdrawn_products == 1 + answers.count("published")

@@ -117,3 +117,57 @@ async def test_a_workshop_event_older_than_the_one_applied_changes_nothing_anywh
         cms_pb.PROFILE_KIND_ARTISAN,
     )
     assert page.member_since.seconds == 1_767_225_600, "since its onboarding, which arrived last"
+
+
+async def test_a_workshop_that_left_stays_gone_whatever_event_of_it_arrives_after(
+    followers: dict[str, RunningService],
+) -> None:
+    catalog, geo, cms = followers["catalog"], followers["geo"], followers["cms"]
+    left = events.ArtisanOffboarded(
+        artisan_id="tito", display_name="Alfarería Tito e Hijos", craft="ceramica", locality="Baeza",
+        location=BAEZA, bio="Revisión 3.", revision=3, withdrawn_products=2,
+    )  # fmt: skip
+    left.offboard_time.FromSeconds(1_780_000_000)
+    onboarded = events.ArtisanOnboarded(
+        artisan_id="tito", display_name="Original", craft="ceramica", locality="Úbeda", location=UBEDA,
+        bio="Revisión 1.",
+    )  # fmt: skip
+    onboarded.onboard_time.FromSeconds(1_767_225_600)
+    # Its leaving first, then the older events late (a redelivery): none puts it back on the map.
+    for event in (left, updated("tito", 2, "Alfarería Tito", JAEN, "Jaén"), onboarded):
+        await publish_event(catalog, event, "tito")
+    await publish_event(catalog, updated("marca", 1, "Marca", BAEZA, "Baeza"), "marca")
+    geo_stub = geo_grpc.GeoServiceStub(geo.channel)
+    cms_stub = cms_grpc.CmsServiceStub(cms.channel)
+
+    async def all_applied() -> bool:
+        near = await geo_stub.FindNearbyArtisans(
+            geo_pb.FindNearbyArtisansRequest(location=BAEZA, radius_km=1)
+        )
+        try:
+            await cms_stub.GetPublicProfile(cms_pb.GetPublicProfileRequest(user_id="marca"))
+        except grpc.aio.AioRpcError:
+            return False
+        return [a.artisan_id for a in near.artisans] == ["marca"]
+
+    await eventually(all_applied, timeout=20, what="every event applied by geo and cms")
+    for where in (UBEDA, JAEN, BAEZA):
+        near = await geo_stub.FindNearbyArtisans(
+            geo_pb.FindNearbyArtisansRequest(location=where, radius_km=1)
+        )
+        assert "tito" not in [a.artisan_id for a in near.artisans]
+    assert await geo.infra.pool.fetchval("SELECT offboarded FROM workshops WHERE artisan_id = 'tito'")
+    # The map rebuilt from PostgreSQL (Redis lost it) leaves it out too.
+    lost = [k async for k in geo.infra.redis.scan_iter(f"{geo.infra.settings.prefix}:a4co:geo:*")]
+    await geo.infra.redis.delete(*lost)
+    rebuilt = await geo_stub.FindNearbyArtisans(geo_pb.FindNearbyArtisansRequest(location=BAEZA, radius_km=1))
+    assert [a.artisan_id for a in rebuilt.artisans] == ["marca"]
+    page = (await cms_stub.GetPublicProfile(cms_pb.GetPublicProfileRequest(user_id="tito"))).profile
+    assert (page.display_name, page.locality, page.offboard_time.seconds) == (
+        "Alfarería Tito e Hijos",
+        "Baeza",
+        1_780_000_000,
+    )
+    assert page.member_since.seconds == 1_767_225_600, "since its onboarding, which arrived last"
+    still = (await cms_stub.GetPublicProfile(cms_pb.GetPublicProfileRequest(user_id="marca"))).profile
+    assert not still.HasField("offboard_time"), "a workshop that sells"

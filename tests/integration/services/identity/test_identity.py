@@ -19,8 +19,10 @@ import pytest_asyncio
 from google.protobuf import field_mask_pb2
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
+from prometheus_client import REGISTRY
 from redis.asyncio import Redis
 
+from a4co.artisans.events.v1 import artisan_events_pb2 as artisan_events
 from a4co.identity.v1 import identity_service_pb2 as pb
 from a4co.identity.v1 import identity_service_pb2_grpc as pb_grpc
 from a4co.type.v1 import address_pb2
@@ -49,6 +51,7 @@ from tests.integration.services.harness import (
     Keys,
     RunningService,
     bearer,
+    publish_event,
     running_service,
     settings_for,
     stream_events,
@@ -934,19 +937,39 @@ async def test_a_customer_closes_their_account_its_data_erased_and_its_address_f
     assert await deleted() == [user.user_id]
 
 
-async def test_an_artisan_account_is_closed_by_the_operators_not_by_its_holder(
-    stub: pb_grpc.IdentityServiceAsyncStub,
+async def test_an_artisan_closes_their_account_once_their_workshop_has_left_the_marketplace(
+    stub: pb_grpc.IdentityServiceAsyncStub, identity: RunningService
 ) -> None:
-    await register(stub, "taller@example.es", pb.ROLE_ARTISAN)
+    artisan = await register(stub, "taller@example.es", pb.ROLE_ARTISAN)
     me = bearer((await login(stub, "taller@example.es")).tokens.access_token)
-    refused = await failure(
-        stub.DeleteAccount(pb.DeleteAccountRequest(current_password=PASSWORD), metadata=me)
-    )
+    closing = pb.DeleteAccountRequest(current_password=PASSWORD)
+    refused = await failure(stub.DeleteAccount(closing, metadata=me))
     assert (refused.code(), details_of(refused)[0].reason) == (  # type: ignore[union-attr]
         grpc.StatusCode.FAILED_PRECONDITION,
         "ACCOUNT_NOT_SELF_SERVICE",
     )
     assert (await stub.GetProfile(pb.GetProfileRequest(), metadata=me)).user.email == "taller@example.es"
+
+    # The workshop leaves (artisans' ArtisanOffboarded); one of an id that is no account's first,
+    # which changes nothing and fails nothing.
+    for artisan_id in ("no-es-un-id", artisan.user_id):
+        left = artisan_events.ArtisanOffboarded(artisan_id=artisan_id, revision=2)
+        left.offboard_time.GetCurrentTime()
+        await publish_event(identity, left, artisan_id, source="artisans")
+
+    async def recorded() -> bool:
+        query = "SELECT offboarded_at IS NOT NULL FROM users WHERE email = 'taller@example.es'"
+        return bool(await identity.infra.pool.fetchval(query))
+
+    await eventually(recorded, what="the workshop's leaving recorded")
+    closed = await stub.DeleteAccount(closing, metadata=me)
+    assert closed.ended_sessions == 2  # the sign-up's and the login's
+    gone = await failure(stub.Login(pb.LoginRequest(email="taller@example.es", password=PASSWORD)))
+    assert gone.code() == grpc.StatusCode.UNAUTHENTICATED
+    outcomes = {"service": "identity", "event_type": "a4co.artisans.ArtisanOffboarded"}
+    handled = REGISTRY.get_sample_value("a4co_events_consumed_total", {**outcomes, "result": "handled"})
+    assert (handled or 0) >= 2
+    assert REGISTRY.get_sample_value("a4co_events_consumed_total", {**outcomes, "result": "retried"}) is None
 
 
 class RefusingHasher:

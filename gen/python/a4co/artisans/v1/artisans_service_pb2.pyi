@@ -39,6 +39,7 @@ class Artisan(_message.Message):
     ONBOARD_TIME_FIELD_NUMBER: _builtins.int
     REVISION_FIELD_NUMBER: _builtins.int
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
+    OFFBOARD_TIME_FIELD_NUMBER: _builtins.int
     artisan_id: _builtins.str
     """The artisan, equal to their user id."""
     display_name: _builtins.str
@@ -69,6 +70,12 @@ class Artisan(_message.Message):
     def update_time(self) -> _timestamp_pb2.Timestamp:
         """When it last changed; its onboard_time until then."""
 
+    @_builtins.property
+    def offboard_time(self) -> _timestamp_pb2.Timestamp:
+        """When the workshop left the marketplace (OffboardArtisan); unset while it
+        sells.
+        """
+
     def __init__(
         self,
         *,
@@ -82,10 +89,11 @@ class Artisan(_message.Message):
         onboard_time: _timestamp_pb2.Timestamp | None = ...,
         revision: _builtins.int = ...,
         update_time: _timestamp_pb2.Timestamp | None = ...,
+        offboard_time: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "location", b"location", "onboard_time", b"onboard_time", "update_time", b"update_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "location", b"location", "offboard_time", b"offboard_time", "onboard_time", b"onboard_time", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "artisan_id", b"artisan_id", "bio", b"bio", "craft", b"craft", "display_name", b"display_name", "locality", b"locality", "location", b"location", "onboard_time", b"onboard_time", "revision", b"revision", "update_time", b"update_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "artisan_id", b"artisan_id", "bio", b"bio", "craft", b"craft", "display_name", b"display_name", "locality", b"locality", "location", b"location", "offboard_time", b"offboard_time", "onboard_time", b"onboard_time", "revision", b"revision", "update_time", b"update_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -598,3 +606,57 @@ class ListProductsResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ListProductsResponse: _TypeAlias = ListProductsResponse  # noqa: Y015
+
+@_typing.final
+class OffboardArtisanRequest(_message.Message):
+    """OffboardArtisanRequest names the workshop that leaves."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ARTISAN_ID_FIELD_NUMBER: _builtins.int
+    artisan_id: _builtins.str
+    """The artisan whose workshop leaves, named by an admin only; empty for the
+    caller's own.
+    """
+    def __init__(
+        self,
+        *,
+        artisan_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["artisan_id", b"artisan_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___OffboardArtisanRequest: _TypeAlias = OffboardArtisanRequest  # noqa: Y015
+
+@_typing.final
+class OffboardArtisanResponse(_message.Message):
+    """OffboardArtisanResponse holds the workshop as it left."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ARTISAN_FIELD_NUMBER: _builtins.int
+    WITHDRAWN_PRODUCTS_FIELD_NUMBER: _builtins.int
+    withdrawn_products: _builtins.int
+    """How many products this call withdrew from sale (0 when the workshop had
+    left already).
+    """
+    @_builtins.property
+    def artisan(self) -> Global___Artisan:
+        """The workshop, with its offboard_time."""
+
+    def __init__(
+        self,
+        *,
+        artisan: Global___Artisan | None = ...,
+        withdrawn_products: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["artisan", b"artisan"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["artisan", b"artisan", "withdrawn_products", b"withdrawn_products"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___OffboardArtisanResponse: _TypeAlias = OffboardArtisanResponse  # noqa: Y015

@@ -71,6 +71,11 @@ class ArtisansServiceStub:
                 request_serializer=a4co_dot_artisans_dot_v1_dot_artisans__service__pb2.ListProductsRequest.SerializeToString,
                 response_deserializer=a4co_dot_artisans_dot_v1_dot_artisans__service__pb2.ListProductsResponse.FromString,
                 _registered_method=True)
+        self.OffboardArtisan = channel.unary_unary(
+                '/a4co.artisans.v1.ArtisansService/OffboardArtisan',
+                request_serializer=a4co_dot_artisans_dot_v1_dot_artisans__service__pb2.OffboardArtisanRequest.SerializeToString,
+                response_deserializer=a4co_dot_artisans_dot_v1_dot_artisans__service__pb2.OffboardArtisanResponse.FromString,
+                _registered_method=True)
 
 
 class ArtisansServiceServicer:
@@ -144,6 +149,21 @@ class ArtisansServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def OffboardArtisan(self, request, context):
+        """OffboardArtisan takes a workshop out of the marketplace for good: every
+        product still on sale is withdrawn as WithdrawProduct withdraws it, the
+        workshop leaves the map, and its public page says it has left
+        (ArtisanOffboarded). Orders placed before go on to their end: the artisan
+        still ships and delivers them. The workshop then cannot change nor publish
+        (FAILED_PRECONDITION, ARTISAN_OFFBOARDED), and the artisan may close their
+        account with identity's DeleteAccount. The caller's own workshop; an
+        admin names the artisan_id of another (an artisan who asked the operators).
+        Offboarding it again returns it as it is.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ArtisansServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -181,6 +201,11 @@ def add_ArtisansServiceServicer_to_server(servicer, server):
                     servicer.ListProducts,
                     request_deserializer=a4co_dot_artisans_dot_v1_dot_artisans__service__pb2.ListProductsRequest.FromString,
                     response_serializer=a4co_dot_artisans_dot_v1_dot_artisans__service__pb2.ListProductsResponse.SerializeToString,
+            ),
+            'OffboardArtisan': grpc.unary_unary_rpc_method_handler(
+                    servicer.OffboardArtisan,
+                    request_deserializer=a4co_dot_artisans_dot_v1_dot_artisans__service__pb2.OffboardArtisanRequest.FromString,
+                    response_serializer=a4co_dot_artisans_dot_v1_dot_artisans__service__pb2.OffboardArtisanResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -374,6 +399,33 @@ class ArtisansService:
             '/a4co.artisans.v1.ArtisansService/ListProducts',
             a4co_dot_artisans_dot_v1_dot_artisans__service__pb2.ListProductsRequest.SerializeToString,
             a4co_dot_artisans_dot_v1_dot_artisans__service__pb2.ListProductsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def OffboardArtisan(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/a4co.artisans.v1.ArtisansService/OffboardArtisan',
+            a4co_dot_artisans_dot_v1_dot_artisans__service__pb2.OffboardArtisanRequest.SerializeToString,
+            a4co_dot_artisans_dot_v1_dot_artisans__service__pb2.OffboardArtisanResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -73,6 +73,17 @@ class ArtisansServiceStub:
     service records them (revision, stock at publication), newest first; the
     withdrawn ones too when show_withdrawn is set.
     """
+    OffboardArtisan: _grpc.UnaryUnaryMultiCallable[_artisans_service_pb2.OffboardArtisanRequest, _artisans_service_pb2.OffboardArtisanResponse]
+    """OffboardArtisan takes a workshop out of the marketplace for good: every
+    product still on sale is withdrawn as WithdrawProduct withdraws it, the
+    workshop leaves the map, and its public page says it has left
+    (ArtisanOffboarded). Orders placed before go on to their end: the artisan
+    still ships and delivers them. The workshop then cannot change nor publish
+    (FAILED_PRECONDITION, ARTISAN_OFFBOARDED), and the artisan may close their
+    account with identity's DeleteAccount. The caller's own workshop; an
+    admin names the artisan_id of another (an artisan who asked the operators).
+    Offboarding it again returns it as it is.
+    """
 
 @_typing.type_check_only
 class ArtisansServiceAsyncStub(ArtisansServiceStub):
@@ -118,6 +129,17 @@ class ArtisansServiceAsyncStub(ArtisansServiceStub):
     """ListProducts pages through the calling artisan's products as the artisans
     service records them (revision, stock at publication), newest first; the
     withdrawn ones too when show_withdrawn is set.
+    """
+    OffboardArtisan: _aio.UnaryUnaryMultiCallable[_artisans_service_pb2.OffboardArtisanRequest, _artisans_service_pb2.OffboardArtisanResponse]  # type: ignore[assignment]
+    """OffboardArtisan takes a workshop out of the marketplace for good: every
+    product still on sale is withdrawn as WithdrawProduct withdraws it, the
+    workshop leaves the map, and its public page says it has left
+    (ArtisanOffboarded). Orders placed before go on to their end: the artisan
+    still ships and delivers them. The workshop then cannot change nor publish
+    (FAILED_PRECONDITION, ARTISAN_OFFBOARDED), and the artisan may close their
+    account with identity's DeleteAccount. The caller's own workshop; an
+    admin names the artisan_id of another (an artisan who asked the operators).
+    Offboarding it again returns it as it is.
     """
 
 class ArtisansServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -203,6 +225,23 @@ class ArtisansServiceServicer(metaclass=_abc_1.ABCMeta):
         """ListProducts pages through the calling artisan's products as the artisans
         service records them (revision, stock at publication), newest first; the
         withdrawn ones too when show_withdrawn is set.
+        """
+
+    @_abc_1.abstractmethod
+    def OffboardArtisan(
+        self,
+        request: _artisans_service_pb2.OffboardArtisanRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_artisans_service_pb2.OffboardArtisanResponse, _abc.Awaitable[_artisans_service_pb2.OffboardArtisanResponse]]:
+        """OffboardArtisan takes a workshop out of the marketplace for good: every
+        product still on sale is withdrawn as WithdrawProduct withdraws it, the
+        workshop leaves the map, and its public page says it has left
+        (ArtisanOffboarded). Orders placed before go on to their end: the artisan
+        still ships and delivers them. The workshop then cannot change nor publish
+        (FAILED_PRECONDITION, ARTISAN_OFFBOARDED), and the artisan may close their
+        account with identity's DeleteAccount. The caller's own workshop; an
+        admin names the artisan_id of another (an artisan who asked the operators).
+        Offboarding it again returns it as it is.
         """
 
 def add_ArtisansServiceServicer_to_server(servicer: ArtisansServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

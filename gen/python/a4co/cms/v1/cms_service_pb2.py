@@ -25,21 +25,21 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1d\x61\x34\x63o/cms/v1/cms_service.proto\x12\x0b\x61\x34\x63o.cms.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xbe\x01\n\rPublicProfile\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x02 \x01(\t\x12&\n\x04kind\x18\x03 \x01(\x0e\x32\x18.a4co.cms.v1.ProfileKind\x12\x0b\n\x03\x62io\x18\x04 \x01(\t\x12\r\n\x05\x63raft\x18\x05 \x01(\t\x12\x10\n\x08locality\x18\x06 \x01(\t\x12\x30\n\x0cmember_since\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"*\n\x17GetPublicProfileRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\"G\n\x18GetPublicProfileResponse\x12+\n\x07profile\x18\x01 \x01(\x0b\x32\x1a.a4co.cms.v1.PublicProfile*`\n\x0bProfileKind\x12\x1c\n\x18PROFILE_KIND_UNSPECIFIED\x10\x00\x12\x19\n\x15PROFILE_KIND_CUSTOMER\x10\x01\x12\x18\n\x14PROFILE_KIND_ARTISAN\x10\x02\x32m\n\nCmsService\x12_\n\x10GetPublicProfile\x12$.a4co.cms.v1.GetPublicProfileRequest\x1a%.a4co.cms.v1.GetPublicProfileResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1d\x61\x34\x63o/cms/v1/cms_service.proto\x12\x0b\x61\x34\x63o.cms.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xf1\x01\n\rPublicProfile\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x02 \x01(\t\x12&\n\x04kind\x18\x03 \x01(\x0e\x32\x18.a4co.cms.v1.ProfileKind\x12\x0b\n\x03\x62io\x18\x04 \x01(\t\x12\r\n\x05\x63raft\x18\x05 \x01(\t\x12\x10\n\x08locality\x18\x06 \x01(\t\x12\x30\n\x0cmember_since\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x31\n\roffboard_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"*\n\x17GetPublicProfileRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\"G\n\x18GetPublicProfileResponse\x12+\n\x07profile\x18\x01 \x01(\x0b\x32\x1a.a4co.cms.v1.PublicProfile*`\n\x0bProfileKind\x12\x1c\n\x18PROFILE_KIND_UNSPECIFIED\x10\x00\x12\x19\n\x15PROFILE_KIND_CUSTOMER\x10\x01\x12\x18\n\x14PROFILE_KIND_ARTISAN\x10\x02\x32m\n\nCmsService\x12_\n\x10GetPublicProfile\x12$.a4co.cms.v1.GetPublicProfileRequest\x1a%.a4co.cms.v1.GetPublicProfileResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'a4co.cms.v1.cms_service_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_PROFILEKIND']._serialized_start=389
-  _globals['_PROFILEKIND']._serialized_end=485
+  _globals['_PROFILEKIND']._serialized_start=440
+  _globals['_PROFILEKIND']._serialized_end=536
   _globals['_PUBLICPROFILE']._serialized_start=80
-  _globals['_PUBLICPROFILE']._serialized_end=270
-  _globals['_GETPUBLICPROFILEREQUEST']._serialized_start=272
-  _globals['_GETPUBLICPROFILEREQUEST']._serialized_end=314
-  _globals['_GETPUBLICPROFILERESPONSE']._serialized_start=316
-  _globals['_GETPUBLICPROFILERESPONSE']._serialized_end=387
-  _globals['_CMSSERVICE']._serialized_start=487
-  _globals['_CMSSERVICE']._serialized_end=596
+  _globals['_PUBLICPROFILE']._serialized_end=321
+  _globals['_GETPUBLICPROFILEREQUEST']._serialized_start=323
+  _globals['_GETPUBLICPROFILEREQUEST']._serialized_end=365
+  _globals['_GETPUBLICPROFILERESPONSE']._serialized_start=367
+  _globals['_GETPUBLICPROFILERESPONSE']._serialized_end=438
+  _globals['_CMSSERVICE']._serialized_start=538
+  _globals['_CMSSERVICE']._serialized_end=647
 # @@protoc_insertion_point(module_scope)

@@ -55,6 +55,7 @@ class PublicProfile(_message.Message):
     CRAFT_FIELD_NUMBER: _builtins.int
     LOCALITY_FIELD_NUMBER: _builtins.int
     MEMBER_SINCE_FIELD_NUMBER: _builtins.int
+    OFFBOARD_TIME_FIELD_NUMBER: _builtins.int
     user_id: _builtins.str
     """The user."""
     display_name: _builtins.str
@@ -71,6 +72,12 @@ class PublicProfile(_message.Message):
     def member_since(self) -> _timestamp_pb2.Timestamp:
         """When the user joined."""
 
+    @_builtins.property
+    def offboard_time(self) -> _timestamp_pb2.Timestamp:
+        """When the workshop left the marketplace; unset while it sells, and for a
+        customer. Its products are no longer on sale.
+        """
+
     def __init__(
         self,
         *,
@@ -81,10 +88,11 @@ class PublicProfile(_message.Message):
         craft: _builtins.str = ...,
         locality: _builtins.str = ...,
         member_since: _timestamp_pb2.Timestamp | None = ...,
+        offboard_time: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["member_since", b"member_since"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["member_since", b"member_since", "offboard_time", b"offboard_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["bio", b"bio", "craft", b"craft", "display_name", b"display_name", "kind", b"kind", "locality", b"locality", "member_since", b"member_since", "user_id", b"user_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bio", b"bio", "craft", b"craft", "display_name", b"display_name", "kind", b"kind", "locality", b"locality", "member_since", b"member_since", "offboard_time", b"offboard_time", "user_id", b"user_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -138,6 +138,70 @@ class ArtisanUpdated(_message.Message):
 Global___ArtisanUpdated: _TypeAlias = ArtisanUpdated  # noqa: Y015
 
 @_typing.final
+class ArtisanOffboarded(_message.Message):
+    """ArtisanOffboarded records that a workshop left the marketplace for good
+    (OffboardArtisan). Its products still on sale were withdrawn in the same
+    transaction, each with its ProductWithdrawn. It carries the whole public
+    workshop as it left and its revision, like ArtisanUpdated, so that it takes
+    effect whichever of the workshop's events arrives first; no later event
+    brings the workshop back.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ARTISAN_ID_FIELD_NUMBER: _builtins.int
+    DISPLAY_NAME_FIELD_NUMBER: _builtins.int
+    CRAFT_FIELD_NUMBER: _builtins.int
+    LOCALITY_FIELD_NUMBER: _builtins.int
+    LOCATION_FIELD_NUMBER: _builtins.int
+    BIO_FIELD_NUMBER: _builtins.int
+    REVISION_FIELD_NUMBER: _builtins.int
+    WITHDRAWN_PRODUCTS_FIELD_NUMBER: _builtins.int
+    OFFBOARD_TIME_FIELD_NUMBER: _builtins.int
+    artisan_id: _builtins.str
+    """The artisan's id, equal to the id of their user."""
+    display_name: _builtins.str
+    """The workshop's public name."""
+    craft: _builtins.str
+    """The craft, as a slug such as "aceite", "ceramica", "esparto" or "queso"."""
+    locality: _builtins.str
+    """The workshop's town, for example "Úbeda"."""
+    bio: _builtins.str
+    """A short public presentation of the workshop."""
+    revision: _builtins.int
+    """The workshop's revision after it left, its last."""
+    withdrawn_products: _builtins.int
+    """How many products were withdrawn from sale with it."""
+    @_builtins.property
+    def location(self) -> _lat_lng_pb2.LatLng:
+        """Where the workshop was."""
+
+    @_builtins.property
+    def offboard_time(self) -> _timestamp_pb2.Timestamp:
+        """When the workshop left."""
+
+    def __init__(
+        self,
+        *,
+        artisan_id: _builtins.str = ...,
+        display_name: _builtins.str = ...,
+        craft: _builtins.str = ...,
+        locality: _builtins.str = ...,
+        location: _lat_lng_pb2.LatLng | None = ...,
+        bio: _builtins.str = ...,
+        revision: _builtins.int = ...,
+        withdrawn_products: _builtins.int = ...,
+        offboard_time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["location", b"location", "offboard_time", b"offboard_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["artisan_id", b"artisan_id", "bio", b"bio", "craft", b"craft", "display_name", b"display_name", "locality", b"locality", "location", b"location", "offboard_time", b"offboard_time", "revision", b"revision", "withdrawn_products", b"withdrawn_products"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ArtisanOffboarded: _TypeAlias = ArtisanOffboarded  # noqa: Y015
+
+@_typing.final
 class ProductPublished(_message.Message):
     """ProductPublished records that an artisan put a product on sale."""
 
@@ -283,6 +347,7 @@ class ProductWithdrawn(_message.Message):
     REVISION_FIELD_NUMBER: _builtins.int
     PUBLISH_TIME_FIELD_NUMBER: _builtins.int
     WITHDRAW_TIME_FIELD_NUMBER: _builtins.int
+    WITH_WORKSHOP_FIELD_NUMBER: _builtins.int
     product_id: _builtins.str
     """The product."""
     artisan_id: _builtins.str
@@ -295,6 +360,10 @@ class ProductWithdrawn(_message.Message):
     """The category slug."""
     revision: _builtins.int
     """The product's revision after its withdrawal, its last."""
+    with_workshop: _builtins.bool
+    """Withdrawn because its workshop left the marketplace, in the transaction
+    of the ArtisanOffboarded that says so.
+    """
     @_builtins.property
     def price(self) -> _money_pb2.Money:
         """The price of one unit it last had."""
@@ -319,10 +388,11 @@ class ProductWithdrawn(_message.Message):
         revision: _builtins.int = ...,
         publish_time: _timestamp_pb2.Timestamp | None = ...,
         withdraw_time: _timestamp_pb2.Timestamp | None = ...,
+        with_workshop: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["price", b"price", "publish_time", b"publish_time", "withdraw_time", b"withdraw_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["artisan_id", b"artisan_id", "category", b"category", "description", b"description", "name", b"name", "price", b"price", "product_id", b"product_id", "publish_time", b"publish_time", "revision", b"revision", "withdraw_time", b"withdraw_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["artisan_id", b"artisan_id", "category", b"category", "description", b"description", "name", b"name", "price", b"price", "product_id", b"product_id", "publish_time", b"publish_time", "revision", b"revision", "with_workshop", b"with_workshop", "withdraw_time", b"withdraw_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
