@@ -87,9 +87,13 @@ class GeoIndex:
             self.stale.mark([w.artisan_id])
             raise
 
+    async def _indexed_craft(self, artisan_id: str) -> str:
+        """The craft a workshop was last indexed under ('' if none)."""
+        was: bytes | str | None = await self._redis.hget(self._details(artisan_id), "craft")
+        return (was.decode() if isinstance(was, bytes) else was) or ""
+
     async def _add(self, w: Workshop, product_count: ProductCount, version: int | None) -> None:
-        was: bytes | str | None = await self._redis.hget(self._details(w.artisan_id), "craft")
-        was = was.decode() if isinstance(was, bytes) else was
+        was = await self._indexed_craft(w.artisan_id)
         async with self._redis.pipeline(transaction=True) as pipe:
             if was and was != w.craft:  # a workshop that changed craft leaves the set of its old one
                 pipe.zrem(self._set(was), w.artisan_id)
@@ -112,10 +116,9 @@ class GeoIndex:
         """Take a workshop off the map (out of the set of every craft it was indexed under). If
         Redis fails, the workshop is marked `stale`, to be taken off again from PostgreSQL."""
         try:
-            was: bytes | str | None = await self._redis.hget(self._details(w.artisan_id), "craft")
-            was = was.decode() if isinstance(was, bytes) else was
+            was = await self._indexed_craft(w.artisan_id)
             async with self._redis.pipeline(transaction=True) as pipe:
-                for craft in {"", w.craft, was or ""}:
+                for craft in {"", w.craft, was}:
                     pipe.zrem(self._set(craft), w.artisan_id)
                 await pipe.execute()
         except BaseException:
