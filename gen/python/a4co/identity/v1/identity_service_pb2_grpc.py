@@ -221,9 +221,10 @@ class IdentityServiceServicer:
         and the other services forget the user (UserDeleted): notifications,
         public page, saved payment methods. Orders placed stay, as the law keeps
         them. An admin closes a customer's account by naming it in user_id, with
-        no password (a customer who asked the marketplace to). An artisan's or an
-        admin's account cannot be closed this way (FAILED_PRECONDITION,
-        ACCOUNT_NOT_SELF_SERVICE).
+        no password (a customer who asked the marketplace to). An artisan's
+        account is closed alike once their workshop has left the marketplace
+        (ArtisansService.OffboardArtisan); before that, and an admin's ever, it is
+        FAILED_PRECONDITION, ACCOUNT_NOT_SELF_SERVICE.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -107,9 +107,10 @@ class IdentityServiceStub:
     and the other services forget the user (UserDeleted): notifications,
     public page, saved payment methods. Orders placed stay, as the law keeps
     them. An admin closes a customer's account by naming it in user_id, with
-    no password (a customer who asked the marketplace to). An artisan's or an
-    admin's account cannot be closed this way (FAILED_PRECONDITION,
-    ACCOUNT_NOT_SELF_SERVICE).
+    no password (a customer who asked the marketplace to). An artisan's
+    account is closed alike once their workshop has left the marketplace
+    (ArtisansService.OffboardArtisan); before that, and an admin's ever, it is
+    FAILED_PRECONDITION, ACCOUNT_NOT_SELF_SERVICE.
     """
     ListSessions: _grpc.UnaryUnaryMultiCallable[_identity_service_pb2.ListSessionsRequest, _identity_service_pb2.ListSessionsResponse]
     """ListSessions lists the caller's sessions that have not ended (not logged
@@ -202,9 +203,10 @@ class IdentityServiceAsyncStub(IdentityServiceStub):
     and the other services forget the user (UserDeleted): notifications,
     public page, saved payment methods. Orders placed stay, as the law keeps
     them. An admin closes a customer's account by naming it in user_id, with
-    no password (a customer who asked the marketplace to). An artisan's or an
-    admin's account cannot be closed this way (FAILED_PRECONDITION,
-    ACCOUNT_NOT_SELF_SERVICE).
+    no password (a customer who asked the marketplace to). An artisan's
+    account is closed alike once their workshop has left the marketplace
+    (ArtisansService.OffboardArtisan); before that, and an admin's ever, it is
+    FAILED_PRECONDITION, ACCOUNT_NOT_SELF_SERVICE.
     """
     ListSessions: _aio.UnaryUnaryMultiCallable[_identity_service_pb2.ListSessionsRequest, _identity_service_pb2.ListSessionsResponse]  # type: ignore[assignment]
     """ListSessions lists the caller's sessions that have not ended (not logged
@@ -360,9 +362,10 @@ class IdentityServiceServicer(metaclass=_abc_1.ABCMeta):
         and the other services forget the user (UserDeleted): notifications,
         public page, saved payment methods. Orders placed stay, as the law keeps
         them. An admin closes a customer's account by naming it in user_id, with
-        no password (a customer who asked the marketplace to). An artisan's or an
-        admin's account cannot be closed this way (FAILED_PRECONDITION,
-        ACCOUNT_NOT_SELF_SERVICE).
+        no password (a customer who asked the marketplace to). An artisan's
+        account is closed alike once their workshop has left the marketplace
+        (ArtisansService.OffboardArtisan); before that, and an admin's ever, it is
+        FAILED_PRECONDITION, ACCOUNT_NOT_SELF_SERVICE.
         """
 
     @_abc_1.abstractmethod
