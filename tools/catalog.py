@@ -54,6 +54,7 @@ CE_HEADERS: dict[str, str] = {
     "content-type": "application/protobuf: the body is an a4co.events.v1.EventEnvelope.",
     "Nats-Msg-Id": "The event id again, so that JetStream drops a republished duplicate.",
     "traceparent": "The W3C trace context of the producer's span.",
+    "Nats-TTL": "Only on the events declared `expires`: how long JetStream keeps the message, as 1800s.",
 }
 
 
@@ -159,6 +160,11 @@ def _markdown_event(
         f"- subject: `{e.subject}` in stream {e.stream}; aggregate: {e.aggregate_type}",
         f"- producer: {registry.stream(e.stream).producer}; consumers: "
         + (", ".join(consumers.get(e.event_type, [])) or "none yet"),
+        *(
+            ["- expires: each message leaves its stream at the time its producer sets (`Nats-TTL`)"]
+            if e.expires
+            else []
+        ),
         "",
     ]
     lines += _markdown_fields(e.descriptor, comments)
@@ -256,6 +262,7 @@ def render_asyncapi(
                 "version": e.version,
                 "stream": e.stream,
                 "aggregate_type": e.aggregate_type,
+                "expires": e.expires,
                 "producer": producer,
                 "consumers": consumers.get(e.event_type, []),
             },

@@ -9,7 +9,7 @@ from pathlib import Path
 from services.identity import handlers, subscriptions
 from services.identity.adapters.hashing import HASHING_WAIT_S, Argon2Hasher
 from services.identity.adapters.postgres import PostgresSessions, unit_of_work_factory
-from services.identity.domain import LOGIN_ATTEMPTS, LOGIN_WINDOW_S
+from services.identity.domain import LOGIN_ATTEMPTS, LOGIN_WINDOW_S, RESET_CODE_TTL_S
 from services.identity.grpc_api import POLICIES, registration
 from services.platform.auth import TokenIssuer
 from services.platform.events.subscriptions import bind
@@ -32,6 +32,7 @@ async def build(infra: Infrastructure) -> ServiceParts:
         revocations=infra.revocations,
         login_attempts=int(os.environ.get("A4CO_LOGIN_ATTEMPTS", str(LOGIN_ATTEMPTS))),
         login_window_s=float(os.environ.get("A4CO_LOGIN_WINDOW_S", str(LOGIN_WINDOW_S))),
+        reset_code_ttl_s=float(os.environ.get("A4CO_RESET_CODE_TTL_S", str(RESET_CODE_TTL_S))),
     )
     admin_email, admin_password = os.environ.get("A4CO_ADMIN_EMAIL"), os.environ.get("A4CO_ADMIN_PASSWORD")
     if admin_email and admin_password:

@@ -397,6 +397,7 @@ async def request_password_reset(deps: Deps, email: str) -> datetime:
                     expire_time=to_timestamp(expires),
                 ),
                 aggregate_id=user.user_id,
+                ttl_s=deps.reset_code_ttl_s,  # the event leaves the stream when the code expires
             )
     return expires
 

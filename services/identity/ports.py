@@ -118,8 +118,9 @@ class PasswordResets(Protocol):
 class Outbox(Protocol):
     """Events leave with the transaction."""
 
-    async def add(self, event: Message, *, aggregate_id: str) -> None:
-        """Publish `event` when the transaction commits."""
+    async def add(self, event: Message, *, aggregate_id: str, ttl_s: float | None = None) -> None:
+        """Publish `event` when the transaction commits (`ttl_s`: how long its message stays in
+        its stream, for an event declared `expires`)."""
 
 
 class UnitOfWork(Protocol):

@@ -21,9 +21,12 @@ class TransactionalOutbox:
         self._writer, self._conn = writer, conn
         self.added: list[OutgoingEvent] = []
 
-    async def add(self, event: Message, *, aggregate_id: str) -> None:
-        """Add `event` to this transaction's outbox."""
-        out = await self._writer.add(self._conn, event, aggregate_id=aggregate_id, wake_after_commit=True)
+    async def add(self, event: Message, *, aggregate_id: str, ttl_s: float | None = None) -> None:
+        """Add `event` to this transaction's outbox (`ttl_s`: how long its message stays in its
+        stream, for an event declared `expires`)."""
+        out = await self._writer.add(
+            self._conn, event, aggregate_id=aggregate_id, wake_after_commit=True, ttl_s=ttl_s
+        )
         self.added.append(out)
 
 

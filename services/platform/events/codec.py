@@ -7,6 +7,7 @@ NATS binding (binary mode) so that routers and people can read an event without 
 from __future__ import annotations
 
 import contextlib
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -25,6 +26,7 @@ CONTENT_TYPE = "application/protobuf"
 H_ID, H_TYPE, H_SOURCE, H_TIME = "ce-id", "ce-type", "ce-source", "ce-time"
 H_SUBJECT, H_SCHEMA, H_SPEC = "ce-subject", "ce-dataschema", "ce-specversion"
 H_MSG_ID = "Nats-Msg-Id"
+H_TTL = "Nats-TTL"  # how long JetStream keeps the message (the events declared `expires`)
 H_TRACEPARENT, H_TRACESTATE = "traceparent", "tracestate"
 
 tracer = trace.get_tracer("a4co.events")
@@ -143,9 +145,17 @@ class EventCodec:
         aggregate_id: str,
         flow: Flow | None = None,
         occurred_at: datetime | None = None,
+        ttl_s: float | None = None,
     ) -> OutgoingEvent:
-        """Envelope `event` with a new id, the current flow and trace context, and its headers."""
+        """Envelope `event` with a new id, the current flow and trace context, and its headers.
+        An event declared `expires` needs `ttl_s`, the seconds its message stays in its stream
+        (at least 1; a fraction counts as a whole second); no other event takes one."""
         definition = self.registry.of(event)
+        if definition.expires != (ttl_s is not None):
+            raise ValueError(
+                f"{definition.event_type} {'needs' if definition.expires else 'takes no'} ttl_s:"
+                f" its contract says expires={definition.expires}"
+            )
         flow = flow or current_flow()
         event_id = new_id()
         moment = occurred_at or datetime.now(UTC)
@@ -196,6 +206,8 @@ class EventCodec:
             headers=headers_for(envelope, carrier, moment),
             body=envelope.SerializeToString(),
         )
+        if ttl_s is not None:
+            out.headers[H_TTL] = f"{max(1, math.ceil(ttl_s))}s"
         if (size := encoded_size(out)) > MAX_EVENT_BYTES:
             raise EventTooLargeError(
                 f"{definition.event_type} of {definition.aggregate_type} {aggregate_id[:100]} is"

@@ -100,16 +100,19 @@ class OutboxWriter:
         aggregate_id: str,
         flow: Flow | None = None,
         wake_after_commit: bool = False,
+        ttl_s: float | None = None,
     ) -> OutgoingEvent:
         """Encode `event` and insert it; it is published once the transaction commits (see
-        `insert` for `wake_after_commit`)."""
-        out = self.encode(event, aggregate_id=aggregate_id, flow=flow)
+        `insert` for `wake_after_commit`, and `EventCodec.encode` for `ttl_s`)."""
+        out = self.encode(event, aggregate_id=aggregate_id, flow=flow, ttl_s=ttl_s)
         await self.insert(conn, [out], wake_after_commit=wake_after_commit)
         return out
 
-    def encode(self, event: Message, *, aggregate_id: str, flow: Flow | None = None) -> OutgoingEvent:
+    def encode(
+        self, event: Message, *, aggregate_id: str, flow: Flow | None = None, ttl_s: float | None = None
+    ) -> OutgoingEvent:
         """The outbox row of `event`, not inserted yet (see `insert`)."""
-        return self.codec.encode(event, aggregate_id=aggregate_id, flow=flow)
+        return self.codec.encode(event, aggregate_id=aggregate_id, flow=flow, ttl_s=ttl_s)
 
     async def insert(
         self, conn: Connection, events: Sequence[OutgoingEvent], *, wake_after_commit: bool = False

@@ -48,6 +48,7 @@ class EventDef:
     version: int
     aggregate_type: str
     message_class: type[Message]
+    expires: bool = False  # each message leaves its stream at the time its producer sets
 
     @property
     def descriptor(self) -> Descriptor:
@@ -95,6 +96,7 @@ def event_of_class(message_class: type[Message]) -> EventDef | None:
         version=spec.version,
         aggregate_type=spec.aggregate_type,
         message_class=message_class,
+        expires=spec.expires,
     )
 
 

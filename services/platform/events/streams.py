@@ -29,6 +29,9 @@ def stream_config(stream: StreamDef, topology: Topology, settings: StreamSetting
         duplicate_window=settings.duplicate_window_s,
         num_replicas=settings.replicas,
         allow_direct=True,
+        # A message may say when it leaves (a Nats-TTL header): those of the events declared
+        # `expires`, and their copies in the dead-letter stream and in replays (decision 51).
+        allow_msg_ttl=True,
     )
 
 

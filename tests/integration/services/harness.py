@@ -123,11 +123,16 @@ def bearer(token: str) -> tuple[tuple[str, str]]:
 
 
 async def publish_event(
-    service: RunningService, event: Message, aggregate_id: str, source: str = "test"
+    service: RunningService,
+    event: Message,
+    aggregate_id: str,
+    source: str = "test",
+    ttl_s: float | None = None,
 ) -> str:
-    """Publish an event straight onto its stream, as its producer's relay would; returns its id."""
+    """Publish an event straight onto its stream, as its producer's relay would (`ttl_s` for an
+    event declared `expires`); returns its id."""
     codec = EventCodec(service.infra.registry, source, service.infra.topology)
-    out = codec.encode(event, aggregate_id=aggregate_id)
+    out = codec.encode(event, aggregate_id=aggregate_id, ttl_s=ttl_s)
     await service.infra.js.publish(out.subject, out.body, headers=out.headers)
     return out.event_id
 

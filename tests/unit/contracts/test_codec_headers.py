@@ -34,3 +34,23 @@ def test_headers_carry_the_cloudevents_attributes_and_the_dedup_id() -> None:
     meta = decoded.envelope.metadata
     assert (meta.correlation_id, meta.causation_id, meta.user_id) == ("corr-1", "cause-1", "user-1")
     assert decoded.flow == Flow("corr-1", out.event_id, "user-1"), "handling it continues the flow"
+
+
+def test_an_event_declared_expires_says_in_a_header_how_long_its_stream_keeps_it() -> None:
+    import pytest
+
+    from a4co.identity.events.v1 import identity_events_pb2
+
+    codec = EventCodec(load_registry(), "identity", Topology("t1"))
+    reset = identity_events_pb2.PasswordResetRequested(user_id="u-1", code="7KQ2M9XH4P")
+    assert codec.encode(reset, aggregate_id="u-1", ttl_s=1800).headers["Nats-TTL"] == "1800s"
+    assert codec.encode(reset, aggregate_id="u-1", ttl_s=0.2).headers["Nats-TTL"] == "1s", "JetStream's least"
+    assert codec.encode(reset, aggregate_id="u-1", ttl_s=2.5).headers["Nats-TTL"] == "3s"
+    with pytest.raises(ValueError, match="needs ttl_s"):
+        codec.encode(reset, aggregate_id="u-1")
+    with pytest.raises(ValueError, match="takes no ttl_s"):
+        codec.encode(order_events_pb2.OrderCreated(order_id="o-1"), aggregate_id="o-1", ttl_s=60)
+    assert (
+        "Nats-TTL"
+        not in codec.encode(order_events_pb2.OrderCreated(order_id="o-1"), aggregate_id="o-1").headers
+    )

@@ -670,6 +670,32 @@ async def mailed_code(identity: RunningService, email: str, sent: int = 1) -> st
     return [c for _, a, c in await reset_codes(identity) if a == email][sent - 1]
 
 
+async def test_a_reset_code_leaves_the_identity_stream_when_it_expires(
+    urls: ServerUrls, prefix: str, keys: Keys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("A4CO_RESET_CODE_TTL_S", "2")
+    async with running_service(
+        "identity", build, SCHEMA, settings_for("identity", urls, prefix, keys)
+    ) as svc:
+        stub = pb_grpc.IdentityServiceStub(svc.channel)
+        await register(stub, "rosa@example.es")
+        await stub.RequestPasswordReset(pb.RequestPasswordResetRequest(email="rosa@example.es"))
+        code = await mailed_code(svc, "rosa@example.es")  # read from the stream, as notifications would
+
+        async def left() -> bool:
+            return not await reset_codes(svc)
+
+        await eventually(left, timeout=20, what="the reset's event gone from IDENTITY")
+        kept = {e.definition.name for e in await stream_events(svc, "IDENTITY")}
+        assert "UserRegistered" in kept, "the account's other events stay"
+        expired = await failure(
+            stub.ResetPassword(
+                pb.ResetPasswordRequest(email="rosa@example.es", code=code, new_password="nueva-clave-2026")
+            )
+        )
+        assert details_of(expired)[0].reason == "RESET_CODE_REJECTED"  # type: ignore[union-attr]
+
+
 async def test_a_forgotten_password_is_reset_with_the_mailed_code_and_every_session_ends(
     stub: pb_grpc.IdentityServiceAsyncStub, identity: RunningService
 ) -> None:

@@ -328,7 +328,9 @@ async def test_a_reset_code_is_mailed_never_listed_nor_pushed_and_forgotten_once
     prefix = notifications.infra.settings.prefix
     pubsub = notifications.infra.redis.pubsub()
     await pubsub.subscribe(f"{prefix}:a4co:notifications:c-5")
-    await publish_event(notifications, reset_requested("c-5", "luz@jaen.es", "7KQ2M-9XH4P"), "c-5")
+    await publish_event(
+        notifications, reset_requested("c-5", "luz@jaen.es", "7KQ2M-9XH4P"), "c-5", ttl_s=1800
+    )
     await eventually(lambda: len(mail(tmp_path)) == 1, what="the code mailed")
     [sent] = mail(tmp_path)
     assert (sent["to"], sent["subject"]) == ("luz@jaen.es", "Restablecer tu contraseña")
@@ -366,8 +368,12 @@ async def test_a_reset_code_that_failed_to_leave_is_kept_until_mailed_or_given_u
     outbox.mkdir(parents=True)  # every delivery fails
     pool = notifications.infra.pool
     deps = handlers.Deps(pool, notifications.infra.redis, FileTransport(tmp_path / "mail"))
-    await publish_event(notifications, reset_requested("c-6", "sol@jaen.es", "ABCDE-12345"), "c-6")
-    await publish_event(notifications, reset_requested("c-7", "mar@jaen.es", "FGHJK-67890"), "c-7")
+    await publish_event(
+        notifications, reset_requested("c-6", "sol@jaen.es", "ABCDE-12345"), "c-6", ttl_s=1800
+    )
+    await publish_event(
+        notifications, reset_requested("c-7", "mar@jaen.es", "FGHJK-67890"), "c-7", ttl_s=1800
+    )
 
     async def kept() -> list[str]:
         return [

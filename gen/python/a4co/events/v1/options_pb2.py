@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import descriptor_pb2 as google_dot_protobuf_dot_descriptor__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1c\x61\x34\x63o/events/v1/options.proto\x12\x0e\x61\x34\x63o.events.v1\x1a google/protobuf/descriptor.proto\"S\n\nStreamSpec\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08subjects\x18\x02 \x03(\t\x12\x10\n\x08producer\x18\x03 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x04 \x01(\t\"U\n\tEventSpec\x12\x0f\n\x07subject\x18\x01 \x01(\t\x12\x0e\n\x06stream\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\r\x12\x16\n\x0e\x61ggregate_type\x18\x04 \x01(\t:J\n\x06stream\x12\x1c.google.protobuf.FileOptions\x18\xb4\x87\x03 \x01(\x0b\x32\x1a.a4co.events.v1.StreamSpec:K\n\x05\x65vent\x12\x1f.google.protobuf.MessageOptions\x18\xb5\x87\x03 \x01(\x0b\x32\x19.a4co.events.v1.EventSpecb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1c\x61\x34\x63o/events/v1/options.proto\x12\x0e\x61\x34\x63o.events.v1\x1a google/protobuf/descriptor.proto\"S\n\nStreamSpec\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08subjects\x18\x02 \x03(\t\x12\x10\n\x08producer\x18\x03 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x04 \x01(\t\"f\n\tEventSpec\x12\x0f\n\x07subject\x18\x01 \x01(\t\x12\x0e\n\x06stream\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\r\x12\x16\n\x0e\x61ggregate_type\x18\x04 \x01(\t\x12\x0f\n\x07\x65xpires\x18\x05 \x01(\x08:J\n\x06stream\x12\x1c.google.protobuf.FileOptions\x18\xb4\x87\x03 \x01(\x0b\x32\x1a.a4co.events.v1.StreamSpec:K\n\x05\x65vent\x12\x1f.google.protobuf.MessageOptions\x18\xb5\x87\x03 \x01(\x0b\x32\x19.a4co.events.v1.EventSpecb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,5 +35,5 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_STREAMSPEC']._serialized_start=82
   _globals['_STREAMSPEC']._serialized_end=165
   _globals['_EVENTSPEC']._serialized_start=167
-  _globals['_EVENTSPEC']._serialized_end=252
+  _globals['_EVENTSPEC']._serialized_end=269
 # @@protoc_insertion_point(module_scope)

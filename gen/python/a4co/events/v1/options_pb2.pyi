@@ -71,6 +71,7 @@ class EventSpec(_message.Message):
     STREAM_FIELD_NUMBER: _builtins.int
     VERSION_FIELD_NUMBER: _builtins.int
     AGGREGATE_TYPE_FIELD_NUMBER: _builtins.int
+    EXPIRES_FIELD_NUMBER: _builtins.int
     subject: _builtins.str
     """The NATS subject the event is published on; unique across all events and
     captured by its stream's subject filters.
@@ -85,6 +86,12 @@ class EventSpec(_message.Message):
     """The kind of aggregate the event is about, for example "order"; its id is
     the envelope's aggregate_id.
     """
+    expires: _builtins.bool
+    """Each message of the event leaves its stream when its producer says, in a
+    Nats-TTL header set when the event is made: its payload is of no use, or
+    unsafe to keep, past that time (a password reset's code). A consumer that
+    does not read it in time never gets it; its dead letter expires alike.
+    """
     def __init__(
         self,
         *,
@@ -92,10 +99,11 @@ class EventSpec(_message.Message):
         stream: _builtins.str = ...,
         version: _builtins.int = ...,
         aggregate_type: _builtins.str = ...,
+        expires: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["aggregate_type", b"aggregate_type", "stream", b"stream", "subject", b"subject", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["aggregate_type", b"aggregate_type", "expires", b"expires", "stream", b"stream", "subject", b"subject", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

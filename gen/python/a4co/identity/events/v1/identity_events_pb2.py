@@ -26,7 +26,7 @@ from a4co.events.v1 import options_pb2 as a4co_dot_events_dot_v1_dot_options__pb
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n-a4co/identity/events/v1/identity_events.proto\x12\x17\x61\x34\x63o.identity.events.v1\x1a\x1c\x61\x34\x63o/events/v1/options.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xf3\x01\n\x0eUserRegistered\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\r\n\x05\x65mail\x18\x02 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x03 \x01(\t\x12/\n\x04role\x18\x04 \x01(\x0e\x32!.a4co.identity.events.v1.UserRole\x12\x10\n\x08locality\x18\x05 \x01(\t\x12\x31\n\rregister_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp:5\xaa\xbb\x18\x31\n\x1d\x61\x34\x63o.identity.user.registered\x12\x08IDENTITY\x18\x01\"\x04user\"\xd6\x01\n\x0eProfileUpdated\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x02 \x01(\t\x12\x0b\n\x03\x62io\x18\x03 \x01(\t\x12\x10\n\x08locality\x18\x04 \x01(\t\x12\x16\n\x0e\x63hanged_fields\x18\x05 \x03(\t\x12/\n\x0bupdate_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp:5\xaa\xbb\x18\x31\n\x1d\x61\x34\x63o.identity.profile.updated\x12\x08IDENTITY\x18\x01\"\x04user\"\xb2\x01\n\x0fPasswordChanged\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x16\n\x0e\x65nded_sessions\x18\x02 \x01(\x05\x12/\n\x0b\x63hange_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05reset\x18\x04 \x01(\x08:6\xaa\xbb\x18\x32\n\x1e\x61\x34\x63o.identity.password.changed\x12\x08IDENTITY\x18\x01\"\x04user\"\xcd\x01\n\x16PasswordResetRequested\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\r\n\x05\x65mail\x18\x02 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x03 \x01(\t\x12\x0c\n\x04\x63ode\x18\x04 \x01(\t\x12/\n\x0b\x65xpire_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp:>\xaa\xbb\x18:\n&a4co.identity.password.reset_requested\x12\x08IDENTITY\x18\x01\"\x04user\"\xb4\x01\n\x0bUserDeleted\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12/\n\x04role\x18\x02 \x01(\x0e\x32!.a4co.identity.events.v1.UserRole\x12/\n\x0b\x64\x65lete_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp:2\xaa\xbb\x18.\n\x1a\x61\x34\x63o.identity.user.deleted\x12\x08IDENTITY\x18\x01\"\x04user*i\n\x08UserRole\x12\x19\n\x15USER_ROLE_UNSPECIFIED\x10\x00\x12\x16\n\x12USER_ROLE_CUSTOMER\x10\x01\x12\x15\n\x11USER_ROLE_ARTISAN\x10\x02\x12\x13\n\x0fUSER_ROLE_ADMIN\x10\x03\x42\x83\x01\xa2\xbb\x18\x7f\n\x08IDENTITY\x12\x0f\x61\x34\x63o.identity.>\x1a\x08identity\"XUsers who sign up, the changes to their profiles and passwords, and the accounts closed.b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n-a4co/identity/events/v1/identity_events.proto\x12\x17\x61\x34\x63o.identity.events.v1\x1a\x1c\x61\x34\x63o/events/v1/options.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xf3\x01\n\x0eUserRegistered\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\r\n\x05\x65mail\x18\x02 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x03 \x01(\t\x12/\n\x04role\x18\x04 \x01(\x0e\x32!.a4co.identity.events.v1.UserRole\x12\x10\n\x08locality\x18\x05 \x01(\t\x12\x31\n\rregister_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp:5\xaa\xbb\x18\x31\n\x1d\x61\x34\x63o.identity.user.registered\x12\x08IDENTITY\x18\x01\"\x04user\"\xd6\x01\n\x0eProfileUpdated\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x02 \x01(\t\x12\x0b\n\x03\x62io\x18\x03 \x01(\t\x12\x10\n\x08locality\x18\x04 \x01(\t\x12\x16\n\x0e\x63hanged_fields\x18\x05 \x03(\t\x12/\n\x0bupdate_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp:5\xaa\xbb\x18\x31\n\x1d\x61\x34\x63o.identity.profile.updated\x12\x08IDENTITY\x18\x01\"\x04user\"\xb2\x01\n\x0fPasswordChanged\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x16\n\x0e\x65nded_sessions\x18\x02 \x01(\x05\x12/\n\x0b\x63hange_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05reset\x18\x04 \x01(\x08:6\xaa\xbb\x18\x32\n\x1e\x61\x34\x63o.identity.password.changed\x12\x08IDENTITY\x18\x01\"\x04user\"\xcf\x01\n\x16PasswordResetRequested\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\r\n\x05\x65mail\x18\x02 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x03 \x01(\t\x12\x0c\n\x04\x63ode\x18\x04 \x01(\t\x12/\n\x0b\x65xpire_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp:@\xaa\xbb\x18<\n&a4co.identity.password.reset_requested\x12\x08IDENTITY\x18\x01\"\x04user(\x01\"\xb4\x01\n\x0bUserDeleted\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12/\n\x04role\x18\x02 \x01(\x0e\x32!.a4co.identity.events.v1.UserRole\x12/\n\x0b\x64\x65lete_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp:2\xaa\xbb\x18.\n\x1a\x61\x34\x63o.identity.user.deleted\x12\x08IDENTITY\x18\x01\"\x04user*i\n\x08UserRole\x12\x19\n\x15USER_ROLE_UNSPECIFIED\x10\x00\x12\x16\n\x12USER_ROLE_CUSTOMER\x10\x01\x12\x15\n\x11USER_ROLE_ARTISAN\x10\x02\x12\x13\n\x0fUSER_ROLE_ADMIN\x10\x03\x42\x83\x01\xa2\xbb\x18\x7f\n\x08IDENTITY\x12\x0f\x61\x34\x63o.identity.>\x1a\x08identity\"XUsers who sign up, the changes to their profiles and passwords, and the accounts closed.b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -41,11 +41,11 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_PASSWORDCHANGED']._loaded_options = None
   _globals['_PASSWORDCHANGED']._serialized_options = b'\252\273\0302\n\036a4co.identity.password.changed\022\010IDENTITY\030\001\"\004user'
   _globals['_PASSWORDRESETREQUESTED']._loaded_options = None
-  _globals['_PASSWORDRESETREQUESTED']._serialized_options = b'\252\273\030:\n&a4co.identity.password.reset_requested\022\010IDENTITY\030\001\"\004user'
+  _globals['_PASSWORDRESETREQUESTED']._serialized_options = b'\252\273\030<\n&a4co.identity.password.reset_requested\022\010IDENTITY\030\001\"\004user(\001'
   _globals['_USERDELETED']._loaded_options = None
   _globals['_USERDELETED']._serialized_options = b'\252\273\030.\n\032a4co.identity.user.deleted\022\010IDENTITY\030\001\"\004user'
-  _globals['_USERROLE']._serialized_start=1172
-  _globals['_USERROLE']._serialized_end=1277
+  _globals['_USERROLE']._serialized_start=1174
+  _globals['_USERROLE']._serialized_end=1279
   _globals['_USERREGISTERED']._serialized_start=138
   _globals['_USERREGISTERED']._serialized_end=381
   _globals['_PROFILEUPDATED']._serialized_start=384
@@ -53,7 +53,7 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_PASSWORDCHANGED']._serialized_start=601
   _globals['_PASSWORDCHANGED']._serialized_end=779
   _globals['_PASSWORDRESETREQUESTED']._serialized_start=782
-  _globals['_PASSWORDRESETREQUESTED']._serialized_end=987
-  _globals['_USERDELETED']._serialized_start=990
-  _globals['_USERDELETED']._serialized_end=1170
+  _globals['_PASSWORDRESETREQUESTED']._serialized_end=989
+  _globals['_USERDELETED']._serialized_start=992
+  _globals['_USERDELETED']._serialized_end=1172
 # @@protoc_insertion_point(module_scope)

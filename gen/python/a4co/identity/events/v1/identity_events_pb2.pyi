@@ -189,7 +189,8 @@ class PasswordResetRequested(_message.Message):
     password was asked for (RequestPasswordReset); notifications e-mails it. The
     code is a secret that works once, until expire_time: consumers must not
     show it anywhere but in the e-mail to `email`, nor keep it longer than it
-    takes to send it.
+    takes to send it. The event itself leaves the IDENTITY stream when the code
+    expires.
     """
 
     DESCRIPTOR: _descriptor.Descriptor
