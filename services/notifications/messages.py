@@ -129,8 +129,8 @@ def product_withdrawn(e: Any) -> list[Note]:
 
 
 def artisan_offboarded(e: Any) -> list[Note]:
-    withdrawn = {0: "", 1: " Hemos retirado tu producto a la venta."}.get(
-        e.withdrawn_products, f" Hemos retirado tus {e.withdrawn_products} productos a la venta."
+    withdrawn = {0: "", 1: " Hemos retirado de la venta tu producto."}.get(
+        e.withdrawn_products, f" Hemos retirado de la venta tus {e.withdrawn_products} productos."
     )
     return [
         Note(

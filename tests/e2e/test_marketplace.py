@@ -190,6 +190,15 @@ async def sound(urls: ServerUrls, prefix: str) -> None:
         raise AssertionError(await violations(urls.database_url, Topology(prefix))) from None
 
 
+async def page_gone(cms: cms_grpc.CmsServiceAsyncStub, user_id: str) -> bool:
+    """Whether cms answers that a user's public page does not exist."""
+    try:
+        await cms.GetPublicProfile(cms_pb.GetPublicProfileRequest(user_id=user_id))
+    except grpc.aio.AioRpcError as error:
+        return error.code() == grpc.StatusCode.NOT_FOUND
+    return False
+
+
 async def test_happy_path_to_delivered_across_processes(
     deployment: tuple[Supervisor, Client, str], urls: ServerUrls
 ) -> None:
@@ -339,14 +348,7 @@ async def test_a_customer_closes_their_account_and_every_service_forgets_them(
     refused = await failure(client.identity.GetProfile(identity_pb.GetProfileRequest(), metadata=me))
     assert refused.code() == grpc.StatusCode.UNAUTHENTICATED
 
-    async def forgotten() -> bool:
-        try:
-            await cms.GetPublicProfile(cms_pb.GetPublicProfileRequest(user_id=user_id))
-        except grpc.aio.AioRpcError as error:
-            return error.code() == grpc.StatusCode.NOT_FOUND
-        return False
-
-    await eventually(forgotten, timeout=30, what="the public page gone")
+    await eventually(lambda: page_gone(cms, user_id), timeout=30, what="the public page gone")
 
     async def card_deleted() -> bool:
         conn = await asyncpg.connect(urls.database_url)
@@ -420,14 +422,9 @@ async def test_an_artisan_leaves_ships_what_was_ordered_then_closes_their_accoun
 
     await eventually(closed, timeout=30, what="the artisan's account closed")
 
-    async def page_gone() -> bool:
-        try:
-            await cms.GetPublicProfile(cms_pb.GetPublicProfileRequest(user_id=artisan_id))
-        except grpc.aio.AioRpcError as error:
-            return error.code() == grpc.StatusCode.NOT_FOUND
-        return False
-
-    await eventually(page_gone, timeout=30, what="the public page gone with the account")
+    await eventually(
+        lambda: page_gone(cms, artisan_id), timeout=30, what="the public page gone with the account"
+    )
 
 
 async def test_declined_and_cancelled_orders_are_compensated(
