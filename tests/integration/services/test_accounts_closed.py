@@ -12,6 +12,7 @@ import grpc
 import pytest
 import pytest_asyncio
 
+from a4co.artisans.events.v1 import artisan_events_pb2 as artisans
 from a4co.cms.v1 import cms_service_pb2 as cms_pb
 from a4co.cms.v1 import cms_service_pb2_grpc as cms_grpc
 from a4co.identity.events.v1 import identity_events_pb2 as identity
@@ -101,19 +102,26 @@ async def test_a_closed_account_is_forgotten_and_a_late_event_brings_nothing_bac
         return bool(notified and paged)
 
     await eventually(forgotten, what="Luis forgotten")
-    # Late events about Luis (a redelivery, an order of his settling), then Eva's on each stream:
+    # Late events about Luis (a redelivery, an order of his settling, a workshop of his leaving),
+    # then Eva's and a workshop's on each stream:
     # once hers are handled, so are his before them.
     await publish_event(notifications, identity.ProfileUpdated(user_id="c-8", display_name="Luis"), "c-8")
     await publish_event(notifications, registered, "c-8")  # redelivered
     await publish_event(notifications, delivered("c-8"), "o-9")
+    left = artisans.ArtisanOffboarded(artisan_id="c-8", display_name="Taller de Luis", revision=2)
+    await publish_event(notifications, left, "c-8")
     eva = identity.UserRegistered(user_id="c-9", email="eva@jaen.es", display_name="Eva")
     await publish_event(notifications, eva, "c-9")
     await publish_event(notifications, delivered("c-9"), "o-10")
+    await publish_event(
+        notifications, artisans.ArtisanOnboarded(artisan_id="a-10", display_name="Forja"), "a-10"
+    )
 
     async def eva_seen() -> bool:
         to_eva = [subject for to, subject in mailed(tmp_path) if to in ("eva@jaen.es", "c-9")]
         try:
             await cms_stub.GetPublicProfile(cms_pb.GetPublicProfileRequest(user_id="c-9"))
+            await cms_stub.GetPublicProfile(cms_pb.GetPublicProfileRequest(user_id="a-10"))
         except grpc.aio.AioRpcError:
             return False
         return len(to_eva) == 2
