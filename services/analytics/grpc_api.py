@@ -22,10 +22,16 @@ SERVICE = pb.DESCRIPTOR.services_by_name["AnalyticsService"].full_name
 Context = grpc.aio.ServicerContext[Any, Any]
 
 
+MAX_PRODUCTS = 1000  # products a report lists at the most
+DEFAULT_PRODUCTS = 100
+
+
 def check_report(request: pb.GetSalesReportRequest) -> None:
-    """Both ends of the period, in order; a workshop's id if one is asked for."""
+    """Both ends of the period, in order; a workshop's id if one is asked for; how many products
+    to list, up to MAX_PRODUCTS."""
     v = Violations()
     _check_period(v, request)
+    v.between(request.max_products, "max_products", 0, MAX_PRODUCTS)
     v.raise_if_any()
 
 
@@ -102,7 +108,13 @@ class AnalyticsServicer(pb_grpc.AnalyticsServiceServicer):
         self, request: pb.GetSalesReportRequest, context: Context
     ) -> pb.GetSalesReportResponse:
         """An artisan's sales over a period."""
-        r = await handlers.report(self.deps, current_principal(), request.artisan_id, *_period(request))
+        r = await handlers.report(
+            self.deps,
+            current_principal(),
+            request.artisan_id,
+            *_period(request),
+            max_products=request.max_products or DEFAULT_PRODUCTS,
+        )
 
         def money(cents: int) -> money_pb2.Money:
             return money_pb2.Money(currency_code=r.currency_code, amount_cents=cents)
@@ -126,6 +138,7 @@ class AnalyticsServicer(pb_grpc.AnalyticsServiceServicer):
                 )
                 for p in r.products
             ],
+            unlisted_products=r.unlisted_products,
         )
 
     async def GetSalesSeries(

@@ -65,12 +65,12 @@ async def analytics(urls: ServerUrls, prefix: str, keys: Keys) -> AsyncIterator[
 
 
 async def report(
-    svc: RunningService, keys: Keys, artisan: str, start: datetime, end: datetime
+    svc: RunningService, keys: Keys, artisan: str, start: datetime, end: datetime, max_products: int = 0
 ) -> pb.GetSalesReportResponse:
     period = [Timestamp(), Timestamp()]
     period[0].FromDatetime(start)
     period[1].FromDatetime(end)
-    request = pb.GetSalesReportRequest(start_time=period[0], end_time=period[1])
+    request = pb.GetSalesReportRequest(start_time=period[0], end_time=period[1], max_products=max_products)
     stub = pb_grpc.AnalyticsServiceStub(svc.channel)
     return await stub.GetSalesReport(request, metadata=token(keys, artisan, Role.ARTISAN))
 
@@ -87,7 +87,26 @@ async def test_a_report_counts_each_sale_by_its_own_time_within_the_period(
     # The delivered orders' lines, best-selling first.
     lines = [(p.product_id, p.units, p.revenue.amount_cents) for p in r.products]
     assert lines == [("p-cuenco", 4, 2000), ("p-jarra", 2, 2000), ("p-plato", 1, 100)]
-    assert r.units_sold == 7
+    assert (r.units_sold, r.unlisted_products) == (7, 0)
+
+
+async def test_a_report_lists_its_best_selling_products_and_counts_them_all(
+    analytics: RunningService, keys: Keys
+) -> None:
+    top = await report(analytics, keys, "a-1", *JANUARY, max_products=2)
+    assert [(p.product_id, p.units) for p in top.products] == [("p-cuenco", 4), ("p-jarra", 2)]
+    assert (top.unlisted_products, top.units_sold, top.gross_revenue.amount_cents) == (1, 7, 4100)
+    one = await report(analytics, keys, "a-1", *JANUARY, max_products=1)
+    assert ([p.product_id for p in one.products], one.unlisted_products) == (["p-cuenco"], 2)
+    stub = pb_grpc.AnalyticsServiceStub(analytics.channel)
+    for bad in (-1, 1001):
+        request = pb.GetSalesReportRequest(max_products=bad)
+        request.start_time.FromDatetime(JANUARY[0])
+        request.end_time.FromDatetime(JANUARY[1])
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await stub.GetSalesReport(request, metadata=token(keys, "a-1", Role.ARTISAN))
+        assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert [f for f, _ in details_of(refused.value)[1]] == ["max_products"]
 
 
 async def test_a_period_without_sales_reports_zeros(analytics: RunningService, keys: Keys) -> None:

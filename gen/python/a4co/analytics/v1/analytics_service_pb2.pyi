@@ -94,8 +94,13 @@ class GetSalesReportRequest(_message.Message):
     ARTISAN_ID_FIELD_NUMBER: _builtins.int
     START_TIME_FIELD_NUMBER: _builtins.int
     END_TIME_FIELD_NUMBER: _builtins.int
+    MAX_PRODUCTS_FIELD_NUMBER: _builtins.int
     artisan_id: _builtins.str
     """The artisan; empty for the calling artisan."""
+    max_products: _builtins.int
+    """The most products to list, best-selling first: 1 to 1000; 100 when 0.
+    The totals count every product.
+    """
     @_builtins.property
     def start_time(self) -> _timestamp_pb2.Timestamp:
         """The start of the period, inclusive."""
@@ -110,10 +115,11 @@ class GetSalesReportRequest(_message.Message):
         artisan_id: _builtins.str = ...,
         start_time: _timestamp_pb2.Timestamp | None = ...,
         end_time: _timestamp_pb2.Timestamp | None = ...,
+        max_products: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["end_time", b"end_time", "start_time", b"start_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["artisan_id", b"artisan_id", "end_time", b"end_time", "start_time", b"start_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["artisan_id", b"artisan_id", "end_time", b"end_time", "max_products", b"max_products", "start_time", b"start_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -135,6 +141,7 @@ class GetSalesReportResponse(_message.Message):
     GROSS_REVENUE_FIELD_NUMBER: _builtins.int
     REFUNDED_FIELD_NUMBER: _builtins.int
     PRODUCTS_FIELD_NUMBER: _builtins.int
+    UNLISTED_PRODUCTS_FIELD_NUMBER: _builtins.int
     artisan_id: _builtins.str
     """The artisan."""
     orders_placed: _builtins.int
@@ -145,6 +152,8 @@ class GetSalesReportResponse(_message.Message):
     """Orders cancelled in the period."""
     units_sold: _builtins.int
     """Units delivered."""
+    unlisted_products: _builtins.int
+    """How many more products sold in the period than are listed."""
     @_builtins.property
     def start_time(self) -> _timestamp_pb2.Timestamp:
         """The period's start."""
@@ -163,7 +172,7 @@ class GetSalesReportResponse(_message.Message):
 
     @_builtins.property
     def products(self) -> _containers.RepeatedCompositeFieldContainer[Global___ProductSales]:
-        """Per product, best-selling first."""
+        """Per product, best-selling first, at most the request's max_products."""
 
     def __init__(
         self,
@@ -178,10 +187,11 @@ class GetSalesReportResponse(_message.Message):
         gross_revenue: _money_pb2.Money | None = ...,
         refunded: _money_pb2.Money | None = ...,
         products: _abc.Iterable[Global___ProductSales] | None = ...,
+        unlisted_products: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["end_time", b"end_time", "gross_revenue", b"gross_revenue", "refunded", b"refunded", "start_time", b"start_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["artisan_id", b"artisan_id", "end_time", b"end_time", "gross_revenue", b"gross_revenue", "orders_cancelled", b"orders_cancelled", "orders_delivered", b"orders_delivered", "orders_placed", b"orders_placed", "products", b"products", "refunded", b"refunded", "start_time", b"start_time", "units_sold", b"units_sold"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["artisan_id", b"artisan_id", "end_time", b"end_time", "gross_revenue", b"gross_revenue", "orders_cancelled", b"orders_cancelled", "orders_delivered", b"orders_delivered", "orders_placed", b"orders_placed", "products", b"products", "refunded", b"refunded", "start_time", b"start_time", "units_sold", b"units_sold", "unlisted_products", b"unlisted_products"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
