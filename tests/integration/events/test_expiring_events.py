@@ -25,15 +25,15 @@ async def test_an_expiring_event_and_its_dead_letter_leave_their_streams_when_th
         user_id="u-1", email="rosa@example.es", code="7KQ2M9XH4P"
     )
     async with rig.pool.acquire() as conn, conn.transaction():
-        out = await rig.writer.add(conn, reset, aggregate_id="u-1", ttl_s=4)
+        out = await rig.writer.add(conn, reset, aggregate_id="u-1", ttl_s=6)
     await rig.commit(order_created("o-1"), "o-1")
-    assert out.headers["Nats-TTL"] == "4s"
+    assert out.headers["Nats-TTL"] == "6s"
     identity, orders = rig.topology.stream("IDENTITY"), rig.topology.stream("ORDERS")
     dlq = DeadLetterQueue(rig.js, rig.topology)
     async with running(rig.relay()):
         await eventually(lambda: consumer.stats.dead_lettered == 1, what="dead-lettered within its time")
     [letter] = await dlq.browse()
-    assert (letter.event_id, letter.headers["Nats-TTL"]) == (out.event_id, "4s"), "the letter expires alike"
+    assert (letter.event_id, letter.headers["Nats-TTL"]) == (out.event_id, "6s"), "the letter expires alike"
 
     async def left() -> bool:
         kept = (await rig.js.stream_info(identity)).state.messages

@@ -673,7 +673,7 @@ async def mailed_code(identity: RunningService, email: str, sent: int = 1) -> st
 async def test_a_reset_code_leaves_the_identity_stream_when_it_expires(
     urls: ServerUrls, prefix: str, keys: Keys, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("A4CO_RESET_CODE_TTL_S", "2")
+    monkeypatch.setenv("A4CO_RESET_CODE_TTL_S", "3")
     async with running_service(
         "identity", build, SCHEMA, settings_for("identity", urls, prefix, keys)
     ) as svc:
