@@ -25,7 +25,7 @@ from services.platform.auth import Role, current_principal
 from services.platform.grpc.interceptor import MethodPolicy
 from services.platform.grpc.server import Registration
 from services.platform.paging import Page, check_list
-from services.platform.timestamps import to_timestamp
+from services.platform.timestamps import optional_timestamp, to_timestamp
 from services.platform.validation import Violations
 
 SERVICE = pb.DESCRIPTOR.services_by_name["ArtisansService"].full_name
@@ -173,7 +173,7 @@ def workshop_to_pb(registered: Registered) -> pb.Artisan:
         onboard_time=to_timestamp(registered.onboard_time),
         revision=registered.revision,
         update_time=to_timestamp(registered.update_time),
-        offboard_time=to_timestamp(gone) if (gone := registered.offboard_time) is not None else None,
+        offboard_time=optional_timestamp(registered.offboard_time),
     )
 
 
@@ -194,7 +194,6 @@ def _workshop(request: pb.OnboardArtisanRequest | pb.Artisan) -> Workshop:
 def product_to_pb(listing: Listing) -> pb.PublishedProduct:
     """A published product as a message."""
     p = listing.product
-    withdrawn = listing.withdraw_time
     return pb.PublishedProduct(
         **handlers.shown(p),
         initial_stock=p.initial_stock,
@@ -202,7 +201,7 @@ def product_to_pb(listing: Listing) -> pb.PublishedProduct:
         publish_time=to_timestamp(listing.publish_time),
         revision=listing.revision,
         update_time=to_timestamp(listing.update_time),
-        withdraw_time=to_timestamp(withdrawn) if withdrawn is not None else None,
+        withdraw_time=optional_timestamp(listing.withdraw_time),
     )
 
 

@@ -11,7 +11,7 @@ from a4co.cms.v1 import cms_service_pb2_grpc as pb_grpc
 from services.cms import handlers
 from services.platform.grpc.interceptor import MethodPolicy
 from services.platform.grpc.server import Registration
-from services.platform.timestamps import to_timestamp
+from services.platform.timestamps import optional_timestamp, to_timestamp
 from services.platform.validation import Violations
 
 SERVICE = pb.DESCRIPTOR.services_by_name["CmsService"].full_name
@@ -49,7 +49,7 @@ class CmsServicer(pb_grpc.CmsServiceServicer):
                 craft=p.craft,
                 locality=p.locality,
                 member_since=to_timestamp(p.member_since),
-                offboard_time=to_timestamp(left) if (left := p.offboard_time) is not None else None,
+                offboard_time=optional_timestamp(p.offboard_time),
             )
         )
 

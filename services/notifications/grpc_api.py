@@ -18,7 +18,7 @@ from services.platform.auth import current_principal
 from services.platform.grpc.interceptor import MethodPolicy
 from services.platform.grpc.server import Registration
 from services.platform.paging import Page, check_list
-from services.platform.timestamps import to_timestamp
+from services.platform.timestamps import optional_timestamp, to_timestamp
 from services.platform.validation import Violations
 
 SERVICE = pb.DESCRIPTOR.services_by_name["NotificationsService"].full_name
@@ -83,7 +83,7 @@ def notification(n: handlers.Stored) -> pb.Notification:
         subject_id=n.subject_id,
         event_id=n.event_id,
         create_time=to_timestamp(n.created_at),
-        read_time=to_timestamp(n.read_at) if n.read_at is not None else None,
+        read_time=optional_timestamp(n.read_at),
     )
 
 

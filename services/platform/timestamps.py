@@ -21,6 +21,12 @@ def to_timestamp(moment: datetime | None) -> Timestamp:
     return stamp
 
 
+def optional_timestamp(moment: datetime | None) -> Timestamp | None:
+    """A Timestamp of `moment`, or None to leave a message's field absent (a moment that has not
+    come, such as a withdrawal: `HasField` then says so)."""
+    return to_timestamp(moment) if moment is not None else None
+
+
 def set_timestamp(target: Timestamp, moment: datetime) -> None:
     """Write `moment` into a message's Timestamp field in place, with no message built and copied
     (every product of a search page has one)."""

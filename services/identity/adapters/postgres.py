@@ -29,7 +29,7 @@ def _user(row: asyncpg.Record) -> User:
         bio=row["bio"],
         created_at=row["created_at"],
         updated_at=row["updated_at"],
-        offboarded_at=row.get("offboarded_at"),
+        offboarded_at=row["offboarded_at"],
     )
 
 

@@ -8,6 +8,7 @@ import hashlib
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable
+from contextlib import AbstractAsyncContextManager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -64,11 +65,16 @@ SCHEMA = Path("services/identity/schema.sql")
 PASSWORD = "aceite-de-jaen-2026"
 
 
+def identity_service(
+    urls: ServerUrls, prefix: str, keys: Keys
+) -> AbstractAsyncContextManager[RunningService]:
+    """identity in-process under the test's prefix, with the environment the test set."""
+    return running_service("identity", build, SCHEMA, settings_for("identity", urls, prefix, keys))
+
+
 @pytest_asyncio.fixture
 async def identity(urls: ServerUrls, prefix: str, keys: Keys) -> AsyncIterator[RunningService]:
-    async with running_service(
-        "identity", build, SCHEMA, settings_for("identity", urls, prefix, keys)
-    ) as svc:
+    async with identity_service(urls, prefix, keys) as svc:
         yield svc
 
 
@@ -316,9 +322,7 @@ async def identity_never_queueing(
     (sign-ins look only at sign-ins; sign-ups at everyone): with two threads, a burst of sign-ups
     has two hashing, one waiting and the others refused (decision 38)."""
     monkeypatch.setenv("A4CO_HASHING_WAIT_S", "0")
-    async with running_service(
-        "identity", build, SCHEMA, settings_for("identity", urls, prefix, keys)
-    ) as svc:
+    async with identity_service(urls, prefix, keys) as svc:
         yield pb_grpc.IdentityServiceStub(svc.channel)
 
 
@@ -384,9 +388,7 @@ async def test_when_its_window_ends_an_address_may_sign_in_again_and_ended_windo
 ) -> None:
     monkeypatch.setenv("A4CO_LOGIN_ATTEMPTS", "2")
     monkeypatch.setenv("A4CO_LOGIN_WINDOW_S", "1.5")
-    async with running_service(
-        "identity", build, SCHEMA, settings_for("identity", urls, prefix, keys)
-    ) as svc:
+    async with identity_service(urls, prefix, keys) as svc:
         stub = pb_grpc.IdentityServiceStub(svc.channel)
         await register(stub, "pablo@example.es")
         for _ in range(2):
@@ -459,8 +461,7 @@ async def test_a_revocation_redis_lost_is_recorded_again(
     """Redis restarted without its data, flushed, or evicting keys with a TTL: identity records
     the revocations of the sessions ended lately again, from PostgreSQL."""
     monkeypatch.setenv("A4CO_REVOCATIONS_CHECK_S", "0.2")
-    settings = settings_for("identity", urls, prefix, keys)
-    async with running_service("identity", build, SCHEMA, settings) as svc:
+    async with identity_service(urls, prefix, keys) as svc:
         stub = pb_grpc.IdentityServiceStub(svc.channel)
         await register(stub, "lucia@example.es")
         token = (await login(stub, "lucia@example.es")).tokens.access_token
@@ -569,9 +570,7 @@ async def identity_with_admin(
 ) -> AsyncIterator[RunningService]:
     monkeypatch.setenv("A4CO_ADMIN_EMAIL", "admin@a4co.es")
     monkeypatch.setenv("A4CO_ADMIN_PASSWORD", PASSWORD)
-    async with running_service(
-        "identity", build, SCHEMA, settings_for("identity", urls, prefix, keys)
-    ) as svc:
+    async with identity_service(urls, prefix, keys) as svc:
         yield svc
 
 
@@ -674,9 +673,7 @@ async def test_a_reset_code_leaves_the_identity_stream_when_it_expires(
     urls: ServerUrls, prefix: str, keys: Keys, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("A4CO_RESET_CODE_TTL_S", "3")
-    async with running_service(
-        "identity", build, SCHEMA, settings_for("identity", urls, prefix, keys)
-    ) as svc:
+    async with identity_service(urls, prefix, keys) as svc:
         stub = pb_grpc.IdentityServiceStub(svc.channel)
         await register(stub, "rosa@example.es")
         await stub.RequestPasswordReset(pb.RequestPasswordResetRequest(email="rosa@example.es"))
