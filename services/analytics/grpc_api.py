@@ -139,6 +139,7 @@ class AnalyticsServicer(pb_grpc.AnalyticsServiceServicer):
                 for p in r.products
             ],
             unlisted_products=r.unlisted_products,
+            orders_returned=r.returned,
         )
 
     async def GetSalesSeries(
@@ -158,6 +159,7 @@ class AnalyticsServicer(pb_grpc.AnalyticsServiceServicer):
                 orders_delivered=b.delivered,
                 orders_cancelled=b.cancelled,
                 units_sold=b.units,
+                orders_returned=b.returned,
             )
             set_timestamp(bucket.start_time, b.start)
             set_timestamp(bucket.end_time, b.end)

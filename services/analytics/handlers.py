@@ -42,10 +42,11 @@ class Report:
     cancelled: int
     units: int
     gross_cents: int
-    refunded_cents: int
+    refunded_cents: int  # for the orders cancelled and returned in the period
     currency_code: str
     products: list[ProductLine]  # the best-selling ones
     unlisted_products: int = 0  # products sold in the period past those
+    returned: int = 0
 
 
 def _when(stamp: Timestamp, ctx: HandlerContext) -> datetime:
@@ -124,19 +125,28 @@ async def _store_placed(conn: Connection, batch: list[_Placed]) -> None:
     )
 
 
-def cancelled(event: order_events.OrderStatusChanged) -> bool:
-    """The only status change analytics records: a cancellation."""
-    return event.status == order_events.ORDER_STATUS_CANCELLED
+def undone(event: order_events.OrderStatusChanged) -> bool:
+    """The only status changes analytics records: a cancellation, and a return."""
+    return event.status in (order_events.ORDER_STATUS_CANCELLED, order_events.ORDER_STATUS_RETURNED)
 
 
 async def on_order_status_changed(
     deps: Deps, event: order_events.OrderStatusChanged, ctx: HandlerContext
 ) -> None:
-    """A cancellation, and what it gave back."""
-    if not cancelled(event):
+    """A cancellation or a return, and what it gave back."""
+    if not undone(event):
         return
     await _ensure(ctx.conn, event.order_id, event.artisan_id)
     refunded = event.total.amount_cents if event.refund_required else 0
+    if event.status == order_events.ORDER_STATUS_RETURNED:
+        await ctx.conn.execute(
+            "UPDATE sales SET returned_at = coalesce(returned_at, $2),"
+            " returned_cents = greatest(returned_cents, $3) WHERE order_id = $1",
+            event.order_id,
+            _when(event.change_time, ctx),
+            refunded,
+        )
+        return
     await ctx.conn.execute(
         "UPDATE sales SET cancelled_at = coalesce(cancelled_at, $2),"
         " refunded_cents = greatest(refunded_cents, $3)"
@@ -197,10 +207,13 @@ async def report(
         "WITH delivered AS (SELECT count(*) AS n, coalesce(sum(subtotal_cents), 0) AS gross FROM sales"  # noqa: S608 (constants; every value is bound)
         "  WHERE artisan_id = $1 AND delivered_at >= $2 AND delivered_at < $3),"
         " cancelled AS (SELECT count(*) AS n, coalesce(sum(refunded_cents), 0) AS refunded FROM sales"
-        "  WHERE artisan_id = $1 AND cancelled_at >= $2 AND cancelled_at < $3)"
+        "  WHERE artisan_id = $1 AND cancelled_at >= $2 AND cancelled_at < $3),"
+        " returned AS (SELECT count(*) AS n, coalesce(sum(returned_cents), 0) AS refunded FROM sales"
+        "  WHERE artisan_id = $1 AND returned_at >= $2 AND returned_at < $3)"
         " SELECT (SELECT count(*) FROM sales WHERE artisan_id = $1 AND placed_at >= $2 AND placed_at < $3)"
-        f" AS placed, d.n AS delivered, c.n AS cancelled, d.gross, c.refunded, {_CURRENCY} AS currency"
-        " FROM delivered d, cancelled c",
+        " AS placed, d.n AS delivered, c.n AS cancelled, r.n AS returned, d.gross,"
+        f" c.refunded + r.refunded AS refunded, {_CURRENCY} AS currency"
+        " FROM delivered d, cancelled c, returned r",
         target,
         start,
         end,
@@ -234,6 +247,7 @@ async def report(
         totals["currency"],
         products,
         sold - len(products),
+        int(totals["returned"]),
     )
 
 
@@ -248,7 +262,8 @@ class Bucket:
     cancelled: int = 0
     units: int = 0
     gross_cents: int = 0
-    refunded_cents: int = 0
+    refunded_cents: int = 0  # for the orders cancelled and returned in the bucket
+    returned: int = 0
 
 
 # Each sale counted in the bucket its own time falls in (`width_bucket` over the buckets' lower
@@ -269,6 +284,10 @@ UNION ALL
 SELECT 'cancelled', width_bucket(cancelled_at, $4::timestamptz[]) AS k, count(*),
        sum(refunded_cents)::bigint, 0::bigint
   FROM sales WHERE artisan_id = $1 AND cancelled_at >= $2 AND cancelled_at < $3 GROUP BY k
+UNION ALL
+SELECT 'returned', width_bucket(returned_at, $4::timestamptz[]) AS k, count(*),
+       sum(returned_cents)::bigint, 0::bigint
+  FROM sales WHERE artisan_id = $1 AND returned_at >= $2 AND returned_at < $3 GROUP BY k
 UNION ALL
 SELECT {_CURRENCY}, -1, 0, 0, 0
 """  # noqa: S608 (constants; every value is bound)
@@ -298,5 +317,8 @@ async def series(
         placed, _, _ = counts.get("placed", (0, 0, 0))
         delivered, gross, units = counts.get("delivered", (0, 0, 0))
         cancelled, refunded, _ = counts.get("cancelled", (0, 0, 0))
-        buckets.append(Bucket(low, high, placed, delivered, cancelled, units, gross, refunded))
+        returned, given_back, _ = counts.get("returned", (0, 0, 0))
+        buckets.append(
+            Bucket(low, high, placed, delivered, cancelled, units, gross, refunded + given_back, returned)
+        )
     return target, currency, buckets

@@ -18,6 +18,11 @@ CREATE INDEX IF NOT EXISTS sales_artisan_delivered ON sales (artisan_id, deliver
 CREATE INDEX IF NOT EXISTS sales_artisan_cancelled ON sales (artisan_id, cancelled_at)
     WHERE cancelled_at IS NOT NULL;
 DROP INDEX IF EXISTS sales_artisan;  -- the first of the three starts with it
+-- When a delivered order's goods came back, and what was refunded for it (decision 52).
+ALTER TABLE sales ADD COLUMN IF NOT EXISTS returned_at timestamptz;
+ALTER TABLE sales ADD COLUMN IF NOT EXISTS returned_cents bigint NOT NULL DEFAULT 0;
+CREATE INDEX IF NOT EXISTS sales_artisan_returned ON sales (artisan_id, returned_at)
+    WHERE returned_at IS NOT NULL;
 
 CREATE TABLE IF NOT EXISTS sale_lines (
     order_id      text   NOT NULL,

@@ -9,7 +9,7 @@ from services.platform.events.subscriptions import Only, Table
 HANDLERS: Table = {
     order_events_pb2.OrderCreated: handlers.on_order_created,
     order_events_pb2.OrderStatusChanged: Only(
-        handlers.on_order_status_changed, handlers.cancelled, "cancelled"
+        handlers.on_order_status_changed, handlers.undone, "cancelled or returned"
     ),
     order_events_pb2.OrderDelivered: handlers.on_order_delivered,
 }

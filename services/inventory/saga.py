@@ -31,8 +31,13 @@ def _refresher(deps: Deps, levels: list[StockLevel]) -> Callable[[], Awaitable[N
 
 
 def holds_stock(event: order_events.OrderStatusChanged) -> bool:
-    """The only status changes inventory acts on: PAID (reserve) and CANCELLED (release)."""
-    return event.status in (order_events.ORDER_STATUS_PAID, order_events.ORDER_STATUS_CANCELLED)
+    """The only status changes inventory acts on: PAID (reserve), CANCELLED (release) and
+    RETURNED (the units back in stock)."""
+    return event.status in (
+        order_events.ORDER_STATUS_PAID,
+        order_events.ORDER_STATUS_CANCELLED,
+        order_events.ORDER_STATUS_RETURNED,
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,7 +47,7 @@ class _Step:
     deps: Deps
     ctx: HandlerContext  # the event's: its follow-ups carry its flow
     order_id: str
-    kind: Literal["reserve", "release", "commit"]
+    kind: Literal["reserve", "release", "commit", "return"]
     reason: str = ""
     wanted: tuple[tuple[str, int], ...] = ()  # for "reserve": units per product, in product order
 
@@ -50,7 +55,7 @@ class _Step:
 async def on_order_status_changed(
     deps: Deps, event: order_events.OrderStatusChanged, ctx: HandlerContext
 ) -> None:
-    """PAID: reserve; CANCELLED: release whatever is held."""
+    """PAID: reserve; CANCELLED: release whatever is held; RETURNED: the units back in stock."""
     if event.status == order_events.ORDER_STATUS_PAID:
         wanted: dict[str, int] = {}
         for line in event.lines:
@@ -58,6 +63,8 @@ async def on_order_status_changed(
         ctx.stage(_run, _Step(deps, ctx, event.order_id, "reserve", wanted=tuple(sorted(wanted.items()))))
     elif event.status == order_events.ORDER_STATUS_CANCELLED:
         ctx.stage(_run, _Step(deps, ctx, event.order_id, "release", reason=event.reason or "ORDER_CANCELLED"))
+    elif event.status == order_events.ORDER_STATUS_RETURNED:
+        ctx.stage(_run, _Step(deps, ctx, event.order_id, "return", reason=event.reason or "RETURNED"))
 
 
 async def on_order_delivered(deps: Deps, event: order_events.OrderDelivered, ctx: HandlerContext) -> None:
@@ -159,7 +166,10 @@ async def _reserve(step: _Step, levels: dict[str, StockLevel], held: _Held) -> N
 
 
 async def _settle(step: _Step, reservations: Reservations) -> list[StockLevel]:
-    """Release (StockReleased) or commit the order's held lines; nothing held, nothing to do."""
+    """Release (StockReleased) or commit the order's held lines; nothing held, nothing to do. A
+    returned order's lines go back to stock (StockReleased)."""
+    if step.kind == "return":
+        return await _give_back(step, reservations)
     committed = step.kind == "commit"
     held = await reservations.held(step.order_id)
     if not held:
@@ -169,15 +179,30 @@ async def _settle(step: _Step, reservations: Reservations) -> list[StockLevel]:
         for pid, qty in held
     ]
     if not committed:
-        await step.ctx.publish(
-            events.StockReleased(
-                order_id=step.order_id,
-                lines=[
-                    events.ReservedLine(product_id=p, quantity=q, stock=level_event(a)) for p, q, a in after
-                ],
-                reason=step.reason,
-                release_time=to_timestamp(datetime.now(UTC)),
-            ),
-            aggregate_id=step.order_id,
-        )
+        await _released(step, after)
     return [a for _, _, a in after]
+
+
+async def _give_back(step: _Step, reservations: Reservations) -> list[StockLevel]:
+    """A returned order's units in stock again, once: those its delivery committed on hand
+    again, those still held (the delivery's event not applied yet) released."""
+    lines = await reservations.returnable(step.order_id)
+    after = [
+        (pid, qty, await reservations.give_back(step.order_id, pid, qty, held=held))
+        for pid, qty, held in lines
+    ]
+    if after:
+        await _released(step, after)
+    return [a for _, _, a in after]
+
+
+async def _released(step: _Step, after: list[tuple[str, int, StockLevel]]) -> None:
+    await step.ctx.publish(
+        events.StockReleased(
+            order_id=step.order_id,
+            lines=[events.ReservedLine(product_id=p, quantity=q, stock=level_event(a)) for p, q, a in after],
+            reason=step.reason,
+            release_time=to_timestamp(datetime.now(UTC)),
+        ),
+        aggregate_id=step.order_id,
+    )

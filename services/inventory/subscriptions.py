@@ -10,7 +10,7 @@ from services.platform.events.subscriptions import Only, Table
 HANDLERS: Table = {
     artisan_events_pb2.ProductPublished: handlers.on_product_published,
     order_events_pb2.OrderStatusChanged: Only(
-        saga.on_order_status_changed, saga.holds_stock, "paid or cancelled"
+        saga.on_order_status_changed, saga.holds_stock, "paid, cancelled or returned"
     ),
     order_events_pb2.OrderDelivered: saga.on_order_delivered,
 }

@@ -165,6 +165,15 @@ STATUS_TEXT = {
     orders.ORDER_STATUS_CONFIRMED: ("Pedido confirmado", "El artesano ya está preparando tu pedido {id}."),
     orders.ORDER_STATUS_SHIPPED: ("Pedido enviado", "Tu pedido {id} ya va de camino."),
     orders.ORDER_STATUS_CANCELLED: ("Pedido cancelado", "Tu pedido {id} se ha cancelado: {why}."),
+    orders.ORDER_STATUS_RETURN_REQUESTED: (
+        "Devolución solicitada",
+        "Has pedido devolver el pedido {id}: envíalo de vuelta al artesano, y te devolveremos lo que"
+        " pagaste en cuanto le llegue.",
+    ),
+    orders.ORDER_STATUS_RETURNED: (
+        "Devolución recibida",
+        "El artesano ha recibido la devolución del pedido {id}.",
+    ),
 }
 # Why an order was cancelled (the codes of its cancel_reason, orders_service.proto), as its
 # customer and its artisan are told.
@@ -203,7 +212,8 @@ def why_cancelled(e: Any, artisan: bool) -> str:
 
 def status_notified(e: Any) -> bool:
     """Whether an order's status change is one the customer hears of (confirmed, shipped,
-    cancelled); the others (pending, paid, a repeat) make no message."""
+    cancelled, a return asked for or received); the others (pending, paid, a repeat) make no
+    message."""
     return e.status in STATUS_TEXT and e.previous_status != e.status
 
 
@@ -231,6 +241,17 @@ def order_status_changed(e: Any) -> list[Note]:
                 e.artisan_id,
                 "Pedido cancelado",
                 f"El pedido {_short(e.order_id)} se ha cancelado: {why_cancelled(e, artisan=True)}.",
+                e.order_id,
+            )
+        )
+    elif e.status == orders.ORDER_STATUS_RETURN_REQUESTED:
+        said = f" El cliente dice: «{e.return_note}»." if e.return_note else ""
+        found.append(
+            Note(
+                e.artisan_id,
+                "Devolución solicitada",
+                f"El cliente quiere devolver el pedido {_short(e.order_id)}.{said} Cuando te llegue,"
+                " márcalo como devuelto y le reembolsaremos.",
                 e.order_id,
             )
         )

@@ -1,7 +1,8 @@
 """The order and its saga as a state machine over facts: pure Python, no I/O.
 
 An order records the facts the saga learns (the payment succeeded or failed, the stock was
-reserved or not, the customer cancelled, the step timed out, it shipped, it was delivered). Its
+reserved or not, the customer cancelled, the step timed out, it shipped, it was delivered, its
+return was asked for, its goods came back). Its
 status is computed from those facts, so the same facts give the same status whatever order they
 arrive in, and a fact learnt twice changes nothing.
 """
@@ -25,9 +26,23 @@ class Status(enum.StrEnum):
     SHIPPED = "SHIPPED"
     DELIVERED = "DELIVERED"
     CANCELLED = "CANCELLED"
+    RETURN_REQUESTED = "RETURN_REQUESTED"
+    RETURNED = "RETURNED"
 
 
-TERMINAL = frozenset({Status.DELIVERED, Status.CANCELLED})
+# The code of a returned order's `reason` (and of its refund's).
+RETURNED_REASON = "RETURNED"
+
+
+class ReturnWindowClosedError(FailedPreconditionError):
+    """A delivered order's return may be asked for only until its window ends."""
+
+    def __init__(self, order_id: str, ended: datetime) -> None:
+        super().__init__(
+            "RETURN_WINDOW_CLOSED",
+            f"order {order_id} could be returned until {ended.isoformat()}",
+            metadata={"order_id": order_id, "return_window_end_time": ended.isoformat()},
+        )
 
 
 class ProductWithdrawnError(FailedPreconditionError):
@@ -126,6 +141,12 @@ class Order:
     shipped: bool = False
     delivered: bool = False
     refunded: bool = False
+    # When it was delivered (None for an order delivered before this was recorded: its last
+    # change stands for it) and its return: asked for, in the customer's words, and received.
+    delivered_at: datetime | None = None
+    return_requested_at: datetime | None = None
+    return_note: str = ""
+    returned_at: datetime | None = None
     created_at: datetime | None = None
     updated_at: datetime | None = None
     step_deadline: datetime | None = None
@@ -146,6 +167,10 @@ class Order:
         """The status the facts add up to."""
         if self.cancel_reason:
             return Status.CANCELLED
+        if self.returned_at is not None:
+            return Status.RETURNED
+        if self.return_requested_at is not None:
+            return Status.RETURN_REQUESTED
         if self.delivered:
             return Status.DELIVERED
         if self.shipped:
@@ -158,7 +183,9 @@ class Order:
 
     @property
     def reason(self) -> str:
-        """Why the order is cancelled, when it is."""
+        """Why the order is cancelled, when it is, or RETURNED once returned."""
+        if self.returned_at is not None and not self.cancel_reason:
+            return RETURNED_REASON
         if self.cancel_reason:
             return self.cancel_reason
         if self.payment is Outcome.FAILED:
@@ -169,8 +196,10 @@ class Order:
 
     @property
     def needs_refund(self) -> bool:
-        """Charged, cancelled, and not refunded yet: payments must give the money back."""
-        return self.status is Status.CANCELLED and self.payment is Outcome.OK and not self.refunded
+        """Charged, cancelled or returned, and not refunded yet: payments must give the money
+        back."""
+        undone = self.status in (Status.CANCELLED, Status.RETURNED)
+        return undone and self.payment is Outcome.OK and not self.refunded
 
     # Facts. Each returns the order with the fact learnt; learning a fact twice changes nothing.
 
@@ -191,7 +220,7 @@ class Order:
         `reason` code; `note`: the words of whoever cancelled it."""
         if self.status is Status.CANCELLED:
             return self
-        if self.status in (Status.SHIPPED, Status.DELIVERED):
+        if self.status not in (Status.PENDING, Status.PAID, Status.CONFIRMED):
             raise CannotChangeError(self.order_id, self.status, "cancel")
         return replace(self, cancel_reason=reason, cancel_note=note)
 
@@ -203,13 +232,39 @@ class Order:
             raise CannotChangeError(self.order_id, self.status, "ship")
         return replace(self, shipped=True)
 
-    def deliver(self) -> Order:
+    def deliver(self, now: datetime) -> Order:
         """The customer received a shipped order."""
-        if self.status is Status.DELIVERED:
+        if self.delivered:
             return self
         if self.status is not Status.SHIPPED:
             raise CannotChangeError(self.order_id, self.status, "deliver")
-        return replace(self, delivered=True)
+        return replace(self, delivered=True, delivered_at=now)
+
+    def return_window_end(self, window: timedelta) -> datetime | None:
+        """Until when its return may be asked for: `window` after its delivery; None before."""
+        delivered = self.delivered_at or self.updated_at
+        return delivered + window if self.delivered and delivered is not None else None
+
+    def return_requested(self, now: datetime, window: timedelta, note: str = "") -> Order:
+        """Its customer asks to return a delivered order, within `window` of its delivery;
+        `note`: their words, for the artisan."""
+        if self.return_requested_at is not None:
+            return self
+        if self.status is not Status.DELIVERED:
+            raise CannotChangeError(self.order_id, self.status, "return")
+        ends = self.return_window_end(window)
+        assert ends is not None
+        if now >= ends:
+            raise ReturnWindowClosedError(self.order_id, ends)
+        return replace(self, return_requested_at=now, return_note=note)
+
+    def returned(self, now: datetime) -> Order:
+        """The goods of an order whose return was asked for came back to the artisan."""
+        if self.returned_at is not None:
+            return self
+        if self.status is not Status.RETURN_REQUESTED:
+            raise CannotChangeError(self.order_id, self.status, "mark returned")
+        return replace(self, returned_at=now)
 
     def refund_done(self) -> Order:
         """Payments gave the money back."""

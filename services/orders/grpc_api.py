@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import grpc
@@ -17,7 +17,7 @@ from services.platform.auth import Role, current_principal
 from services.platform.grpc.interceptor import MethodPolicy
 from services.platform.grpc.server import Registration
 from services.platform.paging import Page, check_page
-from services.platform.timestamps import to_timestamp
+from services.platform.timestamps import optional_timestamp, to_timestamp
 from services.platform.validation import MAX_KEY, Violations
 
 SERVICE = pb.DESCRIPTOR.services_by_name["OrdersService"].full_name
@@ -30,6 +30,8 @@ STATUS_TO_PB = {
     Status.SHIPPED: pb.ORDER_STATUS_SHIPPED,
     Status.DELIVERED: pb.ORDER_STATUS_DELIVERED,
     Status.CANCELLED: pb.ORDER_STATUS_CANCELLED,
+    Status.RETURN_REQUESTED: pb.ORDER_STATUS_RETURN_REQUESTED,
+    Status.RETURNED: pb.ORDER_STATUS_RETURNED,
 }
 STATUS_FROM_PB = {v: k for k, v in STATUS_TO_PB.items()}
 
@@ -92,7 +94,7 @@ def check_ship(request: pb.MarkOrderShippedRequest) -> None:
     v.raise_if_any()
 
 
-def check_cancel(request: pb.CancelOrderRequest) -> None:
+def check_cancel(request: pb.CancelOrderRequest | pb.RequestReturnRequest) -> None:
     """The order, and a short reason."""
     v = Violations()
     v.key(request.order_id, "order_id")
@@ -107,11 +109,13 @@ POLICIES = {
     f"/{SERVICE}/CancelOrder": MethodPolicy(validator=check_cancel),
     f"/{SERVICE}/MarkOrderShipped": MethodPolicy(roles=frozenset({Role.ARTISAN}), validator=check_ship),
     f"/{SERVICE}/MarkOrderDelivered": MethodPolicy(roles=frozenset({Role.ARTISAN}), validator=check_order_id),
+    f"/{SERVICE}/RequestReturn": MethodPolicy(roles=frozenset({Role.CUSTOMER}), validator=check_cancel),
+    f"/{SERVICE}/MarkOrderReturned": MethodPolicy(roles=frozenset({Role.ARTISAN}), validator=check_order_id),
 }
 
 
-def order_to_pb(o: Order) -> pb.Order:
-    """An order as a message."""
+def order_to_pb(o: Order, return_window: timedelta) -> pb.Order:
+    """An order as a message; its return window ends `return_window` after its delivery."""
 
     def money(cents: int) -> money_pb2.Money:
         return money_pb2.Money(currency_code=o.currency_code, amount_cents=cents)
@@ -141,6 +145,11 @@ def order_to_pb(o: Order) -> pb.Order:
         payment_method_id=o.payment_method_id,
         create_time=to_timestamp(o.created_at),
         update_time=to_timestamp(o.updated_at),
+        delivery_time=optional_timestamp(o.delivered_at or (o.updated_at if o.delivered else None)),
+        return_window_end_time=optional_timestamp(o.return_window_end(return_window)),
+        return_request_time=optional_timestamp(o.return_requested_at),
+        return_note=o.return_note,
+        return_time=optional_timestamp(o.returned_at),
     )
 
 
@@ -155,6 +164,9 @@ class OrdersServicer(pb_grpc.OrdersServiceServicer):
 
     def __init__(self, deps: handlers.Deps) -> None:
         self.deps = deps
+
+    def _pb(self, order: Order) -> pb.Order:
+        return order_to_pb(order, self.deps.return_window)
 
     async def CreateOrder(self, request: pb.CreateOrderRequest, context: Context) -> pb.CreateOrderResponse:
         """Take an order."""
@@ -173,12 +185,12 @@ class OrdersServicer(pb_grpc.OrdersServiceServicer):
             longitude=request.delivery_location.longitude,
         )
         order = await handlers.create_order(self.deps, current_principal(), command)
-        return pb.CreateOrderResponse(order=order_to_pb(order))
+        return pb.CreateOrderResponse(order=self._pb(order))
 
     async def GetOrder(self, request: pb.GetOrderRequest, context: Context) -> pb.GetOrderResponse:
         """One order."""
         return pb.GetOrderResponse(
-            order=order_to_pb(await handlers.get_order(self.deps, current_principal(), request.order_id))
+            order=self._pb(await handlers.get_order(self.deps, current_principal(), request.order_id))
         )
 
     async def ListOrders(self, request: pb.ListOrdersRequest, context: Context) -> pb.ListOrdersResponse:
@@ -189,26 +201,42 @@ class OrdersServicer(pb_grpc.OrdersServiceServicer):
         orders, token = page.split(
             await handlers.list_orders(self.deps, column, owner, status, page), _position
         )
-        return pb.ListOrdersResponse(orders=[order_to_pb(o) for o in orders], next_page_token=token)
+        return pb.ListOrdersResponse(orders=[self._pb(o) for o in orders], next_page_token=token)
 
     async def CancelOrder(self, request: pb.CancelOrderRequest, context: Context) -> pb.CancelOrderResponse:
         """Cancel before shipping."""
         order = await handlers.cancel_order(self.deps, current_principal(), request.order_id, request.reason)
-        return pb.CancelOrderResponse(order=order_to_pb(order))
+        return pb.CancelOrderResponse(order=self._pb(order))
 
     async def MarkOrderShipped(
         self, request: pb.MarkOrderShippedRequest, context: Context
     ) -> pb.MarkOrderShippedResponse:
         """The artisan shipped it."""
         order = await handlers.mark_shipped(self.deps, current_principal(), request.order_id)
-        return pb.MarkOrderShippedResponse(order=order_to_pb(order))
+        return pb.MarkOrderShippedResponse(order=self._pb(order))
 
     async def MarkOrderDelivered(
         self, request: pb.MarkOrderDeliveredRequest, context: Context
     ) -> pb.MarkOrderDeliveredResponse:
         """The customer received it."""
         order = await handlers.mark_delivered(self.deps, current_principal(), request.order_id)
-        return pb.MarkOrderDeliveredResponse(order=order_to_pb(order))
+        return pb.MarkOrderDeliveredResponse(order=self._pb(order))
+
+    async def RequestReturn(
+        self, request: pb.RequestReturnRequest, context: Context
+    ) -> pb.RequestReturnResponse:
+        """The customer asks to return it."""
+        order = await handlers.request_return(
+            self.deps, current_principal(), request.order_id, request.reason
+        )
+        return pb.RequestReturnResponse(order=self._pb(order))
+
+    async def MarkOrderReturned(
+        self, request: pb.MarkOrderReturnedRequest, context: Context
+    ) -> pb.MarkOrderReturnedResponse:
+        """Its goods came back."""
+        order = await handlers.mark_returned(self.deps, current_principal(), request.order_id)
+        return pb.MarkOrderReturnedResponse(order=self._pb(order))
 
 
 def registration(deps: handlers.Deps) -> Registration:

@@ -98,6 +98,8 @@ STATUS_TO_EVENT = {
     Status.SHIPPED: events.ORDER_STATUS_SHIPPED,
     Status.DELIVERED: events.ORDER_STATUS_DELIVERED,
     Status.CANCELLED: events.ORDER_STATUS_CANCELLED,
+    Status.RETURN_REQUESTED: events.ORDER_STATUS_RETURN_REQUESTED,
+    Status.RETURNED: events.ORDER_STATUS_RETURNED,
 }
 
 
@@ -119,6 +121,8 @@ class Deps:
     peers: Peers
     payment_timeout_s: float = 30.0
     reservation_timeout_s: float = 30.0
+    # How long after its delivery an order's customer may ask to return it (decision 52).
+    return_window: timedelta = timedelta(days=14)
     # Whether orders is connected to NATS: while it is not, no step can be asked nor answered.
     events_flowing: Callable[[], bool] = lambda: True
 
@@ -187,6 +191,7 @@ def status_event(before: Order, after: Order) -> events.OrderStatusChanged:
         status=STATUS_TO_EVENT[after.status],
         reason=after.reason,
         cancel_note=after.cancel_note if after.status is Status.CANCELLED else "",
+        return_note=after.return_note if after.return_requested_at is not None else "",
         lines=_lines(after),
         total=_money(after, after.total_cents),
         refund_required=after.needs_refund,
@@ -225,7 +230,7 @@ async def _announce(publish: Publish, before: Order, after: Order) -> None:
             artisan_id=after.artisan_id,
             lines=_lines(after),
             total=_money(after, after.total_cents),
-            delivery_time=to_timestamp(datetime.now(UTC)),
+            delivery_time=to_timestamp(after.delivered_at or datetime.now(UTC)),
         )
         await publish(delivered, aggregate_id=after.order_id)
 
@@ -420,7 +425,29 @@ async def mark_shipped(deps: Deps, principal: Principal, order_id: str) -> Order
 
 async def mark_delivered(deps: Deps, principal: Principal, order_id: str) -> Order:
     """The selling artisan (or an admin) records the delivery (OrderDelivered)."""
-    return await _change(deps, order_id, lambda o: _seller(o, principal), lambda o: o.deliver())
+    return await _change(
+        deps, order_id, lambda o: _seller(o, principal), lambda o: o.deliver(datetime.now(UTC))
+    )
+
+
+async def request_return(deps: Deps, principal: Principal, order_id: str, reason: str) -> Order:
+    """The customer (or an admin) asks to return a delivered order within its return window,
+    saying why in their words (`reason`, told to the artisan)."""
+
+    def allowed(o: Order) -> bool:
+        return principal.role is Role.ADMIN or o.customer_id == principal.user_id
+
+    return await _change(
+        deps, order_id, allowed, lambda o: o.return_requested(datetime.now(UTC), deps.return_window, reason)
+    )
+
+
+async def mark_returned(deps: Deps, principal: Principal, order_id: str) -> Order:
+    """The selling artisan (or an admin) records that a returned order's goods came back: the
+    customer is refunded and inventory has the units again."""
+    return await _change(
+        deps, order_id, lambda o: _seller(o, principal), lambda o: o.returned(datetime.now(UTC))
+    )
 
 
 def _seller(order: Order, principal: Principal) -> bool:

@@ -41,6 +41,12 @@ CREATE INDEX IF NOT EXISTS orders_waiting ON orders (step_deadline) WHERE status
 -- What whoever cancelled an order wrote (CancelOrder's reason): told to the artisan, or to the
 -- customer when an admin cancelled.
 ALTER TABLE orders ADD COLUMN IF NOT EXISTS cancel_note text NOT NULL DEFAULT '';
+-- When it was delivered, and its return (decision 52): asked for, in the customer's words, and
+-- received. An order delivered before delivered_at was kept has none: its updated_at stands for it.
+ALTER TABLE orders ADD COLUMN IF NOT EXISTS delivered_at timestamptz;
+ALTER TABLE orders ADD COLUMN IF NOT EXISTS return_requested_at timestamptz;
+ALTER TABLE orders ADD COLUMN IF NOT EXISTS return_note text NOT NULL DEFAULT '';
+ALTER TABLE orders ADD COLUMN IF NOT EXISTS returned_at timestamptz;
 
 -- The products on sale, as ProductPublished, ProductUpdated and ProductWithdrawn announced them
 -- (or catalog answered, as revision 0, for one whose event has not arrived yet): the newest

@@ -175,14 +175,16 @@ async def on_user_deleted(deps: SagaDeps, event: identity_events.UserDeleted, ct
 
 
 def refund_due(event: order_events.OrderStatusChanged) -> bool:
-    """The only status changes payments acts on: cancellations with a refund required."""
-    return event.status == order_events.ORDER_STATUS_CANCELLED and event.refund_required
+    """The only status changes payments acts on: cancellations and returns with a refund
+    required."""
+    undone = (order_events.ORDER_STATUS_CANCELLED, order_events.ORDER_STATUS_RETURNED)
+    return event.status in undone and event.refund_required
 
 
 async def on_order_status_changed(
     deps: SagaDeps, event: order_events.OrderStatusChanged, ctx: HandlerContext
 ) -> None:
-    """A cancelled order that was charged is refunded, once (RefundIssued)."""
+    """A cancelled or returned order that was charged is refunded, once (RefundIssued)."""
     if refund_due(event):
         # In turn with the charges of the transaction (`_charge_all`), not ahead of them.
         ctx.stage(_charge_all, _Refund(deps, ctx, event))

@@ -11,7 +11,7 @@ from services.platform.events.subscriptions import Only, Table
 HANDLERS: Table = {
     order_events_pb2.OrderCreated: saga.on_order_created,
     order_events_pb2.OrderStatusChanged: Only(
-        saga.on_order_status_changed, saga.refund_due, "cancelled with a refund due"
+        saga.on_order_status_changed, saga.refund_due, "cancelled or returned with a refund due"
     ),
     identity_events_pb2.UserDeleted: saga.on_user_deleted,
 }

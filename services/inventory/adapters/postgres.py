@@ -163,6 +163,27 @@ class Reservations:
         )
         return await self._move(product_id, -quantity if committed else 0, -quantity)
 
+    async def returnable(self, order_id: str) -> list[tuple[str, int, bool]]:
+        """The lines of a returned order still held or committed, locked: (product, units, held)."""
+        rows = await self.conn.fetch(
+            "SELECT product_id, quantity, status = 'held' AS held FROM reservations"
+            " WHERE order_id = $1 AND status IN ('held', 'committed') ORDER BY product_id FOR UPDATE",
+            order_id,
+        )
+        return [(r["product_id"], r["quantity"], r["held"]) for r in rows]
+
+    async def give_back(self, order_id: str, product_id: str, quantity: int, *, held: bool) -> StockLevel:
+        """A returned order's line back in stock: a committed line's units on hand again, or a
+        line still held (its delivery's commit not applied yet) released; either is 'returned',
+        so that the commit then finds nothing held."""
+        await self.conn.execute(
+            "UPDATE reservations SET status = 'returned', updated_at = now()"
+            " WHERE order_id = $1 AND product_id = $2",
+            order_id,
+            product_id,
+        )
+        return await self._move(product_id, 0 if held else quantity, -quantity if held else 0)
+
     async def _move(self, product_id: str, on_hand_delta: int, reserved_delta: int) -> StockLevel:
         row = await self.conn.fetchrow(
             f"UPDATE stock SET on_hand = on_hand + $2, reserved = reserved + $3, version = version + 1,"

@@ -41,6 +41,10 @@ def _order(row: asyncpg.Record) -> Order:
         shipped=row["shipped"],
         delivered=row["delivered"],
         refunded=row["refunded"],
+        delivered_at=row["delivered_at"],
+        return_requested_at=row["return_requested_at"],
+        return_note=row["return_note"],
+        returned_at=row["returned_at"],
         created_at=row["created_at"],
         updated_at=row["updated_at"],
         step_deadline=row["step_deadline"],
@@ -137,9 +141,27 @@ class Orders:
         return _order(row) if row else None
 
     async def save(self, order: Order) -> Order:
-        """Store the facts and the status they add up to."""
+        """Store the facts and the status they add up to, those a call records too (its delivery's
+        time and its return, which the saga's events never change: `save_many` leaves them)."""
         (saved,) = await self.save_many([order])
-        return saved
+        if (saved.delivered_at, saved.return_requested_at, saved.return_note, saved.returned_at) == (
+            order.delivered_at,
+            order.return_requested_at,
+            order.return_note,
+            order.returned_at,
+        ):
+            return saved
+        row = await self.conn.fetchrow(
+            "UPDATE orders SET delivered_at = $2, return_requested_at = $3, return_note = $4,"
+            f" returned_at = $5 WHERE order_id = $1::uuid RETURNING {_COLUMNS}",
+            order.order_id,
+            order.delivered_at,
+            order.return_requested_at,
+            order.return_note,
+            order.returned_at,
+        )
+        assert row is not None
+        return _order(row)
 
     async def save_many(self, orders: list[Order]) -> list[Order]:
         """Store the facts and statuses of several orders (each once) with one statement."""

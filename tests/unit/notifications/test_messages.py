@@ -68,6 +68,34 @@ def test_a_cancellation_says_why_in_words_and_the_note_to_whoever_did_not_write_
     ]
 
 
+def test_a_return_is_told_to_the_artisan_with_the_customers_words_and_its_refund_to_the_customer() -> None:
+    before = {
+        orders.ORDER_STATUS_RETURN_REQUESTED: orders.ORDER_STATUS_DELIVERED,
+        orders.ORDER_STATUS_RETURNED: orders.ORDER_STATUS_RETURN_REQUESTED,
+    }
+
+    def told(status: Status, note: str, refund: bool = False) -> list[tuple[str, str]]:
+        event = orders.OrderStatusChanged(
+            order_id="0f1e2d3c-aaaa",
+            customer_id="c-1",
+            artisan_id="a-1",
+            previous_status=before[status],
+            status=status,
+            return_note=note,
+            refund_required=refund,
+        )
+        return [(n.recipient_id, n.body) for n in order_status_changed(event)]
+
+    asked = told(orders.ORDER_STATUS_RETURN_REQUESTED, "llegó roto")
+    assert [who for who, _ in asked] == ["c-1", "a-1"]
+    assert "envíalo de vuelta al artesano" in asked[0][1]
+    assert "El cliente dice: «llegó roto»." in asked[1][1]
+    assert "El cliente dice" not in told(orders.ORDER_STATUS_RETURN_REQUESTED, "")[1][1]
+    assert told(orders.ORDER_STATUS_RETURNED, "llegó roto", refund=True) == [
+        ("c-1", "El artesano ha recibido la devolución del pedido 0f1e2d3c. Te devolvemos lo que pagaste.")
+    ]
+
+
 def test_a_code_without_words_is_told_as_it_is() -> None:
     """A payment provider may refuse with a code this service does not know yet."""
     assert cancelled("FRAUD_SUSPECTED")[0][1] == "Tu pedido 0f1e2d3c se ha cancelado: motivo FRAUD_SUSPECTED."

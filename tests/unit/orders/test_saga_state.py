@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from services.orders.domain import CannotChangeError, Line, Order, Status
+from services.orders.domain import CannotChangeError, Line, Order, ReturnWindowClosedError, Status
 
 Fact = Callable[[Order], Order]
 
@@ -65,9 +67,67 @@ def test_totals_and_lifecycle() -> None:
     assert (o.subtotal_cents, o.total_cents) == (2000, 2250)
     shipped = o.ship()
     assert shipped.status is Status.SHIPPED
-    assert shipped.deliver().status is Status.DELIVERED
+    assert shipped.deliver(NOW).status is Status.DELIVERED
     with pytest.raises(CannotChangeError):
         shipped.cancelled("CUSTOMER_CANCELLED")
     with pytest.raises(CannotChangeError):
         order().ship()
     assert apply([DECLINED]).reason == "CARD_DECLINED"
+
+
+NOW = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
+WINDOW = timedelta(days=14)
+
+
+def delivered() -> Order:
+    return apply([PAID, RESERVED]).ship().deliver(NOW)
+
+
+def test_a_delivered_order_is_returned_within_its_window_and_then_refunded() -> None:
+    d = delivered()
+    assert d.return_window_end(WINDOW) == NOW + WINDOW
+    assert apply([PAID, RESERVED]).return_window_end(WINDOW) is None
+    asked = d.return_requested(NOW + WINDOW - timedelta(seconds=1), WINDOW, "no es el tamaño")
+    assert (asked.status, asked.return_note, asked.needs_refund) == (
+        Status.RETURN_REQUESTED,
+        "no es el tamaño",
+        False,
+    )
+    assert asked.return_requested(NOW + 2 * WINDOW, WINDOW, "otra vez") == asked, (
+        "asking again changes nothing"
+    )
+    back = asked.returned(NOW + WINDOW)
+    assert (back.status, back.reason, back.needs_refund) == (Status.RETURNED, "RETURNED", True)
+    assert back.returned(NOW + 2 * WINDOW) == back
+    assert back.refund_done().needs_refund is False
+    assert back.refund_done().status is Status.RETURNED
+    # Saga answers learnt again (a redelivery) change nothing of it.
+    assert PAID(RESERVED(back)) == back
+
+
+def test_a_return_is_refused_outside_its_window_and_before_delivery() -> None:
+    with pytest.raises(ReturnWindowClosedError) as closed:
+        delivered().return_requested(NOW + WINDOW, WINDOW)
+    assert closed.value.metadata["return_window_end_time"] == (NOW + WINDOW).isoformat()
+    shipped = apply([PAID, RESERVED]).ship()
+    for early in (shipped, apply([PAID, RESERVED]), apply([DECLINED])):
+        with pytest.raises(CannotChangeError):
+            early.return_requested(NOW, WINDOW)
+    with pytest.raises(CannotChangeError):
+        delivered().returned(NOW)  # no return asked for
+    asked = delivered().return_requested(NOW, WINDOW)
+    back = asked.returned(NOW)
+    changes: list[Fact] = [lambda o: o.cancelled("CUSTOMER_CANCELLED"), lambda o: o.ship()]
+    for change in changes:
+        with pytest.raises(CannotChangeError):
+            change(back)
+    assert back.deliver(NOW + WINDOW) == back, "delivered again: nothing changes"
+    with pytest.raises(CannotChangeError):
+        asked.cancelled("CUSTOMER_CANCELLED")
+
+
+def test_an_order_delivered_before_its_delivery_time_was_kept_counts_from_its_last_change() -> None:
+    legacy = replace(delivered(), delivered_at=None, updated_at=NOW - WINDOW)
+    assert legacy.return_window_end(WINDOW) == NOW
+    with pytest.raises(ReturnWindowClosedError):
+        legacy.return_requested(NOW, WINDOW)

@@ -208,3 +208,13 @@ class Actors:
             reached, timeout=timeout, what=f"order {order_id} in {orders_pb.OrderStatus.Name(status)}"
         )
         return await self.status_of(order_id, customer)
+
+    async def deliver(self, order_id: str) -> orders_pb.Order:
+        """The artisan ships a confirmed order, then records its delivery."""
+        await self.orders.MarkOrderShipped(
+            orders_pb.MarkOrderShippedRequest(order_id=order_id), metadata=self.artisan()
+        )
+        response = await self.orders.MarkOrderDelivered(
+            orders_pb.MarkOrderDeliveredRequest(order_id=order_id), metadata=self.artisan()
+        )
+        return response.order

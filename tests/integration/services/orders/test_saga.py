@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from datetime import UTC, timedelta
 
 import grpc
 import pytest
@@ -20,6 +21,7 @@ from a4co.orders.events.v1 import order_events_pb2
 from a4co.orders.v1 import orders_service_pb2 as pb
 from a4co.payments.v1 import payments_service_pb2 as payments_pb
 from a4co.type.v1 import money_pb2
+from services.orders.__main__ import RETURN_WINDOW_S
 from services.orders.adapters.postgres import IN_FLIGHT_SQL, Orders
 from services.orders.domain import Status
 from services.orders.handlers import set_in_flight
@@ -31,6 +33,7 @@ from services.platform.local_servers import ServerUrls
 from services.platform.paging import OTHER_FILTERS
 from tests.integration.services.harness import Keys, stream_events, token
 from tests.integration.services.orders.shop import DECLINED, Actors, shop
+from tests.integration.services.test_grpcurl import call
 from tests.support.invariants import violations
 from tests.support.rpc import failure
 from tests.support.waiting import eventually
@@ -46,6 +49,9 @@ async def actors(
         people = Actors(svc, keys)
         await people.open_workshop()
         yield people
+
+
+RETURN_WINDOW = timedelta(seconds=RETURN_WINDOW_S)
 
 
 async def quiet_and_sound(actors: Actors, urls: ServerUrls, prefix: str) -> None:
@@ -731,3 +737,191 @@ async def test_one_trace_covers_create_order_and_everything_it_caused(
         "/a4co.inventory.v1.InventoryService/CheckStock",
         "/a4co.geo.v1.GeoService/QuoteDelivery",
     } <= clients
+
+
+async def test_a_delivered_order_is_returned_refunded_and_its_units_back_in_stock(
+    actors: Actors, urls: ServerUrls, prefix: str
+) -> None:
+    product = await actors.product(stock=5)
+    placed = await actors.place(product, 2, await actors.card())
+    await actors.settles(placed.order_id, pb.ORDER_STATUS_CONFIRMED)
+    delivered = await actors.deliver(placed.order_id)
+    assert (
+        delivered.delivery_time.ToDatetime() + RETURN_WINDOW == delivered.return_window_end_time.ToDatetime()
+    )
+    assert not delivered.HasField("return_request_time")
+
+    # The README's command, as a client in another language would send it.
+    address, service = actors.svc["orders"].address, "a4co.orders.v1.OrdersService"
+    bearer = dict(actors.customer())["authorization"].removeprefix("Bearer ")
+    answer = await call(
+        address,
+        f"{service}/RequestReturn",
+        {"order_id": placed.order_id, "reason": "no es el tamaño que pedí"},
+        bearer,
+    )
+    assert answer["order"]["status"] == "ORDER_STATUS_RETURN_REQUESTED"  # type: ignore[index]
+    asked = await actors.status_of(placed.order_id)
+    assert (asked.status, asked.return_note) == (pb.ORDER_STATUS_RETURN_REQUESTED, "no es el tamaño que pedí")
+    assert asked.HasField("return_request_time")
+    assert not asked.HasField("return_time")
+    again = await actors.orders.RequestReturn(
+        pb.RequestReturnRequest(order_id=placed.order_id, reason="otra cosa"), metadata=actors.customer()
+    )
+    assert again.order == asked, "asking again changes nothing"
+    cancel = await failure(
+        actors.orders.CancelOrder(pb.CancelOrderRequest(order_id=placed.order_id), metadata=actors.customer())
+    )
+    assert cancel.code() == grpc.StatusCode.FAILED_PRECONDITION
+    await quiet_and_sound(actors, urls, prefix)  # charged, not refunded yet: still a sale
+    assert (await stock(actors, product)).on_hand == 3
+
+    artisan = dict(actors.artisan())["authorization"].removeprefix("Bearer ")
+    await call(address, f"{service}/MarkOrderReturned", {"order_id": placed.order_id}, artisan)
+    returned = await actors.status_of(placed.order_id)
+    assert returned.status == pb.ORDER_STATUS_RETURNED
+    assert returned.HasField("return_time")
+
+    async def back_in_stock() -> bool:
+        level = await stock(actors, product)
+        return (level.on_hand, level.reserved, level.available) == (5, 0, 5)
+
+    await eventually(back_in_stock, what="the returned units on hand again")
+
+    async def refunded() -> bool:
+        got = await actors.payments.GetPayment(
+            payments_pb.GetPaymentRequest(order_id=placed.order_id), metadata=actors.customer()
+        )
+        return got.payment.status == payments_pb.PAYMENT_STATUS_REFUNDED
+
+    await eventually(refunded, what="the return refunded")
+    await quiet_and_sound(actors, urls, prefix)
+    changes = [
+        (e.payload.status, e.payload.reason, e.payload.return_note, e.payload.refund_required)  # type: ignore[attr-defined]
+        for e in await stream_events(actors.svc["orders"], "ORDERS")
+        if e.definition.name == "OrderStatusChanged"
+        and e.payload.status  # type: ignore[attr-defined]
+        in (order_events_pb2.ORDER_STATUS_RETURN_REQUESTED, order_events_pb2.ORDER_STATUS_RETURNED)
+    ]
+    assert changes == [
+        (order_events_pb2.ORDER_STATUS_RETURN_REQUESTED, "", "no es el tamaño que pedí", False),
+        (order_events_pb2.ORDER_STATUS_RETURNED, "RETURNED", "no es el tamaño que pedí", True),
+    ]
+    released = [
+        (e.payload.reason, [(x.product_id, x.quantity) for x in e.payload.lines])  # type: ignore[attr-defined]
+        for e in await stream_events(actors.svc["inventory"], "INVENTORY")
+        if e.definition.name == "StockReleased"
+    ]
+    assert released == [("RETURNED", [(product, 2)])]
+    twice = await actors.orders.MarkOrderReturned(
+        pb.MarkOrderReturnedRequest(order_id=placed.order_id), metadata=actors.artisan()
+    )
+    assert twice.order == (await actors.status_of(placed.order_id))
+
+
+async def test_who_may_return_an_order_and_when(actors: Actors) -> None:
+    placed = await actors.place(await actors.product(stock=5), 1, await actors.card())
+    await actors.settles(placed.order_id, pb.ORDER_STATUS_CONFIRMED)
+
+    async def refused(call: object) -> tuple[grpc.StatusCode, str]:
+        error = await failure(call)
+        info, _ = details_of(error)
+        return error.code(), info.reason if info else ""
+
+    ask = pb.RequestReturnRequest(order_id=placed.order_id)
+    mark = pb.MarkOrderReturnedRequest(order_id=placed.order_id)
+    conflict = (grpc.StatusCode.FAILED_PRECONDITION, "ORDER_STATE_CONFLICT")
+    assert await refused(actors.orders.RequestReturn(ask, metadata=actors.customer())) == conflict, (
+        "not delivered"
+    )
+    await actors.deliver(placed.order_id)
+    assert await refused(actors.orders.MarkOrderReturned(mark, metadata=actors.artisan())) == conflict, (
+        "not asked"
+    )
+    not_found = (grpc.StatusCode.NOT_FOUND, "ORDER_NOT_FOUND")
+    assert await refused(actors.orders.RequestReturn(ask, metadata=actors.customer("someone"))) == not_found
+    assert (await refused(actors.orders.RequestReturn(ask, metadata=actors.artisan())))[0] == (
+        grpc.StatusCode.PERMISSION_DENIED
+    )
+    long = await failure(
+        actors.orders.RequestReturn(
+            pb.RequestReturnRequest(order_id=placed.order_id, reason="x" * 201), metadata=actors.customer()
+        )
+    )
+    assert long.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert [f for f, _ in details_of(long)[1]] == ["reason"]
+
+    admin = token(actors.keys, "admin-1", Role.ADMIN)
+    asked = await actors.orders.RequestReturn(ask, metadata=admin)
+    assert asked.order.status == pb.ORDER_STATUS_RETURN_REQUESTED
+    other_artisan = token(actors.keys, "artisan-other", Role.ARTISAN)
+    assert await refused(actors.orders.MarkOrderReturned(mark, metadata=other_artisan)) == not_found
+    customer_marks = await refused(actors.orders.MarkOrderReturned(mark, metadata=actors.customer()))
+    assert customer_marks[0] == grpc.StatusCode.PERMISSION_DENIED
+    returned = await actors.orders.MarkOrderReturned(mark, metadata=admin)
+    assert returned.order.status == pb.ORDER_STATUS_RETURNED
+
+
+async def test_a_return_asked_for_after_its_window_is_refused(
+    urls: ServerUrls, prefix: str, keys: Keys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("A4CO_RETURN_WINDOW_S", "0")  # every delivered order's window has ended
+    async with shop(urls, prefix, keys) as svc:
+        people = Actors(svc, keys)
+        await people.open_workshop()
+        placed = await people.place(await people.product(stock=2), 1, await people.card())
+        await people.settles(placed.order_id, pb.ORDER_STATUS_CONFIRMED)
+        delivered = await people.deliver(placed.order_id)
+        assert delivered.return_window_end_time == delivered.delivery_time
+        error = await failure(
+            people.orders.RequestReturn(
+                pb.RequestReturnRequest(order_id=placed.order_id), metadata=people.customer()
+            )
+        )
+        info, _ = details_of(error)
+        assert error.code() == grpc.StatusCode.FAILED_PRECONDITION
+        assert info is not None
+        assert info.reason == "RETURN_WINDOW_CLOSED"
+        assert (
+            info.metadata["return_window_end_time"]
+            == delivered.delivery_time.ToDatetime(tzinfo=UTC).isoformat()
+        )
+        assert (await people.status_of(placed.order_id)).status == pb.ORDER_STATUS_DELIVERED
+
+
+async def test_a_return_applied_before_its_delivery_leaves_the_stock_right(actors: Actors) -> None:
+    """A redelivered batch can bring inventory an order's RETURNED before its OrderDelivered: the
+    units still held are released, and the delivery's commit then finds nothing to take."""
+    product = await actors.product(stock=4)
+    placed = await actors.place(product, 3, await actors.card())
+    await actors.settles(placed.order_id, pb.ORDER_STATUS_CONFIRMED)
+    orders = actors.svc["orders"].infra
+    lines = [order_events_pb2.OrderLine(product_id=x.product_id, quantity=x.quantity) for x in placed.lines]
+    returned = order_events_pb2.OrderStatusChanged(
+        order_id=placed.order_id,
+        customer_id=placed.customer_id,
+        artisan_id=placed.artisan_id,
+        previous_status=order_events_pb2.ORDER_STATUS_RETURN_REQUESTED,
+        status=order_events_pb2.ORDER_STATUS_RETURNED,
+        reason="RETURNED",
+        lines=lines,
+        total=placed.total,
+    )
+    delivered = order_events_pb2.OrderDelivered(
+        order_id=placed.order_id, customer_id=placed.customer_id, artisan_id=placed.artisan_id, lines=lines
+    )
+    for event in (returned, delivered):
+        out = orders.codec.encode(event, aggregate_id=placed.order_id)
+        await orders.js.publish(out.subject, out.body, headers=out.headers)
+
+    async def settled() -> bool:
+        level = await stock(actors, product)
+        holds = await actors.svc["inventory"].infra.pool.fetch(
+            "SELECT status FROM reservations WHERE order_id = $1", placed.order_id
+        )
+        return (level.on_hand, level.reserved) == (4, 0) and [r["status"] for r in holds] == ["returned"]
+
+    await eventually(settled, what="the units released as returned, and the late delivery ignored")
+    consumer = next(c for c in actors.svc["inventory"].runner.consumers if c.stream == "ORDERS")
+    await eventually(lambda: consumer.stats.handled >= 2, what="both events handled")
+    assert (await stock(actors, product)).on_hand == 4

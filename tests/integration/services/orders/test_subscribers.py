@@ -186,3 +186,75 @@ async def test_a_refund_revokes_the_points(everyone: Actors) -> None:
         return b.points == 50 and b.entry_count == 3
 
     await eventually(revoked, timeout=20, what="purchase points revoked after the refund")
+
+
+async def test_a_returned_order_is_refunded_and_every_subscriber_follows(everyone: Actors) -> None:
+    customer: str = everyone.customer_id  # type: ignore[attr-defined]
+    svc, me = everyone.svc, everyone.customer(customer)
+    start = Timestamp()
+    start.FromDatetime(datetime.now(UTC) - timedelta(hours=1))
+    product = await everyone.product(stock=5, price_cents=2500)
+    placed = await everyone.place(product, 2, await everyone.card(customer=customer), customer=customer)
+    await everyone.settles(placed.order_id, pb.ORDER_STATUS_CONFIRMED, customer=customer)
+    await everyone.deliver(placed.order_id)
+    asked = await everyone.orders.RequestReturn(
+        pb.RequestReturnRequest(order_id=placed.order_id, reason="se rompió en el envío"), metadata=me
+    )
+    assert asked.order.status == pb.ORDER_STATUS_RETURN_REQUESTED
+    back = await everyone.orders.MarkOrderReturned(
+        pb.MarkOrderReturnedRequest(order_id=placed.order_id), metadata=everyone.artisan()
+    )
+    assert back.order.status == pb.ORDER_STATUS_RETURNED
+
+    loyalty = loyalty_grpc.LoyaltyServiceStub(svc["loyalty"].channel)
+
+    async def revoked() -> bool:
+        balance = await loyalty.GetBalance(loyalty_pb.GetBalanceRequest(), metadata=me)
+        return balance.points == 50 and balance.entry_count == 3
+
+    await eventually(revoked, timeout=20, what="the purchase's points revoked by the return's refund")
+
+    notifications = notifications_grpc.NotificationsServiceStub(svc["notifications"].channel)
+
+    async def bodies(metadata: tuple[tuple[str, str], ...]) -> dict[str, str]:
+        listed = await notifications.ListNotifications(
+            notifications_pb.ListNotificationsRequest(page_size=50), metadata=metadata
+        )
+        return {n.title: n.body for n in listed.notifications}
+
+    async def told() -> bool:
+        mine, seller = await bodies(me), await bodies(everyone.artisan())
+        return {"Devolución recibida", "Reembolso emitido"} <= set(mine) and "Devolución solicitada" in seller
+
+    await eventually(told, timeout=20, what="both told of the return")
+    assert "«se rompió en el envío»" in (await bodies(everyone.artisan()))["Devolución solicitada"]
+    assert "Te devolvemos lo que pagaste" in (await bodies(me))["Devolución recibida"]
+
+    analytics = analytics_grpc.AnalyticsServiceStub(svc["analytics"].channel)
+    end = Timestamp()
+    end.FromDatetime(datetime.now(UTC) + timedelta(hours=1))
+
+    async def counted() -> bool:
+        report = await analytics.GetSalesReport(
+            analytics_pb.GetSalesReportRequest(start_time=start, end_time=end), metadata=everyone.artisan()
+        )
+        counts = (report.orders_delivered, report.orders_returned, report.orders_cancelled)
+        return counts == (1, 1, 0) and report.refunded.amount_cents == placed.total.amount_cents
+
+    await eventually(counted, what="the return and its refund counted")
+    series = await analytics.GetSalesSeries(
+        analytics_pb.GetSalesSeriesRequest(
+            start_time=start, end_time=end, interval=analytics_pb.INTERVAL_DAY
+        ),
+        metadata=everyone.artisan(),
+    )
+    assert sum(b.orders_returned for b in series.buckets) == 1
+    assert sum(b.refunded.amount_cents for b in series.buckets) == placed.total.amount_cents
+
+    catalog = catalog_grpc.CatalogServiceStub(svc["catalog"].channel)
+
+    async def available() -> bool:
+        p = (await catalog.GetProduct(catalog_pb.GetProductRequest(product_id=product))).product
+        return p.available_quantity == 5
+
+    await eventually(available, what="the returned units on sale again")

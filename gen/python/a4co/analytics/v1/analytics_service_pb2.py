@@ -26,27 +26,27 @@ from a4co.type.v1 import money_pb2 as a4co_dot_type_dot_v1_dot_money__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n)a4co/analytics/v1/analytics_service.proto\x12\x11\x61\x34\x63o.analytics.v1\x1a\x18\x61\x34\x63o/type/v1/money.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"m\n\x0cProductSales\x12\x12\n\nproduct_id\x18\x01 \x01(\t\x12\x14\n\x0cproduct_name\x18\x02 \x01(\t\x12\r\n\x05units\x18\x03 \x01(\x03\x12$\n\x07revenue\x18\x04 \x01(\x0b\x32\x13.a4co.type.v1.Money\"\x9f\x01\n\x15GetSalesReportRequest\x12\x12\n\nartisan_id\x18\x01 \x01(\t\x12.\n\nstart_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x14\n\x0cmax_products\x18\x04 \x01(\x05\"\x8a\x03\n\x16GetSalesReportResponse\x12\x12\n\nartisan_id\x18\x01 \x01(\t\x12.\n\nstart_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x15\n\rorders_placed\x18\x04 \x01(\x03\x12\x18\n\x10orders_delivered\x18\x05 \x01(\x03\x12\x18\n\x10orders_cancelled\x18\x06 \x01(\x03\x12\x12\n\nunits_sold\x18\x07 \x01(\x03\x12*\n\rgross_revenue\x18\x08 \x01(\x0b\x32\x13.a4co.type.v1.Money\x12%\n\x08refunded\x18\t \x01(\x0b\x32\x13.a4co.type.v1.Money\x12\x31\n\x08products\x18\n \x03(\x0b\x32\x1f.a4co.analytics.v1.ProductSales\x12\x19\n\x11unlisted_products\x18\x0b \x01(\x05\"\xcb\x01\n\x15GetSalesSeriesRequest\x12\x12\n\nartisan_id\x18\x01 \x01(\t\x12.\n\nstart_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12-\n\x08interval\x18\x04 \x01(\x0e\x32\x1b.a4co.analytics.v1.Interval\x12\x11\n\ttime_zone\x18\x05 \x01(\t\"\x9d\x02\n\x0bSalesBucket\x12.\n\nstart_time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x15\n\rorders_placed\x18\x03 \x01(\x03\x12\x18\n\x10orders_delivered\x18\x04 \x01(\x03\x12\x18\n\x10orders_cancelled\x18\x05 \x01(\x03\x12\x12\n\nunits_sold\x18\x06 \x01(\x03\x12*\n\rgross_revenue\x18\x07 \x01(\x0b\x32\x13.a4co.type.v1.Money\x12%\n\x08refunded\x18\x08 \x01(\x0b\x32\x13.a4co.type.v1.Money\"p\n\x16GetSalesSeriesResponse\x12\x12\n\nartisan_id\x18\x01 \x01(\t\x12\x11\n\ttime_zone\x18\x02 \x01(\t\x12/\n\x07\x62uckets\x18\x03 \x03(\x0b\x32\x1e.a4co.analytics.v1.SalesBucket*]\n\x08Interval\x12\x18\n\x14INTERVAL_UNSPECIFIED\x10\x00\x12\x10\n\x0cINTERVAL_DAY\x10\x01\x12\x11\n\rINTERVAL_WEEK\x10\x02\x12\x12\n\x0eINTERVAL_MONTH\x10\x03\x32\xe0\x01\n\x10\x41nalyticsService\x12\x65\n\x0eGetSalesReport\x12(.a4co.analytics.v1.GetSalesReportRequest\x1a).a4co.analytics.v1.GetSalesReportResponse\x12\x65\n\x0eGetSalesSeries\x12(.a4co.analytics.v1.GetSalesSeriesRequest\x1a).a4co.analytics.v1.GetSalesSeriesResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n)a4co/analytics/v1/analytics_service.proto\x12\x11\x61\x34\x63o.analytics.v1\x1a\x18\x61\x34\x63o/type/v1/money.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"m\n\x0cProductSales\x12\x12\n\nproduct_id\x18\x01 \x01(\t\x12\x14\n\x0cproduct_name\x18\x02 \x01(\t\x12\r\n\x05units\x18\x03 \x01(\x03\x12$\n\x07revenue\x18\x04 \x01(\x0b\x32\x13.a4co.type.v1.Money\"\x9f\x01\n\x15GetSalesReportRequest\x12\x12\n\nartisan_id\x18\x01 \x01(\t\x12.\n\nstart_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x14\n\x0cmax_products\x18\x04 \x01(\x05\"\xa3\x03\n\x16GetSalesReportResponse\x12\x12\n\nartisan_id\x18\x01 \x01(\t\x12.\n\nstart_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x15\n\rorders_placed\x18\x04 \x01(\x03\x12\x18\n\x10orders_delivered\x18\x05 \x01(\x03\x12\x18\n\x10orders_cancelled\x18\x06 \x01(\x03\x12\x12\n\nunits_sold\x18\x07 \x01(\x03\x12*\n\rgross_revenue\x18\x08 \x01(\x0b\x32\x13.a4co.type.v1.Money\x12%\n\x08refunded\x18\t \x01(\x0b\x32\x13.a4co.type.v1.Money\x12\x31\n\x08products\x18\n \x03(\x0b\x32\x1f.a4co.analytics.v1.ProductSales\x12\x19\n\x11unlisted_products\x18\x0b \x01(\x05\x12\x17\n\x0forders_returned\x18\x0c \x01(\x03\"\xcb\x01\n\x15GetSalesSeriesRequest\x12\x12\n\nartisan_id\x18\x01 \x01(\t\x12.\n\nstart_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12-\n\x08interval\x18\x04 \x01(\x0e\x32\x1b.a4co.analytics.v1.Interval\x12\x11\n\ttime_zone\x18\x05 \x01(\t\"\xb6\x02\n\x0bSalesBucket\x12.\n\nstart_time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x15\n\rorders_placed\x18\x03 \x01(\x03\x12\x18\n\x10orders_delivered\x18\x04 \x01(\x03\x12\x18\n\x10orders_cancelled\x18\x05 \x01(\x03\x12\x12\n\nunits_sold\x18\x06 \x01(\x03\x12*\n\rgross_revenue\x18\x07 \x01(\x0b\x32\x13.a4co.type.v1.Money\x12%\n\x08refunded\x18\x08 \x01(\x0b\x32\x13.a4co.type.v1.Money\x12\x17\n\x0forders_returned\x18\t \x01(\x03\"p\n\x16GetSalesSeriesResponse\x12\x12\n\nartisan_id\x18\x01 \x01(\t\x12\x11\n\ttime_zone\x18\x02 \x01(\t\x12/\n\x07\x62uckets\x18\x03 \x03(\x0b\x32\x1e.a4co.analytics.v1.SalesBucket*]\n\x08Interval\x12\x18\n\x14INTERVAL_UNSPECIFIED\x10\x00\x12\x10\n\x0cINTERVAL_DAY\x10\x01\x12\x11\n\rINTERVAL_WEEK\x10\x02\x12\x12\n\x0eINTERVAL_MONTH\x10\x03\x32\xe0\x01\n\x10\x41nalyticsService\x12\x65\n\x0eGetSalesReport\x12(.a4co.analytics.v1.GetSalesReportRequest\x1a).a4co.analytics.v1.GetSalesReportResponse\x12\x65\n\x0eGetSalesSeries\x12(.a4co.analytics.v1.GetSalesSeriesRequest\x1a).a4co.analytics.v1.GetSalesSeriesResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'a4co.analytics.v1.analytics_service_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_INTERVAL']._serialized_start=1401
-  _globals['_INTERVAL']._serialized_end=1494
+  _globals['_INTERVAL']._serialized_start=1451
+  _globals['_INTERVAL']._serialized_end=1544
   _globals['_PRODUCTSALES']._serialized_start=123
   _globals['_PRODUCTSALES']._serialized_end=232
   _globals['_GETSALESREPORTREQUEST']._serialized_start=235
   _globals['_GETSALESREPORTREQUEST']._serialized_end=394
   _globals['_GETSALESREPORTRESPONSE']._serialized_start=397
-  _globals['_GETSALESREPORTRESPONSE']._serialized_end=791
-  _globals['_GETSALESSERIESREQUEST']._serialized_start=794
-  _globals['_GETSALESSERIESREQUEST']._serialized_end=997
-  _globals['_SALESBUCKET']._serialized_start=1000
-  _globals['_SALESBUCKET']._serialized_end=1285
-  _globals['_GETSALESSERIESRESPONSE']._serialized_start=1287
-  _globals['_GETSALESSERIESRESPONSE']._serialized_end=1399
-  _globals['_ANALYTICSSERVICE']._serialized_start=1497
-  _globals['_ANALYTICSSERVICE']._serialized_end=1721
+  _globals['_GETSALESREPORTRESPONSE']._serialized_end=816
+  _globals['_GETSALESSERIESREQUEST']._serialized_start=819
+  _globals['_GETSALESSERIESREQUEST']._serialized_end=1022
+  _globals['_SALESBUCKET']._serialized_start=1025
+  _globals['_SALESBUCKET']._serialized_end=1335
+  _globals['_GETSALESSERIESRESPONSE']._serialized_start=1337
+  _globals['_GETSALESSERIESRESPONSE']._serialized_end=1449
+  _globals['_ANALYTICSSERVICE']._serialized_start=1547
+  _globals['_ANALYTICSSERVICE']._serialized_end=1771
 # @@protoc_insertion_point(module_scope)

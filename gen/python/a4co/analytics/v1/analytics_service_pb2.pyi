@@ -142,6 +142,7 @@ class GetSalesReportResponse(_message.Message):
     REFUNDED_FIELD_NUMBER: _builtins.int
     PRODUCTS_FIELD_NUMBER: _builtins.int
     UNLISTED_PRODUCTS_FIELD_NUMBER: _builtins.int
+    ORDERS_RETURNED_FIELD_NUMBER: _builtins.int
     artisan_id: _builtins.str
     """The artisan."""
     orders_placed: _builtins.int
@@ -154,6 +155,11 @@ class GetSalesReportResponse(_message.Message):
     """Units delivered."""
     unlisted_products: _builtins.int
     """How many more products sold in the period than are listed."""
+    orders_returned: _builtins.int
+    """Orders returned in the period (their goods back with the artisan), whenever
+    they were delivered; their units and revenue stay in the period of their
+    delivery, their refunds count in this one's refunded.
+    """
     @_builtins.property
     def start_time(self) -> _timestamp_pb2.Timestamp:
         """The period's start."""
@@ -168,7 +174,9 @@ class GetSalesReportResponse(_message.Message):
 
     @_builtins.property
     def refunded(self) -> _money_pb2.Money:
-        """Amounts refunded in the period."""
+        """Amounts refunded in the period: for the orders cancelled and for those
+        returned in it.
+        """
 
     @_builtins.property
     def products(self) -> _containers.RepeatedCompositeFieldContainer[Global___ProductSales]:
@@ -188,10 +196,11 @@ class GetSalesReportResponse(_message.Message):
         refunded: _money_pb2.Money | None = ...,
         products: _abc.Iterable[Global___ProductSales] | None = ...,
         unlisted_products: _builtins.int = ...,
+        orders_returned: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["end_time", b"end_time", "gross_revenue", b"gross_revenue", "refunded", b"refunded", "start_time", b"start_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["artisan_id", b"artisan_id", "end_time", b"end_time", "gross_revenue", b"gross_revenue", "orders_cancelled", b"orders_cancelled", "orders_delivered", b"orders_delivered", "orders_placed", b"orders_placed", "products", b"products", "refunded", b"refunded", "start_time", b"start_time", "units_sold", b"units_sold", "unlisted_products", b"unlisted_products"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["artisan_id", b"artisan_id", "end_time", b"end_time", "gross_revenue", b"gross_revenue", "orders_cancelled", b"orders_cancelled", "orders_delivered", b"orders_delivered", "orders_placed", b"orders_placed", "orders_returned", b"orders_returned", "products", b"products", "refunded", b"refunded", "start_time", b"start_time", "units_sold", b"units_sold", "unlisted_products", b"unlisted_products"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -257,6 +266,7 @@ class SalesBucket(_message.Message):
     UNITS_SOLD_FIELD_NUMBER: _builtins.int
     GROSS_REVENUE_FIELD_NUMBER: _builtins.int
     REFUNDED_FIELD_NUMBER: _builtins.int
+    ORDERS_RETURNED_FIELD_NUMBER: _builtins.int
     orders_placed: _builtins.int
     """Orders placed in the bucket."""
     orders_delivered: _builtins.int
@@ -265,6 +275,8 @@ class SalesBucket(_message.Message):
     """Orders cancelled in the bucket."""
     units_sold: _builtins.int
     """Units of the orders delivered in the bucket."""
+    orders_returned: _builtins.int
+    """Orders returned in the bucket."""
     @_builtins.property
     def start_time(self) -> _timestamp_pb2.Timestamp:
         """Where the bucket starts: its day's, week's or month's first instant, or
@@ -283,7 +295,7 @@ class SalesBucket(_message.Message):
 
     @_builtins.property
     def refunded(self) -> _money_pb2.Money:
-        """Amounts refunded for the orders cancelled in the bucket."""
+        """Amounts refunded for the orders cancelled and returned in the bucket."""
 
     def __init__(
         self,
@@ -296,10 +308,11 @@ class SalesBucket(_message.Message):
         units_sold: _builtins.int = ...,
         gross_revenue: _money_pb2.Money | None = ...,
         refunded: _money_pb2.Money | None = ...,
+        orders_returned: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["end_time", b"end_time", "gross_revenue", b"gross_revenue", "refunded", b"refunded", "start_time", b"start_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["end_time", b"end_time", "gross_revenue", b"gross_revenue", "orders_cancelled", b"orders_cancelled", "orders_delivered", b"orders_delivered", "orders_placed", b"orders_placed", "refunded", b"refunded", "start_time", b"start_time", "units_sold", b"units_sold"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["end_time", b"end_time", "gross_revenue", b"gross_revenue", "orders_cancelled", b"orders_cancelled", "orders_delivered", b"orders_delivered", "orders_placed", b"orders_placed", "orders_returned", b"orders_returned", "refunded", b"refunded", "start_time", b"start_time", "units_sold", b"units_sold"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -40,9 +40,19 @@ class _OrderStatusEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_OrderStat
     ORDER_STATUS_SHIPPED: _OrderStatus.ValueType  # 4
     """Handed to the carrier."""
     ORDER_STATUS_DELIVERED: _OrderStatus.ValueType  # 5
-    """Received by the customer; terminal."""
+    """Received by the customer; terminal unless the customer asks to return it
+    before its return_window_end_time.
+    """
     ORDER_STATUS_CANCELLED: _OrderStatus.ValueType  # 6
     """Cancelled, with a reason; terminal."""
+    ORDER_STATUS_RETURN_REQUESTED: _OrderStatus.ValueType  # 7
+    """Delivered, and the customer asked to return it (RequestReturn); the
+    artisan waits for the goods.
+    """
+    ORDER_STATUS_RETURNED: _OrderStatus.ValueType  # 8
+    """The goods came back (MarkOrderReturned) and the customer is refunded;
+    terminal.
+    """
 
 class OrderStatus(_OrderStatus, metaclass=_OrderStatusEnumTypeWrapper):
     """OrderStatus is the state of an order in the saga."""
@@ -58,9 +68,19 @@ ORDER_STATUS_CONFIRMED: OrderStatus.ValueType  # 3
 ORDER_STATUS_SHIPPED: OrderStatus.ValueType  # 4
 """Handed to the carrier."""
 ORDER_STATUS_DELIVERED: OrderStatus.ValueType  # 5
-"""Received by the customer; terminal."""
+"""Received by the customer; terminal unless the customer asks to return it
+before its return_window_end_time.
+"""
 ORDER_STATUS_CANCELLED: OrderStatus.ValueType  # 6
 """Cancelled, with a reason; terminal."""
+ORDER_STATUS_RETURN_REQUESTED: OrderStatus.ValueType  # 7
+"""Delivered, and the customer asked to return it (RequestReturn); the
+artisan waits for the goods.
+"""
+ORDER_STATUS_RETURNED: OrderStatus.ValueType  # 8
+"""The goods came back (MarkOrderReturned) and the customer is refunded;
+terminal.
+"""
 Global___OrderStatus: _TypeAlias = OrderStatus  # noqa: Y015
 
 @_typing.final
@@ -126,6 +146,11 @@ class Order(_message.Message):
     PAYMENT_METHOD_ID_FIELD_NUMBER: _builtins.int
     CREATE_TIME_FIELD_NUMBER: _builtins.int
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
+    DELIVERY_TIME_FIELD_NUMBER: _builtins.int
+    RETURN_WINDOW_END_TIME_FIELD_NUMBER: _builtins.int
+    RETURN_REQUEST_TIME_FIELD_NUMBER: _builtins.int
+    RETURN_NOTE_FIELD_NUMBER: _builtins.int
+    RETURN_TIME_FIELD_NUMBER: _builtins.int
     order_id: _builtins.str
     """The order."""
     customer_id: _builtins.str
@@ -147,6 +172,8 @@ class Order(_message.Message):
     """What whoever cancelled it wrote (CancelOrder's reason); empty otherwise."""
     payment_method_id: _builtins.str
     """The payment method charged."""
+    return_note: _builtins.str
+    """What the customer wrote when asking (RequestReturn's reason)."""
     @_builtins.property
     def lines(self) -> _containers.RepeatedCompositeFieldContainer[Global___OrderLine]:
         """What was ordered."""
@@ -179,6 +206,25 @@ class Order(_message.Message):
     def update_time(self) -> _timestamp_pb2.Timestamp:
         """When its status last changed."""
 
+    @_builtins.property
+    def delivery_time(self) -> _timestamp_pb2.Timestamp:
+        """When it was delivered; unset before."""
+
+    @_builtins.property
+    def return_window_end_time(self) -> _timestamp_pb2.Timestamp:
+        """Until when its customer may ask to return it (RequestReturn): the
+        delivery_time plus the return window (14 days unless the operators set
+        another); unset before delivery.
+        """
+
+    @_builtins.property
+    def return_request_time(self) -> _timestamp_pb2.Timestamp:
+        """When its customer asked to return it; unset otherwise."""
+
+    @_builtins.property
+    def return_time(self) -> _timestamp_pb2.Timestamp:
+        """When the goods came back (MarkOrderReturned); unset otherwise."""
+
     def __init__(
         self,
         *,
@@ -197,10 +243,15 @@ class Order(_message.Message):
         payment_method_id: _builtins.str = ...,
         create_time: _timestamp_pb2.Timestamp | None = ...,
         update_time: _timestamp_pb2.Timestamp | None = ...,
+        delivery_time: _timestamp_pb2.Timestamp | None = ...,
+        return_window_end_time: _timestamp_pb2.Timestamp | None = ...,
+        return_request_time: _timestamp_pb2.Timestamp | None = ...,
+        return_note: _builtins.str = ...,
+        return_time: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "delivery_address", b"delivery_address", "delivery_fee", b"delivery_fee", "delivery_location", b"delivery_location", "subtotal", b"subtotal", "total", b"total", "update_time", b"update_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "delivery_address", b"delivery_address", "delivery_fee", b"delivery_fee", "delivery_location", b"delivery_location", "delivery_time", b"delivery_time", "return_request_time", b"return_request_time", "return_time", b"return_time", "return_window_end_time", b"return_window_end_time", "subtotal", b"subtotal", "total", b"total", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["artisan_id", b"artisan_id", "cancel_note", b"cancel_note", "cancel_reason", b"cancel_reason", "create_time", b"create_time", "customer_id", b"customer_id", "delivery_address", b"delivery_address", "delivery_fee", b"delivery_fee", "delivery_location", b"delivery_location", "lines", b"lines", "order_id", b"order_id", "payment_method_id", b"payment_method_id", "status", b"status", "subtotal", b"subtotal", "total", b"total", "update_time", b"update_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["artisan_id", b"artisan_id", "cancel_note", b"cancel_note", "cancel_reason", b"cancel_reason", "create_time", b"create_time", "customer_id", b"customer_id", "delivery_address", b"delivery_address", "delivery_fee", b"delivery_fee", "delivery_location", b"delivery_location", "delivery_time", b"delivery_time", "lines", b"lines", "order_id", b"order_id", "payment_method_id", b"payment_method_id", "return_note", b"return_note", "return_request_time", b"return_request_time", "return_time", b"return_time", "return_window_end_time", b"return_window_end_time", "status", b"status", "subtotal", b"subtotal", "total", b"total", "update_time", b"update_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -579,3 +630,101 @@ class MarkOrderDeliveredResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___MarkOrderDeliveredResponse: _TypeAlias = MarkOrderDeliveredResponse  # noqa: Y015
+
+@_typing.final
+class RequestReturnRequest(_message.Message):
+    """RequestReturnRequest names the delivered order to return."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ORDER_ID_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    order_id: _builtins.str
+    """The order."""
+    reason: _builtins.str
+    """Why, in the customer's words, for the artisan; at most 200 characters,
+    may be empty.
+    """
+    def __init__(
+        self,
+        *,
+        order_id: _builtins.str = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["order_id", b"order_id", "reason", b"reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RequestReturnRequest: _TypeAlias = RequestReturnRequest  # noqa: Y015
+
+@_typing.final
+class RequestReturnResponse(_message.Message):
+    """RequestReturnResponse holds the order after the change."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ORDER_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def order(self) -> Global___Order:
+        """The order."""
+
+    def __init__(
+        self,
+        *,
+        order: Global___Order | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["order", b"order"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["order", b"order"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RequestReturnResponse: _TypeAlias = RequestReturnResponse  # noqa: Y015
+
+@_typing.final
+class MarkOrderReturnedRequest(_message.Message):
+    """MarkOrderReturnedRequest names the order whose goods came back."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ORDER_ID_FIELD_NUMBER: _builtins.int
+    order_id: _builtins.str
+    """The order."""
+    def __init__(
+        self,
+        *,
+        order_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["order_id", b"order_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___MarkOrderReturnedRequest: _TypeAlias = MarkOrderReturnedRequest  # noqa: Y015
+
+@_typing.final
+class MarkOrderReturnedResponse(_message.Message):
+    """MarkOrderReturnedResponse holds the order after the change."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ORDER_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def order(self) -> Global___Order:
+        """The order."""
+
+    def __init__(
+        self,
+        *,
+        order: Global___Order | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["order", b"order"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["order", b"order"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___MarkOrderReturnedResponse: _TypeAlias = MarkOrderReturnedResponse  # noqa: Y015

@@ -66,6 +66,16 @@ class OrdersServiceStub:
                 request_serializer=a4co_dot_orders_dot_v1_dot_orders__service__pb2.MarkOrderDeliveredRequest.SerializeToString,
                 response_deserializer=a4co_dot_orders_dot_v1_dot_orders__service__pb2.MarkOrderDeliveredResponse.FromString,
                 _registered_method=True)
+        self.RequestReturn = channel.unary_unary(
+                '/a4co.orders.v1.OrdersService/RequestReturn',
+                request_serializer=a4co_dot_orders_dot_v1_dot_orders__service__pb2.RequestReturnRequest.SerializeToString,
+                response_deserializer=a4co_dot_orders_dot_v1_dot_orders__service__pb2.RequestReturnResponse.FromString,
+                _registered_method=True)
+        self.MarkOrderReturned = channel.unary_unary(
+                '/a4co.orders.v1.OrdersService/MarkOrderReturned',
+                request_serializer=a4co_dot_orders_dot_v1_dot_orders__service__pb2.MarkOrderReturnedRequest.SerializeToString,
+                response_deserializer=a4co_dot_orders_dot_v1_dot_orders__service__pb2.MarkOrderReturnedResponse.FromString,
+                _registered_method=True)
 
 
 class OrdersServiceServicer:
@@ -123,6 +133,25 @@ class OrdersServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RequestReturn(self, request, context):
+        """RequestReturn asks to return a delivered order, before its
+        return_window_end_time (FAILED_PRECONDITION, RETURN_WINDOW_CLOSED after
+        it). Only its customer or an admin may ask. Asking twice is harmless.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def MarkOrderReturned(self, request, context):
+        """MarkOrderReturned records that the goods of an order whose return was
+        asked for came back to the artisan: the customer is refunded and the
+        units are in stock again. Only the selling artisan or an admin may call
+        it. Calling it twice is harmless.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_OrdersServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -155,6 +184,16 @@ def add_OrdersServiceServicer_to_server(servicer, server):
                     servicer.MarkOrderDelivered,
                     request_deserializer=a4co_dot_orders_dot_v1_dot_orders__service__pb2.MarkOrderDeliveredRequest.FromString,
                     response_serializer=a4co_dot_orders_dot_v1_dot_orders__service__pb2.MarkOrderDeliveredResponse.SerializeToString,
+            ),
+            'RequestReturn': grpc.unary_unary_rpc_method_handler(
+                    servicer.RequestReturn,
+                    request_deserializer=a4co_dot_orders_dot_v1_dot_orders__service__pb2.RequestReturnRequest.FromString,
+                    response_serializer=a4co_dot_orders_dot_v1_dot_orders__service__pb2.RequestReturnResponse.SerializeToString,
+            ),
+            'MarkOrderReturned': grpc.unary_unary_rpc_method_handler(
+                    servicer.MarkOrderReturned,
+                    request_deserializer=a4co_dot_orders_dot_v1_dot_orders__service__pb2.MarkOrderReturnedRequest.FromString,
+                    response_serializer=a4co_dot_orders_dot_v1_dot_orders__service__pb2.MarkOrderReturnedResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -321,6 +360,60 @@ class OrdersService:
             '/a4co.orders.v1.OrdersService/MarkOrderDelivered',
             a4co_dot_orders_dot_v1_dot_orders__service__pb2.MarkOrderDeliveredRequest.SerializeToString,
             a4co_dot_orders_dot_v1_dot_orders__service__pb2.MarkOrderDeliveredResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RequestReturn(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/a4co.orders.v1.OrdersService/RequestReturn',
+            a4co_dot_orders_dot_v1_dot_orders__service__pb2.RequestReturnRequest.SerializeToString,
+            a4co_dot_orders_dot_v1_dot_orders__service__pb2.RequestReturnResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def MarkOrderReturned(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/a4co.orders.v1.OrdersService/MarkOrderReturned',
+            a4co_dot_orders_dot_v1_dot_orders__service__pb2.MarkOrderReturnedRequest.SerializeToString,
+            a4co_dot_orders_dot_v1_dot_orders__service__pb2.MarkOrderReturnedResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -60,6 +60,17 @@ class OrdersServiceStub:
     """MarkOrderDelivered records that a shipped order reached the customer.
     Only the selling artisan or an admin may call it.
     """
+    RequestReturn: _grpc.UnaryUnaryMultiCallable[_orders_service_pb2.RequestReturnRequest, _orders_service_pb2.RequestReturnResponse]
+    """RequestReturn asks to return a delivered order, before its
+    return_window_end_time (FAILED_PRECONDITION, RETURN_WINDOW_CLOSED after
+    it). Only its customer or an admin may ask. Asking twice is harmless.
+    """
+    MarkOrderReturned: _grpc.UnaryUnaryMultiCallable[_orders_service_pb2.MarkOrderReturnedRequest, _orders_service_pb2.MarkOrderReturnedResponse]
+    """MarkOrderReturned records that the goods of an order whose return was
+    asked for came back to the artisan: the customer is refunded and the
+    units are in stock again. Only the selling artisan or an admin may call
+    it. Calling it twice is harmless.
+    """
 
 @_typing.type_check_only
 class OrdersServiceAsyncStub(OrdersServiceStub):
@@ -92,6 +103,17 @@ class OrdersServiceAsyncStub(OrdersServiceStub):
     MarkOrderDelivered: _aio.UnaryUnaryMultiCallable[_orders_service_pb2.MarkOrderDeliveredRequest, _orders_service_pb2.MarkOrderDeliveredResponse]  # type: ignore[assignment]
     """MarkOrderDelivered records that a shipped order reached the customer.
     Only the selling artisan or an admin may call it.
+    """
+    RequestReturn: _aio.UnaryUnaryMultiCallable[_orders_service_pb2.RequestReturnRequest, _orders_service_pb2.RequestReturnResponse]  # type: ignore[assignment]
+    """RequestReturn asks to return a delivered order, before its
+    return_window_end_time (FAILED_PRECONDITION, RETURN_WINDOW_CLOSED after
+    it). Only its customer or an admin may ask. Asking twice is harmless.
+    """
+    MarkOrderReturned: _aio.UnaryUnaryMultiCallable[_orders_service_pb2.MarkOrderReturnedRequest, _orders_service_pb2.MarkOrderReturnedResponse]  # type: ignore[assignment]
+    """MarkOrderReturned records that the goods of an order whose return was
+    asked for came back to the artisan: the customer is refunded and the
+    units are in stock again. Only the selling artisan or an admin may call
+    it. Calling it twice is harmless.
     """
 
 class OrdersServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -158,6 +180,29 @@ class OrdersServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_orders_service_pb2.MarkOrderDeliveredResponse, _abc.Awaitable[_orders_service_pb2.MarkOrderDeliveredResponse]]:
         """MarkOrderDelivered records that a shipped order reached the customer.
         Only the selling artisan or an admin may call it.
+        """
+
+    @_abc_1.abstractmethod
+    def RequestReturn(
+        self,
+        request: _orders_service_pb2.RequestReturnRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_orders_service_pb2.RequestReturnResponse, _abc.Awaitable[_orders_service_pb2.RequestReturnResponse]]:
+        """RequestReturn asks to return a delivered order, before its
+        return_window_end_time (FAILED_PRECONDITION, RETURN_WINDOW_CLOSED after
+        it). Only its customer or an admin may ask. Asking twice is harmless.
+        """
+
+    @_abc_1.abstractmethod
+    def MarkOrderReturned(
+        self,
+        request: _orders_service_pb2.MarkOrderReturnedRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_orders_service_pb2.MarkOrderReturnedResponse, _abc.Awaitable[_orders_service_pb2.MarkOrderReturnedResponse]]:
+        """MarkOrderReturned records that the goods of an order whose return was
+        asked for came back to the artisan: the customer is refunded and the
+        units are in stock again. Only the selling artisan or an admin may call
+        it. Calling it twice is harmless.
         """
 
 def add_OrdersServiceServicer_to_server(servicer: OrdersServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -199,8 +199,9 @@ Global___StockReservationFailed: _TypeAlias = StockReservationFailed  # noqa: Y0
 
 @_typing.final
 class StockReleased(_message.Message):
-    """StockReleased records that an order's reservation was given back to stock
-    because the order was cancelled.
+    """StockReleased records that an order's units were given back to stock: its
+    reservation because the order was cancelled, or, once it was returned after
+    its delivery (reason "RETURNED"), the units delivered, on hand again.
     """
 
     DESCRIPTOR: _descriptor.Descriptor
@@ -212,7 +213,7 @@ class StockReleased(_message.Message):
     order_id: _builtins.str
     """The order whose reservation was released."""
     reason: _builtins.str
-    """Why, for example the order's cancellation reason."""
+    """Why, for example the order's cancellation reason, or "RETURNED"."""
     @_builtins.property
     def lines(self) -> _containers.RepeatedCompositeFieldContainer[Global___ReservedLine]:
         """The lines released."""

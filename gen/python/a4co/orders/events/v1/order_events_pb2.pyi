@@ -40,9 +40,19 @@ class _OrderStatusEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_OrderStat
     ORDER_STATUS_SHIPPED: _OrderStatus.ValueType  # 4
     """Handed to the carrier by the artisan."""
     ORDER_STATUS_DELIVERED: _OrderStatus.ValueType  # 5
-    """Received by the customer; a terminal state."""
+    """Received by the customer; a terminal state unless the customer asks to
+    return it within the return window.
+    """
     ORDER_STATUS_CANCELLED: _OrderStatus.ValueType  # 6
     """Cancelled, with a reason; a terminal state."""
+    ORDER_STATUS_RETURN_REQUESTED: _OrderStatus.ValueType  # 7
+    """Delivered, and the customer asked to return it within the return window;
+    the artisan waits for the goods to come back.
+    """
+    ORDER_STATUS_RETURNED: _OrderStatus.ValueType  # 8
+    """Delivered and returned: the goods came back to the artisan, who has them
+    in stock again, and the customer is refunded; a terminal state.
+    """
 
 class OrderStatus(_OrderStatus, metaclass=_OrderStatusEnumTypeWrapper):
     """OrderStatus is the state of an order in the order saga, as seen by events."""
@@ -58,9 +68,19 @@ ORDER_STATUS_CONFIRMED: OrderStatus.ValueType  # 3
 ORDER_STATUS_SHIPPED: OrderStatus.ValueType  # 4
 """Handed to the carrier by the artisan."""
 ORDER_STATUS_DELIVERED: OrderStatus.ValueType  # 5
-"""Received by the customer; a terminal state."""
+"""Received by the customer; a terminal state unless the customer asks to
+return it within the return window.
+"""
 ORDER_STATUS_CANCELLED: OrderStatus.ValueType  # 6
 """Cancelled, with a reason; a terminal state."""
+ORDER_STATUS_RETURN_REQUESTED: OrderStatus.ValueType  # 7
+"""Delivered, and the customer asked to return it within the return window;
+the artisan waits for the goods to come back.
+"""
+ORDER_STATUS_RETURNED: OrderStatus.ValueType  # 8
+"""Delivered and returned: the goods came back to the artisan, who has them
+in stock again, and the customer is refunded; a terminal state.
+"""
 Global___OrderStatus: _TypeAlias = OrderStatus  # noqa: Y015
 
 @_typing.final
@@ -202,6 +222,7 @@ class OrderStatusChanged(_message.Message):
     REFUND_REQUIRED_FIELD_NUMBER: _builtins.int
     CHANGE_TIME_FIELD_NUMBER: _builtins.int
     CANCEL_NOTE_FIELD_NUMBER: _builtins.int
+    RETURN_NOTE_FIELD_NUMBER: _builtins.int
     order_id: _builtins.str
     """The order that changed."""
     customer_id: _builtins.str
@@ -215,15 +236,20 @@ class OrderStatusChanged(_message.Message):
     reason: _builtins.str
     """Why it changed, in particular why it was cancelled, for example
     "CARD_DECLINED" or "OUT_OF_STOCK" (the codes of the Order's cancel_reason,
-    orders_service.proto); empty for the ordinary steps.
+    orders_service.proto); "RETURNED" when it is returned; empty for the
+    ordinary steps.
     """
     refund_required: _builtins.bool
-    """Whether the customer had been charged when the order was cancelled, so
-    that payments knows to refund; false for other transitions.
+    """Whether the customer had been charged when the order was cancelled or
+    returned, so that payments knows to refund; false for other transitions.
     """
     cancel_note: _builtins.str
     """On a cancellation by CancelOrder, what the customer (or the admin) wrote;
     empty otherwise.
+    """
+    return_note: _builtins.str
+    """On a return asked for (RETURN_REQUESTED) and once returned, what the
+    customer wrote when asking (RequestReturn's reason); empty otherwise.
     """
     @_builtins.property
     def lines(self) -> _containers.RepeatedCompositeFieldContainer[Global___OrderLine]:
@@ -251,10 +277,11 @@ class OrderStatusChanged(_message.Message):
         refund_required: _builtins.bool = ...,
         change_time: _timestamp_pb2.Timestamp | None = ...,
         cancel_note: _builtins.str = ...,
+        return_note: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["change_time", b"change_time", "total", b"total"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["artisan_id", b"artisan_id", "cancel_note", b"cancel_note", "change_time", b"change_time", "customer_id", b"customer_id", "lines", b"lines", "order_id", b"order_id", "previous_status", b"previous_status", "reason", b"reason", "refund_required", b"refund_required", "status", b"status", "total", b"total"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["artisan_id", b"artisan_id", "cancel_note", b"cancel_note", "change_time", b"change_time", "customer_id", b"customer_id", "lines", b"lines", "order_id", b"order_id", "previous_status", b"previous_status", "reason", b"reason", "refund_required", b"refund_required", "return_note", b"return_note", "status", b"status", "total", b"total"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
