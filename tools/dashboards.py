@@ -96,6 +96,10 @@ EVENTS: list[Panel] = [
 ]  # fmt: skip
 SAGA: list[Panel] = [
     ("Orders in flight (saga running)", [("{{status}}", "max by (status) (a4co_orders_in_flight)")], "none"),
+    ("Returns waiting for their goods: how many, and the oldest's wait in days", [
+        ("waiting", "max(a4co_orders_returns_waiting)"),
+        ("oldest (days)", "max(a4co_orders_oldest_return_waiting_seconds) / 86400"),
+    ], "none"),
     ("Orders entering each status", [("{{status}}", "sum by (status) (rate(a4co_order_status_changes_total[1m]))")], "ops"),
     ("Orders cancelled, by reason (PAYMENT_TIMEOUT, RESERVATION_TIMEOUT: a saga step that stalls)", [
         ("{{reason}}", "sum by (reason) (increase(a4co_orders_cancelled_total[5m]))"),

@@ -71,6 +71,13 @@ STATUS_CHANGES = Counter(
 ENTERED = {status: STATUS_CHANGES.labels(status.value) for status in Status}
 IN_FLIGHT = (Status.PENDING, Status.PAID)
 ORDERS_IN_FLIGHT = Gauge("a4co_orders_in_flight", "Orders whose saga is still running.", ["status"])
+# Returns asked for whose goods have not been marked back: they wait for the artisan, or for the
+# operators to settle them (decision 52; the alert ReturnsWaitingLong).
+RETURNS_WAITING = Gauge("a4co_orders_returns_waiting", "Orders whose return waits for its goods.")
+OLDEST_RETURN_WAITING = Gauge(
+    "a4co_orders_oldest_return_waiting_seconds",
+    "How long the oldest return waiting for its goods has waited.",
+)
 
 
 # Orders cancelled, by why (a code the payment provider or inventory sent that is none of ours
@@ -608,12 +615,15 @@ async def watch_timeouts(deps: Deps, interval_s: float = 0.5) -> None:
 
 
 async def set_in_flight(orders: Orders) -> None:
-    """Set the `a4co_orders_in_flight` gauge from the database."""
+    """Set the `a4co_orders_in_flight` gauge, and those of the returns waiting, from the database."""
     counts = await orders.count_in_flight()
     for status in IN_FLIGHT:
         ORDERS_IN_FLIGHT.labels(status.value).set(counts.get(status.value, 0))
+    waiting, oldest = await orders.returns_waiting()
+    RETURNS_WAITING.set(waiting)
+    OLDEST_RETURN_WAITING.set((datetime.now(UTC) - oldest).total_seconds() if oldest else 0)
 
 
 async def export_in_flight(deps: Deps, interval_s: float = 5.0) -> None:
-    """Keep the `a4co_orders_in_flight` gauge current (a background job)."""
+    """Keep the `a4co_orders_in_flight` gauge and the returns' current (a background job)."""
     await every(interval_s, lambda: set_in_flight(deps.orders), "counting the orders in flight")

@@ -47,6 +47,9 @@ ALTER TABLE orders ADD COLUMN IF NOT EXISTS delivered_at timestamptz;
 ALTER TABLE orders ADD COLUMN IF NOT EXISTS return_requested_at timestamptz;
 ALTER TABLE orders ADD COLUMN IF NOT EXISTS return_note text NOT NULL DEFAULT '';
 ALTER TABLE orders ADD COLUMN IF NOT EXISTS returned_at timestamptz;
+-- The returns waiting for their goods, counted for the operators' gauges as orders_waiting is.
+CREATE INDEX IF NOT EXISTS orders_returns_waiting ON orders (return_requested_at)
+    WHERE status = 'RETURN_REQUESTED';
 
 -- The products on sale, as ProductPublished, ProductUpdated and ProductWithdrawn announced them
 -- (or catalog answered, as revision 0, for one whose event has not arrived yet): the newest

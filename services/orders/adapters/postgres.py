@@ -55,6 +55,9 @@ def _order(row: asyncpg.Record) -> Order:
 _COLUMNS = "*, lines::text AS lines, delivery_address::text AS delivery_address"
 _SELECT = f"SELECT {_COLUMNS} FROM orders"
 IN_FLIGHT_SQL = "SELECT status, count(*) AS n FROM orders WHERE status IN ('PENDING', 'PAID') GROUP BY status"
+RETURNS_WAITING_SQL = (
+    "SELECT count(*) AS n, min(return_requested_at) AS oldest FROM orders WHERE status = 'RETURN_REQUESTED'"
+)
 # The same columns from an UPDATE … FROM another relation, whose own columns must not be returned.
 _UPDATED_COLUMNS = "orders.*, orders.lines::text AS lines, orders.delivery_address::text AS delivery_address"
 
@@ -202,6 +205,13 @@ class Orders:
         (its predicate is the query's), so the count costs what the sagas in flight do, not what
         the whole table does."""
         return {r["status"]: int(r["n"]) for r in await self.conn.fetch(IN_FLIGHT_SQL)}
+
+    async def returns_waiting(self) -> tuple[int, datetime | None]:
+        """How many returns wait for their goods, and when the oldest was asked for: through the
+        `orders_returns_waiting` partial index, as `count_in_flight`."""
+        row = await self.conn.fetchrow(RETURNS_WAITING_SQL)
+        assert row is not None
+        return int(row["n"]), row["oldest"]
 
     async def due(self, now: datetime, limit: int) -> list[Order]:
         """Orders waiting for a saga step whose deadline passed, locked, skipping those others hold."""

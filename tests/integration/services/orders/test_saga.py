@@ -10,6 +10,7 @@ from datetime import UTC, timedelta
 import grpc
 import pytest
 import pytest_asyncio
+from google.protobuf.message import Message
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
 from prometheus_client import REGISTRY
@@ -22,7 +23,7 @@ from a4co.orders.v1 import orders_service_pb2 as pb
 from a4co.payments.v1 import payments_service_pb2 as payments_pb
 from a4co.type.v1 import money_pb2
 from services.orders.__main__ import RETURN_WINDOW_S
-from services.orders.adapters.postgres import IN_FLIGHT_SQL, Orders
+from services.orders.adapters.postgres import IN_FLIGHT_SQL, RETURNS_WAITING_SQL, Orders
 from services.orders.domain import Status
 from services.orders.handlers import set_in_flight
 from services.platform.auth import Role
@@ -639,25 +640,45 @@ async def relayed(actors: Actors, service: str) -> None:
     await eventually(empty, what=f"{service}'s outbox relayed")
 
 
-async def announce_cancelled(actors: Actors, placed: pb.Order, *, refund: bool) -> None:
-    """Publish, as orders would, that the placed order was cancelled."""
-    cancelled = order_events_pb2.OrderStatusChanged(
+def lines_of(placed: pb.Order) -> list[order_events_pb2.OrderLine]:
+    return [order_events_pb2.OrderLine(product_id=x.product_id, quantity=x.quantity) for x in placed.lines]
+
+
+async def publish_as_orders(actors: Actors, event: Message, placed: pb.Order) -> None:
+    """Publish an event of the placed order, as orders would."""
+    orders = actors.svc["orders"].infra
+    out = orders.codec.encode(event, aggregate_id=placed.order_id)
+    await orders.js.publish(out.subject, out.body, headers=out.headers)
+
+
+def status_changed(
+    placed: pb.Order,
+    previous: order_events_pb2.OrderStatus.ValueType,
+    status: order_events_pb2.OrderStatus.ValueType,
+    reason: str,
+    *,
+    refund: bool = False,
+) -> order_events_pb2.OrderStatusChanged:
+    """The placed order's OrderStatusChanged, as orders would announce it."""
+    return order_events_pb2.OrderStatusChanged(
         order_id=placed.order_id,
         customer_id=placed.customer_id,
         artisan_id=placed.artisan_id,
-        previous_status=order_events_pb2.ORDER_STATUS_PAID,
-        status=order_events_pb2.ORDER_STATUS_CANCELLED,
-        reason="CUSTOMER_CANCELLED",
-        lines=[
-            order_events_pb2.OrderLine(product_id=line.product_id, quantity=line.quantity)
-            for line in placed.lines
-        ],
+        previous_status=previous,
+        status=status,
+        reason=reason,
+        lines=lines_of(placed),
         total=placed.total,
         refund_required=refund,
     )
-    orders = actors.svc["orders"].infra
-    out = orders.codec.encode(cancelled, aggregate_id=placed.order_id)
-    await orders.js.publish(out.subject, out.body, headers=out.headers)
+
+
+async def announce_cancelled(actors: Actors, placed: pb.Order, *, refund: bool) -> None:
+    """Publish, as orders would, that the placed order was cancelled."""
+    paid, cancelled = order_events_pb2.ORDER_STATUS_PAID, order_events_pb2.ORDER_STATUS_CANCELLED
+    await publish_as_orders(
+        actors, status_changed(placed, paid, cancelled, "CUSTOMER_CANCELLED", refund=refund), placed
+    )
 
 
 async def test_a_charge_and_a_refund_in_one_batch_take_effect_in_their_order(actors: Actors) -> None:
@@ -775,6 +796,15 @@ async def test_a_delivered_order_is_returned_refunded_and_its_units_back_in_stoc
     assert cancel.code() == grpc.StatusCode.FAILED_PRECONDITION
     await quiet_and_sound(actors, urls, prefix)  # charged, not refunded yet: still a sale
     assert (await stock(actors, product)).on_hand == 3
+    # The operators' gauges count the return waiting for its goods, through its partial index.
+    pool = actors.svc["orders"].infra.pool
+    await set_in_flight(Orders(pool))
+    assert REGISTRY.get_sample_value("a4co_orders_returns_waiting") == 1
+    assert 0 <= (REGISTRY.get_sample_value("a4co_orders_oldest_return_waiting_seconds") or -1) < 60
+    async with pool.acquire() as conn, conn.transaction():
+        await conn.execute("SET LOCAL enable_seqscan = off")
+        plan = "\n".join(r[0] for r in await conn.fetch(f"EXPLAIN {RETURNS_WAITING_SQL}"))
+    assert "orders_returns_waiting" in plan
 
     artisan = dict(actors.artisan())["authorization"].removeprefix("Bearer ")
     await call(address, f"{service}/MarkOrderReturned", {"order_id": placed.order_id}, artisan)
@@ -796,6 +826,9 @@ async def test_a_delivered_order_is_returned_refunded_and_its_units_back_in_stoc
 
     await eventually(refunded, what="the return refunded")
     await quiet_and_sound(actors, urls, prefix)
+    await set_in_flight(Orders(pool))
+    assert REGISTRY.get_sample_value("a4co_orders_returns_waiting") == 0
+    assert REGISTRY.get_sample_value("a4co_orders_oldest_return_waiting_seconds") == 0
     changes = [
         (e.payload.status, e.payload.reason, e.payload.return_note, e.payload.refund_required)  # type: ignore[attr-defined]
         for e in await stream_events(actors.svc["orders"], "ORDERS")
@@ -895,24 +928,15 @@ async def test_a_return_applied_before_its_delivery_leaves_the_stock_right(actor
     product = await actors.product(stock=4)
     placed = await actors.place(product, 3, await actors.card())
     await actors.settles(placed.order_id, pb.ORDER_STATUS_CONFIRMED)
-    orders = actors.svc["orders"].infra
-    lines = [order_events_pb2.OrderLine(product_id=x.product_id, quantity=x.quantity) for x in placed.lines]
-    returned = order_events_pb2.OrderStatusChanged(
+    asked, returned = order_events_pb2.ORDER_STATUS_RETURN_REQUESTED, order_events_pb2.ORDER_STATUS_RETURNED
+    await publish_as_orders(actors, status_changed(placed, asked, returned, "RETURNED"), placed)
+    delivered = order_events_pb2.OrderDelivered(
         order_id=placed.order_id,
         customer_id=placed.customer_id,
         artisan_id=placed.artisan_id,
-        previous_status=order_events_pb2.ORDER_STATUS_RETURN_REQUESTED,
-        status=order_events_pb2.ORDER_STATUS_RETURNED,
-        reason="RETURNED",
-        lines=lines,
-        total=placed.total,
+        lines=lines_of(placed),
     )
-    delivered = order_events_pb2.OrderDelivered(
-        order_id=placed.order_id, customer_id=placed.customer_id, artisan_id=placed.artisan_id, lines=lines
-    )
-    for event in (returned, delivered):
-        out = orders.codec.encode(event, aggregate_id=placed.order_id)
-        await orders.js.publish(out.subject, out.body, headers=out.headers)
+    await publish_as_orders(actors, delivered, placed)
 
     async def settled() -> bool:
         level = await stock(actors, product)

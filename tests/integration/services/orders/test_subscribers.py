@@ -64,6 +64,21 @@ async def everyone(
         yield people
 
 
+def stamp(when: datetime) -> Timestamp:
+    stamp = Timestamp()
+    stamp.FromDatetime(when)
+    return stamp
+
+
+async def sales_report(
+    everyone: Actors, start: Timestamp, end: Timestamp
+) -> analytics_pb.GetSalesReportResponse:
+    analytics = analytics_grpc.AnalyticsServiceStub(everyone.svc["analytics"].channel)
+    return await analytics.GetSalesReport(
+        analytics_pb.GetSalesReportRequest(start_time=start, end_time=end), metadata=everyone.artisan()
+    )
+
+
 async def test_a_delivered_order_is_seen_by_every_subscriber(everyone: Actors, tmp_path: Path) -> None:
     customer: str = everyone.customer_id  # type: ignore[attr-defined]
     svc = everyone.svc
@@ -78,8 +93,7 @@ async def test_a_delivered_order_is_seen_by_every_subscriber(everyone: Actors, t
                 pushed.append(json.loads(message["data"]))
 
     listener = asyncio.create_task(listen())
-    start = Timestamp()
-    start.FromDatetime(datetime.now(UTC) - timedelta(hours=1))
+    start = stamp(datetime.now(UTC) - timedelta(hours=1))
 
     product = await everyone.product(stock=5, price_cents=2500)
     card = await everyone.card(customer=customer)
@@ -117,13 +131,10 @@ async def test_a_delivered_order_is_seen_by_every_subscriber(everyone: Actors, t
     await eventually(points, what="welcome bonus and purchase points")
 
     analytics = analytics_grpc.AnalyticsServiceStub(svc["analytics"].channel)
-    end = Timestamp()
-    end.FromDatetime(datetime.now(UTC) + timedelta(hours=1))
+    end = stamp(datetime.now(UTC) + timedelta(hours=1))
 
     async def counted() -> bool:
-        report = await analytics.GetSalesReport(
-            analytics_pb.GetSalesReportRequest(start_time=start, end_time=end), metadata=everyone.artisan()
-        )
+        report = await sales_report(everyone, start, end)
         counts = (report.orders_placed, report.orders_delivered, report.units_sold)
         return counts == (1, 1, 2) and report.gross_revenue.amount_cents == 5000
 
@@ -191,8 +202,7 @@ async def test_a_refund_revokes_the_points(everyone: Actors) -> None:
 async def test_a_returned_order_is_refunded_and_every_subscriber_follows(everyone: Actors) -> None:
     customer: str = everyone.customer_id  # type: ignore[attr-defined]
     svc, me = everyone.svc, everyone.customer(customer)
-    start = Timestamp()
-    start.FromDatetime(datetime.now(UTC) - timedelta(hours=1))
+    start = stamp(datetime.now(UTC) - timedelta(hours=1))
     product = await everyone.product(stock=5, price_cents=2500)
     placed = await everyone.place(product, 2, await everyone.card(customer=customer), customer=customer)
     await everyone.settles(placed.order_id, pb.ORDER_STATUS_CONFIRMED, customer=customer)
@@ -231,13 +241,10 @@ async def test_a_returned_order_is_refunded_and_every_subscriber_follows(everyon
     assert "Te devolvemos lo que pagaste" in (await bodies(me))["Devolución recibida"]
 
     analytics = analytics_grpc.AnalyticsServiceStub(svc["analytics"].channel)
-    end = Timestamp()
-    end.FromDatetime(datetime.now(UTC) + timedelta(hours=1))
+    end = stamp(datetime.now(UTC) + timedelta(hours=1))
 
     async def counted() -> bool:
-        report = await analytics.GetSalesReport(
-            analytics_pb.GetSalesReportRequest(start_time=start, end_time=end), metadata=everyone.artisan()
-        )
+        report = await sales_report(everyone, start, end)
         counts = (report.orders_delivered, report.orders_returned, report.orders_cancelled)
         return counts == (1, 1, 0) and report.refunded.amount_cents == placed.total.amount_cents
 
