@@ -210,16 +210,38 @@ def why_cancelled(e: Any, artisan: bool) -> str:
     return why if wrote else f"{why} («{e.cancel_note}»)"
 
 
+def return_taken_back(e: Any) -> bool:
+    """A return asked for, taken back before its goods came back: the order is delivered again."""
+    change = (e.previous_status, e.status)
+    return bool(change == (orders.ORDER_STATUS_RETURN_REQUESTED, orders.ORDER_STATUS_DELIVERED))
+
+
 def status_notified(e: Any) -> bool:
     """Whether an order's status change is one the customer hears of (confirmed, shipped,
-    cancelled, a return asked for or received); the others (pending, paid, a repeat) make no
-    message."""
-    return e.status in STATUS_TEXT and e.previous_status != e.status
+    cancelled, a return asked for, taken back or received); the others (pending, paid, a repeat)
+    make no message."""
+    return (e.status in STATUS_TEXT and e.previous_status != e.status) or return_taken_back(e)
 
 
 def order_status_changed(e: Any) -> list[Note]:
     if not status_notified(e):
         return []
+    if return_taken_back(e):
+        short = _short(e.order_id)
+        return [
+            Note(
+                e.customer_id,
+                "Devolución anulada",
+                f"Has anulado la devolución del pedido {short}.",
+                e.order_id,
+            ),
+            Note(
+                e.artisan_id,
+                "Devolución anulada",
+                f"El cliente ya no devuelve el pedido {short}: la venta sigue en pie.",
+                e.order_id,
+            ),
+        ]
     title, text = STATUS_TEXT[e.status]
     cancelled = e.status == orders.ORDER_STATUS_CANCELLED
     body = text.format(id=_short(e.order_id), why=why_cancelled(e, artisan=False) if cancelled else "")

@@ -14,6 +14,6 @@ HANDLERS: Table = {
     identity_events_pb2.UserDeleted: handlers.on_user_deleted,
     # A status change that makes no message is acknowledged without a transaction.
     order_events_pb2.OrderStatusChanged: Only(
-        handlers.on_event, status_notified, "confirmed, shipped, cancelled or returned"
+        handlers.on_event, status_notified, "confirmed, shipped, cancelled, returned or a return taken back"
     ),
 }

@@ -258,6 +258,15 @@ class Order:
             raise ReturnWindowClosedError(self.order_id, ends)
         return replace(self, return_requested_at=now, return_note=note)
 
+    def return_cancelled(self) -> Order:
+        """Its customer takes back a return asked for, before the goods came back: the order is
+        delivered again, and its return may be asked for again within its window."""
+        if self.status is Status.DELIVERED:
+            return self
+        if self.status is not Status.RETURN_REQUESTED:
+            raise CannotChangeError(self.order_id, self.status, "cancel the return")
+        return replace(self, return_requested_at=None, return_note="")
+
     def returned(self, now: datetime) -> Order:
         """The goods of an order whose return was asked for came back to the artisan."""
         if self.returned_at is not None:

@@ -110,6 +110,7 @@ POLICIES = {
     f"/{SERVICE}/MarkOrderShipped": MethodPolicy(roles=frozenset({Role.ARTISAN}), validator=check_ship),
     f"/{SERVICE}/MarkOrderDelivered": MethodPolicy(roles=frozenset({Role.ARTISAN}), validator=check_order_id),
     f"/{SERVICE}/RequestReturn": MethodPolicy(roles=frozenset({Role.CUSTOMER}), validator=check_cancel),
+    f"/{SERVICE}/CancelReturn": MethodPolicy(roles=frozenset({Role.CUSTOMER}), validator=check_order_id),
     f"/{SERVICE}/MarkOrderReturned": MethodPolicy(roles=frozenset({Role.ARTISAN}), validator=check_order_id),
 }
 
@@ -230,6 +231,13 @@ class OrdersServicer(pb_grpc.OrdersServiceServicer):
             self.deps, current_principal(), request.order_id, request.reason
         )
         return pb.RequestReturnResponse(order=self._pb(order))
+
+    async def CancelReturn(
+        self, request: pb.CancelReturnRequest, context: Context
+    ) -> pb.CancelReturnResponse:
+        """The customer takes the return back."""
+        order = await handlers.cancel_return(self.deps, current_principal(), request.order_id)
+        return pb.CancelReturnResponse(order=self._pb(order))
 
     async def MarkOrderReturned(
         self, request: pb.MarkOrderReturnedRequest, context: Context

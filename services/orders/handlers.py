@@ -230,7 +230,7 @@ async def _announce(publish: Publish, before: Order, after: Order) -> None:
     """The events that the change from `before` to `after` makes."""
     if before.status is not after.status or compensation_due(before, after):
         await publish(status_event(before, after), aggregate_id=after.order_id)
-    if after.status is Status.DELIVERED and before.status is not Status.DELIVERED:
+    if after.delivered and not before.delivered:  # once: not again when a return is taken back
         delivered = events.OrderDelivered(
             order_id=after.order_id,
             customer_id=after.customer_id,
@@ -447,6 +447,15 @@ async def request_return(deps: Deps, principal: Principal, order_id: str, reason
     return await _change(
         deps, order_id, allowed, lambda o: o.return_requested(datetime.now(UTC), deps.return_window, reason)
     )
+
+
+async def cancel_return(deps: Deps, principal: Principal, order_id: str) -> Order:
+    """The customer (or an admin) takes back a return asked for, before its goods came back."""
+
+    def allowed(o: Order) -> bool:
+        return principal.role is Role.ADMIN or o.customer_id == principal.user_id
+
+    return await _change(deps, order_id, allowed, lambda o: o.return_cancelled())
 
 
 async def mark_returned(deps: Deps, principal: Principal, order_id: str) -> Order:

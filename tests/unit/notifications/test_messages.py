@@ -91,6 +91,17 @@ def test_a_return_is_told_to_the_artisan_with_the_customers_words_and_its_refund
     assert "envíalo de vuelta al artesano" in asked[0][1]
     assert "El cliente dice: «llegó roto»." in asked[1][1]
     assert "El cliente dice" not in told(orders.ORDER_STATUS_RETURN_REQUESTED, "")[1][1]
+    taken_back = orders.OrderStatusChanged(
+        order_id="0f1e2d3c-aaaa",
+        customer_id="c-1",
+        artisan_id="a-1",
+        previous_status=orders.ORDER_STATUS_RETURN_REQUESTED,
+        status=orders.ORDER_STATUS_DELIVERED,
+    )
+    assert [(n.recipient_id, n.body) for n in order_status_changed(taken_back)] == [
+        ("c-1", "Has anulado la devolución del pedido 0f1e2d3c."),
+        ("a-1", "El cliente ya no devuelve el pedido 0f1e2d3c: la venta sigue en pie."),
+    ]
     assert told(orders.ORDER_STATUS_RETURNED, "llegó roto", refund=True) == [
         ("c-1", "El artesano ha recibido la devolución del pedido 0f1e2d3c. Te devolvemos lo que pagaste.")
     ]

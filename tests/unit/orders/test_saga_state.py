@@ -131,3 +131,18 @@ def test_an_order_delivered_before_its_delivery_time_was_kept_counts_from_its_la
     assert legacy.return_window_end(WINDOW) == NOW
     with pytest.raises(ReturnWindowClosedError):
         legacy.return_requested(NOW, WINDOW)
+
+
+def test_a_return_taken_back_leaves_the_order_delivered_and_may_be_asked_again_within_its_window() -> None:
+    asked = delivered().return_requested(NOW, WINDOW, "me equivoqué")
+    back = asked.return_cancelled()
+    assert (back.status, back.return_note, back.return_requested_at) == (Status.DELIVERED, "", None)
+    assert back.return_cancelled() == back, "taking it back twice changes nothing"
+    again = back.return_requested(NOW + WINDOW - timedelta(seconds=1), WINDOW, "ahora sí")
+    assert (again.status, again.return_note) == (Status.RETURN_REQUESTED, "ahora sí")
+    with pytest.raises(ReturnWindowClosedError):
+        back.return_requested(NOW + WINDOW, WINDOW)
+    with pytest.raises(CannotChangeError):
+        again.returned(NOW).return_cancelled()  # the goods came back
+    with pytest.raises(CannotChangeError):
+        apply([PAID, RESERVED]).return_cancelled()

@@ -949,3 +949,48 @@ async def test_a_return_applied_before_its_delivery_leaves_the_stock_right(actor
     consumer = next(c for c in actors.svc["inventory"].runner.consumers if c.stream == "ORDERS")
     await eventually(lambda: consumer.stats.handled >= 2, what="both events handled")
     assert (await stock(actors, product)).on_hand == 4
+
+
+async def test_a_return_taken_back_leaves_the_order_delivered_until_asked_again(actors: Actors) -> None:
+    placed = await actors.place(await actors.product(stock=5), 1, await actors.card())
+    await actors.settles(placed.order_id, pb.ORDER_STATUS_CONFIRMED)
+    await actors.deliver(placed.order_id)
+    ask = pb.RequestReturnRequest(order_id=placed.order_id, reason="me equivoqué")
+    take_back = pb.CancelReturnRequest(order_id=placed.order_id)
+    await actors.orders.RequestReturn(ask, metadata=actors.customer())
+    assert (
+        await failure(actors.orders.CancelReturn(take_back, metadata=actors.customer("someone")))
+    ).code() == (grpc.StatusCode.NOT_FOUND)
+    assert (await failure(actors.orders.CancelReturn(take_back, metadata=actors.artisan()))).code() == (
+        grpc.StatusCode.PERMISSION_DENIED
+    )
+    back = (await actors.orders.CancelReturn(take_back, metadata=actors.customer())).order
+    assert (back.status, back.return_note, back.HasField("return_request_time")) == (
+        pb.ORDER_STATUS_DELIVERED,
+        "",
+        False,
+    )
+    again = await actors.orders.CancelReturn(take_back, metadata=actors.customer())
+    assert again.order == back, "taking it back twice changes nothing"
+    mark = pb.MarkOrderReturnedRequest(order_id=placed.order_id)
+    assert (await failure(actors.orders.MarkOrderReturned(mark, metadata=actors.artisan()))).code() == (
+        grpc.StatusCode.FAILED_PRECONDITION
+    )
+    changes = [
+        (e.payload.previous_status, e.payload.status)  # type: ignore[attr-defined]
+        for e in await stream_events(actors.svc["orders"], "ORDERS")
+        if e.definition.name == "OrderStatusChanged"
+    ][-2:]
+    assert changes == [
+        (order_events_pb2.ORDER_STATUS_DELIVERED, order_events_pb2.ORDER_STATUS_RETURN_REQUESTED),
+        (order_events_pb2.ORDER_STATUS_RETURN_REQUESTED, order_events_pb2.ORDER_STATUS_DELIVERED),
+    ]
+    events = await stream_events(actors.svc["orders"], "ORDERS")
+    deliveries = [e for e in events if e.definition.name == "OrderDelivered"]
+    assert len(deliveries) == 1, "delivered once: a return taken back is no second delivery"
+    # Asked again, and received: then it can no longer be taken back.
+    await actors.orders.RequestReturn(ask, metadata=actors.customer())
+    await actors.orders.MarkOrderReturned(mark, metadata=actors.artisan())
+    late = await failure(actors.orders.CancelReturn(take_back, metadata=actors.customer()))
+    assert late.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert (await actors.status_of(placed.order_id)).status == pb.ORDER_STATUS_RETURNED

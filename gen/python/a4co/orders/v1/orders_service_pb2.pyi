@@ -684,6 +684,52 @@ class RequestReturnResponse(_message.Message):
 Global___RequestReturnResponse: _TypeAlias = RequestReturnResponse  # noqa: Y015
 
 @_typing.final
+class CancelReturnRequest(_message.Message):
+    """CancelReturnRequest names the order whose return is taken back."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ORDER_ID_FIELD_NUMBER: _builtins.int
+    order_id: _builtins.str
+    """The order."""
+    def __init__(
+        self,
+        *,
+        order_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["order_id", b"order_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CancelReturnRequest: _TypeAlias = CancelReturnRequest  # noqa: Y015
+
+@_typing.final
+class CancelReturnResponse(_message.Message):
+    """CancelReturnResponse holds the order after the change."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ORDER_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def order(self) -> Global___Order:
+        """The order."""
+
+    def __init__(
+        self,
+        *,
+        order: Global___Order | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["order", b"order"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["order", b"order"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CancelReturnResponse: _TypeAlias = CancelReturnResponse  # noqa: Y015
+
+@_typing.final
 class MarkOrderReturnedRequest(_message.Message):
     """MarkOrderReturnedRequest names the order whose goods came back."""
 

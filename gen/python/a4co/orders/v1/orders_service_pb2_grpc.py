@@ -71,6 +71,11 @@ class OrdersServiceStub:
                 request_serializer=a4co_dot_orders_dot_v1_dot_orders__service__pb2.RequestReturnRequest.SerializeToString,
                 response_deserializer=a4co_dot_orders_dot_v1_dot_orders__service__pb2.RequestReturnResponse.FromString,
                 _registered_method=True)
+        self.CancelReturn = channel.unary_unary(
+                '/a4co.orders.v1.OrdersService/CancelReturn',
+                request_serializer=a4co_dot_orders_dot_v1_dot_orders__service__pb2.CancelReturnRequest.SerializeToString,
+                response_deserializer=a4co_dot_orders_dot_v1_dot_orders__service__pb2.CancelReturnResponse.FromString,
+                _registered_method=True)
         self.MarkOrderReturned = channel.unary_unary(
                 '/a4co.orders.v1.OrdersService/MarkOrderReturned',
                 request_serializer=a4co_dot_orders_dot_v1_dot_orders__service__pb2.MarkOrderReturnedRequest.SerializeToString,
@@ -142,6 +147,17 @@ class OrdersServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CancelReturn(self, request, context):
+        """CancelReturn takes back a return asked for, before its goods came back
+        (FAILED_PRECONDITION, ORDER_STATE_CONFLICT after): the order is DELIVERED
+        again, and may be asked to return again before its
+        return_window_end_time. Only its customer or an admin may call it.
+        Calling it twice is harmless.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def MarkOrderReturned(self, request, context):
         """MarkOrderReturned records that the goods of an order whose return was
         asked for came back to the artisan: the customer is refunded and the
@@ -189,6 +205,11 @@ def add_OrdersServiceServicer_to_server(servicer, server):
                     servicer.RequestReturn,
                     request_deserializer=a4co_dot_orders_dot_v1_dot_orders__service__pb2.RequestReturnRequest.FromString,
                     response_serializer=a4co_dot_orders_dot_v1_dot_orders__service__pb2.RequestReturnResponse.SerializeToString,
+            ),
+            'CancelReturn': grpc.unary_unary_rpc_method_handler(
+                    servicer.CancelReturn,
+                    request_deserializer=a4co_dot_orders_dot_v1_dot_orders__service__pb2.CancelReturnRequest.FromString,
+                    response_serializer=a4co_dot_orders_dot_v1_dot_orders__service__pb2.CancelReturnResponse.SerializeToString,
             ),
             'MarkOrderReturned': grpc.unary_unary_rpc_method_handler(
                     servicer.MarkOrderReturned,
@@ -387,6 +408,33 @@ class OrdersService:
             '/a4co.orders.v1.OrdersService/RequestReturn',
             a4co_dot_orders_dot_v1_dot_orders__service__pb2.RequestReturnRequest.SerializeToString,
             a4co_dot_orders_dot_v1_dot_orders__service__pb2.RequestReturnResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CancelReturn(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/a4co.orders.v1.OrdersService/CancelReturn',
+            a4co_dot_orders_dot_v1_dot_orders__service__pb2.CancelReturnRequest.SerializeToString,
+            a4co_dot_orders_dot_v1_dot_orders__service__pb2.CancelReturnResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -65,6 +65,13 @@ class OrdersServiceStub:
     return_window_end_time (FAILED_PRECONDITION, RETURN_WINDOW_CLOSED after
     it). Only its customer or an admin may ask. Asking twice is harmless.
     """
+    CancelReturn: _grpc.UnaryUnaryMultiCallable[_orders_service_pb2.CancelReturnRequest, _orders_service_pb2.CancelReturnResponse]
+    """CancelReturn takes back a return asked for, before its goods came back
+    (FAILED_PRECONDITION, ORDER_STATE_CONFLICT after): the order is DELIVERED
+    again, and may be asked to return again before its
+    return_window_end_time. Only its customer or an admin may call it.
+    Calling it twice is harmless.
+    """
     MarkOrderReturned: _grpc.UnaryUnaryMultiCallable[_orders_service_pb2.MarkOrderReturnedRequest, _orders_service_pb2.MarkOrderReturnedResponse]
     """MarkOrderReturned records that the goods of an order whose return was
     asked for came back to the artisan: the customer is refunded and the
@@ -108,6 +115,13 @@ class OrdersServiceAsyncStub(OrdersServiceStub):
     """RequestReturn asks to return a delivered order, before its
     return_window_end_time (FAILED_PRECONDITION, RETURN_WINDOW_CLOSED after
     it). Only its customer or an admin may ask. Asking twice is harmless.
+    """
+    CancelReturn: _aio.UnaryUnaryMultiCallable[_orders_service_pb2.CancelReturnRequest, _orders_service_pb2.CancelReturnResponse]  # type: ignore[assignment]
+    """CancelReturn takes back a return asked for, before its goods came back
+    (FAILED_PRECONDITION, ORDER_STATE_CONFLICT after): the order is DELIVERED
+    again, and may be asked to return again before its
+    return_window_end_time. Only its customer or an admin may call it.
+    Calling it twice is harmless.
     """
     MarkOrderReturned: _aio.UnaryUnaryMultiCallable[_orders_service_pb2.MarkOrderReturnedRequest, _orders_service_pb2.MarkOrderReturnedResponse]  # type: ignore[assignment]
     """MarkOrderReturned records that the goods of an order whose return was
@@ -191,6 +205,19 @@ class OrdersServiceServicer(metaclass=_abc_1.ABCMeta):
         """RequestReturn asks to return a delivered order, before its
         return_window_end_time (FAILED_PRECONDITION, RETURN_WINDOW_CLOSED after
         it). Only its customer or an admin may ask. Asking twice is harmless.
+        """
+
+    @_abc_1.abstractmethod
+    def CancelReturn(
+        self,
+        request: _orders_service_pb2.CancelReturnRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_orders_service_pb2.CancelReturnResponse, _abc.Awaitable[_orders_service_pb2.CancelReturnResponse]]:
+        """CancelReturn takes back a return asked for, before its goods came back
+        (FAILED_PRECONDITION, ORDER_STATE_CONFLICT after): the order is DELIVERED
+        again, and may be asked to return again before its
+        return_window_end_time. Only its customer or an admin may call it.
+        Calling it twice is harmless.
         """
 
     @_abc_1.abstractmethod
