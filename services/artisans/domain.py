@@ -131,11 +131,14 @@ class Product:
     currency_code: str
     initial_stock: int
     low_stock_threshold: int
+    # Why it may not be returned ("PERISHABLE", "PERSONALISED"; services/platform/return_exceptions.py),
+    # empty when it may (decision 53).
+    return_exception: str = ""
 
 
 # What UpdateProduct may change: what a customer sees of a product. Its stock and low-stock
 # threshold are inventory's (AdjustStock); who sells it and when it was published never change.
-EDITABLE_FIELDS = ("name", "description", "category", "price")
+EDITABLE_FIELDS = ("name", "description", "category", "price", "return_exception")
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,6 +163,9 @@ def apply_update(product: Product, changes: Product, paths: list[str]) -> tuple[
         category=changes.category if "category" in paths else product.category,
         price_cents=changes.price_cents if price else product.price_cents,
         currency_code=(changes.currency_code or "EUR") if price else product.currency_code,
+        return_exception=(
+            changes.return_exception if "return_exception" in paths else product.return_exception
+        ),
     )
     changed = [
         path for path in EDITABLE_FIELDS if path in paths and _value(updated, path) != _value(product, path)

@@ -20,6 +20,7 @@ from services.artisans.domain import (
     Workshop,
     in_jaen,
 )
+from services.platform import return_exceptions
 from services.platform.addresses import address_from_dict, address_to_dict, check_address
 from services.platform.auth import Role, current_principal
 from services.platform.grpc.interceptor import MethodPolicy
@@ -99,6 +100,12 @@ def _check_product_fields(
     if "price" in paths:
         v.check(product.price.currency_code in ("", "EUR"), f"{prefix}price.currency_code", "must be EUR")
         v.between(product.price.amount_cents, f"{prefix}price.amount_cents", 1, MAX_PRICE_CENTS)
+    if "return_exception" in paths:
+        v.check(
+            return_exceptions.known(product.return_exception),
+            f"{prefix}return_exception",
+            "must be one of RETURN_EXCEPTION_UNSPECIFIED (none), _PERISHABLE or _PERSONALISED",
+        )
 
 
 def check_publish(request: pb.PublishProductRequest) -> None:
@@ -217,6 +224,7 @@ def _changes(product: pb.PublishedProduct) -> Product:
         product.price.currency_code or "EUR",
         0,
         0,
+        return_exceptions.name_of(product.return_exception),
     )
 
 
@@ -268,6 +276,7 @@ class ArtisansServicer(pb_grpc.ArtisansServiceServicer):
             request.price.currency_code or "EUR",
             request.initial_stock,
             request.low_stock_threshold,
+            return_exceptions.name_of(request.return_exception),
         )
         listing = await handlers.publish(self.deps, current_principal(), request.request_id, product)
         return pb.PublishProductResponse(product=product_to_pb(listing))

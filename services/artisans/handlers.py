@@ -24,6 +24,7 @@ from services.artisans.domain import (
     apply_update,
     apply_workshop_update,
 )
+from services.platform import return_exceptions
 from services.platform.auth import Principal, Role
 from services.platform.errors import (
     AbortedError,
@@ -56,6 +57,7 @@ def shown(p: Product) -> dict[str, Any]:
         "description": p.description,
         "category": p.category,
         "price": money_pb2.Money(currency_code=p.currency_code, amount_cents=p.price_cents),
+        "return_exception": return_exceptions.value_of(p.return_exception),
     }
 
 
@@ -181,6 +183,7 @@ async def publish(deps: Deps, principal: Principal, request_id: str, product: Pr
             product.currency_code or "EUR",
             product.initial_stock,
             product.low_stock_threshold,
+            product.return_exception,
         )
         moment = await uow.catalogue.publish(mine, request_id)
         if moment is None:  # a call with the same request id committed meanwhile

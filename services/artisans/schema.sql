@@ -33,6 +33,8 @@ CREATE INDEX IF NOT EXISTS products_artisan_pages ON products (artisan_id, publi
 -- A product's changes (UpdateProduct, WithdrawProduct): its revision counts its publication and
 -- each change, and leads its events, so that consumers keep the newest whatever order they arrive in.
 ALTER TABLE products ADD COLUMN IF NOT EXISTS revision integer NOT NULL DEFAULT 1;
+-- Why a product may not be returned ('PERISHABLE', 'PERSONALISED'; '' when it may: decision 53).
+ALTER TABLE products ADD COLUMN IF NOT EXISTS return_exception text NOT NULL DEFAULT '';
 ALTER TABLE products ADD COLUMN IF NOT EXISTS updated_at timestamptz;
 ALTER TABLE products ADD COLUMN IF NOT EXISTS withdrawn_at timestamptz;
 -- A workshop's changes (UpdateArtisan): its revision counts its onboarding and each change, and

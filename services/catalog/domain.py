@@ -72,6 +72,7 @@ class ProductView(NamedTuple):
     low_stock: bool
     publish_time: datetime
     revision: int
+    return_exception: str  # services/platform/return_exceptions.py; empty when it may be returned
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,6 +10,7 @@ from a4co.catalog.v1 import catalog_service_pb2 as pb
 from a4co.catalog.v1 import catalog_service_pb2_grpc as pb_grpc
 from services.catalog import handlers
 from services.catalog.domain import ProductView, SearchFilters
+from services.platform import return_exceptions
 from services.platform.grpc.interceptor import MethodPolicy
 from services.platform.grpc.server import Registration
 from services.platform.timestamps import set_timestamp
@@ -103,6 +104,8 @@ def fill_product(target: pb.Product, p: ProductView) -> None:
     target.low_stock = p.low_stock
     set_timestamp(target.publish_time, p.publish_time)
     target.revision = p.revision
+    if p.return_exception:
+        target.return_exception = return_exceptions.value_of(p.return_exception)
 
 
 class CatalogServicer(pb_grpc.CatalogServiceServicer):

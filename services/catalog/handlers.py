@@ -16,6 +16,7 @@ from services.catalog.domain import (
     decode_page_token,
     encode_page_token,
 )
+from services.platform import return_exceptions
 from services.platform.db import Connection
 from services.platform.errors import NotFoundError
 from services.platform.events.consumer import HandlerContext
@@ -83,6 +84,7 @@ async def on_product(
         event.withdraw_time.ToDatetime(tzinfo=UTC)
         if isinstance(event, artisan_events.ProductWithdrawn)
         else None,
+        return_exceptions.name_of(event.return_exception),
     )
 
 

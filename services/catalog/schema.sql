@@ -20,6 +20,8 @@ CREATE TABLE IF NOT EXISTS products (
 -- product was withdrawn from sale (then no search finds it, and GetProduct answers NOT_FOUND).
 ALTER TABLE products ADD COLUMN IF NOT EXISTS revision integer NOT NULL DEFAULT 1;
 ALTER TABLE products ADD COLUMN IF NOT EXISTS withdrawn_at timestamptz;
+-- Why a product may not be returned, shown to customers before they buy (decision 53).
+ALTER TABLE products ADD COLUMN IF NOT EXISTS return_exception text NOT NULL DEFAULT '';
 CREATE INDEX IF NOT EXISTS products_search ON products USING gin (search);
 CREATE INDEX IF NOT EXISTS products_name_trgm ON products USING gin (name_norm gin_trgm_ops);
 CREATE INDEX IF NOT EXISTS products_category ON products (category);

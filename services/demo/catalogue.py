@@ -35,6 +35,7 @@ class DemoProduct:
     price_cents: int
     stock: int
     low_stock_threshold: int
+    return_exception: str = ""  # services/platform/return_exceptions.py: a fresh cheese is PERISHABLE
 
 
 ARTISANS = [
@@ -241,6 +242,7 @@ def products(count: int = 240, seed: int = 2026) -> list[DemoProduct]:
                 price_cents=price + rng.randrange(0, 5) * 50,
                 stock=rng.choice([0, 2, 5, 8, 12, 20, 35, 50]),
                 low_stock_threshold=3,
+                return_exception="PERISHABLE" if name.startswith("Queso fresco") else "",
             )
         )
         i += 1

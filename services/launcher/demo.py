@@ -24,6 +24,7 @@ from a4co.payments.v1 import payments_service_pb2 as payments_pb
 from a4co.payments.v1 import payments_service_pb2_grpc as payments_grpc
 from a4co.type.v1 import lat_lng_pb2, money_pb2
 from services.demo.catalogue import ARTISANS, DemoArtisan, DemoProduct, products
+from services.platform import return_exceptions
 
 NAMESPACE = uuid.UUID("6f0d6f8e-5b1f-4a4e-9c1d-a4c0a4c0a4c0")
 DEMO_PASSWORD = "jaen-demo-2026"  # noqa: S105 - the demo's published password, printed at start
@@ -95,6 +96,7 @@ async def _artisan(
                 price=money_pb2.Money(currency_code="EUR", amount_cents=product.price_cents),
                 initial_stock=product.stock,
                 low_stock_threshold=product.low_stock_threshold,
+                return_exception=return_exceptions.value_of(product.return_exception),
             ),
             metadata=token,
         )

@@ -34,6 +34,18 @@ class Status(enum.StrEnum):
 RETURNED_REASON = "RETURNED"
 
 
+class NotReturnableError(FailedPreconditionError):
+    """An order with a product the law lets its artisan exclude from returns (perishable,
+    personalised: decision 53) may not be returned."""
+
+    def __init__(self, order_id: str, product_id: str, exception: str) -> None:
+        super().__init__(
+            "NOT_RETURNABLE",
+            f"order {order_id} may not be returned: product {product_id} is {exception.lower()}",
+            metadata={"order_id": order_id, "product_id": product_id, "return_exception": exception},
+        )
+
+
 class ReturnWindowClosedError(FailedPreconditionError):
     """A delivered order's return may be asked for only until its window ends."""
 
@@ -81,6 +93,7 @@ class ProductInfo:
     price_cents: int
     currency_code: str
     withdrawn: bool = False
+    return_exception: str = ""  # why it may not be returned (decision 53); empty when it may
 
 
 class Outcome(enum.StrEnum):
@@ -110,6 +123,7 @@ class Line:
     product_name: str
     quantity: int
     unit_price_cents: int
+    return_exception: str = ""  # the product's when ordered: a line with one may not be returned
 
     @property
     def total_cents(self) -> int:
@@ -252,6 +266,9 @@ class Order:
             return self
         if self.status is not Status.DELIVERED:
             raise CannotChangeError(self.order_id, self.status, "return")
+        for line in self.lines:
+            if line.return_exception:
+                raise NotReturnableError(self.order_id, line.product_id, line.return_exception)
         ends = self.return_window_end(window)
         assert ends is not None
         if now >= ends:

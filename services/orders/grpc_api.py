@@ -12,6 +12,7 @@ from a4co.orders.v1 import orders_service_pb2_grpc as pb_grpc
 from a4co.type.v1 import lat_lng_pb2, money_pb2
 from services.orders import handlers
 from services.orders.domain import Order, Status
+from services.platform import return_exceptions
 from services.platform.addresses import address_from_dict, address_to_dict, check_address
 from services.platform.auth import Role, current_principal
 from services.platform.grpc.interceptor import MethodPolicy
@@ -132,6 +133,7 @@ def order_to_pb(o: Order, return_window: timedelta) -> pb.Order:
                 quantity=x.quantity,
                 unit_price=money(x.unit_price_cents),
                 line_total=money(x.total_cents),
+                return_exception=return_exceptions.value_of(x.return_exception),
             )
             for x in o.lines
         ],

@@ -31,6 +31,7 @@ from services.orders.domain import (
     order_id_for,
     timeout_reason,
 )
+from services.platform import return_exceptions
 from services.platform.auth import Principal, Role
 from services.platform.db import Connection
 from services.platform.errors import (
@@ -316,7 +317,7 @@ async def _create_order(deps: Deps, principal: Principal, cmd: NewOrder) -> Orde
         customer_id=principal.user_id,
         artisan_id=artisan_id,
         lines=tuple(
-            Line(p.product_id, p.name, qty, p.price_cents)
+            Line(p.product_id, p.name, qty, p.price_cents, p.return_exception)
             for p, (_, qty) in zip(products, cmd.lines, strict=True)
         ),
         delivery_fee_cents=quote.fee_cents,
@@ -488,6 +489,7 @@ async def on_product(
         price.amount_cents,
         price.currency_code or "EUR",
         withdrawn=isinstance(event, artisan_events.ProductWithdrawn),
+        return_exception=return_exceptions.name_of(event.return_exception),
     )
     revision = 1 if isinstance(event, artisan_events.ProductPublished) else event.revision
     await Products(ctx.conn).change(product, revision)

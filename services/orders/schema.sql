@@ -63,3 +63,5 @@ CREATE TABLE IF NOT EXISTS products (
 );
 ALTER TABLE products ADD COLUMN IF NOT EXISTS revision integer NOT NULL DEFAULT 1;
 ALTER TABLE products ADD COLUMN IF NOT EXISTS withdrawn boolean NOT NULL DEFAULT false;
+-- Why a product may not be returned (decision 53): each new order's lines keep it as it is then.
+ALTER TABLE products ADD COLUMN IF NOT EXISTS return_exception text NOT NULL DEFAULT '';

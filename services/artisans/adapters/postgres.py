@@ -53,6 +53,7 @@ def _listing(row: asyncpg.Record) -> Listing:
         row["currency_code"],
         row["initial_stock"],
         row["low_stock_threshold"],
+        row["return_exception"],
     )
     published = row["published_at"]
     updated = row["updated_at"] or published
@@ -139,7 +140,8 @@ class Catalogue:
         """Store a product's changed fields as its `revision` (locked by `product_to_change`)."""
         row = await self.conn.fetchrow(
             "UPDATE products SET name = $2, description = $3, category = $4, price_cents = $5,"
-            " currency_code = $6, revision = $7, updated_at = now() WHERE product_id = $1 RETURNING *",
+            " currency_code = $6, revision = $7, return_exception = $8, updated_at = now()"
+            " WHERE product_id = $1 RETURNING *",
             p.product_id,
             p.name,
             p.description,
@@ -147,6 +149,7 @@ class Catalogue:
             p.price_cents,
             p.currency_code,
             revision,
+            p.return_exception,
         )
         assert row is not None  # the row is locked: it cannot have gone
         return _listing(row)
@@ -177,8 +180,8 @@ class Catalogue:
         call that committed while this one ran: PostgreSQL waits for it, then skips the row)."""
         moment: datetime | None = await self.conn.fetchval(
             "INSERT INTO products (product_id, request_id, artisan_id, name, description, category,"
-            " price_cents, currency_code, initial_stock, low_stock_threshold)"
-            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
+            " price_cents, currency_code, initial_stock, low_stock_threshold, return_exception)"
+            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
             " ON CONFLICT (request_id) DO NOTHING RETURNING published_at",
             p.product_id,
             request_id,
@@ -190,6 +193,7 @@ class Catalogue:
             p.currency_code,
             p.initial_stock,
             p.low_stock_threshold,
+            p.return_exception,
         )
         return moment
 

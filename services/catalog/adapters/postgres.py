@@ -37,6 +37,7 @@ _VIEW_COLUMNS = {
     "low_stock": "coalesce(s.low_threshold > 0 AND s.available < s.low_threshold, false) AS low_stock",
     "publish_time": "p.publish_time",
     "revision": "p.revision",
+    "return_exception": "p.return_exception",
 }
 _COLUMNS = ", ".join(_VIEW_COLUMNS[name] for name in ProductView._fields)
 _VIEW_WIDTH = len(ProductView._fields)
@@ -90,19 +91,21 @@ class Projections:
         publish_time: datetime,
         revision: int = 1,
         withdrawn_at: datetime | None = None,
+        return_exception: str = "",
     ) -> None:
         """Record a product as of its `revision` (its publication is 1), and learn its words; a
         revision older than the one recorded changes nothing, whatever order they arrive in."""
         await self.conn.execute(
             "INSERT INTO products (product_id, artisan_id, name, description, category, price_cents,"
-            " currency_code, publish_time, name_norm, search, revision, withdrawn_at)"
+            " currency_code, publish_time, name_norm, search, revision, withdrawn_at, return_exception)"
             " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, lower(unaccent($3)),"
-            f" {_SEARCH_VECTOR}, $9, $10) ON CONFLICT (product_id) DO UPDATE SET"
+            f" {_SEARCH_VECTOR}, $9, $10, $11) ON CONFLICT (product_id) DO UPDATE SET"
             " artisan_id = EXCLUDED.artisan_id, name = EXCLUDED.name, description = EXCLUDED.description,"
             " category = EXCLUDED.category, price_cents = EXCLUDED.price_cents,"
             " currency_code = EXCLUDED.currency_code, publish_time = EXCLUDED.publish_time,"
             " name_norm = EXCLUDED.name_norm, search = EXCLUDED.search, revision = EXCLUDED.revision,"
-            " withdrawn_at = EXCLUDED.withdrawn_at WHERE products.revision < EXCLUDED.revision",
+            " withdrawn_at = EXCLUDED.withdrawn_at, return_exception = EXCLUDED.return_exception"
+            " WHERE products.revision < EXCLUDED.revision",
             product_id,
             artisan_id,
             name,
@@ -113,6 +116,7 @@ class Projections:
             publish_time,
             revision,
             withdrawn_at,
+            return_exception,
         )
         text = f"{name} {description} {category}"
         words = sorted({w for w in tokens(text) if len(w) >= MIN_CORRECTABLE and w.isalpha()})

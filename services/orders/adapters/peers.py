@@ -17,6 +17,7 @@ from a4co.payments.v1 import payments_service_pb2 as payments_pb
 from a4co.payments.v1 import payments_service_pb2_grpc as payments_grpc
 from a4co.type.v1 import lat_lng_pb2
 from services.orders.domain import ProductInfo, ProductWithdrawnError
+from services.platform import return_exceptions
 from services.platform.errors import (
     FailedPreconditionError,
     NotFoundError,
@@ -70,7 +71,12 @@ class Peers:
             raise _peer_failed("catalog", error) from None
         p = response.product
         return ProductInfo(
-            p.product_id, p.artisan_id, p.name, p.price.amount_cents, p.price.currency_code or "EUR"
+            p.product_id,
+            p.artisan_id,
+            p.name,
+            p.price.amount_cents,
+            p.price.currency_code or "EUR",
+            return_exception=return_exceptions.name_of(p.return_exception),
         )
 
     async def ensure_stock(self, lines: list[tuple[str, int]]) -> None:

@@ -249,8 +249,8 @@ class Products:
                 wanted.append(product_id)
         if wanted:
             rows = await self.conn.fetch(
-                "SELECT product_id, artisan_id, name, price_cents, currency_code, withdrawn FROM products"
-                " WHERE product_id = ANY($1::text[])",
+                "SELECT product_id, artisan_id, name, price_cents, currency_code, withdrawn, return_exception"
+                " FROM products WHERE product_id = ANY($1::text[])",
                 wanted,
             )
             for row in rows:
@@ -267,11 +267,15 @@ class Products:
         any event of theirs replaces them); a product kept already stays as it is."""
         found = list({p.product_id: p for p in products}.values())
         await self.conn.execute(
-            "INSERT INTO products (product_id, artisan_id, name, price_cents, currency_code, revision)"
-            " SELECT *, 0 FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::text[])"
-            " ON CONFLICT (product_id) DO NOTHING",
+            "INSERT INTO products (product_id, artisan_id, name, price_cents, currency_code,"
+            " return_exception, revision) SELECT *, 0 FROM unnest($1::text[], $2::text[], $3::text[],"
+            " $4::bigint[], $5::text[], $6::text[]) ON CONFLICT (product_id) DO NOTHING",
             *columns(
-                ((p.product_id, p.artisan_id, p.name, p.price_cents, p.currency_code) for p in found), 5
+                (
+                    (p.product_id, p.artisan_id, p.name, p.price_cents, p.currency_code, p.return_exception)
+                    for p in found
+                ),
+                6,
             ),
         )
         for product in found:
@@ -282,10 +286,12 @@ class Products:
         nothing, whatever order they arrive in."""
         await self.conn.execute(
             "INSERT INTO products (product_id, artisan_id, name, price_cents, currency_code, withdrawn,"
-            " revision) VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (product_id) DO UPDATE SET"
+            " revision, return_exception) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
+            " ON CONFLICT (product_id) DO UPDATE SET"
             " artisan_id = EXCLUDED.artisan_id, name = EXCLUDED.name, price_cents = EXCLUDED.price_cents,"
             " currency_code = EXCLUDED.currency_code, withdrawn = EXCLUDED.withdrawn,"
-            " revision = EXCLUDED.revision WHERE products.revision < EXCLUDED.revision",
+            " revision = EXCLUDED.revision, return_exception = EXCLUDED.return_exception"
+            " WHERE products.revision < EXCLUDED.revision",
             product.product_id,
             product.artisan_id,
             product.name,
@@ -293,6 +299,7 @@ class Products:
             product.currency_code,
             product.withdrawn,
             revision,
+            product.return_exception,
         )
 
 
@@ -302,6 +309,7 @@ def _line(line: Line) -> dict[str, object]:
         "product_name": line.product_name,
         "quantity": line.quantity,
         "unit_price_cents": line.unit_price_cents,
+        "return_exception": line.return_exception,
     }
 
 

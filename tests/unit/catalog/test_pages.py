@@ -49,7 +49,7 @@ class _Matches:
         self.total = total
 
     async def search(self, filters: SearchFilters, offset: int, limit: int) -> tuple[list[Hit], int]:
-        view = ProductView("p", "a", "", "", "", "", 0, "EUR", "", 0.0, 0.0, 0, False, None, 1)  # type: ignore[arg-type]
+        view = ProductView("p", "a", "", "", "", "", 0, "EUR", "", 0.0, 0.0, 0, False, None, 1, "")  # type: ignore[arg-type]
         return [Hit(view, 0.0, 0.0)] * max(0, min(limit, self.total - offset)), self.total
 
 

@@ -9,7 +9,14 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from services.orders.domain import CannotChangeError, Line, Order, ReturnWindowClosedError, Status
+from services.orders.domain import (
+    CannotChangeError,
+    Line,
+    NotReturnableError,
+    Order,
+    ReturnWindowClosedError,
+    Status,
+)
 
 Fact = Callable[[Order], Order]
 
@@ -146,3 +153,17 @@ def test_a_return_taken_back_leaves_the_order_delivered_and_may_be_asked_again_w
         again.returned(NOW).return_cancelled()  # the goods came back
     with pytest.raises(CannotChangeError):
         apply([PAID, RESERVED]).return_cancelled()
+
+
+def test_an_order_with_a_line_excluded_from_returns_may_not_be_returned() -> None:
+    cheese = Line("p-2", "Queso fresco", 1, 650, "PERISHABLE")
+    mixed = replace(delivered(), lines=(*delivered().lines, cheese))
+    with pytest.raises(NotReturnableError) as refused:
+        mixed.return_requested(NOW, WINDOW)
+    assert refused.value.metadata == {
+        "order_id": "o-1",
+        "product_id": "p-2",
+        "return_exception": "PERISHABLE",
+    }
+    with pytest.raises(NotReturnableError):  # whatever the window
+        mixed.return_requested(NOW + 2 * WINDOW, WINDOW)

@@ -17,7 +17,7 @@ from a4co.geo.v1 import geo_service_pb2 as geo_pb
 from a4co.geo.v1 import geo_service_pb2_grpc as geo_grpc
 from a4co.inventory.v1 import inventory_service_pb2 as inventory_pb
 from a4co.inventory.v1 import inventory_service_pb2_grpc as inventory_grpc
-from a4co.type.v1 import lat_lng_pb2, money_pb2
+from a4co.type.v1 import lat_lng_pb2, money_pb2, return_exception_pb2
 from services.artisans.__main__ import build
 from services.platform.auth import Role
 from services.platform.grpc.status import details_of
@@ -680,3 +680,64 @@ async def test_no_product_stays_on_sale_when_published_while_its_workshop_leaves
     assert await pool.fetchval("SELECT count(*) FROM products WHERE withdrawn_at IS NULL") == 0
     # Each product published before it left was withdrawn with it.
     assert left.withdrawn_products == 1 + answers.count("published")
+
+
+async def test_a_product_excluded_from_returns_says_why_to_every_follower(
+    marketplace: dict[str, RunningService], keys: Keys
+) -> None:
+    stub = pb_grpc.ArtisansServiceStub(marketplace["artisans"].channel)
+    me = token(keys, "artisan-tito", Role.ARTISAN)
+    await stub.OnboardArtisan(onboarding(), metadata=me)
+    fresh = publishing()
+    fresh.return_exception = return_exception_pb2.RETURN_EXCEPTION_PERISHABLE
+    published = (await stub.PublishProduct(fresh, metadata=me)).product
+    assert published.return_exception == return_exception_pb2.RETURN_EXCEPTION_PERISHABLE
+    pid = published.product_id
+    catalog = catalog_grpc.CatalogServiceStub(marketplace["catalog"].channel)
+
+    async def shown(expected: int) -> bool:
+        try:
+            product = (await catalog.GetProduct(catalog_pb.GetProductRequest(product_id=pid))).product
+        except grpc.aio.AioRpcError:
+            return False
+        page = await catalog.SearchProducts(catalog_pb.SearchProductsRequest(query="fuente"))
+        return product.return_exception == expected and [
+            r.product.return_exception for r in page.results
+        ] == [expected]
+
+    await eventually(lambda: shown(return_exception_pb2.RETURN_EXCEPTION_PERISHABLE), what="shown by catalog")
+
+    # No longer perishable: a change like any other, with its event.
+    returnable = (
+        await stub.UpdateProduct(
+            changing(
+                pid, "return_exception", return_exception=return_exception_pb2.RETURN_EXCEPTION_UNSPECIFIED
+            ),
+            metadata=me,
+        )
+    ).product
+    assert (returnable.return_exception, returnable.revision) == (
+        return_exception_pb2.RETURN_EXCEPTION_UNSPECIFIED,
+        2,
+    )
+    await eventually(
+        lambda: shown(return_exception_pb2.RETURN_EXCEPTION_UNSPECIFIED), what="the change shown"
+    )
+    events = [e.payload for e in await stream_events(marketplace["artisans"], "ARTISANS")][-2:]
+    assert [e.return_exception for e in events] == [  # type: ignore[attr-defined]
+        return_exception_pb2.RETURN_EXCEPTION_PERISHABLE,
+        return_exception_pb2.RETURN_EXCEPTION_UNSPECIFIED,
+    ]
+    assert list(events[1].changed_fields) == ["return_exception"]  # type: ignore[attr-defined]
+
+    unknown = publishing()
+    unknown.return_exception = 99  # type: ignore[assignment]
+    refused = await failure(stub.PublishProduct(unknown, metadata=me))
+    assert (refused.code(), [f for f, _ in details_of(refused)[1]]) == (
+        grpc.StatusCode.INVALID_ARGUMENT,
+        ["return_exception"],
+    )
+    refused = await failure(
+        stub.UpdateProduct(changing(pid, "return_exception", return_exception=99), metadata=me)
+    )
+    assert [f for f, _ in details_of(refused)[1]] == ["product.return_exception"]

@@ -20,7 +20,7 @@ from a4co.orders.v1 import orders_service_pb2 as orders_pb
 from a4co.orders.v1 import orders_service_pb2_grpc as orders_grpc
 from a4co.payments.v1 import payments_service_pb2 as payments_pb
 from a4co.payments.v1 import payments_service_pb2_grpc as payments_grpc
-from a4co.type.v1 import address_pb2, lat_lng_pb2, money_pb2
+from a4co.type.v1 import address_pb2, lat_lng_pb2, money_pb2, return_exception_pb2
 from services.artisans.__main__ import build as build_artisans
 from services.orders.__main__ import build as build_orders
 from services.platform.auth import Role
@@ -109,7 +109,14 @@ class Actors:
             metadata=self.artisan(),
         )
 
-    async def product(self, stock: int, price_cents: int = 2200) -> str:
+    async def product(
+        self,
+        stock: int,
+        price_cents: int = 2200,
+        return_exception: return_exception_pb2.ReturnException.ValueType = (
+            return_exception_pb2.RETURN_EXCEPTION_UNSPECIFIED
+        ),
+    ) -> str:
         stub = artisans_grpc.ArtisansServiceStub(self.svc["artisans"].channel)
         published = await stub.PublishProduct(
             artisans_pb.PublishProductRequest(
@@ -118,6 +125,7 @@ class Actors:
                 category="ceramica",
                 price=money_pb2.Money(currency_code="EUR", amount_cents=price_cents),
                 initial_stock=stock,
+                return_exception=return_exception,
             ),
             metadata=self.artisan(),
         )

@@ -21,7 +21,7 @@ from a4co.inventory.v1 import inventory_service_pb2 as inventory_pb
 from a4co.orders.events.v1 import order_events_pb2
 from a4co.orders.v1 import orders_service_pb2 as pb
 from a4co.payments.v1 import payments_service_pb2 as payments_pb
-from a4co.type.v1 import money_pb2
+from a4co.type.v1 import money_pb2, return_exception_pb2
 from services.orders.__main__ import RETURN_WINDOW_S
 from services.orders.adapters.postgres import IN_FLIGHT_SQL, RETURNS_WAITING_SQL, Orders
 from services.orders.domain import Status
@@ -461,7 +461,8 @@ async def test_orders_prices_an_order_from_its_copy_of_the_product(actors: Actor
 
 
 async def test_a_product_orders_has_not_learnt_yet_is_asked_of_catalog_and_kept(actors: Actors) -> None:
-    product = await actors.product(stock=5, price_cents=1800)
+    perishable = return_exception_pb2.RETURN_EXCEPTION_PERISHABLE
+    product = await actors.product(stock=5, price_cents=1800, return_exception=perishable)
     await orders_knows(actors, product)
     pool = actors.svc["orders"].infra.pool
     await pool.execute("DELETE FROM products WHERE product_id = $1", product)  # its event is late
@@ -469,6 +470,7 @@ async def test_a_product_orders_has_not_learnt_yet_is_asked_of_catalog_and_kept(
     asked = product_answers_from_catalog()
     placed = await actors.place(product, 1, card)
     assert placed.total.amount_cents == 1800 + placed.delivery_fee.amount_cents
+    assert [line.return_exception for line in placed.lines] == [perishable], "as catalog shows it"
     assert product_answers_from_catalog() == asked + 1
     assert await orders_knows(actors, product) == 1800, "catalog's answer is kept"
     await actors.place(product, 1, card)
@@ -994,3 +996,47 @@ async def test_a_return_taken_back_leaves_the_order_delivered_until_asked_again(
     late = await failure(actors.orders.CancelReturn(take_back, metadata=actors.customer()))
     assert late.code() == grpc.StatusCode.FAILED_PRECONDITION
     assert (await actors.status_of(placed.order_id)).status == pb.ORDER_STATUS_RETURNED
+
+
+async def test_an_order_with_a_perishable_product_may_not_be_returned(actors: Actors) -> None:
+    perishable = return_exception_pb2.RETURN_EXCEPTION_PERISHABLE
+    cheese = await actors.product(stock=5, return_exception=perishable)
+    placed = await actors.place(cheese, 1, await actors.card())
+    assert [line.return_exception for line in placed.lines] == [perishable]
+    await actors.settles(placed.order_id, pb.ORDER_STATUS_CONFIRMED)
+    await actors.deliver(placed.order_id)
+    ask = pb.RequestReturnRequest(order_id=placed.order_id)
+    refused = await failure(actors.orders.RequestReturn(ask, metadata=actors.customer()))
+    info, _ = details_of(refused)
+    assert refused.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert info is not None
+    assert (info.reason, dict(info.metadata)) == (
+        "NOT_RETURNABLE",
+        {"order_id": placed.order_id, "product_id": cheese, "return_exception": "PERISHABLE"},
+    )
+
+    # The artisan says it keeps after all: the orders placed from then on may be returned, the one
+    # placed before keeps what it was sold as.
+    artisans = artisans_grpc.ArtisansServiceStub(actors.svc["artisans"].channel)
+    change = artisans_pb.UpdateProductRequest(product_id=cheese, product=artisans_pb.PublishedProduct())
+    change.update_mask.paths.append("return_exception")
+    await artisans.UpdateProduct(change, metadata=actors.artisan())
+    pool = actors.svc["orders"].infra.pool
+
+    async def learnt() -> bool:
+        kept = await pool.fetchval("SELECT return_exception FROM products WHERE product_id = $1", cheese)
+        return bool(kept == "")
+
+    await eventually(learnt, what="orders learns the product may be returned")
+    later = await actors.place(cheese, 1, await actors.card())
+    assert [line.return_exception for line in later.lines] == [
+        return_exception_pb2.RETURN_EXCEPTION_UNSPECIFIED
+    ]
+    await actors.settles(later.order_id, pb.ORDER_STATUS_CONFIRMED)
+    await actors.deliver(later.order_id)
+    asked = await actors.orders.RequestReturn(
+        pb.RequestReturnRequest(order_id=later.order_id), metadata=actors.customer()
+    )
+    assert asked.order.status == pb.ORDER_STATUS_RETURN_REQUESTED
+    still = await failure(actors.orders.RequestReturn(ask, metadata=actors.customer()))
+    assert details_of(still)[0].reason == "NOT_RETURNABLE"  # type: ignore[union-attr]

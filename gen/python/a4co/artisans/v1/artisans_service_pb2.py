@@ -25,53 +25,54 @@ _sym_db = _symbol_database.Default()
 from a4co.type.v1 import address_pb2 as a4co_dot_type_dot_v1_dot_address__pb2
 from a4co.type.v1 import lat_lng_pb2 as a4co_dot_type_dot_v1_dot_lat__lng__pb2
 from a4co.type.v1 import money_pb2 as a4co_dot_type_dot_v1_dot_money__pb2
+from a4co.type.v1 import return_exception_pb2 as a4co_dot_type_dot_v1_dot_return__exception__pb2
 from google.protobuf import field_mask_pb2 as google_dot_protobuf_dot_field__mask__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\'a4co/artisans/v1/artisans_service.proto\x12\x10\x61\x34\x63o.artisans.v1\x1a\x1a\x61\x34\x63o/type/v1/address.proto\x1a\x1a\x61\x34\x63o/type/v1/lat_lng.proto\x1a\x18\x61\x34\x63o/type/v1/money.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xd9\x02\n\x07\x41rtisan\x12\x12\n\nartisan_id\x18\x01 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x02 \x01(\t\x12\r\n\x05\x63raft\x18\x03 \x01(\t\x12\x10\n\x08locality\x18\x04 \x01(\t\x12&\n\x08location\x18\x05 \x01(\x0b\x32\x14.a4co.type.v1.LatLng\x12&\n\x07\x61\x64\x64ress\x18\x06 \x01(\x0b\x32\x15.a4co.type.v1.Address\x12\x0b\n\x03\x62io\x18\x07 \x01(\t\x12\x30\n\x0conboard_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08revision\x18\t \x01(\x05\x12/\n\x0bupdate_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x31\n\roffboard_time\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xef\x02\n\x10PublishedProduct\x12\x12\n\nproduct_id\x18\x01 \x01(\t\x12\x12\n\nartisan_id\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x04 \x01(\t\x12\x10\n\x08\x63\x61tegory\x18\x05 \x01(\t\x12\"\n\x05price\x18\x06 \x01(\x0b\x32\x13.a4co.type.v1.Money\x12\x15\n\rinitial_stock\x18\x07 \x01(\x05\x12\x1b\n\x13low_stock_threshold\x18\x08 \x01(\x05\x12\x30\n\x0cpublish_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08revision\x18\n \x01(\x05\x12/\n\x0bupdate_time\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x31\n\rwithdraw_time\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xbf\x01\n\x15OnboardArtisanRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x02 \x01(\t\x12\r\n\x05\x63raft\x18\x03 \x01(\t\x12\x10\n\x08locality\x18\x04 \x01(\t\x12&\n\x08location\x18\x05 \x01(\x0b\x32\x14.a4co.type.v1.LatLng\x12&\n\x07\x61\x64\x64ress\x18\x06 \x01(\x0b\x32\x15.a4co.type.v1.Address\x12\x0b\n\x03\x62io\x18\x07 \x01(\t\"D\n\x16OnboardArtisanResponse\x12*\n\x07\x61rtisan\x18\x01 \x01(\x0b\x32\x19.a4co.artisans.v1.Artisan\"\x13\n\x11GetArtisanRequest\"@\n\x12GetArtisanResponse\x12*\n\x07\x61rtisan\x18\x01 \x01(\x0b\x32\x19.a4co.artisans.v1.Artisan\"\x8e\x01\n\x14UpdateArtisanRequest\x12*\n\x07\x61rtisan\x18\x01 \x01(\x0b\x32\x19.a4co.artisans.v1.Artisan\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\x12\x19\n\x11\x65xpected_revision\x18\x03 \x01(\x05\"C\n\x15UpdateArtisanResponse\x12*\n\x07\x61rtisan\x18\x01 \x01(\x0b\x32\x19.a4co.artisans.v1.Artisan\"\xb8\x01\n\x15PublishProductRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\x12\x10\n\x08\x63\x61tegory\x18\x04 \x01(\t\x12\"\n\x05price\x18\x05 \x01(\x0b\x32\x13.a4co.type.v1.Money\x12\x15\n\rinitial_stock\x18\x06 \x01(\x05\x12\x1b\n\x13low_stock_threshold\x18\x07 \x01(\x05\"M\n\x16PublishProductResponse\x12\x33\n\x07product\x18\x01 \x01(\x0b\x32\".a4co.artisans.v1.PublishedProduct\"\xab\x01\n\x14UpdateProductRequest\x12\x12\n\nproduct_id\x18\x01 \x01(\t\x12\x33\n\x07product\x18\x02 \x01(\x0b\x32\".a4co.artisans.v1.PublishedProduct\x12/\n\x0bupdate_mask\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\x12\x19\n\x11\x65xpected_revision\x18\x04 \x01(\x05\"L\n\x15UpdateProductResponse\x12\x33\n\x07product\x18\x01 \x01(\x0b\x32\".a4co.artisans.v1.PublishedProduct\",\n\x16WithdrawProductRequest\x12\x12\n\nproduct_id\x18\x01 \x01(\t\"N\n\x17WithdrawProductResponse\x12\x33\n\x07product\x18\x01 \x01(\x0b\x32\".a4co.artisans.v1.PublishedProduct\"T\n\x13ListProductsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x16\n\x0eshow_withdrawn\x18\x03 \x01(\x08\"e\n\x14ListProductsResponse\x12\x34\n\x08products\x18\x01 \x03(\x0b\x32\".a4co.artisans.v1.PublishedProduct\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\",\n\x16OffboardArtisanRequest\x12\x12\n\nartisan_id\x18\x01 \x01(\t\"a\n\x17OffboardArtisanResponse\x12*\n\x07\x61rtisan\x18\x01 \x01(\x0b\x32\x19.a4co.artisans.v1.Artisan\x12\x1a\n\x12withdrawn_products\x18\x02 \x01(\x05\x32\xa7\x06\n\x0f\x41rtisansService\x12\x63\n\x0eOnboardArtisan\x12\'.a4co.artisans.v1.OnboardArtisanRequest\x1a(.a4co.artisans.v1.OnboardArtisanResponse\x12W\n\nGetArtisan\x12#.a4co.artisans.v1.GetArtisanRequest\x1a$.a4co.artisans.v1.GetArtisanResponse\x12`\n\rUpdateArtisan\x12&.a4co.artisans.v1.UpdateArtisanRequest\x1a\'.a4co.artisans.v1.UpdateArtisanResponse\x12\x63\n\x0ePublishProduct\x12\'.a4co.artisans.v1.PublishProductRequest\x1a(.a4co.artisans.v1.PublishProductResponse\x12`\n\rUpdateProduct\x12&.a4co.artisans.v1.UpdateProductRequest\x1a\'.a4co.artisans.v1.UpdateProductResponse\x12\x66\n\x0fWithdrawProduct\x12(.a4co.artisans.v1.WithdrawProductRequest\x1a).a4co.artisans.v1.WithdrawProductResponse\x12]\n\x0cListProducts\x12%.a4co.artisans.v1.ListProductsRequest\x1a&.a4co.artisans.v1.ListProductsResponse\x12\x66\n\x0fOffboardArtisan\x12(.a4co.artisans.v1.OffboardArtisanRequest\x1a).a4co.artisans.v1.OffboardArtisanResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\'a4co/artisans/v1/artisans_service.proto\x12\x10\x61\x34\x63o.artisans.v1\x1a\x1a\x61\x34\x63o/type/v1/address.proto\x1a\x1a\x61\x34\x63o/type/v1/lat_lng.proto\x1a\x18\x61\x34\x63o/type/v1/money.proto\x1a#a4co/type/v1/return_exception.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xd9\x02\n\x07\x41rtisan\x12\x12\n\nartisan_id\x18\x01 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x02 \x01(\t\x12\r\n\x05\x63raft\x18\x03 \x01(\t\x12\x10\n\x08locality\x18\x04 \x01(\t\x12&\n\x08location\x18\x05 \x01(\x0b\x32\x14.a4co.type.v1.LatLng\x12&\n\x07\x61\x64\x64ress\x18\x06 \x01(\x0b\x32\x15.a4co.type.v1.Address\x12\x0b\n\x03\x62io\x18\x07 \x01(\t\x12\x30\n\x0conboard_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08revision\x18\t \x01(\x05\x12/\n\x0bupdate_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x31\n\roffboard_time\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xa8\x03\n\x10PublishedProduct\x12\x12\n\nproduct_id\x18\x01 \x01(\t\x12\x12\n\nartisan_id\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x04 \x01(\t\x12\x10\n\x08\x63\x61tegory\x18\x05 \x01(\t\x12\"\n\x05price\x18\x06 \x01(\x0b\x32\x13.a4co.type.v1.Money\x12\x15\n\rinitial_stock\x18\x07 \x01(\x05\x12\x1b\n\x13low_stock_threshold\x18\x08 \x01(\x05\x12\x30\n\x0cpublish_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08revision\x18\n \x01(\x05\x12/\n\x0bupdate_time\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x31\n\rwithdraw_time\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x37\n\x10return_exception\x18\r \x01(\x0e\x32\x1d.a4co.type.v1.ReturnException\"\xbf\x01\n\x15OnboardArtisanRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x02 \x01(\t\x12\r\n\x05\x63raft\x18\x03 \x01(\t\x12\x10\n\x08locality\x18\x04 \x01(\t\x12&\n\x08location\x18\x05 \x01(\x0b\x32\x14.a4co.type.v1.LatLng\x12&\n\x07\x61\x64\x64ress\x18\x06 \x01(\x0b\x32\x15.a4co.type.v1.Address\x12\x0b\n\x03\x62io\x18\x07 \x01(\t\"D\n\x16OnboardArtisanResponse\x12*\n\x07\x61rtisan\x18\x01 \x01(\x0b\x32\x19.a4co.artisans.v1.Artisan\"\x13\n\x11GetArtisanRequest\"@\n\x12GetArtisanResponse\x12*\n\x07\x61rtisan\x18\x01 \x01(\x0b\x32\x19.a4co.artisans.v1.Artisan\"\x8e\x01\n\x14UpdateArtisanRequest\x12*\n\x07\x61rtisan\x18\x01 \x01(\x0b\x32\x19.a4co.artisans.v1.Artisan\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\x12\x19\n\x11\x65xpected_revision\x18\x03 \x01(\x05\"C\n\x15UpdateArtisanResponse\x12*\n\x07\x61rtisan\x18\x01 \x01(\x0b\x32\x19.a4co.artisans.v1.Artisan\"\xf1\x01\n\x15PublishProductRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\x12\x10\n\x08\x63\x61tegory\x18\x04 \x01(\t\x12\"\n\x05price\x18\x05 \x01(\x0b\x32\x13.a4co.type.v1.Money\x12\x15\n\rinitial_stock\x18\x06 \x01(\x05\x12\x1b\n\x13low_stock_threshold\x18\x07 \x01(\x05\x12\x37\n\x10return_exception\x18\x08 \x01(\x0e\x32\x1d.a4co.type.v1.ReturnException\"M\n\x16PublishProductResponse\x12\x33\n\x07product\x18\x01 \x01(\x0b\x32\".a4co.artisans.v1.PublishedProduct\"\xab\x01\n\x14UpdateProductRequest\x12\x12\n\nproduct_id\x18\x01 \x01(\t\x12\x33\n\x07product\x18\x02 \x01(\x0b\x32\".a4co.artisans.v1.PublishedProduct\x12/\n\x0bupdate_mask\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\x12\x19\n\x11\x65xpected_revision\x18\x04 \x01(\x05\"L\n\x15UpdateProductResponse\x12\x33\n\x07product\x18\x01 \x01(\x0b\x32\".a4co.artisans.v1.PublishedProduct\",\n\x16WithdrawProductRequest\x12\x12\n\nproduct_id\x18\x01 \x01(\t\"N\n\x17WithdrawProductResponse\x12\x33\n\x07product\x18\x01 \x01(\x0b\x32\".a4co.artisans.v1.PublishedProduct\"T\n\x13ListProductsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x16\n\x0eshow_withdrawn\x18\x03 \x01(\x08\"e\n\x14ListProductsResponse\x12\x34\n\x08products\x18\x01 \x03(\x0b\x32\".a4co.artisans.v1.PublishedProduct\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\",\n\x16OffboardArtisanRequest\x12\x12\n\nartisan_id\x18\x01 \x01(\t\"a\n\x17OffboardArtisanResponse\x12*\n\x07\x61rtisan\x18\x01 \x01(\x0b\x32\x19.a4co.artisans.v1.Artisan\x12\x1a\n\x12withdrawn_products\x18\x02 \x01(\x05\x32\xa7\x06\n\x0f\x41rtisansService\x12\x63\n\x0eOnboardArtisan\x12\'.a4co.artisans.v1.OnboardArtisanRequest\x1a(.a4co.artisans.v1.OnboardArtisanResponse\x12W\n\nGetArtisan\x12#.a4co.artisans.v1.GetArtisanRequest\x1a$.a4co.artisans.v1.GetArtisanResponse\x12`\n\rUpdateArtisan\x12&.a4co.artisans.v1.UpdateArtisanRequest\x1a\'.a4co.artisans.v1.UpdateArtisanResponse\x12\x63\n\x0ePublishProduct\x12\'.a4co.artisans.v1.PublishProductRequest\x1a(.a4co.artisans.v1.PublishProductResponse\x12`\n\rUpdateProduct\x12&.a4co.artisans.v1.UpdateProductRequest\x1a\'.a4co.artisans.v1.UpdateProductResponse\x12\x66\n\x0fWithdrawProduct\x12(.a4co.artisans.v1.WithdrawProductRequest\x1a).a4co.artisans.v1.WithdrawProductResponse\x12]\n\x0cListProducts\x12%.a4co.artisans.v1.ListProductsRequest\x1a&.a4co.artisans.v1.ListProductsResponse\x12\x66\n\x0fOffboardArtisan\x12(.a4co.artisans.v1.OffboardArtisanRequest\x1a).a4co.artisans.v1.OffboardArtisanResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'a4co.artisans.v1.artisans_service_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_ARTISAN']._serialized_start=211
-  _globals['_ARTISAN']._serialized_end=556
-  _globals['_PUBLISHEDPRODUCT']._serialized_start=559
-  _globals['_PUBLISHEDPRODUCT']._serialized_end=926
-  _globals['_ONBOARDARTISANREQUEST']._serialized_start=929
-  _globals['_ONBOARDARTISANREQUEST']._serialized_end=1120
-  _globals['_ONBOARDARTISANRESPONSE']._serialized_start=1122
-  _globals['_ONBOARDARTISANRESPONSE']._serialized_end=1190
-  _globals['_GETARTISANREQUEST']._serialized_start=1192
-  _globals['_GETARTISANREQUEST']._serialized_end=1211
-  _globals['_GETARTISANRESPONSE']._serialized_start=1213
-  _globals['_GETARTISANRESPONSE']._serialized_end=1277
-  _globals['_UPDATEARTISANREQUEST']._serialized_start=1280
-  _globals['_UPDATEARTISANREQUEST']._serialized_end=1422
-  _globals['_UPDATEARTISANRESPONSE']._serialized_start=1424
-  _globals['_UPDATEARTISANRESPONSE']._serialized_end=1491
-  _globals['_PUBLISHPRODUCTREQUEST']._serialized_start=1494
-  _globals['_PUBLISHPRODUCTREQUEST']._serialized_end=1678
-  _globals['_PUBLISHPRODUCTRESPONSE']._serialized_start=1680
-  _globals['_PUBLISHPRODUCTRESPONSE']._serialized_end=1757
-  _globals['_UPDATEPRODUCTREQUEST']._serialized_start=1760
-  _globals['_UPDATEPRODUCTREQUEST']._serialized_end=1931
-  _globals['_UPDATEPRODUCTRESPONSE']._serialized_start=1933
-  _globals['_UPDATEPRODUCTRESPONSE']._serialized_end=2009
-  _globals['_WITHDRAWPRODUCTREQUEST']._serialized_start=2011
-  _globals['_WITHDRAWPRODUCTREQUEST']._serialized_end=2055
-  _globals['_WITHDRAWPRODUCTRESPONSE']._serialized_start=2057
-  _globals['_WITHDRAWPRODUCTRESPONSE']._serialized_end=2135
-  _globals['_LISTPRODUCTSREQUEST']._serialized_start=2137
-  _globals['_LISTPRODUCTSREQUEST']._serialized_end=2221
-  _globals['_LISTPRODUCTSRESPONSE']._serialized_start=2223
-  _globals['_LISTPRODUCTSRESPONSE']._serialized_end=2324
-  _globals['_OFFBOARDARTISANREQUEST']._serialized_start=2326
-  _globals['_OFFBOARDARTISANREQUEST']._serialized_end=2370
-  _globals['_OFFBOARDARTISANRESPONSE']._serialized_start=2372
-  _globals['_OFFBOARDARTISANRESPONSE']._serialized_end=2469
-  _globals['_ARTISANSSERVICE']._serialized_start=2472
-  _globals['_ARTISANSSERVICE']._serialized_end=3279
+  _globals['_ARTISAN']._serialized_start=248
+  _globals['_ARTISAN']._serialized_end=593
+  _globals['_PUBLISHEDPRODUCT']._serialized_start=596
+  _globals['_PUBLISHEDPRODUCT']._serialized_end=1020
+  _globals['_ONBOARDARTISANREQUEST']._serialized_start=1023
+  _globals['_ONBOARDARTISANREQUEST']._serialized_end=1214
+  _globals['_ONBOARDARTISANRESPONSE']._serialized_start=1216
+  _globals['_ONBOARDARTISANRESPONSE']._serialized_end=1284
+  _globals['_GETARTISANREQUEST']._serialized_start=1286
+  _globals['_GETARTISANREQUEST']._serialized_end=1305
+  _globals['_GETARTISANRESPONSE']._serialized_start=1307
+  _globals['_GETARTISANRESPONSE']._serialized_end=1371
+  _globals['_UPDATEARTISANREQUEST']._serialized_start=1374
+  _globals['_UPDATEARTISANREQUEST']._serialized_end=1516
+  _globals['_UPDATEARTISANRESPONSE']._serialized_start=1518
+  _globals['_UPDATEARTISANRESPONSE']._serialized_end=1585
+  _globals['_PUBLISHPRODUCTREQUEST']._serialized_start=1588
+  _globals['_PUBLISHPRODUCTREQUEST']._serialized_end=1829
+  _globals['_PUBLISHPRODUCTRESPONSE']._serialized_start=1831
+  _globals['_PUBLISHPRODUCTRESPONSE']._serialized_end=1908
+  _globals['_UPDATEPRODUCTREQUEST']._serialized_start=1911
+  _globals['_UPDATEPRODUCTREQUEST']._serialized_end=2082
+  _globals['_UPDATEPRODUCTRESPONSE']._serialized_start=2084
+  _globals['_UPDATEPRODUCTRESPONSE']._serialized_end=2160
+  _globals['_WITHDRAWPRODUCTREQUEST']._serialized_start=2162
+  _globals['_WITHDRAWPRODUCTREQUEST']._serialized_end=2206
+  _globals['_WITHDRAWPRODUCTRESPONSE']._serialized_start=2208
+  _globals['_WITHDRAWPRODUCTRESPONSE']._serialized_end=2286
+  _globals['_LISTPRODUCTSREQUEST']._serialized_start=2288
+  _globals['_LISTPRODUCTSREQUEST']._serialized_end=2372
+  _globals['_LISTPRODUCTSRESPONSE']._serialized_start=2374
+  _globals['_LISTPRODUCTSRESPONSE']._serialized_end=2475
+  _globals['_OFFBOARDARTISANREQUEST']._serialized_start=2477
+  _globals['_OFFBOARDARTISANREQUEST']._serialized_end=2521
+  _globals['_OFFBOARDARTISANRESPONSE']._serialized_start=2523
+  _globals['_OFFBOARDARTISANRESPONSE']._serialized_end=2620
+  _globals['_ARTISANSSERVICE']._serialized_start=2623
+  _globals['_ARTISANSSERVICE']._serialized_end=3430
 # @@protoc_insertion_point(module_scope)

@@ -6,6 +6,7 @@ isort:skip_file
 from a4co.type.v1 import address_pb2 as _address_pb2
 from a4co.type.v1 import lat_lng_pb2 as _lat_lng_pb2
 from a4co.type.v1 import money_pb2 as _money_pb2
+from a4co.type.v1 import return_exception_pb2 as _return_exception_pb2
 from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import field_mask_pb2 as _field_mask_pb2
@@ -117,6 +118,7 @@ class PublishedProduct(_message.Message):
     REVISION_FIELD_NUMBER: _builtins.int
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
     WITHDRAW_TIME_FIELD_NUMBER: _builtins.int
+    RETURN_EXCEPTION_FIELD_NUMBER: _builtins.int
     product_id: _builtins.str
     """The product."""
     artisan_id: _builtins.str
@@ -134,6 +136,11 @@ class PublishedProduct(_message.Message):
     revision: _builtins.int
     """How many times it changed, counting its publication: 1 when published,
     one more at each update that changed something and at its withdrawal.
+    """
+    return_exception: _return_exception_pb2.ReturnException.ValueType
+    """Why it may not be returned, when it may not: perishable or personalised
+    (EU consumer law's exceptions). Unspecified: it may be returned within the
+    return window (OrdersService.RequestReturn).
     """
     @_builtins.property
     def price(self) -> _money_pb2.Money:
@@ -166,10 +173,11 @@ class PublishedProduct(_message.Message):
         revision: _builtins.int = ...,
         update_time: _timestamp_pb2.Timestamp | None = ...,
         withdraw_time: _timestamp_pb2.Timestamp | None = ...,
+        return_exception: _return_exception_pb2.ReturnException.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["price", b"price", "publish_time", b"publish_time", "update_time", b"update_time", "withdraw_time", b"withdraw_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["artisan_id", b"artisan_id", "category", b"category", "description", b"description", "initial_stock", b"initial_stock", "low_stock_threshold", b"low_stock_threshold", "name", b"name", "price", b"price", "product_id", b"product_id", "publish_time", b"publish_time", "revision", b"revision", "update_time", b"update_time", "withdraw_time", b"withdraw_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["artisan_id", b"artisan_id", "category", b"category", "description", b"description", "initial_stock", b"initial_stock", "low_stock_threshold", b"low_stock_threshold", "name", b"name", "price", b"price", "product_id", b"product_id", "publish_time", b"publish_time", "return_exception", b"return_exception", "revision", b"revision", "update_time", b"update_time", "withdraw_time", b"withdraw_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -369,6 +377,7 @@ class PublishProductRequest(_message.Message):
     PRICE_FIELD_NUMBER: _builtins.int
     INITIAL_STOCK_FIELD_NUMBER: _builtins.int
     LOW_STOCK_THRESHOLD_FIELD_NUMBER: _builtins.int
+    RETURN_EXCEPTION_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
     """A client-chosen UUID that makes the call safe to retry; one that
     another artisan's call used is PERMISSION_DENIED, REQUEST_ID_REUSED.
@@ -385,6 +394,11 @@ class PublishProductRequest(_message.Message):
     """Below this many available units the artisan is warned; 0 disables it.
     At most 1,000,000.
     """
+    return_exception: _return_exception_pb2.ReturnException.ValueType
+    """Why it may not be returned, when it may not: perishable (a fresh cheese)
+    or personalised (made to the customer's measure). Unspecified: it may be
+    returned within the return window, as the law gives customers by default.
+    """
     @_builtins.property
     def price(self) -> _money_pb2.Money:
         """The price of one unit, in EUR, more than zero and at most 1,000,000.00."""
@@ -399,10 +413,11 @@ class PublishProductRequest(_message.Message):
         price: _money_pb2.Money | None = ...,
         initial_stock: _builtins.int = ...,
         low_stock_threshold: _builtins.int = ...,
+        return_exception: _return_exception_pb2.ReturnException.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["price", b"price"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["category", b"category", "description", b"description", "initial_stock", b"initial_stock", "low_stock_threshold", b"low_stock_threshold", "name", b"name", "price", b"price", "request_id", b"request_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["category", b"category", "description", b"description", "initial_stock", b"initial_stock", "low_stock_threshold", b"low_stock_threshold", "name", b"name", "price", b"price", "request_id", b"request_id", "return_exception", b"return_exception"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -457,7 +472,9 @@ class UpdateProductRequest(_message.Message):
 
     @_builtins.property
     def update_mask(self) -> _field_mask_pb2.FieldMask:
-        """The fields to change: name, description, category, price."""
+        """The fields to change: name, description, category, price,
+        return_exception (for the orders placed afterwards).
+        """
 
     def __init__(
         self,

@@ -24,28 +24,29 @@ _sym_db = _symbol_database.Default()
 
 from a4co.type.v1 import lat_lng_pb2 as a4co_dot_type_dot_v1_dot_lat__lng__pb2
 from a4co.type.v1 import money_pb2 as a4co_dot_type_dot_v1_dot_money__pb2
+from a4co.type.v1 import return_exception_pb2 as a4co_dot_type_dot_v1_dot_return__exception__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n%a4co/catalog/v1/catalog_service.proto\x12\x0f\x61\x34\x63o.catalog.v1\x1a\x1a\x61\x34\x63o/type/v1/lat_lng.proto\x1a\x18\x61\x34\x63o/type/v1/money.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xdf\x02\n\x07Product\x12\x12\n\nproduct_id\x18\x01 \x01(\t\x12\x12\n\nartisan_id\x18\x02 \x01(\t\x12\x14\n\x0c\x61rtisan_name\x18\x03 \x01(\t\x12\x0c\n\x04name\x18\x04 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x05 \x01(\t\x12\x10\n\x08\x63\x61tegory\x18\x06 \x01(\t\x12\"\n\x05price\x18\x07 \x01(\x0b\x32\x13.a4co.type.v1.Money\x12\x10\n\x08locality\x18\x08 \x01(\t\x12&\n\x08location\x18\t \x01(\x0b\x32\x14.a4co.type.v1.LatLng\x12\x1a\n\x12\x61vailable_quantity\x18\n \x01(\x05\x12\x10\n\x08in_stock\x18\x0b \x01(\x08\x12\x11\n\tlow_stock\x18\x0c \x01(\x08\x12\x30\n\x0cpublish_time\x18\r \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08revision\x18\x0e \x01(\x05\"]\n\x0cSearchResult\x12)\n\x07product\x18\x01 \x01(\x0b\x32\x18.a4co.catalog.v1.Product\x12\r\n\x05score\x18\x02 \x01(\x01\x12\x13\n\x0b\x64istance_km\x18\x03 \x01(\x01\"\x91\x02\n\x15SearchProductsRequest\x12\r\n\x05query\x18\x01 \x01(\t\x12\x10\n\x08\x63\x61tegory\x18\x02 \x01(\t\x12\x12\n\nartisan_id\x18\x03 \x01(\t\x12&\n\tmin_price\x18\x04 \x01(\x0b\x32\x13.a4co.type.v1.Money\x12&\n\tmax_price\x18\x05 \x01(\x0b\x32\x13.a4co.type.v1.Money\x12\"\n\x04near\x18\x06 \x01(\x0b\x32\x14.a4co.type.v1.LatLng\x12\x11\n\tradius_km\x18\x07 \x01(\x01\x12\x15\n\rin_stock_only\x18\x08 \x01(\x08\x12\x11\n\tpage_size\x18\t \x01(\x05\x12\x12\n\npage_token\x18\n \x01(\t\"u\n\x16SearchProductsResponse\x12.\n\x07results\x18\x01 \x03(\x0b\x32\x1d.a4co.catalog.v1.SearchResult\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\x12\x12\n\ntotal_size\x18\x03 \x01(\x05\"\'\n\x11GetProductRequest\x12\x12\n\nproduct_id\x18\x01 \x01(\t\"?\n\x12GetProductResponse\x12)\n\x07product\x18\x01 \x01(\x0b\x32\x18.a4co.catalog.v1.Product2\xca\x01\n\x0e\x43\x61talogService\x12\x61\n\x0eSearchProducts\x12&.a4co.catalog.v1.SearchProductsRequest\x1a\'.a4co.catalog.v1.SearchProductsResponse\x12U\n\nGetProduct\x12\".a4co.catalog.v1.GetProductRequest\x1a#.a4co.catalog.v1.GetProductResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n%a4co/catalog/v1/catalog_service.proto\x12\x0f\x61\x34\x63o.catalog.v1\x1a\x1a\x61\x34\x63o/type/v1/lat_lng.proto\x1a\x18\x61\x34\x63o/type/v1/money.proto\x1a#a4co/type/v1/return_exception.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x98\x03\n\x07Product\x12\x12\n\nproduct_id\x18\x01 \x01(\t\x12\x12\n\nartisan_id\x18\x02 \x01(\t\x12\x14\n\x0c\x61rtisan_name\x18\x03 \x01(\t\x12\x0c\n\x04name\x18\x04 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x05 \x01(\t\x12\x10\n\x08\x63\x61tegory\x18\x06 \x01(\t\x12\"\n\x05price\x18\x07 \x01(\x0b\x32\x13.a4co.type.v1.Money\x12\x10\n\x08locality\x18\x08 \x01(\t\x12&\n\x08location\x18\t \x01(\x0b\x32\x14.a4co.type.v1.LatLng\x12\x1a\n\x12\x61vailable_quantity\x18\n \x01(\x05\x12\x10\n\x08in_stock\x18\x0b \x01(\x08\x12\x11\n\tlow_stock\x18\x0c \x01(\x08\x12\x30\n\x0cpublish_time\x18\r \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08revision\x18\x0e \x01(\x05\x12\x37\n\x10return_exception\x18\x0f \x01(\x0e\x32\x1d.a4co.type.v1.ReturnException\"]\n\x0cSearchResult\x12)\n\x07product\x18\x01 \x01(\x0b\x32\x18.a4co.catalog.v1.Product\x12\r\n\x05score\x18\x02 \x01(\x01\x12\x13\n\x0b\x64istance_km\x18\x03 \x01(\x01\"\x91\x02\n\x15SearchProductsRequest\x12\r\n\x05query\x18\x01 \x01(\t\x12\x10\n\x08\x63\x61tegory\x18\x02 \x01(\t\x12\x12\n\nartisan_id\x18\x03 \x01(\t\x12&\n\tmin_price\x18\x04 \x01(\x0b\x32\x13.a4co.type.v1.Money\x12&\n\tmax_price\x18\x05 \x01(\x0b\x32\x13.a4co.type.v1.Money\x12\"\n\x04near\x18\x06 \x01(\x0b\x32\x14.a4co.type.v1.LatLng\x12\x11\n\tradius_km\x18\x07 \x01(\x01\x12\x15\n\rin_stock_only\x18\x08 \x01(\x08\x12\x11\n\tpage_size\x18\t \x01(\x05\x12\x12\n\npage_token\x18\n \x01(\t\"u\n\x16SearchProductsResponse\x12.\n\x07results\x18\x01 \x03(\x0b\x32\x1d.a4co.catalog.v1.SearchResult\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\x12\x12\n\ntotal_size\x18\x03 \x01(\x05\"\'\n\x11GetProductRequest\x12\x12\n\nproduct_id\x18\x01 \x01(\t\"?\n\x12GetProductResponse\x12)\n\x07product\x18\x01 \x01(\x0b\x32\x18.a4co.catalog.v1.Product2\xca\x01\n\x0e\x43\x61talogService\x12\x61\n\x0eSearchProducts\x12&.a4co.catalog.v1.SearchProductsRequest\x1a\'.a4co.catalog.v1.SearchProductsResponse\x12U\n\nGetProduct\x12\".a4co.catalog.v1.GetProductRequest\x1a#.a4co.catalog.v1.GetProductResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'a4co.catalog.v1.catalog_service_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_PRODUCT']._serialized_start=146
-  _globals['_PRODUCT']._serialized_end=497
-  _globals['_SEARCHRESULT']._serialized_start=499
-  _globals['_SEARCHRESULT']._serialized_end=592
-  _globals['_SEARCHPRODUCTSREQUEST']._serialized_start=595
-  _globals['_SEARCHPRODUCTSREQUEST']._serialized_end=868
-  _globals['_SEARCHPRODUCTSRESPONSE']._serialized_start=870
-  _globals['_SEARCHPRODUCTSRESPONSE']._serialized_end=987
-  _globals['_GETPRODUCTREQUEST']._serialized_start=989
-  _globals['_GETPRODUCTREQUEST']._serialized_end=1028
-  _globals['_GETPRODUCTRESPONSE']._serialized_start=1030
-  _globals['_GETPRODUCTRESPONSE']._serialized_end=1093
-  _globals['_CATALOGSERVICE']._serialized_start=1096
-  _globals['_CATALOGSERVICE']._serialized_end=1298
+  _globals['_PRODUCT']._serialized_start=183
+  _globals['_PRODUCT']._serialized_end=591
+  _globals['_SEARCHRESULT']._serialized_start=593
+  _globals['_SEARCHRESULT']._serialized_end=686
+  _globals['_SEARCHPRODUCTSREQUEST']._serialized_start=689
+  _globals['_SEARCHPRODUCTSREQUEST']._serialized_end=962
+  _globals['_SEARCHPRODUCTSRESPONSE']._serialized_start=964
+  _globals['_SEARCHPRODUCTSRESPONSE']._serialized_end=1081
+  _globals['_GETPRODUCTREQUEST']._serialized_start=1083
+  _globals['_GETPRODUCTREQUEST']._serialized_end=1122
+  _globals['_GETPRODUCTRESPONSE']._serialized_start=1124
+  _globals['_GETPRODUCTRESPONSE']._serialized_end=1187
+  _globals['_CATALOGSERVICE']._serialized_start=1190
+  _globals['_CATALOGSERVICE']._serialized_end=1392
 # @@protoc_insertion_point(module_scope)

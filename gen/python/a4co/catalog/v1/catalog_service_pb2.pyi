@@ -5,6 +5,7 @@ isort:skip_file
 
 from a4co.type.v1 import lat_lng_pb2 as _lat_lng_pb2
 from a4co.type.v1 import money_pb2 as _money_pb2
+from a4co.type.v1 import return_exception_pb2 as _return_exception_pb2
 from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
@@ -41,6 +42,7 @@ class Product(_message.Message):
     LOW_STOCK_FIELD_NUMBER: _builtins.int
     PUBLISH_TIME_FIELD_NUMBER: _builtins.int
     REVISION_FIELD_NUMBER: _builtins.int
+    RETURN_EXCEPTION_FIELD_NUMBER: _builtins.int
     product_id: _builtins.str
     """The product."""
     artisan_id: _builtins.str
@@ -65,6 +67,11 @@ class Product(_message.Message):
     """The artisan's revision of the product the catalog shows: 1 at publication,
     one more with each change (artisans' ListProducts and the product events
     carry the same number). Withdrawn products are not shown.
+    """
+    return_exception: _return_exception_pb2.ReturnException.ValueType
+    """Why it may not be returned, when it may not: perishable or personalised
+    (EU consumer law's exceptions). Unspecified: it may be returned within the
+    return window (OrdersService.RequestReturn).
     """
     @_builtins.property
     def price(self) -> _money_pb2.Money:
@@ -95,10 +102,11 @@ class Product(_message.Message):
         low_stock: _builtins.bool = ...,
         publish_time: _timestamp_pb2.Timestamp | None = ...,
         revision: _builtins.int = ...,
+        return_exception: _return_exception_pb2.ReturnException.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["location", b"location", "price", b"price", "publish_time", b"publish_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["artisan_id", b"artisan_id", "artisan_name", b"artisan_name", "available_quantity", b"available_quantity", "category", b"category", "description", b"description", "in_stock", b"in_stock", "locality", b"locality", "location", b"location", "low_stock", b"low_stock", "name", b"name", "price", b"price", "product_id", b"product_id", "publish_time", b"publish_time", "revision", b"revision"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["artisan_id", b"artisan_id", "artisan_name", b"artisan_name", "available_quantity", b"available_quantity", "category", b"category", "description", b"description", "in_stock", b"in_stock", "locality", b"locality", "location", b"location", "low_stock", b"low_stock", "name", b"name", "price", b"price", "product_id", b"product_id", "publish_time", b"publish_time", "return_exception", b"return_exception", "revision", b"revision"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -6,6 +6,7 @@ isort:skip_file
 from a4co.type.v1 import address_pb2 as _address_pb2
 from a4co.type.v1 import lat_lng_pb2 as _lat_lng_pb2
 from a4co.type.v1 import money_pb2 as _money_pb2
+from a4co.type.v1 import return_exception_pb2 as _return_exception_pb2
 from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
@@ -94,12 +95,18 @@ class OrderLine(_message.Message):
     QUANTITY_FIELD_NUMBER: _builtins.int
     UNIT_PRICE_FIELD_NUMBER: _builtins.int
     LINE_TOTAL_FIELD_NUMBER: _builtins.int
+    RETURN_EXCEPTION_FIELD_NUMBER: _builtins.int
     product_id: _builtins.str
     """The product."""
     product_name: _builtins.str
     """The product's name when ordered."""
     quantity: _builtins.int
     """How many units."""
+    return_exception: _return_exception_pb2.ReturnException.ValueType
+    """Why the product may not be returned, as it was when ordered; unspecified
+    when it may. An order with such a line may not be returned
+    (RequestReturn: FAILED_PRECONDITION, NOT_RETURNABLE).
+    """
     @_builtins.property
     def unit_price(self) -> _money_pb2.Money:
         """The price of one unit when ordered."""
@@ -116,10 +123,11 @@ class OrderLine(_message.Message):
         quantity: _builtins.int = ...,
         unit_price: _money_pb2.Money | None = ...,
         line_total: _money_pb2.Money | None = ...,
+        return_exception: _return_exception_pb2.ReturnException.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["line_total", b"line_total", "unit_price", b"unit_price"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["line_total", b"line_total", "product_id", b"product_id", "product_name", b"product_name", "quantity", b"quantity", "unit_price", b"unit_price"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["line_total", b"line_total", "product_id", b"product_id", "product_name", b"product_name", "quantity", b"quantity", "return_exception", b"return_exception", "unit_price", b"unit_price"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -141,7 +141,9 @@ class OrdersServiceServicer:
     def RequestReturn(self, request, context):
         """RequestReturn asks to return a delivered order, before its
         return_window_end_time (FAILED_PRECONDITION, RETURN_WINDOW_CLOSED after
-        it). Only its customer or an admin may ask. Asking twice is harmless.
+        it), unless one of its lines has a return_exception (FAILED_PRECONDITION,
+        NOT_RETURNABLE, naming the product_id and the return_exception). Only its
+        customer or an admin may ask. Asking twice is harmless.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

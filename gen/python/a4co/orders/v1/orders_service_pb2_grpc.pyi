@@ -63,7 +63,9 @@ class OrdersServiceStub:
     RequestReturn: _grpc.UnaryUnaryMultiCallable[_orders_service_pb2.RequestReturnRequest, _orders_service_pb2.RequestReturnResponse]
     """RequestReturn asks to return a delivered order, before its
     return_window_end_time (FAILED_PRECONDITION, RETURN_WINDOW_CLOSED after
-    it). Only its customer or an admin may ask. Asking twice is harmless.
+    it), unless one of its lines has a return_exception (FAILED_PRECONDITION,
+    NOT_RETURNABLE, naming the product_id and the return_exception). Only its
+    customer or an admin may ask. Asking twice is harmless.
     """
     CancelReturn: _grpc.UnaryUnaryMultiCallable[_orders_service_pb2.CancelReturnRequest, _orders_service_pb2.CancelReturnResponse]
     """CancelReturn takes back a return asked for, before its goods came back
@@ -114,7 +116,9 @@ class OrdersServiceAsyncStub(OrdersServiceStub):
     RequestReturn: _aio.UnaryUnaryMultiCallable[_orders_service_pb2.RequestReturnRequest, _orders_service_pb2.RequestReturnResponse]  # type: ignore[assignment]
     """RequestReturn asks to return a delivered order, before its
     return_window_end_time (FAILED_PRECONDITION, RETURN_WINDOW_CLOSED after
-    it). Only its customer or an admin may ask. Asking twice is harmless.
+    it), unless one of its lines has a return_exception (FAILED_PRECONDITION,
+    NOT_RETURNABLE, naming the product_id and the return_exception). Only its
+    customer or an admin may ask. Asking twice is harmless.
     """
     CancelReturn: _aio.UnaryUnaryMultiCallable[_orders_service_pb2.CancelReturnRequest, _orders_service_pb2.CancelReturnResponse]  # type: ignore[assignment]
     """CancelReturn takes back a return asked for, before its goods came back
@@ -204,7 +208,9 @@ class OrdersServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_orders_service_pb2.RequestReturnResponse, _abc.Awaitable[_orders_service_pb2.RequestReturnResponse]]:
         """RequestReturn asks to return a delivered order, before its
         return_window_end_time (FAILED_PRECONDITION, RETURN_WINDOW_CLOSED after
-        it). Only its customer or an admin may ask. Asking twice is harmless.
+        it), unless one of its lines has a return_exception (FAILED_PRECONDITION,
+        NOT_RETURNABLE, naming the product_id and the return_exception). Only its
+        customer or an admin may ask. Asking twice is harmless.
         """
 
     @_abc_1.abstractmethod

@@ -5,6 +5,7 @@ isort:skip_file
 
 from a4co.type.v1 import lat_lng_pb2 as _lat_lng_pb2
 from a4co.type.v1 import money_pb2 as _money_pb2
+from a4co.type.v1 import return_exception_pb2 as _return_exception_pb2
 from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
@@ -216,6 +217,7 @@ class ProductPublished(_message.Message):
     INITIAL_STOCK_FIELD_NUMBER: _builtins.int
     LOW_STOCK_THRESHOLD_FIELD_NUMBER: _builtins.int
     PUBLISH_TIME_FIELD_NUMBER: _builtins.int
+    RETURN_EXCEPTION_FIELD_NUMBER: _builtins.int
     product_id: _builtins.str
     """The new product's id."""
     artisan_id: _builtins.str
@@ -230,6 +232,11 @@ class ProductPublished(_message.Message):
     """The units the artisan has on hand when publishing."""
     low_stock_threshold: _builtins.int
     """Below this many available units the artisan is warned."""
+    return_exception: _return_exception_pb2.ReturnException.ValueType
+    """Why it may not be returned, when it may not: perishable or personalised
+    (EU consumer law's exceptions). Unspecified: it may be returned within the
+    return window (OrdersService.RequestReturn).
+    """
     @_builtins.property
     def price(self) -> _money_pb2.Money:
         """The price of one unit."""
@@ -250,10 +257,11 @@ class ProductPublished(_message.Message):
         initial_stock: _builtins.int = ...,
         low_stock_threshold: _builtins.int = ...,
         publish_time: _timestamp_pb2.Timestamp | None = ...,
+        return_exception: _return_exception_pb2.ReturnException.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["price", b"price", "publish_time", b"publish_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["artisan_id", b"artisan_id", "category", b"category", "description", b"description", "initial_stock", b"initial_stock", "low_stock_threshold", b"low_stock_threshold", "name", b"name", "price", b"price", "product_id", b"product_id", "publish_time", b"publish_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["artisan_id", b"artisan_id", "category", b"category", "description", b"description", "initial_stock", b"initial_stock", "low_stock_threshold", b"low_stock_threshold", "name", b"name", "price", b"price", "product_id", b"product_id", "publish_time", b"publish_time", "return_exception", b"return_exception"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -279,6 +287,7 @@ class ProductUpdated(_message.Message):
     CHANGED_FIELDS_FIELD_NUMBER: _builtins.int
     PUBLISH_TIME_FIELD_NUMBER: _builtins.int
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
+    RETURN_EXCEPTION_FIELD_NUMBER: _builtins.int
     product_id: _builtins.str
     """The product."""
     artisan_id: _builtins.str
@@ -291,6 +300,11 @@ class ProductUpdated(_message.Message):
     """The category slug."""
     revision: _builtins.int
     """The product's revision after the change; its publication is revision 1."""
+    return_exception: _return_exception_pb2.ReturnException.ValueType
+    """Why it may not be returned, when it may not: perishable or personalised
+    (EU consumer law's exceptions). Unspecified: it may be returned within the
+    return window (OrdersService.RequestReturn).
+    """
     @_builtins.property
     def price(self) -> _money_pb2.Money:
         """The price of one unit."""
@@ -320,10 +334,11 @@ class ProductUpdated(_message.Message):
         changed_fields: _abc.Iterable[_builtins.str] | None = ...,
         publish_time: _timestamp_pb2.Timestamp | None = ...,
         update_time: _timestamp_pb2.Timestamp | None = ...,
+        return_exception: _return_exception_pb2.ReturnException.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["price", b"price", "publish_time", b"publish_time", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["artisan_id", b"artisan_id", "category", b"category", "changed_fields", b"changed_fields", "description", b"description", "name", b"name", "price", b"price", "product_id", b"product_id", "publish_time", b"publish_time", "revision", b"revision", "update_time", b"update_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["artisan_id", b"artisan_id", "category", b"category", "changed_fields", b"changed_fields", "description", b"description", "name", b"name", "price", b"price", "product_id", b"product_id", "publish_time", b"publish_time", "return_exception", b"return_exception", "revision", b"revision", "update_time", b"update_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -348,6 +363,7 @@ class ProductWithdrawn(_message.Message):
     PUBLISH_TIME_FIELD_NUMBER: _builtins.int
     WITHDRAW_TIME_FIELD_NUMBER: _builtins.int
     WITH_WORKSHOP_FIELD_NUMBER: _builtins.int
+    RETURN_EXCEPTION_FIELD_NUMBER: _builtins.int
     product_id: _builtins.str
     """The product."""
     artisan_id: _builtins.str
@@ -363,6 +379,11 @@ class ProductWithdrawn(_message.Message):
     with_workshop: _builtins.bool
     """Withdrawn because its workshop left the marketplace, in the transaction
     of the ArtisanOffboarded that says so.
+    """
+    return_exception: _return_exception_pb2.ReturnException.ValueType
+    """Why it may not be returned, when it may not: perishable or personalised
+    (EU consumer law's exceptions). Unspecified: it may be returned within the
+    return window (OrdersService.RequestReturn).
     """
     @_builtins.property
     def price(self) -> _money_pb2.Money:
@@ -389,10 +410,11 @@ class ProductWithdrawn(_message.Message):
         publish_time: _timestamp_pb2.Timestamp | None = ...,
         withdraw_time: _timestamp_pb2.Timestamp | None = ...,
         with_workshop: _builtins.bool = ...,
+        return_exception: _return_exception_pb2.ReturnException.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["price", b"price", "publish_time", b"publish_time", "withdraw_time", b"withdraw_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["artisan_id", b"artisan_id", "category", b"category", "description", b"description", "name", b"name", "price", b"price", "product_id", b"product_id", "publish_time", b"publish_time", "revision", b"revision", "with_workshop", b"with_workshop", "withdraw_time", b"withdraw_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["artisan_id", b"artisan_id", "category", b"category", "description", b"description", "name", b"name", "price", b"price", "product_id", b"product_id", "publish_time", b"publish_time", "return_exception", b"return_exception", "revision", b"revision", "with_workshop", b"with_workshop", "withdraw_time", b"withdraw_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
