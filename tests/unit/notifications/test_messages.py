@@ -5,7 +5,7 @@ from __future__ import annotations
 import itertools
 import re
 from pathlib import Path
-from typing import TypeAlias
+from typing import Any, TypeAlias
 
 import pytest
 
@@ -39,18 +39,27 @@ def test_the_customer_hears_of_confirmation_and_cancellation_not_payment() -> No
     assert not status_notified(changed(orders.ORDER_STATUS_CONFIRMED, orders.ORDER_STATUS_CONFIRMED))
 
 
-def cancelled(reason: str, note: str = "", refund: bool = False) -> list[tuple[str, str]]:
+def told(previous: Status, status: Status, **fields: Any) -> list[tuple[str, str]]:
+    """Who is told what of a change of order 0f1e2d3c's status."""
     event = orders.OrderStatusChanged(
         order_id="0f1e2d3c-aaaa",
         customer_id="c-1",
         artisan_id="a-1",
-        previous_status=orders.ORDER_STATUS_CONFIRMED,
-        status=orders.ORDER_STATUS_CANCELLED,
+        previous_status=previous,
+        status=status,
+        **fields,
+    )
+    return [(n.recipient_id, n.body) for n in order_status_changed(event)]
+
+
+def cancelled(reason: str, note: str = "", refund: bool = False) -> list[tuple[str, str]]:
+    return told(
+        orders.ORDER_STATUS_CONFIRMED,
+        orders.ORDER_STATUS_CANCELLED,
         reason=reason,
         cancel_note=note,
         refund_required=refund,
     )
-    return [(n.recipient_id, n.body) for n in order_status_changed(event)]
 
 
 def test_a_cancellation_says_why_in_words_and_the_note_to_whoever_did_not_write_it() -> None:
@@ -69,40 +78,17 @@ def test_a_cancellation_says_why_in_words_and_the_note_to_whoever_did_not_write_
 
 
 def test_a_return_is_told_to_the_artisan_with_the_customers_words_and_its_refund_to_the_customer() -> None:
-    before = {
-        orders.ORDER_STATUS_RETURN_REQUESTED: orders.ORDER_STATUS_DELIVERED,
-        orders.ORDER_STATUS_RETURNED: orders.ORDER_STATUS_RETURN_REQUESTED,
-    }
-
-    def told(status: Status, note: str, refund: bool = False) -> list[tuple[str, str]]:
-        event = orders.OrderStatusChanged(
-            order_id="0f1e2d3c-aaaa",
-            customer_id="c-1",
-            artisan_id="a-1",
-            previous_status=before[status],
-            status=status,
-            return_note=note,
-            refund_required=refund,
-        )
-        return [(n.recipient_id, n.body) for n in order_status_changed(event)]
-
-    asked = told(orders.ORDER_STATUS_RETURN_REQUESTED, "llegó roto")
+    delivered, asked_for = orders.ORDER_STATUS_DELIVERED, orders.ORDER_STATUS_RETURN_REQUESTED
+    asked = told(delivered, asked_for, return_note="llegó roto")
     assert [who for who, _ in asked] == ["c-1", "a-1"]
     assert "envíalo de vuelta al artesano" in asked[0][1]
     assert "El cliente dice: «llegó roto»." in asked[1][1]
-    assert "El cliente dice" not in told(orders.ORDER_STATUS_RETURN_REQUESTED, "")[1][1]
-    taken_back = orders.OrderStatusChanged(
-        order_id="0f1e2d3c-aaaa",
-        customer_id="c-1",
-        artisan_id="a-1",
-        previous_status=orders.ORDER_STATUS_RETURN_REQUESTED,
-        status=orders.ORDER_STATUS_DELIVERED,
-    )
-    assert [(n.recipient_id, n.body) for n in order_status_changed(taken_back)] == [
+    assert "El cliente dice" not in told(delivered, asked_for)[1][1]
+    assert told(asked_for, delivered) == [
         ("c-1", "Has anulado la devolución del pedido 0f1e2d3c."),
         ("a-1", "El cliente ya no devuelve el pedido 0f1e2d3c: la venta sigue en pie."),
     ]
-    assert told(orders.ORDER_STATUS_RETURNED, "llegó roto", refund=True) == [
+    assert told(asked_for, orders.ORDER_STATUS_RETURNED, return_note="llegó roto", refund_required=True) == [
         ("c-1", "El artesano ha recibido la devolución del pedido 0f1e2d3c. Te devolvemos lo que pagaste.")
     ]
 
