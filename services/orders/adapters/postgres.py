@@ -208,7 +208,7 @@ class Orders:
 
     async def returns_waiting(self) -> tuple[int, datetime | None]:
         """How many returns wait for their goods, and when the oldest was asked for: through the
-        `orders_returns_waiting` partial index, as `count_in_flight`."""
+        `orders_returns_pages` partial index, as `count_in_flight` through `orders_waiting`."""
         row = await self.conn.fetchrow(RETURNS_WAITING_SQL)
         assert row is not None
         return int(row["n"]), row["oldest"]

@@ -798,15 +798,26 @@ async def test_a_delivered_order_is_returned_refunded_and_its_units_back_in_stoc
     assert cancel.code() == grpc.StatusCode.FAILED_PRECONDITION
     await quiet_and_sound(actors, urls, prefix)  # charged, not refunded yet: still a sale
     assert (await stock(actors, product)).on_hand == 3
-    # The operators' gauges count the return waiting for its goods, through its partial index.
+    # The operators' gauges count the return waiting for its goods, and an admin lists it, through
+    # its partial index.
     pool = actors.svc["orders"].infra.pool
     await set_in_flight(Orders(pool))
     assert REGISTRY.get_sample_value("a4co_orders_returns_waiting") == 1
     assert 0 <= (REGISTRY.get_sample_value("a4co_orders_oldest_return_waiting_seconds") or -1) < 60
     async with pool.acquire() as conn, conn.transaction():
         await conn.execute("SET LOCAL enable_seqscan = off")
-        plan = "\n".join(r[0] for r in await conn.fetch(f"EXPLAIN {RETURNS_WAITING_SQL}"))
-    assert "orders_returns_waiting" in plan
+        counted = "\n".join(r[0] for r in await conn.fetch(f"EXPLAIN {RETURNS_WAITING_SQL}"))
+        listed = "\n".join(  # an admin's ListOrders of them, as Orders.page asks
+            r[0]
+            for r in await conn.fetch(
+                "EXPLAIN SELECT * FROM orders WHERE true AND status = $1"
+                " ORDER BY created_at DESC, order_id DESC LIMIT $2",
+                "RETURN_REQUESTED",
+                21,
+            )
+        )
+    assert "orders_returns_pages" in counted
+    assert "orders_returns_pages" in listed
 
     artisan = dict(actors.artisan())["authorization"].removeprefix("Bearer ")
     await call(address, f"{service}/MarkOrderReturned", {"order_id": placed.order_id}, artisan)
