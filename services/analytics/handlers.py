@@ -125,9 +125,16 @@ async def _store_placed(conn: Connection, batch: list[_Placed]) -> None:
     )
 
 
+# The status changes analytics records, and the columns of each: when, and what it gave back.
+_UNDONE_COLUMNS = {
+    order_events.ORDER_STATUS_CANCELLED: ("cancelled_at", "refunded_cents"),
+    order_events.ORDER_STATUS_RETURNED: ("returned_at", "returned_cents"),
+}
+
+
 def undone(event: order_events.OrderStatusChanged) -> bool:
     """The only status changes analytics records: a cancellation, and a return."""
-    return event.status in (order_events.ORDER_STATUS_CANCELLED, order_events.ORDER_STATUS_RETURNED)
+    return event.status in _UNDONE_COLUMNS
 
 
 async def on_order_status_changed(
@@ -138,18 +145,10 @@ async def on_order_status_changed(
         return
     await _ensure(ctx.conn, event.order_id, event.artisan_id)
     refunded = event.total.amount_cents if event.refund_required else 0
-    if event.status == order_events.ORDER_STATUS_RETURNED:
-        await ctx.conn.execute(
-            "UPDATE sales SET returned_at = coalesce(returned_at, $2),"
-            " returned_cents = greatest(returned_cents, $3) WHERE order_id = $1",
-            event.order_id,
-            _when(event.change_time, ctx),
-            refunded,
-        )
-        return
+    # A return is counted apart from a cancellation, each with its time and what it gave back.
+    when, cents = _UNDONE_COLUMNS[event.status]
     await ctx.conn.execute(
-        "UPDATE sales SET cancelled_at = coalesce(cancelled_at, $2),"
-        " refunded_cents = greatest(refunded_cents, $3)"
+        f"UPDATE sales SET {when} = coalesce({when}, $2), {cents} = greatest({cents}, $3)"  # noqa: S608 (constants)
         " WHERE order_id = $1",
         event.order_id,
         _when(event.change_time, ctx),

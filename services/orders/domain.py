@@ -254,10 +254,16 @@ class Order:
             raise CannotChangeError(self.order_id, self.status, "deliver")
         return replace(self, delivered=True, delivered_at=now)
 
+    @property
+    def delivery_time(self) -> datetime | None:
+        """When it was delivered: its `delivered_at`, or its last change for an order delivered
+        before that was recorded; None before delivery."""
+        return (self.delivered_at or self.updated_at) if self.delivered else None
+
     def return_window_end(self, window: timedelta) -> datetime | None:
         """Until when its return may be asked for: `window` after its delivery; None before."""
-        delivered = self.delivered_at or self.updated_at
-        return delivered + window if self.delivered and delivered is not None else None
+        delivered = self.delivery_time
+        return delivered + window if delivered is not None else None
 
     def return_requested(self, now: datetime, window: timedelta, note: str = "") -> Order:
         """Its customer asks to return a delivered order, within `window` of its delivery;

@@ -148,7 +148,7 @@ def order_to_pb(o: Order, return_window: timedelta) -> pb.Order:
         payment_method_id=o.payment_method_id,
         create_time=to_timestamp(o.created_at),
         update_time=to_timestamp(o.updated_at),
-        delivery_time=optional_timestamp(o.delivered_at or (o.updated_at if o.delivered else None)),
+        delivery_time=optional_timestamp(o.delivery_time),
         return_window_end_time=optional_timestamp(o.return_window_end(return_window)),
         return_request_time=optional_timestamp(o.return_requested_at),
         return_note=o.return_note,

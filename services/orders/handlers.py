@@ -238,7 +238,7 @@ async def _announce(publish: Publish, before: Order, after: Order) -> None:
             artisan_id=after.artisan_id,
             lines=_lines(after),
             total=_money(after, after.total_cents),
-            delivery_time=to_timestamp(after.delivered_at or datetime.now(UTC)),
+            delivery_time=to_timestamp(after.delivery_time),
         )
         await publish(delivered, aggregate_id=after.order_id)
 

@@ -63,7 +63,7 @@ _UPDATED_COLUMNS = "orders.*, orders.lines::text AS lines, orders.delivery_addre
 
 
 def _facts(o: Order) -> tuple[object, ...]:
-    """What the saga changes of an order, in `save_many`'s column order."""
+    """What the saga and the calls change of an order, in `save_many`'s column order."""
     return (
         o.order_id,
         o.payment.value,
@@ -77,6 +77,10 @@ def _facts(o: Order) -> tuple[object, ...]:
         o.refunded,
         o.status.value,
         o.step_deadline,
+        o.delivered_at,
+        o.return_requested_at,
+        o.return_note,
+        o.returned_at,
     )
 
 
@@ -144,27 +148,9 @@ class Orders:
         return _order(row) if row else None
 
     async def save(self, order: Order) -> Order:
-        """Store the facts and the status they add up to, those a call records too (its delivery's
-        time and its return, which the saga's events never change: `save_many` leaves them)."""
+        """Store the facts and the status they add up to."""
         (saved,) = await self.save_many([order])
-        if (saved.delivered_at, saved.return_requested_at, saved.return_note, saved.returned_at) == (
-            order.delivered_at,
-            order.return_requested_at,
-            order.return_note,
-            order.returned_at,
-        ):
-            return saved
-        row = await self.conn.fetchrow(
-            "UPDATE orders SET delivered_at = $2, return_requested_at = $3, return_note = $4,"
-            f" returned_at = $5 WHERE order_id = $1::uuid RETURNING {_COLUMNS}",
-            order.order_id,
-            order.delivered_at,
-            order.return_requested_at,
-            order.return_note,
-            order.returned_at,
-        )
-        assert row is not None
-        return _order(row)
+        return saved
 
     async def save_many(self, orders: list[Order]) -> list[Order]:
         """Store the facts and statuses of several orders (each once) with one statement."""
@@ -173,13 +159,17 @@ class Orders:
             " stock_reason = u.stock_reason, cancel_reason = u.cancel_reason,"
             " cancel_note = u.cancel_note, shipped = u.shipped, delivered = u.delivered,"
             " refunded = u.refunded, status = u.status, step_deadline = u.step_deadline,"
+            " delivered_at = u.delivered_at, return_requested_at = u.return_requested_at,"
+            " return_note = u.return_note, returned_at = u.returned_at,"
             " version = orders.version + 1, updated_at = now()"
             " FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],"
-            " $7::text[], $8::bool[], $9::bool[], $10::bool[], $11::text[], $12::timestamptz[])"
+            " $7::text[], $8::bool[], $9::bool[], $10::bool[], $11::text[], $12::timestamptz[],"
+            " $13::timestamptz[], $14::timestamptz[], $15::text[], $16::timestamptz[])"
             " AS u(order_id, payment, payment_reason, stock, stock_reason, cancel_reason, cancel_note,"
-            " shipped, delivered, refunded, status, step_deadline)"
+            " shipped, delivered, refunded, status, step_deadline, delivered_at, return_requested_at,"
+            " return_note, returned_at)"
             f" WHERE orders.order_id = u.order_id RETURNING {_UPDATED_COLUMNS}",
-            *columns((_facts(o) for o in orders), 12),
+            *columns((_facts(o) for o in orders), 16),
         )
         return [_order(row) for row in rows]
 
