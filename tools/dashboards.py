@@ -101,7 +101,7 @@ SAGA: list[Panel] = [
         ("oldest (days)", "max(a4co_orders_oldest_return_waiting_seconds) / 86400"),
     ], "none"),
     ("Orders entering each status", [("{{status}}", "sum by (status) (rate(a4co_order_status_changes_total[1m]))")], "ops"),
-    ("Orders cancelled, by reason (PAYMENT_TIMEOUT, RESERVATION_TIMEOUT: a saga step that stalls)", [
+    ("Orders cancelled, by reason (*_TIMEOUT: a saga step that stalls)", [
         ("{{reason}}", "sum by (reason) (increase(a4co_orders_cancelled_total[5m]))"),
     ], "none"),
     ("CreateOrder rate and p99", [

@@ -43,6 +43,8 @@ KINDS = {
     "welcome": pb.ENTRY_KIND_WELCOME,
     "purchase": pb.ENTRY_KIND_PURCHASE,
     "revocation": pb.ENTRY_KIND_REVOCATION,
+    "redemption": pb.ENTRY_KIND_REDEMPTION,
+    "restoration": pb.ENTRY_KIND_RESTORATION,
 }
 
 

@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 
 import asyncpg
 
 from a4co.identity.events.v1 import identity_events_pb2 as identity_events
+from a4co.loyalty.events.v1 import loyalty_events_pb2 as loyalty_events
+from a4co.orders.events.v1 import order_events_pb2 as order_events
 from a4co.payments.events.v1 import payment_events_pb2 as payment_events
 from services.loyalty.domain import WELCOME_POINTS, purchase_points
 from services.platform.auth import Principal
 from services.platform.db import Connection, columns
 from services.platform.events.consumer import HandlerContext
 from services.platform.paging import Page, page_sql
+from services.platform.timestamps import to_timestamp
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,6 +112,133 @@ async def on_refund_issued(deps: Deps, event: payment_events.RefundIssued, ctx: 
     )
 
 
+# Redemptions (decision 54) ---------------------------------------------------------------------
+
+
+def spends_points(event: order_events.OrderCreated) -> bool:
+    """The only orders loyalty hears of: those that spend points."""
+    return event.points_redeemed > 0
+
+
+_UNDONE = (order_events.ORDER_STATUS_CANCELLED, order_events.ORDER_STATUS_RETURNED)
+
+
+def gives_points_back(event: order_events.OrderStatusChanged) -> bool:
+    """The only status changes loyalty hears of: an order that spends points, cancelled or
+    returned."""
+    return event.points_redeemed > 0 and event.status in _UNDONE
+
+
+@dataclass(frozen=True, slots=True)
+class _Spend:
+    """An order's points to take, or (`undo`) to give back, in turn with its transaction's."""
+
+    ctx: HandlerContext
+    order_id: str
+    user_id: str
+    points: int
+    undo: bool
+
+
+async def on_order_created(deps: Deps, event: order_events.OrderCreated, ctx: HandlerContext) -> None:
+    """Take the points an order spends from its customer's balance, or refuse them."""
+    ctx.stage(_spend_all, _Spend(ctx, event.order_id, event.customer_id, event.points_redeemed, undo=False))
+
+
+async def on_order_status_changed(
+    deps: Deps, event: order_events.OrderStatusChanged, ctx: HandlerContext
+) -> None:
+    """Give back the points a cancelled or returned order took."""
+    ctx.stage(_spend_all, _Spend(ctx, event.order_id, event.customer_id, event.points_redeemed, undo=True))
+
+
+async def _spend_all(conn: Connection, batch: list[_Spend]) -> None:
+    """Settle a transaction's redemptions in the order their events came, each once.
+
+    The customers' balances are locked first (an advisory lock per customer, taken in one order so
+    that two transactions cannot deadlock), so that two orders cannot spend the same points. An
+    order's redemption is 'redeemed' or 'refused' once; a redeemed one is 'restored' once when the
+    order is undone. An undoing that overtook its order (a redelivery) leaves the order 'void':
+    its points are never taken.
+    """
+    users = sorted({s.user_id for s in batch})
+    await conn.execute(
+        "SELECT pg_advisory_xact_lock(hashtextextended('a4co.loyalty:' || u, 0))"
+        " FROM unnest($1::text[]) AS u",
+        users,
+    )
+    rows = await conn.fetch(
+        "SELECT order_id, status FROM redemptions WHERE order_id = ANY($1::text[])",
+        list({s.order_id for s in batch}),
+    )
+    state: dict[str, str] = {r["order_id"]: r["status"] for r in rows}
+    balances = {
+        r["user_id"]: int(r["points"])
+        for r in await conn.fetch(
+            "SELECT user_id, sum(points) AS points FROM entries WHERE user_id = ANY($1::text[])"
+            " GROUP BY user_id",
+            users,
+        )
+    }
+    changed: dict[str, tuple[str, int, str]] = {}
+    entries: list[_Entry] = []
+    now = datetime.now(UTC)
+    for s in batch:
+        before = state.get(s.order_id)
+        balance = balances.get(s.user_id, 0)
+        if s.undo:
+            if before is None:
+                after = "void"
+            elif before == "redeemed":
+                after = "restored"
+                entries.append(
+                    _Entry(f"restoration:{s.order_id}", s.user_id, s.points, "restoration", s.order_id)
+                )
+                balances[s.user_id] = balance + s.points
+            else:
+                continue
+        elif before is not None:
+            continue  # decided before, or undone before it came
+        elif balance >= s.points:
+            after = "redeemed"
+            entries.append(_Entry(f"redemption:{s.order_id}", s.user_id, -s.points, "redemption", s.order_id))
+            balances[s.user_id] = balance - s.points
+            await s.ctx.publish(
+                loyalty_events.PointsRedeemed(
+                    order_id=s.order_id,
+                    customer_id=s.user_id,
+                    points=s.points,
+                    balance=balance - s.points,
+                    redeem_time=to_timestamp(now),
+                ),
+                aggregate_id=s.order_id,
+            )
+        else:
+            after = "refused"
+            await s.ctx.publish(
+                loyalty_events.PointsRedemptionFailed(
+                    order_id=s.order_id,
+                    customer_id=s.user_id,
+                    reason="INSUFFICIENT_POINTS",
+                    points=s.points,
+                    balance=balance,
+                    fail_time=to_timestamp(now),
+                ),
+                aggregate_id=s.order_id,
+            )
+        state[s.order_id] = after
+        changed[s.order_id] = (s.user_id, s.points, after)
+    if changed:
+        await conn.execute(
+            "INSERT INTO redemptions (order_id, user_id, points, status)"
+            " SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[])"
+            " ON CONFLICT (order_id) DO UPDATE SET status = EXCLUDED.status, updated_at = now()",
+            *columns(((order_id, *rest) for order_id, rest in changed.items()), 4),
+        )
+    if entries:
+        await _write(conn, entries)
+
+
 @dataclass(frozen=True, slots=True)
 class LedgerEntry:
     """One change of a user's points, as written."""
@@ -141,7 +271,7 @@ async def balance(deps: Deps, principal: Principal, user_id: str) -> Balance:
     principal.require_self_or_admin(target)
     row = await deps.pool.fetchrow(
         "SELECT coalesce(sum(points), 0) AS points,"
-        " coalesce(sum(points) FILTER (WHERE points > 0), 0) AS lifetime,"
+        " coalesce(sum(points) FILTER (WHERE kind IN ('welcome', 'purchase')), 0) AS lifetime,"
         " count(*) AS entries, max(created_at) AS updated FROM entries WHERE user_id = $1",
         target,
     )

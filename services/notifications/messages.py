@@ -196,6 +196,14 @@ WHY_CANCELLED = {
         "las existencias no se reservaron a tiempo",
         "las existencias no se reservaron a tiempo",
     ),
+    "INSUFFICIENT_POINTS": (
+        "no tenías tantos puntos como querías canjear",
+        "el cliente no tenía tantos puntos como quería canjear",
+    ),
+    "REDEMPTION_TIMEOUT": (
+        "los puntos no se canjearon a tiempo",
+        "los puntos del cliente no se canjearon a tiempo",
+    ),
     "CUSTOMER_CANCELLED": ("lo cancelaste tú", "el cliente lo canceló"),
     "ADMIN_CANCELLED": ("lo canceló el equipo de a4co", "lo canceló el equipo de a4co"),
 }
@@ -208,6 +216,13 @@ def why_cancelled(e: Any, artisan: bool) -> str:
     why = WHY_CANCELLED[code][artisan] if code in WHY_CANCELLED else f"motivo {code or 'no indicado'}"
     wrote = (code == "CUSTOMER_CANCELLED" and not artisan) or not e.cancel_note
     return why if wrote else f"{why} («{e.cancel_note}»)"
+
+
+def points_back(e: Any) -> bool:
+    """Whether the points an order spent go back to its customer's balance: it was cancelled or
+    returned, and not because they were missing."""
+    undone = e.status in (orders.ORDER_STATUS_CANCELLED, orders.ORDER_STATUS_RETURNED)
+    return bool(undone and e.points_redeemed > 0 and e.reason != "INSUFFICIENT_POINTS")
 
 
 def return_taken_back(e: Any) -> bool:
@@ -247,6 +262,8 @@ def order_status_changed(e: Any) -> list[Note]:
     body = text.format(id=_short(e.order_id), why=why_cancelled(e, artisan=False) if cancelled else "")
     if e.refund_required:
         body += " Te devolvemos lo que pagaste."
+    if points_back(e):
+        body += f" Tus {e.points_redeemed} puntos vuelven a tu saldo."
     found = [Note(e.customer_id, title, body, e.order_id)]
     if e.status == orders.ORDER_STATUS_CONFIRMED:
         found.append(

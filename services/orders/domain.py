@@ -1,8 +1,8 @@
 """The order and its saga as a state machine over facts: pure Python, no I/O.
 
 An order records the facts the saga learns (the payment succeeded or failed, the stock was
-reserved or not, the customer cancelled, the step timed out, it shipped, it was delivered, its
-return was asked for, its goods came back). Its
+reserved or not, the points it spends were taken or refused, the customer cancelled, the step
+timed out, it shipped, it was delivered, its return was asked for, its goods came back). Its
 status is computed from those facts, so the same facts give the same status whatever order they
 arrive in, and a fact learnt twice changes nothing.
 """
@@ -32,6 +32,15 @@ class Status(enum.StrEnum):
 
 # The code of a returned order's `reason` (and of its refund's).
 RETURNED_REASON = "RETURNED"
+
+# What one loyalty point pays off an order (decision 54): 5 cents, so the point earned per euro
+# paid gives back 5 %.
+POINT_VALUE_CENTS = 5
+
+
+def points_worth(points: int) -> int:
+    """What `points` pay off an order, in cents."""
+    return points * POINT_VALUE_CENTS
 
 
 class NotReturnableError(FailedPreconditionError):
@@ -150,6 +159,10 @@ class Order:
     payment_reason: str = ""
     stock: Outcome = Outcome.NONE
     stock_reason: str = ""
+    # The loyalty points the customer spends on it (none: 0), and loyalty's answer.
+    points_redeemed: int = 0
+    points: Outcome = Outcome.NONE
+    points_reason: str = ""
     cancel_reason: str = ""
     cancel_note: str = ""  # what whoever cancelled it wrote (CancelOrder's reason), for people
     shipped: bool = False
@@ -172,9 +185,19 @@ class Order:
         return sum(line.total_cents for line in self.lines)
 
     @property
+    def discount_cents(self) -> int:
+        """What its points pay."""
+        return points_worth(self.points_redeemed)
+
+    @property
     def total_cents(self) -> int:
-        """What is charged: lines plus delivery."""
-        return self.subtotal_cents + self.delivery_fee_cents
+        """What is charged: lines plus delivery, less what the points pay."""
+        return self.subtotal_cents + self.delivery_fee_cents - self.discount_cents
+
+    @property
+    def points_taken(self) -> bool:
+        """Whether the points it spends are settled: taken, or none to take."""
+        return self.points_redeemed == 0 or self.points is Outcome.OK
 
     @property
     def status(self) -> Status:
@@ -189,10 +212,11 @@ class Order:
             return Status.DELIVERED
         if self.shipped:
             return Status.SHIPPED
-        if self.payment is Outcome.FAILED or self.stock is Outcome.FAILED:
+        if Outcome.FAILED in (self.payment, self.stock, self.points):
             return Status.CANCELLED
         if self.payment is Outcome.OK:
-            return Status.CONFIRMED if self.stock is Outcome.OK else Status.PAID
+            confirmed = self.stock is Outcome.OK and self.points_taken
+            return Status.CONFIRMED if confirmed else Status.PAID
         return Status.PENDING
 
     @property
@@ -206,6 +230,8 @@ class Order:
             return self.payment_reason or "PAYMENT_FAILED"
         if self.stock is Outcome.FAILED:
             return self.stock_reason or "OUT_OF_STOCK"
+        if self.points is Outcome.FAILED:
+            return self.points_reason or "INSUFFICIENT_POINTS"
         return ""
 
     @property
@@ -228,6 +254,12 @@ class Order:
         if self.stock is not Outcome.NONE:
             return self
         return replace(self, stock=Outcome.OK if ok else Outcome.FAILED, stock_reason=reason)
+
+    def redeemed(self, ok: bool, reason: str = "") -> Order:
+        """loyalty's answer: the points were taken from the customer's balance, or refused."""
+        if self.points is not Outcome.NONE:
+            return self
+        return replace(self, points=Outcome.OK if ok else Outcome.FAILED, points_reason=reason)
 
     def cancelled(self, reason: str, note: str = "") -> Order:
         """Cancel, before shipping (by the customer, an admin, or a timed-out step), for the
@@ -313,8 +345,10 @@ CANCEL_REASONS = (
     "PAYMENT_FAILED",
     "OUT_OF_STOCK",
     "UNKNOWN_PRODUCT",
+    "INSUFFICIENT_POINTS",
     "PAYMENT_TIMEOUT",
     "RESERVATION_TIMEOUT",
+    "REDEMPTION_TIMEOUT",
     "CUSTOMER_CANCELLED",
     "ADMIN_CANCELLED",
 )
@@ -325,7 +359,7 @@ def timeout_reason(order: Order) -> str | None:
     if order.status is Status.PENDING:
         return "PAYMENT_TIMEOUT"
     if order.status is Status.PAID:
-        return "RESERVATION_TIMEOUT"
+        return "REDEMPTION_TIMEOUT" if order.stock is Outcome.OK else "RESERVATION_TIMEOUT"
     return None
 
 

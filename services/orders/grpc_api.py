@@ -38,7 +38,9 @@ STATUS_FROM_PB = {v: k for k, v in STATUS_TO_PB.items()}
 
 
 def check_create(request: pb.CreateOrderRequest) -> None:
-    """A UUID request id, 1 to 50 distinct lines of 1 to 1000 units, a method, an address and point."""
+    """A UUID request id, 1 to 50 distinct lines of 1 to 1000 units, a method, an address and point;
+    no negative points (whether the points pay more than the products is known once they are
+    read)."""
     v = Violations()
     v.uuid(request.request_id, "request_id")
     v.check(1 <= len(request.lines) <= 50, "lines", "must hold 1 to 50 lines")
@@ -63,6 +65,7 @@ def check_create(request: pb.CreateOrderRequest) -> None:
     if v.check(request.HasField("delivery_location"), "delivery_location", "is required"):
         v.between(request.delivery_location.latitude, "delivery_location.latitude", -90, 90)
         v.between(request.delivery_location.longitude, "delivery_location.longitude", -180, 180)
+    v.check(request.redeem_points >= 0, "redeem_points", "must not be negative")
     v.raise_if_any()
 
 
@@ -153,6 +156,8 @@ def order_to_pb(o: Order, return_window: timedelta) -> pb.Order:
         return_request_time=optional_timestamp(o.return_requested_at),
         return_note=o.return_note,
         return_time=optional_timestamp(o.returned_at),
+        points_redeemed=o.points_redeemed,
+        discount=money(o.discount_cents),
     )
 
 
@@ -186,6 +191,7 @@ class OrdersServicer(pb_grpc.OrdersServiceServicer):
             delivery_address=address,
             latitude=request.delivery_location.latitude,
             longitude=request.delivery_location.longitude,
+            redeem_points=request.redeem_points,
         )
         order = await handlers.create_order(self.deps, current_principal(), command)
         return pb.CreateOrderResponse(order=self._pb(order))

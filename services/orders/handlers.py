@@ -14,6 +14,7 @@ from prometheus_client import Counter, Gauge
 
 from a4co.artisans.events.v1 import artisan_events_pb2 as artisan_events
 from a4co.inventory.events.v1 import inventory_events_pb2 as inventory_events
+from a4co.loyalty.events.v1 import loyalty_events_pb2 as loyalty_events
 from a4co.orders.events.v1 import order_events_pb2 as events
 from a4co.payments.events.v1 import payment_events_pb2 as payment_events
 from a4co.type.v1 import address_pb2, lat_lng_pb2, money_pb2
@@ -29,6 +30,7 @@ from services.orders.domain import (
     Status,
     TimeoutCutoff,
     order_id_for,
+    points_worth,
     timeout_reason,
 )
 from services.platform import return_exceptions
@@ -147,6 +149,8 @@ class NewOrder:
     longitude: float
     # The unit prices the customer was shown, by product: the order is placed only at these.
     expected_prices: dict[str, int] = field(default_factory=dict)
+    # The loyalty points to spend on it (decision 54).
+    redeem_points: int = 0
 
 
 # Events -----------------------------------------------------------------------------------------
@@ -186,6 +190,8 @@ def created_event(order: Order) -> events.OrderCreated:
         delivery_address=address_pb2.Address(**order.delivery_address),
         delivery_location=lat_lng_pb2.LatLng(latitude=order.delivery_lat, longitude=order.delivery_lng),
         create_time=to_timestamp(order.created_at),
+        points_redeemed=order.points_redeemed,
+        discount=_money(order, order.discount_cents),
     )
 
 
@@ -204,6 +210,7 @@ def status_event(before: Order, after: Order) -> events.OrderStatusChanged:
         total=_money(after, after.total_cents),
         refund_required=after.needs_refund,
         change_time=to_timestamp(datetime.now(UTC)),
+        points_redeemed=after.points_redeemed,
     )
 
 
@@ -294,6 +301,16 @@ async def _create_order(deps: Deps, principal: Principal, cmd: NewOrder) -> Orde
     if len(sellers) != 1:
         raise InvalidArgumentError([FieldViolation("lines", "every product must come from the same artisan")])
     artisan_id = sellers.pop()
+    subtotal = sum(p.price_cents * qty for p, (_, qty) in zip(products, cmd.lines, strict=True))
+    if points_worth(cmd.redeem_points) > subtotal:
+        raise InvalidArgumentError(
+            [
+                FieldViolation(
+                    "redeem_points",
+                    f"pays at most the products: {subtotal // points_worth(1)} points for this order",
+                )
+            ]
+        )
     # The three checks at once: the order waits for the slowest, not for their sum (the CPU they
     # cost did not change: docs/performance-history.md). When several fail, the answer is the first
     # failure in this order: stock, payment method, delivery.
@@ -326,6 +343,7 @@ async def _create_order(deps: Deps, principal: Principal, cmd: NewOrder) -> Orde
         delivery_lat=cmd.latitude,
         delivery_lng=cmd.longitude,
         request_id=cmd.request_id,
+        points_redeemed=cmd.redeem_points,
         step_deadline=now + timedelta(seconds=deps.payment_timeout_s),
         created_at=now,
         updated_at=now,
@@ -569,6 +587,20 @@ async def on_stock_reservation_failed(
 ) -> None:
     """The stock was gone: the order is cancelled and refunded."""
     await _learn(deps, ctx, event.order_id, lambda o: o.reserved(False, event.reason or "OUT_OF_STOCK"))
+
+
+async def on_points_redeemed(deps: Deps, event: loyalty_events.PointsRedeemed, ctx: HandlerContext) -> None:
+    """The points the order spends were taken from the customer's balance."""
+    await _learn(deps, ctx, event.order_id, lambda o: o.redeemed(True))
+
+
+async def on_points_redemption_failed(
+    deps: Deps, event: loyalty_events.PointsRedemptionFailed, ctx: HandlerContext
+) -> None:
+    """The customer had fewer points than the order spends: it is cancelled (and refunded)."""
+    await _learn(
+        deps, ctx, event.order_id, lambda o: o.redeemed(False, event.reason or "INSUFFICIENT_POINTS")
+    )
 
 
 async def on_refund_issued(deps: Deps, event: payment_events.RefundIssued, ctx: HandlerContext) -> None:

@@ -47,6 +47,11 @@ ALTER TABLE orders ADD COLUMN IF NOT EXISTS delivered_at timestamptz;
 ALTER TABLE orders ADD COLUMN IF NOT EXISTS return_requested_at timestamptz;
 ALTER TABLE orders ADD COLUMN IF NOT EXISTS return_note text NOT NULL DEFAULT '';
 ALTER TABLE orders ADD COLUMN IF NOT EXISTS returned_at timestamptz;
+-- The loyalty points an order spends (decision 54; total_cents is net of what they pay), and
+-- loyalty's answer: taken ('ok') or refused ('failed').
+ALTER TABLE orders ADD COLUMN IF NOT EXISTS points_redeemed bigint NOT NULL DEFAULT 0;
+ALTER TABLE orders ADD COLUMN IF NOT EXISTS points text NOT NULL DEFAULT 'none';
+ALTER TABLE orders ADD COLUMN IF NOT EXISTS points_reason text NOT NULL DEFAULT '';
 -- The returns waiting for their goods, newest first: an admin's ListOrders of them reads no other
 -- order (orders_pages would walk past every other), and the operators' gauges count them.
 DROP INDEX IF EXISTS orders_returns_waiting;  -- its first form, keyed by the request's time

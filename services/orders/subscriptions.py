@@ -6,6 +6,7 @@ from google.protobuf.message import Message
 
 from a4co.artisans.events.v1 import artisan_events_pb2
 from a4co.inventory.events.v1 import inventory_events_pb2
+from a4co.loyalty.events.v1 import loyalty_events_pb2
 from a4co.payments.events.v1 import payment_events_pb2
 from services.orders import handlers
 from services.platform.events.subscriptions import UnboundHandler
@@ -16,6 +17,8 @@ HANDLERS: dict[type[Message], UnboundHandler] = {
     payment_events_pb2.RefundIssued: handlers.on_refund_issued,
     inventory_events_pb2.StockReserved: handlers.on_stock_reserved,
     inventory_events_pb2.StockReservationFailed: handlers.on_stock_reservation_failed,
+    loyalty_events_pb2.PointsRedeemed: handlers.on_points_redeemed,
+    loyalty_events_pb2.PointsRedemptionFailed: handlers.on_points_redemption_failed,
     artisan_events_pb2.ProductPublished: handlers.on_product,
     artisan_events_pb2.ProductUpdated: handlers.on_product,
     artisan_events_pb2.ProductWithdrawn: handlers.on_product,

@@ -59,8 +59,25 @@ async def violations(dsn: str, topology: Topology) -> list[str]:
             f"SELECT order_id, status FROM {orders}.orders WHERE status IN ('PENDING', 'PAID')"
         )
         found += [f"order {r['order_id']} is stuck in {r['status']}" for r in stuck]
+        # An order's points (decision 54) are spent while it stands and given back once it is undone.
+        loyalty = f'"{topology.schema("loyalty")}"'
+        schemas = [orders, payments, inventory]
+        if await conn.fetchval("SELECT to_regclass($1) IS NOT NULL", f"{loyalty}.redemptions"):
+            schemas.append(loyalty)
+            unsettled = await conn.fetch(
+                f"SELECT o.order_id, o.status, r.status AS points FROM {orders}.orders o"
+                f" LEFT JOIN {loyalty}.redemptions r ON r.order_id = o.order_id::text"
+                " WHERE o.points_redeemed > 0 AND ("
+                "  (o.status IN ('CONFIRMED', 'SHIPPED', 'DELIVERED', 'RETURN_REQUESTED')"
+                "   AND r.status IS DISTINCT FROM 'redeemed')"
+                "  OR (o.status IN ('CANCELLED', 'RETURNED') AND r.status = 'redeemed'))"
+            )
+            found += [
+                f"order {r['order_id']} is {r['status']} but its points are {r['points'] or 'not asked for'}"
+                for r in unsettled
+            ]
         # No committed state change loses its event: every outbox is empty once the system is quiet.
-        for schema in (orders, payments, inventory):
+        for schema in schemas:
             pending = await conn.fetchval(f"SELECT count(*) FROM {schema}.outbox")
             if pending:
                 found.append(f"{pending} events never left the outbox of {schema}")

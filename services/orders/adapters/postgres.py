@@ -36,6 +36,9 @@ def _order(row: asyncpg.Record) -> Order:
         payment_reason=row["payment_reason"],
         stock=Outcome(row["stock"]),
         stock_reason=row["stock_reason"],
+        points_redeemed=row["points_redeemed"],
+        points=Outcome(row["points"]),
+        points_reason=row["points_reason"],
         cancel_reason=row["cancel_reason"],
         cancel_note=row["cancel_note"],
         shipped=row["shipped"],
@@ -81,6 +84,8 @@ def _facts(o: Order) -> tuple[object, ...]:
         o.return_requested_at,
         o.return_note,
         o.returned_at,
+        o.points.value,
+        o.points_reason,
     )
 
 
@@ -97,8 +102,9 @@ class Orders:
             self.conn,
             "INSERT INTO orders (order_id, customer_id, artisan_id, request_id, lines, currency_code,"
             " delivery_fee_cents, total_cents, payment_method_id, delivery_address, delivery_lat,"
-            " delivery_lng, status, step_deadline, created_at, updated_at)"
-            " VALUES ($1, $2, $3, $4, $5::jsonb, $6, $7, $8, $9, $10::jsonb, $11, $12, $13, $14, $15, $15)"
+            " delivery_lng, status, step_deadline, created_at, updated_at, points_redeemed)"
+            " VALUES ($1, $2, $3, $4, $5::jsonb, $6, $7, $8, $9, $10::jsonb, $11, $12, $13, $14, $15, $15,"
+            " $16)"
             f" ON CONFLICT DO NOTHING RETURNING {_COLUMNS}",
             (
                 order.order_id,
@@ -116,6 +122,7 @@ class Orders:
                 order.status.value,
                 order.step_deadline,
                 order.created_at,
+                order.points_redeemed,
             ),
             events,
         )
@@ -161,15 +168,17 @@ class Orders:
             " refunded = u.refunded, status = u.status, step_deadline = u.step_deadline,"
             " delivered_at = u.delivered_at, return_requested_at = u.return_requested_at,"
             " return_note = u.return_note, returned_at = u.returned_at,"
+            " points = u.points, points_reason = u.points_reason,"
             " version = orders.version + 1, updated_at = now()"
             " FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],"
             " $7::text[], $8::bool[], $9::bool[], $10::bool[], $11::text[], $12::timestamptz[],"
-            " $13::timestamptz[], $14::timestamptz[], $15::text[], $16::timestamptz[])"
+            " $13::timestamptz[], $14::timestamptz[], $15::text[], $16::timestamptz[], $17::text[],"
+            " $18::text[])"
             " AS u(order_id, payment, payment_reason, stock, stock_reason, cancel_reason, cancel_note,"
             " shipped, delivered, refunded, status, step_deadline, delivered_at, return_requested_at,"
-            " return_note, returned_at)"
+            " return_note, returned_at, points, points_reason)"
             f" WHERE orders.order_id = u.order_id RETURNING {_UPDATED_COLUMNS}",
-            *columns((_facts(o) for o in orders), 16),
+            *columns((_facts(o) for o in orders), 18),
         )
         return [_order(row) for row in rows]
 

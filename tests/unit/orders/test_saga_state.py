@@ -16,6 +16,7 @@ from services.orders.domain import (
     Order,
     ReturnWindowClosedError,
     Status,
+    timeout_reason,
 )
 
 Fact = Callable[[Order], Order]
@@ -167,3 +168,47 @@ def test_an_order_with_a_line_excluded_from_returns_may_not_be_returned() -> Non
     }
     with pytest.raises(NotReturnableError):  # whatever the window
         mixed.return_requested(NOW + 2 * WINDOW, WINDOW)
+
+
+REDEEMED: Fact = lambda o: o.redeemed(True)  # noqa: E731
+TOO_FEW_POINTS: Fact = lambda o: o.redeemed(False, "INSUFFICIENT_POINTS")  # noqa: E731
+
+
+def spending(points: int, facts: list[Fact]) -> Order:
+    current = replace(order(), points_redeemed=points)
+    for fact in facts:
+        current = fact(current)
+    return current
+
+
+@pytest.mark.parametrize(
+    ("facts", "status", "reason", "refund"),
+    [
+        ([PAID, RESERVED, REDEEMED], Status.CONFIRMED, "", False),
+        ([PAID, RESERVED], Status.PAID, "", False),  # waits for the points
+        ([REDEEMED], Status.PENDING, "", False),  # the points may come before the payment
+        ([PAID, RESERVED, TOO_FEW_POINTS], Status.CANCELLED, "INSUFFICIENT_POINTS", True),
+        ([TOO_FEW_POINTS, PAID], Status.CANCELLED, "INSUFFICIENT_POINTS", True),
+        ([TOO_FEW_POINTS, DECLINED], Status.CANCELLED, "CARD_DECLINED", False),
+    ],
+)
+def test_an_order_that_spends_points_is_confirmed_only_once_they_are_taken(
+    facts: list[Fact], status: Status, reason: str, refund: bool
+) -> None:
+    for permutation in itertools.permutations(facts + facts):
+        end = spending(100, list(permutation))
+        assert (end.status, end.reason, end.needs_refund) == (status, reason, refund), permutation
+
+
+def test_the_points_are_taken_off_the_total() -> None:
+    o = spending(100, [])
+    assert (o.subtotal_cents, o.discount_cents, o.total_cents) == (2000, 500, 1750)
+    assert order().discount_cents == 0
+
+
+def test_a_step_that_does_not_answer_times_out_for_its_own_reason() -> None:
+    assert timeout_reason(spending(100, [])) == "PAYMENT_TIMEOUT"
+    assert timeout_reason(spending(100, [REDEEMED])) == "PAYMENT_TIMEOUT"
+    assert timeout_reason(spending(100, [PAID])) == "RESERVATION_TIMEOUT"
+    assert timeout_reason(spending(100, [PAID, RESERVED])) == "REDEMPTION_TIMEOUT"
+    assert timeout_reason(spending(100, [PAID, RESERVED, REDEEMED])) is None

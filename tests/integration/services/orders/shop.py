@@ -1,4 +1,5 @@
-"""A whole shop in the test process: artisans, inventory, payments, catalog, geo and orders."""
+"""A whole shop in the test process: artisans, inventory, payments, catalog, geo, loyalty and
+orders."""
 
 from __future__ import annotations
 
@@ -41,18 +42,20 @@ BAEZA = lat_lng_pb2.LatLng(latitude=37.9938, longitude=-3.4700)
 APPROVED, DECLINED = "4242424242424242", "4000000000000002"
 
 
-SUBSCRIBERS = ("identity", "notifications", "loyalty", "analytics", "cms")
+SUBSCRIBERS = ("identity", "notifications", "analytics", "cms")
 
 
 @contextlib.asynccontextmanager
 async def shop(
     urls: ServerUrls, prefix: str, keys: Keys, *, subscribers: bool = False
 ) -> AsyncIterator[dict[str, RunningService]]:
-    """Every service the saga needs, orders last with its peers' addresses; with `subscribers`,
-    identity and the services that only listen (notifications, loyalty, analytics, cms) too."""
+    """Every service the saga needs (loyalty takes the points an order spends), orders last with
+    its peers' addresses; with `subscribers`, identity and the services that only listen
+    (notifications, analytics, cms) too."""
     builds: dict[str, Any] = {
         "artisans": build_artisans,
         **{k: BUILDS[k] for k in ("inventory", "payments", "catalog", "geo")},
+        "loyalty": _build_of("loyalty"),
     }
     if subscribers:
         builds.update({name: _build_of(name) for name in SUBSCRIBERS})
@@ -171,9 +174,10 @@ class Actors:
         method: str,
         customer: str = "customer-ana",
         request_id: str = "",
+        redeem_points: int = 0,
     ) -> orders_pb.Order:
         line = orders_pb.OrderLineRequest(product_id=product_id, quantity=quantity)
-        return await self.place_lines([line], method, customer, request_id)
+        return await self.place_lines([line], method, customer, request_id, redeem_points)
 
     async def place_lines(
         self,
@@ -181,6 +185,7 @@ class Actors:
         method: str,
         customer: str = "customer-ana",
         request_id: str = "",
+        redeem_points: int = 0,
     ) -> orders_pb.Order:
         response = await self.orders.CreateOrder(
             orders_pb.CreateOrderRequest(
@@ -191,6 +196,7 @@ class Actors:
                     street="Calle Real 1", locality="Baeza", country_code="ES"
                 ),
                 delivery_location=BAEZA,
+                redeem_points=redeem_points,
             ),
             metadata=self.customer(customer),
         )

@@ -25,15 +25,15 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n%a4co/loyalty/v1/loyalty_service.proto\x12\x0f\x61\x34\x63o.loyalty.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x8a\x01\n\x0bLedgerEntry\x12(\n\x04kind\x18\x01 \x01(\x0e\x32\x1a.a4co.loyalty.v1.EntryKind\x12\x0e\n\x06points\x18\x02 \x01(\x03\x12\x10\n\x08order_id\x18\x03 \x01(\t\x12/\n\x0b\x63reate_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"$\n\x11GetBalanceRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\"\x94\x01\n\x12GetBalanceResponse\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x0e\n\x06points\x18\x02 \x01(\x03\x12\x17\n\x0flifetime_points\x18\x03 \x01(\x03\x12\x13\n\x0b\x65ntry_count\x18\x04 \x01(\x05\x12/\n\x0bupdate_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"R\n\x18ListLedgerEntriesRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"c\n\x19ListLedgerEntriesResponse\x12-\n\x07\x65ntries\x18\x01 \x03(\x0b\x32\x1c.a4co.loyalty.v1.LedgerEntry\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t*s\n\tEntryKind\x12\x1a\n\x16\x45NTRY_KIND_UNSPECIFIED\x10\x00\x12\x16\n\x12\x45NTRY_KIND_WELCOME\x10\x01\x12\x17\n\x13\x45NTRY_KIND_PURCHASE\x10\x02\x12\x19\n\x15\x45NTRY_KIND_REVOCATION\x10\x03\x32\xd3\x01\n\x0eLoyaltyService\x12U\n\nGetBalance\x12\".a4co.loyalty.v1.GetBalanceRequest\x1a#.a4co.loyalty.v1.GetBalanceResponse\x12j\n\x11ListLedgerEntries\x12).a4co.loyalty.v1.ListLedgerEntriesRequest\x1a*.a4co.loyalty.v1.ListLedgerEntriesResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n%a4co/loyalty/v1/loyalty_service.proto\x12\x0f\x61\x34\x63o.loyalty.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x8a\x01\n\x0bLedgerEntry\x12(\n\x04kind\x18\x01 \x01(\x0e\x32\x1a.a4co.loyalty.v1.EntryKind\x12\x0e\n\x06points\x18\x02 \x01(\x03\x12\x10\n\x08order_id\x18\x03 \x01(\t\x12/\n\x0b\x63reate_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"$\n\x11GetBalanceRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\"\x94\x01\n\x12GetBalanceResponse\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x0e\n\x06points\x18\x02 \x01(\x03\x12\x17\n\x0flifetime_points\x18\x03 \x01(\x03\x12\x13\n\x0b\x65ntry_count\x18\x04 \x01(\x05\x12/\n\x0bupdate_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"R\n\x18ListLedgerEntriesRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"c\n\x19ListLedgerEntriesResponse\x12-\n\x07\x65ntries\x18\x01 \x03(\x0b\x32\x1c.a4co.loyalty.v1.LedgerEntry\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t*\xaa\x01\n\tEntryKind\x12\x1a\n\x16\x45NTRY_KIND_UNSPECIFIED\x10\x00\x12\x16\n\x12\x45NTRY_KIND_WELCOME\x10\x01\x12\x17\n\x13\x45NTRY_KIND_PURCHASE\x10\x02\x12\x19\n\x15\x45NTRY_KIND_REVOCATION\x10\x03\x12\x19\n\x15\x45NTRY_KIND_REDEMPTION\x10\x04\x12\x1a\n\x16\x45NTRY_KIND_RESTORATION\x10\x05\x32\xd3\x01\n\x0eLoyaltyService\x12U\n\nGetBalance\x12\".a4co.loyalty.v1.GetBalanceRequest\x1a#.a4co.loyalty.v1.GetBalanceResponse\x12j\n\x11ListLedgerEntries\x12).a4co.loyalty.v1.ListLedgerEntriesRequest\x1a*.a4co.loyalty.v1.ListLedgerEntriesResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'a4co.loyalty.v1.loyalty_service_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_ENTRYKIND']._serialized_start=606
-  _globals['_ENTRYKIND']._serialized_end=721
+  _globals['_ENTRYKIND']._serialized_start=607
+  _globals['_ENTRYKIND']._serialized_end=777
   _globals['_LEDGERENTRY']._serialized_start=92
   _globals['_LEDGERENTRY']._serialized_end=230
   _globals['_GETBALANCEREQUEST']._serialized_start=232
@@ -44,6 +44,6 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_LISTLEDGERENTRIESREQUEST']._serialized_end=503
   _globals['_LISTLEDGERENTRIESRESPONSE']._serialized_start=505
   _globals['_LISTLEDGERENTRIESRESPONSE']._serialized_end=604
-  _globals['_LOYALTYSERVICE']._serialized_start=724
-  _globals['_LOYALTYSERVICE']._serialized_end=935
+  _globals['_LOYALTYSERVICE']._serialized_start=780
+  _globals['_LOYALTYSERVICE']._serialized_end=991
 # @@protoc_insertion_point(module_scope)

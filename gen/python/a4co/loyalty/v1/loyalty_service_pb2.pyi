@@ -34,6 +34,10 @@ class _EntryKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_EntryKind.V
     """Points earned by a paid order, one per whole euro."""
     ENTRY_KIND_REVOCATION: _EntryKind.ValueType  # 3
     """Points taken back when an order's payment was refunded."""
+    ENTRY_KIND_REDEMPTION: _EntryKind.ValueType  # 4
+    """Points spent on an order (CreateOrder's redeem_points); negative."""
+    ENTRY_KIND_RESTORATION: _EntryKind.ValueType  # 5
+    """Points spent on an order given back, as it was cancelled or returned."""
 
 class EntryKind(_EntryKind, metaclass=_EntryKindEnumTypeWrapper):
     """EntryKind is why a ledger entry was written."""
@@ -46,6 +50,10 @@ ENTRY_KIND_PURCHASE: EntryKind.ValueType  # 2
 """Points earned by a paid order, one per whole euro."""
 ENTRY_KIND_REVOCATION: EntryKind.ValueType  # 3
 """Points taken back when an order's payment was refunded."""
+ENTRY_KIND_REDEMPTION: EntryKind.ValueType  # 4
+"""Points spent on an order (CreateOrder's redeem_points); negative."""
+ENTRY_KIND_RESTORATION: EntryKind.ValueType  # 5
+"""Points spent on an order given back, as it was cancelled or returned."""
 Global___EntryKind: _TypeAlias = EntryKind  # noqa: Y015
 
 @_typing.final
@@ -61,7 +69,7 @@ class LedgerEntry(_message.Message):
     kind: Global___EntryKind.ValueType
     """Why it was written."""
     points: _builtins.int
-    """The points it adds; negative for a revocation."""
+    """The points it adds; negative for a revocation and a redemption."""
     order_id: _builtins.str
     """The order it is about; empty for a welcome bonus."""
     @_builtins.property
@@ -120,9 +128,14 @@ class GetBalanceResponse(_message.Message):
     user_id: _builtins.str
     """The user."""
     points: _builtins.int
-    """The points that can be spent now."""
+    """The points that can be spent now (CreateOrder's redeem_points). Below 0
+    when a refund revoked points already spent: nothing can be spent until
+    new purchases make up for them.
+    """
     lifetime_points: _builtins.int
-    """All points ever earned, revocations not subtracted."""
+    """All points ever earned (welcome and purchases), revocations and
+    redemptions not subtracted.
+    """
     entry_count: _builtins.int
     """How many ledger entries make up the balance."""
     @_builtins.property

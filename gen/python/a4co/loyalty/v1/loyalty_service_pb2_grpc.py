@@ -27,7 +27,8 @@ if _version_not_supported:
 
 class LoyaltyServiceStub:
     """LoyaltyService keeps each customer's points: earned on payments, revoked on
-    refunds, with a welcome bonus on sign-up.
+    refunds, with a welcome bonus on sign-up; spent on orders (CreateOrder's
+    redeem_points), and given back when such an order is cancelled or returned.
     """
 
     def __init__(self, channel):
@@ -50,7 +51,8 @@ class LoyaltyServiceStub:
 
 class LoyaltyServiceServicer:
     """LoyaltyService keeps each customer's points: earned on payments, revoked on
-    refunds, with a welcome bonus on sign-up.
+    refunds, with a welcome bonus on sign-up; spent on orders (CreateOrder's
+    redeem_points), and given back when such an order is cancelled or returned.
     """
 
     def GetBalance(self, request, context):
@@ -92,7 +94,8 @@ def add_LoyaltyServiceServicer_to_server(servicer, server):
  # This class is part of an EXPERIMENTAL API.
 class LoyaltyService:
     """LoyaltyService keeps each customer's points: earned on payments, revoked on
-    refunds, with a welcome bonus on sign-up.
+    refunds, with a welcome bonus on sign-up; spent on orders (CreateOrder's
+    redeem_points), and given back when such an order is cancelled or returned.
     """
 
     @staticmethod

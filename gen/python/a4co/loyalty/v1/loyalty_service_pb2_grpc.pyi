@@ -28,7 +28,8 @@ GRPC_VERSION: str
 
 class LoyaltyServiceStub:
     """LoyaltyService keeps each customer's points: earned on payments, revoked on
-    refunds, with a welcome bonus on sign-up.
+    refunds, with a welcome bonus on sign-up; spent on orders (CreateOrder's
+    redeem_points), and given back when such an order is cancelled or returned.
     """
 
     @_typing.overload
@@ -46,7 +47,8 @@ class LoyaltyServiceStub:
 @_typing.type_check_only
 class LoyaltyServiceAsyncStub(LoyaltyServiceStub):
     """LoyaltyService keeps each customer's points: earned on payments, revoked on
-    refunds, with a welcome bonus on sign-up.
+    refunds, with a welcome bonus on sign-up; spent on orders (CreateOrder's
+    redeem_points), and given back when such an order is cancelled or returned.
     """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
@@ -60,7 +62,8 @@ class LoyaltyServiceAsyncStub(LoyaltyServiceStub):
 
 class LoyaltyServiceServicer(metaclass=_abc_1.ABCMeta):
     """LoyaltyService keeps each customer's points: earned on payments, revoked on
-    refunds, with a welcome bonus on sign-up.
+    refunds, with a welcome bonus on sign-up; spent on orders (CreateOrder's
+    redeem_points), and given back when such an order is cancelled or returned.
     """
 
     @_abc_1.abstractmethod

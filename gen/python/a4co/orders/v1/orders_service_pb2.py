@@ -29,57 +29,57 @@ from a4co.type.v1 import return_exception_pb2 as a4co_dot_type_dot_v1_dot_return
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#a4co/orders/v1/orders_service.proto\x12\x0e\x61\x34\x63o.orders.v1\x1a\x1a\x61\x34\x63o/type/v1/address.proto\x1a\x1a\x61\x34\x63o/type/v1/lat_lng.proto\x1a\x18\x61\x34\x63o/type/v1/money.proto\x1a#a4co/type/v1/return_exception.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xd2\x01\n\tOrderLine\x12\x12\n\nproduct_id\x18\x01 \x01(\t\x12\x14\n\x0cproduct_name\x18\x02 \x01(\t\x12\x10\n\x08quantity\x18\x03 \x01(\x05\x12\'\n\nunit_price\x18\x04 \x01(\x0b\x32\x13.a4co.type.v1.Money\x12\'\n\nline_total\x18\x05 \x01(\x0b\x32\x13.a4co.type.v1.Money\x12\x37\n\x10return_exception\x18\x06 \x01(\x0e\x32\x1d.a4co.type.v1.ReturnException\"\x88\x06\n\x05Order\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12\x13\n\x0b\x63ustomer_id\x18\x02 \x01(\t\x12\x12\n\nartisan_id\x18\x03 \x01(\t\x12(\n\x05lines\x18\x04 \x03(\x0b\x32\x19.a4co.orders.v1.OrderLine\x12%\n\x08subtotal\x18\x05 \x01(\x0b\x32\x13.a4co.type.v1.Money\x12)\n\x0c\x64\x65livery_fee\x18\x06 \x01(\x0b\x32\x13.a4co.type.v1.Money\x12\"\n\x05total\x18\x07 \x01(\x0b\x32\x13.a4co.type.v1.Money\x12+\n\x06status\x18\x08 \x01(\x0e\x32\x1b.a4co.orders.v1.OrderStatus\x12\x15\n\rcancel_reason\x18\t \x01(\t\x12\x13\n\x0b\x63\x61ncel_note\x18\x0f \x01(\t\x12/\n\x10\x64\x65livery_address\x18\n \x01(\x0b\x32\x15.a4co.type.v1.Address\x12/\n\x11\x64\x65livery_location\x18\x0b \x01(\x0b\x32\x14.a4co.type.v1.LatLng\x12\x19\n\x11payment_method_id\x18\x0c \x01(\t\x12/\n\x0b\x63reate_time\x18\r \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x31\n\rdelivery_time\x18\x10 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12:\n\x16return_window_end_time\x18\x11 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x37\n\x13return_request_time\x18\x12 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0breturn_note\x18\x13 \x01(\t\x12/\n\x0breturn_time\x18\x14 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"j\n\x10OrderLineRequest\x12\x12\n\nproduct_id\x18\x01 \x01(\t\x12\x10\n\x08quantity\x18\x02 \x01(\x05\x12\x30\n\x13\x65xpected_unit_price\x18\x03 \x01(\x0b\x32\x13.a4co.type.v1.Money\"\xd6\x01\n\x12\x43reateOrderRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12/\n\x05lines\x18\x02 \x03(\x0b\x32 .a4co.orders.v1.OrderLineRequest\x12\x19\n\x11payment_method_id\x18\x03 \x01(\t\x12/\n\x10\x64\x65livery_address\x18\x04 \x01(\x0b\x32\x15.a4co.type.v1.Address\x12/\n\x11\x64\x65livery_location\x18\x05 \x01(\x0b\x32\x14.a4co.type.v1.LatLng\";\n\x13\x43reateOrderResponse\x12$\n\x05order\x18\x01 \x01(\x0b\x32\x15.a4co.orders.v1.Order\"#\n\x0fGetOrderRequest\x12\x10\n\x08order_id\x18\x01 \x01(\t\"8\n\x10GetOrderResponse\x12$\n\x05order\x18\x01 \x01(\x0b\x32\x15.a4co.orders.v1.Order\"\x90\x01\n\x11ListOrdersRequest\x12+\n\x06status\x18\x01 \x01(\x0e\x32\x1b.a4co.orders.v1.OrderStatus\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\x12\x13\n\x0b\x63ustomer_id\x18\x04 \x01(\t\x12\x12\n\nartisan_id\x18\x05 \x01(\t\"T\n\x12ListOrdersResponse\x12%\n\x06orders\x18\x01 \x03(\x0b\x32\x15.a4co.orders.v1.Order\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"6\n\x12\x43\x61ncelOrderRequest\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\";\n\x13\x43\x61ncelOrderResponse\x12$\n\x05order\x18\x01 \x01(\x0b\x32\x15.a4co.orders.v1.Order\"B\n\x17MarkOrderShippedRequest\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12\x15\n\rtracking_code\x18\x02 \x01(\t\"@\n\x18MarkOrderShippedResponse\x12$\n\x05order\x18\x01 \x01(\x0b\x32\x15.a4co.orders.v1.Order\"-\n\x19MarkOrderDeliveredRequest\x12\x10\n\x08order_id\x18\x01 \x01(\t\"B\n\x1aMarkOrderDeliveredResponse\x12$\n\x05order\x18\x01 \x01(\x0b\x32\x15.a4co.orders.v1.Order\"8\n\x14RequestReturnRequest\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"=\n\x15RequestReturnResponse\x12$\n\x05order\x18\x01 \x01(\x0b\x32\x15.a4co.orders.v1.Order\"\'\n\x13\x43\x61ncelReturnRequest\x12\x10\n\x08order_id\x18\x01 \x01(\t\"<\n\x14\x43\x61ncelReturnResponse\x12$\n\x05order\x18\x01 \x01(\x0b\x32\x15.a4co.orders.v1.Order\",\n\x18MarkOrderReturnedRequest\x12\x10\n\x08order_id\x18\x01 \x01(\t\"A\n\x19MarkOrderReturnedResponse\x12$\n\x05order\x18\x01 \x01(\x0b\x32\x15.a4co.orders.v1.Order*\x88\x02\n\x0bOrderStatus\x12\x1c\n\x18ORDER_STATUS_UNSPECIFIED\x10\x00\x12\x18\n\x14ORDER_STATUS_PENDING\x10\x01\x12\x15\n\x11ORDER_STATUS_PAID\x10\x02\x12\x1a\n\x16ORDER_STATUS_CONFIRMED\x10\x03\x12\x18\n\x14ORDER_STATUS_SHIPPED\x10\x04\x12\x1a\n\x16ORDER_STATUS_DELIVERED\x10\x05\x12\x1a\n\x16ORDER_STATUS_CANCELLED\x10\x06\x12!\n\x1dORDER_STATUS_RETURN_REQUESTED\x10\x07\x12\x19\n\x15ORDER_STATUS_RETURNED\x10\x08\x32\xda\x06\n\rOrdersService\x12V\n\x0b\x43reateOrder\x12\".a4co.orders.v1.CreateOrderRequest\x1a#.a4co.orders.v1.CreateOrderResponse\x12M\n\x08GetOrder\x12\x1f.a4co.orders.v1.GetOrderRequest\x1a .a4co.orders.v1.GetOrderResponse\x12S\n\nListOrders\x12!.a4co.orders.v1.ListOrdersRequest\x1a\".a4co.orders.v1.ListOrdersResponse\x12V\n\x0b\x43\x61ncelOrder\x12\".a4co.orders.v1.CancelOrderRequest\x1a#.a4co.orders.v1.CancelOrderResponse\x12\x65\n\x10MarkOrderShipped\x12\'.a4co.orders.v1.MarkOrderShippedRequest\x1a(.a4co.orders.v1.MarkOrderShippedResponse\x12k\n\x12MarkOrderDelivered\x12).a4co.orders.v1.MarkOrderDeliveredRequest\x1a*.a4co.orders.v1.MarkOrderDeliveredResponse\x12\\\n\rRequestReturn\x12$.a4co.orders.v1.RequestReturnRequest\x1a%.a4co.orders.v1.RequestReturnResponse\x12Y\n\x0c\x43\x61ncelReturn\x12#.a4co.orders.v1.CancelReturnRequest\x1a$.a4co.orders.v1.CancelReturnResponse\x12h\n\x11MarkOrderReturned\x12(.a4co.orders.v1.MarkOrderReturnedRequest\x1a).a4co.orders.v1.MarkOrderReturnedResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#a4co/orders/v1/orders_service.proto\x12\x0e\x61\x34\x63o.orders.v1\x1a\x1a\x61\x34\x63o/type/v1/address.proto\x1a\x1a\x61\x34\x63o/type/v1/lat_lng.proto\x1a\x18\x61\x34\x63o/type/v1/money.proto\x1a#a4co/type/v1/return_exception.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xd2\x01\n\tOrderLine\x12\x12\n\nproduct_id\x18\x01 \x01(\t\x12\x14\n\x0cproduct_name\x18\x02 \x01(\t\x12\x10\n\x08quantity\x18\x03 \x01(\x05\x12\'\n\nunit_price\x18\x04 \x01(\x0b\x32\x13.a4co.type.v1.Money\x12\'\n\nline_total\x18\x05 \x01(\x0b\x32\x13.a4co.type.v1.Money\x12\x37\n\x10return_exception\x18\x06 \x01(\x0e\x32\x1d.a4co.type.v1.ReturnException\"\xc8\x06\n\x05Order\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12\x13\n\x0b\x63ustomer_id\x18\x02 \x01(\t\x12\x12\n\nartisan_id\x18\x03 \x01(\t\x12(\n\x05lines\x18\x04 \x03(\x0b\x32\x19.a4co.orders.v1.OrderLine\x12%\n\x08subtotal\x18\x05 \x01(\x0b\x32\x13.a4co.type.v1.Money\x12)\n\x0c\x64\x65livery_fee\x18\x06 \x01(\x0b\x32\x13.a4co.type.v1.Money\x12\"\n\x05total\x18\x07 \x01(\x0b\x32\x13.a4co.type.v1.Money\x12+\n\x06status\x18\x08 \x01(\x0e\x32\x1b.a4co.orders.v1.OrderStatus\x12\x15\n\rcancel_reason\x18\t \x01(\t\x12\x13\n\x0b\x63\x61ncel_note\x18\x0f \x01(\t\x12/\n\x10\x64\x65livery_address\x18\n \x01(\x0b\x32\x15.a4co.type.v1.Address\x12/\n\x11\x64\x65livery_location\x18\x0b \x01(\x0b\x32\x14.a4co.type.v1.LatLng\x12\x19\n\x11payment_method_id\x18\x0c \x01(\t\x12/\n\x0b\x63reate_time\x18\r \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x31\n\rdelivery_time\x18\x10 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12:\n\x16return_window_end_time\x18\x11 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x37\n\x13return_request_time\x18\x12 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0breturn_note\x18\x13 \x01(\t\x12/\n\x0breturn_time\x18\x14 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x17\n\x0fpoints_redeemed\x18\x15 \x01(\x03\x12%\n\x08\x64iscount\x18\x16 \x01(\x0b\x32\x13.a4co.type.v1.Money\"j\n\x10OrderLineRequest\x12\x12\n\nproduct_id\x18\x01 \x01(\t\x12\x10\n\x08quantity\x18\x02 \x01(\x05\x12\x30\n\x13\x65xpected_unit_price\x18\x03 \x01(\x0b\x32\x13.a4co.type.v1.Money\"\xed\x01\n\x12\x43reateOrderRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12/\n\x05lines\x18\x02 \x03(\x0b\x32 .a4co.orders.v1.OrderLineRequest\x12\x19\n\x11payment_method_id\x18\x03 \x01(\t\x12/\n\x10\x64\x65livery_address\x18\x04 \x01(\x0b\x32\x15.a4co.type.v1.Address\x12/\n\x11\x64\x65livery_location\x18\x05 \x01(\x0b\x32\x14.a4co.type.v1.LatLng\x12\x15\n\rredeem_points\x18\x06 \x01(\x03\";\n\x13\x43reateOrderResponse\x12$\n\x05order\x18\x01 \x01(\x0b\x32\x15.a4co.orders.v1.Order\"#\n\x0fGetOrderRequest\x12\x10\n\x08order_id\x18\x01 \x01(\t\"8\n\x10GetOrderResponse\x12$\n\x05order\x18\x01 \x01(\x0b\x32\x15.a4co.orders.v1.Order\"\x90\x01\n\x11ListOrdersRequest\x12+\n\x06status\x18\x01 \x01(\x0e\x32\x1b.a4co.orders.v1.OrderStatus\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\x12\x13\n\x0b\x63ustomer_id\x18\x04 \x01(\t\x12\x12\n\nartisan_id\x18\x05 \x01(\t\"T\n\x12ListOrdersResponse\x12%\n\x06orders\x18\x01 \x03(\x0b\x32\x15.a4co.orders.v1.Order\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"6\n\x12\x43\x61ncelOrderRequest\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\";\n\x13\x43\x61ncelOrderResponse\x12$\n\x05order\x18\x01 \x01(\x0b\x32\x15.a4co.orders.v1.Order\"B\n\x17MarkOrderShippedRequest\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12\x15\n\rtracking_code\x18\x02 \x01(\t\"@\n\x18MarkOrderShippedResponse\x12$\n\x05order\x18\x01 \x01(\x0b\x32\x15.a4co.orders.v1.Order\"-\n\x19MarkOrderDeliveredRequest\x12\x10\n\x08order_id\x18\x01 \x01(\t\"B\n\x1aMarkOrderDeliveredResponse\x12$\n\x05order\x18\x01 \x01(\x0b\x32\x15.a4co.orders.v1.Order\"8\n\x14RequestReturnRequest\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"=\n\x15RequestReturnResponse\x12$\n\x05order\x18\x01 \x01(\x0b\x32\x15.a4co.orders.v1.Order\"\'\n\x13\x43\x61ncelReturnRequest\x12\x10\n\x08order_id\x18\x01 \x01(\t\"<\n\x14\x43\x61ncelReturnResponse\x12$\n\x05order\x18\x01 \x01(\x0b\x32\x15.a4co.orders.v1.Order\",\n\x18MarkOrderReturnedRequest\x12\x10\n\x08order_id\x18\x01 \x01(\t\"A\n\x19MarkOrderReturnedResponse\x12$\n\x05order\x18\x01 \x01(\x0b\x32\x15.a4co.orders.v1.Order*\x88\x02\n\x0bOrderStatus\x12\x1c\n\x18ORDER_STATUS_UNSPECIFIED\x10\x00\x12\x18\n\x14ORDER_STATUS_PENDING\x10\x01\x12\x15\n\x11ORDER_STATUS_PAID\x10\x02\x12\x1a\n\x16ORDER_STATUS_CONFIRMED\x10\x03\x12\x18\n\x14ORDER_STATUS_SHIPPED\x10\x04\x12\x1a\n\x16ORDER_STATUS_DELIVERED\x10\x05\x12\x1a\n\x16ORDER_STATUS_CANCELLED\x10\x06\x12!\n\x1dORDER_STATUS_RETURN_REQUESTED\x10\x07\x12\x19\n\x15ORDER_STATUS_RETURNED\x10\x08\x32\xda\x06\n\rOrdersService\x12V\n\x0b\x43reateOrder\x12\".a4co.orders.v1.CreateOrderRequest\x1a#.a4co.orders.v1.CreateOrderResponse\x12M\n\x08GetOrder\x12\x1f.a4co.orders.v1.GetOrderRequest\x1a .a4co.orders.v1.GetOrderResponse\x12S\n\nListOrders\x12!.a4co.orders.v1.ListOrdersRequest\x1a\".a4co.orders.v1.ListOrdersResponse\x12V\n\x0b\x43\x61ncelOrder\x12\".a4co.orders.v1.CancelOrderRequest\x1a#.a4co.orders.v1.CancelOrderResponse\x12\x65\n\x10MarkOrderShipped\x12\'.a4co.orders.v1.MarkOrderShippedRequest\x1a(.a4co.orders.v1.MarkOrderShippedResponse\x12k\n\x12MarkOrderDelivered\x12).a4co.orders.v1.MarkOrderDeliveredRequest\x1a*.a4co.orders.v1.MarkOrderDeliveredResponse\x12\\\n\rRequestReturn\x12$.a4co.orders.v1.RequestReturnRequest\x1a%.a4co.orders.v1.RequestReturnResponse\x12Y\n\x0c\x43\x61ncelReturn\x12#.a4co.orders.v1.CancelReturnRequest\x1a$.a4co.orders.v1.CancelReturnResponse\x12h\n\x11MarkOrderReturned\x12(.a4co.orders.v1.MarkOrderReturnedRequest\x1a).a4co.orders.v1.MarkOrderReturnedResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'a4co.orders.v1.orders_service_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_ORDERSTATUS']._serialized_start=2617
-  _globals['_ORDERSTATUS']._serialized_end=2881
+  _globals['_ORDERSTATUS']._serialized_start=2704
+  _globals['_ORDERSTATUS']._serialized_end=2968
   _globals['_ORDERLINE']._serialized_start=208
   _globals['_ORDERLINE']._serialized_end=418
   _globals['_ORDER']._serialized_start=421
-  _globals['_ORDER']._serialized_end=1197
-  _globals['_ORDERLINEREQUEST']._serialized_start=1199
-  _globals['_ORDERLINEREQUEST']._serialized_end=1305
-  _globals['_CREATEORDERREQUEST']._serialized_start=1308
-  _globals['_CREATEORDERREQUEST']._serialized_end=1522
-  _globals['_CREATEORDERRESPONSE']._serialized_start=1524
-  _globals['_CREATEORDERRESPONSE']._serialized_end=1583
-  _globals['_GETORDERREQUEST']._serialized_start=1585
-  _globals['_GETORDERREQUEST']._serialized_end=1620
-  _globals['_GETORDERRESPONSE']._serialized_start=1622
-  _globals['_GETORDERRESPONSE']._serialized_end=1678
-  _globals['_LISTORDERSREQUEST']._serialized_start=1681
-  _globals['_LISTORDERSREQUEST']._serialized_end=1825
-  _globals['_LISTORDERSRESPONSE']._serialized_start=1827
-  _globals['_LISTORDERSRESPONSE']._serialized_end=1911
-  _globals['_CANCELORDERREQUEST']._serialized_start=1913
-  _globals['_CANCELORDERREQUEST']._serialized_end=1967
-  _globals['_CANCELORDERRESPONSE']._serialized_start=1969
-  _globals['_CANCELORDERRESPONSE']._serialized_end=2028
-  _globals['_MARKORDERSHIPPEDREQUEST']._serialized_start=2030
-  _globals['_MARKORDERSHIPPEDREQUEST']._serialized_end=2096
-  _globals['_MARKORDERSHIPPEDRESPONSE']._serialized_start=2098
-  _globals['_MARKORDERSHIPPEDRESPONSE']._serialized_end=2162
-  _globals['_MARKORDERDELIVEREDREQUEST']._serialized_start=2164
-  _globals['_MARKORDERDELIVEREDREQUEST']._serialized_end=2209
-  _globals['_MARKORDERDELIVEREDRESPONSE']._serialized_start=2211
-  _globals['_MARKORDERDELIVEREDRESPONSE']._serialized_end=2277
-  _globals['_REQUESTRETURNREQUEST']._serialized_start=2279
-  _globals['_REQUESTRETURNREQUEST']._serialized_end=2335
-  _globals['_REQUESTRETURNRESPONSE']._serialized_start=2337
-  _globals['_REQUESTRETURNRESPONSE']._serialized_end=2398
-  _globals['_CANCELRETURNREQUEST']._serialized_start=2400
-  _globals['_CANCELRETURNREQUEST']._serialized_end=2439
-  _globals['_CANCELRETURNRESPONSE']._serialized_start=2441
-  _globals['_CANCELRETURNRESPONSE']._serialized_end=2501
-  _globals['_MARKORDERRETURNEDREQUEST']._serialized_start=2503
-  _globals['_MARKORDERRETURNEDREQUEST']._serialized_end=2547
-  _globals['_MARKORDERRETURNEDRESPONSE']._serialized_start=2549
-  _globals['_MARKORDERRETURNEDRESPONSE']._serialized_end=2614
-  _globals['_ORDERSSERVICE']._serialized_start=2884
-  _globals['_ORDERSSERVICE']._serialized_end=3742
+  _globals['_ORDER']._serialized_end=1261
+  _globals['_ORDERLINEREQUEST']._serialized_start=1263
+  _globals['_ORDERLINEREQUEST']._serialized_end=1369
+  _globals['_CREATEORDERREQUEST']._serialized_start=1372
+  _globals['_CREATEORDERREQUEST']._serialized_end=1609
+  _globals['_CREATEORDERRESPONSE']._serialized_start=1611
+  _globals['_CREATEORDERRESPONSE']._serialized_end=1670
+  _globals['_GETORDERREQUEST']._serialized_start=1672
+  _globals['_GETORDERREQUEST']._serialized_end=1707
+  _globals['_GETORDERRESPONSE']._serialized_start=1709
+  _globals['_GETORDERRESPONSE']._serialized_end=1765
+  _globals['_LISTORDERSREQUEST']._serialized_start=1768
+  _globals['_LISTORDERSREQUEST']._serialized_end=1912
+  _globals['_LISTORDERSRESPONSE']._serialized_start=1914
+  _globals['_LISTORDERSRESPONSE']._serialized_end=1998
+  _globals['_CANCELORDERREQUEST']._serialized_start=2000
+  _globals['_CANCELORDERREQUEST']._serialized_end=2054
+  _globals['_CANCELORDERRESPONSE']._serialized_start=2056
+  _globals['_CANCELORDERRESPONSE']._serialized_end=2115
+  _globals['_MARKORDERSHIPPEDREQUEST']._serialized_start=2117
+  _globals['_MARKORDERSHIPPEDREQUEST']._serialized_end=2183
+  _globals['_MARKORDERSHIPPEDRESPONSE']._serialized_start=2185
+  _globals['_MARKORDERSHIPPEDRESPONSE']._serialized_end=2249
+  _globals['_MARKORDERDELIVEREDREQUEST']._serialized_start=2251
+  _globals['_MARKORDERDELIVEREDREQUEST']._serialized_end=2296
+  _globals['_MARKORDERDELIVEREDRESPONSE']._serialized_start=2298
+  _globals['_MARKORDERDELIVEREDRESPONSE']._serialized_end=2364
+  _globals['_REQUESTRETURNREQUEST']._serialized_start=2366
+  _globals['_REQUESTRETURNREQUEST']._serialized_end=2422
+  _globals['_REQUESTRETURNRESPONSE']._serialized_start=2424
+  _globals['_REQUESTRETURNRESPONSE']._serialized_end=2485
+  _globals['_CANCELRETURNREQUEST']._serialized_start=2487
+  _globals['_CANCELRETURNREQUEST']._serialized_end=2526
+  _globals['_CANCELRETURNRESPONSE']._serialized_start=2528
+  _globals['_CANCELRETURNRESPONSE']._serialized_end=2588
+  _globals['_MARKORDERRETURNEDREQUEST']._serialized_start=2590
+  _globals['_MARKORDERRETURNEDREQUEST']._serialized_end=2634
+  _globals['_MARKORDERRETURNEDRESPONSE']._serialized_start=2636
+  _globals['_MARKORDERRETURNEDRESPONSE']._serialized_end=2701
+  _globals['_ORDERSSERVICE']._serialized_start=2971
+  _globals['_ORDERSSERVICE']._serialized_end=3829
 # @@protoc_insertion_point(module_scope)

@@ -35,7 +35,9 @@ class _OrderStatusEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_OrderStat
     ORDER_STATUS_PENDING: _OrderStatus.ValueType  # 1
     """Created and waiting for the payment."""
     ORDER_STATUS_PAID: _OrderStatus.ValueType  # 2
-    """Paid and waiting for the stock reservation."""
+    """Paid and waiting for the stock reservation (and for the points, when it
+    redeems some).
+    """
     ORDER_STATUS_CONFIRMED: _OrderStatus.ValueType  # 3
     """Paid and reserved; the artisan can prepare it."""
     ORDER_STATUS_SHIPPED: _OrderStatus.ValueType  # 4
@@ -63,7 +65,9 @@ ORDER_STATUS_UNSPECIFIED: OrderStatus.ValueType  # 0
 ORDER_STATUS_PENDING: OrderStatus.ValueType  # 1
 """Created and waiting for the payment."""
 ORDER_STATUS_PAID: OrderStatus.ValueType  # 2
-"""Paid and waiting for the stock reservation."""
+"""Paid and waiting for the stock reservation (and for the points, when it
+redeems some).
+"""
 ORDER_STATUS_CONFIRMED: OrderStatus.ValueType  # 3
 """Paid and reserved; the artisan can prepare it."""
 ORDER_STATUS_SHIPPED: OrderStatus.ValueType  # 4
@@ -159,6 +163,8 @@ class Order(_message.Message):
     RETURN_REQUEST_TIME_FIELD_NUMBER: _builtins.int
     RETURN_NOTE_FIELD_NUMBER: _builtins.int
     RETURN_TIME_FIELD_NUMBER: _builtins.int
+    POINTS_REDEEMED_FIELD_NUMBER: _builtins.int
+    DISCOUNT_FIELD_NUMBER: _builtins.int
     order_id: _builtins.str
     """The order."""
     customer_id: _builtins.str
@@ -173,8 +179,10 @@ class Order(_message.Message):
     "PROVIDER_TIMEOUT", "UNKNOWN_PAYMENT_METHOD", "PAYMENT_FAILED" when it
     gave none), the stock's ("OUT_OF_STOCK",
     "UNKNOWN_PRODUCT"), a step that did not answer in time ("PAYMENT_TIMEOUT",
-    "RESERVATION_TIMEOUT"); CancelOrder's: "CUSTOMER_CANCELLED", or
-    "ADMIN_CANCELLED" when an admin cancelled another's order.
+    "RESERVATION_TIMEOUT", "REDEMPTION_TIMEOUT"), the points' ("INSUFFICIENT_POINTS":
+    the customer had fewer than redeem_points); CancelOrder's:
+    "CUSTOMER_CANCELLED", or "ADMIN_CANCELLED" when an admin cancelled
+    another's order.
     """
     cancel_note: _builtins.str
     """What whoever cancelled it wrote (CancelOrder's reason); empty otherwise."""
@@ -182,6 +190,11 @@ class Order(_message.Message):
     """The payment method charged."""
     return_note: _builtins.str
     """What the customer wrote when asking (RequestReturn's reason)."""
+    points_redeemed: _builtins.int
+    """The loyalty points the customer spent on it (CreateOrder's
+    redeem_points); 0 when none. They are given back if the order is
+    cancelled or returned.
+    """
     @_builtins.property
     def lines(self) -> _containers.RepeatedCompositeFieldContainer[Global___OrderLine]:
         """What was ordered."""
@@ -196,7 +209,7 @@ class Order(_message.Message):
 
     @_builtins.property
     def total(self) -> _money_pb2.Money:
-        """subtotal + delivery_fee."""
+        """subtotal + delivery_fee − discount: what is charged."""
 
     @_builtins.property
     def delivery_address(self) -> _address_pb2.Address:
@@ -233,6 +246,10 @@ class Order(_message.Message):
     def return_time(self) -> _timestamp_pb2.Timestamp:
         """When the goods came back (MarkOrderReturned); unset otherwise."""
 
+    @_builtins.property
+    def discount(self) -> _money_pb2.Money:
+        """What the points paid: 5 cents each, taken off the total."""
+
     def __init__(
         self,
         *,
@@ -256,10 +273,12 @@ class Order(_message.Message):
         return_request_time: _timestamp_pb2.Timestamp | None = ...,
         return_note: _builtins.str = ...,
         return_time: _timestamp_pb2.Timestamp | None = ...,
+        points_redeemed: _builtins.int = ...,
+        discount: _money_pb2.Money | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "delivery_address", b"delivery_address", "delivery_fee", b"delivery_fee", "delivery_location", b"delivery_location", "delivery_time", b"delivery_time", "return_request_time", b"return_request_time", "return_time", b"return_time", "return_window_end_time", b"return_window_end_time", "subtotal", b"subtotal", "total", b"total", "update_time", b"update_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "delivery_address", b"delivery_address", "delivery_fee", b"delivery_fee", "delivery_location", b"delivery_location", "delivery_time", b"delivery_time", "discount", b"discount", "return_request_time", b"return_request_time", "return_time", b"return_time", "return_window_end_time", b"return_window_end_time", "subtotal", b"subtotal", "total", b"total", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["artisan_id", b"artisan_id", "cancel_note", b"cancel_note", "cancel_reason", b"cancel_reason", "create_time", b"create_time", "customer_id", b"customer_id", "delivery_address", b"delivery_address", "delivery_fee", b"delivery_fee", "delivery_location", b"delivery_location", "delivery_time", b"delivery_time", "lines", b"lines", "order_id", b"order_id", "payment_method_id", b"payment_method_id", "return_note", b"return_note", "return_request_time", b"return_request_time", "return_time", b"return_time", "return_window_end_time", b"return_window_end_time", "status", b"status", "subtotal", b"subtotal", "total", b"total", "update_time", b"update_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["artisan_id", b"artisan_id", "cancel_note", b"cancel_note", "cancel_reason", b"cancel_reason", "create_time", b"create_time", "customer_id", b"customer_id", "delivery_address", b"delivery_address", "delivery_fee", b"delivery_fee", "delivery_location", b"delivery_location", "delivery_time", b"delivery_time", "discount", b"discount", "lines", b"lines", "order_id", b"order_id", "payment_method_id", b"payment_method_id", "points_redeemed", b"points_redeemed", "return_note", b"return_note", "return_request_time", b"return_request_time", "return_time", b"return_time", "return_window_end_time", b"return_window_end_time", "status", b"status", "subtotal", b"subtotal", "total", b"total", "update_time", b"update_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -312,10 +331,19 @@ class CreateOrderRequest(_message.Message):
     PAYMENT_METHOD_ID_FIELD_NUMBER: _builtins.int
     DELIVERY_ADDRESS_FIELD_NUMBER: _builtins.int
     DELIVERY_LOCATION_FIELD_NUMBER: _builtins.int
+    REDEEM_POINTS_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
     """A client-chosen UUID that makes the call safe to retry."""
     payment_method_id: _builtins.str
     """The payment method, from ValidatePaymentMethod."""
+    redeem_points: _builtins.int
+    """Loyalty points to spend on the order, worth 5 cents each, taken off the
+    total; 0 (unset) spends none. They may pay for the products, not the
+    delivery: more than the subtotal is worth is INVALID_ARGUMENT. The
+    balance is checked by the saga: with fewer points than this the order is
+    cancelled ("INSUFFICIENT_POINTS") and refunded if it was charged, so a
+    client shows GetBalance first.
+    """
     @_builtins.property
     def lines(self) -> _containers.RepeatedCompositeFieldContainer[Global___OrderLineRequest]:
         """The lines, 1 to 50, all from one artisan, each product at most once."""
@@ -336,10 +364,11 @@ class CreateOrderRequest(_message.Message):
         payment_method_id: _builtins.str = ...,
         delivery_address: _address_pb2.Address | None = ...,
         delivery_location: _lat_lng_pb2.LatLng | None = ...,
+        redeem_points: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["delivery_address", b"delivery_address", "delivery_location", b"delivery_location"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["delivery_address", b"delivery_address", "delivery_location", b"delivery_location", "lines", b"lines", "payment_method_id", b"payment_method_id", "request_id", b"request_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["delivery_address", b"delivery_address", "delivery_location", b"delivery_location", "lines", b"lines", "payment_method_id", b"payment_method_id", "redeem_points", b"redeem_points", "request_id", b"request_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

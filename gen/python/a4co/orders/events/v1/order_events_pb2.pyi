@@ -34,7 +34,9 @@ class _OrderStatusEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_OrderStat
     ORDER_STATUS_PENDING: _OrderStatus.ValueType  # 1
     """Created and waiting for the payment."""
     ORDER_STATUS_PAID: _OrderStatus.ValueType  # 2
-    """Paid and waiting for the stock reservation."""
+    """Paid and waiting for the stock reservation (and for the points, when it
+    redeems some).
+    """
     ORDER_STATUS_CONFIRMED: _OrderStatus.ValueType  # 3
     """Paid and its stock reserved; the artisan can prepare it."""
     ORDER_STATUS_SHIPPED: _OrderStatus.ValueType  # 4
@@ -62,7 +64,9 @@ ORDER_STATUS_UNSPECIFIED: OrderStatus.ValueType  # 0
 ORDER_STATUS_PENDING: OrderStatus.ValueType  # 1
 """Created and waiting for the payment."""
 ORDER_STATUS_PAID: OrderStatus.ValueType  # 2
-"""Paid and waiting for the stock reservation."""
+"""Paid and waiting for the stock reservation (and for the points, when it
+redeems some).
+"""
 ORDER_STATUS_CONFIRMED: OrderStatus.ValueType  # 3
 """Paid and its stock reserved; the artisan can prepare it."""
 ORDER_STATUS_SHIPPED: OrderStatus.ValueType  # 4
@@ -146,6 +150,8 @@ class OrderCreated(_message.Message):
     DELIVERY_ADDRESS_FIELD_NUMBER: _builtins.int
     DELIVERY_LOCATION_FIELD_NUMBER: _builtins.int
     CREATE_TIME_FIELD_NUMBER: _builtins.int
+    POINTS_REDEEMED_FIELD_NUMBER: _builtins.int
+    DISCOUNT_FIELD_NUMBER: _builtins.int
     order_id: _builtins.str
     """The new order's id."""
     customer_id: _builtins.str
@@ -154,6 +160,10 @@ class OrderCreated(_message.Message):
     """The artisan who sells every line of it."""
     payment_method_id: _builtins.str
     """The payment method to charge, as returned by ValidatePaymentMethod."""
+    points_redeemed: _builtins.int
+    """The loyalty points the customer spends on it; 0 when none. loyalty takes
+    them from the balance (PointsRedeemed) or refuses (PointsRedemptionFailed).
+    """
     @_builtins.property
     def lines(self) -> _containers.RepeatedCompositeFieldContainer[Global___OrderLine]:
         """What was ordered."""
@@ -168,7 +178,7 @@ class OrderCreated(_message.Message):
 
     @_builtins.property
     def total(self) -> _money_pb2.Money:
-        """subtotal + delivery_fee: the amount to charge."""
+        """subtotal + delivery_fee − discount: the amount to charge."""
 
     @_builtins.property
     def delivery_address(self) -> _address_pb2.Address:
@@ -181,6 +191,10 @@ class OrderCreated(_message.Message):
     @_builtins.property
     def create_time(self) -> _timestamp_pb2.Timestamp:
         """When the order was placed."""
+
+    @_builtins.property
+    def discount(self) -> _money_pb2.Money:
+        """What the points pay, taken off the total: 5 cents a point."""
 
     def __init__(
         self,
@@ -196,10 +210,12 @@ class OrderCreated(_message.Message):
         delivery_address: _address_pb2.Address | None = ...,
         delivery_location: _lat_lng_pb2.LatLng | None = ...,
         create_time: _timestamp_pb2.Timestamp | None = ...,
+        points_redeemed: _builtins.int = ...,
+        discount: _money_pb2.Money | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "delivery_address", b"delivery_address", "delivery_fee", b"delivery_fee", "delivery_location", b"delivery_location", "subtotal", b"subtotal", "total", b"total"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "delivery_address", b"delivery_address", "delivery_fee", b"delivery_fee", "delivery_location", b"delivery_location", "discount", b"discount", "subtotal", b"subtotal", "total", b"total"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["artisan_id", b"artisan_id", "create_time", b"create_time", "customer_id", b"customer_id", "delivery_address", b"delivery_address", "delivery_fee", b"delivery_fee", "delivery_location", b"delivery_location", "lines", b"lines", "order_id", b"order_id", "payment_method_id", b"payment_method_id", "subtotal", b"subtotal", "total", b"total"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["artisan_id", b"artisan_id", "create_time", b"create_time", "customer_id", b"customer_id", "delivery_address", b"delivery_address", "delivery_fee", b"delivery_fee", "delivery_location", b"delivery_location", "discount", b"discount", "lines", b"lines", "order_id", b"order_id", "payment_method_id", b"payment_method_id", "points_redeemed", b"points_redeemed", "subtotal", b"subtotal", "total", b"total"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -223,6 +239,7 @@ class OrderStatusChanged(_message.Message):
     CHANGE_TIME_FIELD_NUMBER: _builtins.int
     CANCEL_NOTE_FIELD_NUMBER: _builtins.int
     RETURN_NOTE_FIELD_NUMBER: _builtins.int
+    POINTS_REDEEMED_FIELD_NUMBER: _builtins.int
     order_id: _builtins.str
     """The order that changed."""
     customer_id: _builtins.str
@@ -251,6 +268,10 @@ class OrderStatusChanged(_message.Message):
     """On a return asked for (RETURN_REQUESTED) and once returned, what the
     customer wrote when asking (RequestReturn's reason); empty otherwise.
     """
+    points_redeemed: _builtins.int
+    """The loyalty points the order spent (OrderCreated's points_redeemed), so
+    that loyalty gives them back when it is cancelled or returned.
+    """
     @_builtins.property
     def lines(self) -> _containers.RepeatedCompositeFieldContainer[Global___OrderLine]:
         """The order's lines, so that subscribers need not keep their own copy."""
@@ -278,10 +299,11 @@ class OrderStatusChanged(_message.Message):
         change_time: _timestamp_pb2.Timestamp | None = ...,
         cancel_note: _builtins.str = ...,
         return_note: _builtins.str = ...,
+        points_redeemed: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["change_time", b"change_time", "total", b"total"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["artisan_id", b"artisan_id", "cancel_note", b"cancel_note", "change_time", b"change_time", "customer_id", b"customer_id", "lines", b"lines", "order_id", b"order_id", "previous_status", b"previous_status", "reason", b"reason", "refund_required", b"refund_required", "return_note", b"return_note", "status", b"status", "total", b"total"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["artisan_id", b"artisan_id", "cancel_note", b"cancel_note", "change_time", b"change_time", "customer_id", b"customer_id", "lines", b"lines", "order_id", b"order_id", "points_redeemed", b"points_redeemed", "previous_status", b"previous_status", "reason", b"reason", "refund_required", b"refund_required", "return_note", b"return_note", "status", b"status", "total", b"total"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
