@@ -79,7 +79,7 @@ async def answers(svc: RunningService) -> list[tuple[str, str, int, int]]:
     """loyalty's events, oldest first: (name, order, points, balance), once its outbox is relayed."""
 
     async def relayed() -> bool:
-        return await svc.infra.pool.fetchval("SELECT count(*) FROM outbox") == 0
+        return int(await svc.infra.pool.fetchval("SELECT count(*) FROM outbox")) == 0
 
     await eventually(relayed, what="the outbox relayed")
     return [
