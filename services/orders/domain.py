@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import enum
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
@@ -138,6 +139,12 @@ class Line:
     def total_cents(self) -> int:
         """The quantity times the unit price."""
         return self.quantity * self.unit_price_cents
+
+
+def most_points(lines: Iterable[Line]) -> int:
+    """The most points an order of `lines` may spend: they pay for the products, not the
+    delivery, so something is always charged (a delivery fee is never 0)."""
+    return sum(line.total_cents for line in lines) // POINT_VALUE_CENTS
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,6 +16,7 @@ from services.orders.domain import (
     Order,
     ReturnWindowClosedError,
     Status,
+    most_points,
     timeout_reason,
 )
 
@@ -204,6 +205,7 @@ def test_the_points_are_taken_off_the_total() -> None:
     o = spending(100, [])
     assert (o.subtotal_cents, o.discount_cents, o.total_cents) == (2000, 500, 1750)
     assert order().discount_cents == 0
+    assert most_points(o.lines) == 400  # the products' 20.00 €, not the delivery
 
 
 def test_a_step_that_does_not_answer_times_out_for_its_own_reason() -> None:
