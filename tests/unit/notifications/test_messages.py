@@ -93,6 +93,26 @@ def test_a_return_is_told_to_the_artisan_with_the_customers_words_and_its_refund
     ]
 
 
+def test_the_customer_is_told_that_the_points_an_undone_order_spent_are_back() -> None:
+    confirmed, cancelled_, returned = (
+        orders.ORDER_STATUS_CONFIRMED,
+        orders.ORDER_STATUS_CANCELLED,
+        orders.ORDER_STATUS_RETURNED,
+    )
+    back = " Tus 40 puntos vuelven a tu saldo."
+    by_customer = told(
+        confirmed, cancelled_, reason="CUSTOMER_CANCELLED", refund_required=True, points_redeemed=40
+    )
+    assert by_customer[0][1].endswith("Te devolvemos lo que pagaste." + back)
+    assert told(orders.ORDER_STATUS_RETURN_REQUESTED, returned, points_redeemed=40)[0][1].endswith(back)
+    # Too few points: none were taken, so none come back.
+    refused = told(confirmed, cancelled_, reason="INSUFFICIENT_POINTS", points_redeemed=400)
+    assert refused[0][1] == (
+        "Tu pedido 0f1e2d3c se ha cancelado: no tenías tantos puntos como querías canjear."
+    )
+    assert not told(confirmed, cancelled_, reason="CUSTOMER_CANCELLED")[0][1].endswith(back)
+
+
 def test_a_code_without_words_is_told_as_it_is() -> None:
     """A payment provider may refuse with a code this service does not know yet."""
     assert cancelled("FRAUD_SUSPECTED")[0][1] == "Tu pedido 0f1e2d3c se ha cancelado: motivo FRAUD_SUSPECTED."
