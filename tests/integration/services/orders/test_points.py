@@ -5,10 +5,8 @@ cancel the order, and a redemption that does not answer times out."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
 
 import grpc
-import pytest
 import pytest_asyncio
 
 from a4co.identity.events.v1 import identity_events_pb2 as identity
@@ -19,8 +17,8 @@ from a4co.payments.v1 import payments_service_pb2 as payments_pb
 from services.platform.events.consumer import QueueConsumer
 from services.platform.grpc.status import details_of
 from services.platform.local_servers import ServerUrls
-from tests.integration.services.harness import Keys, publish_event
-from tests.integration.services.orders.shop import Actors, shop
+from tests.integration.services.harness import publish_event
+from tests.integration.services.orders.shop import Actors
 from tests.integration.services.orders.test_saga import quiet_and_sound, stock
 from tests.integration.services.test_grpcurl import call
 from tests.support.rpc import failure
@@ -29,19 +27,12 @@ from tests.support.waiting import eventually
 ANA = "customer-ana"
 
 
-@pytest_asyncio.fixture
-async def actors(
-    urls: ServerUrls, prefix: str, keys: Keys, monkeypatch: pytest.MonkeyPatch
-) -> AsyncIterator[Actors]:
-    monkeypatch.setenv("A4CO_SAGA_PAYMENT_TIMEOUT_S", "3")
-    monkeypatch.setenv("A4CO_SAGA_RESERVATION_TIMEOUT_S", "3")
-    async with shop(urls, prefix, keys) as svc:
-        people = Actors(svc, keys)
-        await people.open_workshop()
-        welcome = identity.UserRegistered(user_id=ANA, role=identity.USER_ROLE_CUSTOMER)
-        await publish_event(svc["loyalty"], welcome, ANA)
-        await eventually(lambda: has(people, 50), what="ana's welcome bonus")
-        yield people
+@pytest_asyncio.fixture(autouse=True)
+async def welcomed(actors: Actors) -> None:
+    """ana signed up: 50 points."""
+    welcome = identity.UserRegistered(user_id=ANA, role=identity.USER_ROLE_CUSTOMER)
+    await publish_event(actors.svc["loyalty"], welcome, ANA)
+    await eventually(lambda: has(actors, 50), what="ana's welcome bonus")
 
 
 async def points(actors: Actors) -> int:

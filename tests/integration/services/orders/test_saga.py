@@ -4,12 +4,10 @@ invariants after each."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from datetime import UTC, timedelta
 
 import grpc
 import pytest
-import pytest_asyncio
 from google.protobuf.message import Message
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
@@ -38,19 +36,6 @@ from tests.integration.services.test_grpcurl import call
 from tests.support.invariants import violations
 from tests.support.rpc import failure
 from tests.support.waiting import eventually
-
-
-@pytest_asyncio.fixture
-async def actors(
-    urls: ServerUrls, prefix: str, keys: Keys, monkeypatch: pytest.MonkeyPatch
-) -> AsyncIterator[Actors]:
-    monkeypatch.setenv("A4CO_SAGA_PAYMENT_TIMEOUT_S", "3")
-    monkeypatch.setenv("A4CO_SAGA_RESERVATION_TIMEOUT_S", "3")
-    async with shop(urls, prefix, keys) as svc:
-        people = Actors(svc, keys)
-        await people.open_workshop()
-        yield people
-
 
 RETURN_WINDOW = timedelta(seconds=RETURN_WINDOW_S)
 
