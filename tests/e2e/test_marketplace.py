@@ -155,7 +155,7 @@ async def card(client: Client, customer: Metadata, number: str = "42424242424242
 
 
 async def order(
-    client: Client, customer: Metadata, product_id: str, quantity: int, method: str
+    client: Client, customer: Metadata, product_id: str, quantity: int, method: str, redeem_points: int = 0
 ) -> orders_pb.Order:
     placed = await client.orders.CreateOrder(
         orders_pb.CreateOrderRequest(
@@ -164,6 +164,7 @@ async def order(
             payment_method_id=method,
             delivery_address=address_pb2.Address(street="Calle Real 1", locality="Baeza"),
             delivery_location=lat_lng_pb2.LatLng(latitude=37.9938, longitude=-3.47),
+            redeem_points=redeem_points,
         ),
         metadata=customer,
     )
@@ -433,11 +434,20 @@ async def test_declined_and_cancelled_orders_are_compensated(
     _, client, prefix = deployment
     product_id, _ = await shop_with(client, stock=5)
     _, customer = await client.sign_up(f"rosa-{uuid.uuid4().hex[:6]}@jaen.es", identity_pb.ROLE_CUSTOMER)
-    declined = await order(client, customer, product_id, 1, await card(client, customer, "4000000000000002"))
+
+    async def points(expected: int) -> bool:
+        balance = await client.loyalty.GetBalance(loyalty_pb.GetBalanceRequest(), metadata=customer)
+        return balance.points == expected
+
+    await eventually(lambda: points(50), timeout=30, what="the welcome bonus")
+    # Both orders spend points (decision 54): each gets them back once it is undone.
+    bad_card = await card(client, customer, "4000000000000002")
+    declined = await order(client, customer, product_id, 1, bad_card, redeem_points=20)
     await settled(client, customer, declined.order_id, orders_pb.ORDER_STATUS_CANCELLED)
 
-    confirmed = await order(client, customer, product_id, 2, await card(client, customer))
+    confirmed = await order(client, customer, product_id, 2, await card(client, customer), redeem_points=30)
     await settled(client, customer, confirmed.order_id, orders_pb.ORDER_STATUS_CONFIRMED)
+    assert confirmed.total.amount_cents == 2 * 2500 + confirmed.delivery_fee.amount_cents - 150
     await client.orders.CancelOrder(
         orders_pb.CancelOrderRequest(order_id=confirmed.order_id), metadata=customer
     )
@@ -454,7 +464,7 @@ async def test_declined_and_cancelled_orders_are_compensated(
             and balance.points == 50
         )
 
-    await eventually(compensated, timeout=30, what="refund, release and points revoked")
+    await eventually(compensated, timeout=30, what="refund, release, points given back and revoked")
     await sound(urls, prefix)
 
 
