@@ -206,6 +206,7 @@ WHY_CANCELLED = {
     ),
     "CUSTOMER_CANCELLED": ("lo cancelaste tú", "el cliente lo canceló"),
     "ADMIN_CANCELLED": ("lo canceló el equipo de a4co", "lo canceló el equipo de a4co"),
+    "ARTISAN_LEFT": ("el artesano ha dejado a4co", "cerraste tu cuenta antes de enviarlo"),
 }
 
 

@@ -33,6 +33,8 @@ class Status(enum.StrEnum):
 
 # The code of a returned order's `reason` (and of its refund's).
 RETURNED_REASON = "RETURNED"
+# Why an order not shipped yet is cancelled when its artisan closes their account (decision 55).
+ARTISAN_LEFT = "ARTISAN_LEFT"
 
 # What one loyalty point pays off an order (decision 54): 5 cents, so the point earned per euro
 # paid gives back 5 %.
@@ -277,6 +279,13 @@ class Order:
             raise CannotChangeError(self.order_id, self.status, "cancel")
         return replace(self, cancel_reason=reason, cancel_note=note)
 
+    def seller_left(self) -> Order:
+        """Its artisan closed their account: cancelled (ARTISAN_LEFT) unless it was shipped
+        already, for no one is left to ship it."""
+        if self.status in (Status.PENDING, Status.PAID, Status.CONFIRMED):
+            return self.cancelled(ARTISAN_LEFT)
+        return self
+
     def ship(self) -> Order:
         """The artisan handed a confirmed order to the carrier."""
         if self.status is Status.SHIPPED:
@@ -358,6 +367,7 @@ CANCEL_REASONS = (
     "REDEMPTION_TIMEOUT",
     "CUSTOMER_CANCELLED",
     "ADMIN_CANCELLED",
+    ARTISAN_LEFT,
 )
 
 

@@ -13,6 +13,7 @@ from google.protobuf.message import Message
 from prometheus_client import Counter, Gauge
 
 from a4co.artisans.events.v1 import artisan_events_pb2 as artisan_events
+from a4co.identity.events.v1 import identity_events_pb2 as identity_events
 from a4co.inventory.events.v1 import inventory_events_pb2 as inventory_events
 from a4co.loyalty.events.v1 import loyalty_events_pb2 as loyalty_events
 from a4co.orders.events.v1 import order_events_pb2 as events
@@ -596,6 +597,24 @@ async def on_points_redemption_failed(
     await _learn(
         deps, ctx, event.order_id, lambda o: o.redeemed(False, event.reason or "INSUFFICIENT_POINTS")
     )
+
+
+def an_artisan(event: identity_events.UserDeleted) -> bool:
+    """The only accounts closed that orders acts on: artisans'."""
+    return event.role == identity_events.USER_ROLE_ARTISAN
+
+
+async def on_artisan_left(deps: Deps, event: identity_events.UserDeleted, ctx: HandlerContext) -> None:
+    """An artisan closed their account: their orders not shipped yet are cancelled (ARTISAN_LEFT),
+    refunded if they were charged, their stock released and their points given back. Those shipped
+    go on: an admin records their delivery."""
+    rows = await ctx.conn.fetch(
+        "SELECT order_id::text FROM orders"
+        " WHERE artisan_id = $1 AND status IN ('PENDING', 'PAID', 'CONFIRMED')",
+        event.user_id,
+    )
+    for row in rows:
+        await _learn(deps, ctx, row["order_id"], lambda o: o.seller_left())
 
 
 async def on_refund_issued(deps: Deps, event: payment_events.RefundIssued, ctx: HandlerContext) -> None:

@@ -1,17 +1,17 @@
-"""The events orders consumes: the answers of the saga's steps, and the products put on sale."""
+"""The events orders consumes: the answers of the saga's steps, the products put on sale, and the
+artisans who close their accounts."""
 
 from __future__ import annotations
 
-from google.protobuf.message import Message
-
 from a4co.artisans.events.v1 import artisan_events_pb2
+from a4co.identity.events.v1 import identity_events_pb2
 from a4co.inventory.events.v1 import inventory_events_pb2
 from a4co.loyalty.events.v1 import loyalty_events_pb2
 from a4co.payments.events.v1 import payment_events_pb2
 from services.orders import handlers
-from services.platform.events.subscriptions import UnboundHandler
+from services.platform.events.subscriptions import Only, Table
 
-HANDLERS: dict[type[Message], UnboundHandler] = {
+HANDLERS: Table = {
     payment_events_pb2.PaymentProcessed: handlers.on_payment_processed,
     payment_events_pb2.PaymentFailed: handlers.on_payment_failed,
     payment_events_pb2.RefundIssued: handlers.on_refund_issued,
@@ -22,4 +22,5 @@ HANDLERS: dict[type[Message], UnboundHandler] = {
     artisan_events_pb2.ProductPublished: handlers.on_product,
     artisan_events_pb2.ProductUpdated: handlers.on_product,
     artisan_events_pb2.ProductWithdrawn: handlers.on_product,
+    identity_events_pb2.UserDeleted: Only(handlers.on_artisan_left, handlers.an_artisan, "an artisan's"),
 }

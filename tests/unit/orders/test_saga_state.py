@@ -214,3 +214,12 @@ def test_a_step_that_does_not_answer_times_out_for_its_own_reason() -> None:
     assert timeout_reason(spending(100, [PAID])) == "RESERVATION_TIMEOUT"
     assert timeout_reason(spending(100, [PAID, RESERVED])) == "REDEMPTION_TIMEOUT"
     assert timeout_reason(spending(100, [PAID, RESERVED, REDEEMED])) is None
+
+
+def test_an_artisan_who_leaves_cancels_only_what_is_not_shipped() -> None:
+    for facts in ([], [PAID], [PAID, RESERVED]):
+        left = apply(facts).seller_left()
+        assert (left.status, left.reason) == (Status.CANCELLED, "ARTISAN_LEFT"), facts
+    assert apply([PAID]).seller_left().needs_refund
+    for kept in (apply([PAID, RESERVED]).ship(), delivered(), apply([DECLINED])):
+        assert kept.seller_left() == kept

@@ -182,7 +182,8 @@ class Order(_message.Message):
     "RESERVATION_TIMEOUT", "REDEMPTION_TIMEOUT"), the points' ("INSUFFICIENT_POINTS":
     the customer had fewer than redeem_points); CancelOrder's:
     "CUSTOMER_CANCELLED", or "ADMIN_CANCELLED" when an admin cancelled
-    another's order.
+    another's order; "ARTISAN_LEFT" when its artisan closed their account
+    before shipping it.
     """
     cancel_note: _builtins.str
     """What whoever cancelled it wrote (CancelOrder's reason); empty otherwise."""
