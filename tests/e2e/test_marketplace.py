@@ -381,6 +381,8 @@ async def test_an_artisan_leaves_ships_what_was_ordered_then_closes_their_accoun
     method = await card(client, customer)
     placed = await order(client, customer, product_id, 1, method)
     await settled(client, customer, placed.order_id, orders_pb.ORDER_STATUS_CONFIRMED)
+    forgotten = await order(client, customer, product_id, 1, method)  # never shipped
+    await settled(client, customer, forgotten.order_id, orders_pb.ORDER_STATUS_CONFIRMED)
 
     left = await client.artisans.OffboardArtisan(artisans_pb.OffboardArtisanRequest(), metadata=artisan)
     assert left.withdrawn_products == 1
@@ -422,6 +424,20 @@ async def test_an_artisan_leaves_ships_what_was_ordered_then_closes_their_accoun
         return True
 
     await eventually(closed, timeout=30, what="the artisan's account closed")
+    # What they did not ship is cancelled and refunded (decision 55).
+    await settled(client, customer, forgotten.order_id, orders_pb.ORDER_STATUS_CANCELLED)
+    got = await client.orders.GetOrder(
+        orders_pb.GetOrderRequest(order_id=forgotten.order_id), metadata=customer
+    )
+    assert got.order.cancel_reason == "ARTISAN_LEFT"
+
+    async def refunded() -> bool:
+        answer = await client.payments.GetPayment(
+            payments_pb.GetPaymentRequest(order_id=forgotten.order_id), metadata=customer
+        )
+        return answer.payment.status == payments_pb.PAYMENT_STATUS_REFUNDED
+
+    await eventually(refunded, timeout=30, what="the refund of the order not shipped")
 
     await eventually(
         lambda: page_gone(cms, artisan_id), timeout=30, what="the public page gone with the account"
