@@ -16,6 +16,7 @@ from google.protobuf.message import Message
 from services.platform.auth import Role, TokenIssuer, generate_keypair
 from services.platform.db import create_pool
 from services.platform.events.codec import EventCodec, IncomingEvent
+from services.platform.events.consumer import QueueConsumer
 from services.platform.events.topology import Topology
 from services.platform.local_servers import ServerUrls
 from services.platform.runtime import Infrastructure, ServiceParts, ServiceRunner, apply_schema
@@ -71,6 +72,11 @@ class RunningService:
     @property
     def address(self) -> str:
         return self.runner.server.address
+
+    def consumer(self, stream: str) -> QueueConsumer:
+        """The service's queue consumer of one stream."""
+        (found,) = [c for c in self.runner.consumers if c.stream == stream]
+        return found
 
 
 @contextlib.asynccontextmanager

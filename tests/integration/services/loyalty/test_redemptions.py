@@ -18,7 +18,6 @@ from a4co.orders.events.v1 import order_events_pb2 as orders
 from services.loyalty.__main__ import build
 from services.loyalty.handlers import _Spend, _spend_all
 from services.platform.auth import Role
-from services.platform.events.consumer import QueueConsumer
 from services.platform.local_servers import ServerUrls
 from tests.integration.services.harness import (
     Keys,
@@ -45,14 +44,9 @@ async def loyalty(urls: ServerUrls, prefix: str, keys: Keys) -> AsyncIterator[Ru
 async def welcomed(svc: RunningService) -> None:
     event = identity.UserRegistered(user_id=CUSTOMER, role=identity.USER_ROLE_CUSTOMER)
     await publish_event(svc, event, CUSTOMER)
-    welcome = consumer(svc, "IDENTITY")
+    welcome = svc.consumer("IDENTITY")
     await eventually(lambda: welcome.stats.handled == 1, what="the welcome bonus")
     assert await balance(svc) == 50
-
-
-def consumer(svc: RunningService, stream: str = "ORDERS") -> QueueConsumer:
-    (found,) = [c for c in svc.runner.consumers if c.stream == stream]
-    return found
 
 
 async def balance(svc: RunningService) -> int:
@@ -96,7 +90,7 @@ async def statuses(svc: RunningService) -> dict[str, str]:
 async def test_an_order_takes_its_points_once_and_one_that_asks_too_many_is_refused(
     loyalty: RunningService,
 ) -> None:
-    orders_in = consumer(loyalty)
+    orders_in = loyalty.consumer("ORDERS")
     await publish_event(loyalty, created("o-1", 30), "o-1")
     await publish_event(loyalty, created("o-1", 30), "o-1")  # the same order again, another event id
     await publish_event(loyalty, created("o-2", 21), "o-2")  # 20 left
@@ -116,7 +110,7 @@ async def test_an_order_takes_its_points_once_and_one_that_asks_too_many_is_refu
 
 
 async def test_an_order_without_points_is_not_handled(loyalty: RunningService) -> None:
-    orders_in = consumer(loyalty)
+    orders_in = loyalty.consumer("ORDERS")
     await publish_event(loyalty, created("o-1", 0), "o-1")
     await publish_event(loyalty, undone("o-1", 0), "o-1")
     await publish_event(loyalty, undone("o-2", 10, orders.ORDER_STATUS_CONFIRMED), "o-2")
@@ -128,7 +122,7 @@ async def test_an_order_without_points_is_not_handled(loyalty: RunningService) -
 async def test_a_cancelled_or_returned_order_gives_its_points_back_once(
     loyalty: RunningService, keys: Keys
 ) -> None:
-    orders_in = consumer(loyalty)
+    orders_in = loyalty.consumer("ORDERS")
     await publish_event(loyalty, created("o-1", 20), "o-1")
     await publish_event(loyalty, created("o-2", 30), "o-2")
     await eventually(lambda: orders_in.stats.handled == 2, what="the orders handled")
@@ -156,7 +150,7 @@ async def test_a_cancelled_or_returned_order_gives_its_points_back_once(
 
 async def one_by_one(svc: RunningService, *events: orders.OrderCreated | orders.OrderStatusChanged) -> None:
     """Each event handled before the next is published: in this order, in batches of their own."""
-    orders_in = consumer(svc)
+    orders_in = svc.consumer("ORDERS")
     for event in events:
         handled = orders_in.stats.handled + 1
         await publish_event(svc, event, event.order_id)

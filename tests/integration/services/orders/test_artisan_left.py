@@ -6,17 +6,11 @@ from __future__ import annotations
 from a4co.identity.events.v1 import identity_events_pb2 as identity
 from a4co.orders.v1 import orders_service_pb2 as pb
 from a4co.payments.v1 import payments_service_pb2 as payments_pb
-from services.platform.events.consumer import QueueConsumer
 from services.platform.local_servers import ServerUrls
 from tests.integration.services.harness import publish_event
 from tests.integration.services.orders.shop import Actors
 from tests.integration.services.orders.test_saga import quiet_and_sound, stock
 from tests.support.waiting import eventually
-
-
-def identity_consumer(actors: Actors) -> QueueConsumer:
-    (found,) = [c for c in actors.svc["orders"].runner.consumers if c.stream == "IDENTITY"]
-    return found
 
 
 async def test_an_artisan_who_leaves_has_the_orders_not_shipped_cancelled_and_refunded(
@@ -34,7 +28,7 @@ async def test_an_artisan_who_leaves_has_the_orders_not_shipped_cancelled_and_re
     assert (await stock(actors, product)).reserved == 3
 
     # A customer's account closed changes no order: orders does not even open a transaction.
-    consumer = identity_consumer(actors)
+    consumer = actors.svc["orders"].consumer("IDENTITY")
     ana = identity.UserDeleted(user_id="customer-ana", role=identity.USER_ROLE_CUSTOMER)
     await publish_event(actors.svc["orders"], ana, "customer-ana")
     await eventually(lambda: consumer.stats.skipped == 1, what="the customer's closing skipped")

@@ -14,7 +14,6 @@ from a4co.loyalty.v1 import loyalty_service_pb2 as loyalty_pb
 from a4co.loyalty.v1 import loyalty_service_pb2_grpc as loyalty_grpc
 from a4co.orders.v1 import orders_service_pb2 as pb
 from a4co.payments.v1 import payments_service_pb2 as payments_pb
-from services.platform.events.consumer import QueueConsumer
 from services.platform.grpc.status import details_of
 from services.platform.local_servers import ServerUrls
 from tests.integration.services.harness import publish_event
@@ -49,11 +48,6 @@ async def payment(actors: Actors, order_id: str) -> payments_pb.Payment:
         payments_pb.GetPaymentRequest(order_id=order_id), metadata=actors.customer()
     )
     return got.payment
-
-
-def orders_consumer(actors: Actors) -> QueueConsumer:
-    (found,) = [c for c in actors.svc["loyalty"].runner.consumers if c.stream == "ORDERS"]
-    return found
 
 
 async def test_points_pay_part_of_an_order_and_come_back_when_it_is_cancelled(
@@ -134,7 +128,7 @@ async def test_points_worth_more_than_the_products_are_refused(actors: Actors) -
 async def test_a_redemption_that_does_not_answer_times_out_and_its_points_come_back(
     actors: Actors, urls: ServerUrls, prefix: str
 ) -> None:
-    listening = orders_consumer(actors)
+    listening = actors.svc["loyalty"].consumer("ORDERS")
     await listening.stop()
     product = await actors.product(stock=5)
     placed = await actors.place(product, 1, await actors.card(), redeem_points=20)
