@@ -15,7 +15,6 @@ from a4co.payments.events.v1 import payment_events_pb2 as payments
 from a4co.type.v1 import money_pb2
 from services.loyalty.__main__ import build
 from services.platform.auth import Role
-from services.platform.events.consumer import QueueConsumer
 from services.platform.grpc.status import details_of
 from services.platform.local_servers import ServerUrls
 from services.platform.paging import OTHER_FILTERS
@@ -57,18 +56,13 @@ def refunded(order_id: str, cents: int) -> payments.RefundIssued:
     )
 
 
-def payments_consumer(loyalty: RunningService) -> QueueConsumer:
-    (consumer,) = [c for c in loyalty.runner.consumers if c.stream == "PAYMENTS"]
-    return consumer
-
-
 async def entries(loyalty: RunningService) -> dict[str, int]:
     rows = await loyalty.infra.pool.fetch("SELECT entry_key, points FROM entries")
     return {r["entry_key"]: int(r["points"]) for r in rows}
 
 
 async def test_a_batch_writes_its_entries_in_order_once_per_cause(loyalty: RunningService) -> None:
-    consumer = payments_consumer(loyalty)
+    consumer = loyalty.consumer("PAYMENTS")
     # o-1's purchase is stored in a batch of its own before the rest.
     await publish_event(loyalty, paid("o-1", 4_000), "o-1")
     await eventually(lambda: consumer.stats.handled == 1, what="o-1 paid")
@@ -94,7 +88,7 @@ async def test_a_batch_writes_its_entries_in_order_once_per_cause(loyalty: Runni
 async def test_a_customer_pages_through_their_ledger_newest_first(
     loyalty: RunningService, keys: Keys
 ) -> None:
-    consumer = payments_consumer(loyalty)
+    consumer = loyalty.consumer("PAYMENTS")
     # One at a time, so that they are written in this order.
     await publish_event(loyalty, paid("o-1", 4_000), "o-1")
     await eventually(lambda: consumer.stats.handled == 1, what="o-1 paid")

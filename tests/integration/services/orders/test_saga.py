@@ -25,7 +25,6 @@ from services.orders.adapters.postgres import IN_FLIGHT_SQL, RETURNS_WAITING_SQL
 from services.orders.domain import Status
 from services.orders.handlers import set_in_flight
 from services.platform.auth import Role
-from services.platform.events.consumer import QueueConsumer
 from services.platform.events.topology import Topology
 from services.platform.grpc.status import details_of
 from services.platform.local_servers import ServerUrls
@@ -612,12 +611,6 @@ async def snapshot(actors: Actors) -> dict[str, object]:
     }
 
 
-def orders_consumer(actors: Actors, service: str) -> QueueConsumer:
-    """A service's consumer of the ORDERS stream."""
-    (consumer,) = [c for c in actors.svc[service].runner.consumers if c.stream == "ORDERS"]
-    return consumer
-
-
 async def relayed(actors: Actors, service: str) -> None:
     """Wait until a service's relay has published every event of its outbox."""
 
@@ -673,7 +666,7 @@ async def test_a_charge_and_a_refund_in_one_batch_take_effect_in_their_order(act
     after its order's charge (the events need not come from orders for this)."""
     product = await actors.product(stock=5)
     card = await actors.card()
-    charging = orders_consumer(actors, "payments")
+    charging = actors.svc["payments"].consumer("ORDERS")
     await charging.stop()
     placed = await actors.place(product, 1, card)
     await relayed(actors, "orders")  # OrderCreated waits in the stream, ahead of the cancellation
@@ -695,7 +688,7 @@ async def test_a_reservation_and_a_release_in_one_batch_take_effect_in_their_ord
     comes after its order's reservation, and nothing stays held."""
     product = await actors.product(stock=5)
     card = await actors.card()
-    holding = orders_consumer(actors, "inventory")
+    holding = actors.svc["inventory"].consumer("ORDERS")
     await holding.stop()
     placed = await actors.place(product, 2, card)
     await actors.settles(placed.order_id, pb.ORDER_STATUS_PAID)  # its PAID waits for inventory
@@ -926,7 +919,7 @@ async def test_a_return_applied_before_its_delivery_leaves_the_stock_right(actor
     product = await actors.product(stock=4)
     placed = await actors.place(product, 3, await actors.card())
     await actors.settles(placed.order_id, pb.ORDER_STATUS_CONFIRMED)
-    consumer = next(c for c in actors.svc["inventory"].runner.consumers if c.stream == "ORDERS")
+    consumer = actors.svc["inventory"].consumer("ORDERS")
     handled = consumer.stats.handled
     asked, returned = order_events_pb2.ORDER_STATUS_RETURN_REQUESTED, order_events_pb2.ORDER_STATUS_RETURNED
     await publish_as_orders(actors, status_changed(placed, asked, returned, "RETURNED"), placed)
