@@ -32,8 +32,12 @@ class Workshop:
     location: Point
 
 
-# A workshop's location with the version of its record (one more on every change).
-Located = tuple[int, Point]
+# A workshop's location with the version of its record (one more on every change); None for a
+# workshop that left the marketplace (decision 50): it delivers nowhere.
+Located = tuple[int, Point | None]
+
+# Why a workshop that left is quoted as not deliverable.
+OFFBOARDED = "ARTISAN_OFFBOARDED"
 
 
 class ProductCount(NamedTuple):

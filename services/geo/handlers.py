@@ -12,7 +12,16 @@ from prometheus_client import Counter
 from a4co.artisans.events.v1 import artisan_events_pb2 as artisan_events
 from services.geo.adapters.geo_index import GeoIndex
 from services.geo.adapters.postgres import Workshops
-from services.geo.domain import NO_PRODUCTS, Point, ProductCount, Quote, Workshop, haversine_km, quote
+from services.geo.domain import (
+    NO_PRODUCTS,
+    OFFBOARDED,
+    Point,
+    ProductCount,
+    Quote,
+    Workshop,
+    haversine_km,
+    quote,
+)
 from services.platform.errors import NotFoundError
 from services.platform.events.consumer import HandlerContext
 from services.platform.outages import REDIS_OUTAGES
@@ -72,7 +81,8 @@ async def nearby_from_postgres(
 
 async def quote_delivery(deps: Deps, artisan_id: str, destination: Point) -> Quote:
     """The delivery of an artisan's order to `destination`, from the workshop's location in
-    memory while this process follows their changes (from PostgreSQL otherwise)."""
+    memory while this process follows their changes (from PostgreSQL otherwise); none from a
+    workshop that left the marketplace (not deliverable, ARTISAN_OFFBOARDED)."""
     located = deps.index.locations.get(artisan_id)
     if located is not None:
         _FROM_MEMORY.inc()
@@ -82,7 +92,10 @@ async def quote_delivery(deps: Deps, artisan_id: str, destination: Point) -> Quo
         if located is None:
             raise NotFoundError("ARTISAN_NOT_FOUND", f"geo knows no workshop of {artisan_id}")
         deps.index.locations.remember(artisan_id, located)
-    return quote(located[1], destination)
+    origin = located[1]
+    if origin is None:
+        return Quote(False, 0.0, 0, "", 0, OFFBOARDED)
+    return quote(origin, destination)
 
 
 async def reindex(deps: Deps) -> int:
@@ -105,7 +118,7 @@ async def reindex_some(deps: Deps, artisan_ids: set[str]) -> None:
     recorded = await workshops.versioned(ids)
     for workshop, version, offboarded in recorded:
         if offboarded:
-            await deps.index.remove(workshop)
+            await deps.index.remove(workshop, version)
         else:
             await deps.index.add(workshop, counts.get(workshop.artisan_id, NO_PRODUCTS), version)
     for artisan_id in set(counts) - {w.artisan_id for w, _, _ in recorded}:
@@ -135,12 +148,13 @@ async def on_artisan_offboarded(
     """A workshop that left the marketplace, recorded as its last revision and taken off the map
     once recorded; an older event of it arriving later changes nothing."""
     workshop = _workshop_of(event)
-    if await Workshops(ctx.conn).upsert(workshop, event.revision, offboarded=True) is None:
+    version = await Workshops(ctx.conn).upsert(workshop, event.revision, offboarded=True)
+    if version is None:
         return  # recorded already, and taken off
 
     async def unindex() -> None:
         with contextlib.suppress(*REDIS_OUTAGES):  # marked stale: taken off once Redis answers
-            await deps.index.remove(workshop)
+            await deps.index.remove(workshop, version)
 
     ctx.after_commit(unindex)
 

@@ -44,8 +44,16 @@ end
 NearbySearch = tuple[str, float, float, float, int]
 
 
+# What a workshop's announcement says instead of a place once it left the marketplace.
+_LEFT = "left"
+
+
 def parse_announcement(message: str) -> tuple[str, Located]:
-    """ "<artisan id> <version> <latitude> <longitude>" as announced when a workshop is indexed."""
+    """ "<artisan id> <version> <latitude> <longitude>" as announced when a workshop is indexed, or
+    "<artisan id> <version> left" when it is taken off the map for good."""
+    if message.endswith(f" {_LEFT}"):
+        artisan_id, version, _ = message.rsplit(" ", 2)
+        return artisan_id, (int(version), None)
     artisan_id, version, latitude, longitude = message.rsplit(" ", 3)
     return artisan_id, (int(version), Point(float(latitude), float(longitude)))
 
@@ -112,18 +120,24 @@ class GeoIndex:
             self.locations.remember(w.artisan_id, (version, w.location))
         await self.count_products(w.artisan_id, product_count)
 
-    async def remove(self, w: Workshop) -> None:
-        """Take a workshop off the map (out of the set of every craft it was indexed under). If
-        Redis fails, the workshop is marked `stale`, to be taken off again from PostgreSQL."""
+    async def remove(self, w: Workshop, version: int | None = None) -> None:
+        """Take a workshop that left off the map (out of the set of every craft it was indexed
+        under); a `version` (that of its departure, recorded) is announced, so that the processes
+        that keep its location forget it. If Redis fails, the workshop is marked `stale`, to be
+        taken off again from PostgreSQL."""
         try:
             was = await self._indexed_craft(w.artisan_id)
             async with self._redis.pipeline(transaction=True) as pipe:
                 for craft in {"", w.craft, was}:
                     pipe.zrem(self._set(craft), w.artisan_id)
+                if version is not None:
+                    pipe.publish(self.locations.channel, f"{w.artisan_id} {version} {_LEFT}")
                 await pipe.execute()
         except BaseException:
             self.stale.mark([w.artisan_id])
             raise
+        if version is not None:
+            self.locations.remember(w.artisan_id, (version, None))
 
     async def count_products(self, artisan_id: str, product_count: ProductCount) -> None:
         """Record a workshop's number of products on sale, unless one counted from more changes is

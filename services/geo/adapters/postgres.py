@@ -51,11 +51,13 @@ class Workshops:
         return version
 
     async def location(self, artisan_id: str) -> Located | None:
-        """Where a workshop is, with the version of its row."""
+        """Where a workshop is (None once it left the marketplace), with the version of its row."""
         row = await self.conn.fetchrow(
-            "SELECT version, latitude, longitude FROM workshops WHERE artisan_id = $1", artisan_id
+            "SELECT version, latitude, longitude, offboarded FROM workshops WHERE artisan_id = $1", artisan_id
         )
-        return (row["version"], Point(row["latitude"], row["longitude"])) if row else None
+        if row is None:
+            return None
+        return row["version"], None if row["offboarded"] else Point(row["latitude"], row["longitude"])
 
     async def versioned(self, artisan_ids: list[str]) -> list[tuple[Workshop, int, bool]]:
         """The workshops of `artisan_ids` that are recorded, each with the version of its row and

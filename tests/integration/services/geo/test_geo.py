@@ -326,3 +326,47 @@ async def test_an_announced_move_replaces_a_location_in_memory(geo: RunningServi
         await eventually(lambda: reader.locations.get("a-baeza") is not None, what="a-baeza announced")
         assert reader.locations.get("a-ubeda") == (5, JAEN)
         assert (await handlers.quote_delivery(deps, "a-ubeda", BAEZA)).zone == "comarca"
+
+
+async def test_a_workshop_that_left_delivers_nowhere(
+    stub: pb_grpc.GeoServiceAsyncStub, geo: RunningService
+) -> None:
+    to_baeza = pb.QuoteDeliveryRequest(artisan_id="a-ubeda", destination=at(37.9938, -3.47))
+    assert (await stub.QuoteDelivery(to_baeza)).deliverable  # and remembered by this process
+    left = artisan_events_pb2.ArtisanOffboarded(
+        artisan_id="a-ubeda", display_name="Alfarería Tito", craft="ceramica", locality="Úbeda",
+        location=at(38.0133, -3.3706), revision=2,
+    )  # fmt: skip
+    await publish_event(geo, left, "a-ubeda", source="artisans")
+
+    async def refused() -> bool:
+        return not (await stub.QuoteDelivery(to_baeza)).deliverable
+
+    await eventually(refused, what="the quote of a workshop that left")
+    answer = await stub.QuoteDelivery(to_baeza)
+    assert (answer.reason, answer.fee.amount_cents, answer.zone) == ("ARTISAN_OFFBOARDED", 0, "")
+    # Read from PostgreSQL as well, by a process that keeps no location.
+    deps = handlers.Deps(pool=geo.infra.pool, index=GeoIndex(geo.infra.redis, geo.infra.settings.prefix))
+    assert (await handlers.quote_delivery(deps, "a-ubeda", BAEZA)).reason == "ARTISAN_OFFBOARDED"
+
+
+async def test_an_announced_departure_replaces_a_location_in_memory(geo: RunningService) -> None:
+    redis, prefix = geo.infra.redis, geo.infra.settings.prefix
+    reader, writer = GeoIndex(redis, prefix, local_ttl_s=60), GeoIndex(redis, prefix)
+    deps = handlers.Deps(pool=geo.infra.pool, index=reader)
+    tito = Workshop("a-ubeda", "Alfarería Tito", "ceramica", "Úbeda", UBEDA)
+    async with following(reader.locations):
+        assert (await handlers.quote_delivery(deps, "a-ubeda", BAEZA)).deliverable
+        await writer.remove(tito, version=5)
+
+        async def gone() -> bool:
+            return (await handlers.quote_delivery(deps, "a-ubeda", BAEZA)).reason == "ARTISAN_OFFBOARDED"
+
+        await eventually(gone, what="the announced departure in the reader's memory")
+        # An older version announced late does not bring the workshop back.
+        await writer.add(tito, ProductCount(), version=4)
+        await writer.add(
+            Workshop("a-baeza", "Aceites Baeza", "aceite", "Baeza", BAEZA), ProductCount(), version=9
+        )
+        await eventually(lambda: reader.locations.get("a-baeza") is not None, what="a-baeza announced")
+        assert reader.locations.get("a-ubeda") == (5, None)

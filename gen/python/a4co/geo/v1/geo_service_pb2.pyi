@@ -177,7 +177,9 @@ class QuoteDeliveryResponse(_message.Message):
     estimated_days: _builtins.int
     """The expected days to deliver."""
     reason: _builtins.str
-    """Why not, when not deliverable, for example "OUT_OF_RANGE"."""
+    """Why not, when not deliverable: "OUT_OF_RANGE", "OUTSIDE_PROVINCE", or
+    "ARTISAN_OFFBOARDED" for a workshop that left the marketplace.
+    """
     @_builtins.property
     def fee(self) -> _money_pb2.Money:
         """The delivery fee; zero when not deliverable."""
