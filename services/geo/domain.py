@@ -94,11 +94,14 @@ def in_jaen(point: Point) -> bool:
     return JAEN_LAT[0] <= point.latitude <= JAEN_LAT[1] and JAEN_LNG[0] <= point.longitude <= JAEN_LNG[1]
 
 
-def quote(origin: Point, destination: Point) -> Quote:
-    """The delivery from a workshop to a destination: the nearest zone that reaches it.
+def quote(origin: Point | None, destination: Point) -> Quote:
+    """The delivery from a workshop to a destination: the nearest zone that reaches it; none
+    from a workshop that left the marketplace (`origin` None).
 
     Deliveries stay within the province of Jaén.
     """
+    if origin is None:
+        return Quote(False, 0.0, 0, "", 0, OFFBOARDED)
     distance = round(haversine_km(origin, destination), 2)
     if not in_jaen(destination):
         return Quote(False, distance, 0, "", 0, "OUTSIDE_PROVINCE")

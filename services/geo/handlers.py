@@ -14,7 +14,6 @@ from services.geo.adapters.geo_index import GeoIndex
 from services.geo.adapters.postgres import Workshops
 from services.geo.domain import (
     NO_PRODUCTS,
-    OFFBOARDED,
     Point,
     ProductCount,
     Quote,
@@ -92,10 +91,7 @@ async def quote_delivery(deps: Deps, artisan_id: str, destination: Point) -> Quo
         if located is None:
             raise NotFoundError("ARTISAN_NOT_FOUND", f"geo knows no workshop of {artisan_id}")
         deps.index.locations.remember(artisan_id, located)
-    origin = located[1]
-    if origin is None:
-        return Quote(False, 0.0, 0, "", 0, OFFBOARDED)
-    return quote(origin, destination)
+    return quote(located[1], destination)
 
 
 async def reindex(deps: Deps) -> int:

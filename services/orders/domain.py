@@ -31,6 +31,9 @@ class Status(enum.StrEnum):
     RETURNED = "RETURNED"
 
 
+# The statuses an order may be cancelled in: any before it is shipped.
+CANCELLABLE = (Status.PENDING, Status.PAID, Status.CONFIRMED)
+
 # The code of a returned order's `reason` (and of its refund's).
 RETURNED_REASON = "RETURNED"
 # Why an order not shipped yet is cancelled when its artisan closes their account (decision 55).
@@ -275,14 +278,14 @@ class Order:
         `reason` code; `note`: the words of whoever cancelled it."""
         if self.status is Status.CANCELLED:
             return self
-        if self.status not in (Status.PENDING, Status.PAID, Status.CONFIRMED):
+        if self.status not in CANCELLABLE:
             raise CannotChangeError(self.order_id, self.status, "cancel")
         return replace(self, cancel_reason=reason, cancel_note=note)
 
     def seller_left(self) -> Order:
         """Its artisan closed their account: cancelled (ARTISAN_LEFT) unless it was shipped
         already, for no one is left to ship it."""
-        if self.status in (Status.PENDING, Status.PAID, Status.CONFIRMED):
+        if self.status in CANCELLABLE:
             return self.cancelled(ARTISAN_LEFT)
         return self
 

@@ -23,6 +23,7 @@ from services.orders.adapters.peers import DeliveryQuote, Peers
 from services.orders.adapters.postgres import Orders, OrdersUnitOfWork, Products
 from services.orders.domain import (
     CANCEL_REASONS,
+    CANCELLABLE,
     Line,
     Order,
     Outcome,
@@ -594,9 +595,7 @@ async def on_points_redemption_failed(
     deps: Deps, event: loyalty_events.PointsRedemptionFailed, ctx: HandlerContext
 ) -> None:
     """The customer had fewer points than the order spends: it is cancelled (and refunded)."""
-    await _learn(
-        deps, ctx, event.order_id, lambda o: o.redeemed(False, event.reason or "INSUFFICIENT_POINTS")
-    )
+    await _learn(deps, ctx, event.order_id, lambda o: o.redeemed(False, event.reason))
 
 
 def an_artisan(event: identity_events.UserDeleted) -> bool:
@@ -609,9 +608,9 @@ async def on_artisan_left(deps: Deps, event: identity_events.UserDeleted, ctx: H
     refunded if they were charged, their stock released and their points given back. Those shipped
     go on: an admin records their delivery."""
     rows = await ctx.conn.fetch(
-        "SELECT order_id::text FROM orders"
-        " WHERE artisan_id = $1 AND status IN ('PENDING', 'PAID', 'CONFIRMED')",
+        "SELECT order_id::text FROM orders WHERE artisan_id = $1 AND status = ANY($2::text[])",
         event.user_id,
+        [status.value for status in CANCELLABLE],
     )
     for row in rows:
         await _learn(deps, ctx, row["order_id"], lambda o: o.seller_left())

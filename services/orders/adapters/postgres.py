@@ -65,8 +65,40 @@ RETURNS_WAITING_SQL = (
 _UPDATED_COLUMNS = "orders.*, orders.lines::text AS lines, orders.delivery_address::text AS delivery_address"
 
 
+# What the saga and the calls change of an order: its columns and their types, in `_facts`' order.
+_FACTS = (
+    ("payment", "text"),
+    ("payment_reason", "text"),
+    ("stock", "text"),
+    ("stock_reason", "text"),
+    ("cancel_reason", "text"),
+    ("cancel_note", "text"),
+    ("shipped", "bool"),
+    ("delivered", "bool"),
+    ("refunded", "bool"),
+    ("status", "text"),
+    ("step_deadline", "timestamptz"),
+    ("delivered_at", "timestamptz"),
+    ("return_requested_at", "timestamptz"),
+    ("return_note", "text"),
+    ("returned_at", "timestamptz"),
+    ("points", "text"),
+    ("points_reason", "text"),
+)
+# Several orders' facts written with one statement, each order's row from the arrays' same place.
+_SAVE_MANY_SQL = (
+    "UPDATE orders SET "
+    + ", ".join(f"{name} = u.{name}" for name, _ in _FACTS)
+    + ", version = orders.version + 1, updated_at = now() FROM unnest($1::uuid[], "
+    + ", ".join(f"${i}::{kind}[]" for i, (_, kind) in enumerate(_FACTS, start=2))
+    + ") AS u(order_id, "
+    + ", ".join(name for name, _ in _FACTS)
+    + f") WHERE orders.order_id = u.order_id RETURNING {_UPDATED_COLUMNS}"
+)
+
+
 def _facts(o: Order) -> tuple[object, ...]:
-    """What the saga and the calls change of an order, in `save_many`'s column order."""
+    """The order's id and what the saga and the calls change of it, in `_FACTS`' order."""
     return (
         o.order_id,
         o.payment.value,
@@ -161,25 +193,7 @@ class Orders:
 
     async def save_many(self, orders: list[Order]) -> list[Order]:
         """Store the facts and statuses of several orders (each once) with one statement."""
-        rows = await self.conn.fetch(
-            "UPDATE orders SET payment = u.payment, payment_reason = u.payment_reason, stock = u.stock,"
-            " stock_reason = u.stock_reason, cancel_reason = u.cancel_reason,"
-            " cancel_note = u.cancel_note, shipped = u.shipped, delivered = u.delivered,"
-            " refunded = u.refunded, status = u.status, step_deadline = u.step_deadline,"
-            " delivered_at = u.delivered_at, return_requested_at = u.return_requested_at,"
-            " return_note = u.return_note, returned_at = u.returned_at,"
-            " points = u.points, points_reason = u.points_reason,"
-            " version = orders.version + 1, updated_at = now()"
-            " FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],"
-            " $7::text[], $8::bool[], $9::bool[], $10::bool[], $11::text[], $12::timestamptz[],"
-            " $13::timestamptz[], $14::timestamptz[], $15::text[], $16::timestamptz[], $17::text[],"
-            " $18::text[])"
-            " AS u(order_id, payment, payment_reason, stock, stock_reason, cancel_reason, cancel_note,"
-            " shipped, delivered, refunded, status, step_deadline, delivered_at, return_requested_at,"
-            " return_note, returned_at, points, points_reason)"
-            f" WHERE orders.order_id = u.order_id RETURNING {_UPDATED_COLUMNS}",
-            *columns((_facts(o) for o in orders), 18),
-        )
+        rows = await self.conn.fetch(_SAVE_MANY_SQL, *columns((_facts(o) for o in orders), 1 + len(_FACTS)))
         return [_order(row) for row in rows]
 
     async def page(self, column: str | None, owner: str, status: Status | None, page: Page) -> list[Order]:
