@@ -27,8 +27,9 @@ from tests.support.waiting import eventually
 from tools import dashboards
 
 
-def processes_using(path: Path) -> list[int]:
-    """Processes whose command line mentions `path` (servers and services of that data directory)."""
+def processes_using(path: Path, also: str = "") -> list[int]:
+    """Processes whose command line mentions `path` (servers and services of that data directory),
+    and `also`. Each command line is read once: a process may exit between the listing and the read."""
     found = []
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit() and int(entry.name) != os.getpid():
@@ -36,7 +37,7 @@ def processes_using(path: Path) -> list[int]:
                 cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
             except OSError:
                 continue
-            if str(path) in cmdline:
+            if str(path) in cmdline and also in cmdline:
                 found.append(int(entry.name))
     return found
 
@@ -198,11 +199,7 @@ async def test_make_run_starts_serves_stops_and_restarts_on_the_same_data(tmp_pa
 
     # A service killed with SIGKILL is restarted by the supervisor and its consumers resume.
     def inventory_pids() -> list[int]:
-        return [
-            p
-            for p in processes_using(data_dir)
-            if b"services.inventory" in Path(f"/proc/{p}/cmdline").read_bytes()
-        ]
+        return processes_using(data_dir, also="services.inventory")
 
     [killed] = inventory_pids()
     os.kill(killed, signal.SIGKILL)
