@@ -19,6 +19,8 @@ from a4co.catalog.v1 import catalog_service_pb2 as catalog_pb
 from a4co.catalog.v1 import catalog_service_pb2_grpc as catalog_grpc
 from a4co.identity.v1 import identity_service_pb2 as identity_pb
 from a4co.identity.v1 import identity_service_pb2_grpc as identity_grpc
+from a4co.loyalty.v1 import loyalty_service_pb2 as loyalty_pb
+from a4co.loyalty.v1 import loyalty_service_pb2_grpc as loyalty_grpc
 from a4co.orders.v1 import orders_service_pb2 as orders_pb
 from a4co.orders.v1 import orders_service_pb2_grpc as orders_grpc
 from a4co.payments.v1 import payments_service_pb2 as payments_pb
@@ -44,6 +46,12 @@ POLL_ROUNDS, POLL_INTERVAL_S = 600, 0.2
 # however often it is asked: at most this many times in all, the pauses growing.
 PLACE_ATTEMPTS = 8
 PLACING_AGAIN = Backoff(first_s=0.2, cap_s=2.0)
+# What a loyalty point pays (CreateOrderRequest.redeem_points): each customer's first order spends
+# the points their balance shows, as far as its products allow.
+POINT_VALUE_CENTS = 5
+# A new customer's welcome points are credited shortly after they sign up (loyalty follows
+# UserRegistered): a balance with no entry yet is asked for again, for this long at most.
+WELCOME_WAIT_S, WELCOME_POLL_S = 10.0, 0.1
 Meta = tuple[tuple[str, str], ...]
 
 
@@ -86,20 +94,41 @@ async def sign_up(
     return meta, card.payment_method_id
 
 
-async def run(customers: int, orders: int, concurrency: int, seed: int) -> tuple[Counter[str], int]:
-    """How the orders ended, and how many times CreateOrder was asked again."""
+async def points_to_spend(
+    loyalty: loyalty_grpc.LoyaltyServiceAsyncStub, meta: Meta, subtotal_cents: int
+) -> int:
+    """As a client does before paying with points: the balance (GetBalance), as far as the
+    products allow. A balance with no entry yet is asked for again until the welcome is
+    credited, for WELCOME_WAIT_S at most; then the order spends none."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + WELCOME_WAIT_S
+    while True:
+        balance = await loyalty.GetBalance(loyalty_pb.GetBalanceRequest(), metadata=meta, timeout=10)
+        if balance.entry_count > 0 or loop.time() >= deadline:
+            return max(0, min(balance.points, subtotal_cents // POINT_VALUE_CENTS))
+        await asyncio.sleep(WELCOME_POLL_S)  # polling the balance, bounded by the deadline
+
+
+async def run(
+    customers: int, orders: int, concurrency: int, seed: int
+) -> tuple[Counter[str], Counter[str], int]:
+    """How the orders ended, how many of each paid in part with points, and how many times
+    CreateOrder was asked again."""
     services = {n: s["grpc"] for n, s in running_deployment().get("services", {}).items()}
     if not services:
         raise typer.BadParameter("nothing runs here: start the marketplace with `make run`")
     rng = random.Random(seed)  # noqa: S311 - demo traffic
     channels = {
-        n: grpc.aio.insecure_channel(services[n]) for n in ("identity", "payments", "catalog", "orders")
+        n: grpc.aio.insecure_channel(services[n])
+        for n in ("identity", "payments", "catalog", "orders", "loyalty")
     }
     identity = identity_grpc.IdentityServiceStub(channels["identity"])
     payments = payments_grpc.PaymentsServiceStub(channels["payments"])
     catalog = catalog_grpc.CatalogServiceStub(channels["catalog"])
     stub = orders_grpc.OrdersServiceStub(channels["orders"])
+    loyalty = loyalty_grpc.LoyaltyServiceStub(channels["loyalty"])
     outcomes: Counter[str] = Counter()
+    with_points: Counter[str] = Counter()
     asked_again = 0
     try:
         people = [await sign_up(identity, payments, i, rng) for i in range(customers)]
@@ -112,24 +141,25 @@ async def run(customers: int, orders: int, concurrency: int, seed: int) -> tuple
                 page_size=100,
             )
         )
-        products = [r.product.product_id for r in found.results]
+        products = [(r.product.product_id, r.product.price.amount_cents) for r in found.results]
         if not products:
             raise typer.BadParameter("no product in stock near the customers")
         placed: list[tuple[str, Meta]] = []
+        spent: set[int] = set()  # the customers whose first order is placed
         limit = asyncio.Semaphore(concurrency)
         with Progress(console=console, transient=True) as progress:
             task = progress.add_task("placing orders", total=orders)
 
             async def one() -> None:
                 nonlocal asked_again
-                meta, method = rng.choice(people)
+                customer = rng.randrange(len(people))
+                meta, method = people[customer]
+                (product_id, price_cents), quantity = rng.choice(products), rng.randint(1, 2)
+                first = customer not in spent
+                spent.add(customer)
                 request = orders_pb.CreateOrderRequest(
                     request_id=str(uuid.uuid4()),
-                    lines=[
-                        orders_pb.OrderLineRequest(
-                            product_id=rng.choice(products), quantity=rng.randint(1, 2)
-                        )
-                    ],
+                    lines=[orders_pb.OrderLineRequest(product_id=product_id, quantity=quantity)],
                     payment_method_id=method,
                     delivery_address=address_pb2.Address(
                         street="Calle Mayor 1", locality=town, province="Jaén"
@@ -137,6 +167,8 @@ async def run(customers: int, orders: int, concurrency: int, seed: int) -> tuple
                     delivery_location=lat_lng_pb2.LatLng(latitude=lat, longitude=lng),
                 )
                 async with limit:
+                    if first:
+                        request.redeem_points = await points_to_spend(loyalty, meta, price_cents * quantity)
                     order, refused, again = await place(stub, request, meta)
                 asked_again += again
                 if order is not None:
@@ -147,23 +179,24 @@ async def run(customers: int, orders: int, concurrency: int, seed: int) -> tuple
 
             await asyncio.gather(*(one() for _ in range(orders)))
             task = progress.add_task("waiting for the saga", total=len(placed))
-            await settled(stub, placed, outcomes, lambda: progress.advance(task))
+            await settled(stub, placed, outcomes, with_points, lambda: progress.advance(task))
     finally:
         for channel in channels.values():
             await channel.close()
-    return outcomes, asked_again
+    return outcomes, with_points, asked_again
 
 
 async def settled(
     stub: orders_grpc.OrdersServiceAsyncStub,
     placed: list[tuple[str, Meta]],
     outcomes: Counter[str],
+    with_points: Counter[str],
     advance: Callable[[], None],
     rounds: int = POLL_ROUNDS,
 ) -> None:
     """Ask for each placed order until it is confirmed or cancelled, `rounds` times at most, and
-    count how each ended (or that it is still waiting). An order whose answer is "not now" is
-    asked for again in the next round."""
+    count how each ended (or that it is still waiting), and how many of those paid in part with
+    points. An order whose answer is "not now" is asked for again in the next round."""
     pending = list(placed)
     for _ in range(rounds):
         still = []
@@ -177,7 +210,9 @@ async def settled(
                 continue
             if got.order.status in SETTLED:
                 label = orders_pb.OrderStatus.Name(got.order.status).removeprefix("ORDER_STATUS_")
-                outcomes[f"{label} {got.order.cancel_reason}".strip()] += 1
+                outcome = f"{label} {got.order.cancel_reason}".strip()
+                outcomes[outcome] += 1
+                with_points[outcome] += got.order.points_redeemed > 0
                 advance()
             else:
                 still.append((order_id, meta))
@@ -196,14 +231,14 @@ def demo(
 ) -> None:
     """Sign customers up, place a stream of orders, and show how they ended."""
     try:
-        outcomes, again = asyncio.run(run(customers, orders, concurrency, seed))
+        outcomes, with_points, again = asyncio.run(run(customers, orders, concurrency, seed))
     except grpc.aio.AioRpcError as error:  # signing up or searching: said in one line
         console.print(f"[red]the marketplace answered {error.code().name}: {error.details()}[/red]")
         raise typer.Exit(1) from None
-    table = Table("outcome", "orders")
+    table = Table("outcome", "orders", "paid in part with points")
     for outcome, n in outcomes.most_common():
         if n:
-            table.add_row(outcome, str(n))
+            table.add_row(outcome, str(n), str(with_points[outcome]))
     console.print(table)
     if again:
         console.print(f"orders placed again with their request id: {again} times")
