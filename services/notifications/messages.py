@@ -144,18 +144,27 @@ def artisan_offboarded(e: Any) -> list[Note]:
 
 
 def order_created(e: Any) -> list[Note]:
-    total = euros(e.total.amount_cents)
+    """The customer is told what they will be charged, and what their points take off it; the
+    artisan what the order is worth, the same with points or without (the marketplace pays
+    them: decision 54)."""
+    points = (
+        f" ({e.points_redeemed} puntos te descuentan {euros(e.discount.amount_cents)})"
+        if e.points_redeemed
+        else ""
+    )
     return [
         Note(
             e.customer_id,
             "Hemos recibido tu pedido",
-            f"Tu pedido {_short(e.order_id)} de {total} está en camino de confirmarse.",
+            f"Tu pedido {_short(e.order_id)} de {euros(e.total.amount_cents)}{points} está en camino"
+            " de confirmarse.",
             e.order_id,
         ),
         Note(
             e.artisan_id,
             "Nuevo pedido",
-            f"Has recibido el pedido {_short(e.order_id)} por {total}.",
+            f"Has recibido el pedido {_short(e.order_id)} por"
+            f" {euros(e.total.amount_cents + e.discount.amount_cents)}.",
             e.order_id,
         ),
     ]
@@ -265,6 +274,8 @@ def order_status_changed(e: Any) -> list[Note]:
         body += " Te devolvemos lo que pagaste."
     if points_back(e):
         body += f" Tus {e.points_redeemed} puntos vuelven a tu saldo."
+    elif e.status == orders.ORDER_STATUS_CONFIRMED and e.points_redeemed:
+        body += f" Has canjeado {e.points_redeemed} puntos de tu saldo."
     found = [Note(e.customer_id, title, body, e.order_id)]
     if e.status == orders.ORDER_STATUS_CONFIRMED:
         found.append(

@@ -10,7 +10,13 @@ from typing import Any, TypeAlias
 import pytest
 
 from a4co.orders.events.v1 import order_events_pb2 as orders
-from services.notifications.messages import WHY_CANCELLED, order_status_changed, status_notified
+from a4co.type.v1 import money_pb2
+from services.notifications.messages import (
+    WHY_CANCELLED,
+    order_created,
+    order_status_changed,
+    status_notified,
+)
 from services.orders.domain import CANCEL_REASONS
 
 Status: TypeAlias = orders.OrderStatus.ValueType
@@ -111,6 +117,38 @@ def test_the_customer_is_told_that_the_points_an_undone_order_spent_are_back() -
         "Tu pedido 0f1e2d3c se ha cancelado: no tenías tantos puntos como querías canjear."
     )
     assert not told(confirmed, cancelled_, reason="CUSTOMER_CANCELLED")[0][1].endswith(back)
+
+
+def test_the_customer_is_told_what_their_points_take_off_and_that_they_were_spent() -> None:
+    def created(total: int, points: int, discount: int) -> list[tuple[str, str]]:
+        event = orders.OrderCreated(
+            order_id="0f1e2d3c-aaaa",
+            customer_id="c-1",
+            artisan_id="a-1",
+            total=money_pb2.Money(currency_code="EUR", amount_cents=total),
+            points_redeemed=points,
+            discount=money_pb2.Money(currency_code="EUR", amount_cents=discount),
+        )
+        return [(n.recipient_id, n.body) for n in order_created(event)]
+
+    # The artisan hears of what the order is worth, whether points pay part of it or not.
+    assert created(1_140, 50, 250) == [
+        (
+            "c-1",
+            "Tu pedido 0f1e2d3c de 11,40 € (50 puntos te descuentan 2,50 €) está en camino de confirmarse.",
+        ),
+        ("a-1", "Has recibido el pedido 0f1e2d3c por 13,90 €."),
+    ]
+    assert created(1_390, 0, 0) == [
+        ("c-1", "Tu pedido 0f1e2d3c de 13,90 € está en camino de confirmarse."),
+        ("a-1", "Has recibido el pedido 0f1e2d3c por 13,90 €."),
+    ]
+    pending, confirmed = orders.ORDER_STATUS_PENDING, orders.ORDER_STATUS_CONFIRMED
+    assert told(pending, confirmed, points_redeemed=50)[0] == (
+        "c-1",
+        "El artesano ya está preparando tu pedido 0f1e2d3c. Has canjeado 50 puntos de tu saldo.",
+    )
+    assert told(pending, confirmed)[0] == ("c-1", "El artesano ya está preparando tu pedido 0f1e2d3c.")
 
 
 def test_a_code_without_words_is_told_as_it_is() -> None:
