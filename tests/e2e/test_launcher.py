@@ -8,10 +8,12 @@ import os
 import signal
 import sys
 import uuid
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
 import grpc
+import pytest
 import yaml
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
@@ -82,6 +84,33 @@ class Launch:
         await self._drain
         return code
 
+    async def stop_if_running(self) -> None:
+        """After a failed test: the launcher stopped as `make run` is (SIGTERM, its servers and
+        services with it), or killed if it does not stop within a minute."""
+        if self.proc is None or self.proc.returncode is not None:
+            return
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            await asyncio.wait_for(self.proc.wait(), 60)
+        except TimeoutError:
+            self.proc.kill()
+            await self.proc.wait()
+
+
+@pytest.fixture
+async def launch() -> AsyncIterator[Callable[[Path], Launch]]:
+    """Launches on a data directory; any still running when the test ends (an assertion failed
+    while it ran) is stopped, so a failed test leaves no deployment behind."""
+    made: list[Launch] = []
+
+    def on(data_dir: Path) -> Launch:
+        made.append(Launch(data_dir))
+        return made[-1]
+
+    yield on
+    for each in made:
+        await each.stop_if_running()
+
 
 async def a4co(data_dir: Path, *args: str) -> tuple[int, str]:
     """Run the `a4co` command line against the launched deployment."""
@@ -129,9 +158,11 @@ async def confirmed(orders: orders_grpc.OrdersServiceAsyncStub, order_id: str, m
     return got.order.status == orders_pb.ORDER_STATUS_CONFIRMED
 
 
-async def test_make_run_starts_serves_stops_and_restarts_on_the_same_data(tmp_path: Path) -> None:
+async def test_make_run_starts_serves_stops_and_restarts_on_the_same_data(
+    tmp_path: Path, launch: Callable[[Path], Launch]
+) -> None:
     data_dir = tmp_path / "data"
-    first = Launch(data_dir)
+    first = launch(data_dir)
     addresses = await first.start()
     demo = json.loads((data_dir / "demo.json").read_text())
     me = await login(addresses)
@@ -244,7 +275,7 @@ async def test_make_run_starts_serves_stops_and_restarts_on_the_same_data(tmp_pa
     # As if the first start had been stopped while loading the demo, after its accounts and
     # products were made: the next start loads it again, and nothing is made twice.
     (data_dir / "demo.json").unlink()
-    second = Launch(data_dir)
+    second = launch(data_dir)
     addresses = await second.start()
     signups = [line for line in second.output if "rpc Register" in line]
     assert len(signups) == 25, signups  # 24 workshops and the customer
