@@ -232,6 +232,18 @@ async def test_make_run_starts_serves_stops_and_restarts_on_the_same_data(
     assert "CONFIRMED" in [outcome for outcome, _, _ in rows], out
     assert sum(int(n) for _, _, n in rows) >= 1, out
 
+    # Once the demo's orders have settled, the saga's invariants hold over every one of them.
+    checked: list[str] = []
+
+    async def sound() -> bool:
+        code, out = await a4co(data_dir, "check", "--settled-for", "0")
+        checked[:] = [out]
+        return code == 0
+
+    await eventually(sound, timeout=30, interval=0.5, what="`a4co check`")
+    placed = 1 + sum(int(n) for outcome, n, _ in rows if not outcome.startswith("refused"))
+    assert checked[0].startswith(f"every invariant holds over {placed} orders"), checked[0]
+
     # A service killed with SIGKILL is restarted by the supervisor and its consumers resume.
     def inventory_pids() -> list[int]:
         return processes_using(data_dir, also="services.inventory")

@@ -40,13 +40,13 @@ from a4co.orders.v1 import orders_service_pb2_grpc as orders_grpc
 from a4co.payments.v1 import payments_service_pb2 as payments_pb
 from a4co.payments.v1 import payments_service_pb2_grpc as payments_grpc
 from a4co.type.v1 import address_pb2, lat_lng_pb2, money_pb2
+from services.cli.check import violations
 from services.launcher.supervisor import Supervisor
 from services.platform.events.topology import DLQ_STREAM, Topology
 from services.platform.grpc.status import details_of
 from services.platform.local_servers import ServerUrls
 from services.platform.resilience import Backoff
 from tests.integration.services.harness import Keys
-from tests.support.invariants import violations
 from tests.support.rpc import failure
 from tests.support.waiting import eventually
 

@@ -1,4 +1,4 @@
-"""A command pointed at a NATS server that is not there says so in one sentence, no traceback."""
+"""A command pointed at a server that is not there says so in one sentence, no traceback."""
 
 from __future__ import annotations
 
@@ -29,4 +29,27 @@ async def test_an_unreachable_server_is_reported_plainly(command: list[str], tmp
     text = out.decode()
     assert proc.returncode == 2, text
     assert f"cannot reach NATS at {url}" in text
+    assert "Traceback" not in text
+
+
+async def run_check(tmp_path: object, **env: str) -> tuple[int | None, str]:
+    environ = {k: v for k, v in os.environ.items() if k != "A4CO_DATABASE_URL"}
+    environ.update(env, A4CO_DATA_DIR=str(tmp_path), COLUMNS="200")
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "services.cli", "check",
+        env=environ, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    )  # fmt: skip
+    out, _ = await asyncio.wait_for(proc.communicate(), 60)
+    return proc.returncode, out.decode()
+
+
+async def test_check_without_a_database_says_where_to_point_it(tmp_path: object) -> None:
+    code, text = await run_check(tmp_path)
+    assert code == 2, text
+    assert "no database" in text
+    assert "Traceback" not in text
+    url = f"postgresql://a4co@127.0.0.1:{closed_port()}/a4co"
+    code, text = await run_check(tmp_path, A4CO_DATABASE_URL=url)
+    assert code == 2, text
+    assert "cannot check the database" in text
     assert "Traceback" not in text

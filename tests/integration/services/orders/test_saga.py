@@ -20,6 +20,7 @@ from a4co.orders.events.v1 import order_events_pb2
 from a4co.orders.v1 import orders_service_pb2 as pb
 from a4co.payments.v1 import payments_service_pb2 as payments_pb
 from a4co.type.v1 import money_pb2, return_exception_pb2
+from services.cli.check import violations
 from services.orders.__main__ import RETURN_WINDOW_S
 from services.orders.adapters.postgres import IN_FLIGHT_SQL, RETURNS_WAITING_SQL, Orders
 from services.orders.domain import Status
@@ -32,7 +33,6 @@ from services.platform.paging import OTHER_FILTERS
 from tests.integration.services.harness import Keys, stream_events, token
 from tests.integration.services.orders.shop import DECLINED, Actors, shop
 from tests.integration.services.test_grpcurl import call
-from tests.support.invariants import violations
 from tests.support.rpc import failure
 from tests.support.waiting import eventually
 
