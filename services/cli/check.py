@@ -10,6 +10,7 @@ scenario.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 from typing import Annotated
 
@@ -144,6 +145,7 @@ def invariants(
     ] = DEFAULT_SETTLED_S,
     url: Annotated[str | None, typer.Option("--database-url")] = None,
     prefix: Annotated[str | None, typer.Option("--prefix")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
 ) -> None:
     """Whether money, stock, points and outboxes add up for every settled order; exit 1 if not."""
     dsn = database_url(url)
@@ -152,6 +154,10 @@ def invariants(
     except (OSError, asyncpg.PostgresError, TimeoutError) as error:
         console.print(f"[red]cannot check the database: {error}[/red]")
         raise typer.Exit(2) from None
+    if as_json:
+        report = {"violations": found, "orders_checked": checked, "settled_for_s": settled_for}
+        typer.echo(json.dumps(report, indent=2))
+        raise typer.Exit(1 if found else 0)
     over = f"over {checked} order{'s' * (checked != 1)} unchanged for {settled_for:g} s"
     if found:
         for violation in found:

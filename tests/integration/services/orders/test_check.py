@@ -4,6 +4,7 @@ checked, so one in flight is not reported, and one out of step for longer is."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import sys
 import uuid
@@ -75,6 +76,9 @@ async def test_an_order_out_of_step_is_reported_once_it_has_settled(
             *expected,
             "3 violations over 1 order unchanged for 60 s",
         ]
+        code, out = await a4co_check(urls, prefix, "--json")
+        assert code == 1, out
+        assert json.loads(out) == {"violations": expected, "orders_checked": 1, "settled_for_s": 60.0}
 
         await set_order("CONFIRMED", "now() - interval '2 minutes'")
         code, out = await a4co_check(urls, prefix, "--settled-for", "30")
