@@ -16,6 +16,7 @@ import typer
 from nats.js import JetStreamContext
 
 from services.platform.events.topology import Topology
+from services.platform.grpc.tls import Tls, TlsSettingsError
 
 DEFAULT_NATS_URL = "nats://127.0.0.1:4222"
 
@@ -44,6 +45,16 @@ class Target:
     def topology(self) -> Topology:
         """Names on the servers for this deployment."""
         return Topology(self.prefix)
+
+
+def client_tls() -> Tls:
+    """How to call the services: over TLS with the CA of `A4CO_TLS_CA_FILE` (and, with
+    `A4CO_TLS_CLIENT_AUTH=1`, the certificate and key of `A4CO_TLS_CERT_FILE` and
+    `A4CO_TLS_KEY_FILE`), as the services call each other (decision 58); plaintext when unset."""
+    try:
+        return Tls.from_env(os.environ)
+    except TlsSettingsError as exc:
+        raise typer.BadParameter(str(exc)) from None
 
 
 def running_deployment() -> dict[str, Any]:

@@ -26,7 +26,8 @@ from a4co.orders.v1 import orders_service_pb2_grpc as orders_grpc
 from a4co.payments.v1 import payments_service_pb2 as payments_pb
 from a4co.payments.v1 import payments_service_pb2_grpc as payments_grpc
 from a4co.type.v1 import address_pb2, lat_lng_pb2
-from services.cli.connection import running_deployment
+from services.cli.connection import client_tls, running_deployment
+from services.platform.grpc import tls
 from services.platform.resilience import Backoff
 
 console = Console()
@@ -119,7 +120,7 @@ async def run(
         raise typer.BadParameter("nothing runs here: start the marketplace with `make run`")
     rng = random.Random(seed)  # noqa: S311 - demo traffic
     channels = {
-        n: grpc.aio.insecure_channel(services[n])
+        n: tls.channel(services[n], client_tls())
         for n in ("identity", "payments", "catalog", "orders", "loyalty")
     }
     identity = identity_grpc.IdentityServiceStub(channels["identity"])

@@ -19,9 +19,10 @@ from prometheus_client.parser import text_string_to_metric_families
 from rich.console import Console
 from rich.table import Table
 
-from services.cli.connection import Target, jetstream, running_deployment
+from services.cli.connection import Target, client_tls, jetstream, running_deployment
 from services.platform.events.registry import load_registry
 from services.platform.events.topology import DLQ_STREAM, Topology
+from services.platform.grpc import tls
 
 console = Console()
 
@@ -67,9 +68,9 @@ async def service_dependencies_down(metrics_port: int) -> list[str] | None:
         return None
 
 
-async def service_health(address: str) -> str:
+async def service_health(address: str, caller: tls.Tls) -> str:
     """SERVING, NOT_SERVING, or UNREACHABLE."""
-    async with grpc.aio.insecure_channel(address) as channel:
+    async with tls.channel(address, caller) as channel:
         stub: Any = health_pb2_grpc.HealthStub(channel)
         try:
             response = await stub.Check(health_pb2.HealthCheckRequest(), timeout=2)
@@ -115,10 +116,11 @@ async def outbox_backlog(database_url: str, topology: Topology, services: list[s
 
 async def collect(target: Target) -> Status:
     """Gather the status of the running deployment."""
+    caller = client_tls()
     running = running_deployment()
     status = Status()
     services = {name: s["grpc"] for name, s in running.get("services", {}).items()}
-    healths = await asyncio.gather(*(service_health(a) for a in services.values()))
+    healths = await asyncio.gather(*(service_health(a, caller) for a in services.values()))
     status.services = dict(zip(services, healths, strict=True))
     ports = {n: s["metrics_port"] for n, s in running.get("services", {}).items() if s.get("metrics_port")}
     downs = await asyncio.gather(*(service_dependencies_down(p) for p in ports.values()))

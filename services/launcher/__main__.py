@@ -21,6 +21,7 @@ from typing import TextIO
 from services.launcher import demo
 from services.launcher.supervisor import SERVICES, Endpoint, Supervisor
 from services.platform.auth import generate_keypair
+from services.platform.grpc import tls
 from services.platform.local_servers import LocalServers, ServerUrls
 
 COLOURS = ["31", "32", "33", "34", "35", "36", "91", "92", "93", "94", "95", "96"]
@@ -101,6 +102,7 @@ def summary(
         for n, e in endpoints.items()
     )
     catalog, identity = endpoints["catalog"].grpc, endpoints["identity"].grpc
+    flags = tls.grpcurl_flags(os.environ)
     return f"""
 a4co is ready in {seconds:.1f} s.
 
@@ -114,9 +116,9 @@ services
 demo customer    {accounts.customer_email} / {accounts.password}{admin}
 
 try
-  grpcurl -plaintext {catalog} list
-  grpcurl -plaintext -d '{{"query": "aceite olivia virjen"}}' {catalog} a4co.catalog.v1.CatalogService/SearchProducts
-  grpcurl -plaintext -d '{{"email": "{accounts.customer_email}", "password": "{accounts.password}"}}' {identity} a4co.identity.v1.IdentityService/Login
+  grpcurl {flags} {catalog} list
+  grpcurl {flags} -d '{{"query": "aceite olivia virjen"}}' {catalog} a4co.catalog.v1.CatalogService/SearchProducts
+  grpcurl {flags} -d '{{"email": "{accounts.customer_email}", "password": "{accounts.password}"}}' {identity} a4co.identity.v1.IdentityService/Login
 
 Ctrl-C stops everything.
 """

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import os
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +26,8 @@ from a4co.payments.v1 import payments_service_pb2_grpc as payments_grpc
 from a4co.type.v1 import lat_lng_pb2, money_pb2
 from services.demo.catalogue import ARTISANS, DemoArtisan, DemoProduct, products
 from services.platform import return_exceptions
+from services.platform.grpc import tls
+from services.platform.grpc.tls import Tls
 
 NAMESPACE = uuid.UUID("6f0d6f8e-5b1f-4a4e-9c1d-a4c0a4c0a4c0")
 DEMO_PASSWORD = "jaen-demo-2026"  # noqa: S105 - the demo's published password, printed at start
@@ -114,7 +117,8 @@ async def load(addresses: dict[str, str], data_dir: Path) -> DemoAccounts:
     if marker.exists():
         return DemoAccounts(**json.loads(marker.read_text()))
     channels = {
-        name: grpc.aio.insecure_channel(addresses[name]) for name in ("identity", "artisans", "payments")
+        name: tls.channel(addresses[name], Tls.from_env(os.environ))
+        for name in ("identity", "artisans", "payments")
     }
     try:
         identity = identity_grpc.IdentityServiceStub(channels["identity"])

@@ -111,7 +111,7 @@ class Infrastructure:
             settings, pool, nc, js, redis, registry, topology, codec, outbox, revocations, nats_closed
         )
         if settings.service != "identity" and settings.peers.get("identity"):
-            infra._identity = PeerClient("identity", open_channel(settings.peer("identity")))
+            infra._identity = PeerClient("identity", open_channel(settings.peer("identity"), settings.tls))
             infra.revocation_fallback = ask_identity(infra._identity)
         return infra
 
@@ -218,6 +218,7 @@ class ServiceRunner:
             max_streams=settings.max_streams,
             acceptors=settings.grpc_acceptors,
             keepalive_s=settings.grpc_keepalive_s,
+            credentials=settings.tls.server_credentials(),
         )
         self.relay = OutboxRelay(
             dsn=settings.database_url,

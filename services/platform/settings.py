@@ -8,6 +8,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from services.platform.grpc.tls import PLAINTEXT, Tls, TlsSettingsError
+
 _PREFIX = re.compile(r"^[a-z][a-z0-9]{0,30}$")
 
 
@@ -75,6 +77,8 @@ class Settings:
     # How often the gRPC server pings a client's connection; one that does not answer within
     # KEEPALIVE_TIMEOUT_S is closed, and the calls and streams on it end.
     grpc_keepalive_s: float = 60.0
+    # TLS on the gRPC server and on the calls to peers (A4CO_TLS_*, decision 58); plaintext if unset.
+    tls: Tls = PLAINTEXT
 
     @classmethod
     def from_env(cls, service: str, env: Mapping[str, str] | None = None) -> Settings:
@@ -86,6 +90,10 @@ class Settings:
         prefix = env.get("A4CO_PREFIX", "")
         if prefix and not _PREFIX.match(prefix):
             raise SettingsError(f"A4CO_PREFIX={prefix!r}: lower-case letters and digits only")
+        try:
+            tls = Tls.from_env(env)
+        except TlsSettingsError as exc:
+            raise SettingsError(f"{service}: {exc}") from None
         return cls(
             service=service,
             nats_url=env["A4CO_NATS_URL"],
@@ -109,6 +117,7 @@ class Settings:
             max_streams=_at_least_one(env, "A4CO_MAX_STREAMS", 1000),
             grpc_acceptors=_at_least_one(env, "A4CO_GRPC_ACCEPTORS", 4),
             grpc_keepalive_s=_seconds(env, "A4CO_GRPC_KEEPALIVE_S", 60.0),
+            tls=tls,
         )
 
     def public_key(self) -> str:

@@ -26,6 +26,7 @@ from services.platform.errors import (
 )
 from services.platform.grpc.client import PeerClient, open_channel
 from services.platform.grpc.status import details_of
+from services.platform.grpc.tls import PLAINTEXT, Tls
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,11 +47,19 @@ def _peer_failed(peer: str, error: grpc.aio.AioRpcError) -> UnavailableError:
 class Peers:
     """catalog, inventory, payments and geo, as orders calls them."""
 
-    def __init__(self, catalog: str, inventory: str, payments: str, geo: str, timeout_s: float = 1.0) -> None:
-        self.catalog = PeerClient("catalog", open_channel(catalog), timeout_s=timeout_s)
-        self.inventory = PeerClient("inventory", open_channel(inventory), timeout_s=timeout_s)
-        self.payments = PeerClient("payments", open_channel(payments), timeout_s=timeout_s)
-        self.geo = PeerClient("geo", open_channel(geo), timeout_s=timeout_s)
+    def __init__(
+        self,
+        catalog: str,
+        inventory: str,
+        payments: str,
+        geo: str,
+        timeout_s: float = 1.0,
+        tls: Tls = PLAINTEXT,
+    ) -> None:
+        self.catalog = PeerClient("catalog", open_channel(catalog, tls), timeout_s=timeout_s)
+        self.inventory = PeerClient("inventory", open_channel(inventory, tls), timeout_s=timeout_s)
+        self.payments = PeerClient("payments", open_channel(payments, tls), timeout_s=timeout_s)
+        self.geo = PeerClient("geo", open_channel(geo, tls), timeout_s=timeout_s)
         self._catalog = catalog_grpc.CatalogServiceStub(self.catalog.channel)
         self._inventory = inventory_grpc.InventoryServiceStub(self.inventory.channel)
         self._payments = payments_grpc.PaymentsServiceStub(self.payments.channel)

@@ -18,6 +18,7 @@ from services.platform.auth import optional_principal
 from services.platform.errors import UnavailableError
 from services.platform.flow import current_flow
 from services.platform.grpc.interceptor import RPC_BUCKETS
+from services.platform.grpc.tls import PLAINTEXT, Tls, channel
 from services.platform.labels import Children
 from services.platform.resilience import Backoff, BreakerOpenError, BreakerState, CircuitBreaker
 from services.platform.telemetry import client_interceptors, tracing_enabled
@@ -69,10 +70,12 @@ def _export_state(peer: str, state: BreakerState) -> None:
     BREAKER_STATE.labels(peer).set(int(state))
 
 
-def open_channel(target: str) -> grpc.aio.Channel:
-    """An insecure channel to `target`, with client spans when a tracer provider is installed."""
-    return grpc.aio.insecure_channel(
+def open_channel(target: str, tls: Tls = PLAINTEXT) -> grpc.aio.Channel:
+    """A channel to `target`, over TLS when `tls` has a CA (decision 58), with client spans when a
+    tracer provider is installed."""
+    return channel(
         target,
+        tls,
         interceptors=client_interceptors(),
         options=[("grpc.keepalive_time_ms", 30_000), ("grpc.enable_retries", 0)],
     )

@@ -154,6 +154,7 @@ class GrpcServer:
         max_streams: int | None = None,
         acceptors: int = 4,
         keepalive_s: float | None = None,
+        credentials: grpc.ServerCredentials | None = None,
     ) -> None:
         # The OpenTelemetry interceptor only when spans are recorded: it costs every call.
         interceptors = server_interceptors() or []
@@ -206,7 +207,10 @@ class GrpcServer:
         self.monitor = HealthMonitor(self.health, names, checks or {}, essential, service_label)
         self.interceptor = interceptor
         try:
-            self.port = self.server.add_insecure_port(address)
+            if credentials is None:
+                self.port = self.server.add_insecure_port(address)
+            else:  # TLS (decision 58)
+                self.port = self.server.add_secure_port(address, credentials)
         except RuntimeError as exc:
             raise ListenError(f"cannot listen on {address}: {exc}") from exc
         self._address = address

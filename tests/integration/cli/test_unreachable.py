@@ -53,3 +53,16 @@ async def test_check_without_a_database_says_where_to_point_it(tmp_path: object)
     assert code == 2, text
     assert "cannot check the database" in text
     assert "Traceback" not in text
+
+
+async def test_a_wrong_tls_setting_is_named(tmp_path: object) -> None:
+    env = dict(os.environ, A4CO_TLS_CLIENT_AUTH="maybe", A4CO_DATA_DIR=str(tmp_path), COLUMNS="200")
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "services.cli", "status",
+        env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    )  # fmt: skip
+    out, _ = await asyncio.wait_for(proc.communicate(), 60)
+    text = out.decode()
+    assert proc.returncode == 2, text
+    assert "A4CO_TLS_CLIENT_AUTH='maybe': 1 or 0" in text
+    assert "Traceback" not in text
