@@ -8,7 +8,7 @@ import os
 import signal
 import sys
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +24,7 @@ from a4co.identity.v1 import identity_service_pb2_grpc as identity_grpc
 from a4co.orders.v1 import orders_service_pb2 as orders_pb
 from a4co.orders.v1 import orders_service_pb2_grpc as orders_grpc
 from a4co.type.v1 import address_pb2, lat_lng_pb2
+from tests.support.certificates import Authority
 from tests.support.metrics import exported, missing, referenced
 from tests.support.waiting import eventually
 from tools import dashboards
@@ -47,14 +48,15 @@ def processes_using(path: Path, also: str = "") -> list[int]:
 class Launch:
     """One run of the launcher as a subprocess."""
 
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(self, data_dir: Path, env: Mapping[str, str] | None = None) -> None:
         self.data_dir = data_dir
+        self.env = dict(env or {})
         self.proc: asyncio.subprocess.Process | None = None
         self.output: list[str] = []
 
     async def start(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("A4CO_")}
-        env.update(A4CO_DATA_DIR=str(self.data_dir), NO_COLOR="1")
+        env.update(self.env, A4CO_DATA_DIR=str(self.data_dir), NO_COLOR="1")
         self.proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "services.launcher", env=env,
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
@@ -98,13 +100,14 @@ class Launch:
 
 
 @pytest.fixture
-async def launch() -> AsyncIterator[Callable[[Path], Launch]]:
-    """Launches on a data directory; any still running when the test ends (an assertion failed
-    while it ran) is stopped, so a failed test leaves no deployment behind."""
+async def launch() -> AsyncIterator[Callable[..., Launch]]:
+    """Launches on a data directory (with `A4CO_*` variables of their own); any still running when
+    the test ends (an assertion failed while it ran) is stopped, so a failed test leaves no
+    deployment behind."""
     made: list[Launch] = []
 
-    def on(data_dir: Path) -> Launch:
-        made.append(Launch(data_dir))
+    def on(data_dir: Path, env: Mapping[str, str] | None = None) -> Launch:
+        made.append(Launch(data_dir, env))
         return made[-1]
 
     yield on
@@ -112,12 +115,12 @@ async def launch() -> AsyncIterator[Callable[[Path], Launch]]:
         await each.stop_if_running()
 
 
-async def a4co(data_dir: Path, *args: str) -> tuple[int, str]:
-    """Run the `a4co` command line against the launched deployment."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("A4CO_")}
-    env.update(A4CO_DATA_DIR=str(data_dir), COLUMNS="200")
+async def a4co(data_dir: Path, *args: str, env: Mapping[str, str] | None = None) -> tuple[int, str]:
+    """Run the `a4co` command line against the launched deployment (with `env`'s variables)."""
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("A4CO_")}
+    environ.update(env or {}, A4CO_DATA_DIR=str(data_dir), COLUMNS="200")
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "services.cli", *args, env=env,
+        sys.executable, "-m", "services.cli", *args, env=environ,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
     out, err = await asyncio.wait_for(proc.communicate(), 60)
@@ -159,7 +162,7 @@ async def confirmed(orders: orders_grpc.OrdersServiceAsyncStub, order_id: str, m
 
 
 async def test_make_run_starts_serves_stops_and_restarts_on_the_same_data(
-    tmp_path: Path, launch: Callable[[Path], Launch]
+    tmp_path: Path, launch: Callable[..., Launch]
 ) -> None:
     data_dir = tmp_path / "data"
     first = launch(data_dir)
@@ -305,4 +308,43 @@ async def test_make_run_starts_serves_stops_and_restarts_on_the_same_data(
         )
     assert everything.total_size == 240, "the demo was not loaded twice"
     assert await second.stop() == 0
+    assert processes_using(data_dir) == []
+
+
+async def test_make_run_over_mutual_tls(tmp_path: Path, launch: Callable[..., Launch]) -> None:
+    """With the A4CO_TLS_* variables set (decision 58), every service serves mutual TLS, they call
+    each other over it (the saga's checks), and the launcher's demo loader and the command line
+    call them over it; a plaintext caller is refused."""
+    authority = Authority.create(tmp_path, "ca")
+    cert, key = authority.issue(tmp_path, "service")
+    tls_env = {
+        "A4CO_TLS_CERT_FILE": str(cert),
+        "A4CO_TLS_KEY_FILE": str(key),
+        "A4CO_TLS_CA_FILE": str(authority.cert_file),
+        "A4CO_TLS_CLIENT_AUTH": "1",
+    }
+    data_dir = tmp_path / "data"
+    running = launch(data_dir, tls_env)
+    addresses = await running.start()  # the demo was loaded over TLS
+    flags = f"-cacert {authority.cert_file} -cert {cert} -key {key}"
+    assert f"grpcurl {flags} {addresses['catalog']} list" in [line.strip() for line in running.output]
+
+    async with grpc.aio.insecure_channel(addresses["catalog"]) as channel:
+        stub: Any = health_pb2_grpc.HealthStub(channel)
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await stub.Check(health_pb2.HealthCheckRequest(), timeout=3)
+    assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+
+    code, out = await a4co(data_dir, "status", "--json", env=tls_env)
+    assert code == 0, out
+    assert set(json.loads(out)["services"].values()) == {"SERVING"}
+    code, out = await a4co(data_dir, "demo", "--customers", "1", "--orders", "3", env=tls_env)
+    assert code == 0, out
+    assert "CONFIRMED" in out, out
+
+    async def sound() -> bool:
+        return (await a4co(data_dir, "check", "--settled-for", "0"))[0] == 0
+
+    await eventually(sound, timeout=30, interval=0.5, what="`a4co check` over TLS")
+    assert await running.stop() == 0
     assert processes_using(data_dir) == []
