@@ -11,6 +11,7 @@ import asyncio
 import logging
 import os
 import signal
+import time
 from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -36,10 +37,14 @@ from services.platform.grpc.client import PeerClient, open_channel
 from services.platform.grpc.interceptor import MethodPolicy, PlatformInterceptor
 from services.platform.grpc.server import GrpcServer, ListenError, Registration
 from services.platform.grpc.sessions import ask_identity
+from services.platform.grpc.tls import CERTIFICATE_EXPIRY
 from services.platform.resilience import cancel_and_wait
 from services.platform.settings import Settings
 
 log = logging.getLogger(__name__)
+# A served certificate closer than this to its expiry is logged at start (and alerted on:
+# TlsCertificateExpiring, deploy/prometheus/alerts.yml).
+CERTIFICATE_WARNING_DAYS = 14
 
 REDIS_CONNECTIONS = 64
 
@@ -220,6 +225,11 @@ class ServiceRunner:
             keepalive_s=settings.grpc_keepalive_s,
             credentials=settings.tls.server_credentials(),
         )
+        if (expires := settings.tls.expires) is not None:
+            CERTIFICATE_EXPIRY.labels(settings.service).set(expires)
+            days = (expires - time.time()) / 86_400
+            if days < CERTIFICATE_WARNING_DAYS:
+                log.warning("the TLS certificate this service serves with expires in %.1f days", days)
         self.relay = OutboxRelay(
             dsn=settings.database_url,
             schema=infra.topology.schema(settings.service),

@@ -61,9 +61,9 @@ class Authority:
         path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
         return cls(path, cert, key)
 
-    def issue(self, directory: Path, name: str) -> tuple[Path, Path]:
+    def issue(self, directory: Path, name: str, days: float = 1.0) -> tuple[Path, Path]:
         """A certificate for 127.0.0.1 and localhost, good for serving and for calling (as a
-        service's is): its file and its key's."""
+        service's is), valid for `days` from now: its file and its key's."""
         key = ec.generate_private_key(ec.SECP256R1())
         now = datetime.datetime.now(datetime.UTC)
         cert = (
@@ -73,7 +73,7 @@ class Authority:
             .public_key(key.public_key())
             .serial_number(x509.random_serial_number())
             .not_valid_before(now - datetime.timedelta(hours=1))
-            .not_valid_after(now + datetime.timedelta(days=1))
+            .not_valid_after(now + datetime.timedelta(days=days))
             .add_extension(
                 x509.SubjectAlternativeName(
                     [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]

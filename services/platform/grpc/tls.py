@@ -8,7 +8,10 @@
   it against the CA; a service's calls present its own certificate and key.
 
 The files are read once, at start: a deployment that renews its certificates restarts its services
-(one replica at a time).
+(one replica at a time). Each is checked then: a certificate, a CA or a key that is not PEM, or a
+key that is not the certificate's, stops the service with the variable named; and the served
+certificate's expiry is exported (`a4co_tls_certificate_expiry_timestamp_seconds`) for the
+`TlsCertificateExpiring` alert.
 """
 
 from __future__ import annotations
@@ -18,6 +21,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from prometheus_client import Gauge
+
+CERTIFICATE_EXPIRY = Gauge(
+    "a4co_tls_certificate_expiry_timestamp_seconds",
+    "When the certificate a service serves gRPC with expires (Unix time), as read at its start:"
+    " a renewed certificate counts once the service has restarted.",
+    ["service"],
+)
 
 
 class TlsSettingsError(ValueError):
@@ -35,6 +48,33 @@ def _read(env: Mapping[str, str], name: str) -> bytes | None:
         return Path(path).read_bytes()
     except OSError as exc:
         raise TlsSettingsError(f"{name}={path!r}: cannot be read ({exc.strerror})") from None
+
+
+def _certificates(name: str, path: str, pem: bytes) -> list[x509.Certificate]:
+    try:
+        return x509.load_pem_x509_certificates(pem)
+    except ValueError:
+        raise TlsSettingsError(f"{name}={path!r}: not a PEM certificate") from None
+
+
+def _check(env: Mapping[str, str], cert: bytes | None, key: bytes | None, ca: bytes | None) -> None:
+    """The files are what they claim to be, and the key is the certificate's."""
+    if ca is not None:
+        _certificates("A4CO_TLS_CA_FILE", env["A4CO_TLS_CA_FILE"], ca)
+    if cert is None or key is None:
+        return
+    leaf = _certificates("A4CO_TLS_CERT_FILE", env["A4CO_TLS_CERT_FILE"], cert)[0]
+    try:
+        private = serialization.load_pem_private_key(key, password=None)
+    except (ValueError, TypeError):
+        raise TlsSettingsError(
+            f"A4CO_TLS_KEY_FILE={env['A4CO_TLS_KEY_FILE']!r}: not an unencrypted PEM private key"
+        ) from None
+    if private.public_key() != leaf.public_key():
+        raise TlsSettingsError(
+            f"A4CO_TLS_KEY_FILE={env['A4CO_TLS_KEY_FILE']!r}: not the key of A4CO_TLS_CERT_FILE's"
+            " certificate"
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,12 +100,17 @@ class Tls:
             raise TlsSettingsError(
                 "A4CO_TLS_CLIENT_AUTH=1 needs A4CO_TLS_CA_FILE, A4CO_TLS_CERT_FILE and A4CO_TLS_KEY_FILE"
             )
-        return cls(
-            cert=_read(env, "A4CO_TLS_CERT_FILE"),
-            key=_read(env, "A4CO_TLS_KEY_FILE"),
-            ca=_read(env, "A4CO_TLS_CA_FILE"),
-            mutual=mutual,
-        )
+        cert, key = _read(env, "A4CO_TLS_CERT_FILE"), _read(env, "A4CO_TLS_KEY_FILE")
+        ca = _read(env, "A4CO_TLS_CA_FILE")
+        _check(env, cert, key, ca)
+        return cls(cert=cert, key=key, ca=ca, mutual=mutual)
+
+    @property
+    def expires(self) -> float | None:
+        """When the served certificate expires (Unix time); None for plaintext."""
+        if self.cert is None:
+            return None
+        return x509.load_pem_x509_certificates(self.cert)[0].not_valid_after_utc.timestamp()
 
     def server_credentials(self) -> grpc.ServerCredentials | None:
         """What the server listens with: None for plaintext."""

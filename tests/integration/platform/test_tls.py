@@ -16,6 +16,7 @@ import grpc
 import pytest
 import pytest_asyncio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from prometheus_client import REGISTRY
 
 from a4co.inventory.v1 import inventory_service_pb2 as inventory_pb
 from a4co.inventory.v1 import inventory_service_pb2_grpc as inventory_grpc
@@ -83,7 +84,17 @@ async def health(channel: grpc.aio.Channel) -> str:
     return health_pb2.HealthCheckResponse.ServingStatus.Name(answer.status)
 
 
-async def test_a_service_serves_tls_to_callers_that_trust_its_ca(served: RunningService, pki: Pki) -> None:
+async def test_a_service_serves_tls_to_callers_that_trust_its_ca(
+    served: RunningService, pki: Pki, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The certificate's expiry, exported for the TlsCertificateExpiring alert; at a day away, also
+    # logged at start.
+    expires = REGISTRY.get_sample_value(
+        "a4co_tls_certificate_expiry_timestamp_seconds", {"service": "inventory"}
+    )
+    assert expires == Tls.from_env(pki.env()).expires
+    said = [r.getMessage() for r in caplog.get_records("setup") if r.levelname == "WARNING"]
+    assert "the TLS certificate this service serves with expires in 1.0 days" in said, said
     caller = Tls.from_env({"A4CO_TLS_CA_FILE": str(pki.ca)})
     async with tls.channel(served.address, caller) as channel:
         assert await health(channel) == "SERVING"
