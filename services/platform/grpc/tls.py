@@ -72,8 +72,7 @@ def _check(env: Mapping[str, str], cert: bytes | None, key: bytes | None, ca: by
         ) from None
     if private.public_key() != leaf.public_key():
         raise TlsSettingsError(
-            f"A4CO_TLS_KEY_FILE={env['A4CO_TLS_KEY_FILE']!r}: not the key of A4CO_TLS_CERT_FILE's"
-            " certificate"
+            f"A4CO_TLS_KEY_FILE={env['A4CO_TLS_KEY_FILE']!r}: not the key of A4CO_TLS_CERT_FILE's certificate"
         )
 
 
