@@ -119,9 +119,9 @@ async def run(
     if not services:
         raise typer.BadParameter("nothing runs here: start the marketplace with `make run`")
     rng = random.Random(seed)  # noqa: S311 - demo traffic
+    caller = client_tls()
     channels = {
-        n: tls.channel(services[n], client_tls())
-        for n in ("identity", "payments", "catalog", "orders", "loyalty")
+        n: tls.channel(services[n], caller) for n in ("identity", "payments", "catalog", "orders", "loyalty")
     }
     identity = identity_grpc.IdentityServiceStub(channels["identity"])
     payments = payments_grpc.PaymentsServiceStub(channels["payments"])

@@ -116,10 +116,8 @@ async def load(addresses: dict[str, str], data_dir: Path) -> DemoAccounts:
     marker = data_dir / "demo.json"
     if marker.exists():
         return DemoAccounts(**json.loads(marker.read_text()))
-    channels = {
-        name: tls.channel(addresses[name], Tls.from_env(os.environ))
-        for name in ("identity", "artisans", "payments")
-    }
+    caller = Tls.from_env(os.environ)  # the services' own TLS settings (decision 58)
+    channels = {name: tls.channel(addresses[name], caller) for name in ("identity", "artisans", "payments")}
     try:
         identity = identity_grpc.IdentityServiceStub(channels["identity"])
         artisans = artisans_grpc.ArtisansServiceStub(channels["artisans"])
