@@ -63,6 +63,9 @@ SYNC: list[Panel] = [
         ("{{purpose}} waiting", "max by (purpose) (a4co_identity_hashes_waiting)"),
         ("{{purpose}} refused/s", "sum by (purpose) (rate(a4co_identity_hashes_refused_total[5m]))"),
     ], "none"),
+    ("Days until the TLS certificate each service serves with expires (decision 58; alert under 14)", [
+        ("{{service}}", "(min by (service) (a4co_tls_certificate_expiry_timestamp_seconds) - time()) / 86400"),
+    ], "none"),
     ("Calls served per coalesced round trip (decision 28: search pages, new payment methods, nearby searches)", [
         ("{{kind}}", "sum by (kind) (rate(a4co_coalesced_callers_sum[1m]))"
                      " / sum by (kind) (rate(a4co_coalesced_callers_count[1m]))"),
