@@ -27,7 +27,6 @@ from a4co.type.v1 import lat_lng_pb2, money_pb2
 from services.demo.catalogue import ARTISANS, DemoArtisan, DemoProduct, products
 from services.platform import return_exceptions
 from services.platform.grpc import tls
-from services.platform.grpc.tls import Tls
 
 NAMESPACE = uuid.UUID("6f0d6f8e-5b1f-4a4e-9c1d-a4c0a4c0a4c0")
 DEMO_PASSWORD = "jaen-demo-2026"  # noqa: S105 - the demo's published password, printed at start
@@ -116,7 +115,7 @@ async def load(addresses: dict[str, str], data_dir: Path) -> DemoAccounts:
     marker = data_dir / "demo.json"
     if marker.exists():
         return DemoAccounts(**json.loads(marker.read_text()))
-    caller = Tls.from_env(os.environ)  # the services' own TLS settings (decision 58)
+    caller = tls.Tls.from_env(os.environ)  # the services' own TLS settings (decision 58)
     channels = {name: tls.channel(addresses[name], caller) for name in ("identity", "artisans", "payments")}
     try:
         identity = identity_grpc.IdentityServiceStub(channels["identity"])

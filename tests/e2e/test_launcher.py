@@ -25,6 +25,7 @@ from a4co.orders.v1 import orders_service_pb2 as orders_pb
 from a4co.orders.v1 import orders_service_pb2_grpc as orders_grpc
 from a4co.type.v1 import address_pb2, lat_lng_pb2
 from tests.support.certificates import Authority
+from tests.support.cli import run_a4co
 from tests.support.metrics import exported, missing, referenced
 from tests.support.waiting import eventually
 from tools import dashboards
@@ -118,13 +119,8 @@ async def launch() -> AsyncIterator[Callable[..., Launch]]:
 async def a4co(data_dir: Path, *args: str, env: Mapping[str, str] | None = None) -> tuple[int, str]:
     """Run the `a4co` command line against the launched deployment (with `env`'s variables)."""
     environ = {k: v for k, v in os.environ.items() if not k.startswith("A4CO_")}
-    environ.update(env or {}, A4CO_DATA_DIR=str(data_dir), COLUMNS="200")
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "services.cli", *args, env=environ,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-    )  # fmt: skip
-    out, err = await asyncio.wait_for(proc.communicate(), 60)
-    return int(proc.returncode or 0), out.decode() + err.decode()
+    environ.update(env or {}, A4CO_DATA_DIR=str(data_dir))
+    return await run_a4co(*args, env=environ)
 
 
 async def login(addresses: dict[str, str]) -> tuple[tuple[str, str], ...]:

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
-import sys
 
 from google.protobuf.message import Message
 
@@ -13,17 +11,12 @@ from a4co.orders.events.v1 import order_events_pb2
 from services.platform.events.consumer import HandlerContext
 from services.platform.local_servers import ServerUrls
 from tests.integration.events.rig import Rig, order_created, running
+from tests.support.cli import run_a4co
 from tests.support.waiting import eventually
 
 
 async def a4co(urls: ServerUrls, prefix: str, *args: str) -> tuple[int, str]:
-    env = dict(os.environ, A4CO_NATS_URL=urls.nats_url, A4CO_PREFIX=prefix, COLUMNS="200")
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "services.cli", *args,
-        env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-    )  # fmt: skip
-    out, _ = await asyncio.wait_for(proc.communicate(), 60)
-    return int(proc.returncode or 0), out.decode()
+    return await run_a4co(*args, env=dict(os.environ, A4CO_NATS_URL=urls.nats_url, A4CO_PREFIX=prefix))
 
 
 async def test_list_show_stats_replay_discard(rig: Rig, urls: ServerUrls, prefix: str) -> None:

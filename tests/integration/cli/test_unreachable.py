@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 import socket
-import sys
 
 import pytest
+
+from tests.support.cli import run_a4co
 
 
 def closed_port() -> int:
@@ -20,27 +20,17 @@ def closed_port() -> int:
 @pytest.mark.parametrize("command", [["status"], ["dlq", "list"], ["events", "tail", "--count", "1"]])
 async def test_an_unreachable_server_is_reported_plainly(command: list[str], tmp_path: object) -> None:
     url = f"nats://127.0.0.1:{closed_port()}"
-    env = dict(os.environ, A4CO_NATS_URL=url, A4CO_DATA_DIR=str(tmp_path), COLUMNS="200")
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "services.cli", *command,
-        env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-    )  # fmt: skip
-    out, _ = await asyncio.wait_for(proc.communicate(), 60)
-    text = out.decode()
-    assert proc.returncode == 2, text
+    code, text = await run_a4co(
+        *command, env=dict(os.environ, A4CO_NATS_URL=url, A4CO_DATA_DIR=str(tmp_path))
+    )
+    assert code == 2, text
     assert f"cannot reach NATS at {url}" in text
     assert "Traceback" not in text
 
 
-async def run_check(tmp_path: object, **env: str) -> tuple[int | None, str]:
+async def run_check(tmp_path: object, **env: str) -> tuple[int, str]:
     environ = {k: v for k, v in os.environ.items() if k != "A4CO_DATABASE_URL"}
-    environ.update(env, A4CO_DATA_DIR=str(tmp_path), COLUMNS="200")
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "services.cli", "check",
-        env=environ, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-    )  # fmt: skip
-    out, _ = await asyncio.wait_for(proc.communicate(), 60)
-    return proc.returncode, out.decode()
+    return await run_a4co("check", env={**environ, **env, "A4CO_DATA_DIR": str(tmp_path)})
 
 
 async def test_check_without_a_database_says_where_to_point_it(tmp_path: object) -> None:
@@ -56,13 +46,8 @@ async def test_check_without_a_database_says_where_to_point_it(tmp_path: object)
 
 
 async def test_a_wrong_tls_setting_is_named(tmp_path: object) -> None:
-    env = dict(os.environ, A4CO_TLS_CLIENT_AUTH="maybe", A4CO_DATA_DIR=str(tmp_path), COLUMNS="200")
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "services.cli", "status",
-        env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-    )  # fmt: skip
-    out, _ = await asyncio.wait_for(proc.communicate(), 60)
-    text = out.decode()
-    assert proc.returncode == 2, text
+    env = dict(os.environ, A4CO_TLS_CLIENT_AUTH="maybe", A4CO_DATA_DIR=str(tmp_path))
+    code, text = await run_a4co("status", env=env)
+    assert code == 2, text
     assert "A4CO_TLS_CLIENT_AUTH='maybe': 1 or 0" in text
     assert "Traceback" not in text

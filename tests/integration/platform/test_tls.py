@@ -4,10 +4,8 @@ needs a certificate of its own. grpcurl, as another team would debug it."""
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import json
-import sys
 from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -27,9 +25,8 @@ from services.platform.grpc.tls import Tls
 from services.platform.local_servers import ServerUrls
 from services.platform.settings import Settings
 from tests.integration.services.harness import Keys, RunningService, running_service, settings_for
+from tests.integration.services.test_grpcurl import grpcurl
 from tests.support.certificates import Authority
-
-GRPCURL = str(Path(sys.executable).parent / "grpcurl")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -139,30 +136,21 @@ async def test_mutual_tls_asks_every_caller_for_a_certificate_of_the_ca(
         assert await health(channel) == "SERVING"
 
 
-async def grpcurl(*args: str) -> tuple[int, str]:
-    proc = await asyncio.create_subprocess_exec(
-        GRPCURL, "-max-time", "10", *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
-    )
-    out, _ = await asyncio.wait_for(proc.communicate(), 30)
-    return int(proc.returncode or 0), out.decode()
-
-
 async def test_grpcurl_with_the_flags_the_launcher_prints(served: RunningService, pki: Pki) -> None:
     flags = tls.grpcurl_flags(pki.env()).split()
     assert flags == ["-cacert", str(pki.ca)]
-    code, out = await grpcurl(*flags, served.address, "list")
+    code, out = await grpcurl(served.address, "list", flags=flags)
     assert code == 0, out
     assert "a4co.inventory.v1.InventoryService" in out.split()
     code, out = await grpcurl(
-        *flags,
-        "-d",
-        '{"lines": [{"product_id": "nada", "quantity": 1}]}',
         served.address,
         "a4co.inventory.v1.InventoryService/CheckStock",
+        data={"lines": [{"product_id": "nada", "quantity": 1}]},
+        flags=flags,
     )
     assert code == 0, out
     assert json.loads(out).get("all_available", False) is False
-    code, out = await grpcurl("-plaintext", served.address, "list")
+    code, out = await grpcurl(served.address, "list")
     assert code != 0, out
 
 
@@ -170,7 +158,7 @@ async def test_grpcurl_with_the_flags_the_launcher_prints(served: RunningService
 async def test_grpcurl_presents_a_certificate_for_mutual_tls(served: RunningService, pki: Pki) -> None:
     flags = tls.grpcurl_flags(pki.env(mutual=True)).split()
     assert flags == ["-cacert", str(pki.ca), "-cert", str(pki.cert), "-key", str(pki.key)]
-    code, out = await grpcurl(*flags, served.address, "list")
+    code, out = await grpcurl(served.address, "list", flags=flags)
     assert code == 0, out
-    code, out = await grpcurl("-cacert", str(pki.ca), served.address, "list")
+    code, out = await grpcurl(served.address, "list", flags=["-cacert", str(pki.ca)])
     assert code != 0, out

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 from a4co.artisans.events.v1 import artisan_events_pb2
@@ -22,9 +23,14 @@ GRPCURL = str(Path(sys.executable).parent / "grpcurl")
 
 
 async def grpcurl(
-    address: str, *args: str, data: dict[str, object] | None = None, token: str = ""
+    address: str,
+    *args: str,
+    data: dict[str, object] | None = None,
+    token: str = "",
+    flags: Sequence[str] = ("-plaintext",),
 ) -> tuple[int, str]:
-    command = [GRPCURL, "-plaintext", "-max-time", "10"]
+    """grpcurl on `address`; `flags` say how to reach it (TLS: `-cacert` and the like)."""
+    command = [GRPCURL, *flags, "-max-time", "10"]
     if token:
         command += ["-H", f"authorization: Bearer {token}"]
     if data is not None:

@@ -3,10 +3,8 @@ checked, so one in flight is not reported, and one out of step for longer is."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
-import sys
 import uuid
 
 import asyncpg
@@ -16,17 +14,13 @@ from services.cli.check import violations
 from services.platform.events.topology import Topology
 from services.platform.local_servers import ServerUrls
 from tests.integration.services.orders.shop import Actors
+from tests.support.cli import run_a4co
 from tests.support.waiting import eventually
 
 
 async def a4co_check(urls: ServerUrls, prefix: str, *args: str) -> tuple[int, str]:
-    env = dict(os.environ, A4CO_DATABASE_URL=urls.database_url, A4CO_PREFIX=prefix, COLUMNS="200")
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "services.cli", "check", *args,
-        env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-    )  # fmt: skip
-    out, _ = await asyncio.wait_for(proc.communicate(), 60)
-    return int(proc.returncode or 0), out.decode()
+    env = dict(os.environ, A4CO_DATABASE_URL=urls.database_url, A4CO_PREFIX=prefix)
+    return await run_a4co("check", *args, env=env)
 
 
 async def test_an_order_out_of_step_is_reported_once_it_has_settled(
