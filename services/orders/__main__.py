@@ -33,7 +33,7 @@ async def build(infra: Infrastructure) -> ServiceParts:
         payments=settings.peer("payments"),
         geo=settings.peer("geo"),
         timeout_s=float(os.environ.get("A4CO_PEER_TIMEOUT_S", "2")),
-        tls=settings.tls,
+        certificates=infra.certificates,
     )
     deps = handlers.Deps(
         uow=functools.partial(OrdersUnitOfWork, infra.pool, infra.outbox),

@@ -11,7 +11,6 @@ import asyncio
 import logging
 import os
 import signal
-import time
 from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -33,18 +32,15 @@ from services.platform.events.registry import EventRegistry, load_registry
 from services.platform.events.streams import ensure_streams
 from services.platform.events.tables import keep_inbox_pruned
 from services.platform.events.topology import Topology
-from services.platform.grpc.client import PeerClient, open_channel
+from services.platform.grpc.client import PeerClient
 from services.platform.grpc.interceptor import MethodPolicy, PlatformInterceptor
 from services.platform.grpc.server import GrpcServer, ListenError, Registration
 from services.platform.grpc.sessions import ask_identity
-from services.platform.grpc.tls import CERTIFICATE_EXPIRY
+from services.platform.grpc.tls import Certificates
 from services.platform.resilience import cancel_and_wait
 from services.platform.settings import Settings
 
 log = logging.getLogger(__name__)
-# A served certificate closer than this to its expiry is logged at start (and alerted on:
-# TlsCertificateExpiring, deploy/prometheus/alerts.yml).
-CERTIFICATE_WARNING_DAYS = 14
 
 REDIS_CONNECTIONS = 64
 
@@ -71,6 +67,8 @@ class Infrastructure:
     # Who says whether a session has ended while Redis fails (decision 34): identity's ValidateToken
     # where A4CO_PEER_IDENTITY is set; identity sets its own (its sessions table) in its build.
     revocation_fallback: RevocationFallback | None = None
+    # The TLS files as last read, followed while the service runs (decisions 58 and 59).
+    certificates: Certificates = field(default_factory=Certificates)
     _identity: PeerClient | None = None
 
     @classmethod
@@ -115,8 +113,9 @@ class Infrastructure:
         infra = cls(
             settings, pool, nc, js, redis, registry, topology, codec, outbox, revocations, nats_closed
         )
+        infra.certificates = Certificates(settings.tls, settings.service)
         if settings.service != "identity" and settings.peers.get("identity"):
-            infra._identity = PeerClient("identity", open_channel(settings.peer("identity"), settings.tls))
+            infra._identity = PeerClient.to("identity", settings.peer("identity"), infra.certificates)
             infra.revocation_fallback = ask_identity(infra._identity)
         return infra
 
@@ -223,13 +222,8 @@ class ServiceRunner:
             max_streams=settings.max_streams,
             acceptors=settings.grpc_acceptors,
             keepalive_s=settings.grpc_keepalive_s,
-            credentials=settings.tls.server_credentials(),
+            credentials=infra.certificates.server_credentials(),
         )
-        if (expires := settings.tls.expires) is not None:
-            CERTIFICATE_EXPIRY.labels(settings.service).set(expires)
-            days = (expires - time.time()) / 86_400
-            if days < CERTIFICATE_WARNING_DAYS:
-                log.warning("the TLS certificate this service serves with expires in %.1f days", days)
         self.relay = OutboxRelay(
             dsn=settings.database_url,
             schema=infra.topology.schema(settings.service),
@@ -263,6 +257,9 @@ class ServiceRunner:
             asyncio.create_task(keep_inbox_pruned(self.infra.pool, retention), name="inbox pruning")
         )
         self._tasks.append(asyncio.create_task(self.infra.revocations.memory.follow(), name="revocations"))
+        if self.infra.certificates.watched:
+            watch = self.infra.certificates.watch(self.infra.settings.tls_check_s)
+            self._tasks.append(asyncio.create_task(watch, name="TLS files"))
         for job in self.parts.background:
             self._tasks.append(asyncio.create_task(job(), name=getattr(job, "__name__", "job")))
         for consumer in self.consumers:
@@ -286,6 +283,8 @@ async def run_until_signalled(
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    # SIGHUP: look at the TLS files now rather than at the next regular look (decision 59).
+    loop.add_signal_handler(signal.SIGHUP, runner.infra.certificates.check)
     if metrics_port is not None:
         address = os.environ.get("A4CO_METRICS_ADDR", "127.0.0.1")
         try:

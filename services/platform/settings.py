@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from services.platform.grpc.tls import PLAINTEXT, Tls, TlsSettingsError
+from services.platform.grpc.tls import CHECK_EVERY_S, PLAINTEXT, Tls, TlsSettingsError
 
 _PREFIX = re.compile(r"^[a-z][a-z0-9]{0,30}$")
 
@@ -79,6 +79,8 @@ class Settings:
     grpc_keepalive_s: float = 60.0
     # TLS on the gRPC server and on the calls to peers (A4CO_TLS_*, decision 58); plaintext if unset.
     tls: Tls = PLAINTEXT
+    # How often the TLS files are looked at for a renewal (A4CO_TLS_CHECK_S; SIGHUP: at once).
+    tls_check_s: float = CHECK_EVERY_S
 
     @classmethod
     def from_env(cls, service: str, env: Mapping[str, str] | None = None) -> Settings:
@@ -118,6 +120,7 @@ class Settings:
             grpc_acceptors=_at_least_one(env, "A4CO_GRPC_ACCEPTORS", 4),
             grpc_keepalive_s=_seconds(env, "A4CO_GRPC_KEEPALIVE_S", 60.0),
             tls=tls,
+            tls_check_s=_seconds(env, "A4CO_TLS_CHECK_S", CHECK_EVERY_S),
         )
 
     def public_key(self) -> str:

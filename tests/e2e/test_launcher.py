@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shutil
 import signal
 import sys
 import uuid
@@ -342,5 +343,24 @@ async def test_make_run_over_mutual_tls(tmp_path: Path, launch: Callable[..., La
         return (await a4co(data_dir, "check", "--settled-for", "0"))[0] == 0
 
     await eventually(sound, timeout=30, interval=0.5, what="`a4co check` over TLS")
+
+    # The certificates renewed onto a new CA, written over the same files: every service serves
+    # the new ones within its next look at them (decision 59), and callers with the new files
+    # get in, without a restart.
+    renewed = Authority.create(tmp_path, "renewed-ca")
+    new_cert, new_key = renewed.issue(tmp_path, "service-renewed", days=90)
+    for source, target in ((new_cert, cert), (new_key, key), (renewed.cert_file, authority.cert_file)):
+        shutil.copyfile(source, target)
+
+    async def all_renewed() -> bool:
+        code, out = await a4co(data_dir, "status", "--json", env=tls_env)
+        return code == 0 and set(json.loads(out)["services"].values()) == {"SERVING"}
+
+    await eventually(
+        all_renewed, timeout=60, interval=1, what="every service serving the renewed certificate"
+    )
+    code, out = await a4co(data_dir, "demo", "--customers", "1", "--orders", "2", env=tls_env)
+    assert code == 0, out
+    assert "CONFIRMED" in out, out
     assert await running.stop() == 0
     assert processes_using(data_dir) == []

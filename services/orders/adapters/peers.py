@@ -24,9 +24,9 @@ from services.platform.errors import (
     PermissionDeniedError,
     UnavailableError,
 )
-from services.platform.grpc.client import PeerClient, open_channel
+from services.platform.grpc.client import PeerClient
 from services.platform.grpc.status import details_of
-from services.platform.grpc.tls import PLAINTEXT, Tls
+from services.platform.grpc.tls import Certificates
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,22 +54,22 @@ class Peers:
         payments: str,
         geo: str,
         timeout_s: float = 1.0,
-        tls: Tls = PLAINTEXT,
+        certificates: Certificates | None = None,
     ) -> None:
-        self.catalog = PeerClient("catalog", open_channel(catalog, tls), timeout_s=timeout_s)
-        self.inventory = PeerClient("inventory", open_channel(inventory, tls), timeout_s=timeout_s)
-        self.payments = PeerClient("payments", open_channel(payments, tls), timeout_s=timeout_s)
-        self.geo = PeerClient("geo", open_channel(geo, tls), timeout_s=timeout_s)
-        self._catalog = catalog_grpc.CatalogServiceStub(self.catalog.channel)
-        self._inventory = inventory_grpc.InventoryServiceStub(self.inventory.channel)
-        self._payments = payments_grpc.PaymentsServiceStub(self.payments.channel)
-        self._geo = geo_grpc.GeoServiceStub(self.geo.channel)
+        # Over TLS when the process has a CA, on channels that follow its TLS files (decision 59).
+        certificates = certificates or Certificates()
+        self.catalog = PeerClient.to("catalog", catalog, certificates, timeout_s=timeout_s)
+        self.inventory = PeerClient.to("inventory", inventory, certificates, timeout_s=timeout_s)
+        self.payments = PeerClient.to("payments", payments, certificates, timeout_s=timeout_s)
+        self.geo = PeerClient.to("geo", geo, certificates, timeout_s=timeout_s)
 
     async def product(self, product_id: str) -> ProductInfo:
         """A product's seller and price; NotFoundError when the catalogue has no such product."""
         try:
             response = await self.catalog.call(
-                self._catalog.GetProduct, catalog_pb.GetProductRequest(product_id=product_id), idempotent=True
+                self.catalog.stub(catalog_grpc.CatalogServiceStub).GetProduct,
+                catalog_pb.GetProductRequest(product_id=product_id),
+                idempotent=True,
             )
         except grpc.aio.AioRpcError as error:
             if error.code() == grpc.StatusCode.NOT_FOUND:
@@ -94,7 +94,9 @@ class Peers:
             lines=[inventory_pb.StockRequestLine(product_id=p, quantity=q) for p, q in lines]
         )
         try:
-            response = await self.inventory.call(self._inventory.CheckStock, request, idempotent=True)
+            response = await self.inventory.call(
+                self.inventory.stub(inventory_grpc.InventoryServiceStub).CheckStock, request, idempotent=True
+            )
         except grpc.aio.AioRpcError as error:
             raise _peer_failed("inventory", error) from None
         short = [x for x in response.lines if not x.ok]
@@ -109,7 +111,7 @@ class Peers:
         """The method exists and belongs to the caller (the caller's token is passed on)."""
         try:
             await self.payments.call(
-                self._payments.GetPaymentMethod,
+                self.payments.stub(payments_grpc.PaymentsServiceStub).GetPaymentMethod,
                 payments_pb.GetPaymentMethodRequest(payment_method_id=payment_method_id),
                 idempotent=True,
             )
@@ -128,7 +130,9 @@ class Peers:
             artisan_id=artisan_id, destination=lat_lng_pb2.LatLng(latitude=latitude, longitude=longitude)
         )
         try:
-            response = await self.geo.call(self._geo.QuoteDelivery, request, idempotent=True)
+            response = await self.geo.call(
+                self.geo.stub(geo_grpc.GeoServiceStub).QuoteDelivery, request, idempotent=True
+            )
         except grpc.aio.AioRpcError as error:
             raise _peer_failed("geo", error) from None
         return DeliveryQuote(response.deliverable, response.fee.amount_cents, response.reason)

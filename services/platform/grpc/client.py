@@ -4,6 +4,7 @@ of idempotent calls within that deadline."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -18,7 +19,7 @@ from services.platform.auth import optional_principal
 from services.platform.errors import UnavailableError
 from services.platform.flow import current_flow
 from services.platform.grpc.interceptor import RPC_BUCKETS
-from services.platform.grpc.tls import PLAINTEXT, Tls, channel
+from services.platform.grpc.tls import PLAINTEXT, Certificates, Tls, channel
 from services.platform.labels import Children
 from services.platform.resilience import Backoff, BreakerOpenError, BreakerState, CircuitBreaker
 from services.platform.telemetry import client_interceptors, tracing_enabled
@@ -56,6 +57,12 @@ PEER_FAILURES = frozenset(
 RETRYABLE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED})
 
 Resp = TypeVar("Resp", bound=Message)
+Stub = TypeVar("Stub")
+
+log = logging.getLogger(__name__)
+# A channel left for new TLS files is closed this long after: every call begun on it has ended by
+# then (their deadlines are seconds).
+RETIRE_AFTER_S = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,6 +102,13 @@ class PeerClient:
         sleep: Callable[[float], Any] = asyncio.sleep,
     ) -> None:
         self.peer, self.channel, self.timeout_s = peer, channel, timeout_s
+        # Set by `to`: the target and TLS files the channel is opened again with when they change.
+        self._target = ""
+        self._certificates: Certificates | None = None
+        self._generation = 0
+        self._stubs: dict[Callable[[grpc.aio.Channel], Any], Any] = {}
+        self._retiring: dict[asyncio.Task[None], grpc.aio.Channel] = {}
+        self.retire_after_s = RETIRE_AFTER_S
         self.retry = retry or RetryPolicy()
         self.breaker = CircuitBreaker(peer, clock=clock, on_change=_export_state)
         _export_state(peer, self.breaker.state)
@@ -103,6 +117,40 @@ class PeerClient:
         self._duration = Children(CLIENT_DURATION, peer)  # by method
         # As the channel's interceptors, fixed when the client is made (open_channel).
         self._tracing = tracing_enabled()
+
+    @classmethod
+    def to(cls, peer: str, target: str, certificates: Certificates, **kwargs: Any) -> PeerClient:
+        """A client of `target` whose calls follow the process's TLS files (decision 59): when
+        they change, `stub` opens a new channel with them and the old one is closed once the
+        calls begun on it have ended."""
+        client = cls(peer, open_channel(target, certificates.tls), **kwargs)
+        client._target, client._certificates = target, certificates
+        client._generation = certificates.generation
+        return client
+
+    def stub(self, factory: Callable[[grpc.aio.Channel], Stub]) -> Stub:
+        """The stub `factory` makes of the current channel (one kept per channel)."""
+        if self._certificates is not None and self._certificates.generation != self._generation:
+            self._reopen(self._certificates)
+        stub = self._stubs.get(factory)
+        if stub is None:
+            stub = self._stubs[factory] = factory(self.channel)
+        return stub
+
+    def _reopen(self, certificates: Certificates) -> None:
+        old, self._generation = self.channel, certificates.generation
+        self.channel = open_channel(self._target, certificates.tls)
+        self._stubs.clear()
+        task = asyncio.get_running_loop().create_task(
+            self._retire(old), name=f"retire channel to {self.peer}"
+        )
+        self._retiring[task] = old
+        task.add_done_callback(lambda done: self._retiring.pop(done, None))
+        log.info("calls to %s go over a new channel, with the TLS files read again", self.peer)
+
+    async def _retire(self, old: grpc.aio.Channel) -> None:
+        await asyncio.sleep(self.retire_after_s)
+        await old.close()
 
     async def call(
         self,
@@ -174,8 +222,11 @@ class PeerClient:
         return md
 
     async def close(self) -> None:
-        """Close the channel."""
+        """Close the channel, and any left for new TLS files."""
         await self.channel.close()
+        for task, old in list(self._retiring.items()):
+            task.cancel()
+            await old.close()
 
 
 def _method_name(method: object) -> str:

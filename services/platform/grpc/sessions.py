@@ -21,10 +21,10 @@ ASK_TIMEOUT_S = 1.0
 
 def ask_identity(client: PeerClient) -> RevocationFallback:
     """Whether a principal's session has ended, as identity's ValidateToken says."""
-    stub = identity_grpc.IdentityServiceStub(client.channel)
 
     async def ended(principal: Principal) -> bool:
         request = identity_pb.ValidateTokenRequest(access_token=principal.token)
+        stub = client.stub(identity_grpc.IdentityServiceStub)
         try:
             await client.call(stub.ValidateToken, request, timeout_s=ASK_TIMEOUT_S, idempotent=True)
         except grpc.aio.AioRpcError as err:

@@ -7,15 +7,24 @@
 - `A4CO_TLS_CLIENT_AUTH=1`: mutual TLS. The server asks every caller for a certificate and verifies
   it against the CA; a service's calls present its own certificate and key.
 
-The files are read once, at start: a deployment that renews its certificates restarts its services
-(one replica at a time). Each is checked then: a certificate, a CA or a key that is not PEM, or a
-key that is not the certificate's, stops the service with the variable named; and the served
-certificate's expiry is exported (`a4co_tls_certificate_expiry_timestamp_seconds`) for the
-`TlsCertificateExpiring` alert.
+The files are checked when read: a certificate, a CA or a key that is not PEM, or a key that is
+not the certificate's, stops the service at start with the variable named.
+
+A renewed certificate is used without a restart (decision 59, `Certificates`): every
+`A4CO_TLS_CHECK_S` seconds (10 by default), and at once on SIGHUP, a service looks at the files;
+when they have changed and are whole (the key the certificate's), the next connections to its
+server get the new certificate and its calls to peers go over new connections made with the new
+files. Files caught half-written are not used (`a4co_tls_reloads_total{outcome="rejected"}`, a
+warning), and are looked at again when they change. The served certificate's expiry, as last read, is exported
+(`a4co_tls_certificate_expiry_timestamp_seconds`) for the `TlsCertificateExpiring` alert.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import os
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,14 +32,28 @@ from pathlib import Path
 import grpc
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
-from prometheus_client import Gauge
+from prometheus_client import Counter, Gauge
+
+log = logging.getLogger(__name__)
 
 CERTIFICATE_EXPIRY = Gauge(
     "a4co_tls_certificate_expiry_timestamp_seconds",
-    "When the certificate a service serves gRPC with expires (Unix time), as read at its start:"
-    " a renewed certificate counts once the service has restarted.",
+    "When the certificate a service serves gRPC with expires (Unix time), as last read from its"
+    " file: a renewed certificate counts once the service has read it (within a minute).",
     ["service"],
 )
+RELOADS = Counter(
+    "a4co_tls_reloads_total",
+    "Changes of the TLS files a service has read: loaded, or rejected (not PEM, or the key not the"
+    " certificate's: caught half-written) and the files read before kept.",
+    ["service", "outcome"],
+)
+# How often a service looks at its TLS files' modification times by default (A4CO_TLS_CHECK_S;
+# SIGHUP: at once).
+CHECK_EVERY_S = 10.0
+# A served certificate closer than this to its expiry is logged when read (and alerted on:
+# TlsCertificateExpiring, deploy/prometheus/alerts.yml).
+CERTIFICATE_WARNING_DAYS = 14
 
 
 class TlsSettingsError(ValueError):
@@ -84,6 +107,8 @@ class Tls:
     key: bytes | None = None
     ca: bytes | None = None
     mutual: bool = False
+    # Where they were read from (certificate, key, CA), to read them again when they change.
+    files: tuple[str, str, str] = ("", "", "")
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Tls:
@@ -102,7 +127,39 @@ class Tls:
         cert, key = _read(env, "A4CO_TLS_CERT_FILE"), _read(env, "A4CO_TLS_KEY_FILE")
         ca = _read(env, "A4CO_TLS_CA_FILE")
         _check(env, cert, key, ca)
-        return cls(cert=cert, key=key, ca=ca, mutual=mutual)
+        files = (
+            env.get("A4CO_TLS_CERT_FILE", ""),
+            env.get("A4CO_TLS_KEY_FILE", ""),
+            env.get("A4CO_TLS_CA_FILE", ""),
+        )
+        return cls(cert=cert, key=key, ca=ca, mutual=mutual, files=files)
+
+    def read_again(self) -> Tls:
+        """The same files read now; TlsSettingsError when they are not whole."""
+        cert, key, ca = self.files
+        return Tls.from_env(
+            {
+                "A4CO_TLS_CERT_FILE": cert,
+                "A4CO_TLS_KEY_FILE": key,
+                "A4CO_TLS_CA_FILE": ca,
+                "A4CO_TLS_CLIENT_AUTH": "1" if self.mutual else "0",
+            }
+        )
+
+    def stamp(self) -> tuple[tuple[int, int, int] | None, ...]:
+        """The files' identity, size and modification time (None for one missing): what changes
+        when they are renewed, whether written in place or swapped (a Kubernetes secret's link)."""
+        stamps: list[tuple[int, int, int] | None] = []
+        for path in self.files:
+            if not path:
+                continue
+            try:
+                st = os.stat(path)
+            except OSError:
+                stamps.append(None)
+            else:
+                stamps.append((st.st_ino, st.st_size, st.st_mtime_ns))
+        return tuple(stamps)
 
     @property
     def expires(self) -> float | None:
@@ -112,13 +169,22 @@ class Tls:
         return x509.load_pem_x509_certificates(self.cert)[0].not_valid_after_utc.timestamp()
 
     def server_credentials(self) -> grpc.ServerCredentials | None:
-        """What the server listens with: None for plaintext."""
+        """What a server listens with, these files for good: None for plaintext (a service's
+        server follows its files: `Certificates.server_credentials`)."""
         if self.cert is None or self.key is None:
             return None
         return grpc.ssl_server_credentials(
             [(self.key, self.cert)],
             root_certificates=self.ca if self.mutual else None,
             require_client_auth=self.mutual,
+        )
+
+    def certificate_configuration(self) -> grpc.ServerCertificateConfiguration:
+        """The served certificate and key, and for mutual TLS the CA callers are verified against."""
+        if self.cert is None or self.key is None:
+            raise TlsSettingsError("a server's TLS needs A4CO_TLS_CERT_FILE and A4CO_TLS_KEY_FILE")
+        return grpc.ssl_server_certificate_configuration(
+            [(self.key, self.cert)], root_certificates=self.ca if self.mutual else None
         )
 
     def channel_credentials(self) -> grpc.ChannelCredentials | None:
@@ -131,6 +197,87 @@ class Tls:
 
 
 PLAINTEXT = Tls()
+
+
+class Certificates:
+    """A process's TLS files as last read (decision 59): `generation` counts the changes loaded.
+
+    The server's credentials hand gRPC the newest certificate before each new connection's
+    handshake; a `PeerClient` made with `PeerClient.to` opens a new channel when `generation` has
+    moved, so its next connections present the new certificate and trust the new CA.
+    """
+
+    def __init__(self, tls: Tls = PLAINTEXT, service: str = "") -> None:
+        self.tls, self.service = tls, service
+        self.generation = 0
+        self._stamp = tls.stamp()
+        self._announce()
+
+    @property
+    def watched(self) -> bool:
+        """Whether there are files to follow (not plaintext)."""
+        return any(self.tls.files)
+
+    def check(self) -> bool:
+        """Read the files again if they have changed since last looked at; True when a new set
+        was loaded. Files that are not whole are rejected, logged, and the ones before kept."""
+        stamp = self.tls.stamp()
+        if stamp == self._stamp:
+            return False
+        self._stamp = stamp
+        try:
+            tls = self.tls.read_again()
+        except TlsSettingsError as exc:
+            RELOADS.labels(self.service, "rejected").inc()
+            log.warning("the TLS files changed but cannot be used (%s); keeping the ones read before", exc)
+            return False
+        if tls == self.tls:
+            return False  # touched, not changed
+        self.tls = tls
+        self.generation += 1
+        RELOADS.labels(self.service, "loaded").inc()
+        log.info("TLS files read again (change %d): new connections use them", self.generation)
+        self._announce()
+        return True
+
+    def _announce(self) -> None:
+        expires = self.tls.expires
+        if expires is None:
+            return
+        CERTIFICATE_EXPIRY.labels(self.service).set(expires)
+        days = (expires - time.time()) / 86_400
+        if days < CERTIFICATE_WARNING_DAYS:
+            log.warning("the TLS certificate this service serves with expires in %.1f days", days)
+
+    def server_credentials(self) -> grpc.ServerCredentials | None:
+        """What the server listens with, following the files: None for plaintext."""
+        if self.tls.cert is None:
+            return None
+        served = self.generation
+
+        def newest() -> grpc.ServerCertificateConfiguration | None:
+            # gRPC calls this before each new connection's handshake: None keeps what it has.
+            nonlocal served
+            if served == self.generation:
+                return None
+            served = self.generation
+            return self.tls.certificate_configuration()
+
+        # grpc's stubs type the fetcher without None, which its documentation allows ("no change").
+        return grpc.dynamic_ssl_server_credentials(
+            self.tls.certificate_configuration(),
+            newest,  # type: ignore[arg-type]
+            require_client_authentication=self.tls.mutual,
+        )
+
+    async def watch(self, every_s: float = CHECK_EVERY_S) -> None:
+        """Look at the files every `every_s` seconds until cancelled."""
+        while True:
+            await asyncio.sleep(every_s)
+            try:
+                self.check()
+            except Exception:  # a check that fails is tried again at the next look
+                log.exception("looking at the TLS files failed")
 
 
 def channel(

@@ -1,11 +1,17 @@
 """TLS on a service's gRPC server and on the calls between services (decision 58): a caller that
 trusts the deployment's CA gets in, plaintext and strangers do not; with mutual TLS a caller
-needs a certificate of its own. grpcurl, as another team would debug it."""
+needs a certificate of its own. grpcurl, as another team would debug it. Renewed files are used
+without a restart (decision 59)."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
+import os
+import shutil
+import signal
+import sys
 from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -21,12 +27,13 @@ from a4co.inventory.v1 import inventory_service_pb2_grpc as inventory_grpc
 from services.inventory.__main__ import build as build_inventory
 from services.platform.grpc import tls
 from services.platform.grpc.client import PeerClient, open_channel
-from services.platform.grpc.tls import Tls
-from services.platform.local_servers import ServerUrls
+from services.platform.grpc.tls import Certificates, Tls
+from services.platform.local_servers import ServerUrls, wait_until
 from services.platform.settings import Settings
 from tests.integration.services.harness import Keys, RunningService, running_service, settings_for
 from tests.integration.services.test_grpcurl import grpcurl
 from tests.support.certificates import Authority
+from tests.support.waiting import eventually
 
 
 @dataclasses.dataclass(frozen=True)
@@ -37,6 +44,20 @@ class Pki:
     cert: Path
     key: Path
     stranger_ca: Path
+
+    def renew(self, authority: Authority, name: str) -> None:
+        """Write a certificate of `authority` (90 days), its key and the CA over these files, as a
+        renewal does."""
+        cert, key = authority.issue(self.cert.parent, name, days=90)
+        shutil.copyfile(cert, self.cert)
+        shutil.copyfile(key, self.key)
+        shutil.copyfile(authority.cert_file, self.ca)
+
+    def copy(self, directory: Path) -> Pki:
+        """The same files somewhere else: another service's own."""
+        directory.mkdir()
+        ca, cert, key = (Path(shutil.copy(p, directory)) for p in (self.ca, self.cert, self.key))
+        return Pki(ca, cert, key, self.stranger_ca)
 
     def env(self, mutual: bool = False) -> dict[str, str]:
         return {
@@ -162,3 +183,106 @@ async def test_grpcurl_presents_a_certificate_for_mutual_tls(served: RunningServ
     assert code == 0, out
     code, out = await grpcurl(served.address, "list", flags=["-cacert", str(pki.ca)])
     assert code != 0, out
+
+
+async def check_stock(peer: PeerClient) -> inventory_pb.CheckStockResponse:
+    return await peer.call(
+        peer.stub(inventory_grpc.InventoryServiceStub).CheckStock,
+        inventory_pb.CheckStockRequest(lines=[inventory_pb.StockRequestLine(product_id="nada", quantity=1)]),
+    )
+
+
+async def test_a_renewed_certificate_is_served_without_a_restart(
+    served: RunningService, pki: Pki, tmp_path: Path
+) -> None:
+    trusting_old = Tls.from_env({"A4CO_TLS_CA_FILE": str(pki.ca)})
+    before = tls.channel(served.address, trusting_old)
+    try:
+        assert await health(before) == "SERVING"
+        renewed = Authority.create(tmp_path, "renewed-ca")
+        pki.renew(renewed, "inventory-renewed")
+        served.infra.certificates.check()  # as the service's next look at its files, or SIGHUP
+        assert served.infra.certificates.generation == 1
+        trusting_new = Tls.from_env({"A4CO_TLS_CA_FILE": str(renewed.cert_file)})
+        async with tls.channel(served.address, trusting_new) as channel:
+            assert await health(channel) == "SERVING", "a new connection gets the renewed certificate"
+        async with tls.channel(served.address, trusting_old) as channel:
+            assert await health(channel) == "UNAVAILABLE", "and no longer the one before"
+        assert await health(before) == "SERVING", "a connection made before is not cut"
+        expires = REGISTRY.get_sample_value(
+            "a4co_tls_certificate_expiry_timestamp_seconds", {"service": "inventory"}
+        )
+        assert expires == served.infra.certificates.tls.expires
+        assert expires == Tls.from_env(pki.env()).expires
+    finally:
+        await before.close()
+
+
+@pytest.mark.parametrize("served", [True], indirect=True, ids=["mutual"])
+async def test_calls_to_a_peer_go_over_new_connections_with_renewed_files(
+    served: RunningService, pki: Pki, tmp_path: Path
+) -> None:
+    """As orders calls inventory over mutual TLS, each with its own files, both renewed onto a new
+    CA: the caller's next call opens a new channel with its new certificate and CA."""
+    mine = pki.copy(tmp_path / "caller")
+    certificates = Certificates(Tls.from_env(mine.env(mutual=True)), "caller")
+    peer = PeerClient.to("inventory", served.address, certificates)
+    peer.retire_after_s = 0.0
+    try:
+        assert not (await check_stock(peer)).all_available
+        first, read_before = peer.channel, certificates.tls
+        renewed = Authority.create(tmp_path, "renewed-ca")
+        pki.renew(renewed, "inventory-renewed")
+        mine.renew(renewed, "caller-renewed")
+        served.infra.certificates.check()
+        assert served.infra.certificates.generation == 1
+        assert certificates.check()
+        assert not (await check_stock(peer)).all_available
+        assert peer.channel is not first, "the call went over a new channel"
+        async with tls.channel(served.address, read_before) as channel:
+            assert await health(channel) == "UNAVAILABLE", "a new connection with the files before is refused"
+        await eventually(lambda: not peer._retiring, what="the channel before closed")
+    finally:
+        await peer.close()
+
+
+async def test_sighup_makes_a_service_process_read_its_files_at_once(
+    urls: ServerUrls, prefix: str, keys: Keys, pki: Pki, tmp_path: Path
+) -> None:
+    """An operator who has just renewed the files need not wait for the next look (an hour away
+    here): SIGHUP, as for nginx or Prometheus; the service keeps running."""
+    ready = tmp_path / "inventory.ready.json"
+    env = dict(
+        os.environ,
+        **urls.as_env(),
+        **pki.env(),
+        A4CO_PREFIX=prefix,
+        A4CO_JWT_PUBLIC_KEY_FILE=str(keys.public_file),
+        A4CO_TLS_CHECK_S="3600",
+    )
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "services.inventory", "--ready-file", str(ready), env=env,
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        await asyncio.to_thread(wait_until, ready.exists, "inventory ready", 60)
+        address = json.loads(ready.read_text())["grpc"]
+        renewed = Authority.create(tmp_path, "renewed-ca")
+        pki.renew(renewed, "inventory-renewed")
+        trusting_new = Tls.from_env({"A4CO_TLS_CA_FILE": str(renewed.cert_file)})
+        async with tls.channel(address, trusting_new) as channel:
+            assert await health(channel) == "UNAVAILABLE", "not looked at yet"
+        proc.send_signal(signal.SIGHUP)
+
+        async def renewed_served() -> bool:
+            async with tls.channel(address, trusting_new) as channel:
+                return await health(channel) == "SERVING"
+
+        await eventually(renewed_served, timeout=15, interval=0.2, what="the renewed certificate served")
+        assert proc.returncode is None, "SIGHUP does not stop the service"
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = await asyncio.wait_for(proc.communicate(), 30)
+    assert proc.returncode == 0
+    said = [json.loads(line)["message"] for line in stderr.decode().splitlines() if line.startswith("{")]
+    assert "TLS files read again (change 1): new connections use them" in said, said

@@ -32,10 +32,16 @@ def test_streams_and_keepalive_default_and_follow_the_environment() -> None:
     assert (changed.max_streams, changed.grpc_keepalive_s) == (5, 2.5)
 
 
+@pytest.mark.parametrize("variable", ["A4CO_GRPC_KEEPALIVE_S", "A4CO_TLS_CHECK_S"])
 @pytest.mark.parametrize("value", ["0", "-1", "soon", "nan", "inf"])
-def test_a_keepalive_that_is_not_a_positive_time_is_refused(value: str) -> None:
-    with pytest.raises(SettingsError, match=r"A4CO_GRPC_KEEPALIVE_S=.*a positive number of seconds"):
-        Settings.from_env("notifications", {**SERVERS, "A4CO_GRPC_KEEPALIVE_S": value})
+def test_a_time_that_is_not_positive_is_refused(variable: str, value: str) -> None:
+    with pytest.raises(SettingsError, match=rf"{variable}=.*a positive number of seconds"):
+        Settings.from_env("notifications", {**SERVERS, variable: value})
+
+
+def test_the_tls_files_are_looked_at_every_ten_seconds_unless_told() -> None:
+    assert Settings.from_env("payments", SERVERS).tls_check_s == 10.0
+    assert Settings.from_env("payments", {**SERVERS, "A4CO_TLS_CHECK_S": "300"}).tls_check_s == 300.0
 
 
 def test_a_stream_limit_below_one_is_refused() -> None:
