@@ -138,8 +138,18 @@ def status(
     nats_url: Annotated[str | None, typer.Option("--nats-url")] = None,
     prefix: Annotated[str | None, typer.Option("--prefix")] = None,
 ) -> None:
-    """Health of each service, stream and consumer lag, DLQ depth, outbox backlog."""
+    """Health of each service, stream and consumer lag, DLQ depth, outbox backlog. Exits 1 when a
+    service is not SERVING (a script's or a probe's test), 2 when NATS cannot be reached."""
     result = asyncio.run(collect(Target.resolve(nats_url, prefix)))
+    report(result, as_json)
+    unwell = sorted(name for name, health in result.services.items() if health != "SERVING")
+    if unwell:
+        typer.echo(f"not serving: {', '.join(unwell)}", err=True)
+        raise typer.Exit(1)
+
+
+def report(result: Status, as_json: bool) -> None:
+    """Print `result` as JSON or as tables."""
     if as_json:
         typer.echo(json.dumps(asdict(result), indent=2))
         return
