@@ -1,0 +1,79 @@
+"""A gRPC client that loads `proto/service-config.json` (as other teams' clients are told to) tries
+a read and an idempotent write again by itself when the answer is UNAVAILABLE, at most three
+times in all, within the deadline the caller set; a call that must not be repeated is tried once.
+
+The servers here answer with the failure the test chooses: what is under test is the config as a
+gRPC client library reads it."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+
+CONFIG = (Path(__file__).resolve().parents[3] / "proto" / "service-config.json").read_text()
+
+
+class Unavailable:
+    """A method that answers UNAVAILABLE `failures` times, then OK."""
+
+    def __init__(self, failures: int) -> None:
+        self.failures, self.attempts = failures, 0
+
+    async def handle(self, request: bytes, context: grpc.aio.ServicerContext[bytes, bytes]) -> bytes:
+        self.attempts += 1
+        if self.attempts <= self.failures:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, "a dependency of this service is unavailable")
+        return b""
+
+
+@asynccontextmanager
+async def calling(method: str, behaviour: Unavailable) -> AsyncIterator[Any]:
+    """A server of `method` ("package.Service/Method") alone, and a client's callable for it on a
+    channel with the service config: one server each, as retries are throttled per server."""
+    service, name = method.split("/")
+    server = grpc.aio.server()
+    handler: grpc.RpcMethodHandler[bytes, bytes] = grpc.unary_unary_rpc_method_handler(behaviour.handle)
+    server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler(service, {name: handler})])
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    options = [("grpc.service_config", CONFIG), ("grpc.enable_retries", 1)]
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}", options=options) as channel:
+            yield channel.unary_unary(f"/{method}")
+    finally:
+        await server.stop(None)
+
+
+async def test_a_read_is_tried_again_within_its_deadline() -> None:
+    search = Unavailable(failures=1)
+    async with calling("a4co.catalog.v1.CatalogService/SearchProducts", search) as call:
+        assert await call(b"", timeout=2) == b""
+    assert search.attempts == 2
+
+
+@pytest.mark.parametrize(("failures", "attempts", "answer"), [(2, 3, "OK"), (3, 3, "UNAVAILABLE")])
+async def test_an_order_is_tried_three_times_at_most(failures: int, attempts: int, answer: str) -> None:
+    """CreateOrder's request_id makes the same order of every try."""
+    create = Unavailable(failures)
+    async with calling("a4co.orders.v1.OrdersService/CreateOrder", create) as call:
+        try:
+            await call(b"", timeout=5)
+            code = "OK"
+        except grpc.aio.AioRpcError as error:
+            code = error.code().name
+    assert (code, create.attempts) == (answer, attempts)
+
+
+async def test_a_refresh_is_tried_once() -> None:
+    """A refresh token used twice ends the whole session: a client never repeats one by itself."""
+    refresh = Unavailable(failures=1)
+    async with calling("a4co.identity.v1.IdentityService/RefreshToken", refresh) as call:
+        with pytest.raises(grpc.aio.AioRpcError) as failed:
+            await call(b"", timeout=5)
+    assert failed.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert refresh.attempts == 1
