@@ -63,8 +63,11 @@ SYNC: list[Panel] = [
         ("{{purpose}} waiting", "max by (purpose) (a4co_identity_hashes_waiting)"),
         ("{{purpose}} refused/s", "sum by (purpose) (rate(a4co_identity_hashes_refused_total[5m]))"),
     ], "none"),
-    ("Days until the TLS certificate each service serves with expires (decision 58; alert under 14)", [
+    ("Days until the TLS certificate each service serves with expires (decisions 58, 59: as last read; alert under 14)", [
         ("{{service}}", "(min by (service) (a4co_tls_certificate_expiry_timestamp_seconds) - time()) / 86400"),
+    ], "none"),
+    ("Renewed TLS files read again, and rejected as not whole (decision 59), in the last hour", [
+        ("{{service}} {{outcome}}", "sum by (service, outcome) (increase(a4co_tls_reloads_total[1h]))"),
     ], "none"),
     ("Calls served per coalesced round trip (decision 28: search pages, new payment methods, nearby searches)", [
         ("{{kind}}", "sum by (kind) (rate(a4co_coalesced_callers_sum[1m]))"
