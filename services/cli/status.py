@@ -54,12 +54,14 @@ def dependencies_down(exposition: str) -> list[str]:
     )
 
 
-async def service_dependencies_down(metrics_port: int) -> list[str] | None:
-    """What a service's metrics endpoint says is down; None when it does not answer."""
+async def service_dependencies_down(metrics_port: int, caller: tls.Tls) -> list[str] | None:
+    """What a service's metrics endpoint says is down (over HTTPS when `caller` has a CA, as the
+    services serve it then); None when it does not answer."""
+    context = tls.client_ssl_context(caller)
 
     def scrape() -> str:
-        url = f"http://127.0.0.1:{metrics_port}/metrics"
-        with urllib.request.urlopen(url, timeout=2) as response:
+        url = f"{'https' if context else 'http'}://127.0.0.1:{metrics_port}/metrics"
+        with urllib.request.urlopen(url, timeout=2, context=context) as response:  # noqa: S310 (http or https)
             return str(response.read().decode())
 
     try:
@@ -123,7 +125,7 @@ async def collect(target: Target) -> Status:
     healths = await asyncio.gather(*(service_health(a, caller) for a in services.values()))
     status.services = dict(zip(services, healths, strict=True))
     ports = {n: s["metrics_port"] for n, s in running.get("services", {}).items() if s.get("metrics_port")}
-    downs = await asyncio.gather(*(service_dependencies_down(p) for p in ports.values()))
+    downs = await asyncio.gather(*(service_dependencies_down(p, caller) for p in ports.values()))
     status.down = {name: down for name, down in zip(ports, downs, strict=True) if down}
     status.metrics_unreachable = [name for name, down in zip(ports, downs, strict=True) if down is None]
     async with jetstream(target) as js:

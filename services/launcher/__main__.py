@@ -97,8 +97,9 @@ def summary(
     admin: str = "",
 ) -> str:
     """What is running and how to try it."""
+    scheme = "https" if os.environ.get("A4CO_TLS_CERT_FILE") else "http"  # as the services serve them
     rows = "\n".join(
-        f"  {n:<14} grpc {e.grpc:<18} metrics http://127.0.0.1:{e.metrics_port}/metrics"
+        f"  {n:<14} grpc {e.grpc:<18} metrics {scheme}://127.0.0.1:{e.metrics_port}/metrics"
         for n, e in endpoints.items()
     )
     catalog, identity = endpoints["catalog"].grpc, endpoints["identity"].grpc

@@ -11,9 +11,11 @@ import asyncio
 import logging
 import os
 import signal
+import ssl
 from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+from wsgiref.simple_server import WSGIServer
 
 import asyncpg
 import nats
@@ -36,7 +38,7 @@ from services.platform.grpc.client import PeerClient
 from services.platform.grpc.interceptor import MethodPolicy, PlatformInterceptor
 from services.platform.grpc.server import GrpcServer, ListenError, Registration
 from services.platform.grpc.sessions import ask_identity
-from services.platform.grpc.tls import Certificates
+from services.platform.grpc.tls import Certificates, Tls
 from services.platform.resilience import cancel_and_wait
 from services.platform.settings import Settings
 
@@ -274,6 +276,34 @@ class ServiceRunner:
         await asyncio.gather(*(cancel_and_wait(task, 10) for task in self._tasks))
 
 
+def serve_metrics(port: int, address: str, certificates: Certificates) -> WSGIServer:
+    """Prometheus's endpoint: plaintext HTTP, or HTTPS with the certificate the gRPC server serves
+    when TLS is configured (asking callers for a certificate of the CA with mutual TLS), following
+    its renewals (decision 59)."""
+    tls = certificates.tls
+    cert, key, ca = tls.files
+    if tls.cert is None:
+        return start_http_server(port, addr=address)[0]
+    server, _ = start_http_server(
+        port,
+        addr=address,
+        certfile=cert,
+        keyfile=key,
+        client_cafile=ca if tls.mutual else None,
+        client_auth_required=tls.mutual,
+    )
+    context: ssl.SSLContext = server.socket.context  # type: ignore[attr-defined]
+
+    def renewed(new: Tls) -> None:
+        # New handshakes use what the context holds now; a CA is added beside the one before.
+        context.load_cert_chain(cert, key)
+        if new.mutual and new.ca is not None:
+            context.load_verify_locations(cadata=new.ca.decode())
+
+    certificates.follow(renewed)
+    return server
+
+
 async def run_until_signalled(
     runner: ServiceRunner, *, metrics_port: int | None, on_ready: Callable[[], None]
 ) -> None:
@@ -288,7 +318,7 @@ async def run_until_signalled(
     if metrics_port is not None:
         address = os.environ.get("A4CO_METRICS_ADDR", "127.0.0.1")
         try:
-            start_http_server(metrics_port, addr=address)
+            serve_metrics(metrics_port, address, runner.infra.certificates)
         except OSError as exc:  # taken since it was chosen, or not this host's: exit to be moved
             raise ListenError(f"cannot serve metrics on {address}:{metrics_port}: {exc}") from exc
     await runner.start()

@@ -323,6 +323,10 @@ async def test_make_run_over_mutual_tls(tmp_path: Path, launch: Callable[..., La
     data_dir = tmp_path / "data"
     running = launch(data_dir, tls_env)
     addresses = await running.start()  # the demo was loaded over TLS
+    ports = {
+        name: s["metrics_port"]
+        for name, s in json.loads((data_dir / "addresses.json").read_text())["services"].items()
+    }
     flags = f"-cacert {authority.cert_file} -cert {cert} -key {key}"
     assert f"grpcurl {flags} {addresses['catalog']} list" in [line.strip() for line in running.output]
 
@@ -335,6 +339,9 @@ async def test_make_run_over_mutual_tls(tmp_path: Path, launch: Callable[..., La
     code, out = await a4co(data_dir, "status", "--json", env=tls_env)
     assert code == 0, out
     assert set(json.loads(out)["services"].values()) == {"SERVING"}
+    # The metrics endpoints serve the same TLS: `a4co status` read every one over HTTPS.
+    assert json.loads(out)["metrics_unreachable"] == [], out
+    assert f"metrics https://127.0.0.1:{ports['catalog']}/metrics" in " ".join(running.output)
     code, out = await a4co(data_dir, "demo", "--customers", "1", "--orders", "3", env=tls_env)
     assert code == 0, out
     assert "CONFIRMED" in out, out

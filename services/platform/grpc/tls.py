@@ -24,8 +24,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import ssl
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -211,7 +212,12 @@ class Certificates:
         self.tls, self.service = tls, service
         self.generation = 0
         self._stamp = tls.stamp()
+        self._listeners: list[Callable[[Tls], None]] = []
         self._announce()
+
+    def follow(self, listener: Callable[[Tls], None]) -> None:
+        """Call `listener` with each new set of files loaded (the metrics endpoint's, say)."""
+        self._listeners.append(listener)
 
     @property
     def watched(self) -> bool:
@@ -238,6 +244,11 @@ class Certificates:
         RELOADS.labels(self.service, "loaded").inc()
         log.info("TLS files read again (change %d): new connections use them", self.generation)
         self._announce()
+        for listener in self._listeners:
+            try:
+                listener(tls)
+            except (OSError, ValueError) as exc:  # changed again meanwhile: the next look retries
+                log.warning("TLS files read again, but not by %r: %s", listener, exc)
         return True
 
     def _announce(self) -> None:
@@ -278,6 +289,18 @@ class Certificates:
                 self.check()
             except Exception:  # a check that fails is tried again at the next look
                 log.exception("looking at the TLS files failed")
+
+
+def client_ssl_context(tls: Tls) -> ssl.SSLContext | None:
+    """What a caller of an HTTPS metrics endpoint verifies it with (and, for mutual TLS, presents):
+    None for plaintext."""
+    if tls.ca is None:
+        return None
+    context = ssl.create_default_context(cadata=tls.ca.decode())
+    cert, key, _ = tls.files
+    if tls.mutual and cert and key:
+        context.load_cert_chain(cert, key)
+    return context
 
 
 def channel(

@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import http.client
 import json
 import os
 import shutil
 import signal
 import sys
+import urllib.request
 from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -29,6 +31,7 @@ from services.platform.grpc import tls
 from services.platform.grpc.client import PeerClient, open_channel
 from services.platform.grpc.tls import Certificates, Tls
 from services.platform.local_servers import ServerUrls, wait_until
+from services.platform.runtime import serve_metrics
 from services.platform.settings import Settings
 from tests.integration.services.harness import Keys, RunningService, running_service, settings_for
 from tests.integration.services.test_grpcurl import grpcurl
@@ -286,3 +289,44 @@ async def test_sighup_makes_a_service_process_read_its_files_at_once(
     assert proc.returncode == 0
     said = [json.loads(line)["message"] for line in stderr.decode().splitlines() if line.startswith("{")]
     assert "TLS files read again (change 1): new connections use them" in said, said
+
+
+def scrape(port: int, caller: Tls | None) -> str:
+    """The metrics endpoint's text, over HTTPS when `caller` is given; the failure's name if not."""
+    context = tls.client_ssl_context(caller) if caller else None
+    url = f"{'https' if context else 'http'}://127.0.0.1:{port}/metrics"
+    try:
+        with urllib.request.urlopen(url, timeout=5, context=context) as response:
+            return str(response.read().decode())
+    except (OSError, http.client.HTTPException) as error:
+        return type(error).__name__
+
+
+async def test_the_metrics_endpoint_serves_the_same_tls_and_follows_its_renewal(
+    pki: Pki, tmp_path: Path
+) -> None:
+    """With mutual TLS, Prometheus (here urllib) scrapes over HTTPS with a certificate of the CA;
+    plaintext and a caller without a certificate get nothing. Renewed files are served from the
+    next handshake (decision 59)."""
+    certificates = Certificates(Tls.from_env(pki.env(mutual=True)), "metrics-tls")
+    server = serve_metrics(0, "127.0.0.1", certificates)
+    port = server.server_port
+    try:
+        caller = Tls.from_env(pki.env(mutual=True))
+        assert "a4co_tls_certificate_expiry_timestamp_seconds" in await asyncio.to_thread(
+            scrape, port, caller
+        )
+        assert "# TYPE" not in await asyncio.to_thread(scrape, port, None), "plaintext gets nothing"
+        anonymous = Tls.from_env({"A4CO_TLS_CA_FILE": str(pki.ca)})
+        assert "# TYPE" not in await asyncio.to_thread(scrape, port, anonymous), (
+            "nor a caller without a certificate"
+        )
+
+        renewed = Authority.create(tmp_path, "renewed-ca")
+        pki.renew(renewed, "inventory-renewed")
+        assert "# TYPE" not in await asyncio.to_thread(scrape, port, Tls.from_env(pki.env(mutual=True)))
+        assert certificates.check()
+        assert "# TYPE" in await asyncio.to_thread(scrape, port, Tls.from_env(pki.env(mutual=True)))
+    finally:
+        server.shutdown()
+        server.server_close()
