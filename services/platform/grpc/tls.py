@@ -169,17 +169,6 @@ class Tls:
             return None
         return x509.load_pem_x509_certificates(self.cert)[0].not_valid_after_utc.timestamp()
 
-    def server_credentials(self) -> grpc.ServerCredentials | None:
-        """What a server listens with, these files for good: None for plaintext (a service's
-        server follows its files: `Certificates.server_credentials`)."""
-        if self.cert is None or self.key is None:
-            return None
-        return grpc.ssl_server_credentials(
-            [(self.key, self.cert)],
-            root_certificates=self.ca if self.mutual else None,
-            require_client_auth=self.mutual,
-        )
-
     def certificate_configuration(self) -> grpc.ServerCertificateConfiguration:
         """The served certificate and key, and for mutual TLS the CA callers are verified against."""
         if self.cert is None or self.key is None:

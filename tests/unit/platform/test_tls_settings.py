@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from services.platform.grpc.tls import PLAINTEXT, Tls, TlsSettingsError, grpcurl_flags
+from services.platform.grpc.tls import PLAINTEXT, Certificates, Tls, TlsSettingsError, grpcurl_flags
 from services.platform.settings import Settings, SettingsError
 from tests.support.certificates import Authority
 
@@ -40,7 +40,11 @@ def pems(tmp_path: Path, authority: Authority) -> dict[str, str]:
 def test_unset_is_plaintext_both_ways() -> None:
     tls = Tls.from_env({})
     assert tls == PLAINTEXT
-    assert (tls.server_credentials(), tls.channel_credentials(), tls.expires) == (None, None, None)
+    assert (Certificates(tls).server_credentials(), tls.channel_credentials(), tls.expires) == (
+        None,
+        None,
+        None,
+    )
     assert Settings.from_env("inventory", SERVERS).tls == PLAINTEXT
     assert grpcurl_flags({}) == "-plaintext"
 
@@ -49,7 +53,7 @@ def test_a_ca_alone_makes_calls_over_tls_and_a_certificate_serves_it(pems: dict[
     caller = Tls.from_env({"A4CO_TLS_CA_FILE": pems["ca"]})
     assert caller.ca == Path(pems["ca"]).read_bytes()
     assert caller.channel_credentials() is not None
-    assert caller.server_credentials() is None, "a caller alone serves plaintext"
+    assert Certificates(caller).server_credentials() is None, "a caller alone serves plaintext"
     env = {
         **SERVERS,
         "A4CO_TLS_CERT_FILE": pems["cert"],
@@ -62,7 +66,7 @@ def test_a_ca_alone_makes_calls_over_tls_and_a_certificate_serves_it(pems: dict[
         Path(pems["key"]).read_bytes(),
         False,
     )
-    assert server.server_credentials() is not None
+    assert Certificates(server).server_credentials() is not None
     assert grpcurl_flags(env) == f"-cacert {pems['ca']}"
     mutual = {**env, "A4CO_TLS_CLIENT_AUTH": "true"}
     assert Settings.from_env("inventory", mutual).tls.mutual
