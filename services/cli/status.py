@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 import urllib.request
 from dataclasses import asdict, dataclass, field
 from typing import Annotated, Any
@@ -41,6 +42,9 @@ class Status:
     down: dict[str, list[str]] = field(default_factory=dict)
     # The services whose metrics did not answer: what they serve without is not known.
     metrics_unreachable: list[str] = field(default_factory=list)
+    # When the TLS certificate each service serves expires (Unix time), as it last read it
+    # (decisions 58 and 59); none for a plaintext service.
+    certificate_expiry: dict[str, float] = field(default_factory=dict)
 
 
 def dependencies_down(exposition: str) -> list[str]:
@@ -54,9 +58,17 @@ def dependencies_down(exposition: str) -> list[str]:
     )
 
 
-async def service_dependencies_down(metrics_port: int, caller: tls.Tls) -> list[str] | None:
-    """What a service's metrics endpoint says is down (over HTTPS when `caller` has a CA, as the
-    services serve it then); None when it does not answer."""
+def certificate_expiry(exposition: str) -> float | None:
+    """When the certificate a service serves expires, from its Prometheus text; None in plaintext."""
+    for family in text_string_to_metric_families(exposition):
+        if family.name == "a4co_tls_certificate_expiry_timestamp_seconds":
+            return min((sample.value for sample in family.samples), default=None)
+    return None
+
+
+async def scrape_metrics(metrics_port: int, caller: tls.Tls) -> str | None:
+    """A service's metrics (over HTTPS when `caller` has a CA, as the services serve them then);
+    None when they do not answer."""
     context = tls.client_ssl_context(caller)
 
     def scrape() -> str:
@@ -65,9 +77,15 @@ async def service_dependencies_down(metrics_port: int, caller: tls.Tls) -> list[
             return str(response.read().decode())
 
     try:
-        return dependencies_down(await asyncio.to_thread(scrape))
+        return await asyncio.to_thread(scrape)
     except OSError:
         return None
+
+
+async def service_dependencies_down(metrics_port: int, caller: tls.Tls) -> list[str] | None:
+    """What a service's metrics endpoint says is down; None when it does not answer."""
+    exposition = await scrape_metrics(metrics_port, caller)
+    return None if exposition is None else dependencies_down(exposition)
 
 
 async def service_health(address: str, caller: tls.Tls) -> str:
@@ -125,9 +143,15 @@ async def collect(target: Target) -> Status:
     healths = await asyncio.gather(*(service_health(a, caller) for a in services.values()))
     status.services = dict(zip(services, healths, strict=True))
     ports = {n: s["metrics_port"] for n, s in running.get("services", {}).items() if s.get("metrics_port")}
-    downs = await asyncio.gather(*(service_dependencies_down(p, caller) for p in ports.values()))
-    status.down = {name: down for name, down in zip(ports, downs, strict=True) if down}
-    status.metrics_unreachable = [name for name, down in zip(ports, downs, strict=True) if down is None]
+    expositions = await asyncio.gather(*(scrape_metrics(p, caller) for p in ports.values()))
+    for name, exposition in zip(ports, expositions, strict=True):
+        if exposition is None:
+            status.metrics_unreachable.append(name)
+            continue
+        if down := dependencies_down(exposition):
+            status.down[name] = down
+        if (expires := certificate_expiry(exposition)) is not None:
+            status.certificate_expiry[name] = expires
     async with jetstream(target) as js:
         await streams_and_consumers(js, target.topology, status)
     if url := running.get("servers", {}).get("A4CO_DATABASE_URL"):
@@ -150,18 +174,33 @@ def status(
         raise typer.Exit(1)
 
 
+def days_left(expires: float | None) -> str:
+    """A certificate's time left as the table shows it: red under CERTIFICATE_WARNING_DAYS."""
+    if expires is None:
+        return "—"
+    days = (expires - time.time()) / 86_400
+    text = f"expires in {days:.0f} d" if days >= 0 else f"expired {-days:.0f} d ago"
+    return f"[red]{text}[/red]" if days < tls.CERTIFICATE_WARNING_DAYS else text
+
+
 def report(result: Status, as_json: bool) -> None:
     """Print `result` as JSON or as tables."""
     if as_json:
         typer.echo(json.dumps(asdict(result), indent=2))
         return
-    services = Table("service", "health", "outbox backlog", "serving without")
+    columns = ["service", "health", "outbox backlog", "serving without"]
+    if result.certificate_expiry:
+        columns.append("certificate")
+    services = Table(*columns)
     for name, health in result.services.items():
         colour = "green" if health == "SERVING" else "red"
         without = ", ".join(result.down.get(name, [])) or "—"
         if name in result.metrics_unreachable:
             without = "[yellow]unknown: metrics unreachable[/yellow]"
-        services.add_row(name, f"[{colour}]{health}[/{colour}]", str(result.outbox.get(name, "—")), without)
+        row = [name, f"[{colour}]{health}[/{colour}]", str(result.outbox.get(name, "—")), without]
+        if result.certificate_expiry:
+            row.append(days_left(result.certificate_expiry.get(name)))
+        services.add_row(*row)
     console.print(services)
     consumers = Table("consumer", "pending", "unacknowledged", "redelivered")
     for name, c in sorted(result.consumers.items()):

@@ -25,6 +25,7 @@ from a4co.identity.v1 import identity_service_pb2_grpc as identity_grpc
 from a4co.orders.v1 import orders_service_pb2 as orders_pb
 from a4co.orders.v1 import orders_service_pb2_grpc as orders_grpc
 from a4co.type.v1 import address_pb2, lat_lng_pb2
+from services.platform.grpc.tls import Tls
 from tests.support.certificates import Authority
 from tests.support.cli import run_a4co
 from tests.support.metrics import exported, missing, referenced
@@ -339,8 +340,11 @@ async def test_make_run_over_mutual_tls(tmp_path: Path, launch: Callable[..., La
     code, out = await a4co(data_dir, "status", "--json", env=tls_env)
     assert code == 0, out
     assert set(json.loads(out)["services"].values()) == {"SERVING"}
-    # The metrics endpoints serve the same TLS: `a4co status` read every one over HTTPS.
+    # The metrics endpoints serve the same TLS: `a4co status` read every one over HTTPS, with
+    # the expiry of the certificate each service serves.
     assert json.loads(out)["metrics_unreachable"] == [], out
+    served = Tls.from_env(tls_env).expires
+    assert json.loads(out)["certificate_expiry"] == dict.fromkeys(ports, served), out
     assert f"metrics https://127.0.0.1:{ports['catalog']}/metrics" in " ".join(running.output)
     code, out = await a4co(data_dir, "demo", "--customers", "1", "--orders", "3", env=tls_env)
     assert code == 0, out
@@ -366,6 +370,8 @@ async def test_make_run_over_mutual_tls(tmp_path: Path, launch: Callable[..., La
     await eventually(
         all_renewed, timeout=60, interval=1, what="every service serving the renewed certificate"
     )
+    code, out = await a4co(data_dir, "status", "--json", env=tls_env)
+    assert json.loads(out)["certificate_expiry"] == dict.fromkeys(ports, Tls.from_env(tls_env).expires)
     code, out = await a4co(data_dir, "demo", "--customers", "1", "--orders", "2", env=tls_env)
     assert code == 0, out
     assert "CONFIRMED" in out, out
