@@ -345,6 +345,12 @@ class OutboxRelay:
         self.unknown_rows()
         self.wake()
 
+    @property
+    def caught_up(self) -> bool:
+        """Whether the table is known to hold nothing this relay has not published, with nothing
+        handed over or woken for: what this process hands over next is published without a read."""
+        return self._table is _Table.KNOWN and not self._handed and not self._wake.is_set()
+
     def hand_off(self, events: Sequence[OutgoingEvent]) -> None:
         """This process committed `events` (in the order given): publish them, without reading
         them back while the table holds nothing else. Without events, read the table."""
