@@ -11,18 +11,15 @@ import asyncio
 import logging
 import os
 import signal
-import ssl
 from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
-from wsgiref.simple_server import WSGIServer
 
 import asyncpg
 import nats
 from google.protobuf.message import Message
 from nats.aio.client import Client as NatsClient
 from nats.js import JetStreamContext
-from prometheus_client import start_http_server
 from redis.asyncio import BlockingConnectionPool, Redis
 
 from services.platform.auth import RedisRevocations, RevocationFallback, TokenVerifier
@@ -38,7 +35,8 @@ from services.platform.grpc.client import PeerClient
 from services.platform.grpc.interceptor import MethodPolicy, PlatformInterceptor
 from services.platform.grpc.server import GrpcServer, ListenError, Registration
 from services.platform.grpc.sessions import ask_identity
-from services.platform.grpc.tls import Certificates, Tls
+from services.platform.grpc.tls import Certificates
+from services.platform.metrics_endpoint import serve_metrics
 from services.platform.resilience import cancel_and_wait
 from services.platform.settings import Settings
 
@@ -274,34 +272,6 @@ class ServiceRunner:
             await bounded(consumer.stop(), 15, f"consumer of {consumer.stream} stop")
         await self.relay.stop()
         await asyncio.gather(*(cancel_and_wait(task, 10) for task in self._tasks))
-
-
-def serve_metrics(port: int, address: str, certificates: Certificates) -> WSGIServer:
-    """Prometheus's endpoint: plaintext HTTP, or HTTPS with the certificate the gRPC server serves
-    when TLS is configured (asking callers for a certificate of the CA with mutual TLS), following
-    its renewals (decision 59)."""
-    tls = certificates.tls
-    cert, key, ca = tls.files
-    if tls.cert is None:
-        return start_http_server(port, addr=address)[0]
-    server, _ = start_http_server(
-        port,
-        addr=address,
-        certfile=cert,
-        keyfile=key,
-        client_cafile=ca if tls.mutual else None,
-        client_auth_required=tls.mutual,
-    )
-    context: ssl.SSLContext = server.socket.context  # type: ignore[attr-defined]
-
-    def renewed(new: Tls) -> None:
-        # New handshakes use what the context holds now; a CA is added beside the one before.
-        context.load_cert_chain(cert, key)
-        if new.mutual and new.ca is not None:
-            context.load_verify_locations(cadata=new.ca.decode())
-
-    certificates.follow(renewed)
-    return server
 
 
 async def run_until_signalled(

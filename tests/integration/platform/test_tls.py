@@ -12,6 +12,8 @@ import json
 import os
 import shutil
 import signal
+import socket
+import ssl
 import sys
 import urllib.request
 from collections.abc import AsyncIterator, Mapping
@@ -31,7 +33,7 @@ from services.platform.grpc import tls
 from services.platform.grpc.client import PeerClient, open_channel
 from services.platform.grpc.tls import Certificates, Tls
 from services.platform.local_servers import ServerUrls, wait_until
-from services.platform.runtime import serve_metrics
+from services.platform.metrics_endpoint import serve_metrics
 from services.platform.settings import Settings
 from tests.integration.services.harness import Keys, RunningService, running_service, settings_for
 from tests.integration.services.test_grpcurl import grpcurl
@@ -291,9 +293,9 @@ async def test_sighup_makes_a_service_process_read_its_files_at_once(
     assert "TLS files read again (change 1): new connections use them" in said, said
 
 
-def scrape(port: int, caller: Tls | None) -> str:
+def scrape(port: int, caller: Tls | ssl.SSLContext | None) -> str:
     """The metrics endpoint's text, over HTTPS when `caller` is given; the failure's name if not."""
-    context = tls.client_ssl_context(caller) if caller else None
+    context = tls.client_ssl_context(caller) if isinstance(caller, Tls) else caller
     url = f"{'https' if context else 'http'}://127.0.0.1:{port}/metrics"
     try:
         with urllib.request.urlopen(url, timeout=5, context=context) as response:
@@ -322,11 +324,36 @@ async def test_the_metrics_endpoint_serves_the_same_tls_and_follows_its_renewal(
             "nor a caller without a certificate"
         )
 
+        before = pki.copy(tmp_path / "before")
         renewed = Authority.create(tmp_path, "renewed-ca")
         pki.renew(renewed, "inventory-renewed")
         assert "# TYPE" not in await asyncio.to_thread(scrape, port, Tls.from_env(pki.env(mutual=True)))
         assert certificates.check()
         assert "# TYPE" in await asyncio.to_thread(scrape, port, Tls.from_env(pki.env(mutual=True)))
+
+        # The CA replaced is trusted no more: a scraper that trusts both, with a certificate of
+        # the one before, is refused.
+        both = ssl.create_default_context(cadata=pki.ca.read_text() + before.ca.read_text())
+        both.load_cert_chain(before.cert, before.key)
+        assert "# TYPE" not in await asyncio.to_thread(scrape, port, both)
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+async def test_a_scraper_that_says_nothing_holds_only_its_own_connection(pki: Pki) -> None:
+    """Each handshake is made in its connection's thread: while a caller connects and sends
+    nothing, Prometheus still scrapes, and the silent connection is closed after the handshake's
+    timeout."""
+    certificates = Certificates(Tls.from_env(pki.env(mutual=True)), "metrics-silence")
+    server = serve_metrics(0, "127.0.0.1", certificates, handshake_timeout_s=1.0)
+    port = server.server_port
+    try:
+        with socket.create_connection(("127.0.0.1", port)) as silent:
+            caller = Tls.from_env(pki.env(mutual=True))
+            assert "# TYPE" in await asyncio.to_thread(scrape, port, caller)
+            silent.settimeout(30)
+            assert await asyncio.to_thread(silent.recv, 1) == b"", "closed once its time is up"
     finally:
         server.shutdown()
         server.server_close()
