@@ -16,7 +16,7 @@ import typer
 from nats.js import JetStreamContext
 
 from services.platform.events.topology import Topology
-from services.platform.grpc.tls import Tls, TlsSettingsError
+from services.platform.grpc.tls import Tls, TlsSettingsError, nats_ssl_context
 
 DEFAULT_NATS_URL = "nats://127.0.0.1:4222"
 
@@ -77,6 +77,7 @@ async def jetstream(target: Target) -> AsyncIterator[JetStreamContext]:
     try:
         nc = await nats.connect(
             target.nats_url,
+            tls=nats_ssl_context(client_tls()),
             connect_timeout=3,
             max_reconnect_attempts=1,
             error_cb=_quiet,  # the failure is reported once, below, not as nats-py's traceback

@@ -17,6 +17,7 @@ from services.platform.memory import cap_arenas, freeze_start_up_objects
 from services.platform.runtime import (
     Infrastructure,
     NatsClosedError,
+    NatsTlsError,
     ServiceParts,
     ServiceRunner,
     run_until_signalled,
@@ -26,6 +27,7 @@ from services.platform.telemetry import configure_tracing
 
 Build = Callable[[Infrastructure], Awaitable[ServiceParts]]
 EXIT_NATS_CLOSED = 69  # sysexits' EX_UNAVAILABLE: a supervisor starts the service again
+EXIT_CONFIG = 78  # sysexits' EX_CONFIG: a setting to correct before starting again
 log = logging.getLogger(__name__)
 
 
@@ -79,6 +81,9 @@ def service_main(service: str, build: Build, schema_file: Path | None) -> None:
     except NatsClosedError as exc:
         log.error("%s", exc)
         raise SystemExit(EXIT_NATS_CLOSED) from None
+    except NatsTlsError as exc:
+        log.error("%s", exc)
+        raise SystemExit(EXIT_CONFIG) from None
 
 
 def run_event_loop(main: Coroutine[Any, Any, None]) -> None:

@@ -11,6 +11,7 @@ import asyncio
 import logging
 import os
 import signal
+import ssl
 from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -35,7 +36,7 @@ from services.platform.grpc.client import PeerClient
 from services.platform.grpc.interceptor import MethodPolicy, PlatformInterceptor
 from services.platform.grpc.server import GrpcServer, ListenError, Registration
 from services.platform.grpc.sessions import ask_identity
-from services.platform.grpc.tls import Certificates
+from services.platform.grpc.tls import Certificates, nats_ssl_context
 from services.platform.metrics_endpoint import serve_metrics
 from services.platform.resilience import cancel_and_wait
 from services.platform.settings import Settings
@@ -45,6 +46,48 @@ log = logging.getLogger(__name__)
 REDIS_CONNECTIONS = 64
 
 Subscriptions = Mapping[str, Mapping[type[Message], Handler | Selective]]
+
+
+class NatsTlsError(RuntimeError):
+    """The TLS handshake with NATS failed at start: a setting to correct, not an outage to wait
+    out (decision 62)."""
+
+
+async def connect_nats(settings: Settings, closed: Callable[[], Awaitable[None]]) -> NatsClient:
+    """Connect to NATS, trying again while it cannot be reached (it may be starting too), but
+    raising NatsTlsError when its certificate cannot be verified: a setting to correct, not an
+    outage to wait out (nats-py would try again forever)."""
+    loop = asyncio.get_running_loop()
+    unverified: asyncio.Future[ssl.SSLCertVerificationError] = loop.create_future()
+
+    async def error(exc: Exception) -> None:
+        if isinstance(exc, ssl.SSLCertVerificationError) and not unverified.done():
+            unverified.set_result(exc)
+            return
+        log.error("NATS: %s", exc, exc_info=exc)  # as nats-py's own callback, which this replaces
+
+    connecting = loop.create_task(
+        nats.connect(
+            settings.nats_url,
+            name=settings.service,
+            max_reconnect_attempts=-1,
+            reconnect_time_wait=0.5,
+            closed_cb=closed,
+            error_cb=error,
+            tls=nats_ssl_context(settings.tls),
+        ),
+        name="connect to NATS",
+    )
+    either: list[asyncio.Future[Any]] = [connecting, unverified]
+    await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
+    if connecting.done():
+        unverified.cancel()
+        return connecting.result()
+    await cancel_and_wait(connecting, 5)
+    raise NatsTlsError(
+        f"cannot connect to NATS at {settings.nats_url} over TLS: {unverified.result()}. A4CO_TLS_CA_FILE"
+        " must hold the CA of NATS's certificate (unless a public CA issued it)"
+    )
 
 
 @dataclass
@@ -84,13 +127,11 @@ class Infrastructure:
         async def closed() -> None:
             nats_closed.set()
 
-        nc = await nats.connect(
-            settings.nats_url,
-            name=settings.service,
-            max_reconnect_attempts=-1,
-            reconnect_time_wait=0.5,
-            closed_cb=closed,
-        )
+        try:
+            nc = await connect_nats(settings, closed)
+        except BaseException:
+            await pool.close()
+            raise
         try:
             check_max_payload(nc.max_payload)
         except RuntimeError:
@@ -114,6 +155,8 @@ class Infrastructure:
             settings, pool, nc, js, redis, registry, topology, codec, outbox, revocations, nats_closed
         )
         infra.certificates = Certificates(settings.tls, settings.service)
+        # A reconnection to NATS makes its handshake with the files as last read (decision 62).
+        infra.certificates.follow(lambda renewed: nc.options.update(tls=nats_ssl_context(renewed)))
         if settings.service != "identity" and settings.peers.get("identity"):
             infra._identity = PeerClient.to("identity", settings.peer("identity"), infra.certificates)
             infra.revocation_fallback = ask_identity(infra._identity)

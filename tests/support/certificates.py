@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -89,3 +90,42 @@ class Authority:
         cert_file = directory / f"{name}.pem"
         cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
         return cert_file, _key_file(key, directory / f"{name}.key")
+
+
+@dataclass(frozen=True)
+class Pki:
+    """The deployment's CA, a service's certificate, and a CA nobody here trusts."""
+
+    ca: Path
+    cert: Path
+    key: Path
+    stranger_ca: Path
+
+    @classmethod
+    def create(cls, directory: Path, name: str = "inventory") -> Pki:
+        """A CA, a certificate of it for `name`, and a stranger CA, in `directory`."""
+        ours, stranger = Authority.create(directory, "a4co-ca"), Authority.create(directory, "stranger-ca")
+        cert, key = ours.issue(directory, name)
+        return cls(ours.cert_file, cert, key, stranger.cert_file)
+
+    def renew(self, authority: Authority, name: str) -> None:
+        """Write a certificate of `authority` (90 days), its key and the CA over these files, as a
+        renewal does."""
+        cert, key = authority.issue(self.cert.parent, name, days=90)
+        shutil.copyfile(cert, self.cert)
+        shutil.copyfile(key, self.key)
+        shutil.copyfile(authority.cert_file, self.ca)
+
+    def copy(self, directory: Path) -> Pki:
+        """The same files somewhere else: another service's own."""
+        directory.mkdir()
+        ca, cert, key = (Path(shutil.copy(p, directory)) for p in (self.ca, self.cert, self.key))
+        return Pki(ca, cert, key, self.stranger_ca)
+
+    def env(self, mutual: bool = False) -> dict[str, str]:
+        return {
+            "A4CO_TLS_CERT_FILE": str(self.cert),
+            "A4CO_TLS_KEY_FILE": str(self.key),
+            "A4CO_TLS_CA_FILE": str(self.ca),
+            "A4CO_TLS_CLIENT_AUTH": "1" if mutual else "0",
+        }

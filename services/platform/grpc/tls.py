@@ -292,6 +292,22 @@ def client_ssl_context(tls: Tls) -> ssl.SSLContext | None:
     return context
 
 
+def nats_ssl_context(tls: Tls) -> ssl.SSLContext | None:
+    """What a connection to NATS verifies the server with and presents when the server asks for a
+    certificate (decision 62): the system's CAs and `A4CO_TLS_CA_FILE`'s, and the process's
+    certificate and key. Used when the URL is `tls://` or the server requires TLS; None without
+    TLS files, nats-py's own default (the system's CAs)."""
+    if not any(tls.files):
+        return None
+    context = ssl.create_default_context()
+    if tls.ca is not None:
+        context.load_verify_locations(cadata=tls.ca.decode())
+    cert, key, _ = tls.files
+    if cert and key:
+        context.load_cert_chain(cert, key)
+    return context
+
+
 def channel(
     target: str,
     tls: Tls = PLAINTEXT,

@@ -10,7 +10,6 @@ import dataclasses
 import http.client
 import json
 import os
-import shutil
 import signal
 import socket
 import ssl
@@ -37,47 +36,13 @@ from services.platform.metrics_endpoint import serve_metrics
 from services.platform.settings import Settings
 from tests.integration.services.harness import Keys, RunningService, running_service, settings_for
 from tests.integration.services.test_grpcurl import grpcurl
-from tests.support.certificates import Authority
+from tests.support.certificates import Authority, Pki
 from tests.support.waiting import eventually
-
-
-@dataclasses.dataclass(frozen=True)
-class Pki:
-    """The deployment's CA, a service's certificate, and a CA nobody here trusts."""
-
-    ca: Path
-    cert: Path
-    key: Path
-    stranger_ca: Path
-
-    def renew(self, authority: Authority, name: str) -> None:
-        """Write a certificate of `authority` (90 days), its key and the CA over these files, as a
-        renewal does."""
-        cert, key = authority.issue(self.cert.parent, name, days=90)
-        shutil.copyfile(cert, self.cert)
-        shutil.copyfile(key, self.key)
-        shutil.copyfile(authority.cert_file, self.ca)
-
-    def copy(self, directory: Path) -> Pki:
-        """The same files somewhere else: another service's own."""
-        directory.mkdir()
-        ca, cert, key = (Path(shutil.copy(p, directory)) for p in (self.ca, self.cert, self.key))
-        return Pki(ca, cert, key, self.stranger_ca)
-
-    def env(self, mutual: bool = False) -> dict[str, str]:
-        return {
-            "A4CO_TLS_CERT_FILE": str(self.cert),
-            "A4CO_TLS_KEY_FILE": str(self.key),
-            "A4CO_TLS_CA_FILE": str(self.ca),
-            "A4CO_TLS_CLIENT_AUTH": "1" if mutual else "0",
-        }
 
 
 @pytest.fixture
 def pki(tmp_path: Path) -> Pki:
-    ours, stranger = Authority.create(tmp_path, "a4co-ca"), Authority.create(tmp_path, "stranger-ca")
-    cert, key = ours.issue(tmp_path, "inventory")
-    return Pki(ours.cert_file, cert, key, stranger.cert_file)
+    return Pki.create(tmp_path)
 
 
 def with_tls(settings: Settings, env: Mapping[str, str]) -> Settings:
