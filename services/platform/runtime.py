@@ -79,11 +79,14 @@ async def connect_nats(settings: Settings, closed: Callable[[], Awaitable[None]]
         name="connect to NATS",
     )
     either: list[asyncio.Future[Any]] = [connecting, unverified]
-    await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
-    if connecting.done():
+    try:
+        await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
+    finally:  # a certificate not verified, or this start cancelled: no connecting left behind
+        if not connecting.done():
+            await cancel_and_wait(connecting, 5)
+    if connecting.done() and not connecting.cancelled():
         unverified.cancel()
-        return connecting.result()
-    await cancel_and_wait(connecting, 5)
+        return connecting.result()  # or what it raised
     raise NatsTlsError(
         f"cannot connect to NATS at {settings.nats_url} over TLS: {unverified.result()}. A4CO_TLS_CA_FILE"
         " must hold the CA of NATS's certificate (unless a public CA issued it)"

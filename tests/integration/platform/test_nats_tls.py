@@ -20,9 +20,9 @@ import asyncpg
 import pytest
 
 from services.platform.grpc.tls import Tls
-from services.platform.local_servers import NatsServer, ServerUrls, wait_until
+from services.platform.local_servers import NatsServer, ServerUrls, free_port, wait_until
 from services.platform.main import EXIT_CONFIG
-from services.platform.runtime import Infrastructure, NatsTlsError
+from services.platform.runtime import Infrastructure, NatsTlsError, connect_nats
 from tests.integration.services.harness import Keys, settings_for
 from tests.support.certificates import Authority, Pki
 from tests.support.cli import run_a4co
@@ -215,3 +215,25 @@ async def test_infrastructure_closes_what_it_opened_when_nats_refuses_the_handsh
 
 async def _none(count: Awaitable[int]) -> bool:
     return await count == 0
+
+
+async def test_a_start_cancelled_while_nats_is_awaited_leaves_no_connection_attempt_behind(
+    urls: ServerUrls, prefix: str, keys: Keys
+) -> None:
+    """NATS not answering is waited for; a start stopped meanwhile (SIGTERM) takes its attempt
+    with it instead of leaving it trying forever."""
+    settings = dataclasses.replace(
+        settings_for("inventory", urls, prefix, keys), nats_url=f"nats://127.0.0.1:{free_port()}"
+    )
+
+    async def closed() -> None:
+        """Nothing to do."""
+
+    start = asyncio.create_task(connect_nats(settings, closed))
+    await eventually(
+        lambda: any(t.get_name() == "connect to NATS" for t in asyncio.all_tasks()), what="connecting"
+    )
+    start.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await start
+    assert not [t for t in asyncio.all_tasks() if t.get_name() == "connect to NATS" and not t.done()]
