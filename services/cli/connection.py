@@ -15,8 +15,10 @@ import nats.errors
 import typer
 from nats.js import JetStreamContext
 
+from services.platform.events.connection import NatsTlsError
+from services.platform.events.connection import connect as connect_nats
 from services.platform.events.topology import Topology
-from services.platform.grpc.tls import Tls, TlsSettingsError, nats_ssl_context
+from services.platform.grpc.tls import Tls, TlsSettingsError
 
 DEFAULT_NATS_URL = "nats://127.0.0.1:4222"
 
@@ -75,13 +77,15 @@ async def _quiet(error: Exception) -> None:
 async def jetstream(target: Target) -> AsyncIterator[JetStreamContext]:
     """A JetStream context on the target's NATS server, closed on exit."""
     try:
-        nc = await nats.connect(
+        nc = await connect_nats(
             target.nats_url,
-            tls=nats_ssl_context(client_tls()),
+            client_tls(),
             connect_timeout=3,
             max_reconnect_attempts=1,
             error_cb=_quiet,  # the failure is reported once, below, not as nats-py's traceback
         )
+    except NatsTlsError as exc:
+        raise typer.BadParameter(str(exc)) from None
     except (nats.errors.Error, OSError, TimeoutError) as exc:
         raise typer.BadParameter(
             f"cannot reach NATS at {target.nats_url} ({exc}): start the marketplace with `make run`,"

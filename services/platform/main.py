@@ -11,13 +11,13 @@ from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
+from services.platform.events.connection import NatsTlsError
 from services.platform.grpc.server import EXIT_CANNOT_LISTEN, ListenError
 from services.platform.logs import configure_logging
 from services.platform.memory import cap_arenas, freeze_start_up_objects
 from services.platform.runtime import (
     Infrastructure,
     NatsClosedError,
-    NatsTlsError,
     ServiceParts,
     ServiceRunner,
     run_until_signalled,

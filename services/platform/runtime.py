@@ -11,13 +11,11 @@ import asyncio
 import logging
 import os
 import signal
-import ssl
 from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import asyncpg
-import nats
 from google.protobuf.message import Message
 from nats.aio.client import Client as NatsClient
 from nats.js import JetStreamContext
@@ -26,6 +24,7 @@ from redis.asyncio import BlockingConnectionPool, Redis
 from services.platform.auth import RedisRevocations, RevocationFallback, TokenVerifier
 from services.platform.db import create_pool
 from services.platform.events.codec import EventCodec, check_max_payload
+from services.platform.events.connection import connect as connect_nats
 from services.platform.events.consumer import Handler, QueueConsumer, Selective
 from services.platform.events.outbox import OutboxRelay, OutboxWriter
 from services.platform.events.registry import EventRegistry, load_registry
@@ -46,51 +45,6 @@ log = logging.getLogger(__name__)
 REDIS_CONNECTIONS = 64
 
 Subscriptions = Mapping[str, Mapping[type[Message], Handler | Selective]]
-
-
-class NatsTlsError(RuntimeError):
-    """The TLS handshake with NATS failed at start: a setting to correct, not an outage to wait
-    out (decision 62)."""
-
-
-async def connect_nats(settings: Settings, closed: Callable[[], Awaitable[None]]) -> NatsClient:
-    """Connect to NATS, trying again while it cannot be reached (it may be starting too), but
-    raising NatsTlsError when its certificate cannot be verified: a setting to correct, not an
-    outage to wait out (nats-py would try again forever)."""
-    loop = asyncio.get_running_loop()
-    unverified: asyncio.Future[ssl.SSLCertVerificationError] = loop.create_future()
-
-    async def error(exc: Exception) -> None:
-        if isinstance(exc, ssl.SSLCertVerificationError) and not unverified.done():
-            unverified.set_result(exc)
-            return
-        log.error("NATS: %s", exc, exc_info=exc)  # as nats-py's own callback, which this replaces
-
-    connecting = loop.create_task(
-        nats.connect(
-            settings.nats_url,
-            name=settings.service,
-            max_reconnect_attempts=-1,
-            reconnect_time_wait=0.5,
-            closed_cb=closed,
-            error_cb=error,
-            tls=nats_ssl_context(settings.tls),
-        ),
-        name="connect to NATS",
-    )
-    either: list[asyncio.Future[Any]] = [connecting, unverified]
-    try:
-        await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
-    finally:  # a certificate not verified, or this start cancelled: no connecting left behind
-        if not connecting.done():
-            await cancel_and_wait(connecting, 5)
-    if connecting.done() and not connecting.cancelled():
-        unverified.cancel()
-        return connecting.result()  # or what it raised
-    raise NatsTlsError(
-        f"cannot connect to NATS at {settings.nats_url} over TLS: {unverified.result()}. A4CO_TLS_CA_FILE"
-        " must hold the CA of NATS's certificate (unless a public CA issued it)"
-    )
 
 
 @dataclass
@@ -131,7 +85,14 @@ class Infrastructure:
             nats_closed.set()
 
         try:
-            nc = await connect_nats(settings, closed)
+            nc = await connect_nats(
+                settings.nats_url,
+                settings.tls,
+                name=settings.service,
+                max_reconnect_attempts=-1,
+                reconnect_time_wait=0.5,
+                closed_cb=closed,
+            )
         except BaseException:
             await pool.close()
             raise

@@ -14,5 +14,10 @@ async def run_a4co(*args: str, env: Mapping[str, str]) -> tuple[int, str]:
         sys.executable, "-m", "services.cli", *args,
         env={**env, "COLUMNS": "200"}, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
     )  # fmt: skip
-    out, _ = await asyncio.wait_for(proc.communicate(), 60)
+    try:
+        out, _ = await asyncio.wait_for(proc.communicate(), 60)
+    finally:
+        if proc.returncode is None:  # timed out or cancelled: the command does not outlive the test
+            proc.kill()
+            await proc.wait()
     return int(proc.returncode or 0), out.decode()
