@@ -253,14 +253,19 @@ async def test_sigterm_stops_a_service_process_cleanly(
         sys.executable, "-m", "services.identity", "--ready-file", str(ready), env=env,
         stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
-    await asyncio.to_thread(wait_until, ready.exists, "identity ready", 60)
-    address = json.loads(ready.read_text())["grpc"]
-    channel = grpc.aio.insecure_channel(address)
-    await asyncio.wait_for(channel.channel_ready(), 10)
+    try:
+        await asyncio.to_thread(wait_until, ready.exists, "identity ready", 60)
+        address = json.loads(ready.read_text())["grpc"]
+        channel = grpc.aio.insecure_channel(address)
+        await asyncio.wait_for(channel.channel_ready(), 10)
 
-    proc.send_signal(signal.SIGTERM)
-    # communicate() reads the logs while waiting, so a full pipe cannot hold the process up.
-    _, stderr = await asyncio.wait_for(proc.communicate(), 30)
+        proc.send_signal(signal.SIGTERM)
+        # communicate() reads the logs while waiting, so a full pipe cannot hold the process up.
+        _, stderr = await asyncio.wait_for(proc.communicate(), 30)
+    finally:
+        if proc.returncode is None:  # not ready, or not stopped: it must not outlive the test
+            proc.kill()
+            await proc.wait()
     assert proc.returncode == 0
     log_lines = [json.loads(line) for line in stderr.decode().splitlines() if line.startswith("{")]
     (ready_line,) = [line for line in log_lines if line["message"] == "ready"]
