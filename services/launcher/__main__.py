@@ -19,10 +19,10 @@ from pathlib import Path
 from typing import TextIO
 
 from services.launcher import demo
-from services.launcher.supervisor import SERVICES, Endpoint, Supervisor
+from services.launcher.supervisor import SERVICES, Endpoint, StartError, Supervisor
 from services.platform.auth import generate_keypair
 from services.platform.grpc import tls
-from services.platform.local_servers import LocalServers, ServerUrls
+from services.platform.local_servers import LocalServers, ServerError, ServerUrls
 
 COLOURS = ["31", "32", "33", "34", "35", "36", "91", "92", "93", "94", "95", "96"]
 # Stable, memorable ports when they are free: gRPC 50051.., metrics 9101..
@@ -175,7 +175,11 @@ async def run(data_dir: Path) -> None:
 def main() -> None:
     """Entry point of `python -m services.launcher` and `make run`."""
     data_dir = Path(os.environ.get("A4CO_DATA_DIR", ".data")).resolve()
-    asyncio.run(run(data_dir))
+    try:
+        asyncio.run(run(data_dir))
+    except (StartError, ServerError) as exc:  # what failed, and its log: no traceback of ours
+        print(f"a4co could not start: {exc}", file=sys.stderr)
+        raise SystemExit(1) from None
 
 
 if __name__ == "__main__":

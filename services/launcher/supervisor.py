@@ -81,6 +81,10 @@ def lower_priority(pid: int, nice: int) -> bool:
     return done
 
 
+class StartError(RuntimeError):
+    """A service could not be started: it exited, or was not ready in time (its log says why)."""
+
+
 @dataclass(frozen=True, slots=True)
 class Endpoint:
     """Where one service answers."""
@@ -210,11 +214,11 @@ class Supervisor:
                     )
                     await self._spawn(name)
                     continue
-                raise RuntimeError(
+                raise StartError(
                     f"{name} exited with {child.process.returncode}; see {self.run_dir / name}.log"
                 )
             if asyncio.get_running_loop().time() > deadline:
-                raise TimeoutError(f"{name} not ready after {timeout:.0f} s")
+                raise StartError(f"{name} not ready after {timeout:.0f} s; see {self.run_dir / name}.log")
             await asyncio.sleep(0.05)  # polling the ready file, bounded by the deadline above
 
     async def start(self, timeout: float = 60.0) -> dict[str, Endpoint]:

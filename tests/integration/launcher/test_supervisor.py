@@ -20,6 +20,7 @@ import pytest
 from services.launcher.supervisor import BACKGROUND_NICE, Supervisor, lower_priority
 from services.platform.local_servers import ServerUrls
 from tests.integration.services.harness import Keys
+from tests.support.processes import processes_using
 from tests.support.waiting import eventually
 
 
@@ -58,6 +59,31 @@ async def test_a_failed_start_leaves_no_service_running(urls: ServerUrls, keys: 
     identity = supervisor.children["identity"].process
     assert identity is not None
     assert identity.returncode is not None, "identity was left running"
+
+
+async def test_the_launcher_says_which_service_could_not_start_and_where_its_log_is(
+    urls: ServerUrls, keys: Keys, tmp_path: Path
+) -> None:
+    """`make run` with a setting every service refuses (here the event loop): one line naming the
+    service, its exit status and its log, exit 1, no traceback, nothing left running."""
+    env = {**service_env(urls, keys, "WARNING"), "A4CO_DATA_DIR": str(tmp_path), "A4CO_EVENT_LOOP": "trio"}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "services.launcher", env=env,
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        _, stderr = await asyncio.wait_for(proc.communicate(), 120)
+    finally:
+        if proc.returncode is None:  # it must not outlive the test
+            proc.kill()
+            await proc.wait()
+    said = stderr.decode()
+    assert proc.returncode == 1, said
+    assert "Traceback" not in said
+    (line,) = [line for line in said.splitlines() if line.startswith("a4co could not start: ")]
+    assert " exited with 1; see " in line
+    assert Path(line.rsplit("see ", 1)[1]).read_text().count("A4CO_EVENT_LOOP must be uvloop or asyncio")
+    assert not processes_using(tmp_path), "a service left running"
 
 
 async def test_a_services_lines_reach_its_log_file_while_it_runs(
