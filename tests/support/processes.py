@@ -1,9 +1,16 @@
-"""The processes a test started, found from /proc (Linux), to check none outlives it."""
+"""The processes a test starts: service processes that cannot outlive it, and those found from
+/proc (Linux), to check none does."""
 
 from __future__ import annotations
 
+import asyncio
+import json
 import os
+import sys
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 
 def processes_using(path: Path, also: str = "") -> list[int]:
@@ -19,3 +26,27 @@ def processes_using(path: Path, also: str = "") -> list[int]:
             if str(path) in cmdline and also in cmdline:
                 found.append(int(entry.name))
     return found
+
+
+@asynccontextmanager
+async def service_process(
+    service: str, env: Mapping[str, str], ready: Path, *, stderr: int = asyncio.subprocess.PIPE
+) -> AsyncIterator[asyncio.subprocess.Process]:
+    """`python -m services.<service>`, as the launcher starts it, writing `ready` once it serves
+    (its log on standard error, piped unless `stderr` says otherwise). Killed when the block ends
+    with it still running: a test that fails half-way leaves no service behind."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", f"services.{service}", "--ready-file", str(ready), env=env,
+        stdout=asyncio.subprocess.DEVNULL, stderr=stderr,
+    )  # fmt: skip
+    try:
+        yield proc
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+
+
+def log_lines(stderr: bytes) -> list[dict[str, Any]]:
+    """A service's JSON log lines, read from what it wrote on standard error."""
+    return [json.loads(line) for line in stderr.decode().splitlines() if line.startswith("{")]

@@ -10,7 +10,6 @@ import dataclasses
 import json
 import os
 import shutil
-import sys
 import urllib.request
 from collections.abc import Awaitable, Iterator
 from pathlib import Path
@@ -27,6 +26,7 @@ from services.platform.runtime import Infrastructure
 from tests.integration.services.harness import Keys, settings_for
 from tests.support.certificates import Authority, Pki
 from tests.support.cli import run_a4co
+from tests.support.processes import log_lines, service_process
 from tests.support.waiting import eventually
 
 
@@ -103,11 +103,7 @@ async def test_a_service_and_the_command_line_use_nats_over_tls_with_their_certi
     variables, and without a certificate of its own is turned away."""
     ready = tmp_path / "inventory.ready.json"
     env = service_env(urls, prefix, keys, nats_tls, pki.env(mutual=True))
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "services.inventory", "--ready-file", str(ready), env=env,
-        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
-    )  # fmt: skip
-    try:
+    async with service_process("inventory", env, ready, stderr=asyncio.subprocess.DEVNULL) as proc:
         await asyncio.to_thread(
             wait_until, lambda: ready.exists() or proc.returncode is not None, "ready", 60
         )
@@ -132,10 +128,6 @@ async def test_a_service_and_the_command_line_use_nats_over_tls_with_their_certi
         code, out = await run_a4co("dlq", "stats", env=service_env(urls, prefix, keys, nats_tls, {}))
         assert code == 2, out
         assert "A4CO_TLS_CA_FILE must hold the CA of NATS's certificate" in " ".join(out.split()), out
-    finally:
-        if proc.returncode is None:
-            proc.terminate()
-        await asyncio.wait_for(proc.wait(), 30)
 
 
 async def test_a_reconnection_presents_the_files_as_last_read(
@@ -179,19 +171,10 @@ async def test_a_service_without_the_ca_of_nats_stops_saying_what_to_correct(
     """No TLS files: the system's CAs do not know the deployment's, so the handshake fails; the
     service exits with EX_CONFIG (78) and one line naming the variable, instead of retrying."""
     ready = tmp_path / "inventory.ready.json"
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "services.inventory", "--ready-file", str(ready),
-        env=service_env(urls, prefix, keys, nats_tls, {}),
-        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
-    )  # fmt: skip
-    try:
+    async with service_process("inventory", service_env(urls, prefix, keys, nats_tls, {}), ready) as proc:
         _, stderr = await asyncio.wait_for(proc.communicate(), 60)
-    finally:
-        if proc.returncode is None:  # still trying: it must not outlive the test
-            proc.kill()
-            await proc.wait()
     assert proc.returncode == EXIT_CONFIG
-    said = [json.loads(line)["message"] for line in stderr.decode().splitlines() if line.startswith("{")]
+    said = [line["message"] for line in log_lines(stderr)]
     failed = [m for m in said if m.startswith(f"cannot connect to NATS at {nats_tls.url} over TLS")]
     assert failed, said
     assert "certificate verify failed" in failed[0], failed

@@ -26,6 +26,7 @@ from services.platform.local_servers import ServerUrls, wait_until
 from services.platform.logs import JsonFormatter
 from services.platform.runtime import Infrastructure, NatsClosedError, ServiceRunner, run_until_signalled
 from tests.integration.services.harness import Keys, settings_for
+from tests.support.processes import log_lines, service_process
 from tests.support.rpc import inventory_server
 from tests.support.waiting import eventually
 
@@ -249,11 +250,7 @@ async def test_sigterm_stops_a_service_process_cleanly(
         A4CO_JWT_PRIVATE_KEY_FILE=str(keys.private_file),
         A4CO_JWT_PUBLIC_KEY_FILE=str(keys.public_file),
     )
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "services.identity", "--ready-file", str(ready), env=env,
-        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
-    )  # fmt: skip
-    try:
+    async with service_process("identity", env, ready) as proc:
         await asyncio.to_thread(wait_until, ready.exists, "identity ready", 60)
         address = json.loads(ready.read_text())["grpc"]
         channel = grpc.aio.insecure_channel(address)
@@ -262,16 +259,12 @@ async def test_sigterm_stops_a_service_process_cleanly(
         proc.send_signal(signal.SIGTERM)
         # communicate() reads the logs while waiting, so a full pipe cannot hold the process up.
         _, stderr = await asyncio.wait_for(proc.communicate(), 30)
-    finally:
-        if proc.returncode is None:  # not ready, or not stopped: it must not outlive the test
-            proc.kill()
-            await proc.wait()
     assert proc.returncode == 0
-    log_lines = [json.loads(line) for line in stderr.decode().splitlines() if line.startswith("{")]
-    (ready_line,) = [line for line in log_lines if line["message"] == "ready"]
+    logged = log_lines(stderr)
+    (ready_line,) = [line for line in logged if line["message"] == "ready"]
     assert ready_line["event_loop"] == "uvloop"  # decision 21
-    assert any(line["message"] == "stopping" for line in log_lines)
-    assert all(line["service"] == "identity" for line in log_lines)
+    assert any(line["message"] == "stopping" for line in logged)
+    assert all(line["service"] == "identity" for line in logged)
     await channel.close()
 
 

@@ -13,7 +13,6 @@ import os
 import signal
 import socket
 import ssl
-import sys
 import urllib.request
 from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
@@ -37,6 +36,7 @@ from services.platform.settings import Settings
 from tests.integration.services.harness import Keys, RunningService, running_service, settings_for
 from tests.integration.services.test_grpcurl import grpcurl
 from tests.support.certificates import Authority, Pki
+from tests.support.processes import log_lines, service_process
 from tests.support.waiting import eventually
 
 
@@ -230,11 +230,7 @@ async def test_sighup_makes_a_service_process_read_its_files_at_once(
         A4CO_JWT_PUBLIC_KEY_FILE=str(keys.public_file),
         A4CO_TLS_CHECK_S="3600",
     )
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "services.inventory", "--ready-file", str(ready), env=env,
-        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
-    )  # fmt: skip
-    try:
+    async with service_process("inventory", env, ready) as proc:
         await asyncio.to_thread(wait_until, ready.exists, "inventory ready", 60)
         address = json.loads(ready.read_text())["grpc"]
         renewed = Authority.create(tmp_path, "renewed-ca")
@@ -250,11 +246,10 @@ async def test_sighup_makes_a_service_process_read_its_files_at_once(
 
         await eventually(renewed_served, timeout=15, interval=0.2, what="the renewed certificate served")
         assert proc.returncode is None, "SIGHUP does not stop the service"
-    finally:
         proc.send_signal(signal.SIGTERM)
         _, stderr = await asyncio.wait_for(proc.communicate(), 30)
     assert proc.returncode == 0
-    said = [json.loads(line)["message"] for line in stderr.decode().splitlines() if line.startswith("{")]
+    said = [line["message"] for line in log_lines(stderr)]
     assert "TLS files read again (change 1): new connections use them" in said, said
 
 
