@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import ssl
 import time
 import urllib.request
 from dataclasses import asdict, dataclass, field
@@ -66,10 +67,9 @@ def certificate_expiry(exposition: str) -> float | None:
     return None
 
 
-async def scrape_metrics(metrics_port: int, caller: tls.Tls) -> str | None:
-    """A service's metrics (over HTTPS when `caller` has a CA, as the services serve them then);
-    None when they do not answer."""
-    context = tls.client_ssl_context(caller)
+async def scrape_metrics(metrics_port: int, context: ssl.SSLContext | None) -> str | None:
+    """A service's metrics (over HTTPS with `context`, `tls.client_ssl_context` of the caller's
+    files, as the services serve them then); None when they do not answer."""
 
     def scrape() -> str:
         url = f"{'https' if context else 'http'}://127.0.0.1:{metrics_port}/metrics"
@@ -80,12 +80,6 @@ async def scrape_metrics(metrics_port: int, caller: tls.Tls) -> str | None:
         return await asyncio.to_thread(scrape)
     except OSError:
         return None
-
-
-async def service_dependencies_down(metrics_port: int, caller: tls.Tls) -> list[str] | None:
-    """What a service's metrics endpoint says is down; None when it does not answer."""
-    exposition = await scrape_metrics(metrics_port, caller)
-    return None if exposition is None else dependencies_down(exposition)
 
 
 async def service_health(address: str, caller: tls.Tls) -> str:
@@ -143,7 +137,8 @@ async def collect(target: Target) -> Status:
     healths = await asyncio.gather(*(service_health(a, caller) for a in services.values()))
     status.services = dict(zip(services, healths, strict=True))
     ports = {n: s["metrics_port"] for n, s in running.get("services", {}).items() if s.get("metrics_port")}
-    expositions = await asyncio.gather(*(scrape_metrics(p, caller) for p in ports.values()))
+    context = tls.client_ssl_context(caller)  # the files read once for every scrape
+    expositions = await asyncio.gather(*(scrape_metrics(p, context) for p in ports.values()))
     for name, exposition in zip(ports, expositions, strict=True):
         if exposition is None:
             status.metrics_unreachable.append(name)

@@ -5,19 +5,12 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 from pathlib import Path
 
 from services.inventory.__main__ import build as build_inventory
-from services.platform.local_servers import ServerUrls
+from services.platform.local_servers import ServerUrls, free_port
 from tests.integration.services.harness import Keys, running_service, settings_for
 from tests.support.cli import run_a4co
-
-
-def closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 async def status(data_dir: Path, urls: ServerUrls, prefix: str, services: dict[str, str]) -> tuple[int, str]:
@@ -41,7 +34,7 @@ async def test_status_exits_1_naming_a_service_that_does_not_serve(
         assert code == 0, out
         assert json.loads(out)["services"] == {"inventory": "SERVING"}
 
-        geo = f"127.0.0.1:{closed_port()}"
+        geo = f"127.0.0.1:{free_port()}"  # nothing listens there
         code, out = await status(
             tmp_path / "data", urls, prefix, {"inventory": inventory.address, "geo": geo}
         )

@@ -7,9 +7,9 @@ import time
 
 from prometheus_client import CollectorRegistry, Gauge, generate_latest
 
-from services.cli.status import certificate_expiry, days_left, dependencies_down, service_dependencies_down
+from services.cli.status import certificate_expiry, days_left, dependencies_down, scrape_metrics
 from services.platform.grpc.server import DEPENDENCY_UP
-from services.platform.grpc.tls import CERTIFICATE_EXPIRY, PLAINTEXT
+from services.platform.grpc.tls import CERTIFICATE_EXPIRY
 
 
 def test_the_dependencies_a_service_serves_on_without_are_read_from_its_metrics() -> None:
@@ -28,7 +28,7 @@ def test_the_dependencies_a_service_serves_on_without_are_read_from_its_metrics(
 async def test_metrics_that_do_not_answer_say_nothing_is_known_not_that_nothing_is_down() -> None:
     with socket.socket() as closed:  # a port bound and never listened on: refused
         closed.bind(("127.0.0.1", 0))
-        assert await service_dependencies_down(closed.getsockname()[1], PLAINTEXT) is None
+        assert await scrape_metrics(closed.getsockname()[1], None) is None
 
 
 def test_the_certificate_a_service_serves_is_read_from_its_metrics_and_shown_in_days() -> None:
