@@ -13,7 +13,7 @@ GEN    := gen/python
 # of proto/: the previous main among them, however many commits a change lands in.
 BREAKING_AGAINST ?= $(shell git rev-list HEAD -- proto 2>/dev/null)
 
-.PHONY: run help venv gen catalog lint fmt test check-gen check-catalog breaking lock clean bench bench-quick bench-events bench-rpc dashboards check-dashboards check-compose
+.PHONY: run help venv gen catalog lint fmt test node-client check-gen check-catalog breaking lock clean bench bench-quick bench-events bench-rpc dashboards check-dashboards check-compose
 
 help:
 	@echo "make run      the whole marketplace on this machine, with demo data of Jaén (Ctrl-C stops)"
@@ -94,6 +94,7 @@ lint: $(STAMP) gen
 	mypy
 	buf lint
 	buf format --diff --exit-code
+	@if command -v node >/dev/null 2>&1; then for f in clients/node/*.mjs; do node --check $$f || exit 1; done; fi
 	$(MAKE) --no-print-directory breaking check-gen check-catalog check-dashboards check-compose
 
 fmt: $(STAMP)
@@ -101,8 +102,19 @@ fmt: $(STAMP)
 	ruff check --fix .
 	buf format -w
 
-test: $(STAMP) gen
+test: $(STAMP) gen node-client
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# clients/node: calling the APIs from Node.js (@grpc/grpc-js), which the tests run too. Its packages
+# are pinned by package-lock.json; without npm its tests are skipped (in CI they fail).
+NODE_CLIENT := clients/node/node_modules/.installed
+
+node-client: $(NODE_CLIENT)
+
+$(NODE_CLIENT): clients/node/package.json clients/node/package-lock.json
+	@if command -v npm >/dev/null 2>&1; then \
+	  npm ci --prefix clients/node --no-audit --no-fund --ignore-scripts --loglevel=error && touch $@; \
+	else echo "npm not found: the tests of clients/node (Node.js) will be skipped"; fi
 
 bench: $(STAMP) gen
 	$(BIN)/python -m bench.run --profile full
@@ -117,4 +129,4 @@ bench-rpc: $(STAMP) gen
 	$(BIN)/python -m bench.rpc_bench $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache clients/node/node_modules

@@ -15,6 +15,8 @@ from typing import Any
 import grpc
 import pytest
 
+from tests.support.node import node, run_node
+
 CONFIG = (Path(__file__).resolve().parents[3] / "proto" / "service-config.json").read_text()
 
 
@@ -32,21 +34,30 @@ class Unavailable:
 
 
 @asynccontextmanager
-async def calling(method: str, behaviour: Unavailable) -> AsyncIterator[Any]:
-    """A server of `method` ("package.Service/Method") alone, and a client's callable for it on a
-    channel with the service config: one server each, as retries are throttled per server."""
+async def serving(method: str, behaviour: Unavailable) -> AsyncIterator[str]:
+    """A server of `method` ("package.Service/Method") alone, and its address: one server per
+    test, as retries are throttled per server."""
     service, name = method.split("/")
     server = grpc.aio.server()
     handler: grpc.RpcMethodHandler[bytes, bytes] = grpc.unary_unary_rpc_method_handler(behaviour.handle)
     server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler(service, {name: handler})])
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
-    options = [("grpc.service_config", CONFIG), ("grpc.enable_retries", 1)]
     try:
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}", options=options) as channel:
-            yield channel.unary_unary(f"/{method}")
+        yield f"127.0.0.1:{port}"
     finally:
         await server.stop(None)
+
+
+@asynccontextmanager
+async def calling(method: str, behaviour: Unavailable) -> AsyncIterator[Any]:
+    """A client's callable for `method` on a channel with the service config, to its own server."""
+    options = [("grpc.service_config", CONFIG), ("grpc.enable_retries", 1)]
+    async with (
+        serving(method, behaviour) as address,
+        grpc.aio.insecure_channel(address, options=options) as channel,
+    ):
+        yield channel.unary_unary(f"/{method}")
 
 
 async def test_a_read_is_tried_again_within_its_deadline() -> None:
@@ -77,3 +88,42 @@ async def test_a_refresh_is_tried_once() -> None:
             await call(b"", timeout=5)
     assert failed.value.code() == grpc.StatusCode.UNAVAILABLE
     assert refresh.attempts == 1
+
+
+# grpc-js (Node.js) through clients/node/a4co.mjs, which opens every channel with the same file: the
+# config must be one that another language's library accepts and follows, not grpcio alone.
+NODE_CALL = """
+import { call, connect, grpc } from "./a4co.mjs";
+const [service, method, address] = process.argv.slice(1);
+const clients = connect({ [service]: address });
+try {
+  await call(clients[service], method, {}, { deadlineMs: 5000 });
+  console.log("OK");
+} catch (error) {
+  console.log(grpc.status[error.code]);
+}
+clients[service].close();
+"""
+
+
+@pytest.mark.parametrize(
+    ("method", "failures", "attempts", "answer"),
+    [
+        ("a4co.catalog.v1.CatalogService/SearchProducts", 1, 2, "OK"),
+        ("a4co.orders.v1.OrdersService/CreateOrder", 2, 3, "OK"),
+        ("a4co.orders.v1.OrdersService/CreateOrder", 3, 3, "UNAVAILABLE"),
+        ("a4co.identity.v1.IdentityService/RefreshToken", 1, 1, "UNAVAILABLE"),
+    ],
+)
+async def test_grpc_js_retries_as_the_config_says(
+    method: str, failures: int, attempts: int, answer: str
+) -> None:
+    node()
+    service = method.split(".")[1]
+    behaviour = Unavailable(failures)
+    async with serving(method, behaviour) as address:
+        code, out, err = await run_node(
+            "--input-type=module", "-e", NODE_CALL, service, method.split("/")[1], address
+        )
+    assert code == 0, err
+    assert (out.strip(), behaviour.attempts) == (answer, attempts), err

@@ -1,0 +1,144 @@
+// Calling a4co's gRPC APIs from Node.js, as another team would: @grpc/grpc-js with the .proto files
+// loaded as they are (no generated code), the repository's service config on every channel, a
+// deadline on every call, TLS from the same A4CO_TLS_* files as the services, and the details of
+// an error (AIP-193: ErrorInfo, BadRequest, RetryInfo) decoded from its trailers.
+
+import { readFileSync } from "node:fs";
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
+
+import * as grpc from "@grpc/grpc-js";
+import * as protoLoader from "@grpc/proto-loader";
+import protobuf from "protobufjs";
+
+export { grpc };
+
+/** The repository's `proto/` directory: the contracts and `service-config.json`. */
+export const PROTO_DIR = join(dirname(fileURLToPath(import.meta.url)), "..", "..", "proto");
+
+/** Each service's file and fully qualified gRPC service. */
+export const SERVICES = {
+  identity: ["a4co/identity/v1/identity_service.proto", "a4co.identity.v1.IdentityService"],
+  inventory: ["a4co/inventory/v1/inventory_service.proto", "a4co.inventory.v1.InventoryService"],
+  payments: ["a4co/payments/v1/payments_service.proto", "a4co.payments.v1.PaymentsService"],
+  catalog: ["a4co/catalog/v1/catalog_service.proto", "a4co.catalog.v1.CatalogService"],
+  geo: ["a4co/geo/v1/geo_service.proto", "a4co.geo.v1.GeoService"],
+  orders: ["a4co/orders/v1/orders_service.proto", "a4co.orders.v1.OrdersService"],
+  artisans: ["a4co/artisans/v1/artisans_service.proto", "a4co.artisans.v1.ArtisansService"],
+  notifications: [
+    "a4co/notifications/v1/notifications_service.proto",
+    "a4co.notifications.v1.NotificationsService",
+  ],
+  loyalty: ["a4co/loyalty/v1/loyalty_service.proto", "a4co.loyalty.v1.LoyaltyService"],
+  analytics: ["a4co/analytics/v1/analytics_service.proto", "a4co.analytics.v1.AnalyticsService"],
+  cms: ["a4co/cms/v1/cms_service.proto", "a4co.cms.v1.CmsService"],
+};
+
+// Messages as plain objects with the fields named as in the .proto files (proto-loader would
+// otherwise rename them to camelCase and drop the snake_case ones it is given); int64 (Money's
+// amount_cents, points) as strings, so no precision is lost; enums by name; fields left unset at
+// their defaults; a oneof's chosen field named.
+const LOADER_OPTIONS = { keepCase: true, longs: String, enums: String, defaults: true, oneofs: true };
+
+/** The credentials the services use themselves: mutual TLS when A4CO_TLS_* name files. */
+export function credentialsFromEnv(env = process.env) {
+  const ca = env.A4CO_TLS_CA_FILE;
+  if (!ca && !env.A4CO_TLS_CERT_FILE) return grpc.credentials.createInsecure();
+  const read = (name) => (env[name] ? readFileSync(env[name]) : null);
+  return grpc.credentials.createSsl(read("A4CO_TLS_CA_FILE"), read("A4CO_TLS_KEY_FILE"), read("A4CO_TLS_CERT_FILE"));
+}
+
+/**
+ * A client of every service whose address is given, each on its own channel with the service
+ * config (retries of the calls a second try cannot harm, on UNAVAILABLE).
+ *
+ * @param {Record<string, string>} addresses service name → "host:port"
+ */
+export function connect(addresses, { protoDir = PROTO_DIR, credentials = credentialsFromEnv() } = {}) {
+  const files = Object.keys(addresses).map((name) => {
+    if (!(name in SERVICES)) throw new Error(`unknown service ${name}`);
+    return SERVICES[name][0];
+  });
+  const definition = protoLoader.loadSync(files, { ...LOADER_OPTIONS, includeDirs: [protoDir] });
+  const loaded = grpc.loadPackageDefinition(definition);
+  const options = {
+    "grpc.service_config": readFileSync(join(protoDir, "service-config.json"), "utf8"),
+    // The config is the repository's; no DNS TXT record is looked up for another.
+    "grpc.service_config_disable_resolution": 1,
+  };
+  const clients = {};
+  for (const [name, address] of Object.entries(addresses)) {
+    const Service = SERVICES[name][1].split(".").reduce((scope, part) => scope[part], loaded);
+    clients[name] = new Service(address, credentials, options);
+  }
+  return clients;
+}
+
+/** Metadata for a call, with the access token when there is one. */
+export function metadata(accessToken) {
+  const md = new grpc.Metadata();
+  if (accessToken) md.set("authorization", `Bearer ${accessToken}`);
+  return md;
+}
+
+/**
+ * A unary call as a promise, within a deadline. A failed call rejects with grpc-js's error, to
+ * which `details` adds what its google.rpc.Status holds.
+ */
+export function call(client, method, request, { token, deadlineMs = 5000 } = {}) {
+  return new Promise((resolve, reject) => {
+    client[method](request, metadata(token), { deadline: Date.now() + deadlineMs }, (error, response) => {
+      if (error) {
+        error.details = statusDetails(error);
+        reject(error);
+      } else {
+        resolve(response);
+      }
+    });
+  });
+}
+
+// google.rpc.Status and the error details a4co sends, as in googleapis' google/rpc/*.proto.
+const RPC = protobuf.parse(`
+syntax = "proto3";
+package google.rpc;
+message Any { string type_url = 1; bytes value = 2; }
+message Duration { int64 seconds = 1; int32 nanos = 2; }
+message Status { int32 code = 1; string message = 2; repeated Any details = 3; }
+message ErrorInfo { string reason = 1; string domain = 2; map<string, string> metadata = 3; }
+message BadRequest {
+  message FieldViolation { string field = 1; string description = 2; string reason = 3; }
+  repeated FieldViolation field_violations = 1;
+}
+message RetryInfo { Duration retry_delay = 1; }
+`, { keepCase: true }).root;
+const STATUS = RPC.lookupType("google.rpc.Status");
+const DETAILS = Object.fromEntries(
+  ["ErrorInfo", "BadRequest", "RetryInfo"].map((name) => [`google.rpc.${name}`, RPC.lookupType(`google.rpc.${name}`)]),
+);
+
+/**
+ * What a failed call's `grpc-status-details-bin` trailer holds: the reason, its domain and
+ * metadata (ErrorInfo), every invalid field (BadRequest) and how long to wait (RetryInfo).
+ */
+export function statusDetails(error) {
+  const raw = error.metadata?.get("grpc-status-details-bin")?.[0];
+  if (!raw) return {};
+  const status = STATUS.decode(raw);
+  const found = {};
+  for (const any of status.details) {
+    const name = any.type_url.slice(any.type_url.lastIndexOf("/") + 1);
+    const type = DETAILS[name];
+    if (!type) continue;
+    const detail = type.toObject(type.decode(any.value), { longs: Number, defaults: true });
+    if (name === "google.rpc.ErrorInfo") {
+      Object.assign(found, { reason: detail.reason, domain: detail.domain, metadata: detail.metadata });
+    } else if (name === "google.rpc.BadRequest") {
+      found.fieldViolations = detail.field_violations;
+    } else {
+      const delay = detail.retry_delay ?? { seconds: 0, nanos: 0 };
+      found.retryDelayMs = delay.seconds * 1000 + Math.round(delay.nanos / 1e6);
+    }
+  }
+  return found;
+}
