@@ -3,7 +3,7 @@
 // deadline on every call, TLS from the same A4CO_TLS_* files as the services, and the details of
 // an error (AIP-193: ErrorInfo, BadRequest, RetryInfo) decoded from its trailers.
 
-import { readFileSync } from "node:fs";
+import { readFileSync, readdirSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 
@@ -13,8 +13,20 @@ import protobuf from "protobufjs";
 
 export { grpc };
 
+const REPOSITORY = join(dirname(fileURLToPath(import.meta.url)), "..", "..");
+
 /** The repository's `proto/` directory: the contracts and `service-config.json`. */
-export const PROTO_DIR = join(dirname(fileURLToPath(import.meta.url)), "..", "..", "proto");
+export const PROTO_DIR = join(REPOSITORY, "proto");
+
+/** Where `make run` writes the addresses of the servers and services it started. */
+export const DEFAULT_ADDRESSES = join(REPOSITORY, ".data", "addresses.json");
+
+/** Service name → "host:port", from `make run`'s addresses file (or the supervisor's own). */
+export function addressesFrom(path = DEFAULT_ADDRESSES) {
+  const document = JSON.parse(readFileSync(path, "utf8"));
+  const services = document.services ?? document;
+  return Object.fromEntries(Object.entries(services).map(([name, endpoint]) => [name, endpoint.grpc]));
+}
 
 /** Each service's file and fully qualified gRPC service. */
 export const SERVICES = {
@@ -141,4 +153,20 @@ export function statusDetails(error) {
     }
   }
   return found;
+}
+
+/**
+ * The event envelope and every domain event, as protobufjs types: each event's payload is an Any
+ * whose type URL names its message ("type.googleapis.com/a4co.orders.events.v1.OrderCreated").
+ */
+export function eventTypes(protoDir = PROTO_DIR) {
+  const files = readdirSync(join(protoDir, "a4co"), { recursive: true })
+    .filter((file) => /(^|\/)events\/v1\/[^/]+\.proto$/.test(file))
+    .map((file) => join("a4co", file));
+  const root = new protobuf.Root();
+  // google/protobuf/*.proto are protobufjs's own (descriptor.proto registered by proto-loader).
+  root.resolvePath = (_origin, target) => (target.startsWith("google/protobuf/") ? target : join(protoDir, target));
+  root.loadSync(files, { keepCase: true });
+  root.resolveAll();
+  return root;
 }

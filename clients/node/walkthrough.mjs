@@ -8,21 +8,11 @@
 // contracts promise, 1 otherwise.
 
 import { randomUUID } from "node:crypto";
-import { readFileSync } from "node:fs";
-import { dirname, join } from "node:path";
-import { fileURLToPath } from "node:url";
 
-import { call, connect, grpc, metadata, statusDetails } from "./a4co.mjs";
+import { addressesFrom, call, connect, grpc, metadata, statusDetails } from "./a4co.mjs";
 
-const DEFAULT_ADDRESSES = join(dirname(fileURLToPath(import.meta.url)), "..", "..", ".data", "addresses.json");
 const PASSWORD = "contraseña-segura-2026";
 const SETTLE_MS = 30_000;
-
-function addressesFrom(path) {
-  const document = JSON.parse(readFileSync(path, "utf8"));
-  const services = document.services ?? document; // make run's file, or the supervisor's own
-  return Object.fromEntries(Object.entries(services).map(([name, endpoint]) => [name, endpoint.grpc]));
-}
 
 function say(step, fields) {
   process.stdout.write(`${JSON.stringify({ step, ...fields })}\n`);
@@ -61,7 +51,7 @@ async function signUp(a4co, role, email) {
 }
 
 async function main() {
-  const a4co = connect(addressesFrom(process.argv[2] ?? DEFAULT_ADDRESSES));
+  const a4co = connect(addressesFrom(process.argv[2]));
   const tag = randomUUID().slice(0, 8);
 
   // A bad sign-up: INVALID_ARGUMENT naming every field that is wrong, not just the first.

@@ -1,6 +1,7 @@
 """Another team's client in another language: clients/node/walkthrough.mjs (Node.js, @grpc/grpc-js,
 the .proto files loaded as they are) places an order through every service, each its own process,
-in plaintext and over mutual TLS with the deployment's own files."""
+in plaintext and over mutual TLS with the deployment's own files; clients/node/events.mjs reads
+the order's events from JetStream and decodes them."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import json
 import os
 import uuid
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,12 +23,18 @@ from tests.support.certificates import Authority
 from tests.support.node import node, run_node
 
 
+@dataclass(frozen=True)
+class Deployment:
+    addresses: Path  # the file the supervisor writes, as make run's .data/addresses.json
+    tls: dict[str, str]  # the A4CO_TLS_* files a client on the same machine is given, if any
+    nats: dict[str, str]  # where its events are: A4CO_NATS_URL and A4CO_PREFIX
+
+
 @pytest_asyncio.fixture(params=["plaintext", "mutual TLS"], scope="module", loop_scope="session")
 async def deployment(
     request: pytest.FixtureRequest, urls: ServerUrls, keys: Keys, tmp_path_factory: pytest.TempPathFactory
-) -> AsyncIterator[tuple[Path, dict[str, str]]]:
-    """Every service under the supervisor: the addresses file it writes, and the variables a
-    client on the same machine is given (the TLS files, when the deployment has them)."""
+) -> AsyncIterator[Deployment]:
+    """Every service under the supervisor, in plaintext or serving mutual TLS."""
     node()
     run_dir = Path(tmp_path_factory.mktemp("run"))
     tls: dict[str, str] = {}
@@ -39,11 +47,12 @@ async def deployment(
             "A4CO_TLS_CA_FILE": str(authority.cert_file),
             "A4CO_TLS_CLIENT_AUTH": "1",
         }
+    nats = {"A4CO_NATS_URL": urls.nats_url, "A4CO_PREFIX": "n" + uuid.uuid4().hex[:12]}
     env = dict(
         os.environ,
         **urls.as_env(),
         **tls,
-        A4CO_PREFIX="n" + uuid.uuid4().hex[:12],
+        A4CO_PREFIX=nats["A4CO_PREFIX"],
         A4CO_JWT_PRIVATE_KEY_FILE=str(keys.private_file),
         A4CO_JWT_PUBLIC_KEY_FILE=str(keys.public_file),
         A4CO_NOTIFICATIONS_DIR=str(run_dir / "mail"),
@@ -51,20 +60,23 @@ async def deployment(
     )
     supervisor = Supervisor(run_dir, env)
     await supervisor.start()
-    yield run_dir / "addresses.json", tls
+    yield Deployment(run_dir / "addresses.json", tls, nats)
     await supervisor.stop()
 
 
-async def test_an_order_placed_from_node_goes_through_the_saga(
-    deployment: tuple[Path, dict[str, str]],
-) -> None:
-    addresses, tls = deployment
-    code, out, err = await run_node("walkthrough.mjs", str(addresses), env=tls)
+async def walkthrough(deployment: Deployment) -> dict[str, dict[str, Any]]:
+    """What each step of the walkthrough printed, by step, once it exited 0."""
+    code, out, err = await run_node("walkthrough.mjs", str(deployment.addresses), env=deployment.tls)
     steps: dict[str, dict[str, Any]] = {}
     for line in out.splitlines():
         step = json.loads(line)
         steps[step.pop("step")] = step
     assert code == 0, (out, err)
+    return steps
+
+
+async def test_an_order_placed_from_node_goes_through_the_saga(deployment: Deployment) -> None:
+    steps = await walkthrough(deployment)
 
     # Every invalid field named, as decoded from the BadRequest in grpc-status-details-bin.
     assert steps["invalid sign-up"] == {
@@ -102,11 +114,53 @@ async def test_an_order_placed_from_node_goes_through_the_saga(
 
 @pytest.mark.parametrize("deployment", ["mutual TLS"], indirect=True)
 async def test_a_plaintext_client_of_a_tls_deployment_fails_at_its_first_call(
-    deployment: tuple[Path, dict[str, str]],
+    deployment: Deployment,
 ) -> None:
-    addresses, _ = deployment
-    code, out, _ = await run_node("walkthrough.mjs", str(addresses))
+    code, out, _ = await run_node("walkthrough.mjs", str(deployment.addresses))
     assert code == 1
     failed = json.loads(out.splitlines()[-1])
     assert (failed["step"], failed["code"]) == ("failed", "UNAVAILABLE"), out
     assert len(out.splitlines()) == 1, out  # not past the first step
+
+
+async def test_the_orders_events_read_and_decoded_from_node(deployment: Deployment) -> None:
+    """The ORDERS stream read with an ordered consumer, each body decoded as the envelope and its
+    payload as the message its Any names; `--subject` narrows it to one event type."""
+    steps = await walkthrough(deployment)
+    order_id = steps["order placed"]["order_id"]
+    env = {**deployment.tls, **deployment.nats}
+    code, out, err = await run_node("events.mjs", "--stream", "ORDERS", env=env)
+    assert code == 0, err
+    events = [json.loads(line) for line in out.splitlines()]
+    prefix = deployment.nats["A4CO_PREFIX"]
+    assert all(e["subject"].startswith(f"{prefix}.a4co.orders.") for e in events), out
+    assert all(e["ce_type"] == e["event_type"] for e in events), out
+    assert [e["seq"] for e in events] == sorted(e["seq"] for e in events)
+    mine = [e for e in events if e["aggregate_id"] == order_id]
+    assert [(e["payload_type"], e["payload"].get("status")) for e in mine] == [
+        ("a4co.orders.events.v1.OrderCreated", None),
+        ("a4co.orders.events.v1.OrderStatusChanged", "ORDER_STATUS_PAID"),
+        ("a4co.orders.events.v1.OrderStatusChanged", "ORDER_STATUS_CONFIRMED"),
+    ]
+    created = mine[0]
+    assert created["event_version"] == 1
+    assert created["payload"]["total"]["amount_cents"] == steps["order placed"]["total_cents"]
+    assert created["payload"]["lines"][0]["product_id"] == steps["product on sale"]["product_id"]
+    assert len({e["correlation_id"] for e in mine}) == 1  # one business flow
+
+    code, out, err = await run_node(
+        "events.mjs", "--stream", "ORDERS", "--subject", "a4co.orders.order.created", env=env
+    )
+    assert code == 0, err
+    created_only = [json.loads(line) for line in out.splitlines()]
+    assert {e["event_type"] for e in created_only} == {"a4co.orders.OrderCreated"}
+    assert [e["seq"] for e in created_only] == [
+        e["seq"] for e in events if e["event_type"] == "a4co.orders.OrderCreated"
+    ]
+
+
+@pytest.mark.parametrize("deployment", ["plaintext"], indirect=True)
+async def test_reading_a_stream_that_does_not_exist_says_so(deployment: Deployment) -> None:
+    code, out, err = await run_node("events.mjs", "--stream", "NOPE", env=deployment.nats)
+    assert (code, out) == (1, "")
+    assert err.startswith("events: no stream NOPE (NATS at nats://"), err

@@ -1,0 +1,113 @@
+// A stream's events read from Node.js as another team would read them: the NATS JetStream client
+// (@nats-io/jetstream) with an ordered consumer, which leaves nothing on the server, and each body
+// decoded as the a4co.events.v1.EventEnvelope it is, its payload by the type its Any names, from
+// the .proto files as they are. One JSON line per event, oldest first, up to the last one stored
+// when it started.
+//
+//   node clients/node/events.mjs [--addresses FILE] [--stream ORDERS] [--subject SUBJECT]
+//
+// NATS's address comes from `make run`'s .data/addresses.json (or A4CO_NATS_URL); A4CO_PREFIX is
+// the deployment's prefix, if it has one; TLS follows the A4CO_TLS_* variables, as for the services.
+
+import { readFileSync } from "node:fs";
+import { parseArgs } from "node:util";
+
+import { jetstream, jetstreamManager } from "@nats-io/jetstream";
+import { connect } from "@nats-io/transport-node";
+
+import { DEFAULT_ADDRESSES, eventTypes } from "./a4co.mjs";
+
+const { values: args } = parseArgs({
+  options: {
+    addresses: { type: "string", default: DEFAULT_ADDRESSES },
+    stream: { type: "string", default: "ORDERS" },
+    subject: { type: "string" },
+  },
+});
+
+function natsUrl() {
+  if (process.env.A4CO_NATS_URL) return process.env.A4CO_NATS_URL;
+  return JSON.parse(readFileSync(args.addresses, "utf8")).servers.A4CO_NATS_URL;
+}
+
+function tlsFromEnv(env = process.env) {
+  if (!env.A4CO_TLS_CA_FILE && !env.A4CO_TLS_CERT_FILE) return undefined;
+  const tls = {};
+  if (env.A4CO_TLS_CA_FILE) tls.caFile = env.A4CO_TLS_CA_FILE;
+  if (env.A4CO_TLS_CERT_FILE) Object.assign(tls, { certFile: env.A4CO_TLS_CERT_FILE, keyFile: env.A4CO_TLS_KEY_FILE });
+  return tls;
+}
+
+const prefix = process.env.A4CO_PREFIX ?? "";
+const onServer = (name, separator) => (prefix ? `${prefix}${separator}${name}` : name);
+
+const types = eventTypes();
+const ENVELOPE = types.lookupType("a4co.events.v1.EventEnvelope");
+const AS_JSON = { longs: String, enums: String, defaults: false };
+
+function decode(message) {
+  const line = { seq: message.seq, subject: message.subject, ce_type: message.headers?.get("ce-type") };
+  if (message.headers?.has("a4co-dlq-reason")) {
+    // A dead letter: the original headers and body, and why a consumer gave it up.
+    line.dead_letter = Object.fromEntries(
+      ["reason", "error", "consumer", "deliveries"].map((name) => [name, message.headers.get(`a4co-dlq-${name}`)]),
+    );
+  }
+  try {
+    const envelope = ENVELOPE.decode(message.data);
+    const name = envelope.payload.type_url.slice(envelope.payload.type_url.lastIndexOf("/") + 1);
+    const type = types.lookupType(name);
+    const occurred = envelope.occurred_at;
+    return Object.assign(line, {
+      event_type: envelope.event_type,
+      event_version: envelope.event_version,
+      event_id: envelope.event_id,
+      aggregate_id: envelope.aggregate_id,
+      occurred_at: new Date(Number(occurred.seconds) * 1000 + occurred.nanos / 1e6).toISOString(),
+      correlation_id: envelope.metadata?.correlation_id,
+      payload_type: name,
+      payload: type.toObject(type.decode(envelope.payload.value), AS_JSON),
+    });
+  } catch (error) {
+    // Not an event of these contracts (a dead letter's body may be anything): said, not fatal.
+    return Object.assign(line, { undecodable: error.message, body_bytes: message.data.length });
+  }
+}
+
+/** A connection over TLS with the deployment's files when the server offers TLS, as the services
+ * connect (decision 62); in plaintext to a server without it. */
+async function connectNats() {
+  const options = { servers: natsUrl(), name: "a4co-node-events" };
+  const tls = tlsFromEnv();
+  if (tls) {
+    try {
+      return await connect({ ...options, tls });
+    } catch (error) {
+      if (!String(error.message).includes("does not support 'tls'")) throw error;
+    }
+  }
+  return connect(options);
+}
+
+async function main() {
+  const nc = await connectNats();
+  try {
+    const stream = onServer(args.stream, "_");
+    const { state } = await (await jetstreamManager(nc)).streams.info(stream);
+    if (state.messages === 0) return;
+    const options = args.subject ? { filter_subjects: onServer(args.subject, ".") } : {};
+    const consumer = await jetstream(nc).consumers.get(stream, options);
+    for await (const message of await consumer.consume()) {
+      process.stdout.write(`${JSON.stringify(decode(message))}\n`);
+      if (message.seq >= state.last_seq || message.info.pending === 0) break;
+    }
+  } finally {
+    await nc.close();
+  }
+}
+
+main().catch((error) => {
+  const what = error.name === "StreamNotFoundError" ? `no stream ${args.stream}` : error.message;
+  process.stderr.write(`events: ${what} (NATS at ${natsUrl()})\n`);
+  process.exitCode = 1;
+});
