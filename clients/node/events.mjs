@@ -63,7 +63,7 @@ function decode(message) {
       event_version: envelope.event_version,
       event_id: envelope.event_id,
       aggregate_id: envelope.aggregate_id,
-      occurred_at: new Date(Number(occurred.seconds) * 1000 + occurred.nanos / 1e6).toISOString(),
+      occurred_at: occurred && new Date(Number(occurred.seconds) * 1000 + occurred.nanos / 1e6).toISOString(),
       correlation_id: envelope.metadata?.correlation_id,
       payload_type: name,
       payload: type.toObject(type.decode(envelope.payload.value), AS_JSON),

@@ -18,6 +18,8 @@ from typing import Any
 import asyncpg
 import pytest
 
+from a4co.events.v1 import envelope_pb2
+from a4co.orders.events.v1 import order_events_pb2
 from services.platform.events.connection import NatsTlsError, connect
 from services.platform.grpc.tls import Tls
 from services.platform.local_servers import NatsServer, ServerUrls, free_port, wait_until
@@ -26,6 +28,7 @@ from services.platform.runtime import Infrastructure
 from tests.integration.services.harness import Keys, settings_for
 from tests.support.certificates import Authority, Pki
 from tests.support.cli import run_a4co
+from tests.support.node import node, run_node
 from tests.support.processes import log_lines, service_process
 from tests.support.waiting import eventually
 
@@ -232,3 +235,33 @@ async def test_a_start_cancelled_while_nats_is_awaited_leaves_no_connection_atte
     with pytest.raises(asyncio.CancelledError):
         await start
     assert not [t for t in asyncio.all_tasks() if t.get_name() == "connect to NATS" and not t.done()]
+
+
+async def test_the_node_events_reader_uses_nats_over_tls_with_the_same_files(
+    prefix: str, pki: Pki, nats_tls: TlsNats
+) -> None:
+    """clients/node/events.mjs (nats.js) trusts A4CO_TLS_CA_FILE and presents the certificate to
+    a NATS that verifies clients, as the services do; without the CA it fails, saying why."""
+    node()
+    tls = Tls.from_env(pki.env(mutual=True))
+    nc = await connect(nats_tls.url, tls)
+    try:
+        js = nc.jetstream()
+        await js.add_stream(name=f"{prefix}_ORDERS", subjects=[f"{prefix}.a4co.orders.>"])
+        created = order_events_pb2.OrderCreated(order_id="o-1")
+        envelope = envelope_pb2.EventEnvelope(event_id="e-1", event_type="a4co.orders.OrderCreated")
+        envelope.payload.Pack(created)
+        await js.publish(f"{prefix}.a4co.orders.order.created", envelope.SerializeToString())
+    finally:
+        await nc.close()
+    env = {"A4CO_NATS_URL": nats_tls.url, "A4CO_PREFIX": prefix, **pki.env(mutual=True)}
+
+    code, out, err = await run_node("events.mjs", "--stream", "ORDERS", env=env)
+    assert code == 0, err
+    event = json.loads(out)
+    assert (event["event_id"], event["payload"]) == ("e-1", {"order_id": "o-1"}), out
+
+    code, out, err = await run_node("events.mjs", env={**env, "A4CO_TLS_CA_FILE": str(pki.stranger_ca)})
+    assert (code, out) == (1, "")
+    assert err.startswith("events: "), err
+    assert "certificate" in err, err
