@@ -3,7 +3,7 @@
 // deadline on every call, TLS from the same A4CO_TLS_* files as the services, and the details of
 // an error (AIP-193: ErrorInfo, BadRequest, RetryInfo) decoded from its trailers.
 
-import { readFileSync, readdirSync } from "node:fs";
+import { existsSync, readFileSync, readdirSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 
@@ -28,23 +28,12 @@ export function addressesFrom(path = DEFAULT_ADDRESSES) {
   return Object.fromEntries(Object.entries(services).map(([name, endpoint]) => [name, endpoint.grpc]));
 }
 
-/** Each service's file and fully qualified gRPC service. */
-export const SERVICES = {
-  identity: ["a4co/identity/v1/identity_service.proto", "a4co.identity.v1.IdentityService"],
-  inventory: ["a4co/inventory/v1/inventory_service.proto", "a4co.inventory.v1.InventoryService"],
-  payments: ["a4co/payments/v1/payments_service.proto", "a4co.payments.v1.PaymentsService"],
-  catalog: ["a4co/catalog/v1/catalog_service.proto", "a4co.catalog.v1.CatalogService"],
-  geo: ["a4co/geo/v1/geo_service.proto", "a4co.geo.v1.GeoService"],
-  orders: ["a4co/orders/v1/orders_service.proto", "a4co.orders.v1.OrdersService"],
-  artisans: ["a4co/artisans/v1/artisans_service.proto", "a4co.artisans.v1.ArtisansService"],
-  notifications: [
-    "a4co/notifications/v1/notifications_service.proto",
-    "a4co.notifications.v1.NotificationsService",
-  ],
-  loyalty: ["a4co/loyalty/v1/loyalty_service.proto", "a4co.loyalty.v1.LoyaltyService"],
-  analytics: ["a4co/analytics/v1/analytics_service.proto", "a4co.analytics.v1.AnalyticsService"],
-  cms: ["a4co/cms/v1/cms_service.proto", "a4co.cms.v1.CmsService"],
-};
+/** A service's contract: `proto/a4co/<service>/v1/<service>_service.proto`, package a4co.<service>.v1. */
+function serviceFile(protoDir, name) {
+  const file = join("a4co", name, "v1", `${name}_service.proto`);
+  if (!/^[a-z]+$/.test(name) || !existsSync(join(protoDir, file))) throw new Error(`unknown service ${name}`);
+  return file;
+}
 
 // Messages as plain objects with the fields named as in the .proto files (proto-loader would
 // otherwise rename them to camelCase and drop the snake_case ones it is given); int64 (Money's
@@ -67,10 +56,7 @@ export function credentialsFromEnv(env = process.env) {
  * @param {Record<string, string>} addresses service name → "host:port"
  */
 export function connect(addresses, { protoDir = PROTO_DIR, credentials = credentialsFromEnv() } = {}) {
-  const files = Object.keys(addresses).map((name) => {
-    if (!(name in SERVICES)) throw new Error(`unknown service ${name}`);
-    return SERVICES[name][0];
-  });
+  const files = Object.keys(addresses).map((name) => serviceFile(protoDir, name));
   const definition = protoLoader.loadSync(files, { ...LOADER_OPTIONS, includeDirs: [protoDir] });
   const loaded = grpc.loadPackageDefinition(definition);
   const options = {
@@ -80,7 +66,8 @@ export function connect(addresses, { protoDir = PROTO_DIR, credentials = credent
   };
   const clients = {};
   for (const [name, address] of Object.entries(addresses)) {
-    const Service = SERVICES[name][1].split(".").reduce((scope, part) => scope[part], loaded);
+    // The one gRPC service its package declares (a4co.catalog.v1.CatalogService, …).
+    const [Service] = Object.values(loaded.a4co[name].v1).filter((value) => value.service !== undefined);
     clients[name] = new Service(address, credentials, options);
   }
   return clients;
