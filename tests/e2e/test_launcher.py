@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import shutil
 import signal
 import sys
 import uuid
@@ -26,7 +25,7 @@ from a4co.orders.v1 import orders_service_pb2 as orders_pb
 from a4co.orders.v1 import orders_service_pb2_grpc as orders_grpc
 from a4co.type.v1 import address_pb2, lat_lng_pb2
 from services.platform.grpc.tls import Tls
-from tests.support.certificates import Authority
+from tests.support.certificates import Authority, Pki
 from tests.support.cli import run_a4co
 from tests.support.metrics import exported, missing, referenced
 from tests.support.processes import processes_using
@@ -299,14 +298,8 @@ async def test_make_run_over_mutual_tls(tmp_path: Path, launch: Callable[..., La
     """With the A4CO_TLS_* variables set (decision 58), every service serves mutual TLS, they call
     each other over it (the saga's checks), and the launcher's demo loader and the command line
     call them over it; a plaintext caller is refused."""
-    authority = Authority.create(tmp_path, "ca")
-    cert, key = authority.issue(tmp_path, "service")
-    tls_env = {
-        "A4CO_TLS_CERT_FILE": str(cert),
-        "A4CO_TLS_KEY_FILE": str(key),
-        "A4CO_TLS_CA_FILE": str(authority.cert_file),
-        "A4CO_TLS_CLIENT_AUTH": "1",
-    }
+    pki = Pki.create(tmp_path, "service")
+    tls_env = pki.env(mutual=True)
     data_dir = tmp_path / "data"
     running = launch(data_dir, tls_env)
     addresses = await running.start()  # the demo was loaded over TLS
@@ -314,7 +307,7 @@ async def test_make_run_over_mutual_tls(tmp_path: Path, launch: Callable[..., La
         name: s["metrics_port"]
         for name, s in json.loads((data_dir / "addresses.json").read_text())["services"].items()
     }
-    flags = f"-cacert {authority.cert_file} -cert {cert} -key {key}"
+    flags = f"-cacert {pki.ca} -cert {pki.cert} -key {pki.key}"
     assert f"grpcurl {flags} {addresses['catalog']} list" in [line.strip() for line in running.output]
 
     async with grpc.aio.insecure_channel(addresses["catalog"]) as channel:
@@ -345,9 +338,7 @@ async def test_make_run_over_mutual_tls(tmp_path: Path, launch: Callable[..., La
     # the new ones within its next look at them (decision 59), and callers with the new files
     # get in, without a restart.
     renewed = Authority.create(tmp_path, "renewed-ca")
-    new_cert, new_key = renewed.issue(tmp_path, "service-renewed", days=90)
-    for source, target in ((new_cert, cert), (new_key, key), (renewed.cert_file, authority.cert_file)):
-        shutil.copyfile(source, target)
+    pki.renew(renewed, "service-renewed")
 
     async def all_renewed() -> bool:
         code, out = await a4co(data_dir, "status", "--json", env=tls_env)

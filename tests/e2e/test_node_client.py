@@ -19,7 +19,7 @@ import pytest_asyncio
 from services.launcher.supervisor import Supervisor
 from services.platform.local_servers import ServerUrls
 from tests.integration.services.harness import Keys
-from tests.support.certificates import Authority
+from tests.support.certificates import Pki
 from tests.support.node import node, run_node
 
 
@@ -39,14 +39,7 @@ async def deployment(
     run_dir = Path(tmp_path_factory.mktemp("run"))
     tls: dict[str, str] = {}
     if request.param == "mutual TLS":
-        authority = Authority.create(run_dir, "ca")
-        cert, key = authority.issue(run_dir, "service")
-        tls = {
-            "A4CO_TLS_CERT_FILE": str(cert),
-            "A4CO_TLS_KEY_FILE": str(key),
-            "A4CO_TLS_CA_FILE": str(authority.cert_file),
-            "A4CO_TLS_CLIENT_AUTH": "1",
-        }
+        tls = Pki.create(run_dir, "service").env(mutual=True)
     nats = {"A4CO_NATS_URL": urls.nats_url, "A4CO_PREFIX": "n" + uuid.uuid4().hex[:12]}
     env = dict(
         os.environ,
