@@ -41,12 +41,23 @@ function serviceFile(protoDir, name) {
 // their defaults; a oneof's chosen field named.
 const LOADER_OPTIONS = { keepCase: true, longs: String, enums: String, defaults: true, oneofs: true };
 
+/**
+ * The deployment's TLS files, as the services read them from A4CO_TLS_*: `{ caFile, certFile,
+ * keyFile }` (each present only when set), or undefined when none is set.
+ */
+export function tlsFiles(env = process.env) {
+  const files = {};
+  if (env.A4CO_TLS_CA_FILE) files.caFile = env.A4CO_TLS_CA_FILE;
+  if (env.A4CO_TLS_CERT_FILE) Object.assign(files, { certFile: env.A4CO_TLS_CERT_FILE, keyFile: env.A4CO_TLS_KEY_FILE });
+  return Object.keys(files).length ? files : undefined;
+}
+
 /** The credentials the services use themselves: mutual TLS when A4CO_TLS_* name files. */
 export function credentialsFromEnv(env = process.env) {
-  const ca = env.A4CO_TLS_CA_FILE;
-  if (!ca && !env.A4CO_TLS_CERT_FILE) return grpc.credentials.createInsecure();
-  const read = (name) => (env[name] ? readFileSync(env[name]) : null);
-  return grpc.credentials.createSsl(read("A4CO_TLS_CA_FILE"), read("A4CO_TLS_KEY_FILE"), read("A4CO_TLS_CERT_FILE"));
+  const files = tlsFiles(env);
+  if (!files) return grpc.credentials.createInsecure();
+  const read = (path) => (path ? readFileSync(path) : null);
+  return grpc.credentials.createSsl(read(files.caFile), read(files.keyFile), read(files.certFile));
 }
 
 /**

@@ -15,7 +15,7 @@ import { parseArgs } from "node:util";
 import { jetstream, jetstreamManager } from "@nats-io/jetstream";
 import { connect } from "@nats-io/transport-node";
 
-import { DEFAULT_ADDRESSES, eventTypes } from "./a4co.mjs";
+import { DEFAULT_ADDRESSES, eventTypes, tlsFiles } from "./a4co.mjs";
 
 const { values: args } = parseArgs({
   options: {
@@ -28,14 +28,6 @@ const { values: args } = parseArgs({
 function natsUrl() {
   if (process.env.A4CO_NATS_URL) return process.env.A4CO_NATS_URL;
   return JSON.parse(readFileSync(args.addresses, "utf8")).servers.A4CO_NATS_URL;
-}
-
-function tlsFromEnv(env = process.env) {
-  if (!env.A4CO_TLS_CA_FILE && !env.A4CO_TLS_CERT_FILE) return undefined;
-  const tls = {};
-  if (env.A4CO_TLS_CA_FILE) tls.caFile = env.A4CO_TLS_CA_FILE;
-  if (env.A4CO_TLS_CERT_FILE) Object.assign(tls, { certFile: env.A4CO_TLS_CERT_FILE, keyFile: env.A4CO_TLS_KEY_FILE });
-  return tls;
 }
 
 const prefix = process.env.A4CO_PREFIX ?? "";
@@ -76,9 +68,10 @@ function decode(message) {
 
 /** A connection over TLS with the deployment's files when the server offers TLS, as the services
  * connect (decision 62); in plaintext to a server without it. */
-async function connectNats() {
-  const options = { servers: natsUrl(), name: "a4co-node-events" };
-  const tls = tlsFromEnv();
+async function connectNats(url) {
+  const options = { servers: url, name: "a4co-node-events" };
+  // nats.js reads the files itself: the same { caFile, certFile, keyFile } names.
+  const tls = tlsFiles();
   if (tls) {
     try {
       return await connect({ ...options, tls });
@@ -89,8 +82,11 @@ async function connectNats() {
   return connect(options);
 }
 
+let url; // NATS's address, once known, for the error line
+
 async function main() {
-  const nc = await connectNats();
+  url = natsUrl();
+  const nc = await connectNats(url);
   try {
     const stream = onServer(args.stream, "_");
     const { state } = await (await jetstreamManager(nc)).streams.info(stream);
@@ -108,6 +104,6 @@ async function main() {
 
 main().catch((error) => {
   const what = error.name === "StreamNotFoundError" ? `no stream ${args.stream}` : error.message;
-  process.stderr.write(`events: ${what} (NATS at ${natsUrl()})\n`);
+  process.stderr.write(`events: ${what}${url ? ` (NATS at ${url})` : ""}\n`);
   process.exitCode = 1;
 });

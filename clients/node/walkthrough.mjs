@@ -9,7 +9,7 @@
 
 import { randomUUID } from "node:crypto";
 
-import { addressesFrom, call, connect, grpc, metadata, statusDetails } from "./a4co.mjs";
+import { addressesFrom, call, connect, grpc, metadata } from "./a4co.mjs";
 
 const PASSWORD = "contraseña-segura-2026";
 const SETTLE_MS = 30_000;
@@ -186,7 +186,7 @@ async function main() {
 }
 
 main().catch((error) => {
-  const details = error.metadata ? statusDetails(error) : undefined;
-  say("failed", { error: String(error.message ?? error), code: grpc.status[error.code], details });
+  // A failed call carries its status details already (`call`); other errors have none.
+  say("failed", { error: String(error.message ?? error), code: grpc.status[error.code], details: error.details });
   process.exitCode = 1;
 });

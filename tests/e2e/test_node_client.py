@@ -57,8 +57,10 @@ async def deployment(
     await supervisor.stop()
 
 
+@pytest_asyncio.fixture(scope="module", loop_scope="session")
 async def walkthrough(deployment: Deployment) -> dict[str, dict[str, Any]]:
-    """What each step of the walkthrough printed, by step, once it exited 0."""
+    """What each step of the walkthrough printed, by step, once it exited 0: run once for each
+    deployment, and read by the tests of its answers and of its events."""
     code, out, err = await run_node("walkthrough.mjs", str(deployment.addresses), env=deployment.tls)
     steps: dict[str, dict[str, Any]] = {}
     for line in out.splitlines():
@@ -68,8 +70,10 @@ async def walkthrough(deployment: Deployment) -> dict[str, dict[str, Any]]:
     return steps
 
 
-async def test_an_order_placed_from_node_goes_through_the_saga(deployment: Deployment) -> None:
-    steps = await walkthrough(deployment)
+async def test_an_order_placed_from_node_goes_through_the_saga(
+    walkthrough: dict[str, dict[str, Any]],
+) -> None:
+    steps = walkthrough
 
     # Every invalid field named, as decoded from the BadRequest in grpc-status-details-bin.
     assert steps["invalid sign-up"] == {
@@ -86,7 +90,7 @@ async def test_an_order_placed_from_node_goes_through_the_saga(deployment: Deplo
     assert total > 2 * 2450  # two units and the delivery
     # The server stream told the customer each step, then ended when the client cancelled it.
     # (notifications follows ORDERS and PAYMENTS each in its own order, not one across both.)
-    confirmed = steps["order confirmed"]
+    confirmed = dict(steps["order confirmed"])  # a copy: the fixture's steps are shared
     assert sorted(confirmed.pop("notifications")) == [
         "a4co.orders.OrderCreated",
         "a4co.orders.OrderStatusChanged",
@@ -118,10 +122,12 @@ async def test_a_plaintext_client_of_a_tls_deployment_fails_at_its_first_call(
     assert len(out.splitlines()) == 1, out  # not past the first step
 
 
-async def test_the_orders_events_read_and_decoded_from_node(deployment: Deployment) -> None:
+async def test_the_orders_events_read_and_decoded_from_node(
+    deployment: Deployment, walkthrough: dict[str, dict[str, Any]]
+) -> None:
     """The ORDERS stream read with an ordered consumer, each body decoded as the envelope and its
     payload as the message its Any names; `--subject` narrows it to one event type."""
-    steps = await walkthrough(deployment)
+    steps = walkthrough
     order_id = steps["order placed"]["order_id"]
     env = {**deployment.tls, **deployment.nats}
     code, out, err = await run_node("events.mjs", "--stream", "ORDERS", env=env)
