@@ -89,10 +89,13 @@ async function main() {
   const nc = await connectNats(url);
   try {
     const stream = onServer(args.stream, "_");
-    const { state } = await (await jetstreamManager(nc)).streams.info(stream);
-    if (state.messages === 0) return;
-    const options = args.subject ? { filter_subjects: onServer(args.subject, ".") } : {};
-    const consumer = await jetstream(nc).consumers.get(stream, options);
+    const filter = args.subject ? onServer(args.subject, ".") : undefined;
+    // With a filter, the stream's counts of the subjects it matches: a consumer would wait for the
+    // first of none.
+    const { state } = await (await jetstreamManager(nc)).streams.info(stream, filter && { subjects_filter: filter });
+    const matching = filter ? Object.values(state.subjects ?? {}).reduce((sum, n) => sum + n, 0) : state.messages;
+    if (matching === 0) return;
+    const consumer = await jetstream(nc).consumers.get(stream, filter ? { filter_subjects: filter } : {});
     for await (const message of await consumer.consume()) {
       process.stdout.write(`${JSON.stringify(decode(message))}\n`);
       if (message.seq >= state.last_seq || message.info.pending === 0) break;

@@ -165,3 +165,15 @@ async def test_reading_a_stream_that_does_not_exist_says_so(deployment: Deployme
     code, out, err = await run_node("events.mjs", "--stream", "NOPE", env=deployment.nats)
     assert (code, out) == (1, "")
     assert err.startswith("events: no stream NOPE (NATS at nats://"), err
+
+
+@pytest.mark.parametrize("deployment", ["plaintext"], indirect=True)
+async def test_a_subject_with_no_events_in_the_stream_reads_nothing_and_ends(
+    deployment: Deployment, walkthrough: dict[str, dict[str, Any]]
+) -> None:
+    """ORDERS holds the walkthrough's order, but no order has been delivered."""
+    env = {**deployment.tls, **deployment.nats}
+    code, out, err = await run_node(
+        "events.mjs", "--stream", "ORDERS", "--subject", "a4co.orders.order.delivered", env=env, timeout=30
+    )
+    assert (code, out) == (0, ""), err
