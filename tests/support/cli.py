@@ -6,6 +6,8 @@ import asyncio
 import sys
 from collections.abc import Mapping
 
+from tests.support.processes import communicate
+
 
 async def run_a4co(*args: str, env: Mapping[str, str]) -> tuple[int, str]:
     """`a4co <args>` with the environment `env` (and a terminal 200 columns wide): its exit code
@@ -14,10 +16,5 @@ async def run_a4co(*args: str, env: Mapping[str, str]) -> tuple[int, str]:
         sys.executable, "-m", "services.cli", *args,
         env={**env, "COLUMNS": "200"}, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
     )  # fmt: skip
-    try:
-        out, _ = await asyncio.wait_for(proc.communicate(), 60)
-    finally:
-        if proc.returncode is None:  # timed out or cancelled: the command does not outlive the test
-            proc.kill()
-            await proc.wait()
+    out, _ = await communicate(proc, 60)
     return int(proc.returncode or 0), out.decode()

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.processes import communicate
+
 CLIENT = Path(__file__).resolve().parents[2] / "clients" / "node"
 
 
@@ -35,10 +37,5 @@ async def run_node(
         node(), *args, cwd=CLIENT, env={**os.environ, **(env or {})},
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
-    try:
-        out, err = await asyncio.wait_for(proc.communicate(), timeout)
-    finally:
-        if proc.returncode is None:  # timed out or cancelled: the program does not outlive the test
-            proc.kill()
-            await proc.wait()
+    out, err = await communicate(proc, timeout)
     return int(proc.returncode or 0), out.decode(), err.decode()

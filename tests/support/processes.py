@@ -47,6 +47,18 @@ async def service_process(
             await proc.wait()
 
 
+async def communicate(proc: asyncio.subprocess.Process, timeout: float) -> tuple[bytes, bytes]:
+    """What `proc` wrote on its pipes (empty bytes for one not piped), once it exits within
+    `timeout` s. Killed if it does not, or if the wait is cancelled: it does not outlive the test."""
+    try:
+        out, err = await asyncio.wait_for(proc.communicate(), timeout)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    return out or b"", err or b""
+
+
 def log_lines(stderr: bytes) -> list[dict[str, Any]]:
     """A service's JSON log lines, read from what it wrote on standard error."""
     return [json.loads(line) for line in stderr.decode().splitlines() if line.startswith("{")]

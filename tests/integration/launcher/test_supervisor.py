@@ -20,7 +20,7 @@ import pytest
 from services.launcher.supervisor import BACKGROUND_NICE, Supervisor, lower_priority
 from services.platform.local_servers import ServerUrls
 from tests.integration.services.harness import Keys
-from tests.support.processes import processes_using
+from tests.support.processes import communicate, processes_using
 from tests.support.waiting import eventually
 
 
@@ -71,12 +71,7 @@ async def test_the_launcher_says_which_service_could_not_start_and_where_its_log
         sys.executable, "-m", "services.launcher", env=env,
         stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
-    try:
-        _, stderr = await asyncio.wait_for(proc.communicate(), 120)
-    finally:
-        if proc.returncode is None:  # it must not outlive the test
-            proc.kill()
-            await proc.wait()
+    _, stderr = await communicate(proc, 120)
     said = stderr.decode()
     assert proc.returncode == 1, said
     assert "Traceback" not in said
