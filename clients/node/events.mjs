@@ -6,8 +6,9 @@
 //
 //   node clients/node/events.mjs [--addresses FILE] [--stream ORDERS] [--subject SUBJECT]
 //
-// NATS's address comes from `make run`'s .data/addresses.json (or A4CO_NATS_URL); A4CO_PREFIX is
-// the deployment's prefix, if it has one; TLS follows the A4CO_TLS_* variables, as for the services.
+// NATS's address comes from `make run`'s .data/addresses.json (or A4CO_NATS_URL, which may name a
+// cluster's servers separated by commas); A4CO_PREFIX is the deployment's prefix, if it has one;
+// TLS follows the A4CO_TLS_* variables, as for the services.
 
 import { readFileSync } from "node:fs";
 import { parseArgs } from "node:util";
@@ -69,7 +70,9 @@ function decode(message) {
 /** A connection over TLS with the deployment's files when the server offers TLS, as the services
  * connect (decision 62); in plaintext to a server without it. */
 async function connectNats(url) {
-  const options = { servers: url, name: "a4co-node-events" };
+  // A cluster's servers separated by commas, as the services take them (decision 64).
+  const servers = url.split(",").map((server) => server.trim()).filter(Boolean);
+  const options = { servers, name: "a4co-node-events" };
   // nats.js reads the files itself: the same { caFile, certFile, keyFile } names.
   const tls = tlsFiles();
   if (tls) {

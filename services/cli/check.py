@@ -18,7 +18,7 @@ import asyncpg
 import typer
 from rich.console import Console
 
-from services.cli.connection import Target, running_deployment
+from services.cli.connection import Prefix, Target, running_deployment
 from services.platform.events.topology import Topology
 
 console = Console()
@@ -144,7 +144,7 @@ def invariants(
         float, typer.Option(help="seconds an order has been unchanged for before it is checked", min=0)
     ] = DEFAULT_SETTLED_S,
     url: Annotated[str | None, typer.Option("--database-url")] = None,
-    prefix: Annotated[str | None, typer.Option("--prefix")] = None,
+    prefix: Prefix = None,
     as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
 ) -> None:
     """Whether money, stock, points and outboxes add up for every settled order; exit 1 if not."""

@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import nats
 import nats.errors
@@ -21,6 +21,15 @@ from services.platform.events.topology import Topology
 from services.platform.grpc.tls import Tls, TlsSettingsError
 
 DEFAULT_NATS_URL = "nats://127.0.0.1:4222"
+
+# The options every command that reads the event streams takes.
+NatsUrl = Annotated[
+    str | None,
+    typer.Option(
+        "--nats-url", help="NATS URL, or a cluster's URLs separated by commas \\[env A4CO_NATS_URL]"
+    ),
+]
+Prefix = Annotated[str | None, typer.Option("--prefix", help="deployment prefix \\[env A4CO_PREFIX]")]
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +95,8 @@ async def jetstream(target: Target) -> AsyncIterator[JetStreamContext]:
         )
     except NatsTlsError as exc:
         raise typer.BadParameter(str(exc)) from None
+    except ValueError as exc:  # the URL itself (`servers`)
+        raise typer.BadParameter(f"NATS URL {target.nats_url!r}: {exc}") from None
     except (nats.errors.Error, OSError, TimeoutError) as exc:
         raise typer.BadParameter(
             f"cannot reach NATS at {target.nats_url} ({exc}): start the marketplace with `make run`,"

@@ -13,7 +13,7 @@ from google.protobuf import json_format
 from rich.console import Console
 from rich.table import Table
 
-from services.cli.connection import Target, jetstream
+from services.cli.connection import NatsUrl, Prefix, Target, jetstream
 from services.platform.events.codec import EventCodec, EventDecodeError, UnknownEventError
 from services.platform.events.dlq import DeadLetter, DeadLetterFilter, DeadLetterQueue
 from services.platform.events.registry import load_registry
@@ -22,8 +22,6 @@ app = typer.Typer(help="Inspect, analyse, replay and discard dead letters.", no_
 console = Console()
 T = TypeVar("T")
 
-NatsUrl = Annotated[str | None, typer.Option("--nats-url", help="NATS URL [env A4CO_NATS_URL]")]
-Prefix = Annotated[str | None, typer.Option("--prefix", help="deployment prefix [env A4CO_PREFIX]")]
 Consumer = Annotated[str, typer.Option("--consumer", "-c", help="only this consumer (service)")]
 EventType = Annotated[str, typer.Option("--type", "-t", help="only this event type")]
 Reason = Annotated[str, typer.Option("--reason", "-r", help="only this reason")]

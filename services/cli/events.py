@@ -12,7 +12,7 @@ from google.protobuf import json_format
 from nats.aio.msg import Msg
 from nats.js.api import DeliverPolicy
 
-from services.cli.connection import Target, jetstream
+from services.cli.connection import NatsUrl, Prefix, Target, jetstream
 from services.platform.events.codec import EventCodec, EventDecodeError, UnknownEventError
 from services.platform.events.registry import load_registry
 
@@ -28,8 +28,8 @@ def tail(
         bool, typer.Option("--from-start", help="replay the streams from the beginning")
     ] = False,
     count: Annotated[int, typer.Option(help="stop after this many events (0: never)")] = 0,
-    nats_url: Annotated[str | None, typer.Option("--nats-url")] = None,
-    prefix: Annotated[str | None, typer.Option("--prefix")] = None,
+    nats_url: NatsUrl = None,
+    prefix: Prefix = None,
 ) -> None:
     """Print events as they are published, one JSON object a line (Ctrl-C stops)."""
     target = Target.resolve(nats_url, prefix)

@@ -21,7 +21,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from rich.console import Console
 from rich.table import Table
 
-from services.cli.connection import Target, client_tls, jetstream, running_deployment
+from services.cli.connection import NatsUrl, Prefix, Target, client_tls, jetstream, running_deployment
 from services.platform.events.registry import load_registry
 from services.platform.events.topology import DLQ_STREAM, Topology
 from services.platform.grpc import tls
@@ -156,8 +156,8 @@ async def collect(target: Target) -> Status:
 
 def status(
     as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
-    nats_url: Annotated[str | None, typer.Option("--nats-url")] = None,
-    prefix: Annotated[str | None, typer.Option("--prefix")] = None,
+    nats_url: NatsUrl = None,
+    prefix: Prefix = None,
 ) -> None:
     """Health of each service, stream and consumer lag, DLQ depth, outbox backlog. Exits 1 when a
     service is not SERVING (a script's or a probe's test), 2 when NATS cannot be reached."""

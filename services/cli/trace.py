@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.tree import Tree
 
 from a4co.orders.events.v1 import order_events_pb2
-from services.cli.connection import Target, jetstream
+from services.cli.connection import NatsUrl, Prefix, Target, jetstream
 from services.platform.events.codec import EventCodec, EventDecodeError, IncomingEvent, UnknownEventError
 from services.platform.events.registry import load_registry
 
@@ -73,8 +73,8 @@ def tree(order_id: str, events: list[IncomingEvent]) -> Tree:
 
 def trace(
     order_id: Annotated[str, typer.Argument(help="the order")],
-    nats_url: Annotated[str | None, typer.Option("--nats-url")] = None,
-    prefix: Annotated[str | None, typer.Option("--prefix")] = None,
+    nats_url: NatsUrl = None,
+    prefix: Prefix = None,
 ) -> None:
     """Every event of one order and the call or event that caused it, as a tree."""
     target = Target.resolve(nats_url, prefix)

@@ -44,7 +44,7 @@ async def build(infra: Infrastructure) -> ServiceParts:
         payment_timeout_s=float(os.environ.get("A4CO_SAGA_PAYMENT_TIMEOUT_S", "30")),
         reservation_timeout_s=float(os.environ.get("A4CO_SAGA_RESERVATION_TIMEOUT_S", "30")),
         return_window=timedelta(seconds=float(os.environ.get("A4CO_RETURN_WINDOW_S", str(RETURN_WINDOW_S)))),
-        events_flowing=lambda: infra.nc.is_connected,
+        events_flowing=lambda: infra.nc.is_connected and infra.jetstream_answers,
     )
     return ServiceParts(
         registrations=[registration(deps)],

@@ -135,7 +135,8 @@ class Deps:
     reservation_timeout_s: float = 30.0
     # How long after its delivery an order's customer may ask to return it (decision 52).
     return_window: timedelta = timedelta(days=14)
-    # Whether orders is connected to NATS: while it is not, no step can be asked nor answered.
+    # Whether orders is connected to NATS and JetStream answers: while not, no step can be asked
+    # nor answered.
     events_flowing: Callable[[], bool] = lambda: True
 
 
@@ -649,7 +650,9 @@ async def watch_timeouts(deps: Deps, interval_s: float = 0.5) -> None:
         now = datetime.now(UTC)
         if not deps.events_flowing():
             if timeouts.down_since is None:
-                log.warning("the timeout sweep waits: orders is not connected to NATS")
+                log.warning(
+                    "the timeout sweep waits: orders is not connected to NATS, or JetStream does not answer"
+                )
             timeouts.failed(now)
             return
         try:

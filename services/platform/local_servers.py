@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import abc
 import importlib.util
+import json
 import logging
 import os
 import pwd
@@ -19,10 +20,11 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 from urllib.parse import quote
 
 log = logging.getLogger(__name__)
@@ -43,14 +45,20 @@ class ServerUrls:
     nats_url: str
     database_url: str
     redis_url: str
+    # How many servers of the NATS cluster keep each stream (A4CO_STREAM_REPLICAS); "" leaves it
+    # to the service's default, one.
+    stream_replicas: str = ""
 
     def as_env(self) -> dict[str, str]:
         """The environment variables that point a service at these servers."""
-        return {
+        env = {
             "A4CO_NATS_URL": self.nats_url,
             "A4CO_DATABASE_URL": self.database_url,
             "A4CO_REDIS_URL": self.redis_url,
         }
+        if self.stream_replicas:
+            env["A4CO_STREAM_REPLICAS"] = self.stream_replicas
+        return env
 
 
 # The longest path a Unix socket may have (`sun_path` holds 108 bytes on Linux, 104 on macOS).
@@ -187,6 +195,7 @@ class NatsServer(ManagedServer):
     def __init__(self, data_dir: Path, *, durable: bool) -> None:
         super().__init__(data_dir, durable=durable)
         self.monitor_port = free_port()
+        self.server_name = "a4co-local"
 
     @property
     def url(self) -> str:
@@ -207,7 +216,7 @@ class NatsServer(ManagedServer):
             "--http_port",
             str(self.monitor_port),
             "--server_name",
-            "a4co-local",
+            self.server_name,
         ]
 
     def _popen_kwargs(self) -> dict[str, object]:
@@ -221,6 +230,113 @@ class NatsServer(ManagedServer):
                 return bool(response.status == 200)
         except OSError:
             return False
+
+
+class NatsClusterNode(NatsServer):
+    """One of the servers of a JetStream cluster on this machine (decision 64): `nats-<n>`, named
+    `a4co-<n>` in the cluster, with durable data, routing to the others' cluster ports."""
+
+    def __init__(self, data_dir: Path, *, index: int, cluster_ports: Sequence[int]) -> None:
+        super().__init__(data_dir, durable=True)
+        while self.port in cluster_ports:  # drawn after the cluster's ports, which are free too
+            self.port = free_port()
+        while self.monitor_port in (self.port, *cluster_ports):
+            self.monitor_port = free_port()
+        self.name = f"nats-{index + 1}"
+        self.server_name = f"a4co-{index + 1}"
+        self.cluster_port = cluster_ports[index]
+        self.routes = [f"nats://127.0.0.1:{port}" for port in cluster_ports if port != self.cluster_port]
+
+    def command(self) -> list[str]:
+        """The server's command line: a single server's, in the cluster `a4co`."""
+        return [
+            *super().command(),
+            "--cluster_name",
+            "a4co",
+            "--cluster",
+            f"nats://127.0.0.1:{self.cluster_port}",
+            "--routes",
+            ",".join(self.routes),
+        ]
+
+    def jetstream(self) -> dict[str, Any]:
+        """What the server's monitoring says of JetStream (`/jsz`): its meta group's leader
+        among others; {} when the server does not answer."""
+        url = f"http://127.0.0.1:{self.monitor_port}/jsz"
+        try:
+            with urllib.request.urlopen(url, timeout=1) as response:
+                found: dict[str, Any] = json.load(response)
+        except (OSError, ValueError):
+            return {}
+        return found
+
+
+# The most servers A4CO_NATS_CLUSTER starts: JetStream keeps a stream on at most five.
+MAX_CLUSTER = 5
+
+
+def nats_cluster_size(env: Mapping[str, str]) -> int:
+    """`A4CO_NATS_CLUSTER`: how many NATS servers to start, 1 (the default) or 3 to 5 for a
+    cluster that outlives the loss of one (two would stop with either); ServerError otherwise."""
+    raw = env.get("A4CO_NATS_CLUSTER", "1")
+    size = int(raw) if raw.strip().isdigit() else 0
+    if size != 1 and not 3 <= size <= MAX_CLUSTER:
+        raise ServerError(
+            f"A4CO_NATS_CLUSTER={raw!r}: 1 for one NATS server, or 3 to {MAX_CLUSTER} for a cluster"
+        )
+    return size
+
+
+class NatsCluster:
+    """A JetStream cluster of `size` servers on this machine (decision 64), each a
+    NatsClusterNode with its data in `directory/n<i>/data`. Its `url` names every server, as the
+    services take it (`A4CO_NATS_URL`)."""
+
+    def __init__(self, directory: Path, size: int = 3) -> None:
+        ports = [free_port() for _ in range(size)]
+        while len(set(ports)) < size:
+            ports = [free_port() for _ in range(size)]
+        self.nodes = [
+            NatsClusterNode(directory / f"n{i}" / "data", index=i, cluster_ports=ports) for i in range(size)
+        ]
+
+    @property
+    def url(self) -> str:
+        """Every server's client URL, separated by commas."""
+        return ",".join(node.url for node in self.nodes)
+
+    def start(self, timeout: float = START_TIMEOUT_S) -> None:
+        """Start the servers that are not running (from this thread: a server gets SIGTERM when
+        the thread that started it ends) and wait until the cluster is whole: the leader of its
+        JetStream meta group sees every other server current (until then a stream kept on every
+        server cannot be placed)."""
+        for node in self.nodes:
+            node.start()
+        wait_until(self.whole, "the NATS cluster whole", timeout)
+
+    def whole(self) -> bool:
+        """Whether the meta group's leader sees every other server, each current."""
+        for node in self.nodes:
+            meta = node.jetstream().get("meta_cluster", {}) if node.running else {}
+            if meta.get("leader") == node.server_name:
+                peers = [p for p in meta.get("replicas") or [] if p.get("current") and not p.get("offline")]
+                return len(peers) == len(self.nodes) - 1
+        return False
+
+    @staticmethod
+    def meta_leader(node: NatsClusterNode) -> str:
+        """The name of the server leading the cluster's JetStream meta group, as `node` sees it;
+        '' when it knows of none."""
+        return str(node.jetstream().get("meta_cluster", {}).get("leader") or "")
+
+    def node(self, server_name: str) -> NatsClusterNode:
+        """The server named `server_name` in the cluster."""
+        return next(node for node in self.nodes if node.server_name == server_name)
+
+    def stop(self) -> None:
+        """Stop every server."""
+        for node in self.nodes:
+            node.stop()
 
 
 def nats_environment(environ: Mapping[str, str]) -> dict[str, str]:
@@ -414,11 +530,20 @@ class LocalServers:
         self.nats = NatsServer(data_dir / "nats", durable=durable)
         self.postgres = PostgresServer(data_dir / "postgres", durable=durable)
         self.redis = RedisServer(data_dir / "redis", durable=durable)
+        # A4CO_NATS_CLUSTER=3: a JetStream cluster of three servers instead of one (decision 64),
+        # its streams kept on three of them unless A4CO_STREAM_REPLICAS says otherwise.
+        size = nats_cluster_size(env)
+        self.nats_cluster = NatsCluster(data_dir / "nats-cluster", size) if size > 1 else None
+        self._stream_replicas = env.get("A4CO_STREAM_REPLICAS") or (str(min(size, 3)) if size > 1 else "")
 
     def managed(self) -> Iterator[ManagedServer]:
         """The servers this object starts (those not given by the environment)."""
         for server in (self.nats, self.postgres, self.redis):
-            if not self._external[server.name]:
+            if self._external[server.name]:
+                continue
+            if server is self.nats and self.nats_cluster is not None:
+                yield from self.nats_cluster.nodes
+            else:
                 yield server
 
     def is_managed(self, name: str) -> bool:
@@ -428,18 +553,23 @@ class LocalServers:
     @property
     def urls(self) -> ServerUrls:
         """Where each server answers."""
+        nats = self.nats_cluster.url if self.nats_cluster is not None else self.nats.url
         return ServerUrls(
-            nats_url=self._external["nats"] or self.nats.url,
+            nats_url=self._external["nats"] or nats,
             database_url=self._external["postgres"] or self.postgres.url,
             redis_url=self._external["redis"] or self.redis.url,
+            stream_replicas="" if self._external["nats"] else self._stream_replicas,
         )
 
     def start(self) -> ServerUrls:
-        """Start every managed server and wait until all answer."""
+        """Start every managed server and wait until all answer (a NATS cluster: until its
+        servers agree on the leader of their JetStream meta group)."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
         try:
             for server in self.managed():
                 server.start()
+            if self.nats_cluster is not None and self.is_managed("nats"):
+                self.nats_cluster.start()
         except BaseException:
             self.stop()
             raise

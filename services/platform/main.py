@@ -22,7 +22,7 @@ from services.platform.runtime import (
     ServiceRunner,
     run_until_signalled,
 )
-from services.platform.settings import Settings
+from services.platform.settings import Settings, SettingsError
 from services.platform.telemetry import configure_tracing
 
 Build = Callable[[Infrastructure], Awaitable[ServiceParts]]
@@ -81,7 +81,7 @@ def service_main(service: str, build: Build, schema_file: Path | None) -> None:
     except NatsClosedError as exc:
         log.error("%s", exc)
         raise SystemExit(EXIT_NATS_CLOSED) from None
-    except NatsTlsError as exc:
+    except (NatsTlsError, SettingsError) as exc:  # a setting to correct: one line, no traceback
         log.error("%s", exc)
         raise SystemExit(EXIT_CONFIG) from None
 

@@ -69,6 +69,9 @@ class Infrastructure:
     revocation_fallback: RevocationFallback | None = None
     # The TLS files as last read, followed while the service runs (decisions 58 and 59).
     certificates: Certificates = field(default_factory=Certificates)
+    # Whether JetStream answered the last health check: in a NATS cluster that has lost most of
+    # its servers, the connection to one left stays up while nothing can be stored (decision 64).
+    jetstream_answers: bool = True
     _identity: PeerClient | None = None
 
     @classmethod
@@ -138,7 +141,16 @@ class Infrastructure:
             return bool(await self.pool.fetchval("SELECT 1") == 1)
 
         async def nats_up() -> bool:
-            return bool(self.nc.is_connected)
+            """Connected, and JetStream answers (`jetstream_answers`)."""
+            if not self.nc.is_connected:
+                return False
+            try:
+                await self.js.account_info()
+            except BaseException:
+                self.jetstream_answers = False
+                raise
+            self.jetstream_answers = True
+            return True
 
         async def redis_up() -> bool:
             return bool(await self.redis.ping())

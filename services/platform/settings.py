@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from services.platform.events.connection import servers
 from services.platform.grpc.tls import CHECK_EVERY_S, PLAINTEXT, Tls, TlsSettingsError
 
 _PREFIX = re.compile(r"^[a-z][a-z0-9]{0,30}$")
@@ -26,6 +27,22 @@ def _at_least_one(env: Mapping[str, str], name: str, default: int) -> int:
         value = 0
     if value < 1:
         raise SettingsError(f"{name}={raw!r}: a whole number of at least 1")
+    return value
+
+
+# The most copies JetStream keeps of a stream (on as many servers of the cluster).
+MAX_REPLICAS = 5
+
+
+def _replicas(env: Mapping[str, str]) -> int:
+    """`A4CO_STREAM_REPLICAS`: how many servers of the NATS cluster keep each stream, 1 to 5."""
+    raw = env.get("A4CO_STREAM_REPLICAS", "1")
+    value = int(raw) if raw.strip().isdigit() else 0
+    if not 1 <= value <= MAX_REPLICAS:
+        raise SettingsError(
+            f"A4CO_STREAM_REPLICAS={raw!r}: a whole number from 1 to {MAX_REPLICAS}, and at most the"
+            " number of servers in the NATS cluster (3 for a cluster of three)"
+        )
     return value
 
 
@@ -89,6 +106,10 @@ class Settings:
         missing = [k for k in ("A4CO_NATS_URL", "A4CO_DATABASE_URL", "A4CO_REDIS_URL") if not env.get(k)]
         if missing:
             raise SettingsError(f"{service}: set {', '.join(missing)}")
+        try:
+            servers(env["A4CO_NATS_URL"])
+        except ValueError as exc:
+            raise SettingsError(f"A4CO_NATS_URL={env['A4CO_NATS_URL']!r}: {exc}") from None
         prefix = env.get("A4CO_PREFIX", "")
         if prefix and not _PREFIX.match(prefix):
             raise SettingsError(f"A4CO_PREFIX={prefix!r}: lower-case letters and digits only")
@@ -103,7 +124,7 @@ class Settings:
             redis_url=env["A4CO_REDIS_URL"],
             prefix=prefix,
             streams=StreamSettings(
-                replicas=int(env.get("A4CO_STREAM_REPLICAS", "1")),
+                replicas=_replicas(env),
                 max_age_s=float(env.get("A4CO_STREAM_MAX_AGE_S", str(7 * 24 * 3600))),
                 max_bytes=int(env.get("A4CO_STREAM_MAX_BYTES", "-1")),
                 duplicate_window_s=float(env.get("A4CO_STREAM_DUPLICATE_WINDOW_S", "120")),

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+import nats
 import pytest
 import yaml
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -354,3 +355,62 @@ async def test_make_run_over_mutual_tls(tmp_path: Path, launch: Callable[..., La
     assert "CONFIRMED" in out, out
     assert await running.stop() == 0
     assert processes_using(data_dir) == []
+
+
+async def test_make_run_with_a_nats_cluster_outlives_the_loss_of_a_server(
+    tmp_path: Path, launch: Callable[..., Launch]
+) -> None:
+    """`A4CO_NATS_CLUSTER=3 make run` (decision 64): three nats-servers, every stream kept on all
+    three. The server leading ORDERS is killed (SIGKILL) while `a4co demo`'s orders go through the
+    saga: every order settles as it would have (none timed out), the invariants hold, and ORDERS
+    has another leader."""
+    data_dir = tmp_path / "data"
+    run = launch(data_dir, {"A4CO_NATS_CLUSTER": "3"})
+    await run.start()
+    servers = json.loads((data_dir / "addresses.json").read_text())["servers"]
+    urls = servers["A4CO_NATS_URL"].split(",")
+    assert len(urls) == 3
+    assert servers["A4CO_STREAM_REPLICAS"] == "3"
+    assert f"  nats           {servers['A4CO_NATS_URL']}" in run.output
+    nc = await nats.connect(urls)
+    try:
+        js = nc.jetstream()
+        info = await js.stream_info("ORDERS")
+        assert info.config.num_replicas == 3
+        assert info.cluster is not None
+        leader = str(info.cluster.leader)
+        [server] = processes_using(data_dir, also=f"--server_name {leader} ")
+        before = info.state.messages
+
+        demo = asyncio.create_task(a4co(data_dir, "demo", "--customers", "3", "--orders", "120"))
+
+        async def orders_flowing() -> bool:
+            return (await js.stream_info("ORDERS")).state.messages >= before + 30
+
+        await eventually(orders_flowing, timeout=60, interval=0.05, what="the demo's orders in ORDERS")
+        os.kill(server, signal.SIGKILL)
+        code, out = await demo
+        assert code == 0, out
+        rows = [
+            [c.strip() for c in line.split("│")[1:-1]] for line in out.splitlines() if line.startswith("│")
+        ]
+        outcomes = {outcome: int(n) for outcome, n, _ in rows}
+        assert outcomes.get("CONFIRMED", 0) > 0, out
+        assert [o for o in outcomes if "TIMEOUT" in o] == [], out
+        assert sum(outcomes.values()) == 120, out
+
+        checked: list[str] = []
+
+        async def sound() -> bool:
+            code, out = await a4co(data_dir, "check", "--settled-for", "0")
+            checked[:] = [out]
+            return code == 0
+
+        await eventually(sound, timeout=60, interval=0.5, what="`a4co check`")
+        assert checked[0].startswith("every invariant holds"), checked[0]
+        after = (await js.stream_info("ORDERS")).cluster
+        assert after is not None
+        assert after.leader not in (None, "", leader)
+    finally:
+        await nc.close()
+    assert await run.stop() == 0

@@ -54,6 +54,7 @@ from services.platform.events.codec import (
 from services.platform.events.outbox import OutboxWriter
 from services.platform.events.pull import Puller, PullError
 from services.platform.events.registry import EventDef
+from services.platform.events.streams import until_answered
 from services.platform.events.topology import Topology
 from services.platform.events.upcasting import NoUpcastPathError, Upcasters
 from services.platform.flow import flow_scope
@@ -384,8 +385,10 @@ class QueueConsumer:
         return await self._puller.fetch(self.policy.batch_size, timeout=self.policy.fetch_timeout_s)
 
     async def _declare(self) -> None:
-        """Create the durable consumer, or bind to it as it is (the same configuration)."""
-        await self.js.add_consumer(self.topology.stream(self.stream), self.config())
+        """Create the durable consumer, or bind to it as it is (the same configuration); asked
+        again while JetStream answers "not now" (a cluster electing its leaders, decision 64)."""
+        stream, config = self.topology.stream(self.stream), self.config()
+        await until_answered(f"consumer {self.durable}", lambda: self.js.add_consumer(stream, config))
 
     async def _declare_again(self) -> None:
         """Declare the consumer again, and first its stream when that is gone too."""

@@ -1,18 +1,67 @@
-"""Create or update the JetStream streams declared in the contracts."""
+"""Create or update the JetStream streams declared in the contracts.
+
+In a NATS cluster (decision 64) JetStream's API may not answer at once: a stream kept on three
+servers is created by the cluster's meta leader and then elects a leader of its own, and while a
+server is lost the others elect new leaders. Services starting together (`make run` starts eleven)
+ask for all of that at the same moment. `until_answered` asks again, with backoff, while JetStream
+says "not now" (no answer in time, or 503), for up to a minute, instead of failing the start.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
+import nats.errors
 from nats.js import JetStreamContext
 from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
-from nats.js.errors import NotFoundError
+from nats.js.errors import BadRequestError, NotFoundError, ServiceUnavailableError
 
 from services.platform.events.registry import EventRegistry, StreamDef
 from services.platform.events.topology import Topology
+from services.platform.resilience import Backoff
 from services.platform.settings import StreamSettings
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+# How long a JetStream API request is asked again while JetStream answers "not now", and how.
+ANSWER_DEADLINE_S = 60.0
+ASKING_AGAIN = Backoff(first_s=0.25, cap_s=4.0)
+# "No suitable peers for placement": a stream to keep on more servers than answer now (one
+# restarting, say).
+NO_PLACEMENT = 10005
+
+
+async def until_answered(
+    what: str, request: Callable[[], Awaitable[T]], deadline_s: float = ANSWER_DEADLINE_S
+) -> T:
+    """`request()`'s answer, asked again while JetStream does not answer in time, answers 503
+    (temporarily unavailable: a cluster with no meta leader yet) or cannot place a stream on as
+    many servers as asked (one is offline), each time after a growing pause, for up to
+    `deadline_s`; then its last error. Any other error is raised at once."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + deadline_s
+    attempt = 0
+    while True:
+        try:
+            return await request()
+        except (nats.errors.TimeoutError, ServiceUnavailableError, BadRequestError) as exc:
+            if isinstance(exc, BadRequestError) and exc.err_code != NO_PLACEMENT:
+                raise
+            attempt += 1
+            pause = ASKING_AGAIN.delay(attempt)
+            if loop.time() + pause > deadline:
+                raise
+            log.warning(
+                "%s: JetStream did not answer (%s); asking again in %.1f s",
+                what,
+                exc or type(exc).__name__,
+                pause,
+            )
+            await asyncio.sleep(pause)
 
 
 def stream_config(stream: StreamDef, topology: Topology, settings: StreamSettings) -> StreamConfig:
@@ -49,12 +98,31 @@ async def ensure_streams(
     for stream in registry.streams:
         config = stream_config(stream, topology, settings)
         assert config.name is not None
-        try:
-            await js.stream_info(config.name)
-        except NotFoundError:
-            await js.add_stream(config)
-            log.info("created stream %s for %s", config.name, config.subjects)
-        else:
-            await js.update_stream(config)
+        await until_answered(f"stream {config.name}", lambda config=config: _ensure(js, config))  # type: ignore[misc]
         names.append(config.name)
     return names
+
+
+async def _ensure(js: JetStreamContext, config: StreamConfig) -> None:
+    """Create the stream, or update it where its configuration differs from `config` (an update
+    of a replicated stream goes through the cluster's meta leader: every service starting would
+    send one for every stream)."""
+    assert config.name is not None
+    try:
+        info = await js.stream_info(config.name)
+    except NotFoundError:
+        await js.add_stream(config)
+        log.info(
+            "created stream %s for %s with %d replicas", config.name, config.subjects, config.num_replicas
+        )
+        return
+    changed = _differences(info.config, config)
+    if changed:
+        await js.update_stream(config)
+        log.info("updated stream %s: %s", config.name, ", ".join(changed))
+
+
+def _differences(current: StreamConfig, wanted: StreamConfig) -> list[str]:
+    """The settings `wanted` sets that `current` does not have as set."""
+    now: dict[str, Any] = current.as_dict()
+    return sorted(key for key, value in wanted.as_dict().items() if now.get(key) != value)

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
+from services.platform.events.connection import servers
 from services.platform.settings import Settings, SettingsError
 
 SERVERS = {
@@ -52,3 +55,38 @@ def test_a_stream_limit_below_one_is_refused() -> None:
 def test_missing_server_urls_are_named() -> None:
     with pytest.raises(SettingsError, match="orders: set A4CO_NATS_URL, A4CO_REDIS_URL"):
         Settings.from_env("orders", {"A4CO_DATABASE_URL": SERVERS["A4CO_DATABASE_URL"]})
+
+
+def test_a_nats_url_may_name_every_server_of_a_cluster() -> None:
+    cluster = "nats://n1:4222, nats://n2:4222,n3:4223"
+    assert servers(cluster) == ["nats://n1:4222", "nats://n2:4222", "n3:4223"]
+    assert Settings.from_env("orders", {**SERVERS, "A4CO_NATS_URL": cluster}).nats_url == cluster
+    assert servers("tls://nats.a4co.es") == ["tls://nats.a4co.es"]
+
+
+@pytest.mark.parametrize(
+    ("url", "said"),
+    [
+        (" , ", "no NATS server in it"),
+        ("nats://n1:4222,nats://:4222", "'nats://:4222' names no host"),
+        ("nats://n1:port", "'nats://n1:port' has a port that is not a number"),
+        ("http://n1:4222", "'http://n1:4222': the scheme must be one of nats, tls, ws, wss"),
+        ("nats://n1:4222,ws://n2:8080", "WebSocket servers .* cannot be mixed"),
+    ],
+)
+def test_a_nats_url_that_names_no_server_nats_could_reach_is_refused(url: str, said: str) -> None:
+    with pytest.raises(ValueError, match=said):
+        servers(url)
+    with pytest.raises(SettingsError, match=rf"A4CO_NATS_URL='{re.escape(url)}': {said}"):
+        Settings.from_env("orders", {**SERVERS, "A4CO_NATS_URL": url})
+
+
+def test_streams_are_kept_on_one_server_unless_told_how_many() -> None:
+    assert Settings.from_env("orders", SERVERS).streams.replicas == 1
+    assert Settings.from_env("orders", {**SERVERS, "A4CO_STREAM_REPLICAS": "3"}).streams.replicas == 3
+
+
+@pytest.mark.parametrize("value", ["0", "6", "-1", "three", "2.5"])
+def test_a_replica_count_jetstream_cannot_keep_is_refused(value: str) -> None:
+    with pytest.raises(SettingsError, match=r"A4CO_STREAM_REPLICAS=.*a whole number from 1 to 5"):
+        Settings.from_env("orders", {**SERVERS, "A4CO_STREAM_REPLICAS": value})
