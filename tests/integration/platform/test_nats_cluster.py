@@ -6,6 +6,7 @@ whose connection stays up while nothing can be stored, reported as NATS being do
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import os
 import signal
@@ -17,6 +18,7 @@ import pytest_asyncio
 from nats.aio.client import Client as NATS
 from nats.js.api import StreamInfo
 
+from a4co.events.v1 import envelope_pb2
 from a4co.orders.events.v1 import order_events_pb2
 from services.platform.events.connection import connect
 from services.platform.events.registry import EventRegistry
@@ -29,6 +31,7 @@ from services.platform.runtime import Infrastructure
 from services.platform.settings import StreamSettings
 from tests.integration.events.rig import make_rig, order_created, record_effect, running
 from tests.integration.services.harness import Keys, settings_for
+from tests.support.node import node, run_node
 from tests.support.processes import communicate, log_lines, service_process
 from tests.support.waiting import eventually
 
@@ -215,3 +218,24 @@ async def test_a_service_given_a_nats_url_it_cannot_use_stops_saying_why(
         " must be one of nats, tls, ws, wss"
     ]
     assert not ready.exists()
+
+
+async def test_the_node_events_reader_takes_the_clusters_url_list(
+    cluster: NatsCluster, cluster_nc: NATS, registry: EventRegistry, topology: Topology, prefix: str
+) -> None:
+    """clients/node/events.mjs given the same A4CO_NATS_URL as the services, a server that is not
+    there among the cluster's, reads an event published on the cluster."""
+    node()
+    js = cluster_nc.jetstream()
+    await ensure_streams(js, registry, topology, THREE)
+    envelope = envelope_pb2.EventEnvelope(event_id="e-1", event_type="a4co.orders.OrderCreated")
+    envelope.payload.Pack(order_events_pb2.OrderCreated(order_id="o-1"))
+    await js.publish(topology.subject("a4co.orders.order.created"), envelope.SerializeToString())
+    url = f"{cluster.url},nats://127.0.0.1:{free_port()}"  # (as one URL nats.js would read the last)
+
+    code, out, err = await run_node(
+        "events.mjs", "--stream", "ORDERS", env={"A4CO_NATS_URL": url, "A4CO_PREFIX": prefix}
+    )
+    assert code == 0, err
+    event = json.loads(out)
+    assert (event["event_id"], event["payload"]) == ("e-1", {"order_id": "o-1"}), out
