@@ -13,10 +13,11 @@ from typing import Annotated, Any
 
 import asyncpg
 import grpc
+import nats.errors
 import typer
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from nats.js import JetStreamContext
-from nats.js.errors import NotFoundError
+from nats.js.errors import NotFoundError, ServiceUnavailableError
 from prometheus_client.parser import text_string_to_metric_families
 from rich.console import Console
 from rich.table import Table
@@ -46,6 +47,12 @@ class Status:
     # When the TLS certificate each service serves expires (Unix time), as it last read it
     # (decisions 58 and 59); none for a plaintext service.
     certificate_expiry: dict[str, float] = field(default_factory=dict)
+    # On a NATS cluster (decision 64), the servers keeping each stream: its leader ("" while it
+    # has none) and each follower as "current", "behind" or "offline".
+    stream_servers: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # The streams JetStream did not answer for (a cluster electing their leader, or without its
+    # majority).
+    streams_unanswered: list[str] = field(default_factory=list)
 
 
 def dependencies_down(exposition: str) -> list[str]:
@@ -99,13 +106,25 @@ async def streams_and_consumers(js: JetStreamContext, topology: Topology, status
         name = topology.stream(stream.name)
         try:
             info = await js.stream_info(name)
+            consumers = [] if stream.name == DLQ_STREAM else await js._jsm.consumers_info(name)
         except NotFoundError:
             continue  # not created yet: nothing to show
+        except (ServiceUnavailableError, nats.errors.TimeoutError):
+            status.streams_unanswered.append(stream.name)
+            continue
         status.streams[stream.name] = int(info.state.messages)
+        if (info.config.num_replicas or 1) > 1 and info.cluster is not None:
+            status.stream_servers[stream.name] = {
+                "leader": info.cluster.leader or "",
+                "followers": {
+                    str(peer.name): "offline" if peer.offline else "current" if peer.current else "behind"
+                    for peer in info.cluster.replicas or []
+                },
+            }
         if stream.name == DLQ_STREAM:
             status.dlq_depth = int(info.state.messages)
             continue
-        for consumer in await js._jsm.consumers_info(name):
+        for consumer in consumers:
             if not consumer.config.durable_name:
                 continue  # someone's `events tail`, not a service
             status.consumers[consumer.name] = {
@@ -203,4 +222,16 @@ def report(result: Status, as_json: bool) -> None:
     console.print(consumers)
     streams = ", ".join(f"{k} {v}" for k, v in sorted(result.streams.items()))
     console.print(f"streams: {streams}")
+    if result.stream_servers:
+        placement = Table("stream", "leader", "followers")
+        for name, kept in sorted(result.stream_servers.items()):
+            followers = ", ".join(
+                f"{peer} ({state})" if state == "current" else f"[red]{peer} ({state})[/red]"
+                for peer, state in sorted(kept["followers"].items())
+            )
+            placement.add_row(name, kept["leader"] or "[red]none[/red]", followers)
+        console.print(placement)
+    if result.streams_unanswered:
+        unanswered = ", ".join(result.streams_unanswered)
+        console.print(f"[red]JetStream did not answer for: {unanswered}[/red]")
     console.print(f"dead letters: {'[red]' if result.dlq_depth else ''}{result.dlq_depth}")

@@ -411,6 +411,12 @@ async def test_make_run_with_a_nats_cluster_outlives_the_loss_of_a_server(
         after = (await js.stream_info("ORDERS")).cluster
         assert after is not None
         assert after.leader not in (None, "", leader)
+        # `a4co status` shows where each stream is kept: the killed server no longer current.
+        code, out = await a4co(data_dir, "status", "--json")
+        assert code == 0, out
+        kept = json.loads(out)["stream_servers"]["ORDERS"]
+        assert kept["leader"] == after.leader, out
+        assert kept["followers"][leader] in ("offline", "behind"), out
     finally:
         await nc.close()
     assert await run.stop() == 0

@@ -31,6 +31,7 @@ from services.platform.runtime import Infrastructure
 from services.platform.settings import StreamSettings
 from tests.integration.events.rig import make_rig, order_created, record_effect, running
 from tests.integration.services.harness import Keys, settings_for
+from tests.support.cli import run_a4co
 from tests.support.node import node, run_node
 from tests.support.processes import communicate, log_lines, service_process
 from tests.support.waiting import eventually
@@ -157,11 +158,12 @@ async def test_events_committed_while_their_streams_leader_is_killed_are_each_ha
 
 
 async def test_a_cluster_that_lost_its_majority_is_reported_down_until_it_is_back(
-    cluster: NatsCluster, urls: ServerUrls, prefix: str, keys: Keys
+    cluster: NatsCluster, urls: ServerUrls, prefix: str, keys: Keys, tmp_path: Path
 ) -> None:
     """Two of the three servers killed: the service stays connected to the third, but JetStream
     cannot store anything, and the health check says NATS is down (which also holds orders'
-    timeout sweep). Once they are back, it says NATS is up."""
+    timeout sweep); `a4co status` names the streams JetStream does not answer for. Once they are
+    back, NATS is up."""
     settings = dataclasses.replace(
         settings_for("inventory", urls, prefix, keys), nats_url=cluster.url, streams=THREE
     )
@@ -189,6 +191,16 @@ async def test_a_cluster_that_lost_its_majority_is_reported_down_until_it_is_bac
         await eventually(down, timeout=30, interval=0.2, what="NATS reported down")
         assert not infra.jetstream_answers
         assert infra.nc.is_connected, "the connection to the server left stays up"
+        # The operator's view: the streams JetStream cannot answer for, instead of a traceback.
+        env = {
+            **os.environ,
+            "A4CO_NATS_URL": cluster.url,
+            "A4CO_PREFIX": prefix,
+            "A4CO_DATA_DIR": str(tmp_path),
+        }
+        code, out = await run_a4co("status", "--json", env=env)
+        assert code == 0, out
+        assert "ORDERS" in json.loads(out)["streams_unanswered"], out
         cluster.start()
         await eventually(up, timeout=60, interval=0.2, what="NATS reported up again")
         assert infra.jetstream_answers
