@@ -20,6 +20,8 @@ def stoppable(local_servers: LocalServers, name: str) -> ManagedServer:
     a test cannot stop."""
     if not local_servers.is_managed(name):
         pytest.skip(f"{name} is external ({URL_OF[name]}): the test cannot stop it")
+    if name == "nats" and local_servers.nats_cluster is not None:
+        pytest.skip("NATS is a cluster (A4CO_NATS_CLUSTER): the test stops a single server")
     server: ManagedServer = getattr(local_servers, name)
     return server
 

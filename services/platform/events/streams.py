@@ -4,12 +4,14 @@ In a NATS cluster (decision 64) JetStream's API may not answer at once: a stream
 servers is created by the cluster's meta leader and then elects a leader of its own, and while a
 server is lost the others elect new leaders. Services starting together (`make run` starts eleven)
 ask for all of that at the same moment. `until_answered` asks again, with backoff, while JetStream
-says "not now" (no answer in time, or 503), for up to a minute, instead of failing the start.
+says "not now" (no answer in time, 503, or no servers to place a stream on), for up to a minute,
+instead of failing the start.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
@@ -98,7 +100,7 @@ async def ensure_streams(
     for stream in registry.streams:
         config = stream_config(stream, topology, settings)
         assert config.name is not None
-        await until_answered(f"stream {config.name}", lambda config=config: _ensure(js, config))  # type: ignore[misc]
+        await until_answered(f"stream {config.name}", functools.partial(_ensure, js, config))
         names.append(config.name)
     return names
 
