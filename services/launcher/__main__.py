@@ -1,8 +1,9 @@
 """`make run`: the whole marketplace on this machine, with demo data of Jaén.
 
 Starts NATS JetStream, PostgreSQL and Redis from their wheels (data in A4CO_DATA_DIR, default
-./.data, reused by the next run), every service as its own process under the supervisor, loads the
-demo once, prints where everything answers, and stops it all on Ctrl-C or SIGTERM.
+./.data, reused by the next run; one that exits is started again), every service as its own
+process under the supervisor, loads the demo once, prints where everything answers, and stops it
+all on Ctrl-C or SIGTERM.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from pathlib import Path
 from typing import TextIO
 
 from services.launcher import demo
+from services.launcher.keeper import ServerKeeper
 from services.launcher.supervisor import SERVICES, Endpoint, StartError, Supervisor
 from services.platform.auth import generate_keypair
 from services.platform.grpc import tls
@@ -148,12 +150,13 @@ async def run(data_dir: Path) -> None:
     demo_admin = "A4CO_ADMIN_EMAIL" not in env
     if demo_admin:
         env.update(A4CO_ADMIN_EMAIL=demo.ADMIN_EMAIL, A4CO_ADMIN_PASSWORD=demo.DEMO_PASSWORD)
-    supervisor = Supervisor(
-        data_dir / "run",
-        env,
-        on_line=lambda s, line: terminal.say(show(colours, s, line, data_dir / "run")),
-        preferred_ports=PREFERRED,
-    )
+
+    def say(source: str, line: str) -> None:
+        terminal.say(show(colours, source, line, data_dir / "run"))
+
+    # A server that exits is started again on its port and data, as a service is (below).
+    keeper = asyncio.create_task(ServerKeeper(servers.managed(), on_line=say).run())
+    supervisor = Supervisor(data_dir / "run", env, on_line=say, preferred_ports=PREFERRED)
     try:
         endpoints = await supervisor.start()
         addresses = {n: e.grpc for n, e in endpoints.items()}
@@ -167,6 +170,8 @@ async def run(data_dir: Path) -> None:
         await stop.wait()
     finally:
         terminal.say("stopping")
+        keeper.cancel()
+        await asyncio.gather(keeper, return_exceptions=True)
         await supervisor.stop()
         servers.stop()
         terminal.say("stopped")

@@ -8,6 +8,7 @@ the environment (`A4CO_NATS_URL`, `A4CO_DATABASE_URL`, `A4CO_REDIS_URL`) is used
 from __future__ import annotations
 
 import abc
+import asyncio
 import importlib.util
 import json
 import logging
@@ -143,10 +144,12 @@ class ManagedServer(abc.ABC):
     def _popen_kwargs(self) -> dict[str, object]:
         return {}
 
-    def start(self) -> None:
-        """Start the server (if it is not running) and wait until it answers."""
-        if self.running:
-            return
+    @property
+    def returncode(self) -> int | None:
+        """How the server's process ended, once it has (None while it runs, and once stopped)."""
+        return self._process.poll() if self._process is not None else None
+
+    def _spawn(self) -> subprocess.Popen[bytes]:
         self.prepare()
         logfile = (self.data_dir.parent / f"{self.name}.log").open("ab")
         self._process = subprocess.Popen(  # noqa: S603 - fixed binaries from our own wheels
@@ -158,13 +161,41 @@ class ManagedServer(abc.ABC):
             **self._popen_kwargs(),  # type: ignore[call-overload]
         )
         logfile.close()
+        return self._process
+
+    def start(self) -> None:
+        """Start the server (if it is not running) and wait until it answers."""
+        if self.running:
+            return
+        process = self._spawn()
         try:
             wait_until(lambda: self._alive_or_fail() and self.ready(), f"{self.name} on {self.port}")
         except ServerError:
             self.stop()
             raise
         self.after_start()
-        log.info("%s ready on port %d (pid %d)", self.name, self.port, self._process.pid)
+        log.info("%s ready on port %d (pid %d)", self.name, self.port, process.pid)
+
+    async def start_again(self, timeout: float = START_TIMEOUT_S) -> None:
+        """Start the server again on its port and data after it exited, from an event loop (on the
+        thread that is to outlive it: a server gets SIGTERM when the thread that started it ends),
+        waiting until it answers without blocking the loop; ServerError, and nothing left
+        running, if it does not within `timeout` seconds."""
+        if self.running:
+            return
+        process = self._spawn()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        try:
+            while not (self._alive_or_fail() and await asyncio.to_thread(self.ready)):
+                if loop.time() > deadline:
+                    raise ServerError(f"{self.name} on {self.port} not ready after {timeout:.0f} s")
+                await asyncio.sleep(0.05)  # how often the server is asked whether it answers
+            await asyncio.to_thread(self.after_start)
+        except BaseException:
+            self.stop()
+            raise
+        log.info("%s ready again on port %d (pid %d)", self.name, self.port, process.pid)
 
     def _alive_or_fail(self) -> bool:
         if self._process is not None and self._process.poll() is not None:

@@ -111,6 +111,24 @@ async def a4co(data_dir: Path, *args: str, env: Mapping[str, str] | None = None)
     return await run_a4co(*args, env=environ)
 
 
+def outcome_table(out: str) -> list[list[str]]:
+    """The rows of `a4co demo`'s outcome table: outcome, orders, orders paid in part with points."""
+    return [[c.strip() for c in line.split("│")[1:-1]] for line in out.splitlines() if line.startswith("│")]
+
+
+async def invariants_hold(data_dir: Path, *, timeout: float, what: str = "`a4co check`") -> str:
+    """Wait until `a4co check` passes over every settled order; what it printed then."""
+    checked: list[str] = []
+
+    async def sound() -> bool:
+        code, out = await a4co(data_dir, "check", "--settled-for", "0")
+        checked[:] = [out]
+        return code == 0
+
+    await eventually(sound, timeout=timeout, interval=0.5, what=what)
+    return checked[0]
+
+
 async def login(addresses: dict[str, str]) -> tuple[tuple[str, str], ...]:
     async with grpc.aio.insecure_channel(addresses["identity"]) as channel:
         response = await identity_grpc.IdentityServiceStub(channel).Login(
@@ -215,21 +233,14 @@ async def test_make_run_starts_serves_stops_and_restarts_on_the_same_data(
     assert code == 0, out
     # The outcome table: outcome, orders, how many of them paid in part with points (each
     # customer's first order spends their welcome points).
-    rows = [[c.strip() for c in line.split("│")[1:-1]] for line in out.splitlines() if line.startswith("│")]
+    rows = outcome_table(out)
     assert "CONFIRMED" in [outcome for outcome, _, _ in rows], out
     assert sum(int(n) for _, _, n in rows) >= 1, out
 
     # Once the demo's orders have settled, the saga's invariants hold over every one of them.
-    checked: list[str] = []
-
-    async def sound() -> bool:
-        code, out = await a4co(data_dir, "check", "--settled-for", "0")
-        checked[:] = [out]
-        return code == 0
-
-    await eventually(sound, timeout=30, interval=0.5, what="`a4co check`")
+    checked = await invariants_hold(data_dir, timeout=30)
     placed = 1 + sum(int(n) for outcome, n, _ in rows if not outcome.startswith("refused"))
-    assert checked[0].startswith(f"every invariant holds over {placed} orders"), checked[0]
+    assert checked.startswith(f"every invariant holds over {placed} orders"), checked
 
     # A service killed with SIGKILL is restarted by the supervisor and its consumers resume.
     def inventory_pids() -> list[int]:
@@ -249,12 +260,27 @@ async def test_make_run_starts_serves_stops_and_restarts_on_the_same_data(
             return bool(answer.status == health_pb2.HealthCheckResponse.SERVING)
 
     await eventually(serving_again, timeout=30, what="inventory serving again")
+
+    # So is NATS, by the launcher, on its port and with its streams: the services reconnect.
+    def nats_pids() -> list[int]:
+        return processes_using(data_dir, also="nats-server")
+
+    [nats_killed] = nats_pids()
+    os.kill(nats_killed, signal.SIGKILL)
+    await eventually(
+        lambda: any("nats running again on port" in line for line in first.output),
+        timeout=60,
+        what="NATS started again",
+    )
+    assert nats_pids() not in ([], [nats_killed])
     async with grpc.aio.insecure_channel(addresses["orders"]) as channel:
         orders = orders_grpc.OrdersServiceStub(channel)
         after = await place_order(orders, product_id, demo["payment_method_id"], me)
         await eventually(
-            lambda: confirmed(orders, after, me), timeout=60, what="an order confirmed after the restart"
+            lambda: confirmed(orders, after, me), timeout=60, what="an order confirmed after the restarts"
         )
+        again = await orders.GetOrder(orders_pb.GetOrderRequest(order_id=order_id), metadata=me)
+        assert again.order.status == orders_pb.ORDER_STATUS_CONFIRMED, "an order from before is kept"
 
     # Every metric a dashboard or alert rule uses is exported by some running service.
     ports = [
@@ -330,10 +356,7 @@ async def test_make_run_over_mutual_tls(tmp_path: Path, launch: Callable[..., La
     assert code == 0, out
     assert "CONFIRMED" in out, out
 
-    async def sound() -> bool:
-        return (await a4co(data_dir, "check", "--settled-for", "0"))[0] == 0
-
-    await eventually(sound, timeout=30, interval=0.5, what="`a4co check` over TLS")
+    await invariants_hold(data_dir, timeout=30, what="`a4co check` over TLS")
 
     # The certificates renewed onto a new CA, written over the same files: every service serves
     # the new ones within its next look at them (decision 59), and callers with the new files
@@ -363,7 +386,7 @@ async def test_make_run_with_a_nats_cluster_outlives_the_loss_of_a_server(
     """`A4CO_NATS_CLUSTER=3 make run` (decision 64): three nats-servers, every stream kept on all
     three. The server leading ORDERS is killed (SIGKILL) while `a4co demo`'s orders go through the
     saga: every order settles as it would have (none timed out), the invariants hold, and ORDERS
-    has another leader."""
+    has another leader. The launcher starts the killed server again, and it catches up."""
     data_dir = tmp_path / "data"
     run = launch(data_dir, {"A4CO_NATS_CLUSTER": "3"})
     await run.start()
@@ -391,32 +414,36 @@ async def test_make_run_with_a_nats_cluster_outlives_the_loss_of_a_server(
         os.kill(server, signal.SIGKILL)
         code, out = await demo
         assert code == 0, out
-        rows = [
-            [c.strip() for c in line.split("│")[1:-1]] for line in out.splitlines() if line.startswith("│")
-        ]
-        outcomes = {outcome: int(n) for outcome, n, _ in rows}
+        outcomes = {outcome: int(n) for outcome, n, _ in outcome_table(out)}
         assert outcomes.get("CONFIRMED", 0) > 0, out
         assert [o for o in outcomes if "TIMEOUT" in o] == [], out
         assert sum(outcomes.values()) == 120, out
 
-        checked: list[str] = []
-
-        async def sound() -> bool:
-            code, out = await a4co(data_dir, "check", "--settled-for", "0")
-            checked[:] = [out]
-            return code == 0
-
-        await eventually(sound, timeout=60, interval=0.5, what="`a4co check`")
-        assert checked[0].startswith("every invariant holds"), checked[0]
+        checked = await invariants_hold(data_dir, timeout=60)
+        assert checked.startswith("every invariant holds"), checked
         after = (await js.stream_info("ORDERS")).cluster
         assert after is not None
         assert after.leader not in (None, "", leader)
-        # `a4co status` shows where each stream is kept: the killed server no longer current.
-        code, out = await a4co(data_dir, "status", "--json")
-        assert code == 0, out
-        kept = json.loads(out)["stream_servers"]["ORDERS"]
-        assert kept["leader"] == after.leader, out
-        assert kept["followers"][leader] in ("offline", "behind"), out
+        # The launcher started the killed server again, on its port and data; it caught up and
+        # `a4co status` shows it a current follower of ORDERS.
+        node = "nats-" + leader.removeprefix("a4co-")
+        await eventually(
+            lambda: any(f"{node} running again on port" in line for line in run.output),
+            timeout=60,
+            what=f"{node} started again",
+        )
+        assert processes_using(data_dir, also=f"--server_name {leader} ") not in ([], [server])
+        shown: list[str] = []
+
+        async def caught_up() -> bool:
+            code, out = await a4co(data_dir, "status", "--json")
+            shown[:] = [out]
+            return (
+                code == 0
+                and json.loads(out)["stream_servers"]["ORDERS"]["followers"].get(leader) == "current"
+            )
+
+        await eventually(caught_up, timeout=60, interval=0.5, what=f"{leader} current again")
     finally:
         await nc.close()
     assert await run.stop() == 0

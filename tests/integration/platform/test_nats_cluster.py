@@ -12,6 +12,7 @@ import os
 import signal
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import pytest_asyncio
@@ -20,6 +21,7 @@ from nats.js.api import StreamInfo
 
 from a4co.events.v1 import envelope_pb2
 from a4co.orders.events.v1 import order_events_pb2
+from services.cli.status import Status, streams_and_consumers
 from services.platform.events.connection import connect
 from services.platform.events.registry import EventRegistry
 from services.platform.events.streams import ensure_streams
@@ -149,6 +151,18 @@ async def test_events_committed_while_their_streams_leader_is_killed_are_each_ha
             new = (await rig.js.stream_info(stream)).cluster
             assert new is not None
             assert new.leader not in ("", killed.server_name)
+
+            # `a4co status` shows the new leader, and the killed server as not current.
+            async def shown_lost() -> bool:
+                status = Status()
+                await streams_and_consumers(rig.js, topology, status)
+                kept = status.stream_servers.get("ORDERS", {})
+                shown[:] = [kept]
+                return kept.get("followers", {}).get(killed.server_name) in ("offline", "behind")
+
+            shown: list[dict[str, Any]] = []
+            await eventually(shown_lost, timeout=30, interval=0.2, what="the killed server shown not current")
+            assert shown[0]["leader"] == new.leader, shown
         assert await effects.fetchval("SELECT count(*) FROM effects") == 300, "each handled once"
         assert await rig.outbox_rows() == 0
         assert consumer.running

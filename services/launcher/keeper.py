@@ -1,0 +1,68 @@
+"""Keep the servers `make run` started running: one that exits is started again on its port and
+data, after a backoff that grows with its restarts, as the supervisor does for the services.
+
+The services ride out the gap (they reconnect to NATS, PostgreSQL and Redis, and an event
+committed meanwhile waits in its outbox); a NATS cluster's server comes back as a follower and
+catches up on the streams it keeps. A deployment's own servers are kept by whatever runs them
+(systemd, Kubernetes); servers named by the environment are not watched.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Iterable
+
+from services.platform.local_servers import ManagedServer, ServerError
+from services.platform.resilience import Backoff
+
+log = logging.getLogger(__name__)
+
+POLL_S = 0.2  # how often each server is looked at
+
+
+class ServerKeeper:
+    """Watches the servers and starts again the ones that stopped without being asked to. Run it
+    as a task of the launcher's event loop (servers started from another thread would be stopped
+    when it ends) and cancel it before stopping the servers."""
+
+    def __init__(
+        self,
+        servers: Iterable[ManagedServer],
+        *,
+        on_line: Callable[[str, str], None] | None = None,
+        backoff: Backoff | None = None,
+    ) -> None:
+        self.servers = list(servers)
+        self.on_line = on_line or (lambda source, line: None)
+        self.backoff = backoff or Backoff(first_s=0.5, cap_s=10.0)
+        self.restarts = dict.fromkeys((server.name for server in self.servers), 0)
+
+    async def run(self) -> None:
+        """Keep every server running until cancelled."""
+        async with asyncio.TaskGroup() as group:
+            for server in self.servers:
+                group.create_task(self._keep(server))
+
+    async def _keep(self, server: ManagedServer) -> None:
+        while True:
+            if server.running:
+                await asyncio.sleep(POLL_S)
+                continue
+            code = server.returncode
+            self.restarts[server.name] += 1
+            delay = self.backoff.delay(self.restarts[server.name])
+            why = f"exited ({code})" if code is not None else "is not running"
+            log.warning("%s %s; start %d in %.1f s", server.name, why, self.restarts[server.name], delay)
+            self.on_line("supervisor", f"{server.name} {why}; starting it again in {delay:.1f} s")
+            await asyncio.sleep(delay)  # the restart backoff itself
+            try:
+                await server.start_again()
+            except (ServerError, OSError) as exc:  # OSError: it could not even be run
+                first = str(exc).splitlines()[0]
+                log.warning("%s did not start again: %s", server.name, exc)
+                self.on_line("supervisor", f"{server.name} did not start again: {first}")
+                continue
+            self.on_line(
+                "supervisor", f"{server.name} running again on port {server.port} (pid {server.pid})"
+            )
