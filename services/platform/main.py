@@ -16,6 +16,7 @@ from services.platform.grpc.server import EXIT_CANNOT_LISTEN, ListenError
 from services.platform.logs import configure_logging
 from services.platform.memory import cap_arenas, freeze_start_up_objects
 from services.platform.runtime import (
+    BrokenError,
     Infrastructure,
     NatsClosedError,
     ServiceParts,
@@ -28,6 +29,7 @@ from services.platform.telemetry import configure_tracing
 Build = Callable[[Infrastructure], Awaitable[ServiceParts]]
 EXIT_NATS_CLOSED = 69  # sysexits' EX_UNAVAILABLE: a supervisor starts the service again
 EXIT_CONFIG = 78  # sysexits' EX_CONFIG: a setting to correct before starting again
+EXIT_BROKEN = 70  # sysexits' EX_SOFTWARE: a task it needs failed; a supervisor starts it again
 log = logging.getLogger(__name__)
 
 
@@ -81,6 +83,8 @@ def service_main(service: str, build: Build, schema_file: Path | None) -> None:
     except NatsClosedError as exc:
         log.error("%s", exc)
         raise SystemExit(EXIT_NATS_CLOSED) from None
+    except BrokenError:  # logged with its traceback when it happened
+        raise SystemExit(EXIT_BROKEN) from None
     except (NatsTlsError, SettingsError) as exc:  # a setting to correct: one line, no traceback
         log.error("%s", exc)
         raise SystemExit(EXIT_CONFIG) from None

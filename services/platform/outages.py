@@ -64,6 +64,19 @@ DEPENDENCY_OUTAGES: tuple[type[BaseException], ...] = (
 )
 
 
+# What a loop of its own on one PostgreSQL connection (the outbox relay, the search index's
+# follower, the inbox pruning) meets when the server or the connection fails, on connecting or on
+# any statement: it connects again and goes on. InternalClientError is the connection the server
+# ended mid-statement, used again before asyncpg has seen its socket close (above); a relay
+# stopped by it on `make run` when PostgreSQL was killed, and its events waited in the outbox.
+DATABASE_FAILURES: tuple[type[BaseException], ...] = (
+    OSError,
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+    asyncpg.exceptions.InternalClientError,
+)
+
+
 # A write refused inside a Lua script, as Redis 6 reports it: wrapped in a plain error
 # ("@user_script: 9: -OOM command not allowed when used memory > 'maxmemory'."). Redis 7 reports
 # the refusal itself, which the client already raises as its own class.

@@ -266,26 +266,46 @@ class ServiceRunner:
             for stream, handlers in parts.subscriptions.items()
         ]
         self._tasks: list[asyncio.Task[None]] = []
+        # Set when a task the service cannot work without (the outbox relay, a consumer, a
+        # background job) ended with an error: `run_until_signalled` then stops the service, to be
+        # started again, instead of serving on without it (its events would wait in the outbox
+        # for good, say). `broken_by` says which and why.
+        self.broken = asyncio.Event()
+        self.broken_by = ""
+        self._stopping = False
+
+    def _spawn(self, work: Coroutine[Any, Any, None], name: str) -> None:
+        task = asyncio.create_task(work, name=name)
+        task.add_done_callback(self._on_task_end)
+        self._tasks.append(task)
+
+    def _on_task_end(self, task: asyncio.Task[None]) -> None:
+        if self._stopping or task.cancelled() or task.exception() is None:
+            return
+        error = task.exception()
+        self.broken_by = f"{task.get_name()} failed ({type(error).__name__}: {error})"
+        log.critical("%s; stopping, to be started again", self.broken_by, exc_info=error)
+        self.broken.set()
 
     async def start(self) -> None:
         """Serve, relay and consume."""
         await self.server.start()
-        self._tasks.append(asyncio.create_task(self.relay.run(), name="outbox relay"))
-        retention = self.infra.settings.streams.max_age_s
-        self._tasks.append(
-            asyncio.create_task(keep_inbox_pruned(self.infra.pool, retention), name="inbox pruning")
+        self._spawn(self.relay.run(), "outbox relay")
+        self._spawn(
+            keep_inbox_pruned(self.infra.pool, self.infra.settings.streams.max_age_s), "inbox pruning"
         )
-        self._tasks.append(asyncio.create_task(self.infra.revocations.memory.follow(), name="revocations"))
+        self._spawn(self.infra.revocations.memory.follow(), "revocations")
         if self.infra.certificates.watched:
-            watch = self.infra.certificates.watch(self.infra.settings.tls_check_s)
-            self._tasks.append(asyncio.create_task(watch, name="TLS files"))
+            self._spawn(self.infra.certificates.watch(self.infra.settings.tls_check_s), "TLS files")
         for job in self.parts.background:
-            self._tasks.append(asyncio.create_task(job(), name=getattr(job, "__name__", "job")))
+            self._spawn(job(), getattr(job, "__name__", "job"))
         for consumer in self.consumers:
             await consumer.start()
+            consumer.add_done_callback(self._on_task_end)
 
     async def stop(self) -> None:
         """Graceful stop: no new calls, in-flight calls and messages finish, then disconnect."""
+        self._stopping = True
         await bounded(self.server.stop(), 15, "gRPC server stop")
         for consumer in self.consumers:
             await bounded(consumer.stop(), 15, f"consumer of {consumer.stream} stop")
@@ -313,21 +333,30 @@ async def run_until_signalled(
     await runner.start()
     on_ready()
     closed = runner.infra.nats_closed
-    waits = [asyncio.create_task(stop.wait()), asyncio.create_task(closed.wait())]
-    await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
-    for wait in waits:
+    waits = [stop.wait(), closed.wait(), runner.broken.wait()]
+    waiting = [asyncio.create_task(wait) for wait in waits]
+    await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+    for wait in waiting:
         wait.cancel()
     lost = closed.is_set() and not stop.is_set()
+    broken = runner.broken.is_set() and not stop.is_set()
     if lost:
         log.error(
             "the NATS connection was closed (%s); stopping, to be started again", runner.infra.nc.last_error
         )
-    else:
+    elif not broken:
         log.info("stopping")
     await runner.stop()
     await runner.infra.close()
     if lost:
         raise NatsClosedError(f"the NATS connection was closed: {runner.infra.nc.last_error}")
+    if broken:
+        raise BrokenError(runner.broken_by)
+
+
+class BrokenError(RuntimeError):
+    """A task the service cannot work without ended with an error (`ServiceRunner.broken_by`):
+    the service stopped, for its supervisor to start it again."""
 
 
 class NatsClosedError(RuntimeError):

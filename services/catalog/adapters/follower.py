@@ -24,6 +24,7 @@ from services.catalog.adapters.index import IndexedProduct, ProductIndex
 from services.catalog.adapters.postgres import INDEXED_ROWS
 from services.platform.events.tables import quote_ident
 from services.platform.memory import release_memory
+from services.platform.outages import DATABASE_FAILURES
 from services.platform.resilience import Backoff, wait_set
 
 log = logging.getLogger(__name__)
@@ -45,6 +46,10 @@ def _product(row: asyncpg.Record) -> IndexedProduct:
 
 class ConnectionLostError(Exception):
     """The LISTEN connection closed."""
+
+
+# The connection the follower LISTENs on, lost: it connects again and loads the index anew.
+CONNECTION_LOST: tuple[type[BaseException], ...] = (*DATABASE_FAILURES, ConnectionLostError)
 
 
 class IndexFollower:
@@ -81,14 +86,14 @@ class IndexFollower:
                         "application_name": "catalog-search-index",
                     },
                 )
-            except (OSError, asyncpg.PostgresError) as exc:
+            except DATABASE_FAILURES as exc:
                 attempt += 1
                 await self._pause(attempt, f"cannot reach PostgreSQL: {exc}")
                 continue
             loads, reason = self.loads, "connection closed"
             try:
                 await self._follow(conn)
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, ConnectionLostError) as exc:
+            except CONNECTION_LOST as exc:
                 reason = f"connection lost: {exc or type(exc).__name__}"
             except Exception as exc:  # the index refused a document, say: never stop following
                 log.exception("search index of %s failed", self.schema)

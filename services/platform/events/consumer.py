@@ -354,6 +354,11 @@ class QueueConsumer:
         """Whether the consumer is fetching and handling messages."""
         return self._task is not None and not self._task.done()
 
+    def add_done_callback(self, callback: Callable[[asyncio.Task[None]], None]) -> None:
+        """Call `callback` with the task that fetches and handles messages once it ends."""
+        assert self._task is not None, "started"
+        self._task.add_done_callback(callback)
+
     def _on_exit(self, task: asyncio.Task[None]) -> None:
         if not task.cancelled() and task.exception() is not None:
             log.error("consumer %s stopped by an error", self.durable, exc_info=task.exception())

@@ -38,6 +38,7 @@ from services.platform.events import metrics
 from services.platform.events.codec import EventCodec, OutgoingEvent
 from services.platform.events.tables import quote_ident
 from services.platform.flow import Flow
+from services.platform.outages import DATABASE_FAILURES
 from services.platform.resilience import Backoff, wait_set
 
 log = logging.getLogger(__name__)
@@ -277,6 +278,7 @@ class OutboxRelay:
         self._read: set[str] = set()  # the event ids of the last read, not to be published twice
         self.others_quiet_s = others_quiet_s
         self._others_until = -math.inf
+        self.backend_pid: int | None = None  # the server process of its connection (tests end it)
 
     async def run(self) -> None:
         """Relay until `stop()`; reconnects to PostgreSQL and backs off on any failure."""
@@ -290,10 +292,11 @@ class OutboxRelay:
                         "application_name": f"{self.service}-outbox-relay",
                     },
                 )
-            except (OSError, asyncpg.PostgresError) as exc:
+            except DATABASE_FAILURES as exc:
                 attempt += 1
                 await self._pause(self.backoff.delay(attempt), f"cannot reach PostgreSQL: {exc}")
                 continue
+            self.backend_pid = conn.get_server_pid()
             try:
                 attempt = await self._lead(conn, attempt)
             finally:
@@ -333,7 +336,7 @@ class OutboxRelay:
                     continue
                 if count < self.batch_size:
                     await self._wait(self.poll_interval_s)
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        except DATABASE_FAILURES as exc:
             attempt += 1
             await self._pause(self.backoff.delay(attempt), f"PostgreSQL failed ({type(exc).__name__}: {exc})")
         return attempt

@@ -8,6 +8,8 @@ from typing import TYPE_CHECKING
 
 import asyncpg
 
+from services.platform.outages import DATABASE_FAILURES
+
 if TYPE_CHECKING:
     from services.platform.db import Connection
 
@@ -71,6 +73,6 @@ async def keep_inbox_pruned(pool: asyncpg.Pool, older_than_s: float, interval_s:
                 pruned = await prune_inbox(conn, older_than_s)
             if pruned:
                 log.info("pruned %d inbox entries older than the streams keep events", pruned)
-        except (OSError, asyncpg.PostgresError):  # the next round tries again
+        except DATABASE_FAILURES:  # the next round tries again
             log.warning("inbox pruning failed; retrying in %.0f s", interval_s)
         await asyncio.sleep(interval_s)  # the pruning period

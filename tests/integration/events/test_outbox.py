@@ -22,6 +22,7 @@ from services.platform.db import Connection
 from services.platform.events.consumer import QueueConsumer
 from services.platform.events.outbox import OutboxRelay, OutboxWriter, notify_channel
 from services.platform.local_servers import LocalServers
+from services.platform.resilience import Backoff
 from tests.integration.events.rig import Rig, order_created, record_effect, refusing_as_disk_full, running
 from tests.support.servers import stoppable, stopped
 from tests.support.waiting import eventually
@@ -264,6 +265,54 @@ def _outbox_empty(rig: Rig) -> Callable[[], Awaitable[bool]]:
         return await rig.outbox_rows() == 0
 
     return check
+
+
+class ConfusedOnce(OutboxRelay):
+    """A relay whose first read meets a connection the server ended mid-statement, used before
+    asyncpg saw its socket close: asyncpg raises InternalClientError, not a connection error
+    (asyncpg issue 1069; seen on `make run` with PostgreSQL killed under load)."""
+
+    confused = False
+
+    async def relay_batch(self, conn: Connection) -> int:
+        if not self.confused:
+            self.confused = True
+            raise asyncpg.exceptions.InternalClientError(
+                "cannot switch to state 12; another operation (2) is in progress"
+            )
+        return await super().relay_batch(conn)
+
+
+async def test_a_relay_whose_connection_is_confused_connects_again_and_goes_on(rig: Rig) -> None:
+    consumer = await rig.consumer("payments", {order_events_pb2.OrderCreated: record_effect()})
+    await rig.commit(order_created("o-1"), "o-1")
+    relay = ConfusedOnce(
+        dsn=rig.dsn, schema=rig.schema, service="orders", js=rig.js, backoff=Backoff(first_s=0.05, cap_s=0.1)
+    )
+    async with running(relay):
+        await eventually(lambda: consumer.stats.handled == 1, what="the event handled")
+        assert relay.stats.failures == 1
+        assert relay.stats.last_error.startswith("PostgreSQL failed (InternalClientError: cannot switch")
+        await rig.commit(order_created("o-2"), "o-2")
+        await eventually(lambda: consumer.stats.handled == 2, what="an event committed afterwards handled")
+    assert await rig.outbox_rows() == 0
+
+
+async def test_a_relay_whose_session_the_server_ends_connects_again_and_goes_on(
+    rig: Rig, admin_db: asyncpg.Connection
+) -> None:
+    """The relay's session ended by the server (`pg_terminate_backend`, as a crash of the server
+    or a restart ends every session): it connects again and publishes what was committed since."""
+    consumer = await rig.consumer("payments", {order_events_pb2.OrderCreated: record_effect()})
+    async with running(rig.relay()) as relay:
+        await rig.commit(order_created("o-1"), "o-1")
+        await eventually(lambda: consumer.stats.handled == 1, what="the first event handled")
+        assert await admin_db.fetchval("SELECT pg_terminate_backend($1)", relay.backend_pid)
+        await rig.commit(order_created("o-2"), "o-2")
+        await eventually(lambda: consumer.stats.handled == 2, what="the second event handled")
+        assert relay.stats.failures == 1, relay.stats.last_error
+        assert relay.stats.last_error.startswith("PostgreSQL failed"), relay.stats.last_error
+    assert await rig.outbox_rows() == 0
 
 
 async def test_two_relays_one_leader_everything_published_once(rig: Rig) -> None:

@@ -4,6 +4,7 @@ and every call is counted and logged."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 import os
@@ -24,9 +25,10 @@ from services.platform.grpc.server import GrpcServer, Registration
 from services.platform.grpc.status import details_of
 from services.platform.local_servers import ServerUrls, wait_until
 from services.platform.logs import JsonFormatter
+from services.platform.main import EXIT_BROKEN
 from services.platform.runtime import Infrastructure, NatsClosedError, ServiceRunner, run_until_signalled
 from tests.integration.services.harness import Keys, settings_for
-from tests.support.processes import log_lines, service_process
+from tests.support.processes import communicate, log_lines, service_process
 from tests.support.rpc import inventory_server
 from tests.support.waiting import eventually
 
@@ -286,6 +288,83 @@ async def test_a_service_whose_nats_connection_is_closed_under_it_stops_to_be_st
     with pytest.raises(NatsClosedError, match="maximum payload violation"):
         await asyncio.wait_for(running, 60)
     assert infra.nc.is_closed
+
+
+# A service whose background job fails at once: identity's own parts, and a job that raises.
+BROKEN_IDENTITY = """
+import dataclasses
+from pathlib import Path
+
+from services.identity.__main__ import build
+from services.platform.main import service_main
+
+
+async def settle_accounts():
+    raise RuntimeError("the job broke")
+
+
+async def broken(infra):
+    parts = await build(infra)
+    return dataclasses.replace(parts, background=[*parts.background, settle_accounts])
+
+
+service_main("identity", broken, Path("services/identity/schema.sql"))
+"""
+
+
+async def test_a_service_whose_background_task_fails_stops_to_be_started_again(
+    urls: ServerUrls, prefix: str, keys: Keys
+) -> None:
+    """A task the service runs beside its calls (the outbox relay, a consumer, a background job)
+    that ends with an error would leave it serving without it: the relay's events would wait in
+    the outbox for good. The service logs the error with its traceback, stops, and exits with 70
+    (EX_SOFTWARE) for its supervisor to start it again (services/platform/main.py: EXIT_BROKEN)."""
+    env = dict(
+        os.environ,
+        **urls.as_env(),
+        A4CO_PREFIX=prefix,
+        A4CO_JWT_PRIVATE_KEY_FILE=str(keys.private_file),
+        A4CO_JWT_PUBLIC_KEY_FILE=str(keys.public_file),
+    )
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", BROKEN_IDENTITY, env=env,
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    _, stderr = await communicate(proc, 60)
+    assert proc.returncode == EXIT_BROKEN, stderr.decode()[-2000:]
+    logged = log_lines(stderr)
+    [critical] = [line for line in logged if line["level"] == "critical"]
+    assert critical["message"] == (
+        "settle_accounts failed (RuntimeError: the job broke); stopping, to be started again"
+    )
+    assert critical["exception"].startswith("Traceback (most recent call last):")
+    assert critical["exception"].endswith("in settle_accounts\nRuntimeError: the job broke")
+    assert "stopping" not in [line["message"] for line in logged], "told why, not 'stopping'"
+
+
+async def test_a_stopping_service_does_not_count_its_tasks_ending_as_failures(
+    urls: ServerUrls, prefix: str, keys: Keys
+) -> None:
+    """A task that ends with an error while the service stops (a job interrupted mid-statement,
+    say) is part of the stop, not a failure: SIGTERM's stop ends normally."""
+    settings = settings_for("identity", urls, prefix, keys)
+    infra = await Infrastructure.connect(settings, Path("services/identity/schema.sql").read_text())
+    stopping = asyncio.Event()
+
+    async def fails_once_stopped() -> None:
+        await stopping.wait()
+        raise RuntimeError("interrupted by the stop")
+
+    parts = await identity_build(infra)
+    parts = dataclasses.replace(parts, background=[*parts.background, fails_once_stopped])
+    runner = ServiceRunner(infra, parts, verifier=infra.verifier(settings.public_key()))
+    await runner.start()
+    stop = asyncio.create_task(runner.stop())
+    stopping.set()
+    await asyncio.wait_for(stop, 60)
+    await infra.close()
+    assert not runner.broken.is_set()
+    assert runner.broken_by == ""
 
 
 async def test_a_service_runs_on_asyncios_loop_when_asked_and_refuses_an_unknown_one(
