@@ -288,7 +288,10 @@ async def test_make_run_starts_serves_stops_and_restarts_on_the_same_data(
         s["metrics_port"] for s in json.loads((data_dir / "addresses.json").read_text())["services"].values()
     ]
     available = set().union(*(exported(port) for port in ports))
-    rules = yaml.safe_load(Path("deploy/prometheus/alerts.yml").read_text())
+    text = Path("deploy/prometheus/alerts.yml").read_text()
+    rules = yaml.safe_load(text)
+    # A rule's key written twice would be read as the last one, hiding a rule.
+    assert sum(len(g["rules"]) for g in rules["groups"]) == text.count("- alert: "), "one mapping per rule"
     used = referenced(dashboards.expressions()) | referenced(
         r["expr"] for g in rules["groups"] for r in g["rules"]
     )

@@ -8,12 +8,13 @@ from collections.abc import Iterable
 
 from prometheus_client import REGISTRY
 
-METRIC = re.compile(r"\ba4co_[a-z_]+")
+# Ours, and the process's own from prometheus-client's process collector (`process_start_time_seconds`).
+METRIC = re.compile(r"\b(?:a4co|process)_[a-z_]+")
 SUFFIXES = ("_bucket", "_count", "_sum")
 
 
 def referenced(expressions: Iterable[str]) -> set[str]:
-    """Every a4co metric name an expression mentions."""
+    """Every a4co or process metric name an expression mentions."""
     return {name for expr in expressions for name in METRIC.findall(expr)}
 
 
