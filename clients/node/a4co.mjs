@@ -154,6 +154,35 @@ export function statusDetails(error) {
 }
 
 /**
+ * A google.protobuf.Timestamp as protobuf's JSON mapping writes it, as grpcurl and the JSON
+ * printers of Go, Java and Python do: RFC 3339 in UTC with "Z", and 0, 3, 6 or 9 digits of
+ * fraction ("2026-12-02T01:07:20.295Z").
+ */
+export function rfc3339(seconds, nanos = 0) {
+  const whole = new Date(Number(seconds) * 1000).toISOString().slice(0, 19);
+  if (!nanos) return `${whole}Z`;
+  const digits = String(nanos).padStart(9, "0");
+  const fraction = digits.endsWith("000000") ? digits.slice(0, 3) : digits.endsWith("000") ? digits.slice(0, 6) : digits;
+  return `${whole}.${fraction}Z`;
+}
+
+// protobufjs writes a Timestamp as {seconds, nanos} even in its JSON form (`toObject` with
+// `json: true`); this wrapper gives that form the string above, and reads one back. Other
+// conversions (gRPC's, through proto-loader) do not ask for `json` and keep the object.
+protobuf.wrappers[".google.protobuf.Timestamp"] = {
+  fromObject(object) {
+    if (typeof object !== "string") return this.fromObject(object);
+    const match = /^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d{1,9}))?(Z|[+-]\d\d:\d\d)$/.exec(object);
+    const millis = match ? Date.parse(`${match[1]}${match[3]}`) : Number.NaN;
+    if (Number.isNaN(millis)) throw new TypeError(`not an RFC 3339 time: ${object}`);
+    return this.create({ seconds: millis / 1000, nanos: Number((match[2] ?? "").padEnd(9, "0")) });
+  },
+  toObject(message, options) {
+    return options?.json ? rfc3339(message.seconds, message.nanos) : this.toObject(message, options);
+  },
+};
+
+/**
  * The event envelope and every domain event, as protobufjs types: each event's payload is an Any
  * whose type URL names its message ("type.googleapis.com/a4co.orders.events.v1.OrderCreated").
  */

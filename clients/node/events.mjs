@@ -16,7 +16,7 @@ import { parseArgs } from "node:util";
 import { jetstream, jetstreamManager } from "@nats-io/jetstream";
 import { connect } from "@nats-io/transport-node";
 
-import { DEFAULT_ADDRESSES, eventTypes, tlsFiles } from "./a4co.mjs";
+import { DEFAULT_ADDRESSES, eventTypes, rfc3339, tlsFiles } from "./a4co.mjs";
 
 const { values: args } = parseArgs({
   options: {
@@ -36,7 +36,9 @@ const onServer = (name, separator) => (prefix ? `${prefix}${separator}${name}` :
 
 const types = eventTypes();
 const ENVELOPE = types.lookupType("a4co.events.v1.EventEnvelope");
-const AS_JSON = { longs: String, enums: String, defaults: false };
+// Protobuf's JSON mapping, as far as protobufjs goes: 64-bit integers and enums as strings,
+// Timestamps in RFC 3339 (a4co.mjs), fields at their default left out; names as in the .proto.
+const AS_JSON = { longs: String, enums: String, defaults: false, json: true };
 
 function decode(message) {
   const line = { seq: message.seq, subject: message.subject, ce_type: message.headers?.get("ce-type") };
@@ -56,7 +58,7 @@ function decode(message) {
       event_version: envelope.event_version,
       event_id: envelope.event_id,
       aggregate_id: envelope.aggregate_id,
-      occurred_at: occurred && new Date(Number(occurred.seconds) * 1000 + occurred.nanos / 1e6).toISOString(),
+      occurred_at: occurred && rfc3339(occurred.seconds, occurred.nanos),
       correlation_id: envelope.metadata?.correlation_id,
       payload_type: name,
       payload: type.toObject(type.decode(envelope.payload.value), AS_JSON),

@@ -16,7 +16,11 @@ from typing import Any
 import pytest
 import pytest_asyncio
 
+from a4co.events.v1 import envelope_pb2
+from a4co.orders.events.v1 import order_events_pb2
 from services.launcher.supervisor import Supervisor
+from services.platform.events.connection import connect
+from services.platform.grpc.tls import Tls
 from services.platform.local_servers import ServerUrls
 from tests.integration.services.harness import Keys
 from tests.support.certificates import Pki
@@ -148,6 +152,18 @@ async def test_the_orders_events_read_and_decoded_from_node(
     assert created["payload"]["total"]["amount_cents"] == steps["order placed"]["total_cents"]
     assert created["payload"]["lines"][0]["product_id"] == steps["product on sale"]["product_id"]
     assert len({e["correlation_id"] for e in mine}) == 1  # one business flow
+    # Its times as protobuf's JSON mapping writes them, in Python as in Node (RFC 3339).
+    nc = await connect(deployment.nats["A4CO_NATS_URL"], Tls.from_env(deployment.tls))
+    try:
+        stored = await nc.jetstream().get_msg(f"{prefix}_ORDERS", created["seq"])
+    finally:
+        await nc.close()
+    envelope = envelope_pb2.EventEnvelope.FromString(stored.data or b"")
+    payload = order_events_pb2.OrderCreated()
+    assert envelope.payload.Unpack(payload)
+    assert created["occurred_at"] == envelope.occurred_at.ToJsonString()
+    assert payload.create_time.seconds > 0
+    assert created["payload"]["create_time"] == payload.create_time.ToJsonString()
 
     code, out, err = await run_node(
         "events.mjs", "--stream", "ORDERS", "--subject", "a4co.orders.order.created", env=env
