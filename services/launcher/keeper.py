@@ -13,6 +13,7 @@ import asyncio
 import logging
 from collections.abc import Callable, Iterable
 
+from services.launcher.supervisor import STEADY_S
 from services.platform.local_servers import ManagedServer, ServerError
 from services.platform.resilience import Backoff
 
@@ -32,10 +33,13 @@ class ServerKeeper:
         *,
         on_line: Callable[[str, str], None] | None = None,
         backoff: Backoff | None = None,
+        steady_s: float = STEADY_S,
     ) -> None:
         self.servers = list(servers)
         self.on_line = on_line or (lambda source, line: None)
         self.backoff = backoff or Backoff(first_s=0.5, cap_s=10.0)
+        self.steady_s = steady_s
+        # Starts in a row of each server, each within `steady_s` of the one before.
         self.restarts = dict.fromkeys((server.name for server in self.servers), 0)
 
     async def run(self) -> None:
@@ -45,17 +49,22 @@ class ServerKeeper:
                 group.create_task(self._keep(server))
 
     async def _keep(self, server: ManagedServer) -> None:
+        loop = asyncio.get_running_loop()
+        started_at = loop.time()  # running when the keeper starts: started by the launcher
         while True:
             if server.running:
                 await asyncio.sleep(POLL_S)
                 continue
             code = server.returncode
+            if loop.time() - started_at >= self.steady_s:
+                self.restarts[server.name] = 0  # it ran steadily: not a crash loop
             self.restarts[server.name] += 1
             delay = self.backoff.delay(self.restarts[server.name])
             why = f"exited ({code})" if code is not None else "is not running"
             log.warning("%s %s; start %d in %.1f s", server.name, why, self.restarts[server.name], delay)
             self.on_line("supervisor", f"{server.name} {why}; starting it again in {delay:.1f} s")
             await asyncio.sleep(delay)  # the restart backoff itself
+            started_at = loop.time()
             try:
                 await server.start_again()
             except (ServerError, OSError) as exc:  # OSError: it could not even be run

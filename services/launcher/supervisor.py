@@ -46,6 +46,9 @@ PEERS_OF_ORDERS = ("catalog", "inventory", "payments", "geo")
 BACKGROUND = ("notifications", "loyalty", "analytics")
 BACKGROUND_NICE = 10
 LISTEN_ATTEMPTS = 3  # other ports tried for a service whose gRPC or metrics port was taken meanwhile
+# A service (or a server, services/launcher/keeper.py) that ran this long before it exited was
+# not crash-looping: its restart waits the backoff's first delay again, not the longest yet.
+STEADY_S = 60.0
 
 
 def _port(preferred: int) -> int:
@@ -100,8 +103,9 @@ class Child:
 
     endpoint: Endpoint
     process: asyncio.subprocess.Process | None = None
-    restarts: int = 0
+    restarts: int = 0  # in a row, each within STEADY_S of its start
     pumps: list[asyncio.Task[None]] = field(default_factory=list)
+    started_at: float = 0.0  # the event loop's time of its last start
 
 
 class Supervisor:
@@ -116,8 +120,10 @@ class Supervisor:
         on_line: Callable[[str, str], None] | None = None,
         backoff: Backoff | None = None,
         preferred_ports: dict[str, tuple[int, int]] | None = None,
+        steady_s: float = STEADY_S,
     ) -> None:
         self.run_dir = run_dir
+        self.steady_s = steady_s
         self.env = env
         self.services = services
         self.on_line = on_line or (lambda service, line: None)
@@ -170,6 +176,7 @@ class Supervisor:
             env=self._env_for(name), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
             start_new_session=True,
         )  # fmt: skip
+        child.started_at = asyncio.get_running_loop().time()
         child.pumps = [asyncio.create_task(self._pump(name, child.process))]
         nice = self.background_nice
         if name in BACKGROUND and nice and not lower_priority(child.process.pid, nice):
@@ -254,6 +261,8 @@ class Supervisor:
                 process = child.process
                 if process is None or process.returncode is None or self._stopping:
                     continue
+                if asyncio.get_running_loop().time() - child.started_at >= self.steady_s:
+                    child.restarts = 0
                 child.restarts += 1
                 delay = self.backoff.delay(child.restarts)
                 log.warning(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import os
 import signal
 import sys
@@ -25,11 +26,16 @@ FAST = Backoff(first_s=0.05, cap_s=0.2)
 
 
 @contextlib.asynccontextmanager
-async def keeping(server: ManagedServer) -> AsyncIterator[tuple[ServerKeeper, list[str]]]:
+async def keeping(
+    server: ManagedServer, steady_s: float = 60.0
+) -> AsyncIterator[tuple[ServerKeeper, list[str]]]:
     """A keeper of `server` running as a task, and the lines it shows; the server stopped after."""
     lines: list[str] = []
     keeper = ServerKeeper(
-        [server], on_line=lambda source, line: lines.append(f"{source}: {line}"), backoff=FAST
+        [server],
+        on_line=lambda source, line: lines.append(f"{source}: {line}"),
+        backoff=FAST,
+        steady_s=steady_s,
     )
     task = asyncio.create_task(keeper.run())
     try:
@@ -153,3 +159,27 @@ async def test_a_server_that_cannot_start_is_tried_again_until_it_can(tmp_path: 
         server.healed = True
         await eventually(lambda: server.running, timeout=30, what="the stubborn server running")
         await eventually(lambda: "running again" in lines[-1], timeout=10, what="the news")
+
+
+@pytest.mark.parametrize(("steady_s", "restarts"), [(0.0, 1), (math.inf, 2)])
+async def test_a_server_that_ran_steadily_starts_its_backoff_anew(
+    tmp_path: Path, steady_s: float, restarts: int
+) -> None:
+    """A server that ran `steady_s` before it exited was not crash-looping: its next start waits
+    the backoff's first delay again (the count of starts in a row begins anew), while one that
+    exits sooner counts on."""
+    server = Stubborn(tmp_path / "stubborn", durable=False)
+    server.healed = True
+    server.start()
+    async with keeping(server, steady_s=steady_s) as (keeper, lines):
+        for n in (1, 2):
+            killed = server.pid
+            assert killed is not None
+            os.kill(killed, signal.SIGKILL)
+
+            def started(times: int = n) -> bool:
+                return sum("running again" in line for line in lines) == times
+
+            await eventually(started, timeout=30, what=f"start {n}")
+            assert server.pid != killed
+    assert keeper.restarts == {"stubborn": restarts}

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import os
 import shutil
 import signal
@@ -19,6 +20,7 @@ import pytest
 
 from services.launcher.supervisor import BACKGROUND_NICE, Supervisor, lower_priority
 from services.platform.local_servers import ServerUrls
+from services.platform.resilience import Backoff
 from tests.integration.services.harness import Keys
 from tests.support.processes import communicate, processes_using
 from tests.support.waiting import eventually
@@ -239,3 +241,33 @@ async def test_background_services_yield_the_cores_to_the_others(
 def test_a_background_nice_value_out_of_range_is_refused(value: str, tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="A4CO_BACKGROUND_NICE must be a whole number from 0 to 19"):
         Supervisor(tmp_path, {"A4CO_BACKGROUND_NICE": value}, services=("identity",))
+
+
+@pytest.mark.parametrize(("steady_s", "restarts"), [(0.0, 1), (math.inf, 2)])
+async def test_a_service_that_ran_steadily_starts_its_backoff_anew(
+    urls: ServerUrls, keys: Keys, tmp_path: Path, steady_s: float, restarts: int
+) -> None:
+    """A service killed after it ran `steady_s` is started again after the backoff's first delay
+    (its count of restarts in a row begins anew); one killed sooner counts on, and waits longer."""
+    supervisor = Supervisor(
+        tmp_path,
+        service_env(urls, keys, "WARNING"),
+        services=("identity",),
+        backoff=Backoff(first_s=0.05, cap_s=0.1),
+        steady_s=steady_s,
+    )
+    await supervisor.start()
+    try:
+        for _ in range(2):
+            killed = supervisor.pid("identity")
+            assert killed is not None
+            os.kill(killed, signal.SIGKILL)
+
+            def started_again(killed: int = killed) -> bool:
+                return supervisor.pid("identity") not in (None, killed)
+
+            await eventually(started_again, timeout=30, what="identity started again")
+            await supervisor.wait_ready("identity", 60)
+        assert supervisor.children["identity"].restarts == restarts
+    finally:
+        await supervisor.stop()
