@@ -76,6 +76,9 @@ SYNC: list[Panel] = [
 ]  # fmt: skip
 EVENTS: list[Panel] = [
     ("Dependencies down (a service serves on without NATS and Redis)", [("{{service}} {{dependency}}", "sum by (service, dependency) (1 - a4co_dependency_up)")], "none"),
+    ("Service starts in the last 15 minutes (exit 69: NATS closed its connection; 70: a task it needs failed; alert ServiceRestarting at 2)", [
+        ("{{instance}}", "changes(process_start_time_seconds{job=\"a4co\"}[15m])"),
+    ], "none"),
     ("Events published", [("{{event_type}}", "sum by (event_type) (rate(a4co_events_published_total[1m]))")], "ops"),
     ("Events consumed by result", [("{{service}} {{result}}", "sum by (service, result) (rate(a4co_events_consumed_total[1m]))")], "ops"),
     ("Handler p99", [("{{service}} {{event_type}}",
