@@ -13,7 +13,7 @@ import asyncio
 import logging
 from collections.abc import Callable, Iterable
 
-from services.launcher.supervisor import STEADY_S
+from services.launcher.supervisor import STEADY_S, restarts_in_a_row
 from services.platform.local_servers import ManagedServer, ServerError
 from services.platform.resilience import Backoff
 
@@ -56,9 +56,8 @@ class ServerKeeper:
                 await asyncio.sleep(POLL_S)
                 continue
             code = server.returncode
-            if loop.time() - started_at >= self.steady_s:
-                self.restarts[server.name] = 0  # it ran steadily: not a crash loop
-            self.restarts[server.name] += 1
+            ran_s = loop.time() - started_at
+            self.restarts[server.name] = restarts_in_a_row(self.restarts[server.name], ran_s, self.steady_s)
             delay = self.backoff.delay(self.restarts[server.name])
             why = f"exited ({code})" if code is not None else "is not running"
             log.warning("%s %s; start %d in %.1f s", server.name, why, self.restarts[server.name], delay)

@@ -51,6 +51,12 @@ LISTEN_ATTEMPTS = 3  # other ports tried for a service whose gRPC or metrics por
 STEADY_S = 60.0
 
 
+def restarts_in_a_row(restarts: int, ran_s: float, steady_s: float = STEADY_S) -> int:
+    """The count of restarts in a row of a process that exited after running `ran_s`, `restarts`
+    before it: one more, or 1 anew after a steady run. Its backoff's step."""
+    return 1 if ran_s >= steady_s else restarts + 1
+
+
 def _port(preferred: int) -> int:
     """`preferred` when it is free on 127.0.0.1, else any free port."""
     if preferred:
@@ -261,9 +267,8 @@ class Supervisor:
                 process = child.process
                 if process is None or process.returncode is None or self._stopping:
                     continue
-                if asyncio.get_running_loop().time() - child.started_at >= self.steady_s:
-                    child.restarts = 0
-                child.restarts += 1
+                ran_s = asyncio.get_running_loop().time() - child.started_at
+                child.restarts = restarts_in_a_row(child.restarts, ran_s, self.steady_s)
                 delay = self.backoff.delay(child.restarts)
                 log.warning(
                     "%s exited with %s; restart %d in %.1f s", name, process.returncode, child.restarts, delay

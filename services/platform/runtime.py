@@ -333,8 +333,7 @@ async def run_until_signalled(
     await runner.start()
     on_ready()
     closed = runner.infra.nats_closed
-    waits = [stop.wait(), closed.wait(), runner.broken.wait()]
-    waiting = [asyncio.create_task(wait) for wait in waits]
+    waiting = [asyncio.create_task(event.wait()) for event in (stop, closed, runner.broken)]
     await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
     for wait in waiting:
         wait.cancel()
