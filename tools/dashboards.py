@@ -79,6 +79,9 @@ EVENTS: list[Panel] = [
     ("Service starts in the last 15 minutes (exit 69: NATS closed its connection; 70: a task it needs failed; alert ServiceRestarting at 2)", [
         ("{{instance}}", "changes(process_start_time_seconds{job=\"a4co\"}[15m])"),
     ], "none"),
+    ("NATS connections lost and made again in the last 15 minutes (a cluster's server gone moves its clients)", [
+        ("{{service}}", "sum by (service) (increase(a4co_nats_reconnections_total[15m]))"),
+    ], "none"),
     ("Events published", [("{{event_type}}", "sum by (event_type) (rate(a4co_events_published_total[1m]))")], "ops"),
     ("Events consumed by result", [("{{service}} {{result}}", "sum by (service, result) (rate(a4co_events_consumed_total[1m]))")], "ops"),
     ("Handler p99", [("{{service}} {{event_type}}",

@@ -5,6 +5,11 @@ its NATS wants. A certificate it cannot verify is another matter: nats-py then h
 the half-upgraded connection and never tries again nor raises (nats-io/nats.py#718), and no retry
 would help anyway. `connect` turns that into NatsTlsError at once.
 
+nats-py reports every failed attempt to reach NATS to its error callback, with a traceback, twice
+a second for as long as NATS is away. A service says instead, in its log, that the connection was
+lost (or NATS did not answer at start), again every REPEAT_S while that lasts, and when it is
+back, after how long; each reconnection is counted (`a4co_nats_reconnections_total`).
+
 A NATS URL may name several servers, separated by commas, as NATS's own clients and tools take
 them (`nats://n1:4222,nats://n2:4222,nats://n3:4222`): the client connects to one of them at
 random and, should that server go, to another of the list or of those the cluster told it of
@@ -16,12 +21,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
+import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import urlsplit
 
-import nats
 from nats.aio.client import Client as NatsClient
+from nats.errors import StaleConnectionError, UnexpectedEOF
 from nats.js.errors import APIError
+from prometheus_client import Counter
 
 from services.platform.grpc.tls import Tls, nats_ssl_context
 from services.platform.resilience import cancel_and_wait
@@ -30,6 +38,17 @@ log = logging.getLogger(__name__)
 
 
 SCHEMES = ("nats", "tls", "ws", "wss")
+# How often a service says again that NATS is still away, while it keeps trying to reach it.
+REPEAT_S = 30.0
+
+RECONNECTIONS = Counter(
+    "a4co_nats_reconnections_total",
+    "Times a service's connection to NATS was lost and made again (to the same server or another"
+    " of the cluster).",
+    ["service"],
+)
+
+Callback = Callable[[], Awaitable[None]]
 
 
 def servers(url: str) -> list[str]:
@@ -56,6 +75,78 @@ def servers(url: str) -> list[str]:
     return found
 
 
+def unreachable(exc: BaseException) -> bool:
+    """Whether `exc` says that NATS could not be reached or that the connection to it broke: refused,
+    reset or timed out, closed by the server mid-read, gone stale, or a TLS handshake that failed."""
+    return isinstance(exc, (OSError, UnexpectedEOF, StaleConnectionError))
+
+
+class LinkLog:
+    """What a process says of its connection to NATS: once when it is lost (or NATS does not answer
+    at start), again every REPEAT_S while that lasts, with how long and how many attempts, and once
+    when it is back; each failed attempt in between only at DEBUG. A failed TLS handshake is an
+    ERROR, a setting to look at; the rest WARNING, NATS away."""
+
+    def __init__(self, url: str, service: str, clock: Callable[[], float] = time.monotonic) -> None:
+        self.url, self.clock = url, clock
+        self.reconnections = RECONNECTIONS.labels(service)
+        self.server: str | None = None  # the server connected to, or last connected to
+        self.away_since: float | None = None
+        self.said_at = 0.0
+        self.attempts = 0
+
+    def _away(self, reason: str, level: int) -> None:
+        now = self.clock()
+        self.away_since, self.said_at, self.attempts = now, now, 0
+        if self.server is None:
+            log.log(level, "NATS at %s does not answer%s; trying again until it does", self.url, reason)
+        else:
+            log.log(
+                level,
+                "lost the connection to NATS at %s%s; connecting again until it answers",
+                self.server,
+                reason,
+            )
+
+    def failed(self, exc: BaseException) -> None:
+        """An attempt to connect failed, or the connection broke, with `exc` (`unreachable`)."""
+        level = logging.ERROR if isinstance(exc, ssl.SSLError) else logging.WARNING
+        if self.away_since is None:
+            broke = self.server is not None
+            self._away(f" ({exc})", level)
+            if broke:  # the connection that was up broke: not an attempt to connect
+                return
+        elif self.clock() - self.said_at >= REPEAT_S:
+            self.said_at = self.clock()
+            log.log(
+                level,
+                "NATS still away after %.0f s (%d attempts), the last: %s",
+                self.said_at - self.away_since,
+                self.attempts,
+                exc,
+            )
+        else:
+            log.debug("NATS: %s", exc)
+        self.attempts += 1
+
+    def lost(self) -> None:
+        """The connection was lost (nats-py's disconnected callback, while it is not being closed)."""
+        if self.away_since is None:
+            self._away("", logging.WARNING)
+
+    def connected(self, server: str, *, again: bool) -> None:
+        """Connected to `server`: for the first time, or `again` after the connection was lost."""
+        if self.away_since is not None:
+            away = self.clock() - self.away_since
+            what = "reconnected" if again else "connected"
+            log.info(
+                "%s to NATS at %s after %.1f s away (%d attempts failed)", what, server, away, self.attempts
+            )
+        if again:
+            self.reconnections.inc()
+        self.server, self.away_since = server, None
+
+
 class NatsTlsError(RuntimeError):
     """NATS's certificate could not be verified: a setting to correct, not an outage to wait out."""
 
@@ -64,16 +155,21 @@ async def connect(url: str, tls: Tls, **options: Any) -> NatsClient:
     """`nats.connect` to the `servers` of `url`, with `options` and the context of `tls`'s files
     (`nats_ssl_context`); ValueError for a URL `servers` refuses;
     NatsTlsError, naming the variable to set, when NATS's certificate cannot be verified. Errors
-    go to `options["error_cb"]` if given, else to the log."""
+    go to `options["error_cb"]` if given, else to the log: NATS away or back as `LinkLog` says it,
+    under the service named by `options["name"]`."""
     loop = asyncio.get_running_loop()
     unverified: asyncio.Future[ssl.SSLCertVerificationError] = loop.create_future()
     report = options.pop("error_cb", None)
+    link = LinkLog(url, str(options.get("name") or ""))
+    nc = NatsClient()
 
     async def error(exc: Exception) -> None:
         if isinstance(exc, ssl.SSLCertVerificationError) and not unverified.done():
             unverified.set_result(exc)
         elif report is not None:
             await report(exc)
+        elif unreachable(exc):
+            link.failed(exc)
         elif isinstance(exc, APIError):
             # JetStream refused a publish_async (503 while a cluster elects a stream's leader,
             # 409 "duplicate message id is in process" while its first copy is being stored).
@@ -84,10 +180,22 @@ async def connect(url: str, tls: Tls, **options: Any) -> NatsClient:
         else:
             log.error("NATS: %s", exc, exc_info=exc)  # as nats-py's own callback, which this replaces
 
-    connecting = loop.create_task(
-        nats.connect(servers(url), error_cb=error, tls=nats_ssl_context(tls), **options),
-        name="connect to NATS",
-    )
+    disconnected: Callback | None = options.pop("disconnected_cb", None)
+    reconnected: Callback | None = options.pop("reconnected_cb", None)
+
+    async def lost() -> None:
+        if not nc.is_closed:  # nats-py calls it on a close too
+            link.lost()
+        if disconnected is not None:
+            await disconnected()
+
+    async def back() -> None:
+        link.connected(_server(nc), again=True)
+        if reconnected is not None:
+            await reconnected()
+
+    options.update(error_cb=error, disconnected_cb=lost, reconnected_cb=back, tls=nats_ssl_context(tls))
+    connecting = loop.create_task(nc.connect(servers(url), **options), name="connect to NATS")
     either: list[asyncio.Future[Any]] = [connecting, unverified]
     try:
         await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
@@ -96,8 +204,16 @@ async def connect(url: str, tls: Tls, **options: Any) -> NatsClient:
             await cancel_and_wait(connecting, 5)
     if connecting.done() and not connecting.cancelled():
         unverified.cancel()
-        return connecting.result()  # or what it raised
+        connecting.result()  # or raise what it raised
+        link.connected(_server(nc), again=False)
+        return nc
     raise NatsTlsError(
         f"cannot connect to NATS at {url} over TLS: {unverified.result()}. A4CO_TLS_CA_FILE must hold"
         " the CA of NATS's certificate (unless a public CA issued it)"
     )
+
+
+def _server(nc: NatsClient) -> str:
+    """The URL of the server `nc` is connected to."""
+    parsed = nc.connected_url
+    return parsed.geturl() if parsed is not None else "?"
