@@ -301,6 +301,7 @@ class QueueConsumer:
             self._handlers[definition.event_type] = (definition, handler)
         self._stopping = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._watched = False  # whether another says why the task failed (add_done_callback)
         self._lag_task: asyncio.Task[None] | None = None
         self._keeper: asyncio.Task[None] | None = None
         self._batch: list[Msg] = []  # the batch being handled, empty between batches
@@ -345,6 +346,7 @@ class QueueConsumer:
         self._puller = Puller(self.js._nc, stream, self.durable)
         await self._puller.start()
         self._task = asyncio.create_task(self._run(), name=f"consumer {self.durable}")
+        self._watched = False
         self._task.add_done_callback(self._on_exit)
         self._lag_task = asyncio.create_task(self._watch_lag(), name=f"lag of {self.durable}")
         self._keeper = asyncio.create_task(self._keep_long_batches(), name=f"keeper of {self.durable}")
@@ -355,12 +357,14 @@ class QueueConsumer:
         return self._task is not None and not self._task.done()
 
     def add_done_callback(self, callback: Callable[[asyncio.Task[None]], None]) -> None:
-        """Call `callback` with the task that fetches and handles messages once it ends."""
+        """Call `callback` with the task that fetches and handles messages once it ends; the
+        callback then says why it failed, and the consumer does not say it too."""
         assert self._task is not None, "started"
+        self._watched = True
         self._task.add_done_callback(callback)
 
     def _on_exit(self, task: asyncio.Task[None]) -> None:
-        if not task.cancelled() and task.exception() is not None:
+        if not self._watched and not task.cancelled() and task.exception() is not None:
             log.error("consumer %s stopped by an error", self.durable, exc_info=task.exception())
 
     async def stop(self, timeout: float = 10.0) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
@@ -11,6 +12,7 @@ from typing import Any
 
 import asyncpg
 import nats
+import pytest
 from asyncpg.connection import LoggedQuery
 from google.protobuf.message import Message
 from nats.aio.msg import Msg
@@ -68,6 +70,39 @@ async def test_redelivery_after_a_crash_before_ack_takes_effect_once(rig: Rig) -
     await eventually(lambda: survivor.stats.duplicates == 1, what="redelivered and deduplicated")
     assert survivor.stats.handled == 0
     assert await effect_count(pool) == 1
+
+
+@pytest.mark.parametrize("watched", [False, True])
+async def test_a_consumer_that_dies_says_why_once(
+    rig: Rig, caplog: pytest.LogCaptureFixture, watched: bool
+) -> None:
+    """A consumer whose task ends with an error logs it with its traceback, unless another
+    watches the task (the service's runner, which stops the service saying why): said once."""
+    crashing = await rig.consumer_of(
+        CrashBeforeAck, "payments", {order_events_pb2.OrderCreated: record_effect()}
+    )
+    ended: list[asyncio.Task[None]] = []
+    if watched:
+        crashing.add_done_callback(ended.append)
+    out = rig.codec.encode(order_created("o-w"), aggregate_id="o-w")
+    await rig.js.publish(out.subject, out.body, headers=out.headers)
+    await eventually(lambda: not crashing.running, what="the consumer died")
+    await crashing.stop()
+
+    said = [
+        r
+        for r in caplog.records
+        if r.name == "services.platform.events.consumer" and r.levelno >= logging.ERROR
+    ]
+    if watched:
+        assert said == []
+        [task] = ended
+        assert str(task.exception()) == "killed before ack"
+    else:
+        [error] = said
+        assert error.getMessage() == f"consumer {crashing.durable} stopped by an error"
+        assert error.exc_info is not None
+        assert str(error.exc_info[1]) == "killed before ack"
 
 
 async def test_a_failing_handler_goes_to_the_dlq_after_three_deliveries_then_replays(
