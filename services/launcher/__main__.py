@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import os
 import signal
 import sys
@@ -74,6 +75,22 @@ class Terminal:
                 os.dup2(devnull, stream.fileno())
                 os.close(devnull)
             self.on_gone()
+
+
+class TerminalLog(logging.Handler):
+    """The launcher's own warnings on its terminal, as a service's lines are, from "launcher"
+    (else Python would print them bare, between the prefixed lines)."""
+
+    def __init__(self, say: Callable[[str, str], None]) -> None:
+        super().__init__(logging.WARNING)
+        self._say = say
+
+    def emit(self, record: logging.LogRecord) -> None:
+        """Say the record's level and message."""
+        try:
+            self._say("launcher", f"{record.levelname.lower()} {record.getMessage()}")
+        except Exception:  # logging's rule: a handler never raises
+            self.handleError(record)
 
 
 def show(colours: dict[str, str], service: str, line: str, log_dir: Path | None = None) -> str:
@@ -154,6 +171,8 @@ async def run(data_dir: Path) -> None:
     def say(source: str, line: str) -> None:
         terminal.say(show(colours, source, line, data_dir / "run"))
 
+    logged = TerminalLog(say)
+    logging.getLogger().addHandler(logged)
     # A server that exits is started again on its port and data, as a service is (below).
     keeper = asyncio.create_task(ServerKeeper(servers.managed(), on_line=say).run())
     supervisor = Supervisor(data_dir / "run", env, on_line=say, preferred_ports=PREFERRED)
@@ -174,6 +193,7 @@ async def run(data_dir: Path) -> None:
         await asyncio.gather(keeper, return_exceptions=True)
         await supervisor.stop()
         servers.stop()
+        logging.getLogger().removeHandler(logged)
         terminal.say("stopped")
 
 

@@ -36,7 +36,8 @@ class ServerKeeper:
         steady_s: float = STEADY_S,
     ) -> None:
         self.servers = list(servers)
-        self.on_line = on_line or (lambda source, line: None)
+        # Where a restart is said: the launcher's terminal, or this module's log.
+        self.on_line = on_line or (lambda source, line: log.warning("%s", line))
         self.backoff = backoff or Backoff(first_s=0.5, cap_s=10.0)
         self.steady_s = steady_s
         # Starts in a row of each server, each within `steady_s` of the one before.
@@ -60,15 +61,18 @@ class ServerKeeper:
             self.restarts[server.name] = restarts_in_a_row(self.restarts[server.name], ran_s, self.steady_s)
             delay = self.backoff.delay(self.restarts[server.name])
             why = f"exited ({code})" if code is not None else "is not running"
-            log.warning("%s %s; start %d in %.1f s", server.name, why, self.restarts[server.name], delay)
-            self.on_line("supervisor", f"{server.name} {why}; starting it again in {delay:.1f} s")
+            self.on_line(
+                "supervisor",
+                f"{server.name} {why}; starting it again in {delay:.1f} s"
+                f" (start {self.restarts[server.name]} in a row)",
+            )
             await asyncio.sleep(delay)  # the restart backoff itself
             started_at = loop.time()
             try:
                 await server.start_again()
             except (ServerError, OSError) as exc:  # OSError: it could not even be run
                 first = str(exc).splitlines()[0]
-                log.warning("%s did not start again: %s", server.name, exc)
+                log.debug("%s did not start again: %s", server.name, exc)  # with its log's tail
                 self.on_line("supervisor", f"{server.name} did not start again: {first}")
                 continue
             self.on_line(

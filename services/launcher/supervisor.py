@@ -133,6 +133,7 @@ class Supervisor:
         self.env = env
         self.services = services
         self.on_line = on_line or (lambda service, line: None)
+        self._on_line_given = on_line is not None
         self.backoff = backoff or Backoff(first_s=0.5, cap_s=10.0)
         ports = preferred_ports or {}
         self.children = {
@@ -186,7 +187,14 @@ class Supervisor:
         child.pumps = [asyncio.create_task(self._pump(name, child.process))]
         nice = self.background_nice
         if name in BACKGROUND and nice and not lower_priority(child.process.pid, nice):
-            log.warning("%s runs at the same CPU priority as the other services", name)
+            self._say(f"{name} runs at the same CPU priority as the other services")
+
+    def _say(self, line: str) -> None:
+        """Say something of the services: on the launcher's terminal, or in this module's log."""
+        if self._on_line_given:
+            self.on_line("supervisor", line)
+        else:
+            log.warning("%s", line)
 
     async def _pump(self, name: str, process: asyncio.subprocess.Process) -> None:
         """Copy a service's output to its log file as it comes, and show it line by line."""
@@ -270,12 +278,8 @@ class Supervisor:
                 ran_s = asyncio.get_running_loop().time() - child.started_at
                 child.restarts = restarts_in_a_row(child.restarts, ran_s, self.steady_s)
                 delay = self.backoff.delay(child.restarts)
-                log.warning(
-                    "%s exited with %s; restart %d in %.1f s", name, process.returncode, child.restarts, delay
-                )
-                self.on_line(
-                    "supervisor", f"{name} exited ({process.returncode}); restarting in {delay:.1f} s"
-                )
+                said = f"{name} exited ({process.returncode}); restarting in {delay:.1f} s"
+                self._say(f"{said} (start {child.restarts} in a row)")
                 child.process = None
                 await asyncio.sleep(delay)  # the restart backoff itself
                 if not self._stopping:

@@ -118,6 +118,7 @@ async def test_a_killed_server_is_started_again_on_its_port_with_what_it_held(
         assert await read(server) == 3
     assert keeper.restarts == {kind: 1}
     assert lines[0].startswith(f"supervisor: {kind} exited (-9); starting it again in "), lines
+    assert lines[0].endswith(" s (start 1 in a row)"), lines
     assert lines[1:] == [again], lines
 
 
