@@ -8,13 +8,14 @@
 //
 // NATS's address comes from `make run`'s .data/addresses.json (or A4CO_NATS_URL, which may name a
 // cluster's servers separated by commas); A4CO_PREFIX is the deployment's prefix, if it has one;
-// TLS follows the A4CO_TLS_* variables, as for the services.
+// TLS follows the A4CO_TLS_* variables, and who it is to NATS A4CO_NATS_CREDS_FILE,
+// A4CO_NATS_NKEY_FILE or a user and password in the URL, as for the services.
 
 import { readFileSync } from "node:fs";
 import { parseArgs } from "node:util";
 
 import { jetstream, jetstreamManager } from "@nats-io/jetstream";
-import { connect } from "@nats-io/transport-node";
+import { connect, credsAuthenticator, nkeyAuthenticator } from "@nats-io/transport-node";
 
 import { DEFAULT_ADDRESSES, eventTypes, rfc3339, tlsFiles } from "./a4co.mjs";
 
@@ -69,12 +70,51 @@ function decode(message) {
   }
 }
 
+/** A server of a NATS URL, parsed; one without a scheme is nats://, as NATS's clients read it. */
+const parseServer = (server) => new URL(server.includes("://") ? server : `nats://${server}`);
+
+/** A NATS URL without its passwords and tokens, as the services say it (decision 67). */
+function redact(url) {
+  return url
+    .split(",")
+    .map((server) => server.trim())
+    .filter(Boolean)
+    .map((server) => {
+      const parsed = parseServer(server);
+      if (!parsed.username && !parsed.password) return server;
+      return `${parsed.protocol}//${parsed.password ? `${parsed.username}:***` : "***"}@${parsed.host}`;
+    })
+    .join(",");
+}
+
+/** Who to be on NATS, as the services (decision 67): a credentials file (operator mode), an nkey
+ * seed, or the user and password (or token) of the URL, which nats.js does not take from it. */
+function natsAuth(servers) {
+  const env = process.env;
+  if (env.A4CO_NATS_CREDS_FILE) return { authenticator: credsAuthenticator(readFileSync(env.A4CO_NATS_CREDS_FILE)) };
+  if (env.A4CO_NATS_NKEY_FILE) {
+    const seed = readFileSync(env.A4CO_NATS_NKEY_FILE, "utf8").trim();
+    return { authenticator: nkeyAuthenticator(new TextEncoder().encode(seed)) };
+  }
+  for (const server of servers) {
+    const { username, password } = parseServer(server);
+    if (password) return { user: decodeURIComponent(username), pass: decodeURIComponent(password) };
+    if (username) return { token: decodeURIComponent(username) };
+  }
+  return {};
+}
+
 /** A connection over TLS with the deployment's files when the server offers TLS, as the services
  * connect (decision 62); in plaintext to a server without it. */
 async function connectNats(url) {
-  // A cluster's servers separated by commas, as the services take them (decision 64).
-  const servers = url.split(",").map((server) => server.trim()).filter(Boolean);
-  const options = { servers, name: "a4co-node-events" };
+  // A cluster's servers separated by commas, as the services take them (decision 64); nats.js is
+  // given them without the user and password, which go as options.
+  const given = url.split(",").map((server) => server.trim()).filter(Boolean);
+  const servers = given.map((server) => {
+    const parsed = parseServer(server);
+    return parsed.username || parsed.password ? `${parsed.protocol}//${parsed.host}` : server;
+  });
+  const options = { servers, name: "a4co-node-events", ...natsAuth(given) };
   // nats.js reads the files itself: the same { caFile, certFile, keyFile } names.
   const tls = tlsFiles();
   if (tls) {
@@ -112,6 +152,6 @@ async function main() {
 
 main().catch((error) => {
   const what = error.name === "StreamNotFoundError" ? `no stream ${args.stream}` : error.message;
-  process.stderr.write(`events: ${what}${url ? ` (NATS at ${url})` : ""}\n`);
+  process.stderr.write(`events: ${what}${url ? ` (NATS at ${redact(url)})` : ""}\n`);
   process.exitCode = 1;
 });

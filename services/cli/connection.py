@@ -15,8 +15,9 @@ import nats.errors
 import typer
 from nats.js import JetStreamContext
 
-from services.platform.events.connection import NatsTlsError
+from services.platform.events.connection import NatsSettingError
 from services.platform.events.connection import connect as connect_nats
+from services.platform.events.credentials import NatsCredentials, redact
 from services.platform.events.topology import Topology
 from services.platform.grpc.tls import Tls, TlsSettingsError
 
@@ -68,6 +69,15 @@ def client_tls() -> Tls:
         raise typer.BadParameter(str(exc)) from None
 
 
+def nats_credentials() -> NatsCredentials:
+    """Who to be on NATS: `A4CO_NATS_CREDS_FILE` or `A4CO_NATS_NKEY_FILE`, as the services
+    (decision 67); a user and password in the URL need nothing more."""
+    try:
+        return NatsCredentials.from_env(os.environ)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+
+
 def running_deployment() -> dict[str, Any]:
     """What `make run` wrote about the running deployment, or {} when nothing runs."""
     path = Path(os.environ.get("A4CO_DATA_DIR", ".data")) / "addresses.json"
@@ -89,17 +99,18 @@ async def jetstream(target: Target) -> AsyncIterator[JetStreamContext]:
         nc = await connect_nats(
             target.nats_url,
             client_tls(),
+            nats_credentials(),
             connect_timeout=3,
             max_reconnect_attempts=1,
             error_cb=_quiet,  # the failure is reported once, below, not as nats-py's traceback
         )
-    except NatsTlsError as exc:
+    except NatsSettingError as exc:
         raise typer.BadParameter(str(exc)) from None
     except ValueError as exc:  # the URL itself (`servers`)
-        raise typer.BadParameter(f"NATS URL {target.nats_url!r}: {exc}") from None
+        raise typer.BadParameter(f"NATS URL {redact(target.nats_url)!r}: {exc}") from None
     except (nats.errors.Error, OSError, TimeoutError) as exc:
         raise typer.BadParameter(
-            f"cannot reach NATS at {target.nats_url} ({exc}): start the marketplace with `make run`,"
+            f"cannot reach NATS at {redact(target.nats_url)} ({exc}): start the marketplace with `make run`,"
             " or point --nats-url or A4CO_NATS_URL at a running server"
         ) from None
     try:

@@ -11,7 +11,7 @@ from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
-from services.platform.events.connection import NatsTlsError
+from services.platform.events.connection import NatsSettingError
 from services.platform.grpc.server import EXIT_CANNOT_LISTEN, ListenError
 from services.platform.logs import configure_logging
 from services.platform.memory import cap_arenas, freeze_start_up_objects
@@ -85,7 +85,7 @@ def service_main(service: str, build: Build, schema_file: Path | None) -> None:
         raise SystemExit(EXIT_NATS_CLOSED) from None
     except BrokenError:  # logged with its traceback when it happened
         raise SystemExit(EXIT_BROKEN) from None
-    except (NatsTlsError, SettingsError) as exc:  # a setting to correct: one line, no traceback
+    except (NatsSettingError, SettingsError) as exc:  # a setting to correct: one line, no traceback
         log.error("%s", exc)
         raise SystemExit(EXIT_CONFIG) from None
 

@@ -91,6 +91,7 @@ class Infrastructure:
             nc = await connect_nats(
                 settings.nats_url,
                 settings.tls,
+                settings.nats_credentials,
                 name=settings.service,
                 max_reconnect_attempts=-1,
                 reconnect_time_wait=0.5,

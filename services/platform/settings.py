@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from services.platform.events.connection import servers
+from services.platform.events.credentials import NO_CREDENTIALS, NatsCredentials, redact
 from services.platform.grpc.tls import CHECK_EVERY_S, PLAINTEXT, Tls, TlsSettingsError
 
 _PREFIX = re.compile(r"^[a-z][a-z0-9]{0,30}$")
@@ -98,6 +99,8 @@ class Settings:
     tls: Tls = PLAINTEXT
     # How often the TLS files are looked at for a renewal (A4CO_TLS_CHECK_S; SIGHUP: at once).
     tls_check_s: float = CHECK_EVERY_S
+    # Who the service is to NATS (A4CO_NATS_CREDS_FILE or A4CO_NATS_NKEY_FILE, decision 67).
+    nats_credentials: NatsCredentials = NO_CREDENTIALS
 
     @classmethod
     def from_env(cls, service: str, env: Mapping[str, str] | None = None) -> Settings:
@@ -109,7 +112,11 @@ class Settings:
         try:
             servers(env["A4CO_NATS_URL"])
         except ValueError as exc:
-            raise SettingsError(f"A4CO_NATS_URL={env['A4CO_NATS_URL']!r}: {exc}") from None
+            raise SettingsError(f"A4CO_NATS_URL={redact(env['A4CO_NATS_URL'])!r}: {exc}") from None
+        try:
+            nats_credentials = NatsCredentials.from_env(env)
+        except ValueError as exc:
+            raise SettingsError(f"{service}: {exc}") from None
         prefix = env.get("A4CO_PREFIX", "")
         if prefix and not _PREFIX.match(prefix):
             raise SettingsError(f"A4CO_PREFIX={prefix!r}: lower-case letters and digits only")
@@ -142,6 +149,7 @@ class Settings:
             grpc_keepalive_s=_seconds(env, "A4CO_GRPC_KEEPALIVE_S", 60.0),
             tls=tls,
             tls_check_s=_seconds(env, "A4CO_TLS_CHECK_S", CHECK_EVERY_S),
+            nats_credentials=nats_credentials,
         )
 
     def public_key(self) -> str:

@@ -31,6 +31,7 @@ from nats.errors import StaleConnectionError, UnexpectedEOF
 from nats.js.errors import APIError
 from prometheus_client import Counter
 
+from services.platform.events.credentials import NO_CREDENTIALS, NatsCredentials, redact, refused
 from services.platform.grpc.tls import Tls, nats_ssl_context
 from services.platform.resilience import cancel_and_wait
 
@@ -85,10 +86,10 @@ class LinkLog:
     """What a process says of its connection to NATS: once when it is lost (or NATS does not answer
     at start), again every REPEAT_S while that lasts, with how long and how many attempts, and once
     when it is back; each failed attempt in between only at DEBUG. A failed TLS handshake is an
-    ERROR, a setting to look at; the rest WARNING, NATS away."""
+    ERROR, and so are credentials refused: settings to look at; the rest WARNING, NATS away."""
 
     def __init__(self, url: str, service: str, clock: Callable[[], float] = time.monotonic) -> None:
-        self.url, self.clock = url, clock
+        self.url, self.clock = redact(url), clock
         self.reconnections = RECONNECTIONS.labels(service)
         self.server: str | None = None  # the server connected to, or last connected to
         self.away_since: float | None = None
@@ -110,7 +111,7 @@ class LinkLog:
 
     def failed(self, exc: BaseException) -> None:
         """An attempt to connect failed, or the connection broke, with `exc` (`unreachable`)."""
-        level = logging.ERROR if isinstance(exc, ssl.SSLError) else logging.WARNING
+        level = logging.ERROR if isinstance(exc, ssl.SSLError) or refused(exc) else logging.WARNING
         if self.away_since is None:
             broke = self.server is not None
             self._away(f" ({exc})", level)
@@ -147,28 +148,52 @@ class LinkLog:
         self.server, self.away_since = server, None
 
 
-class NatsTlsError(RuntimeError):
-    """NATS's certificate could not be verified: a setting to correct, not an outage to wait out."""
+class NatsSettingError(RuntimeError):
+    """A setting of the connection to NATS to correct, not an outage to wait out: the service stops
+    with EX_CONFIG (78), the `a4co` command with 2, saying which."""
 
 
-async def connect(url: str, tls: Tls, **options: Any) -> NatsClient:
-    """`nats.connect` to the `servers` of `url`, with `options` and the context of `tls`'s files
-    (`nats_ssl_context`); ValueError for a URL `servers` refuses;
-    NatsTlsError, naming the variable to set, when NATS's certificate cannot be verified. Errors
-    go to `options["error_cb"]` if given, else to the log: NATS away or back as `LinkLog` says it,
-    under the service named by `options["name"]`."""
+class NatsTlsError(NatsSettingError):
+    """NATS's certificate could not be verified."""
+
+
+class NatsAuthError(NatsSettingError):
+    """NATS refused the process's credentials (or wants some, and it gave none)."""
+
+
+async def connect(
+    url: str, tls: Tls, credentials: NatsCredentials = NO_CREDENTIALS, **options: Any
+) -> NatsClient:
+    """`nats.connect` to the `servers` of `url`, with `options`, the context of `tls`'s files
+    (`nats_ssl_context`) and `credentials`; ValueError for a URL `servers` refuses. A setting to
+    correct is raised at once rather than tried again for ever: NatsTlsError when NATS's
+    certificate cannot be verified (nats-py would hang, nats-io/nats.py#718), NatsAuthError when
+    NATS refuses the credentials; each names what to set. Errors go to `options["error_cb"]` if
+    given, else to the log: NATS away or back as `LinkLog` says it, under the service named by
+    `options["name"]`."""
     loop = asyncio.get_running_loop()
-    unverified: asyncio.Future[ssl.SSLCertVerificationError] = loop.create_future()
+    wrong: asyncio.Future[NatsSettingError] = loop.create_future()  # a setting, found at start
     report = options.pop("error_cb", None)
     link = LinkLog(url, str(options.get("name") or ""))
     nc = NatsClient()
 
     async def error(exc: Exception) -> None:
-        if isinstance(exc, ssl.SSLCertVerificationError) and not unverified.done():
-            unverified.set_result(exc)
+        if isinstance(exc, ssl.SSLCertVerificationError) and not wrong.done():
+            wrong.set_result(
+                NatsTlsError(
+                    f"cannot connect to NATS at {redact(url)} over TLS: {exc}. A4CO_TLS_CA_FILE must"
+                    " hold the CA of NATS's certificate (unless a public CA issued it)"
+                )
+            )
+        elif refused(exc) and not wrong.done():
+            wrong.set_result(
+                NatsAuthError(
+                    f"NATS at {redact(url)} refused this connection ({exc}): {credentials.hint(url)}"
+                )
+            )
         elif report is not None:
             await report(exc)
-        elif unreachable(exc):
+        elif unreachable(exc) or refused(exc):
             link.failed(exc)
         elif isinstance(exc, APIError):
             # JetStream refused a publish_async (503 while a cluster elects a stream's leader,
@@ -194,26 +219,26 @@ async def connect(url: str, tls: Tls, **options: Any) -> NatsClient:
         if reconnected is not None:
             await reconnected()
 
+    options.update(credentials.options())
     options.update(error_cb=error, disconnected_cb=lost, reconnected_cb=back, tls=nats_ssl_context(tls))
     connecting = loop.create_task(nc.connect(servers(url), **options), name="connect to NATS")
-    either: list[asyncio.Future[Any]] = [connecting, unverified]
+    either: list[asyncio.Future[Any]] = [connecting, wrong]
     try:
         await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
-    finally:  # a certificate not verified, or this start cancelled: no connecting left behind
+    finally:  # a setting to correct, or this start cancelled: no connecting left behind
         if not connecting.done():
             await cancel_and_wait(connecting, 5)
-    if connecting.done() and not connecting.cancelled():
-        unverified.cancel()
+    if not wrong.done():
+        wrong.cancel()  # from now on, NATS refusing is said in the log (LinkLog)
         connecting.result()  # or raise what it raised
         link.connected(_server(nc), again=False)
         return nc
-    raise NatsTlsError(
-        f"cannot connect to NATS at {url} over TLS: {unverified.result()}. A4CO_TLS_CA_FILE must hold"
-        " the CA of NATS's certificate (unless a public CA issued it)"
-    )
+    if connecting.done() and not connecting.cancelled() and connecting.exception() is None:
+        await nc.close()  # connected in the same moment: a setting to correct all the same
+    raise wrong.result()
 
 
 def _server(nc: NatsClient) -> str:
-    """The URL of the server `nc` is connected to."""
+    """The URL of the server `nc` is connected to, without a password or token."""
     parsed = nc.connected_url
-    return parsed.geturl() if parsed is not None else "?"
+    return redact(parsed.geturl()) if parsed is not None else "?"

@@ -1,0 +1,145 @@
+"""NATS servers that want credentials, for the tests of decision 67: an operator with its accounts
+and users, as `nsc` issues them (JWTs signed with nkeys), and nats-servers in operator mode, with
+nkey users, or with a user and password."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import nkeys  # type: ignore[import-untyped]
+
+from services.platform.local_servers import NatsServer
+
+UNLIMITED = {
+    "subs": -1,
+    "data": -1,
+    "payload": -1,
+    "imports": -1,
+    "exports": -1,
+    "wildcards": True,
+    "conn": -1,
+    "leaf": -1,
+}
+JETSTREAM = {"mem_storage": -1, "disk_storage": -1, "streams": -1, "consumer": -1}
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def new_key(prefix: int) -> Any:
+    """A new nkey pair of the kind `prefix` names (nkeys.PREFIX_BYTE_OPERATOR, …)."""
+    return nkeys.from_seed(nkeys.encode_seed(os.urandom(32), prefix))
+
+
+def public(key: Any) -> str:
+    return str(key.public_key.decode())
+
+
+def jwt(signer: Any, subject: str, name: str, claims: dict[str, Any], expires: int | None = None) -> str:
+    """A NATS JWT (v2) of `claims` about `subject`, signed by `signer`, as the nats-io/jwt library
+    encodes them."""
+    body: dict[str, Any] = {
+        "jti": "",
+        "iat": int(time.time()),
+        "iss": public(signer),
+        "name": name,
+        "sub": subject,
+        "nats": {**claims, "version": 2},
+    }
+    if expires is not None:
+        body["exp"] = expires
+    body["jti"] = (
+        base64.b32encode(hashlib.new("sha512_256", json.dumps(body).encode()).digest()).decode().rstrip("=")
+    )
+    head = _b64(json.dumps({"typ": "JWT", "alg": "ed25519-nkey"}).encode())
+    payload = _b64(json.dumps(body).encode())
+    signature = signer.sign(f"{head}.{payload}".encode())
+    return f"{head}.{payload}.{_b64(signature)}"
+
+
+def creds(user_jwt: str, seed: bytes) -> str:
+    """A credentials file's text, as `nsc generate creds` writes it."""
+    return (
+        "-----BEGIN NATS USER JWT-----\n"
+        f"{user_jwt}\n"
+        "------END NATS USER JWT------\n\n"
+        "************************* IMPORTANT *************************\n"
+        "NKEY Seed printed below can be used to sign and prove identity.\n"
+        "NKEYs are sensitive and should be treated as secrets.\n\n"
+        "-----BEGIN USER NKEY SEED-----\n"
+        f"{seed.decode()}\n"
+        "------END USER NKEY SEED------\n\n"
+        "*************************************************************\n"
+    )
+
+
+@dataclass
+class Operator:
+    """An operator, its system account and one account with JetStream, whose users it issues."""
+
+    key: Any = field(default_factory=lambda: new_key(nkeys.PREFIX_BYTE_OPERATOR))
+    account: Any = field(default_factory=lambda: new_key(nkeys.PREFIX_BYTE_ACCOUNT))
+    system: Any = field(default_factory=lambda: new_key(nkeys.PREFIX_BYTE_ACCOUNT))
+
+    def config(self) -> str:
+        """The part of a nats-server configuration that trusts this operator and its accounts."""
+        operator = jwt(
+            self.key, public(self.key), "a4co", {"type": "operator", "system_account": public(self.system)}
+        )
+        account = jwt(
+            self.key,
+            public(self.account),
+            "A4CO",
+            {
+                "limits": {**UNLIMITED, **JETSTREAM},
+                "default_permissions": {"pub": {}, "sub": {}},
+                "type": "account",
+            },
+        )
+        system = jwt(
+            self.key,
+            public(self.system),
+            "SYS",
+            {"limits": UNLIMITED, "default_permissions": {"pub": {}, "sub": {}}, "type": "account"},
+        )
+        return (
+            f"operator: {operator}\n"
+            f"system_account: {public(self.system)}\n"
+            "resolver: MEMORY\n"
+            "resolver_preload: {\n"
+            f"  {public(self.account)}: {account}\n"
+            f"  {public(self.system)}: {system}\n"
+            "}\n"
+        )
+
+    def user_creds(self, path: Path, name: str, expires: int | None = None) -> str:
+        """The public key of a new user `name` of the account, whose credentials file is written
+        at `path`."""
+        user = new_key(nkeys.PREFIX_BYTE_USER)
+        claims = {"pub": {}, "sub": {}, "subs": -1, "data": -1, "payload": -1, "type": "user"}
+        path.write_text(creds(jwt(self.account, public(user), name, claims, expires), user.seed))
+        path.chmod(0o600)
+        return public(user)
+
+
+class ConfiguredNats(NatsServer):
+    """nats-server with JetStream and the configuration `extra` (how it authenticates clients)."""
+
+    name = "nats-auth"
+
+    def __init__(self, data_dir: Path, extra: str) -> None:
+        super().__init__(data_dir, durable=False)
+        self.extra = extra
+
+    def command(self) -> list[str]:
+        config = self.data_dir.parent / "nats-auth.conf"
+        config.write_text(self.extra)
+        return [*super().command(), "--config", str(config)]
