@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import nkeys  # type: ignore[import-untyped]
 from nats.errors import AuthorizationError
@@ -105,17 +105,18 @@ def refused(exc: BaseException) -> bool:
 
 def redact(url: str) -> str:
     """`url` (a server, or several separated by commas) without its passwords and tokens: each
-    replaced by `***`, the user's name kept."""
-    shown = []
-    for server in url.split(","):
-        parts = urlsplit(server.strip() if "://" in server else f"nats://{server.strip()}")
-        if parts.username is None and parts.password is None:
-            shown.append(server.strip())
-            continue
-        host = parts.netloc.rpartition("@")[2]
-        who = f"{parts.username}:***" if parts.password is not None else "***"  # a token alone
-        shown.append(urlunsplit(parts._replace(netloc=f"{who}@{host}")))
-    return ",".join(shown)
+    replaced by `***`, the user's name kept, and the rest as it was written."""
+    return ",".join(_redact_server(server) for server in url.split(","))
+
+
+def _redact_server(server: str) -> str:
+    parts = urlsplit(server.strip() if "://" in server else f"nats://{server.strip()}")
+    if parts.username is None and parts.password is None:
+        return server
+    who = f"{parts.username}:***" if parts.password is not None else "***"  # a token alone
+    head, _, host = server.rpartition("@")  # a host has no @: the user's part ends at the last
+    start = head.index("://") + 3 if "://" in head else len(head) - len(head.lstrip())
+    return f"{server[:start]}{who}@{host}"
 
 
 def _read(variable: str, path: str) -> str:

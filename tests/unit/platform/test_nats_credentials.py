@@ -90,9 +90,11 @@ def test_what_to_correct_follows_what_was_presented(creds: Path, seed: Path) -> 
         ("nats://n1:4222", "nats://n1:4222"),
         ("nats://inventory:s3cret@n1:4222", "nats://inventory:***@n1:4222"),
         ("nats://t0ken@n1:4222", "nats://***@n1:4222"),
-        ("tls://a:b@n1:4222, nats://n2:4222", "tls://a:***@n1:4222,nats://n2:4222"),
-        ("a:p%40ss@n1:4222", "nats://a:***@n1:4222"),
+        ("tls://a:b@n1:4222, nats://n2:4222", "tls://a:***@n1:4222, nats://n2:4222"),
+        ("a:p%40ss@n1:4222", "a:***@n1:4222"),
+        (" nats://a:p@ss@n1:4222", " nats://a:***@n1:4222"),
         ("n1:4222", "n1:4222"),
+        (" , ", " , "),
     ],
 )
 def test_a_url_is_said_without_its_password_or_token(url: str, shown: str) -> None:
