@@ -141,9 +141,13 @@ async function main() {
     const { order } = await call(a4co.orders, "GetOrder", { order_id: placed.order_id }, { token: customer.token });
     return order.status === "ORDER_STATUS_CONFIRMED" ? order : undefined;
   });
-  const told = await eventually("the customer told of the confirmation", async () =>
-    notes.find((n) => n.subject_id === placed.order_id && n.topic === "a4co.orders.OrderStatusChanged"),
-  );
+  // notifications follows ORDERS and PAYMENTS each in its own order: the payment's notification
+  // may come after the confirmation's, so both are waited for.
+  const told = await eventually("the customer told of the payment and the confirmation", async () => {
+    const mine = notes.filter((n) => n.subject_id === placed.order_id);
+    const confirmation = mine.find((n) => n.topic === "a4co.orders.OrderStatusChanged");
+    return confirmation && mine.some((n) => n.topic === "a4co.payments.PaymentProcessed") ? confirmation : undefined;
+  });
   stream.cancel();
   say("order confirmed", {
     status: confirmed.status,
