@@ -37,7 +37,7 @@ import nats.js.errors
 from google.protobuf.message import Message
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
-from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from nats.js.api import AckPolicy, ConsumerConfig, ConsumerInfo, DeliverPolicy
 from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
 
@@ -302,6 +302,7 @@ class QueueConsumer:
         self._stopping = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._watched = False  # whether another says why the task failed (add_done_callback)
+        self._created: datetime | None = None  # when the durable consumer was made, as declared
         self._lag_task: asyncio.Task[None] | None = None
         self._keeper: asyncio.Task[None] | None = None
         self._batch: list[Msg] = []  # the batch being handled, empty between batches
@@ -341,7 +342,7 @@ class QueueConsumer:
         """Create or bind the durable consumer and start handling messages (again, after a stop)."""
         self._stopping.clear()
         stream = self.topology.stream(self.stream)
-        await self._declare()
+        self._created = (await self._declare()).created
         # The JetStream context's own connection: nats-py has no public accessor for it.
         self._puller = Puller(self.js._nc, stream, self.durable)
         await self._puller.start()
@@ -393,21 +394,28 @@ class QueueConsumer:
         assert self._puller is not None
         return await self._puller.fetch(self.policy.batch_size, timeout=self.policy.fetch_timeout_s)
 
-    async def _declare(self) -> None:
+    async def _declare(self) -> ConsumerInfo:
         """Create the durable consumer, or bind to it as it is (the same configuration); asked
         again while JetStream answers "not now" (a cluster electing its leaders, decision 64)."""
         stream, config = self.topology.stream(self.stream), self.config()
-        await until_answered(f"consumer {self.durable}", lambda: self.js.add_consumer(stream, config))
+        return await until_answered(f"consumer {self.durable}", lambda: self.js.add_consumer(stream, config))
 
-    async def _declare_again(self) -> None:
-        """Declare the consumer again, and first its stream when that is gone too."""
+    async def _declare_again(self, failure: PullError) -> None:
+        """Declare the consumer again, and first its stream when that is gone too; said as a
+        consumer made anew only when it was (its creation time changed): a 503 while a cluster
+        elects the consumer's leader finds it there."""
         try:
-            await self._declare()
+            info = await self._declare()
         except nats.js.errors.NotFoundError:
             if self._streams is None:
                 raise
             await self._streams()
-            await self._declare()
+            info = await self._declare()
+        if info.created != self._created:
+            self._created = info.created
+            log.warning("%s: the durable consumer was gone; declared again", self.durable)
+        else:
+            log.info("%s: the durable consumer is there: %s", self.durable, failure)
 
     async def _run(self) -> None:
         assert self._puller is not None
@@ -439,8 +447,7 @@ class QueueConsumer:
                         # Deleted on the server (an operator's `nats consumer rm`, a stream restored
                         # without its consumers, a server that lost its state): declared again.
                         with contextlib.suppress(nats.errors.Error, OSError):
-                            await self._declare_again()
-                            log.warning("%s: the durable consumer was gone; declared again", self.durable)
+                            await self._declare_again(exc)
                     continue
                 failures = 0
                 if messages:

@@ -23,6 +23,7 @@ from services.platform.db import Connection
 from services.platform.events.codec import message_size
 from services.platform.events.consumer import HandlerContext, QueueConsumer, Selective
 from services.platform.events.dlq import DeadLetterFilter, DeadLetterQueue
+from services.platform.events.pull import PullError
 from services.platform.local_servers import ServerUrls
 from tests.integration.events.rig import FAST, Rig, order_created, record_effect, running
 from tests.support.waiting import eventually
@@ -212,7 +213,9 @@ async def test_message_size_is_what_the_server_counts_against_its_limit(rig: Rig
         await other.close()
 
 
-async def test_a_consumer_deleted_on_the_server_is_declared_again_and_work_goes_on(rig: Rig) -> None:
+async def test_a_consumer_deleted_on_the_server_is_declared_again_and_work_goes_on(
+    rig: Rig, caplog: pytest.LogCaptureFixture
+) -> None:
     """An operator's `nats consumer rm`, or a stream restored from a backup without its consumers:
     the service declares its durable consumer again instead of failing its pulls for ever."""
     consumer = await rig.consumer("payments", {order_events_pb2.OrderCreated: record_effect()})
@@ -226,6 +229,42 @@ async def test_a_consumer_deleted_on_the_server_is_declared_again_and_work_goes_
     info = await rig.js.consumer_info(stream, consumer.durable)
     assert info.config.filter_subjects == consumer.config().filter_subjects
     assert consumer.stats.duplicates == 1  # the new consumer delivered the first event again
+    said = [r.getMessage() for r in caplog.records if "durable consumer" in r.getMessage()]
+    assert said == [f"{consumer.durable}: the durable consumer was gone; declared again"]
+
+
+class UnansweredOnce(QueueConsumer):
+    """A consumer whose first pull nobody answers (503), as while a cluster elects its leader."""
+
+    unanswered = False
+
+    async def _fetch(self) -> list[Msg]:
+        if not self.unanswered:
+            self.unanswered = True
+            raise PullError("pull request on $JS.API.CONSUMER.MSG.NEXT ended: 503 No Responders", "503")
+        return await super()._fetch()
+
+
+async def test_a_consumer_nobody_answered_for_is_not_said_gone_when_it_is_there(
+    rig: Rig, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Declared again, it is found as it was (its creation time unchanged): said at INFO, not as a
+    consumer made anew, and its events flow."""
+    caplog.set_level(logging.INFO, logger="services.platform.events.consumer")
+    consumer = await rig.consumer_of(
+        UnansweredOnce, "payments", {order_events_pb2.OrderCreated: record_effect()}
+    )
+    async with running(rig.relay()):
+        await rig.commit(order_created("o-there"), "o-there")
+        await eventually(lambda: consumer.stats.handled == 1, timeout=20, what="the event handled")
+    said = [(r.levelname, r.getMessage()) for r in caplog.records if "durable consumer" in r.getMessage()]
+    assert said == [
+        (
+            "INFO",
+            f"{consumer.durable}: the durable consumer is there: pull request on"
+            " $JS.API.CONSUMER.MSG.NEXT ended: 503 No Responders",
+        )
+    ]
 
 
 async def test_a_stream_deleted_on_the_server_is_declared_again_by_the_relay_and_the_consumer(
