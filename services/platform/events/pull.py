@@ -40,6 +40,7 @@ DESCRIPTION = "Description"
 PENDING_MESSAGES = "Nats-Pending-Messages"
 # Statuses that end a pull request (or say nothing) without an error.
 NO_MESSAGES, REQUEST_TIMEOUT, HEARTBEAT = "404", "408", "100"
+NO_RESPONDERS = "503"  # nobody answers for the consumer: gone, or its leader being elected
 EXPIRES_S = 1.0
 # A request whose end was not reported is taken as ended this long after its lifetime.
 GRACE_S = 0.05
@@ -111,7 +112,12 @@ class Puller:
                 self._asked = max(self._asked - int(not_sent), 0)
             if status not in (NO_MESSAGES, REQUEST_TIMEOUT):
                 # The request is over, and others may be too (a deleted consumer): start afresh.
-                self._error = (status, f"{status} {headers.get(DESCRIPTION, '')}".strip())
+                # One line: nats-py leaves the status line's other headers in the description
+                # when it is empty ("503 \nNats-Subject: …" for a pull nobody answered).
+                said = (headers.get(DESCRIPTION) or "").split("\n", 1)[0].strip()
+                if not said and status == NO_RESPONDERS:
+                    said = "No Responders"
+                self._error = (status, f"{status} {said}".strip())
                 self._asked, self._open_until = 0, 0.0
         self._arrived.set()
 

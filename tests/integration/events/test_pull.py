@@ -190,3 +190,21 @@ async def test_a_deleted_consumer_ends_the_fetch_with_an_error(nc: NATS, stream:
     with pytest.raises(PullError):
         await puller.fetch(10, timeout=2)
     await puller.stop()
+
+
+async def test_a_pull_nobody_answers_ends_with_one_line_saying_so(nc: NATS, stream: str) -> None:
+    """A consumer that is not there (or whose leader a cluster is electing): 503, said in one line,
+    not with the status's other headers after a line break."""
+    puller = Puller(nc, stream, "nobody")
+    await puller.start()
+    try:
+        with pytest.raises(PullError) as ended:
+            await puller.fetch(10, timeout=2)
+    finally:
+        await puller.stop()
+    assert ended.value.status == "503"
+    assert ended.value.consumer_gone
+    assert (
+        str(ended.value)
+        == f"pull request on $JS.API.CONSUMER.MSG.NEXT.{stream}.nobody ended: 503 No Responders"
+    )
