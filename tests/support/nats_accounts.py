@@ -8,6 +8,7 @@ import base64
 import hashlib
 import json
 import os
+import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -139,7 +140,22 @@ class ConfiguredNats(NatsServer):
         super().__init__(data_dir, durable=False)
         self.extra = extra
 
+    @property
+    def config_file(self) -> Path:
+        return self.data_dir.parent / "nats-auth.conf"
+
+    def _write_config(self) -> None:
+        # The server's name too: a reload refuses a configuration whose name differs from the
+        # command line's.
+        self.config_file.write_text(f"server_name: {self.server_name}\n{self.extra}")
+
     def command(self) -> list[str]:
-        config = self.data_dir.parent / "nats-auth.conf"
-        config.write_text(self.extra)
-        return [*super().command(), "--config", str(config)]
+        self._write_config()
+        return [*super().command(), "--config", str(self.config_file)]
+
+    def reconfigure(self, extra: str) -> None:
+        """Reload the server with the configuration `extra` (SIGHUP), as an operator does."""
+        assert self.pid is not None, "running"
+        self.extra = extra
+        self._write_config()
+        os.kill(self.pid, signal.SIGHUP)

@@ -86,7 +86,9 @@ class LinkLog:
     """What a process says of its connection to NATS: once when it is lost (or NATS does not answer
     at start), again every REPEAT_S while that lasts, with how long and how many attempts, and once
     when it is back; each failed attempt in between only at DEBUG. A failed TLS handshake is an
-    ERROR, and so are credentials refused: settings to look at; the rest WARNING, NATS away."""
+    ERROR, and so are credentials refused: settings to look at, said as soon as they are the
+    reason (a server that takes the connection back on a new configuration, then refuses it);
+    the rest WARNING, NATS away."""
 
     def __init__(self, url: str, service: str, clock: Callable[[], float] = time.monotonic) -> None:
         self.url, self.clock = redact(url), clock
@@ -95,6 +97,7 @@ class LinkLog:
         self.away_since: float | None = None
         self.said_at = 0.0
         self.attempts = 0
+        self.said_setting = False  # whether a setting to look at was said in this outage
 
     def _away(self, reason: str, level: int) -> None:
         now = self.clock()
@@ -111,12 +114,19 @@ class LinkLog:
 
     def failed(self, exc: BaseException) -> None:
         """An attempt to connect failed, or the connection broke, with `exc` (`unreachable`)."""
-        level = logging.ERROR if isinstance(exc, ssl.SSLError) or refused(exc) else logging.WARNING
+        setting = isinstance(exc, ssl.SSLError) or refused(exc)
+        level = logging.ERROR if setting else logging.WARNING
         if self.away_since is None:
             broke = self.server is not None
             self._away(f" ({exc})", level)
+            self.said_setting = setting
             if broke:  # the connection that was up broke: not an attempt to connect
                 return
+        elif setting and not self.said_setting:
+            self.said_at, self.said_setting = self.clock(), True
+            log.error(
+                "NATS at %s refuses this connection (%s); trying again until it accepts it", self.url, exc
+            )
         elif self.clock() - self.said_at >= REPEAT_S:
             self.said_at = self.clock()
             log.log(

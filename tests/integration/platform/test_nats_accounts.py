@@ -33,6 +33,7 @@ from tests.support.processes import communicate, log_lines, service_process
 from tests.support.waiting import eventually
 
 PASSWORD = "s3cret-of-inventory"
+LOGGER = "services.platform.events.connection"
 
 
 @pytest.fixture
@@ -276,3 +277,47 @@ async def test_the_node_events_reader_takes_the_same_credentials(
         assert PASSWORD not in err
     finally:
         await asyncio.to_thread(server.stop)
+
+
+async def test_credentials_refused_on_a_reconnection_are_said_at_once_and_tried_until_taken(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """NATS reloaded with another password closes the connection and refuses it back: the process
+    says it lost the connection, then at ERROR that NATS refuses it, and tries again; reloaded with
+    the password again, it reconnects."""
+    caplog.set_level(logging.INFO, logger=LOGGER)
+
+    def said() -> list[tuple[str, str]]:
+        return [(r.levelname, r.getMessage()) for r in caplog.records if r.name == LOGGER]
+
+    server = ConfiguredNats(
+        tmp_path / "nats" / "data", f'authorization {{ user: inventory, password: "{PASSWORD}" }}\n'
+    )
+    await asyncio.to_thread(server.start)
+    try:
+        url = f"nats://inventory:{PASSWORD}@127.0.0.1:{server.port}"
+        nc = await connect(
+            url, PLAINTEXT, name="inventory", max_reconnect_attempts=-1, reconnect_time_wait=0.1
+        )
+        try:
+            server.reconfigure('authorization { user: inventory, password: "another" }\n')
+
+            await eventually(lambda: any(level == "ERROR" for level, _ in said()), what="the refusal said")
+            assert not nc.is_connected
+            server.reconfigure(f'authorization {{ user: inventory, password: "{PASSWORD}" }}\n')
+            await eventually(lambda: nc.is_connected, what="reconnected")
+        finally:
+            await nc.close()
+    finally:
+        await asyncio.to_thread(server.stop)
+    shown = url.replace(PASSWORD, "***")
+    (lost_level, lost), refused, (back_level, back) = said()
+    assert lost_level == "WARNING"
+    assert lost.startswith(f"lost the connection to NATS at {shown}"), lost
+    assert refused == (
+        "ERROR",
+        f"NATS at {shown} refuses this connection (nats: 'Authorization Violation'); trying again"
+        " until it accepts it",
+    )
+    assert back_level == "INFO"
+    assert back.startswith(f"reconnected to NATS at {shown} after "), back

@@ -7,7 +7,7 @@ import logging
 import ssl
 
 import pytest
-from nats.errors import StaleConnectionError, UnexpectedEOF
+from nats.errors import Error, StaleConnectionError, UnexpectedEOF
 from nats.js.errors import APIError
 from prometheus_client import REGISTRY
 
@@ -127,3 +127,31 @@ def test_a_failed_tls_handshake_is_an_error(caplog: pytest.LogCaptureFixture) ->
 )
 def test_what_says_nats_is_away(error: Exception, expected: bool) -> None:
     assert unreachable(error) is expected
+
+
+def test_credentials_refused_on_a_reconnection_are_said_at_once_at_error(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The connection broke (a server reloaded), then NATS refuses it back: said when it first
+    shows, not 30 s later; the refusals after it only at DEBUG."""
+    clock = Clock()
+    link = LinkLog(URL, "link-test-refused", clock)
+    link.connected("nats://n1:4222", again=False)
+    link.failed(UnexpectedEOF())
+    refusal = Error("nats: 'Authorization Violation'")
+    for _ in range(3):
+        clock.now += 0.5
+        link.failed(refusal)
+    assert said(caplog) == [
+        (
+            logging.WARNING,
+            "lost the connection to NATS at nats://n1:4222 (nats: unexpected EOF);"
+            " connecting again until it answers",
+        ),
+        (
+            logging.ERROR,
+            f"NATS at {URL} refuses this connection (nats: 'Authorization Violation'); trying again until it"
+            " accepts it",
+        ),
+    ]
+    assert len(said(caplog, logging.DEBUG)) - len(said(caplog)) == 2
