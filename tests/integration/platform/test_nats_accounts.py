@@ -50,6 +50,18 @@ def operator_nats(tmp_path: Path, operator: Operator) -> Iterator[ConfiguredNats
     server.stop()
 
 
+PASSWORD_CONFIG = f'authorization {{ user: inventory, password: "{PASSWORD}" }}\n'
+
+
+@pytest.fixture
+def password_nats(tmp_path: Path) -> Iterator[ConfiguredNats]:
+    """NATS that takes the user inventory with PASSWORD."""
+    server = ConfiguredNats(tmp_path / "password-nats" / "data", PASSWORD_CONFIG)
+    server.start()
+    yield server
+    server.stop()
+
+
 def connections(server: ConfiguredNats) -> list[dict[str, Any]]:
     """The server's view of its client connections, with what they authenticated as."""
     url = f"http://127.0.0.1:{server.monitor_port}/connz?auth=1"
@@ -189,38 +201,29 @@ async def test_an_nkey_seed_file_connects_to_a_server_naming_its_public_key(tmp_
 
 
 async def test_a_user_and_password_in_the_url_connect_and_are_never_said(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
+    password_nats: ConfiguredNats, caplog: pytest.LogCaptureFixture
 ) -> None:
     """The password is in the URL, as NATS's clients take it; what the process says of the server
     (refused, lost, back) has `***` instead."""
-    caplog.set_level(logging.INFO, logger="services.platform.events.connection")
-    server = ConfiguredNats(
-        tmp_path / "nats" / "data", f'authorization {{ user: inventory, password: "{PASSWORD}" }}\n'
+    caplog.set_level(logging.INFO, logger=LOGGER)
+    server = password_nats
+    host = f"127.0.0.1:{server.port}"
+    nc = await connect(
+        f"nats://inventory:{PASSWORD}@{host}", PLAINTEXT, max_reconnect_attempts=-1, reconnect_time_wait=0.1
     )
-    await asyncio.to_thread(server.start)
     try:
-        host = f"127.0.0.1:{server.port}"
-        nc = await connect(
-            f"nats://inventory:{PASSWORD}@{host}",
-            PLAINTEXT,
-            max_reconnect_attempts=-1,
-            reconnect_time_wait=0.1,
-        )
-        try:
-            await nc.jetstream().account_info()
-            await asyncio.to_thread(server.stop)
-            await eventually(lambda: not nc.is_connected, what="lost")
-            await asyncio.to_thread(server.start)
-            await eventually(lambda: nc.is_connected, what="reconnected")
-        finally:
-            await nc.close()
-        with pytest.raises(NatsAuthError) as refused:
-            await connect(f"nats://inventory:wrong-{PASSWORD}@{host}", PLAINTEXT)
-        assert str(refused.value).startswith(f"NATS at nats://inventory:***@{host} refused this connection")
-        assert "the user and password (or token) in A4CO_NATS_URL" in str(refused.value)
-    finally:
+        await nc.jetstream().account_info()
         await asyncio.to_thread(server.stop)
-    said = [r.getMessage() for r in caplog.records if r.name == "services.platform.events.connection"]
+        await eventually(lambda: not nc.is_connected, what="lost")
+        await asyncio.to_thread(server.start)
+        await eventually(lambda: nc.is_connected, what="reconnected")
+    finally:
+        await nc.close()
+    with pytest.raises(NatsAuthError) as refused:
+        await connect(f"nats://inventory:wrong-{PASSWORD}@{host}", PLAINTEXT)
+    assert str(refused.value).startswith(f"NATS at nats://inventory:***@{host} refused this connection")
+    assert "the user and password (or token) in A4CO_NATS_URL" in str(refused.value)
+    said = [r.getMessage() for r in caplog.records if r.name == LOGGER]
     assert any(f"nats://inventory:***@{host}" in m for m in said), said  # lost and back
     assert not [m for m in [*said, str(refused.value)] if PASSWORD in m]
 
@@ -280,7 +283,7 @@ async def test_the_node_events_reader_takes_the_same_credentials(
 
 
 async def test_credentials_refused_on_a_reconnection_are_said_at_once_and_tried_until_taken(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
+    password_nats: ConfiguredNats, caplog: pytest.LogCaptureFixture
 ) -> None:
     """NATS reloaded with another password closes the connection and refuses it back: the process
     says it lost the connection, then at ERROR that NATS refuses it, and tries again; reloaded with
@@ -290,26 +293,17 @@ async def test_credentials_refused_on_a_reconnection_are_said_at_once_and_tried_
     def said() -> list[tuple[str, str]]:
         return [(r.levelname, r.getMessage()) for r in caplog.records if r.name == LOGGER]
 
-    server = ConfiguredNats(
-        tmp_path / "nats" / "data", f'authorization {{ user: inventory, password: "{PASSWORD}" }}\n'
-    )
-    await asyncio.to_thread(server.start)
+    server = password_nats
+    url = f"nats://inventory:{PASSWORD}@127.0.0.1:{server.port}"
+    nc = await connect(url, PLAINTEXT, name="inventory", max_reconnect_attempts=-1, reconnect_time_wait=0.1)
     try:
-        url = f"nats://inventory:{PASSWORD}@127.0.0.1:{server.port}"
-        nc = await connect(
-            url, PLAINTEXT, name="inventory", max_reconnect_attempts=-1, reconnect_time_wait=0.1
-        )
-        try:
-            server.reconfigure('authorization { user: inventory, password: "another" }\n')
-
-            await eventually(lambda: any(level == "ERROR" for level, _ in said()), what="the refusal said")
-            assert not nc.is_connected
-            server.reconfigure(f'authorization {{ user: inventory, password: "{PASSWORD}" }}\n')
-            await eventually(lambda: nc.is_connected, what="reconnected")
-        finally:
-            await nc.close()
+        server.reconfigure('authorization { user: inventory, password: "another" }\n')
+        await eventually(lambda: any(level == "ERROR" for level, _ in said()), what="the refusal said")
+        assert not nc.is_connected
+        server.reconfigure(PASSWORD_CONFIG)
+        await eventually(lambda: nc.is_connected, what="reconnected")
     finally:
-        await asyncio.to_thread(server.stop)
+        await nc.close()
     shown = url.replace(PASSWORD, "***")
     (lost_level, lost), refused, (back_level, back) = said()
     assert lost_level == "WARNING"
