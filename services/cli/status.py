@@ -53,6 +53,9 @@ class Status:
     # The streams JetStream did not answer for (a cluster electing their leader, or without its
     # majority).
     streams_unanswered: list[str] = field(default_factory=list)
+    # How many times each service's connection to NATS was lost and made again since it started
+    # (its `a4co_nats_reconnections_total`).
+    nats_reconnections: dict[str, int] = field(default_factory=dict)
 
 
 def dependencies_down(exposition: str) -> list[str]:
@@ -72,6 +75,17 @@ def certificate_expiry(exposition: str) -> float | None:
         if family.name == "a4co_tls_certificate_expiry_timestamp_seconds":
             return min((sample.value for sample in family.samples), default=None)
     return None
+
+
+def nats_reconnections(exposition: str) -> int:
+    """How many times a service made its NATS connection again, from its Prometheus text."""
+    return sum(
+        int(sample.value)
+        for family in text_string_to_metric_families(exposition)
+        if family.name == "a4co_nats_reconnections"  # the parser drops a counter's _total
+        for sample in family.samples
+        if sample.name == "a4co_nats_reconnections_total"
+    )
 
 
 async def scrape_metrics(metrics_port: int, context: ssl.SSLContext | None) -> str | None:
@@ -166,6 +180,7 @@ async def collect(target: Target) -> Status:
             status.down[name] = down
         if (expires := certificate_expiry(exposition)) is not None:
             status.certificate_expiry[name] = expires
+        status.nats_reconnections[name] = nats_reconnections(exposition)
     async with jetstream(target) as js:
         await streams_and_consumers(js, target.topology, status)
     if url := running.get("servers", {}).get("A4CO_DATABASE_URL"):
@@ -203,6 +218,9 @@ def report(result: Status, as_json: bool) -> None:
         typer.echo(json.dumps(asdict(result), indent=2))
         return
     columns = ["service", "health", "outbox backlog", "serving without"]
+    reconnected = any(result.nats_reconnections.values())  # shown once a connection moved
+    if reconnected:
+        columns.append("NATS reconnections")
     if result.certificate_expiry:
         columns.append("certificate")
     services = Table(*columns)
@@ -212,6 +230,8 @@ def report(result: Status, as_json: bool) -> None:
         if name in result.metrics_unreachable:
             without = "[yellow]unknown: metrics unreachable[/yellow]"
         row = [name, f"[{colour}]{health}[/{colour}]", str(result.outbox.get(name, "—")), without]
+        if reconnected:
+            row.append(str(result.nats_reconnections.get(name, "—")))
         if result.certificate_expiry:
             row.append(days_left(result.certificate_expiry.get(name)))
         services.add_row(*row)

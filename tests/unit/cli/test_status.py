@@ -5,9 +5,19 @@ from __future__ import annotations
 import socket
 import time
 
-from prometheus_client import CollectorRegistry, Gauge, generate_latest
+import pytest
+from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 
-from services.cli.status import certificate_expiry, days_left, dependencies_down, scrape_metrics
+from services.cli.status import (
+    Status,
+    certificate_expiry,
+    days_left,
+    dependencies_down,
+    nats_reconnections,
+    report,
+    scrape_metrics,
+)
+from services.platform.events.connection import RECONNECTIONS
 from services.platform.grpc.server import DEPENDENCY_UP
 from services.platform.grpc.tls import CERTIFICATE_EXPIRY
 
@@ -42,3 +52,24 @@ def test_the_certificate_a_service_serves_is_read_from_its_metrics_and_shown_in_
     assert days_left(time.time() + 3 * 86_400 + 60) == "[red]expires in 3 d[/red]"
     assert days_left(time.time() - 2 * 86_400 - 60) == "[red]expired 2 d ago[/red]"
     assert days_left(None) == "—"
+
+
+def test_the_reconnections_to_nats_are_read_from_a_services_metrics_and_shown_once_there_are_some(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    registry = CollectorRegistry()
+    counted = Counter(RECONNECTIONS._name, "reconnections", ["service"], registry=registry)
+    counted.labels("orders")
+    assert nats_reconnections(generate_latest(registry).decode()) == 0
+    counted.labels("orders").inc(3)
+    assert nats_reconnections(generate_latest(registry).decode()) == 3
+
+    calm = Status(services={"orders": "SERVING"}, nats_reconnections={"orders": 0})
+    report(calm, as_json=False)
+    assert "NATS reconnections" not in capsys.readouterr().out
+    moved = Status(services={"orders": "SERVING"}, nats_reconnections={"orders": 3})
+    report(moved, as_json=False)
+    shown = capsys.readouterr().out
+    assert "NATS reconnections" in shown
+    [row] = [line for line in shown.splitlines() if "orders" in line]
+    assert row.split("│")[5].strip() == "3", row
