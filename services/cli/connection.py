@@ -27,7 +27,9 @@ DEFAULT_NATS_URL = "nats://127.0.0.1:4222"
 NatsUrl = Annotated[
     str | None,
     typer.Option(
-        "--nats-url", help="NATS URL, or a cluster's URLs separated by commas \\[env A4CO_NATS_URL]"
+        "--nats-url",
+        help="NATS URL, or a cluster's URLs separated by commas \\[env A4CO_NATS_URL]; a NATS that"
+        " wants credentials gets A4CO_NATS_CREDS_FILE, A4CO_NATS_NKEY_FILE, or the URL's user and password",
     ),
 ]
 Prefix = Annotated[str | None, typer.Option("--prefix", help="deployment prefix \\[env A4CO_PREFIX]")]
