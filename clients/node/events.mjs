@@ -73,12 +73,12 @@ function decode(message) {
 /** A server of a NATS URL, parsed; one without a scheme is nats://, as NATS's clients read it. */
 const parseServer = (server) => new URL(server.includes("://") ? server : `nats://${server}`);
 
+/** The servers of a NATS URL: a cluster's separated by commas, as the services take them (decision 64). */
+const serverList = (url) => url.split(",").map((server) => server.trim()).filter(Boolean);
+
 /** A NATS URL without its passwords and tokens, as the services say it (decision 67). */
 function redact(url) {
-  return url
-    .split(",")
-    .map((server) => server.trim())
-    .filter(Boolean)
+  return serverList(url)
     .map((server) => {
       const parsed = parseServer(server);
       if (!parsed.username && !parsed.password) return server;
@@ -107,9 +107,8 @@ function natsAuth(servers) {
 /** A connection over TLS with the deployment's files when the server offers TLS, as the services
  * connect (decision 62); in plaintext to a server without it. */
 async function connectNats(url) {
-  // A cluster's servers separated by commas, as the services take them (decision 64); nats.js is
-  // given them without the user and password, which go as options.
-  const given = url.split(",").map((server) => server.trim()).filter(Boolean);
+  // nats.js is given the servers without the user and password, which go as options.
+  const given = serverList(url);
   const servers = given.map((server) => {
     const parsed = parseServer(server);
     return parsed.username || parsed.password ? `${parsed.protocol}//${parsed.host}` : server;

@@ -133,7 +133,11 @@ class Supervisor:
         self.env = env
         self.services = services
         self.on_line = on_line or (lambda service, line: None)
-        self._on_line_given = on_line is not None
+        # Where the supervisor says something of the services: the launcher's terminal, or this
+        # module's log (a service's own lines go to on_line only).
+        self._say: Callable[[str], None] = (
+            (lambda line: on_line("supervisor", line)) if on_line else (lambda line: log.warning("%s", line))
+        )
         self.backoff = backoff or Backoff(first_s=0.5, cap_s=10.0)
         ports = preferred_ports or {}
         self.children = {
@@ -188,13 +192,6 @@ class Supervisor:
         nice = self.background_nice
         if name in BACKGROUND and nice and not lower_priority(child.process.pid, nice):
             self._say(f"{name} runs at the same CPU priority as the other services")
-
-    def _say(self, line: str) -> None:
-        """Say something of the services: on the launcher's terminal, or in this module's log."""
-        if self._on_line_given:
-            self.on_line("supervisor", line)
-        else:
-            log.warning("%s", line)
 
     async def _pump(self, name: str, process: asyncio.subprocess.Process) -> None:
         """Copy a service's output to its log file as it comes, and show it line by line."""

@@ -24,14 +24,19 @@ import ssl
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
-from urllib.parse import urlsplit
 
 from nats.aio.client import Client as NatsClient
 from nats.errors import StaleConnectionError, UnexpectedEOF
 from nats.js.errors import APIError
 from prometheus_client import Counter
 
-from services.platform.events.credentials import NO_CREDENTIALS, NatsCredentials, redact, refused
+from services.platform.events.credentials import (
+    NO_CREDENTIALS,
+    NatsCredentials,
+    redact,
+    refused,
+    split_server,
+)
 from services.platform.grpc.tls import Tls, nats_ssl_context
 from services.platform.resilience import cancel_and_wait
 
@@ -61,7 +66,7 @@ def servers(url: str) -> list[str]:
     if not found:
         raise ValueError("no NATS server in it")
     for server in found:
-        parts = urlsplit(server if "://" in server else f"nats://{server}")
+        parts = split_server(server)
         try:
             parts.port  # noqa: B018 - raises ValueError for a port that is not a number
         except ValueError:
@@ -114,6 +119,7 @@ class LinkLog:
 
     def failed(self, exc: BaseException) -> None:
         """An attempt to connect failed, or the connection broke, with `exc` (`unreachable`)."""
+        now = self.clock()
         setting = isinstance(exc, ssl.SSLError) or refused(exc)
         level = logging.ERROR if setting else logging.WARNING
         if self.away_since is None:
@@ -123,12 +129,12 @@ class LinkLog:
             if broke:  # the connection that was up broke: not an attempt to connect
                 return
         elif setting and not self.said_setting:
-            self.said_at, self.said_setting = self.clock(), True
+            self.said_at, self.said_setting = now, True
             log.error(
                 "NATS at %s refuses this connection (%s); trying again until it accepts it", self.url, exc
             )
-        elif self.clock() - self.said_at >= REPEAT_S:
-            self.said_at = self.clock()
+        elif now - self.said_at >= REPEAT_S:
+            self.said_at = now
             log.log(
                 level,
                 "NATS still away after %.0f s (%d attempts), the last: %s",

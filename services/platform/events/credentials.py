@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit
 
 import nkeys  # type: ignore[import-untyped]
 from nats.errors import AuthorizationError
@@ -84,9 +84,7 @@ class NatsCredentials:
             )
         if self.nkey_file:
             return f"{NKEY_FILE} must hold the seed of a user NATS's configuration names"
-        if any(
-            urlsplit(server if "://" in server else f"nats://{server}").username for server in url.split(",")
-        ):
+        if any(split_server(server).username for server in url.split(",")):
             return "the user and password (or token) in A4CO_NATS_URL must be ones NATS's configuration names"
         return (
             f"this NATS requires credentials: set {CREDS_FILE}, {NKEY_FILE}, or a user and password in"
@@ -109,8 +107,15 @@ def redact(url: str) -> str:
     return ",".join(_redact_server(server) for server in url.split(","))
 
 
+def split_server(server: str) -> SplitResult:
+    """One server of a NATS URL, parsed as NATS's clients read it: `nats://` when it names no
+    scheme."""
+    server = server.strip()
+    return urlsplit(server if "://" in server else f"nats://{server}")
+
+
 def _redact_server(server: str) -> str:
-    parts = urlsplit(server.strip() if "://" in server else f"nats://{server.strip()}")
+    parts = split_server(server)
     if parts.username is None and parts.password is None:
         return server
     who = f"{parts.username}:***" if parts.password is not None else "***"  # a token alone
