@@ -8,8 +8,6 @@ consumers from the services' subscription tables.
 from __future__ import annotations
 
 import argparse
-import importlib
-import pkgutil
 from collections import defaultdict
 from collections.abc import Mapping
 from pathlib import Path
@@ -19,6 +17,7 @@ import yaml
 from google.protobuf import descriptor_pb2
 from google.protobuf.descriptor import Descriptor, EnumDescriptor, FieldDescriptor
 
+from services.cli.permissions import subscription_tables
 from services.platform.events.registry import EventDef, EventRegistry, load_registry
 from services.platform.events.subscriptions import Only
 from tools.protoset import build_descriptor_set
@@ -84,19 +83,11 @@ class Comments:
 
 def discover_consumers(registry: EventRegistry) -> dict[str, list[str]]:
     """Event type -> consuming services, read from each `services.<ctx>.subscriptions.HANDLERS`."""
-    import services
-
     consumers: dict[str, list[str]] = defaultdict(list)
-    for info in pkgutil.iter_modules(services.__path__):
-        if not info.ispkg or info.name == "platform":
-            continue
-        try:
-            module = importlib.import_module(f"services.{info.name}.subscriptions")
-        except ModuleNotFoundError:
-            continue
-        for event_class, entry in getattr(module, "HANDLERS", {}).items():
+    for service, table in subscription_tables().items():
+        for event_class, entry in table.items():
             note = f" ({entry.note} only)" if isinstance(entry, Only) else ""
-            consumers[registry.of(event_class).event_type].append(info.name + note)
+            consumers[registry.of(event_class).event_type].append(service + note)
     return {k: sorted(set(v)) for k, v in consumers.items()}
 
 

@@ -82,6 +82,9 @@ EVENTS: list[Panel] = [
     ("NATS connections lost and made again in the last 15 minutes (a cluster's server gone moves its clients)", [
         ("{{service}}", "sum by (service) (increase(a4co_nats_reconnections_total[15m]))"),
     ], "none"),
+    ("Publishes and subscriptions NATS refused for the user's permissions (alert NatsPermissionDenied; decision 68)", [
+        ("{{service}}", "sum by (service) (increase(a4co_nats_permission_violations_total[10m]))"),
+    ], "none"),
     ("Events published", [("{{event_type}}", "sum by (event_type) (rate(a4co_events_published_total[1m]))")], "ops"),
     ("Events consumed by result", [("{{service}} {{result}}", "sum by (service, result) (rate(a4co_events_consumed_total[1m]))")], "ops"),
     ("Handler p99", [("{{service}} {{event_type}}",

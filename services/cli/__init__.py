@@ -1,5 +1,5 @@
-"""The `a4co` command line for operators: status, the dead-letter queue, events, traces, demos and
-the saga's invariants."""
+"""The `a4co` command line for operators: status, the dead-letter queue, events, traces, demos,
+the saga's invariants and the deployment's NATS permissions."""
 
 import os
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from services.cli import check, demo, dlq, events, status, trace
+from services.cli import check, demo, dlq, events, permissions, status, trace
 
 app = typer.Typer(help="Operate the a4co marketplace.", no_args_is_help=True)
 app.add_typer(dlq.app, name="dlq")
@@ -13,3 +13,4 @@ app.command("status")(status.status)
 app.command("demo")(demo.demo)
 app.command("trace")(trace.trace)
 app.command("check")(check.invariants)
+app.command("nats-permissions")(permissions.nats_permissions)

@@ -14,7 +14,7 @@ import os
 import signal
 import socket
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -127,8 +127,12 @@ class Supervisor:
         backoff: Backoff | None = None,
         preferred_ports: dict[str, tuple[int, int]] | None = None,
         steady_s: float = STEADY_S,
+        service_env: Mapping[str, Mapping[str, str]] | None = None,
     ) -> None:
+        """`env` is every service's environment; `service_env` adds to one service's (its own
+        NATS user's URL, say)."""
         self.run_dir = run_dir
+        self.service_env = service_env or {}
         self.steady_s = steady_s
         self.env = env
         self.services = services
@@ -161,7 +165,7 @@ class Supervisor:
         return {name: child.endpoint for name, child in self.children.items()}
 
     def _env_for(self, name: str) -> dict[str, str]:
-        env = dict(self.env)
+        env = {**self.env, **self.service_env.get(name, {})}
         if name != "identity" and "identity" in self.children:
             # Asked whether a session has ended while Redis fails (decision 34).
             env["A4CO_PEER_IDENTITY"] = self.children["identity"].endpoint.grpc

@@ -11,7 +11,7 @@ import asyncio
 import logging
 import os
 import signal
-from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,6 +27,7 @@ from services.platform.events.codec import EventCodec, check_max_payload
 from services.platform.events.connection import connect as connect_nats
 from services.platform.events.consumer import Handler, QueueConsumer, Selective
 from services.platform.events.outbox import OutboxRelay, OutboxWriter
+from services.platform.events.permissions import produced_streams, streams_used
 from services.platform.events.registry import EventRegistry, load_registry
 from services.platform.events.streams import ensure_streams
 from services.platform.events.tables import keep_inbox_pruned
@@ -72,6 +73,8 @@ class Infrastructure:
     # Whether JetStream answered the last health check: in a NATS cluster that has lost most of
     # its servers, the connection to one left stays up while nothing can be stored (decision 64).
     jetstream_answers: bool = True
+    # The declared streams the service declares: those it publishes to, and those it consumes.
+    streams: list[str] = field(default_factory=list)
     _identity: PeerClient | None = None
 
     @classmethod
@@ -96,6 +99,7 @@ class Infrastructure:
                 max_reconnect_attempts=-1,
                 reconnect_time_wait=0.5,
                 closed_cb=closed,
+                inbox_prefix=topology.inbox(settings.service),
             )
         except BaseException:
             await pool.close()
@@ -108,7 +112,9 @@ class Infrastructure:
             raise
         js = nc.jetstream()
         registry = load_registry()
-        await ensure_streams(js, registry, topology, settings.streams)
+        # The streams it publishes to; those it consumes are added once its parts are built.
+        streams = produced_streams(settings.service, registry)
+        await ensure_streams(js, registry, topology, settings.streams, only=streams)
         codec = EventCodec(registry, settings.service, topology)
         # A burst of calls waits for a free connection (up to 5 s) instead of failing at once
         # with "Too many connections", which is what redis-py's default pool does past 100.
@@ -122,6 +128,7 @@ class Infrastructure:
         infra = cls(
             settings, pool, nc, js, redis, registry, topology, codec, outbox, revocations, nats_closed
         )
+        infra.streams = streams
         infra.certificates = Certificates(settings.tls, settings.service)
         # A reconnection to NATS makes its handshake with the files as last read (decision 62).
         infra.certificates.follow(lambda renewed: nc.options.update(tls=nats_ssl_context(renewed)))
@@ -130,10 +137,16 @@ class Infrastructure:
             infra.revocation_fallback = ask_identity(infra._identity)
         return infra
 
+    async def use_streams(self, consumed: Iterable[str]) -> None:
+        """Declare the streams the service consumes too, before its consumers are made."""
+        self.streams = streams_used(self.settings.service, self.registry, consumed)
+        await self.ensure_streams()
+
     async def ensure_streams(self) -> None:
-        """Declare every stream, as at start (a stream deleted since, or lost with the server's
-        state, is created again; the relay and the consumers call this when they find none)."""
-        await ensure_streams(self.js, self.registry, self.topology, self.settings.streams)
+        """Declare the streams the service uses (`streams`), as at start (a stream deleted since, or
+        lost with the server's state, is created again; the relay and the consumers call this when
+        they find none). Only those: its NATS user may touch no other (decision 68)."""
+        await ensure_streams(self.js, self.registry, self.topology, self.settings.streams, only=self.streams)
 
     def checks(self) -> dict[str, Callable[[], Awaitable[bool]]]:
         """Health checks of the three dependencies."""
@@ -290,6 +303,7 @@ class ServiceRunner:
 
     async def start(self) -> None:
         """Serve, relay and consume."""
+        await self.infra.use_streams(self.parts.subscriptions)
         await self.server.start()
         self._spawn(self.relay.run(), "outbox relay")
         self._spawn(

@@ -8,7 +8,7 @@ import json
 import os
 import signal
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -41,16 +41,19 @@ from a4co.payments.v1 import payments_service_pb2 as payments_pb
 from a4co.payments.v1 import payments_service_pb2_grpc as payments_grpc
 from a4co.type.v1 import address_pb2, lat_lng_pb2, money_pb2
 from services.cli.check import violations
-from services.launcher.supervisor import Supervisor
+from services.launcher.supervisor import SERVICES, Supervisor
+from services.platform.events.permissions import COMMAND
 from services.platform.events.topology import DLQ_STREAM, Topology
 from services.platform.grpc.status import details_of
 from services.platform.local_servers import ServerUrls
 from services.platform.resilience import Backoff
 from tests.integration.services.harness import Keys
+from tests.support.nats_accounts import PermissionedNats
 from tests.support.rpc import failure
 from tests.support.waiting import eventually
 
 Metadata = tuple[tuple[str, str], ...]
+PREFIX = "e" + uuid.uuid4().hex[:12]
 
 
 class Client:
@@ -82,16 +85,28 @@ class Client:
             await channel.close()
 
 
+@pytest.fixture(scope="module")
+def permissioned_nats(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PermissionedNats]:
+    """The deployment's own NATS, whose users are its services, each allowed only what
+    `a4co nats-permissions` derives for it (decision 68): every flow here runs within them."""
+    server = PermissionedNats(Path(tmp_path_factory.mktemp("nats")) / "data", PREFIX)
+    server.start()
+    yield server
+    server.stop()
+
+
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
 async def deployment(
-    urls: ServerUrls, keys: Keys, tmp_path_factory: pytest.TempPathFactory
+    urls: ServerUrls,
+    keys: Keys,
+    permissioned_nats: PermissionedNats,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> AsyncIterator[tuple[Supervisor, Client, str]]:
-    prefix = "e" + uuid.uuid4().hex[:12]
     run_dir = Path(tmp_path_factory.mktemp("run"))
     env = dict(
         os.environ,
-        **urls.as_env(),
-        A4CO_PREFIX=prefix,
+        **{**urls.as_env(), "A4CO_NATS_URL": permissioned_nats.url_of(COMMAND)},
+        A4CO_PREFIX=PREFIX,
         A4CO_JWT_PRIVATE_KEY_FILE=str(keys.private_file),
         A4CO_JWT_PUBLIC_KEY_FILE=str(keys.public_file),
         A4CO_SAGA_PAYMENT_TIMEOUT_S="10",
@@ -100,12 +115,14 @@ async def deployment(
         A4CO_LOG_LEVEL="WARNING",
         A4CO_PEER_TIMEOUT_S="5",
     )
-    supervisor = Supervisor(run_dir, env)
+    own_user = {s: {"A4CO_NATS_URL": permissioned_nats.url_of(s)} for s in SERVICES}
+    supervisor = Supervisor(run_dir, env, service_env=own_user)
     await supervisor.start()
     client = Client(supervisor)
-    yield supervisor, client, prefix
+    yield supervisor, client, PREFIX
     await client.close()
     await supervisor.stop()
+    assert permissioned_nats.violations() == [], "a service did what its NATS user may not"
 
 
 async def shop_with(client: Client, stock: int) -> tuple[str, Metadata]:
@@ -562,7 +579,7 @@ TRY_LATER = {
 
 
 async def test_orders_placed_while_the_saga_services_are_killed_settle_soundly(
-    deployment: tuple[Supervisor, Client, str], urls: ServerUrls
+    deployment: tuple[Supervisor, Client, str], urls: ServerUrls, permissioned_nats: PermissionedNats
 ) -> None:
     """Chaos: orders, payments and inventory each killed (SIGKILL) in turn while a stream of orders
     is in flight, so that each dies holding committed events, fetched deliveries and calls. A
@@ -630,7 +647,7 @@ async def test_orders_placed_while_the_saga_services_are_killed_settle_soundly(
 
     await eventually(settled_all, timeout=180, what="every order settled")
     await sound(urls, prefix)
-    nc = await nats.connect(urls.nats_url)
+    nc = await nats.connect(permissioned_nats.url_of(COMMAND))
     try:
         dead = await nc.jetstream().stream_info(Topology(prefix).stream(DLQ_STREAM))
     finally:

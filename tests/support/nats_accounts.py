@@ -5,9 +5,11 @@ nkey users, or with a user and password."""
 from __future__ import annotations
 
 import base64
+import dataclasses
 import hashlib
 import json
 import os
+import secrets
 import signal
 import time
 from dataclasses import dataclass, field
@@ -16,6 +18,10 @@ from typing import Any
 
 import nkeys  # type: ignore[import-untyped]
 
+from services.cli.permissions import consumed_streams
+from services.platform.events.permissions import deployment_permissions, password_variable, render_config
+from services.platform.events.registry import load_registry
+from services.platform.events.topology import Topology
 from services.platform.local_servers import NatsServer
 
 UNLIMITED = {
@@ -159,3 +165,48 @@ class ConfiguredNats(NatsServer):
         self.extra = extra
         self._write_config()
         os.kill(self.pid, signal.SIGHUP)
+
+
+class PermissionedNats(ConfiguredNats):
+    """nats-server whose users are the deployment's, one per service plus `a4co` and `reader`,
+    each allowed what `a4co nats-permissions` derives for the prefix (decision 68), with a
+    password of its own. A client that is none of them is refused."""
+
+    name = "nats-permissioned"
+
+    def __init__(self, data_dir: Path, prefix: str, withheld: dict[str, str] | None = None) -> None:
+        """`withheld` takes from a user (a key) a subject it may publish to (its value)."""
+        self.topology = Topology(prefix)
+        registry = load_registry()
+        self.users = deployment_permissions(registry, consumed_streams(registry), self.topology)
+        # nats-server reads an environment variable as a value of its configuration: a password
+        # starting with a digit would be taken for a number.
+        self.passwords = {p.user: "p" + secrets.token_hex(16) for p in self.users}
+        super().__init__(data_dir, self.config(withheld or {}))
+
+    def config(self, withheld: dict[str, str]) -> str:
+        users = [
+            dataclasses.replace(p, publish=tuple(s for s in p.publish if s != withheld.get(p.user)))
+            for p in self.users
+        ]
+        return render_config(users, self.topology)
+
+    def permit_all(self) -> None:
+        """Reload the server with every user's permissions whole (SIGHUP)."""
+        self.reconfigure(self.config({}))
+
+    def _popen_kwargs(self) -> dict[str, object]:
+        """The passwords in nats-server's environment, where the configuration reads them."""
+        kwargs = super()._popen_kwargs()
+        env = dict(kwargs["env"])  # type: ignore[call-overload]
+        env.update({password_variable(user): password for user, password in self.passwords.items()})
+        return {**kwargs, "env": env}
+
+    def url_of(self, user: str) -> str:
+        """The URL a client connects with as `user`."""
+        return f"nats://{user}:{self.passwords[user]}@127.0.0.1:{self.port}"
+
+    def violations(self) -> list[str]:
+        """The lines of the server's log where it refused a client a subject."""
+        log = self.data_dir.parent / f"{self.name}.log"
+        return [line for line in log.read_text(errors="replace").splitlines() if "Violation" in line]

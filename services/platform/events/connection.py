@@ -8,7 +8,8 @@ would help anyway. `connect` turns that into NatsTlsError at once.
 nats-py reports every failed attempt to reach NATS to its error callback, with a traceback, twice
 a second for as long as NATS is away. A service says instead, in its log, that the connection was
 lost (or NATS did not answer at start), again every REPEAT_S while that lasts, and when it is
-back, after how long; each reconnection is counted (`a4co_nats_reconnections_total`).
+back, after how long; each reconnection is counted (`a4co_nats_reconnections_total`). A subject
+NATS refuses it for its user's permissions is said once every REPEAT_S, and counted too.
 
 A NATS URL may name several servers, separated by commas, as NATS's own clients and tools take
 them (`nats://n1:4222,nats://n2:4222,nats://n3:4222`): the client connects to one of them at
@@ -51,6 +52,12 @@ RECONNECTIONS = Counter(
     "a4co_nats_reconnections_total",
     "Times a service's connection to NATS was lost and made again (to the same server or another"
     " of the cluster).",
+    ["service"],
+)
+
+DENIALS = Counter(
+    "a4co_nats_permission_violations_total",
+    "Publishes and subscriptions NATS refused a service for its user's permissions (decision 68).",
     ["service"],
 )
 
@@ -164,6 +171,36 @@ class LinkLog:
         self.server, self.away_since = server, None
 
 
+def denied(exc: BaseException) -> bool:
+    """Whether `exc` is NATS refusing a publish or a subscription for the user's permissions
+    (nats-py passes it to the error callback and keeps the connection)."""
+    return "permissions violation" in str(exc).lower()
+
+
+class DenialLog:
+    """What a process says when NATS refuses it a subject for its user's permissions: an ERROR
+    naming the subject, once per subject every REPEAT_S (a relay publishes the same refused row
+    again and again), each counted (`a4co_nats_permission_violations_total`)."""
+
+    def __init__(self, service: str, clock: Callable[[], float] = time.monotonic) -> None:
+        self.clock = clock
+        self.count = DENIALS.labels(service)
+        self.said: dict[str, float] = {}
+
+    def denied(self, exc: BaseException) -> None:
+        self.count.inc()
+        what, now = str(exc).removeprefix("nats: "), self.clock()
+        if now - self.said.get(what, -REPEAT_S) < REPEAT_S:
+            return
+        self.said[what] = now
+        log.error(
+            "NATS refused this service's user: %s (in lower case, as nats-py reports it; NATS's log"
+            " has the subject as it is). Its permissions must allow what the service does:"
+            " `a4co nats-permissions` prints what each service needs (decision 68)",
+            what,
+        )
+
+
 class NatsSettingError(RuntimeError):
     """A setting of the connection to NATS to correct, not an outage to wait out: the service stops
     with EX_CONFIG (78), the `a4co` command with 2, saying which."""
@@ -191,6 +228,7 @@ async def connect(
     wrong: asyncio.Future[NatsSettingError] = loop.create_future()  # a setting, found at start
     report = options.pop("error_cb", None)
     link = LinkLog(url, str(options.get("name") or ""))
+    denials = DenialLog(str(options.get("name") or ""))
     nc = NatsClient()
 
     async def error(exc: Exception) -> None:
@@ -211,6 +249,8 @@ async def connect(
             await report(exc)
         elif unreachable(exc) or refused(exc):
             link.failed(exc)
+        elif denied(exc):
+            denials.denied(exc)
         elif isinstance(exc, APIError):
             # JetStream refused a publish_async (503 while a cluster elects a stream's leader,
             # 409 "duplicate message id is in process" while its first copy is being stored).

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from typing import Any, TypeVar
 
 import nats.errors
@@ -91,13 +91,17 @@ async def ensure_streams(
     registry: EventRegistry,
     topology: Topology,
     settings: StreamSettings,
+    only: Collection[str] | None = None,
 ) -> list[str]:
-    """Create every declared stream, or update it to the declared configuration; idempotent.
+    """Create every declared stream (or those named in `only`), or update it to the declared
+    configuration; idempotent.
 
     Returns the server-side names of the streams.
     """
     names = []
     for stream in registry.streams:
+        if only is not None and stream.name not in only:
+            continue
         config = stream_config(stream, topology, settings)
         assert config.name is not None
         await until_answered(f"stream {config.name}", functools.partial(_ensure, js, config))

@@ -48,6 +48,11 @@ class Topology:
         """Where a dead letter of `service` for an event from `original_subject` goes."""
         return self.subject(f"a4co.dlq.{service}.{self.unprefixed(original_subject)}")
 
+    def inbox(self, service: str) -> str:
+        """The prefix of `service`'s inboxes, where JetStream answers it: its own, so that NATS
+        permissions keep one service from hearing another's answers (decision 68)."""
+        return f"_INBOX.{self.prefix}.{service}" if self.prefix else f"_INBOX.{service}"
+
     def schema(self, service: str) -> str:
         """The database schema a service owns."""
         return f"{self.prefix}_{service}" if self.prefix else service

@@ -76,15 +76,18 @@ async def test_a_service_given_the_cluster_keeps_each_stream_on_three_servers(
     cluster: NatsCluster, urls: ServerUrls, prefix: str, keys: Keys, caplog: pytest.LogCaptureFixture
 ) -> None:
     """A service's A4CO_NATS_URL names the three servers after one that is not there; it starts,
-    and every declared stream is kept by a leader and two followers. A service starting again
-    leaves the streams as they are: no update goes to the cluster's meta leader."""
+    and every stream it uses (those it publishes to and consumes) is kept by a leader and two
+    followers. A service starting again leaves the streams as they are: no update goes to the
+    cluster's meta leader."""
     nowhere = f"nats://127.0.0.1:{free_port()}"
     settings = dataclasses.replace(
         settings_for("inventory", urls, prefix, keys), nats_url=f"{nowhere},{cluster.url}", streams=THREE
     )
     infra = await Infrastructure.connect(settings)
     try:
-        names = [infra.topology.stream(s.name) for s in infra.registry.streams]
+        await infra.use_streams(["ORDERS", "ARTISANS"])  # what inventory consumes
+        names = [infra.topology.stream(s) for s in infra.streams]
+        assert len(names) == 4, names
         for name in names:
             info = await infra.js.stream_info(name)
             assert info.config.num_replicas == 3, name

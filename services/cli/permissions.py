@@ -1,0 +1,73 @@
+"""`a4co nats-permissions`: each NATS user of the deployment and what it may publish and subscribe
+to, derived from the contracts and the services' subscription tables (decision 68)."""
+
+from __future__ import annotations
+
+import enum
+import importlib
+import json
+import os
+from typing import Annotated
+
+import typer
+
+from services.cli.connection import Prefix
+from services.launcher.supervisor import SERVICES
+from services.platform.events.permissions import deployment_permissions, render_config, render_nsc
+from services.platform.events.registry import EventRegistry, load_registry
+from services.platform.events.subscriptions import Table
+from services.platform.events.topology import Topology
+
+
+class Format(enum.StrEnum):
+    CONF = "conf"
+    JSON = "json"
+    NSC = "nsc"
+
+
+def subscription_tables() -> dict[str, Table]:
+    """Each service's `services.<name>.subscriptions.HANDLERS`, empty for one that consumes
+    nothing, in the order the services start."""
+    tables: dict[str, Table] = {}
+    for service in SERVICES:
+        try:
+            module = importlib.import_module(f"services.{service}.subscriptions")
+        except ModuleNotFoundError:
+            tables[service] = {}
+            continue
+        tables[service] = getattr(module, "HANDLERS", {})
+    return tables
+
+
+def consumed_streams(registry: EventRegistry) -> dict[str, list[str]]:
+    """Each service and the declared streams it consumes."""
+    return {
+        service: sorted({registry.of(event_class).stream for event_class in table})
+        for service, table in subscription_tables().items()
+    }
+
+
+def nats_permissions(
+    output: Annotated[
+        Format,
+        typer.Option(
+            "--format",
+            help="conf: an `authorization` block for nats-server's configuration, passwords from"
+            " its environment; json: each user's permissions, as user JWTs hold them; nsc: `nsc add"
+            " user` commands for operator mode",
+        ),
+    ] = Format.CONF,
+    prefix: Prefix = None,
+    account: Annotated[str, typer.Option(help="the account the nsc commands add users to")] = "A4CO",
+) -> None:
+    """Print the NATS users of a deployment, one per service plus `a4co` (this command) and
+    `reader` (a client reading the events), with what each may publish and subscribe to."""
+    topology = Topology(prefix if prefix is not None else os.environ.get("A4CO_PREFIX", ""))
+    registry = load_registry()
+    users = deployment_permissions(registry, consumed_streams(registry), topology)
+    if output is Format.JSON:
+        typer.echo(json.dumps({p.user: p.as_dict() for p in users}, indent=2))
+    elif output is Format.NSC:
+        typer.echo(render_nsc(users, account), nl=False)
+    else:
+        typer.echo(render_config(users, topology), nl=False)

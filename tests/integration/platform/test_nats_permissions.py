@@ -1,0 +1,220 @@
+"""Each NATS user allowed only what `a4co nats-permissions` derives (decision 68), on a real
+nats-server configured with them: what a service may not do is refused, said once at ERROR naming
+the subject, and counted; a relay whose user may not publish keeps its events until it may; the
+events reader reads with consumers of its own and cannot touch a service's; the command prints a
+configuration nats-server takes and works as its own user. (Every flow of the marketplace runs
+within these permissions in tests/e2e/test_marketplace.py.)"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from nats.aio.client import Client as NATS
+from prometheus_client import REGISTRY
+
+from a4co.orders.events.v1 import order_events_pb2
+from services.platform.events.codec import EventCodec
+from services.platform.events.connection import connect
+from services.platform.events.outbox import OutboxRelay
+from services.platform.events.permissions import COMMAND, READER
+from services.platform.events.registry import EventRegistry
+from services.platform.events.topology import Topology
+from services.platform.grpc.tls import PLAINTEXT
+from services.platform.local_servers import ServerUrls, _bin_dir
+from tests.integration.events.rig import make_rig, order_created, running
+from tests.support.cli import run_a4co
+from tests.support.nats_accounts import PermissionedNats
+from tests.support.node import node, run_node
+from tests.support.processes import communicate
+from tests.support.waiting import eventually
+
+LOGGER = "services.platform.events.connection"
+
+
+@pytest.fixture
+def permissioned(tmp_path: Path, prefix: str) -> Iterator[PermissionedNats]:
+    server = PermissionedNats(tmp_path / "nats" / "data", prefix)
+    server.start()
+    yield server
+    server.stop()
+
+
+async def as_user(server: PermissionedNats, user: str, topology: Topology) -> NATS:
+    """A connection as `user`, with the inboxes a service of that name has."""
+    return await connect(server.url_of(user), PLAINTEXT, name=user, inbox_prefix=topology.inbox(user))
+
+
+def violations(service: str) -> float:
+    return REGISTRY.get_sample_value("a4co_nats_permission_violations_total", {"service": service}) or 0.0
+
+
+def errors(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.name == LOGGER and r.levelno == logging.ERROR]
+
+
+async def test_what_a_service_may_not_do_is_refused_said_once_and_counted(
+    permissioned: PermissionedNats, topology: Topology, caplog: pytest.LogCaptureFixture
+) -> None:
+    """payments publishing an orders event (twice), hearing orders' inbox, and pulling from
+    inventory's consumer of ORDERS: NATS refuses each; the process says each subject once, at
+    ERROR, counts every refusal, and keeps its connection; its own events go through."""
+    caplog.set_level(logging.INFO, logger=LOGGER)
+    admin = await as_user(permissioned, COMMAND, topology)
+    payments = await as_user(permissioned, "payments", topology)
+    try:
+        admin_js = admin.jetstream()
+        orders_stream = topology.stream("ORDERS")
+        await admin_js.add_stream(name=orders_stream, subjects=[topology.subject("a4co.orders.>")])
+        before = violations("payments")
+        orders_subject = topology.subject("a4co.orders.order.created")
+        await payments.publish(orders_subject, b"forged")
+        await payments.publish(orders_subject, b"forged")
+        await payments.subscribe(f"{topology.inbox('orders')}.>")
+        with pytest.raises(TimeoutError):  # the request never reaches JetStream
+            await payments.request(
+                f"$JS.API.CONSUMER.MSG.NEXT.{orders_stream}.{topology.durable('inventory', 'ORDERS')}",
+                b"1",
+                timeout=0.5,
+            )
+        await eventually(lambda: violations("payments") - before >= 4, timeout=10, what="refusals counted")
+        said = errors(caplog)
+        assert len(said) == 3, said
+        assert f'publish to "{orders_subject.lower()}"' in said[0]
+        assert "a4co nats-permissions" in said[0]
+        assert f'subscription to "{topology.inbox("orders").lower()}.>"' in said[1]
+        assert "consumer.msg.next" in said[2]
+        assert payments.is_connected
+        assert (await admin_js.stream_info(orders_stream)).state.messages == 0
+
+        logged = permissioned.violations()
+        assert any(f'Publish Violation - Subject "{orders_subject}"' in line for line in logged), logged
+        assert any("Subscription Violation" in line for line in logged), logged
+
+        await admin_js.add_stream(
+            name=topology.stream("PAYMENTS"), subjects=[topology.subject("a4co.payments.>")]
+        )
+        ack = await payments.jetstream().publish(topology.subject("a4co.payments.payment.processed"), b"ok")
+        assert ack.seq == 1
+    finally:
+        await payments.close()
+        await admin.close()
+
+
+async def test_a_relay_whose_user_may_not_publish_keeps_its_events_until_it_may(
+    urls: ServerUrls, prefix: str, registry: EventRegistry, topology: Topology, tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:  # fmt: skip
+    """orders' user without its own subjects: the relay's publishes are refused, said at ERROR, and
+    its rows stay in the outbox; NATS reloaded with the permissions whole (SIGHUP), the same
+    connection publishes them, each once."""
+    caplog.set_level(logging.INFO, logger=LOGGER)
+    own = topology.subject("a4co.orders.>")
+    server = PermissionedNats(tmp_path / "nats" / "data", prefix, withheld={"orders": own})
+    await asyncio.to_thread(server.start)
+    admin = await as_user(server, COMMAND, topology)
+    orders = await as_user(server, "orders", topology)
+    rig = await make_rig(urls.database_url, admin, registry, topology)
+    try:
+        for n in range(3):
+            await rig.commit(order_created(f"o-{n}"), f"o-{n}")
+        relay = OutboxRelay(
+            dsn=rig.dsn, schema=rig.schema, service="orders", js=orders.jetstream(),
+            poll_interval_s=0.2, ack_timeout_s=0.5,
+        )  # fmt: skip
+        async with running(relay):
+            await eventually(
+                lambda: any("permissions violation for publish to" in m for m in errors(caplog)),
+                timeout=10,
+                what="the refusal said",
+            )
+            assert await rig.outbox_rows() == 3
+            stream = topology.stream("ORDERS")
+            assert (await rig.js.stream_info(stream)).state.messages == 0
+
+            await asyncio.to_thread(server.permit_all)
+
+            async def published() -> bool:
+                return await rig.outbox_rows() == 0
+
+            await eventually(published, timeout=30, what="the outbox published once permitted")
+            assert (await rig.js.stream_info(stream)).state.messages == 3
+    finally:
+        await rig.close()
+        await orders.close()
+        await admin.close()
+        await asyncio.to_thread(server.stop)
+
+
+async def test_the_reader_reads_with_consumers_of_its_own_and_cannot_touch_a_services(
+    permissioned: PermissionedNats, prefix: str, topology: Topology, registry: EventRegistry
+) -> None:
+    """clients/node/events.mjs as the reader reads ORDERS; the reader makes and deletes a durable
+    consumer of its own, but may neither pull from nor delete inventory's."""
+    node()
+    admin = await as_user(permissioned, COMMAND, topology)
+    try:
+        js = admin.jetstream()
+        stream = topology.stream("ORDERS")
+        await js.add_stream(name=stream, subjects=[topology.subject("a4co.orders.>")])
+        durable = topology.durable("inventory", "ORDERS")
+        await js.add_consumer(stream, durable_name=durable)
+        codec = EventCodec(registry, "orders", topology)
+        outgoing = codec.encode(order_events_pb2.OrderCreated(order_id="o-1"), aggregate_id="o-1")
+        await js.publish(outgoing.subject, outgoing.body, headers=outgoing.headers)
+    finally:
+        await admin.close()
+
+    env = {"A4CO_NATS_URL": permissioned.url_of(READER), "A4CO_PREFIX": prefix}
+    code, out, err = await run_node("events.mjs", "--stream", "ORDERS", env=env)
+    assert code == 0, err
+    assert json.loads(out)["payload"]["order_id"] == "o-1", out
+
+    reader = await as_user(permissioned, READER, Topology())
+    try:
+        rjs = reader.jetstream()
+        own = await rjs.add_consumer(stream, durable_name=f"{prefix}_team")
+        assert own.name == f"{prefix}_team"
+        assert await rjs.delete_consumer(stream, f"{prefix}_team")
+        with pytest.raises(TimeoutError):
+            await rjs.delete_consumer(stream, durable)
+    finally:
+        await reader.close()
+    [refused] = permissioned.violations()  # events.mjs and the reader's own consumer: none
+    assert f'Publish Violation - Subject "$JS.API.CONSUMER.DELETE.{stream}.{durable}"' in refused
+
+
+async def test_the_command_prints_a_configuration_nats_takes_and_works_as_its_own_user(
+    permissioned: PermissionedNats, prefix: str, tmp_path: Path
+) -> None:
+    """`a4co nats-permissions` for the prefix: a configuration nats-server's check accepts, the same
+    as the server of these tests runs; `a4co dlq stats` as the user `a4co`."""
+    here = {k: v for k, v in os.environ.items() if not k.startswith("A4CO_")}
+    code, out = await run_a4co("nats-permissions", "--prefix", prefix, env=here)
+    assert code == 0, out
+    assert out == permissioned.extra
+    conf = tmp_path / "users.conf"
+    conf.write_text(out)
+    proc = await asyncio.create_subprocess_exec(
+        str(_bin_dir() / "nats-server"), "--config", str(conf), "-t",
+        env={f"A4CO_NATS_PASSWORD_{p.user.upper()}": "x" for p in permissioned.users},
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    )  # fmt: skip
+    said, _ = await communicate(proc, 30)
+    assert proc.returncode == 0, said.decode()
+
+    code, out = await run_a4co("nats-permissions", "--format", "json", "--prefix", prefix, env=here)
+    assert code == 0, out
+    document = json.loads(out)
+    assert document["orders"]["subscribe"] == {"allow": [f"_INBOX.{prefix}.orders.>"]}
+    assert set(document) == {p.user for p in permissioned.users}
+
+    env = {**here, "A4CO_NATS_URL": permissioned.url_of(COMMAND), "A4CO_PREFIX": prefix}
+    code, out = await run_a4co("dlq", "stats", env=env)
+    assert code == 0, out
+    assert permissioned.violations() == []

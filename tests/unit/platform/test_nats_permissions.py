@@ -1,0 +1,185 @@
+"""What each NATS user of a deployment may do (decision 68), derived from the contracts and the
+subscription tables: a service its own subjects, streams, consumers and inbox, nothing of another
+context's; and how a refusal is said (DenialLog)."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+from nats.errors import Error
+from prometheus_client import REGISTRY
+
+from services.cli.permissions import consumed_streams
+from services.platform.events.connection import REPEAT_S, DenialLog, denied
+from services.platform.events.permissions import (
+    COMMAND,
+    READER,
+    Permissions,
+    deployment_permissions,
+    render_config,
+    render_nsc,
+    service_permissions,
+    streams_used,
+)
+from services.platform.events.registry import EventRegistry, load_registry, subject_matches
+from services.platform.events.topology import Topology
+
+REGISTRY_ = load_registry()  # the contracts as generated
+
+
+def allowed(subject: str, allow: tuple[str, ...], deny: tuple[str, ...] = ()) -> bool:
+    """Whether NATS lets a user with these permissions use `subject`."""
+    return any(subject_matches(subject, p) for p in allow) and not any(
+        subject_matches(subject, p) for p in deny
+    )
+
+
+def users(prefix: str = "") -> dict[str, Permissions]:
+    topology = Topology(prefix)
+    return {p.user: p for p in deployment_permissions(REGISTRY_, consumed_streams(REGISTRY_), topology)}
+
+
+def event_subject(registry: EventRegistry, stream: str) -> str:
+    """A subject of one of `stream`'s events."""
+    return next(e.subject for e in registry.events if e.stream == stream)
+
+
+def test_a_service_publishes_its_own_contexts_events_and_no_others() -> None:
+    everyone = users()
+    for stream in REGISTRY_.streams:
+        if stream.name == "DLQ":
+            continue
+        subject = event_subject(REGISTRY_, stream.name)
+        may = sorted(
+            u for u, p in everyone.items() if u not in (COMMAND, READER) and allowed(subject, p.publish)
+        )
+        assert may == [stream.producer], (subject, may)
+
+
+def test_a_service_dead_letters_under_its_own_name_only() -> None:
+    orders = users()["orders"]
+    assert allowed("a4co.dlq.orders.a4co.payments.payment.processed", orders.publish)
+    assert not allowed("a4co.dlq.inventory.a4co.orders.order.created", orders.publish)
+
+
+def test_a_service_reads_and_acks_its_own_durable_consumers_and_hears_its_own_inbox() -> None:
+    everyone = users()
+    inventory = everyone["inventory"]
+    assert "ORDERS" in consumed_streams(REGISTRY_)["inventory"]
+    for subject in (
+        "$JS.API.CONSUMER.DURABLE.CREATE.ORDERS.inventory_ORDERS",
+        "$JS.API.CONSUMER.MSG.NEXT.ORDERS.inventory_ORDERS",
+        "$JS.API.CONSUMER.INFO.ORDERS.inventory_ORDERS",
+        "$JS.ACK.ORDERS.inventory_ORDERS.1.5.5.1764680000000000000.0",
+        "$JS.API.STREAM.INFO.ORDERS",
+        "$JS.API.INFO",
+    ):
+        assert allowed(subject, inventory.publish), subject
+    for subject in (
+        "$JS.API.CONSUMER.MSG.NEXT.ORDERS.payments_ORDERS",
+        "$JS.ACK.ORDERS.payments_ORDERS.1.5.5.1764680000000000000.0",
+        "$JS.API.CONSUMER.DELETE.ORDERS.inventory_ORDERS",
+        "$JS.API.STREAM.DELETE.ORDERS",
+        "$JS.API.STREAM.PURGE.ORDERS",
+    ):
+        assert not allowed(subject, inventory.publish), subject
+    assert allowed("_INBOX.inventory.x1", inventory.subscribe)
+    assert not allowed("_INBOX.orders.x1", inventory.subscribe)
+    assert not allowed("a4co.orders.order.created", inventory.subscribe)
+
+
+def test_a_service_declares_the_streams_it_publishes_to_and_consumes_and_no_other() -> None:
+    consumed = consumed_streams(REGISTRY_)
+    geo = service_permissions("geo", REGISTRY_, consumed["geo"], Topology())
+    used = streams_used("geo", REGISTRY_, consumed["geo"])
+    assert "DLQ" in used
+    assert set(used) == {"DLQ", *consumed["geo"]}
+    for stream in REGISTRY_.streams:
+        verdict = allowed(f"$JS.API.STREAM.UPDATE.{stream.name}", geo.publish)
+        assert verdict == (stream.name in used), stream.name
+
+
+def test_under_a_prefix_every_name_is_the_prefixed_one() -> None:
+    plain, prefixed = users(), users("t1")
+    orders = prefixed["orders"]
+    assert allowed("t1.a4co.orders.order.created", orders.publish)
+    assert not allowed("a4co.orders.order.created", orders.publish)
+    assert allowed("$JS.API.CONSUMER.MSG.NEXT.t1_PAYMENTS.t1_orders_PAYMENTS", orders.publish)
+    assert not allowed("$JS.API.CONSUMER.MSG.NEXT.PAYMENTS.orders_PAYMENTS", orders.publish)
+    assert orders.subscribe == ("_INBOX.t1.orders.>",)
+    assert len(orders.publish) == len(plain["orders"].publish)
+
+
+def test_the_reader_reads_every_stream_with_its_own_consumers_but_not_the_services() -> None:
+    reader = users()[READER]
+    for subject in (
+        "$JS.API.CONSUMER.CREATE.ORDERS.reader1.a4co.orders.>",
+        "$JS.API.CONSUMER.DURABLE.CREATE.DLQ.team_dlq",
+        "$JS.API.CONSUMER.MSG.NEXT.ORDERS.team_orders",
+        "$JS.API.CONSUMER.DELETE.ORDERS.team_orders",
+        "$JS.API.STREAM.INFO.PAYMENTS",
+    ):
+        assert allowed(subject, reader.publish, reader.publish_deny), subject
+    for subject in (
+        "$JS.API.CONSUMER.DELETE.ORDERS.inventory_ORDERS",
+        "$JS.API.CONSUMER.MSG.NEXT.ORDERS.inventory_ORDERS",
+        "$JS.ACK.ORDERS.payments_ORDERS.1.5.5.1764680000000000000.0",
+        "$JS.API.STREAM.DELETE.ORDERS",
+        "a4co.orders.order.created",
+    ):
+        assert not allowed(subject, reader.publish, reader.publish_deny), subject
+
+
+def test_the_configuration_names_each_user_with_a_password_from_the_environment() -> None:
+    text = render_config(users("t1").values(), Topology("t1"))
+    assert text.count("password: $A4CO_NATS_PASSWORD_") == len(users())
+    assert 'user: "orders"' in text
+    assert "password: $A4CO_NATS_PASSWORD_ORDERS" in text
+    assert '"t1.a4co.orders.>"' in text
+    assert ', deny: ["$JS.API.CONSUMER.DURABLE.CREATE.t1_' in text
+    assert '"$JS.API.CONSUMER.DELETE.t1_ARTISANS.t1_catalog_ARTISANS"' in text
+
+
+def test_the_nsc_commands_quote_every_subject_list() -> None:
+    text = render_nsc(users().values(), "A4CO")
+    assert "nsc add user --account 'A4CO' --name 'orders' \\\n  --allow-pub 'a4co.orders.>," in text
+    assert "  --allow-sub '_INBOX.orders.>'" in text
+    assert "  --deny-pub '$JS.API.CONSUMER.DURABLE.CREATE." in text
+    assert ",$JS.API.CONSUMER.DELETE.ARTISANS.catalog_ARTISANS," in text
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def violations(service: str) -> float:
+    return REGISTRY.get_sample_value("a4co_nats_permission_violations_total", {"service": service}) or 0.0
+
+
+def test_a_refused_subject_is_said_once_every_repeat_and_each_refusal_counted(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    clock = Clock()
+    log = DenialLog("unit-denials", clock)
+    publish = Error('nats: permissions violation for publish to "a4co.orders.order.created"')
+    subscribe = Error('nats: permissions violation for subscription to "_inbox.orders.>"')
+    assert denied(publish)
+    assert denied(subscribe)
+    assert not denied(Error("nats: stale connection"))
+    with caplog.at_level(logging.INFO, logger="services.platform.events.connection"):
+        for _ in range(5):
+            log.denied(publish)
+        log.denied(subscribe)
+        clock.now += REPEAT_S
+        log.denied(publish)
+    lines = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    assert len(lines) == 3, lines
+    assert 'publish to "a4co.orders.order.created"' in lines[0]
+    assert "a4co nats-permissions" in lines[0]
+    assert 'subscription to "_inbox.orders.>"' in lines[1]
+    assert violations("unit-denials") == 7
