@@ -22,7 +22,8 @@ from services.cli.permissions import consumed_streams
 from services.platform.events.permissions import deployment_permissions, password_variable, render_config
 from services.platform.events.registry import load_registry
 from services.platform.events.topology import Topology
-from services.platform.local_servers import NatsServer
+from services.platform.local_servers import NatsServer, ServerUrls
+from tests.integration.services.harness import Keys
 
 UNLIMITED = {
     "subs": -1,
@@ -127,11 +128,26 @@ class Operator:
             "}\n"
         )
 
-    def user_creds(self, path: Path, name: str, expires: int | None = None) -> str:
+    def user_creds(
+        self,
+        path: Path,
+        name: str,
+        expires: int | None = None,
+        permissions: dict[str, dict[str, list[str]]] | None = None,
+    ) -> str:
         """The public key of a new user `name` of the account, whose credentials file is written
-        at `path`."""
+        at `path`; `permissions` as `a4co nats-permissions --format json` gives a user's ({"publish":
+        {"allow": [...], "deny": [...]}, "subscribe": {...}}), or none: anything."""
         user = new_key(nkeys.PREFIX_BYTE_USER)
-        claims = {"pub": {}, "sub": {}, "subs": -1, "data": -1, "payload": -1, "type": "user"}
+        given = permissions or {}
+        claims = {
+            "pub": given.get("publish", {}),
+            "sub": given.get("subscribe", {}),
+            "subs": -1,
+            "data": -1,
+            "payload": -1,
+            "type": "user",
+        }
         path.write_text(creds(jwt(self.account, public(user), name, claims, expires), user.seed))
         path.chmod(0o600)
         return public(user)
@@ -210,3 +226,17 @@ class PermissionedNats(ConfiguredNats):
         """The lines of the server's log where it refused a client a subject."""
         log = self.data_dir.parent / f"{self.name}.log"
         return [line for line in log.read_text(errors="replace").splitlines() if "Violation" in line]
+
+
+def service_env(urls: ServerUrls, prefix: str, keys: Keys, nats_url: str, **extra: str) -> dict[str, str]:
+    """A service's environment for the prefix, on the NATS of `nats_url` (TLS and NATS variables
+    of the test session's own left out), with `extra`."""
+    environment = {k: v for k, v in os.environ.items() if not k.startswith(("A4CO_TLS_", "A4CO_NATS_"))}
+    return {
+        **environment,
+        **urls.as_env(),
+        "A4CO_NATS_URL": nats_url,
+        "A4CO_PREFIX": prefix,
+        "A4CO_JWT_PUBLIC_KEY_FILE": str(keys.public_file),
+        **extra,
+    }

@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,7 +26,7 @@ from services.platform.local_servers import ServerUrls
 from services.platform.main import EXIT_CONFIG
 from tests.integration.services.harness import Keys
 from tests.support.cli import run_a4co
-from tests.support.nats_accounts import ConfiguredNats, Operator, new_key, public
+from tests.support.nats_accounts import ConfiguredNats, Operator, new_key, public, service_env
 from tests.support.node import node, run_node
 from tests.support.processes import communicate, log_lines, service_process
 from tests.support.waiting import eventually
@@ -67,18 +66,6 @@ def connections(server: ConfiguredNats) -> list[dict[str, Any]]:
     url = f"http://127.0.0.1:{server.monitor_port}/connz?auth=1"
     with urllib.request.urlopen(url, timeout=5) as response:
         return list(json.load(response).get("connections") or [])
-
-
-def service_env(urls: ServerUrls, prefix: str, keys: Keys, nats_url: str, **extra: str) -> dict[str, str]:
-    environment = {k: v for k, v in os.environ.items() if not k.startswith(("A4CO_TLS_", "A4CO_NATS_"))}
-    return {
-        **environment,
-        **urls.as_env(),
-        "A4CO_NATS_URL": nats_url,
-        "A4CO_PREFIX": prefix,
-        "A4CO_JWT_PUBLIC_KEY_FILE": str(keys.public_file),
-        **extra,
-    }
 
 
 async def test_a_service_and_the_command_line_connect_with_a_credentials_file(

@@ -2,7 +2,8 @@
 nats-server configured with them: what a service may not do is refused, said once at ERROR naming
 the subject, and counted; a relay whose user may not publish keeps its events until it may; the
 events reader reads with consumers of its own and cannot touch a service's; the command prints a
-configuration nats-server takes and works as its own user. (Every flow of the marketplace runs
+configuration nats-server takes and works as its own user; users issued in operator mode with the
+JSON form run a service. (Every flow of the marketplace runs
 within these permissions in tests/e2e/test_marketplace.py.)"""
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from prometheus_client import REGISTRY
 from a4co.orders.events.v1 import order_events_pb2
 from services.platform.events.codec import EventCodec
 from services.platform.events.connection import connect
+from services.platform.events.credentials import NatsCredentials
 from services.platform.events.outbox import OutboxRelay
 from services.platform.events.permissions import COMMAND, READER
 from services.platform.events.registry import EventRegistry
@@ -28,10 +30,11 @@ from services.platform.events.topology import Topology
 from services.platform.grpc.tls import PLAINTEXT
 from services.platform.local_servers import ServerUrls, _bin_dir
 from tests.integration.events.rig import make_rig, order_created, running
+from tests.integration.services.harness import Keys
 from tests.support.cli import run_a4co
-from tests.support.nats_accounts import PermissionedNats
+from tests.support.nats_accounts import ConfiguredNats, Operator, PermissionedNats, service_env
 from tests.support.node import node, run_node
-from tests.support.processes import communicate
+from tests.support.processes import communicate, service_process
 from tests.support.waiting import eventually
 
 LOGGER = "services.platform.events.connection"
@@ -218,3 +221,42 @@ async def test_the_command_prints_a_configuration_nats_takes_and_works_as_its_ow
     code, out = await run_a4co("dlq", "stats", env=env)
     assert code == 0, out
     assert permissioned.violations() == []
+
+
+async def test_in_operator_mode_users_issued_with_the_json_permissions_run_the_service(
+    urls: ServerUrls, prefix: str, keys: Keys, tmp_path: Path
+) -> None:
+    """NATS in operator mode, inventory's and the command's users issued (JWTs) with what `a4co
+    nats-permissions --format json` gives them: inventory starts, declares its streams and
+    consumers, and serves; the command reads the dead letters; NATS refuses neither anything."""
+    here = {k: v for k, v in os.environ.items() if not k.startswith("A4CO_")}
+    code, out = await run_a4co("nats-permissions", "--format", "json", "--prefix", prefix, env=here)
+    assert code == 0, out
+    permissions = json.loads(out)
+    operator = Operator()
+    server = ConfiguredNats(tmp_path / "nats" / "data", operator.config())
+    await asyncio.to_thread(server.start)
+    try:
+        creds = {user: tmp_path / f"{user}.creds" for user in ("inventory", COMMAND)}
+        for user, path in creds.items():
+            operator.user_creds(path, user, permissions=permissions[user])
+        env = service_env(urls, prefix, keys, server.url, A4CO_NATS_CREDS_FILE=str(creds["inventory"]))
+        ready = tmp_path / "inventory.ready.json"
+        async with service_process("inventory", env, ready, stderr=asyncio.subprocess.DEVNULL) as proc:
+            await eventually(lambda: ready.exists() or proc.returncode is not None, timeout=60, what="ready")
+            assert ready.exists(), f"inventory exited with {proc.returncode}"
+            command = {**env, "A4CO_NATS_CREDS_FILE": str(creds[COMMAND])}
+            code, out = await run_a4co("dlq", "stats", env=command)
+            assert code == 0, out
+        log = server.data_dir.parent / f"{server.name}.log"
+        assert "Violation" not in log.read_text()
+        # and the JWT's permissions do hold: inventory's user may not publish orders' events
+        nc = await connect(server.url, PLAINTEXT, NatsCredentials(creds_file=str(creds["inventory"])))
+        try:
+            await nc.publish(Topology(prefix).subject("a4co.orders.order.created"), b"forged")
+            await nc.flush()
+            await eventually(lambda: "Publish Violation" in log.read_text(), timeout=10, what="refused")
+        finally:
+            await nc.close()
+    finally:
+        await asyncio.to_thread(server.stop)
