@@ -13,7 +13,12 @@ import typer
 
 from services.cli.connection import Prefix
 from services.launcher.supervisor import SERVICES
-from services.platform.events.permissions import deployment_permissions, render_config, render_nsc
+from services.platform.events.permissions import (
+    Permissions,
+    deployment_permissions,
+    render_config,
+    render_nsc,
+)
 from services.platform.events.registry import EventRegistry, load_registry
 from services.platform.events.subscriptions import Table
 from services.platform.events.topology import Topology
@@ -47,6 +52,12 @@ def consumed_streams(registry: EventRegistry) -> dict[str, list[str]]:
     }
 
 
+def deployment_users(topology: Topology) -> list[Permissions]:
+    """The NATS users of the deployment under `topology`'s prefix and what each may do."""
+    registry = load_registry()
+    return deployment_permissions(registry, consumed_streams(registry), topology)
+
+
 def nats_permissions(
     output: Annotated[
         Format,
@@ -63,8 +74,7 @@ def nats_permissions(
     """Print the NATS users of a deployment, one per service plus `a4co` (this command) and
     `reader` (a client reading the events), with what each may publish and subscribe to."""
     topology = Topology(prefix if prefix is not None else os.environ.get("A4CO_PREFIX", ""))
-    registry = load_registry()
-    users = deployment_permissions(registry, consumed_streams(registry), topology)
+    users = deployment_users(topology)
     if output is Format.JSON:
         typer.echo(json.dumps({p.user: p.as_dict() for p in users}, indent=2))
     elif output is Format.NSC:

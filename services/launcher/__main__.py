@@ -13,17 +13,22 @@ import contextlib
 import json
 import logging
 import os
+import secrets
 import signal
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TextIO
 
+from services.cli.permissions import deployment_users
 from services.launcher import demo
 from services.launcher.keeper import ServerKeeper
 from services.launcher.supervisor import SERVICES, Endpoint, StartError, Supervisor
 from services.platform.auth import generate_keypair
+from services.platform.events.credentials import with_user
+from services.platform.events.permissions import COMMAND, render_config
+from services.platform.events.topology import Topology
 from services.platform.grpc import tls
 from services.platform.local_servers import LocalServers, ServerError, ServerUrls
 
@@ -144,6 +149,19 @@ Ctrl-C stops everything.
 """
 
 
+def nats_users(env: Mapping[str, str]) -> tuple[dict[str, str], str]:
+    """The NATS that `make run` starts gives each service a user of its own, allowed only what it
+    does (decision 68), with a password made for this run; any other client (the `a4co` command,
+    events.mjs) is the user `a4co`. Returns each user's password and the configuration; nothing
+    when A4CO_NATS_URL names a NATS of the deployment's own."""
+    if env.get("A4CO_NATS_URL"):
+        return {}, ""
+    topology = Topology(env.get("A4CO_PREFIX", ""))
+    users = deployment_users(topology)
+    passwords = {u.user: secrets.token_hex(16) for u in users}
+    return passwords, f'{render_config(users, topology, passwords)}no_auth_user: "{COMMAND}"\n'
+
+
 async def run(data_dir: Path) -> None:
     """Start, load, report, and wait for Ctrl-C or SIGTERM."""
     started = time.monotonic()
@@ -153,7 +171,8 @@ async def run(data_dir: Path) -> None:
         loop.add_signal_handler(sig, stop.set)
     terminal = Terminal(stop.set)
     colours = printer(sys.stdout.isatty() and not os.environ.get("NO_COLOR"))
-    servers = LocalServers(data_dir / "servers", durable=True)
+    passwords, nats_config = nats_users(os.environ)
+    servers = LocalServers(data_dir / "servers", durable=True, nats_config=nats_config)
     urls = servers.start()
     private, public = keys(data_dir)
     env = dict(
@@ -175,13 +194,22 @@ async def run(data_dir: Path) -> None:
     logging.getLogger().addHandler(logged)
     # A server that exits is started again on its port and data, as a service is (below).
     keeper = asyncio.create_task(ServerKeeper(servers.managed(), on_line=say).run())
-    supervisor = Supervisor(data_dir / "run", env, on_line=say, preferred_ports=PREFERRED)
+    own_user = {
+        s: {"A4CO_NATS_URL": with_user(urls.nats_url, s, passwords[s])} for s in passwords if s in SERVICES
+    }
+    supervisor = Supervisor(
+        data_dir / "run", env, on_line=say, preferred_ports=PREFERRED, service_env=own_user
+    )
     try:
         endpoints = await supervisor.start()
         addresses = {n: e.grpc for n, e in endpoints.items()}
         accounts = await demo.load(addresses, data_dir)
         services = {n: {"grpc": e.grpc, "metrics_port": e.metrics_port} for n, e in endpoints.items()}
-        document = {"servers": urls.as_env(), "services": services}
+        document = {
+            "servers": urls.as_env(),
+            "services": services,
+            "nats_monitoring": servers.nats_monitoring,
+        }
         (data_dir / "addresses.json").write_text(json.dumps(document, indent=2))
         admin = f"\ndemo admin       {demo.ADMIN_EMAIL} / {demo.DEMO_PASSWORD}" if demo_admin else ""
         terminal.say(summary(urls, endpoints, accounts, time.monotonic() - started, admin))

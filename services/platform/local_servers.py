@@ -223,18 +223,46 @@ class NatsServer(ManagedServer):
 
     name = "nats"
 
-    def __init__(self, data_dir: Path, *, durable: bool) -> None:
+    def __init__(self, data_dir: Path, *, durable: bool, config: str = "") -> None:
+        """`config`: a configuration for nats-server (its users and what each may do, say),
+        written beside the data, readable by this user only, and given with `--config`."""
         super().__init__(data_dir, durable=durable)
         self.monitor_port = free_port()
         self.server_name = "a4co-local"
+        self.config = config
 
     @property
     def url(self) -> str:
         """The client URL."""
         return f"nats://127.0.0.1:{self.port}"
 
+    @property
+    def monitor_url(self) -> str:
+        """Where the server's monitoring answers (/varz, /connz, /jsz)."""
+        return f"http://127.0.0.1:{self.monitor_port}"
+
+    @property
+    def config_file(self) -> Path:
+        return self.data_dir.parent / f"{self.name}.conf"
+
+    def write_config(self) -> None:
+        """Write `config`, with the server's name: a reload refuses a configuration whose name
+        differs from the command line's."""
+        self.config_file.parent.mkdir(parents=True, exist_ok=True)
+        self.config_file.touch(mode=0o600)
+        self.config_file.chmod(0o600)  # it may hold passwords
+        self.config_file.write_text(f"server_name: {self.server_name}\n{self.config}")
+
     def command(self) -> list[str]:
         """The server's command line."""
+        if self.config:
+            self.write_config()
+        return [
+            *self._command(),
+            *(["--config", str(self.config_file)] if self.config else []),
+        ]
+
+    def _command(self) -> list[str]:
         return [
             str(_bin_dir() / "nats-server"),
             "--jetstream",
@@ -267,8 +295,8 @@ class NatsClusterNode(NatsServer):
     """One of the servers of a JetStream cluster on this machine (decision 64): `nats-<n>`, named
     `a4co-<n>` in the cluster, with durable data, routing to the others' cluster ports."""
 
-    def __init__(self, data_dir: Path, *, index: int, cluster_ports: Sequence[int]) -> None:
-        super().__init__(data_dir, durable=True)
+    def __init__(self, data_dir: Path, *, index: int, cluster_ports: Sequence[int], config: str = "") -> None:
+        super().__init__(data_dir, durable=True, config=config)
         while self.port in cluster_ports:  # drawn after the cluster's ports, which are free too
             self.port = free_port()
         while self.monitor_port in (self.port, *cluster_ports):
@@ -278,10 +306,10 @@ class NatsClusterNode(NatsServer):
         self.cluster_port = cluster_ports[index]
         self.routes = [f"nats://127.0.0.1:{port}" for port in cluster_ports if port != self.cluster_port]
 
-    def command(self) -> list[str]:
+    def _command(self) -> list[str]:
         """The server's command line: a single server's, in the cluster `a4co`."""
         return [
-            *super().command(),
+            *super()._command(),
             "--cluster_name",
             "a4co",
             "--cluster",
@@ -323,12 +351,13 @@ class NatsCluster:
     NatsClusterNode with its data in `directory/n<i>/data`. Its `url` names every server, as the
     services take it (`A4CO_NATS_URL`)."""
 
-    def __init__(self, directory: Path, size: int = 3) -> None:
+    def __init__(self, directory: Path, size: int = 3, config: str = "") -> None:
         ports = [free_port() for _ in range(size)]
         while len(set(ports)) < size:
             ports = [free_port() for _ in range(size)]
         self.nodes = [
-            NatsClusterNode(directory / f"n{i}" / "data", index=i, cluster_ports=ports) for i in range(size)
+            NatsClusterNode(directory / f"n{i}" / "data", index=i, cluster_ports=ports, config=config)
+            for i in range(size)
         ]
 
     @property
@@ -550,7 +579,9 @@ class LocalServers:
         *,
         durable: bool = True,
         env: Mapping[str, str] | None = None,
+        nats_config: str = "",
     ) -> None:
+        """`nats_config`: a configuration for the NATS started here (`NatsServer`)."""
         env = os.environ if env is None else env
         self.data_dir = data_dir
         self._external = {
@@ -558,13 +589,13 @@ class LocalServers:
             "postgres": env.get("A4CO_DATABASE_URL"),
             "redis": env.get("A4CO_REDIS_URL"),
         }
-        self.nats = NatsServer(data_dir / "nats", durable=durable)
+        self.nats = NatsServer(data_dir / "nats", durable=durable, config=nats_config)
         self.postgres = PostgresServer(data_dir / "postgres", durable=durable)
         self.redis = RedisServer(data_dir / "redis", durable=durable)
         # A4CO_NATS_CLUSTER=3: a JetStream cluster of three servers instead of one (decision 64),
         # its streams kept on three of them unless A4CO_STREAM_REPLICAS says otherwise.
         size = nats_cluster_size(env)
-        self.nats_cluster = NatsCluster(data_dir / "nats-cluster", size) if size > 1 else None
+        self.nats_cluster = NatsCluster(data_dir / "nats-cluster", size, nats_config) if size > 1 else None
         self._stream_replicas = env.get("A4CO_STREAM_REPLICAS") or (str(min(size, 3)) if size > 1 else "")
 
     def managed(self) -> Iterator[ManagedServer]:
@@ -576,6 +607,14 @@ class LocalServers:
                 yield from self.nats_cluster.nodes
             else:
                 yield server
+
+    @property
+    def nats_monitoring(self) -> list[str]:
+        """Where the monitoring of each NATS server started here answers (/connz, /jsz)."""
+        if not self.is_managed("nats"):
+            return []
+        nodes = self.nats_cluster.nodes if self.nats_cluster is not None else [self.nats]
+        return [node.monitor_url for node in nodes]
 
     def is_managed(self, name: str) -> bool:
         """Whether the named server is started here (and so can be stopped by a test)."""

@@ -7,6 +7,7 @@ import json
 import os
 import signal
 import sys
+import urllib.request
 import uuid
 from collections.abc import AsyncIterator, Callable, Mapping
 from pathlib import Path
@@ -26,6 +27,7 @@ from a4co.identity.v1 import identity_service_pb2_grpc as identity_grpc
 from a4co.orders.v1 import orders_service_pb2 as orders_pb
 from a4co.orders.v1 import orders_service_pb2_grpc as orders_grpc
 from a4co.type.v1 import address_pb2, lat_lng_pb2
+from services.launcher.supervisor import SERVICES
 from services.platform.grpc.tls import Tls
 from tests.support.certificates import Authority, Pki
 from tests.support.cli import run_a4co
@@ -33,6 +35,12 @@ from tests.support.metrics import exported, missing, referenced
 from tests.support.processes import processes_using
 from tests.support.waiting import eventually
 from tools import dashboards
+
+
+def clients(monitoring: str) -> list[dict[str, Any]]:
+    """The client connections NATS's monitoring at `monitoring` lists, with who each is."""
+    with urllib.request.urlopen(f"{monitoring}/connz?auth=1&limit=1000", timeout=5) as response:
+        return list(json.load(response)["connections"])
 
 
 class Launch:
@@ -212,6 +220,14 @@ async def test_make_run_starts_serves_stops_and_restarts_on_the_same_data(
     assert status["metrics_unreachable"] == [], "every service's metrics read"
     assert status["down"] == {}, "every service reaches its dependencies"
     assert "payments_ORDERS" in status["consumers"]
+    # Each service is its own NATS user, allowed only what it does (decision 68); the command is
+    # `a4co`, the user of whoever connects without one. NATS refused none of them anything.
+    [monitoring] = json.loads((data_dir / "addresses.json").read_text())["nats_monitoring"]
+    users = {c.get("name"): c.get("authorized_user") for c in await asyncio.to_thread(clients, monitoring)}
+    assert {name: users.get(name) for name in SERVICES} == {name: name for name in SERVICES}, users
+    servers_dir = data_dir / "servers"
+    assert (servers_dir / "nats.conf").stat().st_mode & 0o077 == 0, "the passwords' file is the user's own"
+    assert "Violation" not in (servers_dir / "nats.log").read_text()
     code, out = await a4co(
         data_dir, "events", "tail", "--from-start", "--count", "3", "--type", "ArtisanOnboarded"
     )

@@ -159,27 +159,17 @@ class ConfiguredNats(NatsServer):
     name = "nats-auth"
 
     def __init__(self, data_dir: Path, extra: str) -> None:
-        super().__init__(data_dir, durable=False)
-        self.extra = extra
+        super().__init__(data_dir, durable=False, config=extra)
 
     @property
-    def config_file(self) -> Path:
-        return self.data_dir.parent / "nats-auth.conf"
-
-    def _write_config(self) -> None:
-        # The server's name too: a reload refuses a configuration whose name differs from the
-        # command line's.
-        self.config_file.write_text(f"server_name: {self.server_name}\n{self.extra}")
-
-    def command(self) -> list[str]:
-        self._write_config()
-        return [*super().command(), "--config", str(self.config_file)]
+    def extra(self) -> str:
+        return self.config
 
     def reconfigure(self, extra: str) -> None:
         """Reload the server with the configuration `extra` (SIGHUP), as an operator does."""
         assert self.pid is not None, "running"
-        self.extra = extra
-        self._write_config()
+        self.config = extra
+        self.write_config()
         os.kill(self.pid, signal.SIGHUP)
 
 
@@ -198,9 +188,9 @@ class PermissionedNats(ConfiguredNats):
         # nats-server reads an environment variable as a value of its configuration: a password
         # starting with a digit would be taken for a number.
         self.passwords = {p.user: "p" + secrets.token_hex(16) for p in self.users}
-        super().__init__(data_dir, self.config(withheld or {}))
+        super().__init__(data_dir, self.configuration(withheld or {}))
 
-    def config(self, withheld: dict[str, str]) -> str:
+    def configuration(self, withheld: dict[str, str]) -> str:
         users = [
             dataclasses.replace(p, publish=tuple(s for s in p.publish if s != withheld.get(p.user)))
             for p in self.users
@@ -209,7 +199,7 @@ class PermissionedNats(ConfiguredNats):
 
     def permit_all(self) -> None:
         """Reload the server with every user's permissions whole (SIGHUP)."""
-        self.reconfigure(self.config({}))
+        self.reconfigure(self.configuration({}))
 
     def _popen_kwargs(self) -> dict[str, object]:
         """The passwords in nats-server's environment, where the configuration reads them."""

@@ -114,6 +114,17 @@ def split_server(server: str) -> SplitResult:
     return urlsplit(server if "://" in server else f"nats://{server}")
 
 
+def with_user(url: str, user: str, password: str) -> str:
+    """`url` (one server, or a cluster's separated by commas) with `user` and `password` in each
+    server, as NATS's clients take them (as they are: nats-py does not decode %-escapes)."""
+    servers = []
+    for server in url.split(","):
+        parts = split_server(server)
+        host = parts.netloc.rpartition("@")[2]
+        servers.append(f"{parts.scheme}://{user}:{password}@{host}{parts.path}")
+    return ",".join(servers)
+
+
 def _redact_server(server: str) -> str:
     parts = split_server(server)
     if parts.username is None and parts.password is None:

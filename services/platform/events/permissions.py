@@ -161,9 +161,12 @@ def password_variable(user: str) -> str:
     return f"A4CO_NATS_PASSWORD_{user.upper()}"
 
 
-def render_config(permissions: Iterable[Permissions], topology: Topology) -> str:
+def render_config(
+    permissions: Iterable[Permissions], topology: Topology, passwords: Mapping[str, str] | None = None
+) -> str:
     """An `authorization` block for nats-server's configuration: one user per entry, each with the
-    password of its `password_variable` in nats-server's environment (never in the file)."""
+    password of its `password_variable` in nats-server's environment (never in the file), or
+    with its password in `passwords` (`make run`'s NATS, whose file only its user reads)."""
     out = [
         "# a4co's NATS users and what each may publish and subscribe to (`a4co nats-permissions`,",
         f"# deployment prefix {topology.prefix or '(none)'}). Each password is read from nats-server's",
@@ -176,7 +179,9 @@ def render_config(permissions: Iterable[Permissions], topology: Topology) -> str
         out += [
             "    {",
             f'      user: "{p.user}"',
-            f"      password: ${password_variable(p.user)}",
+            f'      password: "{passwords[p.user]}"'
+            if passwords is not None
+            else f"      password: ${password_variable(p.user)}",
             "      permissions: {",
         ]
         for verb, allow, deny in (
