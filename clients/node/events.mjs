@@ -128,6 +128,13 @@ async function connectNats(url) {
 
 let url; // NATS's address, once known, for the error line
 
+// A reader that stops reading (`| head -n 3`) ends this as it ends any Unix filter: quietly, with
+// status 0, instead of an unhandled EPIPE and its stack.
+process.stdout.on("error", (error) => {
+  if (error.code !== "EPIPE") throw error;
+  process.exit(0);
+});
+
 async function main() {
   url = natsUrl();
   const nc = await connectNats(url);

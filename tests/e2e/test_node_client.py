@@ -5,6 +5,7 @@ the order's events from JetStream and decodes them."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import uuid
@@ -24,7 +25,8 @@ from services.platform.grpc.tls import Tls
 from services.platform.local_servers import ServerUrls
 from tests.integration.services.harness import Keys
 from tests.support.certificates import Pki
-from tests.support.node import node, run_node
+from tests.support.node import CLIENT, node, run_node
+from tests.support.processes import communicate
 
 
 @dataclass(frozen=True)
@@ -174,6 +176,21 @@ async def test_the_orders_events_read_and_decoded_from_node(
     assert [e["seq"] for e in created_only] == [
         e["seq"] for e in events if e["event_type"] == "a4co.orders.OrderCreated"
     ]
+
+
+@pytest.mark.parametrize("deployment", ["plaintext"], indirect=True)
+async def test_a_reader_that_stops_reading_ends_events_quietly(
+    deployment: Deployment, walkthrough: dict[str, dict[str, Any]]
+) -> None:
+    """`events.mjs | true`: the pipe closed before the first line is written ends it with status 0
+    and nothing on standard error, as `| head` ends any filter."""
+    proc = await asyncio.create_subprocess_exec(
+        "bash", "-c", f"'{node()}' events.mjs --stream ORDERS | true; exit ${{PIPESTATUS[0]}}",
+        cwd=CLIENT, env={**os.environ, **deployment.nats},
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    _, err = await communicate(proc, 90)
+    assert (proc.returncode, err.decode()) == (0, "")
 
 
 @pytest.mark.parametrize("deployment", ["plaintext"], indirect=True)
