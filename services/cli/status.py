@@ -56,6 +56,9 @@ class Status:
     # How many times each service's connection to NATS was lost and made again since it started
     # (its `a4co_nats_reconnections_total`).
     nats_reconnections: dict[str, int] = field(default_factory=dict)
+    # How many publishes and subscriptions NATS refused each service for its user's permissions
+    # since it started (its `a4co_nats_permission_violations_total`, decision 68).
+    nats_refusals: dict[str, int] = field(default_factory=dict)
 
 
 def dependencies_down(exposition: str) -> list[str]:
@@ -77,15 +80,25 @@ def certificate_expiry(exposition: str) -> float | None:
     return None
 
 
-def nats_reconnections(exposition: str) -> int:
-    """How many times a service made its NATS connection again, from its Prometheus text."""
+def counted(exposition: str, counter: str) -> int:
+    """A counter's total over its labels (`<counter>_total`), from a service's Prometheus text."""
     return sum(
         int(sample.value)
         for family in text_string_to_metric_families(exposition)
-        if family.name == "a4co_nats_reconnections"  # the parser drops a counter's _total
+        if family.name == counter  # the parser drops a counter's _total
         for sample in family.samples
-        if sample.name == "a4co_nats_reconnections_total"
+        if sample.name == f"{counter}_total"
     )
+
+
+def nats_reconnections(exposition: str) -> int:
+    """How many times a service made its NATS connection again, from its Prometheus text."""
+    return counted(exposition, "a4co_nats_reconnections")
+
+
+def nats_refusals(exposition: str) -> int:
+    """How many publishes and subscriptions NATS refused a service, from its Prometheus text."""
+    return counted(exposition, "a4co_nats_permission_violations")
 
 
 async def scrape_metrics(metrics_port: int, context: ssl.SSLContext | None) -> str | None:
@@ -181,6 +194,7 @@ async def collect(target: Target) -> Status:
         if (expires := certificate_expiry(exposition)) is not None:
             status.certificate_expiry[name] = expires
         status.nats_reconnections[name] = nats_reconnections(exposition)
+        status.nats_refusals[name] = nats_refusals(exposition)
     async with jetstream(target) as js:
         await streams_and_consumers(js, target.topology, status)
     if url := running.get("servers", {}).get("A4CO_DATABASE_URL"):
@@ -221,6 +235,9 @@ def report(result: Status, as_json: bool) -> None:
     reconnected = any(result.nats_reconnections.values())  # shown once a connection moved
     if reconnected:
         columns.append("NATS reconnections")
+    refused = any(result.nats_refusals.values())  # shown once NATS refused a service something
+    if refused:
+        columns.append("NATS refusals")
     if result.certificate_expiry:
         columns.append("certificate")
     services = Table(*columns)
@@ -232,6 +249,9 @@ def report(result: Status, as_json: bool) -> None:
         row = [name, f"[{colour}]{health}[/{colour}]", str(result.outbox.get(name, "—")), without]
         if reconnected:
             row.append(str(result.nats_reconnections.get(name, "—")))
+        if refused:
+            count = result.nats_refusals.get(name)
+            row.append(f"[red]{count}[/red]" if count else str(count if count is not None else "—"))
         if result.certificate_expiry:
             row.append(days_left(result.certificate_expiry.get(name)))
         services.add_row(*row)

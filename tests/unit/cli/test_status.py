@@ -14,10 +14,11 @@ from services.cli.status import (
     days_left,
     dependencies_down,
     nats_reconnections,
+    nats_refusals,
     report,
     scrape_metrics,
 )
-from services.platform.events.connection import RECONNECTIONS
+from services.platform.events.connection import DENIALS, RECONNECTIONS
 from services.platform.grpc.server import DEPENDENCY_UP
 from services.platform.grpc.tls import CERTIFICATE_EXPIRY
 
@@ -73,3 +74,29 @@ def test_the_reconnections_to_nats_are_read_from_a_services_metrics_and_shown_on
     assert "NATS reconnections" in shown
     [row] = [line for line in shown.splitlines() if "orders" in line]
     assert row.split("│")[5].strip() == "3", row
+
+
+def test_what_nats_refused_each_service_is_read_from_its_metrics_and_shown_once_there_is_some(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    registry = CollectorRegistry()
+    refused = Counter(DENIALS._name, "refusals", ["service"], registry=registry)
+    refused.labels("payments")
+    assert nats_refusals(generate_latest(registry).decode()) == 0
+    refused.labels("payments").inc(2)
+    assert nats_refusals(generate_latest(registry).decode()) == 2
+
+    report(Status(services={"payments": "SERVING"}, nats_refusals={"payments": 0}), as_json=False)
+    assert "NATS refusals" not in capsys.readouterr().out
+    both = Status(
+        services={"payments": "SERVING", "orders": "SERVING"}, nats_refusals={"payments": 2, "orders": 0}
+    )
+    report(both, as_json=False)
+    shown = capsys.readouterr().out
+    assert "NATS refusals" in shown
+    rows = {
+        line.split("│")[1].strip(): line.split("│")[5].strip()
+        for line in shown.splitlines()
+        if "SERVING" in line
+    }
+    assert rows == {"payments": "2", "orders": "0"}, shown
