@@ -7,8 +7,10 @@ import enum
 import importlib
 import json
 import os
+from pathlib import Path
 from typing import Annotated
 
+import nkeys  # type: ignore[import-untyped]
 import typer
 
 from services.cli.connection import Prefix
@@ -70,6 +72,14 @@ def nats_permissions(
     ] = Format.CONF,
     prefix: Prefix = None,
     account: Annotated[str, typer.Option(help="the account the nsc commands add users to")] = "A4CO",
+    nkeys_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--nkeys",
+            help="conf: each user known by an nkey whose seed is DIR/<user>.nk (made if missing,"
+            " kept if there), the file a service is given as A4CO_NATS_NKEY_FILE; no passwords",
+        ),
+    ] = None,
 ) -> None:
     """Print the NATS users of a deployment, one per service plus `a4co` (this command) and
     `reader` (a client reading the events), with what each may publish and subscribe to."""
@@ -80,4 +90,23 @@ def nats_permissions(
     elif output is Format.NSC:
         typer.echo(render_nsc(users, account), nl=False)
     else:
-        typer.echo(render_config(users, topology), nl=False)
+        keys = user_nkeys(nkeys_dir, [u.user for u in users]) if nkeys_dir is not None else None
+        typer.echo(render_config(users, topology, nkeys=keys), nl=False)
+
+
+def user_nkeys(directory: Path, users: list[str]) -> dict[str, str]:
+    """Each user's public nkey, from the seed in `directory/<user>.nk`, made (readable by its
+    owner only) where there is none: running the command again keeps every user's key."""
+    directory.mkdir(parents=True, exist_ok=True)
+    public = {}
+    for user in users:
+        path = directory / f"{user}.nk"
+        if not path.exists():
+            seed = nkeys.encode_seed(os.urandom(32), nkeys.PREFIX_BYTE_USER)
+            path.touch(mode=0o600)
+            path.write_bytes(seed + b"\n")
+        try:
+            public[user] = nkeys.from_seed(path.read_bytes().strip()).public_key.decode()
+        except (nkeys.NkeysError, ValueError, TypeError, OSError) as exc:
+            raise typer.BadParameter(f"{path}: not a user's nkey seed ({exc})") from None
+    return public

@@ -162,28 +162,39 @@ def password_variable(user: str) -> str:
 
 
 def render_config(
-    permissions: Iterable[Permissions], topology: Topology, passwords: Mapping[str, str] | None = None
+    permissions: Iterable[Permissions],
+    topology: Topology,
+    passwords: Mapping[str, str] | None = None,
+    nkeys: Mapping[str, str] | None = None,
 ) -> str:
     """An `authorization` block for nats-server's configuration: one user per entry, each with the
-    password of its `password_variable` in nats-server's environment (never in the file), or
-    with its password in `passwords` (`make run`'s NATS, whose file only its user reads)."""
+    password of its `password_variable` in nats-server's environment (never in the file), with
+    its password in `passwords` (`make run`'s NATS, whose file only its user reads), or known by
+    the public key in `nkeys` (the user holding the seed, `A4CO_NATS_NKEY_FILE`)."""
+    if nkeys is not None:
+        how = ["# Each user is known by its nkey: the user holds the seed (A4CO_NATS_NKEY_FILE)."]
+    elif passwords is not None:
+        how = ["# The passwords were made for this run: this file is for its owner's eyes only."]
+    else:
+        how = [
+            "# Each password is read from nats-server's environment, which it parses as a value of",
+            "# this file: letters and digits, a letter first. (`--nkeys DIR`: nkeys, no passwords.)",
+        ]
     out = [
         "# a4co's NATS users and what each may publish and subscribe to (`a4co nats-permissions`,",
-        f"# deployment prefix {topology.prefix or '(none)'}). Each password is read from nats-server's",
-        "# environment, which it parses as a value of this file: letters and digits, a letter first.",
-        "# With nkeys instead, replace `user`/`password` with `nkey: U...`.",
+        f"# deployment prefix {topology.prefix or '(none)'}).",
+        *how,
         "authorization {",
         "  users = [",
     ]
     for p in permissions:
-        out += [
-            "    {",
-            f'      user: "{p.user}"',
-            f'      password: "{passwords[p.user]}"'
-            if passwords is not None
-            else f"      password: ${password_variable(p.user)}",
-            "      permissions: {",
-        ]
+        if nkeys is not None:
+            who = [f'      nkey: "{nkeys[p.user]}"  # {p.user}']
+        elif passwords is not None:
+            who = [f'      user: "{p.user}"', f'      password: "{passwords[p.user]}"']
+        else:
+            who = [f'      user: "{p.user}"', f"      password: ${password_variable(p.user)}"]
+        out += ["    {", *who, "      permissions: {"]
         for verb, allow, deny in (
             ("publish", p.publish, p.publish_deny),
             ("subscribe", p.subscribe, p.subscribe_deny),

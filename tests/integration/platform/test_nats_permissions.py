@@ -260,3 +260,42 @@ async def test_in_operator_mode_users_issued_with_the_json_permissions_run_the_s
             await nc.close()
     finally:
         await asyncio.to_thread(server.stop)
+
+
+async def test_with_nkeys_each_user_holds_a_seed_of_its_own_and_no_password_is_written(
+    urls: ServerUrls, prefix: str, keys: Keys, tmp_path: Path
+) -> None:
+    """`--nkeys DIR`: a seed per user in DIR (its owner's only), the configuration naming their
+    public keys; run again, the same keys. NATS with it takes inventory with its seed as
+    A4CO_NATS_NKEY_FILE, and the command with its own, and refuses nothing; a file that is not a
+    seed is said, exit 2."""
+    here = {k: v for k, v in os.environ.items() if not k.startswith("A4CO_")}
+    seeds = tmp_path / "nats-users"
+    code, conf = await run_a4co("nats-permissions", "--prefix", prefix, "--nkeys", str(seeds), env=here)
+    assert code == 0, conf
+    assert "password" not in conf.replace("no passwords", "")
+    inventory_seed = seeds / "inventory.nk"
+    assert inventory_seed.read_text().startswith("SU")
+    assert inventory_seed.stat().st_mode & 0o077 == 0
+    code, again = await run_a4co("nats-permissions", "--prefix", prefix, "--nkeys", str(seeds), env=here)
+    assert (code, again) == (0, conf)
+
+    server = ConfiguredNats(tmp_path / "nats" / "data", conf)
+    await asyncio.to_thread(server.start)
+    try:
+        env = service_env(urls, prefix, keys, server.url, A4CO_NATS_NKEY_FILE=str(inventory_seed))
+        ready = tmp_path / "inventory.ready.json"
+        async with service_process("inventory", env, ready, stderr=asyncio.subprocess.DEVNULL) as proc:
+            await eventually(lambda: ready.exists() or proc.returncode is not None, timeout=60, what="ready")
+            assert ready.exists(), f"inventory exited with {proc.returncode}"
+            command = {**env, "A4CO_NATS_NKEY_FILE": str(seeds / f"{COMMAND}.nk")}
+            code, out = await run_a4co("dlq", "stats", env=command)
+            assert code == 0, out
+        assert "Violation" not in (server.data_dir.parent / f"{server.name}.log").read_text()
+    finally:
+        await asyncio.to_thread(server.stop)
+
+    (seeds / "reader.nk").write_text("not a seed\n")
+    code, out = await run_a4co("nats-permissions", "--nkeys", str(seeds), env=here)
+    assert code == 2, out
+    assert "reader.nk: not a user's nkey seed" in " ".join(out.split()), out
