@@ -84,6 +84,8 @@ def nats_permissions(
     """Print the NATS users of a deployment, one per service plus `a4co` (this command) and
     `reader` (a client reading the events), with what each may publish and subscribe to."""
     topology = Topology(prefix if prefix is not None else os.environ.get("A4CO_PREFIX", ""))
+    if nkeys_dir is not None and output is not Format.CONF:
+        raise typer.BadParameter("--nkeys goes with --format conf: the seeds' public keys are named there")
     users = deployment_users(topology)
     if output is Format.JSON:
         typer.echo(json.dumps({p.user: p.as_dict() for p in users}, indent=2))

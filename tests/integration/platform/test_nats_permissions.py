@@ -295,6 +295,9 @@ async def test_with_nkeys_each_user_holds_a_seed_of_its_own_and_no_password_is_w
     finally:
         await asyncio.to_thread(server.stop)
 
+    code, out = await run_a4co("nats-permissions", "--format", "json", "--nkeys", str(seeds), env=here)
+    assert code == 2, out
+    assert "--nkeys goes with --format conf" in " ".join(out.split()), out
     (seeds / "reader.nk").write_text("not a seed\n")
     code, out = await run_a4co("nats-permissions", "--nkeys", str(seeds), env=here)
     assert code == 2, out
