@@ -251,7 +251,7 @@ def report(result: Status, as_json: bool) -> None:
             row.append(str(result.nats_reconnections.get(name, "—")))
         if refused:
             count = result.nats_refusals.get(name)
-            row.append(f"[red]{count}[/red]" if count else str(count if count is not None else "—"))
+            row.append("—" if count is None else f"[red]{count}[/red]" if count else "0")
         if result.certificate_expiry:
             row.append(days_left(result.certificate_expiry.get(name)))
         services.add_row(*row)

@@ -138,9 +138,13 @@ class Infrastructure:
         return infra
 
     async def use_streams(self, consumed: Iterable[str]) -> None:
-        """Declare the streams the service consumes too, before its consumers are made."""
-        self.streams = streams_used(self.settings.service, self.registry, consumed)
-        await self.ensure_streams()
+        """Declare the streams the service consumes too, before its consumers are made (those it
+        publishes to were declared at start)."""
+        used = streams_used(self.settings.service, self.registry, consumed)
+        added = [name for name in used if name not in self.streams]
+        self.streams = used
+        if added:
+            await ensure_streams(self.js, self.registry, self.topology, self.settings.streams, only=added)
 
     async def ensure_streams(self) -> None:
         """Declare the streams the service uses (`streams`), as at start (a stream deleted since, or

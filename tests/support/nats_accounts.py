@@ -18,9 +18,8 @@ from typing import Any
 
 import nkeys  # type: ignore[import-untyped]
 
-from services.cli.permissions import consumed_streams
-from services.platform.events.permissions import deployment_permissions, password_variable, render_config
-from services.platform.events.registry import load_registry
+from services.cli.permissions import deployment_users
+from services.platform.events.permissions import password_variable, render_config
 from services.platform.events.topology import Topology
 from services.platform.local_servers import NatsServer, ServerUrls
 from tests.integration.services.harness import Keys
@@ -183,8 +182,7 @@ class PermissionedNats(ConfiguredNats):
     def __init__(self, data_dir: Path, prefix: str, withheld: dict[str, str] | None = None) -> None:
         """`withheld` takes from a user (a key) a subject it may publish to (its value)."""
         self.topology = Topology(prefix)
-        registry = load_registry()
-        self.users = deployment_permissions(registry, consumed_streams(registry), self.topology)
+        self.users = deployment_users(self.topology)
         # nats-server reads an environment variable as a value of its configuration: a password
         # starting with a digit would be taken for a number.
         self.passwords = {p.user: "p" + secrets.token_hex(16) for p in self.users}

@@ -227,8 +227,8 @@ async def connect(
     loop = asyncio.get_running_loop()
     wrong: asyncio.Future[NatsSettingError] = loop.create_future()  # a setting, found at start
     report = options.pop("error_cb", None)
-    link = LinkLog(url, str(options.get("name") or ""))
-    denials = DenialLog(str(options.get("name") or ""))
+    name = str(options.get("name") or "")
+    link, denials = LinkLog(url, name), DenialLog(name)
     nc = NatsClient()
 
     async def error(exc: Exception) -> None:

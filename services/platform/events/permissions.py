@@ -90,7 +90,7 @@ def service_permissions(
             if s.producer == service
             for subject in s.subjects
         ),
-        topology.subject(f"a4co.dlq.{service}.>"),
+        topology.dead_letter_subject(service, ">"),
         f"{JS_API}.INFO",  # the health check (account info)
     ]
     for name in streams_used(service, registry, consumed):

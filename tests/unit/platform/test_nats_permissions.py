@@ -10,13 +10,12 @@ import pytest
 from nats.errors import Error
 from prometheus_client import REGISTRY
 
-from services.cli.permissions import consumed_streams
+from services.cli.permissions import consumed_streams, deployment_users
 from services.platform.events.connection import REPEAT_S, DenialLog, denied
 from services.platform.events.permissions import (
     COMMAND,
     READER,
     Permissions,
-    deployment_permissions,
     render_config,
     render_nsc,
     service_permissions,
@@ -36,8 +35,7 @@ def allowed(subject: str, allow: tuple[str, ...], deny: tuple[str, ...] = ()) ->
 
 
 def users(prefix: str = "") -> dict[str, Permissions]:
-    topology = Topology(prefix)
-    return {p.user: p for p in deployment_permissions(REGISTRY_, consumed_streams(REGISTRY_), topology)}
+    return {p.user: p for p in deployment_users(Topology(prefix))}
 
 
 def event_subject(registry: EventRegistry, stream: str) -> str:
