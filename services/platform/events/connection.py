@@ -158,8 +158,11 @@ class LinkLog:
         if self.away_since is None:
             self._away("", logging.WARNING)
 
-    def connected(self, server: str, *, again: bool) -> None:
-        """Connected to `server`: for the first time, or `again` after the connection was lost."""
+    def connected(self, server: str | None, *, again: bool) -> None:
+        """Connected to `server`: for the first time, or `again` after the connection was lost.
+        None when the connection was closed or lost again before this was said (nats-py calls
+        back after a round trip): the server last connected to, or the URL, is said instead."""
+        server = server or self.server or self.url
         if self.away_since is not None:
             away = self.clock() - self.away_since
             what = "reconnected" if again else "connected"
@@ -294,7 +297,8 @@ async def connect(
     raise wrong.result()
 
 
-def _server(nc: NatsClient) -> str:
-    """The URL of the server `nc` is connected to, without a password or token."""
+def _server(nc: NatsClient) -> str | None:
+    """The URL of the server `nc` is connected to, without a password or token; None once it is
+    not connected."""
     parsed = nc.connected_url
-    return redact(parsed.geturl()) if parsed is not None else "?"
+    return redact(parsed.geturl()) if parsed is not None else None

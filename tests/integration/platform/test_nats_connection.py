@@ -76,7 +76,7 @@ async def test_nats_away_and_back_is_said_once_each_and_counted(
         await asyncio.to_thread(nats_server.stop)
         await eventually(lambda: attempts(caplog) >= 3, what="three attempts failed")
         await asyncio.to_thread(nats_server.start)
-        await eventually(lambda: nc.is_connected, what="reconnected")
+        await eventually(lambda: len(said(caplog)) == 2, what="the reconnection said")
 
         assert (await nc.request("link.echo", b"after", timeout=5)).data == b"after"
         url = nats_server.url

@@ -155,3 +155,23 @@ def test_credentials_refused_on_a_reconnection_are_said_at_once_at_error(
         ),
     ]
     assert len(said(caplog, logging.DEBUG)) - len(said(caplog)) == 2
+
+
+def test_a_reconnection_closed_before_it_is_said_names_the_server_last_connected_to(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """nats-py calls back on a reconnection after a round trip; a connection closed in between has
+    no server any more (None): the one last connected to is said, or the URL if there was none."""
+    clock = Clock()
+    link = LinkLog(URL, "link-test-closed", clock)
+    link.connected("nats://n1:4222", again=False)
+    link.lost()
+    clock.now += 0.5
+    link.connected(None, again=True)
+    unknown = LinkLog(URL, "link-test-closed-first", clock)
+    unknown.failed(REFUSED)
+    unknown.connected(None, again=False)
+    assert [text for level, text in said(caplog) if level == logging.INFO] == [
+        "reconnected to NATS at nats://n1:4222 after 0.5 s away (0 attempts failed)",
+        f"connected to NATS at {URL} after 0.0 s away (1 attempts failed)",
+    ]
