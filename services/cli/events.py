@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import sys
 from collections.abc import Awaitable, Callable
 from typing import Annotated
 
@@ -56,16 +58,32 @@ async def _tail(target: Target, types: set[str], from_start: bool, count: int) -
             try:
                 event = codec.decode(body)
             except (EventDecodeError, UnknownEventError) as exc:
-                typer.echo(json.dumps({"undecodable": str(exc)}))
+                if not _printed(json.dumps({"undecodable": str(exc)})):
+                    break
                 continue
             if types and event.definition.event_type not in types and event.definition.name not in types:
                 continue
             envelope = json_format.MessageToDict(event.envelope, preserving_proto_field_name=True)
             envelope["payload"] = json_format.MessageToDict(event.payload, preserving_proto_field_name=True)
-            typer.echo(json.dumps(envelope, ensure_ascii=False))
+            if not _printed(json.dumps(envelope, ensure_ascii=False)):
+                break
             seen += 1
         for subscription in subscriptions:
             await subscription.unsubscribe()
+
+
+def _printed(line: str) -> bool:
+    """Print `line`; False once whoever reads the output has stopped (`| head`): the tail then ends
+    with status 0 and nothing on standard error, as any filter does, instead of click's status 1."""
+    try:
+        typer.echo(line)
+    except BrokenPipeError:
+        # Python flushes standard output again at exit: point it at /dev/null so that is quiet too.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        return False
+    return True
 
 
 def _into(queue: asyncio.Queue[bytes]) -> Callable[[Msg], Awaitable[None]]:

@@ -1,0 +1,63 @@
+"""`a4co events tail` against real streams, run as an operator runs it."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+
+from services.platform.local_servers import ServerUrls
+from tests.integration.events.rig import Rig, order_created, running
+from tests.support.processes import communicate
+from tests.support.waiting import eventually
+
+
+async def _relayed(rig: Rig, *order_ids: str) -> None:
+    """OrderCreated for each order, committed and relayed to the prefix's ORDERS stream."""
+    for order_id in order_ids:
+        await rig.commit(order_created(order_id), order_id)
+    stream = rig.topology.stream("ORDERS")
+
+    async def held() -> bool:
+        return (await rig.js.stream_info(stream)).state.messages == len(order_ids)
+
+    async with running(rig.relay()):
+        await eventually(held, what="the events in ORDERS")
+
+
+async def tail(urls: ServerUrls, prefix: str, *args: str, stdout: int) -> tuple[int | None, str, str]:
+    """`a4co events tail --from-start <args>` writing to `stdout` (a pipe's end, or PIPE): its status,
+    what it printed and what it said on standard error."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "services.cli", "events", "tail", "--from-start", *args,
+        env=dict(os.environ, A4CO_NATS_URL=urls.nats_url, A4CO_PREFIX=prefix),
+        stdout=stdout, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    if stdout != asyncio.subprocess.PIPE:
+        os.close(stdout)  # the child holds it now
+    out, err = await communicate(proc, 60)
+    return proc.returncode, out.decode(), err.decode()
+
+
+async def test_the_events_are_printed_one_json_object_a_line(rig: Rig, urls: ServerUrls, prefix: str) -> None:
+    await _relayed(rig, "o-1", "o-2")
+    code, out, err = await tail(urls, prefix, "--count", "2", stdout=asyncio.subprocess.PIPE)
+    assert code == 0, err
+    printed = [json.loads(line) for line in out.splitlines()]
+    assert [(e["event_type"], e["payload"]["order_id"]) for e in printed] == [
+        ("a4co.orders.OrderCreated", "o-1"),
+        ("a4co.orders.OrderCreated", "o-2"),
+    ]
+
+
+async def test_a_reader_that_stops_reading_ends_the_tail_quietly(
+    rig: Rig, urls: ServerUrls, prefix: str
+) -> None:
+    """`a4co events tail | head`: once the reader is gone, the tail ends with status 0 and nothing on
+    standard error, as events.mjs and any filter do, instead of waiting for the next event."""
+    await _relayed(rig, "o-1")
+    read, write = os.pipe()
+    os.close(read)  # the reader went away before the first line
+    code, _, err = await tail(urls, prefix, stdout=write)
+    assert (code, err) == (0, "")
