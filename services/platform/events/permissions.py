@@ -13,7 +13,7 @@ the services under these permissions.
 Two more users: the `a4co` command (an operator's: every JetStream request, the deployment's
 subjects, and replays), and a reader of the events, as another team's client reads them
 (`clients/node/events.mjs`): it makes and reads consumers of its own on every stream, and may
-not touch the services' durable consumers.
+neither touch the services' durable consumers nor hear their inboxes.
 """
 
 from __future__ import annotations
@@ -137,7 +137,12 @@ def reader_permissions(
         for name in sorted(set(streams)):
             stream, durable = topology.stream(name), topology.durable(service, name)
             deny += [*_consumer_api(stream, durable), f"{JS_API}.CONSUMER.DELETE.{stream}.{durable}"]
-    return Permissions(READER, tuple(publish), ("_INBOX.>",), publish_deny=tuple(deny))
+    # Its own answers come on inboxes of its client's choosing; the services' are not its to hear
+    # (a wildcard subscription is delivered nothing that falls under a deny).
+    inboxes = tuple(f"{topology.inbox(service)}.>" for service in sorted(consumers))
+    return Permissions(
+        READER, tuple(publish), ("_INBOX.>",), publish_deny=tuple(deny), subscribe_deny=inboxes
+    )
 
 
 def deployment_permissions(

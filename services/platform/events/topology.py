@@ -50,8 +50,11 @@ class Topology:
 
     def inbox(self, service: str) -> str:
         """The prefix of `service`'s inboxes, where JetStream answers it: its own, so that NATS
-        permissions keep one service from hearing another's answers (decision 68)."""
-        return f"_INBOX.{self.prefix}.{service}" if self.prefix else f"_INBOX.{service}"
+        permissions keep one service from hearing another's answers (decision 68). One token,
+        `<prefix>_<service>` under a prefix (neither holds an underscore), so that no deployment's
+        inboxes fall under another's, whatever the names: `_INBOX.orders.>` is not
+        `_INBOX.orders_payments.>`."""
+        return f"_INBOX.{self.prefix}_{service}" if self.prefix else f"_INBOX.{service}"
 
     def schema(self, service: str) -> str:
         """The database schema a service owns."""

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
 from prometheus_client import REGISTRY
 
 from a4co.orders.events.v1 import order_events_pb2
@@ -158,7 +159,7 @@ async def test_the_reader_reads_with_consumers_of_its_own_and_cannot_touch_a_ser
     permissioned: PermissionedNats, prefix: str, topology: Topology, registry: EventRegistry
 ) -> None:
     """clients/node/events.mjs as the reader reads ORDERS; the reader makes and deletes a durable
-    consumer of its own, but may neither pull from nor delete inventory's."""
+    consumer of its own, but may neither pull from nor delete inventory's, nor hear its inbox."""
     node()
     admin = await as_user(permissioned, COMMAND, topology)
     try:
@@ -186,10 +187,34 @@ async def test_the_reader_reads_with_consumers_of_its_own_and_cannot_touch_a_ser
         assert await rjs.delete_consumer(stream, f"{prefix}_team")
         with pytest.raises(TimeoutError):
             await rjs.delete_consumer(stream, durable)
+
+        # Every inbox, heard: JetStream's answer to inventory is not delivered, the reader's own is
+        # (after it: a delivery to the reader in the same order as the answers were sent).
+        heard: list[str] = []
+
+        async def hear(msg: Msg) -> None:
+            heard.append(msg.subject)
+
+        await reader.subscribe("_INBOX.>", cb=hear)
+        await reader.flush()
+        inventory = await as_user(permissioned, "inventory", topology)
+        try:
+            await inventory.jetstream().account_info()  # answered on inventory's inbox
+        finally:
+            await inventory.close()
+        await rjs.account_info()
+        await eventually(lambda: bool(heard), what="the reader's own answer heard")
+        assert [s for s in heard if not s.startswith(f"{Topology().inbox(READER)}.")] == [], heard
+        await reader.subscribe(f"{topology.inbox('inventory')}.>")
+        await reader.flush()
     finally:
         await reader.close()
-    [refused] = permissioned.violations()  # events.mjs and the reader's own consumer: none
-    assert f'Publish Violation - Subject "$JS.API.CONSUMER.DELETE.{stream}.{durable}"' in refused
+    # events.mjs, the reader's own consumer and its every-inbox subscription: none refused
+    deleting, hearing = permissioned.violations()
+    assert f'Publish Violation - Subject "$JS.API.CONSUMER.DELETE.{stream}.{durable}"' in deleting
+    assert (
+        f'"$G/user:{READER}" - Subscription Violation - Subject "{topology.inbox("inventory")}.>"' in hearing
+    )
 
 
 async def test_the_command_prints_a_configuration_nats_takes_and_works_as_its_own_user(
@@ -214,7 +239,7 @@ async def test_the_command_prints_a_configuration_nats_takes_and_works_as_its_ow
     code, out = await run_a4co("nats-permissions", "--format", "json", "--prefix", prefix, env=here)
     assert code == 0, out
     document = json.loads(out)
-    assert document["orders"]["subscribe"] == {"allow": [f"_INBOX.{prefix}.orders.>"]}
+    assert document["orders"]["subscribe"] == {"allow": [f"_INBOX.{prefix}_orders.>"]}
     assert set(document) == {p.user for p in permissioned.users}
 
     env = {**here, "A4CO_NATS_URL": permissioned.url_of(COMMAND), "A4CO_PREFIX": prefix}

@@ -105,7 +105,7 @@ def test_under_a_prefix_every_name_is_the_prefixed_one() -> None:
     assert not allowed("a4co.orders.order.created", orders.publish)
     assert allowed("$JS.API.CONSUMER.MSG.NEXT.t1_PAYMENTS.t1_orders_PAYMENTS", orders.publish)
     assert not allowed("$JS.API.CONSUMER.MSG.NEXT.PAYMENTS.orders_PAYMENTS", orders.publish)
-    assert orders.subscribe == ("_INBOX.t1.orders.>",)
+    assert orders.subscribe == ("_INBOX.t1_orders.>",)
     assert len(orders.publish) == len(plain["orders"].publish)
 
 
@@ -127,6 +127,18 @@ def test_the_reader_reads_every_stream_with_its_own_consumers_but_not_the_servic
         "a4co.orders.order.created",
     ):
         assert not allowed(subject, reader.publish, reader.publish_deny), subject
+    assert allowed("_INBOX.Hx7bq2LmN0pQ4rS6tU8vW9.1", reader.subscribe, reader.subscribe_deny)
+    for service in ("orders", "inventory", "analytics"):
+        assert not allowed(f"_INBOX.{service}.x1", reader.subscribe, reader.subscribe_deny), service
+
+
+def test_no_deployments_inboxes_fall_under_anothers_whatever_the_names() -> None:
+    """A prefix named as a service: the unprefixed deployment's orders may not hear the prefixed
+    deployment's payments, nor the other way round."""
+    plain, prefixed = users()["orders"], users("orders")["payments"]
+    assert not allowed(f"{Topology('orders').inbox('payments')}.x1", plain.subscribe)
+    assert not allowed(f"{Topology().inbox('orders')}.x1", prefixed.subscribe)
+    assert allowed(f"{Topology('orders').inbox('payments')}.x1", prefixed.subscribe)
 
 
 def test_the_configuration_names_each_user_with_a_password_from_the_environment() -> None:
