@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 from collections.abc import AsyncIterator
@@ -15,7 +16,7 @@ import nats.errors
 import typer
 from nats.js import JetStreamContext
 
-from services.platform.events.connection import NatsSettingError
+from services.platform.events.connection import NatsSettingError, denied
 from services.platform.events.connection import connect as connect_nats
 from services.platform.events.credentials import NatsCredentials, redact
 from services.platform.events.topology import Topology
@@ -90,13 +91,22 @@ def running_deployment() -> dict[str, Any]:
     return document
 
 
-async def _quiet(error: Exception) -> None:
-    """Connection errors are raised to the command, not logged by nats-py."""
-
-
 @asynccontextmanager
 async def jetstream(target: Target) -> AsyncIterator[JetStreamContext]:
-    """A JetStream context on the target's NATS server, closed on exit."""
+    """A JetStream context on the target's NATS server, closed on exit. NATS refusing the user
+    something (its permissions) ends the command at once, saying what, instead of a request
+    waiting for an answer that does not come."""
+    command = asyncio.current_task()
+    refusals: list[str] = []
+    working = False  # whether the command's own work (the body) is under way
+
+    async def error(exc: Exception) -> None:
+        """Connection errors are raised to the command, not logged by nats-py; a refusal stops its
+        work."""
+        if denied(exc) and working and not refusals and command is not None:
+            refusals.append(str(exc).removeprefix("nats: "))
+            command.cancel()
+
     try:
         nc = await connect_nats(
             target.nats_url,
@@ -104,7 +114,7 @@ async def jetstream(target: Target) -> AsyncIterator[JetStreamContext]:
             nats_credentials(),
             connect_timeout=3,
             max_reconnect_attempts=1,
-            error_cb=_quiet,  # the failure is reported once, below, not as nats-py's traceback
+            error_cb=error,  # the failure is reported once, below, not as nats-py's traceback
         )
     except NatsSettingError as exc:
         raise typer.BadParameter(str(exc)) from None
@@ -116,6 +126,18 @@ async def jetstream(target: Target) -> AsyncIterator[JetStreamContext]:
             " or point --nats-url or A4CO_NATS_URL at a running server"
         ) from None
     try:
+        working = True
         yield nc.jetstream()
+    except asyncio.CancelledError:
+        if not refusals or command is None:
+            raise
+        command.uncancel()
+        flag = f" --prefix {target.prefix}" if target.prefix else ""
+        raise typer.BadParameter(
+            f"NATS at {redact(target.nats_url)} refused this user: {refusals[0]} (in lower case, as"
+            f" nats-py reports it). The command's user needs what `a4co nats-permissions{flag}` gives"
+            " the user a4co, and the deployment's prefix (--prefix, A4CO_PREFIX)"
+        ) from None
     finally:
+        working = False
         await nc.close()

@@ -13,9 +13,11 @@ import typer
 from google.protobuf import json_format
 from nats.aio.msg import Msg
 from nats.js.api import DeliverPolicy
+from nats.js.errors import NotFoundError
 
 from services.cli.connection import NatsUrl, Prefix, Target, jetstream
 from services.platform.events.codec import EventCodec, EventDecodeError, UnknownEventError
+from services.platform.events.credentials import redact
 from services.platform.events.registry import load_registry
 
 app = typer.Typer(help="Watch the event streams.", no_args_is_help=True)
@@ -49,9 +51,18 @@ async def _tail(target: Target, types: set[str], from_start: bool, count: int) -
             if stream.name == "DLQ":
                 continue
             for subject in target.topology.stream_subjects(stream):
-                subscriptions.append(
-                    await js.subscribe(subject, ordered_consumer=True, deliver_policy=policy, cb=_into(queue))
-                )
+                try:
+                    subscriptions.append(
+                        await js.subscribe(
+                            subject, ordered_consumer=True, deliver_policy=policy, cb=_into(queue)
+                        )
+                    )
+                except NotFoundError:  # no stream holds the subject
+                    raise typer.BadParameter(
+                        f"NATS at {redact(target.nats_url)} has no stream {target.topology.stream(stream.name)}:"
+                        " is the deployment running (its services make their streams), and is its"
+                        " prefix --prefix / A4CO_PREFIX?"
+                    ) from None
         seen = 0
         while count == 0 or seen < count:
             body = await queue.get()

@@ -96,8 +96,9 @@ class Operator:
     account: Any = field(default_factory=lambda: new_key(nkeys.PREFIX_BYTE_ACCOUNT))
     system: Any = field(default_factory=lambda: new_key(nkeys.PREFIX_BYTE_ACCOUNT))
 
-    def config(self) -> str:
-        """The part of a nats-server configuration that trusts this operator and its accounts."""
+    def config(self, max_control_line: int | None = None) -> str:
+        """The part of a nats-server configuration that trusts this operator and its accounts, with
+        `max_control_line` if given (nats-server's default: 4 KB)."""
         operator = jwt(
             self.key, public(self.key), "a4co", {"type": "operator", "system_account": public(self.system)}
         )
@@ -124,7 +125,7 @@ class Operator:
             "resolver_preload: {\n"
             f"  {public(self.account)}: {account}\n"
             f"  {public(self.system)}: {system}\n"
-            "}\n"
+            "}\n" + (f"max_control_line: {max_control_line}\n" if max_control_line else "")
         )
 
     def user_creds(

@@ -32,12 +32,14 @@ from nats.js.errors import APIError
 from prometheus_client import Counter
 
 from services.platform.events.credentials import (
+    CREDS_FILE,
     NO_CREDENTIALS,
     NatsCredentials,
     redact,
     refused,
     split_server,
 )
+from services.platform.events.permissions import JWT_CONTROL_LINE
 from services.platform.grpc.tls import Tls, nats_ssl_context
 from services.platform.resilience import cancel_and_wait
 
@@ -62,6 +64,8 @@ DENIALS = Counter(
 )
 
 Callback = Callable[[], Awaitable[None]]
+# What nats-server answers a protocol line past its `max_control_line` (-ERR), in lower case.
+TOO_LONG = "maximum control line exceeded"
 
 
 def servers(url: str) -> list[str]:
@@ -240,6 +244,15 @@ async def connect(
                 NatsTlsError(
                     f"cannot connect to NATS at {redact(url)} over TLS: {exc}. A4CO_TLS_CA_FILE must"
                     " hold the CA of NATS's certificate (unless a public CA issued it)"
+                )
+            )
+        elif TOO_LONG in str(exc).lower() and not wrong.done():
+            wrong.set_result(
+                NatsSettingError(
+                    f"NATS at {redact(url)} refused this connection ({exc}): its CONNECT line is"
+                    f" longer than the server takes. A user JWT holds its permissions ({CREDS_FILE});"
+                    f" nats-server's configuration needs max_control_line: {JWT_CONTROL_LINE}"
+                    " (decision 68)"
                 )
             )
         elif refused(exc) and not wrong.done():

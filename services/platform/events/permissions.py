@@ -10,10 +10,10 @@ the platform does (`streams.py`, `outbox.py`, `consumer.py`, `pull.py`, the heal
 change there that asks for something new shows as a permissions violation in the tests that run
 the services under these permissions.
 
-Two more users: the `a4co` command (an operator's: every JetStream request, the deployment's
-subjects, and replays), and a reader of the events, as another team's client reads them
-(`clients/node/events.mjs`): it makes and reads consumers of its own on every stream, and may
-neither touch the services' durable consumers nor hear their inboxes.
+Two more users: the `a4co` command (an operator's: every JetStream request on the deployment's
+own streams, the deployment's subjects, and replays), and a reader of the events, as another
+team's client reads them (`clients/node/events.mjs`): it makes and reads consumers of its own on
+every stream, and may neither touch the services' durable consumers nor hear their inboxes.
 """
 
 from __future__ import annotations
@@ -29,6 +29,11 @@ JS_API = "$JS.API"
 EVERY_SERVICE = "platform"
 COMMAND = "a4co"
 READER = "reader"
+# In operator mode each user's JWT holds its permissions and is sent in the CONNECT line, which
+# nats-server caps at 4 KB by default (`max_control_line`); the reader's JWT is larger (8.6 KB;
+# 13.2 KB under a 13-letter prefix, where orders' and notifications' pass 5 KB too), so the
+# server's configuration needs a higher cap: this one.
+JWT_CONTROL_LINE = 65536
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,15 +106,30 @@ def service_permissions(
     return Permissions(service, tuple(publish), (f"{topology.inbox(service)}.>",))
 
 
-def command_permissions(topology: Topology) -> Permissions:
-    """The `a4co` command's: any JetStream request (status, traces, the dead-letter queue, reading
-    events), the deployment's subjects (a replayed dead letter goes back to its subject), and its
-    answers. An operator's tool: JetStream's API is not split by deployment prefix."""
-    return Permissions(
-        COMMAND,
-        (f"{JS_API}.>", "$JS.ACK.>", "$JS.FC.>", topology.subject("a4co.>")),
-        ("_INBOX.>",),
-    )
+def _stream_api(stream: str) -> list[str]:
+    """Every JetStream request on `stream` and its consumers: the stream's name is the API
+    subject's third or fourth token (STREAM.INFO.<stream>, STREAM.MSG.GET.<stream>,
+    DIRECT.GET.<stream>.<subject>, CONSUMER.CREATE.<stream>.<name>, CONSUMER.MSG.NEXT.<stream>.<name>)."""
+    return [
+        f"{JS_API}.*.*.{stream}",
+        f"{JS_API}.*.*.{stream}.>",
+        f"{JS_API}.*.*.*.{stream}",
+        f"{JS_API}.*.*.*.{stream}.>",
+    ]
+
+
+def command_permissions(registry: EventRegistry, topology: Topology) -> Permissions:
+    """The `a4co` command's, an operator's: anything JetStream offers on the deployment's own
+    streams (status, traces, the dead-letter queue, reading events, a stream's leader stepping
+    down), the account's information and the streams' names, the deployment's subjects (a
+    replayed dead letter goes back to its subject), and its answers. Not another deployment's
+    streams on a shared NATS: their names differ by prefix, and each stream is named here (NATS
+    has no wildcard for part of a token)."""
+    publish = [f"{JS_API}.INFO", f"{JS_API}.STREAM.NAMES", f"{JS_API}.STREAM.LIST"]
+    for s in registry.streams:
+        stream = topology.stream(s.name)
+        publish += [*_stream_api(stream), f"$JS.ACK.{stream}.>", f"$JS.FC.{stream}.>"]
+    return Permissions(COMMAND, (*publish, topology.subject("a4co.>")), ("_INBOX.>",))
 
 
 def reader_permissions(
@@ -123,12 +143,9 @@ def reader_permissions(
         stream = topology.stream(s.name)
         publish += [
             f"{JS_API}.STREAM.INFO.{stream}",
-            f"{JS_API}.CONSUMER.CREATE.{stream}",
-            f"{JS_API}.CONSUMER.CREATE.{stream}.>",
-            f"{JS_API}.CONSUMER.DURABLE.CREATE.{stream}.>",
-            f"{JS_API}.CONSUMER.INFO.{stream}.>",
-            f"{JS_API}.CONSUMER.DELETE.{stream}.>",
-            f"{JS_API}.CONSUMER.MSG.NEXT.{stream}.>",
+            f"{JS_API}.CONSUMER.*.{stream}",  # CREATE (ordered, ephemeral), LIST, NAMES
+            f"{JS_API}.CONSUMER.*.{stream}.>",  # CREATE, INFO, DELETE
+            f"{JS_API}.CONSUMER.*.*.{stream}.>",  # DURABLE.CREATE, MSG.NEXT
             f"$JS.ACK.{stream}.>",
             f"$JS.FC.{stream}.>",
         ]
@@ -136,7 +153,12 @@ def reader_permissions(
     for service, streams in sorted(consumers.items()):
         for name in sorted(set(streams)):
             stream, durable = topology.stream(name), topology.durable(service, name)
-            deny += [*_consumer_api(stream, durable), f"{JS_API}.CONSUMER.DELETE.{stream}.{durable}"]
+            deny += [
+                f"{JS_API}.CONSUMER.*.{stream}.{durable}",
+                f"{JS_API}.CONSUMER.*.{stream}.{durable}.>",
+                f"{JS_API}.CONSUMER.*.*.{stream}.{durable}",
+                f"$JS.ACK.{stream}.{durable}.>",
+            ]
     # Its own answers come on inboxes of its client's choosing; the services' are not its to hear
     # (a wildcard subscription is delivered nothing that falls under a deny).
     inboxes = tuple(f"{topology.inbox(service)}.>" for service in sorted(consumers))
@@ -152,7 +174,7 @@ def deployment_permissions(
     for one that consumes nothing), then the command's and the reader's."""
     return [
         *(service_permissions(s, registry, consumers[s], topology) for s in consumers),
-        command_permissions(topology),
+        command_permissions(registry, topology),
         reader_permissions(registry, consumers, topology),
     ]
 
@@ -220,6 +242,8 @@ def render_nsc(permissions: Iterable[Permissions], account: str) -> str:
     out = [
         "#!/bin/sh",
         "# a4co's NATS users, operator mode (`a4co nats-permissions --format nsc`).",
+        "# Each user's JWT holds these lists and is sent when it connects: nats-server's",
+        f"# configuration needs `max_control_line: {JWT_CONTROL_LINE}` (the default 4 KB is too small).",
         "set -e",
     ]
     for p in permissions:

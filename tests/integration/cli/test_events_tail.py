@@ -31,7 +31,7 @@ async def tail(urls: ServerUrls, prefix: str, *args: str, stdout: int) -> tuple[
     what it printed and what it said on standard error."""
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "services.cli", "events", "tail", "--from-start", *args,
-        env=dict(os.environ, A4CO_NATS_URL=urls.nats_url, A4CO_PREFIX=prefix),
+        env=dict(os.environ, A4CO_NATS_URL=urls.nats_url, A4CO_PREFIX=prefix, COLUMNS="200"),
         stdout=stdout, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
     if stdout != asyncio.subprocess.PIPE:
@@ -61,3 +61,12 @@ async def test_a_reader_that_stops_reading_ends_the_tail_quietly(
     os.close(read)  # the reader went away before the first line
     code, _, err = await tail(urls, prefix, stdout=write)
     assert (code, err) == (0, "")
+
+
+async def test_a_deployment_without_its_streams_is_said_plainly(urls: ServerUrls, prefix: str) -> None:
+    """The prefix of no running deployment (or one whose services never started): one sentence
+    naming the stream, no traceback."""
+    code, out, err = await tail(urls, prefix, stdout=asyncio.subprocess.PIPE)
+    assert (code, out) == (2, ""), err
+    assert f"has no stream {prefix}_" in err, err
+    assert "Traceback" not in err

@@ -22,10 +22,10 @@ from prometheus_client import REGISTRY
 
 from a4co.orders.events.v1 import order_events_pb2
 from services.platform.events.codec import EventCodec
-from services.platform.events.connection import connect
+from services.platform.events.connection import NatsSettingError, connect
 from services.platform.events.credentials import NatsCredentials
 from services.platform.events.outbox import OutboxRelay
-from services.platform.events.permissions import COMMAND, READER
+from services.platform.events.permissions import COMMAND, JWT_CONTROL_LINE, READER
 from services.platform.events.registry import EventRegistry
 from services.platform.events.topology import Topology
 from services.platform.grpc.tls import PLAINTEXT
@@ -246,25 +246,46 @@ async def test_the_command_prints_a_configuration_nats_takes_and_works_as_its_ow
     code, out = await run_a4co("dlq", "stats", env=env)
     assert code == 0, out
     assert permissioned.violations() == []
+    # its user may do nothing on another deployment's streams: said at once, no traceback
+    code, out = await run_a4co("dlq", "stats", env={**env, "A4CO_PREFIX": "another"})
+    assert code == 2, out
+    assert "permissions violation for publish to" in out, out
+    assert "another_dlq" in out, out
+    assert "Traceback" not in out
+    [refused] = permissioned.violations()
+    assert 'Publish Violation - Subject "$JS.API.STREAM.' in refused, refused
+    assert '.another_DLQ"' in refused, refused
 
 
 async def test_in_operator_mode_users_issued_with_the_json_permissions_run_the_service(
     urls: ServerUrls, prefix: str, keys: Keys, tmp_path: Path
 ) -> None:
-    """NATS in operator mode, inventory's and the command's users issued (JWTs) with what `a4co
-    nats-permissions --format json` gives them: inventory starts, declares its streams and
-    consumers, and serves; the command reads the dead letters; NATS refuses neither anything."""
+    """NATS in operator mode (with the control line the JWTs need), every user issued (JWTs) with
+    what `a4co nats-permissions --format json` gives it, and each connects; inventory starts,
+    declares its streams and consumers, and serves; the command reads the dead letters; NATS
+    refuses nothing."""
     here = {k: v for k, v in os.environ.items() if not k.startswith("A4CO_")}
     code, out = await run_a4co("nats-permissions", "--format", "json", "--prefix", prefix, env=here)
     assert code == 0, out
     permissions = json.loads(out)
     operator = Operator()
-    server = ConfiguredNats(tmp_path / "nats" / "data", operator.config())
+    server = ConfiguredNats(tmp_path / "nats" / "data", operator.config(max_control_line=JWT_CONTROL_LINE))
     await asyncio.to_thread(server.start)
     try:
-        creds = {user: tmp_path / f"{user}.creds" for user in ("inventory", COMMAND)}
+        creds = {user: tmp_path / f"{user}.creds" for user in permissions}
         for user, path in creds.items():
             operator.user_creds(path, user, permissions=permissions[user])
+        # the reader's JWT is past nats-server's default control line (4 KB): hence the setting
+        assert len(creds[READER].read_text().split("\n")[1]) > 4096
+        for user, path in creds.items():
+            nc = await connect(
+                server.url, PLAINTEXT, NatsCredentials(creds_file=str(path)),
+                name=user, inbox_prefix=Topology(prefix).inbox(user),
+            )  # fmt: skip
+            try:
+                await nc.jetstream().account_info()
+            finally:
+                await nc.close()
         env = service_env(urls, prefix, keys, server.url, A4CO_NATS_CREDS_FILE=str(creds["inventory"]))
         ready = tmp_path / "inventory.ready.json"
         async with service_process("inventory", env, ready, stderr=asyncio.subprocess.DEVNULL) as proc:
@@ -327,3 +348,25 @@ async def test_with_nkeys_each_user_holds_a_seed_of_its_own_and_no_password_is_w
     code, out = await run_a4co("nats-permissions", "--nkeys", str(seeds), env=here)
     assert code == 2, out
     assert "reader.nk: not a user's nkey seed" in " ".join(out.split()), out
+
+
+async def test_a_jwt_past_the_servers_control_line_is_a_setting_said_at_once(
+    tmp_path: Path, prefix: str
+) -> None:
+    """Operator mode at nats-server's default control line (4 KB): the reader's JWT does not fit,
+    and connecting says which setting to raise instead of trying again for ever."""
+    here = {k: v for k, v in os.environ.items() if not k.startswith("A4CO_")}
+    code, out = await run_a4co("nats-permissions", "--format", "json", "--prefix", prefix, env=here)
+    assert code == 0, out
+    operator = Operator()
+    server = ConfiguredNats(tmp_path / "nats" / "data", operator.config())
+    await asyncio.to_thread(server.start)
+    try:
+        path = tmp_path / "reader.creds"
+        operator.user_creds(path, READER, permissions=json.loads(out)[READER])
+        with pytest.raises(NatsSettingError) as wrong:
+            await connect(server.url, PLAINTEXT, NatsCredentials(creds_file=str(path)), name=READER)
+        assert "maximum control line exceeded" in str(wrong.value).lower()
+        assert f"max_control_line: {JWT_CONTROL_LINE}" in str(wrong.value)
+    finally:
+        await asyncio.to_thread(server.stop)

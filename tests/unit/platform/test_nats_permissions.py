@@ -132,6 +132,36 @@ def test_the_reader_reads_every_stream_with_its_own_consumers_but_not_the_servic
         assert not allowed(f"_INBOX.{service}.x1", reader.subscribe, reader.subscribe_deny), service
 
 
+def test_the_command_may_do_anything_on_its_deployments_streams_and_nothing_on_anothers() -> None:
+    command = users("t1")[COMMAND]
+    for subject in (
+        "$JS.API.INFO",
+        "$JS.API.STREAM.NAMES",
+        "$JS.API.STREAM.INFO.t1_ORDERS",
+        "$JS.API.STREAM.PURGE.t1_DLQ",
+        "$JS.API.STREAM.MSG.GET.t1_DLQ",
+        "$JS.API.STREAM.MSG.DELETE.t1_DLQ",
+        "$JS.API.DIRECT.GET.t1_ORDERS",
+        "$JS.API.CONSUMER.LIST.t1_ORDERS",
+        "$JS.API.CONSUMER.CREATE.t1_ORDERS.x1.t1.a4co.orders.>",
+        "$JS.API.CONSUMER.DELETE.t1_ORDERS.t1_inventory_ORDERS",
+        "$JS.API.CONSUMER.MSG.NEXT.t1_ORDERS.t1_inventory_ORDERS",
+        "$JS.FC.t1_ORDERS.x1.1",
+        "t1.a4co.orders.order.created",
+    ):
+        assert allowed(subject, command.publish), subject
+    for subject in (
+        "$JS.API.STREAM.INFO.ORDERS",
+        "$JS.API.STREAM.DELETE.t2_ORDERS",
+        "$JS.API.STREAM.MSG.GET.t2_DLQ",
+        "$JS.API.CONSUMER.DELETE.ORDERS.inventory_ORDERS",
+        "$JS.API.CONSUMER.MSG.NEXT.t2_ORDERS.t2_inventory_ORDERS",
+        "$JS.ACK.ORDERS.inventory_ORDERS.1.5.5.1764680000000000000.0",
+        "a4co.orders.order.created",
+    ):
+        assert not allowed(subject, command.publish), subject
+
+
 def test_no_deployments_inboxes_fall_under_anothers_whatever_the_names() -> None:
     """A prefix named as a service: the unprefixed deployment's orders may not hear the prefixed
     deployment's payments, nor the other way round."""
@@ -147,16 +177,16 @@ def test_the_configuration_names_each_user_with_a_password_from_the_environment(
     assert 'user: "orders"' in text
     assert "password: $A4CO_NATS_PASSWORD_ORDERS" in text
     assert '"t1.a4co.orders.>"' in text
-    assert ', deny: ["$JS.API.CONSUMER.DURABLE.CREATE.t1_' in text
-    assert '"$JS.API.CONSUMER.DELETE.t1_ARTISANS.t1_catalog_ARTISANS"' in text
+    assert ', deny: ["$JS.API.CONSUMER.*.t1_' in text
+    assert '"$JS.API.CONSUMER.*.*.t1_ARTISANS.t1_catalog_ARTISANS"' in text
 
 
 def test_the_nsc_commands_quote_every_subject_list() -> None:
     text = render_nsc(users().values(), "A4CO")
     assert "nsc add user --account 'A4CO' --name 'orders' \\\n  --allow-pub 'a4co.orders.>," in text
     assert "  --allow-sub '_INBOX.orders.>'" in text
-    assert "  --deny-pub '$JS.API.CONSUMER.DURABLE.CREATE." in text
-    assert ",$JS.API.CONSUMER.DELETE.ARTISANS.catalog_ARTISANS," in text
+    assert "  --deny-pub '$JS.API.CONSUMER.*." in text
+    assert ",$JS.API.CONSUMER.*.*.ARTISANS.catalog_ARTISANS," in text
 
 
 class Clock:
