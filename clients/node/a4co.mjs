@@ -4,7 +4,7 @@
 // an error (AIP-193: ErrorInfo, BadRequest, RetryInfo) decoded from its trailers.
 
 import { existsSync, readFileSync, readdirSync } from "node:fs";
-import { dirname, join } from "node:path";
+import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 
 import * as grpc from "@grpc/grpc-js";
@@ -18,8 +18,10 @@ const REPOSITORY = join(dirname(fileURLToPath(import.meta.url)), "..", "..");
 /** The repository's `proto/` directory: the contracts and `service-config.json`. */
 export const PROTO_DIR = join(REPOSITORY, "proto");
 
-/** Where `make run` writes the addresses of the servers and services it started. */
-export const DEFAULT_ADDRESSES = join(REPOSITORY, ".data", "addresses.json");
+/** Where `make run` writes the addresses of the servers and services it started: in its data
+ * directory, `A4CO_DATA_DIR` (from the working directory, as the `a4co` command reads it) or the
+ * repository's `.data`. */
+export const DEFAULT_ADDRESSES = join(resolve(process.env.A4CO_DATA_DIR || join(REPOSITORY, ".data")), "addresses.json");
 
 /** Service name → "host:port", from `make run`'s addresses file (or the supervisor's own). */
 export function addressesFrom(path = DEFAULT_ADDRESSES) {

@@ -6,7 +6,7 @@
 //
 //   node clients/node/events.mjs [--addresses FILE] [--stream ORDERS] [--subject SUBJECT]
 //
-// NATS's address comes from `make run`'s .data/addresses.json (or A4CO_NATS_URL, which may name a
+// NATS's address comes from `make run`'s addresses.json, in $A4CO_DATA_DIR or .data (or A4CO_NATS_URL, which may name a
 // cluster's servers separated by commas); A4CO_PREFIX is the deployment's prefix, if it has one;
 // TLS follows the A4CO_TLS_* variables, and who it is to NATS A4CO_NATS_CREDS_FILE,
 // A4CO_NATS_NKEY_FILE or a user and password in the URL, as for the services.

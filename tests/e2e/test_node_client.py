@@ -194,6 +194,30 @@ async def test_a_reader_that_stops_reading_ends_events_quietly(
 
 
 @pytest.mark.parametrize("deployment", ["plaintext"], indirect=True)
+async def test_nats_is_found_in_the_addresses_of_a4co_data_dir(
+    deployment: Deployment, walkthrough: dict[str, dict[str, Any]], tmp_path: Path
+) -> None:
+    """Without A4CO_NATS_URL, NATS's address is read from `make run`'s addresses.json in
+    A4CO_DATA_DIR, relative to the working directory, as the `a4co` command reads it."""
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "addresses.json").write_text(
+        json.dumps({"servers": {"A4CO_NATS_URL": deployment.nats["A4CO_NATS_URL"]}})
+    )
+    env = {k: v for k, v in os.environ.items() if k != "A4CO_NATS_URL"}
+    proc = await asyncio.create_subprocess_exec(
+        node(), CLIENT / "events.mjs", "--stream", "ORDERS", cwd=tmp_path,
+        env={**env, "A4CO_DATA_DIR": "data", "A4CO_PREFIX": deployment.nats["A4CO_PREFIX"]},
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await communicate(proc, 60)
+    assert proc.returncode == 0, err.decode()
+    assert {json.loads(line)["event_type"] for line in out.decode().splitlines()} >= {
+        "a4co.orders.OrderCreated"
+    }
+
+
+@pytest.mark.parametrize("deployment", ["plaintext"], indirect=True)
 async def test_reading_a_stream_that_does_not_exist_says_so(deployment: Deployment) -> None:
     code, out, err = await run_node("events.mjs", "--stream", "NOPE", env=deployment.nats)
     assert (code, out) == (1, "")
