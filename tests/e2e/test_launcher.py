@@ -486,3 +486,9 @@ async def test_make_run_with_a_nats_cluster_outlives_the_loss_of_a_server(
     finally:
         await nc.close()
     assert await run.stop() == 0
+    # Each service stayed its own NATS user on the servers it moved to (the cluster announces them
+    # without a user: as `a4co`, NATS would have refused it its inboxes).
+    logs = sorted((data_dir / "servers" / "nats-cluster").glob("*/*.log"))
+    assert len(logs) == 3
+    for log in logs:
+        assert "Violation" not in log.read_text(), log

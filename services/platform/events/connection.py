@@ -38,6 +38,7 @@ from services.platform.events.credentials import (
     redact,
     refused,
     split_server,
+    url_auth,
 )
 from services.platform.events.permissions import JWT_CONTROL_LINE
 from services.platform.grpc.tls import Tls, nats_ssl_context
@@ -291,7 +292,7 @@ async def connect(
         if reconnected is not None:
             await reconnected()
 
-    options.update(credentials.options())
+    options.update(url_auth(url), **credentials.options())
     options.update(error_cb=error, disconnected_cb=lost, reconnected_cb=back, tls=nats_ssl_context(tls))
     connecting = loop.create_task(nc.connect(servers(url), **options), name="connect to NATS")
     either: list[asyncio.Future[Any]] = [connecting, wrong]

@@ -95,6 +95,20 @@ class NatsCredentials:
 NO_CREDENTIALS = NatsCredentials()
 
 
+def url_auth(url: str) -> dict[str, Any]:
+    """nats-py's options for the user and password (or token) of the first server of `url` that
+    has one, so that they go to every server: nats-py sends a URL's own only to that server, and
+    connects to the servers a cluster announces (`connect_urls`) with none, which a NATS with
+    `no_auth_user` takes as that user (as NATS's Go client does, the URL's are used for them)."""
+    for server in url.split(","):
+        parts = split_server(server.strip())
+        if parts.username and parts.password is not None:
+            return {"user": parts.username, "password": parts.password}
+        if parts.username:
+            return {"token": parts.username}
+    return {}
+
+
 def refused(exc: BaseException) -> bool:
     """Whether `exc` is NATS refusing a connection's credentials."""
     text = str(exc).lower()

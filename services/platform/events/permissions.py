@@ -118,18 +118,33 @@ def _stream_api(stream: str) -> list[str]:
     ]
 
 
-def command_permissions(registry: EventRegistry, topology: Topology) -> Permissions:
+def _service_inboxes(services: Iterable[str], topology: Topology) -> tuple[str, ...]:
+    """The inboxes of the deployment's `services`, denied to the command and the reader: their own
+    answers come on inboxes of their client's choosing (`_INBOX.>`), the services' are not theirs
+    to hear (NATS delivers a wildcard subscription nothing that falls under a deny)."""
+    return tuple(f"{topology.inbox(service)}.>" for service in sorted(services))
+
+
+def command_permissions(
+    registry: EventRegistry, consumers: Mapping[str, Iterable[str]], topology: Topology
+) -> Permissions:
     """The `a4co` command's, an operator's: anything JetStream offers on the deployment's own
     streams (status, traces, the dead-letter queue, reading events, a stream's leader stepping
     down), the account's information and the streams' names, the deployment's subjects (a
-    replayed dead letter goes back to its subject), and its answers. Not another deployment's
+    replayed dead letter goes back to its subject), and its answers, not the services' (`consumers`
+    names them). Not another deployment's
     streams on a shared NATS: their names differ by prefix, and each stream is named here (NATS
     has no wildcard for part of a token)."""
     publish = [f"{JS_API}.INFO", f"{JS_API}.STREAM.NAMES", f"{JS_API}.STREAM.LIST"]
     for s in registry.streams:
         stream = topology.stream(s.name)
         publish += [*_stream_api(stream), f"$JS.ACK.{stream}.>", f"$JS.FC.{stream}.>"]
-    return Permissions(COMMAND, (*publish, topology.subject("a4co.>")), ("_INBOX.>",))
+    return Permissions(
+        COMMAND,
+        (*publish, topology.subject("a4co.>")),
+        ("_INBOX.>",),
+        subscribe_deny=_service_inboxes(consumers, topology),
+    )
 
 
 def reader_permissions(
@@ -159,11 +174,12 @@ def reader_permissions(
                 f"{JS_API}.CONSUMER.*.*.{stream}.{durable}",
                 f"$JS.ACK.{stream}.{durable}.>",
             ]
-    # Its own answers come on inboxes of its client's choosing; the services' are not its to hear
-    # (a wildcard subscription is delivered nothing that falls under a deny).
-    inboxes = tuple(f"{topology.inbox(service)}.>" for service in sorted(consumers))
     return Permissions(
-        READER, tuple(publish), ("_INBOX.>",), publish_deny=tuple(deny), subscribe_deny=inboxes
+        READER,
+        tuple(publish),
+        ("_INBOX.>",),
+        publish_deny=tuple(deny),
+        subscribe_deny=_service_inboxes(consumers, topology),
     )
 
 
@@ -174,7 +190,7 @@ def deployment_permissions(
     for one that consumes nothing), then the command's and the reader's."""
     return [
         *(service_permissions(s, registry, consumers[s], topology) for s in consumers),
-        command_permissions(registry, topology),
+        command_permissions(registry, consumers, topology),
         reader_permissions(registry, consumers, topology),
     ]
 

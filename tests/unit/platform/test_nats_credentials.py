@@ -9,7 +9,7 @@ import nkeys  # type: ignore[import-untyped]
 import pytest
 from nats.errors import AuthorizationError, Error
 
-from services.platform.events.credentials import NatsCredentials, redact, refused
+from services.platform.events.credentials import NatsCredentials, redact, refused, url_auth
 from services.platform.settings import Settings, SettingsError
 from tests.support.nats_accounts import Operator, new_key
 
@@ -108,3 +108,20 @@ def test_a_refusal_is_told_from_an_outage() -> None:
     assert refused(AuthorizationError())
     assert not refused(ConnectionRefusedError(111, "Connect call failed"))
     assert not refused(Error("nats: 'Permissions Violation for Publish to \"x\"'"))
+
+
+@pytest.mark.parametrize(
+    ("url", "options"),
+    [
+        (
+            "nats://orders:s3cret@n1:4222,nats://orders:s3cret@n2:4222",
+            {"user": "orders", "password": "s3cret"},
+        ),
+        ("nats://n1:4222,nats://orders:s3cret@n2:4222", {"user": "orders", "password": "s3cret"}),
+        ("tls://t0k3n@n1:4222", {"token": "t0k3n"}),
+        ("nats://n1:4222,n2:4222", {}),
+    ],
+)
+def test_the_urls_user_goes_to_every_server_the_cluster_announces(url: str, options: dict[str, str]) -> None:
+    """nats-py sends a URL's user only to that server; as options, to the announced ones too."""
+    assert url_auth(url) == options

@@ -150,6 +150,8 @@ def test_the_command_may_do_anything_on_its_deployments_streams_and_nothing_on_a
         "t1.a4co.orders.order.created",
     ):
         assert allowed(subject, command.publish), subject
+    assert allowed("_INBOX.Hx7bq2LmN0pQ4rS6tU8vW9.1", command.subscribe, command.subscribe_deny)
+    assert not allowed("_INBOX.t1_orders.x1", command.subscribe, command.subscribe_deny)
     for subject in (
         "$JS.API.STREAM.INFO.ORDERS",
         "$JS.API.STREAM.DELETE.t2_ORDERS",
