@@ -34,6 +34,9 @@ READER = "reader"
 # 13.2 KB under a 13-letter prefix, where orders' and notifications' pass 5 KB too), so the
 # server's configuration needs a higher cap: this one.
 JWT_CONTROL_LINE = 65536
+# What the command and the reader may ask of the account as a whole: its information and the
+# streams' names (a subscription finds its stream by subject).
+ACCOUNT_API = (f"{JS_API}.INFO", f"{JS_API}.STREAM.NAMES", f"{JS_API}.STREAM.LIST")
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,7 +138,7 @@ def command_permissions(
     names them). Not another deployment's
     streams on a shared NATS: their names differ by prefix, and each stream is named here (NATS
     has no wildcard for part of a token)."""
-    publish = [f"{JS_API}.INFO", f"{JS_API}.STREAM.NAMES", f"{JS_API}.STREAM.LIST"]
+    publish = list(ACCOUNT_API)
     for s in registry.streams:
         stream = topology.stream(s.name)
         publish += [*_stream_api(stream), f"$JS.ACK.{stream}.>", f"$JS.FC.{stream}.>"]
@@ -153,7 +156,7 @@ def reader_permissions(
     """A client reading the events (every stream, the dead letters too) with consumers of its own,
     durable or not, but no access to the services' durable consumers: `consumers` maps each
     service to the declared streams it consumes."""
-    publish = [f"{JS_API}.INFO", f"{JS_API}.STREAM.NAMES", f"{JS_API}.STREAM.LIST"]
+    publish = list(ACCOUNT_API)
     for s in registry.streams:
         stream = topology.stream(s.name)
         publish += [

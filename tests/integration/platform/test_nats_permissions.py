@@ -58,6 +58,15 @@ def violations(service: str) -> float:
     return REGISTRY.get_sample_value("a4co_nats_permission_violations_total", {"service": service}) or 0.0
 
 
+async def json_permissions(prefix: str) -> dict[str, dict[str, dict[str, list[str]]]]:
+    """What `a4co nats-permissions --format json --prefix <prefix>` prints, read."""
+    here = {k: v for k, v in os.environ.items() if not k.startswith("A4CO_")}
+    code, out = await run_a4co("nats-permissions", "--format", "json", "--prefix", prefix, env=here)
+    assert code == 0, out
+    permissions: dict[str, dict[str, dict[str, list[str]]]] = json.loads(out)
+    return permissions
+
+
 def errors(caplog: pytest.LogCaptureFixture) -> list[str]:
     return [r.getMessage() for r in caplog.records if r.name == LOGGER and r.levelno == logging.ERROR]
 
@@ -264,10 +273,7 @@ async def test_in_operator_mode_users_issued_with_the_json_permissions_run_the_s
     what `a4co nats-permissions --format json` gives it, and each connects; inventory starts,
     declares its streams and consumers, and serves; the command reads the dead letters; NATS
     refuses nothing."""
-    here = {k: v for k, v in os.environ.items() if not k.startswith("A4CO_")}
-    code, out = await run_a4co("nats-permissions", "--format", "json", "--prefix", prefix, env=here)
-    assert code == 0, out
-    permissions = json.loads(out)
+    permissions = await json_permissions(prefix)
     operator = Operator()
     server = ConfiguredNats(tmp_path / "nats" / "data", operator.config(max_control_line=JWT_CONTROL_LINE))
     await asyncio.to_thread(server.start)
@@ -355,15 +361,13 @@ async def test_a_jwt_past_the_servers_control_line_is_a_setting_said_at_once(
 ) -> None:
     """Operator mode at nats-server's default control line (4 KB): the reader's JWT does not fit,
     and connecting says which setting to raise instead of trying again for ever."""
-    here = {k: v for k, v in os.environ.items() if not k.startswith("A4CO_")}
-    code, out = await run_a4co("nats-permissions", "--format", "json", "--prefix", prefix, env=here)
-    assert code == 0, out
+    permissions = await json_permissions(prefix)
     operator = Operator()
     server = ConfiguredNats(tmp_path / "nats" / "data", operator.config())
     await asyncio.to_thread(server.start)
     try:
         path = tmp_path / "reader.creds"
-        operator.user_creds(path, READER, permissions=json.loads(out)[READER])
+        operator.user_creds(path, READER, permissions=permissions[READER])
         with pytest.raises(NatsSettingError) as wrong:
             await connect(server.url, PLAINTEXT, NatsCredentials(creds_file=str(path)), name=READER)
         assert "maximum control line exceeded" in str(wrong.value).lower()
