@@ -11,11 +11,11 @@ from typing import Any, cast
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 from prometheus_client import Gauge
 
 from services.platform.grpc.acceptors import Acceptors
 from services.platform.grpc.interceptor import PlatformInterceptor
+from services.platform.grpc.reflection import add_reflection
 from services.platform.resilience import cancel_and_wait
 from services.platform.telemetry import server_interceptors
 
@@ -201,9 +201,7 @@ class GrpcServer:
         self.health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         names = [r.name for r in registrations]
-        reflection.enable_server_reflection(
-            [*names, health.SERVICE_NAME, reflection.SERVICE_NAME], self.server
-        )
+        add_reflection(self.server, [*names, health.SERVICE_NAME])
         self.monitor = HealthMonitor(self.health, names, checks or {}, essential, service_label)
         self.interceptor = interceptor
         try:

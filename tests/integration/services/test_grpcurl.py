@@ -80,6 +80,8 @@ async def test_every_service_lists_describes_and_answers_every_rpc(five: dict[st
         code, described = await grpcurl(addr[name], "describe", service)
         assert code == 0, described
         assert f"service {service.rsplit('.', 1)[1]}" in described
+        # with the contract's comments (services/platform/grpc/reflection.py)
+        assert f"\n// {service.rsplit('.', 1)[1]} " in described, described
         health = await call(addr[name], "grpc.health.v1.Health/Check", {"service": service})
         assert health == {"status": "SERVING"}
 
