@@ -81,8 +81,9 @@ def nats_permissions(
         ),
     ] = None,
 ) -> None:
-    """Print the NATS users of a deployment, one per service plus `a4co` (this command) and
-    `reader` (a client reading the events), with what each may publish and subscribe to."""
+    """Print the NATS users of a deployment, with what each may publish and subscribe to.
+
+    One user per service, plus `a4co` (this command) and `reader` (a client reading the events)."""
     topology = Topology(prefix if prefix is not None else os.environ.get("A4CO_PREFIX", ""))
     if nkeys_dir is not None and output is not Format.CONF:
         raise typer.BadParameter("--nkeys goes with --format conf: the seeds' public keys are named there")

@@ -207,8 +207,10 @@ def status(
     nats_url: NatsUrl = None,
     prefix: Prefix = None,
 ) -> None:
-    """Health of each service, stream and consumer lag, DLQ depth, outbox backlog. Exits 1 when a
-    service is not SERVING (a script's or a probe's test), 2 when NATS cannot be reached."""
+    """Health of each service, stream and consumer lag, DLQ depth, outbox backlog.
+
+    Exits 1 when a service is not SERVING (a script's or a probe's test), 2 when NATS cannot be
+    reached."""
     result = asyncio.run(collect(Target.resolve(nats_url, prefix)))
     report(result, as_json)
     unwell = sorted(name for name, health in result.services.items() if health != "SERVING")
