@@ -18,7 +18,7 @@ from nats.js.errors import NotFoundError
 from services.cli.connection import NatsUrl, Prefix, Target, jetstream
 from services.platform.events.codec import EventCodec, EventDecodeError, UnknownEventError
 from services.platform.events.credentials import redact
-from services.platform.events.registry import load_registry
+from services.platform.events.registry import EventRegistry, load_registry
 
 app = typer.Typer(help="Watch the event streams.", no_args_is_help=True)
 
@@ -26,7 +26,8 @@ app = typer.Typer(help="Watch the event streams.", no_args_is_help=True)
 @app.command()
 def tail(
     event_type: Annotated[
-        list[str] | None, typer.Option("--type", "-t", help="only these event types")
+        list[str] | None,
+        typer.Option("--type", "-t", help="only these events: OrderCreated or a4co.orders.OrderCreated"),
     ] = None,
     from_start: Annotated[
         bool, typer.Option("--from-start", help="replay the streams from the beginning")
@@ -36,12 +37,24 @@ def tail(
     prefix: Prefix = None,
 ) -> None:
     """Print events as they are published, one JSON object a line (Ctrl-C stops)."""
-    target = Target.resolve(nats_url, prefix)
-    asyncio.run(_tail(target, set(event_type or []), from_start, count))
-
-
-async def _tail(target: Target, types: set[str], from_start: bool, count: int) -> None:
     registry = load_registry()
+    types = set(event_type or [])
+    known = {e.event_type for e in registry.events} | {e.name for e in registry.events}
+    if unknown := sorted(types - known):
+        # A misspelt type would match nothing, and the tail would wait for ever in silence.
+        raise typer.BadParameter(
+            f"no event is called {', '.join(unknown)}; the events are"
+            f" {', '.join(sorted({e.name for e in registry.events}))}"
+            " (or their full types, such as a4co.orders.OrderCreated)",
+            param_hint="'--type'",
+        )
+    target = Target.resolve(nats_url, prefix)
+    asyncio.run(_tail(target, registry, types, from_start, count))
+
+
+async def _tail(
+    target: Target, registry: EventRegistry, types: set[str], from_start: bool, count: int
+) -> None:
     codec = EventCodec(registry, "cli", target.topology)
     queue: asyncio.Queue[bytes] = asyncio.Queue()
     async with jetstream(target) as js:

@@ -70,3 +70,28 @@ async def test_a_deployment_without_its_streams_is_said_plainly(urls: ServerUrls
     assert (code, out) == (2, ""), err
     assert f"has no stream {prefix}_" in err, err
     assert "Traceback" not in err
+
+
+async def test_an_event_type_no_contract_declares_is_refused_naming_the_events(
+    rig: Rig, urls: ServerUrls, prefix: str
+) -> None:
+    """A misspelt --type would match nothing and the tail would wait for ever in silence: it is
+    refused at once, with the events' names to choose from."""
+    await _relayed(rig, "o-1")
+    code, out, err = await tail(
+        urls, prefix, "--type", "OrderCreated", "--type", "OrderConfirmed", stdout=asyncio.subprocess.PIPE
+    )
+    assert (code, out) == (2, ""), err
+    assert "no event is called OrderConfirmed;" in err, err
+    assert "OrderStatusChanged" in err, err
+    assert "Traceback" not in err
+
+
+async def test_events_are_chosen_by_name_or_by_full_type(rig: Rig, urls: ServerUrls, prefix: str) -> None:
+    await _relayed(rig, "o-1")
+    for chosen in ("OrderCreated", "a4co.orders.OrderCreated"):
+        code, out, err = await tail(
+            urls, prefix, "--type", chosen, "--count", "1", stdout=asyncio.subprocess.PIPE
+        )
+        assert code == 0, err
+        assert json.loads(out)["payload"]["order_id"] == "o-1"
