@@ -61,6 +61,14 @@ class Target:
         """Names on the servers for this deployment."""
         return Topology(self.prefix)
 
+    def missing_stream(self, stream: str) -> typer.BadParameter:
+        """The error that ends a command finding no stream `stream` (its name, not yet prefixed)."""
+        return typer.BadParameter(
+            f"NATS at {redact(self.nats_url)} has no stream {self.topology.stream(stream)}:"
+            " is the deployment running (its services make their streams), and is its"
+            " prefix --prefix / A4CO_PREFIX?"
+        )
+
 
 def client_tls() -> Tls:
     """How to call the services: over TLS with the CA of `A4CO_TLS_CA_FILE` (and, with

@@ -15,8 +15,15 @@ from rich.table import Table
 
 from services.cli.connection import NatsUrl, Prefix, Target, jetstream
 from services.platform.events.codec import EventCodec, EventDecodeError, UnknownEventError
-from services.platform.events.dlq import DeadLetter, DeadLetterFilter, DeadLetterQueue
+from services.platform.events.dlq import (
+    DeadLetter,
+    DeadLetterFilter,
+    DeadLetterNotFoundError,
+    DeadLetterQueue,
+    DeadLetterStreamMissingError,
+)
 from services.platform.events.registry import load_registry
+from services.platform.events.topology import DLQ_STREAM
 
 app = typer.Typer(help="Inspect, analyse, replay and discard dead letters.", no_args_is_help=True)
 console = Console()
@@ -35,7 +42,25 @@ def run(target: Target, action: Callable[[DeadLetterQueue], Awaitable[T]]) -> T:
         async with jetstream(target) as js:
             return await action(DeadLetterQueue(js, target.topology))
 
-    return asyncio.run(main())
+    try:
+        return asyncio.run(main())
+    except DeadLetterStreamMissingError:
+        raise target.missing_stream(DLQ_STREAM) from None
+    except DeadLetterNotFoundError as exc:
+        typer.echo(f"{exc} (a4co dlq list shows those there)", err=True)
+        raise typer.Exit(1) from None
+
+
+def _not_there(named: list[int] | None, where: DeadLetterFilter, done: list[int]) -> None:
+    """End with status 1, saying which, when a sequence named is not among those acted on."""
+    if missing := sorted(set(named or []) - set(done)):
+        filtered = " that --consumer/--type/--reason select" if where != _filter(named, "", "", "") else ""
+        typer.echo(
+            f"no such dead letter in the DLQ{filtered}: {', '.join(map(str, missing))}"
+            " (replayed or discarded already? a4co dlq list shows those there)",
+            err=True,
+        )
+        raise typer.Exit(1)
 
 
 def _filter(seqs: list[int] | None, consumer: str, event_type: str, reason: str) -> DeadLetterFilter:
@@ -154,6 +179,7 @@ def replay(
         console.print(f"[red]failed {seq}: {error}[/red]")
     if report.failed:
         raise typer.Exit(1)
+    _not_there(seqs, where, report.replayed)
 
 
 @app.command()
@@ -171,3 +197,4 @@ def discard(
     _require_selection(seqs, where, everything)
     gone = run(Target.resolve(nats_url, prefix), lambda q: q.discard(where))
     console.print(f"discarded {len(gone)} dead letter(s): {gone}")
+    _not_there(seqs, where, gone)

@@ -17,7 +17,6 @@ from nats.js.errors import NotFoundError
 
 from services.cli.connection import NatsUrl, Prefix, Target, jetstream
 from services.platform.events.codec import EventCodec, EventDecodeError, UnknownEventError
-from services.platform.events.credentials import redact
 from services.platform.events.registry import EventRegistry, load_registry
 
 app = typer.Typer(help="Watch the event streams.", no_args_is_help=True)
@@ -71,11 +70,7 @@ async def _tail(
                         )
                     )
                 except NotFoundError:  # no stream holds the subject
-                    raise typer.BadParameter(
-                        f"NATS at {redact(target.nats_url)} has no stream {target.topology.stream(stream.name)}:"
-                        " is the deployment running (its services make their streams), and is its"
-                        " prefix --prefix / A4CO_PREFIX?"
-                    ) from None
+                    raise target.missing_stream(stream.name) from None
         seen = 0
         while count == 0 or seen < count:
             body = await queue.get()

@@ -165,6 +165,19 @@ def replay_message(letter: DeadLetter, *, broadcast: bool = False) -> tuple[dict
     return headers, envelope.SerializeToString()
 
 
+# JetStream's error code for a stream that is not there (a message that is not: 10037).
+STREAM_NOT_FOUND = 10059
+
+
+class DeadLetterStreamMissingError(LookupError):
+    """The deployment has no dead-letter stream: its services never started, or the prefix is not
+    its own."""
+
+
+class DeadLetterNotFoundError(LookupError):
+    """No dead letter has that sequence (never, or replayed or discarded since)."""
+
+
 class DeadLetterQueue:
     """The dead-letter stream of one deployment."""
 
@@ -186,8 +199,9 @@ class DeadLetterQueue:
         while True:
             try:
                 raw = await self.js.get_msg(self.stream, seq=seq, subject=wildcard, next=True)
-            except NotFoundError:
-                return
+            except NotFoundError as exc:
+                self._check_stream(exc)
+                return  # no letter past `seq`
             assert raw.seq is not None
             letter = _letter(raw.seq, dict(raw.headers or {}), raw.data or b"")
             if where.matches(letter):
@@ -205,8 +219,17 @@ class DeadLetterQueue:
 
     async def get(self, seq: int) -> DeadLetter:
         """One dead letter by its sequence in the dead-letter stream."""
-        raw = await self.js.get_msg(self.stream, seq=seq)
+        try:
+            raw = await self.js.get_msg(self.stream, seq=seq)
+        except NotFoundError as exc:
+            self._check_stream(exc)
+            raise DeadLetterNotFoundError(f"no dead letter {seq} in {self.stream}") from None
         return _letter(seq, dict(raw.headers or {}), raw.data or b"")
+
+    def _check_stream(self, exc: NotFoundError) -> None:
+        """Raise DeadLetterStreamMissingError if `exc` says the stream, not a message, is not there."""
+        if exc.err_code == STREAM_NOT_FOUND:
+            raise DeadLetterStreamMissingError(f"there is no stream {self.stream}") from None
 
     async def stats(self, where: DeadLetterFilter | None = None) -> list[PatternStats]:
         """Dead letters grouped by event type, consumer, reason and error pattern, most first."""

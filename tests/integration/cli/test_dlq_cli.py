@@ -82,3 +82,41 @@ async def test_list_show_stats_replay_discard(rig: Rig, urls: ServerUrls, prefix
     code, out = await a4co(urls, prefix, "dlq", "list", "--json")
     assert json.loads(out) == []
     assert int(await consumer.pool.fetchval("SELECT count(*) FROM effects")) == 2
+
+
+async def test_a_dead_letter_that_is_not_there_is_said_not_a_traceback(
+    rig: Rig, urls: ServerUrls, prefix: str
+) -> None:
+    """show, replay and discard naming a sequence the DLQ does not hold (never, or dealt with
+    already): one line naming it, status 1; the letters that are there are still dealt with."""
+    await rig.js.publish(rig.topology.subject("a4co.dlq.payments.orders"), b"a dead letter")
+    (letter,) = json.loads((await a4co(urls, prefix, "dlq", "list", "--json"))[1])
+    seq = letter["seq"]
+
+    code, out = await a4co(urls, prefix, "dlq", "show", str(seq + 1))
+    assert code == 1, out
+    assert f"no dead letter {seq + 1} in {prefix}_DLQ (a4co dlq list shows those there)" in out
+    assert "Traceback" not in out
+
+    code, out = await a4co(urls, prefix, "dlq", "replay", str(seq + 1), "--dry-run")
+    assert code == 1, out
+    assert f"no such dead letter in the DLQ: {seq + 1} (replayed or discarded already?" in out
+
+    code, out = await a4co(urls, prefix, "dlq", "discard", str(seq), str(seq + 1))
+    assert code == 1, out
+    assert f"discarded 1 dead letter(s): [{seq}]" in out
+    assert f"no such dead letter in the DLQ: {seq + 1} " in out
+    assert json.loads((await a4co(urls, prefix, "dlq", "list", "--json"))[1]) == []
+
+    code, out = await a4co(urls, prefix, "dlq", "discard", str(seq))
+    assert code == 1, "discarded already"
+    assert f"no such dead letter in the DLQ: {seq} " in out
+
+
+async def test_a_deployment_without_a_dead_letter_stream_is_said(urls: ServerUrls, prefix: str) -> None:
+    """The prefix of no running deployment: not an empty list, which would say all is well."""
+    for command in (("list",), ("stats",), ("show", "1"), ("discard", "--all")):
+        code, out = await a4co(urls, prefix, "dlq", *command)
+        assert code == 2, (command, out)
+        assert f"has no stream {prefix}_DLQ" in out, (command, out)
+        assert "Traceback" not in out
