@@ -27,9 +27,11 @@ from services.platform.events.credentials import NatsCredentials
 from services.platform.events.outbox import OutboxRelay
 from services.platform.events.permissions import COMMAND, JWT_CONTROL_LINE, READER
 from services.platform.events.registry import EventRegistry
+from services.platform.events.streams import ensure_streams
 from services.platform.events.topology import Topology
 from services.platform.grpc.tls import PLAINTEXT
 from services.platform.local_servers import ServerUrls, _bin_dir
+from services.platform.settings import StreamSettings
 from tests.integration.events.rig import make_rig, order_created, running
 from tests.integration.services.harness import Keys
 from tests.support.cli import run_a4co
@@ -227,10 +229,11 @@ async def test_the_reader_reads_with_consumers_of_its_own_and_cannot_touch_a_ser
 
 
 async def test_the_command_prints_a_configuration_nats_takes_and_works_as_its_own_user(
-    permissioned: PermissionedNats, prefix: str, tmp_path: Path
+    permissioned: PermissionedNats, prefix: str, tmp_path: Path, registry: EventRegistry
 ) -> None:
     """`a4co nats-permissions` for the prefix: a configuration nats-server's check accepts, the same
-    as the server of these tests runs; `a4co dlq stats` as the user `a4co`."""
+    as the server of these tests runs; `a4co dlq stats` as the user `a4co`, on the dead-letter
+    stream a service of the deployment declared as its own user."""
     here = {k: v for k, v in os.environ.items() if not k.startswith("A4CO_")}
     code, out = await run_a4co("nats-permissions", "--prefix", prefix, env=here)
     assert code == 0, out
@@ -251,9 +254,16 @@ async def test_the_command_prints_a_configuration_nats_takes_and_works_as_its_ow
     assert document["orders"]["subscribe"] == {"allow": [f"_INBOX.{prefix}_orders.>"]}
     assert set(document) == {p.user for p in permissioned.users}
 
+    topology = Topology(prefix)
+    payments = await as_user(permissioned, "payments", topology)
+    try:
+        await ensure_streams(payments.jetstream(), registry, topology, StreamSettings(), only={"DLQ"})
+    finally:
+        await payments.close()
     env = {**here, "A4CO_NATS_URL": permissioned.url_of(COMMAND), "A4CO_PREFIX": prefix}
     code, out = await run_a4co("dlq", "stats", env=env)
     assert code == 0, out
+    assert "error pattern" in out, out  # the table's heading
     assert permissioned.violations() == []
     # its user may do nothing on another deployment's streams: said at once, no traceback
     code, out = await run_a4co("dlq", "stats", env={**env, "A4CO_PREFIX": "another"})
