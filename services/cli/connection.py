@@ -15,6 +15,7 @@ import nats
 import nats.errors
 import typer
 from nats.js import JetStreamContext
+from nats.js.errors import ServiceUnavailableError
 
 from services.platform.events.connection import NatsSettingError, denied
 from services.platform.events.connection import connect as connect_nats
@@ -34,6 +35,14 @@ NatsUrl = Annotated[
     ),
 ]
 Prefix = Annotated[str | None, typer.Option("--prefix", help="deployment prefix \\[env A4CO_PREFIX]")]
+
+
+class StreamMissingError(LookupError):
+    """A stream of the deployment is not on NATS: `stream` is its name before the prefix."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self.stream = stream
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,6 +145,19 @@ async def jetstream(target: Target) -> AsyncIterator[JetStreamContext]:
     try:
         working = True
         yield nc.jetstream()
+    except StreamMissingError as exc:
+        raise target.missing_stream(exc.stream) from None
+    except ServiceUnavailableError:
+        raise typer.BadParameter(
+            f"NATS at {redact(target.nats_url)} has no JetStream to answer: is the server started"
+            " with JetStream (--jetstream, or a jetstream block in its configuration), and has its"
+            " cluster a leader?"
+        ) from None
+    except (nats.errors.TimeoutError, TimeoutError):
+        raise typer.BadParameter(
+            f"NATS at {redact(target.nats_url)} did not answer in time: is it overloaded, or has"
+            " its JetStream cluster lost its leader (a4co status)?"
+        ) from None
     except asyncio.CancelledError:
         if not refusals or command is None:
             raise

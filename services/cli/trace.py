@@ -7,11 +7,12 @@ from typing import Annotated
 
 import typer
 from nats.js import JetStreamContext
+from nats.js.errors import NotFoundError
 from rich.console import Console
 from rich.tree import Tree
 
 from a4co.orders.events.v1 import order_events_pb2
-from services.cli.connection import NatsUrl, Prefix, Target, jetstream
+from services.cli.connection import NatsUrl, Prefix, StreamMissingError, Target, jetstream
 from services.platform.events.codec import EventCodec, EventDecodeError, IncomingEvent, UnknownEventError
 from services.platform.events.registry import load_registry
 
@@ -25,15 +26,18 @@ async def events_of(js: JetStreamContext, codec: EventCodec, order_id: str) -> l
         if stream.name == "DLQ":
             continue
         name = codec.topology.stream(stream.name)
-        last = (await js.stream_info(name)).state.last_seq
+        try:
+            last = (await js.stream_info(name)).state.last_seq
+        except NotFoundError:
+            raise StreamMissingError(stream.name) from None
         seq = 1
         while seq <= last:
             try:
                 raw = await js.get_msg(
                     name, seq=seq, subject=codec.topology.subject(stream.subjects[0]), next=True
                 )
-            except Exception:
-                break
+            except NotFoundError:
+                break  # no message past `seq` (those after it have left the stream)
             seq = (raw.seq or last) + 1
             try:
                 event = codec.decode(raw.data or b"")

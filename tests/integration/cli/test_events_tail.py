@@ -8,22 +8,8 @@ import os
 import sys
 
 from services.platform.local_servers import ServerUrls
-from tests.integration.events.rig import Rig, order_created, running
+from tests.integration.events.rig import Rig, orders_created
 from tests.support.processes import communicate
-from tests.support.waiting import eventually
-
-
-async def _relayed(rig: Rig, *order_ids: str) -> None:
-    """OrderCreated for each order, committed and relayed to the prefix's ORDERS stream."""
-    for order_id in order_ids:
-        await rig.commit(order_created(order_id), order_id)
-    stream = rig.topology.stream("ORDERS")
-
-    async def held() -> bool:
-        return (await rig.js.stream_info(stream)).state.messages == len(order_ids)
-
-    async with running(rig.relay()):
-        await eventually(held, what="the events in ORDERS")
 
 
 async def tail(urls: ServerUrls, prefix: str, *args: str, stdout: int) -> tuple[int | None, str, str]:
@@ -41,7 +27,7 @@ async def tail(urls: ServerUrls, prefix: str, *args: str, stdout: int) -> tuple[
 
 
 async def test_the_events_are_printed_one_json_object_a_line(rig: Rig, urls: ServerUrls, prefix: str) -> None:
-    await _relayed(rig, "o-1", "o-2")
+    await orders_created(rig, "o-1", "o-2")
     code, out, err = await tail(urls, prefix, "--count", "2", stdout=asyncio.subprocess.PIPE)
     assert code == 0, err
     printed = [json.loads(line) for line in out.splitlines()]
@@ -56,7 +42,7 @@ async def test_a_reader_that_stops_reading_ends_the_tail_quietly(
 ) -> None:
     """`a4co events tail | head`: once the reader is gone, the tail ends with status 0 and nothing on
     standard error, as events.mjs and any filter do, instead of waiting for the next event."""
-    await _relayed(rig, "o-1")
+    await orders_created(rig, "o-1")
     read, write = os.pipe()
     os.close(read)  # the reader went away before the first line
     code, _, err = await tail(urls, prefix, stdout=write)
@@ -77,7 +63,7 @@ async def test_an_event_type_no_contract_declares_is_refused_naming_the_events(
 ) -> None:
     """A misspelt --type would match nothing and the tail would wait for ever in silence: it is
     refused at once, with the events' names to choose from."""
-    await _relayed(rig, "o-1")
+    await orders_created(rig, "o-1")
     code, out, err = await tail(
         urls, prefix, "--type", "OrderCreated", "--type", "OrderConfirmed", stdout=asyncio.subprocess.PIPE
     )
@@ -88,7 +74,7 @@ async def test_an_event_type_no_contract_declares_is_refused_naming_the_events(
 
 
 async def test_events_are_chosen_by_name_or_by_full_type(rig: Rig, urls: ServerUrls, prefix: str) -> None:
-    await _relayed(rig, "o-1")
+    await orders_created(rig, "o-1")
     for chosen in ("OrderCreated", "a4co.orders.OrderCreated"):
         code, out, err = await tail(
             urls, prefix, "--type", chosen, "--count", "1", stdout=asyncio.subprocess.PIPE

@@ -1,13 +1,30 @@
-"""A command pointed at a server that is not there says so in one sentence, no traceback."""
+"""A command pointed at a server that is not there, or not as it needs it, says so in one
+sentence, no traceback."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
+from collections.abc import AsyncIterator
 
+import nats
 import pytest
+from nats.aio.msg import Msg
 
+from services.platform.local_servers import _bin_dir, free_port
 from tests.support.cli import run_a4co
+from tests.support.processes import communicate
+from tests.support.waiting import eventually
+
+# The commands that read the event streams, beside status (which reports a missing JetStream in its
+# table, stream by stream).
+STREAM_COMMANDS = [
+    ["dlq", "list"],
+    ["dlq", "show", "1"],
+    ["trace", "o-1"],
+    ["events", "tail", "--count", "1"],
+]
 
 
 def closed_port() -> int:
@@ -51,3 +68,66 @@ async def test_a_wrong_tls_setting_is_named(tmp_path: object) -> None:
     assert code == 2, text
     assert "A4CO_TLS_CLIENT_AUTH='maybe': 1 or 0" in text
     assert "Traceback" not in text
+
+
+@pytest.fixture
+async def nats_without_jetstream() -> AsyncIterator[str]:
+    """A real nats-server started without JetStream: its URL."""
+    url = f"nats://127.0.0.1:{free_port()}"
+    proc = await asyncio.create_subprocess_exec(
+        str(_bin_dir() / "nats-server"), "-a", "127.0.0.1", "-p", url.rsplit(":", 1)[1],
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+    )  # fmt: skip
+
+    async def accepts() -> bool:
+        try:
+            await (await nats.connect(url, connect_timeout=1, allow_reconnect=False)).close()
+        except Exception:
+            return False
+        return True
+
+    try:
+        await eventually(accepts, what="nats-server accepting connections")
+        yield url
+    finally:
+        proc.terminate()
+        await communicate(proc, 10)
+
+
+@pytest.mark.parametrize("command", STREAM_COMMANDS)
+async def test_a_nats_without_jetstream_is_said(
+    command: list[str], nats_without_jetstream: str, tmp_path: object
+) -> None:
+    code, text = await run_a4co(
+        *command, env=dict(os.environ, A4CO_NATS_URL=nats_without_jetstream, A4CO_DATA_DIR=str(tmp_path))
+    )
+    assert code == 2, text
+    assert f"NATS at {nats_without_jetstream} has no JetStream to answer" in text
+    assert "Traceback" not in text
+
+
+async def test_a_jetstream_that_does_not_answer_in_time_is_said(
+    nats_without_jetstream: str, tmp_path: object
+) -> None:
+    """Its API requests are taken (here by a client that never answers, as a JetStream too busy
+    or without a leader would leave them) but not answered before nats-py's deadline."""
+    silent = await nats.connect(nats_without_jetstream)
+    taken: list[str] = []
+
+    async def take(msg: Msg) -> None:
+        taken.append(msg.subject)
+
+    await silent.subscribe("$JS.API.>", cb=take)
+    await silent.flush()
+    try:
+        code, text = await run_a4co(
+            "dlq",
+            "list",
+            env=dict(os.environ, A4CO_NATS_URL=nats_without_jetstream, A4CO_DATA_DIR=str(tmp_path)),
+        )
+    finally:
+        await silent.close()
+    assert code == 2, text
+    assert f"NATS at {nats_without_jetstream} did not answer in time" in text
+    assert "Traceback" not in text
+    assert taken, "the command asked JetStream"

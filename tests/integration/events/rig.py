@@ -31,6 +31,7 @@ from services.platform.events.topology import Topology
 from services.platform.events.upcasting import Upcasters
 from services.platform.resilience import Backoff
 from services.platform.settings import StreamSettings
+from tests.support.waiting import eventually
 
 C = TypeVar("C", bound=QueueConsumer)
 FAST = DeliveryPolicy(backoff=Backoff(first_s=0.2, cap_s=1.0), ack_wait_s=2.0, fetch_timeout_s=0.2)
@@ -184,6 +185,19 @@ async def running(relay: OutboxRelay) -> AsyncIterator[OutboxRelay]:
     finally:
         await relay.stop()
         await asyncio.wait_for(task, 10)
+
+
+async def orders_created(rig: Rig, *order_ids: str) -> None:
+    """OrderCreated for each order, committed and relayed to the prefix's ORDERS stream."""
+    for order_id in order_ids:
+        await rig.commit(order_created(order_id), order_id)
+    stream = rig.topology.stream("ORDERS")
+
+    async def held() -> bool:
+        return (await rig.js.stream_info(stream)).state.messages == len(order_ids)
+
+    async with running(rig.relay()):
+        await eventually(held, what="the events in ORDERS")
 
 
 SETTINGS = StreamSettings(duplicate_window_s=120)
