@@ -1,4 +1,5 @@
-"""Server reflection that serves the contracts with their comments.
+"""Server reflection, as `grpc.reflection.v1` and `v1alpha`, that serves the contracts with their
+comments.
 
 grpcio-reflection answers with each file as the running code's descriptor pool holds it, and the
 pool keeps no comments (upb drops the source info), so `grpcurl describe` would show the contracts
@@ -6,6 +7,10 @@ bare. `make gen` writes every contract's descriptor with its comments beside the
 modules (`a4co/contracts.binpb`); a file is served from there when, but for its comments, it is
 the pool's own, and from the pool otherwise (a stale `contracts.binpb` loses the comments, never
 misplaces them).
+
+grpcio-reflection 1.85 has only `v1alpha`, which gRPC deprecates; the servers of grpc-go and
+grpc-java serve `v1` as well, and newer clients ask for it first. The two are the same protocol
+under another package, field for field, so the same servicer answers both.
 """
 
 from __future__ import annotations
@@ -19,9 +24,12 @@ from typing import Any, cast
 import grpc
 from google.protobuf import descriptor_pb2, descriptor_pool
 from google.protobuf.descriptor import FileDescriptor
-from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
+from grpc_reflection.v1alpha import reflection, reflection_pb2, reflection_pb2_grpc
 
 CONTRACTS = Path(str(resources.files("a4co") / "contracts.binpb"))
+V1_PACKAGE = "grpc.reflection.v1"
+V1_SERVICE_NAME = f"{V1_PACKAGE}.ServerReflection"
+V1_FILE = "grpc/reflection/v1/reflection.proto"
 
 
 class Comments:
@@ -96,13 +104,50 @@ class _Pool:
         return getattr(self._pool, name)
 
 
+def v1_file() -> descriptor_pb2.FileDescriptorProto:
+    """`grpc/reflection/v1/reflection.proto`: v1alpha's file under v1's name and package."""
+    file = descriptor_pb2.FileDescriptorProto()
+    reflection_pb2.DESCRIPTOR.CopyToProto(file)
+    alpha = f".{file.package}."
+    file.name, file.package = V1_FILE, V1_PACKAGE
+    file.options.ClearField("deprecated")  # v1alpha is; v1 is not
+    file.options.java_package = "io.grpc.reflection.v1"
+    file.options.go_package = "google.golang.org/grpc/reflection/grpc_reflection_v1"
+    for field in [f for message in file.message_type for f in message.field]:
+        if field.type_name.startswith(alpha):  # a message field; a scalar's stays unset
+            field.type_name = field.type_name.replace(alpha, f".{V1_PACKAGE}.", 1)
+    for method in [m for service in file.service for m in service.method]:
+        method.input_type = method.input_type.replace(alpha, f".{V1_PACKAGE}.", 1)
+        method.output_type = method.output_type.replace(alpha, f".{V1_PACKAGE}.", 1)
+    return file
+
+
+def _declare_v1(pool: descriptor_pool.DescriptorPool) -> None:
+    """Put reflection v1 in `pool`, once, so that reflection describes itself under both names."""
+    try:
+        pool.FindFileByName(V1_FILE)
+    except KeyError:
+        pool.AddSerializedFile(v1_file().SerializeToString())
+
+
 def add_reflection(
     server: grpc.aio.Server, service_names: Iterable[str], comments: Comments | None = None
 ) -> None:
-    """Serve reflection (`grpc.reflection.v1alpha.ServerReflection`) for `service_names` and
-    itself, the contracts with their comments."""
-    pool = _Pool(descriptor_pool.Default(), comments or Comments())
+    """Serve reflection (`grpc.reflection.v1.ServerReflection` and `…v1alpha…`) for
+    `service_names` and itself, the contracts with their comments."""
+    default = descriptor_pool.Default()
+    _declare_v1(default)
+    pool = _Pool(default, comments or Comments())
     servicer = reflection.aio.ReflectionServicer(
-        [*service_names, reflection.SERVICE_NAME], pool=cast(descriptor_pool.DescriptorPool, pool)
+        [*service_names, V1_SERVICE_NAME, reflection.SERVICE_NAME],
+        pool=cast(descriptor_pool.DescriptorPool, pool),
     )
     reflection_pb2_grpc.add_ServerReflectionServicer_to_server(servicer, server)  # type: ignore[no-untyped-call]
+    # v1: the same servicer, its messages read and written as v1alpha's (the same on the wire).
+    info = grpc.stream_stream_rpc_method_handler(
+        servicer.ServerReflectionInfo,
+        request_deserializer=reflection_pb2.ServerReflectionRequest.FromString,
+        response_serializer=reflection_pb2.ServerReflectionResponse.SerializeToString,
+    )
+    v1 = grpc.method_handlers_generic_handler(V1_SERVICE_NAME, {"ServerReflectionInfo": info})
+    server.add_generic_rpc_handlers((v1,))

@@ -23,7 +23,8 @@ SERVICE_COMMENT = (
     " artisans keep their stock on hand up to date.\n"
 )
 CHECK_STOCK_COMMENT = " CheckStock tells, for each line, whether the requested quantity is\n"
-REFLECTION_INFO = "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo"
+# Reflection as gRPC names it now, and as it did (grpcio-reflection's own).
+V1, V1ALPHA = "grpc.reflection.v1.ServerReflection", "grpc.reflection.v1alpha.ServerReflection"
 
 
 class Empty(inventory_grpc.InventoryServiceServicer):
@@ -48,11 +49,12 @@ async def server() -> AsyncIterator[GrpcServer]:
 
 
 async def reflect(
-    address: str, request: reflection_pb2.ServerReflectionRequest
+    address: str, request: reflection_pb2.ServerReflectionRequest, service: str = V1
 ) -> reflection_pb2.ServerReflectionResponse:
+    """One request to `service`; v1's messages are v1alpha's on the wire."""
     async with grpc.aio.insecure_channel(address) as channel:
         info = channel.stream_stream(
-            REFLECTION_INFO,
+            f"/{service}/ServerReflectionInfo",
             request_serializer=reflection_pb2.ServerReflectionRequest.SerializeToString,
             response_deserializer=reflection_pb2.ServerReflectionResponse.FromString,
         )
@@ -78,9 +80,12 @@ def leading_comments(file: descriptor_pb2.FileDescriptorProto) -> dict[tuple[int
     return {tuple(location.path): location.leading_comments for location in file.source_code_info.location}
 
 
-async def test_a_service_s_file_is_served_with_its_comments_and_its_dependencies(server: GrpcServer) -> None:
+@pytest.mark.parametrize("service", [V1, V1ALPHA])
+async def test_a_service_s_file_is_served_with_its_comments_and_its_dependencies(
+    server: GrpcServer, service: str
+) -> None:
     request = reflection_pb2.ServerReflectionRequest(file_containing_symbol=INVENTORY)
-    response = await reflect(server.address, request)
+    response = await reflect(server.address, request, service)
     files = files_of(response)
     assert set(files) == {"a4co/inventory/v1/inventory_service.proto", "google/protobuf/timestamp.proto"}
     inventory = files["a4co/inventory/v1/inventory_service.proto"]
@@ -113,8 +118,22 @@ async def test_unknown_symbols_and_files_are_not_found(server: GrpcServer) -> No
         assert response.error_response.error_code == grpc.StatusCode.NOT_FOUND.value[0]
 
 
-async def test_services_are_listed_with_health_and_reflection(server: GrpcServer) -> None:
-    response = await reflect(server.address, reflection_pb2.ServerReflectionRequest(list_services=""))
+@pytest.mark.parametrize("service", [V1, V1ALPHA])
+async def test_services_are_listed_with_health_and_reflection(server: GrpcServer, service: str) -> None:
+    request = reflection_pb2.ServerReflectionRequest(list_services="")
+    response = await reflect(server.address, request, service)
     assert [s.name for s in response.list_services_response.service] == sorted(
-        [INVENTORY, "grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerReflection"]
+        [INVENTORY, "grpc.health.v1.Health", V1, V1ALPHA]
     )
+
+
+async def test_reflection_describes_itself_under_both_names(server: GrpcServer) -> None:
+    for service, package in ((V1, "grpc.reflection.v1"), (V1ALPHA, "grpc.reflection.v1alpha")):
+        request = reflection_pb2.ServerReflectionRequest(file_containing_symbol=service)
+        (file,) = files_of(await reflect(server.address, request)).values()
+        assert file.package == package
+        (method,) = file.service[0].method
+        assert (method.input_type, method.output_type) == (
+            f".{package}.ServerReflectionRequest",
+            f".{package}.ServerReflectionResponse",
+        )

@@ -74,9 +74,15 @@ async def test_every_service_lists_describes_and_answers_every_rpc(five: dict[st
     for name, service in full.items():
         code, listed = await grpcurl(addr[name], "list")
         assert code == 0, listed
-        assert {service, "grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerReflection"} <= set(
-            listed.split()
-        )
+        assert set(listed.split()) == {
+            service,
+            "grpc.health.v1.Health",
+            "grpc.reflection.v1.ServerReflection",
+            "grpc.reflection.v1alpha.ServerReflection",
+        }
+        code, everything = await grpcurl(addr[name], "describe")  # each listed service, v1 too
+        assert code == 0, everything
+        assert "service ServerReflection" in everything
         code, described = await grpcurl(addr[name], "describe", service)
         assert code == 0, described
         assert f"service {service.rsplit('.', 1)[1]}" in described

@@ -7,9 +7,10 @@ from pathlib import Path
 
 from google.protobuf import descriptor_pb2, descriptor_pool
 from google.protobuf.descriptor import FileDescriptor
+from grpc_reflection.v1alpha import reflection_pb2
 
 from a4co.inventory.v1 import inventory_service_pb2
-from services.platform.grpc.reflection import CONTRACTS, Comments
+from services.platform.grpc.reflection import CONTRACTS, Comments, v1_file
 
 INVENTORY_FILE = "a4co/inventory/v1/inventory_service.proto"
 
@@ -60,3 +61,22 @@ def test_a_file_the_contracts_do_not_hold_is_served_as_it_is(tmp_path: Path) -> 
     assert served(Comments(tmp_path / "missing.binpb"), file) == bare(file)
     timestamp = descriptor_pool.Default().FindFileByName("google/protobuf/timestamp.proto")
     assert served(Comments(), timestamp) == bare(timestamp)
+
+
+def test_reflection_v1_is_v1alpha_under_its_own_package() -> None:
+    """Field for field the same messages (so one servicer answers both), every type named in v1."""
+    v1 = v1_file()
+    alpha = descriptor_pb2.FileDescriptorProto()
+    reflection_pb2.DESCRIPTOR.CopyToProto(alpha)
+    assert (v1.name, v1.package) == ("grpc/reflection/v1/reflection.proto", "grpc.reflection.v1")
+    assert "v1alpha" not in str(v1)
+    assert not v1.options.deprecated
+    fields = {m.name: [(f.name, f.number, f.type) for f in m.field] for m in v1.message_type}
+    assert fields == {m.name: [(f.name, f.number, f.type) for f in m.field] for m in alpha.message_type}
+    assert fields["ServerReflectionRequest"][1:] == [
+        ("file_by_filename", 3, 9),
+        ("file_containing_symbol", 4, 9),
+        ("file_containing_extension", 5, 11),
+        ("all_extension_numbers_of_type", 6, 9),
+        ("list_services", 7, 9),
+    ]
