@@ -51,16 +51,16 @@ def run(target: Target, action: Callable[[DeadLetterQueue], Awaitable[T]]) -> T:
         raise typer.Exit(1) from None
 
 
-def _not_there(named: list[int] | None, where: DeadLetterFilter, done: list[int]) -> None:
-    """End with status 1, saying which, when a sequence named is not among those acted on."""
-    if missing := sorted(set(named or []) - set(done)):
+def _said_missing(named: list[int] | None, where: DeadLetterFilter, found: list[int]) -> bool:
+    """Say which sequences named are not among the dead letters found, if any: whether some were."""
+    if missing := sorted(set(named or []) - set(found)):
         filtered = " that --consumer/--type/--reason select" if where != _filter(named, "", "", "") else ""
         typer.echo(
             f"no such dead letter in the DLQ{filtered}: {', '.join(map(str, missing))}"
             " (replayed or discarded already? a4co dlq list shows those there)",
             err=True,
         )
-        raise typer.Exit(1)
+    return bool(missing)
 
 
 def _filter(seqs: list[int] | None, consumer: str, event_type: str, reason: str) -> DeadLetterFilter:
@@ -177,9 +177,9 @@ def replay(
     console.print(f"{verb} {len(report.replayed)} dead letter(s): {report.replayed}")
     for seq, error in report.failed.items():
         console.print(f"[red]failed {seq}: {error}[/red]")
-    if report.failed:
+    missing = _said_missing(seqs, where, [*report.replayed, *report.failed])
+    if report.failed or missing:
         raise typer.Exit(1)
-    _not_there(seqs, where, report.replayed)
 
 
 @app.command()
@@ -197,4 +197,5 @@ def discard(
     _require_selection(seqs, where, everything)
     gone = run(Target.resolve(nats_url, prefix), lambda q: q.discard(where))
     console.print(f"discarded {len(gone)} dead letter(s): {gone}")
-    _not_there(seqs, where, gone)
+    if _said_missing(seqs, where, gone):
+        raise typer.Exit(1)
