@@ -225,9 +225,9 @@ async def settled(
 
 
 def demo(
-    customers: Annotated[int, typer.Option(help="customers who sign up")] = 5,
-    orders: Annotated[int, typer.Option(help="orders they place")] = 50,
-    concurrency: Annotated[int, typer.Option(help="orders in flight at once")] = 8,
+    customers: Annotated[int, typer.Option(help="customers who sign up", min=1)] = 5,
+    orders: Annotated[int, typer.Option(help="orders they place", min=1)] = 50,
+    concurrency: Annotated[int, typer.Option(help="orders in flight at once", min=1)] = 8,
     seed: Annotated[int, typer.Option(help="random seed")] = 2026,
 ) -> None:
     """Sign customers up, place a stream of orders, and show how they ended."""

@@ -72,7 +72,7 @@ def list_(
     consumer: Consumer = "",
     event_type: EventType = "",
     reason: Reason = "",
-    limit: Annotated[int, typer.Option(help="at most this many")] = 100,
+    limit: Annotated[int, typer.Option(help="at most this many", min=1)] = 100,
     as_json: AsJson = False,
     nats_url: NatsUrl = None,
     prefix: Prefix = None,
@@ -159,7 +159,7 @@ def replay(
     reason: Reason = "",
     everything: Annotated[bool, typer.Option("--all", help="replay every dead letter")] = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="say what would be replayed")] = False,
-    rate: Annotated[float, typer.Option(help="at most this many per second")] = 50.0,
+    rate: Annotated[float, typer.Option(help="at most this many per second (0: no limit)", min=0)] = 50.0,
     broadcast: Annotated[
         bool, typer.Option(help="deliver to every consumer, not only the one that failed")
     ] = False,

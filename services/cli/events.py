@@ -31,7 +31,7 @@ def tail(
     from_start: Annotated[
         bool, typer.Option("--from-start", help="replay the streams from the beginning")
     ] = False,
-    count: Annotated[int, typer.Option(help="stop after this many events (0: never)")] = 0,
+    count: Annotated[int, typer.Option(help="stop after this many events (0: never)", min=0)] = 0,
     nats_url: NatsUrl = None,
     prefix: Prefix = None,
 ) -> None:
