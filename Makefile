@@ -20,10 +20,10 @@ help:
 	@echo "make test     set up everything, then run the whole test suite against real servers"
 	@echo "make lint     ruff, mypy, buf lint/format/breaking, generated code and catalog fresh"
 	@echo "make fmt      format Python and proto files in place"
-	@echo "make gen      regenerate gen/python from proto/"
+	@echo "make gen      regenerate gen/python from proto/ (and the descriptors reflection serves, with comments)"
 	@echo "make catalog  regenerate docs/events.md and docs/asyncapi.yaml from the contracts"
 	@echo "make lock     re-resolve requirements.lock from pyproject.toml"
-	@echo "make bench    the whole performance report (about 4-6 min here); make bench-quick (about 70 s)"
+	@echo "make bench    the whole performance report (about 5-7 min here); make bench-quick (about 70 s)"
 	@echo "make bench-events  event platform figures beside raw nats-py (BENCH_ARGS=--quick)"
 	@echo "make bench-rpc     the five sync RPCs beside a bare grpc.aio echo server (BENCH_ARGS=--quick)"
 
