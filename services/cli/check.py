@@ -149,8 +149,15 @@ def invariants(
 ) -> None:
     """Whether money, stock, points and outboxes add up for every settled order; exit 1 if not."""
     dsn = database_url(url)
+    topology = Target.resolve(None, prefix).topology
     try:
-        found, checked = asyncio.run(check(dsn, Target.resolve(None, prefix).topology, settled_for))
+        found, checked = asyncio.run(check(dsn, topology, settled_for))
+    except (asyncpg.UndefinedTableError, asyncpg.InvalidSchemaNameError):
+        console.print(
+            f"[red]the database has no schema {topology.schema('orders')}: is the deployment running"
+            " (its services make their schemas), and is its prefix --prefix / A4CO_PREFIX?[/red]"
+        )
+        raise typer.Exit(2) from None
     except (OSError, asyncpg.PostgresError, TimeoutError) as error:
         console.print(f"[red]cannot check the database: {error}[/red]")
         raise typer.Exit(2) from None

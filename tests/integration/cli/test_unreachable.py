@@ -12,7 +12,7 @@ import nats
 import pytest
 from nats.aio.msg import Msg
 
-from services.platform.local_servers import _bin_dir, free_port
+from services.platform.local_servers import ServerUrls, _bin_dir, free_port
 from tests.support.cli import run_a4co
 from tests.support.processes import communicate
 from tests.support.waiting import eventually
@@ -59,6 +59,16 @@ async def test_check_without_a_database_says_where_to_point_it(tmp_path: object)
     code, text = await run_check(tmp_path, A4CO_DATABASE_URL=url)
     assert code == 2, text
     assert "cannot check the database" in text
+    assert "Traceback" not in text
+
+
+async def test_check_of_a_deployment_without_its_schemas_names_them(
+    urls: ServerUrls, prefix: str, tmp_path: object
+) -> None:
+    """A database that answers but holds no deployment of that prefix: not a bare SQL error."""
+    code, text = await run_check(tmp_path, A4CO_DATABASE_URL=urls.database_url, A4CO_PREFIX=prefix)
+    assert code == 2, text
+    assert f"the database has no schema {prefix}_orders: is the deployment running" in " ".join(text.split())
     assert "Traceback" not in text
 
 
