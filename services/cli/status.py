@@ -23,11 +23,13 @@ from rich.console import Console
 from rich.table import Table
 
 from services.cli.connection import NatsUrl, Prefix, Target, client_tls, jetstream, running_deployment
+from services.platform.events.credentials import redact
 from services.platform.events.registry import load_registry
 from services.platform.events.topology import DLQ_STREAM, Topology
 from services.platform.grpc import tls
 
 console = Console()
+ADDRESSES = "make run writes their addresses in $A4CO_DATA_DIR/addresses.json, .data/ by default"
 
 
 @dataclass
@@ -210,8 +212,16 @@ def status(
     """Health of each service, stream and consumer lag, DLQ depth, outbox backlog.
 
     Exits 1 when a service is not SERVING (a script's or a probe's test), 2 when NATS cannot be
-    reached."""
-    result = asyncio.run(collect(Target.resolve(nats_url, prefix)))
+    reached or nothing of the deployment is there."""
+    target = Target.resolve(nats_url, prefix)
+    result = asyncio.run(collect(target))
+    if not (result.services or result.streams or result.streams_unanswered):
+        # Empty tables and "dead letters: 0" would pass for a healthy deployment.
+        raise typer.BadParameter(
+            f"no service of the deployment is known here ({ADDRESSES}) and NATS at"
+            f" {redact(target.nats_url)} holds none of its streams: is it running, and is its"
+            " prefix --prefix / A4CO_PREFIX?"
+        )
     report(result, as_json)
     unwell = sorted(name for name, health in result.services.items() if health != "SERVING")
     if unwell:
@@ -242,6 +252,8 @@ def report(result: Status, as_json: bool) -> None:
         columns.append("NATS refusals")
     if result.certificate_expiry:
         columns.append("certificate")
+    if not result.services:  # a deployment make run did not start: its streams only
+        console.print(f"services: not known here ({ADDRESSES})")
     services = Table(*columns)
     for name, health in result.services.items():
         colour = "green" if health == "SERVING" else "red"
@@ -257,7 +269,8 @@ def report(result: Status, as_json: bool) -> None:
         if result.certificate_expiry:
             row.append(days_left(result.certificate_expiry.get(name)))
         services.add_row(*row)
-    console.print(services)
+    if result.services:
+        console.print(services)
     consumers = Table("consumer", "pending", "unacknowledged", "redelivered")
     for name, c in sorted(result.consumers.items()):
         consumers.add_row(name, str(c["pending"]), str(c["unacknowledged"]), str(c["redelivered"]))

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from services.inventory.__main__ import build as build_inventory
 from services.platform.local_servers import ServerUrls, free_port
+from tests.integration.events.rig import Rig
 from tests.integration.services.harness import Keys, running_service, settings_for
 from tests.support.cli import run_a4co
 
@@ -43,3 +44,31 @@ async def test_status_exits_1_naming_a_service_that_does_not_serve(
     assert said == ["not serving: geo"], out
     document = "\n".join(line for line in out.splitlines() if line not in said)
     assert json.loads(document)["services"] == {"inventory": "SERVING", "geo": "UNREACHABLE"}
+
+
+async def test_a_deployment_of_which_nothing_is_there_is_said(
+    urls: ServerUrls, prefix: str, tmp_path: Path
+) -> None:
+    """No service known (no addresses.json lists one) and none of the prefix's streams: not empty
+    tables and "dead letters: 0", which would pass for a healthy deployment."""
+    for args in ((), ("--json",)):
+        env = dict(os.environ, A4CO_DATA_DIR=str(tmp_path), A4CO_NATS_URL=urls.nats_url, A4CO_PREFIX=prefix)
+        code, out = await run_a4co("status", *args, env=env)
+        assert code == 2, out
+        assert "no service of the deployment is known here" in out, out
+        assert f"NATS at {urls.nats_url} holds none of its" in out, out
+
+
+async def test_a_deployment_make_run_did_not_start_shows_its_streams(
+    rig: Rig, urls: ServerUrls, prefix: str, tmp_path: Path
+) -> None:
+    """Its streams on NATS, its services elsewhere (compose, say): what NATS knows, and where the
+    services' addresses would come from."""
+    env = dict(os.environ, A4CO_DATA_DIR=str(tmp_path), A4CO_NATS_URL=urls.nats_url, A4CO_PREFIX=prefix)
+    code, out = await run_a4co("status", env=env)
+    assert code == 0, out
+    assert out.startswith("services: not known here (make run writes their addresses in"), out
+    assert "ORDERS 0" in out
+    code, out = await run_a4co("status", "--json", env=env)
+    assert code == 0, out
+    assert json.loads(out)["services"] == {}
