@@ -148,8 +148,8 @@ def invariants(
     as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
 ) -> None:
     """Whether money, stock, points and outboxes add up for every settled order; exit 1 if not."""
-    dsn = database_url(url)
     topology = Target.resolve(None, prefix).topology
+    dsn = database_url(url)
     try:
         found, checked = asyncio.run(check(dsn, topology, settled_for))
     except (asyncpg.UndefinedTableError, asyncpg.InvalidSchemaNameError):

@@ -22,6 +22,7 @@ from services.platform.events.connection import connect as connect_nats
 from services.platform.events.credentials import NatsCredentials, redact
 from services.platform.events.topology import Topology
 from services.platform.grpc.tls import Tls, TlsSettingsError
+from services.platform.settings import prefix_error
 
 DEFAULT_NATS_URL = "nats://127.0.0.1:4222"
 
@@ -62,7 +63,7 @@ class Target:
             or os.environ.get("A4CO_NATS_URL")
             or running.get("servers", {}).get("A4CO_NATS_URL")
             or DEFAULT_NATS_URL,
-            prefix=prefix if prefix is not None else os.environ.get("A4CO_PREFIX", ""),
+            prefix=deployment_prefix(prefix),
         )
 
     @property
@@ -77,6 +78,15 @@ class Target:
             " is the deployment running (its services make their streams), and is its"
             " prefix --prefix / A4CO_PREFIX?"
         )
+
+
+def deployment_prefix(flag: str | None) -> str:
+    """`--prefix`, else `A4CO_PREFIX`, else none; one the services would refuse is refused here
+    too, before it names streams, subjects or schemas of no deployment."""
+    prefix = flag if flag is not None else os.environ.get("A4CO_PREFIX", "")
+    if problem := prefix_error(prefix):
+        raise typer.BadParameter(problem, param_hint="'--prefix'")
+    return prefix
 
 
 def client_tls() -> Tls:

@@ -13,7 +13,7 @@ from typing import Annotated
 import nkeys  # type: ignore[import-untyped]
 import typer
 
-from services.cli.connection import Prefix
+from services.cli.connection import Prefix, deployment_prefix
 from services.launcher.supervisor import SERVICES
 from services.platform.events.permissions import (
     Permissions,
@@ -84,7 +84,7 @@ def nats_permissions(
     """Print the NATS users of a deployment, with what each may publish and subscribe to.
 
     One user per service, plus `a4co` (this command) and `reader` (a client reading the events)."""
-    topology = Topology(prefix if prefix is not None else os.environ.get("A4CO_PREFIX", ""))
+    topology = Topology(deployment_prefix(prefix))
     if nkeys_dir is not None and output is not Format.CONF:
         raise typer.BadParameter("--nkeys goes with --format conf: the seeds' public keys are named there")
     users = deployment_users(topology)

@@ -12,7 +12,15 @@ from services.platform.events.connection import servers
 from services.platform.events.credentials import NO_CREDENTIALS, NatsCredentials, redact
 from services.platform.grpc.tls import CHECK_EVERY_S, PLAINTEXT, Tls, TlsSettingsError
 
-_PREFIX = re.compile(r"^[a-z][a-z0-9]{0,30}$")
+# A deployment's prefix (A4CO_PREFIX): it starts stream, subject, consumer, inbox and schema names.
+PREFIX = re.compile(r"[a-z][a-z0-9]{0,30}")
+
+
+def prefix_error(prefix: str) -> str | None:
+    """Why `prefix` cannot be a deployment's prefix; None when it can ("" is no prefix)."""
+    if prefix and not PREFIX.fullmatch(prefix):
+        return f"A4CO_PREFIX={prefix!r}: a lower-case letter, then up to 30 lower-case letters and digits"
+    return None
 
 
 class SettingsError(ValueError):
@@ -118,8 +126,8 @@ class Settings:
         except ValueError as exc:
             raise SettingsError(f"{service}: {exc}") from None
         prefix = env.get("A4CO_PREFIX", "")
-        if prefix and not _PREFIX.match(prefix):
-            raise SettingsError(f"A4CO_PREFIX={prefix!r}: lower-case letters and digits only")
+        if problem := prefix_error(prefix):
+            raise SettingsError(problem)
         try:
             tls = Tls.from_env(env)
         except TlsSettingsError as exc:

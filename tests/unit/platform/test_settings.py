@@ -90,3 +90,10 @@ def test_streams_are_kept_on_one_server_unless_told_how_many() -> None:
 def test_a_replica_count_jetstream_cannot_keep_is_refused(value: str) -> None:
     with pytest.raises(SettingsError, match=r"A4CO_STREAM_REPLICAS=.*a whole number from 1 to 5"):
         Settings.from_env("orders", {**SERVERS, "A4CO_STREAM_REPLICAS": value})
+
+
+@pytest.mark.parametrize("prefix", ["Staging", "a.b", "a_b", "1st", "staging\n", "x" * 32])
+def test_a_prefix_that_would_not_name_streams_and_schemas_alike_is_refused(prefix: str) -> None:
+    with pytest.raises(SettingsError, match=r"A4CO_PREFIX=.*a lower-case letter, then up to 30"):
+        Settings.from_env("orders", {**SERVERS, "A4CO_PREFIX": prefix})
+    assert Settings.from_env("orders", {**SERVERS, "A4CO_PREFIX": "staging2"}).prefix == "staging2"
