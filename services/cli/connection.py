@@ -20,6 +20,7 @@ from nats.js.errors import ServiceUnavailableError
 from services.platform.events.connection import NatsSettingError, denied
 from services.platform.events.connection import connect as connect_nats
 from services.platform.events.credentials import NatsCredentials, redact
+from services.platform.events.streams import StreamMissingError
 from services.platform.events.topology import Topology
 from services.platform.grpc.tls import Tls, TlsSettingsError
 from services.platform.settings import prefix_error
@@ -36,14 +37,6 @@ NatsUrl = Annotated[
     ),
 ]
 Prefix = Annotated[str | None, typer.Option("--prefix", help="deployment prefix \\[env A4CO_PREFIX]")]
-
-
-class StreamMissingError(LookupError):
-    """A stream of the deployment is not on NATS: `stream` is its name before the prefix."""
-
-    def __init__(self, stream: str) -> None:
-        super().__init__(stream)
-        self.stream = stream
 
 
 @dataclass(frozen=True, slots=True)

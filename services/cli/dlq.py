@@ -20,10 +20,8 @@ from services.platform.events.dlq import (
     DeadLetterFilter,
     DeadLetterNotFoundError,
     DeadLetterQueue,
-    DeadLetterStreamMissingError,
 )
 from services.platform.events.registry import load_registry
-from services.platform.events.topology import DLQ_STREAM
 
 app = typer.Typer(help="Inspect, analyse, replay and discard dead letters.", no_args_is_help=True)
 console = Console()
@@ -43,9 +41,7 @@ def run(target: Target, action: Callable[[DeadLetterQueue], Awaitable[T]]) -> T:
             return await action(DeadLetterQueue(js, target.topology))
 
     try:
-        return asyncio.run(main())
-    except DeadLetterStreamMissingError:
-        raise target.missing_stream(DLQ_STREAM) from None
+        return asyncio.run(main())  # a missing DLQ stream is said by jetstream()
     except DeadLetterNotFoundError as exc:
         typer.echo(f"{exc} (a4co dlq list shows those there)", err=True)
         raise typer.Exit(1) from None
@@ -54,7 +50,7 @@ def run(target: Target, action: Callable[[DeadLetterQueue], Awaitable[T]]) -> T:
 def _said_missing(named: list[int] | None, where: DeadLetterFilter, found: list[int]) -> bool:
     """Say which sequences named are not among the dead letters found, if any: whether some were."""
     if missing := sorted(set(named or []) - set(found)):
-        filtered = " that --consumer/--type/--reason select" if where != _filter(named, "", "", "") else ""
+        filtered = " that --consumer/--type/--reason select" if _filtered(where) else ""
         typer.echo(
             f"no such dead letter in the DLQ{filtered}: {', '.join(map(str, missing))}"
             " (replayed or discarded already? a4co dlq list shows those there)",
@@ -146,8 +142,13 @@ def stats(
     console.print(table)
 
 
+def _filtered(where: DeadLetterFilter) -> bool:
+    """Whether `where` selects by consumer, event type or reason."""
+    return bool(where.consumer or where.event_type or where.reason)
+
+
 def _require_selection(seqs: list[int] | None, where: DeadLetterFilter, everything: bool) -> None:
-    if not (seqs or where.consumer or where.event_type or where.reason or everything):
+    if not (seqs or _filtered(where) or everything):
         raise typer.BadParameter("name sequences, a filter (--consumer/--type/--reason), or --all")
 
 

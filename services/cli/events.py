@@ -38,12 +38,11 @@ def tail(
     """Print events as they are published, one JSON object a line (Ctrl-C stops)."""
     registry = load_registry()
     types = set(event_type or [])
-    known = {e.event_type for e in registry.events} | {e.name for e in registry.events}
-    if unknown := sorted(types - known):
+    names = {e.name for e in registry.events}
+    if unknown := sorted(types - names - {e.event_type for e in registry.events}):
         # A misspelt type would match nothing, and the tail would wait for ever in silence.
         raise typer.BadParameter(
-            f"no event is called {', '.join(unknown)}; the events are"
-            f" {', '.join(sorted({e.name for e in registry.events}))}"
+            f"no event is called {', '.join(unknown)}; the events are {', '.join(sorted(names))}"
             " (or their full types, such as a4co.orders.OrderCreated)",
             param_hint="'--type'",
         )

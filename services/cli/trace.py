@@ -12,9 +12,10 @@ from rich.console import Console
 from rich.tree import Tree
 
 from a4co.orders.events.v1 import order_events_pb2
-from services.cli.connection import NatsUrl, Prefix, StreamMissingError, Target, jetstream
+from services.cli.connection import NatsUrl, Prefix, Target, jetstream
 from services.platform.events.codec import EventCodec, EventDecodeError, IncomingEvent, UnknownEventError
 from services.platform.events.registry import load_registry
+from services.platform.events.streams import StreamMissingError
 
 console = Console()
 

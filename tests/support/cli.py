@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 from collections.abc import Mapping
 
+from services.platform.local_servers import ServerUrls
 from tests.support.processes import communicate
 
 
@@ -18,3 +20,8 @@ async def run_a4co(*args: str, env: Mapping[str, str]) -> tuple[int, str]:
     )  # fmt: skip
     out, _ = await communicate(proc, 60)
     return int(proc.returncode or 0), out.decode()
+
+
+async def run_a4co_on(urls: ServerUrls, prefix: str, *args: str) -> tuple[int, str]:
+    """`a4co <args>` on the test's NATS, for the deployment under `prefix`."""
+    return await run_a4co(*args, env=dict(os.environ, A4CO_NATS_URL=urls.nats_url, A4CO_PREFIX=prefix))

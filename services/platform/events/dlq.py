@@ -38,6 +38,7 @@ from services.platform.events.consumer import (
     H_DLQ_TIME,
     H_REPLAY_FOR,
 )
+from services.platform.events.streams import STREAM_NOT_FOUND, StreamMissingError
 from services.platform.events.topology import DLQ_STREAM, Topology
 
 _VOLATILE = [
@@ -165,15 +166,6 @@ def replay_message(letter: DeadLetter, *, broadcast: bool = False) -> tuple[dict
     return headers, envelope.SerializeToString()
 
 
-# JetStream's error code for a stream that is not there (a message that is not: 10037).
-STREAM_NOT_FOUND = 10059
-
-
-class DeadLetterStreamMissingError(LookupError):
-    """The deployment has no dead-letter stream: its services never started, or the prefix is not
-    its own."""
-
-
 class DeadLetterNotFoundError(LookupError):
     """No dead letter has that sequence (never, or replayed or discarded since)."""
 
@@ -227,9 +219,10 @@ class DeadLetterQueue:
         return _letter(seq, dict(raw.headers or {}), raw.data or b"")
 
     def _check_stream(self, exc: NotFoundError) -> None:
-        """Raise DeadLetterStreamMissingError if `exc` says the stream, not a message, is not there."""
+        """Raise StreamMissingError if `exc` says the stream, not a message, is not there: the
+        deployment's services never started, or the prefix is not its own."""
         if exc.err_code == STREAM_NOT_FOUND:
-            raise DeadLetterStreamMissingError(f"there is no stream {self.stream}") from None
+            raise StreamMissingError(DLQ_STREAM) from None
 
     async def stats(self, where: DeadLetterFilter | None = None) -> list[PatternStats]:
         """Dead letters grouped by event type, consumer, reason and error pattern, most first."""

@@ -35,6 +35,16 @@ ASKING_AGAIN = Backoff(first_s=0.25, cap_s=4.0)
 # "No suitable peers for placement": a stream to keep on more servers than answer now (one
 # restarting, say).
 NO_PLACEMENT = 10005
+# "Stream not found" (a message that is not there: 10037).
+STREAM_NOT_FOUND = 10059
+
+
+class StreamMissingError(LookupError):
+    """A stream of the deployment is not on NATS: `stream` is its name before the prefix."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self.stream = stream
 
 
 async def until_answered(

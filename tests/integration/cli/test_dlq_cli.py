@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 
 from google.protobuf.message import Message
 
@@ -11,12 +10,8 @@ from a4co.orders.events.v1 import order_events_pb2
 from services.platform.events.consumer import HandlerContext
 from services.platform.local_servers import ServerUrls
 from tests.integration.events.rig import Rig, order_created, running
-from tests.support.cli import run_a4co
+from tests.support.cli import run_a4co_on as a4co
 from tests.support.waiting import eventually
-
-
-async def a4co(urls: ServerUrls, prefix: str, *args: str) -> tuple[int, str]:
-    return await run_a4co(*args, env=dict(os.environ, A4CO_NATS_URL=urls.nats_url, A4CO_PREFIX=prefix))
 
 
 async def test_list_show_stats_replay_discard(rig: Rig, urls: ServerUrls, prefix: str) -> None:

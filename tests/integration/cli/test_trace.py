@@ -2,15 +2,9 @@
 
 from __future__ import annotations
 
-import os
-
 from services.platform.local_servers import ServerUrls
 from tests.integration.events.rig import Rig, orders_created
-from tests.support.cli import run_a4co
-
-
-async def a4co(urls: ServerUrls, prefix: str, *args: str) -> tuple[int, str]:
-    return await run_a4co(*args, env=dict(os.environ, A4CO_NATS_URL=urls.nats_url, A4CO_PREFIX=prefix))
+from tests.support.cli import run_a4co_on as a4co
 
 
 async def test_an_order_s_events_are_drawn_as_a_tree(rig: Rig, urls: ServerUrls, prefix: str) -> None:
