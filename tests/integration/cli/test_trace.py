@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import pytest
+
+from a4co.payments.events.v1 import payment_events_pb2
+from services.cli import trace
+from services.platform.events.codec import EventCodec
 from services.platform.local_servers import ServerUrls
-from tests.integration.events.rig import Rig, orders_created
+from tests.integration.events.rig import Rig, order_created, orders_created
 from tests.support.cli import run_a4co_on as a4co
 
 
@@ -27,3 +32,60 @@ async def test_a_deployment_without_its_streams_is_said(urls: ServerUrls, prefix
     assert code == 2, out
     assert f"has no stream {prefix}_" in out, out
     assert "Traceback" not in out
+
+
+async def _published(rig: Rig, *events: tuple[object, str]) -> list[int]:
+    """Each (event, aggregate id) encoded and published straight to its stream: their sequences."""
+    sequences = []
+    for event, aggregate_id in events:
+        out = rig.codec.encode(event, aggregate_id=aggregate_id)  # type: ignore[arg-type]
+        sequences.append((await rig.js.publish(out.subject, out.body, headers=out.headers)).seq)
+    return sequences
+
+
+async def _consumers(rig: Rig) -> list[str]:
+    names = []
+    for stream in rig.registry.streams:
+        names += [c.name for c in await rig.js.consumers_info(rig.topology.stream(stream.name))]
+    return [n for n in names if n]
+
+
+async def test_every_batch_of_every_stream_is_read_and_nothing_is_left_behind(rig: Rig) -> None:
+    """Read a few messages at a time: the order's events found past the first batch, in its own
+    stream and in another whose payload names it, past a message deleted in between; the others'
+    left out; and no consumer left on any stream."""
+    await rig.ensure_streams()
+    paid = payment_events_pb2.PaymentProcessed(payment_id="p-1", order_id="o-2")
+    sequences = await _published(
+        rig,
+        *[(order_created(f"o-{n}"), f"o-{n}") for n in (1, 3, 4, 5, 6)],
+        (order_created("o-2"), "o-2"),
+        (payment_events_pb2.PaymentProcessed(payment_id="p-0", order_id="o-1"), "p-0"),
+        (paid, "p-1"),
+    )
+    await rig.js.delete_msg(rig.topology.stream("ORDERS"), sequences[2])
+    codec = EventCodec(rig.registry, "cli", rig.topology)
+    events = await trace.events_of(rig.js, codec, "o-2", batch=2)
+    assert [(e.definition.name, e.envelope.aggregate_id) for e in events] == [
+        ("OrderCreated", "o-2"),
+        ("PaymentProcessed", "p-1"),
+    ]
+    assert await _consumers(rig) == []
+
+
+async def test_messages_that_leave_while_read_end_the_stream(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The stream purged after the first batch: what the consumer counted is gone, and reading
+    ends after a request that waits FETCH_TIMEOUT_S, with what it found."""
+    await rig.ensure_streams()
+    await _published(rig, *[(order_created(f"o-{n}"), f"o-{n}") for n in range(1, 6)])
+    monkeypatch.setattr(trace, "FETCH_TIMEOUT_S", 0.5)
+    codec = EventCodec(rig.registry, "cli", rig.topology)
+    stream = next(s for s in rig.registry.streams if s.name == "ORDERS")
+    bodies = trace._bodies(rig.js, rig.topology, stream, 2)
+    first = [await anext(bodies), await anext(bodies)]
+    await rig.js.purge_stream(rig.topology.stream("ORDERS"))
+    rest = [body async for body in bodies]
+    assert [codec.decode(b).envelope.aggregate_id for b in first + rest] == ["o-1", "o-2"]
+    assert await _consumers(rig) == []

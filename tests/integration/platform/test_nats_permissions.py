@@ -276,6 +276,26 @@ async def test_the_command_prints_a_configuration_nats_takes_and_works_as_its_ow
     assert '.another_DLQ"' in refused, refused
 
 
+async def test_the_command_traces_an_order_as_its_own_user(
+    permissioned: PermissionedNats, prefix: str, topology: Topology, registry: EventRegistry
+) -> None:
+    """`a4co trace` reads every stream with consumers of its own: allowed, and none left behind."""
+    admin = await as_user(permissioned, COMMAND, topology)
+    try:
+        js = admin.jetstream()
+        streams = await ensure_streams(js, registry, topology, StreamSettings())
+        outgoing = EventCodec(registry, "orders", topology).encode(order_created("o-1"), aggregate_id="o-1")
+        await js.publish(outgoing.subject, outgoing.body, headers=outgoing.headers)
+        env = {"A4CO_NATS_URL": permissioned.url_of(COMMAND), "A4CO_PREFIX": prefix}
+        code, out = await run_a4co("trace", "o-1", env=env)
+        assert code == 0, out
+        assert "OrderCreated from orders" in out, out
+        assert permissioned.violations() == []
+        assert [c.name for s in streams for c in await js.consumers_info(s)] == []
+    finally:
+        await admin.close()
+
+
 async def test_in_operator_mode_users_issued_with_the_json_permissions_run_the_service(
     urls: ServerUrls, prefix: str, keys: Keys, tmp_path: Path
 ) -> None:
