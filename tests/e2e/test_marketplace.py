@@ -18,6 +18,7 @@ import nats
 import pytest
 import pytest_asyncio
 from google.protobuf.timestamp_pb2 import Timestamp
+from opentelemetry.proto.trace.v1 import trace_pb2
 
 from a4co.analytics.v1 import analytics_service_pb2 as analytics_pb
 from a4co.analytics.v1 import analytics_service_pb2_grpc as analytics_grpc
@@ -49,6 +50,7 @@ from services.platform.local_servers import ServerUrls
 from services.platform.resilience import Backoff
 from tests.integration.services.harness import Keys
 from tests.support.nats_accounts import PermissionedNats
+from tests.support.otlp import Collector
 from tests.support.rpc import failure
 from tests.support.waiting import eventually
 
@@ -96,10 +98,20 @@ def permissioned_nats(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Perm
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
+async def collector() -> AsyncIterator[Collector]:
+    """Where the services export their spans over OTLP, as they would to Jaeger under compose."""
+    receiver = Collector()
+    await receiver.start()
+    yield receiver
+    await receiver.stop()
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="session")
 async def deployment(
     urls: ServerUrls,
     keys: Keys,
     permissioned_nats: PermissionedNats,
+    collector: Collector,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> AsyncIterator[tuple[Supervisor, Client, str]]:
     run_dir = Path(tmp_path_factory.mktemp("run"))
@@ -114,6 +126,8 @@ async def deployment(
         A4CO_NOTIFICATIONS_DIR=str(run_dir / "mail"),
         A4CO_LOG_LEVEL="WARNING",
         A4CO_PEER_TIMEOUT_S="5",
+        OTEL_EXPORTER_OTLP_ENDPOINT=collector.endpoint,
+        OTEL_BSP_SCHEDULE_DELAY="500",  # milliseconds between exports (5 s by default)
     )
     own_user = {s: {"A4CO_NATS_URL": permissioned_nats.url_of(s)} for s in SERVICES}
     supervisor = Supervisor(run_dir, env, service_env=own_user)
@@ -298,6 +312,46 @@ async def test_happy_path_to_delivered_across_processes(
     await eventually(a_customer_profile, timeout=30, what="the customer's public profile")
     await sound(urls, prefix)
     del supervisor
+
+
+async def test_one_trace_spans_every_process_an_order_goes_through(
+    deployment: tuple[Supervisor, Client, str], collector: Collector
+) -> None:
+    """A client's trace context on CreateOrder: each service process exports over OTLP its part of
+    that one trace, the synchronous checks and every saga step the order's events caused."""
+    _, client, prefix = deployment
+    product_id, _ = await shop_with(client, stock=5)
+    _, customer = await client.sign_up(f"luz-{uuid.uuid4().hex[:6]}@jaen.es", identity_pb.ROLE_CUSTOMER)
+    method = await card(client, customer)
+    trace_id, client_span = os.urandom(16), os.urandom(8)
+    traced = (*customer, ("traceparent", f"00-{trace_id.hex()}-{client_span.hex()}-01"))
+    placed = await order(client, traced, product_id, 1, method)
+    await settled(client, customer, placed.order_id, orders_pb.ORDER_STATUS_CONFIRMED)
+    server, consumer = trace_pb2.Span.SPAN_KIND_SERVER, trace_pb2.Span.SPAN_KIND_CONSUMER
+    wanted = {
+        ("a4co-orders", server, "/a4co.orders.v1.OrdersService/CreateOrder"),
+        ("a4co-inventory", server, "/a4co.inventory.v1.InventoryService/CheckStock"),
+        ("a4co-geo", server, "/a4co.geo.v1.GeoService/QuoteDelivery"),
+        ("a4co-payments", consumer, "a4co.orders.order.created process"),  # payments charges
+        ("a4co-orders", consumer, "a4co.payments.payment.processed process"),  # marks it paid
+        ("a4co-inventory", consumer, "a4co.orders.order.status_changed process"),  # reserves
+        ("a4co-orders", consumer, "a4co.inventory.stock.reserved process"),  # confirms
+    }
+
+    def received() -> set[tuple[str, int, str]]:
+        spans = collector.trace(trace_id)
+        return {(s.service, s.span.kind, s.span.name.removeprefix(f"{prefix}.")) for s in spans}
+
+    def orphans() -> list[str]:
+        """The spans of the trace whose parent is neither in it nor the client's call."""
+        spans = collector.trace(trace_id)
+        known = {s.span.span_id for s in spans} | {client_span}
+        return [f"{s.service} {s.span.name}" for s in spans if s.span.parent_span_id not in known]
+
+    try:
+        await eventually(lambda: wanted <= received() and not orphans(), timeout=30, what="the spans")
+    except AssertionError:
+        raise AssertionError(f"missing {sorted(wanted - received())}, orphans {orphans()}") from None
 
 
 async def test_a_forgotten_password_is_reset_with_the_code_mailed_by_notifications(
