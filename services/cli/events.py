@@ -65,7 +65,11 @@ async def _tail(
                 try:
                     subscriptions.append(
                         await js.subscribe(
-                            subject, ordered_consumer=True, deliver_policy=policy, cb=_into(queue)
+                            subject,
+                            stream=target.topology.stream(stream.name),  # not looked up: no STREAM.NAMES
+                            ordered_consumer=True,
+                            deliver_policy=policy,
+                            cb=_into(queue),
                         )
                     )
                 except NotFoundError:  # no stream holds the subject

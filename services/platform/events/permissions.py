@@ -34,9 +34,11 @@ READER = "reader"
 # 13.2 KB under a 13-letter prefix, where orders' and notifications' pass 5 KB too), so the
 # server's configuration needs a higher cap: this one.
 JWT_CONTROL_LINE = 65536
-# What the command and the reader may ask of the account as a whole: its information and the
-# streams' names (a subscription finds its stream by subject).
-ACCOUNT_API = (f"{JS_API}.INFO", f"{JS_API}.STREAM.NAMES", f"{JS_API}.STREAM.LIST")
+# What the reader may ask of the account as a whole: its information and the streams' names (a
+# client in another language finds a subscription's stream by subject). The command names its
+# streams, so it asks only for the information: it cannot list another deployment's streams.
+ACCOUNT_INFO = f"{JS_API}.INFO"
+ACCOUNT_API = (ACCOUNT_INFO, f"{JS_API}.STREAM.NAMES", f"{JS_API}.STREAM.LIST")
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,12 +135,12 @@ def command_permissions(
 ) -> Permissions:
     """The `a4co` command's, an operator's: anything JetStream offers on the deployment's own
     streams (status, traces, the dead-letter queue, reading events, a stream's leader stepping
-    down), the account's information and the streams' names, the deployment's subjects (a
+    down), the account's information but not the streams' names, the deployment's subjects (a
     replayed dead letter goes back to its subject), and its answers, not the services' (`consumers`
     names them). Not another deployment's
     streams on a shared NATS: their names differ by prefix, and each stream is named here (NATS
     has no wildcard for part of a token)."""
-    publish = list(ACCOUNT_API)
+    publish = [ACCOUNT_INFO]
     for s in registry.streams:
         stream = topology.stream(s.name)
         publish += [*_stream_api(stream), f"$JS.ACK.{stream}.>", f"$JS.FC.{stream}.>"]

@@ -136,7 +136,6 @@ def test_the_command_may_do_anything_on_its_deployments_streams_and_nothing_on_a
     command = users("t1")[COMMAND]
     for subject in (
         "$JS.API.INFO",
-        "$JS.API.STREAM.NAMES",
         "$JS.API.STREAM.INFO.t1_ORDERS",
         "$JS.API.STREAM.PURGE.t1_DLQ",
         "$JS.API.STREAM.MSG.GET.t1_DLQ",
@@ -153,6 +152,8 @@ def test_the_command_may_do_anything_on_its_deployments_streams_and_nothing_on_a
     assert allowed("_INBOX.Hx7bq2LmN0pQ4rS6tU8vW9.1", command.subscribe, command.subscribe_deny)
     assert not allowed("_INBOX.t1_orders.x1", command.subscribe, command.subscribe_deny)
     for subject in (
+        "$JS.API.STREAM.NAMES",  # the names of every deployment's streams
+        "$JS.API.STREAM.LIST",
         "$JS.API.STREAM.INFO.ORDERS",
         "$JS.API.STREAM.DELETE.t2_ORDERS",
         "$JS.API.STREAM.MSG.GET.t2_DLQ",
