@@ -175,7 +175,7 @@ def replay(
         lambda q: q.replay(where, dry_run=dry_run, rate_per_s=rate, broadcast=broadcast),
     )
     verb = "would replay" if dry_run else "replayed"
-    console.print(f"{verb} {len(report.replayed)} dead letter(s): {report.replayed}")
+    console.print(f"{verb} {len(report.replayed)} dead letter(s): {_runs(report.replayed)}")
     for seq, error in report.failed.items():
         console.print(f"[red]failed {seq}: {error}[/red]")
     missing = _said_missing(seqs, where, [*report.replayed, *report.failed])
@@ -197,6 +197,18 @@ def discard(
     where = _filter(seqs, consumer, event_type, reason)
     _require_selection(seqs, where, everything)
     gone = run(Target.resolve(nats_url, prefix), lambda q: q.discard(where))
-    console.print(f"discarded {len(gone)} dead letter(s): {gone}")
+    console.print(f"discarded {len(gone)} dead letter(s): {_runs(gone)}")
     if _said_missing(seqs, where, gone):
         raise typer.Exit(1)
+
+
+def _runs(seqs: list[int]) -> str:
+    """Sequences, each run of consecutive ones as its ends: [3, 5-9, 12] (discarding thousands
+    prints one line, not thousands of numbers)."""
+    runs: list[list[int]] = []
+    for seq in seqs:
+        if runs and seq == runs[-1][-1] + 1:
+            runs[-1][1:] = [seq]
+        else:
+            runs.append([seq])
+    return "[" + ", ".join("-".join(map(str, run)) for run in runs) + "]"

@@ -14,9 +14,10 @@ deleted once the replay is acknowledged.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field, replace
 
 from google.protobuf.message import DecodeError
@@ -38,7 +39,7 @@ from services.platform.events.consumer import (
     H_DLQ_TIME,
     H_REPLAY_FOR,
 )
-from services.platform.events.streams import STREAM_NOT_FOUND, StreamMissingError
+from services.platform.events.streams import STREAM_NOT_FOUND, StreamMissingError, read_stream
 from services.platform.events.topology import DLQ_STREAM, Topology
 
 _VOLATILE = [
@@ -183,30 +184,23 @@ class DeadLetterQueue:
         info = await self.js.stream_info(self.stream)
         return int(info.state.messages)
 
-    async def letters(self, where: DeadLetterFilter | None = None) -> AsyncIterator[DeadLetter]:
+    async def letters(self, where: DeadLetterFilter | None = None) -> AsyncGenerator[DeadLetter, None]:
         """Every dead letter matching `where`, oldest first."""
         where = where or DeadLetterFilter()
-        seq = 1
-        wildcard = self.topology.subject("a4co.dlq.>")
-        while True:
-            try:
-                raw = await self.js.get_msg(self.stream, seq=seq, subject=wildcard, next=True)
-            except NotFoundError as exc:
-                self._check_stream(exc)
-                return  # no letter past `seq`
-            assert raw.seq is not None
-            letter = _letter(raw.seq, dict(raw.headers or {}), raw.data or b"")
-            if where.matches(letter):
-                yield letter
-            seq = raw.seq + 1
+        async with contextlib.aclosing(read_stream(self.js, self.topology, DLQ_STREAM)) as messages:
+            async for msg in messages:
+                letter = _letter(msg.metadata.sequence.stream, dict(msg.headers or {}), msg.data)
+                if where.matches(letter):
+                    yield letter
 
     async def browse(self, where: DeadLetterFilter | None = None, limit: int = 100) -> list[DeadLetter]:
         """Up to `limit` dead letters matching `where`, oldest first."""
         found = []
-        async for letter in self.letters(where):
-            found.append(letter)
-            if len(found) >= limit:
-                break
+        async with contextlib.aclosing(self.letters(where)) as letters:  # its reader goes at once
+            async for letter in letters:
+                found.append(letter)
+                if len(found) >= limit:
+                    break
         return found
 
     async def get(self, seq: int) -> DeadLetter:
@@ -284,8 +278,17 @@ class DeadLetterQueue:
         return report
 
     async def discard(self, where: DeadLetterFilter | None = None) -> list[int]:
-        """Delete matching dead letters for good; returns their sequences."""
-        gone = [letter.seq async for letter in self.letters(where)]
-        for seq in gone:
+        """Delete matching dead letters for good; returns their sequences. The letters that match
+        from the oldest on, up to the first that does not (all of them, with no criterion), go in
+        one purge up to the last of them, so a letter dead-lettered since stays; each of the
+        others is deleted on its own, which erases it within its block: a request that takes
+        longer the more letters the stream holds (5,000 took 47 s)."""
+        where = where or DeadLetterFilter()
+        letters = [letter async for letter in self.letters()]
+        gone = [letter.seq for letter in letters if where.matches(letter)]
+        leading = next((i for i, letter in enumerate(letters) if not where.matches(letter)), len(letters))
+        if leading:  # gone's first `leading`
+            await self.js.purge_stream(self.stream, seq=letters[leading - 1].seq + 1)  # those before seq
+        for seq in gone[leading:]:
             await self.js.delete_msg(self.stream, seq)
         return gone

@@ -1,4 +1,4 @@
-"""Create or update the JetStream streams declared in the contracts.
+"""Create or update the JetStream streams declared in the contracts; read one whole.
 
 In a NATS cluster (decision 64) JetStream's API may not answer at once: a stream kept on three
 servers is created by the cluster's meta leader and then elects a leader of its own, and while a
@@ -11,14 +11,25 @@ instead of failing the start.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
-from collections.abc import Awaitable, Callable, Collection
+import uuid
+from collections.abc import AsyncGenerator, Awaitable, Callable, Collection
 from typing import Any, TypeVar
 
 import nats.errors
+from nats.aio.msg import Msg
 from nats.js import JetStreamContext
-from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
+from nats.js.api import (
+    AckPolicy,
+    ConsumerConfig,
+    DeliverPolicy,
+    DiscardPolicy,
+    RetentionPolicy,
+    StorageType,
+    StreamConfig,
+)
 from nats.js.errors import BadRequestError, NotFoundError, ServiceUnavailableError
 
 from services.platform.events.registry import EventRegistry, StreamDef
@@ -45,6 +56,51 @@ class StreamMissingError(LookupError):
     def __init__(self, stream: str) -> None:
         super().__init__(stream)
         self.stream = stream
+
+
+# Reading a whole stream: messages asked for at a time; how long a request waits for some when the
+# consumer counted more (they may have left the stream since: max age, a purge); how long the
+# server keeps a reader's consumer that nobody uses (a command killed while it read).
+READ_BATCH = 1000
+READ_FETCH_TIMEOUT_S = 5.0
+READ_IDLE_S = 30.0
+
+
+async def read_stream(
+    js: JetStreamContext, topology: Topology, stream: str, *, batch: int = READ_BATCH
+) -> AsyncGenerator[Msg, None]:
+    """Each message of the deployment's stream `stream` (its declared name), oldest first, through
+    an ephemeral pull consumer of the reader's own that acknowledges nothing, kept in memory and
+    deleted at the end: a fetch brings up to `batch` messages in one request, where reading them
+    one by one (`get_msg`) costs a request and a parse of its headers by Python's e-mail parser
+    each. Raises StreamMissingError when the stream is not there. Close it (`aclosing`) when
+    leaving before its end, so the consumer goes at once."""
+    name, consumer = topology.stream(stream), f"reader_{uuid.uuid4().hex}"
+    config = ConsumerConfig(
+        name=consumer,
+        deliver_policy=DeliverPolicy.ALL,
+        ack_policy=AckPolicy.NONE,
+        mem_storage=True,
+        inactive_threshold=READ_IDLE_S,
+    )
+    try:
+        pending = (await js.add_consumer(name, config)).num_pending
+    except NotFoundError:
+        raise StreamMissingError(stream) from None
+    sub = await js.pull_subscribe_bind(consumer, stream=name)
+    try:
+        while pending:
+            try:
+                messages = await sub.fetch(batch, timeout=READ_FETCH_TIMEOUT_S)
+            except TimeoutError:
+                return  # those it counted have left the stream since
+            for msg in messages:
+                yield msg
+            pending = messages[-1].metadata.num_pending
+    finally:
+        await sub.unsubscribe()
+        with contextlib.suppress(nats.errors.Error):  # else gone once idle: no need to say
+            await js.delete_consumer(name, consumer)
 
 
 async def until_answered(

@@ -115,3 +115,34 @@ async def test_a_deployment_without_a_dead_letter_stream_is_said(urls: ServerUrl
         assert code == 2, (command, out)
         assert f"has no stream {prefix}_DLQ" in out, (command, out)
         assert "Traceback" not in out
+
+
+async def test_every_dead_letter_discarded_at_once_and_said_in_runs(
+    rig: Rig, urls: ServerUrls, prefix: str
+) -> None:
+    """`discard --all` removes the letters it listed in one purge and prints their sequences as runs;
+    a letter dead-lettered afterwards is there to be listed."""
+    subject = rig.topology.subject("a4co.dlq.payments.orders")
+    seqs = [(await rig.js.publish(subject, f"letter {i}".encode())).seq for i in range(5)]
+    await rig.js.delete_msg(rig.topology.stream("DLQ"), seqs[2])
+    code, out = await a4co(urls, prefix, "dlq", "discard", "--all")
+    assert code == 0, out
+    assert f"discarded 4 dead letter(s): [{seqs[0]}-{seqs[1]}, {seqs[3]}-{seqs[4]}]" in out, out
+    assert json.loads((await a4co(urls, prefix, "dlq", "list", "--json"))[1]) == []
+    later = (await rig.js.publish(subject, b"a later letter")).seq
+    assert [x["seq"] for x in json.loads((await a4co(urls, prefix, "dlq", "list", "--json"))[1])] == [later]
+
+
+async def test_a_selection_is_discarded_and_the_others_stay(rig: Rig, urls: ServerUrls, prefix: str) -> None:
+    """payments' letters, with one of orders' between them: payments' go (the first two in one
+    purge, the last on its own), orders' stays."""
+    subject = rig.topology.subject("a4co.dlq.payments.orders")
+    seqs = [
+        (await rig.js.publish(subject, b"a dead letter", headers={"a4co-dlq-consumer": consumer})).seq
+        for consumer in ("payments", "payments", "orders", "payments")
+    ]
+    code, out = await a4co(urls, prefix, "dlq", "discard", "--consumer", "payments")
+    assert code == 0, out
+    assert f"discarded 3 dead letter(s): [{seqs[0]}-{seqs[1]}, {seqs[3]}]" in out, out
+    left = json.loads((await a4co(urls, prefix, "dlq", "list", "--json"))[1])
+    assert [(x["seq"], x["consumer"]) for x in left] == [(seqs[2], "orders")]
