@@ -6,12 +6,15 @@ import asyncio
 import dataclasses
 import json
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from typing import Annotated, TypeVar
 
 import typer
 from google.protobuf import json_format
 from rich.console import Console
+from rich.padding import Padding
 from rich.table import Table
+from rich.text import Text
 
 from services.cli.connection import NatsUrl, Prefix, Target, jetstream
 from services.platform.events.codec import EventCodec, EventDecodeError, UnknownEventError
@@ -26,9 +29,15 @@ from services.platform.events.registry import load_registry
 app = typer.Typer(help="Inspect, analyse, replay and discard dead letters.", no_args_is_help=True)
 console = Console()
 T = TypeVar("T")
+# How much of a letter's error `dlq list` shows (`show` and --json give it whole).
+ERROR_SHOWN = 200
+# The least width a table leaves its last column (the error) before rows go on lines of their own.
+WIDE_MIN = 30
 
 Consumer = Annotated[str, typer.Option("--consumer", "-c", help="only this consumer (service)")]
-EventType = Annotated[str, typer.Option("--type", "-t", help="only this event type")]
+EventType = Annotated[
+    str, typer.Option("--type", "-t", help="only this event: OrderCreated or a4co.orders.OrderCreated")
+]
 Reason = Annotated[str, typer.Option("--reason", "-r", help="only this reason")]
 AsJson = Annotated[bool, typer.Option("--json", help="print JSON instead of a table")]
 
@@ -60,7 +69,46 @@ def _said_missing(named: list[int] | None, where: DeadLetterFilter, found: list[
 
 
 def _filter(seqs: list[int] | None, consumer: str, event_type: str, reason: str) -> DeadLetterFilter:
-    return DeadLetterFilter(frozenset(seqs or []), consumer, event_type, reason)
+    """The letters selected; an event type given by its name (OrderCreated, as the tables show
+    it) stands for its full type."""
+    full = {e.name: e.event_type for e in load_registry().events}.get(event_type, event_type)
+    return DeadLetterFilter(frozenset(seqs or []), consumer, full, reason)
+
+
+def _print_rows(columns: list[str], rows: list[list[str]]) -> None:
+    """Rows under their columns, the last of which (an error) takes the width left and folds. A
+    terminal too narrow for the others plus WIDE_MIN of it (80 columns, say) gets each row on a
+    line of its own with the last value indented beneath, so that nothing is cut short."""
+    *fixed, wide = columns
+    widths = [max([len(c), *(len(r[i]) for r in rows)]) for i, c in enumerate(fixed)]
+    if console.width >= sum(widths) + 3 * len(columns) + 1 + WIDE_MIN:
+        table = Table()
+        for name in fixed:
+            table.add_column(name, no_wrap=True)
+        table.add_column(wide, ratio=1, overflow="fold")
+        for row in rows:
+            table.add_row(*row)
+        console.print(table)
+        return
+    for i, (*values, last) in enumerate([columns, *rows]):
+        line = "  ".join(v.ljust(w) for v, w in zip(values, widths, strict=True)).rstrip()
+        style = "" if i else "bold"
+        console.print(line, style=style, soft_wrap=True)  # longer than the terminal: it wraps
+        console.print(Padding(Text(last, style=style), (0, 0, 0, 4), expand=False))
+
+
+def _name(event_type: str) -> str:
+    """An event's name (OrderCreated) for its full type; a type the contracts do not declare (an
+    undecodable letter's "unknown") as it is."""
+    return {e.event_type: e.name for e in load_registry().events}.get(event_type, event_type)
+
+
+def _when(moment: str) -> str:
+    """A dead letter's time, to the second, in UTC: 2026-12-03 10:46:51."""
+    try:
+        return datetime.fromisoformat(moment).astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")
+    except ValueError:
+        return moment  # not a time this command wrote: as it is
 
 
 @app.command("list")
@@ -79,18 +127,21 @@ def list_(
     if as_json:
         typer.echo(json.dumps([x.summary() for x in letters], indent=2))
         return
-    table = Table("seq", "event type", "consumer", "reason", "deliveries", "error", "when")
-    for x in letters:
-        table.add_row(
-            str(x.seq),
-            x.event_type,
-            x.consumer,
-            x.reason,
-            str(x.deliveries),
-            x.error[:80],
-            x.dead_lettered_at,
-        )
-    console.print(table)
+    _print_rows(
+        ["seq", "when (UTC)", "event", "consumer", "reason", "deliveries", "error"],
+        [
+            [
+                str(x.seq),
+                _when(x.dead_lettered_at),
+                _name(x.event_type),
+                x.consumer,
+                x.reason,
+                str(x.deliveries),
+                x.error if len(x.error) <= ERROR_SHOWN else x.error[: ERROR_SHOWN - 1] + "…",
+            ]
+            for x in letters
+        ],
+    )
     console.print(f"{len(letters)} dead letter(s)")
 
 
@@ -136,10 +187,21 @@ def stats(
     if as_json:
         typer.echo(json.dumps([dataclasses.asdict(r) for r in rows], indent=2))
         return
-    table = Table("count", "event type", "consumer", "reason", "error pattern", "first", "last")
-    for r in rows:
-        table.add_row(str(r.count), r.event_type, r.consumer, r.reason, r.pattern, r.first_at, r.last_at)
-    console.print(table)
+    _print_rows(
+        ["count", "event", "consumer", "reason", "first (UTC)", "last (UTC)", "error pattern"],
+        [
+            [
+                str(r.count),
+                _name(r.event_type),
+                r.consumer,
+                r.reason,
+                _when(r.first_at),
+                _when(r.last_at),
+                r.pattern,
+            ]
+            for r in rows
+        ],
+    )
 
 
 def _filtered(where: DeadLetterFilter) -> bool:
