@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import json
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
@@ -71,7 +72,7 @@ def _said_missing(named: list[int] | None, where: DeadLetterFilter, found: list[
 def _filter(seqs: list[int] | None, consumer: str, event_type: str, reason: str) -> DeadLetterFilter:
     """The letters selected; an event type given by its name (OrderCreated, as the tables show
     it) stands for its full type."""
-    full = {e.name: e.event_type for e in load_registry().events}.get(event_type, event_type)
+    full = {name: full for full, name in _names().items()}.get(event_type, event_type)
     return DeadLetterFilter(frozenset(seqs or []), consumer, full, reason)
 
 
@@ -97,10 +98,16 @@ def _print_rows(columns: list[str], rows: list[list[str]]) -> None:
         console.print(Padding(Text(last, style=style), (0, 0, 0, 4), expand=False))
 
 
+@functools.cache
+def _names() -> dict[str, str]:
+    """Each event's name (OrderCreated) by its full type (a4co.orders.OrderCreated)."""
+    return {e.event_type: e.name for e in load_registry().events}
+
+
 def _name(event_type: str) -> str:
-    """An event's name (OrderCreated) for its full type; a type the contracts do not declare (an
-    undecodable letter's "unknown") as it is."""
-    return {e.event_type: e.name for e in load_registry().events}.get(event_type, event_type)
+    """An event's name for its full type; a type the contracts do not declare (an undecodable
+    letter's "unknown") as it is."""
+    return _names().get(event_type, event_type)
 
 
 def _when(moment: str) -> str:
