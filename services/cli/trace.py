@@ -1,8 +1,10 @@
-"""`a4co trace ORDER_ID`: every event of one order, as the tree of what caused what."""
+"""`a4co trace ORDER_ID`: every event of one order, as the tree of what caused what, with the
+dead letters of those a consumer gave up on."""
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from typing import Annotated
 
 import typer
@@ -13,8 +15,10 @@ from rich.tree import Tree
 from a4co.orders.events.v1 import order_events_pb2
 from services.cli.connection import NatsUrl, Prefix, Target, jetstream
 from services.platform.events.codec import EventCodec, EventDecodeError, IncomingEvent, UnknownEventError
+from services.platform.events.dlq import DeadLetter, DeadLetterQueue
 from services.platform.events.registry import load_registry
 from services.platform.events.streams import READ_BATCH, read_stream
+from services.platform.events.topology import Topology
 
 console = Console()
 
@@ -42,8 +46,17 @@ async def events_of(
     return sorted(found, key=lambda e: e.envelope.occurred_at.ToNanoseconds())
 
 
-def tree(order_id: str, events: list[IncomingEvent]) -> Tree:
-    """The causation tree: each event under the event (or the call) that caused it."""
+async def dead_letters_of(
+    js: JetStreamContext, topology: Topology, events: list[IncomingEvent]
+) -> list[DeadLetter]:
+    """The dead letters of those events: a consumer that gave up on one of them (its `ce-id`)."""
+    ids = {event.event_id for event in events}
+    return [letter async for letter in DeadLetterQueue(js, topology).letters() if letter.event_id in ids]
+
+
+def tree(order_id: str, events: list[IncomingEvent], dead: Sequence[DeadLetter] = ()) -> Tree:
+    """The causation tree: each event under the event (or the call) that caused it, and under it
+    each consumer that gave up on it (its dead letter)."""
     root = Tree(f"order {order_id}")
     nodes: dict[str, Tree] = {}
     flows: dict[str, Tree] = {}
@@ -63,9 +76,15 @@ def tree(order_id: str, events: list[IncomingEvent]) -> Tree:
             if reason := getattr(event.payload, "reason", ""):
                 detail += f" ({reason})"
         when = event.envelope.occurred_at.ToDatetime().strftime("%H:%M:%S.%f")[:-3]
-        nodes[event.event_id] = parent.add(
+        node = nodes[event.event_id] = parent.add(
             f"{when} [cyan]{event.definition.name}[/cyan]{detail} from {event.envelope.source}"
         )
+        for letter in (x for x in dead if x.event_id == event.event_id):
+            error = letter.error if len(letter.error) <= 120 else letter.error[:119] + "…"
+            node.add(
+                f"[red]dead-lettered[/red] by {letter.consumer or 'a consumer'} after"
+                f" {letter.deliveries} deliveries ({letter.reason}): {error} (a4co dlq show {letter.seq})"
+            )
     return root
 
 
@@ -77,12 +96,13 @@ def trace(
     """Every event of one order and the call or event that caused it, as a tree."""
     target = Target.resolve(nats_url, prefix)
 
-    async def main() -> list[IncomingEvent]:
+    async def main() -> tuple[list[IncomingEvent], list[DeadLetter]]:
         async with jetstream(target) as js:
-            return await events_of(js, EventCodec(load_registry(), "cli", target.topology), order_id)
+            events = await events_of(js, EventCodec(load_registry(), "cli", target.topology), order_id)
+            return events, await dead_letters_of(js, target.topology, events) if events else []
 
-    events = asyncio.run(main())
+    events, dead = asyncio.run(main())
     if not events:
         console.print(f"no event mentions order {order_id}")
         raise typer.Exit(1)
-    console.print(tree(order_id, events))
+    console.print(tree(order_id, events, dead))

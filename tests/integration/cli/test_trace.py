@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
+from google.protobuf.message import Message
+
+from a4co.orders.events.v1 import order_events_pb2
 from a4co.payments.events.v1 import payment_events_pb2
 from services.cli import trace
 from services.platform.events.codec import EventCodec
+from services.platform.events.consumer import HandlerContext
+from services.platform.events.dlq import DeadLetterQueue
 from services.platform.local_servers import ServerUrls
-from tests.integration.events.rig import Rig, order_created, orders_created
+from services.platform.resilience import Backoff
+from tests.integration.events.rig import FAST, Rig, order_created, orders_created
 from tests.support.cli import run_a4co_on as a4co
+from tests.support.waiting import eventually
 
 
 async def test_an_order_s_events_are_drawn_as_a_tree(rig: Rig, urls: ServerUrls, prefix: str) -> None:
@@ -17,6 +26,35 @@ async def test_an_order_s_events_are_drawn_as_a_tree(rig: Rig, urls: ServerUrls,
     assert out.startswith("order o-2\n"), out
     assert "OrderCreated from orders" in out
     assert out.count("OrderCreated") == 1, "o-1's event is not o-2's"
+
+
+async def test_a_consumer_that_gave_up_on_an_event_is_shown_under_it(
+    rig: Rig, urls: ServerUrls, prefix: str
+) -> None:
+    """payments gives up on o-2's OrderCreated: its dead letter is drawn under the event, saying
+    who, why and how to see it; o-1's, which payments handled, has none."""
+
+    async def handler(event: Message, ctx: HandlerContext) -> None:
+        if ctx.event.envelope.aggregate_id == "o-2":
+            raise ValueError("no tariff for Jódar")
+
+    quick = replace(FAST, backoff=Backoff(first_s=0.05, cap_s=0.1))
+    consumer = await rig.consumer("payments", {order_events_pb2.OrderCreated: handler}, policy=quick)
+    await orders_created(rig, "o-1", "o-2")
+    await eventually(lambda: consumer.stats.dead_lettered == 1, what="o-2's event dead-lettered")
+    [letter] = await DeadLetterQueue(rig.js, rig.topology).browse()
+
+    code, out = await a4co(urls, prefix, "trace", "o-2")
+    assert code == 0, out
+    lines = out.splitlines()
+    created = next(i for i, line in enumerate(lines) if "OrderCreated from orders" in line)
+    said = lines[created + 1]
+    assert "dead-lettered by payments after 3 deliveries (HANDLER_FAILED): ValueError: no tariff" in said
+    assert f"(a4co dlq show {letter.seq})" in out, out
+    assert "no tariff for Jódar" in out, out
+    code, out = await a4co(urls, prefix, "trace", "o-1")
+    assert code == 0, out
+    assert "dead-lettered" not in out, out
 
 
 async def test_an_order_no_event_mentions_is_said(rig: Rig, urls: ServerUrls, prefix: str) -> None:
