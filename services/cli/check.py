@@ -13,6 +13,7 @@ import asyncio
 import json
 import os
 from typing import Annotated
+from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import typer
@@ -124,6 +125,15 @@ async def check(dsn: str, topology: Topology, settled_for_s: float) -> tuple[lis
     return found, int(checked)
 
 
+def _shown(dsn: str) -> str:
+    """A database URL to print: its password, if it has one, as ***."""
+    parts = urlsplit(dsn)
+    if parts.password is None:
+        return dsn
+    user, _, host = parts.netloc.rpartition("@")
+    return urlunsplit(parts._replace(netloc=f"{user.partition(':')[0]}:***@{host}"))
+
+
 def database_url(flag: str | None) -> str:
     """The flag, then `A4CO_DATABASE_URL`, then what `make run` wrote of the running deployment."""
     url = (
@@ -158,8 +168,15 @@ def invariants(
             " (its services make their schemas), and is its prefix --prefix / A4CO_PREFIX?[/red]"
         )
         raise typer.Exit(2) from None
-    except (OSError, asyncpg.PostgresError, TimeoutError) as error:
-        console.print(f"[red]cannot check the database: {error}[/red]")
+    except (OSError, TimeoutError, asyncpg.CannotConnectNowError) as error:
+        console.print(
+            f"[red]cannot reach PostgreSQL at {_shown(dsn)} ({error or type(error).__name__}): start the"
+            " marketplace with `make run`, or point --database-url or A4CO_DATABASE_URL at a running"
+            " server[/red]"
+        )
+        raise typer.Exit(2) from None
+    except asyncpg.PostgresError as error:  # it answered, and refused: the user, its rights
+        console.print(f"[red]PostgreSQL at {_shown(dsn)} refused the check: {error}[/red]")
         raise typer.Exit(2) from None
     if as_json:
         report = {"violations": found, "orders_checked": checked, "settled_for_s": settled_for}

@@ -7,6 +7,7 @@ import asyncio
 import os
 import socket
 from collections.abc import AsyncIterator
+from urllib.parse import urlsplit, urlunsplit
 
 import nats
 import pytest
@@ -47,7 +48,8 @@ async def test_an_unreachable_server_is_reported_plainly(command: list[str], tmp
 
 async def run_check(tmp_path: object, **env: str) -> tuple[int, str]:
     environ = {k: v for k, v in os.environ.items() if k != "A4CO_DATABASE_URL"}
-    return await run_a4co("check", env={**environ, **env, "A4CO_DATA_DIR": str(tmp_path)})
+    wide = {"COLUMNS": "300"}  # a URL is not broken over lines
+    return await run_a4co("check", env={**environ, **wide, **env, "A4CO_DATA_DIR": str(tmp_path)})
 
 
 async def test_check_without_a_database_says_where_to_point_it(tmp_path: object) -> None:
@@ -55,10 +57,32 @@ async def test_check_without_a_database_says_where_to_point_it(tmp_path: object)
     assert code == 2, text
     assert "no database" in text
     assert "Traceback" not in text
-    url = f"postgresql://a4co@127.0.0.1:{closed_port()}/a4co"
-    code, text = await run_check(tmp_path, A4CO_DATABASE_URL=url)
+    port = closed_port()
+    code, text = await run_check(
+        tmp_path, A4CO_DATABASE_URL=f"postgresql://a4co:s3cret@127.0.0.1:{port}/a4co"
+    )
     assert code == 2, text
-    assert "cannot check the database" in text
+    said = " ".join(text.split())
+    assert f"cannot reach PostgreSQL at postgresql://a4co:***@127.0.0.1:{port}/a4co (" in said, said
+    assert "point --database-url or A4CO_DATABASE_URL at a running server" in said, said
+    assert "s3cret" not in text
+    assert "Traceback" not in text
+    # make run's socket, once it has stopped: the URL says where it was looked for
+    gone = f"postgresql://postgres@/a4co?host={tmp_path}/postgres&port=5432"
+    code, text = await run_check(tmp_path, A4CO_DATABASE_URL=gone)
+    assert code == 2, text
+    assert f"cannot reach PostgreSQL at {gone} (" in text, text
+    assert "Traceback" not in text
+
+
+async def test_check_refused_by_the_database_says_so(urls: ServerUrls, tmp_path: object) -> None:
+    """A PostgreSQL that answers but refuses the user: said with the URL, not a traceback."""
+    parts = urlsplit(urls.database_url)
+    stranger = urlunsplit(parts._replace(netloc=f"nadie@{parts.netloc.rpartition('@')[2]}"))
+    code, text = await run_check(tmp_path, A4CO_DATABASE_URL=stranger)
+    assert code == 2, text
+    assert f"PostgreSQL at {stranger} refused the check: " in text, text
+    assert '"nadie"' in text, text
     assert "Traceback" not in text
 
 
