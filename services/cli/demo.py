@@ -234,7 +234,12 @@ def demo(
     try:
         outcomes, with_points, again = asyncio.run(run(customers, orders, concurrency, seed))
     except grpc.aio.AioRpcError as error:  # signing up or searching: said in one line
-        console.print(f"[red]the marketplace answered {error.code().name}: {error.details()}[/red]")
+        details = error.details() or ""
+        if error.code() == grpc.StatusCode.UNAVAILABLE and "failed to connect" in details:
+            # gRPC's words for no server there: the addresses are of a `make run` since stopped
+            console.print(f"[red]cannot reach the marketplace ({details}): start it with `make run`[/red]")
+            raise typer.Exit(2) from None
+        console.print(f"[red]the marketplace answered {error.code().name}: {details}[/red]")
         raise typer.Exit(1) from None
     table = Table("outcome", "orders", "paid in part with points")
     for outcome, n in outcomes.most_common():

@@ -4,9 +4,11 @@ sentence, no traceback."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import socket
 from collections.abc import AsyncIterator
+from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import nats
@@ -44,6 +46,22 @@ async def test_an_unreachable_server_is_reported_plainly(command: list[str], tmp
     assert code == 2, text
     assert f"cannot reach NATS at {url}" in text
     assert "Traceback" not in text
+
+
+async def test_demo_of_a_marketplace_since_stopped_says_so(tmp_path: Path) -> None:
+    """The addresses a `make run` wrote, nothing serving on them any more."""
+    port = closed_port()
+    services = {
+        n: {"grpc": f"127.0.0.1:{port}"} for n in ("identity", "payments", "catalog", "orders", "loyalty")
+    }
+    (tmp_path / "addresses.json").write_text(json.dumps({"services": services}))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("A4CO_")}
+    code, text = await run_a4co("demo", "--orders", "1", env={**env, "A4CO_DATA_DIR": str(tmp_path)})
+    assert code == 2, text
+    said = " ".join(text.split())
+    assert said.startswith("cannot reach the marketplace (failed to connect"), said
+    assert f"127.0.0.1:{port}" in said, said
+    assert said.endswith("start it with `make run`"), said
 
 
 async def run_check(tmp_path: object, **env: str) -> tuple[int, str]:
