@@ -13,6 +13,7 @@ from typing import Annotated, TypeVar
 import typer
 from google.protobuf import json_format
 from rich.console import Console
+from rich.markup import escape
 from rich.padding import Padding
 from rich.table import Table
 from rich.text import Text
@@ -88,13 +89,13 @@ def _print_rows(columns: list[str], rows: list[list[str]]) -> None:
             table.add_column(name, no_wrap=True)
         table.add_column(wide, ratio=1, overflow="fold")
         for row in rows:
-            table.add_row(*row)
+            table.add_row(*map(Text, row))  # values as they are: "[x]" in an error is no markup
         console.print(table)
         return
     for i, (*values, last) in enumerate([columns, *rows]):
         line = "  ".join(v.ljust(w) for v, w in zip(values, widths, strict=True)).rstrip()
         style = "" if i else "bold"
-        console.print(line, style=style, soft_wrap=True)  # longer than the terminal: it wraps
+        console.print(Text(line, style=style), soft_wrap=True)  # longer than the terminal: it wraps
         console.print(Padding(Text(last, style=style), (0, 0, 0, 4), expand=False))
 
 
@@ -144,7 +145,7 @@ def list_(
                 x.consumer,
                 x.reason,
                 str(x.deliveries),
-                x.error if len(x.error) <= ERROR_SHOWN else x.error[: ERROR_SHOWN - 1] + "…",
+                x.error_within(ERROR_SHOWN),
             ]
             for x in letters
         ],
@@ -246,7 +247,7 @@ def replay(
     verb = "would replay" if dry_run else "replayed"
     console.print(f"{verb} {len(report.replayed)} dead letter(s): {_runs(report.replayed)}")
     for seq, error in report.failed.items():
-        console.print(f"[red]failed {seq}: {error}[/red]")
+        console.print(f"[red]failed {seq}: {escape(error)}[/red]")
     missing = _said_missing(seqs, where, [*report.replayed, *report.failed])
     if report.failed or missing:
         raise typer.Exit(1)

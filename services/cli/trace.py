@@ -10,6 +10,7 @@ from typing import Annotated
 import typer
 from nats.js import JetStreamContext
 from rich.console import Console
+from rich.markup import escape
 from rich.tree import Tree
 
 from a4co.orders.events.v1 import order_events_pb2
@@ -57,7 +58,7 @@ async def dead_letters_of(
 def tree(order_id: str, events: list[IncomingEvent], dead: Sequence[DeadLetter] = ()) -> Tree:
     """The causation tree: each event under the event (or the call) that caused it, and under it
     each consumer that gave up on it (its dead letter)."""
-    root = Tree(f"order {order_id}")
+    root = Tree(f"order {escape(order_id)}")
     nodes: dict[str, Tree] = {}
     flows: dict[str, Tree] = {}
     for event in events:
@@ -80,10 +81,10 @@ def tree(order_id: str, events: list[IncomingEvent], dead: Sequence[DeadLetter] 
             f"{when} [cyan]{event.definition.name}[/cyan]{detail} from {event.envelope.source}"
         )
         for letter in (x for x in dead if x.event_id == event.event_id):
-            error = letter.error if len(letter.error) <= 120 else letter.error[:119] + "…"
             node.add(
-                f"[red]dead-lettered[/red] by {letter.consumer or 'a consumer'} after"
-                f" {letter.deliveries} deliveries ({letter.reason}): {error} (a4co dlq show {letter.seq})"
+                f"[red]dead-lettered[/red] by {escape(letter.consumer or 'a consumer')} after"
+                f" {letter.deliveries} deliveries ({escape(letter.reason)}): {escape(letter.error_within(120))}"
+                f" (a4co dlq show {letter.seq})"
             )
     return root
 
@@ -103,6 +104,6 @@ def trace(
 
     events, dead = asyncio.run(main())
     if not events:
-        console.print(f"no event mentions order {order_id}")
+        console.print(f"no event mentions order {escape(order_id)}")
         raise typer.Exit(1)
     console.print(tree(order_id, events, dead))

@@ -76,6 +76,10 @@ class DeadLetter:
     body: bytes
     body_omitted: int | None = None  # the original body's size, when it was not kept
 
+    def error_within(self, limit: int) -> str:
+        """The error, cut to `limit` characters with "…" where it is longer (for a listing)."""
+        return self.error if len(self.error) <= limit else self.error[: limit - 1] + "…"
+
     def summary(self) -> dict[str, object]:
         """The dead letter without its body, for listings."""
         return {
