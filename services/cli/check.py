@@ -18,6 +18,7 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from services.cli.connection import Prefix, Target, running_deployment
 from services.platform.events.topology import Topology
@@ -169,14 +170,16 @@ def invariants(
         )
         raise typer.Exit(2) from None
     except (OSError, TimeoutError, asyncpg.CannotConnectNowError) as error:
+        why = escape(str(error) or type(error).__name__)
         console.print(
-            f"[red]cannot reach PostgreSQL at {_shown(dsn)} ({error or type(error).__name__}): start the"
-            " marketplace with `make run`, or point --database-url or A4CO_DATABASE_URL at a running"
-            " server[/red]"
+            f"[red]cannot reach PostgreSQL at {escape(_shown(dsn))} ({why}): start the marketplace with"
+            " `make run`, or point --database-url or A4CO_DATABASE_URL at a running server[/red]"
         )
         raise typer.Exit(2) from None
     except asyncpg.PostgresError as error:  # it answered, and refused: the user, its rights
-        console.print(f"[red]PostgreSQL at {_shown(dsn)} refused the check: {error}[/red]")
+        console.print(
+            f"[red]PostgreSQL at {escape(_shown(dsn))} refused the check: {escape(str(error))}[/red]"
+        )
         raise typer.Exit(2) from None
     if as_json:
         report = {"violations": found, "orders_checked": checked, "settled_for_s": settled_for}

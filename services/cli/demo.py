@@ -12,6 +12,7 @@ from typing import Annotated
 import grpc
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import Progress
 from rich.table import Table
 
@@ -234,7 +235,7 @@ def demo(
     try:
         outcomes, with_points, again = asyncio.run(run(customers, orders, concurrency, seed))
     except grpc.aio.AioRpcError as error:  # signing up or searching: said in one line
-        details = error.details() or ""
+        details = escape(error.details() or "")  # a server's words: no markup
         if error.code() == grpc.StatusCode.UNAVAILABLE and "failed to connect" in details:
             # gRPC's words for no server there: the addresses are of a `make run` since stopped
             console.print(f"[red]cannot reach the marketplace ({details}): start it with `make run`[/red]")
