@@ -483,6 +483,18 @@ async def test_make_run_with_a_nats_cluster_outlives_the_loss_of_a_server(
             }
 
         await eventually(caught_up, timeout=60, interval=0.5, what=f"ORDERS whole again, {leader} current")
+        # The command reads the replicated streams through consumers of its own: an order's trace,
+        # and the dead letters (none).
+        code, out = await a4co(
+            data_dir, "events", "tail", "--from-start", "--type", "OrderCreated", "--count", "1"
+        )
+        assert code == 0, out
+        order_id = json.loads(out)["aggregate_id"]
+        code, out = await a4co(data_dir, "trace", order_id)
+        assert code == 0, out
+        assert "OrderCreated from orders" in out, out
+        code, out = await a4co(data_dir, "dlq", "list", "--json")
+        assert (code, json.loads(out)) == (0, []), out
     finally:
         await nc.close()
     assert await run.stop() == 0

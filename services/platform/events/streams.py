@@ -64,6 +64,9 @@ class StreamMissingError(LookupError):
 READ_BATCH = 1000
 READ_FETCH_TIMEOUT_S = 5.0
 READ_IDLE_S = 30.0
+# How long a reader's messages are asked for again while nobody answers for its consumer (in a
+# NATS cluster, a consumer just made may not listen yet on its server).
+READ_ANSWER_DEADLINE_S = 15.0
 
 
 async def read_stream(
@@ -88,12 +91,20 @@ async def read_stream(
     except NotFoundError:
         raise StreamMissingError(stream) from None
     sub = await js.pull_subscribe_bind(consumer, stream=name)
+
+    async def fetch() -> list[Msg]:
+        try:
+            return await sub.fetch(batch, timeout=READ_FETCH_TIMEOUT_S)
+        except TimeoutError:
+            return []  # those it counted have left the stream since
+
     try:
         while pending:
-            try:
-                messages = await sub.fetch(batch, timeout=READ_FETCH_TIMEOUT_S)
-            except TimeoutError:
-                return  # those it counted have left the stream since
+            # In a cluster the consumer made may not listen yet on its server: "no responders"
+            # (503), asked again. (A NATS without JetStream fails the consumer's making, at once.)
+            messages = await until_answered(f"reading {name}", fetch, READ_ANSWER_DEADLINE_S)
+            if not messages:
+                return
             for msg in messages:
                 yield msg
             pending = messages[-1].metadata.num_pending

@@ -8,6 +8,7 @@ import contextlib
 import pytest
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
+from nats.js.errors import ServiceUnavailableError
 
 from services.platform.events import streams
 from services.platform.events.dlq import DeadLetterQueue
@@ -126,3 +127,49 @@ async def test_a_stream_that_is_not_there_is_said(nc: NATS, topology: Topology) 
     with pytest.raises(StreamMissingError) as missing:
         [m async for m in read_stream(nc.jetstream(), topology, "ORDERS")]
     assert missing.value.stream == "ORDERS"
+
+
+async def test_a_reader_whose_consumer_does_not_listen_yet_is_asked_again(
+    nc: NATS, registry: EventRegistry, topology: Topology, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As in a NATS cluster, where a consumer just made may not listen yet on its server: its first
+    requests have no responders (503), and are asked again until it does."""
+    js = nc.jetstream()
+    await ensure_streams(js, registry, topology, StreamSettings(), only={DLQ_STREAM})
+    await _dead_letters(js, topology, 3)
+    bind = js.pull_subscribe_bind
+    later: list[asyncio.Task[object]] = []
+
+    async def not_listening_yet(consumer: str, stream: str) -> object:
+        config = (await js.consumer_info(stream, consumer)).config
+        await js.delete_consumer(stream, consumer)  # nobody answers for it now
+
+        async def made_again() -> None:
+            await asyncio.sleep(0.5)  # the cluster's lag, staged
+            await js.add_consumer(stream, config)
+
+        later.append(asyncio.ensure_future(made_again()))
+        return await bind(consumer, stream=stream)
+
+    monkeypatch.setattr(js, "pull_subscribe_bind", not_listening_yet)
+    read = [m.data async for m in read_stream(js, topology, DLQ_STREAM)]
+    assert read == [b"letter 0", b"letter 1", b"letter 2"]
+    assert later[0].done()
+
+
+async def test_a_reader_whose_consumer_never_listens_gives_up(
+    nc: NATS, registry: EventRegistry, topology: Topology, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    js = nc.jetstream()
+    await ensure_streams(js, registry, topology, StreamSettings(), only={DLQ_STREAM})
+    await _dead_letters(js, topology, 1)
+    bind = js.pull_subscribe_bind
+
+    async def never_listening(consumer: str, stream: str) -> object:
+        await js.delete_consumer(stream, consumer)
+        return await bind(consumer, stream=stream)
+
+    monkeypatch.setattr(js, "pull_subscribe_bind", never_listening)
+    monkeypatch.setattr(streams, "READ_ANSWER_DEADLINE_S", 1.0)
+    with pytest.raises(ServiceUnavailableError):
+        [m async for m in read_stream(js, topology, DLQ_STREAM)]
