@@ -19,7 +19,7 @@ from services.platform.events.codec import EventCodec, EventDecodeError, Incomin
 from services.platform.events.dlq import DeadLetter, DeadLetterQueue
 from services.platform.events.registry import load_registry
 from services.platform.events.streams import READ_BATCH, read_stream
-from services.platform.events.topology import Topology
+from services.platform.events.topology import DLQ_STREAM, Topology
 
 console = Console()
 
@@ -31,7 +31,7 @@ async def events_of(
     found = []
     wanted = order_id.encode()
     for stream in codec.registry.streams:
-        if stream.name == "DLQ":
+        if stream.name == DLQ_STREAM:  # its letters are drawn under their events, by `tree`
             continue
         async for msg in read_stream(js, codec.topology, stream.name, batch=batch):
             # The id is in the body's bytes wherever it is in the event (protobuf keeps a string's
@@ -59,6 +59,9 @@ def tree(order_id: str, events: list[IncomingEvent], dead: Sequence[DeadLetter] 
     """The causation tree: each event under the event (or the call) that caused it, and under it
     each consumer that gave up on it (its dead letter)."""
     root = Tree(f"order {escape(order_id)}")
+    letters: dict[str, list[DeadLetter]] = {}
+    for letter in dead:
+        letters.setdefault(letter.event_id, []).append(letter)
     nodes: dict[str, Tree] = {}
     flows: dict[str, Tree] = {}
     for event in events:
@@ -80,7 +83,7 @@ def tree(order_id: str, events: list[IncomingEvent], dead: Sequence[DeadLetter] 
         node = nodes[event.event_id] = parent.add(
             f"{when} [cyan]{event.definition.name}[/cyan]{detail} from {event.envelope.source}"
         )
-        for letter in (x for x in dead if x.event_id == event.event_id):
+        for letter in letters.get(event.event_id, []):
             node.add(
                 f"[red]dead-lettered[/red] by {escape(letter.consumer or 'a consumer')} after"
                 f" {letter.deliveries} deliveries ({escape(letter.reason)}): {escape(letter.error_within(120))}"

@@ -39,7 +39,7 @@ from services.platform.events.consumer import (
     H_DLQ_TIME,
     H_REPLAY_FOR,
 )
-from services.platform.events.streams import STREAM_NOT_FOUND, StreamMissingError, read_stream
+from services.platform.events.streams import raise_if_stream_missing, read_stream
 from services.platform.events.topology import DLQ_STREAM, Topology
 
 _VOLATILE = [
@@ -212,15 +212,9 @@ class DeadLetterQueue:
         try:
             raw = await self.js.get_msg(self.stream, seq=seq)
         except NotFoundError as exc:
-            self._check_stream(exc)
+            raise_if_stream_missing(exc, DLQ_STREAM)
             raise DeadLetterNotFoundError(f"no dead letter {seq} in {self.stream}") from None
         return _letter(seq, dict(raw.headers or {}), raw.data or b"")
-
-    def _check_stream(self, exc: NotFoundError) -> None:
-        """Raise StreamMissingError if `exc` says the stream, not a message, is not there: the
-        deployment's services never started, or the prefix is not its own."""
-        if exc.err_code == STREAM_NOT_FOUND:
-            raise StreamMissingError(DLQ_STREAM) from None
 
     async def stats(self, where: DeadLetterFilter | None = None) -> list[PatternStats]:
         """Dead letters grouped by event type, consumer, reason and error pattern, most first."""

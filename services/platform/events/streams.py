@@ -58,6 +58,13 @@ class StreamMissingError(LookupError):
         self.stream = stream
 
 
+def raise_if_stream_missing(exc: NotFoundError, stream: str) -> None:
+    """Raise StreamMissingError for `stream` (its declared name) if JetStream's `exc` says the
+    stream, rather than a message or a consumer of it, is not there."""
+    if exc.err_code == STREAM_NOT_FOUND:
+        raise StreamMissingError(stream) from None
+
+
 # Reading a whole stream: messages asked for at a time; how long a request waits for some when the
 # consumer counted more (they may have left the stream since: max age, a purge); how long the
 # server keeps a reader's consumer that nobody uses (a command killed while it read).
@@ -88,8 +95,9 @@ async def read_stream(
     )
     try:
         pending = (await js.add_consumer(name, config)).num_pending
-    except NotFoundError:
-        raise StreamMissingError(stream) from None
+    except NotFoundError as exc:
+        raise_if_stream_missing(exc, stream)
+        raise
     sub = await js.pull_subscribe_bind(consumer, stream=name)
 
     async def fetch() -> list[Msg]:

@@ -14,7 +14,7 @@ from services.platform.events.consumer import HandlerContext
 from services.platform.events.dlq import DeadLetterQueue
 from services.platform.local_servers import ServerUrls
 from services.platform.resilience import Backoff
-from tests.integration.events.rig import FAST, Rig, order_created, orders_created
+from tests.integration.events.rig import FAST, Rig, consumers_on, order_created, orders_created
 from tests.support.cli import run_a4co_on as a4co
 from tests.support.waiting import eventually
 
@@ -79,13 +79,6 @@ async def _published(rig: Rig, *events: tuple[object, str]) -> list[int]:
     return sequences
 
 
-async def _consumers(rig: Rig) -> list[str]:
-    names = []
-    for stream in rig.registry.streams:
-        names += [c.name for c in await rig.js.consumers_info(rig.topology.stream(stream.name))]
-    return [n for n in names if n]
-
-
 async def test_every_batch_of_every_stream_is_read_and_nothing_is_left_behind(rig: Rig) -> None:
     """Read a few messages at a time: the order's events found past the first batch, in its own
     stream and in another whose payload names it, past a message deleted in between; the others'
@@ -106,4 +99,4 @@ async def test_every_batch_of_every_stream_is_read_and_nothing_is_left_behind(ri
         ("OrderCreated", "o-2"),
         ("PaymentProcessed", "p-1"),
     ]
-    assert await _consumers(rig) == []
+    assert await consumers_on(rig.js, *(rig.topology.stream(s.name) for s in rig.registry.streams)) == []

@@ -187,6 +187,11 @@ async def running(relay: OutboxRelay) -> AsyncIterator[OutboxRelay]:
         await asyncio.wait_for(task, 10)
 
 
+async def consumers_on(js: JetStreamContext, *streams: str) -> list[str]:
+    """The names of the consumers on those streams (names on the server)."""
+    return [c.name or "" for stream in streams for c in await js.consumers_info(stream)]
+
+
 async def orders_created(rig: Rig, *order_ids: str) -> None:
     """OrderCreated for each order, committed and relayed to the prefix's ORDERS stream."""
     for order_id in order_ids:

@@ -16,6 +16,7 @@ from services.platform.events.registry import EventRegistry
 from services.platform.events.streams import StreamMissingError, ensure_streams, read_stream
 from services.platform.events.topology import DLQ_STREAM, Topology
 from services.platform.settings import StreamSettings
+from tests.integration.events.rig import consumers_on
 
 
 async def test_every_declared_stream_exists_with_its_subjects(
@@ -53,10 +54,6 @@ def test_the_dead_letter_subject_falls_in_the_declared_dlq_stream(registry: Even
     assert any(subject_matches(subject, s) for s in registry.stream(DLQ_STREAM).subjects)
 
 
-async def _consumers(js: JetStreamContext, stream: str) -> list[str | None]:
-    return [c.name for c in await js.consumers_info(stream)]
-
-
 async def _dead_letters(js: JetStreamContext, topology: Topology, n: int) -> list[int]:
     """`n` messages on the dead-letter stream: their sequences."""
     subject = topology.subject("a4co.dlq.payments.a4co.orders.order.created")
@@ -74,8 +71,8 @@ async def test_a_stream_is_read_whole_in_batches_and_its_reader_deleted(
     read = [m async for m in read_stream(js, topology, DLQ_STREAM, batch=2)]
     assert [m.data for m in read] == [b"letter 0", b"letter 1", b"letter 2", b"letter 4", b"letter 5"]
     assert [m.metadata.sequence.stream for m in read] == [*sequences[:3], *sequences[4:6]]
-    assert await _consumers(js, topology.stream(DLQ_STREAM)) == []
-    assert [m async for m in read_stream(js, topology, "DLQ")] != [], "read again from the start"
+    assert await consumers_on(js, topology.stream(DLQ_STREAM)) == []
+    assert [m async for m in read_stream(js, topology, DLQ_STREAM)] != [], "read again from the start"
 
 
 async def test_an_empty_stream_reads_as_nothing_at_once(
@@ -105,7 +102,7 @@ async def test_messages_that_leave_while_read_end_it(
     await js.purge_stream(topology.stream(DLQ_STREAM))
     rest = [m async for m in messages]
     assert [m.data for m in first + rest] == [b"letter 0", b"letter 1"]
-    assert await _consumers(js, topology.stream(DLQ_STREAM)) == []
+    assert await consumers_on(js, topology.stream(DLQ_STREAM)) == []
 
 
 async def test_a_reader_closed_before_the_end_is_deleted_at_once(
@@ -116,11 +113,11 @@ async def test_a_reader_closed_before_the_end_is_deleted_at_once(
     await _dead_letters(js, topology, 5)
     async with contextlib.aclosing(read_stream(js, topology, DLQ_STREAM, batch=2)) as messages:
         assert (await anext(messages)).data == b"letter 0"
-        assert len(await _consumers(js, topology.stream(DLQ_STREAM))) == 1
-    assert await _consumers(js, topology.stream(DLQ_STREAM)) == []
+        assert len(await consumers_on(js, topology.stream(DLQ_STREAM))) == 1
+    assert await consumers_on(js, topology.stream(DLQ_STREAM)) == []
     # and so does the dead-letter queue's, when a page is full before the stream ends
     assert len(await DeadLetterQueue(js, topology).browse(limit=2)) == 2
-    assert await _consumers(js, topology.stream(DLQ_STREAM)) == []
+    assert await consumers_on(js, topology.stream(DLQ_STREAM)) == []
 
 
 async def test_a_stream_that_is_not_there_is_said(nc: NATS, topology: Topology) -> None:
