@@ -123,6 +123,10 @@ class CircuitBreaker:
     """The strategy's breaker: opens after `threshold` failures within `window_s`, and lets one
     trial call through `reset_s` after opening (half-open); its success closes the circuit, its
     failure opens it again. The clock is injectable so that tests need not sleep.
+
+    Each change is logged, with the failure that caused it, for the operator who sees calls
+    refused: a warning when the circuit opens (the calls are refused from then on, where nothing
+    else is logged of them) and when it closes again.
     """
 
     def __init__(
@@ -140,14 +144,40 @@ class CircuitBreaker:
         self._on_change = on_change
         self._failures: deque[float] = deque()
         self._opened_at = 0.0
+        self._first_opened_at = 0.0  # when the circuit last opened from closed
         self._trial_in_flight = False
         self.state = BreakerState.CLOSED
 
-    def _set(self, state: BreakerState) -> None:
-        if state != self.state:
-            self.state = state
-            if self._on_change:
-                self._on_change(self.peer, state)
+    def _set(self, state: BreakerState, cause: str = "") -> None:
+        if state == self.state:
+            return
+        was, self.state = self.state, state
+        if state == BreakerState.OPEN and was == BreakerState.CLOSED:
+            log.warning(
+                "circuit to %s opened after %d failures within %.0f s%s: calls to it are refused for %.0f s",
+                self.peer,
+                self.threshold,
+                self.window_s,
+                f" (the last: {cause})" if cause else "",
+                self.reset_s,
+            )
+        elif state == BreakerState.OPEN:
+            log.warning(
+                "circuit to %s opened again: the trial call failed%s; calls are refused for another %.0f s",
+                self.peer,
+                f" ({cause})" if cause else "",
+                self.reset_s,
+            )
+        elif state == BreakerState.HALF_OPEN:
+            log.info("circuit to %s half-open: one trial call goes through", self.peer)
+        else:
+            log.warning(
+                "circuit to %s closed: it answers again, %.1f s after the circuit opened",
+                self.peer,
+                self._clock() - self._first_opened_at,
+            )
+        if self._on_change:
+            self._on_change(self.peer, state)
 
     def before_call(self) -> None:
         """Raise BreakerOpenError when the call must not go out now."""
@@ -168,20 +198,23 @@ class CircuitBreaker:
             self._failures.clear()
             self._set(BreakerState.CLOSED)
 
-    def record_failure(self) -> None:
-        """A call failed in a way that counts against the peer."""
+    def record_failure(self, cause: str = "") -> None:
+        """A call failed in a way that counts against the peer; `cause` says how (a status code,
+        an exception), for the log line of the circuit's opening."""
         now = self._clock()
         self._trial_in_flight = False
         if self.state == BreakerState.HALF_OPEN:
-            self._open(now)
+            self._open(now, cause)
             return
         self._failures.append(now)
         while self._failures and now - self._failures[0] > self.window_s:
             self._failures.popleft()
         if len(self._failures) >= self.threshold:
-            self._open(now)
+            self._open(now, cause)
 
-    def _open(self, now: float) -> None:
+    def _open(self, now: float, cause: str) -> None:
+        if self.state == BreakerState.CLOSED:
+            self._first_opened_at = now
         self._opened_at = now
         self._failures.clear()
-        self._set(BreakerState.OPEN)
+        self._set(BreakerState.OPEN, cause)

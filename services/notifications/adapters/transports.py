@@ -49,8 +49,8 @@ class GuardedTransport:
         self.breaker.before_call()
         try:
             await self.inner.send(message)
-        except Exception:
-            self.breaker.record_failure()
+        except Exception as exc:
+            self.breaker.record_failure(f"{type(exc).__name__}: {exc}")
             raise
         self.breaker.record_success()
 

@@ -186,7 +186,7 @@ class PeerClient:
                 code = err.code()
                 self._counted(name, code.name).inc()
                 if code in PEER_FAILURES:
-                    self.breaker.record_failure()
+                    self.breaker.record_failure(f"{code.name}: {err.details()}")
                 else:
                     self.breaker.record_success()
                 if not await self._may_retry(code, attempt, idempotent, deadline):

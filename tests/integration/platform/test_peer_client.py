@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -109,18 +110,21 @@ async def test_non_idempotent_calls_and_caller_errors_are_not_retried(peer: tupl
 
 
 async def test_five_failures_open_the_breaker_and_calls_fail_fast_until_half_open(
-    peer: tuple[Peer, str],
+    peer: tuple[Peer, str], caplog: pytest.LogCaptureFixture
 ) -> None:
     servicer, address = peer
     servicer.fail_with = grpc.StatusCode.INTERNAL
     clock = Clock()
     c, stub = client(address, clock)
+    caplog.set_level(logging.INFO, logger="services.platform.resilience")
     for _ in range(5):
         with pytest.raises(grpc.aio.AioRpcError):
             await c.call(stub.CheckStock, REQUEST)
     assert state_of(c.breaker) is BreakerState.OPEN
-    from prometheus_client import REGISTRY
-
+    assert [r.getMessage() for r in caplog.records] == [
+        "circuit to inventory opened after 5 failures within 60 s (the last: INTERNAL: peer trouble):"
+        " calls to it are refused for 30 s"
+    ]
     assert REGISTRY.get_sample_value("a4co_circuit_breaker_state", {"peer": "inventory"}) == 2
 
     with pytest.raises(UnavailableError) as refused:
@@ -134,6 +138,9 @@ async def test_five_failures_open_the_breaker_and_calls_fail_fast_until_half_ope
     assert response.all_available
     assert state_of(c.breaker) is BreakerState.CLOSED
     assert servicer.calls == 6
+    assert caplog.records[-1].getMessage() == (
+        "circuit to inventory closed: it answers again, 30.0 s after the circuit opened"
+    )
     await c.close()
 
 

@@ -25,7 +25,9 @@ class Flaky:
             raise ConnectionRefusedError("mail server down")
 
 
-async def test_after_five_failures_sends_fail_at_once_until_a_trial_gets_through() -> None:
+async def test_after_five_failures_sends_fail_at_once_until_a_trial_gets_through(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     now = [0.0]
     inner = Flaky()
     guarded = GuardedTransport(inner, CircuitBreaker("mail", clock=lambda: now[0]))
@@ -33,6 +35,7 @@ async def test_after_five_failures_sends_fail_at_once_until_a_trial_gets_through
         with pytest.raises(ConnectionRefusedError):
             await guarded.send(MESSAGE)
     assert guarded.breaker.state == BreakerState.OPEN
+    assert "(the last: ConnectionRefusedError: mail server down)" in caplog.records[-1].getMessage()
     with pytest.raises(BreakerOpenError):
         await guarded.send(MESSAGE)
     assert inner.asked == 5  # the sixth never reached the mail server

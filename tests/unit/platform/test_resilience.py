@@ -77,6 +77,43 @@ def test_half_open_after_thirty_seconds_one_trial_closes_or_reopens() -> None:
     breaker.before_call()  # calls flow again
 
 
+def test_each_change_of_the_circuit_is_logged_with_the_failure_that_caused_it(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    clock = Clock()
+    breaker = CircuitBreaker("payments", clock=clock)
+    with caplog.at_level(logging.INFO, logger="services.platform.resilience"):
+        for _ in range(5):
+            breaker.before_call()
+            breaker.record_failure("UNAVAILABLE: failed to connect to all addresses")
+        with pytest.raises(BreakerOpenError):
+            breaker.before_call()  # a refused call logs nothing more
+        clock.now += 30.0
+        breaker.before_call()
+        breaker.record_failure("DEADLINE_EXCEEDED: Deadline Exceeded")
+        clock.now += 30.0
+        breaker.before_call()
+        breaker.record_success()
+        breaker.before_call()
+        breaker.record_success()  # closed already: nothing to say
+    said = [(r.levelname, r.getMessage()) for r in caplog.records]
+    assert said == [
+        (
+            "WARNING",
+            "circuit to payments opened after 5 failures within 60 s (the last: UNAVAILABLE: failed to"
+            " connect to all addresses): calls to it are refused for 30 s",
+        ),
+        ("INFO", "circuit to payments half-open: one trial call goes through"),
+        (
+            "WARNING",
+            "circuit to payments opened again: the trial call failed (DEADLINE_EXCEEDED:"
+            " Deadline Exceeded); calls are refused for another 30 s",
+        ),
+        ("INFO", "circuit to payments half-open: one trial call goes through"),
+        ("WARNING", "circuit to payments closed: it answers again, 60.0 s after the circuit opened"),
+    ]
+
+
 def test_backoff_doubles_from_one_second_with_jitter_and_a_thirty_second_cap() -> None:
     backoff = Backoff()
     rng = random.Random(7)
