@@ -1,5 +1,5 @@
-"""`a4co status`: health of each service, the dependencies it serves on without, stream and consumer
-lag, DLQ depth, outbox backlog."""
+"""`a4co status`: health of each service, the dependencies it serves on without, the circuits it holds
+open, stream and consumer lag, DLQ depth, outbox backlog."""
 
 from __future__ import annotations
 
@@ -27,6 +27,7 @@ from services.platform.events.credentials import redact
 from services.platform.events.registry import load_registry
 from services.platform.events.topology import DLQ_STREAM, Topology
 from services.platform.grpc import tls
+from services.platform.resilience import BreakerState
 
 console = Console()
 ADDRESSES = "make run writes their addresses in $A4CO_DATA_DIR/addresses.json, .data/ by default"
@@ -61,6 +62,9 @@ class Status:
     # How many publishes and subscriptions NATS refused each service for its user's permissions
     # since it started (its `a4co_nats_permission_violations_total`, decision 68).
     nats_refusals: dict[str, int] = field(default_factory=dict)
+    # The circuits each service holds open or half-open towards its peers (its
+    # `a4co_circuit_breaker_state`): peer → "open" or "half-open"; closed ones are left out.
+    circuits: dict[str, dict[str, str]] = field(default_factory=dict)
 
 
 def dependencies_down(exposition: str) -> list[str]:
@@ -72,6 +76,19 @@ def dependencies_down(exposition: str) -> list[str]:
         for sample in family.samples
         if sample.value == 0
     )
+
+
+def circuits_not_closed(exposition: str) -> dict[str, str]:
+    """The peers a service's circuit breakers refuse calls to, "open", or let one trial call
+    through, "half-open", from its Prometheus text."""
+    states = {BreakerState.OPEN: "open", BreakerState.HALF_OPEN: "half-open"}
+    return {
+        sample.labels["peer"]: states[BreakerState(int(sample.value))]
+        for family in text_string_to_metric_families(exposition)
+        if family.name == "a4co_circuit_breaker_state"
+        for sample in family.samples
+        if int(sample.value) in states
+    }
 
 
 def certificate_expiry(exposition: str) -> float | None:
@@ -193,6 +210,8 @@ async def collect(target: Target) -> Status:
             continue
         if down := dependencies_down(exposition):
             status.down[name] = down
+        if circuits := circuits_not_closed(exposition):
+            status.circuits[name] = circuits
         if (expires := certificate_expiry(exposition)) is not None:
             status.certificate_expiry[name] = expires
         status.nats_reconnections[name] = nats_reconnections(exposition)
@@ -238,6 +257,16 @@ def days_left(expires: float | None) -> str:
     return f"[red]{text}[/red]" if days < tls.CERTIFICATE_WARNING_DAYS else text
 
 
+def circuits_shown(circuits: dict[str, str]) -> str:
+    """A service's circuits that are not closed, as the table shows them: open ones in red."""
+    if not circuits:
+        return "—"
+    colour = {"open": "red", "half-open": "yellow"}
+    return ", ".join(
+        f"[{colour[state]}]{peer} {state}[/{colour[state]}]" for peer, state in sorted(circuits.items())
+    )
+
+
 def report(result: Status, as_json: bool) -> None:
     """Print `result` as JSON or as tables."""
     if as_json:
@@ -250,6 +279,8 @@ def report(result: Status, as_json: bool) -> None:
     refused = any(result.nats_refusals.values())  # shown once NATS refused a service something
     if refused:
         columns.append("NATS refusals")
+    if result.circuits:  # shown while a circuit is not closed
+        columns.append("circuits")
     if result.certificate_expiry:
         columns.append("certificate")
     if not result.services:  # a deployment make run did not start: its streams only
@@ -266,6 +297,8 @@ def report(result: Status, as_json: bool) -> None:
         if refused:
             count = result.nats_refusals.get(name)
             row.append("—" if count is None else f"[red]{count}[/red]" if count else "0")
+        if result.circuits:
+            row.append(circuits_shown(result.circuits.get(name, {})))
         if result.certificate_expiry:
             row.append(days_left(result.certificate_expiry.get(name)))
         services.add_row(*row)

@@ -11,6 +11,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 from services.cli.status import (
     Status,
     certificate_expiry,
+    circuits_not_closed,
     days_left,
     dependencies_down,
     nats_reconnections,
@@ -19,6 +20,7 @@ from services.cli.status import (
     scrape_metrics,
 )
 from services.platform.events.connection import DENIALS, RECONNECTIONS
+from services.platform.grpc.client import BREAKER_STATE
 from services.platform.grpc.server import DEPENDENCY_UP
 from services.platform.grpc.tls import CERTIFICATE_EXPIRY
 
@@ -100,3 +102,28 @@ def test_what_nats_refused_each_service_is_read_from_its_metrics_and_shown_once_
         if "SERVING" in line
     }
     assert rows == {"payments": "2", "orders": "0"}, shown
+
+
+def test_the_circuits_a_service_holds_open_are_read_from_its_metrics_and_shown_while_there_are_some(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    registry = CollectorRegistry()
+    state = Gauge(BREAKER_STATE._name, "state", ["peer"], registry=registry)
+    state.labels("inventory").set(0)
+    assert circuits_not_closed(generate_latest(registry).decode()) == {}
+    state.labels("inventory").set(2)
+    state.labels("payments").set(1)
+    state.labels("geo").set(0)
+    opened = circuits_not_closed(generate_latest(registry).decode())
+    assert opened == {"inventory": "open", "payments": "half-open"}
+
+    report(Status(services={"orders": "SERVING"}), as_json=False)
+    assert "circuits" not in capsys.readouterr().out
+    report(
+        Status(services={"orders": "SERVING", "cms": "SERVING"}, circuits={"orders": opened}), as_json=False
+    )
+    shown = capsys.readouterr().out
+    assert "circuits" in shown
+    cells = [line.split("│")[5].strip() for line in shown.splitlines() if line.count("│") > 5]
+    # orders' cell (over two lines at 80 columns), then cms's
+    assert " ".join(cells) == "inventory open, payments half-open —", cells
