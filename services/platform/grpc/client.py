@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -176,7 +177,12 @@ class PeerClient:
                 self.breaker.before_call()
             except BreakerOpenError as exc:
                 self._counted(name, "CIRCUIT_OPEN").inc()
-                raise UnavailableError("CIRCUIT_OPEN", str(exc), metadata={"peer": self.peer}) from exc
+                raise UnavailableError(
+                    "CIRCUIT_OPEN",
+                    str(exc),
+                    metadata={"peer": self.peer},
+                    retry_delay_s=max(1, math.ceil(exc.retry_in_s)),  # a trial under way: 1 s
+                ) from exc
             remaining = deadline - time.monotonic()
             started = time.perf_counter()
             try:

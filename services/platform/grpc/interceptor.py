@@ -45,7 +45,7 @@ from services.platform.errors import (
 )
 from services.platform.flow import Flow, flow_scope, new_id
 from services.platform.grpc.access_log import AccessLog
-from services.platform.grpc.status import internal_status, to_status
+from services.platform.grpc.status import internal_status, to_status, with_pushback
 from services.platform.labels import Children
 from services.platform.outages import DATABASE_CONFLICTS, DEPENDENCY_OUTAGES
 from services.platform.telemetry import tracing_enabled
@@ -372,6 +372,8 @@ class PlatformInterceptor:
         if isinstance(exc, ANSWERED):
             err = exc if isinstance(exc, A4coError) else dependency_failure(method, exc)
             status = to_status(err, self.domain)
+            if err.retry_delay_s is not None:
+                status = with_pushback(status, err.retry_delay_s, context.time_remaining())
             return status.code, err.reason, status
         if isinstance(exc, asyncio.CancelledError | GeneratorExit):
             return grpc.StatusCode.CANCELLED, "", None

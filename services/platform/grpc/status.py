@@ -1,7 +1,9 @@
 """Map typed errors to `google.rpc.Status` with `ErrorInfo`, `BadRequest` and `RetryInfo` details
-(AIP-193)."""
+(AIP-193), and tell a client's gRPC retries when to try again (gRFC A6's pushback)."""
 
 from __future__ import annotations
+
+from typing import NamedTuple
 
 import grpc
 from google.protobuf import any_pb2, duration_pb2
@@ -11,6 +13,19 @@ from grpc_status import rpc_status
 from services.platform.errors import A4coError, InvalidArgumentError
 
 CODES: dict[str, grpc.StatusCode] = {code.name: code for code in grpc.StatusCode}
+# The trailer gRPC clients' retry policies read (gRFC A6, "Pushback"): the milliseconds to wait
+# before the next attempt, or a negative number for none.
+PUSHBACK = "grpc-retry-pushback-ms"
+
+
+class _Answer(NamedTuple):
+    code: grpc.StatusCode
+    details: str
+    trailing_metadata: tuple[tuple[str, str | bytes], ...]
+
+
+class _Status(_Answer, grpc.Status):
+    """A status to abort with (grpc.Status is an interface; grpc_status's own is private)."""
 
 
 def to_status(error: A4coError, domain: str) -> grpc.Status:
@@ -32,6 +47,16 @@ def to_status(error: A4coError, domain: str) -> grpc.Status:
         details.append(_pack(error_details_pb2.RetryInfo(retry_delay=delay)))
     status = status_pb2.Status(code=code.value[0], message=error.message, details=details)
     return rpc_status.to_status(status)
+
+
+def with_pushback(status: grpc.Status, retry_delay_s: int, time_remaining_s: float | None) -> grpc.Status:
+    """`status` with the pushback of an error that says when trying again may succeed: a client
+    whose service config retries its code (UNAVAILABLE) waits that long, not its own backoff, and
+    does not retry at all when that is past its deadline, so it hears at once why and when (the
+    RetryInfo) rather than DEADLINE_EXCEEDED, and sends no attempt bound to be refused."""
+    fits = time_remaining_s is None or retry_delay_s < time_remaining_s
+    pushback = str(retry_delay_s * 1000) if fits else "-1"
+    return _Status(status.code, status.details, (*status.trailing_metadata, (PUSHBACK, pushback)))
 
 
 def internal_status(domain: str) -> grpc.Status:

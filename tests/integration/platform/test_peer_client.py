@@ -130,10 +130,15 @@ async def test_five_failures_open_the_breaker_and_calls_fail_fast_until_half_ope
     with pytest.raises(UnavailableError) as refused:
         await c.call(stub.CheckStock, REQUEST)
     assert refused.value.reason == "CIRCUIT_OPEN"
+    assert refused.value.retry_delay_s == 30, "its caller is told when (RetryInfo, the pushback)"
+    clock.now += 29.2
+    with pytest.raises(UnavailableError) as refused:
+        await c.call(stub.CheckStock, REQUEST)
+    assert refused.value.retry_delay_s == 1  # 0.8 s, in whole seconds
     assert servicer.calls == 5, "an open circuit does not call the peer"
 
     servicer.fail_with = None
-    clock.now += 30.0
+    clock.now += 0.8
     response = await c.call(stub.CheckStock, REQUEST)
     assert response.all_available
     assert state_of(c.breaker) is BreakerState.CLOSED

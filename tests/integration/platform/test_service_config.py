@@ -7,6 +7,7 @@ gRPC client library reads it."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -14,7 +15,11 @@ from typing import Any
 
 import grpc
 import pytest
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
 
+from services.platform.errors import UnavailableError
+from services.platform.grpc.interceptor import MethodPolicy, PlatformInterceptor
 from tests.support.node import node, run_node
 
 CONFIG = (Path(__file__).resolve().parents[3] / "proto" / "service-config.json").read_text()
@@ -33,13 +38,41 @@ class Unavailable:
         return b""
 
 
+class CircuitOpen:
+    """A method whose service holds its circuit to a peer open, `retry_in_s` more on the first
+    attempt, then answers OK: UNAVAILABLE with reason CIRCUIT_OPEN, raised as PeerClient raises it
+    and answered by the platform's interceptor, as orders answers CreateOrder while inventory is
+    away."""
+
+    def __init__(self, retry_in_s: int) -> None:
+        self.retry_in_s = retry_in_s
+        self.attempts: list[float] = []  # when each came, on the monotonic clock
+
+    async def handle(self, request: bytes, context: grpc.aio.ServicerContext[bytes, bytes]) -> bytes:
+        self.attempts.append(time.monotonic())
+        if len(self.attempts) == 1:
+            raise UnavailableError(
+                "CIRCUIT_OPEN", "circuit to inventory is open", retry_delay_s=self.retry_in_s
+            )
+        return b""
+
+
 @asynccontextmanager
-async def serving(method: str, behaviour: Unavailable) -> AsyncIterator[str]:
+async def serving(method: str, behaviour: Unavailable | CircuitOpen) -> AsyncIterator[str]:
     """A server of `method` ("package.Service/Method") alone, and its address: one server per
-    test, as retries are throttled per server."""
+    test, as retries are throttled per server. A CircuitOpen is served through the platform's
+    interceptor."""
     service, name = method.split("/")
     server = grpc.aio.server()
     handler: grpc.RpcMethodHandler[bytes, bytes] = grpc.unary_unary_rpc_method_handler(behaviour.handle)
+    if isinstance(behaviour, CircuitOpen):
+        platform = PlatformInterceptor(
+            service=service,
+            domain="orders.a4co",
+            policies={f"/{method}": MethodPolicy(public=True)},
+            verifier=None,
+        )
+        handler = platform.wrap(f"/{method}", handler)
     server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler(service, {name: handler})])
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
@@ -50,7 +83,7 @@ async def serving(method: str, behaviour: Unavailable) -> AsyncIterator[str]:
 
 
 @asynccontextmanager
-async def calling(method: str, behaviour: Unavailable) -> AsyncIterator[Any]:
+async def calling(method: str, behaviour: Unavailable | CircuitOpen) -> AsyncIterator[Any]:
     """A client's callable for `method` on a channel with the service config, to its own server."""
     options = [("grpc.service_config", CONFIG), ("grpc.enable_retries", 1)]
     async with (
@@ -78,6 +111,33 @@ async def test_an_order_is_tried_three_times_at_most(failures: int, attempts: in
         except grpc.aio.AioRpcError as error:
             code = error.code().name
     assert (code, create.attempts) == (answer, attempts)
+
+
+async def test_an_open_circuit_past_the_deadline_is_answered_at_once_with_when_to_try_again() -> None:
+    """Retrying would only be refused again: the client is told not to (the pushback), and hears why
+    and when (RetryInfo), not DEADLINE_EXCEEDED."""
+    create = CircuitOpen(retry_in_s=30)
+    async with calling("a4co.orders.v1.OrdersService/CreateOrder", create) as call:
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await call(b"", timeout=5)
+    assert (refused.value.code(), len(create.attempts)) == (grpc.StatusCode.UNAVAILABLE, 1)
+    assert ("grpc-retry-pushback-ms", "-1") in list(refused.value.trailing_metadata() or ())
+    status = rpc_status.from_call(refused.value)  # type: ignore[arg-type]
+    assert status is not None
+    [retry] = [d for d in status.details if d.Is(error_details_pb2.RetryInfo.DESCRIPTOR)]
+    info = error_details_pb2.RetryInfo()
+    retry.Unpack(info)
+    assert info.retry_delay.seconds == 30
+
+
+async def test_an_open_circuit_within_the_deadline_is_tried_again_when_it_says() -> None:
+    """The config's own backoff would try again after about a second (grpcio: 1 s, ± 20 %),
+    before the circuit lets a call through: the pushback has the client wait what it was told."""
+    create = CircuitOpen(retry_in_s=3)
+    async with calling("a4co.orders.v1.OrdersService/CreateOrder", create) as call:
+        assert await call(b"", timeout=10) == b""
+    first, second = create.attempts
+    assert second - first >= 3.0
 
 
 async def test_a_refresh_is_tried_once() -> None:
@@ -127,3 +187,14 @@ async def test_grpc_js_retries_as_the_config_says(
         )
     assert code == 0, err
     assert (out.strip(), behaviour.attempts) == (answer, attempts), err
+
+
+async def test_grpc_js_does_not_retry_a_circuit_open_past_its_deadline() -> None:
+    node()
+    create = CircuitOpen(retry_in_s=30)
+    async with serving("a4co.orders.v1.OrdersService/CreateOrder", create) as address:
+        code, out, err = await run_node(
+            "--input-type=module", "-e", NODE_CALL, "orders", "CreateOrder", address
+        )
+    assert code == 0, err
+    assert (out.strip(), len(create.attempts)) == ("UNAVAILABLE", 1), err
