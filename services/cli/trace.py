@@ -55,6 +55,14 @@ async def dead_letters_of(
     return [letter async for letter in DeadLetterQueue(js, topology).letters() if letter.event_id in ids]
 
 
+def trace_id_of(traceparent: str) -> str:
+    """The trace id of a W3C `traceparent` ("00-<trace id>-<span id>-<flags>"); "" for none."""
+    parts = traceparent.split("-")
+    if len(parts) == 4 and len(parts[1]) == 32 and parts[1] != "0" * 32:
+        return parts[1]
+    return ""
+
+
 def tree(order_id: str, events: list[IncomingEvent], dead: Sequence[DeadLetter] = ()) -> Tree:
     """The causation tree: each event under the event (or the call) that caused it, and under it
     each consumer that gave up on it (its dead letter)."""
@@ -71,7 +79,10 @@ def tree(order_id: str, events: list[IncomingEvent], dead: Sequence[DeadLetter] 
             cause = meta.causation_id or meta.correlation_id
             if cause not in flows:
                 label = cause.split("/", 1)[0] if "/" in cause else "timeout sweep"
-                flows[cause] = root.add(f"[bold]{label}[/bold] (correlation {meta.correlation_id[:8]})")
+                seen_as = f"correlation {meta.correlation_id[:8]}"
+                if trace_id := trace_id_of(meta.trace.traceparent):
+                    seen_as += f", trace {trace_id}"  # what Jaeger finds it by
+                flows[cause] = root.add(f"[bold]{label}[/bold] ({seen_as})")
             parent = flows[cause]
         detail = ""
         status = getattr(event.payload, "status", None)

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import replace
 
 from google.protobuf.message import Message
+from opentelemetry import context as otel_context
+from opentelemetry import propagate
 
 from a4co.orders.events.v1 import order_events_pb2
 from a4co.payments.events.v1 import payment_events_pb2
@@ -26,6 +28,26 @@ async def test_an_order_s_events_are_drawn_as_a_tree(rig: Rig, urls: ServerUrls,
     assert out.startswith("order o-2\n"), out
     assert "OrderCreated from orders" in out
     assert out.count("OrderCreated") == 1, "o-1's event is not o-2's"
+
+
+async def test_the_trace_a_flow_belongs_to_is_named_for_jaeger(
+    rig: Rig, urls: ServerUrls, prefix: str
+) -> None:
+    """o-1 was created by a call that came with a client's W3C trace context: its flow names that
+    trace, which Jaeger finds it by; o-2's flow is not in it."""
+    traced = propagate.extract({"traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"})
+    token = otel_context.attach(traced)
+    try:
+        await rig.commit(order_created("o-1"), "o-1")
+    finally:
+        otel_context.detach(token)
+    await orders_created(rig, "o-2", committed=1)
+    code, out = await a4co(urls, prefix, "trace", "o-1")
+    assert code == 0, out
+    assert ", trace 4bf92f3577b34da6a3ce929d0e0e4736)" in out.splitlines()[1], out
+    code, out = await a4co(urls, prefix, "trace", "o-2")
+    assert code == 0, out
+    assert "4bf92f3577b34da6a3ce929d0e0e4736" not in out, out
 
 
 async def test_a_consumer_that_gave_up_on_an_event_is_shown_under_it(

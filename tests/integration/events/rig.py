@@ -192,14 +192,15 @@ async def consumers_on(js: JetStreamContext, *streams: str) -> list[str]:
     return [c.name or "" for stream in streams for c in await js.consumers_info(stream)]
 
 
-async def orders_created(rig: Rig, *order_ids: str) -> None:
-    """OrderCreated for each order, committed and relayed to the prefix's ORDERS stream."""
+async def orders_created(rig: Rig, *order_ids: str, committed: int = 0) -> None:
+    """OrderCreated for each order, committed and relayed to the prefix's ORDERS stream, with the
+    `committed` events the test put in the outbox itself."""
     for order_id in order_ids:
         await rig.commit(order_created(order_id), order_id)
     stream = rig.topology.stream("ORDERS")
 
     async def held() -> bool:
-        return (await rig.js.stream_info(stream)).state.messages == len(order_ids)
+        return (await rig.js.stream_info(stream)).state.messages == committed + len(order_ids)
 
     async with running(rig.relay()):
         await eventually(held, what="the events in ORDERS")
