@@ -49,6 +49,7 @@ from services.platform.grpc.status import details_of
 from services.platform.local_servers import ServerUrls
 from services.platform.resilience import Backoff
 from tests.integration.services.harness import Keys
+from tests.support.cli import run_a4co
 from tests.support.nats_accounts import PermissionedNats
 from tests.support.otlp import Collector
 from tests.support.rpc import failure
@@ -319,7 +320,7 @@ async def test_one_trace_spans_every_process_an_order_goes_through(
 ) -> None:
     """A client's trace context on CreateOrder: each service process exports over OTLP its part of
     that one trace, the synchronous checks and every saga step the order's events caused."""
-    _, client, prefix = deployment
+    supervisor, client, prefix = deployment
     product_id, _ = await shop_with(client, stock=5)
     _, customer = await client.sign_up(f"luz-{uuid.uuid4().hex[:6]}@jaen.es", identity_pb.ROLE_CUSTOMER)
     method = await card(client, customer)
@@ -352,6 +353,11 @@ async def test_one_trace_spans_every_process_an_order_goes_through(
         await eventually(lambda: wanted <= received() and not orphans(), timeout=30, what="the spans")
     except AssertionError:
         raise AssertionError(f"missing {sorted(wanted - received())}, orphans {orphans()}") from None
+    # The operator's command names the same trace, as the order's events carried it on.
+    code, out = await run_a4co("trace", placed.order_id, env=supervisor.env)
+    assert code == 0, out
+    [flow] = [line for line in out.splitlines() if "CreateOrder (correlation" in line]
+    assert flow.endswith(f", trace {trace_id.hex()})"), out
 
 
 async def test_a_forgotten_password_is_reset_with_the_code_mailed_by_notifications(
