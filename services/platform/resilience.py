@@ -152,32 +152,31 @@ class CircuitBreaker:
         if state == self.state:
             return
         was, self.state = self.state, state
-        if state == BreakerState.OPEN and was == BreakerState.CLOSED:
-            log.warning(
-                "circuit to %s opened after %d failures within %.0f s%s: calls to it are refused for %.0f s",
-                self.peer,
-                self.threshold,
-                self.window_s,
-                f" (the last: {cause})" if cause else "",
-                self.reset_s,
-            )
-        elif state == BreakerState.OPEN:
-            log.warning(
-                "circuit to %s opened again: the trial call failed%s; calls are refused for another %.0f s",
-                self.peer,
-                f" ({cause})" if cause else "",
-                self.reset_s,
-            )
-        elif state == BreakerState.HALF_OPEN:
-            log.info("circuit to %s half-open: one trial call goes through", self.peer)
-        else:
-            log.warning(
-                "circuit to %s closed: it answers again, %.1f s after the circuit opened",
-                self.peer,
-                self._clock() - self._first_opened_at,
-            )
+        self._say(was, state, cause)
         if self._on_change:
             self._on_change(self.peer, state)
+
+    def _say(self, was: BreakerState, state: BreakerState, cause: str) -> None:
+        """Log a change of the circuit, with the failure that caused it."""
+        if state == BreakerState.HALF_OPEN:
+            log.info("circuit to %s half-open: one trial call goes through", self.peer)
+        elif state == BreakerState.CLOSED:
+            since = self._clock() - self._first_opened_at
+            log.warning(
+                "circuit to %s closed: it answers again, %.1f s after the circuit opened", self.peer, since
+            )
+        elif was == BreakerState.CLOSED:
+            last = f" (the last: {cause})" if cause else ""
+            log.warning(
+                "circuit to %s opened after %d failures within %.0f s%s: calls to it are refused for %.0f s",
+                self.peer, self.threshold, self.window_s, last, self.reset_s,
+            )  # fmt: skip
+        else:
+            failure = f" ({cause})" if cause else ""
+            log.warning(
+                "circuit to %s opened again: the trial call failed%s; calls are refused for another %.0f s",
+                self.peer, failure, self.reset_s,
+            )  # fmt: skip
 
     def before_call(self) -> None:
         """Raise BreakerOpenError when the call must not go out now."""
