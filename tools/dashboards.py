@@ -37,7 +37,7 @@ SYNC: list[Panel] = [
         ("{{service}}", f"sum by (service) (rate(a4co_grpc_server_handled_total{{method!~\"{STREAMING}\",code!~\"{CALLERS_CODES}\"}}[5m]))"
          f" / sum by (service) (rate(a4co_grpc_server_handled_total{{method!~\"{STREAMING}\"}}[5m]))"),
     ], "percentunit"),
-    ("Circuit breakers (0 closed, 1 half-open, 2 open)", [("{{peer}}", "max by (peer) (a4co_circuit_breaker_state)")], "none"),
+    ("Circuit breakers (0 closed, 1 half-open, 2 open)", [("{{instance}} → {{peer}}", "max by (instance, peer) (a4co_circuit_breaker_state)")], "none"),
     ("Outgoing calls by result", [("{{peer}} {{code}}", "sum by (peer, code) (rate(a4co_grpc_client_calls_total[1m]))")], "reqps"),
     ("Outgoing call p99, as the caller saw it (against the peer's own handling p99)", [
         ("{{peer}} {{method}}",
