@@ -137,11 +137,9 @@ class CircuitBreaker:
         window_s: float = 60.0,
         reset_s: float = 30.0,
         clock: Callable[[], float] = time.monotonic,
-        on_change: Callable[[str, BreakerState], None] | None = None,
     ) -> None:
         self.peer, self.threshold, self.window_s, self.reset_s = peer, threshold, window_s, reset_s
         self._clock = clock
-        self._on_change = on_change
         self._failures: deque[float] = deque()
         self._opened_at = 0.0
         self._first_opened_at = 0.0  # when the circuit last opened from closed
@@ -153,8 +151,15 @@ class CircuitBreaker:
             return
         was, self.state = self.state, state
         self._say(was, state, cause)
-        if self._on_change:
-            self._on_change(self.peer, state)
+
+    @property
+    def current(self) -> BreakerState:
+        """The state a call would meet now, as `a4co_circuit_breaker_state` exports it: an open
+        circuit whose reset time has passed is half-open (its next call goes through as the
+        trial), though no call has come since to move it there."""
+        if self.state == BreakerState.OPEN and self._clock() - self._opened_at >= self.reset_s:
+            return BreakerState.HALF_OPEN
+        return self.state
 
     def _say(self, was: BreakerState, state: BreakerState, cause: str) -> None:
         """Log a change of the circuit, with the failure that caused it."""

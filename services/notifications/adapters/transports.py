@@ -12,8 +12,8 @@ from email.message import EmailMessage
 from pathlib import Path
 from typing import Protocol, TextIO
 
-from services.platform.grpc.client import BREAKER_STATE
-from services.platform.resilience import BreakerState, CircuitBreaker
+from services.platform.grpc.client import exported
+from services.platform.resilience import CircuitBreaker
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,8 +41,7 @@ class GuardedTransport:
 
     def __init__(self, inner: Transport, breaker: CircuitBreaker | None = None) -> None:
         self.inner = inner
-        self.breaker = breaker or CircuitBreaker("mail", on_change=_export_state)
-        _export_state(self.breaker.peer, self.breaker.state)
+        self.breaker = exported(breaker or CircuitBreaker("mail"))
 
     async def send(self, message: Outgoing) -> None:
         """Send, unless the circuit is open (BreakerOpenError)."""
@@ -53,10 +52,6 @@ class GuardedTransport:
             self.breaker.record_failure(f"{type(exc).__name__}: {exc}")
             raise
         self.breaker.record_success()
-
-
-def _export_state(peer: str, state: BreakerState) -> None:
-    BREAKER_STATE.labels(peer).set(int(state))
 
 
 class FileTransport:

@@ -22,7 +22,7 @@ from services.platform.flow import current_flow
 from services.platform.grpc.interceptor import RPC_BUCKETS
 from services.platform.grpc.tls import PLAINTEXT, Certificates, Tls, channel
 from services.platform.labels import Children
-from services.platform.resilience import Backoff, BreakerOpenError, BreakerState, CircuitBreaker
+from services.platform.resilience import Backoff, BreakerOpenError, CircuitBreaker
 from services.platform.telemetry import client_interceptors, tracing_enabled
 
 BREAKER_STATE = Gauge(
@@ -74,8 +74,11 @@ class RetryPolicy:
     backoff: Backoff = field(default_factory=Backoff)
 
 
-def _export_state(peer: str, state: BreakerState) -> None:
-    BREAKER_STATE.labels(peer).set(int(state))
+def exported(breaker: CircuitBreaker) -> CircuitBreaker:
+    """`breaker`, its state read at each scrape into `a4co_circuit_breaker_state`: a circuit left
+    open when calls stopped shows half-open once its reset time has passed, not open for good."""
+    BREAKER_STATE.labels(breaker.peer).set_function(lambda: float(breaker.current))
+    return breaker
 
 
 def open_channel(target: str, tls: Tls = PLAINTEXT) -> grpc.aio.Channel:
@@ -111,8 +114,7 @@ class PeerClient:
         self._retiring: dict[asyncio.Task[None], grpc.aio.Channel] = {}
         self.retire_after_s = RETIRE_AFTER_S
         self.retry = retry or RetryPolicy()
-        self.breaker = CircuitBreaker(peer, clock=clock, on_change=_export_state)
-        _export_state(peer, self.breaker.state)
+        self.breaker = exported(CircuitBreaker(peer, clock=clock))
         self._sleep = sleep
         self._counted = Children(CLIENT_CALLS, peer)  # by method and code
         self._duration = Children(CLIENT_DURATION, peer)  # by method

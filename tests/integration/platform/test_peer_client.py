@@ -138,10 +138,12 @@ async def test_five_failures_open_the_breaker_and_calls_fail_fast_until_half_ope
     assert servicer.calls == 5, "an open circuit does not call the peer"
 
     servicer.fail_with = None
-    clock.now += 0.8
+    clock.now += 0.8  # and no call comes
+    assert REGISTRY.get_sample_value("a4co_circuit_breaker_state", {"peer": "inventory"}) == 1, "half-open"
     response = await c.call(stub.CheckStock, REQUEST)
     assert response.all_available
     assert state_of(c.breaker) is BreakerState.CLOSED
+    assert REGISTRY.get_sample_value("a4co_circuit_breaker_state", {"peer": "inventory"}) == 0
     assert servicer.calls == 6
     assert caplog.records[-1].getMessage() == (
         "circuit to inventory closed: it answers again, 30.0 s after the circuit opened"
