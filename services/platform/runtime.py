@@ -259,6 +259,7 @@ class ServiceRunner:
             max_streams=settings.max_streams,
             acceptors=settings.grpc_acceptors,
             keepalive_s=settings.grpc_keepalive_s,
+            max_connection_age_s=settings.grpc_max_connection_age_s,
             credentials=infra.certificates.server_credentials(),
         )
         self.relay = OutboxRelay(

@@ -103,6 +103,11 @@ class Settings:
     # How often the gRPC server pings a client's connection; one that does not answer within
     # KEEPALIVE_TIMEOUT_S is closed, and the calls and streams on it end.
     grpc_keepalive_s: float = 60.0
+    # How long the gRPC server keeps a client connection before asking it to make a new one
+    # (GOAWAY; gRPC adds ±10 % jitter): the calls after that go on a connection the client makes
+    # anew, to whichever replicas its name resolves to then, so that a replica started since
+    # gets its share. Streams open on the old connection run on to their end.
+    grpc_max_connection_age_s: float = 300.0
     # TLS on the gRPC server and on the calls to peers (A4CO_TLS_*, decision 58); plaintext if unset.
     tls: Tls = PLAINTEXT
     # How often the TLS files are looked at for a renewal (A4CO_TLS_CHECK_S; SIGHUP: at once).
@@ -155,6 +160,7 @@ class Settings:
             max_streams=_at_least_one(env, "A4CO_MAX_STREAMS", 1000),
             grpc_acceptors=_at_least_one(env, "A4CO_GRPC_ACCEPTORS", 4),
             grpc_keepalive_s=_seconds(env, "A4CO_GRPC_KEEPALIVE_S", 60.0),
+            grpc_max_connection_age_s=_seconds(env, "A4CO_GRPC_MAX_CONNECTION_AGE_S", 300.0),
             tls=tls,
             tls_check_s=_seconds(env, "A4CO_TLS_CHECK_S", CHECK_EVERY_S),
             nats_credentials=nats_credentials,

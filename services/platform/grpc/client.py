@@ -83,12 +83,18 @@ def exported(breaker: CircuitBreaker) -> CircuitBreaker:
 
 def open_channel(target: str, tls: Tls = PLAINTEXT) -> grpc.aio.Channel:
     """A channel to `target`, over TLS when `tls` has a CA (decision 58), with client spans when a
-    tracer provider is installed."""
+    tracer provider is installed. Its calls take turns over every address `target` resolves to
+    (`round_robin`), as the service config tells other clients: replicas of a peer behind one
+    name share its calls, where gRPC's default would send all of them to the first."""
     return channel(
         target,
         tls,
         interceptors=client_interceptors(),
-        options=[("grpc.keepalive_time_ms", 30_000), ("grpc.enable_retries", 0)],
+        options=[
+            ("grpc.keepalive_time_ms", 30_000),
+            ("grpc.enable_retries", 0),
+            ("grpc.lb_policy_name", "round_robin"),
+        ],
     )
 
 

@@ -154,6 +154,7 @@ class GrpcServer:
         max_streams: int | None = None,
         acceptors: int = 4,
         keepalive_s: float | None = None,
+        max_connection_age_s: float | None = None,
         credentials: grpc.ServerCredentials | None = None,
     ) -> None:
         # The OpenTelemetry interceptor only when spans are recorded: it costs every call.
@@ -172,6 +173,11 @@ class GrpcServer:
                 ("grpc.keepalive_permit_without_calls", 1),
                 ("grpc.http2.max_pings_without_data", 0),  # an idle stream sends no data
             ]
+        if max_connection_age_s is not None:
+            # A GOAWAY after this long: new calls go on a new connection, which a client spreading
+            # its calls (round_robin) makes to the replicas its name resolves to then. No grace
+            # limit: a stream open on the old connection runs on to its end.
+            options.append(("grpc.max_connection_age_ms", int(max_connection_age_s * 1000)))
         self.server = grpc.aio.server(interceptors=interceptors, options=options)
         # Past this many calls at once, more are refused with RESOURCE_EXHAUSTED: under overload
         # a service sheds load at once instead of queueing calls without bound (memory grows,

@@ -313,7 +313,7 @@ def channel(
     tls: Tls = PLAINTEXT,
     *,
     interceptors: list[grpc.aio.ClientInterceptor] | None = None,
-    options: list[tuple[str, int]] | None = None,
+    options: list[tuple[str, int | str]] | None = None,
 ) -> grpc.aio.Channel:
     """A channel to `target`: over TLS when `tls` has a CA, else plaintext."""
     credentials = tls.channel_credentials()

@@ -18,6 +18,7 @@ from a4co.inventory.v1 import inventory_service_pb2_grpc as pb_grpc
 from services.platform.errors import UnavailableError
 from services.platform.grpc.client import PeerClient, RetryPolicy, open_channel
 from services.platform.resilience import Backoff, BreakerState, CircuitBreaker
+from tests.support.waiting import eventually
 
 
 class Peer(pb_grpc.InventoryServiceServicer):
@@ -193,3 +194,28 @@ async def test_every_attempt_is_timed_as_the_caller_saw_it(peer: tuple[Peer, str
 def state_of(breaker: CircuitBreaker) -> BreakerState:
     """The breaker's state, read fresh (a helper keeps type narrowing out of the way)."""
     return breaker.state
+
+
+async def test_calls_take_turns_over_every_address_of_the_peer() -> None:
+    """Two replicas of inventory behind one target: each gets calls (gRPC's default, pick_first,
+    would send every one to the first)."""
+    servers, replicas = [], [Peer(), Peer()]
+    for replica in replicas:
+        server = grpc.aio.server()
+        pb_grpc.add_InventoryServiceServicer_to_server(replica, server)
+        servers.append((server, server.add_insecure_port("127.0.0.1:0")))
+        await server.start()
+    target = "ipv4:" + ",".join(f"127.0.0.1:{port}" for _, port in servers)
+    c = PeerClient("inventory", open_channel(target), clock=Clock())
+    stub = pb_grpc.InventoryServiceStub(c.channel)
+
+    async def both_served() -> bool:
+        await c.call(stub.CheckStock, REQUEST)
+        return all(replica.calls for replica in replicas)
+
+    try:
+        await eventually(both_served, what="a call served by each replica")
+    finally:
+        await c.close()
+        for server, _ in servers:
+            await server.stop(None)

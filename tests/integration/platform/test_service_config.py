@@ -21,6 +21,7 @@ from grpc_status import rpc_status
 from services.platform.errors import UnavailableError
 from services.platform.grpc.interceptor import MethodPolicy, PlatformInterceptor
 from tests.support.node import node, run_node
+from tests.support.waiting import eventually
 
 CONFIG = (Path(__file__).resolve().parents[3] / "proto" / "service-config.json").read_text()
 
@@ -138,6 +139,26 @@ async def test_an_open_circuit_within_the_deadline_is_tried_again_when_it_says()
         assert await call(b"", timeout=10) == b""
     first, second = create.attempts
     assert second - first >= 3.0
+
+
+async def test_calls_take_turns_over_the_replicas_a_name_resolves_to() -> None:
+    """The config's `round_robin`: two replicas behind one target each get calls, where gRPC's
+    default (pick_first) would send every one to the first."""
+    method = "a4co.catalog.v1.CatalogService/SearchProducts"
+    replicas = [Unavailable(failures=0), Unavailable(failures=0)]
+    options = [("grpc.service_config", CONFIG), ("grpc.enable_retries", 1)]
+    async with (
+        serving(method, replicas[0]) as first,
+        serving(method, replicas[1]) as second,
+        grpc.aio.insecure_channel(f"ipv4:{first},{second}", options=options) as channel,
+    ):
+        call = channel.unary_unary(f"/{method}")
+
+        async def both_served() -> bool:
+            await call(b"", timeout=2)
+            return all(replica.attempts for replica in replicas)
+
+        await eventually(both_served, what="a call served by each replica")
 
 
 async def test_a_refresh_is_tried_once() -> None:

@@ -27,15 +27,24 @@ def test_a_grpc_acceptor_count_below_one_is_refused(value: str) -> None:
         Settings.from_env("orders", {**SERVERS, "A4CO_GRPC_ACCEPTORS": value})
 
 
-def test_streams_and_keepalive_default_and_follow_the_environment() -> None:
+def test_streams_keepalive_and_connection_age_default_and_follow_the_environment() -> None:
     default = Settings.from_env("notifications", SERVERS)
-    assert (default.max_streams, default.grpc_keepalive_s) == (1000, 60.0)
-    env = {**SERVERS, "A4CO_MAX_STREAMS": "5", "A4CO_GRPC_KEEPALIVE_S": "2.5"}
+    age = default.grpc_max_connection_age_s
+    assert (default.max_streams, default.grpc_keepalive_s, age) == (1000, 60.0, 300.0)
+    env = {
+        **SERVERS,
+        "A4CO_MAX_STREAMS": "5",
+        "A4CO_GRPC_KEEPALIVE_S": "2.5",
+        "A4CO_GRPC_MAX_CONNECTION_AGE_S": "30",
+    }
     changed = Settings.from_env("notifications", env)
-    assert (changed.max_streams, changed.grpc_keepalive_s) == (5, 2.5)
+    age = changed.grpc_max_connection_age_s
+    assert (changed.max_streams, changed.grpc_keepalive_s, age) == (5, 2.5, 30.0)
 
 
-@pytest.mark.parametrize("variable", ["A4CO_GRPC_KEEPALIVE_S", "A4CO_TLS_CHECK_S"])
+@pytest.mark.parametrize(
+    "variable", ["A4CO_GRPC_KEEPALIVE_S", "A4CO_GRPC_MAX_CONNECTION_AGE_S", "A4CO_TLS_CHECK_S"]
+)
 @pytest.mark.parametrize("value", ["0", "-1", "soon", "nan", "inf"])
 def test_a_time_that_is_not_positive_is_refused(variable: str, value: str) -> None:
     with pytest.raises(SettingsError, match=rf"{variable}=.*a positive number of seconds"):
