@@ -37,6 +37,17 @@ class Watched(pb_grpc.NotificationsServiceServicer):
     ) -> pb.ListNotificationsResponse:
         return pb.ListNotificationsResponse()
 
+    async def MarkNotificationsRead(  # noqa: N802
+        self, request: pb.MarkNotificationsReadRequest, context: Any
+    ) -> pb.MarkNotificationsReadResponse:
+        return pb.MarkNotificationsReadResponse()
+
+
+async def received(stream: Any) -> str:
+    """The id of the next notification `stream` sends."""
+    response: pb.WatchNotificationsResponse = await stream.read()
+    return response.notification.notification_id
+
 
 async def test_a_connection_is_asked_to_go_after_its_age_and_its_stream_runs_on() -> None:
     servicer = Watched()
@@ -53,7 +64,7 @@ async def test_a_connection_is_asked_to_go_after_its_age_and_its_stream_runs_on(
             stub = pb_grpc.NotificationsServiceStub(channel)
             stream = stub.WatchNotifications(pb.WatchNotificationsRequest())
             servicer.outbox.put_nowait("n-1")
-            assert (await stream.read()).notification.notification_id == "n-1"
+            assert await received(stream) == "n-1"
             assert channel.get_state() is grpc.ChannelConnectivity.READY
 
             def asked_to_go() -> bool:  # the connection draining: the channel no longer READY on it
@@ -61,7 +72,7 @@ async def test_a_connection_is_asked_to_go_after_its_age_and_its_stream_runs_on(
 
             await eventually(asked_to_go, what="the GOAWAY after the connection's age")
             servicer.outbox.put_nowait("n-2")
-            assert (await stream.read()).notification.notification_id == "n-2", "the stream runs on"
+            assert await received(stream) == "n-2", "the stream runs on"
             await stub.ListNotifications(pb.ListNotificationsRequest(), timeout=5)  # on a new connection
             stream.cancel()
     finally:

@@ -152,7 +152,7 @@ async def test_calls_take_turns_over_the_replicas_a_name_resolves_to() -> None:
         serving(method, replicas[1]) as second,
         grpc.aio.insecure_channel(f"ipv4:{first},{second}", options=options) as channel,
     ):
-        call = channel.unary_unary(f"/{method}")
+        call: Any = channel.unary_unary(f"/{method}")
 
         async def both_served() -> bool:
             await call(b"", timeout=2)
