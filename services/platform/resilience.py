@@ -202,6 +202,12 @@ class CircuitBreaker:
             self._failures.clear()
             self._set(BreakerState.CLOSED)
 
+    def record_abandoned(self) -> None:
+        """A call ended without a word on the peer (its caller cancelled it): if it was the
+        half-open circuit's trial, the next call is; else the circuit would refuse every call
+        from then on, waiting for a trial that never ends."""
+        self._trial_in_flight = False
+
     def record_failure(self, cause: str = "") -> None:
         """A call failed in a way that counts against the peer; `cause` says how (a status code,
         an exception), for the log line of the circuit's opening."""

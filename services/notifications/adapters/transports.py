@@ -51,6 +51,9 @@ class GuardedTransport:
         except Exception as exc:
             self.breaker.record_failure(f"{type(exc).__name__}: {exc}")
             raise
+        except BaseException:  # cancelled (the service stopping): nothing learnt of the server
+            self.breaker.record_abandoned()
+            raise
         self.breaker.record_success()
 
 

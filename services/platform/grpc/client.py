@@ -206,6 +206,9 @@ class PeerClient:
                 if not await self._may_retry(code, attempt, idempotent, deadline):
                     raise
                 continue
+            except BaseException:  # cancelled: nothing learnt of the peer
+                self.breaker.record_abandoned()
+                raise
             self._duration(name).observe(time.perf_counter() - started)
             self._counted(name, "OK").inc()
             self.breaker.record_success()

@@ -152,6 +152,29 @@ async def test_five_failures_open_the_breaker_and_calls_fail_fast_until_half_ope
     await c.close()
 
 
+async def test_a_trial_call_its_caller_cancelled_leaves_the_next_call_to_try(peer: tuple[Peer, str]) -> None:
+    """The half-open circuit's trial is cancelled (its caller went away): the next call is the
+    trial, where the circuit would have refused every call from then on, waiting for the first."""
+    servicer, address = peer
+    servicer.fail_with = grpc.StatusCode.INTERNAL
+    clock = Clock()
+    c, stub = client(address, clock)
+    for _ in range(5):
+        with pytest.raises(grpc.aio.AioRpcError):
+            await c.call(stub.CheckStock, REQUEST)
+    clock.now += 30.0
+    servicer.fail_with, servicer.delay_s = None, 30.0
+    trial = asyncio.create_task(c.call(stub.CheckStock, REQUEST))
+    await eventually(lambda: servicer.calls == 6, what="the trial call at the peer")
+    trial.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await trial
+    servicer.delay_s = 0.0
+    assert (await c.call(stub.CheckStock, REQUEST)).all_available
+    assert state_of(c.breaker) is BreakerState.CLOSED
+    await c.close()
+
+
 async def test_a_slow_peer_cannot_hold_the_caller_past_its_deadline(peer: tuple[Peer, str]) -> None:
     servicer, address = peer
     servicer.delay_s = 5.0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import pytest
@@ -43,6 +44,33 @@ async def test_after_five_failures_sends_fail_at_once_until_a_trial_gets_through
     inner.down = False
     await guarded.send(MESSAGE)
     assert (guarded.breaker.state, inner.asked) == (BreakerState.CLOSED, 6)
+
+
+async def test_a_trial_send_cancelled_leaves_the_next_send_to_try() -> None:
+    """The service stops during the half-open circuit's trial send: the next send is the trial."""
+    now = [0.0]
+    inner = Flaky()
+    guarded = GuardedTransport(inner, CircuitBreaker("mail", clock=lambda: now[0]))
+    for _ in range(5):
+        with pytest.raises(ConnectionRefusedError):
+            await guarded.send(MESSAGE)
+    now[0] = 31.0
+    hanging = asyncio.Event()
+
+    async def stuck(message: Outgoing) -> None:
+        hanging.set()
+        await asyncio.Event().wait()  # a mail server that never answers, until cancelled
+
+    inner.send = stuck  # type: ignore[method-assign]
+    trial = asyncio.create_task(guarded.send(MESSAGE))
+    await hanging.wait()
+    trial.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await trial
+    inner.down = False
+    del inner.send  # the instance's attribute: Flaky's own send again
+    await guarded.send(MESSAGE)
+    assert guarded.breaker.state == BreakerState.CLOSED
 
 
 async def test_the_file_transport_starts_a_new_file_when_its_file_is_deleted_or_moved(tmp_path: Path) -> None:
