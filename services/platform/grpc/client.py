@@ -19,6 +19,7 @@ from prometheus_client import Counter, Gauge, Histogram
 from services.platform.auth import optional_principal
 from services.platform.errors import UnavailableError
 from services.platform.flow import current_flow
+from services.platform.grpc.deadline import caller_deadline
 from services.platform.grpc.interceptor import RPC_BUCKETS
 from services.platform.grpc.tls import PLAINTEXT, Certificates, Tls, channel
 from services.platform.labels import Children
@@ -170,13 +171,19 @@ class PeerClient:
         idempotent: bool = False,
         metadata: Sequence[tuple[str, str]] = (),
     ) -> Resp:
-        """Call `method`; retried only when `idempotent`, never past the deadline.
+        """Call `method`; retried only when `idempotent`, never past the deadline: `timeout_s` (the
+        client's own by default), or sooner the deadline of the call being served, if any.
 
         Raises the peer's AioRpcError for answers, and UnavailableError when the breaker refuses
         the call or the peer stays unreachable.
         """
         name = _method_name(method)
         deadline = time.monotonic() + (timeout_s or self.timeout_s)
+        # The caller of the call being served may stop waiting sooner: the peer is given no longer.
+        # A peer that runs out of that time has not failed: its answer came too late for the caller.
+        callers, cut_short = caller_deadline(), False
+        if callers is not None and callers < deadline:
+            deadline, cut_short = callers, True
         md = (*self._propagated(), *metadata)
         attempt = 0
         while True:
@@ -199,7 +206,9 @@ class PeerClient:
                 self._duration(name).observe(time.perf_counter() - started)
                 code = err.code()
                 self._counted(name, code.name).inc()
-                if code in PEER_FAILURES:
+                if cut_short and code == grpc.StatusCode.DEADLINE_EXCEEDED:
+                    self.breaker.record_abandoned()
+                elif code in PEER_FAILURES:
                     self.breaker.record_failure(f"{code.name}: {err.details()}")
                 else:
                     self.breaker.record_success()

@@ -45,6 +45,7 @@ from services.platform.errors import (
 )
 from services.platform.flow import Flow, flow_scope, new_id
 from services.platform.grpc.access_log import AccessLog
+from services.platform.grpc.deadline import caller_deadline_scope
 from services.platform.grpc.status import internal_status, to_status, with_pushback
 from services.platform.labels import Children
 from services.platform.outages import DATABASE_CONFLICTS, DEPENDENCY_OUTAGES
@@ -238,10 +239,11 @@ class PlatformInterceptor:
                 raise ResourceExhaustedError(
                     "TOO_MANY_CALLS", f"{self.service} is serving as many calls as it can; try again shortly"
                 )
-            principal, flow = await self._caller(policy, metadata, flow)
-            with principal_scope(principal), flow_scope(flow):
-                _check(policy, request)
-                return await behavior(request, context)
+            with caller_deadline_scope(context.time_remaining()):  # for its calls to peers
+                principal, flow = await self._caller(policy, metadata, flow)
+                with principal_scope(principal), flow_scope(flow):
+                    _check(policy, request)
+                    return await behavior(request, context)
         except BaseException as exc:
             code, error_reason, status = self._ending(method, exc, context)
             if status is not None:

@@ -17,21 +17,26 @@ from a4co.inventory.v1 import inventory_service_pb2 as pb
 from a4co.inventory.v1 import inventory_service_pb2_grpc as pb_grpc
 from services.platform.errors import UnavailableError
 from services.platform.grpc.client import PeerClient, RetryPolicy, open_channel
+from services.platform.grpc.deadline import caller_deadline_scope
+from services.platform.grpc.interceptor import MethodPolicy, PlatformInterceptor
 from services.platform.resilience import Backoff, BreakerState, CircuitBreaker
 from tests.support.waiting import eventually
 
 
 class Peer(pb_grpc.InventoryServiceServicer):
-    """A peer whose behaviour the test sets: fail with a code, or be slow."""
+    """A peer whose behaviour the test sets: fail with a code, or be slow; it notes how long each
+    caller said it would wait."""
 
     def __init__(self) -> None:
         self.calls = 0
         self.fail_with: grpc.StatusCode | None = None
         self.delay_s = 0.0
         self.finished = 0
+        self.time_remaining: list[float | None] = []
 
     async def CheckStock(self, request: pb.CheckStockRequest, context: Any) -> pb.CheckStockResponse:  # noqa: N802
         self.calls += 1
+        self.time_remaining.append(context.time_remaining())
         if self.delay_s:
             await asyncio.sleep(self.delay_s)  # the slow peer under test
         if self.fail_with is not None:
@@ -187,6 +192,62 @@ async def test_a_slow_peer_cannot_hold_the_caller_past_its_deadline(peer: tuple[
     assert servicer.finished == 0
     assert len(c.sleeps) == 0, "no retry is attempted past the deadline"  # type: ignore[attr-defined]
     await c.close()
+
+
+async def test_the_peer_is_given_no_longer_than_the_served_call_s_caller_waits(
+    peer: tuple[Peer, str],
+) -> None:
+    """Serving a call whose caller waits 0.3 s more, a call to a slow peer ends then, not at the
+    client's own 10 s; and its end counts nothing against the peer: five such do not open the
+    circuit."""
+    servicer, address = peer
+    servicer.delay_s = 5.0
+    c, stub = client(address, Clock(), timeout_s=10.0)
+    for _ in range(5):
+        with caller_deadline_scope(0.3), pytest.raises(grpc.aio.AioRpcError) as late:
+            await c.call(stub.CheckStock, REQUEST, idempotent=True)
+        assert late.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    assert servicer.finished == 0
+    # gRPC carries a deadline as a timeout in whole units, rounded up: "under a second", not 10 s.
+    assert all(left is not None and left < 1.0 for left in servicer.time_remaining), servicer.time_remaining
+    assert state_of(c.breaker) is BreakerState.CLOSED, "the caller's haste is not the peer's failure"
+    servicer.delay_s = 0.0
+    assert (await c.call(stub.CheckStock, REQUEST)).all_available  # outside a call: its own 10 s
+    assert (servicer.time_remaining[-1] or 0) > 5
+    await c.close()
+
+
+async def test_a_served_call_s_deadline_reaches_the_peers_it_calls(peer: tuple[Peer, str]) -> None:
+    """Through the platform's interceptor: a call with a 2 s deadline to a service whose handler
+    asks the peer; the peer is told it has under 2 s (the client's own would be 10)."""
+    servicer, address = peer
+    c, stub = client(address, Clock(), timeout_s=10.0)
+
+    async def get_order(request: bytes, context: Any) -> bytes:
+        await c.call(stub.CheckStock, REQUEST)
+        return b""
+
+    method = "/a4co.orders.v1.OrdersService/GetOrder"
+    platform = PlatformInterceptor(
+        service="orders", domain="orders.a4co", policies={method: MethodPolicy(public=True)}, verifier=None
+    )
+    handler = platform.wrap(method, grpc.unary_unary_rpc_method_handler(get_order))
+    server = grpc.aio.server()
+    server.add_generic_rpc_handlers(
+        [grpc.method_handlers_generic_handler("a4co.orders.v1.OrdersService", {"GetOrder": handler})]
+    )
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            get: Any = channel.unary_unary(method)
+            await get(b"", timeout=2)
+    finally:
+        await server.stop(None)
+        await c.close()
+    [left] = servicer.time_remaining
+    assert left is not None
+    assert left < 3.0, "the served call's 2 s, not the client's own 10"
 
 
 def client_seconds() -> tuple[float, float]:
