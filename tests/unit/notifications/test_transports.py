@@ -14,27 +14,37 @@ MESSAGE = Outgoing("c-1", "ana@jaen.es", "Hola", "¿Qué tal?")
 
 
 class Flaky:
-    """A transport that fails while `down`, counting the sends it was asked for."""
+    """A transport that fails while `down`, or never answers while `hanging`, counting the sends
+    it was asked for."""
 
     def __init__(self) -> None:
-        self.down = True
+        self.down, self.hanging = True, False
         self.asked = 0
+        self.reached = asyncio.Event()
 
     async def send(self, message: Outgoing) -> None:
         self.asked += 1
+        self.reached.set()
+        if self.hanging:
+            await asyncio.Event().wait()  # a mail server that never answers, until cancelled
         if self.down:
             raise ConnectionRefusedError("mail server down")
+
+
+async def opened(inner: Flaky, now: list[float]) -> GuardedTransport:
+    """`inner` behind the strategy's breaker on the clock `now`, opened by five failed sends."""
+    guarded = GuardedTransport(inner, CircuitBreaker("mail", clock=lambda: now[0]))
+    for _ in range(5):
+        with pytest.raises(ConnectionRefusedError):
+            await guarded.send(MESSAGE)
+    return guarded
 
 
 async def test_after_five_failures_sends_fail_at_once_until_a_trial_gets_through(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    now = [0.0]
-    inner = Flaky()
-    guarded = GuardedTransport(inner, CircuitBreaker("mail", clock=lambda: now[0]))
-    for _ in range(5):
-        with pytest.raises(ConnectionRefusedError):
-            await guarded.send(MESSAGE)
+    now, inner = [0.0], Flaky()
+    guarded = await opened(inner, now)
     assert guarded.breaker.state == BreakerState.OPEN
     assert "(the last: ConnectionRefusedError: mail server down)" in caplog.records[-1].getMessage()
     with pytest.raises(BreakerOpenError):
@@ -48,27 +58,16 @@ async def test_after_five_failures_sends_fail_at_once_until_a_trial_gets_through
 
 async def test_a_trial_send_cancelled_leaves_the_next_send_to_try() -> None:
     """The service stops during the half-open circuit's trial send: the next send is the trial."""
-    now = [0.0]
-    inner = Flaky()
-    guarded = GuardedTransport(inner, CircuitBreaker("mail", clock=lambda: now[0]))
-    for _ in range(5):
-        with pytest.raises(ConnectionRefusedError):
-            await guarded.send(MESSAGE)
-    now[0] = 31.0
-    hanging = asyncio.Event()
-
-    async def stuck(message: Outgoing) -> None:
-        hanging.set()
-        await asyncio.Event().wait()  # a mail server that never answers, until cancelled
-
-    inner.send = stuck  # type: ignore[method-assign]
+    now, inner = [0.0], Flaky()
+    guarded = await opened(inner, now)
+    now[0], inner.hanging = 31.0, True
+    inner.reached.clear()
     trial = asyncio.create_task(guarded.send(MESSAGE))
-    await hanging.wait()
+    await inner.reached.wait()
     trial.cancel()
     with pytest.raises(asyncio.CancelledError):
         await trial
-    inner.down = False
-    del inner.send  # the instance's attribute: Flaky's own send again
+    inner.down, inner.hanging = False, False
     await guarded.send(MESSAGE)
     assert guarded.breaker.state == BreakerState.CLOSED
 
