@@ -157,9 +157,13 @@ class CircuitBreaker:
         """The state a call would meet now, as `a4co_circuit_breaker_state` exports it: an open
         circuit whose reset time has passed is half-open (its next call goes through as the
         trial), though no call has come since to move it there."""
-        if self.state == BreakerState.OPEN and self._clock() - self._opened_at >= self.reset_s:
+        if self.state == BreakerState.OPEN and self._refused_for() <= 0:
             return BreakerState.HALF_OPEN
         return self.state
+
+    def _refused_for(self) -> float:
+        """How much longer an open circuit refuses calls (0 or less: the next call is the trial)."""
+        return self.reset_s - (self._clock() - self._opened_at)
 
     def _say(self, was: BreakerState, state: BreakerState, cause: str) -> None:
         """Log a change of the circuit, with the failure that caused it."""
@@ -186,9 +190,8 @@ class CircuitBreaker:
     def before_call(self) -> None:
         """Raise BreakerOpenError when the call must not go out now."""
         if self.state == BreakerState.OPEN:
-            waited = self._clock() - self._opened_at
-            if waited < self.reset_s:
-                raise BreakerOpenError(self.peer, self.reset_s - waited)
+            if (left := self._refused_for()) > 0:
+                raise BreakerOpenError(self.peer, left)
             self._set(BreakerState.HALF_OPEN)
         if self.state == BreakerState.HALF_OPEN:
             if self._trial_in_flight:

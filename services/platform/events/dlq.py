@@ -282,11 +282,11 @@ class DeadLetterQueue:
         others is deleted on its own, which erases it within its block: a request that takes
         longer the more letters the stream holds (5,000 took 47 s)."""
         where = where or DeadLetterFilter()
-        letters = [letter async for letter in self.letters()]
-        gone = [letter.seq for letter in letters if where.matches(letter)]
-        leading = next((i for i, letter in enumerate(letters) if not where.matches(letter)), len(letters))
+        letters = [(letter.seq, where.matches(letter)) async for letter in self.letters()]
+        gone = [seq for seq, matches in letters if matches]
+        leading = next((i for i, (_, matches) in enumerate(letters) if not matches), len(letters))
         if leading:  # gone's first `leading`
-            await self.js.purge_stream(self.stream, seq=letters[leading - 1].seq + 1)  # those before seq
+            await self.js.purge_stream(self.stream, seq=letters[leading - 1][0] + 1)  # those before seq
         for seq in gone[leading:]:
             await self.js.delete_msg(self.stream, seq)
         return gone

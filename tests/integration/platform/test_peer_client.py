@@ -86,6 +86,14 @@ def client(address: str, clock: Clock, **kwargs: Any) -> tuple[PeerClient, pb_gr
 REQUEST = pb.CheckStockRequest(lines=[pb.StockRequestLine(product_id="p", quantity=1)])
 
 
+async def five_failures(servicer: Peer, c: PeerClient, stub: pb_grpc.InventoryServiceAsyncStub) -> None:
+    """Five calls the peer fails (INTERNAL): enough to open the circuit."""
+    servicer.fail_with = grpc.StatusCode.INTERNAL
+    for _ in range(5):
+        with pytest.raises(grpc.aio.AioRpcError):
+            await c.call(stub.CheckStock, REQUEST)
+
+
 async def test_idempotent_calls_are_retried_with_backoff_then_fail(peer: tuple[Peer, str]) -> None:
     servicer, address = peer
     servicer.fail_with = grpc.StatusCode.UNAVAILABLE
@@ -119,13 +127,10 @@ async def test_five_failures_open_the_breaker_and_calls_fail_fast_until_half_ope
     peer: tuple[Peer, str], caplog: pytest.LogCaptureFixture
 ) -> None:
     servicer, address = peer
-    servicer.fail_with = grpc.StatusCode.INTERNAL
     clock = Clock()
     c, stub = client(address, clock)
     caplog.set_level(logging.INFO, logger="services.platform.resilience")
-    for _ in range(5):
-        with pytest.raises(grpc.aio.AioRpcError):
-            await c.call(stub.CheckStock, REQUEST)
+    await five_failures(servicer, c, stub)
     assert state_of(c.breaker) is BreakerState.OPEN
     assert [r.getMessage() for r in caplog.records] == [
         "circuit to inventory opened after 5 failures within 60 s (the last: INTERNAL: peer trouble):"
@@ -161,12 +166,9 @@ async def test_a_trial_call_its_caller_cancelled_leaves_the_next_call_to_try(pee
     """The half-open circuit's trial is cancelled (its caller went away): the next call is the
     trial, where the circuit would have refused every call from then on, waiting for the first."""
     servicer, address = peer
-    servicer.fail_with = grpc.StatusCode.INTERNAL
     clock = Clock()
     c, stub = client(address, clock)
-    for _ in range(5):
-        with pytest.raises(grpc.aio.AioRpcError):
-            await c.call(stub.CheckStock, REQUEST)
+    await five_failures(servicer, c, stub)
     clock.now += 30.0
     servicer.fail_with, servicer.delay_s = None, 30.0
     trial = asyncio.create_task(c.call(stub.CheckStock, REQUEST))
