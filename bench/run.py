@@ -89,7 +89,9 @@ def report(results: dict[str, Any]) -> str:
     events: events_bench.Sizes = results["sizes"]["events"]
     rpc: rpc_bench.Sizes = results["sizes"]["rpc"]
     lines = ["# a4co benchmark", "",
-             f"The services run as `make run` starts them: on {loop}, logs at {level}{access}.", "",
+             f"The services run as `make run` starts them: on {loop}, logs at {level}{access}; but"
+             " on a NATS without `make run`'s user for each service (their permissions measured at"
+             " no cost: docs/performance-history.md), as the raw baselines share it.", "",
              f"This machine's speed: a fixed pure-Python loop (2,000,000 additions, best of 3) took"
              f" {before:.0f} ms before the run and {after:.0f} ms after it. The ratios compare figures"
              " measured in the same run; the saga's latencies are absolute and move with it.", "",
