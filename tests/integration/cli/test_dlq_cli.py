@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+from collections.abc import AsyncGenerator
 
 from google.protobuf.message import Message
 
 from a4co.orders.events.v1 import order_events_pb2
-from services.platform.events.consumer import HandlerContext
+from services.platform.events.consumer import H_DLQ_SUBJECT, HandlerContext
+from services.platform.events.dlq import DELETES_IN_FLIGHT, DeadLetter, DeadLetterFilter, DeadLetterQueue
 from services.platform.local_servers import ServerUrls
 from tests.integration.events.rig import Rig, order_created, running
 from tests.support.cli import run_a4co_on as a4co
@@ -146,3 +149,63 @@ async def test_a_selection_is_discarded_and_the_others_stay(rig: Rig, urls: Serv
     assert f"discarded 3 dead letter(s): [{seqs[0]}-{seqs[1]}, {seqs[3]}]" in out, out
     left = json.loads((await a4co(urls, prefix, "dlq", "list", "--json"))[1])
     assert [(x["seq"], x["consumer"]) for x in left] == [(seqs[2], "orders")]
+
+
+async def test_a_long_selection_among_other_letters_is_discarded_and_only_it(
+    rig: Rig, urls: ServerUrls, prefix: str
+) -> None:
+    """Three hundred letters, every other one payments': payments' go one by one, many at a time
+    (more than DELETES_IN_FLIGHT of them), and each of orders' stays."""
+    subject = rig.topology.subject("a4co.dlq.payments.orders")
+    acks = await asyncio.gather(*[
+        await rig.js.publish_async(subject, b"a dead letter", headers={"a4co-dlq-consumer": consumer})
+        for consumer in ("orders", "payments") * 150
+    ])  # fmt: skip
+    seqs = [ack.seq for ack in acks]
+    assert len(seqs[1::2]) > DELETES_IN_FLIGHT
+    code, out = await a4co(urls, prefix, "dlq", "discard", "--consumer", "payments")
+    assert code == 0, out
+    assert f"discarded 150 dead letter(s): [{', '.join(map(str, seqs[1::2]))}]" in out.replace("\n", ""), out
+    left = json.loads((await a4co(urls, prefix, "dlq", "list", "--json", "--limit", "1000"))[1])
+    assert [(x["seq"], x["consumer"]) for x in left] == [(seq, "orders") for seq in seqs[::2]]
+
+
+def _one_taken_after_reading(dlq: DeadLetterQueue, rig: Rig, seq: int) -> None:
+    """Another operator's discard deletes letter `seq` once `dlq` has read the letters."""
+    reading = dlq.letters
+
+    async def letters(where: DeadLetterFilter | None = None) -> AsyncGenerator[DeadLetter, None]:
+        async for letter in reading(where):
+            yield letter
+        await rig.js.delete_msg(rig.topology.stream("DLQ"), seq)
+
+    dlq.letters = letters  # type: ignore[method-assign]
+
+
+async def test_a_letter_that_went_meanwhile_is_not_said_discarded(rig: Rig) -> None:
+    """A letter another operator discarded between this discard's reading and its deleting is not
+    among those it discarded, and the others go all the same."""
+    subject = rig.topology.subject("a4co.dlq.payments.orders")
+    seqs = [
+        (await rig.js.publish(subject, b"a dead letter", headers={"a4co-dlq-consumer": consumer})).seq
+        for consumer in ("orders", "payments", "payments")
+    ]
+    dlq = DeadLetterQueue(rig.js, rig.topology)
+    _one_taken_after_reading(dlq, rig, seqs[1])
+    assert await dlq.discard(DeadLetterFilter(consumer="payments")) == [seqs[2]]
+    assert [x.seq for x in await DeadLetterQueue(rig.js, rig.topology).browse()] == [seqs[0]]
+
+
+async def test_a_letter_that_went_meanwhile_is_replayed_all_the_same(rig: Rig) -> None:
+    """A letter discarded by another operator after this replay read it is published again and
+    said replayed: its deletion finds nothing to delete."""
+    subject = rig.topology.subject("a4co.dlq.payments.orders")
+    original = rig.topology.subject("a4co.orders.order.created")
+    headers = {"a4co-dlq-consumer": "payments", H_DLQ_SUBJECT: original}
+    seq = (await rig.js.publish(subject, b"a dead letter", headers=headers)).seq
+    dlq = DeadLetterQueue(rig.js, rig.topology)
+    _one_taken_after_reading(dlq, rig, seq)
+    before = (await rig.js.stream_info(rig.topology.stream("ORDERS"))).state.last_seq
+    report = await dlq.replay(rate_per_s=0)
+    assert (report.replayed, report.failed) == ([seq], {})
+    assert (await rig.js.stream_info(rig.topology.stream("ORDERS"))).state.last_seq == before + 1
