@@ -1,0 +1,34 @@
+"""`a4co`'s entry point, which pyproject's script and `python -m services.cli` share: the platform's
+warnings while a command runs reach standard error named, and only warnings."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+# A command whose run logs what the platform's code would: a warning and an INFO line.
+COMMAND = """
+import logging
+from services.cli import main
+def run(**kwargs):
+    log = logging.getLogger("services.platform.events.streams")
+    log.info("not said")
+    log.warning("reading DLQ: JetStream did not answer; asking again in 0.5 s")
+main.app = run
+main.main()
+"""
+
+
+def test_a_platform_warning_is_said_as_the_commands_own() -> None:
+    done = subprocess.run([sys.executable, "-c", COMMAND], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == "a4co: reading DLQ: JetStream did not answer; asking again in 0.5 s\n"
+
+
+def test_the_installed_script_and_the_module_run_the_same_function() -> None:
+    pyproject = tomllib.loads((Path(__file__).parents[3] / "pyproject.toml").read_text())
+    assert pyproject["project"]["scripts"]["a4co"] == "services.cli.main:main"
+    module = (Path(__file__).parents[3] / "services" / "cli" / "__main__.py").read_text()
+    assert "main()" in module.splitlines()[-1]
