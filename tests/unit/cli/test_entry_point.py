@@ -1,12 +1,16 @@
 """`a4co`'s entry point, which pyproject's script and `python -m services.cli` share: the platform's
-warnings while a command runs reach standard error named, and only warnings."""
+warnings while a command runs reach standard error named, and only warnings; a reader that stops
+reading ends a command quietly."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import tomllib
 from pathlib import Path
+
+import pytest
 
 # A command whose run logs what the platform's code would: a warning and an INFO line.
 COMMAND = """
@@ -32,3 +36,32 @@ def test_the_installed_script_and_the_module_run_the_same_function() -> None:
     assert pyproject["project"]["scripts"]["a4co"] == "services.cli.main:main"
     module = (Path(__file__).parents[3] / "services" / "cli" / "__main__.py").read_text()
     assert "main()" in module.splitlines()[-1]
+
+
+@pytest.mark.parametrize("args", [("nats-permissions",), ("--help",), ("dlq", "list", "--help")])
+def test_a_reader_that_stops_reading_ends_a_command_quietly(args: tuple[str, ...]) -> None:
+    """`a4co … | head` whose head has had enough before the first line: status 0 and nothing on
+    standard error, as a filter ends, not typer's status 1."""
+    read, write = os.pipe()
+    os.close(read)
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "services.cli", *args],
+            stdout=write,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=60,
+        )
+    finally:
+        os.close(write)
+    assert (done.returncode, done.stderr) == (0, "")
+
+
+def test_a_failing_command_still_fails() -> None:
+    """Only a reader gone turns status 1 into 0: a refused option is still status 2, said."""
+    done = subprocess.run(
+        [sys.executable, "-m", "services.cli", "nats-permissions", "--format", "yaml"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 2
+    assert "yaml" in done.stderr
