@@ -649,21 +649,28 @@ class QueueConsumer:
     async def _prepare(self, msg: Msg) -> _Work | None:
         """Decode, route and upcast a message; settle it at once when it cannot be handled."""
         delivery = deliveries(msg)
+        headers = msg.headers or {}
+        replay_for = headers.get(H_REPLAY_FOR)
+        if replay_for and replay_for != self.service:
+            # Another consumer's replay: not this one's to decode, nor to dead-letter again when
+            # its body cannot be (a replay of an UNDECODABLE letter).
+            claimed = headers.get("ce-type", "")
+            known = bool(self.codec.registry.versions(claimed))
+            await self._settle(msg, "skipped", claimed if known else "unknown")
+            return None
         try:
             incoming = self.codec.decode(msg.data)
         except EventDecodeError as exc:
             await self._dead_letter(msg, REASON_UNDECODABLE, str(exc), "unknown")
             return None
         except UnknownEventError as exc:
-            claimed = (msg.headers or {}).get("ce-type")
-            await self._dead_letter(msg, REASON_UNKNOWN_EVENT, str(exc), claimed)
+            await self._dead_letter(msg, REASON_UNKNOWN_EVENT, str(exc), headers.get("ce-type"))
             return None
         event_type = incoming.definition.event_type
         if delivery > 1:
             metrics.REDELIVERIES.labels(self.service, event_type).inc()
         entry = self._handlers.get(event_type)
-        replay_for = (msg.headers or {}).get(H_REPLAY_FOR)
-        if entry is None or (replay_for and replay_for != self.service):
+        if entry is None:
             await self._settle(msg, "skipped", event_type)
             return None
         wanted, handler = entry

@@ -106,6 +106,27 @@ async def test_a_consumer_that_dies_says_why_once(
         assert str(error.exc_info[1]) == "killed before ack"
 
 
+async def test_a_replay_of_an_undecodable_letter_is_skipped_by_the_other_consumers(rig: Rig) -> None:
+    """A body no consumer can decode is dead-lettered by each; replaying payments' letter reaches
+    payments alone: the other consumer skips it without decoding, rather than dead-lettering it a
+    second time."""
+    payments = await rig.consumer("payments", {order_events_pb2.OrderCreated: record_effect()})
+    loyalty = await rig.consumer("loyalty", {order_events_pb2.OrderCreated: record_effect()})
+    await rig.js.publish(rig.topology.subject("a4co.orders.order.created"), b"\x00not an event")
+    dlq = DeadLetterQueue(rig.js, rig.topology)
+    await eventually(lambda: payments.stats.dead_lettered == loyalty.stats.dead_lettered == 1)
+
+    report = await dlq.replay(DeadLetterFilter(consumer="payments"), rate_per_s=0)
+    assert len(report.replayed) == 1, report
+    await eventually(lambda: payments.stats.dead_lettered == 2 and loyalty.stats.skipped == 1)
+    assert loyalty.stats.dead_lettered == 1
+    letters = await dlq.browse()
+    assert sorted((x.consumer, x.reason) for x in letters) == [
+        ("loyalty", "UNDECODABLE"),
+        ("payments", "UNDECODABLE"),
+    ]
+
+
 async def test_a_failing_handler_goes_to_the_dlq_after_three_deliveries_then_replays(
     rig: Rig,
 ) -> None:
