@@ -35,7 +35,10 @@ def tail(
     nats_url: NatsUrl = None,
     prefix: Prefix = None,
 ) -> None:
-    """Print events as they are published, one JSON object a line (Ctrl-C stops)."""
+    """Print events as they are published, one JSON object a line (Ctrl-C stops).
+
+    A message that is no event this command knows prints as {"undecodable": why, "subject",
+    "stream", "seq"}, unless --type asks for other events."""
     registry = load_registry()
     types = set(event_type or [])
     names = {e.name for e in registry.events}
@@ -54,7 +57,7 @@ async def _tail(
     target: Target, registry: EventRegistry, types: set[str], from_start: bool, count: int
 ) -> None:
     codec = EventCodec(registry, "cli", target.topology)
-    queue: asyncio.Queue[bytes] = asyncio.Queue()
+    queue: asyncio.Queue[Msg] = asyncio.Queue()
     async with jetstream(target) as js:
         policy = DeliverPolicy.ALL if from_start else DeliverPolicy.NEW
         subscriptions = []
@@ -76,14 +79,14 @@ async def _tail(
                     raise target.missing_stream(stream.name) from None
         seen = 0
         while count == 0 or seen < count:
-            body = await queue.get()
+            msg = await queue.get()
             try:
-                event = codec.decode(body)
+                event = codec.decode(msg.data)
             except (EventDecodeError, UnknownEventError) as exc:
-                if not _printed(json.dumps({"undecodable": str(exc)})):
+                if not _printed_undecodable(msg, str(exc), types):
                     break
                 continue
-            if types and event.definition.event_type not in types and event.definition.name not in types:
+            if not _chosen(event.definition.event_type, types):
                 continue
             envelope = json_format.MessageToDict(event.envelope, preserving_proto_field_name=True)
             envelope["payload"] = json_format.MessageToDict(event.payload, preserving_proto_field_name=True)
@@ -108,8 +111,28 @@ def _printed(line: str) -> bool:
     return True
 
 
-def _into(queue: asyncio.Queue[bytes]) -> Callable[[Msg], Awaitable[None]]:
+def _chosen(event_type: str, types: set[str]) -> bool:
+    """Whether `--type` asked for `event_type` (a4co.orders.OrderCreated), by it or by its name
+    (OrderCreated); everything when it asked for none."""
+    return not types or event_type in types or event_type.rpartition(".")[2] in types
+
+
+def _printed_undecodable(msg: Msg, error: str, types: set[str]) -> bool:
+    """A message that is no event this command knows, with where to find it (`a4co dlq` shows the
+    letters the consumers made of it), and the type its headers claim, if any: printed unless
+    `--type` asked for others. False once the reader has gone (`_printed`)."""
+    claimed = (msg.headers or {}).get("ce-type", "")
+    if types and not (claimed and _chosen(claimed, types)):
+        return True
+    meta = msg.metadata
+    line = {"undecodable": error, "subject": msg.subject, "stream": meta.stream, "seq": meta.sequence.stream}
+    if claimed:
+        line["claimed_type"] = claimed
+    return _printed(json.dumps(line, ensure_ascii=False))
+
+
+def _into(queue: asyncio.Queue[Msg]) -> Callable[[Msg], Awaitable[None]]:
     async def put(msg: Msg) -> None:
-        queue.put_nowait(msg.data)
+        queue.put_nowait(msg)
 
     return put

@@ -81,3 +81,35 @@ async def test_events_are_chosen_by_name_or_by_full_type(rig: Rig, urls: ServerU
         )
         assert code == 0, err
         assert json.loads(out)["payload"]["order_id"] == "o-1"
+
+
+async def test_a_message_that_is_no_event_is_said_with_where_it_lies(
+    rig: Rig, urls: ServerUrls, prefix: str
+) -> None:
+    """A body no contract decodes, among events: a line saying why, with its subject, stream and
+    sequence (to find it, and the dead letters the consumers made of it); `--count` counts events.
+    Under `--type` it prints only when its headers claim one of those types."""
+    subject = rig.topology.subject("a4co.orders.order.created")
+    junk = await rig.js.publish(subject, b"\x00not an event")
+    claimed = await rig.js.publish(subject, b"\x00nor this", headers={"ce-type": "a4co.orders.OrderCreated"})
+    await orders_created(rig, "o-1", committed=2)  # after the two above
+
+    code, out, err = await tail(urls, prefix, "--count", "1", stdout=asyncio.subprocess.PIPE)
+    assert code == 0, err
+    lines = [json.loads(line) for line in out.splitlines()]
+    said = "body is not an EventEnvelope:"
+    assert [line.get("undecodable", "")[: len(said)] for line in lines] == [said, said, ""], out
+    stream = rig.topology.stream("ORDERS")
+    assert [(x["subject"], x["stream"], x["seq"]) for x in lines[:2]] == [
+        (subject, stream, junk.seq),
+        (subject, stream, claimed.seq),
+    ]
+    assert ("claimed_type" in lines[0], lines[1]["claimed_type"]) == (False, "a4co.orders.OrderCreated")
+    assert lines[2]["payload"]["order_id"] == "o-1"
+
+    # Under --type, the junk claims no type and stays out; the one claiming OrderCreated is shown.
+    code, out, err = await tail(
+        urls, prefix, "--type", "OrderCreated", "--count", "1", stdout=asyncio.subprocess.PIPE
+    )
+    assert code == 0, err
+    assert [json.loads(line).get("seq") for line in out.splitlines()] == [claimed.seq, None], out
