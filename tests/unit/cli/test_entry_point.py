@@ -57,11 +57,29 @@ def test_a_reader_that_stops_reading_ends_a_command_quietly(args: tuple[str, ...
     assert (done.returncode, done.stderr) == (0, "")
 
 
-def test_a_failing_command_still_fails() -> None:
-    """Only a reader gone turns status 1 into 0: a refused option is still status 2, said."""
-    done = subprocess.run(
-        [sys.executable, "-m", "services.cli", "nats-permissions", "--format", "yaml"],
-        capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
-    assert done.returncode == 2
-    assert "yaml" in done.stderr
+# A command of a4co's kind that fails on its own, printing nothing.
+FAILING = """
+import typer
+from services.cli.main import Commands
+app = typer.Typer(cls=Commands)
+@app.command()
+def fail() -> None:
+    raise typer.Exit(1)
+@app.command()
+def other() -> None:
+    pass
+app()
+"""
+
+
+def test_a_command_that_fails_still_fails_with_its_reader_gone() -> None:
+    """Only a broken pipe turns typer's status 1 into 0: a command's own status 1 stays, whether or
+    not its reader has gone."""
+    read, write = os.pipe()
+    os.close(read)
+    try:
+        gone = subprocess.run([sys.executable, "-c", FAILING, "fail"], stdout=write, timeout=60)
+    finally:
+        os.close(write)
+    there = subprocess.run([sys.executable, "-c", FAILING, "fail"], capture_output=True, timeout=60)
+    assert (gone.returncode, there.returncode) == (1, 1)
