@@ -13,14 +13,13 @@ import asyncio
 import json
 import os
 from typing import Annotated
-from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import typer
 from rich.console import Console
 from rich.markup import escape
 
-from services.cli.connection import Prefix, Target, running_deployment
+from services.cli.connection import Prefix, Target, database_shown, running_deployment
 from services.platform.events.topology import Topology
 
 console = Console()
@@ -126,15 +125,6 @@ async def check(dsn: str, topology: Topology, settled_for_s: float) -> tuple[lis
     return found, int(checked)
 
 
-def _shown(dsn: str) -> str:
-    """A database URL to print: its password, if it has one, as ***."""
-    parts = urlsplit(dsn)
-    if parts.password is None:
-        return dsn
-    user, _, host = parts.netloc.rpartition("@")
-    return urlunsplit(parts._replace(netloc=f"{user.partition(':')[0]}:***@{host}"))
-
-
 def database_url(flag: str | None) -> str:
     """The flag, then `A4CO_DATABASE_URL`, then what `make run` wrote of the running deployment."""
     url = (
@@ -172,13 +162,13 @@ def invariants(
     except (OSError, TimeoutError, asyncpg.CannotConnectNowError) as error:
         why = escape(str(error) or type(error).__name__)
         console.print(
-            f"[red]cannot reach PostgreSQL at {escape(_shown(dsn))} ({why}): start the marketplace with"
+            f"[red]cannot reach PostgreSQL at {escape(database_shown(dsn))} ({why}): start the marketplace with"
             " `make run`, or point --database-url or A4CO_DATABASE_URL at a running server[/red]"
         )
         raise typer.Exit(2) from None
     except asyncpg.PostgresError as error:  # it answered, and refused: the user, its rights
         console.print(
-            f"[red]PostgreSQL at {escape(_shown(dsn))} refused the check: {escape(str(error))}[/red]"
+            f"[red]PostgreSQL at {escape(database_shown(dsn))} refused the check: {escape(str(error))}[/red]"
         )
         raise typer.Exit(2) from None
     if as_json:

@@ -10,6 +10,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
+from urllib.parse import urlsplit, urlunsplit
 
 import nats
 import nats.errors
@@ -174,3 +175,12 @@ async def jetstream(target: Target) -> AsyncIterator[JetStreamContext]:
     finally:
         working = False
         await nc.close()
+
+
+def database_shown(dsn: str) -> str:
+    """A database URL to print: its password, if it has one, as ***."""
+    parts = urlsplit(dsn)
+    if parts.password is None:
+        return dsn
+    user, _, host = parts.netloc.rpartition("@")
+    return urlunsplit(parts._replace(netloc=f"{user.partition(':')[0]}:***@{host}"))

@@ -20,9 +20,18 @@ from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError, ServiceUnavailableError
 from prometheus_client.parser import text_string_to_metric_families
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
-from services.cli.connection import NatsUrl, Prefix, Target, client_tls, jetstream, running_deployment
+from services.cli.connection import (
+    NatsUrl,
+    Prefix,
+    Target,
+    client_tls,
+    database_shown,
+    jetstream,
+    running_deployment,
+)
 from services.platform.events.credentials import redact
 from services.platform.events.registry import load_registry
 from services.platform.events.topology import DLQ_STREAM, Topology
@@ -30,6 +39,8 @@ from services.platform.grpc import tls
 from services.platform.resilience import BreakerState
 
 console = Console()
+# How long `status` waits for PostgreSQL to connect, and then for each answer.
+DATABASE_TIMEOUT_S = 3.0
 ADDRESSES = "make run writes their addresses in $A4CO_DATA_DIR/addresses.json, .data/ by default"
 
 
@@ -65,6 +76,9 @@ class Status:
     # The circuits each service holds open or half-open towards its peers (its
     # `a4co_circuit_breaker_state`): peer → "open" or "half-open"; closed ones are left out.
     circuits: dict[str, dict[str, str]] = field(default_factory=dict)
+    # Why the outbox backlog is not known: PostgreSQL (named) did not answer within
+    # DATABASE_TIMEOUT_S, could not be reached, or refused; "" when it answered.
+    database_unanswered: str = ""
 
 
 def dependencies_down(exposition: str) -> list[str]:
@@ -181,16 +195,28 @@ async def streams_and_consumers(js: JetStreamContext, topology: Topology, status
 
 
 async def outbox_backlog(database_url: str, topology: Topology, services: list[str], status: Status) -> None:
-    """Events committed and not yet published, per service."""
-    conn = await asyncpg.connect(database_url, timeout=3)
+    """Events committed and not yet published, per service; when PostgreSQL does not answer (a
+    server stopped or stalled, which is when an operator asks), why, in `database_unanswered`."""
     try:
-        for service in services:
-            schema = topology.schema(service)
-            exists = await conn.fetchval("SELECT to_regclass($1)", f'"{schema}".outbox')
-            if exists:
-                status.outbox[service] = int(await conn.fetchval(f'SELECT count(*) FROM "{schema}".outbox'))  # noqa: S608
-    finally:
-        await conn.close()
+        conn = await asyncpg.connect(
+            database_url, timeout=DATABASE_TIMEOUT_S, command_timeout=DATABASE_TIMEOUT_S
+        )
+        try:
+            for service in services:
+                schema = topology.schema(service)
+                exists = await conn.fetchval("SELECT to_regclass($1)", f'"{schema}".outbox')
+                if exists:
+                    count = await conn.fetchval(f'SELECT count(*) FROM "{schema}".outbox')  # noqa: S608
+                    status.outbox[service] = int(count)
+        finally:
+            await conn.close(timeout=DATABASE_TIMEOUT_S)
+    except TimeoutError:
+        why = f"no answer within {DATABASE_TIMEOUT_S:g} s"
+    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
+        why = str(error) or type(error).__name__
+    else:
+        return
+    status.database_unanswered = f"PostgreSQL at {database_shown(database_url)}: {why}"
 
 
 async def collect(target: Target) -> Status:
@@ -230,8 +256,8 @@ def status(
 ) -> None:
     """Health of each service, stream and consumer lag, DLQ depth, outbox backlog.
 
-    Exits 1 when a service is not SERVING (a script's or a probe's test), 2 when NATS cannot be
-    reached or nothing of the deployment is there."""
+    Exits 1 when a service is not SERVING or PostgreSQL does not answer (a script's or a probe's
+    test), 2 when NATS cannot be reached or nothing of the deployment is there."""
     target = Target.resolve(nats_url, prefix)
     result = asyncio.run(collect(target))
     if not (result.services or result.streams or result.streams_unanswered):
@@ -245,6 +271,9 @@ def status(
     unwell = sorted(name for name, health in result.services.items() if health != "SERVING")
     if unwell:
         typer.echo(f"not serving: {', '.join(unwell)}", err=True)
+    if result.database_unanswered:
+        typer.echo(f"database not answering: {result.database_unanswered}", err=True)
+    if unwell or result.database_unanswered:
         raise typer.Exit(1)
 
 
@@ -291,7 +320,8 @@ def report(result: Status, as_json: bool) -> None:
         without = ", ".join(result.down.get(name, [])) or "—"
         if name in result.metrics_unreachable:
             without = "[yellow]unknown: metrics unreachable[/yellow]"
-        row = [name, f"[{colour}]{health}[/{colour}]", str(result.outbox.get(name, "—")), without]
+        backlog = "[yellow]unknown[/yellow]" if result.database_unanswered else "—"
+        row = [name, f"[{colour}]{health}[/{colour}]", str(result.outbox.get(name, backlog)), without]
         if reconnected:
             row.append(str(result.nats_reconnections.get(name, "—")))
         if refused:
@@ -323,3 +353,5 @@ def report(result: Status, as_json: bool) -> None:
         unanswered = ", ".join(result.streams_unanswered)
         console.print(f"[red]JetStream did not answer for: {unanswered}[/red]")
     console.print(f"dead letters: {'[red]' if result.dlq_depth else ''}{result.dlq_depth}")
+    if result.database_unanswered:
+        console.print(f"[red]outbox backlog unknown: {escape(result.database_unanswered)}[/red]")

@@ -36,6 +36,8 @@ NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 # again): the launcher then starts it again on other ports.
 EXIT_CANNOT_LISTEN = 75
 MONITOR_STOP_S = 5.0
+# How long a dependency's health check may take before the dependency counts as down.
+CHECK_TIMEOUT_S = 1.0
 # The largest request a service accepts. The largest the fields' bounds allow are an order of 50
 # lines with the longest ids and address, 6,258 bytes, and a product with the longest name and
 # description in two-byte characters, 4,314; gRPC refuses a larger one with RESOURCE_EXHAUSTED
@@ -80,6 +82,10 @@ class _Collector:
         self.handlers[service] = dict(handlers)
 
 
+async def _checked(check: Check) -> bool:
+    return await check()
+
+
 class HealthMonitor:
     """Runs the dependency checks and sets the health of every served service from them: NOT_SERVING
     while an `essential` one fails (every one unless named); the others' failures are exported
@@ -98,16 +104,14 @@ class HealthMonitor:
         self.failing: list[str] = []
         self._up = {name: DEPENDENCY_UP.labels(service, name) for name in self.checks}
         self._task: asyncio.Task[None] | None = None
+        # Each dependency's last check, while it runs on past the time it was given.
+        self._checking: dict[str, asyncio.Task[bool]] = {}
 
     async def check_once(self) -> bool:
-        """Run every check (each bounded to 1 s) and publish the result; True when all pass."""
+        """Run every check (each given CHECK_TIMEOUT_S) and publish the result; True when all pass."""
         failing = []
-        for name, check in self.checks.items():
-            try:
-                async with asyncio.timeout(1.0):
-                    ok = await check()
-            except Exception:  # a check that raises or hangs counts as down
-                ok = False
+        for name in self.checks:
+            ok = await self._probe(name)
             self._up[name].set(int(ok))
             if not ok:
                 failing.append(name)
@@ -120,6 +124,25 @@ class HealthMonitor:
         for name in ["", *self.names]:
             await self.servicer.set(name, status)
         return not failing
+
+    async def _probe(self, name: str) -> bool:
+        """One check of dependency `name`: down when it raises or has not answered within
+        CHECK_TIMEOUT_S. The check runs as a task of its own, and one given up on is cancelled but
+        not waited for: a client may wait out a stalled server even then (asyncpg gives a pooled
+        connection back to PostgreSQL, shielded from cancellation), and the monitor would stall
+        with it, its last SERVING standing for as long. While it runs on, its dependency is down,
+        and no other check of it starts."""
+        task = self._checking.get(name)
+        if task is None or task.done():
+            task = asyncio.create_task(_checked(self.checks[name]), name=f"health check of {name}")
+            self._checking[name] = task
+        done, _ = await asyncio.wait({task}, timeout=CHECK_TIMEOUT_S)
+        if not done:
+            task.cancel()
+            return False
+        if task.cancelled() or task.exception() is not None:  # a check that raises counts as down
+            return False
+        return bool(task.result())
 
     def start(self, interval_s: float) -> None:
         """Check every `interval_s` seconds in the background."""
@@ -135,6 +158,8 @@ class HealthMonitor:
         """Stop checking (a check's client may swallow the cancellation: `cancel_and_wait`)."""
         if self._task is not None:
             await cancel_and_wait(self._task, MONITOR_STOP_S)
+        for task in self._checking.values():
+            task.cancel()  # a stalled one is not waited for, as while checking
 
 
 class GrpcServer:

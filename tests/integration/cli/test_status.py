@@ -3,6 +3,7 @@ ones that do not."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 from pathlib import Path
@@ -14,11 +15,15 @@ from tests.integration.services.harness import Keys, running_service, settings_f
 from tests.support.cli import run_a4co
 
 
-async def status(data_dir: Path, urls: ServerUrls, prefix: str, services: dict[str, str]) -> tuple[int, str]:
-    """`a4co status --json` over a deployment whose `addresses.json` lists `services`."""
+async def status(
+    data_dir: Path, urls: ServerUrls, prefix: str, services: dict[str, str], database_url: str = ""
+) -> tuple[int, str]:
+    """`a4co status --json` over a deployment whose `addresses.json` lists `services`, and the
+    database `make run` started when `database_url` names one."""
     data_dir.mkdir(exist_ok=True)
     listed = {name: {"grpc": address} for name, address in services.items()}
-    (data_dir / "addresses.json").write_text(json.dumps({"services": listed}))
+    servers = {"A4CO_DATABASE_URL": database_url} if database_url else {}
+    (data_dir / "addresses.json").write_text(json.dumps({"services": listed, "servers": servers}))
     env = dict(os.environ, A4CO_DATA_DIR=str(data_dir), A4CO_NATS_URL=urls.nats_url, A4CO_PREFIX=prefix)
     env.pop("A4CO_DATABASE_URL", None)
     return await run_a4co("status", "--json", env=env)
@@ -72,3 +77,40 @@ async def test_a_deployment_make_run_did_not_start_shows_its_streams(
     code, out = await run_a4co("status", "--json", env=env)
     assert code == 0, out
     assert json.loads(out)["services"] == {}
+
+
+async def test_a_database_that_does_not_answer_is_said_and_fails_the_status(
+    urls: ServerUrls, prefix: str, keys: Keys, tmp_path: Path
+) -> None:
+    """The outbox backlog from the deployment's PostgreSQL; when it cannot be reached, or accepts
+    and never answers (stalled: when an operator asks for the status), the rest is reported, the
+    backlog said unknown with why, and the status is 1, instead of a traceback."""
+    settings = settings_for("inventory", urls, prefix, keys)
+    async with running_service(
+        "inventory", build_inventory, Path("services/inventory/schema.sql"), settings
+    ) as inventory:
+        services = {"inventory": inventory.address}
+        code, out = await status(tmp_path / "data", urls, prefix, services, urls.database_url)
+        assert code == 0, out
+        assert json.loads(out)["outbox"] == {"inventory": 0}
+
+        port = free_port()  # nothing listens there
+        refused = f"postgresql://a4co:s3cret@127.0.0.1:{port}/a4co"
+        code, out = await status(tmp_path / "data", urls, prefix, services, refused)
+        assert code == 1, out
+        assert "s3cret" not in out
+        said = f"PostgreSQL at postgresql://a4co:***@127.0.0.1:{port}/a4co: "
+        assert f"database not answering: {said}" in out, out
+
+        async def stall(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await reader.read()  # reads the client's start-up message, and never answers
+
+        server = await asyncio.start_server(stall, "127.0.0.1", 0)
+        stalled = f"postgresql://a4co@127.0.0.1:{server.sockets[0].getsockname()[1]}/a4co"
+        async with server:
+            code, out = await status(tmp_path / "data", urls, prefix, services, stalled)
+    assert code == 1, out
+    document = json.loads(out[out.index("{") : out.rindex("}") + 1])
+    assert document["services"] == {"inventory": "SERVING"}, "the rest is reported"
+    assert document["outbox"] == {}
+    assert document["database_unanswered"] == f"PostgreSQL at {stalled}: no answer within 3 s"
