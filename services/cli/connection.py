@@ -112,6 +112,11 @@ def running_deployment() -> dict[str, Any]:
     return document
 
 
+class NatsUnansweredError(typer.BadParameter):
+    """NATS could not be reached, or did not answer in time: said as a bad parameter (status 2),
+    unless the command can report what it found without it (`a4co status`)."""
+
+
 @asynccontextmanager
 async def jetstream(target: Target) -> AsyncIterator[JetStreamContext]:
     """A JetStream context on the target's NATS server, closed on exit. NATS refusing the user
@@ -142,7 +147,7 @@ async def jetstream(target: Target) -> AsyncIterator[JetStreamContext]:
     except ValueError as exc:  # the URL itself (`servers`)
         raise typer.BadParameter(f"NATS URL {redact(target.nats_url)!r}: {exc}") from None
     except (nats.errors.Error, OSError, TimeoutError) as exc:
-        raise typer.BadParameter(
+        raise NatsUnansweredError(
             f"cannot reach NATS at {redact(target.nats_url)} ({exc}): start the marketplace with `make run`,"
             " or point --nats-url or A4CO_NATS_URL at a running server"
         ) from None
@@ -158,7 +163,7 @@ async def jetstream(target: Target) -> AsyncIterator[JetStreamContext]:
             " cluster a leader?"
         ) from None
     except (nats.errors.TimeoutError, TimeoutError):
-        raise typer.BadParameter(
+        raise NatsUnansweredError(
             f"NATS at {redact(target.nats_url)} did not answer in time: is it overloaded, or has"
             " its JetStream cluster lost its leader (a4co status)?"
         ) from None

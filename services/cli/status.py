@@ -24,6 +24,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from services.cli.connection import (
+    NatsUnansweredError,
     NatsUrl,
     Prefix,
     Target,
@@ -76,6 +77,9 @@ class Status:
     # The circuits each service holds open or half-open towards its peers (its
     # `a4co_circuit_breaker_state`): peer → "open" or "half-open"; closed ones are left out.
     circuits: dict[str, dict[str, str]] = field(default_factory=dict)
+    # Why the streams, consumers and dead letters are not known: NATS could not be reached or did
+    # not answer in time ("" when it answered). Said instead of them when services are known.
+    nats_unanswered: str = ""
     # Why the outbox backlog is not known: PostgreSQL (named) did not answer within
     # DATABASE_TIMEOUT_S, could not be reached, or refused; "" when it answered.
     database_unanswered: str = ""
@@ -242,8 +246,13 @@ async def collect(target: Target) -> Status:
             status.certificate_expiry[name] = expires
         status.nats_reconnections[name] = nats_reconnections(exposition)
         status.nats_refusals[name] = nats_refusals(exposition)
-    async with jetstream(target) as js:
-        await streams_and_consumers(js, target.topology, status)
+    try:
+        async with jetstream(target) as js:
+            await streams_and_consumers(js, target.topology, status)
+    except NatsUnansweredError as exc:
+        if not status.services:
+            raise  # nothing of the deployment is known without it
+        status.nats_unanswered = exc.message
     if url := running.get("servers", {}).get("A4CO_DATABASE_URL"):
         await outbox_backlog(url, target.topology, list(services), status)
     return status
@@ -256,8 +265,9 @@ def status(
 ) -> None:
     """Health of each service, stream and consumer lag, DLQ depth, outbox backlog.
 
-    Exits 1 when a service is not SERVING or PostgreSQL does not answer (a script's or a probe's
-    test), 2 when NATS cannot be reached or nothing of the deployment is there."""
+    Exits 1 when a service is not SERVING, or NATS or PostgreSQL does not answer (a script's or a
+    probe's test), 2 when nothing of the deployment is known: no service, and NATS unreachable or
+    without its streams."""
     target = Target.resolve(nats_url, prefix)
     result = asyncio.run(collect(target))
     if not (result.services or result.streams or result.streams_unanswered):
@@ -271,9 +281,11 @@ def status(
     unwell = sorted(name for name, health in result.services.items() if health != "SERVING")
     if unwell:
         typer.echo(f"not serving: {', '.join(unwell)}", err=True)
+    if result.nats_unanswered:
+        typer.echo(f"NATS not answering: {result.nats_unanswered}", err=True)
     if result.database_unanswered:
         typer.echo(f"database not answering: {result.database_unanswered}", err=True)
-    if unwell or result.database_unanswered:
+    if unwell or result.nats_unanswered or result.database_unanswered:
         raise typer.Exit(1)
 
 
@@ -334,6 +346,18 @@ def report(result: Status, as_json: bool) -> None:
         services.add_row(*row)
     if result.services:
         console.print(services)
+    if result.nats_unanswered:
+        console.print(
+            f"[red]streams, consumers and dead letters unknown: {escape(result.nats_unanswered)}[/red]"
+        )
+    else:
+        print_streams(result)
+    if result.database_unanswered:
+        console.print(f"[red]outbox backlog unknown: {escape(result.database_unanswered)}[/red]")
+
+
+def print_streams(result: Status) -> None:
+    """What NATS said of the deployment's streams, their consumers and the dead letters."""
     consumers = Table("consumer", "pending", "unacknowledged", "redelivered")
     for name, c in sorted(result.consumers.items()):
         consumers.add_row(name, str(c["pending"]), str(c["unacknowledged"]), str(c["redelivered"]))
@@ -353,5 +377,3 @@ def report(result: Status, as_json: bool) -> None:
         unanswered = ", ".join(result.streams_unanswered)
         console.print(f"[red]JetStream did not answer for: {unanswered}[/red]")
     console.print(f"dead letters: {'[red]' if result.dlq_depth else ''}{result.dlq_depth}")
-    if result.database_unanswered:
-        console.print(f"[red]outbox backlog unknown: {escape(result.database_unanswered)}[/red]")

@@ -16,9 +16,15 @@ from tests.support.cli import run_a4co
 
 
 async def status(
-    data_dir: Path, urls: ServerUrls, prefix: str, services: dict[str, str], database_url: str = ""
+    data_dir: Path,
+    urls: ServerUrls,
+    prefix: str,
+    services: dict[str, str],
+    *,
+    as_json: bool = True,
+    database_url: str = "",
 ) -> tuple[int, str]:
-    """`a4co status --json` over a deployment whose `addresses.json` lists `services`, and the
+    """`a4co status [--json]` over a deployment whose `addresses.json` lists `services`, and the
     database `make run` started when `database_url` names one."""
     data_dir.mkdir(exist_ok=True)
     listed = {name: {"grpc": address} for name, address in services.items()}
@@ -26,7 +32,7 @@ async def status(
     (data_dir / "addresses.json").write_text(json.dumps({"services": listed, "servers": servers}))
     env = dict(os.environ, A4CO_DATA_DIR=str(data_dir), A4CO_NATS_URL=urls.nats_url, A4CO_PREFIX=prefix)
     env.pop("A4CO_DATABASE_URL", None)
-    return await run_a4co("status", "--json", env=env)
+    return await run_a4co("status", *(["--json"] if as_json else []), env=env)
 
 
 async def test_status_exits_1_naming_a_service_that_does_not_serve(
@@ -90,13 +96,13 @@ async def test_a_database_that_does_not_answer_is_said_and_fails_the_status(
         "inventory", build_inventory, Path("services/inventory/schema.sql"), settings
     ) as inventory:
         services = {"inventory": inventory.address}
-        code, out = await status(tmp_path / "data", urls, prefix, services, urls.database_url)
+        code, out = await status(tmp_path / "data", urls, prefix, services, database_url=urls.database_url)
         assert code == 0, out
         assert json.loads(out)["outbox"] == {"inventory": 0}
 
         port = free_port()  # nothing listens there
         refused = f"postgresql://a4co:s3cret@127.0.0.1:{port}/a4co"
-        code, out = await status(tmp_path / "data", urls, prefix, services, refused)
+        code, out = await status(tmp_path / "data", urls, prefix, services, database_url=refused)
         assert code == 1, out
         assert "s3cret" not in out
         said = f"PostgreSQL at postgresql://a4co:***@127.0.0.1:{port}/a4co: "
@@ -108,9 +114,35 @@ async def test_a_database_that_does_not_answer_is_said_and_fails_the_status(
         server = await asyncio.start_server(stall, "127.0.0.1", 0)
         stalled = f"postgresql://a4co@127.0.0.1:{server.sockets[0].getsockname()[1]}/a4co"
         async with server:
-            code, out = await status(tmp_path / "data", urls, prefix, services, stalled)
+            code, out = await status(tmp_path / "data", urls, prefix, services, database_url=stalled)
     assert code == 1, out
     document = json.loads(out[out.index("{") : out.rindex("}") + 1])
     assert document["services"] == {"inventory": "SERVING"}, "the rest is reported"
     assert document["outbox"] == {}
     assert document["database_unanswered"] == f"PostgreSQL at {stalled}: no answer within 3 s"
+
+
+async def test_services_known_without_nats_are_reported_and_fail_the_status(
+    urls: ServerUrls, prefix: str, keys: Keys, tmp_path: Path
+) -> None:
+    """NATS unreachable while the services are known (an outage, which is when an operator asks):
+    their health, and that the streams are unknown and why, status 1; not only a usage error."""
+    settings = settings_for("inventory", urls, prefix, keys)
+    async with running_service(
+        "inventory", build_inventory, Path("services/inventory/schema.sql"), settings
+    ) as inventory:
+        gone = ServerUrls(f"nats://127.0.0.1:{free_port()}", urls.database_url, urls.redis_url)
+        services = {"inventory": inventory.address}
+        for as_json in (True, False):
+            code, out = await status(tmp_path / "data", gone, prefix, services, as_json=as_json)
+            assert code == 1, out
+            assert f"NATS not answering: cannot reach NATS at {gone.nats_url} (" in out, out
+            if as_json:
+                document = json.loads(out[out.index("{") : out.rindex("}") + 1])
+                assert document["services"] == {"inventory": "SERVING"}
+                assert document["nats_unanswered"].startswith(f"cannot reach NATS at {gone.nats_url} (")
+            else:
+                assert "│ inventory │ SERVING" in out, out
+                said = "streams, consumers and dead letters unknown: cannot reach NATS"
+                assert said in " ".join(out.split()), out
+                assert "dead letters: 0" not in out
