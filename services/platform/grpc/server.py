@@ -134,6 +134,8 @@ class HealthMonitor:
         and no other check of it starts."""
         task = self._checking.get(name)
         if task is None or task.done():
+            if task is not None and not task.cancelled():
+                task.exception()  # one given up on that ended since: its outcome is old news
             task = asyncio.create_task(_checked(self.checks[name]), name=f"health check of {name}")
             self._checking[name] = task
         done, _ = await asyncio.wait({task}, timeout=CHECK_TIMEOUT_S)
