@@ -44,6 +44,9 @@ from services.platform.settings import Settings
 log = logging.getLogger(__name__)
 
 REDIS_CONNECTIONS = 64
+# How long a Redis command (or connection) may wait for Redis's answer: a command takes well under
+# a millisecond, so this is a stalled server (docs/operations.md).
+REDIS_TIMEOUT_S = 0.5
 
 Subscriptions = Mapping[str, Mapping[type[Message], Handler | Selective]]
 
@@ -117,10 +120,19 @@ class Infrastructure:
         await ensure_streams(js, registry, topology, settings.streams, only=streams)
         codec = EventCodec(registry, settings.service, topology)
         # A burst of calls waits for a free connection (up to 5 s) instead of failing at once
-        # with "Too many connections", which is what redis-py's default pool does past 100.
+        # with "Too many connections", which is what redis-py's default pool does past 100. A
+        # Redis that stalls (rather than refusing connections) fails a command after
+        # REDIS_TIMEOUT_S, as one that is down does, so the call falls back to PostgreSQL
+        # instead of waiting until its caller's deadline; the pub/sub listeners' blocking reads
+        # have no timeout (redis-py reads them without one).
         redis = Redis.from_pool(
             BlockingConnectionPool.from_url(
-                settings.redis_url, max_connections=REDIS_CONNECTIONS, timeout=5, decode_responses=True
+                settings.redis_url,
+                max_connections=REDIS_CONNECTIONS,
+                timeout=5,
+                socket_timeout=REDIS_TIMEOUT_S,
+                socket_connect_timeout=REDIS_TIMEOUT_S,
+                decode_responses=True,
             )
         )
         outbox = OutboxWriter(codec, schema)

@@ -3,6 +3,7 @@ that needs PostgreSQL meanwhile is answered UNAVAILABLE."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ from services.platform.grpc.status import details_of
 from services.platform.local_servers import LocalServers, ServerUrls
 from tests.integration.services.harness import Keys, running_service, settings_for
 from tests.support.servers import stoppable, stopped
+from tests.support.stalling_proxy import StallingProxy
 from tests.support.waiting import eventually
 
 SERVICE = "a4co.inventory.v1.InventoryService"
@@ -80,3 +82,27 @@ async def test_a_service_serves_on_while_redis_is_down_and_exports_it(
             assert (line.known, line.ok) == (False, False)
         await eventually(lambda: monitor.failing == [], timeout=30, what="Redis seen up again")
         assert REGISTRY.get_sample_value("a4co_dependency_up", UP) == 1
+
+
+async def test_a_stalled_redis_is_answered_around_from_postgresql(
+    urls: ServerUrls, prefix: str, keys: Keys, local_servers: LocalServers
+) -> None:
+    """A Redis that stops answering (stalled, not stopped: connections stay open, nothing comes
+    back) fails each command after REDIS_TIMEOUT_S as a Redis that is down does: CheckStock
+    answers from PostgreSQL well within its caller's deadline, rather than waiting until it ends."""
+    async with StallingProxy(stoppable(local_servers, "redis").port).running() as proxy:
+        settings = replace(
+            settings_for("inventory", urls, prefix, keys), redis_url=f"redis://127.0.0.1:{proxy.port}/0"
+        )
+        async with running_service(
+            "inventory", build, Path("services/inventory/schema.sql"), settings
+        ) as svc:
+            stub = pb_grpc.InventoryServiceStub(svc.channel)
+            proxy.flowing.clear()
+            check = pb.CheckStockRequest(lines=[pb.StockRequestLine(product_id="p-stalled", quantity=1)])
+            line = (await stub.CheckStock(check, timeout=5)).lines[0]
+            assert (line.known, line.ok) == (False, False)
+            monitor = svc.runner.server.monitor
+            await eventually(lambda: "redis" in monitor.failing, timeout=20, what="Redis seen down")
+            proxy.flowing.set()
+            await eventually(lambda: monitor.failing == [], timeout=30, what="Redis seen up again")
