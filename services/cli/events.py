@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import sys
 from collections.abc import Awaitable, Callable
 from typing import Annotated
 
@@ -78,37 +76,28 @@ async def _tail(
                 except NotFoundError:  # no stream holds the subject
                     raise target.missing_stream(stream.name) from None
         seen = 0
-        while count == 0 or seen < count:
-            msg = await queue.get()
-            try:
-                event = codec.decode(msg.data)
-            except (EventDecodeError, UnknownEventError) as exc:
-                if not _printed_undecodable(msg, str(exc), types):
-                    break
-                continue
-            if not _chosen(event.definition.event_type, types):
-                continue
-            envelope = json_format.MessageToDict(event.envelope, preserving_proto_field_name=True)
-            envelope["payload"] = json_format.MessageToDict(event.payload, preserving_proto_field_name=True)
-            if not _printed(json.dumps(envelope, ensure_ascii=False)):
-                break
-            seen += 1
-        for subscription in subscriptions:
-            await subscription.unsubscribe()
-
-
-def _printed(line: str) -> bool:
-    """Print `line`; False once whoever reads the output has stopped (`| head`): the tail then ends
-    with status 0 and nothing on standard error, as any filter does, instead of click's status 1."""
-    try:
-        typer.echo(line)
-    except BrokenPipeError:
-        # Python flushes standard output again at exit: point it at /dev/null so that is quiet too.
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-        os.close(devnull)
-        return False
-    return True
+        try:
+            while count == 0 or seen < count:
+                msg = await queue.get()
+                try:
+                    event = codec.decode(msg.data)
+                except (EventDecodeError, UnknownEventError) as exc:
+                    if (line := _undecodable(msg, str(exc), types)) is not None:
+                        typer.echo(line)
+                    continue
+                if not _chosen(event.definition.event_type, types):
+                    continue
+                envelope = json_format.MessageToDict(event.envelope, preserving_proto_field_name=True)
+                envelope["payload"] = json_format.MessageToDict(
+                    event.payload, preserving_proto_field_name=True
+                )
+                # A reader that has gone (`| head`) raises BrokenPipeError here: the command then
+                # ends with status 0 and nothing on standard error (`main.Commands`).
+                typer.echo(json.dumps(envelope, ensure_ascii=False))
+                seen += 1
+        finally:
+            for subscription in subscriptions:
+                await subscription.unsubscribe()
 
 
 def _chosen(event_type: str, types: set[str]) -> bool:
@@ -117,18 +106,18 @@ def _chosen(event_type: str, types: set[str]) -> bool:
     return not types or event_type in types or event_type.rpartition(".")[2] in types
 
 
-def _printed_undecodable(msg: Msg, error: str, types: set[str]) -> bool:
-    """A message that is no event this command knows, with where to find it (`a4co dlq` shows the
-    letters the consumers made of it), and the type its headers claim, if any: printed unless
-    `--type` asked for others. False once the reader has gone (`_printed`)."""
+def _undecodable(msg: Msg, error: str, types: set[str]) -> str | None:
+    """The line of a message that is no event this command knows, with where to find it (`a4co
+    dlq` shows the letters the consumers made of it) and the type its headers claim, if any; None
+    when `--type` asked for others."""
     claimed = (msg.headers or {}).get("ce-type", "")
     if types and not (claimed and _chosen(claimed, types)):
-        return True
+        return None
     meta = msg.metadata
     line = {"undecodable": error, "subject": msg.subject, "stream": meta.stream, "seq": meta.sequence.stream}
     if claimed:
         line["claimed_type"] = claimed
-    return _printed(json.dumps(line, ensure_ascii=False))
+    return json.dumps(line, ensure_ascii=False)
 
 
 def _into(queue: asyncio.Queue[Msg]) -> Callable[[Msg], Awaitable[None]]:
