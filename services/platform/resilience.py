@@ -13,9 +13,17 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+from prometheus_client import Gauge
+
 from services.platform.outages import DEPENDENCY_OUTAGES
 
 log = logging.getLogger(__name__)
+
+BREAKER_STATE = Gauge(
+    "a4co_circuit_breaker_state",
+    "State of the circuit breaker towards a peer (or Redis): 0 closed, 1 half-open, 2 open.",
+    ["peer"],
+)
 
 RECANCEL_S = 0.05  # how often `cancel_and_wait` cancels a task that runs on
 
@@ -231,3 +239,10 @@ class CircuitBreaker:
         self._opened_at = now
         self._failures.clear()
         self._set(BreakerState.OPEN, cause)
+
+
+def exported(breaker: CircuitBreaker) -> CircuitBreaker:
+    """`breaker`, its state read at each scrape into `a4co_circuit_breaker_state`: a circuit left
+    open when calls stopped shows half-open once its reset time has passed, not open for good."""
+    BREAKER_STATE.labels(breaker.peer).set_function(lambda: float(breaker.current))
+    return breaker

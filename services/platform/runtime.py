@@ -19,7 +19,7 @@ import asyncpg
 from google.protobuf.message import Message
 from nats.aio.client import Client as NatsClient
 from nats.js import JetStreamContext
-from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio import BlockingConnectionPool
 
 from services.platform.auth import RedisRevocations, RevocationFallback, TokenVerifier
 from services.platform.db import create_pool
@@ -38,6 +38,7 @@ from services.platform.grpc.server import GrpcServer, ListenError, Registration
 from services.platform.grpc.sessions import ask_identity
 from services.platform.grpc.tls import Certificates, nats_ssl_context
 from services.platform.metrics_endpoint import serve_metrics
+from services.platform.redis_circuit import GuardedRedis, redis_breaker
 from services.platform.resilience import cancel_and_wait
 from services.platform.settings import Settings
 
@@ -59,7 +60,7 @@ class Infrastructure:
     pool: asyncpg.Pool
     nc: NatsClient
     js: JetStreamContext
-    redis: Redis
+    redis: GuardedRedis
     registry: EventRegistry
     topology: Topology
     codec: EventCodec
@@ -124,8 +125,9 @@ class Infrastructure:
         # Redis that stalls (rather than refusing connections) fails a command after
         # REDIS_TIMEOUT_S, as one that is down does, so the call falls back to PostgreSQL
         # instead of waiting until its caller's deadline; the pub/sub listeners' blocking reads
-        # have no timeout (redis-py reads them without one).
-        redis = Redis.from_pool(
+        # have no timeout (redis-py reads them without one). After a few timeouts, commands are
+        # refused at once for a while (decision 73).
+        redis = GuardedRedis.over(
             BlockingConnectionPool.from_url(
                 settings.redis_url,
                 max_connections=REDIS_CONNECTIONS,
@@ -133,7 +135,8 @@ class Infrastructure:
                 socket_timeout=REDIS_TIMEOUT_S,
                 socket_connect_timeout=REDIS_TIMEOUT_S,
                 decode_responses=True,
-            )
+            ),
+            redis_breaker(),
         )
         outbox = OutboxWriter(codec, schema)
         revocations = RedisRevocations(redis, settings.prefix)

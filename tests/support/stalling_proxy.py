@@ -10,35 +10,43 @@ from collections.abc import AsyncIterator
 
 
 class StallingProxy:
-    """A TCP proxy to PostgreSQL that can stop passing bytes either way, and pass them again."""
+    """A TCP proxy to a server that can stop passing bytes either way, and pass them again."""
 
     def __init__(self, upstream_port: int) -> None:
         self.upstream_port = upstream_port
         self.flowing = asyncio.Event()
         self.flowing.set()
         self.port = 0
+        self.received = 0  # bytes the clients sent, passed on or held
         self._pumps: set[asyncio.Task[None]] = set()
 
-    async def _pump(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _pump(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, from_client: bool
+    ) -> None:
         with contextlib.suppress(ConnectionError):
             while data := await reader.read(65536):
+                self.received += len(data) if from_client else 0
                 await self.flowing.wait()
                 writer.write(data)
                 await writer.drain()
         writer.close()
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await self.flowing.wait()  # a new connection is not answered either
+        # A new connection is not answered either: its pumps hold what it sends.
         up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.upstream_port)
-        for pump in (self._pump(reader, up_writer), self._pump(up_reader, writer)):
+        for pump in (self._pump(reader, up_writer, True), self._pump(up_reader, writer, False)):
             task = asyncio.create_task(pump)
             self._pumps.add(task)
             task.add_done_callback(self._pumps.discard)
 
     @contextlib.asynccontextmanager
-    async def running(self) -> AsyncIterator[StallingProxy]:
-        server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
-        self.port = server.sockets[0].getsockname()[1]
+    async def running(self, unix_path: str = "") -> AsyncIterator[StallingProxy]:
+        """Listen on a free TCP port (`port`), or on the Unix socket `unix_path` when given."""
+        if unix_path:
+            server = await asyncio.start_unix_server(self._accept, unix_path)
+        else:
+            server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
+            self.port = server.sockets[0].getsockname()[1]
         try:
             yield self
         finally:

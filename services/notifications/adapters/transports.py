@@ -12,8 +12,7 @@ from email.message import EmailMessage
 from pathlib import Path
 from typing import Protocol, TextIO
 
-from services.platform.grpc.client import exported
-from services.platform.resilience import CircuitBreaker
+from services.platform.resilience import CircuitBreaker, exported
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 import grpc
 from google.protobuf.message import Message
 from opentelemetry import propagate
-from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client import Counter, Histogram
 
 from services.platform.auth import optional_principal
 from services.platform.errors import UnavailableError
@@ -23,14 +23,9 @@ from services.platform.grpc.deadline import caller_deadline
 from services.platform.grpc.interceptor import RPC_BUCKETS
 from services.platform.grpc.tls import PLAINTEXT, Certificates, Tls, channel
 from services.platform.labels import Children
-from services.platform.resilience import Backoff, BreakerOpenError, CircuitBreaker
+from services.platform.resilience import Backoff, BreakerOpenError, CircuitBreaker, exported
 from services.platform.telemetry import client_interceptors, tracing_enabled
 
-BREAKER_STATE = Gauge(
-    "a4co_circuit_breaker_state",
-    "State of the circuit breaker towards a peer: 0 closed, 1 half-open, 2 open.",
-    ["peer"],
-)
 CLIENT_CALLS = Counter(
     "a4co_grpc_client_calls_total",
     "Outgoing RPCs by peer, method and result code (CIRCUIT_OPEN when refused by the breaker).",
@@ -73,13 +68,6 @@ class RetryPolicy:
 
     attempts: int = 3
     backoff: Backoff = field(default_factory=Backoff)
-
-
-def exported(breaker: CircuitBreaker) -> CircuitBreaker:
-    """`breaker`, its state read at each scrape into `a4co_circuit_breaker_state`: a circuit left
-    open when calls stopped shows half-open once its reset time has passed, not open for good."""
-    BREAKER_STATE.labels(breaker.peer).set_function(lambda: float(breaker.current))
-    return breaker
 
 
 def open_channel(target: str, tls: Tls = PLAINTEXT) -> grpc.aio.Channel:

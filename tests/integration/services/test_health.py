@@ -17,6 +17,7 @@ from a4co.inventory.v1 import inventory_service_pb2_grpc as pb_grpc
 from services.inventory.__main__ import build
 from services.platform.grpc.status import details_of
 from services.platform.local_servers import LocalServers, ServerUrls
+from services.platform.resilience import BreakerState
 from tests.integration.services.harness import Keys, running_service, settings_for
 from tests.support.servers import stoppable, stopped
 from tests.support.stalling_proxy import StallingProxy
@@ -24,6 +25,7 @@ from tests.support.waiting import eventually
 
 SERVICE = "a4co.inventory.v1.InventoryService"
 UP = {"service": "inventory", "dependency": "redis"}
+CIRCUIT = {"peer": "redis"}
 
 
 async def test_health_flips_with_the_database(
@@ -89,7 +91,9 @@ async def test_a_stalled_redis_is_answered_around_from_postgresql(
 ) -> None:
     """A Redis that stops answering (stalled, not stopped: connections stay open, nothing comes
     back) fails each command after REDIS_TIMEOUT_S as a Redis that is down does: CheckStock
-    answers from PostgreSQL well within its caller's deadline, rather than waiting until it ends."""
+    answers from PostgreSQL well within its caller's deadline, rather than waiting until it ends; a
+    few of those timeouts open Redis's circuit, and CheckStock answers from PostgreSQL without
+    asking Redis until a trial command is answered."""
     async with StallingProxy(stoppable(local_servers, "redis").port).running() as proxy:
         settings = replace(
             settings_for("inventory", urls, prefix, keys), redis_url=f"redis://127.0.0.1:{proxy.port}/0"
@@ -104,5 +108,14 @@ async def test_a_stalled_redis_is_answered_around_from_postgresql(
             assert (line.known, line.ok) == (False, False)
             monitor = svc.runner.server.monitor
             await eventually(lambda: "redis" in monitor.failing, timeout=20, what="Redis seen down")
+
+            async def circuit_open() -> bool:  # a few more timeouts open it (decision 73)
+                (await stub.CheckStock(check, timeout=5)).lines[0]
+                return REGISTRY.get_sample_value("a4co_circuit_breaker_state", CIRCUIT) == BreakerState.OPEN
+
+            await eventually(circuit_open, timeout=20, what="Redis's circuit open")
+            line = (await stub.CheckStock(check, timeout=5)).lines[0]  # from PostgreSQL alone
+            assert (line.known, line.ok) == (False, False)
             proxy.flowing.set()
             await eventually(lambda: monitor.failing == [], timeout=30, what="Redis seen up again")
+            assert svc.infra.redis.breaker.state == BreakerState.CLOSED

@@ -20,9 +20,9 @@ from services.cli.status import (
     scrape_metrics,
 )
 from services.platform.events.connection import DENIALS, RECONNECTIONS
-from services.platform.grpc.client import BREAKER_STATE
 from services.platform.grpc.server import DEPENDENCY_UP
 from services.platform.grpc.tls import CERTIFICATE_EXPIRY
+from services.platform.resilience import BREAKER_STATE
 
 
 def test_the_dependencies_a_service_serves_on_without_are_read_from_its_metrics() -> None:
