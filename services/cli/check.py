@@ -24,8 +24,18 @@ from services.platform.events.topology import Topology
 
 console = Console()
 DEFAULT_SETTLED_S = 60.0
+DEFAULT_TIMEOUT_S = 60.0  # how long each statement may wait for its answer
 STANDING = "('CONFIRMED', 'SHIPPED', 'DELIVERED', 'RETURN_REQUESTED')"  # charged and not refunded
 UNDONE = "('CANCELLED', 'RETURNED')"
+
+
+class UnansweredError(Exception):
+    """PostgreSQL, reached, did not answer one of the check's statements within its timeout: a
+    server stalled (its processes stopped, its packets dropped) or too busy."""
+
+    def __init__(self, timeout_s: float) -> None:
+        super().__init__(f"no answer within {timeout_s:g} s")
+        self.timeout_s = timeout_s
 
 
 async def violations(dsn: str, topology: Topology, settled_for_s: float = 0.0) -> list[str]:
@@ -34,13 +44,16 @@ async def violations(dsn: str, topology: Topology, settled_for_s: float = 0.0) -
     return found
 
 
-async def check(dsn: str, topology: Topology, settled_for_s: float) -> tuple[list[str], int]:
-    """What is violated, and how many orders were checked."""
+async def check(
+    dsn: str, topology: Topology, settled_for_s: float, timeout_s: float = DEFAULT_TIMEOUT_S
+) -> tuple[list[str], int]:
+    """What is violated, and how many orders were checked; UnansweredError when a statement waits
+    longer than `timeout_s` for its answer."""
     orders, payments, inventory = (f'"{topology.schema(s)}"' for s in ("orders", "payments", "inventory"))
     # $1: the seconds an order (or an outbox row) has been unchanged for before it is checked.
     settled = "updated_at <= now() - make_interval(secs => $1)"
     recent = f"SELECT order_id::text FROM {orders}.orders WHERE NOT ({settled})"
-    conn = await asyncpg.connect(dsn, timeout=5)
+    conn = await asyncpg.connect(dsn, timeout=5, command_timeout=timeout_s)
     found: list[str] = []
     try:
         # One snapshot for every statement: a live system moves on between them.
@@ -120,8 +133,12 @@ async def check(dsn: str, topology: Topology, settled_for_s: float) -> tuple[lis
             )
             if pending:
                 found.append(f"{pending} events never left the outbox of {schema}")
+    except TimeoutError:
+        conn.terminate()  # a server that does not answer would not answer the goodbye either
+        raise UnansweredError(timeout_s) from None
     finally:
-        await conn.close()
+        if not conn.is_closed():
+            await conn.close(timeout=timeout_s)
     return found, int(checked)
 
 
@@ -147,12 +164,21 @@ def invariants(
     url: Annotated[str | None, typer.Option("--database-url")] = None,
     prefix: Prefix = None,
     as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+    timeout: Annotated[
+        float, typer.Option(help="seconds each statement may wait for PostgreSQL's answer", min=0.001)
+    ] = DEFAULT_TIMEOUT_S,
 ) -> None:
     """Whether money, stock, points and outboxes add up for every settled order; exit 1 if not."""
     topology = Target.resolve(None, prefix).topology
     dsn = database_url(url)
     try:
-        found, checked = asyncio.run(check(dsn, topology, settled_for))
+        found, checked = asyncio.run(check(dsn, topology, settled_for, timeout))
+    except UnansweredError as error:
+        console.print(
+            f"[red]PostgreSQL at {escape(database_shown(dsn))} stopped answering the check ({error}):"
+            " is it stalled or overloaded? --timeout waits longer[/red]"
+        )
+        raise typer.Exit(2) from None
     except (asyncpg.UndefinedTableError, asyncpg.InvalidSchemaNameError):
         console.print(
             f"[red]the database has no schema {topology.schema('orders')}: is the deployment running"

@@ -7,13 +7,23 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
+from urllib.parse import parse_qs, urlsplit
+
+
+def postgres_port(database_url: str) -> int:
+    """The TCP port of the PostgreSQL at `database_url` (a host's, or a Unix socket's `port`)."""
+    parts = urlsplit(database_url)
+    return parts.port or int(parse_qs(parts.query)["port"][0])
 
 
 class StallingProxy:
     """A TCP proxy to a server that can stop passing bytes either way, and pass them again."""
 
-    def __init__(self, upstream_port: int) -> None:
+    def __init__(self, upstream_port: int, stall_on: bytes = b"") -> None:
+        """`stall_on`: the proxy stops passing bytes, that chunk among them, once a client sends
+        those bytes (a statement's text, say: the server stalls after the client has connected)."""
         self.upstream_port = upstream_port
+        self.stall_on = stall_on
         self.flowing = asyncio.Event()
         self.flowing.set()
         self.port = 0
@@ -25,7 +35,10 @@ class StallingProxy:
     ) -> None:
         with contextlib.suppress(ConnectionError):
             while data := await reader.read(65536):
-                self.received += len(data) if from_client else 0
+                if from_client:
+                    self.received += len(data)
+                    if self.stall_on and self.stall_on in data:
+                        self.flowing.clear()
                 await self.flowing.wait()
                 writer.write(data)
                 await writer.drain()

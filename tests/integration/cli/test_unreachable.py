@@ -18,6 +18,7 @@ from nats.aio.msg import Msg
 from services.platform.local_servers import ServerUrls, _bin_dir, free_port
 from tests.support.cli import run_a4co
 from tests.support.processes import communicate
+from tests.support.stalling_proxy import StallingProxy, postgres_port
 from tests.support.waiting import eventually
 
 # The commands that read the event streams, beside status (which reports a missing JetStream in its
@@ -90,6 +91,22 @@ async def test_check_without_a_database_says_where_to_point_it(tmp_path: object)
     code, text = await run_check(tmp_path, A4CO_DATABASE_URL=gone)
     assert code == 2, text
     assert f"cannot reach PostgreSQL at {gone} (" in text, text
+    assert "Traceback" not in text
+
+
+async def test_check_of_a_database_that_stops_answering_says_so(urls: ServerUrls, tmp_path: Path) -> None:
+    """A PostgreSQL that stalls once the check has connected (its processes stopped, its packets
+    dropped): the check gives up after --timeout and says so, rather than waiting for ever."""
+    async with StallingProxy(postgres_port(urls.database_url), stall_on=b"BEGIN").running() as proxy:
+        url = f"postgresql://postgres@127.0.0.1:{proxy.port}/a4co"
+        code, text = await run_a4co(
+            "check", "--timeout", "0.5", "--database-url", url,
+            env={**os.environ, "A4CO_DATA_DIR": str(tmp_path)},
+        )  # fmt: skip
+    assert not proxy.flowing.is_set(), "the check connected, then the server stalled"
+    assert code == 2, text
+    said = " ".join(text.split())
+    assert f"PostgreSQL at {url} stopped answering the check (no answer within 0.5 s)" in said, said
     assert "Traceback" not in text
 
 

@@ -5,22 +5,16 @@ stalled server even when its query is cancelled, and the health monitor must not
 from __future__ import annotations
 
 import asyncio
-from urllib.parse import parse_qs, urlsplit
 
 import asyncpg
 from grpc_health.v1 import health, health_pb2
 
 from services.platform.grpc.server import HealthMonitor
 from services.platform.local_servers import ServerUrls
-from tests.support.stalling_proxy import StallingProxy
+from tests.support.stalling_proxy import StallingProxy, postgres_port
 from tests.support.waiting import eventually
 
 SERVICE = "a4co.test.v1.Test"
-
-
-def postgres_port(database_url: str) -> int:
-    parts = urlsplit(database_url)
-    return parts.port or int(parse_qs(parts.query)["port"][0])
 
 
 async def test_a_stalled_database_is_down_at_once_and_up_again_once_it_answers(urls: ServerUrls) -> None:
