@@ -31,7 +31,7 @@ def check_ledger(request: pb.ListLedgerEntriesRequest) -> None:
     """A short user id, when given, and a page."""
     v = Violations()
     v.at_most(request.user_id, "user_id", MAX_KEY)
-    check_page(v, request)
+    check_page(v, request, uuid_keys=False)
     v.raise_if_any()
 
 

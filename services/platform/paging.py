@@ -50,11 +50,13 @@ class After:
     key: str
 
 
-def check_page(v: Violations, request: ListRequest) -> None:
-    """A list request's page: at most 100 items, and a page token no longer than this API's (what
-    the token says is read by `Page.of`)."""
+def check_page(v: Violations, request: ListRequest, uuid_keys: bool = True) -> None:
+    """A list request's page: at most 100 items, and a page token this API made (`uuid_keys`: the
+    list's keys are uuids, as `Page.of`'s), named beside the request's other violations. Whether
+    the token belongs to a list with the request's filters is for `Page.of`."""
     v.between(request.page_size, "page_size", 0, MAX_PAGE_SIZE)
-    v.at_most(request.page_token, "page_token", MAX_TOKEN)
+    if request.page_token:
+        v.check(_position_of(request.page_token, uuid_keys) is not None, "page_token", NOT_OURS)
 
 
 def check_list(request: ListRequest) -> None:
@@ -91,25 +93,35 @@ def encode(fingerprint: str, time: datetime, key: str) -> str:
     return pack([fingerprint, _micros(time), key])
 
 
-def decode(token: str, fingerprint: str, uuid_keys: bool) -> After:
-    """Where a token's page starts; INVALID_ARGUMENT naming page_token for a token this API did
-    not make (bad encoding, a time out of range, a key of the wrong kind) or for another list's."""
+def _position_of(token: str, uuid_keys: bool) -> tuple[str, After] | None:
+    """A token's fingerprint and where its page starts; None for a token this API did not make
+    (too long, bad encoding, a time out of range, a key of the wrong kind)."""
     if len(token) > MAX_TOKEN:
-        raise InvalidArgumentError([FieldViolation("page_token", NOT_OURS)])
+        return None
     try:
         found, micros, key = unpack(token)
         if not (
             isinstance(found, str) and type(micros) is int and isinstance(key, str) and len(key) <= MAX_KEY
         ):
-            raise ValueError(token)
+            return None
         time = EPOCH + micros * MICROSECOND
         if uuid_keys:
             key = str(uuid.UUID(key))
     except (ValueError, TypeError, OverflowError):  # json's and base64's errors are ValueErrors
-        raise InvalidArgumentError([FieldViolation("page_token", NOT_OURS)]) from None
+        return None
+    return found, After(time, key)
+
+
+def decode(token: str, fingerprint: str, uuid_keys: bool) -> After:
+    """Where a token's page starts; INVALID_ARGUMENT naming page_token for a token this API did
+    not make or for another list's."""
+    position = _position_of(token, uuid_keys)
+    if position is None:
+        raise InvalidArgumentError([FieldViolation("page_token", NOT_OURS)])
+    found, after = position
     if found != fingerprint:
         raise InvalidArgumentError([FieldViolation("page_token", OTHER_FILTERS)])
-    return After(time, key)
+    return after
 
 
 @dataclass(frozen=True, slots=True)

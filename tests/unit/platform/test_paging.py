@@ -19,9 +19,11 @@ from services.platform.paging import (
     After,
     Page,
     after_sql,
+    check_page,
     encode,
     page_sql,
 )
+from services.platform.validation import Violations
 
 KEY = "0b9f7d6e-1c2a-4c3b-8d4e-5f6a7b8c9d0e"
 FILTERS = ("orders", 0)
@@ -97,6 +99,25 @@ def test_a_token_this_api_did_not_make_names_the_field(token: str) -> None:
     with pytest.raises(InvalidArgumentError) as bad:
         Page.of(request(token), FILTERS)
     assert [(v.field, v.description) for v in bad.value.violations] == [("page_token", NOT_OURS)]
+    # The request's validator names it too, beside the request's other violations.
+    v = Violations()
+    check_page(v, request(token, size=500))
+    assert [(f.field, f.description) for f in v.items] == [
+        ("page_size", "must be between 0 and 100"),
+        ("page_token", NOT_OURS),
+    ]
+
+
+def test_the_validator_leaves_a_token_of_other_filters_to_the_list() -> None:
+    """Which filters a token belongs to is known to the list alone (`Page.of`)."""
+    _, token = Page.of(request(), FILTERS).split(items(21), lambda item: item)
+    v = Violations()
+    check_page(v, request(token))
+    ledger = encode(Page.of(request(), ("ledger", "")).fingerprint, datetime(2026, 1, 1, tzinfo=UTC), "p:o-1")
+    check_page(v, request(ledger), uuid_keys=False)
+    assert v.items == []
+    check_page(v, request(ledger))
+    assert [(f.field, f.description) for f in v.items] == [("page_token", NOT_OURS)]
 
 
 def test_keys_other_than_uuids_are_kept_as_they_are() -> None:

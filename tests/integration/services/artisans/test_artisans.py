@@ -403,7 +403,7 @@ async def test_an_artisan_lists_their_products_newest_first_the_withdrawn_when_a
     bad = await failure(
         stub.ListProducts(pb.ListProductsRequest(page_size=101, page_token="nope!"), metadata=me)
     )
-    assert {f for f, _ in details_of(bad)[1]} == {"page_size"}
+    assert {f for f, _ in details_of(bad)[1]} == {"page_size", "page_token"}  # the token too, beside the size
     forged = await failure(stub.ListProducts(pb.ListProductsRequest(page_token="bm9wZSE="), metadata=me))
     assert details_of(forged)[1] == [("page_token", "is not a token from this API")]
 

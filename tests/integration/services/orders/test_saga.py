@@ -29,7 +29,7 @@ from services.platform.auth import Role
 from services.platform.events.topology import Topology
 from services.platform.grpc.status import details_of
 from services.platform.local_servers import ServerUrls
-from services.platform.paging import OTHER_FILTERS
+from services.platform.paging import NOT_OURS, OTHER_FILTERS
 from tests.integration.services.harness import Keys, stream_events, token
 from tests.integration.services.orders.shop import DECLINED, Actors, shop
 from tests.integration.services.test_grpcurl import call
@@ -114,6 +114,14 @@ async def test_orders_are_listed_in_pages_that_follow_on_whatever_is_placed_mean
     mixed = await failure(page(first.next_page_token, status=pb.ORDER_STATUS_CONFIRMED))
     assert mixed.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert details_of(mixed)[1] == [("page_token", OTHER_FILTERS)]
+    # A token this API did not make is named beside the request's other faults.
+    both = await failure(
+        actors.orders.ListOrders(
+            pb.ListOrdersRequest(page_size=500, page_token="not a token"), metadata=actors.customer()
+        )
+    )
+    assert both.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert details_of(both)[1] == [("page_size", "must be between 0 and 100"), ("page_token", NOT_OURS)]
     # An admin may name whose orders to list; anyone else may name only themselves.
     admin = token(actors.keys, "admin-1", Role.ADMIN)
     for named in (
