@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Iterable, Sequence
 from typing import Any, TypeAlias
 
@@ -35,6 +36,54 @@ def literal(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
+# How a connection finds that its server has gone without a word (a failover that moved the
+# server's address, a network or a NAT that drops its packets: no FIN, no RST), as libpq's
+# keepalives_idle/_interval/_count and tcp_user_timeout do (asyncpg has no option for it:
+# MagicStack/asyncpg#606). Without them a read waits for ever (a LISTEN connection, a pooled
+# connection given back under a cancelled call) and a write for the kernel's 15 minutes or so of
+# retransmissions. With them an idle connection is probed after 10 s, then every 5 s, and the
+# kernel ends a connection once 30 s pass with nothing it sent acknowledged, a probe or data
+# (TCP_USER_TIMEOUT decides over the probes' count when both are set): its statement or its wait
+# for a NOTIFY fails, and the pool or the loop connects again. A server that is alive answers the
+# probes however long its query runs. Measured (a network namespace whose 127.0.0.1 became a
+# blackhole route): a SELECT 1 sent and a LISTEN waiting failed after 30.3 and 30.6 s; without
+# these, both still waited after 150 s.
+KEEPALIVE_IDLE_S = 10
+KEEPALIVE_INTERVAL_S = 5
+KEEPALIVE_PROBES = 3
+UNACKNOWLEDGED_MS = 30_000
+
+
+def detect_dead_peer(conn: asyncpg.Connection[Any]) -> None:
+    """Turn on the socket's dead-peer detection (above) for a TCP connection; a Unix socket's
+    peer cannot vanish so."""
+    # asyncpg gives no other way to its socket.
+    sock = conn._transport.get_extra_info("socket")  # type: ignore[attr-defined]
+    if sock is None or sock.family not in (socket.AF_INET, socket.AF_INET6):
+        return
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    for option, value in (
+        ("TCP_KEEPIDLE", KEEPALIVE_IDLE_S),  # Linux's names; macOS's TCP_KEEPALIVE is the idle time
+        ("TCP_KEEPINTVL", KEEPALIVE_INTERVAL_S),
+        ("TCP_KEEPCNT", KEEPALIVE_PROBES),
+        ("TCP_USER_TIMEOUT", UNACKNOWLEDGED_MS),
+    ):
+        if hasattr(socket, option):
+            sock.setsockopt(socket.IPPROTO_TCP, getattr(socket, option), value)
+
+
+async def connect(dsn: str, **options: Any) -> asyncpg.Connection[Any]:
+    """`asyncpg.connect`, the connection's dead-peer detection turned on (`detect_dead_peer`): for
+    a connection of its own (a LISTEN, a session lock)."""
+    conn: asyncpg.Connection[Any] = await asyncpg.connect(dsn, **options)
+    detect_dead_peer(conn)
+    return conn
+
+
+async def _pooled(conn: asyncpg.Connection[Any]) -> None:
+    detect_dead_peer(conn)
+
+
 async def create_pool(
     dsn: str,
     schema: str,
@@ -47,7 +96,7 @@ async def create_pool(
 
     SQL in a service is therefore unqualified; one schema per service keeps tables apart.
     """
-    conn = await asyncpg.connect(dsn)
+    conn = await connect(dsn)
     try:
         await ensure_schema(conn, schema)
     finally:
@@ -63,6 +112,7 @@ async def create_pool(
             "standard_conforming_strings": "on",  # what `literal` relies on (PostgreSQL's default)
         },
         reset=keep_session,
+        init=_pooled,
     )
     assert pool is not None
     return pool

@@ -22,6 +22,7 @@ from prometheus_client import Counter
 
 from services.catalog.adapters.index import IndexedProduct, ProductIndex
 from services.catalog.adapters.postgres import INDEXED_ROWS
+from services.platform.db import connect
 from services.platform.events.tables import quote_ident
 from services.platform.memory import release_memory
 from services.platform.outages import DATABASE_FAILURES
@@ -79,7 +80,7 @@ class IndexFollower:
         attempt = 0
         while True:
             try:
-                conn = await asyncpg.connect(
+                conn = await connect(
                     self.dsn,
                     server_settings={
                         "search_path": f"{quote_ident(self.schema)}, public",

@@ -33,7 +33,7 @@ from nats.js import JetStreamContext
 from nats.js.api import PubAck
 from nats.js.errors import NoStreamResponseError
 
-from services.platform.db import Connection, Queryable, columns, literal
+from services.platform.db import Connection, Queryable, columns, connect, literal
 from services.platform.events import metrics
 from services.platform.events.codec import EventCodec, OutgoingEvent
 from services.platform.events.tables import quote_ident
@@ -285,7 +285,7 @@ class OutboxRelay:
         attempt = 0
         while not self._stopping.is_set():
             try:
-                conn = await asyncpg.connect(
+                conn = await connect(
                     self.dsn,
                     server_settings={
                         "search_path": quote_ident(self.schema),
