@@ -13,9 +13,11 @@ import pytest
 from nats.aio.msg import Msg
 from prometheus_client import REGISTRY
 
+from services.platform.events import connection
 from services.platform.events.connection import connect
 from services.platform.grpc.tls import PLAINTEXT
 from services.platform.local_servers import NatsServer
+from tests.support.stalling_proxy import StallingProxy
 from tests.support.waiting import eventually
 
 LOGGER = "services.platform.events.connection"
@@ -122,3 +124,34 @@ async def test_nats_that_answers_late_is_waited_for_and_said_once(
         assert not REGISTRY.get_sample_value("a4co_nats_reconnections_total", counted)
     finally:
         await nc.close()
+
+
+async def test_a_nats_that_stops_answering_is_found_stale_and_reached_again(
+    nats_server: NatsServer, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A server gone without a word (no FIN, no RST: a proxy that holds every byte here) is found
+    out by the connection's PINGs going unanswered, not after nats-py's 4 to 6 minutes; the
+    connection is then made again once the server answers. The interval is shortened for the test;
+    the services' own is checked beside it."""
+    nats_server.start()
+    port = int(nats_server.url.rsplit(":", 1)[1])
+    async with StallingProxy(port).running() as proxy:
+        nc = await connect(f"nats://127.0.0.1:{proxy.port}", PLAINTEXT, name="orders", connect_timeout=1)
+        try:
+            assert (nc.options["ping_interval"], nc.options["max_outstanding_pings"]) == (10, 2)
+        finally:
+            await nc.close()
+
+        monkeypatch.setattr(connection, "PING_INTERVAL_S", 0.2)
+        nc = await connect(f"nats://127.0.0.1:{proxy.port}", PLAINTEXT, name="orders", connect_timeout=1)
+        try:
+            proxy.flowing.clear()
+            await eventually(lambda: not nc.is_connected, what="the stalled connection given up")
+            lost = f"lost the connection to NATS at nats://127.0.0.1:{proxy.port}"
+            lost += "; connecting again until it answers"
+            assert said(caplog) == [("WARNING", lost)]
+            proxy.flowing.set()
+            await eventually(lambda: nc.is_connected, what="connected again")
+            await nc.flush(timeout=5)
+        finally:
+            await nc.close()
