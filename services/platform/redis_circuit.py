@@ -38,7 +38,7 @@ class RedisCircuitOpenError(redis.exceptions.ConnectionError):
 
 def redis_breaker(**options: Any) -> CircuitBreaker:
     """The breaker of a process's Redis commands, exported as
-    `a4co_circuit_breaker_state{peer="redis"}`."""
+    `a4co_circuit_breaker_state{peer="redis"}`; `options` (a test's clock) go to CircuitBreaker."""
     return exported(
         CircuitBreaker(
             "redis",

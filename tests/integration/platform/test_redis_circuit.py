@@ -20,11 +20,11 @@ from services.platform.outages import REDIS_OUTAGES
 from services.platform.redis_circuit import (
     REDIS_BREAKER_RESET_S,
     REDIS_BREAKER_THRESHOLD,
-    REDIS_BREAKER_WINDOW_S,
     GuardedRedis,
     RedisCircuitOpenError,
+    redis_breaker,
 )
-from services.platform.resilience import BreakerState, CircuitBreaker
+from services.platform.resilience import BreakerState
 from tests.support.servers import stoppable
 from tests.support.stalling_proxy import StallingProxy
 from tests.support.waiting import eventually
@@ -46,13 +46,7 @@ def state(client: GuardedRedis) -> BreakerState:
 
 @contextlib.asynccontextmanager
 async def guarded(url: str, clock: Clock) -> AsyncIterator[GuardedRedis]:
-    breaker = CircuitBreaker(
-        "redis",
-        threshold=REDIS_BREAKER_THRESHOLD,
-        window_s=REDIS_BREAKER_WINDOW_S,
-        reset_s=REDIS_BREAKER_RESET_S,
-        clock=clock,
-    )
+    breaker = redis_breaker(clock=clock)  # the services' breaker, on the test's clock
     pool = BlockingConnectionPool.from_url(
         url, socket_timeout=TIMEOUT_S, socket_connect_timeout=TIMEOUT_S, decode_responses=True
     )
