@@ -60,6 +60,12 @@ log = logging.getLogger(__name__)
 # A channel left for new TLS files is closed this long after: every call begun on it has ended by
 # then (their deadlines are seconds).
 RETIRE_AFTER_S = 60.0
+# A peer that has not answered an attempt within this long has failed it, whichever deadline ended
+# the call: two and a half times the slowest sync SLA (200 ms p99, geo's and payments'). A call
+# its caller's sooner deadline cut short before then says nothing of the peer; past it, a hung
+# peer opens its circuit however hasty the callers (their deadlines under the client's own, 2 s
+# for orders' peers, would else never count it, decision 75).
+HUNG_AFTER_S = 0.5
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,11 +102,13 @@ class PeerClient:
         channel: grpc.aio.Channel,
         *,
         timeout_s: float = 1.0,
+        hung_after_s: float = HUNG_AFTER_S,
         retry: RetryPolicy | None = None,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Any] = asyncio.sleep,
     ) -> None:
         self.peer, self.channel, self.timeout_s = peer, channel, timeout_s
+        self.hung_after_s = hung_after_s
         # Set by `to`: the target and TLS files the channel is opened again with when they change.
         self._target = ""
         self._certificates: Certificates | None = None
@@ -168,7 +176,8 @@ class PeerClient:
         name = _method_name(method)
         deadline = time.monotonic() + (timeout_s or self.timeout_s)
         # The caller of the call being served may stop waiting sooner: the peer is given no longer.
-        # A peer that runs out of that time has not failed: its answer came too late for the caller.
+        # A peer that runs out of that time has not failed, its answer too late for the caller,
+        # unless it had `hung_after_s` (HUNG_AFTER_S) and gave none.
         callers, cut_short = caller_deadline(), False
         if callers is not None and callers < deadline:
             deadline, cut_short = callers, True
@@ -191,10 +200,11 @@ class PeerClient:
             try:
                 response = await method(request, timeout=max(remaining, 0.001), metadata=md)
             except grpc.aio.AioRpcError as err:
-                self._duration(name).observe(time.perf_counter() - started)
+                waited = time.perf_counter() - started
+                self._duration(name).observe(waited)
                 code = err.code()
                 self._counted(name, code.name).inc()
-                if cut_short and code == grpc.StatusCode.DEADLINE_EXCEEDED:
+                if cut_short and code == grpc.StatusCode.DEADLINE_EXCEEDED and waited < self.hung_after_s:
                     self.breaker.record_abandoned()
                 elif code in PEER_FAILURES:
                     self.breaker.record_failure(f"{code.name}: {err.details()}")

@@ -200,8 +200,8 @@ async def test_the_peer_is_given_no_longer_than_the_served_call_s_caller_waits(
     peer: tuple[Peer, str],
 ) -> None:
     """Serving a call whose caller waits 0.3 s more, a call to a slow peer ends then, not at the
-    client's own 10 s; and its end counts nothing against the peer: five such do not open the
-    circuit."""
+    client's own 10 s; and its end, before the peer has had HUNG_AFTER_S, counts nothing against
+    the peer: five such do not open the circuit."""
     servicer, address = peer
     servicer.delay_s = 5.0
     c, stub = client(address, Clock(), timeout_s=10.0)
@@ -216,6 +216,27 @@ async def test_the_peer_is_given_no_longer_than_the_served_call_s_caller_waits(
     servicer.delay_s = 0.0
     assert (await c.call(stub.CheckStock, REQUEST)).all_available  # outside a call: its own 10 s
     assert (servicer.time_remaining[-1] or 0) > 5
+    await c.close()
+
+
+async def test_a_hung_peer_counts_against_its_circuit_whatever_deadline_ends_the_calls(
+    peer: tuple[Peer, str],
+) -> None:
+    """A peer that did not answer within `hung_after_s` has failed, though the caller's own
+    deadline, shorter than the client's, ended each call: five such open its circuit, and the
+    sixth call is refused at once, where every call would otherwise wait its whole deadline."""
+    servicer, address = peer
+    servicer.delay_s = 5.0
+    c, stub = client(address, Clock(), timeout_s=10.0, hung_after_s=0.2)
+    for _ in range(5):
+        with caller_deadline_scope(0.3), pytest.raises(grpc.aio.AioRpcError) as late:
+            await c.call(stub.CheckStock, REQUEST)
+        assert late.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    assert state_of(c.breaker) is BreakerState.OPEN
+    with caller_deadline_scope(0.3), pytest.raises(UnavailableError) as refused:
+        await c.call(stub.CheckStock, REQUEST)
+    assert refused.value.reason == "CIRCUIT_OPEN"
+    assert servicer.calls == 5
     await c.close()
 
 
