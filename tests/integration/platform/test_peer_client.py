@@ -20,6 +20,7 @@ from services.platform.grpc.client import PeerClient, RetryPolicy, open_channel
 from services.platform.grpc.deadline import caller_deadline_scope
 from services.platform.grpc.interceptor import MethodPolicy, PlatformInterceptor
 from services.platform.resilience import Backoff, BreakerState, CircuitBreaker
+from tests.support.clock import Clock
 from tests.support.waiting import eventually
 
 
@@ -62,14 +63,6 @@ async def peer() -> AsyncIterator[tuple[Peer, str]]:
     await server.start()
     yield servicer, f"127.0.0.1:{port}"
     await server.stop(0)
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def client(address: str, clock: Clock, **kwargs: Any) -> tuple[PeerClient, pb_grpc.InventoryServiceAsyncStub]:

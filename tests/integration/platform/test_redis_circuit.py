@@ -25,19 +25,12 @@ from services.platform.redis_circuit import (
     redis_breaker,
 )
 from services.platform.resilience import BreakerState
+from tests.support.clock import Clock
 from tests.support.servers import stoppable
 from tests.support.stalling_proxy import StallingProxy
 from tests.support.waiting import eventually
 
 TIMEOUT_S = 0.2  # the services' REDIS_TIMEOUT_S, shorter for the test
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def state(client: GuardedRedis) -> BreakerState:

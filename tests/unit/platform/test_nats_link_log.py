@@ -12,17 +12,10 @@ from nats.js.errors import APIError
 from prometheus_client import REGISTRY
 
 from services.platform.events.connection import REPEAT_S, LinkLog, unreachable
+from tests.support.clock import Clock
 
 URL = "nats://n1:4222,nats://n2:4222"
 REFUSED = ConnectionRefusedError(111, "Connect call failed ('10.0.0.1', 4222)")
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def said(caplog: pytest.LogCaptureFixture, at_least: int = logging.INFO) -> list[tuple[int, str]]:

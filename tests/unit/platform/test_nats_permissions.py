@@ -23,6 +23,7 @@ from services.platform.events.permissions import (
 )
 from services.platform.events.registry import EventRegistry, load_registry, subject_matches
 from services.platform.events.topology import Topology
+from tests.support.clock import Clock
 
 REGISTRY_ = load_registry()  # the contracts as generated
 
@@ -190,14 +191,6 @@ def test_the_nsc_commands_quote_every_subject_list() -> None:
     assert "  --allow-sub '_INBOX.orders.>'" in text
     assert "  --deny-pub '$JS.API.CONSUMER.*." in text
     assert ",$JS.API.CONSUMER.*.*.ARTISANS.catalog_ARTISANS," in text
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def violations(service: str) -> float:

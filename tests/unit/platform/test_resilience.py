@@ -16,14 +16,7 @@ from services.platform.resilience import (
     every,
     wait_set,
 )
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
+from tests.support.clock import Clock
 
 
 def failing(breaker: CircuitBreaker, times: int) -> None:
