@@ -177,7 +177,7 @@ class PeerClient:
         deadline = time.monotonic() + (timeout_s or self.timeout_s)
         # The caller of the call being served may stop waiting sooner: the peer is given no longer.
         # A peer that runs out of that time has not failed, its answer too late for the caller,
-        # unless it had `hung_after_s` (HUNG_AFTER_S) and gave none.
+        # unless it had `hung_after_s` (HUNG_AFTER_S) and gave none (`_left`).
         callers, cut_short = caller_deadline(), False
         if callers is not None and callers < deadline:
             deadline, cut_short = callers, True
@@ -204,8 +204,8 @@ class PeerClient:
                 self._duration(name).observe(waited)
                 code = err.code()
                 self._counted(name, code.name).inc()
-                if cut_short and code == grpc.StatusCode.DEADLINE_EXCEEDED and waited < self.hung_after_s:
-                    self.breaker.record_abandoned()
+                if cut_short and code == grpc.StatusCode.DEADLINE_EXCEEDED:
+                    self._left(waited)
                 elif code in PEER_FAILURES:
                     self.breaker.record_failure(f"{code.name}: {err.details()}")
                 else:
@@ -213,13 +213,22 @@ class PeerClient:
                 if not await self._may_retry(code, attempt, idempotent, deadline):
                     raise
                 continue
-            except BaseException:  # cancelled: nothing learnt of the peer
-                self.breaker.record_abandoned()
+            except BaseException:  # cancelled: the served call's deadline passed, or its caller left
+                self._left(time.perf_counter() - started)
                 raise
             self._duration(name).observe(time.perf_counter() - started)
             self._counted(name, "OK").inc()
             self.breaker.record_success()
             return response
+
+    def _left(self, waited: float) -> None:
+        """An attempt its caller stopped waiting for after `waited` seconds, by cancelling it or by
+        the served call's deadline: the peer's failure if it had `hung_after_s` without answering,
+        else nothing learnt of it (a half-open circuit's next call is the trial)."""
+        if waited >= self.hung_after_s:
+            self.breaker.record_failure(f"no answer within {waited:.1f} s, when its caller stopped waiting")
+        else:
+            self.breaker.record_abandoned()
 
     async def _may_retry(
         self, code: grpc.StatusCode, attempt: int, idempotent: bool, deadline: float

@@ -233,6 +233,31 @@ async def test_a_hung_peer_counts_against_its_circuit_whatever_deadline_ends_the
     await c.close()
 
 
+async def test_a_hung_peer_counts_when_its_callers_are_cancelled(peer: tuple[Peer, str]) -> None:
+    """The served call's handler is cancelled (gRPC does so when its deadline passes, often before
+    the call to the peer ends with DEADLINE_EXCEEDED; or its caller went away): a peer that had
+    `hung_after_s` without answering has failed; one cancelled sooner says nothing."""
+    servicer, address = peer
+    servicer.delay_s = 5.0
+    c, stub = client(address, Clock(), timeout_s=10.0, hung_after_s=0.2)
+
+    async def cancelled_after(seconds: float) -> None:
+        call = asyncio.ensure_future(c.call(stub.CheckStock, REQUEST))
+        done, _ = await asyncio.wait({call}, timeout=seconds)
+        assert not done
+        call.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await call
+
+    for _ in range(5):
+        await cancelled_after(0.05)
+    assert state_of(c.breaker) is BreakerState.CLOSED, "cancelled before the peer had its time"
+    for _ in range(5):
+        await cancelled_after(0.3)
+    assert state_of(c.breaker) is BreakerState.OPEN
+    await c.close()
+
+
 async def test_a_served_call_s_deadline_reaches_the_peers_it_calls(peer: tuple[Peer, str]) -> None:
     """Through the platform's interceptor: a call with a 2 s deadline to a service whose handler
     asks the peer; the peer is told it has under 2 s (the client's own would be 10)."""
