@@ -19,7 +19,14 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from services.cli.connection import Prefix, Target, database_shown, running_deployment
+from services.cli.connection import (
+    DatabaseUnansweredError,
+    Prefix,
+    Target,
+    database,
+    database_shown,
+    running_deployment,
+)
 from services.platform.events.topology import Topology
 
 console = Console()
@@ -27,15 +34,6 @@ DEFAULT_SETTLED_S = 60.0
 DEFAULT_TIMEOUT_S = 60.0  # how long each statement may wait for its answer
 STANDING = "('CONFIRMED', 'SHIPPED', 'DELIVERED', 'RETURN_REQUESTED')"  # charged and not refunded
 UNDONE = "('CANCELLED', 'RETURNED')"
-
-
-class UnansweredError(Exception):
-    """PostgreSQL, reached, did not answer one of the check's statements within its timeout: a
-    server stalled (its processes stopped, its packets dropped) or too busy."""
-
-    def __init__(self, timeout_s: float) -> None:
-        super().__init__(f"no answer within {timeout_s:g} s")
-        self.timeout_s = timeout_s
 
 
 async def violations(dsn: str, topology: Topology, settled_for_s: float = 0.0) -> list[str]:
@@ -47,15 +45,14 @@ async def violations(dsn: str, topology: Topology, settled_for_s: float = 0.0) -
 async def check(
     dsn: str, topology: Topology, settled_for_s: float, timeout_s: float = DEFAULT_TIMEOUT_S
 ) -> tuple[list[str], int]:
-    """What is violated, and how many orders were checked; UnansweredError when a statement waits
-    longer than `timeout_s` for its answer."""
+    """What is violated, and how many orders were checked; DatabaseUnansweredError when a statement
+    waits longer than `timeout_s` for its answer."""
     orders, payments, inventory = (f'"{topology.schema(s)}"' for s in ("orders", "payments", "inventory"))
     # $1: the seconds an order (or an outbox row) has been unchanged for before it is checked.
     settled = "updated_at <= now() - make_interval(secs => $1)"
     recent = f"SELECT order_id::text FROM {orders}.orders WHERE NOT ({settled})"
-    conn = await asyncpg.connect(dsn, timeout=5, command_timeout=timeout_s)
     found: list[str] = []
-    try:
+    async with database(dsn, timeout_s, connect_timeout_s=5) as conn:
         # One snapshot for every statement: a live system moves on between them.
         await conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
         checked = await conn.fetchval(f"SELECT count(*) FROM {orders}.orders WHERE {settled}", settled_for_s)
@@ -133,12 +130,6 @@ async def check(
             )
             if pending:
                 found.append(f"{pending} events never left the outbox of {schema}")
-    except TimeoutError:
-        conn.terminate()  # a server that does not answer would not answer the goodbye either
-        raise UnansweredError(timeout_s) from None
-    finally:
-        if not conn.is_closed():
-            await conn.close(timeout=timeout_s)
     return found, int(checked)
 
 
@@ -173,7 +164,7 @@ def invariants(
     dsn = database_url(url)
     try:
         found, checked = asyncio.run(check(dsn, topology, settled_for, timeout))
-    except UnansweredError as error:
+    except DatabaseUnansweredError as error:
         console.print(
             f"[red]PostgreSQL at {escape(database_shown(dsn))} stopped answering the check ({error}):"
             " is it stalled or overloaded? --timeout waits longer[/red]"

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import urlsplit, urlunsplit
 
+import asyncpg
 import nats
 import nats.errors
 import typer
@@ -189,3 +190,32 @@ def database_shown(dsn: str) -> str:
         return dsn
     user, _, host = parts.netloc.rpartition("@")
     return urlunsplit(parts._replace(netloc=f"{user.partition(':')[0]}:***@{host}"))
+
+
+class DatabaseUnansweredError(Exception):
+    """PostgreSQL, reached, did not answer a statement within its timeout: a server stalled (its
+    processes stopped, its packets dropped) or too busy."""
+
+    def __init__(self, timeout_s: float) -> None:
+        super().__init__(f"no answer within {timeout_s:g} s")
+        self.timeout_s = timeout_s
+
+
+@asynccontextmanager
+async def database(
+    dsn: str, timeout_s: float, connect_timeout_s: float | None = None
+) -> AsyncIterator[asyncpg.Connection[Any]]:
+    """A command's connection to PostgreSQL (`connect_timeout_s` to connect, `timeout_s` by
+    default), each statement given `timeout_s`: one left unanswered raises DatabaseUnansweredError,
+    the connection dropped without the goodbye a stalled server would not answer either."""
+    conn: asyncpg.Connection[Any] = await asyncpg.connect(
+        dsn, timeout=connect_timeout_s or timeout_s, command_timeout=timeout_s
+    )
+    try:
+        yield conn
+    except TimeoutError:
+        conn.terminate()
+        raise DatabaseUnansweredError(timeout_s) from None
+    finally:
+        if not conn.is_closed():
+            await conn.close(timeout=timeout_s)

@@ -24,11 +24,13 @@ from rich.markup import escape
 from rich.table import Table
 
 from services.cli.connection import (
+    DatabaseUnansweredError,
     NatsUnansweredError,
     NatsUrl,
     Prefix,
     Target,
     client_tls,
+    database,
     database_shown,
     jetstream,
     running_deployment,
@@ -202,19 +204,14 @@ async def outbox_backlog(database_url: str, topology: Topology, services: list[s
     """Events committed and not yet published, per service; when PostgreSQL does not answer (a
     server stopped or stalled, which is when an operator asks), why, in `database_unanswered`."""
     try:
-        conn = await asyncpg.connect(
-            database_url, timeout=DATABASE_TIMEOUT_S, command_timeout=DATABASE_TIMEOUT_S
-        )
-        try:
+        async with database(database_url, DATABASE_TIMEOUT_S) as conn:
             for service in services:
                 schema = topology.schema(service)
                 exists = await conn.fetchval("SELECT to_regclass($1)", f'"{schema}".outbox')
                 if exists:
                     count = await conn.fetchval(f'SELECT count(*) FROM "{schema}".outbox')  # noqa: S608
                     status.outbox[service] = int(count)
-        finally:
-            await conn.close(timeout=DATABASE_TIMEOUT_S)
-    except TimeoutError:
+    except (TimeoutError, DatabaseUnansweredError):  # to connect, or to answer
         why = f"no answer within {DATABASE_TIMEOUT_S:g} s"
     except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
         why = str(error) or type(error).__name__
