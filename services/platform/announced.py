@@ -23,8 +23,10 @@ from collections.abc import Callable
 from typing import Generic, TypeVar
 
 from redis.asyncio import Redis
+from redis.asyncio.client import PubSub
 from redis.exceptions import RedisError
 
+from services.platform.pubsub import next_message
 from services.platform.resilience import Backoff
 
 log = logging.getLogger(__name__)
@@ -60,6 +62,7 @@ class AnnouncedMemory(Generic[V]):
         self._entries: dict[str, tuple[V, float]] = {}
         self.following = False
         self.subscriptions = 0
+        self._pubsub: PubSub | None = None  # the subscription being read, while there is one
 
     @staticmethod
     def versioned(
@@ -112,10 +115,11 @@ class AnnouncedMemory(Generic[V]):
         """Follow the channel until cancelled, subscribing again after a lost connection."""
         attempt = 0
         while True:
-            pubsub = self._redis.pubsub()
+            pubsub = self._pubsub = self._redis.pubsub()
             try:
                 await pubsub.subscribe(self.channel)
-                async for message in pubsub.listen():
+                while True:
+                    message = await next_message(pubsub)
                     if message["type"] == "subscribe":
                         # Whatever was announced while the subscription was down is unknown.
                         self._entries.clear()
@@ -124,11 +128,11 @@ class AnnouncedMemory(Generic[V]):
                         attempt = 0
                     elif message["type"] == "message":
                         self._apply(message["data"])
-                raise ConnectionError(f"the subscription to {self.channel} ended")
             except (RedisError, ConnectionError, OSError) as exc:
                 attempt += 1
                 log.warning("lost %s (%s); reading from the store until subscribed again", self.channel, exc)
             finally:
+                self._pubsub = None
                 self.following = False
                 self._entries.clear()
                 with contextlib.suppress(Exception):

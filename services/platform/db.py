@@ -9,6 +9,7 @@ from typing import Any, TypeAlias
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
+from services.platform import keepalive
 from services.platform.events.tables import ensure_schema, quote_ident
 
 Connection: TypeAlias = "asyncpg.Connection[asyncpg.Record] | PoolConnectionProxy[asyncpg.Record]"
@@ -36,40 +37,21 @@ def literal(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
-# How a connection finds that its server has gone without a word (a failover that moved the
-# server's address, a network or a NAT that drops its packets: no FIN, no RST), as libpq's
-# keepalives_idle/_interval/_count and tcp_user_timeout do (asyncpg has no option for it:
-# MagicStack/asyncpg#606). Without them a read waits for ever (a LISTEN connection, a pooled
-# connection given back under a cancelled call) and a write for the kernel's 15 minutes or so of
-# retransmissions. With them an idle connection is probed after 10 s, then every 5 s, and the
-# kernel ends a connection once 30 s pass with nothing it sent acknowledged, a probe or data
-# (TCP_USER_TIMEOUT decides over the probes' count when both are set): its statement or its wait
-# for a NOTIFY fails, and the pool or the loop connects again. A server that is alive answers the
-# probes however long its query runs. Measured (a network namespace whose 127.0.0.1 became a
-# blackhole route): a SELECT 1 sent and a LISTEN waiting failed after 30.3 and 30.6 s; without
-# these, both still waited after 150 s.
-KEEPALIVE_IDLE_S = 10
-KEEPALIVE_INTERVAL_S = 5
-KEEPALIVE_PROBES = 3
-UNACKNOWLEDGED_MS = 30_000
-
-
 def detect_dead_peer(conn: asyncpg.Connection[Any]) -> None:
-    """Turn on the socket's dead-peer detection (above) for a TCP connection; a Unix socket's
-    peer cannot vanish so."""
+    """Turn on the socket's dead-peer detection (services/platform/keepalive.py) for a TCP
+    connection; a Unix socket's peer cannot vanish so.
+
+    asyncpg has no option for it (MagicStack/asyncpg#606). Measured (a network namespace whose
+    127.0.0.1 became a blackhole route): a SELECT 1 sent and a LISTEN waiting failed after 30.3 and
+    30.6 s; without it, both still waited after 150 s (decision 74).
+    """
     # asyncpg gives no other way to its socket.
     sock = conn._transport.get_extra_info("socket")  # type: ignore[attr-defined]
     if sock is None or sock.family not in (socket.AF_INET, socket.AF_INET6):
         return
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
-    for option, value in (
-        ("TCP_KEEPIDLE", KEEPALIVE_IDLE_S),  # Linux's names; macOS's TCP_KEEPALIVE is the idle time
-        ("TCP_KEEPINTVL", KEEPALIVE_INTERVAL_S),
-        ("TCP_KEEPCNT", KEEPALIVE_PROBES),
-        ("TCP_USER_TIMEOUT", UNACKNOWLEDGED_MS),
-    ):
-        if hasattr(socket, option):
-            sock.setsockopt(socket.IPPROTO_TCP, getattr(socket, option), value)
+    for option, value in keepalive.tcp_options().items():
+        sock.setsockopt(socket.IPPROTO_TCP, option, value)
 
 
 async def connect(dsn: str, **options: Any) -> asyncpg.Connection[Any]:

@@ -21,6 +21,7 @@ from nats.aio.client import Client as NatsClient
 from nats.js import JetStreamContext
 from redis.asyncio import BlockingConnectionPool
 
+from services.platform import keepalive
 from services.platform.auth import RedisRevocations, RevocationFallback, TokenVerifier
 from services.platform.db import create_pool
 from services.platform.events.codec import EventCodec, check_max_payload
@@ -50,6 +51,34 @@ REDIS_CONNECTIONS = 64
 REDIS_TIMEOUT_S = 0.5
 
 Subscriptions = Mapping[str, Mapping[type[Message], Handler | Selective]]
+
+
+def redis_pool(url: str) -> BlockingConnectionPool:
+    """The connections of a service's Redis client, its commands' and its pub/sub listeners'.
+
+    A burst of calls waits for a free connection (up to 5 s) instead of failing at once with "Too
+    many connections", which is what redis-py's default pool does past 100. A Redis that stalls
+    (rather than refusing connections) fails a command after REDIS_TIMEOUT_S, as one that is down
+    does, so the call falls back to PostgreSQL instead of waiting until its caller's deadline.
+
+    The pub/sub listeners' blocking reads have no timeout (redis-py reads them without one): over
+    TCP, the connections get the same dead-peer detection as PostgreSQL's (decision 76), so that a
+    listener whose server vanished fails within 30 s even after it sent a SUBSCRIBE that nothing
+    acknowledged, which redis-py's own keepalive (probes only while nothing is unacknowledged)
+    leaves to the kernel's retransmissions. A Unix socket takes no TCP option (nor needs one).
+    """
+    tcp: dict[str, Any] = {}
+    if not url.startswith("unix:"):
+        tcp = {"socket_keepalive": True, "socket_keepalive_options": keepalive.tcp_options()}
+    return BlockingConnectionPool.from_url(
+        url,
+        max_connections=REDIS_CONNECTIONS,
+        timeout=5,
+        socket_timeout=REDIS_TIMEOUT_S,
+        socket_connect_timeout=REDIS_TIMEOUT_S,
+        decode_responses=True,
+        **tcp,
+    )
 
 
 @dataclass
@@ -120,24 +149,8 @@ class Infrastructure:
         streams = produced_streams(settings.service, registry)
         await ensure_streams(js, registry, topology, settings.streams, only=streams)
         codec = EventCodec(registry, settings.service, topology)
-        # A burst of calls waits for a free connection (up to 5 s) instead of failing at once
-        # with "Too many connections", which is what redis-py's default pool does past 100. A
-        # Redis that stalls (rather than refusing connections) fails a command after
-        # REDIS_TIMEOUT_S, as one that is down does, so the call falls back to PostgreSQL
-        # instead of waiting until its caller's deadline; the pub/sub listeners' blocking reads
-        # have no timeout (redis-py reads them without one). After a few timeouts, commands are
-        # refused at once for a while (decision 73).
-        redis = GuardedRedis.over(
-            BlockingConnectionPool.from_url(
-                settings.redis_url,
-                max_connections=REDIS_CONNECTIONS,
-                timeout=5,
-                socket_timeout=REDIS_TIMEOUT_S,
-                socket_connect_timeout=REDIS_TIMEOUT_S,
-                decode_responses=True,
-            ),
-            redis_breaker(),
-        )
+        # After a few timeouts, commands are refused at once for a while (decision 73).
+        redis = GuardedRedis.over(redis_pool(settings.redis_url), redis_breaker())
         outbox = OutboxWriter(codec, schema)
         revocations = RedisRevocations(redis, settings.prefix)
         infra = cls(

@@ -26,6 +26,7 @@ from redis.asyncio.client import PubSub
 from redis.exceptions import RedisError
 
 from services.platform.errors import A4coError, ResourceExhaustedError, UnavailableError
+from services.platform.pubsub import next_message
 from services.platform.resilience import Backoff
 
 log = logging.getLogger(__name__)
@@ -188,9 +189,7 @@ class LiveNotifications:
             try:
                 await pubsub.subscribe(self._own)
                 while True:
-                    message = await pubsub.get_message(timeout=None)
-                    if message is None:
-                        continue
+                    message = await next_message(pubsub)
                     if message["type"] == "subscribe":
                         attempt = 0
                         self._confirm(message["channel"])

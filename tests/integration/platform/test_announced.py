@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import pytest
 from redis.asyncio import Redis
 
 from services.inventory.adapters.cache import StockCache
 from services.platform.auth import RedisRevocations
 from tests.support.announced import following
+from tests.support.ended_connection import ended_by_the_kernel
 from tests.support.waiting import eventually
 
 
@@ -56,3 +58,21 @@ async def test_an_unreadable_announcement_empties_the_memory(redis: Redis, prefi
         await redis.publish(cache.memory.channel, "not an announcement")
         await eventually(lambda: cache.memory.get("p-1") is None, what="memory emptied")
         assert cache.memory.following
+
+
+# A read that spins never gives the event loop back, so only pytest-timeout's signal can end it.
+@pytest.mark.timeout(20)
+async def test_a_connection_the_kernel_ended_is_subscribed_again(redis: Redis, prefix: str) -> None:
+    """redis-py 8.1 reads such a connection as nothing, at once and for ever (services/platform/pubsub.py)."""
+    service = RedisRevocations(redis, prefix)
+    async with following(service.memory):
+        assert await service.is_revoked("s-1") is False
+        assert service.memory.get("s-1") is False
+        assert service.memory._pubsub is not None
+        ended_by_the_kernel(service.memory._pubsub)
+
+        await eventually(lambda: service.memory.subscriptions == 2, what="subscribed again")
+        assert service.memory.following
+        assert service.memory.get("s-1") is None, "what was remembered before is forgotten"
+        await RedisRevocations(redis, prefix).revoke("s-1", ttl_s=60)
+        assert await service.is_revoked("s-1")

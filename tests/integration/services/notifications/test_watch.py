@@ -34,6 +34,7 @@ from tests.integration.services.harness import (
 )
 from tests.integration.services.notifications.test_notifications import order_created
 from tests.integration.services.test_grpcurl import GRPCURL
+from tests.support.ended_connection import ended_by_the_kernel
 from tests.support.waiting import eventually
 
 if TYPE_CHECKING:
@@ -273,6 +274,27 @@ async def test_a_subscription_that_redis_py_renews_ends_its_watches(notification
         await notifications.infra.redis.publish(f"{notifications.infra.settings.prefix}:hub:u-2", "still")
         async with asyncio.timeout(READ_S):
             assert await other.next() == "still"  # another user's channel was not renewed
+
+
+# A read that spins never gives the event loop back, so only pytest-timeout's signal can end it.
+@pytest.mark.timeout(30)
+async def test_a_connection_the_kernel_ended_ends_the_watches_and_is_subscribed_again(
+    notifications: RunningService,
+) -> None:
+    """redis-py 8.1 reads such a connection as nothing, at once and for ever (services/platform/pubsub.py)."""
+    channel = f"{notifications.infra.settings.prefix}:hub:u-1"
+    async with hub_of(notifications) as hub:
+        async with hub.watch("u-1") as watch:
+            assert hub._pubsub is not None
+            ended_by_the_kernel(hub._pubsub)
+            with pytest.raises(UnavailableError):
+                async with asyncio.timeout(READ_S):
+                    await watch.next()
+        await eventually(lambda: hub.following, what="the hub subscribed again")
+        async with hub.watch("u-1") as again:
+            await notifications.infra.redis.publish(channel, "after")
+            async with asyncio.timeout(READ_S):
+                assert await again.next() == "after"
 
 
 async def test_a_user_may_keep_so_many_streams_open_in_a_process(notifications: RunningService) -> None:
