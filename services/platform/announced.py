@@ -26,7 +26,7 @@ from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
 from redis.exceptions import RedisError
 
-from services.platform.pubsub import next_message
+from services.platform.pubsub import SubscriptionLog, next_message
 from services.platform.resilience import Backoff
 
 log = logging.getLogger(__name__)
@@ -114,6 +114,7 @@ class AnnouncedMemory(Generic[V]):
     async def follow(self, backoff: Backoff = RESUBSCRIBE) -> None:
         """Follow the channel until cancelled, subscribing again after a lost connection."""
         attempt = 0
+        said = SubscriptionLog(self.channel, "reading from the store", self._clock)
         while True:
             pubsub = self._pubsub = self._redis.pubsub()
             try:
@@ -126,11 +127,12 @@ class AnnouncedMemory(Generic[V]):
                         self.following = True
                         self.subscriptions += 1
                         attempt = 0
+                        said.subscribed()
                     elif message["type"] == "message":
                         self._apply(message["data"])
             except (RedisError, ConnectionError, OSError) as exc:
                 attempt += 1
-                log.warning("lost %s (%s); reading from the store until subscribed again", self.channel, exc)
+                said.lost(exc)
             finally:
                 self._pubsub = None
                 self.following = False

@@ -12,10 +12,17 @@ every traceback). A blocking read has no timeout of its own, so here a None is t
 
 from __future__ import annotations
 
+import logging
+import time
+from collections.abc import Callable
 from typing import Any
 
 from redis.asyncio.client import PubSub
 from redis.exceptions import ConnectionError as RedisConnectionError
+
+from services.platform.events.connection import REPEAT_S
+
+log = logging.getLogger(__name__)
 
 
 async def next_message(pubsub: PubSub) -> dict[str, Any]:
@@ -25,3 +32,50 @@ async def next_message(pubsub: PubSub) -> dict[str, Any]:
     if message is None:
         raise RedisConnectionError("the subscription's connection was lost (the read returned nothing)")
     return message
+
+
+class SubscriptionLog:
+    """What a subscription's loop says while it is lost: a WARNING when it is lost, then one every
+    REPEAT_S while the attempts to subscribe again fail (each at DEBUG), and an INFO once subscribed
+    again, with how long it was lost and how many attempts failed, as the NATS connection says
+    (a Redis that stays away would otherwise have each listener of each process say so at every
+    attempt, every 5 s)."""
+
+    def __init__(self, name: str, meanwhile: str, clock: Callable[[], float] = time.monotonic) -> None:
+        self.name = name  # what is subscribed to
+        self.meanwhile = meanwhile  # what the process does until it is subscribed again
+        self.clock = clock
+        self.lost_since: float | None = None
+        self.said_at = 0.0
+        self.attempts = 0  # failed since the subscription was lost
+
+    def lost(self, exc: BaseException) -> None:
+        """The subscription was lost, or an attempt to subscribe again failed, with `exc`."""
+        now = self.clock()
+        if self.lost_since is None:
+            self.lost_since, self.said_at, self.attempts = now, now, 0
+            log.warning("lost %s (%s); %s until subscribed again", self.name, exc, self.meanwhile)
+            return
+        self.attempts += 1
+        if now - self.said_at >= REPEAT_S:
+            self.said_at = now
+            log.warning(
+                "%s still lost after %.0f s (%d attempts), the last: %s",
+                self.name,
+                now - self.lost_since,
+                self.attempts,
+                exc,
+            )
+        else:
+            log.debug("%s: %s", self.name, exc)
+
+    def subscribed(self) -> None:
+        """Redis confirmed the subscription."""
+        if self.lost_since is not None:
+            log.info(
+                "subscribed again to %s after %.1f s lost (%d attempts failed)",
+                self.name,
+                self.clock() - self.lost_since,
+                self.attempts,
+            )
+        self.lost_since = None

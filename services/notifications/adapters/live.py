@@ -26,7 +26,7 @@ from redis.asyncio.client import PubSub
 from redis.exceptions import RedisError
 
 from services.platform.errors import A4coError, ResourceExhaustedError, UnavailableError
-from services.platform.pubsub import next_message
+from services.platform.pubsub import SubscriptionLog, next_message
 from services.platform.resilience import Backoff
 
 log = logging.getLogger(__name__)
@@ -184,6 +184,7 @@ class LiveNotifications:
     async def follow(self) -> None:
         """Keep the subscription until cancelled, subscribing again after a lost connection."""
         attempt = 0
+        said = SubscriptionLog("the live notifications' subscription", "streams end and are refused")
         while True:
             pubsub = self._pubsub = self._redis.pubsub()
             try:
@@ -192,13 +193,15 @@ class LiveNotifications:
                     message = await next_message(pubsub)
                     if message["type"] == "subscribe":
                         attempt = 0
+                        if message["channel"] == self._own:
+                            said.subscribed()
                         self._confirm(message["channel"])
                     elif message["type"] == "message":
                         for watch in list(self._watches.get(message["channel"], ())):
                             watch.offer(message["data"])
             except (RedisError, ConnectionError, OSError) as exc:
                 attempt += 1
-                log.warning("lost the live notifications' subscription (%s); streams end", exc)
+                said.lost(exc)
             finally:
                 self._pubsub = None
                 self._end_all()
