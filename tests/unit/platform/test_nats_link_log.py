@@ -13,6 +13,7 @@ from prometheus_client import REGISTRY
 
 from services.platform.events.connection import REPEAT_S, LinkLog, unreachable
 from tests.support.clock import Clock
+from tests.support.logs import said as logged
 
 URL = "nats://n1:4222,nats://n2:4222"
 REFUSED = ConnectionRefusedError(111, "Connect call failed ('10.0.0.1', 4222)")
@@ -20,11 +21,7 @@ REFUSED = ConnectionRefusedError(111, "Connect call failed ('10.0.0.1', 4222)")
 
 def said(caplog: pytest.LogCaptureFixture, at_least: int = logging.INFO) -> list[tuple[int, str]]:
     """What LinkLog logged at `at_least` or above."""
-    return [
-        (r.levelno, r.getMessage())
-        for r in caplog.records
-        if r.name == "services.platform.events.connection" and r.levelno >= at_least
-    ]
+    return logged(caplog, "services.platform.events.connection", at_least)
 
 
 def reconnections(service: str) -> float:

@@ -12,16 +12,13 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from services.platform.events.connection import REPEAT_S
 from services.platform.pubsub import SubscriptionLog
 from tests.support.clock import Clock
+from tests.support.logs import said as logged
 
 REFUSED = RedisConnectionError("Error 111 connecting to 10.0.0.5:6379. Connection refused.")
 
 
 def said(caplog: pytest.LogCaptureFixture) -> list[tuple[int, str]]:
-    return [
-        (r.levelno, r.getMessage())
-        for r in caplog.records
-        if r.name == "services.platform.pubsub" and r.levelno >= logging.INFO
-    ]
+    return logged(caplog, "services.platform.pubsub")
 
 
 @pytest.fixture(autouse=True)
